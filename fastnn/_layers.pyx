@@ -1,0 +1,78 @@
+"""The fused dense layer: one GEMM, then one pass for bias + activation (and back).
+
+Samples are rows (THEORY.md): X (B, n_in), W (n_in, n_out), b (n_out,), A (B, n_out).  A reader
+used to samples-as-columns (Z = W X + b) sees the transpose of the same arithmetic.
+
+The cdef functions take raw pointers and sizes so the training loop (_sgd.pyx) calls them on
+its workspace without touching Python; the def functions below are the unchecked entry points
+used by fastnn.layers, which validates every argument first.
+"""
+from cython cimport floating
+
+from fastnn._blas cimport gemm_rowmajor
+from fastnn._kernels cimport FNN_OK, bias_act, act_backward
+
+
+cdef int dense_forward(const floating *X, const floating *W, const floating *b, floating *A,
+                       int n_samples, int n_in, int n_out, int act,
+                       floating alpha) noexcept nogil:
+    """A (B, n_out) := act(X @ W + b).  Returns FNN_OK or FNN_EBADACT."""
+    gemm_rowmajor(False, False, n_samples, n_out, n_in, <floating> 1, X, n_in, W, n_out,
+                  <floating> 0, A, n_out)
+    return bias_act(A, b, n_samples, n_out, act, alpha)
+
+
+cdef int dense_backward(const floating *X, const floating *W, const floating *A,
+                        const floating *dA, floating *D, floating *dW, floating *db,
+                        floating *dX, int n_samples, int n_in, int n_out, int act,
+                        floating alpha) noexcept nogil:
+    """D := dA * act'(A); db := colsum(D); dW := X^T @ D; dX := D @ W^T unless dX is NULL.
+
+    D may be the same buffer as dA (the training loop overwrites dA in place).
+    """
+    cdef int status = act_backward(dA, A, D, db, n_samples, n_out, act, alpha)
+    if status != FNN_OK:
+        return status
+    gemm_rowmajor(True, False, n_in, n_out, n_samples, <floating> 1, X, n_in, D, n_out,
+                  <floating> 0, dW, n_out)
+    if dX != NULL:
+        gemm_rowmajor(False, True, n_samples, n_in, n_out, <floating> 1, D, n_out, W, n_out,
+                      <floating> 0, dX, n_in)
+    return FNN_OK
+
+
+def _raise_status(int status):
+    if status != FNN_OK:
+        raise ValueError(f"unknown activation code (status {status})")
+
+
+def forward_into(const floating[:, ::1] X,  # IN (B, n_in)
+                 const floating[:, ::1] W,  # IN (n_in, n_out)
+                 const floating[::1] b,     # IN (n_out,)
+                 floating[:, ::1] out,      # OUT (B, n_out)
+                 int act, double alpha):
+    """Unchecked: shapes and dtypes are validated by fastnn.layers.dense_forward."""
+    cdef int status
+    with nogil:
+        status = dense_forward(&X[0, 0], &W[0, 0], &b[0], &out[0, 0], <int> X.shape[0],
+                               <int> X.shape[1], <int> W.shape[1], act, <floating> alpha)
+    _raise_status(status)
+
+
+def backward_into(const floating[:, ::1] X,   # IN (B, n_in)
+                  const floating[:, ::1] W,   # IN (n_in, n_out)
+                  const floating[:, ::1] A,   # IN (B, n_out), forward output
+                  const floating[:, ::1] dA,  # IN (B, n_out), upstream gradient
+                  floating[:, ::1] D,         # OUT (B, n_out), dl/dZ (may not alias dA here)
+                  floating[:, ::1] dW,        # OUT (n_in, n_out)
+                  floating[::1] db,           # OUT (n_out,)
+                  floating[:, ::1] dX,        # OUT (B, n_in) or None
+                  int act, double alpha):
+    """Unchecked: shapes and dtypes are validated by fastnn.layers.dense_backward."""
+    cdef int status
+    cdef floating *dX_ptr = NULL if dX is None else &dX[0, 0]
+    with nogil:
+        status = dense_backward(&X[0, 0], &W[0, 0], &A[0, 0], &dA[0, 0], &D[0, 0], &dW[0, 0],
+                                &db[0], dX_ptr, <int> X.shape[0], <int> X.shape[1],
+                                <int> W.shape[1], act, <floating> alpha)
+    _raise_status(status)

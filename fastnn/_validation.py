@@ -1,0 +1,105 @@
+"""Checks shared by every public entry point, and their messages.
+
+Every message names the argument, what was seen and what was expected, so that a user can fix
+the call without reading fastnn's source.  Nothing here uses `assert`.
+"""
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# BLAS takes 32-bit int dimensions
+MAX_DIM = np.iinfo(np.int32).max
+
+
+def describe_dtype(x):
+    return str(getattr(x, "dtype", type(x).__name__))
+
+
+def float_dtype(dtype, name="dtype"):
+    """Return numpy.float32 or numpy.float64 as a numpy.dtype; reject anything else."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} is {dtype!r}; expected numpy.float32 or numpy.float64")
+    return dt
+
+
+def check_array(x, name, *, ndim, dtype=None, copy_noncontiguous=True, allow_empty=False,
+                finite=False):
+    """Validate a floating input array and return it C-contiguous.
+
+    dtype=None accepts float32 or float64 as given; otherwise the array must already have that
+    dtype (kernels never convert silently).  A non-contiguous array (a slice, Fortran order,
+    negative strides) is copied when copy_noncontiguous, else rejected.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray; got {type(x).__name__}")
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional; got shape {x.shape}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} has dtype {x.dtype}; expected float32 or float64")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"{name} has dtype {x.dtype}; expected {np.dtype(dtype)} like the "
+                        "other arrays of this call")
+    if not allow_empty and x.size == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape}); expected at least one element "
+                         "along every axis")
+    if any(n > MAX_DIM for n in x.shape):
+        raise ValueError(f"{name} has shape {x.shape}; dimensions above {MAX_DIM} are not "
+                         "supported by the 32-bit BLAS interface")
+    if not x.flags.c_contiguous:
+        if not copy_noncontiguous:
+            raise ValueError(f"{name} must be C-contiguous")
+        x = np.ascontiguousarray(x)
+    if finite and not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return x
+
+
+def check_out(out, name, shape, dtype, inputs=()):
+    """An out= buffer must match exactly: fastnn writes into it and never copies it.
+
+    inputs: (name, array) pairs the kernel reads while writing out; overlap is rejected
+    because BLAS would read half-written values.
+    """
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray or None; got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}; expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}; expected {np.dtype(dtype)}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (it is written in place)")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only; expected a writeable array")
+    for input_name, arr in inputs:
+        if np.may_share_memory(out, arr):
+            raise ValueError(f"{name} shares memory with {input_name}; expected a separate "
+                             "buffer")
+    return out
+
+
+def check_choice(value, name, choices):
+    if not isinstance(value, str) or value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name}={value!r} is not supported; expected one of {valid}")
+    return value
+
+
+def check_number(value, name, *, low=None, high=None, low_open=False, high_open=False,
+                 integer=False):
+    """A finite real (or integer) scalar within [low, high] (open ends when asked)."""
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        expected = "an integer" if integer else "a real number"
+        raise TypeError(f"{name} must be {expected}; got {value!r} ({type(value).__name__})")
+    if not integer and not np.isfinite(value):
+        raise ValueError(f"{name}={value!r}; expected a finite number")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name}={value!r}; expected {name} {'>' if low_open else '>='} {low}")
+    if high is not None and (value >= high if high_open else value > high):
+        raise ValueError(f"{name}={value!r}; expected {name} {'<' if high_open else '<='} {high}")
+    return value

@@ -1,0 +1,61 @@
+"""Build fastnn's compiled core: every fastnn/*.pyx becomes one extension module.
+
+Environment switches (all off by default):
+  FASTNN_DEBUG_CYTHON=1  turn Cython's bounds/wraparound/initialized checks back on
+  FASTNN_SANITIZE=1      build with -fsanitize=address,undefined (see tests/sanitize.sh)
+  FASTNN_NATIVE=1        add -march=native (never in a wheel meant for other machines)
+  FASTNN_MODULES=a,b     build only fastnn.a and fastnn.b (development: rebuild one module)
+"""
+import os
+from glob import glob
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+
+def _flag(name):
+    return os.environ.get(name, "0") not in ("", "0")
+
+
+debug = _flag("FASTNN_DEBUG_CYTHON")
+# -fno-trapping-math lets GCC vectorize the selects in src_c (see fastnn_kernels.h); unlike
+# -ffast-math it keeps IEEE results, so NaN/inf checks still work.
+compile_args = ["-O3", "-fno-trapping-math"]
+link_args = []
+if _flag("FASTNN_NATIVE"):
+    compile_args.append("-march=native")
+if _flag("FASTNN_SANITIZE"):
+    sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                "-fno-sanitize-recover=undefined"]
+    compile_args = ["-O1", "-g", "-fno-trapping-math"] + sanitize
+    link_args = sanitize
+
+headers = glob(os.path.join("src_c", "*.h"))
+extensions = [
+    Extension(
+        "fastnn." + os.path.splitext(os.path.basename(path))[0],
+        [path],
+        include_dirs=["src_c", numpy.get_include()],
+        depends=headers,
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    for path in sorted(glob(os.path.join("fastnn", "*.pyx")))
+]
+only = [m for m in os.environ.get("FASTNN_MODULES", "").split(",") if m]
+if only:
+    extensions = [ext for ext in extensions if ext.name.split(".")[1] in only]
+
+directives = {
+    "language_level": 3,
+    "boundscheck": debug,
+    "wraparound": debug,
+    "initializedcheck": debug,
+    "cdivision": not debug,
+    "embedsignature": True,
+}
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives,
+                            nthreads=int(os.environ.get("FASTNN_BUILD_JOBS", "0"))))
