@@ -1,0 +1,657 @@
+"""Weight and bias initializers (pure Python + NumPy): ``fastnn.init``.
+
+One API, three kinds of names
+-----------------------------
+Every initializer is a small callable object, ``init(shape, *, rng=None, dtype=numpy.float32)``,
+with a ``name``, a ``repr`` that rebuilds it, ``get_config()`` and a ``symmetric`` flag.
+
+* **Ready initializers** (no hyperparameters; use them directly)::
+
+      zeros  uniform  glorot_uniform (= xavier_uniform)  glorot_normal
+      lecun_normal (= xavier_normal)  he_normal  he_uniform
+
+      W = fastnn.init.he_normal((784, 256), rng=0, dtype=np.float32)
+
+* **Factories** (take hyperparameters and return an initializer)::
+
+      constant(value)   normal(std=0.01)
+      variance_scaling(scale=1.0, mode="fan_in", distribution="normal")
+
+      W = fastnn.init.normal(std=0.1)((784, 256), rng=0)
+      b = fastnn.init.constant(0.1)((256,))
+
+* **Selection and persistence**: ``get_initializer(name | config | initializer)``,
+  ``from_config(config)``, ``NAMES`` (the names accepted as a bare string),
+  ``default_initializer(activation)`` and ``is_symmetric(initializer)``.
+
+The fan-based random schemes are all settings of ONE :class:`VarianceScaling` (variance
+``scale / fan``): for the same seed, ``he_normal`` draws exactly the same bits as
+``variance_scaling(2.0, "fan_in", "normal")``.
+
+Conventions
+-----------
+* ``shape`` is ``(n_in, n_out)`` = ``(fan_in, fan_out)``, the shape of a :mod:`fastnn.layers` weight
+  (the layer computes ``X @ W``).  PyTorch stores ``(n_out, n_in)``; its fan_in is our ``shape[0]``.
+  Biases are 1-D ``(n_out,)`` and only ``zeros``/``constant`` accept them.
+* ``rng``: an ``int`` seed >= 0 means ``numpy.random.default_rng(seed)`` (the same seed gives the
+  same weights); a ``numpy.random.Generator`` is used and advanced (two calls give different
+  weights); ``None`` draws fresh OS entropy (not reproducible).  ``zeros``/``constant`` accept
+  and check ``rng`` but draw nothing from it.
+* ``dtype``: ``numpy.float32`` (default) or ``numpy.float64`` (or anything ``numpy.dtype`` turns
+  into one of them, e.g. ``"float32"``); anything else, ``None`` included, is a TypeError.  Values
+  are always drawn in float64 and cast once, so with the same seed the float32 result equals the
+  float64 result cast to float32, bit for bit.
+
+Config format (JSON-serializable; what a saved model stores)
+------------------------------------------------------------
+``{"name": <canonical name>, **hyperparameters}``, e.g. ``{"name": "he_normal"}``,
+``{"name": "normal", "std": 0.1}``, ``{"name": "constant", "value": 0.1}``,
+``{"name": "variance_scaling", "scale": 2.0, "mode": "fan_in", "distribution": "normal"}``.
+Aliases are accepted on input and written as the canonical name (``xavier_uniform`` ->
+``glorot_uniform``, ``xavier_normal`` -> ``lecun_normal``).
+
+Naming caution: the ``xavier_normal`` here is ``N(0, 1/n_in)`` (LeCun), as in THEORY.md.
+PyTorch's ``torch.nn.init.xavier_normal_`` is our ``glorot_normal``, ``N(0, 2/(n_in + n_out))``.
+Keras' ``he_normal``/``lecun_normal``/``glorot_normal`` draw a *truncated* normal; ours draw the
+plain normal of the formula (``variance_scaling(..., distribution="truncated_normal")`` gives
+Keras').
+"""
+import math
+import numbers
+
+import numpy as np
+
+from fastnn._validation import FLOAT_DTYPES, MAX_DIM, check_choice, check_number
+
+__all__ = [
+    "Initializer", "VarianceScaling", "NAMES", "TRUNCATED_NORMAL_STD",
+    "zeros", "constant", "normal", "variance_scaling",
+    "uniform", "glorot_uniform", "xavier_uniform", "glorot_normal",
+    "lecun_normal", "xavier_normal", "he_normal", "he_uniform",
+    "get_initializer", "from_config", "default_initializer", "is_symmetric",
+]
+
+MODES = ("fan_in", "fan_out", "fan_avg")
+DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
+# The activations of fastnn.layers.ACTIVATIONS (repeated, not imported, so that this module
+# stays pure Python; a test checks that the two lists agree).
+_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu")
+
+# Truncated normal: draws of N(0, s^2) outside [-2 s, +2 s] are redrawn.  Cutting the tails
+# shrinks the standard deviation: for a standard normal truncated to [-a, a],
+#     Var = 1 - 2 a phi(a) / (Phi(a) - Phi(-a)),  phi(a) = exp(-a^2 / 2) / sqrt(2 pi),
+#     Phi(a) - Phi(-a) = erf(a / sqrt(2)),
+# and a = 2 gives std 0.87962566103423978 (the constant in TensorFlow/Keras' VarianceScaling).
+# s = sqrt(variance) / TRUNCATED_NORMAL_STD therefore makes the variance of the truncated draws
+# the stated one, and every draw lies within +-2 s = +-2.27 sqrt(variance).
+TRUNCATION = 2.0
+TRUNCATED_NORMAL_STD = math.sqrt(
+    1.0 - 2.0 * TRUNCATION * math.exp(-TRUNCATION ** 2 / 2) / math.sqrt(2 * math.pi)
+    / math.erf(TRUNCATION / math.sqrt(2.0)))
+
+
+# ------------------------------------------------------------------------------ validation
+
+def _check_rng(rng):
+    """int seed -> default_rng(seed); Generator -> itself (advanced by the draw); None -> fresh."""
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+        if rng < 0:
+            raise ValueError(f"rng={rng!r}; expected a seed >= 0")
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"rng is {rng!r} ({type(rng).__name__}); expected an int seed >= 0, a "
+                    "numpy.random.Generator (e.g. numpy.random.default_rng(seed)) or None")
+
+
+def _check_dtype(dtype):
+    # Not _validation.float_dtype: numpy.dtype(None) is float64, and numpy.dtype(float64) ==
+    # None is True, so both None and an unparseable name would pass as float64 there.
+    dt = None
+    if dtype is not None:
+        try:
+            dt = np.dtype(dtype)
+        except (TypeError, ValueError):
+            pass
+    if dt is None or dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype is {dtype!r}; expected numpy.float32 or numpy.float64")
+    return dt
+
+
+def _check_shape(shape, ndims, who):
+    if ndims == (2,):
+        expected = "a 2-D shape (fan_in, fan_out)"
+    else:
+        expected = "a shape (n_in, n_out) for weights or (n_out,) for biases"
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"shape is {shape!r} ({type(shape).__name__}); {who} needs "
+                        f"{expected}, as a tuple of positive integers")
+    if len(shape) not in ndims:
+        hint = ("; initialize biases with zeros or constant(c)" if ndims == (2,) and
+                len(shape) == 1 else "")
+        raise ValueError(f"shape is {tuple(shape)!r}; {who} needs {expected}{hint}")
+    for n in shape:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            raise TypeError(f"shape is {tuple(shape)!r}; expected integer dimensions, got "
+                            f"{n!r} ({type(n).__name__})")
+        if n <= 0:
+            raise ValueError(f"shape is {tuple(shape)!r}; expected positive dimensions")
+        if n > MAX_DIM:
+            raise ValueError(f"shape is {tuple(shape)!r}; dimensions above {MAX_DIM} are not "
+                             "supported by the 32-bit BLAS interface")
+    return tuple(int(n) for n in shape)
+
+
+def _check_hyper(value, name, factory, **bounds):
+    if isinstance(value, (tuple, list)):
+        # the commonest slip: calling a factory as if it were an initializer
+        raise TypeError(f"{name} is {value!r}; {factory} takes hyperparameters, not a shape: "
+                        f"build the initializer first, e.g. {factory}(...)(shape, rng=0)")
+    return float(check_number(value, name, **bounds))
+
+
+# --------------------------------------------------------------------------------- classes
+
+class Initializer:
+    """Base class of every initializer: a callable ``init(shape, *, rng=None, dtype=float32)``.
+
+    Attributes
+    ----------
+    name : str
+        Canonical name, the ``"name"`` of :meth:`get_config`.
+    symmetric : bool
+        True when every unit of a layer gets identical incoming weights (``zeros``,
+        ``constant``).  Such units compute the same function, receive the same gradient and stay
+        identical through training (the symmetry problem), so a model should warn when a weight
+        matrix (not a bias) uses one.  See :func:`is_symmetric`.
+
+    Subclasses set ``name``, ``symmetric``, ``_ndims`` (accepted ``len(shape)``),
+    ``_param_names`` / ``_required`` (constructor hyperparameters) and implement
+    ``_sample(shape, rng)`` returning float64.  Instances are immutable, compare equal when
+    their type and configuration are equal, and are hashable.
+    """
+    __slots__ = ()
+    name = None
+    symmetric = False
+    _ndims = (2,)
+    _param_names = ()
+    _required = ()
+
+    def __call__(self, shape, *, rng=None, dtype=np.float32):
+        """Return a new array of initial values.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            ``(n_in, n_out)`` for a weight matrix (``(fan_in, fan_out)``); ``(n_out,)`` for a
+            bias, accepted by ``zeros`` and ``constant`` only.
+        rng : int, numpy.random.Generator or None, default None
+            Seed (>= 0, same seed -> same values), a Generator (used and advanced) or None
+            (fresh OS entropy).
+        dtype : numpy.float32 or numpy.float64, default numpy.float32
+
+        Returns
+        -------
+        ndarray of shape ``shape`` and dtype ``dtype``, C-contiguous, newly allocated
+            Drawn in float64 and cast once: for the same seed, the float32 result is the
+            float64 result rounded to float32.
+        """
+        shape = _check_shape(shape, self._ndims, self.name)
+        dtype = _check_dtype(dtype)
+        rng = _check_rng(rng)
+        return self._sample(shape, rng).astype(dtype, copy=False)
+
+    def _sample(self, shape, rng):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _params(self):
+        return {}
+
+    def get_config(self):
+        """``{"name": self.name, **hyperparameters}``: JSON-serializable (str and float values).
+
+        :func:`from_config` (or :func:`get_initializer`) rebuilds an equal initializer.
+        """
+        return {"name": self.name, **self._params()}
+
+    def __repr__(self):
+        # an expression that rebuilds the initializer in the fastnn.init namespace
+        if not self._param_names:
+            return self.name
+        args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        return f"{self.name}({args})"
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other._params() == self._params()
+
+    def __hash__(self):
+        return hash((type(self), tuple(self._params().items())))
+
+
+class Zeros(Initializer):
+    """``zeros``: every value is 0 (mean 0, standard deviation 0, variance 0).
+
+    Use for biases (shape ``(n_out,)``; a constant 0.1 before ReLU is the other common
+    choice).  For a weight matrix it only demonstrates the symmetry problem: all units of the
+    layer compute the same function, get the same gradient and stay identical forever (with
+    zero weights in every layer, the hidden gradients are zero too).  ``symmetric`` is True.
+    """
+    __slots__ = ()
+    name = "zeros"
+    symmetric = True
+    _ndims = (1, 2)
+
+    def _sample(self, shape, rng):
+        return np.zeros(shape)
+
+
+class Constant(Initializer):
+    """What :func:`constant` returns: every value is ``value``.  See :func:`constant`."""
+    __slots__ = ("_value",)
+    name = "constant"
+    symmetric = True
+    _ndims = (1, 2)
+    _param_names = ("value",)
+    _required = ("value",)
+
+    def __init__(self, value):
+        self._value = _check_hyper(value, "value", "constant")
+
+    @property
+    def value(self):
+        return self._value
+
+    def _params(self):
+        return {"value": self._value}
+
+    def _sample(self, shape, rng):
+        return np.full(shape, self._value)
+
+
+class Normal(Initializer):
+    """What :func:`normal` returns: ``w ~ N(0, std^2)`` for a fixed ``std``.  See :func:`normal`."""
+    __slots__ = ("_std",)
+    name = "normal"
+    _param_names = ("std",)
+
+    def __init__(self, std=0.01):
+        self._std = _check_hyper(std, "std", "normal", low=0.0, low_open=True)
+
+    @property
+    def std(self):
+        return self._std
+
+    def _params(self):
+        return {"std": self._std}
+
+    def _sample(self, shape, rng):
+        return self._std * rng.standard_normal(shape)
+
+
+class VarianceScaling(Initializer):
+    """What :func:`variance_scaling` returns; every fan-based scheme is one of its settings.
+
+    ``variance = scale / fan``; see :func:`variance_scaling` for the three distributions.
+    ``scale``, ``mode`` and ``distribution`` are read-only attributes (also on the named
+    presets such as ``he_normal``, whose ``scale`` is 2.0).
+    """
+    __slots__ = ("_scale", "_mode", "_distribution")
+    name = "variance_scaling"
+    _param_names = ("scale", "mode", "distribution")
+
+    def __init__(self, scale=1.0, mode="fan_in", distribution="normal"):
+        self._scale = _check_hyper(scale, "scale", "variance_scaling", low=0.0, low_open=True)
+        self._mode = check_choice(mode, "mode", MODES)
+        self._distribution = check_choice(distribution, "distribution", DISTRIBUTIONS)
+
+    scale = property(lambda self: self._scale)
+    mode = property(lambda self: self._mode)
+    distribution = property(lambda self: self._distribution)
+
+    def _params(self):
+        return {"scale": self._scale, "mode": self._mode, "distribution": self._distribution}
+
+    def _sample(self, shape, rng):
+        fan_in, fan_out = shape
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self._mode]
+        variance = self._scale / fan
+        if self._distribution == "normal":
+            return math.sqrt(variance) * rng.standard_normal(shape)
+        if self._distribution == "uniform":
+            # U(-L, L) has variance L^2 / 3
+            limit = math.sqrt(3.0 * variance)
+            return rng.uniform(-limit, limit, shape)
+        return (math.sqrt(variance) / TRUNCATED_NORMAL_STD) * _truncated_standard_normal(rng, shape)
+
+
+def _truncated_standard_normal(rng, shape):
+    """N(0, 1) conditioned on |z| <= TRUNCATION, by redrawing the values outside."""
+    z = rng.standard_normal(shape)
+    flat = z.reshape(-1)  # a view: z is freshly allocated and contiguous
+    redraw = np.flatnonzero(np.abs(flat) > TRUNCATION)
+    while redraw.size:  # 4.6% of the draws, then 4.6% of those: a few rounds
+        flat[redraw] = rng.standard_normal(redraw.size)
+        redraw = redraw[np.abs(flat[redraw]) > TRUNCATION]
+    return z
+
+
+class _Preset(VarianceScaling):
+    """A named setting of VarianceScaling, with no hyperparameters of its own."""
+    __slots__ = ()
+    _param_names = ()
+    _setting = None  # (scale, mode, distribution)
+
+    def __init__(self):
+        super().__init__(*self._setting)
+
+    def _params(self):
+        return {}
+
+
+class Uniform(_Preset):
+    """``uniform``: ``w ~ U(-1/sqrt(n_in), +1/sqrt(n_in))`` (fan-in uniform).
+
+    Limit ``1/sqrt(n_in)``; standard deviation ``1/sqrt(3 n_in)``; variance ``1/(3 n_in)``.
+    Same as ``variance_scaling(1/3, "fan_in", "uniform")``.  The classic fan-in rule (and the
+    default of PyTorch's ``nn.Linear``).  Its variance is a third of LeCun's, so activations
+    shrink from layer to layer in deep nets; prefer ``glorot_uniform`` (tanh/sigmoid) or
+    ``he_normal`` (ReLU).
+    """
+    __slots__ = ()
+    name = "uniform"
+    _setting = (1.0 / 3.0, "fan_in", "uniform")
+
+
+class GlorotUniform(_Preset):
+    """``glorot_uniform`` (alias ``xavier_uniform``): ``w ~ U(-L, +L)``, L = sqrt(6/(n_in + n_out)).
+
+    Standard deviation ``sqrt(2/(n_in + n_out))``; variance ``2/(n_in + n_out)``.  Same as
+    ``variance_scaling(1.0, "fan_avg", "uniform")``.  Glorot & Bengio (2010): keeps the variance
+    of activations (forward) and of gradients (backward) roughly constant across layers.  Use
+    with tanh, sigmoid or identity; the default for those activations.
+    """
+    __slots__ = ()
+    name = "glorot_uniform"
+    _setting = (1.0, "fan_avg", "uniform")
+
+
+class GlorotNormal(_Preset):
+    """``glorot_normal``: ``w ~ N(0, 2/(n_in + n_out))``.
+
+    Standard deviation ``sqrt(2/(n_in + n_out))``; variance ``2/(n_in + n_out)``.  Same as
+    ``variance_scaling(1.0, "fan_avg", "normal")`` (plain, not truncated, normal).  The normal
+    twin of ``glorot_uniform``; use with tanh or sigmoid.  This is PyTorch's ``xavier_normal_``
+    (fastnn's ``xavier_normal`` is LeCun's ``N(0, 1/n_in)``).
+    """
+    __slots__ = ()
+    name = "glorot_normal"
+    _setting = (1.0, "fan_avg", "normal")
+
+
+class LecunNormal(_Preset):
+    """``lecun_normal`` (alias ``xavier_normal``): ``w ~ N(0, 1/n_in)``.
+
+    Standard deviation ``1/sqrt(n_in)``; variance ``1/n_in``.  Same as
+    ``variance_scaling(1.0, "fan_in", "normal")`` (plain, not truncated, normal).  With
+    inputs of unit variance, each pre-activation ``sum_i x_i w_i`` has variance ``n_in * 1/n_in
+    = 1``, so the variance of activations is kept across layers.  Use with tanh or sigmoid.
+    (PyTorch's ``xavier_normal_`` is a different formula: fastnn's ``glorot_normal``.)
+    """
+    __slots__ = ()
+    name = "lecun_normal"
+    _setting = (1.0, "fan_in", "normal")
+
+
+class HeNormal(_Preset):
+    """``he_normal``: ``w ~ N(0, 2/n_in)``.
+
+    Standard deviation ``sqrt(2/n_in)``; variance ``2/n_in``.  Same as
+    ``variance_scaling(2.0, "fan_in", "normal")`` (plain, not truncated, normal).  He et al.
+    (2015): ReLU zeroes half of its inputs, halving their second moment; the factor 2 makes up
+    for it.  Use before ReLU and leaky ReLU; the default for those activations.
+    """
+    __slots__ = ()
+    name = "he_normal"
+    _setting = (2.0, "fan_in", "normal")
+
+
+class HeUniform(_Preset):
+    """``he_uniform``: ``w ~ U(-sqrt(6/n_in), +sqrt(6/n_in))``.
+
+    Standard deviation ``sqrt(2/n_in)``; variance ``2/n_in``.  Same as
+    ``variance_scaling(2.0, "fan_in", "uniform")``.  The uniform twin of ``he_normal``: use
+    before ReLU and leaky ReLU.
+    """
+    __slots__ = ()
+    name = "he_uniform"
+    _setting = (2.0, "fan_in", "uniform")
+
+
+# ------------------------------------------------------------------ the public lowercase API
+
+def constant(value):
+    """Initializer filling every entry with ``value``: mean ``value``, standard deviation 0,
+    variance 0.
+
+    Parameters
+    ----------
+    value : float
+        Any finite real number.
+
+    Returns
+    -------
+    Constant
+        ``constant(value)(shape, rng=None, dtype=numpy.float32)`` with ``shape`` ``(n_out,)``
+        or ``(n_in, n_out)``.
+
+    Notes
+    -----
+    Use for biases: ``constant(0.1)`` before ReLU makes few units start inactive (THEORY.md).
+    For weights it only demonstrates the symmetry problem (all units stay identical through
+    training); ``symmetric`` is True so that a model can warn.
+    """
+    return Constant(value)
+
+
+def normal(std=0.01):
+    """Initializer drawing ``w ~ N(0, std^2)``: standard deviation ``std``, variance ``std^2``.
+
+    Parameters
+    ----------
+    std : float > 0, default 0.01
+        Standard deviation (so the default has variance 1e-4).  Independent of the layer's
+        size.
+
+    Returns
+    -------
+    Normal
+        ``normal(std)(shape, rng=None, dtype=numpy.float32)`` with ``shape`` ``(n_in, n_out)``.
+
+    Notes
+    -----
+    The textbook "small random numbers".  Because ``std`` ignores the fan, activations shrink
+    layer after layer when it is too small (vanishing gradients, slow training) and grow when
+    it is too large (exploding gradients, unstable training).  Prefer ``he_normal`` (ReLU) or
+    ``glorot_uniform``/``lecun_normal`` (tanh, sigmoid), which scale with the fan.
+    """
+    return Normal(std)
+
+
+def variance_scaling(scale=1.0, mode="fan_in", distribution="normal"):
+    """The general fan-based initializer: ``Var[w] = scale / fan``.
+
+    Parameters
+    ----------
+    scale : float > 0, default 1.0
+    mode : {"fan_in", "fan_out", "fan_avg"}, default "fan_in"
+        ``fan`` is ``n_in``, ``n_out`` or ``(n_in + n_out) / 2`` of ``shape = (n_in, n_out)``.
+    distribution : {"normal", "uniform", "truncated_normal"}, default "normal"
+        With ``variance = scale / fan``:
+
+        * ``"normal"``: ``w ~ N(0, variance)``, standard deviation ``sqrt(variance)``.
+        * ``"uniform"``: ``w ~ U(-L, +L)`` with ``L = sqrt(3 * variance)`` (since the variance of
+          ``U(-L, L)`` is ``L^2 / 3``).
+        * ``"truncated_normal"``: ``N(0, s^2)`` with values outside ``[-2 s, +2 s]`` redrawn,
+          ``s = sqrt(variance) / 0.87962566103423978`` (``TRUNCATED_NORMAL_STD``, the standard
+          deviation of a standard normal truncated to ``[-2, 2]``), so that the truncated draws
+          have exactly ``variance``; all values lie within ``+-2 s``.
+
+    Returns
+    -------
+    VarianceScaling
+        ``variance_scaling(...)(shape, rng=None, dtype=numpy.float32)`` with ``shape``
+        ``(n_in, n_out)``.
+
+    Notes
+    -----
+    The named schemes are settings of this one and draw identical values for the same seed:
+
+    ==============  =====  ========  ============  =================================
+    name            scale  mode      distribution  formula
+    ==============  =====  ========  ============  =================================
+    uniform         1/3    fan_in    uniform       U(+-1/sqrt(n_in))
+    glorot_uniform  1      fan_avg   uniform       U(+-sqrt(6/(n_in + n_out)))
+    glorot_normal   1      fan_avg   normal        N(0, 2/(n_in + n_out))
+    lecun_normal    1      fan_in    normal        N(0, 1/n_in)
+    he_normal       2      fan_in    normal        N(0, 2/n_in)
+    he_uniform      2      fan_in    uniform       U(+-sqrt(6/n_in))
+    ==============  =====  ========  ============  =================================
+
+    (N(0, v) means variance v.)  Scale 2 suits ReLU; scale 1 suits tanh, sigmoid, identity.
+    """
+    return VarianceScaling(scale, mode, distribution)
+
+
+zeros = Zeros()
+uniform = Uniform()
+glorot_uniform = xavier_uniform = GlorotUniform()
+glorot_normal = GlorotNormal()
+lecun_normal = xavier_normal = LecunNormal()
+he_normal = HeNormal()
+he_uniform = HeUniform()
+
+# names that need no hyperparameter -> the ready object (aliases included)
+_READY = {
+    "zeros": zeros, "uniform": uniform,
+    "glorot_uniform": glorot_uniform, "xavier_uniform": glorot_uniform,
+    "glorot_normal": glorot_normal,
+    "lecun_normal": lecun_normal, "xavier_normal": lecun_normal,
+    "he_normal": he_normal, "he_uniform": he_uniform,
+}
+_FACTORIES = {"constant": Constant, "normal": Normal, "variance_scaling": VarianceScaling}
+#: Every name :func:`get_initializer` accepts as a bare string (hyperparameters at their
+#: defaults).  ``"constant"`` has no default value, so it is selected by a config instead.
+NAMES = tuple(_READY) + ("normal", "variance_scaling")
+_CONFIG_NAMES = NAMES + ("constant",)
+
+
+def from_config(config):
+    """Rebuild an initializer from ``get_config()`` output.
+
+    Parameters
+    ----------
+    config : dict
+        ``{"name": name, **hyperparameters}``; ``name`` is one of ``NAMES`` or
+        ``"constant"``, hyperparameters are those of its factory (none for the ready ones).
+
+    Returns
+    -------
+    Initializer
+        Equal to the one that produced ``config``; for a name without hyperparameters, the
+        module's object itself (``from_config({"name": "he_normal"}) is he_normal``).
+    """
+    if not isinstance(config, dict):
+        raise TypeError(f"config is {config!r} ({type(config).__name__}); expected a dict "
+                        "such as {'name': 'he_normal'} or {'name': 'normal', 'std': 0.1}")
+    if "name" not in config:
+        raise ValueError(f"config {config!r} has no 'name'; expected a dict such as "
+                         "{'name': 'he_normal'}")
+    name = check_choice(config["name"], "config['name']", _CONFIG_NAMES)
+    params = {k: v for k, v in config.items() if k != "name"}
+    if name in _READY:
+        if params:
+            raise ValueError(f"config for {name!r} has keys {sorted(params)}; expected none "
+                             f"({name} has no hyperparameters)")
+        return _READY[name]
+    cls = _FACTORIES[name]
+    unexpected = sorted(set(params) - set(cls._param_names))
+    if unexpected:
+        raise ValueError(f"config for {name!r} has unexpected keys {unexpected}; expected "
+                         f"only {list(cls._param_names)}")
+    missing = [k for k in cls._required if k not in params]
+    if missing:
+        raise ValueError(f"config for {name!r} is missing {missing}; expected e.g. "
+                         f"{{'name': {name!r}, 'value': 0.1}}")
+    return cls(**params)
+
+
+def get_initializer(identifier):
+    """Return the initializer an identifier denotes.
+
+    Parameters
+    ----------
+    identifier : str, dict or Initializer
+        A name from ``NAMES`` (``"he_normal"``, ``"xavier_uniform"``, ``"normal"`` with
+        std 0.01, ...), a config dict (see :func:`from_config`; the only way to name
+        ``constant``), or an initializer, returned unchanged.
+
+    Returns
+    -------
+    Initializer
+    """
+    if isinstance(identifier, Initializer):
+        return identifier
+    if isinstance(identifier, dict):
+        return from_config(identifier)
+    if isinstance(identifier, str):
+        if identifier == "constant":
+            raise ValueError("initializer 'constant' needs a value; use constant(c) or the "
+                             "config {'name': 'constant', 'value': c}")
+        if identifier not in NAMES:
+            valid = ", ".join(repr(n) for n in NAMES)
+            raise ValueError(f"initializer={identifier!r} is not supported; expected one of "
+                             f"{valid} (or a config dict such as {{'name': 'constant', "
+                             f"'value': 0.1}})")
+        return from_config({"name": identifier})
+    raise TypeError(f"initializer is {identifier!r} ({type(identifier).__name__}); expected a "
+                    "name (str), a config (dict) or a fastnn.init initializer")
+
+
+def default_initializer(activation):
+    """The weight initializer suited to the activation that follows the layer.
+
+    Parameters
+    ----------
+    activation : {"identity", "sigmoid", "tanh", "relu", "leaky_relu"}
+
+    Returns
+    -------
+    Initializer
+        ``he_normal`` (``N(0, 2/n_in)``) for ``"relu"`` and ``"leaky_relu"``;
+        ``glorot_uniform`` (``U(+-sqrt(6/(n_in + n_out)))``) for ``"tanh"``, ``"sigmoid"`` and
+        ``"identity"``.  (Biases: ``zeros``, or ``constant(0.1)`` before ReLU.)
+    """
+    activation = check_choice(activation, "activation", _ACTIVATIONS)
+    return he_normal if activation in ("relu", "leaky_relu") else glorot_uniform
+
+
+def is_symmetric(initializer):
+    """Whether ``initializer`` gives every unit of a layer identical incoming weights.
+
+    True for ``zeros`` and ``constant(c)``: the units then compute the same function, receive
+    the same gradient and remain identical however long the network trains (the symmetry
+    problem), so a model should warn when a weight matrix (biases are fine) uses one.
+
+    Parameters
+    ----------
+    initializer : str, dict or Initializer
+        Anything :func:`get_initializer` accepts.
+
+    Returns
+    -------
+    bool
+        ``get_initializer(initializer).symmetric``.
+    """
+    return get_initializer(initializer).symmetric
