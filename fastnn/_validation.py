@@ -103,3 +103,36 @@ def check_number(value, name, *, low=None, high=None, low_open=False, high_open=
     if high is not None and (value >= high if high_open else value > high):
         raise ValueError(f"{name}={value!r}; expected {name} {'<' if high_open else '<='} {high}")
     return value
+
+
+def check_sample_weight(sample_weight, n_samples, dtype, name="sample_weight"):
+    """Per-sample weights as a C-contiguous 1-D array of `dtype`, or None for all ones.
+
+    Accepts any real array-like (bool, integers, floats) of shape (n_samples,) whose entries
+    are finite and >= 0 with at least one > 0 (a weighted mean divides by their sum).
+    """
+    if sample_weight is None:
+        return None
+    sw = sample_weight if isinstance(sample_weight, np.ndarray) else np.asarray(sample_weight)
+    if sw.dtype.kind not in "biuf":
+        raise TypeError(f"{name} has dtype {sw.dtype}; expected real numbers (float, integer "
+                        "or bool)")
+    if sw.ndim != 1:
+        raise ValueError(f"{name} must be 1-dimensional; got shape {sw.shape}")
+    if sw.shape[0] != n_samples:
+        raise ValueError(f"{name} has {sw.shape[0]} entries; expected {n_samples} (one per "
+                         "sample)")
+    if not np.isfinite(sw).all():
+        raise ValueError(f"{name} contains NaN or infinity; expected finite weights >= 0")
+    if (sw < 0).any():
+        raise ValueError(f"{name} has negative entries (min {sw.min()}); expected weights >= 0")
+    if not (sw > 0).any():
+        raise ValueError(f"{name} is all zeros; expected at least one positive weight")
+    with np.errstate(over="ignore"):  # overflow is reported below, with the argument's name
+        out = np.ascontiguousarray(sw, dtype=dtype)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name} has entries too large for {np.dtype(dtype)} (max {sw.max()})")
+    if not (out > 0).any():
+        raise ValueError(f"{name} underflows to all zeros in {np.dtype(dtype)} (max "
+                         f"{sw.max()}); expected at least one weight representable as > 0")
+    return out
