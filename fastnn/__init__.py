@@ -2,11 +2,16 @@
 
 A Cython core over scipy's BLAS runs the fused dense layers, the maximum-likelihood losses and
 whole epochs of minibatch SGD without the GIL; this package is its thin, validating face.
+
+    import fastnn
+    model = fastnn.MLP([64, 32, 10], activation="relu", seed=0)
+    history = model.fit(X, y, "cross_entropy", fastnn.Adam(lr=1e-3), epochs=20)
+    proba = model.predict(X)
 """
 __version__ = "0.1.0"
 
 try:
-    from fastnn import _blas, _layers  # noqa: F401  (compiled; imported first to fail early)
+    from fastnn import _blas, _layers, _losses, _network, _sgd  # noqa: F401  (compiled)
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "fastnn's compiled extension could not be imported "
@@ -16,6 +21,18 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "from inside the repository root when testing an installed copy."
     ) from exc
 
-from fastnn.layers import ACTIVATIONS, dense_backward, dense_forward
+from fastnn import datasets, init, losses, optim  # noqa: E402
+from fastnn.layers import ACTIVATIONS, dense_backward, dense_forward  # noqa: E402
+from fastnn.losses import (BinaryCrossEntropy, CrossEntropy, GaussianNLL,  # noqa: E402
+                           KLDivergence, MSE, PoissonNLL)
+from fastnn.model import Dense, MLP  # noqa: E402
+from fastnn.optim import (SGD, Adam, Constant, Cosine, InverseScaling,  # noqa: E402
+                          ReduceOnPlateau, StepDecay)
+from fastnn.trainer import EarlyStopping, History, TrainingDiverged, fit  # noqa: E402
 
-__all__ = ["ACTIVATIONS", "dense_backward", "dense_forward", "__version__"]
+__all__ = [
+    "ACTIVATIONS", "Adam", "BinaryCrossEntropy", "Constant", "Cosine", "CrossEntropy", "Dense",
+    "EarlyStopping", "GaussianNLL", "History", "InverseScaling", "KLDivergence", "MLP", "MSE",
+    "PoissonNLL", "ReduceOnPlateau", "SGD", "StepDecay", "TrainingDiverged", "datasets",
+    "dense_backward", "dense_forward", "fit", "init", "losses", "optim", "__version__",
+]

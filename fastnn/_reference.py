@@ -168,3 +168,122 @@ def output_link(Z, name):
         k = Z.shape[1] // 2
         return Z[:, :k].copy(), np.exp(Z[:, k:] / 2)
     raise ValueError(name)
+
+
+# ------------------------------------------------------------------- whole network and training
+# The network over one parameter vector (layout of fastnn.model), and minibatch training written
+# step by step; the compiled loop in _sgd.pyx must reproduce these numbers.
+
+def per_sample_loss(kind, Z, Y=None, labels=None, sigma=1.0, full=False):
+    """(l, dl/dZ) per sample for a loss code of fastnn/_losses.pxd."""
+    if kind == 0:
+        return mse_loss(Z, Y)
+    if kind == 1:
+        return gaussian_nll_loss(Z, Y, sigma, full)
+    if kind == 2:
+        return gaussian_learned_loss(Z, Y, full)
+    if kind == 3:
+        return bce_loss(Z, Y)
+    if kind == 4:
+        return cross_entropy_loss(Z, Y, labels)
+    if kind == 5:
+        return kl_loss(Z, Y)
+    if kind == 6:
+        return poisson_loss(Z, Y, full)
+    raise ValueError(kind)
+
+
+def unpack(params, sizes):
+    """[(W_1, b_1), ...] views of a parameter vector laid out as fastnn.model documents."""
+    out, pos = [], 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        W = params[pos:pos + n_in * n_out].reshape(n_in, n_out)
+        pos += n_in * n_out
+        out.append((W, params[pos:pos + n_out]))
+        pos += n_out
+    return out
+
+
+def network_loss_grad(params, sizes, acts, alphas, X, kind, Y=None, labels=None,
+                      sample_weight=None, sigma=1.0, full=False):
+    """(weighted mean loss, its gradient as a vector) of an MLP, in float64."""
+    params = np.asarray(params, np.float64)
+    layers = unpack(params, sizes)
+    A = [np.asarray(X, np.float64)]
+    for (W, b), act, alpha in zip(layers, acts, alphas):
+        A.append(dense_forward(A[-1], W, b, act, alpha))
+    sig = 1.0 if sigma is None else sigma
+    l, D = per_sample_loss(kind, A[-1], Y, labels, sig, full)
+    loss, dA = weighted_mean_loss(l, D, sample_weight)
+    grads = []
+    for k in range(len(layers) - 1, -1, -1):
+        W = layers[k][0]
+        dW, db, dA = dense_backward(A[k], W, A[k + 1], dA, acts[k], alphas[k])
+        grads[:0] = [dW.ravel(), db]
+    return loss, np.concatenate(grads)
+
+
+def optimizer_step(params, grads, state, t, sizes, opt):
+    """One update (SGD/momentum/Nesterov or Adam), weight decay on weight matrices only.
+
+    opt: dict(kind="sgd"|"adam", lr, momentum, nesterov, weight_decay, clip_norm, beta1,
+    beta2, eps); state: dict of arrays, created on first use; t: the 1-based step number.
+    """
+    g = grads.copy()
+    if opt.get("clip_norm"):
+        norm = np.sqrt(np.sum(g.astype(np.float64) ** 2))
+        if norm > opt["clip_norm"]:
+            g = g * (opt["clip_norm"] / norm)
+    decay = np.zeros_like(params)
+    for W, _ in unpack(decay, sizes):
+        W[...] = opt.get("weight_decay", 0.0)
+    g = g + decay * params
+    lr = opt["lr"]
+    if opt["kind"] == "sgd":
+        mu = opt.get("momentum", 0.0)
+        if mu == 0:
+            return params - lr * g
+        v = state.setdefault("v", np.zeros_like(params))
+        v[...] = mu * v - lr * g
+        if opt.get("nesterov"):
+            return params + mu * v - lr * g
+        return params + v
+    b1, b2, eps = opt["beta1"], opt["beta2"], opt["eps"]
+    m = state.setdefault("m", np.zeros_like(params))
+    v = state.setdefault("v", np.zeros_like(params))
+    m[...] = b1 * m + (1 - b1) * g
+    v[...] = b2 * v + (1 - b2) * g * g
+    return params - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+
+
+def train(params, sizes, acts, alphas, X, kind, opt, *, epochs, batch_size, seed, Y=None,
+          labels=None, sample_weight=None, sigma=None, full=False, shuffle=True,
+          drop_last=False, lrs=None):
+    """Minibatch training as fastnn.fit does it; returns the final parameter vector.
+
+    Sample order: rng = default_rng(seed); order = arange(n); each epoch rng.shuffle(order).
+    lrs: the learning rate of each epoch (default: opt["lr"] throughout).
+    """
+    params = np.asarray(params, np.float64).copy()
+    n = X.shape[0]
+    rng = np.random.default_rng(seed)
+    order = np.arange(n)
+    state, t = {}, 0
+    take = lambda a, idx: None if a is None else a[idx]  # noqa: E731
+    for epoch in range(epochs):
+        if shuffle:
+            rng.shuffle(order)
+        step_opt = dict(opt, lr=opt["lr"] if lrs is None else lrs[epoch])
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            if len(idx) < batch_size and drop_last:
+                break
+            sw = take(sample_weight, idx)
+            if sw is not None and sw.sum() == 0:
+                continue
+            sig = None if sigma is None else sigma[idx]
+            _, g = network_loss_grad(params, sizes, acts, alphas, X[idx], kind, take(Y, idx),
+                                     take(labels, idx), sw, sig, full)
+            t += 1
+            params = optimizer_step(params, g, state, t, sizes, step_opt)
+    return params

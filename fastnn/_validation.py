@@ -18,11 +18,12 @@ def describe_dtype(x):
 
 def float_dtype(dtype, name="dtype"):
     """Return numpy.float32 or numpy.float64 as a numpy.dtype; reject anything else."""
+    # np.dtype(None) is float64 and dtype == None compares true: reject None explicitly
     try:
-        dt = np.dtype(dtype)
+        dt = None if dtype is None else np.dtype(dtype)
     except TypeError:
         dt = None
-    if dt not in FLOAT_DTYPES:
+    if dt is None or dt.type not in (np.float32, np.float64):
         raise TypeError(f"{name} is {dtype!r}; expected numpy.float32 or numpy.float64")
     return dt
 

@@ -1,0 +1,42 @@
+# A whole MLP in compiled code: forward, loss + gradient, backward over one parameter vector.
+from cython cimport floating
+
+from fastnn._losses cimport LossParams
+
+
+cdef struct Net:
+    int n_layers
+    const int *sizes          # (n_layers + 1,) widths n_0 .. n_L
+    const int *acts           # (n_layers,) activation codes; the last is FNN_IDENTITY (logits)
+    const double *alphas      # (n_layers,) leaky_relu slopes
+    const Py_ssize_t *w_off   # (n_layers,) offset of W_k (n_{k-1}, n_k) in the parameter vector
+    const Py_ssize_t *b_off   # (n_layers,) offset of b_k (n_k,)
+    const Py_ssize_t *a_off   # (n_layers,) offset of A_k in the activation workspace, per row
+    Py_ssize_t act_width      # sum_k n_k: the activation workspace holds rows * act_width
+    int max_width             # max_k n_k over k >= 1: each delta buffer holds rows * max_width
+
+
+cdef int net_forward(const Net *net, const floating *params, const floating *X, int n_rows,
+                     floating *acts) noexcept nogil
+# A_k for every layer into acts (row-major blocks at n_rows * a_off[k]); returns a status.
+
+cdef double net_loss_grad(const Net *net, const floating *params, floating *grads,
+                          const floating *X, int n_rows, const LossParams *loss,
+                          const floating *Y, const Py_ssize_t *labels,
+                          const floating *sample_weight, const floating *sigma,
+                          double grad_scale, floating *acts, floating *delta0,
+                          floating *delta1, int *status) noexcept nogil
+# Forward, fused loss + output-link gradient, backward.  grads receives grad_scale times the
+# gradient of sum_i w_i l_i; returns sum_i w_i l_i.  *status is FNN_OK or an error code.
+
+
+cdef inline floating *layer_output(const Net *net, floating *acts, int n_rows,
+                                   int k) noexcept nogil:
+    """A_{k+1} (0-based layer k) inside the activation workspace."""
+    return acts + n_rows * net.a_off[k]
+
+
+cdef class NetSpec:
+    cdef Net net
+    cdef readonly Py_ssize_t n_params
+    cdef object _sizes, _acts, _alphas, _w_off, _b_off, _a_off

@@ -1,0 +1,202 @@
+"""A whole MLP in compiled code, over ONE contiguous parameter vector.
+
+Layer k (0-based) owns W_k = params[w_off[k] : w_off[k] + n_k * n_{k+1}] (row-major
+(n_k, n_{k+1})) and b_k = params[b_off[k] : b_off[k] + n_{k+1}]; the gradient vector has the
+same layout, so an optimizer updates everything in one pass (and an all-reduce is one call).
+
+The workspace is caller-owned: `acts` holds every layer's output for n_rows samples, the two
+delta buffers ping-pong dl/dZ backwards.  Nothing here allocates, so the training loop
+(_sgd.pyx) calls net_loss_grad once per minibatch on buffers sized once per fit.
+"""
+from cython cimport floating
+from libc.stdlib cimport malloc, free
+
+from fastnn._kernels cimport FNN_OK
+from fastnn._layers cimport dense_forward, dense_backward
+from fastnn._losses cimport LossParams, loss_grad, output_activation
+
+import numpy as np
+
+
+cdef int net_forward(const Net *net, const floating *params, const floating *X, int n_rows,
+                     floating *acts) noexcept nogil:
+    cdef int k, status
+    cdef const floating *inp = X
+    cdef floating *out
+    for k in range(net.n_layers):
+        out = layer_output(net, acts, n_rows, k)
+        status = dense_forward(inp, params + net.w_off[k], params + net.b_off[k], out, n_rows,
+                               net.sizes[k], net.sizes[k + 1], net.acts[k],
+                               <floating> net.alphas[k])
+        if status != FNN_OK:
+            return status
+        inp = out
+    return FNN_OK
+
+
+cdef double net_loss_grad(const Net *net, const floating *params, floating *grads,
+                          const floating *X, int n_rows, const LossParams *loss,
+                          const floating *Y, const Py_ssize_t *labels,
+                          const floating *sample_weight, const floating *sigma,
+                          double grad_scale, floating *acts, floating *delta0,
+                          floating *delta1, int *status) noexcept nogil:
+    cdef int k, L = net.n_layers
+    cdef floating *swap
+    cdef const floating *inp
+    cdef double total
+    status[0] = net_forward(net, params, X, n_rows, acts)
+    if status[0] != FNN_OK:
+        return 0.0
+    # dl/dZ_L straight from the logits: the output link is fused into the loss
+    total = loss_grad(loss, layer_output(net, acts, n_rows, L - 1), n_rows, net.sizes[L],
+                      Y, labels, sample_weight, sigma, grad_scale, delta0)
+    for k in range(L - 1, -1, -1):
+        inp = X if k == 0 else layer_output(net, acts, n_rows, k - 1)
+        # delta0 holds dl/dA_k on entry; dense_backward turns it into dl/dZ_k in place and
+        # writes dl/dA_{k-1} into delta1 (skipped for the first layer: nobody needs dl/dX)
+        status[0] = dense_backward(inp, params + net.w_off[k], layer_output(net, acts, n_rows, k),
+                                   delta0, delta0, grads + net.w_off[k], grads + net.b_off[k],
+                                   delta1 if k > 0 else NULL, n_rows, net.sizes[k],
+                                   net.sizes[k + 1], net.acts[k], <floating> net.alphas[k])
+        if status[0] != FNN_OK:
+            return total
+        swap = delta0
+        delta0 = delta1
+        delta1 = swap
+    return total
+
+
+# ---------------------------------------------------------------- Python-facing holder
+
+cdef class NetSpec:
+    """Owns the index arrays behind a `Net` struct (built once per model by fastnn.model)."""
+
+    def __cinit__(self, sizes, acts, alphas):
+        sizes = np.ascontiguousarray(sizes, dtype=np.intc)
+        n_layers = sizes.shape[0] - 1
+        self._sizes = sizes
+        self._acts = np.ascontiguousarray(acts, dtype=np.intc)
+        self._alphas = np.ascontiguousarray(alphas, dtype=np.float64)
+        w_off = np.empty(n_layers, dtype=np.intp)
+        b_off = np.empty(n_layers, dtype=np.intp)
+        a_off = np.empty(n_layers, dtype=np.intp)
+        pos = 0
+        width = 0
+        for k in range(n_layers):
+            w_off[k] = pos
+            pos += int(sizes[k]) * int(sizes[k + 1])
+            b_off[k] = pos
+            pos += int(sizes[k + 1])
+            a_off[k] = width
+            width += int(sizes[k + 1])
+        self._w_off, self._b_off, self._a_off = w_off, b_off, a_off
+        self.n_params = pos
+        self.net.n_layers = n_layers
+        self.net.act_width = width
+        self.net.max_width = int(sizes[1:].max())
+        self._refresh()
+
+    def _refresh(self):
+        cdef int[::1] s = self._sizes, a = self._acts
+        cdef double[::1] al = self._alphas
+        cdef Py_ssize_t[::1] w = self._w_off, b = self._b_off, ao = self._a_off
+        self.net.sizes = &s[0]
+        self.net.acts = &a[0]
+        self.net.alphas = &al[0]
+        self.net.w_off = &w[0]
+        self.net.b_off = &b[0]
+        self.net.a_off = &ao[0]
+
+    @property
+    def w_offsets(self):
+        return self._w_off.copy()
+
+    @property
+    def b_offsets(self):
+        return self._b_off.copy()
+
+    @property
+    def act_width(self):
+        return self.net.act_width
+
+    @property
+    def max_width(self):
+        return self.net.max_width
+
+
+def forward_into(NetSpec spec, const floating[::1] params, const floating[:, ::1] X,
+                 floating[:, ::1] out, int loss_kind, Py_ssize_t chunk_rows):
+    """out (n, n_L) := output link of the logits, computed chunk_rows samples at a time.
+
+    The workspace is allocated here, per call, so concurrent calls on one model share no
+    mutable state.  Unchecked: fastnn.model validates.
+    """
+    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = out.shape[1]
+    cdef Py_ssize_t start, rows, i, j
+    cdef int status = FNN_OK, L = spec.net.n_layers
+    cdef floating *acts
+    cdef floating *last
+    chunk_rows = max(1, min(chunk_rows, n))
+    acts = <floating *> malloc(chunk_rows * spec.net.act_width * sizeof(floating))
+    if acts == NULL:
+        raise MemoryError(f"could not allocate the prediction workspace "
+                          f"({chunk_rows * spec.net.act_width * sizeof(floating)} bytes)")
+    try:
+        with nogil:
+            start = 0
+            while start < n:
+                rows = min(chunk_rows, n - start)
+                status = net_forward(&spec.net, &params[0], &X[start, 0], <int> rows, acts)
+                if status != FNN_OK:
+                    break
+                last = layer_output(&spec.net, acts, <int> rows, L - 1)
+                for i in range(rows):
+                    for j in range(n_out):
+                        out[start + i, j] = last[i * n_out + j]
+                output_activation(loss_kind, &out[start, 0], <int> rows, <int> n_out)
+                start += rows
+    finally:
+        free(acts)
+    if status != FNN_OK:
+        raise ValueError(f"compiled forward pass failed with status {status}")
+
+
+def loss_grad_into(NetSpec spec, const floating[::1] params, floating[::1] grads,
+                   const floating[:, ::1] X, int loss_kind, int full, double sigma_scalar,
+                   const floating[:, ::1] Y, const Py_ssize_t[::1] labels,
+                   const floating[::1] sample_weight, const floating[::1] sigma,
+                   double grad_scale):
+    """Return sum_i w_i l_i and fill grads with grad_scale times its gradient.
+
+    The workspace covers all rows of X at once and is freed on return.  Unchecked.
+    """
+    cdef LossParams lp
+    cdef int n = <int> X.shape[0], status = FNN_OK
+    cdef double total
+    cdef floating *acts
+    cdef floating *d0
+    cdef floating *d1
+    cdef const floating *Y_ptr = NULL if Y is None else &Y[0, 0]
+    cdef const Py_ssize_t *lab_ptr = NULL if labels is None else &labels[0]
+    cdef const floating *sw_ptr = NULL if sample_weight is None else &sample_weight[0]
+    cdef const floating *sig_ptr = NULL if sigma is None else &sigma[0]
+    lp.kind = loss_kind
+    lp.full = full
+    lp.sigma = sigma_scalar
+    cdef size_t act_bytes = <size_t> n * spec.net.act_width * sizeof(floating)
+    cdef size_t delta_bytes = <size_t> n * spec.net.max_width * sizeof(floating)
+    acts = <floating *> malloc(act_bytes + 2 * delta_bytes)
+    if acts == NULL:
+        raise MemoryError(f"could not allocate the workspace ({act_bytes + 2 * delta_bytes} "
+                          "bytes)")
+    d0 = acts + <size_t> n * spec.net.act_width
+    d1 = d0 + <size_t> n * spec.net.max_width
+    try:
+        with nogil:
+            total = net_loss_grad(&spec.net, &params[0], &grads[0], &X[0, 0], n, &lp, Y_ptr,
+                                  lab_ptr, sw_ptr, sig_ptr, grad_scale, acts, d0, d1, &status)
+    finally:
+        free(acts)
+    if status != FNN_OK:
+        raise ValueError(f"compiled backward pass failed with status {status}")
+    return total

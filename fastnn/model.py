@@ -1,0 +1,460 @@
+"""The network: ``Dense`` layers stacked into an ``MLP`` over one contiguous parameter vector.
+
+Every weight and bias lives in ``MLP.params``, a single 1-D array; each layer's ``W`` and ``b``
+are NumPy views into it, and the gradient vector ``MLP.grads`` has the same layout.  So an
+optimizer updates all parameters in one compiled pass, and a data-parallel run all-reduces one
+buffer.  Layout, for layer k with n_in inputs and n_out units::
+
+    params = [ W_1 (n_0*n_1, row-major) | b_1 (n_1) | W_2 (n_1*n_2) | b_2 (n_2) | ... ]
+
+The last layer computes logits (identity activation); the output link (sigmoid, softmax, exp)
+belongs to the loss, which fuses it with its gradient.  ``output="auto"`` takes the link of the
+last loss the model was trained or evaluated with.
+"""
+import warnings
+
+import numpy as np
+
+from fastnn import _network, init as _init
+from fastnn._validation import check_choice, check_number, float_dtype, MAX_DIM
+from fastnn.layers import ACTIVATIONS, DEFAULT_LEAKY_SLOPE, activation_code
+from fastnn.losses import Loss, get_loss
+
+#: output link name -> the loss code whose link it is (see fastnn/_losses.pxd)
+OUTPUT_LINKS = {"identity": 0, "sigmoid": 3, "softmax": 4, "exp": 6}
+_LEARNED_GAUSSIAN = 2
+# rows per chunk when predicting: the workspace stays in cache and its size is bounded
+PREDICT_CHUNK_ROWS = 1024
+
+
+def as_input(X, name, dtype, n_features=None):
+    """Convert X once to a C-contiguous 2-D array of `dtype` and check it.
+
+    The documented conversion rule: real numeric input (bool, integers, float16/32/64) is
+    cast to the model's dtype; complex, object and string arrays are rejected.  A 1-D X is an
+    error (reshape it: one sample is X[None, :], one feature is X[:, None]).
+    """
+    X = np.asarray(X) if not isinstance(X, np.ndarray) else X
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"{name} has dtype {X.dtype}; expected a real numeric array "
+                        "(float32 or float64; bool and integers are converted)")
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-dimensional (n_samples, n_features); got shape "
+                         f"{X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} has 0 samples (shape {X.shape}); expected at least one")
+    if X.shape[0] > MAX_DIM:
+        raise ValueError(f"{name} has {X.shape[0]} rows; at most {MAX_DIM} are supported")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"{name} has {X.shape[1]} features (shape {X.shape}); the model "
+                         f"expects {n_features}")
+    X = np.ascontiguousarray(X, dtype=dtype)
+    if not np.isfinite(X).all():
+        bad = np.argwhere(~np.isfinite(X))[0]
+        raise ValueError(f"{name} contains NaN or infinity (first at row {bad[0]}, column "
+                         f"{bad[1]})")
+    return X
+
+
+class Dense:
+    """One fully connected layer: ``A = act(X @ W + b)`` with samples as rows.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+        Input and output widths; ``W`` has shape (n_in, n_out), ``b`` shape (n_out,).
+    activation : {"identity", "sigmoid", "tanh", "relu", "leaky_relu"}, default "relu"
+        Ignored for the last layer of an MLP, which outputs logits.
+    init : str or initializer, optional
+        Weight initializer (see fastnn.init).  Default: He normal before relu/leaky_relu,
+        Glorot uniform otherwise.
+    bias_init : float or initializer, default 0.0
+        0.1 before a ReLU is a common choice, so that few units start inactive.
+    alpha : float, default 0.01
+        leaky_relu slope.
+
+    Once the layer is part of an MLP, ``W`` and ``b`` are views into the model's parameter
+    vector, and ``dW``/``db`` views into its gradient vector.
+    """
+
+    def __init__(self, n_in, n_out, activation="relu", *, init=None, bias_init=0.0,
+                 alpha=DEFAULT_LEAKY_SLOPE):
+        self.n_in = check_number(n_in, "n_in", low=1, integer=True)
+        self.n_out = check_number(n_out, "n_out", low=1, integer=True)
+        self.activation = check_choice(activation, "activation", tuple(ACTIVATIONS))
+        self.init = _init.get_initializer(
+            init if init is not None else _init.default_initializer(activation))
+        if isinstance(bias_init, (int, float)) and not isinstance(bias_init, bool):
+            bias_init = _init.constant(float(check_number(bias_init, "bias_init")))
+        self.bias_init = _init.get_initializer(bias_init)
+        self.alpha = float(check_number(alpha, "alpha", low=0.0))
+        self.W = self.b = self.dW = self.db = None
+
+    def __repr__(self):
+        return (f"Dense({self.n_in} -> {self.n_out}, {self.activation}, "
+                f"init={self.init!r}, bias_init={self.bias_init!r})")
+
+
+class MLP:
+    """A multilayer perceptron: dense layers over one contiguous parameter vector.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        Widths ``[n_0, n_1, ..., n_L]``: n_0 inputs, L layers.  At least two entries.
+    activation : str or sequence of str, default "relu"
+        Hidden activation, one name for all hidden layers or one per hidden layer (L-1).
+    output : {"auto", "identity", "sigmoid", "softmax", "exp"}, default "auto"
+        Link applied by ``predict``.  "auto" follows the loss the model was last trained or
+        evaluated with (identity before that).  An explicit link must agree with the loss.
+    init : str, initializer or sequence, optional
+        Weight initializer(s); default per layer from its activation (He for ReLU, Glorot
+        uniform otherwise).
+    bias_init : float, initializer or sequence, default 0.0
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+        Precision of parameters and computation.  Inputs of another real dtype are converted
+        once per call (see ``as_input``).
+    seed : int, numpy.random.Generator or None
+        Source of the initial weights; the same seed gives the same weights.
+    alpha : float, default 0.01
+        leaky_relu slope.
+    warn_symmetric : bool, default True
+        Warn when a hidden layer starts with all weights equal (zeros/constant init): its units
+        would compute the same function forever (the symmetry problem).  Set False when that
+        is what you want to demonstrate.
+
+    Attributes
+    ----------
+    params : ndarray of shape (n_params,), dtype
+        All weights and biases (see the module docstring for the layout).
+    grads : ndarray of shape (n_params,), dtype
+        Gradient of the last ``loss_and_grad`` (or training step), same layout.
+    layers : list of Dense
+        With ``W``, ``b``, ``dW``, ``db`` views into params/grads.
+    """
+
+    def __init__(self, layer_sizes, activation="relu", output="auto", init=None,
+                 bias_init=0.0, dtype=np.float32, seed=None, alpha=DEFAULT_LEAKY_SLOPE,
+                 warn_symmetric=True):
+        sizes = _check_sizes(layer_sizes)
+        n_layers = len(sizes) - 1
+        acts = _per_layer(activation, n_layers - 1, "activation") + ["identity"]
+        inits = _per_layer(init, n_layers, "init")
+        biases = _per_layer(bias_init, n_layers, "bias_init")
+        layers = [Dense(sizes[k], sizes[k + 1], acts[k], init=inits[k], bias_init=biases[k],
+                        alpha=alpha)
+                  for k in range(n_layers)]
+        self._build(layers, output, dtype, seed, warn_symmetric)
+
+    @classmethod
+    def from_layers(cls, layers, output="auto", dtype=np.float32, seed=None,
+                    warn_symmetric=True):
+        """Build from explicit ``Dense`` layers (per-layer init, activation, slope).
+
+        The last layer's activation is replaced by identity (logits): the output link comes
+        from ``output`` / the loss.
+        """
+        layers = list(layers)
+        if not layers or not all(isinstance(layer, Dense) for layer in layers):
+            raise TypeError("layers must be a non-empty sequence of fastnn.Dense")
+        for k in range(1, len(layers)):
+            if layers[k].n_in != layers[k - 1].n_out:
+                raise ValueError(f"layers[{k}] has n_in={layers[k].n_in}; expected "
+                                 f"{layers[k - 1].n_out} (n_out of layers[{k - 1}])")
+        if any(layer.W is not None for layer in layers):
+            raise ValueError("a Dense layer already belongs to a model; create new layers")
+        layers[-1].activation = "identity"
+        self = cls.__new__(cls)
+        self._build(layers, output, dtype, seed, warn_symmetric)
+        return self
+
+    # ------------------------------------------------------------------ construction
+
+    def _build(self, layers, output, dtype, seed, warn_symmetric):
+        self.dtype = float_dtype(dtype)
+        self.output = check_choice(output, "output", ("auto",) + tuple(OUTPUT_LINKS))
+        self.layers = layers
+        self.layer_sizes = [layers[0].n_in] + [layer.n_out for layer in layers]
+        self.loss_ = None
+        self._spec = _network.NetSpec(
+            self.layer_sizes, [activation_code(layer.activation) for layer in layers],
+            [layer.alpha for layer in layers])
+        self.params = np.zeros(self._spec.n_params, dtype=self.dtype)
+        self.grads = np.zeros(self._spec.n_params, dtype=self.dtype)
+        self._bind_views()
+        self.init_params(seed, warn_symmetric=warn_symmetric)
+
+    def _bind_views(self):
+        w_off, b_off = self._spec.w_offsets, self._spec.b_offsets
+        for k, layer in enumerate(self.layers):
+            n_w = layer.n_in * layer.n_out
+            shape = (layer.n_in, layer.n_out)
+            layer.W = self.params[w_off[k]:w_off[k] + n_w].reshape(shape)
+            layer.b = self.params[b_off[k]:b_off[k] + layer.n_out]
+            layer.dW = self.grads[w_off[k]:w_off[k] + n_w].reshape(shape)
+            layer.db = self.grads[b_off[k]:b_off[k] + layer.n_out]
+
+    def init_params(self, seed=None, warn_symmetric=True):
+        """(Re)draw all weights and biases from the layers' initializers.
+
+        One generator serves all layers in order, so layers get different draws and the same
+        seed gives the same parameters.
+        """
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        for k, layer in enumerate(self.layers):
+            layer.W[...] = layer.init((layer.n_in, layer.n_out), rng=rng, dtype=self.dtype)
+            layer.b[...] = layer.bias_init((layer.n_out,), rng=rng, dtype=self.dtype)
+            hidden = k < len(self.layers) - 1
+            if warn_symmetric and hidden and layer.n_out > 1 and _init.is_symmetric(layer.init):
+                warnings.warn(
+                    f"layer {k} ({layer!r}) starts with identical weights for all its "
+                    f"{layer.n_out} units: they get identical gradients and stay identical "
+                    "(the symmetry problem). Use a random initializer, or pass "
+                    "warn_symmetric=False to demonstrate it.", UserWarning, stacklevel=3)
+        self.grads[...] = 0
+        return self
+
+    # ------------------------------------------------------------------ structure
+
+    @property
+    def n_params(self):
+        """Number of weights and biases."""
+        return self.params.shape[0]
+
+    @property
+    def n_layers(self):
+        return len(self.layers)
+
+    @property
+    def n_inputs(self):
+        return self.layer_sizes[0]
+
+    @property
+    def n_outputs(self):
+        """Width of the last layer (for a learned-variance loss: 2 per target)."""
+        return self.layer_sizes[-1]
+
+    @property
+    def coefs(self):
+        """The weight matrices W_k, views of shape (n_{k-1}, n_k)."""
+        return [layer.W for layer in self.layers]
+
+    @property
+    def intercepts(self):
+        """The bias vectors b_k, views of shape (n_k,)."""
+        return [layer.b for layer in self.layers]
+
+    def __repr__(self):
+        acts = [layer.activation for layer in self.layers[:-1]]
+        return (f"MLP({self.layer_sizes}, activation={acts}, output={self._link_name()!r}, "
+                f"dtype={self.dtype.name}, n_params={self.n_params})")
+
+    def summary(self):
+        """A printable table: layers, shapes, activations, initializers, parameter counts."""
+        rows = [("layer", "W shape", "b shape", "activation", "init", "bias init", "params")]
+        for k, layer in enumerate(self.layers):
+            rows.append((str(k), f"({layer.n_in}, {layer.n_out})", f"({layer.n_out},)",
+                         layer.activation, repr(layer.init), repr(layer.bias_init),
+                         f"{layer.n_in * layer.n_out + layer.n_out:,}"))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+        rule = "-" * len(lines[0])
+        return "\n".join([f"MLP {self.layer_sizes}, {self.dtype.name}", rule, lines[0], rule,
+                          *lines[1:], rule,
+                          f"output link: {self._link_name()}, "
+                          f"total parameters: {self.n_params:,}"])
+
+    # ------------------------------------------------------------------ parameters
+
+    def get_params(self):
+        """A copy of the parameter vector, shape (n_params,)."""
+        return self.params.copy()
+
+    def set_params(self, params):
+        """Copy a parameter vector of shape (n_params,) into the model (cast to its dtype)."""
+        params = np.asarray(params)
+        if params.shape != (self.n_params,):
+            raise ValueError(f"params has shape {params.shape}; expected ({self.n_params},)")
+        if params.dtype.kind not in "fiu":
+            raise TypeError(f"params has dtype {params.dtype}; expected a real array")
+        if not np.isfinite(params).all():
+            raise ValueError("params contains NaN or infinity")
+        self.params[...] = params
+        return self
+
+    def copy(self):
+        """An independent model with the same structure, parameters and loss."""
+        other = MLP.from_layers(
+            [Dense(layer.n_in, layer.n_out, layer.activation, init=layer.init,
+                   bias_init=layer.bias_init, alpha=layer.alpha) for layer in self.layers],
+            output=self.output, dtype=self.dtype, warn_symmetric=False)
+        other.params[...] = self.params
+        other.grads[...] = self.grads
+        other.loss_ = self.loss_
+        return other
+
+    def astype(self, dtype):
+        """A copy computing in another dtype (parameters cast)."""
+        other = MLP.from_layers(
+            [Dense(layer.n_in, layer.n_out, layer.activation, init=layer.init,
+                   bias_init=layer.bias_init, alpha=layer.alpha) for layer in self.layers],
+            output=self.output, dtype=dtype, warn_symmetric=False)
+        other.params[...] = self.params
+        other.loss_ = self.loss_
+        return other
+
+    # ------------------------------------------------------------------ computation
+
+    def _link_kind(self):
+        if self.output != "auto":
+            return OUTPUT_LINKS[self.output]
+        return self.loss_.kind if self.loss_ is not None else OUTPUT_LINKS["identity"]
+
+    def _link_name(self):
+        if self.output != "auto":
+            return self.output
+        return self.loss_.output_name if self.loss_ is not None else "identity"
+
+    def _use_loss(self, loss):
+        loss = get_loss(loss)
+        if self.output != "auto" and self.output != loss.output_name:
+            raise ValueError(f"the model's output link is {self.output!r} but "
+                             f"{type(loss).__name__} uses {loss.output_name!r}; build the "
+                             "model with output='auto' or the matching link")
+        n_expected = loss.n_outputs(1) if loss.kind == _LEARNED_GAUSSIAN else None
+        if n_expected is not None and self.n_outputs % 2:
+            raise ValueError(f"{type(loss).__name__} with learned variance needs an even "
+                             f"number of outputs (mean and log-variance per target); the "
+                             f"model has {self.n_outputs}")
+        return loss
+
+    def _forward(self, X, kind):
+        X = as_input(X, "X", self.dtype, self.n_inputs)
+        out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
+        _network.forward_into(self._spec, self.params, X, out, kind, PREDICT_CHUNK_ROWS)
+        return out
+
+    def forward(self, X):
+        """Logits of the last layer (before the output link).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+            Converted once to the model's dtype (see ``as_input``).
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_outputs), the model's dtype
+        """
+        return self._forward(X, OUTPUT_LINKS["identity"])
+
+    def predict(self, X):
+        """The model's prediction: the output link applied to the logits.
+
+        Identity output: the regression mean; sigmoid/softmax: class probabilities; exp: the
+        Poisson rate; a learned-variance Gaussian: the mean columns only (see
+        ``predict_std``).  Computed in chunks of PREDICT_CHUNK_ROWS rows through a workspace
+        allocated per call, so concurrent calls on one model are safe.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_outputs) (n_outputs // 2 for learned variance)
+        """
+        kind = self._link_kind()
+        out = self._forward(X, kind)
+        if kind == _LEARNED_GAUSSIAN:
+            return np.ascontiguousarray(out[:, : self.n_outputs // 2])
+        return out
+
+    def predict_proba(self, X):
+        """Class probabilities (sigmoid or softmax output link), shape (n_samples, n_outputs)."""
+        if self._link_name() not in ("sigmoid", "softmax"):
+            raise ValueError(f"predict_proba needs a sigmoid or softmax output; this model's "
+                             f"output link is {self._link_name()!r}")
+        return self.predict(X)
+
+    def predict_std(self, X):
+        """Predicted standard deviation exp(s/2) of a learned-variance Gaussian model.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_outputs // 2)
+        """
+        if self._link_kind() != _LEARNED_GAUSSIAN:
+            raise ValueError("predict_std needs a model trained with "
+                             "GaussianNLL(sigma='learned')")
+        out = self._forward(X, _LEARNED_GAUSSIAN)
+        return np.ascontiguousarray(out[:, self.n_outputs // 2:])
+
+    def prepare_data(self, X, y, loss, sample_weight=None):
+        """Validate and convert (X, y, sample_weight, per-sample sigma) once for compiled code.
+
+        Returns (loss, X, Y, labels, sample_weight, sigma) with every array C-contiguous in the
+        model's dtype (labels: intp), ready for the compiled kernels.
+        """
+        loss = self._use_loss(loss)
+        X = as_input(X, "X", self.dtype, self.n_inputs)
+        n = X.shape[0]
+        y_len = len(y) if hasattr(y, "__len__") else None
+        if y_len != n:
+            raise ValueError(f"X has {n} samples but y has {y_len}; expected one target row "
+                             "per sample")
+        Y, labels = loss.prepare_targets(y, self.n_outputs, self.dtype)
+        sw = None
+        if sample_weight is not None:
+            sw = loss.prepare_sample_weight(sample_weight, n, self.dtype)
+        sigma = loss.prepare_sigma(n, self.dtype)
+        return loss, X, Y, labels, sw, sigma
+
+    def loss_and_grad(self, X, y, loss, sample_weight=None):
+        """Mean loss over the samples, and its gradient into ``self.grads``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+        y : array-like
+            Targets in the form the loss accepts (see fastnn.losses).
+        loss : str or fastnn.losses.Loss
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights; the loss is then sum_i w_i l_i / sum_i w_i.
+
+        Returns
+        -------
+        loss : float
+            The (weighted) mean loss.  ``self.grads`` holds its gradient w.r.t. ``params``.
+        """
+        loss, X, Y, labels, sw, sigma = self.prepare_data(X, y, loss, sample_weight)
+        weight_sum = float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
+        total = _network.loss_grad_into(
+            self._spec, self.params, self.grads, X, loss.kind, int(loss.full),
+            loss.scalar_sigma, Y, labels, sw, sigma, 1.0 / weight_sum)
+        self.loss_ = loss
+        return total / weight_sum
+
+    def fit(self, X, y, loss, optimizer=None, **kwargs):
+        """Train with minibatch SGD; see ``fastnn.fit`` for every argument."""
+        from fastnn.trainer import fit
+        return fit(self, X, y, loss, optimizer, **kwargs)
+
+
+def _check_sizes(layer_sizes):
+    try:
+        sizes = list(layer_sizes)
+    except TypeError:
+        raise TypeError(f"layer_sizes must be a sequence of ints; got {layer_sizes!r}") from None
+    if len(sizes) < 2:
+        raise ValueError(f"layer_sizes={sizes}; expected at least 2 entries "
+                         "(inputs and outputs)")
+    for i, n in enumerate(sizes):
+        check_number(n, f"layer_sizes[{i}]", low=1, integer=True)
+    return [int(n) for n in sizes]
+
+
+def _per_layer(value, n, name):
+    """One value for all n layers, or a list/tuple of exactly n values."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"{name} has {len(value)} entries; expected {n} (one per layer) "
+                             "or a single value")
+        return list(value)
+    return [value] * n

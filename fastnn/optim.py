@@ -1,0 +1,290 @@
+"""Optimizers (SGD with momentum/Nesterov, Adam) and learning-rate schedules.
+
+An optimizer holds its hyperparameters and its state (velocity, or Adam's two moments), each
+ONE array over the model's whole parameter vector, allocated once and updated in place by a
+single compiled pass (fastnn/_sgd.pyx).  Weight decay (L2) applies to weight matrices only,
+not to biases, as scikit-learn's ``alpha`` does.
+
+Schedules give the learning rate of each epoch (the rate is constant within an epoch) and
+compose with any optimizer: ``SGD(lr=0.1, schedule=Cosine(total_epochs=50))``.
+"""
+import math
+
+import numpy as np
+
+from fastnn import _sgd
+from fastnn._validation import check_choice, check_number
+
+# ---------------------------------------------------------------- schedules
+
+
+class Schedule:
+    """Base class: ``lr(epoch, base_lr)`` for epoch = 0, 1, ...; stateless unless noted."""
+
+    def lr(self, epoch, base_lr):
+        raise NotImplementedError
+
+    def on_epoch_end(self, epoch, value):
+        """Called with the monitored value after each epoch (only ReduceOnPlateau uses it)."""
+
+    def reset(self):
+        """Forget any state (called at the start of a fresh fit)."""
+
+    def get_config(self):
+        return {"name": type(self).__name__, **{k: v for k, v in vars(self).items()
+                                                 if not k.startswith("_")}}
+
+
+class Constant(Schedule):
+    """lr_e = lr."""
+
+    def lr(self, epoch, base_lr):
+        return base_lr
+
+    def __repr__(self):
+        return "Constant()"
+
+
+class StepDecay(Schedule):
+    """lr_e = lr * gamma ** (e // step_size): multiply by gamma every step_size epochs."""
+
+    def __init__(self, step_size=10, gamma=0.1):
+        self.step_size = check_number(step_size, "step_size", low=1, integer=True)
+        self.gamma = float(check_number(gamma, "gamma", low=0.0, high=1.0, low_open=True))
+
+    def lr(self, epoch, base_lr):
+        return base_lr * self.gamma ** (epoch // self.step_size)
+
+    def __repr__(self):
+        return f"StepDecay(step_size={self.step_size}, gamma={self.gamma})"
+
+
+class InverseScaling(Schedule):
+    """lr_e = lr / t ** power with t = e + 1 (scikit-learn's "invscaling", per epoch)."""
+
+    def __init__(self, power=0.5):
+        self.power = float(check_number(power, "power", low=0.0))
+
+    def lr(self, epoch, base_lr):
+        return base_lr / (epoch + 1) ** self.power
+
+    def __repr__(self):
+        return f"InverseScaling(power={self.power})"
+
+
+class Cosine(Schedule):
+    """lr_e = min_lr + (lr - min_lr) (1 + cos(pi e / total_epochs)) / 2, then min_lr."""
+
+    def __init__(self, total_epochs, min_lr=0.0):
+        self.total_epochs = check_number(total_epochs, "total_epochs", low=1, integer=True)
+        self.min_lr = float(check_number(min_lr, "min_lr", low=0.0))
+
+    def lr(self, epoch, base_lr):
+        if epoch >= self.total_epochs:
+            return self.min_lr
+        return self.min_lr + (base_lr - self.min_lr) * (
+            1 + math.cos(math.pi * epoch / self.total_epochs)) / 2
+
+    def __repr__(self):
+        return f"Cosine(total_epochs={self.total_epochs}, min_lr={self.min_lr})"
+
+
+class ReduceOnPlateau(Schedule):
+    """Divide the rate by 1/factor when the monitored loss stops improving.
+
+    After ``patience`` consecutive epochs whose value does not improve on the best so far by
+    more than ``min_delta``, the rate is multiplied by ``factor`` (never below ``min_lr``).
+    With factor=0.2, patience=2, min_delta=tol this is scikit-learn's "adaptive" rate.  The
+    value is the validation loss when there is validation data, else the training loss.
+    """
+
+    def __init__(self, factor=0.2, patience=2, min_delta=1e-4, min_lr=0.0):
+        self.factor = float(check_number(factor, "factor", low=0.0, high=1.0, low_open=True,
+                                         high_open=True))
+        self.patience = check_number(patience, "patience", low=1, integer=True)
+        self.min_delta = float(check_number(min_delta, "min_delta", low=0.0))
+        self.min_lr = float(check_number(min_lr, "min_lr", low=0.0))
+        self.reset()
+
+    def reset(self):
+        self._best = math.inf
+        self._bad_epochs = 0
+        self._scale = 1.0
+
+    def lr(self, epoch, base_lr):
+        return max(base_lr * self._scale, self.min_lr)
+
+    def on_epoch_end(self, epoch, value):
+        if value < self._best - self.min_delta:
+            self._best = value
+            self._bad_epochs = 0
+        else:
+            self._bad_epochs += 1
+            if self._bad_epochs >= self.patience:
+                self._scale *= self.factor
+                self._bad_epochs = 0
+        # a new best is measured from the current value, as scikit-learn does
+        self._best = min(self._best, value)
+
+    def __repr__(self):
+        return (f"ReduceOnPlateau(factor={self.factor}, patience={self.patience}, "
+                f"min_delta={self.min_delta}, min_lr={self.min_lr})")
+
+
+SCHEDULES = {"constant": Constant, "step": StepDecay, "invscaling": InverseScaling,
+             "cosine": Cosine, "plateau": ReduceOnPlateau}
+
+
+def get_schedule(schedule):
+    """A Schedule instance from None (constant), a name, or an instance."""
+    if schedule is None:
+        return Constant()
+    if isinstance(schedule, Schedule):
+        return schedule
+    return SCHEDULES[check_choice(schedule, "schedule", tuple(SCHEDULES))]()
+
+
+# ---------------------------------------------------------------- optimizers
+
+
+class Optimizer:
+    """Base class.  Subclasses set ``kind`` and the hyperparameters the compiled update reads."""
+
+    kind = None
+    momentum = 0.0
+    nesterov = False
+    beta1 = beta2 = eps = 0.0
+
+    def __init__(self, lr, weight_decay, clip_norm, schedule):
+        self.lr = float(check_number(lr, "lr", low=0.0, low_open=True))
+        self.weight_decay = float(check_number(weight_decay, "weight_decay", low=0.0))
+        if clip_norm is not None:
+            clip_norm = float(check_number(clip_norm, "clip_norm", low=0.0, low_open=True))
+        self.clip_norm = clip_norm
+        self.schedule = get_schedule(schedule)
+        self.reset()
+
+    def reset(self):
+        """Forget the state (velocity / moments and the step count)."""
+        self.state = (None, None)
+        self.t = 0
+
+    def _n_state(self):
+        raise NotImplementedError
+
+    def init_state(self, n_params, dtype):
+        """Allocate the state for a parameter vector, unless it already fits (warm start)."""
+        s1, s2 = self.state
+        n_state = self._n_state()
+        if s1 is None or s1.shape[0] != (n_params if n_state >= 1 else 0) or s1.dtype != dtype:
+            empty = np.zeros(0, dtype=dtype)
+            self.state = tuple(np.zeros(n_params, dtype=dtype) if i < n_state else empty
+                               for i in range(2))
+            self.t = 0
+        return self.state
+
+    def lr_at(self, epoch):
+        """The learning rate of 0-based epoch `epoch` under the schedule."""
+        return float(self.schedule.lr(epoch, self.lr))
+
+    def compiled_args(self, lr):
+        """(kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2, eps)."""
+        return (self.kind, lr, self.momentum, self.nesterov, self.weight_decay,
+                self.clip_norm if self.clip_norm is not None else 0.0,
+                self.beta1, self.beta2, self.eps)
+
+    def step(self, model, lr=None):
+        """Apply one update from ``model.grads`` to ``model.params`` (for hand-written loops).
+
+        Parameters
+        ----------
+        model : fastnn.MLP
+            Its ``grads`` must hold the gradient (e.g. from ``model.loss_and_grad``).
+        lr : float, optional
+            Overrides the base learning rate for this step.
+        """
+        s1, s2 = self.init_state(model.n_params, model.params.dtype)
+        self.t += 1
+        _sgd.update_params(model._spec, model.params, model.grads, s1, s2,
+                           *self.compiled_args(self.lr if lr is None else lr), self.t)
+
+    def get_config(self):
+        config = {k: v for k, v in vars(self).items() if k not in ("state", "t", "schedule")}
+        config["schedule"] = self.schedule.get_config()
+        return {"name": type(self).__name__, **config}
+
+
+class SGD(Optimizer):
+    """Minibatch stochastic gradient descent, with optional (Nesterov) momentum.
+
+    ``v <- momentum v - lr (g + weight_decay w)``, ``w <- w + v``;  Nesterov:
+    ``w <- w + momentum v - lr (g + weight_decay w)`` with the new v.  momentum=0 is plain SGD.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+    momentum : float in [0, 1), default 0.0
+    nesterov : bool, default False
+    weight_decay : float >= 0, default 0.0
+        L2 penalty coefficient on weight matrices (biases are not decayed).
+    clip_norm : float > 0 or None
+        Rescale the whole gradient vector to this Euclidean norm when it is longer.
+    schedule : Schedule, str or None
+    """
+
+    kind = _sgd.OPT_SGD
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 clip_norm=None, schedule=None):
+        self.momentum = float(check_number(momentum, "momentum", low=0.0, high=1.0,
+                                           high_open=True))
+        if nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.nesterov = bool(nesterov)
+        super().__init__(lr, weight_decay, clip_norm, schedule)
+
+    def _n_state(self):
+        return 1 if self.momentum > 0 else 0
+
+    def __repr__(self):
+        return (f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov}, "
+                f"weight_decay={self.weight_decay}, clip_norm={self.clip_norm}, "
+                f"schedule={self.schedule!r})")
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), as in PyTorch.
+
+    ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``,
+    ``w <- w - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)`` with g including
+    ``weight_decay w`` for weight matrices (L2, not decoupled).
+    """
+
+    kind = _sgd.OPT_ADAM
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                 clip_norm=None, schedule=None):
+        self.beta1 = float(check_number(beta1, "beta1", low=0.0, high=1.0, high_open=True))
+        self.beta2 = float(check_number(beta2, "beta2", low=0.0, high=1.0, high_open=True))
+        self.eps = float(check_number(eps, "eps", low=0.0, low_open=True))
+        super().__init__(lr, weight_decay, clip_norm, schedule)
+
+    def _n_state(self):
+        return 2
+
+    def __repr__(self):
+        return (f"Adam(lr={self.lr}, beta1={self.beta1}, beta2={self.beta2}, eps={self.eps}, "
+                f"weight_decay={self.weight_decay}, clip_norm={self.clip_norm}, "
+                f"schedule={self.schedule!r})")
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+
+
+def get_optimizer(optimizer):
+    """An Optimizer from None (SGD()), a name ("sgd", "adam") or an instance."""
+    if optimizer is None:
+        return SGD()
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    return OPTIMIZERS[check_choice(optimizer, "optimizer", tuple(OPTIMIZERS))]()
