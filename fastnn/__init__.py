@@ -22,6 +22,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
     ) from exc
 
 from fastnn import datasets, init, losses, optim  # noqa: E402
+from fastnn.gradcheck import GradientReport, check_gradients  # noqa: E402
 from fastnn.layers import ACTIVATIONS, dense_backward, dense_forward  # noqa: E402
 from fastnn.losses import (BinaryCrossEntropy, CrossEntropy, GaussianNLL,  # noqa: E402
                            KLDivergence, MSE, PoissonNLL)
@@ -32,7 +33,7 @@ from fastnn.trainer import EarlyStopping, History, TrainingDiverged, fit  # noqa
 
 __all__ = [
     "ACTIVATIONS", "Adam", "BinaryCrossEntropy", "Constant", "Cosine", "CrossEntropy", "Dense",
-    "EarlyStopping", "GaussianNLL", "History", "InverseScaling", "KLDivergence", "MLP", "MSE",
+    "EarlyStopping", "GaussianNLL", "GradientReport", "History", "InverseScaling", "KLDivergence", "MLP", "MSE",
     "PoissonNLL", "ReduceOnPlateau", "SGD", "StepDecay", "TrainingDiverged", "datasets",
-    "dense_backward", "dense_forward", "fit", "init", "losses", "optim", "__version__",
+    "check_gradients", "dense_backward", "dense_forward", "fit", "init", "losses", "optim", "__version__",
 ]
