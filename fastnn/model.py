@@ -85,7 +85,8 @@ class Dense:
         self.init = _init.get_initializer(
             init if init is not None else _init.default_initializer(activation))
         if isinstance(bias_init, (int, float)) and not isinstance(bias_init, bool):
-            bias_init = _init.constant(float(check_number(bias_init, "bias_init")))
+            value = float(check_number(bias_init, "bias_init"))
+            bias_init = _init.zeros if value == 0 else _init.constant(value)
         self.bias_init = _init.get_initializer(bias_init)
         self.alpha = float(check_number(alpha, "alpha", low=0.0))
         self.W = self.b = self.dW = self.db = None
@@ -257,8 +258,9 @@ class MLP:
                          layer.activation, repr(layer.init), repr(layer.bias_init),
                          f"{layer.n_in * layer.n_out + layer.n_out:,}"))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
-        rule = "-" * len(lines[0])
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                 for row in rows]
+        rule = "-" * max(len(line) for line in lines)
         return "\n".join([f"MLP {self.layer_sizes}, {self.dtype.name}", rule, lines[0], rule,
                           *lines[1:], rule,
                           f"output link: {self._link_name()}, "
