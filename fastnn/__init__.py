@@ -30,10 +30,12 @@ from fastnn.model import Dense, MLP  # noqa: E402
 from fastnn.optim import (SGD, Adam, Constant, Cosine, InverseScaling,  # noqa: E402
                           ReduceOnPlateau, StepDecay)
 from fastnn.trainer import EarlyStopping, History, TrainingDiverged, fit  # noqa: E402
+from fastnn.io import load  # noqa: E402
 
 __all__ = [
     "ACTIVATIONS", "Adam", "BinaryCrossEntropy", "Constant", "Cosine", "CrossEntropy", "Dense",
     "EarlyStopping", "GaussianNLL", "GradientReport", "History", "InverseScaling", "KLDivergence", "MLP", "MSE",
     "PoissonNLL", "ReduceOnPlateau", "SGD", "StepDecay", "TrainingDiverged", "datasets",
-    "check_gradients", "dense_backward", "dense_forward", "fit", "init", "losses", "optim", "__version__",
+    "check_gradients", "dense_backward", "dense_forward", "fit", "init", "load", "losses", "optim", "__version__",
 ]
+

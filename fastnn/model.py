@@ -438,6 +438,53 @@ class MLP:
         from fastnn.trainer import fit
         return fit(self, X, y, loss, optimizer, **kwargs)
 
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path, optimizer=None):
+        """Write the model (and optionally its optimizer) to one ``.npz`` file, atomically.
+
+        The file holds the parameter vector and a JSON description; nothing in it is pickled.
+        ``fastnn.load(path)`` rebuilds a model whose predictions are bitwise identical.  See
+        ``fastnn.io.save_model`` for the format.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Written exactly as given (no suffix is added); an existing file is replaced only
+            once the new one is complete.
+        optimizer : fastnn.SGD, fastnn.Adam or None
+            Also store its hyperparameters, schedule and state (velocity / moments, step
+            count), so that training can resume: ``fastnn.load(path, with_optimizer=True)``.
+        """
+        from fastnn.io import save_model
+        save_model(self, path, optimizer)
+
+    def __getstate__(self):
+        # The compiled NetSpec cannot be pickled and the layers' W/b/dW/db are views that
+        # pickle would store as separate copies: keep the vectors and a description of each
+        # layer, and rebuild the spec and the views in __setstate__.
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_spec", "layers")}
+        state["layers"] = [
+            {"n_in": layer.n_in, "n_out": layer.n_out, "activation": layer.activation,
+             "init": layer.init, "bias_init": layer.bias_init, "alpha": layer.alpha}
+            for layer in self.layers]
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        layers = [Dense(d["n_in"], d["n_out"], d["activation"], init=d["init"],
+                        bias_init=d["bias_init"], alpha=d["alpha"])
+                  for d in state.pop("layers")]
+        self.__dict__.update(state)
+        self.layers = layers
+        self._spec = _network.NetSpec(
+            self.layer_sizes, [activation_code(layer.activation) for layer in layers],
+            [layer.alpha for layer in layers])
+        if self.params.shape != (self._spec.n_params,) or self.grads.shape != self.params.shape:
+            raise ValueError(f"pickled MLP has {self.params.shape[0]} parameters; its layer "
+                             f"sizes {self.layer_sizes} need {self._spec.n_params}")
+        self._bind_views()
+
 
 def _check_sizes(layer_sizes):
     try:
