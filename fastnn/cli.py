@@ -8,6 +8,7 @@ Errors in the user's input are reported as one line on stderr with exit status 2
 traceback); anything else is a bug and keeps its traceback.
 """
 import argparse
+import os
 import sys
 import time
 
@@ -160,6 +161,10 @@ def load_table(path, target=None, need_target=True):
 
 
 def run_train(args):
+    if args.save:  # fail before training, not after it
+        directory = os.path.dirname(os.path.abspath(args.save))
+        if not os.path.isdir(directory):
+            raise UsageError(f"--save {args.save}: the directory {directory} does not exist")
     X, y = load_table(args.data, args.target)
     loss = fastnn.losses.get_loss(args.loss)
     y = np.asarray(y)
@@ -176,19 +181,13 @@ def run_train(args):
     history = _fit_and_report(model, X, y, loss, args, validation_split=args.validation_split)
     print(f"final training loss {history.loss[-1]:.6g}")
     if args.save:
-        if not hasattr(model, "save"):
-            raise UsageError("saving models arrives with fastnn's persistence "
-                             "(model.save); this version cannot save yet")
         model.save(args.save)
-        print(f"saved the model to {args.save}")
+        print(f"saved the model to {args.save} (load it with fastnn.load or `fastnn predict`)")
     return 0
 
 
 def run_predict(args):
-    try:
-        model = fastnn.load(args.model)
-    except AttributeError:
-        raise UsageError("this version of fastnn cannot load models yet") from None
+    model = fastnn.load(args.model)
     X, _ = load_table(args.data, need_target=False)
     predictions = model.predict(X)
     if args.output:
@@ -204,7 +203,7 @@ def main(argv=None):
     commands = {"demo": run_demo, "train": run_train, "predict": run_predict}
     try:
         return commands[args.command](args)
-    except (UsageError, ValueError, TypeError, FileNotFoundError) as exc:
+    except (UsageError, ValueError, TypeError, OSError) as exc:  # OSError: unreadable paths
         print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

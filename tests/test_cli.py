@@ -1,0 +1,125 @@
+"""The fastnn command: demo, train --save and predict, their output and exit codes."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn.cli import main
+from fastnn.datasets import make_regression, make_spirals
+
+
+@pytest.fixture
+def spirals_npz(tmp_path):
+    X, y = make_spirals(300, n_classes=3, seed=0)
+    path = tmp_path / "spirals.npz"
+    np.savez(path, X=X, y=y)
+    return path, X, y
+
+
+def _train(path, model, *extra):
+    return main(["train", str(path), "--layers", "16", "--epochs", "3", "--quiet",
+                 "--save", str(model), *extra])
+
+
+def test_demo_trains_and_reports_accuracy(capsys):
+    assert main(["demo", "--epochs", "2", "--quiet", "--layers", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "fastnn 0." in out and "trained" in out and "test accuracy" in out
+
+
+def test_train_save_then_predict_reproduces_the_model(tmp_path, spirals_npz, capsys):
+    data, X, _ = spirals_npz
+    model_path = tmp_path / "model.npz"
+    assert _train(data, model_path) == 0
+    assert f"saved the model to {model_path}" in capsys.readouterr().out
+    model = fastnn.load(model_path)
+    assert model.layer_sizes == [2, 16, 3] and model._link_name() == "softmax"
+
+    out_path = tmp_path / "pred.npy"
+    assert main(["predict", str(model_path), str(data), "--output", str(out_path)]) == 0
+    assert "shape (300, 3)" in capsys.readouterr().out
+    assert np.array_equal(np.load(out_path), model.predict(X))
+
+    assert main(["predict", str(model_path), str(data)]) == 0
+    printed = np.loadtxt(capsys.readouterr().out.splitlines(), delimiter=",")
+    np.testing.assert_allclose(printed, model.predict(X), rtol=1e-5, atol=1e-6)
+
+
+def test_train_and_predict_from_csv(tmp_path, capsys):
+    X, y = make_regression(200, n_features=3, seed=0)
+    table = np.column_stack([X, y])
+    csv = tmp_path / "data.csv"
+    np.savetxt(csv, table, delimiter=",", header="a,b,c,target", comments="")
+    model_path = tmp_path / "reg.npz"
+    assert _train(csv, model_path, "--target", "target", "--loss", "mse") == 0
+    features = tmp_path / "features.csv"
+    np.savetxt(features, X, delimiter=",", header="a,b,c", comments="")
+    capsys.readouterr()
+    assert main(["predict", str(model_path), str(features)]) == 0
+    printed = np.loadtxt(capsys.readouterr().out.splitlines(), delimiter=",")
+    np.testing.assert_allclose(printed, fastnn.load(model_path).predict(X)[:, 0], rtol=1e-5,
+                               atol=1e-5)
+
+
+def _error(argv, capsys):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return captured
+
+
+def test_predict_reports_bad_model_files_without_a_traceback(tmp_path, spirals_npz, capsys):
+    data, _, _ = spirals_npz
+    missing = tmp_path / "missing.npz"
+    assert str(missing) in _error(["predict", str(missing), str(data)], capsys).err
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK\x03\x04 not really")
+    err = _error(["predict", str(broken), str(data)], capsys).err
+    assert err.startswith("fastnn predict: error:") and str(broken) in err
+    assert "truncated or corrupted" in err
+    # a data set is not a model
+    assert "no 'description' entry" in _error(["predict", str(data), str(data)], capsys).err
+
+
+def test_predict_rejects_data_of_the_wrong_width(tmp_path, spirals_npz, capsys):
+    data, _, _ = spirals_npz
+    model_path = tmp_path / "model.npz"
+    assert _train(data, model_path) == 0
+    wide = tmp_path / "wide.npz"
+    np.savez(wide, X=np.zeros((4, 5)))
+    assert "5 features" in _error(["predict", str(model_path), str(wide)], capsys).err
+
+
+def test_train_checks_the_save_directory_before_training(tmp_path, spirals_npz, capsys):
+    data, _, _ = spirals_npz
+    captured = _error(["train", str(data), "--save", str(tmp_path / "no" / "m.npz")], capsys)
+    assert "does not exist" in captured.err and "trained" not in captured.out
+
+
+def test_train_reports_a_missing_target(tmp_path, capsys):
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.zeros((5, 2)), labels=np.zeros(5))
+    assert "--target" in _error(["train", str(path)], capsys).err
+
+
+def test_bad_arguments_exit_with_status_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert fastnn.__version__ in capsys.readouterr().out
+
+
+def test_python_dash_m_fastnn_runs_the_demo(tmp_path):
+    # from a directory outside the repository, importing the same fastnn as these tests
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    result = subprocess.run([sys.executable, "-m", "fastnn", "demo", "--epochs", "2",
+                             "--quiet"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy" in result.stdout
