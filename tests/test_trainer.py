@@ -254,8 +254,10 @@ def test_ctrl_c_stops_after_the_current_minibatch_and_keeps_history():
 
 
 def test_fit_releases_the_gil():
-    X = np.random.default_rng(0).standard_normal((4000, 64)).astype(np.float32)
-    y = np.random.default_rng(1).integers(0, 10, 4000)
+    # 40000 rows, so that one epoch lasts tens of ms (4000 rows had become ~3 ms, too short
+    # for the ticks below to tell a released GIL from a held one)
+    X = np.random.default_rng(0).standard_normal((40000, 64)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 10, 40000)
     model = MLP([64, 128, 10], seed=0)
     done = threading.Event()
     ticks = 0
