@@ -106,6 +106,29 @@ def check_number(value, name, *, low=None, high=None, low_open=False, high_open=
     return value
 
 
+def check_bool(value, name):
+    """True or False (Python or NumPy bool); anything else, 0/1 and strings included, is an error."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {value!r} "
+                        f"({type(value).__name__})")
+    return bool(value)
+
+
+def check_random_state(seed, name="seed"):
+    """A numpy.random.Generator from a seed: an int >= 0 gives default_rng(seed) (the same seed,
+    the same draws), a Generator is used as it is (and advanced), None draws fresh OS entropy."""
+    if seed is None:
+        return np.random.default_rng()
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, (bool, np.bool_)):
+        if seed < 0:
+            raise ValueError(f"{name}={seed!r}; expected a seed >= 0")
+        return np.random.default_rng(int(seed))
+    raise TypeError(f"{name} is {seed!r} ({type(seed).__name__}); expected an int seed >= 0, a "
+                    "numpy.random.Generator (e.g. numpy.random.default_rng(seed)) or None")
+
+
 def check_sample_weight(sample_weight, n_samples, dtype, name="sample_weight"):
     """Per-sample weights as a C-contiguous 1-D array of `dtype`, or None for all ones.
 

@@ -1,7 +1,7 @@
 """Small synthetic data sets that need nothing beyond NumPy (for the demo and the tests)."""
 import numpy as np
 
-from fastnn._validation import check_number
+from fastnn._validation import check_number, check_random_state
 
 
 def make_spirals(n_samples=1500, n_classes=3, noise=0.2, turns=2.0, seed=None):
@@ -27,7 +27,7 @@ def make_spirals(n_samples=1500, n_classes=3, noise=0.2, turns=2.0, seed=None):
     n_classes = check_number(n_classes, "n_classes", low=2, integer=True)
     noise = float(check_number(noise, "noise", low=0.0))
     turns = float(check_number(turns, "turns", low=0.0, low_open=True))
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = check_random_state(seed)
     y = np.arange(n_samples) % n_classes
     r = rng.uniform(0.05, 1.0, n_samples)
     theta = (2 * np.pi * y / n_classes + 4.0 * turns * r
@@ -47,7 +47,7 @@ def make_regression(n_samples=2000, n_features=8, noise=0.05, seed=None):
     n_samples = check_number(n_samples, "n_samples", low=1, integer=True)
     n_features = check_number(n_features, "n_features", low=2, integer=True)
     noise = float(check_number(noise, "noise", low=0.0))
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = check_random_state(seed)
     X = rng.uniform(-2.0, 2.0, (n_samples, n_features))
     y = (np.sin(X[:, :-1]) * X[:, 1:]).sum(axis=1) + rng.normal(0.0, noise, n_samples)
     return X, y
@@ -57,7 +57,7 @@ def train_test_split(X, y, test_fraction=0.25, seed=None):
     """Random split of (X, y) into (X_train, X_test, y_train, y_test)."""
     test_fraction = float(check_number(test_fraction, "test_fraction", low=0.0, high=1.0,
                                        low_open=True, high_open=True))
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = check_random_state(seed)
     n = len(X)
     perm = rng.permutation(n)
     n_test = max(1, int(round(test_fraction * n)))

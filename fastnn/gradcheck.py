@@ -7,7 +7,7 @@ gradient, block by block (W and b of each layer).
 """
 import numpy as np
 
-from fastnn._validation import check_number
+from fastnn._validation import check_number, check_random_state
 
 # below this gradient magnitude a block is compared absolutely: central differences of a loss
 # of size ~1 carry rounding noise ~1e-16 / eps ~ 1e-10
@@ -90,11 +90,11 @@ def check_gradients(model, X, y, loss, sample_weight=None, *, eps=1e-6,
     eps = float(check_number(eps, "eps", low=0.0, low_open=True))
     if max_checks_per_block is not None:
         check_number(max_checks_per_block, "max_checks_per_block", low=1, integer=True)
+    rng = check_random_state(seed)
     twin = model.astype(np.float64)
     loss_value = twin.loss_and_grad(X, y, loss, sample_weight)
     analytic = twin.grads.copy()
     params = twin.params
-    rng = np.random.default_rng(seed)
     rows = []
     w_off, b_off = twin._spec.w_offsets, twin._spec.b_offsets
     for k, layer in enumerate(twin.layers):

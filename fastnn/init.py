@@ -61,7 +61,8 @@ import numbers
 
 import numpy as np
 
-from fastnn._validation import FLOAT_DTYPES, MAX_DIM, check_choice, check_number
+from fastnn._validation import (FLOAT_DTYPES, MAX_DIM, check_choice, check_number,
+                                check_random_state)
 
 __all__ = [
     "Initializer", "VarianceScaling", "NAMES", "TRUNCATED_NORMAL_STD",
@@ -94,16 +95,7 @@ TRUNCATED_NORMAL_STD = math.sqrt(
 
 def _check_rng(rng):
     """int seed -> default_rng(seed); Generator -> itself (advanced by the draw); None -> fresh."""
-    if rng is None:
-        return np.random.default_rng()
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
-        if rng < 0:
-            raise ValueError(f"rng={rng!r}; expected a seed >= 0")
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"rng is {rng!r} ({type(rng).__name__}); expected an int seed >= 0, a "
-                    "numpy.random.Generator (e.g. numpy.random.default_rng(seed)) or None")
+    return check_random_state(rng, "rng")
 
 
 def _check_dtype(dtype):

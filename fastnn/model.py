@@ -16,7 +16,8 @@ import warnings
 import numpy as np
 
 from fastnn import _network, init as _init
-from fastnn._validation import check_choice, check_number, float_dtype, MAX_DIM
+from fastnn._validation import (check_choice, check_number, check_random_state, float_dtype,
+                                MAX_DIM)
 from fastnn.layers import ACTIVATIONS, DEFAULT_LEAKY_SLOPE, activation_code
 from fastnn.losses import Loss, get_loss
 
@@ -201,7 +202,7 @@ class MLP:
         One generator serves all layers in order, so layers get different draws and the same
         seed gives the same parameters.
         """
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        rng = check_random_state(seed)
         for k, layer in enumerate(self.layers):
             layer.W[...] = layer.init((layer.n_in, layer.n_out), rng=rng, dtype=self.dtype)
             layer.b[...] = layer.bias_init((layer.n_out,), rng=rng, dtype=self.dtype)

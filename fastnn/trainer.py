@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 
 from fastnn import _losses, _network, _sgd
-from fastnn._validation import check_number
+from fastnn._validation import check_number, check_random_state
 from fastnn.model import as_input
 from fastnn.optim import get_optimizer
 
@@ -250,7 +250,7 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         if not callable(cb):
             raise TypeError(f"callbacks must be callables cb(epoch, logs); got {cb!r}")
     optimizer = get_optimizer(optimizer)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = check_random_state(seed)
 
     loss, X, Y, labels, sw, sigma = model.prepare_data(X, y, loss, sample_weight)
     val = None
