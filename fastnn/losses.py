@@ -30,8 +30,8 @@ import warnings
 import numpy as np
 
 from fastnn import _losses
-from fastnn._validation import (check_array, check_number, check_out, check_sample_weight,
-                                float_dtype)
+from fastnn._validation import (check_array, check_bool, check_number, check_out,
+                                check_sample_weight, float_dtype)
 
 #: name -> loss code of fastnn/_losses.pxd
 KINDS = dict(_losses.KINDS)
@@ -54,13 +54,6 @@ def _as_real(y, name="y"):
     if y.size == 0:
         raise ValueError(f"{name} is empty (shape {y.shape}); expected at least one target")
     return y
-
-
-def _check_bool(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False; got {value!r} "
-                        f"({type(value).__name__})")
-    return bool(value)
 
 
 def _convert_finite(y, dtype, name="y"):
@@ -447,7 +440,7 @@ class GaussianNLL(Loss):
     name = "gaussian_nll"
 
     def __init__(self, sigma=1.0, full=False):
-        self.full = _check_bool(full, "full")
+        self.full = check_bool(full, "full")
         self.kind = KINDS["gaussian"]
         self.output_name = "identity"
         self.sample_sigma = None
@@ -698,7 +691,7 @@ class PoissonNLL(Loss):
     output_name = "exp"
 
     def __init__(self, full=False):
-        self.full = _check_bool(full, "full")
+        self.full = check_bool(full, "full")
 
     def _check_range(self, Y):
         if (Y < 0).any():

@@ -10,14 +10,15 @@ Determinism: the sample order comes from ``seed`` alone, the compiled loop is se
 BLAS is deterministic for a fixed thread count, so the same seed, data and thread count give
 bitwise-identical weights.
 """
+import numbers
 import time
 import warnings
 
 import numpy as np
 
 from fastnn import _losses, _network, _sgd
-from fastnn._validation import check_number, check_random_state
-from fastnn.model import as_input
+from fastnn._validation import check_bool, check_number, check_random_state
+from fastnn.model import MLP, as_input
 from fastnn.optim import get_optimizer
 
 #: seconds between two checks for Ctrl-C inside the compiled loop
@@ -235,16 +236,24 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         Re-raised after the minibatch that was running when Ctrl-C arrived; the model holds
         the weights after that minibatch and ``model.history_`` the completed epochs.
     """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
     epochs = check_number(epochs, "epochs", low=1, integer=True)
     batch_size = check_number(batch_size, "batch_size", low=1, integer=True)
     fraction = float(check_number(validation_split, "validation_split", low=0.0, high=1.0,
                                   high_open=True))
     verbose = check_number(verbose, "verbose", low=0, integer=True)
-    if isinstance(early_stopping, int) and not isinstance(early_stopping, bool):
+    shuffle = check_bool(shuffle, "shuffle")
+    drop_last = check_bool(drop_last, "drop_last")
+    if isinstance(early_stopping, numbers.Integral) and not isinstance(early_stopping,
+                                                                        (bool, np.bool_)):
         early_stopping = EarlyStopping(patience=early_stopping)
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
         raise TypeError(f"early_stopping must be None, an int or fastnn.EarlyStopping; got "
                         f"{early_stopping!r}")
+    if callable(callbacks) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"callbacks must be a sequence of callables cb(epoch, logs); got "
+                        f"{callbacks!r} (put a single callback in a list)")
     callbacks = list(callbacks)
     for cb in callbacks:
         if not callable(cb):
