@@ -28,6 +28,17 @@ def float_dtype(dtype, name="dtype"):
     return dt
 
 
+def as_ndarray(x, name):
+    """x itself if it is an ndarray, else numpy.asarray(x); a ragged nested list is reported with
+    the argument's name instead of NumPy's 'inhomogeneous shape' message."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except ValueError as exc:
+        raise ValueError(f"{name} is not a rectangular array ({exc})") from None
+
+
 def check_array(x, name, *, ndim, dtype=None, copy_noncontiguous=True, allow_empty=False,
                 finite=False):
     """Validate a floating input array and return it C-contiguous.
@@ -107,7 +118,8 @@ def check_number(value, name, *, low=None, high=None, low_open=False, high_open=
 
 
 def check_bool(value, name):
-    """True or False (Python or NumPy bool); anything else, 0/1 and strings included, is an error."""
+    """True or False (Python or NumPy bool); anything else, 0, 1 and strings included, is
+    an error."""
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False; got {value!r} "
                         f"({type(value).__name__})")
@@ -137,7 +149,7 @@ def check_sample_weight(sample_weight, n_samples, dtype, name="sample_weight"):
     """
     if sample_weight is None:
         return None
-    sw = sample_weight if isinstance(sample_weight, np.ndarray) else np.asarray(sample_weight)
+    sw = as_ndarray(sample_weight, name)
     if sw.dtype.kind not in "biuf":
         raise TypeError(f"{name} has dtype {sw.dtype}; expected real numbers (float, integer "
                         "or bool)")

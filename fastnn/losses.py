@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 
 from fastnn import _losses
-from fastnn._validation import (check_array, check_bool, check_number, check_out,
+from fastnn._validation import (as_ndarray, check_array, check_bool, check_number, check_out,
                                 check_sample_weight, float_dtype)
 
 #: name -> loss code of fastnn/_losses.pxd
@@ -44,7 +44,7 @@ __all__ = ["Loss", "MSE", "GaussianNLL", "BinaryCrossEntropy", "CrossEntropy", "
 
 def _as_real(y, name="y"):
     """y as an ndarray of real numbers (bool, integer or floating), not converted yet."""
-    y = y if isinstance(y, np.ndarray) else np.asarray(y)
+    y = as_ndarray(y, name)
     if y.dtype.kind not in "biuf":
         raise TypeError(f"{name} has dtype {y.dtype}; expected real numbers (float, integer "
                         "or bool)")
@@ -458,7 +458,7 @@ class GaussianNLL(Loss):
 
     @staticmethod
     def _check_sigma_array(sigma):
-        arr = sigma if isinstance(sigma, np.ndarray) else np.asarray(sigma)
+        arr = as_ndarray(sigma, "sigma")
         if arr.dtype.kind not in "iuf":
             raise TypeError(f"sigma has dtype {arr.dtype}; expected a positive number, a real "
                             "array of shape (n_samples,) or 'learned'")

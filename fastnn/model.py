@@ -16,8 +16,8 @@ import warnings
 import numpy as np
 
 from fastnn import _network, init as _init
-from fastnn._validation import (check_choice, check_number, check_random_state, float_dtype,
-                                MAX_DIM)
+from fastnn._validation import (as_ndarray, check_choice, check_number, check_random_state,
+                                float_dtype, MAX_DIM)
 from fastnn.layers import ACTIVATIONS, DEFAULT_LEAKY_SLOPE, activation_code
 from fastnn.losses import Loss, get_loss
 
@@ -35,7 +35,7 @@ def as_input(X, name, dtype, n_features=None):
     cast to the model's dtype; complex, object and string arrays are rejected.  A 1-D X is an
     error (reshape it: one sample is X[None, :], one feature is X[:, None]).
     """
-    X = np.asarray(X) if not isinstance(X, np.ndarray) else X
+    X = as_ndarray(X, name)
     if X.dtype.kind not in "biuf":
         raise TypeError(f"{name} has dtype {X.dtype}; expected a real numeric array "
                         "(float32 or float64; bool and integers are converted)")
@@ -49,12 +49,17 @@ def as_input(X, name, dtype, n_features=None):
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name} has {X.shape[1]} features (shape {X.shape}); the model "
                          f"expects {n_features}")
-    X = np.ascontiguousarray(X, dtype=dtype)
-    if not np.isfinite(X).all():
-        bad = np.argwhere(~np.isfinite(X))[0]
-        raise ValueError(f"{name} contains NaN or infinity (first at row {bad[0]}, column "
-                         f"{bad[1]})")
-    return X
+    with np.errstate(over="ignore"):  # overflow is reported below, with the argument's name
+        converted = np.ascontiguousarray(X, dtype=dtype)
+    if not np.isfinite(converted).all():
+        bad = np.argwhere(~np.isfinite(converted))[0]
+        where = f"row {bad[0]}, column {bad[1]}"
+        if np.isfinite(X[tuple(bad)]):
+            raise ValueError(f"{name} has values too large for the model's dtype "
+                             f"{np.dtype(dtype)} (first at {where}: {float(X[tuple(bad)]):g}); "
+                             "scale the inputs or use a float64 model")
+        raise ValueError(f"{name} contains NaN or infinity (first at {where})")
+    return converted
 
 
 class Dense:
@@ -398,7 +403,10 @@ class MLP:
         loss = self._use_loss(loss)
         X = as_input(X, "X", self.dtype, self.n_inputs)
         n = X.shape[0]
-        y_len = len(y) if hasattr(y, "__len__") else None
+        if y is None or not hasattr(y, "__len__") or getattr(y, "ndim", 1) == 0:
+            raise ValueError(f"y is {y!r}; expected an array of targets with one row per "
+                             f"sample ({n} here)")
+        y_len = len(y)
         if y_len != n:
             raise ValueError(f"X has {n} samples but y has {y_len}; expected one target row "
                              "per sample")
