@@ -1,0 +1,23 @@
+# The compiled training loop's optimizer update, for other compiled modules (fastnn._bench).
+# Implementation: _sgd.pyx.
+from cython cimport floating
+
+from fastnn._network cimport Net
+
+
+cdef struct Optimizer:
+    int kind                # OPT_SGD (0) or OPT_ADAM (1)
+    double lr
+    double momentum
+    int nesterov
+    double weight_decay     # applied to weight matrices only, not biases
+    double clip_norm        # <= 0: no clipping
+    double beta1
+    double beta2
+    double eps
+    long long t             # Adam: steps taken before this one
+
+
+cdef void apply_update(const Net *net, const Optimizer *opt, floating *params,
+                       const floating *grads, floating *s1, floating *s2,
+                       Py_ssize_t n_params) noexcept nogil
