@@ -1,0 +1,93 @@
+"""fastnn._bench: the compiled benchmark entry points run and return sane structures.
+
+Tiny shapes only, and never a timing assertion (STYLE.md 17): a time is only checked to be a
+positive finite number.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from fastnn import _bench
+
+DTYPES = [np.float32, np.float64]
+
+
+def _sane(ns):
+    return isinstance(ns, float) and math.isfinite(ns) and ns > 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("trans", [(False, False), (True, False), (False, True)],
+                         ids=["NN", "TN", "NT"])
+def test_gemm_case(dtype, trans):
+    run = _bench.gemm_case(3, 5, 4, *trans, dtype=dtype)
+    assert _sane(run(2))
+    assert _bench.gemm_flops(3, 5, 4) == 120.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("first", [True, False], ids=["first-layer", "hidden-layer"])
+def test_layer_cases(dtype, first):
+    acts = ("identity", "relu", "tanh", "sigmoid", "leaky_relu")
+    cases, flops = _bench.layer_cases(4, 3, 2, acts, dtype, first_layer=first)
+    expected = {"gemm_fwd", "gemm_dW", "pass"} | ({"gemm_dX"} if not first else set())
+    expected |= {f"{kind}:{a}" for a in acts for kind in ("forward", "backward")}
+    assert set(cases) == expected and set(flops) == expected
+    for name, run in cases.items():
+        assert _sane(run(3)), name
+    assert flops["backward:relu"] == (1 if first else 2) * flops["forward:relu"] == \
+        (1 if first else 2) * 2.0 * 4 * 3 * 2
+
+
+@pytest.mark.parametrize("loss,n_out", [("cross_entropy", 3), ("mse", 1), ("bce", 2)])
+def test_loss_case(loss, n_out):
+    assert _sane(_bench.loss_case(5, n_out, loss)(2))
+
+
+def test_loss_case_rejects_unknown():
+    with pytest.raises(ValueError, match="loss="):
+        _bench.loss_case(5, 2, "hinge")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("setting", [("relu", "cross_entropy", "sgd"),
+                                     ("tanh", "mse", "adam"), ("sigmoid", "bce", "sgd")],
+                         ids=["relu-ce-sgd", "tanh-mse-adam", "sigmoid-bce-sgd"])
+def test_step_cases(dtype, setting):
+    act, loss, opt = setting
+    sizes = [5, 4, 3, 2]
+    cases, info = _bench.step_cases(sizes, act, loss, batch=3, dtype=dtype, optimizer=opt,
+                                    n_rows=7)
+    names = {"step", "floor", "part:gather", "part:net_loss_grad", "part:update",
+             "gemm:fwd:0", "gemm:dW:0", "gemm:fwd:1", "gemm:dW:1", "gemm:dX:1",
+             "gemm:fwd:2", "gemm:dW:2", "gemm:dX:2"}
+    assert set(cases) == names
+    for name, run in cases.items():
+        assert _sane(run(4)), name           # the step wraps around the 7-row data set
+    # forward + dW per layer, dX for every layer but the first
+    per = [2.0 * 3 * a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    assert info["flops"] == pytest.approx(2 * sum(per) + sum(per[1:]))
+    assert info["n_params"] == sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def test_step_cases_validates():
+    with pytest.raises(ValueError, match="smaller than batch"):
+        _bench.step_cases([3, 2], batch=8, n_rows=4)
+    with pytest.raises(ValueError, match="at least 2"):
+        _bench.step_cases([3], batch=2)
+    with pytest.raises(TypeError, match="float32"):
+        _bench.gemm_case(2, 2, 2, dtype=np.int32)
+
+
+def test_sample_cases_structure():
+    calls = []
+
+    def run(reps):
+        calls.append(reps)
+        return 10.0
+
+    out = _bench.sample_cases({"a": run, "b": run}, repeats=3, min_time=1e-6)
+    assert set(out) == {"a", "b"}
+    for v in out.values():
+        assert v["ns"] == [10.0, 10.0, 10.0] and v["reps"] >= 1
