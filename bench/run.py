@@ -1,0 +1,151 @@
+"""Run every benchmark question and write bench/RESULTS.md.
+
+    python bench/run.py            # everything, under 10 minutes on the 2-core machine
+    python bench/run.py --quick    # smaller data, 1 thread only, under a minute
+    python bench/run.py --out FILE # write elsewhere (default: bench/RESULTS.md; --quick
+                                   # writes bench/RESULTS-quick.md so as not to replace it)
+
+The order: kernels (question 1), GEMM floor (2), throughput against the peers (3), memory (4);
+then every target of the issue is marked met or missed with its measured ratio.  Targets are
+judged on 1 BLAS thread (the reliable figures here); 2-thread ratios are shown beside them.
+"""
+import argparse
+import os
+import shlex
+import sys
+import time
+
+import _common as C
+import gemm_floor
+import kernels
+import memory
+import throughput
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+TORCH_TARGETS = {16: 3.0, 64: 2.0, 256: 1.5, 1024: 1.2}
+
+
+def _mark(ok):
+    return "met" if ok else "**missed**"
+
+
+def targets(tp, fl, kn, mem):
+    """Rows (target, measured, verdict, note) for the table at the top of RESULTS.md."""
+    rows = []
+    one = [r for r in tp if r["threads"] == 1]
+    two = {(r["workload"], r["batch"]): r for r in tp if r["threads"] == 2}
+
+    def floor_bound(r, peer):
+        """fastnn/peer if fastnn ran exactly at the GEMM floor: the most this design gives."""
+        return r["rates"]["floor"]["median"] / r["rates"][peer]["median"]
+
+    def also2(r, key):
+        r2 = two.get((r["workload"], r["batch"]))
+        if r2 is None:
+            return ""
+        v = r2["ratios"].get(key) if key != "floor" else r2["step_over_floor"]
+        return "" if v is None else f" (2 threads: {v:.2f})"
+
+    for r in one:
+        w, b = r["workload"], r["batch"]
+        if w in ("A", "D"):
+            limit = 1.15
+            rows.append((f"{w} B={b}: fastnn step / GEMM floor <= {limit}",
+                         f"{r['step_over_floor']:.3f}" + also2(r, "floor"),
+                         _mark(r["step_over_floor"] <= limit), "epoch loop over the floor"))
+        for peer, need in ((("torch", TORCH_TARGETS.get(b)),) if w == "A" else ()) + \
+                ((("numpy", 1.2),) if w == "A" else ()) + \
+                ((("torch", 20.0), ("numpy", 4.0)) if w == "B" else ()) + \
+                ((("torch", 10.0),) if w == "C" else ()) + \
+                ((("sklearn", 3.0),) if w in ("A", "B", "C") else ()):
+            if need is None:
+                continue
+            key = f"fastnn/{peer}"
+            if key not in r["ratios"]:
+                rows.append((f"{w} B={b}: {key} >= {need}", "peer MISSING", "not measured", ""))
+                continue
+            v = r["ratios"][key]
+            bound = floor_bound(r, peer)
+            note = (f"at the GEMM floor it would be {bound:.2f}x: out of reach by design"
+                    if bound < need else f"at the GEMM floor: {bound:.2f}x")
+            rows.append((f"{w} B={b}: {key} >= {need:g}", f"{v:.2f}x" + also2(r, key),
+                         _mark(v >= need), note))
+    for r in kn["layers"]:
+        if r["ratio"] is None or r["batch"] < 256 or r["dtype"] != "float32":
+            continue
+        limit = 1.10
+        rows.append((f"{r['label']} B={r['batch']} {r['kernel']} / ({r['vs']}) <= {limit}",
+                     f"{r['ratio']:.3f}", _mark(r["ratio"] <= limit), ""))
+    for r in mem:
+        flat = max(r["after_epoch"]) - min(r["after_epoch"]) < 2**20
+        rows.append((f"memory, {r['epochs']} epoch(s): growth <= data + 4 params + workspace "
+                     "+ 64 MiB, flat over epochs",
+                     f"{r['growth'] / 2**20:.1f} <= {r['bound'] / 2**20:.1f} MiB, "
+                     f"epoch-to-epoch change {(max(r['after_epoch']) - min(r['after_epoch'])) / 2**20:.2f} MiB",
+                     _mark(r["growth"] <= r["bound"] and flat), ""))
+    return rows
+
+
+def write(path, env, tp, fl, kn, mem, command, seconds, quick):
+    rows = targets(tp, fl, kn, mem)
+    n_met = sum(1 for r in rows if r[2] == "met")
+    parts = [
+        "# fastnn benchmark results" + (" (--quick: small data, not the reference figures)"
+                                        if quick else ""), "",
+        "Written by `bench/run.py`; every number below comes from the one run described at the "
+        "end. Ratios compare implementations measured interleaved inside this run (medians of "
+        "at least 3 repeats after a warm-up; min-max in brackets).", "",
+        "## Machine", "", C.environment_markdown(env), "",
+        f"## Targets ({n_met} of {len(rows)} met; judged on 1 BLAS thread)", "",
+        "| target | measured | verdict | note |", "|---|---|---|---|"]
+    parts += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    parts += ["", "## 3. End-to-end training throughput (samples/s)", "",
+              "Same arrays, same epochs, batch size, learning rate and plain SGD with shuffling "
+              "for every peer. *fastnn fit* is the whole `fit` call (input validation included); "
+              "*fastnn epochs* the compiled epoch loop alone (`History.time`); *GEMM floor* "
+              "the floor's rate for the same number of steps.", "",
+              throughput.markdown(tp), "",
+              "## 2. The GEMM floor and fastnn's step (compiled code)", "",
+              gemm_floor.markdown(fl), "",
+              "## 1. Kernels (compiled code, fastnn._bench)", "", kernels.markdown(kn), "",
+              "## 4. Memory (workload A, batch 256, float32)", "", memory.markdown(mem), "",
+              "## Command", "", "```", command, "```", "",
+              f"Took {seconds / 60:.1f} minutes."]
+    with open(path, "w") as f:
+        f.write("\n".join(parts) + "\n")
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    out = args.out or os.path.join(HERE, "RESULTS-quick.md" if args.quick else "RESULTS.md")
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(
+        sys.argv[0], os.path.dirname(HERE))] + (argv if argv is not None else sys.argv[1:]))
+    t0 = time.perf_counter()
+
+    def log(msg):
+        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
+
+    C.import_peer("torch")          # loaded first so that the environment lists its libraries
+    C.import_peer("sklearn.neural_network")
+    log("== 1. kernels")
+    kn = kernels.run(args.quick, 1, log)
+    log("== 2. GEMM floor")
+    fl = gemm_floor.run(args.quick, None, log)
+    log("== 3. throughput")
+    tp = throughput.run(args.quick, None, 3, log)
+    log("== 4. memory")
+    mem = memory.run(args.quick, log)
+    env = C.environment()
+    rows = write(out, env, tp, fl, kn, mem, command, time.perf_counter() - t0, args.quick)
+    log(f"wrote {out}")
+    for a, b, c, _ in rows:
+        print(f"  {c:12s} {a}: {b}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
