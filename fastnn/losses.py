@@ -35,6 +35,8 @@ from fastnn._validation import (as_ndarray, check_array, check_bool, check_numbe
 
 #: name -> loss code of fastnn/_losses.pxd
 KINDS = dict(_losses.KINDS)
+#: smallest GaussianNLL sigma: 1/sigma^2 must stay finite in float64 (sigma^2 > 1/DBL_MAX)
+SIGMA_MIN = float(np.nextafter(1.0 / np.sqrt(np.finfo(np.float64).max), np.inf))
 
 __all__ = ["Loss", "MSE", "GaussianNLL", "BinaryCrossEntropy", "CrossEntropy", "KLDivergence",
            "PoissonNLL", "get_loss", "LOSS_NAMES"]
@@ -133,6 +135,14 @@ def _class_labels(y, n_out):
         raise ValueError(f"y has class labels in [{lo}, {hi}]; expected labels in [0, "
                          f"{n_out}) for a model with {n_out} outputs (one per class)")
     return np.ascontiguousarray(y, dtype=np.intp)
+
+
+def _check_inverse_variance(sigma):
+    """The kernels weight squared residuals by 1/sigma^2 in double: it must not overflow."""
+    if not np.all(sigma >= SIGMA_MIN):
+        smallest = float(np.min(sigma))
+        raise ValueError(f"sigma={smallest!r} is too small: 1/sigma^2 overflows a float64; "
+                         f"expected sigma >= {SIGMA_MIN:.3g} (rescale the targets instead)")
 
 
 def _check_Z(Z, name="Z", finite=True):
@@ -403,7 +413,8 @@ class GaussianNLL(Loss):
     sigma : float > 0, array-like of shape (n_samples,), or "learned", default 1.0
         A positive scalar: one noise level for every target.  An array: sigma_i per sample
         (finite, > 0), which weights sample i by 1/sigma_i^2 (less confident samples count
-        less); it is tied to the rows of the training data, in order.  "learned": the
+        less); it is tied to the rows of the training data, in order.  Every sigma must be at
+        least ``SIGMA_MIN`` (7.5e-155), so that 1/sigma^2 is a finite float64.  "learned": the
         heteroscedastic model below, whose network predicts a log-variance per target.
     full : bool, default False
         Include the constant terms (``log sigma + 0.5 log 2 pi`` per target), so that the value
@@ -453,6 +464,7 @@ class GaussianNLL(Loss):
             self.output_name = "gaussian"
         elif isinstance(sigma, numbers.Real) and not isinstance(sigma, (bool, np.bool_)):
             self.scalar_sigma = float(check_number(sigma, "sigma", low=0.0, low_open=True))
+            _check_inverse_variance(np.float64(self.scalar_sigma))
         else:
             self.sample_sigma = self._check_sigma_array(sigma)
 
@@ -471,6 +483,7 @@ class GaussianNLL(Loss):
             raise ValueError(f"sigma has entries <= 0 (min {arr.min()}); expected every "
                              "sigma_i > 0")
         arr = np.array(arr, dtype=np.float64, copy=True)
+        _check_inverse_variance(arr)
         arr.flags.writeable = False
         return arr
 
