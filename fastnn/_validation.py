@@ -171,4 +171,10 @@ def check_sample_weight(sample_weight, n_samples, dtype, name="sample_weight"):
     if not (out > 0).any():
         raise ValueError(f"{name} underflows to all zeros in {np.dtype(dtype)} (max "
                          f"{sw.max()}); expected at least one weight representable as > 0")
+    with np.errstate(over="ignore"):
+        total = out.sum(dtype=np.float64)
+    if not np.isfinite(total):
+        # the loss is divided by this sum: an infinite one would make every loss NaN
+        raise ValueError(f"{name} sums to infinity in float64 (max {sw.max()}); rescale the "
+                         "weights (only their ratios matter)")
     return out
