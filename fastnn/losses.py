@@ -30,8 +30,8 @@ import warnings
 import numpy as np
 
 from fastnn import _losses
-from fastnn._validation import (as_ndarray, check_array, check_bool, check_number, check_out,
-                                check_sample_weight, float_dtype)
+from fastnn._validation import (MAX_DIM, as_ndarray, check_array, check_bool, check_number,
+                                check_out, check_sample_weight, float_dtype)
 
 #: name -> loss code of fastnn/_losses.pxd
 KINDS = dict(_losses.KINDS)
@@ -119,8 +119,11 @@ def _probability_rows(y, n_out, dtype, who, hint=""):
     return Y
 
 
-def _class_labels(y, n_out):
-    """1-D integer (or bool, or whole-number float) labels in [0, n_out) as an intp array."""
+def _class_labels(y, n_out=None):
+    """1-D integer (or bool, or whole-number float) labels in [0, n_out) as an intp array.
+
+    n_out=None (target_width) accepts any number of classes the kernels can index.
+    """
     if y.dtype.kind == "f":
         if not np.isfinite(y).all():
             raise ValueError("y contains NaN or infinity; expected integer class labels")
@@ -131,7 +134,14 @@ def _class_labels(y, n_out):
                              f"{i}; CrossEntropy expects integer class labels in [0, {n_out}) or "
                              f"probability rows of shape (n_samples, {n_out})")
     lo, hi = y.min(), y.max()
-    if lo < 0 or hi >= n_out:
+    if n_out is None:
+        if lo < 0:
+            raise ValueError(f"y has negative class labels (min {lo}); expected integer class "
+                             "labels >= 0")
+        if hi >= MAX_DIM:
+            raise ValueError(f"y has the class label {hi}; expected labels below {MAX_DIM} "
+                             "(the most classes a model can have)")
+    elif lo < 0 or hi >= n_out:
         raise ValueError(f"y has class labels in [{lo}, {hi}]; expected labels in [0, "
                          f"{n_out}) for a model with {n_out} outputs (one per class)")
     return np.ascontiguousarray(y, dtype=np.intp)
@@ -640,7 +650,7 @@ class CrossEntropy(_ProbabilityOutput, Loss):
     def target_width(self, y):
         y = _as_real(y)
         if y.ndim == 1:
-            return int(_class_labels(y, np.inf).max()) + 1
+            return int(_class_labels(y).max()) + 1
         return super().target_width(y)
 
     def _prepare(self, y, n_out, dtype):
