@@ -117,14 +117,15 @@ def dense_backward(X, W, A, dA, activation="relu", *, alpha=DEFAULT_LEAKY_SLOPE,
                              f"(rows of X, columns of W)")
     dt = X.dtype
     reads = (("X", X), ("W", W), ("A", A), ("dA", dA))
+    # each output is written while the others hold results: they must not overlap either
     dW = np.empty((n_in, n_out), dt) if out_dW is None else check_out(
         out_dW, "out_dW", (n_in, n_out), dt, reads)
     db = np.empty(n_out, dt) if out_db is None else check_out(
-        out_db, "out_db", (n_out,), dt, reads)
+        out_db, "out_db", (n_out,), dt, reads + (("out_dW", dW),))
     dX = None
     if compute_dX:
         dX = np.empty((n_samples, n_in), dt) if out_dX is None else check_out(
-            out_dX, "out_dX", (n_samples, n_in), dt, reads)
+            out_dX, "out_dX", (n_samples, n_in), dt, reads + (("out_dW", dW), ("out_db", db)))
     elif out_dX is not None:
         raise ValueError("out_dX was given but compute_dX is False")
     D = np.empty((n_samples, n_out), dt)
