@@ -135,7 +135,24 @@ static inline float fnn_s_expm1_neg(float x, float *exp_out)
  * with -fno-trapping-math (we never enable floating-point traps), which lets the compiler turn
  * the selects into blends.  Without it GCC keeps these loops scalar.  Results, NaN and inf
  * included, are the same either way.
+ *
+ * Wider vectors without -march: the two batch kernels are compiled three times (GCC
+ * target_clones: x86-64 baseline SSE2, x86-64-v3 = AVX2+FMA, x86-64-v4 = AVX-512) and the
+ * dynamic loader picks the best one for the running CPU once (an ifunc), so a portable wheel
+ * runs tanh/sigmoid 2.5-3.5x faster on AVX2/AVX-512 machines (bench/RESULTS.md).  The
+ * microarchitecture levels are matched by CPU features; "arch=haswell" would match only that
+ * CPU model.  The v3/v4 variants contract a*b + c into fused multiply-adds, so their results
+ * can differ from the baseline's in the last bit (as BLAS kernels do between machines).
+ * Off where ifuncs are not available, under sanitizers, and when the build already targets
+ * AVX2 (FASTNN_NATIVE=1).
  */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) \
+    && defined(__linux__) && !defined(__AVX2__) && !defined(__SANITIZE_ADDRESS__)
+#define FNN_CLONES static __attribute__((unused,                                            \
+                       target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define FNN_CLONES static inline
+#endif
 #define FNN_DEFINE_KERNELS(T, P)                                                              \
                                                                                               \
 static inline T P##sigmoid(T z)                                                               \
@@ -155,7 +172,7 @@ static inline T P##tanh(T z)                                                    
     return z < 0 ? -t : t;                                                                    \
 }                                                                                             \
                                                                                               \
-static inline int P##bias_act(T *restrict Z, const T *restrict b, ptrdiff_t rows,             \
+FNN_CLONES int P##bias_act(T *restrict Z, const T *restrict b, ptrdiff_t rows,                 \
                               ptrdiff_t cols, int act, T alpha)                               \
 {                                                                                             \
     ptrdiff_t i, j;                                                                           \
@@ -200,7 +217,7 @@ static inline int P##bias_act(T *restrict Z, const T *restrict b, ptrdiff_t rows
     return FNN_EBADACT;                                                                       \
 }                                                                                             \
                                                                                               \
-static inline int P##act_backward(const T *dA, const T *restrict A, T *D,                     \
+FNN_CLONES int P##act_backward(const T *dA, const T *restrict A, T *D,                         \
                                   T *restrict db, ptrdiff_t rows, ptrdiff_t cols,             \
                                   int act, T alpha)                                           \
 {                                                                                             \
