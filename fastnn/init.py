@@ -58,6 +58,7 @@ Keras').
 """
 import math
 import numbers
+import sys
 
 import numpy as np
 
@@ -189,11 +190,32 @@ class Initializer:
         ndarray of shape ``shape`` and dtype ``dtype``, C-contiguous, newly allocated
             Drawn in float64 and cast once: for the same seed, the float32 result is the
             float64 result rounded to float32.
+
+        Raises
+        ------
+        MemoryError
+            The float64 draw of that shape cannot be allocated; the message gives its size.
+        ValueError
+            The values do not fit ``dtype`` (e.g. ``constant(1e300)`` in float32).
         """
         shape = _check_shape(shape, self._ndims, self.name)
         dtype = _check_dtype(dtype)
         rng = _check_rng(rng)
-        return self._sample(shape, rng).astype(dtype, copy=False)
+        n_bytes = math.prod(shape) * 8  # the float64 draw
+        try:
+            if n_bytes > sys.maxsize:  # NumPy would say "array is too big" (a ValueError)
+                raise MemoryError
+            with np.errstate(over="ignore"):  # reported below, with the initializer's name
+                values = self._sample(shape, rng).astype(dtype, copy=False)
+        except MemoryError:
+            raise MemoryError(f"{self!r} cannot allocate its values for shape {shape} "
+                              f"({n_bytes} bytes as float64)") from None
+        except OverflowError:  # NumPy's uniform(-inf, inf)
+            values = None
+        if values is None or not np.isfinite(values).all():
+            raise ValueError(f"{self!r} gives values too large for {dtype} at shape {shape}; "
+                             "expected a smaller scale")
+        return values
 
     def _sample(self, shape, rng):  # pragma: no cover - abstract
         raise NotImplementedError
