@@ -11,6 +11,7 @@ The last layer computes logits (identity activation); the output link (sigmoid, 
 belongs to the loss, which fuses it with its gradient.  ``output="auto"`` takes the link of the
 last loss the model was trained or evaluated with.
 """
+import numbers
 import warnings
 
 import numpy as np
@@ -85,12 +86,12 @@ class Dense:
 
     def __init__(self, n_in, n_out, activation="relu", *, init=None, bias_init=0.0,
                  alpha=DEFAULT_LEAKY_SLOPE):
-        self.n_in = check_number(n_in, "n_in", low=1, integer=True)
-        self.n_out = check_number(n_out, "n_out", low=1, integer=True)
+        self.n_in = int(check_number(n_in, "n_in", low=1, high=MAX_DIM, integer=True))
+        self.n_out = int(check_number(n_out, "n_out", low=1, high=MAX_DIM, integer=True))
         self.activation = check_choice(activation, "activation", tuple(ACTIVATIONS))
         self.init = _init.get_initializer(
             init if init is not None else _init.default_initializer(activation))
-        if isinstance(bias_init, (int, float)) and not isinstance(bias_init, bool):
+        if isinstance(bias_init, numbers.Real) and not isinstance(bias_init, (bool, np.bool_)):
             value = float(check_number(bias_init, "bias_init"))
             bias_init = _init.zeros if value == 0 else _init.constant(value)
         self.bias_init = _init.get_initializer(bias_init)
@@ -186,8 +187,13 @@ class MLP:
         self._spec = _network.NetSpec(
             self.layer_sizes, [activation_code(layer.activation) for layer in layers],
             [layer.alpha for layer in layers])
-        self.params = np.zeros(self._spec.n_params, dtype=self.dtype)
-        self.grads = np.zeros(self._spec.n_params, dtype=self.dtype)
+        try:
+            self.params = np.zeros(self._spec.n_params, dtype=self.dtype)
+            self.grads = np.zeros(self._spec.n_params, dtype=self.dtype)
+        except MemoryError:
+            n_bytes = 2 * self._spec.n_params * self.dtype.itemsize
+            raise MemoryError(f"an MLP {self.layer_sizes} has {self._spec.n_params} parameters: "
+                              f"its parameter and gradient vectors need {n_bytes} bytes") from None
         self._bind_views()
         self.init_params(seed, warn_symmetric=warn_symmetric)
 
@@ -504,7 +510,7 @@ def _check_sizes(layer_sizes):
         raise ValueError(f"layer_sizes={sizes}; expected at least 2 entries "
                          "(inputs and outputs)")
     for i, n in enumerate(sizes):
-        check_number(n, f"layer_sizes[{i}]", low=1, integer=True)
+        check_number(n, f"layer_sizes[{i}]", low=1, high=MAX_DIM, integer=True)
     return [int(n) for n in sizes]
 
 
