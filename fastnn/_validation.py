@@ -94,6 +94,14 @@ def check_out(out, name, shape, dtype, inputs=()):
     return out
 
 
+def check_writeable(arr, name):
+    """fastnn updates `arr` in place (a model's parameters or gradients)."""
+    if not arr.flags.writeable:
+        raise ValueError(f"{name} is read-only; fastnn updates it in place (set "
+                         f"{name}.flags.writeable = True, or work on a copy of the model)")
+    return arr
+
+
 def check_choice(value, name, choices):
     if not isinstance(value, str) or value not in choices:
         valid = ", ".join(repr(c) for c in choices)

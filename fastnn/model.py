@@ -18,7 +18,7 @@ import numpy as np
 
 from fastnn import _network, init as _init
 from fastnn._validation import (as_ndarray, check_choice, check_number, check_random_state,
-                                float_dtype, MAX_DIM)
+                                check_writeable, float_dtype, MAX_DIM)
 from fastnn.layers import ACTIVATIONS, DEFAULT_LEAKY_SLOPE, activation_code
 from fastnn.losses import Loss, get_loss
 
@@ -286,14 +286,20 @@ class MLP:
 
     def set_params(self, params):
         """Copy a parameter vector of shape (n_params,) into the model (cast to its dtype)."""
-        params = np.asarray(params)
+        params = as_ndarray(params, "params")
         if params.shape != (self.n_params,):
             raise ValueError(f"params has shape {params.shape}; expected ({self.n_params},)")
         if params.dtype.kind not in "fiu":
             raise TypeError(f"params has dtype {params.dtype}; expected a real array")
         if not np.isfinite(params).all():
             raise ValueError("params contains NaN or infinity")
-        self.params[...] = params
+        with np.errstate(over="ignore"):  # reported below
+            converted = params.astype(self.dtype, copy=False)
+        if not np.isfinite(converted).all():
+            raise ValueError(f"params has values too large for the model's dtype "
+                             f"{self.dtype} (max |params| = {float(np.abs(params).max()):g})")
+        check_writeable(self.params, "model.params")
+        self.params[...] = converted
         return self
 
     def copy(self):
@@ -440,6 +446,7 @@ class MLP:
         loss : float
             The (weighted) mean loss.  ``self.grads`` holds its gradient w.r.t. ``params``.
         """
+        check_writeable(self.grads, "model.grads")
         loss, X, Y, labels, sw, sigma = self.prepare_data(X, y, loss, sample_weight)
         weight_sum = float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
         total = _network.loss_grad_into(
