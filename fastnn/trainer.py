@@ -157,61 +157,30 @@ def _split_validation(arrays, n, fraction, rng):
     return [take(a, train_idx) for a in arrays], [take(a, val_idx) for a in arrays]
 
 
-def _evaluation_stats(model, loss, X, Y, labels, sw, sigma):
-    """Sufficient statistics of the loss and metric on prepared arrays (combinable over ranks).
-
-    Keys: loss (sum_i w_i l_i), weight (sum_i w_i), and for classifiers hits (weighted count of
-    correct predictions), for regression n, mean (per output), m2 (sum of squared deviations
-    from the mean) and resid (sum of squared residuals), the inputs of R^2.
-    """
+def evaluate(model, loss, X, Y, labels, sw, sigma):
+    """(mean loss, metric) of prepared arrays: accuracy for classifiers, R^2 otherwise."""
     Z = np.empty((X.shape[0], model.n_outputs), model.dtype)
     _network.forward_into(model._spec, model.params, X, Z, 0, 4096)
-    stats = {"weight": X.shape[0] if sw is None else float(sw.sum(dtype=np.float64)),
-             "loss": _losses.loss_grad_into(loss.kind, int(loss.full), loss.scalar_sigma, Z, Y,
-                                            labels, sw, sigma, 1.0, None)}
-    _losses.output_into(loss.kind, Z)
+    weight = X.shape[0] if sw is None else float(sw.sum(dtype=np.float64))
+    total = _losses.loss_grad_into(loss.kind, int(loss.full), loss.scalar_sigma, Z, Y, labels,
+                                   sw, sigma, 1.0, None)
+    out = Z.copy()
+    _losses.output_into(loss.kind, out)
     if loss.output_name in _CLASSIFIER_LINKS:
         if loss.output_name == "softmax":
             truth = labels if labels is not None else Y.argmax(axis=1)
-            hit = Z.argmax(axis=1) == truth
+            hit = out.argmax(axis=1) == truth
         else:
-            hit = ((Z >= 0.5) == (Y >= 0.5)).mean(axis=1)
-        stats["hits"] = float(np.dot(hit, sw) if sw is not None else hit.sum())
+            hit = ((out >= 0.5) == (Y >= 0.5)).mean(axis=1)
+        metric = float(np.average(hit, weights=sw))
     else:
-        Y64 = Y.astype(np.float64)
-        mean = Y64.mean(axis=0)
-        stats.update(n=Y.shape[0], mean=mean, m2=((Y64 - mean) ** 2).sum(axis=0),
-                     resid=((Y64 - Z[:, : Y.shape[1]]) ** 2).sum(axis=0))
-    return stats
-
-
-def _combine_evaluations(parts):
-    """(mean loss, metric) from the statistics of one or more shards.
-
-    Variances combine by Chan et al.'s pairwise rule, so R^2 over shards equals R^2 over the
-    concatenated data without the cancellation of sum-of-squares formulas.
-    """
-    weight = sum(p["weight"] for p in parts)
-    mean_loss = sum(p["loss"] for p in parts) / weight
-    if "hits" in parts[0]:
-        return mean_loss, sum(p["hits"] for p in parts) / weight
-    n = sum(p["n"] for p in parts)
-    mean = sum(p["n"] * p["mean"] for p in parts) / n
-    m2 = sum(p["m2"] + p["n"] * (p["mean"] - mean) ** 2 for p in parts)
-    resid = sum(p["resid"] for p in parts)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = np.where(m2 > 0, 1 - resid / m2, 0.0)
-    return mean_loss, float(r2.mean())
-
-
-def evaluate(model, loss, X, Y, labels, sw, sigma, mpi=None):
-    """(mean loss, metric) of prepared arrays: accuracy for classifiers, R^2 otherwise.
-
-    With `mpi` (a fastnn.distributed.MPIContext) the arrays are this rank's shard and the
-    result is that of all shards together, the same on every rank.
-    """
-    stats = _evaluation_stats(model, loss, X, Y, labels, sw, sigma)
-    return _combine_evaluations([stats] if mpi is None else mpi.comm.allgather(stats))
+        mean = out[:, : Y.shape[1]]
+        resid = ((Y - mean) ** 2).sum(axis=0, dtype=np.float64)
+        spread = ((Y - Y.mean(axis=0)) ** 2).sum(axis=0, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(spread > 0, 1 - resid / spread, 0.0)
+        metric = float(r2.mean())
+    return total / weight, metric
 
 
 def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=True,
