@@ -39,3 +39,10 @@ __all__ = [
     "check_gradients", "dense_backward", "dense_forward", "fit", "init", "load", "losses", "optim", "__version__",
 ]
 
+
+def __getattr__(name):
+    # fastnn.sklearn needs scikit-learn, an optional dependency: import it on first use only
+    if name == "sklearn":
+        import importlib
+        return importlib.import_module("fastnn.sklearn")
+    raise AttributeError(f"module 'fastnn' has no attribute {name!r}")

@@ -1,0 +1,885 @@
+"""scikit-learn estimators over fastnn: ``MLPClassifier`` and ``MLPRegressor``.
+
+They follow scikit-learn's estimator conventions (the constructor stores parameters only; fit,
+partial_fit, predict, score, get_params/set_params, clone, pickling, Pipeline, GridSearchCV)
+and take the parameters of ``sklearn.neural_network.MLPClassifier``/``MLPRegressor`` where the
+meaning is the same, so most code switches by changing the import.  The training itself is
+fastnn's: ``fastnn.fit`` over a ``fastnn.MLP``, whole epochs in compiled code.  This module
+needs scikit-learn and is imported only when asked for (``import fastnn.sklearn``).
+
+How scikit-learn's parameters map onto fastnn
+---------------------------------------------
+=========================  =================================================================
+scikit-learn               fastnn
+=========================  =================================================================
+``solver="sgd"``           ``fastnn.SGD(lr=learning_rate_init, momentum, nesterov)``
+``solver="adam"``          ``fastnn.Adam(lr=learning_rate_init, beta1=beta_1, beta2=beta_2,
+                           eps=epsilon)`` (bias-corrected as in PyTorch; scikit-learn folds
+                           the correction into the step size: the same update up to where
+                           epsilon enters)
+``alpha``                  ``weight_decay = alpha / (batch_size * mean sample weight)`` on
+                           weights, not biases.  scikit-learn adds ``0.5 alpha ||W||^2`` per
+                           batch and divides the batch's gradient by its weight sum; fastnn
+                           adds ``weight_decay * W`` to the gradient of the batch-mean loss.
+                           They agree exactly for full or unweighted batches of the nominal
+                           size (a last, smaller batch is decayed a little less here).
+``learning_rate``          "constant" -> ``Constant``; "invscaling" -> ``InverseScaling
+                           (power_t)``; "adaptive" -> ``ReduceOnPlateau(factor=0.2,
+                           patience=2, min_delta=tol)``.  Used with solver="sgd" only, as in
+                           scikit-learn.  Differences: invscaling counts t in epochs (``lr /
+                           (epoch + 1) ** power_t``) where scikit-learn counts samples seen,
+                           so the rate decays far more slowly here; "adaptive" divides the
+                           rate by 5 after two epochs without an improvement larger than tol
+                           (as scikit-learn documents it) and stopping follows
+                           n_iter_no_change as for the other rates.
+``batch_size="auto"``      ``min(200, n_samples)``
+``loss_curve_``            the weighted mean data loss per epoch, **without** the L2 term
+                           (scikit-learn includes it).  Regressor "squared_error":
+                           ``0.5 * sum over outputs of (y - f(x))^2``, scikit-learn's value
+                           times n_outputs (the same gradient: ``fastnn.GaussianNLL(1.0)``).
+``n_iter_no_change``       training (or, with early_stopping, the monitored validation
+                           value) stops after ``n_iter_no_change + 1`` consecutive epochs
+                           without an improvement larger than ``tol``, as in scikit-learn
+=========================  =================================================================
+
+What scikit-learn's MLP lacks and these have
+--------------------------------------------
+* ``class_weight`` (a dict or "balanced"), multiplied into ``sample_weight``.
+* Early stopping monitored on the **validation loss** by default
+  (``early_stopping_monitor="loss"``; "score" monitors accuracy / R^2 as scikit-learn does),
+  with ``validation_loss_curve_`` beside ``validation_scores_``; the best weights are restored.
+* Early stopping with ``partial_fit``: the validation set is ``validation_data`` passed to
+  partial_fit, or else ``validation_fraction`` of the first call's samples, held out once and
+  reused by every later call (which suits a stream of new chunks; when every call passes the
+  same data, pass ``validation_data`` so that the held-out rows are never trained on).  Each
+  call is one epoch; after ``n_iter_no_change + 1`` calls without improvement the best
+  weights are restored, ``stopped_early_`` becomes True, and later calls leave the model as
+  it is (with a warning) until ``fit`` or ``set_params(early_stopping=False)``.
+* ``dtype``: the precision of the computation, float32 by default (half the memory and
+  memory traffic of float64, and twice the SIMD width).  Predictions are returned as float64,
+  as scikit-learn's API expects (``check_regressor_multioutput`` requires it).
+* ``init`` (one fastnn.init initializer or one per layer) and per-layer ``activation``.
+* ``MLPRegressor(loss="gaussian_nll")``: the network predicts a mean and a variance per target
+  (``fastnn.GaussianNLL(sigma="learned")``); ``predict(X, return_std=True)`` returns both.
+* The fitted network is ``model_``, a ``fastnn.MLP``: ``clf.model_.save("model.npz")``.
+
+Not supported: sparse input, ``solver="lbfgs"`` (and so ``max_fun``), the regressor's
+``loss="poisson"``.
+"""
+import numbers
+import warnings
+
+import numpy as np
+from scipy.special import expit, log_expit, log_softmax
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.utils import check_random_state
+    from sklearn.utils.class_weight import compute_class_weight
+    from sklearn.utils.multiclass import check_classification_targets, type_of_target
+    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(f"fastnn.sklearn needs scikit-learn >= 1.6 ({exc}); install it with "
+                      "pip install scikit-learn") from exc
+
+from fastnn._validation import check_choice, check_number, check_sample_weight, float_dtype
+from fastnn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL
+from fastnn.model import MLP
+from fastnn.optim import SGD, Adam, Constant, InverseScaling, ReduceOnPlateau, Schedule
+from fastnn.trainer import fit as _fastnn_fit
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+#: hidden activations accepted, with scikit-learn's "logistic" for fastnn's "sigmoid"
+ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu")
+AUTO_BATCH_SIZE = 200
+_SEED_BOUND = np.iinfo(np.int32).max
+
+
+class _ContinuedSchedule(Schedule):
+    """A schedule whose epoch count runs on across calls of ``fastnn.fit``.
+
+    ``fastnn.fit`` counts epochs from 0 and resets the schedule on every call; partial_fit is
+    one call per epoch, so the estimator keeps the count (and a ReduceOnPlateau's progress)
+    here and ``reset`` does nothing.
+    """
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+        self.epochs = 0
+
+    def lr(self, epoch, base_lr):
+        return self.schedule.lr(self.epochs, base_lr)
+
+    def on_epoch_end(self, epoch, value):
+        self.schedule.on_epoch_end(self.epochs, value)
+        self.epochs += 1
+
+    def reset(self):
+        pass
+
+    def __repr__(self):
+        return f"{self.schedule!r} at epoch {self.epochs}"
+
+
+class _BaseMLP(BaseEstimator):
+    """Shared machinery: parameter checks, the network, the optimizer and the epoch loop."""
+
+    # ------------------------------------------------------------------ parameters
+
+    def _checked_params(self):
+        """Validate every hyperparameter (at fit time, as scikit-learn requires)."""
+        hidden = self.hidden_layer_sizes
+        if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
+            hidden = [hidden]
+        try:
+            hidden = list(hidden)
+        except TypeError:
+            raise TypeError(f"hidden_layer_sizes must be an int or a sequence of ints; got "
+                            f"{self.hidden_layer_sizes!r}") from None
+        for i, n in enumerate(hidden):
+            check_number(n, f"hidden_layer_sizes[{i}]", low=1, integer=True)
+        hidden = [int(n) for n in hidden]
+        activation = self.activation
+        if isinstance(activation, str):
+            activation = [activation] * len(hidden)
+        else:
+            activation = list(activation)
+            if len(activation) != len(hidden):
+                raise ValueError(f"activation has {len(activation)} entries; expected one per "
+                                 f"hidden layer ({len(hidden)}) or a single name")
+        activation = [{"logistic": "sigmoid"}.get(a, a) for a in
+                      (check_choice(a, "activation", ACTIVATIONS) for a in activation)]
+        check_choice(self.solver, "solver", ("sgd", "adam"))
+        check_number(self.alpha, "alpha", low=0.0)
+        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
+            check_number(self.batch_size, "batch_size", low=1, integer=True)
+        check_choice(self.learning_rate, "learning_rate", ("constant", "invscaling", "adaptive"))
+        check_number(self.learning_rate_init, "learning_rate_init", low=0.0, low_open=True)
+        check_number(self.power_t, "power_t", low=0.0)
+        check_number(self.max_iter, "max_iter", low=1, integer=True)
+        check_number(self.tol, "tol", low=0.0)
+        check_number(self.momentum, "momentum", low=0.0, high=1.0, high_open=True)
+        check_number(self.validation_fraction, "validation_fraction", low=0.0, high=1.0,
+                     low_open=True, high_open=True)
+        check_number(self.beta_1, "beta_1", low=0.0, high=1.0, high_open=True)
+        check_number(self.beta_2, "beta_2", low=0.0, high=1.0, high_open=True)
+        check_number(self.epsilon, "epsilon", low=0.0, low_open=True)
+        check_number(self.n_iter_no_change, "n_iter_no_change", low=1, integer=True)
+        check_choice(self.early_stopping_monitor, "early_stopping_monitor", ("loss", "score"))
+        for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False; got {getattr(self, name)!r}")
+        return hidden, activation, float_dtype(self.dtype)
+
+    # ------------------------------------------------------------------ training
+
+    def _fit(self, X, y, sample_weight, incremental, classes=None, validation_data=None):
+        hidden, activation, dtype = self._checked_params()
+        first = not hasattr(self, "model_") or (not incremental and not self.warm_start)
+        X, y = validate_data(self, X, y, reset=first, dtype=dtype, order="C",
+                             multi_output=True, y_numeric=not self._is_fastnn_classifier)
+        Y, sw = self._targets(y, sample_weight, X.shape[0], dtype, first, incremental,
+                              classes)
+        loss = self._loss()
+        n_outputs = loss.n_outputs(self._n_targets())
+        sizes = [X.shape[1], *hidden, n_outputs]
+        if first or not hasattr(self, "_rng") or not incremental:
+            self._rng = np.random.default_rng(
+                check_random_state(self.random_state).randint(_SEED_BOUND))
+        if first:
+            self.model_ = MLP(sizes, activation=activation, init=self.init, dtype=dtype,
+                              seed=self._rng)
+            self._reset_records()
+        else:
+            self._check_structure(sizes, activation)
+            if self.model_.dtype != dtype:
+                self.model_ = self.model_.astype(dtype)
+        if not incremental:
+            self._record = self._new_record()
+            self.stopped_early_ = False
+            self._validation_set = None
+        elif self.stopped_early_ and self.early_stopping:
+            warnings.warn(f"early stopping ended training after {self.n_iter_} epochs; this "
+                          "partial_fit call leaves the model unchanged. Call fit, or "
+                          "set_params(early_stopping=False) to train on.", UserWarning,
+                          stacklevel=3)
+            return self
+        self.stopped_early_ = False
+        if not incremental or not hasattr(self, "_optimizer"):
+            self._optimizer = self._new_optimizer()
+
+        # the validation set (early stopping only)
+        val = None
+        if self.early_stopping:
+            X, Y, sw, val = self._validation_split(X, y, Y, sw, dtype, incremental,
+                                                   validation_data)
+        n = X.shape[0]
+        batch_size = min(AUTO_BATCH_SIZE, n) if self.batch_size == "auto" else self.batch_size
+        if batch_size > n:
+            warnings.warn(f"batch_size={batch_size} is larger than the {n} training samples; "
+                          "it is clipped", UserWarning, stacklevel=3)
+            batch_size = n
+        mean_weight = 1.0 if sw is None else float(np.mean(sw, dtype=np.float64))
+        self._optimizer.weight_decay = self.alpha / (batch_size * mean_weight)
+
+        epochs = 1 if incremental else self.max_iter
+        _fastnn_fit(self.model_, X, Y, loss, self._optimizer, epochs=epochs,
+                    batch_size=batch_size, shuffle=self.shuffle, seed=self._rng,
+                    sample_weight=sw, validation_data=val,
+                    callbacks=[self._epoch_callback(n, val)])
+        stopped = self._record["bad_epochs"] > self.n_iter_no_change
+        if val is not None and self._record["params"] is not None and (
+                stopped or not incremental):
+            self.model_.params[...] = self._record["params"]
+        if incremental:
+            self.stopped_early_ = bool(stopped and val is not None)
+        else:
+            self.stopped_early_ = bool(stopped)
+            if not stopped:
+                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                              "reached and the optimization hasn't converged yet.",
+                              ConvergenceWarning, stacklevel=3)
+        self.best_loss_ = None if self.early_stopping else min(self.loss_curve_)
+        return self
+
+    def _reset_records(self):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.loss_curve_ = []
+        self.validation_loss_curve_ = []
+        self.validation_scores_ = []
+        self.best_validation_loss_ = None
+        self.best_validation_score_ = None
+        self.stopped_early_ = False
+        self._record = self._new_record()
+        self._validation_set = None
+        if hasattr(self, "_optimizer"):
+            del self._optimizer
+
+    @staticmethod
+    def _new_record():
+        """The stopping record: best monitored value, epochs without improvement, weights."""
+        return {"best": np.inf, "bad_epochs": 0, "params": None}
+
+    def _check_structure(self, sizes, activation):
+        old_act = [layer.activation for layer in self.model_.layers[:-1]]
+        if self.model_.layer_sizes != sizes or old_act != activation:
+            raise ValueError(f"the fitted network has layer sizes {self.model_.layer_sizes} "
+                             f"and activations {old_act}; the parameters and data now need "
+                             f"{sizes} and {activation}. warm_start and partial_fit continue "
+                             "the same network: set warm_start=False, or call fit, to start "
+                             "anew")
+
+    def _new_optimizer(self):
+        if self.solver == "adam":
+            return Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
+                        eps=self.epsilon, schedule=_ContinuedSchedule(Constant()))
+        schedule = {"constant": Constant,
+                    "invscaling": lambda: InverseScaling(self.power_t),
+                    "adaptive": lambda: ReduceOnPlateau(factor=0.2, patience=2,
+                                                        min_delta=self.tol)}
+        return SGD(lr=self.learning_rate_init, momentum=self.momentum,
+                   nesterov=self.nesterovs_momentum and self.momentum > 0,
+                   schedule=_ContinuedSchedule(schedule[self.learning_rate]()))
+
+    def _validation_split(self, X, y, Y, sw, dtype, incremental, validation_data):
+        """(X_train, Y_train, sw_train, (X_val, Y_val[, sw_val])) for early stopping."""
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or \
+                    len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be (X_val, y_val) or "
+                                 "(X_val, y_val, sample_weight_val)")
+            X_val, y_val, *sw_val = validation_data
+            X_val = validate_data(self, X_val, reset=False, dtype=dtype, order="C")
+            y_val = np.asarray(y_val)
+            Y_val, sw_val = self._targets(y_val, sw_val[0] if sw_val else None,
+                                          X_val.shape[0], dtype, False, True, None)
+            self._validation_set = (X_val, Y_val) + ((sw_val,) if sw_val is not None else ())
+            self._record = self._new_record()  # values on another set are not comparable
+            return X, Y, sw, self._validation_set
+        if incremental and self._validation_set is not None:
+            return X, Y, sw, self._validation_set
+        n = X.shape[0]
+        n_val = int(np.ceil(self.validation_fraction * n))
+        if n_val < 2 or n - n_val < 1:
+            raise ValueError(f"early stopping holds out validation_fraction="
+                             f"{self.validation_fraction} of {n} samples: {n_val} for "
+                             "validation; it needs at least 2 and one left for training. "
+                             "Increase validation_fraction or the number of samples" +
+                             (", or pass validation_data" if incremental else ""))
+        stratify = self._stratify(y)
+        seed = int(self._rng.integers(_SEED_BOUND))
+        index = np.arange(n)
+        try:
+            train, val = train_test_split(index, test_size=n_val, random_state=seed,
+                                          stratify=stratify)
+        except ValueError:  # a class too small to appear on both sides
+            train, val = train_test_split(index, test_size=n_val, random_state=seed)
+        take = lambda a, idx: None if a is None else np.ascontiguousarray(a[idx])  # noqa: E731
+        val_set = (take(X, val), take(Y, val)) + ((take(sw, val),) if sw is not None else ())
+        if sw is not None and not (val_set[2] > 0).any():
+            raise ValueError("the sample weights of the validation set are all zero; use "
+                             "another random_state or validation_fraction")
+        if incremental:
+            self._validation_set = val_set
+        return take(X, train), take(Y, train), take(sw, train), val_set
+
+    def _epoch_callback(self, n_train, val):
+        def after_epoch(epoch, logs):
+            self.n_iter_ += 1
+            self.t_ += n_train
+            self.loss_ = logs["loss"]
+            self.loss_curve_.append(logs["loss"])
+            line = f"Iteration {self.n_iter_}, loss = {logs['loss']:.8f}"
+            if val is not None:
+                score = self._score_encoded(*val)
+                self.validation_loss_curve_.append(logs["val_loss"])
+                self.validation_scores_.append(score)
+                self.best_validation_loss_ = min(self.validation_loss_curve_)
+                self.best_validation_score_ = max(self.validation_scores_)
+                value = logs["val_loss"] if self.early_stopping_monitor == "loss" else -score
+                line += f", validation loss = {logs['val_loss']:.8f}, score = {score:.6f}"
+            else:
+                value = logs["loss"]
+            if self.verbose:
+                print(line, flush=True)
+            return self._no_improvement(value, keep_best=val is not None)
+        return after_epoch
+
+    def _no_improvement(self, value, keep_best):
+        """scikit-learn's rule: count epochs not better than the best by tol; True to stop."""
+        record = self._record
+        if not np.isfinite(value) or value > record["best"] - self.tol:
+            record["bad_epochs"] += 1
+        else:
+            record["bad_epochs"] = 0
+        if value < record["best"]:
+            record["best"] = value
+            if keep_best:
+                if record["params"] is None or record["params"].dtype != self.model_.dtype:
+                    record["params"] = np.empty_like(self.model_.params)
+                record["params"][...] = self.model_.params
+        return record["bad_epochs"] > self.n_iter_no_change
+
+    # ------------------------------------------------------------------ prediction
+
+    def _outputs(self, X, link):
+        """Validated X through the network: logits (link=False) or the output link applied."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C")
+        return self.model_.predict(X) if link else self.model_.forward(X)
+
+    # ------------------------------------------------------------------ views of the weights
+
+    @property
+    def coefs_(self):
+        """Weight matrices, ``coefs_[k]`` of shape (n_k, n_{k+1}): views into ``model_.params``.
+
+        Writing into them changes the model; assigning a list copies it into the model.
+        """
+        return self.model_.coefs
+
+    @coefs_.setter
+    def coefs_(self, values):
+        self._assign(values, self.model_.coefs, "coefs_")
+
+    @property
+    def intercepts_(self):
+        """Bias vectors, ``intercepts_[k]`` of shape (n_{k+1},): views into ``model_.params``."""
+        return self.model_.intercepts
+
+    @intercepts_.setter
+    def intercepts_(self, values):
+        self._assign(values, self.model_.intercepts, "intercepts_")
+
+    @staticmethod
+    def _assign(values, views, name):
+        values = list(values)
+        if len(values) != len(views):
+            raise ValueError(f"{name} needs {len(views)} arrays; got {len(values)}")
+        arrays = [np.asarray(v) for v in values]
+        for k, (a, view) in enumerate(zip(arrays, views)):
+            if a.shape != view.shape:
+                raise ValueError(f"{name}[{k}] has shape {a.shape}; expected {view.shape}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"{name}[{k}] contains NaN or infinity")
+        for a, view in zip(arrays, views):
+            view[...] = a
+
+    @property
+    def n_layers_(self):
+        """Number of layers, input and output included (scikit-learn's count)."""
+        return self.model_.n_layers + 1
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
+
+
+def _common_doc(extra_params, extra_attrs):
+    return f"""
+    Parameters
+    ----------
+    hidden_layer_sizes : int or sequence of int, default (100,)
+        Widths of the hidden layers; () gives a linear model.
+    activation : str or sequence of str, default "relu"
+        Hidden activation: "identity", "logistic" (= "sigmoid"), "tanh", "relu",
+        "leaky_relu"; one name for all hidden layers or one per hidden layer.
+    solver : {{"adam", "sgd"}}, default "adam"
+    alpha : float >= 0, default 1e-4
+        L2 penalty on the weights (not the biases); see the module docstring for how it maps
+        to fastnn's weight_decay.
+    batch_size : int or "auto", default "auto"
+        "auto" is min(200, n_samples); larger values are clipped with a warning.
+    learning_rate : {{"constant", "invscaling", "adaptive"}}, default "constant"
+        Schedule of the sgd solver (ignored by adam); see the module docstring.
+    learning_rate_init : float > 0, default 1e-3
+    power_t : float >= 0, default 0.5
+        Exponent of "invscaling": lr / (epoch + 1) ** power_t.
+    max_iter : int >= 1, default 200
+        Epochs per fit (partial_fit always runs one).
+    shuffle : bool, default True
+    random_state : int, RandomState or None
+        Initial weights, shuffling and the validation split.
+    tol : float >= 0, default 1e-4
+    verbose : bool, default False
+        Print the loss (and validation loss and score) after every epoch.
+    warm_start : bool, default False
+        fit continues from the current weights (the optimizer starts afresh, the curves and
+        n_iter_ continue, the stopping record starts anew).
+    momentum : float in [0, 1), default 0.9
+    nesterovs_momentum : bool, default True
+    early_stopping : bool, default False
+        Hold out validation_fraction of the samples (stratified for a single-output
+        classifier), stop after n_iter_no_change + 1 epochs without improvement of the
+        monitored value, and restore the best weights.
+    validation_fraction : float in (0, 1), default 0.1
+    beta_1, beta_2 : float in [0, 1), default 0.9, 0.999
+    epsilon : float > 0, default 1e-8
+    n_iter_no_change : int >= 1, default 10
+    early_stopping_monitor : {{"loss", "score"}}, default "loss"
+        What early stopping watches on the validation set: the loss (lower is better) or the
+        score (accuracy or R^2, as scikit-learn does).
+    dtype : {{"float32", "float64"}} or numpy dtype, default "float32"
+        Precision of parameters and computation.
+    init : None, str, dict, fastnn.init initializer, or a sequence of one per layer
+        Weight initializers (see fastnn.init); None picks He normal before ReLU and Glorot
+        uniform otherwise.
+{extra_params}
+    Attributes
+    ----------
+    model_ : fastnn.MLP
+        The fitted network (save it with ``model_.save(path)``).
+    coefs_, intercepts_ : list of ndarray
+        Views of the weights and biases inside ``model_.params`` (assignable).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when X had string column names (a pandas DataFrame).
+    loss_ : float
+        Training loss of the last epoch.
+    loss_curve_ : list of float
+        Training loss per epoch (without the L2 term).
+    best_loss_ : float or None
+        Smallest training loss; None with early_stopping (see best_validation_loss_).
+    validation_loss_curve_, validation_scores_ : list of float
+        Per epoch, with early_stopping only (empty otherwise).
+    best_validation_loss_, best_validation_score_ : float or None
+    stopped_early_ : bool
+        Whether the last fit (or partial_fit) stopped on no improvement.
+    n_iter_ : int
+        Epochs run (summed over warm-started fits and partial_fit calls).
+    t_ : int
+        Training samples seen.
+    n_layers_ : int
+        Layers counting the input layer, as in scikit-learn.
+{extra_attrs}"""
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multilayer perceptron classifier trained by fastnn (scikit-learn API).
+
+    Two classes: one sigmoid output and binary cross-entropy.  More classes: softmax and
+    cross-entropy.  A multi-label indicator matrix y: one independent sigmoid per label.
+    Labels of any type (strings, non-contiguous integers) round-trip through ``classes_``.
+    """
+
+    _is_fastnn_classifier = True
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=1e-4, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=1e-3, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 early_stopping_monitor="loss", dtype="float32", init=None,
+                 class_weight=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping_monitor = early_stopping_monitor
+        self.dtype = dtype
+        self.init = init
+        self.class_weight = class_weight
+
+    __doc__ += _common_doc(
+        """    class_weight : None, "balanced" or dict {label: weight}, default None
+        Multiplies each sample's weight by its class's; "balanced" uses
+        n_samples / (n_classes * count(class)).  Not for multi-label targets; not "balanced"
+        in partial_fit (compute the weights once, e.g. with
+        sklearn.utils.class_weight.compute_class_weight, and pass a dict).
+""",
+        """    classes_ : ndarray of shape (n_classes,)
+        The labels, sorted; for a multi-label y, 0 .. n_labels - 1.
+    n_outputs_ : int
+        Network outputs: 1 for two classes, else n_classes (or n_labels).
+    out_activation_ : {"logistic", "softmax"}
+""")
+
+    def fit(self, X, y, sample_weight=None):
+        """Train on (X, y) for up to max_iter epochs (from scratch unless warm_start).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels, or a multi-label indicator matrix of 0/1.
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None, *, validation_data=None):
+        """One epoch over (X, y), continuing the network and the optimizer's state.
+
+        Parameters
+        ----------
+        X, y, sample_weight : as for fit
+        classes : array-like, required on the first call (except for multi-label y)
+            Every label that will ever be seen; later calls may hold any subset.
+        validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
+            With early_stopping: the set the validation loss is measured on from this call
+            on (it replaces an earlier one and restarts the stopping record).  Without it,
+            the first call holds out validation_fraction of its samples and every later
+            call measures on that same set.  That suits a stream of new chunks; when every
+            call passes the same data, later calls would train on the held-out rows, so
+            pass validation_data (rows kept out of X) instead.
+
+        Returns
+        -------
+        self
+        """
+        if not hasattr(self, "classes_") and classes is None and \
+                type_of_target(y) != "multilabel-indicator":
+            raise ValueError("classes must be passed on the first call to partial_fit "
+                             "(every label that will be seen, e.g. numpy.unique(y_all))")
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes,
+                         validation_data=validation_data)
+
+    # ------------------------------------------------------------------ targets
+
+    def _loss(self):
+        return CrossEntropy() if self._kind == "multiclass" else BinaryCrossEntropy()
+
+    def _n_targets(self):
+        return len(self.classes_) if self._kind != "binary" else 1
+
+    def _targets(self, y, sample_weight, n, dtype, first, incremental, classes):
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        target_type = type_of_target(y)
+        multilabel = target_type == "multilabel-indicator"
+        if first:
+            if multilabel:
+                self.classes_ = np.arange(y.shape[1])
+                self._label_dtype = y.dtype
+            else:
+                self.classes_ = np.unique(classes if incremental else y)
+            if not multilabel and len(self.classes_) < 2:
+                raise ValueError(f"y has one class only ({self.classes_[0]!r}); a classifier "
+                                 "needs samples of at least 2 classes")
+            self._kind = ("multilabel" if multilabel else
+                          "binary" if len(self.classes_) == 2 else "multiclass")
+            self.n_outputs_ = self._n_targets()
+            self.out_activation_ = "softmax" if self._kind == "multiclass" else "logistic"
+        elif multilabel != (self._kind == "multilabel"):
+            raise ValueError(f"y is {target_type} but the classifier was fitted on "
+                             f"{'multilabel-indicator' if self._kind == 'multilabel' else 'class labels'}"
+                             " targets")
+        if multilabel:
+            if y.shape[1] != len(self.classes_):
+                raise ValueError(f"y has {y.shape[1]} labels; the classifier was fitted with "
+                                 f"{len(self.classes_)}")
+            if self.class_weight is not None:
+                raise ValueError("class_weight is not supported for multi-label targets; "
+                                 "pass sample_weight instead")
+            Y = np.ascontiguousarray(y, dtype=dtype)
+            sw = check_sample_weight(sample_weight, n, np.float64)
+            return Y, None if sw is None else sw.astype(dtype)
+        index = self._class_index(y)
+        sw = check_sample_weight(sample_weight, n, np.float64)
+        if self.class_weight is not None:
+            if isinstance(self.class_weight, str) and self.class_weight == "balanced" and \
+                    incremental:
+                raise ValueError("class_weight='balanced' needs the whole training set and "
+                                 "is not supported by partial_fit; compute the weights once "
+                                 "(sklearn.utils.class_weight.compute_class_weight) and pass "
+                                 "them as a dict")
+            weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+            per_sample = weights[index]
+            sw = per_sample if sw is None else sw * per_sample
+            if not (sw > 0).any():
+                raise ValueError("class_weight and sample_weight give every sample a zero "
+                                 "weight; expected at least one positive weight")
+        if not incremental and sw is not None and len(np.unique(index[sw > 0])) < 2:
+            raise ValueError("only one class has samples of positive weight; a classifier "
+                             "needs at least 2 classes to learn from")
+        if self._kind == "binary":
+            Y = (index == 1).astype(dtype).reshape(-1, 1)
+        else:
+            Y = index
+        return Y, None if sw is None else sw.astype(dtype)
+
+    def _class_index(self, y):
+        """Positions of the labels y in classes_; unknown labels are an error."""
+        try:
+            index = np.searchsorted(self.classes_, y)
+        except TypeError:
+            raise ValueError(f"y has labels of type {y.dtype} that cannot be compared with "
+                             f"classes_ {self.classes_!r}") from None
+        index = np.minimum(index, len(self.classes_) - 1)
+        unknown = self.classes_[index] != y
+        if np.any(unknown):
+            raise ValueError(f"y has labels not in classes_ {self.classes_!r}: "
+                             f"{np.unique(y[unknown])!r}")
+        return index.astype(np.intp)
+
+    def _stratify(self, y):
+        return None if self._kind == "multilabel" else y
+
+    def _score_encoded(self, X, Y, sw=None):
+        """Accuracy on encoded targets (subset accuracy for multi-label), as score does."""
+        proba = self.model_.predict(X)
+        if self._kind == "multiclass":
+            return float(accuracy_score(Y, proba.argmax(axis=1), sample_weight=sw))
+        hit = ((proba > 0.5) == (Y > 0.5)).all(axis=1)
+        return float(np.average(hit, weights=sw))
+
+    # ------------------------------------------------------------------ prediction
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in the order of ``classes_``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes), float64
+            Rows sum to 1, except for multi-label targets (one independent probability per
+            label).
+        """
+        if getattr(self, "_kind", None) == "binary":
+            z = self._outputs(X, link=False)
+            return np.hstack([expit(-z), expit(z)]).astype(np.float64)
+        return self._outputs(X, link=True).astype(np.float64)
+
+    def predict_log_proba(self, X):
+        """Logarithm of predict_proba, computed stably from the logits.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes), float64
+        """
+        z = self._outputs(X, link=False).astype(np.float64)
+        if self._kind == "binary":
+            return np.hstack([log_expit(-z), log_expit(z)])
+        if self._kind == "multiclass":
+            return log_softmax(z, axis=1)
+        return log_expit(z)
+
+    def predict(self, X):
+        """Predicted labels: the most probable class (or every label with p > 0.5).
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) with classes_' type, or (n_samples, n_labels) of 0/1
+        """
+        proba = self.predict_proba(X)
+        if self._kind == "multilabel":
+            return (proba > 0.5).astype(self._label_dtype)
+        return self.classes_[proba.argmax(axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multilayer perceptron regressor trained by fastnn (scikit-learn API).
+
+    loss="squared_error" fits the mean (half squared error summed over outputs, the Gaussian
+    NLL with unit variance); loss="gaussian_nll" fits a mean and a variance per target
+    (heteroscedastic regression): ``predict(X, return_std=True)`` returns both.
+    """
+
+    _is_fastnn_classifier = False
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=1e-4, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=1e-3, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 early_stopping_monitor="loss", dtype="float32", init=None,
+                 loss="squared_error"):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping_monitor = early_stopping_monitor
+        self.dtype = dtype
+        self.init = init
+        self.loss = loss
+
+    __doc__ += _common_doc(
+        """    loss : {"squared_error", "gaussian_nll"}, default "squared_error"
+        "gaussian_nll" learns a variance per target too (2 network outputs per target).
+""",
+        """    n_outputs_ : int
+        Number of targets.
+    out_activation_ : "identity"
+""")
+
+    def fit(self, X, y, sample_weight=None):
+        """Train on (X, y) for up to max_iter epochs (from scratch unless warm_start).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def partial_fit(self, X, y, sample_weight=None, *, validation_data=None):
+        """One epoch over (X, y), continuing the network and the optimizer's state.
+
+        validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
+            With early_stopping, as for MLPClassifier.partial_fit.
+        """
+        return self._fit(X, y, sample_weight, incremental=True,
+                         validation_data=validation_data)
+
+    def _loss(self):
+        return GaussianNLL(sigma="learned" if self.loss == "gaussian_nll" else 1.0)
+
+    def _n_targets(self):
+        return self.n_outputs_
+
+    def _targets(self, y, sample_weight, n, dtype, first, incremental, classes):
+        check_choice(self.loss, "loss", ("squared_error", "gaussian_nll"))
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        n_targets = 1 if y.ndim == 1 else y.shape[1]
+        if first:
+            self.n_outputs_ = n_targets
+            self.out_activation_ = "identity"
+        elif n_targets != self.n_outputs_:
+            raise ValueError(f"y has {n_targets} targets; the regressor was fitted with "
+                             f"{self.n_outputs_}")
+        with np.errstate(over="ignore"):
+            Y = np.ascontiguousarray(y.reshape(n, -1), dtype=dtype)
+        if not np.isfinite(Y).all():
+            raise ValueError(f"y has values that are not finite in {np.dtype(dtype).name} "
+                             f"(max |y| = {np.abs(y).max()}); scale the targets")
+        sw = check_sample_weight(sample_weight, n, np.float64)
+        return Y, None if sw is None else sw.astype(dtype)
+
+    def _stratify(self, y):
+        return None
+
+    def _score_encoded(self, X, Y, sw=None):
+        mean = self.model_.predict(X)
+        return float(r2_score(Y, mean, sample_weight=sw))
+
+    def predict(self, X, return_std=False):
+        """Predicted targets (the mean), and their standard deviation when asked.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        return_std : bool, default False
+            Also return the predicted standard deviation (loss="gaussian_nll" only).
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets), float64
+        y_std : same shape, float64 (only with return_std)
+        """
+        check_is_fitted(self)
+        if return_std and self.model_._link_name() != "gaussian":
+            raise ValueError("return_std=True needs a regressor fitted with "
+                             "loss='gaussian_nll'")
+        X = validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C")
+        mean = self.model_.predict(X).astype(np.float64)
+        if self.n_outputs_ == 1:
+            mean = mean.ravel()
+        if not return_std:
+            return mean
+        std = self.model_.predict_std(X).astype(np.float64)
+        return mean, std.ravel() if self.n_outputs_ == 1 else std
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
