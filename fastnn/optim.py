@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from fastnn import _sgd
-from fastnn._validation import check_choice, check_number
+from fastnn._validation import check_choice, check_number, check_writeable
+from fastnn.model import MLP
 
 # ---------------------------------------------------------------- schedules
 
@@ -201,8 +202,13 @@ class Optimizer:
         model : fastnn.MLP
             Its ``grads`` must hold the gradient (e.g. from ``model.loss_and_grad``).
         lr : float, optional
-            Overrides the base learning rate for this step.
+            Overrides the base learning rate for this step (> 0).
         """
+        if not isinstance(model, MLP):
+            raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
+        if lr is not None:
+            lr = float(check_number(lr, "lr", low=0.0, low_open=True))
+        check_writeable(model.params, "model.params")
         s1, s2 = self.init_state(model.n_params, model.params.dtype)
         self.t += 1
         _sgd.update_params(model._spec, model.params, model.grads, s1, s2,
