@@ -8,6 +8,7 @@ gradient, block by block (W and b of each layer).
 import numpy as np
 
 from fastnn._validation import check_number, check_random_state
+from fastnn.model import MLP
 
 # below this gradient magnitude a block is compared absolutely: central differences of a loss
 # of size ~1 carry rounding noise ~1e-16 / eps ~ 1e-10
@@ -87,6 +88,8 @@ def check_gradients(model, X, y, loss, sample_weight=None, *, eps=1e-6,
     ReLU and leaky ReLU have a kink at 0: a difference quotient across it is wrong by design.
     Use data and parameters whose pre-activations stay further than eps from 0.
     """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
     eps = float(check_number(eps, "eps", low=0.0, low_open=True))
     if max_checks_per_block is not None:
         check_number(max_checks_per_block, "max_checks_per_block", low=1, integer=True)
