@@ -10,6 +10,14 @@ status and stops *before* the update that would use it, so the parameters stay t
 last finite step; the caller raises with the epoch and step.  Every `check_every` seconds the
 loop takes the GIL briefly to run Python's signal handlers, so Ctrl-C stops it after the
 current minibatch with the model consistent.
+
+Data-parallel training (fastnn.distributed) runs the same loop on every MPI rank: `order` is
+then a permutation of the GLOBAL sample indices (the same on every rank), each rank gathers
+the rows of the global minibatch that it holds (rows row_offset .. row_offset + n - 1), and
+the gradient of sum_i w_i l_i, the loss and the weight sum are added over ranks with ONE
+MPI_Allreduce, called through a C function pointer (`Allreduce`) without leaving the loop.
+Every rank then applies the identical update, scaled by the global weight sum: the step is
+the one a single process would take on the global minibatch.
 """
 from cython cimport floating
 from libc.math cimport sqrt, isfinite, pow
@@ -28,24 +36,58 @@ cdef enum:
     _STATUS_DIVERGED = 1            # a non-finite loss; the step was not applied
     _STATUS_INTERRUPTED = 2         # a signal handler raised (Ctrl-C); after a full step
     _STATUS_KERNEL_ERROR = 3        # a kernel returned an error status
+    _STATUS_REDUCE_ERROR = 4        # MPI_Allreduce returned an error code
 
 # the same codes for fastnn/optim.py and fastnn/trainer.py
 OPT_SGD, OPT_ADAM = _OPT_SGD, _OPT_ADAM
 STATUS_OK, STATUS_DIVERGED = _STATUS_OK, _STATUS_DIVERGED
 STATUS_INTERRUPTED, STATUS_KERNEL_ERROR = _STATUS_INTERRUPTED, _STATUS_KERNEL_ERROR
+STATUS_REDUCE_ERROR = _STATUS_REDUCE_ERROR
+
+# MPI_Allreduce with the handle types of the two ABIs in use: MPICH (and derivatives) use int
+# handles, Open MPI pointers.  fastnn never includes mpi.h: fastnn.distributed reads the
+# function's address and the handles from mpi4py at run time.
+ctypedef int (*allreduce_int_fn)(const void *, void *, int, int, int, int) noexcept nogil
+ctypedef int (*allreduce_ptr_fn)(const void *, void *, int, void *, void *, void *) noexcept nogil
 
 
-cdef struct Optimizer:
-    int kind                # _OPT_SGD or _OPT_ADAM
-    double lr
-    double momentum
-    int nesterov
-    double weight_decay     # applied to weight matrices only, not biases
-    double clip_norm        # <= 0: no clipping
-    double beta1
-    double beta2
-    double eps
-    long long t             # Adam: steps taken before this one
+cdef class Allreduce:
+    """MPI_Allreduce(MPI_IN_PLACE, buf, count, <float or double>, MPI_SUM, comm), from C.
+
+    Built by fastnn.distributed from mpi4py: the address of the MPI library's MPI_Allreduce,
+    whether handles are ints (MPICH ABI) or pointers (Open MPI), and the handle values of
+    MPI_IN_PLACE, the communicator, MPI_SUM, MPI_FLOAT and MPI_DOUBLE.
+    """
+    cdef void *fn
+    cdef bint int_handles
+    cdef Py_ssize_t in_place, comm, op, float_type, double_type
+
+    def __cinit__(self, Py_ssize_t fn_address, bint int_handles, Py_ssize_t in_place,
+                  Py_ssize_t comm, Py_ssize_t op, Py_ssize_t float_type,
+                  Py_ssize_t double_type):
+        if fn_address == 0:
+            raise ValueError("fn_address is NULL; expected the address of MPI_Allreduce")
+        self.fn = <void *> fn_address
+        self.int_handles = int_handles
+        self.in_place, self.comm, self.op = in_place, comm, op
+        self.float_type, self.double_type = float_type, double_type
+
+    def sum_inplace(self, floating[::1] buf):
+        """Sum `buf` over all ranks in place (the call the training loop makes)."""
+        cdef int err
+        with nogil:
+            err = _allreduce(self, &buf[0], <int> buf.shape[0])
+        if err != 0:
+            raise RuntimeError(f"MPI_Allreduce failed with error code {err}")
+
+
+cdef int _allreduce(Allreduce red, floating *buf, int count) noexcept nogil:
+    cdef Py_ssize_t dtype = red.float_type if floating is float else red.double_type
+    if red.int_handles:
+        return (<allreduce_int_fn> red.fn)(<void *> red.in_place, buf, count, <int> dtype,
+                                           <int> red.op, <int> red.comm)
+    return (<allreduce_ptr_fn> red.fn)(<void *> red.in_place, buf, count, <void *> dtype,
+                                       <void *> red.op, <void *> red.comm)
 
 
 cdef inline double _now() noexcept nogil:
@@ -157,12 +199,17 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
                 floating[::1] acts, floating[::1] delta0, floating[::1] delta1,
                 floating[:, ::1] X_batch, floating[:, ::1] Y_batch,
                 Py_ssize_t[::1] labels_batch, floating[::1] sw_batch,
-                floating[::1] sigma_batch, double check_every):
+                floating[::1] sigma_batch, double check_every,
+                Py_ssize_t row_offset=0, Allreduce reducer=None):
     """Run one epoch.  Unchecked: fastnn.trainer validates and sizes every buffer.
 
     order: the epoch's sample order (a permutation), or None for rows in storage order (then
     minibatches are read in place, without a gather).  The *_batch buffers may be None when
     the matching input is None (and X_batch when order is None).
+
+    Distributed (reducer given): order is a permutation of the global indices, this rank
+    holds global rows row_offset .. row_offset + X.shape[0] - 1, and `grads` has two extra
+    slots (n_params + 2) that carry the loss and weight sums through the all-reduce.
 
     Returns (loss_sum, weight_sum, steps, t, status, failed_step, pending_exception):
     loss_sum / weight_sum is the epoch's weighted mean training loss over the steps taken, t
@@ -170,7 +217,8 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     """
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1]
     cdef Py_ssize_t n_t = 0 if Y is None else Y.shape[1]
-    cdef Py_ssize_t start, rows, i, r, step = 0, failed_step = -1
+    cdef Py_ssize_t n_order = n if order is None else order.shape[0]
+    cdef Py_ssize_t start, rows, batch_rows, i, r, step = 0, failed_step = -1
     cdef Py_ssize_t n_params = params.shape[0]
     cdef int status = _STATUS_OK, kstatus = FNN_OK, signalled = 0
     cdef double loss_sum = 0.0, weight_sum = 0.0, batch_loss, batch_weight, last_check
@@ -184,6 +232,7 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     cdef const floating *sb
     cdef floating *s1 = NULL if state1 is None or state1.shape[0] == 0 else &state1[0]
     cdef floating *s2 = NULL if state2 is None or state2.shape[0] == 0 else &state2[0]
+    cdef floating inv_weight
     pending = None
 
     lp.kind, lp.full, lp.sigma = loss_kind, loss_full, sigma_scalar
@@ -194,23 +243,29 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     with nogil:
         last_check = _now()
         start = 0
-        while start < n:
-            rows = min(batch_size, n - start)
-            if rows < batch_size and drop_last:
+        while start < n_order:
+            batch_rows = min(batch_size, n_order - start)
+            if batch_rows < batch_size and drop_last:
                 break
-            # -- the minibatch: gathered in the epoch's order, or read in place
+            # -- the minibatch: gathered in the epoch's order (this rank's rows of it when
+            #    distributed), or read in place
+            rows = batch_rows
             if gather:
-                for i in range(rows):
-                    r = order[start + i]
-                    memcpy(&X_batch[i, 0], &X[r, 0], n_in * sizeof(floating))
+                rows = 0
+                for i in range(batch_rows):
+                    r = order[start + i] - row_offset
+                    if r < 0 or r >= n:
+                        continue              # another rank's sample
+                    memcpy(&X_batch[rows, 0], &X[r, 0], n_in * sizeof(floating))
                     if Y is not None:
-                        memcpy(&Y_batch[i, 0], &Y[r, 0], n_t * sizeof(floating))
+                        memcpy(&Y_batch[rows, 0], &Y[r, 0], n_t * sizeof(floating))
                     if labels is not None:
-                        labels_batch[i] = labels[r]
+                        labels_batch[rows] = labels[r]
                     if sample_weight is not None:
-                        sw_batch[i] = sample_weight[r]
+                        sw_batch[rows] = sample_weight[r]
                     if sigma is not None:
-                        sigma_batch[i] = sigma[r]
+                        sigma_batch[rows] = sigma[r]
+                    rows += 1
                 xb = &X_batch[0, 0]
                 yb = NULL if Y is None else &Y_batch[0, 0]
                 lb = NULL if labels is None else &labels_batch[0]
@@ -229,10 +284,35 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
                 for i in range(rows):
                     batch_weight += wb[i]
             # -- forward, fused loss gradient, backward: gradient of the weighted batch mean
+            if reducer is None:
+                if batch_weight > 0:
+                    batch_loss = net_loss_grad(&spec.net, &params[0], &grads[0], xb,
+                                               <int> rows, &lp, yb, lb, wb, sb,
+                                               1.0 / batch_weight, &acts[0], &delta0[0],
+                                               &delta1[0], &kstatus)
+            else:
+                # local sums, then one all-reduce of [gradient | loss | weight]
+                batch_loss = 0.0
+                if rows > 0:
+                    batch_loss = net_loss_grad(&spec.net, &params[0], &grads[0], xb,
+                                               <int> rows, &lp, yb, lb, wb, sb, 1.0, &acts[0],
+                                               &delta0[0], &delta1[0], &kstatus)
+                else:
+                    for i in range(n_params):
+                        grads[i] = 0
+                grads[n_params] = <floating> batch_loss
+                grads[n_params + 1] = <floating> batch_weight
+                if _allreduce(reducer, &grads[0], <int> (n_params + 2)) != 0:
+                    status = _STATUS_REDUCE_ERROR
+                    failed_step = step
+                    break
+                batch_loss = grads[n_params]
+                batch_weight = grads[n_params + 1]
+                if batch_weight > 0:
+                    inv_weight = <floating> (1.0 / batch_weight)
+                    for i in range(n_params):
+                        grads[i] *= inv_weight
             if batch_weight > 0:
-                batch_loss = net_loss_grad(&spec.net, &params[0], &grads[0], xb, <int> rows,
-                                           &lp, yb, lb, wb, sb, 1.0 / batch_weight, &acts[0],
-                                           &delta0[0], &delta1[0], &kstatus)
                 if kstatus != FNN_OK:
                     status = _STATUS_KERNEL_ERROR
                     failed_step = step
@@ -246,7 +326,7 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
                 loss_sum += batch_loss
                 weight_sum += batch_weight
             step += 1
-            start += rows
+            start += batch_rows
             # -- let Python's signal handlers run now and then (Ctrl-C stops after this step)
             if check_every >= 0 and _now() - last_check >= check_every:
                 last_check = _now()

@@ -20,7 +20,7 @@ from fastnn import _network, init as _init
 from fastnn._validation import (as_ndarray, check_choice, check_number, check_random_state,
                                 check_writeable, float_dtype, MAX_DIM)
 from fastnn.layers import ACTIVATIONS, DEFAULT_LEAKY_SLOPE, activation_code
-from fastnn.losses import Loss, get_loss
+from fastnn.losses import get_loss
 
 #: output link name -> the loss code whose link it is (see fastnn/_losses.pxd)
 OUTPUT_LINKS = {"identity": 0, "sigmoid": 3, "softmax": 4, "exp": 6}

@@ -18,7 +18,7 @@ import numpy as np
 
 from fastnn import _losses, _network, _sgd
 from fastnn._validation import check_bool, check_number, check_random_state, check_writeable
-from fastnn.model import MLP, as_input
+from fastnn.model import MLP
 from fastnn.optim import get_optimizer
 
 #: seconds between two checks for Ctrl-C inside the compiled loop
@@ -157,35 +157,66 @@ def _split_validation(arrays, n, fraction, rng):
     return [take(a, train_idx) for a in arrays], [take(a, val_idx) for a in arrays]
 
 
-def evaluate(model, loss, X, Y, labels, sw, sigma):
-    """(mean loss, metric) of prepared arrays: accuracy for classifiers, R^2 otherwise."""
+def _evaluation_stats(model, loss, X, Y, labels, sw, sigma):
+    """Sufficient statistics of the loss and metric on prepared arrays (combinable over ranks).
+
+    Keys: loss (sum_i w_i l_i), weight (sum_i w_i), and for classifiers hits (weighted count of
+    correct predictions), for regression n, mean (per output), m2 (sum of squared deviations
+    from the mean) and resid (sum of squared residuals), the inputs of R^2.
+    """
     Z = np.empty((X.shape[0], model.n_outputs), model.dtype)
     _network.forward_into(model._spec, model.params, X, Z, 0, 4096)
-    weight = X.shape[0] if sw is None else float(sw.sum(dtype=np.float64))
-    total = _losses.loss_grad_into(loss.kind, int(loss.full), loss.scalar_sigma, Z, Y, labels,
-                                   sw, sigma, 1.0, None)
-    out = Z.copy()
-    _losses.output_into(loss.kind, out)
+    stats = {"weight": X.shape[0] if sw is None else float(sw.sum(dtype=np.float64)),
+             "loss": _losses.loss_grad_into(loss.kind, int(loss.full), loss.scalar_sigma, Z, Y,
+                                            labels, sw, sigma, 1.0, None)}
+    _losses.output_into(loss.kind, Z)
     if loss.output_name in _CLASSIFIER_LINKS:
         if loss.output_name == "softmax":
             truth = labels if labels is not None else Y.argmax(axis=1)
-            hit = out.argmax(axis=1) == truth
+            hit = Z.argmax(axis=1) == truth
         else:
-            hit = ((out >= 0.5) == (Y >= 0.5)).mean(axis=1)
-        metric = float(np.average(hit, weights=sw))
+            hit = ((Z >= 0.5) == (Y >= 0.5)).mean(axis=1)
+        stats["hits"] = float(np.dot(hit, sw) if sw is not None else hit.sum())
     else:
-        mean = out[:, : Y.shape[1]]
-        resid = ((Y - mean) ** 2).sum(axis=0, dtype=np.float64)
-        spread = ((Y - Y.mean(axis=0)) ** 2).sum(axis=0, dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = np.where(spread > 0, 1 - resid / spread, 0.0)
-        metric = float(r2.mean())
-    return total / weight, metric
+        Y64 = Y.astype(np.float64)
+        mean = Y64.mean(axis=0)
+        stats.update(n=Y.shape[0], mean=mean, m2=((Y64 - mean) ** 2).sum(axis=0),
+                     resid=((Y64 - Z[:, : Y.shape[1]]) ** 2).sum(axis=0))
+    return stats
+
+
+def _combine_evaluations(parts):
+    """(mean loss, metric) from the statistics of one or more shards.
+
+    Variances combine by Chan et al.'s pairwise rule, so R^2 over shards equals R^2 over the
+    concatenated data without the cancellation of sum-of-squares formulas.
+    """
+    weight = sum(p["weight"] for p in parts)
+    mean_loss = sum(p["loss"] for p in parts) / weight
+    if "hits" in parts[0]:
+        return mean_loss, sum(p["hits"] for p in parts) / weight
+    n = sum(p["n"] for p in parts)
+    mean = sum(p["n"] * p["mean"] for p in parts) / n
+    m2 = sum(p["m2"] + p["n"] * (p["mean"] - mean) ** 2 for p in parts)
+    resid = sum(p["resid"] for p in parts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(m2 > 0, 1 - resid / m2, 0.0)
+    return mean_loss, float(r2.mean())
+
+
+def evaluate(model, loss, X, Y, labels, sw, sigma, mpi=None):
+    """(mean loss, metric) of prepared arrays: accuracy for classifiers, R^2 otherwise.
+
+    With `mpi` (a fastnn.distributed.MPIContext) the arrays are this rank's shard and the
+    result is that of all shards together, the same on every rank.
+    """
+    stats = _evaluation_stats(model, loss, X, Y, labels, sw, sigma)
+    return _combine_evaluations([stats] if mpi is None else mpi.comm.allgather(stats))
 
 
 def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=True,
         seed=None, sample_weight=None, validation_data=None, validation_split=0.0,
-        early_stopping=None, callbacks=(), verbose=0, drop_last=False):
+        early_stopping=None, callbacks=(), verbose=0, drop_last=False, comm=None):
     """Train `model` by minibatch SGD (or Adam) on (X, y).
 
     Parameters
@@ -221,6 +252,11 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
     verbose : int, default 0
         1 prints one line per epoch; 2 shows a progress bar if tqdm is installed.
     drop_last : bool, default False
+    comm : mpi4py.MPI.Intracomm, optional
+        Data-parallel training over MPI (see fastnn.distributed): X, y, sample_weight and
+        validation data are this rank's shard, every other argument must be the same on all
+        ranks, and `seed` an int or None.  The result equals one process training on the
+        concatenated shards with the same global minibatches.
 
     Returns
     -------
@@ -261,8 +297,78 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         if not callable(cb):
             raise TypeError(f"callbacks must be callables cb(epoch, logs); got {cb!r}")
     optimizer = get_optimizer(optimizer)
+    mpi = None
+    if comm is not None:
+        from fastnn.distributed import MPIContext
+        mpi = MPIContext(comm)
+        if seed is not None and not isinstance(seed, numbers.Integral):
+            raise TypeError(f"with comm, seed must be an int or None (the same on every rank) "
+                            f"so that all ranks draw the same minibatches; got {seed!r}")
+        mpi.check_same((epochs, batch_size, shuffle, drop_last, fraction, seed,
+                        repr(optimizer), model.layer_sizes), "a fit argument")
+        if seed is None:
+            seed = mpi.comm.bcast(int(np.random.SeedSequence().entropy % 2**63), root=0)
+        if verbose and not mpi.is_root:
+            verbose = 0
     rng = check_random_state(seed)
 
+    if mpi is None:
+        loss, (X, Y, labels, sw, sigma), val = _prepare_fit_data(
+            model, X, y, loss, sample_weight, validation_data, fraction, rng)
+    else:
+        # every rank validates its shard; all ranks raise if any rank's input is bad.  The
+        # validation split draws from its own per-rank stream, so the shuffling stream (rng)
+        # stays the same on every rank.
+        error = None
+        try:
+            loss, (X, Y, labels, sw, sigma), val = _prepare_fit_data(
+                model, X, y, loss, sample_weight, validation_data, fraction,
+                np.random.default_rng([seed, mpi.rank]))
+        except (ValueError, TypeError, MemoryError) as exc:
+            error = exc
+        mpi.agree(error)
+    n = X.shape[0]
+    offset, n_global = (0, n) if mpi is None else mpi.shard_layout(n)
+    if drop_last and batch_size > n_global:
+        raise ValueError(f"drop_last=True with batch_size={batch_size} > n_samples={n_global} "
+                         "leaves no batch")
+    batch_size = min(batch_size, n_global)
+
+    ws = _Workspace(model, batch_size, 0 if Y is None else Y.shape[1], labels is not None,
+                    sw is not None, sigma is not None)
+    state1, state2 = optimizer.init_state(model.n_params, model.dtype)
+    optimizer.schedule.reset()
+    grads = model.grads
+    if mpi is not None:
+        mpi.broadcast(model.params)
+        # [gradient | loss | weight]: what one all-reduce per minibatch adds over ranks
+        grads = np.zeros(model.n_params + 2, dtype=model.dtype)
+    # the epoch's order of global sample indices (None: storage order, read in place)
+    order = np.arange(n_global, dtype=np.intp) if shuffle or mpi is not None else None
+    snapshot = np.empty_like(model.params)
+    best_params = np.empty_like(model.params) if early_stopping else None
+    history = History("accuracy" if loss.output_name in _CLASSIFIER_LINKS else "r2")
+    model.history_ = history
+    model.loss_ = loss
+    bar = _progress_bar(epochs) if verbose >= 2 else None
+    try:
+        return _epochs(model, loss, optimizer, (X, Y, labels, sw, sigma), val, ws, grads,
+                       (state1, state2), order, rng, snapshot, best_params, history, bar,
+                       epochs, batch_size, drop_last, n_global, offset, early_stopping,
+                       callbacks, verbose, mpi)
+    except BaseException as exc:
+        # one rank alone cannot leave the collectives: abort all, unless every rank raised the
+        # same error (divergence is decided on summed values, so it happens everywhere)
+        if mpi is not None and mpi.size > 1 and not isinstance(exc, TrainingDiverged):
+            mpi.abort(exc)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _prepare_fit_data(model, X, y, loss, sample_weight, validation_data, fraction, rng):
+    """(loss, (X, Y, labels, sw, sigma), validation arrays or None), all validated."""
     loss, X, Y, labels, sw, sigma = model.prepare_data(X, y, loss, sample_weight)
     val = None
     if validation_data is not None:
@@ -277,26 +383,17 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
     elif fraction > 0:
         (X, Y, labels, sw, sigma), val = _split_validation(
             [X, Y, labels, sw, sigma], X.shape[0], fraction, rng)
-    n = X.shape[0]
-    if drop_last and batch_size > n:
-        raise ValueError(f"drop_last=True with batch_size={batch_size} > n_samples={n} "
-                         "leaves no batch")
-    batch_size = min(batch_size, n)
+    return loss, (X, Y, labels, sw, sigma), val
 
-    ws = _Workspace(model, batch_size, 0 if Y is None else Y.shape[1], labels is not None,
-                    sw is not None, sigma is not None)
-    state1, state2 = optimizer.init_state(model.n_params, model.dtype)
-    optimizer.schedule.reset()
-    order = np.arange(n, dtype=np.intp) if shuffle else None
-    snapshot = np.empty_like(model.params)
-    best_params = np.empty_like(model.params) if early_stopping else None
+
+def _epochs(model, loss, optimizer, data, val, ws, grads, state, order, rng, snapshot,
+            best_params, history, bar, epochs, batch_size, drop_last, n_global, offset,
+            early_stopping, callbacks, verbose, mpi):
+    """The epoch loop of fit: one compiled call per epoch, then metrics and stopping."""
+    X, Y, labels, sw, sigma = data
+    state1, state2 = state
+    metric_name = history.metric_name
     best_value, best_epoch, bad_epochs = np.inf, None, 0
-    metric_name = "accuracy" if loss.output_name in _CLASSIFIER_LINKS else "r2"
-    history = History(metric_name)
-    model.history_ = history
-    model.loss_ = loss
-    bar = _progress_bar(epochs) if verbose >= 2 else None
-
     for epoch in range(epochs):
         lr = optimizer.lr_at(epoch)
         if order is not None:
@@ -304,11 +401,11 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         snapshot[...] = model.params
         start = time.perf_counter()
         loss_sum, weight_sum, steps, optimizer.t, status, failed_step, pending = _sgd.train_epoch(
-            model._spec, model.params, model.grads, state1, state2, X, Y, labels, sw, sigma,
+            model._spec, model.params, grads, state1, state2, X, Y, labels, sw, sigma,
             order, batch_size, drop_last, loss.kind, int(loss.full), loss.scalar_sigma,
             *optimizer.compiled_args(lr), optimizer.t, ws.acts, ws.delta0, ws.delta1,
             ws.X if order is not None else None, ws.Y, ws.labels, ws.sw, ws.sigma,
-            SIGNAL_CHECK_INTERVAL)
+            SIGNAL_CHECK_INTERVAL, offset, None if mpi is None else mpi.reducer)
         elapsed = time.perf_counter() - start
         if status == _sgd.STATUS_DIVERGED:
             kept = "the parameters before that step"
@@ -327,10 +424,10 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         train_loss = loss_sum / weight_sum if weight_sum > 0 else float("nan")
         val_loss = val_metric = None
         if val is not None:
-            val_loss, val_metric = evaluate(model, loss, *val)
+            val_loss, val_metric = evaluate(model, loss, *val, mpi=mpi)
         logs = {"epoch": epoch, "loss": train_loss, "val_loss": val_loss,
                 "val_metric": val_metric, "lr": lr, "time": elapsed,
-                "samples_per_s": (steps * batch_size if drop_last else n) / elapsed
+                "samples_per_s": (steps * batch_size if drop_last else n_global) / elapsed
                 if elapsed > 0 else float("inf")}
         history._append(logs)
         optimizer.schedule.on_epoch_end(epoch, val_loss if val_loss is not None else train_loss)
@@ -357,8 +454,6 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
             stop = bool(cb(epoch, logs)) or stop
         if stop:
             break
-    if bar is not None:
-        bar.close()
     if early_stopping is not None and early_stopping.restore_best_weights and \
             best_epoch is not None:
         model.params[...] = best_params

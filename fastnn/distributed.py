@@ -1,0 +1,155 @@
+"""Synchronous data-parallel training over MPI, through mpi4py.
+
+Every rank holds the same model and a shard of the data: rank r holds rows
+``offset_r .. offset_r + n_r - 1`` of the global data set, the shards concatenated in rank
+order (any sizes, uneven ones included).  ``fastnn.fit(model, X_shard, y_shard, ...,
+comm=MPI.COMM_WORLD)`` then trains exactly as one process would on the global data:
+
+* rank 0's parameters are broadcast at the start;
+* every epoch, all ranks draw the same permutation of the GLOBAL indices from ``seed`` and cut
+  it into the same global minibatches;
+* for each minibatch, each rank computes the gradient of sum_i w_i l_i over its own rows of
+  it; ONE ``MPI_Allreduce`` (called from the compiled loop through a C function pointer, no
+  Python per minibatch) adds the gradient vector, the loss and the weight sum over ranks;
+  every rank divides by the global weight sum and applies the identical update.
+
+So 2 ranks reproduce 1 process on the same global batches (to rounding: the per-rank partial
+sums are added in another order), sample weights and uneven shards included, and all ranks
+end with bitwise-identical parameters.  History, validation metrics and early stopping use
+values summed over ranks, identical everywhere; only rank 0 prints.
+
+fastnn does not link against MPI: this module finds ``MPI_Allreduce`` in the MPI library that
+mpi4py loaded, and reads the handles (communicator, MPI_SUM, MPI_FLOAT/MPI_DOUBLE,
+MPI_IN_PLACE) from mpi4py, for MPICH-style (int) and Open MPI-style (pointer) handles alike.
+Install with ``pip install "fastnn[mpi]"`` (mpi4py and the ``mpich`` wheel, so no system MPI
+is needed; a system MPI that mpi4py was built against works too).
+
+Failure: invalid input on any rank makes every rank raise the same ValueError (the ranks
+agree before training starts).  Any other exception on one rank during training calls
+``MPI_Abort`` on the communicator, so the other ranks do not wait forever.
+"""
+import ctypes
+import ctypes.util
+import sys
+import traceback
+
+import numpy as np
+
+from fastnn import _sgd
+
+
+def _import_mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ImportError("distributed training needs mpi4py and an MPI library: "
+                          'pip install "fastnn[mpi]" (mpi4py + mpich)') from None
+    return MPI
+
+
+def _allreduce_address(MPI):
+    """Address of MPI_Allreduce in the library mpi4py uses (its dependency tree first)."""
+    candidates = [getattr(MPI, "__file__", None), ctypes.util.find_library("mpi")]
+    for path in candidates:
+        if not path:
+            continue
+        try:
+            fn = ctypes.CDLL(path).MPI_Allreduce
+        except (OSError, AttributeError):
+            continue
+        return ctypes.cast(fn, ctypes.c_void_p).value
+    raise RuntimeError("could not find MPI_Allreduce in the MPI library mpi4py loaded "
+                       f"(tried {candidates})")
+
+
+class MPIContext:
+    """The communicator and the collective operations fastnn.fit needs.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm
+        An intracommunicator; every rank of it must call fit with the same arguments
+        (except the data shard).
+    """
+
+    def __init__(self, comm):
+        MPI = _import_mpi()
+        if not isinstance(comm, MPI.Intracomm):
+            raise TypeError(f"comm must be an mpi4py.MPI.Intracomm (e.g. MPI.COMM_WORLD); got "
+                            f"{type(comm).__name__}")
+        self.MPI = MPI
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.reducer = _sgd.Allreduce(
+            _allreduce_address(MPI), MPI._sizeof(comm) < ctypes.sizeof(ctypes.c_void_p),
+            int(MPI.IN_PLACE), MPI._handleof(comm), MPI._handleof(MPI.SUM),
+            MPI._handleof(MPI.FLOAT), MPI._handleof(MPI.DOUBLE))
+
+    @property
+    def is_root(self):
+        return self.rank == 0
+
+    def agree(self, error):
+        """Collective: raise on every rank if any rank had an error (None: no error here)."""
+        errors = self.comm.allgather(None if error is None else
+                                     f"{type(error).__name__}: {error}")
+        failed = [(rank, msg) for rank, msg in enumerate(errors) if msg is not None]
+        if not failed:
+            return
+        if error is not None and len(failed) == 1:
+            raise error
+        detail = "; ".join(f"rank {rank}: {msg}" for rank, msg in failed)
+        raise ValueError(f"invalid input on {len(failed)} of {self.size} ranks ({detail})")
+
+    def shard_layout(self, n_local):
+        """(offset of this rank's first row, global number of rows)."""
+        counts = self.comm.allgather(int(n_local))
+        return sum(counts[: self.rank]), sum(counts)
+
+    def check_same(self, value, name):
+        """Collective: every rank must pass the same value (a hyperparameter, a seed)."""
+        values = self.comm.allgather(value)
+        if any(v != values[0] for v in values):
+            raise ValueError(f"{name} differs between ranks ({values}); every rank must call "
+                             "fit with the same arguments")
+
+    def broadcast(self, array):
+        """Rank 0's array, in place on every rank."""
+        self.comm.Bcast(array, root=0)
+
+    def sum(self, values):
+        """Element-wise sum over ranks of a float64 vector."""
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        out = np.empty_like(values)
+        self.comm.Allreduce(values, out, op=self.MPI.SUM)
+        return out
+
+    def abort(self, exc):
+        """Print the exception and abort every rank (a rank alone cannot leave a collective)."""
+        print(f"fastnn: rank {self.rank} of {self.size} failed during distributed training; "
+              "aborting all ranks:", file=sys.stderr)
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        sys.stderr.flush()
+        self.comm.Abort(1)
+
+
+def is_root(comm=None):
+    """True on rank 0 of `comm` (MPI.COMM_WORLD by default): the rank that prints and saves."""
+    if comm is None:
+        comm = _import_mpi().COMM_WORLD
+    return comm.Get_rank() == 0
+
+
+def shard(n_samples, comm=None):
+    """The slice of rows ``0 .. n_samples - 1`` this rank holds when they are split evenly.
+
+    The first ``n_samples % size`` ranks get one row more.  Use it as ``X[shard(len(X))]``
+    when every rank can read the whole data set and should keep only its part.
+    """
+    if comm is None:
+        comm = _import_mpi().COMM_WORLD
+    size, rank = comm.Get_size(), comm.Get_rank()
+    base, extra = divmod(int(n_samples), size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))

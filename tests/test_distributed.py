@@ -1,0 +1,105 @@
+"""Data-parallel training over MPI, each scenario run under `mpiexec -n 2` (mpi_worker.py)."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnn
+
+MPI = pytest.importorskip("mpi4py.MPI", reason="distributed training needs the mpi extra")
+WORKER = os.path.join(os.path.dirname(__file__), "mpi_worker.py")
+TIMEOUT = 120  # seconds: a hang fails the test instead of blocking CI
+
+
+def _mpiexec():
+    # the mpich wheel installs mpiexec beside the interpreter of the virtual environment
+    here = os.path.dirname(sys.executable)
+    found = shutil.which("mpiexec", path=here + os.pathsep + os.environ.get("PATH", ""))
+    if found is None:
+        pytest.fail("mpi4py is installed but mpiexec is not on PATH")
+    return found
+
+
+def _run(*args):
+    # the ranks import the same fastnn as this process (installed, or a development build)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    return subprocess.run([_mpiexec(), "-n", "2", sys.executable, WORKER, *args],
+                          capture_output=True, text=True, timeout=TIMEOUT, env=env)
+
+
+def _single_process(opt):
+    sys.path.insert(0, os.path.dirname(__file__))
+    try:
+        import mpi_worker
+    finally:
+        sys.path.pop(0)
+    X, labels, sw = mpi_worker.global_data()
+    model = mpi_worker.model()
+    history = fastnn.fit(model, X, labels, "cross_entropy", mpi_worker.optimizer(opt),
+                         epochs=4, batch_size=16, seed=3, sample_weight=sw)
+    return model.params, history.loss
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_two_ranks_train_exactly_like_one_process(tmp_path, opt):
+    out = tmp_path / "result.npz"
+    result = _run("equal", str(out), opt)
+    assert result.returncode == 0, result.stderr
+    with np.load(out) as data:
+        params, loss = data["params"], data["loss"]
+    # uneven shards (30 and 71 rows) and sample weights, the same global minibatches
+    want, want_loss = _single_process(opt)
+    np.testing.assert_allclose(params[0], want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-10)
+    np.testing.assert_array_equal(params[0], params[1])  # every rank: the same bits
+
+
+def test_bad_input_on_one_rank_fails_every_rank_with_a_clear_error():
+    result = _run("bad-input")
+    assert result.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank} raised: X contains NaN or infinity" in result.stdout or \
+            f"rank {rank} raised: invalid input on 1 of 2 ranks (rank 1: ValueError: X " \
+            "contains NaN" in result.stdout, result.stdout + result.stderr
+
+
+def test_an_exception_during_training_aborts_instead_of_hanging():
+    result = _run("callback-fails")  # would hang (timeout) without MPI_Abort
+    assert result.returncode != 0
+    assert "callback failed on rank 1" in result.stderr
+    assert "aborting all ranks" in result.stderr
+
+
+def test_one_rank_in_process_matches_plain_fit():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((50, 3)), rng.standard_normal(50)
+    runs = []
+    for comm in (None, MPI.COMM_WORLD):
+        model = fastnn.MLP([3, 4, 1], dtype=np.float64, seed=0)
+        history = fastnn.fit(model, X, y, "mse", fastnn.SGD(lr=0.05, momentum=0.5), epochs=3,
+                             batch_size=8, seed=1, comm=comm, validation_data=(X, y))
+        runs.append((model.params.copy(), history.val_metric))
+    # the distributed path scales the summed gradient after the reduction: equal to rounding
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-10)  # R^2 from combined stats
+
+
+def test_the_compiled_allreduce_sums_in_place():
+    from fastnn.distributed import MPIContext
+    ctx = MPIContext(MPI.COMM_WORLD)
+    for dtype in (np.float32, np.float64):
+        buf = np.arange(5, dtype=dtype)
+        ctx.reducer.sum_inplace(buf)
+        np.testing.assert_array_equal(buf, np.arange(5) * MPI.COMM_WORLD.Get_size())
+
+
+def test_comm_must_be_an_mpi_communicator():
+    model = fastnn.MLP([3, 1], seed=0)
+    with pytest.raises(TypeError, match="comm must be an mpi4py.MPI.Intracomm"):
+        fastnn.fit(model, np.zeros((4, 3)), np.zeros(4), "mse", comm="world")
+    with pytest.raises(TypeError, match="with comm, seed must be an int or None"):
+        fastnn.fit(model, np.zeros((4, 3)), np.zeros(4), "mse", comm=MPI.COMM_WORLD,
+                   seed=np.random.default_rng(0))
