@@ -259,26 +259,28 @@ def load(path, *, with_optimizer=False):
         format version; the message names the file and the problem.
     """
     path = os.fspath(path)
-    with open(path, "rb") as fh:
+    with open(path, "rb") as fh:  # our handle, closed whatever np.load does with a bad file
         head = fh.read(8)
-    if not head.startswith(_ZIP_MAGIC):
-        raise ModelFileError(path, _not_a_zip(head))
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = list(archive.files)
-            for required in ("description", "params"):
-                if required not in names:
-                    raise ModelFileError(path, f"it has no {required!r} entry (entries: "
-                                               f"{names}); it is not a model saved by fastnn")
-            description = _parse_description(path, archive["description"])
-            params = archive["params"]
-            states = [archive[f"optimizer_state_{i}"] for i in range(2)
-                      if f"optimizer_state_{i}" in names]
-    except ModelFileError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
-        raise ModelFileError(path, f"the file is truncated or corrupted ({type(exc).__name__}: "
-                                   f"{exc})") from exc
+        if not head.startswith(_ZIP_MAGIC):
+            raise ModelFileError(path, _not_a_zip(head))
+        fh.seek(0)
+        try:
+            with np.load(fh, allow_pickle=False) as archive:
+                names = list(archive.files)
+                for required in ("description", "params"):
+                    if required not in names:
+                        raise ModelFileError(path, f"it has no {required!r} entry (entries: "
+                                                   f"{names}); it is not a model saved by "
+                                                   "fastnn")
+                description = _parse_description(path, archive["description"])
+                params = archive["params"]
+                states = [archive[f"optimizer_state_{i}"] for i in range(2)
+                          if f"optimizer_state_{i}" in names]
+        except ModelFileError:
+            raise
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
+            raise ModelFileError(path, f"the file is truncated or corrupted "
+                                       f"({type(exc).__name__}: {exc})") from exc
     try:
         model = _build_model(path, description, params)
         optimizer = None

@@ -403,7 +403,9 @@ def test_pickles_cross_process_boundaries_with_identical_predictions(tmp_path):
         pass
     else:
         Xr, yr = make_regression(150, n_features=3, seed=0)
-        clf = MLPClassifier((8,), max_iter=5, random_state=0).fit(Xr, yr > 0)
+        # tol=1e9: stops after n_iter_no_change + 1 epochs, without a ConvergenceWarning
+        clf = MLPClassifier((8,), tol=1e9, n_iter_no_change=1, random_state=0)
+        clf.fit(Xr, yr > 0)
         objects["classifier"] = (clf, Xr)
     with open(tmp_path / "objects.pkl", "wb") as fh:
         pickle.dump(objects, fh)
