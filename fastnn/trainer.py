@@ -265,9 +265,10 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
     Raises
     ------
     TrainingDiverged
-        The loss became NaN/inf; raised with the epoch and step.  The model keeps the last
-        parameters known finite: those before the failing step when they are finite, else
-        those at the start of that epoch.
+        The loss or the parameters became NaN/inf; raised with the epoch and step.  The model
+        keeps the last parameters known finite: those before the failing step when they are
+        finite, else those at the start of that epoch.  An optimizer whose state is no
+        longer finite is reset.
     KeyboardInterrupt
         Re-raised after the minibatch that was running when Ctrl-C arrived; the model holds
         the weights after that minibatch and ``model.history_`` the completed epochs.
@@ -407,16 +408,18 @@ def _epochs(model, loss, optimizer, data, val, ws, grads, state, order, rng, sna
             ws.X if order is not None else None, ws.Y, ws.labels, ws.sw, ws.sigma,
             SIGNAL_CHECK_INTERVAL, offset, None if mpi is None else mpi.reducer)
         elapsed = time.perf_counter() - start
+        if status == _sgd.STATUS_OK and not np.isfinite(model.params).all():
+            # the epoch's last update overflowed the weights; its loss, computed before the
+            # update, was finite, so the loop could not see it
+            status, failed_step = _sgd.STATUS_DIVERGED, steps - 1
         if status == _sgd.STATUS_DIVERGED:
-            kept = "the parameters before that step"
-            if not np.isfinite(model.params).all():
-                model.params[...] = snapshot
-                kept = f"the parameters at the start of epoch {epoch}"
+            kept = _keep_finite(model, optimizer, snapshot, epoch)
             raise TrainingDiverged(
                 f"the training loss became NaN or infinite at epoch {epoch}, step "
                 f"{failed_step} (lr={lr:g}). The model keeps {kept}. Try a smaller learning "
                 "rate, gradient clipping (clip_norm), or scaling the inputs.", history)
         if status == _sgd.STATUS_INTERRUPTED:
+            _keep_finite(model, optimizer, snapshot, epoch)
             raise pending
         if status != _sgd.STATUS_OK:
             raise RuntimeError(f"compiled training step failed at epoch {epoch}, step "
@@ -459,6 +462,24 @@ def _epochs(model, loss, optimizer, data, val, ws, grads, state, order, rng, sna
         model.params[...] = best_params
         history.best_epoch = best_epoch
     return history
+
+
+def _keep_finite(model, optimizer, snapshot, epoch):
+    """After a failed or interrupted epoch: keep finite parameters and optimizer state.
+
+    The parameters stay as they are when finite, else go back to `snapshot`, those at the
+    start of the epoch (finite: every epoch ends with this check).  A non-finite optimizer
+    state (velocity, moments) is reset, so that the next fit does not start from NaN.
+    Returns what the model keeps, for the message.
+    """
+    kept = "the parameters before that step"
+    if not np.isfinite(model.params).all():
+        model.params[...] = snapshot
+        kept = f"the parameters at the start of epoch {epoch}"
+    if not all(s is None or np.isfinite(s).all() for s in optimizer.state):
+        optimizer.reset()
+        kept += " (the optimizer's state was not finite and is reset)"
+    return kept
 
 
 def _monitored(monitor, logs):
