@@ -20,8 +20,8 @@ Format (``FORMAT_VERSION`` 1).  A zip archive as ``numpy.savez`` writes it, hold
 ``params``
     the parameter vector, shape (N,), little-endian float32 or float64 (layout: fastnn.model).
 ``optimizer_state_0``, ``optimizer_state_1``
-    only with an optimizer that has taken a step: its state vectors (velocity; Adam's two moments), each of shape
-    (N,) or (0,) when that optimizer keeps none.
+    only with an optimizer that has taken a step: its state vectors (velocity; Adam's two
+    moments), each of shape (N,), or (0,) when that optimizer keeps none.
 
 Loading reads with ``allow_pickle=False``, so nothing in a file is ever executed; every
 problem (not a zip archive, a truncated or corrupted archive, a missing entry, another

@@ -180,52 +180,17 @@ class _BaseMLP(BaseEstimator):
     def _fit(self, X, y, sample_weight, incremental, classes=None, validation_data=None):
         hidden, activation, dtype = self._checked_params()
         first = not hasattr(self, "model_") or (not incremental and not self.warm_start)
-        X, y = validate_data(self, X, y, reset=first, dtype=dtype, order="C",
-                             multi_output=True, y_numeric=not self._is_fastnn_classifier)
-        Y, sw = self._targets(y, sample_weight, X.shape[0], dtype, first, incremental,
-                              classes)
-        loss = self._loss()
-        n_outputs = loss.n_outputs(self._n_targets())
-        sizes = [X.shape[1], *hidden, n_outputs]
-        if first or not hasattr(self, "_rng") or not incremental:
-            self._rng = np.random.default_rng(
-                check_random_state(self.random_state).randint(_SEED_BOUND))
-        if first:
-            self.model_ = MLP(sizes, activation=activation, init=self.init, dtype=dtype,
-                              seed=self._rng)
-            self._reset_records()
-        else:
-            self._check_structure(sizes, activation)
-            if self.model_.dtype != dtype:
-                self.model_ = self.model_.astype(dtype)
-        if not incremental:
-            self._record = self._new_record()
-            self.stopped_early_ = False
-            self._validation_set = None
-        elif self.stopped_early_ and self.early_stopping:
-            warnings.warn(f"early stopping ended training after {self.n_iter_} epochs; this "
-                          "partial_fit call leaves the model unchanged. Call fit, or "
-                          "set_params(early_stopping=False) to train on.", UserWarning,
-                          stacklevel=3)
+        try:
+            prepared = self._prepare_fit(X, y, sample_weight, incremental, classes,
+                                         validation_data, first, hidden, activation, dtype)
+        except Exception:
+            if first:  # a first fit that fails before training leaves nothing half-fitted
+                self._forget_fit()
+            raise
+        if prepared is None:
             return self
-        self.stopped_early_ = False
-        if not incremental or not hasattr(self, "_optimizer"):
-            self._optimizer = self._new_optimizer()
-
-        # the validation set (early stopping only)
-        val = None
-        if self.early_stopping:
-            X, Y, sw, val = self._validation_split(X, y, Y, sw, dtype, incremental,
-                                                   validation_data)
+        X, Y, sw, val, loss, batch_size = prepared
         n = X.shape[0]
-        batch_size = min(AUTO_BATCH_SIZE, n) if self.batch_size == "auto" else self.batch_size
-        if batch_size > n:
-            warnings.warn(f"batch_size={batch_size} is larger than the {n} training samples; "
-                          "it is clipped", UserWarning, stacklevel=3)
-            batch_size = n
-        mean_weight = 1.0 if sw is None else float(np.mean(sw, dtype=np.float64))
-        self._optimizer.weight_decay = self.alpha / (batch_size * mean_weight)
-
         epochs = 1 if incremental else self.max_iter
         _fastnn_fit(self.model_, X, Y, loss, self._optimizer, epochs=epochs,
                     batch_size=batch_size, shuffle=self.shuffle, seed=self._rng,
@@ -245,6 +210,61 @@ class _BaseMLP(BaseEstimator):
                               ConvergenceWarning, stacklevel=3)
         self.best_loss_ = None if self.early_stopping else min(self.loss_curve_)
         return self
+
+    def _prepare_fit(self, X, y, sample_weight, incremental, classes, validation_data, first,
+                     hidden, activation, dtype):
+        """Validate and convert the data, build or check the network and the optimizer, and
+        split off the validation set: (X, Y, sw, val, loss, batch_size), or None when a
+        partial_fit call has nothing to do."""
+        X, y = validate_data(self, X, y, reset=first, dtype=dtype, order="C",
+                             multi_output=True, y_numeric=not self._is_fastnn_classifier)
+        Y, sw = self._targets(y, sample_weight, X.shape[0], dtype, first, incremental, classes)
+        loss = self._loss()
+        sizes = [X.shape[1], *hidden, loss.n_outputs(self._n_targets())]
+        if first or not incremental or not hasattr(self, "_rng"):
+            self._rng = np.random.default_rng(
+                check_random_state(self.random_state).randint(_SEED_BOUND))
+        if first:
+            self.model_ = MLP(sizes, activation=activation, init=self.init, dtype=dtype,
+                              seed=self._rng)
+            self._reset_records()
+        else:
+            self._check_structure(sizes, activation)
+            if self.model_.dtype != dtype:
+                self.model_ = self.model_.astype(dtype)
+        if not incremental:
+            self._record = self._new_record()
+            self._validation_set = None
+        elif self.stopped_early_ and self.early_stopping:
+            warnings.warn(f"early stopping ended training after {self.n_iter_} epochs; this "
+                          "partial_fit call leaves the model unchanged. Call fit, or "
+                          "set_params(early_stopping=False) to train on.", UserWarning,
+                          stacklevel=4)
+            return None
+        self.stopped_early_ = False
+        if not incremental or not hasattr(self, "_optimizer"):
+            self._optimizer = self._new_optimizer()
+        val = None
+        if self.early_stopping:
+            X, Y, sw, val = self._validation_split(X, y, Y, sw, dtype, incremental,
+                                                   validation_data)
+        n = X.shape[0]
+        batch_size = min(AUTO_BATCH_SIZE, n) if self.batch_size == "auto" else self.batch_size
+        if batch_size > n:
+            warnings.warn(f"batch_size={batch_size} is larger than the {n} training samples; "
+                          "it is clipped", UserWarning, stacklevel=4)
+            batch_size = n
+        mean_weight = 1.0 if sw is None else float(np.mean(sw, dtype=np.float64))
+        self._optimizer.weight_decay = self.alpha / (batch_size * mean_weight)
+        return X, Y, sw, val, loss, batch_size
+
+    def _forget_fit(self):
+        """Remove every fitted attribute (a first fit that failed before training)."""
+        for name in list(vars(self)):
+            if (name.endswith("_") and not name.startswith("__")) or name in (
+                    "_rng", "_record", "_validation_set", "_optimizer", "_kind",
+                    "_label_dtype"):
+                delattr(self, name)
 
     def _reset_records(self):
         self.n_iter_ = 0
@@ -631,9 +651,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self.n_outputs_ = self._n_targets()
             self.out_activation_ = "softmax" if self._kind == "multiclass" else "logistic"
         elif multilabel != (self._kind == "multilabel"):
-            raise ValueError(f"y is {target_type} but the classifier was fitted on "
-                             f"{'multilabel-indicator' if self._kind == 'multilabel' else 'class labels'}"
-                             " targets")
+            fitted = "a multi-label indicator matrix" if self._kind == "multilabel" else \
+                "class labels"
+            raise ValueError(f"y is {target_type} but the classifier was fitted on {fitted}")
         if multilabel:
             if y.shape[1] != len(self.classes_):
                 raise ValueError(f"y has {y.shape[1]} labels; the classifier was fitted with "

@@ -14,7 +14,7 @@ from fastnn import io as fio
 from fastnn.datasets import make_regression, make_spirals
 from fastnn.io import ModelFileError
 from fastnn.losses import GaussianNLL, PoissonNLL
-from fastnn.model import Dense, MLP
+from fastnn.model import MLP
 from fastnn.optim import SGD, Adam, Cosine, ReduceOnPlateau
 
 DTYPES = [np.float32, np.float64]

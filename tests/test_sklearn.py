@@ -192,8 +192,15 @@ def test_balanced_class_weight_raises_minority_recall():
 
 def test_class_weight_errors():
     X, y = make_classification(100, 4, random_state=0)
+    clf = MLPClassifier((4,), class_weight="balanced")
     with pytest.raises(ValueError, match="partial_fit"):
-        MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1])
+        clf.partial_fit(X, y, classes=[0, 1])
+    # a first call that failed leaves the estimator unfitted, not half-fitted
+    assert not any(name.endswith("_") for name in vars(clf))
+    with pytest.raises(sklearn.exceptions.NotFittedError):
+        clf.predict(X)
+    clf.set_params(class_weight=None).partial_fit(X, y, classes=[0, 1])
+    assert clf.n_iter_ == 1
     with pytest.raises(ValueError, match="one class"):
         MLPClassifier(class_weight={0: 0.0, 1: 1.0}).fit(X, y)
     clf = MLPClassifier((4,), max_iter=2, class_weight={0: 2.0}).partial_fit(X, y, [0, 1])
@@ -483,3 +490,28 @@ def test_fastnn_imports_without_scikit_learn(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "needs scikit-learn" in result.stdout
+
+
+def test_predict_log_proba_is_finite_where_log_of_proba_underflows():
+    X, y = make_classification(60, 4, n_informative=3, n_redundant=0, n_classes=3,
+                               random_state=0)
+    clf = MLPClassifier((4,), max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    clf.intercepts_ = [np.zeros(4), np.array([0.0, 200.0, -200.0])]
+    log_proba = clf.predict_log_proba(X)
+    assert np.isfinite(log_proba).all()
+    assert np.all(clf.predict_proba(X)[:, 2] == 0.0)  # exp(-400) underflows
+    np.testing.assert_allclose(log_proba[:, 1], 0.0, atol=1e-6)
+
+
+def test_verbose_prints_one_line_per_epoch(capsys):
+    X, y = make_classification(100, 4, random_state=0)
+    clf = MLPClassifier((4,), max_iter=3, verbose=True, early_stopping=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("Iteration 1, loss = ")
+    assert "validation loss = " in lines[0] and "score = " in lines[0]
