@@ -5,7 +5,8 @@
     fastnn predict model.npz data.npz [--output predictions.npy]
 
 Errors in the user's input are reported as one line on stderr with exit status 2 (no
-traceback); anything else is a bug and keeps its traceback.
+traceback); a run that diverges or runs out of memory as one line with exit status 1;
+anything else is a bug and keeps its traceback.
 """
 import argparse
 import os
@@ -167,11 +168,8 @@ def run_train(args):
             raise UsageError(f"--save {args.save}: the directory {directory} does not exist")
     X, y = load_table(args.data, args.target)
     loss = fastnn.losses.get_loss(args.loss)
-    y = np.asarray(y)
-    if loss.output_name == "softmax" and y.ndim == 1:
-        n_out = int(y.max()) + 1
-    else:
-        n_out = loss.n_outputs(1 if y.ndim == 1 else y.shape[1])
+    # target_width validates y (dtype, emptiness, labels) before anything is built from it
+    n_out = loss.n_outputs(loss.target_width(y))
     if X.ndim != 2:
         raise UsageError(f"{args.data}: X has shape {X.shape}; expected (n_samples, "
                          "n_features)")
@@ -206,6 +204,9 @@ def main(argv=None):
     except (UsageError, ValueError, TypeError, OSError) as exc:  # OSError: unreadable paths
         print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (fastnn.TrainingDiverged, MemoryError) as exc:  # the run failed, not the call
+        print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
