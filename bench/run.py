@@ -68,7 +68,7 @@ def targets(tp, fl, kn, mem):
             v = r["ratios"][key]
             bound = floor_bound(r, peer)
             note = (f"at the GEMM floor it would be {bound:.2f}x: out of reach by design"
-                    if bound < need else f"at the GEMM floor: {bound:.2f}x")
+                    if bound < need else f"reachable: at the GEMM floor it would be {bound:.2f}x")
             rows.append((f"{w} B={b}: {key} >= {need:g}", f"{v:.2f}x" + also2(r, key),
                          _mark(v >= need), note))
     for r in kn["layers"]:
@@ -87,7 +87,7 @@ def targets(tp, fl, kn, mem):
     return rows
 
 
-def write(path, env, tp, fl, kn, mem, command, seconds, quick):
+def write(path, env, tp, fl, kn, mem, command, seconds, quick, started):
     rows = targets(tp, fl, kn, mem)
     n_met = sum(1 for r in rows if r[2] == "met")
     parts = [
@@ -109,9 +109,14 @@ def write(path, env, tp, fl, kn, mem, command, seconds, quick):
               "## 2. The GEMM floor and fastnn's step (compiled code)", "",
               gemm_floor.markdown(fl), "",
               "## 1. Kernels (compiled code, fastnn._bench)", "", kernels.markdown(kn), "",
-              "## 4. Memory (workload A, batch 256, float32)", "", memory.markdown(mem), "",
-              "## Command", "", "```", command, "```", "",
-              f"Took {seconds / 60:.1f} minutes."]
+              "## 4. Memory (workload A, batch 256, float32)", "", memory.markdown(mem), ""]
+    notes = os.path.join(HERE, "NOTES.md")
+    if os.path.exists(notes) and not quick:
+        with open(notes) as f:
+            parts += [f.read().strip(), ""]
+    parts += [
+        "## Command", "", "```", command, "```", "",
+        f"Took {seconds / 60:.1f} minutes, started {started}."]
     with open(path, "w") as f:
         f.write("\n".join(parts) + "\n")
     return rows
@@ -126,6 +131,7 @@ def main(argv=None):
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(
         sys.argv[0], os.path.dirname(HERE))] + (argv if argv is not None else sys.argv[1:]))
     t0 = time.perf_counter()
+    started = time.strftime("%Y-%m-%d %H:%M %Z")
 
     def log(msg):
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
@@ -141,7 +147,8 @@ def main(argv=None):
     log("== 4. memory")
     mem = memory.run(args.quick, log)
     env = C.environment()
-    rows = write(out, env, tp, fl, kn, mem, command, time.perf_counter() - t0, args.quick)
+    rows = write(out, env, tp, fl, kn, mem, command, time.perf_counter() - t0, args.quick,
+                 started)
     log(f"wrote {out}")
     for a, b, c, _ in rows:
         print(f"  {c:12s} {a}: {b}")
