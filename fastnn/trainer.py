@@ -266,9 +266,9 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
     ------
     TrainingDiverged
         The loss or the parameters became NaN/inf; raised with the epoch and step.  The model
-        keeps the last parameters known finite: those before the failing step when they are
-        finite, else those at the start of that epoch.  An optimizer whose state is no
-        longer finite is reset.
+        keeps the last parameters known to give a finite loss: those at the start of that
+        epoch (of the epoch before when its first step failed), so that it never predicts
+        NaN from weights that merely happen to be finite.  The optimizer's state is reset.
     KeyboardInterrupt
         Re-raised after the minibatch that was running when Ctrl-C arrived; the model holds
         the weights after that minibatch and ``model.history_`` the completed epochs.
@@ -395,10 +395,12 @@ def _epochs(model, loss, optimizer, data, val, ws, grads, state, order, rng, sna
     state1, state2 = state
     metric_name = history.metric_name
     best_value, best_epoch, bad_epochs = np.inf, None, 0
+    previous = np.empty_like(snapshot)  # the parameters at the start of the previous epoch
     for epoch in range(epochs):
         lr = optimizer.lr_at(epoch)
         if order is not None:
             rng.shuffle(order)
+        snapshot, previous = previous, snapshot
         snapshot[...] = model.params
         start = time.perf_counter()
         loss_sum, weight_sum, steps, optimizer.t, status, failed_step, pending = _sgd.train_epoch(
@@ -408,18 +410,24 @@ def _epochs(model, loss, optimizer, data, val, ws, grads, state, order, rng, sna
             ws.X if order is not None else None, ws.Y, ws.labels, ws.sw, ws.sigma,
             SIGNAL_CHECK_INTERVAL, offset, None if mpi is None else mpi.reducer)
         elapsed = time.perf_counter() - start
+        loss_failed = status == _sgd.STATUS_DIVERGED
         if status == _sgd.STATUS_OK and not np.isfinite(model.params).all():
             # the epoch's last update overflowed the weights; its loss, computed before the
             # update, was finite, so the loop could not see it
             status, failed_step = _sgd.STATUS_DIVERGED, steps - 1
         if status == _sgd.STATUS_DIVERGED:
-            kept = _keep_finite(model, optimizer, snapshot, epoch)
+            kept = _restore_last_good(model, optimizer, snapshot, previous, epoch,
+                                      failed_step if loss_failed else None)
+            what = "the training loss" if loss_failed else "the weights"
             raise TrainingDiverged(
-                f"the training loss became NaN or infinite at epoch {epoch}, step "
-                f"{failed_step} (lr={lr:g}). The model keeps {kept}. Try a smaller learning "
-                "rate, gradient clipping (clip_norm), or scaling the inputs.", history)
+                f"{what} became NaN or infinite at epoch {epoch}, step {failed_step} "
+                f"(lr={lr:g}). The model keeps {kept}. Try a smaller learning rate, gradient "
+                "clipping (clip_norm), or scaling the inputs.", history)
         if status == _sgd.STATUS_INTERRUPTED:
-            _keep_finite(model, optimizer, snapshot, epoch)
+            if not np.isfinite(model.params).all():
+                model.params[...] = snapshot
+            if not all(s is None or np.isfinite(s).all() for s in optimizer.state):
+                optimizer.reset()
             raise pending
         if status != _sgd.STATUS_OK:
             raise RuntimeError(f"compiled training step failed at epoch {epoch}, step "
@@ -464,22 +472,29 @@ def _epochs(model, loss, optimizer, data, val, ws, grads, state, order, rng, sna
     return history
 
 
-def _keep_finite(model, optimizer, snapshot, epoch):
-    """After a failed or interrupted epoch: keep finite parameters and optimizer state.
+def _restore_last_good(model, optimizer, snapshot, previous, epoch, loss_step):
+    """After a divergence, put back the last parameters known to give a finite loss.
 
-    The parameters stay as they are when finite, else go back to `snapshot`, those at the
-    start of the epoch (finite: every epoch ends with this check).  A non-finite optimizer
-    state (velocity, moments) is reset, so that the next fit does not start from NaN.
-    Returns what the model keeps, for the message.
+    A minibatch's loss is computed from the parameters entering its step.  When the loss of
+    step `loss_step` is not finite, those parameters are the culprit even if they are finite
+    (they overflowed the logits: a model that predicts NaN), so the last good ones are older:
+    `snapshot`, from the start of this epoch, when loss_step > 0 (its step 0 had a finite
+    loss); `previous`, from the start of the previous epoch, when loss_step == 0.
+    loss_step=None: every loss was finite and only the epoch's last update overflowed the
+    weights, so the start of this epoch is good.  The optimizer's state (velocity, moments)
+    belonged to the diverging steps and is reset.  Returns what the model keeps.
     """
-    kept = "the parameters before that step"
-    if not np.isfinite(model.params).all():
+    optimizer.reset()
+    if loss_step == 0 and epoch == 0:
         model.params[...] = snapshot
-        kept = f"the parameters at the start of epoch {epoch}"
-    if not all(s is None or np.isfinite(s).all() for s in optimizer.state):
-        optimizer.reset()
-        kept += " (the optimizer's state was not finite and is reset)"
-    return kept
+        return ("the parameters it started this fit with, whose loss on the first minibatch "
+                "was already not finite (check the scale of the inputs and targets)")
+    if loss_step == 0:
+        model.params[...] = previous
+        return (f"the parameters at the start of epoch {epoch - 1}, the last known to give a "
+                "finite loss")
+    model.params[...] = snapshot
+    return f"the parameters at the start of epoch {epoch}, the last known to give a finite loss"
 
 
 def _monitored(monitor, logs):
