@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Build fastnn with AddressSanitizer + UndefinedBehaviorSanitizer and run the tests of the
+# compiled code (kernels, losses, model, training loop, and the bad-input, thread and
+# hypothesis tests, which drive its error paths) against that build.
+#
+#     bash tests/sanitize.sh                 # from anywhere; uses `python` (or $PYTHON)
+#     bash tests/sanitize.sh -k gradient     # extra arguments go to pytest
+#     FASTNN_SANITIZE_KEEP=1 bash tests/sanitize.sh   # keep the build directory (debugging)
+#
+# The sanitized build goes to a temporary directory that is deleted afterwards: the in-place
+# .so files of the checkout and any installed fastnn are never touched.  The tests import that
+# copy (PYTHONPATH puts it first), and the script checks that they did.
+#
+# How, and why these settings:
+#   FASTNN_SANITIZE=1   setup.py compiles with -fsanitize=address,undefined -O1 -g and
+#                       -fno-sanitize-recover=undefined: any UB report aborts the run.
+#   LD_PRELOAD=libasan  the interpreter itself is not instrumented, so the ASan runtime must be
+#                       loaded before anything else for the extension modules to load at all.
+#   detect_leaks=0      CPython keeps many allocations alive until exit by design; leak checks
+#                       of fastnn's own code are done by tests/test_robustness.py instead.
+#   allocator_may_return_null=1
+#                       a huge request makes malloc return NULL (so fastnn's MemoryError path
+#                       runs) instead of ASan aborting the process.
+# Needs gcc's libasan and Cython (installed into the current environment if missing).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+py=${PYTHON:-python}
+work=$(mktemp -d "${TMPDIR:-/tmp}/fastnn-sanitize.XXXXXX")
+trap '[ -n "${FASTNN_SANITIZE_KEEP:-}" ] || rm -rf "$work"' EXIT
+start=$(date +%s)
+
+# -- a copy of the sources as they are on disk: every file git does not ignore (build outputs
+#    are ignored), or, outside a git checkout, the directories minus build outputs
+cd "$root"
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    git ls-files -z --cached --others --exclude-standard -- \
+        setup.py pyproject.toml src_c fastnn tests \
+        | while IFS= read -r -d '' f; do if [ -e "$f" ]; then cp --parents "$f" "$work"; fi; done
+else
+    cp -r setup.py pyproject.toml src_c fastnn tests "$work"
+    rm -f "$work"/fastnn/*.so "$work"/fastnn/*.c
+fi
+
+# -- the sanitized build
+"$py" -c "import Cython" 2>/dev/null || "$py" -m pip install -q "Cython>=3" "setuptools>=64"
+libasan=$(gcc -print-file-name=libasan.so)
+[ -e "$libasan" ] || { echo "sanitize.sh: gcc's libasan.so not found" >&2; exit 1; }
+echo "== building a sanitized fastnn in $work"
+(cd "$work" && FASTNN_SANITIZE=1 FASTNN_BUILD_JOBS=2 "$py" setup.py -q build_ext --inplace -j 2 \
+    >build.log 2>&1) || { cat "$work/build.log"; exit 1; }
+# (not `ldd | grep -q`: grep exits at the first match and pipefail reports ldd's SIGPIPE)
+ldd "$work"/fastnn/_layers.*.so >"$work/ldd.txt"
+grep -q libasan "$work/ldd.txt" || { echo "sanitize.sh: the build is not instrumented" >&2; exit 1; }
+echo "== build took $(( $(date +%s) - start )) s"
+
+# -- the tests of the compiled code, importing the sanitized copy
+export LD_PRELOAD="$libasan"
+export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:abort_on_error=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+export PYTHONPATH="$work${PYTHONPATH:+:$PYTHONPATH}"
+export FASTNN_SANITIZED=1   # lets tests skip what ASan cannot do (address-space limits)
+cd "$work"
+"$py" -c "import fastnn, sys; sys.exit(not fastnn.__file__.startswith('$work'))" \
+    || { echo "sanitize.sh: the tests would not import the sanitized build" >&2; exit 1; }
+# and the sanitizer is live: a deliberate out-of-bounds read through the unchecked compiled
+# wrapper (a bias of 2 entries for 5 units) must be caught, not pass silently
+canary="import numpy as np; from fastnn import _layers
+_layers.forward_into(np.ones((4, 3)), np.ones((3, 5)), np.ones(2), np.empty((4, 5)), 0, 0.0)"
+# (in a subshell, so that bash's "Aborted" notice goes to the log too)
+if ("$py" -c "$canary") 2>"$work/canary.log"; then
+    echo "sanitize.sh: ASan missed a deliberate out-of-bounds read" >&2; exit 1
+fi
+grep -q "AddressSanitizer: heap-buffer-overflow" "$work/canary.log" \
+    || { cat "$work/canary.log"; echo "sanitize.sh: the canary failed otherwise" >&2; exit 1; }
+echo "== ASan is live (caught the deliberate out-of-bounds read)"
+"$py" -m pytest -q -p no:cacheprovider \
+    tests/test_layers.py tests/test_losses.py tests/test_model.py tests/test_trainer.py \
+    tests/test_theory.py tests/test_robustness.py tests/test_properties.py "$@"
+echo "== sanitizer run passed in $(( $(date +%s) - start )) s"
