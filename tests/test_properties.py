@@ -11,7 +11,6 @@ Every activation has a derivative of at most 1, so it adds only its own few-ulp 
 losses compute in double for both dtypes; they are compared against bounds of the size of the
 terms they sum (which can cancel in the reference's textbook forms).
 """
-import io
 import os
 import tempfile
 
