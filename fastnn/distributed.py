@@ -36,6 +36,7 @@ import traceback
 import numpy as np
 
 from fastnn import _sgd
+from fastnn._validation import check_number
 
 
 def _import_mpi():
@@ -74,9 +75,7 @@ class MPIContext:
 
     def __init__(self, comm):
         MPI = _import_mpi()
-        if not isinstance(comm, MPI.Intracomm):
-            raise TypeError(f"comm must be an mpi4py.MPI.Intracomm (e.g. MPI.COMM_WORLD); got "
-                            f"{type(comm).__name__}")
+        _check_comm(comm, MPI)
         self.MPI = MPI
         self.comm = comm
         self.rank = comm.Get_rank()
@@ -134,10 +133,17 @@ class MPIContext:
         self.comm.Abort(1)
 
 
+def _check_comm(comm, MPI):
+    if not isinstance(comm, MPI.Intracomm):
+        raise TypeError(f"comm must be an mpi4py.MPI.Intracomm (e.g. MPI.COMM_WORLD); got "
+                        f"{type(comm).__name__}")
+    return comm
+
+
 def is_root(comm=None):
     """True on rank 0 of `comm` (MPI.COMM_WORLD by default): the rank that prints and saves."""
-    if comm is None:
-        comm = _import_mpi().COMM_WORLD
+    MPI = _import_mpi()
+    comm = MPI.COMM_WORLD if comm is None else _check_comm(comm, MPI)
     return comm.Get_rank() == 0
 
 
@@ -147,8 +153,9 @@ def shard(n_samples, comm=None):
     The first ``n_samples % size`` ranks get one row more.  Use it as ``X[shard(len(X))]``
     when every rank can read the whole data set and should keep only its part.
     """
-    if comm is None:
-        comm = _import_mpi().COMM_WORLD
+    n_samples = check_number(n_samples, "n_samples", low=0, integer=True)
+    MPI = _import_mpi()
+    comm = MPI.COMM_WORLD if comm is None else _check_comm(comm, MPI)
     size, rank = comm.Get_size(), comm.Get_rank()
     base, extra = divmod(int(n_samples), size)
     start = rank * base + min(rank, extra)
