@@ -1064,3 +1064,24 @@ def test_the_command_line_reports_a_diverged_run_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("fastnn train: error: the training loss became NaN")
     assert err.count("\n") == 1 and not (tmp_path / "m.npz").exists()
+
+
+def test_distributed_helpers_name_bad_arguments():
+    pytest.importorskip("mpi4py")
+    from fastnn.distributed import is_root, shard
+    check_error(lambda: shard(-1), ValueError, "n_samples=-1", "expected n_samples >= 0")
+    check_error(lambda: shard(2.5), TypeError, "n_samples must be an integer", "2.5")
+    check_error(lambda: shard(10, comm=3), TypeError, "comm must be an mpi4py.MPI.Intracomm",
+                "int")
+    check_error(lambda: is_root("world"), TypeError, "comm must be an mpi4py.MPI.Intracomm")
+    X, y = classification_data()
+    check_error(lambda: fit(MLP([3, 3]), X, y, "cross_entropy", comm="world"), TypeError,
+                "comm must be an mpi4py.MPI.Intracomm", "str")
+
+
+def test_a_batch_larger_than_the_data_even_beyond_32_bits_is_one_full_batch():
+    X, y = classification_data(n=30)
+    a, b = MLP([3, 4, 3], seed=0), MLP([3, 4, 3], seed=0)
+    fit(a, X, y, "cross_entropy", SGD(lr=0.1), epochs=2, batch_size=30, seed=0)
+    fit(b, X, y, "cross_entropy", SGD(lr=0.1), epochs=2, batch_size=2**40, seed=0)
+    np.testing.assert_array_equal(a.params, b.params)
