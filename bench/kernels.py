@@ -60,7 +60,7 @@ def layer_rows(label, batch, n_in, n_out, acts, first, dtype, repeats, min_time)
 
 
 def run(quick=False, threads=1, log=print):
-    repeats, min_time = (3, 0.005) if quick else (7, 0.02)
+    repeats, min_time = (3, 0.005) if quick else (15, 0.01)
     out = {"threads": threads, "layers": [], "losses": [], "steps": []}
     with C.blas_threads(threads):
         for spec in (QUICK_LAYERS if quick else LAYERS):
