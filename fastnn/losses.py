@@ -30,8 +30,8 @@ import warnings
 import numpy as np
 
 from fastnn import _losses
-from fastnn._validation import (MAX_DIM, as_ndarray, check_array, check_bool, check_number,
-                                check_out, check_sample_weight, float_dtype)
+from fastnn._validation import (MAX_DIM, all_finite, as_ndarray, check_array, check_bool,
+                                check_number, check_out, check_sample_weight, float_dtype)
 
 #: name -> loss code of fastnn/_losses.pxd
 KINDS = dict(_losses.KINDS)
@@ -62,8 +62,8 @@ def _convert_finite(y, dtype, name="y"):
     """C-contiguous `dtype` copy (or y itself), rejecting NaN/inf and overflow on conversion."""
     with np.errstate(over="ignore"):  # overflow is reported below, with the argument's name
         Y = np.ascontiguousarray(y, dtype=dtype)
-    if not np.isfinite(Y).all():
-        if y.dtype.kind == "f" and not np.isfinite(y).all():
+    if not all_finite(Y):
+        if not all_finite(y):
             raise ValueError(f"{name} contains NaN or infinity; expected finite targets")
         raise ValueError(f"{name} has values too large for {np.dtype(dtype)} (max |{name}| = "
                          f"{np.abs(y).max()})")

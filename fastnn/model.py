@@ -17,8 +17,8 @@ import warnings
 import numpy as np
 
 from fastnn import _network, init as _init
-from fastnn._validation import (as_ndarray, check_choice, check_number, check_random_state,
-                                check_writeable, float_dtype, MAX_DIM)
+from fastnn._validation import (all_finite, as_ndarray, check_choice, check_number,
+                                check_random_state, check_writeable, float_dtype, MAX_DIM)
 from fastnn.layers import ACTIVATIONS, DEFAULT_LEAKY_SLOPE, activation_code
 from fastnn.losses import get_loss
 
@@ -52,7 +52,7 @@ def as_input(X, name, dtype, n_features=None):
                          f"expects {n_features}")
     with np.errstate(over="ignore"):  # overflow is reported below, with the argument's name
         converted = np.ascontiguousarray(X, dtype=dtype)
-    if not np.isfinite(converted).all():
+    if not all_finite(converted):
         bad = np.argwhere(~np.isfinite(converted))[0]
         where = f"row {bad[0]}, column {bad[1]}"
         if np.isfinite(X[tuple(bad)]):
@@ -291,11 +291,11 @@ class MLP:
             raise ValueError(f"params has shape {params.shape}; expected ({self.n_params},)")
         if params.dtype.kind not in "fiu":
             raise TypeError(f"params has dtype {params.dtype}; expected a real array")
-        if not np.isfinite(params).all():
+        if not all_finite(params):
             raise ValueError("params contains NaN or infinity")
         with np.errstate(over="ignore"):  # reported below
             converted = params.astype(self.dtype, copy=False)
-        if not np.isfinite(converted).all():
+        if not all_finite(converted):
             raise ValueError(f"params has values too large for the model's dtype "
                              f"{self.dtype} (max |params| = {float(np.abs(params).max()):g})")
         check_writeable(self.params, "model.params")
