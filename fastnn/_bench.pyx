@@ -16,7 +16,8 @@ The cases:
   pass            a plain loop D = dA * A over the output: the cost of "one pass"
   loss            _losses.loss_grad: the per-sample NLL and its gradient w.r.t. the logits
   step            one training step exactly as _sgd.train_epoch runs it: gather the batch's
-                  rows in a shuffled order, _network.net_loss_grad, _sgd.apply_update
+                  rows in a shuffled order, then _sgd.train_step (forward, loss, backward,
+                  update; plain SGD fuses the update into the weight-gradient GEMMs)
   floor           only the GEMMs that step needs (forward per layer, dW per layer, dX for every
                   layer but the first), with the same shapes and flags, back to back
 
@@ -34,7 +35,7 @@ from fastnn._kernels cimport FNN_OK
 from fastnn._layers cimport dense_forward, dense_backward
 from fastnn._losses cimport LossParams, loss_grad
 from fastnn._network cimport Net, NetSpec, net_loss_grad, layer_output
-from fastnn._sgd cimport Optimizer, apply_update
+from fastnn._sgd cimport Optimizer, apply_update, train_step
 
 import numpy as np
 
@@ -224,15 +225,14 @@ cdef double _loop_step(_StepState st, floating[::1] params, floating[::1] grads,
                     memcpy(&Y_batch[i, 0], &Y[r, 0], n_t * sizeof(floating))
                 if has_labels:
                     labels_batch[i] = labels[r]
-            batch_loss = net_loss_grad(&st.spec.net, &params[0], &grads[0], &X_batch[0, 0],
-                                       rows, &lp, &Y_batch[0, 0] if has_y else NULL,
-                                       &labels_batch[0] if has_labels else NULL, NULL, NULL,
-                                       1.0 / rows, &acts[0], &d0[0], &d1[0], &kstatus)
+            batch_loss = train_step(&st.spec.net, &opt, &params[0], &grads[0], s1p, s2p,
+                                    n_params, &X_batch[0, 0], rows, &lp,
+                                    &Y_batch[0, 0] if has_y else NULL,
+                                    &labels_batch[0] if has_labels else NULL, NULL, NULL,
+                                    <double> rows, &acts[0], &d0[0], &d1[0], &kstatus)
             if kstatus != FNN_OK or batch_loss != batch_loss:
                 bad = 1.0
                 break
-            opt.t += 1
-            apply_update(&st.spec.net, &opt, &params[0], &grads[0], s1p, s2p, n_params)
             start += rows
         t1 = _now_ns()
     st.cursor = start

@@ -20,14 +20,29 @@ cdef int net_forward(const Net *net, const floating *params, const floating *X, 
                      floating *acts) noexcept nogil
 # A_k for every layer into acts (row-major blocks at n_rows * a_off[k]); returns a status.
 
+cdef double net_forward_loss(const Net *net, const floating *params, const floating *X,
+                             int n_rows, const LossParams *loss, const floating *Y,
+                             const Py_ssize_t *labels, const floating *sample_weight,
+                             const floating *sigma, double grad_scale, floating *acts,
+                             floating *delta0, int *status) noexcept nogil
+# Forward, then the fused loss + output-link gradient: delta0 := grad_scale * w_i dl_i/dZ_L.
+# Returns sum_i w_i l_i; *status is FNN_OK or an error code.
+
+cdef int net_backward(const Net *net, floating *params, floating *grads, const floating *X,
+                      int n_rows, floating *acts, floating *delta0, floating *delta1,
+                      double sgd_lr, double sgd_decay) noexcept nogil
+# Backward from delta0 (as net_forward_loss left it).  sgd_lr == 0: the gradient into grads.
+# sgd_lr > 0: a plain SGD step fused into each layer's weight-gradient GEMM (params updated,
+# grads holds only the bias gradients).  Returns a status.
+
 cdef double net_loss_grad(const Net *net, const floating *params, floating *grads,
                           const floating *X, int n_rows, const LossParams *loss,
                           const floating *Y, const Py_ssize_t *labels,
                           const floating *sample_weight, const floating *sigma,
                           double grad_scale, floating *acts, floating *delta0,
                           floating *delta1, int *status) noexcept nogil
-# Forward, fused loss + output-link gradient, backward.  grads receives grad_scale times the
-# gradient of sum_i w_i l_i; returns sum_i w_i l_i.  *status is FNN_OK or an error code.
+# net_forward_loss then net_backward into grads: grads receives grad_scale times the gradient
+# of sum_i w_i l_i; returns sum_i w_i l_i.  *status is FNN_OK or an error code.
 
 
 cdef inline floating *layer_output(const Net *net, floating *acts, int n_rows,

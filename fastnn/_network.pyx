@@ -12,7 +12,7 @@ from cython cimport floating
 from libc.stdlib cimport malloc, free
 
 from fastnn._kernels cimport FNN_OK
-from fastnn._layers cimport dense_forward, dense_backward
+from fastnn._layers cimport dense_forward, dense_backward, dense_backward_sgd
 from fastnn._losses cimport LossParams, loss_grad, output_activation
 
 import numpy as np
@@ -34,35 +34,64 @@ cdef int net_forward(const Net *net, const floating *params, const floating *X, 
     return FNN_OK
 
 
+cdef double net_forward_loss(const Net *net, const floating *params, const floating *X,
+                             int n_rows, const LossParams *loss, const floating *Y,
+                             const Py_ssize_t *labels, const floating *sample_weight,
+                             const floating *sigma, double grad_scale, floating *acts,
+                             floating *delta0, int *status) noexcept nogil:
+    cdef int L = net.n_layers
+    status[0] = net_forward(net, params, X, n_rows, acts)
+    if status[0] != FNN_OK:
+        return 0.0
+    # dl/dZ_L straight from the logits: the output link is fused into the loss
+    return loss_grad(loss, layer_output(net, acts, n_rows, L - 1), n_rows, net.sizes[L],
+                     Y, labels, sample_weight, sigma, grad_scale, delta0)
+
+
+cdef int net_backward(const Net *net, floating *params, floating *grads, const floating *X,
+                      int n_rows, floating *acts, floating *delta0, floating *delta1,
+                      double sgd_lr, double sgd_decay) noexcept nogil:
+    cdef int k, status = FNN_OK
+    cdef floating *swap
+    cdef const floating *inp
+    for k in range(net.n_layers - 1, -1, -1):
+        inp = X if k == 0 else layer_output(net, acts, n_rows, k - 1)
+        # delta0 holds dl/dA_k on entry and becomes dl/dZ_k in place; dl/dA_{k-1} goes to
+        # delta1 (skipped for the first layer: nobody needs dl/dX)
+        if sgd_lr > 0:
+            status = dense_backward_sgd(inp, params + net.w_off[k], params + net.b_off[k],
+                                        layer_output(net, acts, n_rows, k), delta0, delta0,
+                                        grads + net.b_off[k], delta1 if k > 0 else NULL,
+                                        n_rows, net.sizes[k], net.sizes[k + 1], net.acts[k],
+                                        <floating> net.alphas[k], <floating> sgd_lr,
+                                        <floating> sgd_decay)
+        else:
+            status = dense_backward(inp, params + net.w_off[k],
+                                    layer_output(net, acts, n_rows, k), delta0, delta0,
+                                    grads + net.w_off[k], grads + net.b_off[k],
+                                    delta1 if k > 0 else NULL, n_rows, net.sizes[k],
+                                    net.sizes[k + 1], net.acts[k], <floating> net.alphas[k])
+        if status != FNN_OK:
+            return status
+        swap = delta0
+        delta0 = delta1
+        delta1 = swap
+    return FNN_OK
+
+
 cdef double net_loss_grad(const Net *net, const floating *params, floating *grads,
                           const floating *X, int n_rows, const LossParams *loss,
                           const floating *Y, const Py_ssize_t *labels,
                           const floating *sample_weight, const floating *sigma,
                           double grad_scale, floating *acts, floating *delta0,
                           floating *delta1, int *status) noexcept nogil:
-    cdef int k, L = net.n_layers
-    cdef floating *swap
-    cdef const floating *inp
-    cdef double total
-    status[0] = net_forward(net, params, X, n_rows, acts)
-    if status[0] != FNN_OK:
-        return 0.0
-    # dl/dZ_L straight from the logits: the output link is fused into the loss
-    total = loss_grad(loss, layer_output(net, acts, n_rows, L - 1), n_rows, net.sizes[L],
-                      Y, labels, sample_weight, sigma, grad_scale, delta0)
-    for k in range(L - 1, -1, -1):
-        inp = X if k == 0 else layer_output(net, acts, n_rows, k - 1)
-        # delta0 holds dl/dA_k on entry; dense_backward turns it into dl/dZ_k in place and
-        # writes dl/dA_{k-1} into delta1 (skipped for the first layer: nobody needs dl/dX)
-        status[0] = dense_backward(inp, params + net.w_off[k], layer_output(net, acts, n_rows, k),
-                                   delta0, delta0, grads + net.w_off[k], grads + net.b_off[k],
-                                   delta1 if k > 0 else NULL, n_rows, net.sizes[k],
-                                   net.sizes[k + 1], net.acts[k], <floating> net.alphas[k])
-        if status[0] != FNN_OK:
-            return total
-        swap = delta0
-        delta0 = delta1
-        delta1 = swap
+    cdef double total = net_forward_loss(net, params, X, n_rows, loss, Y, labels,
+                                         sample_weight, sigma, grad_scale, acts, delta0,
+                                         status)
+    if status[0] == FNN_OK:
+        # params is only read when sgd_lr == 0
+        status[0] = net_backward(net, <floating *> params, grads, X, n_rows, acts, delta0,
+                                 delta1, 0.0, 0.0)
     return total
 
 
