@@ -59,19 +59,6 @@ cdef enum:
 # Each returns l_i for one row and, when g != NULL, writes g[j] = c * dl_i/dz[j].  g may alias
 # z: z[j] is always read before g[j] is written.
 
-cdef inline double _row_mse(const floating *z, const floating *y, int k, double c,
-                            floating *g) noexcept nogil:
-    """l = (1/k) sum_j (z_j - y_j)^2;  dl/dz_j = 2 (z_j - y_j) / k."""
-    cdef double d, s = 0.0, cg = 2.0 * c / k
-    cdef int j
-    for j in range(k):
-        d = <double> z[j] - <double> y[j]
-        s += d * d
-        if g != NULL:
-            g[j] = <floating> (cg * d)
-    return s / k
-
-
 cdef inline double _row_gaussian(const floating *z, const floating *y, int k, double inv_var,
                                  double c, floating *g) noexcept nogil:
     """l = sum_j (y_j - z_j)^2 / (2 sigma^2);  dl/dz_j = (z_j - y_j) / sigma^2."""
@@ -83,6 +70,15 @@ cdef inline double _row_gaussian(const floating *z, const floating *y, int k, do
         if g != NULL:
             g[j] = <floating> (cg * d)
     return 0.5 * inv_var * s
+
+
+cdef inline double _row_mse(const floating *z, const floating *y, int k, double c,
+                            floating *g) noexcept nogil:
+    """l = (1/k) sum_j (z_j - y_j)^2;  dl/dz_j = 2 (z_j - y_j) / k.
+
+    The Gaussian NLL with 1/sigma^2 = 2/k: MSE is that MLE in disguise (THEORY.md).
+    """
+    return _row_gaussian(z, y, k, 2.0 / k, c, g)
 
 
 cdef inline double _row_gaussian_learned(const floating *z, const floating *y, int k, double c,
