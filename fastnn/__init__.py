@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "from inside the repository root when testing an installed copy."
     ) from exc
 
-from fastnn import datasets, init, losses, optim  # noqa: E402
+from fastnn import datasets, init, losses, optim, threads  # noqa: E402
 from fastnn.gradcheck import GradientReport, check_gradients  # noqa: E402
 from fastnn.layers import ACTIVATIONS, dense_backward, dense_forward  # noqa: E402
 from fastnn.losses import (BinaryCrossEntropy, CrossEntropy, GaussianNLL,  # noqa: E402
@@ -34,9 +34,10 @@ from fastnn.io import load  # noqa: E402
 
 __all__ = [
     "ACTIVATIONS", "Adam", "BinaryCrossEntropy", "Constant", "Cosine", "CrossEntropy", "Dense",
-    "EarlyStopping", "GaussianNLL", "GradientReport", "History", "InverseScaling", "KLDivergence", "MLP", "MSE",
-    "PoissonNLL", "ReduceOnPlateau", "SGD", "StepDecay", "TrainingDiverged", "datasets",
-    "check_gradients", "dense_backward", "dense_forward", "fit", "init", "load", "losses", "optim", "__version__",
+    "EarlyStopping", "GaussianNLL", "GradientReport", "History", "InverseScaling",
+    "KLDivergence", "MLP", "MSE", "PoissonNLL", "ReduceOnPlateau", "SGD", "StepDecay",
+    "TrainingDiverged", "check_gradients", "datasets", "dense_backward", "dense_forward", "fit",
+    "init", "load", "losses", "optim", "threads", "__version__",
 ]
 
 

@@ -20,6 +20,7 @@ from fastnn import _losses, _network, _sgd
 from fastnn._validation import check_bool, check_number, check_random_state, check_writeable
 from fastnn.model import MLP
 from fastnn.optim import get_optimizer
+from fastnn.threads import blas_threads
 
 #: seconds between two checks for Ctrl-C inside the compiled loop
 SIGNAL_CHECK_INTERVAL = 0.1
@@ -216,7 +217,8 @@ def evaluate(model, loss, X, Y, labels, sw, sigma, mpi=None):
 
 def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=True,
         seed=None, sample_weight=None, validation_data=None, validation_split=0.0,
-        early_stopping=None, callbacks=(), verbose=0, drop_last=False, comm=None):
+        early_stopping=None, callbacks=(), verbose=0, drop_last=False, comm=None,
+        n_threads=None):
     """Train `model` by minibatch SGD (or Adam) on (X, y).
 
     Parameters
@@ -257,6 +259,9 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         validation data are this rank's shard, every other argument must be the same on all
         ranks, and `seed` an int or None.  The result equals one process training on the
         concatenated shards with the same global minibatches.
+    n_threads : int or None, default None
+        BLAS threads for this fit (restored afterwards); None leaves the setting as it is
+        (see fastnn.threads).  One thread is usually fastest for small layers.
 
     Returns
     -------
@@ -282,6 +287,8 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
     fraction = float(check_number(validation_split, "validation_split", low=0.0, high=1.0,
                                   high_open=True))
     verbose = check_number(verbose, "verbose", low=0, integer=True)
+    if n_threads is not None:
+        check_number(n_threads, "n_threads", low=1, integer=True)
     shuffle = check_bool(shuffle, "shuffle")
     drop_last = check_bool(drop_last, "drop_last")
     if isinstance(early_stopping, numbers.Integral) and not isinstance(early_stopping,
@@ -353,10 +360,11 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
     model.loss_ = loss
     bar = _progress_bar(epochs) if verbose >= 2 else None
     try:
-        return _epochs(model, loss, optimizer, (X, Y, labels, sw, sigma), val, ws, grads,
-                       (state1, state2), order, rng, snapshot, best_params, history, bar,
-                       epochs, batch_size, drop_last, n_global, offset, early_stopping,
-                       callbacks, verbose, mpi)
+        with blas_threads(n_threads):
+            return _epochs(model, loss, optimizer, (X, Y, labels, sw, sigma), val, ws, grads,
+                           (state1, state2), order, rng, snapshot, best_params, history, bar,
+                           epochs, batch_size, drop_last, n_global, offset, early_stopping,
+                           callbacks, verbose, mpi)
     except BaseException as exc:
         # one rank alone cannot leave the collectives: abort all, unless every rank raised the
         # same error (divergence is decided on summed values, so it happens everywhere)
