@@ -278,7 +278,10 @@ def load(path, *, with_optimizer=False):
                           if f"optimizer_state_{i}" in names]
         except ModelFileError:
             raise
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
+                # what zipfile raises for corrupted flag bits and version fields: "strong
+                # encryption", "compressed patched data", "File ... is encrypted"
+                NotImplementedError, RuntimeError) as exc:
             raise ModelFileError(path, f"the file is truncated or corrupted "
                                        f"({type(exc).__name__}: {exc})") from exc
     try:
