@@ -136,7 +136,9 @@ class MLP:
     params : ndarray of shape (n_params,), dtype
         All weights and biases (see the module docstring for the layout).
     grads : ndarray of shape (n_params,), dtype
-        Gradient of the last ``loss_and_grad`` (or training step), same layout.
+        Gradient of the last ``loss_and_grad``, same layout.  ``fit`` uses it as scratch
+        (plain SGD updates each layer inside its weight-gradient product and never forms
+        the whole vector), so read it only after ``loss_and_grad``.
     layers : list of Dense
         With ``W``, ``b``, ``dW``, ``db`` views into params/grads.
     """
