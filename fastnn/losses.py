@@ -133,7 +133,8 @@ def _class_labels(y, n_out=None):
             raise ValueError(f"y is 1-D with the non-integer value {float(y[i])!r} at index "
                              f"{i}; CrossEntropy expects integer class labels in [0, {n_out}) or "
                              f"probability rows of shape (n_samples, {n_out})")
-    lo, hi = y.min(), y.max()
+    # as Python numbers: a float16 label compared with MAX_DIM would overflow NumPy's cast
+    lo, hi = y.min().item(), y.max().item()
     if n_out is None:
         if lo < 0:
             raise ValueError(f"y has negative class labels (min {lo}); expected integer class "
