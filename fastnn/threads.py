@@ -17,7 +17,7 @@ given thread count.
 import ctypes
 from contextlib import contextmanager
 
-from fastnn._validation import check_number
+from fastnn._validation import MAX_DIM, check_number
 
 # symbol prefixes of OpenBLAS builds: scipy's wheels rename theirs, a system OpenBLAS does not
 _PREFIXES = ("scipy_openblas_", "scipy_openblas64_", "openblas_", "openblas64_")
@@ -55,7 +55,8 @@ def set_num_threads(n):
     Raises RuntimeError when scipy's BLAS is not an OpenBLAS this module can control (use
     threadpoolctl then).
     """
-    n = check_number(n, "n_threads", low=1, integer=True)
+    # (the C setter takes an int: a larger count would wrap around silently)
+    n = check_number(n, "n_threads", low=1, high=MAX_DIM, integer=True)
     functions = _openblas()
     if functions is None:
         raise RuntimeError("scipy's BLAS is not an OpenBLAS that fastnn can control; use "

@@ -17,7 +17,8 @@ import warnings
 import numpy as np
 
 from fastnn import _losses, _network, _sgd
-from fastnn._validation import check_bool, check_number, check_random_state, check_writeable
+from fastnn._validation import (MAX_DIM, check_bool, check_number, check_random_state,
+                                check_writeable)
 from fastnn.model import MLP
 from fastnn.optim import get_optimizer
 from fastnn.threads import blas_threads
@@ -288,7 +289,7 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
                                   high_open=True))
     verbose = check_number(verbose, "verbose", low=0, integer=True)
     if n_threads is not None:
-        check_number(n_threads, "n_threads", low=1, integer=True)
+        check_number(n_threads, "n_threads", low=1, high=MAX_DIM, integer=True)
     shuffle = check_bool(shuffle, "shuffle")
     drop_last = check_bool(drop_last, "drop_last")
     if isinstance(early_stopping, numbers.Integral) and not isinstance(early_stopping,

@@ -1082,3 +1082,15 @@ def test_a_batch_larger_than_the_data_even_beyond_32_bits_is_one_full_batch():
     fit(a, X, y, "cross_entropy", SGD(lr=0.1), epochs=2, batch_size=30, seed=0)
     fit(b, X, y, "cross_entropy", SGD(lr=0.1), epochs=2, batch_size=2**40, seed=0)
     np.testing.assert_array_equal(a.params, b.params)
+
+
+def test_blas_thread_counts_are_validated_not_wrapped():
+    from fastnn import threads
+    check_error(lambda: threads.set_num_threads(2**40), ValueError,
+                "n_threads=1099511627776", "<= 2147483647")
+    check_error(lambda: threads.set_num_threads(0), ValueError, "n_threads=0", ">= 1")
+    X, y = classification_data()
+    check_error(lambda: fit(MLP([3, 3]), X, y, "cross_entropy", n_threads=2**40), ValueError,
+                "n_threads=1099511627776")
+    check_error(lambda: fit(MLP([3, 3]), X, y, "cross_entropy", n_threads=1.5), TypeError,
+                "n_threads must be an integer")
