@@ -1,13 +1,18 @@
 """Run every benchmark question and write bench/RESULTS.md.
 
-    python bench/run.py            # everything, under 10 minutes on the 2-core machine
+    python bench/run.py            # everything, ~12 minutes on the 2-core machine
     python bench/run.py --quick    # smaller data, 1 thread only, under a minute
     python bench/run.py --out FILE # write elsewhere (default: bench/RESULTS.md; --quick
                                    # writes bench/RESULTS-quick.md so as not to replace it)
+    python bench/run.py --no-mpi   # without question 5 (saves ~2-2.5 minutes)
 
-The order: kernels (question 1), GEMM floor (2), throughput against the peers (3), memory (4);
-then every target of the issue is marked met or missed with its measured ratio.  Targets are
-judged on 1 BLAS thread (the reliable figures here); 2-thread ratios are shown beside them.
+The order: kernels (question 1), GEMM floor (2), throughput against the peers (3), memory (4),
+data-parallel scaling over MPI (5: bench/mpi_scaling.py, launched under mpiexec; it writes its
+own bench/RESULTS-mpi.md, or RESULTS-mpi-quick.md with --quick, and RESULTS.md gets its summary
+table and a link; skipped with the reason when mpi4py or mpiexec is missing; --quick runs its
+short version, 1 and 2 ranks only, ~5 s); then every target of the issue is marked met or
+missed with its measured ratio.  Targets are judged on 1 BLAS thread (the reliable figures
+here); 2-thread ratios are shown beside them.
 """
 import argparse
 import os
@@ -19,6 +24,7 @@ import _common as C
 import gemm_floor
 import kernels
 import memory
+import mpi_scaling
 import throughput
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -87,7 +93,21 @@ def targets(tp, fl, kn, mem):
     return rows
 
 
-def write(path, env, tp, fl, kn, mem, command, seconds, quick, started):
+def mpi_section(mpi, mpi_path):
+    """Section 5 of RESULTS.md: the summary table and a link, or why it was skipped."""
+    if isinstance(mpi, str):
+        return ["## 5. Data-parallel training over MPI", "", f"Skipped: {mpi}.", ""]
+    link = os.path.relpath(mpi_path, HERE)
+    return ["## 5. Data-parallel training over MPI", "",
+            f"Measured by `bench/mpi_scaling.py` inside this run; the allreduce times, the "
+            f"1-rank step times and the model of the efficiency on a cluster are in "
+            f"[{link}]({link}). Ranks beyond the {mpi_scaling.CORES} cores are oversubscribed; "
+            "on this 2-core VM the efficiency mostly measures core sharing, not a cluster.", "",
+            mpi_scaling.markdown_summary(mpi), ""]
+
+
+def write(path, env, tp, fl, kn, mem, command, seconds, quick, started, mpi=None,
+          mpi_path=None):
     rows = targets(tp, fl, kn, mem)
     n_met = sum(1 for r in rows if r[2] == "met")
     parts = [
@@ -110,6 +130,8 @@ def write(path, env, tp, fl, kn, mem, command, seconds, quick, started):
               gemm_floor.markdown(fl), "",
               "## 1. Kernels (compiled code, fastnn._bench)", "", kernels.markdown(kn), "",
               "## 4. Memory (workload A, batch 256, float32)", "", memory.markdown(mem), ""]
+    if mpi is not None:
+        parts += mpi_section(mpi, mpi_path)
     notes = os.path.join(HERE, "NOTES.md")
     if os.path.exists(notes) and not quick:
         with open(notes) as f:
@@ -126,6 +148,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--no-mpi", action="store_true", help="skip question 5 (MPI scaling)")
     args = ap.parse_args(argv)
     out = args.out or os.path.join(HERE, "RESULTS-quick.md" if args.quick else "RESULTS.md")
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(
@@ -146,9 +169,23 @@ def main(argv=None):
     tp = throughput.run(args.quick, None, 3, log)
     log("== 4. memory")
     mem = memory.run(args.quick, log)
+    mpi = mpi_path = None
+    if not args.no_mpi:
+        log("== 5. MPI scaling")
+        mpi_path = os.path.join(HERE, "RESULTS-mpi-quick.md" if args.quick else "RESULTS-mpi.md")
+        mpi = mpi_scaling.available()
+        if mpi is None:
+            t5 = time.perf_counter()
+            mpi = mpi_scaling.run(args.quick, log)
+            with open(mpi_path, "w") as f:
+                f.write(mpi_scaling.markdown(mpi, command + "  (section 5)",
+                                             time.perf_counter() - t5, started))
+            log(f"wrote {mpi_path}")
+        else:
+            log(f"skipped: {mpi}")
     env = C.environment()
     rows = write(out, env, tp, fl, kn, mem, command, time.perf_counter() - t0, args.quick,
-                 started)
+                 started, mpi, mpi_path)
     log(f"wrote {out}")
     for a, b, c, _ in rows:
         print(f"  {c:12s} {a}: {b}")
