@@ -307,7 +307,8 @@ def _loop_update(NetSpec spec, floating[::1] params, const floating[::1] grads,
         t0 = _now_ns()
         for rep in range(reps):
             opt.t += 1
-            apply_update(&spec.net, &opt, &params[0], &grads[0], s1p, s2p, params.shape[0])
+            apply_update(&spec.net, &opt, &params[0], &grads[0], s1p, s2p, params.shape[0],
+                         1.0)
         t1 = _now_ns()
     return (t1 - t0) / <double> reps
 

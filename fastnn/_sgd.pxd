@@ -21,7 +21,7 @@ cdef struct Optimizer:
 
 cdef void apply_update(const Net *net, const Optimizer *opt, floating *params,
                        const floating *grads, floating *s1, floating *s2,
-                       Py_ssize_t n_params) noexcept nogil
+                       Py_ssize_t n_params, double grad_scale) noexcept nogil
 
 
 cdef double train_step(const Net *net, Optimizer *opt, floating *params, floating *grads,

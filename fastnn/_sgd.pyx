@@ -150,15 +150,19 @@ cdef void _update_block(const Optimizer *opt, floating *w, const floating *g,
 
 cdef void apply_update(const Net *net, const Optimizer *opt, floating *params,
                        const floating *grads, floating *s1, floating *s2,
-                       Py_ssize_t n_params) noexcept nogil:
-    """One pass over the parameter vector, layer block by layer block."""
+                       Py_ssize_t n_params, double grad_scale) noexcept nogil:
+    """One pass over the parameter vector, layer block by layer block.
+
+    The gradient used is grad_scale * grads (then clipped): a caller holding a sum, like the
+    all-reduced one of distributed training, has it divided inside this pass, not in another.
+    """
     cdef int k
     cdef Py_ssize_t nw, nb
-    cdef double g_scale = 1.0, norm
+    cdef double g_scale = grad_scale, norm
     if opt.clip_norm > 0:
-        norm = sqrt(_sum_squares(grads, n_params))
+        norm = grad_scale * sqrt(_sum_squares(grads, n_params))
         if norm > opt.clip_norm:
-            g_scale = opt.clip_norm / norm
+            g_scale = grad_scale * opt.clip_norm / norm
     for k in range(net.n_layers):
         nw = <Py_ssize_t> net.sizes[k] * net.sizes[k + 1]
         nb = net.sizes[k + 1]
@@ -196,7 +200,7 @@ cdef double train_step(const Net *net, Optimizer *opt, floating *params, floatin
     else:
         status[0] = net_backward(net, params, grads, X, rows, acts, delta0, delta1, 0.0, 0.0)
         if status[0] == FNN_OK:
-            apply_update(net, opt, params, grads, s1, s2, n_params)
+            apply_update(net, opt, params, grads, s1, s2, n_params, 1.0)
     return loss
 
 
@@ -212,7 +216,7 @@ def update_params(NetSpec spec, floating[::1] params, const floating[::1] grads,
     cdef floating *s1 = NULL if state1 is None or state1.shape[0] == 0 else &state1[0]
     cdef floating *s2 = NULL if state2 is None or state2.shape[0] == 0 else &state2[0]
     with nogil:
-        apply_update(&spec.net, &opt, &params[0], &grads[0], s1, s2, params.shape[0])
+        apply_update(&spec.net, &opt, &params[0], &grads[0], s1, s2, params.shape[0], 1.0)
 
 
 def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
@@ -260,7 +264,6 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     cdef const floating *sb
     cdef floating *s1 = NULL if state1 is None or state1.shape[0] == 0 else &state1[0]
     cdef floating *s2 = NULL if state2 is None or state2.shape[0] == 0 else &state2[0]
-    cdef floating inv_weight
     pending = None
 
     lp.kind, lp.full, lp.sigma = loss_kind, loss_full, sigma_scalar
@@ -337,11 +340,9 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
                 batch_loss = grads[n_params]
                 batch_weight = grads[n_params + 1]
                 if batch_weight > 0 and isfinite(batch_loss) and kstatus == FNN_OK:
-                    inv_weight = <floating> (1.0 / batch_weight)
-                    for i in range(n_params):
-                        grads[i] *= inv_weight
                     opt.t += 1
-                    apply_update(&spec.net, &opt, &params[0], &grads[0], s1, s2, n_params)
+                    apply_update(&spec.net, &opt, &params[0], &grads[0], s1, s2, n_params,
+                                 1.0 / batch_weight)
             if batch_weight > 0:
                 if kstatus != FNN_OK:
                     status = _STATUS_KERNEL_ERROR
