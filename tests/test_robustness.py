@@ -631,12 +631,22 @@ print("after | ok |", bool(np.isfinite(model.predict(X[:10])).all()))
 """
 
 
+def _child_process(cwd):
+    """subprocess.run arguments so that `python -c` imports the fastnn these tests import.
+
+    `python -c` puts its working directory first on sys.path: run it outside the repository,
+    or it would import the uncompiled source tree instead of the installed package.
+    """
+    return {"cwd": cwd, "env": dict(os.environ, PYTHONPATH=os.path.dirname(
+        os.path.dirname(fastnn.__file__)))}
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux") or SANITIZED,
                     reason="needs /proc and RLIMIT_AS (ASan reserves terabytes of address "
                            "space)")
-def test_allocation_failures_raise_memory_error_with_the_size_asked_for():
+def test_allocation_failures_raise_memory_error_with_the_size_asked_for(tmp_path):
     done = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, **_child_process(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr  # no crash, no abort
     results = {}
     for line in done.stdout.splitlines():
@@ -1024,7 +1034,7 @@ def test_a_save_killed_midway_leaves_the_previous_file_intact(tmp_path):
         fastnn.MLP([3, 7, 2], seed=2).save({str(path)!r})
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, **_child_process(path.parent))
     assert done.returncode == 9, done.stderr
     assert path.read_bytes() == before
     np.testing.assert_array_equal(fastnn.load(path).params, old.params)
