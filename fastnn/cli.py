@@ -49,6 +49,9 @@ def _add_training_flags(p, *, epochs, lr, batch_size, layers):
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--threads", type=int, default=1,
+                   help="BLAS threads while training (default: %(default)s, usually fastest "
+                        "for small networks; see fastnn.threads)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
 
@@ -91,7 +94,7 @@ def _fit_and_report(model, X, y, loss, args, **kwargs):
     start = time.perf_counter()
     history = model.fit(X, y, loss, _optimizer(args), epochs=args.epochs,
                         batch_size=args.batch_size, seed=args.seed,
-                        verbose=0 if args.quiet else 1, **kwargs)
+                        verbose=0 if args.quiet else 1, n_threads=args.threads, **kwargs)
     print(f"trained {model.n_params:,} parameters for {len(history)} epochs in "
           f"{time.perf_counter() - start:.2f} s")
     return history
