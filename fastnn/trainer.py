@@ -17,8 +17,8 @@ import warnings
 import numpy as np
 
 from fastnn import _losses, _network, _sgd
-from fastnn._validation import (MAX_DIM, check_bool, check_number, check_random_state,
-                                check_writeable)
+from fastnn._validation import (MAX_DIM, all_finite, check_bool, check_number,
+                                check_random_state, check_writeable)
 from fastnn.model import MLP
 from fastnn.optim import get_optimizer
 from fastnn.threads import blas_threads
@@ -420,7 +420,7 @@ def _epochs(model, loss, optimizer, data, val, ws, grads, state, order, rng, sna
             SIGNAL_CHECK_INTERVAL, offset, None if mpi is None else mpi.reducer)
         elapsed = time.perf_counter() - start
         loss_failed = status == _sgd.STATUS_DIVERGED
-        if status == _sgd.STATUS_OK and not np.isfinite(model.params).all():
+        if status == _sgd.STATUS_OK and not all_finite(model.params):
             # the epoch's last update overflowed the weights; its loss, computed before the
             # update, was finite, so the loop could not see it
             status, failed_step = _sgd.STATUS_DIVERGED, steps - 1
@@ -433,9 +433,9 @@ def _epochs(model, loss, optimizer, data, val, ws, grads, state, order, rng, sna
                 f"(lr={lr:g}). The model keeps {kept}. Try a smaller learning rate, gradient "
                 "clipping (clip_norm), or scaling the inputs.", history)
         if status == _sgd.STATUS_INTERRUPTED:
-            if not np.isfinite(model.params).all():
+            if not all_finite(model.params):
                 model.params[...] = snapshot
-            if not all(s is None or np.isfinite(s).all() for s in optimizer.state):
+            if not all(s is None or all_finite(s) for s in optimizer.state):
                 optimizer.reset()
             raise pending
         if status != _sgd.STATUS_OK:
