@@ -204,15 +204,25 @@ cdef double train_step(const Net *net, Optimizer *opt, floating *params, floatin
     return loss
 
 
+cdef Optimizer _optimizer(int kind, double lr, double momentum, bint nesterov,
+                         double weight_decay, double clip_norm, double beta1, double beta2,
+                         double eps, long long t):
+    """The Optimizer struct from the arguments fastnn.optim.Optimizer.compiled_args gives."""
+    cdef Optimizer opt
+    opt.kind, opt.lr, opt.momentum, opt.nesterov = kind, lr, momentum, nesterov
+    opt.weight_decay, opt.clip_norm = weight_decay, clip_norm
+    opt.beta1, opt.beta2, opt.eps, opt.t = beta1, beta2, eps, t
+    return opt
+
+
 def update_params(NetSpec spec, floating[::1] params, const floating[::1] grads,
                   floating[::1] state1, floating[::1] state2, int kind, double lr,
                   double momentum, bint nesterov, double weight_decay, double clip_norm,
                   double beta1, double beta2, double eps, long long t):
     """One optimizer step from a gradient computed elsewhere (unchecked; see fastnn.optim)."""
     cdef Optimizer opt
-    opt.kind, opt.lr, opt.momentum, opt.nesterov = kind, lr, momentum, nesterov
-    opt.weight_decay, opt.clip_norm = weight_decay, clip_norm
-    opt.beta1, opt.beta2, opt.eps, opt.t = beta1, beta2, eps, t
+    opt = _optimizer(kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2, eps,
+                     t)
     cdef floating *s1 = NULL if state1 is None or state1.shape[0] == 0 else &state1[0]
     cdef floating *s2 = NULL if state2 is None or state2.shape[0] == 0 else &state2[0]
     with nogil:
@@ -267,9 +277,8 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     pending = None
 
     lp.kind, lp.full, lp.sigma = loss_kind, loss_full, sigma_scalar
-    opt.kind, opt.lr, opt.momentum, opt.nesterov = opt_kind, lr, momentum, nesterov
-    opt.weight_decay, opt.clip_norm = weight_decay, clip_norm
-    opt.beta1, opt.beta2, opt.eps, opt.t = beta1, beta2, eps, t0
+    opt = _optimizer(opt_kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2,
+                     eps, t0)
 
     with nogil:
         last_check = _now()
