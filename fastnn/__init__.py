@@ -31,13 +31,14 @@ from fastnn.optim import (SGD, Adam, Constant, Cosine, InverseScaling,  # noqa: 
                           ReduceOnPlateau, StepDecay)
 from fastnn.trainer import EarlyStopping, History, TrainingDiverged, fit  # noqa: E402
 from fastnn.io import load  # noqa: E402
+from fastnn.onnx_export import to_onnx  # noqa: E402  (imports onnx only when called)
 
 __all__ = [
     "ACTIVATIONS", "Adam", "BinaryCrossEntropy", "Constant", "Cosine", "CrossEntropy", "Dense",
     "EarlyStopping", "GaussianNLL", "GradientReport", "History", "InverseScaling",
     "KLDivergence", "MLP", "MSE", "PoissonNLL", "ReduceOnPlateau", "SGD", "StepDecay",
     "TrainingDiverged", "check_gradients", "datasets", "dense_backward", "dense_forward", "fit",
-    "init", "load", "losses", "optim", "threads", "__version__",
+    "init", "load", "losses", "optim", "threads", "to_onnx", "__version__",
 ]
 
 

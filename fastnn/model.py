@@ -483,6 +483,33 @@ class MLP:
         from fastnn.io import save_model
         save_model(self, path, optimizer)
 
+    # ------------------------------------------------------------------ interchange
+
+    def save_onnx(self, path, **kwargs):
+        """Write the model as an ONNX graph computing ``predict``; needs ``fastnn[onnx]``.
+
+        See ``fastnn.onnx_export.to_onnx`` for the graph, its inputs and outputs, and the
+        keyword arguments (``opset``, ``name``).  Returns the checked ``onnx.ModelProto``.
+        """
+        from fastnn.onnx_export import to_onnx
+        return to_onnx(self, path, **kwargs)
+
+    def to_torch(self):
+        """An equivalent ``torch.nn.Sequential`` (weights copied, output link explicit as its
+        last module); needs ``fastnn[torch]``.  See ``fastnn.torch_interop.to_torch``.
+        """
+        from fastnn.torch_interop import to_torch
+        return to_torch(self)
+
+    @classmethod
+    def from_torch(cls, module):
+        """An MLP from a ``torch.nn.Sequential`` of ``nn.Linear`` and activations (weights
+        copied bitwise, ``W = weight.T``); needs ``fastnn[torch]``.  See
+        ``fastnn.torch_interop.from_torch``.
+        """
+        from fastnn.torch_interop import from_torch
+        return from_torch(module)
+
     def __getstate__(self):
         # The compiled NetSpec cannot be pickled and the layers' W/b/dW/db are views that
         # pickle would store as separate copies: keep the vectors and a description of each

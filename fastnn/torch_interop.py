@@ -1,0 +1,281 @@
+"""PyTorch interchange: ``to_torch(model)`` and ``from_torch(module)`` (``MLP.to_torch``,
+``MLP.from_torch``), for teams that train or serve with PyTorch.
+
+Needs PyTorch (``pip install "fastnn[torch]"``); ``import fastnn`` does not import it, and this
+module is imported only by the two methods.
+
+The correspondence
+------------------
+A fastnn ``MLP`` with L layers is the ``torch.nn.Sequential``::
+
+    Linear_0, act_0, Linear_1, act_1, ..., Linear_{L-1}, link
+
+module ``2k`` is layer k's ``nn.Linear`` and ``2k + 1`` its hidden activation (``nn.Identity``,
+``nn.Sigmoid``, ``nn.Tanh``, ``nn.ReLU`` or ``nn.LeakyReLU(negative_slope=slope)``); the last
+module is the output link that ``MLP.predict`` applies, kept explicit so that the Sequential
+computes ``predict``:
+
+==============  ===============================================================
+fastnn link     final module
+==============  ===============================================================
+identity        ``nn.Identity()``
+sigmoid         ``nn.Sigmoid()``
+softmax         ``nn.Softmax(dim=1)``
+exp (Poisson)   ``fastnn.torch_interop.Exp()``
+gaussian        ``fastnn.torch_interop.GaussianMeanStd()``: columns ``[mean | std]``
+(learned sigma) with ``std = exp(s / 2)`` of the log-variance columns s, so the first
+                half is ``predict`` and the second ``predict_std``
+==============  ===============================================================
+
+Weight layout: fastnn computes ``X @ W + b`` with ``W`` of shape ``(n_in, n_out)`` (samples as
+rows); ``nn.Linear`` computes ``x @ weight.T + bias`` with ``weight`` of shape
+``(n_out, n_in)``.  So ``weight = W.T`` and ``W = weight.T``, copied element for element: the
+round trip ``from_torch(to_torch(m))`` reproduces ``m.params`` bitwise.  The dtype follows the
+source: float32 <-> ``torch.float32``, float64 <-> ``torch.float64``.
+
+To train in PyTorch with one of its losses on logits (``nn.CrossEntropyLoss``,
+``nn.BCEWithLogitsLoss``, ``nn.PoissonNLLLoss(log_input=True)``), drop the link: ``seq[:-1]``.
+``from_torch`` accepts a Sequential that ends with its last ``Linear`` (the model's link then
+follows the loss it is trained with, ``output="auto"``) or with one of the link modules above.
+"""
+import numpy as np
+
+from fastnn.layers import DEFAULT_LEAKY_SLOPE
+from fastnn.losses import GaussianNLL
+from fastnn.model import MLP, Dense
+
+try:
+    import torch
+    from torch import nn
+except ImportError as exc:  # the functions below say which extra to install
+    torch = nn = None
+    _TORCH_IMPORT_ERROR = str(exc)
+
+__all__ = ["to_torch", "from_torch", "Exp", "GaussianMeanStd"]
+
+
+def _require_torch():
+    if torch is None:
+        raise ImportError(f"PyTorch interchange needs torch ({_TORCH_IMPORT_ERROR}): "
+                          'pip install "fastnn[torch]"')
+
+
+if torch is not None:
+    class Exp(nn.Module):
+        """``exp(z)``: the Poisson rate from log-rate logits (fastnn's "exp" output link)."""
+
+        def forward(self, z):
+            return torch.exp(z)
+
+    class GaussianMeanStd(nn.Module):
+        """``[mean | std]`` from ``[mean | log-variance]`` logits of shape (N, 2k):
+        ``std = exp(s / 2)`` (fastnn's learned-sigma Gaussian output)."""
+
+        def forward(self, z):
+            k = z.shape[1] // 2
+            return torch.cat([z[:, :k], torch.exp(0.5 * z[:, k:])], dim=1)
+else:  # pragma: no cover - exercised by the tests that simulate a missing torch
+    Exp = GaussianMeanStd = None
+
+_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
+
+
+def _slope(layer):
+    """The leaky_relu slope of a ``fastnn.Dense`` (one place reads the attribute)."""
+    return float(layer.alpha)
+
+
+def _dense(n_in, n_out, activation, slope):
+    return Dense(n_in, n_out, activation, alpha=slope)
+
+
+def _activation_module(layer):
+    if layer.activation == "leaky_relu":
+        return nn.LeakyReLU(negative_slope=_slope(layer))
+    return {"identity": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
+            "relu": nn.ReLU}[layer.activation]()
+
+
+def _link_module(model):
+    link = model._link_name()
+    if link == "softmax":
+        return nn.Softmax(dim=1)
+    return {"identity": nn.Identity, "sigmoid": nn.Sigmoid, "exp": Exp,
+            "gaussian": GaussianMeanStd}[link]()
+
+
+def to_torch(model):
+    """The ``torch.nn.Sequential`` that computes ``model.predict``.
+
+    Parameters
+    ----------
+    model : fastnn.MLP
+
+    Returns
+    -------
+    torch.nn.Sequential
+        ``Linear, activation`` per hidden layer, the last ``Linear``, then the output link
+        (see the module docstring), on the CPU, in the model's dtype, in training mode like
+        any new module.  Its parameters are copies (``weight = W.T``, ``bias = b``): training
+        one does not change the other.
+
+    Raises
+    ------
+    ImportError
+        When PyTorch is missing (``pip install "fastnn[torch]"``).
+    TypeError
+        `model` is not a fastnn.MLP.
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
+    _require_torch()
+    dtype = getattr(torch, _DTYPES[model.dtype])
+    modules = []
+    for k, layer in enumerate(model.layers):
+        linear = nn.Linear(layer.n_in, layer.n_out, dtype=dtype)
+        with torch.no_grad():
+            # nn.Linear's weight is (n_out, n_in): fastnn's W (n_in, n_out) transposed
+            linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(layer.W.T)))
+            linear.bias.copy_(torch.from_numpy(np.array(layer.b, copy=True)))
+        modules.append(linear)
+        if k < model.n_layers - 1:
+            modules.append(_activation_module(layer))
+    modules.append(_link_module(model))
+    return nn.Sequential(*modules)
+
+
+def _hidden_activation(m):
+    """(fastnn name, slope) of a supported hidden activation module, or None."""
+    kind = type(m)
+    if kind is nn.LeakyReLU:
+        return "leaky_relu", float(m.negative_slope)
+    name = {nn.Identity: "identity", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh",
+            nn.ReLU: "relu"}.get(kind)
+    return None if name is None else (name, None)
+
+
+def _output_link(m):
+    """The fastnn link of a supported final module, or None."""
+    kind = type(m)
+    if kind is nn.Softmax:
+        return "softmax" if m.dim in (1, -1) else None
+    return {nn.Identity: "identity", nn.Sigmoid: "sigmoid", Exp: "exp",
+            GaussianMeanStd: "gaussian"}.get(kind)
+
+
+_SUPPORTED = ("an nn.Sequential of nn.Linear layers, each but the last followed by at most one "
+              "of nn.Identity, nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, and optionally, "
+              "last, one output link: nn.Identity, nn.Sigmoid, nn.Softmax(dim=1), "
+              "fastnn.torch_interop.Exp or GaussianMeanStd")
+
+
+def _unsupported(i, m, why=""):
+    return ValueError(f"module [{i}] ({type(m).__name__}: {m!r}) is not supported{why}; "
+                      f"from_torch takes {_SUPPORTED}")
+
+
+def _linear_arrays(i, m, dtype):
+    """(W (n_in, n_out), b (n_out,)) as NumPy copies of an nn.Linear, checked."""
+    weight = m.weight.detach()
+    if weight.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"module [{i}] ({m!r}) has dtype {weight.dtype}; expected "
+                        "torch.float32 or torch.float64")
+    if dtype is not None and weight.dtype != dtype:
+        raise TypeError(f"module [{i}] ({m!r}) has dtype {weight.dtype} but the earlier "
+                        f"layers have {dtype}; convert the module with .to(dtype) first")
+    W = weight.cpu().numpy().T  # nn.Linear's (n_out, n_in) -> fastnn's (n_in, n_out)
+    if m.bias is None:
+        b = np.zeros(W.shape[1], W.dtype)
+    else:
+        b = m.bias.detach().cpu().numpy()
+    return W, b, weight.dtype
+
+
+def from_torch(module):
+    """A fastnn ``MLP`` with the structure and (bitwise) the weights of a PyTorch Sequential.
+
+    Parameters
+    ----------
+    module : torch.nn.Sequential
+        ``nn.Linear`` layers (with or without bias; all float32 or all float64, on any device),
+        each but the last followed by at most one of ``nn.Identity``, ``nn.Sigmoid``,
+        ``nn.Tanh``, ``nn.ReLU``, ``nn.LeakyReLU`` (slope >= 0), and optionally, last, one
+        output link: ``nn.Identity``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)`` (or ``dim=-1``),
+        ``fastnn.torch_interop.Exp`` or ``GaussianMeanStd``.  Exactly these classes, not
+        subclasses (a subclass may compute something else).
+
+    Returns
+    -------
+    fastnn.MLP
+        dtype float32 or float64 as the Linear layers; ``W_k = weight_k.T``, ``b_k = bias_k``
+        (zeros without bias); ``output`` the link of the final module ("auto" when the
+        Sequential ends with a Linear: the link then follows the loss it is trained with;
+        for ``GaussianMeanStd`` the model gets ``loss_ = GaussianNLL("learned")``).
+
+    Raises
+    ------
+    ImportError
+        When PyTorch is missing (``pip install "fastnn[torch]"``).
+    TypeError
+        `module` is not an nn.Sequential; a Linear layer of another dtype (float16, or a
+        different dtype from the earlier layers).
+    ValueError
+        The first module that is not supported, with its index; an empty Sequential; widths
+        that do not chain; a negative LeakyReLU slope; non-finite weights.
+    """
+    _require_torch()
+    if not isinstance(module, nn.Sequential):
+        raise TypeError(f"module must be a torch.nn.Sequential; got {type(module).__name__}")
+    mods = list(module)
+    if not mods:
+        raise ValueError(f"module is an empty nn.Sequential; from_torch takes {_SUPPORTED}")
+    specs = []           # per layer: [W, b, activation, slope]
+    pending = False      # the last Linear has no activation yet
+    link, dtype = "auto", None
+    for i, m in enumerate(mods):
+        last = i == len(mods) - 1
+        if type(m) is nn.Linear:
+            W, b, dtype = _linear_arrays(i, m, dtype)
+            if specs and specs[-1][0].shape[1] != W.shape[0]:
+                raise ValueError(f"module [{i}] ({m!r}) has in_features={W.shape[0]}; "
+                                 f"expected {specs[-1][0].shape[1]}, the previous Linear's "
+                                 "out_features")
+            specs.append([W, b, "identity", None])
+            pending = True
+        elif last and _output_link(m) is not None:
+            if not pending:
+                raise _unsupported(i, m, " here: an output link must follow the last Linear "
+                                   "directly")
+            link = _output_link(m)
+        elif not last and _hidden_activation(m) is not None:
+            if not pending:
+                raise _unsupported(i, m, " here: each activation must follow a Linear")
+            specs[-1][2:] = _hidden_activation(m)
+            pending = False
+        elif last and _hidden_activation(m) is not None:
+            raise _unsupported(i, m, " as the final module: fastnn's last layer outputs "
+                               "logits (identity) and predict applies an output link")
+        else:
+            raise _unsupported(i, m)
+    if not pending:  # the Sequential ends with a hidden activation after the last Linear
+        raise _unsupported(len(mods) - 1, mods[-1])
+
+    for i, (W, b, activation, slope) in enumerate(specs):
+        if activation == "leaky_relu" and slope < 0:
+            raise ValueError(f"layer {i} has a LeakyReLU slope of {slope}; fastnn's "
+                             "leaky_relu needs a slope >= 0")
+    layers = [_dense(W.shape[0], W.shape[1], activation,
+                     DEFAULT_LEAKY_SLOPE if slope is None else slope)
+              for W, b, activation, slope in specs]
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
+    explicit = link if link in ("identity", "sigmoid", "softmax", "exp") else "auto"
+    model = MLP.from_layers(layers, output=explicit, dtype=np_dtype, seed=0,
+                            warn_symmetric=False)
+    for k, (layer, (W, b, _, _)) in enumerate(zip(model.layers, specs)):
+        if not (np.isfinite(W).all() and np.isfinite(b).all()):
+            raise ValueError(f"the Linear of layer {k} has NaN or infinite weights")
+        layer.W[...] = W
+        layer.b[...] = b
+    if link == "gaussian":
+        model.loss_ = model._use_loss(GaussianNLL(sigma="learned"))
+    return model
