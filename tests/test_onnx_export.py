@@ -1,0 +1,302 @@
+"""fastnn.onnx_export: onnxruntime running the exported graph against fastnn's own predict.
+
+The reference is fastnn's ``predict`` / ``predict_proba`` / ``predict_std`` (themselves tested
+against NumPy twins elsewhere); onnxruntime is an independent implementation of every node
+(its own GEMM, exp, tanh, softmax).  Tolerance: RTOL relative to the scale of the output, i.e.
+``|onnx - fastnn| <= RTOL * (|fastnn| + max |fastnn|)``.  A purely element-wise relative bound
+is not meaningful for entries near zero: they come from cancellation in the last layer's sum,
+and OpenBLAS and onnxruntime's GEMM add the products in different orders.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import fastnn
+from fastnn.layers import ACTIVATIONS
+from fastnn.onnx_export import to_onnx
+
+RTOL = {np.float32: 1e-6, np.float64: 1e-12}
+DTYPES = [np.float32, np.float64]
+LINKS = ["identity", "sigmoid", "softmax", "exp"]
+BATCHES = (1, 3000)
+# 0.3 is not a float32 number: a float64 export that rounded the slope would be off by ~1e-8
+SLOPE = 0.3
+# the estimators are trained a few epochs only: what is tested is the export, not convergence
+pytestmark = pytest.mark.filterwarnings("ignore:Stochastic Optimizer:UserWarning")
+
+
+def _session(proto):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(proto.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _close(actual, expected, dtype):
+    expected = np.asarray(expected)
+    rtol = RTOL[dtype]
+    np.testing.assert_allclose(actual, expected, rtol=rtol,
+                               atol=rtol * float(np.abs(expected).max()))
+
+
+def _inputs(n, n_in, dtype, seed=1):
+    return np.random.default_rng(seed).normal(size=(n, n_in)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("link", LINKS)
+def test_mlp_graph_computes_predict(dtype, activation, link):
+    model = fastnn.MLP([6, 24, 16, 4], activation=activation, output=link, dtype=dtype,
+                       seed=3, alpha=SLOPE)
+    proto = to_onnx(model)
+    sess = _session(proto)
+    name = "probabilities" if link in ("sigmoid", "softmax") else "predictions"
+    assert [o.name for o in sess.get_outputs()] == [name]
+    for n in BATCHES:
+        X = _inputs(n, 6, dtype)
+        out, = sess.run(None, {"X": X})
+        assert out.dtype == dtype and out.shape == (n, 4)
+        _close(out, model.predict(X), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_per_layer_activations_and_slopes(dtype):
+    layers = [fastnn.Dense(5, 9, "leaky_relu", alpha=0.07),
+              fastnn.Dense(9, 8, "tanh"),
+              fastnn.Dense(8, 7, "leaky_relu", alpha=1.5),   # slopes > 1 are allowed too
+              fastnn.Dense(7, 3, "sigmoid"),
+              fastnn.Dense(3, 2)]
+    model = fastnn.MLP.from_layers(layers, output="softmax", dtype=dtype, seed=0)
+    sess = _session(to_onnx(model))
+    X = _inputs(500, 5, dtype)
+    _close(sess.run(None, {"X": X})[0], model.predict(X), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_learned_gaussian_gives_mean_and_std(dtype):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = np.column_stack([X[:, 0] + 0.3 * rng.normal(size=200), X[:, 1]])
+    model = fastnn.MLP([3, 16, 4], activation="tanh", dtype=dtype, seed=0)
+    model.fit(X, y, fastnn.GaussianNLL(sigma="learned"), fastnn.Adam(lr=0.01), epochs=3,
+              seed=0)
+    sess = _session(to_onnx(model))
+    assert [o.name for o in sess.get_outputs()] == ["mean", "std"]
+    for n in BATCHES:
+        Xn = _inputs(n, 3, dtype)
+        mean, std = sess.run(None, {"X": Xn})
+        assert mean.shape == std.shape == (n, 2)
+        _close(mean, model.predict(Xn), dtype)
+        _close(std, model.predict_std(Xn), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("loss, link", [("cross_entropy", "softmax"), ("bce", "sigmoid"),
+                                        ("poisson", "exp"), ("mse", "identity")])
+def test_auto_output_follows_the_training_loss(dtype, loss, link):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 4))
+    y = {"cross_entropy": rng.integers(0, 3, 100), "bce": rng.integers(0, 2, (100, 3)),
+         "poisson": rng.poisson(2.0, (100, 3)), "mse": rng.normal(size=(100, 3))}[loss]
+    model = fastnn.MLP([4, 8, 3], dtype=dtype, seed=0)
+    model.fit(X, y, loss, fastnn.SGD(lr=0.01), epochs=1, seed=0)
+    assert model._link_name() == link
+    Xd = X.astype(dtype)
+    _close(_session(to_onnx(model)).run(None, {"X": Xd})[0], model.predict(Xd), dtype)
+
+
+def test_graph_structure_weights_and_symbolic_batch():
+    model = fastnn.MLP([3, 5, 2], activation="relu", output="softmax", seed=0)
+    proto = to_onnx(model)
+    onnx.checker.check_model(proto, full_check=True)
+    graph = proto.graph
+    (x,) = graph.input
+    dims = x.type.tensor_type.shape.dim
+    assert x.name == "X" and dims[0].dim_param == "N" and dims[1].dim_value == 3
+    assert x.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert [n.op_type for n in graph.node] == ["Gemm", "Relu", "Gemm", "Softmax"]
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    stored = [w for name, w in sorted(weights.items()) if name.startswith("W")]
+    for W, layer in zip(stored, model.layers):   # fastnn's (n_in, n_out) layout, bitwise
+        assert W.dtype == np.float32 and np.array_equal(W, layer.W)
+    assert proto.opset_import[0].version == 17 and proto.producer_name == "fastnn"
+    float64 = to_onnx(model.astype(np.float64))
+    assert float64.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+
+
+def test_a_float64_leaky_relu_keeps_its_slope_exactly():
+    model = fastnn.MLP([2, 4, 1], activation="leaky_relu", alpha=0.01, dtype=np.float64,
+                       seed=0)
+    X = np.full((1, 2), -1e3)
+    model.layers[0].W[...] = 1.0   # every hidden unit at -2000: the slope alone decides
+    model.layers[0].b[...] = 0.0
+    sess = _session(to_onnx(model))
+    _close(sess.run(None, {"X": X})[0], model.predict(X), np.float64)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_opsets(opset):
+    model = fastnn.MLP([3, 8, 2], activation="tanh", seed=0)
+    model.fit(np.ones((4, 3)), np.ones(4), fastnn.GaussianNLL(sigma="learned"),
+              epochs=1)
+    proto = to_onnx(model, opset=opset)
+    assert proto.opset_import[0].version == opset
+    X = _inputs(10, 3, np.float32)
+    mean, std = _session(proto).run(None, {"X": X})
+    _close(mean, model.predict(X), np.float32)
+    _close(std, model.predict_std(X), np.float32)
+
+
+def test_save_onnx_writes_a_file_runtimes_load(tmp_path):
+    model = fastnn.MLP([4, 8, 3], output="softmax", seed=0)
+    path = tmp_path / "model.onnx"
+    proto = model.save_onnx(path)
+    assert isinstance(proto, onnx.ModelProto)
+    assert onnx.load(str(path)) == proto
+    X = _inputs(7, 4, np.float32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    _close(sess.run(["probabilities"], {"X": X})[0], model.predict(X), np.float32)
+    model.save_onnx(str(tmp_path / "again.onnx"), opset=13, name="spirals")
+    assert onnx.load(str(tmp_path / "again.onnx")).graph.name == "spirals"
+
+
+# ------------------------------------------------------------------------ estimators
+
+sk = pytest.importorskip("fastnn.sklearn")   # scikit-learn is in the test extra
+
+
+def _estimator_data(seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(240, 5))
+    return X, rng
+
+
+LABELS = {
+    "int": lambda X: np.digitize(X[:, 0], [-0.5, 0.5]) * 7 - 3,          # -3, 4, 11
+    "str": lambda X: np.array(["cat", "dog", "emu"])[np.digitize(X[:, 0], [-0.5, 0.5])],
+    "float": lambda X: np.digitize(X[:, 0], [-0.5, 0.5]).astype(float) / 4,
+    "binary_str": lambda X: np.where(X[:, 0] > 0, "yes", "no"),
+    "bool": lambda X: X[:, 0] > 0,
+    "multilabel": lambda X: (X[:, :3] > 0).astype(int),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("labels", list(LABELS))
+def test_classifier_label_and_probabilities(dtype, labels):
+    X, _ = _estimator_data()
+    y = LABELS[labels](X)
+    if labels == "float":     # whole-number float labels are classification targets
+        y = y * 4
+    clf = sk.MLPClassifier((12,), activation="tanh", max_iter=20, random_state=0,
+                           dtype=dtype).fit(X, y)
+    proto = to_onnx(clf)
+    sess = _session(proto)
+    assert [o.name for o in sess.get_outputs()] == ["label", "probabilities"]
+    np_dtype = np.dtype(dtype).type
+    for n in (1, 240):
+        Xn = X[:n].astype(dtype)
+        label, proba = sess.run(None, {"X": Xn})
+        expected = clf.predict(Xn)
+        assert label.shape == expected.shape
+        assert (label == expected).all()
+        _close(proba, clf.predict_proba(Xn), np_dtype)
+    if labels in ("str", "binary_str"):
+        assert label.dtype == object
+    elif labels == "float":
+        assert label.dtype == np.float64
+    else:
+        assert label.dtype == np.int64
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss", ["squared_error", "gaussian_nll"])
+@pytest.mark.parametrize("n_targets", [1, 2])
+def test_regressor_variable(dtype, loss, n_targets):
+    X, rng = _estimator_data()
+    y = X[:, :n_targets] * 2 + 0.1 * rng.normal(size=(240, n_targets))
+    reg = sk.MLPRegressor((10,), max_iter=20, random_state=0, dtype=dtype, loss=loss)
+    reg.fit(X, y[:, 0] if n_targets == 1 else y)
+    sess = _session(to_onnx(reg))
+    names = ["variable"] + (["std"] if loss == "gaussian_nll" else [])
+    assert [o.name for o in sess.get_outputs()] == names
+    np_dtype = np.dtype(dtype).type
+    for n in (1, 240):
+        Xn = X[:n].astype(dtype)
+        outs = sess.run(None, {"X": Xn})
+        assert all(o.shape == (n, n_targets) for o in outs)
+        if loss == "gaussian_nll":
+            mean, std = reg.predict(Xn, return_std=True)
+            _close(outs[1].reshape(std.shape), std, np_dtype)
+        else:
+            mean = reg.predict(Xn)
+        _close(outs[0].reshape(mean.shape), mean, np_dtype)
+
+
+def test_unfitted_estimator_is_an_error():
+    with pytest.raises(ValueError, match="MLPClassifier is not fitted yet"):
+        to_onnx(sk.MLPClassifier())
+
+
+# ------------------------------------------------------------------------ bad input
+
+@pytest.mark.parametrize("obj", [object(), np.zeros(3), "model.npz", None])
+def test_not_a_model(obj):
+    with pytest.raises(TypeError, match="model must be a fastnn.MLP or a fitted fastnn.sklearn"):
+        to_onnx(obj)
+
+
+def test_bad_arguments(tmp_path):
+    model = fastnn.MLP([2, 3])
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike; got int"):
+        to_onnx(model, 3)
+    with pytest.raises(TypeError, match="opset must be an int; got float"):
+        to_onnx(model, opset=17.0)
+    with pytest.raises(ValueError, match=r"opset=12; expected 13 <= opset <="):
+        to_onnx(model, opset=12)
+    with pytest.raises(ValueError, match="opset=1000"):
+        to_onnx(model, opset=1000)
+    with pytest.raises(TypeError, match="name must be a str"):
+        to_onnx(model, name=5)
+    with pytest.raises(OSError):
+        model.save_onnx(tmp_path / "no" / "such" / "dir" / "m.onnx")
+    assert not (tmp_path / "no").exists()
+
+
+def test_missing_onnx_says_which_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)     # import onnx now raises ImportError
+    with pytest.raises(ImportError, match=r'pip install "fastnn\[onnx\]"'):
+        fastnn.MLP([2, 3]).save_onnx("never-written.onnx")
+    assert not os.path.exists("never-written.onnx")
+
+
+def test_fastnn_imports_and_works_without_onnx_and_torch(tmp_path):
+    script = (
+        "import sys\n"
+        "for name in ('onnx', 'onnxruntime', 'torch'):\n"
+        "    sys.modules[name] = None\n"
+        "import numpy as np, fastnn\n"
+        "m = fastnn.MLP([3, 4, 2], seed=0)\n"
+        "m.fit(np.ones((8, 3)), np.zeros(8, int), 'cross_entropy', epochs=1)\n"
+        "print(m.predict(np.ones((1, 3))).shape)\n"
+        "for call in (lambda: m.save_onnx('m.onnx'), m.to_torch,\n"
+        "             lambda: fastnn.MLP.from_torch(None)):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except ImportError as exc:\n"
+        "        print('ImportError', exc)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=os.path.dirname(
+                              os.path.dirname(fastnn.__file__))))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "(1, 2)"
+    assert 'pip install "fastnn[onnx]"' in lines[1]
+    assert 'pip install "fastnn[torch]"' in lines[2] and 'fastnn[torch]' in lines[3]
