@@ -1,0 +1,212 @@
+"""fastnn.torch_interop: MLP.to_torch / MLP.from_torch against PyTorch's own computation.
+
+PyTorch is the independent reference: its nn.Linear, activations and autograd.  Tolerances as
+in test_onnx_export (relative to the output's scale: the two GEMMs sum in different orders).
+"""
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fastnn
+from fastnn.layers import ACTIVATIONS
+from fastnn.torch_interop import Exp, GaussianMeanStd, from_torch, to_torch
+
+RTOL = {np.float32: 1e-6, np.float64: 1e-12}
+DTYPES = [np.float32, np.float64]
+TORCH = {np.float32: torch.float32, np.float64: torch.float64}
+LINKS = ["identity", "sigmoid", "softmax", "exp", "gaussian"]
+
+
+def _close(actual, expected, dtype, rtol=None):
+    expected = np.asarray(expected)
+    rtol = RTOL[dtype] if rtol is None else rtol
+    np.testing.assert_allclose(actual, expected, rtol=rtol,
+                               atol=rtol * float(np.abs(expected).max()))
+
+
+def _model(activation, link, dtype, seed=0):
+    model = fastnn.MLP([5, 16, 12, 4], activation=activation, dtype=dtype, seed=seed,
+                       alpha=0.3, output="auto" if link == "gaussian" else link)
+    if link == "gaussian":
+        model.loss_ = model._use_loss(fastnn.GaussianNLL(sigma="learned"))
+    return model
+
+
+def _run(seq, X):
+    with torch.inference_mode():
+        return seq(torch.from_numpy(X)).numpy()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("link", LINKS)
+def test_round_trip_is_bitwise_and_torch_computes_predict(dtype, activation, link):
+    model = _model(activation, link, dtype)
+    seq = model.to_torch()
+    back = fastnn.MLP.from_torch(seq)
+    assert back.dtype == model.dtype and back.layer_sizes == model.layer_sizes
+    assert back.params.tobytes() == model.params.tobytes()
+    assert [layer.activation for layer in back.layers] == \
+        [layer.activation for layer in model.layers]
+    assert [layer.alpha for layer in back.layers if layer.activation == "leaky_relu"] == \
+        [layer.alpha for layer in model.layers if layer.activation == "leaky_relu"]
+    assert back._link_name() == model._link_name()
+    for n in (1, 2000):
+        X = np.random.default_rng(n).normal(size=(n, 5)).astype(dtype)
+        out = _run(seq, X)
+        assert out.dtype == dtype
+        if link == "gaussian":   # [mean | std]
+            _close(out[:, :2], model.predict(X), dtype)
+            _close(out[:, 2:], model.predict_std(X), dtype)
+            _close(back.predict_std(X), model.predict_std(X), dtype, rtol=0)
+        else:
+            _close(out, model.predict(X), dtype)
+        np.testing.assert_array_equal(back.predict(X), model.predict(X))
+
+
+def test_to_torch_layout_and_modules():
+    model = fastnn.MLP([3, 4, 2], activation="leaky_relu", alpha=0.2, output="softmax",
+                       dtype=np.float64, seed=0)
+    seq = to_torch(model)
+    assert [type(m) for m in seq] == [nn.Linear, nn.LeakyReLU, nn.Linear, nn.Softmax]
+    assert seq[1].negative_slope == 0.2 and seq[3].dim == 1
+    for linear, layer in zip((seq[0], seq[2]), model.layers):
+        assert linear.weight.dtype == torch.float64
+        assert linear.weight.shape == (layer.n_out, layer.n_in)      # PyTorch's (out, in)
+        np.testing.assert_array_equal(linear.weight.detach().numpy(), layer.W.T)
+        np.testing.assert_array_equal(linear.bias.detach().numpy(), layer.b)
+    # copies: training one does not move the other
+    with torch.no_grad():
+        seq[0].weight.add_(1.0)
+    assert not np.array_equal(seq[0].weight.detach().numpy(), model.layers[0].W.T)
+    assert [type(m) for m in to_torch(fastnn.MLP([2, 3], output="exp"))] == [nn.Linear, Exp]
+    assert type(to_torch(fastnn.MLP([2, 3, 2], activation="identity"))[1]) is nn.Identity
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_from_torch_computes_what_torch_computes(dtype):
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Linear(6, 10, bias=False), nn.LeakyReLU(0.05), nn.Linear(10, 8),
+                        nn.Tanh(), nn.Linear(8, 7), nn.Linear(7, 5), nn.Sigmoid(),
+                        nn.Linear(5, 3), nn.Softmax(dim=-1)).to(TORCH[dtype])
+    model = from_torch(seq)
+    assert model.dtype == dtype and model.layer_sizes == [6, 10, 8, 7, 5, 3]
+    assert [layer.activation for layer in model.layers] == \
+        ["leaky_relu", "tanh", "identity", "sigmoid", "identity"]
+    assert model.output == "softmax"
+    assert not model.layers[0].b.any()       # no bias: zeros
+    X = np.random.default_rng(0).normal(size=(300, 6)).astype(dtype)
+    _close(model.predict(X), _run(seq, X), dtype)
+
+
+def test_a_sequential_ending_with_a_linear_gets_the_link_of_its_loss():
+    seq = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 4))
+    model = from_torch(seq)
+    assert model.output == "auto"
+    X = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    _close(model.predict(X), _run(seq, X), np.float32)     # logits until trained
+    model.fit(X, np.arange(50) % 4, "cross_entropy", epochs=1)
+    assert model._link_name() == "softmax"
+
+
+def _train_torch(seq, X, y, loss_fn, lr, steps):
+    opt = torch.optim.SGD(seq.parameters(), lr=lr)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(seq(Xt), yt).backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_torch_training_continued_in_fastnn_matches_continuing_in_torch(task):
+    """Train a few steps in PyTorch, import, train on in fastnn: the same as training on in
+    PyTorch (full-batch plain SGD, float64, so the two agree to rounding)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 4))
+    if task == "regression":
+        y = np.column_stack([np.sin(X[:, 0]), X[:, 1] * X[:, 2]])
+        loss_fn, loss, n_out = nn.MSELoss(), "mse", 2   # both: mean over all entries
+    else:
+        y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0)
+        loss_fn, loss, n_out = nn.CrossEntropyLoss(), "cross_entropy", 3
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 8), nn.ReLU(),
+                        nn.Linear(8, n_out)).double()
+    _train_torch(seq, X, y, loss_fn, lr=0.1, steps=5)
+
+    model = from_torch(seq)
+    start = model.params.copy()
+    model.fit(X, y, loss, fastnn.SGD(lr=0.1), epochs=10, batch_size=len(X), shuffle=False)
+    _train_torch(seq, X, y, loss_fn, lr=0.1, steps=10)
+
+    assert not np.allclose(model.params, start)       # it did train
+    np.testing.assert_allclose(model.params, from_torch(seq).params, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------------ bad input
+
+def _message(seq):
+    with pytest.raises((ValueError, TypeError)) as info:
+        from_torch(seq)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("seq, fragment", [
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.1), nn.Linear(3, 1), nn.GELU()),
+     "module [1] (Dropout"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1), nn.GELU()),
+     "module [3] (GELU"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1), nn.ReLU()),
+     "module [3] (ReLU: ReLU()) is not supported as the final module"),
+    (lambda: nn.Sequential(nn.ReLU(), nn.Linear(2, 3)),
+     "module [0] (ReLU: ReLU()) is not supported here: each activation must follow a Linear"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Tanh(), nn.Linear(3, 1)),
+     "module [2] (Tanh"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.Softmax(dim=0)), "module [1] (Softmax"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.Softmax(dim=1), nn.Linear(3, 1)),
+     "module [1] (Softmax"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.Sigmoid(), nn.Sigmoid()),
+     "module [2] (Sigmoid: Sigmoid()) is not supported here: an output link must follow"),
+    (lambda: nn.Sequential(nn.Conv1d(1, 1, 1)), "module [0] (Conv1d"),
+    (lambda: nn.Sequential(type("MyLinear", (nn.Linear,), {})(2, 3)), "module [0] (MyLinear"),
+    (lambda: nn.Sequential(), "empty nn.Sequential"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.Linear(4, 1)),
+     "module [1] (Linear(in_features=4, out_features=1, bias=True)) has in_features=4; "
+     "expected 3"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.LeakyReLU(-0.1), nn.Linear(3, 1)),
+     "LeakyReLU slope of -0.1"),
+    (lambda: nn.Sequential(nn.Linear(2, 3).half()), "has dtype torch.float16"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1).double()),
+     "module [1] (Linear(in_features=3, out_features=1, bias=True)) has dtype torch.float64 "
+     "but the earlier layers have torch.float32"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), GaussianMeanStd()), "even number of outputs"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_unsupported_modules_are_named_with_their_index(seq, fragment):
+    assert fragment in _message(seq())
+
+
+def test_non_finite_weights_and_wrong_types():
+    seq = nn.Sequential(nn.Linear(2, 3))
+    with torch.no_grad():
+        seq[0].weight[0, 0] = float("nan")
+    assert "layer 0 has NaN or infinite weights" in _message(seq)
+    with pytest.raises(TypeError, match="module must be a torch.nn.Sequential; got Linear"):
+        from_torch(nn.Linear(2, 3))
+    with pytest.raises(TypeError, match="got list"):
+        fastnn.MLP.from_torch([nn.Linear(2, 3)])
+    with pytest.raises(TypeError, match="model must be a fastnn.MLP; got Sequential"):
+        to_torch(nn.Sequential())
+
+
+def test_missing_torch_says_which_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, "fastnn.torch_interop")   # re-imported without torch
+    model = fastnn.MLP([2, 3])
+    with pytest.raises(ImportError, match=r'pip install "fastnn\[torch\]"'):
+        model.to_torch()
+    with pytest.raises(ImportError, match=r'pip install "fastnn\[torch\]"'):
+        fastnn.MLP.from_torch(None)
