@@ -11,8 +11,9 @@ DTYPES = [np.float32, np.float64]
 # with relative error 2^-24 ~ 6e-8; 1e-4 leaves room for sqrt(n) growth and the polynomial exp.
 RTOL = {np.float32: 1e-4, np.float64: 1e-12}
 ATOL = {np.float32: 1e-5, np.float64: 1e-12}
+# one row (and, for dW = X^T D, one input) takes the GEMV path of _blas.gemm_rowmajor
 SHAPES = [(1, 1, 1), (1, 5, 3), (7, 1, 4), (5, 6, 1), (7, 33, 129), (33, 129, 7),
-          (512, 784, 256)]
+          (1, 784, 256), (512, 784, 256)]
 
 
 def _data(shape, dtype, seed=0):
@@ -153,8 +154,10 @@ def test_nan_propagates_through_every_activation():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-def test_out_buffers_give_the_same_results(dtype):
-    X, W, b = _data((9, 8, 7), dtype)
+@pytest.mark.parametrize("n_samples", [9, 1])
+def test_out_buffers_give_the_same_results(dtype, n_samples):
+    # NaN-filled buffers: a product with beta = 0 must not read them (GEMV included)
+    X, W, b = _data((n_samples, 8, 7), dtype)
     A = fastnn.dense_forward(X, W, b, "tanh")
     out = np.full_like(A, np.nan)
     assert fastnn.dense_forward(X, W, b, "tanh", out=out) is out
