@@ -161,3 +161,23 @@ def test_get_set_params_and_copy_are_independent():
 def test_bad_construction_is_rejected(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         MLP(**kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("n_samples", [1, 3, 5000])   # 5000 x 4 > as_input's isfinite limit
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_inputs_in_the_models_dtype_are_checked_like_any_other(dtype, n_samples, bad):
+    # the fast path of as_input (C-contiguous, the model's dtype) keeps every check
+    model = MLP([4, 3], dtype=dtype, seed=0)
+    X = np.ones((n_samples, 4), dtype)
+    expected = model.predict(X.astype(np.float16))   # the converting path
+    np.testing.assert_array_equal(model.predict(X), expected)
+    X[n_samples - 1, 2] = bad
+    with pytest.raises(ValueError, match=rf"X contains NaN or infinity \(first at row "
+                                         rf"{n_samples - 1}, column 2\)"):
+        model.predict(X)
+    with pytest.raises(ValueError, match=r"X has 3 features \(shape \(1, 3\)\); the model "
+                                         "expects 4"):
+        model.predict(np.ones((1, 3), dtype))
+    with pytest.raises(ValueError, match="X has 0 samples"):
+        model.predict(np.ones((0, 4), dtype))
