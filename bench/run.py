@@ -5,6 +5,7 @@
     python bench/run.py --out FILE # write elsewhere (default: bench/RESULTS.md; --quick
                                    # writes bench/RESULTS-quick.md so as not to replace it)
     python bench/run.py --no-mpi   # without question 5 (saves ~2-2.5 minutes)
+    python bench/run.py --no-latency  # without question 6 (prediction latency, ~1.5 minutes)
 
 The order: kernels (question 1), GEMM floor (2), throughput against the peers (3), memory (4),
 data-parallel scaling over MPI (5: bench/mpi_scaling.py, launched under mpiexec; it writes its
@@ -23,6 +24,7 @@ import time
 import _common as C
 import gemm_floor
 import kernels
+import latency
 import memory
 import mpi_scaling
 import throughput
@@ -107,8 +109,8 @@ def mpi_section(mpi, mpi_path):
 
 
 def write(path, env, tp, fl, kn, mem, command, seconds, quick, started, mpi=None,
-          mpi_path=None):
-    rows = targets(tp, fl, kn, mem)
+          mpi_path=None, lat=None):
+    rows = targets(tp, fl, kn, mem) + (latency.targets(lat) if lat is not None else [])
     n_met = sum(1 for r in rows if r[2] == "met")
     parts = [
         "# fastnn benchmark results" + (" (--quick: small data, not the reference figures)"
@@ -132,6 +134,8 @@ def write(path, env, tp, fl, kn, mem, command, seconds, quick, started, mpi=None
               "## 4. Memory (workload A, batch 256, float32)", "", memory.markdown(mem), ""]
     if mpi is not None:
         parts += mpi_section(mpi, mpi_path)
+    if lat is not None:
+        parts += ["## 6. Prediction latency (bench/latency.py)", "", latency.markdown(lat), ""]
     notes = os.path.join(HERE, "NOTES.md")
     if os.path.exists(notes) and not quick:
         with open(notes) as f:
@@ -149,6 +153,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-mpi", action="store_true", help="skip question 5 (MPI scaling)")
+    ap.add_argument("--no-latency", action="store_true",
+                    help="skip question 6 (prediction latency)")
     args = ap.parse_args(argv)
     out = args.out or os.path.join(HERE, "RESULTS-quick.md" if args.quick else "RESULTS.md")
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(
@@ -183,9 +189,13 @@ def main(argv=None):
             log(f"wrote {mpi_path}")
         else:
             log(f"skipped: {mpi}")
+    lat = None
+    if not args.no_latency:
+        log("== 6. prediction latency")
+        lat = latency.run(args.quick)
     env = C.environment()
     rows = write(out, env, tp, fl, kn, mem, command, time.perf_counter() - t0, args.quick,
-                 started, mpi, mpi_path)
+                 started, mpi, mpi_path, lat)
     log(f"wrote {out}")
     for a, b, c, _ in rows:
         print(f"  {c:12s} {a}: {b}")
