@@ -78,7 +78,7 @@ def _import_onnx():
     return onnx
 
 
-def leaky_slope(layer):
+def _leaky_slope(layer):
     """The leaky_relu slope of a ``fastnn.Dense`` layer (one place reads the attribute)."""
     return float(layer.alpha)
 
@@ -125,11 +125,11 @@ def _mlp_logits(g, model, x):
         elif g.dtype == np.float32:
             # the kernels multiply by the slope rounded to the model's dtype: in float32 that
             # is exactly LeakyRelu's 32-bit float attribute
-            h = g.node("LeakyRelu", [h], stem=f"a{k}", alpha=leaky_slope(layer))
+            h = g.node("LeakyRelu", [h], stem=f"a{k}", alpha=_leaky_slope(layer))
         else:
             # LeakyRelu's alpha is a 32-bit attribute (0.01 would become 0.009999999776);
             # PRelu takes the slope as a float64 tensor and computes the same x < 0 ? s x : x
-            slope = g.const(f"slope{k}", np.array(leaky_slope(layer), np.float64))
+            slope = g.const(f"slope{k}", np.array(_leaky_slope(layer), np.float64))
             h = g.node("PRelu", [h, slope], stem=f"a{k}")
     return h
 
