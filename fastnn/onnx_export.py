@@ -57,6 +57,7 @@ import os
 
 import numpy as np
 
+from fastnn.io import _atomic_write
 from fastnn.model import MLP
 
 __all__ = ["to_onnx", "DEFAULT_OPSET"]
@@ -251,8 +252,8 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
         ``predict_std`` / ``predict_proba`` where the model has them): see the module
         docstring for the inputs, nodes and outputs.
     path : str or os.PathLike, optional
-        Where to write the model (``.onnx`` by convention; written as given).  Without it,
-        nothing is written.
+        Where to write the model (``.onnx`` by convention; written as given, atomically as
+        ``MLP.save`` writes).  Without it, nothing is written.
     opset : int, default 17
         ONNX operator set of the default domain, between 13 and the newest one the installed
         onnx package knows.
@@ -274,7 +275,8 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
     ValueError
         An unfitted estimator; an opset out of range.
     OSError
-        `path` cannot be written (a missing directory, no permission).
+        `path` cannot be written: FileNotFoundError naming a missing directory,
+        PermissionError; an existing file at `path` is then left as it was.
 
     Examples
     --------
@@ -313,7 +315,10 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
     onnx_model.doc_string = repr(mlp)
     onnx.checker.check_model(onnx_model, full_check=True)
     if path is not None:
-        onnx.save_model(onnx_model, os.fspath(path))
+        # written like MLP.save: a temporary file beside the target, fsynced, then renamed
+        # over it, so a failed or interrupted export never leaves a partial file
+        data = onnx_model.SerializeToString()
+        _atomic_write(path, lambda fh: fh.write(data))
     return onnx_model
 
 

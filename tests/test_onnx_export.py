@@ -264,9 +264,16 @@ def test_bad_arguments(tmp_path):
         to_onnx(model, opset=1000)
     with pytest.raises(TypeError, match="name must be a str"):
         to_onnx(model, name=5)
-    with pytest.raises(OSError):
-        model.save_onnx(tmp_path / "no" / "such" / "dir" / "m.onnx")
+    with pytest.raises(FileNotFoundError, match="the directory .*such.* does not exist"):
+        model.save_onnx(tmp_path / "no" / "such" / "m.onnx")
     assert not (tmp_path / "no").exists()
+    target = tmp_path / "m.onnx"
+    target.write_bytes(b"previous")
+    with pytest.raises(TypeError):   # fails before anything is written
+        model.save_onnx(target, opset="17")
+    assert target.read_bytes() == b"previous"
+    model.save_onnx(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]   # no temporary left
 
 
 def test_missing_onnx_says_which_extra(monkeypatch):
