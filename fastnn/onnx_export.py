@@ -46,6 +46,8 @@ What the graph holds
 
   The probabilities and predictions are in the model's dtype (the estimators' ``predict``
   returns float64 copies of the same float32 values).
+* ``metadata_props``: ``layer_sizes``, ``activations`` (hidden layers), ``output_link`` and
+  ``dtype`` of the network, for the code that deploys it.
 * Standardization of the inputs is not part of a fastnn model yet: scale inputs outside the
   graph as you did for training (a scikit-learn ``StandardScaler`` in front of the estimator is
   not exported).
@@ -313,6 +315,10 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
                                    producer_name="fastnn", producer_version=_version(),
                                    ir_version=_ir_for(onnx, opset))
     onnx_model.doc_string = repr(mlp)
+    helper.set_model_props(onnx_model, {
+        "layer_sizes": ",".join(map(str, mlp.layer_sizes)),
+        "activations": ",".join(layer.activation for layer in mlp.layers[:-1]),
+        "output_link": mlp._link_name(), "dtype": mlp.dtype.name})
     onnx.checker.check_model(onnx_model, full_check=True)
     if path is not None:
         # written like MLP.save: a temporary file beside the target, fsynced, then renamed

@@ -126,6 +126,9 @@ def test_graph_structure_weights_and_symbolic_batch():
     for W, layer in zip(stored, model.layers):   # fastnn's (n_in, n_out) layout, bitwise
         assert W.dtype == np.float32 and np.array_equal(W, layer.W)
     assert proto.opset_import[0].version == 17 and proto.producer_name == "fastnn"
+    assert {p.key: p.value for p in proto.metadata_props} == {
+        "layer_sizes": "3,5,2", "activations": "relu", "output_link": "softmax",
+        "dtype": "float32"}
     float64 = to_onnx(model.astype(np.float64))
     assert float64.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
 
