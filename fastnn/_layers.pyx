@@ -4,10 +4,12 @@ Samples are rows (THEORY.md): X (B, n_in), W (n_in, n_out), b (n_out,), A (B, n_
 used to samples-as-columns (Z = W X + b) sees the transpose of the same arithmetic.
 
 The cdef functions take raw pointers and sizes so the training loop (_sgd.pyx) calls them on
-its workspace without touching Python; the def functions below are the unchecked entry points
-used by fastnn.layers, which validates every argument first.
+its workspace without touching Python; the def functions below are the entry points used by
+fastnn.layers, which validates every argument first; they check the shapes again (O(1)), as
+they are reachable from Python.
 """
 from cython cimport floating
+from libc.limits cimport INT_MAX
 
 from fastnn._blas cimport gemm_rowmajor
 from fastnn._kernels cimport FNN_OK, bias_act, act_backward
@@ -70,13 +72,30 @@ def _raise_status(int status):
         raise ValueError(f"unknown activation code (status {status})")
 
 
+def _check_shape(name, view, expected):
+    """Raise ValueError unless the memoryview `view` has shape `expected` (O(1))."""
+    shape = tuple(view.shape[:len(expected)])
+    if shape != expected:
+        raise ValueError(f"{name} has shape {shape}; expected {expected}")
+
+
+def _check_dims(Py_ssize_t n_samples, Py_ssize_t n_in, Py_ssize_t n_out):
+    if not (1 <= n_samples <= INT_MAX and 1 <= n_in <= INT_MAX and 1 <= n_out <= INT_MAX):
+        raise ValueError(f"layer dimensions (B={n_samples}, n_in={n_in}, n_out={n_out}); "
+                         f"expected each in [1, {INT_MAX}]")
+
+
 def forward_into(const floating[:, ::1] X,  # IN (B, n_in)
                  const floating[:, ::1] W,  # IN (n_in, n_out)
                  const floating[::1] b,     # IN (n_out,)
                  floating[:, ::1] out,      # OUT (B, n_out)
                  int act, double alpha):
-    """Unchecked: shapes and dtypes are validated by fastnn.layers.dense_forward."""
+    """Values and layout are validated by fastnn.layers.dense_forward; shapes checked here."""
     cdef int status
+    _check_dims(X.shape[0], X.shape[1], W.shape[1])
+    _check_shape("W", W, (X.shape[1], W.shape[1]))
+    _check_shape("b", b, (W.shape[1],))
+    _check_shape("out", out, (X.shape[0], W.shape[1]))
     with nogil:
         status = dense_forward(&X[0, 0], &W[0, 0], &b[0], &out[0, 0], <int> X.shape[0],
                                <int> X.shape[1], <int> W.shape[1], act, <floating> alpha)
@@ -92,8 +111,17 @@ def backward_into(const floating[:, ::1] X,   # IN (B, n_in)
                   floating[::1] db,           # OUT (n_out,)
                   floating[:, ::1] dX,        # OUT (B, n_in) or None
                   int act, double alpha):
-    """Unchecked: shapes and dtypes are validated by fastnn.layers.dense_backward."""
+    """Values and layout are validated by fastnn.layers.dense_backward; shapes checked here."""
     cdef int status
+    cdef Py_ssize_t B = X.shape[0], n_in = X.shape[1], n_out = W.shape[1]
+    _check_dims(B, n_in, n_out)
+    _check_shape("W", W, (n_in, n_out))
+    for name, view in (("A", A), ("dA", dA), ("D", D)):
+        _check_shape(name, view, (B, n_out))
+    _check_shape("dW", dW, (n_in, n_out))
+    _check_shape("db", db, (n_out,))
+    if dX is not None:
+        _check_shape("dX", dX, (B, n_in))
     cdef floating *dX_ptr = NULL if dX is None else &dX[0, 0]
     with nogil:
         status = dense_backward(&X[0, 0], &W[0, 0], &A[0, 0], &dA[0, 0], &D[0, 0], &dW[0, 0],

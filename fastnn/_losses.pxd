@@ -38,3 +38,11 @@ cdef void output_activation(int kind, floating *Z, int n_samples, int n_out) noe
 # In place, the link from logits to the model's output: identity (MSE, Gaussian), sigmoid
 # (BCE), softmax per row (CE, KL), exp (Poisson); LOSS_GAUSSIAN_LEARNED keeps the mean
 # columns and turns the log-variance columns into standard deviations exp(s / 2).
+
+
+cdef int check_targets(int kind, Py_ssize_t n, Py_ssize_t n_out, object Y,
+                       const Py_ssize_t[::1] labels, object sample_weight,
+                       object sigma) except -1
+# Raise ValueError unless the loss code and the targets (Y (n, n_targets) or labels in
+# [0, n_out), sample_weight and sigma of n entries; None where absent) fit logits (n, n_out).
+# For the def entry points of _losses, _network and _sgd: their callers are not trusted.

@@ -32,6 +32,7 @@ Design
 """
 from cython cimport floating
 from libc.math cimport exp, log, log1p, fabs, lgamma, NAN
+from libc.limits cimport INT_MAX
 
 from fastnn._kernels cimport sigmoid
 
@@ -322,6 +323,42 @@ cdef void output_activation(int kind, floating *Z, int n_samples, int n_out) noe
 
 # ------------------------------------------------------------- def wrappers for fastnn.losses
 
+# ------------------------------------------------------------- checks at the compiled boundary
+
+cdef int check_targets(int kind, Py_ssize_t n, Py_ssize_t n_out, object Y,
+                       const Py_ssize_t[::1] labels, object sample_weight,
+                       object sigma) except -1:
+    """Raise ValueError unless the loss code and the targets fit logits of shape (n, n_out).
+
+    Shared by every def entry point that reaches loss_grad (here, _network, _sgd): these
+    private functions are reachable from Python, so they never trust their caller's sizes.
+    O(1).  Label values are not checked here: the kernel turns a label outside [0, n_out)
+    into a NaN loss (never a read out of bounds), and fastnn.losses rejects it first.
+    """
+    cdef Py_ssize_t k
+    if kind < 0 or kind >= N_LOSSES:
+        raise ValueError(f"unknown loss code {kind}; expected 0 .. {N_LOSSES - 1}")
+    k = n_out // 2 if kind == LOSS_GAUSSIAN_LEARNED else n_out
+    if n < 0 or n_out < 1 or k < 1:
+        raise ValueError(f"logits of shape ({n}, {n_out}) do not fit loss code {kind}")
+    if labels is not None:
+        if kind != LOSS_CE and kind != LOSS_KL:
+            raise ValueError("labels are only used by the softmax losses")
+        if labels.shape[0] != n:
+            raise ValueError(f"labels has {labels.shape[0]} entries; expected {n}")
+    elif Y is None:
+        raise ValueError("either Y or labels is required")
+    elif Y.shape[0] != n or Y.shape[1] != k:
+        raise ValueError(f"Y has shape ({Y.shape[0]}, {Y.shape[1]}); expected ({n}, {k})")
+    if sample_weight is not None and sample_weight.shape[0] != n:
+        raise ValueError(f"sample_weight has {sample_weight.shape[0]} entries; expected {n}")
+    if sigma is not None and sigma.shape[0] != n:
+        raise ValueError(f"sigma has {sigma.shape[0]} entries; expected {n}")
+    return 0
+
+
+# ------------------------------------------------------------- def wrappers for fastnn.losses
+
 def loss_grad_into(int kind, bint full, double sigma,
                    const floating[:, ::1] Z,              # IN (n, n_out) logits
                    const floating[:, ::1] Y,              # IN (n, n_targets) or None
@@ -335,37 +372,23 @@ def loss_grad_into(int kind, bint full, double sigma,
     Returns sum_i w_i l_i as a float and fills G[i, :] = grad_scale * w_i * dl_i/dZ[i, :].
     """
     cdef LossParams p
-    cdef int n = <int> Z.shape[0], n_out = <int> Z.shape[1]
-    cdef int k = n_out // 2 if kind == LOSS_GAUSSIAN_LEARNED else n_out
+    cdef Py_ssize_t n = Z.shape[0], n_out = Z.shape[1]
     cdef const floating *Y_ptr = NULL
     cdef const Py_ssize_t *lab_ptr = NULL
     cdef const floating *w_ptr = NULL
     cdef const floating *s_ptr = NULL
     cdef floating *G_ptr = NULL
     cdef double total
-    if kind < 0 or kind >= N_LOSSES:
-        raise ValueError(f"unknown loss code {kind}")
-    if n < 1 or n_out < 1 or k < 1 or (kind == LOSS_GAUSSIAN_LEARNED and n_out != 2 * k):
-        raise ValueError(f"Z has shape ({n}, {n_out}); not valid for loss code {kind}")
+    if n < 1 or n > INT_MAX or n_out > INT_MAX:
+        raise ValueError(f"Z has shape ({n}, {n_out}); expected 1 .. {INT_MAX} rows")
+    check_targets(kind, n, n_out, Y, labels, sample_weight, sigma_arr)
     if labels is not None:
-        if kind != LOSS_CE and kind != LOSS_KL:
-            raise ValueError("labels are only used by the softmax losses")
-        if labels.shape[0] != n:
-            raise ValueError(f"labels has {labels.shape[0]} entries; expected {n}")
         lab_ptr = &labels[0]
-    elif Y is None:
-        raise ValueError("either Y or labels is required")
     else:
-        if Y.shape[0] != n or Y.shape[1] != k:
-            raise ValueError(f"Y has shape ({Y.shape[0]}, {Y.shape[1]}); expected ({n}, {k})")
         Y_ptr = &Y[0, 0]
     if sample_weight is not None:
-        if sample_weight.shape[0] != n:
-            raise ValueError(f"sample_weight has {sample_weight.shape[0]} entries; expected {n}")
         w_ptr = &sample_weight[0]
     if sigma_arr is not None:
-        if sigma_arr.shape[0] != n:
-            raise ValueError(f"sigma_arr has {sigma_arr.shape[0]} entries; expected {n}")
         s_ptr = &sigma_arr[0]
     if G is not None:
         if G.shape[0] != n or G.shape[1] != n_out:
@@ -375,16 +398,18 @@ def loss_grad_into(int kind, bint full, double sigma,
     p.full = full
     p.sigma = sigma
     with nogil:
-        total = loss_grad(&p, &Z[0, 0], n, n_out, Y_ptr, lab_ptr, w_ptr, s_ptr, grad_scale,
-                          G_ptr)
+        total = loss_grad(&p, &Z[0, 0], <int> n, <int> n_out, Y_ptr, lab_ptr, w_ptr, s_ptr,
+                          grad_scale, G_ptr)
     return total
 
 
 def output_into(int kind, floating[:, ::1] Z):  # IN/OUT (n, n_out): logits -> link(logits)
-    """Unchecked: apply the loss's output link to Z in place (see output_activation)."""
+    """Apply the loss's output link to Z in place (see output_activation)."""
     if kind < 0 or kind >= N_LOSSES:
         raise ValueError(f"unknown loss code {kind}")
     if Z.shape[0] == 0 or Z.shape[1] == 0:
         return
+    if Z.shape[0] > INT_MAX or Z.shape[1] > INT_MAX:
+        raise ValueError(f"Z has shape ({Z.shape[0]}, {Z.shape[1]}); too large")
     with nogil:
         output_activation(kind, &Z[0, 0], <int> Z.shape[0], <int> Z.shape[1])

@@ -9,11 +9,14 @@ delta buffers ping-pong dl/dZ backwards.  Nothing here allocates, so the trainin
 (_sgd.pyx) calls net_loss_grad once per minibatch on buffers sized once per fit.
 """
 from cython cimport floating
+from libc.limits cimport INT_MAX
 from libc.stdlib cimport malloc, free
+from cpython.pyport cimport PY_SSIZE_T_MAX
 
-from fastnn._kernels cimport FNN_OK
+from fastnn._kernels cimport FNN_OK, FNN_N_ACTIVATIONS
 from fastnn._layers cimport dense_forward, dense_backward, dense_backward_sgd
-from fastnn._losses cimport LossParams, loss_grad, output_activation
+from fastnn._losses cimport (LossParams, N_LOSSES, check_targets, loss_grad,
+                             output_activation)
 
 import numpy as np
 
@@ -97,15 +100,33 @@ cdef double net_loss_grad(const Net *net, const floating *params, floating *grad
 
 # ---------------------------------------------------------------- Python-facing holder
 
+def _index_vector(values, name, low, high):
+    """values as a 1-D intc array, each in [low, high] (checked before the cast can wrap)."""
+    raw = np.asarray(values)
+    if raw.ndim != 1 or (raw.size and raw.dtype.kind not in "iu"):
+        raise ValueError(f"{name} must be a 1-D sequence of integers; got {values!r}")
+    if raw.size and (raw.min() < low or raw.max() > high):
+        raise ValueError(f"{name}={raw.tolist()}; expected integers in [{low}, {high}]")
+    return np.ascontiguousarray(raw, dtype=np.intc)
+
+
 cdef class NetSpec:
     """Owns the index arrays behind a `Net` struct (built once per model by fastnn.model)."""
 
     def __cinit__(self, sizes, acts, alphas):
-        sizes = np.ascontiguousarray(sizes, dtype=np.intc)
+        # reachable from Python: every index array the compiled code follows is checked here
+        sizes = _index_vector(sizes, "sizes", 1, INT_MAX)
         n_layers = sizes.shape[0] - 1
+        if n_layers < 1:
+            raise ValueError(f"sizes has {sizes.shape[0]} entries; expected at least 2")
         self._sizes = sizes
-        self._acts = np.ascontiguousarray(acts, dtype=np.intc)
+        self._acts = _index_vector(acts, "acts", 0, FNN_N_ACTIVATIONS - 1)
+        if self._acts.shape[0] != n_layers:
+            raise ValueError(f"acts has {self._acts.shape[0]} entries; expected {n_layers}")
         self._alphas = np.ascontiguousarray(alphas, dtype=np.float64)
+        if self._alphas.shape != (n_layers,) or not np.isfinite(self._alphas).all():
+            raise ValueError(f"alphas has shape {self._alphas.shape}; expected {n_layers} "
+                             "finite values")
         w_off = np.empty(n_layers, dtype=np.intp)
         b_off = np.empty(n_layers, dtype=np.intp)
         a_off = np.empty(n_layers, dtype=np.intp)
@@ -136,6 +157,39 @@ cdef class NetSpec:
         self.net.b_off = &b[0]
         self.net.a_off = &ao[0]
 
+    def check(self, Py_ssize_t n_params, Py_ssize_t n_grads=-1, Py_ssize_t n_inputs=-1,
+              Py_ssize_t n_rows=-1):
+        """Raise ValueError unless the buffers fit this network (-1: not checked); O(1).
+
+        Every def entry point that hands a parameter or gradient vector, or inputs, to the
+        compiled network calls this first, so no Python-side state can make it read or write
+        out of bounds.
+        """
+        if n_params != self.n_params:
+            raise ValueError(f"params has {n_params} entries; the network has "
+                             f"{self.n_params} parameters")
+        if n_grads != -1 and n_grads != self.n_params:
+            raise ValueError(f"grads has {n_grads} entries; the network has "
+                             f"{self.n_params} parameters")
+        if n_inputs != -1 and n_inputs != self.net.sizes[0]:
+            raise ValueError(f"X has {n_inputs} features; the network expects "
+                             f"{self.net.sizes[0]}")
+        if n_rows > INT_MAX:
+            raise ValueError(f"X has {n_rows} rows; at most {INT_MAX} are supported")
+        return 0
+
+    @property
+    def sizes(self):
+        return self._sizes.copy()
+
+    @property
+    def n_inputs(self):
+        return self.net.sizes[0]
+
+    @property
+    def n_outputs(self):
+        return self.net.sizes[self.net.n_layers]
+
     @property
     def w_offsets(self):
         return self._w_off.copy()
@@ -158,14 +212,21 @@ def forward_into(NetSpec spec, const floating[::1] params, const floating[:, ::1
     """out (n, n_L) := output link of the logits, computed chunk_rows samples at a time.
 
     The workspace is allocated here, per call, so concurrent calls on one model share no
-    mutable state.  Unchecked: fastnn.model validates.
+    mutable state.  Values are fastnn.model's to validate; sizes are checked here.
     """
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = out.shape[1]
     cdef Py_ssize_t start, rows, i, j
     cdef int status = FNN_OK, L = spec.net.n_layers
     cdef floating *acts
     cdef floating *last
-    chunk_rows = max(1, min(chunk_rows, n))
+    spec.check(params.shape[0], -1, n_in)
+    if out.shape[0] != n or n_out != spec.net.sizes[L]:
+        raise ValueError(f"out has shape ({out.shape[0]}, {n_out}); expected "
+                         f"({n}, {spec.net.sizes[L]})")
+    if loss_kind < 0 or loss_kind >= N_LOSSES:
+        raise ValueError(f"unknown loss code {loss_kind}")
+    # the workspace stays below 2**31 elements (and chunks are int-sized for the kernels)
+    chunk_rows = max(1, min(chunk_rows, n, INT_MAX // max(1, spec.net.act_width)))
     acts = <floating *> malloc(chunk_rows * spec.net.act_width * sizeof(floating))
     if acts == NULL:
         raise MemoryError(f"could not allocate the prediction workspace "
@@ -197,9 +258,15 @@ def loss_grad_into(NetSpec spec, const floating[::1] params, floating[::1] grads
                    double grad_scale):
     """Return sum_i w_i l_i and fill grads with grad_scale times its gradient.
 
-    The workspace covers all rows of X at once and is freed on return.  Unchecked.
+    The workspace covers all rows of X at once and is freed on return.  Values are
+    fastnn.model's to validate; sizes are checked here.
     """
     cdef LossParams lp
+    spec.check(params.shape[0], grads.shape[0], X.shape[1], X.shape[0])
+    if X.shape[0] < 1:
+        raise ValueError("X has 0 rows; expected at least one")
+    check_targets(loss_kind, X.shape[0], spec.net.sizes[spec.net.n_layers], Y, labels,
+                  sample_weight, sigma)
     cdef int n = <int> X.shape[0], status = FNN_OK
     cdef double total
     cdef floating *acts
@@ -212,6 +279,10 @@ def loss_grad_into(NetSpec spec, const floating[::1] params, floating[::1] grads
     lp.kind = loss_kind
     lp.full = full
     lp.sigma = sigma_scalar
+    # (in Python integers: the C product could overflow)
+    if ((<object> X.shape[0]) * ((<object> spec.net.act_width) + 2 * spec.net.max_width)
+            * (<object> sizeof(floating)) > PY_SSIZE_T_MAX):
+        raise MemoryError(f"the workspace for {X.shape[0]} rows would exceed the address space")
     cdef size_t act_bytes = <size_t> n * spec.net.act_width * sizeof(floating)
     cdef size_t delta_bytes = <size_t> n * spec.net.max_width * sizeof(floating)
     acts = <floating *> malloc(act_bytes + 2 * delta_bytes)

@@ -26,7 +26,9 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from cpython.exc cimport PyErr_CheckSignals
 
 from fastnn._kernels cimport FNN_OK
-from fastnn._losses cimport LossParams
+from libc.limits cimport INT_MAX
+
+from fastnn._losses cimport LossParams, check_targets
 from fastnn._network cimport Net, NetSpec, net_backward, net_forward_loss, net_loss_grad
 
 cdef enum:
@@ -215,18 +217,97 @@ cdef Optimizer _optimizer(int kind, double lr, double momentum, bint nesterov,
     return opt
 
 
+cdef int _check_optimizer(int kind, double momentum, Py_ssize_t n_params, object state1,
+                         object state2, long long t) except -1:
+    """Raise ValueError unless the optimizer's code and state fit a vector of n_params.
+
+    The update reads state1 (velocity / first moment) whenever momentum != 0 or for Adam,
+    and state2 for Adam: a missing or short buffer must never reach it, whatever the
+    Python-side optimizer object holds (a callback may have changed its momentum).  O(1).
+    """
+    if kind != _OPT_SGD and kind != _OPT_ADAM:
+        raise ValueError(f"unknown optimizer code {kind}")
+    if t < 0:
+        raise ValueError(f"the optimizer's step count is {t}; expected >= 0")
+    needs = (kind == _OPT_ADAM or momentum != 0.0, kind == _OPT_ADAM)
+    for i, state in enumerate((state1, state2)):
+        n_state = 0 if state is None else state.shape[0]
+        if n_state != 0 and n_state != n_params:
+            raise ValueError(f"optimizer state {i + 1} has {n_state} entries; expected "
+                             f"{n_params} (one per parameter)")
+        if needs[i] and n_state == 0:
+            what = "Adam" if kind == _OPT_ADAM else f"SGD with momentum={momentum}"
+            raise ValueError(f"{what} needs optimizer state {i + 1} of {n_params} entries; "
+                             "it is missing (allocate it with Optimizer.init_state)")
+    return 0
+
+
 def update_params(NetSpec spec, floating[::1] params, const floating[::1] grads,
                   floating[::1] state1, floating[::1] state2, int kind, double lr,
                   double momentum, bint nesterov, double weight_decay, double clip_norm,
                   double beta1, double beta2, double eps, long long t):
-    """One optimizer step from a gradient computed elsewhere (unchecked; see fastnn.optim)."""
+    """One optimizer step from a gradient computed elsewhere (values: see fastnn.optim).
+
+    Sizes are checked: params and grads against the network, the state against the optimizer.
+    """
     cdef Optimizer opt
+    spec.check(params.shape[0], grads.shape[0])
+    _check_optimizer(kind, momentum, params.shape[0], state1, state2, t)
     opt = _optimizer(kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2, eps,
                      t)
     cdef floating *s1 = NULL if state1 is None or state1.shape[0] == 0 else &state1[0]
     cdef floating *s2 = NULL if state2 is None or state2.shape[0] == 0 else &state2[0]
     with nogil:
         apply_update(&spec.net, &opt, &params[0], &grads[0], s1, s2, params.shape[0], 1.0)
+
+
+def _check_epoch_buffers(NetSpec spec, params, grads, state1, state2, X, Y,
+                         const Py_ssize_t[::1] labels, sample_weight, sigma,
+                         const Py_ssize_t[::1] order, Py_ssize_t batch_size, int loss_kind,
+                         int opt_kind, double momentum, long long t0, acts, delta0, delta1,
+                         X_batch, Y_batch, labels_batch, sw_batch, sigma_batch,
+                         Py_ssize_t row_offset, bint distributed):
+    """Raise ValueError unless every buffer of train_epoch fits the network and the batch."""
+    cdef Py_ssize_t i, n = X.shape[0], n_order, rows, bad = -1
+    n_params = params.shape[0]
+    spec.check(n_params, grads.shape[0] - (2 if distributed else 0), X.shape[1], n)
+    check_targets(loss_kind, n, spec.n_outputs, Y, labels, sample_weight, sigma)
+    _check_optimizer(opt_kind, momentum, n_params, state1, state2, t0)
+    if batch_size < 1 or batch_size > INT_MAX:
+        raise ValueError(f"batch_size={batch_size}; expected 1 .. {INT_MAX}")
+    if row_offset < 0:
+        raise ValueError(f"row_offset={row_offset}; expected >= 0")
+    n_order = n if order is None else order.shape[0]
+    rows = min(batch_size, n_order)  # the most rows one minibatch holds
+    if rows == 0:
+        return
+    need = {"acts": rows * spec.act_width, "delta0": rows * spec.max_width,
+            "delta1": rows * spec.max_width}
+    for name, buf in (("acts", acts), ("delta0", delta0), ("delta1", delta1)):
+        if buf is None or buf.shape[0] < need[name]:
+            raise ValueError(f"the workspace {name} has "
+                             f"{0 if buf is None else buf.shape[0]} entries; a batch of "
+                             f"{rows} rows needs {need[name]}")
+    if order is None:
+        return
+    with nogil:
+        for i in range(n_order):
+            if order[i] < 0:
+                bad = i
+                break
+    if bad >= 0:
+        raise ValueError(f"order[{bad}] is {order[bad]}; expected sample indices >= 0")
+    batches = [("X_batch", X_batch, X, True), ("Y_batch", Y_batch, Y, True),
+               ("labels_batch", labels_batch, labels, False),
+               ("sw_batch", sw_batch, sample_weight, False),
+               ("sigma_batch", sigma_batch, sigma, False)]
+    for name, buf, source, two_d in batches:
+        if source is None:
+            continue
+        if buf is None or buf.shape[0] < rows or (two_d and buf.shape[1] != source.shape[1]):
+            shape = None if buf is None else tuple(buf.shape[:2 if two_d else 1])
+            raise ValueError(f"{name} has shape {shape}; a batch of {rows} rows needs at "
+                             f"least ({rows}{', ' + str(source.shape[1]) if two_d else ','})")
 
 
 def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
@@ -243,7 +324,9 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
                 Py_ssize_t[::1] labels_batch, floating[::1] sw_batch,
                 floating[::1] sigma_batch, double check_every,
                 Py_ssize_t row_offset=0, Allreduce reducer=None):
-    """Run one epoch.  Unchecked: fastnn.trainer validates and sizes every buffer.
+    """Run one epoch.  fastnn.trainer validates the values and sizes every buffer; the sizes
+    are checked again here (O(1) per call, plus O(n) over labels and order), because this
+    function is reachable from Python and the loop below trusts them.
 
     order: the epoch's sample order (a permutation), or None for rows in storage order (then
     minibatches are read in place, without a gather).  The *_batch buffers may be None when
@@ -276,6 +359,10 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     cdef floating *s2 = NULL if state2 is None or state2.shape[0] == 0 else &state2[0]
     pending = None
 
+    _check_epoch_buffers(spec, params, grads, state1, state2, X, Y, labels, sample_weight,
+                         sigma, order, batch_size, loss_kind, opt_kind, momentum, t0, acts,
+                         delta0, delta1, X_batch, Y_batch, labels_batch, sw_batch,
+                         sigma_batch, row_offset, reducer is not None)
     lp.kind, lp.full, lp.sigma = loss_kind, loss_full, sigma_scalar
     opt = _optimizer(opt_kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2,
                      eps, t0)
