@@ -202,3 +202,31 @@ def check_sample_weight(sample_weight, n_samples, dtype, name="sample_weight"):
         raise ValueError(f"{name} sums to infinity in float64 (max {sw.max()}); rescale the "
                          "weights (only their ratios matter)")
     return out
+
+
+def check_values(values, name, shape, dtype):
+    """Real, finite `values` of exactly `shape`, converted to `dtype` (a new array or values).
+
+    The one check behind every public way of putting numbers into a model (``set_params``,
+    the ``params``/``grads`` setters, ``set_weights``, a layer's ``W``/``b``, ``load``):
+    messages name the argument, its shape or dtype, and what was expected.
+    """
+    values = as_ndarray(values, name)
+    shape = tuple(shape)
+    if values.dtype.kind not in "biuf":
+        raise TypeError(f"{name} has dtype {values.dtype}; expected real numbers (float, "
+                        "integer or bool)")
+    if values.shape != shape:
+        raise ValueError(f"{name} has shape {values.shape}; expected {shape}")
+    if not all_finite(values):
+        bad = np.argwhere(~np.isfinite(values))[0]
+        raise ValueError(f"{name} contains NaN or infinity (first at index "
+                         f"{tuple(int(i) for i in bad)}: {values[tuple(bad)]})")
+    with np.errstate(over="ignore"):  # overflow is reported below, with the argument's name
+        converted = values.astype(dtype, copy=False)
+    if not all_finite(converted):
+        raise ValueError(f"{name} has values too large for the model's dtype "
+                         f"{np.dtype(dtype)} (max "
+                         f"|{name}| = {float(np.abs(values).max()):g}); expected at most "
+                         f"{float(np.finfo(dtype).max):g}")
+    return converted

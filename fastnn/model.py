@@ -12,13 +12,15 @@ belongs to the loss, which fuses it with its gradient.  ``output="auto"`` takes 
 last loss the model was trained or evaluated with.
 """
 import numbers
+import threading
 import warnings
 
 import numpy as np
 
 from fastnn import _network, init as _init
 from fastnn._validation import (all_finite, as_ndarray, check_choice, check_number,
-                                check_random_state, check_writeable, float_dtype, MAX_DIM)
+                                check_random_state, check_values, check_writeable, float_dtype,
+                                MAX_DIM)
 from fastnn.layers import ACTIVATIONS, DEFAULT_LEAKY_SLOPE, activation_code
 from fastnn.losses import get_loss
 
@@ -97,13 +99,18 @@ class Dense:
         leaky_relu slope.
 
     Once the layer is part of an MLP, ``W`` and ``b`` are views into the model's parameter
-    vector, and ``dW``/``db`` views into its gradient vector.
+    vector, and ``dW``/``db`` views into its gradient vector.  Assigning to them
+    (``layer.W = new``) checks shape, dtype and finiteness and copies into the model's vector,
+    so the views stay the model's; ``n_in`` and ``n_out`` are read-only, and ``activation``
+    and ``alpha`` are fixed once the layer belongs to a model (its compiled network was built
+    from them).
     """
 
     def __init__(self, n_in, n_out, activation="relu", *, init=None, bias_init=0.0,
                  alpha=DEFAULT_LEAKY_SLOPE):
-        self.n_in = int(check_number(n_in, "n_in", low=1, high=MAX_DIM, integer=True))
-        self.n_out = int(check_number(n_out, "n_out", low=1, high=MAX_DIM, integer=True))
+        self._views = None  # (W, b, dW, db, the model's lock) once part of an MLP
+        self._n_in = int(check_number(n_in, "n_in", low=1, high=MAX_DIM, integer=True))
+        self._n_out = int(check_number(n_out, "n_out", low=1, high=MAX_DIM, integer=True))
         self.activation = check_choice(activation, "activation", tuple(ACTIVATIONS))
         self.init = _init.get_initializer(
             init if init is not None else _init.default_initializer(activation))
@@ -112,11 +119,64 @@ class Dense:
             bias_init = _init.zeros if value == 0 else _init.constant(value)
         self.bias_init = _init.get_initializer(bias_init)
         self.alpha = float(check_number(alpha, "alpha", low=0.0))
-        self.W = self.b = self.dW = self.db = None
 
     def __repr__(self):
         return (f"Dense({self.n_in} -> {self.n_out}, {self.activation}, "
                 f"init={self.init!r}, bias_init={self.bias_init!r})")
+
+    def __getstate__(self):
+        # a copy of a layer is a new, unbound layer (its views belong to one model)
+        return dict(self.__dict__, _views=None)
+
+    # The attributes compiled code depends on: read-only, or checked and copied on assignment.
+    n_in = property(lambda self: self._n_in, doc="Input width (read-only).")
+    n_out = property(lambda self: self._n_out, doc="Output width (read-only).")
+
+    def _fixed(self, name):
+        if self._views is not None:
+            raise AttributeError(f"the layer's {name} cannot change once it belongs to a model "
+                                 "(the compiled network was built from it); build a new model")
+
+    @property
+    def activation(self):
+        return self._activation
+
+    @activation.setter
+    def activation(self, value):
+        self._fixed("activation")
+        self._activation = check_choice(value, "activation", tuple(ACTIVATIONS))
+
+    @property
+    def alpha(self):
+        """leaky_relu slope."""
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value):
+        self._fixed("alpha")
+        self._alpha = float(check_number(value, "alpha", low=0.0))
+
+    def _view(self, i):
+        return None if self._views is None else self._views[i]
+
+    def _assign(self, i, values, name):
+        if self._views is None:
+            raise AttributeError(f"{name} exists once the layer is part of an MLP (it is a view "
+                                 "of the model's vectors); set it after building the model")
+        view = self._views[i]
+        converted = check_values(values, name, view.shape, view.dtype)
+        with self._views[4]:
+            check_writeable(view, name)
+            view[...] = converted
+
+    W = property(lambda self: self._view(0), lambda self, v: self._assign(0, v, "W"),
+                 doc="Weights, shape (n_in, n_out): a view of the model's params.")
+    b = property(lambda self: self._view(1), lambda self, v: self._assign(1, v, "b"),
+                 doc="Biases, shape (n_out,): a view of the model's params.")
+    dW = property(lambda self: self._view(2), lambda self, v: self._assign(2, v, "dW"),
+                  doc="Weight gradient, shape (n_in, n_out): a view of the model's grads.")
+    db = property(lambda self: self._view(3), lambda self, v: self._assign(3, v, "db"),
+                  doc="Bias gradient, shape (n_out,): a view of the model's grads.")
 
 
 class MLP:
@@ -150,13 +210,24 @@ class MLP:
     Attributes
     ----------
     params : ndarray of shape (n_params,), dtype
-        All weights and biases (see the module docstring for the layout).
+        All weights and biases (see the module docstring for the layout).  The model owns
+        this buffer: assigning ``model.params = values`` checks and copies into it (like
+        ``set_params``), so the compiled code and the layers' views never see other memory.
     grads : ndarray of shape (n_params,), dtype
         Gradient of the last ``loss_and_grad``, same layout.  ``fit`` uses it as scratch
         (plain SGD updates each layer inside its weight-gradient product and never forms
-        the whole vector), so read it only after ``loss_and_grad``.
-    layers : list of Dense
+        the whole vector), so read it only after ``loss_and_grad``.  Owned like ``params``.
+    layers : tuple of Dense
         With ``W``, ``b``, ``dW``, ``db`` views into params/grads.
+    layer_sizes : list of int, dtype : numpy.dtype
+        Read-only: fixed when the model is built.
+    loss_ : fastnn.losses.Loss or None
+        The loss of the last fit or ``loss_and_grad``; assigning checks it like ``fit`` does.
+
+    Every write of ``params`` (fit's epochs, ``set_params``, ``set_weights``, the setters,
+    ``Optimizer.step``) holds the model's lock, which ``save`` also takes while it copies the
+    parameters: a save from another thread during ``fit`` writes the weights between two
+    epochs, never a mix.
     """
 
     def __init__(self, layer_sizes, activation="relu", output="auto", init=None,
@@ -196,34 +267,135 @@ class MLP:
 
     # ------------------------------------------------------------------ construction
 
-    def _build(self, layers, output, dtype, seed, warn_symmetric):
-        self.dtype = float_dtype(dtype)
-        self.output = check_choice(output, "output", ("auto",) + tuple(OUTPUT_LINKS))
-        self.layers = layers
-        self.layer_sizes = [layers[0].n_in] + [layer.n_out for layer in layers]
-        self.loss_ = None
+    def _build(self, layers, output, dtype, seed, warn_symmetric, initialize=True):
+        """Own the vectors and bind the views; initialize=False leaves zeros (fastnn.load
+        fills the parameters from the file, so a large network is never initialised)."""
+        dtype = float_dtype(dtype)
+        self._lock = threading.RLock()
+        self._loss = None
+        self.output = output
+        self._layers = tuple(layers)
+        sizes = [layers[0].n_in] + [layer.n_out for layer in layers]
         self._spec = _network.NetSpec(
-            self.layer_sizes, [activation_code(layer.activation) for layer in layers],
+            sizes, [activation_code(layer.activation) for layer in layers],
             [layer.alpha for layer in layers])
         try:
-            self.params = np.zeros(self._spec.n_params, dtype=self.dtype)
-            self.grads = np.zeros(self._spec.n_params, dtype=self.dtype)
+            self._params = np.zeros(self._spec.n_params, dtype=dtype)
+            self._grads = np.zeros(self._spec.n_params, dtype=dtype)
         except MemoryError:
-            n_bytes = 2 * self._spec.n_params * self.dtype.itemsize
-            raise MemoryError(f"an MLP {self.layer_sizes} has {self._spec.n_params} parameters: "
+            n_bytes = 2 * self._spec.n_params * dtype.itemsize
+            raise MemoryError(f"an MLP {sizes} has {self._spec.n_params} parameters: "
                               f"its parameter and gradient vectors need {n_bytes} bytes") from None
         self._bind_views()
-        self.init_params(seed, warn_symmetric=warn_symmetric)
+        if initialize:
+            self.init_params(seed, warn_symmetric=warn_symmetric)
 
     def _bind_views(self):
         w_off, b_off = self._spec.w_offsets, self._spec.b_offsets
-        for k, layer in enumerate(self.layers):
+        for k, layer in enumerate(self._layers):
             n_w = layer.n_in * layer.n_out
             shape = (layer.n_in, layer.n_out)
-            layer.W = self.params[w_off[k]:w_off[k] + n_w].reshape(shape)
-            layer.b = self.params[b_off[k]:b_off[k] + layer.n_out]
-            layer.dW = self.grads[w_off[k]:w_off[k] + n_w].reshape(shape)
-            layer.db = self.grads[b_off[k]:b_off[k] + layer.n_out]
+            layer._views = (self._params[w_off[k]:w_off[k] + n_w].reshape(shape),
+                            self._params[b_off[k]:b_off[k] + layer.n_out],
+                            self._grads[w_off[k]:w_off[k] + n_w].reshape(shape),
+                            self._grads[b_off[k]:b_off[k] + layer.n_out],
+                            self._lock)
+
+    # ------------------------------------------------------------------ owned state
+    # What compiled code reads or writes through is owned here: read-only, or checked and
+    # copied into the owned buffers on assignment (STYLE.md rule 21).
+
+    @property
+    def params(self):
+        return self._params
+
+    @params.setter
+    def params(self, values):
+        self.set_params(values)
+
+    @property
+    def grads(self):
+        return self._grads
+
+    @grads.setter
+    def grads(self, values):
+        converted = check_values(values, "grads", (self.n_params,), self.dtype)
+        with self._lock:
+            check_writeable(self._grads, "model.grads")
+            self._grads[...] = converted
+
+    @property
+    def dtype(self):
+        """numpy.float32 or numpy.float64 (read-only)."""
+        return self._params.dtype
+
+    @property
+    def layer_sizes(self):
+        """Widths [n_0, ..., n_L] (a new list; read-only)."""
+        return [int(n) for n in self._spec.sizes]
+
+    @property
+    def layers(self):
+        return self._layers
+
+    @property
+    def output(self):
+        return self._output
+
+    @output.setter
+    def output(self, value):
+        value = check_choice(value, "output", ("auto",) + tuple(OUTPUT_LINKS))
+        if value != "auto" and self._loss is not None and value != self._loss.output_name:
+            raise ValueError(f"output={value!r} does not match the model's loss "
+                             f"{type(self._loss).__name__}, whose link is "
+                             f"{self._loss.output_name!r}")
+        self._output = value
+
+    @property
+    def loss_(self):
+        return self._loss
+
+    @loss_.setter
+    def loss_(self, loss):
+        self._loss = None if loss is None else self._use_loss(loss)
+
+    def set_weights(self, coefs, intercepts):
+        """Copy weight matrices and bias vectors into the model, all checked before any is written.
+
+        The validated entry point for code that holds per-layer arrays (the scikit-learn
+        estimators' ``coefs_`` / ``intercepts_`` setters).
+
+        Parameters
+        ----------
+        coefs : list or tuple of array-like, one per layer
+            ``coefs[k]`` of shape (n_k, n_{k+1}), real and finite, representable in the
+            model's dtype (cast to it).
+        intercepts : list or tuple of array-like, one per layer
+            ``intercepts[k]`` of shape (n_{k+1},).
+
+        Raises
+        ------
+        TypeError, ValueError
+            Naming the entry (``coefs[1] has shape (3, 4); expected (4, 2)``); the model is
+            unchanged then.
+        """
+        for name, values in (("coefs", coefs), ("intercepts", intercepts)):
+            if not isinstance(values, (list, tuple)):
+                raise TypeError(f"{name} must be a list or tuple of arrays, one per layer; "
+                                f"got {type(values).__name__}")
+            if len(values) != self.n_layers:
+                raise ValueError(f"{name} has {len(values)} entries; expected {self.n_layers} "
+                                 "(one per layer)")
+        W = [check_values(c, f"coefs[{k}]", (layer.n_in, layer.n_out), self.dtype)
+             for k, (c, layer) in enumerate(zip(coefs, self._layers))]
+        b = [check_values(c, f"intercepts[{k}]", (layer.n_out,), self.dtype)
+             for k, (c, layer) in enumerate(zip(intercepts, self._layers))]
+        with self._lock:
+            check_writeable(self._params, "model.params")
+            for layer, w, bias in zip(self._layers, W, b):
+                layer.W[...] = w
+                layer.b[...] = bias
+        return self
 
     def init_params(self, seed=None, warn_symmetric=True):
         """(Re)draw all weights and biases from the layers' initializers.
@@ -233,8 +405,11 @@ class MLP:
         """
         rng = check_random_state(seed)
         for k, layer in enumerate(self.layers):
-            layer.W[...] = layer.init((layer.n_in, layer.n_out), rng=rng, dtype=self.dtype)
-            layer.b[...] = layer.bias_init((layer.n_out,), rng=rng, dtype=self.dtype)
+            W = layer.init((layer.n_in, layer.n_out), rng=rng, dtype=self.dtype)
+            b = layer.bias_init((layer.n_out,), rng=rng, dtype=self.dtype)
+            with self._lock:
+                layer.W[...] = W
+                layer.b[...] = b
             hidden = k < len(self.layers) - 1
             if warn_symmetric and hidden and layer.n_out > 1 and _init.is_symmetric(layer.init):
                 warnings.warn(
@@ -250,7 +425,7 @@ class MLP:
     @property
     def n_params(self):
         """Number of weights and biases."""
-        return self.params.shape[0]
+        return self._spec.n_params
 
     @property
     def n_layers(self):
@@ -258,12 +433,12 @@ class MLP:
 
     @property
     def n_inputs(self):
-        return self.layer_sizes[0]
+        return self._spec.n_inputs
 
     @property
     def n_outputs(self):
         """Width of the last layer (for a learned-variance loss: 2 per target)."""
-        return self.layer_sizes[-1]
+        return self._spec.n_outputs
 
     @property
     def coefs(self):
@@ -303,21 +478,15 @@ class MLP:
         return self.params.copy()
 
     def set_params(self, params):
-        """Copy a parameter vector of shape (n_params,) into the model (cast to its dtype)."""
-        params = as_ndarray(params, "params")
-        if params.shape != (self.n_params,):
-            raise ValueError(f"params has shape {params.shape}; expected ({self.n_params},)")
-        if params.dtype.kind not in "fiu":
-            raise TypeError(f"params has dtype {params.dtype}; expected a real array")
-        if not all_finite(params):
-            raise ValueError("params contains NaN or infinity")
-        with np.errstate(over="ignore"):  # reported below
-            converted = params.astype(self.dtype, copy=False)
-        if not all_finite(converted):
-            raise ValueError(f"params has values too large for the model's dtype "
-                             f"{self.dtype} (max |params| = {float(np.abs(params).max()):g})")
-        check_writeable(self.params, "model.params")
-        self.params[...] = converted
+        """Copy a parameter vector of shape (n_params,) into the model (cast to its dtype).
+
+        Raises TypeError/ValueError for another shape, a non-real dtype, NaN/inf, or values
+        too large for the model's dtype; the model is unchanged then.
+        """
+        converted = check_values(params, "params", (self.n_params,), self.dtype)
+        with self._lock:
+            check_writeable(self._params, "model.params")
+            self._params[...] = converted
         return self
 
     def copy(self):
@@ -326,7 +495,8 @@ class MLP:
             [Dense(layer.n_in, layer.n_out, layer.activation, init=layer.init,
                    bias_init=layer.bias_init, alpha=layer.alpha) for layer in self.layers],
             output=self.output, dtype=self.dtype, warn_symmetric=False)
-        other.params[...] = self.params
+        with self._lock:
+            other.params[...] = self.params
         other.grads[...] = self.grads
         other.loss_ = self.loss_
         return other
@@ -337,7 +507,8 @@ class MLP:
             [Dense(layer.n_in, layer.n_out, layer.activation, init=layer.init,
                    bias_init=layer.bias_init, alpha=layer.alpha) for layer in self.layers],
             output=self.output, dtype=dtype, warn_symmetric=False)
-        other.params[...] = self.params
+        with self._lock:
+            other.params[...] = self.params
         other.loss_ = self.loss_
         return other
 
@@ -527,10 +698,15 @@ class MLP:
         return from_torch(module)
 
     def __getstate__(self):
-        # The compiled NetSpec cannot be pickled and the layers' W/b/dW/db are views that
-        # pickle would store as separate copies: keep the vectors and a description of each
-        # layer, and rebuild the spec and the views in __setstate__.
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_spec", "layers")}
+        # The compiled NetSpec and the lock cannot be pickled, and the layers' W/b/dW/db are
+        # views that pickle would store as separate copies: keep the vectors and a
+        # description of each layer, and rebuild the rest in __setstate__.
+        owned = ("_spec", "_layers", "_lock", "_params", "_grads", "_output", "_loss")
+        state = {k: v for k, v in self.__dict__.items() if k not in owned}
+        with self._lock:
+            params = self._params.copy()
+        state.update(params=params, grads=self._grads, dtype=self.dtype,
+                     layer_sizes=self.layer_sizes, output=self._output, loss_=self._loss)
         state["layers"] = [
             {"n_in": layer.n_in, "n_out": layer.n_out, "activation": layer.activation,
              "init": layer.init, "bias_init": layer.bias_init, "alpha": layer.alpha}
@@ -542,15 +718,18 @@ class MLP:
         layers = [Dense(d["n_in"], d["n_out"], d["activation"], init=d["init"],
                         bias_init=d["bias_init"], alpha=d["alpha"])
                   for d in state.pop("layers")]
+        params, grads = np.asarray(state.pop("params")), np.asarray(state.pop("grads"))
+        output, loss = state.pop("output", "auto"), state.pop("loss_", None)
+        state.pop("dtype", None)
+        state.pop("layer_sizes", None)
+        self._build(layers, output, params.dtype, None, False, initialize=False)
+        if params.shape != (self.n_params,) or grads.shape != params.shape:
+            raise ValueError(f"pickled MLP has {params.shape[0]} parameters; its layer "
+                             f"sizes {self.layer_sizes} need {self.n_params}")
+        self._params[...] = params
+        self._grads[...] = grads
         self.__dict__.update(state)
-        self.layers = layers
-        self._spec = _network.NetSpec(
-            self.layer_sizes, [activation_code(layer.activation) for layer in layers],
-            [layer.alpha for layer in layers])
-        if self.params.shape != (self._spec.n_params,) or self.grads.shape != self.params.shape:
-            raise ValueError(f"pickled MLP has {self.params.shape[0]} parameters; its layer "
-                             f"sizes {self.layer_sizes} need {self._spec.n_params}")
-        self._bind_views()
+        self.loss_ = loss
 
 
 def _check_sizes(layer_sizes):

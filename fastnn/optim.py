@@ -157,39 +157,104 @@ class Optimizer:
     beta1 = beta2 = eps = 0.0
 
     def __init__(self, lr, weight_decay, clip_norm, schedule):
-        self.lr = float(check_number(lr, "lr", low=0.0, low_open=True))
-        self.weight_decay = float(check_number(weight_decay, "weight_decay", low=0.0))
-        if clip_norm is not None:
-            clip_norm = float(check_number(clip_norm, "clip_norm", low=0.0, low_open=True))
-        self.clip_norm = clip_norm
+        self.lr, self.weight_decay, self.clip_norm = lr, weight_decay, clip_norm
         self.schedule = get_schedule(schedule)
         self.reset()
+        self._check()
+
+    def _check(self):
+        """Validate (and normalise) the hyperparameters, as the constructor does.
+
+        Run again before every compiled update, so that a hyperparameter changed after
+        construction (by a callback, between or during fits) is checked like one passed to
+        the constructor.  O(1).
+        """
+        self.lr = float(check_number(self.lr, "lr", low=0.0, low_open=True))
+        self.weight_decay = float(check_number(self.weight_decay, "weight_decay", low=0.0))
+        if self.clip_norm is not None:
+            self.clip_norm = float(check_number(self.clip_norm, "clip_norm", low=0.0,
+                                                low_open=True))
+        if not isinstance(self.schedule, Schedule):
+            raise TypeError(f"schedule must be a fastnn.optim.Schedule; got "
+                            f"{type(self.schedule).__name__}")
+        self.t = int(check_number(self.t, "t (the optimizer's step count)", low=0,
+                                  integer=True))
 
     def reset(self):
         """Forget the state (velocity / moments and the step count)."""
         self.state = (None, None)
         self.t = 0
 
+    @property
+    def state(self):
+        """(state1, state2): velocity, or Adam's two moments; (None, None) before any step.
+
+        Each is a 1-D float32/float64 C-contiguous writeable array, of the model's length
+        (or empty when this optimizer keeps none).  Assignment checks that form; the length
+        is checked against the model before every update (``init_state``).
+        """
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise TypeError(f"state must be a pair (state1, state2) of arrays or (None, None); "
+                            f"got {type(value).__name__}")
+        s1, s2 = value
+        if (s1 is None) != (s2 is None):
+            raise ValueError("state must be two arrays or (None, None); got one of each")
+        for i, s in enumerate((s1, s2)):
+            if s is None:
+                continue
+            name = f"state[{i}]"
+            if not isinstance(s, np.ndarray):
+                raise TypeError(f"{name} must be a numpy.ndarray; got {type(s).__name__}")
+            if s.ndim != 1 or s.dtype not in (np.float32, np.float64) or s.dtype != s1.dtype:
+                raise ValueError(f"{name} is a {s.dtype} array of shape {s.shape}; expected a "
+                                 "1-D float32 or float64 vector (both of one dtype)")
+            if not s.flags.c_contiguous:
+                raise ValueError(f"{name} must be C-contiguous (it is updated in place)")
+            check_writeable(s, name)
+        self._state = (s1, s2)
+
     def _n_state(self):
         raise NotImplementedError
 
     def init_state(self, n_params, dtype):
-        """Allocate the state for a parameter vector, unless it already fits (warm start)."""
-        s1, s2 = self.state
+        """The state for a parameter vector of n_params in `dtype`, allocated unless it fits.
+
+        It fits when every vector this optimizer's update reads (with its hyperparameters
+        now) has n_params entries of `dtype` (a warm start keeps it); otherwise fresh zeros
+        replace it and the step count restarts.  Called before every compiled update, so a
+        hyperparameter changed between epochs (momentum raised from 0) gets its state.
+        """
         n_state = self._n_state()
-        if s1 is None or s1.shape[0] != (n_params if n_state >= 1 else 0) or s1.dtype != dtype:
+        dtype = np.dtype(dtype)
+        state = self._state
+        # a vector the update reads must have n_params entries; one it does not read may
+        # also be empty
+        fits = state[0] is not None and all(
+            s.dtype == dtype and s.shape[0] in ((n_params,) if i < n_state else (0, n_params))
+            for i, s in enumerate(state))
+        if not fits:
             empty = np.zeros(0, dtype=dtype)
             self.state = tuple(np.zeros(n_params, dtype=dtype) if i < n_state else empty
                                for i in range(2))
             self.t = 0
-        return self.state
+        return self._state
 
     def lr_at(self, epoch):
         """The learning rate of 0-based epoch `epoch` under the schedule."""
         return float(self.schedule.lr(epoch, self.lr))
 
     def compiled_args(self, lr):
-        """(kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2, eps)."""
+        """(kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2, eps).
+
+        Checks the hyperparameters again first (see ``_check``); `lr` is the rate of this
+        step or epoch, finite and >= 0 (a schedule may end at 0).
+        """
+        self._check()
+        lr = float(check_number(lr, "lr (the scheduled learning rate)", low=0.0))
         return (self.kind, lr, self.momentum, self.nesterov, self.weight_decay,
                 self.clip_norm if self.clip_norm is not None else 0.0,
                 self.beta1, self.beta2, self.eps)
@@ -208,14 +273,16 @@ class Optimizer:
             raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
         if lr is not None:
             lr = float(check_number(lr, "lr", low=0.0, low_open=True))
-        check_writeable(model.params, "model.params")
-        s1, s2 = self.init_state(model.n_params, model.params.dtype)
-        self.t += 1
-        _sgd.update_params(model._spec, model.params, model.grads, s1, s2,
-                           *self.compiled_args(self.lr if lr is None else lr), self.t)
+        args = self.compiled_args(self.lr if lr is None else lr)
+        with model._lock:  # a save in another thread copies the parameters before or after
+            check_writeable(model.params, "model.params")
+            s1, s2 = self.init_state(model.n_params, model.dtype)
+            _sgd.update_params(model._spec, model.params, model.grads, s1, s2, *args,
+                               self.t + 1)
+            self.t += 1
 
     def get_config(self):
-        config = {k: v for k, v in vars(self).items() if k not in ("state", "t", "schedule")}
+        config = {k: v for k, v in vars(self).items() if k not in ("_state", "t", "schedule")}
         config["schedule"] = self.schedule.get_config()
         return {"name": type(self).__name__, **config}
 
@@ -242,12 +309,18 @@ class SGD(Optimizer):
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
                  clip_norm=None, schedule=None):
-        self.momentum = float(check_number(momentum, "momentum", low=0.0, high=1.0,
-                                           high_open=True))
-        if nesterov and self.momentum == 0:
-            raise ValueError("nesterov=True needs momentum > 0")
-        self.nesterov = bool(nesterov)
+        self.momentum, self.nesterov = momentum, nesterov
         super().__init__(lr, weight_decay, clip_norm, schedule)
+
+    def _check(self):
+        super()._check()
+        self.momentum = float(check_number(self.momentum, "momentum", low=0.0, high=1.0,
+                                           high_open=True))
+        if not isinstance(self.nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov must be True or False; got {self.nesterov!r}")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.nesterov = bool(self.nesterov)
 
     def _n_state(self):
         return 1 if self.momentum > 0 else 0
@@ -270,10 +343,16 @@ class Adam(Optimizer):
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
                  clip_norm=None, schedule=None):
-        self.beta1 = float(check_number(beta1, "beta1", low=0.0, high=1.0, high_open=True))
-        self.beta2 = float(check_number(beta2, "beta2", low=0.0, high=1.0, high_open=True))
-        self.eps = float(check_number(eps, "eps", low=0.0, low_open=True))
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
         super().__init__(lr, weight_decay, clip_norm, schedule)
+
+    def _check(self):
+        super()._check()
+        self.beta1 = float(check_number(self.beta1, "beta1", low=0.0, high=1.0,
+                                        high_open=True))
+        self.beta2 = float(check_number(self.beta2, "beta2", low=0.0, high=1.0,
+                                        high_open=True))
+        self.eps = float(check_number(self.eps, "eps", low=0.0, low_open=True))
 
     def _n_state(self):
         return 2

@@ -412,12 +412,19 @@ def _epochs(model, loss, optimizer, data, val, ws, grads, state, order, rng, sna
         snapshot, previous = previous, snapshot
         snapshot[...] = model.params
         start = time.perf_counter()
-        loss_sum, weight_sum, steps, optimizer.t, status, failed_step, pending = _sgd.train_epoch(
-            model._spec, model.params, grads, state1, state2, X, Y, labels, sw, sigma,
-            order, batch_size, drop_last, loss.kind, int(loss.full), loss.scalar_sigma,
-            *optimizer.compiled_args(lr), optimizer.t, ws.acts, ws.delta0, ws.delta1,
-            ws.X if order is not None else None, ws.Y, ws.labels, ws.sw, ws.sigma,
-            SIGNAL_CHECK_INTERVAL, offset, None if mpi is None else mpi.reducer)
+        # hyperparameters and state as they are now (a callback may have changed momentum);
+        # the model's lock keeps a save in another thread out of the running epoch
+        opt_args = optimizer.compiled_args(lr)
+        with model._lock:
+            state1, state2 = optimizer.init_state(model.n_params, model.dtype)
+            loss_sum, weight_sum, steps, optimizer.t, status, failed_step, pending = \
+                _sgd.train_epoch(
+                    model._spec, model.params, grads, state1, state2, X, Y, labels, sw, sigma,
+                    order, batch_size, drop_last, loss.kind, int(loss.full),
+                    loss.scalar_sigma, *opt_args, optimizer.t, ws.acts, ws.delta0,
+                    ws.delta1, ws.X if order is not None else None, ws.Y, ws.labels, ws.sw,
+                    ws.sigma, SIGNAL_CHECK_INTERVAL, offset,
+                    None if mpi is None else mpi.reducer)
         elapsed = time.perf_counter() - start
         loss_failed = status == _sgd.STATUS_DIVERGED
         if status == _sgd.STATUS_OK and not all_finite(model.params):
