@@ -38,6 +38,8 @@ import json
 import math
 import os
 import secrets
+import stat
+import struct
 import warnings
 import zipfile
 import zlib
@@ -100,7 +102,18 @@ def save_model(model, path, optimizer=None):
     """
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
-    params = np.ascontiguousarray(model.params, dtype=model.dtype.newbyteorder("<"))
+    # One consistent snapshot: the parameters and the optimizer's state are copied under the
+    # model's lock, which fit holds while an epoch runs (and every other writer of params
+    # holds too); the file is written from the copies, after the lock is released.
+    with model._lock:
+        params = np.array(model.params, dtype=model.dtype.newbyteorder("<"))  # a copy
+        optimizer_description, states = (None, [])
+        if optimizer is not None:
+            optimizer_description, states = _describe_optimizer(optimizer, model)
+    if not np.isfinite(params).all():
+        raise ValueError(f"not saving to {os.fspath(path)!r}: the model's parameters contain "
+                         "NaN or infinity (a file always holds finite parameters; the "
+                         "existing file, if any, is unchanged)")
     description = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -115,13 +128,11 @@ def save_model(model, path, optimizer=None):
         "loss": model.loss_.get_config() if model.loss_ is not None else None,
         "n_params": int(model.n_params),
         "params_sha256": hashlib.sha256(params.tobytes()).hexdigest(),
-        "optimizer": None,
+        "optimizer": optimizer_description,
     }
     arrays = {"params": params}
-    if optimizer is not None:
-        description["optimizer"], states = _describe_optimizer(optimizer, model)
-        for i, state in enumerate(states):
-            arrays[f"optimizer_state_{i}"] = state
+    for i, state in enumerate(states):
+        arrays[f"optimizer_state_{i}"] = state
     arrays["description"] = np.array(json.dumps(description, allow_nan=False))
     _atomic_write(path, lambda fh: _write_npz(fh, arrays))
 
@@ -165,7 +176,7 @@ def _describe_optimizer(optimizer, model):
         if s.shape[0] not in (0, model.n_params):
             raise ValueError(f"the optimizer's state has {s.shape[0]} entries but the model has "
                              f"{model.n_params} parameters: it belongs to another model")
-        states.append(np.ascontiguousarray(s, dtype=model.dtype.newbyteorder("<")))
+        states.append(np.array(s, dtype=model.dtype.newbyteorder("<")))  # copies
     description = {"name": name, "config": config,
                    "schedule": {"name": schedule_name, "config": schedule_config,
                                 "state": schedule_state},
@@ -185,52 +196,94 @@ def _write_npz(fh, arrays):
 
 
 def _atomic_write(path, write):
-    """Call write(fh) on a temporary file beside `path`, fsync it, then rename it over path."""
-    path = os.fspath(path)
+    """Call write(fh) on a temporary file beside `path`, fsync it, then rename it over path.
+
+    The temporary file and its descriptor are released on any exception, KeyboardInterrupt
+    included; an existing target keeps its permission bits; a symbolic link is followed (its
+    target is replaced, the link stays).
+    """
+    path = os.fsdecode(os.fspath(path))
+    if os.path.islink(path):
+        path = os.path.realpath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot save to {path!r}: the directory {directory!r} does "
                                 "not exist")
-    base = os.path.basename(path)
-    for _ in range(100):
-        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
-        try:
-            # 0o666 and the process umask give the permissions of any new file
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                         0o666)
-            break
-        except FileExistsError:
-            continue
-    else:  # pragma: no cover - 100 collisions of 48 random bits
-        raise FileExistsError(f"could not create a temporary file in {directory!r}")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = None  # a new file: 0o666 and the process umask decide
+    # a short prefix of the name, so that the temporary name stays within NAME_MAX even when
+    # the target's name uses all of it
+    base = os.path.basename(path)[:64]
+    tmp = attempt = fd = None
+    try:
+        for _ in range(100):
+            attempt = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+            try:
+                fd = os.open(attempt, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                             getattr(os, "O_BINARY", 0), 0o666)
+            except FileExistsError:  # not ours: never remove it
+                attempt = None
+                continue
+            tmp = attempt
+            break
+        else:  # pragma: no cover - 100 collisions of 48 random bits
+            raise FileExistsError(f"could not create a temporary file in {directory!r}")
+        if mode is not None and hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        # the descriptor stays ours (closefd=False): closed exactly once, below
+        with open(fd, "wb", closefd=False) as fh:
             write(fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            os.fsync(fd)
+        # (an interrupt between these two lines leaks the descriptor; one the other way
+        # round could close a descriptor another thread has just been given)
+        closing, fd = fd, None
+        os.close(closing)
         os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt too: never leave the temporary file behind
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        tmp = attempt = None
+    except BaseException:  # KeyboardInterrupt too: never leave the file or its fd behind
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        # `attempt` covers an interrupt that lands between os.open and `tmp = attempt`
+        if tmp is not None or attempt is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp if tmp is not None else attempt)
         raise
     _fsync_directory(directory)
 
 
 def _fsync_directory(directory):
     """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
+    fd = None
     try:
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - Windows
-        return
-    try:
         os.fsync(fd)
-    except OSError:  # pragma: no cover - some file systems refuse
+    except OSError:  # pragma: no cover - Windows, or file systems that refuse
         pass
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 # ------------------------------------------------------------------------------ loading
+#
+# A model file may come from anywhere.  Everything read from it is checked with the rules of
+# the constructors, and every size is cross-checked before anything is allocated: the
+# description's layer sizes give the number of parameters, which must equal its n_params and
+# the shape in the params entry's .npy header, and a header may declare no more data than
+# its zip entry can hold.  So a crafted file fails fast, with bounded memory, as a
+# ModelFileError that names the file and the field.  The field checks below (one per kind of
+# field) are meant for every new field of the format.
+
+#: the description is small; a larger one is not a model file (bounded memory)
+MAX_DESCRIPTION_BYTES = 16 * 2**20
+#: deflate expands at most ~1032x; a zip entry declaring more than this is corrupted
+_MAX_DEFLATE_RATIO = 1100
+_MAX_STEPS = 2**62
+
 
 def load(path, *, with_optimizer=False):
     """Load a model saved by ``MLP.save`` / ``save_model``.
@@ -255,45 +308,60 @@ def load(path, *, with_optimizer=False):
     FileNotFoundError
         No such file.
     ModelFileError (a ValueError)
-        The file is not a fastnn model, is truncated or corrupted, or was written in a newer
-        format version; the message names the file and the problem.
+        The file is not a fastnn model, is truncated or corrupted, was written in a newer
+        format version, or any field is invalid (a size, dtype, name, hyperparameter or
+        state that the constructors would reject, or sizes that disagree); the message
+        names the file and the field.  Files from untrusted sources are safe to try: nothing
+        is unpickled, and no allocation exceeds what the file's own size allows.
     """
     path = os.fspath(path)
-    with open(path, "rb") as fh:  # our handle, closed whatever np.load does with a bad file
+    with open(path, "rb") as fh:  # our handle, closed whatever zipfile does with a bad file
         head = fh.read(8)
         if not head.startswith(_ZIP_MAGIC):
             raise ModelFileError(path, _not_a_zip(head))
+        file_size = fh.seek(0, os.SEEK_END)
         fh.seek(0)
         try:
-            with np.load(fh, allow_pickle=False) as archive:
-                names = list(archive.files)
+            with zipfile.ZipFile(fh) as archive:
+                entries = _entries(path, archive, file_size)
                 for required in ("description", "params"):
-                    if required not in names:
+                    if required not in entries:
                         raise ModelFileError(path, f"it has no {required!r} entry (entries: "
-                                                   f"{names}); it is not a model saved by "
-                                                   "fastnn")
-                description = _parse_description(path, archive["description"])
-                params = archive["params"]
-                states = [archive[f"optimizer_state_{i}"] for i in range(2)
-                          if f"optimizer_state_{i}" in names]
+                                                   f"{sorted(entries)}); it is not a model "
+                                                   "saved by fastnn")
+                raw = _read_npy(path, archive, entries["description"], "description",
+                                _description_header)
+                description = _parse_description(path, raw)
+                spec = _check_model_description(path, description)
+                params = _read_npy(path, archive, entries["params"], "params",
+                                   _vector_header(spec["dtype"], (spec["n_params"],)))
+                states, optimizer_spec = [], None
+                if with_optimizer and description.get("optimizer") is not None:
+                    optimizer_spec = _check_optimizer_description(
+                        path, description["optimizer"], spec["n_params"])
+                    if optimizer_spec["has_state"]:
+                        for i in range(2):
+                            name = f"optimizer_state_{i}"
+                            if name not in entries:
+                                raise ModelFileError(path, f"its {name!r} entry is missing "
+                                                           "(the description says it has "
+                                                           "optimizer state)")
+                            states.append(_read_npy(
+                                path, archive, entries[name], name,
+                                _vector_header(None, ((0,), (spec["n_params"],)))))
         except ModelFileError:
             raise
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
+                OverflowError, struct.error,
                 # what zipfile raises for corrupted flag bits and version fields: "strong
                 # encryption", "compressed patched data", "File ... is encrypted"
                 NotImplementedError, RuntimeError) as exc:
             raise ModelFileError(path, f"the file is truncated or corrupted "
                                        f"({type(exc).__name__}: {exc})") from exc
-    try:
-        model = _build_model(path, description, params)
-        optimizer = None
-        if with_optimizer and description.get("optimizer") is not None:
-            optimizer = _build_optimizer(path, description["optimizer"], states, model)
-    except ModelFileError:
-        raise
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ModelFileError(path, f"its description is inconsistent ({type(exc).__name__}: "
-                                   f"{exc})") from exc
+    model = _build_model(path, spec, params)
+    optimizer = None
+    if optimizer_spec is not None:
+        optimizer = _build_optimizer(path, optimizer_spec, states, model)
     return (model, optimizer) if with_optimizer else model
 
 
@@ -309,72 +377,256 @@ def _not_a_zip(head):
     return "it is not an .npz (zip) archive written by MLP.save"
 
 
+# ----------------------------------------------------------------- the archive's entries
+
+def _entries(path, archive, file_size):
+    """{name without .npy: ZipInfo}, each entry's declared sizes checked against the file."""
+    entries = {}
+    for info in archive.infolist():
+        if not info.filename.endswith(".npy"):
+            continue
+        name = info.filename[:-4]
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ModelFileError(path, f"its {name!r} entry uses zip compression method "
+                                       f"{info.compress_type}; expected stored or deflated")
+        if info.compress_size > file_size or (
+                info.compress_type == zipfile.ZIP_STORED and
+                info.file_size != info.compress_size) or \
+                info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 1024:
+            raise ModelFileError(path, f"its {name!r} entry declares {info.file_size} bytes in "
+                                       f"{info.compress_size} stored bytes of a "
+                                       f"{file_size}-byte file: the file is corrupted")
+        entries[name] = info
+    return entries
+
+
+def _read_npy(path, archive, info, name, check_header):
+    """Read one .npy entry: its header first, checked by check_header(shape, fortran, dtype)
+    (which raises a message), then exactly the data the header declares."""
+    with archive.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ModelFileError(path, f"its {name!r} entry has .npy format version "
+                                       f"{version}; expected (1, 0) or (2, 0)")
+        if dtype.hasobject:
+            raise ModelFileError(path, f"its {name!r} entry holds Python objects ({dtype}); "
+                                       "fastnn never unpickles data from a file")
+        problem = check_header(shape, dtype)
+        if problem:
+            raise ModelFileError(path, f"its {name!r} entry is a {dtype} array of shape "
+                                       f"{shape}; {problem}")
+        count = math.prod(shape)
+        n_bytes = count * dtype.itemsize
+        if n_bytes > info.file_size:
+            raise ModelFileError(path, f"its {name!r} entry declares {n_bytes} bytes of data "
+                                       f"but holds at most {info.file_size}: the file is "
+                                       "truncated or corrupted")
+        data = fh.read(n_bytes)
+        if len(data) != n_bytes or fh.read(1):  # reading to the end checks the zip CRC
+            raise ModelFileError(path, f"its {name!r} entry does not hold the {n_bytes} bytes "
+                                       "its header declares: the file is truncated or "
+                                       "corrupted")
+    array = np.frombuffer(data, dtype=dtype, count=count)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def _description_header(shape, dtype):
+    if shape != () or dtype.kind != "U":
+        return "expected one JSON string (a 0-d unicode array)"
+    if dtype.itemsize > MAX_DESCRIPTION_BYTES:
+        return f"a description larger than {MAX_DESCRIPTION_BYTES} bytes is not a model's"
+    return None
+
+
+def _vector_header(dtype, shapes):
+    """A check for a 1-D float vector of one of `shapes` (and of `dtype` unless None)."""
+    shapes = shapes if isinstance(shapes[0], tuple) else (shapes,)
+
+    def check(shape, found):
+        if found.kind != "f" or found.itemsize not in (4, 8) or (
+                dtype is not None and found.itemsize != np.dtype(dtype).itemsize):
+            return f"expected {dtype or 'float32 or float64'}"
+        if shape not in shapes:
+            return f"expected shape {' or '.join(str(s) for s in shapes)}"
+        return None
+    return check
+
+
 def _parse_description(path, raw):
-    if raw.dtype.kind != "U" or raw.ndim != 0:
-        raise ModelFileError(path, f"its 'description' entry is a {raw.dtype} array of shape "
-                                   f"{raw.shape}; expected one JSON string")
+    def no_constants(name):
+        raise ValueError(f"{name} is not JSON (strict JSON has no NaN or Infinity)")
     try:
-        description = json.loads(str(raw))
-    except ValueError as exc:
-        raise ModelFileError(path, f"its description is not valid JSON ({exc})") from None
+        description = json.loads(str(raw[()]), parse_constant=no_constants)
+    except (ValueError, RecursionError) as exc:
+        raise ModelFileError(path, f"its description is not valid JSON "
+                                   f"({type(exc).__name__}: {exc})") from None
     if not isinstance(description, dict):
         raise ModelFileError(path, "its description is not a JSON object")
     if description.get("format") != FORMAT:
-        raise ModelFileError(path, f"its format is {description.get('format')!r}; expected "
-                                   f"{FORMAT!r}")
+        raise ModelFileError(path, f"its format is {_short(description.get('format'))}; "
+                                   f"expected {FORMAT!r}")
     version = description.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ModelFileError(path, f"its format_version is {version!r}; expected a positive "
-                                   "integer")
+        raise ModelFileError(path, f"its format_version is {_short(version)}; expected a "
+                                   "positive integer")
     if version > FORMAT_VERSION:
         raise ModelFileError(
             path, f"it was written in format version {version} (by fastnn "
-                  f"{description.get('fastnn_version', '?')}); this fastnn {__version__} reads "
-                  f"format versions up to {FORMAT_VERSION}: upgrade fastnn to load it")
+                  f"{str(description.get('fastnn_version', '?'))[:40]}); this fastnn "
+                  f"{__version__} reads format versions up to {FORMAT_VERSION}: upgrade "
+                  "fastnn to load it")
     return description
 
 
-def _build_model(path, description, params):
-    sizes = description["layer_sizes"]
-    layers_desc = description["layers"]
-    if not isinstance(sizes, list) or not isinstance(layers_desc, list) or \
-            len(layers_desc) != len(sizes) - 1:
-        raise ModelFileError(path, f"its description has layer_sizes={sizes!r} and "
-                                   f"{len(layers_desc)} layers; expected one layer per pair of "
-                                   "sizes")
-    dtype = description["dtype"]
-    if dtype not in ("float32", "float64"):
-        raise ModelFileError(path, f"its dtype is {dtype!r}; expected 'float32' or 'float64'")
-    if params.ndim != 1 or params.dtype.kind != "f" or params.dtype.itemsize != \
-            np.dtype(dtype).itemsize:
-        raise ModelFileError(path, f"its params entry is a {params.dtype} array of shape "
-                                   f"{params.shape}; expected a 1-D {dtype} vector")
-    if params.shape[0] != description["n_params"]:
-        raise ModelFileError(path, f"it has {params.shape[0]} parameters; its description says "
-                                   f"{description['n_params']}")
-    little = np.ascontiguousarray(params, dtype=np.dtype(dtype).newbyteorder("<"))
-    if hashlib.sha256(little.tobytes()).hexdigest() != description["params_sha256"]:
-        raise ModelFileError(path, "the parameters do not match their checksum: the file is "
-                                   "corrupted")
-    layers = []
-    for k, d in enumerate(layers_desc):
-        activation = d["activation"]
-        layers.append(Dense(sizes[k], sizes[k + 1], activation,
-                            init=_rebuild_initializer(d.get("init"), activation),
-                            bias_init=_rebuild_initializer(d.get("bias_init"), None),
-                            alpha=d["alpha"]))
-    model = MLP.from_layers(layers, output=description["output"], dtype=dtype, seed=0,
-                            warn_symmetric=False)
-    if model.n_params != params.shape[0]:
-        raise ModelFileError(path, f"its layer sizes {sizes} need {model.n_params} parameters; "
-                                   f"the file has {params.shape[0]}")
-    model.params[...] = little
-    loss = description.get("loss")
+# ------------------------------------------------------------ one check per kind of field
+
+def _short(value, limit=80):
+    """repr(value), cut to `limit` characters: messages stay readable for crafted values."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def field(path, container, key, where):
+    """container[key]; a ModelFileError naming `where` when it is missing."""
+    if not isinstance(container, dict) or key not in container:
+        raise ModelFileError(path, f"its description has no {where!r}")
+    return container[key]
+
+
+def int_field(path, value, where, low=0, high=_MAX_STEPS):
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ModelFileError(path, f"its {where} is {_short(value)}; expected an integer in "
+                                   f"[{low}, {high}]")
+    return value
+
+
+def float_field(path, value, where, low=None, high=None, allow_inf=False):
+    """A JSON number (or "inf"/"-inf" text when allow_inf), within [low, high]."""
+    if allow_inf and value in ("inf", "-inf"):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
+            or (not allow_inf and math.isinf(value)) or (low is not None and value < low) \
+            or (high is not None and value > high):
+        bounds = f" in [{low}, {high}]" if low is not None or high is not None else ""
+        raise ModelFileError(path, f"its {where} is {_short(value)}; expected a number"
+                                   f"{bounds}")
+    return float(value)
+
+
+def bool_field(path, value, where):
+    if not isinstance(value, bool):
+        raise ModelFileError(path, f"its {where} is {_short(value)}; expected true or false")
+    return value
+
+
+def choice_field(path, value, where, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ModelFileError(path, f"its {where} is {_short(value)}; expected one of "
+                                   f"{list(choices)}")
+    return value
+
+
+def object_field(path, value, where, nullable=False):
+    if value is None and nullable:
+        return None
+    if not isinstance(value, dict):
+        raise ModelFileError(path, f"its {where} is {_short(value)}; expected a JSON object")
+    return value
+
+
+def list_field(path, value, where, min_len=0, max_len=10**6):
+    if not isinstance(value, list) or not min_len <= len(value) <= max_len:
+        raise ModelFileError(path, f"its {where} is {_short(value)}; expected a list of "
+                                   f"{min_len} to {max_len} entries")
+    return value
+
+
+def built(path, where, factory, *args, **kwargs):
+    """factory(*args, **kwargs), its TypeError/ValueError a ModelFileError naming `where`:
+    a field is checked by the same constructor that checks a user's argument."""
+    try:
+        return factory(*args, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(path, f"its {where} is invalid ({type(exc).__name__}: "
+                                   f"{_short(str(exc), 300)})") from None
+
+
+# --------------------------------------------------------------------------- the model
+
+def _check_model_description(path, d):
+    """The model's fields, checked and cross-checked before any array is read."""
+    from fastnn._validation import MAX_DIM
+    from fastnn.layers import ACTIVATIONS
+    from fastnn.model import OUTPUT_LINKS
+    sizes = list_field(path, field(path, d, "layer_sizes", "layer_sizes"), "layer_sizes",
+                       min_len=2, max_len=100_000)
+    sizes = [int_field(path, n, f"layer_sizes[{i}]", 1, MAX_DIM) for i, n in enumerate(sizes)]
+    n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    declared = int_field(path, field(path, d, "n_params", "n_params"), "n_params", 1,
+                         _MAX_STEPS)
+    if declared != n_params:
+        raise ModelFileError(path, f"its n_params is {declared} but its layer_sizes {sizes} "
+                                   f"need {n_params} parameters")
+    dtype = choice_field(path, field(path, d, "dtype", "dtype"), "dtype",
+                         ("float32", "float64"))
+    layers = list_field(path, field(path, d, "layers", "layers"), "layers",
+                        min_len=len(sizes) - 1, max_len=len(sizes) - 1)
+    layer_specs = []
+    for k, layer in enumerate(layers):
+        where = f"layers[{k}]"
+        object_field(path, layer, where)
+        activation = choice_field(path, field(path, layer, "activation", f"{where}.activation"),
+                                  f"{where}.activation", tuple(ACTIVATIONS))
+        alpha = float_field(path, field(path, layer, "alpha", f"{where}.alpha"),
+                            f"{where}.alpha", low=0.0)
+        init = object_field(path, layer.get("init"), f"{where}.init", nullable=True)
+        bias_init = object_field(path, layer.get("bias_init"), f"{where}.bias_init",
+                                 nullable=True)
+        layer_specs.append(dict(
+            activation=activation, alpha=alpha,
+            init=built(path, f"{where}.init", _rebuild_initializer, init, activation),
+            bias_init=built(path, f"{where}.bias_init", _rebuild_initializer, bias_init,
+                            None)))
+    output = choice_field(path, d.get("output", "auto"), "output",
+                          ("auto",) + tuple(OUTPUT_LINKS))
+    loss = object_field(path, d.get("loss"), "loss", nullable=True)
     if loss is not None:
         if loss.get("name") == "gaussian_nll" and loss.get("sigma") == "per_sample":
             # the per-sample sigma belongs to the training data; predictions do not use it
             loss = dict(loss, sigma=1.0)
-        model.loss_ = model._use_loss(Loss.from_config(loss))
+        loss = built(path, "loss", Loss.from_config, loss)
+    digest = field(path, d, "params_sha256", "params_sha256")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise ModelFileError(path, f"its params_sha256 is {_short(digest)}; expected 64 hex "
+                                   "digits")
+    return {"sizes": sizes, "n_params": n_params, "dtype": dtype, "layers": layer_specs,
+            "output": output, "loss": loss, "params_sha256": digest}
+
+
+def _build_model(path, spec, params):
+    dtype = np.dtype(spec["dtype"]).newbyteorder("<")
+    little = np.ascontiguousarray(params, dtype=dtype)
+    if hashlib.sha256(little.tobytes()).hexdigest() != spec["params_sha256"]:
+        raise ModelFileError(path, "the parameters do not match their checksum: the file is "
+                                   "corrupted")
+    if not np.isfinite(little).all():
+        raise ModelFileError(path, "its params contain NaN or infinity")
+    sizes = spec["sizes"]
+    layers = [Dense(sizes[k], sizes[k + 1], d["activation"], init=d["init"],
+                    bias_init=d["bias_init"], alpha=d["alpha"])
+              for k, d in enumerate(spec["layers"])]
+    layers[-1].activation = "identity"  # logits, as MLP.from_layers does
+    # built without running the initializers: the file's parameters replace them
+    model = MLP.__new__(MLP)
+    built(path, "output", model._build, layers, spec["output"], spec["dtype"], None, False,
+          initialize=False)
+    model.params[...] = little
+    if spec["loss"] is not None:
+        built(path, "loss", setattr, model, "loss_", spec["loss"])
     return model
 
 
@@ -385,29 +637,60 @@ def _rebuild_initializer(config, activation):
     return _init.from_config(config)
 
 
-def _build_optimizer(path, d, states, model):
-    name = d["name"]
-    if name not in _OPTIMIZERS:
-        raise ModelFileError(path, f"its optimizer is {name!r}; expected one of "
-                                   f"{list(_OPTIMIZERS)}")
-    sched = d["schedule"]
-    if sched["name"] not in _SCHEDULES:
-        raise ModelFileError(path, f"its schedule is {sched['name']!r}; expected one of "
-                                   f"{list(_SCHEDULES)}")
-    schedule = _SCHEDULES[sched["name"]](**sched["config"])
-    for key, value in sched.get("state", {}).items():
-        if key in vars(schedule):
-            setattr(schedule, key, float(value) if isinstance(value, str) else value)
-    optimizer = _OPTIMIZERS[name](**d["config"], schedule=schedule)
-    if d.get("has_state"):
-        if len(states) != 2:
-            raise ModelFileError(path, "its optimizer state entries are missing")
+# ----------------------------------------------------------------------- the optimizer
+
+#: checks of the progress a schedule keeps, by attribute: (kind, low, high)
+_SCHEDULE_STATE = {"_best": ("float", None, None), "_bad_epochs": ("int", 0, _MAX_STEPS),
+                   "_scale": ("float", 0.0, 1.0)}
+
+
+def _check_optimizer_description(path, d, n_params):
+    object_field(path, d, "optimizer")
+    name = choice_field(path, field(path, d, "name", "optimizer.name"), "optimizer.name",
+                        tuple(_OPTIMIZERS))
+    config = _keyword_object(path, field(path, d, "config", "optimizer.config"),
+                             "optimizer.config")
+    sched = object_field(path, field(path, d, "schedule", "optimizer.schedule"),
+                         "optimizer.schedule")
+    sched_name = choice_field(path, field(path, sched, "name", "optimizer.schedule.name"),
+                              "optimizer.schedule.name", tuple(_SCHEDULES))
+    sched_config = _keyword_object(path, sched.get("config", {}), "optimizer.schedule.config")
+    schedule = built(path, "optimizer.schedule.config", _SCHEDULES[sched_name], **sched_config)
+    state = object_field(path, sched.get("state", {}), "optimizer.schedule.state")
+    for key, value in state.items():
+        where = f"optimizer.schedule.state.{key}"
+        if not key.startswith("_") or key not in vars(schedule):
+            raise ModelFileError(path, f"its {where} is not part of a {sched_name}'s state")
+        kind, low, high = _SCHEDULE_STATE.get(
+            key, ("int" if isinstance(vars(schedule)[key], int) else "float", None, None))
+        if kind == "int":
+            value = int_field(path, value, where, low if low is not None else 0,
+                              high if high is not None else _MAX_STEPS)
+        else:
+            value = float_field(path, value, where, low, high, allow_inf=low is None)
+        setattr(schedule, key, value)
+    optimizer = built(path, "optimizer.config", _OPTIMIZERS[name], **config, schedule=schedule)
+    t = int_field(path, d.get("t", 0), "optimizer.t", 0, _MAX_STEPS)
+    has_state = bool_field(path, d.get("has_state", False), "optimizer.has_state")
+    return {"optimizer": optimizer, "t": t, "has_state": has_state}
+
+
+def _keyword_object(path, value, where):
+    object_field(path, value, where)
+    if "schedule" in value:
+        raise ModelFileError(path, f"its {where} has a 'schedule' key; the schedule is "
+                                   "described beside the config")
+    return value
+
+
+def _build_optimizer(path, spec, states, model):
+    optimizer = spec["optimizer"]
+    if spec["has_state"]:
         restored = []
         for i, s in enumerate(states):
-            if s.ndim != 1 or s.shape[0] not in (0, model.n_params) or s.dtype.kind != "f":
-                raise ModelFileError(path, f"optimizer_state_{i} has shape {s.shape} and dtype "
-                                           f"{s.dtype}; expected (0,) or ({model.n_params},)")
-            restored.append(np.ascontiguousarray(s, dtype=model.dtype))
+            if not np.isfinite(s).all():
+                raise ModelFileError(path, f"its optimizer_state_{i} contains NaN or infinity")
+            restored.append(np.array(s, dtype=model.dtype))  # a writeable copy
         optimizer.state = tuple(restored)
-        optimizer.t = int(d["t"])
+        optimizer.t = spec["t"]
     return optimizer

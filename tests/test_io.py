@@ -295,7 +295,7 @@ def test_nothing_in_a_file_is_executed(tmp_path):
     trap = np.empty((), dtype=object)
     trap[()] = _Trap(str(sentinel))
     _rewrite(path, description=trap)
-    assert "truncated or corrupted" in _load_error(path)
+    assert "holds Python objects" in _load_error(path)
     assert not sentinel.exists()
 
 
