@@ -13,8 +13,18 @@ controls every OpenBLAS it finds) work, and so does this module, which needs no 
 One thread is usually fastest for small layers (handing a small product to a second thread
 costs more than it saves) and makes timings reproducible.  Results are deterministic for a
 given thread count.
+
+The count is process-wide (OpenBLAS has one pool), so fastnn gives it one owner at a time.
+``blas_threads(n)`` blocks (and so ``fit(..., n_threads=n)``) share the setting: any number
+of them, in any threads, may run at once when they ask for the same count; a block asking
+for another count waits until those have ended, so every fit runs its whole course with the
+count it asked for, and when the last block ends the count it found is restored.  While a
+block runs, ``set_num_threads`` raises RuntimeError, and so does a nested block of the same
+thread that asks for another count (waiting would never end).  Code outside fastnn that
+changes the count (threadpoolctl, another library) is not covered by this lock.
 """
 import ctypes
+import threading
 from contextlib import contextmanager
 
 from fastnn._validation import MAX_DIM, check_number
@@ -49,31 +59,79 @@ def get_num_threads():
     return None if functions is None else int(functions[0]())
 
 
-def set_num_threads(n):
-    """Use `n` BLAS threads in fastnn's products from now on; returns the previous count.
-
-    Raises RuntimeError when scipy's BLAS is not an OpenBLAS this module can control (use
-    threadpoolctl then).
-    """
-    # (the C setter takes an int: a larger count would wrap around silently)
-    n = check_number(n, "n_threads", low=1, high=MAX_DIM, integer=True)
-    functions = _openblas()
+def _require(functions):
     if functions is None:
         raise RuntimeError("scipy's BLAS is not an OpenBLAS that fastnn can control; use "
                            "threadpoolctl.threadpool_limits(n) instead")
-    previous = int(functions[0]())
-    functions[1](int(n))
+    return functions
+
+
+# The owner of the process-wide count: the blas_threads blocks running now (all asking for
+# _owner_n), the count they found, and each thread's nesting depth.
+_condition = threading.Condition()
+_n_blocks = 0
+_owner_n = None
+_found = None
+_depth = threading.local()
+
+
+def set_num_threads(n):
+    """Use `n` BLAS threads in fastnn's products from now on; returns the previous count.
+
+    Raises
+    ------
+    RuntimeError
+        scipy's BLAS is not an OpenBLAS this module can control (use threadpoolctl then), or
+        a ``blas_threads`` block (a fit with ``n_threads``) owns the count right now.
+    """
+    # (the C setter takes an int: a larger count would wrap around silently)
+    n = check_number(n, "n_threads", low=1, high=MAX_DIM, integer=True)
+    functions = _require(_openblas())
+    with _condition:
+        if _n_blocks:
+            raise RuntimeError(f"set_num_threads({n}) while {_n_blocks} blas_threads block(s) "
+                               f"(a fit with n_threads={_owner_n}) own the BLAS thread count; "
+                               "call it after they end")
+        previous = int(functions[0]())
+        functions[1](int(n))
     return previous
 
 
 @contextmanager
 def blas_threads(n):
-    """Within the block, fastnn's products use `n` BLAS threads (None: leave as is)."""
+    """Within the block, fastnn's products use `n` BLAS threads (None: leave as is).
+
+    Blocks asking for the same count run together; one asking for another count waits
+    until they end (see the module docstring).  The count found before the first block is
+    restored after the last.
+    """
+    global _n_blocks, _owner_n, _found
     if n is None:
         yield
         return
-    previous = set_num_threads(n)
+    n = int(check_number(n, "n_threads", low=1, high=MAX_DIM, integer=True))
+    functions = _require(_openblas())
+    mine = getattr(_depth, "value", 0)
+    with _condition:
+        while _n_blocks and _owner_n != n:
+            if mine:
+                raise RuntimeError(f"blas_threads({n}) inside this thread's "
+                                   f"blas_threads({_owner_n}) block: the process has one BLAS "
+                                   "thread count; nest blocks of the same count only")
+            _condition.wait()
+        if _n_blocks == 0:
+            _found = int(functions[0]())
+            _owner_n = n
+            functions[1](n)
+        _n_blocks += 1
+    _depth.value = mine + 1
     try:
         yield
     finally:
-        set_num_threads(previous)
+        _depth.value = mine
+        with _condition:
+            _n_blocks -= 1
+            if _n_blocks == 0:
+                functions[1](_found)
+                _owner_n = _found = None
+                _condition.notify_all()
