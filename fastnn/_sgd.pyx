@@ -304,10 +304,13 @@ def _check_epoch_buffers(NetSpec spec, params, grads, state1, state2, X, Y,
     for name, buf, source, two_d in batches:
         if source is None:
             continue
-        if buf is None or buf.shape[0] < rows or (two_d and buf.shape[1] != source.shape[1]):
-            shape = None if buf is None else tuple(buf.shape[:2 if two_d else 1])
-            raise ValueError(f"{name} has shape {shape}; a batch of {rows} rows needs at "
-                             f"least ({rows}{', ' + str(source.shape[1]) if two_d else ','})")
+        needed = f"({rows}{', ' + str(source.shape[1]) if two_d else ','})"
+        if buf is None:
+            raise ValueError(f"{name} is missing; a batch of {rows} rows needs one of shape "
+                             f"at least {needed}")
+        if buf.shape[0] < rows or (two_d and buf.shape[1] != source.shape[1]):
+            raise ValueError(f"{name} has shape {tuple(buf.shape[:2 if two_d else 1])}; a "
+                             f"batch of {rows} rows needs at least {needed}")
 
 
 def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,

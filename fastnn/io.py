@@ -38,8 +38,10 @@ import json
 import math
 import os
 import secrets
+import signal
 import stat
 import struct
+import threading
 import warnings
 import zipfile
 import zlib
@@ -221,8 +223,9 @@ def _atomic_write(path, write):
         for _ in range(100):
             attempt = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
             try:
-                fd = os.open(attempt, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
-                             getattr(os, "O_BINARY", 0), 0o666)
+                with _sigint_deferred():
+                    fd = os.open(attempt, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                                 getattr(os, "O_BINARY", 0), 0o666)
             except FileExistsError:  # not ours: never remove it
                 attempt = None
                 continue
@@ -255,11 +258,35 @@ def _atomic_write(path, write):
     _fsync_directory(directory)
 
 
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold back Ctrl-C for a statement that creates a resource and stores it.
+
+    Python raises KeyboardInterrupt at the first check after a signal, which may fall
+    between `fd = os.open(...)` returning and `fd` being stored: the descriptor would leak.
+    In the main thread (the only one KeyboardInterrupt reaches), with Python's default
+    handler installed, a SIGINT inside the block is recorded and raised at its end.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if received:
+            raise KeyboardInterrupt
+
+
 def _fsync_directory(directory):
     """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
     fd = None
     try:
-        fd = os.open(directory, os.O_RDONLY)
+        with _sigint_deferred():
+            fd = os.open(directory, os.O_RDONLY)
         os.fsync(fd)
     except OSError:  # pragma: no cover - Windows, or file systems that refuse
         pass
@@ -511,7 +538,8 @@ def float_field(path, value, where, low=None, high=None, allow_inf=False):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
             or (not allow_inf and math.isinf(value)) or (low is not None and value < low) \
             or (high is not None and value > high):
-        bounds = f" in [{low}, {high}]" if low is not None or high is not None else ""
+        bounds = "".join(f" {op} {bound}" for op, bound in ((">=", low), ("<=", high))
+                         if bound is not None)
         raise ModelFileError(path, f"its {where} is {_short(value)}; expected a number"
                                    f"{bounds}")
     return float(value)
