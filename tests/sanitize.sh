@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build fastnn with AddressSanitizer + UndefinedBehaviorSanitizer and run the tests of the
-# compiled code (kernels, losses, model, training loop, and the bad-input, thread and
-# hypothesis tests, which drive its error paths) against that build.
+# compiled code (kernels, losses, model, training loop, and the bad-input, thread, safety and
+# hypothesis/fuzz tests, which drive its error paths and its checks at the compiled boundary)
+# against that build.
 #
 #     bash tests/sanitize.sh                 # from anywhere; uses `python` (or $PYTHON)
 #     bash tests/sanitize.sh -k gradient     # extra arguments go to pytest
@@ -62,10 +63,12 @@ export FASTNN_SANITIZED=1   # lets tests skip what ASan cannot do (address-space
 cd "$work"
 "$py" -c "import fastnn, sys; sys.exit(not fastnn.__file__.startswith('$work'))" \
     || { echo "sanitize.sh: the tests would not import the sanitized build" >&2; exit 1; }
-# and the sanitizer is live: a deliberate out-of-bounds read through the unchecked compiled
-# wrapper (a bias of 2 entries for 5 units) must be caught, not pass silently
-canary="import numpy as np; from fastnn import _layers
-_layers.forward_into(np.ones((4, 3)), np.ones((3, 5)), np.ones(2), np.empty((4, 5)), 0, 0.0)"
+# and the sanitizer is live: a deliberate out-of-bounds read (ctypes copying 4 KB out of a
+# 16-byte NumPy buffer; fastnn's own entry points all check their buffers now) must be
+# caught, not pass silently
+canary="import ctypes, numpy as np
+a = np.ones(2)
+ctypes.string_at(a.ctypes.data, 4096)"
 # (in a subshell, so that bash's "Aborted" notice goes to the log too)
 if ("$py" -c "$canary") 2>"$work/canary.log"; then
     echo "sanitize.sh: ASan missed a deliberate out-of-bounds read" >&2; exit 1
@@ -75,5 +78,6 @@ grep -q "AddressSanitizer: heap-buffer-overflow" "$work/canary.log" \
 echo "== ASan is live (caught the deliberate out-of-bounds read)"
 "$py" -m pytest -q -p no:cacheprovider \
     tests/test_layers.py tests/test_losses.py tests/test_model.py tests/test_trainer.py \
-    tests/test_theory.py tests/test_robustness.py tests/test_properties.py "$@"
+    tests/test_theory.py tests/test_robustness.py tests/test_properties.py \
+    tests/test_safety.py tests/test_safety_fuzz.py "$@"
 echo "== sanitizer run passed in $(( $(date +%s) - start )) s"
