@@ -33,7 +33,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from fastnn._blas cimport gemm_rowmajor
 from fastnn._kernels cimport FNN_OK
 from fastnn._layers cimport dense_forward, dense_backward
-from fastnn._losses cimport LossParams, loss_grad
+from fastnn._losses cimport LossParams, N_LOSSES, loss_grad
 from fastnn._network cimport Net, NetSpec, net_loss_grad, layer_output
 from fastnn._sgd cimport Optimizer, apply_update, train_step
 
@@ -41,6 +41,40 @@ import numpy as np
 
 from fastnn import _losses, _sgd
 from fastnn.layers import ACTIVATIONS
+
+
+# The loops below are reachable from Python and index raw pointers: each one checks, once
+# before its loop, that every buffer holds what the loop reads or writes (O(1), plus O(n)
+# over an index array), and raises ValueError otherwise.
+
+def _need(name, buf, n):
+    """buf (a 1-D or 2-D buffer) holds at least n elements."""
+    size = 0 if buf is None else int(np.prod(buf.shape[:buf.ndim]))
+    if size < n:
+        raise ValueError(f"{name} has {size} elements; this case needs {n}")
+
+
+def _at_least_one(*dims):
+    for name, value in dims:
+        if value < 1:
+            raise ValueError(f"{name}={value}; expected >= 1")
+
+
+def _indices(name, idx, n_idx, n):
+    """idx holds at least n_idx entries, each in [0, n)."""
+    _need(name, idx, n_idx)
+    values = np.asarray(idx)[:n_idx]
+    if n_idx and (values.min() < 0 or values.max() >= n):
+        raise ValueError(f"{name} has entries outside [0, {n})")
+
+
+def _state_sizes(opt_kind, n_params, s1, s2):
+    if opt_kind not in (_sgd.OPT_SGD, _sgd.OPT_ADAM):
+        raise ValueError(f"unknown optimizer code {opt_kind}")
+    for name, s in (("s1", s1), ("s2", s2)):
+        n_state = 0 if s is None else s.shape[0]
+        if n_state not in (0, n_params) or (opt_kind == _sgd.OPT_ADAM and n_state == 0):
+            raise ValueError(f"{name} has {n_state} entries; expected {n_params}")
 
 
 cdef inline long long _now_ns() noexcept nogil:
@@ -58,6 +92,10 @@ def _loop_gemm(const floating[::1] A, const floating[::1] B, floating[::1] C, bi
     cdef int lda = m if trans_a else k
     cdef int ldb = k if trans_b else n
     cdef long long r, t0, t1
+    _at_least_one(("m", m), ("n", n), ("k", k))
+    _need("A", A, <object> m * k)
+    _need("B", B, <object> k * n)
+    _need("C", C, <object> m * n)
     with nogil:
         t0 = _now_ns()
         for r in range(reps):
@@ -72,6 +110,11 @@ def _loop_forward(const floating[::1] X, const floating[::1] W, const floating[:
                   long long reps):
     cdef long long r, t0, t1
     cdef int status = FNN_OK
+    _at_least_one(("n_samples", n_samples), ("n_in", n_in), ("n_out", n_out))
+    _need("X", X, <object> n_samples * n_in)
+    _need("W", W, <object> n_in * n_out)
+    _need("b", b, n_out)
+    _need("A", A, <object> n_samples * n_out)
     with nogil:
         t0 = _now_ns()
         for r in range(reps):
@@ -90,6 +133,15 @@ def _loop_backward(const floating[::1] X, const floating[::1] W, const floating[
     """dX None: the first layer's backward (no dX GEMM)."""
     cdef long long r, t0, t1
     cdef int status = FNN_OK
+    _at_least_one(("n_samples", n_samples), ("n_in", n_in), ("n_out", n_out))
+    for name, buf, n in (("X", X, <object> n_samples * n_in), ("W", W, <object> n_in * n_out),
+                         ("A", A, <object> n_samples * n_out),
+                         ("dA", dA, <object> n_samples * n_out),
+                         ("D", D, <object> n_samples * n_out),
+                         ("dW", dW, <object> n_in * n_out), ("db", db, n_out)):
+        _need(name, buf, n)
+    if dX is not None:
+        _need("dX", dX, <object> n_samples * n_in)
     cdef floating *dX_ptr = NULL if dX is None else &dX[0]
     with nogil:
         t0 = _now_ns()
@@ -107,6 +159,9 @@ def _loop_pass(const floating[::1] dA, const floating[::1] A, floating[::1] D,
     """D = dA * A: one read-read-write pass, the least any element-wise kernel costs."""
     cdef long long r, t0, t1
     cdef Py_ssize_t i, n = D.shape[0]
+    _at_least_one(("len(D)", n))
+    _need("A", A, n)
+    _need("dA", dA, n)
     cdef const floating *a = &A[0]
     cdef const floating *g = &dA[0]
     cdef floating *d = &D[0]
@@ -124,6 +179,15 @@ def _loop_loss(const floating[::1] Z, const floating[::1] Y, const Py_ssize_t[::
     cdef LossParams p
     cdef long long r, t0, t1
     cdef double total = 0.0
+    _at_least_one(("n_samples", n_samples), ("n_out", n_out))
+    if kind < 0 or kind >= N_LOSSES:
+        raise ValueError(f"unknown loss code {kind}")
+    _need("Z", Z, <object> n_samples * n_out)
+    _need("G", G, <object> n_samples * n_out)
+    if labels is not None:
+        _need("labels", labels, n_samples)
+    else:
+        _need("Y", Y, <object> n_samples * n_out)
     cdef const floating *y_ptr = NULL if Y is None else &Y[0]
     cdef const Py_ssize_t *lab_ptr = NULL if labels is None else &labels[0]
     p.kind = kind
@@ -181,7 +245,34 @@ cdef class _StepState:
         self.opt.eps = 1e-8
         self.opt.t = 0
 
+    def _check(self):
+        """The public attributes may have been rebound: check them all against the spec."""
+        spec, n_params, b = self.spec, self.spec.n_params, self.batch
+        X = self.X
+        spec.check(self.params.shape[0], self.grads.shape[0], X.shape[1])
+        _at_least_one(("batch", b))
+        if b > X.shape[0]:
+            raise ValueError(f"batch={b} exceeds the {X.shape[0]} rows of X")
+        _state_sizes(self.opt.kind, n_params, self.s1, self.s2)
+        _need("acts", self.acts, <object> b * spec.act_width)
+        _need("d0", self.d0, <object> b * spec.max_width)
+        _need("d1", self.d1, <object> b * spec.max_width)
+        _indices("order", self.order, X.shape[0], X.shape[0])
+        _need("X_batch", self.X_batch, <object> b * X.shape[1])
+        if self.X_batch.shape[1] != X.shape[1]:
+            raise ValueError(f"X_batch has {self.X_batch.shape[1]} columns; expected "
+                             f"{X.shape[1]}")
+        _losses.check_targets_py(self.loss_kind, X.shape[0], spec.n_outputs, self.Y,
+                                 self.labels)
+        if self.Y is not None:
+            _need("Y_batch", self.Y_batch, <object> b * self.Y.shape[1])
+            if self.Y_batch.shape[1] != self.Y.shape[1]:
+                raise ValueError("Y_batch and Y differ in columns")
+        if self.labels is not None:
+            _need("labels_batch", self.labels_batch, b)
+
     def run(self, long long reps):
+        self._check()
         if self.params.dtype == np.float32:
             return _loop_step[float](self, self.params, self.grads, self.s1, self.s2, self.acts,
                                      self.d0, self.d1, self.X, self.Y, self.labels, self.order,
@@ -248,6 +339,13 @@ def _loop_gather(const floating[:, ::1] X, const Py_ssize_t[::1] order,
     """Only the row gather of the step (X rows; labels are a few bytes more)."""
     cdef Py_ssize_t i, start = 0, n = X.shape[0], n_in = X.shape[1]
     cdef long long rep, t0, t1
+    _at_least_one(("batch", batch))
+    if batch > n:
+        raise ValueError(f"batch={batch} exceeds the {n} rows of X")
+    _indices("order", order, n, n)
+    _need("X_batch", X_batch, <object> batch * n_in)
+    if X_batch.shape[1] != n_in:
+        raise ValueError(f"X_batch has {X_batch.shape[1]} columns; expected {n_in}")
     with nogil:
         t0 = _now_ns()
         for rep in range(reps):
@@ -269,6 +367,12 @@ def _loop_net(NetSpec spec, const floating[::1] params, floating[::1] grads,
     cdef int rows = <int> X_batch.shape[0], kstatus = FNN_OK
     cdef long long rep, t0, t1
     cdef double total = 0.0
+    spec.check(params.shape[0], grads.shape[0], X_batch.shape[1], X_batch.shape[0])
+    _at_least_one(("rows", rows))
+    _losses.check_targets_py(loss_kind, rows, spec.n_outputs, Y, labels)
+    _need("acts", acts, <object> rows * spec.act_width)
+    _need("d0", d0, <object> rows * spec.max_width)
+    _need("d1", d1, <object> rows * spec.max_width)
     cdef const floating *y_ptr = NULL if Y is None else &Y[0, 0]
     cdef const Py_ssize_t *lab_ptr = NULL if labels is None else &labels[0]
     lp.kind = loss_kind
@@ -291,6 +395,8 @@ def _loop_update(NetSpec spec, floating[::1] params, const floating[::1] grads,
     """Only _sgd.apply_update over the whole parameter vector."""
     cdef Optimizer opt
     cdef long long rep, t0, t1
+    spec.check(params.shape[0], grads.shape[0])
+    _state_sizes(opt_kind, params.shape[0], s1, s2)
     cdef floating *s1p = NULL if s1.shape[0] == 0 else &s1[0]
     cdef floating *s2p = NULL if s2.shape[0] == 0 else &s2[0]
     opt.kind = opt_kind
@@ -322,6 +428,14 @@ def _loop_floor(NetSpec spec, const floating[::1] params, floating[::1] grads,
     cdef int k, L = net.n_layers, n_a, n_b
     cdef long long rep, t0, t1
     cdef const floating *inp
+    spec.check(params.shape[0], grads.shape[0])
+    _at_least_one(("batch", batch))
+    sizes = spec.sizes
+    _need("X", X, <object> batch * int(sizes[0]))
+    _need("acts", acts, <object> batch * spec.act_width)
+    _need("deltas", deltas, <object> batch * spec.act_width)
+    if L > 1:
+        _need("dX", dX, <object> batch * int(sizes[1:L].max()))
     with nogil:
         t0 = _now_ns()
         for rep in range(reps):

@@ -321,8 +321,6 @@ cdef void output_activation(int kind, floating *Z, int n_samples, int n_out) noe
                 z[j] = <floating> (exp(<double> z[j] - m) * s)
 
 
-# ------------------------------------------------------------- def wrappers for fastnn.losses
-
 # ------------------------------------------------------------- checks at the compiled boundary
 
 cdef int check_targets(int kind, Py_ssize_t n, Py_ssize_t n_out, object Y,
@@ -355,6 +353,13 @@ cdef int check_targets(int kind, Py_ssize_t n, Py_ssize_t n_out, object Y,
     if sigma is not None and sigma.shape[0] != n:
         raise ValueError(f"sigma has {sigma.shape[0]} entries; expected {n}")
     return 0
+
+
+def check_targets_py(int kind, Py_ssize_t n, Py_ssize_t n_out, Y, labels,
+                     sample_weight=None, sigma=None):
+    """check_targets for Python callers (fastnn._bench)."""
+    check_targets(kind, n, n_out, Y, labels, sample_weight, sigma)
+
 
 
 # ------------------------------------------------------------- def wrappers for fastnn.losses
