@@ -23,14 +23,20 @@ Format (``FORMAT_VERSION`` 1).  A zip archive as ``numpy.savez`` writes it, hold
     only with an optimizer that has taken a step: its state vectors (velocity; Adam's two
     moments), each of shape (N,), or (0,) when that optimizer keeps none.
 
-Loading reads with ``allow_pickle=False``, so nothing in a file is ever executed; every
-problem (not a zip archive, a truncated or corrupted archive, a missing entry, another
-format, a newer format version, a checksum mismatch, an inconsistent description) raises
-``ModelFileError``, a ``ValueError`` whose message names the file and what is wrong.
+Loading never unpickles, and trusts nothing in the file: each .npy header is read and checked
+before its data, every field of the description is checked with the constructors' rules, and
+the sizes are cross-checked (layer_sizes -> n_params -> the params header -> the zip entry)
+before anything is allocated.  Every problem (not a zip archive, a truncated or corrupted
+archive, a missing entry, another format, a newer format version, a checksum mismatch, a
+field out of range, sizes that disagree) raises ``ModelFileError``, a ``ValueError`` whose
+message names the file and the field.  The field checks (``int_field``, ``float_field``,
+``choice_field``, ...) are one function per kind of field, for every new field of the format.
 
-Saving writes a temporary file in the target's directory, flushes and fsyncs it, and renames it
-over the target with ``os.replace`` (atomic on POSIX and Windows): an interrupted save leaves
-either the previous file or the new one under the target name, never a partial file.
+Saving copies the parameters and optimizer state under the model's lock (so a save from
+another thread during ``fit`` is one epoch boundary), writes a temporary file in the target's
+directory, flushes and fsyncs it, and renames it over the target with ``os.replace`` (atomic
+on POSIX and Windows): an interrupted save leaves either the previous file or the new one
+under the target name, never a partial file, and removes its temporary file and descriptor.
 """
 import contextlib
 import hashlib
@@ -97,13 +103,23 @@ def save_model(model, path, optimizer=None):
     Raises
     ------
     TypeError
-        `model` is not an MLP, or `optimizer` / its schedule is a type the format cannot
-        describe (a user-defined subclass).
+        `model` is not an MLP, `path` not a path, or `optimizer` / its schedule is a type the
+        format cannot describe (a user-defined subclass).
+    ValueError
+        The parameters contain NaN or infinity (the existing file is left unchanged).
     FileNotFoundError
         The directory of `path` does not exist.
+
+    Notes
+    -----
+    Safe while ``fit`` runs in another thread: the parameters and the optimizer's state are
+    copied under the model's lock, which fit holds during each epoch, so the file holds the
+    state of one epoch boundary (the save waits for the running epoch to end).  An existing
+    target keeps its permission bits; a symbolic link is followed.
     """
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
+    path = _check_path(path)
     # One consistent snapshot: the parameters and the optimizer's state are copied under the
     # model's lock, which fit holds while an epoch runs (and every other writer of params
     # holds too); the file is written from the copies, after the lock is released.
@@ -137,6 +153,15 @@ def save_model(model, path, optimizer=None):
         arrays[f"optimizer_state_{i}"] = state
     arrays["description"] = np.array(json.dumps(description, allow_nan=False))
     _atomic_write(path, lambda fh: _write_npz(fh, arrays))
+
+
+def _check_path(path):
+    """path as str (bytes are decoded as the file system encodes names)."""
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"path must be a str, bytes or os.PathLike; got "
+                        f"{type(path).__name__}") from None
 
 
 def _initializer_config(initializer, k, what):
@@ -341,7 +366,7 @@ def load(path, *, with_optimizer=False):
         names the file and the field.  Files from untrusted sources are safe to try: nothing
         is unpickled, and no allocation exceeds what the file's own size allows.
     """
-    path = os.fspath(path)
+    path = _check_path(path)
     with open(path, "rb") as fh:  # our handle, closed whatever zipfile does with a bad file
         head = fh.read(8)
         if not head.startswith(_ZIP_MAGIC):
