@@ -180,6 +180,17 @@ class Optimizer:
         self.t = int(check_number(self.t, "t (the optimizer's step count)", low=0,
                                   integer=True))
 
+    def _hyperparameters(self):
+        """What _check validates, except the step count (which changes every step)."""
+        return [v for k, v in vars(self).items() if k not in ("t", "_state", "_checked")]
+
+    def _recheck(self):
+        """_check, unless nothing changed since the last one (a callback may change any)."""
+        if type(self.t) is not int or self.t < 0 or \
+                self._hyperparameters() != getattr(self, "_checked", None):
+            self._check()
+            self._checked = self._hyperparameters()
+
     def reset(self):
         """Forget the state (velocity / moments and the step count)."""
         self.state = (None, None)
@@ -253,8 +264,9 @@ class Optimizer:
         Checks the hyperparameters again first (see ``_check``); `lr` is the rate of this
         step or epoch, finite and >= 0 (a schedule may end at 0).
         """
-        self._check()
-        lr = float(check_number(lr, "lr (the scheduled learning rate)", low=0.0))
+        self._recheck()
+        if type(lr) is not float or not 0.0 <= lr < math.inf:  # (the common case is cheap)
+            lr = float(check_number(lr, "lr (the scheduled learning rate)", low=0.0))
         return (self.kind, lr, self.momentum, self.nesterov, self.weight_decay,
                 self.clip_norm if self.clip_norm is not None else 0.0,
                 self.beta1, self.beta2, self.eps)
@@ -282,7 +294,7 @@ class Optimizer:
             self.t += 1
 
     def get_config(self):
-        config = {k: v for k, v in vars(self).items() if k not in ("_state", "t", "schedule")}
+        config = {k: v for k, v in vars(self).items() if k not in ("_state", "_checked", "t", "schedule")}
         config["schedule"] = self.schedule.get_config()
         return {"name": type(self).__name__, **config}
 
