@@ -638,9 +638,10 @@ class MLP:
         check_writeable(self.grads, "model.grads")
         loss, X, Y, labels, sw, sigma = self.prepare_data(X, y, loss, sample_weight)
         weight_sum = float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
-        total = _network.loss_grad_into(
-            self._spec, self.params, self.grads, X, loss.kind, int(loss.full),
-            loss.scalar_sigma, Y, labels, sw, sigma, 1.0 / weight_sum)
+        with self._lock:  # fit uses grads as scratch while an epoch runs
+            total = _network.loss_grad_into(
+                self._spec, self.params, self.grads, X, loss.kind, int(loss.full),
+                loss.scalar_sigma, Y, labels, sw, sigma, 1.0 / weight_sum)
         self.loss_ = loss
         return total / weight_sum
 
