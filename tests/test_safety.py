@@ -681,16 +681,16 @@ def test_set_weights_and_layer_assignment_write_into_the_model():
 @pytest.mark.skipif(threads.get_num_threads() is None, reason="scipy's BLAS is not OpenBLAS")
 def test_concurrent_fits_with_different_thread_counts_each_keep_theirs():
     before = threads.get_num_threads()
-    X, y = data(256, n_in=8)
+    X, y = data(4000, n_in=8)  # epochs long enough for the two fits to overlap
     seen = {1: set(), 2: set()}
     start = threading.Barrier(2)
     errors = []
 
     def train(n):
         try:
-            model = MLP([8, 32, 3], seed=0)
+            model = MLP([8, 64, 3], seed=0)
             start.wait()
-            fastnn.fit(model, X, y, "cross_entropy", epochs=15, batch_size=32, n_threads=n,
+            fastnn.fit(model, X, y, "cross_entropy", epochs=6, batch_size=32, n_threads=n,
                        callbacks=[lambda e, logs: seen[n].add(threads.get_num_threads())])
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
