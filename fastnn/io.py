@@ -663,7 +663,7 @@ def _check_model_description(path, d):
 def _build_model(path, spec, params):
     dtype = np.dtype(spec["dtype"]).newbyteorder("<")
     little = np.ascontiguousarray(params, dtype=dtype)
-    if hashlib.sha256(little.tobytes()).hexdigest() != spec["params_sha256"]:
+    if hashlib.sha256(memoryview(little).cast("B")).hexdigest() != spec["params_sha256"]:
         raise ModelFileError(path, "the parameters do not match their checksum: the file is "
                                    "corrupted")
     if not np.isfinite(little).all():
