@@ -56,6 +56,7 @@ import numpy as np
 
 from fastnn import __version__, init as _init
 from fastnn import optim as _optim
+from fastnn._validation import MAX_DIM, check_bool, check_choice, check_number
 from fastnn.losses import Loss
 from fastnn.model import Dense, MLP
 
@@ -536,6 +537,10 @@ def _parse_description(path, raw):
 
 # ------------------------------------------------------------ one check per kind of field
 
+def _cut(text, limit=300):
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _short(value, limit=80):
     """repr(value), cut to `limit` characters: messages stay readable for crafted values."""
     text = repr(value)
@@ -549,38 +554,35 @@ def field(path, container, key, where):
     return container[key]
 
 
+def _field_check(path, check, *args, **kwargs):
+    """check(*args, **kwargs) from fastnn._validation (the constructors' own checks), its
+    message a ModelFileError: "its layer_sizes[1]=0; expected layer_sizes[1] >= 1"."""
+    try:
+        return check(*args, **kwargs)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ModelFileError(path, f"its {_cut(str(exc))}") from None
+
+
 def int_field(path, value, where, low=0, high=_MAX_STEPS):
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ModelFileError(path, f"its {where} is {_short(value)}; expected an integer in "
-                                   f"[{low}, {high}]")
-    return value
+    """An integer in [low, high] (JSON true/false are not integers)."""
+    return _field_check(path, check_number, value, where, low=low, high=high, integer=True)
 
 
 def float_field(path, value, where, low=None, high=None, allow_inf=False):
-    """A JSON number (or "inf"/"-inf" text when allow_inf), within [low, high]."""
-    if allow_inf and value in ("inf", "-inf"):
-        value = float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
-            or (not allow_inf and math.isinf(value)) or (low is not None and value < low) \
-            or (high is not None and value > high):
-        bounds = "".join(f" {op} {bound}" for op, bound in ((">=", low), ("<=", high))
-                         if bound is not None)
-        raise ModelFileError(path, f"its {where} is {_short(value)}; expected a number"
-                                   f"{bounds}")
-    return float(value)
+    """A finite number in [low, high]; with allow_inf also +-inf ("inf"/"-inf" text, as
+    save writes them, since JSON has no infinity)."""
+    if allow_inf and (value in ("inf", "-inf") or
+                      (isinstance(value, float) and math.isinf(value))):
+        return float(value)
+    return float(_field_check(path, check_number, value, where, low=low, high=high))
 
 
 def bool_field(path, value, where):
-    if not isinstance(value, bool):
-        raise ModelFileError(path, f"its {where} is {_short(value)}; expected true or false")
-    return value
+    return _field_check(path, check_bool, value, where)
 
 
 def choice_field(path, value, where, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ModelFileError(path, f"its {where} is {_short(value)}; expected one of "
-                                   f"{list(choices)}")
-    return value
+    return _field_check(path, check_choice, value, where, tuple(choices))
 
 
 def object_field(path, value, where, nullable=False):
@@ -603,16 +605,15 @@ def built(path, where, factory, *args, **kwargs):
     a field is checked by the same constructor that checks a user's argument."""
     try:
         return factory(*args, **kwargs)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ModelFileError(path, f"its {where} is invalid ({type(exc).__name__}: "
-                                   f"{_short(str(exc), 300)})") from None
+                                   f"{_cut(str(exc))})") from None
 
 
 # --------------------------------------------------------------------------- the model
 
 def _check_model_description(path, d):
     """The model's fields, checked and cross-checked before any array is read."""
-    from fastnn._validation import MAX_DIM
     from fastnn.layers import ACTIVATIONS
     from fastnn.model import OUTPUT_LINKS
     sizes = list_field(path, field(path, d, "layer_sizes", "layer_sizes"), "layer_sizes",
