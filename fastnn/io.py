@@ -29,8 +29,8 @@ the sizes are cross-checked (layer_sizes -> n_params -> the params header -> the
 before anything is allocated.  Every problem (not a zip archive, a truncated or corrupted
 archive, a missing entry, another format, a newer format version, a checksum mismatch, a
 field out of range, sizes that disagree) raises ``ModelFileError``, a ``ValueError`` whose
-message names the file and the field.  The field checks (``int_field``, ``float_field``,
-``choice_field``, ...) are one function per kind of field, for every new field of the format.
+message names the file and the field.  The field checks (``_int_field``, ``_float_field``,
+``_choice_field``, ...) are one function per kind of field, for every new field of the format.
 
 Saving copies the parameters and optimizer state under the model's lock (so a save from
 another thread during ``fit`` is one epoch boundary), writes a temporary file in the target's
@@ -547,7 +547,7 @@ def _short(value, limit=80):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def field(path, container, key, where):
+def _field(path, container, key, where):
     """container[key]; a ModelFileError naming `where` when it is missing."""
     if not isinstance(container, dict) or key not in container:
         raise ModelFileError(path, f"its description has no {where!r}")
@@ -563,12 +563,12 @@ def _field_check(path, check, *args, **kwargs):
         raise ModelFileError(path, f"its {_cut(str(exc))}") from None
 
 
-def int_field(path, value, where, low=0, high=_MAX_STEPS):
+def _int_field(path, value, where, low=0, high=_MAX_STEPS):
     """An integer in [low, high] (JSON true/false are not integers)."""
     return _field_check(path, check_number, value, where, low=low, high=high, integer=True)
 
 
-def float_field(path, value, where, low=None, high=None, allow_inf=False):
+def _float_field(path, value, where, low=None, high=None, allow_inf=False):
     """A finite number in [low, high]; with allow_inf also +-inf ("inf"/"-inf" text, as
     save writes them, since JSON has no infinity)."""
     if allow_inf and (value in ("inf", "-inf") or
@@ -577,15 +577,15 @@ def float_field(path, value, where, low=None, high=None, allow_inf=False):
     return float(_field_check(path, check_number, value, where, low=low, high=high))
 
 
-def bool_field(path, value, where):
+def _bool_field(path, value, where):
     return _field_check(path, check_bool, value, where)
 
 
-def choice_field(path, value, where, choices):
+def _choice_field(path, value, where, choices):
     return _field_check(path, check_choice, value, where, tuple(choices))
 
 
-def object_field(path, value, where, nullable=False):
+def _object_field(path, value, where, nullable=False):
     if value is None and nullable:
         return None
     if not isinstance(value, dict):
@@ -593,14 +593,14 @@ def object_field(path, value, where, nullable=False):
     return value
 
 
-def list_field(path, value, where, min_len=0, max_len=10**6):
+def _list_field(path, value, where, min_len=0, max_len=10**6):
     if not isinstance(value, list) or not min_len <= len(value) <= max_len:
         raise ModelFileError(path, f"its {where} is {_short(value)}; expected a list of "
                                    f"{min_len} to {max_len} entries")
     return value
 
 
-def built(path, where, factory, *args, **kwargs):
+def _built(path, where, factory, *args, **kwargs):
     """factory(*args, **kwargs), its TypeError/ValueError a ModelFileError naming `where`:
     a field is checked by the same constructor that checks a user's argument."""
     try:
@@ -616,44 +616,44 @@ def _check_model_description(path, d):
     """The model's fields, checked and cross-checked before any array is read."""
     from fastnn.layers import ACTIVATIONS
     from fastnn.model import OUTPUT_LINKS
-    sizes = list_field(path, field(path, d, "layer_sizes", "layer_sizes"), "layer_sizes",
+    sizes = _list_field(path, _field(path, d, "layer_sizes", "layer_sizes"), "layer_sizes",
                        min_len=2, max_len=100_000)
-    sizes = [int_field(path, n, f"layer_sizes[{i}]", 1, MAX_DIM) for i, n in enumerate(sizes)]
+    sizes = [_int_field(path, n, f"layer_sizes[{i}]", 1, MAX_DIM) for i, n in enumerate(sizes)]
     n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    declared = int_field(path, field(path, d, "n_params", "n_params"), "n_params", 1,
+    declared = _int_field(path, _field(path, d, "n_params", "n_params"), "n_params", 1,
                          _MAX_STEPS)
     if declared != n_params:
         raise ModelFileError(path, f"its n_params is {declared} but its layer_sizes {sizes} "
                                    f"need {n_params} parameters")
-    dtype = choice_field(path, field(path, d, "dtype", "dtype"), "dtype",
+    dtype = _choice_field(path, _field(path, d, "dtype", "dtype"), "dtype",
                          ("float32", "float64"))
-    layers = list_field(path, field(path, d, "layers", "layers"), "layers",
+    layers = _list_field(path, _field(path, d, "layers", "layers"), "layers",
                         min_len=len(sizes) - 1, max_len=len(sizes) - 1)
     layer_specs = []
     for k, layer in enumerate(layers):
         where = f"layers[{k}]"
-        object_field(path, layer, where)
-        activation = choice_field(path, field(path, layer, "activation", f"{where}.activation"),
+        _object_field(path, layer, where)
+        activation = _choice_field(path, _field(path, layer, "activation", f"{where}.activation"),
                                   f"{where}.activation", tuple(ACTIVATIONS))
-        alpha = float_field(path, field(path, layer, "alpha", f"{where}.alpha"),
+        alpha = _float_field(path, _field(path, layer, "alpha", f"{where}.alpha"),
                             f"{where}.alpha", low=0.0)
-        init = object_field(path, layer.get("init"), f"{where}.init", nullable=True)
-        bias_init = object_field(path, layer.get("bias_init"), f"{where}.bias_init",
+        init = _object_field(path, layer.get("init"), f"{where}.init", nullable=True)
+        bias_init = _object_field(path, layer.get("bias_init"), f"{where}.bias_init",
                                  nullable=True)
         layer_specs.append(dict(
             activation=activation, alpha=alpha,
-            init=built(path, f"{where}.init", _rebuild_initializer, init, activation),
-            bias_init=built(path, f"{where}.bias_init", _rebuild_initializer, bias_init,
+            init=_built(path, f"{where}.init", _rebuild_initializer, init, activation),
+            bias_init=_built(path, f"{where}.bias_init", _rebuild_initializer, bias_init,
                             None)))
-    output = choice_field(path, d.get("output", "auto"), "output",
+    output = _choice_field(path, d.get("output", "auto"), "output",
                           ("auto",) + tuple(OUTPUT_LINKS))
-    loss = object_field(path, d.get("loss"), "loss", nullable=True)
+    loss = _object_field(path, d.get("loss"), "loss", nullable=True)
     if loss is not None:
         if loss.get("name") == "gaussian_nll" and loss.get("sigma") == "per_sample":
             # the per-sample sigma belongs to the training data; predictions do not use it
             loss = dict(loss, sigma=1.0)
-        loss = built(path, "loss", Loss.from_config, loss)
-    digest = field(path, d, "params_sha256", "params_sha256")
+        loss = _built(path, "loss", Loss.from_config, loss)
+    digest = _field(path, d, "params_sha256", "params_sha256")
     if not isinstance(digest, str) or len(digest) != 64:
         raise ModelFileError(path, f"its params_sha256 is {_short(digest)}; expected 64 hex "
                                    "digits")
@@ -676,11 +676,11 @@ def _build_model(path, spec, params):
     layers[-1].activation = "identity"  # logits, as MLP.from_layers does
     # built without running the initializers: the file's parameters replace them
     model = MLP.__new__(MLP)
-    built(path, "output", model._build, layers, spec["output"], spec["dtype"], None, False,
+    _built(path, "output", model._build, layers, spec["output"], spec["dtype"], None, False,
           initialize=False)
     model.params[...] = little
     if spec["loss"] is not None:
-        built(path, "loss", setattr, model, "loss_", spec["loss"])
+        _built(path, "loss", setattr, model, "loss_", spec["loss"])
     return model
 
 
@@ -699,18 +699,18 @@ _SCHEDULE_STATE = {"_best": ("float", None, None), "_bad_epochs": ("int", 0, _MA
 
 
 def _check_optimizer_description(path, d, n_params):
-    object_field(path, d, "optimizer")
-    name = choice_field(path, field(path, d, "name", "optimizer.name"), "optimizer.name",
+    _object_field(path, d, "optimizer")
+    name = _choice_field(path, _field(path, d, "name", "optimizer.name"), "optimizer.name",
                         tuple(_OPTIMIZERS))
-    config = _keyword_object(path, field(path, d, "config", "optimizer.config"),
+    config = _keyword_object(path, _field(path, d, "config", "optimizer.config"),
                              "optimizer.config")
-    sched = object_field(path, field(path, d, "schedule", "optimizer.schedule"),
+    sched = _object_field(path, _field(path, d, "schedule", "optimizer.schedule"),
                          "optimizer.schedule")
-    sched_name = choice_field(path, field(path, sched, "name", "optimizer.schedule.name"),
+    sched_name = _choice_field(path, _field(path, sched, "name", "optimizer.schedule.name"),
                               "optimizer.schedule.name", tuple(_SCHEDULES))
     sched_config = _keyword_object(path, sched.get("config", {}), "optimizer.schedule.config")
-    schedule = built(path, "optimizer.schedule.config", _SCHEDULES[sched_name], **sched_config)
-    state = object_field(path, sched.get("state", {}), "optimizer.schedule.state")
+    schedule = _built(path, "optimizer.schedule.config", _SCHEDULES[sched_name], **sched_config)
+    state = _object_field(path, sched.get("state", {}), "optimizer.schedule.state")
     for key, value in state.items():
         where = f"optimizer.schedule.state.{key}"
         if not key.startswith("_") or key not in vars(schedule):
@@ -718,19 +718,19 @@ def _check_optimizer_description(path, d, n_params):
         kind, low, high = _SCHEDULE_STATE.get(
             key, ("int" if isinstance(vars(schedule)[key], int) else "float", None, None))
         if kind == "int":
-            value = int_field(path, value, where, low if low is not None else 0,
+            value = _int_field(path, value, where, low if low is not None else 0,
                               high if high is not None else _MAX_STEPS)
         else:
-            value = float_field(path, value, where, low, high, allow_inf=low is None)
+            value = _float_field(path, value, where, low, high, allow_inf=low is None)
         setattr(schedule, key, value)
-    optimizer = built(path, "optimizer.config", _OPTIMIZERS[name], **config, schedule=schedule)
-    t = int_field(path, d.get("t", 0), "optimizer.t", 0, _MAX_STEPS)
-    has_state = bool_field(path, d.get("has_state", False), "optimizer.has_state")
+    optimizer = _built(path, "optimizer.config", _OPTIMIZERS[name], **config, schedule=schedule)
+    t = _int_field(path, d.get("t", 0), "optimizer.t", 0, _MAX_STEPS)
+    has_state = _bool_field(path, d.get("has_state", False), "optimizer.has_state")
     return {"optimizer": optimizer, "t": t, "has_state": has_state}
 
 
 def _keyword_object(path, value, where):
-    object_field(path, value, where)
+    _object_field(path, value, where)
     if "schedule" in value:
         raise ModelFileError(path, f"its {where} has a 'schedule' key; the schedule is "
                                    "described beside the config")
