@@ -40,6 +40,11 @@ cdef void output_activation(int kind, floating *Z, int n_samples, int n_out) noe
 # columns and turns the log-variance columns into standard deviations exp(s / 2).
 
 
+cdef int check_target_sizes(int kind, Py_ssize_t n, Py_ssize_t n_out, Py_ssize_t y_rows,
+                            Py_ssize_t y_cols, Py_ssize_t n_labels, Py_ssize_t n_sw,
+                            Py_ssize_t n_sigma) except -1
+# The same from sizes (-1: absent), C comparisons only: for the per-epoch entry points.
+
 cdef int check_targets(int kind, Py_ssize_t n, Py_ssize_t n_out, object Y,
                        const Py_ssize_t[::1] labels, object sample_weight,
                        object sigma) except -1

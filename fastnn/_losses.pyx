@@ -323,15 +323,16 @@ cdef void output_activation(int kind, floating *Z, int n_samples, int n_out) noe
 
 # ------------------------------------------------------------- checks at the compiled boundary
 
-cdef int check_targets(int kind, Py_ssize_t n, Py_ssize_t n_out, object Y,
-                       const Py_ssize_t[::1] labels, object sample_weight,
-                       object sigma) except -1:
+cdef int check_target_sizes(int kind, Py_ssize_t n, Py_ssize_t n_out, Py_ssize_t y_rows,
+                            Py_ssize_t y_cols, Py_ssize_t n_labels, Py_ssize_t n_sw,
+                            Py_ssize_t n_sigma) except -1:
     """Raise ValueError unless the loss code and the targets fit logits of shape (n, n_out).
 
-    Shared by every def entry point that reaches loss_grad (here, _network, _sgd): these
-    private functions are reachable from Python, so they never trust their caller's sizes.
-    O(1).  Label values are not checked here: the kernel turns a label outside [0, n_out)
-    into a NaN loss (never a read out of bounds), and fastnn.losses rejects it first.
+    Sizes are -1 for an absent array.  Shared by every def entry point that reaches loss_grad
+    (here, _network, _sgd, _bench): these private functions are reachable from Python, so
+    they never trust their caller's sizes.  O(1), C comparisons unless one fails.  Label
+    values are not checked here: the kernel turns a label outside [0, n_out) into a NaN
+    loss (never a read out of bounds), and fastnn.losses rejects it first.
     """
     cdef Py_ssize_t k
     if kind < 0 or kind >= N_LOSSES:
@@ -339,20 +340,31 @@ cdef int check_targets(int kind, Py_ssize_t n, Py_ssize_t n_out, object Y,
     k = n_out // 2 if kind == LOSS_GAUSSIAN_LEARNED else n_out
     if n < 0 or n_out < 1 or k < 1:
         raise ValueError(f"logits of shape ({n}, {n_out}) do not fit loss code {kind}")
-    if labels is not None:
+    if n_labels != -1:
         if kind != LOSS_CE and kind != LOSS_KL:
             raise ValueError("labels are only used by the softmax losses")
-        if labels.shape[0] != n:
-            raise ValueError(f"labels has {labels.shape[0]} entries; expected {n}")
-    elif Y is None:
+        if n_labels != n:
+            raise ValueError(f"labels has {n_labels} entries; expected {n}")
+    elif y_rows == -1:
         raise ValueError("either Y or labels is required")
-    elif Y.shape[0] != n or Y.shape[1] != k:
-        raise ValueError(f"Y has shape ({Y.shape[0]}, {Y.shape[1]}); expected ({n}, {k})")
-    if sample_weight is not None and sample_weight.shape[0] != n:
-        raise ValueError(f"sample_weight has {sample_weight.shape[0]} entries; expected {n}")
-    if sigma is not None and sigma.shape[0] != n:
-        raise ValueError(f"sigma has {sigma.shape[0]} entries; expected {n}")
+    elif y_rows != n or y_cols != k:
+        raise ValueError(f"Y has shape ({y_rows}, {y_cols}); expected ({n}, {k})")
+    if n_sw != -1 and n_sw != n:
+        raise ValueError(f"sample_weight has {n_sw} entries; expected {n}")
+    if n_sigma != -1 and n_sigma != n:
+        raise ValueError(f"sigma has {n_sigma} entries; expected {n}")
     return 0
+
+
+cdef int check_targets(int kind, Py_ssize_t n, Py_ssize_t n_out, object Y,
+                       const Py_ssize_t[::1] labels, object sample_weight,
+                       object sigma) except -1:
+    """check_target_sizes from the arrays (None where absent)."""
+    return check_target_sizes(
+        kind, n, n_out, -1 if Y is None else Y.shape[0], -1 if Y is None else Y.shape[1],
+        -1 if labels is None else labels.shape[0],
+        -1 if sample_weight is None else sample_weight.shape[0],
+        -1 if sigma is None else sigma.shape[0])
 
 
 def check_targets_py(int kind, Py_ssize_t n, Py_ssize_t n_out, Y, labels,
@@ -386,7 +398,11 @@ def loss_grad_into(int kind, bint full, double sigma,
     cdef double total
     if n < 1 or n > INT_MAX or n_out > INT_MAX:
         raise ValueError(f"Z has shape ({n}, {n_out}); expected 1 .. {INT_MAX} rows")
-    check_targets(kind, n, n_out, Y, labels, sample_weight, sigma_arr)
+    check_target_sizes(kind, n, n_out, -1 if Y is None else Y.shape[0],
+                       -1 if Y is None else Y.shape[1],
+                       -1 if labels is None else labels.shape[0],
+                       -1 if sample_weight is None else sample_weight.shape[0],
+                       -1 if sigma_arr is None else sigma_arr.shape[0])
     if labels is not None:
         lab_ptr = &labels[0]
     else:

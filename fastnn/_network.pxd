@@ -55,3 +55,8 @@ cdef class NetSpec:
     cdef Net net
     cdef readonly Py_ssize_t n_params
     cdef object _sizes, _acts, _alphas, _w_off, _b_off, _a_off
+
+
+cdef int check_net(NetSpec spec, Py_ssize_t n_params, Py_ssize_t n_grads,
+                   Py_ssize_t n_inputs, Py_ssize_t n_rows) except -1
+# Raise ValueError unless params (and grads, inputs, rows; -1: unchecked) fit the network.

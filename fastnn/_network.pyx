@@ -100,6 +100,23 @@ cdef double net_loss_grad(const Net *net, const floating *params, floating *grad
 
 # ---------------------------------------------------------------- Python-facing holder
 
+cdef int check_net(NetSpec spec, Py_ssize_t n_params, Py_ssize_t n_grads,
+                   Py_ssize_t n_inputs, Py_ssize_t n_rows) except -1:
+    """See NetSpec.check; C comparisons only, unless one fails."""
+    if n_params != spec.n_params:
+        raise ValueError(f"params has {n_params} entries; the network has "
+                         f"{spec.n_params} parameters")
+    if n_grads != -1 and n_grads != spec.n_params:
+        raise ValueError(f"grads has {n_grads} entries; the network has "
+                         f"{spec.n_params} parameters")
+    if n_inputs != -1 and n_inputs != spec.net.sizes[0]:
+        raise ValueError(f"X has {n_inputs} features; the network expects "
+                         f"{spec.net.sizes[0]}")
+    if n_rows > INT_MAX:
+        raise ValueError(f"X has {n_rows} rows; at most {INT_MAX} are supported")
+    return 0
+
+
 def _index_vector(values, name, low, high):
     """values as a 1-D intc array, each in [low, high] (checked before the cast can wrap)."""
     raw = np.asarray(values)
@@ -162,21 +179,10 @@ cdef class NetSpec:
         """Raise ValueError unless the buffers fit this network (-1: not checked); O(1).
 
         Every def entry point that hands a parameter or gradient vector, or inputs, to the
-        compiled network calls this first, so no Python-side state can make it read or write
-        out of bounds.
+        compiled network checks this first (check_net, from C), so no Python-side state can
+        make it read or write out of bounds.
         """
-        if n_params != self.n_params:
-            raise ValueError(f"params has {n_params} entries; the network has "
-                             f"{self.n_params} parameters")
-        if n_grads != -1 and n_grads != self.n_params:
-            raise ValueError(f"grads has {n_grads} entries; the network has "
-                             f"{self.n_params} parameters")
-        if n_inputs != -1 and n_inputs != self.net.sizes[0]:
-            raise ValueError(f"X has {n_inputs} features; the network expects "
-                             f"{self.net.sizes[0]}")
-        if n_rows > INT_MAX:
-            raise ValueError(f"X has {n_rows} rows; at most {INT_MAX} are supported")
-        return 0
+        return check_net(self, n_params, n_grads, n_inputs, n_rows)
 
     @property
     def sizes(self):
@@ -219,7 +225,7 @@ def forward_into(NetSpec spec, const floating[::1] params, const floating[:, ::1
     cdef int status = FNN_OK, L = spec.net.n_layers
     cdef floating *acts
     cdef floating *last
-    spec.check(params.shape[0], -1, n_in)
+    check_net(spec, params.shape[0], -1, n_in, -1)
     if out.shape[0] != n or n_out != spec.net.sizes[L]:
         raise ValueError(f"out has shape ({out.shape[0]}, {n_out}); expected "
                          f"({n}, {spec.net.sizes[L]})")
@@ -262,7 +268,7 @@ def loss_grad_into(NetSpec spec, const floating[::1] params, floating[::1] grads
     fastnn.model's to validate; sizes are checked here.
     """
     cdef LossParams lp
-    spec.check(params.shape[0], grads.shape[0], X.shape[1], X.shape[0])
+    check_net(spec, params.shape[0], grads.shape[0], X.shape[1], X.shape[0])
     if X.shape[0] < 1:
         raise ValueError("X has 0 rows; expected at least one")
     check_targets(loss_kind, X.shape[0], spec.net.sizes[spec.net.n_layers], Y, labels,

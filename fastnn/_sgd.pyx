@@ -28,8 +28,9 @@ from cpython.exc cimport PyErr_CheckSignals
 from fastnn._kernels cimport FNN_OK
 from libc.limits cimport INT_MAX
 
-from fastnn._losses cimport LossParams, check_targets
-from fastnn._network cimport Net, NetSpec, net_backward, net_forward_loss, net_loss_grad
+from fastnn._losses cimport LossParams, check_target_sizes
+from fastnn._network cimport (Net, NetSpec, check_net, net_backward, net_forward_loss,
+                              net_loss_grad)
 
 cdef enum:
     _OPT_SGD = 0
@@ -217,25 +218,29 @@ cdef Optimizer _optimizer(int kind, double lr, double momentum, bint nesterov,
     return opt
 
 
-cdef int _check_optimizer(int kind, double momentum, Py_ssize_t n_params, object state1,
-                         object state2, long long t) except -1:
-    """Raise ValueError unless the optimizer's code and state fit a vector of n_params.
+cdef int _check_optimizer(int kind, double momentum, Py_ssize_t n_params, Py_ssize_t n_s1,
+                          Py_ssize_t n_s2, long long t) except -1:
+    """Raise ValueError unless the optimizer's code and state (sizes; -1: None) fit a vector
+    of n_params.
 
     The update reads state1 (velocity / first moment) whenever momentum != 0 or for Adam,
     and state2 for Adam: a missing or short buffer must never reach it, whatever the
     Python-side optimizer object holds (a callback may have changed its momentum).  O(1).
     """
+    cdef int i
+    cdef Py_ssize_t n_state
+    cdef bint needed
     if kind != _OPT_SGD and kind != _OPT_ADAM:
         raise ValueError(f"unknown optimizer code {kind}")
     if t < 0:
         raise ValueError(f"the optimizer's step count is {t}; expected >= 0")
-    needs = (kind == _OPT_ADAM or momentum != 0.0, kind == _OPT_ADAM)
-    for i, state in enumerate((state1, state2)):
-        n_state = 0 if state is None else state.shape[0]
+    for i in range(2):
+        n_state = max(0, n_s1 if i == 0 else n_s2)
+        needed = kind == _OPT_ADAM or (i == 0 and momentum != 0.0)
         if n_state != 0 and n_state != n_params:
             raise ValueError(f"optimizer state {i + 1} has {n_state} entries; expected "
                              f"{n_params} (one per parameter)")
-        if needs[i] and n_state == 0:
+        if needed and n_state == 0:
             what = "Adam" if kind == _OPT_ADAM else f"SGD with momentum={momentum}"
             raise ValueError(f"{what} needs optimizer state {i + 1} of {n_params} entries; "
                              "it is missing (allocate it with Optimizer.init_state)")
@@ -251,8 +256,9 @@ def update_params(NetSpec spec, floating[::1] params, const floating[::1] grads,
     Sizes are checked: params and grads against the network, the state against the optimizer.
     """
     cdef Optimizer opt
-    spec.check(params.shape[0], grads.shape[0])
-    _check_optimizer(kind, momentum, params.shape[0], state1, state2, t)
+    check_net(spec, params.shape[0], grads.shape[0], -1, -1)
+    _check_optimizer(kind, momentum, params.shape[0], -1 if state1 is None else state1.shape[0],
+                     -1 if state2 is None else state2.shape[0], t)
     opt = _optimizer(kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2, eps,
                      t)
     cdef floating *s1 = NULL if state1 is None or state1.shape[0] == 0 else &state1[0]
@@ -261,18 +267,26 @@ def update_params(NetSpec spec, floating[::1] params, const floating[::1] grads,
         apply_update(&spec.net, &opt, &params[0], &grads[0], s1, s2, params.shape[0], 1.0)
 
 
-def _check_epoch_buffers(NetSpec spec, params, grads, state1, state2, X, Y,
-                         const Py_ssize_t[::1] labels, sample_weight, sigma,
-                         const Py_ssize_t[::1] order, Py_ssize_t batch_size, int loss_kind,
-                         int opt_kind, double momentum, long long t0, acts, delta0, delta1,
-                         X_batch, Y_batch, labels_batch, sw_batch, sigma_batch,
-                         Py_ssize_t row_offset, bint distributed):
-    """Raise ValueError unless every buffer of train_epoch fits the network and the batch."""
-    cdef Py_ssize_t i, n = X.shape[0], n_order, rows, bad = -1
-    n_params = params.shape[0]
-    spec.check(n_params, grads.shape[0] - (2 if distributed else 0), X.shape[1], n)
-    check_targets(loss_kind, n, spec.n_outputs, Y, labels, sample_weight, sigma)
-    _check_optimizer(opt_kind, momentum, n_params, state1, state2, t0)
+cdef int _check_epoch_buffers(NetSpec spec, Py_ssize_t n_params, Py_ssize_t n_grads,
+                              Py_ssize_t n_s1, Py_ssize_t n_s2, Py_ssize_t n, Py_ssize_t n_in,
+                              Py_ssize_t y_rows, Py_ssize_t y_cols, Py_ssize_t n_labels,
+                              Py_ssize_t n_sw, Py_ssize_t n_sigma,
+                              const Py_ssize_t[::1] order, Py_ssize_t batch_size,
+                              int loss_kind, int opt_kind, double momentum, long long t0,
+                              Py_ssize_t n_acts, Py_ssize_t n_d0, Py_ssize_t n_d1,
+                              Py_ssize_t xb_rows, Py_ssize_t xb_cols, Py_ssize_t yb_rows,
+                              Py_ssize_t yb_cols, Py_ssize_t n_lb, Py_ssize_t n_swb,
+                              Py_ssize_t n_sigmab, Py_ssize_t row_offset,
+                              bint distributed) except -1:
+    """Raise ValueError unless every buffer of train_epoch fits the network and the batch.
+
+    Sizes only (-1 for an absent array), compared in C: O(1), plus one pass over `order`.
+    """
+    cdef Py_ssize_t i, n_order, rows, bad = -1
+    check_net(spec, n_params, n_grads - (2 if distributed else 0), n_in, n)
+    check_target_sizes(loss_kind, n, spec.net.sizes[spec.net.n_layers], y_rows, y_cols,
+                       n_labels, n_sw, n_sigma)
+    _check_optimizer(opt_kind, momentum, n_params, n_s1, n_s2, t0)
     if batch_size < 1 or batch_size > INT_MAX:
         raise ValueError(f"batch_size={batch_size}; expected 1 .. {INT_MAX}")
     if row_offset < 0:
@@ -280,16 +294,16 @@ def _check_epoch_buffers(NetSpec spec, params, grads, state1, state2, X, Y,
     n_order = n if order is None else order.shape[0]
     rows = min(batch_size, n_order)  # the most rows one minibatch holds
     if rows == 0:
-        return
-    need = {"acts": rows * spec.act_width, "delta0": rows * spec.max_width,
-            "delta1": rows * spec.max_width}
-    for name, buf in (("acts", acts), ("delta0", delta0), ("delta1", delta1)):
-        if buf is None or buf.shape[0] < need[name]:
-            raise ValueError(f"the workspace {name} has "
-                             f"{0 if buf is None else buf.shape[0]} entries; a batch of "
-                             f"{rows} rows needs {need[name]}")
+        return 0
+    # (Python integers: the C products could overflow for absurd widths)
+    for name, have, per_row in (("acts", n_acts, spec.net.act_width),
+                                ("delta0", n_d0, spec.net.max_width),
+                                ("delta1", n_d1, spec.net.max_width)):
+        if have < (<object> rows) * per_row:
+            raise ValueError(f"the workspace {name} has {max(have, 0)} entries; a batch of "
+                             f"{rows} rows needs {(<object> rows) * per_row}")
     if order is None:
-        return
+        return 0
     with nogil:
         for i in range(n_order):
             if order[i] < 0:
@@ -297,20 +311,22 @@ def _check_epoch_buffers(NetSpec spec, params, grads, state1, state2, X, Y,
                 break
     if bad >= 0:
         raise ValueError(f"order[{bad}] is {order[bad]}; expected sample indices >= 0")
-    batches = [("X_batch", X_batch, X, True), ("Y_batch", Y_batch, Y, True),
-               ("labels_batch", labels_batch, labels, False),
-               ("sw_batch", sw_batch, sample_weight, False),
-               ("sigma_batch", sigma_batch, sigma, False)]
-    for name, buf, source, two_d in batches:
-        if source is None:
+    for name, buf_rows, buf_cols, source_cols in (
+            ("X_batch", xb_rows, xb_cols, n_in), ("Y_batch", yb_rows, yb_cols, y_cols),
+            ("labels_batch", n_lb, -2, n_labels), ("sw_batch", n_swb, -2, n_sw),
+            ("sigma_batch", n_sigmab, -2, n_sigma)):
+        if source_cols == -1:   # no such input: its batch buffer is not used
             continue
-        needed = f"({rows}{', ' + str(source.shape[1]) if two_d else ','})"
-        if buf is None:
+        two_d = buf_cols != -2
+        needed = f"({rows}, {source_cols})" if two_d else f"({rows},)"
+        if buf_rows == -1:
             raise ValueError(f"{name} is missing; a batch of {rows} rows needs one of shape "
                              f"at least {needed}")
-        if buf.shape[0] < rows or (two_d and buf.shape[1] != source.shape[1]):
-            raise ValueError(f"{name} has shape {tuple(buf.shape[:2 if two_d else 1])}; a "
-                             f"batch of {rows} rows needs at least {needed}")
+        if buf_rows < rows or (two_d and buf_cols != source_cols):
+            shape = f"({buf_rows}, {buf_cols})" if two_d else f"({buf_rows},)"
+            raise ValueError(f"{name} has shape {shape}; a batch of {rows} rows needs at "
+                             f"least {needed}")
+    return 0
 
 
 def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
@@ -362,10 +378,20 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     cdef floating *s2 = NULL if state2 is None or state2.shape[0] == 0 else &state2[0]
     pending = None
 
-    _check_epoch_buffers(spec, params, grads, state1, state2, X, Y, labels, sample_weight,
-                         sigma, order, batch_size, loss_kind, opt_kind, momentum, t0, acts,
-                         delta0, delta1, X_batch, Y_batch, labels_batch, sw_batch,
-                         sigma_batch, row_offset, reducer is not None)
+    _check_epoch_buffers(
+        spec, n_params, grads.shape[0], -1 if state1 is None else state1.shape[0],
+        -1 if state2 is None else state2.shape[0], n, n_in,
+        -1 if Y is None else Y.shape[0], -1 if Y is None else n_t,
+        -1 if labels is None else labels.shape[0],
+        -1 if sample_weight is None else sample_weight.shape[0],
+        -1 if sigma is None else sigma.shape[0], order, batch_size, loss_kind, opt_kind,
+        momentum, t0, -1 if acts is None else acts.shape[0],
+        -1 if delta0 is None else delta0.shape[0], -1 if delta1 is None else delta1.shape[0],
+        -1 if X_batch is None else X_batch.shape[0], -1 if X_batch is None else X_batch.shape[1],
+        -1 if Y_batch is None else Y_batch.shape[0], -1 if Y_batch is None else Y_batch.shape[1],
+        -1 if labels_batch is None else labels_batch.shape[0],
+        -1 if sw_batch is None else sw_batch.shape[0],
+        -1 if sigma_batch is None else sigma_batch.shape[0], row_offset, reducer is not None)
     lp.kind, lp.full, lp.sigma = loss_kind, loss_full, sigma_scalar
     opt = _optimizer(opt_kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2,
                      eps, t0)
