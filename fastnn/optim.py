@@ -180,16 +180,18 @@ class Optimizer:
         self.t = int(check_number(self.t, "t (the optimizer's step count)", low=0,
                                   integer=True))
 
-    def _hyperparameters(self):
-        """What _check validates, except the step count (which changes every step)."""
-        return [v for k, v in vars(self).items() if k not in ("t", "_state", "_checked")]
+    def __setattr__(self, name, value):
+        # any hyperparameter set after construction is checked again before the next
+        # compiled update (the step count, set by fit every epoch, is checked on its own)
+        object.__setattr__(self, name, value)
+        if name != "t":
+            object.__setattr__(self, "_changed", True)
 
     def _recheck(self):
-        """_check, unless nothing changed since the last one (a callback may change any)."""
-        if type(self.t) is not int or self.t < 0 or \
-                self._hyperparameters() != getattr(self, "_checked", None):
+        """_check, unless nothing was set since the last one (a callback may set any)."""
+        if self.__dict__.get("_changed", True) or type(self.t) is not int or self.t < 0:
             self._check()
-            self._checked = self._hyperparameters()
+            object.__setattr__(self, "_changed", False)
 
     def reset(self):
         """Forget the state (velocity / moments and the step count)."""
@@ -244,9 +246,10 @@ class Optimizer:
         state = self._state
         # a vector the update reads must have n_params entries; one it does not read may
         # also be empty
-        fits = state[0] is not None and all(
-            s.dtype == dtype and s.shape[0] in ((n_params,) if i < n_state else (0, n_params))
-            for i, s in enumerate(state))
+        s1, s2 = state
+        fits = s1 is not None and s1.dtype == dtype and s2.dtype == dtype and \
+            s1.shape[0] in ((n_params,) if n_state >= 1 else (0, n_params)) and \
+            s2.shape[0] in ((n_params,) if n_state >= 2 else (0, n_params))
         if not fits:
             empty = np.zeros(0, dtype=dtype)
             self.state = tuple(np.zeros(n_params, dtype=dtype) if i < n_state else empty
@@ -294,7 +297,7 @@ class Optimizer:
             self.t += 1
 
     def get_config(self):
-        config = {k: v for k, v in vars(self).items() if k not in ("_state", "_checked", "t", "schedule")}
+        config = {k: v for k, v in vars(self).items() if k not in ("_state", "_changed", "t", "schedule")}
         config["schedule"] = self.schedule.get_config()
         return {"name": type(self).__name__, **config}
 
