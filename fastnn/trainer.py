@@ -261,8 +261,10 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         ranks, and `seed` an int or None.  The result equals one process training on the
         concatenated shards with the same global minibatches.
     n_threads : int or None, default None
-        BLAS threads for this fit (restored afterwards); None leaves the setting as it is
-        (see fastnn.threads).  One thread is usually fastest for small layers.
+        BLAS threads for this fit (restored afterwards); None leaves the setting as it is.
+        The count is process-wide: a fit in another thread asking for a different count
+        waits until this one ends (see fastnn.threads).  One thread is usually fastest for
+        small layers.
 
     Returns
     -------
