@@ -112,26 +112,31 @@ def blas_threads(n):
     n = int(check_number(n, "n_threads", low=1, high=MAX_DIM, integer=True))
     functions = _require(_openblas())
     mine = getattr(_depth, "value", 0)
-    with _condition:
-        while _n_blocks and _owner_n != n:
-            if mine:
-                raise RuntimeError(f"blas_threads({n}) inside this thread's "
-                                   f"blas_threads({_owner_n}) block: the process has one BLAS "
-                                   "thread count; nest blocks of the same count only")
-            _condition.wait()
-        if _n_blocks == 0:
-            _found = int(functions[0]())
-            _owner_n = n
-            functions[1](n)
-        _n_blocks += 1
-    _depth.value = mine + 1
+    entered = False
     try:
+        with _condition:
+            while _n_blocks and _owner_n != n:
+                if mine:
+                    raise RuntimeError(f"blas_threads({n}) inside this thread's "
+                                       f"blas_threads({_owner_n}) block: the process has one "
+                                       "BLAS thread count; nest blocks of the same count only")
+                _condition.wait()
+            if _n_blocks == 0:
+                _found = int(functions[0]())
+                _owner_n = n
+                functions[1](n)
+            # (no call between these two lines: Ctrl-C cannot land between them and leave
+            # a count that is never released)
+            _n_blocks += 1
+            entered = True
+        _depth.value = mine + 1
         yield
     finally:
         _depth.value = mine
-        with _condition:
-            _n_blocks -= 1
-            if _n_blocks == 0:
-                functions[1](_found)
-                _owner_n = _found = None
-                _condition.notify_all()
+        if entered:
+            with _condition:
+                _n_blocks -= 1
+                if _n_blocks == 0:
+                    functions[1](_found)
+                    _owner_n = _found = None
+                    _condition.notify_all()
