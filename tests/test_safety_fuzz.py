@@ -247,6 +247,16 @@ def test_arbitrary_arrays_at_every_public_setter(a, b):
     _result_or_clear_error(lambda: model.set_params(a))
     _result_or_clear_error(lambda: model.predict(a))
     _result_or_clear_error(lambda: model.loss_and_grad(a, b, "mse"))
+    X4 = np.ones((4, 3))
+    _result_or_clear_error(lambda: fastnn.fit(model, X4, a, "mse", epochs=1, batch_size=2))
+    _result_or_clear_error(lambda: fastnn.fit(model, X4, np.zeros(4, int), "cross_entropy",
+                                              sample_weight=a, validation_data=(b, a),
+                                              epochs=1))
+    _result_or_clear_error(lambda: fastnn.dense_backward(a, b, b, a, "tanh"))
+    _result_or_clear_error(lambda: fastnn.dense_forward(X4, a, b, "relu", out=a))
+    _result_or_clear_error(lambda: fastnn.losses.GaussianNLL(a)(np.ones((4, 1)),
+                                                              np.ones((4, 1))))
+    _result_or_clear_error(lambda: fastnn.check_gradients(model, a, b, "mse"))
     assert np.isfinite(model.params).all()
     if not np.array_equal(model.params, before):
         model.predict(np.zeros((2, 3)))
