@@ -359,7 +359,7 @@ class MLP:
     def loss_(self, loss):
         self._loss = None if loss is None else self._use_loss(loss)
 
-    def set_weights(self, coefs, intercepts):
+    def set_weights(self, coefs=None, intercepts=None):
         """Copy weight matrices and bias vectors into the model, all checked before any is written.
 
         The validated entry point for code that holds per-layer arrays (the scikit-learn
@@ -367,11 +367,11 @@ class MLP:
 
         Parameters
         ----------
-        coefs : list or tuple of array-like, one per layer
+        coefs : list or tuple of array-like, one per layer, or None
             ``coefs[k]`` of shape (n_k, n_{k+1}), real and finite, representable in the
-            model's dtype (cast to it).
-        intercepts : list or tuple of array-like, one per layer
-            ``intercepts[k]`` of shape (n_{k+1},).
+            model's dtype (cast to it).  None keeps the current weights.
+        intercepts : list or tuple of array-like, one per layer, or None
+            ``intercepts[k]`` of shape (n_{k+1},).  None keeps the current biases.
 
         Raises
         ------
@@ -379,6 +379,8 @@ class MLP:
             Naming the entry (``coefs[1] has shape (3, 4); expected (4, 2)``); the model is
             unchanged then.
         """
+        coefs = self.coefs if coefs is None else coefs
+        intercepts = self.intercepts if intercepts is None else intercepts
         for name, values in (("coefs", coefs), ("intercepts", intercepts)):
             if not isinstance(values, (list, tuple)):
                 raise TypeError(f"{name} must be a list or tuple of arrays, one per layer; "

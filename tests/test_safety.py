@@ -669,6 +669,9 @@ def test_set_weights_and_layer_assignment_write_into_the_model():
     X = rng.standard_normal((5, 3))
     expected = np.maximum(X @ coefs[0] + intercepts[0], 0) @ coefs[1] + intercepts[1]
     np.testing.assert_allclose(model.forward(X), expected, rtol=1e-12)
+    model.set_weights(intercepts=[np.zeros(4), np.ones(2)])  # coefs kept
+    np.testing.assert_allclose(model.forward(X), np.maximum(X @ coefs[0], 0) @ coefs[1] + 1,
+                               rtol=1e-12)
     model.layers[1].W = np.zeros((4, 2))
     model.layers[1].b = [1, 2]  # integers are converted, as set_params converts them
     np.testing.assert_array_equal(model.forward(X), np.tile([1.0, 2.0], (5, 1)))
