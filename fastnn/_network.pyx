@@ -13,6 +13,8 @@ from libc.limits cimport INT_MAX
 from libc.stdlib cimport malloc, free
 from cpython.pyport cimport PY_SSIZE_T_MAX
 
+from fastnn._fpmode cimport (fnn_fpmode_enter, fnn_fpmode_get, fnn_fpmode_leave,
+                             fnn_fpmode_set, fnn_fpmode_supported)
 from fastnn._kernels cimport FNN_OK, FNN_N_ACTIVATIONS
 from fastnn._layers cimport dense_forward, dense_backward, dense_backward_sgd
 from fastnn._losses cimport (LossParams, N_LOSSES, check_targets, loss_grad,
@@ -214,12 +216,15 @@ cdef class NetSpec:
 
 
 def forward_into(NetSpec spec, const floating[::1] params, const floating[:, ::1] X,
-                 floating[:, ::1] out, int loss_kind, Py_ssize_t chunk_rows):
+                 floating[:, ::1] out, int loss_kind, Py_ssize_t chunk_rows,
+                 bint flush_denormals=True):
     """out (n, n_L) := output link of the logits, computed chunk_rows samples at a time.
 
     The workspace is allocated here, per call, so concurrent calls on one model share no
     mutable state.  Values are fastnn.model's to validate; sizes are checked here.
+    flush_denormals: flush subnormals to zero on this thread during the call (fastnn.fpmode).
     """
+    cdef unsigned long long fp_saved
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = out.shape[1]
     cdef Py_ssize_t start, rows, i, j
     cdef int status = FNN_OK, L = spec.net.n_layers
@@ -239,6 +244,7 @@ def forward_into(NetSpec spec, const floating[::1] params, const floating[:, ::1
                           f"({chunk_rows * spec.net.act_width * sizeof(floating)} bytes)")
     try:
         with nogil:
+            fp_saved = fnn_fpmode_enter(flush_denormals)
             start = 0
             while start < n:
                 rows = min(chunk_rows, n - start)
@@ -251,6 +257,7 @@ def forward_into(NetSpec spec, const floating[::1] params, const floating[:, ::1
                         out[start + i, j] = last[i * n_out + j]
                 output_activation(loss_kind, &out[start, 0], <int> rows, <int> n_out)
                 start += rows
+            fnn_fpmode_leave(flush_denormals, fp_saved)
     finally:
         free(acts)
     if status != FNN_OK:
@@ -261,12 +268,14 @@ def loss_grad_into(NetSpec spec, const floating[::1] params, floating[::1] grads
                    const floating[:, ::1] X, int loss_kind, int full, double sigma_scalar,
                    const floating[:, ::1] Y, const Py_ssize_t[::1] labels,
                    const floating[::1] sample_weight, const floating[::1] sigma,
-                   double grad_scale):
+                   double grad_scale, bint flush_denormals=True):
     """Return sum_i w_i l_i and fill grads with grad_scale times its gradient.
 
     The workspace covers all rows of X at once and is freed on return.  Values are
-    fastnn.model's to validate; sizes are checked here.
+    fastnn.model's to validate; sizes are checked here.  flush_denormals: flush subnormals to
+    zero on this thread during the call (fastnn.fpmode).
     """
+    cdef unsigned long long fp_saved
     cdef LossParams lp
     check_net(spec, params.shape[0], grads.shape[0], X.shape[1], X.shape[0])
     if X.shape[0] < 1:
@@ -299,10 +308,29 @@ def loss_grad_into(NetSpec spec, const floating[::1] params, floating[::1] grads
     d1 = d0 + <size_t> n * spec.net.max_width
     try:
         with nogil:
+            fp_saved = fnn_fpmode_enter(flush_denormals)
             total = net_loss_grad(&spec.net, &params[0], &grads[0], &X[0, 0], n, &lp, Y_ptr,
                                   lab_ptr, sw_ptr, sig_ptr, grad_scale, acts, d0, d1, &status)
+            fnn_fpmode_leave(flush_denormals, fp_saved)
     finally:
         free(acts)
     if status != FNN_OK:
         raise ValueError(f"compiled backward pass failed with status {status}")
     return total
+
+
+# ---------------------------------------------------------------- floating-point mode (tests)
+
+def _fpmode_supported():
+    """Whether this build can flush subnormals (x86-64 MXCSR, aarch64 FPCR); see fastnn.fpmode."""
+    return bool(fnn_fpmode_supported())
+
+
+def _get_fpmode():
+    """The calling thread's MXCSR (x86-64) or FPCR (aarch64) as an int; 0 elsewhere."""
+    return fnn_fpmode_get()
+
+
+def _set_fpmode(unsigned long long mode):
+    """Write the calling thread's MXCSR/FPCR (a value _get_fpmode returned).  Tests only."""
+    fnn_fpmode_set(mode)

@@ -25,6 +25,7 @@ from libc.string cimport memcpy
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from cpython.exc cimport PyErr_CheckSignals
 
+from fastnn._fpmode cimport fnn_fpmode_enter, fnn_fpmode_leave
 from fastnn._kernels cimport FNN_OK
 from libc.limits cimport INT_MAX
 
@@ -250,12 +251,15 @@ cdef int _check_optimizer(int kind, double momentum, Py_ssize_t n_params, Py_ssi
 def update_params(NetSpec spec, floating[::1] params, const floating[::1] grads,
                   floating[::1] state1, floating[::1] state2, int kind, double lr,
                   double momentum, bint nesterov, double weight_decay, double clip_norm,
-                  double beta1, double beta2, double eps, long long t):
+                  double beta1, double beta2, double eps, long long t,
+                  bint flush_denormals=True):
     """One optimizer step from a gradient computed elsewhere (values: see fastnn.optim).
 
     Sizes are checked: params and grads against the network, the state against the optimizer.
+    flush_denormals: flush subnormals to zero on this thread during the step (fastnn.fpmode).
     """
     cdef Optimizer opt
+    cdef unsigned long long fp_saved
     check_net(spec, params.shape[0], grads.shape[0], -1, -1)
     _check_optimizer(kind, momentum, params.shape[0], -1 if state1 is None else state1.shape[0],
                      -1 if state2 is None else state2.shape[0], t)
@@ -264,7 +268,9 @@ def update_params(NetSpec spec, floating[::1] params, const floating[::1] grads,
     cdef floating *s1 = NULL if state1 is None or state1.shape[0] == 0 else &state1[0]
     cdef floating *s2 = NULL if state2 is None or state2.shape[0] == 0 else &state2[0]
     with nogil:
+        fp_saved = fnn_fpmode_enter(flush_denormals)
         apply_update(&spec.net, &opt, &params[0], &grads[0], s1, s2, params.shape[0], 1.0)
+        fnn_fpmode_leave(flush_denormals, fp_saved)
 
 
 cdef int _check_epoch_buffers(NetSpec spec, Py_ssize_t n_params, Py_ssize_t n_grads,
@@ -342,10 +348,14 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
                 floating[:, ::1] X_batch, floating[:, ::1] Y_batch,
                 Py_ssize_t[::1] labels_batch, floating[::1] sw_batch,
                 floating[::1] sigma_batch, double check_every,
-                Py_ssize_t row_offset=0, Allreduce reducer=None):
+                Py_ssize_t row_offset=0, Allreduce reducer=None, bint flush_denormals=True):
     """Run one epoch.  fastnn.trainer validates the values and sizes every buffer; the sizes
     are checked again here (O(1) per call, plus O(n) over labels and order), because this
     function is reachable from Python and the loop below trusts them.
+
+    flush_denormals: flush subnormals to zero on this thread for the epoch (fastnn.fpmode);
+    the caller's floating-point mode is back in place when this returns, and while Python's
+    signal handlers run.
 
     order: the epoch's sample order (a permutation), or None for rows in storage order (then
     minibatches are read in place, without a gather).  The *_batch buffers may be None when
@@ -376,6 +386,7 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     cdef const floating *sb
     cdef floating *s1 = NULL if state1 is None or state1.shape[0] == 0 else &state1[0]
     cdef floating *s2 = NULL if state2 is None or state2.shape[0] == 0 else &state2[0]
+    cdef unsigned long long fp_saved
     pending = None
 
     _check_epoch_buffers(
@@ -397,6 +408,7 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
                      eps, t0)
 
     with nogil:
+        fp_saved = fnn_fpmode_enter(flush_denormals)
         last_check = _now()
         start = 0
         while start < n_order:
@@ -484,6 +496,7 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
             # -- let Python's signal handlers run now and then (Ctrl-C stops after this step)
             if check_every >= 0 and _now() - last_check >= check_every:
                 last_check = _now()
+                fnn_fpmode_leave(flush_denormals, fp_saved)    # handlers run in the caller's mode
                 with gil:
                     try:
                         PyErr_CheckSignals()
@@ -493,4 +506,6 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
                 if signalled:
                     status = _STATUS_INTERRUPTED
                     break
+                fp_saved = fnn_fpmode_enter(flush_denormals)
+        fnn_fpmode_leave(flush_denormals, fp_saved)
     return loss_sum, weight_sum, step, opt.t, status, failed_step, pending
