@@ -21,7 +21,8 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "from inside the repository root when testing an installed copy."
     ) from exc
 
-from fastnn import datasets, init, losses, optim, threads  # noqa: E402
+from fastnn import datasets, fpmode, init, losses, optim, threads  # noqa: E402
+from fastnn.fpmode import get_flush_denormals, set_flush_denormals  # noqa: E402
 from fastnn.gradcheck import GradientReport, check_gradients  # noqa: E402
 from fastnn.layers import ACTIVATIONS, dense_backward, dense_forward  # noqa: E402
 from fastnn.losses import (BinaryCrossEntropy, CrossEntropy, GaussianNLL,  # noqa: E402
@@ -38,7 +39,8 @@ __all__ = [
     "EarlyStopping", "GaussianNLL", "GradientReport", "History", "InverseScaling",
     "KLDivergence", "MLP", "MSE", "PoissonNLL", "ReduceOnPlateau", "SGD", "StepDecay",
     "TrainingDiverged", "check_gradients", "datasets", "dense_backward", "dense_forward", "fit",
-    "init", "load", "losses", "optim", "threads", "to_onnx", "__version__",
+    "fpmode", "get_flush_denormals", "init", "load", "losses", "optim", "set_flush_denormals",
+    "threads", "to_onnx", "__version__",
 ]
 
 

@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from fastnn import _network, init as _init
+from fastnn import _network, fpmode, init as _init
 from fastnn._validation import (all_finite, as_ndarray, check_choice, check_number,
                                 check_random_state, check_values, check_writeable, float_dtype,
                                 MAX_DIM)
@@ -542,7 +542,8 @@ class MLP:
     def _forward(self, X, kind):
         X = as_input(X, "X", self.dtype, self.n_inputs)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
-        _network.forward_into(self._spec, self.params, X, out, kind, PREDICT_CHUNK_ROWS)
+        _network.forward_into(self._spec, self.params, X, out, kind, PREDICT_CHUNK_ROWS,
+                              fpmode.get_flush_denormals())
         return out
 
     def forward(self, X):
@@ -643,7 +644,8 @@ class MLP:
         with self._lock:  # fit uses grads as scratch while an epoch runs
             total = _network.loss_grad_into(
                 self._spec, self.params, self.grads, X, loss.kind, int(loss.full),
-                loss.scalar_sigma, Y, labels, sw, sigma, 1.0 / weight_sum)
+                loss.scalar_sigma, Y, labels, sw, sigma, 1.0 / weight_sum,
+                fpmode.get_flush_denormals())
         self.loss_ = loss
         return total / weight_sum
 

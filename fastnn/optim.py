@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from fastnn import _sgd
+from fastnn import _sgd, fpmode
 from fastnn._validation import check_choice, check_number, check_writeable
 from fastnn.model import MLP
 
@@ -293,7 +293,7 @@ class Optimizer:
             check_writeable(model.params, "model.params")
             s1, s2 = self.init_state(model.n_params, model.dtype)
             _sgd.update_params(model._spec, model.params, model.grads, s1, s2, *args,
-                               self.t + 1)
+                               self.t + 1, fpmode.get_flush_denormals())
             self.t += 1
 
     def get_config(self):

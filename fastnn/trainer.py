@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from fastnn import _losses, _network, _sgd
+from fastnn import _losses, _network, _sgd, fpmode
 from fastnn._validation import (MAX_DIM, all_finite, check_bool, check_number,
                                 check_random_state, check_writeable)
 from fastnn.model import MLP
@@ -159,7 +159,7 @@ def _split_validation(arrays, n, fraction, rng):
     return [take(a, train_idx) for a in arrays], [take(a, val_idx) for a in arrays]
 
 
-def _evaluation_stats(model, loss, X, Y, labels, sw, sigma):
+def _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals=None):
     """Sufficient statistics of the loss and metric on prepared arrays (combinable over ranks).
 
     Keys: loss (sum_i w_i l_i), weight (sum_i w_i), and for classifiers hits (weighted count of
@@ -167,7 +167,8 @@ def _evaluation_stats(model, loss, X, Y, labels, sw, sigma):
     from the mean) and resid (sum of squared residuals), the inputs of R^2.
     """
     Z = np.empty((X.shape[0], model.n_outputs), model.dtype)
-    _network.forward_into(model._spec, model.params, X, Z, 0, 4096)
+    _network.forward_into(model._spec, model.params, X, Z, 0, 4096,
+                          fpmode.resolve(flush_denormals))
     stats = {"weight": X.shape[0] if sw is None else float(sw.sum(dtype=np.float64)),
              "loss": _losses.loss_grad_into(loss.kind, int(loss.full), loss.scalar_sigma, Z, Y,
                                             labels, sw, sigma, 1.0, None)}
@@ -206,20 +207,20 @@ def _combine_evaluations(parts):
     return mean_loss, float(r2.mean())
 
 
-def evaluate(model, loss, X, Y, labels, sw, sigma, mpi=None):
+def evaluate(model, loss, X, Y, labels, sw, sigma, mpi=None, flush_denormals=None):
     """(mean loss, metric) of prepared arrays: accuracy for classifiers, R^2 otherwise.
 
     With `mpi` (a fastnn.distributed.MPIContext) the arrays are this rank's shard and the
     result is that of all shards together, the same on every rank.
     """
-    stats = _evaluation_stats(model, loss, X, Y, labels, sw, sigma)
+    stats = _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals)
     return _combine_evaluations([stats] if mpi is None else mpi.comm.allgather(stats))
 
 
 def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=True,
         seed=None, sample_weight=None, validation_data=None, validation_split=0.0,
         early_stopping=None, callbacks=(), verbose=0, drop_last=False, comm=None,
-        n_threads=None):
+        n_threads=None, flush_denormals=None):
     """Train `model` by minibatch SGD (or Adam) on (X, y).
 
     Parameters
@@ -265,6 +266,13 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         The count is process-wide: a fit in another thread asking for a different count
         waits until this one ends (see fastnn.threads).  One thread is usually fastest for
         small layers.
+    flush_denormals : bool or None, default None
+        Flush subnormal floats (below 1.2e-38 in float32) to zero in the compiled training
+        and evaluation, which keeps late epochs as fast as early ones; False leaves the
+        floating-point mode alone (IEEE subnormals, bitwise the results from before the
+        switch existed).  None: the process-wide setting, True unless changed (see
+        fastnn.fpmode).  The caller's floating-point mode is unchanged after fit, also when
+        it raises or is interrupted.
 
     Returns
     -------
@@ -293,6 +301,7 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
     if n_threads is not None:
         check_number(n_threads, "n_threads", low=1, high=MAX_DIM, integer=True)
     shuffle = check_bool(shuffle, "shuffle")
+    flush_denormals = fpmode.resolve(flush_denormals)
     drop_last = check_bool(drop_last, "drop_last")
     if isinstance(early_stopping, numbers.Integral) and not isinstance(early_stopping,
                                                                         (bool, np.bool_)):
@@ -367,7 +376,7 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
             return _epochs(model, loss, optimizer, (X, Y, labels, sw, sigma), val, ws, grads,
                            (state1, state2), order, rng, snapshot, best_params, history, bar,
                            epochs, batch_size, drop_last, n_global, offset, early_stopping,
-                           callbacks, verbose, mpi)
+                           callbacks, verbose, mpi, flush_denormals=flush_denormals)
     except BaseException as exc:
         # one rank alone cannot leave the collectives: abort all, unless every rank raised the
         # same error (divergence is decided on summed values, so it happens everywhere)
@@ -400,7 +409,7 @@ def _prepare_fit_data(model, X, y, loss, sample_weight, validation_data, fractio
 
 def _epochs(model, loss, optimizer, data, val, ws, grads, state, order, rng, snapshot,
             best_params, history, bar, epochs, batch_size, drop_last, n_global, offset,
-            early_stopping, callbacks, verbose, mpi):
+            early_stopping, callbacks, verbose, mpi, flush_denormals=True):
     """The epoch loop of fit: one compiled call per epoch, then metrics and stopping."""
     X, Y, labels, sw, sigma = data
     state1, state2 = state
@@ -426,7 +435,7 @@ def _epochs(model, loss, optimizer, data, val, ws, grads, state, order, rng, sna
                     loss.scalar_sigma, *opt_args, optimizer.t, ws.acts, ws.delta0,
                     ws.delta1, ws.X if order is not None else None, ws.Y, ws.labels, ws.sw,
                     ws.sigma, SIGNAL_CHECK_INTERVAL, offset,
-                    None if mpi is None else mpi.reducer)
+                    None if mpi is None else mpi.reducer, flush_denormals)
         elapsed = time.perf_counter() - start
         loss_failed = status == _sgd.STATUS_DIVERGED
         if status == _sgd.STATUS_OK and not all_finite(model.params):
@@ -453,7 +462,8 @@ def _epochs(model, loss, optimizer, data, val, ws, grads, state, order, rng, sna
         train_loss = loss_sum / weight_sum if weight_sum > 0 else float("nan")
         val_loss = val_metric = None
         if val is not None:
-            val_loss, val_metric = evaluate(model, loss, *val, mpi=mpi)
+            val_loss, val_metric = evaluate(model, loss, *val, mpi=mpi,
+                                            flush_denormals=flush_denormals)
         logs = {"epoch": epoch, "loss": train_loss, "val_loss": val_loss,
                 "val_metric": val_metric, "lr": lr, "time": elapsed,
                 "samples_per_s": (steps * batch_size if drop_last else n_global) / elapsed

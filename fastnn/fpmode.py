@@ -1,0 +1,76 @@
+"""Whether fastnn's compiled code flushes subnormal floats to zero (on by default).
+
+A subnormal ("denormal") float is one below the smallest normal number: 1.2e-38 in float32,
+2.2e-308 in float64.  Late in training, Adam's moments, momentum buffers and the gradients of
+well-fitted samples fall into that range, and on x86 every operation that reads or produces
+one takes a slow path (tens to a hundred cycles).  A float32 fit then ran up to 8x slower at
+its end than at its start (bench/RESULTS.md, "Steady speed").  Flushing them to zero is what
+TensorFlow and XLA do on the CPU; the values lost are below 1.2e-38 and change no result
+visibly (the flushed fit stays within the tolerances the tests state against the NumPy
+reference).
+
+fastnn sets the CPU's flush bits (x86-64: MXCSR FTZ and DAZ; aarch64: FPCR FZ) only inside
+its own compiled calls -- training epochs, ``predict``/``forward``, ``loss_and_grad``,
+``Optimizer.step`` -- and puts the caller's floating-point mode back before each call
+returns (also when it stops on an error or Ctrl-C), so NumPy and everything else in the
+process keep IEEE subnormals.  Unlike ``torch.set_flush_denormal``, which changes the calling
+thread's mode for all code, this setting only decides what fastnn's calls do:
+
+    fastnn.set_flush_denormals(False)            # from now on: keep subnormals (IEEE)
+    with fastnn.fpmode.flush_denormals(False):   # for a block
+        model.fit(...)
+    model.fit(..., flush_denormals=False)        # for one fit
+
+Limits: the mode is a per-thread register, and the threads of a multi-threaded BLAS do not
+inherit it; the products they compute keep IEEE subnormals (see bench/RESULTS.md for what
+that costs).  On CPUs other than x86-64 and aarch64 there is no switch: ``supported()`` is
+False and the setting has no effect.
+"""
+from contextlib import contextmanager
+
+from fastnn import _network
+from fastnn._validation import check_bool
+
+_flush = True
+
+
+def supported():
+    """True when this build can flush subnormals (x86-64 or aarch64), False when the setting
+    has no effect."""
+    return _network._fpmode_supported()
+
+
+def get_flush_denormals():
+    """Whether fastnn's compiled calls flush subnormals to zero now (default True)."""
+    return _flush
+
+
+def set_flush_denormals(enabled):
+    """Flush subnormals to zero in fastnn's compiled calls from now on (True, the default), or
+    keep them as IEEE 754 prescribes (False).  Returns the previous setting.
+
+    Applies to the whole process; ``fit(..., flush_denormals=...)`` overrides it for one fit.
+    Raises TypeError unless `enabled` is True or False.
+    """
+    global _flush
+    enabled = check_bool(enabled, "enabled")
+    previous, _flush = _flush, enabled
+    return previous
+
+
+@contextmanager
+def flush_denormals(enabled=True):
+    """Within the block, fastnn's compiled calls flush subnormals (True) or keep them (False);
+    the previous setting is restored on leaving it."""
+    previous = set_flush_denormals(enabled)
+    try:
+        yield
+    finally:
+        set_flush_denormals(previous)
+
+
+def resolve(flush_denormals):
+    """The setting a call uses: `flush_denormals` (True/False), or the module's when None."""
+    if flush_denormals is None:
+        return _flush
+    return check_bool(flush_denormals, "flush_denormals")
