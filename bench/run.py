@@ -6,13 +6,15 @@
                                    # writes bench/RESULTS-quick.md so as not to replace it)
     python bench/run.py --no-mpi   # without question 5 (saves ~2-2.5 minutes)
     python bench/run.py --no-latency  # without question 6 (prediction latency, ~1.5 minutes)
+    python bench/run.py --no-long-run  # without question 7 (steady speed, ~4 minutes)
 
 The order: kernels (question 1), GEMM floor (2), throughput against the peers (3), memory (4),
 data-parallel scaling over MPI (5: bench/mpi_scaling.py, launched under mpiexec; it writes its
 own bench/RESULTS-mpi.md, or RESULTS-mpi-quick.md with --quick, and RESULTS.md gets its summary
 table and a link; skipped with the reason when mpi4py or mpiexec is missing; --quick runs its
-short version, 1 and 2 ranks only, ~5 s); then every target of the issue is marked met or
-missed with its measured ratio.  Targets are judged on 1 BLAS thread (the reliable figures
+short version, 1 and 2 ranks only, ~5 s), prediction latency (6: bench/latency.py), steady
+speed over long runs (7: bench/long_run.py, early against late epochs with subnormals flushed
+and not); then every target of the issue is marked met or missed with its measured ratio.  Targets are judged on 1 BLAS thread (the reliable figures
 here); 2-thread ratios are shown beside them.
 """
 import argparse
@@ -25,6 +27,7 @@ import _common as C
 import gemm_floor
 import kernels
 import latency
+import long_run
 import memory
 import mpi_scaling
 import throughput
@@ -108,9 +111,28 @@ def mpi_section(mpi, mpi_path):
             mpi_scaling.markdown_summary(mpi), ""]
 
 
+def long_run_rows(lr, target=0.9):
+    """Target rows of question 7: late/early >= target in every long run (flushing on),
+    judged on 1 thread with the 2-thread ratio beside it."""
+    key = lambda r: (r["workload"], r["batch"], r["optimizer"], r["dtype"])  # noqa: E731
+    two = {key(r): r for r in lr if r["threads"] == 2}
+    rows = []
+    for r in lr:
+        if r["threads"] != 1:
+            continue
+        ratio = r[True]["ratio"]["median"]
+        r2 = two.get(key(r))
+        also = "" if r2 is None else f" (2 threads: {r2[True]['ratio']['median']:.2f})"
+        rows.append((f"{r['workload']} B={r['batch']} {r['optimizer']} {r['dtype']}: "
+                     f"late/early >= {target}", f"{ratio:.2f}{also}", _mark(ratio >= target),
+                     f"{r[False]['ratio']['median']:.2f} without flushing"))
+    return rows
+
+
 def write(path, env, tp, fl, kn, mem, command, seconds, quick, started, mpi=None,
-          mpi_path=None, lat=None):
-    rows = targets(tp, fl, kn, mem) + (latency.targets(lat) if lat is not None else [])
+          mpi_path=None, lat=None, lr=None):
+    rows = targets(tp, fl, kn, mem) + (latency.targets(lat) if lat is not None else []) \
+        + (long_run_rows(lr) if lr else [])
     n_met = sum(1 for r in rows if r[2] == "met")
     parts = [
         "# fastnn benchmark results" + (" (--quick: small data, not the reference figures)"
@@ -136,6 +158,12 @@ def write(path, env, tp, fl, kn, mem, command, seconds, quick, started, mpi=None
         parts += mpi_section(mpi, mpi_path)
     if lat is not None:
         parts += ["## 6. Prediction latency (bench/latency.py)", "", latency.markdown(lat), ""]
+    if lr is not None:
+        parts += ["## 7. Steady speed over long runs (subnormal floats)", "",
+                  "Measured by `bench/long_run.py` inside this run: samples per CPU second "
+                  "in epochs 2-6 against the last 10, with fastnn's default flushing of "
+                  "subnormals and without it (`flush_denormals=False`).", "",
+                  long_run.markdown(lr), ""]
     notes = os.path.join(HERE, "NOTES.md")
     if os.path.exists(notes) and not quick:
         with open(notes) as f:
@@ -155,6 +183,8 @@ def main(argv=None):
     ap.add_argument("--no-mpi", action="store_true", help="skip question 5 (MPI scaling)")
     ap.add_argument("--no-latency", action="store_true",
                     help="skip question 6 (prediction latency)")
+    ap.add_argument("--no-long-run", action="store_true",
+                    help="skip question 7 (steady speed over long runs)")
     args = ap.parse_args(argv)
     out = args.out or os.path.join(HERE, "RESULTS-quick.md" if args.quick else "RESULTS.md")
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(
@@ -193,9 +223,13 @@ def main(argv=None):
     if not args.no_latency:
         log("== 6. prediction latency")
         lat = latency.run(args.quick)
+    lr = None
+    if not args.no_long_run:
+        log("== 7. long runs")
+        lr = long_run.run(args.quick, None, 2, log)
     env = C.environment()
     rows = write(out, env, tp, fl, kn, mem, command, time.perf_counter() - t0, args.quick,
-                 started, mpi, mpi_path, lat)
+                 started, mpi, mpi_path, lat, lr)
     log(f"wrote {out}")
     for a, b, c, _ in rows:
         print(f"  {c:12s} {a}: {b}")
