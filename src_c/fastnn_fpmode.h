@@ -32,6 +32,18 @@
 #define FNN_FPMODE_FLUSH_BITS 0ULL
 #endif
 
+/* A compiler barrier: no load or store moves across a mode switch (the compiler does not
+ * model the floating-point mode, so without it memory accesses could be scheduled on the
+ * wrong side of it). */
+#if defined(__GNUC__) || defined(__clang__)
+#define FNN_FPMODE_BARRIER() __asm__ __volatile__("" ::: "memory")
+#elif defined(_MSC_VER)
+#include <intrin.h>
+#define FNN_FPMODE_BARRIER() _ReadWriteBarrier()
+#else
+#define FNN_FPMODE_BARRIER() ((void) 0)
+#endif
+
 /* 1 when this build can switch flushing on, 0 when the fnn_fpmode_* functions do nothing. */
 static inline int fnn_fpmode_supported(void)
 {
@@ -55,13 +67,15 @@ static inline unsigned long long fnn_fpmode_get(void)
 /* Write the calling thread's control register (a value fnn_fpmode_get returned). */
 static inline void fnn_fpmode_set(unsigned long long mode)
 {
+    FNN_FPMODE_BARRIER();
 #if defined(FNN_FPMODE_X86)
     _mm_setcsr((unsigned int) mode);
 #elif defined(FNN_FPMODE_ARM64)
-    __asm__ __volatile__("msr fpcr, %0" : : "r"(mode));
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(mode) : "memory");
 #else
     (void) mode;
 #endif
+    FNN_FPMODE_BARRIER();
 }
 
 /*

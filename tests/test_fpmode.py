@@ -280,3 +280,40 @@ def test_float32_fit_with_flushing_stays_within_float32_tolerance_of_the_referen
                      shuffle=False)
     np.testing.assert_allclose(model.params, want, rtol=F32_RTOL, atol=F32_ATOL)
     np.testing.assert_allclose(kept.params, want, rtol=F32_RTOL, atol=F32_ATOL)
+
+
+# ------------------------------------------------------------------ the C header itself
+
+_GENERIC_PROBE = r"""
+#include "fastnn_fpmode.h"
+int main(void)
+{
+    unsigned long long saved = fnn_fpmode_enter(1);
+    fnn_fpmode_leave(1, saved);
+    /* no switch: nothing to report, nothing changed */
+    return fnn_fpmode_supported() != 0 || saved != 0 || fnn_fpmode_get() != 0;
+}
+"""
+
+
+def test_the_header_compiles_and_runs_as_a_no_op_on_cpus_without_a_switch(tmp_path):
+    # the branch every CPU other than x86-64 and aarch64 takes, built on this one by hiding
+    # the architecture macros from the preprocessor (GCC/Clang; no C library headers needed)
+    import shutil
+    import subprocess
+    import sysconfig
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        pytest.skip(f"no C compiler ({cc}) to build the probe with")
+    header_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "src_c")
+    if not os.path.exists(os.path.join(header_dir, "fastnn_fpmode.h")):
+        pytest.skip("src_c/ is not next to the tests (testing an installed copy)")
+    src, exe = tmp_path / "probe.c", tmp_path / "probe"
+    src.write_text(_GENERIC_PROBE)
+    undef = ["-U__x86_64__", "-U__SSE2__", "-U__SSE__", "-U__aarch64__"]
+    obj = tmp_path / "probe.o"
+    subprocess.run([cc, "-O2", "-ffreestanding", "-nostdinc", *undef, "-I", header_dir, "-c",
+                    str(src), "-o", str(obj)], check=True, capture_output=True, timeout=60)
+    subprocess.run([cc, str(obj), "-o", str(exe)], check=True, capture_output=True, timeout=60)
+    assert subprocess.run([str(exe)], timeout=60).returncode == 0
