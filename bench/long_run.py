@@ -221,6 +221,8 @@ def main(argv=None):
     import fastnn.fpmode
     gemm = worker_gemm() if fastnn.fpmode.supported() and not args.quick else None
     print()
+    print(C.environment_markdown(C.environment()))
+    print()
     print(markdown(rows))
     if gemm is not None:
         print()
