@@ -29,7 +29,8 @@ meet is an underflowing product inside a GEMM, or subnormal user data.  The tabl
 largest GEMM of workload A (dW = X^T D, 784 x 256 x 64, float32) with normal, underflowing and
 subnormal inputs, the caller's flush bits on and off, on 1 and 2 threads.
 
-    python bench/long_run.py [--quick] [--workloads demo,A] [--repeats 2]   # ~4 minutes
+    python bench/long_run.py [--quick] [--workloads demo,A] [--repeats 2] [--threads 1,2]
+                             [--no-gemm]          # ~4 minutes on a quiet machine
 """
 import argparse
 import statistics
@@ -93,9 +94,9 @@ def one_fit(w, X, y, batch, kind, dtype, threads, flush):
     return cpu, hist.samples_per_s, hist.loss[-1]
 
 
-def run(quick=False, only=None, repeats=2, log=print):
+def run(quick=False, only=None, repeats=2, log=print, threads=None):
     rows = []
-    threads = C.thread_counts(quick)
+    threads = threads or C.thread_counts(quick)
     for name in LONG:
         if only and name not in only:
             continue
@@ -214,12 +215,17 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workloads", default="", help="comma-separated subset of demo,A,B,C")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", default="", help="comma-separated BLAS thread counts "
+                    "(default 1,2; 1 with --quick)")
+    ap.add_argument("--no-gemm", action="store_true", help="skip the BLAS worker table")
     args = ap.parse_args(argv)
     only = [s for s in args.workloads.split(",") if s]
+    threads = tuple(int(t) for t in args.threads.split(",") if t) or None
     t0 = time.perf_counter()
-    rows = run(args.quick, only, args.repeats)
+    rows = run(args.quick, only, args.repeats, threads=threads)
     import fastnn.fpmode
-    gemm = worker_gemm() if fastnn.fpmode.supported() and not args.quick else None
+    gemm = (worker_gemm() if fastnn.fpmode.supported() and not (args.quick or args.no_gemm)
+            else None)
     print()
     print(C.environment_markdown(C.environment()))
     print()

@@ -3,8 +3,9 @@
 A subnormal ("denormal") float is one below the smallest normal number: 1.2e-38 in float32,
 2.2e-308 in float64.  Late in training, Adam's moments, momentum buffers and the gradients of
 well-fitted samples fall into that range, and on x86 every operation that reads or produces
-one takes a slow path (tens to a hundred cycles).  A float32 fit then ran up to 8x slower at
-its end than at its start (bench/RESULTS.md, "Steady speed").  Flushing them to zero is what
+one takes a slow path.  A float32 Adam fit then ran at about half its early speed in its last
+epochs (bench/RESULTS.md, section 6; 8x slower on the machine issue 12 was measured on).
+Flushing them to zero is what
 TensorFlow and XLA do on the CPU; the values lost are below 1.2e-38 and change no result
 visibly (the flushed fit stays within the tolerances the tests state against the NumPy
 reference).
@@ -22,8 +23,10 @@ thread's mode for all code, this setting only decides what fastnn's calls do:
     model.fit(..., flush_denormals=False)        # for one fit
 
 Limits: the mode is a per-thread register, and the threads of a multi-threaded BLAS do not
-inherit it; the products they compute keep IEEE subnormals (see bench/RESULTS.md for what
-that costs).  On CPUs other than x86-64 and aarch64 there is no switch: ``supported()`` is
+inherit it; the share of a large product they compute keeps IEEE subnormals.  With flushing
+on, every input fastnn writes for them (weights, activations, deltas) is normal or zero, and
+on the measured CPU OpenBLAS's GEMM ran at the same speed on subnormals (bench/RESULTS.md,
+section 6).  On CPUs other than x86-64 and aarch64 there is no switch: ``supported()`` is
 False and the setting has no effect.
 """
 from contextlib import contextmanager

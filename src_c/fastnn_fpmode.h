@@ -2,9 +2,9 @@
  * fastnn_fpmode.h -- flush subnormal floats to zero around fastnn's compiled work, in plain C.
  *
  * Why: once a model converges, Adam's moments, momentum buffers and softmax gradients fall below
- * the smallest normal float (1.2e-38 in float32); every operation that reads or writes such a
- * subnormal then takes the CPU's slow microcode path (tens to a hundred cycles instead of one),
- * and a float32 fit ran up to 8x slower at its end than at its start (bench/long_run.py).
+ * the smallest normal float (1.2e-38 in float32); many operations that read or write such a
+ * subnormal then take a slow path in the CPU, and a float32 Adam fit ran 2x (this project's
+ * machine, bench/long_run.py) to 8x (issue 12) slower at its end than at its start.
  * TensorFlow and XLA run CPU kernels with the flush bits set; fastnn does the same, but only
  * for the duration of its own compiled calls: every entry point saves the caller's mode, sets
  * the flush bits, does its work and puts the saved mode back before returning.
