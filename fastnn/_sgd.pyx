@@ -11,6 +11,10 @@ last finite step; the caller raises with the epoch and step.  Every `check_every
 loop takes the GIL briefly to run Python's signal handlers, so Ctrl-C stops it after the
 current minibatch with the model consistent.
 
+Subnormal floats are flushed to zero for the duration of the call (src_c/fastnn_fpmode.h,
+fastnn.fpmode) unless flush_denormals is False; the caller's floating-point mode is put back
+before the loop takes the GIL and before it returns.
+
 Data-parallel training (fastnn.distributed) runs the same loop on every MPI rank: `order` is
 then a permutation of the GLOBAL sample indices (the same on every rank), each rank gathers
 the rows of the global minibatch that it holds (rows row_offset .. row_offset + n - 1), and
