@@ -148,15 +148,17 @@ def worker_gemm(repeats=5, log=print):
     for th in (1, 2):
         with blas_threads(th):
             for flush in (True, False):
-                for name, Dc in cases.items():
-                    ns = []
-                    for _ in range(repeats):
+                ns = {name: [] for name in cases}
+                for _ in range(repeats):            # the cases interleaved: A B C A B C ...
+                    for name, Dc in cases.items():
                         _network._set_fpmode(flushing if flush else caller)
                         try:
-                            ns.append(_bench._loop_gemm(A, Dc, C_out, True, False, m, n, k, 20))
+                            ns[name].append(_bench._loop_gemm(A, Dc, C_out, True, False,
+                                                              m, n, k, 20))
                         finally:
                             _network._set_fpmode(caller)
-                    out[th, flush, name] = C.summary(ns)
+                for name in cases:
+                    out[th, flush, name] = C.summary(ns[name])
                 log(f"[long_run] GEMM {th} thread(s), flush {flush}: " + ", ".join(
                     f"{name} {out[th, flush, name]['median'] / 1e3:.0f} us" for name in cases))
     return out
