@@ -5,6 +5,7 @@
 #     fnn_fpmode_leave(flush, fp)        # on every way out
 cdef extern from "fastnn_fpmode.h" nogil:
     int fnn_fpmode_supported() noexcept
+    unsigned long long fnn_fpmode_writable_bits() noexcept
     unsigned long long fnn_fpmode_get() noexcept
     void fnn_fpmode_set(unsigned long long mode) noexcept
     unsigned long long fnn_fpmode_enter(int flush) noexcept

@@ -14,7 +14,7 @@ from libc.stdlib cimport malloc, free
 from cpython.pyport cimport PY_SSIZE_T_MAX
 
 from fastnn._fpmode cimport (fnn_fpmode_enter, fnn_fpmode_get, fnn_fpmode_leave,
-                             fnn_fpmode_set, fnn_fpmode_supported)
+                             fnn_fpmode_set, fnn_fpmode_supported, fnn_fpmode_writable_bits)
 from fastnn._kernels cimport FNN_OK, FNN_N_ACTIVATIONS
 from fastnn._layers cimport dense_forward, dense_backward, dense_backward_sgd
 from fastnn._losses cimport (LossParams, N_LOSSES, check_targets, loss_grad,
@@ -332,5 +332,11 @@ def _get_fpmode():
 
 
 def _set_fpmode(unsigned long long mode):
-    """Write the calling thread's MXCSR/FPCR (a value _get_fpmode returned).  Tests only."""
+    """Write the calling thread's MXCSR/FPCR (a value _get_fpmode returned).  Tests only.
+
+    Raises ValueError for a reserved bit (writing one would fault) or where there is no
+    register."""
+    if mode & ~fnn_fpmode_writable_bits():
+        raise ValueError(f"mode {mode:#x} sets reserved bits; writable: "
+                         f"{fnn_fpmode_writable_bits():#x}")
     fnn_fpmode_set(mode)

@@ -50,6 +50,19 @@ static inline int fnn_fpmode_supported(void)
     return FNN_FPMODE_FLUSH_BITS != 0ULL;
 }
 
+/* The bits of the control register a program may write: MXCSR's upper 16 bits are reserved
+ * (setting one faults), FPCR's upper 32.  0 without a register. */
+static inline unsigned long long fnn_fpmode_writable_bits(void)
+{
+#if defined(FNN_FPMODE_X86)
+    return 0xFFFFULL;
+#elif defined(FNN_FPMODE_ARM64)
+    return 0xFFFFFFFFULL;
+#else
+    return 0ULL;
+#endif
+}
+
 /* The calling thread's floating-point control register (MXCSR / FPCR), or 0 without one. */
 static inline unsigned long long fnn_fpmode_get(void)
 {
@@ -64,7 +77,8 @@ static inline unsigned long long fnn_fpmode_get(void)
 #endif
 }
 
-/* Write the calling thread's control register (a value fnn_fpmode_get returned). */
+/* Write the calling thread's control register (a value fnn_fpmode_get returned; only
+ * fnn_fpmode_writable_bits may be set). */
 static inline void fnn_fpmode_set(unsigned long long mode)
 {
     FNN_FPMODE_BARRIER();

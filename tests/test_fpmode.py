@@ -317,3 +317,10 @@ def test_the_header_compiles_and_runs_as_a_no_op_on_cpus_without_a_switch(tmp_pa
                     str(src), "-o", str(obj)], check=True, capture_output=True, timeout=60)
     subprocess.run([cc, str(obj), "-o", str(exe)], check=True, capture_output=True, timeout=60)
     assert subprocess.run([str(exe)], timeout=60).returncode == 0
+
+
+@needs_switch
+def test_the_private_setter_refuses_reserved_bits_instead_of_faulting():
+    with pytest.raises(ValueError, match="reserved bits"):
+        _network._set_fpmode(1 << 40)
+    assert _network._get_fpmode() < (1 << 32)
