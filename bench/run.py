@@ -14,8 +14,9 @@ own bench/RESULTS-mpi.md, or RESULTS-mpi-quick.md with --quick, and RESULTS.md g
 table and a link; skipped with the reason when mpi4py or mpiexec is missing; --quick runs its
 short version, 1 and 2 ranks only, ~5 s), prediction latency (6: bench/latency.py), steady
 speed over long runs (7: bench/long_run.py, early against late epochs with subnormals flushed
-and not); then every target of the issue is marked met or missed with its measured ratio.  Targets are judged on 1 BLAS thread (the reliable figures
-here); 2-thread ratios are shown beside them.
+and not); then every target of the issue is marked met or missed with its measured ratio.
+Targets are judged on 1 BLAS thread (the reliable figures here); 2-thread ratios are shown
+beside them.
 """
 import argparse
 import os
