@@ -7,7 +7,7 @@ output.  Then the loss + gradient (ns per call and per logit), and one whole tra
 each workload's MLP (gather, forward, loss, backward, SGD update).  ns per call are medians of
 interleaved repeats; no Python inside any timed loop.
 
-    python bench/kernels.py [--quick] [--threads 1]
+    python bench/kernels.py [--quick] [--threads 1] [--activations]
 """
 import argparse
 import sys
@@ -17,6 +17,7 @@ import numpy as np
 import _common as C
 from fastnn import _bench
 
+NEW_ACTIVATIONS = ("elu", "selu", "gelu", "gelu_tanh", "silu", "softplus")
 # (label, batch, n_in, n_out, activations, first layer?, dtype)
 LAYERS = [
     ("A layer 1", 16, 784, 256, ("relu",), True, np.float32),
@@ -25,12 +26,16 @@ LAYERS = [
     ("A layer 2", 16, 256, 128, ("relu",), False, np.float32),
     ("A layer 2", 256, 256, 128, ("identity", "relu", "tanh", "sigmoid"), False, np.float32),
     ("A layer 2", 1024, 256, 128, ("relu",), False, np.float32),
+    # the smooth activations (issue 15), on A's layers at batch 256
+    ("A layer 1", 256, 784, 256, NEW_ACTIVATIONS, True, np.float32),
+    ("A layer 2", 256, 256, 128, NEW_ACTIVATIONS, False, np.float32),
     ("B layer 1", 32, 64, 32, ("relu",), True, np.float32),
     ("C layer 2", 64, 64, 64, ("tanh",), False, np.float32),
     ("D layer 1", 256, 784, 256, ("relu",), True, np.float64),
     ("D layer 2", 256, 256, 128, ("relu",), False, np.float64),
 ]
-QUICK_LAYERS = [LAYERS[1], LAYERS[4], LAYERS[7]]
+QUICK_LAYERS = [LAYERS[1], LAYERS[4], LAYERS[9]]
+NEW_LAYERS = [LAYERS[1], LAYERS[6], LAYERS[4], LAYERS[7]]   # issue 15, beside the classics
 LOSSES = [("cross_entropy", 32, 10), ("cross_entropy", 256, 10), ("mse", 64, 1)]
 
 
@@ -49,6 +54,15 @@ def layer_rows(label, batch, n_in, n_out, acts, first, dtype, repeats, min_time)
                      "dtype": np.dtype(dtype).name, "kernel": f"dense_forward {act}", "ns": f,
                      "gflops": flops[f"forward:{act}"] / f, "ratio": f / med["gemm_fwd"],
                      "vs": "GEMM", "spread": C.spread(C.summary(res[f"forward:{act}"]["ns"]))})
+        if f"predict:{act}" in med:   # GELU/SiLU: the in-place pass prediction uses
+            p = med[f"predict:{act}"]
+            rows[-1]["kernel"] += " (keeps Z)"
+            rows.append({"label": label, "batch": batch, "shape": f"{n_in}->{n_out}",
+                         "dtype": np.dtype(dtype).name,
+                         "kernel": f"dense_forward {act} in place (predict)", "ns": p,
+                         "gflops": flops[f"predict:{act}"] / p, "ratio": p / med["gemm_fwd"],
+                         "vs": "GEMM",
+                         "spread": C.spread(C.summary(res[f"predict:{act}"]["ns"]))})
         rows.append({"label": label, "batch": batch, "shape": f"{n_in}->{n_out}",
                      "dtype": np.dtype(dtype).name,
                      "kernel": f"dense_backward {act}" + (" (no dX)" if first else ""),
@@ -59,17 +73,20 @@ def layer_rows(label, batch, n_in, n_out, acts, first, dtype, repeats, min_time)
     return rows
 
 
-def run(quick=False, threads=1, log=print):
+def run(quick=False, threads=1, log=print, only_new=False):
+    """only_new: just A's layers at batch 256 with the classic and the new activations."""
     repeats, min_time = (3, 0.005) if quick else (15, 0.01)
     out = {"threads": threads, "layers": [], "losses": [], "steps": []}
     with C.blas_threads(threads):
-        for spec in (QUICK_LAYERS if quick else LAYERS):
+        for spec in (NEW_LAYERS if only_new else QUICK_LAYERS if quick else LAYERS):
             rows = layer_rows(*spec, repeats, min_time)
             out["layers"] += rows
             for r in rows:
                 log(f"{r['label']} B={r['batch']} {r['dtype']} {r['kernel']}: "
                     f"{r['ns'] / 1e3:.2f} us {r['gflops']:.1f} GFLOP/s"
                     + (f" ratio {r['ratio']:.3f}" if r["ratio"] else ""))
+        if only_new:
+            return out
         cases = {f"{loss} {b}x{k}": _bench.loss_case(b, k, loss) for loss, b, k in LOSSES}
         res = _bench.sample_cases(cases, repeats=repeats, min_time=min_time)
         for (loss, b, k), (name, v) in zip(LOSSES, res.items()):
@@ -124,8 +141,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--activations", action="store_true",
+                    help="only A's layers at batch 256, classic and smooth activations")
     args = ap.parse_args(argv)
-    out = run(args.quick, args.threads)
+    out = run(args.quick, args.threads, only_new=args.activations)
     print()
     print(markdown(out))
 

@@ -14,9 +14,9 @@ own bench/RESULTS-mpi.md, or RESULTS-mpi-quick.md with --quick, and RESULTS.md g
 table and a link; skipped with the reason when mpi4py or mpiexec is missing; --quick runs its
 short version, 1 and 2 ranks only, ~5 s), prediction latency (6: bench/latency.py), steady
 speed over long runs (7: bench/long_run.py, early against late epochs with subnormals flushed
-and not); then every target of the issue is marked met or missed with its measured ratio.
-Targets are judged on 1 BLAS thread (the reliable figures here); 2-thread ratios are shown
-beside them.
+and not), dropout's step cost against PyTorch's (8: bench/dropout.py); then every target of
+the issue is marked met or missed with its measured ratio.  Targets are judged on 1 BLAS
+thread (the reliable figures here); 2-thread ratios are shown beside them.
 """
 import argparse
 import os
@@ -25,6 +25,7 @@ import sys
 import time
 
 import _common as C
+import dropout
 import gemm_floor
 import kernels
 import latency
@@ -131,7 +132,7 @@ def long_run_rows(lr, target=0.9):
 
 
 def write(path, env, tp, fl, kn, mem, command, seconds, quick, started, mpi=None,
-          mpi_path=None, lat=None, lr=None):
+          mpi_path=None, lat=None, lr=None, dr=None):
     rows = targets(tp, fl, kn, mem) + (latency.targets(lat) if lat is not None else []) \
         + (long_run_rows(lr) if lr else [])
     n_met = sum(1 for r in rows if r[2] == "met")
@@ -165,6 +166,8 @@ def write(path, env, tp, fl, kn, mem, command, seconds, quick, started, mpi=None
                   "in epochs 2-6 against the last 10, with fastnn's default flushing of "
                   "subnormals and without it (`flush_denormals=False`).", "",
                   long_run.markdown(lr), ""]
+    if dr is not None:
+        parts += ["## 8. Dropout (bench/dropout.py)", "", dropout.markdown(dr), ""]
     notes = os.path.join(HERE, "NOTES.md")
     if os.path.exists(notes) and not quick:
         with open(notes) as f:
@@ -206,6 +209,8 @@ def main(argv=None):
     tp = throughput.run(args.quick, None, 3, log)
     log("== 4. memory")
     mem = memory.run(args.quick, log)
+    log("== 8. dropout")
+    dr = dropout.run(args.quick, 1, log)
     mpi = mpi_path = None
     if not args.no_mpi:
         log("== 5. MPI scaling")
@@ -230,7 +235,7 @@ def main(argv=None):
         lr = long_run.run(args.quick, None, 2, log)
     env = C.environment()
     rows = write(out, env, tp, fl, kn, mem, command, time.perf_counter() - t0, args.quick,
-                 started, mpi, mpi_path, lat, lr)
+                 started, mpi, mpi_path, lat, lr, dr)
     log(f"wrote {out}")
     for a, b, c, _ in rows:
         print(f"  {c:12s} {a}: {b}")

@@ -32,7 +32,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from fastnn._blas cimport gemm_rowmajor
 from fastnn._kernels cimport FNN_OK
-from fastnn._layers cimport dense_forward, dense_backward
+from fastnn._layers cimport dense_forward, dense_forward_keep, dense_backward
 from fastnn._losses cimport LossParams, N_LOSSES, loss_grad
 from fastnn._network cimport Net, NetSpec, net_loss_grad, layer_output
 from fastnn._sgd cimport Optimizer, apply_update, train_step
@@ -40,7 +40,7 @@ from fastnn._sgd cimport Optimizer, apply_update, train_step
 import numpy as np
 
 from fastnn import _losses, _sgd
-from fastnn.layers import ACTIVATIONS
+from fastnn.layers import ACTIVATIONS, KEEPS_PREACTIVATION
 
 
 # The loops below are reachable from Python and index raw pointers: each one checks, once
@@ -123,6 +123,23 @@ def _loop_forward(const floating[::1] X, const floating[::1] W, const floating[:
         t1 = _now_ns()
     if status != FNN_OK:
         raise ValueError(f"dense_forward failed with status {status}")
+    return (t1 - t0) / <double> reps
+
+
+def _loop_forward_keep(const floating[::1] X, const floating[::1] W, const floating[::1] b,
+                       floating[::1] Z, floating[::1] A, int n_samples, int n_in, int n_out,
+                       int act, long long reps):
+    """dense_forward_keep: the training forward pass of GELU/SiLU layers (Z kept)."""
+    cdef long long r, t0, t1
+    cdef int status = FNN_OK
+    with nogil:
+        t0 = _now_ns()
+        for r in range(reps):
+            status |= dense_forward_keep(&X[0], &W[0], &b[0], &Z[0], &A[0], n_samples, n_in,
+                                         n_out, act, <floating> 1)
+        t1 = _now_ns()
+    if status != FNN_OK:
+        raise ValueError(f"dense_forward_keep failed with status {status}")
     return (t1 - t0) / <double> reps
 
 
@@ -534,6 +551,9 @@ def layer_cases(batch, n_in, n_out, activations=("identity", "relu", "tanh", "si
     Returns (cases, flops): cases holds the bare GEMMs ("gemm_fwd", "gemm_dW", "gemm_dX"),
     "pass" (one element-wise pass over the output), and per activation "forward:<act>" and
     "backward:<act>"; flops the GEMM work of each name.  first_layer: backward without dX.
+    For the activations whose backward pass reads Z (GELU, GELU-tanh, SiLU), "forward:<act>"
+    is the training forward pass that keeps Z, "predict:<act>" the in-place one, and the
+    backward pass reads Z.
     """
     dt = _dtype(dtype)
     batch, n_in, n_out = (_positive(batch, "batch"), _positive(n_in, "n_in"),
@@ -561,13 +581,21 @@ def layer_cases(batch, n_in, n_out, activations=("identity", "relu", "tanh", "si
                                                    reps)
         flops["gemm_dX"] = f
     n_bwd_gemms = 1 if first_layer else 2
+    Z = np.zeros(batch * n_out, dt)
     for name in activations:
         code = ACTIVATIONS[name]
-        # the stored output A of this activation (backward reads act' from it)
+        # what the backward pass reads: the stored output A, or Z
         A_act = np.zeros(batch * n_out, dt)
         _loop_forward(X, W, b, A_act, batch, n_in, n_out, code, 1)
         cases[f"forward:{name}"] = (
             lambda reps, c=code: _loop_forward(X, W, b, A, batch, n_in, n_out, c, reps))
+        if name in KEEPS_PREACTIVATION:
+            _loop_forward(X, W, b, A_act, batch, n_in, n_out, ACTIVATIONS["identity"], 1)
+            cases[f"predict:{name}"] = cases[f"forward:{name}"]
+            flops[f"predict:{name}"] = f
+            cases[f"forward:{name}"] = (
+                lambda reps, c=code: _loop_forward_keep(X, W, b, Z, A, batch, n_in, n_out, c,
+                                                        reps))
         cases[f"backward:{name}"] = (
             lambda reps, c=code, a=A_act: _loop_backward(X, W, a, dA, D, dW, db, dX, batch, n_in,
                                                          n_out, c, reps))

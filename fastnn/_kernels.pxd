@@ -10,6 +10,12 @@ cdef extern from "fastnn_kernels.h" nogil:
         FNN_TANH
         FNN_RELU
         FNN_LEAKY_RELU
+        FNN_ELU
+        FNN_SELU
+        FNN_GELU
+        FNN_GELU_TANH
+        FNN_SILU
+        FNN_SOFTPLUS
         FNN_N_ACTIVATIONS
         FNN_OK
         FNN_EBADACT
@@ -24,6 +30,15 @@ cdef extern from "fastnn_kernels.h" nogil:
                        int act, float alpha) noexcept
     int fnn_d_bias_act(double *Z, const double *b, Py_ssize_t rows, Py_ssize_t cols,
                        int act, double alpha) noexcept
+    int fnn_act_keeps_preactivation(int act) noexcept
+    float fnn_s_act(float z, int act, float alpha) noexcept
+    double fnn_d_act(double z, int act, double alpha) noexcept
+    float fnn_s_dact(float k, int act, float alpha) noexcept
+    double fnn_d_dact(double k, int act, double alpha) noexcept
+    int fnn_s_bias_act_keep(float *Z, const float *b, float *A, Py_ssize_t rows,
+                            Py_ssize_t cols, int act, float alpha) noexcept
+    int fnn_d_bias_act_keep(double *Z, const double *b, double *A, Py_ssize_t rows,
+                            Py_ssize_t cols, int act, double alpha) noexcept
     int fnn_s_act_backward(const float *dA, const float *A, float *D, float *db,
                            Py_ssize_t rows, Py_ssize_t cols, int act, float alpha) noexcept
     int fnn_d_act_backward(const double *dA, const double *A, double *D, double *db,
@@ -55,10 +70,23 @@ cdef inline int bias_act(floating *Z, const floating *b, Py_ssize_t rows, Py_ssi
         return fnn_d_bias_act(Z, b, rows, cols, act, alpha)
 
 
+cdef inline int bias_act_keep(floating *Z, const floating *b, floating *A, Py_ssize_t rows,
+                              Py_ssize_t cols, int act, floating alpha) noexcept nogil:
+    """Z[i, j] <- Z[i, j] + b[j] and A[i, j] <- act(Z[i, j]) (GELU, GELU-tanh, SiLU only)."""
+    if floating is float:
+        return fnn_s_bias_act_keep(Z, b, A, rows, cols, act, alpha)
+    else:
+        return fnn_d_bias_act_keep(Z, b, A, rows, cols, act, alpha)
+
+
 cdef inline int act_backward(const floating *dA, const floating *A, floating *D, floating *db,
                              Py_ssize_t rows, Py_ssize_t cols, int act,
                              floating alpha) noexcept nogil:
-    """D <- dA * act'(A) (D may alias dA) and db <- column sums of D, in one pass."""
+    """D <- dA * act'(A) (D may alias dA) and db <- column sums of D, in one pass.
+
+    A is what the forward pass kept: the pre-activation Z for the activations where
+    fnn_act_keeps_preactivation is true, the output otherwise.
+    """
     if floating is float:
         return fnn_s_act_backward(dA, A, D, db, rows, cols, act, alpha)
     else:

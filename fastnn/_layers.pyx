@@ -12,7 +12,7 @@ from cython cimport floating
 from libc.limits cimport INT_MAX
 
 from fastnn._blas cimport gemm_rowmajor
-from fastnn._kernels cimport FNN_OK, bias_act, act_backward
+from fastnn._kernels cimport FNN_OK, bias_act, bias_act_keep, act_backward
 
 
 cdef int dense_forward(const floating *X, const floating *W, const floating *b, floating *A,
@@ -24,12 +24,23 @@ cdef int dense_forward(const floating *X, const floating *W, const floating *b, 
     return bias_act(A, b, n_samples, n_out, act, alpha)
 
 
+cdef int dense_forward_keep(const floating *X, const floating *W, const floating *b,
+                            floating *Z, floating *A, int n_samples, int n_in, int n_out,
+                            int act, floating alpha) noexcept nogil:
+    """Z (B, n_out) := X @ W + b and A := act(Z), for the activations whose backward pass
+    needs Z (GELU, GELU-tanh, SiLU; see src_c/fastnn_kernels.h).  FNN_OK or FNN_EBADACT."""
+    gemm_rowmajor(False, False, n_samples, n_out, n_in, <floating> 1, X, n_in, W, n_out,
+                  <floating> 0, Z, n_out)
+    return bias_act_keep(Z, b, A, n_samples, n_out, act, alpha)
+
+
 cdef int dense_backward(const floating *X, const floating *W, const floating *A,
                         const floating *dA, floating *D, floating *dW, floating *db,
                         floating *dX, int n_samples, int n_in, int n_out, int act,
                         floating alpha) noexcept nogil:
     """D := dA * act'(A); db := colsum(D); dW := X^T @ D; dX := D @ W^T unless dX is NULL.
 
+    A is what the forward pass kept: Z for GELU, GELU-tanh and SiLU, the output otherwise.
     D may be the same buffer as dA (the training loop overwrites dA in place).
     """
     cdef int status = act_backward(dA, A, D, db, n_samples, n_out, act, alpha)
@@ -104,7 +115,7 @@ def forward_into(const floating[:, ::1] X,  # IN (B, n_in)
 
 def backward_into(const floating[:, ::1] X,   # IN (B, n_in)
                   const floating[:, ::1] W,   # IN (n_in, n_out)
-                  const floating[:, ::1] A,   # IN (B, n_out), forward output
+                  const floating[:, ::1] A,   # IN (B, n_out), forward output (Z: GELU/SiLU)
                   const floating[:, ::1] dA,  # IN (B, n_out), upstream gradient
                   floating[:, ::1] D,         # OUT (B, n_out), dl/dZ (may not alias dA here)
                   floating[:, ::1] dW,        # OUT (n_in, n_out)

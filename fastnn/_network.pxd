@@ -2,6 +2,8 @@
 from cython cimport floating
 
 from fastnn._losses cimport LossParams
+from fastnn._dropout cimport DropoutCtx
+from fastnn._kernels cimport fnn_act_keeps_preactivation
 
 
 cdef struct Net:
@@ -12,7 +14,18 @@ cdef struct Net:
     const Py_ssize_t *w_off   # (n_layers,) offset of W_k (n_{k-1}, n_k) in the parameter vector
     const Py_ssize_t *b_off   # (n_layers,) offset of b_k (n_k,)
     const Py_ssize_t *a_off   # (n_layers,) offset of A_k in the activation workspace, per row
-    Py_ssize_t act_width      # sum_k n_k: the activation workspace holds rows * act_width
+    const Py_ssize_t *z_off   # (n_layers,) offset of what layer k's backward pass reads when
+                              # it is not A_k, or -1: Z_k for GELU/SiLU (fastnn_kernels.h
+                              # says why), the output before dropout for a dropout layer
+    const int *norms          # (n_layers,) 1: layer normalization of the pre-activation;
+                              # its gain and shift follow b_k: [b_k | gamma_k | beta_k]
+    const Py_ssize_t *n_off   # (n_layers,) offset of xhat_k (layer-normalized layers), or -1
+    const Py_ssize_t *r_off   # (n_layers,) offset of 1 / std per row (idem), or -1
+    const double *drop_rates  # (n_layers,) dropout rate of each layer's output (0: none)
+    DropoutCtx *drop          # NULL: no dropout (inference).  Set only on a COPY of the
+                              # struct, by a training loop (_sgd.train_epoch)
+    Py_ssize_t act_width      # sum_k n_k (+ n_k of each layer keeping Z): the activation
+                              # workspace holds rows * act_width
     int max_width             # max_k n_k over k >= 1: each delta buffer holds rows * max_width
 
 
@@ -51,10 +64,24 @@ cdef inline floating *layer_output(const Net *net, floating *acts, int n_rows,
     return acts + n_rows * net.a_off[k]
 
 
+cdef inline bint dropping(const Net *net, int k) noexcept nogil:
+    """Whether layer k's output goes through dropout in this pass (training only)."""
+    return net.drop != NULL and net.drop_rates[k] > 0
+
+
+cdef inline floating *layer_kept(const Net *net, floating *acts, int n_rows,
+                                 int k) noexcept nogil:
+    """What layer k's backward pass reads: Z_k (GELU/SiLU), A_k before dropout, or A_k."""
+    if net.z_off[k] >= 0 and (fnn_act_keeps_preactivation(net.acts[k]) or dropping(net, k)):
+        return acts + n_rows * net.z_off[k]
+    return acts + n_rows * net.a_off[k]
+
+
 cdef class NetSpec:
     cdef Net net
     cdef readonly Py_ssize_t n_params
-    cdef object _sizes, _acts, _alphas, _w_off, _b_off, _a_off
+    cdef object _sizes, _acts, _alphas, _w_off, _b_off, _a_off, _z_off, _drop_rates
+    cdef object _norms, _n_off, _r_off
 
 
 cdef int check_net(NetSpec spec, Py_ssize_t n_params, Py_ssize_t n_grads,

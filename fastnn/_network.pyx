@@ -15,8 +15,14 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 
 from fastnn._fpmode cimport (fnn_fpmode_enter, fnn_fpmode_get, fnn_fpmode_leave,
                              fnn_fpmode_set, fnn_fpmode_supported, fnn_fpmode_writable_bits)
-from fastnn._kernels cimport FNN_OK, FNN_N_ACTIVATIONS
-from fastnn._layers cimport dense_forward, dense_backward, dense_backward_sgd
+from fastnn._kernels cimport FNN_OK, FNN_N_ACTIVATIONS, FNN_IDENTITY
+from fastnn._kernels cimport fnn_act_keeps_preactivation
+from fastnn._dropout cimport (DropoutCtx, dropout, fnn_dropout_keep_row,
+                              fnn_dropout_threshold, fnn_philox4x32_10)
+from libc.stdint cimport uint32_t, uint64_t
+from fastnn._blas cimport gemm_rowmajor
+from fastnn._layernorm cimport layernorm_act_forward, layernorm_act_backward
+from fastnn._layers cimport dense_forward, dense_forward_keep, dense_backward, dense_backward_sgd
 from fastnn._losses cimport (LossParams, N_LOSSES, check_targets, loss_grad,
                              output_activation)
 
@@ -28,13 +34,38 @@ cdef int net_forward(const Net *net, const floating *params, const floating *X, 
     cdef int k, status
     cdef const floating *inp = X
     cdef floating *out
+    cdef floating *kept
+    cdef floating *xhat
+    cdef int n_out
     for k in range(net.n_layers):
         out = layer_output(net, acts, n_rows, k)
-        status = dense_forward(inp, params + net.w_off[k], params + net.b_off[k], out, n_rows,
-                               net.sizes[k], net.sizes[k + 1], net.acts[k],
-                               <floating> net.alphas[k])
+        kept = layer_kept(net, acts, n_rows, k)
+        n_out = net.sizes[k + 1]
+        if net.norms[k]:
+            # x W -> xhat (normalized), y = gamma xhat + beta (kept), A = act(y)
+            xhat = acts + n_rows * net.n_off[k]
+            gemm_rowmajor(False, False, n_rows, n_out, net.sizes[k], <floating> 1, inp,
+                          net.sizes[k], params + net.w_off[k], n_out, <floating> 0, xhat, n_out)
+            status = layernorm_act_forward(
+                xhat, params + net.b_off[k], params + net.b_off[k] + n_out,
+                params + net.b_off[k] + 2 * n_out, acts + n_rows * net.z_off[k],
+                acts + n_rows * net.r_off[k], out, n_rows, n_out, net.acts[k],
+                <floating> net.alphas[k])
+            kept = out
+        elif fnn_act_keeps_preactivation(net.acts[k]):
+            status = dense_forward_keep(inp, params + net.w_off[k], params + net.b_off[k],
+                                        kept, out, n_rows, net.sizes[k], net.sizes[k + 1],
+                                        net.acts[k], <floating> net.alphas[k])
+            kept = out          # dropout (if any) in place on the output
+        else:
+            # with dropout, the output before dropout stays in the kept slot
+            status = dense_forward(inp, params + net.w_off[k], params + net.b_off[k], kept,
+                                   n_rows, net.sizes[k], net.sizes[k + 1], net.acts[k],
+                                   <floating> net.alphas[k])
         if status != FNN_OK:
             return status
+        if dropping(net, k):
+            dropout(out, kept, n_rows, net.sizes[k + 1], net.drop, k, net.drop_rates[k])
         inp = out
     return FNN_OK
 
@@ -56,26 +87,47 @@ cdef double net_forward_loss(const Net *net, const floating *params, const float
 cdef int net_backward(const Net *net, floating *params, floating *grads, const floating *X,
                       int n_rows, floating *acts, floating *delta0, floating *delta1,
                       double sgd_lr, double sgd_decay) noexcept nogil:
-    cdef int k, status = FNN_OK
+    cdef int k, act, n_out, status = FNN_OK
+    cdef Py_ssize_t j
     cdef floating *swap
+    cdef floating *gb
     cdef const floating *inp
     for k in range(net.n_layers - 1, -1, -1):
         inp = X if k == 0 else layer_output(net, acts, n_rows, k - 1)
+        if dropping(net, k):
+            # dl/dA_k (after dropout) -> dl/dA_k before dropout: the same mask and scale
+            dropout(delta0, delta0, n_rows, net.sizes[k + 1], net.drop, k, net.drop_rates[k])
+        act = net.acts[k]
+        if net.norms[k]:
+            # dl/dA_k -> dl/dy -> dl/dz in place (with dgamma, dbeta), then the dense layer
+            # as an identity one
+            n_out = net.sizes[k + 1]
+            gb = grads + net.b_off[k]
+            status = layernorm_act_backward(
+                delta0, acts + n_rows * net.z_off[k], acts + n_rows * net.n_off[k],
+                params + net.b_off[k] + n_out, acts + n_rows * net.r_off[k], gb + n_out,
+                gb + 2 * n_out, n_rows, n_out, act, <floating> net.alphas[k])
+            if status != FNN_OK:
+                return status
+            if sgd_lr > 0:     # the fused plain SGD step also moves gamma and beta (no decay)
+                for j in range(2 * n_out):
+                    params[net.b_off[k] + n_out + j] -= (<floating> sgd_lr) * gb[n_out + j]
+            act = FNN_IDENTITY
         # delta0 holds dl/dA_k on entry and becomes dl/dZ_k in place; dl/dA_{k-1} goes to
         # delta1 (skipped for the first layer: nobody needs dl/dX)
         if sgd_lr > 0:
             status = dense_backward_sgd(inp, params + net.w_off[k], params + net.b_off[k],
-                                        layer_output(net, acts, n_rows, k), delta0, delta0,
+                                        layer_kept(net, acts, n_rows, k), delta0, delta0,
                                         grads + net.b_off[k], delta1 if k > 0 else NULL,
-                                        n_rows, net.sizes[k], net.sizes[k + 1], net.acts[k],
+                                        n_rows, net.sizes[k], net.sizes[k + 1], act,
                                         <floating> net.alphas[k], <floating> sgd_lr,
                                         <floating> sgd_decay)
         else:
             status = dense_backward(inp, params + net.w_off[k],
-                                    layer_output(net, acts, n_rows, k), delta0, delta0,
+                                    layer_kept(net, acts, n_rows, k), delta0, delta0,
                                     grads + net.w_off[k], grads + net.b_off[k],
                                     delta1 if k > 0 else NULL, n_rows, net.sizes[k],
-                                    net.sizes[k + 1], net.acts[k], <floating> net.alphas[k])
+                                    net.sizes[k + 1], act, <floating> net.alphas[k])
         if status != FNN_OK:
             return status
         swap = delta0
@@ -132,7 +184,7 @@ def _index_vector(values, name, low, high):
 cdef class NetSpec:
     """Owns the index arrays behind a `Net` struct (built once per model by fastnn.model)."""
 
-    def __cinit__(self, sizes, acts, alphas):
+    def __cinit__(self, sizes, acts, alphas, drop_rates=None, norms=None):
         # reachable from Python: every index array the compiled code follows is checked here
         sizes = _index_vector(sizes, "sizes", 1, INT_MAX)
         n_layers = sizes.shape[0] - 1
@@ -146,19 +198,42 @@ cdef class NetSpec:
         if self._alphas.shape != (n_layers,) or not np.isfinite(self._alphas).all():
             raise ValueError(f"alphas has shape {self._alphas.shape}; expected {n_layers} "
                              "finite values")
+        self._drop_rates = (np.zeros(n_layers) if drop_rates is None else
+                            np.ascontiguousarray(drop_rates, dtype=np.float64))
+        if self._drop_rates.shape != (n_layers,) or not (
+                (self._drop_rates >= 0) & (self._drop_rates < 1)).all():
+            raise ValueError(f"drop_rates has shape {self._drop_rates.shape}; expected "
+                             f"{n_layers} rates in [0, 1)")
+        self._norms = (np.zeros(n_layers, dtype=np.intc) if norms is None else
+                       _index_vector(norms, "norms", 0, 1))
+        if self._norms.shape[0] != n_layers:
+            raise ValueError(f"norms has {self._norms.shape[0]} entries; expected {n_layers}")
+        n_off = np.full(n_layers, -1, dtype=np.intp)
+        r_off = np.full(n_layers, -1, dtype=np.intp)
         w_off = np.empty(n_layers, dtype=np.intp)
         b_off = np.empty(n_layers, dtype=np.intp)
         a_off = np.empty(n_layers, dtype=np.intp)
+        z_off = np.full(n_layers, -1, dtype=np.intp)
         pos = 0
         width = 0
         for k in range(n_layers):
             w_off[k] = pos
             pos += int(sizes[k]) * int(sizes[k + 1])
             b_off[k] = pos
-            pos += int(sizes[k + 1])
+            pos += int(sizes[k + 1]) * (3 if self._norms[k] else 1)   # [b | gamma | beta]
             a_off[k] = width
             width += int(sizes[k + 1])
-        self._w_off, self._b_off, self._a_off = w_off, b_off, a_off
+        for k in range(n_layers):  # the kept pre-activations follow all the outputs
+            if (fnn_act_keeps_preactivation(int(self._acts[k])) or self._drop_rates[k] > 0
+                    or self._norms[k]):
+                z_off[k] = width
+                width += int(sizes[k + 1])
+            if self._norms[k]:     # xhat, and 1 / std per row
+                n_off[k] = width
+                r_off[k] = width + int(sizes[k + 1])
+                width += int(sizes[k + 1]) + 1
+        self._w_off, self._b_off, self._a_off, self._z_off = w_off, b_off, a_off, z_off
+        self._n_off, self._r_off = n_off, r_off
         self.n_params = pos
         self.net.n_layers = n_layers
         self.net.act_width = width
@@ -167,14 +242,22 @@ cdef class NetSpec:
 
     def _refresh(self):
         cdef int[::1] s = self._sizes, a = self._acts
-        cdef double[::1] al = self._alphas
+        cdef double[::1] al = self._alphas, dr = self._drop_rates
         cdef Py_ssize_t[::1] w = self._w_off, b = self._b_off, ao = self._a_off
+        cdef Py_ssize_t[::1] zo = self._z_off, no = self._n_off, ro = self._r_off
+        cdef int[::1] nm = self._norms
         self.net.sizes = &s[0]
         self.net.acts = &a[0]
         self.net.alphas = &al[0]
         self.net.w_off = &w[0]
         self.net.b_off = &b[0]
         self.net.a_off = &ao[0]
+        self.net.z_off = &zo[0]
+        self.net.drop_rates = &dr[0]
+        self.net.norms = &nm[0]
+        self.net.n_off = &no[0]
+        self.net.r_off = &ro[0]
+        self.net.drop = NULL
 
     def check(self, Py_ssize_t n_params, Py_ssize_t n_grads=-1, Py_ssize_t n_inputs=-1,
               Py_ssize_t n_rows=-1):
@@ -268,14 +351,27 @@ def loss_grad_into(NetSpec spec, const floating[::1] params, floating[::1] grads
                    const floating[:, ::1] X, int loss_kind, int full, double sigma_scalar,
                    const floating[:, ::1] Y, const Py_ssize_t[::1] labels,
                    const floating[::1] sample_weight, const floating[::1] sigma,
-                   double grad_scale, bint flush_denormals=True):
+                   double grad_scale, bint flush_denormals=True,
+                   const Py_ssize_t[::1] dropout_samples=None, uint64_t dropout_seed=0,
+                   uint32_t epoch=0):
     """Return sum_i w_i l_i and fill grads with grad_scale times its gradient.
 
     The workspace covers all rows of X at once and is freed on return.  Values are
     fastnn.model's to validate; sizes are checked here.  flush_denormals: flush subnormals to
     zero on this thread during the call (fastnn.fpmode).
+    dropout_samples (n,): apply the layers' dropout as training does, row i being global
+    sample dropout_samples[i] of epoch `epoch` under `dropout_seed` (a fixed mask: tests
+    check the gradient through it).  None: no dropout, as in prediction.
     """
     cdef unsigned long long fp_saved
+    cdef Net net = spec.net
+    cdef DropoutCtx ctx
+    if dropout_samples is not None:
+        if dropout_samples.shape[0] != X.shape[0]:
+            raise ValueError(f"dropout_samples has {dropout_samples.shape[0]} entries; "
+                             f"expected one per row of X ({X.shape[0]})")
+        ctx.seed, ctx.epoch, ctx.samples = dropout_seed, epoch, &dropout_samples[0]
+        net.drop = &ctx
     cdef LossParams lp
     check_net(spec, params.shape[0], grads.shape[0], X.shape[1], X.shape[0])
     if X.shape[0] < 1:
@@ -309,7 +405,7 @@ def loss_grad_into(NetSpec spec, const floating[::1] params, floating[::1] grads
     try:
         with nogil:
             fp_saved = fnn_fpmode_enter(flush_denormals)
-            total = net_loss_grad(&spec.net, &params[0], &grads[0], &X[0, 0], n, &lp, Y_ptr,
+            total = net_loss_grad(&net, &params[0], &grads[0], &X[0, 0], n, &lp, Y_ptr,
                                   lab_ptr, sw_ptr, sig_ptr, grad_scale, acts, d0, d1, &status)
             fnn_fpmode_leave(flush_denormals, fp_saved)
     finally:
@@ -340,3 +436,32 @@ def _set_fpmode(unsigned long long mode):
         raise ValueError(f"mode {mode:#x} sets reserved bits; writable: "
                          f"{fnn_fpmode_writable_bits():#x}")
     fnn_fpmode_set(mode)
+
+
+# ---------------------------------------------------------------- dropout masks (private)
+
+def dropout_keep(uint64_t seed, uint32_t epoch, int layer, const Py_ssize_t[::1] samples,
+                 Py_ssize_t n_units, double rate):
+    """The keep mask (len(samples), n_units) of uint8 that training applies to `layer`.
+
+    The same C function as the training loop (Philox-4x32-10 of (unit / 4, sample, layer,
+    epoch) under the seed; src_c/fastnn_dropout.h), for fastnn._reference and the tests.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"rate={rate!r}; expected 0 <= rate < 1")
+    keep = np.empty((samples.shape[0], n_units), dtype=np.uint8)
+    cdef unsigned char[:, ::1] k = keep
+    cdef uint32_t threshold = fnn_dropout_threshold(rate)
+    cdef Py_ssize_t i
+    if n_units > 0:
+        for i in range(samples.shape[0]):
+            fnn_dropout_keep_row(seed, epoch, <uint32_t> layer, <uint64_t> samples[i],
+                                 threshold, n_units, &k[i, 0])
+    return keep
+
+
+def philox4x32_10(counter, key):
+    """Philox-4x32-10 of a 4-word counter under a 2-word key (for the known-answer test)."""
+    cdef uint32_t out[4]
+    fnn_philox4x32_10(counter[0], counter[1], counter[2], counter[3], key[0], key[1], out)
+    return [out[0], out[1], out[2], out[3]]

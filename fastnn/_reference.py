@@ -5,13 +5,40 @@ code must reproduce; the tests compare the two.  (Never used on a training path:
 and scipy's are different OpenBLAS copies, see ../shared/PERFORMANCE.md.)
 """
 import numpy as np
+from scipy.special import expit, ndtr
 
 
 # ---------------------------------------------------------------- activations and dense layer
 
-def activation(z, name, alpha=0.01):
+SELU_ALPHA = 1.6732632423543772848170429916717   # Klambauer et al. (2017), eq. 14
+SELU_SCALE = 1.0507009873554804934193349852946
+GELU_TANH_C = np.sqrt(2 / np.pi)
+GELU_TANH_K = 0.044715
+#: activations whose backward pass reads the pre-activation z (fastnn.layers.KEEPS_PREACTIVATION)
+KEEPS_PREACTIVATION = ("gelu", "gelu_tanh", "silu")
+
+
+def _elu(z, alpha):
+    return np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0)))
+
+
+def _gelu_tanh_parts(z):
+    """(sigmoid(2u), 1 - sigmoid(2u), du/dz) of the tanh form, u = c (z + k z^3)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = GELU_TANH_C * (z + GELU_TANH_K * z ** 3)
+        du = GELU_TANH_C * (1 + 3 * GELU_TANH_K * z ** 2)
+    return expit(2 * u), expit(-2 * u), du
+
+
+def _alpha(name, alpha):
+    """The default alpha (fastnn.layers.DEFAULT_ALPHA): 1 for elu, 0.01 for leaky_relu."""
+    return alpha if alpha is not None else (1.0 if name == "elu" else 0.01)
+
+
+def activation(z, name, alpha=None):
     """act(z) for the activation `name`, computed in the stable textbook way."""
     z = np.asarray(z)
+    alpha = _alpha(name, alpha)
     if name == "identity":
         return z.copy()
     if name == "sigmoid":
@@ -24,11 +51,47 @@ def activation(z, name, alpha=0.01):
         return np.where(z < 0, 0, z).astype(z.dtype)
     if name == "leaky_relu":
         return np.where(z < 0, alpha * z, z).astype(z.dtype)
+    if name == "elu":
+        return _elu(z, alpha)
+    if name == "selu":
+        return SELU_SCALE * _elu(z, SELU_ALPHA)
+    if name == "gelu":
+        return z * ndtr(z)                    # Phi(z) = ndtr(z): no cancellation for z << 0
+    if name == "gelu_tanh":
+        return z * _gelu_tanh_parts(z)[0]     # (1 + tanh u) / 2 = sigmoid(2u)
+    if name in ("silu", "swish"):
+        return z * expit(z)
+    if name == "softplus":
+        return np.logaddexp(0.0, z)
     raise ValueError(name)
 
 
-def activation_grad_from_output(a, name, alpha=0.01):
-    """act'(z) expressed through a = act(z) (THEORY.md)."""
+def activation_grad(z, name, alpha=None):
+    """act'(z) from the pre-activation z, by the closed forms."""
+    z = np.asarray(z, dtype=np.float64)
+    alpha = _alpha(name, alpha)
+    if name in ("elu", "selu"):
+        a, scale = (alpha, 1.0) if name == "elu" else (SELU_ALPHA, SELU_SCALE)
+        return scale * np.where(z > 0, 1.0, a * np.exp(np.minimum(z, 0)))
+    if name == "gelu":
+        with np.errstate(over="ignore", invalid="ignore"):
+            dens = z * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+        return ndtr(z) + np.where(np.isfinite(dens), dens, 0.0)
+    if name == "gelu_tanh":
+        s, c, du = _gelu_tanh_parts(z)
+        with np.errstate(over="ignore", invalid="ignore"):
+            t = 2 * z * du * (s * c)
+        return s + np.where(s * c == 0, 0.0, t)
+    if name in ("silu", "swish"):
+        return expit(z) * (1 + z * expit(-z))
+    if name == "softplus":
+        return expit(z)
+    return activation_grad_from_output(activation(z, name, alpha), name, alpha)
+
+
+def activation_grad_from_output(a, name, alpha=None):
+    """act'(z) expressed through a = act(z) (THEORY.md), where it can be."""
+    alpha = _alpha(name, alpha)
     if name == "identity":
         return np.ones_like(a)
     if name == "sigmoid":
@@ -39,16 +102,26 @@ def activation_grad_from_output(a, name, alpha=0.01):
         return (a > 0).astype(a.dtype)
     if name == "leaky_relu":
         return np.where(a > 0, 1, alpha).astype(a.dtype)
-    raise ValueError(name)
+    if name == "elu":
+        return np.where(a > 0, 1, a + alpha).astype(a.dtype)       # alpha e^z = a + alpha
+    if name == "selu":
+        return np.where(a > 0, SELU_SCALE, a + SELU_SCALE * SELU_ALPHA).astype(a.dtype)
+    if name == "softplus":
+        return -np.expm1(-a)                                         # sigmoid(z) = 1 - e^-a
+    raise ValueError(f"{name}'s derivative is not a function of its output; use "
+                     "activation_grad(z)")
 
 
-def dense_forward(X, W, b, name, alpha=0.01):
+def dense_forward(X, W, b, name, alpha=None):
     return activation(X @ W + b, name, alpha)
 
 
-def dense_backward(X, W, A, dA, name, alpha=0.01):
-    """(dW, db, dX) with D = dA * act'(A)."""
-    D = dA * activation_grad_from_output(A, name, alpha)
+def dense_backward(X, W, A, dA, name, alpha=None, Z=None):
+    """(dW, db, dX) with D = dA * act'(Z), from A (or from Z for GELU/SiLU)."""
+    if name in KEEPS_PREACTIVATION or name == "swish":
+        D = dA * activation_grad(Z, name, alpha)
+    else:
+        D = dA * activation_grad_from_output(A, name, alpha)
     return X.T @ D, D.sum(axis=0), D @ W.T
 
 
@@ -193,37 +266,93 @@ def per_sample_loss(kind, Z, Y=None, labels=None, sigma=1.0, full=False):
     raise ValueError(kind)
 
 
-def unpack(params, sizes):
-    """[(W_1, b_1), ...] views of a parameter vector laid out as fastnn.model documents."""
+def unpack(params, sizes, norms=None):
+    """[(W_1, b_1), ...] views of a parameter vector laid out as fastnn.model documents.
+
+    norms[k] true: layer k is layer-normalized and its entry is (W, b, gain, shift).
+    """
     out, pos = [], 0
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+    norms = norms or [None] * (len(sizes) - 1)
+    for n_in, n_out, norm in zip(sizes[:-1], sizes[1:], norms):
         W = params[pos:pos + n_in * n_out].reshape(n_in, n_out)
         pos += n_in * n_out
-        out.append((W, params[pos:pos + n_out]))
-        pos += n_out
+        if norm:
+            out.append((W, params[pos:pos + n_out], params[pos + n_out:pos + 2 * n_out],
+                        params[pos + 2 * n_out:pos + 3 * n_out]))
+            pos += 3 * n_out
+        else:
+            out.append((W, params[pos:pos + n_out]))
+            pos += n_out
     return out
 
 
+LAYERNORM_EPS = 1e-5
+
+
+def layernorm_forward(z, gain, shift):
+    """(y, xhat, rstd): y = gain (z - mean) / sqrt(var + eps) + shift, per row."""
+    mu = z.mean(axis=1, keepdims=True)
+    var = ((z - mu) ** 2).mean(axis=1, keepdims=True)
+    rstd = 1 / np.sqrt(var + LAYERNORM_EPS)
+    xhat = (z - mu) * rstd
+    return gain * xhat + shift, xhat, rstd
+
+
+def layernorm_backward(g, xhat, rstd, gain):
+    """(dl/dz, dgain, dshift) from g = dl/dy (Ba et al., 2016)."""
+    h = g * gain
+    dz = rstd * (h - h.mean(axis=1, keepdims=True)
+                 - xhat * (h * xhat).mean(axis=1, keepdims=True))
+    return dz, (g * xhat).sum(axis=0), g.sum(axis=0)
+
+
 def network_loss_grad(params, sizes, acts, alphas, X, kind, Y=None, labels=None,
-                      sample_weight=None, sigma=1.0, full=False):
-    """(weighted mean loss, its gradient as a vector) of an MLP, in float64."""
+                      sample_weight=None, sigma=1.0, full=False, keep=None, rates=None,
+                      norms=None):
+    """(weighted mean loss, its gradient as a vector) of an MLP, in float64.
+
+    keep, rates: dropout.  keep[k] is None or the 0/1 mask (n, n_k) of layer k's output,
+    rates[k] its rate: the output becomes keep * act(z) / (1 - rate) (inverted dropout).
+    norms[k] true: layer normalization of layer k's pre-activation (layernorm_forward).
+    """
     params = np.asarray(params, np.float64)
-    layers = unpack(params, sizes)
-    A = [np.asarray(X, np.float64)]
-    for (W, b), act, alpha in zip(layers, acts, alphas):
-        A.append(dense_forward(A[-1], W, b, act, alpha))
+    layers = unpack(params, sizes, norms)
+    keep = [None] * len(layers) if keep is None else keep
+    scale = [None if m is None else keep_scale(r) for m, r in zip(keep, rates or keep)]
+    A, Z, LN = [np.asarray(X, np.float64)], [], []
+    for k, (layer, act, alpha) in enumerate(zip(layers, acts, alphas)):
+        W, b = layer[:2]
+        Z.append(A[-1] @ W + b)
+        LN.append(None)
+        if len(layer) == 4:
+            y, xhat, rstd = layernorm_forward(Z[-1], layer[2], layer[3])
+            LN[-1] = (xhat, rstd, layer[2])
+            Z[-1] = y                       # the activation's input
+        A.append(activation(Z[-1], act, alpha))
+        if keep[k] is not None:
+            Z[-1] = (Z[-1], A[-1])       # what the backward pass needs before dropout
+            A[-1] = np.where(keep[k] != 0, A[-1] * scale[k], 0.0)
     sig = 1.0 if sigma is None else sigma
     l, D = per_sample_loss(kind, A[-1], Y, labels, sig, full)
     loss, dA = weighted_mean_loss(l, D, sample_weight)
     grads = []
     for k in range(len(layers) - 1, -1, -1):
         W = layers[k][0]
-        dW, db, dA = dense_backward(A[k], W, A[k + 1], dA, acts[k], alphas[k])
-        grads[:0] = [dW.ravel(), db]
+        z, a = Z[k], A[k + 1]
+        if keep[k] is not None:
+            (z, a), dA = Z[k], np.where(keep[k] != 0, dA * scale[k], 0.0)
+        if LN[k] is None:
+            dW, db, dA = dense_backward(A[k], W, a, dA, acts[k], alphas[k], Z=z)
+            grads[:0] = [dW.ravel(), db]
+        else:
+            g = dA * activation_grad(z, acts[k], alphas[k])
+            dz, dgain, dshift = layernorm_backward(g, *LN[k])
+            dW, db, dA = dense_backward(A[k], W, dz, dz, "identity")
+            grads[:0] = [dW.ravel(), db, dgain, dshift]
     return loss, np.concatenate(grads)
 
 
-def optimizer_step(params, grads, state, t, sizes, opt):
+def optimizer_step(params, grads, state, t, sizes, opt, norms=None):
     """One update (SGD/momentum/Nesterov or Adam), weight decay on weight matrices only.
 
     opt: dict(kind="sgd"|"adam", lr, momentum, nesterov, weight_decay, clip_norm, beta1,
@@ -235,8 +364,8 @@ def optimizer_step(params, grads, state, t, sizes, opt):
         if norm > opt["clip_norm"]:
             g = g * (opt["clip_norm"] / norm)
     decay = np.zeros_like(params)
-    for W, _ in unpack(decay, sizes):
-        W[...] = opt.get("weight_decay", 0.0)
+    for layer in unpack(decay, sizes, norms):   # not on b, nor on a layer norm's gain/shift
+        layer[0][...] = opt.get("weight_decay", 0.0)
     g = g + decay * params
     lr = opt["lr"]
     if opt["kind"] == "sgd":
@@ -256,17 +385,28 @@ def optimizer_step(params, grads, state, t, sizes, opt):
     return params - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
 
 
+def keep_scale(rate):
+    """The factor 1 / (1 - rate) of a kept unit (inverted dropout)."""
+    return 1.0 / (1.0 - rate)
+
+
 def train(params, sizes, acts, alphas, X, kind, opt, *, epochs, batch_size, seed, Y=None,
           labels=None, sample_weight=None, sigma=None, full=False, shuffle=True,
-          drop_last=False, lrs=None):
+          drop_last=False, lrs=None, rates=None, dropout_keep=None, norms=None):
     """Minibatch training as fastnn.fit does it; returns the final parameter vector.
 
     Sample order: rng = default_rng(seed); order = arange(n); each epoch rng.shuffle(order).
     lrs: the learning rate of each epoch (default: opt["lr"] throughout).
+    rates, dropout_keep: dropout rate per layer and the mask function
+    dropout_keep(seed, epoch, layer, samples, n_units, rate) -> (len(samples), n_units) 0/1
+    (fastnn._network.dropout_keep: the masks are a function of their counter, not a stream).
+    With dropout, fit draws the masks' seed first: rng.integers(2**63).
     """
     params = np.asarray(params, np.float64).copy()
     n = X.shape[0]
     rng = np.random.default_rng(seed)
+    drop = rates is not None and any(r > 0 for r in rates)
+    dropout_seed = int(rng.integers(2**63)) if drop else 0
     order = np.arange(n)
     state, t = {}, 0
     take = lambda a, idx: None if a is None else a[idx]  # noqa: E731
@@ -282,8 +422,13 @@ def train(params, sizes, acts, alphas, X, kind, opt, *, epochs, batch_size, seed
             if sw is not None and sw.sum() == 0:
                 continue
             sig = None if sigma is None else sigma[idx]
+            keep = None
+            if drop:
+                keep = [dropout_keep(dropout_seed, epoch, k, np.ascontiguousarray(idx, np.intp),
+                                     sizes[k + 1], r) if r > 0 else None
+                        for k, r in enumerate(rates)]
             _, g = network_loss_grad(params, sizes, acts, alphas, X[idx], kind, take(Y, idx),
-                                     take(labels, idx), sw, sig, full)
+                                     take(labels, idx), sw, sig, full, keep, rates, norms)
             t += 1
-            params = optimizer_step(params, g, state, t, sizes, step_opt)
+            params = optimizer_step(params, g, state, t, sizes, step_opt, norms)
     return params

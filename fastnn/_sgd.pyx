@@ -36,6 +36,10 @@ from libc.limits cimport INT_MAX
 from fastnn._losses cimport LossParams, check_target_sizes
 from fastnn._network cimport (Net, NetSpec, check_net, net_backward, net_forward_loss,
                               net_loss_grad)
+from fastnn._dropout cimport DropoutCtx
+from libc.stdint cimport uint32_t, uint64_t
+
+import numpy as np
 
 cdef enum:
     _OPT_SGD = 0
@@ -173,7 +177,7 @@ cdef void apply_update(const Net *net, const Optimizer *opt, floating *params,
             g_scale = grad_scale * opt.clip_norm / norm
     for k in range(net.n_layers):
         nw = <Py_ssize_t> net.sizes[k] * net.sizes[k + 1]
-        nb = net.sizes[k + 1]
+        nb = net.sizes[k + 1] * (3 if net.norms[k] else 1)   # [b | gain | shift]: no decay
         _update_block(opt, params + net.w_off[k], grads + net.w_off[k],
                       s1 + net.w_off[k] if s1 != NULL else NULL,
                       s2 + net.w_off[k] if s2 != NULL else NULL,
@@ -352,7 +356,8 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
                 floating[:, ::1] X_batch, floating[:, ::1] Y_batch,
                 Py_ssize_t[::1] labels_batch, floating[::1] sw_batch,
                 floating[::1] sigma_batch, double check_every,
-                Py_ssize_t row_offset=0, Allreduce reducer=None, bint flush_denormals=True):
+                Py_ssize_t row_offset=0, Allreduce reducer=None, bint flush_denormals=True,
+                uint64_t dropout_seed=0, uint32_t epoch=0):
     """Run one epoch.  fastnn.trainer validates the values and sizes every buffer; the sizes
     are checked again here (O(1) per call, plus O(n) over labels and order), because this
     function is reachable from Python and the loop below trusts them.
@@ -368,6 +373,10 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     Distributed (reducer given): order is a permutation of the global indices, this rank
     holds global rows row_offset .. row_offset + X.shape[0] - 1, and `grads` has two extra
     slots (n_params + 2) that carry the loss and weight sums through the all-reduce.
+
+    Dropout (layers with a rate > 0 in spec): the mask of a unit is a function of
+    (dropout_seed, epoch, global sample index, layer, unit) only (src_c/fastnn_dropout.h), so
+    it does not depend on the batching, the thread count or the rank holding the sample.
 
     Returns (loss_sum, weight_sum, steps, t, status, failed_step, pending_exception):
     loss_sum / weight_sum is the epoch's weighted mean training loss over the steps taken, t
@@ -392,6 +401,17 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     cdef floating *s2 = NULL if state2 is None or state2.shape[0] == 0 else &state2[0]
     cdef unsigned long long fp_saved
     pending = None
+    # dropout: a copy of the network struct carries the context (spec.net stays inference-
+    # only, so a concurrent predict never drops units); one index buffer per epoch
+    cdef Net net = spec.net
+    cdef DropoutCtx dctx
+    cdef Py_ssize_t[::1] samples_buf = None
+    cdef Py_ssize_t *samples = NULL
+    if np.any(spec._drop_rates > 0):
+        samples_buf = np.empty(max(batch_size, 1), dtype=np.intp)
+        samples = &samples_buf[0]
+        dctx.seed, dctx.epoch, dctx.samples = dropout_seed, epoch, samples
+        net.drop = &dctx
 
     _check_epoch_buffers(
         spec, n_params, grads.shape[0], -1 if state1 is None else state1.shape[0],
@@ -437,6 +457,8 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
                         sw_batch[rows] = sample_weight[r]
                     if sigma is not None:
                         sigma_batch[rows] = sigma[r]
+                    if samples != NULL:
+                        samples[rows] = order[start + i]
                     rows += 1
                 xb = &X_batch[0, 0]
                 yb = NULL if Y is None else &Y_batch[0, 0]
@@ -445,6 +467,9 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
                 sb = NULL if sigma is None else &sigma_batch[0]
             else:
                 xb = &X[start, 0]
+                if samples != NULL:
+                    for i in range(rows):
+                        samples[i] = row_offset + start + i
                 yb = NULL if Y is None else &Y[start, 0]
                 lb = NULL if labels is None else &labels[start]
                 wb = NULL if sample_weight is None else &sample_weight[start]
@@ -458,7 +483,7 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
             # -- forward, fused loss gradient, backward: gradient of the weighted batch mean
             if reducer is None:
                 if batch_weight > 0:
-                    batch_loss = train_step(&spec.net, &opt, &params[0], &grads[0], s1, s2,
+                    batch_loss = train_step(&net, &opt, &params[0], &grads[0], s1, s2,
                                             n_params, xb, <int> rows, &lp, yb, lb, wb, sb,
                                             batch_weight, &acts[0], &delta0[0], &delta1[0],
                                             &kstatus)
@@ -466,7 +491,7 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
                 # local sums, then one all-reduce of [gradient | loss | weight]
                 batch_loss = 0.0
                 if rows > 0:
-                    batch_loss = net_loss_grad(&spec.net, &params[0], &grads[0], xb,
+                    batch_loss = net_loss_grad(&net, &params[0], &grads[0], xb,
                                                <int> rows, &lp, yb, lb, wb, sb, 1.0, &acts[0],
                                                &delta0[0], &delta1[0], &kstatus)
                 else:

@@ -21,8 +21,8 @@ class GradientReport:
     Attributes
     ----------
     rows : list of dict
-        Keys: layer, block ("W" or "b"), shape, checked (number of parameters compared),
-        max_abs_error, max_rel_error.  The relative error of a block is
+        Keys: layer, block ("W", "b", or a layer norm's "gain" and "shift"), shape,
+        checked (number of parameters compared), max_abs_error, max_rel_error.  The relative error of a block is
         ``max |analytic - numeric| / max(max |numeric|, max |analytic|, 1e-8)``: per block,
         so that one entry that happens to be ~0 does not make a correct block look wrong, and
         a block whose gradient is truly zero (a dead unit) is judged by its absolute error.
@@ -101,7 +101,11 @@ def check_gradients(model, X, y, loss, sample_weight=None, *, eps=1e-6,
     rows = []
     w_off, b_off = twin._spec.w_offsets, twin._spec.b_offsets
     for k, layer in enumerate(twin.layers):
-        for block, view, start in (("W", layer.W, w_off[k]), ("b", layer.b, b_off[k])):
+        blocks = [("W", layer.W, w_off[k]), ("b", layer.b, b_off[k])]
+        if layer.normalization:     # the layer norm's gain and shift follow b
+            blocks += [("gain", layer.gain, b_off[k] + layer.n_out),
+                       ("shift", layer.shift, b_off[k] + 2 * layer.n_out)]
+        for block, view, start in blocks:
             size = view.size
             picks = np.arange(size)
             if max_checks_per_block is not None and size > max_checks_per_block:

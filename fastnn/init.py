@@ -77,7 +77,10 @@ MODES = ("fan_in", "fan_out", "fan_avg")
 DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
 # The activations of fastnn.layers.ACTIVATIONS (repeated, not imported, so that this module
 # stays pure Python; a test checks that the two lists agree).
-_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu")
+_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu",
+                "gelu_tanh", "silu", "swish", "softplus")
+# ReLU-like activations (identity for z -> +inf, bounded for z -> -inf): He et al. (2015)
+_HE_FAMILY = ("relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "silu", "swish")
 
 # Truncated normal: draws of N(0, s^2) outside [-2 s, +2 s] are redrawn.  Cutting the tails
 # shrinks the standard deviation: for a standard normal truncated to [-a, a],
@@ -638,17 +641,30 @@ def default_initializer(activation):
 
     Parameters
     ----------
-    activation : {"identity", "sigmoid", "tanh", "relu", "leaky_relu"}
+    activation : {"identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", \
+"gelu", "gelu_tanh", "silu", "swish", "softplus"}
 
     Returns
     -------
     Initializer
-        ``he_normal`` (``N(0, 2/n_in)``) for ``"relu"`` and ``"leaky_relu"``;
-        ``glorot_uniform`` (``U(+-sqrt(6/(n_in + n_out)))``) for ``"tanh"``, ``"sigmoid"`` and
-        ``"identity"``.  (Biases: ``zeros``, or ``constant(0.1)`` before ReLU.)
+        * ``lecun_normal`` (``N(0, 1/n_in)``) for ``"selu"``: the variance its self-normalizing
+          fixed point assumes (Klambauer et al., "Self-Normalizing Neural Networks", 2017).
+        * ``he_normal`` (``N(0, 2/n_in)``) for the ReLU family: ``"relu"``, ``"leaky_relu"``
+          (He et al., 2015), ``"elu"`` (Clevert et al., 2016, train with He's
+          initialization), ``"gelu"``, ``"gelu_tanh"`` and ``"silu"``/``"swish"``.  The last
+          three are smooth ReLUs (z for z -> +inf, 0 for z -> -inf); He's argument keeps the
+          second moment E[act(z)^2] of a unit-variance pre-activation about constant through
+          depth when it is about 1/2, and it is 1/2 for ReLU, 0.43 for GELU, 0.36 for SiLU
+          and 0.64 for ELU (numerical integration against N(0, 1)).
+        * ``glorot_uniform`` (``U(+-sqrt(6/(n_in + n_out)))``) otherwise: ``"tanh"``,
+          ``"sigmoid"``, ``"identity"``, ``"softplus"`` (Glorot & Bengio, 2010).
+
+        (Biases: ``zeros``, or ``constant(0.1)`` before ReLU.)
     """
     activation = check_choice(activation, "activation", _ACTIVATIONS)
-    return he_normal if activation in ("relu", "leaky_relu") else glorot_uniform
+    if activation == "selu":
+        return lecun_normal
+    return he_normal if activation in _HE_FAMILY else glorot_uniform
 
 
 def is_symmetric(initializer):

@@ -7,7 +7,8 @@ Format (``FORMAT_VERSION`` 1).  A zip archive as ``numpy.savez`` writes it, hold
 
         {"format": "fastnn-model", "format_version": 1, "fastnn_version": "0.1.0",
          "layer_sizes": [n_0, ..., n_L], "dtype": "float32" | "float64",
-         "layers": [{"activation": ..., "alpha": ..., "init": {...}, "bias_init": {...}}, ...],
+         "layers": [{"activation": ..., "alpha": ..., "dropout": ..., "normalization": ...,
+                     "init": {...}, "bias_init": {...}}, ...],
          "output": "auto" | link, "loss": {"name": ..., ...} | null,
          "n_params": N, "params_sha256": "<hex digest of the little-endian parameter bytes>",
          "optimizer": null | {"name": "SGD" | "Adam", "config": {...},
@@ -140,6 +141,7 @@ def save_model(model, path, optimizer=None):
         "layer_sizes": [int(n) for n in model.layer_sizes],
         "dtype": model.dtype.name,
         "layers": [{"activation": layer.activation, "alpha": layer.alpha,
+                    "dropout": layer.dropout, "normalization": layer.normalization,
                     "init": _initializer_config(layer.init, k, "init"),
                     "bias_init": _initializer_config(layer.bias_init, k, "bias_init")}
                    for k, layer in enumerate(model.layers)],
@@ -619,12 +621,6 @@ def _check_model_description(path, d):
     sizes = _list_field(path, _field(path, d, "layer_sizes", "layer_sizes"), "layer_sizes",
                        min_len=2, max_len=100_000)
     sizes = [_int_field(path, n, f"layer_sizes[{i}]", 1, MAX_DIM) for i, n in enumerate(sizes)]
-    n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    declared = _int_field(path, _field(path, d, "n_params", "n_params"), "n_params", 1,
-                         _MAX_STEPS)
-    if declared != n_params:
-        raise ModelFileError(path, f"its n_params is {declared} but its layer_sizes {sizes} "
-                                   f"need {n_params} parameters")
     dtype = _choice_field(path, _field(path, d, "dtype", "dtype"), "dtype",
                          ("float32", "float64"))
     layers = _list_field(path, _field(path, d, "layers", "layers"), "layers",
@@ -640,11 +636,31 @@ def _check_model_description(path, d):
         init = _object_field(path, layer.get("init"), f"{where}.init", nullable=True)
         bias_init = _object_field(path, layer.get("bias_init"), f"{where}.bias_init",
                                  nullable=True)
+        # dropout and normalization: absent in files of earlier versions
+        dropout = _field_check(path, check_number, layer.get("dropout", 0.0),
+                               f"{where}.dropout", low=0.0, high=1.0, high_open=True)
+        normalization = layer.get("normalization")
+        if normalization is not None:
+            normalization = _choice_field(path, normalization, f"{where}.normalization",
+                                          ("layer",))
+        if k == len(layers) - 1 and (dropout or normalization):
+            raise ModelFileError(path, f"its last layer has dropout={dropout!r} and "
+                                       f"normalization={normalization!r}; both apply to "
+                                       "hidden layers only")
         layer_specs.append(dict(
-            activation=activation, alpha=alpha,
+            activation=activation, alpha=alpha, dropout=float(dropout),
+            normalization=normalization,
             init=_built(path, f"{where}.init", _rebuild_initializer, init, activation),
             bias_init=_built(path, f"{where}.bias_init", _rebuild_initializer, bias_init,
                             None)))
+    # a layer-normalized layer also holds its gain and shift: [W | b | gain | shift]
+    n_params = sum(a * b + b * (3 if spec["normalization"] else 1)
+                   for a, b, spec in zip(sizes[:-1], sizes[1:], layer_specs))
+    declared = _int_field(path, _field(path, d, "n_params", "n_params"), "n_params", 1,
+                         _MAX_STEPS)
+    if declared != n_params:
+        raise ModelFileError(path, f"its n_params is {declared} but its layer_sizes {sizes} "
+                                   f"need {n_params} parameters")
     output = _choice_field(path, d.get("output", "auto"), "output",
                           ("auto",) + tuple(OUTPUT_LINKS))
     loss = _object_field(path, d.get("loss"), "loss", nullable=True)
@@ -671,7 +687,8 @@ def _build_model(path, spec, params):
         raise ModelFileError(path, "its params contain NaN or infinity")
     sizes = spec["sizes"]
     layers = [Dense(sizes[k], sizes[k + 1], d["activation"], init=d["init"],
-                    bias_init=d["bias_init"], alpha=d["alpha"])
+                    bias_init=d["bias_init"], alpha=d["alpha"], dropout=d["dropout"],
+                    normalization=d["normalization"])
               for k, d in enumerate(spec["layers"])]
     layers[-1].activation = "identity"  # logits, as MLP.from_layers does
     # built without running the initializers: the file's parameters replace them

@@ -6,8 +6,30 @@ the layer computes ``A = act(X @ W + b)``.  Textbooks that store samples as colu
 
 The compiled kernels (``fastnn._layers``) run one GEMM through scipy's BLAS and then ONE pass
 over the output for bias + activation; the backward pass forms the activation derivative from
-the stored output ``A`` (sigmoid' = a(1-a), tanh' = 1-a^2, relu' = [a > 0], ...), so nothing
-else from the forward pass is kept.
+the stored output ``A`` (sigmoid' = a(1-a), tanh' = 1-a^2, relu' = [a > 0], elu' = a + alpha
+for a <= 0, softplus' = 1 - exp(-a), ...).  GELU, its tanh form and SiLU are not invertible,
+so for them the backward pass reads the pre-activation ``Z = X @ W + b`` instead (the network
+keeps it in its workspace; ``src_c/fastnn_kernels.h`` gives the measured reasons).
+
+Activations (z is the pre-activation):
+
+==============  ==========================================================================
+identity        z
+sigmoid         1 / (1 + exp(-z))
+tanh            tanh(z)
+relu            max(z, 0)
+leaky_relu      z for z > 0, alpha z otherwise (alpha default 0.01)
+elu             z for z > 0, alpha (exp(z) - 1) otherwise (alpha default 1.0; Clevert et
+                al., 2016)
+selu            lambda elu(z) with alpha = 1.6732632423543772, lambda = 1.0507009873554805
+                (Klambauer et al., 2017); ``alpha`` is ignored
+gelu            z Phi(z), Phi the standard normal CDF, with erf (Hendrycks & Gimpel, 2016)
+gelu_tanh       z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))) / 2, the tanh approximation
+silu            z sigmoid(z) (Elfwing et al., 2018; Ramachandran et al.'s "swish", an alias)
+softplus        log(1 + exp(z))
+==============  ==========================================================================
+
+All are computed without overflow for any finite z, in float32 and float64.
 """
 import numpy as np
 
@@ -15,15 +37,35 @@ from fastnn import _layers
 from fastnn._validation import check_array, check_choice, check_number, check_out
 
 #: name -> code of src_c/fastnn_kernels.h
-ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4}
+ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4, "elu": 5,
+               "selu": 6, "gelu": 7, "gelu_tanh": 8, "silu": 9, "softplus": 10}
+#: other accepted names -> the canonical one
+ACTIVATION_ALIASES = {"swish": "silu"}
+#: activations whose backward pass reads the pre-activation Z, not the output
+KEEPS_PREACTIVATION = ("gelu", "gelu_tanh", "silu")
 DEFAULT_LEAKY_SLOPE = 0.01
+#: ``alpha`` when None is given: the leaky_relu slope, the elu saturation value
+DEFAULT_ALPHA = {"leaky_relu": DEFAULT_LEAKY_SLOPE, "elu": 1.0}
+
+
+def canonical_activation(activation, name="activation"):
+    """The canonical name of an activation ("swish" -> "silu"); ValueError if unknown."""
+    activation = check_choice(activation, name, tuple(ACTIVATIONS) + tuple(ACTIVATION_ALIASES))
+    return ACTIVATION_ALIASES.get(activation, activation)
 
 
 def activation_code(activation, name="activation"):
-    return ACTIVATIONS[check_choice(activation, name, tuple(ACTIVATIONS))]
+    return ACTIVATIONS[canonical_activation(activation, name)]
 
 
-def _check_slope(alpha):
+def default_alpha(activation):
+    """``alpha`` used when None is given: 0.01 for leaky_relu, 1.0 for elu (else unused)."""
+    return DEFAULT_ALPHA.get(canonical_activation(activation), DEFAULT_LEAKY_SLOPE)
+
+
+def _check_slope(alpha, activation="leaky_relu"):
+    if alpha is None:
+        return default_alpha(activation)
     return float(check_number(alpha, "alpha", low=0.0))
 
 
@@ -40,7 +82,7 @@ def _check_layer_arrays(X, W, b):
     return X, W, b
 
 
-def dense_forward(X, W, b, activation="relu", *, alpha=DEFAULT_LEAKY_SLOPE, out=None):
+def dense_forward(X, W, b, activation="relu", *, alpha=None, out=None):
     """Forward pass of a dense layer: ``act(X @ W + b)``.
 
     Parameters
@@ -50,9 +92,11 @@ def dense_forward(X, W, b, activation="relu", *, alpha=DEFAULT_LEAKY_SLOPE, out=
         once to C order; W and b likewise.
     W : ndarray of shape (n_in, n_out), same dtype as X
     b : ndarray of shape (n_out,), same dtype as X
-    activation : {"identity", "sigmoid", "tanh", "relu", "leaky_relu"}
-    alpha : float, default 0.01
-        Slope of leaky_relu for negative inputs (>= 0).
+    activation : str
+        One of ``ACTIVATIONS`` (see the module docstring) or "swish" (= "silu").
+    alpha : float >= 0, optional
+        leaky_relu slope for negative inputs (default 0.01), or elu's alpha (default 1.0);
+        ignored by the other activations.
     out : ndarray of shape (B, n_out), same dtype, C-contiguous and writeable, optional
         Written in place and returned, so that a loop need not allocate.
 
@@ -61,7 +105,7 @@ def dense_forward(X, W, b, activation="relu", *, alpha=DEFAULT_LEAKY_SLOPE, out=
     A : ndarray of shape (B, n_out), same dtype as X
     """
     code = activation_code(activation)
-    alpha = _check_slope(alpha)
+    alpha = _check_slope(alpha, activation)
     X, W, b = _check_layer_arrays(X, W, b)
     shape = (X.shape[0], W.shape[1])
     out = np.empty(shape, X.dtype) if out is None else check_out(
@@ -70,11 +114,12 @@ def dense_forward(X, W, b, activation="relu", *, alpha=DEFAULT_LEAKY_SLOPE, out=
     return out
 
 
-def dense_backward(X, W, A, dA, activation="relu", *, alpha=DEFAULT_LEAKY_SLOPE,
+def dense_backward(X, W, A, dA, activation="relu", *, alpha=None, Z=None,
                    compute_dX=True, out_dW=None, out_db=None, out_dX=None):
-    """Backward pass of a dense layer, from its stored output.
+    """Backward pass of a dense layer, from its stored output (or pre-activation).
 
-    With ``D = dA * act'(A)`` (the gradient with respect to the pre-activation Z):
+    With ``D = dA * act'(Z)`` (the gradient with respect to the pre-activation Z), formed
+    from A, or from Z for "gelu", "gelu_tanh" and "silu":
     ``dW = X^T @ D``, ``db = D.sum(axis=0)``, ``dX = D @ W^T``.
 
     Parameters
@@ -86,9 +131,13 @@ def dense_backward(X, W, A, dA, activation="relu", *, alpha=DEFAULT_LEAKY_SLOPE,
         The layer's forward output ``act(X @ W + b)``.
     dA : ndarray of shape (B, n_out), same dtype
         Gradient of the loss with respect to A.  Not modified.
-    activation : {"identity", "sigmoid", "tanh", "relu", "leaky_relu"}
-    alpha : float, default 0.01
-        Slope of leaky_relu (>= 0).
+    activation : str
+        As for ``dense_forward``.
+    alpha : float >= 0, optional
+        As for ``dense_forward``.
+    Z : ndarray of shape (B, n_out), same dtype, optional
+        The pre-activation ``X @ W + b``.  Required for "gelu", "gelu_tanh" and "silu",
+        whose derivative is not a function of the output; ignored otherwise.
     compute_dX : bool, default True
         False skips the dX product (the first layer of a network needs no dX).
     out_dW, out_db, out_dX : ndarray, optional
@@ -100,18 +149,25 @@ def dense_backward(X, W, A, dA, activation="relu", *, alpha=DEFAULT_LEAKY_SLOPE,
     db : ndarray of shape (n_out,)
     dX : ndarray of shape (B, n_in), or None when compute_dX is False
     """
-    code = activation_code(activation)
-    alpha = _check_slope(alpha)
+    activation = canonical_activation(activation)
+    code = ACTIVATIONS[activation]
+    alpha = _check_slope(alpha, activation)
     X = check_array(X, "X", ndim=2)
     W = check_array(W, "W", ndim=2, dtype=X.dtype)
     A = check_array(A, "A", ndim=2, dtype=X.dtype)
     dA = check_array(dA, "dA", ndim=2, dtype=X.dtype)
+    kept = A
+    if activation in KEEPS_PREACTIVATION:
+        if Z is None:
+            raise ValueError(f"activation={activation!r} needs Z, the pre-activation X @ W + b "
+                             "(its derivative is not a function of the output A); pass Z=")
+        kept = Z = check_array(Z, "Z", ndim=2, dtype=X.dtype)
     n_samples, n_in = X.shape
     if W.shape[0] != n_in:
         raise ValueError(f"W has shape {W.shape}; expected ({n_in}, n_out) to match "
                          f"X of shape {X.shape}")
     n_out = W.shape[1]
-    for arr, name in ((A, "A"), (dA, "dA")):
+    for arr, name in ((A, "A"), (dA, "dA"), (kept, "Z")):
         if arr.shape != (n_samples, n_out):
             raise ValueError(f"{name} has shape {arr.shape}; expected {(n_samples, n_out)} "
                              f"(rows of X, columns of W)")
@@ -129,5 +185,5 @@ def dense_backward(X, W, A, dA, activation="relu", *, alpha=DEFAULT_LEAKY_SLOPE,
     elif out_dX is not None:
         raise ValueError("out_dX was given but compute_dX is False")
     D = np.empty((n_samples, n_out), dt)
-    _layers.backward_into(X, W, A, dA, D, dW, db, dX, code, alpha)
+    _layers.backward_into(X, W, kept, dA, D, dW, db, dX, code, alpha)
     return dW, db, dX

@@ -21,7 +21,7 @@ from fastnn import _network, fpmode, init as _init
 from fastnn._validation import (all_finite, as_ndarray, check_choice, check_number,
                                 check_random_state, check_values, check_writeable, float_dtype,
                                 MAX_DIM)
-from fastnn.layers import ACTIVATIONS, DEFAULT_LEAKY_SLOPE, activation_code
+from fastnn.layers import activation_code, canonical_activation, default_alpha
 from fastnn.losses import get_loss
 
 #: output link name -> the loss code whose link it is (see fastnn/_losses.pxd)
@@ -88,15 +88,27 @@ class Dense:
     ----------
     n_in, n_out : int
         Input and output widths; ``W`` has shape (n_in, n_out), ``b`` shape (n_out,).
-    activation : {"identity", "sigmoid", "tanh", "relu", "leaky_relu"}, default "relu"
-        Ignored for the last layer of an MLP, which outputs logits.
+    activation : str, default "relu"
+        One of fastnn.layers.ACTIVATIONS: "identity", "sigmoid", "tanh", "relu",
+        "leaky_relu", "elu", "selu", "gelu", "gelu_tanh", "silu" (alias "swish"),
+        "softplus".  Ignored for the last layer of an MLP, which outputs logits.
     init : str or initializer, optional
-        Weight initializer (see fastnn.init).  Default: He normal before relu/leaky_relu,
-        Glorot uniform otherwise.
+        Weight initializer (see fastnn.init).  Default from the activation
+        (``fastnn.init.default_initializer``): LeCun normal for selu, He normal for the ReLU
+        family (relu, leaky_relu, elu, gelu, gelu_tanh, silu), Glorot uniform otherwise.
     bias_init : float or initializer, default 0.0
         0.1 before a ReLU is a common choice, so that few units start inactive.
-    alpha : float, default 0.01
-        leaky_relu slope.
+    alpha : float >= 0, optional
+        leaky_relu slope (default 0.01) or elu's alpha (default 1.0).
+    dropout : float in [0, 1), default 0.0
+        Inverted dropout on this layer's output while training: each unit is zeroed with
+        probability ``dropout`` and the kept ones are scaled by ``1 / (1 - dropout)``;
+        prediction uses every unit unscaled.  Hidden layers only.
+    normalization : {None, "layer"}, default None
+        "layer": layer normalization of the pre-activation (Ba et al., 2016), per sample
+        over the layer's units, ``y = gain * (z - mean) / sqrt(var + 1e-5) + shift``, then
+        the activation.  ``gain`` (init 1) and ``shift`` (init 0) are learned and live in
+        the parameter vector after ``b``.  Hidden layers only.
 
     Once the layer is part of an MLP, ``W`` and ``b`` are views into the model's parameter
     vector, and ``dW``/``db`` views into its gradient vector.  Assigning to them
@@ -107,22 +119,38 @@ class Dense:
     """
 
     def __init__(self, n_in, n_out, activation="relu", *, init=None, bias_init=0.0,
-                 alpha=DEFAULT_LEAKY_SLOPE):
-        self._views = None  # (W, b, dW, db, the model's lock) once part of an MLP
+                 alpha=None, dropout=0.0, normalization=None):
+        # (W, b, dW, db, the model's lock, gain, shift, dgain, dshift) once part of an MLP
+        self._views = None
         self._n_in = int(check_number(n_in, "n_in", low=1, high=MAX_DIM, integer=True))
         self._n_out = int(check_number(n_out, "n_out", low=1, high=MAX_DIM, integer=True))
-        self.activation = check_choice(activation, "activation", tuple(ACTIVATIONS))
+        self.activation = activation
         self.init = _init.get_initializer(
             init if init is not None else _init.default_initializer(activation))
         if isinstance(bias_init, numbers.Real) and not isinstance(bias_init, (bool, np.bool_)):
             value = float(check_number(bias_init, "bias_init"))
             bias_init = _init.zeros if value == 0 else _init.constant(value)
         self.bias_init = _init.get_initializer(bias_init)
-        self.alpha = float(check_number(alpha, "alpha", low=0.0))
+        self.alpha = default_alpha(self.activation) if alpha is None else alpha
+        self.dropout = dropout
+        self.normalization = normalization
 
     def __repr__(self):
+        drop = f", dropout={self.dropout:g}" if self.dropout else ""
+        drop += f", normalization={self.normalization!r}" if self.normalization else ""
         return (f"Dense({self.n_in} -> {self.n_out}, {self.activation}, "
-                f"init={self.init!r}, bias_init={self.bias_init!r})")
+                f"init={self.init!r}, bias_init={self.bias_init!r}{drop})")
+
+    def _clone(self):
+        """A new, unbound layer with the same settings."""
+        return Dense(self.n_in, self.n_out, self.activation, init=self.init,
+                     bias_init=self.bias_init, alpha=self.alpha, dropout=self.dropout,
+                     normalization=self.normalization)
+
+    @property
+    def n_params(self):
+        """W, b, and the layer norm's gain and shift."""
+        return self.n_in * self.n_out + self.n_out * (3 if self.normalization else 1)
 
     def __getstate__(self):
         # a copy of a layer is a new, unbound layer (its views belong to one model)
@@ -144,11 +172,31 @@ class Dense:
     @activation.setter
     def activation(self, value):
         self._fixed("activation")
-        self._activation = check_choice(value, "activation", tuple(ACTIVATIONS))
+        self._activation = canonical_activation(value)
+
+    @property
+    def dropout(self):
+        """Dropout rate of the layer's output while training (0: none)."""
+        return self._dropout
+
+    @dropout.setter
+    def dropout(self, value):
+        self._fixed("dropout")
+        self._dropout = _check_dropout(value)
+
+    @property
+    def normalization(self):
+        """None or "layer" (layer normalization before the activation)."""
+        return self._normalization
+
+    @normalization.setter
+    def normalization(self, value):
+        self._fixed("normalization")
+        self._normalization = _check_normalization(value)
 
     @property
     def alpha(self):
-        """leaky_relu slope."""
+        """leaky_relu slope or elu alpha."""
         return self._alpha
 
     @alpha.setter
@@ -157,12 +205,14 @@ class Dense:
         self._alpha = float(check_number(value, "alpha", low=0.0))
 
     def _view(self, i):
-        return None if self._views is None else self._views[i]
+        return None if self._views is None or i >= len(self._views) else self._views[i]
 
     def _assign(self, i, values, name):
         if self._views is None:
             raise AttributeError(f"{name} exists once the layer is part of an MLP (it is a view "
                                  "of the model's vectors); set it after building the model")
+        if i >= len(self._views):
+            raise AttributeError(f"{name} exists only in a layer with normalization='layer'")
         view = self._views[i]
         converted = check_values(values, name, view.shape, view.dtype)
         with self._views[4]:
@@ -177,6 +227,14 @@ class Dense:
                   doc="Weight gradient, shape (n_in, n_out): a view of the model's grads.")
     db = property(lambda self: self._view(3), lambda self, v: self._assign(3, v, "db"),
                   doc="Bias gradient, shape (n_out,): a view of the model's grads.")
+    gain = property(lambda self: self._view(5), lambda self, v: self._assign(5, v, "gain"),
+                    doc="Layer norm gain, shape (n_out,), or None: a view of the params.")
+    shift = property(lambda self: self._view(6), lambda self, v: self._assign(6, v, "shift"),
+                     doc="Layer norm shift, shape (n_out,), or None: a view of the params.")
+    dgain = property(lambda self: self._view(7), lambda self, v: self._assign(7, v, "dgain"),
+                     doc="Gradient of gain, or None: a view of the model's grads.")
+    dshift = property(lambda self: self._view(8), lambda self, v: self._assign(8, v, "dshift"),
+                      doc="Gradient of shift, or None: a view of the model's grads.")
 
 
 class MLP:
@@ -200,8 +258,16 @@ class MLP:
         once per call (see ``as_input``).
     seed : int, numpy.random.Generator or None
         Source of the initial weights; the same seed gives the same weights.
-    alpha : float, default 0.01
-        leaky_relu slope.
+    alpha : float >= 0, optional
+        leaky_relu slope (default 0.01) or elu's alpha (default 1.0), for every hidden layer.
+    dropout : float or sequence of float, default 0.0
+        Inverted dropout rate in [0, 1) after every hidden layer, or one rate per hidden
+        layer (L-1), applied by ``fit`` only.  The mask of a unit is a function of (the fit's
+        seed, epoch, sample index, layer, unit) (Philox-4x32-10, src_c/fastnn_dropout.h), so
+        training stays bitwise reproducible whatever the batching, thread count or MPI ranks.
+    normalization : {None, "layer"} or sequence, default None
+        "layer": layer normalization before the activation of every hidden layer (or one
+        setting per hidden layer); see ``Dense``.
     warn_symmetric : bool, default True
         Warn when a hidden layer starts with all weights equal (zeros/constant init): its units
         would compute the same function forever (the symmetry problem).  Set False when that
@@ -231,15 +297,17 @@ class MLP:
     """
 
     def __init__(self, layer_sizes, activation="relu", output="auto", init=None,
-                 bias_init=0.0, dtype=np.float32, seed=None, alpha=DEFAULT_LEAKY_SLOPE,
-                 warn_symmetric=True):
+                 bias_init=0.0, dtype=np.float32, seed=None, alpha=None,
+                 warn_symmetric=True, dropout=0.0, normalization=None):
         sizes = _check_sizes(layer_sizes)
         n_layers = len(sizes) - 1
         acts = _per_layer(activation, n_layers - 1, "activation") + ["identity"]
+        drops = _per_layer(dropout, n_layers - 1, "dropout") + [0.0]
+        norms = _per_layer(normalization, n_layers - 1, "normalization") + [None]
         inits = _per_layer(init, n_layers, "init")
         biases = _per_layer(bias_init, n_layers, "bias_init")
         layers = [Dense(sizes[k], sizes[k + 1], acts[k], init=inits[k], bias_init=biases[k],
-                        alpha=alpha)
+                        alpha=alpha, dropout=drops[k], normalization=norms[k])
                   for k in range(n_layers)]
         self._build(layers, output, dtype, seed, warn_symmetric)
 
@@ -261,6 +329,13 @@ class MLP:
         if any(layer.W is not None for layer in layers):
             raise ValueError("a Dense layer already belongs to a model; create new layers")
         layers[-1].activation = "identity"
+        if layers[-1].dropout:
+            raise ValueError(f"the last layer has dropout={layers[-1].dropout}; dropout "
+                             "applies to hidden layers only (the last one outputs logits)")
+        if layers[-1].normalization:
+            raise ValueError(f"the last layer has normalization="
+                             f"{layers[-1].normalization!r}; normalization applies to hidden "
+                             "layers only (the last one outputs logits)")
         self = cls.__new__(cls)
         self._build(layers, output, dtype, seed, warn_symmetric)
         return self
@@ -278,7 +353,8 @@ class MLP:
         sizes = [layers[0].n_in] + [layer.n_out for layer in layers]
         self._spec = _network.NetSpec(
             sizes, [activation_code(layer.activation) for layer in layers],
-            [layer.alpha for layer in layers])
+            [layer.alpha for layer in layers], [layer.dropout for layer in layers],
+            [int(bool(layer.normalization)) for layer in layers])
         try:
             self._params = np.zeros(self._spec.n_params, dtype=dtype)
             self._grads = np.zeros(self._spec.n_params, dtype=dtype)
@@ -295,11 +371,16 @@ class MLP:
         for k, layer in enumerate(self._layers):
             n_w = layer.n_in * layer.n_out
             shape = (layer.n_in, layer.n_out)
+            norm = ()
+            if layer.normalization:       # [b | gain | shift]
+                n, o = layer.n_out, b_off[k]
+                norm = (self._params[o + n:o + 2 * n], self._params[o + 2 * n:o + 3 * n],
+                        self._grads[o + n:o + 2 * n], self._grads[o + 2 * n:o + 3 * n])
             layer._views = (self._params[w_off[k]:w_off[k] + n_w].reshape(shape),
                             self._params[b_off[k]:b_off[k] + layer.n_out],
                             self._grads[w_off[k]:w_off[k] + n_w].reshape(shape),
                             self._grads[b_off[k]:b_off[k] + layer.n_out],
-                            self._lock)
+                            self._lock) + norm
 
     # ------------------------------------------------------------------ owned state
     # What compiled code reads or writes through is owned here: read-only, or checked and
@@ -412,6 +493,9 @@ class MLP:
             with self._lock:
                 layer.W[...] = W
                 layer.b[...] = b
+                if layer.normalization:   # the identity map at the start
+                    layer.gain[...] = 1
+                    layer.shift[...] = 0
             hidden = k < len(self.layers) - 1
             if warn_symmetric and hidden and layer.n_out > 1 and _init.is_symmetric(layer.init):
                 warnings.warn(
@@ -454,8 +538,10 @@ class MLP:
 
     def __repr__(self):
         acts = [layer.activation for layer in self.layers[:-1]]
+        drops = [layer.dropout for layer in self.layers[:-1]]
+        drop = f", dropout={drops}" if any(drops) else ""
         return (f"MLP({self.layer_sizes}, activation={acts}, output={self._link_name()!r}, "
-                f"dtype={self.dtype.name}, n_params={self.n_params})")
+                f"dtype={self.dtype.name}, n_params={self.n_params}{drop})")
 
     def summary(self):
         """A printable table: layers, shapes, activations, initializers, parameter counts."""
@@ -463,7 +549,14 @@ class MLP:
         for k, layer in enumerate(self.layers):
             rows.append((str(k), f"({layer.n_in}, {layer.n_out})", f"({layer.n_out},)",
                          layer.activation, repr(layer.init), repr(layer.bias_init),
-                         f"{layer.n_in * layer.n_out + layer.n_out:,}"))
+                         f"{layer.n_params:,}"))
+        if any(layer.normalization for layer in self.layers):
+            rows = [rows[0] + ("norm",)] + [
+                row + (layer.normalization or "-",) for row, layer in zip(rows[1:], self.layers)]
+        if any(layer.dropout for layer in self.layers):
+            rows = [rows[0] + ("dropout",)] + [
+                row + (f"{layer.dropout:g}" if layer.dropout else "-",)
+                for row, layer in zip(rows[1:], self.layers)]
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
                  for row in rows]
@@ -493,10 +586,8 @@ class MLP:
 
     def copy(self):
         """An independent model with the same structure, parameters and loss."""
-        other = MLP.from_layers(
-            [Dense(layer.n_in, layer.n_out, layer.activation, init=layer.init,
-                   bias_init=layer.bias_init, alpha=layer.alpha) for layer in self.layers],
-            output=self.output, dtype=self.dtype, warn_symmetric=False)
+        other = MLP.from_layers([layer._clone() for layer in self.layers],
+                                output=self.output, dtype=self.dtype, warn_symmetric=False)
         with self._lock:
             other.params[...] = self.params
         other.grads[...] = self.grads
@@ -505,10 +596,8 @@ class MLP:
 
     def astype(self, dtype):
         """A copy computing in another dtype (parameters cast)."""
-        other = MLP.from_layers(
-            [Dense(layer.n_in, layer.n_out, layer.activation, init=layer.init,
-                   bias_init=layer.bias_init, alpha=layer.alpha) for layer in self.layers],
-            output=self.output, dtype=dtype, warn_symmetric=False)
+        other = MLP.from_layers([layer._clone() for layer in self.layers],
+                                output=self.output, dtype=dtype, warn_symmetric=False)
         with self._lock:
             other.params[...] = self.params
         other.loss_ = self.loss_
@@ -714,14 +803,17 @@ class MLP:
                      layer_sizes=self.layer_sizes, output=self._output, loss_=self._loss)
         state["layers"] = [
             {"n_in": layer.n_in, "n_out": layer.n_out, "activation": layer.activation,
-             "init": layer.init, "bias_init": layer.bias_init, "alpha": layer.alpha}
+             "init": layer.init, "bias_init": layer.bias_init, "alpha": layer.alpha,
+             "dropout": layer.dropout, "normalization": layer.normalization}
             for layer in self.layers]
         return state
 
     def __setstate__(self, state):
         state = dict(state)
         layers = [Dense(d["n_in"], d["n_out"], d["activation"], init=d["init"],
-                        bias_init=d["bias_init"], alpha=d["alpha"])
+                        bias_init=d["bias_init"], alpha=d["alpha"],
+                        dropout=d.get("dropout", 0.0),
+                        normalization=d.get("normalization"))
                   for d in state.pop("layers")]
         params, grads = np.asarray(state.pop("params")), np.asarray(state.pop("grads"))
         output, loss = state.pop("output", "auto"), state.pop("loss_", None)
@@ -748,6 +840,16 @@ def _check_sizes(layer_sizes):
     for i, n in enumerate(sizes):
         check_number(n, f"layer_sizes[{i}]", low=1, high=MAX_DIM, integer=True)
     return [int(n) for n in sizes]
+
+
+def _check_dropout(rate, name="dropout"):
+    return float(check_number(rate, name, low=0.0, high=1.0, high_open=True))
+
+
+def _check_normalization(normalization):
+    if normalization is None:
+        return None
+    return check_choice(normalization, "normalization", ("layer",))
 
 
 def _per_layer(value, n, name):

@@ -13,7 +13,9 @@ What the graph holds
   the type: convert inputs to the model's dtype first (fastnn's ``predict`` converts for you).
 * Each dense layer is one ``Gemm(H, W, b)``: fastnn's ``W`` already has the layout
   ``(n_in, n_out)`` that ``Gemm`` multiplies from the right, so the weights are stored as they
-  are (bitwise), with no transpose.  Hidden activations: ``Relu``, ``Sigmoid``, ``Tanh``
+  are (bitwise), with no transpose.  Hidden activations: ``Relu``, ``Sigmoid``, ``Tanh``,
+  the smooth ones composed from Exp/Log/Erf/Tanh/Sigmoid/Where (``_smooth_activation``; gelu
+  in float32 only: onnxruntime has no float64 Erf)
   (identity adds no node) and leaky_relu as ``LeakyRelu(alpha=slope)`` in float32, but as
   ``PRelu(H, slope)`` with a float64 slope tensor in float64 (LeakyRelu's ``alpha`` attribute
   is a 32-bit float, which would round the slope).
@@ -114,16 +116,24 @@ class _Graph:
 
 
 def _mlp_logits(g, model, x):
-    """Gemm + activation per layer; returns the name of the logits (N, n_outputs)."""
+    """Gemm + activation per layer; returns the name of the logits (N, n_outputs).
+
+    Dropout is the identity at inference, so it adds no node.
+    """
     h = x
     for k, layer in enumerate(model.layers):
+        if layer.normalization:
+            raise ValueError(f"layer {k} has normalization={layer.normalization!r}; to_onnx "
+                             "does not export layer normalization yet")
         # W (n_in, n_out) is Gemm's B as it is: H @ W + b, fastnn's own row-major layout
         w = g.const(f"W{k}", np.array(layer.W, dtype=g.dtype, copy=True))
         b = g.const(f"b{k}", np.array(layer.b, dtype=g.dtype, copy=True))
         h = g.node("Gemm", [h, w, b], stem=f"z{k}")
         if layer.activation == "identity":
             continue
-        if layer.activation != "leaky_relu":
+        if layer.activation in _SMOOTH:
+            h = _smooth_activation(g, layer, h, k)
+        elif layer.activation != "leaky_relu":
             h = g.node(_ACTIVATION_OPS[layer.activation], [h], stem=f"a{k}")
         elif g.dtype == np.float32:
             # the kernels multiply by the slope rounded to the model's dtype: in float32 that
@@ -135,6 +145,49 @@ def _mlp_logits(g, model, x):
             slope = g.const(f"slope{k}", np.array(_leaky_slope(layer), np.float64))
             h = g.node("PRelu", [h, slope], stem=f"a{k}")
     return h
+
+
+_SMOOTH = ("elu", "selu", "gelu", "gelu_tanh", "silu", "softplus")
+
+
+def _smooth_activation(g, layer, h, k):
+    """The smooth activations from opset-13 operators, constants in the model's dtype.
+
+    ONNX's own Elu/Selu take 32-bit float attributes (inexact for a float64 model) and Gelu
+    needs opset 20, so they are composed: elu = Where(h > 0, h, alpha (Exp(h) - 1)), selu its
+    multiple, gelu = h (1 + Erf(h / sqrt 2)) / 2, gelu_tanh = h (1 + Tanh(c (h + 0.044715
+    h^3))) / 2, silu = h Sigmoid(h), softplus = Relu(h) + Log(1 + Exp(-|h|)) (onnxruntime
+    has no float64 Softplus or Erf: gelu is exported for float32 models only).
+    """
+    c = lambda stem, v: g.const(f"{stem}{k}", np.array(v, dtype=g.dtype))  # noqa: E731
+    act = layer.activation
+    if act == "softplus":   # max(h, 0) + log(1 + exp(-|h|)): onnxruntime has no double Softplus
+        e = g.node("Exp", [g.node("Neg", [g.node("Abs", [h])])])
+        tail = g.node("Log", [g.node("Add", [c("one", 1.0), e])])
+        return g.node("Add", [g.node("Relu", [h]), tail], stem=f"a{k}")
+    if act == "silu":
+        return g.node("Mul", [h, g.node("Sigmoid", [h])], stem=f"a{k}")
+    if act in ("elu", "selu"):
+        alpha = float(layer.alpha) if act == "elu" else 1.6732632423543772848170429916717
+        neg = g.node("Mul", [c("alpha", alpha),
+                             g.node("Sub", [g.node("Exp", [h]), c("one", 1.0)])])
+        out = g.node("Where", [g.node("Greater", [h, c("zero", 0.0)]), h, neg])
+        if act == "selu":
+            out = g.node("Mul", [c("scale", 1.0507009873554804934193349852946), out])
+        return out
+    if act == "gelu":
+        if g.dtype == np.float64:
+            raise ValueError(f"layer {k} is gelu in a float64 model: onnxruntime has no "
+                             "float64 Erf, so the graph could not run; export a float32 model "
+                             "(model.astype(numpy.float32)) or use gelu_tanh")
+        inner = g.node("Erf", [g.node("Mul", [h, c("rsqrt2", 0.7071067811865476)])])
+    else:
+        cube = g.node("Mul", [h, g.node("Mul", [h, h])])
+        u = g.node("Mul", [c("k", 0.7978845608028654),
+                           g.node("Add", [h, g.node("Mul", [c("c3", 0.044715), cube])])])
+        inner = g.node("Tanh", [u])
+    half = g.node("Mul", [c("half", 0.5), h])
+    return g.node("Mul", [half, g.node("Add", [c("one", 1.0), inner])], stem=f"a{k}")
 
 
 def _gaussian_split(g, z, n_out, mean_name, std_name):

@@ -94,7 +94,8 @@ from fastnn.trainer import fit as _fastnn_fit
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
 #: hidden activations accepted, with scikit-learn's "logistic" for fastnn's "sigmoid"
-ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu")
+ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu",
+               "gelu", "gelu_tanh", "silu", "swish", "softplus")
 AUTO_BATCH_SIZE = 200
 _SEED_BOUND = np.iinfo(np.int32).max
 
@@ -226,7 +227,8 @@ class _BaseMLP(BaseEstimator):
                 check_random_state(self.random_state).randint(_SEED_BOUND))
         if first:
             self.model_ = MLP(sizes, activation=activation, init=self.init, dtype=dtype,
-                              seed=self._rng)
+                              seed=self._rng, dropout=self.dropout,
+                              normalization=self.normalization)
             self._reset_records()
         else:
             self._check_structure(sizes, activation)
@@ -449,7 +451,8 @@ def _common_doc(extra_params, extra_attrs):
         Widths of the hidden layers; () gives a linear model.
     activation : str or sequence of str, default "relu"
         Hidden activation: "identity", "logistic" (= "sigmoid"), "tanh", "relu",
-        "leaky_relu"; one name for all hidden layers or one per hidden layer.
+        "leaky_relu", "elu", "selu", "gelu", "gelu_tanh", "silu" (= "swish"), "softplus";
+        one name for all hidden layers or one per hidden layer.
     solver : {{"adam", "sgd"}}, default "adam"
     alpha : float >= 0, default 1e-4
         L2 penalty on the weights (not the biases); see the module docstring for how it maps
@@ -490,6 +493,11 @@ def _common_doc(extra_params, extra_attrs):
     init : None, str, dict, fastnn.init initializer, or a sequence of one per layer
         Weight initializers (see fastnn.init); None picks He normal before ReLU and Glorot
         uniform otherwise.
+    dropout : float or sequence of float, default 0.0
+        Inverted dropout rate in [0, 1) after every hidden layer (or one per hidden layer)
+        while training; predictions use every unit (see fastnn.MLP).
+    normalization : {{None, "layer"}} or sequence, default None
+        "layer": layer normalization before each hidden activation (see fastnn.MLP).
 {extra_params}
     Attributes
     ----------
@@ -537,7 +545,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  early_stopping_monitor="loss", dtype="float32", init=None,
-                 class_weight=None):
+                 class_weight=None, dropout=0.0, normalization=None):
+        self.dropout = dropout
+        self.normalization = normalization
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -778,7 +788,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  early_stopping_monitor="loss", dtype="float32", init=None,
-                 loss="squared_error"):
+                 loss="squared_error", dropout=0.0, normalization=None):
+        self.dropout = dropout
+        self.normalization = normalization
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver

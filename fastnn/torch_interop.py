@@ -11,7 +11,10 @@ A fastnn ``MLP`` with L layers is the ``torch.nn.Sequential``::
     Linear_0, act_0, Linear_1, act_1, ..., Linear_{L-1}, link
 
 module ``2k`` is layer k's ``nn.Linear`` and ``2k + 1`` its hidden activation (``nn.Identity``,
-``nn.Sigmoid``, ``nn.Tanh``, ``nn.ReLU`` or ``nn.LeakyReLU(negative_slope=slope)``); the last
+``nn.Sigmoid``, ``nn.Tanh``, ``nn.ReLU``, ``nn.LeakyReLU(negative_slope=slope)``, ``nn.ELU``,
+``nn.SELU``, ``nn.GELU`` (``approximate="tanh"`` for gelu_tanh), ``nn.SiLU`` or
+``nn.Softplus``), followed by ``nn.Dropout(p)`` for a layer with dropout (shifting the indices
+after it; layer normalization is not translated yet); the last
 module is the output link that ``MLP.predict`` applies, kept explicit so that the Sequential
 computes ``predict``:
 
@@ -85,15 +88,20 @@ def _slope(layer):
     return float(layer.alpha)
 
 
-def _dense(n_in, n_out, activation, slope):
-    return Dense(n_in, n_out, activation, alpha=slope)
+def _dense(n_in, n_out, activation, slope, dropout=0.0):
+    return Dense(n_in, n_out, activation, alpha=slope, dropout=dropout)
 
 
 def _activation_module(layer):
     if layer.activation == "leaky_relu":
         return nn.LeakyReLU(negative_slope=_slope(layer))
+    if layer.activation == "elu":
+        return nn.ELU(alpha=_slope(layer))
+    if layer.activation == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
     return {"identity": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
-            "relu": nn.ReLU}[layer.activation]()
+            "relu": nn.ReLU, "selu": nn.SELU, "gelu": nn.GELU, "silu": nn.SiLU,
+            "softplus": nn.Softplus}[layer.activation]()
 
 
 def _link_module(model):
@@ -128,6 +136,10 @@ def to_torch(model):
     """
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
+    for k, layer in enumerate(model.layers):
+        if layer.normalization:
+            raise ValueError(f"layer {k} has normalization={layer.normalization!r}; to_torch "
+                             "does not translate layer normalization yet")
     _require_torch()
     dtype = getattr(torch, _DTYPES[model.dtype])
     modules = []
@@ -140,6 +152,8 @@ def to_torch(model):
         modules.append(linear)
         if k < model.n_layers - 1:
             modules.append(_activation_module(layer))
+            if layer.dropout:
+                modules.append(nn.Dropout(layer.dropout))
     modules.append(_link_module(model))
     return nn.Sequential(*modules)
 
@@ -149,8 +163,14 @@ def _hidden_activation(m):
     kind = type(m)
     if kind is nn.LeakyReLU:
         return "leaky_relu", float(m.negative_slope)
+    if kind is nn.ELU:
+        return "elu", float(m.alpha)
+    if kind is nn.GELU:
+        return {"none": "gelu", "tanh": "gelu_tanh"}[m.approximate], None
+    if kind is nn.Softplus:   # fastnn's softplus is exact: PyTorch's beta 1 (its threshold
+        return ("softplus", None) if m.beta == 1 else None   # only linearizes above 20)
     name = {nn.Identity: "identity", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh",
-            nn.ReLU: "relu"}.get(kind)
+            nn.ReLU: "relu", nn.SELU: "selu", nn.SiLU: "silu"}.get(kind)
     return None if name is None else (name, None)
 
 
@@ -164,7 +184,9 @@ def _output_link(m):
 
 
 _SUPPORTED = ("an nn.Sequential of nn.Linear layers, each but the last followed by at most one "
-              "of nn.Identity, nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, and optionally, "
+              "of nn.Identity, nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, "
+              "nn.GELU, nn.SiLU, nn.Softplus(beta=1) (then optionally nn.Dropout), and "
+              "optionally, "
               "last, one output link: nn.Identity, nn.Sigmoid, nn.Softmax(dim=1), "
               "fastnn.torch_interop.Exp or GaussianMeanStd")
 
@@ -199,7 +221,9 @@ def from_torch(module):
     module : torch.nn.Sequential
         ``nn.Linear`` layers (with or without bias; all float32 or all float64, on any device),
         each but the last followed by at most one of ``nn.Identity``, ``nn.Sigmoid``,
-        ``nn.Tanh``, ``nn.ReLU``, ``nn.LeakyReLU`` (slope >= 0), and optionally, last, one
+        ``nn.Tanh``, ``nn.ReLU``, ``nn.LeakyReLU`` (slope >= 0), ``nn.ELU``, ``nn.SELU``,
+        ``nn.GELU`` (exact or tanh), ``nn.SiLU``, ``nn.Softplus(beta=1)``, each optionally
+        followed by ``nn.Dropout`` (the rate of the layer), and optionally, last, one
         output link: ``nn.Identity``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)`` (or ``dim=-1``),
         ``fastnn.torch_interop.Exp`` or ``GaussianMeanStd``.  Exactly these classes, not
         subclasses (a subclass may compute something else).
@@ -240,7 +264,7 @@ def from_torch(module):
                 raise ValueError(f"module [{i}] ({m!r}) has in_features={W.shape[0]}; "
                                  f"expected {specs[-1][0].shape[1]}, the previous Linear's "
                                  "out_features")
-            specs.append([W, b, "identity", None])
+            specs.append([W, b, "identity", None, 0.0])
             pending = True
         elif last and _output_link(m) is not None:
             if not pending:
@@ -250,8 +274,11 @@ def from_torch(module):
         elif not last and _hidden_activation(m) is not None:
             if not pending:
                 raise _unsupported(i, m, " here: each activation must follow a Linear")
-            specs[-1][2:] = _hidden_activation(m)
+            specs[-1][2:4] = _hidden_activation(m)
             pending = False
+        elif not last and type(m) is nn.Dropout and specs and not pending \
+                and specs[-1][4] == 0.0:
+            specs[-1][4] = float(m.p)
         elif last and _hidden_activation(m) is not None:
             raise _unsupported(i, m, " as the final module: fastnn's last layer outputs "
                                "logits (identity) and predict applies an output link")
@@ -260,18 +287,18 @@ def from_torch(module):
     if not pending:  # the Sequential ends with a hidden activation after the last Linear
         raise _unsupported(len(mods) - 1, mods[-1])
 
-    for i, (W, b, activation, slope) in enumerate(specs):
+    for i, (W, b, activation, slope, _) in enumerate(specs):
         if activation == "leaky_relu" and slope < 0:
             raise ValueError(f"layer {i} has a LeakyReLU slope of {slope}; fastnn's "
                              "leaky_relu needs a slope >= 0")
     layers = [_dense(W.shape[0], W.shape[1], activation,
-                     DEFAULT_LEAKY_SLOPE if slope is None else slope)
-              for W, b, activation, slope in specs]
+                     DEFAULT_LEAKY_SLOPE if slope is None else slope, rate)
+              for W, b, activation, slope, rate in specs]
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
     explicit = link if link in ("identity", "sigmoid", "softmax", "exp") else "auto"
     model = MLP.from_layers(layers, output=explicit, dtype=np_dtype, seed=0,
                             warn_symmetric=False)
-    for k, (layer, (W, b, _, _)) in enumerate(zip(model.layers, specs)):
+    for k, (layer, (W, b, _, _, _)) in enumerate(zip(model.layers, specs)):
         if not (np.isfinite(W).all() and np.isfinite(b).all()):
             raise ValueError(f"the Linear of layer {k} has NaN or infinite weights")
         layer.W[...] = W

@@ -331,6 +331,9 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         if verbose and not mpi.is_root:
             verbose = 0
     rng = check_random_state(seed)
+    # the dropout masks' key, drawn first (so equal on every rank) and only with dropout
+    dropout_seed = (int(rng.integers(2**63)) if any(layer.dropout for layer in model.layers)
+                    else 0)
 
     if mpi is None:
         loss, (X, Y, labels, sw, sigma), val = _prepare_fit_data(
@@ -376,7 +379,8 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
             return _epochs(model, loss, optimizer, (X, Y, labels, sw, sigma), val, ws, grads,
                            (state1, state2), order, rng, snapshot, best_params, history, bar,
                            epochs, batch_size, drop_last, n_global, offset, early_stopping,
-                           callbacks, verbose, mpi, flush_denormals=flush_denormals)
+                           callbacks, verbose, mpi, flush_denormals=flush_denormals,
+                           dropout_seed=dropout_seed)
     except BaseException as exc:
         # one rank alone cannot leave the collectives: abort all, unless every rank raised the
         # same error (divergence is decided on summed values, so it happens everywhere)
@@ -409,7 +413,7 @@ def _prepare_fit_data(model, X, y, loss, sample_weight, validation_data, fractio
 
 def _epochs(model, loss, optimizer, data, val, ws, grads, state, order, rng, snapshot,
             best_params, history, bar, epochs, batch_size, drop_last, n_global, offset,
-            early_stopping, callbacks, verbose, mpi, flush_denormals=True):
+            early_stopping, callbacks, verbose, mpi, flush_denormals=True, dropout_seed=0):
     """The epoch loop of fit: one compiled call per epoch, then metrics and stopping."""
     X, Y, labels, sw, sigma = data
     state1, state2 = state
@@ -435,7 +439,8 @@ def _epochs(model, loss, optimizer, data, val, ws, grads, state, order, rng, sna
                     loss.scalar_sigma, *opt_args, optimizer.t, ws.acts, ws.delta0,
                     ws.delta1, ws.X if order is not None else None, ws.Y, ws.labels, ws.sw,
                     ws.sigma, SIGNAL_CHECK_INTERVAL, offset,
-                    None if mpi is None else mpi.reducer, flush_denormals)
+                    None if mpi is None else mpi.reducer, flush_denormals,
+                    dropout_seed=dropout_seed, epoch=epoch)
         elapsed = time.perf_counter() - start
         loss_failed = status == _sgd.STATUS_DIVERGED
         if status == _sgd.STATUS_OK and not all_finite(model.params):

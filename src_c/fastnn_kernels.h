@@ -25,6 +25,16 @@
 #include <string.h>
 #include <math.h>
 
+/* The scalar helpers must be inlined into the batch loops for those to vectorize.  In a large
+ * translation unit (a Cython module) GCC's unit-growth limits otherwise leave some of them as
+ * calls, and a loop with a call stays scalar: measured 10-13x slower GELU/SiLU backward and
+ * 6x slower ELU forward passes before this attribute. */
+#if defined(__GNUC__)
+#define FNN_INLINE static inline __attribute__((always_inline))
+#else
+#define FNN_INLINE static inline
+#endif
+
 /* Activation codes, shared with fastnn/_kernels.pxd and fastnn/layers.py (ACTIVATIONS). */
 enum {
     FNN_IDENTITY = 0,
@@ -32,8 +42,33 @@ enum {
     FNN_TANH = 2,
     FNN_RELU = 3,
     FNN_LEAKY_RELU = 4,
-    FNN_N_ACTIVATIONS = 5
+    FNN_ELU = 5,
+    FNN_SELU = 6,
+    FNN_GELU = 7,
+    FNN_GELU_TANH = 8,
+    FNN_SILU = 9,
+    FNN_SOFTPLUS = 10,
+    FNN_N_ACTIVATIONS = 11
 };
+
+/*
+ * What the backward pass reads.  Most derivatives are functions of the OUTPUT a = act(z):
+ *   sigmoid a(1-a), tanh 1-a^2, relu/leaky [a > 0], elu a + alpha (a <= 0),
+ *   selu a + lambda alpha (a <= 0), softplus 1 - exp(-a) = sigmoid(z).
+ * GELU, its tanh form and SiLU are not invertible (their minimum is attained twice), so their
+ * derivative needs the pre-activation z.  For those layers the training forward pass KEEPS z
+ * (fnn_*_bias_act_keep writes z and a in one pass) and act_backward reads z.  The alternatives
+ * cost more: recomputing z = x W + b in the backward pass is a second forward GEMM (as long as
+ * the forward pass itself), and keeping only z would mean re-evaluating the activation for the
+ * next layer's weight gradient (one more erfc/exp per unit).  Keeping z costs one extra store
+ * per unit in the forward pass and rows * cols values of workspace: not measurable against
+ * the in-place pass on workload A's layers (bench/RESULTS.md section 8, "dense_forward gelu
+ * (keeps Z)" vs "... in place (predict)": 0.93-1.07 and 0.87-1.09 of the GEMM).
+ */
+FNN_INLINE int fnn_act_keeps_preactivation(int act)
+{
+    return act == FNN_GELU || act == FNN_GELU_TANH || act == FNN_SILU;
+}
 
 /* Status codes returned by the C helpers; the Cython wrappers turn them into exceptions. */
 enum {
@@ -43,7 +78,7 @@ enum {
 
 /* ---- 2^n for an integer-valued n, from the bits of a double/float (no int<->float casts) -- */
 
-static inline double fnn_d_pow2i(double n)
+FNN_INLINE double fnn_d_pow2i(double n)
 {
     /* 2^52 + (n + 1023) has n + 1023 in its low mantissa bits; move them to the exponent. */
     double biased = n + (1023.0 + 4503599627370496.0);
@@ -55,7 +90,7 @@ static inline double fnn_d_pow2i(double n)
     return out;
 }
 
-static inline float fnn_s_pow2i(float n)
+FNN_INLINE float fnn_s_pow2i(float n)
 {
     float biased = n + (127.0f + 8388608.0f);
     uint32_t bits;
@@ -67,7 +102,7 @@ static inline float fnn_s_pow2i(float n)
 }
 
 /* expm1(x) for x <= 0 (and NaN).  Also returns exp(x) in *exp_out. */
-static inline double fnn_d_expm1_neg(double x, double *exp_out)
+FNN_INLINE double fnn_d_expm1_neg(double x, double *exp_out)
 {
     const double log2e = 1.4426950408889634;
     const double ln2_hi = 6.93147180369123816490e-01;  /* Cody-Waite split of ln 2 */
@@ -96,7 +131,7 @@ static inline double fnn_d_expm1_neg(double x, double *exp_out)
     return (q * s1 + (s1 - 1.0 / s2)) * s2;             /* 2^n q + 2^n - 1, exact for n = 0 */
 }
 
-static inline float fnn_s_expm1_neg(float x, float *exp_out)
+FNN_INLINE float fnn_s_expm1_neg(float x, float *exp_out)
 {
     const float log2e = 1.44269504f;
     const float ln2_hi = 0.693359375f;
@@ -121,12 +156,17 @@ static inline float fnn_s_expm1_neg(float x, float *exp_out)
 /*
  * FNN_DEFINE_KERNELS(T, P) defines, for element type T and prefix P:
  *   P##sigmoid(z), P##tanh(z)           scalar, overflow-free for any z
+ *   P##softplus(z), P##ndtr(z, &gauss), P##act(z, code, alpha), P##dact(k, code, alpha)
+ *                                       scalar, overflow-free for any z
  *   P##bias_act(Z, b, rows, cols, act, alpha)
  *       Z[i, j] <- act(Z[i, j] + b[j]) in place: the one pass after the forward GEMM.
- *   P##act_backward(dA, A, D, db, rows, cols, act, alpha)
- *       D[i, j] <- dA[i, j] * act'(A[i, j]) and db[j] <- sum_i D[i, j], in one pass.
- *       The derivative is taken from the stored output A (THEORY.md).  D may alias dA.
- * Both return FNN_OK or FNN_EBADACT.
+ *   P##bias_act_keep(Z, b, A, rows, cols, act, alpha)   (GELU, GELU-tanh, SiLU only)
+ *       Z[i, j] <- Z[i, j] + b[j] and A[i, j] <- act(Z[i, j]), in one pass.
+ *   P##act_backward(dA, K, D, db, rows, cols, act, alpha)
+ *       D[i, j] <- dA[i, j] * act'(K[i, j]) and db[j] <- sum_i D[i, j], in one pass.
+ *       K is what the forward pass kept (fnn_act_keeps_preactivation): the output A
+ *       (THEORY.md) or the pre-activation Z.  D may alias dA.
+ * All return FNN_OK or FNN_EBADACT.
  *
  * NaN propagates: relu is written `z < 0 ? 0 : z` so that a NaN stays NaN (fmax would
  * silently turn it into 0 and hide a diverging run).
@@ -153,9 +193,40 @@ static inline float fnn_s_expm1_neg(float x, float *exp_out)
 #else
 #define FNN_CLONES static inline
 #endif
+/* The SELU constants of Klambauer et al., "Self-Normalizing Neural Networks" (NeurIPS 2017),
+ * eq. 14: the fixed point (mean 0, variance 1) of the activations' moments. */
+#define FNN_SELU_SCALE 1.0507009873554804934193349852946
+#define FNN_SELU_ALPHA 1.6732632423543772848170429916717
+#define FNN_SELU_SCALE_ALPHA (FNN_SELU_SCALE * FNN_SELU_ALPHA)
+
+/* One case of the batch kernels.  The code is a constant inside each case, so P##act/P##dact
+ * reduce to the one activation's straight-line code and the inner loop vectorizes. */
+#define FNN_FWD_CASE(T, P, CODE)                                                              \
+    case CODE:                                                                                \
+        for (i = 0; i < rows; i++) {                                                          \
+            T *restrict z = Z + i * cols;                                                     \
+            for (j = 0; j < cols; j++) z[j] = P##act(z[j] + b[j], CODE, alpha);               \
+        }                                                                                     \
+        return FNN_OK;
+#define FNN_KEEP_CASE(T, P, CODE)                                                             \
+    case CODE:                                                                                \
+        for (i = 0; i < rows; i++) {                                                          \
+            T *restrict z = Z + i * cols, *restrict a = A + i * cols;                         \
+            for (j = 0; j < cols; j++) {                                                      \
+                T v = z[j] + b[j]; z[j] = v; a[j] = P##act(v, CODE, alpha);                   \
+            }                                                                                 \
+        }                                                                                     \
+        return FNN_OK;
+#define FNN_BWD_CASE(T, P, CODE)                                                              \
+        case CODE:                                                                            \
+            for (j = 0; j < cols; j++) {                                                      \
+                T g = da[j] * P##dact(k[j], CODE, alpha); d[j] = g; db[j] += g;               \
+            }                                                                                 \
+            break;
+
 #define FNN_DEFINE_KERNELS(T, P)                                                              \
                                                                                               \
-static inline T P##sigmoid(T z)                                                               \
+FNN_INLINE T P##sigmoid(T z)                                                               \
 {                                                                                             \
     /* e = exp(-|z|) is in (0, 1]: no overflow; sigma(z) = 1/(1+e) or e/(1+e) */              \
     T e;                                                                                      \
@@ -164,7 +235,7 @@ static inline T P##sigmoid(T z)                                                 
     return z < 0 ? e * s : s;                                                                 \
 }                                                                                             \
                                                                                               \
-static inline T P##tanh(T z)                                                                  \
+FNN_INLINE T P##tanh(T z)                                                                  \
 {                                                                                             \
     /* tanh|z| = -expm1(-2|z|) / (2 + expm1(-2|z|)): no cancellation near 0, no overflow */   \
     T e, m = P##expm1_neg(z < 0 ? 2 * z : -2 * z, &e);                                        \
@@ -172,52 +243,193 @@ static inline T P##tanh(T z)                                                    
     return z < 0 ? -t : t;                                                                    \
 }                                                                                             \
                                                                                               \
+/* log(1 + x) for 0 <= x <= 1 (and NaN): 2 atanh(s), s = u / (2 + u), after reducing x > sqrt2-1 \
+ * by log(1+x) = ln2 + log1p((x - 1) / 2), so |s| <= 0.172 and the odd series in s, to s^21,   \
+ * is below half an ulp of double.  Branch-free, so it vectorizes (libm's log1p does not). */   \
+FNN_INLINE T P##log1p_unit(T x)                                                            \
+{                                                                                             \
+    int big = x > (T)0.41421356237309503;                                                     \
+    T u = big ? (x - (T)1) * (T)0.5 : x;                                                      \
+    T s = u / ((T)2 + u), s2 = s * s;                                                         \
+    T q = (T)(1.0 / 21);                                                                      \
+    q = q * s2 + (T)(1.0 / 19);                                                               \
+    q = q * s2 + (T)(1.0 / 17);                                                               \
+    q = q * s2 + (T)(1.0 / 15);                                                               \
+    q = q * s2 + (T)(1.0 / 13);                                                               \
+    q = q * s2 + (T)(1.0 / 11);                                                               \
+    q = q * s2 + (T)(1.0 / 9);                                                                \
+    q = q * s2 + (T)(1.0 / 7);                                                                \
+    q = q * s2 + (T)(1.0 / 5);                                                                \
+    q = q * s2 + (T)(1.0 / 3);                                                                \
+    T r = (T)2 * s + (T)2 * s * s2 * q;                                                       \
+    return big ? (T)6.93147180369123816490e-01 + ((T)1.90821492927058770002e-10 + r) : r;     \
+}                                                                                             \
+                                                                                              \
+/* softplus(z) = log(1 + e^z) = max(z, 0) + log1p(exp(-|z|)): exp of a non-positive number    \
+ * only, so no overflow; the limits 0 (z -> -inf) and z (z -> +inf) are reached exactly. */   \
+FNN_INLINE T P##softplus(T z)                                                              \
+{                                                                                             \
+    T e;                                                                                      \
+    P##expm1_neg(z < 0 ? z : -z, &e);                                                         \
+    return (z > 0 ? z : (T)0) + P##log1p_unit(e);                                             \
+}                                                                                             \
+                                                                                              \
+/* Phi(z) = P(N(0,1) <= z) = erfc(-z / sqrt2) / 2, and exp(-z^2 / 2) in *gauss.               \
+ * erfc by W. J. Cody's rational Chebyshev approximations (Math. Comp. 23, 1969, 631-637;       \
+ * the coefficients of CALERF in netlib specfun), relative error below 1e-16 in each of the   \
+ * three intervals a <= 0.46875, <= 4, > 4 of a = |z| / sqrt2.  All three are evaluated and    \
+ * one is selected (branch-free: vectorizes).  erfc(a) is formed for a >= 0 only, and        \
+ * Phi(z) = 1 - erfc(a)/2 for z > 0, so the tail z << 0 keeps its relative accuracy (the form \
+ * (1 + erf(z/sqrt2))/2 cancels to 0 there).  Rounding z/sqrt2 and a^2 costs a relative error \
+ * of about 3 a^2 ulp in the far tail, as in every erfc-based Phi. */                          \
+FNN_INLINE T P##ndtr(T z, T *gauss)                                                        \
+{                                                                                             \
+    T a = (z < 0 ? -z : z) * (T)0.70710678118654752440;                                       \
+    T a2 = a * a, e;                                                                          \
+    P##expm1_neg(-a2, &e);                                                                    \
+    *gauss = e;                                                                               \
+    /* a <= 0.46875: erf(a) = a P(a^2) / Q(a^2) */                                            \
+    T num = (T)1.85777706184603153e-1 * a2, den = a2;                                         \
+    num = (num + (T)3.16112374387056560e00) * a2;  den = (den + (T)2.36012909523441209e01) * a2; \
+    num = (num + (T)1.13864154151050156e02) * a2;  den = (den + (T)2.44024637934444173e02) * a2; \
+    num = (num + (T)3.77485237685302021e02) * a2;  den = (den + (T)1.28261652607737228e03) * a2; \
+    T c1 = (T)1 - a * (num + (T)3.20937758913846947e03) / (den + (T)2.84423683343917062e03); \
+    /* 0.46875 < a <= 4: erfc(a) = exp(-a^2) P(a) / Q(a) */                                   \
+    num = (T)2.15311535474403846e-8 * a;  den = a;                                            \
+    num = (num + (T)5.64188496988670089e-1) * a;  den = (den + (T)1.57449261107098347e01) * a; \
+    num = (num + (T)8.88314979438837594e00) * a;  den = (den + (T)1.17693950891312499e02) * a; \
+    num = (num + (T)6.61191906371416295e01) * a;  den = (den + (T)5.37181101862009858e02) * a; \
+    num = (num + (T)2.98635138197400131e02) * a;  den = (den + (T)1.62138957456669019e03) * a; \
+    num = (num + (T)8.81952221241769090e02) * a;  den = (den + (T)3.29079923573345963e03) * a; \
+    num = (num + (T)1.71204761263407058e03) * a;  den = (den + (T)4.36261909014324716e03) * a; \
+    num = (num + (T)2.05107837782607147e03) * a;  den = (den + (T)3.43936767414372164e03) * a; \
+    T c2 = e * ((num + (T)1.23033935479799725e03) / (den + (T)1.23033935480374942e03));      \
+    /* a > 4: erfc(a) = exp(-a^2) / a (1/sqrt(pi) - y P(y) / Q(y)), y = 1 / a^2 */            \
+    T a3 = a > (T)4 ? a : (T)4, y = (T)1 / (a3 * a3);                                         \
+    num = (T)1.63153871373020978e-2 * y;  den = y;                                            \
+    num = (num + (T)3.05326634961232344e-1) * y;  den = (den + (T)2.56852019228982242e00) * y; \
+    num = (num + (T)3.60344899949804439e-1) * y;  den = (den + (T)1.87295284992346047e00) * y; \
+    num = (num + (T)1.25781726111229246e-1) * y;  den = (den + (T)5.27905102951428412e-1) * y; \
+    num = (num + (T)1.60837851487422766e-2) * y;  den = (den + (T)6.05183413124413191e-2) * y; \
+    T c3 = y * (num + (T)6.58749161529837803e-4) / (den + (T)2.33520497626869185e-3);        \
+    c3 = e * (((T)0.56418958354775628695 - c3) / a3);                                         \
+    T c = a <= (T)0.46875 ? c1 : (a <= (T)4 ? c2 : c3);                                       \
+    T h = (T)0.5 * c;                                                                         \
+    return z > 0 ? (T)1 - h : h;                                                              \
+}                                                                                             \
+                                                                                              \
+/* GELU tanh form: z (1 + tanh u) / 2 = z sigmoid(2u), u = sqrt(2/pi) (z + 0.044715 z^3): the  \
+ * sigmoid form does not cancel for z << 0.  z is clamped to |z| <= 1e4 inside u only (where   \
+ * sigmoid(2u) is 0 or 1 in any precision), so z^3 never overflows. */                        \
+FNN_INLINE T P##gelu_tanh_s(T z, T *one_minus)                                             \
+{                                                                                             \
+    T zc = z < (T)-1e4 ? (T)-1e4 : (z > (T)1e4 ? (T)1e4 : z);                                 \
+    T u2 = (T)1.5957691216057307117 * (zc + (T)0.044715 * zc * zc * zc);                      \
+    T e;                                                                                      \
+    P##expm1_neg(u2 < 0 ? u2 : -u2, &e);                                                      \
+    T p = (T)1 / ((T)1 + e), q = e * p;                                                       \
+    *one_minus = u2 < 0 ? p : q;                                                              \
+    return u2 < 0 ? q : p;                                                                    \
+}                                                                                             \
+                                                                                              \
+/* sigmoid(z) and 1 - sigmoid(z), both without cancellation */                                \
+FNN_INLINE T P##sigmoid2(T z, T *one_minus)                                                \
+{                                                                                             \
+    T e;                                                                                      \
+    P##expm1_neg(z < 0 ? z : -z, &e);                                                         \
+    T p = (T)1 / ((T)1 + e), q = e * p;                                                       \
+    *one_minus = z < 0 ? p : q;                                                               \
+    return z < 0 ? q : p;                                                                     \
+}                                                                                             \
+                                                                                              \
+/* act(z) for every code (alpha: leaky_relu slope, elu alpha); NaN propagates */              \
+FNN_INLINE T P##act(T z, int act, T alpha)                                                 \
+{                                                                                             \
+    T e, m, c;                                                                                \
+    switch (act) {                                                                            \
+    case FNN_IDENTITY: return z;                                                              \
+    case FNN_SIGMOID: return P##sigmoid(z);                                                   \
+    case FNN_TANH: return P##tanh(z);                                                         \
+    case FNN_RELU: return z < 0 ? (T)0 : z;                                                   \
+    case FNN_LEAKY_RELU: return z < 0 ? alpha * z : z;                                        \
+    case FNN_ELU:                                                                             \
+        m = P##expm1_neg(z > 0 ? (T)0 : z, &e);                                               \
+        return z > 0 ? z : alpha * m;                                                         \
+    case FNN_SELU:                                                                            \
+        m = P##expm1_neg(z > 0 ? (T)0 : z, &e);                                               \
+        return z > 0 ? (T)FNN_SELU_SCALE * z : (T)FNN_SELU_SCALE_ALPHA * m;                   \
+    case FNN_GELU: return z * P##ndtr(z, &e);                                                 \
+    case FNN_GELU_TANH: return z * P##gelu_tanh_s(z, &c);                                     \
+    case FNN_SILU: return z * P##sigmoid2(z, &c);                                             \
+    case FNN_SOFTPLUS: return P##softplus(z);                                                 \
+    }                                                                                         \
+    return z;                                                                                 \
+}                                                                                             \
+                                                                                              \
+/* act'(k) from what the forward pass kept: k = a for most, k = z for GELU/SiLU (see above) */ \
+FNN_INLINE T P##dact(T k, int act, T alpha)                                                \
+{                                                                                             \
+    T e, m, c, s, g;                                                                          \
+    switch (act) {                                                                            \
+    case FNN_IDENTITY: return (T)1;                                                           \
+    case FNN_SIGMOID: return k * ((T)1 - k);                                                  \
+    case FNN_TANH: return (T)1 - k * k;                                                       \
+    case FNN_RELU: return k > 0 ? (T)1 : (T)0;                                                \
+    case FNN_LEAKY_RELU: return k > 0 ? (T)1 : alpha;                                         \
+    case FNN_ELU: return k > 0 ? (T)1 : k + alpha;            /* alpha e^z = a + alpha */     \
+    case FNN_SELU: return k > 0 ? (T)FNN_SELU_SCALE : k + (T)FNN_SELU_SCALE_ALPHA;            \
+    case FNN_GELU:                                            /* Phi(z) + z phi(z) */         \
+        s = P##ndtr(k, &g);                                                                   \
+        return s + k * ((T)0.39894228040143267794 * g);                                       \
+    case FNN_GELU_TANH: {                                     /* s + z 2 s (1-s) u' */        \
+        T zc = k < (T)-1e4 ? (T)-1e4 : (k > (T)1e4 ? (T)1e4 : k);                             \
+        s = P##gelu_tanh_s(k, &c);                                                            \
+        T du2 = (T)1.5957691216057307117 * ((T)1 + (T)0.134145 * zc * zc);                    \
+        return s + (zc * du2) * (s * c);                                                      \
+    }                                                                                         \
+    case FNN_SILU:                                            /* s (1 + z (1 - s)) */         \
+        s = P##sigmoid2(k, &c);                                                               \
+        return s * ((T)1 + k * c);                                                            \
+    case FNN_SOFTPLUS:                                        /* sigmoid(z) = -expm1(-a) */   \
+        m = P##expm1_neg(-k, &e);                                                             \
+        return -m;                                                                            \
+    }                                                                                         \
+    (void)m; (void)e;                                                                         \
+    return (T)1;                                                                              \
+}                                                                                             \
 FNN_CLONES int P##bias_act(T *restrict Z, const T *restrict b, ptrdiff_t rows,                 \
                               ptrdiff_t cols, int act, T alpha)                               \
 {                                                                                             \
     ptrdiff_t i, j;                                                                           \
     switch (act) {                                                                            \
-    case FNN_IDENTITY:                                                                        \
-        for (i = 0; i < rows; i++) {                                                          \
-            T *restrict z = Z + i * cols;                                                     \
-            for (j = 0; j < cols; j++) z[j] += b[j];                                          \
-        }                                                                                     \
-        return FNN_OK;                                                                        \
-    case FNN_SIGMOID:                                                                         \
-        for (i = 0; i < rows; i++) {                                                          \
-            T *restrict z = Z + i * cols;                                                     \
-            for (j = 0; j < cols; j++) z[j] = P##sigmoid(z[j] + b[j]);                        \
-        }                                                                                     \
-        return FNN_OK;                                                                        \
-    case FNN_TANH:                                                                            \
-        for (i = 0; i < rows; i++) {                                                          \
-            T *restrict z = Z + i * cols;                                                     \
-            for (j = 0; j < cols; j++) z[j] = P##tanh(z[j] + b[j]);                           \
-        }                                                                                     \
-        return FNN_OK;                                                                        \
-    case FNN_RELU:                                                                            \
-        for (i = 0; i < rows; i++) {                                                          \
-            T *restrict z = Z + i * cols;                                                     \
-            for (j = 0; j < cols; j++) {                                                      \
-                T v = z[j] + b[j];                                                            \
-                z[j] = v < 0 ? (T)0 : v;                                                      \
-            }                                                                                 \
-        }                                                                                     \
-        return FNN_OK;                                                                        \
-    case FNN_LEAKY_RELU:                                                                      \
-        for (i = 0; i < rows; i++) {                                                          \
-            T *restrict z = Z + i * cols;                                                     \
-            for (j = 0; j < cols; j++) {                                                      \
-                T v = z[j] + b[j];                                                            \
-                z[j] = v < 0 ? alpha * v : v;                                                 \
-            }                                                                                 \
-        }                                                                                     \
-        return FNN_OK;                                                                        \
+    FNN_FWD_CASE(T, P, FNN_IDENTITY)                                                          \
+    FNN_FWD_CASE(T, P, FNN_SIGMOID)                                                           \
+    FNN_FWD_CASE(T, P, FNN_TANH)                                                              \
+    FNN_FWD_CASE(T, P, FNN_RELU)                                                              \
+    FNN_FWD_CASE(T, P, FNN_LEAKY_RELU)                                                        \
+    FNN_FWD_CASE(T, P, FNN_ELU)                                                               \
+    FNN_FWD_CASE(T, P, FNN_SELU)                                                              \
+    FNN_FWD_CASE(T, P, FNN_GELU)                                                              \
+    FNN_FWD_CASE(T, P, FNN_GELU_TANH)                                                         \
+    FNN_FWD_CASE(T, P, FNN_SILU)                                                              \
+    FNN_FWD_CASE(T, P, FNN_SOFTPLUS)                                                          \
     }                                                                                         \
     return FNN_EBADACT;                                                                       \
 }                                                                                             \
                                                                                               \
-FNN_CLONES int P##act_backward(const T *dA, const T *restrict A, T *D,                         \
+FNN_CLONES int P##bias_act_keep(T *restrict Z, const T *restrict b, T *restrict A,             \
+                                ptrdiff_t rows, ptrdiff_t cols, int act, T alpha)             \
+{                                                                                             \
+    ptrdiff_t i, j;                                                                           \
+    switch (act) {                                                                            \
+    FNN_KEEP_CASE(T, P, FNN_GELU)                                                             \
+    FNN_KEEP_CASE(T, P, FNN_GELU_TANH)                                                        \
+    FNN_KEEP_CASE(T, P, FNN_SILU)                                                             \
+    }                                                                                         \
+    return FNN_EBADACT;                                                                       \
+}                                                                                             \
+                                                                                              \
+FNN_CLONES int P##act_backward(const T *dA, const T *restrict K, T *D,                         \
                                   T *restrict db, ptrdiff_t rows, ptrdiff_t cols,             \
                                   int act, T alpha)                                           \
 {                                                                                             \
@@ -225,32 +437,30 @@ FNN_CLONES int P##act_backward(const T *dA, const T *restrict A, T *D,          
     if (act < 0 || act >= FNN_N_ACTIVATIONS) return FNN_EBADACT;                              \
     for (j = 0; j < cols; j++) db[j] = 0;                                                     \
     for (i = 0; i < rows; i++) {                                                              \
-        const T *da = dA + i * cols, *restrict a = A + i * cols;                              \
+        const T *da = dA + i * cols, *restrict k = K + i * cols;                              \
         T *d = D + i * cols;                                                                  \
         switch (act) {                                                                        \
         case FNN_IDENTITY:                                                                    \
             for (j = 0; j < cols; j++) { T g = da[j]; d[j] = g; db[j] += g; }                 \
             break;                                                                            \
-        case FNN_SIGMOID:                                                                     \
+        case FNN_RELU:  /* a select, not a product: a zero derivative stops even a NaN */     \
             for (j = 0; j < cols; j++) {                                                      \
-                T g = da[j] * (a[j] * ((T)1 - a[j])); d[j] = g; db[j] += g;                   \
-            }                                                                                 \
-            break;                                                                            \
-        case FNN_TANH:                                                                        \
-            for (j = 0; j < cols; j++) {                                                      \
-                T g = da[j] * ((T)1 - a[j] * a[j]); d[j] = g; db[j] += g;                     \
-            }                                                                                 \
-            break;                                                                            \
-        case FNN_RELU:                                                                        \
-            for (j = 0; j < cols; j++) {                                                      \
-                T g = da[j]; g = a[j] > 0 ? g : (T)0; d[j] = g; db[j] += g;                          \
+                T g = da[j]; g = k[j] > 0 ? g : (T)0; d[j] = g; db[j] += g;                   \
             }                                                                                 \
             break;                                                                            \
         case FNN_LEAKY_RELU:                                                                  \
             for (j = 0; j < cols; j++) {                                                      \
-                T g = da[j], h = alpha * g; g = a[j] > 0 ? g : h; d[j] = g; db[j] += g;                 \
+                T g = da[j], h = alpha * g; g = k[j] > 0 ? g : h; d[j] = g; db[j] += g;       \
             }                                                                                 \
             break;                                                                            \
+        FNN_BWD_CASE(T, P, FNN_SIGMOID)                                                       \
+        FNN_BWD_CASE(T, P, FNN_TANH)                                                          \
+        FNN_BWD_CASE(T, P, FNN_ELU)                                                           \
+        FNN_BWD_CASE(T, P, FNN_SELU)                                                          \
+        FNN_BWD_CASE(T, P, FNN_GELU)                                                          \
+        FNN_BWD_CASE(T, P, FNN_GELU_TANH)                                                     \
+        FNN_BWD_CASE(T, P, FNN_SILU)                                                          \
+        FNN_BWD_CASE(T, P, FNN_SOFTPLUS)                                                      \
         }                                                                                     \
     }                                                                                         \
     return FNN_OK;                                                                            \
@@ -260,5 +470,8 @@ FNN_DEFINE_KERNELS(float, fnn_s_)
 FNN_DEFINE_KERNELS(double, fnn_d_)
 
 #undef FNN_DEFINE_KERNELS
+#undef FNN_FWD_CASE
+#undef FNN_KEEP_CASE
+#undef FNN_BWD_CASE
 
 #endif /* FASTNN_KERNELS_H */

@@ -29,9 +29,9 @@ def optimizer(name):
             "adam": fastnn.Adam(lr=0.01)}[name]
 
 
-def model():
+def model(dropout=0.0, normalization=None):
     return fastnn.MLP([5, 8, 6, 3], activation=["tanh", "relu"], dtype=np.float64, seed=1,
-                      bias_init=0.1)
+                      bias_init=0.1, dropout=dropout, normalization=normalization)
 
 
 def uneven_shard():
@@ -43,8 +43,8 @@ def main(scenario, *args):
     X, labels, sw = global_data()
     mine = uneven_shard()
     if scenario == "equal":
-        out, opt = args
-        net = model()
+        out, opt, *extra = args
+        net = model(float(extra[0]) if extra else 0.0, extra[1] if len(extra) > 1 else None)
         if rank == 1:
             net.params[:] = 0.0  # fit must broadcast rank 0's parameters
         history = fastnn.fit(net, X[mine], labels[mine], "cross_entropy", optimizer(opt),

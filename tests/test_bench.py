@@ -40,6 +40,15 @@ def test_layer_cases(dtype, first):
         (1 if first else 2) * 2.0 * 4 * 3 * 2
 
 
+def test_layer_cases_of_the_activations_that_keep_z():
+    # GELU/SiLU: "forward" is the training pass keeping Z, "predict" the in-place one
+    acts = ("gelu", "silu", "elu")
+    cases, flops = _bench.layer_cases(4, 3, 2, acts, np.float32)
+    assert {"predict:gelu", "predict:silu"} <= set(cases) and "predict:elu" not in cases
+    for name, run in cases.items():
+        assert _sane(run(3)), name
+
+
 @pytest.mark.parametrize("loss,n_out", [("cross_entropy", 3), ("mse", 1), ("bce", 2)])
 def test_loss_case(loss, n_out):
     assert _sane(_bench.loss_case(5, n_out, loss)(2))

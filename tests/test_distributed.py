@@ -30,28 +30,33 @@ def _run(*args):
                           capture_output=True, text=True, timeout=TIMEOUT, env=env)
 
 
-def _single_process(opt):
+def _single_process(opt, dropout=0.0, normalization=None):
     sys.path.insert(0, os.path.dirname(__file__))
     try:
         import mpi_worker
     finally:
         sys.path.pop(0)
     X, labels, sw = mpi_worker.global_data()
-    model = mpi_worker.model()
+    model = mpi_worker.model(dropout, normalization)
     history = fastnn.fit(model, X, labels, "cross_entropy", mpi_worker.optimizer(opt),
                          epochs=4, batch_size=16, seed=3, sample_weight=sw)
     return model.params, history.loss
 
 
-@pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_two_ranks_train_exactly_like_one_process(tmp_path, opt):
+@pytest.mark.parametrize("opt, dropout, normalization",
+                         [("sgd", 0.0, None), ("adam", 0.0, None), ("sgd", 0.3, None),
+                          ("adam", 0.3, "layer")],
+                         ids=["sgd", "adam", "sgd-dropout", "adam-dropout-layernorm"])
+def test_two_ranks_train_exactly_like_one_process(tmp_path, opt, dropout, normalization):
     out = tmp_path / "result.npz"
-    result = _run("equal", str(out), opt)
+    result = _run("equal", str(out), opt, str(dropout), *([normalization] if normalization
+                                                          else []))
     assert result.returncode == 0, result.stderr
     with np.load(out) as data:
         params, loss = data["params"], data["loss"]
-    # uneven shards (30 and 71 rows) and sample weights, the same global minibatches
-    want, want_loss = _single_process(opt)
+    # uneven shards (30 and 71 rows) and sample weights, the same global minibatches; with
+    # dropout, the masks of a sample are the same whichever rank holds it
+    want, want_loss = _single_process(opt, dropout, normalization)
     np.testing.assert_allclose(params[0], want, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-10)
     np.testing.assert_array_equal(params[0], params[1])  # every rank: the same bits

@@ -8,7 +8,7 @@ import pytest
 
 import fastnn
 from fastnn import init
-from fastnn.layers import ACTIVATIONS
+from fastnn.layers import ACTIVATION_ALIASES, ACTIVATIONS
 
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["float32", "float64"]
@@ -446,11 +446,13 @@ def test_bad_selections(call, exc, message):
 
 def test_default_initializer():
     # the same activations as the layers (listed, not imported, in fastnn.init)
-    assert set(init._ACTIVATIONS) == set(ACTIVATIONS)
-    for activation in ("relu", "leaky_relu"):
+    assert set(init._ACTIVATIONS) == set(ACTIVATIONS) | set(ACTIVATION_ALIASES)
+    for activation in ("relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "silu", "swish"):
         assert init.default_initializer(activation) is init.he_normal
-    for activation in ("tanh", "sigmoid", "identity"):
+    for activation in ("tanh", "sigmoid", "identity", "softplus"):
         assert init.default_initializer(activation) is init.glorot_uniform
+    # Klambauer et al. (2017): SELU's fixed point assumes Var(w) = 1/n_in
+    assert init.default_initializer("selu") is init.lecun_normal
 
 
 def test_symmetric_flag():

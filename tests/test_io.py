@@ -264,9 +264,9 @@ def test_an_inconsistent_description_is_reported(tmp_path):
     model = MLP([2, 3, 2], seed=0)
     path, _ = _save_bytes(model, tmp_path)
     d = _description(path)
-    d["layers"][0]["activation"] = "swish"
+    d["layers"][0]["activation"] = "mish"
     _rewrite(path, description=np.array(json.dumps(d)))
-    assert "inconsistent" in _load_error(path) and "swish" in _load_error(path)
+    assert "inconsistent" in _load_error(path) and "mish" in _load_error(path)
     d = _description(path)
     d["layer_sizes"] = [2, 4, 2]
     d["layers"][0]["activation"] = "relu"

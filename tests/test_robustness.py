@@ -426,8 +426,8 @@ def test_class_labels_are_counted_or_rejected_never_wrapped():
 
 @pytest.mark.parametrize("what, call, valid", [
     ("activation", lambda: fastnn.dense_forward(*layer_arrays()["X"][None], np.ones((4, 3)),
-                                                np.ones(3), "gelu"), ACTIVATIONS),
-    ("activation", lambda: MLP([3, 4, 2], activation="swish"), ACTIVATIONS),
+                                                np.ones(3), "mish"), ACTIVATIONS),
+    ("activation", lambda: MLP([3, 4, 2], activation="mish"), ACTIVATIONS),
     ("activation", lambda: fastnn.Dense(3, 4, "softmax"), ACTIVATIONS),
     ("loss", lambda: fit(MLP([3, 2]), np.zeros((4, 3)), np.zeros(4), "hinge"), LOSS_NAMES),
     ("loss", lambda: fastnn.losses.get_loss("l1"), LOSS_NAMES),
@@ -984,7 +984,7 @@ def test_estimators_list_valid_names():
     Classifier, Regressor = _estimators()
     X, y = classification_data()
     for est, what, valid in [
-        (Classifier(activation="gelu"), "activation", ("logistic", "tanh", "relu")),
+        (Classifier(activation="mish"), "activation", ("logistic", "tanh", "relu")),
         (Classifier(solver="lbfgs"), "solver", ("sgd", "adam")),
         (Regressor(loss="huber"), "loss", ("squared_error", "gaussian_nll")),
         (Regressor(init="kaiming"), "initializer", init.NAMES),

@@ -472,7 +472,7 @@ def test_invalid_parameters_are_reported_at_fit_with_their_name():
                           ({"batch_size": "big"}, "batch_size"),
                           ({"learning_rate": "cyclic"}, "learning_rate"),
                           ({"momentum": 1.0}, "momentum"), ({"shuffle": "yes"}, "shuffle"),
-                          ({"activation": "swish"}, "activation")]:
+                          ({"activation": "mish"}, "activation")]:
         with pytest.raises((ValueError, TypeError), match=match):
             MLPClassifier(**params).fit(X, y)
 

@@ -210,3 +210,14 @@ def test_missing_torch_says_which_extra(monkeypatch):
         model.to_torch()
     with pytest.raises(ImportError, match=r'pip install "fastnn\[torch\]"'):
         fastnn.MLP.from_torch(None)
+
+
+def test_dropout_travels_and_layer_norm_is_refused():
+    model = fastnn.MLP([5, 8, 6, 3], activation="gelu", dropout=[0.2, 0.0], seed=0)
+    seq = model.to_torch()
+    assert [type(m) for m in seq][:4] == [nn.Linear, nn.GELU, nn.Dropout, nn.Linear]
+    back = fastnn.MLP.from_torch(seq)
+    assert [layer.dropout for layer in back.layers] == [0.2, 0.0, 0.0]
+    assert back.params.tobytes() == model.params.tobytes()
+    with pytest.raises(ValueError, match="does not translate layer normalization"):
+        fastnn.MLP([5, 8, 3], normalization="layer").to_torch()
