@@ -187,6 +187,7 @@ def test_dropout_arguments_are_checked_and_saved(tmp_path):
     np.testing.assert_array_equal(again.predict(X), model.predict(X))
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_estimators_take_dropout():
     from fastnn.sklearn import MLPClassifier, MLPRegressor
     rng = np.random.default_rng(0)

@@ -122,6 +122,7 @@ def test_bad_normalization_is_rejected():
         fastnn.MLP([3, 4, 4, 2], normalization=["layer"])
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_estimators_take_normalization():
     from fastnn.sklearn import MLPClassifier
     rng = np.random.default_rng(0)

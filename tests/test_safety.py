@@ -196,7 +196,7 @@ def test_train_epoch_checks_workspace_batch_and_state_sizes():
 def test_netspec_and_layer_wrappers_check_their_arguments():
     check_error(lambda: _network.NetSpec([3, 4], [0, 0], [0.0]), ValueError,
                 "acts has 2 entries; expected 1")
-    check_error(lambda: _network.NetSpec([3, 4], [9], [0.0]), ValueError, "acts=[9]")
+    check_error(lambda: _network.NetSpec([3, 4], [11], [0.0]), ValueError, "acts=[11]")
     check_error(lambda: _network.NetSpec([3, 0], [0], [0.0]), ValueError, "sizes=[3, 0]")
     check_error(lambda: _network.NetSpec([3, 2**40], [0], [0.0]), ValueError, "sizes=")
     check_error(lambda: _network.NetSpec([3], [], []), ValueError, "at least 2")
