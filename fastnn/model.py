@@ -687,6 +687,110 @@ class MLP:
         out = self._forward(X, _LEARNED_GAUSSIAN)
         return np.ascontiguousarray(out[:, self.n_outputs // 2:])
 
+    # ------------------------------------------------------------------ input derivatives
+
+    def input_gradient(self, X, y=None, loss=None, output=None, *, of="output",
+                       reduction="none", sample_weight=None):
+        """Gradient with respect to the inputs, by the compiled backward pass run down to X.
+
+        Exactly one of `y` (the gradient of the loss given targets) and `output` (the gradient
+        of one output column) is given.  No finite differences: one forward and one backward
+        pass per chunk of PREDICT_CHUNK_ROWS rows, in the model's dtype, without the GIL.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+            Converted once to the model's dtype (see ``as_input``).
+        y : array-like, optional
+            Targets as `loss` accepts them: return the loss gradient.
+        loss : str or fastnn.losses.Loss, optional
+            The loss for `y`; default: the loss the model was last trained with.
+        output : int, optional
+            Return d y_j / dX for output column j in [0, n_outputs) (see `of`).
+        of : {"output", "logits"}, default "output"
+            With `output`: "output" differentiates what the output link gives (probabilities
+            for sigmoid/softmax, the rate for exp; for ``GaussianNLL("learned")`` columns
+            0..k-1 are the means and k..2k-1 the standard deviations exp(s/2)); "logits" the
+            last layer before the link.
+        reduction : {"none", "mean"}, default "none"
+            With `y`: "none" gives row i = w_i dl_i/dx_i, the per-sample loss gradient (what
+            a sensitivity analysis wants); "mean" gives the gradient of the (weighted) mean
+            loss sum_i w_i l_i / sum_i w_i with respect to X, i.e. the same rows divided by
+            sum_i w_i.
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights w_i (default 1), with `y` only.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_inputs), the model's dtype
+
+        Raises
+        ------
+        ValueError, TypeError
+            Both or neither of `y` and `output`; `output` out of range; `y` without a loss
+            when the model has never been trained; bad X, y or sample_weight.
+        """
+        from fastnn import _sensitivity
+        if (y is None) == (output is None):
+            raise ValueError("input_gradient needs exactly one of y (the gradient of the loss "
+                             "given targets) and output (the gradient of one output column); "
+                             f"got {'both' if y is not None else 'neither'}")
+        if y is None:
+            if loss is not None or sample_weight is not None:
+                raise ValueError("loss and sample_weight apply to the loss gradient; pass y "
+                                 "with them, or output alone")
+            j = check_number(output, "output", low=0, high=self.n_outputs - 1, integer=True)
+            return self._jacobian(X, of, int(j), int(j) + 1)[:, 0, :]
+        check_choice(reduction, "reduction", ("none", "mean"))
+        if loss is None:
+            if self.loss_ is None:
+                raise ValueError("the model has not been trained, so it has no loss: pass "
+                                 "loss= with y")
+            loss = self.loss_
+        loss, X, Y, labels, sw, sigma = self.prepare_data(X, y, loss, sample_weight)
+        scale = 1.0
+        if reduction == "mean":
+            weight_sum = float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
+            if not weight_sum > 0:
+                raise ValueError("sample_weight sums to 0: the mean loss is undefined")
+            scale = 1.0 / weight_sum
+        out = np.empty((X.shape[0], self.n_inputs), dtype=self.dtype)
+        _sensitivity.loss_input_grad_into(
+            self._spec, self.params, X, loss.kind, int(loss.full), loss.scalar_sigma, Y,
+            labels, sw, sigma, scale, out, PREDICT_CHUNK_ROWS)
+        return out
+
+    def jacobian(self, X, of="output"):
+        """The Jacobian of the outputs with respect to the inputs, per sample.
+
+        ``J[i, j, c] = d y_ij / d x_ic`` by the compiled backward pass run down to X (one
+        forward and n_outputs backward passes per chunk of PREDICT_CHUNK_ROWS rows, without
+        the GIL), in the model's dtype.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+        of : {"output", "logits"}, default "output"
+            "output": y is what the output link gives (``predict``/``predict_proba``; for
+            ``GaussianNLL("learned")`` the k means then the k standard deviations exp(s/2));
+            "logits": y is the last layer before the link (``forward``).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_outputs, n_inputs), the model's dtype
+        """
+        return self._jacobian(X, of, 0, self.n_outputs)
+
+    def _jacobian(self, X, of, first, stop):
+        """Columns [first, stop) of the Jacobian, shape (n_samples, stop - first, n_inputs)."""
+        from fastnn import _sensitivity
+        check_choice(of, "of", ("output", "logits"))
+        X = as_input(X, "X", self.dtype, self.n_inputs)
+        out = np.empty((X.shape[0], stop - first, self.n_inputs), dtype=self.dtype)
+        _sensitivity.jacobian_into(self._spec, self.params, X, int(of == "output"),
+                                   self._link_kind(), first, stop, out, PREDICT_CHUNK_ROWS)
+        return out
+
     def prepare_data(self, X, y, loss, sample_weight=None):
         """Validate and convert (X, y, sample_weight, per-sample sigma) once for compiled code.
 

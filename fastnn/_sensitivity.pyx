@@ -1,0 +1,217 @@
+"""Derivatives of a network with respect to its INPUTS: the backward pass run down to X.
+
+The training backward pass (_network.pyx) stops at the first layer, since nobody needs dl/dX
+to train; here we need nothing else, so the weight gradients are skipped instead.  For a
+chunk of rows, one forward pass stores every layer's output; then each seed dl/dZ_L
+(n_rows, n_L) is pulled back layer by layer,
+
+    D_k := dA_k * act_k'(A_k),     dA_{k-1} := D_k @ W_k^T,
+
+until dA_0 = dl/dX.  A seed is either the loss gradient (fused with the output link, as in
+training) or, for the Jacobian, one unit vector per output column (of the logits, or of the
+linked output, whose derivative is applied to the seed first).  The Jacobian thus costs one
+forward and n_L backward passes per chunk, all in compiled code without the GIL.
+
+Every function allocates its workspace once per call (so concurrent calls share nothing) and
+processes X in chunks of `chunk_rows` rows, so memory is bounded whatever n_samples is.
+Unchecked: fastnn.model validates every argument first.
+"""
+from cython cimport floating
+from libc.math cimport exp
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+
+from fastnn._blas cimport gemm_rowmajor
+from fastnn._kernels cimport FNN_OK, act_backward
+from fastnn._losses cimport LossParams, LOSS_GAUSSIAN_LEARNED, output_activation
+from fastnn._network cimport Net, NetSpec, net_forward, net_forward_loss, layer_output
+
+# seed kinds of jacobian_into (keep in step with fastnn/model.py)
+cdef enum:
+    SEED_LOGITS = 0    # d Z_L[:, j] / dX
+    SEED_OUTPUT = 1    # d link(Z_L)[:, j] / dX
+
+
+cdef int backward_to_input(const Net *net, const floating *params, int n_rows,
+                           floating *acts, floating *delta0, floating *delta1,
+                           floating *scratch, floating *dX) noexcept nogil:
+    """dX (n_rows, n_0) := the pull-back of delta0 = dl/dZ_L through every layer.
+
+    delta0 and delta1 each hold n_rows * max(n_k) values and are overwritten; scratch holds
+    max(n_k) values (act_backward's bias gradient, unused here).  Returns a status.
+    """
+    cdef int k, status
+    cdef int L = net.n_layers
+    cdef floating *swap
+    cdef floating *target
+    for k in range(L - 1, -1, -1):
+        # delta0 holds dl/dA_k on entry; D_k overwrites it in place
+        status = act_backward(delta0, layer_output(net, acts, n_rows, k), delta0, scratch,
+                              n_rows, net.sizes[k + 1], net.acts[k], <floating> net.alphas[k])
+        if status != FNN_OK:
+            return status
+        target = dX if k == 0 else delta1
+        # dA_{k-1} (n_rows, n_k) := D_k (n_rows, n_{k+1}) @ W_k^T
+        gemm_rowmajor(False, True, n_rows, net.sizes[k], net.sizes[k + 1], <floating> 1,
+                      delta0, net.sizes[k + 1], params + net.w_off[k], net.sizes[k + 1],
+                      <floating> 0, target, net.sizes[k])
+        swap = delta0
+        delta0 = delta1
+        delta1 = swap
+    return FNN_OK
+
+
+cdef size_t _delta_width(const Net *net) noexcept nogil:
+    return <size_t> (net.max_width if net.max_width > net.sizes[0] else net.sizes[0])
+
+
+def loss_input_grad_into(NetSpec spec, const floating[::1] params, const floating[:, ::1] X,
+                         int loss_kind, int full, double sigma_scalar,
+                         const floating[:, ::1] Y, const Py_ssize_t[::1] labels,
+                         const floating[::1] sample_weight, const floating[::1] sigma,
+                         double grad_scale, floating[:, ::1] out, Py_ssize_t chunk_rows):
+    """out (n, n_0) := grad_scale * w_i * dl_i/dx_i for every sample; returns sum_i w_i l_i.
+
+    Row i depends on sample i only (the samples of a network are independent), so out holds
+    the per-sample loss gradients; the gradient of the (weighted) mean loss w.r.t. X is
+    out / sum(w) with grad_scale = 1.
+    """
+    cdef const Net *net = &spec.net
+    cdef LossParams lp
+    cdef Py_ssize_t n = X.shape[0], start, rows
+    cdef int status = FNN_OK
+    cdef double total = 0.0
+    cdef size_t dw = _delta_width(net)
+    cdef floating *acts
+    cdef floating *d0
+    cdef floating *d1
+    cdef floating *scratch
+    cdef Py_ssize_t n_targets = 0 if Y is None else Y.shape[1]
+    lp.kind = loss_kind
+    lp.full = full
+    lp.sigma = sigma_scalar
+    chunk_rows = max(1, min(chunk_rows, n))
+    cdef size_t n_values = <size_t> chunk_rows * (net.act_width + 2 * dw) + dw
+    acts = <floating *> malloc(n_values * sizeof(floating))
+    if acts == NULL:
+        raise MemoryError(f"could not allocate the input-gradient workspace "
+                          f"({n_values * sizeof(floating)} bytes)")
+    d0 = acts + <size_t> chunk_rows * net.act_width
+    d1 = d0 + <size_t> chunk_rows * dw
+    scratch = d1 + <size_t> chunk_rows * dw
+    try:
+        with nogil:
+            start = 0
+            while start < n:
+                rows = min(chunk_rows, n - start)
+                total += net_forward_loss(
+                    net, &params[0], &X[start, 0], <int> rows, &lp,
+                    NULL if Y is None else &Y[0, 0] + start * n_targets,
+                    NULL if labels is None else &labels[0] + start,
+                    NULL if sample_weight is None else &sample_weight[0] + start,
+                    NULL if sigma is None else &sigma[0] + start,
+                    grad_scale, acts, d0, &status)
+                if status != FNN_OK:
+                    break
+                status = backward_to_input(net, &params[0], <int> rows, acts, d0, d1,
+                                           scratch, &out[start, 0])
+                if status != FNN_OK:
+                    break
+                start += rows
+    finally:
+        free(acts)
+    if status != FNN_OK:
+        raise ValueError(f"compiled input-gradient pass failed with status {status}")
+    return total
+
+
+cdef void _seed(int seed_kind, int link_kind, const floating *Z, const floating *P,
+                int rows, int n_out, int j, floating *delta) noexcept nogil:
+    """delta (rows, n_out) := d(output column j)/dZ_L per row, for the chosen output.
+
+    P is the linked output (the output link applied to Z), used by the link derivatives:
+    sigmoid p(1 - p), exp p, softmax p_j (e_j - p), learned Gaussian: identity for the mean
+    columns and sigma / 2 for the columns sigma = exp(s / 2).
+    """
+    cdef int i, m
+    cdef floating p
+    memset(delta, 0, <size_t> rows * n_out * sizeof(floating))
+    for i in range(rows):
+        p = P[i * n_out + j]
+        if seed_kind == SEED_LOGITS or link_kind == 0:
+            delta[i * n_out + j] = 1
+        elif link_kind == 3:    # sigmoid
+            delta[i * n_out + j] = p * (1 - p)
+        elif link_kind == 6:    # exp
+            delta[i * n_out + j] = p
+        elif link_kind == 4:    # softmax: d p_j / d z_m = p_j (delta_jm - p_m)
+            for m in range(n_out):
+                delta[i * n_out + m] = -p * P[i * n_out + m]
+            delta[i * n_out + j] += p
+        elif link_kind == LOSS_GAUSSIAN_LEARNED:
+            delta[i * n_out + j] = 1 if j < n_out // 2 else p / 2
+        else:                   # identity-linked losses (MSE, fixed-sigma Gaussian)
+            delta[i * n_out + j] = 1
+
+
+def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::1] X,
+                  int seed_kind, int link_kind, Py_ssize_t first, Py_ssize_t stop,
+                  floating[:, :, ::1] out, Py_ssize_t chunk_rows):
+    """out (n, stop - first, n_0) := d y_j / dX for the output columns j in [first, stop).
+
+    y = Z_L (seed_kind SEED_LOGITS) or the output link of Z_L (SEED_OUTPUT, link_kind as in
+    fastnn/_losses.pxd).  One forward pass per chunk, then one backward pass per column.
+    """
+    cdef const Net *net = &spec.net
+    cdef int L = net.n_layers, n_out = net.sizes[net.n_layers], n_in = net.sizes[0]
+    cdef Py_ssize_t n = X.shape[0], start, rows, i, c
+    cdef int j, status = FNN_OK
+    cdef size_t dw = _delta_width(net)
+    cdef floating *acts
+    cdef floating *P
+    cdef floating *d0
+    cdef floating *d1
+    cdef floating *dX
+    cdef floating *scratch
+    cdef const floating *Z
+    chunk_rows = max(1, min(chunk_rows, n))
+    cdef size_t n_values = (<size_t> chunk_rows * (net.act_width + n_out + 2 * dw + n_in)
+                            + dw)
+    acts = <floating *> malloc(n_values * sizeof(floating))
+    if acts == NULL:
+        raise MemoryError(f"could not allocate the Jacobian workspace "
+                          f"({n_values * sizeof(floating)} bytes)")
+    P = acts + <size_t> chunk_rows * net.act_width
+    d0 = P + <size_t> chunk_rows * n_out
+    d1 = d0 + <size_t> chunk_rows * dw
+    dX = d1 + <size_t> chunk_rows * dw
+    scratch = dX + <size_t> chunk_rows * n_in
+    try:
+        with nogil:
+            start = 0
+            while start < n:
+                rows = min(chunk_rows, n - start)
+                status = net_forward(net, &params[0], &X[start, 0], <int> rows, acts)
+                if status != FNN_OK:
+                    break
+                Z = layer_output(net, acts, <int> rows, L - 1)
+                for i in range(rows * n_out):
+                    P[i] = Z[i]
+                if seed_kind == SEED_OUTPUT:
+                    output_activation(link_kind, P, <int> rows, n_out)
+                for j in range(<int> first, <int> stop):
+                    _seed(seed_kind, link_kind, Z, P, <int> rows, n_out, j, d0)
+                    status = backward_to_input(net, &params[0], <int> rows, acts, d0, d1,
+                                               scratch, dX)
+                    if status != FNN_OK:
+                        break
+                    for i in range(rows):
+                        for c in range(n_in):
+                            out[start + i, j - first, c] = dX[i * n_in + c]
+                if status != FNN_OK:
+                    break
+                start += rows
+    finally:
+        free(acts)
+    if status != FNN_OK:
+        raise ValueError(f"compiled Jacobian pass failed with status {status}")

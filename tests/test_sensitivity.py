@@ -1,0 +1,189 @@
+"""MLP.input_gradient / MLP.jacobian against float64 central differences, every activation,
+output link and loss; chunking, dtypes and bad input."""
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import model as model_module
+from fastnn.layers import ACTIVATIONS
+
+H = 1e-5          # central-difference step: truncation ~H^2, rounding ~1e-16 / H
+REL = 1e-7        # the issue's bound on the relative error
+
+
+def _close(actual, expected, rel=REL):
+    """max |actual - expected| <= rel * max(1, max |expected|), entrywise scale."""
+    scale = max(1.0, float(np.abs(expected).max()))
+    err = float(np.abs(np.asarray(actual, np.float64) - expected).max())
+    assert err <= rel * scale, f"max error {err:.3g} > {rel:g} * {scale:.3g}"
+
+
+def _central(f, X):
+    """d f(X)[i, ...] / d X[i, c] by central differences, shape f(X).shape + (n_inputs,).
+
+    Sample i's outputs depend on row i only, so perturbing column c of every row at once
+    gives all rows' derivatives in two evaluations."""
+    cols = []
+    for c in range(X.shape[1]):
+        E = np.zeros_like(X)
+        E[:, c] = H
+        cols.append((f(X + E) - f(X - E)) / (2 * H))
+    return np.stack(cols, axis=-1)
+
+
+# (loss, output width, target maker): every output link fastnn has
+LINKS = {
+    "identity": ("mse", 3, lambda rng, n: rng.standard_normal((n, 3))),
+    "sigmoid": ("bce", 3, lambda rng, n: (rng.random((n, 3)) < 0.5) * 1.0),
+    "softmax": ("cross_entropy", 3, lambda rng, n: rng.integers(0, 3, n)),
+    "exp": ("poisson", 3, lambda rng, n: rng.poisson(2.0, (n, 3)) * 1.0),
+    "learned": (fastnn.GaussianNLL("learned"), 4, lambda rng, n: rng.standard_normal((n, 2))),
+}
+
+
+def _model(activation, link, dtype=np.float64, n_in=4):
+    loss, n_out, make_y = LINKS[link]
+    model = fastnn.MLP([n_in, 6, 5, n_out], activation=activation, dtype=dtype, seed=3,
+                       bias_init=0.1)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((9, n_in))
+    y = make_y(rng, 9)
+    model.loss_and_grad(X, y, loss)      # sets the model's loss, hence its output link
+    return model, loss, X, y
+
+
+def _output_fn(model, link):
+    """What jacobian(of="output") differentiates, in NumPy from the logits."""
+    def f(X):
+        Z = model.forward(X)
+        if link == "sigmoid":
+            return 1 / (1 + np.exp(-Z))
+        if link == "softmax":
+            E = np.exp(Z - Z.max(axis=1, keepdims=True))
+            return E / E.sum(axis=1, keepdims=True)
+        if link == "exp":
+            return np.exp(Z)
+        if link == "learned":
+            k = Z.shape[1] // 2
+            return np.concatenate([Z[:, :k], np.exp(Z[:, k:] / 2)], axis=1)
+        return Z
+    return f
+
+
+@pytest.mark.parametrize("link", list(LINKS))
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_jacobian_matches_central_differences(activation, link):
+    model, _, X, _ = _model(activation, link)
+    J = model.jacobian(X)
+    assert J.shape == (9, model.n_outputs, 4) and J.dtype == np.float64
+    _close(J, _central(_output_fn(model, link), X))
+    _close(model.jacobian(X, of="logits"), _central(model.forward, X))
+    for j in range(model.n_outputs):
+        np.testing.assert_array_equal(model.input_gradient(X, output=j), J[:, j, :])
+
+
+@pytest.mark.parametrize("link", list(LINKS))
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_loss_input_gradient_matches_central_differences(activation, link):
+    model, loss, X, y = _model(activation, link)
+    w = np.random.default_rng(7).uniform(0.5, 2.0, X.shape[0])
+
+    def mean_loss(X):
+        return model.copy().loss_and_grad(X, y, loss, sample_weight=w)
+
+    # d(mean)/dX by differences of the scalar, one entry at a time
+    expected = np.empty_like(X)
+    for i in range(X.shape[0]):
+        for c in range(X.shape[1]):
+            E = np.zeros_like(X)
+            E[i, c] = H
+            expected[i, c] = (mean_loss(X + E) - mean_loss(X - E)) / (2 * H)
+    got_mean = model.input_gradient(X, y, loss, reduction="mean", sample_weight=w)
+    _close(got_mean, expected)
+    got = model.input_gradient(X, y, loss, sample_weight=w)     # per sample: w_i dl_i/dx_i
+    _close(got, expected * w.sum())
+    # unweighted, per sample, and the model's own loss by default
+    unweighted = model.input_gradient(X, y)
+    expected_1 = np.empty_like(X)
+    for i in range(X.shape[0]):
+        li = lambda Xi: model.copy().loss_and_grad(Xi, y[i:i + 1], loss)  # noqa: E731
+        for c in range(X.shape[1]):
+            E = np.zeros((1, X.shape[1]))
+            E[0, c] = H
+            expected_1[i, c] = (li(X[i:i + 1] + E) - li(X[i:i + 1] - E)) / (2 * H)
+    _close(unweighted, expected_1)
+
+
+def test_fixed_and_per_sample_sigma_gaussian_and_kl():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8, 3))
+    model = fastnn.MLP([3, 7, 2], activation="tanh", dtype=np.float64, seed=1)
+    y = rng.standard_normal((8, 2))
+    sigma = rng.uniform(0.5, 2.0, 8)
+    for loss, s in ((fastnn.GaussianNLL(0.7), np.full(8, 0.7)),
+                    (fastnn.GaussianNLL(sigma, full=True), sigma)):
+        g = model.input_gradient(X, y, loss)
+        Z_grad = (model.forward(X) - y) / (s ** 2)[:, None]
+        J = model.jacobian(X, of="logits")
+        _close(g, np.einsum("ij,ijc->ic", Z_grad, J), 1e-12)
+    P = rng.dirichlet(np.ones(2), 8)
+    g = model.input_gradient(X, P, "kl_divergence")
+    Z = model.forward(X)
+    S = np.exp(Z) / np.exp(Z).sum(1, keepdims=True)
+    _close(g, np.einsum("ij,ijc->ic", S - P, model.jacobian(X, of="logits")), 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_chunks_give_the_same_rows(monkeypatch, dtype):
+    model, loss, X, y = _model("tanh", "softmax", dtype)
+    X = np.tile(X, (5, 1))
+    y = np.tile(y, 5)
+    J, g = model.jacobian(X), model.input_gradient(X, y)
+    assert J.dtype == dtype and g.dtype == dtype
+    monkeypatch.setattr(model_module, "PREDICT_CHUNK_ROWS", 4)
+    np.testing.assert_array_equal(model.jacobian(X), J)
+    np.testing.assert_array_equal(model.input_gradient(X, y), g)
+
+
+def test_float32_agrees_with_float64():
+    m64, loss, X, y = _model("relu", "learned")
+    m32 = m64.astype(np.float32)
+    np.testing.assert_allclose(m32.jacobian(X), m64.jacobian(X), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(m32.input_gradient(X, y), m64.input_gradient(X, y),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_wide_input_layer():
+    # the input is wider than every layer: the delta buffers must hold n_inputs columns
+    model = fastnn.MLP([40, 3, 2], activation="sigmoid", dtype=np.float64, seed=0)
+    X = np.random.default_rng(0).standard_normal((5, 40))
+    _close(model.jacobian(X), _central(model.forward, X))
+
+
+def test_bad_input():
+    model, loss, X, y = _model("tanh", "identity")
+    with pytest.raises(ValueError, match="exactly one of y .* got neither"):
+        model.input_gradient(X)
+    with pytest.raises(ValueError, match="got both"):
+        model.input_gradient(X, y, output=0)
+    with pytest.raises(ValueError, match="output=3; expected output <= 2"):
+        model.input_gradient(X, output=3)
+    with pytest.raises(TypeError, match="output must be an integer"):
+        model.input_gradient(X, output=1.0)
+    with pytest.raises(ValueError, match="of='probabilities' is not supported"):
+        model.jacobian(X, of="probabilities")
+    with pytest.raises(ValueError, match="reduction='sum' is not supported"):
+        model.input_gradient(X, y, reduction="sum")
+    with pytest.raises(ValueError, match="X has 3 features"):
+        model.jacobian(X[:, :3])
+    with pytest.raises(ValueError, match="X contains NaN"):
+        model.jacobian(np.full((2, 4), np.nan))
+    with pytest.raises(ValueError, match="X has 9 samples but y has 8"):
+        model.input_gradient(X, y[:8])
+    with pytest.raises(ValueError, match="sample_weight is all zeros"):
+        model.input_gradient(X, y, reduction="mean", sample_weight=np.zeros(9))
+    with pytest.raises(ValueError, match="pass y"):
+        model.input_gradient(X, output=0, loss="mse")
+    untrained = fastnn.MLP([4, 3, 1], seed=0)
+    with pytest.raises(ValueError, match="has not been trained"):
+        untrained.input_gradient(X, np.zeros(9))
