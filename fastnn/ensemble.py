@@ -1,0 +1,686 @@
+"""Deep ensembles: K networks of one architecture, trained from different seeds on every core.
+
+A deep ensemble (Lakshminarayanan, Pritzel & Blundell 2017, "Simple and scalable predictive
+uncertainty estimation using deep ensembles", NeurIPS) trains K copies of one network from
+different random initializations (and shuffling orders, optionally on bootstrap resamples of
+the data) and averages their predictions.  Where the data pins the function down the members
+agree; away from the data they disagree, and that spread measures the model's own
+(epistemic) uncertainty.
+
+How the members are trained
+---------------------------
+Each member is an ordinary ``fastnn.MLP`` trained by ``fastnn.fit``; ``MLPEnsemble.fit`` runs
+those fits in a pool of ``n_threads`` worker threads.  fastnn's compiled epoch releases the
+GIL, so the members really run in parallel, and BLAS is held at ONE thread for the duration,
+so fastnn's threads and BLAS's never oversubscribe the cores.  A member's arithmetic then does
+not depend on which thread runs it or on how many threads there are: member k is bitwise equal
+to ``MLP(..., seed=s_k).fit(X_k, y_k, ..., seed=s_k, n_threads=1)`` with its seed
+``s_k = member_seeds[k]`` and its data ``X_k`` (all of X, or the bootstrap resample
+``X[ensemble.bootstrap_indices(k, n)]``).
+
+With ``comm`` (MPI data-parallel, see fastnn.distributed) the members train one after another,
+in member order, on every rank: each member's fit issues its collectives in the same order on
+every rank, so no two fits interleave their messages and nothing can deadlock.
+
+Combining the members
+---------------------
+With member predictions p_k(x), k = 1..K:
+
+* classification (sigmoid or softmax link): the mean probability ``mean_k p_k(x)``;
+* regression trained with ``GaussianNLL("learned")``: member k predicts N(mu_k, sigma_k^2);
+  the ensemble is the uniform mixture of those Gaussians, whose mean and variance are ::
+
+      mu*(x)      = mean_k mu_k(x)
+      sigma*^2(x) = mean_k sigma_k^2(x)            aleatoric: the noise the members predict
+                  + mean_k (mu_k(x) - mu*(x))^2    epistemic: the members' disagreement
+
+  (the population variance over members, as the mixture has).  ``predict_interval``
+  approximates the mixture by the Gaussian N(mu*, sigma*^2), as Lakshminarayanan et al. do:
+  ``mu* +- z sigma*`` with z the standard normal quantile at (1 + level) / 2.  The mixture
+  itself may be skewed or multimodal where the members disagree strongly;
+* regression with MSE or a fixed sigma: the mean of the members' predictions; the only
+  variance the ensemble knows is the epistemic one (``predict_std`` returns it; intervals
+  need a learned variance and raise otherwise);
+* Poisson (exp link): the mean rate.
+
+Saving
+------
+``MLPEnsemble.save(path)`` writes one ``.npz`` archive (``numpy.savez`` layout, no pickle):
+``description``, a 0-d unicode array holding strict JSON ::
+
+    {"format": "fastnn-ensemble", "format_version": 1, "fastnn_version": ...,
+     "n_members": K, "member_seeds": [...], "bootstrap": bool}
+
+and ``member_<k>`` for k = 0..K-1, a uint8 array holding member k's complete model file as
+``MLP.save`` writes it (``fastnn.io``), optimizer included when the member has one.
+``load_ensemble`` reads the archive with ``allow_pickle=False`` and each member with
+``fastnn.load``, so every check fastnn.io makes applies to every member; any problem raises
+``fastnn.io.ModelFileError`` naming the file (and the member).
+"""
+import copy
+import io as _bytes_io
+import json
+import os
+import tempfile
+import threading
+import zipfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import numpy as np
+from scipy.special import ndtri
+
+from fastnn import __version__
+from fastnn._validation import MAX_DIM, check_bool, check_number
+from fastnn.io import ModelFileError, load as _load_model
+from fastnn.layers import DEFAULT_LEAKY_SLOPE
+from fastnn.losses import GaussianNLL, get_loss
+from fastnn.model import MLP, as_input
+from fastnn.optim import get_optimizer
+from fastnn.threads import blas_threads, get_num_threads
+from fastnn.trainer import fit as _fit
+
+__all__ = ["MLPEnsemble", "EnsemblePrediction", "load_ensemble", "available_cores",
+           "ENSEMBLE_FORMAT", "ENSEMBLE_FORMAT_VERSION"]
+
+ENSEMBLE_FORMAT = "fastnn-ensemble"
+ENSEMBLE_FORMAT_VERSION = 1
+_CLASSIFIER_LINKS = ("sigmoid", "softmax")
+_MAX_MEMBERS = 10_000
+# fixed second word of a member's bootstrap stream, so it differs from its init/shuffle stream
+_BOOTSTRAP_STREAM = 0xB007
+
+
+def available_cores():
+    """The number of cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class EnsemblePrediction(NamedTuple):
+    """The ensemble's Gaussian predictive distribution per sample and target.
+
+    Attributes
+    ----------
+    mean : ndarray of shape (n_samples, n_targets)
+        mu* = mean_k mu_k.
+    aleatoric : ndarray of shape (n_samples, n_targets)
+        mean_k sigma_k^2, the noise variance the members predict (zeros without a learned
+        variance).
+    epistemic : ndarray of shape (n_samples, n_targets)
+        mean_k (mu_k - mu*)^2, the variance of the members' means.
+    """
+    mean: np.ndarray
+    aleatoric: np.ndarray
+    epistemic: np.ndarray
+
+    @property
+    def variance(self):
+        """The mixture's variance: aleatoric + epistemic."""
+        return self.aleatoric + self.epistemic
+
+    @property
+    def std(self):
+        """The mixture's standard deviation sqrt(aleatoric + epistemic)."""
+        return np.sqrt(self.variance)
+
+
+class MLPEnsemble:
+    """A deep ensemble: K ``fastnn.MLP`` members of one architecture with different seeds.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        The members' widths ``[n_0, ..., n_L]`` (see ``fastnn.MLP``).
+    n_members : int, default 5
+        K >= 1.  Lakshminarayanan et al. find 5 members enough for most of the benefit.
+    activation, output, init, bias_init, dtype, alpha, warn_symmetric
+        As for ``fastnn.MLP``, the same for every member.
+    seed : int, numpy.random.Generator or None
+        Draws the members' seeds ``member_seeds`` (K ints): member k is ``MLP(..., seed=
+        member_seeds[k])`` and its fit shuffles with that seed too.  The same int seed gives
+        the same ensemble.
+    bootstrap : bool, default False
+        Train each member on a bootstrap resample (n rows drawn with replacement, see
+        ``bootstrap_indices``) instead of on all rows.  Random initialization alone usually
+        gives the better ensemble (Lakshminarayanan et al., section 2.4); bootstrapping adds
+        diversity when members are large compared to the data.
+
+    Attributes
+    ----------
+    members : list of fastnn.MLP
+    member_seeds : list of int
+    optimizers_ : list of optimizers or None
+        Each member's optimizer after ``fit`` (its state continues in the next fit).
+    histories_ : list of fastnn.History
+        Each member's history of the last ``fit``.
+    """
+
+    def __init__(self, layer_sizes, n_members=5, *, activation="relu", output="auto",
+                 init=None, bias_init=0.0, dtype=np.float32, seed=None,
+                 alpha=DEFAULT_LEAKY_SLOPE, bootstrap=False, warn_symmetric=True):
+        n_members = int(check_number(n_members, "n_members", low=1, high=_MAX_MEMBERS,
+                                     integer=True))
+        if seed is not None and not isinstance(seed, np.random.Generator):
+            check_number(seed, "seed", low=0, integer=True)
+        rng = np.random.default_rng(seed)
+        seeds = [int(s) for s in rng.integers(0, 2**31 - 1, n_members)]
+        members = [MLP(layer_sizes, activation=activation, output=output, init=init,
+                       bias_init=bias_init, dtype=dtype, seed=s, alpha=alpha,
+                       warn_symmetric=warn_symmetric)
+                   for s in seeds]
+        self._setup(members, seeds, bootstrap)
+
+    @classmethod
+    def from_models(cls, models, member_seeds=None, bootstrap=False):
+        """An ensemble of existing models (kept, not copied) of one architecture and dtype.
+
+        member_seeds (K ints >= 0) are the seeds later fits shuffle with; default 0..K-1.
+        """
+        models = list(models) if hasattr(models, "__iter__") else models
+        if not isinstance(models, list) or not models or not all(
+                isinstance(m, MLP) for m in models):
+            raise TypeError(f"models must be a non-empty sequence of fastnn.MLP; got "
+                            f"{models!r}")
+        if len(models) > _MAX_MEMBERS:
+            raise ValueError(f"{len(models)} models; at most {_MAX_MEMBERS} are supported")
+        if len({id(m) for m in models}) != len(models):
+            raise ValueError("models contains the same MLP object twice; members must be "
+                             "independent (use model.copy())")
+        ref = models[0]
+        for k, m in enumerate(models[1:], 1):
+            if (m.layer_sizes != ref.layer_sizes or m.dtype != ref.dtype
+                    or [la.activation for la in m.layers] != [la.activation for la in ref.layers]
+                    or m._link_name() != ref._link_name()):
+                raise ValueError(f"models[{k}] is {m!r}; expected the architecture, dtype and "
+                                 f"output link of models[0], {ref!r}")
+        if member_seeds is None:
+            member_seeds = list(range(len(models)))
+        member_seeds = list(member_seeds)
+        if len(member_seeds) != len(models):
+            raise ValueError(f"member_seeds has {len(member_seeds)} entries; expected "
+                             f"{len(models)} (one per model)")
+        for k, s in enumerate(member_seeds):
+            check_number(s, f"member_seeds[{k}]", low=0, integer=True)
+        self = cls.__new__(cls)
+        self._setup(models, [int(s) for s in member_seeds], bootstrap)
+        return self
+
+    def _setup(self, members, seeds, bootstrap):
+        self.members = members
+        self.member_seeds = seeds
+        self.bootstrap = check_bool(bootstrap, "bootstrap")
+        self.optimizers_ = [None] * len(members)
+        self._optimizer_given = None
+        self.histories_ = [None] * len(members)
+
+    # ------------------------------------------------------------------ structure
+
+    @property
+    def n_members(self):
+        return len(self.members)
+
+    @property
+    def layer_sizes(self):
+        return list(self.members[0].layer_sizes)
+
+    @property
+    def dtype(self):
+        return self.members[0].dtype
+
+    @property
+    def n_inputs(self):
+        return self.members[0].n_inputs
+
+    @property
+    def loss_(self):
+        """The members' loss (that of member 0; all are trained with the same)."""
+        return self.members[0].loss_
+
+    def __repr__(self):
+        m = self.members[0]
+        acts = [layer.activation for layer in m.layers[:-1]]
+        return (f"MLPEnsemble({m.layer_sizes}, n_members={self.n_members}, activation={acts}, "
+                f"output={m._link_name()!r}, dtype={m.dtype.name}, "
+                f"bootstrap={self.bootstrap})")
+
+    def bootstrap_indices(self, k, n_samples):
+        """Rows of member k's bootstrap resample: n_samples indices drawn with replacement.
+
+        Drawn from ``numpy.random.default_rng([member_seeds[k], 0xB007])``, a stream apart
+        from the member's initialization and shuffling.  Used by ``fit`` when bootstrap=True.
+        """
+        k = check_number(k, "k", low=0, high=self.n_members - 1, integer=True)
+        n_samples = check_number(n_samples, "n_samples", low=1, high=MAX_DIM, integer=True)
+        rng = np.random.default_rng([self.member_seeds[k], _BOOTSTRAP_STREAM])
+        return rng.integers(0, n_samples, n_samples)
+
+    # ------------------------------------------------------------------ training
+
+    def fit(self, X, y, loss, optimizer=None, *, n_threads=None, comm=None,
+            sample_weight=None, callbacks=(), **fit_kwargs):
+        """Train every member: ``fastnn.fit`` per member, members spread over threads.
+
+        Parameters
+        ----------
+        X, y, loss, sample_weight
+            As for ``fastnn.fit`` (with comm: this rank's shard).
+        optimizer : fastnn.SGD, fastnn.Adam, "sgd", "adam" or None
+            The settings every member trains with: member k gets its own deep copy (of the
+            instance, schedule included), kept in ``optimizers_[k]``; a later fit continues
+            each member from its own optimizer state.
+        n_threads : int or None
+            Worker threads, each training one member at a time with single-threaded BLAS.
+            Default: the cores available to this process (``os.sched_getaffinity``), at most
+            n_members.  Members' results do not depend on it.  Ignored with comm.
+        comm : mpi4py.MPI.Intracomm, optional
+            Data-parallel over MPI: the members train one after another, in order, on every
+            rank (see the module docstring); BLAS threads are left as they are.
+        callbacks : sequence of callables ``cb(epoch, logs)``
+            Called after every epoch of every member with ``logs["member"] = k`` added;
+            returning True stops that member.  Callbacks run in the worker threads (one
+            member's callbacks are never concurrent with each other; those of different
+            members may interleave).
+        **fit_kwargs
+            Every other argument of ``fastnn.fit`` (epochs, batch_size, shuffle,
+            validation_data, validation_split, early_stopping (per member), verbose,
+            drop_last), the same for every member.  ``seed`` is not accepted: member k
+            shuffles with ``member_seeds[k]``.
+
+        Returns
+        -------
+        list of fastnn.History, one per member (also ``histories_``)
+
+        Raises
+        ------
+        Whatever a member's fit raises (TrainingDiverged, bad input ...), once every member
+        has finished; with a note naming the member.  The other members keep their result.
+        KeyboardInterrupt stops every member after its running epoch, then is re-raised.
+        """
+        for name in ("seed", "n_threads_blas"):
+            if name in fit_kwargs:
+                raise TypeError(f"MLPEnsemble.fit does not take {name}=: member k shuffles "
+                                f"with member_seeds[k] (set by the ensemble's seed)")
+        if "model" in fit_kwargs:
+            raise TypeError("MLPEnsemble.fit trains its own members; do not pass model=")
+        if fit_kwargs.get("validation_split", 0.0) and self.bootstrap:
+            raise ValueError("validation_split with bootstrap=True would put copies of "
+                             "training rows in the validation set; pass validation_data")
+        if callable(callbacks) or not hasattr(callbacks, "__iter__"):
+            raise TypeError(f"callbacks must be a sequence of callables cb(epoch, logs); got "
+                            f"{callbacks!r} (put a single callback in a list)")
+        callbacks = list(callbacks)
+        for cb in callbacks:
+            if not callable(cb):
+                raise TypeError(f"callbacks must be callables cb(epoch, logs); got {cb!r}")
+        if n_threads is not None:
+            n_threads = int(check_number(n_threads, "n_threads", low=1, high=MAX_DIM,
+                                         integer=True))
+        loss = get_loss(loss)
+        # convert X once, so that members without bootstrap read it in place
+        X = as_input(X, "X", self.dtype, self.n_inputs)
+        # the same optimizer object (or None) as last time: every member continues from its
+        # own optimizer's state, as a second fit of one model does; otherwise fresh copies
+        if self.optimizers_[0] is not None and (optimizer is None
+                                                or optimizer is self._optimizer_given):
+            optimizers = list(self.optimizers_)
+        else:
+            template = get_optimizer(optimizer)
+            optimizers = [copy.deepcopy(template) for _ in range(self.n_members)]
+        self._optimizer_given = optimizer
+        stop = threading.Event()
+        histories = [None] * self.n_members
+        errors = [None] * self.n_members
+
+        def train(k):
+            try:
+                Xk, yk, swk, lossk = self._member_data(k, X, y, sample_weight, loss, comm)
+
+                def stop_and_forward(epoch, logs):
+                    logs = dict(logs, member=k)
+                    halt = any([bool(cb(epoch, logs)) for cb in callbacks])
+                    return halt or stop.is_set()
+
+                histories[k] = _fit(self.members[k], Xk, yk, lossk, optimizers[k],
+                                    seed=self.member_seeds[k], sample_weight=swk, comm=comm,
+                                    callbacks=[stop_and_forward], **fit_kwargs)
+            except BaseException as exc:  # kept, raised once every member has finished
+                errors[k] = exc
+
+        if comm is not None:
+            for k in range(self.n_members):
+                train(k)
+        else:
+            workers = min(self.n_members, n_threads or available_cores())
+            # one BLAS thread per worker: the members' arithmetic does not depend on the
+            # worker count, and workers x BLAS threads never exceed the cores asked for
+            with blas_threads(1 if get_num_threads() is not None else None):
+                with ThreadPoolExecutor(max_workers=workers,
+                                        thread_name_prefix="fastnn-ensemble") as pool:
+                    futures = [pool.submit(train, k) for k in range(self.n_members)]
+                    try:
+                        for f in futures:
+                            f.result()
+                    except KeyboardInterrupt:
+                        stop.set()   # every member stops after its running epoch
+                        for f in futures:
+                            f.cancel()
+                        pool.shutdown(wait=True)
+                        raise
+        self.optimizers_ = optimizers
+        self.histories_ = histories
+        for k, exc in enumerate(errors):
+            if exc is not None:
+                note = (f"(raised while training member {k} of the ensemble, seed "
+                        f"{self.member_seeds[k]})")
+                if hasattr(exc, "add_note"):  # Python >= 3.11
+                    exc.add_note(note)
+                raise exc
+        return histories
+
+    def _member_data(self, k, X, y, sample_weight, loss, comm):
+        """(X, y, sample_weight, loss) of member k: the data itself or its bootstrap rows."""
+        if not self.bootstrap:
+            return X, y, sample_weight, loss
+        n = X.shape[0]
+        idx = self.bootstrap_indices(k, n)
+        if comm is not None:  # each rank resamples its own shard, from its own stream
+            idx = np.random.default_rng([self.member_seeds[k], _BOOTSTRAP_STREAM,
+                                         comm.Get_rank()]).integers(0, n, n)
+        y = np.asarray(y)
+        if y.shape[:1] != (n,):
+            raise ValueError(f"X has {n} samples but y has shape {y.shape}; expected one "
+                             "target row per sample")
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight)
+            if sample_weight.shape != (n,):
+                raise ValueError(f"sample_weight has shape {sample_weight.shape}; expected "
+                                 f"({n},)")
+            sample_weight = sample_weight[idx]
+        if loss.sample_sigma is not None:
+            if loss.sample_sigma.shape != (n,):
+                raise ValueError(f"the loss's sigma has {loss.sample_sigma.shape[0]} entries; "
+                                 f"expected {n} (one per sample)")
+            loss = GaussianNLL(loss.sample_sigma[idx], full=loss.full)
+        return X[idx], y[idx], sample_weight, loss
+
+    # ------------------------------------------------------------------ prediction
+
+    def _link(self):
+        return self.members[0]._link_name()
+
+    def predict_members(self, X):
+        """Every member's ``predict``, stacked: shape (n_members, n_samples, n_outputs')."""
+        X = as_input(X, "X", self.dtype, self.n_inputs)
+        return np.stack([m.predict(X) for m in self.members])
+
+    def predict(self, X):
+        """The ensemble's prediction: the mean of the members' predictions.
+
+        Classification: the mean of the members' probabilities; regression: the mixture's
+        mean mu*; Poisson: the mean rate.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_outputs) (n_outputs // 2 with a learned variance),
+        the members' dtype
+        """
+        return self.predict_members(X).mean(axis=0, dtype=np.float64).astype(self.dtype)
+
+    def predict_proba(self, X):
+        """The mean of the members' class probabilities (sigmoid or softmax link)."""
+        if self._link() not in _CLASSIFIER_LINKS:
+            raise ValueError(f"predict_proba needs a sigmoid or softmax output; the members' "
+                             f"output link is {self._link()!r}")
+        return self.predict(X)
+
+    def predict_distribution(self, X):
+        """The mixture's mean and its variance split into aleatoric and epistemic parts.
+
+        Returns
+        -------
+        EnsemblePrediction
+            (mean, aleatoric, epistemic), each of shape (n_samples, n_targets), float64; see
+            the module docstring for the formulas.  The aleatoric part is zero unless the
+            members were trained with ``GaussianNLL("learned")``.
+
+        Raises
+        ------
+        ValueError
+            For classifiers (their uncertainty is in the probabilities: ``predict_proba``).
+        """
+        link = self._link()
+        if link in _CLASSIFIER_LINKS:
+            raise ValueError(f"predict_distribution is for regression; the members' output "
+                             f"link is {link!r} (use predict_proba)")
+        X = as_input(X, "X", self.dtype, self.n_inputs)
+        means = np.stack([m.predict(X) for m in self.members]).astype(np.float64)
+        mean = means.mean(axis=0)
+        epistemic = ((means - mean) ** 2).mean(axis=0)   # two passes: no cancellation
+        if link == "gaussian":
+            stds = np.stack([m.predict_std(X) for m in self.members]).astype(np.float64)
+            aleatoric = (stds ** 2).mean(axis=0)
+        else:
+            aleatoric = np.zeros_like(mean)
+        return EnsemblePrediction(mean, aleatoric, epistemic)
+
+    def predict_std(self, X):
+        """sqrt(aleatoric + epistemic), shape (n_samples, n_targets), float64.
+
+        Without a learned variance (MSE, fixed-sigma Gaussian) this is the epistemic part
+        alone: the members' disagreement, not the noise in y.
+        """
+        return self.predict_distribution(X).std
+
+    def predict_interval(self, X, level=0.95):
+        """A central predictive interval at `level` (Gaussian approximation of the mixture).
+
+        ``mu* -+ z sigma*`` with ``z = Phi^-1((1 + level) / 2)`` (1.96 at 95%): exact for a
+        Gaussian predictive distribution, an approximation of the members' mixture.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+        level : float in (0, 1), default 0.95
+
+        Returns
+        -------
+        lower, upper : ndarrays of shape (n_samples, n_targets), float64
+
+        Raises
+        ------
+        ValueError
+            Unless the members were trained with ``GaussianNLL("learned")``: without a
+            predicted noise level the interval would leave out the noise in y.
+        """
+        level = float(check_number(level, "level", low=0.0, high=1.0, low_open=True,
+                                   high_open=True))
+        if self._link() != "gaussian":
+            raise ValueError(f"predict_interval needs members trained with "
+                             f"GaussianNLL('learned') (a predicted noise level); their output "
+                             f"link is {self._link()!r}")
+        dist = self.predict_distribution(X)
+        half = float(ndtri(0.5 + level / 2)) * dist.std
+        return dist.mean - half, dist.mean + half
+
+    # ------------------------------------------------------------------ input derivatives
+
+    def input_gradient(self, X, y=None, loss=None, output=None, *, of="output",
+                       reduction="none", sample_weight=None, return_std=False):
+        """The members' ``MLP.input_gradient``: their mean (and standard deviation).
+
+        Arguments as for ``MLP.input_gradient``.  The mean of the members' output gradients
+        is the gradient of the ensemble's mean prediction.
+
+        Returns
+        -------
+        mean : ndarray of shape (n_samples, n_inputs), float64
+        std : ndarray of shape (n_samples, n_inputs), float64
+            Only with return_std: the population standard deviation over members.
+        """
+        X = as_input(X, "X", self.dtype, self.n_inputs)
+        grads = np.stack([m.input_gradient(X, y, loss, output, of=of, reduction=reduction,
+                                           sample_weight=sample_weight)
+                          for m in self.members]).astype(np.float64)
+        return _mean_std(grads, return_std)
+
+    def jacobian(self, X, of="output", *, return_std=False):
+        """The members' ``MLP.jacobian``: their mean (and standard deviation).
+
+        Returns
+        -------
+        mean : ndarray of shape (n_samples, n_outputs, n_inputs), float64
+            The Jacobian of the ensemble's mean output.
+        std : ndarray of the same shape, float64
+            Only with return_std: the population standard deviation over members.
+        """
+        X = as_input(X, "X", self.dtype, self.n_inputs)
+        jacs = np.stack([m.jacobian(X, of=of) for m in self.members]).astype(np.float64)
+        return _mean_std(jacs, return_std)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path):
+        """Write the ensemble to one ``.npz`` file, atomically (format: module docstring)."""
+        from fastnn.io import save_model
+        path = os.fspath(path)
+        arrays = {}
+        with tempfile.TemporaryDirectory(prefix="fastnn-ensemble-") as tmp:
+            for k, member in enumerate(self.members):
+                member_path = os.path.join(tmp, f"member_{k}.npz")
+                save_model(member, member_path, self.optimizers_[k])
+                with open(member_path, "rb") as fh:
+                    arrays[f"member_{k}"] = np.frombuffer(fh.read(), dtype=np.uint8)
+        description = {"format": ENSEMBLE_FORMAT, "format_version": ENSEMBLE_FORMAT_VERSION,
+                       "fastnn_version": __version__, "n_members": self.n_members,
+                       "member_seeds": self.member_seeds, "bootstrap": self.bootstrap}
+        arrays["description"] = np.array(json.dumps(description))
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp_path = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp_path, path)   # atomic: the old file or the new one, never half
+        except BaseException:
+            if os.path.exists(tmp_path):
+                os.unlink(tmp_path)
+            raise
+
+
+def _mean_std(values, return_std):
+    mean = values.mean(axis=0)
+    if not return_std:
+        return mean
+    return mean, np.sqrt(((values - mean) ** 2).mean(axis=0))
+
+
+def load_ensemble(path):
+    """Load an ensemble written by ``MLPEnsemble.save``.
+
+    Returns
+    -------
+    MLPEnsemble
+        Members bitwise equal to the saved ones (parameters, loss, optimizer state).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    fastnn.io.ModelFileError (a ValueError)
+        Not an ensemble file, truncated or corrupted, a newer format version, a member that
+        ``fastnn.load`` rejects, or members of different architectures.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    if not raw.startswith(b"PK\x03\x04"):
+        raise ModelFileError(path, "it is not a zip archive (.npz), so not an ensemble saved "
+                                   "by fastnn")
+    try:
+        with np.load(_bytes_io.BytesIO(raw), allow_pickle=False) as archive:
+            names = list(archive.files)
+            if "description" not in names:
+                raise ModelFileError(path, f"it has no 'description' entry (entries: "
+                                           f"{names}); it is not an ensemble saved by fastnn")
+            text = archive["description"]
+            description = _parse_description(path, text)
+            K = description["n_members"]
+            blobs = []
+            for k in range(K):
+                if f"member_{k}" not in names:
+                    raise ModelFileError(path, f"it has no 'member_{k}' entry for its "
+                                               f"{K} members")
+                blob = archive[f"member_{k}"]
+                if blob.dtype != np.uint8 or blob.ndim != 1:
+                    raise ModelFileError(path, f"member_{k} has dtype {blob.dtype} and shape "
+                                               f"{blob.shape}; expected 1-D uint8 bytes")
+                blobs.append(blob.tobytes())
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
+            NotImplementedError, RuntimeError) as exc:
+        raise ModelFileError(path, f"the file is truncated or corrupted "
+                                   f"({type(exc).__name__}: {exc})") from exc
+    models, optimizers = [], []
+    with tempfile.TemporaryDirectory(prefix="fastnn-ensemble-") as tmp:
+        for k, blob in enumerate(blobs):
+            member_path = os.path.join(tmp, f"member_{k}.npz")
+            with open(member_path, "wb") as fh:
+                fh.write(blob)
+            try:
+                model, optimizer = _load_model(member_path, with_optimizer=True)
+            except ModelFileError as exc:
+                raise ModelFileError(path, f"member {k}: {exc.problem}") from exc
+            models.append(model)
+            optimizers.append(optimizer)
+    try:
+        ensemble = MLPEnsemble.from_models(models, description["member_seeds"],
+                                           description["bootstrap"])
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(path, f"its members do not form an ensemble ({exc})") from exc
+    ensemble.optimizers_ = optimizers
+    return ensemble
+
+
+def _parse_description(path, raw):
+    if raw.dtype.kind != "U" or raw.ndim != 0:
+        raise ModelFileError(path, f"its description has dtype {raw.dtype} and shape "
+                                   f"{raw.shape}; expected a 0-d unicode array")
+    try:
+        d = json.loads(str(raw), parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise ModelFileError(path, f"its description is not valid JSON ({exc})") from exc
+    if not isinstance(d, dict) or d.get("format") != ENSEMBLE_FORMAT:
+        found = d.get("format") if isinstance(d, dict) else None
+        hint = " (a single model: use fastnn.load)" if found == "fastnn-model" else ""
+        raise ModelFileError(path, f"its format is {found!r}; expected {ENSEMBLE_FORMAT!r}"
+                                   f"{hint}")
+    version = d.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(path, f"format_version is {version!r}; expected an int >= 1")
+    if version > ENSEMBLE_FORMAT_VERSION:
+        raise ModelFileError(path, f"it was written in ensemble format version {version}; this "
+                                   f"fastnn reads up to {ENSEMBLE_FORMAT_VERSION} (upgrade "
+                                   "fastnn)")
+    K = d.get("n_members")
+    if not isinstance(K, int) or isinstance(K, bool) or not 1 <= K <= _MAX_MEMBERS:
+        raise ModelFileError(path, f"n_members is {K!r}; expected an int in [1, "
+                                   f"{_MAX_MEMBERS}]")
+    seeds = d.get("member_seeds")
+    if (not isinstance(seeds, list) or len(seeds) != K
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                       for s in seeds)):
+        raise ModelFileError(path, f"member_seeds is {seeds!r}; expected {K} ints >= 0")
+    if not isinstance(d.get("bootstrap"), bool):
+        raise ModelFileError(path, f"bootstrap is {d.get('bootstrap')!r}; expected true or "
+                                   "false")
+    return d
+
+
+def _reject_constant(name):
+    raise ValueError(f"non-standard JSON constant {name}")
