@@ -45,8 +45,8 @@ With member predictions p_k(x), k = 1..K:
 
 Saving
 ------
-``MLPEnsemble.save(path)`` writes one ``.npz`` archive (``numpy.savez`` layout, no pickle):
-``description``, a 0-d unicode array holding strict JSON ::
+``MLPEnsemble.save(path)`` writes one ``.npz`` archive (``numpy.savez_compressed``, no pickle)
+(deflate-compressed) holding ``description``, a 0-d unicode array of strict JSON ::
 
     {"format": "fastnn-ensemble", "format_version": 1, "fastnn_version": ...,
      "n_members": K, "member_seeds": [...], "bootstrap": bool}
@@ -562,7 +562,10 @@ class MLPEnsemble:
         fd, tmp_path = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
+                # compressed: besides the size, no member's own zip records appear verbatim
+                # in the archive, where a reader of a truncated file could mistake them for
+                # the outer archive's
+                np.savez_compressed(fh, **arrays)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp_path, path)   # atomic: the old file or the new one, never half

@@ -1,0 +1,44 @@
+"""Run under `mpiexec -n 2` by tests/test_ensemble.py: an MLPEnsemble trained data-parallel.
+
+Usage: mpi_ensemble_worker.py OUT -- rank 0 writes every rank's members' parameters to OUT.
+"""
+import sys
+
+import numpy as np
+
+import fastnn
+from fastnn.ensemble import MLPEnsemble
+
+FIT = dict(epochs=3, batch_size=16)
+
+
+def global_data():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((90, 4))
+    return X, np.sin(X[:, :1]) + 0.1 * rng.standard_normal((90, 1))
+
+
+def ensemble():
+    return MLPEnsemble([4, 8, 1], 3, activation="tanh", dtype=np.float64, seed=2)
+
+
+def optimizer():
+    return fastnn.Adam(lr=0.01)
+
+
+def main(out):
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    X, y = global_data()
+    mine = slice(0, 40) if rank == 0 else slice(40, 90)   # uneven shards
+    ens = ensemble()
+    ens.fit(X[mine], y[mine], "mse", optimizer(), comm=comm, **FIT)
+    every = comm.gather([m.params.copy() for m in ens.members], root=0)
+    if rank == 0:
+        np.savez(out, **{f"rank{r}_{k}": p for r, ps in enumerate(every)
+                         for k, p in enumerate(ps)})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

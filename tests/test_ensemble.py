@@ -1,0 +1,385 @@
+"""MLPEnsemble: members equal to lone fits bitwise at any thread count, predictions equal to
+the NumPy combination of the members', calibrated intervals on heteroscedastic data with a
+gap, save/load, MPI, bad input."""
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+import fastnn
+from fastnn.ensemble import (EnsemblePrediction, MLPEnsemble, available_cores,
+                             load_ensemble)
+from fastnn.io import ModelFileError
+
+
+def _regression(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 3))
+    y = np.sin(X[:, :1]) + X[:, 1:2] * X[:, 2:3] + 0.1 * rng.standard_normal((n, 1))
+    return X, y
+
+
+def _classification(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 3))
+    return X, (X[:, 0] + X[:, 1] ** 2 > 0.5).astype(int) + (X[:, 2] > 1)
+
+
+def _lone_member(ens, k, X, y, loss, optimizer, sample_weight=None, **kwargs):
+    """Member k trained alone, as the module docstring says it is."""
+    model = fastnn.MLP(ens.layer_sizes, activation=[la.activation for la in
+                                                    ens.members[k].layers[:-1]],
+                       dtype=ens.dtype, seed=ens.member_seeds[k])
+    if ens.bootstrap:
+        idx = ens.bootstrap_indices(k, X.shape[0])
+        X, y = X[idx], y[idx]
+        sample_weight = None if sample_weight is None else sample_weight[idx]
+    fastnn.fit(model, X, y, loss, copy.deepcopy(optimizer), seed=ens.member_seeds[k],
+               sample_weight=sample_weight, n_threads=1, **kwargs)
+    return model
+
+
+CASES = {
+    "adam-mse-float32": dict(loss="mse", opt=fastnn.Adam(lr=0.01), dtype=np.float32,
+                             bootstrap=False, weights=False, kwargs={}),
+    "sgd-weights-early-stop-float64": dict(
+        loss="mse", opt=fastnn.SGD(lr=0.05, momentum=0.9, schedule=fastnn.StepDecay(2, 0.5)),
+        dtype=np.float64, bootstrap=False, weights=True,
+        kwargs=dict(validation_split=0.2, early_stopping=2)),
+    "bootstrap-learned-gaussian": dict(loss=fastnn.GaussianNLL("learned"),
+                                       opt=fastnn.Adam(lr=0.005), dtype=np.float32,
+                                       bootstrap=True, weights=True, kwargs={}),
+    "cross-entropy": dict(loss="cross_entropy", opt="adam", dtype=np.float32,
+                          bootstrap=False, weights=False, kwargs=dict(batch_size=16)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_each_member_equals_its_lone_fit_bitwise(case, n_threads):
+    c = CASES[case]
+    X, y = _classification() if c["loss"] == "cross_entropy" else _regression()
+    n_out = 3 if c["loss"] == "cross_entropy" else (2 if c["bootstrap"] else 1)
+    sw = np.random.default_rng(1).uniform(0.5, 2.0, X.shape[0]) if c["weights"] else None
+    kwargs = dict(dict(epochs=6, batch_size=32), **c["kwargs"])
+    ens = MLPEnsemble([3, 16, 8, n_out], 3, activation="tanh", dtype=c["dtype"], seed=5,
+                      bootstrap=c["bootstrap"])
+    histories = ens.fit(X, y, c["loss"], c["opt"], n_threads=n_threads, sample_weight=sw,
+                        **kwargs)
+    assert len(histories) == 3 and ens.histories_ == histories
+    assert len(set(ens.member_seeds)) == 3
+    for k in range(3):
+        alone = _lone_member(ens, k, X, y, c["loss"], c["opt"], sw, **kwargs)
+        np.testing.assert_array_equal(ens.members[k].params, alone.params)
+        assert ens.members[k].history_.loss == alone.history_.loss
+    # members differ from each other (different seeds)
+    assert not np.array_equal(ens.members[0].params, ens.members[1].params)
+
+
+def test_same_seed_same_ensemble_and_second_fit_continues():
+    X, y = _regression()
+    a = MLPEnsemble([3, 8, 1], 2, seed=3)
+    b = MLPEnsemble([3, 8, 1], 2, seed=3)
+    opt = fastnn.Adam(lr=0.01)
+    for ens, threads in ((a, 1), (b, 2)):
+        ens.fit(X, y, "mse", opt, epochs=2, n_threads=threads)
+        ens.fit(X, y, "mse", opt, epochs=2, n_threads=threads)   # continues each optimizer
+    for ma, mb in zip(a.members, b.members):
+        np.testing.assert_array_equal(ma.params, mb.params)
+    assert all(o.t > 0 for o in a.optimizers_) and a.optimizers_[0] is not a.optimizers_[1]
+    # the lone equivalent of two fits with the same optimizer
+    alone = fastnn.MLP([3, 8, 1], seed=a.member_seeds[1])
+    lone_opt = copy.deepcopy(opt)
+    for _ in range(2):
+        fastnn.fit(alone, X, y, "mse", lone_opt, epochs=2, seed=a.member_seeds[1], n_threads=1)
+    np.testing.assert_array_equal(a.members[1].params, alone.params)
+
+
+def test_classification_prediction_is_the_mean_of_member_probabilities():
+    X, y = _classification()
+    ens = MLPEnsemble([3, 8, 3], 4, seed=0, dtype=np.float64)
+    ens.fit(X, y, "cross_entropy", "adam", epochs=3)
+    P = np.stack([m.predict(X) for m in ens.members])
+    np.testing.assert_allclose(ens.predict_proba(X), P.mean(axis=0), rtol=1e-14)
+    np.testing.assert_array_equal(ens.predict_members(X), P)
+    with pytest.raises(ValueError, match="predict_distribution is for regression"):
+        ens.predict_distribution(X)
+    with pytest.raises(ValueError, match="predict_interval needs members trained with"):
+        ens.predict_interval(X)
+
+
+def test_regression_mixture_mean_variance_and_intervals_from_numpy():
+    X, y = _regression()
+    ens = MLPEnsemble([3, 8, 2], 4, seed=0, dtype=np.float64)
+    ens.fit(X, y, fastnn.GaussianNLL("learned"), "adam", epochs=3)
+    mu = np.stack([m.predict(X) for m in ens.members])
+    sd = np.stack([m.predict_std(X) for m in ens.members])
+    mean = mu.mean(axis=0)
+    # the mixture's variance from its definition E[y^2] - E[y]^2
+    second = (sd ** 2 + mu ** 2).mean(axis=0)
+    d = ens.predict_distribution(X)
+    assert isinstance(d, EnsemblePrediction)
+    np.testing.assert_allclose(d.mean, mean, rtol=1e-13)
+    np.testing.assert_allclose(ens.predict(X), mean, rtol=1e-13)
+    np.testing.assert_allclose(d.aleatoric, (sd ** 2).mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(d.epistemic, mu.var(axis=0), rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(d.variance, second - mean ** 2, rtol=1e-9)
+    np.testing.assert_allclose(ens.predict_std(X), np.sqrt(second - mean ** 2), rtol=1e-9)
+    lo, hi = ens.predict_interval(X, level=0.8)
+    np.testing.assert_allclose(lo, norm.ppf(0.1, mean, np.sqrt(d.variance)), rtol=1e-12)
+    np.testing.assert_allclose(hi, norm.ppf(0.9, mean, np.sqrt(d.variance)), rtol=1e-12)
+
+
+def test_mse_ensemble_std_is_the_spread_of_members():
+    X, y = _regression()
+    ens = MLPEnsemble([3, 8, 1], 3, seed=0, dtype=np.float64)
+    ens.fit(X, y, "mse", epochs=2)
+    mu = np.stack([m.predict(X) for m in ens.members])
+    np.testing.assert_allclose(ens.predict_std(X), mu.std(axis=0), rtol=1e-10)
+    np.testing.assert_array_equal(ens.predict_distribution(X).aleatoric, 0.0)
+
+
+def test_input_gradient_and_jacobian_are_member_mean_and_spread():
+    X, y = _regression(50)
+    ens = MLPEnsemble([3, 8, 2], 3, activation="tanh", seed=0, dtype=np.float64)
+    ens.fit(X, y, fastnn.GaussianNLL("learned"), epochs=2)
+    J = np.stack([m.jacobian(X) for m in ens.members])
+    mean, std = ens.jacobian(X, return_std=True)
+    np.testing.assert_allclose(mean, J.mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(std, J.std(axis=0), rtol=1e-10, atol=1e-15)
+    G = np.stack([m.input_gradient(X, y) for m in ens.members])
+    np.testing.assert_allclose(ens.input_gradient(X, y), G.mean(axis=0), rtol=1e-13)
+    # the mean of the output gradients is the gradient of the ensemble's mean prediction
+    h = 1e-6
+    E = np.zeros_like(X)
+    E[:, 1] = h
+    fd = (ens.predict(X + E) - ens.predict(X - E))[:, 0] / (2 * h)
+    np.testing.assert_allclose(ens.input_gradient(X, output=0)[:, 1], fd, rtol=1e-6,
+                               atol=1e-8)
+
+
+def _heteroscedastic(n, rng, gap=(-2.0, 0.0)):
+    """y = sin(x) + noise with sigma(x) = 0.1 + 0.3 |x|, x ~ U(-4, 4) minus the gap."""
+    x = rng.uniform(-4, 4, n)
+    x = x[(x < gap[0]) | (x > gap[1])]
+    sigma = 0.1 + 0.3 * np.abs(x)
+    return x[:, None], (np.sin(x) + sigma * rng.standard_normal(x.shape))[:, None]
+
+
+def test_intervals_cover_where_there_is_data_and_epistemic_grows_in_the_gap():
+    X, y = _heteroscedastic(3000, np.random.default_rng(0))
+    ens = MLPEnsemble([1, 64, 64, 2], 5, activation="relu", seed=0)
+    ens.fit(X, y, fastnn.GaussianNLL("learned"), fastnn.Adam(lr=0.003), epochs=40,
+            batch_size=64)
+    X_test, y_test = _heteroscedastic(20000, np.random.default_rng(1))
+    for level in (0.9, 0.95):
+        lo, hi = ens.predict_interval(X_test, level)
+        coverage = np.mean((y_test >= lo) & (y_test <= hi))
+        assert abs(coverage - level) <= 0.03, (level, coverage)
+    grid = np.linspace(-4, 4, 161)
+    epistemic = ens.predict_distribution(grid[:, None]).epistemic[:, 0]
+    inside = (grid > -1.75) & (grid < -0.25)
+    near = ((grid > -3.0) & (grid < -2.1)) | ((grid > 0.1) & (grid < 1.0))
+    # the members disagree far more inside the gap than on the data on either side of it
+    assert epistemic[inside].mean() > 5 * np.median(epistemic[near])
+    assert epistemic[inside].mean() > np.median(epistemic[~inside])
+
+
+def test_save_load_round_trip(tmp_path):
+    X, y = _regression()
+    ens = MLPEnsemble([3, 8, 2], 3, seed=4, dtype=np.float64, bootstrap=True)
+    ens.fit(X, y, fastnn.GaussianNLL("learned"), fastnn.Adam(lr=0.01), epochs=2)
+    path = tmp_path / "ens.npz"
+    ens.save(path)
+    back = load_ensemble(path)
+    assert back.member_seeds == ens.member_seeds and back.bootstrap
+    for a, b in zip(ens.members, back.members):
+        np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(back.predict_std(X), ens.predict_std(X))
+    assert all(o.t == p.t for o, p in zip(back.optimizers_, ens.optimizers_))
+    # training continues identically after loading
+    ens.fit(X, y, fastnn.GaussianNLL("learned"), epochs=1)
+    back.fit(X, y, fastnn.GaussianNLL("learned"), epochs=1)
+    for a, b in zip(ens.members, back.members):
+        np.testing.assert_array_equal(a.params, b.params)
+
+
+def _rewrite(src, dst, change):
+    """Copy the archive src to dst with change(name, bytes) -> bytes or None (dropped)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = change(info.filename, zin.read(info.filename))
+            if data is not None:
+                zout.writestr(info.filename, data)
+
+
+def test_crafted_files_raise_model_file_error(tmp_path):
+    X, y = _regression(50)
+    ens = MLPEnsemble([3, 4, 1], 2, seed=0)
+    ens.fit(X, y, "mse", epochs=1)
+    good = tmp_path / "good.npz"
+    ens.save(good)
+    raw = good.read_bytes()
+    cases = {
+        "not-zip": (b"hello world", "not a zip archive"),
+        "truncated": (raw[: len(raw) // 2], "truncated or corrupted"),
+    }
+    for name, (data, message) in cases.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        with pytest.raises(ModelFileError, match=message):
+            load_ensemble(p)
+
+    def npy(array):
+        import io
+        buf = io.BytesIO()
+        np.save(buf, array)
+        return buf.getvalue()
+
+    edits = {
+        "no-member": (lambda n, d: None if n == "member_1.npy" else d, "no 'member_1'"),
+        "bad-member": (lambda n, d: npy(np.frombuffer(b"PK\x03\x04junk", np.uint8))
+                       if n == "member_0.npy" else d, "member 0: "),
+        "member-dtype": (lambda n, d: npy(np.zeros(3)) if n == "member_0.npy" else d,
+                         "expected 1-D uint8"),
+        "newer": (lambda n, d: npy(np.array('{"format": "fastnn-ensemble", '
+                                            '"format_version": 9}'))
+                  if n == "description.npy" else d, "format version 9"),
+        "not-json": (lambda n, d: npy(np.array("{nope")) if n == "description.npy" else d,
+                     "not valid JSON"),
+        "object": (lambda n, d: npy(np.array([{"a": 1}], dtype=object))
+                   if n == "description.npy" else d, "truncated or corrupted"),
+        "seeds": (lambda n, d: npy(np.array(
+            '{"format": "fastnn-ensemble", "format_version": 1, "n_members": 2, '
+            '"member_seeds": [1], "bootstrap": false}')) if n == "description.npy" else d,
+            "member_seeds is"),
+    }
+    for name, (change, message) in edits.items():
+        p = tmp_path / f"{name}.npz"
+        _rewrite(good, p, change)
+        with pytest.raises(ModelFileError, match=message):
+            load_ensemble(p)
+    # a single model's file is not an ensemble, and the mixed architecture is caught
+    single = tmp_path / "single.npz"
+    ens.members[0].save(single)
+    with pytest.raises(ModelFileError, match="use fastnn.load"):
+        load_ensemble(single)
+    other = tmp_path / "other.npz"
+    fastnn.MLP([3, 5, 1], seed=0).save(other)
+    mixed = tmp_path / "mixed.npz"
+    _rewrite(good, mixed, lambda n, d: npy(np.frombuffer(other.read_bytes(), np.uint8))
+             if n == "member_1.npy" else d)
+    with pytest.raises(ModelFileError, match="do not form an ensemble"):
+        load_ensemble(mixed)
+
+
+def test_callbacks_see_the_member_and_can_stop_it():
+    X, y = _regression(64)
+    seen = []
+
+    def cb(epoch, logs):
+        seen.append((logs["member"], epoch))
+        return logs["member"] == 1 and epoch == 1      # stop member 1 after two epochs
+
+    ens = MLPEnsemble([3, 4, 1], 3, seed=0)
+    ens.fit(X, y, "mse", epochs=4, callbacks=[cb], n_threads=2)
+    assert sorted(seen) == sorted([(k, e) for k in (0, 2) for e in range(4)]
+                                  + [(1, 0), (1, 1)])
+    assert len(ens.histories_[1].loss) == 2 and len(ens.histories_[0].loss) == 4
+
+
+def test_a_failing_member_raises_after_the_others_finish():
+    X, y = _regression(64)
+
+    def cb(epoch, logs):
+        if logs["member"] == 2:
+            raise RuntimeError("boom")
+
+    ens = MLPEnsemble([3, 4, 1], 3, seed=0)
+    with pytest.raises(RuntimeError, match="boom") as info:
+        ens.fit(X, y, "mse", epochs=2, callbacks=[cb], n_threads=2)
+    if hasattr(info.value, "__notes__"):
+        assert "member 2" in info.value.__notes__[0]
+    assert len(ens.histories_[0].loss) == 2 and ens.histories_[2] is None
+
+
+def test_bad_input():
+    X, y = _regression(20)
+    with pytest.raises(ValueError, match="n_members=0"):
+        MLPEnsemble([3, 4, 1], 0)
+    with pytest.raises(TypeError, match="n_members must be an integer"):
+        MLPEnsemble([3, 4, 1], 2.5)
+    with pytest.raises(ValueError, match="seed=-1"):
+        MLPEnsemble([3, 4, 1], 2, seed=-1)
+    with pytest.raises(TypeError, match="bootstrap must be True or False"):
+        MLPEnsemble([3, 4, 1], 2, bootstrap="yes")
+    ens = MLPEnsemble([3, 4, 1], 2, seed=0)
+    with pytest.raises(TypeError, match="does not take seed="):
+        ens.fit(X, y, "mse", seed=1)
+    with pytest.raises(ValueError, match="n_threads=0"):
+        ens.fit(X, y, "mse", n_threads=0)
+    with pytest.raises(ValueError, match="X has 2 features"):
+        ens.fit(X[:, :2], y, "mse")
+    with pytest.raises(ValueError, match="X has 20 samples but y has 19"):
+        ens.fit(X, y[:19], "mse")
+    with pytest.raises(TypeError, match="callbacks must be a sequence"):
+        ens.fit(X, y, "mse", callbacks=print)
+    boot = MLPEnsemble([3, 4, 1], 2, seed=0, bootstrap=True)
+    with pytest.raises(ValueError, match="validation_split with bootstrap"):
+        boot.fit(X, y, "mse", validation_split=0.2)
+    with pytest.raises(ValueError, match="level=1.0"):
+        ens.predict_interval(X, 1.0)
+    with pytest.raises(ValueError, match="X contains NaN"):
+        ens.predict(np.full((2, 3), np.nan))
+    with pytest.raises(ValueError, match="predict_proba needs a sigmoid or softmax"):
+        ens.predict_proba(X)
+    with pytest.raises(TypeError, match="models must be a non-empty sequence"):
+        MLPEnsemble.from_models([])
+    m = fastnn.MLP([3, 4, 1], seed=0)
+    with pytest.raises(ValueError, match="the same MLP object twice"):
+        MLPEnsemble.from_models([m, m])
+    with pytest.raises(ValueError, match="expected the architecture"):
+        MLPEnsemble.from_models([m, fastnn.MLP([3, 5, 1], seed=0)])
+    with pytest.raises(ValueError, match="member_seeds has 1 entries"):
+        MLPEnsemble.from_models([m, m.copy()], member_seeds=[1])
+    assert available_cores() >= 1
+
+
+MPI = None
+try:
+    from mpi4py import MPI
+except ImportError:  # pragma: no cover - the mpi extra is part of the test extra
+    pass
+
+
+@pytest.mark.skipif(MPI is None, reason="needs the mpi extra (mpi4py)")
+def test_mpi_two_ranks_train_each_member_like_one_process(tmp_path):
+    here = os.path.dirname(sys.executable)
+    mpiexec = shutil.which("mpiexec", path=here + os.pathsep + os.environ.get("PATH", ""))
+    if mpiexec is None:
+        pytest.fail("mpi4py is installed but mpiexec is not on PATH")
+    out = tmp_path / "ens.npz"
+    worker = os.path.join(os.path.dirname(__file__), "mpi_ensemble_worker.py")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    result = subprocess.run([mpiexec, "-n", "2", sys.executable, worker, str(out)],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sys.path.insert(0, os.path.dirname(__file__))
+    try:
+        import mpi_ensemble_worker as w
+    finally:
+        sys.path.pop(0)
+    X, y = w.global_data()
+    ens = w.ensemble()
+    ens.fit(X, y, "mse", w.optimizer(), **w.FIT)
+    with np.load(out) as data:
+        for k, member in enumerate(ens.members):
+            np.testing.assert_allclose(data[f"rank0_{k}"], member.params, rtol=1e-10,
+                                       atol=1e-12)
+            np.testing.assert_array_equal(data[f"rank0_{k}"], data[f"rank1_{k}"])
