@@ -11,7 +11,7 @@ whole epochs of minibatch SGD without the GIL; this package is its thin, validat
 __version__ = "0.1.0"
 
 try:
-    from fastnn import _blas, _layers, _losses, _network, _sgd  # noqa: F401  (compiled)
+    from fastnn import _blas, _layers, _losses, _network, _sensitivity, _sgd  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "fastnn's compiled extension could not be imported "
@@ -33,6 +33,7 @@ from fastnn.optim import (SGD, Adam, Constant, Cosine, InverseScaling,  # noqa: 
 from fastnn.trainer import EarlyStopping, History, TrainingDiverged, fit  # noqa: E402
 from fastnn.io import load  # noqa: E402
 from fastnn.onnx_export import to_onnx  # noqa: E402  (imports onnx only when called)
+from fastnn.ensemble import EnsemblePrediction, MLPEnsemble, load_ensemble  # noqa: E402
 
 __all__ = [
     "ACTIVATIONS", "Adam", "BinaryCrossEntropy", "Constant", "Cosine", "CrossEntropy", "Dense",
@@ -42,6 +43,7 @@ __all__ = [
     "fpmode", "get_flush_denormals", "init", "load", "losses", "optim", "set_flush_denormals",
     "threads", "to_onnx", "__version__",
 ]
+__all__ += ["EnsemblePrediction", "MLPEnsemble", "load_ensemble"]  # fastnn.ensemble
 
 
 def __getattr__(name):

@@ -32,6 +32,9 @@ PREDICT_CHUNK_ROWS = 1024
 # inputs up to this many elements are checked for NaN/inf with one isfinite pass (a small
 # temporary) rather than all_finite's sum, whose floating-point-error context costs ~1.3 us
 _SMALL_INPUT = 1 << 14
+# rows per chunk of input_gradient/jacobian: their delta buffers (rows x the widest layer)
+# stay in L2 (256 was fastest for the 784-256-128-10 network, bench/jacobian.py)
+SENSITIVITY_CHUNK_ROWS = 256
 
 
 def as_input(X, name, dtype, n_features=None):
@@ -695,7 +698,7 @@ class MLP:
 
         Exactly one of `y` (the gradient of the loss given targets) and `output` (the gradient
         of one output column) is given.  No finite differences: one forward and one backward
-        pass per chunk of PREDICT_CHUNK_ROWS rows, in the model's dtype, without the GIL.
+        pass per chunk of SENSITIVITY_CHUNK_ROWS rows, in the model's dtype, without the GIL.
 
         Parameters
         ----------
@@ -757,14 +760,14 @@ class MLP:
         out = np.empty((X.shape[0], self.n_inputs), dtype=self.dtype)
         _sensitivity.loss_input_grad_into(
             self._spec, self.params, X, loss.kind, int(loss.full), loss.scalar_sigma, Y,
-            labels, sw, sigma, scale, out, PREDICT_CHUNK_ROWS)
+            labels, sw, sigma, scale, out, SENSITIVITY_CHUNK_ROWS)
         return out
 
     def jacobian(self, X, of="output"):
         """The Jacobian of the outputs with respect to the inputs, per sample.
 
         ``J[i, j, c] = d y_ij / d x_ic`` by the compiled backward pass run down to X (one
-        forward and n_outputs backward passes per chunk of PREDICT_CHUNK_ROWS rows, without
+        forward and n_outputs backward passes per chunk of SENSITIVITY_CHUNK_ROWS rows, without
         the GIL), in the model's dtype.
 
         Parameters
@@ -788,7 +791,7 @@ class MLP:
         X = as_input(X, "X", self.dtype, self.n_inputs)
         out = np.empty((X.shape[0], stop - first, self.n_inputs), dtype=self.dtype)
         _sensitivity.jacobian_into(self._spec, self.params, X, int(of == "output"),
-                                   self._link_kind(), first, stop, out, PREDICT_CHUNK_ROWS)
+                                   self._link_kind(), first, stop, out, SENSITIVITY_CHUNK_ROWS)
         return out
 
     def prepare_data(self, X, y, loss, sample_weight=None):
