@@ -1,0 +1,225 @@
+"""Deep ensembles with scikit-learn's estimator API: ``EnsembleRegressor``, ``EnsembleClassifier``.
+
+Each is a meta-estimator over a fastnn estimator (``fastnn.sklearn.MLPRegressor`` /
+``MLPClassifier``): ``n_estimators`` clones, each with its own ``random_state`` drawn from the
+ensemble's, fitted in a pool of ``n_jobs`` threads with one BLAS thread each (fastnn's
+compiled epoch releases the GIL, so the members train in parallel without oversubscribing
+the cores).  Every hyperparameter of the members (layers, solver, early stopping, dtype,
+``loss="gaussian_nll"`` ...) is set on the ``estimator`` you pass, so the ensemble works
+wherever the single estimator does: in a ``Pipeline``, ``GridSearchCV``
+(``param_grid={"estimator__alpha": ...}``), ``cross_val_score``, and it pickles::
+
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from fastnn.sklearn import MLPRegressor
+    from fastnn.sklearn_ensemble import EnsembleRegressor
+
+    reg = make_pipeline(StandardScaler(), EnsembleRegressor(
+        MLPRegressor((64, 64), loss="gaussian_nll", random_state=0), n_estimators=5))
+    reg.fit(X, y)
+    mean, std = reg.predict(X, return_std=True)      # mixture mean and total std
+
+Combination (Lakshminarayanan, Pritzel & Blundell 2017; see fastnn.ensemble for the
+formulas): the classifier averages the members' probabilities; the regressor averages their
+means, and its standard deviation is that of the members' Gaussian mixture,
+sqrt(mean_k sigma_k^2 + mean_k (mu_k - mu*)^2) with a ``loss="gaussian_nll"`` estimator, the
+spread of the members' means alone otherwise.
+
+``bootstrap=True`` resamples the training rows per member as integer sample weights (the
+number of times each row is drawn, multiplied into ``sample_weight``), so every member still
+sees every class.  Needs scikit-learn (``pip install scikit-learn``).
+"""
+import numbers
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
+    from sklearn.utils import check_random_state
+    from sklearn.utils.multiclass import type_of_target
+    from sklearn.utils.validation import check_is_fitted
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(f"fastnn.sklearn_ensemble needs scikit-learn >= 1.6 ({exc}); install "
+                      "it with pip install scikit-learn") from exc
+
+from fastnn.ensemble import available_cores
+from fastnn.threads import blas_threads, get_num_threads
+
+__all__ = ["EnsembleClassifier", "EnsembleRegressor"]
+
+_SEED_BOUND = np.iinfo(np.int32).max
+
+
+class _BaseEnsemble(BaseEstimator):
+    """Shared: parameter checks, member seeds, bootstrap weights, the thread pool."""
+
+    def __init__(self, estimator=None, n_estimators=5, *, bootstrap=False, n_jobs=None,
+                 random_state=None):
+        self.estimator = estimator
+        self.n_estimators = n_estimators
+        self.bootstrap = bootstrap
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _default_estimator(self):
+        raise NotImplementedError
+
+    def _check_params(self):
+        for name, value in (("n_estimators", self.n_estimators), ("n_jobs", self.n_jobs)):
+            if value is None and name == "n_jobs":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int; got {value!r} "
+                                f"({type(value).__name__})")
+            if value < 1:
+                raise ValueError(f"{name}={value}; expected {name} >= 1")
+        if not isinstance(self.bootstrap, (bool, np.bool_)):
+            raise TypeError(f"bootstrap must be True or False; got {self.bootstrap!r}")
+        estimator = self._default_estimator() if self.estimator is None else self.estimator
+        if not hasattr(estimator, "fit") or "random_state" not in estimator.get_params():
+            raise TypeError(f"estimator must be a scikit-learn estimator with a random_state "
+                            f"parameter (fastnn.sklearn.MLPRegressor/MLPClassifier); got "
+                            f"{estimator!r}")
+        return estimator
+
+    def _fit_members(self, X, y, sample_weight):
+        estimator = self._check_params()
+        rng = check_random_state(self.random_state)
+        seeds = rng.randint(_SEED_BOUND, size=self.n_estimators)
+        members = [clone(estimator).set_params(random_state=int(s)) for s in seeds]
+        weights = [sample_weight] * self.n_estimators
+        if self.bootstrap:
+            n = X.shape[0] if hasattr(X, "shape") else len(X)
+            base = np.ones(n) if sample_weight is None else np.asarray(sample_weight, float)
+            weights = [base * np.bincount(np.random.default_rng(int(s)).integers(0, n, n),
+                                          minlength=n)
+                       for s in seeds]
+
+        def fit_one(k):
+            if weights[k] is None:
+                return members[k].fit(X, y)
+            return members[k].fit(X, y, sample_weight=weights[k])
+
+        workers = min(self.n_estimators, self.n_jobs or available_cores())
+        # one BLAS thread per member: workers x BLAS threads never exceed the cores
+        with blas_threads(1 if get_num_threads() is not None else None):
+            if workers == 1:
+                for k in range(self.n_estimators):
+                    fit_one(k)
+            else:
+                with ThreadPoolExecutor(max_workers=workers,
+                                        thread_name_prefix="fastnn-ensemble") as pool:
+                    for future in [pool.submit(fit_one, k) for k in range(self.n_estimators)]:
+                        future.result()   # re-raises a member's error here
+        self.estimators_ = members
+        self.member_seeds_ = [int(s) for s in seeds]
+        self.n_features_in_ = members[0].n_features_in_
+        if hasattr(members[0], "feature_names_in_"):
+            self.feature_names_in_ = members[0].feature_names_in_
+        return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
+
+
+class EnsembleRegressor(RegressorMixin, _BaseEnsemble):
+    """A deep ensemble of ``n_estimators`` fastnn regressors (scikit-learn API).
+
+    Parameters
+    ----------
+    estimator : fastnn.sklearn.MLPRegressor or None
+        The member's settings (cloned; its random_state is replaced per member).  Default
+        ``MLPRegressor()``.
+    n_estimators : int, default 5
+    bootstrap : bool, default False
+        Train each member on a bootstrap resample, as integer sample weights.
+    n_jobs : int or None
+        Threads training members at once, each with one BLAS thread.  Default: the cores
+        available to this process.
+    random_state : int, RandomState or None
+        Draws the members' random_state (``member_seeds_``).
+
+    Attributes
+    ----------
+    estimators_ : list of fitted members
+    member_seeds_ : list of int
+    n_features_in_, feature_names_in_
+    """
+
+    def _default_estimator(self):
+        from fastnn.sklearn import MLPRegressor
+        return MLPRegressor()
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit every member on (X, y) (with bootstrap weights when bootstrap=True)."""
+        return self._fit_members(X, y, sample_weight)
+
+    def predict(self, X, return_std=False):
+        """The mean of the members' predictions; with return_std, the mixture's std.
+
+        Returns
+        -------
+        mean : ndarray of shape (n_samples,) or (n_samples, n_outputs), float64
+        std : ndarray of the same shape, float64
+            Only with return_std: sqrt(mean_k sigma_k^2 + mean_k (mu_k - mu*)^2) for members
+            with ``loss="gaussian_nll"``; the spread of the members' means otherwise.
+        """
+        check_is_fitted(self, "estimators_")
+        learned = getattr(self.estimators_[0], "loss", None) == "gaussian_nll"
+        if learned and return_std:
+            pairs = [m.predict(X, return_std=True) for m in self.estimators_]
+            means = np.stack([np.asarray(p[0], np.float64) for p in pairs])
+            aleatoric = np.mean([np.asarray(p[1], np.float64) ** 2 for p in pairs], axis=0)
+        else:
+            means = np.stack([np.asarray(m.predict(X), np.float64) for m in self.estimators_])
+            aleatoric = 0.0
+        mean = means.mean(axis=0)
+        if not return_std:
+            return mean
+        return mean, np.sqrt(aleatoric + ((means - mean) ** 2).mean(axis=0))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+class EnsembleClassifier(ClassifierMixin, _BaseEnsemble):
+    """A deep ensemble of ``n_estimators`` fastnn classifiers (scikit-learn API).
+
+    Parameters are those of ``EnsembleRegressor``, with ``estimator`` a
+    ``fastnn.sklearn.MLPClassifier`` (default ``MLPClassifier()``).  Multi-label targets are
+    not supported.
+
+    Attributes
+    ----------
+    estimators_, member_seeds_, n_features_in_, feature_names_in_
+    classes_ : ndarray of shape (n_classes,)
+    """
+
+    def _default_estimator(self):
+        from fastnn.sklearn import MLPClassifier
+        return MLPClassifier()
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit every member on (X, y); every member sees every class (see bootstrap)."""
+        if type_of_target(y) == "multilabel-indicator":
+            raise ValueError("EnsembleClassifier does not support multi-label targets (a 0/1 "
+                             "matrix y); fit one fastnn.sklearn.MLPClassifier instead")
+        self._fit_members(X, y, sample_weight)
+        self.classes_ = self.estimators_[0].classes_
+        return self
+
+    def predict_proba(self, X):
+        """The mean of the members' probabilities, shape (n_samples, n_classes), float64."""
+        check_is_fitted(self, "estimators_")
+        return np.mean([np.asarray(m.predict_proba(X), np.float64)
+                        for m in self.estimators_], axis=0)
+
+    def predict(self, X):
+        """The class of highest mean probability, of classes_' type."""
+        check_is_fitted(self, "estimators_")
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]

@@ -1,0 +1,87 @@
+"""fastnn.sklearn_ensemble: scikit-learn's estimator checks, the combination of the members,
+Pipeline/GridSearchCV use, bad parameters."""
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")  # an optional dependency, in the test extra
+
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from fastnn.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from fastnn.sklearn_ensemble import EnsembleClassifier, EnsembleRegressor  # noqa: E402
+
+
+def _small(cls, member, **kwargs):
+    return cls(member(hidden_layer_sizes=(32,), max_iter=200, dtype="float64"), n_estimators=2,
+               n_jobs=2, **kwargs)
+
+
+@parametrize_with_checks([_small(EnsembleClassifier, MLPClassifier),
+                          _small(EnsembleRegressor, MLPRegressor)])
+def test_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((200, 4))
+    return X, np.sin(X[:, 0]) + 0.1 * rng.standard_normal(200), (X[:, 0] > 0).astype(int) + (
+        X[:, 1] > 1)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_predictions_combine_the_members_and_do_not_depend_on_threads():
+    X, y, labels = _data()
+    reg = EnsembleRegressor(MLPRegressor((16,), loss="gaussian_nll", max_iter=20),
+                            n_estimators=3, random_state=0, n_jobs=2).fit(X, y)
+    pairs = [m.predict(X, return_std=True) for m in reg.estimators_]
+    mu = np.stack([p[0] for p in pairs])
+    var = np.stack([p[1] for p in pairs]) ** 2
+    mean, std = reg.predict(X, return_std=True)
+    np.testing.assert_allclose(mean, mu.mean(axis=0), rtol=1e-12)
+    second = (var + mu ** 2).mean(axis=0)       # the mixture's E[y^2]
+    np.testing.assert_allclose(std, np.sqrt(second - mean ** 2), rtol=1e-6)
+    one = EnsembleRegressor(MLPRegressor((16,), loss="gaussian_nll", max_iter=20),
+                            n_estimators=3, random_state=0, n_jobs=1).fit(X, y)
+    np.testing.assert_array_equal(one.predict(X), reg.predict(X))
+    clf = EnsembleClassifier(MLPClassifier((16,), max_iter=20), n_estimators=3,
+                             random_state=0, bootstrap=True).fit(X, labels)
+    P = np.mean([m.predict_proba(X) for m in clf.estimators_], axis=0)
+    np.testing.assert_allclose(clf.predict_proba(X), P, rtol=1e-12)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[P.argmax(axis=1)])
+    assert len(set(clf.member_seeds_)) == 3
+    back = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_pipeline_and_grid_search():
+    X, y, _ = _data()
+    pipe = make_pipeline(StandardScaler(), EnsembleRegressor(
+        MLPRegressor((8,), max_iter=10), n_estimators=2, random_state=0))
+    search = GridSearchCV(pipe, {"ensembleregressor__estimator__alpha": [1e-4, 1e-2]}, cv=2)
+    search.fit(X, y)
+    assert search.best_estimator_.predict(X).shape == (200,)
+
+
+def test_bad_parameters():
+    X, y, labels = _data()
+    with pytest.raises(ValueError, match="n_estimators=0"):
+        EnsembleRegressor(n_estimators=0).fit(X, y)
+    with pytest.raises(TypeError, match="n_jobs must be an int"):
+        EnsembleRegressor(n_jobs=1.5).fit(X, y)
+    with pytest.raises(TypeError, match="bootstrap must be True or False"):
+        EnsembleRegressor(bootstrap="yes").fit(X, y)
+    with pytest.raises(TypeError, match="estimator must be a scikit-learn estimator"):
+        EnsembleRegressor(estimator=object()).fit(X, y)
+    with pytest.raises(ValueError, match="does not support multi-label"):
+        EnsembleClassifier().fit(X, np.eye(2, dtype=int)[labels % 2])
