@@ -351,6 +351,9 @@ class MLPEnsemble:
                 errors[k] = exc
 
         if comm is not None:
+            # the members' seeds (drawn from fresh entropy with seed=None) must agree on
+            # every rank: fit requires one shuffling seed everywhere
+            self.member_seeds = [int(s) for s in comm.bcast(self.member_seeds, root=0)]
             for k in range(self.n_members):
                 train(k)
         else:
