@@ -160,7 +160,8 @@ def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::
     """out (n, stop - first, n_0) := d y_j / dX for the output columns j in [first, stop).
 
     y = Z_L (seed_kind SEED_LOGITS) or the output link of Z_L (SEED_OUTPUT, link_kind as in
-    fastnn/_losses.pxd).  One forward pass per chunk, then one backward pass per column.
+    fastnn/_losses.pxd, restricted to the links: 0 identity, 2 learned Gaussian, 3 sigmoid,
+    4 softmax, 6 exp).  One forward pass per chunk, then one backward pass per column.
     """
     cdef const Net *net = &spec.net
     cdef int L = net.n_layers, n_out = net.sizes[net.n_layers], n_in = net.sizes[0]

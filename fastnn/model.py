@@ -790,8 +790,11 @@ class MLP:
         check_choice(of, "of", ("output", "logits"))
         X = as_input(X, "X", self.dtype, self.n_inputs)
         out = np.empty((X.shape[0], stop - first, self.n_inputs), dtype=self.dtype)
-        _sensitivity.jacobian_into(self._spec, self.params, X, int(of == "output"),
-                                   self._link_kind(), first, stop, out, SENSITIVITY_CHUNK_ROWS)
+        # the link by name (KL's softmax, a fixed-sigma Gaussian's identity), as a loss code
+        link = self._link_name()
+        kind = _LEARNED_GAUSSIAN if link == "gaussian" else OUTPUT_LINKS[link]
+        _sensitivity.jacobian_into(self._spec, self.params, X, int(of == "output"), kind,
+                                   first, stop, out, SENSITIVITY_CHUNK_ROWS)
         return out
 
     def prepare_data(self, X, y, loss, sample_weight=None):

@@ -128,6 +128,9 @@ def test_fixed_and_per_sample_sigma_gaussian_and_kl():
         _close(g, np.einsum("ij,ijc->ic", Z_grad, J), 1e-12)
     P = rng.dirichlet(np.ones(2), 8)
     g = model.input_gradient(X, P, "kl_divergence")
+    # a KL-trained model's output link is softmax
+    model.loss_and_grad(X, P, "kl_divergence")
+    _close(model.jacobian(X), _central(_output_fn(model, "softmax"), X))
     Z = model.forward(X)
     S = np.exp(Z) / np.exp(Z).sum(1, keepdims=True)
     _close(g, np.einsum("ij,ijc->ic", S - P, model.jacobian(X, of="logits")), 1e-12)
