@@ -18,6 +18,7 @@ member-samples/s = K * n * epochs / wall seconds.  Targets (issue 16): ensemble 
 """
 import argparse
 import os
+import time
 
 import numpy as np
 
@@ -72,6 +73,21 @@ def torch_bmm(w, X, y, epochs, threads):
             opt.step()
 
 
+def timed_with_cpu(runs, repeats):
+    """Like _common.interleaved, also recording the process's CPU seconds of each run: CPU
+    seconds / wall seconds is the number of cores a run kept busy (2.0 = both, on 2 cores)."""
+    for fn in runs.values():
+        fn()
+    wall, cpu = {name: [] for name in runs}, {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.process_time() - c0)
+    return wall, cpu
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -90,22 +106,27 @@ def main():
             runs[f"torch bmm ({threads} threads)"] = lambda t=threads: torch_bmm(w, X, y,
                                                                                 epochs, t)
         with C.blas_threads(threads):
-            times = C.interleaved(runs, repeats=args.repeats)
+            times, cpu = timed_with_cpu(runs, args.repeats)
         base = C.summary(times["sequential (1 thread)"])["median"]
         for name, ts in times.items():
             s = C.summary(ts)
             rate = K * n * epochs / s["median"]
-            rows.append((threads, name, rate, base / s["median"], C.spread(s)))
+            rows.append((threads, name, rate, base / s["median"], C.spread(s),
+                         C.summary(cpu[name])["median"] / s["median"]))
     lines = ["# Deep-ensemble training throughput (bench/ensemble_throughput.py)", "",
              f"K = {K} members of workload C ({w['title']}; n = {n}, {epochs} epochs, batch "
              f"64, float32, SGD lr {w['lr']}).  Medians of {args.repeats} interleaved repeats "
              "after a warm-up; the machine is shared with other developers' builds and tests "
              "and noisy right now, so expect +-10-20% between runs.", "",
-             "| pool threads | run | member-samples/s | vs sequential | spread |",
-             "|---|---|---|---|---|"]
-    for threads, name, rate, ratio, sp in rows:
+             f"Load average when the run ended: {os.getloadavg()[0]:.1f} on "
+             f"{C.environment()['usable_cores']} cores.  'cores busy' is the process's CPU "
+             "seconds / wall seconds: on an idle 2-core machine a 2-thread run that scales "
+             "shows ~2.", "",
+             "| pool threads | run | member-samples/s | vs sequential | spread | cores busy |",
+             "|---|---|---|---|---|---|"]
+    for threads, name, rate, ratio, sp, busy in rows:
         lines.append(f"| {threads} | {name} | {C.fmt_rate(rate)} | {ratio:.2f}x | "
-                     f"+-{sp:.0f}% |")
+                     f"+-{sp:.0f}% | {busy:.2f} |")
     lines += ["", "## Machine", "", C.environment_markdown(C.environment()), ""]
     text = "\n".join(lines)
     print(text)
