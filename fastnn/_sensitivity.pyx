@@ -156,37 +156,40 @@ cdef void _seed(int seed_kind, int link_kind, const floating *Z, const floating 
 
 def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::1] X,
                   int seed_kind, int link_kind, Py_ssize_t first, Py_ssize_t stop,
-                  floating[:, :, ::1] out, Py_ssize_t chunk_rows):
+                  floating[:, :, ::1] out, Py_ssize_t stacked_rows):
     """out (n, stop - first, n_0) := d y_j / dX for the output columns j in [first, stop).
 
     y = Z_L (seed_kind SEED_LOGITS) or the output link of Z_L (SEED_OUTPUT, link_kind as in
     fastnn/_losses.pxd, restricted to the links: 0 identity, 2 learned Gaussian, 3 sigmoid,
-    4 softmax, 6 exp).  One forward pass per chunk, then one backward pass per column.
+    4 softmax, 6 exp).  Per chunk of R rows: one forward pass, then the stop - first seeds are
+    stacked into one (stop - first) R-row batch that is pulled back with ONE product per
+    layer (the element-wise activation derivative is applied block by block, each block
+    against the chunk's stored outputs).  R = stacked_rows // (stop - first), at least 1.
     """
     cdef const Net *net = &spec.net
     cdef int L = net.n_layers, n_out = net.sizes[net.n_layers], n_in = net.sizes[0]
-    cdef Py_ssize_t n = X.shape[0], start, rows, i, c
-    cdef int j, status = FNN_OK
-    cdef size_t dw = _delta_width(net)
+    cdef int n_cols = <int> (stop - first)
+    cdef Py_ssize_t n = X.shape[0], start, rows, i, c, chunk_rows
+    cdef int j, k, b, status = FNN_OK
+    cdef size_t dw = _delta_width(net), stride
     cdef floating *acts
     cdef floating *P
     cdef floating *d0
     cdef floating *d1
-    cdef floating *dX
+    cdef floating *swap
     cdef floating *scratch
     cdef const floating *Z
-    chunk_rows = max(1, min(chunk_rows, n))
-    cdef size_t n_values = (<size_t> chunk_rows * (net.act_width + n_out + 2 * dw + n_in)
-                            + dw)
+    chunk_rows = max(1, min(stacked_rows // max(n_cols, 1), n))
+    cdef size_t n_values = (<size_t> chunk_rows * (net.act_width + n_out
+                                                   + 2 * dw * <size_t> n_cols) + dw)
     acts = <floating *> malloc(n_values * sizeof(floating))
     if acts == NULL:
         raise MemoryError(f"could not allocate the Jacobian workspace "
                           f"({n_values * sizeof(floating)} bytes)")
     P = acts + <size_t> chunk_rows * net.act_width
     d0 = P + <size_t> chunk_rows * n_out
-    d1 = d0 + <size_t> chunk_rows * dw
-    dX = d1 + <size_t> chunk_rows * dw
-    scratch = dX + <size_t> chunk_rows * n_in
+    d1 = d0 + <size_t> chunk_rows * dw * n_cols
+    scratch = d1 + <size_t> chunk_rows * dw * n_cols
     try:
         with nogil:
             start = 0
@@ -200,19 +203,41 @@ def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::
                     P[i] = Z[i]
                 if seed_kind == SEED_OUTPUT:
                     output_activation(link_kind, P, <int> rows, n_out)
-                for j in range(<int> first, <int> stop):
-                    _seed(seed_kind, link_kind, Z, P, <int> rows, n_out, j, d0)
-                    status = backward_to_input(net, &params[0], <int> rows, acts, d0, d1,
-                                               scratch, dX)
+                # block b of the stacked batch (rows b R .. b R + rows - 1) seeds column
+                # first + b
+                for b in range(n_cols):
+                    _seed(seed_kind, link_kind, Z, P, <int> rows, n_out, <int> first + b,
+                          d0 + <size_t> b * rows * n_out)
+                for k in range(L - 1, -1, -1):
+                    stride = <size_t> rows * net.sizes[k + 1]
+                    for b in range(n_cols):
+                        status = act_backward(d0 + b * stride,
+                                              layer_output(net, acts, <int> rows, k),
+                                              d0 + b * stride, scratch, <int> rows,
+                                              net.sizes[k + 1], net.acts[k],
+                                              <floating> net.alphas[k])
+                        if status != FNN_OK:
+                            break
                     if status != FNN_OK:
                         break
-                    for i in range(rows):
-                        for c in range(n_in):
-                            out[start + i, j - first, c] = dX[i * n_in + c]
+                    # dA_{k-1} (n_cols rows, n_k) := D_k (n_cols rows, n_{k+1}) @ W_k^T
+                    gemm_rowmajor(False, True, n_cols * <int> rows, net.sizes[k],
+                                  net.sizes[k + 1], <floating> 1, d0, net.sizes[k + 1],
+                                  &params[0] + net.w_off[k], net.sizes[k + 1], <floating> 0,
+                                  d1, net.sizes[k])
+                    swap = d0
+                    d0 = d1
+                    d1 = swap
                 if status != FNN_OK:
                     break
+                # d0 now holds dX, block b = column first + b
+                for b in range(n_cols):
+                    for i in range(rows):
+                        for c in range(n_in):
+                            out[start + i, b, c] = d0[(<size_t> b * rows + i) * n_in + c]
                 start += rows
     finally:
+        # d0/d1 were swapped L times: the allocation starts at acts either way
         free(acts)
     if status != FNN_OK:
         raise ValueError(f"compiled Jacobian pass failed with status {status}")

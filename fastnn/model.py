@@ -35,6 +35,9 @@ _SMALL_INPUT = 1 << 14
 # rows per chunk of input_gradient/jacobian: their delta buffers (rows x the widest layer)
 # stay in L2 (256 was fastest for the 784-256-128-10 network, bench/jacobian.py)
 SENSITIVITY_CHUNK_ROWS = 256
+# rows of the stacked batch of jacobian (columns x rows of a chunk): one product per layer
+# for all columns; 2048 was fastest for the 784-256-128-10 network's 10 columns
+JACOBIAN_STACKED_ROWS = 2048
 
 
 def as_input(X, name, dtype, n_features=None):
@@ -698,7 +701,7 @@ class MLP:
 
         Exactly one of `y` (the gradient of the loss given targets) and `output` (the gradient
         of one output column) is given.  No finite differences: one forward and one backward
-        pass per chunk of SENSITIVITY_CHUNK_ROWS rows, in the model's dtype, without the GIL.
+        pass per chunk of rows (a bounded workspace), in the model's dtype, without the GIL.
 
         Parameters
         ----------
@@ -766,9 +769,10 @@ class MLP:
     def jacobian(self, X, of="output"):
         """The Jacobian of the outputs with respect to the inputs, per sample.
 
-        ``J[i, j, c] = d y_ij / d x_ic`` by the compiled backward pass run down to X (one
-        forward and n_outputs backward passes per chunk of SENSITIVITY_CHUNK_ROWS rows, without
-        the GIL), in the model's dtype.
+        ``J[i, j, c] = d y_ij / d x_ic`` by the compiled backward pass run down to X, without
+        the GIL, in the model's dtype: per chunk of JACOBIAN_STACKED_ROWS // n_outputs rows,
+        one forward pass, then the n_outputs unit seeds stacked into one batch that is pulled
+        back with one matrix product per layer.
 
         Parameters
         ----------
@@ -794,7 +798,7 @@ class MLP:
         link = self._link_name()
         kind = _LEARNED_GAUSSIAN if link == "gaussian" else OUTPUT_LINKS[link]
         _sensitivity.jacobian_into(self._spec, self.params, X, int(of == "output"), kind,
-                                   first, stop, out, SENSITIVITY_CHUNK_ROWS)
+                                   first, stop, out, JACOBIAN_STACKED_ROWS)
         return out
 
     def prepare_data(self, X, y, loss, sample_weight=None):

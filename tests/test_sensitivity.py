@@ -144,6 +144,7 @@ def test_chunks_give_the_same_rows(monkeypatch, dtype):
     J, g = model.jacobian(X), model.input_gradient(X, y)
     assert J.dtype == dtype and g.dtype == dtype
     monkeypatch.setattr(model_module, "SENSITIVITY_CHUNK_ROWS", 4)
+    monkeypatch.setattr(model_module, "JACOBIAN_STACKED_ROWS", 7)   # 2 rows x 3 columns
     np.testing.assert_array_equal(model.jacobian(X), J)
     np.testing.assert_array_equal(model.input_gradient(X, y), g)
 
