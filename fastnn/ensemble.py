@@ -300,10 +300,9 @@ class MLPEnsemble:
         has finished; with a note naming the member.  The other members keep their result.
         KeyboardInterrupt stops every member after its running epoch, then is re-raised.
         """
-        for name in ("seed", "n_threads_blas"):
-            if name in fit_kwargs:
-                raise TypeError(f"MLPEnsemble.fit does not take {name}=: member k shuffles "
-                                f"with member_seeds[k] (set by the ensemble's seed)")
+        if "seed" in fit_kwargs:
+            raise TypeError("MLPEnsemble.fit does not take seed=: member k shuffles with "
+                            "member_seeds[k] (set by the ensemble's seed)")
         if "model" in fit_kwargs:
             raise TypeError("MLPEnsemble.fit trains its own members; do not pass model=")
         if fit_kwargs.get("validation_split", 0.0) and self.bootstrap:
@@ -320,8 +319,25 @@ class MLPEnsemble:
             n_threads = int(check_number(n_threads, "n_threads", low=1, high=MAX_DIM,
                                          integer=True))
         loss = get_loss(loss)
-        # convert X once, so that members without bootstrap read it in place
-        X = as_input(X, "X", self.dtype, self.n_inputs)
+        if comm is None:
+            # convert X once, so that members without bootstrap read it in place
+            X = as_input(X, "X", self.dtype, self.n_inputs)
+        else:
+            # fit agrees on bad input across ranks; so must this ensemble's own checks (a
+            # rank raising alone would leave the others waiting in a collective)
+            error = None
+            try:
+                if self.bootstrap:
+                    self._member_data(0, as_input(X, "X", self.dtype, self.n_inputs), y,
+                                      sample_weight, loss, comm)
+            except (ValueError, TypeError) as exc:
+                error = exc
+            failed = comm.allgather(error is not None)
+            if error is not None:
+                raise error
+            if any(failed):
+                raise ValueError(f"invalid input on rank(s) "
+                                 f"{[r for r, f in enumerate(failed) if f]}")
         # the same optimizer object (or None) as last time: every member continues from its
         # own optimizer's state, as a second fit of one model does; otherwise fresh copies
         if self.optimizers_[0] is not None and (optimizer is None
@@ -388,6 +404,7 @@ class MLPEnsemble:
         """(X, y, sample_weight, loss) of member k: the data itself or its bootstrap rows."""
         if not self.bootstrap:
             return X, y, sample_weight, loss
+        X = as_input(X, "X", self.dtype, self.n_inputs)   # no copy when already converted
         n = X.shape[0]
         idx = self.bootstrap_indices(k, n)
         if comm is not None:  # each rank resamples its own shard, from its own stream

@@ -1,6 +1,8 @@
 """Run under `mpiexec -n 2` by tests/test_ensemble.py: an MLPEnsemble trained data-parallel.
 
-Usage: mpi_ensemble_worker.py OUT -- rank 0 writes every rank's members' parameters to OUT.
+Usage: mpi_ensemble_worker.py OUT   rank 0 writes every rank's members' parameters to OUT
+       mpi_ensemble_worker.py bad   rank 1's shard holds NaN (bootstrap on): every rank must
+                                    raise, none may wait forever in a collective
 """
 import sys
 
@@ -32,6 +34,16 @@ def main(out):
     rank = comm.Get_rank()
     X, y = global_data()
     mine = slice(0, 40) if rank == 0 else slice(40, 90)   # uneven shards
+    if out == "bad":
+        if rank == 1:
+            X[50, 1] = np.nan
+        ens = MLPEnsemble([4, 8, 1], 2, seed=2, bootstrap=True)
+        try:
+            ens.fit(X[mine], y[mine], "mse", comm=comm, **FIT)
+        except ValueError as exc:
+            print(f"rank {rank} raised: {exc}", flush=True)
+            sys.exit(1)
+        return
     ens = ensemble()
     ens.fit(X[mine], y[mine], "mse", optimizer(), comm=comm, **FIT)
     every = comm.gather([m.params.copy() for m in ens.members], root=0)

@@ -378,6 +378,11 @@ def test_mpi_two_ranks_train_each_member_like_one_process(tmp_path):
     X, y = w.global_data()
     ens = w.ensemble()
     ens.fit(X, y, "mse", w.optimizer(), **w.FIT)
+    bad = subprocess.run([mpiexec, "-n", "2", sys.executable, worker, "bad"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode != 0
+    assert "rank 0 raised: invalid input on rank(s) [1]" in bad.stdout, bad.stdout + bad.stderr
+    assert "rank 1 raised: X contains NaN" in bad.stdout, bad.stdout + bad.stderr
     with np.load(out) as data:
         for k, member in enumerate(ens.members):
             np.testing.assert_allclose(data[f"rank0_{k}"], member.params, rtol=1e-10,
