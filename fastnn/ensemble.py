@@ -38,10 +38,12 @@ With member predictions p_k(x), k = 1..K:
   approximates the mixture by the Gaussian N(mu*, sigma*^2), as Lakshminarayanan et al. do:
   ``mu* +- z sigma*`` with z the standard normal quantile at (1 + level) / 2.  The mixture
   itself may be skewed or multimodal where the members disagree strongly;
-* regression with MSE or a fixed sigma: the mean of the members' predictions; the only
-  variance the ensemble knows is the epistemic one (``predict_std`` returns it; intervals
-  need a learned variance and raise otherwise);
-* Poisson (exp link): the mean rate.
+* regression with a fixed scalar ``GaussianNLL(sigma)``: the same with sigma_k = sigma;
+  with MSE (or a per-sample sigma, unknown at new inputs) the only variance the ensemble
+  knows is the epistemic one (``predict_std`` returns it); intervals need a learned variance
+  and raise otherwise;
+* Poisson (exp link): the mean rate; the mixture of Poissons has variance
+  mean_k lambda_k (aleatoric) + mean_k (lambda_k - lambda*)^2 (epistemic).
 
 Saving
 ------
@@ -464,8 +466,10 @@ class MLPEnsemble:
         -------
         EnsemblePrediction
             (mean, aleatoric, epistemic), each of shape (n_samples, n_targets), float64; see
-            the module docstring for the formulas.  The aleatoric part is zero unless the
-            members were trained with ``GaussianNLL("learned")``.
+            the module docstring for the formulas.  The aleatoric part is the members' mean
+            predicted sigma^2 with ``GaussianNLL("learned")``, sigma^2 with a fixed scalar
+            ``GaussianNLL(sigma)``, the mean rate with ``PoissonNLL`` (a Poisson's variance),
+            and zero with MSE or a per-sample sigma (unknown at new inputs).
 
         Raises
         ------
@@ -480,18 +484,23 @@ class MLPEnsemble:
         means = np.stack([m.predict(X) for m in self.members]).astype(np.float64)
         mean = means.mean(axis=0)
         epistemic = ((means - mean) ** 2).mean(axis=0)   # two passes: no cancellation
+        loss = self.loss_
         if link == "gaussian":
             stds = np.stack([m.predict_std(X) for m in self.members]).astype(np.float64)
             aleatoric = (stds ** 2).mean(axis=0)
+        elif link == "exp":
+            aleatoric = mean.copy()         # a Poisson's variance is its rate
+        elif loss is not None and loss.kind == 1 and loss.sample_sigma is None:
+            aleatoric = np.full_like(mean, loss.scalar_sigma ** 2)   # GaussianNLL(sigma)
         else:
-            aleatoric = np.zeros_like(mean)
+            aleatoric = np.zeros_like(mean)  # MSE, or a per-sample sigma unknown at new X
         return EnsemblePrediction(mean, aleatoric, epistemic)
 
     def predict_std(self, X):
         """sqrt(aleatoric + epistemic), shape (n_samples, n_targets), float64.
 
-        Without a learned variance (MSE, fixed-sigma Gaussian) this is the epistemic part
-        alone: the members' disagreement, not the noise in y.
+        With MSE this is the epistemic part alone: the members' disagreement, not the noise
+        in y (see ``predict_distribution``).
         """
         return self.predict_distribution(X).std
 

@@ -145,6 +145,21 @@ def test_mse_ensemble_std_is_the_spread_of_members():
     np.testing.assert_array_equal(ens.predict_distribution(X).aleatoric, 0.0)
 
 
+def test_fixed_sigma_and_poisson_aleatoric_parts():
+    X, y = _regression()
+    ens = MLPEnsemble([3, 8, 1], 3, seed=0, dtype=np.float64)
+    ens.fit(X, y, fastnn.GaussianNLL(0.3), epochs=2)
+    d = ens.predict_distribution(X)
+    np.testing.assert_allclose(d.aleatoric, 0.09, rtol=1e-15)
+    counts = np.random.default_rng(0).poisson(2.0, (X.shape[0], 1))
+    ens.fit(X, counts, "poisson", epochs=2)
+    rates = np.stack([m.predict(X) for m in ens.members])
+    d = ens.predict_distribution(X)
+    # a mixture of Poissons: E[y] = mean rate, Var[y] = E[rate] + Var[rate]
+    np.testing.assert_allclose(d.aleatoric, rates.mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(d.variance, rates.mean(axis=0) + rates.var(axis=0), rtol=1e-10)
+
+
 def test_input_gradient_and_jacobian_are_member_mean_and_spread():
     X, y = _regression(50)
     ens = MLPEnsemble([3, 8, 2], 3, activation="tanh", seed=0, dtype=np.float64)
