@@ -741,13 +741,17 @@ class MLP:
             raise ValueError("input_gradient needs exactly one of y (the gradient of the loss "
                              "given targets) and output (the gradient of one output column); "
                              f"got {'both' if y is not None else 'neither'}")
+        check_choice(of, "of", ("output", "logits"))
+        check_choice(reduction, "reduction", ("none", "mean"))
         if y is None:
-            if loss is not None or sample_weight is not None:
-                raise ValueError("loss and sample_weight apply to the loss gradient; pass y "
-                                 "with them, or output alone")
+            if loss is not None or sample_weight is not None or reduction != "none":
+                raise ValueError("loss, sample_weight and reduction apply to the loss "
+                                 "gradient; pass y with them, or output alone")
             j = check_number(output, "output", low=0, high=self.n_outputs - 1, integer=True)
             return self._jacobian(X, of, int(j), int(j) + 1)[:, 0, :]
-        check_choice(reduction, "reduction", ("none", "mean"))
+        if of != "output":
+            raise ValueError(f"of={of!r} applies to output=; the loss gradient is always "
+                             "taken through the loss's own output link")
         if loss is None:
             if self.loss_ is None:
                 raise ValueError("the model has not been trained, so it has no loss: pass "

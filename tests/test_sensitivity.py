@@ -188,6 +188,10 @@ def test_bad_input():
         model.input_gradient(X, y, reduction="mean", sample_weight=np.zeros(9))
     with pytest.raises(ValueError, match="pass y"):
         model.input_gradient(X, output=0, loss="mse")
+    with pytest.raises(ValueError, match="pass y"):
+        model.input_gradient(X, output=0, reduction="mean")
+    with pytest.raises(ValueError, match="of='logits' applies to output="):
+        model.input_gradient(X, y, of="logits")
     untrained = fastnn.MLP([4, 3, 1], seed=0)
     with pytest.raises(ValueError, match="has not been trained"):
         untrained.input_gradient(X, np.zeros(9))
