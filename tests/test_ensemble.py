@@ -3,6 +3,7 @@ the NumPy combination of the members', calibrated intervals on heteroscedastic d
 gap, save/load, MPI, bad input."""
 import copy
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -218,6 +219,8 @@ def test_save_load_round_trip(tmp_path):
         np.testing.assert_array_equal(a.params, b.params)
     np.testing.assert_array_equal(back.predict_std(X), ens.predict_std(X))
     assert all(o.t == p.t for o, p in zip(back.optimizers_, ens.optimizers_))
+    pickled = pickle.loads(pickle.dumps(ens))
+    np.testing.assert_array_equal(pickled.predict_std(X), ens.predict_std(X))
     # training continues identically after loading
     ens.fit(X, y, fastnn.GaussianNLL("learned"), epochs=1)
     back.fit(X, y, fastnn.GaussianNLL("learned"), epochs=1)
