@@ -32,8 +32,8 @@ PREDICT_CHUNK_ROWS = 1024
 # inputs up to this many elements are checked for NaN/inf with one isfinite pass (a small
 # temporary) rather than all_finite's sum, whose floating-point-error context costs ~1.3 us
 _SMALL_INPUT = 1 << 14
-# rows per chunk of input_gradient/jacobian: their delta buffers (rows x the widest layer)
-# stay in L2 (256 was fastest for the 784-256-128-10 network, bench/jacobian.py)
+# rows per chunk of input_gradient's loss gradient: its delta buffers (rows x the widest
+# layer) stay in L2 for layers up to ~1000 wide in float32
 SENSITIVITY_CHUNK_ROWS = 256
 # rows of the stacked batch of jacobian (columns x rows of a chunk): one product per layer
 # for all columns; 2048 was fastest for the 784-256-128-10 network's 10 columns
