@@ -300,7 +300,9 @@ class MLPEnsemble:
         ------
         Whatever a member's fit raises (TrainingDiverged, bad input ...), once every member
         has finished; with a note naming the member.  The other members keep their result.
-        KeyboardInterrupt stops every member after its running epoch, then is re-raised.
+        KeyboardInterrupt (in the calling thread, or raised by a callback) stops every member
+        after its running epoch, leaves members not yet started untouched (their history
+        None), then is re-raised.
         """
         if "seed" in fit_kwargs:
             raise TypeError("MLPEnsemble.fit does not take seed=: member k shuffles with "
@@ -354,6 +356,8 @@ class MLPEnsemble:
         errors = [None] * self.n_members
 
         def train(k):
+            if stop.is_set():   # interrupted before this member started: leave it as it is
+                return
             try:
                 Xk, yk, swk, lossk = self._member_data(k, X, y, sample_weight, loss, comm)
 
@@ -367,6 +371,8 @@ class MLPEnsemble:
                                     callbacks=[stop_and_forward], **fit_kwargs)
             except BaseException as exc:  # kept, raised once every member has finished
                 errors[k] = exc
+                if isinstance(exc, KeyboardInterrupt):
+                    stop.set()   # an interrupt (e.g. raised by a callback) stops them all
 
         if comm is not None:
             # the members' seeds (drawn from fresh entropy with seed=None) must agree on

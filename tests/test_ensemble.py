@@ -327,6 +327,21 @@ def test_a_failing_member_raises_after_the_others_finish():
     assert len(ens.histories_[0].loss) == 2 and ens.histories_[2] is None
 
 
+def test_an_interrupt_in_one_member_stops_every_member():
+    X, y = _regression(64)
+
+    def cb(epoch, logs):
+        if logs["member"] == 0:
+            raise KeyboardInterrupt
+
+    ens = MLPEnsemble([3, 4, 1], 3, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        ens.fit(X, y, "mse", epochs=50, callbacks=[cb], n_threads=1)
+    # with one worker, members 1 and 2 would start after the interrupt: they do not
+    assert ens.histories_[1:] == [None, None]
+    assert ens.members[1].loss_ is None
+
+
 def test_bad_input():
     X, y = _regression(20)
     with pytest.raises(ValueError, match="n_members=0"):
