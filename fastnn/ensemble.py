@@ -327,6 +327,9 @@ class MLPEnsemble:
             # convert X once, so that members without bootstrap read it in place
             X = as_input(X, "X", self.dtype, self.n_inputs)
         else:
+            # the members' seeds (drawn from fresh entropy with seed=None) must agree on
+            # every rank: fit requires one shuffling seed everywhere
+            self.member_seeds = [int(s) for s in comm.bcast(self.member_seeds, root=0)]
             # fit agrees on bad input across ranks; so must this ensemble's own checks (a
             # rank raising alone would leave the others waiting in a collective)
             error = None
@@ -374,31 +377,32 @@ class MLPEnsemble:
                 if isinstance(exc, KeyboardInterrupt):
                     stop.set()   # an interrupt (e.g. raised by a callback) stops them all
 
-        if comm is not None:
-            # the members' seeds (drawn from fresh entropy with seed=None) must agree on
-            # every rank: fit requires one shuffling seed everywhere
-            self.member_seeds = [int(s) for s in comm.bcast(self.member_seeds, root=0)]
-            for k in range(self.n_members):
-                train(k)
-        else:
-            workers = min(self.n_members, n_threads or available_cores())
-            # one BLAS thread per worker: the members' arithmetic does not depend on the
-            # worker count, and workers x BLAS threads never exceed the cores asked for
-            with blas_threads(1 if get_num_threads() is not None else None):
-                with ThreadPoolExecutor(max_workers=workers,
-                                        thread_name_prefix="fastnn-ensemble") as pool:
-                    futures = [pool.submit(train, k) for k in range(self.n_members)]
-                    try:
-                        for f in futures:
-                            f.result()
-                    except KeyboardInterrupt:
-                        stop.set()   # every member stops after its running epoch
-                        for f in futures:
-                            f.cancel()
-                        pool.shutdown(wait=True)
-                        raise
-        self.optimizers_ = optimizers
-        self.histories_ = histories
+        try:
+            if comm is not None:
+                for k in range(self.n_members):
+                    train(k)
+            else:
+                workers = min(self.n_members, n_threads or available_cores())
+                # one BLAS thread per worker: the members' arithmetic does not depend on the
+                # worker count, and workers x BLAS threads never exceed the cores asked for
+                with blas_threads(1 if get_num_threads() is not None else None):
+                    with ThreadPoolExecutor(max_workers=workers,
+                                            thread_name_prefix="fastnn-ensemble") as pool:
+                        futures = [pool.submit(train, k) for k in range(self.n_members)]
+                        try:
+                            for f in futures:
+                                f.result()
+                        except KeyboardInterrupt:
+                            stop.set()   # every member stops after its running epoch
+                            for f in futures:
+                                f.cancel()
+                            pool.shutdown(wait=True)
+                            raise
+        finally:
+            # whatever happened, the optimizers match the members' weights: a later fit
+            # continues from where each member stopped
+            self.optimizers_ = optimizers
+            self.histories_ = histories
         for k, exc in enumerate(errors):
             if exc is not None:
                 note = (f"(raised while training member {k} of the ensemble, seed "
