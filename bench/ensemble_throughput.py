@@ -20,8 +20,6 @@ import argparse
 import os
 import time
 
-import numpy as np
-
 import _common as C
 
 import fastnn

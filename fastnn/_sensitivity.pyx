@@ -17,7 +17,6 @@ processes X in chunks of `chunk_rows` rows, so memory is bounded whatever n_samp
 Unchecked: fastnn.model validates every argument first.
 """
 from cython cimport floating
-from libc.math cimport exp
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
@@ -125,8 +124,8 @@ def loss_input_grad_into(NetSpec spec, const floating[::1] params, const floatin
     return total
 
 
-cdef void _seed(int seed_kind, int link_kind, const floating *Z, const floating *P,
-                int rows, int n_out, int j, floating *delta) noexcept nogil:
+cdef void _seed(int seed_kind, int link_kind, const floating *P, int rows, int n_out, int j,
+                floating *delta) noexcept nogil:
     """delta (rows, n_out) := d(output column j)/dZ_L per row, for the chosen output.
 
     P is the linked output (the output link applied to Z), used by the link derivatives:
@@ -206,7 +205,7 @@ def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::
                 # block b of the stacked batch (rows b R .. b R + rows - 1) seeds column
                 # first + b
                 for b in range(n_cols):
-                    _seed(seed_kind, link_kind, Z, P, <int> rows, n_out, <int> first + b,
+                    _seed(seed_kind, link_kind, P, <int> rows, n_out, <int> first + b,
                           d0 + <size_t> b * rows * n_out)
                 for k in range(L - 1, -1, -1):
                     stride = <size_t> rows * net.sizes[k + 1]
