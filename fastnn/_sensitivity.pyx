@@ -9,11 +9,14 @@ chunk of rows, one forward pass stores every layer's output; then each seed dl/d
 
 until dA_0 = dl/dX.  A seed is either the loss gradient (fused with the output link, as in
 training) or, for the Jacobian, one unit vector per output column (of the logits, or of the
-linked output, whose derivative is applied to the seed first).  The Jacobian thus costs one
-forward and n_L backward passes per chunk, all in compiled code without the GIL.
+linked output, whose derivative is applied to the seed first).  The Jacobian's seeds are
+stacked into one batch of n_L blocks, so each layer costs one matrix product for all output
+columns (the element-wise derivative is applied block by block against the stored A_k): one
+forward pass and the work of n_L backward passes per chunk, in a few large BLAS calls,
+without the GIL.
 
 Every function allocates its workspace once per call (so concurrent calls share nothing) and
-processes X in chunks of `chunk_rows` rows, so memory is bounded whatever n_samples is.
+processes X in chunks of rows, so memory is bounded whatever n_samples is.
 Unchecked: fastnn.model validates every argument first.
 """
 from cython cimport floating
