@@ -28,6 +28,10 @@ spread of the members' means alone otherwise.
 ``bootstrap=True`` resamples the training rows per member as integer sample weights (the
 number of times each row is drawn, multiplied into ``sample_weight``), so every member still
 sees every class.  Needs scikit-learn (``pip install scikit-learn``).
+
+``tests/test_sklearn_ensemble.py`` runs scikit-learn's estimator checks on both, with float64
+members; float32 members (the default) share fastnn.sklearn's two rounding exceptions
+(``check_methods_subset_invariance``, ``check_sample_weight_equivalence_on_dense_data``).
 """
 import numbers
 from concurrent.futures import ThreadPoolExecutor
