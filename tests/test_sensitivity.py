@@ -79,7 +79,8 @@ def test_jacobian_matches_central_differences(activation, link):
     _close(J, _central(_output_fn(model, link), X))
     _close(model.jacobian(X, of="logits"), _central(model.forward, X))
     for j in range(model.n_outputs):
-        np.testing.assert_array_equal(model.input_gradient(X, output=j), J[:, j, :])
+        np.testing.assert_allclose(model.input_gradient(X, output=j), J[:, j, :], rtol=1e-13,
+                                   atol=1e-15)
 
 
 @pytest.mark.parametrize("link", list(LINKS))
@@ -145,8 +146,11 @@ def test_chunks_give_the_same_rows(monkeypatch, dtype):
     assert J.dtype == dtype and g.dtype == dtype
     monkeypatch.setattr(model_module, "SENSITIVITY_CHUNK_ROWS", 4)
     monkeypatch.setattr(model_module, "JACOBIAN_STACKED_ROWS", 7)   # 2 rows x 3 columns
-    np.testing.assert_array_equal(model.jacobian(X), J)
-    np.testing.assert_array_equal(model.input_gradient(X, y), g)
+    # the same values to rounding: a one-row chunk's products go through BLAS's GEMV, which
+    # sums in another order than GEMM (fastnn/_blas.pyx)
+    tol = dict(rtol=1e-5, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(model.jacobian(X), J, **tol)
+    np.testing.assert_allclose(model.input_gradient(X, y), g, **tol)
 
 
 def test_float32_agrees_with_float64():
@@ -155,6 +159,21 @@ def test_float32_agrees_with_float64():
     np.testing.assert_allclose(m32.jacobian(X), m64.jacobian(X), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(m32.input_gradient(X, y), m64.input_gradient(X, y),
                                rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_one_row(dtype):
+    # a one-row product takes BLAS's matrix-vector path (fastnn/_blas.pyx)
+    model, loss, X, y = _model("tanh", "softmax", dtype)
+    J = model.jacobian(X[:1])
+    tol = dict(rtol=1e-5, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(model.input_gradient(X[:1], output=1), J[:, 1, :], **tol)
+    if dtype == np.float64:
+        _close(J, _central(_output_fn(model, "softmax"), X[:1]))
+        _close(model.input_gradient(X[:1], y[:1]),
+               np.einsum("ij,ijc->ic", model.predict(X[:1]) - np.eye(3)[y[:1]],
+                         model.jacobian(X[:1], of="logits")))
+    np.testing.assert_allclose(J[0], model.jacobian(X)[0], **tol)
 
 
 def test_wide_input_layer():
