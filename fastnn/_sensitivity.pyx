@@ -24,6 +24,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
 from fastnn._blas cimport gemm_rowmajor
+from fastnn._fpmode cimport fnn_fpmode_enter, fnn_fpmode_leave
 from fastnn._kernels cimport FNN_OK, act_backward
 from fastnn._losses cimport LossParams, LOSS_GAUSSIAN_LEARNED, output_activation
 from fastnn._network cimport Net, NetSpec, net_forward, net_forward_loss, layer_output
@@ -71,12 +72,14 @@ def loss_input_grad_into(NetSpec spec, const floating[::1] params, const floatin
                          int loss_kind, int full, double sigma_scalar,
                          const floating[:, ::1] Y, const Py_ssize_t[::1] labels,
                          const floating[::1] sample_weight, const floating[::1] sigma,
-                         double grad_scale, floating[:, ::1] out, Py_ssize_t chunk_rows):
+                         double grad_scale, floating[:, ::1] out, Py_ssize_t chunk_rows,
+                         bint flush_denormals=True):
     """out (n, n_0) := grad_scale * w_i * dl_i/dx_i for every sample; returns sum_i w_i l_i.
 
     Row i depends on sample i only (the samples of a network are independent), so out holds
     the per-sample loss gradients; the gradient of the (weighted) mean loss w.r.t. X is
-    out / sum(w) with grad_scale = 1.
+    out / sum(w) with grad_scale = 1.  flush_denormals: flush subnormals to zero on this
+    thread during the call, as every compiled entry point does (fastnn.fpmode).
     """
     cdef const Net *net = &spec.net
     cdef LossParams lp
@@ -89,6 +92,7 @@ def loss_input_grad_into(NetSpec spec, const floating[::1] params, const floatin
     cdef floating *d1
     cdef floating *scratch
     cdef Py_ssize_t n_targets = 0 if Y is None else Y.shape[1]
+    cdef unsigned long long fp_saved
     lp.kind = loss_kind
     lp.full = full
     lp.sigma = sigma_scalar
@@ -103,6 +107,7 @@ def loss_input_grad_into(NetSpec spec, const floating[::1] params, const floatin
     scratch = d1 + <size_t> chunk_rows * dw
     try:
         with nogil:
+            fp_saved = fnn_fpmode_enter(flush_denormals)
             start = 0
             while start < n:
                 rows = min(chunk_rows, n - start)
@@ -120,6 +125,7 @@ def loss_input_grad_into(NetSpec spec, const floating[::1] params, const floatin
                 if status != FNN_OK:
                     break
                 start += rows
+            fnn_fpmode_leave(flush_denormals, fp_saved)
     finally:
         free(acts)
     if status != FNN_OK:
@@ -158,7 +164,8 @@ cdef void _seed(int seed_kind, int link_kind, const floating *P, int rows, int n
 
 def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::1] X,
                   int seed_kind, int link_kind, Py_ssize_t first, Py_ssize_t stop,
-                  floating[:, :, ::1] out, Py_ssize_t stacked_rows):
+                  floating[:, :, ::1] out, Py_ssize_t stacked_rows,
+                  bint flush_denormals=True):
     """out (n, stop - first, n_0) := d y_j / dX for the output columns j in [first, stop).
 
     y = Z_L (seed_kind SEED_LOGITS) or the output link of Z_L (SEED_OUTPUT, link_kind as in
@@ -167,6 +174,7 @@ def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::
     stacked into one (stop - first) R-row batch that is pulled back with ONE product per
     layer (the element-wise activation derivative is applied block by block, each block
     against the chunk's stored outputs).  R = stacked_rows // (stop - first), at least 1.
+    flush_denormals: as in loss_input_grad_into.
     """
     cdef const Net *net = &spec.net
     cdef int L = net.n_layers, n_out = net.sizes[net.n_layers], n_in = net.sizes[0]
@@ -181,6 +189,7 @@ def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::
     cdef floating *swap
     cdef floating *scratch
     cdef const floating *Z
+    cdef unsigned long long fp_saved
     chunk_rows = max(1, min(stacked_rows // max(n_cols, 1), n))
     cdef size_t n_values = (<size_t> chunk_rows * (net.act_width + n_out
                                                    + 2 * dw * <size_t> n_cols) + dw)
@@ -194,6 +203,7 @@ def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::
     scratch = d1 + <size_t> chunk_rows * dw * n_cols
     try:
         with nogil:
+            fp_saved = fnn_fpmode_enter(flush_denormals)
             start = 0
             while start < n:
                 rows = min(chunk_rows, n - start)
@@ -238,6 +248,7 @@ def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::
                         for c in range(n_in):
                             out[start + i, b, c] = d0[(<size_t> b * rows + i) * n_in + c]
                 start += rows
+            fnn_fpmode_leave(flush_denormals, fp_saved)
     finally:
         # d0/d1 were swapped L times: the allocation starts at acts either way
         free(acts)

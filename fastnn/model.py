@@ -767,7 +767,7 @@ class MLP:
         out = np.empty((X.shape[0], self.n_inputs), dtype=self.dtype)
         _sensitivity.loss_input_grad_into(
             self._spec, self.params, X, loss.kind, int(loss.full), loss.scalar_sigma, Y,
-            labels, sw, sigma, scale, out, SENSITIVITY_CHUNK_ROWS)
+            labels, sw, sigma, scale, out, SENSITIVITY_CHUNK_ROWS, fpmode.get_flush_denormals())
         return out
 
     def jacobian(self, X, of="output"):
@@ -802,7 +802,8 @@ class MLP:
         link = self._link_name()
         kind = _LEARNED_GAUSSIAN if link == "gaussian" else OUTPUT_LINKS[link]
         _sensitivity.jacobian_into(self._spec, self.params, X, int(of == "output"), kind,
-                                   first, stop, out, JACOBIAN_STACKED_ROWS)
+                                   first, stop, out, JACOBIAN_STACKED_ROWS,
+                                   fpmode.get_flush_denormals())
         return out
 
     def prepare_data(self, X, y, loss, sample_weight=None):

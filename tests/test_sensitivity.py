@@ -214,3 +214,18 @@ def test_bad_input():
     untrained = fastnn.MLP([4, 3, 1], seed=0)
     with pytest.raises(ValueError, match="has not been trained"):
         untrained.input_gradient(X, np.zeros(9))
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_the_callers_floating_point_mode_is_kept(flush):
+    from fastnn import _network, fpmode
+    model, loss, X, y = _model("tanh", "softmax", np.float32)
+    before = _network._get_fpmode()
+    previous = fpmode.get_flush_denormals()
+    fpmode.set_flush_denormals(flush)
+    try:
+        model.jacobian(X)
+        model.input_gradient(X, y)
+    finally:
+        fpmode.set_flush_denormals(previous)
+    assert _network._get_fpmode() == before
