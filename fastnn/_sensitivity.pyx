@@ -25,14 +25,34 @@ from libc.string cimport memset
 
 from fastnn._blas cimport gemm_rowmajor
 from fastnn._fpmode cimport fnn_fpmode_enter, fnn_fpmode_leave
-from fastnn._kernels cimport FNN_OK, act_backward
+from fastnn._kernels cimport FNN_OK, FNN_IDENTITY, act_backward
+from fastnn._layernorm cimport layernorm_act_backward
 from fastnn._losses cimport LossParams, LOSS_GAUSSIAN_LEARNED, output_activation
-from fastnn._network cimport Net, NetSpec, net_forward, net_forward_loss, layer_output
+from fastnn._network cimport (Net, NetSpec, net_forward, net_forward_loss, layer_output,
+                              layer_kept)
 
 # seed kinds of jacobian_into (keep in step with fastnn/model.py)
 cdef enum:
     SEED_LOGITS = 0    # d Z_L[:, j] / dX
     SEED_OUTPUT = 1    # d link(Z_L)[:, j] / dX
+
+
+cdef int layer_delta(const Net *net, const floating *params, floating *acts, int n_rows,
+                     int k, floating *delta, floating *scratch) noexcept nogil:
+    """delta (n_rows, n_{k+1}): dl/dA_k in, dl/dZ_k out, as net_backward computes it (layer
+    normalization, then the activation's derivative from what the layer kept; no dropout at
+    inference).  scratch holds 3 max(n_k) values.  Returns a status."""
+    cdef int status, act = net.acts[k], n_out = net.sizes[k + 1]
+    if net.norms[k]:
+        status = layernorm_act_backward(
+            delta, acts + n_rows * net.z_off[k], acts + n_rows * net.n_off[k],
+            params + net.b_off[k] + n_out, acts + n_rows * net.r_off[k], scratch + n_out,
+            scratch + 2 * n_out, n_rows, n_out, act, <floating> net.alphas[k])
+        if status != FNN_OK:
+            return status
+        act = FNN_IDENTITY
+    return act_backward(delta, layer_kept(net, acts, n_rows, k), delta, scratch, n_rows, n_out,
+                        act, <floating> net.alphas[k])
 
 
 cdef int backward_to_input(const Net *net, const floating *params, int n_rows,
@@ -41,7 +61,7 @@ cdef int backward_to_input(const Net *net, const floating *params, int n_rows,
     """dX (n_rows, n_0) := the pull-back of delta0 = dl/dZ_L through every layer.
 
     delta0 and delta1 each hold n_rows * max(n_k) values and are overwritten; scratch holds
-    max(n_k) values (act_backward's bias gradient, unused here).  Returns a status.
+    3 max(n_k) values (bias and layer-norm gradients, unused here).  Returns a status.
     """
     cdef int k, status
     cdef int L = net.n_layers
@@ -49,8 +69,7 @@ cdef int backward_to_input(const Net *net, const floating *params, int n_rows,
     cdef floating *target
     for k in range(L - 1, -1, -1):
         # delta0 holds dl/dA_k on entry; D_k overwrites it in place
-        status = act_backward(delta0, layer_output(net, acts, n_rows, k), delta0, scratch,
-                              n_rows, net.sizes[k + 1], net.acts[k], <floating> net.alphas[k])
+        status = layer_delta(net, params, acts, n_rows, k, delta0, scratch)
         if status != FNN_OK:
             return status
         target = dX if k == 0 else delta1
@@ -97,7 +116,7 @@ def loss_input_grad_into(NetSpec spec, const floating[::1] params, const floatin
     lp.full = full
     lp.sigma = sigma_scalar
     chunk_rows = max(1, min(chunk_rows, n))
-    cdef size_t n_values = <size_t> chunk_rows * (net.act_width + 2 * dw) + dw
+    cdef size_t n_values = <size_t> chunk_rows * (net.act_width + 2 * dw) + 3 * dw
     acts = <floating *> malloc(n_values * sizeof(floating))
     if acts == NULL:
         raise MemoryError(f"could not allocate the input-gradient workspace "
@@ -192,7 +211,7 @@ def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::
     cdef unsigned long long fp_saved
     chunk_rows = max(1, min(stacked_rows // max(n_cols, 1), n))
     cdef size_t n_values = (<size_t> chunk_rows * (net.act_width + n_out
-                                                   + 2 * dw * <size_t> n_cols) + dw)
+                                                   + 2 * dw * <size_t> n_cols) + 3 * dw)
     acts = <floating *> malloc(n_values * sizeof(floating))
     if acts == NULL:
         raise MemoryError(f"could not allocate the Jacobian workspace "
@@ -223,11 +242,8 @@ def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::
                 for k in range(L - 1, -1, -1):
                     stride = <size_t> rows * net.sizes[k + 1]
                     for b in range(n_cols):
-                        status = act_backward(d0 + b * stride,
-                                              layer_output(net, acts, <int> rows, k),
-                                              d0 + b * stride, scratch, <int> rows,
-                                              net.sizes[k + 1], net.acts[k],
-                                              <floating> net.alphas[k])
+                        status = layer_delta(net, &params[0], acts, <int> rows, k,
+                                             d0 + b * stride, scratch)
                         if status != FNN_OK:
                             break
                     if status != FNN_OK:

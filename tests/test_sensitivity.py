@@ -229,3 +229,17 @@ def test_the_callers_floating_point_mode_is_kept(flush):
     finally:
         fpmode.set_flush_denormals(previous)
     assert _network._get_fpmode() == before
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "gelu"])
+def test_layer_normalized_and_dropout_layers(activation):
+    # layer normalization is differentiated through; dropout is off outside training
+    model = fastnn.MLP.from_layers(
+        [fastnn.Dense(4, 6, activation, normalization="layer"),
+         fastnn.Dense(6, 5, activation, dropout=0.3), fastnn.Dense(5, 3)],
+        dtype=np.float64, seed=0)
+    X = np.random.default_rng(0).standard_normal((7, 4))
+    _close(model.jacobian(X), _central(model.forward, X))
+    y = np.random.default_rng(1).standard_normal((7, 3))
+    _close(model.input_gradient(X, y, "mse"),
+           np.einsum("ij,ijc->ic", 2 * (model.forward(X) - y) / 3, model.jacobian(X)))
