@@ -228,6 +228,9 @@ class Optimizer:
             if not s.flags.c_contiguous:
                 raise ValueError(f"{name} must be C-contiguous (it is updated in place)")
             check_writeable(s, name)
+        if s1 is not None and s1.size and s2.size and np.may_share_memory(s1, s2):
+            # Adam would write both moments into one buffer: wrong numbers, silently
+            raise ValueError("state[0] and state[1] share memory; expected separate arrays")
         self._state = (s1, s2)
 
     def _n_state(self):

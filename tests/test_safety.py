@@ -274,6 +274,9 @@ def test_optimizer_state_assignment_is_checked_and_refitted_to_the_model():
                 ValueError, "state[0] is a float64 array of shape (2, 2)")
     check_error(lambda: setattr(opt, "state", (np.zeros(4), np.zeros(4, np.float32))),
                 ValueError, "state[1]")
+    shared = np.zeros(model.n_params, np.float32)
+    check_error(lambda: setattr(opt, "state", (shared, shared[:])), ValueError,
+                "share memory")
     ro = np.zeros(model.n_params, np.float32)
     ro.flags.writeable = False
     check_error(lambda: setattr(opt, "state", (ro, ro)), ValueError, "read-only")
