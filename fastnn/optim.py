@@ -7,6 +7,13 @@ not to biases, as scikit-learn's ``alpha`` does.
 
 Schedules give the learning rate of each epoch (the rate is constant within an epoch) and
 compose with any optimizer: ``SGD(lr=0.1, schedule=Cosine(total_epochs=50))``.
+
+Continuing is the default.  A schedule is a function of a counter the optimizer owns and
+saves, ``optimizer.completed_epochs`` (as Keras computes rates from ``optimizer.iterations``
+and PyTorch keeps ``last_epoch`` in a scheduler's state), and the optimizer also keeps its step
+count ``t``, its state vectors and a ReduceOnPlateau's progress.  So a second ``fit`` with the
+same optimizer, a ``load(..., with_optimizer=True)`` or an unpickled optimizer runs epoch 4
+at the rate an uninterrupted run would.  ``optimizer.reset()`` starts afresh.
 """
 import math
 
@@ -20,7 +27,13 @@ from fastnn.model import MLP
 
 
 class Schedule:
-    """Base class: ``lr(epoch, base_lr)`` for epoch = 0, 1, ...; stateless unless noted."""
+    """Base class: ``lr(epoch, base_lr)``; stateless unless noted.
+
+    `epoch` is the number of epochs the optimizer completed before this one (0 for the first
+    epoch of a run, 3 for the first epoch of a fit that continues a 3-epoch run): the
+    optimizer's ``completed_epochs``.  User-visible epoch numbers are 1-based (epoch
+    ``completed_epochs + 1``).
+    """
 
     def lr(self, epoch, base_lr):
         raise NotImplementedError
@@ -29,7 +42,7 @@ class Schedule:
         """Called with the monitored value after each epoch (only ReduceOnPlateau uses it)."""
 
     def reset(self):
-        """Forget any state (called at the start of a fresh fit)."""
+        """Forget any progress (called by ``Optimizer.reset``, to start afresh)."""
 
     def get_config(self):
         return {"name": type(self).__name__, **{k: v for k, v in vars(self).items()
@@ -159,7 +172,8 @@ class Optimizer:
     def __init__(self, lr, weight_decay, clip_norm, schedule):
         self.lr, self.weight_decay, self.clip_norm = lr, weight_decay, clip_norm
         self.schedule = get_schedule(schedule)
-        self.reset()
+        self._reset_state()
+        self.completed_epochs = 0  # a schedule passed in keeps its own progress
         self._check()
 
     def _check(self):
@@ -194,7 +208,17 @@ class Optimizer:
             object.__setattr__(self, "_changed", False)
 
     def reset(self):
-        """Forget the state (velocity / moments and the step count)."""
+        """Start afresh: forget the state (velocity / moments), the step count ``t``, the epoch
+        count ``completed_epochs`` and the schedule's progress.
+
+        Nothing else resets them: a second fit with the same optimizer continues the run.
+        """
+        self._reset_state()
+        self.completed_epochs = 0
+        self.schedule.reset()
+
+    def _reset_state(self):
+        # the moments and the step count belong together (Adam's bias correction reads t)
         self.state = (None, None)
         self.t = 0
 
@@ -261,8 +285,22 @@ class Optimizer:
         return self._state
 
     def lr_at(self, epoch):
-        """The learning rate of 0-based epoch `epoch` under the schedule."""
+        """The learning rate of the epoch that follows `epoch` completed ones."""
         return float(self.schedule.lr(epoch, self.lr))
+
+    def check_planned_rates(self, epochs):
+        """Raise ValueError, before any step, if the schedule gives a rate that is not a finite
+        positive number for one of the next `epochs` epochs (numbered from 1 in the message).
+        """
+        for e in range(self.completed_epochs, self.completed_epochs + epochs):
+            lr = self.lr_at(e)
+            if not (math.isfinite(lr) and lr > 0):
+                raise ValueError(
+                    f"the schedule {self.schedule!r} gives lr={lr!r} for epoch {e + 1} of this "
+                    f"run (the fit would train epochs {self.completed_epochs + 1} to "
+                    f"{self.completed_epochs + epochs}); expected a finite rate > 0. Cover "
+                    "every epoch with the schedule (e.g. Cosine's total_epochs), set min_lr > "
+                    "0, or call optimizer.reset() to start the schedule afresh")
 
     def compiled_args(self, lr):
         """(kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2, eps).
@@ -300,7 +338,8 @@ class Optimizer:
             self.t += 1
 
     def get_config(self):
-        config = {k: v for k, v in vars(self).items() if k not in ("_state", "_changed", "t", "schedule")}
+        config = {k: v for k, v in vars(self).items()
+                  if k not in ("t", "schedule", "completed_epochs") and not k.startswith("_")}
         config["schedule"] = self.schedule.get_config()
         return {"name": type(self).__name__, **config}
 
