@@ -13,7 +13,7 @@ Format (``FORMAT_VERSION`` 1).  A zip archive as ``numpy.savez`` writes it, hold
          "n_params": N, "params_sha256": "<hex digest of the little-endian parameter bytes>",
          "optimizer": null | {"name": "SGD" | "Adam", "config": {...},
                               "schedule": {"name": ..., "config": {...}, "state": {...}},
-                              "t": steps, "has_state": bool}}
+                              "t": steps, "completed_epochs": epochs, "has_state": bool}}
 
     Initializer configs are those of ``fastnn.init`` (null for an initializer that cannot be
     rebuilt from its config: the layer then gets the default for its activation, which only
@@ -55,7 +55,8 @@ import zlib
 
 import numpy as np
 
-from fastnn import __version__, init as _init
+from fastnn import init as _init
+from fastnn._version import __version__
 from fastnn import optim as _optim
 from fastnn._validation import MAX_DIM, check_bool, check_choice, check_number
 from fastnn.losses import Loss
@@ -99,8 +100,9 @@ def save_model(model, path, optimizer=None):
         directory must exist.
     optimizer : fastnn.SGD, fastnn.Adam or None
         Also store the hyperparameters, the schedule (with a ReduceOnPlateau's progress), the
-        step count and the state vectors, so that ``load(path, with_optimizer=True)`` can
-        resume training where it stopped.
+        step and epoch counts and the state vectors, so that ``load(path,
+        with_optimizer=True)`` resumes training where it stopped: a fit with the loaded
+        optimizer (and the same int seed) continues exactly as the uninterrupted run would.
 
     Raises
     ------
@@ -210,7 +212,8 @@ def _describe_optimizer(optimizer, model):
     description = {"name": name, "config": config,
                    "schedule": {"name": schedule_name, "config": schedule_config,
                                 "state": schedule_state},
-                   "t": int(optimizer.t), "has_state": has_state}
+                   "t": int(optimizer.t), "completed_epochs": int(optimizer.completed_epochs),
+                   "has_state": has_state}
     return description, states
 
 
@@ -743,7 +746,10 @@ def _check_optimizer_description(path, d, n_params):
     optimizer = _built(path, "optimizer.config", _OPTIMIZERS[name], **config, schedule=schedule)
     t = _int_field(path, d.get("t", 0), "optimizer.t", 0, _MAX_STEPS)
     has_state = _bool_field(path, d.get("has_state", False), "optimizer.has_state")
-    return {"optimizer": optimizer, "t": t, "has_state": has_state}
+    completed_epochs = _int_field(path, d.get("completed_epochs", 0),
+                                  "optimizer.completed_epochs", 0, _MAX_STEPS)
+    return {"optimizer": optimizer, "t": t, "has_state": has_state,
+            "completed_epochs": completed_epochs}
 
 
 def _keyword_object(path, value, where):
@@ -764,4 +770,7 @@ def _build_optimizer(path, spec, states, model):
             restored.append(np.array(s, dtype=model.dtype))  # a writeable copy
         optimizer.state = tuple(restored)
         optimizer.t = spec["t"]
+    # the epoch count the schedule is a function of (absent from files written before it was
+    # saved: 0, the schedule then restarts as it did)
+    optimizer.completed_epochs = spec["completed_epochs"]
     return optimizer
