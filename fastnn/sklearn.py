@@ -88,7 +88,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from fastnn._validation import check_choice, check_number, check_sample_weight, float_dtype
 from fastnn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL
 from fastnn.model import MLP
-from fastnn.optim import SGD, Adam, Constant, InverseScaling, ReduceOnPlateau, Schedule
+from fastnn.optim import SGD, Adam, Constant, InverseScaling, ReduceOnPlateau
 from fastnn.trainer import fit as _fastnn_fit
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -100,30 +100,10 @@ AUTO_BATCH_SIZE = 200
 _SEED_BOUND = np.iinfo(np.int32).max
 
 
-class _ContinuedSchedule(Schedule):
-    """A schedule whose epoch count runs on across calls of ``fastnn.fit``.
-
-    ``fastnn.fit`` counts epochs from 0 and resets the schedule on every call; partial_fit is
-    one call per epoch, so the estimator keeps the count (and a ReduceOnPlateau's progress)
-    here and ``reset`` does nothing.
-    """
-
-    def __init__(self, schedule):
-        self.schedule = schedule
-        self.epochs = 0
-
-    def lr(self, epoch, base_lr):
-        return self.schedule.lr(self.epochs, base_lr)
-
-    def on_epoch_end(self, epoch, value):
-        self.schedule.on_epoch_end(self.epochs, value)
-        self.epochs += 1
-
-    def reset(self):
-        pass
-
-    def __repr__(self):
-        return f"{self.schedule!r} at epoch {self.epochs}"
+def _same_arrays(a, b):
+    """True when the tuples of arrays a and b hold the same values (b may be None)."""
+    return b is not None and len(a) == len(b) and all(
+        x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b))
 
 
 class _BaseMLP(BaseEstimator):
@@ -194,7 +174,7 @@ class _BaseMLP(BaseEstimator):
         n = X.shape[0]
         epochs = 1 if incremental else self.max_iter
         _fastnn_fit(self.model_, X, Y, loss, self._optimizer, epochs=epochs,
-                    batch_size=batch_size, shuffle=self.shuffle, seed=self._rng,
+                    batch_size=batch_size, shuffle=self.shuffle, seed=self._shuffle_seed,
                     sample_weight=sw, validation_data=val,
                     callbacks=[self._epoch_callback(n, val)])
         stopped = self._record["bad_epochs"] > self.n_iter_no_change
@@ -230,6 +210,10 @@ class _BaseMLP(BaseEstimator):
                               seed=self._rng, dropout=self.dropout,
                               normalization=self.normalization)
             self._reset_records()
+        if first or not hasattr(self, "_shuffle_seed"):
+            # the sample order of each epoch is a function of this seed and the epoch count
+            # (fastnn.fit), so warm_start and partial_fit continue the order of one long fit
+            self._shuffle_seed = int(self._rng.integers(_SEED_BOUND))
         else:
             self._check_structure(sizes, activation)
             if self.model_.dtype != dtype:
@@ -244,8 +228,7 @@ class _BaseMLP(BaseEstimator):
                           stacklevel=4)
             return None
         self.stopped_early_ = False
-        if not incremental or not hasattr(self, "_optimizer"):
-            self._optimizer = self._new_optimizer()
+        self._continue_or_new_optimizer(incremental)
         val = None
         if self.early_stopping:
             X, Y, sw, val = self._validation_split(X, y, Y, sw, dtype, incremental,
@@ -265,6 +248,7 @@ class _BaseMLP(BaseEstimator):
         for name in list(vars(self)):
             if (name.endswith("_") and not name.startswith("__")) or name in (
                     "_rng", "_record", "_validation_set", "_optimizer", "_kind",
+                    "_shuffle_seed",
                     "_label_dtype"):
                 delattr(self, name)
 
@@ -296,17 +280,29 @@ class _BaseMLP(BaseEstimator):
                              "the same network: set warm_start=False, or call fit, to start "
                              "anew")
 
+    def _continue_or_new_optimizer(self, incremental):
+        """Keep the optimizer (its moments, step and epoch counts, schedule progress) for
+        partial_fit and for a warm_start fit whose hyperparameters are unchanged, so that
+        they continue one run; a changed solver or rate starts a new optimizer."""
+        new = self._new_optimizer()
+        old = getattr(self, "_optimizer", None)
+        if old is not None and (incremental or self.warm_start):
+            new.weight_decay = old.weight_decay  # set per call from alpha below
+            if repr(new) == repr(old):
+                return
+        self._optimizer = new
+
     def _new_optimizer(self):
         if self.solver == "adam":
             return Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
-                        eps=self.epsilon, schedule=_ContinuedSchedule(Constant()))
+                        eps=self.epsilon, schedule=Constant())
         schedule = {"constant": Constant,
                     "invscaling": lambda: InverseScaling(self.power_t),
                     "adaptive": lambda: ReduceOnPlateau(factor=0.2, patience=2,
                                                         min_delta=self.tol)}
         return SGD(lr=self.learning_rate_init, momentum=self.momentum,
                    nesterov=self.nesterovs_momentum and self.momentum > 0,
-                   schedule=_ContinuedSchedule(schedule[self.learning_rate]()))
+                   schedule=schedule[self.learning_rate]())
 
     def _validation_split(self, X, y, Y, sw, dtype, incremental, validation_data):
         """(X_train, Y_train, sw_train, (X_val, Y_val[, sw_val])) for early stopping."""
@@ -320,8 +316,10 @@ class _BaseMLP(BaseEstimator):
             y_val = np.asarray(y_val)
             Y_val, sw_val = self._targets(y_val, sw_val[0] if sw_val else None,
                                           X_val.shape[0], dtype, False, True, None)
-            self._validation_set = (X_val, Y_val) + ((sw_val,) if sw_val is not None else ())
-            self._record = self._new_record()  # values on another set are not comparable
+            val_set = (X_val, Y_val) + ((sw_val,) if sw_val is not None else ())
+            if not _same_arrays(val_set, self._validation_set):
+                self._record = self._new_record()  # values on another set are not comparable
+            self._validation_set = val_set
             return X, Y, sw, self._validation_set
         if incremental and self._validation_set is not None:
             return X, Y, sw, self._validation_set
@@ -473,8 +471,10 @@ def _common_doc(extra_params, extra_attrs):
     verbose : bool, default False
         Print the loss (and validation loss and score) after every epoch.
     warm_start : bool, default False
-        fit continues from the current weights (the optimizer starts afresh, the curves and
-        n_iter_ continue, the stopping record starts anew).
+        fit continues the run: the weights, the optimizer's moments, step and epoch counts
+        and schedule (unless solver or a rate parameter changed), the sample order, the curves
+        and n_iter_; the stopping record starts anew.  fit(max_iter=3) then a warm_start
+        fit(max_iter=3) trains as fit(max_iter=6) (when neither stops early).
     momentum : float in [0, 1), default 0.9
     nesterovs_momentum : bool, default True
     early_stopping : bool, default False
