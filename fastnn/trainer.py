@@ -167,8 +167,11 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         if seed is not None and not isinstance(seed, numbers.Integral):
             raise TypeError(f"with comm, seed must be an int or None (the same on every rank) "
                             f"so that all ranks draw the same minibatches; got {seed!r}")
-        mpi.check_same((epochs, batch_size, shuffle, drop_last, fraction, seed,
-                        repr(optimizer), model.layer_sizes, model.dtype.name), "a fit argument")
+        # before any collective whose buffers depend on them (the dtype, above all)
+        mpi.check_same({"epochs": epochs, "batch_size": batch_size, "shuffle": shuffle,
+                        "drop_last": drop_last, "validation_split": fraction, "seed": seed,
+                        "optimizer": repr(optimizer), "layer_sizes": model.layer_sizes,
+                        "dtype": model.dtype.name}, "a fit argument")
         if seed is None:
             seed = mpi.comm.bcast(int(np.random.SeedSequence().entropy % 2**63), root=0)
         if verbose and not mpi.is_root:

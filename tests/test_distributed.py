@@ -1,5 +1,6 @@
 """Data-parallel training over MPI, each scenario run under `mpiexec -n 2` (mpi_worker.py)."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +77,33 @@ def test_an_exception_during_training_aborts_instead_of_hanging():
     assert result.returncode != 0
     assert "callback failed on rank 1" in result.stderr
     assert "aborting all ranks" in result.stderr
+
+
+@pytest.mark.parametrize("scenario, fragment", [
+    ("mixed-dtype", "dtype: rank 0 'float32', rank 1 'float64'"),
+    ("val-one-rank", "validation data: rank 0 True, rank 1 False"),
+    ("loss-differs", "loss: rank 0"),
+    ("es-differs", 'early_stopping: rank 0 "EarlyStopping(patience=2'),
+])
+def test_ranks_that_disagree_all_raise_the_same_error_before_training(scenario, fragment):
+    # each of these used to hang (mixed dtype, validation on one rank) or train a silent mix
+    result = _run(scenario)  # a hang fails by the subprocess timeout
+    assert result.returncode != 0
+    # the ranks' lines may interleave: each ends with a marker
+    raised = re.findall(r"rank (\d) raised: (.*?) \|end\|", result.stdout, re.S)
+    assert sorted(rank for rank, _ in raised) == ["0", "1"], result.stdout + result.stderr
+    messages = {message for _, message in raised}
+    assert len(messages) == 1, messages  # the same error on every rank
+    assert fragment in messages.pop()
+
+
+def test_a_stop_requested_on_one_rank_stops_every_rank_after_the_same_epoch():
+    result = _run("callback-stops")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = sorted(line for line in result.stdout.splitlines() if "stopped after" in line)
+    assert len(lines) == 2, result.stdout + result.stderr
+    assert all("epochs [1, 2] params" in line for line in lines), lines
+    assert lines[0].split(" params ")[1] == lines[1].split(" params ")[1]  # same weights
 
 
 def test_one_rank_in_process_matches_plain_fit():
