@@ -120,6 +120,25 @@ def test_one_rank_in_process_matches_plain_fit():
     np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-10)  # R^2 from combined stats
 
 
+def test_float32_loss_and_weight_sums_are_reduced_in_float64():
+    # weights of 1e30 and squared errors of about 1e10: each batch's sum of w_i l_i (~1e41)
+    # overflows float32 although the gradient (~1e36) does not.  The plain fit adds it in
+    # double; the distributed one must too, instead of reporting a divergence.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((32, 3))
+    y = 1e5 * (1 + rng.random(32))
+    sw = np.full(32, 1e30)
+    runs = []
+    for comm in (None, MPI.COMM_WORLD):
+        model = fastnn.MLP([3, 1], dtype=np.float32, seed=0)
+        history = fastnn.fit(model, X, y, "mse", fastnn.SGD(lr=1e-6), epochs=2, batch_size=16,
+                             seed=0, sample_weight=sw, comm=comm)
+        runs.append((model.params.copy(), history.loss))
+    assert np.isfinite(runs[1][1]).all() and np.isfinite(runs[1][0]).all()
+    np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-5)
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-4, atol=1e-6)
+
+
 def test_the_compiled_allreduce_sums_in_place():
     from fastnn.distributed import MPIContext
     ctx = MPIContext(MPI.COMM_WORLD)
