@@ -3,7 +3,7 @@
 One call runs one epoch: for each minibatch, gather its rows (in the epoch's order) into
 preallocated buffers, run the network's forward pass, the fused loss + output-link gradient,
 the backward pass, and update the one contiguous parameter vector in one pass.  The loop holds
-no GIL and allocates nothing; every buffer comes from fastnn.trainer, sized once per fit.
+no GIL and allocates nothing; every buffer comes from fastnn.training, sized once per fit.
 
 Nothing raises inside the loop (sklearn's _plain_sgd does the same): a non-finite loss sets a
 status and stops *before* the update that would use it, so the parameters stay those of the

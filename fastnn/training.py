@@ -407,6 +407,39 @@ class TrainingRun:
     def run(self, epochs, n_threads=None):
         """Train `epochs` more epochs; returns the History (also ``model.history_``)."""
         model, mpi = self.model, self.mpi
+        self.bar = None
+        try:
+            self._allocate()
+            es = self.early_stopping
+            if es is not None and not es._continues(self.optimizer.completed_epochs,
+                                                    model.params):
+                es.reset()
+            self.history = History(self.metric_name)
+            model.history_ = self.history
+            model.loss_ = self.loss
+            self.last_epoch = self.optimizer.completed_epochs + epochs
+            self.bar = _progress_bar(epochs) if self.verbose >= 2 else None
+            with blas_threads(n_threads):
+                for _ in range(epochs):
+                    if self._epoch():
+                        break
+            self._finish()
+            return self.history
+        except BaseException as exc:
+            # one rank alone cannot leave the collectives (a failed allocation included): abort
+            # all, unless every rank raised the same error (divergence is decided on summed
+            # values, so it happens everywhere)
+            if mpi is not None and mpi.size > 1 and not isinstance(exc, TrainingDiverged):
+                mpi.abort(exc)
+            raise
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+    def _allocate(self):
+        """The workspace, the optimizer's state and the sample order, once per fit; with MPI,
+        rank 0's parameters on every rank."""
+        model, mpi = self.model, self.mpi
         X, Y, labels, sw, sigma = self.data
         self.ws = _Workspace(model, self.batch_size, 0 if Y is None else Y.shape[1],
                              labels is not None, sw is not None, sigma is not None)
@@ -421,30 +454,6 @@ class TrainingRun:
                       if self.shuffle or mpi is not None else None)
         self.snapshot = np.empty_like(model.params)
         self.previous = np.empty_like(model.params)  # parameters at the previous epoch's start
-        es = self.early_stopping
-        if es is not None and not es._continues(self.optimizer.completed_epochs, model.params):
-            es.reset()
-        self.history = History(self.metric_name)
-        model.history_ = self.history
-        model.loss_ = self.loss
-        self.last_epoch = self.optimizer.completed_epochs + epochs
-        self.bar = _progress_bar(epochs) if self.verbose >= 2 else None
-        try:
-            with blas_threads(n_threads):
-                for _ in range(epochs):
-                    if self._epoch():
-                        break
-            self._finish()
-            return self.history
-        except BaseException as exc:
-            # one rank alone cannot leave the collectives: abort all, unless every rank raised
-            # the same error (divergence is decided on summed values, so it happens everywhere)
-            if mpi is not None and mpi.size > 1 and not isinstance(exc, TrainingDiverged):
-                mpi.abort(exc)
-            raise
-        finally:
-            if self.bar is not None:
-                self.bar.close()
 
     def _epoch(self):
         """One epoch: order, compiled minibatches, checks, metrics, schedule, stopping.
