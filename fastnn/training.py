@@ -350,6 +350,7 @@ class TrainingRun:
             "validation data": self.val is not None,
             "early_stopping": repr(es),
             "optimizer": repr(opt),
+            "schedule progress": repr(sorted(vars(opt.schedule).items())),
             "optimizer counters (completed_epochs, t)": (opt.completed_epochs, opt.t),
             "optimizer state sizes": (None if s1 is None else s1.shape[0],
                                       None if s2 is None else s2.shape[0]),
@@ -377,30 +378,28 @@ class TrainingRun:
             raise error
 
     def _check_local(self, epochs):
+        # the collectives first, on every rank alike (whether validation data is present was
+        # agreed on), then checks that no longer call into MPI, so that one rank raising
+        # cannot leave another waiting in a collective
+        totals = [_weight_total(self.data)]
+        if self.val is not None:
+            totals.append(_weight_total(self.val))
+        if self.mpi is not None:
+            totals = [float(t) for t in self.mpi.sum(totals)]
         es = self.early_stopping
         if es is not None and es.monitor == "val_metric" and self.val is None:
             raise ValueError("EarlyStopping(monitor='val_metric') needs validation data: pass "
                              "validation_data or validation_split > 0, or monitor 'val_loss' "
                              "or 'loss'")
         self.optimizer.check_planned_rates(epochs)
-        sw = self.data[3]
-        total = float(self.data[0].shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
-        if self.mpi is not None:
-            total = float(self.mpi.sum([total])[0])
-        if not total > 0:
+        if not totals[0] > 0:
             raise ValueError("the sample weights of the training rows sum to 0 (after the "
                              "validation split): there is nothing to train on; check "
                              "sample_weight or change validation_split/seed")
-        if self.val is not None:
-            vsw = self.val[3]
-            vtotal = float(self.val[0].shape[0]) if vsw is None else \
-                float(vsw.sum(dtype=np.float64))
-            if self.mpi is not None:
-                vtotal = float(self.mpi.sum([vtotal])[0])
-            if not vtotal > 0:
-                raise ValueError("the sample weights of the validation rows sum to 0: the "
-                                 "validation loss is undefined; check the validation weights "
-                                 "or change validation_split/seed")
+        if self.val is not None and not totals[1] > 0:
+            raise ValueError("the sample weights of the validation rows sum to 0: the "
+                             "validation loss is undefined; check the validation weights or "
+                             "change validation_split/seed")
 
     # -------------------------------------------------------------- the epochs
 
@@ -582,6 +581,12 @@ class TrainingRun:
         if es is not None and es.restore_best_weights and es.best_epoch is not None:
             self.model.params[...] = es._best_params
             self.history.best_epoch = es.best_epoch
+
+
+def _weight_total(arrays):
+    """Sum of the sample weights of prepared (X, Y, labels, sw, sigma), as a float64."""
+    X, sw = arrays[0], arrays[3]
+    return float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
 
 
 def _monitored(monitor, logs):

@@ -8,6 +8,8 @@
     val-one-rank    only rank 0 passes validation_data: every rank raises
     loss-differs    the ranks pass different loss parameters: every rank raises
     es-differs      the ranks pass different early stopping: every rank raises
+    schedule-differs  the ranks' ReduceOnPlateau have made different progress: every rank
+                    raises
     callback-stops  rank 1's callback asks to stop after epoch 2: every rank stops there, with
                     the same parameters (printed as a checksum)
 
@@ -94,6 +96,11 @@ def main(scenario, *args):
         elif scenario == "es-differs":
             kwargs = {"early_stopping": fastnn.EarlyStopping(patience=2 + rank,
                                                              monitor="loss")}
+        elif scenario == "schedule-differs":  # same hyperparameters, other progress
+            schedule = fastnn.ReduceOnPlateau()
+            if rank == 1:
+                schedule._scale = 0.2
+            kwargs = {"optimizer": fastnn.SGD(lr=0.01, schedule=schedule)}
         else:
             raise SystemExit(f"unknown scenario {scenario!r}")
         start = net.params.copy()

@@ -84,6 +84,7 @@ def test_an_exception_during_training_aborts_instead_of_hanging():
     ("val-one-rank", "validation data: rank 0 True, rank 1 False"),
     ("loss-differs", "loss: rank 0"),
     ("es-differs", 'early_stopping: rank 0 "EarlyStopping(patience=2'),
+    ("schedule-differs", "schedule progress: rank 0"),
 ])
 def test_ranks_that_disagree_all_raise_the_same_error_before_training(scenario, fragment):
     # each of these used to hang (mixed dtype, validation on one rank) or train a silent mix
