@@ -10,6 +10,7 @@
     es-differs      the ranks pass different early stopping: every rank raises
     schedule-differs  the ranks' ReduceOnPlateau have made different progress: every rank
                     raises
+    continue        fit 3 epochs, then 3 more with the same optimizer: equal to fit 6 on each rank
     callback-stops  rank 1's callback asks to stop after epoch 2: every rank stops there, with
                     the same parameters (printed as a checksum)
 
@@ -79,6 +80,17 @@ def main(scenario, *args):
 
         fastnn.fit(model(), X[mine], labels[mine], "cross_entropy", epochs=50, comm=comm,
                    callbacks=[callback])
+    elif scenario == "continue":
+        # 3 + 3 epochs with the same optimizer equal 6, distributed too
+        runs = []
+        for parts in ((6,), (3, 3)):
+            net, opt = model(), fastnn.SGD(lr=0.1, momentum=0.9,
+                                           schedule=fastnn.StepDecay(step_size=2, gamma=0.5))
+            for epochs in parts:
+                fastnn.fit(net, X[mine], labels[mine], "cross_entropy", opt, epochs=epochs,
+                           batch_size=16, seed=5, sample_weight=sw[mine], comm=comm)
+            runs.append(net.params.tobytes())
+        print(f"rank {rank} continued bitwise: {runs[0] == runs[1]}", flush=True)
     elif scenario == "callback-stops":
         net = model()
         history = fastnn.fit(net, X[mine], labels[mine], "cross_entropy", epochs=50, seed=0,

@@ -98,6 +98,13 @@ def test_ranks_that_disagree_all_raise_the_same_error_before_training(scenario, 
     assert fragment in messages.pop()
 
 
+def test_a_distributed_run_continues_bitwise():
+    result = _run("continue")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for rank in (0, 1):
+        assert f"rank {rank} continued bitwise: True" in result.stdout, result.stdout
+
+
 def test_a_stop_requested_on_one_rank_stops_every_rank_after_the_same_epoch():
     result = _run("callback-stops")
     assert result.returncode == 0, result.stdout + result.stderr
