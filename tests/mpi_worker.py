@@ -90,13 +90,13 @@ def main(scenario, *args):
                 fastnn.fit(net, X[mine], labels[mine], "cross_entropy", opt, epochs=epochs,
                            batch_size=16, seed=5, sample_weight=sw[mine], comm=comm)
             runs.append(net.params.tobytes())
-        print(f"rank {rank} continued bitwise: {runs[0] == runs[1]}", flush=True)
+        print(f"rank {rank} continued bitwise: {runs[0] == runs[1]} |end|", flush=True)
     elif scenario == "callback-stops":
         net = model()
         history = fastnn.fit(net, X[mine], labels[mine], "cross_entropy", epochs=50, seed=0,
                              comm=comm, callbacks=[lambda epoch, logs: rank == 1 and epoch == 2])
         print(f"rank {rank} stopped after epochs {history.epoch} params "
-              f"{net.params.sum():.17g}", flush=True)
+              f"{net.params.sum():.17g} |end|", flush=True)
     else:
         net, kwargs, loss, y = model(), {}, "cross_entropy", labels[mine]
         if scenario == "mixed-dtype":

@@ -102,16 +102,17 @@ def test_a_distributed_run_continues_bitwise():
     result = _run("continue")
     assert result.returncode == 0, result.stdout + result.stderr
     for rank in (0, 1):
-        assert f"rank {rank} continued bitwise: True" in result.stdout, result.stdout
+        assert f"rank {rank} continued bitwise: True |end|" in result.stdout, result.stdout
 
 
 def test_a_stop_requested_on_one_rank_stops_every_rank_after_the_same_epoch():
     result = _run("callback-stops")
     assert result.returncode == 0, result.stdout + result.stderr
-    lines = sorted(line for line in result.stdout.splitlines() if "stopped after" in line)
-    assert len(lines) == 2, result.stdout + result.stderr
-    assert all("epochs [1, 2] params" in line for line in lines), lines
-    assert lines[0].split(" params ")[1] == lines[1].split(" params ")[1]  # same weights
+    found = sorted(re.findall(r"rank (\d) stopped after epochs (\[.*?\]) params (\S+) \|end\|",
+                              result.stdout))
+    assert [rank for rank, _, _ in found] == ["0", "1"], result.stdout + result.stderr
+    assert all(epochs == "[1, 2]" for _, epochs, _ in found), found
+    assert found[0][2] == found[1][2]  # the same weights on both ranks
 
 
 def test_one_rank_in_process_matches_plain_fit():
