@@ -127,7 +127,8 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         The loss or the parameters became NaN/inf; raised with the epoch and step.  The model
         keeps the last parameters known to give a finite loss: those at the start of that
         epoch (of the epoch before when its first step failed), so that it never predicts
-        NaN from weights that merely happen to be finite.  The optimizer's state is reset.
+        NaN from weights that merely happen to be finite.  The optimizer's state (velocity,
+        moments, step count) is reset; its epoch count and schedule are kept.
     KeyboardInterrupt
         Re-raised after the minibatch that was running when Ctrl-C arrived; the model holds
         the weights after that minibatch and ``model.history_`` the completed epochs.
@@ -169,7 +170,8 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
                             f"so that all ranks draw the same minibatches; got {seed!r}")
         # before any collective whose buffers depend on them (the dtype, above all)
         mpi.check_same({"epochs": epochs, "batch_size": batch_size, "shuffle": shuffle,
-                        "drop_last": drop_last, "validation_split": fraction, "seed": seed,
+                        "drop_last": drop_last, "validation_split": fraction,
+                        "seed": None if seed is None else int(seed),
                         "optimizer": repr(optimizer), "layer_sizes": model.layer_sizes,
                         "dtype": model.dtype.name}, "a fit argument")
         if seed is None:
