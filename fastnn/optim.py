@@ -168,6 +168,7 @@ class Optimizer:
     momentum = 0.0
     nesterov = False
     beta1 = beta2 = eps = 0.0
+    completed_epochs = 0  # also the value for an optimizer pickled before it was counted
 
     def __init__(self, lr, weight_decay, clip_norm, schedule):
         self.lr, self.weight_decay, self.clip_norm = lr, weight_decay, clip_norm
