@@ -608,6 +608,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def partial_fit(self, X, y, classes=None, sample_weight=None, *, validation_data=None):
         """One epoch over (X, y), continuing the network and the optimizer's state.
 
+        Each call is the next epoch of one run (weights, optimizer moments, schedule, sample
+        order): k calls on the same data train as ``fit`` with ``max_iter=k`` (when fit does
+        not stop early), and a pickle between calls changes nothing.
+
         Parameters
         ----------
         X, y, sample_weight : as for fit
@@ -615,7 +619,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Every label that will ever be seen; later calls may hold any subset.
         validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
             With early_stopping: the set the validation loss is measured on from this call
-            on (it replaces an earlier one and restarts the stopping record).  Without it,
+            on (other data than the previous call's replaces it and restarts the stopping
+            record; the same data again keeps the record).  Without it,
             the first call holds out validation_fraction of its samples and every later
             call measures on that same set.  That suits a stream of new chunks; when every
             call passes the same data, later calls would train on the held-out rows, so
