@@ -85,6 +85,8 @@ def test_three_plus_three_epochs_equal_six_bitwise(tmp_path, way, schedule, opt_
     assert rest.epoch == [4, 5, 6] and six.epoch == [1, 2, 3, 4, 5, 6]
     assert rest.lr == six.lr[3:] and rest.loss == six.loss[3:]
     assert opt.completed_epochs == 6
+    # the case is not vacuous: the schedule changes the rate within the last three epochs
+    assert (len(set(six.lr[2:])) > 1) == (schedule != "constant"), six.lr
 
 
 def test_the_issue_example_resumes_at_the_uninterrupted_rates(tmp_path):
