@@ -169,12 +169,14 @@ class Optimizer:
     nesterov = False
     beta1 = beta2 = eps = 0.0
     completed_epochs = 0  # also the value for an optimizer pickled before it was counted
+    _early_stopping = None
 
     def __init__(self, lr, weight_decay, clip_norm, schedule):
         self.lr, self.weight_decay, self.clip_norm = lr, weight_decay, clip_norm
         self.schedule = get_schedule(schedule)
         self._reset_state()
         self.completed_epochs = 0  # a schedule passed in keeps its own progress
+        self._early_stopping = None  # the run's early-stopping record (fastnn.training)
         self._check()
 
     def _check(self):
@@ -217,6 +219,7 @@ class Optimizer:
         self._reset_state()
         self.completed_epochs = 0
         self.schedule.reset()
+        self._early_stopping = None  # the run's early-stopping record (fastnn.training)
 
     def _reset_state(self):
         # the moments and the step count belong together (Adam's bias correction reads t)

@@ -139,9 +139,10 @@ class EarlyStopping:
     wait : int
         Epochs since then without an improvement.
 
-    The record continues when the same instance is passed to a fit that continues the run
-    (the optimizer's ``completed_epochs`` is where the record stopped and the model has the
-    same number of parameters); otherwise, or after ``reset()``, it starts afresh.
+    The record continues when a fit continues the run (the same optimizer, whose
+    ``completed_epochs`` is where the record stopped) with this instance or an equal
+    configuration (another EarlyStopping with the same parameters, or the same int patience
+    passed to fit); otherwise, after ``reset()`` or ``optimizer.reset()``, it starts afresh.
     """
 
     def __init__(self, patience=5, min_delta=0.0, monitor="val_loss",
@@ -162,6 +163,12 @@ class EarlyStopping:
         self.wait = 0
         self._best_params = None
         self._at_epoch = 0  # the run's completed_epochs when the record was last updated
+
+    def _take_record(self, other):
+        self.best_value, self.best_epoch, self.wait = other.best_value, other.best_epoch, \
+            other.wait
+        self._best_params = other._best_params.copy()
+        self._at_epoch = other._at_epoch
 
     def _continues(self, completed_epochs, params):
         return (self._at_epoch == completed_epochs and self.best_value is not None and
@@ -366,6 +373,7 @@ class TrainingRun:
         error when any rank has one.
         """
         mpi = self.mpi
+        self._continue_early_stopping_record()  # before the comparison: the record is in it
         if mpi is not None:
             mpi.check_same(self.configuration(), "the training configuration")
         error = None
@@ -410,10 +418,6 @@ class TrainingRun:
         self.bar = None
         try:
             self._allocate()
-            es = self.early_stopping
-            if es is not None and not es._continues(self.optimizer.completed_epochs,
-                                                    model.params):
-                es.reset()
             self.history = History(self.metric_name)
             model.history_ = self.history
             model.loss_ = self.loss
@@ -435,6 +439,24 @@ class TrainingRun:
         finally:
             if self.bar is not None:
                 self.bar.close()
+
+    def _continue_early_stopping_record(self):
+        """Continue the run's early-stopping record, or start one.
+
+        The optimizer carries the EarlyStopping of the run's last fit; a fit that continues
+        the run with an equal configuration (the same instance, another equal one, or the same
+        int patience) takes its record over, so re-supplying the same setting never resets it.
+        """
+        es, opt, params = self.early_stopping, self.optimizer, self.model.params
+        previous = opt._early_stopping
+        if es is None:
+            return
+        if previous is not None and previous is not es and repr(previous) == repr(es) and \
+                previous._continues(opt.completed_epochs, params):
+            es._take_record(previous)
+        elif not es._continues(opt.completed_epochs, params):
+            es.reset()
+        opt._early_stopping = es
 
     def _allocate(self):
         """The workspace, the optimizer's state and the sample order, once per fit; with MPI,

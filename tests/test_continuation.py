@@ -139,6 +139,16 @@ def test_early_stopping_record_continues_with_the_same_instance():
     h2 = fit(model, X, y, "mse", opt, epochs=5, seed=0, validation_data=(X, -y),
              early_stopping=es)
     assert h2.epoch == [3, 4] and h2.stopped_early and es.best_epoch == 1
+    # re-supplying the same setting (an equal instance, or the int patience) keeps the record
+    opt2, model2 = SGD(lr=0.05), MLP([3, 1], dtype=np.float64, seed=0)
+    fit(model2, X, y, "mse", opt2, epochs=2, seed=0, validation_data=(X, -y), early_stopping=3)
+    h = fit(model2, X, y, "mse", opt2, epochs=5, seed=0, validation_data=(X, -y),
+            early_stopping=3)
+    assert h.epoch == [3, 4] and h.stopped_early and h.best_epoch == 1
+    # another setting is another record: patience 4 counts from its own first epoch
+    h = fit(model2, X, y, "mse", opt2, epochs=2, seed=0, validation_data=(X, -y),
+            early_stopping=4)
+    assert h.epoch == [5, 6] and not h.stopped_early and h.best_epoch == 5
     # a new run (fresh optimizer) starts a fresh record
     h3 = fit(MLP([3, 1], dtype=np.float64, seed=0), X, y, "mse", SGD(lr=0.05), epochs=2,
              seed=0, validation_data=(X, -y), early_stopping=es)
