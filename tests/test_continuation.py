@@ -125,7 +125,7 @@ def test_the_sample_order_is_a_function_of_seed_and_epoch_index():
     assert sorted(other) == list(range(10)) and not np.array_equal(order, other)
 
 
-def test_early_stopping_record_continues_with_the_same_instance():
+def test_early_stopping_record_continues_with_the_run(tmp_path):
     # validation targets opposite to the training ones: the first epoch is the best; with
     # patience 3 a continued fit stops at epoch 4 and restores epoch 1's weights
     rng = np.random.default_rng(0)
@@ -145,6 +145,15 @@ def test_early_stopping_record_continues_with_the_same_instance():
     h = fit(model2, X, y, "mse", opt2, epochs=5, seed=0, validation_data=(X, -y),
             early_stopping=3)
     assert h.epoch == [3, 4] and h.stopped_early and h.best_epoch == 1
+    # the record survives a save and load with the optimizer, and a pickle
+    opt3, model3 = SGD(lr=0.05), MLP([3, 1], dtype=np.float64, seed=0)
+    fit(model3, X, y, "mse", opt3, epochs=2, seed=0, validation_data=(X, -y), early_stopping=3)
+    model3.save(tmp_path / "run.npz", optimizer=opt3)
+    for m, o in (fastnn.load(tmp_path / "run.npz", with_optimizer=True),
+                 pickle.loads(pickle.dumps((model3, opt3)))):
+        h = fit(m, X, y, "mse", o, epochs=5, seed=0, validation_data=(X, -y),
+                early_stopping=3)
+        assert h.epoch == [3, 4] and h.stopped_early and h.best_epoch == 1
     # another setting is another record: patience 4 counts from its own first epoch
     h = fit(model2, X, y, "mse", opt2, epochs=2, seed=0, validation_data=(X, -y),
             early_stopping=4)
@@ -233,3 +242,30 @@ def test_partial_fit_with_the_same_validation_data_keeps_the_early_stopping_reco
     for k in range(4):
         reg2.partial_fit(X, y, validation_data=(X + k, -y))
     assert not reg2.stopped_early_
+
+
+@pytest.mark.parametrize("change", [
+    lambda d, a: d["optimizer"]["early_stopping"]["record"].update(wait=-1),
+    lambda d, a: d["optimizer"]["early_stopping"]["record"].update(best_value="high"),
+    lambda d, a: d["optimizer"]["early_stopping"]["config"].update(patience=0),
+    lambda d, a: a.pop("early_stopping_best_params"),
+    lambda d, a: a.update(early_stopping_best_params=np.zeros(2)),
+], ids=["negative-wait", "text-value", "bad-patience", "no-params", "short-params"])
+def test_a_crafted_early_stopping_record_is_a_model_file_error(tmp_path, change):
+    import json
+    X, y = _data()
+    model, opt = _model(), SGD(lr=0.05)
+    fit(model, X, y, "cross_entropy", opt, epochs=2, seed=0, validation_split=0.2,
+        early_stopping=3)
+    path = tmp_path / "run.npz"
+    model.save(path, optimizer=opt)
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    description = json.loads(str(arrays["description"]))
+    assert "early_stopping" in description["optimizer"]
+    change(description, arrays)
+    arrays["description"] = np.array(json.dumps(description))
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    with pytest.raises(fastnn.io.ModelFileError, match="run.npz"):
+        fastnn.load(path, with_optimizer=True)
