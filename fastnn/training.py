@@ -18,8 +18,8 @@ velocity / moments             ``optimizer.state``
 sample order                   a function of (seed, epoch count): ``epoch_order``
 early-stopping record          the ``EarlyStopping`` instance (best value, its epoch and
                                weights, epochs without improvement), which the optimizer
-                               carries for the run (a pickle of the optimizer keeps it; a
-                               .npz model file does not)
+                               carries for the run (saved with it: pickle, or
+                               ``MLP.save(path, optimizer=...)``)
 workspace, grads buffer        this object, allocated once per fit, never saved
 =============================  ================================================================
 
