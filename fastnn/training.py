@@ -369,10 +369,10 @@ class TrainingRun:
         }
 
     def check(self, epochs):
-        """Raise, before any step, every error that can be known before one (issue: a
-        configuration error must not surface after epoch 1 has changed the weights).
-        With MPI the ranks first agree on ``configuration()``, then every rank raises the same
-        error when any rank has one.
+        """Raise, before any step, every error that can be known before one, so that a
+        configuration error never surfaces after epoch 1 has changed the weights.  With MPI
+        the ranks first agree on ``configuration()``, then every rank raises the same error
+        when any rank has one.
         """
         mpi = self.mpi
         self._continue_early_stopping_record()  # before the comparison: the record is in it
