@@ -212,7 +212,8 @@ class Optimizer:
 
     def reset(self):
         """Start afresh: forget the state (velocity / moments), the step count ``t``, the epoch
-        count ``completed_epochs`` and the schedule's progress.
+        count ``completed_epochs``, the schedule's progress and the run's early-stopping
+        record.
 
         Nothing else resets them: a second fit with the same optimizer continues the run.
         """
