@@ -158,6 +158,11 @@ def test_early_stopping_record_continues_with_the_run(tmp_path):
     h = fit(model2, X, y, "mse", opt2, epochs=2, seed=0, validation_data=(X, -y),
             early_stopping=4)
     assert h.epoch == [5, 6] and not h.stopped_early and h.best_epoch == 5
+    # optimizer.reset() forgets the record with the counters
+    opt2.reset()
+    h = fit(model2, X, y, "mse", opt2, epochs=2, seed=0, validation_data=(X, -y),
+            early_stopping=4)
+    assert h.epoch == [1, 2] and h.best_epoch == 1
     # a new run (fresh optimizer) starts a fresh record
     h3 = fit(MLP([3, 1], dtype=np.float64, seed=0), X, y, "mse", SGD(lr=0.05), epochs=2,
              seed=0, validation_data=(X, -y), early_stopping=es)
