@@ -282,11 +282,14 @@ class _BaseMLP(BaseEstimator):
 
     def _continue_or_new_optimizer(self, incremental):
         """Keep the optimizer (its moments, step and epoch counts, schedule progress) for
-        partial_fit and for a warm_start fit whose hyperparameters are unchanged, so that
-        they continue one run; a changed solver or rate starts a new optimizer."""
-        new = self._new_optimizer()
+        partial_fit (as scikit-learn does) and for a warm_start fit whose hyperparameters are
+        unchanged, so that they continue one run; a warm_start fit with another solver or
+        rate starts a new optimizer."""
         old = getattr(self, "_optimizer", None)
-        if old is not None and (incremental or self.warm_start):
+        if old is not None and incremental:
+            return
+        new = self._new_optimizer()
+        if old is not None and self.warm_start:
             new.weight_decay = old.weight_decay  # set per call from alpha below
             if repr(new) == repr(old):
                 return
