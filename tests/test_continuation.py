@@ -274,3 +274,15 @@ def test_a_crafted_early_stopping_record_is_a_model_file_error(tmp_path, change)
         np.savez(fh, **arrays)
     with pytest.raises(fastnn.io.ModelFileError, match="run.npz"):
         fastnn.load(path, with_optimizer=True)
+
+
+def test_warm_start_with_another_rate_starts_a_new_optimizer():
+    X, y = _data()
+    clf = _quiet(lambda: _estimator("adam", True, max_iter=3, warm_start=True).fit(X, y))
+    kept = clf._optimizer
+    _quiet(lambda: clf.fit(X, y))
+    assert clf._optimizer is kept and kept.completed_epochs == 6
+    clf.set_params(learning_rate_init=0.001)
+    _quiet(lambda: clf.fit(X, y))
+    assert clf._optimizer is not kept and clf._optimizer.lr == 0.001
+    assert clf._optimizer.completed_epochs == 3 and clf.n_iter_ == 9
