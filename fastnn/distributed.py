@@ -97,16 +97,22 @@ class MPIContext:
         return self.rank == 0
 
     def agree(self, error):
-        """Collective: raise on every rank if any rank had an error (None: no error here)."""
+        """Collective: raise on every rank if any rank had an error (None: no error here).
+
+        With more than one rank, every rank raises the same ValueError, naming each rank that
+        failed and its error (chained from the local error where there is one); a single
+        process raises its own error as it is.
+        """
         errors = self.comm.allgather(None if error is None else
                                      f"{type(error).__name__}: {error}")
         failed = [(rank, msg) for rank, msg in enumerate(errors) if msg is not None]
         if not failed:
             return
-        if error is not None and len(failed) == 1:
+        if error is not None and self.size == 1:
             raise error
         detail = "; ".join(f"rank {rank}: {msg}" for rank, msg in failed)
-        raise ValueError(f"invalid input on {len(failed)} of {self.size} ranks ({detail})")
+        raise ValueError(f"invalid input on {len(failed)} of {self.size} ranks "
+                         f"({detail})") from error
 
     def shard_layout(self, n_local):
         """(offset of this rank's first row, global number of rows)."""
