@@ -210,14 +210,14 @@ class _BaseMLP(BaseEstimator):
                               seed=self._rng, dropout=self.dropout,
                               normalization=self.normalization)
             self._reset_records()
-        if first or not hasattr(self, "_shuffle_seed"):
-            # the sample order of each epoch is a function of this seed and the epoch count
-            # (fastnn.fit), so warm_start and partial_fit continue the order of one long fit
-            self._shuffle_seed = int(self._rng.integers(_SEED_BOUND))
         else:
             self._check_structure(sizes, activation)
             if self.model_.dtype != dtype:
                 self.model_ = self.model_.astype(dtype)
+        if first or not hasattr(self, "_shuffle_seed"):
+            # the sample order of each epoch is a function of this seed and the epoch count
+            # (fastnn.fit), so warm_start and partial_fit continue the order of one long fit
+            self._shuffle_seed = int(self._rng.integers(_SEED_BOUND))
         if not incremental:
             self._record = self._new_record()
             self._validation_set = None
