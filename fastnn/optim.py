@@ -26,6 +26,11 @@ from fastnn.model import MLP
 # ---------------------------------------------------------------- schedules
 
 
+#: epochs of a user-defined schedule evaluated before a fit (the built-in ones, monotone in
+#: the epoch, need their first and last planned epochs only)
+PLANNED_RATES_CHECKED = 10_000
+
+
 class Schedule:
     """Base class: ``lr(epoch, base_lr)``; stateless unless noted.
 
@@ -34,6 +39,10 @@ class Schedule:
     optimizer's ``completed_epochs``.  User-visible epoch numbers are 1-based (epoch
     ``completed_epochs + 1``).
     """
+
+    #: True when the class's own lr(epoch) is monotone in epoch (the built-in schedules), so
+    #: that its first and last values bound every value between
+    _monotone = False
 
     def lr(self, epoch, base_lr):
         raise NotImplementedError
@@ -52,6 +61,8 @@ class Schedule:
 class Constant(Schedule):
     """lr_e = lr."""
 
+    _monotone = True
+
     def lr(self, epoch, base_lr):
         return base_lr
 
@@ -61,6 +72,8 @@ class Constant(Schedule):
 
 class StepDecay(Schedule):
     """lr_e = lr * gamma ** (e // step_size): multiply by gamma every step_size epochs."""
+
+    _monotone = True
 
     def __init__(self, step_size=10, gamma=0.1):
         self.step_size = check_number(step_size, "step_size", low=1, integer=True)
@@ -76,6 +89,8 @@ class StepDecay(Schedule):
 class InverseScaling(Schedule):
     """lr_e = lr / t ** power with t = e + 1 (scikit-learn's "invscaling", per epoch)."""
 
+    _monotone = True
+
     def __init__(self, power=0.5):
         self.power = float(check_number(power, "power", low=0.0))
 
@@ -88,6 +103,8 @@ class InverseScaling(Schedule):
 
 class Cosine(Schedule):
     """lr_e = min_lr + (lr - min_lr) (1 + cos(pi e / total_epochs)) / 2, then min_lr."""
+
+    _monotone = True
 
     def __init__(self, total_epochs, min_lr=0.0):
         self.total_epochs = check_number(total_epochs, "total_epochs", low=1, integer=True)
@@ -111,6 +128,8 @@ class ReduceOnPlateau(Schedule):
     With factor=0.2, patience=2, min_delta=tol this is scikit-learn's "adaptive" rate.  The
     value is the validation loss when there is validation data, else the training loss.
     """
+
+    _monotone = True
 
     def __init__(self, factor=0.2, patience=2, min_delta=1e-4, min_lr=0.0):
         self.factor = float(check_number(factor, "factor", low=0.0, high=1.0, low_open=True,
@@ -297,15 +316,36 @@ class Optimizer:
         """Raise ValueError, before any step, if the schedule gives a rate that is not a finite
         positive number for one of the next `epochs` epochs (numbered from 1 in the message).
         """
-        for e in range(self.completed_epochs, self.completed_epochs + epochs):
+        start, stop = self.completed_epochs, self.completed_epochs + epochs
+        def bad(e):
             lr = self.lr_at(e)
-            if not (math.isfinite(lr) and lr > 0):
-                raise ValueError(
-                    f"the schedule {self.schedule!r} gives lr={lr!r} for epoch {e + 1} of this "
-                    f"run (the fit would train epochs {self.completed_epochs + 1} to "
-                    f"{self.completed_epochs + epochs}); expected a finite rate > 0. Cover "
-                    "every epoch with the schedule (e.g. Cosine's total_epochs), set min_lr > "
-                    "0, or call optimizer.reset() to start the schedule afresh")
+            return not (math.isfinite(lr) and lr > 0)
+
+        # the class whose lr is used says whether it is monotone (a subclass overriding lr
+        # is a user's schedule)
+        owner = next(k for k in type(self.schedule).__mro__ if "lr" in vars(k))
+        if vars(owner).get("_monotone", False):
+            # the first and last epochs bound the rest; a rate that falls to 0 does so from
+            # some epoch on: find the first by bisection
+            first = None
+            if bad(start):
+                first = start
+            elif bad(stop - 1):
+                low, high = start, stop - 1  # bad(high), not bad(low)
+                while high - low > 1:
+                    mid = (low + high) // 2
+                    low, high = (low, mid) if bad(mid) else (mid, high)
+                first = high
+        else:  # a user's schedule: every epoch, up to a bound that keeps this O(1) per fit
+            first = next((e for e in range(start, min(stop, start + PLANNED_RATES_CHECKED))
+                          if bad(e)), None)
+        if first is not None:
+            raise ValueError(
+                f"the schedule {self.schedule!r} gives lr={self.lr_at(first)!r} for epoch "
+                f"{first + 1} of this run (the fit would train epochs {start + 1} to {stop}); "
+                "expected a finite rate > 0. Cover every epoch with the schedule (e.g. "
+                "Cosine's total_epochs), set min_lr > 0, or call optimizer.reset() to start "
+                "the schedule afresh")
 
     def compiled_args(self, lr):
         """(kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2, eps).

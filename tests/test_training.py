@@ -111,3 +111,25 @@ def test_divergence_names_the_epoch_from_one():
     with pytest.raises(fastnn.TrainingDiverged, match="at epoch 1, step 1 "):
         fit(MLP([3, 1], init=fastnn.init.constant(1.0), seed=0), X, np.zeros(8), "mse",
             epochs=2)
+
+
+def test_the_planned_rates_check_is_bounded_for_any_number_of_epochs():
+    # a built-in schedule is monotone: its first and last planned epochs bound the rest, so a
+    # billion planned epochs are checked at once (Cosine past its end gives 0)
+    opt = SGD(lr=0.1, schedule=Cosine(total_epochs=10))
+    with pytest.raises(ValueError, match="lr=0.0 for epoch 11 of this run"):
+        opt.check_planned_rates(10 ** 9)
+    # StepDecay's rate underflows to 0.0 after about 3,240 epochs: found without evaluating
+    # every one (0.1 * 0.1 ** 323 is 1e-324, a subnormal; 0.1 ** 324 is 0 in float64)
+    with pytest.raises(ValueError, match=r"lr=0.0 for epoch 32\d1 "):
+        SGD(lr=0.1, schedule="step").check_planned_rates(10 ** 9)
+
+    class Counting(Schedule):  # a user's schedule: each epoch is evaluated, up to a bound
+        calls = 0
+
+        def lr(self, epoch, base_lr):
+            Counting.calls += 1
+            return base_lr
+
+    SGD(lr=0.1, schedule=Counting()).check_planned_rates(10 ** 9)
+    assert Counting.calls == fastnn.optim.PLANNED_RATES_CHECKED
