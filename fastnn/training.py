@@ -486,9 +486,12 @@ class TrainingRun:
         done = opt.completed_epochs
         epoch = done + 1  # the 1-based number users see
         lr = opt.lr_at(done)
-        if not (math.isfinite(lr) and lr > 0):
+        if not (math.isfinite(lr) and lr >= 0):
+            # the planned rates were checked before the first step; only a schedule driven by
+            # the training itself (ReduceOnPlateau, a user's) can get here, and one that has
+            # decayed to exactly 0 merely stops moving the weights
             raise ValueError(f"the schedule {opt.schedule!r} gives lr={lr!r} for epoch {epoch}; "
-                             "expected a finite rate > 0")
+                             "expected a finite rate >= 0")
         if self.shuffle:
             epoch_order(self.order, self.seed_key, done)
         self.snapshot, self.previous = self.previous, self.snapshot
