@@ -11,6 +11,7 @@
     schedule-differs  the ranks' ReduceOnPlateau have made different progress: every rank
                     raises
     continue        fit 3 epochs, then 3 more with the same optimizer: equal to fit 6 on each rank
+    diverge         an absurd rate: every rank raises the same TrainingDiverged
     callback-stops  rank 1's callback asks to stop after epoch 2: every rank stops there, with
                     the same parameters (printed as a checksum)
 
@@ -91,6 +92,17 @@ def main(scenario, *args):
                            batch_size=16, seed=5, sample_weight=sw[mine], comm=comm)
             runs.append(net.params.tobytes())
         print(f"rank {rank} continued bitwise: {runs[0] == runs[1]} |end|", flush=True)
+    elif scenario == "diverge":
+        # a rate that overflows: decided on summed values, so every rank raises the same
+        # TrainingDiverged (no abort, no hang) and keeps the same parameters
+        net = model()
+        try:
+            fastnn.fit(net, X[mine] * 1e3, labels[mine], "cross_entropy",
+                       fastnn.SGD(lr=1e30), epochs=5, batch_size=16, seed=0, comm=comm)
+        except fastnn.TrainingDiverged as exc:
+            print(f"rank {rank} diverged: {exc} params {net.params.sum():.17g} |end|",
+                  flush=True)
+            sys.exit(4)
     elif scenario == "callback-stops":
         net = model()
         history = fastnn.fit(net, X[mine], labels[mine], "cross_entropy", epochs=50, seed=0,

@@ -97,6 +97,15 @@ def test_ranks_that_disagree_all_raise_the_same_error_before_training(scenario, 
     assert fragment in messages.pop()
 
 
+def test_divergence_raises_the_same_error_on_every_rank():
+    result = _run("diverge")
+    assert result.returncode != 0
+    found = re.findall(r"rank (\d) diverged: (.*?) \|end\|", result.stdout, re.S)
+    assert sorted(rank for rank, _ in found) == ["0", "1"], result.stdout + result.stderr
+    assert len({message for _, message in found}) == 1  # message and parameters alike
+    assert "became NaN or infinite at epoch 1" in found[0][1]
+
+
 def test_a_distributed_run_continues_bitwise():
     result = _run("continue")
     assert result.returncode == 0, result.stdout + result.stderr
