@@ -5,6 +5,7 @@
     bad-input       rank 1's shard contains NaN: every rank must raise the same ValueError
     callback-fails  rank 1's callback raises after epoch 1: the job must abort, not hang
     mixed-dtype     rank 0 builds the model in float32, rank 1 in float64: every rank raises
+    activation-differs  the ranks build different activations: every rank raises
     val-one-rank    only rank 0 passes validation_data: every rank raises
     loss-differs    the ranks pass different loss parameters: every rank raises
     es-differs      the ranks pass different early stopping: every rank raises
@@ -113,6 +114,9 @@ def main(scenario, *args):
         net, kwargs, loss, y = model(), {}, "cross_entropy", labels[mine]
         if scenario == "mixed-dtype":
             net = net.astype(np.float32) if rank == 0 else net
+        elif scenario == "activation-differs":
+            net = fastnn.MLP([5, 8, 6, 3], activation=["tanh", "relu" if rank == 0 else "sigmoid"],
+                             dtype=np.float64, seed=1)
         elif scenario == "val-one-rank":
             kwargs = {"validation_data": (X[:10], labels[:10])} if rank == 0 else {}
         elif scenario == "loss-differs":

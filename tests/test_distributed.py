@@ -80,6 +80,7 @@ def test_an_exception_during_training_aborts_instead_of_hanging():
 
 @pytest.mark.parametrize("scenario, fragment", [
     ("mixed-dtype", "dtype: rank 0 'float32', rank 1 'float64'"),
+    ("activation-differs", "activations: rank 0"),
     ("val-one-rank", "validation data: rank 0 True, rank 1 False"),
     ("loss-differs", "loss: rank 0"),
     ("es-differs", 'early_stopping: rank 0 "EarlyStopping(patience=2'),
