@@ -19,6 +19,8 @@ PACKAGE_DIR = os.path.dirname(fastnn.__file__)
 DELEGATIONS = {
     ("fastnn.model", "fastnn.trainer"),  # MLP.fit -> fastnn.fit
     ("fastnn.model", "fastnn.io"),       # MLP.save -> fastnn.io.save_model
+    ("fastnn.model", "fastnn.onnx_export"),  # MLP.to_onnx -> fastnn.onnx_export.to_onnx
+    ("fastnn.model", "fastnn.torch_interop"),  # MLP.to_torch / MLP.from_torch
 }
 
 
