@@ -31,7 +31,6 @@ with an int seed the continued run is bitwise the uninterrupted one.  ``optimize
 Epoch numbers users see (``History.epoch``, ``best_epoch``, the callbacks' ``epoch``,
 ``logs["epoch"]``, messages, verbose lines) are 1-based and count over the whole run.
 """
-import contextlib
 import math
 import time
 import warnings
@@ -530,14 +529,16 @@ class TrainingRun:
         return stop
 
     def _train_epoch(self, lr):
-        """The one call into compiled training (a floating-point mode, if any, is entered and
-        left around it).  Returns (loss_sum, weight_sum, steps, status, failed_step, pending).
+        """The one call into compiled training, in the floating-point mode flush_denormals
+        asks for (the compiled call sets it and restores the caller's).
+
+        Returns (loss_sum, weight_sum, steps, status, failed_step, pending).
         """
         model, opt, ws, (X, Y, labels, sw, sigma) = self.model, self.optimizer, self.ws, self.data
         # hyperparameters and state as they are now (a callback may have changed momentum);
         # the model's lock keeps a save in another thread out of the running epoch
         opt_args = opt.compiled_args(lr)
-        with model._lock, self._floating_point_mode():
+        with model._lock:
             state1, state2 = opt.init_state(model.n_params, model.dtype)
             loss_sum, weight_sum, steps, opt.t, status, failed_step, pending = \
                 _sgd.train_epoch(
@@ -549,11 +550,6 @@ class TrainingRun:
                     None if self.mpi is None else self.mpi.reducer, self.flush_denormals,
                     dropout_seed=self.dropout_seed, epoch=opt.completed_epochs)
         return loss_sum, weight_sum, steps, status, failed_step, pending
-
-    def _floating_point_mode(self):
-        """The floating-point mode the compiled epoch runs in, entered and left around it
-        (today the caller's own: a no-op context)."""
-        return contextlib.nullcontext()
 
     def _check_status(self, status, failed_step, pending, steps, epoch, lr):
         model, opt = self.model, self.optimizer
