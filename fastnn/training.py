@@ -355,6 +355,9 @@ class TrainingRun:
         return {
             "dtype": model.dtype.name, "layer_sizes": list(model.layer_sizes),
             "activations": [(layer.activation, layer.alpha) for layer in model.layers],
+            "dropout and normalization": [(getattr(layer, "dropout", 0.0),
+                                           getattr(layer, "normalization", None))
+                                          for layer in model.layers],
             "output": model.output, "loss": self.loss.get_config(),
             "validation data": self.val is not None,
             "early_stopping": repr(es),
