@@ -286,3 +286,16 @@ def test_warm_start_with_another_rate_starts_a_new_optimizer():
     _quiet(lambda: clf.fit(X, y))
     assert clf._optimizer is not kept and clf._optimizer.lr == 0.001
     assert clf._optimizer.completed_epochs == 3 and clf.n_iter_ == 9
+
+
+def test_a_run_with_dropout_continues_bitwise():
+    # the dropout masks are a function of (the masks' seed, the epoch index, the step)
+    X, y = _data()
+    runs = []
+    for parts in ((6,), (3, 3)):
+        model = MLP([4, 8, 3], activation="tanh", dropout=0.3, dtype=np.float64, seed=0)
+        opt = Adam(lr=0.02)
+        for epochs in parts:
+            fit(model, X, y, "cross_entropy", opt, epochs=epochs, batch_size=16, seed=7)
+        runs.append(model.params.tobytes())
+    assert runs[0] == runs[1]
