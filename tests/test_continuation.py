@@ -169,6 +169,49 @@ def test_early_stopping_record_continues_with_the_run(tmp_path):
     assert h3.epoch == [1, 2] and es.best_epoch == 1 and es.wait == 1
 
 
+@pytest.mark.parametrize("way", ["second-fit", "save-load", "pickle"])
+def test_a_run_whose_fit_restored_the_best_weights_continues_from_where_it_stopped(tmp_path,
+                                                                                  way):
+    # restore_best_weights (the default) puts the best epoch's weights back at the end of
+    # each fit; the run itself had reached other weights, and a fit that continues it must go
+    # on from those, as fit(6) does (it used to go on from the restored ones)
+    rng = np.random.default_rng(0)
+    X, y = _data()
+    Xv, yv = rng.standard_normal((20, 4)), rng.integers(0, 3, 20)
+    kw = dict(validation_data=(Xv, yv), batch_size=16, seed=3)
+    whole = _model()
+    six = fit(whole, X, y, "cross_entropy", Adam(lr=0.1), epochs=6,
+              early_stopping=fastnn.EarlyStopping(patience=10), **kw)
+    model, opt, es = _model(), Adam(lr=0.1), fastnn.EarlyStopping(patience=10)
+    first = fit(model, X, y, "cross_entropy", opt, epochs=3, early_stopping=es, **kw)
+    assert first.best_epoch < 3   # not vacuous: the fit ended by restoring older weights
+    assert model.params.tobytes() == es._best_params.tobytes()   # as before: the best ones
+    model, opt = _again(model, opt, tmp_path, way)
+    es = opt._early_stopping if way != "second-fit" else es
+    rest = fit(model, X, y, "cross_entropy", opt, epochs=3, early_stopping=es, **kw)
+    assert first.loss + rest.loss == six.loss
+    assert first.val_loss + rest.val_loss == six.val_loss
+    assert rest.best_epoch == six.best_epoch
+    assert model.params.tobytes() == whole.params.tobytes()
+
+
+def test_weights_changed_after_a_restoring_fit_are_where_the_next_fit_starts():
+    X, y = _data()
+    rng = np.random.default_rng(0)
+    Xv, yv = rng.standard_normal((20, 4)), rng.integers(0, 3, 20)
+    kw = dict(validation_data=(Xv, yv), seed=3)
+    model, opt, es = _model(), Adam(lr=0.1), fastnn.EarlyStopping(patience=10)
+    fit(model, X, y, "cross_entropy", opt, epochs=3, early_stopping=es, **kw)
+    assert es._run_params is not None
+    model.params = np.full_like(model.params, 0.01)          # the user's own weights
+    twin, twin_opt = pickle.loads(pickle.dumps((model, opt)))
+    twin_opt._early_stopping._run_params = None              # nothing to go back to
+    h = fit(model, X, y, "cross_entropy", opt, epochs=2, early_stopping=es, **kw)
+    h_twin = fit(twin, X, y, "cross_entropy", twin_opt, epochs=2,
+                 early_stopping=twin_opt._early_stopping, **kw)
+    assert h.loss == h_twin.loss and model.params.tobytes() == twin.params.tobytes()
+
+
 # ---------------------------------------------------------------- the estimators
 
 sklearn = pytest.importorskip("sklearn")
