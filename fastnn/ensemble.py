@@ -73,6 +73,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import ndtri
 
+from fastnn import fpmode
 from fastnn._version import __version__  # not the package, which imports this module
 from fastnn._validation import MAX_DIM, check_bool, check_number
 from fastnn.io import ModelFileError, load as _load_model
@@ -323,6 +324,9 @@ class MLPEnsemble:
             n_threads = int(check_number(n_threads, "n_threads", low=1, high=MAX_DIM,
                                          integer=True))
         loss = get_loss(loss)
+        # the calling thread's setting (a fastnn.fpmode.flush_denormals block is per thread):
+        # the members' fits run in worker threads that would not see it
+        fit_kwargs["flush_denormals"] = fpmode.resolve(fit_kwargs.get("flush_denormals"))
         if comm is None:
             # convert X once, so that members without bootstrap read it in place
             X = as_input(X, "X", self.dtype, self.n_inputs)
