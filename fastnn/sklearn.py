@@ -66,6 +66,7 @@ What scikit-learn's MLP lacks and these have
 Not supported: sparse input, ``solver="lbfgs"`` (and so ``max_fun``), the regressor's
 ``loss="poisson"``.
 """
+import hashlib
 import numbers
 import warnings
 
@@ -98,6 +99,19 @@ ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu", 
                "gelu", "gelu_tanh", "silu", "swish", "softplus")
 AUTO_BATCH_SIZE = 200
 _SEED_BOUND = np.iinfo(np.int32).max
+
+
+def _fingerprint(*arrays):
+    """A digest of arrays' shapes, dtypes and bytes (None entries included)."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            digest.update(b"none")
+            continue
+        a = np.ascontiguousarray(a)
+        digest.update(repr((a.shape, a.dtype.str)).encode())
+        digest.update(a.data)
+    return digest.hexdigest()
 
 
 def _same_arrays(a, b):
@@ -180,6 +194,11 @@ class _BaseMLP(BaseEstimator):
         stopped = self._record["bad_epochs"] > self.n_iter_no_change
         if val is not None and self._record["params"] is not None and (
                 stopped or not incremental):
+            if not stopped and self._record["params"].tobytes() != \
+                    self.model_.params.tobytes():
+                # where the run got to: a warm_start fit that continues the run goes on from
+                # there (as one longer fit does), not from the best weights restored now
+                self._record["run_params"] = self.model_.params.copy()
             self.model_.params[...] = self._record["params"]
         if incremental:
             self.stopped_early_ = bool(stopped and val is not None)
@@ -218,8 +237,21 @@ class _BaseMLP(BaseEstimator):
             # the sample order of each epoch is a function of this seed and the epoch count
             # (fastnn.fit), so warm_start and partial_fit continue the order of one long fit
             self._shuffle_seed = int(self._rng.integers(_SEED_BOUND))
+        continuing = False
         if not incremental:
-            self._record = self._new_record()
+            # a warm_start fit that keeps the optimizer continues the run: its validation
+            # split, stopping record and the weights it had reached (unless it had stopped)
+            continuing = self._continue_or_new_optimizer(False) and not self.stopped_early_
+            if not continuing:
+                self._record = self._new_record()
+                self._warm_split_seed = None
+            else:
+                run, self._record["run_params"] = self._record.get("run_params"), None
+                best = self._record["params"]
+                if run is not None and best is not None and run.shape == best.shape and \
+                        run.dtype == self.model_.dtype and \
+                        best.tobytes() == self.model_.params.tobytes():
+                    self.model_.params[...] = run
             self._validation_set = None
         elif self.stopped_early_ and self.early_stopping:
             warnings.warn(f"early stopping ended training after {self.n_iter_} epochs; this "
@@ -228,7 +260,8 @@ class _BaseMLP(BaseEstimator):
                           stacklevel=4)
             return None
         self.stopped_early_ = False
-        self._continue_or_new_optimizer(incremental)
+        if incremental:
+            self._continue_or_new_optimizer(incremental)
         val = None
         if self.early_stopping:
             X, Y, sw, val = self._validation_split(X, y, Y, sw, dtype, incremental,
@@ -248,7 +281,7 @@ class _BaseMLP(BaseEstimator):
         for name in list(vars(self)):
             if (name.endswith("_") and not name.startswith("__")) or name in (
                     "_rng", "_record", "_validation_set", "_optimizer", "_kind",
-                    "_shuffle_seed",
+                    "_shuffle_seed", "_warm_split_seed", "_held_out",
                     "_label_dtype"):
                 delattr(self, name)
 
@@ -263,6 +296,8 @@ class _BaseMLP(BaseEstimator):
         self.stopped_early_ = False
         self._record = self._new_record()
         self._validation_set = None
+        self._warm_split_seed = None
+        self._held_out = None
         if hasattr(self, "_optimizer"):
             del self._optimizer
 
@@ -287,13 +322,14 @@ class _BaseMLP(BaseEstimator):
         rate starts a new optimizer."""
         old = getattr(self, "_optimizer", None)
         if old is not None and incremental:
-            return
+            return True
         new = self._new_optimizer()
         if old is not None and self.warm_start:
             new.weight_decay = old.weight_decay  # set per call from alpha below
             if repr(new) == repr(old):
-                return
+                return True
         self._optimizer = new
+        return False
 
     def _new_optimizer(self):
         if self.solver == "adam":
@@ -324,9 +360,16 @@ class _BaseMLP(BaseEstimator):
                 self._record = self._new_record()  # values on another set are not comparable
             self._validation_set = val_set
             return X, Y, sw, self._validation_set
-        if incremental and self._validation_set is not None:
-            return X, Y, sw, self._validation_set
         n = X.shape[0]
+        take = lambda a, idx: None if a is None else np.ascontiguousarray(a[idx])  # noqa: E731
+        if incremental and self._validation_set is not None:
+            held = getattr(self, "_held_out", None)
+            if held is not None and held[0] == _fingerprint(X, Y, sw):
+                # the first call's data again: its validation rows stay out of training
+                # (training on them would bias the validation loss that stops the run)
+                return take(X, held[1]), take(Y, held[1]), take(sw, held[1]), \
+                    self._validation_set
+            return X, Y, sw, self._validation_set
         n_val = int(np.ceil(self.validation_fraction * n))
         if n_val < 2 or n - n_val < 1:
             raise ValueError(f"early stopping holds out validation_fraction="
@@ -335,20 +378,27 @@ class _BaseMLP(BaseEstimator):
                              "Increase validation_fraction or the number of samples" +
                              (", or pass validation_data" if incremental else ""))
         stratify = self._stratify(y)
-        seed = int(self._rng.integers(_SEED_BOUND))
+        if incremental:
+            seed = int(self._rng.integers(_SEED_BOUND))
+        else:
+            # one split for the run: a warm_start fit that continues it holds out the rows
+            # the first fit held out (on the same data), so the record stays comparable
+            if getattr(self, "_warm_split_seed", None) is None:
+                self._warm_split_seed = int(self._rng.integers(_SEED_BOUND))
+            seed = self._warm_split_seed
         index = np.arange(n)
         try:
             train, val = train_test_split(index, test_size=n_val, random_state=seed,
                                           stratify=stratify)
         except ValueError:  # a class too small to appear on both sides
             train, val = train_test_split(index, test_size=n_val, random_state=seed)
-        take = lambda a, idx: None if a is None else np.ascontiguousarray(a[idx])  # noqa: E731
         val_set = (take(X, val), take(Y, val)) + ((take(sw, val),) if sw is not None else ())
         if sw is not None and not (val_set[2] > 0).any():
             raise ValueError("the sample weights of the validation set are all zero; use "
                              "another random_state or validation_fraction")
         if incremental:
             self._validation_set = val_set
+            self._held_out = (_fingerprint(X, Y, sw), np.asarray(train))
         return take(X, train), take(Y, train), take(sw, train), val_set
 
     def _epoch_callback(self, n_train, val):

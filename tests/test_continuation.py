@@ -342,3 +342,39 @@ def test_a_run_with_dropout_continues_bitwise():
             fit(model, X, y, "cross_entropy", opt, epochs=epochs, batch_size=16, seed=7)
         runs.append(model.params.tobytes())
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("case", list(ESTIMATOR_CASES))
+def test_warm_start_with_early_stopping_continues_split_record_and_weights(case):
+    # early_stopping=True: the warm fit used to draw another validation split, start a new
+    # stopping record and train on from the best weights the first fit restored
+    X, y = _data()
+    Xv = np.random.default_rng(5).standard_normal((30, 4))
+    X = np.vstack([X, Xv])
+    y = np.concatenate([y, np.random.default_rng(6).integers(0, 3, 30)])
+    six = _quiet(lambda: _estimator(case, True, max_iter=6, early_stopping=True).fit(X, y))
+    clf = _quiet(lambda: _estimator(case, True, max_iter=3, early_stopping=True,
+                                    warm_start=True).fit(X, y))
+    _quiet(lambda: clf.fit(X, y))
+    assert clf.loss_curve_ == six.loss_curve_
+    assert clf.validation_loss_curve_ == six.validation_loss_curve_
+    assert clf.best_validation_loss_ == six.best_validation_loss_
+    assert clf.model_.params.tobytes() == six.model_.params.tobytes()
+
+
+def test_partial_fit_on_the_same_data_keeps_its_validation_rows_out_of_training():
+    # early_stopping=True: the first call holds out validation_fraction of its rows; later
+    # calls on the same data used to train on those rows too (a biased validation loss)
+    X, y = _data()
+    six = _quiet(lambda: _estimator("adam", True, max_iter=6, early_stopping=True).fit(X, y))
+    clf = _estimator("adam", True, early_stopping=True)
+    for k in range(6):
+        if k == 3:
+            clf = pickle.loads(pickle.dumps(clf))
+        clf.partial_fit(X, y, classes=np.unique(y))
+    assert clf.loss_curve_ == six.loss_curve_
+    assert clf.validation_loss_curve_ == six.validation_loss_curve_
+    # other data is all trained on, with the first call's validation set
+    n_before = len(clf.loss_curve_)
+    clf.partial_fit(X[:40], y[:40])
+    assert len(clf.loss_curve_) == n_before + 1
