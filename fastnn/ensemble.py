@@ -55,14 +55,18 @@ Saving
 
 and ``member_<k>`` for k = 0..K-1, a uint8 array holding member k's complete model file as
 ``MLP.save`` writes it (``fastnn.io``), optimizer included when the member has one.
-``load_ensemble`` reads the archive with ``allow_pickle=False`` and each member with
-``fastnn.load``, so every check fastnn.io makes applies to every member; any problem raises
-``fastnn.io.ModelFileError`` naming the file (and the member).
+``load_ensemble`` never unpickles: it checks each entry's .npy header before reading its data
+(the description's size is bounded, a member's declared size must match its entry), copies
+each member to a temporary file in 1 MB chunks (so memory stays bounded even though a
+compressed entry can be far larger than the file; disk use and time follow the members'
+uncompressed size) and reads it with ``fastnn.load``, so every check fastnn.io makes applies
+to every member; any problem raises ``fastnn.io.ModelFileError`` naming the file (and the
+member).
 """
 import copy
-import io as _bytes_io
 import json
 import os
+import struct
 import tempfile
 import threading
 import zipfile
@@ -76,7 +80,8 @@ from scipy.special import ndtri
 from fastnn import fpmode
 from fastnn._version import __version__  # not the package, which imports this module
 from fastnn._validation import MAX_DIM, check_bool, check_number
-from fastnn.io import ModelFileError, load as _load_model
+from fastnn.io import (ModelFileError, _description_header, _read_npy,
+                       load as _load_model)
 from fastnn.layers import DEFAULT_LEAKY_SLOPE
 from fastnn.losses import GaussianNLL, get_loss
 from fastnn.model import MLP, as_input
@@ -643,41 +648,40 @@ def load_ensemble(path):
     """
     path = os.fspath(path)
     with open(path, "rb") as fh:
-        raw = fh.read()
-    if not raw.startswith(b"PK\x03\x04"):
+        head = fh.read(4)
+    if head != b"PK\x03\x04":
         raise ModelFileError(path, "it is not a zip archive (.npz), so not an ensemble saved "
                                    "by fastnn")
-    try:
-        with np.load(_bytes_io.BytesIO(raw), allow_pickle=False) as archive:
-            names = list(archive.files)
-            if "description" not in names:
-                raise ModelFileError(path, f"it has no 'description' entry (entries: "
-                                           f"{names}); it is not an ensemble saved by fastnn")
-            text = archive["description"]
-            description = _parse_description(path, text)
-            K = description["n_members"]
-            blobs = []
-            for k in range(K):
-                if f"member_{k}" not in names:
-                    raise ModelFileError(path, f"it has no 'member_{k}' entry for its "
-                                               f"{K} members")
-                blob = archive[f"member_{k}"]
-                if blob.dtype != np.uint8 or blob.ndim != 1:
-                    raise ModelFileError(path, f"member_{k} has dtype {blob.dtype} and shape "
-                                               f"{blob.shape}; expected 1-D uint8 bytes")
-                blobs.append(blob.tobytes())
-    except ModelFileError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
-            NotImplementedError, RuntimeError) as exc:
-        raise ModelFileError(path, f"the file is truncated or corrupted "
-                                   f"({type(exc).__name__}: {exc})") from exc
     models, optimizers = [], []
     with tempfile.TemporaryDirectory(prefix="fastnn-ensemble-") as tmp:
-        for k, blob in enumerate(blobs):
-            member_path = os.path.join(tmp, f"member_{k}.npz")
-            with open(member_path, "wb") as fh:
-                fh.write(blob)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                infos = {info.filename: info for info in archive.infolist()}
+                names = sorted(n[:-4] if n.endswith(".npy") else n for n in infos)
+                if "description.npy" not in infos:
+                    raise ModelFileError(path, f"it has no 'description' entry (entries: "
+                                               f"{names}); it is not an ensemble saved by "
+                                               "fastnn")
+                text = _read_npy(path, archive, infos["description.npy"], "description",
+                                 _description_header)
+                description = _parse_description(path, text)
+                K = description["n_members"]
+                member_paths = []
+                for k in range(K):
+                    info = infos.get(f"member_{k}.npy")
+                    if info is None:
+                        raise ModelFileError(path, f"it has no 'member_{k}' entry for its "
+                                                   f"{K} members")
+                    member_path = os.path.join(tmp, f"member_{k}.npz")
+                    _copy_member(path, archive, info, k, member_path)
+                    member_paths.append(member_path)
+        except ModelFileError:
+            raise
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
+                OverflowError, struct.error, NotImplementedError, RuntimeError) as exc:
+            raise ModelFileError(path, f"the file is truncated or corrupted "
+                                       f"({type(exc).__name__}: {exc})") from exc
+        for k, member_path in enumerate(member_paths):
             try:
                 model, optimizer = _load_model(member_path, with_optimizer=True)
             except ModelFileError as exc:
@@ -691,6 +695,53 @@ def load_ensemble(path):
         raise ModelFileError(path, f"its members do not form an ensemble ({exc})") from exc
     ensemble.optimizers_ = optimizers
     return ensemble
+
+
+#: bytes copied at a time from a member entry to its temporary file
+_COPY_CHUNK = 1 << 20
+
+
+def _copy_member(path, archive, info, k, member_path):
+    """Copy member k's bytes (a model file) from its .npy entry to member_path, in chunks.
+
+    The header is checked before any data is read, and its declared size against the
+    entry's: a crafted header cannot make the reader allocate, and a member whose bytes are
+    not a model file is rejected after its first chunk.  Memory stays bounded whatever the
+    entry declares (the archive is compressed: an entry may be far larger than the file)."""
+    name = f"member_{k}"
+    with archive.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version not in ((1, 0), (2, 0)):
+            raise ModelFileError(path, f"its {name!r} entry has .npy format version "
+                                       f"{version}; expected (1, 0) or (2, 0)")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(fh)
+        if dtype != np.uint8 or len(shape) != 1:
+            raise ModelFileError(path, f"{name} has dtype {dtype} and shape {shape}; expected "
+                                       "1-D uint8 bytes")
+        n_bytes = int(shape[0])
+        header_bytes = fh.tell()
+        if n_bytes != info.file_size - header_bytes:
+            raise ModelFileError(path, f"its {name!r} entry declares {n_bytes} bytes of data "
+                                       f"but holds {info.file_size - header_bytes}: the file "
+                                       "is truncated or corrupted")
+        left = n_bytes
+        with open(member_path, "wb") as out:
+            while left:
+                chunk = fh.read(min(left, _COPY_CHUNK))
+                if not chunk:
+                    raise ModelFileError(path, f"its {name!r} entry ends before the "
+                                               f"{n_bytes} bytes its header declares: the "
+                                               "file is truncated or corrupted")
+                if left == n_bytes and not chunk.startswith(b"PK\x03\x04"):
+                    raise ModelFileError(path, f"member {k}: it is not an .npz (zip) archive "
+                                               "written by MLP.save")
+                out.write(chunk)
+                left -= len(chunk)
+        if fh.read(1):  # reading to the end checks the zip CRC
+            raise ModelFileError(path, f"its {name!r} entry holds more than its header "
+                                       "declares: the file is corrupted")
 
 
 def _parse_description(path, raw):

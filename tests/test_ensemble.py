@@ -237,6 +237,13 @@ def _rewrite(src, dst, change):
                 zout.writestr(info.filename, data)
 
 
+def _npy_header(descr, shape):
+    """A .npy header alone (no data), declaring `descr` and `shape`."""
+    text = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (descr, shape)
+    text += " " * (64 - (len(text) + 11) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode()
+
+
 def test_crafted_files_raise_model_file_error(tmp_path):
     X, y = _regression(50)
     ens = MLPEnsemble([3, 4, 1], 2, seed=0)
@@ -272,7 +279,15 @@ def test_crafted_files_raise_model_file_error(tmp_path):
         "not-json": (lambda n, d: npy(np.array("{nope")) if n == "description.npy" else d,
                      "not valid JSON"),
         "object": (lambda n, d: npy(np.array([{"a": 1}], dtype=object))
-                   if n == "description.npy" else d, "truncated or corrupted"),
+                   if n == "description.npy" else d, "holds Python objects"),
+        # a header cannot make the reader allocate what it declares, nor a compressed entry
+        # make it hold more than one chunk in memory
+        "huge-declared-member": (lambda n, d: _npy_header("|u1", (4_000_000_000,))
+                                 if n == "member_0.npy" else d, "declares 4000000000 bytes"),
+        "huge-description": (lambda n, d: _npy_header("<U500000000", ())
+                             if n == "description.npy" else d, "larger than"),
+        "zeros-member": (lambda n, d: npy(np.zeros(3 << 20, np.uint8))
+                         if n == "member_0.npy" else d, "member 0: it is not an .npz"),
         "seeds": (lambda n, d: npy(np.array(
             '{"format": "fastnn-ensemble", "format_version": 1, "n_members": 2, '
             '"member_seeds": [1], "bootstrap": false}')) if n == "description.npy" else d,
