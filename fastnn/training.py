@@ -149,6 +149,8 @@ class EarlyStopping:
     passed to fit); otherwise, after ``reset()`` or ``optimizer.reset()``, it starts afresh.
     """
 
+    _run_params = None  # also the value for an instance pickled before it existed
+
     def __init__(self, patience=5, min_delta=0.0, monitor="val_loss",
                  restore_best_weights=True):
         self.patience = check_number(patience, "patience", low=1, integer=True)
