@@ -503,16 +503,17 @@ class MLPEnsemble:
         means = np.stack([m.predict(X) for m in self.members]).astype(np.float64)
         mean = means.mean(axis=0)
         epistemic = ((means - mean) ** 2).mean(axis=0)   # two passes: no cancellation
-        loss = self.loss_
         if link == "gaussian":
             stds = np.stack([m.predict_std(X) for m in self.members]).astype(np.float64)
             aleatoric = (stds ** 2).mean(axis=0)
         elif link == "exp":
             aleatoric = mean.copy()         # a Poisson's variance is its rate
-        elif loss is not None and loss.kind == 1 and loss.sample_sigma is None:
-            aleatoric = np.full_like(mean, loss.scalar_sigma ** 2)   # GaussianNLL(sigma)
         else:
-            aleatoric = np.zeros_like(mean)  # MSE, or a per-sample sigma unknown at new X
+            # each member's own noise variance: sigma^2 of a fixed scalar GaussianNLL(sigma),
+            # none known for MSE or a per-sample sigma (unknown at new X); members built
+            # apart (from_models) may have been trained with different sigmas
+            aleatoric = np.full_like(mean, np.mean([_fixed_noise_variance(m.loss_)
+                                                    for m in self.members]))
         return EnsemblePrediction(mean, aleatoric, epistemic)
 
     def predict_std(self, X):
@@ -621,6 +622,13 @@ class MLPEnsemble:
             if os.path.exists(tmp_path):
                 os.unlink(tmp_path)
             raise
+
+
+def _fixed_noise_variance(loss):
+    """sigma^2 of a fixed scalar GaussianNLL(sigma), else 0 (MSE, per-sample sigma, none)."""
+    if loss is not None and loss.kind == 1 and loss.sample_sigma is None:
+        return float(loss.scalar_sigma) ** 2
+    return 0.0
 
 
 def _mean_std(values, return_std):

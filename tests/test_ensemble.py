@@ -437,3 +437,21 @@ def test_mpi_two_ranks_train_each_member_like_one_process(tmp_path):
             np.testing.assert_allclose(data[f"rank0_{k}"], member.params, rtol=1e-10,
                                        atol=1e-12)
             np.testing.assert_array_equal(data[f"rank0_{k}"], data[f"rank1_{k}"])
+
+
+def test_members_trained_with_different_fixed_sigmas_each_bring_their_own_noise():
+    # from_models accepts members fitted apart; the aleatoric part is the mean of each
+    # member's sigma_k^2 (it used to be member 0's sigma^2 for all)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 2))
+    y = X[:, 0] + 0.3 * rng.standard_normal(40)
+    models = []
+    for k, loss in enumerate([fastnn.GaussianNLL(0.5), fastnn.GaussianNLL(2.0), "mse"]):
+        m = fastnn.MLP([2, 4, 1], dtype=np.float64, seed=k)
+        m.fit(X, y, loss, epochs=1, seed=k)
+        models.append(m)
+    ens = MLPEnsemble.from_models(models)
+    d = ens.predict_distribution(X)
+    means = np.stack([m.predict(X) for m in models])
+    np.testing.assert_allclose(d.aleatoric, (0.25 + 4.0 + 0.0) / 3, rtol=1e-15)
+    np.testing.assert_allclose(d.epistemic, means.var(axis=0), rtol=1e-12)
