@@ -26,8 +26,11 @@ The block's setting lives in a ``contextvars.ContextVar``: it applies to the thr
 asyncio task) that entered the block and overrides the process-wide setting there, so blocks
 entered and left by several threads at once neither see nor undo each other's setting (a
 process-wide flag saved and restored by each block could be left flipped for good by two
-overlapping blocks).  ``MLPEnsemble.fit`` hands the setting of the calling thread to its
-worker threads.
+overlapping blocks).  ``MLPEnsemble.fit`` and the scikit-learn ensembles hand the setting of
+the calling thread to their worker threads; other thread pools (joblib's threading backend, a
+ThreadPoolExecutor of your own) start from the process-wide setting.  As with
+``numpy.errstate``, a block left open across a generator's ``yield`` applies to the code that
+resumed the generator until the generator continues past the block.
 
 Limits: the mode is a per-thread register, and the threads of a multi-threaded BLAS do not
 inherit it; the share of a large product they compute keeps IEEE subnormals.  With flushing
