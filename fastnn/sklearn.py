@@ -281,7 +281,7 @@ class _BaseMLP(BaseEstimator):
         for name in list(vars(self)):
             if (name.endswith("_") and not name.startswith("__")) or name in (
                     "_rng", "_record", "_validation_set", "_optimizer", "_kind",
-                    "_shuffle_seed", "_warm_split_seed", "_held_out",
+                    "_shuffle_seed", "_warm_split_seed", "_held_out", "_warm_validation",
                     "_label_dtype"):
                 delattr(self, name)
 
@@ -298,6 +298,7 @@ class _BaseMLP(BaseEstimator):
         self._validation_set = None
         self._warm_split_seed = None
         self._held_out = None
+        self._warm_validation = None
         if hasattr(self, "_optimizer"):
             del self._optimizer
 
@@ -399,6 +400,13 @@ class _BaseMLP(BaseEstimator):
         if incremental:
             self._validation_set = val_set
             self._held_out = (_fingerprint(X, Y, sw), np.asarray(train))
+        else:
+            # a warm_start fit continues the stopping record only on the same validation
+            # rows (other data or another validation_fraction: values not comparable)
+            fingerprint = _fingerprint(*val_set)
+            if fingerprint != getattr(self, "_warm_validation", None):
+                self._record = self._new_record()
+            self._warm_validation = fingerprint
         return take(X, train), take(Y, train), take(sw, train), val_set
 
     def _epoch_callback(self, n_train, val):

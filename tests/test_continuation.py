@@ -378,3 +378,18 @@ def test_partial_fit_on_the_same_data_keeps_its_validation_rows_out_of_training(
     n_before = len(clf.loss_curve_)
     clf.partial_fit(X[:40], y[:40])
     assert len(clf.loss_curve_) == n_before + 1
+
+
+def test_warm_start_with_other_validation_rows_starts_a_new_stopping_record():
+    X, y = _data()
+    clf = _quiet(lambda: _estimator("adam", True, max_iter=3, early_stopping=True,
+                                    warm_start=True).fit(X, y))
+    clf.set_params(validation_fraction=0.3)   # other validation rows: not comparable
+    _quiet(lambda: clf.fit(X, y))
+    assert clf._record["best"] == min(clf.validation_loss_curve_[3:])
+    # the same rows again: the record goes on
+    clf2 = _quiet(lambda: _estimator("adam", True, max_iter=3, early_stopping=True,
+                                     warm_start=True).fit(X, y))
+    first_best = clf2._record["best"]
+    _quiet(lambda: clf2.fit(X, y))
+    assert clf2._record["best"] == min(first_best, *clf2.validation_loss_curve_[3:])
