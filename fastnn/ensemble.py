@@ -88,6 +88,7 @@ from fastnn.model import MLP, as_input
 from fastnn.optim import get_optimizer
 from fastnn.threads import blas_threads, get_num_threads
 from fastnn.trainer import fit as _fit
+from fastnn.training import EarlyStopping
 
 __all__ = ["MLPEnsemble", "EnsemblePrediction", "load_ensemble", "available_cores",
            "ENSEMBLE_FORMAT", "ENSEMBLE_FORMAT_VERSION"]
@@ -294,7 +295,9 @@ class MLPEnsemble:
             members may interleave).
         **fit_kwargs
             Every other argument of ``fastnn.fit`` (epochs, batch_size, shuffle,
-            validation_data, validation_split, early_stopping (per member), verbose,
+            validation_data, validation_split, early_stopping (per member: an EarlyStopping
+            instance is the configuration, each member keeps its own record, in
+            ``optimizers_[k]``, which a later fit continues), verbose,
             drop_last), the same for every member.  ``seed`` is not accepted: member k
             shuffles with ``member_seeds[k]``.
 
@@ -378,9 +381,17 @@ class MLPEnsemble:
                     halt = any([bool(cb(epoch, logs)) for cb in callbacks])
                     return halt or stop.is_set()
 
+                member_kwargs = dict(fit_kwargs)
+                es = fit_kwargs.get("early_stopping")
+                if isinstance(es, EarlyStopping):
+                    # a record of its own per member: one instance shared by members training
+                    # at once mixed their records (and could restore another member's
+                    # weights); the member's record continues through its optimizer
+                    member_kwargs["early_stopping"] = copy.copy(es)
+                    member_kwargs["early_stopping"].reset()
                 histories[k] = _fit(self.members[k], Xk, yk, lossk, optimizers[k],
                                     seed=self.member_seeds[k], sample_weight=swk, comm=comm,
-                                    callbacks=[stop_and_forward], **fit_kwargs)
+                                    callbacks=[stop_and_forward], **member_kwargs)
             except BaseException as exc:  # kept, raised once every member has finished
                 errors[k] = exc
                 if isinstance(exc, KeyboardInterrupt):

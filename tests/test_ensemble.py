@@ -455,3 +455,35 @@ def test_members_trained_with_different_fixed_sigmas_each_bring_their_own_noise(
     means = np.stack([m.predict(X) for m in models])
     np.testing.assert_allclose(d.aleatoric, (0.25 + 4.0 + 0.0) / 3, rtol=1e-15)
     np.testing.assert_allclose(d.epistemic, means.var(axis=0), rtol=1e-12)
+
+
+def test_one_early_stopping_instance_gives_every_member_its_own_record():
+    # members training at once shared the instance's record: wrong stops and best weights
+    # (possibly another member's).  The barrier makes the two members' epochs interleave.
+    import threading
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 3))
+    y = X[:, 0] - X[:, 1] ** 2 + 0.3 * rng.standard_normal(200)
+    Xv, yv = rng.standard_normal((50, 3)), rng.standard_normal(50)
+    barrier = threading.Barrier(2, timeout=2)
+
+    def in_step(epoch, logs):
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass   # the other member stopped first
+
+    ens = MLPEnsemble([3, 16, 1], n_members=2, seed=0, activation="tanh")
+    es = fastnn.EarlyStopping(patience=2)
+    ens.fit(X, y, "mse", fastnn.Adam(lr=0.05), epochs=12, n_threads=2, batch_size=16,
+            validation_data=(Xv, yv), early_stopping=es, callbacks=[in_step])
+    for k, s in enumerate(ens.member_seeds):
+        alone = fastnn.MLP([3, 16, 1], activation="tanh", seed=s)
+        h = alone.fit(X, y, "mse", fastnn.Adam(lr=0.05), epochs=12, seed=s, n_threads=1,
+                      batch_size=16, validation_data=(Xv, yv),
+                      early_stopping=fastnn.EarlyStopping(patience=2))
+        assert ens.histories_[k].epoch == h.epoch
+        assert ens.histories_[k].best_epoch == h.best_epoch
+        assert ens.members[k].params.tobytes() == alone.params.tobytes()
+    # each member's record continues through its optimizer in a later fit
+    assert ens.optimizers_[0]._early_stopping is not ens.optimizers_[1]._early_stopping
