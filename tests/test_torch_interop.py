@@ -221,3 +221,50 @@ def test_dropout_travels_and_layer_norm_is_refused():
     assert back.params.tobytes() == model.params.tobytes()
     with pytest.raises(ValueError, match="does not translate layer normalization"):
         fastnn.MLP([5, 8, 3], normalization="layer").to_torch()
+
+
+# ------------------------------------------------------------------------ attack (att15)
+
+def test_softplus_above_torchs_default_threshold_matches_in_float64():
+    # PyTorch's nn.Softplus returns z itself above threshold=20, 2e-9 short of softplus(z):
+    # to_torch must give a module that computes fastnn's exact softplus there too
+    model = fastnn.MLP([2, 3, 1], activation="softplus", dtype=np.float64, seed=0)
+    model.layers[0].W[...] = [[10.0, -10.0, 1.0], [10.0, 5.0, 1.0]]
+    X = np.random.default_rng(0).normal(0.0, 3.0, (200, 2))
+    expected = model.predict(X)
+    np.testing.assert_allclose(_run(model.to_torch(), X), expected, rtol=1e-13, atol=0)
+    np.testing.assert_array_equal(from_torch(model.to_torch()).params, model.params)
+
+
+@pytest.mark.parametrize("module, fragment", [
+    (lambda: nn.Softplus(threshold=1.0), "module [1] (Softplus"),
+    (lambda: nn.Softplus(beta=2.0), "module [1] (Softplus"),
+    (lambda: nn.ELU(alpha=-1.0), "module [1] (ELU: ELU(alpha=-1.0)) is not supported: alpha=-1.0"),
+    (lambda: nn.ELU(alpha=float("nan")), "module [1] (ELU"),
+], ids=["softplus-threshold", "softplus-beta", "elu-negative", "elu-nan"])
+def test_activation_modules_computing_another_function_are_refused(module, fragment):
+    # Softplus(threshold=1) is linear above 1: importing it as fastnn's softplus would change
+    # the model's predictions silently (by up to 0.08 here before the fix)
+    seq = nn.Sequential(nn.Linear(2, 3), module(), nn.Linear(3, 1))
+    assert fragment in _message(seq)
+
+
+def test_dropout_p_one_is_named_with_the_module():
+    seq = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Dropout(1.0), nn.Linear(3, 1))
+    assert "module [2] (Dropout: Dropout(p=1.0, inplace=False)) is not supported: p=1.0" \
+        in _message(seq)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nested_sequentials_are_read_in_order(dtype):
+    flat = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4), nn.SiLU(),
+                         nn.Linear(4, 2), nn.Softmax(dim=1)).to(TORCH[dtype])
+    nested = nn.Sequential(nn.Sequential(flat[0], flat[1]),
+                           nn.Sequential(nn.Sequential(flat[2], flat[3]), flat[4]), flat[5])
+    a, b = from_torch(flat), from_torch(nested)
+    np.testing.assert_array_equal(a.params, b.params)
+    assert [layer.activation for layer in b.layers] == ["tanh", "silu", "identity"]
+    X = np.random.default_rng(1).normal(size=(7, 3)).astype(dtype)
+    _close(b.predict(X), _run(nested, X), dtype)
+    bad = nn.Sequential(nn.Sequential(nn.Linear(3, 5), nn.ReLU()), nn.Sequential(nn.GRU(5, 5)))
+    assert "module [1][0] (GRU" in _message(bad)
