@@ -13,8 +13,9 @@ What the graph holds
   the type: convert inputs to the model's dtype first (fastnn's ``predict`` converts for you).
 * Each dense layer is one ``Gemm(H, W, b)``: fastnn's ``W`` already has the layout
   ``(n_in, n_out)`` that ``Gemm`` multiplies from the right, so the weights are stored as they
-  are (bitwise), with no transpose.  Hidden activations: ``Relu``, ``Sigmoid``, ``Tanh``,
-  the smooth ones composed from Exp/Log/Erf/Tanh/Sigmoid/Where (``_smooth_activation``; gelu
+  are (bitwise), with no transpose.  Hidden activations: ``Relu``, ``Tanh``, sigmoid as
+  ``_sigmoid`` composes it (onnxruntime's ``Sigmoid`` loses the relative accuracy of small
+  values), the smooth ones composed from Exp/Log/Erf/Tanh/Where (``_smooth_activation``; gelu
   in float32 only: onnxruntime has no float64 Erf)
   (identity adds no node) and leaky_relu as ``LeakyRelu(alpha=slope)`` in float32, but as
   ``PRelu(H, slope)`` with a float64 slope tensor in float64 (LeakyRelu's ``alpha`` attribute
@@ -26,7 +27,7 @@ What the graph holds
   ================  ===========================================  ===========================
   identity          none                                         ``predictions`` (N, k)
   exp (Poisson)     ``Exp``                                      ``predictions`` (N, k)
-  sigmoid           ``Sigmoid``                                  ``probabilities`` (N, k)
+  sigmoid           ``_sigmoid`` (Exp, Where)                    ``probabilities`` (N, k)
   softmax           ``Softmax(axis=1)``                          ``probabilities`` (N, k)
   gaussian          ``Slice`` into mean and log-variance s,      ``mean`` (N, k),
   (learned sigma)   ``std = Exp(0.5 s)``                         ``std`` (N, k)
@@ -39,7 +40,7 @@ What the graph holds
     bool labels, double for floating-point labels, string for strings) from ``ArgMax`` over
     the probabilities, exactly as ``predict`` takes ``argmax`` of ``predict_proba``; and
     ``probabilities`` (N, n_classes), columns in the order of ``classes_`` (a binary classifier
-    gives ``[1 - p, p]`` as ``[Sigmoid(-z), Sigmoid(z)]``).  A multi-label classifier gives
+    gives ``[1 - p, p]`` as ``[sigmoid(-z), sigmoid(z)]``).  A multi-label classifier gives
     ``label`` (N, n_labels) int64 0/1 (``p > 0.5``) and ``probabilities`` (N, n_labels).
     ``probabilities`` is a plain tensor, not skl2onnx's default ZipMap (a sequence of maps,
     slower, and only needed to carry the class names, which ``label`` already does).
@@ -69,7 +70,7 @@ __all__ = ["to_onnx", "DEFAULT_OPSET"]
 DEFAULT_OPSET = 17
 #: the oldest opset whose Softmax normalizes along one axis and whose Slice takes inputs
 MIN_OPSET = 13
-_ACTIVATION_OPS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
+_ACTIVATION_OPS = {"tanh": "Tanh", "relu": "Relu"}   # sigmoid: _sigmoid
 
 
 def _import_onnx():
@@ -133,6 +134,8 @@ def _mlp_logits(g, model, x):
             continue
         if layer.activation in _SMOOTH:
             h = _smooth_activation(g, layer, h, k)
+        elif layer.activation == "sigmoid":
+            h = _sigmoid(g, h, stem=f"a{k}")
         elif layer.activation != "leaky_relu":
             h = g.node(_ACTIVATION_OPS[layer.activation], [h], stem=f"a{k}")
         elif g.dtype == np.float32:
@@ -154,23 +157,22 @@ def _smooth_activation(g, layer, h, k):
     """The smooth activations from opset-13 operators, constants in the model's dtype.
 
     ONNX's own Elu/Selu take 32-bit float attributes (inexact for a float64 model) and Gelu
-    needs opset 20, so they are composed: elu = Where(h > 0, h, alpha (Exp(h) - 1)), selu its
-    multiple, gelu = h (1 + Erf(h / sqrt 2)) / 2, gelu_tanh = h (1 + Tanh(c (h + 0.044715
-    h^3))) / 2, silu = h Sigmoid(h), softplus = Relu(h) + Log(1 + Exp(-|h|)) (onnxruntime
+    needs opset 20, so they are composed: elu = Where(h > 0, h, alpha expm1(h)), selu its
+    multiple, gelu = h (1 + Erf(h / sqrt 2)) / 2, gelu_tanh = h sigmoid(2 c (h + 0.044715
+    h^3)) (= h (1 + tanh(c (...))) / 2 without its cancellation for h << 0), silu = h sigmoid(h) (``_sigmoid``), softplus = Relu(h) + log1p(Exp(-|h|))
+    (``_expm1``, ``_log1p``: accurate near 0, where the plain forms cancel) (onnxruntime
     has no float64 Softplus or Erf: gelu is exported for float32 models only).
     """
     c = lambda stem, v: g.const(f"{stem}{k}", np.array(v, dtype=g.dtype))  # noqa: E731
     act = layer.activation
-    if act == "softplus":   # max(h, 0) + log(1 + exp(-|h|)): onnxruntime has no double Softplus
+    if act == "softplus":   # max(h, 0) + log1p(exp(-|h|)): onnxruntime has no double Softplus
         e = g.node("Exp", [g.node("Neg", [g.node("Abs", [h])])])
-        tail = g.node("Log", [g.node("Add", [c("one", 1.0), e])])
-        return g.node("Add", [g.node("Relu", [h]), tail], stem=f"a{k}")
+        return g.node("Add", [g.node("Relu", [h]), _log1p(g, e, c("one", 1.0))], stem=f"a{k}")
     if act == "silu":
-        return g.node("Mul", [h, g.node("Sigmoid", [h])], stem=f"a{k}")
+        return g.node("Mul", [h, _sigmoid(g, h)], stem=f"a{k}")
     if act in ("elu", "selu"):
         alpha = float(layer.alpha) if act == "elu" else 1.6732632423543772848170429916717
-        neg = g.node("Mul", [c("alpha", alpha),
-                             g.node("Sub", [g.node("Exp", [h]), c("one", 1.0)])])
+        neg = g.node("Mul", [c("alpha", alpha), _expm1(g, h, c("one", 1.0))])
         out = g.node("Where", [g.node("Greater", [h, c("zero", 0.0)]), h, neg])
         if act == "selu":
             out = g.node("Mul", [c("scale", 1.0507009873554804934193349852946), out])
@@ -182,12 +184,52 @@ def _smooth_activation(g, layer, h, k):
                              "(model.astype(numpy.float32)) or use gelu_tanh")
         inner = g.node("Erf", [g.node("Mul", [h, c("rsqrt2", 0.7071067811865476)])])
     else:
-        cube = g.node("Mul", [h, g.node("Mul", [h, h])])
-        u = g.node("Mul", [c("k", 0.7978845608028654),
-                           g.node("Add", [h, g.node("Mul", [c("c3", 0.044715), cube])])])
-        inner = g.node("Tanh", [u])
+        # (1 + tanh u) / 2 = sigmoid(2u), as the kernel computes it: 1 + Tanh(u) cancels to 0
+        # for h << 0 (gave 0 for gelu_tanh(-5.5) = -5.6e-9 in float32)
+        # 0.044715 h h h in the kernel's order: exp(2u) amplifies a rounding difference in
+        # the cubic term by 2u (a relative error of 8e-6 at gelu_tanh(-9) in another order)
+        cubic = g.node("Mul", [g.node("Mul", [g.node("Mul", [c("c3", 0.044715), h]), h]), h])
+        u2 = g.node("Mul", [c("k2", 1.5957691216057307117), g.node("Add", [h, cubic])])
+        return g.node("Mul", [h, _sigmoid(g, u2)], stem=f"a{k}")
     half = g.node("Mul", [c("half", 0.5), h])
     return g.node("Mul", [half, g.node("Add", [c("one", 1.0), inner])], stem=f"a{k}")
+
+
+def _log1p(g, x, one):
+    """log(1 + x) without losing x where 1 + x rounds (ONNX has no Log1p): u = 1 + x, then
+    x where u == 1, else Log(u) x / (u - 1), which cancels u's rounding error (Goldberg,
+    "What every computer scientist should know about floating-point arithmetic", thm. 4).
+    Log(1 + x) alone gave 0 for softplus(-20) = 2e-9 in float32."""
+    u = g.node("Add", [one, x])
+    um1 = g.node("Sub", [u, one])
+    ratio = g.node("Div", [g.node("Mul", [g.node("Log", [u]), x]), um1])
+    return g.node("Where", [g.node("Equal", [um1, g.const("zero", np.zeros((), g.dtype))]),
+                            x, ratio])
+
+
+def _expm1(g, x, one):
+    """exp(x) - 1 without cancellation near 0 (ONNX has no Expm1), by Kahan's trick: u =
+    Exp(x); x where u == 1, -1 where u - 1 == -1 (Log of a subnormal u is inexact), else (u - 1) x / Log(u).  Exp(x) - 1 alone was
+    0 for elu(-1e-8) in float32.  (x > 0 large gives NaN here; the callers select x there.)"""
+    u = g.node("Exp", [x])
+    um1 = g.node("Sub", [u, one])
+    ratio = g.node("Div", [g.node("Mul", [um1, x]), g.node("Log", [u])])
+    zero = g.const("zero", np.zeros((), g.dtype))
+    minus_one = g.const("minus_one", np.array(-1.0, g.dtype))
+    inner = g.node("Where", [g.node("Equal", [um1, minus_one]), minus_one, ratio])
+    return g.node("Where", [g.node("Equal", [um1, zero]), x, inner])
+
+
+def _sigmoid(g, h, output=None, stem=None):
+    """sigmoid(h) = Where(h < 0, e / (1 + e), 1 / (1 + e)), e = Exp(-|h|): as fastnn's kernel
+    (and scipy's expit) computes it.  onnxruntime's own Sigmoid is accurate only to about one
+    ulp of 1 in absolute terms: 1.2e-7 where the true value is 2e-8 (float32, h = -17.8),
+    0 for 1e-16 (float64, h = -37), so tail probabilities lost their relative accuracy."""
+    e = g.node("Exp", [g.node("Neg", [g.node("Abs", [h])])], stem="exp_neg_abs")
+    r = g.node("Reciprocal", [g.node("Add", [g.const("one", np.array(1.0, g.dtype)), e])])
+    neg = g.node("Mul", [e, r])
+    return g.node("Where", [g.node("Less", [h, g.const("zero", np.array(0.0, g.dtype))]),
+                            neg, r], output, stem=stem)
 
 
 def _gaussian_split(g, z, n_out, mean_name, std_name):
@@ -211,7 +253,7 @@ def _mlp_outputs(g, model, z):
     if link == "exp":
         return [(g.node("Exp", [z], "predictions"), n_out)]
     if link == "sigmoid":
-        return [(g.node("Sigmoid", [z], "probabilities"), n_out)]
+        return [(_sigmoid(g, z, "probabilities"), n_out)]
     if link == "softmax":
         return [(g.node("Softmax", [z], "probabilities", axis=1), n_out)]
     if link == "gaussian":
@@ -243,11 +285,11 @@ def _classifier_outputs(g, est, z):
     if est.out_activation_ == "softmax":
         proba = g.node("Softmax", [z], "probabilities", axis=1)
     elif n_out == 1 and len(classes) == 2:  # binary: one logit, columns [1 - p, p]
-        p0 = g.node("Sigmoid", [g.node("Neg", [z], stem="neg_logit")], stem="p0")
-        p1 = g.node("Sigmoid", [z], stem="p1")
+        p0 = _sigmoid(g, g.node("Neg", [z], stem="neg_logit"), stem="p0")
+        p1 = _sigmoid(g, z, stem="p1")
         proba = g.node("Concat", [p0, p1], "probabilities", axis=1)
     elif n_out == len(classes):  # multi-label: one independent probability per label
-        proba = g.node("Sigmoid", [z], "probabilities")
+        proba = _sigmoid(g, z, "probabilities")
         above = g.node("Greater", [proba, g.const("threshold", np.array(0.5, g.dtype))],
                        stem="above")
         label = g.node("Cast", [above], "label", to=g.onnx.TensorProto.INT64)

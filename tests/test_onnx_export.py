@@ -324,3 +324,65 @@ def test_dropout_exports_as_identity_and_layer_norm_is_refused():
     _close(_session(to_onnx(model)).run(None, {"X": X})[0], model.predict(X), np.float32)
     with pytest.raises(ValueError, match="does not export layer normalization"):
         to_onnx(fastnn.MLP([6, 9, 4], normalization="layer"))
+
+
+# ------------------------------------------------------------------------ attack (att15)
+
+# elementwise relative bound of one exported unit against fastnn's kernel, per activation:
+# onnxruntime's float32 Tanh is an approximation (3e-7), the rest is a few ulps, except
+# gelu_tanh's far tail exp(2u), 2u ~ -560, which amplifies the argument's rounding by |2u|
+_UNIT_RTOL = {np.float32: 1e-6, np.float64: 1e-12}
+
+
+def _unit_model(activation, dtype):
+    """act(z) itself: one input, one hidden unit, identity readout."""
+    model = fastnn.MLP([1, 1, 1], activation=activation, dtype=dtype, seed=0)
+    model.layers[0].W[...] = 1
+    model.layers[1].W[...] = 1
+    return model
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("activation", ["sigmoid", "elu", "selu", "gelu_tanh", "silu",
+                                        "softplus"])
+def test_exported_activations_keep_relative_accuracy_in_the_tails(dtype, activation):
+    # Before: onnxruntime's Sigmoid gave 0 (float64) or 1.2e-7 (float32) for values near
+    # 1e-17 / 2e-8, Exp(h) - 1 gave 0 for elu(-1e-12), Log(1 + e) 0 for softplus(-20), and
+    # 1 + Tanh(u) 0 for gelu_tanh(-5.5): relative errors of 100% and more.  Values stay in
+    # the normal range here (fastnn flushes subnormals, onnxruntime does not).
+    tiny = np.finfo(dtype).tiny
+    z = np.concatenate([-np.logspace(-12, 1.8, 300), [0.0], np.logspace(-12, 1.8, 300)])
+    X = z.astype(dtype)[:, None]
+    model = _unit_model(activation, dtype)
+    expected = model.predict(X).ravel()
+    keep = (np.abs(expected) > 1e6 * tiny) | (z == 0)
+    got, = _session(to_onnx(model)).run(None, {"X": X})
+    np.testing.assert_allclose(got.ravel()[keep], expected[keep], rtol=_UNIT_RTOL[dtype], atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_sigmoid_link_keeps_small_probabilities(dtype):
+    # a rare-event model: p = 1e-12 must come out as 1e-12, not 0 or 1e-7
+    model = fastnn.MLP([1, 1], output="sigmoid", dtype=dtype, seed=0)
+    model.layers[0].W[...] = 1
+    X = np.linspace(-25 if dtype == np.float32 else -60, 25, 501).astype(dtype)[:, None]
+    got, = _session(to_onnx(model)).run(None, {"X": X})
+    np.testing.assert_allclose(got, model.predict(X), rtol=_UNIT_RTOL[dtype], atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_binary_classifier_probabilities_in_the_tails(dtype):
+    from fastnn.sklearn import MLPClassifier
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 2))
+    y = np.where(X[:, 0] > 0, "yes", "no")
+    est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0, dtype=dtype)
+    est.fit(X, y)
+    est.model_.layers[-1].W[...] *= 50      # push the logits far out: p near 0 and 1
+    Xt = (rng.normal(size=(300, 2)) * 5).astype(dtype)
+    label, proba = _session(to_onnx(est)).run(None, {"X": Xt})
+    expected = est.predict_proba(Xt)
+    assert expected.min() < 1e-12
+    normal = expected > 1e6 * np.finfo(dtype).tiny   # fastnn flushes subnormals
+    np.testing.assert_allclose(proba[normal], expected[normal], rtol=_UNIT_RTOL[dtype], atol=0)
+    np.testing.assert_array_equal(label, est.predict(Xt))
