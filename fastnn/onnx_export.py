@@ -15,8 +15,9 @@ What the graph holds
   ``(n_in, n_out)`` that ``Gemm`` multiplies from the right, so the weights are stored as they
   are (bitwise), with no transpose.  Hidden activations: ``Relu``, ``Tanh``, sigmoid as
   ``_sigmoid`` composes it (onnxruntime's ``Sigmoid`` loses the relative accuracy of small
-  values), the smooth ones composed from Exp/Log/Erf/Tanh/Where (``_smooth_activation``; gelu
-  in float32 only: onnxruntime has no float64 Erf)
+  values), the smooth ones composed from Exp/Log/Where and arithmetic
+  (``_smooth_activation``; gelu's normal CDF by Cody's erfc approximations as in the kernel:
+  onnxruntime has no float64 Erf)
   (identity adds no node) and leaky_relu as ``LeakyRelu(alpha=slope)`` in float32, but as
   ``PRelu(H, slope)`` with a float64 slope tensor in float64 (LeakyRelu's ``alpha`` attribute
   is a 32-bit float, which would round the slope).
@@ -157,11 +158,13 @@ def _smooth_activation(g, layer, h, k):
     """The smooth activations from opset-13 operators, constants in the model's dtype.
 
     ONNX's own Elu/Selu take 32-bit float attributes (inexact for a float64 model) and Gelu
-    needs opset 20, so they are composed: elu = Where(h > 0, h, alpha expm1(h)), selu its
-    multiple, gelu = h (1 + Erf(h / sqrt 2)) / 2, gelu_tanh = h sigmoid(2 c (h + 0.044715
-    h^3)) (= h (1 + tanh(c (...))) / 2 without its cancellation for h << 0), silu = h sigmoid(h) (``_sigmoid``), softplus = Relu(h) + log1p(Exp(-|h|))
-    (``_expm1``, ``_log1p``: accurate near 0, where the plain forms cancel) (onnxruntime
-    has no float64 Softplus or Erf: gelu is exported for float32 models only).
+    needs opset 20, so they are composed, mirroring the kernels of src_c/fastnn_kernels.h:
+    gelu = h Phi(h) (``_ndtr``: erfc by Cody's approximations; onnxruntime has no float64
+    Erf), elu = Where(h > 0, h, alpha expm1(h)), selu its multiple, gelu_tanh =
+    h sigmoid(2 c (h + 0.044715 h^3)) (= h (1 + tanh(c (...))) / 2 without its cancellation
+    for h << 0), silu = h sigmoid(h) (``_sigmoid``), softplus = Relu(h) + log1p(Exp(-|h|))
+    (``_expm1``, ``_log1p``: accurate near 0, where the plain forms cancel; onnxruntime has
+    no float64 Softplus).
     """
     c = lambda stem, v: g.const(f"{stem}{k}", np.array(v, dtype=g.dtype))  # noqa: E731
     act = layer.activation
@@ -178,11 +181,7 @@ def _smooth_activation(g, layer, h, k):
             out = g.node("Mul", [c("scale", 1.0507009873554804934193349852946), out])
         return out
     if act == "gelu":
-        if g.dtype == np.float64:
-            raise ValueError(f"layer {k} is gelu in a float64 model: onnxruntime has no "
-                             "float64 Erf, so the graph could not run; export a float32 model "
-                             "(model.astype(numpy.float32)) or use gelu_tanh")
-        inner = g.node("Erf", [g.node("Mul", [h, c("rsqrt2", 0.7071067811865476)])])
+        return g.node("Mul", [h, _ndtr(g, h)], stem=f"a{k}")
     else:
         # (1 + tanh u) / 2 = sigmoid(2u), as the kernel computes it: 1 + Tanh(u) cancels to 0
         # for h << 0 (gave 0 for gelu_tanh(-5.5) = -5.6e-9 in float32)
@@ -209,8 +208,8 @@ def _log1p(g, x, one):
 
 def _expm1(g, x, one):
     """exp(x) - 1 without cancellation near 0 (ONNX has no Expm1), by Kahan's trick: u =
-    Exp(x); x where u == 1, -1 where u - 1 == -1 (Log of a subnormal u is inexact), else (u - 1) x / Log(u).  Exp(x) - 1 alone was
-    0 for elu(-1e-8) in float32.  (x > 0 large gives NaN here; the callers select x there.)"""
+    Exp(x); x where u == 1, -1 where u - 1 == -1 (Log of a subnormal u is inexact), else
+    (u - 1) x / Log(u).  Exp(x) - 1 alone was 0 for elu(-1e-8) in float32.  (x > 0 large gives NaN here; the callers select x there.)"""
     u = g.node("Exp", [x])
     um1 = g.node("Sub", [u, one])
     ratio = g.node("Div", [g.node("Mul", [um1, x]), g.node("Log", [u])])
@@ -218,6 +217,61 @@ def _expm1(g, x, one):
     minus_one = g.const("minus_one", np.array(-1.0, g.dtype))
     inner = g.node("Where", [g.node("Equal", [um1, minus_one]), minus_one, ratio])
     return g.node("Where", [g.node("Equal", [um1, zero]), x, inner])
+
+
+# W. J. Cody's rational approximations of erf/erfc (CALERF), as src_c/fastnn_kernels.h
+# evaluates them: (numerator coefficients, denominator coefficients), highest power first
+_CODY_ERF = ((1.85777706184603153e-1, 3.16112374387056560e00, 1.13864154151050156e02,
+              3.77485237685302021e02, 3.20937758913846947e03),
+             (2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03,
+              2.84423683343917062e03))
+_CODY_ERFC_MID = ((2.15311535474403846e-8, 5.64188496988670089e-1, 8.88314979438837594e00,
+                   6.61191906371416295e01, 2.98635138197400131e02, 8.81952221241769090e02,
+                   1.71204761263407058e03, 2.05107837782607147e03, 1.23033935479799725e03),
+                  (1.57449261107098347e01, 1.17693950891312499e02, 5.37181101862009858e02,
+                   1.62138957456669019e03, 3.29079923573345963e03, 4.36261909014324716e03,
+                   3.43936767414372164e03, 1.23033935480374942e03))
+_CODY_ERFC_TAIL = ((1.63153871373020978e-2, 3.05326634961232344e-1, 3.60344899949804439e-1,
+                    1.25781726111229246e-1, 1.60837851487422766e-2, 6.58749161529837803e-4),
+                   (2.56852019228982242e00, 1.87295284992346047e00, 5.27905102951428412e-1,
+                    6.05183413124413191e-2, 2.33520497626869185e-3))
+
+
+def _ratio(g, x, coefs):
+    """num(x) / den(x) in the kernel's Horner order: num = c0 x; num = (num + c_i) x ...;
+    the last numerator coefficient is added without a product; den is monic likewise."""
+    num_c, den_c = coefs
+    cst = lambda v: g.const("c", np.array(v, g.dtype))  # noqa: E731
+    num = g.node("Mul", [cst(num_c[0]), x])
+    den = x
+    for i in range(1, len(num_c) - 1):
+        num = g.node("Mul", [g.node("Add", [num, cst(num_c[i])]), x])
+        den = g.node("Mul", [g.node("Add", [den, cst(den_c[i - 1])]), x])
+    return g.node("Div", [g.node("Add", [num, cst(num_c[-1])]),
+                          g.node("Add", [den, cst(den_c[-1])])])
+
+
+def _ndtr(g, h):
+    """Phi(h), the standard normal CDF, as the kernel computes it (src_c/fastnn_kernels.h):
+    erfc(a), a = |h| / sqrt 2, by Cody's three rational approximations, selected with Where,
+    and Phi = 1 - erfc(a) / 2 for h > 0.  Composed: onnxruntime has no float64 Erf, and
+    because 1 + Erf(h / sqrt 2) cancels to 0 for h << 0 (gelu(-6) = -6.8e-9 came out 0)."""
+    cst = lambda v: g.const("c", np.array(v, g.dtype))  # noqa: E731
+    a = g.node("Mul", [g.node("Abs", [h]), cst(0.70710678118654752440)])
+    a2 = g.node("Mul", [a, a])
+    e = g.node("Exp", [g.node("Neg", [a2])])
+    one = cst(1.0)
+    c1 = g.node("Sub", [one, g.node("Mul", [a, _ratio(g, a2, _CODY_ERF)])])
+    c2 = g.node("Mul", [e, _ratio(g, a, _CODY_ERFC_MID)])
+    a3 = g.node("Max", [a, cst(4.0)])
+    y = g.node("Reciprocal", [g.node("Mul", [a3, a3])])
+    tail = g.node("Mul", [y, _ratio(g, y, _CODY_ERFC_TAIL)])
+    c3 = g.node("Mul", [e, g.node("Div", [g.node("Sub", [cst(0.56418958354775628695), tail]),
+                                          a3])])
+    c = g.node("Where", [g.node("LessOrEqual", [a, cst(0.46875)]), c1,
+                         g.node("Where", [g.node("LessOrEqual", [a, cst(4.0)]), c2, c3])])
+    half = g.node("Mul", [cst(0.5), c])
+    return g.node("Where", [g.node("Greater", [h, cst(0.0)]), g.node("Sub", [one, half]), half])
 
 
 def _sigmoid(g, h, output=None, stem=None):
