@@ -209,7 +209,8 @@ def _log1p(g, x, one):
 def _expm1(g, x, one):
     """exp(x) - 1 without cancellation near 0 (ONNX has no Expm1), by Kahan's trick: u =
     Exp(x); x where u == 1, -1 where u - 1 == -1 (Log of a subnormal u is inexact), else
-    (u - 1) x / Log(u).  Exp(x) - 1 alone was 0 for elu(-1e-8) in float32.  (x > 0 large gives NaN here; the callers select x there.)"""
+    (u - 1) x / Log(u).  Exp(x) - 1 alone was 0 for elu(-1e-8) in float32.  (A large x > 0
+    gives NaN here; the callers select x there.)"""
     u = g.node("Exp", [x])
     um1 = g.node("Sub", [u, one])
     ratio = g.node("Div", [g.node("Mul", [um1, x]), g.node("Log", [u])])

@@ -15,7 +15,8 @@ module ``2k`` is layer k's ``nn.Linear`` and ``2k + 1`` its hidden activation (`
 ``nn.SELU``, ``nn.GELU`` (``approximate="tanh"`` for gelu_tanh), ``nn.SiLU`` or
 ``nn.Softplus(threshold=40)``: PyTorch's default threshold 20 would return z itself above 20,
 1e-10 relative short of the exact softplus, visible in float64), followed by
-``nn.Dropout(p)`` for a layer with dropout (shifting the indices after it; layer normalization is not translated yet); the last
+``nn.Dropout(p)`` for a layer with dropout (shifting the indices after it; layer
+normalization is not translated yet); the last
 module is the output link that ``MLP.predict`` applies, kept explicit so that the Sequential
 computes ``predict``:
 
