@@ -120,17 +120,17 @@ class _Graph:
 def _mlp_logits(g, model, x):
     """Gemm + activation per layer; returns the name of the logits (N, n_outputs).
 
-    Dropout is the identity at inference, so it adds no node.
+    Dropout is the identity at inference, so it adds no node; a layer with normalization="layer"
+    normalizes Gemm's output (``_layer_norm``) before its activation.
     """
     h = x
     for k, layer in enumerate(model.layers):
-        if layer.normalization:
-            raise ValueError(f"layer {k} has normalization={layer.normalization!r}; to_onnx "
-                             "does not export layer normalization yet")
         # W (n_in, n_out) is Gemm's B as it is: H @ W + b, fastnn's own row-major layout
         w = g.const(f"W{k}", np.array(layer.W, dtype=g.dtype, copy=True))
         b = g.const(f"b{k}", np.array(layer.b, dtype=g.dtype, copy=True))
         h = g.node("Gemm", [h, w, b], stem=f"z{k}")
+        if layer.normalization:
+            h = _layer_norm(g, h, layer, k)
         if layer.activation == "identity":
             continue
         if layer.activation in _SMOOTH:
@@ -152,6 +152,29 @@ def _mlp_logits(g, model, x):
 
 
 _SMOOTH = ("elu", "selu", "gelu", "gelu_tanh", "silu", "softplus")
+
+
+def _reduce_mean(g, x):
+    """The mean over axis 1, kept as (N, 1): ReduceMean's axes became an input in opset 18."""
+    if g.opset >= 18:
+        return g.node("ReduceMean", [x, g.const("axes", np.array([1], np.int64))],
+                      keepdims=1)
+    return g.node("ReduceMean", [x], axes=[1], keepdims=1)
+
+
+def _layer_norm(g, z, layer, k):
+    """fastnn's layer normalization (src_c/fastnn_layernorm.h) of the pre-activation z:
+    gain (z - mu) / sqrt(var + 1e-5) + shift, mu and var (the biased variance, two-pass) per
+    sample over the layer's units.  Composed from ReduceMean and arithmetic rather than
+    LayerNormalization (opset 17), whose float64 support varies between runtimes."""
+    centered = g.node("Sub", [z, _reduce_mean(g, z)])
+    var = _reduce_mean(g, g.node("Mul", [centered, centered]))
+    eps = g.const("eps", np.array(1e-5, g.dtype))
+    rstd = g.node("Reciprocal", [g.node("Sqrt", [g.node("Add", [var, eps])])])
+    xhat = g.node("Mul", [centered, rstd])
+    gain = g.const(f"gain{k}", np.array(layer.gain, dtype=g.dtype, copy=True))
+    shift = g.const(f"shift{k}", np.array(layer.shift, dtype=g.dtype, copy=True))
+    return g.node("Add", [g.node("Mul", [xhat, gain]), shift], stem=f"y{k}")
 
 
 def _smooth_activation(g, layer, h, k):
@@ -447,6 +470,7 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
     helper = onnx.helper
 
     g = _Graph(onnx, mlp.dtype)
+    g.opset = opset
     z = _mlp_logits(g, mlp, "X")
     if estimator is None:
         outputs = [(out, width, g.elem_type) for out, width in _mlp_outputs(g, mlp, z)]

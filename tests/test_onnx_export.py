@@ -314,12 +314,31 @@ def test_fastnn_imports_and_works_without_onnx_and_torch(tmp_path):
     assert 'pip install "fastnn[torch]"' in lines[2] and 'fastnn[torch]' in lines[3]
 
 
-def test_dropout_exports_as_identity_and_layer_norm_is_refused():
+def test_dropout_exports_as_identity():
     model = fastnn.MLP([6, 9, 4], activation="silu", dropout=0.5, output="softmax", seed=0)
     X = _inputs(50, 6, np.float32)
     _close(_session(to_onnx(model)).run(None, {"X": X})[0], model.predict(X), np.float32)
-    with pytest.raises(ValueError, match="does not export layer normalization"):
-        to_onnx(fastnn.MLP([6, 9, 4], normalization="layer"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("opset", [13, 17, 18])        # ReduceMean's axes: attribute, input
+@pytest.mark.parametrize("sizes", [[5, 1, 3], [1, 4, 1], [6, 9, 7, 4]],
+                         ids=["width-1", "one-input", "two-layers"])
+def test_layer_norm_exports(dtype, opset, sizes):
+    # was refused ("does not export layer normalization yet"): a model trained with
+    # normalization="layer" could not be deployed at all
+    rng = np.random.default_rng(0)
+    model = fastnn.MLP(sizes, activation=["gelu", "tanh"][:len(sizes) - 2],
+                       normalization="layer", dropout=0.3, output="identity", dtype=dtype,
+                       seed=0)
+    for layer in model.layers[:-1]:
+        layer.gain = rng.normal(size=layer.n_out)
+        layer.shift = rng.normal(size=layer.n_out)
+    X = rng.normal(size=(3000, sizes[0])).astype(dtype)
+    X[:3] = 0                                   # constant rows: zero variance
+    proto = to_onnx(model, opset=opset)
+    for n in BATCHES:
+        _close(_session(proto).run(None, {"X": X[:n]})[0], model.predict(X[:n]), dtype)
 
 
 # ------------------------------------------------------------------------ attack (att15)
