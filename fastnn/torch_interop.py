@@ -15,8 +15,9 @@ module ``2k`` is layer k's ``nn.Linear`` and ``2k + 1`` its hidden activation (`
 ``nn.SELU``, ``nn.GELU`` (``approximate="tanh"`` for gelu_tanh), ``nn.SiLU`` or
 ``nn.Softplus(threshold=40)``: PyTorch's default threshold 20 would return z itself above 20,
 1e-10 relative short of the exact softplus, visible in float64), followed by
-``nn.Dropout(p)`` for a layer with dropout (shifting the indices after it; layer
-normalization is not translated yet); the last
+``nn.Dropout(p)`` for a layer with dropout, and preceded by ``nn.LayerNorm(n, eps=1e-5)``
+(weight = gain, bias = shift) for a layer with normalization="layer" (both shift the indices
+after them); the last
 module is the output link that ``MLP.predict`` applies, kept explicit so that the Sequential
 computes ``predict``:
 
@@ -85,6 +86,8 @@ else:  # pragma: no cover - exercised by the tests that simulate a missing torch
     Exp = GaussianMeanStd = None
 
 _DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
+#: fastnn's layer normalization epsilon (src_c/fastnn_layernorm.h), PyTorch's default too
+LAYERNORM_EPS = 1e-5
 #: nn.Softplus threshold that to_torch uses: exp(-40) = 4e-18 is below half an ulp of 40 in
 #: float64, so torch's "z above the threshold" equals z + log1p(exp(-z)) once rounded
 TORCH_SOFTPLUS_THRESHOLD = 40.0
@@ -98,8 +101,9 @@ def _slope(layer):
     return float(layer.alpha)
 
 
-def _dense(n_in, n_out, activation, slope, dropout=0.0):
-    return Dense(n_in, n_out, activation, alpha=slope, dropout=dropout)
+def _dense(n_in, n_out, activation, slope, dropout=0.0, norm=None):
+    return Dense(n_in, n_out, activation, alpha=slope, dropout=dropout,
+                 normalization="layer" if norm is not None else None)
 
 
 def _activation_module(layer):
@@ -152,10 +156,6 @@ def to_torch(model):
     """
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
-    for k, layer in enumerate(model.layers):
-        if layer.normalization:
-            raise ValueError(f"layer {k} has normalization={layer.normalization!r}; to_torch "
-                             "does not translate layer normalization yet")
     _require_torch()
     dtype = getattr(torch, _DTYPES[model.dtype])
     modules = []
@@ -166,6 +166,13 @@ def to_torch(model):
             linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(layer.W.T)))
             linear.bias.copy_(torch.from_numpy(np.array(layer.b, copy=True)))
         modules.append(linear)
+        if layer.normalization:
+            # fastnn normalizes the pre-activation with eps 1e-5, gain and shift learned
+            norm = nn.LayerNorm(layer.n_out, eps=LAYERNORM_EPS, dtype=dtype)
+            with torch.no_grad():
+                norm.weight.copy_(torch.from_numpy(np.array(layer.gain, copy=True)))
+                norm.bias.copy_(torch.from_numpy(np.array(layer.shift, copy=True)))
+            modules.append(norm)
         if k < model.n_layers - 1:
             modules.append(_activation_module(layer))
             if layer.dropout:
@@ -201,13 +208,13 @@ def _output_link(m):
             GaussianMeanStd: "gaussian"}.get(kind)
 
 
-_SUPPORTED = ("an nn.Sequential of nn.Linear layers, each but the last followed by at most one "
-              "of nn.Identity, nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, "
-              "nn.GELU, nn.SiLU, nn.Softplus(beta=1, threshold >= 20), nn.ELU(alpha >= 0) "
-              "(then optionally nn.Dropout(p < 1)), and "
-              "optionally, "
-              "last, one output link: nn.Identity, nn.Sigmoid, nn.Softmax(dim=1), "
-              "fastnn.torch_interop.Exp or GaussianMeanStd")
+_SUPPORTED = ("an nn.Sequential of nn.Linear layers, each but the last followed by "
+              "optionally nn.LayerNorm(out_features, eps=1e-5), then at most one of "
+              "nn.Identity, nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU(alpha >= 0), "
+              "nn.SELU, nn.GELU, nn.SiLU, nn.Softplus(beta=1, threshold >= 20) (then "
+              "optionally nn.Dropout(p < 1)), and optionally, last, one output link: "
+              "nn.Identity, nn.Sigmoid, nn.Softmax(dim=1), fastnn.torch_interop.Exp or "
+              "GaussianMeanStd")
 
 
 def _unsupported(i, m, why=""):
@@ -245,6 +252,26 @@ def _linear_arrays(i, m, dtype):
     return W, b, weight.dtype
 
 
+def _layer_norm_arrays(i, m, n_out, dtype):
+    """(gain, shift) of an nn.LayerNorm that fastnn's layer normalization computes exactly."""
+    if tuple(m.normalized_shape) != (n_out,):
+        raise _unsupported(i, m, f": normalized_shape={tuple(m.normalized_shape)}; expected "
+                           f"({n_out},), the preceding Linear's out_features")
+    if m.eps != LAYERNORM_EPS:
+        raise _unsupported(i, m, f": eps={m.eps}; fastnn's layer normalization uses "
+                           f"eps={LAYERNORM_EPS}")
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
+    gain, shift = np.ones(n_out, np_dtype), np.zeros(n_out, np_dtype)
+    for name, out in (("weight", gain), ("bias", shift)):
+        value = getattr(m, name, None)
+        if value is not None:
+            if value.dtype != dtype:
+                raise TypeError(f"module {i} ({m!r}) has {name} of dtype {value.dtype}; "
+                                f"expected {dtype} like the Linear layers")
+            out[...] = value.detach().cpu().numpy()
+    return gain, shift
+
+
 def from_torch(module):
     """A fastnn ``MLP`` with the structure and (bitwise) the weights of a PyTorch Sequential.
 
@@ -252,7 +279,8 @@ def from_torch(module):
     ----------
     module : torch.nn.Sequential
         ``nn.Linear`` layers (with or without bias; all float32 or all float64, on any device),
-        each but the last followed by at most one of ``nn.Identity``, ``nn.Sigmoid``,
+        each but the last followed by optionally ``nn.LayerNorm(out_features, eps=1e-5)``
+        (fastnn's layer normalization: gain = weight, shift = bias) and at most one of ``nn.Identity``, ``nn.Sigmoid``,
         ``nn.Tanh``, ``nn.ReLU``, ``nn.LeakyReLU`` (slope >= 0), ``nn.ELU``, ``nn.SELU``,
         ``nn.GELU`` (exact or tanh), ``nn.SiLU``, ``nn.Softplus(beta=1)`` with
         ``threshold >= 20`` (PyTorch's default; a lower threshold makes it a different
@@ -287,7 +315,7 @@ def from_torch(module):
     paths, mods = zip(*_flatten(module)) if len(module) else ((), ())
     if not mods:
         raise ValueError(f"module is an empty nn.Sequential; from_torch takes {_SUPPORTED}")
-    specs = []           # per layer: [W, b, activation, slope]
+    specs = []           # per layer: [W, b, activation, slope, dropout, (gain, shift) or None]
     pending = False      # the last Linear has no activation yet
     link, dtype = "auto", None
     for n, (i, m) in enumerate(zip(paths, mods)):
@@ -298,8 +326,13 @@ def from_torch(module):
                 raise ValueError(f"module {i} ({m!r}) has in_features={W.shape[0]}; "
                                  f"expected {specs[-1][0].shape[1]}, the previous Linear's "
                                  "out_features")
-            specs.append([W, b, "identity", None, 0.0])
+            specs.append([W, b, "identity", None, 0.0, None])
             pending = True
+        elif type(m) is nn.LayerNorm and pending and specs[-1][5] is None:
+            specs[-1][5] = _layer_norm_arrays(i, m, specs[-1][0].shape[1], dtype)
+            if last:
+                raise _unsupported(i, m, " after the last Linear: fastnn normalizes hidden "
+                                   "layers only")
         elif last and _output_link(m) is not None:
             if not pending:
                 raise _unsupported(i, m, " here: an output link must follow the last Linear "
@@ -327,22 +360,29 @@ def from_torch(module):
     if not pending:  # the Sequential ends with a hidden activation after the last Linear
         raise _unsupported(paths[-1], mods[-1])
 
-    for i, (W, b, activation, slope, _) in enumerate(specs):
+    if specs[-1][5] is not None:   # a LayerNorm after the last Linear (before a link)
+        raise ValueError("the last Linear is followed by an nn.LayerNorm; fastnn normalizes "
+                         f"hidden layers only; from_torch takes {_SUPPORTED}")
+    for i, (W, b, activation, slope, _, _) in enumerate(specs):
         if activation == "leaky_relu" and not slope >= 0:
             raise ValueError(f"layer {i} has a LeakyReLU slope of {slope}; fastnn's "
                              "leaky_relu needs a slope >= 0")
     layers = [_dense(W.shape[0], W.shape[1], activation,
-                     DEFAULT_LEAKY_SLOPE if slope is None else slope, rate)
-              for W, b, activation, slope, rate in specs]
+                     DEFAULT_LEAKY_SLOPE if slope is None else slope, rate, norm)
+              for W, b, activation, slope, rate, norm in specs]
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
     explicit = link if link in ("identity", "sigmoid", "softmax", "exp") else "auto"
     model = MLP.from_layers(layers, output=explicit, dtype=np_dtype, seed=0,
                             warn_symmetric=False)
-    for k, (layer, (W, b, _, _, _)) in enumerate(zip(model.layers, specs)):
+    for k, (layer, (W, b, _, _, _, norm)) in enumerate(zip(model.layers, specs)):
         if not (np.isfinite(W).all() and np.isfinite(b).all()):
             raise ValueError(f"the Linear of layer {k} has NaN or infinite weights")
         layer.W[...] = W
         layer.b[...] = b
+        if norm is not None:
+            if not (np.isfinite(norm[0]).all() and np.isfinite(norm[1]).all()):
+                raise ValueError(f"the LayerNorm of layer {k} has NaN or infinite weights")
+            layer.gain[...], layer.shift[...] = norm
     if link == "gaussian":
         model.loss_ = model._use_loss(GaussianNLL(sigma="learned"))
     return model

@@ -212,15 +212,52 @@ def test_missing_torch_says_which_extra(monkeypatch):
         fastnn.MLP.from_torch(None)
 
 
-def test_dropout_travels_and_layer_norm_is_refused():
+def test_dropout_travels():
     model = fastnn.MLP([5, 8, 6, 3], activation="gelu", dropout=[0.2, 0.0], seed=0)
     seq = model.to_torch()
     assert [type(m) for m in seq][:4] == [nn.Linear, nn.GELU, nn.Dropout, nn.Linear]
     back = fastnn.MLP.from_torch(seq)
     assert [layer.dropout for layer in back.layers] == [0.2, 0.0, 0.0]
     assert back.params.tobytes() == model.params.tobytes()
-    with pytest.raises(ValueError, match="does not translate layer normalization"):
-        fastnn.MLP([5, 8, 3], normalization="layer").to_torch()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layer_norm_travels(dtype):
+    # was refused by to_torch ("does not translate layer normalization yet")
+    rng = np.random.default_rng(0)
+    model = fastnn.MLP([5, 8, 1, 3], activation=["silu", "tanh"], normalization="layer",
+                       dropout=[0.1, 0.0], output="softmax", dtype=dtype, seed=0)
+    for layer in model.layers[:-1]:
+        layer.gain = rng.normal(size=layer.n_out)
+        layer.shift = rng.normal(size=layer.n_out)
+    seq = model.to_torch()
+    assert [type(m) for m in seq] == [nn.Linear, nn.LayerNorm, nn.SiLU, nn.Dropout, nn.Linear,
+                                      nn.LayerNorm, nn.Tanh, nn.Linear, nn.Softmax]
+    X = rng.normal(size=(300, 5)).astype(dtype)
+    X[:2] = 0
+    _close(_run(seq.eval(), X), model.predict(X), dtype)
+    back = from_torch(seq)
+    assert back.params.tobytes() == model.params.tobytes()
+    assert [layer.normalization for layer in back.layers] == ["layer", "layer", None]
+    # PyTorch's own LayerNorm without affine parameters or bias: gain 1, shift 0
+    plain = nn.Sequential(nn.Linear(5, 4), nn.LayerNorm(4, elementwise_affine=False),
+                          nn.ReLU(), nn.Linear(4, 2)).to(TORCH[dtype])
+    _close(from_torch(plain).predict(X), _run(plain, X), dtype)
+
+
+@pytest.mark.parametrize("seq, fragment", [
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3, eps=1e-6), nn.Linear(3, 1)),
+     ")) is not supported: eps=1e-06; fastnn's layer normalization uses eps=1e-05"),
+    (lambda: nn.Sequential(nn.Linear(2, 4), nn.LayerNorm([2, 2]), nn.Linear(4, 1)),
+     "normalized_shape=(2, 2); expected (4,)"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.LayerNorm(3), nn.Linear(3, 1)),
+     "module [2] (LayerNorm"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3)), "module [1] (LayerNorm"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3), nn.Sigmoid()),
+     "the last Linear is followed by an nn.LayerNorm"),
+], ids=["eps", "shape", "after-activation", "final", "before-link"])
+def test_unsupported_layer_norms_are_named(seq, fragment):
+    assert fragment in _message(seq())
 
 
 # ------------------------------------------------------------------------ attack (att15)
