@@ -281,10 +281,10 @@ def from_torch(module):
         ``nn.Linear`` layers (with or without bias; all float32 or all float64, on any device),
         each but the last followed by optionally ``nn.LayerNorm(out_features, eps=1e-5)``
         (fastnn's layer normalization: gain = weight, shift = bias) and at most one of
-        ``nn.Identity``, ``nn.Sigmoid``, ``nn.Tanh``, ``nn.ReLU``, ``nn.LeakyReLU`` (slope >= 0), ``nn.ELU``, ``nn.SELU``,
-        ``nn.GELU`` (exact or tanh), ``nn.SiLU``, ``nn.Softplus(beta=1)`` with
-        ``threshold >= 20`` (PyTorch's default; a lower threshold makes it a different
-        function), ``nn.ELU`` (alpha >= 0), each optionally followed by ``nn.Dropout``
+        ``nn.Identity``, ``nn.Sigmoid``, ``nn.Tanh``, ``nn.ReLU``, ``nn.LeakyReLU`` (slope
+        >= 0), ``nn.ELU`` (alpha >= 0), ``nn.SELU``, ``nn.GELU`` (exact or tanh),
+        ``nn.SiLU``, ``nn.Softplus(beta=1)`` with ``threshold >= 20`` (PyTorch's default; a
+        lower threshold makes it a different function), each optionally followed by ``nn.Dropout``
         (p < 1: the rate of the layer), and optionally, last, one
         output link: ``nn.Identity``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)`` (or ``dim=-1``),
         ``fastnn.torch_interop.Exp`` or ``GaussianMeanStd``.  Exactly these classes, not
