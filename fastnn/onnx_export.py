@@ -393,17 +393,62 @@ def _regressor_outputs(g, est, z):
     return [(g.node("Identity", [out], "variable"), width)]
 
 
+def _mean(g, names, output=None):
+    """The element-wise mean of same-shape tensors: a sum divided by their count (ONNX's
+    Mean has no float64 kernel in onnxruntime)."""
+    total = names[0]
+    for name in names[1:]:
+        total = g.node("Add", [total, name])
+    return g.node("Div", [total, g.const("count", np.array(len(names), g.dtype))], output)
+
+
+def _ensemble_outputs(g, ensemble):
+    """``MLPEnsemble.predict`` (and the mixture's std for learned-sigma members): each
+    member's graph on the same input, its link applied, then their mean."""
+    link = ensemble.members[0]._link_name()
+    per_member = []
+    for member in ensemble.members:
+        z = _mlp_logits(g, member, "X")
+        if link == "gaussian":
+            per_member.append(_gaussian_split(g, z, member.n_outputs, None, None))
+        elif link == "sigmoid":
+            per_member.append((_sigmoid(g, z),))
+        elif link == "softmax":
+            per_member.append((g.node("Softmax", [z], axis=1),))
+        elif link == "exp":
+            per_member.append((g.node("Exp", [z]),))
+        else:
+            per_member.append((z,))
+    width = ensemble.members[0].n_outputs
+    if link != "gaussian":
+        name = "probabilities" if link in ("sigmoid", "softmax") else "predictions"
+        return [(_mean(g, [out for out, in per_member], name), width)]
+    # the uniform mixture of N(mu_k, sigma_k^2): mean mu*, variance mean sigma_k^2 (aleatoric)
+    # + mean (mu_k - mu*)^2 (epistemic), as predict_distribution computes them
+    mean = _mean(g, [mu for mu, _ in per_member], "mean")
+    aleatoric = _mean(g, [g.node("Mul", [sd, sd]) for _, sd in per_member])
+    diffs = [g.node("Sub", [mu, mean]) for mu, _ in per_member]
+    epistemic = _mean(g, [g.node("Mul", [d, d]) for d in diffs])
+    std = g.node("Sqrt", [g.node("Add", [aleatoric, epistemic])], "std")
+    return [(mean, width // 2), (std, width // 2)]
+
+
 def _resolve(obj):
-    """(the MLP, the estimator or None) for a model or a fitted fastnn.sklearn estimator."""
+    """(the MLP, the estimator or None) for a model or a fitted fastnn.sklearn estimator; for
+    an MLPEnsemble (its first member, the ensemble)."""
+    from fastnn.ensemble import MLPEnsemble   # imported here: fastnn.ensemble imports us
     if isinstance(obj, MLP):
         return obj, None
+    if isinstance(obj, MLPEnsemble):
+        return obj.members[0], obj
     if type(obj).__module__ == "fastnn.sklearn" and hasattr(obj, "fit"):
         model = getattr(obj, "model_", None)
         if not isinstance(model, MLP):
             raise ValueError(f"this {type(obj).__name__} is not fitted yet; call fit before "
                              "exporting it")
         return model, obj
-    raise TypeError(f"model must be a fastnn.MLP or a fitted fastnn.sklearn estimator; got "
+    raise TypeError(f"model must be a fastnn.MLP, a fastnn.MLPEnsemble or a fitted "
+                    f"fastnn.sklearn estimator; got "
                     f"{type(obj).__name__}")
 
 
@@ -422,10 +467,13 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
 
     Parameters
     ----------
-    model : fastnn.MLP, fastnn.sklearn.MLPClassifier or fastnn.sklearn.MLPRegressor
+    model : fastnn.MLP, fastnn.MLPEnsemble, fastnn.sklearn.MLPClassifier or MLPRegressor
         A fitted estimator (its network is ``model_``).  The graph computes ``predict`` (and
         ``predict_std`` / ``predict_proba`` where the model has them): see the module
-        docstring for the inputs, nodes and outputs.
+        docstring for the inputs, nodes and outputs.  An ``MLPEnsemble`` gives every
+        member's graph and their mean: ``predictions`` or ``probabilities`` as
+        ``MLPEnsemble.predict``; ``mean`` and ``std`` (the mixture's, ``predict_std``) for
+        members trained with ``GaussianNLL("learned")``.
     path : str or os.PathLike, optional
         Where to write the model (``.onnx`` by convention; written as given, atomically as
         ``MLP.save`` writes).  Without it, nothing is written.
@@ -471,12 +519,15 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
 
     g = _Graph(onnx, mlp.dtype)
     g.opset = opset
-    z = _mlp_logits(g, mlp, "X")
     if estimator is None:
+        z = _mlp_logits(g, mlp, "X")
         outputs = [(out, width, g.elem_type) for out, width in _mlp_outputs(g, mlp, z)]
+    elif hasattr(estimator, "members"):     # MLPEnsemble
+        outputs = [(out, width, g.elem_type) for out, width in _ensemble_outputs(g, estimator)]
     elif hasattr(estimator, "classes_"):
-        outputs = _classifier_outputs(g, estimator, z)
+        outputs = _classifier_outputs(g, estimator, _mlp_logits(g, mlp, "X"))
     else:
+        z = _mlp_logits(g, mlp, "X")
         outputs = [(out, width, g.elem_type) for out, width in _regressor_outputs(g, estimator, z)]
 
     graph = helper.make_graph(
@@ -488,7 +539,7 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                                    producer_name="fastnn", producer_version=_version(),
                                    ir_version=_ir_for(onnx, opset))
-    onnx_model.doc_string = repr(mlp)
+    onnx_model.doc_string = repr(model)
     helper.set_model_props(onnx_model, {
         "layer_sizes": ",".join(map(str, mlp.layer_sizes)),
         "activations": ",".join(layer.activation for layer in mlp.layers[:-1]),

@@ -422,3 +422,18 @@ def test_mpi_two_ranks_train_each_member_like_one_process(tmp_path):
             np.testing.assert_allclose(data[f"rank0_{k}"], member.params, rtol=1e-10,
                                        atol=1e-12)
             np.testing.assert_array_equal(data[f"rank0_{k}"], data[f"rank1_{k}"])
+
+
+
+def test_members_take_dropout_and_layer_normalization():
+    # MLPEnsemble had no dropout/normalization arguments: the issue-15 layers could not be
+    # used in an ensemble, and from_models accepted members of different normalization
+    ens = fastnn.MLPEnsemble([3, 8, 2], n_members=2, dropout=0.2, normalization="layer", seed=0)
+    assert all(m.layers[0].dropout == 0.2 and m.layers[0].normalization == "layer"
+               for m in ens.members)
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    ens.fit(X, X[:, :2], "mse", epochs=2)
+    assert np.isfinite(ens.predict(X)).all()
+    with pytest.raises(ValueError, match=r"models\[1\] is"):
+        fastnn.MLPEnsemble.from_models([fastnn.MLP([3, 8, 2], normalization="layer"),
+                                        fastnn.MLP([3, 8, 2])])

@@ -253,7 +253,7 @@ def test_unfitted_estimator_is_an_error():
 
 @pytest.mark.parametrize("obj", [object(), np.zeros(3), "model.npz", None])
 def test_not_a_model(obj):
-    with pytest.raises(TypeError, match="model must be a fastnn.MLP or a fitted fastnn.sklearn"):
+    with pytest.raises(TypeError, match="model must be a fastnn.MLP, a fastnn.MLPEnsemble or a fitted"):
         to_onnx(obj)
 
 
@@ -402,3 +402,26 @@ def test_binary_classifier_probabilities_in_the_tails(dtype):
     normal = expected > 1e6 * np.finfo(dtype).tiny   # fastnn flushes subnormals
     np.testing.assert_allclose(proba[normal], expected[normal], rtol=_UNIT_RTOL[dtype], atol=0)
     np.testing.assert_array_equal(label, est.predict(Xt))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "bce", "poisson", "gaussian"])
+def test_ensemble_exports_its_mean_and_mixture_std(dtype, loss):
+    # issue 17 asks for ensembles where they exist; to_onnx(MLPEnsemble) was a TypeError
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    y = {"mse": rng.normal(size=(120, 2)), "cross_entropy": rng.integers(0, 3, 120),
+         "bce": rng.integers(0, 2, (120, 2)), "poisson": rng.poisson(2.0, (120, 2)),
+         "gaussian": rng.normal(size=(120, 2))}[loss]
+    n_out = {"cross_entropy": 3, "gaussian": 4}.get(loss, 2)
+    fit_loss = fastnn.GaussianNLL(sigma="learned") if loss == "gaussian" else loss
+    ens = fastnn.MLPEnsemble([3, 8, n_out], n_members=3, activation="gelu",
+                             normalization="layer", dtype=dtype, seed=0)
+    ens.fit(X, y, fit_loss, epochs=2)
+    sess = _session(to_onnx(ens))
+    want = [ens.predict(X)] + ([ens.predict_std(X)] if loss == "gaussian" else [])
+    names = {"cross_entropy": ["probabilities"], "bce": ["probabilities"],
+             "gaussian": ["mean", "std"]}.get(loss, ["predictions"])
+    assert [o.name for o in sess.get_outputs()] == names
+    for got, expected in zip(sess.run(None, {"X": X.astype(dtype)}), want):
+        _close(got, expected, dtype)
