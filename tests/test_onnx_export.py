@@ -253,7 +253,8 @@ def test_unfitted_estimator_is_an_error():
 
 @pytest.mark.parametrize("obj", [object(), np.zeros(3), "model.npz", None])
 def test_not_a_model(obj):
-    with pytest.raises(TypeError, match="model must be a fastnn.MLP, a fastnn.MLPEnsemble or a fitted"):
+    with pytest.raises(TypeError,
+                       match="model must be a fastnn.MLP, a fastnn.MLPEnsemble or a fitted"):
         to_onnx(obj)
 
 
