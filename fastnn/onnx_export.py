@@ -19,8 +19,9 @@ What the graph holds
   (``_smooth_activation``; gelu's normal CDF by Cody's erfc approximations as in the kernel:
   onnxruntime has no float64 Erf)
   (identity adds no node) and leaky_relu as ``LeakyRelu(alpha=slope)`` in float32, but as
-  ``PRelu(H, slope)`` with a float64 slope tensor in float64 (LeakyRelu's ``alpha`` attribute
-  is a 32-bit float, which would round the slope).
+  ``Where(H < 0, slope H, H)`` with a float64 slope tensor in float64 (LeakyRelu's ``alpha``
+  attribute is a 32-bit float, which would round the slope, and onnxruntime has a float64
+  ``PRelu`` at opsets 16-18 only).
 * The output link, as ``MLP.predict`` applies it:
 
   ================  ===========================================  ===========================
@@ -144,10 +145,12 @@ def _mlp_logits(g, model, x):
             # is exactly LeakyRelu's 32-bit float attribute
             h = g.node("LeakyRelu", [h], stem=f"a{k}", alpha=_leaky_slope(layer))
         else:
-            # LeakyRelu's alpha is a 32-bit attribute (0.01 would become 0.009999999776);
-            # PRelu takes the slope as a float64 tensor and computes the same x < 0 ? s x : x
+            # LeakyRelu's alpha is a 32-bit attribute (0.01 would become 0.009999999776), and
+            # onnxruntime runs a float64 PRelu only at opsets 16-18 (not 13-15 nor 19+): the
+            # kernel's own h < 0 ? s h : h, with a float64 slope
             slope = g.const(f"slope{k}", np.array(_leaky_slope(layer), np.float64))
-            h = g.node("PRelu", [h, slope], stem=f"a{k}")
+            negative = g.node("Less", [h, g.const("zero", np.zeros((), np.float64))])
+            h = g.node("Where", [negative, g.node("Mul", [slope, h]), h], stem=f"a{k}")
     return h
 
 
