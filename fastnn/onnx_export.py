@@ -439,7 +439,7 @@ def _ensemble_outputs(g, ensemble):
 def _resolve(obj):
     """(the MLP, the estimator or None) for a model or a fitted fastnn.sklearn estimator; for
     an MLPEnsemble (its first member, the ensemble)."""
-    from fastnn.ensemble import MLPEnsemble   # imported here: fastnn.ensemble imports us
+    from fastnn.ensemble import MLPEnsemble   # on use, like the onnx package itself
     if isinstance(obj, MLP):
         return obj, None
     if isinstance(obj, MLPEnsemble):
