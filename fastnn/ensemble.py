@@ -146,7 +146,7 @@ class MLPEnsemble:
         The members' widths ``[n_0, ..., n_L]`` (see ``fastnn.MLP``).
     n_members : int, default 5
         K >= 1.  Lakshminarayanan et al. find 5 members enough for most of the benefit.
-    activation, output, init, bias_init, dtype, alpha, warn_symmetric
+    activation, output, init, bias_init, dtype, alpha, warn_symmetric, dropout, normalization
         As for ``fastnn.MLP``, the same for every member.
     seed : int, numpy.random.Generator or None
         Draws the members' seeds ``member_seeds`` (K ints): member k is ``MLP(..., seed=
@@ -170,7 +170,8 @@ class MLPEnsemble:
 
     def __init__(self, layer_sizes, n_members=5, *, activation="relu", output="auto",
                  init=None, bias_init=0.0, dtype=np.float32, seed=None,
-                 alpha=DEFAULT_LEAKY_SLOPE, bootstrap=False, warn_symmetric=True):
+                 alpha=DEFAULT_LEAKY_SLOPE, bootstrap=False, warn_symmetric=True,
+                 dropout=0.0, normalization=None):
         n_members = int(check_number(n_members, "n_members", low=1, high=_MAX_MEMBERS,
                                      integer=True))
         if seed is not None and not isinstance(seed, np.random.Generator):
@@ -179,7 +180,8 @@ class MLPEnsemble:
         seeds = [int(s) for s in rng.integers(0, 2**31 - 1, n_members)]
         members = [MLP(layer_sizes, activation=activation, output=output, init=init,
                        bias_init=bias_init, dtype=dtype, seed=s, alpha=alpha,
-                       warn_symmetric=warn_symmetric)
+                       warn_symmetric=warn_symmetric, dropout=dropout,
+                       normalization=normalization)
                    for s in seeds]
         self._setup(members, seeds, bootstrap)
 
@@ -203,6 +205,8 @@ class MLPEnsemble:
         for k, m in enumerate(models[1:], 1):
             if (m.layer_sizes != ref.layer_sizes or m.dtype != ref.dtype
                     or [la.activation for la in m.layers] != [la.activation for la in ref.layers]
+                    or [la.normalization for la in m.layers]
+                    != [la.normalization for la in ref.layers]
                     or m._link_name() != ref._link_name()):
                 raise ValueError(f"models[{k}] is {m!r}; expected the architecture, dtype and "
                                  f"output link of models[0], {ref!r}")

@@ -487,3 +487,17 @@ def test_one_early_stopping_instance_gives_every_member_its_own_record():
         assert ens.members[k].params.tobytes() == alone.params.tobytes()
     # each member's record continues through its optimizer in a later fit
     assert ens.optimizers_[0]._early_stopping is not ens.optimizers_[1]._early_stopping
+
+
+def test_members_take_dropout_and_layer_normalization():
+    # MLPEnsemble had no dropout/normalization arguments: the issue-15 layers could not be
+    # used in an ensemble, and from_models accepted members of different normalization
+    ens = fastnn.MLPEnsemble([3, 8, 2], n_members=2, dropout=0.2, normalization="layer", seed=0)
+    assert all(m.layers[0].dropout == 0.2 and m.layers[0].normalization == "layer"
+               for m in ens.members)
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    ens.fit(X, X[:, :2], "mse", epochs=2)
+    assert np.isfinite(ens.predict(X)).all()
+    with pytest.raises(ValueError, match=r"models\[1\] is"):
+        fastnn.MLPEnsemble.from_models([fastnn.MLP([3, 8, 2], normalization="layer"),
+                                        fastnn.MLP([3, 8, 2])])
