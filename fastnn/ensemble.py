@@ -55,14 +55,18 @@ Saving
 
 and ``member_<k>`` for k = 0..K-1, a uint8 array holding member k's complete model file as
 ``MLP.save`` writes it (``fastnn.io``), optimizer included when the member has one.
-``load_ensemble`` reads the archive with ``allow_pickle=False`` and each member with
-``fastnn.load``, so every check fastnn.io makes applies to every member; any problem raises
-``fastnn.io.ModelFileError`` naming the file (and the member).
+``load_ensemble`` reads the archive as ``fastnn.load`` reads a model file (each entry's
+declared sizes checked against the file, each ``.npy`` header before its data, nothing
+unpickled, members copied out in chunks one at a time) and each member with ``fastnn.load``,
+so every check fastnn.io makes applies to every member; any problem raises
+``fastnn.io.ModelFileError`` naming the file (and the member), fast and with memory bounded
+by the file's size.  ``save`` writes as ``MLP.save`` does (atomically, keeping an existing
+file's permission bits, following a symbolic link, cleaning up after any interrupt).
 """
 import copy
-import io as _bytes_io
 import json
 import os
+import struct
 import tempfile
 import threading
 import zipfile
@@ -75,7 +79,8 @@ from scipy.special import ndtri
 
 from fastnn._version import __version__  # not the package, which imports this module
 from fastnn._validation import MAX_DIM, check_bool, check_number
-from fastnn.io import ModelFileError, load as _load_model
+from fastnn.io import (ModelFileError, load as _load_model, _atomic_write, _check_path,
+                       _description_header, _entries, _read_npy)
 from fastnn.layers import DEFAULT_LEAKY_SLOPE
 from fastnn.losses import GaussianNLL, get_loss
 from fastnn.model import MLP, as_input
@@ -327,11 +332,22 @@ class MLPEnsemble:
             # convert X once, so that members without bootstrap read it in place
             X = as_input(X, "X", self.dtype, self.n_inputs)
         else:
+            from fastnn.distributed import MPIContext
+            mpi = MPIContext(comm)
+            # what decides how many fits (and so collectives) run, and on what data, must be
+            # the same on every rank: a rank with one member more would wait alone in its
+            # collectives; bootstrap on one rank only would mix resampled and plain shards
+            continues = self.optimizers_[0] is not None and (
+                optimizer is None or optimizer is self._optimizer_given)
+            mpi.check_same({"n_members": self.n_members, "bootstrap": self.bootstrap,
+                            "continues the previous fit's optimizers": continues},
+                           "the ensemble's configuration")
             # the members' seeds (drawn from fresh entropy with seed=None) must agree on
             # every rank: fit requires one shuffling seed everywhere
             self.member_seeds = [int(s) for s in comm.bcast(self.member_seeds, root=0)]
             # fit agrees on bad input across ranks; so must this ensemble's own checks (a
-            # rank raising alone would leave the others waiting in a collective)
+            # rank raising alone would leave the others waiting in a collective): the same
+            # error on every rank
             error = None
             try:
                 if self.bootstrap:
@@ -339,12 +355,7 @@ class MLPEnsemble:
                                       sample_weight, loss, comm)
             except (ValueError, TypeError) as exc:
                 error = exc
-            failed = comm.allgather(error is not None)
-            if error is not None:
-                raise error
-            if any(failed):
-                raise ValueError(f"invalid input on rank(s) "
-                                 f"{[r for r, f in enumerate(failed) if f]}")
+            mpi.agree(error)
         # the same optimizer object (or None) as last time: every member continues from its
         # own optimizer's state, as a second fit of one model does; otherwise fresh copies
         if self.optimizers_[0] is not None and (optimizer is None
@@ -585,7 +596,7 @@ class MLPEnsemble:
     def save(self, path):
         """Write the ensemble to one ``.npz`` file, atomically (format: module docstring)."""
         from fastnn.io import save_model
-        path = os.fspath(path)
+        path = _check_path(path)
         arrays = {}
         with tempfile.TemporaryDirectory(prefix="fastnn-ensemble-") as tmp:
             for k, member in enumerate(self.members):
@@ -597,21 +608,13 @@ class MLPEnsemble:
                        "fastnn_version": __version__, "n_members": self.n_members,
                        "member_seeds": self.member_seeds, "bootstrap": self.bootstrap}
         arrays["description"] = np.array(json.dumps(description))
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp_path = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                # compressed: besides the size, no member's own zip records appear verbatim
-                # in the archive, where a reader of a truncated file could mistake them for
-                # the outer archive's
-                np.savez_compressed(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp_path, path)   # atomic: the old file or the new one, never half
-        except BaseException:
-            if os.path.exists(tmp_path):
-                os.unlink(tmp_path)
-            raise
+        # fastnn.io's atomic write: a temporary file beside the target, fsynced and renamed
+        # over it; an existing target keeps its permission bits, a symbolic link is followed,
+        # and any exception (KeyboardInterrupt too) removes the temporary file and descriptor.
+        # Compressed: besides the size, no member's own zip records appear verbatim in the
+        # archive, where a reader of a truncated file could mistake them for the outer
+        # archive's.
+        _atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
 
 
 def _mean_std(values, return_std):
@@ -635,51 +638,54 @@ def load_ensemble(path):
         No such file.
     fastnn.io.ModelFileError (a ValueError)
         Not an ensemble file, truncated or corrupted, a newer format version, a member that
-        ``fastnn.load`` rejects, or members of different architectures.
+        ``fastnn.load`` rejects, or members of different architectures.  The archive is read
+        as ``fastnn.load`` reads a model file: each entry's declared sizes are checked against
+        the file and each ``.npy`` header before its data, so a crafted file fails fast with
+        memory bounded by its own size (one member at a time).
     """
-    path = os.fspath(path)
+    path = _check_path(path)
     with open(path, "rb") as fh:
-        raw = fh.read()
-    if not raw.startswith(b"PK\x03\x04"):
-        raise ModelFileError(path, "it is not a zip archive (.npz), so not an ensemble saved "
-                                   "by fastnn")
-    try:
-        with np.load(_bytes_io.BytesIO(raw), allow_pickle=False) as archive:
-            names = list(archive.files)
-            if "description" not in names:
-                raise ModelFileError(path, f"it has no 'description' entry (entries: "
-                                           f"{names}); it is not an ensemble saved by fastnn")
-            text = archive["description"]
-            description = _parse_description(path, text)
-            K = description["n_members"]
-            blobs = []
-            for k in range(K):
-                if f"member_{k}" not in names:
-                    raise ModelFileError(path, f"it has no 'member_{k}' entry for its "
-                                               f"{K} members")
-                blob = archive[f"member_{k}"]
-                if blob.dtype != np.uint8 or blob.ndim != 1:
-                    raise ModelFileError(path, f"member_{k} has dtype {blob.dtype} and shape "
-                                               f"{blob.shape}; expected 1-D uint8 bytes")
-                blobs.append(blob.tobytes())
-    except ModelFileError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
-            NotImplementedError, RuntimeError) as exc:
-        raise ModelFileError(path, f"the file is truncated or corrupted "
-                                   f"({type(exc).__name__}: {exc})") from exc
-    models, optimizers = [], []
-    with tempfile.TemporaryDirectory(prefix="fastnn-ensemble-") as tmp:
-        for k, blob in enumerate(blobs):
-            member_path = os.path.join(tmp, f"member_{k}.npz")
-            with open(member_path, "wb") as fh:
-                fh.write(blob)
+        head = fh.read(8)
+        if not head.startswith(b"PK\x03\x04"):
+            raise ModelFileError(path, "it is not a zip archive (.npz), so not an ensemble "
+                                       "saved by fastnn")
+        file_size = fh.seek(0, os.SEEK_END)
+        fh.seek(0)
+        models, optimizers = [], []
+        with tempfile.TemporaryDirectory(prefix="fastnn-ensemble-") as tmp:
             try:
-                model, optimizer = _load_model(member_path, with_optimizer=True)
-            except ModelFileError as exc:
-                raise ModelFileError(path, f"member {k}: {exc.problem}") from exc
-            models.append(model)
-            optimizers.append(optimizer)
+                with zipfile.ZipFile(fh) as archive:
+                    entries = _entries(path, archive, file_size)
+                    if "description" not in entries:
+                        raise ModelFileError(path, f"it has no 'description' entry (entries: "
+                                                   f"{sorted(entries)}); it is not an "
+                                                   "ensemble saved by fastnn")
+                    text = _read_npy(path, archive, entries["description"], "description",
+                                     _description_header)
+                    description = _parse_description(path, text)
+                    K = description["n_members"]
+                    for k in range(K):  # all present before any is read
+                        if f"member_{k}" not in entries:
+                            raise ModelFileError(path, f"it has no 'member_{k}' entry for its "
+                                                       f"{K} members")
+                    for k in range(K):
+                        name = f"member_{k}"
+                        member_path = os.path.join(tmp, f"{name}.npz")
+                        _copy_member(path, archive, entries[name], name, member_path)
+                        try:
+                            model, optimizer = _load_model(member_path, with_optimizer=True)
+                        except ModelFileError as exc:
+                            raise ModelFileError(path, f"member {k}: {exc.problem}") from exc
+                        finally:
+                            os.unlink(member_path)
+                        models.append(model)
+                        optimizers.append(optimizer)
+            except ModelFileError:
+                raise
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
+                    OverflowError, struct.error, NotImplementedError, RuntimeError) as exc:
+                raise ModelFileError(path, f"the file is truncated or corrupted "
+                                           f"({type(exc).__name__}: {exc})") from exc
     try:
         ensemble = MLPEnsemble.from_models(models, description["member_seeds"],
                                            description["bootstrap"])
@@ -687,6 +693,49 @@ def load_ensemble(path):
         raise ModelFileError(path, f"its members do not form an ensemble ({exc})") from exc
     ensemble.optimizers_ = optimizers
     return ensemble
+
+
+def _copy_member(path, archive, info, name, member_path):
+    """Copy the bytes of a member entry (a 1-D uint8 .npy holding a model file) to
+    member_path in chunks, its header checked first: memory stays bounded whatever the entry
+    declares, and bytes that do not start as a zip archive are rejected before the rest is
+    read."""
+    with archive.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version not in ((1, 0), (2, 0)):
+            raise ModelFileError(path, f"its {name!r} entry has .npy format version "
+                                       f"{version}; expected (1, 0) or (2, 0)")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                       np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(fh)
+        if dtype != np.uint8 or len(shape) != 1:
+            raise ModelFileError(path, f"its {name!r} entry is a {dtype} array of shape "
+                                       f"{shape}; expected 1-D uint8 bytes (a member's model "
+                                       "file)")
+        n_bytes = int(shape[0])
+        if n_bytes > info.file_size:
+            raise ModelFileError(path, f"its {name!r} entry declares {n_bytes} bytes of data "
+                                       f"but holds at most {info.file_size}: the file is "
+                                       "truncated or corrupted")
+        left = n_bytes
+        with open(member_path, "wb") as out:
+            while left:
+                chunk = fh.read(min(left, _COPY_CHUNK))
+                if not chunk:
+                    break
+                if left == n_bytes and not chunk.startswith(b"PK\x03\x04"):
+                    raise ModelFileError(path, f"member {name[7:]}: it is not a model file "
+                                               "(its bytes do not start a zip archive)")
+                out.write(chunk)
+                left -= len(chunk)
+        if left or fh.read(1):  # reading to the end checks the zip CRC
+            raise ModelFileError(path, f"its {name!r} entry does not hold the {n_bytes} bytes "
+                                       "its header declares: the file is truncated or "
+                                       "corrupted")
+
+
+#: the chunk in which a member's bytes are copied out of the archive
+_COPY_CHUNK = 1 << 20
 
 
 def _parse_description(path, raw):

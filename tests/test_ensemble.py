@@ -5,6 +5,7 @@ import copy
 import os
 import pickle
 import shutil
+import stat
 import subprocess
 import sys
 import zipfile
@@ -272,7 +273,7 @@ def test_crafted_files_raise_model_file_error(tmp_path):
         "not-json": (lambda n, d: npy(np.array("{nope")) if n == "description.npy" else d,
                      "not valid JSON"),
         "object": (lambda n, d: npy(np.array([{"a": 1}], dtype=object))
-                   if n == "description.npy" else d, "truncated or corrupted"),
+                   if n == "description.npy" else d, "Python objects"),
         "seeds": (lambda n, d: npy(np.array(
             '{"format": "fastnn-ensemble", "format_version": 1, "n_members": 2, '
             '"member_seeds": [1], "bootstrap": false}')) if n == "description.npy" else d,
@@ -415,10 +416,99 @@ def test_mpi_two_ranks_train_each_member_like_one_process(tmp_path):
     bad = subprocess.run([mpiexec, "-n", "2", sys.executable, worker, "bad"],
                          capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode != 0
-    assert "rank 0 raised: invalid input on rank(s) [1]" in bad.stdout, bad.stdout + bad.stderr
-    assert "rank 1 raised: X contains NaN" in bad.stdout, bad.stdout + bad.stderr
+    # the same error on every rank, naming the rank that failed and why
+    for rank in (0, 1):
+        assert f"rank {rank} raised: invalid input on 1 of 2 ranks (rank 1: ValueError: X " \
+            "contains NaN" in bad.stdout, bad.stdout + bad.stderr
     with np.load(out) as data:
         for k, member in enumerate(ens.members):
             np.testing.assert_allclose(data[f"rank0_{k}"], member.params, rtol=1e-10,
                                        atol=1e-12)
             np.testing.assert_array_equal(data[f"rank0_{k}"], data[f"rank1_{k}"])
+
+
+@pytest.mark.skipif(MPI is None, reason="needs the mpi extra (mpi4py)")
+@pytest.mark.parametrize("mode, differs", [("members", "n_members: rank 0 3, rank 1 2"),
+                                           ("bootstrap", "bootstrap: rank 0 False, rank 1 True")])
+def test_mpi_ranks_whose_ensembles_differ_raise_the_same_error_never_hang(mode, differs):
+    # before: a rank with one member more waited forever in that member's collectives, and
+    # bootstrap on one rank only trained silently on a mix of resampled and plain shards
+    here = os.path.dirname(sys.executable)
+    mpiexec = shutil.which("mpiexec", path=here + os.pathsep + os.environ.get("PATH", ""))
+    if mpiexec is None:
+        pytest.fail("mpi4py is installed but mpiexec is not on PATH")
+    worker = os.path.join(os.path.dirname(__file__), "mpi_ensemble_worker.py")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    result = subprocess.run([mpiexec, "-n", "2", sys.executable, worker, mode],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank} raised: the ensemble's configuration differs between ranks " \
+            f"({differs})" in result.stdout, result.stdout + result.stderr
+
+
+def _npy_header(descr, shape):
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False,
+                                               "shape": shape})
+    return buf.getvalue()
+
+
+def test_crafted_ensemble_files_fail_fast_with_bounded_memory(tmp_path):
+    # load_ensemble reads the archive as fastnn.load does: each entry's sizes checked against
+    # the file and each .npy header before its data (before: np.load allocated whatever a
+    # header declared, a MemoryError for 50 GB, and held every member's bytes at once)
+    ens = MLPEnsemble([3, 4, 1], 2, seed=0)
+    good = tmp_path / "good.npz"
+    ens.save(good)
+    cases = {
+        "huge-member": (lambda n, d: _npy_header("|u1", (50_000_000_000,)) + b"\0" * 64
+                        if n == "member_0.npy" else d, "'member_0' entry declares 50000000000"),
+        "huge-description": (lambda n, d: _npy_header("<U500000000", ()) + b"\0" * 64
+                             if n == "description.npy" else d, "larger than"),
+        "member-2d": (lambda n, d: _npy_header("|u1", (2, 2)) + b"\0" * 4
+                      if n == "member_0.npy" else d, "expected 1-D uint8"),
+        "short-member": (lambda n, d: _npy_header("|u1", (100,)) + b"PK\x03\x04" + b"\0" * 20
+                         if n == "member_0.npy" else d, "does not hold the 100 bytes"),
+        # a member that is not a zip archive is rejected from its first bytes, before the
+        # rest (here 20 MB that deflate to 20 KB) is read or written anywhere
+        "not-a-member": (lambda n, d: _npy_header("|u1", (20_000_000,)) + bytes(20_000_000)
+                         if n == "member_0.npy" else d, "member 0: it is not a model file"),
+        "nested-json": (lambda n, d: _npy_header("<U200000", ()) +
+                        ("[" * 100_000 + "]" * 100_000).encode("utf-32-le")
+                        if n == "description.npy" else d, "RecursionError|not valid JSON"),
+    }
+    for name, (change, message) in cases.items():
+        p = tmp_path / f"{name}.npz"
+        with zipfile.ZipFile(good) as zin, zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zout:
+            for info in zin.infolist():
+                zout.writestr(info.filename, change(info.filename, zin.read(info.filename)))
+        with pytest.raises(ModelFileError, match=message):
+            load_ensemble(p)
+
+
+def test_ensemble_save_keeps_permissions_follows_links_and_cleans_up(tmp_path, monkeypatch):
+    # MLPEnsemble.save writes as MLP.save does (before: a replaced file became 0600 and a
+    # symbolic link was replaced by a regular file)
+    ens = MLPEnsemble([3, 4, 1], 2, seed=0)
+    target = tmp_path / "ens.npz"
+    ens.save(target)
+    os.chmod(target, 0o640)
+    ens.save(target)
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o640
+    link = tmp_path / "link.npz"
+    os.symlink(target, link)
+    ens.save(link)
+    assert os.path.islink(link)
+    load_ensemble(link)
+    # an interrupt while writing leaves the previous file and no temporary file behind
+    before = target.read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(np, "savez_compressed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ens.save(target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ens.npz", "link.npz"]
