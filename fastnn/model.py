@@ -466,18 +466,22 @@ class MLP:
             Naming the entry (``coefs[1] has shape (3, 4); expected (4, 2)``); the model is
             unchanged then.
         """
+        return self._set_weights(coefs, intercepts, ("coefs", "intercepts"))
+
+    def _set_weights(self, coefs, intercepts, names):
+        """set_weights, its messages naming the lists `names` (the estimators' "coefs_")."""
         coefs = self.coefs if coefs is None else coefs
         intercepts = self.intercepts if intercepts is None else intercepts
-        for name, values in (("coefs", coefs), ("intercepts", intercepts)):
+        for name, values in zip(names, (coefs, intercepts)):
             if not isinstance(values, (list, tuple)):
                 raise TypeError(f"{name} must be a list or tuple of arrays, one per layer; "
                                 f"got {type(values).__name__}")
             if len(values) != self.n_layers:
                 raise ValueError(f"{name} has {len(values)} entries; expected {self.n_layers} "
                                  "(one per layer)")
-        W = [check_values(c, f"coefs[{k}]", (layer.n_in, layer.n_out), self.dtype)
+        W = [check_values(c, f"{names[0]}[{k}]", (layer.n_in, layer.n_out), self.dtype)
              for k, (c, layer) in enumerate(zip(coefs, self._layers))]
-        b = [check_values(c, f"intercepts[{k}]", (layer.n_out,), self.dtype)
+        b = [check_values(c, f"{names[1]}[{k}]", (layer.n_out,), self.dtype)
              for k, (c, layer) in enumerate(zip(intercepts, self._layers))]
         with self._lock:
             check_writeable(self._params, "model.params")
