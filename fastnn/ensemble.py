@@ -84,7 +84,7 @@ from fastnn.io import (ModelFileError, load as _load_model, _atomic_write, _chec
 from fastnn.layers import DEFAULT_LEAKY_SLOPE
 from fastnn.losses import GaussianNLL, get_loss
 from fastnn.model import MLP, as_input
-from fastnn.optim import get_optimizer
+from fastnn.optim import Optimizer, get_optimizer
 from fastnn.threads import blas_threads, get_num_threads
 from fastnn.trainer import fit as _fit
 
@@ -187,33 +187,9 @@ class MLPEnsemble:
 
         member_seeds (K ints >= 0) are the seeds later fits shuffle with; default 0..K-1.
         """
-        models = list(models) if hasattr(models, "__iter__") else models
-        if not isinstance(models, list) or not models or not all(
-                isinstance(m, MLP) for m in models):
-            raise TypeError(f"models must be a non-empty sequence of fastnn.MLP; got "
-                            f"{models!r}")
-        if len(models) > _MAX_MEMBERS:
-            raise ValueError(f"{len(models)} models; at most {_MAX_MEMBERS} are supported")
-        if len({id(m) for m in models}) != len(models):
-            raise ValueError("models contains the same MLP object twice; members must be "
-                             "independent (use model.copy())")
-        ref = models[0]
-        for k, m in enumerate(models[1:], 1):
-            if (m.layer_sizes != ref.layer_sizes or m.dtype != ref.dtype
-                    or [la.activation for la in m.layers] != [la.activation for la in ref.layers]
-                    or m._link_name() != ref._link_name()):
-                raise ValueError(f"models[{k}] is {m!r}; expected the architecture, dtype and "
-                                 f"output link of models[0], {ref!r}")
-        if member_seeds is None:
-            member_seeds = list(range(len(models)))
-        member_seeds = list(member_seeds)
-        if len(member_seeds) != len(models):
-            raise ValueError(f"member_seeds has {len(member_seeds)} entries; expected "
-                             f"{len(models)} (one per model)")
-        for k, s in enumerate(member_seeds):
-            check_number(s, f"member_seeds[{k}]", low=0, integer=True)
+        models, member_seeds = _check_members(models, member_seeds, "models")
         self = cls.__new__(cls)
-        self._setup(models, [int(s) for s in member_seeds], bootstrap)
+        self._setup(models, member_seeds, bootstrap)
         return self
 
     def _setup(self, members, seeds, bootstrap):
@@ -223,6 +199,29 @@ class MLPEnsemble:
         self.optimizers_ = [None] * len(members)
         self._optimizer_given = None
         self.histories_ = [None] * len(members)
+
+    def _check_state(self):
+        """Check the public attributes as from_models checks its arguments, before they are
+        used: ``members``, ``member_seeds``, ``bootstrap`` and ``optimizers_`` are plain
+        attributes a user can rebind or edit (a member of another architecture or dtype, a
+        member twice, a seed or optimizer list of another length), and training, saving or
+        predicting with them would mix architectures, train one model from two threads, or
+        write a file that load_ensemble rejects."""
+        self.members, self.member_seeds = _check_members(self.members, self.member_seeds,
+                                                         "members")
+        self.bootstrap = check_bool(self.bootstrap, "bootstrap")
+        optimizers = self.optimizers_
+        if not isinstance(optimizers, list) or len(optimizers) != len(self.members):
+            raise ValueError(f"optimizers_ is {optimizers!r}; expected a list of "
+                             f"{len(self.members)} optimizers or None (one per member)")
+        for k, opt in enumerate(optimizers):
+            if opt is not None and not isinstance(opt, Optimizer):
+                raise TypeError(f"optimizers_[{k}] is a {type(opt).__name__}; expected a "
+                                "fastnn optimizer or None")
+        for k, opt in enumerate(optimizers):
+            if opt is not None and any(opt is other for other in optimizers[:k]):
+                raise ValueError(f"optimizers_[{k}] is the same object as an earlier entry; "
+                                 "each member needs its own optimizer (copy.deepcopy)")
 
     # ------------------------------------------------------------------ structure
 
@@ -309,6 +308,7 @@ class MLPEnsemble:
         after its running epoch, leaves members not yet started untouched (their history
         None), then is re-raised.
         """
+        self._check_state()
         if "seed" in fit_kwargs:
             raise TypeError("MLPEnsemble.fit does not take seed=: member k shuffles with "
                             "member_seeds[k] (set by the ensemble's seed)")
@@ -457,6 +457,7 @@ class MLPEnsemble:
 
     def predict_members(self, X):
         """Every member's ``predict``, stacked: shape (n_members, n_samples, n_outputs')."""
+        self._check_state()
         X = as_input(X, "X", self.dtype, self.n_inputs)
         return np.stack([m.predict(X) for m in self.members])
 
@@ -497,6 +498,7 @@ class MLPEnsemble:
         ValueError
             For classifiers (their uncertainty is in the probabilities: ``predict_proba``).
         """
+        self._check_state()
         link = self._link()
         if link in _CLASSIFIER_LINKS:
             raise ValueError(f"predict_distribution is for regression; the members' output "
@@ -571,6 +573,7 @@ class MLPEnsemble:
         std : ndarray of shape (n_samples, n_inputs), float64
             Only with return_std: the population standard deviation over members.
         """
+        self._check_state()
         X = as_input(X, "X", self.dtype, self.n_inputs)
         grads = np.stack([m.input_gradient(X, y, loss, output, of=of, reduction=reduction,
                                            sample_weight=sample_weight)
@@ -587,6 +590,7 @@ class MLPEnsemble:
         std : ndarray of the same shape, float64
             Only with return_std: the population standard deviation over members.
         """
+        self._check_state()
         X = as_input(X, "X", self.dtype, self.n_inputs)
         jacs = np.stack([m.jacobian(X, of=of) for m in self.members]).astype(np.float64)
         return _mean_std(jacs, return_std)
@@ -596,6 +600,7 @@ class MLPEnsemble:
     def save(self, path):
         """Write the ensemble to one ``.npz`` file, atomically (format: module docstring)."""
         from fastnn.io import save_model
+        self._check_state()
         path = _check_path(path)
         arrays = {}
         with tempfile.TemporaryDirectory(prefix="fastnn-ensemble-") as tmp:
@@ -615,6 +620,38 @@ class MLPEnsemble:
         # archive, where a reader of a truncated file could mistake them for the outer
         # archive's.
         _atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+
+
+def _check_members(models, member_seeds, name):
+    """(models as a list, member_seeds as a list of ints): K distinct MLPs of one
+    architecture, dtype and output link, and K seeds >= 0 (default 0..K-1); TypeError or
+    ValueError naming `name` otherwise."""
+    models = list(models) if hasattr(models, "__iter__") else models
+    if not isinstance(models, list) or not models or not all(
+            isinstance(m, MLP) for m in models):
+        raise TypeError(f"{name} must be a non-empty sequence of fastnn.MLP; got "
+                        f"{models!r}")
+    if len(models) > _MAX_MEMBERS:
+        raise ValueError(f"{len(models)} models; at most {_MAX_MEMBERS} are supported")
+    if len({id(m) for m in models}) != len(models):
+        raise ValueError(f"{name} contains the same MLP object twice; members must be "
+                         "independent (use model.copy())")
+    ref = models[0]
+    for k, m in enumerate(models[1:], 1):
+        if (m.layer_sizes != ref.layer_sizes or m.dtype != ref.dtype
+                or [la.activation for la in m.layers] != [la.activation for la in ref.layers]
+                or m._link_name() != ref._link_name()):
+            raise ValueError(f"{name}[{k}] is {m!r}; expected the architecture, dtype and "
+                             f"output link of {name}[0], {ref!r}")
+    if member_seeds is None:
+        member_seeds = list(range(len(models)))
+    member_seeds = list(member_seeds)
+    if len(member_seeds) != len(models):
+        raise ValueError(f"member_seeds has {len(member_seeds)} entries; expected "
+                         f"{len(models)} (one per member)")
+    for k, s in enumerate(member_seeds):
+        check_number(s, f"member_seeds[{k}]", low=0, integer=True)
+    return models, [int(s) for s in member_seeds]
 
 
 def _mean_std(values, return_std):

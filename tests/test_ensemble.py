@@ -512,3 +512,46 @@ def test_ensemble_save_keeps_permissions_follows_links_and_cleans_up(tmp_path, m
         ens.save(target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ens.npz", "link.npz"]
+
+
+def test_rebound_public_state_is_checked_before_use(tmp_path):
+    # members, member_seeds, bootstrap and optimizers_ are plain attributes; before, a member
+    # of another dtype or architecture was trained and saved into a file load_ensemble then
+    # rejected (the save replaced a good file), a member listed twice was trained from two
+    # threads at once, and seed or optimizer lists of another length ended in IndexError
+    X, y = _regression(40)
+    path = tmp_path / "ens.npz"
+
+    def fresh():
+        return MLPEnsemble([3, 4, 1], 3, seed=0)
+
+    good = fresh()
+    good.save(path)
+    saved = path.read_bytes()
+    edits = [
+        (lambda e: e.members.__setitem__(1, fastnn.MLP([3, 4, 1], dtype=np.float64)),
+         ValueError, r"members\[1\] is MLP\(\[3, 4, 1\].*dtype=float64"),
+        (lambda e: e.members.__setitem__(2, fastnn.MLP([3, 7, 1])), ValueError,
+         r"members\[2\] is MLP\(\[3, 7, 1\]"),
+        (lambda e: e.members.append(e.members[0]), ValueError, "the same MLP object twice"),
+        (lambda e: setattr(e, "members", []), TypeError, "non-empty sequence"),
+        (lambda e: setattr(e, "member_seeds", [1]), ValueError,
+         "member_seeds has 1 entries; expected 3"),
+        (lambda e: setattr(e, "member_seeds", [0, -1, 2]), ValueError, r"member_seeds\[1\]"),
+        (lambda e: setattr(e, "bootstrap", "yes"), TypeError, "bootstrap must be True or False"),
+        (lambda e: setattr(e, "optimizers_", [None]), ValueError,
+         "optimizers_ is .*expected a list of 3"),
+        (lambda e: e.optimizers_.__setitem__(0, "adam"), TypeError, r"optimizers_\[0\] is a str"),
+    ]
+    for edit, error, message in edits:
+        for use in (lambda e: e.fit(X, y, "mse", epochs=1), lambda e: e.save(path),
+                    lambda e: e.predict(X), lambda e: e.jacobian(X),
+                    lambda e: e.input_gradient(X, output=0)):
+            ens = fresh()
+            originals = [(m, m.get_params()) for m in ens.members]
+            edit(ens)
+            with pytest.raises(error, match=message):
+                use(ens)
+            for m, p in originals:
+                np.testing.assert_array_equal(m.params, p)  # nothing trained
+    assert path.read_bytes() == saved  # the good file was never replaced
