@@ -365,6 +365,11 @@ class MLPEnsemble:
             template = get_optimizer(optimizer)
             optimizers = [copy.deepcopy(template) for _ in range(self.n_members)]
         self._optimizer_given = optimizer
+        # the optimizers the members now train with, from the start: a save during the fit
+        # (another thread, a callback) copies each member's weights and its optimizer's
+        # state under the member's lock, one consistent epoch boundary (before: it paired
+        # this fit's weights with the previous fit's optimizers, or none)
+        self.optimizers_ = optimizers
         stop = threading.Event()
         histories = [None] * self.n_members
         errors = [None] * self.n_members

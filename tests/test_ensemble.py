@@ -555,3 +555,24 @@ def test_rebound_public_state_is_checked_before_use(tmp_path):
             for m, p in originals:
                 np.testing.assert_array_equal(m.params, p)  # nothing trained
     assert path.read_bytes() == saved  # the good file was never replaced
+
+
+def test_a_save_during_fit_pairs_each_member_with_the_optimizer_it_trains_with(tmp_path):
+    # a callback (or a monitoring thread) saving the ensemble mid-fit: each member's file
+    # holds its weights and the state of the optimizer that produced them (before: the
+    # previous fit's optimizers, here none, so a resumed run restarted Adam's moments)
+    X, y = _regression(40)
+    ens = MLPEnsemble([3, 4, 1], 2, seed=0, dtype=np.float64)
+    path = tmp_path / "mid.npz"
+    snap = {}
+
+    def save_mid_fit(epoch, logs):
+        if logs["member"] == 1 and epoch == 2:
+            ens.save(path)
+            snap["params"] = [m.get_params() for m in ens.members]
+    ens.fit(X, y, "mse", fastnn.Adam(lr=0.01), epochs=3, n_threads=1,
+            callbacks=[save_mid_fit])
+    back = load_ensemble(path)
+    for k, (m, opt) in enumerate(zip(back.members, back.optimizers_)):
+        np.testing.assert_array_equal(m.params, snap["params"][k])
+        assert opt is not None and opt.t > 0 and opt.state[0] is not None, k
