@@ -261,6 +261,41 @@ def test_a_hyperparameter_broken_mid_fit_raises_before_compiled_code(attribute, 
     np.testing.assert_array_equal(model.params, before)  # nothing ran with the bad value
 
 
+
+@pytest.mark.parametrize("target, attribute, value, fragment", [
+    ("opt", "completed_epochs", -1, "completed_epochs (the optimizer's epoch count)=-1"),
+    ("opt", "completed_epochs", None, "must be an integer; got None"),
+    ("opt", "completed_epochs", 2**70, "completed_epochs (the optimizer's epoch count)="),
+    ("opt", "completed_epochs", 1.5, "must be an integer; got 1.5"),
+    ("schedule", "step_size", 0, "step_size=0; expected step_size >= 1"),
+    ("schedule", "gamma", float("inf"), "gamma=inf"),
+    ("schedule", "step_size", "x", "step_size must be an integer"),
+])
+def test_epoch_count_and_schedule_settings_broken_mid_fit_are_checked(target, attribute,
+                                                                       value, fragment):
+    # before: a ZeroDivisionError inside StepDecay.lr, numpy's "expected non-negative
+    # integer" or "Python int too large to convert to C unsigned long" from the shuffling,
+    # "unsupported operand type(s)": the epoch count and the schedule's settings are plain
+    # attributes, now checked as the constructors check them, before and during a fit
+    X, y = data(32)
+    for when in ("before", "during"):
+        model = MLP([4, 8, 3], seed=0)
+        opt = SGD(lr=0.01, schedule=fastnn.optim.StepDecay(step_size=2, gamma=0.5))
+        obj = opt if target == "opt" else opt.schedule
+        before = model.get_params()
+
+        def break_it(epoch, logs):
+            nonlocal before
+            before = model.get_params()
+            setattr(obj, attribute, value)
+        if when == "before":
+            setattr(obj, attribute, value)
+        check_error(lambda: fastnn.fit(model, X, y, "cross_entropy", opt, epochs=3,
+                                       callbacks=[break_it] if when == "during" else []),
+                    (TypeError, ValueError), fragment)
+        np.testing.assert_array_equal(model.params, before)  # nothing ran with the bad value
+
+
 def test_optimizer_state_assignment_is_checked_and_refitted_to_the_model():
     model = MLP([4, 8, 3], seed=0)
     X, y = data(16)
