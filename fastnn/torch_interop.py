@@ -141,6 +141,9 @@ def to_torch(model):
             raise ValueError(f"layer {k} has normalization={layer.normalization!r}; to_torch "
                              "does not translate layer normalization yet")
     _require_torch()
+    # one snapshot of the weights, copied under the model's lock: a fit in another thread
+    # writes params under it epoch by epoch, so the module never mixes two epochs' layers
+    model = model.copy()
     dtype = getattr(torch, _DTYPES[model.dtype])
     modules = []
     for k, layer in enumerate(model.layers):
