@@ -352,6 +352,7 @@ class MLP:
         """Own the vectors and bind the views; initialize=False leaves zeros (fastnn.load
         fills the parameters from the file, so a large network is never initialised)."""
         dtype = float_dtype(dtype)
+        self._dtype = np.dtype(dtype)
         self._lock = threading.RLock()
         self._loss = None
         self.output = output
@@ -394,7 +395,7 @@ class MLP:
 
     @property
     def params(self):
-        return self._params
+        return self._owned(self._params, "params")
 
     @params.setter
     def params(self, values):
@@ -402,19 +403,33 @@ class MLP:
 
     @property
     def grads(self):
-        return self._grads
+        return self._owned(self._grads, "grads")
+
+    def _owned(self, vector, name):
+        """An owned vector, checked against the network (O(1)): numpy lets a user change an
+        array's dtype, shape or strides in place (``model.params.dtype = np.float32``), and
+        compiled code must not see such a vector, nor report it as a Cython signature error."""
+        if vector.dtype != self._dtype or vector.shape != (self._spec.n_params,) or \
+                not vector.flags.c_contiguous:
+            raise ValueError(
+                f"model.{name} was changed in place: it is a {vector.dtype} array of shape "
+                f"{vector.shape} (C-contiguous: {vector.flags.c_contiguous}); the network "
+                f"expects a C-contiguous {self._dtype.name} vector of {self._spec.n_params} "
+                f"entries. Set the array's dtype/shape/strides back (or build the model "
+                "again); to change values, assign model.params = values")
+        return vector
 
     @grads.setter
     def grads(self, values):
         converted = check_values(values, "grads", (self.n_params,), self.dtype)
         with self._lock:
-            check_writeable(self._grads, "model.grads")
-            self._grads[...] = converted
+            check_writeable(self.grads, "model.grads")
+            self.grads[...] = converted
 
     @property
     def dtype(self):
         """numpy.float32 or numpy.float64 (read-only)."""
-        return self._params.dtype
+        return self._dtype
 
     @property
     def layer_sizes(self):
@@ -484,7 +499,7 @@ class MLP:
         b = [check_values(c, f"{names[1]}[{k}]", (layer.n_out,), self.dtype)
              for k, (c, layer) in enumerate(zip(intercepts, self._layers))]
         with self._lock:
-            check_writeable(self._params, "model.params")
+            check_writeable(self.params, "model.params")
             for layer, w, bias in zip(self._layers, W, b):
                 layer.W[...] = w
                 layer.b[...] = bias
@@ -590,8 +605,8 @@ class MLP:
         """
         converted = check_values(params, "params", (self.n_params,), self.dtype)
         with self._lock:
-            check_writeable(self._params, "model.params")
-            self._params[...] = converted
+            check_writeable(self.params, "model.params")
+            self.params[...] = converted
         return self
 
     def copy(self):
@@ -918,7 +933,8 @@ class MLP:
         # The compiled NetSpec and the lock cannot be pickled, and the layers' W/b/dW/db are
         # views that pickle would store as separate copies: keep the vectors and a
         # description of each layer, and rebuild the rest in __setstate__.
-        owned = ("_spec", "_layers", "_lock", "_params", "_grads", "_output", "_loss")
+        owned = ("_spec", "_layers", "_lock", "_params", "_grads", "_output", "_loss",
+                 "_dtype")
         state = {k: v for k, v in self.__dict__.items() if k not in owned}
         with self._lock:
             params = self._params.copy()

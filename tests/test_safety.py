@@ -60,6 +60,35 @@ def test_params_and_grads_cannot_be_rebound_to_short_vectors():
     np.testing.assert_array_equal(model.predict(X), before)
 
 
+
+@pytest.mark.parametrize("name", ["params", "grads"])
+@pytest.mark.parametrize("change", ["dtype", "shape", "strides"])
+def test_owned_vectors_changed_in_place_are_a_clear_error(name, change):
+    # numpy lets a user change an array's dtype, shape or strides in place; before, the model
+    # then reported the new dtype and compiled calls failed with "No matching signature
+    # found" or "Buffer dtype mismatch", naming nothing
+    X, y = data(16)
+    model = MLP([4, 6, 3], seed=0, dtype=np.float64)
+    vector = getattr(model, name)
+    if change == "dtype":
+        vector.dtype = np.float32        # twice as many float32 entries
+    elif change == "shape":
+        vector.shape = (1, vector.size)
+    else:
+        vector.strides = (0,)
+    assert model.dtype == np.float64
+    for call in (lambda: model.predict(X), lambda: model.fit(X, y, "cross_entropy", epochs=1),
+                 lambda: model.loss_and_grad(X, y, "cross_entropy"),
+                 lambda: Adam().step(model), lambda: model.jacobian(X)):
+        try:
+            call()
+        except ValueError as exc:
+            assert f"model.{name} was changed in place" in str(exc), str(exc)
+            assert "float64 vector of 51 entries" in str(exc), str(exc)
+        else:  # only calls that do not use grads may succeed when grads changed
+            assert name == "grads", call
+
+
 def test_assigning_params_copies_into_the_owned_buffer_and_keeps_the_views():
     model = MLP([3, 4, 2], seed=0)
     owned = model.params
