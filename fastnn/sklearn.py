@@ -466,7 +466,7 @@ class _BaseMLP(BaseEstimator):
 
     @coefs_.setter
     def coefs_(self, values):
-        self._assign(values, self.model_.coefs, "coefs_")
+        self._assign(values, "coefs_")
 
     @property
     def intercepts_(self):
@@ -475,21 +475,20 @@ class _BaseMLP(BaseEstimator):
 
     @intercepts_.setter
     def intercepts_(self, values):
-        self._assign(values, self.model_.intercepts, "intercepts_")
+        self._assign(values, "intercepts_")
 
-    @staticmethod
-    def _assign(values, views, name):
-        values = list(values)
-        if len(values) != len(views):
-            raise ValueError(f"{name} needs {len(views)} arrays; got {len(values)}")
-        arrays = [np.asarray(v) for v in values]
-        for k, (a, view) in enumerate(zip(arrays, views)):
-            if a.shape != view.shape:
-                raise ValueError(f"{name}[{k}] has shape {a.shape}; expected {view.shape}")
-            if not np.isfinite(a).all():
-                raise ValueError(f"{name}[{k}] contains NaN or infinity")
-        for a, view in zip(arrays, views):
-            view[...] = a
+    def _assign(self, values, which):
+        """The coefs_/intercepts_ setters: MLP.set_weights (real, finite, representable in
+        the model's dtype, the right shapes; all checked before any is written, under the
+        model's lock), its messages naming ``coefs_[k]`` / ``intercepts_[k]``."""
+        check_is_fitted(self, "model_")
+        if not isinstance(values, (list, tuple)):
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+                raise TypeError(f"{which} must be a list of arrays, one per layer; got "
+                                f"{type(values).__name__}")
+            values = list(values)
+        coefs, intercepts = (values, None) if which == "coefs_" else (None, values)
+        self.model_._set_weights(coefs, intercepts, ("coefs_", "intercepts_"))
 
     @property
     def n_layers_(self):
