@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "from inside the repository root when testing an installed copy."
     ) from exc
 
-from fastnn import datasets, fpmode, init, losses, optim, threads  # noqa: E402
+from fastnn import datasets, fpmode, init, losses, optim, tabular, threads  # noqa: E402
 from fastnn.fpmode import get_flush_denormals, set_flush_denormals  # noqa: E402
 from fastnn.gradcheck import GradientReport, check_gradients  # noqa: E402
 from fastnn.layers import ACTIVATIONS, dense_backward, dense_forward  # noqa: E402
@@ -41,7 +41,7 @@ __all__ = [
     "KLDivergence", "MLP", "MSE", "PoissonNLL", "ReduceOnPlateau", "SGD", "StepDecay",
     "TrainingDiverged", "check_gradients", "datasets", "dense_backward", "dense_forward", "fit",
     "fpmode", "get_flush_denormals", "init", "load", "losses", "optim", "set_flush_denormals",
-    "threads", "to_onnx", "__version__",
+    "tabular", "threads", "to_onnx", "__version__",
 ]
 __all__ += ["EnsemblePrediction", "MLPEnsemble", "load_ensemble"]  # fastnn.ensemble
 

@@ -1,7 +1,7 @@
 """The fused dense layer: one GEMM, then one pass for bias + activation (and back).
 
-Samples are rows (THEORY.md): X (B, n_in), W (n_in, n_out), b (n_out,), A (B, n_out).  A reader
-used to samples-as-columns (Z = W X + b) sees the transpose of the same arithmetic.
+Samples are rows (docs/theory.md, section 1): X (B, n_in), W (n_in, n_out), b (n_out,),
+A (B, n_out).  A reader used to samples-as-columns (Z = W X + b) sees the transpose of the same arithmetic.
 
 The cdef functions take raw pointers and sizes so the training loop (_sgd.pyx) calls them on
 its workspace without touching Python; the def functions below are the entry points used by

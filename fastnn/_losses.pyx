@@ -77,7 +77,8 @@ cdef inline double _row_mse(const floating *z, const floating *y, int k, double 
                             floating *g) noexcept nogil:
     """l = (1/k) sum_j (z_j - y_j)^2;  dl/dz_j = 2 (z_j - y_j) / k.
 
-    The Gaussian NLL with 1/sigma^2 = 2/k: MSE is that MLE in disguise (THEORY.md).
+    The Gaussian NLL with 1/sigma^2 = 2/k: MSE is that MLE in disguise (docs/theory.md,
+    section 4).
     """
     return _row_gaussian(z, y, k, 2.0 / k, c, g)
 

@@ -90,7 +90,7 @@ def activation_grad(z, name, alpha=None):
 
 
 def activation_grad_from_output(a, name, alpha=None):
-    """act'(z) expressed through a = act(z) (THEORY.md), where it can be."""
+    """act'(z) expressed through a = act(z) (docs/theory.md, section 2), where it can be."""
     alpha = _alpha(name, alpha)
     if name == "identity":
         return np.ones_like(a)

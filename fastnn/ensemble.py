@@ -82,7 +82,6 @@ from fastnn._version import __version__  # not the package, which imports this m
 from fastnn._validation import MAX_DIM, check_bool, check_number
 from fastnn.io import (ModelFileError, load as _load_model, _atomic_write, _check_path,
                        _description_header, _entries, _read_npy)
-from fastnn.layers import DEFAULT_LEAKY_SLOPE
 from fastnn.losses import GaussianNLL, get_loss
 from fastnn.model import MLP, as_input
 from fastnn.optim import Optimizer, get_optimizer
@@ -111,6 +110,11 @@ def available_cores():
 
 class EnsemblePrediction(NamedTuple):
     """The ensemble's Gaussian predictive distribution per sample and target.
+
+    Parameters
+    ----------
+    mean, aleatoric, epistemic : ndarray of shape (n_samples, n_targets)
+        As the attributes below (a named tuple: built by ``predict_distribution``).
 
     Attributes
     ----------
@@ -146,7 +150,8 @@ class MLPEnsemble:
         The members' widths ``[n_0, ..., n_L]`` (see ``fastnn.MLP``).
     n_members : int, default 5
         K >= 1.  Lakshminarayanan et al. find 5 members enough for most of the benefit.
-    activation, output, init, bias_init, dtype, alpha, warn_symmetric, dropout, normalization
+    activation, output, init, bias_init, dtype, negative_slope, alpha, warn_symmetric, dropout,
+    normalization
         As for ``fastnn.MLP``, the same for every member.
     seed : int, numpy.random.Generator or None
         Draws the members' seeds ``member_seeds`` (K ints): member k is ``MLP(..., seed=
@@ -170,7 +175,7 @@ class MLPEnsemble:
 
     def __init__(self, layer_sizes, n_members=5, *, activation="relu", output="auto",
                  init=None, bias_init=0.0, dtype=np.float32, seed=None,
-                 alpha=DEFAULT_LEAKY_SLOPE, bootstrap=False, warn_symmetric=True,
+                 negative_slope=None, alpha=None, bootstrap=False, warn_symmetric=True,
                  dropout=0.0, normalization=None):
         n_members = int(check_number(n_members, "n_members", low=1, high=_MAX_MEMBERS,
                                      integer=True))
@@ -179,7 +184,8 @@ class MLPEnsemble:
         rng = np.random.default_rng(seed)
         seeds = [int(s) for s in rng.integers(0, 2**31 - 1, n_members)]
         members = [MLP(layer_sizes, activation=activation, output=output, init=init,
-                       bias_init=bias_init, dtype=dtype, seed=s, alpha=alpha,
+                       bias_init=bias_init, dtype=dtype, seed=s,
+                       negative_slope=negative_slope, alpha=alpha,
                        warn_symmetric=warn_symmetric, dropout=dropout,
                        normalization=normalization)
                    for s in seeds]
@@ -189,7 +195,18 @@ class MLPEnsemble:
     def from_models(cls, models, member_seeds=None, bootstrap=False):
         """An ensemble of existing models (kept, not copied) of one architecture and dtype.
 
-        member_seeds (K ints >= 0) are the seeds later fits shuffle with; default 0..K-1.
+        Parameters
+        ----------
+        models : sequence of fastnn.MLP
+            K >= 1 models with the same layer sizes, activations and dtype.
+        member_seeds : sequence of int >= 0, optional
+            K seeds later fits shuffle with; default 0..K-1.
+        bootstrap : bool, default False
+            As for ``MLPEnsemble``.
+
+        Returns
+        -------
+        MLPEnsemble
         """
         models, member_seeds = _check_members(models, member_seeds, "models")
         self = cls.__new__(cls)
@@ -262,6 +279,17 @@ class MLPEnsemble:
 
         Drawn from ``numpy.random.default_rng([member_seeds[k], 0xB007])``, a stream apart
         from the member's initialization and shuffling.  Used by ``fit`` when bootstrap=True.
+
+        Parameters
+        ----------
+        k : int in [0, n_members)
+            The member.
+        n_samples : int >= 1
+            Rows of the training data.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,), int64
         """
         k = check_number(k, "k", low=0, high=self.n_members - 1, integer=True)
         n_samples = check_number(n_samples, "n_samples", low=1, high=MAX_DIM, integer=True)
@@ -478,7 +506,17 @@ class MLPEnsemble:
         return self.members[0]._link_name()
 
     def predict_members(self, X):
-        """Every member's ``predict``, stacked: shape (n_members, n_samples, n_outputs')."""
+        """Every member's ``predict``, stacked: shape (n_members, n_samples, n_outputs').
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+            Converted once to the members' dtype.
+
+        Returns
+        -------
+        ndarray of shape (n_members, n_samples, n_outputs'), the members' dtype
+        """
         self._check_state()
         X = as_input(X, "X", self.dtype, self.n_inputs)
         return np.stack([m.predict(X) for m in self.members])
@@ -489,6 +527,11 @@ class MLPEnsemble:
         Classification: the mean of the members' probabilities; regression: the mixture's
         mean mu*; Poisson: the mean rate.
 
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+            Converted once to the members' dtype.
+
         Returns
         -------
         ndarray of shape (n_samples, n_outputs) (n_outputs // 2 with a learned variance),
@@ -497,7 +540,22 @@ class MLPEnsemble:
         return self.predict_members(X).mean(axis=0, dtype=np.float64).astype(self.dtype)
 
     def predict_proba(self, X):
-        """The mean of the members' class probabilities (sigmoid or softmax link)."""
+        """The mean of the members' class probabilities (sigmoid or softmax link).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+            Converted once to the members' dtype.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_outputs), the members' dtype
+
+        Raises
+        ------
+        ValueError
+            The members' output link is not sigmoid or softmax.
+        """
         if self._link() not in _CLASSIFIER_LINKS:
             raise ValueError(f"predict_proba needs a sigmoid or softmax output; the members' "
                              f"output link is {self._link()!r}")
@@ -505,6 +563,11 @@ class MLPEnsemble:
 
     def predict_distribution(self, X):
         """The mixture's mean and its variance split into aleatoric and epistemic parts.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+            Converted once to the members' dtype.
 
         Returns
         -------
@@ -547,6 +610,15 @@ class MLPEnsemble:
 
         With MSE this is the epistemic part alone: the members' disagreement, not the noise
         in y (see ``predict_distribution``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+            Converted once to the members' dtype.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_targets), float64
         """
         return self.predict_distribution(X).std
 
@@ -587,8 +659,15 @@ class MLPEnsemble:
                        reduction="none", sample_weight=None, return_std=False):
         """The members' ``MLP.input_gradient``: their mean (and standard deviation).
 
-        Arguments as for ``MLP.input_gradient``.  The mean of the members' output gradients
-        is the gradient of the ensemble's mean prediction.
+        The mean of the members' output gradients is the gradient of the ensemble's mean
+        prediction.
+
+        Parameters
+        ----------
+        X, y, loss, output, of, reduction, sample_weight
+            As for ``MLP.input_gradient``.
+        return_std : bool, default False
+            Also return the members' standard deviation.
 
         Returns
         -------
@@ -606,6 +685,13 @@ class MLPEnsemble:
     def jacobian(self, X, of="output", *, return_std=False):
         """The members' ``MLP.jacobian``: their mean (and standard deviation).
 
+        Parameters
+        ----------
+        X, of
+            As for ``MLP.jacobian``.
+        return_std : bool, default False
+            Also return the members' standard deviation.
+
         Returns
         -------
         mean : ndarray of shape (n_samples, n_outputs, n_inputs), float64
@@ -621,7 +707,13 @@ class MLPEnsemble:
     # ------------------------------------------------------------------ persistence
 
     def save(self, path):
-        """Write the ensemble to one ``.npz`` file, atomically (format: module docstring)."""
+        """Write the ensemble to one ``.npz`` file, atomically (format: module docstring).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file written (replaced atomically if it exists).
+        """
         from fastnn.io import save_model
         self._check_state()
         path = _check_path(path)
@@ -695,6 +787,10 @@ def _mean_std(values, return_std):
 
 def load_ensemble(path):
     """Load an ensemble written by ``MLPEnsemble.save``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
 
     Returns
     -------

@@ -68,8 +68,22 @@ def set_flush_denormals(enabled):
     keep them as IEEE 754 prescribes (False).  Returns the previous setting.
 
     Applies to the whole process; a ``flush_denormals`` block overrides it in the thread
-    that entered the block, and ``fit(..., flush_denormals=...)`` for one fit.  Returns the
-    process-wide setting it replaces.  Raises TypeError unless `enabled` is True or False.
+    that entered the block, and ``fit(..., flush_denormals=...)`` for one fit.
+
+    Parameters
+    ----------
+    enabled : bool
+        True flushes subnormal inputs and results to zero; False keeps them.
+
+    Returns
+    -------
+    bool
+        The process-wide setting it replaces.
+
+    Raises
+    ------
+    TypeError
+        `enabled` is not True or False.
     """
     global _flush
     enabled = check_bool(enabled, "enabled")

@@ -18,6 +18,13 @@ ZERO_GRADIENT_SCALE = 1e-8
 class GradientReport:
     """The outcome of ``check_gradients``: one row per parameter block.
 
+    Parameters
+    ----------
+    rows : list of dict
+        As the attribute below.
+    loss : float
+        As the attribute below.
+
     Attributes
     ----------
     rows : list of dict
@@ -40,7 +47,17 @@ class GradientReport:
         return max(row["max_rel_error"] for row in self.rows)
 
     def ok(self, tol=1e-6):
-        """True when every block's relative error is below `tol`."""
+        """True when every block's relative error is below `tol`.
+
+        Parameters
+        ----------
+        tol : float, default 1e-6
+            Largest acceptable relative error (dimensionless).
+
+        Returns
+        -------
+        bool
+        """
         return self.max_rel_error < tol
 
     def __str__(self):

@@ -50,7 +50,8 @@ Config format (JSON-serializable; what a saved model stores)
 Aliases are accepted on input and written as the canonical name (``xavier_uniform`` ->
 ``glorot_uniform``, ``xavier_normal`` -> ``lecun_normal``).
 
-Naming caution: the ``xavier_normal`` here is ``N(0, 1/n_in)`` (LeCun), as in THEORY.md.
+Naming caution: the ``xavier_normal`` here is ``N(0, 1/n_in)`` (LeCun), as in docs/theory.md
+(section 3).
 PyTorch's ``torch.nn.init.xavier_normal_`` is our ``glorot_normal``, ``N(0, 2/(n_in + n_out))``.
 Keras' ``he_normal``/``lecun_normal``/``glorot_normal`` draw a *truncated* normal; ours draw the
 plain normal of the formula (``variance_scaling(..., distribution="truncated_normal")`` gives
@@ -313,6 +314,15 @@ class VarianceScaling(Initializer):
     ``variance = scale / fan``; see :func:`variance_scaling` for the three distributions.
     ``scale``, ``mode`` and ``distribution`` are read-only attributes (also on the named
     presets such as ``he_normal``, whose ``scale`` is 2.0).
+
+    Parameters
+    ----------
+    scale : float > 0, default 1.0
+        The variance times the fan (2.0 for He, 1.0 for LeCun and Glorot).
+    mode : {"fan_in", "fan_out", "fan_avg"}, default "fan_in"
+        Which fan divides the scale (fan_avg = (n_in + n_out) / 2, Glorot).
+    distribution : {"normal", "uniform", "truncated_normal"}, default "normal"
+        See :func:`variance_scaling`; every distribution has the stated variance.
     """
     __slots__ = ("_scale", "_mode", "_distribution")
     name = "variance_scaling"
@@ -465,7 +475,8 @@ def constant(value):
 
     Notes
     -----
-    Use for biases: ``constant(0.1)`` before ReLU makes few units start inactive (THEORY.md).
+    Use for biases: ``constant(0.1)`` before ReLU makes few units start inactive
+    (docs/theory.md, section 3).
     For weights it only demonstrates the symmetry problem (all units stay identical through
     training); ``symmetric`` is True so that a model can warn.
     """

@@ -7,13 +7,22 @@ Format (``FORMAT_VERSION`` 1).  A zip archive as ``numpy.savez`` writes it, hold
 
         {"format": "fastnn-model", "format_version": 1, "fastnn_version": "0.1.0",
          "layer_sizes": [n_0, ..., n_L], "dtype": "float32" | "float64",
-         "layers": [{"activation": ..., "alpha": ..., "dropout": ..., "normalization": ...,
-                     "init": {...}, "bias_init": {...}}, ...],
+         "layers": [{"activation": ..., "negative_slope": ..., "alpha": ...,
+                     "dropout": ..., "normalization": ..., "init": {...}, "bias_init": {...}},
+                    ...],
          "output": "auto" | link, "loss": {"name": ..., ...} | null,
          "n_params": N, "params_sha256": "<hex digest of the little-endian parameter bytes>",
+         "tabular": null | {"feature_names": [...], "target": ..., "task": ..., "classes": ...,
+                            "x_mean": [...], "x_scale": [...], "x_fill": null | [...],
+                            "y_mean": m, "y_scale": s}   (fastnn.tabular.Preprocessor),
          "optimizer": null | {"name": "SGD" | "Adam", "config": {...},
                               "schedule": {"name": ..., "config": {...}, "state": {...}},
                               "t": steps, "completed_epochs": epochs, "has_state": bool}}
+
+    A layer's ``negative_slope`` is leaky_relu's slope and ``alpha`` elu's alpha (PyTorch's
+    names).  Files written before ``negative_slope`` existed hold only ``alpha``, then the
+    activation's one parameter (the leaky_relu slope, or elu's alpha); they load with that
+    meaning.
 
     Initializer configs are those of ``fastnn.init`` (null for an initializer that cannot be
     rebuilt from its config: the layer then gets the default for its activation, which only
@@ -63,9 +72,11 @@ from fastnn import init as _init
 from fastnn._version import __version__
 from fastnn import optim as _optim
 from fastnn._validation import MAX_DIM, check_bool, check_choice, check_number
+from fastnn.layers import dense_kwargs, parameter_kwargs
 from fastnn.losses import Loss
 from fastnn.model import Dense, MLP
 from fastnn.training import EarlyStopping
+from fastnn.tabular import Preprocessor
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "save_model", "load"]
 
@@ -148,7 +159,8 @@ def save_model(model, path, optimizer=None):
         "fastnn_version": __version__,
         "layer_sizes": [int(n) for n in model.layer_sizes],
         "dtype": model.dtype.name,
-        "layers": [{"activation": layer.activation, "alpha": layer.alpha,
+        "layers": [{"activation": layer.activation, "negative_slope": layer.negative_slope,
+                    "alpha": layer.alpha,
                     "dropout": layer.dropout, "normalization": layer.normalization,
                     "init": _initializer_config(layer.init, k, "init"),
                     "bias_init": _initializer_config(layer.bias_init, k, "bias_init")}
@@ -158,6 +170,10 @@ def save_model(model, path, optimizer=None):
         "n_params": int(model.n_params),
         "params_sha256": hashlib.sha256(params.tobytes()).hexdigest(),
         "optimizer": optimizer_description,
+        # the table a `fastnn train` model was fitted on (fastnn.tabular): columns, classes,
+        # standardisation; null for a model trained from arrays
+        "tabular": (model.preprocessor_.get_config()
+                    if getattr(model, "preprocessor_", None) is not None else None),
     }
     arrays = {"params": params}
     for i, state in enumerate(states):
@@ -667,6 +683,12 @@ def _check_model_description(path, d):
                                   f"{where}.activation", tuple(ACTIVATIONS))
         alpha = _float_field(path, _field(path, layer, "alpha", f"{where}.alpha"),
                             f"{where}.alpha", low=0.0)
+        if "negative_slope" in layer:
+            slope = _float_field(path, layer["negative_slope"], f"{where}.negative_slope",
+                                low=0.0)
+            parameters = dense_kwargs(activation, slope, alpha)
+        else:  # written before the rename: alpha is the activation's one parameter
+            parameters = parameter_kwargs(activation, alpha)
         init = _object_field(path, layer.get("init"), f"{where}.init", nullable=True)
         bias_init = _object_field(path, layer.get("bias_init"), f"{where}.bias_init",
                                  nullable=True)
@@ -682,7 +704,7 @@ def _check_model_description(path, d):
                                        f"normalization={normalization!r}; both apply to "
                                        "hidden layers only")
         layer_specs.append(dict(
-            activation=activation, alpha=alpha, dropout=float(dropout),
+            activation=activation, parameters=parameters, dropout=float(dropout),
             normalization=normalization,
             init=_built(path, f"{where}.init", _rebuild_initializer, init, activation),
             bias_init=_built(path, f"{where}.bias_init", _rebuild_initializer, bias_init,
@@ -707,8 +729,13 @@ def _check_model_description(path, d):
     if not isinstance(digest, str) or len(digest) != 64:
         raise ModelFileError(path, f"its params_sha256 is {_short(digest)}; expected 64 hex "
                                    "digits")
+    # the preprocessing of a `fastnn train` model (fastnn.tabular), checked by its own
+    # from_config; its widths against the network in _build_model
+    tabular = _object_field(path, d.get("tabular"), "tabular", nullable=True)
+    if tabular is not None:
+        tabular = _built(path, "tabular", Preprocessor.from_config, tabular)
     return {"sizes": sizes, "n_params": n_params, "dtype": dtype, "layers": layer_specs,
-            "output": output, "loss": loss, "params_sha256": digest}
+            "output": output, "loss": loss, "params_sha256": digest, "tabular": tabular}
 
 
 def _build_model(path, spec, params):
@@ -721,8 +748,8 @@ def _build_model(path, spec, params):
         raise ModelFileError(path, "its params contain NaN or infinity")
     sizes = spec["sizes"]
     layers = [Dense(sizes[k], sizes[k + 1], d["activation"], init=d["init"],
-                    bias_init=d["bias_init"], alpha=d["alpha"], dropout=d["dropout"],
-                    normalization=d["normalization"])
+                    bias_init=d["bias_init"], dropout=d["dropout"],
+                    normalization=d["normalization"], **d["parameters"])
               for k, d in enumerate(spec["layers"])]
     layers[-1].activation = "identity"  # logits, as MLP.from_layers does
     # built without running the initializers: the file's parameters replace them
@@ -732,7 +759,21 @@ def _build_model(path, spec, params):
     model.params[...] = little
     if spec["loss"] is not None:
         _built(path, "loss", setattr, model, "loss_", spec["loss"])
+    if spec["tabular"] is not None:
+        _built(path, "tabular", _attach_preprocessor, model, spec["tabular"])
     return model
+
+
+def _attach_preprocessor(model, pre):
+    """The tabular preprocessing (fastnn.tabular), checked against the model's widths."""
+    n_out = model.n_outputs // (2 if model._link_name() == "gaussian" else 1)
+    expected = len(pre.classes) if pre.classes is not None else 1
+    if model.n_inputs != len(pre.feature_names) or (n_out != expected and not (
+            pre.classes is not None and len(pre.classes) == 2 and n_out == 1)):
+        raise ValueError(f"the tabular description has {len(pre.feature_names)} features and "
+                         f"{expected} outputs; the network has {model.n_inputs} inputs and "
+                         f"{n_out} outputs")
+    model.preprocessor_ = pre
 
 
 def _rebuild_initializer(config, activation):

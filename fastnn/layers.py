@@ -18,7 +18,7 @@ identity        z
 sigmoid         1 / (1 + exp(-z))
 tanh            tanh(z)
 relu            max(z, 0)
-leaky_relu      z for z > 0, alpha z otherwise (alpha default 0.01)
+leaky_relu      z for z > 0, negative_slope z otherwise (negative_slope default 0.01)
 elu             z for z > 0, alpha (exp(z) - 1) otherwise (alpha default 1.0; Clevert et
                 al., 2016)
 selu            lambda elu(z) with alpha = 1.6732632423543772, lambda = 1.0507009873554805
@@ -43,9 +43,9 @@ ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 
 ACTIVATION_ALIASES = {"swish": "silu"}
 #: activations whose backward pass reads the pre-activation Z, not the output
 KEEPS_PREACTIVATION = ("gelu", "gelu_tanh", "silu")
+#: leaky_relu's ``negative_slope`` and elu's ``alpha`` when None is given (PyTorch's defaults)
 DEFAULT_LEAKY_SLOPE = 0.01
-#: ``alpha`` when None is given: the leaky_relu slope, the elu saturation value
-DEFAULT_ALPHA = {"leaky_relu": DEFAULT_LEAKY_SLOPE, "elu": 1.0}
+DEFAULT_ELU_ALPHA = 1.0
 
 
 def canonical_activation(activation, name="activation"):
@@ -58,14 +58,11 @@ def activation_code(activation, name="activation"):
     return ACTIVATIONS[canonical_activation(activation, name)]
 
 
-def default_alpha(activation):
-    """``alpha`` used when None is given: 0.01 for leaky_relu, 1.0 for elu (else unused)."""
-    return DEFAULT_ALPHA.get(canonical_activation(activation), DEFAULT_LEAKY_SLOPE)
+def _check_slope(negative_slope):
+    return float(check_number(negative_slope, "negative_slope", low=0.0))
 
 
-def _check_slope(alpha, activation="leaky_relu"):
-    if alpha is None:
-        return default_alpha(activation)
+def _check_elu_alpha(alpha):
     return float(check_number(alpha, "alpha", low=0.0))
 
 
@@ -76,6 +73,88 @@ def _check_alpha_fits(alpha, dtype, name="alpha"):
         if not np.isfinite(np.asarray(alpha, dtype=dtype)):
             raise ValueError(f"{name}={alpha:g} overflows the dtype {np.dtype(dtype).name} of "
                              f"X (at most {np.finfo(dtype).max:g})")
+
+
+def resolve_activation_parameters(negative_slope, alpha, activations, where):
+    """``(negative_slope, alpha)`` from the user's arguments, with PyTorch's names.
+
+    ``negative_slope`` is leaky_relu's slope (``torch.nn.LeakyReLU``, default 0.01) and
+    ``alpha`` ELU's alpha (``torch.nn.ELU``, default 1.0; selu uses its fixed published
+    constants).  Every scikit-learn user reads ``alpha`` as the L2 penalty, so it never
+    silently means anything else: given while no layer in `activations` is elu it is a
+    TypeError naming ``weight_decay`` and ``negative_slope`` -- except for a model with
+    leaky_relu layers, where ``alpha`` was fastnn's former name of the slope and still sets
+    it, with a FutureWarning, until removal.
+
+    Parameters
+    ----------
+    negative_slope, alpha : float >= 0 or None
+        As given by the user; None for "not given".
+    activations : sequence of str
+        The canonical activation names of the layers concerned.
+    where : str
+        The caller's name, for the messages.
+
+    Returns
+    -------
+    negative_slope, alpha : float
+
+    Raises
+    ------
+    TypeError
+        `alpha` without an elu layer (and without a leaky_relu layer), or `alpha` and
+        `negative_slope` both given for a leaky_relu-only model.
+    ValueError
+        A negative or non-finite value.
+    """
+    acts = set(activations)
+    if alpha is not None and "elu" not in acts:
+        hint = ("scikit-learn's alpha (an L2 penalty) is weight_decay of the optimizer "
+                "(fastnn.SGD / fastnn.Adam, or fastnn.sklearn's alpha=); leaky_relu's slope "
+                "is negative_slope")
+        if "leaky_relu" not in acts:
+            raise TypeError(f"{where} got alpha={alpha!r}, but alpha is ELU's parameter here "
+                            f"(as in torch.nn.ELU) and no layer uses elu: {hint}")
+        if negative_slope is not None:
+            raise TypeError(f"{where} got both negative_slope and alpha; alpha is the "
+                            "deprecated name of the leaky_relu slope: pass only negative_slope")
+        import warnings
+        warnings.warn(f"{where}: alpha as the leaky-ReLU slope is deprecated (alpha is ELU's "
+                      f"parameter, as in PyTorch); pass negative_slope={alpha!r} instead. "
+                      f"{hint}.", FutureWarning, stacklevel=3)
+        negative_slope, alpha = alpha, None
+    slope = DEFAULT_LEAKY_SLOPE if negative_slope is None else _check_slope(negative_slope)
+    alpha = DEFAULT_ELU_ALPHA if alpha is None else _check_elu_alpha(alpha)
+    return slope, alpha
+
+
+def dense_kwargs(activation, negative_slope, alpha):
+    """``negative_slope=`` and ``alpha=`` that rebuild a layer of `activation` (alpha only for
+    elu, where it is not a TypeError)."""
+    return {"negative_slope": negative_slope,
+            "alpha": alpha if canonical_activation(activation) == "elu" else None}
+
+
+def parameter_kwargs(activation, parameter):
+    """The same, from the activation's one parameter (the leaky_relu slope, or elu's alpha;
+    else unused): what files and pickles written before the rename call ``alpha``, and what
+    an imported torch/ONNX activation module holds."""
+    activation = canonical_activation(activation)
+    return {"negative_slope": parameter if activation == "leaky_relu" else None,
+            "alpha": parameter if activation == "elu" else None}
+
+
+def parameter_name(activation):
+    """The name of the activation's one parameter in messages: "negative_slope" for
+    leaky_relu, "alpha" otherwise (elu's; unused by the rest)."""
+    return "negative_slope" if canonical_activation(activation) == "leaky_relu" else "alpha"
+
+
+def activation_parameter(activation, negative_slope, alpha):
+    """The one scalar the compiled kernels take: the slope for leaky_relu, alpha for elu."""
+    activation = canonical_activation(activation)
+    return negative_slope if activation == "leaky_relu" else (
+        alpha if activation == "elu" else DEFAULT_LEAKY_SLOPE)
 
 
 def _check_layer_arrays(X, W, b):
@@ -91,7 +170,7 @@ def _check_layer_arrays(X, W, b):
     return X, W, b
 
 
-def dense_forward(X, W, b, activation="relu", *, alpha=None, out=None):
+def dense_forward(X, W, b, activation="relu", *, negative_slope=None, alpha=None, out=None):
     """Forward pass of a dense layer: ``act(X @ W + b)``.
 
     Parameters
@@ -103,9 +182,12 @@ def dense_forward(X, W, b, activation="relu", *, alpha=None, out=None):
     b : ndarray of shape (n_out,), same dtype as X
     activation : str
         One of ``ACTIVATIONS`` (see the module docstring) or "swish" (= "silu").
+    negative_slope : float >= 0, optional
+        leaky_relu's slope for negative inputs (default 0.01), as ``torch.nn.LeakyReLU``.
     alpha : float >= 0, optional
-        leaky_relu slope for negative inputs (default 0.01), or elu's alpha (default 1.0);
-        ignored by the other activations.
+        elu's alpha (default 1.0), as ``torch.nn.ELU``.  With leaky_relu: the deprecated
+        name of `negative_slope` (FutureWarning); with another activation a TypeError
+        (scikit-learn's alpha, the L2 penalty, is the optimizer's ``weight_decay``).
     out : ndarray of shape (B, n_out), same dtype, C-contiguous and writeable, optional
         Written in place and returned, so that a loop need not allocate.
 
@@ -113,18 +195,20 @@ def dense_forward(X, W, b, activation="relu", *, alpha=None, out=None):
     -------
     A : ndarray of shape (B, n_out), same dtype as X
     """
-    code = activation_code(activation)
-    alpha = _check_slope(alpha, activation)
+    activation = canonical_activation(activation)
+    code = ACTIVATIONS[activation]
+    param = activation_parameter(activation, *resolve_activation_parameters(
+        negative_slope, alpha, [activation], "dense_forward"))
     X, W, b = _check_layer_arrays(X, W, b)
-    _check_alpha_fits(alpha, X.dtype)
+    _check_alpha_fits(param, X.dtype, parameter_name(activation))
     shape = (X.shape[0], W.shape[1])
     out = np.empty(shape, X.dtype) if out is None else check_out(
         out, "out", shape, X.dtype, (("X", X), ("W", W), ("b", b)))
-    _layers.forward_into(X, W, b, out, code, alpha)
+    _layers.forward_into(X, W, b, out, code, param)
     return out
 
 
-def dense_backward(X, W, A, dA, activation="relu", *, alpha=None, Z=None,
+def dense_backward(X, W, A, dA, activation="relu", *, negative_slope=None, alpha=None, Z=None,
                    compute_dX=True, out_dW=None, out_db=None, out_dX=None):
     """Backward pass of a dense layer, from its stored output (or pre-activation).
 
@@ -143,7 +227,7 @@ def dense_backward(X, W, A, dA, activation="relu", *, alpha=None, Z=None,
         Gradient of the loss with respect to A.  Not modified.
     activation : str
         As for ``dense_forward``.
-    alpha : float >= 0, optional
+    negative_slope, alpha : float >= 0, optional
         As for ``dense_forward``.
     Z : ndarray of shape (B, n_out), same dtype, optional
         The pre-activation ``X @ W + b``.  Required for "gelu", "gelu_tanh" and "silu",
@@ -161,9 +245,10 @@ def dense_backward(X, W, A, dA, activation="relu", *, alpha=None, Z=None,
     """
     activation = canonical_activation(activation)
     code = ACTIVATIONS[activation]
-    alpha = _check_slope(alpha, activation)
+    param = activation_parameter(activation, *resolve_activation_parameters(
+        negative_slope, alpha, [activation], "dense_backward"))
     X = check_array(X, "X", ndim=2)
-    _check_alpha_fits(alpha, X.dtype)
+    _check_alpha_fits(param, X.dtype, parameter_name(activation))
     W = check_array(W, "W", ndim=2, dtype=X.dtype)
     A = check_array(A, "A", ndim=2, dtype=X.dtype)
     dA = check_array(dA, "dA", ndim=2, dtype=X.dtype)
@@ -196,5 +281,5 @@ def dense_backward(X, W, A, dA, activation="relu", *, alpha=None, Z=None,
     elif out_dX is not None:
         raise ValueError("out_dX was given but compute_dX is False")
     D = np.empty((n_samples, n_out), dt)
-    _layers.backward_into(X, W, kept, dA, D, dW, db, dX, code, alpha)
+    _layers.backward_into(X, W, kept, dA, D, dW, db, dX, code, param)
     return dW, db, dX

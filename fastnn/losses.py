@@ -194,7 +194,15 @@ class Loss:
     def n_outputs(self, n_targets):
         """Number of model outputs (logits per sample) for `n_targets` target columns.
 
-        For CrossEntropy with integer labels, pass the number of classes.
+        Parameters
+        ----------
+        n_targets : int >= 1
+            Target columns; for CrossEntropy with integer labels, the number of classes.
+
+        Returns
+        -------
+        int
+            n_targets, or 2 * n_targets for GaussianNLL("learned") (mean and log-variance).
         """
         check_number(n_targets, "n_targets", low=1, integer=True)
         return int(n_targets)
@@ -205,6 +213,19 @@ class Loss:
         ``loss.n_outputs(loss.target_width(y))`` is then the width the model's last layer
         needs.  CrossEntropy with integer labels returns max(label) + 1, the fewest classes that
         fit (a model may have more).
+
+        Parameters
+        ----------
+        y : array-like of shape (n_samples,) or (n_samples, n_targets), real
+
+        Returns
+        -------
+        int
+
+        Raises
+        ------
+        TypeError, ValueError
+            y is not a real numeric array, is empty, or (CrossEntropy) holds bad labels.
         """
         y = _as_real(y)
         return 1 if y.ndim == 1 else int(y.shape[1])
@@ -249,11 +270,38 @@ class Loss:
         """Subclasses reject targets outside the support of their distribution."""
 
     def prepare_sample_weight(self, sample_weight, n_samples, dtype):
-        """Validated weights (n_samples,) in `dtype`: finite, >= 0, not all 0; or None."""
+        """Validated weights (n_samples,) in `dtype`: finite, >= 0, not all 0; or None.
+
+        Parameters
+        ----------
+        sample_weight : array-like of shape (n_samples,) or None
+        n_samples : int
+        dtype : numpy.float32 or numpy.float64
+
+        Returns
+        -------
+        ndarray of shape (n_samples,), `dtype`, or None when sample_weight is None
+
+        Raises
+        ------
+        ValueError
+            Wrong shape, negative, NaN/inf, or all zero.
+        """
         return check_sample_weight(sample_weight, n_samples, float_dtype(dtype))
 
     def prepare_sigma(self, n_samples, dtype):
-        """The per-sample sigma as (n_samples,) of `dtype` (GaussianNLL), or None."""
+        """The per-sample sigma as (n_samples,) of `dtype` (GaussianNLL), or None.
+
+        Parameters
+        ----------
+        n_samples : int
+            Rows of the data the loss is applied to (checked against a per-sample sigma).
+        dtype : numpy.float32 or numpy.float64
+
+        Returns
+        -------
+        ndarray of shape (n_samples,), `dtype`, or None
+        """
         return None
 
     # -------------------------------------------------------------------- evaluation
@@ -439,7 +487,7 @@ class GaussianNLL(Loss):
         dl_i/dz_ij = (z_ij - y_ij) / sigma_i^2
 
     With one scalar sigma this is ``k * MSE / (2 sigma^2)`` plus a constant, so it has MSE's
-    minimizer (THEORY.md: MSE is an MLE in disguise).
+    minimizer (docs/theory.md, section 4: MSE is an MLE in disguise).
 
     **Learned variance** (``sigma="learned"``, output link "gaussian"): the model has 2k outputs,
     ``Z = [mu (k) | s (k)]`` with s the log-variance, and y_ij ~ N(mu_ij, exp(s_ij))::
@@ -504,7 +552,6 @@ class GaussianNLL(Loss):
         return self.kind == KINDS["gaussian_learned"]
 
     def n_outputs(self, n_targets):
-        """2 * n_targets (mean and log-variance) when learned, else n_targets."""
         n = super().n_outputs(n_targets)
         return 2 * n if self.learned else n
 
@@ -519,7 +566,6 @@ class GaussianNLL(Loss):
         return super()._prepare(y, n_out // 2 if self.learned else n_out, dtype)
 
     def prepare_sigma(self, n_samples, dtype):
-        """The per-sample sigma as a (n_samples,) array of `dtype`, or None for a scalar sigma."""
         if self.sample_sigma is None:
             return None
         dtype = float_dtype(dtype)
@@ -732,14 +778,25 @@ class PoissonNLL(Loss):
 _CLASSES = {cls.name: cls for cls in (MSE, GaussianNLL, BinaryCrossEntropy, CrossEntropy,
                                       KLDivergence, PoissonNLL)}
 
-#: every name get_loss accepts -> the class it builds (with default parameters)
+#: every name get_loss accepts -> the class it builds (with default parameters).  Besides
+#: fastnn's own names: the Keras and PyTorch names whose meaning is the same here, given that
+#: fastnn's losses take logits and apply their link themselves (so Keras' from_logits and
+#: PyTorch's BCELoss-versus-BCEWithLogitsLoss distinction do not arise: both mean the
+#: Bernoulli NLL of a sigmoid output).  Left out on purpose: PyTorch's KLDivLoss and
+#: GaussianNLLLoss (other inputs: log-probabilities, a variance argument) and scikit-learn's
+#: "log_loss" (binary or multiclass depending on the estimator).
 LOSS_NAMES = {
     "mse": MSE, "squared_error": MSE,
+    "mean_squared_error": MSE, "MSELoss": MSE,  # Keras, PyTorch
     "gaussian_nll": GaussianNLL,
     "bce": BinaryCrossEntropy, "binary_crossentropy": BinaryCrossEntropy,
+    "BCEWithLogitsLoss": BinaryCrossEntropy, "BCELoss": BinaryCrossEntropy,
     "cross_entropy": CrossEntropy, "crossentropy": CrossEntropy,
+    # Keras: one-hot rows and integer labels; CrossEntropy accepts both forms
+    "categorical_crossentropy": CrossEntropy, "sparse_categorical_crossentropy": CrossEntropy,
+    "CrossEntropyLoss": CrossEntropy,
     "kl": KLDivergence, "kl_divergence": KLDivergence,
-    "poisson": PoissonNLL, "poisson_nll": PoissonNLL,
+    "poisson": PoissonNLL, "poisson_nll": PoissonNLL, "PoissonNLLLoss": PoissonNLL,
 }
 
 
@@ -761,8 +818,13 @@ def get_loss(loss):
     if isinstance(loss, str):
         if loss in LOSS_NAMES:
             return LOSS_NAMES[loss]()
+        import difflib
+        folded = {n.lower().replace("_", ""): n for n in LOSS_NAMES}
+        close = folded.get(loss.lower().replace("_", "")) or next(
+            iter(difflib.get_close_matches(loss, LOSS_NAMES, n=1)), None)
         valid = ", ".join(repr(n) for n in LOSS_NAMES)
-        raise ValueError(f"loss={loss!r} is not supported; expected one of {valid}, or a "
+        hint = f" (did you mean {close!r}?)" if close else ""
+        raise ValueError(f"loss={loss!r} is not supported{hint}; expected one of {valid}, or a "
                          "fastnn.losses.Loss instance")
     raise TypeError(f"loss must be a name or a fastnn.losses.Loss instance; got "
                     f"{type(loss).__name__}")

@@ -21,7 +21,9 @@ from fastnn import _network, fpmode, init as _init
 from fastnn._validation import (all_finite, as_ndarray, check_choice, check_number,
                                 check_random_state, check_values, check_writeable, float_dtype,
                                 MAX_DIM)
-from fastnn.layers import activation_code, canonical_activation, default_alpha
+from fastnn.layers import (activation_code, activation_parameter, canonical_activation,
+                           dense_kwargs, parameter_kwargs, parameter_name,
+                           resolve_activation_parameters)
 from fastnn.losses import get_loss
 
 #: output link name -> the loss code whose link it is (see fastnn/_losses.pxd)
@@ -104,8 +106,14 @@ class Dense:
         family (relu, leaky_relu, elu, gelu, gelu_tanh, silu), Glorot uniform otherwise.
     bias_init : float or initializer, default 0.0
         0.1 before a ReLU is a common choice, so that few units start inactive.
+    negative_slope : float >= 0, optional
+        leaky_relu's slope for negative inputs (default 0.01), as ``torch.nn.LeakyReLU``.
     alpha : float >= 0, optional
-        leaky_relu slope (default 0.01) or elu's alpha (default 1.0).
+        elu's alpha (default 1.0), as ``torch.nn.ELU`` (selu uses its fixed published
+        constants).  Given to a layer that is not elu: a TypeError, since scikit-learn users
+        mean an L2 penalty by alpha (the optimizer's ``weight_decay``) -- except for a
+        leaky_relu layer, where it is the deprecated name of `negative_slope`
+        (FutureWarning).
     dropout : float in [0, 1), default 0.0
         Inverted dropout on this layer's output while training: each unit is zeroed with
         probability ``dropout`` and the kept ones are scaled by ``1 / (1 - dropout)``;
@@ -116,16 +124,22 @@ class Dense:
         the activation.  ``gain`` (init 1) and ``shift`` (init 0) are learned and live in
         the parameter vector after ``b``.  Hidden layers only.
 
+    Raises
+    ------
+    TypeError, ValueError
+        A width out of range, an unknown activation or initializer, a negative slope or
+        alpha, `alpha` for a layer that is not elu (see above).
+
     Once the layer is part of an MLP, ``W`` and ``b`` are views into the model's parameter
     vector, and ``dW``/``db`` views into its gradient vector.  Assigning to them
     (``layer.W = new``) checks shape, dtype and finiteness and copies into the model's vector,
-    so the views stay the model's; ``n_in`` and ``n_out`` are read-only, and ``activation``
-    and ``alpha`` are fixed once the layer belongs to a model (its compiled network was built
-    from them).
+    so the views stay the model's; ``n_in`` and ``n_out`` are read-only, and ``activation``,
+    ``negative_slope``, ``alpha``, ``dropout`` and ``normalization`` are fixed once the layer
+    belongs to a model (its compiled network was built from them).
     """
 
     def __init__(self, n_in, n_out, activation="relu", *, init=None, bias_init=0.0,
-                 alpha=None, dropout=0.0, normalization=None):
+                 negative_slope=None, alpha=None, dropout=0.0, normalization=None):
         # (W, b, dW, db, the model's lock, gain, shift, dgain, dshift) once part of an MLP
         self._views = None
         self._n_in = int(check_number(n_in, "n_in", low=1, high=MAX_DIM, integer=True))
@@ -137,7 +151,8 @@ class Dense:
             value = float(check_number(bias_init, "bias_init"))
             bias_init = _init.zeros if value == 0 else _init.constant(value)
         self.bias_init = _init.get_initializer(bias_init)
-        self.alpha = default_alpha(self.activation) if alpha is None else alpha
+        self._negative_slope, self._alpha = resolve_activation_parameters(
+            negative_slope, alpha, [self.activation], "Dense")
         self.dropout = dropout
         self.normalization = normalization
 
@@ -150,8 +165,13 @@ class Dense:
     def _clone(self):
         """A new, unbound layer with the same settings."""
         return Dense(self.n_in, self.n_out, self.activation, init=self.init,
-                     bias_init=self.bias_init, alpha=self.alpha, dropout=self.dropout,
-                     normalization=self.normalization)
+                     bias_init=self.bias_init, dropout=self.dropout,
+                     normalization=self.normalization,
+                     **dense_kwargs(self.activation, self.negative_slope, self.alpha))
+
+    def _activation_parameter(self):
+        """The one scalar the compiled network takes for this layer's activation."""
+        return activation_parameter(self.activation, self.negative_slope, self.alpha)
 
     @property
     def n_params(self):
@@ -201,13 +221,35 @@ class Dense:
         self._normalization = _check_normalization(value)
 
     @property
+    def negative_slope(self):
+        """leaky_relu slope for negative inputs (>= 0)."""
+        return self._negative_slope
+
+    @negative_slope.setter
+    def negative_slope(self, value):
+        self._fixed("negative_slope")
+        self._negative_slope = float(check_number(value, "negative_slope", low=0.0))
+
+    @property
     def alpha(self):
-        """leaky_relu slope or elu alpha."""
+        """elu's alpha (as ``torch.nn.ELU``); unused by the other activations."""
         return self._alpha
 
     @alpha.setter
     def alpha(self, value):
         self._fixed("alpha")
+        if self.activation == "leaky_relu":
+            warnings.warn("Dense.alpha as the leaky-ReLU slope is deprecated: it is now "
+                          "negative_slope (alpha is ELU's parameter, as in PyTorch; "
+                          "scikit-learn's alpha is an L2 penalty: weight_decay)",
+                          FutureWarning, stacklevel=2)
+            self.negative_slope = value
+            return
+        if self.activation != "elu":
+            raise TypeError(f"alpha is ELU's parameter (as in torch.nn.ELU) and this layer is "
+                            f"{self.activation}: scikit-learn's alpha (an L2 penalty) is "
+                            "weight_decay of the optimizer; leaky_relu's slope is "
+                            "negative_slope")
         self._alpha = float(check_number(value, "alpha", low=0.0))
 
     def _view(self, i):
@@ -264,8 +306,15 @@ class MLP:
         once per call (see ``as_input``).
     seed : int, numpy.random.Generator or None
         Source of the initial weights; the same seed gives the same weights.
+    negative_slope : float >= 0, optional
+        leaky_relu's slope for negative inputs (default 0.01), as ``torch.nn.LeakyReLU``,
+        for every leaky_relu layer.
     alpha : float >= 0, optional
-        leaky_relu slope (default 0.01) or elu's alpha (default 1.0), for every hidden layer.
+        elu's alpha (default 1.0), as ``torch.nn.ELU``, for every elu layer (selu uses its
+        fixed published constants).  NOT scikit-learn's L2 penalty, which is
+        ``weight_decay`` of the optimizer: given while no layer is elu, alpha is a
+        TypeError saying so -- except for a leaky_relu model, where it is the deprecated
+        name of `negative_slope` (FutureWarning).
     dropout : float or sequence of float, default 0.0
         Inverted dropout rate in [0, 1) after every hidden layer, or one rate per hidden
         layer (L-1), applied by ``fit`` only.  The mask of a unit is a function of (the fit's
@@ -278,6 +327,16 @@ class MLP:
         Warn when a hidden layer starts with all weights equal (zeros/constant init): its units
         would compute the same function forever (the symmetry problem).  Set False when that
         is what you want to demonstrate.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Malformed ``layer_sizes``, unknown names, a dtype other than float32/float64, or the
+        parameter vectors do not fit in memory (MemoryError).
+
+    See Also
+    --------
+    docs/theory.md : backpropagation over layers and samples, initialization, losses.
 
     Attributes
     ----------
@@ -296,24 +355,27 @@ class MLP:
     loss_ : fastnn.losses.Loss or None
         The loss of the last fit or ``loss_and_grad``; assigning checks it like ``fit`` does.
 
-    Every write of ``params`` (fit's epochs, ``set_params``, ``set_weights``, the setters,
+    Every write of ``params`` (fit's epochs, ``set_flat_params``, ``set_weights``, the setters,
     ``Optimizer.step``) holds the model's lock, which ``save`` also takes while it copies the
     parameters: a save from another thread during ``fit`` writes the weights between two
     epochs, never a mix.
     """
 
     def __init__(self, layer_sizes, activation="relu", output="auto", init=None,
-                 bias_init=0.0, dtype=np.float32, seed=None, alpha=None,
-                 warn_symmetric=True, dropout=0.0, normalization=None):
+                 bias_init=0.0, dtype=np.float32, seed=None, negative_slope=None,
+                 warn_symmetric=True, dropout=0.0, normalization=None, *, alpha=None):
         sizes = _check_sizes(layer_sizes)
         n_layers = len(sizes) - 1
-        acts = _per_layer(activation, n_layers - 1, "activation") + ["identity"]
+        acts = [canonical_activation(a) for a in
+                _per_layer(activation, n_layers - 1, "activation")] + ["identity"]
         drops = _per_layer(dropout, n_layers - 1, "dropout") + [0.0]
         norms = _per_layer(normalization, n_layers - 1, "normalization") + [None]
         inits = _per_layer(init, n_layers, "init")
         biases = _per_layer(bias_init, n_layers, "bias_init")
+        slope, elu_alpha = resolve_activation_parameters(negative_slope, alpha, acts, "MLP")
         layers = [Dense(sizes[k], sizes[k + 1], acts[k], init=inits[k], bias_init=biases[k],
-                        alpha=alpha, dropout=drops[k], normalization=norms[k])
+                        dropout=drops[k], normalization=norms[k],
+                        **dense_kwargs(acts[k], slope, elu_alpha))
                   for k in range(n_layers)]
         self._build(layers, output, dtype, seed, warn_symmetric)
 
@@ -324,6 +386,23 @@ class MLP:
 
         The last layer's activation is replaced by identity (logits): the output link comes
         from ``output`` / the loss.
+
+        Parameters
+        ----------
+        layers : sequence of Dense
+            New layers (not part of another model) whose widths chain: ``layers[k].n_in ==
+            layers[k - 1].n_out``.
+        output, dtype, seed, warn_symmetric
+            As for ``MLP``.
+
+        Returns
+        -------
+        MLP
+
+        Raises
+        ------
+        TypeError, ValueError
+            Not Dense layers, widths that do not chain, or a layer already in a model.
         """
         layers = list(layers)
         if not layers or not all(isinstance(layer, Dense) for layer in layers):
@@ -353,16 +432,19 @@ class MLP:
         fills the parameters from the file, so a large network is never initialised)."""
         dtype = float_dtype(dtype)
         for k, layer in enumerate(layers):
-            _check_alpha_fits(layer.alpha, dtype, f"layer {k}'s alpha")
+            _check_alpha_fits(layer._activation_parameter(), dtype,
+                              f"layer {k}'s {parameter_name(layer.activation)}")
         self._dtype = np.dtype(dtype)
         self._lock = threading.RLock()
         self._loss = None
+        self.preprocessor_ = None  # fastnn.tabular.Preprocessor of a `fastnn train` model
         self.output = output
         self._layers = tuple(layers)
         sizes = [layers[0].n_in] + [layer.n_out for layer in layers]
         self._spec = _network.NetSpec(
             sizes, [activation_code(layer.activation) for layer in layers],
-            [layer.alpha for layer in layers], [layer.dropout for layer in layers],
+            [layer._activation_parameter() for layer in layers],
+            [layer.dropout for layer in layers],
             [int(bool(layer.normalization)) for layer in layers])
         try:
             self._params = np.zeros(self._spec.n_params, dtype=dtype)
@@ -401,7 +483,7 @@ class MLP:
 
     @params.setter
     def params(self, values):
-        self.set_params(values)
+        self.set_flat_params(values)
 
     @property
     def grads(self):
@@ -512,6 +594,17 @@ class MLP:
 
         One generator serves all layers in order, so layers get different draws and the same
         seed gives the same parameters.
+
+        Parameters
+        ----------
+        seed : int, numpy.random.Generator or None
+            None draws fresh entropy.
+        warn_symmetric : bool, default True
+            Warn when a hidden layer starts with identical weights (see ``MLP``).
+
+        Returns
+        -------
+        self
         """
         rng = check_random_state(seed)
         for k, layer in enumerate(self.layers):
@@ -590,26 +683,75 @@ class MLP:
         rule = "-" * max(len(line) for line in lines)
         return "\n".join([f"MLP {self.layer_sizes}, {self.dtype.name}", rule, lines[0], rule,
                           *lines[1:], rule,
-                          f"output link: {self._link_name()}, "
+                          f"output link: {self._summary_link()}, "
                           f"total parameters: {self.n_params:,}"])
+
+    def _summary_link(self):
+        # before the first fit an "auto" output has no link yet: saying "identity" would
+        # mislead whoever is about to train a classifier
+        if self.output == "auto" and self.loss_ is None:
+            return "set by the loss at fit"
+        return self._link_name()
 
     # ------------------------------------------------------------------ parameters
 
-    def get_params(self):
-        """A copy of the parameter vector, shape (n_params,)."""
+    def get_flat_params(self):
+        """A copy of the flat parameter vector.
+
+        Returns
+        -------
+        ndarray of shape (n_params,), the model's dtype
+            Every weight and bias in the layout of the module docstring.
+        """
         return self.params.copy()
 
-    def set_params(self, params):
-        """Copy a parameter vector of shape (n_params,) into the model (cast to its dtype).
+    def set_flat_params(self, params):
+        """Copy a flat parameter vector into the model (cast to its dtype).
 
-        Raises TypeError/ValueError for another shape, a non-real dtype, NaN/inf, or values
-        too large for the model's dtype; the model is unchanged then.
+        Parameters
+        ----------
+        params : array-like of shape (n_params,), real
+            In the layout of ``get_flat_params``.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        TypeError, ValueError
+            Another shape, a non-real dtype, NaN/inf, values too large for the model's dtype,
+            or read-only params; the model is unchanged then.
         """
         converted = check_values(params, "params", (self.n_params,), self.dtype)
         with self._lock:
             check_writeable(self.params, "model.params")
             self.params[...] = converted
         return self
+
+    def get_params(self):
+        """Deprecated: use ``get_flat_params``.
+
+        scikit-learn's ``get_params`` returns hyperparameters; this one returned the weights,
+        so it warns (FutureWarning) and will be removed.
+        """
+        warnings.warn("MLP.get_params() returns the flat weight vector, not hyperparameters "
+                      "as in scikit-learn; it is renamed get_flat_params() and will be removed",
+                      FutureWarning, stacklevel=2)
+        return self.get_flat_params()
+
+    def set_params(self, params):
+        """Deprecated: use ``set_flat_params`` (see ``get_params``).
+
+        Parameters
+        ----------
+        params : array-like of shape (n_params,)
+        """
+        warnings.warn("MLP.set_params(params) sets the flat weight vector, not hyperparameters "
+                      "as in scikit-learn; it is renamed set_flat_params() and will be removed",
+                      FutureWarning, stacklevel=2)
+        return self.set_flat_params(params)
+
 
     def copy(self):
         """An independent model with the same structure, parameters and loss."""
@@ -619,10 +761,20 @@ class MLP:
             other.params[...] = self.params
         other.grads[...] = self.grads
         other.loss_ = self.loss_
+        other.preprocessor_ = self.preprocessor_
         return other
 
     def astype(self, dtype):
-        """A copy computing in another dtype (parameters cast)."""
+        """A copy computing in another dtype (parameters cast).
+
+        Parameters
+        ----------
+        dtype : numpy.float32 or numpy.float64
+
+        Returns
+        -------
+        MLP
+        """
         other = MLP.from_layers([layer._clone() for layer in self.layers],
                                 output=self.output, dtype=dtype, warn_symmetric=False)
         with self._lock:
@@ -684,6 +836,16 @@ class MLP:
         ``predict_std``).  Computed in chunks of PREDICT_CHUNK_ROWS rows through a workspace
         allocated per call, so concurrent calls on one model are safe.
 
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs), real
+            Converted once to the model's dtype (see ``as_input``).
+
+        Raises
+        ------
+        TypeError, ValueError
+            X is not real, not 2-D, has the wrong width, or holds NaN/inf.
+
         Returns
         -------
         ndarray of shape (n_samples, n_outputs) (n_outputs // 2 for learned variance)
@@ -695,7 +857,17 @@ class MLP:
         return out
 
     def predict_proba(self, X):
-        """Class probabilities (sigmoid or softmax output link), shape (n_samples, n_outputs)."""
+        """Class probabilities (sigmoid or softmax output link), shape (n_samples, n_outputs).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs), real
+
+        Raises
+        ------
+        ValueError
+            The model's output link is not sigmoid or softmax.
+        """
         if self._link_name() not in ("sigmoid", "softmax"):
             raise ValueError(f"predict_proba needs a sigmoid or softmax output; this model's "
                              f"output link is {self._link_name()!r}")
@@ -703,6 +875,15 @@ class MLP:
 
     def predict_std(self, X):
         """Predicted standard deviation exp(s/2) of a learned-variance Gaussian model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs), real
+
+        Raises
+        ------
+        ValueError
+            The model was not trained with ``GaussianNLL(sigma="learned")``.
 
         Returns
         -------
@@ -832,6 +1013,19 @@ class MLP:
 
         Returns (loss, X, Y, labels, sample_weight, sigma) with every array C-contiguous in the
         model's dtype (labels: intp), ready for the compiled kernels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs), real
+        y : array-like
+            Targets in the form the loss accepts, one row per sample.
+        loss : str or fastnn.losses.Loss
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Raises
+        ------
+        TypeError, ValueError
+            Malformed X, y or sample_weight, or a loss that does not fit the model.
         """
         loss = self._use_loss(loss)
         X = as_input(X, "X", self.dtype, self.n_inputs)
@@ -878,10 +1072,96 @@ class MLP:
         self.loss_ = loss
         return total / weight_sum
 
-    def fit(self, X, y, loss, optimizer=None, **kwargs):
-        """Train with minibatch SGD; see ``fastnn.fit`` for every argument."""
+    def fit(self, X, y, loss=None, optimizer=None, **kwargs):
+        """Train with minibatch SGD; see ``fastnn.fit`` for every argument.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+        y : array-like
+            Targets in the form the loss accepts.
+        loss : str or fastnn.losses.Loss, optional
+            Any name of ``fastnn.losses.LOSS_NAMES`` (Keras and PyTorch spellings included).
+            Omitted: the loss of the previous fit (or of a loaded model), else the loss that
+            an explicit ``output`` link implies; otherwise a TypeError that names the
+            candidates, since guessing between classification and regression from y alone
+            would be a guess.
+        optimizer : fastnn.SGD, fastnn.Adam, "sgd", "adam" or None
+        **kwargs
+            epochs, batch_size, validation_split, early_stopping, callbacks, verbose, ...:
+            see ``fastnn.fit``.
+
+        Returns
+        -------
+        fastnn.History
+        """
         from fastnn.trainer import fit
-        return fit(self, X, y, loss, optimizer, **kwargs)
+        return fit(self, X, y, self._default_loss(loss, y), optimizer, **kwargs)
+
+    def _default_loss(self, loss, y):
+        if loss is not None:
+            return loss
+        if self.loss_ is not None:
+            return self.loss_
+        by_link = {"softmax": "cross_entropy", "sigmoid": "bce", "exp": "poisson",
+                   "identity": "mse"}
+        if self.output != "auto":
+            return by_link[self.output]
+        raise TypeError("fit() needs a loss; fastnn does not guess classification versus "
+                        f"regression from y.{_loss_hint(y, self.n_outputs)} Pass e.g. "
+                        "loss=\"cross_entropy\" (class labels 0..k-1 or one-hot rows, softmax "
+                        "output), loss=\"bce\" (0/1 targets, sigmoid), loss=\"mse\" "
+                        "(regression); fastnn.losses.LOSS_NAMES lists every name, including "
+                        "the Keras and PyTorch spellings (\"sparse_categorical_crossentropy\", "
+                        "\"mean_squared_error\", \"CrossEntropyLoss\", ...)")
+
+    def evaluate(self, X, y, loss=None, sample_weight=None):
+        """The mean loss and the metric on (X, y), as ``fit`` reports them for validation.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+        y : array-like
+            Targets in the form the loss accepts.
+        loss : str or fastnn.losses.Loss, optional
+            Default: the loss the model was trained with (see ``fit``).
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights of the mean loss and of the metric.
+
+        Returns
+        -------
+        loss : float
+            The (weighted) mean loss, in the units of the loss (nats per sample for the
+            likelihood losses).
+        metric : float
+            Accuracy (sigmoid or softmax output: the fraction of correct predictions) or the
+            coefficient of determination R^2 (averaged over outputs) otherwise.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As ``fit`` for malformed X, y or sample_weight, or no loss known.
+        """
+        from fastnn.trainer import evaluate  # the same code that scores validation data
+        loss, X, Y, labels, sw, sigma = self.prepare_data(X, y, self._default_loss(loss, y),
+                                                          sample_weight)
+        self.loss_ = loss
+        return evaluate(self, loss, X, Y, labels, sw, sigma)
+
+    def score(self, X, y, sample_weight=None):
+        """The metric of ``evaluate``: accuracy for classifiers, R^2 otherwise (as scikit-learn).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+        y : array-like
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        float
+        """
+        return self.evaluate(X, y, sample_weight=sample_weight)[1]
 
     # ------------------------------------------------------------------ persistence
 
@@ -911,6 +1191,13 @@ class MLP:
 
         See ``fastnn.onnx_export.to_onnx`` for the graph, its inputs and outputs, and the
         keyword arguments (``opset``, ``name``).  Returns the checked ``onnx.ModelProto``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.onnx`` file to write.
+        **kwargs
+            ``opset``, ``name``: see ``fastnn.onnx_export.to_onnx``.
         """
         from fastnn.onnx_export import to_onnx
         return to_onnx(self, path, **kwargs)
@@ -927,6 +1214,12 @@ class MLP:
         """An MLP from a ``torch.nn.Sequential`` of ``nn.Linear`` and activations (weights
         copied bitwise, ``W = weight.T``); needs ``fastnn[torch]``.  See
         ``fastnn.torch_interop.from_torch``.
+
+        Parameters
+        ----------
+        module : torch.nn.Sequential
+            ``nn.Linear`` layers with supported activations between them (an unsupported
+            module is an error naming it and its index).
         """
         from fastnn.torch_interop import from_torch
         return from_torch(module)
@@ -944,7 +1237,8 @@ class MLP:
                      layer_sizes=self.layer_sizes, output=self._output, loss_=self._loss)
         state["layers"] = [
             {"n_in": layer.n_in, "n_out": layer.n_out, "activation": layer.activation,
-             "init": layer.init, "bias_init": layer.bias_init, "alpha": layer.alpha,
+             "init": layer.init, "bias_init": layer.bias_init,
+             "negative_slope": layer.negative_slope, "alpha": layer.alpha,
              "dropout": layer.dropout, "normalization": layer.normalization}
             for layer in self.layers]
         return state
@@ -952,7 +1246,12 @@ class MLP:
     def __setstate__(self, state):
         state = dict(state)
         layers = [Dense(d["n_in"], d["n_out"], d["activation"], init=d["init"],
-                        bias_init=d["bias_init"], alpha=d["alpha"],
+                        bias_init=d["bias_init"],
+                        # pickles from before the rename hold one alpha: the activation's
+                        # parameter (the leaky_relu slope, or elu's alpha)
+                        **(dense_kwargs(d["activation"], d["negative_slope"], d["alpha"])
+                           if "negative_slope" in d else
+                           parameter_kwargs(d["activation"], d["alpha"])),
                         dropout=d.get("dropout", 0.0),
                         normalization=d.get("normalization"))
                   for d in state.pop("layers")]
@@ -968,6 +1267,20 @@ class MLP:
         self._grads[...] = grads
         self.__dict__.update(state)
         self.loss_ = loss
+
+
+def _loss_hint(y, n_outputs):
+    """A sentence on what y looks like, to help choose a loss (never used to choose it)."""
+    try:
+        y = np.asarray(y)
+    except Exception:  # noqa: BLE001 - a hint only; the loss reports bad y itself
+        return ""
+    if y.ndim == 1 and y.dtype.kind in "biu" and y.size:
+        return (f" y holds integers {y.min()}..{y.max()} and the model has {n_outputs} "
+                "outputs: for class labels that is loss=\"cross_entropy\".")
+    if y.dtype.kind == "f":
+        return " y holds floating-point values: for a regression that is loss=\"mse\"."
+    return ""
 
 
 def _check_sizes(layer_sizes):

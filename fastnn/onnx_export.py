@@ -88,7 +88,7 @@ def _import_onnx():
 
 def _leaky_slope(layer):
     """The leaky_relu slope of a ``fastnn.Dense`` layer (one place reads the attribute)."""
-    return float(layer.alpha)
+    return float(layer.negative_slope)
 
 
 class _Graph:

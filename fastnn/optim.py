@@ -45,10 +45,32 @@ class Schedule:
     _monotone = False
 
     def lr(self, epoch, base_lr):
+        """The learning rate of an epoch.
+
+        Parameters
+        ----------
+        epoch : int >= 0
+            0-based epoch index.
+        base_lr : float > 0
+            The optimizer's ``lr``.
+
+        Returns
+        -------
+        float
+            The rate used for every step of that epoch.
+        """
         raise NotImplementedError
 
     def on_epoch_end(self, epoch, value):
-        """Called with the monitored value after each epoch (only ReduceOnPlateau uses it)."""
+        """Called with the monitored value after each epoch (only ReduceOnPlateau uses it).
+
+        Parameters
+        ----------
+        epoch : int >= 0
+            0-based index of the epoch that ended.
+        value : float
+            The validation loss when there is validation data, else the training loss.
+        """
 
     def reset(self):
         """Forget any progress (called by ``Optimizer.reset``, to start afresh)."""
@@ -82,7 +104,15 @@ class Constant(Schedule):
 
 
 class StepDecay(Schedule):
-    """lr_e = lr * gamma ** (e // step_size): multiply by gamma every step_size epochs."""
+    """lr_e = lr * gamma ** (e // step_size): multiply by gamma every step_size epochs.
+
+    Parameters
+    ----------
+    step_size : int >= 1, default 10
+        Epochs between two decays.
+    gamma : float in (0, 1], default 0.1
+        Factor applied at each decay.
+    """
 
     _monotone = True
 
@@ -98,7 +128,13 @@ class StepDecay(Schedule):
 
 
 class InverseScaling(Schedule):
-    """lr_e = lr / t ** power with t = e + 1 (scikit-learn's "invscaling", per epoch)."""
+    """lr_e = lr / t ** power with t = e + 1 (scikit-learn's "invscaling", per epoch).
+
+    Parameters
+    ----------
+    power : float >= 0, default 0.5
+        Exponent of the decay (scikit-learn's ``power_t``).
+    """
 
     _monotone = True
 
@@ -113,7 +149,20 @@ class InverseScaling(Schedule):
 
 
 class Cosine(Schedule):
-    """lr_e = min_lr + (lr - min_lr) (1 + cos(pi e / total_epochs)) / 2, then min_lr."""
+    """lr_e = min_lr + (lr - min_lr) (1 + cos(pi e / total_epochs)) / 2, then min_lr.
+
+    Parameters
+    ----------
+    total_epochs : int >= 1
+        Epochs of the half cosine period; later epochs use min_lr.
+    min_lr : float >= 0, default 0.0
+        The final rate.
+
+    References
+    ----------
+    Loshchilov, I. and Hutter, F. (2017). SGDR: Stochastic Gradient Descent with Warm
+    Restarts. ICLR (without the restarts).
+    """
 
     _monotone = True
 
@@ -138,6 +187,17 @@ class ReduceOnPlateau(Schedule):
     more than ``min_delta``, the rate is multiplied by ``factor`` (never below ``min_lr``).
     With factor=0.2, patience=2, min_delta=tol this is scikit-learn's "adaptive" rate.  The
     value is the validation loss when there is validation data, else the training loss.
+
+    Parameters
+    ----------
+    factor : float in (0, 1), default 0.2
+        Multiplies the rate at each reduction.
+    patience : int >= 1, default 2
+        Epochs without improvement before a reduction.
+    min_delta : float >= 0, default 1e-4
+        Smallest decrease of the monitored loss that counts as an improvement (its units).
+    min_lr : float >= 0, default 0.0
+        The rate never goes below this.
     """
 
     _monotone = True
@@ -423,20 +483,33 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    lr : float, default 0.01
+    lr : float > 0, default 0.01
+        Base learning rate (per unit of gradient; the schedule scales it per epoch).
     momentum : float in [0, 1), default 0.0
     nesterov : bool, default False
     weight_decay : float >= 0, default 0.0
-        L2 penalty coefficient on weight matrices (biases are not decayed).
+        L2 penalty coefficient on weight matrices (biases are not decayed): the gradient gets
+        ``weight_decay * w``, i.e. the loss ``weight_decay / 2 * ||W||^2``.
     clip_norm : float > 0 or None
         Rescale the whole gradient vector to this Euclidean norm when it is longer.
     schedule : Schedule, str or None
+        Learning rate per epoch (see ``Constant``, ``StepDecay``, ...); None: constant.
+    learning_rate : float > 0, optional
+        Keras' name of `lr` (keyword only); giving both is a TypeError.
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter out of its range (named in the message).
+    TypeError
+        Both lr and learning_rate given.
     """
 
     kind = _sgd.OPT_SGD
 
-    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
-                 clip_norm=None, schedule=None):
+    def __init__(self, lr=None, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 clip_norm=None, schedule=None, *, learning_rate=None):
+        lr = _lr_alias(lr, learning_rate, 0.01)
         self.momentum, self.nesterov = momentum, nesterov
         super().__init__(lr, weight_decay, clip_norm, schedule)
 
@@ -465,12 +538,43 @@ class Adam(Optimizer):
     ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``,
     ``w <- w - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)`` with g including
     ``weight_decay w`` for weight matrices (L2, not decoupled).
+
+    Parameters
+    ----------
+    lr : float > 0, default 1e-3
+        Base learning rate: the largest step per parameter is about lr.
+    beta1 : float in [0, 1), default 0.9
+        Decay of the first-moment (mean) estimate; PyTorch's ``betas[0]``, Keras' ``beta_1``.
+    beta2 : float in [0, 1), default 0.999
+        Decay of the second-moment estimate; PyTorch's ``betas[1]``, Keras' ``beta_2``.
+    eps : float > 0, default 1e-8
+        Added to the denominator (in the units of the gradient).
+    weight_decay : float >= 0, default 0.0
+        L2 penalty on weight matrices, added to the gradient (as PyTorch's Adam, not AdamW).
+    clip_norm : float > 0 or None
+        Rescale the whole gradient vector to this Euclidean norm when it is longer.
+    schedule : Schedule, str or None
+        Learning rate per epoch; None: constant.
+    learning_rate : float > 0, optional
+        Keras' name of `lr` (keyword only); giving both is a TypeError.
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter out of its range (named in the message).
+    TypeError
+        Both lr and learning_rate given.
+
+    References
+    ----------
+    Kingma, D. P. and Ba, J. (2015). Adam: A Method for Stochastic Optimization. ICLR.
     """
 
     kind = _sgd.OPT_ADAM
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-                 clip_norm=None, schedule=None):
+    def __init__(self, lr=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                 clip_norm=None, schedule=None, *, learning_rate=None):
+        lr = _lr_alias(lr, learning_rate, 1e-3)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         super().__init__(lr, weight_decay, clip_norm, schedule)
 
@@ -492,6 +596,16 @@ class Adam(Optimizer):
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+
+
+def _lr_alias(lr, learning_rate, default):
+    """`lr`, or Keras' `learning_rate` naming the same thing; never both."""
+    if learning_rate is not None:
+        if lr is not None:
+            raise TypeError(f"got lr={lr!r} and learning_rate={learning_rate!r}; they are the "
+                            "same parameter (learning_rate is Keras' name for lr): pass one")
+        return learning_rate
+    return default if lr is None else lr
 
 
 def get_optimizer(optimizer):

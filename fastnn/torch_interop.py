@@ -48,7 +48,7 @@ its path (``module [1][0]`` is ``seq[1][0]``).
 """
 import numpy as np
 
-from fastnn.layers import DEFAULT_LEAKY_SLOPE
+from fastnn.layers import parameter_kwargs
 from fastnn.losses import GaussianNLL
 from fastnn.model import MLP, Dense
 
@@ -98,19 +98,26 @@ MIN_TORCH_SOFTPLUS_THRESHOLD = 20.0
 
 def _slope(layer):
     """The leaky_relu slope of a ``fastnn.Dense`` (one place reads the attribute)."""
+    return float(layer.negative_slope)
+
+
+def _elu_alpha(layer):
+    """elu's alpha of a ``fastnn.Dense`` (one place reads the attribute)."""
     return float(layer.alpha)
 
 
-def _dense(n_in, n_out, activation, slope, dropout=0.0, norm=None):
-    return Dense(n_in, n_out, activation, alpha=slope, dropout=dropout,
-                 normalization="layer" if norm is not None else None)
+def _dense(n_in, n_out, activation, parameter, dropout=0.0, norm=None):
+    """A Dense from the activation's one parameter (LeakyReLU's slope or ELU's alpha)."""
+    return Dense(n_in, n_out, activation, dropout=dropout,
+                 normalization="layer" if norm is not None else None,
+                 **parameter_kwargs(activation, parameter))
 
 
 def _activation_module(layer):
     if layer.activation == "leaky_relu":
         return nn.LeakyReLU(negative_slope=_slope(layer))
     if layer.activation == "elu":
-        return nn.ELU(alpha=_slope(layer))
+        return nn.ELU(alpha=_elu_alpha(layer))
     if layer.activation == "gelu_tanh":
         return nn.GELU(approximate="tanh")
     if layer.activation == "softplus":
@@ -386,8 +393,7 @@ def from_torch(module):
         if activation == "leaky_relu" and not slope >= 0:
             raise ValueError(f"layer {i} has a LeakyReLU slope of {slope}; fastnn's "
                              "leaky_relu needs a slope >= 0")
-    layers = [_dense(W.shape[0], W.shape[1], activation,
-                     DEFAULT_LEAKY_SLOPE if slope is None else slope, rate, norm)
+    layers = [_dense(W.shape[0], W.shape[1], activation, slope, rate, norm)
               for W, b, activation, slope, rate, norm in specs]
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
     explicit = link if link in ("identity", "sigmoid", "softmax", "exp") else "auto"

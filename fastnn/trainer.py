@@ -84,7 +84,8 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         validation_data is given).
     early_stopping : EarlyStopping, int or None
         An int is the patience of ``EarlyStopping(patience)``.  The same instance passed to a
-        fit that continues the run continues its record.
+        fit that continues the run continues its record.  An EarlyStopping placed in
+        `callbacks` (the Keras habit) is used as this argument.
     callbacks : sequence of callables ``cb(epoch, logs)``
         Called after every epoch with its 1-based number over the run and the logs dict (the
         History fields of that epoch); returning True stops training (with comm: on every
@@ -157,6 +158,14 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         raise TypeError(f"callbacks must be a sequence of callables cb(epoch, logs); got "
                         f"{callbacks!r} (put a single callback in a list)")
     callbacks = list(callbacks)
+    # Keras habit: callbacks=[EarlyStopping(...)] means early_stopping=EarlyStopping(...)
+    stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
+    if stoppers:
+        if early_stopping is not None or len(stoppers) > 1:
+            raise TypeError("got more than one EarlyStopping (in callbacks and/or "
+                            "early_stopping=); pass one, as early_stopping=EarlyStopping(...)")
+        early_stopping = stoppers[0]
+        callbacks = [cb for cb in callbacks if not isinstance(cb, EarlyStopping)]
     for cb in callbacks:
         if not callable(cb):
             raise TypeError(f"callbacks must be callables cb(epoch, logs); got {cb!r}")

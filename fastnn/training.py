@@ -47,7 +47,15 @@ _CLASSIFIER_LINKS = ("sigmoid", "softmax")
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite.  ``history`` holds the epochs completed before."""
+    """The loss became NaN or infinite.  ``history`` holds the epochs completed before.
+
+    Parameters
+    ----------
+    message : str
+        Names the epoch (numbered from 1), the step and a remedy.
+    history : History or None
+        The records of the epochs completed before the divergence.
+    """
 
     def __init__(self, message, history=None):
         super().__init__(message)
@@ -56,6 +64,11 @@ class TrainingDiverged(FloatingPointError):
 
 class History:
     """Per-epoch records of a fit.
+
+    Parameters
+    ----------
+    metric_name : {"accuracy", "r2"}
+        What ``val_metric`` holds.
 
     Attributes
     ----------
@@ -99,7 +112,22 @@ class History:
         return f"History({len(self)} epochs{last})"
 
     def plot(self, ax=None):
-        """Learning curves (training and validation loss per epoch); needs matplotlib."""
+        """Learning curves (training and validation loss per epoch); needs matplotlib.
+
+        Parameters
+        ----------
+        ax : matplotlib.axes.Axes, optional
+            Drawn into; default a new figure's axes.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+
+        Raises
+        ------
+        ImportError
+            matplotlib is not installed (``pip install matplotlib`` or ``fastnn[plot]``).
+        """
         try:
             import matplotlib.pyplot as plt
         except ImportError:
@@ -132,7 +160,8 @@ class EarlyStopping:
         On stopping (or at the end of fit), put back the parameters of the best epoch.  A
         fit that continues the run (with this record) goes on from the parameters the run
         had reached, as an uninterrupted run does, unless the model's parameters were
-        changed in between.
+        changed in between.  (Keras' default is False, which keeps the last epoch's
+        weights.)
 
     Attributes
     ----------
@@ -157,7 +186,8 @@ class EarlyStopping:
         self.min_delta = float(check_number(min_delta, "min_delta", low=0.0))
         if monitor not in ("val_loss", "loss", "val_metric"):
             raise ValueError(f"monitor={monitor!r}; expected 'val_loss', 'loss' or "
-                             "'val_metric'")
+                             "'val_metric' (the validation accuracy for classifiers, R^2 "
+                             "otherwise: Keras' 'val_accuracy' is monitor='val_metric')")
         self.monitor = monitor
         self.restore_best_weights = bool(restore_best_weights)
         self.reset()
@@ -383,7 +413,8 @@ class TrainingRun:
         s1, s2 = opt.state
         return {
             "dtype": model.dtype.name, "layer_sizes": list(model.layer_sizes),
-            "activations": [(layer.activation, layer.alpha) for layer in model.layers],
+            "activations": [(layer.activation, layer.negative_slope, layer.alpha)
+                            for layer in model.layers],
             "dropout and normalization": [(getattr(layer, "dropout", 0.0),
                                            getattr(layer, "normalization", None))
                                           for layer in model.layers],

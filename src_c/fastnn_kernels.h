@@ -165,7 +165,7 @@ FNN_INLINE float fnn_s_expm1_neg(float x, float *exp_out)
  *   P##act_backward(dA, K, D, db, rows, cols, act, alpha)
  *       D[i, j] <- dA[i, j] * act'(K[i, j]) and db[j] <- sum_i D[i, j], in one pass.
  *       K is what the forward pass kept (fnn_act_keeps_preactivation): the output A
- *       (THEORY.md) or the pre-activation Z.  D may alias dA.
+ *       (docs/theory.md, section 2) or the pre-activation Z.  D may alias dA.
  * All return FNN_OK or FNN_EBADACT.
  *
  * NaN propagates: relu is written `z < 0 ? 0 : z` so that a NaN stays NaN (fmax would

@@ -183,7 +183,7 @@ def test_network_gradient_matches_numpy_reference(name, dtype):
     model = fastnn.MLP([5, 7, 6, 2], activation=[name, "tanh"], dtype=dtype, seed=2)
     loss = model.loss_and_grad(X, y, "mse")
     acts = [layer.activation for layer in model.layers]
-    alphas = [layer.alpha for layer in model.layers]
+    alphas = [layer._activation_parameter() for layer in model.layers]
     want_loss, want = ref.network_loss_grad(model.params.astype(np.float64), model.layer_sizes,
                                             acts, alphas, X.astype(dtype), 0, Y=y)
     tol = 1e-10 if dtype == np.float64 else 2e-4
@@ -203,23 +203,26 @@ def test_training_and_save_load_round_trip(name, tmp_path):
     back = fastnn.load(tmp_path / "m.npz")
     assert [layer.activation for layer in back.layers] == [name, "identity"]
     assert back.layers[0].alpha == model.layers[0].alpha
+    assert back.layers[0].negative_slope == model.layers[0].negative_slope
     np.testing.assert_array_equal(back.predict(X), model.predict(X))
     assert set(NEW) <= set(ACTIVATIONS)
 
 
 # ------------------------------------------------------------------------ attack (att15)
 
-@pytest.mark.parametrize("activation", ["elu", "leaky_relu"])
-def test_alpha_that_overflows_the_dtype_is_refused(activation):
+@pytest.mark.parametrize("activation, name", [("elu", "alpha"),
+                                              ("leaky_relu", "negative_slope")])
+def test_alpha_that_overflows_the_dtype_is_refused(activation, name):
     # alpha = 1e39 is a finite double but inf in float32: predict gave NaN silently before
-    with pytest.raises(ValueError, match=r"layer 0's alpha=1e\+39 overflows the model's "
+    kw = {name: 1e39}
+    with pytest.raises(ValueError, match=rf"layer 0's {name}=1e\+39 overflows the model's "
                                          r"dtype float32"):
-        fastnn.MLP([3, 4, 1], activation=activation, alpha=1e39, dtype=np.float32)
-    model = fastnn.MLP([3, 4, 1], activation=activation, alpha=1e39, dtype=np.float64)
+        fastnn.MLP([3, 4, 1], activation=activation, dtype=np.float32, **kw)
+    model = fastnn.MLP([3, 4, 1], activation=activation, dtype=np.float64, **kw)
     assert np.isfinite(model.predict(np.ones((2, 3)))).all()
     X, W, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32), np.zeros(4, np.float32)
-    with pytest.raises(ValueError, match=r"alpha=1e\+39 overflows the dtype float32 of X"):
-        fastnn.dense_forward(X, W, b, activation, alpha=1e39)
-    with pytest.raises(ValueError, match=r"alpha=1e\+39 overflows the dtype float32 of X"):
+    with pytest.raises(ValueError, match=rf"{name}=1e\+39 overflows the dtype float32 of X"):
+        fastnn.dense_forward(X, W, b, activation, **kw)
+    with pytest.raises(ValueError, match=rf"{name}=1e\+39 overflows the dtype float32 of X"):
         fastnn.dense_backward(X, W, np.ones((2, 4), np.float32), np.ones((2, 4), np.float32),
-                              activation, alpha=1e39)
+                              activation, **kw)

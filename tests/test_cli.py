@@ -44,8 +44,12 @@ def test_train_save_then_predict_reproduces_the_model(tmp_path, spirals_npz, cap
     assert np.array_equal(np.load(out_path), model.predict(X))
 
     assert main(["predict", str(model_path), str(data)]) == 0
-    printed = np.loadtxt(capsys.readouterr().out.splitlines(), delimiter=",")
-    np.testing.assert_allclose(printed, model.predict(X), rtol=1e-5, atol=1e-6)
+    lines = capsys.readouterr().out.splitlines()
+    # a CSV with a header: the predicted label, then the probability of each class
+    assert lines[0] == "predicted,0,1,2"
+    printed = np.loadtxt(lines[1:], delimiter=",")
+    assert np.array_equal(printed[:, 0], model.predict(X).argmax(axis=1))
+    np.testing.assert_allclose(printed[:, 1:], model.predict(X), rtol=1e-5, atol=1e-6)
 
 
 def test_train_and_predict_from_csv(tmp_path, capsys):
@@ -59,9 +63,13 @@ def test_train_and_predict_from_csv(tmp_path, capsys):
     np.savetxt(features, X, delimiter=",", header="a,b,c", comments="")
     capsys.readouterr()
     assert main(["predict", str(model_path), str(features)]) == 0
-    printed = np.loadtxt(capsys.readouterr().out.splitlines(), delimiter=",")
-    np.testing.assert_allclose(printed, fastnn.load(model_path).predict(X)[:, 0], rtol=1e-5,
-                               atol=1e-5)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "target"
+    # the model file carries the standardisation: undo it by hand as the reference
+    model = fastnn.load(model_path)
+    pre = model.preprocessor_
+    expected = model.predict((X - pre.x_mean) / pre.x_scale)[:, 0] * pre.y_scale + pre.y_mean
+    np.testing.assert_allclose(np.loadtxt(lines[1:]), expected, rtol=1e-5, atol=1e-5)
 
 
 def _error(argv, capsys):

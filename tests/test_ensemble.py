@@ -625,7 +625,7 @@ def test_rebound_public_state_is_checked_before_use(tmp_path):
                     lambda e: e.predict(X), lambda e: e.jacobian(X),
                     lambda e: e.input_gradient(X, output=0)):
             ens = fresh()
-            originals = [(m, m.get_params()) for m in ens.members]
+            originals = [(m, m.get_flat_params()) for m in ens.members]
             edit(ens)
             with pytest.raises(error, match=message):
                 use(ens)
@@ -646,7 +646,7 @@ def test_a_save_during_fit_pairs_each_member_with_the_optimizer_it_trains_with(t
     def save_mid_fit(epoch, logs):
         if logs["member"] == 1 and epoch == 2:
             ens.save(path)
-            snap["params"] = [m.get_params() for m in ens.members]
+            snap["params"] = [m.get_flat_params() for m in ens.members]
     ens.fit(X, y, "mse", fastnn.Adam(lr=0.01), epochs=3, n_threads=1,
             callbacks=[save_mid_fit])
     back = load_ensemble(path)

@@ -52,7 +52,7 @@ def _default_setting():
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_subnormal_inputs_are_read_as_zero_when_on_and_kept_when_off(dtype):
     model = MLP([1, 1], dtype=dtype, seed=0)
-    model.set_params([1.0, 0.0])                      # z = x
+    model.set_flat_params([1.0, 0.0])                      # z = x
     x = np.array([[np.finfo(dtype).smallest_subnormal * 1000]], dtype=dtype)
     assert _subnormal(x) == 1
     with fpmode.flush_denormals(False):
@@ -82,7 +82,7 @@ def test_training_flushes_subnormal_weights_and_state_when_on_and_keeps_them_whe
     results = {}
     for flush in (True, False):
         model = MLP([2, 1], dtype=dtype, seed=0)
-        model.set_params([sub, 0.5, 0.0])
+        model.set_flat_params([sub, 0.5, 0.0])
         opt = make_opt()
         fit(model, X, y, "mse", opt, epochs=2, batch_size=8, seed=0, flush_denormals=flush)
         results[flush] = model.params.copy()
@@ -103,7 +103,7 @@ def test_loss_and_grad_and_step_follow_the_module_setting():
     model = MLP([2, 1], seed=0)
     opt = SGD(lr=0.1, momentum=0.5)
     for flush, want in ((False, sub), (True, 0)):
-        model.set_params([sub, 0.5, 0.0])
+        model.set_flat_params([sub, 0.5, 0.0])
         with fpmode.flush_denormals(flush):
             model.loss_and_grad(X, y, "mse")
             assert model.grads[0] == 0                # x[:, 0] == 0
@@ -222,7 +222,7 @@ def test_float64_fit_equals_the_numpy_reference_with_and_without_flushing(flush,
     rng = np.random.default_rng(5)
     X, labels = rng.standard_normal((103, 5)), rng.integers(0, 4, 103)
     model = MLP([5, 8, 6, 4], activation=["tanh", "relu"], dtype=np.float64, seed=1)
-    start = model.get_params()
+    start = model.get_flat_params()
     opt = SGD(lr=0.05, momentum=0.9) if name == "momentum" else Adam(lr=0.01)
     fit(model, X, labels, "cross_entropy", opt, epochs=4, batch_size=16, seed=3,
         flush_denormals=flush)
@@ -265,7 +265,7 @@ F32_RTOL, F32_ATOL = 1e-4, 1e-6
 def test_float32_fit_with_flushing_stays_within_float32_tolerance_of_the_reference():
     X, y = _decaying_moment_data(900)
     model = MLP([2, 4, 1], activation="tanh", seed=0)
-    start = model.get_params()
+    start = model.get_flat_params()
     kept = MLP([2, 4, 1], activation="tanh", seed=0)
     opts = {True: Adam(lr=0.01), False: Adam(lr=0.01)}
     fit(model, X, y, "mse", opts[True], epochs=2, batch_size=1, shuffle=False,

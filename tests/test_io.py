@@ -23,7 +23,7 @@ DTYPES = [np.float32, np.float64]
 def _classifier(dtype=np.float32, epochs=2, optimizer=None):
     X, y = make_spirals(200, n_classes=3, seed=0)
     model = MLP([2, 8, 6, 3], activation=["tanh", "leaky_relu"], dtype=dtype, seed=0,
-                alpha=0.05)
+                negative_slope=0.05)
     model.fit(X, y, "cross_entropy", optimizer or Adam(lr=0.01), epochs=epochs, seed=0)
     return model, X, y
 
@@ -64,7 +64,8 @@ def test_save_load_gives_bitwise_identical_parameters_and_predictions(tmp_path, 
     assert loaded.layer_sizes == model.layer_sizes
     assert [layer.activation for layer in loaded.layers] == \
         [layer.activation for layer in model.layers]
-    assert [layer.alpha for layer in loaded.layers] == [layer.alpha for layer in model.layers]
+    assert [layer.negative_slope for layer in loaded.layers] == \
+        [layer.negative_slope for layer in model.layers]
     assert loaded.params.tobytes() == model.params.tobytes()
     assert type(loaded.loss_) is type(model.loss_)
     assert np.array_equal(loaded.predict(X), model.predict(X))
@@ -419,3 +420,29 @@ def test_pickles_cross_process_boundaries_with_identical_predictions(tmp_path):
         for name, (obj, X) in objects.items():
             assert np.array_equal(child[name], obj.predict(X)), name
             assert np.array_equal(back[name][0].predict(X), obj.predict(X)), name
+
+
+def test_files_written_before_the_slope_rename_load_with_their_meaning(tmp_path):
+    # before negative_slope existed, a layer held one "alpha": the leaky_relu slope, or elu's
+    # alpha.  Such a file (its description rewritten to the old layout) loads as written.
+    model = MLP([3, 5, 4, 2], activation=["leaky_relu", "elu"], negative_slope=0.2, alpha=0.6,
+                dtype=np.float64, seed=0)
+    path = tmp_path / "old.npz"
+    model.save(path)
+    description = _description(path)
+    assert [(d["negative_slope"], d["alpha"]) for d in description["layers"][:2]] == \
+        [(0.2, 1.0), (0.2, 0.6)]  # each stored; each used by its own activation only
+    for d, old in zip(description["layers"], (0.2, 0.6, 0.01)):
+        del d["negative_slope"]
+        d["alpha"] = old
+    _rewrite(path, description=np.array(json.dumps(description)))
+    loaded = fastnn.load(path)
+    assert (loaded.layers[0].negative_slope, loaded.layers[1].alpha) == (0.2, 0.6)
+    X = np.random.default_rng(0).normal(size=(7, 3))
+    # the closed forms of the two activations, in NumPy
+    h = X @ model.layers[0].W + model.layers[0].b
+    h = np.where(h > 0, h, 0.2 * h) @ model.layers[1].W + model.layers[1].b
+    h = np.where(h > 0, h, 0.6 * np.expm1(np.minimum(h, 0)))
+    want = h @ model.layers[2].W + model.layers[2].b
+    np.testing.assert_allclose(loaded.forward(X), want, rtol=1e-12, atol=1e-14)
+    assert np.array_equal(loaded.forward(X), model.forward(X))

@@ -13,7 +13,7 @@ from fastnn.trainer import fit
 
 def _spec(model):
     return (model.layer_sizes, [layer.activation for layer in model.layers],
-            [layer.alpha for layer in model.layers])
+            [layer._activation_parameter() for layer in model.layers])
 
 
 def _norms(model):
@@ -78,7 +78,7 @@ def test_training_loop_with_dropout_matches_numpy_reference(make_opt):
     labels = rng.integers(0, 3, 70)
     model = fastnn.MLP([5, 9, 7, 3], activation=["relu", "silu"], normalization="layer",
                        dropout=[0.2, 0.0], dtype=np.float64, seed=1, bias_init=0.1)
-    start = model.get_params()
+    start = model.get_flat_params()
     fit(model, X, labels, "cross_entropy", opt, epochs=3, batch_size=16, seed=3)
     kind = "adam" if isinstance(opt, Adam) else "sgd"
     o = {"lr": opt.lr, "weight_decay": opt.weight_decay, "clip_norm": None, "kind": kind}

@@ -14,7 +14,7 @@ def _numpy_forward(model, X):
     A = X.astype(np.float64)
     for layer in model.layers:
         A = ref.dense_forward(A, layer.W.astype(np.float64), layer.b.astype(np.float64),
-                              layer.activation, layer.alpha)
+                              layer.activation, layer._activation_parameter())
     return A
 
 
@@ -127,20 +127,20 @@ def test_from_layers_and_repr_and_summary():
         MLP.from_layers(layers)
 
 
-def test_get_set_params_and_copy_are_independent():
+def test_get_set_flat_params_and_copy_are_independent():
     model = MLP([3, 4, 2], seed=0)
-    saved = model.get_params()
+    saved = model.get_flat_params()
     clone = model.copy()
     model.params[:] = 0
     np.testing.assert_array_equal(clone.params, saved)
-    model.set_params(saved)
+    model.set_flat_params(saved)
     np.testing.assert_array_equal(model.params, saved)
     with pytest.raises(ValueError, match=r"params has shape \(3,\); expected \(26,\)"):
-        model.set_params(np.zeros(3))
+        model.set_flat_params(np.zeros(3))
     bad = saved.copy()
     bad[0] = np.inf
     with pytest.raises(ValueError, match="params contains NaN or infinity"):
-        model.set_params(bad)
+        model.set_flat_params(bad)
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [

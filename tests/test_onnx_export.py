@@ -53,7 +53,9 @@ def _inputs(n, n_in, dtype, seed=1):
 @pytest.mark.parametrize("link", LINKS)
 def test_mlp_graph_computes_predict(dtype, activation, link):
     model = fastnn.MLP([6, 24, 16, 4], activation=activation, output=link, dtype=dtype,
-                       seed=3, alpha=SLOPE)
+                       seed=3,
+                       **({"alpha": SLOPE} if activation == "elu" else
+                          {"negative_slope": SLOPE}))
     # gelu in float64 too: onnxruntime has no float64 Erf, so the export composes the normal
     # CDF from Cody's erfc approximations as the kernel does
     proto = to_onnx(model)
@@ -69,9 +71,9 @@ def test_mlp_graph_computes_predict(dtype, activation, link):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_per_layer_activations_and_slopes(dtype):
-    layers = [fastnn.Dense(5, 9, "leaky_relu", alpha=0.07),
+    layers = [fastnn.Dense(5, 9, "leaky_relu", negative_slope=0.07),
               fastnn.Dense(9, 8, "tanh"),
-              fastnn.Dense(8, 7, "leaky_relu", alpha=1.5),   # slopes > 1 are allowed too
+              fastnn.Dense(8, 7, "leaky_relu", negative_slope=1.5),   # slopes > 1 are allowed too
               fastnn.Dense(7, 3, "sigmoid"),
               fastnn.Dense(3, 2)]
     model = fastnn.MLP.from_layers(layers, output="softmax", dtype=dtype, seed=0)
@@ -136,7 +138,7 @@ def test_graph_structure_weights_and_symbolic_batch():
 
 
 def test_a_float64_leaky_relu_keeps_its_slope_exactly():
-    model = fastnn.MLP([2, 4, 1], activation="leaky_relu", alpha=0.01, dtype=np.float64,
+    model = fastnn.MLP([2, 4, 1], activation="leaky_relu", negative_slope=0.01, dtype=np.float64,
                        seed=0)
     X = np.full((1, 2), -1e3)
     model.layers[0].W[...] = 1.0   # every hidden unit at -2000: the slope alone decides
@@ -435,7 +437,8 @@ def test_every_activation_runs_at_every_opset(dtype):
     # 16-18 only: the graph failed to load at opset 13-15 and 19+
     acts = list(ACTIVATIONS)
     model = fastnn.MLP([3] + [5] * len(acts) + [2], activation=acts, normalization="layer",
-                       output="sigmoid", dtype=dtype, seed=0, alpha=SLOPE)
+                       output="sigmoid", dtype=dtype, seed=0, negative_slope=SLOPE,
+                       alpha=SLOPE)
     X = _inputs(40, 3, dtype)
     for opset in range(13, onnx.defs.onnx_opset_version() + 1):
         try:

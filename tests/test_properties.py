@@ -291,7 +291,7 @@ def test_network_loss_and_gradient_match_numpy(sizes, activation, n, seed):
     value = model.loss_and_grad(X, labels, "cross_entropy", sw)
     acts = [layer.activation for layer in model.layers]
     want_value, want_grads = ref.network_loss_grad(model.params, sizes, acts,
-                                                   [layer.alpha for layer in model.layers], X,
+                                                   [layer._activation_parameter() for layer in model.layers], X,
                                                    4, labels=labels, sample_weight=sw)
     assert value == pytest.approx(want_value, rel=1e-12, abs=1e-14)
     np.testing.assert_allclose(model.grads, want_grads, rtol=1e-9,
@@ -330,7 +330,7 @@ def test_arbitrary_arrays_give_a_result_or_a_clear_error(a, b):
     _result_or_clear_error(lambda: CrossEntropy().target_width(a))
     _result_or_clear_error(lambda: fastnn.dense_forward(a, b, np.zeros(3)))
     _result_or_clear_error(lambda: GaussianNLL(a))
-    _result_or_clear_error(lambda: model.set_params(a))
+    _result_or_clear_error(lambda: model.set_flat_params(a))
     assert np.isfinite(model.params).all()
 
 

@@ -260,7 +260,7 @@ def _shape_cases():
          ["even number of outputs", "got 3"]),
         ("probability-rows", lambda: CrossEntropy()(Z, np.full((4, 2), 0.5)), ValueError,
          ["y has shape (4, 2)", "probability rows of shape (n_samples, 3)"]),
-        ("set_params", lambda: MLP([3, 2]).set_params(np.zeros(7)), ValueError,
+        ("set_flat_params", lambda: MLP([3, 2]).set_flat_params(np.zeros(7)), ValueError,
          ["params has shape (7,)", "expected (8,)"]),
         ("fit-sigma-rows", lambda: fit(MLP([3, 1]), np.zeros((5, 3)), np.zeros(5),
                                        GaussianNLL(np.ones(4))), ValueError,
@@ -320,12 +320,12 @@ def test_out_buffers_must_be_writeable_contiguous_and_separate():
 def test_model_state_fastnn_writes_must_be_writeable():
     X, y = classification_data()
     model = MLP([3, 4, 3], seed=0)
-    before = model.get_params()
+    before = model.get_flat_params()
     model.params.flags.writeable = False
     check_error(lambda: fit(model, X, y, "cross_entropy", epochs=1), ValueError,
                 "model.params is read-only")
     check_error(lambda: SGD().step(model), ValueError, "model.params is read-only")
-    check_error(lambda: model.set_params(before), ValueError, "model.params is read-only")
+    check_error(lambda: model.set_flat_params(before), ValueError, "model.params is read-only")
     np.testing.assert_array_equal(model.predict(X), MLP([3, 4, 3], seed=0).predict(X))
     model.params.flags.writeable = True
     model.grads.flags.writeable = False
@@ -400,7 +400,7 @@ def test_values_that_overflow_the_model_dtype_are_named():
                 "X has values too large for the model's dtype float32", "1e+300")
     check_error(lambda: model.loss_and_grad(np.zeros((2, 3)), np.full((2, 2), 1e300), "mse"),
                 ValueError, "y has values too large for float32")
-    check_error(lambda: model.set_params(np.full(model.n_params, 1e300)), ValueError,
+    check_error(lambda: model.set_flat_params(np.full(model.n_params, 1e300)), ValueError,
                 "params has values too large for the model's dtype float32")
     check_error(lambda: MLP([3, 2], bias_init=1e300), ValueError,
                 "constant(value=1e+300) gives values too large for float32")
@@ -476,7 +476,8 @@ def test_other_arguments_are_named():
                 "expected numpy.float32 or numpy.float64")
     check_error(lambda: init.he_normal((3, 0)), ValueError, "shape is (3, 0)", "positive")
     check_error(lambda: fastnn.dense_forward(*[layer_arrays()[k] for k in "XWb"], "leaky_relu",
-                                             alpha=-0.1), ValueError, "alpha=-0.1", ">= 0")
+                                             negative_slope=-0.1), ValueError,
+                "negative_slope=-0.1", ">= 0")
     # bias_init accepts any real scalar, NumPy's included
     assert MLP([3, 2], bias_init=np.float32(0.5)).layers[0].b.tolist() == [0.5, 0.5]
 
@@ -883,7 +884,7 @@ def test_weights_that_became_non_finite_are_restored_from_the_last_finite_ones(e
     X = rng.standard_normal((16, 3)) * 100
     y = rng.standard_normal(16) * 100
     model = MLP([3, 4, 1], seed=0)
-    start = model.get_params()
+    start = model.get_flat_params()
     with pytest.raises(TrainingDiverged, match="at epoch 1,") as info:  # numbered from 1
         fit(model, X, y, "mse", SGD(lr=1e38), epochs=epochs, batch_size=16, seed=0)
     assert "start of epoch 1," in str(info.value)
@@ -911,10 +912,10 @@ def test_divergence_keeps_the_last_weights_known_to_give_a_finite_loss(batch_siz
     X = rng.standard_normal((64, 4)) * 10
     y = rng.standard_normal((64, 2)) * 10
     model = MLP([4, 16, 2], activation="relu", seed=0)
-    starts = [model.get_params()]  # the parameters at the start of each epoch
+    starts = [model.get_flat_params()]  # the parameters at the start of each epoch
     with pytest.raises(TrainingDiverged) as info:
         fit(model, X, y, "mse", SGD(lr=lr, momentum=0.9), epochs=200, batch_size=batch_size,
-            seed=0, callbacks=[lambda epoch, logs: starts.append(model.get_params())])
+            seed=0, callbacks=[lambda epoch, logs: starts.append(model.get_flat_params())])
     message = str(info.value)
     assert message.startswith(f"{what} became NaN or infinite at epoch {failed[0]}, step "
                               f"{failed[1]} ")
@@ -927,7 +928,7 @@ def test_divergence_keeps_the_last_weights_known_to_give_a_finite_loss(batch_siz
 def test_divergence_on_the_first_step_keeps_the_initial_weights_and_says_why():
     X = np.full((8, 3), 2e38)  # fits float32, but X @ W overflows it
     model = MLP([3, 1], init=init.constant(1.0), seed=0)
-    start = model.get_params()
+    start = model.get_flat_params()
     message = check_error(lambda: fit(model, X, np.zeros(8), "mse", epochs=3),
                           TrainingDiverged, "at epoch 1, step 1",
                           "the parameters it started this fit with", "scale of the inputs")
@@ -942,7 +943,7 @@ def test_keyboard_interrupt_in_a_callback_leaves_the_model_consistent_and_usable
     seen = []
 
     def interrupt(epoch, logs):
-        seen.append(model.get_params())
+        seen.append(model.get_flat_params())
         if epoch == 3:  # epochs are numbered from 1
             raise KeyboardInterrupt
 

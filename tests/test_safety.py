@@ -282,7 +282,7 @@ def test_a_hyperparameter_broken_mid_fit_raises_before_compiled_code(attribute, 
 
     def remember(epoch, logs):
         nonlocal before
-        before = model.get_params()
+        before = model.get_flat_params()
 
     exc = (TypeError, ValueError)
     check_error(lambda: fastnn.fit(model, X, y, "cross_entropy", opt, epochs=3,
@@ -311,11 +311,11 @@ def test_epoch_count_and_schedule_settings_broken_mid_fit_are_checked(target, at
         model = MLP([4, 8, 3], seed=0)
         opt = SGD(lr=0.01, schedule=fastnn.optim.StepDecay(step_size=2, gamma=0.5))
         obj = opt if target == "opt" else opt.schedule
-        before = model.get_params()
+        before = model.get_flat_params()
 
         def break_it(epoch, logs):
             nonlocal before
-            before = model.get_params()
+            before = model.get_flat_params()
             setattr(obj, attribute, value)
         if when == "before":
             setattr(obj, attribute, value)
@@ -535,11 +535,11 @@ def test_save_during_fit_in_another_thread_writes_an_epoch_boundary(tmp_path):
     y = rng.integers(0, 10, 4000)
     model = MLP([32, 128, 128, 10], seed=0)
     opt = Adam(lr=1e-3)
-    boundaries = [model.get_params()]
+    boundaries = [model.get_flat_params()]
     done = threading.Event()
 
     def record(epoch, logs):
-        boundaries.append(model.get_params())
+        boundaries.append(model.get_flat_params())
 
     def train():
         try:
@@ -708,11 +708,11 @@ def test_save_refuses_non_finite_parameters_and_keeps_the_file(tmp_path):
 
 def test_every_setter_rejects_what_set_params_rejects():
     model = MLP([3, 4, 2], seed=0)  # float32
-    before = model.get_params()
+    before = model.get_flat_params()
     W0 = model.layers[0].W.copy()
     huge_w = np.full((3, 4), 1e300)
     setters = [
-        lambda v: model.set_params(v),
+        lambda v: model.set_flat_params(v),
         lambda v: setattr(model, "params", v),
         lambda v: setattr(model, "grads", v),
     ]

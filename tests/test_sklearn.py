@@ -418,7 +418,7 @@ def test_coefs_and_intercepts_setters_check_like_set_weights():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(X, y)
-    before = clf.model_.get_params()
+    before = clf.model_.get_flat_params()
     cases = [
         ("coefs_", [np.zeros((5, 7)), np.full((7, 1), 1e300)], ValueError,
          r"coefs_\[1\] has values too large for the model's dtype float32"),

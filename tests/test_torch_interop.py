@@ -28,8 +28,10 @@ def _close(actual, expected, dtype, rtol=None):
 
 
 def _model(activation, link, dtype, seed=0):
+    # a non-default slope and ELU alpha, so that the round trip shows each is carried over
     model = fastnn.MLP([5, 16, 12, 4], activation=activation, dtype=dtype, seed=seed,
-                       alpha=0.3, output="auto" if link == "gaussian" else link)
+                       negative_slope=0.3, output="auto" if link == "gaussian" else link,
+                       alpha=0.7 if activation == "elu" else None)
     if link == "gaussian":
         model.loss_ = model._use_loss(fastnn.GaussianNLL(sigma="learned"))
     return model
@@ -51,8 +53,9 @@ def test_round_trip_is_bitwise_and_torch_computes_predict(dtype, activation, lin
     assert back.params.tobytes() == model.params.tobytes()
     assert [layer.activation for layer in back.layers] == \
         [layer.activation for layer in model.layers]
-    assert [layer.alpha for layer in back.layers if layer.activation == "leaky_relu"] == \
-        [layer.alpha for layer in model.layers if layer.activation == "leaky_relu"]
+    # the leaky_relu slope and ELU's alpha (0.3 and 0.7) came back
+    assert [layer._activation_parameter() for layer in back.layers] == \
+        [layer._activation_parameter() for layer in model.layers]
     assert back._link_name() == model._link_name()
     for n in (1, 2000):
         X = np.random.default_rng(n).normal(size=(n, 5)).astype(dtype)
@@ -68,7 +71,7 @@ def test_round_trip_is_bitwise_and_torch_computes_predict(dtype, activation, lin
 
 
 def test_to_torch_layout_and_modules():
-    model = fastnn.MLP([3, 4, 2], activation="leaky_relu", alpha=0.2, output="softmax",
+    model = fastnn.MLP([3, 4, 2], activation="leaky_relu", negative_slope=0.2, output="softmax",
                        dtype=np.float64, seed=0)
     seq = to_torch(model)
     assert [type(m) for m in seq] == [nn.Linear, nn.LeakyReLU, nn.Linear, nn.Softmax]

@@ -19,7 +19,7 @@ from fastnn.trainer import EarlyStopping, TrainingDiverged, fit
 
 def _spec(model):
     return (model.layer_sizes, [layer.activation for layer in model.layers],
-            [layer.alpha for layer in model.layers])
+            [layer._activation_parameter() for layer in model.layers])
 
 
 def _opt_dict(opt, kind):
@@ -47,7 +47,7 @@ def test_compiled_loop_equals_numpy_reference_in_float64(name):
     labels = rng.integers(0, 4, 103)
     model = MLP([5, 8, 6, 4], activation=["tanh", "relu"], dtype=np.float64, seed=1,
                 bias_init=0.1)
-    start = model.get_params()
+    start = model.get_flat_params()
     opt = OPTIMIZERS[name]()
     fit(model, X, labels, "cross_entropy", opt, epochs=4, batch_size=16, seed=3)
     want = ref.train(start, *_spec(model), X, 4,
@@ -75,7 +75,7 @@ def test_every_loss_trains_like_the_reference_with_sample_weights(loss, kind, ta
     sw[:7] = 0.0  # a zero-weight minibatch (rows 0..6 after a no-shuffle split) is skipped
     n_out = loss.n_outputs(n_targets)
     model = MLP([3, 7, n_out], activation="sigmoid", dtype=np.float64, seed=2)
-    start = model.get_params()
+    start = model.get_flat_params()
     opt = SGD(lr=0.05, momentum=0.9)
     fit(model, X, Y, loss, opt, epochs=3, batch_size=7, shuffle=False, sample_weight=sw,
         drop_last=True)
@@ -91,7 +91,7 @@ def test_per_sample_sigma_is_gathered_with_its_rows():
     X, Y = rng.standard_normal((40, 2)), rng.standard_normal((40, 1))
     sigma = rng.uniform(0.5, 2.0, 40)
     model = MLP([2, 5, 1], dtype=np.float64, seed=0)
-    start = model.get_params()
+    start = model.get_flat_params()
     fit(model, X, Y, GaussianNLL(sigma=sigma), SGD(lr=0.05), epochs=3, batch_size=8, seed=9)
     want = ref.train(start, *_spec(model), X, 1, _opt_dict(SGD(lr=0.05), "sgd"), epochs=3,
                      batch_size=8, seed=9, Y=Y, sigma=sigma)
@@ -121,7 +121,7 @@ def test_the_schedule_reaches_the_compiled_loop():
     rng = np.random.default_rng(0)
     X, labels = rng.standard_normal((30, 3)), rng.integers(0, 2, 30)
     model = MLP([3, 4, 2], dtype=np.float64, seed=0)
-    start = model.get_params()
+    start = model.get_flat_params()
     opt = SGD(lr=0.2, schedule=StepDecay(1, 0.5))
     history = fit(model, X, labels, "cross_entropy", opt, epochs=3, batch_size=10, seed=1)
     assert history.lr == [0.2, 0.1, 0.05]
@@ -182,7 +182,7 @@ def test_early_stopping_stops_at_the_right_epoch_and_restores_the_best_weights()
     saved = []
     history = fit(model, X, y, "mse", SGD(lr=0.05), epochs=20, batch_size=8, seed=0,
                   validation_data=(X, -y), early_stopping=EarlyStopping(patience=2),
-                  callbacks=[lambda epoch, logs: saved.append(model.get_params())])
+                  callbacks=[lambda epoch, logs: saved.append(model.get_flat_params())])
     assert history.epoch == [1, 2, 3]
     assert history.stopped_early and history.best_epoch == 1
     assert np.all(np.diff(history.val_loss) > 0)
@@ -291,7 +291,7 @@ def test_fit_releases_the_gil():
 def test_bad_fit_arguments_are_rejected_before_training(kwargs, exc, match):
     X, y = make_spirals(40, seed=0)
     model = MLP([2, 4, 3], seed=0)
-    before = model.get_params()
+    before = model.get_flat_params()
     with pytest.raises(exc, match=match):
         fit(model, X, y, "cross_entropy", **kwargs)
     np.testing.assert_array_equal(model.params, before)
@@ -316,7 +316,7 @@ def test_batch_larger_than_the_data_is_one_full_batch():
     rng = np.random.default_rng(0)
     X, labels = rng.standard_normal((12, 3)), rng.integers(0, 2, 12)
     model = MLP([3, 2], dtype=np.float64, seed=0)
-    start = model.get_params()
+    start = model.get_flat_params()
     fit(model, X, labels, "cross_entropy", SGD(lr=0.1), epochs=2, batch_size=1000, seed=0)
     want = ref.train(start, *_spec(model), X, 4, _opt_dict(SGD(lr=0.1), "sgd"), epochs=2,
                      batch_size=12, seed=0, labels=labels)

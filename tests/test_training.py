@@ -30,7 +30,7 @@ def _unchanged_after(error, match, **kwargs):
     """fit raises `error` and neither the model nor the optimizer has changed."""
     X, y = _data()
     model = MLP([3, 4, 2], seed=0)
-    start = model.get_params()
+    start = model.get_flat_params()
     opt = kwargs.pop("optimizer", Adam(lr=0.01))
     kwargs.setdefault("X", X)
     kwargs.setdefault("y", y)
@@ -60,7 +60,7 @@ def test_a_schedule_is_checked_over_the_epochs_of_a_continued_run():
     X, y = _data()
     model, opt = MLP([3, 4, 2], seed=0), SGD(lr=0.1, schedule=Cosine(total_epochs=3))
     fit(model, X, y, "cross_entropy", opt, epochs=2, seed=0)
-    start = model.get_params()
+    start = model.get_flat_params()
     with pytest.raises(ValueError, match="epoch 4 of this run"):
         fit(model, X, y, "cross_entropy", opt, epochs=2, seed=0)
     assert model.params.tobytes() == start.tobytes() and opt.completed_epochs == 2

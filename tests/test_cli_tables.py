@@ -1,0 +1,415 @@
+"""`fastnn train` / `fastnn predict` on real tabular files, run as a user runs them.
+
+Every table is written by pandas (with and without an index, with a byte-order mark, quoted
+labels, tabs, missing cells, reordered columns).  The command runs as a subprocess
+(``python -m fastnn``, from a directory outside the repository) where the process matters
+(the whole train/predict round trip, --help, a closed pipe, exit codes) and in-process through
+``fastnn.cli.main`` with the same argv elsewhere, to keep the module fast on a busy machine.
+The references are computed independently here (pandas statistics, the model's own arrays).
+"""
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fastnn
+from fastnn.cli import main
+from fastnn.io import ModelFileError
+from fastnn.tabular import read_table
+
+FAST = ["--epochs", "8", "--layers", "16", "--quiet"]
+
+
+def spawn(tmp_path, *argv, check=True):
+    """`python -m fastnn argv` in tmp_path: the real process, exit status and streams."""
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    result = subprocess.run([sys.executable, "-m", "fastnn", *map(str, argv)], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in result.stderr, result.stderr
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def run(tmp_path, *argv, check=True):
+    """The same through fastnn.cli.main in this process (what the console script calls)."""
+    out, err = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in argv])
+            except SystemExit as exc:  # argparse: --help, bad flags
+                code = exc.code
+    finally:
+        os.chdir(cwd)
+    result = SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+    assert "Traceback" not in result.stderr, result.stderr
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def _frame(n=240, seed=0):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"x one": rng.normal(size=n), "b": rng.normal(size=n) * 100 + 5,
+                       "flag": rng.random(n) > 0.5})
+    # a label with a comma and a quote needs quoting; the classes are text
+    df["species"] = np.where(df["x one"] + df["b"] / 100 > 0, 'setosa, "big"', "virginica")
+    return df
+
+
+@pytest.fixture
+def frame():
+    return _frame()
+
+
+def test_csv_with_index_bom_and_quoted_string_labels(tmp_path, frame):
+    frame.to_csv(tmp_path / "d.csv", index=True, encoding="utf-8-sig")  # index + BOM
+    out = spawn(tmp_path, "train", "d.csv", "--target", "species", "--save", "m.npz", *FAST,
+                "--epochs", "80")  # the last --epochs wins; enough to learn this boundary
+    assert "task: classification into 2 classes" in out.stdout
+    assert "inferred from the target" in out.stdout and "loss: cross_entropy" in out.stdout
+    assert "held-out accuracy" in out.stdout
+    model = fastnn.load(tmp_path / "m.npz")
+    pre = model.preprocessor_
+    # the unnamed index column is not a feature; the BOM is not part of a name
+    assert pre.feature_names == ["x one", "b", "flag"]
+    assert pre.classes == ['setosa, "big"', "virginica"]
+
+    spawn(tmp_path, "predict", "m.npz", "d.csv", "--output", "out.csv")
+    assert not (tmp_path / "out.csv.npy").exists()
+    pred = pd.read_csv(tmp_path / "out.csv")
+    assert list(pred.columns) == ["species", 'setosa, "big"', "virginica"]
+    # independent reference: the model's probabilities on the standardised inputs
+    X = frame[pre.feature_names].to_numpy(dtype=float)
+    P = model.predict((X - pre.x_mean) / pre.x_scale)
+    np.testing.assert_allclose(pred.iloc[:, 1:].to_numpy(), P, rtol=1e-6, atol=1e-7)
+    assert pred["species"].tolist() == [pre.classes[i] for i in P.argmax(axis=1)]
+    assert (pred["species"] == frame["species"]).mean() > 0.8
+
+
+def test_tsv_and_an_explicit_delimiter(tmp_path, frame):
+    frame.to_csv(tmp_path / "d.tsv", sep="\t", index=False)
+    assert "classification" in run(tmp_path, "train", "d.tsv", "--target", "species",
+                                   *FAST).stdout
+    frame.to_csv(tmp_path / "d.dat", sep=";", index=False)
+    bad = run(tmp_path, "train", "d.dat", "--target", "species", *FAST, check=False)
+    assert bad.returncode == 2 and "--delimiter" in bad.stderr
+    run(tmp_path, "train", "d.dat", "--target", "species", "--delimiter", ";", *FAST)
+
+
+def test_named_index_column(tmp_path, frame):
+    frame.rename_axis("sample_id").to_csv(tmp_path / "d.csv")
+    run(tmp_path, "train", "d.csv", "--target", "species", "--index-col", "sample_id",
+        "--save", "m.npz", *FAST)
+    assert fastnn.load(tmp_path / "m.npz").preprocessor_.feature_names == ["x one", "b", "flag"]
+    bad = run(tmp_path, "train", "d.csv", "--target", "species", "--index-col", "nope", *FAST,
+              check=False)
+    assert bad.returncode == 2 and "--index-col 'nope'" in bad.stderr
+
+
+def test_missing_values_name_the_line_and_column_or_are_imputed(tmp_path, frame):
+    frame.loc[5, "b"] = np.nan  # data row 5 (0-based) is file line 7: header line 1
+    frame.loc[9, "b"] = np.nan
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    bad = spawn(tmp_path, "train", "d.csv", "--target", "species", *FAST, check=False)
+    assert bad.returncode == 2
+    assert "d.csv, line 7" in bad.stderr and "column 'b'" in bad.stderr
+    assert "2 missing values" in bad.stderr and "--impute" in bad.stderr
+
+    run(tmp_path, "train", "d.csv", "--target", "species", "--impute", "median",
+        "--validation-split", "0", "--save", "m.npz", *FAST)
+    pre = fastnn.load(tmp_path / "m.npz").preprocessor_
+    assert pre.x_fill[1] == frame["b"].median()  # pandas skips NaN, as the imputation does
+    # predict applies the stored fill; a model trained without --impute rejects the gap
+    run(tmp_path, "predict", "m.npz", "d.csv", "--output", "p.csv")
+    assert len(pd.read_csv(tmp_path / "p.csv")) == len(frame)
+    # NA spellings pandas reads as missing are missing here too
+    (tmp_path / "na.csv").write_text("a,b,y\n1,NA,0\n2,3,1\n")
+    bad = run(tmp_path, "train", "na.csv", "--target", "y", *FAST, check=False)
+    assert "na.csv, line 2" in bad.stderr and "column 'b'" in bad.stderr
+
+
+def test_a_missing_target_is_an_error(tmp_path, frame):
+    frame.loc[3, "species"] = None
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    bad = run(tmp_path, "train", "d.csv", "--target", "species", *FAST, check=False)
+    assert bad.returncode == 2 and "line 5" in bad.stderr and "'species'" in bad.stderr
+
+
+def test_predict_selects_columns_by_name_and_drops_the_target(tmp_path, frame):
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    run(tmp_path, "train", "d.csv", "--target", "species", "--save", "m.npz", *FAST)
+    run(tmp_path, "predict", "m.npz", "d.csv", "--output", "a.csv")
+    frame[["flag", "species", "b", "x one"]].to_csv(tmp_path / "r.csv", index=False)
+    run(tmp_path, "predict", "m.npz", "r.csv", "--output", "b.csv")
+    a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+    pd.testing.assert_frame_equal(a, b)
+    frame[["flag", "x one"]].to_csv(tmp_path / "lacking.csv", index=False)
+    bad = run(tmp_path, "predict", "m.npz", "lacking.csv", check=False)
+    assert bad.returncode == 2 and "'b'" in bad.stderr and "needs the columns" in bad.stderr
+
+
+def test_regression_target_standardised_and_given_back_in_its_units(tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 3)) * [1, 10, 100] + [0, 50, -7]
+    y = 1000 + 50 * X[:, 0] + 2 * X[:, 1] + rng.normal(size=300)
+    df = pd.DataFrame(X, columns=["a", "b", "c"]).assign(price=y)
+    df.to_csv(tmp_path / "r.csv", index=False)
+    out = run(tmp_path, "train", "r.csv", "--target", "price", "--validation-split", "0",
+              "--save", "m.npz", "--epochs", "3", "--quiet")
+    assert "task: regression (inferred from the target); loss: mse" in out.stdout
+    model = fastnn.load(tmp_path / "m.npz")
+    pre = model.preprocessor_
+    np.testing.assert_allclose(pre.x_mean, df[["a", "b", "c"]].mean(), rtol=1e-12)
+    np.testing.assert_allclose(pre.x_scale, df[["a", "b", "c"]].std(ddof=0), rtol=1e-12)
+    assert pre.y_mean == pytest.approx(y.mean(), rel=1e-12)
+    assert pre.y_scale == pytest.approx(y.std(), rel=1e-12)
+    run(tmp_path, "predict", "m.npz", "r.csv", "--output", "p.csv")
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert list(pred.columns) == ["price"]
+    expected = model.predict((X - pre.x_mean) / pre.x_scale)[:, 0] * pre.y_scale + pre.y_mean
+    np.testing.assert_allclose(pred["price"], expected, rtol=1e-6)
+
+    run(tmp_path, "train", "r.csv", "--target", "price", "--no-standardize", "--save", "n.npz",
+        "--epochs", "1", "--quiet")
+    raw = fastnn.load(tmp_path / "n.npz").preprocessor_
+    assert raw.x_mean.tolist() == [0, 0, 0] and raw.x_scale.tolist() == [1, 1, 1]
+    assert (raw.y_mean, raw.y_scale) == (0.0, 1.0)
+
+
+def test_gaussian_model_writes_a_std_column_and_npy_only_for_npy(tmp_path):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(200, 2))
+    pd.DataFrame(X, columns=["u", "v"]).assign(t=X[:, 0] + 0.1 * rng.normal(size=200)).to_csv(
+        tmp_path / "g.csv", index=False)
+    run(tmp_path, "train", "g.csv", "--target", "t", "--loss", "gaussian_nll", "--save",
+        "g.npz", *FAST)
+    run(tmp_path, "predict", "g.npz", "g.csv", "--output", "p.csv")
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert list(pred.columns) == ["t", "std"] and (pred["std"] > 0).all()
+    run(tmp_path, "predict", "g.npz", "g.csv", "--output", "p.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), pred.to_numpy(), rtol=1e-6)
+
+
+def test_task_inference_warns_when_ambiguous_and_can_be_overridden(tmp_path):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 2))
+    counts = np.round(100 + 30 * X[:, 0]).astype(int)  # whole numbers, many distinct values
+    pd.DataFrame(X, columns=["a", "b"]).assign(n=counts, few=counts % 3).to_csv(
+        tmp_path / "i.csv", index=False)
+    out = run(tmp_path, "train", "i.csv", "--target", "n", *FAST)
+    assert "task: regression" in out.stdout
+    assert "warning" in out.stderr and "--task classification" in out.stderr
+    # `few` is a feature when the target is n; as the target it is 3 classes, no warning
+    df = pd.read_csv(tmp_path / "i.csv").drop(columns="n")
+    df.to_csv(tmp_path / "f.csv", index=False)
+    out = run(tmp_path, "train", "f.csv", "--target", "few", *FAST)
+    assert "classification into 3 classes (0, 1, 2)" in out.stdout and out.stderr == ""
+    out = run(tmp_path, "train", "f.csv", "--target", "few", "--task", "regression", *FAST)
+    assert "task: regression (--task)" in out.stdout
+    out = run(tmp_path, "train", "f.csv", "--target", "few", "--loss", "mse", *FAST)
+    assert "task: regression (--loss)" in out.stdout
+    bad = run(tmp_path, "train", "f.csv", "--target", "few", "--loss", "mse", "--task",
+              "classification", *FAST, check=False)
+    assert bad.returncode == 2 and "--loss mse" in bad.stderr
+
+
+def test_a_text_target_with_a_class_per_row_warns(tmp_path, frame):
+    names = [f"s{i}" for i in range(len(frame))]
+    frame.drop(columns="species").assign(name=names).to_csv(tmp_path / "d.csv", index=False)
+    out = run(tmp_path, "train", "d.csv", "--target", "name", "--epochs", "1", "--quiet",
+              "--validation-split", "0", "--layers", "4")
+    assert "240 distinct texts" in out.stderr and "identifier" in out.stderr
+
+
+def test_boolean_labels_come_back_as_booleans(tmp_path, frame):
+    frame.drop(columns="species").to_csv(tmp_path / "d.csv", index=False)
+    run(tmp_path, "train", "d.csv", "--target", "flag", "--save", "m.npz", *FAST)
+    assert fastnn.load(tmp_path / "m.npz").preprocessor_.classes == [False, True]
+    run(tmp_path, "predict", "m.npz", "d.csv", "--output", "p.csv")
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert list(pred.columns) == ["flag", "False", "True"] and pred["flag"].dtype == bool
+
+
+def test_every_help_shows_defaults_and_errors_name_the_flag(tmp_path, frame):
+    for argv in (["predict", "--help"], ["demo", "--help"]):
+        assert "default" in run(tmp_path, *argv).stdout
+    train_help = spawn(tmp_path, "train", "--help").stdout
+    for flag in ("--epochs", "--validation-split", "--early-stopping", "--lr"):
+        text = train_help.split(flag, 2)[-1].split("\n  -")[0]
+        assert "(default:" in text, (flag, text)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    for argv, flag in [(["--epochs", "0"], "--epochs"), (["--batch-size", "-1"], "--batch-size"),
+                       (["--validation-split", "1.5"], "--validation-split"),
+                       (["--lr", "0"], "--lr"), (["--target", "nope"], "--target"),
+                       (["--target", "species", "--layers", "a"], "--layers"),
+                       (["--target", "species", "--init", "bogus"], "--init"),
+                       (["--target", "species", "--threads", str(2**40)], "--threads"),
+                       (["--target", "species", "--encoding", "bogus"], "--encoding"),
+                       (["--target", "species", "--loss", "kl"], "--loss")]:
+        bad = run(tmp_path, "train", "d.csv", *argv, check=False)
+        assert bad.returncode == 2 and flag in bad.stderr, (argv, bad.stderr)
+        for python_name in ("batch_size", "validation_split", "n_threads", "initializer="):
+            assert python_name not in bad.stderr, (argv, bad.stderr)
+    np.savez(tmp_path / "tiny.npz", X=np.zeros((2, 2)), y=np.array([0, 1]))
+    for data in ("d.csv", "tiny.npz"):
+        bad = run(tmp_path, "train", data, "--target", "species" if data == "d.csv" else "y",
+                  "--validation-split", "0.001", *FAST, check=False)
+        assert bad.returncode == 2 and "--validation-split 0.001" in bad.stderr, bad.stderr
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    X = np.random.default_rng(4).normal(size=(40000, 2))
+    pd.DataFrame(X, columns=["a", "b"]).assign(y=X[:, 0] > 0).to_csv(tmp_path / "big.csv",
+                                                                       index=False)
+    run(tmp_path, "train", "big.csv", "--target", "y", "--save", "m.npz", "--epochs", "1",
+        "--quiet")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    proc = subprocess.Popen([sys.executable, "-m", "fastnn", "predict", "m.npz", "big.csv"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"y,")
+    proc.stdout.close()  # the reader leaves, as `| head -1` does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and err == b"", err
+
+
+def test_plot_writes_the_learning_curve_or_says_what_to_install(tmp_path, frame):
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    result = run(tmp_path, "train", "d.csv", "--target", "species", "--plot", "c.png", *FAST,
+                 check=False)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert result.returncode == 2 and "pip install matplotlib" in result.stderr
+    else:
+        assert result.returncode == 0
+        assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_multi_label_sigmoid_predictions_are_one_probability_per_output(tmp_path):
+    X = np.random.default_rng(6).normal(size=(60, 3))
+    Y = (X[:, :2] > 0).astype(float)  # two independent 0/1 labels
+    np.savez(tmp_path / "ml.npz", X=X, y=Y)
+    run(tmp_path, "train", "ml.npz", "--loss", "bce", "--save", "m.npz", *FAST)
+    run(tmp_path, "predict", "m.npz", "ml.npz", "--output", "p.csv")
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert list(pred.columns) == ["p0", "p1"]
+    np.testing.assert_allclose(pred.to_numpy(), fastnn.load(tmp_path / "m.npz").predict(X),
+                               rtol=1e-6)
+
+
+def test_npz_data_keeps_working(tmp_path):
+    X = np.random.default_rng(5).normal(size=(100, 3))
+    np.savez(tmp_path / "d.npz", X=X, y=(X[:, 0] > 0).astype(int))
+    run(tmp_path, "train", "d.npz", "--save", "m.npz", *FAST)
+    spawn(tmp_path, "predict", "m.npz", "d.npz", "--output", "predicted.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "predicted.npy"),
+                                  fastnn.load(tmp_path / "m.npz").predict(X))
+
+
+# --------------------------------------------------------------------- the two readers
+
+def test_the_csv_module_reader_agrees_with_the_pandas_reader(tmp_path):
+    text = ('\ufeff,name,"x, y", z ,ok\n'
+            '0,"a ""quoted"" word",1.5, 2 ,True\n'
+            '1,plain,NA,3,false\n'
+            '\n'
+            '2,,-0.25,nan,TRUE\n')
+    path = tmp_path / "t.csv"
+    path.write_text(text, encoding="utf-8")
+    a = read_table(path, use_pandas=True)
+    b = read_table(path, use_pandas=False)
+    assert a.columns == b.columns == ["name", "x, y", "z", "ok"]
+    for name in a.columns:
+        assert a.data[name].dtype == b.data[name].dtype, name
+        assert [str(v) for v in a.data[name]] == [str(v) for v in b.data[name]], name
+    assert a.data["name"].tolist() == ['a "quoted" word', "plain", None]
+    assert np.isnan(a.data["x, y"][1]) and a.data["ok"].tolist() == [True, False, True]
+    # both count physical lines (the blank line 4 is skipped)
+    assert a.lines.tolist() == b.lines.tolist() == [2, 3, 5]
+
+
+def test_read_table_errors(tmp_path):
+    (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3\n")
+    with pytest.raises(ValueError, match=r"ragged.csv, line 3: 1 fields; the header has 2"):
+        read_table(tmp_path / "ragged.csv", use_pandas=False)
+    (tmp_path / "latin.csv").write_bytes("caf\xe9,b\n1,2\n".encode("latin-1"))
+    for use_pandas in (True, False):
+        with pytest.raises(ValueError, match="--encoding"):
+            read_table(tmp_path / "latin.csv", use_pandas=use_pandas)
+        assert read_table(tmp_path / "latin.csv", encoding="latin-1",
+                          use_pandas=use_pandas).columns == ["café", "b"]
+    (tmp_path / "dup.csv").write_text("a,a\n1,2\n")
+    with pytest.raises(ValueError, match="appears twice"):
+        read_table(tmp_path / "dup.csv", use_pandas=False)
+
+
+# --------------------------------------------------------------------- the model file
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t.update(x_scale=[-1.0] * len(t["x_scale"])),
+    lambda t: t.update(x_mean=t["x_mean"][:-1]),
+    lambda t: t.update(classes=["only one"]),
+    lambda t: t.update(classes=[[1], [2]]),
+    lambda t: t.update(feature_names=["a", "a", "c"]),
+    lambda t: t.update(task="clustering"),
+    lambda t: t.update(y_scale="1"),
+    lambda t: t.update(extra=1),
+    lambda t: t.pop("target"),
+    lambda t: t.update(feature_names=["a", "b"], x_mean=[0, 0], x_scale=[1, 1]),
+    lambda t: t.update(classes=["a", "b", "c"]),
+], ids=["negative-scale", "short-mean", "one-class", "list-classes", "duplicate-names",
+        "task", "string-scale", "extra-key", "missing-key", "feature-count", "class-count"])
+def test_a_crafted_tabular_description_is_a_model_file_error(tmp_path, frame, edit):
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    run(tmp_path, "train", "d.csv", "--target", "species", "--save", "m.npz", *FAST)
+    with np.load(tmp_path / "m.npz") as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    description = json.loads(str(arrays["description"]))
+    edit(description["tabular"])
+    arrays["description"] = np.array(json.dumps(description))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ModelFileError):
+        fastnn.load(tmp_path / "bad.npz")
+
+
+def test_without_pandas_the_csv_module_gives_the_same_model(tmp_path, frame, monkeypatch):
+    frame.loc[7, "b"] = np.nan
+    frame.to_csv(tmp_path / "d.csv", index=True, encoding="utf-8-sig")
+    argv = ["train", "d.csv", "--target", "species", "--impute", "mean", *FAST]
+    run(tmp_path, *argv, "--save", "with.npz")
+    run(tmp_path, "predict", "with.npz", "d.csv", "--output", "with.csv")
+    monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` now fails
+    run(tmp_path, *argv, "--save", "without.npz")
+    run(tmp_path, "predict", "without.npz", "d.csv", "--output", "without.csv")
+    a, b = fastnn.load(tmp_path / "with.npz"), fastnn.load(tmp_path / "without.npz")
+    assert a.preprocessor_.get_config() == b.preprocessor_.get_config()
+    assert np.array_equal(a.params, b.params)
+    assert (tmp_path / "with.csv").read_bytes() == (tmp_path / "without.csv").read_bytes()
+
+
+def test_na_values_names_extra_missing_markers(tmp_path):
+    (tmp_path / "uci.csv").write_text("a,b,y\n1,2,0\n3,?,1\n4,5,0\n6,7,1\n8,9,0\n")
+    bad = run(tmp_path, "train", "uci.csv", "--target", "y", *FAST, check=False)
+    assert bad.returncode == 2 and "uci.csv, line 3" in bad.stderr and "'?'" in bad.stderr
+    assert "--na-values" in bad.stderr
+    bad = run(tmp_path, "train", "uci.csv", "--target", "y", "--na-values", "?", *FAST,
+              check=False)
+    assert "line 3" in bad.stderr and "column 'b' is missing" in bad.stderr
+    run(tmp_path, "train", "uci.csv", "--target", "y", "--na-values", "?", "--impute", "mean",
+        "--validation-split", "0", "--save", "m.npz", *FAST)
+    assert fastnn.load(tmp_path / "m.npz").preprocessor_.x_fill[1] == pytest.approx(23 / 4)
+    for use_pandas in (True, False):
+        table = read_table(tmp_path / "uci.csv", na_values=["?"], use_pandas=use_pandas)
+        assert np.isnan(table.data["b"][1]) and table.data["b"].dtype == np.float64
