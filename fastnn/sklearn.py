@@ -70,7 +70,8 @@ import numbers
 import warnings
 
 import numpy as np
-from scipy.special import expit, log_expit, log_softmax
+from scipy import sparse
+from scipy.special import expit, log_expit, log_softmax, softmax
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -78,6 +79,7 @@ try:
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state
+    from sklearn.utils.metaestimators import available_if
     from sklearn.utils.class_weight import compute_class_weight
     from sklearn.utils.multiclass import check_classification_targets, type_of_target
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -85,11 +87,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"fastnn.sklearn needs scikit-learn >= 1.6 ({exc}); install it with "
                       "pip install scikit-learn") from exc
 
-from fastnn._validation import check_choice, check_number, check_sample_weight, float_dtype
-from fastnn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL
+from fastnn._validation import (all_finite, as_ndarray, check_choice, check_number,
+                                check_sample_weight, float_dtype)
+from fastnn.lbfgs import LBFGS, LBFGSObjective
+from fastnn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL, PoissonNLL
 from fastnn.model import MLP
 from fastnn.optim import SGD, Adam, Constant, InverseScaling, ReduceOnPlateau, Schedule
-from fastnn.trainer import fit as _fastnn_fit
+from fastnn.trainer import TrainingDiverged, fit as _fastnn_fit
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -127,7 +131,7 @@ class _ContinuedSchedule(Schedule):
 
 
 class _BaseMLP(BaseEstimator):
-    """Shared machinery: parameter checks, the network, the optimizer and the epoch loop."""
+    """Shared machinery: parameter checks, the network, the solvers and the epoch loop."""
 
     # ------------------------------------------------------------------ parameters
 
@@ -154,7 +158,7 @@ class _BaseMLP(BaseEstimator):
                                  f"hidden layer ({len(hidden)}) or a single name")
         activation = [{"logistic": "sigmoid"}.get(a, a) for a in
                       (check_choice(a, "activation", ACTIVATIONS) for a in activation)]
-        check_choice(self.solver, "solver", ("sgd", "adam"))
+        check_choice(self.solver, "solver", ("lbfgs", "sgd", "adam"))
         check_number(self.alpha, "alpha", low=0.0)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
             check_number(self.batch_size, "batch_size", low=1, integer=True)
@@ -162,6 +166,7 @@ class _BaseMLP(BaseEstimator):
         check_number(self.learning_rate_init, "learning_rate_init", low=0.0, low_open=True)
         check_number(self.power_t, "power_t", low=0.0)
         check_number(self.max_iter, "max_iter", low=1, integer=True)
+        check_number(self.max_fun, "max_fun", low=1, integer=True)
         check_number(self.tol, "tol", low=0.0)
         check_number(self.momentum, "momentum", low=0.0, high=1.0, high_open=True)
         check_number(self.validation_fraction, "validation_fraction", low=0.0, high=1.0,
@@ -169,18 +174,25 @@ class _BaseMLP(BaseEstimator):
         check_number(self.beta_1, "beta_1", low=0.0, high=1.0, high_open=True)
         check_number(self.beta_2, "beta_2", low=0.0, high=1.0, high_open=True)
         check_number(self.epsilon, "epsilon", low=0.0, low_open=True)
-        check_number(self.n_iter_no_change, "n_iter_no_change", low=1, integer=True)
+        if not (isinstance(self.n_iter_no_change, numbers.Real) and
+                self.n_iter_no_change == np.inf):
+            check_number(self.n_iter_no_change, "n_iter_no_change", low=1, integer=True)
         check_choice(self.early_stopping_monitor, "early_stopping_monitor", ("loss", "score"))
         for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be True or False; got {getattr(self, name)!r}")
-        return hidden, activation, float_dtype(self.dtype)
+        return hidden, activation, None if self.dtype is None else float_dtype(self.dtype)
 
     # ------------------------------------------------------------------ training
 
     def _fit(self, X, y, sample_weight, incremental, classes=None, validation_data=None):
         hidden, activation, dtype = self._checked_params()
-        first = not hasattr(self, "model_") or (not incremental and not self.warm_start)
+        if incremental and self.early_stopping and validation_data is None:
+            raise ValueError("partial_fit does not support early_stopping=True without "
+                             "validation_data: pass validation_data=(X_val, y_val), or set "
+                             "early_stopping=False")
+        has_weights = hasattr(self, "model_") or self._pending_weights() is not None
+        first = not has_weights or (not incremental and not self.warm_start)
         try:
             prepared = self._prepare_fit(X, y, sample_weight, incremental, classes,
                                          validation_data, first, hidden, activation, dtype)
@@ -190,52 +202,124 @@ class _BaseMLP(BaseEstimator):
             raise
         if prepared is None:
             return self
-        X, Y, sw, val, loss, batch_size = prepared
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(*prepared[:3], prepared[4])
+        else:
+            self._fit_stochastic(*prepared, incremental)
+        if not all_finite(self.model_.params):
+            raise ValueError("Solver produced non-finite parameter weights. The input data may "
+                             "contain large values and need to be preprocessed.")
+        return self
+
+    def _fit_stochastic(self, X, Y, sw, val, loss, batch_size, incremental):
+        """Epochs of minibatch sgd/adam through fastnn.fit, with scikit-learn's stopping."""
         n = X.shape[0]
         epochs = 1 if incremental else self.max_iter
-        _fastnn_fit(self.model_, X, Y, loss, self._optimizer, epochs=epochs,
-                    batch_size=batch_size, shuffle=self.shuffle, seed=self._rng,
-                    sample_weight=sw, validation_data=val,
-                    callbacks=[self._epoch_callback(n, val)])
-        stopped = self._record["bad_epochs"] > self.n_iter_no_change
-        if val is not None and self._record["params"] is not None and (
-                stopped or not incremental):
-            self.model_.params[...] = self._record["params"]
-        if incremental:
-            self.stopped_early_ = bool(stopped and val is not None)
+        self.n_iter_ = 0
+        diverged = None
+        try:
+            _fastnn_fit(self.model_, X, Y, loss, self._optimizer, epochs=epochs,
+                        batch_size=batch_size, shuffle=self.shuffle, seed=self._rng,
+                        sample_weight=sw, validation_data=val,
+                        callbacks=[self._epoch_callback(n, val)])
+        except TrainingDiverged as exc:
+            # scikit-learn trains on through a non-finite loss: record the failed epoch as
+            # NaN and stop here (the model keeps its last finite weights)
+            diverged = exc
+            self.n_iter_ += 1
+            self.loss_ = float("nan")
+            self.loss_curve_.append(float("nan"))
+            if val is not None:
+                self.validation_scores_.append(float("nan"))
+                self.validation_loss_curve_.append(float("nan"))
+        stopped = self._no_improvement_count > self.n_iter_no_change
+        if val is not None and self._best_params is not None and (stopped or not incremental):
+            self.model_.params[...] = self._best_params
+        elif diverged is not None:
+            raise ValueError("Solver produced non-finite parameter weights. The input data may "
+                             f"contain large values and need to be preprocessed. ({diverged})"
+                             ) from diverged
+        self.stopped_early_ = bool(stopped and (val is not None or not incremental))
+        if not incremental and not stopped and diverged is None and \
+                self.n_iter_ == self.max_iter:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                          "reached and the optimization hasn't converged yet.",
+                          ConvergenceWarning, stacklevel=4)
+        if self.early_stopping:
+            self.best_loss_ = None
         else:
-            self.stopped_early_ = bool(stopped)
-            if not stopped:
-                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                              "reached and the optimization hasn't converged yet.",
-                              ConvergenceWarning, stacklevel=3)
-        self.best_loss_ = None if self.early_stopping else min(self.loss_curve_)
-        return self
+            finite = [v for v in self.loss_curve_ if np.isfinite(v)]
+            self.best_loss_ = min(finite) if finite else float("nan")
+
+    def _fit_lbfgs(self, X, Y, sw, loss):
+        """Full-batch L-BFGS (fastnn.lbfgs): scikit-learn's objective and stopping rules."""
+        weight_sum = X.shape[0] if sw is None else float(np.sum(sw, dtype=np.float64))
+        solver = LBFGS(max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol,
+                       weight_decay=self.alpha / weight_sum)
+        curve = []
+        result = solver.fit(self.model_, X, Y, loss, sample_weight=sw,
+                            callback=lambda it, value: curve.append(value),
+                            verbose=bool(self.verbose))
+        self.n_iter_ = min(int(result.nit), self.max_iter)
+        self.t_ += X.shape[0] * self.n_iter_
+        self.loss_ = float(result.fun)
+        self.loss_curve_.extend(curve)
+        self.best_loss_ = min(curve) if curve else self.loss_
+        self.stopped_early_ = False
+        if result.status != 0:
+            message = result.message
+            if isinstance(message, bytes):
+                message = message.decode("latin1")
+            warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                          f"(status={result.status}):\n{message}\n\nIncrease the number of "
+                          f"iterations to improve the convergence (max_iter={self.max_iter}), "
+                          f"or max_fun={self.max_fun}.", ConvergenceWarning, stacklevel=4)
+
+    def _resolve_dtype(self, X, dtype, first):
+        """The dtype of the computation: dtype= when given; else the fitted model's when
+        continuing; else X's when it is float32 or float64 (and float64 otherwise)."""
+        if dtype is not None:
+            return dtype
+        if not first and hasattr(self, "model_"):
+            return self.model_.dtype
+        return [np.float64, np.float32]
 
     def _prepare_fit(self, X, y, sample_weight, incremental, classes, validation_data, first,
                      hidden, activation, dtype):
         """Validate and convert the data, build or check the network and the optimizer, and
         split off the validation set: (X, Y, sw, val, loss, batch_size), or None when a
         partial_fit call has nothing to do."""
-        X, y = validate_data(self, X, y, reset=first, dtype=dtype, order="C",
-                             multi_output=True, y_numeric=not self._is_fastnn_classifier)
-        Y, sw = self._targets(y, sample_weight, X.shape[0], dtype, first, incremental, classes)
+        X, y = validate_data(self, X, y, reset=first, dtype=self._resolve_dtype(X, dtype, first),
+                             order="C", multi_output=True, accept_sparse=("csr", "csc"),
+                             y_numeric=not self._is_fastnn_classifier)
+        X = _dense(X)
+        dtype = X.dtype
+        first_targets = first or not hasattr(self, "n_outputs_") or (
+            self._is_fastnn_classifier and not hasattr(self, "classes_"))
+        Y, sw = self._targets(y, sample_weight, X.shape[0], dtype, first_targets, incremental,
+                              classes)
         loss = self._loss()
         sizes = [X.shape[1], *hidden, loss.n_outputs(self._n_targets())]
-        if first or not incremental or not hasattr(self, "_rng"):
-            self._rng = np.random.default_rng(
-                check_random_state(self.random_state).randint(_SEED_BOUND))
+        random_state = check_random_state(self.random_state)
         if first:
             self.model_ = MLP(sizes, activation=activation, init=self.init, dtype=dtype,
-                              seed=self._rng, dropout=self.dropout,
-                              normalization=self.normalization)
+                              seed=0 if self.init is None else random_state.randint(_SEED_BOUND),
+                              dropout=self.dropout, normalization=self.normalization)
+            if self.init is None:
+                _init_as_scikit_learn(self.model_, self.activation, random_state)
+            self._reset_records()
+        elif not hasattr(self, "model_"):
+            self._adopt_pending_weights(sizes, activation, dtype)
             self._reset_records()
         else:
             self._check_structure(sizes, activation)
             if self.model_.dtype != dtype:
                 self.model_ = self.model_.astype(dtype)
+        if first or not incremental or not hasattr(self, "_rng"):
+            self._rng = np.random.default_rng(random_state.randint(_SEED_BOUND))
+        self.n_layers_ = self.model_.n_layers + 1
         if not incremental:
-            self._record = self._new_record()
+            self._new_record()
             self._validation_set = None
         elif self.stopped_early_ and self.early_stopping:
             warnings.warn(f"early stopping ended training after {self.n_iter_} epochs; this "
@@ -244,17 +328,20 @@ class _BaseMLP(BaseEstimator):
                           stacklevel=4)
             return None
         self.stopped_early_ = False
+        if self.solver == "lbfgs":
+            return X, Y, sw, None, loss, X.shape[0]
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = self._new_optimizer()
         val = None
         if self.early_stopping:
-            X, Y, sw, val = self._validation_split(X, y, Y, sw, dtype, incremental,
+            X, Y, sw, val = self._validation_split(X, Y, sw, dtype, incremental,
                                                    validation_data)
         n = X.shape[0]
         batch_size = min(AUTO_BATCH_SIZE, n) if self.batch_size == "auto" else self.batch_size
         if batch_size > n:
-            warnings.warn(f"batch_size={batch_size} is larger than the {n} training samples; "
-                          "it is clipped", UserWarning, stacklevel=4)
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
+                          f"going to be clipped (batch_size={batch_size}, {n} training "
+                          "samples)", UserWarning, stacklevel=4)
             batch_size = n
         mean_weight = 1.0 if sw is None else float(np.mean(sw, dtype=np.float64))
         self._optimizer.weight_decay = self.alpha / (batch_size * mean_weight)
@@ -264,28 +351,37 @@ class _BaseMLP(BaseEstimator):
         """Remove every fitted attribute (a first fit that failed before training)."""
         for name in list(vars(self)):
             if (name.endswith("_") and not name.startswith("__")) or name in (
-                    "_rng", "_record", "_validation_set", "_optimizer", "_kind",
-                    "_label_dtype"):
+                    "_rng", "_validation_set", "_optimizer", "_kind", "_label_dtype",
+                    "_best_params", "_best_value", "_no_improvement_count"):
                 delattr(self, name)
 
     def _reset_records(self):
         self.n_iter_ = 0
         self.t_ = 0
         self.loss_curve_ = []
-        self.validation_loss_curve_ = []
-        self.validation_scores_ = []
+        if self.early_stopping and self.solver != "lbfgs":
+            self.validation_loss_curve_ = []
+            self.validation_scores_ = []
+        else:
+            self.validation_loss_curve_ = None
+            self.validation_scores_ = None
         self.best_validation_loss_ = None
         self.best_validation_score_ = None
         self.stopped_early_ = False
-        self._record = self._new_record()
+        self._new_record()
         self._validation_set = None
         if hasattr(self, "_optimizer"):
             del self._optimizer
 
-    @staticmethod
-    def _new_record():
+    def _new_record(self):
         """The stopping record: best monitored value, epochs without improvement, weights."""
-        return {"best": np.inf, "bad_epochs": 0, "params": None}
+        self._best_value = np.inf
+        self._no_improvement_count = 0
+        self._best_params = None
+        if self.early_stopping and self.solver != "lbfgs" and \
+                self.validation_scores_ is None:  # warm start after early_stopping=False
+            self.validation_scores_ = []
+            self.validation_loss_curve_ = []
 
     def _check_structure(self, sizes, activation):
         old_act = [layer.activation for layer in self.model_.layers[:-1]]
@@ -308,7 +404,7 @@ class _BaseMLP(BaseEstimator):
                    nesterov=self.nesterovs_momentum and self.momentum > 0,
                    schedule=_ContinuedSchedule(schedule[self.learning_rate]()))
 
-    def _validation_split(self, X, y, Y, sw, dtype, incremental, validation_data):
+    def _validation_split(self, X, Y, sw, dtype, incremental, validation_data):
         """(X_train, Y_train, sw_train, (X_val, Y_val[, sw_val])) for early stopping."""
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or \
@@ -316,31 +412,27 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError("validation_data must be (X_val, y_val) or "
                                  "(X_val, y_val, sample_weight_val)")
             X_val, y_val, *sw_val = validation_data
-            X_val = validate_data(self, X_val, reset=False, dtype=dtype, order="C")
+            X_val = _dense(validate_data(self, X_val, reset=False, dtype=dtype, order="C",
+                                         accept_sparse=("csr", "csc")))
             y_val = np.asarray(y_val)
             Y_val, sw_val = self._targets(y_val, sw_val[0] if sw_val else None,
                                           X_val.shape[0], dtype, False, True, None)
             self._validation_set = (X_val, Y_val) + ((sw_val,) if sw_val is not None else ())
-            self._record = self._new_record()  # values on another set are not comparable
+            self._new_record()  # values on another set are not comparable
             return X, Y, sw, self._validation_set
         if incremental and self._validation_set is not None:
             return X, Y, sw, self._validation_set
-        n = X.shape[0]
-        n_val = int(np.ceil(self.validation_fraction * n))
-        if n_val < 2 or n - n_val < 1:
-            raise ValueError(f"early stopping holds out validation_fraction="
-                             f"{self.validation_fraction} of {n} samples: {n_val} for "
-                             "validation; it needs at least 2 and one left for training. "
-                             "Increase validation_fraction or the number of samples" +
-                             (", or pass validation_data" if incremental else ""))
-        stratify = self._stratify(y)
+        # scikit-learn's split: stratified on the binarized labels of a single-output
+        # classifier (its error when a class has a single member), test_size rounded up
         seed = int(self._rng.integers(_SEED_BOUND))
-        index = np.arange(n)
-        try:
-            train, val = train_test_split(index, test_size=n_val, random_state=seed,
-                                          stratify=stratify)
-        except ValueError:  # a class too small to appear on both sides
-            train, val = train_test_split(index, test_size=n_val, random_state=seed)
+        index = np.arange(X.shape[0])
+        train, val = train_test_split(index, test_size=self.validation_fraction,
+                                      random_state=seed, stratify=self._stratify(Y))
+        if len(val) < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+                             f"or the size of your dataset ({len(val)} validation sample(s) "
+                             f"of {X.shape[0]} with validation_fraction="
+                             f"{self.validation_fraction}; at least 2 are needed).")
         take = lambda a, idx: None if a is None else np.ascontiguousarray(a[idx])  # noqa: E731
         val_set = (take(X, val), take(Y, val)) + ((take(sw, val),) if sw is not None else ())
         if sw is not None and not (val_set[2] > 0).any():
@@ -350,13 +442,26 @@ class _BaseMLP(BaseEstimator):
             self._validation_set = val_set
         return take(X, train), take(Y, train), take(sw, train), val_set
 
+    def _reported_loss(self, data_loss):
+        """scikit-learn's loss_curve_ value: the data loss plus the L2 term of this epoch's
+        minibatches (``0.5 * alpha * ||W||^2 / batch weight``, as the update applies it)."""
+        decay = self._optimizer.weight_decay
+        penalty = 0.0
+        if decay:
+            penalty = 0.5 * decay * sum(float(np.dot(W.ravel(), W.ravel()))
+                                        for W in self.model_.coefs)
+        return data_loss / self._loss_scale() + penalty
+
+    def _loss_scale(self):
+        return 1.0
+
     def _epoch_callback(self, n_train, val):
         def after_epoch(epoch, logs):
             self.n_iter_ += 1
             self.t_ += n_train
-            self.loss_ = logs["loss"]
-            self.loss_curve_.append(logs["loss"])
-            line = f"Iteration {self.n_iter_}, loss = {logs['loss']:.8f}"
+            self.loss_ = self._reported_loss(logs["loss"])
+            self.loss_curve_.append(self.loss_)
+            line = f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}"
             if val is not None:
                 score = self._score_encoded(*val)
                 self.validation_loss_curve_.append(logs["val_loss"])
@@ -366,7 +471,7 @@ class _BaseMLP(BaseEstimator):
                 value = logs["val_loss"] if self.early_stopping_monitor == "loss" else -score
                 line += f", validation loss = {logs['val_loss']:.8f}, score = {score:.6f}"
             else:
-                value = logs["loss"]
+                value = self.loss_
             if self.verbose:
                 print(line, flush=True)
             return self._no_improvement(value, keep_best=val is not None)
@@ -374,26 +479,32 @@ class _BaseMLP(BaseEstimator):
 
     def _no_improvement(self, value, keep_best):
         """scikit-learn's rule: count epochs not better than the best by tol; True to stop."""
-        record = self._record
-        if not np.isfinite(value) or value > record["best"] - self.tol:
-            record["bad_epochs"] += 1
+        if not np.isfinite(value) or value > self._best_value - self.tol:
+            self._no_improvement_count += 1
         else:
-            record["bad_epochs"] = 0
-        if value < record["best"]:
-            record["best"] = value
+            self._no_improvement_count = 0
+        if value < self._best_value:
+            self._best_value = value
             if keep_best:
-                if record["params"] is None or record["params"].dtype != self.model_.dtype:
-                    record["params"] = np.empty_like(self.model_.params)
-                record["params"][...] = self.model_.params
-        return record["bad_epochs"] > self.n_iter_no_change
+                if self._best_params is None or \
+                        self._best_params.dtype != self.model_.dtype:
+                    self._best_params = np.empty_like(self.model_.params)
+                self._best_params[...] = self.model_.params
+        return self._no_improvement_count > self.n_iter_no_change
 
     # ------------------------------------------------------------------ prediction
 
     def _outputs(self, X, link):
         """Validated X through the network: logits (link=False) or the output link applied."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C")
+        X = _dense(validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C",
+                                 accept_sparse=("csr", "csc")))
         return self.model_.predict(X) if link else self.model_.forward(X)
+
+    def _output_dtype(self):
+        """Predictions follow the computation's dtype when it follows X (dtype=None, as in
+        scikit-learn); with an explicit dtype they are float64."""
+        return self.model_.dtype if self.dtype is None else np.float64
 
     # ------------------------------------------------------------------ views of the weights
 
@@ -401,46 +512,149 @@ class _BaseMLP(BaseEstimator):
     def coefs_(self):
         """Weight matrices, ``coefs_[k]`` of shape (n_k, n_{k+1}): views into ``model_.params``.
 
-        Writing into them changes the model; assigning a list copies it into the model.
+        Writing into them changes the model; assigning a list copies it into the model (after
+        checking shapes and values).  Assigned before any fit (as scikit-learn's worked
+        example does), the list is kept and becomes the starting point of partial_fit or of a
+        warm-started fit.
         """
-        return self.model_.coefs
+        if "model_" in vars(self):
+            return self.model_.coefs
+        pending = vars(self).get("_pending_coefs")
+        if pending is None:
+            raise AttributeError(f"{type(self).__name__} has no coefs_ before it is fitted")
+        return pending
 
     @coefs_.setter
     def coefs_(self, values):
-        self._assign(values, self.model_.coefs, "coefs_")
+        if "model_" in vars(self):
+            _assign(values, self.model_.coefs, "coefs_")
+        else:
+            self._pending_coefs = _as_list(values, "coefs_")
 
     @property
     def intercepts_(self):
         """Bias vectors, ``intercepts_[k]`` of shape (n_{k+1},): views into ``model_.params``."""
-        return self.model_.intercepts
+        if "model_" in vars(self):
+            return self.model_.intercepts
+        pending = vars(self).get("_pending_intercepts")
+        if pending is None:
+            raise AttributeError(f"{type(self).__name__} has no intercepts_ before it is "
+                                 "fitted")
+        return pending
 
     @intercepts_.setter
     def intercepts_(self, values):
-        self._assign(values, self.model_.intercepts, "intercepts_")
+        if "model_" in vars(self):
+            _assign(values, self.model_.intercepts, "intercepts_")
+        else:
+            self._pending_intercepts = _as_list(values, "intercepts_")
 
-    @staticmethod
-    def _assign(values, views, name):
-        values = list(values)
-        if len(values) != len(views):
-            raise ValueError(f"{name} needs {len(views)} arrays; got {len(values)}")
-        arrays = [np.asarray(v) for v in values]
-        for k, (a, view) in enumerate(zip(arrays, views)):
-            if a.shape != view.shape:
-                raise ValueError(f"{name}[{k}] has shape {a.shape}; expected {view.shape}")
-            if not np.isfinite(a).all():
-                raise ValueError(f"{name}[{k}] contains NaN or infinity")
-        for a, view in zip(arrays, views):
-            view[...] = a
+    def _pending_weights(self):
+        state = vars(self)
+        if state.get("_pending_coefs") is None or state.get("_pending_intercepts") is None:
+            return None
+        return state["_pending_coefs"], state["_pending_intercepts"]
 
-    @property
-    def n_layers_(self):
-        """Number of layers, input and output included (scikit-learn's count)."""
-        return self.model_.n_layers + 1
+    def _adopt_pending_weights(self, sizes, activation, dtype):
+        """Build model_ from coefs_/intercepts_ assigned before any fit."""
+        coefs, intercepts = self._pending_weights()
+        model = MLP(sizes, activation=activation, dtype=dtype, seed=0, warn_symmetric=False)
+        _assign(coefs, model.coefs, "coefs_")
+        _assign(intercepts, model.intercepts, "intercepts_")
+        self.model_ = model
+        del self._pending_coefs, self._pending_intercepts
+
+    def _loss_grad_lbfgs(self, packed_coef_inter, X, y, sample_weight, *workspace):
+        """scikit-learn's private objective (its test_mlp.py calls it): the lbfgs objective
+        and its gradient at ``packed_coef_inter``, in scikit-learn's packing (all weight
+        matrices row-major, then all biases).  The workspace arguments are ignored."""
+        check_is_fitted(self)
+        order = self._sklearn_packing()
+        theta = np.empty(self.model_.n_params)
+        theta[order] = np.asarray(packed_coef_inter, dtype=np.float64)
+        Y = np.asarray(y)
+        if getattr(self, "_kind", None) == "multiclass" and Y.ndim == 2:
+            Y = Y.argmax(axis=1)  # scikit-learn passes one-hot rows
+        weight_sum = X.shape[0] if sample_weight is None else float(np.sum(sample_weight))
+        objective = LBFGSObjective(self.model_, X, Y, self._loss(), sample_weight,
+                                   self.alpha / weight_sum)
+        value, grad = objective(theta)
+        return value, grad[order]
+
+    def _sklearn_packing(self):
+        """Indices into model_.params in scikit-learn's packing order."""
+        base = self.model_.params.__array_interface__["data"][0]
+        itemsize = self.model_.params.itemsize
+        parts = []
+        for a in [*self.model_.coefs, *self.model_.intercepts]:
+            start = (a.__array_interface__["data"][0] - base) // itemsize
+            parts.append(np.arange(start, start + a.size))
+        return np.concatenate(parts)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
+
+
+def _solver_is_stochastic(estimator):
+    if estimator.solver not in ("sgd", "adam"):
+        raise AttributeError(f"partial_fit is only available for stochastic optimizers "
+                             f"('sgd', 'adam'); solver={estimator.solver!r} is not stochastic")
+    return True
+
+
+def _dense(X):
+    """X as a dense array.  Sparse input is densified here: the compiled sparse kernels of
+    issue 13 are not written yet, so memory is that of the dense matrix."""
+    if sparse.issparse(X):
+        return np.ascontiguousarray(X.toarray())
+    return X
+
+
+def _as_list(values, name):
+    try:
+        return list(values)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of arrays, one per layer; got "
+                        f"{type(values).__name__}") from None
+
+
+def _assign(values, views, name):
+    """Copy a list of arrays into the model's views, after checking count, shape, dtype range
+    and finiteness (nothing is written unless every array passes)."""
+    values = _as_list(values, name)
+    if len(values) != len(views):
+        raise ValueError(f"{name} needs {len(views)} arrays (one per layer); got {len(values)}")
+    converted = []
+    for k, (v, view) in enumerate(zip(values, views)):
+        a = as_ndarray(v, f"{name}[{k}]")
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{name}[{k}] has dtype {a.dtype}; expected real numbers")
+        if a.shape != view.shape:
+            raise ValueError(f"{name}[{k}] has shape {a.shape}; expected {view.shape}")
+        with np.errstate(over="ignore"):
+            c = a.astype(view.dtype)
+        if not all_finite(c):
+            what = "NaN or infinity" if not np.isfinite(a).all() else \
+                f"values too large for {view.dtype}"
+            raise ValueError(f"{name}[{k}] contains {what}; expected finite weights")
+        converted.append(c)
+    for c, view in zip(converted, views):
+        view[...] = c
+
+
+def _init_as_scikit_learn(model, activation, random_state):
+    """scikit-learn's default initialisation (Glorot et al. 2010, uniform): every weight and
+    bias of layer k uniform in +-sqrt(factor / (fan_in + fan_out)), factor 2 when the hidden
+    activation is "logistic" and 6 otherwise, drawn from the same RandomState in the same
+    order as scikit-learn's ``_init_coef`` (so the same random_state gives the same start)."""
+    factor = 2.0 if activation == "logistic" else 6.0
+    for W, b in zip(model.coefs, model.intercepts):
+        fan_in, fan_out = W.shape
+        bound = np.sqrt(factor / (fan_in + fan_out))
+        W[...] = random_state.uniform(-bound, bound, (fan_in, fan_out))
+        b[...] = random_state.uniform(-bound, bound, fan_out)
 
 
 def _common_doc(extra_params, extra_attrs):
@@ -544,7 +758,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 early_stopping_monitor="loss", dtype="float32", init=None,
+                 max_fun=15000, early_stopping_monitor="score", dtype=None, init=None,
                  class_weight=None, dropout=0.0, normalization=None):
         self.dropout = dropout
         self.normalization = normalization
@@ -570,6 +784,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.early_stopping_monitor = early_stopping_monitor
         self.dtype = dtype
         self.init = init
@@ -605,6 +820,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
+    @available_if(_solver_is_stochastic)
     def partial_fit(self, X, y, classes=None, sample_weight=None, *, validation_data=None):
         """One epoch over (X, y), continuing the network and the optimizer's state.
 
@@ -629,6 +845,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 type_of_target(y) != "multilabel-indicator":
             raise ValueError("classes must be passed on the first call to partial_fit "
                              "(every label that will be seen, e.g. numpy.unique(y_all))")
+        if hasattr(self, "classes_") and classes is not None and \
+                self._kind != "multilabel" and \
+                not np.array_equal(self.classes_, np.unique(np.asarray(classes))):
+            raise ValueError(f"classes={np.unique(np.asarray(classes))!r} is not the same as on "
+                             f"the first call to partial_fit, was: {self.classes_!r}")
         return self._fit(X, y, sample_weight, incremental=True, classes=classes,
                          validation_data=validation_data)
 
@@ -653,17 +874,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 self._label_dtype = y.dtype
             else:
                 self.classes_ = np.unique(classes if incremental else y)
-            if not multilabel and len(self.classes_) < 2:
-                raise ValueError(f"y has one class only ({self.classes_[0]!r}); a classifier "
-                                 "needs samples of at least 2 classes")
+            # one class fits, as in scikit-learn: a single sigmoid output trained on all-zero
+            # targets; predict returns that class and predict_proba a column of ones
             self._kind = ("multilabel" if multilabel else
-                          "binary" if len(self.classes_) == 2 else "multiclass")
+                          "binary" if len(self.classes_) <= 2 else "multiclass")
             self.n_outputs_ = self._n_targets()
             self.out_activation_ = "softmax" if self._kind == "multiclass" else "logistic"
         elif multilabel != (self._kind == "multilabel"):
             fitted = "a multi-label indicator matrix" if self._kind == "multilabel" else \
                 "class labels"
             raise ValueError(f"y is {target_type} but the classifier was fitted on {fitted}")
+        elif self.warm_start and not incremental and not multilabel and \
+                set(np.unique(y)) != set(self.classes_):
+            raise ValueError("warm_start can only be used where `y` has the same classes as in "
+                             f"the previous call to fit. Previously got {self.classes_}, `y` "
+                             f"has {np.unique(y)}")
         if multilabel:
             if y.shape[1] != len(self.classes_):
                 raise ValueError(f"y has {y.shape[1]} labels; the classifier was fitted with "
@@ -689,9 +914,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             if not (sw > 0).any():
                 raise ValueError("class_weight and sample_weight give every sample a zero "
                                  "weight; expected at least one positive weight")
-        if not incremental and sw is not None and len(np.unique(index[sw > 0])) < 2:
-            raise ValueError("only one class has samples of positive weight; a classifier "
-                             "needs at least 2 classes to learn from")
         if self._kind == "binary":
             Y = (index == 1).astype(dtype).reshape(-1, 1)
         else:
@@ -712,12 +934,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                              f"{np.unique(y[unknown])!r}")
         return index.astype(np.intp)
 
-    def _stratify(self, y):
-        return None if self._kind == "multilabel" else y
+    def _stratify(self, Y):
+        """scikit-learn's stratification labels: the binarized classes (a column of bools for
+        two classes, one-hot rows otherwise); None (no stratification) for multi-label."""
+        if self._kind == "multilabel":
+            return None
+        if self._kind == "binary":
+            return Y > 0.5
+        return np.arange(len(self.classes_))[None, :] == Y[:, None]
 
     def _score_encoded(self, X, Y, sw=None):
         """Accuracy on encoded targets (subset accuracy for multi-label), as score does."""
         proba = self.model_.predict(X)
+        if not all_finite(proba):  # a diverged network scores NaN, as in scikit-learn
+            return float("nan")
         if self._kind == "multiclass":
             return float(accuracy_score(Y, proba.argmax(axis=1), sample_weight=sw))
         hit = ((proba > 0.5) == (Y > 0.5)).all(axis=1)
@@ -734,24 +964,43 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Rows sum to 1, except for multi-label targets (one independent probability per
             label).
         """
-        if getattr(self, "_kind", None) == "binary":
-            z = self._outputs(X, link=False)
-            return np.hstack([expit(-z), expit(z)]).astype(np.float64)
-        return self._outputs(X, link=True).astype(np.float64)
+        proba = self._proba_from_logits(self._outputs(X, link=False).astype(np.float64))
+        return proba.astype(self._output_dtype(), copy=False)
+
+    def _proba_from_logits(self, z):
+        if self._kind == "binary":
+            return np.hstack([expit(-z), expit(z)]) if len(self.classes_) == 2 else \
+                np.ones_like(z)
+        if self._kind == "multiclass":
+            return softmax(z, axis=1)
+        return expit(z)
 
     def predict_log_proba(self, X):
         """Logarithm of predict_proba, computed stably from the logits.
 
+        Where a probability is below 1/2, the value is the log-sigmoid or log-softmax of the
+        logits, finite however small the probability (``log(predict_proba)`` would give
+        -inf once it underflows).  Where it is at least 1/2, it is ``log`` of the float64
+        probability, which is as exact (absolute error below 1.2e-16) and keeps
+        ``argmax`` and ties identical to predict_proba's.
+
         Returns
         -------
-        ndarray of shape (n_samples, n_classes), float64
+        ndarray of shape (n_samples, n_classes), in the dtype of predict_proba
         """
         z = self._outputs(X, link=False).astype(np.float64)
         if self._kind == "binary":
-            return np.hstack([log_expit(-z), log_expit(z)])
-        if self._kind == "multiclass":
-            return log_softmax(z, axis=1)
-        return log_expit(z)
+            if len(self.classes_) == 1:
+                return np.zeros_like(z).astype(self._output_dtype(), copy=False)
+            log_proba = np.hstack([log_expit(-z), log_expit(z)])
+        elif self._kind == "multiclass":
+            log_proba = log_softmax(z, axis=1)
+        else:
+            log_proba = log_expit(z)
+        proba = self._proba_from_logits(z)
+        high = proba >= 0.5
+        log_proba[high] = np.log(proba[high])
+        return log_proba.astype(self._output_dtype(), copy=False)
 
     def predict(self, X):
         """Predicted labels: the most probable class (or every label with p > 0.5).
@@ -781,14 +1030,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     _is_fastnn_classifier = False
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=1e-4, batch_size="auto", learning_rate="constant",
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=1e-4, batch_size="auto", learning_rate="constant",
                  learning_rate_init=1e-3, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 early_stopping_monitor="loss", dtype="float32", init=None,
-                 loss="squared_error", dropout=0.0, normalization=None):
+                 max_fun=15000, early_stopping_monitor="score", dtype=None, init=None,
+                 dropout=0.0, normalization=None):
+        self.loss = loss
         self.dropout = dropout
         self.normalization = normalization
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -813,10 +1063,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.early_stopping_monitor = early_stopping_monitor
         self.dtype = dtype
         self.init = init
-        self.loss = loss
 
     __doc__ += _common_doc(
         """    loss : {"squared_error", "gaussian_nll"}, default "squared_error"
@@ -842,6 +1092,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
+    @available_if(_solver_is_stochastic)
     def partial_fit(self, X, y, sample_weight=None, *, validation_data=None):
         """One epoch over (X, y), continuing the network and the optimizer's state.
 
@@ -852,13 +1103,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                          validation_data=validation_data)
 
     def _loss(self):
+        if self.loss == "poisson":
+            return PoissonNLL()
         return GaussianNLL(sigma="learned" if self.loss == "gaussian_nll" else 1.0)
+
+    def _loss_scale(self):
+        # scikit-learn reports the squared error as a mean over the outputs too
+        return self.n_outputs_ if self.loss == "squared_error" else 1.0
 
     def _n_targets(self):
         return self.n_outputs_
 
     def _targets(self, y, sample_weight, n, dtype, first, incremental, classes):
-        check_choice(self.loss, "loss", ("squared_error", "gaussian_nll"))
+        check_choice(self.loss, "loss", ("squared_error", "poisson", "gaussian_nll"))
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -882,6 +1139,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _score_encoded(self, X, Y, sw=None):
         mean = self.model_.predict(X)
+        if not all_finite(mean):  # a diverged network scores NaN, as in scikit-learn
+            return float("nan")
         return float(r2_score(Y, mean, sample_weight=sw))
 
     def predict(self, X, return_std=False):
@@ -902,13 +1161,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if return_std and self.model_._link_name() != "gaussian":
             raise ValueError("return_std=True needs a regressor fitted with "
                              "loss='gaussian_nll'")
-        X = validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C")
-        mean = self.model_.predict(X).astype(np.float64)
+        X = _dense(validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C",
+                                 accept_sparse=("csr", "csc")))
+        out = self._output_dtype()
+        mean = self.model_.predict(X).astype(out, copy=False)
         if self.n_outputs_ == 1:
             mean = mean.ravel()
         if not return_std:
             return mean
-        std = self.model_.predict_std(X).astype(np.float64)
+        std = self.model_.predict_std(X).astype(out, copy=False)
         return mean, std.ravel() if self.n_outputs_ == 1 else std
 
     def __sklearn_tags__(self):

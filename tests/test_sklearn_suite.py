@@ -26,7 +26,6 @@ MIN_PASSED = 56
 PRIVATE_ATTRIBUTE_TESTS = {
     "test_learning_rate_warmstart": "_optimizer.learning_rate",
     "test_adaptive_learning_rate": "_optimizer.learning_rate",
-    "test_n_iter_no_change": "_no_improvement_count",
 }
 
 CONFTEST = '''
