@@ -71,7 +71,7 @@ import warnings
 
 import numpy as np
 from scipy import sparse
-from scipy.special import expit, log_expit, log_softmax, softmax
+from scipy.special import expit, softmax
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -95,7 +95,7 @@ from fastnn.model import MLP
 from fastnn.optim import SGD, Adam, Constant, InverseScaling, ReduceOnPlateau, Schedule
 from fastnn.trainer import TrainingDiverged, fit as _fastnn_fit
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "NonFiniteFit"]
 
 #: hidden activations accepted, with scikit-learn's "logistic" for fastnn's "sigmoid"
 ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu",
@@ -128,6 +128,12 @@ class _ContinuedSchedule(Schedule):
 
     def __repr__(self):
         return f"{self.schedule!r} at epoch {self.epochs}"
+
+
+class NonFiniteFit(TrainingDiverged, ValueError):
+    """A fit whose loss or weights became NaN or infinite: the ValueError scikit-learn raises
+    ("Solver produced non-finite parameter weights"), and a ``fastnn.TrainingDiverged``.
+    The estimator keeps the last finite weights."""
 
 
 class _BaseMLP(BaseEstimator):
@@ -187,7 +193,8 @@ class _BaseMLP(BaseEstimator):
 
     def _fit(self, X, y, sample_weight, incremental, classes=None, validation_data=None):
         hidden, activation, dtype = self._checked_params()
-        if incremental and self.early_stopping and validation_data is None:
+        if incremental and self.early_stopping and validation_data is None and \
+                getattr(self, "_validation_set", None) is None:
             raise ValueError("partial_fit does not support early_stopping=True without "
                              "validation_data: pass validation_data=(X_val, y_val), or set "
                              "early_stopping=False")
@@ -236,9 +243,9 @@ class _BaseMLP(BaseEstimator):
         if val is not None and self._best_params is not None and (stopped or not incremental):
             self.model_.params[...] = self._best_params
         elif diverged is not None:
-            raise ValueError("Solver produced non-finite parameter weights. The input data may "
-                             f"contain large values and need to be preprocessed. ({diverged})"
-                             ) from diverged
+            raise NonFiniteFit("Solver produced non-finite parameter weights. The input data "
+                               "may contain large values and need to be preprocessed. "
+                               f"({diverged})", diverged.history) from diverged
         self.stopped_early_ = bool(stopped and (val is not None or not incremental))
         if not incremental and not stopped and diverged is None and \
                 self.n_iter_ == self.max_iter:
@@ -448,8 +455,9 @@ class _BaseMLP(BaseEstimator):
         decay = self._optimizer.weight_decay
         penalty = 0.0
         if decay:
-            penalty = 0.5 * decay * sum(float(np.dot(W.ravel(), W.ravel()))
-                                        for W in self.model_.coefs)
+            with np.errstate(over="ignore", invalid="ignore"):
+                penalty = 0.5 * decay * sum(float(np.dot(W.ravel(), W.ravel()))
+                                            for W in self.model_.coefs)
         return data_loss / self._loss_scale() + penalty
 
     def _loss_scale(self):
@@ -830,12 +838,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         classes : array-like, required on the first call (except for multi-label y)
             Every label that will ever be seen; later calls may hold any subset.
         validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
-            With early_stopping: the set the validation loss is measured on from this call
-            on (it replaces an earlier one and restarts the stopping record).  Without it,
-            the first call holds out validation_fraction of its samples and every later
-            call measures on that same set.  That suits a stream of new chunks; when every
-            call passes the same data, later calls would train on the held-out rows, so
-            pass validation_data (rows kept out of X) instead.
+            With early_stopping (which scikit-learn's partial_fit refuses): the set the
+            monitored value is measured on from this call on (it replaces an earlier one and
+            restarts the stopping record); later calls without it keep measuring on it.
+            Without any, partial_fit with early_stopping=True raises ValueError, as in
+            scikit-learn.
 
         Returns
         -------
@@ -964,43 +971,40 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Rows sum to 1, except for multi-label targets (one independent probability per
             label).
         """
-        proba = self._proba_from_logits(self._outputs(X, link=False).astype(np.float64))
-        return proba.astype(self._output_dtype(), copy=False)
+        return self._proba_from_logits(self._outputs(X, link=False).astype(np.float64))
 
     def _proba_from_logits(self, z):
+        """Probabilities from float64 logits, in the output dtype, kept strictly inside (0, 1)
+        (a probability that rounds to 0 or 1 is reported as the nearest representable value
+        inside), so that log(predict_proba) is finite, as predict_log_proba is."""
         if self._kind == "binary":
-            return np.hstack([expit(-z), expit(z)]) if len(self.classes_) == 2 else \
-                np.ones_like(z)
-        if self._kind == "multiclass":
-            return softmax(z, axis=1)
-        return expit(z)
+            if len(self.classes_) == 1:
+                return np.ones_like(z, dtype=self._output_dtype())
+            proba = np.hstack([expit(-z), expit(z)])
+        elif self._kind == "multiclass":
+            proba = softmax(z, axis=1)
+        else:
+            proba = expit(z)
+        dtype = np.dtype(self._output_dtype())
+        proba = proba.astype(dtype, copy=False)
+        return np.clip(proba, np.finfo(dtype).smallest_subnormal,
+                       np.nextafter(dtype.type(1), dtype.type(0)), out=proba)
 
     def predict_log_proba(self, X):
-        """Logarithm of predict_proba, computed stably from the logits.
+        """Logarithm of predict_proba.
 
-        Where a probability is below 1/2, the value is the log-sigmoid or log-softmax of the
-        logits, finite however small the probability (``log(predict_proba)`` would give
-        -inf once it underflows).  Where it is at least 1/2, it is ``log`` of the float64
-        probability, which is as exact (absolute error below 1.2e-16) and keeps
-        ``argmax`` and ties identical to predict_proba's.
+        predict_proba computes the probabilities from the logits in float64 (a max-shifted
+        softmax, or the logistic function) and keeps them inside (0, 1): a probability that
+        underflows is reported as the smallest positive float.  So this logarithm is always
+        finite, exact to float64 rounding for probabilities above the smallest normal float
+        (about 2.2e-308, a log-probability above -708), and sorts and ties exactly as
+        predict_proba does (scikit-learn's checks compare the two element by element).
 
         Returns
         -------
         ndarray of shape (n_samples, n_classes), in the dtype of predict_proba
         """
-        z = self._outputs(X, link=False).astype(np.float64)
-        if self._kind == "binary":
-            if len(self.classes_) == 1:
-                return np.zeros_like(z).astype(self._output_dtype(), copy=False)
-            log_proba = np.hstack([log_expit(-z), log_expit(z)])
-        elif self._kind == "multiclass":
-            log_proba = log_softmax(z, axis=1)
-        else:
-            log_proba = log_expit(z)
-        proba = self._proba_from_logits(z)
-        high = proba >= 0.5
-        log_proba[high] = np.log(proba[high])
-        return log_proba.astype(self._output_dtype(), copy=False)
+        return np.log(self.predict_proba(X))
 
     def predict(self, X):
         """Predicted labels: the most probable class (or every label with p > 0.5).
