@@ -12,6 +12,10 @@ How scikit-learn's parameters map onto fastnn
 =========================  =================================================================
 scikit-learn               fastnn
 =========================  =================================================================
+``solver="lbfgs"``         ``fastnn.LBFGS(max_iter, max_fun, tol, weight_decay=alpha /
+                           sum of sample weights)``: scipy's L-BFGS-B over the compiled
+                           full-batch loss and gradient; scikit-learn's objective and
+                           initialisation, so the same random_state gives the same weights
 ``solver="sgd"``           ``fastnn.SGD(lr=learning_rate_init, momentum, nesterov)``
 ``solver="adam"``          ``fastnn.Adam(lr=learning_rate_init, beta1=beta_1, beta2=beta_2,
                            eps=epsilon)`` (bias-corrected as in PyTorch; scikit-learn folds
@@ -33,10 +37,11 @@ scikit-learn               fastnn
                            (as scikit-learn documents it) and stopping follows
                            n_iter_no_change as for the other rates.
 ``batch_size="auto"``      ``min(200, n_samples)``
-``loss_curve_``            the weighted mean data loss per epoch, **without** the L2 term
-                           (scikit-learn includes it).  Regressor "squared_error":
-                           ``0.5 * sum over outputs of (y - f(x))^2``, scikit-learn's value
-                           times n_outputs (the same gradient: ``fastnn.GaussianNLL(1.0)``).
+``loss_curve_``            sgd/adam: scikit-learn's value, the weighted mean data loss per
+                           epoch plus ``0.5 * weight_decay * ||W||^2`` (squared error as a
+                           mean over outputs).  lbfgs: the objective after each iteration,
+                           whose squared error is ``0.5 * sum over outputs`` (the gradient
+                           scikit-learn uses; its reported value is n_outputs times smaller).
 ``n_iter_no_change``       training (or, with early_stopping, the monitored validation
                            value) stops after ``n_iter_no_change + 1`` consecutive epochs
                            without an improvement larger than ``tol``, as in scikit-learn
@@ -45,26 +50,25 @@ scikit-learn               fastnn
 What scikit-learn's MLP lacks and these have
 --------------------------------------------
 * ``class_weight`` (a dict or "balanced"), multiplied into ``sample_weight``.
-* Early stopping monitored on the **validation loss** by default
-  (``early_stopping_monitor="loss"``; "score" monitors accuracy / R^2 as scikit-learn does),
-  with ``validation_loss_curve_`` beside ``validation_scores_``; the best weights are restored.
-* Early stopping with ``partial_fit``: the validation set is ``validation_data`` passed to
-  partial_fit, or else ``validation_fraction`` of the first call's samples, held out once and
-  reused by every later call (which suits a stream of new chunks; when every call passes the
-  same data, pass ``validation_data`` so that the held-out rows are never trained on).  Each
-  call is one epoch; after ``n_iter_no_change + 1`` calls without improvement the best
-  weights are restored, ``stopped_early_`` becomes True, and later calls leave the model as
-  it is (with a warning) until ``fit`` or ``set_params(early_stopping=False)``.
-* ``dtype``: the precision of the computation, float32 by default (half the memory and
-  memory traffic of float64, and twice the SIMD width).  Predictions are returned as float64,
-  as scikit-learn's API expects (``check_regressor_multioutput`` requires it).
+* Early stopping can monitor the **validation loss** (``early_stopping_monitor="loss"``;
+  the default "score" monitors accuracy / R^2 as scikit-learn does), with
+  ``validation_loss_curve_`` beside ``validation_scores_``; the best weights are restored.
+* Early stopping with ``partial_fit`` (scikit-learn raises): the validation set is
+  ``validation_data`` passed to a partial_fit call and kept by later calls.  Each call is one
+  epoch; after ``n_iter_no_change + 1`` calls without improvement the best weights are
+  restored, ``stopped_early_`` becomes True, and later calls leave the model as it is (with a
+  warning) until ``fit`` or ``set_params(early_stopping=False)``.
+* ``dtype``: by default (None) the computation runs in X's dtype when it is float32 or
+  float64 and in float64 otherwise, as scikit-learn does, and predictions come in that
+  dtype.  An explicit dtype forces the precision (float32: half the memory and memory
+  traffic, twice the SIMD width); predictions are then float64.
 * ``init`` (one fastnn.init initializer or one per layer) and per-layer ``activation``.
 * ``MLPRegressor(loss="gaussian_nll")``: the network predicts a mean and a variance per target
   (``fastnn.GaussianNLL(sigma="learned")``); ``predict(X, return_std=True)`` returns both.
 * The fitted network is ``model_``, a ``fastnn.MLP``: ``clf.model_.save("model.npz")``.
 
-Not supported: sparse input, ``solver="lbfgs"`` (and so ``max_fun``), the regressor's
-``loss="poisson"``.
+Sparse input (scipy.sparse CSR/CSC) is accepted and converted to a dense array: it needs the
+memory of the dense matrix.
 """
 import numbers
 import warnings
