@@ -517,3 +517,24 @@ def test_verbose_prints_one_line_per_epoch(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and lines[0].startswith("Iteration 1, loss = ")
     assert "validation loss = " in lines[0] and "score = " in lines[0]
+
+
+@pytest.mark.parametrize("fmt", ["csr_matrix", "csc_matrix", "csr_array", "csc_array"])
+@pytest.mark.parametrize("solver", ["lbfgs", "adam"])
+def test_sparse_input_gives_the_dense_results(fmt, solver):
+    # sparse X is densified (README: it needs the dense matrix's memory); the fit is the same
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    X, y = make_classification(120, 30, random_state=0)
+    X[np.abs(X) < 1.0] = 0.0
+    Xs = getattr(scipy_sparse, fmt)(X)
+    params = dict(hidden_layer_sizes=(8,), solver=solver, max_iter=20, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        dense = MLPClassifier(**params).fit(X, y)
+        sparse = MLPClassifier(**params).fit(Xs, y)
+    np.testing.assert_allclose(sparse.predict_proba(Xs), dense.predict_proba(X), rtol=1e-10)
+    np.testing.assert_array_equal(sparse.predict_proba(X), sparse.predict_proba(Xs))
+    if solver == "adam":
+        dense.partial_fit(X, y)
+        sparse.partial_fit(Xs, y)
+        np.testing.assert_allclose(sparse.coefs_[0], dense.coefs_[0], rtol=1e-10, atol=1e-12)
