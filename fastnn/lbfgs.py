@@ -28,8 +28,9 @@ wraps).
 import numpy as np
 from scipy.optimize import minimize
 
-from fastnn import _network
+from fastnn import _network, _sparse
 from fastnn._validation import check_number
+from fastnn.sparse import as_csr, issparse
 
 __all__ = ["LBFGS", "LBFGSObjective"]
 
@@ -43,7 +44,9 @@ class LBFGSObjective:
         Its ``params`` are overwritten with theta at each evaluation (and hold the last
         evaluated point afterwards); its ``grads`` are used as scratch.
     X, y, loss, sample_weight
-        As for ``MLP.loss_and_grad``; converted and checked once, here.
+        As for ``MLP.loss_and_grad``; converted and checked once, here.  X may also be a
+        scipy.sparse matrix or array (CSR, CSC, ...): it is kept sparse, and the first layer's
+        products run over its stored entries (fastnn.sparse).
     weight_decay : float >= 0
         The L2 coefficient on the weights (see the module docstring).
 
@@ -56,9 +59,18 @@ class LBFGSObjective:
     def __init__(self, model, X, y, loss, sample_weight=None, weight_decay=0.0):
         self.model = model
         self.weight_decay = float(check_number(weight_decay, "weight_decay", low=0.0))
-        self.loss, self.X, self.Y, self.labels, self.sw, self.sigma = model.prepare_data(
-            X, y, loss, sample_weight)
-        n = self.X.shape[0]
+        if issparse(X):
+            self.csr = as_csr(X, "X", model.dtype, model.n_inputs)
+            self.X = None
+            # the targets as MLP.prepare_data converts them, with a one-column stand-in for X
+            n = self.csr.shape[0]
+            self.loss, self.Y, self.labels, self.sw, self.sigma = model.prepare_targets(
+                n, y, loss, sample_weight)
+        else:
+            self.csr = None
+            self.loss, self.X, self.Y, self.labels, self.sw, self.sigma = model.prepare_data(
+                X, y, loss, sample_weight)
+            n = self.X.shape[0]
         self.weight_sum = float(n) if self.sw is None else float(self.sw.sum(dtype=np.float64))
         if not self.weight_sum > 0:
             raise ValueError("sample_weight sums to 0; expected a positive total weight")
@@ -76,10 +88,17 @@ class LBFGSObjective:
         theta = np.asarray(theta, dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
             model.params[...] = theta
-        total = _network.loss_grad_into(
-            model._spec, model.params, model.grads, self.X, self.loss.kind,
-            int(self.loss.full), self.loss.scalar_sigma, self.Y, self.labels, self.sw,
-            self.sigma, 1.0 / self.weight_sum)
+        if self.csr is None:
+            total = _network.loss_grad_into(
+                model._spec, model.params, model.grads, self.X, self.loss.kind,
+                int(self.loss.full), self.loss.scalar_sigma, self.Y, self.labels, self.sw,
+                self.sigma, 1.0 / self.weight_sum)
+        else:
+            csr = self.csr
+            total = _sparse.loss_grad_csr_into(
+                model._spec, model.params, model.grads, csr.data, csr.indices, csr.indptr,
+                csr.shape[1], self.loss.kind, int(self.loss.full), self.loss.scalar_sigma,
+                self.Y, self.labels, self.sw, self.sigma, 1.0 / self.weight_sum)
         self.n_evaluations += 1
         value = total / self.weight_sum
         grad = model.grads.astype(np.float64)

@@ -67,8 +67,10 @@ What scikit-learn's MLP lacks and these have
   (``fastnn.GaussianNLL(sigma="learned")``); ``predict(X, return_std=True)`` returns both.
 * The fitted network is ``model_``, a ``fastnn.MLP``: ``clf.model_.save("model.npz")``.
 
-Sparse input (scipy.sparse CSR/CSC) is accepted and converted to a dense array: it needs the
-memory of the dense matrix.
+Sparse input (scipy.sparse CSR/CSC, matrices or arrays): lbfgs and every prediction method keep
+it sparse (fastnn.sparse: the first layer's products over the stored entries); sgd and adam
+train on a dense copy (their minibatch loop has no sparse kernels yet), which needs the memory
+of the dense matrix.
 """
 import numbers
 import warnings
@@ -96,6 +98,7 @@ from fastnn._validation import (all_finite, as_ndarray, check_choice, check_numb
 from fastnn.lbfgs import LBFGS, LBFGSObjective
 from fastnn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL, PoissonNLL
 from fastnn.model import MLP
+from fastnn.sparse import forward as sparse_forward
 from fastnn.optim import SGD, Adam, Constant, InverseScaling, ReduceOnPlateau, Schedule
 from fastnn.trainer import TrainingDiverged, fit as _fastnn_fit
 
@@ -303,7 +306,8 @@ class _BaseMLP(BaseEstimator):
         X, y = validate_data(self, X, y, reset=first, dtype=self._resolve_dtype(X, dtype, first),
                              order="C", multi_output=True, accept_sparse=("csr", "csc"),
                              y_numeric=not self._is_fastnn_classifier)
-        X = _dense(X)
+        if self.solver != "lbfgs":
+            X = _dense(X)  # lbfgs keeps X sparse: fastnn.sparse's kernels
         dtype = X.dtype
         first_targets = first or not hasattr(self, "n_outputs_") or (
             self._is_fastnn_classifier and not hasattr(self, "classes_"))
@@ -509,8 +513,10 @@ class _BaseMLP(BaseEstimator):
     def _outputs(self, X, link):
         """Validated X through the network: logits (link=False) or the output link applied."""
         check_is_fitted(self)
-        X = _dense(validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C",
-                                 accept_sparse=("csr", "csc")))
+        X = validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C",
+                          accept_sparse=("csr", "csc"))
+        if sparse.issparse(X):  # the compiled sparse first layer (fastnn.sparse)
+            return sparse_forward(self.model_, X, link=link)
         return self.model_.predict(X) if link else self.model_.forward(X)
 
     def _output_dtype(self):
@@ -617,8 +623,8 @@ def _solver_is_stochastic(estimator):
 
 
 def _dense(X):
-    """X as a dense array.  Sparse input is densified here: the compiled sparse kernels of
-    issue 13 are not written yet, so memory is that of the dense matrix."""
+    """X as a dense array.  sgd and adam train on a dense copy of a sparse X (their epoch
+    loop has no sparse kernels yet); lbfgs and prediction do not densify."""
     if sparse.issparse(X):
         return np.ascontiguousarray(X.toarray())
     return X
@@ -1169,9 +1175,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if return_std and self.model_._link_name() != "gaussian":
             raise ValueError("return_std=True needs a regressor fitted with "
                              "loss='gaussian_nll'")
-        X = _dense(validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C",
-                                 accept_sparse=("csr", "csc")))
+        X = validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C",
+                          accept_sparse=("csr", "csc"))
         out = self._output_dtype()
+        if sparse.issparse(X) and not return_std:
+            mean = sparse_forward(self.model_, X, link=True).astype(out, copy=False)
+            return mean.ravel() if self.n_outputs_ == 1 else mean
+        X = _dense(X)
         mean = self.model_.predict(X).astype(out, copy=False)
         if self.n_outputs_ == 1:
             mean = mean.ravel()

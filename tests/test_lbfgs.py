@@ -163,3 +163,70 @@ def test_estimator_lbfgs_semantics():
     assert warm.n_iter_ == 5 and warm.loss_ < first and len(warm.loss_curve_) == 10
     with pytest.warns(ConvergenceWarning, match="max_fun"):
         MLPRegressor(solver="lbfgs", max_fun=3, random_state=0).fit(X, y)
+
+
+# ------------------------------------------------------------------------- sparse input
+
+@pytest.mark.parametrize("fmt", ["csr_matrix", "csc_matrix", "csr_array", "coo_array"])
+@pytest.mark.parametrize("loss, acts", [("cross_entropy", ("tanh", "relu")),
+                                        ("mse", ("relu", "sigmoid")), ("bce", ("identity",
+                                                                               "tanh"))])
+def test_sparse_objective_equals_the_dense_one(fmt, loss, acts):
+    import scipy.sparse as sp
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 25))
+    X[np.abs(X) < 1.3] = 0.0  # ~80% zeros
+    X[5] = 0.0  # an empty row
+    model, _, y, sw = _problem(loss, n=60, sizes=(25, 9, 6, 3), acts=acts + ("identity",))
+    dense = LBFGSObjective(model, X, y, loss, sw, weight_decay=0.05)
+    sparse = LBFGSObjective(model, getattr(sp, fmt)(X), y, loss, sw, weight_decay=0.05)
+    reference = _reference_objective(model, X, y, loss, sw, 0.05)
+    for _ in range(3):
+        theta = rng.standard_normal(model.n_params) * 0.5
+        value, grad = sparse(theta)
+        want_value, want_grad = reference(theta)
+        assert value == pytest.approx(want_value, rel=1e-10)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(grad, dense(theta)[1], rtol=1e-10, atol=1e-12)
+    from fastnn.sparse import forward
+    np.testing.assert_allclose(forward(model, getattr(sp, fmt)(X)), model.forward(X),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(forward(model, getattr(sp, fmt)(X), link=True),
+                               model.predict(X), rtol=1e-10, atol=1e-12)
+
+
+def test_sparse_input_is_checked():
+    import scipy.sparse as sp
+
+    from fastnn.sparse import as_csr
+    X = sp.random(10, 5, density=0.5, random_state=0, format="csr")
+    with pytest.raises(ValueError, match="X has 5 features"):
+        as_csr(X, "X", np.float64, n_features=4)
+    bad = X.copy()
+    bad.data[0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        as_csr(bad, "X", np.float64)
+    big = X.copy()
+    big.data[0] = 1e300
+    with pytest.raises(ValueError, match="too large"):
+        as_csr(big, "X", np.float32)
+    with pytest.raises(TypeError, match="scipy.sparse"):
+        as_csr(X.toarray(), "X", np.float64)
+    with pytest.raises(ValueError, match="0 samples"):
+        as_csr(sp.csr_matrix((0, 5)), "X", np.float64)
+    dup = sp.csr_matrix((np.ones(3), np.array([1, 1, 2]), np.array([0, 3] + [3] * 9)),
+                        shape=(10, 5))  # a duplicate entry is summed, as scipy means it
+    assert as_csr(dup, "X", np.float64).data.tolist() == [2.0, 1.0]
+
+
+def test_lbfgs_trains_on_sparse_input_like_on_dense():
+    import scipy.sparse as sp
+    model, X, y, sw = _problem("cross_entropy", n=80, sizes=(5, 7, 3))
+    X[np.abs(X) < 0.8] = 0.0
+    twin = fastnn.MLP([5, 7, 3], activation="tanh", dtype=np.float64, seed=0)
+    twin.params[...] = model.params
+    a = LBFGS(max_iter=30, weight_decay=1e-3).fit(model, X, y, "cross_entropy", sw)
+    b = LBFGS(max_iter=30, weight_decay=1e-3).fit(twin, sp.csr_array(X), y, "cross_entropy",
+                                                  sw)
+    assert a.nit == b.nit
+    np.testing.assert_allclose(twin.params, model.params, rtol=1e-7, atol=1e-9)
