@@ -74,11 +74,14 @@ class LBFGSObjective:
         self.weight_sum = float(n) if self.sw is None else float(self.sw.sum(dtype=np.float64))
         if not self.weight_sum > 0:
             raise ValueError("sample_weight sums to 0; expected a positive total weight")
-        # which entries of the parameter vector are weights (penalised) rather than biases
+        # which entries of the parameter vector are weights (penalised) rather than biases:
+        # one contiguous range per layer
+        self.weight_ranges = []
         self.is_weight = np.zeros(model.n_params, dtype=bool)
         for W in model.coefs:
             start = (W.__array_interface__["data"][0] -
                      model.params.__array_interface__["data"][0]) // model.params.itemsize
+            self.weight_ranges.append((start, start + W.size))
             self.is_weight[start:start + W.size] = True
         self.n_evaluations = 0
 
@@ -103,9 +106,10 @@ class LBFGSObjective:
         value = total / self.weight_sum
         grad = model.grads.astype(np.float64)
         if self.weight_decay:
-            w = theta[self.is_weight]
-            value += 0.5 * self.weight_decay * float(w @ w)
-            grad[self.is_weight] += self.weight_decay * w
+            for start, stop in self.weight_ranges:
+                w = theta[start:stop]
+                value += 0.5 * self.weight_decay * float(w @ w)
+                grad[start:stop] += self.weight_decay * w
         return float(value), grad
 
 
