@@ -322,6 +322,8 @@ class _BaseMLP(BaseEstimator):
                               dropout=self.dropout, normalization=self.normalization)
             if self.init is None:
                 _init_as_scikit_learn(self.model_, self.activation, random_state)
+            self.__dict__.pop("_pending_coefs", None)  # a fresh fit replaces assigned weights
+            self.__dict__.pop("_pending_intercepts", None)
             self._reset_records()
         elif not hasattr(self, "model_"):
             self._adopt_pending_weights(sizes, activation, dtype)
