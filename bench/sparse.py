@@ -6,7 +6,8 @@ float64), two classes from a sparse linear rule.  Each estimator runs in its own
 process (so peak RSS is its own): MLPClassifier(solver="lbfgs", hidden_layer_sizes=(h,),
 max_iter=iters, tol=0) from the same random_state, 1 BLAS thread.  Reported: wall seconds of
 fit (median of --repeats, one child per repeat), the peak RSS growth of the fit over the
-process after the data was built, and the final loss.
+process's RSS after the data was built (Linux's VmHWM, reset before the fit), and the final
+loss.
 
     python bench/sparse.py [--quick] [--repeats 3]
 """
@@ -35,13 +36,29 @@ def make(n, d, density, seed=0):
     return X, y
 
 
+def _peak_rss_kib():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _reset_peak_rss():
+    """Reset the kernel's peak-RSS mark to the current RSS (Linux: clear_refs 5), so that
+    the peak after fit is the fit's own; returns the RSS in KiB."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    return _peak_rss_kib()
+
+
 def child(which, n, d, density, hidden, iters):
     """Run one fit in this process; print a JSON line with seconds, peak RSS growth, loss."""
     import warnings
 
     from threadpoolctl import threadpool_limits
     X, y = make(n, d, density)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _reset_peak_rss()
     if which == "fastnn":
         sys.path.insert(0, ROOT)
         from fastnn.sklearn import MLPClassifier
@@ -53,7 +70,7 @@ def child(which, n, d, density, hidden, iters):
         clf = MLPClassifier(solver="lbfgs", hidden_layer_sizes=(hidden,), max_iter=iters,
                             tol=0.0, random_state=0).fit(X, y)
         seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    peak = _peak_rss_kib()
     print(json.dumps({"seconds": seconds, "rss_growth_mb": max(peak - before, 0) / 1024,
                       "loss": clf.loss_, "n_iter": clf.n_iter_, "nnz": X.nnz}))
 

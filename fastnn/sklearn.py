@@ -687,7 +687,8 @@ def _common_doc(extra_params, extra_attrs):
         Hidden activation: "identity", "logistic" (= "sigmoid"), "tanh", "relu",
         "leaky_relu", "elu", "selu", "gelu", "gelu_tanh", "silu" (= "swish"), "softplus";
         one name for all hidden layers or one per hidden layer.
-    solver : {{"adam", "sgd"}}, default "adam"
+    solver : {{"adam", "sgd", "lbfgs"}}, default "adam"
+        "lbfgs": full-batch L-BFGS (fastnn.LBFGS, scipy's L-BFGS-B); no partial_fit.
     alpha : float >= 0, default 1e-4
         L2 penalty on the weights (not the biases); see the module docstring for how it maps
         to fastnn's weight_decay.
@@ -699,11 +700,13 @@ def _common_doc(extra_params, extra_attrs):
     power_t : float >= 0, default 0.5
         Exponent of "invscaling": lr / (epoch + 1) ** power_t.
     max_iter : int >= 1, default 200
-        Epochs per fit (partial_fit always runs one).
+        Epochs per fit (partial_fit always runs one); L-BFGS iterations with lbfgs.
     shuffle : bool, default True
     random_state : int, RandomState or None
         Initial weights, shuffling and the validation split.
     tol : float >= 0, default 1e-4
+        sgd/adam: the least improvement that counts (see n_iter_no_change); lbfgs: stop when
+        every gradient component is at most tol (scipy's gtol).
     verbose : bool, default False
         Print the loss (and validation loss and score) after every epoch.
     warm_start : bool, default False
@@ -718,18 +721,21 @@ def _common_doc(extra_params, extra_attrs):
     validation_fraction : float in (0, 1), default 0.1
     beta_1, beta_2 : float in [0, 1), default 0.9, 0.999
     epsilon : float > 0, default 1e-8
-    n_iter_no_change : int >= 1, default 10
-    early_stopping_monitor : {{"loss", "score"}}, default "loss"
+    n_iter_no_change : int >= 1 or numpy.inf, default 10
+    max_fun : int >= 1, default 15000
+        lbfgs only: most evaluations of the objective (each one pass over the data).
+    early_stopping_monitor : {{"loss", "score"}}, default "score"
         What early stopping watches on the validation set: the loss (lower is better) or the
         score (accuracy or R^2, as scikit-learn does).
-    dtype : {{"float32", "float64"}} or numpy dtype, default "float32"
-        Precision of parameters and computation.
+    dtype : None, "float32" or "float64", default None
+        Precision of parameters and computation; None follows X (float32 or float64, other
+        inputs float64), as scikit-learn does.
     init : None, str, dict, fastnn.init initializer, or a sequence of one per layer
-        Weight initializers (see fastnn.init); None picks He normal before ReLU and Glorot
-        uniform otherwise.
+        Weight initializers (see fastnn.init); None is scikit-learn's initialisation (weights
+        and biases uniform in +-sqrt(6 / (fan_in + fan_out)), 2 instead of 6 for "logistic").
     dropout : float or sequence of float, default 0.0
         Inverted dropout rate in [0, 1) after every hidden layer (or one per hidden layer)
-        while training; predictions use every unit (see fastnn.MLP).
+        while training; predictions use every unit (see fastnn.MLP).  Not with lbfgs.
     normalization : {{None, "layer"}} or sequence, default None
         "layer": layer normalization before each hidden activation (see fastnn.MLP).
 {extra_params}
@@ -745,16 +751,16 @@ def _common_doc(extra_params, extra_attrs):
     loss_ : float
         Training loss of the last epoch.
     loss_curve_ : list of float
-        Training loss per epoch (without the L2 term).
+        Training loss (with the L2 term) per epoch, or per L-BFGS iteration.
     best_loss_ : float or None
         Smallest training loss; None with early_stopping (see best_validation_loss_).
-    validation_loss_curve_, validation_scores_ : list of float
-        Per epoch, with early_stopping only (empty otherwise).
+    validation_loss_curve_, validation_scores_ : list of float or None
+        Per epoch, with early_stopping only (None otherwise).
     best_validation_loss_, best_validation_score_ : float or None
     stopped_early_ : bool
         Whether the last fit (or partial_fit) stopped on no improvement.
     n_iter_ : int
-        Epochs run (summed over warm-started fits and partial_fit calls).
+        Epochs (or L-BFGS iterations) run by the last fit or partial_fit call.
     t_ : int
         Training samples seen.
     n_layers_ : int
@@ -1085,7 +1091,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.init = init
 
     __doc__ += _common_doc(
-        """    loss : {"squared_error", "gaussian_nll"}, default "squared_error"
+        """    loss : {"squared_error", "poisson", "gaussian_nll"}, default "squared_error"
+        "poisson": the Poisson deviance's gradient with an exp output (counts y >= 0);
         "gaussian_nll" learns a variance per target too (2 network outputs per target).
 """,
         """    n_outputs_ : int
