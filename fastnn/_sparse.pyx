@@ -5,9 +5,10 @@ Only the first layer sees X.  Its forward product ``Z_1 = X @ W_1`` and its weig
 ``O(nnz * n_1)`` operations instead of ``O(n_samples * n_features * n_1)``, and X is never
 densified.  Every later layer is the dense network of _network.pyx (the same cdef kernels).
 
-Unchecked: fastnn/sparse.py validates the matrix (canonical CSR of the model's dtype,
-``indices`` and ``indptr`` as intp, column indices < n_features) and the targets.  Nothing
-here raises inside ``nogil``: a status is set and raised after.
+fastnn/sparse.py converts the matrix (canonical CSR of the model's dtype, ``indices`` and
+``indptr`` as intp) and validates its values and the targets; the def entry points here check
+every size and index they will follow (the network's, the targets', the CSR structure) before
+any loop, so no call reads or writes out of bounds.  Nothing raises inside ``nogil``.
 """
 from cython cimport floating
 from libc.stdlib cimport malloc, free
@@ -15,8 +16,37 @@ from libc.string cimport memset
 
 from fastnn._kernels cimport FNN_OK, act_backward, bias_act
 from fastnn._layers cimport dense_backward, dense_forward
-from fastnn._losses cimport LossParams, loss_grad, output_activation
-from fastnn._network cimport Net, NetSpec, layer_output
+from fastnn._losses cimport LossParams, check_targets, loss_grad, output_activation
+from fastnn._network cimport Net, NetSpec, check_net, layer_output
+
+
+cdef int check_csr(const floating[::1] data, const Py_ssize_t[::1] indices,
+                   const Py_ssize_t[::1] indptr, Py_ssize_t n_features) except -1:
+    """Raise ValueError unless (data, indices, indptr) is a CSR structure whose rows and column
+    indices the kernels can follow: indptr non-decreasing from 0 to nnz, 0 <= indices <
+    n_features.  O(n_rows + nnz) C comparisons."""
+    cdef Py_ssize_t n = indptr.shape[0] - 1, nnz = data.shape[0], i, bad = -1
+    if n < 1:
+        raise ValueError(f"indptr has {indptr.shape[0]} entries; expected n_rows + 1 >= 2")
+    if indices.shape[0] != nnz:
+        raise ValueError(f"indices has {indices.shape[0]} entries; data has {nnz}")
+    if indptr[0] != 0 or indptr[n] != nnz:
+        raise ValueError(f"indptr runs from {indptr[0]} to {indptr[n]}; expected 0 to {nnz}")
+    with nogil:
+        for i in range(n):
+            if indptr[i + 1] < indptr[i]:
+                bad = i
+                break
+    if bad >= 0:
+        raise ValueError(f"indptr decreases after row {bad}")
+    with nogil:
+        for i in range(nnz):
+            if indices[i] < 0 or indices[i] >= n_features:
+                bad = i
+                break
+    if bad >= 0:
+        raise ValueError(f"indices[{bad}] = {indices[bad]} is outside [0, {n_features})")
+    return 0
 
 
 cdef void csr_times_dense(const floating *data, const Py_ssize_t *indices,
@@ -87,6 +117,13 @@ def forward_csr_into(NetSpec spec, const floating[::1] params, const floating[::
     """
     cdef const Net *net = &spec.net
     cdef Py_ssize_t n = out.shape[0], n_out = out.shape[1], start, rows, i, j
+    check_net(spec, params.shape[0], -1, -1, n)
+    check_csr(data, indices, indptr, net.sizes[0])
+    if indptr.shape[0] - 1 != n or n_out != net.sizes[net.n_layers]:
+        raise ValueError(f"out has shape ({n}, {n_out}); expected ({indptr.shape[0] - 1}, "
+                         f"{net.sizes[net.n_layers]})")
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows={chunk_rows}; expected >= 1")
     cdef int status = FNN_OK, L = net.n_layers
     cdef floating *acts
     cdef floating *last
@@ -127,6 +164,10 @@ def loss_grad_csr_into(NetSpec spec, const floating[::1] params, floating[::1] g
     (as _network.loss_grad_into does for a dense X).  Unchecked."""
     cdef const Net *net = &spec.net
     cdef LossParams lp
+    check_net(spec, params.shape[0], grads.shape[0], n_features, indptr.shape[0] - 1)
+    check_csr(data, indices, indptr, n_features)
+    check_targets(loss_kind, indptr.shape[0] - 1, net.sizes[net.n_layers], Y, labels,
+                  sample_weight, sigma)
     cdef int n = <int> (indptr.shape[0] - 1), status = FNN_OK, k, L = net.n_layers
     cdef double total = 0.0
     cdef floating *acts

@@ -89,6 +89,10 @@ class LBFGSObjective:
         """(F(theta), dF/dtheta) as (float, float64 array of shape (n_params,))."""
         model = self.model
         theta = np.asarray(theta, dtype=np.float64)
+        with model._lock:  # the model's buffers are written by nothing else meanwhile
+            return self._evaluate(model, theta)
+
+    def _evaluate(self, model, theta):
         with np.errstate(over="ignore", invalid="ignore"):
             model.params[...] = theta
         if self.csr is None:
@@ -195,8 +199,8 @@ class LBFGS:
                    "maxcor": self.history_size}
         result = minimize(objective, theta0, method="L-BFGS-B", jac=True, options=options,
                           callback=on_iteration)
-        with np.errstate(over="ignore", invalid="ignore"):
+        with model._lock, np.errstate(over="ignore", invalid="ignore"):
             model.params[...] = result.x
-        model.grads[...] = 0
+            model.grads[...] = 0
         model.loss_ = objective.loss  # predict's output="auto" link follows the loss
         return result

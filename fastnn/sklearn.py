@@ -93,7 +93,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"fastnn.sklearn needs scikit-learn >= 1.6 ({exc}); install it with "
                       "pip install scikit-learn") from exc
 
-from fastnn._validation import (all_finite, as_ndarray, check_choice, check_number,
+from fastnn._validation import (all_finite, check_choice, check_number,
                                 check_sample_weight, float_dtype)
 from fastnn.lbfgs import LBFGS, LBFGSObjective
 from fastnn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL, PoissonNLL
@@ -547,7 +547,7 @@ class _BaseMLP(BaseEstimator):
     @coefs_.setter
     def coefs_(self, values):
         if "model_" in vars(self):
-            _assign(values, self.model_.coefs, "coefs_")
+            _assign(self.model_, values, None, "coefs_")
         else:
             self._pending_coefs = _as_list(values, "coefs_")
 
@@ -565,7 +565,7 @@ class _BaseMLP(BaseEstimator):
     @intercepts_.setter
     def intercepts_(self, values):
         if "model_" in vars(self):
-            _assign(values, self.model_.intercepts, "intercepts_")
+            _assign(self.model_, None, values, "intercepts_")
         else:
             self._pending_intercepts = _as_list(values, "intercepts_")
 
@@ -579,8 +579,7 @@ class _BaseMLP(BaseEstimator):
         """Build model_ from coefs_/intercepts_ assigned before any fit."""
         coefs, intercepts = self._pending_weights()
         model = MLP(sizes, activation=activation, dtype=dtype, seed=0, warn_symmetric=False)
-        _assign(coefs, model.coefs, "coefs_")
-        _assign(intercepts, model.intercepts, "intercepts_")
+        _assign(model, coefs, intercepts, "coefs_/intercepts_")
         self.model_ = model
         del self._pending_coefs, self._pending_intercepts
 
@@ -640,28 +639,14 @@ def _as_list(values, name):
                         f"{type(values).__name__}") from None
 
 
-def _assign(values, views, name):
-    """Copy a list of arrays into the model's views, after checking count, shape, dtype range
-    and finiteness (nothing is written unless every array passes)."""
-    values = _as_list(values, name)
-    if len(values) != len(views):
-        raise ValueError(f"{name} needs {len(views)} arrays (one per layer); got {len(values)}")
-    converted = []
-    for k, (v, view) in enumerate(zip(values, views)):
-        a = as_ndarray(v, f"{name}[{k}]")
-        if a.dtype.kind not in "biuf":
-            raise TypeError(f"{name}[{k}] has dtype {a.dtype}; expected real numbers")
-        if a.shape != view.shape:
-            raise ValueError(f"{name}[{k}] has shape {a.shape}; expected {view.shape}")
-        with np.errstate(over="ignore"):
-            c = a.astype(view.dtype)
-        if not all_finite(c):
-            what = "NaN or infinity" if not np.isfinite(a).all() else \
-                f"values too large for {view.dtype}"
-            raise ValueError(f"{name}[{k}] contains {what}; expected finite weights")
-        converted.append(c)
-    for c, view in zip(converted, views):
-        view[...] = c
+def _assign(model, coefs, intercepts, name):
+    """Copy per-layer arrays into the model through its validated entry point (shapes,
+    real and finite values representable in its dtype; nothing written unless all pass)."""
+    try:
+        model.set_weights(None if coefs is None else _as_list(coefs, name),
+                          None if intercepts is None else _as_list(intercepts, name))
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name}: {exc}") from None
 
 
 def _init_as_scikit_learn(model, activation, random_state):
