@@ -20,6 +20,19 @@ from fastnn._losses cimport LossParams, check_targets, loss_grad, output_activat
 from fastnn._network cimport Net, NetSpec, check_net, layer_output
 
 
+cdef int check_plain(const Net *net) except -1:
+    """Raise ValueError unless every layer is a plain dense layer: these kernels do not
+    implement layer normalization, dropout, or the activations whose backward pass reads Z
+    (GELU, SiLU)."""
+    cdef int k
+    for k in range(net.n_layers):
+        if net.norms[k] or net.z_off[k] != -1 or net.drop_rates[k] != 0:
+            raise ValueError(f"sparse input supports plain dense layers only; layer {k} has "
+                             "layer normalization, dropout or a GELU/SiLU activation: pass a "
+                             "dense X")
+    return 0
+
+
 cdef int check_csr(const floating[::1] data, const Py_ssize_t[::1] indices,
                    const Py_ssize_t[::1] indptr, Py_ssize_t n_features) except -1:
     """Raise ValueError unless (data, indices, indptr) is a CSR structure whose rows and column
@@ -118,6 +131,7 @@ def forward_csr_into(NetSpec spec, const floating[::1] params, const floating[::
     cdef const Net *net = &spec.net
     cdef Py_ssize_t n = out.shape[0], n_out = out.shape[1], start, rows, i, j
     check_net(spec, params.shape[0], -1, -1, n)
+    check_plain(net)
     check_csr(data, indices, indptr, net.sizes[0])
     if indptr.shape[0] - 1 != n or n_out != net.sizes[net.n_layers]:
         raise ValueError(f"out has shape ({n}, {n_out}); expected ({indptr.shape[0] - 1}, "
@@ -165,6 +179,7 @@ def loss_grad_csr_into(NetSpec spec, const floating[::1] params, floating[::1] g
     cdef const Net *net = &spec.net
     cdef LossParams lp
     check_net(spec, params.shape[0], grads.shape[0], n_features, indptr.shape[0] - 1)
+    check_plain(net)
     check_csr(data, indices, indptr, n_features)
     check_targets(loss_kind, indptr.shape[0] - 1, net.sizes[net.n_layers], Y, labels,
                   sample_weight, sigma)

@@ -346,6 +346,9 @@ class _BaseMLP(BaseEstimator):
             return None
         self.stopped_early_ = False
         if self.solver == "lbfgs":
+            if np.any(np.asarray(self.dropout, dtype=float) != 0):
+                raise ValueError(f"dropout={self.dropout!r} needs a stochastic solver ('sgd' "
+                                 "or 'adam'); lbfgs minimises the full-batch objective")
             return X, Y, sw, None, loss, X.shape[0]
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = self._new_optimizer()
