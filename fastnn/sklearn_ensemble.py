@@ -125,7 +125,8 @@ class _BaseEnsemble(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        # the members' estimators accept sparse X (fastnn.sklearn), so the ensemble does
+        tags.input_tags.sparse = True
         return tags
 
 
