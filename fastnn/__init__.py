@@ -8,7 +8,7 @@ whole epochs of minibatch SGD without the GIL; this package is its thin, validat
     history = model.fit(X, y, "cross_entropy", fastnn.Adam(lr=1e-3), epochs=20)
     proba = model.predict(X)
 """
-__version__ = "0.1.0"
+from fastnn._version import __version__  # one place, read by fastnn.io too
 
 try:
     from fastnn import _blas, _layers, _losses, _network, _sensitivity, _sgd  # noqa: F401

@@ -222,7 +222,7 @@ def _loop_loss(const floating[::1] Z, const floating[::1] Y, const Py_ssize_t[::
 
 
 cdef class _StepState:
-    """Everything one training step touches, sized like fastnn.trainer's _Workspace."""
+    """Everything one training step touches, sized like fastnn.training._Workspace."""
     cdef NetSpec spec
     cdef public object params, grads, s1, s2, acts, d0, d1, X, Y, labels, order
     cdef public object X_batch, Y_batch, labels_batch

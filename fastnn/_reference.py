@@ -395,7 +395,9 @@ def train(params, sizes, acts, alphas, X, kind, opt, *, epochs, batch_size, seed
           drop_last=False, lrs=None, rates=None, dropout_keep=None, norms=None):
     """Minibatch training as fastnn.fit does it; returns the final parameter vector.
 
-    Sample order: rng = default_rng(seed); order = arange(n); each epoch rng.shuffle(order).
+    Sample order of the epoch that follows e completed ones (e = 0, 1, ...): the permutation
+    default_rng([seed, e]).permutation(n), a function of the seed and the epoch index alone,
+    so a run continued after e epochs draws what an uninterrupted one would.
     lrs: the learning rate of each epoch (default: opt["lr"] throughout).
     rates, dropout_keep: dropout rate per layer and the mask function
     dropout_keep(seed, epoch, layer, samples, n_units, rate) -> (len(samples), n_units) 0/1
@@ -412,7 +414,7 @@ def train(params, sizes, acts, alphas, X, kind, opt, *, epochs, batch_size, seed
     take = lambda a, idx: None if a is None else a[idx]  # noqa: E731
     for epoch in range(epochs):
         if shuffle:
-            rng.shuffle(order)
+            order = np.random.default_rng([seed, epoch]).permutation(n)
         step_opt = dict(opt, lr=opt["lr"] if lrs is None else lrs[epoch])
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]

@@ -3,7 +3,7 @@
 One call runs one epoch: for each minibatch, gather its rows (in the epoch's order) into
 preallocated buffers, run the network's forward pass, the fused loss + output-link gradient,
 the backward pass, and update the one contiguous parameter vector in one pass.  The loop holds
-no GIL and allocates nothing; every buffer comes from fastnn.trainer, sized once per fit.
+no GIL and allocates nothing; every buffer comes from fastnn.training, sized once per fit.
 
 Nothing raises inside the loop (sklearn's _plain_sgd does the same): a non-finite loss sets a
 status and stops *before* the update that would use it, so the parameters stay those of the
@@ -372,7 +372,9 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
 
     Distributed (reducer given): order is a permutation of the global indices, this rank
     holds global rows row_offset .. row_offset + X.shape[0] - 1, and `grads` has two extra
-    slots (n_params + 2) that carry the loss and weight sums through the all-reduce.
+    slots (n_params + 2) that carry the loss and weight sums through the all-reduce (float64;
+    a float32 model adds the two sums in double, in a second two-element all-reduce, so that
+    they cannot overflow float32).
 
     Dropout (layers with a rate > 0 in spec): the mask of a unit is a function of
     (dropout_seed, epoch, global sample index, layer, unit) only (src_c/fastnn_dropout.h), so
@@ -389,6 +391,7 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     cdef Py_ssize_t n_params = params.shape[0]
     cdef int status = _STATUS_OK, kstatus = FNN_OK, signalled = 0
     cdef double loss_sum = 0.0, weight_sum = 0.0, batch_loss, batch_weight, last_check
+    cdef double sums[2]
     cdef bint gather = order is not None
     cdef LossParams lp
     cdef Optimizer opt
@@ -497,14 +500,27 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
                 else:
                     for i in range(n_params):
                         grads[i] = 0
-                grads[n_params] = <floating> batch_loss
-                grads[n_params + 1] = <floating> batch_weight
-                if _allreduce(reducer, &grads[0], <int> (n_params + 2)) != 0:
-                    status = _STATUS_REDUCE_ERROR
-                    failed_step = step
-                    break
-                batch_loss = grads[n_params]
-                batch_weight = grads[n_params + 1]
+                if floating is float:
+                    # the loss and weight sums over ranks can overflow float32 where the
+                    # model's values do not: add them in double, in a second small reduction
+                    sums[0] = batch_loss
+                    sums[1] = batch_weight
+                    if _allreduce(reducer, &grads[0], <int> n_params) != 0 or \
+                            _allreduce(reducer, &sums[0], 2) != 0:
+                        status = _STATUS_REDUCE_ERROR
+                        failed_step = step
+                        break
+                    batch_loss = sums[0]
+                    batch_weight = sums[1]
+                else:
+                    grads[n_params] = batch_loss
+                    grads[n_params + 1] = batch_weight
+                    if _allreduce(reducer, &grads[0], <int> (n_params + 2)) != 0:
+                        status = _STATUS_REDUCE_ERROR
+                        failed_step = step
+                        break
+                    batch_loss = grads[n_params]
+                    batch_weight = grads[n_params + 1]
                 if batch_weight > 0 and isfinite(batch_loss) and kstatus == FNN_OK:
                     opt.t += 1
                     apply_update(&spec.net, &opt, &params[0], &grads[0], s1, s2, n_params,

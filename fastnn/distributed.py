@@ -24,9 +24,16 @@ MPI_IN_PLACE) from mpi4py, for MPICH-style (int) and Open MPI-style (pointer) ha
 Install with ``pip install "fastnn[mpi]"`` (mpi4py and the ``mpich`` wheel, so no system MPI
 is needed; a system MPI that mpi4py was built against works too).
 
-Failure: invalid input on any rank makes every rank raise the same ValueError (the ranks
-agree before training starts).  Any other exception on one rank during training calls
-``MPI_Abort`` on the communicator, so the other ranks do not wait forever.
+Agreement and failure: before the first step the ranks compare everything that decides which
+collectives run and what they mean (dtype, layer sizes, activations, output, loss and its
+parameters, validation data present or not, early stopping, the optimizer with its counters;
+``TrainingRun.configuration``), and every check that can fail before training runs on every
+rank: a difference or an invalid input on any rank makes every rank raise the same
+ValueError.  During training, stop requests are combined (a callback returning True on one
+rank stops every rank after the same epoch), divergence is decided on summed values (so every
+rank raises TrainingDiverged), and any other exception on one rank calls ``MPI_Abort`` on the
+communicator, so the other ranks do not wait forever.  Evaluation statistics are gathered as
+float64.
 """
 import ctypes
 import ctypes.util
@@ -90,16 +97,22 @@ class MPIContext:
         return self.rank == 0
 
     def agree(self, error):
-        """Collective: raise on every rank if any rank had an error (None: no error here)."""
+        """Collective: raise on every rank if any rank had an error (None: no error here).
+
+        With more than one rank, every rank raises the same ValueError, naming each rank that
+        failed and its error (chained from the local error where there is one); a single
+        process raises its own error as it is.
+        """
         errors = self.comm.allgather(None if error is None else
                                      f"{type(error).__name__}: {error}")
         failed = [(rank, msg) for rank, msg in enumerate(errors) if msg is not None]
         if not failed:
             return
-        if error is not None and len(failed) == 1:
+        if error is not None and self.size == 1:
             raise error
         detail = "; ".join(f"rank {rank}: {msg}" for rank, msg in failed)
-        raise ValueError(f"invalid input on {len(failed)} of {self.size} ranks ({detail})")
+        raise ValueError(f"invalid input on {len(failed)} of {self.size} ranks "
+                         f"({detail})") from error
 
     def shard_layout(self, n_local):
         """(offset of this rank's first row, global number of rows)."""
@@ -107,11 +120,30 @@ class MPIContext:
         return sum(counts[: self.rank]), sum(counts)
 
     def check_same(self, value, name):
-        """Collective: every rank must pass the same value (a hyperparameter, a seed)."""
+        """Collective: every rank must pass the same value (a hyperparameter, a seed).
+
+        `value` may be a dict: the error then names each entry that differs.  Values are
+        compared by ``repr`` (so NaN equals NaN and 1 differs from 1.0).  Every rank sees
+        the same gathered values, so every rank raises the same ValueError, or none does.
+        """
         values = self.comm.allgather(value)
-        if any(v != values[0] for v in values):
+        if isinstance(value, dict) and all(isinstance(v, dict) for v in values):
+            keys = sorted({k for v in values for k in v}, key=str)
+            differ = [k for k in keys if len({repr(v.get(k)) for v in values}) > 1]
+            if differ:
+                detail = "; ".join(
+                    f"{k}: " + ", ".join(f"rank {r} {v.get(k)!r}" for r, v in enumerate(values))
+                    for k in differ)
+                raise ValueError(f"{name} differs between ranks ({detail}); every rank must "
+                                 "build the same model and call fit with the same arguments")
+            return
+        if len({repr(v) for v in values}) > 1:
             raise ValueError(f"{name} differs between ranks ({values}); every rank must call "
                              "fit with the same arguments")
+
+    def any(self, flag):
+        """Collective: True on every rank when `flag` is true on any rank (stop requests)."""
+        return bool(self.comm.allreduce(1 if flag else 0, op=self.MPI.MAX))
 
     def broadcast(self, array):
         """Rank 0's array, in place on every rank."""

@@ -73,7 +73,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import ndtri
 
-from fastnn import __version__
+from fastnn._version import __version__  # not the package, which imports this module
 from fastnn._validation import MAX_DIM, check_bool, check_number
 from fastnn.io import ModelFileError, load as _load_model
 from fastnn.layers import DEFAULT_LEAKY_SLOPE

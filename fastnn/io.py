@@ -13,7 +13,7 @@ Format (``FORMAT_VERSION`` 1).  A zip archive as ``numpy.savez`` writes it, hold
          "n_params": N, "params_sha256": "<hex digest of the little-endian parameter bytes>",
          "optimizer": null | {"name": "SGD" | "Adam", "config": {...},
                               "schedule": {"name": ..., "config": {...}, "state": {...}},
-                              "t": steps, "has_state": bool}}
+                              "t": steps, "completed_epochs": epochs, "has_state": bool}}
 
     Initializer configs are those of ``fastnn.init`` (null for an initializer that cannot be
     rebuilt from its config: the layer then gets the default for its activation, which only
@@ -23,6 +23,10 @@ Format (``FORMAT_VERSION`` 1).  A zip archive as ``numpy.savez`` writes it, hold
 ``optimizer_state_0``, ``optimizer_state_1``
     only with an optimizer that has taken a step: its state vectors (velocity; Adam's two
     moments), each of shape (N,), or (0,) when that optimizer keeps none.
+``early_stopping_best_params``
+    only with an optimizer whose run has an early-stopping record (the optimizer's
+    description then holds ``"early_stopping": {"config": {...}, "record": {"best_value",
+    "best_epoch", "wait", "at_epoch"}}``): the parameters of the best epoch, shape (N,).
 
 Loading never unpickles, and trusts nothing in the file: each .npy header is read and checked
 before its data, every field of the description is checked with the constructors' rules, and
@@ -55,11 +59,13 @@ import zlib
 
 import numpy as np
 
-from fastnn import __version__, init as _init
+from fastnn import init as _init
+from fastnn._version import __version__
 from fastnn import optim as _optim
 from fastnn._validation import MAX_DIM, check_bool, check_choice, check_number
 from fastnn.losses import Loss
 from fastnn.model import Dense, MLP
+from fastnn.training import EarlyStopping
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "save_model", "load"]
 
@@ -99,8 +105,9 @@ def save_model(model, path, optimizer=None):
         directory must exist.
     optimizer : fastnn.SGD, fastnn.Adam or None
         Also store the hyperparameters, the schedule (with a ReduceOnPlateau's progress), the
-        step count and the state vectors, so that ``load(path, with_optimizer=True)`` can
-        resume training where it stopped.
+        step and epoch counts and the state vectors, so that ``load(path,
+        with_optimizer=True)`` resumes training where it stopped: a fit with the loaded
+        optimizer (and the same int seed) continues exactly as the uninterrupted run would.
 
     Raises
     ------
@@ -127,9 +134,10 @@ def save_model(model, path, optimizer=None):
     # holds too); the file is written from the copies, after the lock is released.
     with model._lock:
         params = np.array(model.params, dtype=model.dtype.newbyteorder("<"))  # a copy
-        optimizer_description, states = (None, [])
+        optimizer_description, states, best = (None, [], None)
         if optimizer is not None:
             optimizer_description, states = _describe_optimizer(optimizer, model)
+            best = _describe_early_stopping(optimizer, model, optimizer_description)
     if not np.isfinite(params).all():
         raise ValueError(f"not saving to {os.fspath(path)!r}: the model's parameters contain "
                          "NaN or infinity (a file always holds finite parameters; the "
@@ -154,6 +162,8 @@ def save_model(model, path, optimizer=None):
     arrays = {"params": params}
     for i, state in enumerate(states):
         arrays[f"optimizer_state_{i}"] = state
+    if best is not None:
+        arrays["early_stopping_best_params"] = best
     arrays["description"] = np.array(json.dumps(description, allow_nan=False))
     _atomic_write(path, lambda fh: _write_npz(fh, arrays))
 
@@ -210,7 +220,8 @@ def _describe_optimizer(optimizer, model):
     description = {"name": name, "config": config,
                    "schedule": {"name": schedule_name, "config": schedule_config,
                                 "state": schedule_state},
-                   "t": int(optimizer.t), "has_state": has_state}
+                   "t": int(optimizer.t), "completed_epochs": int(optimizer.completed_epochs),
+                   "has_state": has_state}
     return description, states
 
 
@@ -404,6 +415,16 @@ def load(path, *, with_optimizer=False):
                             states.append(_read_npy(
                                 path, archive, entries[name], name,
                                 _vector_header(None, ((0,), (spec["n_params"],)))))
+                    best_params = None
+                    if optimizer_spec["early_stopping"] is not None:
+                        name = "early_stopping_best_params"
+                        if name not in entries:
+                            raise ModelFileError(path, f"its {name!r} entry is missing (the "
+                                                       "description has an early_stopping "
+                                                       "record)")
+                        best_params = _read_npy(path, archive, entries[name], name,
+                                                _vector_header(spec["dtype"],
+                                                               (spec["n_params"],)))
         except ModelFileError:
             raise
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
@@ -417,6 +438,8 @@ def load(path, *, with_optimizer=False):
     optimizer = None
     if optimizer_spec is not None:
         optimizer = _build_optimizer(path, optimizer_spec, states, model)
+        _build_early_stopping(path, optimizer_spec["early_stopping"], best_params, model,
+                              optimizer)
     return (model, optimizer) if with_optimizer else model
 
 
@@ -743,7 +766,11 @@ def _check_optimizer_description(path, d, n_params):
     optimizer = _built(path, "optimizer.config", _OPTIMIZERS[name], **config, schedule=schedule)
     t = _int_field(path, d.get("t", 0), "optimizer.t", 0, _MAX_STEPS)
     has_state = _bool_field(path, d.get("has_state", False), "optimizer.has_state")
-    return {"optimizer": optimizer, "t": t, "has_state": has_state}
+    completed_epochs = _int_field(path, d.get("completed_epochs", 0),
+                                  "optimizer.completed_epochs", 0, _MAX_STEPS)
+    return {"optimizer": optimizer, "t": t, "has_state": has_state,
+            "completed_epochs": completed_epochs,
+            "early_stopping": _check_early_stopping_description(path, d)}
 
 
 def _keyword_object(path, value, where):
@@ -764,4 +791,57 @@ def _build_optimizer(path, spec, states, model):
             restored.append(np.array(s, dtype=model.dtype))  # a writeable copy
         optimizer.state = tuple(restored)
         optimizer.t = spec["t"]
+    # the epoch count the schedule is a function of (absent from files written before it was
+    # saved: 0, the schedule then restarts as it did)
+    optimizer.completed_epochs = spec["completed_epochs"]
     return optimizer
+
+
+# ------------------------------------------------------------ the run's early-stopping record
+
+def _describe_early_stopping(optimizer, model, description):
+    """Add the run's early-stopping record to the optimizer's description; returns the best
+    epoch's parameters to store, or None when the run has no record."""
+    es = optimizer._early_stopping
+    if es is None or es.best_value is None or es._best_params is None or \
+            es._best_params.shape != (model.n_params,):
+        return None
+    description["early_stopping"] = {
+        "config": {"patience": es.patience, "min_delta": es.min_delta, "monitor": es.monitor,
+                   "restore_best_weights": es.restore_best_weights},
+        "record": {"best_value": _finite_or_text(float(es.best_value)),
+                   "best_epoch": int(es.best_epoch), "wait": int(es.wait),
+                   "at_epoch": int(es._at_epoch)}}
+    return np.array(es._best_params, dtype=model.dtype.newbyteorder("<"))  # a copy
+
+
+def _check_early_stopping_description(path, d):
+    """The run's early-stopping record of an optimizer description, checked (None: none)."""
+    saved = _object_field(path, d.get("early_stopping"), "optimizer.early_stopping",
+                          nullable=True)
+    if saved is None:
+        return None
+    where = "optimizer.early_stopping"
+    config = _object_field(path, _field(path, saved, "config", f"{where}.config"),
+                           f"{where}.config")
+    early_stopping = _built(path, f"{where}.config", EarlyStopping, **config)
+    record = _object_field(path, _field(path, saved, "record", f"{where}.record"),
+                           f"{where}.record")
+    early_stopping.best_value = _float_field(
+        path, _field(path, record, "best_value", f"{where}.record.best_value"),
+        f"{where}.record.best_value", allow_inf=True)
+    early_stopping.best_epoch, early_stopping.wait, early_stopping._at_epoch = (
+        _int_field(path, _field(path, record, key, f"{where}.record.{key}"),
+                   f"{where}.record.{key}", 0, _MAX_STEPS)
+        for key in ("best_epoch", "wait", "at_epoch"))
+    return early_stopping
+
+
+def _build_early_stopping(path, early_stopping, best_params, model, optimizer):
+    """Give the loaded optimizer its run's early-stopping record back (see fastnn.training)."""
+    if early_stopping is None:
+        return
+    if not np.isfinite(best_params).all():
+        raise ModelFileError(path, "its early_stopping_best_params contains NaN or infinity")
+    early_stopping._best_params = np.array(best_params, dtype=model.dtype)  # a writeable copy
+    optimizer._early_stopping = early_stopping

@@ -390,5 +390,5 @@ def _ir_for(onnx, opset):
 
 
 def _version():
-    import fastnn
-    return fastnn.__version__
+    from fastnn._version import __version__  # not the package's __init__, which imports us
+    return __version__

@@ -7,6 +7,13 @@ not to biases, as scikit-learn's ``alpha`` does.
 
 Schedules give the learning rate of each epoch (the rate is constant within an epoch) and
 compose with any optimizer: ``SGD(lr=0.1, schedule=Cosine(total_epochs=50))``.
+
+Continuing is the default.  A schedule is a function of a counter the optimizer owns and
+saves, ``optimizer.completed_epochs`` (as Keras computes rates from ``optimizer.iterations``
+and PyTorch keeps ``last_epoch`` in a scheduler's state), and the optimizer also keeps its step
+count ``t``, its state vectors and a ReduceOnPlateau's progress.  So a second ``fit`` with the
+same optimizer, a ``load(..., with_optimizer=True)`` or an unpickled optimizer runs epoch 4
+at the rate an uninterrupted run would.  ``optimizer.reset()`` starts afresh.
 """
 import math
 
@@ -19,8 +26,23 @@ from fastnn.model import MLP
 # ---------------------------------------------------------------- schedules
 
 
+#: epochs of a user-defined schedule evaluated before a fit (the built-in ones, monotone in
+#: the epoch, need their first and last planned epochs only)
+PLANNED_RATES_CHECKED = 10_000
+
+
 class Schedule:
-    """Base class: ``lr(epoch, base_lr)`` for epoch = 0, 1, ...; stateless unless noted."""
+    """Base class: ``lr(epoch, base_lr)``; stateless unless noted.
+
+    `epoch` is the number of epochs the optimizer completed before this one (0 for the first
+    epoch of a run, 3 for the first epoch of a fit that continues a 3-epoch run): the
+    optimizer's ``completed_epochs``.  User-visible epoch numbers are 1-based (epoch
+    ``completed_epochs + 1``).
+    """
+
+    #: True when the class's own lr(epoch) is monotone in epoch (the built-in schedules), so
+    #: that its first and last values bound every value between
+    _monotone = False
 
     def lr(self, epoch, base_lr):
         raise NotImplementedError
@@ -29,7 +51,7 @@ class Schedule:
         """Called with the monitored value after each epoch (only ReduceOnPlateau uses it)."""
 
     def reset(self):
-        """Forget any state (called at the start of a fresh fit)."""
+        """Forget any progress (called by ``Optimizer.reset``, to start afresh)."""
 
     def get_config(self):
         return {"name": type(self).__name__, **{k: v for k, v in vars(self).items()
@@ -38,6 +60,8 @@ class Schedule:
 
 class Constant(Schedule):
     """lr_e = lr."""
+
+    _monotone = True
 
     def lr(self, epoch, base_lr):
         return base_lr
@@ -48,6 +72,8 @@ class Constant(Schedule):
 
 class StepDecay(Schedule):
     """lr_e = lr * gamma ** (e // step_size): multiply by gamma every step_size epochs."""
+
+    _monotone = True
 
     def __init__(self, step_size=10, gamma=0.1):
         self.step_size = check_number(step_size, "step_size", low=1, integer=True)
@@ -63,6 +89,8 @@ class StepDecay(Schedule):
 class InverseScaling(Schedule):
     """lr_e = lr / t ** power with t = e + 1 (scikit-learn's "invscaling", per epoch)."""
 
+    _monotone = True
+
     def __init__(self, power=0.5):
         self.power = float(check_number(power, "power", low=0.0))
 
@@ -75,6 +103,8 @@ class InverseScaling(Schedule):
 
 class Cosine(Schedule):
     """lr_e = min_lr + (lr - min_lr) (1 + cos(pi e / total_epochs)) / 2, then min_lr."""
+
+    _monotone = True
 
     def __init__(self, total_epochs, min_lr=0.0):
         self.total_epochs = check_number(total_epochs, "total_epochs", low=1, integer=True)
@@ -98,6 +128,8 @@ class ReduceOnPlateau(Schedule):
     With factor=0.2, patience=2, min_delta=tol this is scikit-learn's "adaptive" rate.  The
     value is the validation loss when there is validation data, else the training loss.
     """
+
+    _monotone = True
 
     def __init__(self, factor=0.2, patience=2, min_delta=1e-4, min_lr=0.0):
         self.factor = float(check_number(factor, "factor", low=0.0, high=1.0, low_open=True,
@@ -155,11 +187,15 @@ class Optimizer:
     momentum = 0.0
     nesterov = False
     beta1 = beta2 = eps = 0.0
+    completed_epochs = 0  # also the value for an optimizer pickled before it was counted
+    _early_stopping = None
 
     def __init__(self, lr, weight_decay, clip_norm, schedule):
         self.lr, self.weight_decay, self.clip_norm = lr, weight_decay, clip_norm
         self.schedule = get_schedule(schedule)
-        self.reset()
+        self._reset_state()
+        self.completed_epochs = 0  # a schedule passed in keeps its own progress
+        self._early_stopping = None  # the run's early-stopping record (fastnn.training)
         self._check()
 
     def _check(self):
@@ -194,7 +230,19 @@ class Optimizer:
             object.__setattr__(self, "_changed", False)
 
     def reset(self):
-        """Forget the state (velocity / moments and the step count)."""
+        """Start afresh: forget the state (velocity / moments), the step count ``t``, the epoch
+        count ``completed_epochs``, the schedule's progress and the run's early-stopping
+        record.
+
+        Nothing else resets them: a second fit with the same optimizer continues the run.
+        """
+        self._reset_state()
+        self.completed_epochs = 0
+        self.schedule.reset()
+        self._early_stopping = None  # the run's early-stopping record (fastnn.training)
+
+    def _reset_state(self):
+        # the moments and the step count belong together (Adam's bias correction reads t)
         self.state = (None, None)
         self.t = 0
 
@@ -228,6 +276,9 @@ class Optimizer:
             if not s.flags.c_contiguous:
                 raise ValueError(f"{name} must be C-contiguous (it is updated in place)")
             check_writeable(s, name)
+        if s1 is not None and s1.size and s2.size and np.may_share_memory(s1, s2):
+            # Adam would write both moments into one buffer: wrong numbers, silently
+            raise ValueError("state[0] and state[1] share memory; expected separate arrays")
         self._state = (s1, s2)
 
     def _n_state(self):
@@ -258,8 +309,43 @@ class Optimizer:
         return self._state
 
     def lr_at(self, epoch):
-        """The learning rate of 0-based epoch `epoch` under the schedule."""
+        """The learning rate of the epoch that follows `epoch` completed ones."""
         return float(self.schedule.lr(epoch, self.lr))
+
+    def check_planned_rates(self, epochs):
+        """Raise ValueError, before any step, if the schedule gives a rate that is not a finite
+        positive number for one of the next `epochs` epochs (numbered from 1 in the message).
+        """
+        start, stop = self.completed_epochs, self.completed_epochs + epochs
+        def bad(e):
+            lr = self.lr_at(e)
+            return not (math.isfinite(lr) and lr > 0)
+
+        # the class whose lr is used says whether it is monotone (a subclass overriding lr
+        # is a user's schedule)
+        owner = next(k for k in type(self.schedule).__mro__ if "lr" in vars(k))
+        if vars(owner).get("_monotone", False):
+            # the first and last epochs bound the rest; a rate that falls to 0 does so from
+            # some epoch on: find the first by bisection
+            first = None
+            if bad(start):
+                first = start
+            elif bad(stop - 1):
+                low, high = start, stop - 1  # bad(high), not bad(low)
+                while high - low > 1:
+                    mid = (low + high) // 2
+                    low, high = (low, mid) if bad(mid) else (mid, high)
+                first = high
+        else:  # a user's schedule: every epoch, up to a bound that keeps this O(1) per fit
+            first = next((e for e in range(start, min(stop, start + PLANNED_RATES_CHECKED))
+                          if bad(e)), None)
+        if first is not None:
+            raise ValueError(
+                f"the schedule {self.schedule!r} gives lr={self.lr_at(first)!r} for epoch "
+                f"{first + 1} of this run (the fit would train epochs {start + 1} to {stop}); "
+                "expected a finite rate > 0. Cover every epoch with the schedule (e.g. "
+                "Cosine's total_epochs), set min_lr > 0, or call optimizer.reset() to start "
+                "the schedule afresh")
 
     def compiled_args(self, lr):
         """(kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2, eps).
@@ -297,7 +383,8 @@ class Optimizer:
             self.t += 1
 
     def get_config(self):
-        config = {k: v for k, v in vars(self).items() if k not in ("_state", "_changed", "t", "schedule")}
+        config = {k: v for k, v in vars(self).items()
+                  if k not in ("t", "schedule", "completed_epochs") and not k.startswith("_")}
         config["schedule"] = self.schedule.get_config()
         return {"name": type(self).__name__, **config}
 

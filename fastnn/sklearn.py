@@ -98,8 +98,8 @@ from fastnn._validation import (all_finite, check_choice, check_number,
 from fastnn.lbfgs import LBFGS, LBFGSObjective
 from fastnn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL, PoissonNLL
 from fastnn.model import MLP
+from fastnn.optim import SGD, Adam, Constant, InverseScaling, ReduceOnPlateau
 from fastnn.sparse import forward as sparse_forward
-from fastnn.optim import SGD, Adam, Constant, InverseScaling, ReduceOnPlateau, Schedule
 from fastnn.trainer import TrainingDiverged, fit as _fastnn_fit
 
 __all__ = ["MLPClassifier", "MLPRegressor", "NonFiniteFit"]
@@ -111,30 +111,10 @@ AUTO_BATCH_SIZE = 200
 _SEED_BOUND = np.iinfo(np.int32).max
 
 
-class _ContinuedSchedule(Schedule):
-    """A schedule whose epoch count runs on across calls of ``fastnn.fit``.
-
-    ``fastnn.fit`` counts epochs from 0 and resets the schedule on every call; partial_fit is
-    one call per epoch, so the estimator keeps the count (and a ReduceOnPlateau's progress)
-    here and ``reset`` does nothing.
-    """
-
-    def __init__(self, schedule):
-        self.schedule = schedule
-        self.epochs = 0
-
-    def lr(self, epoch, base_lr):
-        return self.schedule.lr(self.epochs, base_lr)
-
-    def on_epoch_end(self, epoch, value):
-        self.schedule.on_epoch_end(self.epochs, value)
-        self.epochs += 1
-
-    def reset(self):
-        pass
-
-    def __repr__(self):
-        return f"{self.schedule!r} at epoch {self.epochs}"
+def _same_arrays(a, b):
+    """True when the tuples of arrays a and b hold the same values (b may be None)."""
+    return b is not None and len(a) == len(b) and all(
+        x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b))
 
 
 class NonFiniteFit(TrainingDiverged, ValueError):
@@ -233,7 +213,7 @@ class _BaseMLP(BaseEstimator):
         diverged = None
         try:
             _fastnn_fit(self.model_, X, Y, loss, self._optimizer, epochs=epochs,
-                        batch_size=batch_size, shuffle=self.shuffle, seed=self._rng,
+                        batch_size=batch_size, shuffle=self.shuffle, seed=self._shuffle_seed,
                         sample_weight=sw, validation_data=val,
                         callbacks=[self._epoch_callback(n, val)])
         except TrainingDiverged as exc:
@@ -334,13 +314,17 @@ class _BaseMLP(BaseEstimator):
                 self.model_ = self.model_.astype(dtype)
         if first or not incremental or not hasattr(self, "_rng"):
             self._rng = np.random.default_rng(random_state.randint(_SEED_BOUND))
+        if first or not hasattr(self, "_shuffle_seed"):
+            # the sample order of each epoch is a function of this seed and the epoch count
+            # (fastnn.fit), so warm_start and partial_fit continue the order of one long fit
+            self._shuffle_seed = int(self._rng.integers(_SEED_BOUND))
         self.n_layers_ = self.model_.n_layers + 1
         if not incremental:
             self._new_record()
             self._validation_set = None
         elif self.stopped_early_ and self.early_stopping:
-            warnings.warn(f"early stopping ended training after {self.n_iter_} epochs; this "
-                          "partial_fit call leaves the model unchanged. Call fit, or "
+            warnings.warn(f"early stopping ended training after {len(self.loss_curve_)} "
+                          "epochs; this partial_fit call leaves the model unchanged. Call fit, or "
                           "set_params(early_stopping=False) to train on.", UserWarning,
                           stacklevel=4)
             return None
@@ -350,8 +334,7 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError(f"dropout={self.dropout!r} needs a stochastic solver ('sgd' "
                                  "or 'adam'); lbfgs minimises the full-batch objective")
             return X, Y, sw, None, loss, X.shape[0]
-        if not incremental or not hasattr(self, "_optimizer"):
-            self._optimizer = self._new_optimizer()
+        self._continue_or_new_optimizer(incremental)
         val = None
         if self.early_stopping:
             X, Y, sw, val = self._validation_split(X, Y, sw, dtype, incremental,
@@ -372,7 +355,7 @@ class _BaseMLP(BaseEstimator):
         for name in list(vars(self)):
             if (name.endswith("_") and not name.startswith("__")) or name in (
                     "_rng", "_validation_set", "_optimizer", "_kind", "_label_dtype",
-                    "_best_params", "_best_value", "_no_improvement_count"):
+                    "_shuffle_seed", "_best_params", "_best_value", "_no_improvement_count"):
                 delattr(self, name)
 
     def _reset_records(self):
@@ -412,17 +395,32 @@ class _BaseMLP(BaseEstimator):
                              "the same network: set warm_start=False, or call fit, to start "
                              "anew")
 
+    def _continue_or_new_optimizer(self, incremental):
+        """Keep the optimizer (its moments, step and epoch counts, schedule progress) for
+        partial_fit (as scikit-learn does) and for a warm_start fit whose hyperparameters are
+        unchanged, so that they continue one run; a warm_start fit with another solver or
+        rate starts a new optimizer."""
+        old = getattr(self, "_optimizer", None)
+        if old is not None and incremental:
+            return
+        new = self._new_optimizer()
+        if old is not None and self.warm_start:
+            new.weight_decay = old.weight_decay  # set per call from alpha below
+            if repr(new) == repr(old):
+                return
+        self._optimizer = new
+
     def _new_optimizer(self):
         if self.solver == "adam":
             return Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
-                        eps=self.epsilon, schedule=_ContinuedSchedule(Constant()))
+                        eps=self.epsilon, schedule=Constant())
         schedule = {"constant": Constant,
                     "invscaling": lambda: InverseScaling(self.power_t),
                     "adaptive": lambda: ReduceOnPlateau(factor=0.2, patience=2,
                                                         min_delta=self.tol)}
         return SGD(lr=self.learning_rate_init, momentum=self.momentum,
                    nesterov=self.nesterovs_momentum and self.momentum > 0,
-                   schedule=_ContinuedSchedule(schedule[self.learning_rate]()))
+                   schedule=schedule[self.learning_rate]())
 
     def _validation_split(self, X, Y, sw, dtype, incremental, validation_data):
         """(X_train, Y_train, sw_train, (X_val, Y_val[, sw_val])) for early stopping."""
@@ -437,8 +435,10 @@ class _BaseMLP(BaseEstimator):
             y_val = np.asarray(y_val)
             Y_val, sw_val = self._targets(y_val, sw_val[0] if sw_val else None,
                                           X_val.shape[0], dtype, False, True, None)
-            self._validation_set = (X_val, Y_val) + ((sw_val,) if sw_val is not None else ())
-            self._new_record()  # values on another set are not comparable
+            val_set = (X_val, Y_val) + ((sw_val,) if sw_val is not None else ())
+            if not _same_arrays(val_set, self._validation_set):
+                self._new_record()  # values on another set are not comparable
+            self._validation_set = val_set
             return X, Y, sw, self._validation_set
         if incremental and self._validation_set is not None:
             return X, Y, sw, self._validation_set
@@ -698,8 +698,11 @@ def _common_doc(extra_params, extra_attrs):
     verbose : bool, default False
         Print the loss (and validation loss and score) after every epoch.
     warm_start : bool, default False
-        fit continues from the current weights (the optimizer starts afresh, the curves and
-        n_iter_ continue, the stopping record starts anew).
+        fit continues the run: the weights, the optimizer's moments, step and epoch counts
+        and schedule (unless solver or a rate parameter changed), the sample order and the
+        curves; n_iter_ counts this call's iterations and the stopping record starts anew (as
+        in scikit-learn).  fit(max_iter=3) then a warm_start fit(max_iter=3) trains as
+        fit(max_iter=6) (when neither stops early).
     momentum : float in [0, 1), default 0.9
     nesterovs_momentum : bool, default True
     early_stopping : bool, default False
@@ -838,6 +841,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def partial_fit(self, X, y, classes=None, sample_weight=None, *, validation_data=None):
         """One epoch over (X, y), continuing the network and the optimizer's state.
 
+        Each call is the next epoch of one run (weights, optimizer moments, schedule, sample
+        order): k calls on the same data train as ``fit`` with ``max_iter=k`` (when fit does
+        not stop early), and a pickle between calls changes nothing.
+
         Parameters
         ----------
         X, y, sample_weight : as for fit
@@ -845,10 +852,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Every label that will ever be seen; later calls may hold any subset.
         validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
             With early_stopping (which scikit-learn's partial_fit refuses): the set the
-            monitored value is measured on from this call on (it replaces an earlier one and
-            restarts the stopping record); later calls without it keep measuring on it.
-            Without any, partial_fit with early_stopping=True raises ValueError, as in
-            scikit-learn.
+            monitored value is measured on from this call on (other data than the previous
+            call's replaces it and restarts the stopping record; the same data again keeps
+            the record); later calls without it keep measuring on it.  Without any,
+            partial_fit with early_stopping=True raises ValueError, as in scikit-learn.
 
         Returns
         -------

@@ -15,7 +15,7 @@ wherever the single estimator does: in a ``Pipeline``, ``GridSearchCV``
     from fastnn.sklearn_ensemble import EnsembleRegressor
 
     reg = make_pipeline(StandardScaler(), EnsembleRegressor(
-        MLPRegressor((64, 64), loss="gaussian_nll", random_state=0), n_estimators=5))
+        MLPRegressor(hidden_layer_sizes=(64, 64), loss="gaussian_nll", random_state=0), n_estimators=5))
     reg.fit(X, y)
     mean, std = reg.predict(X, return_std=True)      # mixture mean and total std
 

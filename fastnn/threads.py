@@ -20,8 +20,10 @@ of them, in any threads, may run at once when they ask for the same count; a blo
 for another count waits until those have ended, so every fit runs its whole course with the
 count it asked for, and when the last block ends the count it found is restored.  While a
 block runs, ``set_num_threads`` raises RuntimeError, and so does a nested block of the same
-thread that asks for another count (waiting would never end).  Code outside fastnn that
-changes the count (threadpoolctl, another library) is not covered by this lock.
+thread that asks for another count (waiting would never end).  A fit that another fit's
+callback starts in a new thread and waits for, with a different count, would wait forever:
+give it the same count, or None.  Code outside fastnn that changes the count (threadpoolctl,
+another library) is not covered by this lock.
 """
 import ctypes
 import threading

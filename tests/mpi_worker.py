@@ -3,7 +3,20 @@
     equal OUT OPT   train float64 on uneven shards with sample weights; rank 0 writes every
                     rank's final parameters and the history to OUT (.npz)
     bad-input       rank 1's shard contains NaN: every rank must raise the same ValueError
-    callback-fails  rank 1's callback raises after epoch 0: the job must abort, not hang
+    callback-fails  rank 1's callback raises after epoch 1: the job must abort, not hang
+    mixed-dtype     rank 0 builds the model in float32, rank 1 in float64: every rank raises
+    activation-differs  the ranks build different activations: every rank raises
+    val-one-rank    only rank 0 passes validation_data: every rank raises
+    loss-differs    the ranks pass different loss parameters: every rank raises
+    es-differs      the ranks pass different early stopping: every rank raises
+    schedule-differs  the ranks' ReduceOnPlateau have made different progress: every rank
+                    raises
+    continue        fit 3 epochs, then 3 more with the same optimizer: equal to fit 6 on each rank
+    diverge         an absurd rate: every rank raises the same TrainingDiverged
+    callback-stops  rank 1's callback asks to stop after epoch 2: every rank stops there, with
+                    the same parameters (printed as a checksum)
+
+A rank that raises prints "rank R raised: <message> |end|" and exits with status 3.
 """
 import sys
 
@@ -60,15 +73,71 @@ def main(scenario, *args):
         try:
             fastnn.fit(model(), X[mine], labels[mine], "cross_entropy", epochs=2, comm=comm)
         except ValueError as exc:
-            print(f"rank {rank} raised: {exc}", flush=True)
+            print(f"rank {rank} raised: {exc} |end|", flush=True)
             sys.exit(3)
     elif scenario == "callback-fails":
         def callback(epoch, logs):
-            if rank == 1 and epoch == 0:
+            if rank == 1 and epoch == 1:
                 raise RuntimeError("callback failed on rank 1")
 
         fastnn.fit(model(), X[mine], labels[mine], "cross_entropy", epochs=50, comm=comm,
                    callbacks=[callback])
+    elif scenario == "continue":
+        # 3 + 3 epochs with the same optimizer equal 6, distributed too
+        runs = []
+        for parts in ((6,), (3, 3)):
+            net, opt = model(), fastnn.SGD(lr=0.1, momentum=0.9,
+                                           schedule=fastnn.StepDecay(step_size=2, gamma=0.5))
+            for epochs in parts:
+                fastnn.fit(net, X[mine], labels[mine], "cross_entropy", opt, epochs=epochs,
+                           batch_size=16, seed=5, sample_weight=sw[mine], comm=comm)
+            runs.append(net.params.tobytes())
+        print(f"rank {rank} continued bitwise: {runs[0] == runs[1]} |end|", flush=True)
+    elif scenario == "diverge":
+        # a rate that overflows: decided on summed values, so every rank raises the same
+        # TrainingDiverged (no abort, no hang) and keeps the same parameters
+        net = model()
+        try:
+            fastnn.fit(net, X[mine] * 1e3, labels[mine], "cross_entropy",
+                       fastnn.SGD(lr=1e30), epochs=5, batch_size=16, seed=0, comm=comm)
+        except fastnn.TrainingDiverged as exc:
+            print(f"rank {rank} diverged: {exc} params {net.params.sum():.17g} |end|",
+                  flush=True)
+            sys.exit(4)
+    elif scenario == "callback-stops":
+        net = model()
+        history = fastnn.fit(net, X[mine], labels[mine], "cross_entropy", epochs=50, seed=0,
+                             comm=comm, callbacks=[lambda epoch, logs: rank == 1 and epoch == 2])
+        print(f"rank {rank} stopped after epochs {history.epoch} params "
+              f"{net.params.sum():.17g} |end|", flush=True)
+    else:
+        net, kwargs, loss, y = model(), {}, "cross_entropy", labels[mine]
+        if scenario == "mixed-dtype":
+            net = net.astype(np.float32) if rank == 0 else net
+        elif scenario == "activation-differs":
+            net = fastnn.MLP([5, 8, 6, 3], activation=["tanh", "relu" if rank == 0 else "sigmoid"],
+                             dtype=np.float64, seed=1)
+        elif scenario == "val-one-rank":
+            kwargs = {"validation_data": (X[:10], labels[:10])} if rank == 0 else {}
+        elif scenario == "loss-differs":
+            loss, y = fastnn.GaussianNLL(sigma=1.0 + rank), X[mine][:, :3]
+        elif scenario == "es-differs":
+            kwargs = {"early_stopping": fastnn.EarlyStopping(patience=2 + rank,
+                                                             monitor="loss")}
+        elif scenario == "schedule-differs":  # same hyperparameters, other progress
+            schedule = fastnn.ReduceOnPlateau()
+            if rank == 1:
+                schedule._scale = 0.2
+            kwargs = {"optimizer": fastnn.SGD(lr=0.01, schedule=schedule)}
+        else:
+            raise SystemExit(f"unknown scenario {scenario!r}")
+        start = net.params.copy()
+        try:
+            fastnn.fit(net, X[mine], y, loss, epochs=3, seed=0, comm=comm, **kwargs)
+        except ValueError as exc:
+            assert np.array_equal(net.params, start)  # nothing trained
+            print(f"rank {rank} raised: {exc} |end|", flush=True)
+            sys.exit(3)
 
 
 if __name__ == "__main__":

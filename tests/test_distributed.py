@@ -1,5 +1,6 @@
 """Data-parallel training over MPI, each scenario run under `mpiexec -n 2` (mpi_worker.py)."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -65,9 +66,8 @@ def test_two_ranks_train_exactly_like_one_process(tmp_path, opt, dropout, normal
 def test_bad_input_on_one_rank_fails_every_rank_with_a_clear_error():
     result = _run("bad-input")
     assert result.returncode != 0
-    for rank in (0, 1):
-        assert f"rank {rank} raised: X contains NaN or infinity" in result.stdout or \
-            f"rank {rank} raised: invalid input on 1 of 2 ranks (rank 1: ValueError: X " \
+    for rank in (0, 1):  # the same message on every rank
+        assert f"rank {rank} raised: invalid input on 1 of 2 ranks (rank 1: ValueError: X " \
             "contains NaN" in result.stdout, result.stdout + result.stderr
 
 
@@ -76,6 +76,52 @@ def test_an_exception_during_training_aborts_instead_of_hanging():
     assert result.returncode != 0
     assert "callback failed on rank 1" in result.stderr
     assert "aborting all ranks" in result.stderr
+
+
+@pytest.mark.parametrize("scenario, fragment", [
+    ("mixed-dtype", "dtype: rank 0 'float32', rank 1 'float64'"),
+    ("activation-differs", "activations: rank 0"),
+    ("val-one-rank", "validation data: rank 0 True, rank 1 False"),
+    ("loss-differs", "loss: rank 0"),
+    ("es-differs", 'early_stopping: rank 0 "EarlyStopping(patience=2'),
+    ("schedule-differs", "schedule progress: rank 0"),
+])
+def test_ranks_that_disagree_all_raise_the_same_error_before_training(scenario, fragment):
+    # each of these used to hang (mixed dtype, validation on one rank) or train a silent mix
+    result = _run(scenario)  # a hang fails by the subprocess timeout
+    assert result.returncode != 0
+    # the ranks' lines may interleave: each ends with a marker
+    raised = re.findall(r"rank (\d) raised: (.*?) \|end\|", result.stdout, re.S)
+    assert sorted(rank for rank, _ in raised) == ["0", "1"], result.stdout + result.stderr
+    messages = {message for _, message in raised}
+    assert len(messages) == 1, messages  # the same error on every rank
+    assert fragment in messages.pop()
+
+
+def test_divergence_raises_the_same_error_on_every_rank():
+    result = _run("diverge")
+    assert result.returncode != 0
+    found = re.findall(r"rank (\d) diverged: (.*?) \|end\|", result.stdout, re.S)
+    assert sorted(rank for rank, _ in found) == ["0", "1"], result.stdout + result.stderr
+    assert len({message for _, message in found}) == 1  # message and parameters alike
+    assert "became NaN or infinite at epoch 1" in found[0][1]
+
+
+def test_a_distributed_run_continues_bitwise():
+    result = _run("continue")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for rank in (0, 1):
+        assert f"rank {rank} continued bitwise: True |end|" in result.stdout, result.stdout
+
+
+def test_a_stop_requested_on_one_rank_stops_every_rank_after_the_same_epoch():
+    result = _run("callback-stops")
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = sorted(re.findall(r"rank (\d) stopped after epochs (\[.*?\]) params (\S+) \|end\|",
+                              result.stdout))
+    assert [rank for rank, _, _ in found] == ["0", "1"], result.stdout + result.stderr
+    assert all(epochs == "[1, 2]" for _, epochs, _ in found), found
+    assert found[0][2] == found[1][2]  # the same weights on both ranks
 
 
 def test_one_rank_in_process_matches_plain_fit():
@@ -90,6 +136,25 @@ def test_one_rank_in_process_matches_plain_fit():
     # the distributed path scales the summed gradient after the reduction: equal to rounding
     np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-10)  # R^2 from combined stats
+
+
+def test_float32_loss_and_weight_sums_are_reduced_in_float64():
+    # weights of 1e30 and squared errors of about 1e10: each batch's sum of w_i l_i (~1e41)
+    # overflows float32 although the gradient (~1e36) does not.  The plain fit adds it in
+    # double; the distributed one must too, instead of reporting a divergence.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((32, 3))
+    y = 1e5 * (1 + rng.random(32))
+    sw = np.full(32, 1e30)
+    runs = []
+    for comm in (None, MPI.COMM_WORLD):
+        model = fastnn.MLP([3, 1], dtype=np.float32, seed=0)
+        history = fastnn.fit(model, X, y, "mse", fastnn.SGD(lr=1e-6), epochs=2, batch_size=16,
+                             seed=0, sample_weight=sw, comm=comm)
+        runs.append((model.params.copy(), history.loss))
+    assert np.isfinite(runs[1][1]).all() and np.isfinite(runs[1][0]).all()
+    np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-5)
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-4, atol=1e-6)
 
 
 def test_the_compiled_allreduce_sums_in_place():

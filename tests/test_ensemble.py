@@ -303,12 +303,13 @@ def test_callbacks_see_the_member_and_can_stop_it():
 
     def cb(epoch, logs):
         seen.append((logs["member"], epoch))
-        return logs["member"] == 1 and epoch == 1      # stop member 1 after two epochs
+        return logs["member"] == 1 and epoch == 2      # stop member 1 after two epochs
 
     ens = MLPEnsemble([3, 4, 1], 3, seed=0)
     ens.fit(X, y, "mse", epochs=4, callbacks=[cb], n_threads=2)
-    assert sorted(seen) == sorted([(k, e) for k in (0, 2) for e in range(4)]
-                                  + [(1, 0), (1, 1)])
+    # epochs are numbered from 1, as fastnn.fit numbers them
+    assert sorted(seen) == sorted([(k, e) for k in (0, 2) for e in range(1, 5)]
+                                  + [(1, 1), (1, 2)])
     assert len(ens.histories_[1].loss) == 2 and len(ens.histories_[0].loss) == 4
 
 

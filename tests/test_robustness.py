@@ -884,22 +884,23 @@ def test_weights_that_became_non_finite_are_restored_from_the_last_finite_ones(e
     y = rng.standard_normal(16) * 100
     model = MLP([3, 4, 1], seed=0)
     start = model.get_params()
-    with pytest.raises(TrainingDiverged, match="at epoch 0") as info:
+    with pytest.raises(TrainingDiverged, match="at epoch 1,") as info:  # numbered from 1
         fit(model, X, y, "mse", SGD(lr=1e38), epochs=epochs, batch_size=16, seed=0)
-    assert "start of epoch 0" in str(info.value)
+    assert "start of epoch 1," in str(info.value)
     np.testing.assert_array_equal(model.params, start)
     assert np.isfinite(model.predict(X)).all()
 
 
 @pytest.mark.parametrize("batch_size, lr, what, failed, kept", [
+    # (epoch, step) and kept epoch as the message numbers them: from 1
     # a later step of the first epoch: back to the initial weights
-    (8, 0.005, "the training loss", (0, 6), 0),
+    (8, 0.005, "the training loss", (1, 7), 1),
     # a later step of epoch 4: back to the start of epoch 4
-    (16, 0.003, "the training loss", (4, 3), 4),
-    # the first step of epoch 5 (one step per epoch): its start is suspect, so epoch 4's
-    (64, 0.01, "the training loss", (5, 0), 4),
-    # the last update of epoch 3 overflowed the weights while its loss was finite
-    (64, 0.1, "the weights", (3, 0), 3),
+    (16, 0.003, "the training loss", (4, 2), 4),
+    # the first step of epoch 6 (one step per epoch): its start is suspect, so epoch 5's
+    (64, 0.01, "the training loss", (6, 1), 5),
+    # the last update of epoch 4 overflowed the weights while its loss was finite
+    (64, 0.1, "the weights", (4, 1), 4),
 ], ids=["epoch-0", "later-step", "first-step", "weights"])
 def test_divergence_keeps_the_last_weights_known_to_give_a_finite_loss(batch_size, lr, what,
                                                                        failed, kept):
@@ -919,7 +920,7 @@ def test_divergence_keeps_the_last_weights_known_to_give_a_finite_loss(batch_siz
                               f"{failed[1]} ")
     assert f"keeps the parameters at the start of epoch {kept}, the last known to give a " \
            "finite loss" in message
-    np.testing.assert_array_equal(model.params, starts[kept])
+    np.testing.assert_array_equal(model.params, starts[kept - 1])
     assert np.isfinite(model.loss_and_grad(X, y, "mse")) and np.isfinite(model.predict(X)).all()
 
 
@@ -928,7 +929,7 @@ def test_divergence_on_the_first_step_keeps_the_initial_weights_and_says_why():
     model = MLP([3, 1], init=init.constant(1.0), seed=0)
     start = model.get_params()
     message = check_error(lambda: fit(model, X, np.zeros(8), "mse", epochs=3),
-                          TrainingDiverged, "at epoch 0, step 0",
+                          TrainingDiverged, "at epoch 1, step 1",
                           "the parameters it started this fit with", "scale of the inputs")
     np.testing.assert_array_equal(model.params, start)
     assert "lr=" in message
@@ -942,13 +943,13 @@ def test_keyboard_interrupt_in_a_callback_leaves_the_model_consistent_and_usable
 
     def interrupt(epoch, logs):
         seen.append(model.get_params())
-        if epoch == 2:
+        if epoch == 3:  # epochs are numbered from 1
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         fit(model, X, y, "cross_entropy", opt, epochs=10, callbacks=[interrupt])
     assert len(model.history_) == 3
-    np.testing.assert_array_equal(model.params, seen[-1])  # the weights after epoch 2
+    np.testing.assert_array_equal(model.params, seen[-1])  # the weights after epoch 3
     assert opt.t > 0 and all(np.isfinite(s).all() for s in opt.state)
     fit(model, X, y, "cross_entropy", opt, epochs=1)  # continues from there
     assert np.isfinite(model.predict(X)).all()

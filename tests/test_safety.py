@@ -274,6 +274,9 @@ def test_optimizer_state_assignment_is_checked_and_refitted_to_the_model():
                 ValueError, "state[0] is a float64 array of shape (2, 2)")
     check_error(lambda: setattr(opt, "state", (np.zeros(4), np.zeros(4, np.float32))),
                 ValueError, "state[1]")
+    shared = np.zeros(model.n_params, np.float32)
+    check_error(lambda: setattr(opt, "state", (shared, shared[:])), ValueError,
+                "share memory")
     ro = np.zeros(model.n_params, np.float32)
     ro.flags.writeable = False
     check_error(lambda: setattr(opt, "state", (ro, ro)), ValueError, "read-only")
@@ -546,22 +549,37 @@ def test_an_interrupted_save_releases_the_temporary_file_and_descriptor(tmp_path
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd") or not hasattr(signal, "SIGINT"),
                     reason="needs /proc and POSIX signals")
 def test_ctrl_c_during_repeated_saves_leaves_no_files_or_descriptors(tmp_path):
+    # The child saves until a stop file appears, counting the Ctrl-Cs that interrupt it
+    # (one that lands between two saves is caught by the outer handler); signals that
+    # arrive together may be delivered as one, so only "at least one" is asserted.
     child = textwrap.dedent("""
         import os, sys
         import numpy as np
         import fastnn
         model = fastnn.MLP([64, 256, 10], seed=0)
-        target = os.path.join(sys.argv[1], "m.npz")
+        directory = sys.argv[1]
+        target = os.path.join(directory, "m.npz")
+        stop = os.path.join(directory, "stop")
         model.save(target)
         fds = len(os.listdir("/proc/self/fd"))
         print("ready", flush=True)
         interrupts = 0
-        while interrupts < 5:
+
+        def save_until_stopped():
+            global interrupts
+            while not os.path.exists(stop):
+                try:
+                    model.save(target)
+                except KeyboardInterrupt:
+                    interrupts += 1
+
+        while True:
             try:
-                model.save(target)
+                save_until_stopped()
+                break
             except KeyboardInterrupt:
                 interrupts += 1
-        leftovers = [p for p in os.listdir(sys.argv[1]) if p.endswith(".tmp")]
+        leftovers = [p for p in os.listdir(directory) if p.endswith(".tmp")]
         fastnn.load(target)
         print(interrupts, len(os.listdir("/proc/self/fd")) - fds, len(leftovers), flush=True)
     """)
@@ -575,13 +593,15 @@ def test_ctrl_c_during_repeated_saves_leaves_no_files_or_descriptors(tmp_path):
         for _ in range(5):
             time.sleep(0.05)
             proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        (tmp_path / "stop").touch()
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0
     interrupts, fd_growth, leftovers = map(int, out.split())
-    assert (interrupts, fd_growth, leftovers) == (5, 0, 0)
+    assert interrupts >= 1 and (fd_growth, leftovers) == (0, 0)
 
 
 def test_save_keeps_permissions_and_works_for_unusual_names(tmp_path):

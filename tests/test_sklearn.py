@@ -320,7 +320,7 @@ def test_partial_fit_continues_the_optimizer_and_the_schedule():
     assert clf.n_iter_ == 1 and clf.t_ == 600 and len(clf.loss_curve_) == 3
     # the third epoch ran at lr / 3 ** power_t, not at the first epoch's rate
     assert clf.model_.history_.lr == [pytest.approx(0.1 / 3 ** 0.5)]
-    assert isinstance(clf._optimizer.schedule.schedule, InverseScaling)
+    assert isinstance(clf._optimizer.schedule, InverseScaling)
     adam = MLPClassifier((8,), random_state=0)
     adam.partial_fit(X, y, classes=[0, 1])
     adam.partial_fit(X, y)
@@ -336,7 +336,7 @@ def test_adaptive_learning_rate_is_reduce_on_plateau_for_sgd():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(X, y)
-    schedule = clf._optimizer.schedule.schedule
+    schedule = clf._optimizer.schedule
     assert isinstance(schedule, ReduceOnPlateau)
     assert (schedule.factor, schedule.patience, schedule.min_delta) == (0.2, 2, 1e-3)
 

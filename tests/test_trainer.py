@@ -173,7 +173,8 @@ def test_validation_split_reports_loss_and_metric_per_epoch():
 def test_early_stopping_stops_at_the_right_epoch_and_restores_the_best_weights():
     # Validation targets are the negation of the training targets: as training improves the
     # training loss, the validation loss gets worse from the first epoch on, so the best
-    # validation epoch is 0 and, with patience 2, training stops after epoch 2.
+    # validation epoch is the first (epochs are numbered from 1) and, with patience 2, training
+    # stops after epoch 3.
     rng = np.random.default_rng(0)
     X = rng.standard_normal((64, 3))
     y = X @ np.array([1.0, -2.0, 0.5])
@@ -182,8 +183,8 @@ def test_early_stopping_stops_at_the_right_epoch_and_restores_the_best_weights()
     history = fit(model, X, y, "mse", SGD(lr=0.05), epochs=20, batch_size=8, seed=0,
                   validation_data=(X, -y), early_stopping=EarlyStopping(patience=2),
                   callbacks=[lambda epoch, logs: saved.append(model.get_params())])
-    assert history.epoch == [0, 1, 2]
-    assert history.stopped_early and history.best_epoch == 0
+    assert history.epoch == [1, 2, 3]
+    assert history.stopped_early and history.best_epoch == 1
     assert np.all(np.diff(history.val_loss) > 0)
     np.testing.assert_array_equal(model.params, saved[0])
 
@@ -192,7 +193,7 @@ def test_callbacks_can_stop_training():
     X, y = make_spirals(200, seed=0)
     model = MLP([2, 8, 3], seed=0)
     history = fit(model, X, y, "cross_entropy", epochs=50,
-                  callbacks=[lambda epoch, logs: epoch == 3])
+                  callbacks=[lambda epoch, logs: epoch == 4])  # epochs are numbered from 1
     assert len(history) == 4
 
 
@@ -226,7 +227,7 @@ def test_exception_in_a_callback_leaves_the_model_usable():
     model = MLP([2, 8, 3], seed=0)
 
     def boom(epoch, logs):
-        if epoch == 1:
+        if epoch == 2:  # epochs are numbered from 1
             raise RuntimeError("user callback failed")
 
     with pytest.raises(RuntimeError, match="user callback failed"):

@@ -1,0 +1,141 @@
+"""The package's import graph runs one way: no module imports, directly or through others, a
+module that imports it (STYLE.md rule 20).
+
+The graph is read from the source with ``ast`` (Python modules) and from the Python-level
+``import`` lines of the Cython modules, counting imports inside functions too: a late import
+is still a dependency.  The only upward edges allowed are the documented convenience
+delegations below, each a late import inside one method.
+"""
+import ast
+import os
+import re
+
+import fastnn
+
+PACKAGE_DIR = os.path.dirname(fastnn.__file__)
+
+#: (importer, imported): convenience methods on a lower module that delegate to a higher one
+#: through a late import, so that importing the lower module never imports the higher one
+DELEGATIONS = {
+    ("fastnn.model", "fastnn.trainer"),  # MLP.fit -> fastnn.fit
+    ("fastnn.model", "fastnn.io"),       # MLP.save -> fastnn.io.save_model
+    ("fastnn.model", "fastnn.onnx_export"),  # MLP.to_onnx -> fastnn.onnx_export.to_onnx
+    ("fastnn.model", "fastnn.torch_interop"),  # MLP.to_torch / MLP.from_torch
+}
+
+
+def _modules():
+    """{module name: source path} of every Python and Cython module of the package."""
+    found = {}
+    for name in sorted(os.listdir(PACKAGE_DIR)):
+        stem, ext = os.path.splitext(name)
+        if ext in (".py", ".pyx"):
+            module = "fastnn" if stem == "__init__" else f"fastnn.{stem}"
+            found[module] = os.path.join(PACKAGE_DIR, name)
+    return found
+
+
+def _target(modules, base, name=None):
+    """The module an import of `name` from `base` runs: a submodule when there is one."""
+    if name is not None and f"{base}.{name}" in modules:
+        return f"{base}.{name}"
+    return base
+
+
+def _imports(modules, path):
+    """[(imported module, top_level)] of fastnn modules imported by the file at `path`."""
+    with open(path, encoding="utf-8") as fh:
+        source = fh.read()
+    if path.endswith(".pyx"):  # Cython: its Python-level imports (cimports are C-level)
+        edges = []
+        for m in re.finditer(r"^\s*from\s+(fastnn[\w.]*)\s+import\s+([\w, ]+)", source,
+                             re.MULTILINE):
+            for name in m.group(2).split(","):
+                edges.append((_target(modules, m.group(1), name.strip()), True))
+        return edges
+    tree = ast.parse(source, path)
+    top_level = {id(node) for node in tree.body}
+    edges = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "fastnn":
+                    edges.append((_target(modules, alias.name), id(node) in top_level))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and \
+                node.module.split(".")[0] == "fastnn":
+            for alias in node.names:
+                edges.append((_target(modules, node.module, alias.name),
+                              id(node) in top_level))
+    return edges
+
+
+def _graph():
+    modules = _modules()
+    graph, late = {m: set() for m in modules}, set()
+    for module, path in modules.items():
+        for imported, top in _imports(modules, path):
+            if imported == module or imported not in modules:
+                continue
+            if not top:
+                late.add((module, imported))
+            if (module, imported) not in DELEGATIONS:
+                graph[module].add(imported)
+    return graph, late
+
+
+def _cycle(graph):
+    """A list of modules forming a cycle, or None (depth-first search with colours)."""
+    colour, stack = {}, []
+
+    def visit(node):
+        colour[node] = "grey"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if colour.get(nxt) == "grey":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in colour:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        colour[node] = "black"
+        return None
+
+    for node in sorted(graph):
+        if node not in colour:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    graph, _ = _graph()
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_upward_delegations_are_late_imports_only():
+    _, late = _graph()
+    for edge in DELEGATIONS:
+        assert edge in late, f"{edge[0]} should import {edge[1]} inside a method only"
+    graph, _ = _graph()
+    # and nothing below the trainer reaches it at import time
+    for lower in ("fastnn.model", "fastnn.optim", "fastnn.losses", "fastnn._validation"):
+        seen, todo = set(), [lower]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        assert not seen & {"fastnn.trainer", "fastnn.training", "fastnn.io", "fastnn",
+                           "fastnn.sklearn", "fastnn.cli"}, (lower, sorted(seen))
+
+
+def test_the_cycle_finder_finds_cycles():
+    # the checker itself: a graph with a cycle is reported, one without is not
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    # and a known edge of the real package is seen (the graph is not trivially empty)
+    graph, _ = _graph()
+    assert "fastnn.model" in graph["fastnn.trainer"]
+    assert "fastnn.training" in graph["fastnn.trainer"]
