@@ -55,14 +55,18 @@ Saving
 
 and ``member_<k>`` for k = 0..K-1, a uint8 array holding member k's complete model file as
 ``MLP.save`` writes it (``fastnn.io``), optimizer included when the member has one.
-``load_ensemble`` reads the archive with ``allow_pickle=False`` and each member with
-``fastnn.load``, so every check fastnn.io makes applies to every member; any problem raises
-``fastnn.io.ModelFileError`` naming the file (and the member).
+``load_ensemble`` never unpickles: it checks each entry's .npy header before reading its data
+(the description's size is bounded, a member's declared size must match its entry), copies
+each member to a temporary file in 1 MB chunks (so memory stays bounded even though a
+compressed entry can be far larger than the file; disk use and time follow the members'
+uncompressed size) and reads it with ``fastnn.load``, so every check fastnn.io makes applies
+to every member; any problem raises ``fastnn.io.ModelFileError`` naming the file (and the
+member).
 """
 import copy
-import io as _bytes_io
 import json
 import os
+import struct
 import tempfile
 import threading
 import zipfile
@@ -73,15 +77,18 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import ndtri
 
+from fastnn import fpmode
 from fastnn._version import __version__  # not the package, which imports this module
 from fastnn._validation import MAX_DIM, check_bool, check_number
-from fastnn.io import ModelFileError, load as _load_model
+from fastnn.io import (ModelFileError, _description_header, _read_npy,
+                       load as _load_model)
 from fastnn.layers import DEFAULT_LEAKY_SLOPE
 from fastnn.losses import GaussianNLL, get_loss
 from fastnn.model import MLP, as_input
 from fastnn.optim import get_optimizer
 from fastnn.threads import blas_threads, get_num_threads
 from fastnn.trainer import fit as _fit
+from fastnn.training import EarlyStopping
 
 __all__ = ["MLPEnsemble", "EnsemblePrediction", "load_ensemble", "available_cores",
            "ENSEMBLE_FORMAT", "ENSEMBLE_FORMAT_VERSION"]
@@ -139,7 +146,7 @@ class MLPEnsemble:
         The members' widths ``[n_0, ..., n_L]`` (see ``fastnn.MLP``).
     n_members : int, default 5
         K >= 1.  Lakshminarayanan et al. find 5 members enough for most of the benefit.
-    activation, output, init, bias_init, dtype, alpha, warn_symmetric
+    activation, output, init, bias_init, dtype, alpha, warn_symmetric, dropout, normalization
         As for ``fastnn.MLP``, the same for every member.
     seed : int, numpy.random.Generator or None
         Draws the members' seeds ``member_seeds`` (K ints): member k is ``MLP(..., seed=
@@ -163,7 +170,8 @@ class MLPEnsemble:
 
     def __init__(self, layer_sizes, n_members=5, *, activation="relu", output="auto",
                  init=None, bias_init=0.0, dtype=np.float32, seed=None,
-                 alpha=DEFAULT_LEAKY_SLOPE, bootstrap=False, warn_symmetric=True):
+                 alpha=DEFAULT_LEAKY_SLOPE, bootstrap=False, warn_symmetric=True,
+                 dropout=0.0, normalization=None):
         n_members = int(check_number(n_members, "n_members", low=1, high=_MAX_MEMBERS,
                                      integer=True))
         if seed is not None and not isinstance(seed, np.random.Generator):
@@ -172,7 +180,8 @@ class MLPEnsemble:
         seeds = [int(s) for s in rng.integers(0, 2**31 - 1, n_members)]
         members = [MLP(layer_sizes, activation=activation, output=output, init=init,
                        bias_init=bias_init, dtype=dtype, seed=s, alpha=alpha,
-                       warn_symmetric=warn_symmetric)
+                       warn_symmetric=warn_symmetric, dropout=dropout,
+                       normalization=normalization)
                    for s in seeds]
         self._setup(members, seeds, bootstrap)
 
@@ -196,6 +205,8 @@ class MLPEnsemble:
         for k, m in enumerate(models[1:], 1):
             if (m.layer_sizes != ref.layer_sizes or m.dtype != ref.dtype
                     or [la.activation for la in m.layers] != [la.activation for la in ref.layers]
+                    or [la.normalization for la in m.layers]
+                    != [la.normalization for la in ref.layers]
                     or m._link_name() != ref._link_name()):
                 raise ValueError(f"models[{k}] is {m!r}; expected the architecture, dtype and "
                                  f"output link of models[0], {ref!r}")
@@ -288,7 +299,9 @@ class MLPEnsemble:
             members may interleave).
         **fit_kwargs
             Every other argument of ``fastnn.fit`` (epochs, batch_size, shuffle,
-            validation_data, validation_split, early_stopping (per member), verbose,
+            validation_data, validation_split, early_stopping (per member: an EarlyStopping
+            instance is the configuration, each member keeps its own record, in
+            ``optimizers_[k]``, which a later fit continues), verbose,
             drop_last), the same for every member.  ``seed`` is not accepted: member k
             shuffles with ``member_seeds[k]``.
 
@@ -323,6 +336,9 @@ class MLPEnsemble:
             n_threads = int(check_number(n_threads, "n_threads", low=1, high=MAX_DIM,
                                          integer=True))
         loss = get_loss(loss)
+        # the calling thread's setting (a fastnn.fpmode.flush_denormals block is per thread):
+        # the members' fits run in worker threads that would not see it
+        fit_kwargs["flush_denormals"] = fpmode.resolve(fit_kwargs.get("flush_denormals"))
         if comm is None:
             # convert X once, so that members without bootstrap read it in place
             X = as_input(X, "X", self.dtype, self.n_inputs)
@@ -369,9 +385,17 @@ class MLPEnsemble:
                     halt = any([bool(cb(epoch, logs)) for cb in callbacks])
                     return halt or stop.is_set()
 
+                member_kwargs = dict(fit_kwargs)
+                es = fit_kwargs.get("early_stopping")
+                if isinstance(es, EarlyStopping):
+                    # a record of its own per member: one instance shared by members training
+                    # at once mixed their records (and could restore another member's
+                    # weights); the member's record continues through its optimizer
+                    member_kwargs["early_stopping"] = copy.copy(es)
+                    member_kwargs["early_stopping"].reset()
                 histories[k] = _fit(self.members[k], Xk, yk, lossk, optimizers[k],
                                     seed=self.member_seeds[k], sample_weight=swk, comm=comm,
-                                    callbacks=[stop_and_forward], **fit_kwargs)
+                                    callbacks=[stop_and_forward], **member_kwargs)
             except BaseException as exc:  # kept, raised once every member has finished
                 errors[k] = exc
                 if isinstance(exc, KeyboardInterrupt):
@@ -494,16 +518,17 @@ class MLPEnsemble:
         means = np.stack([m.predict(X) for m in self.members]).astype(np.float64)
         mean = means.mean(axis=0)
         epistemic = ((means - mean) ** 2).mean(axis=0)   # two passes: no cancellation
-        loss = self.loss_
         if link == "gaussian":
             stds = np.stack([m.predict_std(X) for m in self.members]).astype(np.float64)
             aleatoric = (stds ** 2).mean(axis=0)
         elif link == "exp":
             aleatoric = mean.copy()         # a Poisson's variance is its rate
-        elif loss is not None and loss.kind == 1 and loss.sample_sigma is None:
-            aleatoric = np.full_like(mean, loss.scalar_sigma ** 2)   # GaussianNLL(sigma)
         else:
-            aleatoric = np.zeros_like(mean)  # MSE, or a per-sample sigma unknown at new X
+            # each member's own noise variance: sigma^2 of a fixed scalar GaussianNLL(sigma),
+            # none known for MSE or a per-sample sigma (unknown at new X); members built
+            # apart (from_models) may have been trained with different sigmas
+            aleatoric = np.full_like(mean, np.mean([_fixed_noise_variance(m.loss_)
+                                                    for m in self.members]))
         return EnsemblePrediction(mean, aleatoric, epistemic)
 
     def predict_std(self, X):
@@ -614,6 +639,13 @@ class MLPEnsemble:
             raise
 
 
+def _fixed_noise_variance(loss):
+    """sigma^2 of a fixed scalar GaussianNLL(sigma), else 0 (MSE, per-sample sigma, none)."""
+    if loss is not None and loss.kind == 1 and loss.sample_sigma is None:
+        return float(loss.scalar_sigma) ** 2
+    return 0.0
+
+
 def _mean_std(values, return_std):
     mean = values.mean(axis=0)
     if not return_std:
@@ -639,41 +671,40 @@ def load_ensemble(path):
     """
     path = os.fspath(path)
     with open(path, "rb") as fh:
-        raw = fh.read()
-    if not raw.startswith(b"PK\x03\x04"):
+        head = fh.read(4)
+    if head != b"PK\x03\x04":
         raise ModelFileError(path, "it is not a zip archive (.npz), so not an ensemble saved "
                                    "by fastnn")
-    try:
-        with np.load(_bytes_io.BytesIO(raw), allow_pickle=False) as archive:
-            names = list(archive.files)
-            if "description" not in names:
-                raise ModelFileError(path, f"it has no 'description' entry (entries: "
-                                           f"{names}); it is not an ensemble saved by fastnn")
-            text = archive["description"]
-            description = _parse_description(path, text)
-            K = description["n_members"]
-            blobs = []
-            for k in range(K):
-                if f"member_{k}" not in names:
-                    raise ModelFileError(path, f"it has no 'member_{k}' entry for its "
-                                               f"{K} members")
-                blob = archive[f"member_{k}"]
-                if blob.dtype != np.uint8 or blob.ndim != 1:
-                    raise ModelFileError(path, f"member_{k} has dtype {blob.dtype} and shape "
-                                               f"{blob.shape}; expected 1-D uint8 bytes")
-                blobs.append(blob.tobytes())
-    except ModelFileError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
-            NotImplementedError, RuntimeError) as exc:
-        raise ModelFileError(path, f"the file is truncated or corrupted "
-                                   f"({type(exc).__name__}: {exc})") from exc
     models, optimizers = [], []
     with tempfile.TemporaryDirectory(prefix="fastnn-ensemble-") as tmp:
-        for k, blob in enumerate(blobs):
-            member_path = os.path.join(tmp, f"member_{k}.npz")
-            with open(member_path, "wb") as fh:
-                fh.write(blob)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                infos = {info.filename: info for info in archive.infolist()}
+                names = sorted(n[:-4] if n.endswith(".npy") else n for n in infos)
+                if "description.npy" not in infos:
+                    raise ModelFileError(path, f"it has no 'description' entry (entries: "
+                                               f"{names}); it is not an ensemble saved by "
+                                               "fastnn")
+                text = _read_npy(path, archive, infos["description.npy"], "description",
+                                 _description_header)
+                description = _parse_description(path, text)
+                K = description["n_members"]
+                member_paths = []
+                for k in range(K):
+                    info = infos.get(f"member_{k}.npy")
+                    if info is None:
+                        raise ModelFileError(path, f"it has no 'member_{k}' entry for its "
+                                                   f"{K} members")
+                    member_path = os.path.join(tmp, f"member_{k}.npz")
+                    _copy_member(path, archive, info, k, member_path)
+                    member_paths.append(member_path)
+        except ModelFileError:
+            raise
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
+                OverflowError, struct.error, NotImplementedError, RuntimeError) as exc:
+            raise ModelFileError(path, f"the file is truncated or corrupted "
+                                       f"({type(exc).__name__}: {exc})") from exc
+        for k, member_path in enumerate(member_paths):
             try:
                 model, optimizer = _load_model(member_path, with_optimizer=True)
             except ModelFileError as exc:
@@ -687,6 +718,53 @@ def load_ensemble(path):
         raise ModelFileError(path, f"its members do not form an ensemble ({exc})") from exc
     ensemble.optimizers_ = optimizers
     return ensemble
+
+
+#: bytes copied at a time from a member entry to its temporary file
+_COPY_CHUNK = 1 << 20
+
+
+def _copy_member(path, archive, info, k, member_path):
+    """Copy member k's bytes (a model file) from its .npy entry to member_path, in chunks.
+
+    The header is checked before any data is read, and its declared size against the
+    entry's: a crafted header cannot make the reader allocate, and a member whose bytes are
+    not a model file is rejected after its first chunk.  Memory stays bounded whatever the
+    entry declares (the archive is compressed: an entry may be far larger than the file)."""
+    name = f"member_{k}"
+    with archive.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version not in ((1, 0), (2, 0)):
+            raise ModelFileError(path, f"its {name!r} entry has .npy format version "
+                                       f"{version}; expected (1, 0) or (2, 0)")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(fh)
+        if dtype != np.uint8 or len(shape) != 1:
+            raise ModelFileError(path, f"{name} has dtype {dtype} and shape {shape}; expected "
+                                       "1-D uint8 bytes")
+        n_bytes = int(shape[0])
+        header_bytes = fh.tell()
+        if n_bytes != info.file_size - header_bytes:
+            raise ModelFileError(path, f"its {name!r} entry declares {n_bytes} bytes of data "
+                                       f"but holds {info.file_size - header_bytes}: the file "
+                                       "is truncated or corrupted")
+        left = n_bytes
+        with open(member_path, "wb") as out:
+            while left:
+                chunk = fh.read(min(left, _COPY_CHUNK))
+                if not chunk:
+                    raise ModelFileError(path, f"its {name!r} entry ends before the "
+                                               f"{n_bytes} bytes its header declares: the "
+                                               "file is truncated or corrupted")
+                if left == n_bytes and not chunk.startswith(b"PK\x03\x04"):
+                    raise ModelFileError(path, f"member {k}: it is not an .npz (zip) archive "
+                                               "written by MLP.save")
+                out.write(chunk)
+                left -= len(chunk)
+        if fh.read(1):  # reading to the end checks the zip CRC
+            raise ModelFileError(path, f"its {name!r} entry holds more than its header "
+                                       "declares: the file is corrupted")
 
 
 def _parse_description(path, raw):

@@ -18,9 +18,19 @@ process keep IEEE subnormals.  Unlike ``torch.set_flush_denormal``, which change
 thread's mode for all code, this setting only decides what fastnn's calls do:
 
     fastnn.set_flush_denormals(False)            # from now on: keep subnormals (IEEE)
-    with fastnn.fpmode.flush_denormals(False):   # for a block
+    with fastnn.fpmode.flush_denormals(False):   # for a block (of this thread)
         model.fit(...)
     model.fit(..., flush_denormals=False)        # for one fit
+
+The block's setting lives in a ``contextvars.ContextVar``: it applies to the thread (or
+asyncio task) that entered the block and overrides the process-wide setting there, so blocks
+entered and left by several threads at once neither see nor undo each other's setting (a
+process-wide flag saved and restored by each block could be left flipped for good by two
+overlapping blocks).  ``MLPEnsemble.fit`` and the scikit-learn ensembles hand the setting of
+the calling thread to their worker threads; other thread pools (joblib's threading backend, a
+ThreadPoolExecutor of your own) start from the process-wide setting.  As with
+``numpy.errstate``, a block left open across a generator's ``yield`` applies to the code that
+resumed the generator until the generator continues past the block.
 
 Limits: the mode is a per-thread register, and the threads of a multi-threaded BLAS do not
 inherit it; the share of a large product they compute keeps IEEE subnormals.  With flushing
@@ -30,11 +40,14 @@ section 7).  On CPUs other than x86-64 and aarch64 there is no switch: ``support
 False and the setting has no effect.
 """
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from fastnn import _network
 from fastnn._validation import check_bool
 
 _flush = True
+#: the setting of the innermost ``flush_denormals`` block of this thread/context (None: none)
+_block = ContextVar("fastnn_flush_denormals", default=None)
 
 
 def supported():
@@ -44,16 +57,19 @@ def supported():
 
 
 def get_flush_denormals():
-    """Whether fastnn's compiled calls flush subnormals to zero now (default True)."""
-    return _flush
+    """Whether fastnn's compiled calls flush subnormals to zero now, in this thread (default
+    True): the innermost ``flush_denormals`` block's setting, else the process-wide one."""
+    block = _block.get()
+    return _flush if block is None else block
 
 
 def set_flush_denormals(enabled):
     """Flush subnormals to zero in fastnn's compiled calls from now on (True, the default), or
     keep them as IEEE 754 prescribes (False).  Returns the previous setting.
 
-    Applies to the whole process; ``fit(..., flush_denormals=...)`` overrides it for one fit.
-    Raises TypeError unless `enabled` is True or False.
+    Applies to the whole process; a ``flush_denormals`` block overrides it in the thread
+    that entered the block, and ``fit(..., flush_denormals=...)`` for one fit.  Returns the
+    process-wide setting it replaces.  Raises TypeError unless `enabled` is True or False.
     """
     global _flush
     enabled = check_bool(enabled, "enabled")
@@ -63,17 +79,18 @@ def set_flush_denormals(enabled):
 
 @contextmanager
 def flush_denormals(enabled=True):
-    """Within the block, fastnn's compiled calls flush subnormals (True) or keep them (False);
-    the previous setting is restored on leaving it."""
-    previous = set_flush_denormals(enabled)
+    """Within the block, fastnn's compiled calls made by this thread flush subnormals (True)
+    or keep them (False); leaving the block restores what applied before.  Other threads,
+    and the process-wide setting, are not affected."""
+    token = _block.set(check_bool(enabled, "enabled"))
     try:
         yield
     finally:
-        set_flush_denormals(previous)
+        _block.reset(token)
 
 
 def resolve(flush_denormals):
-    """The setting a call uses: `flush_denormals` (True/False), or the module's when None."""
+    """The setting a call uses: `flush_denormals` (True/False), or this thread's when None."""
     if flush_denormals is None:
-        return _flush
+        return get_flush_denormals()
     return check_bool(flush_denormals, "flush_denormals")

@@ -134,10 +134,10 @@ def save_model(model, path, optimizer=None):
     # holds too); the file is written from the copies, after the lock is released.
     with model._lock:
         params = np.array(model.params, dtype=model.dtype.newbyteorder("<"))  # a copy
-        optimizer_description, states, best = (None, [], None)
+        optimizer_description, states, best, run = (None, [], None, None)
         if optimizer is not None:
             optimizer_description, states = _describe_optimizer(optimizer, model)
-            best = _describe_early_stopping(optimizer, model, optimizer_description)
+            best, run = _describe_early_stopping(optimizer, model, optimizer_description)
     if not np.isfinite(params).all():
         raise ValueError(f"not saving to {os.fspath(path)!r}: the model's parameters contain "
                          "NaN or infinity (a file always holds finite parameters; the "
@@ -164,6 +164,8 @@ def save_model(model, path, optimizer=None):
         arrays[f"optimizer_state_{i}"] = state
     if best is not None:
         arrays["early_stopping_best_params"] = best
+    if run is not None:
+        arrays["early_stopping_run_params"] = run
     arrays["description"] = np.array(json.dumps(description, allow_nan=False))
     _atomic_write(path, lambda fh: _write_npz(fh, arrays))
 
@@ -425,6 +427,15 @@ def load(path, *, with_optimizer=False):
                         best_params = _read_npy(path, archive, entries[name], name,
                                                 _vector_header(spec["dtype"],
                                                                (spec["n_params"],)))
+                        name = "early_stopping_run_params"
+                        if optimizer_spec["early_stopping"]._run_params is not None:
+                            if name not in entries:
+                                raise ModelFileError(path, f"its {name!r} entry is missing "
+                                                           "(the description's early_stopping "
+                                                           "record has run_params)")
+                            optimizer_spec["early_stopping"]._run_params = _read_npy(
+                                path, archive, entries[name], name,
+                                _vector_header(spec["dtype"], (spec["n_params"],)))
         except ModelFileError:
             raise
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
@@ -805,14 +816,22 @@ def _describe_early_stopping(optimizer, model, description):
     es = optimizer._early_stopping
     if es is None or es.best_value is None or es._best_params is None or \
             es._best_params.shape != (model.n_params,):
-        return None
+        return None, None
+    run = es._run_params
+    if run is not None and run.shape != (model.n_params,):
+        run = None
     description["early_stopping"] = {
         "config": {"patience": es.patience, "min_delta": es.min_delta, "monitor": es.monitor,
                    "restore_best_weights": es.restore_best_weights},
         "record": {"best_value": _finite_or_text(float(es.best_value)),
                    "best_epoch": int(es.best_epoch), "wait": int(es.wait),
                    "at_epoch": int(es._at_epoch)}}
-    return np.array(es._best_params, dtype=model.dtype.newbyteorder("<"))  # a copy
+    if run is not None:
+        # the parameters the run reached, where a continuing fit goes on from (the model
+        # holds the best ones, put back at the end of the last fit)
+        description["early_stopping"]["record"]["run_params"] = True
+        run = np.array(run, dtype=model.dtype.newbyteorder("<"))  # a copy
+    return np.array(es._best_params, dtype=model.dtype.newbyteorder("<")), run
 
 
 def _check_early_stopping_description(path, d):
@@ -834,6 +853,12 @@ def _check_early_stopping_description(path, d):
         _int_field(path, _field(path, record, key, f"{where}.record.{key}"),
                    f"{where}.record.{key}", 0, _MAX_STEPS)
         for key in ("best_epoch", "wait", "at_epoch"))
+    run = record.get("run_params", False)
+    if not isinstance(run, bool):
+        raise ModelFileError(path, f"{where}.record.run_params is {run!r}; expected true or "
+                                   "false")
+    # a placeholder until the entry is read: tells the reader that the entry must exist
+    early_stopping._run_params = np.zeros(0) if run else None
     return early_stopping
 
 
@@ -844,4 +869,10 @@ def _build_early_stopping(path, early_stopping, best_params, model, optimizer):
     if not np.isfinite(best_params).all():
         raise ModelFileError(path, "its early_stopping_best_params contains NaN or infinity")
     early_stopping._best_params = np.array(best_params, dtype=model.dtype)  # a writeable copy
+    if early_stopping._run_params is not None:
+        if early_stopping._run_params.shape != (model.n_params,) or \
+                not np.isfinite(early_stopping._run_params).all():
+            raise ModelFileError(path, "its early_stopping_run_params is not a finite vector "
+                                       f"of {model.n_params} parameters")
+        early_stopping._run_params = np.array(early_stopping._run_params, dtype=model.dtype)
     optimizer._early_stopping = early_stopping

@@ -69,6 +69,15 @@ def _check_slope(alpha, activation="leaky_relu"):
     return float(check_number(alpha, "alpha", low=0.0))
 
 
+def _check_alpha_fits(alpha, dtype, name="alpha"):
+    """alpha is applied in the arrays' dtype: one that overflows it (1e39 in float32) would
+    turn every negative unit into -inf or NaN."""
+    with np.errstate(over="ignore"):
+        if not np.isfinite(np.asarray(alpha, dtype=dtype)):
+            raise ValueError(f"{name}={alpha:g} overflows the dtype {np.dtype(dtype).name} of "
+                             f"X (at most {np.finfo(dtype).max:g})")
+
+
 def _check_layer_arrays(X, W, b):
     X = check_array(X, "X", ndim=2)
     W = check_array(W, "W", ndim=2, dtype=X.dtype)
@@ -107,6 +116,7 @@ def dense_forward(X, W, b, activation="relu", *, alpha=None, out=None):
     code = activation_code(activation)
     alpha = _check_slope(alpha, activation)
     X, W, b = _check_layer_arrays(X, W, b)
+    _check_alpha_fits(alpha, X.dtype)
     shape = (X.shape[0], W.shape[1])
     out = np.empty(shape, X.dtype) if out is None else check_out(
         out, "out", shape, X.dtype, (("X", X), ("W", W), ("b", b)))
@@ -153,6 +163,7 @@ def dense_backward(X, W, A, dA, activation="relu", *, alpha=None, Z=None,
     code = ACTIVATIONS[activation]
     alpha = _check_slope(alpha, activation)
     X = check_array(X, "X", ndim=2)
+    _check_alpha_fits(alpha, X.dtype)
     W = check_array(W, "W", ndim=2, dtype=X.dtype)
     A = check_array(A, "A", ndim=2, dtype=X.dtype)
     dA = check_array(dA, "dA", ndim=2, dtype=X.dtype)

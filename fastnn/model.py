@@ -352,6 +352,8 @@ class MLP:
         """Own the vectors and bind the views; initialize=False leaves zeros (fastnn.load
         fills the parameters from the file, so a large network is never initialised)."""
         dtype = float_dtype(dtype)
+        for k, layer in enumerate(layers):
+            _check_alpha_fits(layer.alpha, dtype, f"layer {k}'s alpha")
         self._lock = threading.RLock()
         self._loss = None
         self.output = output
@@ -967,6 +969,15 @@ def _check_sizes(layer_sizes):
     for i, n in enumerate(sizes):
         check_number(n, f"layer_sizes[{i}]", low=1, high=MAX_DIM, integer=True)
     return [int(n) for n in sizes]
+
+
+def _check_alpha_fits(alpha, dtype, name="alpha"):
+    """The kernels compute in the model's dtype: an alpha (leaky_relu slope, elu alpha) that
+    overflows it (1e39 in float32) would turn every negative unit into -inf or NaN."""
+    with np.errstate(over="ignore"):
+        if not np.isfinite(np.asarray(alpha, dtype=dtype)):
+            raise ValueError(f"{name}={alpha:g} overflows the model's dtype "
+                             f"{np.dtype(dtype).name} (at most {np.finfo(dtype).max:g})")
 
 
 def _check_dropout(rate, name="dropout"):

@@ -13,12 +13,15 @@ What the graph holds
   the type: convert inputs to the model's dtype first (fastnn's ``predict`` converts for you).
 * Each dense layer is one ``Gemm(H, W, b)``: fastnn's ``W`` already has the layout
   ``(n_in, n_out)`` that ``Gemm`` multiplies from the right, so the weights are stored as they
-  are (bitwise), with no transpose.  Hidden activations: ``Relu``, ``Sigmoid``, ``Tanh``,
-  the smooth ones composed from Exp/Log/Erf/Tanh/Sigmoid/Where (``_smooth_activation``; gelu
-  in float32 only: onnxruntime has no float64 Erf)
+  are (bitwise), with no transpose.  Hidden activations: ``Relu``, ``Tanh``, sigmoid as
+  ``_sigmoid`` composes it (onnxruntime's ``Sigmoid`` loses the relative accuracy of small
+  values), the smooth ones composed from Exp/Log/Where and arithmetic
+  (``_smooth_activation``; gelu's normal CDF by Cody's erfc approximations as in the kernel:
+  onnxruntime has no float64 Erf)
   (identity adds no node) and leaky_relu as ``LeakyRelu(alpha=slope)`` in float32, but as
-  ``PRelu(H, slope)`` with a float64 slope tensor in float64 (LeakyRelu's ``alpha`` attribute
-  is a 32-bit float, which would round the slope).
+  ``Where(H < 0, slope H, H)`` with a float64 slope tensor in float64 (LeakyRelu's ``alpha``
+  attribute is a 32-bit float, which would round the slope, and onnxruntime has a float64
+  ``PRelu`` at opsets 16-18 only).
 * The output link, as ``MLP.predict`` applies it:
 
   ================  ===========================================  ===========================
@@ -26,7 +29,7 @@ What the graph holds
   ================  ===========================================  ===========================
   identity          none                                         ``predictions`` (N, k)
   exp (Poisson)     ``Exp``                                      ``predictions`` (N, k)
-  sigmoid           ``Sigmoid``                                  ``probabilities`` (N, k)
+  sigmoid           ``_sigmoid`` (Exp, Where)                    ``probabilities`` (N, k)
   softmax           ``Softmax(axis=1)``                          ``probabilities`` (N, k)
   gaussian          ``Slice`` into mean and log-variance s,      ``mean`` (N, k),
   (learned sigma)   ``std = Exp(0.5 s)``                         ``std`` (N, k)
@@ -39,7 +42,7 @@ What the graph holds
     bool labels, double for floating-point labels, string for strings) from ``ArgMax`` over
     the probabilities, exactly as ``predict`` takes ``argmax`` of ``predict_proba``; and
     ``probabilities`` (N, n_classes), columns in the order of ``classes_`` (a binary classifier
-    gives ``[1 - p, p]`` as ``[Sigmoid(-z), Sigmoid(z)]``).  A multi-label classifier gives
+    gives ``[1 - p, p]`` as ``[sigmoid(-z), sigmoid(z)]``).  A multi-label classifier gives
     ``label`` (N, n_labels) int64 0/1 (``p > 0.5``) and ``probabilities`` (N, n_labels).
     ``probabilities`` is a plain tensor, not skl2onnx's default ZipMap (a sequence of maps,
     slower, and only needed to carry the class names, which ``label`` already does).
@@ -69,7 +72,7 @@ __all__ = ["to_onnx", "DEFAULT_OPSET"]
 DEFAULT_OPSET = 17
 #: the oldest opset whose Softmax normalizes along one axis and whose Slice takes inputs
 MIN_OPSET = 13
-_ACTIVATION_OPS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
+_ACTIVATION_OPS = {"tanh": "Tanh", "relu": "Relu"}   # sigmoid: _sigmoid
 
 
 def _import_onnx():
@@ -118,21 +121,23 @@ class _Graph:
 def _mlp_logits(g, model, x):
     """Gemm + activation per layer; returns the name of the logits (N, n_outputs).
 
-    Dropout is the identity at inference, so it adds no node.
+    Dropout is the identity at inference, so it adds no node; a layer with normalization="layer"
+    normalizes Gemm's output (``_layer_norm``) before its activation.
     """
     h = x
     for k, layer in enumerate(model.layers):
-        if layer.normalization:
-            raise ValueError(f"layer {k} has normalization={layer.normalization!r}; to_onnx "
-                             "does not export layer normalization yet")
         # W (n_in, n_out) is Gemm's B as it is: H @ W + b, fastnn's own row-major layout
         w = g.const(f"W{k}", np.array(layer.W, dtype=g.dtype, copy=True))
         b = g.const(f"b{k}", np.array(layer.b, dtype=g.dtype, copy=True))
         h = g.node("Gemm", [h, w, b], stem=f"z{k}")
+        if layer.normalization:
+            h = _layer_norm(g, h, layer, k)
         if layer.activation == "identity":
             continue
         if layer.activation in _SMOOTH:
             h = _smooth_activation(g, layer, h, k)
+        elif layer.activation == "sigmoid":
+            h = _sigmoid(g, h, stem=f"a{k}")
         elif layer.activation != "leaky_relu":
             h = g.node(_ACTIVATION_OPS[layer.activation], [h], stem=f"a{k}")
         elif g.dtype == np.float32:
@@ -140,54 +145,172 @@ def _mlp_logits(g, model, x):
             # is exactly LeakyRelu's 32-bit float attribute
             h = g.node("LeakyRelu", [h], stem=f"a{k}", alpha=_leaky_slope(layer))
         else:
-            # LeakyRelu's alpha is a 32-bit attribute (0.01 would become 0.009999999776);
-            # PRelu takes the slope as a float64 tensor and computes the same x < 0 ? s x : x
+            # LeakyRelu's alpha is a 32-bit attribute (0.01 would become 0.009999999776), and
+            # onnxruntime runs a float64 PRelu only at opsets 16-18 (not 13-15 nor 19+): the
+            # kernel's own h < 0 ? s h : h, with a float64 slope
             slope = g.const(f"slope{k}", np.array(_leaky_slope(layer), np.float64))
-            h = g.node("PRelu", [h, slope], stem=f"a{k}")
+            negative = g.node("Less", [h, g.const("zero", np.zeros((), np.float64))])
+            h = g.node("Where", [negative, g.node("Mul", [slope, h]), h], stem=f"a{k}")
     return h
 
 
 _SMOOTH = ("elu", "selu", "gelu", "gelu_tanh", "silu", "softplus")
 
 
+def _reduce_mean(g, x):
+    """The mean over axis 1, kept as (N, 1): ReduceMean's axes became an input in opset 18."""
+    if g.opset >= 18:
+        return g.node("ReduceMean", [x, g.const("axes", np.array([1], np.int64))],
+                      keepdims=1)
+    return g.node("ReduceMean", [x], axes=[1], keepdims=1)
+
+
+def _layer_norm(g, z, layer, k):
+    """fastnn's layer normalization (src_c/fastnn_layernorm.h) of the pre-activation z:
+    gain (z - mu) / sqrt(var + 1e-5) + shift, mu and var (the biased variance, two-pass) per
+    sample over the layer's units.  Composed from ReduceMean and arithmetic rather than
+    LayerNormalization (opset 17), whose float64 support varies between runtimes."""
+    centered = g.node("Sub", [z, _reduce_mean(g, z)])
+    var = _reduce_mean(g, g.node("Mul", [centered, centered]))
+    eps = g.const("eps", np.array(1e-5, g.dtype))
+    rstd = g.node("Reciprocal", [g.node("Sqrt", [g.node("Add", [var, eps])])])
+    xhat = g.node("Mul", [centered, rstd])
+    gain = g.const(f"gain{k}", np.array(layer.gain, dtype=g.dtype, copy=True))
+    shift = g.const(f"shift{k}", np.array(layer.shift, dtype=g.dtype, copy=True))
+    return g.node("Add", [g.node("Mul", [xhat, gain]), shift], stem=f"y{k}")
+
+
 def _smooth_activation(g, layer, h, k):
     """The smooth activations from opset-13 operators, constants in the model's dtype.
 
     ONNX's own Elu/Selu take 32-bit float attributes (inexact for a float64 model) and Gelu
-    needs opset 20, so they are composed: elu = Where(h > 0, h, alpha (Exp(h) - 1)), selu its
-    multiple, gelu = h (1 + Erf(h / sqrt 2)) / 2, gelu_tanh = h (1 + Tanh(c (h + 0.044715
-    h^3))) / 2, silu = h Sigmoid(h), softplus = Relu(h) + Log(1 + Exp(-|h|)) (onnxruntime
-    has no float64 Softplus or Erf: gelu is exported for float32 models only).
+    needs opset 20, so they are composed, mirroring the kernels of src_c/fastnn_kernels.h:
+    gelu = h Phi(h) (``_ndtr``: erfc by Cody's approximations; onnxruntime has no float64
+    Erf), elu = Where(h > 0, h, alpha expm1(h)), selu its multiple, gelu_tanh =
+    h sigmoid(2 c (h + 0.044715 h^3)) (= h (1 + tanh(c (...))) / 2 without its cancellation
+    for h << 0), silu = h sigmoid(h) (``_sigmoid``), softplus = Relu(h) + log1p(Exp(-|h|))
+    (``_expm1``, ``_log1p``: accurate near 0, where the plain forms cancel; onnxruntime has
+    no float64 Softplus).
     """
     c = lambda stem, v: g.const(f"{stem}{k}", np.array(v, dtype=g.dtype))  # noqa: E731
     act = layer.activation
-    if act == "softplus":   # max(h, 0) + log(1 + exp(-|h|)): onnxruntime has no double Softplus
+    if act == "softplus":   # max(h, 0) + log1p(exp(-|h|)): onnxruntime has no double Softplus
         e = g.node("Exp", [g.node("Neg", [g.node("Abs", [h])])])
-        tail = g.node("Log", [g.node("Add", [c("one", 1.0), e])])
-        return g.node("Add", [g.node("Relu", [h]), tail], stem=f"a{k}")
+        return g.node("Add", [g.node("Relu", [h]), _log1p(g, e, c("one", 1.0))], stem=f"a{k}")
     if act == "silu":
-        return g.node("Mul", [h, g.node("Sigmoid", [h])], stem=f"a{k}")
+        return g.node("Mul", [h, _sigmoid(g, h)], stem=f"a{k}")
     if act in ("elu", "selu"):
         alpha = float(layer.alpha) if act == "elu" else 1.6732632423543772848170429916717
-        neg = g.node("Mul", [c("alpha", alpha),
-                             g.node("Sub", [g.node("Exp", [h]), c("one", 1.0)])])
+        neg = g.node("Mul", [c("alpha", alpha), _expm1(g, h, c("one", 1.0))])
         out = g.node("Where", [g.node("Greater", [h, c("zero", 0.0)]), h, neg])
         if act == "selu":
             out = g.node("Mul", [c("scale", 1.0507009873554804934193349852946), out])
         return out
     if act == "gelu":
-        if g.dtype == np.float64:
-            raise ValueError(f"layer {k} is gelu in a float64 model: onnxruntime has no "
-                             "float64 Erf, so the graph could not run; export a float32 model "
-                             "(model.astype(numpy.float32)) or use gelu_tanh")
-        inner = g.node("Erf", [g.node("Mul", [h, c("rsqrt2", 0.7071067811865476)])])
+        return g.node("Mul", [h, _ndtr(g, h)], stem=f"a{k}")
     else:
-        cube = g.node("Mul", [h, g.node("Mul", [h, h])])
-        u = g.node("Mul", [c("k", 0.7978845608028654),
-                           g.node("Add", [h, g.node("Mul", [c("c3", 0.044715), cube])])])
-        inner = g.node("Tanh", [u])
+        # (1 + tanh u) / 2 = sigmoid(2u), as the kernel computes it: 1 + Tanh(u) cancels to 0
+        # for h << 0 (gave 0 for gelu_tanh(-5.5) = -5.6e-9 in float32)
+        # 0.044715 h h h in the kernel's order: exp(2u) amplifies a rounding difference in
+        # the cubic term by 2u (a relative error of 8e-6 at gelu_tanh(-9) in another order)
+        cubic = g.node("Mul", [g.node("Mul", [g.node("Mul", [c("c3", 0.044715), h]), h]), h])
+        u2 = g.node("Mul", [c("k2", 1.5957691216057307117), g.node("Add", [h, cubic])])
+        return g.node("Mul", [h, _sigmoid(g, u2)], stem=f"a{k}")
     half = g.node("Mul", [c("half", 0.5), h])
     return g.node("Mul", [half, g.node("Add", [c("one", 1.0), inner])], stem=f"a{k}")
+
+
+def _log1p(g, x, one):
+    """log(1 + x) without losing x where 1 + x rounds (ONNX has no Log1p): u = 1 + x, then
+    x where u == 1, else Log(u) x / (u - 1), which cancels u's rounding error (Goldberg,
+    "What every computer scientist should know about floating-point arithmetic", thm. 4).
+    Log(1 + x) alone gave 0 for softplus(-20) = 2e-9 in float32."""
+    u = g.node("Add", [one, x])
+    um1 = g.node("Sub", [u, one])
+    ratio = g.node("Div", [g.node("Mul", [g.node("Log", [u]), x]), um1])
+    return g.node("Where", [g.node("Equal", [um1, g.const("zero", np.zeros((), g.dtype))]),
+                            x, ratio])
+
+
+def _expm1(g, x, one):
+    """exp(x) - 1 without cancellation near 0 (ONNX has no Expm1), by Kahan's trick: u =
+    Exp(x); x where u == 1, -1 where u - 1 == -1 (Log of a subnormal u is inexact), else
+    (u - 1) x / Log(u).  Exp(x) - 1 alone was 0 for elu(-1e-8) in float32.  (A large x > 0
+    gives NaN here; the callers select x there.)"""
+    u = g.node("Exp", [x])
+    um1 = g.node("Sub", [u, one])
+    ratio = g.node("Div", [g.node("Mul", [um1, x]), g.node("Log", [u])])
+    zero = g.const("zero", np.zeros((), g.dtype))
+    minus_one = g.const("minus_one", np.array(-1.0, g.dtype))
+    inner = g.node("Where", [g.node("Equal", [um1, minus_one]), minus_one, ratio])
+    return g.node("Where", [g.node("Equal", [um1, zero]), x, inner])
+
+
+# W. J. Cody's rational approximations of erf/erfc (CALERF), as src_c/fastnn_kernels.h
+# evaluates them: (numerator coefficients, denominator coefficients), highest power first
+_CODY_ERF = ((1.85777706184603153e-1, 3.16112374387056560e00, 1.13864154151050156e02,
+              3.77485237685302021e02, 3.20937758913846947e03),
+             (2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03,
+              2.84423683343917062e03))
+_CODY_ERFC_MID = ((2.15311535474403846e-8, 5.64188496988670089e-1, 8.88314979438837594e00,
+                   6.61191906371416295e01, 2.98635138197400131e02, 8.81952221241769090e02,
+                   1.71204761263407058e03, 2.05107837782607147e03, 1.23033935479799725e03),
+                  (1.57449261107098347e01, 1.17693950891312499e02, 5.37181101862009858e02,
+                   1.62138957456669019e03, 3.29079923573345963e03, 4.36261909014324716e03,
+                   3.43936767414372164e03, 1.23033935480374942e03))
+_CODY_ERFC_TAIL = ((1.63153871373020978e-2, 3.05326634961232344e-1, 3.60344899949804439e-1,
+                    1.25781726111229246e-1, 1.60837851487422766e-2, 6.58749161529837803e-4),
+                   (2.56852019228982242e00, 1.87295284992346047e00, 5.27905102951428412e-1,
+                    6.05183413124413191e-2, 2.33520497626869185e-3))
+
+
+def _ratio(g, x, coefs):
+    """num(x) / den(x) in the kernel's Horner order: num = c0 x; num = (num + c_i) x ...;
+    the last numerator coefficient is added without a product; den is monic likewise."""
+    num_c, den_c = coefs
+    cst = lambda v: g.const("c", np.array(v, g.dtype))  # noqa: E731
+    num = g.node("Mul", [cst(num_c[0]), x])
+    den = x
+    for i in range(1, len(num_c) - 1):
+        num = g.node("Mul", [g.node("Add", [num, cst(num_c[i])]), x])
+        den = g.node("Mul", [g.node("Add", [den, cst(den_c[i - 1])]), x])
+    return g.node("Div", [g.node("Add", [num, cst(num_c[-1])]),
+                          g.node("Add", [den, cst(den_c[-1])])])
+
+
+def _ndtr(g, h):
+    """Phi(h), the standard normal CDF, as the kernel computes it (src_c/fastnn_kernels.h):
+    erfc(a), a = |h| / sqrt 2, by Cody's three rational approximations, selected with Where,
+    and Phi = 1 - erfc(a) / 2 for h > 0.  Composed: onnxruntime has no float64 Erf, and
+    because 1 + Erf(h / sqrt 2) cancels to 0 for h << 0 (gelu(-6) = -6.8e-9 came out 0)."""
+    cst = lambda v: g.const("c", np.array(v, g.dtype))  # noqa: E731
+    a = g.node("Mul", [g.node("Abs", [h]), cst(0.70710678118654752440)])
+    a2 = g.node("Mul", [a, a])
+    e = g.node("Exp", [g.node("Neg", [a2])])
+    one = cst(1.0)
+    c1 = g.node("Sub", [one, g.node("Mul", [a, _ratio(g, a2, _CODY_ERF)])])
+    c2 = g.node("Mul", [e, _ratio(g, a, _CODY_ERFC_MID)])
+    a3 = g.node("Max", [a, cst(4.0)])
+    y = g.node("Reciprocal", [g.node("Mul", [a3, a3])])
+    tail = g.node("Mul", [y, _ratio(g, y, _CODY_ERFC_TAIL)])
+    c3 = g.node("Mul", [e, g.node("Div", [g.node("Sub", [cst(0.56418958354775628695), tail]),
+                                          a3])])
+    c = g.node("Where", [g.node("LessOrEqual", [a, cst(0.46875)]), c1,
+                         g.node("Where", [g.node("LessOrEqual", [a, cst(4.0)]), c2, c3])])
+    half = g.node("Mul", [cst(0.5), c])
+    return g.node("Where", [g.node("Greater", [h, cst(0.0)]), g.node("Sub", [one, half]), half])
+
+
+def _sigmoid(g, h, output=None, stem=None):
+    """sigmoid(h) = Where(h < 0, e / (1 + e), 1 / (1 + e)), e = Exp(-|h|): as fastnn's kernel
+    (and scipy's expit) computes it.  onnxruntime's own Sigmoid is accurate only to about one
+    ulp of 1 in absolute terms: 1.2e-7 where the true value is 2e-8 (float32, h = -17.8),
+    0 for 1e-16 (float64, h = -37), so tail probabilities lost their relative accuracy."""
+    e = g.node("Exp", [g.node("Neg", [g.node("Abs", [h])])], stem="exp_neg_abs")
+    r = g.node("Reciprocal", [g.node("Add", [g.const("one", np.array(1.0, g.dtype)), e])])
+    neg = g.node("Mul", [e, r])
+    return g.node("Where", [g.node("Less", [h, g.const("zero", np.array(0.0, g.dtype))]),
+                            neg, r], output, stem=stem)
 
 
 def _gaussian_split(g, z, n_out, mean_name, std_name):
@@ -211,7 +334,7 @@ def _mlp_outputs(g, model, z):
     if link == "exp":
         return [(g.node("Exp", [z], "predictions"), n_out)]
     if link == "sigmoid":
-        return [(g.node("Sigmoid", [z], "probabilities"), n_out)]
+        return [(_sigmoid(g, z, "probabilities"), n_out)]
     if link == "softmax":
         return [(g.node("Softmax", [z], "probabilities", axis=1), n_out)]
     if link == "gaussian":
@@ -243,11 +366,11 @@ def _classifier_outputs(g, est, z):
     if est.out_activation_ == "softmax":
         proba = g.node("Softmax", [z], "probabilities", axis=1)
     elif n_out == 1 and len(classes) == 2:  # binary: one logit, columns [1 - p, p]
-        p0 = g.node("Sigmoid", [g.node("Neg", [z], stem="neg_logit")], stem="p0")
-        p1 = g.node("Sigmoid", [z], stem="p1")
+        p0 = _sigmoid(g, g.node("Neg", [z], stem="neg_logit"), stem="p0")
+        p1 = _sigmoid(g, z, stem="p1")
         proba = g.node("Concat", [p0, p1], "probabilities", axis=1)
     elif n_out == len(classes):  # multi-label: one independent probability per label
-        proba = g.node("Sigmoid", [z], "probabilities")
+        proba = _sigmoid(g, z, "probabilities")
         above = g.node("Greater", [proba, g.const("threshold", np.array(0.5, g.dtype))],
                        stem="above")
         label = g.node("Cast", [above], "label", to=g.onnx.TensorProto.INT64)
@@ -273,17 +396,62 @@ def _regressor_outputs(g, est, z):
     return [(g.node("Identity", [out], "variable"), width)]
 
 
+def _mean(g, names, output=None):
+    """The element-wise mean of same-shape tensors: a sum divided by their count (ONNX's
+    Mean has no float64 kernel in onnxruntime)."""
+    total = names[0]
+    for name in names[1:]:
+        total = g.node("Add", [total, name])
+    return g.node("Div", [total, g.const("count", np.array(len(names), g.dtype))], output)
+
+
+def _ensemble_outputs(g, ensemble):
+    """``MLPEnsemble.predict`` (and the mixture's std for learned-sigma members): each
+    member's graph on the same input, its link applied, then their mean."""
+    link = ensemble.members[0]._link_name()
+    per_member = []
+    for member in ensemble.members:
+        z = _mlp_logits(g, member, "X")
+        if link == "gaussian":
+            per_member.append(_gaussian_split(g, z, member.n_outputs, None, None))
+        elif link == "sigmoid":
+            per_member.append((_sigmoid(g, z),))
+        elif link == "softmax":
+            per_member.append((g.node("Softmax", [z], axis=1),))
+        elif link == "exp":
+            per_member.append((g.node("Exp", [z]),))
+        else:
+            per_member.append((z,))
+    width = ensemble.members[0].n_outputs
+    if link != "gaussian":
+        name = "probabilities" if link in ("sigmoid", "softmax") else "predictions"
+        return [(_mean(g, [out for out, in per_member], name), width)]
+    # the uniform mixture of N(mu_k, sigma_k^2): mean mu*, variance mean sigma_k^2 (aleatoric)
+    # + mean (mu_k - mu*)^2 (epistemic), as predict_distribution computes them
+    mean = _mean(g, [mu for mu, _ in per_member], "mean")
+    aleatoric = _mean(g, [g.node("Mul", [sd, sd]) for _, sd in per_member])
+    diffs = [g.node("Sub", [mu, mean]) for mu, _ in per_member]
+    epistemic = _mean(g, [g.node("Mul", [d, d]) for d in diffs])
+    std = g.node("Sqrt", [g.node("Add", [aleatoric, epistemic])], "std")
+    return [(mean, width // 2), (std, width // 2)]
+
+
 def _resolve(obj):
-    """(the MLP, the estimator or None) for a model or a fitted fastnn.sklearn estimator."""
+    """(the MLP, the estimator or None) for a model or a fitted fastnn.sklearn estimator; for
+    an MLPEnsemble (its first member, the ensemble)."""
+    from fastnn.ensemble import MLPEnsemble   # on use, like the onnx package itself
     if isinstance(obj, MLP):
         return obj, None
+    if isinstance(obj, MLPEnsemble):
+        return obj.members[0], obj
     if type(obj).__module__ == "fastnn.sklearn" and hasattr(obj, "fit"):
         model = getattr(obj, "model_", None)
         if not isinstance(model, MLP):
             raise ValueError(f"this {type(obj).__name__} is not fitted yet; call fit before "
                              "exporting it")
         return model, obj
-    raise TypeError(f"model must be a fastnn.MLP or a fitted fastnn.sklearn estimator; got "
+    raise TypeError(f"model must be a fastnn.MLP, a fastnn.MLPEnsemble or a fitted "
+                    f"fastnn.sklearn estimator; got "
                     f"{type(obj).__name__}")
 
 
@@ -302,10 +470,13 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
 
     Parameters
     ----------
-    model : fastnn.MLP, fastnn.sklearn.MLPClassifier or fastnn.sklearn.MLPRegressor
+    model : fastnn.MLP, fastnn.MLPEnsemble, fastnn.sklearn.MLPClassifier or MLPRegressor
         A fitted estimator (its network is ``model_``).  The graph computes ``predict`` (and
         ``predict_std`` / ``predict_proba`` where the model has them): see the module
-        docstring for the inputs, nodes and outputs.
+        docstring for the inputs, nodes and outputs.  An ``MLPEnsemble`` gives every
+        member's graph and their mean: ``predictions`` or ``probabilities`` as
+        ``MLPEnsemble.predict``; ``mean`` and ``std`` (the mixture's, ``predict_std``) for
+        members trained with ``GaussianNLL("learned")``.
     path : str or os.PathLike, optional
         Where to write the model (``.onnx`` by convention; written as given, atomically as
         ``MLP.save`` writes).  Without it, nothing is written.
@@ -350,12 +521,16 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
     helper = onnx.helper
 
     g = _Graph(onnx, mlp.dtype)
-    z = _mlp_logits(g, mlp, "X")
+    g.opset = opset
     if estimator is None:
+        z = _mlp_logits(g, mlp, "X")
         outputs = [(out, width, g.elem_type) for out, width in _mlp_outputs(g, mlp, z)]
+    elif hasattr(estimator, "members"):     # MLPEnsemble
+        outputs = [(out, width, g.elem_type) for out, width in _ensemble_outputs(g, estimator)]
     elif hasattr(estimator, "classes_"):
-        outputs = _classifier_outputs(g, estimator, z)
+        outputs = _classifier_outputs(g, estimator, _mlp_logits(g, mlp, "X"))
     else:
+        z = _mlp_logits(g, mlp, "X")
         outputs = [(out, width, g.elem_type) for out, width in _regressor_outputs(g, estimator, z)]
 
     graph = helper.make_graph(
@@ -367,7 +542,7 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                                    producer_name="fastnn", producer_version=_version(),
                                    ir_version=_ir_for(onnx, opset))
-    onnx_model.doc_string = repr(mlp)
+    onnx_model.doc_string = repr(model)
     helper.set_model_props(onnx_model, {
         "layer_sizes": ",".join(map(str, mlp.layer_sizes)),
         "activations": ",".join(layer.activation for layer in mlp.layers[:-1]),

@@ -72,6 +72,7 @@ it sparse (fastnn.sparse: the first layer's products over the stored entries); s
 train on a dense copy (their minibatch loop has no sparse kernels yet), which needs the memory
 of the dense matrix.
 """
+import hashlib
 import numbers
 import warnings
 
@@ -109,6 +110,19 @@ ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu", 
                "gelu", "gelu_tanh", "silu", "swish", "softplus")
 AUTO_BATCH_SIZE = 200
 _SEED_BOUND = np.iinfo(np.int32).max
+
+
+def _fingerprint(*arrays):
+    """A digest of arrays' shapes, dtypes and bytes (None entries included)."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            digest.update(b"none")
+            continue
+        a = np.ascontiguousarray(a)
+        digest.update(repr((a.shape, a.dtype.str)).encode())
+        digest.update(a.data)
+    return digest.hexdigest()
 
 
 def _same_arrays(a, b):
@@ -228,6 +242,10 @@ class _BaseMLP(BaseEstimator):
                 self.validation_loss_curve_.append(float("nan"))
         stopped = self._no_improvement_count > self.n_iter_no_change
         if val is not None and self._best_params is not None and (stopped or not incremental):
+            if not stopped and self._best_params.tobytes() != self.model_.params.tobytes():
+                # where the run got to: a warm_start fit that continues the run goes on from
+                # there (as one longer fit does), not from the best weights restored now
+                self._run_params = self.model_.params.copy()
             self.model_.params[...] = self._best_params
         elif diverged is not None:
             raise NonFiniteFit("Solver produced non-finite parameter weights. The input data "
@@ -320,7 +338,21 @@ class _BaseMLP(BaseEstimator):
             self._shuffle_seed = int(self._rng.integers(_SEED_BOUND))
         self.n_layers_ = self.model_.n_layers + 1
         if not incremental:
-            self._new_record()
+            # a warm_start fit that keeps the optimizer continues the run: its validation
+            # split, stopping record and the weights it had reached (unless it had stopped);
+            # scikit-learn's warm start keeps the stopping record too
+            continuing = self.solver != "lbfgs" and \
+                self._continue_or_new_optimizer(False) and not self.stopped_early_
+            if not continuing:
+                self._new_record()
+                self._warm_split_seed = None
+            else:
+                run, self._run_params = getattr(self, "_run_params", None), None
+                best = self._best_params
+                if run is not None and best is not None and run.shape == best.shape and \
+                        run.dtype == self.model_.dtype and \
+                        best.tobytes() == self.model_.params.tobytes():
+                    self.model_.params[...] = run
             self._validation_set = None
         elif self.stopped_early_ and self.early_stopping:
             warnings.warn(f"early stopping ended training after {len(self.loss_curve_)} "
@@ -334,7 +366,8 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError(f"dropout={self.dropout!r} needs a stochastic solver ('sgd' "
                                  "or 'adam'); lbfgs minimises the full-batch objective")
             return X, Y, sw, None, loss, X.shape[0]
-        self._continue_or_new_optimizer(incremental)
+        if incremental:
+            self._continue_or_new_optimizer(incremental)
         val = None
         if self.early_stopping:
             X, Y, sw, val = self._validation_split(X, Y, sw, dtype, incremental,
@@ -355,7 +388,8 @@ class _BaseMLP(BaseEstimator):
         for name in list(vars(self)):
             if (name.endswith("_") and not name.startswith("__")) or name in (
                     "_rng", "_validation_set", "_optimizer", "_kind", "_label_dtype",
-                    "_shuffle_seed", "_best_params", "_best_value", "_no_improvement_count"):
+                    "_shuffle_seed", "_best_params", "_best_value", "_no_improvement_count",
+                    "_run_params", "_warm_split_seed", "_held_out", "_warm_validation"):
                 delattr(self, name)
 
     def _reset_records(self):
@@ -373,6 +407,9 @@ class _BaseMLP(BaseEstimator):
         self.stopped_early_ = False
         self._new_record()
         self._validation_set = None
+        self._warm_split_seed = None
+        self._held_out = None
+        self._warm_validation = None
         if hasattr(self, "_optimizer"):
             del self._optimizer
 
@@ -381,6 +418,7 @@ class _BaseMLP(BaseEstimator):
         self._best_value = np.inf
         self._no_improvement_count = 0
         self._best_params = None
+        self._run_params = None  # the weights the run reached when the best were restored
         if self.early_stopping and self.solver != "lbfgs" and \
                 self.validation_scores_ is None:  # warm start after early_stopping=False
             self.validation_scores_ = []
@@ -402,13 +440,14 @@ class _BaseMLP(BaseEstimator):
         rate starts a new optimizer."""
         old = getattr(self, "_optimizer", None)
         if old is not None and incremental:
-            return
+            return True
         new = self._new_optimizer()
         if old is not None and self.warm_start:
             new.weight_decay = old.weight_decay  # set per call from alpha below
             if repr(new) == repr(old):
-                return
+                return True
         self._optimizer = new
+        return False
 
     def _new_optimizer(self):
         if self.solver == "adam":
@@ -440,26 +479,48 @@ class _BaseMLP(BaseEstimator):
                 self._new_record()  # values on another set are not comparable
             self._validation_set = val_set
             return X, Y, sw, self._validation_set
+        n = X.shape[0]
+        take = lambda a, idx: None if a is None else np.ascontiguousarray(a[idx])  # noqa: E731
         if incremental and self._validation_set is not None:
+            held = getattr(self, "_held_out", None)
+            if held is not None and held[0] == _fingerprint(X, Y, sw):
+                # the first call's data again: its validation rows stay out of training
+                # (training on them would bias the validation loss that stops the run)
+                return take(X, held[1]), take(Y, held[1]), take(sw, held[1]), \
+                    self._validation_set
             return X, Y, sw, self._validation_set
+        if incremental:
+            seed = int(self._rng.integers(_SEED_BOUND))
+        else:
+            # one split for the run: a warm_start fit that continues it holds out the rows
+            # the first fit held out (on the same data), so the record stays comparable
+            if getattr(self, "_warm_split_seed", None) is None:
+                self._warm_split_seed = int(self._rng.integers(_SEED_BOUND))
+            seed = self._warm_split_seed
         # scikit-learn's split: stratified on the binarized labels of a single-output
         # classifier (its error when a class has a single member), test_size rounded up
-        seed = int(self._rng.integers(_SEED_BOUND))
-        index = np.arange(X.shape[0])
+        index = np.arange(n)
         train, val = train_test_split(index, test_size=self.validation_fraction,
                                       random_state=seed, stratify=self._stratify(Y))
         if len(val) < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' "
                              f"or the size of your dataset ({len(val)} validation sample(s) "
-                             f"of {X.shape[0]} with validation_fraction="
+                             f"of {n} with validation_fraction="
                              f"{self.validation_fraction}; at least 2 are needed).")
-        take = lambda a, idx: None if a is None else np.ascontiguousarray(a[idx])  # noqa: E731
         val_set = (take(X, val), take(Y, val)) + ((take(sw, val),) if sw is not None else ())
         if sw is not None and not (val_set[2] > 0).any():
             raise ValueError("the sample weights of the validation set are all zero; use "
                              "another random_state or validation_fraction")
         if incremental:
             self._validation_set = val_set
+            self._held_out = (_fingerprint(X, Y, sw), np.asarray(train))
+        else:
+            # a warm_start fit continues the stopping record only on the same validation
+            # rows (other data or another validation_fraction: values not comparable)
+            fingerprint = _fingerprint(*val_set)
+            if fingerprint != getattr(self, "_warm_validation", None):
+                self._new_record()
+            self._warm_validation = fingerprint
         return take(X, train), take(Y, train), take(sw, train), val_set
 
     def _reported_loss(self, data_loss):
@@ -700,9 +761,10 @@ def _common_doc(extra_params, extra_attrs):
     warm_start : bool, default False
         fit continues the run: the weights, the optimizer's moments, step and epoch counts
         and schedule (unless solver or a rate parameter changed), the sample order and the
-        curves; n_iter_ counts this call's iterations and the stopping record starts anew (as
-        in scikit-learn).  fit(max_iter=3) then a warm_start fit(max_iter=3) trains as
-        fit(max_iter=6) (when neither stops early).
+        curves, and with early_stopping the validation split, the stopping record and the
+        weights the run reached (unless it stopped early); n_iter_ counts this call's
+        iterations (as in scikit-learn).  fit(max_iter=3) then a warm_start fit(max_iter=3)
+        trains as fit(max_iter=6) (when neither stops early).
     momentum : float in [0, 1), default 0.9
     nesterovs_momentum : bool, default True
     early_stopping : bool, default False

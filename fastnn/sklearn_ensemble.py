@@ -33,6 +33,7 @@ sees every class.  Needs scikit-learn (``pip install scikit-learn``).
 members; float32 members (the default) share fastnn.sklearn's two rounding exceptions
 (``check_methods_subset_invariance``, ``check_sample_weight_equivalence_on_dense_data``).
 """
+import contextvars
 import numbers
 from concurrent.futures import ThreadPoolExecutor
 
@@ -114,7 +115,10 @@ class _BaseEnsemble(BaseEstimator):
             else:
                 with ThreadPoolExecutor(max_workers=workers,
                                         thread_name_prefix="fastnn-ensemble") as pool:
-                    for future in [pool.submit(fit_one, k) for k in range(self.n_estimators)]:
+                    # each member in a copy of the caller's context: a fastnn.fpmode
+                    # flush_denormals block (a ContextVar) applies to the members' fits too
+                    for future in [pool.submit(contextvars.copy_context().run, fit_one, k)
+                                   for k in range(self.n_estimators)]:
                         future.result()   # re-raises a member's error here
         self.estimators_ = members
         self.member_seeds_ = [int(s) for s in seeds]

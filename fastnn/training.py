@@ -129,7 +129,10 @@ class EarlyStopping:
         maximized (accuracy, R^2), the losses minimized.  "val_metric" without validation
         data is a ValueError raised before training.
     restore_best_weights : bool, default True
-        On stopping (or at the end of fit), put back the parameters of the best epoch.
+        On stopping (or at the end of fit), put back the parameters of the best epoch.  A
+        fit that continues the run (with this record) goes on from the parameters the run
+        had reached, as an uninterrupted run does, unless the model's parameters were
+        changed in between.
 
     Attributes
     ----------
@@ -145,6 +148,8 @@ class EarlyStopping:
     configuration (another EarlyStopping with the same parameters, or the same int patience
     passed to fit); otherwise, after ``reset()`` or ``optimizer.reset()``, it starts afresh.
     """
+
+    _run_params = None  # also the value for an instance pickled before it existed
 
     def __init__(self, patience=5, min_delta=0.0, monitor="val_loss",
                  restore_best_weights=True):
@@ -164,21 +169,45 @@ class EarlyStopping:
         self.wait = 0
         self._best_params = None
         self._at_epoch = 0  # the run's completed_epochs when the record was last updated
+        # the parameters the run had reached at _at_epoch when the end of a fit put the best
+        # ones back (restore_best_weights): a fit that continues the run goes on from them,
+        # as the uninterrupted run does (None: the model holds them)
+        self._run_params = None
 
     def _take_record(self, other):
         self.best_value, self.best_epoch, self.wait = other.best_value, other.best_epoch, \
             other.wait
         self._best_params = other._best_params.copy()
         self._at_epoch = other._at_epoch
+        self._run_params = None if other._run_params is None else other._run_params.copy()
 
     def _continues(self, completed_epochs, params):
         return (self._at_epoch == completed_epochs and self.best_value is not None and
                 self._best_params is not None and self._best_params.shape == params.shape and
                 self._best_params.dtype == params.dtype)
 
+    def _resume(self, params):
+        """Before a fit that continues the run: when the last fit ended by putting the best
+        epoch's parameters back and the model still holds them (nobody changed them since),
+        put back the parameters the run had reached, so that the run goes on from where it
+        stopped, bitwise as an uninterrupted one.  Parameters changed since are kept."""
+        run, self._run_params = self._run_params, None
+        if (run is not None and self._best_params is not None and run.shape == params.shape
+                and run.dtype == params.dtype
+                and self._best_params.tobytes() == params.tobytes()):
+            params[...] = run
+
+    def _restore_best(self, params):
+        """Put the best epoch's parameters back at the end of a fit, keeping the ones the
+        run reached for a fit that continues it (``_resume``)."""
+        if self._best_params.tobytes() != params.tobytes():
+            self._run_params = params.copy()
+        params[...] = self._best_params
+
     def _update(self, value, epoch, params):
         """Record epoch `epoch` (1-based) with monitored `value`; True when it is time to stop."""
         self._at_epoch = epoch
+        self._run_params = None
         if self.best_value is None:
             improved = True
         elif self.monitor == "val_metric":
@@ -421,6 +450,11 @@ class TrainingRun:
         model, mpi = self.model, self.mpi
         self.bar = None
         try:
+            if self.early_stopping is not None:
+                # a continued record: go on from the parameters the run reached, not from the
+                # best ones the last fit put back (before the broadcast of rank 0's)
+                with model._lock:
+                    self.early_stopping._resume(model.params)
             self._allocate()
             self.history = History(self.metric_name)
             model.history_ = self.history
@@ -611,7 +645,8 @@ class TrainingRun:
     def _finish(self):
         es = self.early_stopping
         if es is not None and es.restore_best_weights and es.best_epoch is not None:
-            self.model.params[...] = es._best_params
+            with self.model._lock:
+                es._restore_best(self.model.params)
             self.history.best_epoch = es.best_epoch
 
 

@@ -38,7 +38,35 @@
             }                                                                                 \
             break;
 
+#define FNN_LN_BIG(T) (sizeof(T) == sizeof(float) ? 3.4028234663852886e38 : 1.7976931348623157e308)
+
 #define FNN_DEFINE_LAYERNORM(T, P)                                                            \
+/* One row whose mean or variance overflows T, computed on z / s, s = max |z_j|:               \
+ * xhat = (z/s - mean(z/s)) * (s r), r = 1 / (s sqrt(var(z/s) + eps / s^2)) in double.  Before \
+ * this, such a row came out as xhat = 0 (y = beta) without a sign that anything was wrong. */ \
+static void P##layernorm_row_scaled(T *z, T *y, const T *gamma, const T *beta,                \
+                                    ptrdiff_t cols, T *rstd)                                  \
+{                                                                                             \
+    ptrdiff_t j;                                                                              \
+    T s = 0, mus = 0, m2 = 0;                                                                 \
+    for (j = 0; j < cols; j++) {                                                              \
+        T a = z[j] < 0 ? -z[j] : z[j];                                                        \
+        s = (a > s || a != a) ? a : s;                                                        \
+    }                                                                                         \
+    for (j = 0; j < cols; j++) mus += z[j] / s;                                               \
+    mus /= (T)cols;                                                                           \
+    for (j = 0; j < cols; j++) { T c = z[j] / s - mus; m2 += c * c; }                         \
+    double sd = (double)s;                                                                    \
+    double r = 1.0 / (sd * sqrt((double)(m2 / (T)cols) + FNN_LAYERNORM_EPS / (sd * sd)));     \
+    T sr = (T)(sd * r);                                                                       \
+    *rstd = (T)r;                                                                             \
+    for (j = 0; j < cols; j++) {                                                              \
+        T xh = (z[j] / s - mus) * sr;                                                         \
+        z[j] = xh;                                                                            \
+        y[j] = gamma[j] * xh + beta[j];                                                       \
+    }                                                                                         \
+}                                                                                             \
+                                                                                              \
 /* Z (rows, cols): x W on entry, xhat on return; Y = gamma xhat + beta; rstd (rows,) */       \
 FNN_CLONES void P##layernorm_forward(T *restrict Z, const T *restrict b,                      \
                                      const T *restrict gamma, const T *restrict beta,         \
@@ -53,6 +81,12 @@ FNN_CLONES void P##layernorm_forward(T *restrict Z, const T *restrict b,        
         mu /= (T)cols;                                                                        \
         for (j = 0; j < cols; j++) { T c = z[j] - mu; var += c * c; }                         \
         T r = (T)1 / (T)sqrt((double)(var / (T)cols) + FNN_LAYERNORM_EPS);                    \
+        if (!(var <= (T)FNN_LN_BIG(T))) {                                                     \
+            /* the sum or the squares overflowed (|z - mu| > 1.8e19 in float32): redo the row \
+             * scaled by s = max |z_j| (rare; a NaN or inf in z stays NaN) */                  \
+            P##layernorm_row_scaled(z, y, gamma, beta, cols, &rstd[i]);                       \
+            continue;                                                                         \
+        }                                                                                     \
         rstd[i] = r;                                                                          \
         for (j = 0; j < cols; j++) {                                                          \
             T xh = (z[j] - mu) * r;                                                           \

@@ -205,3 +205,21 @@ def test_training_and_save_load_round_trip(name, tmp_path):
     assert back.layers[0].alpha == model.layers[0].alpha
     np.testing.assert_array_equal(back.predict(X), model.predict(X))
     assert set(NEW) <= set(ACTIVATIONS)
+
+
+# ------------------------------------------------------------------------ attack (att15)
+
+@pytest.mark.parametrize("activation", ["elu", "leaky_relu"])
+def test_alpha_that_overflows_the_dtype_is_refused(activation):
+    # alpha = 1e39 is a finite double but inf in float32: predict gave NaN silently before
+    with pytest.raises(ValueError, match=r"layer 0's alpha=1e\+39 overflows the model's "
+                                         r"dtype float32"):
+        fastnn.MLP([3, 4, 1], activation=activation, alpha=1e39, dtype=np.float32)
+    model = fastnn.MLP([3, 4, 1], activation=activation, alpha=1e39, dtype=np.float64)
+    assert np.isfinite(model.predict(np.ones((2, 3)))).all()
+    X, W, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32), np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match=r"alpha=1e\+39 overflows the dtype float32 of X"):
+        fastnn.dense_forward(X, W, b, activation, alpha=1e39)
+    with pytest.raises(ValueError, match=r"alpha=1e\+39 overflows the dtype float32 of X"):
+        fastnn.dense_backward(X, W, np.ones((2, 4), np.float32), np.ones((2, 4), np.float32),
+                              activation, alpha=1e39)

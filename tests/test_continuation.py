@@ -169,6 +169,49 @@ def test_early_stopping_record_continues_with_the_run(tmp_path):
     assert h3.epoch == [1, 2] and es.best_epoch == 1 and es.wait == 1
 
 
+@pytest.mark.parametrize("way", ["second-fit", "save-load", "pickle"])
+def test_a_run_whose_fit_restored_the_best_weights_continues_from_where_it_stopped(tmp_path,
+                                                                                  way):
+    # restore_best_weights (the default) puts the best epoch's weights back at the end of
+    # each fit; the run itself had reached other weights, and a fit that continues it must go
+    # on from those, as fit(6) does (it used to go on from the restored ones)
+    rng = np.random.default_rng(0)
+    X, y = _data()
+    Xv, yv = rng.standard_normal((20, 4)), rng.integers(0, 3, 20)
+    kw = dict(validation_data=(Xv, yv), batch_size=16, seed=3)
+    whole = _model()
+    six = fit(whole, X, y, "cross_entropy", Adam(lr=0.1), epochs=6,
+              early_stopping=fastnn.EarlyStopping(patience=10), **kw)
+    model, opt, es = _model(), Adam(lr=0.1), fastnn.EarlyStopping(patience=10)
+    first = fit(model, X, y, "cross_entropy", opt, epochs=3, early_stopping=es, **kw)
+    assert first.best_epoch < 3   # not vacuous: the fit ended by restoring older weights
+    assert model.params.tobytes() == es._best_params.tobytes()   # as before: the best ones
+    model, opt = _again(model, opt, tmp_path, way)
+    es = opt._early_stopping if way != "second-fit" else es
+    rest = fit(model, X, y, "cross_entropy", opt, epochs=3, early_stopping=es, **kw)
+    assert first.loss + rest.loss == six.loss
+    assert first.val_loss + rest.val_loss == six.val_loss
+    assert rest.best_epoch == six.best_epoch
+    assert model.params.tobytes() == whole.params.tobytes()
+
+
+def test_weights_changed_after_a_restoring_fit_are_where_the_next_fit_starts():
+    X, y = _data()
+    rng = np.random.default_rng(0)
+    Xv, yv = rng.standard_normal((20, 4)), rng.integers(0, 3, 20)
+    kw = dict(validation_data=(Xv, yv), seed=3)
+    model, opt, es = _model(), Adam(lr=0.1), fastnn.EarlyStopping(patience=10)
+    fit(model, X, y, "cross_entropy", opt, epochs=3, early_stopping=es, **kw)
+    assert es._run_params is not None
+    model.params = np.full_like(model.params, 0.01)          # the user's own weights
+    twin, twin_opt = pickle.loads(pickle.dumps((model, opt)))
+    twin_opt._early_stopping._run_params = None              # nothing to go back to
+    h = fit(model, X, y, "cross_entropy", opt, epochs=2, early_stopping=es, **kw)
+    h_twin = fit(twin, X, y, "cross_entropy", twin_opt, epochs=2,
+                 early_stopping=twin_opt._early_stopping, **kw)
+    assert h.loss == h_twin.loss and model.params.tobytes() == twin.params.tobytes()
+
+
 # ---------------------------------------------------------------- the estimators
 
 sklearn = pytest.importorskip("sklearn")
@@ -299,3 +342,47 @@ def test_a_run_with_dropout_continues_bitwise():
             fit(model, X, y, "cross_entropy", opt, epochs=epochs, batch_size=16, seed=7)
         runs.append(model.params.tobytes())
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("case", list(ESTIMATOR_CASES))
+def test_warm_start_with_early_stopping_continues_split_record_and_weights(case):
+    # early_stopping=True: the warm fit used to draw another validation split, start a new
+    # stopping record and train on from the best weights the first fit restored
+    X, y = _data()
+    Xv = np.random.default_rng(5).standard_normal((30, 4))
+    X = np.vstack([X, Xv])
+    y = np.concatenate([y, np.random.default_rng(6).integers(0, 3, 30)])
+    six = _quiet(lambda: _estimator(case, True, max_iter=6, early_stopping=True).fit(X, y))
+    clf = _quiet(lambda: _estimator(case, True, max_iter=3, early_stopping=True,
+                                    warm_start=True).fit(X, y))
+    _quiet(lambda: clf.fit(X, y))
+    assert clf.loss_curve_ == six.loss_curve_
+    assert clf.validation_loss_curve_ == six.validation_loss_curve_
+    assert clf.best_validation_loss_ == six.best_validation_loss_
+    assert clf.model_.params.tobytes() == six.model_.params.tobytes()
+
+
+def test_partial_fit_with_early_stopping_needs_validation_data():
+    # scikit-learn's partial_fit refuses early_stopping=True; fastnn's accepts it with
+    # validation_data (the record continues over calls), and raises as scikit-learn without
+    X, y = _data()
+    clf = _estimator("adam", True, early_stopping=True)
+    with pytest.raises(ValueError, match="validation_data"):
+        clf.partial_fit(X, y, classes=np.unique(y))
+
+
+def test_warm_start_with_other_validation_rows_starts_a_new_stopping_record():
+    X, y = _data()
+    # the record's best value is the monitored one: the validation loss here
+    clf = _quiet(lambda: _estimator("adam", True, max_iter=3, early_stopping=True,
+                                    early_stopping_monitor="loss", warm_start=True).fit(X, y))
+    clf.set_params(validation_fraction=0.3)   # other validation rows: not comparable
+    _quiet(lambda: clf.fit(X, y))
+    assert clf._best_value == min(clf.validation_loss_curve_[3:])
+    # the same rows again: the record goes on
+    clf2 = _quiet(lambda: _estimator("adam", True, max_iter=3, early_stopping=True,
+                                     early_stopping_monitor="loss",
+                                     warm_start=True).fit(X, y))
+    first_best = clf2._best_value
+    _quiet(lambda: clf2.fit(X, y))
+    assert clf2._best_value == min(first_best, *clf2.validation_loss_curve_[3:])

@@ -237,6 +237,13 @@ def _rewrite(src, dst, change):
                 zout.writestr(info.filename, data)
 
 
+def _npy_header(descr, shape):
+    """A .npy header alone (no data), declaring `descr` and `shape`."""
+    text = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (descr, shape)
+    text += " " * (64 - (len(text) + 11) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode()
+
+
 def test_crafted_files_raise_model_file_error(tmp_path):
     X, y = _regression(50)
     ens = MLPEnsemble([3, 4, 1], 2, seed=0)
@@ -272,7 +279,15 @@ def test_crafted_files_raise_model_file_error(tmp_path):
         "not-json": (lambda n, d: npy(np.array("{nope")) if n == "description.npy" else d,
                      "not valid JSON"),
         "object": (lambda n, d: npy(np.array([{"a": 1}], dtype=object))
-                   if n == "description.npy" else d, "truncated or corrupted"),
+                   if n == "description.npy" else d, "holds Python objects"),
+        # a header cannot make the reader allocate what it declares, nor a compressed entry
+        # make it hold more than one chunk in memory
+        "huge-declared-member": (lambda n, d: _npy_header("|u1", (4_000_000_000,))
+                                 if n == "member_0.npy" else d, "declares 4000000000 bytes"),
+        "huge-description": (lambda n, d: _npy_header("<U500000000", ())
+                             if n == "description.npy" else d, "larger than"),
+        "zeros-member": (lambda n, d: npy(np.zeros(3 << 20, np.uint8))
+                         if n == "member_0.npy" else d, "member 0: it is not an .npz"),
         "seeds": (lambda n, d: npy(np.array(
             '{"format": "fastnn-ensemble", "format_version": 1, "n_members": 2, '
             '"member_seeds": [1], "bootstrap": false}')) if n == "description.npy" else d,
@@ -422,3 +437,67 @@ def test_mpi_two_ranks_train_each_member_like_one_process(tmp_path):
             np.testing.assert_allclose(data[f"rank0_{k}"], member.params, rtol=1e-10,
                                        atol=1e-12)
             np.testing.assert_array_equal(data[f"rank0_{k}"], data[f"rank1_{k}"])
+
+
+def test_members_trained_with_different_fixed_sigmas_each_bring_their_own_noise():
+    # from_models accepts members fitted apart; the aleatoric part is the mean of each
+    # member's sigma_k^2 (it used to be member 0's sigma^2 for all)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 2))
+    y = X[:, 0] + 0.3 * rng.standard_normal(40)
+    models = []
+    for k, loss in enumerate([fastnn.GaussianNLL(0.5), fastnn.GaussianNLL(2.0), "mse"]):
+        m = fastnn.MLP([2, 4, 1], dtype=np.float64, seed=k)
+        m.fit(X, y, loss, epochs=1, seed=k)
+        models.append(m)
+    ens = MLPEnsemble.from_models(models)
+    d = ens.predict_distribution(X)
+    means = np.stack([m.predict(X) for m in models])
+    np.testing.assert_allclose(d.aleatoric, (0.25 + 4.0 + 0.0) / 3, rtol=1e-15)
+    np.testing.assert_allclose(d.epistemic, means.var(axis=0), rtol=1e-12)
+
+
+def test_one_early_stopping_instance_gives_every_member_its_own_record():
+    # members training at once shared the instance's record: wrong stops and best weights
+    # (possibly another member's).  The barrier makes the two members' epochs interleave.
+    import threading
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 3))
+    y = X[:, 0] - X[:, 1] ** 2 + 0.3 * rng.standard_normal(200)
+    Xv, yv = rng.standard_normal((50, 3)), rng.standard_normal(50)
+    barrier = threading.Barrier(2, timeout=2)
+
+    def in_step(epoch, logs):
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass   # the other member stopped first
+
+    ens = MLPEnsemble([3, 16, 1], n_members=2, seed=0, activation="tanh")
+    es = fastnn.EarlyStopping(patience=2)
+    ens.fit(X, y, "mse", fastnn.Adam(lr=0.05), epochs=12, n_threads=2, batch_size=16,
+            validation_data=(Xv, yv), early_stopping=es, callbacks=[in_step])
+    for k, s in enumerate(ens.member_seeds):
+        alone = fastnn.MLP([3, 16, 1], activation="tanh", seed=s)
+        h = alone.fit(X, y, "mse", fastnn.Adam(lr=0.05), epochs=12, seed=s, n_threads=1,
+                      batch_size=16, validation_data=(Xv, yv),
+                      early_stopping=fastnn.EarlyStopping(patience=2))
+        assert ens.histories_[k].epoch == h.epoch
+        assert ens.histories_[k].best_epoch == h.best_epoch
+        assert ens.members[k].params.tobytes() == alone.params.tobytes()
+    # each member's record continues through its optimizer in a later fit
+    assert ens.optimizers_[0]._early_stopping is not ens.optimizers_[1]._early_stopping
+
+
+def test_members_take_dropout_and_layer_normalization():
+    # MLPEnsemble had no dropout/normalization arguments: the issue-15 layers could not be
+    # used in an ensemble, and from_models accepted members of different normalization
+    ens = fastnn.MLPEnsemble([3, 8, 2], n_members=2, dropout=0.2, normalization="layer", seed=0)
+    assert all(m.layers[0].dropout == 0.2 and m.layers[0].normalization == "layer"
+               for m in ens.members)
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    ens.fit(X, X[:, :2], "mse", epochs=2)
+    assert np.isfinite(ens.predict(X)).all()
+    with pytest.raises(ValueError, match=r"models\[1\] is"):
+        fastnn.MLPEnsemble.from_models([fastnn.MLP([3, 8, 2], normalization="layer"),
+                                        fastnn.MLP([3, 8, 2])])

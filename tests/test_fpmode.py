@@ -324,3 +324,72 @@ def test_the_private_setter_refuses_reserved_bits_instead_of_faulting():
     with pytest.raises(ValueError, match="reserved bits"):
         _network._set_fpmode(1 << 40)
     assert _network._get_fpmode() < (1 << 32)
+
+
+# ------------------------------------------------------------------ the block is per thread
+
+
+def test_overlapping_blocks_in_two_threads_leave_the_setting_as_it_was():
+    # A enters (False), B enters (True), A leaves, B leaves: a process-wide flag saved and
+    # restored by each block ended False for good; the block's setting is per thread
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with fpmode.flush_denormals(False):
+            a_in.set()
+            b_in.wait(10)
+            seen["a"] = fastnn.get_flush_denormals()
+        a_out.set()
+
+    def b():
+        a_in.wait(10)
+        with fpmode.flush_denormals(True):
+            b_in.set()
+            a_out.wait(10)
+            seen["b"] = fastnn.get_flush_denormals()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen == {"a": False, "b": True}
+    assert fastnn.get_flush_denormals() is True
+
+
+def test_a_block_does_not_change_what_other_threads_use():
+    inside, checked = threading.Event(), threading.Event()
+    seen = []
+
+    def other():
+        inside.wait(10)
+        seen.append((fastnn.get_flush_denormals(), fpmode.resolve(None)))
+        checked.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+    with fpmode.flush_denormals(False):
+        inside.set()
+        checked.wait(10)
+        assert fpmode.resolve(None) is False
+    t.join(20)
+    assert seen == [(True, True)]
+
+
+def test_an_ensemble_fit_in_a_block_trains_its_members_with_the_block_setting(monkeypatch):
+    import fastnn.ensemble as ensemble_module
+    used = []
+    real = ensemble_module._fit
+
+    def spy(*args, **kwargs):
+        used.append(kwargs.get("flush_denormals"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ensemble_module, "_fit", spy)
+    X = np.random.default_rng(0).standard_normal((20, 2))
+    ens = fastnn.MLPEnsemble([2, 4, 1], n_members=2, seed=0)
+    with fpmode.flush_denormals(False):
+        ens.fit(X, X[:, 0], "mse", epochs=1, n_threads=2)
+    ens.fit(X, X[:, 0], "mse", epochs=1, n_threads=2)
+    assert used == [False, False, True, True]

@@ -131,3 +131,28 @@ def test_estimators_take_normalization():
     clf.fit(X, (X[:, 0] > 0).astype(int))
     assert _norms(clf.model_) == ["layer", None]
     assert clf.get_params()["normalization"] == "layer"
+
+
+# ------------------------------------------------------------------------ attack (att15)
+
+@pytest.mark.parametrize("dtype, big", [(np.float32, 1e20), (np.float32, 3e37),
+                                        (np.float64, 1e160)])
+def test_rows_whose_variance_overflows_are_still_normalized(dtype, big):
+    # (z - mu)^2 overflowed in the variance sum (|z| > 1.8e19 in float32): the row came out
+    # as xhat = 0 (y = shift) without any sign of trouble (PyTorch gives NaN there).  Layer
+    # normalization is scale-invariant, so the row must give what a moderate scale gives.
+    model = fastnn.MLP([1, 4, 2], activation="tanh", normalization="layer", dtype=dtype,
+                       seed=0)
+    model.layers[0].W = [[1.0, 2.0, 3.0, -4.0]]
+    model.layers[0].b = np.zeros(4)
+    model.layers[0].gain = [1.0, 2.0, 3.0, 4.0]
+    X_big, X_mod = np.array([[big], [-big]], dtype), np.array([[1e6], [-1e6]], dtype)
+    np.testing.assert_allclose(model.predict(X_big), model.predict(X_mod), rtol=1e-6)
+    y = np.array([[0.3, -0.2], [0.1, 0.5]])
+    loss_big = model.loss_and_grad(X_big, y, "mse")
+    g_big = model.grads.copy()
+    loss_mod = model.loss_and_grad(X_mod, y, "mse")
+    np.testing.assert_allclose(loss_big, loss_mod, rtol=1e-6)
+    # gain, shift and the last layer see the same normalized values
+    n = model.layers[0].n_in * 4 + 4
+    np.testing.assert_allclose(g_big[n:], model.grads[n:], rtol=1e-5, atol=1e-7)

@@ -85,3 +85,26 @@ def test_bad_parameters():
         EnsembleRegressor(estimator=object()).fit(X, y)
     with pytest.raises(ValueError, match="does not support multi-label"):
         EnsembleClassifier().fit(X, np.eye(2, dtype=int)[labels % 2])
+
+
+def test_members_fitted_in_threads_use_the_callers_flush_denormals_block(monkeypatch):
+    # the block is per thread (a ContextVar); the pool's threads run in the caller's context
+    import fastnn
+    from fastnn import fpmode
+    import fastnn.sklearn as fsk
+    from fastnn.sklearn_ensemble import EnsembleRegressor
+    seen = []
+    real = fsk._fastnn_fit
+
+    def spy(*args, **kwargs):
+        seen.append(fpmode.resolve(kwargs.get("flush_denormals")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fsk, "_fastnn_fit", spy)
+    X = np.random.default_rng(0).standard_normal((30, 2))
+    ens = EnsembleRegressor(fsk.MLPRegressor((4,), max_iter=1), n_estimators=3, n_jobs=2,
+                            random_state=0)
+    with fpmode.flush_denormals(False):
+        ens.fit(X, X[:, 0])
+    assert seen == [False] * 3
+    assert fastnn.get_flush_denormals() is True

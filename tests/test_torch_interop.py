@@ -212,12 +212,106 @@ def test_missing_torch_says_which_extra(monkeypatch):
         fastnn.MLP.from_torch(None)
 
 
-def test_dropout_travels_and_layer_norm_is_refused():
+def test_dropout_travels():
     model = fastnn.MLP([5, 8, 6, 3], activation="gelu", dropout=[0.2, 0.0], seed=0)
     seq = model.to_torch()
     assert [type(m) for m in seq][:4] == [nn.Linear, nn.GELU, nn.Dropout, nn.Linear]
     back = fastnn.MLP.from_torch(seq)
     assert [layer.dropout for layer in back.layers] == [0.2, 0.0, 0.0]
     assert back.params.tobytes() == model.params.tobytes()
-    with pytest.raises(ValueError, match="does not translate layer normalization"):
-        fastnn.MLP([5, 8, 3], normalization="layer").to_torch()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layer_norm_travels(dtype):
+    # was refused by to_torch ("does not translate layer normalization yet")
+    rng = np.random.default_rng(0)
+    model = fastnn.MLP([5, 8, 1, 3], activation=["silu", "tanh"], normalization="layer",
+                       dropout=[0.1, 0.0], output="softmax", dtype=dtype, seed=0)
+    for layer in model.layers[:-1]:
+        layer.gain = rng.normal(size=layer.n_out)
+        layer.shift = rng.normal(size=layer.n_out)
+    seq = model.to_torch()
+    assert [type(m) for m in seq] == [nn.Linear, nn.LayerNorm, nn.SiLU, nn.Dropout, nn.Linear,
+                                      nn.LayerNorm, nn.Tanh, nn.Linear, nn.Softmax]
+    X = rng.normal(size=(300, 5)).astype(dtype)
+    X[:2] = 0
+    _close(_run(seq.eval(), X), model.predict(X), dtype)
+    back = from_torch(seq)
+    assert back.params.tobytes() == model.params.tobytes()
+    assert [layer.normalization for layer in back.layers] == ["layer", "layer", None]
+    # PyTorch's own LayerNorm without affine parameters or bias: gain 1, shift 0
+    plain = nn.Sequential(nn.Linear(5, 4), nn.LayerNorm(4, elementwise_affine=False),
+                          nn.ReLU(), nn.Linear(4, 2)).to(TORCH[dtype])
+    _close(from_torch(plain).predict(X), _run(plain, X), dtype)
+
+
+@pytest.mark.parametrize("seq, fragment", [
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3, eps=1e-6), nn.Linear(3, 1)),
+     ")) is not supported: eps=1e-06; fastnn's layer normalization uses eps=1e-05"),
+    (lambda: nn.Sequential(nn.Linear(2, 4), nn.LayerNorm([2, 2]), nn.Linear(4, 1)),
+     "normalized_shape=(2, 2); expected (4,)"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.LayerNorm(3), nn.Linear(3, 1)),
+     "module [2] (LayerNorm"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3)), "module [1] (LayerNorm"),
+    (lambda: nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3), nn.Sigmoid()),
+     "the last Linear is followed by an nn.LayerNorm"),
+], ids=["eps", "shape", "after-activation", "final", "before-link"])
+def test_unsupported_layer_norms_are_named(seq, fragment):
+    assert fragment in _message(seq())
+
+
+# ------------------------------------------------------------------------ attack (att15)
+
+def test_softplus_above_torchs_default_threshold_matches_in_float64():
+    # PyTorch's nn.Softplus returns z itself above threshold=20, 2e-9 short of softplus(z):
+    # to_torch must give a module that computes fastnn's exact softplus there too
+    model = fastnn.MLP([2, 3, 1], activation="softplus", dtype=np.float64, seed=0)
+    model.layers[0].W[...] = [[10.0, -10.0, 1.0], [10.0, 5.0, 1.0]]
+    X = np.random.default_rng(0).normal(0.0, 3.0, (200, 2))
+    expected = model.predict(X)
+    np.testing.assert_allclose(_run(model.to_torch(), X), expected, rtol=1e-13, atol=0)
+    np.testing.assert_array_equal(from_torch(model.to_torch()).params, model.params)
+
+
+@pytest.mark.parametrize("module, fragment", [
+    (lambda: nn.Softplus(threshold=1.0), "module [1] (Softplus"),
+    (lambda: nn.Softplus(beta=2.0), "module [1] (Softplus"),
+    (lambda: nn.ELU(alpha=-1.0), "module [1] (ELU: ELU(alpha=-1.0)) is not supported: alpha=-1.0"),
+    (lambda: nn.ELU(alpha=float("nan")), "module [1] (ELU"),
+], ids=["softplus-threshold", "softplus-beta", "elu-negative", "elu-nan"])
+def test_activation_modules_computing_another_function_are_refused(module, fragment):
+    # Softplus(threshold=1) is linear above 1: importing it as fastnn's softplus would change
+    # the model's predictions silently (by up to 0.08 here before the fix)
+    seq = nn.Sequential(nn.Linear(2, 3), module(), nn.Linear(3, 1))
+    assert fragment in _message(seq)
+
+
+def test_dropout_p_one_is_named_with_the_module():
+    seq = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Dropout(1.0), nn.Linear(3, 1))
+    assert "module [2] (Dropout: Dropout(p=1.0, inplace=False)) is not supported: p=1.0" \
+        in _message(seq)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nested_sequentials_are_read_in_order(dtype):
+    flat = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4), nn.SiLU(),
+                         nn.Linear(4, 2), nn.Softmax(dim=1)).to(TORCH[dtype])
+    nested = nn.Sequential(nn.Sequential(flat[0], flat[1]),
+                           nn.Sequential(nn.Sequential(flat[2], flat[3]), flat[4]), flat[5])
+    a, b = from_torch(flat), from_torch(nested)
+    np.testing.assert_array_equal(a.params, b.params)
+    assert [layer.activation for layer in b.layers] == ["tanh", "silu", "identity"]
+    X = np.random.default_rng(1).normal(size=(7, 3)).astype(dtype)
+    _close(b.predict(X), _run(nested, X), dtype)
+    bad = nn.Sequential(nn.Sequential(nn.Linear(3, 5), nn.ReLU()), nn.Sequential(nn.GRU(5, 5)))
+    assert "module [1][0] (GRU" in _message(bad)
+
+
+def test_to_torch_computes_predict_with_dropout():
+    # a new nn.Module is in training mode, where nn.Dropout drops units: to_torch's
+    # Sequential computed something else than predict (0.06 off) until put in eval mode
+    model = fastnn.MLP([4, 16, 8, 2], dropout=[0.5, 0.3], output="softmax", seed=0)
+    X = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    seq = model.to_torch()
+    assert not seq.training
+    _close(_run(seq, X), model.predict(X), np.float32)
