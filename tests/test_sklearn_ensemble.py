@@ -102,8 +102,8 @@ def test_members_fitted_in_threads_use_the_callers_flush_denormals_block(monkeyp
 
     monkeypatch.setattr(fsk, "_fastnn_fit", spy)
     X = np.random.default_rng(0).standard_normal((30, 2))
-    ens = EnsembleRegressor(fsk.MLPRegressor((4,), max_iter=1), n_estimators=3, n_jobs=2,
-                            random_state=0)
+    ens = EnsembleRegressor(fsk.MLPRegressor(hidden_layer_sizes=(4,), max_iter=1),
+                            n_estimators=3, n_jobs=2, random_state=0)
     with fpmode.flush_denormals(False):
         ens.fit(X, X[:, 0])
     assert seen == [False] * 3
