@@ -55,13 +55,13 @@ Saving
 
 and ``member_<k>`` for k = 0..K-1, a uint8 array holding member k's complete model file as
 ``MLP.save`` writes it (``fastnn.io``), optimizer included when the member has one.
-``load_ensemble`` never unpickles: it checks each entry's .npy header before reading its data
-(the description's size is bounded, a member's declared size must match its entry), copies
-each member to a temporary file in 1 MB chunks (so memory stays bounded even though a
-compressed entry can be far larger than the file; disk use and time follow the members'
-uncompressed size) and reads it with ``fastnn.load``, so every check fastnn.io makes applies
-to every member; any problem raises ``fastnn.io.ModelFileError`` naming the file (and the
-member).
+``load_ensemble`` reads the archive as ``fastnn.load`` reads a model file (each entry's
+declared sizes checked against the file, each ``.npy`` header before its data, nothing
+unpickled, members copied out in chunks one at a time) and each member with ``fastnn.load``,
+so every check fastnn.io makes applies to every member; any problem raises
+``fastnn.io.ModelFileError`` naming the file (and the member), fast and with memory bounded
+by the file's size.  ``save`` writes as ``MLP.save`` does (atomically, keeping an existing
+file's permission bits, following a symbolic link, cleaning up after any interrupt).
 """
 import copy
 import json
@@ -80,12 +80,12 @@ from scipy.special import ndtri
 from fastnn import fpmode
 from fastnn._version import __version__  # not the package, which imports this module
 from fastnn._validation import MAX_DIM, check_bool, check_number
-from fastnn.io import (ModelFileError, _description_header, _read_npy,
-                       load as _load_model)
+from fastnn.io import (ModelFileError, load as _load_model, _atomic_write, _check_path,
+                       _description_header, _entries, _read_npy)
 from fastnn.layers import DEFAULT_LEAKY_SLOPE
 from fastnn.losses import GaussianNLL, get_loss
 from fastnn.model import MLP, as_input
-from fastnn.optim import get_optimizer
+from fastnn.optim import Optimizer, get_optimizer
 from fastnn.threads import blas_threads, get_num_threads
 from fastnn.trainer import fit as _fit
 from fastnn.training import EarlyStopping
@@ -191,35 +191,9 @@ class MLPEnsemble:
 
         member_seeds (K ints >= 0) are the seeds later fits shuffle with; default 0..K-1.
         """
-        models = list(models) if hasattr(models, "__iter__") else models
-        if not isinstance(models, list) or not models or not all(
-                isinstance(m, MLP) for m in models):
-            raise TypeError(f"models must be a non-empty sequence of fastnn.MLP; got "
-                            f"{models!r}")
-        if len(models) > _MAX_MEMBERS:
-            raise ValueError(f"{len(models)} models; at most {_MAX_MEMBERS} are supported")
-        if len({id(m) for m in models}) != len(models):
-            raise ValueError("models contains the same MLP object twice; members must be "
-                             "independent (use model.copy())")
-        ref = models[0]
-        for k, m in enumerate(models[1:], 1):
-            if (m.layer_sizes != ref.layer_sizes or m.dtype != ref.dtype
-                    or [la.activation for la in m.layers] != [la.activation for la in ref.layers]
-                    or [la.normalization for la in m.layers]
-                    != [la.normalization for la in ref.layers]
-                    or m._link_name() != ref._link_name()):
-                raise ValueError(f"models[{k}] is {m!r}; expected the architecture, dtype and "
-                                 f"output link of models[0], {ref!r}")
-        if member_seeds is None:
-            member_seeds = list(range(len(models)))
-        member_seeds = list(member_seeds)
-        if len(member_seeds) != len(models):
-            raise ValueError(f"member_seeds has {len(member_seeds)} entries; expected "
-                             f"{len(models)} (one per model)")
-        for k, s in enumerate(member_seeds):
-            check_number(s, f"member_seeds[{k}]", low=0, integer=True)
+        models, member_seeds = _check_members(models, member_seeds, "models")
         self = cls.__new__(cls)
-        self._setup(models, [int(s) for s in member_seeds], bootstrap)
+        self._setup(models, member_seeds, bootstrap)
         return self
 
     def _setup(self, members, seeds, bootstrap):
@@ -229,6 +203,29 @@ class MLPEnsemble:
         self.optimizers_ = [None] * len(members)
         self._optimizer_given = None
         self.histories_ = [None] * len(members)
+
+    def _check_state(self):
+        """Check the public attributes as from_models checks its arguments, before they are
+        used: ``members``, ``member_seeds``, ``bootstrap`` and ``optimizers_`` are plain
+        attributes a user can rebind or edit (a member of another architecture or dtype, a
+        member twice, a seed or optimizer list of another length), and training, saving or
+        predicting with them would mix architectures, train one model from two threads, or
+        write a file that load_ensemble rejects."""
+        self.members, self.member_seeds = _check_members(self.members, self.member_seeds,
+                                                         "members")
+        self.bootstrap = check_bool(self.bootstrap, "bootstrap")
+        optimizers = self.optimizers_
+        if not isinstance(optimizers, list) or len(optimizers) != len(self.members):
+            raise ValueError(f"optimizers_ is {optimizers!r}; expected a list of "
+                             f"{len(self.members)} optimizers or None (one per member)")
+        for k, opt in enumerate(optimizers):
+            if opt is not None and not isinstance(opt, Optimizer):
+                raise TypeError(f"optimizers_[{k}] is a {type(opt).__name__}; expected a "
+                                "fastnn optimizer or None")
+        for k, opt in enumerate(optimizers):
+            if opt is not None and any(opt is other for other in optimizers[:k]):
+                raise ValueError(f"optimizers_[{k}] is the same object as an earlier entry; "
+                                 "each member needs its own optimizer (copy.deepcopy)")
 
     # ------------------------------------------------------------------ structure
 
@@ -317,6 +314,7 @@ class MLPEnsemble:
         after its running epoch, leaves members not yet started untouched (their history
         None), then is re-raised.
         """
+        self._check_state()
         if "seed" in fit_kwargs:
             raise TypeError("MLPEnsemble.fit does not take seed=: member k shuffles with "
                             "member_seeds[k] (set by the ensemble's seed)")
@@ -343,11 +341,22 @@ class MLPEnsemble:
             # convert X once, so that members without bootstrap read it in place
             X = as_input(X, "X", self.dtype, self.n_inputs)
         else:
+            from fastnn.distributed import MPIContext
+            mpi = MPIContext(comm)
+            # what decides how many fits (and so collectives) run, and on what data, must be
+            # the same on every rank: a rank with one member more would wait alone in its
+            # collectives; bootstrap on one rank only would mix resampled and plain shards
+            continues = self.optimizers_[0] is not None and (
+                optimizer is None or optimizer is self._optimizer_given)
+            mpi.check_same({"n_members": self.n_members, "bootstrap": self.bootstrap,
+                            "continues the previous fit's optimizers": continues},
+                           "the ensemble's configuration")
             # the members' seeds (drawn from fresh entropy with seed=None) must agree on
             # every rank: fit requires one shuffling seed everywhere
             self.member_seeds = [int(s) for s in comm.bcast(self.member_seeds, root=0)]
             # fit agrees on bad input across ranks; so must this ensemble's own checks (a
-            # rank raising alone would leave the others waiting in a collective)
+            # rank raising alone would leave the others waiting in a collective): the same
+            # error on every rank
             error = None
             try:
                 if self.bootstrap:
@@ -355,12 +364,7 @@ class MLPEnsemble:
                                       sample_weight, loss, comm)
             except (ValueError, TypeError) as exc:
                 error = exc
-            failed = comm.allgather(error is not None)
-            if error is not None:
-                raise error
-            if any(failed):
-                raise ValueError(f"invalid input on rank(s) "
-                                 f"{[r for r, f in enumerate(failed) if f]}")
+            mpi.agree(error)
         # the same optimizer object (or None) as last time: every member continues from its
         # own optimizer's state, as a second fit of one model does; otherwise fresh copies
         if self.optimizers_[0] is not None and (optimizer is None
@@ -370,6 +374,11 @@ class MLPEnsemble:
             template = get_optimizer(optimizer)
             optimizers = [copy.deepcopy(template) for _ in range(self.n_members)]
         self._optimizer_given = optimizer
+        # the optimizers the members now train with, from the start: a save during the fit
+        # (another thread, a callback) copies each member's weights and its optimizer's
+        # state under the member's lock, one consistent epoch boundary (before: it paired
+        # this fit's weights with the previous fit's optimizers, or none)
+        self.optimizers_ = optimizers
         stop = threading.Event()
         histories = [None] * self.n_members
         errors = [None] * self.n_members
@@ -470,6 +479,7 @@ class MLPEnsemble:
 
     def predict_members(self, X):
         """Every member's ``predict``, stacked: shape (n_members, n_samples, n_outputs')."""
+        self._check_state()
         X = as_input(X, "X", self.dtype, self.n_inputs)
         return np.stack([m.predict(X) for m in self.members])
 
@@ -510,6 +520,7 @@ class MLPEnsemble:
         ValueError
             For classifiers (their uncertainty is in the probabilities: ``predict_proba``).
         """
+        self._check_state()
         link = self._link()
         if link in _CLASSIFIER_LINKS:
             raise ValueError(f"predict_distribution is for regression; the members' output "
@@ -585,6 +596,7 @@ class MLPEnsemble:
         std : ndarray of shape (n_samples, n_inputs), float64
             Only with return_std: the population standard deviation over members.
         """
+        self._check_state()
         X = as_input(X, "X", self.dtype, self.n_inputs)
         grads = np.stack([m.input_gradient(X, y, loss, output, of=of, reduction=reduction,
                                            sample_weight=sample_weight)
@@ -601,6 +613,7 @@ class MLPEnsemble:
         std : ndarray of the same shape, float64
             Only with return_std: the population standard deviation over members.
         """
+        self._check_state()
         X = as_input(X, "X", self.dtype, self.n_inputs)
         jacs = np.stack([m.jacobian(X, of=of) for m in self.members]).astype(np.float64)
         return _mean_std(jacs, return_std)
@@ -610,7 +623,8 @@ class MLPEnsemble:
     def save(self, path):
         """Write the ensemble to one ``.npz`` file, atomically (format: module docstring)."""
         from fastnn.io import save_model
-        path = os.fspath(path)
+        self._check_state()
+        path = _check_path(path)
         arrays = {}
         with tempfile.TemporaryDirectory(prefix="fastnn-ensemble-") as tmp:
             for k, member in enumerate(self.members):
@@ -622,21 +636,47 @@ class MLPEnsemble:
                        "fastnn_version": __version__, "n_members": self.n_members,
                        "member_seeds": self.member_seeds, "bootstrap": self.bootstrap}
         arrays["description"] = np.array(json.dumps(description))
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp_path = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                # compressed: besides the size, no member's own zip records appear verbatim
-                # in the archive, where a reader of a truncated file could mistake them for
-                # the outer archive's
-                np.savez_compressed(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp_path, path)   # atomic: the old file or the new one, never half
-        except BaseException:
-            if os.path.exists(tmp_path):
-                os.unlink(tmp_path)
-            raise
+        # fastnn.io's atomic write: a temporary file beside the target, fsynced and renamed
+        # over it; an existing target keeps its permission bits, a symbolic link is followed,
+        # and any exception (KeyboardInterrupt too) removes the temporary file and descriptor.
+        # Compressed: besides the size, no member's own zip records appear verbatim in the
+        # archive, where a reader of a truncated file could mistake them for the outer
+        # archive's.
+        _atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+
+
+def _check_members(models, member_seeds, name):
+    """(models as a list, member_seeds as a list of ints): K distinct MLPs of one
+    architecture, dtype and output link, and K seeds >= 0 (default 0..K-1); TypeError or
+    ValueError naming `name` otherwise."""
+    models = list(models) if hasattr(models, "__iter__") else models
+    if not isinstance(models, list) or not models or not all(
+            isinstance(m, MLP) for m in models):
+        raise TypeError(f"{name} must be a non-empty sequence of fastnn.MLP; got "
+                        f"{models!r}")
+    if len(models) > _MAX_MEMBERS:
+        raise ValueError(f"{len(models)} models; at most {_MAX_MEMBERS} are supported")
+    if len({id(m) for m in models}) != len(models):
+        raise ValueError(f"{name} contains the same MLP object twice; members must be "
+                         "independent (use model.copy())")
+    ref = models[0]
+    for k, m in enumerate(models[1:], 1):
+        if (m.layer_sizes != ref.layer_sizes or m.dtype != ref.dtype
+                or [la.activation for la in m.layers] != [la.activation for la in ref.layers]
+                or [la.normalization for la in m.layers]
+                != [la.normalization for la in ref.layers]
+                or m._link_name() != ref._link_name()):
+            raise ValueError(f"{name}[{k}] is {m!r}; expected the architecture, dtype and "
+                             f"output link of {name}[0], {ref!r}")
+    if member_seeds is None:
+        member_seeds = list(range(len(models)))
+    member_seeds = list(member_seeds)
+    if len(member_seeds) != len(models):
+        raise ValueError(f"member_seeds has {len(member_seeds)} entries; expected "
+                         f"{len(models)} (one per member)")
+    for k, s in enumerate(member_seeds):
+        check_number(s, f"member_seeds[{k}]", low=0, integer=True)
+    return models, [int(s) for s in member_seeds]
 
 
 def _fixed_noise_variance(loss):
@@ -667,50 +707,54 @@ def load_ensemble(path):
         No such file.
     fastnn.io.ModelFileError (a ValueError)
         Not an ensemble file, truncated or corrupted, a newer format version, a member that
-        ``fastnn.load`` rejects, or members of different architectures.
+        ``fastnn.load`` rejects, or members of different architectures.  The archive is read
+        as ``fastnn.load`` reads a model file: each entry's declared sizes are checked against
+        the file and each ``.npy`` header before its data, so a crafted file fails fast with
+        memory bounded by its own size (one member at a time).
     """
-    path = os.fspath(path)
+    path = _check_path(path)
     with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head != b"PK\x03\x04":
-        raise ModelFileError(path, "it is not a zip archive (.npz), so not an ensemble saved "
-                                   "by fastnn")
-    models, optimizers = [], []
-    with tempfile.TemporaryDirectory(prefix="fastnn-ensemble-") as tmp:
-        try:
-            with zipfile.ZipFile(path) as archive:
-                infos = {info.filename: info for info in archive.infolist()}
-                names = sorted(n[:-4] if n.endswith(".npy") else n for n in infos)
-                if "description.npy" not in infos:
-                    raise ModelFileError(path, f"it has no 'description' entry (entries: "
-                                               f"{names}); it is not an ensemble saved by "
-                                               "fastnn")
-                text = _read_npy(path, archive, infos["description.npy"], "description",
-                                 _description_header)
-                description = _parse_description(path, text)
-                K = description["n_members"]
-                member_paths = []
-                for k in range(K):
-                    info = infos.get(f"member_{k}.npy")
-                    if info is None:
-                        raise ModelFileError(path, f"it has no 'member_{k}' entry for its "
-                                                   f"{K} members")
-                    member_path = os.path.join(tmp, f"member_{k}.npz")
-                    _copy_member(path, archive, info, k, member_path)
-                    member_paths.append(member_path)
-        except ModelFileError:
-            raise
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
-                OverflowError, struct.error, NotImplementedError, RuntimeError) as exc:
-            raise ModelFileError(path, f"the file is truncated or corrupted "
-                                       f"({type(exc).__name__}: {exc})") from exc
-        for k, member_path in enumerate(member_paths):
+        head = fh.read(8)
+        if not head.startswith(b"PK\x03\x04"):
+            raise ModelFileError(path, "it is not a zip archive (.npz), so not an ensemble "
+                                       "saved by fastnn")
+        file_size = fh.seek(0, os.SEEK_END)
+        fh.seek(0)
+        models, optimizers = [], []
+        with tempfile.TemporaryDirectory(prefix="fastnn-ensemble-") as tmp:
             try:
-                model, optimizer = _load_model(member_path, with_optimizer=True)
-            except ModelFileError as exc:
-                raise ModelFileError(path, f"member {k}: {exc.problem}") from exc
-            models.append(model)
-            optimizers.append(optimizer)
+                with zipfile.ZipFile(fh) as archive:
+                    entries = _entries(path, archive, file_size)
+                    if "description" not in entries:
+                        raise ModelFileError(path, f"it has no 'description' entry (entries: "
+                                                   f"{sorted(entries)}); it is not an "
+                                                   "ensemble saved by fastnn")
+                    text = _read_npy(path, archive, entries["description"], "description",
+                                     _description_header)
+                    description = _parse_description(path, text)
+                    K = description["n_members"]
+                    for k in range(K):  # all present before any is read
+                        if f"member_{k}" not in entries:
+                            raise ModelFileError(path, f"it has no 'member_{k}' entry for its "
+                                                       f"{K} members")
+                    for k in range(K):
+                        name = f"member_{k}"
+                        member_path = os.path.join(tmp, f"{name}.npz")
+                        _copy_member(path, archive, entries[name], name, member_path)
+                        try:
+                            model, optimizer = _load_model(member_path, with_optimizer=True)
+                        except ModelFileError as exc:
+                            raise ModelFileError(path, f"member {k}: {exc.problem}") from exc
+                        finally:
+                            os.unlink(member_path)
+                        models.append(model)
+                        optimizers.append(optimizer)
+            except ModelFileError:
+                raise
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
+                    OverflowError, struct.error, NotImplementedError, RuntimeError) as exc:
+                raise ModelFileError(path, f"the file is truncated or corrupted "
+                                           f"({type(exc).__name__}: {exc})") from exc
     try:
         ensemble = MLPEnsemble.from_models(models, description["member_seeds"],
                                            description["bootstrap"])
@@ -720,51 +764,47 @@ def load_ensemble(path):
     return ensemble
 
 
-#: bytes copied at a time from a member entry to its temporary file
-_COPY_CHUNK = 1 << 20
-
-
-def _copy_member(path, archive, info, k, member_path):
-    """Copy member k's bytes (a model file) from its .npy entry to member_path, in chunks.
-
-    The header is checked before any data is read, and its declared size against the
-    entry's: a crafted header cannot make the reader allocate, and a member whose bytes are
-    not a model file is rejected after its first chunk.  Memory stays bounded whatever the
-    entry declares (the archive is compressed: an entry may be far larger than the file)."""
-    name = f"member_{k}"
+def _copy_member(path, archive, info, name, member_path):
+    """Copy the bytes of a member entry (a 1-D uint8 .npy holding a model file) to
+    member_path in chunks, its header checked first: memory stays bounded whatever the entry
+    declares, and bytes that do not start as a zip archive are rejected before the rest is
+    read."""
     with archive.open(info) as fh:
         version = np.lib.format.read_magic(fh)
         if version not in ((1, 0), (2, 0)):
             raise ModelFileError(path, f"its {name!r} entry has .npy format version "
                                        f"{version}; expected (1, 0) or (2, 0)")
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                       np.lib.format.read_array_header_2_0)
         shape, _, dtype = read_header(fh)
         if dtype != np.uint8 or len(shape) != 1:
-            raise ModelFileError(path, f"{name} has dtype {dtype} and shape {shape}; expected "
-                                       "1-D uint8 bytes")
+            raise ModelFileError(path, f"its {name!r} entry is a {dtype} array of shape "
+                                       f"{shape}; expected 1-D uint8 bytes (a member's model "
+                                       "file)")
         n_bytes = int(shape[0])
-        header_bytes = fh.tell()
-        if n_bytes != info.file_size - header_bytes:
+        if n_bytes > info.file_size:
             raise ModelFileError(path, f"its {name!r} entry declares {n_bytes} bytes of data "
-                                       f"but holds {info.file_size - header_bytes}: the file "
-                                       "is truncated or corrupted")
+                                       f"but holds at most {info.file_size}: the file is "
+                                       "truncated or corrupted")
         left = n_bytes
         with open(member_path, "wb") as out:
             while left:
                 chunk = fh.read(min(left, _COPY_CHUNK))
                 if not chunk:
-                    raise ModelFileError(path, f"its {name!r} entry ends before the "
-                                               f"{n_bytes} bytes its header declares: the "
-                                               "file is truncated or corrupted")
+                    break
                 if left == n_bytes and not chunk.startswith(b"PK\x03\x04"):
-                    raise ModelFileError(path, f"member {k}: it is not an .npz (zip) archive "
-                                               "written by MLP.save")
+                    raise ModelFileError(path, f"member {name[7:]}: it is not a model file "
+                                               "(its bytes do not start a zip archive)")
                 out.write(chunk)
                 left -= len(chunk)
-        if fh.read(1):  # reading to the end checks the zip CRC
-            raise ModelFileError(path, f"its {name!r} entry holds more than its header "
-                                       "declares: the file is corrupted")
+        if left or fh.read(1):  # reading to the end checks the zip CRC
+            raise ModelFileError(path, f"its {name!r} entry does not hold the {n_bytes} bytes "
+                                       "its header declares: the file is truncated or "
+                                       "corrupted")
+
+
+#: the chunk in which a member's bytes are copied out of the archive
+_COPY_CHUNK = 1 << 20
 
 
 def _parse_description(path, raw):

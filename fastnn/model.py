@@ -354,6 +354,7 @@ class MLP:
         dtype = float_dtype(dtype)
         for k, layer in enumerate(layers):
             _check_alpha_fits(layer.alpha, dtype, f"layer {k}'s alpha")
+        self._dtype = np.dtype(dtype)
         self._lock = threading.RLock()
         self._loss = None
         self.output = output
@@ -396,7 +397,7 @@ class MLP:
 
     @property
     def params(self):
-        return self._params
+        return self._owned(self._params, "params")
 
     @params.setter
     def params(self, values):
@@ -404,19 +405,33 @@ class MLP:
 
     @property
     def grads(self):
-        return self._grads
+        return self._owned(self._grads, "grads")
+
+    def _owned(self, vector, name):
+        """An owned vector, checked against the network (O(1)): numpy lets a user change an
+        array's dtype, shape or strides in place (``model.params.dtype = np.float32``), and
+        compiled code must not see such a vector, nor report it as a Cython signature error."""
+        if vector.dtype != self._dtype or vector.shape != (self._spec.n_params,) or \
+                not vector.flags.c_contiguous:
+            raise ValueError(
+                f"model.{name} was changed in place: it is a {vector.dtype} array of shape "
+                f"{vector.shape} (C-contiguous: {vector.flags.c_contiguous}); the network "
+                f"expects a C-contiguous {self._dtype.name} vector of {self._spec.n_params} "
+                f"entries. Set the array's dtype/shape/strides back (or build the model "
+                "again); to change values, assign model.params = values")
+        return vector
 
     @grads.setter
     def grads(self, values):
         converted = check_values(values, "grads", (self.n_params,), self.dtype)
         with self._lock:
-            check_writeable(self._grads, "model.grads")
-            self._grads[...] = converted
+            check_writeable(self.grads, "model.grads")
+            self.grads[...] = converted
 
     @property
     def dtype(self):
         """numpy.float32 or numpy.float64 (read-only)."""
-        return self._params.dtype
+        return self._dtype
 
     @property
     def layer_sizes(self):
@@ -468,21 +483,25 @@ class MLP:
             Naming the entry (``coefs[1] has shape (3, 4); expected (4, 2)``); the model is
             unchanged then.
         """
+        return self._set_weights(coefs, intercepts, ("coefs", "intercepts"))
+
+    def _set_weights(self, coefs, intercepts, names):
+        """set_weights, its messages naming the lists `names` (the estimators' "coefs_")."""
         coefs = self.coefs if coefs is None else coefs
         intercepts = self.intercepts if intercepts is None else intercepts
-        for name, values in (("coefs", coefs), ("intercepts", intercepts)):
+        for name, values in zip(names, (coefs, intercepts)):
             if not isinstance(values, (list, tuple)):
                 raise TypeError(f"{name} must be a list or tuple of arrays, one per layer; "
                                 f"got {type(values).__name__}")
             if len(values) != self.n_layers:
                 raise ValueError(f"{name} has {len(values)} entries; expected {self.n_layers} "
                                  "(one per layer)")
-        W = [check_values(c, f"coefs[{k}]", (layer.n_in, layer.n_out), self.dtype)
+        W = [check_values(c, f"{names[0]}[{k}]", (layer.n_in, layer.n_out), self.dtype)
              for k, (c, layer) in enumerate(zip(coefs, self._layers))]
-        b = [check_values(c, f"intercepts[{k}]", (layer.n_out,), self.dtype)
+        b = [check_values(c, f"{names[1]}[{k}]", (layer.n_out,), self.dtype)
              for k, (c, layer) in enumerate(zip(intercepts, self._layers))]
         with self._lock:
-            check_writeable(self._params, "model.params")
+            check_writeable(self.params, "model.params")
             for layer, w, bias in zip(self._layers, W, b):
                 layer.W[...] = w
                 layer.b[...] = bias
@@ -588,8 +607,8 @@ class MLP:
         """
         converted = check_values(params, "params", (self.n_params,), self.dtype)
         with self._lock:
-            check_writeable(self._params, "model.params")
-            self._params[...] = converted
+            check_writeable(self.params, "model.params")
+            self.params[...] = converted
         return self
 
     def copy(self):
@@ -924,7 +943,8 @@ class MLP:
         # The compiled NetSpec and the lock cannot be pickled, and the layers' W/b/dW/db are
         # views that pickle would store as separate copies: keep the vectors and a
         # description of each layer, and rebuild the rest in __setstate__.
-        owned = ("_spec", "_layers", "_lock", "_params", "_grads", "_output", "_loss")
+        owned = ("_spec", "_layers", "_lock", "_params", "_grads", "_output", "_loss",
+                 "_dtype")
         state = {k: v for k, v in self.__dict__.items() if k not in owned}
         with self._lock:
             params = self._params.copy()

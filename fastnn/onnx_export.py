@@ -499,7 +499,8 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
         `model` is neither an MLP nor a fastnn.sklearn estimator; `path`, `opset` or `name` of
         the wrong type.
     ValueError
-        An unfitted estimator; an opset out of range.
+        An unfitted estimator; an opset out of range; parameters that are NaN or infinite
+        (as ``MLP.save``, the export refuses them; an existing file is left as it was).
     OSError
         `path` cannot be written: FileNotFoundError naming a missing directory,
         PermissionError; an existing file at `path` is then left as it was.
@@ -520,6 +521,13 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
     opset = _check_opset(opset, onnx)
     helper = onnx.helper
 
+    # one snapshot of the weights, copied under the model's lock (which fit holds while an
+    # epoch writes them): an export from another thread during fit is one epoch boundary,
+    # never one layer from each of two epochs
+    mlp = mlp.copy()
+    if not np.isfinite(mlp.params).all():
+        raise ValueError("the model's parameters contain NaN or infinity; not exporting a "
+                         "graph that predicts NaN (MLP.save refuses them too)")
     g = _Graph(onnx, mlp.dtype)
     g.opset = opset
     if estimator is None:

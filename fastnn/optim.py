@@ -57,6 +57,17 @@ class Schedule:
         return {"name": type(self).__name__, **{k: v for k, v in vars(self).items()
                                                  if not k.startswith("_")}}
 
+    def check(self):
+        """Check the settings again as the constructor does (they are plain attributes, which
+        a callback may have set since: ``step_size = 0`` is a ValueError naming step_size,
+        not a ZeroDivisionError inside ``lr``).  A no-op for user-defined schedules."""
+        cls = type(self)
+        if cls in SCHEDULES.values() and "__init__" in vars(cls):
+            config = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+            checked = cls(**config)
+            for k in config:  # the normalised values (floats as floats)
+                setattr(self, k, getattr(checked, k))
+
 
 class Constant(Schedule):
     """lr_e = lr."""
@@ -310,12 +321,26 @@ class Optimizer:
 
     def lr_at(self, epoch):
         """The learning rate of the epoch that follows `epoch` completed ones."""
+        self._check_progress()
         return float(self.schedule.lr(epoch, self.lr))
+
+    def _check_progress(self):
+        """The schedule's settings and the epoch count, checked as the constructors check
+        them (both are plain attributes a callback may set between epochs).  O(1)."""
+        if not isinstance(self.schedule, Schedule):
+            raise TypeError(f"schedule must be a fastnn.optim.Schedule; got "
+                            f"{type(self.schedule).__name__}")
+        self.schedule.check()
+        if type(self.completed_epochs) is not int or not 0 <= self.completed_epochs <= 2**62:
+            self.completed_epochs = int(check_number(
+                self.completed_epochs, "completed_epochs (the optimizer's epoch count)",
+                low=0, high=2**62, integer=True))
 
     def check_planned_rates(self, epochs):
         """Raise ValueError, before any step, if the schedule gives a rate that is not a finite
         positive number for one of the next `epochs` epochs (numbered from 1 in the message).
         """
+        self._check_progress()
         start, stop = self.completed_epochs, self.completed_epochs + epochs
         def bad(e):
             lr = self.lr_at(e)
@@ -354,6 +379,7 @@ class Optimizer:
         step or epoch, finite and >= 0 (a schedule may end at 0).
         """
         self._recheck()
+        self._check_progress()
         if type(lr) is not float or not 0.0 <= lr < math.inf:  # (the common case is cheap)
             lr = float(check_number(lr, "lr (the scheduled learning rate)", low=0.0))
         return (self.kind, lr, self.momentum, self.nesterov, self.weight_decay,

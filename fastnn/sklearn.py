@@ -611,7 +611,7 @@ class _BaseMLP(BaseEstimator):
     @coefs_.setter
     def coefs_(self, values):
         if "model_" in vars(self):
-            _assign(self.model_, values, None, "coefs_")
+            self._assign_weights(values, "coefs_")
         else:
             self._pending_coefs = _as_list(values, "coefs_")
 
@@ -629,9 +629,23 @@ class _BaseMLP(BaseEstimator):
     @intercepts_.setter
     def intercepts_(self, values):
         if "model_" in vars(self):
-            _assign(self.model_, None, values, "intercepts_")
+            self._assign_weights(values, "intercepts_")
         else:
             self._pending_intercepts = _as_list(values, "intercepts_")
+
+    def _assign_weights(self, values, which):
+        """The coefs_/intercepts_ setters of a fitted estimator: MLP.set_weights (real, finite,
+        representable in the model's dtype, the right shapes; all checked before any is
+        written, under the model's lock), its messages naming ``coefs_[k]`` /
+        ``intercepts_[k]``.  Before fitting, the setters keep the lists for the first fit."""
+        check_is_fitted(self, "model_")
+        if not isinstance(values, (list, tuple)):
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+                raise TypeError(f"{which} must be a list of arrays, one per layer; got "
+                                f"{type(values).__name__}")
+            values = list(values)
+        coefs, intercepts = (values, None) if which == "coefs_" else (None, values)
+        self.model_._set_weights(coefs, intercepts, ("coefs_", "intercepts_"))
 
     def _pending_weights(self):
         state = vars(self)

@@ -159,6 +159,9 @@ def to_torch(model):
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
     _require_torch()
+    # one snapshot of the weights, copied under the model's lock: a fit in another thread
+    # writes params under it epoch by epoch, so the module never mixes two epochs' layers
+    model = model.copy()
     dtype = getattr(torch, _DTYPES[model.dtype])
     modules = []
     for k, layer in enumerate(model.layers):
@@ -248,11 +251,23 @@ def _linear_arrays(i, m, dtype):
     if dtype is not None and weight.dtype != dtype:
         raise TypeError(f"module {i} ({m!r}) has dtype {weight.dtype} but the earlier "
                         f"layers have {dtype}; convert the module with .to(dtype) first")
+    # the tensors are the truth (in_features/out_features are plain attributes), checked as
+    # fastnn checks its own: a 2-D weight, a bias of the same dtype and (n_out,) entries
+    if weight.ndim != 2 or 0 in weight.shape:
+        raise ValueError(f"module {i} ({m!r}) has a weight of shape {tuple(weight.shape)}; "
+                         "expected (out_features, in_features), both >= 1")
+    bias = None if m.bias is None else m.bias.detach()
+    if bias is not None and (bias.dtype != weight.dtype or
+                             tuple(bias.shape) != (weight.shape[0],)):
+        raise ValueError(f"module {i} ({m!r}) has a {bias.dtype} bias of shape "
+                         f"{tuple(bias.shape)}; expected a {weight.dtype} bias of shape "
+                         f"({weight.shape[0]},), one per output of its weight")
+    if weight.is_meta or (bias is not None and bias.is_meta):
+        raise ValueError(f"module {i} ({m!r}) is on the meta device: it has no weights to "
+                         "copy (materialize it first, e.g. module.to_empty(device='cpu') and "
+                         "load its state)")
     W = weight.cpu().numpy().T  # nn.Linear's (n_out, n_in) -> fastnn's (n_in, n_out)
-    if m.bias is None:
-        b = np.zeros(W.shape[1], W.dtype)
-    else:
-        b = m.bias.detach().cpu().numpy()
+    b = np.zeros(W.shape[1], W.dtype) if bias is None else bias.cpu().numpy()
     return W, b, weight.dtype
 
 

@@ -519,6 +519,7 @@ class TrainingRun:
         """One epoch: order, compiled minibatches, checks, metrics, schedule, stopping.
         Returns True to stop."""
         opt, model = self.optimizer, self.model
+        opt._check_progress()  # a callback may have set the epoch count or the schedule
         done = opt.completed_epochs
         epoch = done + 1  # the 1-based number users see
         lr = opt.lr_at(done)

@@ -3,6 +3,11 @@
 Usage: mpi_ensemble_worker.py OUT   rank 0 writes every rank's members' parameters to OUT
        mpi_ensemble_worker.py bad   rank 1's shard holds NaN (bootstrap on): every rank must
                                     raise, none may wait forever in a collective
+       mpi_ensemble_worker.py members | bootstrap
+                                    the ranks' ensembles differ in n_members (rank 0 one
+                                    more: it would wait alone in member 2's collectives) or
+                                    in bootstrap (a silent mix of resampled and plain
+                                    shards): every rank raises the same ValueError
 """
 import sys
 
@@ -38,6 +43,15 @@ def main(out):
         if rank == 1:
             X[50, 1] = np.nan
         ens = MLPEnsemble([4, 8, 1], 2, seed=2, bootstrap=True)
+        try:
+            ens.fit(X[mine], y[mine], "mse", comm=comm, **FIT)
+        except ValueError as exc:
+            print(f"rank {rank} raised: {exc}", flush=True)
+            sys.exit(1)
+        return
+    if out in ("members", "bootstrap"):
+        n = 3 - rank if out == "members" else 2
+        ens = MLPEnsemble([4, 8, 1], n, seed=2, bootstrap=out == "bootstrap" and rank == 1)
         try:
             ens.fit(X[mine], y[mine], "mse", comm=comm, **FIT)
         except ValueError as exc:

@@ -5,6 +5,7 @@ import copy
 import os
 import pickle
 import shutil
+import stat
 import subprocess
 import sys
 import zipfile
@@ -287,7 +288,7 @@ def test_crafted_files_raise_model_file_error(tmp_path):
         "huge-description": (lambda n, d: _npy_header("<U500000000", ())
                              if n == "description.npy" else d, "larger than"),
         "zeros-member": (lambda n, d: npy(np.zeros(3 << 20, np.uint8))
-                         if n == "member_0.npy" else d, "member 0: it is not an .npz"),
+                         if n == "member_0.npy" else d, "member 0: it is not a model file"),
         "seeds": (lambda n, d: npy(np.array(
             '{"format": "fastnn-ensemble", "format_version": 1, "n_members": 2, '
             '"member_seeds": [1], "bootstrap": false}')) if n == "description.npy" else d,
@@ -430,8 +431,10 @@ def test_mpi_two_ranks_train_each_member_like_one_process(tmp_path):
     bad = subprocess.run([mpiexec, "-n", "2", sys.executable, worker, "bad"],
                          capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode != 0
-    assert "rank 0 raised: invalid input on rank(s) [1]" in bad.stdout, bad.stdout + bad.stderr
-    assert "rank 1 raised: X contains NaN" in bad.stdout, bad.stdout + bad.stderr
+    # the same error on every rank, naming the rank that failed and why
+    for rank in (0, 1):
+        assert f"rank {rank} raised: invalid input on 1 of 2 ranks (rank 1: ValueError: X " \
+            "contains NaN" in bad.stdout, bad.stdout + bad.stderr
     with np.load(out) as data:
         for k, member in enumerate(ens.members):
             np.testing.assert_allclose(data[f"rank0_{k}"], member.params, rtol=1e-10,
@@ -501,3 +504,152 @@ def test_members_take_dropout_and_layer_normalization():
     with pytest.raises(ValueError, match=r"models\[1\] is"):
         fastnn.MLPEnsemble.from_models([fastnn.MLP([3, 8, 2], normalization="layer"),
                                         fastnn.MLP([3, 8, 2])])
+@pytest.mark.skipif(MPI is None, reason="needs the mpi extra (mpi4py)")
+@pytest.mark.parametrize("mode, differs", [("members", "n_members: rank 0 3, rank 1 2"),
+                                           ("bootstrap", "bootstrap: rank 0 False, rank 1 True")])
+def test_mpi_ranks_whose_ensembles_differ_raise_the_same_error_never_hang(mode, differs):
+    # before: a rank with one member more waited forever in that member's collectives, and
+    # bootstrap on one rank only trained silently on a mix of resampled and plain shards
+    here = os.path.dirname(sys.executable)
+    mpiexec = shutil.which("mpiexec", path=here + os.pathsep + os.environ.get("PATH", ""))
+    if mpiexec is None:
+        pytest.fail("mpi4py is installed but mpiexec is not on PATH")
+    worker = os.path.join(os.path.dirname(__file__), "mpi_ensemble_worker.py")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    result = subprocess.run([mpiexec, "-n", "2", sys.executable, worker, mode],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank} raised: the ensemble's configuration differs between ranks " \
+            f"({differs})" in result.stdout, result.stdout + result.stderr
+
+
+def _npy_header(descr, shape):
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False,
+                                               "shape": shape})
+    return buf.getvalue()
+
+
+def test_crafted_ensemble_files_fail_fast_with_bounded_memory(tmp_path):
+    # load_ensemble reads the archive as fastnn.load does: each entry's sizes checked against
+    # the file and each .npy header before its data (before: np.load allocated whatever a
+    # header declared, a MemoryError for 50 GB, and held every member's bytes at once)
+    ens = MLPEnsemble([3, 4, 1], 2, seed=0)
+    good = tmp_path / "good.npz"
+    ens.save(good)
+    cases = {
+        "huge-member": (lambda n, d: _npy_header("|u1", (50_000_000_000,)) + b"\0" * 64
+                        if n == "member_0.npy" else d, "'member_0' entry declares 50000000000"),
+        "huge-description": (lambda n, d: _npy_header("<U500000000", ()) + b"\0" * 64
+                             if n == "description.npy" else d, "larger than"),
+        "member-2d": (lambda n, d: _npy_header("|u1", (2, 2)) + b"\0" * 4
+                      if n == "member_0.npy" else d, "expected 1-D uint8"),
+        "short-member": (lambda n, d: _npy_header("|u1", (100,)) + b"PK\x03\x04" + b"\0" * 20
+                         if n == "member_0.npy" else d, "does not hold the 100 bytes"),
+        # a member that is not a zip archive is rejected from its first bytes, before the
+        # rest (here 20 MB that deflate to 20 KB) is read or written anywhere
+        "not-a-member": (lambda n, d: _npy_header("|u1", (20_000_000,)) + bytes(20_000_000)
+                         if n == "member_0.npy" else d, "member 0: it is not a model file"),
+        "nested-json": (lambda n, d: _npy_header("<U200000", ()) +
+                        ("[" * 100_000 + "]" * 100_000).encode("utf-32-le")
+                        if n == "description.npy" else d, "RecursionError|not valid JSON"),
+    }
+    for name, (change, message) in cases.items():
+        p = tmp_path / f"{name}.npz"
+        with zipfile.ZipFile(good) as zin, zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zout:
+            for info in zin.infolist():
+                zout.writestr(info.filename, change(info.filename, zin.read(info.filename)))
+        with pytest.raises(ModelFileError, match=message):
+            load_ensemble(p)
+
+
+def test_ensemble_save_keeps_permissions_follows_links_and_cleans_up(tmp_path, monkeypatch):
+    # MLPEnsemble.save writes as MLP.save does (before: a replaced file became 0600 and a
+    # symbolic link was replaced by a regular file)
+    ens = MLPEnsemble([3, 4, 1], 2, seed=0)
+    target = tmp_path / "ens.npz"
+    ens.save(target)
+    os.chmod(target, 0o640)
+    ens.save(target)
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o640
+    link = tmp_path / "link.npz"
+    os.symlink(target, link)
+    ens.save(link)
+    assert os.path.islink(link)
+    load_ensemble(link)
+    # an interrupt while writing leaves the previous file and no temporary file behind
+    before = target.read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(np, "savez_compressed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ens.save(target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ens.npz", "link.npz"]
+
+
+def test_rebound_public_state_is_checked_before_use(tmp_path):
+    # members, member_seeds, bootstrap and optimizers_ are plain attributes; before, a member
+    # of another dtype or architecture was trained and saved into a file load_ensemble then
+    # rejected (the save replaced a good file), a member listed twice was trained from two
+    # threads at once, and seed or optimizer lists of another length ended in IndexError
+    X, y = _regression(40)
+    path = tmp_path / "ens.npz"
+
+    def fresh():
+        return MLPEnsemble([3, 4, 1], 3, seed=0)
+
+    good = fresh()
+    good.save(path)
+    saved = path.read_bytes()
+    edits = [
+        (lambda e: e.members.__setitem__(1, fastnn.MLP([3, 4, 1], dtype=np.float64)),
+         ValueError, r"members\[1\] is MLP\(\[3, 4, 1\].*dtype=float64"),
+        (lambda e: e.members.__setitem__(2, fastnn.MLP([3, 7, 1])), ValueError,
+         r"members\[2\] is MLP\(\[3, 7, 1\]"),
+        (lambda e: e.members.append(e.members[0]), ValueError, "the same MLP object twice"),
+        (lambda e: setattr(e, "members", []), TypeError, "non-empty sequence"),
+        (lambda e: setattr(e, "member_seeds", [1]), ValueError,
+         "member_seeds has 1 entries; expected 3"),
+        (lambda e: setattr(e, "member_seeds", [0, -1, 2]), ValueError, r"member_seeds\[1\]"),
+        (lambda e: setattr(e, "bootstrap", "yes"), TypeError, "bootstrap must be True or False"),
+        (lambda e: setattr(e, "optimizers_", [None]), ValueError,
+         "optimizers_ is .*expected a list of 3"),
+        (lambda e: e.optimizers_.__setitem__(0, "adam"), TypeError, r"optimizers_\[0\] is a str"),
+    ]
+    for edit, error, message in edits:
+        for use in (lambda e: e.fit(X, y, "mse", epochs=1), lambda e: e.save(path),
+                    lambda e: e.predict(X), lambda e: e.jacobian(X),
+                    lambda e: e.input_gradient(X, output=0)):
+            ens = fresh()
+            originals = [(m, m.get_params()) for m in ens.members]
+            edit(ens)
+            with pytest.raises(error, match=message):
+                use(ens)
+            for m, p in originals:
+                np.testing.assert_array_equal(m.params, p)  # nothing trained
+    assert path.read_bytes() == saved  # the good file was never replaced
+
+
+def test_a_save_during_fit_pairs_each_member_with_the_optimizer_it_trains_with(tmp_path):
+    # a callback (or a monitoring thread) saving the ensemble mid-fit: each member's file
+    # holds its weights and the state of the optimizer that produced them (before: the
+    # previous fit's optimizers, here none, so a resumed run restarted Adam's moments)
+    X, y = _regression(40)
+    ens = MLPEnsemble([3, 4, 1], 2, seed=0, dtype=np.float64)
+    path = tmp_path / "mid.npz"
+    snap = {}
+
+    def save_mid_fit(epoch, logs):
+        if logs["member"] == 1 and epoch == 2:
+            ens.save(path)
+            snap["params"] = [m.get_params() for m in ens.members]
+    ens.fit(X, y, "mse", fastnn.Adam(lr=0.01), epochs=3, n_threads=1,
+            callbacks=[save_mid_fit])
+    back = load_ensemble(path)
+    for k, (m, opt) in enumerate(zip(back.members, back.optimizers_)):
+        np.testing.assert_array_equal(m.params, snap["params"][k])
+        assert opt is not None and opt.t > 0 and opt.state[0] is not None, k

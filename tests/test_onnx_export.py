@@ -445,3 +445,52 @@ def test_every_activation_runs_at_every_opset(dtype):
                 continue
             raise
         _close(sess.run(None, {"X": X})[0], model.predict(X), dtype)
+
+
+def test_export_refuses_non_finite_parameters_and_keeps_the_file(tmp_path):
+    # before: a diverged model exported silently to a graph predicting NaN (save refuses it)
+    model = fastnn.MLP([3, 4, 2], seed=0)
+    path = tmp_path / "m.onnx"
+    to_onnx(model, path)
+    before = path.read_bytes()
+    model.params[1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        to_onnx(model, path)
+    assert path.read_bytes() == before
+
+
+def test_export_and_to_torch_take_one_snapshot_under_the_models_lock():
+    # a writer holding the model's lock (as fit does for each epoch) changes layer 0, then
+    # layer 1; an export started in between waits and sees both changes, never one of them
+    import threading
+    import time
+    model = fastnn.MLP([3, 4, 2], seed=0, dtype=np.float64)
+    holding, exported = threading.Event(), {}
+
+    def writer():
+        with model._lock:
+            holding.set()
+            model.layers[0].W = np.ones((3, 4))
+            time.sleep(0.3)
+            model.layers[1].W = np.ones((4, 2))
+
+    def exporter():
+        holding.wait()
+        exported["onnx"] = to_onnx(model)
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return
+        exported["torch"] = model.to_torch()
+    threads = [threading.Thread(target=writer), threading.Thread(target=exporter)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    weights = {init.name.rsplit("_", 1)[0]: onnx.numpy_helper.to_array(init)
+               for init in exported["onnx"].graph.initializer if init.name.startswith("W")}
+    np.testing.assert_array_equal(weights["W0"], np.ones((3, 4)))
+    np.testing.assert_array_equal(weights["W1"], np.ones((4, 2)))
+    if "torch" in exported:
+        seq = exported["torch"]
+        assert float(seq[0].weight.sum()) == 12 and float(seq[-2].weight.sum()) == 8

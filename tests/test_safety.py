@@ -60,6 +60,35 @@ def test_params_and_grads_cannot_be_rebound_to_short_vectors():
     np.testing.assert_array_equal(model.predict(X), before)
 
 
+
+@pytest.mark.parametrize("name", ["params", "grads"])
+@pytest.mark.parametrize("change", ["dtype", "shape", "strides"])
+def test_owned_vectors_changed_in_place_are_a_clear_error(name, change):
+    # numpy lets a user change an array's dtype, shape or strides in place; before, the model
+    # then reported the new dtype and compiled calls failed with "No matching signature
+    # found" or "Buffer dtype mismatch", naming nothing
+    X, y = data(16)
+    model = MLP([4, 6, 3], seed=0, dtype=np.float64)
+    vector = getattr(model, name)
+    if change == "dtype":
+        vector.dtype = np.float32        # twice as many float32 entries
+    elif change == "shape":
+        vector.shape = (1, vector.size)
+    else:
+        vector.strides = (0,)
+    assert model.dtype == np.float64
+    for call in (lambda: model.predict(X), lambda: model.fit(X, y, "cross_entropy", epochs=1),
+                 lambda: model.loss_and_grad(X, y, "cross_entropy"),
+                 lambda: Adam().step(model), lambda: model.jacobian(X)):
+        try:
+            call()
+        except ValueError as exc:
+            assert f"model.{name} was changed in place" in str(exc), str(exc)
+            assert "float64 vector of 51 entries" in str(exc), str(exc)
+        else:  # only calls that do not use grads may succeed when grads changed
+            assert name == "grads", call
+
+
 def test_assigning_params_copies_into_the_owned_buffer_and_keeps_the_views():
     model = MLP([3, 4, 2], seed=0)
     owned = model.params
@@ -259,6 +288,41 @@ def test_a_hyperparameter_broken_mid_fit_raises_before_compiled_code(attribute, 
     check_error(lambda: fastnn.fit(model, X, y, "cross_entropy", opt, epochs=3,
                                    callbacks=[remember, break_it]), exc, fragment)
     np.testing.assert_array_equal(model.params, before)  # nothing ran with the bad value
+
+
+
+@pytest.mark.parametrize("target, attribute, value, fragment", [
+    ("opt", "completed_epochs", -1, "completed_epochs (the optimizer's epoch count)=-1"),
+    ("opt", "completed_epochs", None, "must be an integer; got None"),
+    ("opt", "completed_epochs", 2**70, "completed_epochs (the optimizer's epoch count)="),
+    ("opt", "completed_epochs", 1.5, "must be an integer; got 1.5"),
+    ("schedule", "step_size", 0, "step_size=0; expected step_size >= 1"),
+    ("schedule", "gamma", float("inf"), "gamma=inf"),
+    ("schedule", "step_size", "x", "step_size must be an integer"),
+])
+def test_epoch_count_and_schedule_settings_broken_mid_fit_are_checked(target, attribute,
+                                                                       value, fragment):
+    # before: a ZeroDivisionError inside StepDecay.lr, numpy's "expected non-negative
+    # integer" or "Python int too large to convert to C unsigned long" from the shuffling,
+    # "unsupported operand type(s)": the epoch count and the schedule's settings are plain
+    # attributes, now checked as the constructors check them, before and during a fit
+    X, y = data(32)
+    for when in ("before", "during"):
+        model = MLP([4, 8, 3], seed=0)
+        opt = SGD(lr=0.01, schedule=fastnn.optim.StepDecay(step_size=2, gamma=0.5))
+        obj = opt if target == "opt" else opt.schedule
+        before = model.get_params()
+
+        def break_it(epoch, logs):
+            nonlocal before
+            before = model.get_params()
+            setattr(obj, attribute, value)
+        if when == "before":
+            setattr(obj, attribute, value)
+        check_error(lambda: fastnn.fit(model, X, y, "cross_entropy", opt, epochs=3,
+                                       callbacks=[break_it] if when == "during" else []),
+                    (TypeError, ValueError), fragment)
+        np.testing.assert_array_equal(model.params, before)  # nothing ran with the bad value
 
 
 def test_optimizer_state_assignment_is_checked_and_refitted_to_the_model():

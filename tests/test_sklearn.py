@@ -404,6 +404,42 @@ def test_coefs_and_intercepts_are_views_of_the_weights():
         clf.coefs_ = [np.zeros((5, 7)), np.zeros((6, 1))]
 
 
+def test_coefs_and_intercepts_setters_check_like_set_weights():
+    # before: the setters checked only shape and finiteness of the given values, so 1e300
+    # became inf in a float32 estimator, complex values lost their imaginary part (a
+    # warning), strings were parsed, an unfitted estimator raised AttributeError, and a bad
+    # second entry came after the first was written
+    # (before fitting, the setters keep the lists for the first fit, as scikit-learn's
+    # worked-example test needs: scikit-learn's test_mlp.py::test_fit, tests/test_sklearn_suite)
+    X, y = make_classification(60, 5, random_state=0)
+    clf = MLPClassifier((7,), max_iter=2, random_state=0, dtype="float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    before = clf.model_.get_params()
+    cases = [
+        ("coefs_", [np.zeros((5, 7)), np.full((7, 1), 1e300)], ValueError,
+         r"coefs_\[1\] has values too large for the model's dtype float32"),
+        ("coefs_", [np.zeros((5, 7)) + 1j, np.zeros((7, 1))], TypeError,
+         r"coefs_\[0\] has dtype complex128; expected real numbers"),
+        ("coefs_", [np.zeros((5, 7)).astype(str), np.zeros((7, 1))], TypeError,
+         r"coefs_\[0\] has dtype <U"),
+        ("coefs_", [np.ones((5, 7)), np.zeros((6, 1))], ValueError,
+         r"coefs_\[1\] has shape \(6, 1\); expected \(7, 1\)"),
+        ("intercepts_", [np.zeros(7), [np.nan]], ValueError, r"intercepts_\[1\] contains NaN"),
+        ("intercepts_", [np.zeros(7)], ValueError, "intercepts_ has 1 entries; expected 2"),
+        ("intercepts_", 3.0, TypeError, "intercepts_ must be a list"),
+    ]
+    for name, values, error, message in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no ComplexWarning / overflow warning instead
+            with pytest.raises(error, match=message):
+                setattr(clf, name, values)
+        np.testing.assert_array_equal(clf.model_.params, before)  # nothing was written
+    clf.coefs_ = (np.ones((5, 7)), np.ones((7, 1)))   # a tuple, converted and copied in
+    assert np.all(clf.coefs_[1] == 1) and clf.coefs_[1].dtype == np.float32
+
+
 def test_alpha_maps_to_weight_decay_per_sample():
     X, y = make_classification(500, 5, random_state=0)
     clf = MLPClassifier((4,), alpha=0.02, max_iter=1, batch_size=50)

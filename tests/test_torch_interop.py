@@ -315,3 +315,26 @@ def test_to_torch_computes_predict_with_dropout():
     seq = model.to_torch()
     assert not seq.training
     _close(_run(seq, X), model.predict(X), np.float32)
+
+
+def test_tampered_linear_tensors_are_errors_naming_the_module():
+    # before: a bias of another length gave numpy's "could not broadcast input array", a bias
+    # of another dtype was converted silently, a meta-device module NotImplementedError
+    def seq():
+        return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    s = seq()
+    s[0].bias = nn.Parameter(torch.zeros(9))
+    with pytest.raises(ValueError, match=r"module \[0\].*bias of shape \(9,\); expected a "
+                                         r"torch.float32 bias of shape \(4,\)"):
+        fastnn.MLP.from_torch(s)
+    s = seq()
+    s[2].bias = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"module \[2\].*torch.float64 bias"):
+        fastnn.MLP.from_torch(s)
+    s = seq()
+    s[0].weight = nn.Parameter(torch.zeros(4, 3, 1))
+    with pytest.raises(ValueError, match=r"module \[0\].*weight of shape \(4, 3, 1\)"):
+        fastnn.MLP.from_torch(s)
+    s = nn.Sequential(nn.Linear(3, 4, device="meta"), nn.ReLU(), nn.Linear(4, 2, device="meta"))
+    with pytest.raises(ValueError, match=r"module \[0\].*meta device"):
+        fastnn.MLP.from_torch(s)
