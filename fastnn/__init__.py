@@ -32,13 +32,14 @@ from fastnn.optim import (SGD, Adam, Constant, Cosine, InverseScaling,  # noqa: 
                           ReduceOnPlateau, StepDecay)
 from fastnn.trainer import EarlyStopping, History, TrainingDiverged, fit  # noqa: E402
 from fastnn.io import load  # noqa: E402
+from fastnn.lbfgs import LBFGS  # noqa: E402
 from fastnn.onnx_export import to_onnx  # noqa: E402  (imports onnx only when called)
 from fastnn.ensemble import EnsemblePrediction, MLPEnsemble, load_ensemble  # noqa: E402
 
 __all__ = [
     "ACTIVATIONS", "Adam", "BinaryCrossEntropy", "Constant", "Cosine", "CrossEntropy", "Dense",
     "EarlyStopping", "GaussianNLL", "GradientReport", "History", "InverseScaling",
-    "KLDivergence", "MLP", "MSE", "PoissonNLL", "ReduceOnPlateau", "SGD", "StepDecay",
+    "KLDivergence", "LBFGS", "MLP", "MSE", "PoissonNLL", "ReduceOnPlateau", "SGD", "StepDecay",
     "TrainingDiverged", "check_gradients", "datasets", "dense_backward", "dense_forward", "fit",
     "fpmode", "get_flush_denormals", "init", "load", "losses", "optim", "set_flush_denormals",
     "tabular", "threads", "to_onnx", "__version__",

@@ -1027,9 +1027,17 @@ class MLP:
         TypeError, ValueError
             Malformed X, y or sample_weight, or a loss that does not fit the model.
         """
-        loss = self._use_loss(loss)
+        loss = self._use_loss(loss)  # a bad loss is reported before a bad X
         X = as_input(X, "X", self.dtype, self.n_inputs)
-        n = X.shape[0]
+        loss, Y, labels, sw, sigma = self.prepare_targets(X.shape[0], y, loss, sample_weight)
+        return loss, X, Y, labels, sw, sigma
+
+    def prepare_targets(self, n, y, loss, sample_weight=None):
+        """The part of ``prepare_data`` that does not touch X, for n samples.
+
+        Returns (loss, Y, labels, sample_weight, sigma).
+        """
+        loss = self._use_loss(loss)
         if y is None or not hasattr(y, "__len__") or getattr(y, "ndim", 1) == 0:
             raise ValueError(f"y is {y!r}; expected an array of targets with one row per "
                              f"sample ({n} here)")
@@ -1042,7 +1050,7 @@ class MLP:
         if sample_weight is not None:
             sw = loss.prepare_sample_weight(sample_weight, n, self.dtype)
         sigma = loss.prepare_sigma(n, self.dtype)
-        return loss, X, Y, labels, sw, sigma
+        return loss, Y, labels, sw, sigma
 
     def loss_and_grad(self, X, y, loss, sample_weight=None):
         """Mean loss over the samples, and its gradient into ``self.grads``.

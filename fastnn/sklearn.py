@@ -12,6 +12,10 @@ How scikit-learn's parameters map onto fastnn
 =========================  =================================================================
 scikit-learn               fastnn
 =========================  =================================================================
+``solver="lbfgs"``         ``fastnn.LBFGS(max_iter, max_fun, tol, weight_decay=alpha /
+                           sum of sample weights)``: scipy's L-BFGS-B over the compiled
+                           full-batch loss and gradient; scikit-learn's objective and
+                           initialisation, so the same random_state gives the same weights
 ``solver="sgd"``           ``fastnn.SGD(lr=learning_rate_init, momentum, nesterov)``
 ``solver="adam"``          ``fastnn.Adam(lr=learning_rate_init, beta1=beta_1, beta2=beta_2,
                            eps=epsilon)`` (bias-corrected as in PyTorch; scikit-learn folds
@@ -33,10 +37,11 @@ scikit-learn               fastnn
                            (as scikit-learn documents it) and stopping follows
                            n_iter_no_change as for the other rates.
 ``batch_size="auto"``      ``min(200, n_samples)``
-``loss_curve_``            the weighted mean data loss per epoch, **without** the L2 term
-                           (scikit-learn includes it).  Regressor "squared_error":
-                           ``0.5 * sum over outputs of (y - f(x))^2``, scikit-learn's value
-                           times n_outputs (the same gradient: ``fastnn.GaussianNLL(1.0)``).
+``loss_curve_``            sgd/adam: scikit-learn's value, the weighted mean data loss per
+                           epoch plus ``0.5 * weight_decay * ||W||^2`` (squared error as a
+                           mean over outputs).  lbfgs: the objective after each iteration,
+                           whose squared error is ``0.5 * sum over outputs`` (the gradient
+                           scikit-learn uses; its reported value is n_outputs times smaller).
 ``n_iter_no_change``       training (or, with early_stopping, the monitored validation
                            value) stops after ``n_iter_no_change + 1`` consecutive epochs
                            without an improvement larger than ``tol``, as in scikit-learn
@@ -45,33 +50,35 @@ scikit-learn               fastnn
 What scikit-learn's MLP lacks and these have
 --------------------------------------------
 * ``class_weight`` (a dict or "balanced"), multiplied into ``sample_weight``.
-* Early stopping monitored on the **validation loss** by default
-  (``early_stopping_monitor="loss"``; "score" monitors accuracy / R^2 as scikit-learn does),
-  with ``validation_loss_curve_`` beside ``validation_scores_``; the best weights are restored.
-* Early stopping with ``partial_fit``: the validation set is ``validation_data`` passed to
-  partial_fit, or else ``validation_fraction`` of the first call's samples, held out once and
-  reused by every later call (which suits a stream of new chunks; when every call passes the
-  same data, pass ``validation_data`` so that the held-out rows are never trained on).  Each
-  call is one epoch; after ``n_iter_no_change + 1`` calls without improvement the best
-  weights are restored, ``stopped_early_`` becomes True, and later calls leave the model as
-  it is (with a warning) until ``fit`` or ``set_params(early_stopping=False)``.
-* ``dtype``: the precision of the computation, float32 by default (half the memory and
-  memory traffic of float64, and twice the SIMD width).  Predictions are returned as float64,
-  as scikit-learn's API expects (``check_regressor_multioutput`` requires it).
+* Early stopping can monitor the **validation loss** (``early_stopping_monitor="loss"``;
+  the default "score" monitors accuracy / R^2 as scikit-learn does), with
+  ``validation_loss_curve_`` beside ``validation_scores_``; the best weights are restored.
+* Early stopping with ``partial_fit`` (scikit-learn raises): the validation set is
+  ``validation_data`` passed to a partial_fit call and kept by later calls.  Each call is one
+  epoch; after ``n_iter_no_change + 1`` calls without improvement the best weights are
+  restored, ``stopped_early_`` becomes True, and later calls leave the model as it is (with a
+  warning) until ``fit`` or ``set_params(early_stopping=False)``.
+* ``dtype``: by default (None) the computation runs in X's dtype when it is float32 or
+  float64 and in float64 otherwise, as scikit-learn does, and predictions come in that
+  dtype.  An explicit dtype forces the precision (float32: half the memory and memory
+  traffic, twice the SIMD width); predictions are then float64.
 * ``init`` (one fastnn.init initializer or one per layer) and per-layer ``activation``.
 * ``MLPRegressor(loss="gaussian_nll")``: the network predicts a mean and a variance per target
   (``fastnn.GaussianNLL(sigma="learned")``); ``predict(X, return_std=True)`` returns both.
 * The fitted network is ``model_``, a ``fastnn.MLP``: ``clf.model_.save("model.npz")``.
 
-Not supported: sparse input, ``solver="lbfgs"`` (and so ``max_fun``), the regressor's
-``loss="poisson"``.
+Sparse input (scipy.sparse CSR/CSC, matrices or arrays): lbfgs and every prediction method keep
+it sparse (fastnn.sparse: the first layer's products over the stored entries); sgd and adam
+train on a dense copy (their minibatch loop has no sparse kernels yet), which needs the memory
+of the dense matrix.
 """
 import hashlib
 import numbers
 import warnings
 
 import numpy as np
-from scipy.special import expit, log_expit, log_softmax
+from scipy import sparse
+from scipy.special import expit, softmax
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -79,6 +86,7 @@ try:
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state
+    from sklearn.utils.metaestimators import available_if
     from sklearn.utils.class_weight import compute_class_weight
     from sklearn.utils.multiclass import check_classification_targets, type_of_target
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -86,13 +94,16 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"fastnn.sklearn needs scikit-learn >= 1.6 ({exc}); install it with "
                       "pip install scikit-learn") from exc
 
-from fastnn._validation import check_choice, check_number, check_sample_weight, float_dtype
-from fastnn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL
+from fastnn._validation import (all_finite, check_choice, check_number,
+                                check_sample_weight, float_dtype)
+from fastnn.lbfgs import LBFGS, LBFGSObjective
+from fastnn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL, PoissonNLL
 from fastnn.model import MLP
 from fastnn.optim import SGD, Adam, Constant, InverseScaling, ReduceOnPlateau
-from fastnn.trainer import fit as _fastnn_fit
+from fastnn.sparse import forward as sparse_forward
+from fastnn.trainer import TrainingDiverged, fit as _fastnn_fit
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "NonFiniteFit"]
 
 #: hidden activations accepted, with scikit-learn's "logistic" for fastnn's "sigmoid"
 ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu",
@@ -120,8 +131,14 @@ def _same_arrays(a, b):
         x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b))
 
 
+class NonFiniteFit(TrainingDiverged, ValueError):
+    """A fit whose loss or weights became NaN or infinite: the ValueError scikit-learn raises
+    ("Solver produced non-finite parameter weights"), and a ``fastnn.TrainingDiverged``.
+    The estimator keeps the last finite weights."""
+
+
 class _BaseMLP(BaseEstimator):
-    """Shared machinery: parameter checks, the network, the optimizer and the epoch loop."""
+    """Shared machinery: parameter checks, the network, the solvers and the epoch loop."""
 
     # ------------------------------------------------------------------ parameters
 
@@ -148,7 +165,7 @@ class _BaseMLP(BaseEstimator):
                                  f"hidden layer ({len(hidden)}) or a single name")
         activation = [{"logistic": "sigmoid"}.get(a, a) for a in
                       (check_choice(a, "activation", ACTIVATIONS) for a in activation)]
-        check_choice(self.solver, "solver", ("sgd", "adam"))
+        check_choice(self.solver, "solver", ("lbfgs", "sgd", "adam"))
         check_number(self.alpha, "alpha", low=0.0)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
             check_number(self.batch_size, "batch_size", low=1, integer=True)
@@ -156,6 +173,7 @@ class _BaseMLP(BaseEstimator):
         check_number(self.learning_rate_init, "learning_rate_init", low=0.0, low_open=True)
         check_number(self.power_t, "power_t", low=0.0)
         check_number(self.max_iter, "max_iter", low=1, integer=True)
+        check_number(self.max_fun, "max_fun", low=1, integer=True)
         check_number(self.tol, "tol", low=0.0)
         check_number(self.momentum, "momentum", low=0.0, high=1.0, high_open=True)
         check_number(self.validation_fraction, "validation_fraction", low=0.0, high=1.0,
@@ -163,18 +181,26 @@ class _BaseMLP(BaseEstimator):
         check_number(self.beta_1, "beta_1", low=0.0, high=1.0, high_open=True)
         check_number(self.beta_2, "beta_2", low=0.0, high=1.0, high_open=True)
         check_number(self.epsilon, "epsilon", low=0.0, low_open=True)
-        check_number(self.n_iter_no_change, "n_iter_no_change", low=1, integer=True)
+        if not (isinstance(self.n_iter_no_change, numbers.Real) and
+                self.n_iter_no_change == np.inf):
+            check_number(self.n_iter_no_change, "n_iter_no_change", low=1, integer=True)
         check_choice(self.early_stopping_monitor, "early_stopping_monitor", ("loss", "score"))
         for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be True or False; got {getattr(self, name)!r}")
-        return hidden, activation, float_dtype(self.dtype)
+        return hidden, activation, None if self.dtype is None else float_dtype(self.dtype)
 
     # ------------------------------------------------------------------ training
 
     def _fit(self, X, y, sample_weight, incremental, classes=None, validation_data=None):
         hidden, activation, dtype = self._checked_params()
-        first = not hasattr(self, "model_") or (not incremental and not self.warm_start)
+        if incremental and self.early_stopping and validation_data is None and \
+                getattr(self, "_validation_set", None) is None:
+            raise ValueError("partial_fit does not support early_stopping=True without "
+                             "validation_data: pass validation_data=(X_val, y_val), or set "
+                             "early_stopping=False")
+        has_weights = hasattr(self, "model_") or self._pending_weights() is not None
+        first = not has_weights or (not incremental and not self.warm_start)
         try:
             prepared = self._prepare_fit(X, y, sample_weight, incremental, classes,
                                          validation_data, first, hidden, activation, dtype)
@@ -184,93 +210,174 @@ class _BaseMLP(BaseEstimator):
             raise
         if prepared is None:
             return self
-        X, Y, sw, val, loss, batch_size = prepared
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(*prepared[:3], prepared[4])
+        else:
+            self._fit_stochastic(*prepared, incremental)
+        if not all_finite(self.model_.params):
+            raise ValueError("Solver produced non-finite parameter weights. The input data may "
+                             "contain large values and need to be preprocessed.")
+        return self
+
+    def _fit_stochastic(self, X, Y, sw, val, loss, batch_size, incremental):
+        """Epochs of minibatch sgd/adam through fastnn.fit, with scikit-learn's stopping."""
         n = X.shape[0]
         epochs = 1 if incremental else self.max_iter
-        _fastnn_fit(self.model_, X, Y, loss, self._optimizer, epochs=epochs,
-                    batch_size=batch_size, shuffle=self.shuffle, seed=self._shuffle_seed,
-                    sample_weight=sw, validation_data=val,
-                    callbacks=[self._epoch_callback(n, val)])
-        stopped = self._record["bad_epochs"] > self.n_iter_no_change
-        if val is not None and self._record["params"] is not None and (
-                stopped or not incremental):
-            if not stopped and self._record["params"].tobytes() != \
-                    self.model_.params.tobytes():
+        self.n_iter_ = 0
+        diverged = None
+        try:
+            _fastnn_fit(self.model_, X, Y, loss, self._optimizer, epochs=epochs,
+                        batch_size=batch_size, shuffle=self.shuffle, seed=self._shuffle_seed,
+                        sample_weight=sw, validation_data=val,
+                        callbacks=[self._epoch_callback(n, val)])
+        except TrainingDiverged as exc:
+            # scikit-learn trains on through a non-finite loss: record the failed epoch as
+            # NaN and stop here (the model keeps its last finite weights)
+            diverged = exc
+            self.n_iter_ += 1
+            self.loss_ = float("nan")
+            self.loss_curve_.append(float("nan"))
+            if val is not None:
+                self.validation_scores_.append(float("nan"))
+                self.validation_loss_curve_.append(float("nan"))
+        stopped = self._no_improvement_count > self.n_iter_no_change
+        if val is not None and self._best_params is not None and (stopped or not incremental):
+            if not stopped and self._best_params.tobytes() != self.model_.params.tobytes():
                 # where the run got to: a warm_start fit that continues the run goes on from
                 # there (as one longer fit does), not from the best weights restored now
-                self._record["run_params"] = self.model_.params.copy()
-            self.model_.params[...] = self._record["params"]
-        if incremental:
-            self.stopped_early_ = bool(stopped and val is not None)
+                self._run_params = self.model_.params.copy()
+            self.model_.params[...] = self._best_params
+        elif diverged is not None:
+            raise NonFiniteFit("Solver produced non-finite parameter weights. The input data "
+                               "may contain large values and need to be preprocessed. "
+                               f"({diverged})", diverged.history) from diverged
+        self.stopped_early_ = bool(stopped and (val is not None or not incremental))
+        if not incremental and not stopped and diverged is None and \
+                self.n_iter_ == self.max_iter:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                          "reached and the optimization hasn't converged yet.",
+                          ConvergenceWarning, stacklevel=4)
+        if self.early_stopping:
+            self.best_loss_ = None
         else:
-            self.stopped_early_ = bool(stopped)
-            if not stopped:
-                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                              "reached and the optimization hasn't converged yet.",
-                              ConvergenceWarning, stacklevel=3)
-        self.best_loss_ = None if self.early_stopping else min(self.loss_curve_)
-        return self
+            finite = [v for v in self.loss_curve_ if np.isfinite(v)]
+            self.best_loss_ = min(finite) if finite else float("nan")
+
+    def _fit_lbfgs(self, X, Y, sw, loss):
+        """Full-batch L-BFGS (fastnn.lbfgs): scikit-learn's objective and stopping rules."""
+        weight_sum = X.shape[0] if sw is None else float(np.sum(sw, dtype=np.float64))
+        solver = LBFGS(max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol,
+                       weight_decay=self.alpha / weight_sum)
+        curve = []
+        result = solver.fit(self.model_, X, Y, loss, sample_weight=sw,
+                            callback=lambda it, value: curve.append(value),
+                            verbose=bool(self.verbose))
+        self.n_iter_ = min(int(result.nit), self.max_iter)
+        self.t_ += X.shape[0] * self.n_iter_
+        self.loss_ = float(result.fun)
+        self.loss_curve_.extend(curve)
+        self.best_loss_ = min(curve) if curve else self.loss_
+        self.stopped_early_ = False
+        if result.status != 0:
+            message = result.message
+            if isinstance(message, bytes):
+                message = message.decode("latin1")
+            warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                          f"(status={result.status}):\n{message}\n\nIncrease the number of "
+                          f"iterations to improve the convergence (max_iter={self.max_iter}), "
+                          f"or max_fun={self.max_fun}.", ConvergenceWarning, stacklevel=4)
+
+    def _resolve_dtype(self, X, dtype, first):
+        """The dtype of the computation: dtype= when given; else the fitted model's when
+        continuing; else X's when it is float32 or float64 (and float64 otherwise)."""
+        if dtype is not None:
+            return dtype
+        if not first and hasattr(self, "model_"):
+            return self.model_.dtype
+        return [np.float64, np.float32]
 
     def _prepare_fit(self, X, y, sample_weight, incremental, classes, validation_data, first,
                      hidden, activation, dtype):
         """Validate and convert the data, build or check the network and the optimizer, and
         split off the validation set: (X, Y, sw, val, loss, batch_size), or None when a
         partial_fit call has nothing to do."""
-        X, y = validate_data(self, X, y, reset=first, dtype=dtype, order="C",
-                             multi_output=True, y_numeric=not self._is_fastnn_classifier)
-        Y, sw = self._targets(y, sample_weight, X.shape[0], dtype, first, incremental, classes)
+        X, y = validate_data(self, X, y, reset=first, dtype=self._resolve_dtype(X, dtype, first),
+                             order="C", multi_output=True, accept_sparse=("csr", "csc"),
+                             y_numeric=not self._is_fastnn_classifier)
+        if self.solver != "lbfgs":
+            X = _dense(X)  # lbfgs keeps X sparse: fastnn.sparse's kernels
+        dtype = X.dtype
+        first_targets = first or not hasattr(self, "n_outputs_") or (
+            self._is_fastnn_classifier and not hasattr(self, "classes_"))
+        Y, sw = self._targets(y, sample_weight, X.shape[0], dtype, first_targets, incremental,
+                              classes)
         loss = self._loss()
         sizes = [X.shape[1], *hidden, loss.n_outputs(self._n_targets())]
-        if first or not incremental or not hasattr(self, "_rng"):
-            self._rng = np.random.default_rng(
-                check_random_state(self.random_state).randint(_SEED_BOUND))
+        random_state = check_random_state(self.random_state)
         if first:
             self.model_ = MLP(sizes, activation=activation, init=self.init, dtype=dtype,
-                              seed=self._rng, dropout=self.dropout,
-                              normalization=self.normalization)
+                              seed=0 if self.init is None else random_state.randint(_SEED_BOUND),
+                              dropout=self.dropout, normalization=self.normalization)
+            if self.init is None:
+                _init_as_scikit_learn(self.model_, self.activation, random_state)
+            self.__dict__.pop("_pending_coefs", None)  # a fresh fit replaces assigned weights
+            self.__dict__.pop("_pending_intercepts", None)
+            self._reset_records()
+        elif not hasattr(self, "model_"):
+            self._adopt_pending_weights(sizes, activation, dtype)
             self._reset_records()
         else:
             self._check_structure(sizes, activation)
             if self.model_.dtype != dtype:
                 self.model_ = self.model_.astype(dtype)
+        if first or not incremental or not hasattr(self, "_rng"):
+            self._rng = np.random.default_rng(random_state.randint(_SEED_BOUND))
         if first or not hasattr(self, "_shuffle_seed"):
             # the sample order of each epoch is a function of this seed and the epoch count
             # (fastnn.fit), so warm_start and partial_fit continue the order of one long fit
             self._shuffle_seed = int(self._rng.integers(_SEED_BOUND))
-        continuing = False
+        self.n_layers_ = self.model_.n_layers + 1
         if not incremental:
             # a warm_start fit that keeps the optimizer continues the run: its validation
-            # split, stopping record and the weights it had reached (unless it had stopped)
-            continuing = self._continue_or_new_optimizer(False) and not self.stopped_early_
+            # split, stopping record and the weights it had reached (unless it had stopped);
+            # scikit-learn's warm start keeps the stopping record too
+            continuing = self.solver != "lbfgs" and \
+                self._continue_or_new_optimizer(False) and not self.stopped_early_
             if not continuing:
-                self._record = self._new_record()
+                self._new_record()
                 self._warm_split_seed = None
             else:
-                run, self._record["run_params"] = self._record.get("run_params"), None
-                best = self._record["params"]
+                run, self._run_params = getattr(self, "_run_params", None), None
+                best = self._best_params
                 if run is not None and best is not None and run.shape == best.shape and \
                         run.dtype == self.model_.dtype and \
                         best.tobytes() == self.model_.params.tobytes():
                     self.model_.params[...] = run
             self._validation_set = None
         elif self.stopped_early_ and self.early_stopping:
-            warnings.warn(f"early stopping ended training after {self.n_iter_} epochs; this "
-                          "partial_fit call leaves the model unchanged. Call fit, or "
+            warnings.warn(f"early stopping ended training after {len(self.loss_curve_)} "
+                          "epochs; this partial_fit call leaves the model unchanged. Call fit, or "
                           "set_params(early_stopping=False) to train on.", UserWarning,
                           stacklevel=4)
             return None
         self.stopped_early_ = False
+        if self.solver == "lbfgs":
+            if np.any(np.asarray(self.dropout, dtype=float) != 0):
+                raise ValueError(f"dropout={self.dropout!r} needs a stochastic solver ('sgd' "
+                                 "or 'adam'); lbfgs minimises the full-batch objective")
+            return X, Y, sw, None, loss, X.shape[0]
         if incremental:
             self._continue_or_new_optimizer(incremental)
         val = None
         if self.early_stopping:
-            X, Y, sw, val = self._validation_split(X, y, Y, sw, dtype, incremental,
+            X, Y, sw, val = self._validation_split(X, Y, sw, dtype, incremental,
                                                    validation_data)
         n = X.shape[0]
         batch_size = min(AUTO_BATCH_SIZE, n) if self.batch_size == "auto" else self.batch_size
         if batch_size > n:
-            warnings.warn(f"batch_size={batch_size} is larger than the {n} training samples; "
-                          "it is clipped", UserWarning, stacklevel=4)
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
+                          f"going to be clipped (batch_size={batch_size}, {n} training "
+                          "samples)", UserWarning, stacklevel=4)
             batch_size = n
         mean_weight = 1.0 if sw is None else float(np.mean(sw, dtype=np.float64))
         self._optimizer.weight_decay = self.alpha / (batch_size * mean_weight)
@@ -280,21 +387,25 @@ class _BaseMLP(BaseEstimator):
         """Remove every fitted attribute (a first fit that failed before training)."""
         for name in list(vars(self)):
             if (name.endswith("_") and not name.startswith("__")) or name in (
-                    "_rng", "_record", "_validation_set", "_optimizer", "_kind",
-                    "_shuffle_seed", "_warm_split_seed", "_held_out", "_warm_validation",
-                    "_label_dtype"):
+                    "_rng", "_validation_set", "_optimizer", "_kind", "_label_dtype",
+                    "_shuffle_seed", "_best_params", "_best_value", "_no_improvement_count",
+                    "_run_params", "_warm_split_seed", "_held_out", "_warm_validation"):
                 delattr(self, name)
 
     def _reset_records(self):
         self.n_iter_ = 0
         self.t_ = 0
         self.loss_curve_ = []
-        self.validation_loss_curve_ = []
-        self.validation_scores_ = []
+        if self.early_stopping and self.solver != "lbfgs":
+            self.validation_loss_curve_ = []
+            self.validation_scores_ = []
+        else:
+            self.validation_loss_curve_ = None
+            self.validation_scores_ = None
         self.best_validation_loss_ = None
         self.best_validation_score_ = None
         self.stopped_early_ = False
-        self._record = self._new_record()
+        self._new_record()
         self._validation_set = None
         self._warm_split_seed = None
         self._held_out = None
@@ -302,10 +413,16 @@ class _BaseMLP(BaseEstimator):
         if hasattr(self, "_optimizer"):
             del self._optimizer
 
-    @staticmethod
-    def _new_record():
+    def _new_record(self):
         """The stopping record: best monitored value, epochs without improvement, weights."""
-        return {"best": np.inf, "bad_epochs": 0, "params": None}
+        self._best_value = np.inf
+        self._no_improvement_count = 0
+        self._best_params = None
+        self._run_params = None  # the weights the run reached when the best were restored
+        if self.early_stopping and self.solver != "lbfgs" and \
+                self.validation_scores_ is None:  # warm start after early_stopping=False
+            self.validation_scores_ = []
+            self.validation_loss_curve_ = []
 
     def _check_structure(self, sizes, activation):
         old_act = [layer.activation for layer in self.model_.layers[:-1]]
@@ -344,7 +461,7 @@ class _BaseMLP(BaseEstimator):
                    nesterov=self.nesterovs_momentum and self.momentum > 0,
                    schedule=schedule[self.learning_rate]())
 
-    def _validation_split(self, X, y, Y, sw, dtype, incremental, validation_data):
+    def _validation_split(self, X, Y, sw, dtype, incremental, validation_data):
         """(X_train, Y_train, sw_train, (X_val, Y_val[, sw_val])) for early stopping."""
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or \
@@ -352,13 +469,14 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError("validation_data must be (X_val, y_val) or "
                                  "(X_val, y_val, sample_weight_val)")
             X_val, y_val, *sw_val = validation_data
-            X_val = validate_data(self, X_val, reset=False, dtype=dtype, order="C")
+            X_val = _dense(validate_data(self, X_val, reset=False, dtype=dtype, order="C",
+                                         accept_sparse=("csr", "csc")))
             y_val = np.asarray(y_val)
             Y_val, sw_val = self._targets(y_val, sw_val[0] if sw_val else None,
                                           X_val.shape[0], dtype, False, True, None)
             val_set = (X_val, Y_val) + ((sw_val,) if sw_val is not None else ())
             if not _same_arrays(val_set, self._validation_set):
-                self._record = self._new_record()  # values on another set are not comparable
+                self._new_record()  # values on another set are not comparable
             self._validation_set = val_set
             return X, Y, sw, self._validation_set
         n = X.shape[0]
@@ -371,14 +489,6 @@ class _BaseMLP(BaseEstimator):
                 return take(X, held[1]), take(Y, held[1]), take(sw, held[1]), \
                     self._validation_set
             return X, Y, sw, self._validation_set
-        n_val = int(np.ceil(self.validation_fraction * n))
-        if n_val < 2 or n - n_val < 1:
-            raise ValueError(f"early stopping holds out validation_fraction="
-                             f"{self.validation_fraction} of {n} samples: {n_val} for "
-                             "validation; it needs at least 2 and one left for training. "
-                             "Increase validation_fraction or the number of samples" +
-                             (", or pass validation_data" if incremental else ""))
-        stratify = self._stratify(y)
         if incremental:
             seed = int(self._rng.integers(_SEED_BOUND))
         else:
@@ -387,12 +497,16 @@ class _BaseMLP(BaseEstimator):
             if getattr(self, "_warm_split_seed", None) is None:
                 self._warm_split_seed = int(self._rng.integers(_SEED_BOUND))
             seed = self._warm_split_seed
+        # scikit-learn's split: stratified on the binarized labels of a single-output
+        # classifier (its error when a class has a single member), test_size rounded up
         index = np.arange(n)
-        try:
-            train, val = train_test_split(index, test_size=n_val, random_state=seed,
-                                          stratify=stratify)
-        except ValueError:  # a class too small to appear on both sides
-            train, val = train_test_split(index, test_size=n_val, random_state=seed)
+        train, val = train_test_split(index, test_size=self.validation_fraction,
+                                      random_state=seed, stratify=self._stratify(Y))
+        if len(val) < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+                             f"or the size of your dataset ({len(val)} validation sample(s) "
+                             f"of {n} with validation_fraction="
+                             f"{self.validation_fraction}; at least 2 are needed).")
         val_set = (take(X, val), take(Y, val)) + ((take(sw, val),) if sw is not None else ())
         if sw is not None and not (val_set[2] > 0).any():
             raise ValueError("the sample weights of the validation set are all zero; use "
@@ -405,17 +519,31 @@ class _BaseMLP(BaseEstimator):
             # rows (other data or another validation_fraction: values not comparable)
             fingerprint = _fingerprint(*val_set)
             if fingerprint != getattr(self, "_warm_validation", None):
-                self._record = self._new_record()
+                self._new_record()
             self._warm_validation = fingerprint
         return take(X, train), take(Y, train), take(sw, train), val_set
+
+    def _reported_loss(self, data_loss):
+        """scikit-learn's loss_curve_ value: the data loss plus the L2 term of this epoch's
+        minibatches (``0.5 * alpha * ||W||^2 / batch weight``, as the update applies it)."""
+        decay = self._optimizer.weight_decay
+        penalty = 0.0
+        if decay:
+            with np.errstate(over="ignore", invalid="ignore"):
+                penalty = 0.5 * decay * sum(float(np.dot(W.ravel(), W.ravel()))
+                                            for W in self.model_.coefs)
+        return data_loss / self._loss_scale() + penalty
+
+    def _loss_scale(self):
+        return 1.0
 
     def _epoch_callback(self, n_train, val):
         def after_epoch(epoch, logs):
             self.n_iter_ += 1
             self.t_ += n_train
-            self.loss_ = logs["loss"]
-            self.loss_curve_.append(logs["loss"])
-            line = f"Iteration {self.n_iter_}, loss = {logs['loss']:.8f}"
+            self.loss_ = self._reported_loss(logs["loss"])
+            self.loss_curve_.append(self.loss_)
+            line = f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}"
             if val is not None:
                 score = self._score_encoded(*val)
                 self.validation_loss_curve_.append(logs["val_loss"])
@@ -425,7 +553,7 @@ class _BaseMLP(BaseEstimator):
                 value = logs["val_loss"] if self.early_stopping_monitor == "loss" else -score
                 line += f", validation loss = {logs['val_loss']:.8f}, score = {score:.6f}"
             else:
-                value = logs["loss"]
+                value = self.loss_
             if self.verbose:
                 print(line, flush=True)
             return self._no_improvement(value, keep_best=val is not None)
@@ -433,26 +561,34 @@ class _BaseMLP(BaseEstimator):
 
     def _no_improvement(self, value, keep_best):
         """scikit-learn's rule: count epochs not better than the best by tol; True to stop."""
-        record = self._record
-        if not np.isfinite(value) or value > record["best"] - self.tol:
-            record["bad_epochs"] += 1
+        if not np.isfinite(value) or value > self._best_value - self.tol:
+            self._no_improvement_count += 1
         else:
-            record["bad_epochs"] = 0
-        if value < record["best"]:
-            record["best"] = value
+            self._no_improvement_count = 0
+        if value < self._best_value:
+            self._best_value = value
             if keep_best:
-                if record["params"] is None or record["params"].dtype != self.model_.dtype:
-                    record["params"] = np.empty_like(self.model_.params)
-                record["params"][...] = self.model_.params
-        return record["bad_epochs"] > self.n_iter_no_change
+                if self._best_params is None or \
+                        self._best_params.dtype != self.model_.dtype:
+                    self._best_params = np.empty_like(self.model_.params)
+                self._best_params[...] = self.model_.params
+        return self._no_improvement_count > self.n_iter_no_change
 
     # ------------------------------------------------------------------ prediction
 
     def _outputs(self, X, link):
         """Validated X through the network: logits (link=False) or the output link applied."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C")
+        X = validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C",
+                          accept_sparse=("csr", "csc"))
+        if sparse.issparse(X):  # the compiled sparse first layer (fastnn.sparse)
+            return sparse_forward(self.model_, X, link=link)
         return self.model_.predict(X) if link else self.model_.forward(X)
+
+    def _output_dtype(self):
+        """Predictions follow the computation's dtype when it follows X (dtype=None, as in
+        scikit-learn); with an explicit dtype they are float64."""
+        return self.model_.dtype if self.dtype is None else np.float64
 
     # ------------------------------------------------------------------ views of the weights
 
@@ -460,27 +596,48 @@ class _BaseMLP(BaseEstimator):
     def coefs_(self):
         """Weight matrices, ``coefs_[k]`` of shape (n_k, n_{k+1}): views into ``model_.params``.
 
-        Writing into them changes the model; assigning a list copies it into the model.
+        Writing into them changes the model; assigning a list copies it into the model (after
+        checking shapes and values).  Assigned before any fit (as scikit-learn's worked
+        example does), the list is kept and becomes the starting point of partial_fit or of a
+        warm-started fit.
         """
-        return self.model_.coefs
+        if "model_" in vars(self):
+            return self.model_.coefs
+        pending = vars(self).get("_pending_coefs")
+        if pending is None:
+            raise AttributeError(f"{type(self).__name__} has no coefs_ before it is fitted")
+        return pending
 
     @coefs_.setter
     def coefs_(self, values):
-        self._assign(values, "coefs_")
+        if "model_" in vars(self):
+            self._assign_weights(values, "coefs_")
+        else:
+            self._pending_coefs = _as_list(values, "coefs_")
 
     @property
     def intercepts_(self):
         """Bias vectors, ``intercepts_[k]`` of shape (n_{k+1},): views into ``model_.params``."""
-        return self.model_.intercepts
+        if "model_" in vars(self):
+            return self.model_.intercepts
+        pending = vars(self).get("_pending_intercepts")
+        if pending is None:
+            raise AttributeError(f"{type(self).__name__} has no intercepts_ before it is "
+                                 "fitted")
+        return pending
 
     @intercepts_.setter
     def intercepts_(self, values):
-        self._assign(values, "intercepts_")
+        if "model_" in vars(self):
+            self._assign_weights(values, "intercepts_")
+        else:
+            self._pending_intercepts = _as_list(values, "intercepts_")
 
-    def _assign(self, values, which):
-        """The coefs_/intercepts_ setters: MLP.set_weights (real, finite, representable in
-        the model's dtype, the right shapes; all checked before any is written, under the
-        model's lock), its messages naming ``coefs_[k]`` / ``intercepts_[k]``."""
+    def _assign_weights(self, values, which):
+        """The coefs_/intercepts_ setters of a fitted estimator: MLP.set_weights (real, finite,
+        representable in the model's dtype, the right shapes; all checked before any is
+        written, under the model's lock), its messages naming ``coefs_[k]`` /
+        ``intercepts_[k]``.  Before fitting, the setters keep the lists for the first fit."""
         check_is_fitted(self, "model_")
         if not isinstance(values, (list, tuple)):
             if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
@@ -490,15 +647,97 @@ class _BaseMLP(BaseEstimator):
         coefs, intercepts = (values, None) if which == "coefs_" else (None, values)
         self.model_._set_weights(coefs, intercepts, ("coefs_", "intercepts_"))
 
-    @property
-    def n_layers_(self):
-        """Number of layers, input and output included (scikit-learn's count)."""
-        return self.model_.n_layers + 1
+    def _pending_weights(self):
+        state = vars(self)
+        if state.get("_pending_coefs") is None or state.get("_pending_intercepts") is None:
+            return None
+        return state["_pending_coefs"], state["_pending_intercepts"]
+
+    def _adopt_pending_weights(self, sizes, activation, dtype):
+        """Build model_ from coefs_/intercepts_ assigned before any fit."""
+        coefs, intercepts = self._pending_weights()
+        model = MLP(sizes, activation=activation, dtype=dtype, seed=0, warn_symmetric=False)
+        _assign(model, coefs, intercepts, "coefs_/intercepts_")
+        self.model_ = model
+        del self._pending_coefs, self._pending_intercepts
+
+    def _loss_grad_lbfgs(self, packed_coef_inter, X, y, sample_weight, *workspace):
+        """scikit-learn's private objective (its test_mlp.py calls it): the lbfgs objective
+        and its gradient at ``packed_coef_inter``, in scikit-learn's packing (all weight
+        matrices row-major, then all biases).  The workspace arguments are ignored."""
+        check_is_fitted(self)
+        order = self._sklearn_packing()
+        theta = np.empty(self.model_.n_params)
+        theta[order] = np.asarray(packed_coef_inter, dtype=np.float64)
+        Y = np.asarray(y)
+        if getattr(self, "_kind", None) == "multiclass" and Y.ndim == 2:
+            Y = Y.argmax(axis=1)  # scikit-learn passes one-hot rows
+        weight_sum = X.shape[0] if sample_weight is None else float(np.sum(sample_weight))
+        objective = LBFGSObjective(self.model_, X, Y, self._loss(), sample_weight,
+                                   self.alpha / weight_sum)
+        value, grad = objective(theta)
+        return value, grad[order]
+
+    def _sklearn_packing(self):
+        """Indices into model_.params in scikit-learn's packing order."""
+        base = self.model_.params.__array_interface__["data"][0]
+        itemsize = self.model_.params.itemsize
+        parts = []
+        for a in [*self.model_.coefs, *self.model_.intercepts]:
+            start = (a.__array_interface__["data"][0] - base) // itemsize
+            parts.append(np.arange(start, start + a.size))
+        return np.concatenate(parts)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
+
+
+def _solver_is_stochastic(estimator):
+    if estimator.solver not in ("sgd", "adam"):
+        raise AttributeError(f"partial_fit is only available for stochastic optimizers "
+                             f"('sgd', 'adam'); solver={estimator.solver!r} is not stochastic")
+    return True
+
+
+def _dense(X):
+    """X as a dense array.  sgd and adam train on a dense copy of a sparse X (their epoch
+    loop has no sparse kernels yet); lbfgs and prediction do not densify."""
+    if sparse.issparse(X):
+        return np.ascontiguousarray(X.toarray())
+    return X
+
+
+def _as_list(values, name):
+    try:
+        return list(values)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of arrays, one per layer; got "
+                        f"{type(values).__name__}") from None
+
+
+def _assign(model, coefs, intercepts, name):
+    """Copy per-layer arrays into the model through its validated entry point (shapes,
+    real and finite values representable in its dtype; nothing written unless all pass)."""
+    try:
+        model.set_weights(None if coefs is None else _as_list(coefs, name),
+                          None if intercepts is None else _as_list(intercepts, name))
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name}: {exc}") from None
+
+
+def _init_as_scikit_learn(model, activation, random_state):
+    """scikit-learn's default initialisation (Glorot et al. 2010, uniform): every weight and
+    bias of layer k uniform in +-sqrt(factor / (fan_in + fan_out)), factor 2 when the hidden
+    activation is "logistic" and 6 otherwise, drawn from the same RandomState in the same
+    order as scikit-learn's ``_init_coef`` (so the same random_state gives the same start)."""
+    factor = 2.0 if activation == "logistic" else 6.0
+    for W, b in zip(model.coefs, model.intercepts):
+        fan_in, fan_out = W.shape
+        bound = np.sqrt(factor / (fan_in + fan_out))
+        W[...] = random_state.uniform(-bound, bound, (fan_in, fan_out))
+        b[...] = random_state.uniform(-bound, bound, fan_out)
 
 
 def _common_doc(extra_params, extra_attrs):
@@ -511,7 +750,8 @@ def _common_doc(extra_params, extra_attrs):
         Hidden activation: "identity", "logistic" (= "sigmoid"), "tanh", "relu",
         "leaky_relu", "elu", "selu", "gelu", "gelu_tanh", "silu" (= "swish"), "softplus";
         one name for all hidden layers or one per hidden layer.
-    solver : {{"adam", "sgd"}}, default "adam"
+    solver : {{"adam", "sgd", "lbfgs"}}, default "adam"
+        "lbfgs": full-batch L-BFGS (fastnn.LBFGS, scipy's L-BFGS-B); no partial_fit.
     alpha : float >= 0, default 1e-4
         L2 penalty on the weights (not the biases); see the module docstring for how it maps
         to fastnn's weight_decay.
@@ -523,18 +763,22 @@ def _common_doc(extra_params, extra_attrs):
     power_t : float >= 0, default 0.5
         Exponent of "invscaling": lr / (epoch + 1) ** power_t.
     max_iter : int >= 1, default 200
-        Epochs per fit (partial_fit always runs one).
+        Epochs per fit (partial_fit always runs one); L-BFGS iterations with lbfgs.
     shuffle : bool, default True
     random_state : int, RandomState or None
         Initial weights, shuffling and the validation split.
     tol : float >= 0, default 1e-4
+        sgd/adam: the least improvement that counts (see n_iter_no_change); lbfgs: stop when
+        every gradient component is at most tol (scipy's gtol).
     verbose : bool, default False
         Print the loss (and validation loss and score) after every epoch.
     warm_start : bool, default False
         fit continues the run: the weights, the optimizer's moments, step and epoch counts
-        and schedule (unless solver or a rate parameter changed), the sample order, the curves
-        and n_iter_; the stopping record starts anew.  fit(max_iter=3) then a warm_start
-        fit(max_iter=3) trains as fit(max_iter=6) (when neither stops early).
+        and schedule (unless solver or a rate parameter changed), the sample order and the
+        curves, and with early_stopping the validation split, the stopping record and the
+        weights the run reached (unless it stopped early); n_iter_ counts this call's
+        iterations (as in scikit-learn).  fit(max_iter=3) then a warm_start fit(max_iter=3)
+        trains as fit(max_iter=6) (when neither stops early).
     momentum : float in [0, 1), default 0.9
     nesterovs_momentum : bool, default True
     early_stopping : bool, default False
@@ -544,18 +788,21 @@ def _common_doc(extra_params, extra_attrs):
     validation_fraction : float in (0, 1), default 0.1
     beta_1, beta_2 : float in [0, 1), default 0.9, 0.999
     epsilon : float > 0, default 1e-8
-    n_iter_no_change : int >= 1, default 10
-    early_stopping_monitor : {{"loss", "score"}}, default "loss"
+    n_iter_no_change : int >= 1 or numpy.inf, default 10
+    max_fun : int >= 1, default 15000
+        lbfgs only: most evaluations of the objective (each one pass over the data).
+    early_stopping_monitor : {{"loss", "score"}}, default "score"
         What early stopping watches on the validation set: the loss (lower is better) or the
         score (accuracy or R^2, as scikit-learn does).
-    dtype : {{"float32", "float64"}} or numpy dtype, default "float32"
-        Precision of parameters and computation.
+    dtype : None, "float32" or "float64", default None
+        Precision of parameters and computation; None follows X (float32 or float64, other
+        inputs float64), as scikit-learn does.
     init : None, str, dict, fastnn.init initializer, or a sequence of one per layer
-        Weight initializers (see fastnn.init); None picks He normal before ReLU and Glorot
-        uniform otherwise.
+        Weight initializers (see fastnn.init); None is scikit-learn's initialisation (weights
+        and biases uniform in +-sqrt(6 / (fan_in + fan_out)), 2 instead of 6 for "logistic").
     dropout : float or sequence of float, default 0.0
         Inverted dropout rate in [0, 1) after every hidden layer (or one per hidden layer)
-        while training; predictions use every unit (see fastnn.MLP).
+        while training; predictions use every unit (see fastnn.MLP).  Not with lbfgs.
     normalization : {{None, "layer"}} or sequence, default None
         "layer": layer normalization before each hidden activation (see fastnn.MLP).
 {extra_params}
@@ -571,16 +818,16 @@ def _common_doc(extra_params, extra_attrs):
     loss_ : float
         Training loss of the last epoch.
     loss_curve_ : list of float
-        Training loss per epoch (without the L2 term).
+        Training loss (with the L2 term) per epoch, or per L-BFGS iteration.
     best_loss_ : float or None
         Smallest training loss; None with early_stopping (see best_validation_loss_).
-    validation_loss_curve_, validation_scores_ : list of float
-        Per epoch, with early_stopping only (empty otherwise).
+    validation_loss_curve_, validation_scores_ : list of float or None
+        Per epoch, with early_stopping only (None otherwise).
     best_validation_loss_, best_validation_score_ : float or None
     stopped_early_ : bool
         Whether the last fit (or partial_fit) stopped on no improvement.
     n_iter_ : int
-        Epochs run (summed over warm-started fits and partial_fit calls).
+        Epochs (or L-BFGS iterations) run by the last fit or partial_fit call.
     t_ : int
         Training samples seen.
     n_layers_ : int
@@ -604,7 +851,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 early_stopping_monitor="loss", dtype="float32", init=None,
+                 max_fun=15000, early_stopping_monitor="score", dtype=None, init=None,
                  class_weight=None, dropout=0.0, normalization=None):
         self.dropout = dropout
         self.normalization = normalization
@@ -630,6 +877,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.early_stopping_monitor = early_stopping_monitor
         self.dtype = dtype
         self.init = init
@@ -665,6 +913,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
+    @available_if(_solver_is_stochastic)
     def partial_fit(self, X, y, classes=None, sample_weight=None, *, validation_data=None):
         """One epoch over (X, y), continuing the network and the optimizer's state.
 
@@ -678,13 +927,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         classes : array-like, required on the first call (except for multi-label y)
             Every label that will ever be seen; later calls may hold any subset.
         validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
-            With early_stopping: the set the validation loss is measured on from this call
-            on (other data than the previous call's replaces it and restarts the stopping
-            record; the same data again keeps the record).  Without it,
-            the first call holds out validation_fraction of its samples and every later
-            call measures on that same set.  That suits a stream of new chunks; when every
-            call passes the same data, later calls would train on the held-out rows, so
-            pass validation_data (rows kept out of X) instead.
+            With early_stopping (which scikit-learn's partial_fit refuses): the set the
+            monitored value is measured on from this call on (other data than the previous
+            call's replaces it and restarts the stopping record; the same data again keeps
+            the record); later calls without it keep measuring on it.  Without any,
+            partial_fit with early_stopping=True raises ValueError, as in scikit-learn.
 
         Returns
         -------
@@ -694,6 +941,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 type_of_target(y) != "multilabel-indicator":
             raise ValueError("classes must be passed on the first call to partial_fit "
                              "(every label that will be seen, e.g. numpy.unique(y_all))")
+        if hasattr(self, "classes_") and classes is not None and \
+                self._kind != "multilabel" and \
+                not np.array_equal(self.classes_, np.unique(np.asarray(classes))):
+            raise ValueError(f"classes={np.unique(np.asarray(classes))!r} is not the same as on "
+                             f"the first call to partial_fit, was: {self.classes_!r}")
         return self._fit(X, y, sample_weight, incremental=True, classes=classes,
                          validation_data=validation_data)
 
@@ -718,17 +970,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 self._label_dtype = y.dtype
             else:
                 self.classes_ = np.unique(classes if incremental else y)
-            if not multilabel and len(self.classes_) < 2:
-                raise ValueError(f"y has one class only ({self.classes_[0]!r}); a classifier "
-                                 "needs samples of at least 2 classes")
+            # one class fits, as in scikit-learn: a single sigmoid output trained on all-zero
+            # targets; predict returns that class and predict_proba a column of ones
             self._kind = ("multilabel" if multilabel else
-                          "binary" if len(self.classes_) == 2 else "multiclass")
+                          "binary" if len(self.classes_) <= 2 else "multiclass")
             self.n_outputs_ = self._n_targets()
             self.out_activation_ = "softmax" if self._kind == "multiclass" else "logistic"
         elif multilabel != (self._kind == "multilabel"):
             fitted = "a multi-label indicator matrix" if self._kind == "multilabel" else \
                 "class labels"
             raise ValueError(f"y is {target_type} but the classifier was fitted on {fitted}")
+        elif self.warm_start and not incremental and not multilabel and \
+                set(np.unique(y)) != set(self.classes_):
+            raise ValueError("warm_start can only be used where `y` has the same classes as in "
+                             f"the previous call to fit. Previously got {self.classes_}, `y` "
+                             f"has {np.unique(y)}")
         if multilabel:
             if y.shape[1] != len(self.classes_):
                 raise ValueError(f"y has {y.shape[1]} labels; the classifier was fitted with "
@@ -754,9 +1010,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             if not (sw > 0).any():
                 raise ValueError("class_weight and sample_weight give every sample a zero "
                                  "weight; expected at least one positive weight")
-        if not incremental and sw is not None and len(np.unique(index[sw > 0])) < 2:
-            raise ValueError("only one class has samples of positive weight; a classifier "
-                             "needs at least 2 classes to learn from")
         if self._kind == "binary":
             Y = (index == 1).astype(dtype).reshape(-1, 1)
         else:
@@ -777,12 +1030,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                              f"{np.unique(y[unknown])!r}")
         return index.astype(np.intp)
 
-    def _stratify(self, y):
-        return None if self._kind == "multilabel" else y
+    def _stratify(self, Y):
+        """scikit-learn's stratification labels: the binarized classes (a column of bools for
+        two classes, one-hot rows otherwise); None (no stratification) for multi-label."""
+        if self._kind == "multilabel":
+            return None
+        if self._kind == "binary":
+            return Y > 0.5
+        return np.arange(len(self.classes_))[None, :] == Y[:, None]
 
     def _score_encoded(self, X, Y, sw=None):
         """Accuracy on encoded targets (subset accuracy for multi-label), as score does."""
         proba = self.model_.predict(X)
+        if not all_finite(proba):  # a diverged network scores NaN, as in scikit-learn
+            return float("nan")
         if self._kind == "multiclass":
             return float(accuracy_score(Y, proba.argmax(axis=1), sample_weight=sw))
         hit = ((proba > 0.5) == (Y > 0.5)).all(axis=1)
@@ -799,24 +1060,40 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Rows sum to 1, except for multi-label targets (one independent probability per
             label).
         """
-        if getattr(self, "_kind", None) == "binary":
-            z = self._outputs(X, link=False)
-            return np.hstack([expit(-z), expit(z)]).astype(np.float64)
-        return self._outputs(X, link=True).astype(np.float64)
+        return self._proba_from_logits(self._outputs(X, link=False).astype(np.float64))
+
+    def _proba_from_logits(self, z):
+        """Probabilities from float64 logits, in the output dtype, kept strictly inside (0, 1)
+        (a probability that rounds to 0 or 1 is reported as the nearest representable value
+        inside), so that log(predict_proba) is finite, as predict_log_proba is."""
+        if self._kind == "binary":
+            if len(self.classes_) == 1:
+                return np.ones_like(z, dtype=self._output_dtype())
+            proba = np.hstack([expit(-z), expit(z)])
+        elif self._kind == "multiclass":
+            proba = softmax(z, axis=1)
+        else:
+            proba = expit(z)
+        dtype = np.dtype(self._output_dtype())
+        proba = proba.astype(dtype, copy=False)
+        return np.clip(proba, np.finfo(dtype).smallest_subnormal,
+                       np.nextafter(dtype.type(1), dtype.type(0)), out=proba)
 
     def predict_log_proba(self, X):
-        """Logarithm of predict_proba, computed stably from the logits.
+        """Logarithm of predict_proba.
+
+        predict_proba computes the probabilities from the logits in float64 (a max-shifted
+        softmax, or the logistic function) and keeps them inside (0, 1): a probability that
+        underflows is reported as the smallest positive float.  So this logarithm is always
+        finite, exact to float64 rounding for probabilities above the smallest normal float
+        (about 2.2e-308, a log-probability above -708), and sorts and ties exactly as
+        predict_proba does (scikit-learn's checks compare the two element by element).
 
         Returns
         -------
-        ndarray of shape (n_samples, n_classes), float64
+        ndarray of shape (n_samples, n_classes), in the dtype of predict_proba
         """
-        z = self._outputs(X, link=False).astype(np.float64)
-        if self._kind == "binary":
-            return np.hstack([log_expit(-z), log_expit(z)])
-        if self._kind == "multiclass":
-            return log_softmax(z, axis=1)
-        return log_expit(z)
+        return np.log(self.predict_proba(X))
 
     def predict(self, X):
         """Predicted labels: the most probable class (or every label with p > 0.5).
@@ -846,14 +1123,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     _is_fastnn_classifier = False
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=1e-4, batch_size="auto", learning_rate="constant",
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=1e-4, batch_size="auto", learning_rate="constant",
                  learning_rate_init=1e-3, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 early_stopping_monitor="loss", dtype="float32", init=None,
-                 loss="squared_error", dropout=0.0, normalization=None):
+                 max_fun=15000, early_stopping_monitor="score", dtype=None, init=None,
+                 dropout=0.0, normalization=None):
+        self.loss = loss
         self.dropout = dropout
         self.normalization = normalization
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -878,13 +1156,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.early_stopping_monitor = early_stopping_monitor
         self.dtype = dtype
         self.init = init
-        self.loss = loss
 
     __doc__ += _common_doc(
-        """    loss : {"squared_error", "gaussian_nll"}, default "squared_error"
+        """    loss : {"squared_error", "poisson", "gaussian_nll"}, default "squared_error"
+        "poisson": the Poisson deviance's gradient with an exp output (counts y >= 0);
         "gaussian_nll" learns a variance per target too (2 network outputs per target).
 """,
         """    n_outputs_ : int
@@ -907,6 +1186,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
+    @available_if(_solver_is_stochastic)
     def partial_fit(self, X, y, sample_weight=None, *, validation_data=None):
         """One epoch over (X, y), continuing the network and the optimizer's state.
 
@@ -917,13 +1197,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                          validation_data=validation_data)
 
     def _loss(self):
+        if self.loss == "poisson":
+            return PoissonNLL()
         return GaussianNLL(sigma="learned" if self.loss == "gaussian_nll" else 1.0)
+
+    def _loss_scale(self):
+        # scikit-learn reports the squared error as a mean over the outputs too
+        return self.n_outputs_ if self.loss == "squared_error" else 1.0
 
     def _n_targets(self):
         return self.n_outputs_
 
     def _targets(self, y, sample_weight, n, dtype, first, incremental, classes):
-        check_choice(self.loss, "loss", ("squared_error", "gaussian_nll"))
+        check_choice(self.loss, "loss", ("squared_error", "poisson", "gaussian_nll"))
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -947,6 +1233,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _score_encoded(self, X, Y, sw=None):
         mean = self.model_.predict(X)
+        if not all_finite(mean):  # a diverged network scores NaN, as in scikit-learn
+            return float("nan")
         return float(r2_score(Y, mean, sample_weight=sw))
 
     def predict(self, X, return_std=False):
@@ -967,13 +1255,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if return_std and self.model_._link_name() != "gaussian":
             raise ValueError("return_std=True needs a regressor fitted with "
                              "loss='gaussian_nll'")
-        X = validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C")
-        mean = self.model_.predict(X).astype(np.float64)
+        X = validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C",
+                          accept_sparse=("csr", "csc"))
+        out = self._output_dtype()
+        if sparse.issparse(X) and not return_std:
+            mean = sparse_forward(self.model_, X, link=True).astype(out, copy=False)
+            return mean.ravel() if self.n_outputs_ == 1 else mean
+        X = _dense(X)
+        mean = self.model_.predict(X).astype(out, copy=False)
         if self.n_outputs_ == 1:
             mean = mean.ravel()
         if not return_std:
             return mean
-        std = self.model_.predict_std(X).astype(np.float64)
+        std = self.model_.predict_std(X).astype(out, copy=False)
         return mean, std.ravel() if self.n_outputs_ == 1 else std
 
     def __sklearn_tags__(self):

@@ -15,7 +15,7 @@ wherever the single estimator does: in a ``Pipeline``, ``GridSearchCV``
     from fastnn.sklearn_ensemble import EnsembleRegressor
 
     reg = make_pipeline(StandardScaler(), EnsembleRegressor(
-        MLPRegressor((64, 64), loss="gaussian_nll", random_state=0), n_estimators=5))
+        MLPRegressor(hidden_layer_sizes=(64, 64), loss="gaussian_nll", random_state=0), n_estimators=5))
     reg.fit(X, y)
     mean, std = reg.predict(X, return_std=True)      # mixture mean and total std
 
@@ -129,7 +129,8 @@ class _BaseEnsemble(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        # the members' estimators accept sparse X (fastnn.sklearn), so the ensemble does
+        tags.input_tags.sparse = True
         return tags
 
 

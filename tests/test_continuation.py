@@ -250,7 +250,7 @@ def test_warm_start_three_plus_three_equals_six(case, shuffle):
     six = _quiet(lambda: _estimator(case, shuffle, max_iter=6).fit(X, y))
     clf = _quiet(lambda: _estimator(case, shuffle, max_iter=3, warm_start=True).fit(X, y))
     _quiet(lambda: clf.fit(X, y))
-    assert clf.n_iter_ == 6
+    assert clf.n_iter_ == 3  # n_iter_ counts this call's iterations, as in scikit-learn
     assert clf.model_.params.tobytes() == six.model_.params.tobytes()
     assert clf.loss_curve_ == six.loss_curve_
 
@@ -265,7 +265,7 @@ def test_k_partial_fit_calls_equal_fit_with_max_iter_k_and_survive_a_pickle(case
         if k == 3:
             clf = pickle.loads(pickle.dumps(clf))
         clf.partial_fit(X, y, classes=np.unique(y))
-    assert clf.n_iter_ == 6
+    assert clf.n_iter_ == 1  # this call's iterations, as in scikit-learn
     assert clf.model_.params.tobytes() == six.model_.params.tobytes()
     assert clf.loss_curve_ == six.loss_curve_
 
@@ -277,14 +277,14 @@ def test_partial_fit_with_the_same_validation_data_keeps_the_early_stopping_reco
     rng = np.random.default_rng(0)
     X = rng.standard_normal((60, 3))
     y = X @ np.array([1.0, -2.0, 0.5])
-    reg = MLPRegressor((), solver="sgd", learning_rate_init=0.01, momentum=0.0,
+    reg = MLPRegressor(hidden_layer_sizes=(), solver="sgd", learning_rate_init=0.01, momentum=0.0,
                        early_stopping=True, n_iter_no_change=2, random_state=0,
                        dtype="float64")
     for _ in range(4):
         reg.partial_fit(X, y, validation_data=(X, -y))
-    assert reg.stopped_early_ and reg.n_iter_ == 4
+    assert reg.stopped_early_ and len(reg.loss_curve_) == 4
     # another validation set is another record
-    reg2 = MLPRegressor((), solver="sgd", learning_rate_init=0.01, momentum=0.0,
+    reg2 = MLPRegressor(hidden_layer_sizes=(), solver="sgd", learning_rate_init=0.01, momentum=0.0,
                         early_stopping=True, n_iter_no_change=2, random_state=0,
                         dtype="float64")
     for k in range(4):
@@ -328,7 +328,7 @@ def test_warm_start_with_another_rate_starts_a_new_optimizer():
     clf.set_params(learning_rate_init=0.001)
     _quiet(lambda: clf.fit(X, y))
     assert clf._optimizer is not kept and clf._optimizer.lr == 0.001
-    assert clf._optimizer.completed_epochs == 3 and clf.n_iter_ == 9
+    assert clf._optimizer.completed_epochs == 3 and len(clf.loss_curve_) == 9
 
 
 def test_a_run_with_dropout_continues_bitwise():
@@ -362,34 +362,27 @@ def test_warm_start_with_early_stopping_continues_split_record_and_weights(case)
     assert clf.model_.params.tobytes() == six.model_.params.tobytes()
 
 
-def test_partial_fit_on_the_same_data_keeps_its_validation_rows_out_of_training():
-    # early_stopping=True: the first call holds out validation_fraction of its rows; later
-    # calls on the same data used to train on those rows too (a biased validation loss)
+def test_partial_fit_with_early_stopping_needs_validation_data():
+    # scikit-learn's partial_fit refuses early_stopping=True; fastnn's accepts it with
+    # validation_data (the record continues over calls), and raises as scikit-learn without
     X, y = _data()
-    six = _quiet(lambda: _estimator("adam", True, max_iter=6, early_stopping=True).fit(X, y))
     clf = _estimator("adam", True, early_stopping=True)
-    for k in range(6):
-        if k == 3:
-            clf = pickle.loads(pickle.dumps(clf))
+    with pytest.raises(ValueError, match="validation_data"):
         clf.partial_fit(X, y, classes=np.unique(y))
-    assert clf.loss_curve_ == six.loss_curve_
-    assert clf.validation_loss_curve_ == six.validation_loss_curve_
-    # other data is all trained on, with the first call's validation set
-    n_before = len(clf.loss_curve_)
-    clf.partial_fit(X[:40], y[:40])
-    assert len(clf.loss_curve_) == n_before + 1
 
 
 def test_warm_start_with_other_validation_rows_starts_a_new_stopping_record():
     X, y = _data()
+    # the record's best value is the monitored one: the validation loss here
     clf = _quiet(lambda: _estimator("adam", True, max_iter=3, early_stopping=True,
-                                    warm_start=True).fit(X, y))
+                                    early_stopping_monitor="loss", warm_start=True).fit(X, y))
     clf.set_params(validation_fraction=0.3)   # other validation rows: not comparable
     _quiet(lambda: clf.fit(X, y))
-    assert clf._record["best"] == min(clf.validation_loss_curve_[3:])
+    assert clf._best_value == min(clf.validation_loss_curve_[3:])
     # the same rows again: the record goes on
     clf2 = _quiet(lambda: _estimator("adam", True, max_iter=3, early_stopping=True,
+                                     early_stopping_monitor="loss",
                                      warm_start=True).fit(X, y))
-    first_best = clf2._record["best"]
+    first_best = clf2._best_value
     _quiet(lambda: clf2.fit(X, y))
-    assert clf2._record["best"] == min(first_best, *clf2.validation_loss_curve_[3:])
+    assert clf2._best_value == min(first_best, *clf2.validation_loss_curve_[3:])

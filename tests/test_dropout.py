@@ -196,10 +196,10 @@ def test_estimators_take_dropout():
         X, (X[:, 0] > 0).astype(int))
     assert [layer.dropout for layer in clf.model_.layers] == [0.2, 0.1, 0.0]
     assert clf.get_params()["dropout"] == [0.2, 0.1]
-    reg = MLPRegressor((5,), dropout=0.3, max_iter=2, random_state=0).fit(X, X[:, 1])
+    reg = MLPRegressor(hidden_layer_sizes=(5,), dropout=0.3, max_iter=2, random_state=0).fit(X, X[:, 1])
     assert reg.model_.layers[0].dropout == 0.3
     with pytest.raises(ValueError, match="dropout"):
-        MLPRegressor((5,), dropout=1.5, max_iter=2).fit(X, X[:, 1])
+        MLPRegressor(hidden_layer_sizes=(5,), dropout=1.5, max_iter=2).fit(X, X[:, 1])
 
 
 def test_a_fixed_mask_needs_one_sample_index_per_row():

@@ -228,7 +228,7 @@ def test_classifier_label_and_probabilities(dtype, labels):
 def test_regressor_variable(dtype, loss, n_targets):
     X, rng = _estimator_data()
     y = X[:, :n_targets] * 2 + 0.1 * rng.normal(size=(240, n_targets))
-    reg = sk.MLPRegressor((10,), max_iter=20, random_state=0, dtype=dtype, loss=loss)
+    reg = sk.MLPRegressor(hidden_layer_sizes=(10,), max_iter=20, random_state=0, dtype=dtype, loss=loss)
     reg.fit(X, y[:, 0] if n_targets == 1 else y)
     sess = _session(to_onnx(reg))
     names = ["variable"] + (["std"] if loss == "gaussian_nll" else [])

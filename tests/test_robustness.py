@@ -978,7 +978,7 @@ def test_estimators_name_bad_sample_weights(sample_weight, fragments):
     Classifier, Regressor = _estimators()
     X, y = classification_data()
     for est in (Classifier((4,), max_iter=2, dtype=np.float64),
-                Regressor((4,), max_iter=2, dtype=np.float64)):
+                Regressor(hidden_layer_sizes=(4,), max_iter=2, dtype=np.float64)):
         check_error(lambda: est.fit(X, y, sample_weight=sample_weight), ValueError, *fragments)
 
 
@@ -987,8 +987,8 @@ def test_estimators_list_valid_names():
     X, y = classification_data()
     for est, what, valid in [
         (Classifier(activation="mish"), "activation", ("logistic", "tanh", "relu")),
-        (Classifier(solver="lbfgs"), "solver", ("sgd", "adam")),
-        (Regressor(loss="huber"), "loss", ("squared_error", "gaussian_nll")),
+        (Classifier(solver="newton"), "solver", ("lbfgs", "sgd", "adam")),
+        (Regressor(loss="huber"), "loss", ("squared_error", "poisson", "gaussian_nll")),
         (Regressor(init="kaiming"), "initializer", init.NAMES),
     ]:
         message = check_error(lambda: est.fit(X, y), ValueError, what, "not supported")
@@ -1009,7 +1009,8 @@ def test_estimators_give_the_same_model_for_any_layout():
 def test_a_diverging_estimator_fit_leaves_a_usable_estimator():
     Classifier, _ = _estimators()
     X, y = classification_data(n=60)
-    clf = Classifier((8,), solver="sgd", learning_rate_init=1e30, max_iter=5, random_state=0)
+    clf = Classifier((8,), solver="sgd", learning_rate_init=1e30, max_iter=5, random_state=0,
+                     dtype=np.float32)
     with pytest.raises(TrainingDiverged):
         clf.fit(X * 1e3, y)
     assert np.isfinite(clf.model_.params).all()

@@ -41,7 +41,7 @@ def _data(seed=0):
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_predictions_combine_the_members_and_do_not_depend_on_threads():
     X, y, labels = _data()
-    reg = EnsembleRegressor(MLPRegressor((16,), loss="gaussian_nll", max_iter=20),
+    reg = EnsembleRegressor(MLPRegressor(hidden_layer_sizes=(16,), loss="gaussian_nll", max_iter=20),
                             n_estimators=3, random_state=0, n_jobs=2).fit(X, y)
     pairs = [m.predict(X, return_std=True) for m in reg.estimators_]
     mu = np.stack([p[0] for p in pairs])
@@ -50,7 +50,7 @@ def test_predictions_combine_the_members_and_do_not_depend_on_threads():
     np.testing.assert_allclose(mean, mu.mean(axis=0), rtol=1e-12)
     second = (var + mu ** 2).mean(axis=0)       # the mixture's E[y^2]
     np.testing.assert_allclose(std, np.sqrt(second - mean ** 2), rtol=1e-6)
-    one = EnsembleRegressor(MLPRegressor((16,), loss="gaussian_nll", max_iter=20),
+    one = EnsembleRegressor(MLPRegressor(hidden_layer_sizes=(16,), loss="gaussian_nll", max_iter=20),
                             n_estimators=3, random_state=0, n_jobs=1).fit(X, y)
     np.testing.assert_array_equal(one.predict(X), reg.predict(X))
     clf = EnsembleClassifier(MLPClassifier((16,), max_iter=20), n_estimators=3,
@@ -67,7 +67,7 @@ def test_predictions_combine_the_members_and_do_not_depend_on_threads():
 def test_pipeline_and_grid_search():
     X, y, _ = _data()
     pipe = make_pipeline(StandardScaler(), EnsembleRegressor(
-        MLPRegressor((8,), max_iter=10), n_estimators=2, random_state=0))
+        MLPRegressor(hidden_layer_sizes=(8,), max_iter=10), n_estimators=2, random_state=0))
     search = GridSearchCV(pipe, {"ensembleregressor__estimator__alpha": [1e-4, 1e-2]}, cv=2)
     search.fit(X, y)
     assert search.best_estimator_.predict(X).shape == (200,)
@@ -102,8 +102,8 @@ def test_members_fitted_in_threads_use_the_callers_flush_denormals_block(monkeyp
 
     monkeypatch.setattr(fsk, "_fastnn_fit", spy)
     X = np.random.default_rng(0).standard_normal((30, 2))
-    ens = EnsembleRegressor(fsk.MLPRegressor((4,), max_iter=1), n_estimators=3, n_jobs=2,
-                            random_state=0)
+    ens = EnsembleRegressor(fsk.MLPRegressor(hidden_layer_sizes=(4,), max_iter=1),
+                            n_estimators=3, n_jobs=2, random_state=0)
     with fpmode.flush_denormals(False):
         ens.fit(X, X[:, 0])
     assert seen == [False] * 3

@@ -321,3 +321,22 @@ def test_batch_larger_than_the_data_is_one_full_batch():
     want = ref.train(start, *_spec(model), X, 4, _opt_dict(SGD(lr=0.1), "sgd"), epochs=2,
                      batch_size=12, seed=0, labels=labels)
     np.testing.assert_allclose(model.params, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("beta2", [0.999, 0.99])
+def test_float32_adam_first_step_matches_float64_to_float32_rounding(beta2):
+    # Adam's first step is lr * g / (|g| + eps * sqrt(1 - beta2)) per weight: float32 must
+    # give float64's step to a few ulp; 1 - beta2 rounded in float32 (1 - 0.999f =
+    # 0.0010000467) biased every second moment, and this step, by 2.3e-5 relative
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 5))
+    y = X @ rng.standard_normal(5)
+    steps = {}
+    for dtype in (np.float64, np.float32):
+        model = fastnn.MLP([5, 1], activation="identity", dtype=np.float64, seed=0).astype(dtype)
+        before = model.params.astype(np.float64)
+        fastnn.fit(model, X.astype(dtype), y.astype(dtype)[:, None], "mse",
+                   fastnn.Adam(lr=0.01, beta2=beta2, eps=1e-12), epochs=1, batch_size=64,
+                   shuffle=False)
+        steps[dtype] = model.params.astype(np.float64) - before
+    np.testing.assert_allclose(steps[np.float32], steps[np.float64], rtol=1e-6)

@@ -1,0 +1,123 @@
+"""Sparse input (scipy.sparse CSR/CSC, matrices or arrays) without densifying X.
+
+The compiled kernels (fastnn/_sparse.pyx) compute the first layer's product ``X @ W_1`` and its
+weight gradient ``X^T @ D_1`` over X's stored entries; the later layers are dense as usual.
+This module converts and checks the matrix once (the kernels trust it) and offers the forward
+pass of a ``fastnn.MLP`` on it.  ``fastnn.LBFGS`` trains on such a matrix, full batch.
+"""
+import numpy as np
+from scipy import sparse as _sp
+
+from fastnn import _sparse
+from fastnn._validation import all_finite, MAX_DIM
+from fastnn.model import PREDICT_CHUNK_ROWS
+
+__all__ = ["issparse", "as_csr", "forward"]
+
+
+def issparse(X):
+    """True for any scipy.sparse matrix or array."""
+    return _sp.issparse(X)
+
+
+class CSRInput:
+    """A checked CSR matrix for the compiled kernels: data in the model's dtype, intp indices.
+
+    Attributes: data, indices, indptr (1-D C-contiguous), shape.
+    """
+
+    def __init__(self, data, indices, indptr, shape):
+        self.data, self.indices, self.indptr, self.shape = data, indices, indptr, shape
+
+
+def as_csr(X, name, dtype, n_features=None):
+    """Convert a scipy.sparse X once to the kernels' CSR layout and check it.
+
+    Parameters
+    ----------
+    X : scipy.sparse matrix or array of shape (n_samples, n_features)
+        Any format; CSR is used as is (summed duplicates, sorted indices), others converted.
+    name : str
+        The argument's name, for errors.
+    dtype : numpy.float32 or numpy.float64
+        The model's dtype; the stored values are cast to it.
+    n_features : int, optional
+        The number of columns the model expects.
+
+    Returns
+    -------
+    CSRInput
+
+    Raises
+    ------
+    TypeError
+        X is not sparse, or its values are not real numbers.
+    ValueError
+        No rows, the wrong number of columns, or values that are NaN, infinite or too large
+        for dtype.
+    """
+    if not _sp.issparse(X):
+        raise TypeError(f"{name} must be a scipy.sparse matrix or array; got "
+                        f"{type(X).__name__}")
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"{name} has dtype {X.dtype}; expected real numbers")
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-dimensional; got shape {X.shape}")
+    n, d = X.shape
+    if n == 0:
+        raise ValueError(f"{name} has 0 samples (shape {X.shape}); expected at least one")
+    if n > MAX_DIM or d > MAX_DIM:
+        raise ValueError(f"{name} has shape {X.shape}; at most {MAX_DIM} rows and columns are "
+                         "supported")
+    if n_features is not None and d != n_features:
+        raise ValueError(f"{name} has {d} features (shape {X.shape}); the model expects "
+                         f"{n_features}")
+    csr = _sp.csr_array(X)  # a copy only when X is not CSR
+    if not csr.has_canonical_format:
+        csr = csr.copy()
+        csr.sum_duplicates()
+    with np.errstate(over="ignore"):
+        data = np.ascontiguousarray(csr.data, dtype=dtype)
+    if not all_finite(data):
+        bad = int(np.argwhere(~np.isfinite(data))[0][0])
+        if np.isfinite(csr.data[bad]):
+            raise ValueError(f"{name} has values too large for the model's dtype "
+                             f"{np.dtype(dtype)} ({float(csr.data[bad]):g}); scale the inputs or "
+                             "use float64")
+        raise ValueError(f"{name} contains NaN or infinity")
+    indices = np.ascontiguousarray(csr.indices, dtype=np.intp)
+    indptr = np.ascontiguousarray(csr.indptr, dtype=np.intp)
+    # scipy keeps these invariants for a canonical matrix; the kernels rely on them
+    if indptr.shape != (n + 1,) or indptr[0] != 0 or indptr[-1] != data.shape[0] or \
+            np.any(np.diff(indptr) < 0) or \
+            (indices.size and (indices.min() < 0 or indices.max() >= d)):
+        raise ValueError(f"{name} is not a valid CSR matrix (indptr/indices out of range)")
+    return CSRInput(data, indices, indptr, (n, d))
+
+
+def forward(model, X, link=False):
+    """The network's logits (or, with link, its prediction) for a sparse X.
+
+    Parameters
+    ----------
+    model : fastnn.MLP
+    X : scipy.sparse matrix or array of shape (n_samples, model.n_inputs)
+    link : bool, default False
+        Apply the model's output link (as ``model.predict``) rather than return logits.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, model.n_outputs), the model's dtype
+    """
+    csr = X if isinstance(X, CSRInput) else as_csr(X, "X", model.dtype, model.n_inputs)
+    out = np.empty((csr.shape[0], model.n_outputs), dtype=model.dtype)
+    kind = 0
+    if link:
+        from fastnn.model import OUTPUT_LINKS
+        name = model._link_name()
+        if name not in OUTPUT_LINKS:
+            raise ValueError(f"the sparse forward pass has no output link {name!r}")
+        kind = OUTPUT_LINKS[name]
+    _sparse.forward_csr_into(model._spec, model.params, csr.data, csr.indices, csr.indptr,
+                             out, kind, bool(link), PREDICT_CHUNK_ROWS)
+    return out
