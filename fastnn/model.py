@@ -1035,7 +1035,24 @@ class MLP:
     def prepare_targets(self, n, y, loss, sample_weight=None):
         """The part of ``prepare_data`` that does not touch X, for n samples.
 
-        Returns (loss, Y, labels, sample_weight, sigma).
+        Parameters
+        ----------
+        n : int
+            Number of samples (rows of X, which may be sparse).
+        y : array-like
+            Targets in the form the loss accepts (see fastnn.losses), one row per sample.
+        loss : str or fastnn.losses.Loss
+        sample_weight : array-like of shape (n,), optional
+
+        Returns
+        -------
+        (loss, Y, labels, sample_weight, sigma), each array C-contiguous in the model's dtype
+        (labels: intp) or None.
+
+        Raises
+        ------
+        ValueError
+            y missing or not one row per sample, or targets/weights the loss rejects.
         """
         loss = self._use_loss(loss)
         if y is None or not hasattr(y, "__len__") or getattr(y, "ndim", 1) == 0:
