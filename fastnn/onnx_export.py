@@ -53,9 +53,14 @@ What the graph holds
   returns float64 copies of the same float32 values).
 * ``metadata_props``: ``layer_sizes``, ``activations`` (hidden layers), ``output_link`` and
   ``dtype`` of the network, for the code that deploys it.
-* Standardization of the inputs is not part of a fastnn model yet: scale inputs outside the
-  graph as you did for training (a scikit-learn ``StandardScaler`` in front of the estimator is
-  not exported).
+* A model trained by ``fastnn train`` on a table carries its preprocessing
+  (``model.preprocessor_``): the graph applies it as ``fastnn predict`` does.  X holds the
+  feature columns in ``preprocessor_.feature_names`` order, in the table's units; NaN cells
+  take the stored fill values when the model was trained with ``--impute``; then
+  ``(x - x_mean) / x_scale``; a regression's ``predictions``/``mean`` come back as
+  ``y * y_scale + y_mean`` and its ``std`` as ``std * y_scale``.  Other models have no
+  stored standardization: scale inputs outside the graph as you did for training (a
+  scikit-learn ``StandardScaler`` in front of an estimator is not exported).
 
 Opset 17 (ONNX 1.12, onnxruntime >= 1.13) and IR version 8 by default, so that older runtimes
 load the file; every operator used runs in float32 and float64 in onnxruntime's CPU provider.
@@ -343,6 +348,43 @@ def _mlp_outputs(g, model, z):
     raise ValueError(f"output link {link!r} has no ONNX export")  # pragma: no cover
 
 
+def _preprocessed_input(g, pre):
+    """What ``fastnn predict`` does to a table's feature columns, as graph nodes: missing
+    values (NaN) replaced by the stored fill values when the model was trained with
+    ``--impute``, then ``(x - x_mean) / x_scale``.  The graph's input X holds the features
+    in ``pre.feature_names`` order, in the table's units (selecting columns by name stays
+    the caller's job)."""
+    x = "X"
+    if pre.x_fill is not None:
+        fill = g.const("x_fill", pre.x_fill.astype(g.dtype))
+        x = g.node("Where", [g.node("IsNaN", [x], stem="missing"), fill, x], stem="imputed")
+    return g.node("Div", [g.node("Sub", [x, g.const("x_mean", pre.x_mean.astype(g.dtype))],
+                                 stem="centred"),
+                          g.const("x_scale", pre.x_scale.astype(g.dtype))],
+                  stem="standardized")
+
+
+def _unstandardize_targets(g, pre):
+    """A regression model predicts standardized targets: give the graph's outputs back in
+    the target's units as ``fastnn predict`` does (mean: ``y * y_scale + y_mean``; std:
+    ``std * y_scale``).  Renames the producing nodes' outputs and appends the rescaling under
+    the original output names."""
+    if pre.task != "regression" or (pre.y_mean == 0.0 and pre.y_scale == 1.0):
+        return
+    scale = g.const("y_scale", np.array(pre.y_scale, g.dtype))
+    shift = g.const("y_mean", np.array(pre.y_mean, g.dtype))
+    for node in list(g.nodes):
+        for i, out in enumerate(node.output):
+            if out not in ("predictions", "mean", "std"):
+                continue
+            node.output[i] = standardized = out + "_standardized"
+            if out == "std":
+                g.node("Mul", [standardized, scale], out)
+            else:
+                g.node("Add", [g.node("Mul", [standardized, scale], stem="rescaled"), shift],
+                       out)
+
+
 def _label_tensor(classes):
     """classes_ as a constant that Gather can index: int64, double or string."""
     classes = np.asarray(classes)
@@ -531,8 +573,11 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
     g = _Graph(onnx, mlp.dtype)
     g.opset = opset
     if estimator is None:
-        z = _mlp_logits(g, mlp, "X")
+        pre = getattr(mlp, "preprocessor_", None)   # a `fastnn train` model's table handling
+        z = _mlp_logits(g, mlp, "X" if pre is None else _preprocessed_input(g, pre))
         outputs = [(out, width, g.elem_type) for out, width in _mlp_outputs(g, mlp, z)]
+        if pre is not None:
+            _unstandardize_targets(g, pre)
     elif hasattr(estimator, "members"):     # MLPEnsemble
         outputs = [(out, width, g.elem_type) for out, width in _ensemble_outputs(g, estimator)]
     elif hasattr(estimator, "classes_"):

@@ -497,3 +497,41 @@ def test_export_and_to_torch_take_one_snapshot_under_the_models_lock():
     if "torch" in exported:
         seq = exported["torch"]
         assert float(seq[0].weight.sum()) == 12 and float(seq[-2].weight.sum()) == 8
+
+
+@pytest.mark.parametrize("task", ["classification", "regression", "gaussian"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_a_table_models_preprocessing_is_part_of_the_graph(task, dtype):
+    # `fastnn train` stores imputation and standardization (and a regression's target scale)
+    # in model.preprocessor_; the export ignored them, so the graph predicted from raw table
+    # units: silently wrong.  Reference: what `fastnn predict` computes, by hand in NumPy.
+    from fastnn.tabular import Preprocessor
+    rng = np.random.default_rng(1)
+    n_in = 4
+    mean, scale = rng.normal(size=n_in) * 50, rng.uniform(0.5, 30, size=n_in)
+    fill = rng.normal(size=n_in)
+    if task == "classification":
+        pre = Preprocessor([f"f{j}" for j in range(n_in)], "y", "classification",
+                           classes=["a", "b", "c"], x_mean=mean, x_scale=scale, x_fill=fill)
+        model = fastnn.MLP([n_in, 8, 3], activation="tanh", output="softmax", dtype=dtype,
+                           seed=0)
+    else:
+        pre = Preprocessor([f"f{j}" for j in range(n_in)], "y", "regression", x_mean=mean,
+                           x_scale=scale, x_fill=fill, y_mean=120.0, y_scale=35.0)
+        model = fastnn.MLP([n_in, 8, 2 if task == "gaussian" else 1], activation="tanh",
+                           dtype=dtype, seed=0)
+        if task == "gaussian":
+            model.loss_ = fastnn.GaussianNLL("learned")
+    model.preprocessor_ = pre
+    X = (rng.normal(size=(200, n_in)) * scale + mean).astype(dtype)
+    X[3, 1] = X[7, 0] = np.nan
+    got = _session(to_onnx(model)).run(None, {"X": X})
+    filled = np.where(np.isnan(X), fill, X).astype(np.float64)
+    Z = (filled - mean) / scale
+    if task == "classification":
+        _close(got[0], model.predict(Z), dtype)
+    elif task == "regression":
+        _close(got[0], model.predict(Z) * 35.0 + 120.0, dtype)
+    else:
+        _close(got[0], model.predict(Z) * 35.0 + 120.0, dtype)
+        _close(got[1], model.predict_std(Z) * 35.0, dtype)
