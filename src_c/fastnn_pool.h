@@ -1,0 +1,205 @@
+/*
+ * fastnn_pool.h -- fastnn's own worker threads: run tasks 0 .. n-1 of a job over a few threads.
+ *
+ * Included by fastnn/_pool.pyx ONLY (every extension module that included it would start a
+ * pool of its own); other modules reach it through `from fastnn._pool cimport parallel_for`.
+ *
+ * Why our own pool and not OpenMP (Cython's prange):
+ *   - fork: GNU OpenMP's threads do not survive fork(), and a child that enters a parallel
+ *     region after its parent did hangs; multiprocessing forks by default on Linux.  This pool
+ *     forgets its workers in the child (pthread_atfork) and starts new ones there.
+ *   - the floating-point mode: every job carries the caller's control register (flush to zero,
+ *     fastnn_fpmode.h) to the workers, which restore their own afterwards.
+ *   - one library, no libgomp to vendor into wheels, and the same code under any compiler.
+ *
+ * Results never depend on the thread count: a job's decomposition into tasks is fixed by its
+ * caller; each task writes its own outputs; which thread runs which task is the only thing
+ * that varies.  A nested call (from inside a task), or a call while another thread's job
+ * holds the pool, runs its tasks serially on the calling thread: the same bits, no deadlock.
+ *
+ * Nothing here touches Python; everything runs without the GIL.
+ */
+#ifndef FASTNN_POOL_H
+#define FASTNN_POOL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sched.h>
+#include "fastnn_fpmode.h"
+
+typedef void (*fnn_task_fn)(void *ctx, long task);
+
+#define FNN_POOL_MAX_THREADS 256
+/* how long an idle worker (or the waiting caller) polls before it sleeps: a job a few
+ * microseconds after the last one (the next layer, the next minibatch) then finds it awake */
+#define FNN_POOL_SPIN 20000
+
+typedef struct {
+    pthread_mutex_t lock;         /* guards the condition variables' waits */
+    pthread_cond_t wake;          /* idle workers sleep here */
+    pthread_cond_t done;          /* the caller sleeps here until the job's workers finish */
+    pthread_mutex_t busy;         /* held by the one caller whose job runs on the pool */
+    int n_workers;                /* worker threads started (the caller is not one) */
+    unsigned long generation;     /* the number of the current job (the caller's only) */
+    atomic_int n_active;          /* workers of the current job not yet finished */
+    atomic_long next;             /* next task index of the current job */
+    /* the current job (written by the caller before it hands out the tickets) */
+    fnn_task_fn fn;
+    void *ctx;
+    long n_tasks;
+    unsigned long long fpmode;    /* the caller's floating-point control register */
+} fnn_pool_t;
+
+static fnn_pool_t fnn_pool = {
+    PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+    PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, NULL, NULL, 0, 0ULL};
+/* The job number each worker is to take part in next: the caller sets it for the workers it
+ * wants, after writing the job; a worker acts when its ticket changes.  (One shared counter
+ * would let a worker that sat out one job read the next job's fields and act twice.) */
+static atomic_ulong fnn_pool_ticket[FNN_POOL_MAX_THREADS];
+static _Thread_local int fnn_pool_worker_index = -1;   /* -1: not a pool worker */
+static int fnn_pool_atfork_installed = 0;
+
+/* In a child of fork() the workers do not exist: start afresh. */
+static void fnn_pool_after_fork_child(void)
+{
+    pthread_mutex_init(&fnn_pool.lock, NULL);
+    pthread_cond_init(&fnn_pool.wake, NULL);
+    pthread_cond_init(&fnn_pool.done, NULL);
+    pthread_mutex_init(&fnn_pool.busy, NULL);
+    fnn_pool.n_workers = 0;
+    fnn_pool.generation = 0;
+    for (int i = 0; i < FNN_POOL_MAX_THREADS; i++)
+        atomic_store(&fnn_pool_ticket[i], 0UL);
+    atomic_store(&fnn_pool.n_active, 0);
+    fnn_pool_worker_index = -1;
+}
+
+static void fnn_pool_take_tasks(void)
+{
+    long t;
+    while ((t = atomic_fetch_add(&fnn_pool.next, 1)) < fnn_pool.n_tasks)
+        fnn_pool.fn(fnn_pool.ctx, t);
+}
+
+static void *fnn_pool_worker(void *arg)
+{
+    int index = (int) (long) arg;
+    unsigned long seen = 0;       /* a new worker's ticket is 0 until its first job */
+    fnn_pool_worker_index = index;
+    for (;;) {
+        unsigned long ticket;
+        long spins = 0;
+        while ((ticket = atomic_load(&fnn_pool_ticket[index])) == seen
+                && spins < FNN_POOL_SPIN)
+            spins++;
+        if (ticket == seen) {
+            pthread_mutex_lock(&fnn_pool.lock);
+            while ((ticket = atomic_load(&fnn_pool_ticket[index])) == seen)
+                pthread_cond_wait(&fnn_pool.wake, &fnn_pool.lock);
+            pthread_mutex_unlock(&fnn_pool.lock);
+        }
+        seen = ticket;
+        unsigned long long saved = fnn_fpmode_get();
+        fnn_fpmode_set(fnn_pool.fpmode);
+        fnn_pool_take_tasks();
+        fnn_fpmode_set(saved);
+        if (atomic_fetch_sub(&fnn_pool.n_active, 1) == 1) {
+            pthread_mutex_lock(&fnn_pool.lock);
+            pthread_cond_signal(&fnn_pool.done);
+            pthread_mutex_unlock(&fnn_pool.lock);
+        }
+    }
+    return NULL;
+}
+
+/* Start workers until there are `wanted` (or thread creation fails); returns how many exist.
+ * Called with fnn_pool.busy held. */
+static int fnn_pool_grow(int wanted)
+{
+    if (!fnn_pool_atfork_installed) {
+        if (pthread_atfork(NULL, NULL, fnn_pool_after_fork_child) != 0)
+            return 0;
+        fnn_pool_atfork_installed = 1;
+    }
+    while (fnn_pool.n_workers < wanted) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&thread, &attr, fnn_pool_worker,
+                                (void *) (long) fnn_pool.n_workers);
+        pthread_attr_destroy(&attr);
+        if (rc != 0)
+            break;
+        fnn_pool.n_workers++;
+    }
+    return fnn_pool.n_workers;
+}
+
+/*
+ * Run fn(ctx, t) for every t in 0 .. n_tasks-1 on up to n_threads threads (the caller is
+ * one of them) and return when all have run.  Tasks must write disjoint outputs.  Serial on
+ * the caller when n_threads <= 1, n_tasks <= 1, called from inside a task, or while another
+ * thread's job holds the pool.  Returns the number of threads that took part.
+ */
+static int fnn_parallel_for(int n_threads, long n_tasks, fnn_task_fn fn, void *ctx)
+{
+    long t;
+    int helpers;
+    if (n_tasks <= 0)
+        return 0;
+    if (n_threads > FNN_POOL_MAX_THREADS)
+        n_threads = FNN_POOL_MAX_THREADS;
+    helpers = n_threads - 1;
+    if (helpers > n_tasks - 1)
+        helpers = (int) (n_tasks - 1);
+    if (helpers <= 0 || fnn_pool_worker_index >= 0
+            || pthread_mutex_trylock(&fnn_pool.busy) != 0) {
+        for (t = 0; t < n_tasks; t++)
+            fn(ctx, t);
+        return 1;
+    }
+    if (fnn_pool_grow(helpers) < helpers)
+        helpers = fnn_pool.n_workers;
+    if (helpers <= 0) {
+        pthread_mutex_unlock(&fnn_pool.busy);
+        for (t = 0; t < n_tasks; t++)
+            fn(ctx, t);
+        return 1;
+    }
+    fnn_pool.fn = fn;
+    fnn_pool.ctx = ctx;
+    fnn_pool.n_tasks = n_tasks;
+    fnn_pool.fpmode = fnn_fpmode_get() & fnn_fpmode_writable_bits();
+    atomic_store(&fnn_pool.next, 0L);
+    atomic_store(&fnn_pool.n_active, helpers);
+    fnn_pool.generation++;
+    pthread_mutex_lock(&fnn_pool.lock);
+    for (int i = 0; i < helpers; i++)                /* publishes the job to its workers */
+        atomic_store(&fnn_pool_ticket[i], fnn_pool.generation);
+    pthread_cond_broadcast(&fnn_pool.wake);
+    pthread_mutex_unlock(&fnn_pool.lock);
+
+    fnn_pool_take_tasks();
+
+    long spins = 0;
+    while (atomic_load(&fnn_pool.n_active) > 0 && spins < FNN_POOL_SPIN)
+        spins++;
+    if (atomic_load(&fnn_pool.n_active) > 0) {
+        pthread_mutex_lock(&fnn_pool.lock);
+        while (atomic_load(&fnn_pool.n_active) > 0)
+            pthread_cond_wait(&fnn_pool.done, &fnn_pool.lock);
+        pthread_mutex_unlock(&fnn_pool.lock);
+    }
+    pthread_mutex_unlock(&fnn_pool.busy);
+    return helpers + 1;
+}
+
+/* Worker threads started so far (for tests and diagnostics). */
+static int fnn_pool_size(void)
+{
+    return fnn_pool.n_workers;
+}
+
+#endif /* FASTNN_POOL_H */
