@@ -132,8 +132,9 @@ def _add_training_flags(p, *, epochs, lr, batch_size, layers, activation="relu")
                    help="hidden activation" + ("; default: tanh for a table, relu for a .npz"
                                                if activation is None else ""))
     p.add_argument("--init", type=_initializer, default=None,
-                   help="weight initializer name (fastnn.init); default: He for relu, Glorot "
-                        "otherwise")
+                   help="weight initializer name (fastnn.init; PyTorch's and Keras' names "
+                        "and meanings); default: kaiming_normal for the ReLU family, "
+                        "glorot_uniform otherwise")
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="optimizer")
     p.add_argument("--lr", "--learning-rate", type=_positive_float, default=lr,
                    help="learning rate")

@@ -7,10 +7,12 @@ with a ``name``, a ``repr`` that rebuilds it, ``get_config()`` and a ``symmetric
 
 * **Ready initializers** (no hyperparameters; use them directly)::
 
-      zeros  uniform  glorot_uniform (= xavier_uniform)  glorot_normal
-      lecun_normal (= xavier_normal)  he_normal  he_uniform
+      zeros
+      glorot_uniform (= xavier_uniform)   xavier_normal    glorot_normal
+      he_uniform (= kaiming_uniform)      kaiming_normal   he_normal
+      lecun_uniform                                        lecun_normal
 
-      W = fastnn.init.he_normal((784, 256), rng=0, dtype=np.float32)
+      W = fastnn.init.kaiming_normal((784, 256), rng=0, dtype=np.float32)
 
 * **Factories** (take hyperparameters and return an initializer)::
 
@@ -48,14 +50,48 @@ Config format (JSON-serializable; what a saved model stores)
 ``{"name": "normal", "std": 0.1}``, ``{"name": "constant", "value": 0.1}``,
 ``{"name": "variance_scaling", "scale": 2.0, "mode": "fan_in", "distribution": "normal"}``.
 Aliases are accepted on input and written as the canonical name (``xavier_uniform`` ->
-``glorot_uniform``, ``xavier_normal`` -> ``lecun_normal``).
+``glorot_uniform``, ``kaiming_uniform`` -> ``he_uniform``).
 
-Naming caution: the ``xavier_normal`` here is ``N(0, 1/n_in)`` (LeCun), as in docs/theory.md
-(section 3).
-PyTorch's ``torch.nn.init.xavier_normal_`` is our ``glorot_normal``, ``N(0, 2/(n_in + n_out))``.
-Keras' ``he_normal``/``lecun_normal``/``glorot_normal`` draw a *truncated* normal; ours draw the
-plain normal of the formula (``variance_scaling(..., distribution="truncated_normal")`` gives
-Keras').
+Names: what PyTorch and Keras mean by them
+------------------------------------------
+Each name means what the library that uses it means (``torch.nn.init`` with its default
+arguments, ``keras.initializers``; JAX's ``jax.nn.initializers`` agree with Keras), and a
+formula no peer names has no name here but its ``variance_scaling`` setting.  PyTorch draws
+*plain* normals, Keras and JAX *truncated* ones (cut at 2 standard deviations and rescaled to
+the same variance), hence two names for each normal scheme:
+
+================  ==================================  ===============================  =======
+fastnn name       formula, shape = (n_in, n_out)      variance_scaling(...)            peer
+================  ==================================  ===============================  =======
+glorot_uniform    U(+-sqrt(6/(n_in + n_out)))         1, "fan_avg", "uniform"          both
+xavier_uniform    (the same object)                                                    PyTorch
+xavier_normal     N(0, 2/(n_in + n_out))              1, "fan_avg", "normal"           PyTorch
+glorot_normal     truncated, var 2/(n_in + n_out)     1, "fan_avg", "truncated_normal" Keras
+he_uniform        U(+-sqrt(6/n_in))                   2, "fan_in", "uniform"           Keras
+kaiming_uniform   (the same object)                                                    PyTorch
+kaiming_normal    N(0, 2/n_in)                        2, "fan_in", "normal"            PyTorch
+he_normal         truncated, var 2/n_in               2, "fan_in", "truncated_normal"  Keras
+lecun_uniform     U(+-sqrt(3/n_in))                   1, "fan_in", "uniform"           Keras
+lecun_normal      truncated, var 1/n_in               1, "fan_in", "truncated_normal"  Keras
+================  ==================================  ===============================  =======
+
+PyTorch's ``kaiming_*_`` defaults (``a=0, mode="fan_in", nonlinearity="leaky_relu"``) give the
+gain sqrt(2) of these rows; ``xavier_*_`` use gain 1.  ``normal(std)`` is ``N(0, std^2)`` as
+``torch.nn.init.normal_`` and Keras' ``RandomNormal`` are, but the three default stds differ
+(fastnn 0.01, Keras 0.05, PyTorch 1.0): give ``std`` when it matters.
+
+.. versionchanged:: 0.1.0 (format version 2 of saved models)
+   ``xavier_normal`` was LeCun's ``N(0, 1/n_in)``; it is now Glorot's ``N(0, 2/(n_in +
+   n_out))``, PyTorch's ``xavier_normal_``.  ``glorot_normal``, ``he_normal`` and
+   ``lecun_normal`` drew plain normals; they now draw Keras' truncated normals (same
+   variance).  The plain ones are ``xavier_normal``, ``kaiming_normal`` and
+   ``variance_scaling(1.0, "fan_in", "normal")``.  ``uniform`` (``U(+-1/sqrt(n_in))``; Keras'
+   ``"uniform"`` is ``U(-0.05, 0.05)`` and PyTorch's ``uniform_`` ``U(0, 1)``) is no longer a
+   name: it is ``variance_scaling(1/3, "fan_in", "uniform")``, the default of PyTorch's
+   ``nn.Linear``.  The defaults of ``default_initializer`` draw exactly what they drew before
+   (``kaiming_normal``, formerly named he_normal; ``glorot_uniform``; and for selu
+   ``variance_scaling(1.0, "fan_in", "normal")``, formerly named lecun_normal), and model
+   files of format version 1 load with the old meanings (``fastnn.io``).
 """
 import math
 import numbers
@@ -69,8 +105,9 @@ from fastnn._validation import (FLOAT_DTYPES, MAX_DIM, check_choice, check_numbe
 __all__ = [
     "Initializer", "VarianceScaling", "NAMES", "TRUNCATED_NORMAL_STD",
     "zeros", "constant", "normal", "variance_scaling",
-    "uniform", "glorot_uniform", "xavier_uniform", "glorot_normal",
-    "lecun_normal", "xavier_normal", "he_normal", "he_uniform",
+    "glorot_uniform", "xavier_uniform", "xavier_normal", "glorot_normal",
+    "he_uniform", "kaiming_uniform", "kaiming_normal", "he_normal",
+    "lecun_uniform", "lecun_normal",
     "get_initializer", "from_config", "default_initializer", "is_symmetric",
 ]
 
@@ -376,84 +413,159 @@ class _Preset(VarianceScaling):
     def _params(self):
         return {}
 
-
-class Uniform(_Preset):
-    """``uniform``: ``w ~ U(-1/sqrt(n_in), +1/sqrt(n_in))`` (fan-in uniform).
-
-    Limit ``1/sqrt(n_in)``; standard deviation ``1/sqrt(3 n_in)``; variance ``1/(3 n_in)``.
-    Same as ``variance_scaling(1/3, "fan_in", "uniform")``.  The classic fan-in rule (and the
-    default of PyTorch's ``nn.Linear``).  Its variance is a third of LeCun's, so activations
-    shrink from layer to layer in deep nets; prefer ``glorot_uniform`` (tanh/sigmoid) or
-    ``he_normal`` (ReLU).
-    """
-    __slots__ = ()
-    name = "uniform"
-    _setting = (1.0 / 3.0, "fan_in", "uniform")
+    def __setstate__(self, state):
+        # Pickles store the class and the three slots.  A class whose name changed meaning
+        # (he_normal was a plain normal before it became Keras' truncated one) must not
+        # relabel an old pickle's draws: an object whose stored setting is not its class's
+        # becomes the preset of that setting, or the general VarianceScaling.
+        for key, value in (state[1] if isinstance(state, tuple) else state).items():
+            object.__setattr__(self, key, value)
+        cls = _PRESET_BY_SETTING.get((self._scale, self._mode, self._distribution),
+                                     VarianceScaling)
+        if cls is not type(self):
+            self.__class__ = cls
 
 
 class GlorotUniform(_Preset):
     """``glorot_uniform`` (alias ``xavier_uniform``): ``w ~ U(-L, +L)``, L = sqrt(6/(n_in + n_out)).
 
     Standard deviation ``sqrt(2/(n_in + n_out))``; variance ``2/(n_in + n_out)``.  Same as
-    ``variance_scaling(1.0, "fan_avg", "uniform")``.  Glorot & Bengio (2010): keeps the variance
-    of activations (forward) and of gradients (backward) roughly constant across layers.  Use
-    with tanh, sigmoid or identity; the default for those activations.
+    ``variance_scaling(1.0, "fan_avg", "uniform")``, Keras' ``glorot_uniform`` and PyTorch's
+    ``xavier_uniform_`` (gain 1).  Glorot & Bengio (2010): keeps the variance of activations
+    (forward) and of gradients (backward) roughly constant across layers.  Use with tanh,
+    sigmoid or identity; the default for those activations.
     """
     __slots__ = ()
     name = "glorot_uniform"
     _setting = (1.0, "fan_avg", "uniform")
 
 
-class GlorotNormal(_Preset):
-    """``glorot_normal``: ``w ~ N(0, 2/(n_in + n_out))``.
+class XavierNormal(_Preset):
+    """``xavier_normal``: ``w ~ N(0, 2/(n_in + n_out))``, a plain (not truncated) normal.
 
     Standard deviation ``sqrt(2/(n_in + n_out))``; variance ``2/(n_in + n_out)``.  Same as
-    ``variance_scaling(1.0, "fan_avg", "normal")`` (plain, not truncated, normal).  The normal
-    twin of ``glorot_uniform``; use with tanh or sigmoid.  This is PyTorch's ``xavier_normal_``
-    (fastnn's ``xavier_normal`` is LeCun's ``N(0, 1/n_in)``).
+    ``variance_scaling(1.0, "fan_avg", "normal")`` and PyTorch's ``xavier_normal_`` (gain 1).
+    The normal twin of ``glorot_uniform``; use with tanh or sigmoid.
+
+    .. versionchanged:: 0.1.0
+       Was LeCun's ``N(0, 1/n_in)`` (now ``variance_scaling(1.0, "fan_in", "normal")``).
     """
     __slots__ = ()
-    name = "glorot_normal"
+    name = "xavier_normal"
     _setting = (1.0, "fan_avg", "normal")
 
 
-class LecunNormal(_Preset):
-    """``lecun_normal`` (alias ``xavier_normal``): ``w ~ N(0, 1/n_in)``.
+class GlorotNormal(_Preset):
+    """``glorot_normal``: Keras' Glorot normal, a truncated normal of variance ``2/(n_in + n_out)``.
 
-    Standard deviation ``1/sqrt(n_in)``; variance ``1/n_in``.  Same as
-    ``variance_scaling(1.0, "fan_in", "normal")`` (plain, not truncated, normal).  With
-    inputs of unit variance, each pre-activation ``sum_i x_i w_i`` has variance ``n_in * 1/n_in
-    = 1``, so the variance of activations is kept across layers.  Use with tanh or sigmoid.
-    (PyTorch's ``xavier_normal_`` is a different formula: fastnn's ``glorot_normal``.)
+    ``variance_scaling(1.0, "fan_avg", "truncated_normal")``: ``N(0, s^2)`` redrawn outside
+    ``+-2 s``, ``s = sqrt(2/(n_in + n_out)) / 0.8796``, so the draws have variance
+    ``2/(n_in + n_out)`` and lie within ``+-2.27 sqrt(2/(n_in + n_out))``.  As
+    ``keras.initializers.GlorotNormal`` and ``jax.nn.initializers.glorot_normal``.
+    Standard deviation ``sqrt(2/(n_in + n_out))`` (that of the draws; the underlying normal's is
+    1/0.8796 times larger).  Use with tanh or sigmoid.
+
+    .. versionchanged:: 0.1.0
+       Was the plain normal, now ``xavier_normal`` (PyTorch's).
     """
     __slots__ = ()
-    name = "lecun_normal"
-    _setting = (1.0, "fan_in", "normal")
-
-
-class HeNormal(_Preset):
-    """``he_normal``: ``w ~ N(0, 2/n_in)``.
-
-    Standard deviation ``sqrt(2/n_in)``; variance ``2/n_in``.  Same as
-    ``variance_scaling(2.0, "fan_in", "normal")`` (plain, not truncated, normal).  He et al.
-    (2015): ReLU zeroes half of its inputs, halving their second moment; the factor 2 makes up
-    for it.  Use before ReLU and leaky ReLU; the default for those activations.
-    """
-    __slots__ = ()
-    name = "he_normal"
-    _setting = (2.0, "fan_in", "normal")
+    name = "glorot_normal"
+    _setting = (1.0, "fan_avg", "truncated_normal")
 
 
 class HeUniform(_Preset):
-    """``he_uniform``: ``w ~ U(-sqrt(6/n_in), +sqrt(6/n_in))``.
+    """``he_uniform`` (alias ``kaiming_uniform``): ``w ~ U(-sqrt(6/n_in), +sqrt(6/n_in))``.
 
     Standard deviation ``sqrt(2/n_in)``; variance ``2/n_in``.  Same as
-    ``variance_scaling(2.0, "fan_in", "uniform")``.  The uniform twin of ``he_normal``: use
-    before ReLU and leaky ReLU.
+    ``variance_scaling(2.0, "fan_in", "uniform")``, Keras' ``he_uniform`` and PyTorch's
+    ``kaiming_uniform_`` with its defaults (``a=0``, fan_in, gain sqrt(2)).  Use before ReLU and
+    leaky ReLU.
     """
     __slots__ = ()
     name = "he_uniform"
     _setting = (2.0, "fan_in", "uniform")
+
+
+class KaimingNormal(_Preset):
+    """``kaiming_normal``: ``w ~ N(0, 2/n_in)``, a plain (not truncated) normal.
+
+    Standard deviation ``sqrt(2/n_in)``; variance ``2/n_in``.  Same as
+    ``variance_scaling(2.0, "fan_in", "normal")`` and PyTorch's ``kaiming_normal_`` with its
+    defaults (``a=0``, fan_in, gain sqrt(2)).  He et al. (2015): ReLU zeroes half of its
+    inputs, halving their second moment; the factor 2 makes up for it.  Use before ReLU and
+    leaky ReLU; the default for the ReLU family.
+
+    .. versionadded:: 0.1.0
+       The formula ``he_normal`` drew before it became Keras' truncated one.
+    """
+    __slots__ = ()
+    name = "kaiming_normal"
+    _setting = (2.0, "fan_in", "normal")
+
+
+class HeNormal(_Preset):
+    """``he_normal``: Keras' He normal, a truncated normal of variance ``2/n_in``.
+
+    ``variance_scaling(2.0, "fan_in", "truncated_normal")``: ``N(0, s^2)`` redrawn outside
+    ``+-2 s``, ``s = sqrt(2/n_in) / 0.8796``, so the draws have variance ``2/n_in``.  As
+    ``keras.initializers.HeNormal`` and ``jax.nn.initializers.he_normal``.
+    Standard deviation ``sqrt(2/n_in)`` (of the draws).  Use before ReLU and leaky ReLU.
+
+    .. versionchanged:: 0.1.0
+       Was the plain normal, now ``kaiming_normal`` (PyTorch's).
+    """
+    __slots__ = ()
+    name = "he_normal"
+    _setting = (2.0, "fan_in", "truncated_normal")
+
+
+class LecunUniform(_Preset):
+    """``lecun_uniform``: ``w ~ U(-sqrt(3/n_in), +sqrt(3/n_in))``.
+
+    Standard deviation ``1/sqrt(n_in)``; variance ``1/n_in``.  Same as
+    ``variance_scaling(1.0, "fan_in", "uniform")`` and Keras' ``lecun_uniform``.  Use with
+    tanh or SELU.  (Standard deviation and variance as above.)
+    """
+    __slots__ = ()
+    name = "lecun_uniform"
+    _setting = (1.0, "fan_in", "uniform")
+
+
+class LecunNormal(_Preset):
+    """``lecun_normal``: Keras' LeCun normal, a truncated normal of variance ``1/n_in``.
+
+    ``variance_scaling(1.0, "fan_in", "truncated_normal")``: ``N(0, s^2)`` redrawn outside
+    ``+-2 s``, ``s = sqrt(1/n_in) / 0.8796``, so the draws have variance ``1/n_in``: with
+    inputs of unit variance each pre-activation ``sum_i x_i w_i`` has variance 1.  As
+    ``keras.initializers.LecunNormal`` and ``jax.nn.initializers.lecun_normal``.
+    Standard deviation ``1/sqrt(n_in)`` (of the draws).  Use with tanh; Keras recommends it for SELU.
+
+    .. versionchanged:: 0.1.0
+       Was the plain normal ``N(0, 1/n_in)``, now ``variance_scaling(1.0, "fan_in",
+       "normal")`` (no peer names it).
+    """
+    __slots__ = ()
+    name = "lecun_normal"
+    _setting = (1.0, "fan_in", "truncated_normal")
+
+
+class Uniform(_Preset):
+    """The former ``uniform``, ``U(+-1/sqrt(n_in))``: kept only so that old pickles load.
+
+    Unpickled objects become ``variance_scaling(1/3, "fan_in", "uniform")`` (see
+    ``_Preset.__setstate__``); the name ``uniform`` is no longer accepted, because Keras'
+    ``"uniform"`` is ``U(-0.05, 0.05)`` and PyTorch's ``uniform_`` is ``U(0, 1)``.
+    """
+    __slots__ = ()
+    name = "uniform"
+    _setting = (1.0 / 3.0, "fan_in", "uniform")
+
+
+#: (scale, mode, distribution) -> the preset class of that setting (an unpickled object whose
+#: stored setting no longer matches its class's becomes this class)
+_PRESET_BY_SETTING = {cls._setting: cls for cls in (
+    GlorotUniform, XavierNormal, GlorotNormal, HeUniform, KaimingNormal, HeNormal,
+    LecunUniform, LecunNormal)}
 
 
 # ------------------------------------------------------------------ the public lowercase API
@@ -536,38 +648,55 @@ def variance_scaling(scale=1.0, mode="fan_in", distribution="normal"):
     -----
     The named schemes are settings of this one and draw identical values for the same seed:
 
-    ==============  =====  ========  ============  =================================
-    name            scale  mode      distribution  formula
-    ==============  =====  ========  ============  =================================
-    uniform         1/3    fan_in    uniform       U(+-1/sqrt(n_in))
-    glorot_uniform  1      fan_avg   uniform       U(+-sqrt(6/(n_in + n_out)))
-    glorot_normal   1      fan_avg   normal        N(0, 2/(n_in + n_out))
-    lecun_normal    1      fan_in    normal        N(0, 1/n_in)
-    he_normal       2      fan_in    normal        N(0, 2/n_in)
-    he_uniform      2      fan_in    uniform       U(+-sqrt(6/n_in))
-    ==============  =====  ========  ============  =================================
+    ===============  =====  ========  ================  ================================
+    name             scale  mode      distribution      formula
+    ===============  =====  ========  ================  ================================
+    glorot_uniform   1      fan_avg   uniform           U(+-sqrt(6/(n_in + n_out)))
+    xavier_normal    1      fan_avg   normal            N(0, 2/(n_in + n_out))
+    glorot_normal    1      fan_avg   truncated_normal  variance 2/(n_in + n_out)
+    he_uniform       2      fan_in    uniform           U(+-sqrt(6/n_in))
+    kaiming_normal   2      fan_in    normal            N(0, 2/n_in)
+    he_normal        2      fan_in    truncated_normal  variance 2/n_in
+    lecun_uniform    1      fan_in    uniform           U(+-sqrt(3/n_in))
+    lecun_normal     1      fan_in    truncated_normal  variance 1/n_in
+    ===============  =====  ========  ================  ================================
 
+    ``distribution="normal"`` is the plain normal, as in JAX's ``variance_scaling``
+    (TensorFlow 1 / Keras 2 read "normal" as the truncated one; Keras 3 calls the plain one
+    "untruncated_normal").
     (N(0, v) means variance v.)  Scale 2 suits ReLU; scale 1 suits tanh, sigmoid, identity.
     """
     return VarianceScaling(scale, mode, distribution)
 
 
 zeros = Zeros()
-uniform = Uniform()
 glorot_uniform = xavier_uniform = GlorotUniform()
+xavier_normal = XavierNormal()
 glorot_normal = GlorotNormal()
-lecun_normal = xavier_normal = LecunNormal()
+he_uniform = kaiming_uniform = HeUniform()
+kaiming_normal = KaimingNormal()
 he_normal = HeNormal()
-he_uniform = HeUniform()
+lecun_uniform = LecunUniform()
+lecun_normal = LecunNormal()
 
 # names that need no hyperparameter -> the ready object (aliases included)
 _READY = {
-    "zeros": zeros, "uniform": uniform,
+    "zeros": zeros,
     "glorot_uniform": glorot_uniform, "xavier_uniform": glorot_uniform,
-    "glorot_normal": glorot_normal,
-    "lecun_normal": lecun_normal, "xavier_normal": lecun_normal,
-    "he_normal": he_normal, "he_uniform": he_uniform,
+    "xavier_normal": xavier_normal, "glorot_normal": glorot_normal,
+    "he_uniform": he_uniform, "kaiming_uniform": he_uniform,
+    "kaiming_normal": kaiming_normal, "he_normal": he_normal,
+    "lecun_uniform": lecun_uniform, "lecun_normal": lecun_normal,
 }
+#: names fastnn no longer accepts, because a peer means something else by them -> why
+_RETIRED = {
+    "uniform": "fastnn's former 'uniform', U(+-1/sqrt(n_in)) (PyTorch nn.Linear's default), "
+               "is variance_scaling(1/3, 'fan_in', 'uniform'); Keras' 'uniform' is "
+               "U(-0.05, 0.05) and PyTorch's uniform_ is U(0, 1)",
+}
+# the plain normal N(0, 1/n_in) that SELU's default draws (LeCun's variance; no peer names the
+# untruncated form)
+_LECUN_PLAIN = VarianceScaling(1.0, "fan_in", "normal")
 _FACTORIES = {"constant": Constant, "normal": Normal, "variance_scaling": VarianceScaling}
 #: Every name :func:`get_initializer` accepts as a bare string (hyperparameters at their
 #: defaults).  ``"constant"`` has no default value, so it is selected by a config instead.
@@ -596,6 +725,9 @@ def from_config(config):
     if "name" not in config:
         raise ValueError(f"config {config!r} has no 'name'; expected a dict such as "
                          "{'name': 'he_normal'}")
+    if config["name"] in _RETIRED:
+        raise ValueError(f"config['name']={config['name']!r} is no longer supported: "
+                         f"{_RETIRED[config['name']]}")
     name = check_choice(config["name"], "config['name']", _CONFIG_NAMES)
     params = {k: v for k, v in config.items() if k != "name"}
     if name in _READY:
@@ -621,8 +753,8 @@ def get_initializer(identifier):
     Parameters
     ----------
     identifier : str, dict or Initializer
-        A name from ``NAMES`` (``"he_normal"``, ``"xavier_uniform"``, ``"normal"`` with
-        std 0.01, ...), a config dict (see :func:`from_config`; the only way to name
+        A name from ``NAMES`` (``"kaiming_normal"``, ``"xavier_uniform"``, ``"normal"`` with
+        std 0.01, ...; each means what PyTorch or Keras means by it, see the module docstring), a config dict (see :func:`from_config`; the only way to name
         ``constant``), or an initializer, returned unchanged.
 
     Returns
@@ -637,6 +769,9 @@ def get_initializer(identifier):
         if identifier == "constant":
             raise ValueError("initializer 'constant' needs a value; use constant(c) or the "
                              "config {'name': 'constant', 'value': c}")
+        if identifier in _RETIRED:
+            raise ValueError(f"initializer={identifier!r} is no longer supported: "
+                             f"{_RETIRED[identifier]}")
         if identifier not in NAMES:
             valid = ", ".join(repr(n) for n in NAMES)
             raise ValueError(f"initializer={identifier!r} is not supported; expected one of "
@@ -658,10 +793,11 @@ def default_initializer(activation):
     Returns
     -------
     Initializer
-        * ``lecun_normal`` (``N(0, 1/n_in)``) for ``"selu"``: the variance its self-normalizing
-          fixed point assumes (Klambauer et al., "Self-Normalizing Neural Networks", 2017).
-        * ``he_normal`` (``N(0, 2/n_in)``) for the ReLU family: ``"relu"``, ``"leaky_relu"``
-          (He et al., 2015), ``"elu"`` (Clevert et al., 2016, train with He's
+        * ``variance_scaling(1.0, "fan_in", "normal")`` (``N(0, 1/n_in)``, LeCun's variance
+          as a plain normal) for ``"selu"``: the variance its self-normalizing fixed point
+          assumes (Klambauer et al., "Self-Normalizing Neural Networks", 2017).
+        * ``kaiming_normal`` (``N(0, 2/n_in)``) for the ReLU family: ``"relu"``,
+          ``"leaky_relu"`` (He et al., 2015), ``"elu"`` (Clevert et al., 2016, train with He's
           initialization), ``"gelu"``, ``"gelu_tanh"`` and ``"silu"``/``"swish"``.  The last
           three are smooth ReLUs (z for z -> +inf, 0 for z -> -inf); He's argument keeps the
           second moment E[act(z)^2] of a unit-variance pre-activation about constant through
@@ -671,11 +807,16 @@ def default_initializer(activation):
           ``"sigmoid"``, ``"identity"``, ``"softplus"`` (Glorot & Bengio, 2010).
 
         (Biases: ``zeros``, or ``constant(0.1)`` before ReLU.)
+
+        .. versionchanged:: 0.1.0
+           The same draws as before under their new names: the ReLU family's was called
+           ``he_normal`` and selu's ``lecun_normal``, names that mean Keras' truncated
+           normals now.
     """
     activation = check_choice(activation, "activation", _ACTIVATIONS)
     if activation == "selu":
-        return lecun_normal
-    return he_normal if activation in _HE_FAMILY else glorot_uniform
+        return _LECUN_PLAIN
+    return kaiming_normal if activation in _HE_FAMILY else glorot_uniform
 
 
 def is_symmetric(initializer):
@@ -696,3 +837,10 @@ def is_symmetric(initializer):
         ``get_initializer(initializer).symmetric``.
     """
     return get_initializer(initializer).symmetric
+
+
+def __getattr__(name):
+    # fastnn.init.uniform and its class's meaning are retired (see _RETIRED)
+    if name in _RETIRED:
+        raise AttributeError(f"fastnn.init.{name} is no longer provided: {_RETIRED[name]}")
+    raise AttributeError(f"module 'fastnn.init' has no attribute {name!r}")

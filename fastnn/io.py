@@ -1,11 +1,11 @@
 """Saving and loading models: one ``.npz`` file, no pickle, written atomically.
 
-Format (``FORMAT_VERSION`` 1).  A zip archive as ``numpy.savez`` writes it, holding:
+Format (``FORMAT_VERSION`` 2).  A zip archive as ``numpy.savez`` writes it, holding:
 
 ``description``
     a 0-d unicode array: a JSON object (strict JSON, no NaN/Infinity literals)::
 
-        {"format": "fastnn-model", "format_version": 1, "fastnn_version": "0.1.0",
+        {"format": "fastnn-model", "format_version": 2, "fastnn_version": "0.1.0",
          "layer_sizes": [n_0, ..., n_L], "dtype": "float32" | "float64",
          "layers": [{"activation": ..., "negative_slope": ..., "alpha": ...,
                      "dropout": ..., "normalization": ..., "init": {...}, "bias_init": {...}},
@@ -20,13 +20,38 @@ Format (``FORMAT_VERSION`` 1).  A zip archive as ``numpy.savez`` writes it, hold
                               "t": steps, "completed_epochs": epochs, "has_state": bool}}
 
     A layer's ``negative_slope`` is leaky_relu's slope and ``alpha`` elu's alpha (PyTorch's
-    names).  Files written before ``negative_slope`` existed hold only ``alpha``, then the
-    activation's one parameter (the leaky_relu slope, or elu's alpha); they load with that
-    meaning.
+    names).
 
     Initializer configs are those of ``fastnn.init`` (null for an initializer that cannot be
     rebuilt from its config: the layer then gets the default for its activation, which only
     matters for a later ``init_params``).
+
+Format versions.  Every change to what a file holds or means bumps ``FORMAT_VERSION``; a
+reader refuses a newer version ("upgrade fastnn"), and refuses a key it does not know (a
+newer writer that forgot the bump, or an edited file) rather than ignore it.  It reads every
+older version with that version's meanings:
+
+version 1 (fastnn until the init renaming)
+    A layer's ``alpha`` is the activation's one parameter: leaky_relu's slope, or elu's alpha
+    (0.01 for the other activations, unused); there is no ``negative_slope``.  Initializer
+    names have their former meanings: ``he_normal`` is today's ``kaiming_normal``,
+    ``glorot_normal`` today's ``xavier_normal``, ``lecun_normal`` (and ``xavier_normal``)
+    ``variance_scaling(1.0, "fan_in", "normal")`` and ``uniform``
+    ``variance_scaling(1/3, "fan_in", "uniform")`` (plain normals; see ``fastnn.init``).
+    Files written between the slope's renaming and the bump to 2 are labelled 1 but hold
+    ``negative_slope`` (and ``alpha`` = elu's, 1.0 on a leaky_relu layer); they are read
+    as version 2 for the layers and as version 1 for the initializer names.  ``dropout``,
+    ``normalization``, ``tabular``, ``completed_epochs`` and ``early_stopping`` appear in
+    later version-1 files; absent, they mean none / 0.
+version 2
+    ``negative_slope`` beside ``alpha`` on every layer; initializer names of ``fastnn.init``
+    as they are now (each means what PyTorch or Keras means by it).
+
+A fastnn that reads only version 1 refuses a version-2 file with "it was written in format
+version 2 ...: upgrade fastnn to load it" (every released reader checks the version).  It
+cannot tell a version-1-labelled file written between the renaming and the bump from an
+older one: it reads such a file's leaky_relu layers with slope ``alpha`` = 1.0 (the fix is
+to load and save the file again with this fastnn, which writes version 2).
 ``params``
     the parameter vector, shape (N,), little-endian float32 or float64 (layout: fastnn.model).
 ``optimizer_state_0``, ``optimizer_state_1``
@@ -81,8 +106,8 @@ from fastnn.tabular import Preprocessor
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "save_model", "load"]
 
 FORMAT = "fastnn-model"
-#: the version this fastnn writes; it reads this one and every earlier one
-FORMAT_VERSION = 1
+#: the version this fastnn writes; it reads this one and every earlier one (module docstring)
+FORMAT_VERSION = 2
 _ZIP_MAGIC = b"PK\x03\x04"
 _NPY_MAGIC = b"\x93NUMPY"
 _OPTIMIZERS = {"SGD": _optim.SGD, "Adam": _optim.Adam}
@@ -662,12 +687,72 @@ def _built(path, where, factory, *args, **kwargs):
                                    f"{_cut(str(exc))})") from None
 
 
+# ----------------------------------------------------------------- format versions
+#
+# What each version's fields mean (module docstring).  The key lists hold every key any
+# version wrote: a key outside them is refused, so that a newer writer that changed the layout
+# without bumping FORMAT_VERSION makes this reader fail loudly instead of half-reading.
+
+_DESCRIPTION_KEYS = ("format", "format_version", "fastnn_version", "layer_sizes", "dtype",
+                     "layers", "output", "loss", "n_params", "params_sha256", "optimizer",
+                     "tabular")
+_LAYER_KEYS = ("activation", "negative_slope", "alpha", "dropout", "normalization", "init",
+               "bias_init")
+_OPTIMIZER_KEYS = ("name", "config", "schedule", "t", "completed_epochs", "has_state",
+                   "early_stopping")
+
+#: version-1 initializer names whose meaning changed (fastnn.init), as version-2 configs
+_V1_INITIALIZERS = {
+    "he_normal": {"name": "kaiming_normal"},
+    "glorot_normal": {"name": "xavier_normal"},
+    "lecun_normal": {"name": "variance_scaling", "scale": 1.0, "mode": "fan_in",
+                     "distribution": "normal"},
+    "xavier_normal": {"name": "variance_scaling", "scale": 1.0, "mode": "fan_in",
+                      "distribution": "normal"},
+    "uniform": {"name": "variance_scaling", "scale": 1.0 / 3.0, "mode": "fan_in",
+                "distribution": "uniform"},
+}
+
+
+def _known_keys(path, obj, where, known):
+    unknown = sorted(set(obj) - set(known))
+    if unknown:
+        raise ModelFileError(path, f"its {where} has the keys {_short(unknown)}, which this "
+                                   f"fastnn {__version__} (format version {FORMAT_VERSION}) "
+                                   "does not know: the file was written by a newer fastnn "
+                                   "(upgrade fastnn to load it) or edited")
+
+
+def _layer_parameters(path, layer, where, activation, version):
+    """negative_slope= and alpha= of the layer, as its format version means them."""
+    alpha = _float_field(path, _field(path, layer, "alpha", f"{where}.alpha"),
+                         f"{where}.alpha", low=0.0)
+    if version >= 2 or "negative_slope" in layer:
+        # version 2, and version-1 files written between the slope's renaming and the bump
+        slope = _float_field(path, _field(path, layer, "negative_slope",
+                                          f"{where}.negative_slope"),
+                             f"{where}.negative_slope", low=0.0)
+        return dense_kwargs(activation, slope, alpha)
+    # version 1: alpha is the activation's one parameter (leaky_relu's slope, elu's alpha)
+    return parameter_kwargs(activation, alpha)
+
+
+def _versioned_initializer(config, version):
+    """An initializer config of a file of `version`, in this fastnn's names."""
+    if version < 2 and config is not None and config.get("name") in _V1_INITIALIZERS \
+            and len(config) == 1:
+        return dict(_V1_INITIALIZERS[config["name"]])
+    return config
+
+
 # --------------------------------------------------------------------------- the model
 
 def _check_model_description(path, d):
     """The model's fields, checked and cross-checked before any array is read."""
     from fastnn.layers import ACTIVATIONS
     from fastnn.model import OUTPUT_LINKS
+    version = d["format_version"]  # checked by _parse_description
+    _known_keys(path, d, "description", _DESCRIPTION_KEYS)
     sizes = _list_field(path, _field(path, d, "layer_sizes", "layer_sizes"), "layer_sizes",
                        min_len=2, max_len=100_000)
     sizes = [_int_field(path, n, f"layer_sizes[{i}]", 1, MAX_DIM) for i, n in enumerate(sizes)]
@@ -681,17 +766,13 @@ def _check_model_description(path, d):
         _object_field(path, layer, where)
         activation = _choice_field(path, _field(path, layer, "activation", f"{where}.activation"),
                                   f"{where}.activation", tuple(ACTIVATIONS))
-        alpha = _float_field(path, _field(path, layer, "alpha", f"{where}.alpha"),
-                            f"{where}.alpha", low=0.0)
-        if "negative_slope" in layer:
-            slope = _float_field(path, layer["negative_slope"], f"{where}.negative_slope",
-                                low=0.0)
-            parameters = dense_kwargs(activation, slope, alpha)
-        else:  # written before the rename: alpha is the activation's one parameter
-            parameters = parameter_kwargs(activation, alpha)
-        init = _object_field(path, layer.get("init"), f"{where}.init", nullable=True)
-        bias_init = _object_field(path, layer.get("bias_init"), f"{where}.bias_init",
-                                 nullable=True)
+        _known_keys(path, layer, where, _LAYER_KEYS)
+        parameters = _layer_parameters(path, layer, where, activation, version)
+        init = _versioned_initializer(
+            _object_field(path, layer.get("init"), f"{where}.init", nullable=True), version)
+        bias_init = _versioned_initializer(
+            _object_field(path, layer.get("bias_init"), f"{where}.bias_init", nullable=True),
+            version)
         # dropout and normalization: absent in files of earlier versions
         dropout = _field_check(path, check_number, layer.get("dropout", 0.0),
                                f"{where}.dropout", low=0.0, high=1.0, high_open=True)
@@ -792,6 +873,7 @@ _SCHEDULE_STATE = {"_best": ("float", None, None), "_bad_epochs": ("int", 0, _MA
 
 def _check_optimizer_description(path, d, n_params):
     _object_field(path, d, "optimizer")
+    _known_keys(path, d, "optimizer", _OPTIMIZER_KEYS)
     name = _choice_field(path, _field(path, d, "name", "optimizer.name"), "optimizer.name",
                         tuple(_OPTIMIZERS))
     config = _keyword_object(path, _field(path, d, "config", "optimizer.config"),
@@ -800,6 +882,7 @@ def _check_optimizer_description(path, d, n_params):
                          "optimizer.schedule")
     sched_name = _choice_field(path, _field(path, sched, "name", "optimizer.schedule.name"),
                               "optimizer.schedule.name", tuple(_SCHEDULES))
+    _known_keys(path, sched, "optimizer.schedule", ("name", "config", "state"))
     sched_config = _keyword_object(path, sched.get("config", {}), "optimizer.schedule.config")
     schedule = _built(path, "optimizer.schedule.config", _SCHEDULES[sched_name], **sched_config)
     state = _object_field(path, sched.get("state", {}), "optimizer.schedule.state")
@@ -882,11 +965,14 @@ def _check_early_stopping_description(path, d):
     if saved is None:
         return None
     where = "optimizer.early_stopping"
+    _known_keys(path, saved, where, ("config", "record"))
     config = _object_field(path, _field(path, saved, "config", f"{where}.config"),
                            f"{where}.config")
     early_stopping = _built(path, f"{where}.config", EarlyStopping, **config)
     record = _object_field(path, _field(path, saved, "record", f"{where}.record"),
                            f"{where}.record")
+    _known_keys(path, record, f"{where}.record",
+                ("best_value", "best_epoch", "wait", "at_epoch", "run_params"))
     early_stopping.best_value = _float_field(
         path, _field(path, record, "best_value", f"{where}.record.best_value"),
         f"{where}.record.best_value", allow_inf=True)

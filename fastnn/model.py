@@ -102,8 +102,9 @@ class Dense:
         "softplus".  Ignored for the last layer of an MLP, which outputs logits.
     init : str or initializer, optional
         Weight initializer (see fastnn.init).  Default from the activation
-        (``fastnn.init.default_initializer``): LeCun normal for selu, He normal for the ReLU
-        family (relu, leaky_relu, elu, gelu, gelu_tanh, silu), Glorot uniform otherwise.
+        (``fastnn.init.default_initializer``): N(0, 1/n_in) for selu, ``kaiming_normal``
+        (N(0, 2/n_in)) for the ReLU family (relu, leaky_relu, elu, gelu, gelu_tanh, silu),
+        ``glorot_uniform`` otherwise.  Names mean what PyTorch or Keras mean by them.
     bias_init : float or initializer, default 0.0
         0.1 before a ReLU is a common choice, so that few units start inactive.
     negative_slope : float >= 0, optional

@@ -18,31 +18,39 @@ DTYPE_IDS = ["float32", "float64"]
 SHAPE = (2000, 500)
 N_IN, N_OUT = SHAPE
 
-# Each named scheme as the issue defines it: its variance_scaling setting ...
+# Each named scheme as its peer library defines it (PyTorch's torch.nn.init with default
+# arguments: plain normals; Keras' keras.initializers: truncated normals): its variance_scaling
+# setting ...
 SETTINGS = {
-    "uniform": (1 / 3, "fan_in", "uniform"),
-    "glorot_uniform": (1.0, "fan_avg", "uniform"),
-    "glorot_normal": (1.0, "fan_avg", "normal"),
-    "lecun_normal": (1.0, "fan_in", "normal"),
-    "he_normal": (2.0, "fan_in", "normal"),
-    "he_uniform": (2.0, "fan_in", "uniform"),
+    "glorot_uniform": (1.0, "fan_avg", "uniform"),      # Keras glorot_uniform, torch xavier_uniform_
+    "xavier_normal": (1.0, "fan_avg", "normal"),        # torch xavier_normal_
+    "glorot_normal": (1.0, "fan_avg", "truncated_normal"),  # Keras glorot_normal
+    "he_uniform": (2.0, "fan_in", "uniform"),           # Keras he_uniform, torch kaiming_uniform_
+    "kaiming_normal": (2.0, "fan_in", "normal"),        # torch kaiming_normal_
+    "he_normal": (2.0, "fan_in", "truncated_normal"),   # Keras he_normal
+    "lecun_uniform": (1.0, "fan_in", "uniform"),        # Keras lecun_uniform
+    "lecun_normal": (1.0, "fan_in", "truncated_normal"),  # Keras lecun_normal
 }
 # ... and, written independently of scale/mode, its textbook formula: the variance for SHAPE
-# and, for the uniform ones, the limit L of U(-L, L) (whose variance is L^2 / 3).
+# and, for the uniform ones, the limit L of U(-L, L) (whose variance is L^2 / 3); a truncated
+# one is cut at 2 standard deviations of the underlying normal (Keras: stddev =
+# sqrt(variance) / 0.87962566103423978, values beyond 2 stddev redrawn).
 LIMIT = {
-    "uniform": 1 / math.sqrt(N_IN),
     "glorot_uniform": math.sqrt(6 / (N_IN + N_OUT)),
     "he_uniform": math.sqrt(6 / N_IN),
+    "lecun_uniform": math.sqrt(3 / N_IN),
 }
 VARIANCE = {
-    "uniform": LIMIT["uniform"] ** 2 / 3,
     "glorot_uniform": LIMIT["glorot_uniform"] ** 2 / 3,
+    "xavier_normal": 2 / (N_IN + N_OUT),
     "glorot_normal": 2 / (N_IN + N_OUT),
-    "lecun_normal": 1 / N_IN,
-    "he_normal": 2 / N_IN,
     "he_uniform": LIMIT["he_uniform"] ** 2 / 3,
+    "kaiming_normal": 2 / N_IN,
+    "he_normal": 2 / N_IN,
+    "lecun_uniform": LIMIT["lecun_uniform"] ** 2 / 3,
+    "lecun_normal": 1 / N_IN,
 }
-ALIASES = {"xavier_uniform": "glorot_uniform", "xavier_normal": "lecun_normal"}
+ALIASES = {"xavier_uniform": "glorot_uniform", "kaiming_uniform": "he_uniform"}
 
 # Tolerances of the moment checks.  For n i.i.d. draws w with mean 0, variance v and kurtosis
 # k = E[w^4] / v^2, the sample mean has standard error sqrt(v / n), and the mean of w^2 (the
@@ -119,6 +127,8 @@ def test_named_scheme_matches_its_formula(name, dtype):
     _assert_moments(w, VARIANCE[name], KURTOSIS[distribution])
     if distribution == "uniform":
         _assert_within(w, LIMIT[name], dtype)
+    elif distribution == "truncated_normal":
+        _assert_within(w, 2 * math.sqrt(VARIANCE[name]) / 0.87962566103423978, dtype)
     else:
         # a plain normal is not truncated: 10^6 draws all below 4 std has probability e^-63
         assert np.abs(w).max() > 4 * math.sqrt(VARIANCE[name])
@@ -192,7 +202,7 @@ def test_named_scheme_is_its_variance_scaling_setting(name, dtype):
 
 def test_aliases_are_the_same_object():
     assert init.xavier_uniform is init.glorot_uniform
-    assert init.xavier_normal is init.lecun_normal
+    assert init.kaiming_uniform is init.he_uniform
     for alias, name in ALIASES.items():
         assert init.get_initializer(alias) is getattr(init, name)
         assert init.from_config({"name": alias}).get_config() == {"name": name}
@@ -373,6 +383,7 @@ def test_config_round_trip(initializer):
 
 def test_config_examples():
     assert init.he_normal.get_config() == {"name": "he_normal"}
+    assert init.kaiming_normal.get_config() == {"name": "kaiming_normal"}
     assert init.normal(std=0.1).get_config() == {"name": "normal", "std": 0.1}
     assert init.constant(1).get_config() == {"name": "constant", "value": 1.0}
     assert init.variance_scaling(2, "fan_out", "truncated_normal").get_config() == {
@@ -383,7 +394,7 @@ def test_config_examples():
     assert repr(init.variance_scaling()) == (
         "variance_scaling(scale=1.0, mode='fan_in', distribution='normal')")
     # a named setting and the general form draw the same bits but are saved differently
-    assert init.he_normal != init.variance_scaling(2.0, "fan_in", "normal")
+    assert init.kaiming_normal != init.variance_scaling(2.0, "fan_in", "normal")
 
 
 @pytest.mark.parametrize("name", init.NAMES)
@@ -408,9 +419,16 @@ def test_names_cover_the_public_initializers():
 
 BAD_SELECTIONS = [
     (lambda: init.get_initializer("he"), ValueError,
-     "initializer='he' is not supported; expected one of 'zeros', 'uniform', 'glorot_uniform', "
-     "'xavier_uniform', 'glorot_normal', 'lecun_normal', 'xavier_normal', 'he_normal', "
-     "'he_uniform', 'normal', 'variance_scaling' (or a config dict"),
+     "initializer='he' is not supported; expected one of 'zeros', 'glorot_uniform', "
+     "'xavier_uniform', 'xavier_normal', 'glorot_normal', 'he_uniform', 'kaiming_uniform', "
+     "'kaiming_normal', 'he_normal', 'lecun_uniform', 'lecun_normal', 'normal', "
+     "'variance_scaling' (or a config dict"),
+    (lambda: init.get_initializer("uniform"), ValueError,
+     "initializer='uniform' is no longer supported: fastnn's former 'uniform', "
+     "U(+-1/sqrt(n_in)) (PyTorch nn.Linear's default), is variance_scaling(1/3, 'fan_in', "
+     "'uniform'); Keras' 'uniform' is U(-0.05, 0.05)"),
+    (lambda: init.from_config({"name": "uniform"}), ValueError,
+     "config['name']='uniform' is no longer supported"),
     (lambda: init.get_initializer("constant"), ValueError,
      "initializer 'constant' needs a value; use constant(c) or the config"),
     (lambda: init.get_initializer(3), TypeError, "initializer is 3 (int); expected a name"),
@@ -448,11 +466,11 @@ def test_default_initializer():
     # the same activations as the layers (listed, not imported, in fastnn.init)
     assert set(init._ACTIVATIONS) == set(ACTIVATIONS) | set(ACTIVATION_ALIASES)
     for activation in ("relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "silu", "swish"):
-        assert init.default_initializer(activation) is init.he_normal
+        assert init.default_initializer(activation) is init.kaiming_normal
     for activation in ("tanh", "sigmoid", "identity", "softplus"):
         assert init.default_initializer(activation) is init.glorot_uniform
     # Klambauer et al. (2017): SELU's fixed point assumes Var(w) = 1/n_in
-    assert init.default_initializer("selu") is init.lecun_normal
+    assert init.default_initializer("selu") == init.variance_scaling(1.0, "fan_in", "normal")
 
 
 def test_symmetric_flag():
@@ -512,3 +530,101 @@ def test_docstrings_state_formula_std_and_variance(name):
     assert "standard deviation" in doc and "variance" in doc
     # ... and when to use it
     assert "relu" in doc or "tanh" in doc or "bias" in doc
+
+
+# ------------------------------------------- each name means what the peer library means by it
+
+# fastnn name -> the torch.nn.init function of that name, called with its default arguments
+TORCH_NAMES = {"xavier_uniform": "xavier_uniform_", "xavier_normal": "xavier_normal_",
+               "kaiming_uniform": "kaiming_uniform_", "kaiming_normal": "kaiming_normal_"}
+# names only Keras uses (keras.initializers; Keras is not installed here, so these are checked
+# against its definitions in test_named_scheme_matches_its_formula: truncated normals cut at
+# 2 stddev with stddev = sqrt(variance) / 0.87962566103423978, uniforms U(+-sqrt(3 variance)))
+KERAS_NAMES = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
+               "lecun_normal")
+
+
+def test_every_name_belongs_to_a_peer():
+    # a new name must be added to one of the two tables (or be a factory), so it is checked
+    ready = set(init.NAMES) - {"zeros", "normal", "variance_scaling"}
+    assert ready == set(TORCH_NAMES) | set(KERAS_NAMES)
+
+
+@pytest.mark.parametrize("name", list(TORCH_NAMES))
+def test_torch_names_draw_what_torch_draws(name):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    # torch stores a Linear weight as (n_out, n_in); its fan_in is size(1), our shape[0]
+    t = getattr(torch.nn.init, TORCH_NAMES[name])(
+        torch.empty(N_OUT, N_IN, dtype=torch.float64)).numpy().T
+    w = getattr(init, name)(SHAPE, rng=7, dtype=np.float64)
+    initializer = getattr(init, name)
+    distribution = initializer.distribution
+    # the same closed-form variance for both (so the same fan and gain) ...
+    variance = VARIANCE[ALIASES.get(name, name)]
+    for draws in (t, w):
+        _assert_moments(draws, variance, KURTOSIS[distribution])
+    # ... and the same family: the same bound for a uniform, no truncation for a normal
+    if distribution == "uniform":
+        bound = LIMIT[ALIASES.get(name, name)]
+        _assert_within(t, bound, np.float64)
+        _assert_within(w, bound, np.float64)
+    else:
+        assert distribution == "normal"
+        assert np.abs(t).max() > 4 * math.sqrt(variance)
+        assert np.abs(w).max() > 4 * math.sqrt(variance)
+    # the sample variances agree with each other within their joint standard error
+    se = variance * math.sqrt((KURTOSIS[distribution] - 1) / t.size) * math.sqrt(2)
+    assert abs(np.mean(t * t) - np.mean(w * w)) <= N_SE * se
+
+
+def test_xavier_normal_is_glorot_not_lecun():
+    # the reported fault: xavier_normal drew LeCun's N(0, 1/n_in); PyTorch's is
+    # N(0, 2/(n_in + n_out)).  With n_in = 2000, n_out = 500 the two differ by a factor 1.6.
+    w = init.xavier_normal(SHAPE, rng=3, dtype=np.float64)
+    _assert_moments(w, 2 / (N_IN + N_OUT), KURTOSIS["normal"])
+    assert init.get_initializer("xavier_normal") is init.xavier_normal
+
+
+def test_retired_uniform_name():
+    with pytest.raises(AttributeError, match=re.escape(
+            "fastnn.init.uniform is no longer provided: fastnn's former 'uniform'")):
+        init.uniform  # noqa: B018
+    assert not hasattr(init, "uniform")
+    with pytest.raises(AttributeError, match="has no attribute 'bogus'"):
+        init.bogus  # noqa: B018
+
+
+def _old_pickle(cls, setting):
+    """The bytes a pickle of an initializer of class `cls` held before the renaming: the class
+    and its three slots (object.__reduce_ex__'s layout for a slotted object)."""
+    import pickle
+    obj = object.__new__(cls)
+    for key, value in zip(("_scale", "_mode", "_distribution"), setting):
+        object.__setattr__(obj, key, value)
+    return pickle.dumps(obj)
+
+
+@pytest.mark.parametrize("cls, old_setting, now", [
+    ("HeNormal", (2.0, "fan_in", "normal"), "kaiming_normal"),
+    ("GlorotNormal", (1.0, "fan_avg", "normal"), "xavier_normal"),
+    ("LecunNormal", (1.0, "fan_in", "normal"), None),
+    ("Uniform", (1.0 / 3.0, "fan_in", "uniform"), None),
+    ("GlorotUniform", (1.0, "fan_avg", "uniform"), "glorot_uniform"),
+    ("HeUniform", (2.0, "fan_in", "uniform"), "he_uniform"),
+])
+def test_old_pickles_keep_their_draws(cls, old_setting, now):
+    import pickle
+    loaded = pickle.loads(_old_pickle(getattr(init, cls), old_setting))
+    expected = getattr(init, now) if now else init.variance_scaling(*old_setting)
+    assert loaded == expected and type(loaded) is type(expected)
+    np.testing.assert_array_equal(loaded((30, 20), rng=1),
+                                  init.variance_scaling(*old_setting)((30, 20), rng=1),
+                                  strict=True)
+
+
+@pytest.mark.parametrize("initializer", ALL, ids=ALL_IDS)
+def test_pickle_round_trip(initializer):
+    import pickle
+    loaded = pickle.loads(pickle.dumps(initializer))
+    assert loaded == initializer and loaded.get_config() == initializer.get_config()

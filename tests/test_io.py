@@ -435,6 +435,7 @@ def test_files_written_before_the_slope_rename_load_with_their_meaning(tmp_path)
     for d, old in zip(description["layers"], (0.2, 0.6, 0.01)):
         del d["negative_slope"]
         d["alpha"] = old
+    description["format_version"] = 1  # the layout of format version 1 (tests/test_formats.py)
     _rewrite(path, description=np.array(json.dumps(description)))
     loaded = fastnn.load(path)
     assert (loaded.layers[0].negative_slope, loaded.layers[1].alpha) == (0.2, 0.6)

@@ -94,7 +94,9 @@ def test_same_seed_same_weights_and_layers_draw_differently():
 def test_default_init_follows_the_activation_and_can_be_set_per_layer():
     model = MLP([4, 8, 8, 2], activation=["relu", "tanh"], seed=0)
     names = [layer.init.name for layer in model.layers]
-    assert names == ["he_normal", "glorot_uniform", "glorot_uniform"]
+    # PyTorch's kaiming_normal_ (plain N(0, 2/n_in)); fastnn called it he_normal until
+    # he_normal came to mean Keras' truncated normal (fastnn.init)
+    assert names == ["kaiming_normal", "glorot_uniform", "glorot_uniform"]
     model = MLP([4, 8, 2], init=["lecun_normal", fastnn.init.normal(std=0.1)],
                 bias_init=[0.1, 0.0], seed=0)
     assert model.layers[0].init.name == "lecun_normal"

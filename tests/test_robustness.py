@@ -431,7 +431,7 @@ def test_class_labels_are_counted_or_rejected_never_wrapped():
     ("activation", lambda: fastnn.Dense(3, 4, "softmax"), ACTIVATIONS),
     ("loss", lambda: fit(MLP([3, 2]), np.zeros((4, 3)), np.zeros(4), "hinge"), LOSS_NAMES),
     ("loss", lambda: fastnn.losses.get_loss("l1"), LOSS_NAMES),
-    ("initializer", lambda: MLP([3, 2], init="kaiming_normal"), init.NAMES),
+    ("initializer", lambda: MLP([3, 2], init="kaiming_normall"), init.NAMES),
     ("initializer", lambda: init.get_initializer("xavier"), init.NAMES),
     ("optimizer", lambda: fit(MLP([3, 2]), np.zeros((4, 3)), np.zeros(4), "mse", "rmsprop"),
      OPTIMIZERS),
