@@ -14,13 +14,18 @@ columns by name and gives back class labels and values in the target's units.
 
 Errors in the user's input are reported as one line on stderr with exit status 2 (no
 traceback); a run that diverges or runs out of memory as one line with exit status 1;
-anything else is a bug and keeps its traceback.  A closed output pipe ends quietly.
+anything else is a bug and keeps its traceback.  A closed output pipe (``fastnn train ... |
+head``) silences the rest of the output and the command runs to its end, model saved, then
+exits with status 141 (128 + SIGPIPE).
 """
 import argparse
+import contextlib
 import csv
 import os
+import signal
 import sys
 import time
+import types
 
 import numpy as np
 
@@ -601,22 +606,105 @@ def _write_csv(fh, header, columns):
 # ---------------------------------------------------------------------- entry point
 
 def main(argv=None):
+    """Run the ``fastnn`` command with `argv` (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success; 2 for an error in the user's input; 1 for a run that
+        failed (diverged, out of memory); 141 (128 + SIGPIPE, what a shell reports for a
+        process whose reader left, as ``cat big | head`` gives) when stdout or stderr was
+        closed early, the command having finished its work all the same.
+    """
+    with _closed_pipes_tolerated() as pipes:
+        try:
+            status = _run(argv)
+        except SystemExit as exc:  # argparse: --help, --version, a bad flag
+            if pipes.closed and exc.code in (0, None):
+                raise SystemExit(_PIPE_CLOSED_STATUS) from None
+            raise
+    return _PIPE_CLOSED_STATUS if pipes.closed and status == 0 else status
+
+
+def _run(argv):
     args = build_parser().parse_args(argv)
     commands = {"demo": run_demo, "train": run_train, "predict": run_predict}
     try:
         return commands[args.command](args)
-    except BrokenPipeError:
-        # `fastnn predict ... | head -1`: the reader left; say nothing (Python's documented
-        # recipe: point stdout at devnull so the interpreter's final flush cannot fail again)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
     except (UsageError, ValueError, TypeError, OSError) as exc:  # OSError: unreadable paths
         print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (fastnn.TrainingDiverged, MemoryError) as exc:  # the run failed, not the call
         print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
         return 1
+
+
+# ------------------------------------------------------------ a reader that leaves early
+#
+# `fastnn train data.csv | head -1` closes stdout after the first line.  The next write
+# anywhere (an epoch line printed inside fit, the summary, tqdm's bar on stderr) would raise
+# BrokenPipeError and abandon the run before the model is saved.  So for the whole command
+# stdout and stderr are wrapped: the first BrokenPipeError points that descriptor at devnull
+# (Python's recipe, so that no later flush, the interpreter's last one included, fails
+# again), later writes are dropped, and the command carries on to the end, model saved.
+
+_PIPE_CLOSED_STATUS = 128 + getattr(signal, "SIGPIPE", 13)  # 13 where it is not defined
+
+
+class _PipeGuard:
+    """A text stream that turns a closed reader into silence instead of an exception."""
+
+    def __init__(self, stream, state):
+        self._stream = stream
+        self._state = state
+        self._closed = False
+
+    def _lost(self):
+        self._closed = self._state.closed = True
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):  # not a real descriptor (a test's)
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+
+    def write(self, text):
+        if self._closed:
+            return len(text)
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._lost()
+            return len(text)
+
+    def flush(self):
+        if self._closed:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._lost()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ...: the stream's own
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _closed_pipes_tolerated():
+    state = types.SimpleNamespace(closed=False)
+    saved = sys.stdout, sys.stderr
+    # None: Python started with that descriptor closed, and print() already does nothing
+    sys.stdout, sys.stderr = (None if s is None else _PipeGuard(s, state) for s in saved)
+    try:
+        yield state
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()  # what is still buffered, while a closed pipe is still caught
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 if __name__ == "__main__":  # pragma: no cover
