@@ -516,6 +516,7 @@ class MLPEnsemble:
         Returns
         -------
         ndarray of shape (n_members, n_samples, n_outputs'), the members' dtype
+            What each member's ``predict`` gives: probabilities (not logits) or means.
         """
         self._check_state()
         X = as_input(X, "X", self.dtype, self.n_inputs)
@@ -536,6 +537,7 @@ class MLPEnsemble:
         -------
         ndarray of shape (n_samples, n_outputs) (n_outputs // 2 with a learned variance),
         the members' dtype
+            Mean probabilities (not logits), or the mean in the units of y.
         """
         return self.predict_members(X).mean(axis=0, dtype=np.float64).astype(self.dtype)
 
@@ -550,6 +552,7 @@ class MLPEnsemble:
         Returns
         -------
         ndarray of shape (n_samples, n_outputs), the members' dtype
+            Probabilities in [0, 1] (the members' mean; not logits).
 
         Raises
         ------
@@ -619,6 +622,7 @@ class MLPEnsemble:
         Returns
         -------
         ndarray of shape (n_samples, n_targets), float64
+            Standard deviations (not variances), in the units of y.
         """
         return self.predict_distribution(X).std
 

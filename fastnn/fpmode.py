@@ -95,7 +95,14 @@ def set_flush_denormals(enabled):
 def flush_denormals(enabled=True):
     """Within the block, fastnn's compiled calls made by this thread flush subnormals (True)
     or keep them (False); leaving the block restores what applied before.  Other threads,
-    and the process-wide setting, are not affected."""
+    and the process-wide setting, are not affected.
+
+    Parameters
+    ----------
+    enabled : bool, default True
+        Flush subnormal floats (magnitudes below 1.2e-38 in float32, 2.2e-308 in float64)
+        to zero, or keep them (IEEE).
+    """
     token = _block.set(check_bool(enabled, "enabled"))
     try:
         yield
@@ -104,7 +111,12 @@ def flush_denormals(enabled=True):
 
 
 def resolve(flush_denormals):
-    """The setting a call uses: `flush_denormals` (True/False), or this thread's when None."""
+    """The setting a call uses: `flush_denormals` (True/False), or this thread's when None.
+
+    Parameters
+    ----------
+    flush_denormals : bool or None
+    """
     if flush_denormals is None:
         return get_flush_denormals()
     return check_bool(flush_denormals, "flush_denormals")

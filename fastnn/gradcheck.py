@@ -34,7 +34,8 @@ class GradientReport:
         so that one entry that happens to be ~0 does not make a correct block look wrong, and
         a block whose gradient is truly zero (a dead unit) is judged by its absolute error.
     loss : float
-        The loss at the checked parameters.
+        The loss at the checked parameters: the weighted mean over samples of the per-sample
+        losses, as ``MLP.loss_and_grad`` returns it.
     """
 
     def __init__(self, rows, loss):
@@ -88,6 +89,7 @@ def check_gradients(model, X, y, loss, sample_weight=None, *, eps=1e-6,
     y : targets as ``loss`` accepts them
     loss : str or fastnn.losses.Loss
     sample_weight : array-like of shape (n_samples,), optional
+        One weight per sample: the loss checked is the weighted mean sum_i w_i l_i / sum_i w_i.
     eps : float, default 1e-6
         Step of the central difference (error O(eps^2) + rounding O(1e-16 / eps)).
     max_checks_per_block : int, optional

@@ -166,6 +166,8 @@ class LBFGS:
         y : targets as the loss accepts them (see fastnn.losses)
         loss : str or fastnn.losses.Loss
         sample_weight : array-like of shape (n_samples,), optional
+            One weight per sample: the objective is the weighted mean loss
+            sum_i w_i l_i / sum_i w_i (plus the penalty).
         callback : callable(iteration, value), optional
             Called after every L-BFGS iteration with the objective at the new point.
         verbose : bool, default False

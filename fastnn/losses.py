@@ -275,6 +275,7 @@ class Loss:
         Parameters
         ----------
         sample_weight : array-like of shape (n_samples,) or None
+            One weight per sample of the weighted mean sum_i w_i l_i / sum_i w_i.
         n_samples : int
         dtype : numpy.float32 or numpy.float64
 
@@ -328,7 +329,8 @@ class Loss:
         y : array-like
             Targets, one row per sample (see the class docstring for their form).
         sample_weight : array-like of shape (n_samples,), optional
-            Finite weights >= 0, not all zero.  Integer weights act like repeated rows.
+            Finite weights >= 0, not all zero, one per sample: the loss is the weighted mean
+            sum_i w_i l_i / sum_i w_i.  Integer weights act like repeated rows.
         out : ndarray of shape (n_samples, n_outputs), Z's dtype, optional
             C-contiguous, writeable buffer for the gradient, returned as G.  It may be Z itself
             (the gradient then overwrites the logits, as in the training loop), but must not
@@ -470,7 +472,8 @@ class GaussianNLL(Loss):
     Parameters
     ----------
     sigma : float > 0, array-like of shape (n_samples,), or "learned", default 1.0
-        A positive scalar: one noise level for every target.  An array: sigma_i per sample
+        The noise's standard deviation (not its variance), in the units of y.  A positive
+        scalar: one noise level for every target.  An array: sigma_i per sample
         (finite, > 0), which weights sample i by 1/sigma_i^2 (less confident samples count
         less); it is tied to the rows of the training data, in order.  Every sigma must be at
         least ``SIGMA_MIN`` (7.5e-155), so that 1/sigma^2 is a finite float64.  "learned": the
@@ -603,10 +606,12 @@ class GaussianNLL(Loss):
         Parameters
         ----------
         Z : ndarray of shape (n_samples, 2 k), float32 or float64
+            Logits: k means, then k log-variances s.
 
         Returns
         -------
         ndarray of shape (n_samples, k), Z's dtype
+            Standard deviations (not variances), in the units of y.
         """
         if not self.learned:
             raise ValueError("predict_std needs GaussianNLL(sigma='learned'); with a fixed "

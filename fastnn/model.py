@@ -826,6 +826,7 @@ class MLP:
         Returns
         -------
         Z : ndarray of shape (n_samples, n_outputs), the model's dtype
+            Logits (not probabilities): the losses take these.
         """
         return self._forward(X, OUTPUT_LINKS["identity"])
 
@@ -850,6 +851,8 @@ class MLP:
         Returns
         -------
         ndarray of shape (n_samples, n_outputs) (n_outputs // 2 for learned variance)
+            The model's dtype.  Probabilities in [0, 1] (sigmoid, softmax; not logits, see
+            ``forward``), or the mean / rate in the units of y.
         """
         kind = self._link_kind()
         out = self._forward(X, kind)
@@ -863,6 +866,12 @@ class MLP:
         Parameters
         ----------
         X : array-like of shape (n_samples, n_inputs), real
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_outputs), the model's dtype
+            Probabilities in [0, 1] (not logits): rows sum to 1 for softmax; one independent
+            probability per output for sigmoid.
 
         Raises
         ------
@@ -888,7 +897,8 @@ class MLP:
 
         Returns
         -------
-        ndarray of shape (n_samples, n_outputs // 2)
+        ndarray of shape (n_samples, n_outputs // 2), the model's dtype
+            Standard deviations (not variances), in the units of y.
         """
         if self._link_kind() != _LEARNED_GAUSSIAN:
             raise ValueError("predict_std needs a model trained with "
@@ -927,7 +937,8 @@ class MLP:
             loss sum_i w_i l_i / sum_i w_i with respect to X, i.e. the same rows divided by
             sum_i w_i.
         sample_weight : array-like of shape (n_samples,), optional
-            Weights w_i (default 1), with `y` only.
+            Weights w_i (default 1), with `y` only: the loss is the weighted mean
+            sum_i w_i l_i / sum_i w_i.
 
         Returns
         -------
@@ -992,6 +1003,7 @@ class MLP:
         Returns
         -------
         ndarray of shape (n_samples, n_outputs, n_inputs), the model's dtype
+            Units of y (probability, mean, ...; logits with of="logits") per unit of x.
         """
         return self._jacobian(X, of, 0, self.n_outputs)
 
@@ -1022,6 +1034,8 @@ class MLP:
             Targets in the form the loss accepts, one row per sample.
         loss : str or fastnn.losses.Loss
         sample_weight : array-like of shape (n_samples,), optional
+            One weight per sample (default 1): the loss is the weighted mean
+            sum_i w_i l_i / sum_i w_i (only the ratios matter).
 
         Raises
         ------
@@ -1044,6 +1058,8 @@ class MLP:
             Targets in the form the loss accepts (see fastnn.losses), one row per sample.
         loss : str or fastnn.losses.Loss
         sample_weight : array-like of shape (n,), optional
+            One weight per sample (default 1): the loss is the weighted mean
+            sum_i w_i l_i / sum_i w_i (only the ratios matter).
 
         Returns
         -------
@@ -1152,7 +1168,7 @@ class MLP:
         loss : str or fastnn.losses.Loss, optional
             Default: the loss the model was trained with (see ``fit``).
         sample_weight : array-like of shape (n_samples,), optional
-            Weights of the mean loss and of the metric.
+            Weights of the weighted mean loss (sum_i w_i l_i / sum_i w_i) and of the metric.
 
         Returns
         -------
@@ -1182,10 +1198,12 @@ class MLP:
         X : array-like of shape (n_samples, n_inputs)
         y : array-like
         sample_weight : array-like of shape (n_samples,), optional
+            Weights of the weighted mean (as ``evaluate``).
 
         Returns
         -------
         float
+            Accuracy as a fraction in [0, 1] (not a percentage), or R^2 (at most 1).
         """
         return self.evaluate(X, y, sample_weight=sample_weight)[1]
 

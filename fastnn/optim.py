@@ -50,14 +50,15 @@ class Schedule:
         Parameters
         ----------
         epoch : int >= 0
-            0-based epoch index.
+            0-based epoch index (the optimizer's ``completed_epochs`` before it; the epoch
+            numbered ``epoch + 1`` in History and messages).
         base_lr : float > 0
-            The optimizer's ``lr``.
+            The optimizer's ``lr``: the step size per optimizer step (per minibatch).
 
         Returns
         -------
         float
-            The rate used for every step of that epoch.
+            The rate used for every step (minibatch) of that epoch.
         """
         raise NotImplementedError
 
@@ -67,9 +68,10 @@ class Schedule:
         Parameters
         ----------
         epoch : int >= 0
-            0-based index of the epoch that ended.
+            0-based index of the epoch that ended (History numbers it ``epoch + 1``).
         value : float
-            The validation loss when there is validation data, else the training loss.
+            The validation loss when there is validation data, else the training loss (each
+            the weighted mean of the per-sample losses).
         """
 
     def reset(self):
@@ -156,7 +158,7 @@ class Cosine(Schedule):
     total_epochs : int >= 1
         Epochs of the half cosine period; later epochs use min_lr.
     min_lr : float >= 0, default 0.0
-        The final rate.
+        The final rate (per step, as ``lr``).
 
     References
     ----------
@@ -197,7 +199,7 @@ class ReduceOnPlateau(Schedule):
     min_delta : float >= 0, default 1e-4
         Smallest decrease of the monitored loss that counts as an improvement (its units).
     min_lr : float >= 0, default 0.0
-        The rate never goes below this.
+        The rate (per step, as ``lr``) never goes below this.
     """
 
     _monotone = True
@@ -240,7 +242,12 @@ SCHEDULES = {"constant": Constant, "step": StepDecay, "invscaling": InverseScali
 
 
 def get_schedule(schedule):
-    """A Schedule instance from None (constant), a name, or an instance."""
+    """A Schedule instance from None (constant), a name, or an instance.
+
+    Parameters
+    ----------
+    schedule : None, {"constant", "step", "invscaling", "cosine", "plateau"} or Schedule
+    """
     if schedule is None:
         return Constant()
     if isinstance(schedule, Schedule):
@@ -252,7 +259,19 @@ def get_schedule(schedule):
 
 
 class Optimizer:
-    """Base class.  Subclasses set ``kind`` and the hyperparameters the compiled update reads."""
+    """Base class.  Subclasses set ``kind`` and the hyperparameters the compiled update reads.
+
+    Parameters
+    ----------
+    lr : float > 0
+        Base learning rate: the step size of each optimizer step (one per minibatch).
+    weight_decay : float >= 0
+        L2 penalty coefficient on weight matrices (see ``SGD``).
+    clip_norm : float > 0 or None
+        Euclidean norm the whole gradient vector is clipped to.
+    schedule : Schedule, str or None
+        The learning rate per epoch, a function of ``completed_epochs``.
+    """
 
     kind = None
     momentum = 0.0
@@ -358,6 +377,13 @@ class Optimizer:
     def init_state(self, n_params, dtype):
         """The state for a parameter vector of n_params in `dtype`, allocated unless it fits.
 
+        Parameters
+        ----------
+        n_params : int
+            Length of the model's parameter vector.
+        dtype : numpy.float32 or numpy.float64
+            The model's dtype.
+
         It fits when every vector this optimizer's update reads (with its hyperparameters
         now) has n_params entries of `dtype` (a warm start keeps it); otherwise fresh zeros
         replace it and the step count restarts.  Called before every compiled update, so a
@@ -380,7 +406,19 @@ class Optimizer:
         return self._state
 
     def lr_at(self, epoch):
-        """The learning rate of the epoch that follows `epoch` completed ones."""
+        """The learning rate of the epoch that follows `epoch` completed ones.
+
+        Parameters
+        ----------
+        epoch : int >= 0
+            Completed epochs (counted from 0: the rate of the run's first epoch is
+            ``lr_at(0)``).
+
+        Returns
+        -------
+        float
+            The step size per optimizer step during that epoch.
+        """
         self._check_progress()
         return float(self.schedule.lr(epoch, self.lr))
 
@@ -399,6 +437,11 @@ class Optimizer:
     def check_planned_rates(self, epochs):
         """Raise ValueError, before any step, if the schedule gives a rate that is not a finite
         positive number for one of the next `epochs` epochs (numbered from 1 in the message).
+
+        Parameters
+        ----------
+        epochs : int >= 0
+            Epochs the coming fit plans, after the ``completed_epochs`` already run.
         """
         self._check_progress()
         start, stop = self.completed_epochs, self.completed_epochs + epochs
@@ -435,8 +478,13 @@ class Optimizer:
     def compiled_args(self, lr):
         """(kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2, eps).
 
-        Checks the hyperparameters again first (see ``_check``); `lr` is the rate of this
-        step or epoch, finite and >= 0 (a schedule may end at 0).
+        Checks the hyperparameters again first (see ``_check``).
+
+        Parameters
+        ----------
+        lr : float >= 0
+            The rate of this step or epoch (per optimizer step), finite (a schedule may end
+            at 0).
         """
         self._recheck()
         self._check_progress()
@@ -454,7 +502,8 @@ class Optimizer:
         model : fastnn.MLP
             Its ``grads`` must hold the gradient (e.g. from ``model.loss_and_grad``).
         lr : float, optional
-            Overrides the base learning rate for this step (> 0).
+            Overrides the base learning rate for this step (> 0): the step size of this one
+            update.
         """
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
@@ -484,7 +533,9 @@ class SGD(Optimizer):
     Parameters
     ----------
     lr : float > 0, default 0.01
-        Base learning rate (per unit of gradient; the schedule scales it per epoch).
+        Base learning rate: each optimizer step (one per minibatch) moves the weights by
+        ``lr`` times the (momentum-averaged) mean gradient of the minibatch; the schedule
+        scales it per epoch.
     momentum : float in [0, 1), default 0.0
     nesterov : bool, default False
     weight_decay : float >= 0, default 0.0
@@ -542,7 +593,8 @@ class Adam(Optimizer):
     Parameters
     ----------
     lr : float > 0, default 1e-3
-        Base learning rate: the largest step per parameter is about lr.
+        Base learning rate: each optimizer step (one per minibatch) moves a parameter by at
+        most about ``lr``; the schedule scales it per epoch.
     beta1 : float in [0, 1), default 0.9
         Decay of the first-moment (mean) estimate; PyTorch's ``betas[0]``, Keras' ``beta_1``.
     beta2 : float in [0, 1), default 0.999
@@ -609,7 +661,12 @@ def _lr_alias(lr, learning_rate, default):
 
 
 def get_optimizer(optimizer):
-    """An Optimizer from None (SGD()), a name ("sgd", "adam") or an instance."""
+    """An Optimizer from None (SGD()), a name ("sgd", "adam") or an instance.
+
+    Parameters
+    ----------
+    optimizer : None, {"sgd", "adam"} or Optimizer
+    """
     if optimizer is None:
         return SGD()
     if isinstance(optimizer, Optimizer):

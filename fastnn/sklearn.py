@@ -760,6 +760,7 @@ def _common_doc(extra_params, extra_attrs):
     learning_rate : {{"constant", "invscaling", "adaptive"}}, default "constant"
         Schedule of the sgd solver (ignored by adam); see the module docstring.
     learning_rate_init : float > 0, default 1e-3
+        The step size of each optimizer step (one per minibatch), before the schedule.
     power_t : float >= 0, default 0.5
         Exponent of "invscaling": lr / (epoch + 1) ** power_t.
     max_iter : int >= 1, default 200
@@ -786,9 +787,12 @@ def _common_doc(extra_params, extra_attrs):
         classifier), stop after n_iter_no_change + 1 epochs without improvement of the
         monitored value, and restore the best weights.
     validation_fraction : float in (0, 1), default 0.1
+        Fraction (not a percentage) of the training data held out for early stopping.
     beta_1, beta_2 : float in [0, 1), default 0.9, 0.999
     epsilon : float > 0, default 1e-8
     n_iter_no_change : int >= 1 or numpy.inf, default 10
+        Epochs (not steps) without an improvement of more than ``tol`` that training
+        tolerates (see early_stopping).
     max_fun : int >= 1, default 15000
         lbfgs only: most evaluations of the objective (each one pass over the data).
     early_stopping_monitor : {{"loss", "score"}}, default "score"
@@ -816,20 +820,25 @@ def _common_doc(extra_params, extra_attrs):
     feature_names_in_ : ndarray of str
         Only when X had string column names (a pandas DataFrame).
     loss_ : float
-        Training loss of the last epoch.
+        Training loss of the last epoch: the weighted mean over samples plus the L2 term, as
+        ``loss_curve_[-1]``.
     loss_curve_ : list of float
-        Training loss (with the L2 term) per epoch, or per L-BFGS iteration.
+        Training loss (the weighted mean over samples, with the L2 term) per epoch, or per
+        L-BFGS iteration (see the table above).
     best_loss_ : float or None
-        Smallest training loss; None with early_stopping (see best_validation_loss_).
+        Smallest training loss (mean, as ``loss_curve_``); None with early_stopping (see
+        best_validation_loss_).
     validation_loss_curve_, validation_scores_ : list of float or None
-        Per epoch, with early_stopping only (None otherwise).
+        Per epoch, with early_stopping only (None otherwise): the mean validation loss, and
+        the validation accuracy (a fraction in [0, 1]) or R^2.
     best_validation_loss_, best_validation_score_ : float or None
+        The best of those (lowest mean loss; highest accuracy, a fraction, or R^2).
     stopped_early_ : bool
         Whether the last fit (or partial_fit) stopped on no improvement.
     n_iter_ : int
         Epochs (or L-BFGS iterations) run by the last fit or partial_fit call.
     t_ : int
-        Training samples seen.
+        Training samples seen (scikit-learn's count: samples, not optimizer steps).
     n_layers_ : int
         Layers counting the input layer, as in scikit-learn.
 {extra_attrs}"""
@@ -906,6 +915,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y : array-like of shape (n_samples,) or (n_samples, n_labels)
             Class labels, or a multi-label indicator matrix of 0/1.
         sample_weight : array-like of shape (n_samples,), optional
+            One weight per sample: each minibatch minimizes the weighted mean loss
+            sum_i w_i l_i / sum_i w_i.
 
         Returns
         -------
@@ -1054,6 +1065,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_``.
 
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
         Returns
         -------
         ndarray of shape (n_samples, n_classes), float64
@@ -1089,14 +1104,23 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         (about 2.2e-308, a log-probability above -708), and sorts and ties exactly as
         predict_proba does (scikit-learn's checks compare the two element by element).
 
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
         Returns
         -------
         ndarray of shape (n_samples, n_classes), in the dtype of predict_proba
+            Natural logarithms of the probabilities (not logits).
         """
         return np.log(self.predict_proba(X))
 
     def predict(self, X):
         """Predicted labels: the most probable class (or every label with p > 0.5).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
 
         Returns
         -------
@@ -1179,6 +1203,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
         sample_weight : array-like of shape (n_samples,), optional
+            One weight per sample: each minibatch minimizes the weighted mean loss
+            sum_i w_i l_i / sum_i w_i.
 
         Returns
         -------
@@ -1250,6 +1276,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets), float64
         y_std : same shape, float64 (only with return_std)
+            Standard deviation (not variance), in the units of y.
         """
         check_is_fitted(self)
         if return_std and self.model_._link_name() != "gaussian":

@@ -80,6 +80,16 @@ _depth = threading.local()
 def set_num_threads(n):
     """Use `n` BLAS threads in fastnn's products from now on; returns the previous count.
 
+    Parameters
+    ----------
+    n : int >= 1
+        Number of BLAS (OpenBLAS) threads, process-wide.
+
+    Returns
+    -------
+    int
+        The previous number of threads.
+
     Raises
     ------
     RuntimeError
@@ -102,6 +112,11 @@ def set_num_threads(n):
 @contextmanager
 def blas_threads(n):
     """Within the block, fastnn's products use `n` BLAS threads (None: leave as is).
+
+    Parameters
+    ----------
+    n : int >= 1 or None
+        Number of BLAS threads inside the block (process-wide while it lasts).
 
     Blocks asking for the same count run together; one asking for another count waits
     until they end (see the module docstring).  The count found before the first block is

@@ -68,7 +68,8 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
     epochs : int, default 10
         Epochs to train in this call (more epochs of the same run when continuing).
     batch_size : int, default 32
-        Clipped to n_samples.  The last, smaller batch of an epoch is used unless drop_last.
+        Samples per minibatch (one optimizer step each), clipped to n_samples.  The last,
+        smaller batch of an epoch is used unless drop_last.
     shuffle : bool, default True
         Reshuffle the samples every epoch: the order of the epoch after e completed ones is
         ``default_rng([seed, e]).permutation(n_samples)``.
@@ -92,7 +93,9 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         rank, when any rank's callback asks).  An exception raised by a callback propagates; the
         model keeps the weights of the finished epochs.
     verbose : int, default 0
-        1 prints one line per epoch; 2 shows a progress bar if tqdm is installed.
+        1 prints one line per epoch to stdout (its mean training loss, learning rate,
+        samples per second and validation figures); 2 shows a progress bar (tqdm, on
+        stderr) if tqdm is installed.
     drop_last : bool, default False
     comm : mpi4py.MPI.Intracomm, optional
         Data-parallel training over MPI (see fastnn.distributed): X, y, sample_weight and
@@ -115,6 +118,8 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
     Returns
     -------
     History (also stored as ``model.history_``)
+        Per epoch (numbered from 1 over the run): mean training loss, validation loss and
+        metric, learning rate, seconds and samples per second.
 
     Raises
     ------

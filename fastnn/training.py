@@ -78,12 +78,16 @@ class History:
     loss : list of float
         Weighted mean training loss over the epoch's minibatches (as they were trained).
     val_loss : list of float or None
+        Weighted mean loss over the validation samples after the epoch.
     val_metric : list of float or None
-        Validation accuracy (classification) or R^2 (regression); see ``metric_name``.
+        Validation accuracy (classification, a fraction in [0, 1]) or R^2 (regression); see
+        ``metric_name``.
     lr : list of float
+        The learning rate of the epoch: the step size of each optimizer step (minibatch).
     time : list of float
         Wall time of the epoch's training, seconds.
     samples_per_s : list of float
+        Training throughput of the epoch: samples per second of wall time.
     stopped_early : bool
     best_epoch : int or None
         1-based number of the epoch whose weights early stopping restored (if it did).
