@@ -560,6 +560,9 @@ class Uniform(_Preset):
     name = "uniform"
     _setting = (1.0 / 3.0, "fan_in", "uniform")
 
+    def __init__(self):
+        raise TypeError(f"fastnn.init.Uniform is no longer an initializer: {_RETIRED['uniform']}")
+
 
 #: (scale, mode, distribution) -> the preset class of that setting (an unpickled object whose
 #: stored setting no longer matches its class's becomes this class)

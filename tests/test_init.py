@@ -628,3 +628,8 @@ def test_pickle_round_trip(initializer):
     import pickle
     loaded = pickle.loads(pickle.dumps(initializer))
     assert loaded == initializer and loaded.get_config() == initializer.get_config()
+
+
+def test_the_legacy_class_cannot_be_built():
+    with pytest.raises(TypeError, match="no longer an initializer"):
+        init.Uniform()
