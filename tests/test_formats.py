@@ -353,3 +353,41 @@ def test_model_pickles_keep_their_initializers(tmp_path):
     model = _model()
     back = pickle.loads(pickle.dumps(model))
     assert [la.init for la in back.layers] == [la.init for la in model.layers]
+
+
+# ------------------------------------------------- what a stored initializer name means
+
+#: the draws each initializer name stands for in a file of each format version (what
+#: fastnn.io reads a version-1 name as, and fastnn.init's names now).  Changing what a name
+#: draws changes what every file holding it means: bump FORMAT_VERSION and translate the old
+#: names on reading (fastnn.io._V1_INITIALIZERS), then add the new version's table here.
+MEANING = {
+    1: {"he_normal": (2.0, "fan_in", "normal"), "glorot_normal": (1.0, "fan_avg", "normal"),
+        "lecun_normal": (1.0, "fan_in", "normal"), "xavier_normal": (1.0, "fan_in", "normal"),
+        "uniform": (1 / 3, "fan_in", "uniform"), "glorot_uniform": (1.0, "fan_avg", "uniform"),
+        "xavier_uniform": (1.0, "fan_avg", "uniform"), "he_uniform": (2.0, "fan_in", "uniform")},
+    2: {"glorot_uniform": (1.0, "fan_avg", "uniform"),
+        "xavier_uniform": (1.0, "fan_avg", "uniform"),
+        "xavier_normal": (1.0, "fan_avg", "normal"),
+        "glorot_normal": (1.0, "fan_avg", "truncated_normal"),
+        "he_uniform": (2.0, "fan_in", "uniform"), "kaiming_uniform": (2.0, "fan_in", "uniform"),
+        "kaiming_normal": (2.0, "fan_in", "normal"),
+        "he_normal": (2.0, "fan_in", "truncated_normal"),
+        "lecun_uniform": (1.0, "fan_in", "uniform"),
+        "lecun_normal": (1.0, "fan_in", "truncated_normal")},
+}
+
+
+@pytest.mark.parametrize("version", sorted(MEANING))
+def test_initializer_names_mean_what_their_version_says(tmp_path, version):
+    assert max(MEANING) == fio.FORMAT_VERSION, "add the new format version's table"
+    names = MEANING[version]
+    if version == fio.FORMAT_VERSION:  # every name this fastnn accepts has its meaning pinned
+        ready = set(init.NAMES) - {"zeros", "normal", "variance_scaling"}
+        assert ready == set(names)
+    for name, setting in names.items():
+        config = fio._versioned_initializer({"name": name}, version)
+        rebuilt = init.from_config(config)
+        scale, mode, distribution = setting
+        assert rebuilt.scale == pytest.approx(scale, rel=1e-15), name
+        assert (rebuilt.mode, rebuilt.distribution) == (mode, distribution), name
