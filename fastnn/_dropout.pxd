@@ -22,14 +22,18 @@ cdef struct DropoutCtx:
     uint64_t seed
     uint32_t epoch
     const Py_ssize_t *samples   # (rows,) global sample index of each row of the minibatch
+    uint32_t layer0             # added to the layer index: 0, or 1 for the view of a network
+                                # from its second layer on (fastnn/_sparse.pyx)
 
 
 cdef inline void dropout(floating *dst, const floating *src, Py_ssize_t rows, Py_ssize_t cols,
                          const DropoutCtx *ctx, int layer, double rate) noexcept nogil:
     """dst := keep * src / (1 - rate), keep from Philox(seed, epoch, sample, layer, unit)."""
     if floating is float:
-        fnn_s_dropout(dst, src, rows, cols, ctx.samples, ctx.seed, ctx.epoch, <uint32_t> layer,
-                      fnn_dropout_threshold(rate), <float> (1.0 / (1.0 - rate)))
+        fnn_s_dropout(dst, src, rows, cols, ctx.samples, ctx.seed, ctx.epoch,
+                      <uint32_t> layer + ctx.layer0, fnn_dropout_threshold(rate),
+                      <float> (1.0 / (1.0 - rate)))
     else:
-        fnn_d_dropout(dst, src, rows, cols, ctx.samples, ctx.seed, ctx.epoch, <uint32_t> layer,
-                      fnn_dropout_threshold(rate), 1.0 / (1.0 - rate))
+        fnn_d_dropout(dst, src, rows, cols, ctx.samples, ctx.seed, ctx.epoch,
+                      <uint32_t> layer + ctx.layer0, fnn_dropout_threshold(rate),
+                      1.0 / (1.0 - rate))

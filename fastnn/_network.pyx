@@ -370,7 +370,7 @@ def loss_grad_into(NetSpec spec, const floating[::1] params, floating[::1] grads
         if dropout_samples.shape[0] != X.shape[0]:
             raise ValueError(f"dropout_samples has {dropout_samples.shape[0]} entries; "
                              f"expected one per row of X ({X.shape[0]})")
-        ctx.seed, ctx.epoch, ctx.samples = dropout_seed, epoch, &dropout_samples[0]
+        ctx.seed, ctx.epoch, ctx.samples, ctx.layer0 = dropout_seed, epoch, &dropout_samples[0], 0
         net.drop = &ctx
     cdef LossParams lp
     check_net(spec, params.shape[0], grads.shape[0], X.shape[1], X.shape[0])

@@ -3,7 +3,7 @@
 from cython cimport floating
 
 from fastnn._losses cimport LossParams
-from fastnn._network cimport Net
+from fastnn._network cimport Net, NetSpec
 
 
 cdef struct Optimizer:
@@ -30,3 +30,21 @@ cdef double train_step(const Net *net, Optimizer *opt, floating *params, floatin
                        const Py_ssize_t *labels, const floating *sample_weight,
                        const floating *sigma, double batch_weight, floating *acts,
                        floating *delta0, floating *delta1, int *status) noexcept nogil
+
+
+# for the sparse epoch loop (fastnn/_sparse.pyx), which shares the update and the checks
+cdef Optimizer _optimizer(int kind, double lr, double momentum, bint nesterov,
+                         double weight_decay, double clip_norm, double beta1, double beta2,
+                         double eps, long long t)
+
+cdef int _check_epoch_buffers(NetSpec spec, Py_ssize_t n_params, Py_ssize_t n_grads,
+                              Py_ssize_t n_s1, Py_ssize_t n_s2, Py_ssize_t n, Py_ssize_t n_in,
+                              Py_ssize_t y_rows, Py_ssize_t y_cols, Py_ssize_t n_labels,
+                              Py_ssize_t n_sw, Py_ssize_t n_sigma,
+                              const Py_ssize_t[::1] order, Py_ssize_t batch_size,
+                              int loss_kind, int opt_kind, double momentum, long long t0,
+                              Py_ssize_t n_acts, Py_ssize_t n_d0, Py_ssize_t n_d1,
+                              Py_ssize_t xb_rows, Py_ssize_t xb_cols, Py_ssize_t yb_rows,
+                              Py_ssize_t yb_cols, Py_ssize_t n_lb, Py_ssize_t n_swb,
+                              Py_ssize_t n_sigmab, Py_ssize_t row_offset,
+                              bint distributed) except -1

@@ -417,7 +417,7 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     if np.any(spec._drop_rates > 0):
         samples_buf = np.empty(max(batch_size, 1), dtype=np.intp)
         samples = &samples_buf[0]
-        dctx.seed, dctx.epoch, dctx.samples = dropout_seed, epoch, samples
+        dctx.seed, dctx.epoch, dctx.samples, dctx.layer0 = dropout_seed, epoch, samples, 0
         net.drop = &dctx
 
     _check_epoch_buffers(

@@ -16,6 +16,7 @@ import threading
 import warnings
 
 import numpy as np
+from scipy import sparse as _scipy_sparse
 
 from fastnn import _network, fpmode, init as _init
 from fastnn._validation import (all_finite, as_ndarray, check_choice, check_number,
@@ -809,6 +810,9 @@ class MLP:
         return loss
 
     def _forward(self, X, kind):
+        if _scipy_sparse.issparse(X):  # the compiled sparse first layer, X kept sparse
+            from fastnn.sparse import forward_kind
+            return forward_kind(self, X, kind)
         X = as_input(X, "X", self.dtype, self.n_inputs)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         _network.forward_into(self._spec, self.params, X, out, kind, PREDICT_CHUNK_ROWS,
@@ -820,8 +824,9 @@ class MLP:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_inputs)
-            Converted once to the model's dtype (see ``as_input``).
+        X : array-like or scipy.sparse matrix/array of shape (n_samples, n_inputs)
+            Converted once to the model's dtype (see ``as_input``); a sparse X is kept
+            sparse (fastnn.sparse: the first layer over its stored entries).
 
         Returns
         -------
@@ -918,8 +923,9 @@ class MLP:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_inputs)
-            Converted once to the model's dtype (see ``as_input``).
+        X : array-like or scipy.sparse matrix/array of shape (n_samples, n_inputs)
+            Converted once to the model's dtype (see ``as_input``); a sparse X is kept
+            sparse (fastnn.sparse: the first layer over its stored entries).
         y : array-like, optional
             Targets as `loss` accepts them: return the loss gradient.
         loss : str or fastnn.losses.Loss, optional
@@ -1119,7 +1125,7 @@ class MLP:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_inputs)
+        X : array-like or scipy.sparse matrix/array of shape (n_samples, n_inputs)
         y : array-like
             Targets in the form the loss accepts.
         loss : str or fastnn.losses.Loss, optional

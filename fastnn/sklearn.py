@@ -67,10 +67,10 @@ What scikit-learn's MLP lacks and these have
   (``fastnn.GaussianNLL(sigma="learned")``); ``predict(X, return_std=True)`` returns both.
 * The fitted network is ``model_``, a ``fastnn.MLP``: ``clf.model_.save("model.npz")``.
 
-Sparse input (scipy.sparse CSR/CSC, matrices or arrays): lbfgs and every prediction method keep
-it sparse (fastnn.sparse: the first layer's products over the stored entries); sgd and adam
-train on a dense copy (their minibatch loop has no sparse kernels yet), which needs the memory
-of the dense matrix.
+Sparse input (scipy.sparse CSR/CSC, matrices or arrays): every solver (sgd, adam: the compiled
+sparse minibatch loop; lbfgs) and every prediction method keep it sparse (fastnn.sparse: the
+first layer's products over the stored entries), so memory stays O(nnz).  A CSC X is converted
+to CSR once per fit call.
 """
 import hashlib
 import numbers
@@ -119,16 +119,27 @@ def _fingerprint(*arrays):
         if a is None:
             digest.update(b"none")
             continue
-        a = np.ascontiguousarray(a)
-        digest.update(repr((a.shape, a.dtype.str)).encode())
-        digest.update(a.data)
+        if sparse.issparse(a):  # its stored structure and values, canonical CSR
+            a = sparse.csr_array(a, copy=True)
+            a.sum_duplicates()
+            digest.update(b"sparse")
+            parts = (a.data, a.indices.astype(np.int64), a.indptr.astype(np.int64))
+            digest.update(repr(a.shape).encode())
+        else:
+            parts = (a,)
+        for part in parts:
+            part = np.ascontiguousarray(part)
+            digest.update(repr((part.shape, part.dtype.str)).encode())
+            digest.update(part.data)
     return digest.hexdigest()
 
 
 def _same_arrays(a, b):
     """True when the tuples of arrays a and b hold the same values (b may be None)."""
     return b is not None and len(a) == len(b) and all(
-        x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b))
+        x.shape == y.shape and sparse.issparse(x) == sparse.issparse(y) and
+        ((x != y).nnz == 0 if sparse.issparse(x) else np.array_equal(x, y))
+        for x, y in zip(a, b))
 
 
 class NonFiniteFit(TrainingDiverged, ValueError):
@@ -304,8 +315,6 @@ class _BaseMLP(BaseEstimator):
         X, y = validate_data(self, X, y, reset=first, dtype=self._resolve_dtype(X, dtype, first),
                              order="C", multi_output=True, accept_sparse=("csr", "csc"),
                              y_numeric=not self._is_fastnn_classifier)
-        if self.solver != "lbfgs":
-            X = _dense(X)  # lbfgs keeps X sparse: fastnn.sparse's kernels
         dtype = X.dtype
         first_targets = first or not hasattr(self, "n_outputs_") or (
             self._is_fastnn_classifier and not hasattr(self, "classes_"))
@@ -469,8 +478,8 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError("validation_data must be (X_val, y_val) or "
                                  "(X_val, y_val, sample_weight_val)")
             X_val, y_val, *sw_val = validation_data
-            X_val = _dense(validate_data(self, X_val, reset=False, dtype=dtype, order="C",
-                                         accept_sparse=("csr", "csc")))
+            X_val = validate_data(self, X_val, reset=False, dtype=dtype, order="C",
+                                  accept_sparse=("csr", "csc"))
             y_val = np.asarray(y_val)
             Y_val, sw_val = self._targets(y_val, sw_val[0] if sw_val else None,
                                           X_val.shape[0], dtype, False, True, None)
@@ -480,7 +489,7 @@ class _BaseMLP(BaseEstimator):
             self._validation_set = val_set
             return X, Y, sw, self._validation_set
         n = X.shape[0]
-        take = lambda a, idx: None if a is None else np.ascontiguousarray(a[idx])  # noqa: E731
+        take = _take_rows
         if incremental and self._validation_set is not None:
             held = getattr(self, "_held_out", None)
             if held is not None and held[0] == _fingerprint(X, Y, sw):
@@ -701,12 +710,11 @@ def _solver_is_stochastic(estimator):
     return True
 
 
-def _dense(X):
-    """X as a dense array.  sgd and adam train on a dense copy of a sparse X (their epoch
-    loop has no sparse kernels yet); lbfgs and prediction do not densify."""
-    if sparse.issparse(X):
-        return np.ascontiguousarray(X.toarray())
-    return X
+def _take_rows(a, idx):
+    """Rows idx of an array or of a sparse matrix (kept sparse), or None."""
+    if a is None:
+        return None
+    return a[idx] if sparse.issparse(a) else np.ascontiguousarray(a[idx])
 
 
 def _as_list(values, name):
@@ -1288,7 +1296,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if sparse.issparse(X) and not return_std:
             mean = sparse_forward(self.model_, X, link=True).astype(out, copy=False)
             return mean.ravel() if self.n_outputs_ == 1 else mean
-        X = _dense(X)
         mean = self.model_.predict(X).astype(out, copy=False)
         if self.n_outputs_ == 1:
             mean = mean.ravel()

@@ -29,6 +29,13 @@ class CSRInput:
     def __init__(self, data, indices, indptr, shape):
         self.data, self.indices, self.indptr, self.shape = data, indices, indptr, shape
 
+    def take(self, rows):
+        """The rows `rows` (1-D intp, each in range) as a new CSRInput (a validation split)."""
+        csr = _sp.csr_array((self.data, self.indices, self.indptr), shape=self.shape)[rows]
+        return CSRInput(np.ascontiguousarray(csr.data, self.data.dtype),
+                        np.ascontiguousarray(csr.indices, np.intp),
+                        np.ascontiguousarray(csr.indptr, np.intp), csr.shape)
+
 
 def as_csr(X, name, dtype, n_features=None):
     """Convert a scipy.sparse X once to the kernels' CSR layout and check it.
@@ -36,7 +43,12 @@ def as_csr(X, name, dtype, n_features=None):
     Parameters
     ----------
     X : scipy.sparse matrix or array of shape (n_samples, n_features)
-        Any format; CSR is used as is (summed duplicates, sorted indices), others converted.
+        Any format, int32 or int64 indices.  Copied once: a CSC/COO/... matrix is converted to
+        CSR (scipy's conversion, about the size of X); a CSR with duplicate or unsorted
+        entries is canonicalised (duplicates summed); the stored values are cast to dtype
+        (no copy when they already are) and indices/indptr to intp (no copy when they are
+        already 64-bit on a 64-bit platform; int32 indices cost 8 bytes per stored entry).
+        Peak memory is therefore O(nnz), never O(n_samples * n_features).
     name : str
         The argument's name, for errors.
     dtype : numpy.float32 or numpy.float64
@@ -101,7 +113,7 @@ def forward(model, X, link=False):
     Parameters
     ----------
     model : fastnn.MLP
-    X : scipy.sparse matrix or array of shape (n_samples, model.n_inputs)
+    X : scipy.sparse matrix or array of shape (n_samples, model.n_inputs), or a CSRInput
     link : bool, default False
         Apply the model's output link (as ``model.predict``) rather than return logits.
 
@@ -109,15 +121,23 @@ def forward(model, X, link=False):
     -------
     ndarray of shape (n_samples, model.n_outputs), the model's dtype
     """
-    csr = X if isinstance(X, CSRInput) else as_csr(X, "X", model.dtype, model.n_inputs)
-    out = np.empty((csr.shape[0], model.n_outputs), dtype=model.dtype)
-    kind = 0
+    from fastnn.model import OUTPUT_LINKS
+    kind = OUTPUT_LINKS["identity"]
     if link:
-        from fastnn.model import OUTPUT_LINKS
         name = model._link_name()
         if name not in OUTPUT_LINKS:
             raise ValueError(f"the sparse forward pass has no output link {name!r}")
         kind = OUTPUT_LINKS[name]
+    return forward_kind(model, X, kind)
+
+
+def forward_kind(model, X, kind):
+    """The logits of a sparse X (or CSRInput) with the output link of code `kind` applied
+    (``fastnn.model.OUTPUT_LINKS``; the identity code gives the logits): what
+    ``MLP._forward`` computes for a dense X."""
+    from fastnn.model import OUTPUT_LINKS
+    csr = X if isinstance(X, CSRInput) else as_csr(X, "X", model.dtype, model.n_inputs)
+    out = np.empty((csr.shape[0], model.n_outputs), dtype=model.dtype)
     _sparse.forward_csr_into(model._spec, model.params, csr.data, csr.indices, csr.indptr,
-                             out, kind, bool(link), PREDICT_CHUNK_ROWS)
+                             out, kind, kind != OUTPUT_LINKS["identity"], PREDICT_CHUNK_ROWS)
     return out

@@ -25,6 +25,7 @@ from fastnn._validation import (MAX_DIM, check_bool, check_number, check_random_
                                 check_writeable)
 from fastnn.model import MLP
 from fastnn.optim import get_optimizer
+from fastnn.sparse import CSRInput, as_csr, issparse
 # the public classes of a run are defined beside it and re-exported here (fastnn.trainer.X)
 from fastnn.training import (SIGNAL_CHECK_INTERVAL, EarlyStopping, History,  # noqa: F401
                              TrainingDiverged, TrainingRun, evaluate)
@@ -41,7 +42,10 @@ def _split_validation(arrays, n, fraction, rng):
                          f"{n_val} validation samples out of {n}; expected at least one of each")
     perm = rng.permutation(n)
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    take = lambda a, idx: None if a is None else np.ascontiguousarray(a[idx])  # noqa: E731
+    def take(a, idx):
+        if a is None:
+            return None
+        return a.take(idx) if isinstance(a, CSRInput) else np.ascontiguousarray(a[idx])
     return [take(a, train_idx) for a in arrays], [take(a, val_idx) for a in arrays]
 
 
@@ -54,8 +58,11 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
     Parameters
     ----------
     model : fastnn.MLP
-    X : array-like of shape (n_samples, n_inputs)
-        Converted once to the model's dtype (float32 or float64).
+    X : array-like or scipy.sparse matrix/array of shape (n_samples, n_inputs)
+        Converted once to the model's dtype (float32 or float64).  A sparse X (any format)
+        is converted once to CSR (``fastnn.sparse.as_csr``: O(nnz) memory) and kept sparse:
+        the compiled sparse epoch loop (fastnn/_sparse.pyx) reads each minibatch's rows in
+        place.  Not with ``comm``, nor layer normalization of the first layer.
     y : array-like
         Targets as the loss accepts them (labels, one-hot/probability rows, values).
     loss : str or fastnn.losses.Loss
@@ -225,8 +232,9 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
 
 
 def _prepare_fit_data(model, X, y, loss, sample_weight, validation_data, fraction, rng):
-    """(loss, (X, Y, labels, sw, sigma), validation arrays or None), all validated."""
-    loss, X, Y, labels, sw, sigma = model.prepare_data(X, y, loss, sample_weight)
+    """(loss, (X, Y, labels, sw, sigma), validation arrays or None), all validated.  A
+    scipy.sparse X (or X_val) becomes a CSRInput, converted once (fastnn.sparse.as_csr)."""
+    loss, X, Y, labels, sw, sigma = _prepare_data(model, X, y, loss, sample_weight, "X")
     val = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
@@ -236,8 +244,19 @@ def _prepare_fit_data(model, X, y, loss, sample_weight, validation_data, fractio
         if loss.sample_sigma is not None:
             raise ValueError("validation_data cannot be used with a per-sample sigma; use "
                              "validation_split, which splits sigma with the data")
-        val = model.prepare_data(X_val, y_val, loss, sw_val[0] if sw_val else None)[1:]
+        val = _prepare_data(model, X_val, y_val, loss, sw_val[0] if sw_val else None,
+                            "X_val")[1:]
     elif fraction > 0:
         (X, Y, labels, sw, sigma), val = _split_validation(
             [X, Y, labels, sw, sigma], X.shape[0], fraction, rng)
     return loss, (X, Y, labels, sw, sigma), val
+
+
+def _prepare_data(model, X, y, loss, sample_weight, name):
+    """model.prepare_data, or for a scipy.sparse X its CSR conversion (kept sparse: the
+    compiled sparse epoch loop, fastnn/_sparse.pyx) and model.prepare_targets."""
+    if not issparse(X):
+        return model.prepare_data(X, y, loss, sample_weight)
+    loss = model._use_loss(loss)  # a bad loss is reported before a bad X, as for dense X
+    X = as_csr(X, name, model.dtype, model.n_inputs)
+    return (loss, X) + model.prepare_targets(X.shape[0], y, loss, sample_weight)[1:]

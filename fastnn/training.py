@@ -37,8 +37,9 @@ import warnings
 
 import numpy as np
 
-from fastnn import _losses, _network, _sgd, fpmode
+from fastnn import _losses, _network, _sgd, _sparse, fpmode
 from fastnn._validation import all_finite, check_number
+from fastnn.sparse import CSRInput, forward_kind as sparse_forward_kind
 from fastnn.threads import blas_threads
 
 #: seconds between two checks for Ctrl-C inside the compiled loop
@@ -266,14 +267,16 @@ class EarlyStopping:
 class _Workspace:
     """Every buffer the compiled epoch needs, allocated once per fit."""
 
-    def __init__(self, model, batch_size, n_targets, has_labels, has_sw, has_sigma):
+    def __init__(self, model, batch_size, n_targets, has_labels, has_sw, has_sigma,
+                 sparse_input=False):
         spec, dt = model._spec, model.dtype
         b = batch_size
         try:
             self.acts = np.empty(b * spec.act_width, dt)
             self.delta0 = np.empty(b * spec.max_width, dt)
             self.delta1 = np.empty(b * spec.max_width, dt)
-            self.X = np.empty((b, model.n_inputs), dt)
+            # a sparse X is read in place (no dense batch of n_inputs columns)
+            self.X = None if sparse_input else np.empty((b, model.n_inputs), dt)
             self.Y = np.empty((b, n_targets), dt) if n_targets else None
             self.labels = np.empty(b, np.intp) if has_labels else None
             self.sw = np.empty(b, dt) if has_sw else None
@@ -305,9 +308,12 @@ def _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals=None
     from the mean) and resid (sum of squared residuals), the inputs of R^2.  All float64
     (Python floats or float64 arrays), so sums over ranks cannot overflow the model's dtype.
     """
-    Z = np.empty((X.shape[0], model.n_outputs), model.dtype)
-    _network.forward_into(model._spec, model.params, X, Z, 0, 4096,
-                          fpmode.resolve(flush_denormals))
+    if isinstance(X, CSRInput):
+        Z = sparse_forward_kind(model, X, 0)  # the logits (link code 0: identity)
+    else:
+        Z = np.empty((X.shape[0], model.n_outputs), model.dtype)
+        _network.forward_into(model._spec, model.params, X, Z, 0, 4096,
+                              fpmode.resolve(flush_denormals))
     stats = {"weight": float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64)),
              "loss": float(_losses.loss_grad_into(loss.kind, int(loss.full), loss.scalar_sigma,
                                                   Z, Y, labels, sw, sigma, 1.0, None))}
@@ -463,6 +469,9 @@ class TrainingRun:
             totals.append(_weight_total(self.val))
         if self.mpi is not None:
             totals = [float(t) for t in self.mpi.sum(totals)]
+        if self.mpi is not None and isinstance(self.data[0], CSRInput):
+            raise ValueError("data-parallel training (comm) does not support a sparse X: pass "
+                             "each rank's shard dense (X.toarray()), or train without comm")
         es = self.early_stopping
         if es is not None and es.monitor == "val_metric" and self.val is None:
             raise ValueError("EarlyStopping(monitor='val_metric') needs validation data: pass "
@@ -537,7 +546,8 @@ class TrainingRun:
         model, mpi = self.model, self.mpi
         X, Y, labels, sw, sigma = self.data
         self.ws = _Workspace(model, self.batch_size, 0 if Y is None else Y.shape[1],
-                             labels is not None, sw is not None, sigma is not None)
+                             labels is not None, sw is not None, sigma is not None,
+                             isinstance(X, CSRInput))
         self.state = self.optimizer.init_state(model.n_params, model.dtype)
         self.grads = model.grads
         if mpi is not None:
@@ -611,6 +621,8 @@ class TrainingRun:
         # hyperparameters and state as they are now (a callback may have changed momentum);
         # the model's lock keeps a save in another thread out of the running epoch
         opt_args = opt.compiled_args(lr)
+        if isinstance(X, CSRInput):
+            return self._train_epoch_csr(opt_args)
         with model._lock:
             state1, state2 = opt.init_state(model.n_params, model.dtype)
             loss_sum, weight_sum, steps, opt.t, status, failed_step, pending = \
@@ -622,6 +634,23 @@ class TrainingRun:
                     ws.labels, ws.sw, ws.sigma, SIGNAL_CHECK_INTERVAL, self.offset,
                     None if self.mpi is None else self.mpi.reducer, self.flush_denormals,
                     dropout_seed=self.dropout_seed, epoch=opt.completed_epochs)
+        return loss_sum, weight_sum, steps, status, failed_step, pending
+
+    def _train_epoch_csr(self, opt_args):
+        """_train_epoch for a sparse X (a CSRInput): the compiled sparse epoch loop reads the
+        minibatches' rows of X in place (fastnn/_sparse.pyx)."""
+        model, opt, ws, (X, Y, labels, sw, sigma) = self.model, self.optimizer, self.ws, self.data
+        with model._lock:
+            state1, state2 = opt.init_state(model.n_params, model.dtype)
+            loss_sum, weight_sum, steps, opt.t, status, failed_step, pending = \
+                _sparse.train_epoch_csr(
+                    model._spec, model.params, self.grads, state1, state2, X.data, X.indices,
+                    X.indptr, X.shape[1], Y, labels, sw, sigma, self.order, self.batch_size,
+                    self.drop_last, self.loss.kind, int(self.loss.full),
+                    self.loss.scalar_sigma, *opt_args, opt.t, ws.acts, ws.delta0, ws.delta1,
+                    ws.Y, ws.labels, ws.sw, ws.sigma, SIGNAL_CHECK_INTERVAL,
+                    self.flush_denormals, dropout_seed=self.dropout_seed,
+                    epoch=opt.completed_epochs)
         return loss_sum, weight_sum, steps, status, failed_step, pending
 
     def _check_status(self, status, failed_step, pending, steps, epoch, lr):

@@ -1,0 +1,307 @@
+"""The compiled sparse minibatch loop (fastnn/_sparse.pyx train_epoch_csr) against the dense
+one (fastnn/_sgd.pyx train_epoch) on the same data: the dense loop is the reference."""
+import os
+import signal
+import threading
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import fastnn
+from fastnn import _sgd, _sparse
+from fastnn.sparse import as_csr
+from fastnn.training import TrainingDiverged
+
+# parameters after several epochs, sparse vs dense loop (float32: products summed in
+# another order, amplified over ~40 steps)
+RTOL = {np.float64: 1e-10, np.float32: 2e-4}
+ATOL = {np.float64: 1e-12, np.float32: 2e-5}
+
+
+def _data(n=90, d=40, density=0.15, seed=0, n_classes=3):
+    rng = np.random.default_rng(seed)
+    X = sp.random(n, d, density=density, random_state=seed, format="csr",
+                  data_rvs=lambda k: rng.normal(size=k))
+    X = X.toarray()
+    X[5] = 0.0                          # an empty row
+    y = rng.integers(0, n_classes, n)
+    return X, y
+
+
+def _non_canonical(X, index_dtype):
+    """X as a CSR with duplicate and unsorted entries (same values), indices of index_dtype."""
+    coo = sp.coo_array(X)
+    half = coo.data / 2
+    rows = np.concatenate([coo.row, coo.row])
+    cols = np.concatenate([coo.col, coo.col])
+    order = np.random.default_rng(1).permutation(rows.size)
+    dup = sp.coo_array((np.concatenate([half, coo.data - half])[order],
+                        (rows[order], cols[order])), shape=X.shape)
+    csr = sp.csr_array(dup)          # conversion sums duplicates: build the raw arrays instead
+    indptr = np.zeros(X.shape[0] + 1, np.int64)
+    np.add.at(indptr, rows[order] + 1, 1)
+    indptr = np.cumsum(indptr)
+    by_row = np.argsort(rows[order], kind="stable")
+    raw = sp.csr_array((dup.data[by_row], cols[order][by_row].astype(index_dtype),
+                        indptr.astype(index_dtype)), shape=X.shape)
+    assert not raw.has_canonical_format and csr.shape == raw.shape
+    return raw
+
+
+OPTIMIZERS = {
+    "sgd": lambda: fastnn.SGD(lr=0.05),
+    "sgd-decay": lambda: fastnn.SGD(lr=0.05, weight_decay=1e-3),
+    "momentum": lambda: fastnn.SGD(lr=0.05, momentum=0.9),
+    "nesterov-clip": lambda: fastnn.SGD(lr=0.05, momentum=0.9, nesterov=True, clip_norm=0.5),
+    "adam": lambda: fastnn.Adam(lr=0.01, weight_decay=1e-3),
+}
+
+
+def _fit_both(X, y, dtype, opt, sizes=(40, 16, 8, 3), activation="tanh", dropout=0.0,
+              normalization=None, sample_weight=None, shuffle=True, drop_last=False,
+              loss="cross_entropy", Xs=None, epochs=4, **kw):
+    out = []
+    for data in (X, sp.csr_array(X) if Xs is None else Xs):
+        model = fastnn.MLP(list(sizes), activation=activation, dtype=dtype, seed=3,
+                           dropout=dropout, normalization=normalization)
+        hist = fastnn.fit(model, data, y, loss, OPTIMIZERS[opt](), epochs=epochs, batch_size=16,
+                          seed=7, shuffle=shuffle, sample_weight=sample_weight,
+                          drop_last=drop_last, **kw)
+        out.append((model, hist))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+def test_sparse_loop_equals_dense_loop(dtype, opt):
+    X, y = _data()
+    (dense, hd), (sparse, hs) = _fit_both(X, y, dtype, opt)
+    np.testing.assert_allclose(sparse.params, dense.params, rtol=RTOL[dtype], atol=ATOL[dtype])
+    np.testing.assert_allclose(hs.loss, hd.loss, rtol=RTOL[dtype] * 10)
+    assert sparse.params.dtype == dtype
+
+
+@pytest.mark.parametrize("sizes", [(40, 3), (40, 16, 3), (40, 16, 8, 3), (40, 12, 10, 8, 3)],
+                         ids=["1-layer", "2-layers", "3-layers", "4-layers"])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "silu", "leaky_relu", "sigmoid", "elu"])
+def test_every_depth_and_first_layer_activation(sizes, activation):
+    # 1 layer: no dense part; 2, 3, 4: the view of layers 2..L has an odd/even number of
+    # layers (where net_backward leaves dl/dZ_2); GELU/SiLU keep the pre-activation
+    X, y = _data(seed=2)
+    (dense, _), (sparse, _) = _fit_both(X, y, np.float64, "adam", sizes=sizes,
+                                        activation=activation)
+    np.testing.assert_allclose(sparse.params, dense.params, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_dropout_and_sample_weights_and_later_normalization(dtype, activation):
+    X, y = _data(seed=4)
+    sw = np.random.default_rng(0).uniform(0, 2, X.shape[0])
+    sw[:20] = 0.0                        # with batch_size 16 and no shuffle: a zero-weight batch
+    for shuffle in (True, False):
+        (dense, _), (sparse, _) = _fit_both(
+            X, y, dtype, "momentum", activation=activation, dropout=[0.3, 0.2],
+            normalization=[None, "layer"], sample_weight=sw, shuffle=shuffle, drop_last=True)
+        np.testing.assert_allclose(sparse.params, dense.params, rtol=RTOL[dtype],
+                                   atol=ATOL[dtype])
+
+
+@pytest.mark.parametrize("loss", ["mse", "poisson", "bce"])
+def test_other_losses_and_targets(loss):
+    X, y = _data(seed=5)
+    rng = np.random.default_rng(0)
+    targets = {"mse": rng.normal(size=(X.shape[0], 3)),
+               "poisson": rng.poisson(1.0, size=(X.shape[0], 3)).astype(float),
+               "bce": rng.integers(0, 2, (X.shape[0], 3)).astype(float)}
+    (dense, _), (sparse, _) = _fit_both(X, targets[loss], np.float64, "adam", loss=loss,
+                                        validation_split=0.2)
+    np.testing.assert_allclose(sparse.params, dense.params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sparse.history_.val_loss, dense.history_.val_loss, rtol=1e-10)
+
+
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("fmt", ["csr_matrix", "csc_array", "coo_matrix", "raw"])
+def test_formats_index_types_duplicates_unsorted(fmt, index_dtype):
+    X, y = _data(seed=6)
+    if fmt == "raw":
+        Xs = _non_canonical(X, index_dtype)
+    else:
+        Xs = getattr(sp, fmt)(X)
+        if hasattr(Xs, "indices"):
+            Xs.indices = Xs.indices.astype(index_dtype)
+            Xs.indptr = Xs.indptr.astype(index_dtype)
+    (dense, _), (sparse, _) = _fit_both(X, y, np.float64, "adam", Xs=Xs,
+                                        validation_data=(Xs, y))
+    np.testing.assert_allclose(sparse.params, dense.params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sparse.predict(Xs), dense.predict(X), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(sparse.forward(Xs), dense.forward(X), rtol=1e-10, atol=1e-14)
+
+
+def test_continued_run_is_the_uninterrupted_one():
+    X, y = _data(seed=8)
+    Xs = sp.csr_array(X)
+    a = fastnn.MLP([40, 16, 3], dtype=np.float64, seed=0)
+    b = fastnn.MLP([40, 16, 3], dtype=np.float64, seed=0)
+    opt_a, opt_b = fastnn.Adam(lr=0.01), fastnn.Adam(lr=0.01)
+    fastnn.fit(a, Xs, y, "cross_entropy", opt_a, epochs=4, seed=1)
+    fastnn.fit(b, Xs, y, "cross_entropy", opt_b, epochs=2, seed=1)
+    fastnn.fit(b, Xs, y, "cross_entropy", opt_b, epochs=2, seed=1)
+    np.testing.assert_array_equal(a.params, b.params)
+    assert opt_a.t == opt_b.t
+
+
+def test_divergence_is_reported_as_for_dense_input():
+    X, y = _data(seed=9)
+    X *= 1e6
+    errors = []
+    for data in (X, sp.csr_array(X)):
+        model = fastnn.MLP([40, 16, 3], dtype=np.float32, seed=0)
+        with pytest.raises(TrainingDiverged) as info:
+            fastnn.fit(model, data, y, "cross_entropy", fastnn.SGD(lr=10.0), epochs=5,
+                       seed=0)
+        errors.append(str(info.value))
+        assert np.all(np.isfinite(model.params))
+    assert errors[0] == errors[1]
+
+
+def test_statuses_are_those_of_the_dense_loop():
+    assert (_sparse.STATUS_OK, _sparse.STATUS_DIVERGED, _sparse.STATUS_INTERRUPTED,
+            _sparse.STATUS_KERNEL_ERROR) == (_sgd.STATUS_OK, _sgd.STATUS_DIVERGED,
+                                             _sgd.STATUS_INTERRUPTED, _sgd.STATUS_KERNEL_ERROR)
+
+
+def test_a_signal_stops_the_compiled_loop_with_the_model_consistent():
+    # a Python signal handler raising inside the nogil sparse loop (as Ctrl-C does): the fit
+    # stops after the running minibatch, re-raises, and the caller's FP mode is back
+    from fastnn import _network
+    rng = np.random.default_rng(12)
+    X = sp.random(4000, 500, density=0.02, format="csr", random_state=0)
+    labels = rng.integers(0, 10, 4000)
+    model = fastnn.MLP([500, 64, 10], seed=0)
+    opt = fastnn.Adam()
+    mode = _network._get_fpmode()
+    old = signal.signal(signal.SIGUSR1, _raise_interrupt)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fastnn.fit(model, X, labels, "cross_entropy", opt, epochs=100_000, batch_size=16,
+                       seed=0)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, old)
+    assert _network._get_fpmode() == mode
+    assert opt.t > 0 and np.all(np.isfinite(model.params))
+    assert all(np.isfinite(st).all() for st in opt.state)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def test_first_layer_normalization_is_a_clear_error():
+    X, y = _data()
+    model = fastnn.MLP([40, 16, 3], dtype=np.float64, seed=0, normalization="layer")
+    with pytest.raises(ValueError, match="layer normalization of the first layer"):
+        fastnn.fit(model, sp.csr_array(X), y, "cross_entropy", epochs=1)
+
+
+CROSS_ENTROPY = fastnn.losses.get_loss("cross_entropy").kind
+
+
+def _epoch_args(model, csr, order, batch=8):
+    ws_rows = batch
+    dt = model.dtype
+    spec = model._spec
+    labels = np.zeros(csr.shape[0], np.intp)
+    return dict(spec=spec, params=model.params, grads=model.grads, state1=None, state2=None,
+                data=csr.data, indices=csr.indices, indptr=csr.indptr,
+                n_features=csr.shape[1], Y=None, labels=labels, sample_weight=None,
+                sigma=None, order=order, batch_size=batch, drop_last=False, loss_kind=CROSS_ENTROPY,
+                loss_full=0, sigma_scalar=1.0, opt_kind=_sgd.OPT_SGD, lr=0.1, momentum=0.0,
+                nesterov=False, weight_decay=0.0, clip_norm=0.0, beta1=0.9, beta2=0.999,
+                eps=1e-8, t0=0, acts=np.empty(ws_rows * spec.act_width, dt),
+                delta0=np.empty(ws_rows * spec.max_width, dt),
+                delta1=np.empty(ws_rows * spec.max_width, dt), Y_batch=None,
+                labels_batch=np.empty(ws_rows, np.intp), sw_batch=None, sigma_batch=None,
+                check_every=0.1)
+
+
+def test_the_compiled_entry_point_checks_what_it_follows():
+    X, _ = _data()
+    model = fastnn.MLP([40, 16, 3], dtype=np.float64, seed=0)
+    csr = as_csr(sp.csr_array(X), "X", np.float64)
+    order = np.arange(X.shape[0], dtype=np.intp)
+    args = _epoch_args(model, csr, order)
+    _sparse.train_epoch_csr(**args)                        # well-formed: runs
+    bad = dict(args, order=np.array([0, X.shape[0]], np.intp))
+    with pytest.raises(ValueError, match="order\\[1\\]"):
+        _sparse.train_epoch_csr(**bad)
+    bad_idx = csr.indices.copy()
+    bad_idx[3] = 40
+    with pytest.raises(ValueError, match="outside"):
+        _sparse.train_epoch_csr(**dict(args, indices=bad_idx))
+    with pytest.raises(ValueError, match="features"):
+        _sparse.train_epoch_csr(**dict(args, n_features=41))
+    with pytest.raises(ValueError, match="workspace acts"):
+        _sparse.train_epoch_csr(**dict(args, acts=np.empty(3)))
+    with pytest.raises(ValueError, match="labels_batch"):
+        _sparse.train_epoch_csr(**dict(args, labels_batch=np.empty(2, np.intp)))
+
+
+def test_no_dense_copy_of_a_large_sparse_matrix():
+    # 20000 x 20000 at 0.2% density: 800,000 stored values (~10 MB as CSR with int32
+    # indices); the dense float32 matrix would be 1.6 GB
+    n = d = 20000
+    rng = np.random.default_rng(0)
+    per_row = 40                        # 0.2% of 20000 (sp.random is slow at this size)
+    X = sp.csr_array((rng.normal(size=n * per_row).astype(np.float32),
+                      np.sort(rng.integers(0, d, (n, per_row)), axis=1).ravel(),
+                      np.arange(0, n * per_row + 1, per_row)), shape=(n, d))
+    X.sum_duplicates()
+    y = rng.integers(0, 2, n)
+    dense_bytes = n * d * 4
+    model = fastnn.MLP([d, 8, 2], dtype=np.float32, seed=0)
+    tracemalloc.start()
+    try:
+        fastnn.fit(model, X, y, "cross_entropy", fastnn.Adam(lr=1e-3), epochs=1,
+                   batch_size=256, seed=0)
+        model.predict(X[:1000])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the CSR copy in intp (~10 MB), the model (~1.3 MB) with its Adam state: far below
+    assert peak < dense_bytes / 50, (peak, dense_bytes)
+
+
+def test_estimators_keep_sparse_input_with_every_solver():
+    from fastnn.sklearn import MLPClassifier, MLPRegressor
+    X, y = _data(n=150, seed=11)
+    Xs = sp.csr_matrix(X)
+    for solver in ("sgd", "adam"):
+        params = dict(hidden_layer_sizes=(8,), solver=solver, max_iter=15, random_state=0,
+                      early_stopping=True, alpha=1e-3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dense = MLPClassifier(**params).fit(X, y)
+            sparse = MLPClassifier(**params).fit(Xs, y)
+            np.testing.assert_allclose(sparse.coefs_[0], dense.coefs_[0], rtol=1e-10,
+                                       atol=1e-12)
+            assert sparse.loss_curve_ == pytest.approx(dense.loss_curve_, rel=1e-10)
+            dense.set_params(early_stopping=False)
+            sparse.set_params(early_stopping=False)
+            for _ in range(2):
+                dense.partial_fit(X, y)
+                sparse.partial_fit(Xs, y)
+            np.testing.assert_allclose(sparse.predict_proba(Xs), dense.predict_proba(X),
+                                       rtol=1e-10, atol=1e-14)
+            reg_params = dict(params, early_stopping=False)
+            target = X[:, :2] @ np.array([1.0, -2.0])
+            dense_r = MLPRegressor(**reg_params).fit(X, target)
+            sparse_r = MLPRegressor(**reg_params).fit(sp.csc_array(X), target)
+            np.testing.assert_allclose(sparse_r.predict(Xs), dense_r.predict(X), rtol=1e-9,
+                                       atol=1e-12)
