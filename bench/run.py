@@ -7,6 +7,8 @@
     python bench/run.py --no-mpi   # without question 5 (saves ~2-2.5 minutes)
     python bench/run.py --no-latency  # without question 6 (prediction latency, ~1.5 minutes)
     python bench/run.py --no-long-run  # without question 7 (steady speed, ~4 minutes)
+    python bench/run.py --no-lbfgs     # without question 9 (lbfgs against scikit-learn)
+    python bench/run.py --no-sparse    # without question 10 (sparse input, ~10 minutes)
 
 The order: kernels (question 1), GEMM floor (2), throughput against the peers (3), memory (4),
 data-parallel scaling over MPI (5: bench/mpi_scaling.py, launched under mpiexec; it writes its
@@ -14,7 +16,9 @@ own bench/RESULTS-mpi.md, or RESULTS-mpi-quick.md with --quick, and RESULTS.md g
 table and a link; skipped with the reason when mpi4py or mpiexec is missing; --quick runs its
 short version, 1 and 2 ranks only, ~5 s), prediction latency (6: bench/latency.py), steady
 speed over long runs (7: bench/long_run.py, early against late epochs with subnormals flushed
-and not), dropout's step cost against PyTorch's (8: bench/dropout.py); then every target of
+and not), dropout's step cost against PyTorch's (8: bench/dropout.py), solver="lbfgs" against
+scikit-learn's with the profile of one iteration (9: bench/lbfgs.py), sparse input against
+scikit-learn (10: bench/sparse.py); then every target of
 the issue is marked met or missed with its measured ratio.  Targets are judged on 1 BLAS
 thread (the reliable figures here); 2-thread ratios are shown beside them.
 """
@@ -29,9 +33,11 @@ import dropout
 import gemm_floor
 import kernels
 import latency
+import lbfgs as lbfgs_bench
 import long_run
 import memory
 import mpi_scaling
+import sparse as sparse_bench
 import throughput
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -131,10 +137,29 @@ def long_run_rows(lr, target=0.9):
     return rows
 
 
+def lbfgs_sparse_rows(lb, sp):
+    """Target rows of questions 9 and 10 (issue 13): lbfgs >= 3x scikit-learn's at equal or
+    lower loss; sparse fits faster than scikit-learn's on the same data (CPU time)."""
+    rows = []
+    for r in lb or []:
+        ratio = r["sklearn"]["median"] / r["fastnn"]["median"]
+        loss_ok = r["loss"][0] <= r["loss"][1] * (1 + 1e-6)
+        rows.append((f"lbfgs {r['name']}: fastnn/sklearn >= 3 at equal or lower loss",
+                     f"{ratio:.2f}x (wall), loss {r['loss'][0]:.4g} vs {r['loss'][1]:.4g}",
+                     _mark(ratio >= 3 and loss_ok), "section 9 gives the bound"))
+    for r in sp or []:
+        cpu = lambda who: sorted(x["cpu"] for x in r["results"][who])[  # noqa: E731
+            len(r["results"][who]) // 2]
+        ratio = cpu("sklearn") / cpu("fastnn")
+        rows.append((f"sparse {r['solver']} density {r['density']}: faster than sklearn",
+                     f"{ratio:.2f}x (CPU)", _mark(ratio > 1), ""))
+    return rows
+
+
 def write(path, env, tp, fl, kn, mem, command, seconds, quick, started, mpi=None,
-          mpi_path=None, lat=None, lr=None, dr=None):
+          mpi_path=None, lat=None, lr=None, dr=None, lb=None, sp=None):
     rows = targets(tp, fl, kn, mem) + (latency.targets(lat) if lat is not None else []) \
-        + (long_run_rows(lr) if lr else [])
+        + (long_run_rows(lr) if lr else []) + lbfgs_sparse_rows(lb, sp)
     n_met = sum(1 for r in rows if r[2] == "met")
     parts = [
         "# fastnn benchmark results" + (" (--quick: small data, not the reference figures)"
@@ -168,6 +193,13 @@ def write(path, env, tp, fl, kn, mem, command, seconds, quick, started, mpi=None
                   long_run.markdown(lr), ""]
     if dr is not None:
         parts += ["## 8. Dropout (bench/dropout.py)", "", dropout.markdown(dr), ""]
+    if lb is not None:
+        parts += ['## 9. solver="lbfgs" against scikit-learn\'s (bench/lbfgs.py)', "",
+                  lbfgs_bench.__doc__.split("\n\n")[1].strip(), "", lbfgs_bench.markdown(lb),
+                  ""]
+    if sp is not None:
+        parts += ["## 10. Sparse input against scikit-learn (bench/sparse.py)", "",
+                  sparse_bench.markdown(sp), ""]
     notes = os.path.join(HERE, "NOTES.md")
     if os.path.exists(notes) and not quick:
         with open(notes) as f:
@@ -189,6 +221,10 @@ def main(argv=None):
                     help="skip question 6 (prediction latency)")
     ap.add_argument("--no-long-run", action="store_true",
                     help="skip question 7 (steady speed over long runs)")
+    ap.add_argument("--no-lbfgs", action="store_true",
+                    help="skip question 9 (lbfgs against scikit-learn)")
+    ap.add_argument("--no-sparse", action="store_true",
+                    help="skip question 10 (sparse input against scikit-learn)")
     args = ap.parse_args(argv)
     out = args.out or os.path.join(HERE, "RESULTS-quick.md" if args.quick else "RESULTS.md")
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(
@@ -233,9 +269,16 @@ def main(argv=None):
     if not args.no_long_run:
         log("== 7. long runs")
         lr = long_run.run(args.quick, None, 2, log)
+    lb = sp = None
+    if not args.no_lbfgs:
+        log("== 9. lbfgs")
+        lb = lbfgs_bench.run(args.quick, 3, log)
+    if not args.no_sparse:
+        log("== 10. sparse input")
+        sp = sparse_bench.run(args.quick, 3, log)
     env = C.environment()
     rows = write(out, env, tp, fl, kn, mem, command, time.perf_counter() - t0, args.quick,
-                 started, mpi, mpi_path, lat, lr, dr)
+                 started, mpi, mpi_path, lat, lr, dr, lb, sp)
     log(f"wrote {out}")
     for a, b, c, _ in rows:
         print(f"  {c:12s} {a}: {b}")
