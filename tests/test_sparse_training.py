@@ -305,3 +305,38 @@ def test_estimators_keep_sparse_input_with_every_solver():
             sparse_r = MLPRegressor(**reg_params).fit(sp.csc_array(X), target)
             np.testing.assert_allclose(sparse_r.predict(Xs), dense_r.predict(X), rtol=1e-9,
                                        atol=1e-12)
+
+
+class _OneRank:
+    """The parts of fastnn.distributed.MPIContext a TrainingRun's checks call, for one rank
+    (no MPI in the test process)."""
+    size, rank, is_root = 1, 0, True
+
+    def shard_layout(self, n):
+        return 0, n
+
+    def sum(self, values):
+        return np.asarray(values, dtype=np.float64)
+
+    def check_same(self, value, name):
+        pass
+
+    def agree(self, error):
+        if error is not None:
+            raise error
+
+
+def test_sparse_input_with_mpi_is_a_clear_error_before_any_step():
+    from fastnn.trainer import _prepare_fit_data
+    from fastnn.training import TrainingRun
+    X, y = _data()
+    model = fastnn.MLP([40, 16, 3], dtype=np.float64, seed=0)
+    start = model.params.copy()
+    loss, data, val = _prepare_fit_data(model, sp.csr_array(X), y, "cross_entropy", None,
+                                        None, 0.0, np.random.default_rng(0))
+    run = TrainingRun(model, loss, fastnn.SGD(), data, val, batch_size=16, drop_last=False,
+                      shuffle=True, seed_key=0, early_stopping=None, callbacks=[], verbose=0,
+                      mpi=_OneRank())
+    with pytest.raises(ValueError, match="does not support a sparse X"):
+        run.check(1)
+    np.testing.assert_array_equal(model.params, start)
