@@ -35,10 +35,10 @@ PRIVATE_ATTRIBUTE_TESTS = {
 #: test (4.6e-6: scikit-learn passes only because none of its predictions is that close to 0).
 #: Over random_state 0..79 (issue 13's measurement) fastnn misses the bound 3 times (seeds 1,
 #: 38, 52) and scikit-learn's own MLPRegressor 4 times (5, 14, 30, 52); the median over seeds
-#: of the largest relative difference is 1.0e-5 for fastnn and 1.3e-5 for scikit-learn.  Both
-#: draw the initial weights in float64 and round them (the same values), accumulate the loss
-#: in double and scale the gradient by 1/batch weight in the run's dtype: no systematic
-#: difference was found.  Not strict: a pass is reported as XPASS.
+#: of the largest relative difference is 1.0e-5 for fastnn and 1.3e-5 for scikit-learn.
+#: fastnn draws the float32 initial weights in float64 and rounds them, as scikit-learn does
+#: (the same values), so no systematic float32 difference was found: a near-zero prediction
+#: is chance.  Not strict: a pass is reported as XPASS.
 TOLERANCE_BY_CHANCE = {
     "test_mlp_regressor_dtypes_casting": "float32/float64 agreement at rtol 5e-4 for one seed",
 }
