@@ -318,9 +318,10 @@ def loss_grad_csr_into(NetSpec spec, const floating[::1] params, floating[::1] g
                        const Py_ssize_t[::1] indptr, Py_ssize_t n_features, int loss_kind,
                        int full, double sigma_scalar, const floating[:, ::1] Y,
                        const Py_ssize_t[::1] labels, const floating[::1] sample_weight,
-                       const floating[::1] sigma, double grad_scale):
+                       const floating[::1] sigma, double grad_scale,
+                       floating[::1] workspace=None):
     """Return sum_i w_i l_i over the CSR rows and fill grads with grad_scale times its gradient
-    (as _network.loss_grad_into does for a dense X).  Unchecked."""
+    (as _network.loss_grad_into does for a dense X, `workspace` included).  Sizes checked."""
     cdef const Net *net = &spec.net
     cdef LossParams lp
     check_net(spec, params.shape[0], grads.shape[0], n_features, indptr.shape[0] - 1)
@@ -344,10 +345,16 @@ def loss_grad_csr_into(NetSpec spec, const floating[::1] params, floating[::1] g
     lp.sigma = sigma_scalar
     cdef size_t act_bytes = <size_t> n * net.act_width * sizeof(floating)
     cdef size_t delta_bytes = <size_t> n * net.max_width * sizeof(floating)
-    acts = <floating *> malloc(act_bytes + 2 * delta_bytes)
-    if acts == NULL:
-        raise MemoryError(f"could not allocate the workspace ({act_bytes + 2 * delta_bytes} "
-                          "bytes)")
+    if workspace is not None:
+        if <size_t> workspace.shape[0] < (act_bytes + 2 * delta_bytes) // sizeof(floating):
+            raise ValueError(f"workspace has {workspace.shape[0]} entries; {n} rows need "
+                             f"{(act_bytes + 2 * delta_bytes) // sizeof(floating)}")
+        acts = &workspace[0]
+    else:
+        acts = <floating *> malloc(act_bytes + 2 * delta_bytes)
+        if acts == NULL:
+            raise MemoryError(f"could not allocate the workspace ({act_bytes + 2 * delta_bytes} "
+                              "bytes)")
     d0 = acts + <size_t> n * net.act_width
     d1 = d0 + <size_t> n * net.max_width
     try:
@@ -356,7 +363,8 @@ def loss_grad_csr_into(NetSpec spec, const floating[::1] params, floating[::1] g
                                      n_features, NULL, 0, n, &lp, Y_ptr, lab_ptr, sw_ptr,
                                      sig_ptr, grad_scale, acts, d0, d1, &status)
     finally:
-        free(acts)
+        if workspace is None:
+            free(acts)
     if status != FNN_OK:
         raise ValueError(f"compiled sparse backward pass failed with status {status}")
     return total

@@ -84,6 +84,11 @@ class LBFGSObjective:
             self.weight_ranges.append((start, start + W.size))
             self.is_weight[start:start + W.size] = True
         self.n_evaluations = 0
+        # the compiled evaluation's workspace (every layer's activations and two delta
+        # buffers for all rows), allocated once: a fresh multi-MB allocation per call would
+        # cost the kernel's page faults and zeroing each time
+        spec = model._spec
+        self.workspace = np.empty(n * (spec.act_width + 2 * spec.max_width), model.dtype)
 
     def __call__(self, theta):
         """(F(theta), dF/dtheta) as (float, float64 array of shape (n_params,))."""
@@ -99,13 +104,14 @@ class LBFGSObjective:
             total = _network.loss_grad_into(
                 model._spec, model.params, model.grads, self.X, self.loss.kind,
                 int(self.loss.full), self.loss.scalar_sigma, self.Y, self.labels, self.sw,
-                self.sigma, 1.0 / self.weight_sum)
+                self.sigma, 1.0 / self.weight_sum, workspace=self.workspace)
         else:
             csr = self.csr
             total = _sparse.loss_grad_csr_into(
                 model._spec, model.params, model.grads, csr.data, csr.indices, csr.indptr,
                 csr.shape[1], self.loss.kind, int(self.loss.full), self.loss.scalar_sigma,
-                self.Y, self.labels, self.sw, self.sigma, 1.0 / self.weight_sum)
+                self.Y, self.labels, self.sw, self.sigma, 1.0 / self.weight_sum,
+                self.workspace)
         self.n_evaluations += 1
         value = total / self.weight_sum
         grad = model.grads.astype(np.float64)

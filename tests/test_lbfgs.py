@@ -230,3 +230,31 @@ def test_lbfgs_trains_on_sparse_input_like_on_dense():
                                                   sw)
     assert a.nit == b.nit
     np.testing.assert_allclose(twin.params, model.params, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("sparse_x", [False, True], ids=["dense", "sparse"])
+def test_a_reused_workspace_gives_the_fresh_one_and_is_checked(sparse_x):
+    import scipy.sparse as sp
+    from fastnn import _network, _sparse
+    from fastnn.sparse import as_csr
+    model, X, y, sw = _problem("cross_entropy")
+    loss, Xp, Y, labels, swp, sigma = model.prepare_data(X, y, "cross_entropy", sw)
+    spec, n = model._spec, X.shape[0]
+    csr = as_csr(sp.csr_array(X), "X", np.float64)
+
+    def evaluate(**kw):
+        if sparse_x:
+            return _sparse.loss_grad_csr_into(spec, model.params, model.grads, csr.data,
+                                              csr.indices, csr.indptr, X.shape[1], loss.kind,
+                                              0, 1.0, Y, labels, swp, sigma, 0.5, **kw)
+        return _network.loss_grad_into(spec, model.params, model.grads, Xp, loss.kind, 0, 1.0,
+                                       Y, labels, swp, sigma, 0.5, **kw)
+    fresh = evaluate()
+    g_fresh = model.grads.copy()
+    # a workspace holding garbage: every entry is written before it is read
+    ws = np.full(n * (spec.act_width + 2 * spec.max_width), np.nan)
+    for _ in range(2):
+        assert evaluate(workspace=ws) == fresh
+        np.testing.assert_array_equal(model.grads, g_fresh)
+    with pytest.raises(ValueError, match="workspace has"):
+        evaluate(workspace=ws[:-1])
