@@ -184,7 +184,8 @@ def _compiled_time(est, X, y, n_calls):
         for _ in range(n_calls):
             _network.loss_grad_into(model._spec, model.params, model.grads, obj.X,
                                     obj.loss.kind, int(obj.loss.full), obj.loss.scalar_sigma,
-                                    obj.Y, obj.labels, obj.sw, obj.sigma, 1.0 / obj.weight_sum)
+                                    obj.Y, obj.labels, obj.sw, obj.sigma, 1.0 / obj.weight_sum,
+                                    workspace=obj.workspace)
         best = min(best, time.process_time() - t0)
     return best, n_calls * _gemm_floor(obj.X, model.layer_sizes)
 
