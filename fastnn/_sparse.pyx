@@ -268,10 +268,13 @@ cdef double sparse_loss_grad(const Net *net, const floating *params, floating *g
 
 def forward_csr_into(NetSpec spec, const floating[::1] params, const floating[::1] data,
                      const Py_ssize_t[::1] indices, const Py_ssize_t[::1] indptr,
-                     floating[:, ::1] out, int loss_kind, bint link, Py_ssize_t chunk_rows):
+                     floating[:, ::1] out, int loss_kind, bint link, Py_ssize_t chunk_rows,
+                     bint flush_denormals=True):
     """out := the network's logits (or, with link, its output link) for the CSR rows.
 
-    Rows are processed in chunks of chunk_rows, so the workspace is bounded.  Unchecked.
+    Rows are processed in chunks of chunk_rows, so the workspace is bounded.  Sizes and the
+    CSR structure are checked.  flush_denormals: flush subnormals to zero on this thread
+    during the call (fastnn.fpmode), as _network.forward_into.
     """
     cdef const Net *net = &spec.net
     cdef Py_ssize_t n = out.shape[0], n_out = out.shape[1], start, rows, i, j
@@ -291,8 +294,10 @@ def forward_csr_into(NetSpec spec, const floating[::1] params, const floating[::
     acts = <floating *> malloc(<size_t> chunk_rows * net.act_width * sizeof(floating))
     if acts == NULL:
         raise MemoryError("could not allocate the forward workspace")
+    cdef unsigned long long fp_saved
     try:
         with nogil:
+            fp_saved = fnn_fpmode_enter(flush_denormals)
             start = 0
             while start < n:
                 rows = min(chunk_rows, n - start)
@@ -307,6 +312,7 @@ def forward_csr_into(NetSpec spec, const floating[::1] params, const floating[::
                 if link:
                     output_activation(loss_kind, &out[start, 0], <int> rows, <int> n_out)
                 start += rows
+            fnn_fpmode_leave(flush_denormals, fp_saved)
     finally:
         free(acts)
     if status != FNN_OK:

@@ -8,7 +8,7 @@ pass of a ``fastnn.MLP`` on it.  ``fastnn.LBFGS`` trains on such a matrix, full 
 import numpy as np
 from scipy import sparse as _sp
 
-from fastnn import _sparse
+from fastnn import _sparse, fpmode
 from fastnn._validation import all_finite, MAX_DIM
 from fastnn.model import PREDICT_CHUNK_ROWS
 
@@ -131,13 +131,14 @@ def forward(model, X, link=False):
     return forward_kind(model, X, kind)
 
 
-def forward_kind(model, X, kind):
+def forward_kind(model, X, kind, flush_denormals=None):
     """The logits of a sparse X (or CSRInput) with the output link of code `kind` applied
     (``fastnn.model.OUTPUT_LINKS``; the identity code gives the logits): what
-    ``MLP._forward`` computes for a dense X."""
+    ``MLP._forward`` computes for a dense X.  flush_denormals: as fastnn.fpmode.resolve."""
     from fastnn.model import OUTPUT_LINKS
     csr = X if isinstance(X, CSRInput) else as_csr(X, "X", model.dtype, model.n_inputs)
     out = np.empty((csr.shape[0], model.n_outputs), dtype=model.dtype)
     _sparse.forward_csr_into(model._spec, model.params, csr.data, csr.indices, csr.indptr,
-                             out, kind, kind != OUTPUT_LINKS["identity"], PREDICT_CHUNK_ROWS)
+                             out, kind, kind != OUTPUT_LINKS["identity"], PREDICT_CHUNK_ROWS,
+                             fpmode.resolve(flush_denormals))
     return out
