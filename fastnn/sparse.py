@@ -3,7 +3,9 @@
 The compiled kernels (fastnn/_sparse.pyx) compute the first layer's product ``X @ W_1`` and its
 weight gradient ``X^T @ D_1`` over X's stored entries; the later layers are dense as usual.
 This module converts and checks the matrix once (the kernels trust it) and offers the forward
-pass of a ``fastnn.MLP`` on it.  ``fastnn.LBFGS`` trains on such a matrix, full batch.
+pass of a ``fastnn.MLP`` on it.  ``fastnn.fit`` / ``MLP.fit`` (SGD, Adam: the compiled sparse
+epoch loop ``_sparse.train_epoch_csr``) and ``fastnn.LBFGS`` (full batch) train on such a
+matrix, and ``MLP.predict`` / ``forward`` accept one.
 """
 import numpy as np
 from scipy import sparse as _sp
