@@ -812,7 +812,8 @@ class MLP:
     def _forward(self, X, kind):
         if _scipy_sparse.issparse(X):  # the compiled sparse first layer, X kept sparse
             from fastnn.sparse import forward_kind
-            return forward_kind(self, X, kind)
+            return forward_kind(self, X, kind, kind != OUTPUT_LINKS["identity"],
+                                PREDICT_CHUNK_ROWS)
         X = as_input(X, "X", self.dtype, self.n_inputs)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         _network.forward_into(self._spec, self.params, X, out, kind, PREDICT_CHUNK_ROWS,

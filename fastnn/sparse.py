@@ -12,7 +12,6 @@ from scipy import sparse as _sp
 
 from fastnn import _sparse, fpmode
 from fastnn._validation import all_finite, MAX_DIM
-from fastnn.model import PREDICT_CHUNK_ROWS
 
 __all__ = ["issparse", "as_csr", "forward"]
 
@@ -115,32 +114,25 @@ def forward(model, X, link=False):
     Parameters
     ----------
     model : fastnn.MLP
-    X : scipy.sparse matrix or array of shape (n_samples, model.n_inputs), or a CSRInput
+    X : scipy.sparse matrix or array of shape (n_samples, model.n_inputs)
     link : bool, default False
-        Apply the model's output link (as ``model.predict``) rather than return logits.
+        Apply the model's output link (``model.predict``) rather than return the logits
+        (``model.forward``); both keep a sparse X sparse.
 
     Returns
     -------
     ndarray of shape (n_samples, model.n_outputs), the model's dtype
     """
-    from fastnn.model import OUTPUT_LINKS
-    kind = OUTPUT_LINKS["identity"]
-    if link:
-        name = model._link_name()
-        if name not in OUTPUT_LINKS:
-            raise ValueError(f"the sparse forward pass has no output link {name!r}")
-        kind = OUTPUT_LINKS[name]
-    return forward_kind(model, X, kind)
+    return model.predict(X) if link else model.forward(X)
 
 
-def forward_kind(model, X, kind, flush_denormals=None):
-    """The logits of a sparse X (or CSRInput) with the output link of code `kind` applied
-    (``fastnn.model.OUTPUT_LINKS``; the identity code gives the logits): what
-    ``MLP._forward`` computes for a dense X.  flush_denormals: as fastnn.fpmode.resolve."""
-    from fastnn.model import OUTPUT_LINKS
+def forward_kind(model, X, kind, link, chunk_rows, flush_denormals=None):
+    """The logits of a sparse X (or CSRInput) for ``fastnn.MLP``, with (link True) the output
+    link of code `kind` applied: what ``MLP._forward`` computes for a dense X, over
+    chunk_rows rows at a time.  flush_denormals: as fastnn.fpmode.resolve.  (The model's
+    constants come in as arguments: this module is below fastnn.model.)"""
     csr = X if isinstance(X, CSRInput) else as_csr(X, "X", model.dtype, model.n_inputs)
     out = np.empty((csr.shape[0], model.n_outputs), dtype=model.dtype)
     _sparse.forward_csr_into(model._spec, model.params, csr.data, csr.indices, csr.indptr,
-                             out, kind, kind != OUTPUT_LINKS["identity"], PREDICT_CHUNK_ROWS,
-                             fpmode.resolve(flush_denormals))
+                             out, kind, bool(link), chunk_rows, fpmode.resolve(flush_denormals))
     return out

@@ -309,7 +309,7 @@ def _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals=None
     (Python floats or float64 arrays), so sums over ranks cannot overflow the model's dtype.
     """
     if isinstance(X, CSRInput):
-        Z = sparse_forward_kind(model, X, 0, flush_denormals)  # the logits (code 0)
+        Z = sparse_forward_kind(model, X, 0, False, 4096, flush_denormals)  # the logits
     else:
         Z = np.empty((X.shape[0], model.n_outputs), model.dtype)
         _network.forward_into(model._spec, model.params, X, Z, 0, 4096,

@@ -363,3 +363,21 @@ def test_sparse_prediction_honours_the_flush_setting_and_restores_the_mode(flush
         dense_out = model.forward(Xs.toarray())
     assert _control(_network._get_fpmode()) == mode
     np.testing.assert_array_equal(sparse_out, dense_out)
+
+
+def test_learned_variance_regressor_on_sparse_input():
+    from fastnn.sklearn import MLPRegressor
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 10))
+    X[X < 0.5] = 0.0
+    y = X[:, 0] + 0.1 * rng.normal(size=100)
+    params = dict(loss="gaussian_nll", hidden_layer_sizes=(8,), max_iter=20, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dense = MLPRegressor(**params).fit(X, y)
+        sparse = MLPRegressor(**params).fit(sp.csr_matrix(X), y)
+    mean_d, std_d = dense.predict(X, return_std=True)
+    mean_s, std_s = sparse.predict(sp.csr_matrix(X), return_std=True)
+    np.testing.assert_allclose(mean_s, mean_d, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(std_s, std_d, rtol=1e-10, atol=1e-13)
+    np.testing.assert_array_equal(sparse.predict(sp.csr_matrix(X)), mean_s)
