@@ -725,3 +725,62 @@ def step_cases(sizes, activation="relu", loss="cross_entropy", batch=64, dtype=n
     info = {"flops": sum(gemm_flops_by_name.values()), "gemm_flops": gemm_flops_by_name,
             "n_params": spec.n_params}
     return cases, info
+
+
+# ------------------------------------------------------------------ fastnn's threads (issue 18)
+
+from fastnn._network cimport tiled_gemm
+from fastnn._pool cimport parallel_for
+
+
+def _loop_tiled_gemm(const floating[::1] A, const floating[::1] B, floating[::1] C,
+                     bint trans_a, bint trans_b, int m, int n, int k, int n_threads,
+                     long long reps):
+    """As _loop_gemm, through _network.tiled_gemm on n_threads (0: one untiled call)."""
+    cdef int lda = m if trans_a else k
+    cdef int ldb = k if trans_b else n
+    cdef long long r, t0, t1
+    _at_least_one(("m", m), ("n", n), ("k", k))
+    if n_threads < 0:
+        raise ValueError(f"n_threads={n_threads}; expected >= 0")
+    _need("A", A, <object> m * k)
+    _need("B", B, <object> k * n)
+    _need("C", C, <object> m * n)
+    with nogil:
+        t0 = _now_ns()
+        for r in range(reps):
+            tiled_gemm(n_threads, trans_a, trans_b, m, n, k, <floating> 1, &A[0], lda, &B[0],
+                       ldb, <floating> 0, &C[0], n)
+        t1 = _now_ns()
+    return (t1 - t0) / <double> reps
+
+
+cdef void _empty_task(void *ctx, long t) noexcept nogil:
+    (<long *> ctx)[t] = t
+
+
+def _loop_dispatch(int n_threads, long n_tasks, long long reps):
+    """ns per parallel_for of n_tasks empty tasks on n_threads: the pool's dispatch cost."""
+    cdef long long r, t0, t1
+    if n_threads < 1 or not 1 <= n_tasks <= 4096:
+        raise ValueError(f"n_threads={n_threads}, n_tasks={n_tasks}; expected >= 1, 1..4096")
+    out = np.zeros(n_tasks, dtype=np.int64)
+    cdef long[::1] o = out
+    with nogil:
+        t0 = _now_ns()
+        for r in range(reps):
+            parallel_for(n_threads, n_tasks, _empty_task, &o[0])
+        t1 = _now_ns()
+    return (t1 - t0) / <double> reps
+
+
+def tiled_gemm_case(m, n, k, n_threads, trans_a=False, trans_b=False, dtype=np.float32,
+                    seed=0):
+    """run(reps) for one row-major GEMM through fastnn's tiles on n_threads (0: untiled)."""
+    dt = _dtype(dtype)
+    rng = np.random.default_rng(seed)
+    A = _random(rng, m * k, dt)
+    B = _random(rng, k * n, dt)
+    C = np.zeros(m * n, dt)
+    ta, tb, nt = bool(trans_a), bool(trans_b), int(n_threads)
+    return lambda reps: _loop_tiled_gemm(A, B, C, ta, tb, m, n, k, nt, reps)

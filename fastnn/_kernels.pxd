@@ -43,6 +43,12 @@ cdef extern from "fastnn_kernels.h" nogil:
                            Py_ssize_t rows, Py_ssize_t cols, int act, float alpha) noexcept
     int fnn_d_act_backward(const double *dA, const double *A, double *D, double *db,
                            Py_ssize_t rows, Py_ssize_t cols, int act, double alpha) noexcept
+    int fnn_s_act_backward_ld(const float *dA, const float *A, float *D, float *db,
+                              Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld, int act,
+                              float alpha) noexcept
+    int fnn_d_act_backward_ld(const double *dA, const double *A, double *D, double *db,
+                              Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld, int act,
+                              double alpha) noexcept
 
 
 cdef inline floating sigmoid(floating z) noexcept nogil:
@@ -91,3 +97,14 @@ cdef inline int act_backward(const floating *dA, const floating *A, floating *D,
         return fnn_s_act_backward(dA, A, D, db, rows, cols, act, alpha)
     else:
         return fnn_d_act_backward(dA, A, D, db, rows, cols, act, alpha)
+
+
+cdef inline int act_backward_ld(const floating *dA, const floating *A, floating *D,
+                                floating *db, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+                                int act, floating alpha) noexcept nogil:
+    """act_backward over a block of `cols` columns whose rows are `ld` apart (the threads
+    of fastnn._network take disjoint column blocks; db sums in row order as in one pass)."""
+    if floating is float:
+        return fnn_s_act_backward_ld(dA, A, D, db, rows, cols, ld, act, alpha)
+    else:
+        return fnn_d_act_backward_ld(dA, A, D, db, rows, cols, ld, act, alpha)

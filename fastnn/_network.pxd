@@ -27,7 +27,19 @@ cdef struct Net:
     Py_ssize_t act_width      # sum_k n_k (+ n_k of each layer keeping Z): the activation
                               # workspace holds rows * act_width
     int max_width             # max_k n_k over k >= 1: each delta buffer holds rows * max_width
+    int n_threads             # threads that take the fixed tiles of every product and pass
+                              # (results never depend on it); 0: the untiled sequential path
+                              # of fastnn before issue 18, kept for the tests that compare
+                              # against it.  1 on the spec's own struct; callers set it on a
+                              # COPY (_sgd.train_epoch, forward_into), as drop
 
+
+cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, int k,
+                     floating alpha, const floating *A, int lda, const floating *B, int ldb,
+                     floating beta, floating *C, int ldc) noexcept nogil
+# gemm_rowmajor over fixed tiles of C (a function of (m, n, k) only), on up to n_threads
+# threads of fastnn's pool; the reduction dimension k is never split, so every element of C
+# is one single-threaded BLAS dot product whatever n_threads is.
 
 cdef int net_forward(const Net *net, const floating *params, const floating *X, int n_rows,
                      floating *acts) noexcept nogil

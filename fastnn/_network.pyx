@@ -16,17 +16,237 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 from fastnn._fpmode cimport (fnn_fpmode_enter, fnn_fpmode_get, fnn_fpmode_leave,
                              fnn_fpmode_set, fnn_fpmode_supported, fnn_fpmode_writable_bits)
 from fastnn._kernels cimport FNN_OK, FNN_N_ACTIVATIONS, FNN_IDENTITY
-from fastnn._kernels cimport fnn_act_keeps_preactivation
+from fastnn._kernels cimport (fnn_act_keeps_preactivation, bias_act, bias_act_keep,
+                              act_backward_ld)
+from fastnn._pool cimport parallel_for
 from fastnn._dropout cimport (DropoutCtx, dropout, fnn_dropout_keep_row,
                               fnn_dropout_threshold, fnn_philox4x32_10)
 from libc.stdint cimport uint32_t, uint64_t
 from fastnn._blas cimport gemm_rowmajor
 from fastnn._layernorm cimport layernorm_act_forward, layernorm_act_backward
-from fastnn._layers cimport dense_forward, dense_forward_keep, dense_backward, dense_backward_sgd
 from fastnn._losses cimport (LossParams, N_LOSSES, check_targets, loss_grad,
                              output_activation)
 
 import numpy as np
+
+
+# ---------------------------------------------------------------- the fixed decomposition
+# Every product and pass below is cut into tasks whose boundaries are a function of the
+# shapes only, never of the thread count: each task runs the same single-threaded BLAS call or
+# kernel on the same block whatever n_threads is, writes its own outputs, and no sum crosses
+# a task.  So the results are the same bits for 1, 2, ... threads; only which thread takes
+# which task varies (fastnn._pool).  The constants were chosen from bench/threads.py
+# (bench/RESULTS.md, section "Threads").
+
+cdef enum:
+    COL_UNIT = 16              # column tiles are multiples of the BLAS kernels' vector width
+    ROW_UNIT = 8               # row tiles: multiples of the kernels' row unroll
+    PASS_MIN_ELEMS = 16384     # an element-wise task covers at least this many entries
+    MAX_TILES = 64             # element-wise tasks per pass at most
+
+# The GEMM tiles: C is cut into a power-of-two number of near-equal blocks (so that 2, 4, 8
+# ... threads share them evenly), at most _max_tiles, each doing at least _tile_min_flops and
+# no side shorter than _tile_side unless C's side is.  Thin tiles are slow: OpenBLAS packs a
+# tile's operands afresh, and reuses each packed element only across the tile's other side.
+# Module globals only so that bench/threads.py can measure other choices (_set_tiling);
+# results depend on them, so nothing else may change them.
+cdef int _tile_side = 64
+cdef double _tile_min_flops = 4e6
+cdef int _max_tiles = 8
+
+
+def _set_tiling(int side, double min_flops, int max_tiles):
+    """For bench/threads.py only: the tiling constants (changes results' bits)."""
+    global _tile_side, _tile_min_flops, _max_tiles
+    if side < 16 or min_flops < 0 or max_tiles < 1:
+        raise ValueError(f"side={side}, min_flops={min_flops}, max_tiles={max_tiles}; "
+                         "expected >= 16, >= 0, >= 1")
+    old = (_tile_side, _tile_min_flops, _max_tiles)
+    _tile_side, _tile_min_flops, _max_tiles = side, min_flops, max_tiles
+    return old
+
+
+cdef struct _Gemm:
+    bint dbl, trans_a, trans_b
+    int m, n, k, lda, ldb, ldc, tm, tn, gn
+    double alpha, beta          # exact copies of the float32 values for a float32 product
+    const void *A
+    const void *B
+    void *C
+
+
+cdef inline long _split(long dim, long parts, long unit, long *width) noexcept nogil:
+    """Cut dim into `parts` near-equal blocks of a multiple of unit; returns the count."""
+    cdef long w = (dim + parts - 1) // parts
+    w = ((w + unit - 1) // unit) * unit
+    if w >= dim:
+        width[0] = dim
+        return 1
+    width[0] = w
+    return (dim + w - 1) // w
+
+
+cdef long _gemm_tiles(int m, int n, int k, int *tm, int *tn, int *gn) noexcept nogil:
+    """The tiles of C (m, n) := op(A) op(B) with reduction length k: their count, their
+    height tm and width tn, gn per row of tiles (row-major order).  A function of (m, n, k)
+    only (and of the constants above), never of the thread count."""
+    cdef double flops = 2.0 * m * n * k
+    cdef long target = 1, pm = 1, pn = 1, wm, wn, cm, cn
+    while target * 2 <= _max_tiles and flops / (target * 2) >= _tile_min_flops:
+        target *= 2
+    while pm * pn < target:
+        # halve the longer side of the current tile, if it stays >= _tile_side
+        if m // pm >= n // pn and m // pm >= 2 * _tile_side:
+            pm *= 2
+        elif n // pn >= 2 * _tile_side:
+            pn *= 2
+        elif m // pm >= 2 * _tile_side:
+            pm *= 2
+        else:
+            break
+    cm = _split(m, pm, ROW_UNIT, &wm)
+    cn = _split(n, pn, COL_UNIT, &wn)
+    tm[0], tn[0], gn[0] = <int> wm, <int> wn, <int> cn
+    return cm * cn
+
+
+def gemm_tiles(int m, int n, int k):
+    """(n_tiles, tile height, tile width) of the fixed decomposition of a product C (m, n)
+    with reduction length k (for bench/threads.py and the tests)."""
+    cdef int tm, tn, gn
+    if m < 1 or n < 1 or k < 1:
+        raise ValueError(f"m={m}, n={n}, k={k}; expected each >= 1")
+    n_tiles = _gemm_tiles(m, n, k, &tm, &tn, &gn)
+    return n_tiles, tm, tn
+
+
+cdef void _gemm_task(void *ctx, long t) noexcept nogil:
+    cdef _Gemm *g = <_Gemm *> ctx
+    cdef Py_ssize_t r0 = (t // g.gn) * <Py_ssize_t> g.tm, c0 = (t % g.gn) * <Py_ssize_t> g.tn
+    cdef int m = <int> min(<Py_ssize_t> g.tm, g.m - r0), n = <int> min(<Py_ssize_t> g.tn,
+                                                                        g.n - c0)
+    cdef Py_ssize_t a_off = r0 if g.trans_a else r0 * g.lda
+    cdef Py_ssize_t b_off = c0 * g.ldb if g.trans_b else c0
+    cdef Py_ssize_t c_off = r0 * g.ldc + c0
+    if g.dbl:
+        gemm_rowmajor(g.trans_a, g.trans_b, m, n, g.k, <double> g.alpha,
+                      (<const double *> g.A) + a_off, g.lda, (<const double *> g.B) + b_off,
+                      g.ldb, <double> g.beta, (<double *> g.C) + c_off, g.ldc)
+    else:
+        gemm_rowmajor(g.trans_a, g.trans_b, m, n, g.k, <float> g.alpha,
+                      (<const float *> g.A) + a_off, g.lda, (<const float *> g.B) + b_off,
+                      g.ldb, <float> g.beta, (<float *> g.C) + c_off, g.ldc)
+
+
+cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, int k,
+                     floating alpha, const floating *A, int lda, const floating *B, int ldb,
+                     floating beta, floating *C, int ldc) noexcept nogil:
+    cdef _Gemm g
+    cdef long n_tiles
+    if m <= 0 or n <= 0:
+        return
+    if n_threads > 0:
+        n_tiles = _gemm_tiles(m, n, k, &g.tm, &g.tn, &g.gn)
+        if n_tiles > 1:
+            g.dbl = floating is double
+            g.trans_a, g.trans_b = trans_a, trans_b
+            g.m, g.n, g.k, g.lda, g.ldb, g.ldc = m, n, k, lda, ldb, ldc
+            g.alpha, g.beta = alpha, beta
+            g.A, g.B, g.C = A, B, C
+            parallel_for(n_threads, n_tiles, _gemm_task, &g)
+            return
+    # one tile (or the untiled path, n_threads == 0): the whole product in one call
+    gemm_rowmajor(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+cdef struct _Pass:
+    bint dbl
+    int kind                    # _BIAS_ACT, _BIAS_ACT_KEEP or _ACT_BACKWARD
+    int act, rows, cols, block
+    double alpha
+    void *Z                     # bias_act*: Z; act_backward: D (dl/dZ out)
+    const void *b               # bias_act*: b; act_backward: dA
+    void *A                     # bias_act_keep: A; act_backward: db
+    const void *K               # act_backward: what the forward pass kept
+
+cdef enum:
+    _BIAS_ACT = 0
+    _BIAS_ACT_KEEP = 1
+    _ACT_BACKWARD = 2
+
+
+cdef void _pass_task(void *ctx, long t) noexcept nogil:
+    # bias_act*: a block of rows; act_backward: a block of columns (each column's bias
+    # gradient summed over all rows in row order, as in one pass)
+    cdef _Pass *p = <_Pass *> ctx
+    cdef Py_ssize_t lo = <Py_ssize_t> t * p.block
+    cdef Py_ssize_t cnt, off
+    if p.kind == _ACT_BACKWARD:
+        cnt = min(<Py_ssize_t> p.block, p.cols - lo)
+        if p.dbl:
+            act_backward_ld((<const double *> p.b) + lo, (<const double *> p.K) + lo,
+                            (<double *> p.Z) + lo, (<double *> p.A) + lo, p.rows, cnt, p.cols,
+                            p.act, <double> p.alpha)
+        else:
+            act_backward_ld((<const float *> p.b) + lo, (<const float *> p.K) + lo,
+                            (<float *> p.Z) + lo, (<float *> p.A) + lo, p.rows, cnt, p.cols,
+                            p.act, <float> p.alpha)
+        return
+    cnt = min(<Py_ssize_t> p.block, p.rows - lo)
+    off = lo * p.cols
+    if p.kind == _BIAS_ACT_KEEP:
+        if p.dbl:
+            bias_act_keep((<double *> p.Z) + off, <const double *> p.b, (<double *> p.A) + off,
+                          cnt, p.cols, p.act, <double> p.alpha)
+        else:
+            bias_act_keep((<float *> p.Z) + off, <const float *> p.b, (<float *> p.A) + off,
+                          cnt, p.cols, p.act, <float> p.alpha)
+    elif p.dbl:
+        bias_act((<double *> p.Z) + off, <const double *> p.b, cnt, p.cols, p.act,
+                 <double> p.alpha)
+    else:
+        bias_act((<float *> p.Z) + off, <const float *> p.b, cnt, p.cols, p.act,
+                 <float> p.alpha)
+
+
+cdef int _run_pass(int n_threads, int kind, int rows, int cols, int act, floating alpha,
+                   floating *Z, const floating *b, floating *A,
+                   const floating *K) noexcept nogil:
+    """One element-wise pass over fixed blocks (rows for bias_act*, columns for act_backward).
+    Returns FNN_OK or FNN_EBADACT (checked on an empty block before any task runs)."""
+    cdef _Pass p
+    cdef long n_tasks, want, unit = 1
+    cdef int status
+    if kind == _ACT_BACKWARD:
+        status = act_backward_ld(b, K, Z, A, 0, 0, cols, act, alpha)
+    elif kind == _BIAS_ACT_KEEP:
+        status = bias_act_keep(Z, b, A, 0, cols, act, alpha)
+    else:
+        status = bias_act(Z, b, 0, cols, act, alpha)
+    if status != FNN_OK or rows <= 0 or cols <= 0:
+        return status
+    p.dbl = floating is double
+    p.kind, p.act, p.rows, p.cols, p.alpha = kind, act, rows, cols, alpha
+    p.Z, p.b, p.A, p.K = Z, b, A, K
+    want = <long> ((<double> rows * cols) / PASS_MIN_ELEMS)
+    if kind == _ACT_BACKWARD:
+        unit = COL_UNIT
+        want = min(want, MAX_TILES, (cols + unit - 1) // unit)
+        p.block = cols
+    else:
+        want = min(want, MAX_TILES, rows)
+        p.block = rows
+    if n_threads <= 0 or want <= 1:
+        n_tasks = 1
+    else:
+        p.block = <int> ((((p.cols if kind == _ACT_BACKWARD else rows) + want - 1) // want
+                          + unit - 1) // unit * unit)
+        n_tasks = ((p.cols if kind == _ACT_BACKWARD else rows) + p.block - 1) // p.block
+    if n_tasks == 1:
+        _pass_task(&p, 0)
+    else:
+        parallel_for(n_threads, n_tasks, _pass_task, &p)
+    return FNN_OK
 
 
 cdef int net_forward(const Net *net, const floating *params, const floating *X, int n_rows,
@@ -36,16 +256,17 @@ cdef int net_forward(const Net *net, const floating *params, const floating *X, 
     cdef floating *out
     cdef floating *kept
     cdef floating *xhat
-    cdef int n_out
+    cdef int n_out, n_in, nt = net.n_threads
     for k in range(net.n_layers):
         out = layer_output(net, acts, n_rows, k)
         kept = layer_kept(net, acts, n_rows, k)
         n_out = net.sizes[k + 1]
+        n_in = net.sizes[k]
         if net.norms[k]:
             # x W -> xhat (normalized), y = gamma xhat + beta (kept), A = act(y)
             xhat = acts + n_rows * net.n_off[k]
-            gemm_rowmajor(False, False, n_rows, n_out, net.sizes[k], <floating> 1, inp,
-                          net.sizes[k], params + net.w_off[k], n_out, <floating> 0, xhat, n_out)
+            tiled_gemm(nt, False, False, n_rows, n_out, n_in, <floating> 1, inp, n_in,
+                       params + net.w_off[k], n_out, <floating> 0, xhat, n_out)
             status = layernorm_act_forward(
                 xhat, params + net.b_off[k], params + net.b_off[k] + n_out,
                 params + net.b_off[k] + 2 * n_out, acts + n_rows * net.z_off[k],
@@ -53,15 +274,20 @@ cdef int net_forward(const Net *net, const floating *params, const floating *X, 
                 <floating> net.alphas[k])
             kept = out
         elif fnn_act_keeps_preactivation(net.acts[k]):
-            status = dense_forward_keep(inp, params + net.w_off[k], params + net.b_off[k],
-                                        kept, out, n_rows, net.sizes[k], net.sizes[k + 1],
-                                        net.acts[k], <floating> net.alphas[k])
-            kept = out          # dropout (if any) in place on the output
+            # Z = X W + b kept, A = act(Z) (dropout, if any, in place on the output)
+            tiled_gemm(nt, False, False, n_rows, n_out, n_in, <floating> 1, inp, n_in,
+                       params + net.w_off[k], n_out, <floating> 0, kept, n_out)
+            status = _run_pass(nt, _BIAS_ACT_KEEP, n_rows, n_out, net.acts[k],
+                               <floating> net.alphas[k], kept, params + net.b_off[k], out,
+                               <const floating *> NULL)
+            kept = out
         else:
             # with dropout, the output before dropout stays in the kept slot
-            status = dense_forward(inp, params + net.w_off[k], params + net.b_off[k], kept,
-                                   n_rows, net.sizes[k], net.sizes[k + 1], net.acts[k],
-                                   <floating> net.alphas[k])
+            tiled_gemm(nt, False, False, n_rows, n_out, n_in, <floating> 1, inp, n_in,
+                       params + net.w_off[k], n_out, <floating> 0, kept, n_out)
+            status = _run_pass(nt, _BIAS_ACT, n_rows, n_out, net.acts[k],
+                               <floating> net.alphas[k], kept, params + net.b_off[k],
+                               <floating *> NULL, <const floating *> NULL)
         if status != FNN_OK:
             return status
         if dropping(net, k):
@@ -87,8 +313,10 @@ cdef double net_forward_loss(const Net *net, const floating *params, const float
 cdef int net_backward(const Net *net, floating *params, floating *grads, const floating *X,
                       int n_rows, floating *acts, floating *delta0, floating *delta1,
                       double sgd_lr, double sgd_decay) noexcept nogil:
-    cdef int k, act, n_out, status = FNN_OK
+    cdef int k, act, n_out, n_in, status = FNN_OK, nt = net.n_threads
     cdef Py_ssize_t j
+    # (in the run's dtype, as _layers.dense_backward_sgd computes them)
+    cdef floating lr = <floating> sgd_lr, decay = <floating> sgd_decay
     cdef floating *swap
     cdef floating *gb
     cdef const floating *inp
@@ -113,21 +341,34 @@ cdef int net_backward(const Net *net, floating *params, floating *grads, const f
                 for j in range(2 * n_out):
                     params[net.b_off[k] + n_out + j] -= (<floating> sgd_lr) * gb[n_out + j]
             act = FNN_IDENTITY
-        # delta0 holds dl/dA_k on entry and becomes dl/dZ_k in place; dl/dA_{k-1} goes to
-        # delta1 (skipped for the first layer: nobody needs dl/dX)
+        # delta0 holds dl/dA_k on entry and becomes dl/dZ_k in place, with the bias
+        # gradient (column blocks); dl/dA_{k-1} goes to delta1 (skipped for the first layer:
+        # nobody needs dl/dX).  The products and passes of _layers.dense_backward(_sgd), on
+        # fixed tiles.
+        n_in = net.sizes[k]
+        n_out = net.sizes[k + 1]
+        status = _run_pass(nt, _ACT_BACKWARD, n_rows, n_out, act, <floating> net.alphas[k],
+                           delta0, delta0, grads + net.b_off[k],
+                           layer_kept(net, acts, n_rows, k))
+        if status != FNN_OK:
+            return status
         if sgd_lr > 0:
-            status = dense_backward_sgd(inp, params + net.w_off[k], params + net.b_off[k],
-                                        layer_kept(net, acts, n_rows, k), delta0, delta0,
-                                        grads + net.b_off[k], delta1 if k > 0 else NULL,
-                                        n_rows, net.sizes[k], net.sizes[k + 1], act,
-                                        <floating> net.alphas[k], <floating> sgd_lr,
-                                        <floating> sgd_decay)
+            # dX with the OLD W, then W := (1 - lr decay) W - lr X^T D inside the
+            # weight-gradient GEMM (beta != 0), then b := b - lr db
+            if k > 0:
+                tiled_gemm(nt, False, True, n_rows, n_in, n_out, <floating> 1, delta0, n_out,
+                           params + net.w_off[k], n_out, <floating> 0, delta1, n_in)
+            tiled_gemm(nt, True, False, n_in, n_out, n_rows, -lr, inp, n_in, delta0, n_out,
+                       1 - lr * decay, params + net.w_off[k], n_out)
+            gb = grads + net.b_off[k]
+            for j in range(n_out):
+                params[net.b_off[k] + j] -= lr * gb[j]
         else:
-            status = dense_backward(inp, params + net.w_off[k],
-                                    layer_kept(net, acts, n_rows, k), delta0, delta0,
-                                    grads + net.w_off[k], grads + net.b_off[k],
-                                    delta1 if k > 0 else NULL, n_rows, net.sizes[k],
-                                    net.sizes[k + 1], act, <floating> net.alphas[k])
+            tiled_gemm(nt, True, False, n_in, n_out, n_rows, <floating> 1, inp, n_in, delta0,
+                       n_out, <floating> 0, grads + net.w_off[k], n_out)
+            if k > 0:
+                tiled_gemm(nt, False, True, n_rows, n_in, n_out, <floating> 1, delta0, n_out,
+                           params + net.w_off[k], n_out, <floating> 0, delta1, n_in)
         if status != FNN_OK:
             return status
         swap = delta0
@@ -258,6 +499,7 @@ cdef class NetSpec:
         self.net.n_off = &no[0]
         self.net.r_off = &ro[0]
         self.net.drop = NULL
+        self.net.n_threads = 1
 
     def check(self, Py_ssize_t n_params, Py_ssize_t n_grads=-1, Py_ssize_t n_inputs=-1,
               Py_ssize_t n_rows=-1):
@@ -300,14 +542,20 @@ cdef class NetSpec:
 
 def forward_into(NetSpec spec, const floating[::1] params, const floating[:, ::1] X,
                  floating[:, ::1] out, int loss_kind, Py_ssize_t chunk_rows,
-                 bint flush_denormals=True):
+                 bint flush_denormals=True, int n_threads=1):
     """out (n, n_L) := output link of the logits, computed chunk_rows samples at a time.
 
     The workspace is allocated here, per call, so concurrent calls on one model share no
     mutable state.  Values are fastnn.model's to validate; sizes are checked here.
     flush_denormals: flush subnormals to zero on this thread during the call (fastnn.fpmode).
+    n_threads: threads of fastnn's pool taking the products' fixed tiles (the same bits for
+    any count >= 1; 0: the untiled path of fastnn before issue 18, for tests).
     """
     cdef unsigned long long fp_saved
+    cdef Net net = spec.net
+    if n_threads < 0:
+        raise ValueError(f"n_threads={n_threads}; expected >= 0")
+    net.n_threads = n_threads
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = out.shape[1]
     cdef Py_ssize_t start, rows, i, j
     cdef int status = FNN_OK, L = spec.net.n_layers
@@ -331,7 +579,7 @@ def forward_into(NetSpec spec, const floating[::1] params, const floating[:, ::1
             start = 0
             while start < n:
                 rows = min(chunk_rows, n - start)
-                status = net_forward(&spec.net, &params[0], &X[start, 0], <int> rows, acts)
+                status = net_forward(&net, &params[0], &X[start, 0], <int> rows, acts)
                 if status != FNN_OK:
                     break
                 last = layer_output(&spec.net, acts, <int> rows, L - 1)
@@ -353,7 +601,7 @@ def loss_grad_into(NetSpec spec, const floating[::1] params, floating[::1] grads
                    const floating[::1] sample_weight, const floating[::1] sigma,
                    double grad_scale, bint flush_denormals=True,
                    const Py_ssize_t[::1] dropout_samples=None, uint64_t dropout_seed=0,
-                   uint32_t epoch=0, floating[::1] workspace=None):
+                   uint32_t epoch=0, floating[::1] workspace=None, int n_threads=1):
     """Return sum_i w_i l_i and fill grads with grad_scale times its gradient.
 
     The workspace covers all rows of X at once and is freed on return, unless the caller
@@ -365,9 +613,13 @@ def loss_grad_into(NetSpec spec, const floating[::1] params, floating[::1] grads
     dropout_samples (n,): apply the layers' dropout as training does, row i being global
     sample dropout_samples[i] of epoch `epoch` under `dropout_seed` (a fixed mask: tests
     check the gradient through it).  None: no dropout, as in prediction.
+    n_threads: as in forward_into.
     """
     cdef unsigned long long fp_saved
     cdef Net net = spec.net
+    if n_threads < 0:
+        raise ValueError(f"n_threads={n_threads}; expected >= 0")
+    net.n_threads = n_threads
     cdef DropoutCtx ctx
     if dropout_samples is not None:
         if dropout_samples.shape[0] != X.shape[0]:

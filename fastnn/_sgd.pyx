@@ -37,6 +37,7 @@ from fastnn._losses cimport LossParams, check_target_sizes
 from fastnn._network cimport (Net, NetSpec, check_net, net_backward, net_forward_loss,
                               net_loss_grad)
 from fastnn._dropout cimport DropoutCtx
+from fastnn._pool cimport parallel_for
 from libc.stdint cimport uint32_t, uint64_t
 
 import numpy as np
@@ -164,32 +165,120 @@ cdef void _update_block(const Optimizer *opt, floating *w, const floating *g,
             w[i] -= lr * (mi / c1) / (sqrt(vi / c2) + eps)
 
 
+cdef enum:
+    # the fixed decomposition of the parameter vector for the update (never of the thread
+    # count): tasks of _UPDATE_CHUNK entries, or more when there would be over _MAX_CHUNKS
+    _UPDATE_CHUNK = 16384
+    _MAX_CHUNKS = 256
+
+
+cdef struct _UpdateJob:
+    bint dbl
+    const Net *net
+    const Optimizer *opt
+    void *params
+    const void *grads
+    void *s1
+    void *s2
+    Py_ssize_t n, chunk
+    double g_scale
+    double *partial             # (n_chunks,) the clip norm's sums of squares, per chunk
+
+
+cdef void _update_segment(_UpdateJob *j, Py_ssize_t a, Py_ssize_t e,
+                          double decay) noexcept nogil:
+    if j.dbl:
+        _update_block(j.opt, (<double *> j.params) + a, (<const double *> j.grads) + a,
+                      (<double *> j.s1) + a if j.s1 != NULL else <double *> NULL,
+                      (<double *> j.s2) + a if j.s2 != NULL else <double *> NULL,
+                      e - a, decay, j.g_scale)
+    else:
+        _update_block(j.opt, (<float *> j.params) + a, (<const float *> j.grads) + a,
+                      (<float *> j.s1) + a if j.s1 != NULL else <float *> NULL,
+                      (<float *> j.s2) + a if j.s2 != NULL else <float *> NULL,
+                      e - a, decay, j.g_scale)
+
+
+cdef void _update_task(void *ctx, long t) noexcept nogil:
+    """Entries t * chunk .. of the vector, cut along the layer blocks (weights decay; biases,
+    gains and shifts do not); element-wise, so the chunking never changes a bit."""
+    cdef _UpdateJob *j = <_UpdateJob *> ctx
+    cdef const Net *net = j.net
+    cdef Py_ssize_t lo = <Py_ssize_t> t * j.chunk, hi = min(lo + j.chunk, j.n), a, e
+    cdef int k
+    for k in range(net.n_layers):
+        a = max(lo, net.w_off[k])
+        e = min(hi, net.w_off[k] + <Py_ssize_t> net.sizes[k] * net.sizes[k + 1])
+        if a < e:
+            _update_segment(j, a, e, j.opt.weight_decay)
+        a = max(lo, net.b_off[k])
+        e = min(hi, net.b_off[k] + net.sizes[k + 1] * (3 if net.norms[k] else 1))
+        if a < e:
+            _update_segment(j, a, e, 0.0)
+
+
+cdef void _squares_task(void *ctx, long t) noexcept nogil:
+    cdef _UpdateJob *j = <_UpdateJob *> ctx
+    cdef Py_ssize_t lo = <Py_ssize_t> t * j.chunk, hi = min(lo + j.chunk, j.n)
+    if j.dbl:
+        j.partial[t] = _sum_squares((<const double *> j.grads) + lo, hi - lo)
+    else:
+        j.partial[t] = _sum_squares((<const float *> j.grads) + lo, hi - lo)
+
+
 cdef void apply_update(const Net *net, const Optimizer *opt, floating *params,
                        const floating *grads, floating *s1, floating *s2,
                        Py_ssize_t n_params, double grad_scale) noexcept nogil:
-    """One pass over the parameter vector, layer block by layer block.
+    """One pass over the parameter vector, in fixed chunks on net.n_threads threads.
 
     The gradient used is grad_scale * grads (then clipped): a caller holding a sum, like the
     all-reduced one of distributed training, has it divided inside this pass, not in another.
+    The clip norm's sum of squares is summed per chunk (in double), then over the chunks in
+    their order: one chunk (up to _UPDATE_CHUNK parameters) is the sequential sum itself.
     """
     cdef int k
+    cdef long n_chunks, c
     cdef Py_ssize_t nw, nb
-    cdef double g_scale = grad_scale, norm
+    cdef double g_scale = grad_scale, norm, total
+    cdef double partial[_MAX_CHUNKS]
+    cdef _UpdateJob job
+    if net.n_threads <= 0:
+        # the sequential pass of fastnn before issue 18 (kept for the tests comparing to it)
+        if opt.clip_norm > 0:
+            norm = grad_scale * sqrt(_sum_squares(grads, n_params))
+            if norm > opt.clip_norm:
+                g_scale = grad_scale * opt.clip_norm / norm
+        for k in range(net.n_layers):
+            nw = <Py_ssize_t> net.sizes[k] * net.sizes[k + 1]
+            nb = net.sizes[k + 1] * (3 if net.norms[k] else 1)   # [b | gain | shift]: no decay
+            _update_block(opt, params + net.w_off[k], grads + net.w_off[k],
+                          s1 + net.w_off[k] if s1 != NULL else NULL,
+                          s2 + net.w_off[k] if s2 != NULL else NULL,
+                          nw, opt.weight_decay, g_scale)
+            _update_block(opt, params + net.b_off[k], grads + net.b_off[k],
+                          s1 + net.b_off[k] if s1 != NULL else NULL,
+                          s2 + net.b_off[k] if s2 != NULL else NULL,
+                          nb, 0.0, g_scale)
+        return
+    if n_params <= 0:
+        return
+    job.dbl = floating is double
+    job.net, job.opt = net, opt
+    job.params, job.grads, job.s1, job.s2 = params, grads, s1, s2
+    job.n = n_params
+    job.chunk = max(<Py_ssize_t> _UPDATE_CHUNK, (n_params + _MAX_CHUNKS - 1) // _MAX_CHUNKS)
+    job.partial = partial
+    n_chunks = (n_params + job.chunk - 1) // job.chunk
     if opt.clip_norm > 0:
-        norm = grad_scale * sqrt(_sum_squares(grads, n_params))
+        parallel_for(net.n_threads, n_chunks, _squares_task, &job)
+        total = 0.0
+        for c in range(n_chunks):
+            total += partial[c]
+        norm = grad_scale * sqrt(total)
         if norm > opt.clip_norm:
             g_scale = grad_scale * opt.clip_norm / norm
-    for k in range(net.n_layers):
-        nw = <Py_ssize_t> net.sizes[k] * net.sizes[k + 1]
-        nb = net.sizes[k + 1] * (3 if net.norms[k] else 1)   # [b | gain | shift]: no decay
-        _update_block(opt, params + net.w_off[k], grads + net.w_off[k],
-                      s1 + net.w_off[k] if s1 != NULL else NULL,
-                      s2 + net.w_off[k] if s2 != NULL else NULL,
-                      nw, opt.weight_decay, g_scale)
-        _update_block(opt, params + net.b_off[k], grads + net.b_off[k],
-                      s1 + net.b_off[k] if s1 != NULL else NULL,
-                      s2 + net.b_off[k] if s2 != NULL else NULL,
-                      nb, 0.0, g_scale)
+    job.g_scale = g_scale
+    parallel_for(net.n_threads, n_chunks, _update_task, &job)
 
 
 cdef double train_step(const Net *net, Optimizer *opt, floating *params, floating *grads,
@@ -264,7 +353,7 @@ def update_params(NetSpec spec, floating[::1] params, const floating[::1] grads,
                   floating[::1] state1, floating[::1] state2, int kind, double lr,
                   double momentum, bint nesterov, double weight_decay, double clip_norm,
                   double beta1, double beta2, double eps, long long t,
-                  bint flush_denormals=True):
+                  bint flush_denormals=True, int n_threads=1):
     """One optimizer step from a gradient computed elsewhere (values: see fastnn.optim).
 
     Sizes are checked: params and grads against the network, the state against the optimizer.
@@ -279,9 +368,13 @@ def update_params(NetSpec spec, floating[::1] params, const floating[::1] grads,
                      t)
     cdef floating *s1 = NULL if state1 is None or state1.shape[0] == 0 else &state1[0]
     cdef floating *s2 = NULL if state2 is None or state2.shape[0] == 0 else &state2[0]
+    cdef Net net = spec.net
+    if n_threads < 0:
+        raise ValueError(f"n_threads={n_threads}; expected >= 0")
+    net.n_threads = n_threads
     with nogil:
         fp_saved = fnn_fpmode_enter(flush_denormals)
-        apply_update(&spec.net, &opt, &params[0], &grads[0], s1, s2, params.shape[0], 1.0)
+        apply_update(&net, &opt, &params[0], &grads[0], s1, s2, params.shape[0], 1.0)
         fnn_fpmode_leave(flush_denormals, fp_saved)
 
 
@@ -361,7 +454,7 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
                 Py_ssize_t[::1] labels_batch, floating[::1] sw_batch,
                 floating[::1] sigma_batch, double check_every,
                 Py_ssize_t row_offset=0, Allreduce reducer=None, bint flush_denormals=True,
-                uint64_t dropout_seed=0, uint32_t epoch=0):
+                uint64_t dropout_seed=0, uint32_t epoch=0, int n_threads=1):
     """Run one epoch.  fastnn.trainer validates the values and sizes every buffer; the sizes
     are checked again here (O(1) per call, plus O(n) over labels and order), because this
     function is reachable from Python and the loop below trusts them.
@@ -412,6 +505,9 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     # only, so a concurrent predict never drops units); one index buffer per epoch
     cdef Net net = spec.net
     cdef DropoutCtx dctx
+    if n_threads < 0:
+        raise ValueError(f"n_threads={n_threads}; expected >= 0")
+    net.n_threads = n_threads       # fastnn's threads (0: the untiled path, for tests)
     cdef Py_ssize_t[::1] samples_buf = None
     cdef Py_ssize_t *samples = NULL
     if np.any(spec._drop_rates > 0):
@@ -527,7 +623,7 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
                     batch_weight = grads[n_params + 1]
                 if batch_weight > 0 and isfinite(batch_loss) and kstatus == FNN_OK:
                     opt.t += 1
-                    apply_update(&spec.net, &opt, &params[0], &grads[0], s1, s2, n_params,
+                    apply_update(&net, &opt, &params[0], &grads[0], s1, s2, n_params,
                                  1.0 / batch_weight)
             if batch_weight > 0:
                 if kstatus != FNN_OK:

@@ -26,6 +26,7 @@ from fastnn.layers import (activation_code, activation_parameter, canonical_acti
                            dense_kwargs, parameter_kwargs, parameter_name,
                            resolve_activation_parameters)
 from fastnn.losses import get_loss
+from fastnn.threads import compiled_threads
 
 #: output link name -> the loss code whose link it is (see fastnn/_losses.pxd)
 OUTPUT_LINKS = {"identity": 0, "sigmoid": 3, "softmax": 4, "exp": 6}
@@ -816,8 +817,9 @@ class MLP:
                                 PREDICT_CHUNK_ROWS)
         X = as_input(X, "X", self.dtype, self.n_inputs)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
-        _network.forward_into(self._spec, self.params, X, out, kind, PREDICT_CHUNK_ROWS,
-                              fpmode.get_flush_denormals())
+        with compiled_threads() as n_threads:     # every core; the same bits for any count
+            _network.forward_into(self._spec, self.params, X, out, kind, PREDICT_CHUNK_ROWS,
+                                  fpmode.get_flush_denormals(), n_threads)
         return out
 
     def forward(self, X):
@@ -1113,11 +1115,11 @@ class MLP:
         check_writeable(self.grads, "model.grads")
         loss, X, Y, labels, sw, sigma = self.prepare_data(X, y, loss, sample_weight)
         weight_sum = float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
-        with self._lock:  # fit uses grads as scratch while an epoch runs
+        with self._lock, compiled_threads() as n_threads:  # fit uses grads meanwhile
             total = _network.loss_grad_into(
                 self._spec, self.params, self.grads, X, loss.kind, int(loss.full),
                 loss.scalar_sigma, Y, labels, sw, sigma, 1.0 / weight_sum,
-                fpmode.get_flush_denormals())
+                fpmode.get_flush_denormals(), n_threads=n_threads)
         self.loss_ = loss
         return total / weight_sum
 

@@ -1,4 +1,20 @@
-"""The number of BLAS threads fastnn's compiled code uses.
+"""fastnn's thread count, and the BLAS thread count around it.
+
+Two counts, two owners:
+
+* **fastnn's threads** (``n_threads`` of ``fit``, the estimators and ``MLPEnsemble``; the
+  prediction methods use all of them): fastnn's compiled training and prediction cut every
+  product and pass into tiles whose boundaries depend on the shapes only (fastnn._network,
+  issue 18) and hand the tiles to its own worker threads (fastnn._pool).  The default is
+  every core this process may run on (``available_cores()``).  **Results are the same bits
+  whatever this count is**: only which thread computes which tile changes.
+* **scipy's OpenBLAS threads** (this module's ``set_num_threads``, ``blas_threads``,
+  ``get_num_threads``): while fastnn's compiled code runs, OpenBLAS is held at 1 thread
+  (``compiled_threads`` below), so that each tile is one single-threaded BLAS call and the two
+  pools never compete for cores.  The setting below is what OpenBLAS uses outside those calls
+  (scipy's own linear algebra, for example).
+
+The rest of this docstring is about the BLAS count.
 
 fastnn's products go through scipy's BLAS (scipy.linalg.cython_blas), which is OpenBLAS in
 scipy's wheels.  That is a different library, with its own thread pool, from NumPy's BLAS, so
@@ -7,25 +23,20 @@ controls every OpenBLAS it finds) work, and so does this module, which needs no 
 
     fastnn.threads.set_num_threads(1)          # from now on
     with fastnn.threads.blas_threads(1):       # for a block
-        model.fit(...)
-    model.fit(..., n_threads=1)                # for one fit
 
-One thread is usually fastest for small layers (handing a small product to a second thread
-costs more than it saves) and makes timings reproducible.  Results are deterministic for a
-given thread count.
+fastnn's own calls (fit, predict) take it to 1 for their duration and restore it after.
 
 The count is process-wide (OpenBLAS has one pool), so fastnn gives it one owner at a time.
-``blas_threads(n)`` blocks (and so ``fit(..., n_threads=n)``) share the setting: any number
-of them, in any threads, may run at once when they ask for the same count; a block asking
-for another count waits until those have ended, so every fit runs its whole course with the
-count it asked for, and when the last block ends the count it found is restored.  While a
-block runs, ``set_num_threads`` raises RuntimeError, and so does a nested block of the same
-thread that asks for another count (waiting would never end).  A fit that another fit's
-callback starts in a new thread and waits for, with a different count, would wait forever:
-give it the same count, or None.  Code outside fastnn that changes the count (threadpoolctl,
+``blas_threads(n)`` blocks (and so every fit and predict, which ask for 1) share the
+setting: any number of them, in any threads, may run at once when they ask for the same
+count; a block asking for another count waits until those have ended, and when the last
+block ends the count it found is restored.  While a block runs, ``set_num_threads`` raises
+RuntimeError, and so does a nested block of the same thread that asks for another count
+(waiting would never end).  Code outside fastnn that changes the count (threadpoolctl,
 another library) is not covered by this lock.
 """
 import ctypes
+import os
 import threading
 from contextlib import contextmanager
 
@@ -157,3 +168,42 @@ def blas_threads(n):
                     functions[1](_found)
                     _owner_n = _found = None
                     _condition.notify_all()
+
+
+# ------------------------------------------------------------------ fastnn's own threads
+
+def available_cores():
+    """The cores this process may run on (its CPU affinity where the OS reports it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(n_threads):
+    """fastnn's thread count for `n_threads` (None: ``available_cores()``).
+
+    Raises ValueError unless it is an integer >= 1 (counts above the machine's cores are
+    allowed: they give the same results, only slower).
+    """
+    if n_threads is None:
+        return available_cores()
+    return int(check_number(n_threads, "n_threads", low=1, high=MAX_DIM, integer=True))
+
+
+@contextmanager
+def compiled_threads(n_threads=None):
+    """Yield fastnn's thread count (``resolve_threads``) for compiled calls in the block,
+    with scipy's OpenBLAS held at 1 thread meanwhile (a ``blas_threads(1)`` block).
+
+    Inside a ``blas_threads(n)`` block of another count in the same thread (the process has
+    one BLAS count, and that block owns it), the BLAS count is left as it is; fastnn's tiles
+    then run on OpenBLAS's threads too, still giving the same bits for any ``n_threads``
+    where OpenBLAS's own result does not depend on its count.
+    """
+    n = resolve_threads(n_threads)
+    blas = 1 if _openblas() is not None else None
+    if blas is not None and getattr(_depth, "value", 0) and _owner_n != 1:
+        blas = None
+    with blas_threads(blas):
+        yield n

@@ -110,10 +110,11 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         ranks, and `seed` an int or None.  The result equals one process training on the
         concatenated shards with the same global minibatches.
     n_threads : int or None, default None
-        BLAS threads for this fit (restored afterwards); None leaves the setting as it is.
-        The count is process-wide: a fit in another thread asking for a different count
-        waits until this one ends (see fastnn.threads).  One thread is usually fastest for
-        small layers.
+        fastnn's threads for this fit; None: every core the process may run on
+        (``fastnn.threads.available_cores()``).  The trained parameters are the same bits
+        for every count: each product and pass is cut into tiles fixed by the shapes, and
+        the threads only share them out (layers too small to gain run on one thread).
+        scipy's OpenBLAS runs single-threaded inside (see fastnn.threads).
     flush_denormals : bool or None, default None
         Flush subnormal floats (below 1.2e-38 in float32) to zero in the compiled training
         and evaluation, which keeps late epochs as fast as early ones; False leaves the

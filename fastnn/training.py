@@ -40,7 +40,7 @@ import numpy as np
 from fastnn import _losses, _network, _sgd, _sparse, fpmode
 from fastnn._validation import all_finite, check_number
 from fastnn.sparse import CSRInput, forward_kind as sparse_forward_kind
-from fastnn.threads import blas_threads
+from fastnn.threads import compiled_threads
 
 #: seconds between two checks for Ctrl-C inside the compiled loop
 SIGNAL_CHECK_INTERVAL = 0.1
@@ -300,7 +300,8 @@ def epoch_order(order, seed_key, completed_epochs):
 
 # ------------------------------------------------------------------ evaluation
 
-def _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals=None):
+def _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals=None,
+                      n_threads=None):
     """Sufficient statistics of the loss and metric on prepared arrays (combinable over ranks).
 
     Keys: loss (sum_i w_i l_i), weight (sum_i w_i), and for classifiers hits (weighted count of
@@ -312,8 +313,9 @@ def _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals=None
         Z = sparse_forward_kind(model, X, 0, False, 4096, flush_denormals)  # the logits
     else:
         Z = np.empty((X.shape[0], model.n_outputs), model.dtype)
-        _network.forward_into(model._spec, model.params, X, Z, 0, 4096,
-                              fpmode.resolve(flush_denormals))
+        with compiled_threads(n_threads) as n:
+            _network.forward_into(model._spec, model.params, X, Z, 0, 4096,
+                                  fpmode.resolve(flush_denormals), n)
     stats = {"weight": float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64)),
              "loss": float(_losses.loss_grad_into(loss.kind, int(loss.full), loss.scalar_sigma,
                                                   Z, Y, labels, sw, sigma, 1.0, None))}
@@ -353,13 +355,15 @@ def _combine_evaluations(parts):
     return mean_loss, float(r2.mean())
 
 
-def evaluate(model, loss, X, Y, labels, sw, sigma, mpi=None, flush_denormals=None):
+def evaluate(model, loss, X, Y, labels, sw, sigma, mpi=None, flush_denormals=None,
+             n_threads=None):
     """(mean loss, metric) of prepared arrays: accuracy for classifiers, R^2 otherwise.
 
     With `mpi` (a fastnn.distributed.MPIContext) the arrays are this rank's shard and the
     result is that of all shards together, the same on every rank.
     """
-    stats = _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals)
+    stats = _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals,
+                              n_threads)
     return _combine_evaluations([stats] if mpi is None else mpi.comm.allgather(stats))
 
 
@@ -505,7 +509,8 @@ class TrainingRun:
             model.loss_ = self.loss
             self.last_epoch = self.optimizer.completed_epochs + epochs
             self.bar = _progress_bar(epochs) if self.verbose >= 2 else None
-            with blas_threads(n_threads):
+            # fastnn's threads take the compiled epoch's tiles; OpenBLAS at 1 meanwhile
+            with compiled_threads(n_threads) as self.n_threads:
                 for _ in range(epochs):
                     if self._epoch():
                         break
@@ -587,7 +592,8 @@ class TrainingRun:
         val_loss = val_metric = None
         if self.val is not None:
             val_loss, val_metric = evaluate(model, self.loss, *self.val, mpi=self.mpi,
-                                            flush_denormals=self.flush_denormals)
+                                            flush_denormals=self.flush_denormals,
+                                            n_threads=self.n_threads)
         logs = {"epoch": epoch, "loss": train_loss, "val_loss": val_loss,
                 "val_metric": val_metric, "lr": lr, "time": elapsed,
                 "samples_per_s": (steps * self.batch_size if self.drop_last else self.n_global)
@@ -633,7 +639,8 @@ class TrainingRun:
                     ws.delta0, ws.delta1, ws.X if self.order is not None else None, ws.Y,
                     ws.labels, ws.sw, ws.sigma, SIGNAL_CHECK_INTERVAL, self.offset,
                     None if self.mpi is None else self.mpi.reducer, self.flush_denormals,
-                    dropout_seed=self.dropout_seed, epoch=opt.completed_epochs)
+                    dropout_seed=self.dropout_seed, epoch=opt.completed_epochs,
+                    n_threads=self.n_threads)
         return loss_sum, weight_sum, steps, status, failed_step, pending
 
     def _train_epoch_csr(self, opt_args):

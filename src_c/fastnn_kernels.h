@@ -166,6 +166,9 @@ FNN_INLINE float fnn_s_expm1_neg(float x, float *exp_out)
  *       D[i, j] <- dA[i, j] * act'(K[i, j]) and db[j] <- sum_i D[i, j], in one pass.
  *       K is what the forward pass kept (fnn_act_keeps_preactivation): the output A
  *       (docs/theory.md, section 2) or the pre-activation Z.  D may alias dA.
+ *   P##act_backward_ld(dA, K, D, db, rows, cols, ld, act, alpha)
+ *       The same over a column block: row i of dA, K and D starts at i * ld (ld >= cols),
+ *       so that threads can take disjoint column blocks, each summing db in row order.
  * All return FNN_OK or FNN_EBADACT.
  *
  * NaN propagates: relu is written `z < 0 ? 0 : z` so that a NaN stays NaN (fmax would
@@ -429,16 +432,16 @@ FNN_CLONES int P##bias_act_keep(T *restrict Z, const T *restrict b, T *restrict 
     return FNN_EBADACT;                                                                       \
 }                                                                                             \
                                                                                               \
-FNN_CLONES int P##act_backward(const T *dA, const T *restrict K, T *D,                         \
-                                  T *restrict db, ptrdiff_t rows, ptrdiff_t cols,             \
-                                  int act, T alpha)                                           \
+FNN_CLONES int P##act_backward_ld(const T *dA, const T *restrict K, T *D,                      \
+                                     T *restrict db, ptrdiff_t rows, ptrdiff_t cols,          \
+                                     ptrdiff_t ld, int act, T alpha)                          \
 {                                                                                             \
     ptrdiff_t i, j;                                                                           \
     if (act < 0 || act >= FNN_N_ACTIVATIONS) return FNN_EBADACT;                              \
     for (j = 0; j < cols; j++) db[j] = 0;                                                     \
     for (i = 0; i < rows; i++) {                                                              \
-        const T *da = dA + i * cols, *restrict k = K + i * cols;                              \
-        T *d = D + i * cols;                                                                  \
+        const T *da = dA + i * ld, *restrict k = K + i * ld;                                  \
+        T *d = D + i * ld;                                                                    \
         switch (act) {                                                                        \
         case FNN_IDENTITY:                                                                    \
             for (j = 0; j < cols; j++) { T g = da[j]; d[j] = g; db[j] += g; }                 \
@@ -464,6 +467,12 @@ FNN_CLONES int P##act_backward(const T *dA, const T *restrict K, T *D,          
         }                                                                                     \
     }                                                                                         \
     return FNN_OK;                                                                            \
+}                                                                                             \
+                                                                                              \
+FNN_INLINE int P##act_backward(const T *dA, const T *K, T *D, T *db, ptrdiff_t rows,          \
+                               ptrdiff_t cols, int act, T alpha)                              \
+{                                                                                             \
+    return P##act_backward_ld(dA, K, D, db, rows, cols, cols, act, alpha);                    \
 }
 
 FNN_DEFINE_KERNELS(float, fnn_s_)

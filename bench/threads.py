@@ -1,0 +1,170 @@
+"""Question: what do fastnn's own threads (issue 18) buy, and what does a tile cost?
+
+Three measurements, each interleaved in one process (A B C A B C ...), medians of repeats:
+
+1. Training throughput per workload (A at batch 16/64/256/1024, B, C, D): fastnn with 1 and 2
+   threads (``fit(..., n_threads=n)``: the same bits either way), PyTorch with
+   ``torch.set_num_threads(2)`` and the plain-NumPy MLP with NumPy's OpenBLAS at 2 threads.
+   samples/s of the whole fit call, plain SGD, shuffling, one epoch per timed fit.
+   The wall-clock ratio 2 threads / 1 thread is reported with the process CPU time per
+   sample, which a busy shared machine inflates less than the wall time.
+2. The per-tile cost: each of A's products at 1 thread untiled (one BLAS call) vs cut into
+   fastnn's fixed tiles (n_threads=1), and the same tiles on 2 threads; the tiles' count.
+3. The pool's dispatch cost: one parallel_for of 2 (or 8) empty tasks on 2 threads.
+
+    python bench/threads.py [--quick] [--repeats 5] [--workloads A,B]
+"""
+import argparse
+import os
+import time
+
+import numpy as np
+
+import _common as C
+from numpy_mlp import NumpyMLP
+
+import fastnn
+from fastnn import _bench, _network
+
+CONFIGS = [("A", 16), ("A", 64), ("A", 256), ("A", 1024), ("B", 32), ("C", 64), ("D", 256)]
+ROWS = {"A": 16384, "D": 8192}      # rows per timed epoch (B and C: their whole data sets)
+
+
+def fastnn_fit(w, X, y, batch, n_threads):
+    model = fastnn.MLP(w["sizes"], activation=w["activation"], dtype=w["dtype"], seed=0)
+    model.fit(X, y, w["loss"], fastnn.SGD(lr=w["lr"]), epochs=1, batch_size=batch,
+              shuffle=True, seed=0, n_threads=n_threads)
+
+
+def numpy_fit(w, X, y, batch):
+    NumpyMLP(w["sizes"], w["activation"], w["loss"], w["dtype"], 0).fit(
+        X, y, epochs=1, batch_size=batch, lr=w["lr"], seed=0)
+
+
+def torch_fit(torch, w, Xt, yt, batch):
+    from throughput import torch_fit as fit
+    fit(torch, w, Xt, yt, batch, 1)
+
+
+def _cpu_and_wall(fn):
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - c0, time.perf_counter() - t0
+
+
+def throughput(w, X, y, batch, repeats, torch):
+    from threadpoolctl import threadpool_limits
+    runs = {"fastnn 1": lambda: fastnn_fit(w, X, y, batch, 1),
+            "fastnn 2": lambda: fastnn_fit(w, X, y, batch, 2),
+            "numpy 2": lambda: numpy_fit(w, X, y, batch)}
+    if torch is not None:
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+        runs["torch 2"] = lambda: torch_fit(torch, w, Xt, yt, batch)
+    wall = {k: [] for k in runs}
+    cpu = {k: [] for k in runs}
+    # the peers at 2 threads (both OpenBLAS copies, torch); fastnn's fit holds scipy's
+    # OpenBLAS at 1 inside and uses its own n_threads
+    with threadpool_limits(limits=2):
+        if torch is not None:
+            torch.set_num_threads(2)
+        for fn in runs.values():
+            fn()                                    # warm-up
+        for _ in range(repeats):
+            for name, fn in runs.items():
+                c, t = _cpu_and_wall(fn)
+                cpu[name].append(c)
+                wall[name].append(t)
+    n = X.shape[0]
+    return ({k: C.summary([n / t for t in v]) for k, v in wall.items()},
+            {k: np.median(v) / n * 1e6 for k, v in cpu.items()})
+
+
+def tile_costs(repeats, batches=(16, 64, 256, 1024), dtype=np.float32):
+    """Per product of network A's training step: untiled, tiled at 1 thread, tiled at 2."""
+    rows = []
+    sizes = [784, 256, 128, 10]
+    for batch in batches:
+        shapes = []
+        for k in range(3):
+            n_in, n_out = sizes[k], sizes[k + 1]
+            shapes.append((f"fwd {n_in}x{n_out}", batch, n_out, n_in, False, False))
+            shapes.append((f"dW {n_in}x{n_out}", n_in, n_out, batch, True, False))
+            if k > 0:
+                shapes.append((f"dX {n_in}x{n_out}", batch, n_in, n_out, False, True))
+        for name, m, n, k, ta, tb in shapes:
+            cases = {nt: _bench.tiled_gemm_case(m, n, k, nt, ta, tb, dtype) for nt in (0, 1, 2)}
+            res = _bench.sample_cases(cases, repeats=repeats, min_time=0.01)
+            med = {nt: float(np.median(r["ns"])) for nt, r in res.items()}
+            n_tiles, tm, tn = _network.gemm_tiles(m, n, k)
+            rows.append(dict(batch=batch, product=name, m=m, n=n, k=k, tiles=n_tiles, tm=tm,
+                             tn=tn, untiled_us=med[0] / 1e3, tiled_us=med[1] / 1e3,
+                             two_us=med[2] / 1e3, flops=2.0 * m * n * k))
+    return rows
+
+
+def dispatch_cost(repeats):
+    out = {}
+    for n_tasks in (2, 8):
+        cases = {n_tasks: (lambda nt: lambda reps: _bench._loop_dispatch(2, nt, reps))(n_tasks)}
+        res = _bench.sample_cases(cases, repeats=repeats, min_time=0.02)
+        out[n_tasks] = float(np.median(res[n_tasks]["ns"]))
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workloads", default="")
+    args = parser.parse_args()
+    only = set(args.workloads.split(",")) - {""}
+    env = C.environment()
+    print(C.environment_markdown(env))
+    print(f"load average before: {os.getloadavg()}")
+    torch = C.import_peer("torch")
+
+    print("\n## Per-product cost of the fixed tiles (network A, float32, us per call)\n")
+    print("| batch | product | m x n x k | tiles | untiled 1 thr | tiled 1 thr | tiled/untiled"
+          " | tiled 2 thr | speed-up 2 thr | us per tile |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in tile_costs(max(3, args.repeats), batches=(64, 256) if args.quick else
+                        (16, 64, 256, 1024)):
+        per_tile = (r["tiled_us"] - r["untiled_us"]) / max(1, r["tiles"] - 1) \
+            if r["tiles"] > 1 else 0.0
+        print(f"| {r['batch']} | {r['product']} | {r['m']}x{r['n']}x{r['k']} | "
+              f"{r['tiles']} of {r['tm']}x{r['tn']} | {r['untiled_us']:.1f} | "
+              f"{r['tiled_us']:.1f} | {r['tiled_us'] / r['untiled_us']:.3f} | "
+              f"{r['two_us']:.1f} | {r['untiled_us'] / r['two_us']:.2f}x | {per_tile:+.2f} |")
+    d = dispatch_cost(max(3, args.repeats))
+    print(f"\npool dispatch, 2 threads: {d[2] / 1e3:.2f} us per job of 2 empty tasks, "
+          f"{d[8] / 1e3:.2f} us per job of 8")
+
+    print("\n## Training throughput (samples/s, median [min-max]); fastnn 1 and 2 threads, "
+          "peers at 2 threads\n")
+    print("| workload | batch | dtype | fastnn 1 thr | fastnn 2 thr | 2 thr / 1 thr | "
+          "CPU us/sample 1 / 2 thr | torch 2 thr | numpy 2 thr | fastnn2/torch2 | "
+          "fastnn2/numpy2 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, batch in CONFIGS:
+        if only and name not in only:
+            continue
+        w = C.workloads(args.quick, None)[name]
+        X, y = C.make_data(w)
+        rows = ROWS.get(name, X.shape[0]) // (4 if args.quick else 1)
+        X, y = X[:rows], y[:rows]
+        rates, cpu = throughput(w, X, y, batch, args.repeats, torch)
+        med = {k: v["median"] for k, v in rates.items()}
+        fmt = lambda k: (f"{C.fmt_rate(med[k])} [{C.fmt_rate(rates[k]['min'])}-"  # noqa: E731
+                         f"{C.fmt_rate(rates[k]['max'])}]" if k in med else "n/a")
+        t2 = med.get("torch 2")
+        print(f"| {name} | {batch} | {np.dtype(w['dtype']).name} | {fmt('fastnn 1')} | "
+              f"{fmt('fastnn 2')} | {med['fastnn 2'] / med['fastnn 1']:.2f}x | "
+              f"{cpu['fastnn 1']:.2f} / {cpu['fastnn 2']:.2f} | {fmt('torch 2')} | "
+              f"{fmt('numpy 2')} | "
+              f"{(med['fastnn 2'] / t2) if t2 else float('nan'):.2f}x | "
+              f"{med['fastnn 2'] / med['numpy 2']:.2f}x |", flush=True)
+    print(f"\nload average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

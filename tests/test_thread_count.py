@@ -1,0 +1,240 @@
+"""The same bits whatever fastnn's thread count (issue 18).
+
+Every product and pass of training and prediction is cut into tiles fixed by the shapes
+(fastnn._network), so training and prediction with 1, 2, 3 or 4 threads (more than this
+machine's cores included) must give identical parameters and predictions.  The tiled path at
+one thread is also compared with the untiled sequential path it replaced (n_threads=0, kept
+for this purpose), bitwise where the decomposition allows.
+"""
+import platform
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _network, _sgd, fpmode, threads
+from fastnn import _reference as ref
+
+THREAD_COUNTS = (1, 2, 3, 4)
+CE = fastnn.losses.KINDS["cross_entropy"]
+
+# the issue's networks, on data small enough for the suite; batch sizes large enough that
+# the products of A and D are cut into several tiles (C: batch 256 for the same reason)
+NETWORKS = {
+    "A": dict(sizes=[784, 256, 128, 10], activation="relu", loss="cross_entropy",
+              n=192, batch=64, dtype=np.float32),
+    "B": dict(sizes=[64, 32, 10], activation="relu", loss="cross_entropy",
+              n=256, batch=32, dtype=np.float32),
+    "C": dict(sizes=[8, 64, 64, 1], activation="tanh", loss="mse",
+              n=512, batch=256, dtype=np.float32),
+    "D": dict(sizes=[784, 256, 128, 10], activation="relu", loss="cross_entropy",
+              n=192, batch=64, dtype=np.float64),
+}
+
+OPTIMIZERS = {
+    "sgd": lambda: fastnn.SGD(lr=0.05),                     # fused into the dW GEMM
+    "momentum": lambda: fastnn.SGD(lr=0.05, momentum=0.9, weight_decay=1e-3),
+    "nesterov": lambda: fastnn.SGD(lr=0.05, momentum=0.9, nesterov=True, clip_norm=0.5),
+    "adam": lambda: fastnn.Adam(lr=0.01, weight_decay=1e-3, clip_norm=1.0),
+}
+
+
+def _data(c, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((c["n"], c["sizes"][0])).astype(c["dtype"])
+    if c["loss"] == "cross_entropy":
+        y = rng.integers(0, c["sizes"][-1], c["n"])
+    else:
+        y = rng.standard_normal(c["n"]).astype(c["dtype"])
+    return X, y
+
+
+def _train(c, opt, n_threads, epochs=2, **model_kwargs):
+    X, y = _data(c)
+    model = fastnn.MLP(c["sizes"], activation=c["activation"], dtype=c["dtype"], seed=0,
+                       **model_kwargs)
+    fastnn.fit(model, X, y, c["loss"], opt, epochs=epochs, batch_size=c["batch"], seed=1,
+               n_threads=n_threads)
+    return model
+
+
+def _predict(model, X, n_threads):
+    """The compiled prediction on n_threads, with OpenBLAS at 1 thread as predict holds it
+    (OpenBLAS's own results depend on its thread count)."""
+    out = np.empty((X.shape[0], model.n_outputs), model.dtype)
+    with threads.blas_threads(1):
+        _network.forward_into(model._spec, model.params, X, out, 0, 4096, True, n_threads)
+    return out
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_training_and_prediction_are_the_same_bits_for_any_thread_count(name, optimizer):
+    c = NETWORKS[name]
+    X, _ = _data(c, seed=5)
+    first = None
+    for n in THREAD_COUNTS:
+        model = _train(c, OPTIMIZERS[optimizer](), n)
+        pred = _predict(model, X, n)
+        if first is None:
+            first = model.params.copy(), pred
+            continue
+        np.testing.assert_array_equal(model.params, first[0], err_msg=f"{n} threads")
+        np.testing.assert_array_equal(pred, first[1], err_msg=f"{n} threads")
+        # and the public prediction (every core) gives the same bits
+        np.testing.assert_array_equal(model.forward(X), first[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", [dict(dropout=0.3), dict(normalization="layer"),
+                                    dict(dropout=0.2, normalization="layer",
+                                         activation="gelu")],
+                         ids=["dropout", "layer_norm", "both_gelu"])
+def test_dropout_and_layer_norm_are_the_same_bits_for_any_thread_count(kwargs, dtype):
+    c = dict(NETWORKS["C"], dtype=dtype)
+    kwargs = dict(kwargs)
+    c["activation"] = kwargs.pop("activation", c["activation"])
+    results = [_train(c, fastnn.Adam(lr=0.01, clip_norm=1.0), n, **kwargs).params
+               for n in THREAD_COUNTS]
+    for n, params in zip(THREAD_COUNTS[1:], results[1:]):
+        np.testing.assert_array_equal(params, results[0], err_msg=f"{n} threads")
+
+
+def _untiled(monkeypatch):
+    """fit/predict take the untiled sequential path (n_threads=0) of fastnn before issue 18."""
+    monkeypatch.setattr(threads, "resolve_threads", lambda n=None: 0)
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_one_thread_against_the_untiled_sequential_path(name, optimizer, monkeypatch):
+    """The tiled path at one thread against the untiled one it replaced (n_threads=0).
+
+    Bitwise equal where the decomposition allows it: networks whose products are one tile
+    each (B, C) and the float64 network D (OpenBLAS's dgemm computes an element of C the
+    same way in a block as in the whole; checked here).  Not for float32 A: scipy's OpenBLAS
+    (0.3.30, this CPU) rounds an sgemm element differently with the call's shape (its
+    blocking of k and small-matrix kernels), so a tile's elements can differ from the whole
+    product's in the last bit; there the two paths agree to float32 rounding, propagated
+    through two epochs.  (Nor when the clip norm is summed over more than one chunk of 16384
+    parameters: A and D with clipping; those agree to rounding of the norm.)"""
+    c = NETWORKS[name]
+    tiled = _train(c, OPTIMIZERS[optimizer](), 1).params
+    with monkeypatch.context() as m:
+        _untiled(m)
+        untiled = _train(c, OPTIMIZERS[optimizer](), None).params
+    clipped = OPTIMIZERS[optimizer]().clip_norm and tiled.size > 16384
+    if c["dtype"] == np.float32 and name == "A":
+        np.testing.assert_allclose(tiled, untiled, rtol=0, atol=2e-4)
+    elif clipped:
+        np.testing.assert_allclose(tiled, untiled, rtol=1e-12, atol=1e-14)
+    else:
+        np.testing.assert_array_equal(tiled, untiled)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tiled_prediction_against_the_untiled_path(dtype):
+    model = fastnn.MLP(NETWORKS["A"]["sizes"], dtype=dtype, seed=3)
+    for rows in (1, 7, 64, 300, 1024):
+        X = np.random.default_rng(rows).standard_normal((rows, 784)).astype(dtype)
+        untiled = _predict(model, X, 0)
+        for n in (1, 3):
+            if dtype == np.float64:      # see the test above for float32
+                np.testing.assert_array_equal(_predict(model, X, n), untiled)
+            else:
+                np.testing.assert_allclose(_predict(model, X, n), untiled, rtol=1e-5,
+                                           atol=1e-5)
+
+
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_the_float64_gradient_still_matches_the_numpy_reference(n_threads):
+    """The tiled loss gradient (model.loss_and_grad on every core, and the compiled call on
+    n_threads) against fastnn._reference (plain NumPy, float64), to 1e-10."""
+    rng = np.random.default_rng(0)
+    model = fastnn.MLP([784, 256, 128, 10], dtype=np.float64, seed=0)
+    X = rng.standard_normal((300, 784))
+    y = rng.integers(0, 10, 300)
+    acts = [layer.activation for layer in model.layers]
+    alphas = [layer._activation_parameter() for layer in model.layers]
+    want_loss, want = ref.network_loss_grad(model.params, model.layer_sizes, acts, alphas, X,
+                                            CE, labels=y)
+    loss = model.loss_and_grad(X, y, "cross_entropy")
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-10)
+    np.testing.assert_allclose(model.grads, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+    grads = np.empty_like(model.params)
+    with threads.blas_threads(1):
+        total = _network.loss_grad_into(model._spec, model.params, grads, X, CE, 0, 1.0,
+                                        None, y.astype(np.intp), None, None, 1.0 / 300, True,
+                                        n_threads=n_threads)
+    np.testing.assert_allclose(total / 300, want_loss, rtol=1e-10)
+    np.testing.assert_array_equal(grads, model.grads)
+
+
+def test_update_params_is_the_same_bits_for_any_thread_count():
+    model = fastnn.MLP([784, 256, 128, 10], seed=0)
+    rng = np.random.default_rng(1)
+    grads = rng.standard_normal(model.n_params).astype(np.float32)
+    out = []
+    for n in (0,) + THREAD_COUNTS:
+        params = model.params.copy()
+        s1 = np.zeros_like(params)
+        s2 = np.zeros_like(params)
+        _sgd.update_params(model._spec, params, grads, s1, s2, _sgd.OPT_ADAM, 0.01, 0.0,
+                           False, 1e-3, 0.0, 0.9, 0.999, 1e-8, 0, True, n_threads=n)
+        out.append(params)
+    for params in out[1:]:
+        np.testing.assert_array_equal(params, out[0])
+
+
+def test_n_threads_is_checked():
+    with pytest.raises(ValueError, match="n_threads=-1"):
+        _network.forward_into(fastnn.MLP([2, 3])._spec, np.zeros(9, np.float32),
+                              np.zeros((1, 2), np.float32), np.zeros((1, 3), np.float32), 0,
+                              16, True, -1)
+    X = np.zeros((4, 2), np.float32)
+    with pytest.raises(ValueError, match="n_threads=0"):
+        fastnn.fit(fastnn.MLP([2, 3]), X, [0, 1, 2, 0], "cross_entropy", n_threads=0)
+    assert threads.resolve_threads(None) == threads.available_cores() >= 1
+
+
+FLUSHABLE = fpmode.supported() and platform.machine().lower() in ("x86_64", "amd64",
+                                                                    "aarch64", "arm64")
+
+
+@pytest.mark.skipif(not FLUSHABLE, reason="no flush-to-zero control on this platform")
+def test_the_pools_workers_flush_subnormals_as_the_caller_does():
+    """Subnormal weights (1e-39 in float32) times inputs of 1: flushed (DAZ), every tile of
+    the product is exactly 0 whichever thread computed it; not flushed, none is."""
+    model = fastnn.MLP([784, 256], activation="identity", seed=0)
+    W = model.layers[0].W
+    W[...] = np.float32(1e-39)
+    model.layers[0].b[...] = 0
+    X = np.ones((64, 784), np.float32)
+    out = np.empty((64, 256), np.float32)
+    for flush, n in ((True, 4), (True, 1), (False, 4)):
+        with threads.blas_threads(1):
+            _network.forward_into(model._spec, model.params, X, out, 0, 4096, flush, n)
+        if flush:
+            assert np.all(out == 0), (n, np.unique(out)[:5])
+        else:
+            assert np.all(out > 0), out.min()
+
+
+@pytest.mark.skipif(not FLUSHABLE, reason="no flush-to-zero control on this platform")
+def test_training_that_meets_subnormals_is_the_same_bits_on_any_thread_count():
+    """Network A with subnormal first-layer weights (~1e-39): flushed, its ReLUs see 0 on
+    every thread, so every thread count gives the bits of one thread; the run does meet
+    subnormals (without flushing the ReLUs open and the result differs)."""
+    c = NETWORKS["A"]
+    X, y = _data(c)
+    X = np.abs(X)
+    results = {}
+    for n, flush in ((1, True), (2, True), (4, True), (1, False)):
+        model = fastnn.MLP(c["sizes"], seed=0)
+        model.layers[0].W[...] = np.abs(model.layers[0].W) * np.float32(1e-38)
+        fastnn.fit(model, X, y, "cross_entropy", fastnn.SGD(lr=1e-2, momentum=0.9),
+                   epochs=1, batch_size=64, seed=1, n_threads=n, flush_denormals=flush)
+        results[n, flush] = model.params.copy()
+    np.testing.assert_array_equal(results[2, True], results[1, True])
+    np.testing.assert_array_equal(results[4, True], results[1, True])
+    assert not np.array_equal(results[1, False], results[1, True])
