@@ -41,7 +41,8 @@ typedef struct {
     pthread_mutex_t busy;         /* held by the one caller whose job runs on the pool */
     int n_workers;                /* worker threads started (the caller is not one) */
     unsigned long generation;     /* the number of the current job (the caller's only) */
-    atomic_int n_active;          /* workers of the current job not yet finished */
+    atomic_ulong open_job;        /* the number of the job workers may still join; 0: none */
+    atomic_int n_joined;          /* workers inside a job now (joining, or taking tasks) */
     atomic_long next;             /* next task index of the current job */
     /* the current job (written by the caller before it hands out the tickets) */
     fnn_task_fn fn;
@@ -52,7 +53,7 @@ typedef struct {
 
 static fnn_pool_t fnn_pool = {
     PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-    PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, NULL, NULL, 0, 0ULL};
+    PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, NULL, NULL, 0, 0ULL};
 /* The job number each worker is to take part in next: the caller sets it for the workers it
  * wants, after writing the job; a worker acts when its ticket changes.  (One shared counter
  * would let a worker that sat out one job read the next job's fields and act twice.) */
@@ -71,7 +72,8 @@ static void fnn_pool_after_fork_child(void)
     fnn_pool.generation = 0;
     for (int i = 0; i < FNN_POOL_MAX_THREADS; i++)
         atomic_store(&fnn_pool_ticket[i], 0UL);
-    atomic_store(&fnn_pool.n_active, 0);
+    atomic_store(&fnn_pool.open_job, 0UL);
+    atomic_store(&fnn_pool.n_joined, 0);
     fnn_pool_worker_index = -1;
 }
 
@@ -100,11 +102,17 @@ static void *fnn_pool_worker(void *arg)
             pthread_mutex_unlock(&fnn_pool.lock);
         }
         seen = ticket;
-        unsigned long long saved = fnn_fpmode_get();
-        fnn_fpmode_set(fnn_pool.fpmode);
-        fnn_pool_take_tasks();
-        fnn_fpmode_set(saved);
-        if (atomic_fetch_sub(&fnn_pool.n_active, 1) == 1) {
+        /* Join, then look whether the job is still open: a worker that wakes after the
+         * caller has run every task and closed the job stays out of it (and of its fields),
+         * so the caller never waits for a worker that the OS has not scheduled yet. */
+        atomic_fetch_add(&fnn_pool.n_joined, 1);
+        if (atomic_load(&fnn_pool.open_job) == ticket) {
+            unsigned long long saved = fnn_fpmode_get();
+            fnn_fpmode_set(fnn_pool.fpmode);
+            fnn_pool_take_tasks();
+            fnn_fpmode_set(saved);
+        }
+        if (atomic_fetch_sub(&fnn_pool.n_joined, 1) == 1) {
             pthread_mutex_lock(&fnn_pool.lock);
             pthread_cond_signal(&fnn_pool.done);
             pthread_mutex_unlock(&fnn_pool.lock);
@@ -173,8 +181,8 @@ static int fnn_parallel_for(int n_threads, long n_tasks, fnn_task_fn fn, void *c
     fnn_pool.n_tasks = n_tasks;
     fnn_pool.fpmode = fnn_fpmode_get() & fnn_fpmode_writable_bits();
     atomic_store(&fnn_pool.next, 0L);
-    atomic_store(&fnn_pool.n_active, helpers);
     fnn_pool.generation++;
+    atomic_store(&fnn_pool.open_job, fnn_pool.generation);   /* publishes the fields above */
     pthread_mutex_lock(&fnn_pool.lock);
     for (int i = 0; i < helpers; i++)                /* publishes the job to its workers */
         atomic_store(&fnn_pool_ticket[i], fnn_pool.generation);
@@ -183,12 +191,15 @@ static int fnn_parallel_for(int n_threads, long n_tasks, fnn_task_fn fn, void *c
 
     fnn_pool_take_tasks();
 
+    /* every task is taken: close the job, then wait for the workers that joined it (one
+     * that joins after this sees it closed and leaves at once) */
+    atomic_store(&fnn_pool.open_job, 0UL);
     long spins = 0;
-    while (atomic_load(&fnn_pool.n_active) > 0 && spins < FNN_POOL_SPIN)
+    while (atomic_load(&fnn_pool.n_joined) > 0 && spins < FNN_POOL_SPIN)
         spins++;
-    if (atomic_load(&fnn_pool.n_active) > 0) {
+    if (atomic_load(&fnn_pool.n_joined) > 0) {
         pthread_mutex_lock(&fnn_pool.lock);
-        while (atomic_load(&fnn_pool.n_active) > 0)
+        while (atomic_load(&fnn_pool.n_joined) > 0)
             pthread_cond_wait(&fnn_pool.done, &fnn_pool.lock);
         pthread_mutex_unlock(&fnn_pool.lock);
     }
