@@ -30,10 +30,14 @@ CONFIGS = [("A", 16), ("A", 64), ("A", 256), ("A", 1024), ("B", 32), ("C", 64), 
 ROWS = {"A": 16384, "D": 8192}      # rows per timed epoch (B and C: their whole data sets)
 
 
+EPOCH_TIMES = {}
+
+
 def fastnn_fit(w, X, y, batch, n_threads):
     model = fastnn.MLP(w["sizes"], activation=w["activation"], dtype=w["dtype"], seed=0)
-    model.fit(X, y, w["loss"], fastnn.SGD(lr=w["lr"]), epochs=1, batch_size=batch,
-              shuffle=True, seed=0, n_threads=n_threads)
+    hist = model.fit(X, y, w["loss"], fastnn.SGD(lr=w["lr"]), epochs=1, batch_size=batch,
+                     shuffle=True, seed=0, n_threads=n_threads)
+    EPOCH_TIMES.setdefault(n_threads, []).append(sum(hist.time))
 
 
 def numpy_fit(w, X, y, batch):
@@ -62,6 +66,7 @@ def throughput(w, X, y, batch, repeats, torch):
         runs["torch 2"] = lambda: torch_fit(torch, w, Xt, yt, batch)
     wall = {k: [] for k in runs}
     cpu = {k: [] for k in runs}
+    EPOCH_TIMES.clear()
     # the peers at 2 threads (both OpenBLAS copies, torch); fastnn's fit holds scipy's
     # OpenBLAS at 1 inside and uses its own n_threads
     with threadpool_limits(limits=2):
@@ -75,12 +80,35 @@ def throughput(w, X, y, batch, repeats, torch):
                 cpu[name].append(c)
                 wall[name].append(t)
     n = X.shape[0]
+    epochs = {k: C.summary([n / t for t in v[-repeats:]]) for k, v in EPOCH_TIMES.items()}
     return ({k: C.summary([n / t for t in v]) for k, v in wall.items()},
-            {k: np.median(v) / n * 1e6 for k, v in cpu.items()})
+            {k: np.median(v) / n * 1e6 for k, v in cpu.items()}, epochs)
+
+
+def _cpu_sample(cases, repeats, min_time=0.01):
+    """Interleaved samples of each case: (thread CPU us, process CPU us, wall us) per call,
+    medians over repeats.  On a shared machine the calling thread's CPU time of a 1-thread
+    case is its work, whatever the load; the wall time of a 2-thread case is not."""
+    reps = {}
+    for name, run in cases.items():
+        run(1)
+        reps[name] = max(1, int(min_time * 1e9 / max(run(1), 1.0)))
+    out = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, run in cases.items():
+            t0, p0, w0 = time.thread_time(), time.process_time(), time.perf_counter()
+            run(reps[name])
+            n = reps[name]
+            out[name].append(((time.thread_time() - t0) / n * 1e6,
+                              (time.process_time() - p0) / n * 1e6,
+                              (time.perf_counter() - w0) / n * 1e6))
+    return {name: tuple(float(np.median([v[i] for v in vals])) for i in range(3))
+            for name, vals in out.items()}
 
 
 def tile_costs(repeats, batches=(16, 64, 256, 1024), dtype=np.float32):
     """Per product of network A's training step: untiled, tiled at 1 thread, tiled at 2."""
+    from fastnn import threads
     rows = []
     sizes = [784, 256, 128, 10]
     for batch in batches:
@@ -93,12 +121,12 @@ def tile_costs(repeats, batches=(16, 64, 256, 1024), dtype=np.float32):
                 shapes.append((f"dX {n_in}x{n_out}", batch, n_in, n_out, False, True))
         for name, m, n, k, ta, tb in shapes:
             cases = {nt: _bench.tiled_gemm_case(m, n, k, nt, ta, tb, dtype) for nt in (0, 1, 2)}
-            res = _bench.sample_cases(cases, repeats=repeats, min_time=0.01)
-            med = {nt: float(np.median(r["ns"])) for nt, r in res.items()}
+            with threads.blas_threads(1):
+                med = _cpu_sample(cases, repeats)
             n_tiles, tm, tn = _network.gemm_tiles(m, n, k)
             rows.append(dict(batch=batch, product=name, m=m, n=n, k=k, tiles=n_tiles, tm=tm,
-                             tn=tn, untiled_us=med[0] / 1e3, tiled_us=med[1] / 1e3,
-                             two_us=med[2] / 1e3, flops=2.0 * m * n * k))
+                             tn=tn, untiled_us=med[0][0], tiled_us=med[1][0],
+                             two_wall=med[2][2], two_cpu=med[2][1], flops=2.0 * m * n * k))
     return rows
 
 
@@ -116,16 +144,28 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workloads", default="")
+    parser.add_argument("--parts", default="tiles,throughput",
+                        help="which of tiles,throughput to run")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     only = set(args.workloads.split(",")) - {""}
     env = C.environment()
     print(C.environment_markdown(env))
     print(f"load average before: {os.getloadavg()}")
     torch = C.import_peer("torch")
 
-    print("\n## Per-product cost of the fixed tiles (network A, float32, us per call)\n")
-    print("| batch | product | m x n x k | tiles | untiled 1 thr | tiled 1 thr | tiled/untiled"
-          " | tiled 2 thr | speed-up 2 thr | us per tile |")
+    if "tiles" in parts:
+        tile_table(args)
+    if "throughput" in parts:
+        throughput_table(args, only, torch)
+    print(f"\nload average after: {os.getloadavg()}")
+
+
+def tile_table(args):
+    print("\n## Per-product cost of the fixed tiles (network A, float32, us per call; "
+          "untiled and tiled: CPU time of the one thread)\n")
+    print("| batch | product | m x n x k | tiles | untiled | tiled | tiled/untiled"
+          " | us per extra tile | 2 thr wall | 2 thr CPU (both threads) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in tile_costs(max(3, args.repeats), batches=(64, 256) if args.quick else
                         (16, 64, 256, 1024)):
@@ -134,17 +174,20 @@ def main():
         print(f"| {r['batch']} | {r['product']} | {r['m']}x{r['n']}x{r['k']} | "
               f"{r['tiles']} of {r['tm']}x{r['tn']} | {r['untiled_us']:.1f} | "
               f"{r['tiled_us']:.1f} | {r['tiled_us'] / r['untiled_us']:.3f} | "
-              f"{r['two_us']:.1f} | {r['untiled_us'] / r['two_us']:.2f}x | {per_tile:+.2f} |")
+              f"{per_tile:+.2f} | {r['two_wall']:.1f} | {r['two_cpu']:.1f} |", flush=True)
     d = dispatch_cost(max(3, args.repeats))
     print(f"\npool dispatch, 2 threads: {d[2] / 1e3:.2f} us per job of 2 empty tasks, "
           f"{d[8] / 1e3:.2f} us per job of 8")
 
+
+
+def throughput_table(args, only, torch):
     print("\n## Training throughput (samples/s, median [min-max]); fastnn 1 and 2 threads, "
           "peers at 2 threads\n")
     print("| workload | batch | dtype | fastnn 1 thr | fastnn 2 thr | 2 thr / 1 thr | "
-          "CPU us/sample 1 / 2 thr | torch 2 thr | numpy 2 thr | fastnn2/torch2 | "
+          "epoch only: 2 thr / 1 thr | CPU us/sample 1 / 2 thr | torch 2 thr | numpy 2 thr | fastnn2/torch2 | "
           "fastnn2/numpy2 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, batch in CONFIGS:
         if only and name not in only:
             continue
@@ -152,18 +195,18 @@ def main():
         X, y = C.make_data(w)
         rows = ROWS.get(name, X.shape[0]) // (4 if args.quick else 1)
         X, y = X[:rows], y[:rows]
-        rates, cpu = throughput(w, X, y, batch, args.repeats, torch)
+        rates, cpu, epochs = throughput(w, X, y, batch, args.repeats, torch)
         med = {k: v["median"] for k, v in rates.items()}
         fmt = lambda k: (f"{C.fmt_rate(med[k])} [{C.fmt_rate(rates[k]['min'])}-"  # noqa: E731
                          f"{C.fmt_rate(rates[k]['max'])}]" if k in med else "n/a")
         t2 = med.get("torch 2")
         print(f"| {name} | {batch} | {np.dtype(w['dtype']).name} | {fmt('fastnn 1')} | "
               f"{fmt('fastnn 2')} | {med['fastnn 2'] / med['fastnn 1']:.2f}x | "
+              f"{epochs[2]['median'] / epochs[1]['median']:.2f}x | "
               f"{cpu['fastnn 1']:.2f} / {cpu['fastnn 2']:.2f} | {fmt('torch 2')} | "
               f"{fmt('numpy 2')} | "
               f"{(med['fastnn 2'] / t2) if t2 else float('nan'):.2f}x | "
               f"{med['fastnn 2'] / med['numpy 2']:.2f}x |", flush=True)
-    print(f"\nload average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import numpy as np
 # kernel on the same block whatever n_threads is, writes its own outputs, and no sum crosses
 # a task.  So the results are the same bits for 1, 2, ... threads; only which thread takes
 # which task varies (fastnn._pool).  The constants were chosen from bench/threads.py
-# (bench/RESULTS.md, section "Threads").
+# (bench/RESULTS.md, section 11).
 
 cdef enum:
     COL_UNIT = 16              # column tiles are multiples of the BLAS kernels' vector width
@@ -44,15 +44,18 @@ cdef enum:
     PASS_MIN_ELEMS = 16384     # an element-wise task covers at least this many entries
     MAX_TILES = 64             # element-wise tasks per pass at most
 
-# The GEMM tiles: C is cut into a power-of-two number of near-equal blocks (so that 2, 4, 8
-# ... threads share them evenly), at most _max_tiles, each doing at least _tile_min_flops and
-# no side shorter than _tile_side unless C's side is.  Thin tiles are slow: OpenBLAS packs a
-# tile's operands afresh, and reuses each packed element only across the tile's other side.
-# Module globals only so that bench/threads.py can measure other choices (_set_tiling);
-# results depend on them, so nothing else may change them.
+# The GEMM tiles: C is cut into a power-of-two number of near-equal blocks (so that 2 or 4
+# threads share them evenly), at most _max_tiles, each doing at least _tile_min_flops and no
+# side shorter than _tile_side unless C's side is.  Every tile costs: OpenBLAS packs a tile's
+# operands afresh and reuses each packed element only across the tile's other side.  Measured
+# on network A at one thread (bench/RESULTS.md section 11): 16-column tiles made a step's
+# GEMMs 1.2-3.2x slower; these constants cost 2-10% over one untiled call while putting 78-99%
+# of the GEMM time into products of 2-4 tiles (batch 16-1024).  Module globals only so that
+# bench/threads.py can measure other choices (_set_tiling); results depend on them, so
+# nothing else may change them.
 cdef int _tile_side = 64
-cdef double _tile_min_flops = 4e6
-cdef int _max_tiles = 8
+cdef double _tile_min_flops = 2e6
+cdef int _max_tiles = 4
 
 
 def _set_tiling(int side, double min_flops, int max_tiles):
