@@ -153,8 +153,8 @@ def _add_training_flags(p, *, epochs, lr, batch_size, layers, activation="relu")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="precision of the model")
     p.add_argument("--threads", type=_int_at_least(1), default=1,
-                   help="BLAS threads while training (1 is usually fastest for small "
-                        "networks; see fastnn.threads)")
+                   help="fastnn's threads while training (the weights are the same "
+                        "bits for any count; see fastnn.threads)")
     p.add_argument("--quiet", action="store_true",
                    help="no per-epoch lines or progress bar (a bar shows when tqdm is "
                         "installed and stderr is a terminal)")

@@ -81,8 +81,8 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         Reshuffle the samples every epoch: the order of the epoch after e completed ones is
         ``default_rng([seed, e]).permutation(n_samples)``.
     seed : int, numpy.random.Generator or None
-        Shuffling and validation split.  Same seed, data and BLAS thread count: bitwise
-        identical weights.  A Generator or None draws the shuffling seed from it at the start
+        Shuffling and validation split.  Same seed and data: bitwise identical weights,
+        for any ``n_threads``.  A Generator or None draws the shuffling seed from it at the start
         of each fit, so only an int seed continues a run's sample order bitwise.
     sample_weight : array-like of shape (n_samples,), optional
         Each minibatch minimizes sum_i w_i l_i / sum_i w_i; a batch of zero weight is skipped.

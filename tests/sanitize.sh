@@ -79,5 +79,6 @@ echo "== ASan is live (caught the deliberate out-of-bounds read)"
 "$py" -m pytest -q -p no:cacheprovider \
     tests/test_layers.py tests/test_losses.py tests/test_model.py tests/test_trainer.py \
     tests/test_theory.py tests/test_robustness.py tests/test_properties.py \
-    tests/test_safety.py tests/test_safety_fuzz.py tests/test_sensitivity.py "$@"
+    tests/test_safety.py tests/test_safety_fuzz.py tests/test_sensitivity.py \
+    tests/test_pool.py tests/test_thread_count.py "$@"
 echo "== sanitizer run passed in $(( $(date +%s) - start )) s"

@@ -238,3 +238,16 @@ def test_training_that_meets_subnormals_is_the_same_bits_on_any_thread_count():
     np.testing.assert_array_equal(results[2, True], results[1, True])
     np.testing.assert_array_equal(results[4, True], results[1, True])
     assert not np.array_equal(results[1, False], results[1, True])
+
+
+def test_fit_and_predict_inside_a_blas_threads_block_of_another_count():
+    """A caller's blas_threads(2) block owns the BLAS count: fit and predict inside it run
+    (with the block's count; fastnn.threads.compiled_threads), they do not raise or wait."""
+    X, y = _data(NETWORKS["B"])
+    model = _train(NETWORKS["B"], fastnn.SGD(lr=0.05), 2)
+    expected = model.predict(X)
+    with threads.blas_threads(2):
+        np.testing.assert_allclose(model.predict(X), expected, rtol=1e-6)
+        assert threads.get_num_threads() == 2
+        fastnn.fit(model, X, y, "cross_entropy", epochs=1, n_threads=2)
+        assert threads.get_num_threads() == 2
