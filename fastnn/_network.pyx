@@ -164,26 +164,58 @@ cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, in
 
 cdef struct _Pass:
     bint dbl
-    int kind                    # _BIAS_ACT, _BIAS_ACT_KEEP or _ACT_BACKWARD
+    int kind                    # _BIAS_ACT, _BIAS_ACT_KEEP, _ACT_BACKWARD, _DROPOUT, _LN_FORWARD
     int act, rows, cols, block
     double alpha
-    void *Z                     # bias_act*: Z; act_backward: D (dl/dZ out)
-    const void *b               # bias_act*: b; act_backward: dA
-    void *A                     # bias_act_keep: A; act_backward: db
-    const void *K               # act_backward: what the forward pass kept
+    void *Z                     # bias_act*, layer norm: Z; act_backward: D; dropout: dst
+    const void *b               # bias_act*, layer norm: b; act_backward: dA
+    void *A                     # bias_act_keep, layer norm: A; act_backward: db
+    const void *K               # act_backward: what the forward pass kept; dropout: src
+    const void *gamma           # layer norm: gain, shift; Y (kept) and 1 / std per row
+    const void *beta
+    void *Y
+    void *rstd
+    const DropoutCtx *drop      # dropout: the context, its layer and rate
+    int layer
+    double rate
 
 cdef enum:
     _BIAS_ACT = 0
     _BIAS_ACT_KEEP = 1
     _ACT_BACKWARD = 2
+    _DROPOUT = 3
+    _LN_FORWARD = 4
+
+
+cdef void _rows_task(_Pass *p, floating *Z, Py_ssize_t lo, Py_ssize_t cnt) noexcept nogil:
+    # (Z only selects the dtype)
+    cdef Py_ssize_t off = lo * p.cols
+    cdef DropoutCtx block
+    if p.kind == _BIAS_ACT_KEEP:
+        bias_act_keep((<floating *> p.Z) + off, <const floating *> p.b,
+                      (<floating *> p.A) + off, cnt, p.cols, p.act, <floating> p.alpha)
+    elif p.kind == _DROPOUT:
+        block = p.drop[0]
+        block.samples = block.samples + lo          # each row's mask is its sample's
+        dropout((<floating *> p.Z) + off, (<const floating *> p.K) + off, cnt, p.cols,
+                &block, p.layer, p.rate)
+    elif p.kind == _LN_FORWARD:
+        layernorm_act_forward((<floating *> p.Z) + off, <const floating *> p.b,
+                              <const floating *> p.gamma, <const floating *> p.beta,
+                              (<floating *> p.Y) + off, (<floating *> p.rstd) + lo,
+                              (<floating *> p.A) + off, cnt, p.cols, p.act,
+                              <floating> p.alpha)
+    else:
+        bias_act((<floating *> p.Z) + off, <const floating *> p.b, cnt, p.cols, p.act,
+                 <floating> p.alpha)
 
 
 cdef void _pass_task(void *ctx, long t) noexcept nogil:
-    # bias_act*: a block of rows; act_backward: a block of columns (each column's bias
-    # gradient summed over all rows in row order, as in one pass)
+    # act_backward: a block of columns (each column's bias gradient summed over all rows in
+    # row order, as in one pass); the others: a block of rows
     cdef _Pass *p = <_Pass *> ctx
     cdef Py_ssize_t lo = <Py_ssize_t> t * p.block
-    cdef Py_ssize_t cnt, off
+    cdef Py_ssize_t cnt
     if p.kind == _ACT_BACKWARD:
         cnt = min(<Py_ssize_t> p.block, p.cols - lo)
         if p.dbl:
@@ -196,29 +228,37 @@ cdef void _pass_task(void *ctx, long t) noexcept nogil:
                             p.act, <float> p.alpha)
         return
     cnt = min(<Py_ssize_t> p.block, p.rows - lo)
-    off = lo * p.cols
-    if p.kind == _BIAS_ACT_KEEP:
-        if p.dbl:
-            bias_act_keep((<double *> p.Z) + off, <const double *> p.b, (<double *> p.A) + off,
-                          cnt, p.cols, p.act, <double> p.alpha)
-        else:
-            bias_act_keep((<float *> p.Z) + off, <const float *> p.b, (<float *> p.A) + off,
-                          cnt, p.cols, p.act, <float> p.alpha)
-    elif p.dbl:
-        bias_act((<double *> p.Z) + off, <const double *> p.b, cnt, p.cols, p.act,
-                 <double> p.alpha)
+    if p.dbl:
+        _rows_task(p, <double *> NULL, lo, cnt)
     else:
-        bias_act((<float *> p.Z) + off, <const float *> p.b, cnt, p.cols, p.act,
-                 <float> p.alpha)
+        _rows_task(p, <float *> NULL, lo, cnt)
+
+
+cdef void _launch(int n_threads, _Pass *p) noexcept nogil:
+    """Run the pass over its fixed blocks: at least PASS_MIN_ELEMS entries each, at most
+    MAX_TILES blocks (a function of the shape only); n_threads <= 0: one block."""
+    cdef long want = <long> ((<double> p.rows * p.cols) / PASS_MIN_ELEMS), unit = 1, n_tasks
+    cdef long dim = p.cols if p.kind == _ACT_BACKWARD else p.rows
+    if p.kind == _ACT_BACKWARD:
+        unit = COL_UNIT
+    want = min(want, MAX_TILES, (dim + unit - 1) // unit)
+    p.block = <int> dim
+    n_tasks = 1
+    if n_threads > 0 and want > 1:
+        p.block = <int> (((dim + want - 1) // want + unit - 1) // unit * unit)
+        n_tasks = (dim + p.block - 1) // p.block
+    if n_tasks == 1:
+        _pass_task(p, 0)
+    else:
+        parallel_for(n_threads, n_tasks, _pass_task, p)
 
 
 cdef int _run_pass(int n_threads, int kind, int rows, int cols, int act, floating alpha,
                    floating *Z, const floating *b, floating *A,
                    const floating *K) noexcept nogil:
-    """One element-wise pass over fixed blocks (rows for bias_act*, columns for act_backward).
+    """bias_act, bias_act_keep (row blocks) or act_backward (column blocks) on fixed blocks.
     Returns FNN_OK or FNN_EBADACT (checked on an empty block before any task runs)."""
     cdef _Pass p
-    cdef long n_tasks, want, unit = 1
     cdef int status
     if kind == _ACT_BACKWARD:
         status = act_backward_ld(b, K, Z, A, 0, 0, cols, act, alpha)
@@ -231,24 +271,35 @@ cdef int _run_pass(int n_threads, int kind, int rows, int cols, int act, floatin
     p.dbl = floating is double
     p.kind, p.act, p.rows, p.cols, p.alpha = kind, act, rows, cols, alpha
     p.Z, p.b, p.A, p.K = Z, b, A, K
-    want = <long> ((<double> rows * cols) / PASS_MIN_ELEMS)
-    if kind == _ACT_BACKWARD:
-        unit = COL_UNIT
-        want = min(want, MAX_TILES, (cols + unit - 1) // unit)
-        p.block = cols
-    else:
-        want = min(want, MAX_TILES, rows)
-        p.block = rows
-    if n_threads <= 0 or want <= 1:
-        n_tasks = 1
-    else:
-        p.block = <int> ((((p.cols if kind == _ACT_BACKWARD else rows) + want - 1) // want
-                          + unit - 1) // unit * unit)
-        n_tasks = ((p.cols if kind == _ACT_BACKWARD else rows) + p.block - 1) // p.block
-    if n_tasks == 1:
-        _pass_task(&p, 0)
-    else:
-        parallel_for(n_threads, n_tasks, _pass_task, &p)
+    _launch(n_threads, &p)
+    return FNN_OK
+
+
+cdef void _run_dropout(int n_threads, floating *dst, const floating *src, int rows, int cols,
+                       const DropoutCtx *drop, int layer, double rate) noexcept nogil:
+    """dropout over fixed row blocks (a row's mask depends on its sample, not its block)."""
+    cdef _Pass p
+    if rows <= 0 or cols <= 0:
+        return
+    p.dbl = floating is double
+    p.kind, p.rows, p.cols = _DROPOUT, rows, cols
+    p.Z, p.K, p.drop, p.layer, p.rate = dst, src, drop, layer, rate
+    _launch(n_threads, &p)
+
+
+cdef int _run_layernorm(int n_threads, floating *Z, const floating *b, const floating *gamma,
+                        const floating *beta, floating *Y, floating *rstd, floating *A,
+                        int rows, int cols, int act, floating alpha) noexcept nogil:
+    """layernorm_act_forward over fixed row blocks (each row is normalized on its own)."""
+    cdef _Pass p
+    cdef int status = layernorm_act_forward(Z, b, gamma, beta, Y, rstd, A, 0, cols, act,
+                                            alpha)
+    if status != FNN_OK or rows <= 0 or cols <= 0:
+        return status
+    p.dbl = floating is double
+    p.kind, p.act, p.rows, p.cols, p.alpha = _LN_FORWARD, act, rows, cols, alpha
+    p.Z, p.b, p.gamma, p.beta, p.Y, p.rstd, p.A = Z, b, gamma, beta, Y, rstd, A
+    _launch(n_threads, &p)
     return FNN_OK
 
 
@@ -270,8 +321,8 @@ cdef int net_forward(const Net *net, const floating *params, const floating *X, 
             xhat = acts + n_rows * net.n_off[k]
             tiled_gemm(nt, False, False, n_rows, n_out, n_in, <floating> 1, inp, n_in,
                        params + net.w_off[k], n_out, <floating> 0, xhat, n_out)
-            status = layernorm_act_forward(
-                xhat, params + net.b_off[k], params + net.b_off[k] + n_out,
+            status = _run_layernorm(
+                nt, xhat, params + net.b_off[k], params + net.b_off[k] + n_out,
                 params + net.b_off[k] + 2 * n_out, acts + n_rows * net.z_off[k],
                 acts + n_rows * net.r_off[k], out, n_rows, n_out, net.acts[k],
                 <floating> net.alphas[k])
@@ -294,7 +345,8 @@ cdef int net_forward(const Net *net, const floating *params, const floating *X, 
         if status != FNN_OK:
             return status
         if dropping(net, k):
-            dropout(out, kept, n_rows, net.sizes[k + 1], net.drop, k, net.drop_rates[k])
+            _run_dropout(nt, out, kept, n_rows, net.sizes[k + 1], net.drop, k,
+                         net.drop_rates[k])
         inp = out
     return FNN_OK
 
@@ -327,7 +379,8 @@ cdef int net_backward(const Net *net, floating *params, floating *grads, const f
         inp = X if k == 0 else layer_output(net, acts, n_rows, k - 1)
         if dropping(net, k):
             # dl/dA_k (after dropout) -> dl/dA_k before dropout: the same mask and scale
-            dropout(delta0, delta0, n_rows, net.sizes[k + 1], net.drop, k, net.drop_rates[k])
+            _run_dropout(nt, delta0, delta0, n_rows, net.sizes[k + 1], net.drop, k,
+                         net.drop_rates[k])
         act = net.acts[k]
         if net.norms[k]:
             # dl/dA_k -> dl/dy -> dl/dz in place (with dgamma, dbeta), then the dense layer
