@@ -38,7 +38,6 @@ another library) is not covered by this lock.
 import ctypes
 import os
 import threading
-from contextlib import contextmanager
 
 from fastnn._validation import MAX_DIM, check_number
 
@@ -120,28 +119,48 @@ def set_num_threads(n):
     return previous
 
 
-@contextmanager
 def blas_threads(n):
-    """Within the block, fastnn's products use `n` BLAS threads (None: leave as is).
-
-    Parameters
-    ----------
-    n : int >= 1 or None
-        Number of BLAS threads inside the block (process-wide while it lasts).
+    """Within the block, scipy's OpenBLAS uses `n` threads (None: leave as is).
 
     Blocks asking for the same count run together; one asking for another count waits
     until they end (see the module docstring).  The count found before the first block is
-    restored after the last.
+    restored after the last.  (fastnn's own compiled calls hold it at 1 while they run.)
+
+    Parameters
+    ----------
+    n : int or None
+        OpenBLAS threads in the block, >= 1; None leaves the count as it is.
+
+    Raises
+    ------
+    ValueError
+        `n` is not an integer >= 1.
+    RuntimeError
+        scipy's BLAS is not an OpenBLAS this module can control, or (on entering) this
+        thread is already inside a block of another count.
     """
-    global _n_blocks, _owner_n, _found
-    if n is None:
-        yield
-        return
-    n = int(check_number(n, "n_threads", low=1, high=MAX_DIM, integer=True))
-    functions = _require(_openblas())
-    mine = getattr(_depth, "value", 0)
-    entered = False
-    try:
+    return _BlasBlock(n)
+
+
+class _BlasBlock:
+    """The context manager behind blas_threads (a class: every predict enters one, and a
+    generator-based block cost ~3 us of a ~20 us one-row prediction)."""
+    __slots__ = ("n", "mine", "entered")
+
+    def __init__(self, n):
+        self.n = None
+        if n is not None:
+            self.n = int(check_number(n, "n_threads", low=1, high=MAX_DIM, integer=True))
+            _require(_openblas())
+        self.entered = False
+
+    def __enter__(self):
+        global _n_blocks, _owner_n, _found
+        n = self.n
+        if n is None:
+            return None
+        get, set_ = _functions
+        mine = self.mine = getattr(_depth, "value", 0)
         with _condition:
             while _n_blocks and _owner_n != n:
                 if mine:
@@ -150,24 +169,30 @@ def blas_threads(n):
                                        "BLAS thread count; nest blocks of the same count only")
                 _condition.wait()
             if _n_blocks == 0:
-                _found = int(functions[0]())
+                _found = int(get())
                 _owner_n = n
-                functions[1](n)
+                set_(n)
             # (no call between these two lines: Ctrl-C cannot land between them and leave
             # a count that is never released)
             _n_blocks += 1
-            entered = True
+            self.entered = True
         _depth.value = mine + 1
-        yield
-    finally:
-        _depth.value = mine
-        if entered:
+        return None
+
+    def __exit__(self, *exc_info):
+        global _n_blocks, _owner_n, _found
+        if self.n is None:
+            return False
+        _depth.value = self.mine
+        if self.entered:
+            self.entered = False
             with _condition:
                 _n_blocks -= 1
                 if _n_blocks == 0:
-                    functions[1](_found)
+                    _functions[1](_found)
                     _owner_n = _found = None
                     _condition.notify_all()
+        return False
 
 
 # ------------------------------------------------------------------ fastnn's own threads
@@ -191,19 +216,31 @@ def resolve_threads(n_threads):
     return int(check_number(n_threads, "n_threads", low=1, high=MAX_DIM, integer=True))
 
 
-@contextmanager
-def compiled_threads(n_threads=None):
-    """Yield fastnn's thread count (``resolve_threads``) for compiled calls in the block,
-    with scipy's OpenBLAS held at 1 thread meanwhile (a ``blas_threads(1)`` block).
+class compiled_threads:
+    """``with compiled_threads(n_threads) as n:`` gives fastnn's thread count n
+    (``resolve_threads``) for compiled calls in the block, with scipy's OpenBLAS held at 1
+    thread meanwhile (a ``blas_threads(1)`` block).
 
     Inside a ``blas_threads(n)`` block of another count in the same thread (the process has
     one BLAS count, and that block owns it), the BLAS count is left as it is; fastnn's tiles
     then run on OpenBLAS's threads too, still giving the same bits for any ``n_threads``
-    where OpenBLAS's own result does not depend on its count.
+    where OpenBLAS's own result does not depend on its count.  Where scipy's BLAS is not an
+    OpenBLAS this module controls, set that BLAS to one thread yourself (MKL_NUM_THREADS=1,
+    ...) for the same guarantee.
     """
-    n = resolve_threads(n_threads)
-    blas = 1 if _openblas() is not None else None
-    if blas is not None and getattr(_depth, "value", 0) and _owner_n != 1:
-        blas = None
-    with blas_threads(blas):
-        yield n
+    __slots__ = ("n", "_block")
+
+    def __init__(self, n_threads=None):
+        self.n = resolve_threads(n_threads)
+        self._block = None
+
+    def __enter__(self):
+        blas = 1 if _openblas() is not None else None
+        if blas is not None and getattr(_depth, "value", 0) and _owner_n != 1:
+            blas = None
+        self._block = _BlasBlock(blas)
+        self._block.__enter__()
+        return self.n
+
+    def __exit__(self, *exc_info):
+        return self._block.__exit__(*exc_info)
