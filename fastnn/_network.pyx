@@ -56,6 +56,11 @@ cdef enum:
 cdef int _tile_side = 64
 cdef double _tile_min_flops = 2e6
 cdef int _max_tiles = 4
+# How many threads take a product's tiles: one per _thread_min_flops of the product, at most
+# n_threads (the tiles, hence the results, stay the same).  Measured: network A at batch 16,
+# whose 784 x 256 products (6.4 MFLOP, 2 tiles) were shared by 2 threads, trained 3% slower
+# than on one thread (bench/RESULTS.md section 11).
+cdef double _thread_min_flops = 4e6
 
 
 def _set_tiling(int side, double min_flops, int max_tiles):
@@ -156,7 +161,9 @@ cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, in
             g.m, g.n, g.k, g.lda, g.ldb, g.ldc = m, n, k, lda, ldb, ldc
             g.alpha, g.beta = alpha, beta
             g.A, g.B, g.C = A, B, C
-            parallel_for(n_threads, n_tiles, _gemm_task, &g)
+            parallel_for(<int> min(<double> n_threads, max(1.0, 2.0 * m * n * k
+                                                            // _thread_min_flops)),
+                         n_tiles, _gemm_task, &g)
             return
     # one tile (or the untiled path, n_threads == 0): the whole product in one call
     gemm_rowmajor(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
