@@ -31,6 +31,7 @@ from scipy.optimize import minimize
 from fastnn import _network, _sparse
 from fastnn._validation import check_number
 from fastnn.sparse import as_csr, issparse
+from fastnn.threads import compiled_threads
 
 __all__ = ["LBFGS", "LBFGSObjective"]
 
@@ -107,10 +108,12 @@ class LBFGSObjective:
             with np.errstate(over="ignore", invalid="ignore"):  # reported by the loss
                 model.params[...] = theta
         if self.csr is None:
-            total = _network.loss_grad_into(
-                model._spec, model.params, model.grads, self.X, self.loss.kind,
-                int(self.loss.full), self.loss.scalar_sigma, self.Y, self.labels, self.sw,
-                self.sigma, 1.0 / self.weight_sum, workspace=self.workspace)
+            with compiled_threads() as n_threads:   # fastnn's threads, OpenBLAS at 1
+                total = _network.loss_grad_into(
+                    model._spec, model.params, model.grads, self.X, self.loss.kind,
+                    int(self.loss.full), self.loss.scalar_sigma, self.Y, self.labels,
+                    self.sw, self.sigma, 1.0 / self.weight_sum, workspace=self.workspace,
+                    n_threads=n_threads)
         else:
             csr = self.csr
             total = _sparse.loss_grad_csr_into(
