@@ -71,60 +71,140 @@ def torch_bmm(w, X, y, epochs, threads):
             opt.step()
 
 
+def member_threads(w, X, y, epochs, threads):
+    """The ensemble's driver before lockstep epochs (kept here to measure the change): each
+    member's whole fit in its own Python thread, BLAS at one thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(k):
+        model = fastnn.MLP(w["sizes"], activation=w["activation"], dtype=w["dtype"], seed=k)
+        fastnn.fit(model, X, y, "mse", fastnn.SGD(lr=w["lr"]), epochs=epochs, batch_size=64,
+                   seed=k)
+
+    with C.blas_threads(1), ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(one, range(K)))
+
+
+def _process_worker(w, X, y, epochs, members, go, times, slot):
+    """In a forked child: warm up, wait for `go`, train `members` one after another at 1
+    thread, store (start, end, CPU seconds) in times[3 slot ..]."""
+    model = fastnn.MLP(w["sizes"], activation=w["activation"], dtype=w["dtype"], seed=0)
+    fastnn.fit(model, X[:256], y[:256], "mse", fastnn.SGD(lr=w["lr"]), epochs=1,
+               batch_size=64, seed=0, n_threads=1)
+    go.wait()
+    c0, t0 = time.process_time(), time.perf_counter()
+    for k in members:
+        model = fastnn.MLP(w["sizes"], activation=w["activation"], dtype=w["dtype"], seed=k)
+        fastnn.fit(model, X, y, "mse", fastnn.SGD(lr=w["lr"]), epochs=epochs, batch_size=64,
+                   seed=k, n_threads=1)
+    times[3 * slot: 3 * slot + 3] = [t0, time.perf_counter(), time.process_time() - c0]
+
+
+def two_processes(w, X, y, epochs):
+    """(wall, CPU) seconds of two independent processes, started at once, each training 4 of
+    the 8 members one after another at 1 thread: what two cores give to two jobs that share
+    nothing but the hardware (caches, memory bandwidth, the VM's scheduling).  Wall time runs
+    from the earlier start to the later end (CLOCK_MONOTONIC is system-wide)."""
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    go, times = ctx.Event(), ctx.Array("d", 6)
+    procs = [ctx.Process(target=_process_worker,
+                         args=(w, X, y, epochs, range(i * K // 2, (i + 1) * K // 2), go, times, i))
+             for i in range(2)]
+    for p in procs:
+        p.start()
+    time.sleep(0.5)    # both warmed up and waiting
+    go.set()
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            raise RuntimeError(f"a worker process exited with code {p.exitcode}")
+    t = list(times)
+    return max(t[1], t[4]) - min(t[0], t[3]), t[2] + t[5]
+
+
 def timed_with_cpu(runs, repeats):
-    """Like _common.interleaved, also recording the process's CPU seconds of each run: CPU
-    seconds / wall seconds is the number of cores a run kept busy (2.0 = both, on 2 cores)."""
+    """Like _common.interleaved, also recording CPU seconds of each run: CPU seconds / wall
+    seconds is the number of cores a run kept busy (2.0 = both, on 2 cores).  A run may return
+    its own (wall, CPU) pair (the two-process run, whose CPU time is its children's)."""
     for fn in runs.values():
         fn()
     wall, cpu = {name: [] for name in runs}, {name: [] for name in runs}
     for _ in range(repeats):
         for name, fn in runs.items():
             w0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            wall[name].append(time.perf_counter() - w0)
-            cpu[name].append(time.process_time() - c0)
+            own = fn()
+            w1, c1 = time.perf_counter() - w0, time.process_time() - c0
+            if own is not None:
+                w1, c1 = own
+            wall[name].append(w1)
+            cpu[name].append(c1)
     return wall, cpu
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--no-before", action="store_true",
+                        help="leave out the per-member-thread driver (the pre-lockstep one)")
     args = parser.parse_args()
     w = C.workloads(args.quick, only=["C"])["C"]
     X, y = C.make_data(w)
     n, epochs = X.shape[0], w["epochs"]
     has_torch = C.import_peer("torch") is not None
-    rows = []
+    load_before = os.getloadavg()
+
+    def pinned(n_threads, fn):
+        def run():
+            with C.blas_threads(n_threads):
+                return fn()
+        return run
+
+    seq = "(a) sequential: 8 fits one after another, 1 thread"
+    runs = {seq: pinned(1, lambda: sequential(w, X, y, epochs)),
+            "(b) two processes at once, 4 fits each, 1 thread each":
+                lambda: two_processes(w, X, y, epochs)}
     for threads in (1, 2):
-        runs = {"sequential (1 thread)": lambda: sequential(w, X, y, epochs),
-                f"ensemble ({threads} threads)": lambda t=threads: ensemble(w, X, y, epochs, t)}
+        if not args.no_before:
+            runs[f"ensemble, member per Python thread (before), {threads} threads"] = \
+                pinned(threads, lambda t=threads: member_threads(w, X, y, epochs, t))
+        runs[f"ensemble, lockstep epochs on the pool, {threads} threads"] = \
+            pinned(threads, lambda t=threads: ensemble(w, X, y, epochs, t))
         if has_torch:
-            runs[f"torch bmm ({threads} threads)"] = lambda t=threads: torch_bmm(w, X, y,
-                                                                                epochs, t)
-        with C.blas_threads(threads):
-            times, cpu = timed_with_cpu(runs, args.repeats)
-        base = C.summary(times["sequential (1 thread)"])["median"]
-        for name, ts in times.items():
-            s = C.summary(ts)
-            rate = K * n * epochs / s["median"]
-            rows.append((threads, name, rate, base / s["median"], C.spread(s),
-                         C.summary(cpu[name])["median"] / s["median"]))
+            runs[f"torch bmm, {threads} threads"] = \
+                pinned(threads, lambda t=threads: torch_bmm(w, X, y, epochs, t))
+    wall, cpu = timed_with_cpu(runs, args.repeats)
+    base_wall = C.summary(wall[seq])["median"]
+    base_cpu_rate = K * n * epochs / C.summary(cpu[seq])["median"]
+    rows = []
+    for name in runs:
+        s, c = C.summary(wall[name]), C.summary(cpu[name])["median"]
+        rate = K * n * epochs / s["median"]
+        rows.append((name, rate, base_wall / s["median"], C.spread(s), c / s["median"],
+                     K * n * epochs / c / base_cpu_rate))
+    load_after = os.getloadavg()
     lines = ["# Deep-ensemble training throughput (bench/ensemble_throughput.py)", "",
              f"K = {K} members of workload C ({w['title']}; n = {n}, {epochs} epochs, batch "
              f"64, float32, SGD lr {w['lr']}).  Medians of {args.repeats} interleaved repeats "
-             "after a warm-up; the machine is shared with other developers' builds and tests "
-             "and noisy right now, so expect +-10-20% between runs.", "",
-             f"Load average when the run ended: {os.getloadavg()[0]:.1f} on "
-             f"{C.environment()['usable_cores']} cores.  'cores busy' is the process's CPU "
-             "seconds / wall seconds: on an idle 2-core machine a 2-thread run that scales "
-             "shows ~2.", "",
-             "| pool threads | run | member-samples/s | vs sequential | spread | cores busy |",
+             "after a warm-up, all rows in one run.", "",
+             f"Load average (1, 5, 15 min) at the start: "
+             f"{', '.join(f'{v:.1f}' for v in load_before)}; at the end: "
+             f"{', '.join(f'{v:.1f}' for v in load_after)}, on "
+             f"{C.environment()['usable_cores']} cores (shared with other developers).", "",
+             "- 'vs (a)' is the wall-time throughput ratio to the sequential run (a).",
+             "- 'cores busy' is CPU seconds / wall seconds (2.0 = both cores the whole time).",
+             "- 'per CPU-s vs (a)' is member-samples per CPU-second relative to (a): below 1 "
+             "means each core did less per second than in the sequential run (shared caches, "
+             "memory bandwidth, the VM, or overhead).",
+             "- Row (b) is the hardware bound: two processes that share nothing but the "
+             "machine.  No threading of one process can beat it by more than noise.", "",
+             "| run | member-samples/s | vs (a) | spread | cores busy | per CPU-s vs (a) |",
              "|---|---|---|---|---|---|"]
-    for threads, name, rate, ratio, sp, busy in rows:
-        lines.append(f"| {threads} | {name} | {C.fmt_rate(rate)} | {ratio:.2f}x | "
-                     f"+-{sp:.0f}% | {busy:.2f} |")
+    for name, rate, ratio, sp, busy, per_cpu in rows:
+        lines.append(f"| {name} | {C.fmt_rate(rate)} | {ratio:.2f}x | +-{sp:.0f}% | "
+                     f"{busy:.2f} | {per_cpu:.2f} |")
     lines += ["", "## Machine", "", C.environment_markdown(C.environment()), ""]
     text = "\n".join(lines)
     print(text)

@@ -64,6 +64,12 @@ ctypedef int (*allreduce_int_fn)(const void *, void *, int, int, int, int) noexc
 ctypedef int (*allreduce_ptr_fn)(const void *, void *, int, void *, void *, void *) noexcept nogil
 
 
+cdef struct _Reducer:
+    void *fn
+    bint int_handles
+    Py_ssize_t in_place, comm, op, float_type, double_type
+
+
 cdef class Allreduce:
     """MPI_Allreduce(MPI_IN_PLACE, buf, count, <float or double>, MPI_SUM, comm), from C.
 
@@ -71,30 +77,28 @@ cdef class Allreduce:
     whether handles are ints (MPICH ABI) or pointers (Open MPI), and the handle values of
     MPI_IN_PLACE, the communicator, MPI_SUM, MPI_FLOAT and MPI_DOUBLE.
     """
-    cdef void *fn
-    cdef bint int_handles
-    cdef Py_ssize_t in_place, comm, op, float_type, double_type
+    cdef _Reducer r   # a plain struct: an epoch prepared for a nogil run copies it
 
     def __cinit__(self, Py_ssize_t fn_address, bint int_handles, Py_ssize_t in_place,
                   Py_ssize_t comm, Py_ssize_t op, Py_ssize_t float_type,
                   Py_ssize_t double_type):
         if fn_address == 0:
             raise ValueError("fn_address is NULL; expected the address of MPI_Allreduce")
-        self.fn = <void *> fn_address
-        self.int_handles = int_handles
-        self.in_place, self.comm, self.op = in_place, comm, op
-        self.float_type, self.double_type = float_type, double_type
+        self.r.fn = <void *> fn_address
+        self.r.int_handles = int_handles
+        self.r.in_place, self.r.comm, self.r.op = in_place, comm, op
+        self.r.float_type, self.r.double_type = float_type, double_type
 
     def sum_inplace(self, floating[::1] buf):
         """Sum `buf` over all ranks in place (the call the training loop makes)."""
         cdef int err
         with nogil:
-            err = _allreduce(self, &buf[0], <int> buf.shape[0])
+            err = _allreduce(&self.r, &buf[0], <int> buf.shape[0])
         if err != 0:
             raise RuntimeError(f"MPI_Allreduce failed with error code {err}")
 
 
-cdef int _allreduce(Allreduce red, floating *buf, int count) noexcept nogil:
+cdef int _allreduce(const _Reducer *red, floating *buf, int count) noexcept nogil:
     cdef Py_ssize_t dtype = red.float_type if floating is float else red.double_type
     if red.int_handles:
         return (<allreduce_int_fn> red.fn)(<void *> red.in_place, buf, count, <int> dtype,
@@ -440,32 +444,264 @@ cdef int _check_epoch_buffers(NetSpec spec, Py_ssize_t n_params, Py_ssize_t n_gr
     return 0
 
 
-def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
-                floating[::1] state1, floating[::1] state2,
-                const floating[:, ::1] X, const floating[:, ::1] Y,
-                const Py_ssize_t[::1] labels, const floating[::1] sample_weight,
-                const floating[::1] sigma, const Py_ssize_t[::1] order,
-                Py_ssize_t batch_size, bint drop_last,
-                int loss_kind, int loss_full, double sigma_scalar,
-                int opt_kind, double lr, double momentum, bint nesterov, double weight_decay,
-                double clip_norm, double beta1, double beta2, double eps, long long t0,
-                floating[::1] acts, floating[::1] delta0, floating[::1] delta1,
-                floating[:, ::1] X_batch, floating[:, ::1] Y_batch,
-                Py_ssize_t[::1] labels_batch, floating[::1] sw_batch,
-                floating[::1] sigma_batch, double check_every,
-                Py_ssize_t row_offset=0, Allreduce reducer=None, bint flush_denormals=True,
-                uint64_t dropout_seed=0, uint32_t epoch=0, int n_threads=1):
-    """Run one epoch.  fastnn.trainer validates the values and sizes every buffer; the sizes
-    are checked again here (O(1) per call, plus O(n) over labels and order), because this
-    function is reachable from Python and the loop below trusts them.
+# ------------------------------------------------------------------ epochs: prepared, then run
+# An epoch is prepared with the GIL (every argument checked, pointers taken, the arrays kept
+# alive) into an EpochCall, then run without it by _run_epoch.  train_epoch = prepare + run
+# (one model's fit); train_epochs runs many prepared epochs, e.g. an ensemble's members, as
+# the tasks of ONE job on fastnn's pool: one task is one member's whole epoch, so a member's
+# arithmetic is the same whichever thread runs it and however many threads there are, and
+# equal to its epoch run alone.
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 
-    flush_denormals: flush subnormals to zero on this thread for the epoch (fastnn.fpmode);
-    the caller's floating-point mode is back in place when this returns, and while Python's
-    signal handlers run.
+cdef extern from *:
+    """
+    #include <pthread.h>
+    /* the stop flag every task of a job polls (relaxed: it only ever goes from 0 to 1) */
+    static inline int fnn_sgd_flag_get(const int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    static inline void fnn_sgd_flag_set(int *p) { __atomic_store_n(p, 1, __ATOMIC_RELAXED); }
+    """
+    ctypedef unsigned long pthread_t
+    pthread_t pthread_self() nogil
+    int pthread_equal(pthread_t a, pthread_t b) nogil
+    int fnn_sgd_flag_get(const int *p) nogil
+    void fnn_sgd_flag_set(int *p) nogil
+
+
+cdef struct _Interrupt:
+    pthread_t caller        # the thread that may run Python's signal handlers (it holds the
+                            # interpreter's main-thread role when it is the main thread)
+    int stop                # set when a handler raised: every epoch of the job stops
+    PyObject *pending       # the exception the handler raised (a new reference), or NULL
+
+
+cdef struct _Epoch:
+    # the network (the call's copy, carrying the dropout context) and the spec's own
+    const Net *net
+    const Net *spec_net
+    void *params
+    void *grads
+    void *s1
+    void *s2
+    const void *X
+    const void *Y
+    const Py_ssize_t *labels
+    const void *sw
+    const void *sigma
+    const Py_ssize_t *order
+    void *acts
+    void *delta0
+    void *delta1
+    void *X_batch
+    void *Y_batch
+    Py_ssize_t *labels_batch
+    void *sw_batch
+    void *sigma_batch
+    Py_ssize_t *samples     # dropout: the global sample index of each row, or NULL
+    Py_ssize_t n, n_in, n_t, n_order, n_params, batch_size, row_offset
+    bint drop_last, is_double, flush_denormals, distributed
+    double check_every
+    LossParams lp
+    Optimizer opt
+    _Reducer reducer
+    # results
+    double loss_sum, weight_sum, seconds
+    Py_ssize_t steps, failed_step
+    int status
+
+
+cdef class EpochCall:
+    """One prepared epoch of one model (``prepare_epoch``), run once by ``run`` or, with
+    others, by ``train_epochs``.  Holds the arrays it points into until it is released.
+
+    Attributes after the run: ``result`` (as train_epoch returns), ``seconds`` (the epoch's
+    own wall time, whatever else ran beside it).
+    """
+    cdef _Epoch a
+    cdef Net net
+    cdef DropoutCtx dctx
+    cdef object _keep            # the arrays and objects the pointers point into
+    cdef object _spans           # (start, end) of every buffer the epoch writes
+    cdef bint _prepared, _ran
+    cdef object _pending
+
+    @property
+    def ran(self):
+        return self._ran
+
+    @property
+    def seconds(self):
+        return self.a.seconds
+
+    @property
+    def result(self):
+        """(loss_sum, weight_sum, steps, t, status, failed_step, pending_exception)."""
+        if not self._ran:
+            raise RuntimeError("this epoch has not run yet")
+        return (self.a.loss_sum, self.a.weight_sum, self.a.steps, self.a.opt.t, self.a.status,
+                self.a.failed_step, self._pending)
+
+    def run(self):
+        """Run the epoch on the calling thread; returns ``result``."""
+        _claim([self])
+        cdef _Interrupt intr
+        intr.caller, intr.stop, intr.pending = pthread_self(), 0, NULL
+        with nogil:
+            _run_epoch(&self.a, &intr)
+        self._pending = _take_pending(&intr)
+        return self.result
+
+
+cdef _claim(list calls):
+    """Mark the calls as running (each runs once: it would repeat the epoch it was prepared
+    for, from a stale optimizer step count)."""
+    cdef EpochCall c
+    for c in calls:
+        if not c._prepared:
+            raise ValueError("an EpochCall must come from prepare_epoch")
+        if c._ran:
+            raise RuntimeError("this epoch has already run; prepare the next one")
+    for c in calls:
+        c._ran = True
+
+
+cdef object _take_pending(_Interrupt *intr):
+    if intr.pending == NULL:
+        return None
+    exc = <object> intr.pending
+    Py_XDECREF(intr.pending)
+    intr.pending = NULL
+    return exc
+
+
+cdef struct _Job:
+    _Epoch **epochs
+    _Interrupt *intr
+
+
+cdef void _epoch_task(void *ctx, long t) noexcept nogil:
+    cdef _Job *job = <_Job *> ctx
+    _run_epoch(job.epochs[t], job.intr)
+
+
+def train_epochs(calls, int n_threads):
+    """Run prepared epochs (``prepare_epoch``) as the tasks of one job on fastnn's pool.
+
+    Parameters
+    ----------
+    calls : sequence of EpochCall
+        Epochs of different models: no buffer one of them writes (parameters, gradients,
+        optimizer state, workspace) may overlap a buffer of another (ValueError otherwise).
+    n_threads : int >= 1
+        Threads of the pool (the caller included).  Epochs that all-reduce over MPI run one
+        after another in the given order on the caller, whatever n_threads: every rank must
+        issue its collectives in the same order, from the thread that initialized MPI.
+
+    Returns
+    -------
+    The exception a signal handler raised (Ctrl-C: KeyboardInterrupt), or None.  Python's
+    signal handlers run on the calling thread every ``check_every`` seconds of the epochs it
+    runs; when one raises, every epoch of the job stops after its running minibatch (epochs
+    not yet started do not start) with status STATUS_INTERRUPTED.  Each call's ``result``
+    holds its own figures.
+    """
+    calls = list(calls)
+    for obj in calls:
+        if not isinstance(obj, EpochCall):
+            raise TypeError(f"calls must be EpochCall objects (prepare_epoch); got "
+                            f"{type(obj).__name__}")
+    if n_threads < 1:
+        raise ValueError(f"n_threads={n_threads}; expected >= 1")
+    _check_disjoint(calls)
+    _claim(calls)
+    cdef Py_ssize_t i, k = len(calls)
+    cdef bint serial = False
+    cdef EpochCall c
+    cdef _Interrupt intr
+    cdef _Job job
+    if k == 0:
+        return None
+    job.epochs = <_Epoch **> PyMem_Malloc(k * sizeof(_Epoch *))
+    if job.epochs == NULL:
+        raise MemoryError()
+    for i in range(k):
+        c = calls[i]
+        job.epochs[i] = &c.a
+        serial = serial or c.a.distributed
+    intr.caller, intr.stop, intr.pending = pthread_self(), 0, NULL
+    job.intr = &intr
+    try:
+        with nogil:
+            if serial:
+                for i in range(k):
+                    _run_epoch(job.epochs[i], &intr)
+            else:
+                parallel_for(n_threads, k, _epoch_task, &job)
+    finally:
+        PyMem_Free(job.epochs)
+    pending = _take_pending(&intr)
+    for c in calls:
+        c._pending = pending if c.a.status == _STATUS_INTERRUPTED else None
+    return pending
+
+
+cdef _check_disjoint(list calls):
+    """ValueError when a buffer one call writes overlaps any buffer another call writes (two
+    tasks writing the same memory at once would race).  Sorted spans: O(m log m)."""
+    cdef EpochCall c
+    spans = []
+    for k, c in enumerate(calls):
+        spans.extend((start, end, k) for start, end in c._spans)
+    spans.sort()
+    for i in range(1, len(spans)):
+        if spans[i][0] < spans[i - 1][1] and spans[i][2] != spans[i - 1][2]:
+            raise ValueError(f"the epochs of calls[{spans[i - 1][2]}] and calls[{spans[i][2]}] "
+                             "write overlapping buffers; each needs its own model, optimizer "
+                             "state and workspace")
+
+
+cdef tuple _span(object buf):
+    """(first byte, one past the last) of a contiguous array, or None when empty or absent."""
+    if buf is None:
+        return None
+    view = memoryview(buf)
+    if view.nbytes == 0:
+        return None
+    start = <Py_ssize_t> np.asarray(buf).__array_interface__["data"][0]
+    return (start, start + view.nbytes)
+
+
+def prepare_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
+                  floating[::1] state1, floating[::1] state2,
+                  const floating[:, ::1] X, const floating[:, ::1] Y,
+                  const Py_ssize_t[::1] labels, const floating[::1] sample_weight,
+                  const floating[::1] sigma, const Py_ssize_t[::1] order,
+                  Py_ssize_t batch_size, bint drop_last,
+                  int loss_kind, int loss_full, double sigma_scalar,
+                  int opt_kind, double lr, double momentum, bint nesterov, double weight_decay,
+                  double clip_norm, double beta1, double beta2, double eps, long long t0,
+                  floating[::1] acts, floating[::1] delta0, floating[::1] delta1,
+                  floating[:, ::1] X_batch, floating[:, ::1] Y_batch,
+                  Py_ssize_t[::1] labels_batch, floating[::1] sw_batch,
+                  floating[::1] sigma_batch, double check_every,
+                  Py_ssize_t row_offset=0, Allreduce reducer=None, bint flush_denormals=True,
+                  uint64_t dropout_seed=0, uint32_t epoch=0, int n_threads=1):
+    """Check and pack one epoch's arguments into an EpochCall (run it with ``.run()`` or,
+    with other models' epochs, ``train_epochs``).  fastnn.training validates the values and
+    sizes every buffer; the sizes are checked again here (O(1), plus O(n) over order),
+    because this function is reachable from Python and the loop trusts them.
+
+    flush_denormals: flush subnormals to zero on the running thread for the epoch
+    (fastnn.fpmode); the thread's floating-point mode is back in place when the epoch ends,
+    and while Python's signal handlers run.
 
     order: the epoch's sample order (a permutation), or None for rows in storage order (then
     minibatches are read in place, without a gather).  The *_batch buffers may be None when
     the matching input is None (and X_batch when order is None).
+
+    check_every: seconds between two runs of Python's signal handlers (on the thread that
+    called run / train_epochs; < 0: never), so that Ctrl-C stops the epoch after its running
+    minibatch with the model consistent.
 
     Distributed (reducer given): order is a permutation of the global indices, this rank
     holds global rows row_offset .. row_offset + X.shape[0] - 1, and `grads` has two extra
@@ -477,49 +713,19 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     (dropout_seed, epoch, global sample index, layer, unit) only (src_c/fastnn_dropout.h), so
     it does not depend on the batching, the thread count or the rank holding the sample.
 
-    Returns (loss_sum, weight_sum, steps, t, status, failed_step, pending_exception):
-    loss_sum / weight_sum is the epoch's weighted mean training loss over the steps taken, t
-    the optimizer's update count afterwards (t0 plus the batches of non-zero weight).
+    The result of the run (``EpochCall.result``) is (loss_sum, weight_sum, steps, t, status,
+    failed_step, pending_exception): loss_sum / weight_sum is the epoch's weighted mean
+    training loss over the steps taken, t the optimizer's update count afterwards (t0 plus
+    the batches of non-zero weight).
     """
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1]
-    cdef Py_ssize_t n_t = 0 if Y is None else Y.shape[1]
-    cdef Py_ssize_t n_order = n if order is None else order.shape[0]
-    cdef Py_ssize_t start, rows, batch_rows, i, r, step = 0, failed_step = -1
-    cdef Py_ssize_t n_params = params.shape[0]
-    cdef int status = _STATUS_OK, kstatus = FNN_OK, signalled = 0
-    cdef double loss_sum = 0.0, weight_sum = 0.0, batch_loss, batch_weight, last_check
-    cdef double sums[2]
-    cdef bint gather = order is not None
-    cdef LossParams lp
-    cdef Optimizer opt
-    cdef const floating *xb
-    cdef const floating *yb
-    cdef const Py_ssize_t *lb
-    cdef const floating *wb
-    cdef const floating *sb
-    cdef floating *s1 = NULL if state1 is None or state1.shape[0] == 0 else &state1[0]
-    cdef floating *s2 = NULL if state2 is None or state2.shape[0] == 0 else &state2[0]
-    cdef unsigned long long fp_saved
-    pending = None
-    # dropout: a copy of the network struct carries the context (spec.net stays inference-
-    # only, so a concurrent predict never drops units); one index buffer per epoch
-    cdef Net net = spec.net
-    cdef DropoutCtx dctx
-    if n_threads < 0:
-        raise ValueError(f"n_threads={n_threads}; expected >= 0")
-    net.n_threads = n_threads       # fastnn's threads (0: the untiled path, for tests)
+    cdef EpochCall call = EpochCall.__new__(EpochCall)
+    cdef _Epoch *a = &call.a
     cdef Py_ssize_t[::1] samples_buf = None
-    cdef Py_ssize_t *samples = NULL
-    if np.any(spec._drop_rates > 0):
-        samples_buf = np.empty(max(batch_size, 1), dtype=np.intp)
-        samples = &samples_buf[0]
-        dctx.seed, dctx.epoch, dctx.samples, dctx.layer0 = dropout_seed, epoch, samples, 0
-        net.drop = &dctx
-
     _check_epoch_buffers(
-        spec, n_params, grads.shape[0], -1 if state1 is None else state1.shape[0],
+        spec, params.shape[0], grads.shape[0], -1 if state1 is None else state1.shape[0],
         -1 if state2 is None else state2.shape[0], n, n_in,
-        -1 if Y is None else Y.shape[0], -1 if Y is None else n_t,
+        -1 if Y is None else Y.shape[0], -1 if Y is None else Y.shape[1],
         -1 if labels is None else labels.shape[0],
         -1 if sample_weight is None else sample_weight.shape[0],
         -1 if sigma is None else sigma.shape[0], order, batch_size, loss_kind, opt_kind,
@@ -530,127 +736,263 @@ def train_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
         -1 if labels_batch is None else labels_batch.shape[0],
         -1 if sw_batch is None else sw_batch.shape[0],
         -1 if sigma_batch is None else sigma_batch.shape[0], row_offset, reducer is not None)
-    lp.kind, lp.full, lp.sigma = loss_kind, loss_full, sigma_scalar
-    opt = _optimizer(opt_kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2,
-                     eps, t0)
+    # dropout: a copy of the network struct carries the context (spec.net stays inference-
+    # only, so a concurrent predict never drops units); one index buffer per epoch
+    if n_threads < 0:
+        raise ValueError(f"n_threads={n_threads}; expected >= 0")
+    call.net = spec.net
+    call.net.n_threads = n_threads       # fastnn's threads (0: the untiled path, for tests)
+    if np.any(spec._drop_rates > 0):
+        samples_buf = np.empty(max(batch_size, 1), dtype=np.intp)
+        call.dctx.seed, call.dctx.epoch, call.dctx.samples = dropout_seed, epoch, &samples_buf[0]
+        call.dctx.layer0 = 0
+        call.net.drop = &call.dctx
+        a.samples = &samples_buf[0]
+    a.net, a.spec_net = &call.net, &spec.net
+    a.params = NULL if params.shape[0] == 0 else <void *> &params[0]
+    a.grads = NULL if grads.shape[0] == 0 else <void *> &grads[0]
+    a.s1 = NULL if state1 is None or state1.shape[0] == 0 else <void *> &state1[0]
+    a.s2 = NULL if state2 is None or state2.shape[0] == 0 else <void *> &state2[0]
+    # (if-statements, not conditional expressions: those drop the const of the pointers)
+    a.X = a.Y = a.sw = a.sigma = NULL
+    a.labels = a.order = NULL
+    if n > 0 and n_in > 0:
+        a.X = &X[0, 0]
+    if Y is not None and Y.shape[0] > 0 and Y.shape[1] > 0:
+        a.Y = &Y[0, 0]
+    if labels is not None and labels.shape[0] > 0:
+        a.labels = &labels[0]
+    if sample_weight is not None and sample_weight.shape[0] > 0:
+        a.sw = &sample_weight[0]
+    if sigma is not None and sigma.shape[0] > 0:
+        a.sigma = &sigma[0]
+    if order is not None and order.shape[0] > 0:
+        a.order = &order[0]
+    a.acts = NULL if acts is None or acts.shape[0] == 0 else <void *> &acts[0]
+    a.delta0 = NULL if delta0 is None or delta0.shape[0] == 0 else <void *> &delta0[0]
+    a.delta1 = NULL if delta1 is None or delta1.shape[0] == 0 else <void *> &delta1[0]
+    a.X_batch = (NULL if X_batch is None or X_batch.shape[0] == 0 or X_batch.shape[1] == 0
+                 else <void *> &X_batch[0, 0])
+    a.Y_batch = (NULL if Y_batch is None or Y_batch.shape[0] == 0 or Y_batch.shape[1] == 0
+                 else <void *> &Y_batch[0, 0])
+    a.labels_batch = (NULL if labels_batch is None or labels_batch.shape[0] == 0
+                      else &labels_batch[0])
+    a.sw_batch = NULL if sw_batch is None or sw_batch.shape[0] == 0 else <void *> &sw_batch[0]
+    a.sigma_batch = (NULL if sigma_batch is None or sigma_batch.shape[0] == 0
+                     else <void *> &sigma_batch[0])
+    a.n, a.n_in = n, n_in
+    a.n_t = 0 if Y is None else Y.shape[1]
+    a.n_order = n if order is None else order.shape[0]
+    a.n_params, a.batch_size, a.row_offset = params.shape[0], batch_size, row_offset
+    a.drop_last, a.is_double, a.flush_denormals = drop_last, floating is double, flush_denormals
+    a.distributed = reducer is not None
+    if reducer is not None:
+        a.reducer = reducer.r
+    a.check_every = check_every
+    a.lp.kind, a.lp.full, a.lp.sigma = loss_kind, loss_full, sigma_scalar
+    a.opt = _optimizer(opt_kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1,
+                       beta2, eps, t0)
+    a.loss_sum = a.weight_sum = a.seconds = 0.0
+    a.steps, a.failed_step, a.status = 0, -1, _STATUS_OK
+    # the pointers above stay valid while these live (a typed memoryview holds its buffer)
+    written = [params, grads, state1, state2, acts, delta0, delta1, X_batch, Y_batch,
+               labels_batch, sw_batch, sigma_batch, samples_buf]
+    call._keep = [spec, reducer, X, Y, labels, sample_weight, sigma, order] + written
+    call._spans = [s for s in (_span(b) for b in written) if s is not None]
+    call._prepared = True
+    return call
 
-    with nogil:
-        fp_saved = fnn_fpmode_enter(flush_denormals)
-        last_check = _now()
-        start = 0
-        while start < n_order:
-            batch_rows = min(batch_size, n_order - start)
-            if batch_rows < batch_size and drop_last:
-                break
-            # -- the minibatch: gathered in the epoch's order (this rank's rows of it when
-            #    distributed), or read in place
-            rows = batch_rows
-            if gather:
-                rows = 0
-                for i in range(batch_rows):
-                    r = order[start + i] - row_offset
-                    if r < 0 or r >= n:
-                        continue              # another rank's sample
-                    memcpy(&X_batch[rows, 0], &X[r, 0], n_in * sizeof(floating))
-                    if Y is not None:
-                        memcpy(&Y_batch[rows, 0], &Y[r, 0], n_t * sizeof(floating))
-                    if labels is not None:
-                        labels_batch[rows] = labels[r]
-                    if sample_weight is not None:
-                        sw_batch[rows] = sample_weight[r]
-                    if sigma is not None:
-                        sigma_batch[rows] = sigma[r]
-                    if samples != NULL:
-                        samples[rows] = order[start + i]
-                    rows += 1
-                xb = &X_batch[0, 0]
-                yb = NULL if Y is None else &Y_batch[0, 0]
-                lb = NULL if labels is None else &labels_batch[0]
-                wb = NULL if sample_weight is None else &sw_batch[0]
-                sb = NULL if sigma is None else &sigma_batch[0]
-            else:
-                xb = &X[start, 0]
+
+def train_epoch(*args, **kwargs):
+    """Run one epoch on the calling thread: ``prepare_epoch(*args, **kwargs).run()``.
+
+    Arguments as ``prepare_epoch``.  Returns (loss_sum, weight_sum, steps, t, status,
+    failed_step, pending_exception) (see there).
+    """
+    return prepare_epoch(*args, **kwargs).run()
+
+
+cdef void _run_epoch(_Epoch *a, _Interrupt *intr) noexcept nogil:
+    if a.is_double:
+        _run_epoch_t(a, intr, <double *> a.params)
+    else:
+        _run_epoch_t(a, intr, <float *> a.params)
+
+
+cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept nogil:
+    """The epoch's minibatch loop (results into *a).  Runs on any thread; Python's signal
+    handlers run only on intr.caller's."""
+    cdef const floating *X = <const floating *> a.X
+    cdef const floating *Y = <const floating *> a.Y
+    cdef const Py_ssize_t *labels = a.labels
+    cdef const floating *sample_weight = <const floating *> a.sw
+    cdef const floating *sigma = <const floating *> a.sigma
+    cdef const Py_ssize_t *order = a.order
+    cdef floating *grads = <floating *> a.grads
+    cdef floating *s1 = <floating *> a.s1
+    cdef floating *s2 = <floating *> a.s2
+    cdef floating *acts = <floating *> a.acts
+    cdef floating *delta0 = <floating *> a.delta0
+    cdef floating *delta1 = <floating *> a.delta1
+    cdef floating *X_batch = <floating *> a.X_batch
+    cdef floating *Y_batch = <floating *> a.Y_batch
+    cdef Py_ssize_t *labels_batch = a.labels_batch
+    cdef floating *sw_batch = <floating *> a.sw_batch
+    cdef floating *sigma_batch = <floating *> a.sigma_batch
+    cdef Py_ssize_t *samples = a.samples
+    cdef const Net *net = a.net
+    cdef Optimizer *opt = &a.opt
+    cdef Py_ssize_t n = a.n, n_in = a.n_in, n_t = a.n_t, n_order = a.n_order
+    cdef Py_ssize_t n_params = a.n_params, batch_size = a.batch_size
+    cdef Py_ssize_t row_offset = a.row_offset
+    cdef bint flush_denormals = a.flush_denormals, drop_last = a.drop_last
+    cdef bint distributed = a.distributed, gather = order != NULL
+    cdef bint caller = pthread_equal(pthread_self(), intr.caller) != 0
+    cdef double check_every = a.check_every
+    cdef Py_ssize_t start, rows, batch_rows, i, r, step = 0, failed_step = -1
+    cdef int status = _STATUS_OK, kstatus = FNN_OK, signalled = 0
+    cdef double loss_sum = 0.0, weight_sum = 0.0, batch_loss = 0.0, batch_weight
+    cdef double last_check, began
+    cdef double sums[2]
+    cdef const floating *xb
+    cdef const floating *yb
+    cdef const Py_ssize_t *lb
+    cdef const floating *wb
+    cdef const floating *sb
+    cdef unsigned long long fp_saved
+
+    began = _now()
+    if fnn_sgd_flag_get(&intr.stop):     # the job was interrupted before this epoch began
+        a.status, a.steps, a.failed_step, a.seconds = _STATUS_INTERRUPTED, 0, -1, 0.0
+        a.loss_sum = a.weight_sum = 0.0
+        return
+    fp_saved = fnn_fpmode_enter(flush_denormals)
+    last_check = began
+    start = 0
+    while start < n_order:
+        batch_rows = min(batch_size, n_order - start)
+        if batch_rows < batch_size and drop_last:
+            break
+        # -- the minibatch: gathered in the epoch's order (this rank's rows of it when
+        #    distributed), or read in place
+        rows = batch_rows
+        if gather:
+            rows = 0
+            for i in range(batch_rows):
+                r = order[start + i] - row_offset
+                if r < 0 or r >= n:
+                    continue              # another rank's sample
+                memcpy(X_batch + rows * n_in, X + r * n_in, n_in * sizeof(floating))
+                if Y != NULL:
+                    memcpy(Y_batch + rows * n_t, Y + r * n_t, n_t * sizeof(floating))
+                if labels != NULL:
+                    labels_batch[rows] = labels[r]
+                if sample_weight != NULL:
+                    sw_batch[rows] = sample_weight[r]
+                if sigma != NULL:
+                    sigma_batch[rows] = sigma[r]
                 if samples != NULL:
-                    for i in range(rows):
-                        samples[i] = row_offset + start + i
-                yb = NULL if Y is None else &Y[start, 0]
-                lb = NULL if labels is None else &labels[start]
-                wb = NULL if sample_weight is None else &sample_weight[start]
-                sb = NULL if sigma is None else &sigma[start]
-            if wb == NULL:
-                batch_weight = <double> rows
-            else:
-                batch_weight = 0.0
+                    samples[rows] = order[start + i]
+                rows += 1
+            xb = X_batch
+            yb = NULL if Y == NULL else Y_batch
+            lb = NULL if labels == NULL else labels_batch
+            wb = NULL if sample_weight == NULL else sw_batch
+            sb = NULL if sigma == NULL else sigma_batch
+        else:
+            xb = X + start * n_in
+            if samples != NULL:
                 for i in range(rows):
-                    batch_weight += wb[i]
-            # -- forward, fused loss gradient, backward: gradient of the weighted batch mean
-            if reducer is None:
-                if batch_weight > 0:
-                    batch_loss = train_step(&net, &opt, &params[0], &grads[0], s1, s2,
-                                            n_params, xb, <int> rows, &lp, yb, lb, wb, sb,
-                                            batch_weight, &acts[0], &delta0[0], &delta1[0],
-                                            &kstatus)
-            else:
-                # local sums, then one all-reduce of [gradient | loss | weight]
-                batch_loss = 0.0
-                if rows > 0:
-                    batch_loss = net_loss_grad(&net, &params[0], &grads[0], xb,
-                                               <int> rows, &lp, yb, lb, wb, sb, 1.0, &acts[0],
-                                               &delta0[0], &delta1[0], &kstatus)
-                else:
-                    for i in range(n_params):
-                        grads[i] = 0
-                if floating is float:
-                    # the loss and weight sums over ranks can overflow float32 where the
-                    # model's values do not: add them in double, in a second small reduction
-                    sums[0] = batch_loss
-                    sums[1] = batch_weight
-                    if _allreduce(reducer, &grads[0], <int> n_params) != 0 or \
-                            _allreduce(reducer, &sums[0], 2) != 0:
-                        status = _STATUS_REDUCE_ERROR
-                        failed_step = step
-                        break
-                    batch_loss = sums[0]
-                    batch_weight = sums[1]
-                else:
-                    grads[n_params] = batch_loss
-                    grads[n_params + 1] = batch_weight
-                    if _allreduce(reducer, &grads[0], <int> (n_params + 2)) != 0:
-                        status = _STATUS_REDUCE_ERROR
-                        failed_step = step
-                        break
-                    batch_loss = grads[n_params]
-                    batch_weight = grads[n_params + 1]
-                if batch_weight > 0 and isfinite(batch_loss) and kstatus == FNN_OK:
-                    opt.t += 1
-                    apply_update(&net, &opt, &params[0], &grads[0], s1, s2, n_params,
-                                 1.0 / batch_weight)
+                    samples[i] = row_offset + start + i
+            yb, lb, wb, sb = NULL, NULL, NULL, NULL
+            if Y != NULL:
+                yb = Y + start * n_t
+            if labels != NULL:
+                lb = labels + start
+            if sample_weight != NULL:
+                wb = sample_weight + start
+            if sigma != NULL:
+                sb = sigma + start
+        if wb == NULL:
+            batch_weight = <double> rows
+        else:
+            batch_weight = 0.0
+            for i in range(rows):
+                batch_weight += wb[i]
+        # -- forward, fused loss gradient, backward: gradient of the weighted batch mean
+        if not distributed:
             if batch_weight > 0:
-                if kstatus != FNN_OK:
-                    status = _STATUS_KERNEL_ERROR
+                batch_loss = train_step(net, opt, params, grads, s1, s2, n_params, xb,
+                                        <int> rows, &a.lp, yb, lb, wb, sb, batch_weight, acts,
+                                        delta0, delta1, &kstatus)
+        else:
+            # local sums, then one all-reduce of [gradient | loss | weight]
+            batch_loss = 0.0
+            if rows > 0:
+                batch_loss = net_loss_grad(net, params, grads, xb, <int> rows, &a.lp, yb, lb,
+                                           wb, sb, 1.0, acts, delta0, delta1, &kstatus)
+            else:
+                for i in range(n_params):
+                    grads[i] = 0
+            if floating is float:
+                # the loss and weight sums over ranks can overflow float32 where the
+                # model's values do not: add them in double, in a second small reduction
+                sums[0] = batch_loss
+                sums[1] = batch_weight
+                if _allreduce(&a.reducer, grads, <int> n_params) != 0 or \
+                        _allreduce(&a.reducer, &sums[0], 2) != 0:
+                    status = _STATUS_REDUCE_ERROR
                     failed_step = step
                     break
-                if not isfinite(batch_loss):
-                    status = _STATUS_DIVERGED      # the step was not applied
+                batch_loss = sums[0]
+                batch_weight = sums[1]
+            else:
+                grads[n_params] = batch_loss
+                grads[n_params + 1] = batch_weight
+                if _allreduce(&a.reducer, grads, <int> (n_params + 2)) != 0:
+                    status = _STATUS_REDUCE_ERROR
                     failed_step = step
                     break
-                loss_sum += batch_loss
-                weight_sum += batch_weight
-            step += 1
-            start += batch_rows
-            # -- let Python's signal handlers run now and then (Ctrl-C stops after this step)
-            if check_every >= 0 and _now() - last_check >= check_every:
-                last_check = _now()
-                fnn_fpmode_leave(flush_denormals, fp_saved)    # handlers run in the caller's mode
-                with gil:
-                    try:
-                        PyErr_CheckSignals()
-                    except BaseException as exc:
-                        pending = exc
-                        signalled = 1
-                if signalled:
-                    status = _STATUS_INTERRUPTED
-                    break
-                fp_saved = fnn_fpmode_enter(flush_denormals)
-        fnn_fpmode_leave(flush_denormals, fp_saved)
-    return loss_sum, weight_sum, step, opt.t, status, failed_step, pending
+                batch_loss = grads[n_params]
+                batch_weight = grads[n_params + 1]
+            if batch_weight > 0 and isfinite(batch_loss) and kstatus == FNN_OK:
+                opt.t += 1
+                apply_update(net, opt, params, grads, s1, s2, n_params, 1.0 / batch_weight)
+        if batch_weight > 0:
+            if kstatus != FNN_OK:
+                status = _STATUS_KERNEL_ERROR
+                failed_step = step
+                break
+            if not isfinite(batch_loss):
+                status = _STATUS_DIVERGED      # the step was not applied
+                failed_step = step
+                break
+            loss_sum += batch_loss
+            weight_sum += batch_weight
+        step += 1
+        start += batch_rows
+        # -- Ctrl-C stops the job after this step: the caller's thread lets Python's signal
+        #    handlers run now and then; every task polls the job's stop flag
+        if caller and check_every >= 0 and _now() - last_check >= check_every:
+            last_check = _now()
+            fnn_fpmode_leave(flush_denormals, fp_saved)    # handlers run in the caller's mode
+            with gil:
+                try:
+                    PyErr_CheckSignals()
+                except BaseException as exc:
+                    if intr.pending == NULL:
+                        Py_INCREF(exc)
+                        intr.pending = <PyObject *> exc
+                    signalled = 1
+            if signalled:
+                fnn_sgd_flag_set(&intr.stop)
+                status = _STATUS_INTERRUPTED
+                break
+            fp_saved = fnn_fpmode_enter(flush_denormals)
+        if fnn_sgd_flag_get(&intr.stop):
+            status = _STATUS_INTERRUPTED
+            break
+    fnn_fpmode_leave(flush_denormals, fp_saved)
+    a.loss_sum, a.weight_sum, a.steps, a.failed_step, a.status = \
+        loss_sum, weight_sum, step, failed_step, status
+    a.seconds = _now() - began

@@ -63,21 +63,20 @@ so every check fastnn.io makes applies to every member; any problem raises
 by the file's size.  ``save`` writes as ``MLP.save`` does (atomically, keeping an existing
 file's permission bits, following a symbolic link, cleaning up after any interrupt).
 """
+import contextlib
 import copy
 import json
 import os
 import struct
 import tempfile
-import threading
 import zipfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
 from scipy.special import ndtri
 
-from fastnn import fpmode
+from fastnn import _sgd, fpmode
 from fastnn._version import __version__  # not the package, which imports this module
 from fastnn._validation import MAX_DIM, check_bool, check_number
 from fastnn.io import (ModelFileError, load as _load_model, _atomic_write, _check_path,
@@ -407,71 +406,108 @@ class MLPEnsemble:
         # state under the member's lock, one consistent epoch boundary (before: it paired
         # this fit's weights with the previous fit's optimizers, or none)
         self.optimizers_ = optimizers
-        stop = threading.Event()
         histories = [None] * self.n_members
         errors = [None] * self.n_members
-
-        def train(k):
-            if stop.is_set():   # interrupted before this member started: leave it as it is
-                return
-            try:
-                Xk, yk, swk, lossk = self._member_data(k, X, y, sample_weight, loss, comm)
-
-                def stop_and_forward(epoch, logs):
-                    logs = dict(logs, member=k)
-                    halt = any([bool(cb(epoch, logs)) for cb in callbacks])
-                    return halt or stop.is_set()
-
-                member_kwargs = dict(fit_kwargs)
-                es = fit_kwargs.get("early_stopping")
-                if isinstance(es, EarlyStopping):
-                    # a record of its own per member: one instance shared by members training
-                    # at once mixed their records (and could restore another member's
-                    # weights); the member's record continues through its optimizer
-                    member_kwargs["early_stopping"] = copy.copy(es)
-                    member_kwargs["early_stopping"].reset()
-                histories[k] = _fit(self.members[k], Xk, yk, lossk, optimizers[k],
-                                    seed=self.member_seeds[k], sample_weight=swk, comm=comm,
-                                    callbacks=[stop_and_forward], **member_kwargs)
-            except BaseException as exc:  # kept, raised once every member has finished
-                errors[k] = exc
-                if isinstance(exc, KeyboardInterrupt):
-                    stop.set()   # an interrupt (e.g. raised by a callback) stops them all
-
         try:
-            if comm is not None:
-                for k in range(self.n_members):
-                    train(k)
-            else:
-                workers = min(self.n_members, n_threads or available_cores())
-                # one BLAS thread per worker: the members' arithmetic does not depend on the
-                # worker count, and workers x BLAS threads never exceed the cores asked for
-                with blas_threads(1 if get_num_threads() is not None else None):
-                    with ThreadPoolExecutor(max_workers=workers,
-                                            thread_name_prefix="fastnn-ensemble") as pool:
-                        futures = [pool.submit(train, k) for k in range(self.n_members)]
-                        try:
-                            for f in futures:
-                                f.result()
-                        except KeyboardInterrupt:
-                            stop.set()   # every member stops after its running epoch
-                            for f in futures:
-                                f.cancel()
-                            pool.shutdown(wait=True)
-                            raise
+            runs = self._prepare_runs(X, y, loss, optimizers, sample_weight, comm, callbacks,
+                                      fit_kwargs)
+            workers = 1 if comm is not None else min(self.n_members,
+                                                     n_threads or available_cores())
+            # one BLAS thread per worker: the members' arithmetic does not depend on the
+            # worker count, and workers x BLAS threads never exceed the cores asked for
+            with blas_threads(1 if comm is None and get_num_threads() is not None else None):
+                self._lockstep(runs, workers, histories, errors)
         finally:
             # whatever happened, the optimizers match the members' weights: a later fit
             # continues from where each member stopped
             self.optimizers_ = optimizers
             self.histories_ = histories
+        interrupt = next((exc for exc in errors if isinstance(exc, KeyboardInterrupt)), None)
+        if interrupt is not None:
+            raise interrupt
         for k, exc in enumerate(errors):
             if exc is not None:
-                note = (f"(raised while training member {k} of the ensemble, seed "
-                        f"{self.member_seeds[k]})")
-                if hasattr(exc, "add_note"):  # Python >= 3.11
-                    exc.add_note(note)
-                raise exc
+                raise _with_member_note(exc, k, self.member_seeds[k])
         return histories
+
+    def _prepare_runs(self, X, y, loss, optimizers, sample_weight, comm, callbacks,
+                      fit_kwargs):
+        """Every member's checked TrainingRun and epoch count (fastnn.fit's checks and data
+        preparation, in member order: with comm, in the same order on every rank).  Raises
+        the first member's error, with a note naming it, before any member has trained."""
+        runs = []
+        for k in range(self.n_members):
+            def forward(epoch, logs, k=k):
+                logs = dict(logs, member=k)
+                return any([bool(cb(epoch, logs)) for cb in callbacks])
+
+            member_kwargs = dict(fit_kwargs)
+            es = fit_kwargs.get("early_stopping")
+            if isinstance(es, EarlyStopping):
+                # a record of its own per member: one instance shared by the members mixed
+                # their records (and could restore another member's weights); the member's
+                # record continues through its optimizer
+                member_kwargs["early_stopping"] = copy.copy(es)
+                member_kwargs["early_stopping"].reset()
+            try:
+                Xk, yk, swk, lossk = self._member_data(k, X, y, sample_weight, loss, comm)
+                runs.append(_fit(self.members[k], Xk, yk, lossk, optimizers[k],
+                                 seed=self.member_seeds[k], sample_weight=swk, comm=comm,
+                                 callbacks=[forward], _prepare_only=True, **member_kwargs))
+            except Exception as exc:
+                raise _with_member_note(exc, k, self.member_seeds[k])
+        return runs
+
+    def _lockstep(self, runs, workers, histories, errors):
+        """Train the members' runs in lockstep epochs.
+
+        Each round: every active member's run prepares its epoch (TrainingRun.epochs: rate,
+        sample order, snapshot), ONE compiled job runs those epochs as tasks on fastnn's
+        pool (_sgd.train_epochs, `workers` threads, the members' locks held), then each
+        member's run records its epoch, in member order (loss, checks, validation, schedule,
+        early stopping, callbacks).  A member that stops (its epochs done, early stopping, a
+        callback) or fails (divergence: kept in errors[k]) leaves; the others go on.  On
+        KeyboardInterrupt every member records the epoch that ran, then all stop.
+        """
+        steps = {k: run.epochs(epochs) for k, (run, epochs) in enumerate(runs)}
+        calls = {}       # member -> its prepared epoch
+        interrupted = False
+
+        def advance(k):
+            """Resume member k: record the epoch that ran (if any), prepare the next."""
+            nonlocal interrupted
+            try:
+                calls[k] = next(steps[k])
+                return
+            except StopIteration as end:
+                histories[k] = end.value
+            except BaseException as exc:  # kept, raised once every member has stopped
+                errors[k] = exc
+                histories[k] = getattr(runs[k][0], "history", None)
+                interrupted = interrupted or isinstance(exc, KeyboardInterrupt)
+            calls.pop(k, None)
+            del steps[k]
+
+        try:   # (an exception from here itself, e.g. Ctrl-C between two jobs, propagates)
+            for k in list(steps):
+                advance(k)
+            while calls and not interrupted:
+                members = list(calls)
+                with contextlib.ExitStack() as locks:
+                    for k in members:   # keeps a save in another thread out of the epochs
+                        locks.enter_context(self.members[k]._lock)
+                    _sgd.train_epochs([calls[k] for k in members], workers)
+                for k in members:
+                    advance(k)
+        finally:
+            # runs still open: end each after its last recorded epoch (GeneratorExit; a
+            # prepared epoch that did not run is dropped, see TrainingRun.epochs)
+            for k, gen in steps.items():
+                try:
+                    gen.close()
+                except Exception as exc:
+                    errors[k] = errors[k] or exc
+                histories[k] = getattr(runs[k][0], "history", None)
 
     def _member_data(self, k, X, y, sample_weight, loss, comm):
         """(X, y, sample_weight, loss) of member k: the data itself or its bootstrap rows."""
@@ -773,6 +809,13 @@ def _check_members(models, member_seeds, name):
     for k, s in enumerate(member_seeds):
         check_number(s, f"member_seeds[{k}]", low=0, integer=True)
     return models, [int(s) for s in member_seeds]
+
+
+def _with_member_note(exc, k, seed):
+    """`exc` with a note naming the member of the ensemble it came from (Python >= 3.11)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(f"(raised while training member {k} of the ensemble, seed {seed})")
+    return exc
 
 
 def _fixed_noise_variance(loss):

@@ -52,7 +52,7 @@ def _split_validation(arrays, n, fraction, rng):
 def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=True,
         seed=None, sample_weight=None, validation_data=None, validation_split=0.0,
         early_stopping=None, callbacks=(), verbose=0, drop_last=False, comm=None,
-        n_threads=None, flush_denormals=None):
+        n_threads=None, flush_denormals=None, _prepare_only=False):
     """Train `model` by minibatch SGD (or Adam) on (X, y).
 
     Parameters
@@ -229,6 +229,8 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
                       early_stopping=early_stopping, callbacks=callbacks, verbose=verbose,
                       mpi=mpi, flush_denormals=flush_denormals, dropout_seed=dropout_seed)
     run.check(epochs)
+    if _prepare_only:  # fastnn.ensemble runs its members' epochs in lockstep (run.epochs)
+        return run, epochs
     return run.run(epochs, n_threads)
 
 

@@ -31,6 +31,7 @@ with an int seed the continued run is bitwise the uninterrupted one.  ``optimize
 Epoch numbers users see (``History.epoch``, ``best_epoch``, the callbacks' ``epoch``,
 ``logs["epoch"]``, messages, verbose lines) are 1-based and count over the whole run.
 """
+import functools
 import math
 import time
 import warnings
@@ -409,6 +410,9 @@ class TrainingRun:
         # the dropout masks are a function of (dropout_seed, epoch index, step), so a
         # continued run draws the masks an uninterrupted one would
         self.dropout_seed = dropout_seed
+        # fastnn's threads of each compiled call: run() sets it from fit's n_threads; a driver
+        # of TrainingRun.epochs (fastnn.ensemble: one member's epoch per pool task) keeps 1
+        self.n_threads = 1
         X = data[0]
         self.offset, self.n_global = (0, X.shape[0]) if mpi is None else \
             mpi.shard_layout(X.shape[0])
@@ -495,6 +499,30 @@ class TrainingRun:
 
     def run(self, epochs, n_threads=None):
         """Train `epochs` more epochs; returns the History (also ``model.history_``)."""
+        # fastnn's threads take the compiled epoch's tiles; OpenBLAS at 1 meanwhile
+        with compiled_threads(n_threads) as self.n_threads:
+            steps = self.epochs(epochs)
+            for call in steps:
+                with self.model._lock:  # keeps a save in another thread out of the epoch
+                    call.run()
+        return self.history
+
+    def epochs(self, epochs):
+        """The run, step by step, for a driver that runs the compiled epochs itself.
+
+        A generator: it prepares each epoch (schedule, sample order, snapshot) and yields its
+        compiled call (``fastnn._sgd.EpochCall``); the driver runs it, holding
+        ``model._lock`` (``call.run()``, or with other models' epochs in one
+        ``_sgd.train_epochs`` job, as fastnn.ensemble does) and resumes the generator, which
+        records the epoch (status checks, loss, validation, schedule, early stopping,
+        callbacks) and yields the next.  ``send(True)`` instead of ``next`` also stops the
+        run after that epoch, as a callback returning True does.  It returns (as
+        StopIteration.value) the History, and raises what ``fastnn.fit`` raises.  Closed
+        before its yielded call ran, the run ends after the last epoch that did (early
+        stopping's best weights put back); closed after, the model keeps that epoch's weights
+        and the optimizer its step count, as after Ctrl-C.  ``run`` is this loop with one
+        model.
+        """
         model, mpi = self.model, self.mpi
         self.bar = None
         try:
@@ -509,18 +537,26 @@ class TrainingRun:
             model.loss_ = self.loss
             self.last_epoch = self.optimizer.completed_epochs + epochs
             self.bar = _progress_bar(epochs) if self.verbose >= 2 else None
-            # fastnn's threads take the compiled epoch's tiles; OpenBLAS at 1 meanwhile
-            with compiled_threads(n_threads) as self.n_threads:
-                for _ in range(epochs):
-                    if self._epoch():
-                        break
+            for _ in range(epochs):
+                call = self._prepare_epoch()
+                try:
+                    stop_asked = yield call
+                except GeneratorExit:
+                    if call.ran:
+                        self._take_result(call)
+                    else:
+                        self._finish()
+                    raise
+                if self._record_epoch(call) or stop_asked:
+                    break
             self._finish()
             return self.history
         except BaseException as exc:
             # one rank alone cannot leave the collectives (a failed allocation included): abort
             # all, unless every rank raised the same error (divergence is decided on summed
-            # values, so it happens everywhere)
-            if mpi is not None and mpi.size > 1 and not isinstance(exc, TrainingDiverged):
+            # values, so it happens everywhere) or the driver closed the run
+            if mpi is not None and mpi.size > 1 and not isinstance(
+                    exc, (TrainingDiverged, GeneratorExit)):
                 mpi.abort(exc)
             raise
         finally:
@@ -565,27 +601,62 @@ class TrainingRun:
         self.snapshot = np.empty_like(model.params)
         self.previous = np.empty_like(model.params)  # parameters at the previous epoch's start
 
-    def _epoch(self):
-        """One epoch: order, compiled minibatches, checks, metrics, schedule, stopping.
-        Returns True to stop."""
+    def _prepare_epoch(self):
+        """The next epoch's compiled call: rate, sample order, snapshot, optimizer arguments."""
         opt, model = self.optimizer, self.model
         opt._check_progress()  # a callback may have set the epoch count or the schedule
         done = opt.completed_epochs
-        epoch = done + 1  # the 1-based number users see
         lr = opt.lr_at(done)
         if not (math.isfinite(lr) and lr >= 0):
             # the planned rates were checked before the first step; only a schedule driven by
             # the training itself (ReduceOnPlateau, a user's) can get here, and one that has
             # decayed to exactly 0 merely stops moving the weights
-            raise ValueError(f"the schedule {opt.schedule!r} gives lr={lr!r} for epoch {epoch}; "
-                             "expected a finite rate >= 0")
+            raise ValueError(f"the schedule {opt.schedule!r} gives lr={lr!r} for epoch "
+                             f"{done + 1}; expected a finite rate >= 0")
         if self.shuffle:
             epoch_order(self.order, self.seed_key, done)
         self.snapshot, self.previous = self.previous, self.snapshot
         self.snapshot[...] = model.params
-        start = time.perf_counter()
-        loss_sum, weight_sum, steps, status, failed_step, pending = self._train_epoch(lr)
-        elapsed = time.perf_counter() - start
+        self.lr = lr
+        ws, (X, Y, labels, sw, sigma) = self.ws, self.data
+        # hyperparameters and state as they are now (a callback may have changed momentum);
+        # the compiled call runs in the floating-point mode flush_denormals asks for (it sets
+        # it and restores the running thread's)
+        opt_args = opt.compiled_args(lr)
+        if isinstance(X, CSRInput):
+            return self._prepare_epoch_csr(opt_args, done)
+        with model._lock:
+            state1, state2 = opt.init_state(model.n_params, model.dtype)
+            return _sgd.prepare_epoch(
+                model._spec, model.params, self.grads, state1, state2, X, Y, labels, sw,
+                sigma, self.order, self.batch_size, self.drop_last, self.loss.kind,
+                int(self.loss.full), self.loss.scalar_sigma, *opt_args, opt.t, ws.acts,
+                ws.delta0, ws.delta1, ws.X if self.order is not None else None, ws.Y,
+                ws.labels, ws.sw, ws.sigma, SIGNAL_CHECK_INTERVAL, self.offset,
+                None if self.mpi is None else self.mpi.reducer, self.flush_denormals,
+                dropout_seed=self.dropout_seed, epoch=done, n_threads=self.n_threads)
+
+    def _take_result(self, call):
+        """The epoch's figures; the optimizer takes its step count.  After an interrupted
+        epoch, non-finite weights go back to the epoch's start and a non-finite optimizer
+        state is reset (a diverged epoch is _restore_last_good's)."""
+        loss_sum, weight_sum, steps, t, status, failed_step, pending = call.result
+        opt, model = self.optimizer, self.model
+        opt.t = t
+        if status == _sgd.STATUS_INTERRUPTED:
+            if not all_finite(model.params):
+                model.params[...] = self.snapshot
+            if not all(s is None or all_finite(s) for s in opt.state):
+                opt._reset_state()
+        return loss_sum, weight_sum, steps, status, failed_step, pending
+
+    def _record_epoch(self, call):
+        """After the compiled epoch ran: checks, metrics, schedule, stopping.  Returns True to
+        stop."""
+        opt, model, lr = self.optimizer, self.model, self.lr
+        loss_sum, weight_sum, steps, status, failed_step, pending = self._take_result(call)
+        elapsed = call.seconds  # this epoch's own time, whatever ran beside it
+        epoch = opt.completed_epochs + 1  # the 1-based number users see
         self._check_status(status, failed_step, pending, steps, epoch, lr)
         opt.completed_epochs = epoch
         train_loss = loss_sum / weight_sum if weight_sum > 0 else float("nan")
@@ -599,7 +670,7 @@ class TrainingRun:
                 "samples_per_s": (steps * self.batch_size if self.drop_last else self.n_global)
                 / elapsed if elapsed > 0 else float("inf")}
         self.history._append(logs)
-        opt.schedule.on_epoch_end(done, val_loss if val_loss is not None else train_loss)
+        opt.schedule.on_epoch_end(epoch - 1, val_loss if val_loss is not None else train_loss)
         if self.verbose == 1 or (self.verbose >= 2 and self.bar is None):
             print(_epoch_line(logs, self.last_epoch, self.metric_name), flush=True)
         elif self.bar is not None:
@@ -617,51 +688,22 @@ class TrainingRun:
             stop = self.mpi.any(stop)
         return stop
 
-    def _train_epoch(self, lr):
-        """The one call into compiled training, in the floating-point mode flush_denormals
-        asks for (the compiled call sets it and restores the caller's).
-
-        Returns (loss_sum, weight_sum, steps, status, failed_step, pending).
-        """
-        model, opt, ws, (X, Y, labels, sw, sigma) = self.model, self.optimizer, self.ws, self.data
-        # hyperparameters and state as they are now (a callback may have changed momentum);
-        # the model's lock keeps a save in another thread out of the running epoch
-        opt_args = opt.compiled_args(lr)
-        if isinstance(X, CSRInput):
-            return self._train_epoch_csr(opt_args)
-        with model._lock:
-            state1, state2 = opt.init_state(model.n_params, model.dtype)
-            loss_sum, weight_sum, steps, opt.t, status, failed_step, pending = \
-                _sgd.train_epoch(
-                    model._spec, model.params, self.grads, state1, state2, X, Y, labels, sw,
-                    sigma, self.order, self.batch_size, self.drop_last, self.loss.kind,
-                    int(self.loss.full), self.loss.scalar_sigma, *opt_args, opt.t, ws.acts,
-                    ws.delta0, ws.delta1, ws.X if self.order is not None else None, ws.Y,
-                    ws.labels, ws.sw, ws.sigma, SIGNAL_CHECK_INTERVAL, self.offset,
-                    None if self.mpi is None else self.mpi.reducer, self.flush_denormals,
-                    dropout_seed=self.dropout_seed, epoch=opt.completed_epochs,
-                    n_threads=self.n_threads)
-        return loss_sum, weight_sum, steps, status, failed_step, pending
-
-    def _train_epoch_csr(self, opt_args):
-        """_train_epoch for a sparse X (a CSRInput): the compiled sparse epoch loop reads the
-        minibatches' rows of X in place (fastnn/_sparse.pyx)."""
+    def _prepare_epoch_csr(self, opt_args, done):
+        """_prepare_epoch for a sparse X (a CSRInput): the compiled sparse epoch loop reads the
+        minibatches' rows of X in place (fastnn/_sparse.pyx), on the thread that runs it."""
         model, opt, ws, (X, Y, labels, sw, sigma) = self.model, self.optimizer, self.ws, self.data
         with model._lock:
             state1, state2 = opt.init_state(model.n_params, model.dtype)
-            loss_sum, weight_sum, steps, opt.t, status, failed_step, pending = \
-                _sparse.train_epoch_csr(
-                    model._spec, model.params, self.grads, state1, state2, X.data, X.indices,
-                    X.indptr, X.shape[1], Y, labels, sw, sigma, self.order, self.batch_size,
-                    self.drop_last, self.loss.kind, int(self.loss.full),
-                    self.loss.scalar_sigma, *opt_args, opt.t, ws.acts, ws.delta0, ws.delta1,
-                    ws.Y, ws.labels, ws.sw, ws.sigma, SIGNAL_CHECK_INTERVAL,
-                    self.flush_denormals, dropout_seed=self.dropout_seed,
-                    epoch=opt.completed_epochs)
-        return loss_sum, weight_sum, steps, status, failed_step, pending
+        return _CSREpoch(
+            _sparse.train_epoch_csr, model._spec, model.params, self.grads, state1, state2,
+            X.data, X.indices, X.indptr, X.shape[1], Y, labels, sw, sigma, self.order,
+            self.batch_size, self.drop_last, self.loss.kind, int(self.loss.full),
+            self.loss.scalar_sigma, *opt_args, opt.t, ws.acts, ws.delta0, ws.delta1, ws.Y,
+            ws.labels, ws.sw, ws.sigma, SIGNAL_CHECK_INTERVAL, self.flush_denormals,
+            dropout_seed=self.dropout_seed, epoch=done)
 
     def _check_status(self, status, failed_step, pending, steps, epoch, lr):
-        model, opt = self.model, self.optimizer
+        model = self.model
         loss_failed = status == _sgd.STATUS_DIVERGED
         if status == _sgd.STATUS_OK and not all_finite(model.params):
             # the epoch's last update overflowed the weights; its loss, computed before the
@@ -675,11 +717,7 @@ class TrainingRun:
                 f"(lr={lr:g}). The model keeps {kept}. Try a smaller learning rate, gradient "
                 "clipping (clip_norm), or scaling the inputs.", self.history)
         if status == _sgd.STATUS_INTERRUPTED:
-            if not all_finite(model.params):
-                model.params[...] = self.snapshot
-            if not all(s is None or all_finite(s) for s in opt.state):
-                opt._reset_state()
-            raise pending
+            raise pending  # the model and optimizer were made consistent by _take_result
         if status != _sgd.STATUS_OK:
             raise RuntimeError(f"compiled training step failed at epoch {epoch}, step "
                                f"{failed_step + 1} (status {status})")
@@ -720,6 +758,24 @@ class TrainingRun:
             with self.model._lock:
                 es._restore_best(self.model.params)
             self.history.best_epoch = es.best_epoch
+
+
+class _CSREpoch:
+    """A sparse X's epoch as a call like ``fastnn._sgd.EpochCall``: run once (on the calling
+    thread), then ``result`` (as _sparse.train_epoch_csr returns it) and ``seconds``."""
+
+    def __init__(self, fn, *args, **kwargs):
+        self._call = functools.partial(fn, *args, **kwargs)
+        self.ran, self.result, self.seconds = False, None, 0.0
+
+    def run(self):
+        if self.ran:
+            raise RuntimeError("this epoch has already run; prepare the next one")
+        self.ran = True
+        start = time.perf_counter()
+        self.result = self._call()
+        self.seconds = time.perf_counter() - start
+        return self.result
 
 
 def _weight_total(arrays):
