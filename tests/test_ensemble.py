@@ -63,7 +63,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("n_threads", [1, 2, 3, 4])
 def test_each_member_equals_its_lone_fit_bitwise(case, n_threads):
     c = CASES[case]
     X, y = _classification() if c["loss"] == "cross_entropy" else _regression()
@@ -466,24 +466,15 @@ def test_members_trained_with_different_fixed_sigmas_each_bring_their_own_noise(
 
 def test_one_early_stopping_instance_gives_every_member_its_own_record():
     # members training at once shared the instance's record: wrong stops and best weights
-    # (possibly another member's).  The barrier makes the two members' epochs interleave.
-    import threading
+    # (possibly another member's).  Lockstep epochs interleave the members' records.
     rng = np.random.default_rng(0)
     X = rng.standard_normal((200, 3))
     y = X[:, 0] - X[:, 1] ** 2 + 0.3 * rng.standard_normal(200)
     Xv, yv = rng.standard_normal((50, 3)), rng.standard_normal(50)
-    barrier = threading.Barrier(2, timeout=2)
-
-    def in_step(epoch, logs):
-        try:
-            barrier.wait()
-        except threading.BrokenBarrierError:
-            pass   # the other member stopped first
-
     ens = MLPEnsemble([3, 16, 1], n_members=2, seed=0, activation="tanh")
     es = fastnn.EarlyStopping(patience=2)
     ens.fit(X, y, "mse", fastnn.Adam(lr=0.05), epochs=12, n_threads=2, batch_size=16,
-            validation_data=(Xv, yv), early_stopping=es, callbacks=[in_step])
+            validation_data=(Xv, yv), early_stopping=es)
     for k, s in enumerate(ens.member_seeds):
         alone = fastnn.MLP([3, 16, 1], activation="tanh", seed=s)
         h = alone.fit(X, y, "mse", fastnn.Adam(lr=0.05), epochs=12, seed=s, n_threads=1,
@@ -657,3 +648,148 @@ def test_a_save_during_fit_pairs_each_member_with_the_optimizer_it_trains_with(t
     for k, (m, opt) in enumerate(zip(back.members, back.optimizers_)):
         np.testing.assert_array_equal(m.params, snap["params"][k])
         assert opt is not None and opt.t > 0 and opt.state[0] is not None, k
+
+
+# ------------------------------------------------------------------ lockstep epochs
+
+
+def _stop_at(epochs_by_member):
+    """A callback stopping member k after epoch epochs_by_member[k] (absent: never), and the
+    (member, epoch) sequence of its calls."""
+    seen = []
+
+    def cb(epoch, logs):
+        seen.append((logs["member"], epoch))
+        return epoch == epochs_by_member.get(logs["member"])
+    return cb, seen
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3, 4])
+def test_lockstep_members_stop_early_others_continue_each_equal_to_its_lone_fit(n_threads):
+    # early stopping and callbacks stop some members while the others go on; every member is
+    # still bitwise its lone fit with the same stops, at any thread count, and the callbacks
+    # run epoch by epoch, members in order within an epoch (one round per epoch)
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((300, 3))
+    y = X[:, :1] - X[:, 1:2] ** 2 + 0.5 * rng.standard_normal((300, 1))
+    X, Xv, y, yv = X[:240], X[240:], y[:240], y[240:]
+    stops = {1: 2, 3: 5}
+    cb, seen = _stop_at(stops)
+    kwargs = dict(epochs=12, batch_size=16, validation_data=(Xv, yv))
+    ens = MLPEnsemble([3, 16, 1], 5, activation="tanh", seed=4)
+    ens.fit(X, y, "mse", fastnn.Adam(lr=0.1), n_threads=n_threads,
+            early_stopping=fastnn.EarlyStopping(patience=2), callbacks=[cb], **kwargs)
+    lengths = [len(h.epoch) for h in ens.histories_]
+    # these seeds and data make members 0, 2 and 4 stop early by themselves, at different
+    # epochs, before member 3 runs all 12 (the callback stops 1 and 3 earlier)
+    assert [ens.histories_[k].stopped_early for k in (0, 2, 4)] == [True] * 3
+    assert len({lengths[0], lengths[2], lengths[4], 12}) >= 3, lengths
+    assert lengths[1] == 2 and lengths[3] == 5
+    for k, seed in enumerate(ens.member_seeds):
+        lone_cb, _ = _stop_at({0: stops.get(k)})
+        alone = fastnn.MLP([3, 16, 1], activation="tanh", seed=seed)
+        h = fastnn.fit(alone, X, y, "mse", fastnn.Adam(lr=0.1), seed=seed, n_threads=1,
+                       early_stopping=fastnn.EarlyStopping(patience=2),
+                       callbacks=[lambda e, logs, c=lone_cb: c(e, dict(logs, member=0))],
+                       **kwargs)
+        assert ens.histories_[k].epoch == h.epoch
+        assert ens.histories_[k].loss == h.loss
+        assert ens.histories_[k].best_epoch == h.best_epoch
+        assert ens.members[k].params.tobytes() == alone.params.tobytes(), k
+    expected = [(k, e) for e in range(1, 13) for k in range(5) if e <= lengths[k]]
+    assert seen == expected
+
+
+def test_a_diverging_member_leaves_the_others_train_on():
+    X, y = _regression(96)
+    cb_seen = []
+
+    def blow_up(epoch, logs):
+        cb_seen.append((logs["member"], epoch))
+        if logs["member"] == 1 and epoch == 2:
+            ens.members[1].params[...] = 1e30     # its next epoch's loss overflows
+
+    ens = MLPEnsemble([3, 8, 1], 3, seed=1, dtype=np.float64)
+    with pytest.raises(fastnn.TrainingDiverged) as info:
+        ens.fit(X, y, "mse", fastnn.SGD(lr=0.05), epochs=4, n_threads=2, callbacks=[blow_up])
+    if hasattr(info.value, "__notes__"):
+        assert "member 1" in info.value.__notes__[0]
+    assert [len(h.epoch) for h in ens.histories_] == [4, 2, 4]
+    assert info.value.history is ens.histories_[1]
+    # the diverged member keeps finite weights (the start of the epoch before, its last known
+    # to give a finite loss); the others are their lone fits
+    assert np.all(np.isfinite(ens.members[1].params))
+    for k in (0, 2):
+        alone = _lone_member(ens, k, X, y, "mse", fastnn.SGD(lr=0.05), epochs=4)
+        assert ens.members[k].params.tobytes() == alone.params.tobytes()
+    assert (1, 3) not in cb_seen and (0, 4) in cb_seen and (2, 4) in cb_seen
+
+
+def test_ctrl_c_during_the_compiled_epochs_leaves_every_member_consistent(monkeypatch):
+    # a SIGINT while the second epoch's job runs: every member stops after its running
+    # minibatch (the signal handlers run on the calling thread, the job's stop flag reaches
+    # the others; members not started do not start), each member's optimizer counts the
+    # steps its weights took, and a later fit continues
+    import _thread
+    import threading
+    from fastnn import _sgd
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20000, 3)).astype(np.float32)
+    y = X[:, :1] * X[:, 1:2]
+    ens = MLPEnsemble([3, 256, 256, 1], 4, seed=0, activation="tanh")
+    jobs, timers = [], []
+    real = _sgd.train_epochs
+
+    def train_epochs(calls, n_threads):
+        jobs.append(len(calls))
+        if len(jobs) == 2:   # Ctrl-C 50 ms into the second epoch's job
+            timers.append(threading.Timer(0.05, _thread.interrupt_main))
+            timers[-1].start()
+        return real(calls, n_threads)
+
+    monkeypatch.setattr(_sgd, "train_epochs", train_epochs)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ens.fit(X, y, "mse", fastnn.SGD(lr=0.01, momentum=0.9), epochs=50, batch_size=8,
+                    n_threads=2)
+    finally:
+        for t in timers:
+            t.cancel()
+    assert len(jobs) == 2
+    steps_per_epoch = 20000 // 8
+    for k, opt in enumerate(ens.optimizers_):
+        assert opt.completed_epochs == 1 and len(ens.histories_[k].epoch) == 1
+        assert steps_per_epoch <= opt.t < 2 * steps_per_epoch
+        assert np.all(np.isfinite(ens.members[k].params))
+    # the members running when the signal came stopped mid-epoch
+    assert any(opt.t > steps_per_epoch for opt in ens.optimizers_)
+    # the run goes on: a further fit with the same optimizers continues each member
+    t_before = [opt.t for opt in ens.optimizers_]
+    ens.fit(X[:64], y[:64], "mse", epochs=1, batch_size=8, n_threads=2)
+    assert [opt.t - t for opt, t in zip(ens.optimizers_, t_before)] == [8] * 4
+
+
+def test_prepared_epochs_run_once_and_never_share_written_buffers():
+    # the compiled job's own checks, whatever Python passes: two tasks writing one model's
+    # buffers would race; an epoch run twice would repeat itself from a stale step count
+    from fastnn import _sgd
+    X, y = _regression(64)
+    model = fastnn.MLP([3, 4, 1], seed=0)
+    run, epochs = fastnn.trainer.fit(model, X, y, "mse", epochs=2, _prepare_only=True)
+    steps = run.epochs(epochs)
+    call = next(steps)
+    with pytest.raises(ValueError, match="write overlapping buffers"):
+        _sgd.train_epochs([call, call], 2)
+    with pytest.raises(TypeError, match="EpochCall"):
+        _sgd.train_epochs([call, "not a call"], 2)
+    with pytest.raises(ValueError, match="n_threads"):
+        _sgd.train_epochs([call], 0)
+    assert not call.ran
+    assert _sgd.train_epochs([call], 2) is None and call.ran
+    with pytest.raises(RuntimeError, match="already run"):
+        call.run()
+    with pytest.raises(ValueError, match="prepare_epoch"):
+        _sgd.EpochCall().run()
+    with pytest.raises(RuntimeError, match="has not run"):
+        _sgd.EpochCall().result
+    steps.close()
