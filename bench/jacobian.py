@@ -58,6 +58,10 @@ def main():
 
     J, Jt = model.jacobian(X, of="logits"), run_torch().numpy()
     rel = float(np.abs(J - Jt).max() / np.abs(Jt).max())
+    sizes = w["sizes"]
+    n_out, pairs = sizes[-1], list(zip(sizes[:-1], sizes[1:]))
+    # forward: 2 n a b per layer; backward: 2 (n n_out) a b per layer (dX of every layer)
+    flops = 2 * args.samples * (1 + n_out) * sum(a * b for a, b in pairs)
     rows = []
     for threads in (1, 2):
         with C.blas_threads(threads), fastnn.threads.blas_threads(threads):
@@ -70,12 +74,18 @@ def main():
              f"Jacobian of the 10 logits w.r.t. the 784 inputs.  Medians of {args.repeats} "
              "interleaved repeats after a warm-up; the machine is shared and noisy right "
              f"now.  Max |fastnn - torch| / max |torch| = {rel:.1e}.", "",
-             "| BLAS threads | fastnn ms | torch jacrev+vmap ms | fastnn speed-up |",
-             "|---|---|---|---|"]
+             "The work is a few large products: one forward pass and, per layer, one product "
+             f"for all {n_out} output columns stacked, {flops / 1e9:.2f} GFLOP in all; "
+             "'fastnn GFLOP/s' is that count over fastnn's time, against the sgemm peak of "
+             "this machine (~104 GFLOP/s on 1 thread, /work/shared/PERFORMANCE.md): at the "
+             "peak, no rearrangement of the pass can be much faster.", "",
+             "| BLAS threads | fastnn ms | torch jacrev+vmap ms | fastnn speed-up | "
+             "fastnn GFLOP/s |",
+             "|---|---|---|---|---|"]
     for threads, f, t in rows:
         lines.append(f"| {threads} | {1e3 * f['median']:.1f} (+-{C.spread(f):.0f}%) | "
                      f"{1e3 * t['median']:.1f} (+-{C.spread(t):.0f}%) | "
-                     f"{t['median'] / f['median']:.2f}x |")
+                     f"{t['median'] / f['median']:.2f}x | {flops / f['median'] / 1e9:.0f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     out = args.out or os.path.join(HERE, "RESULTS-jacobian.md")

@@ -9,18 +9,25 @@ agree; away from the data they disagree, and that spread measures the model's ow
 
 How the members are trained
 ---------------------------
-Each member is an ordinary ``fastnn.MLP`` trained by ``fastnn.fit``; ``MLPEnsemble.fit`` runs
-those fits in a pool of ``n_threads`` worker threads.  fastnn's compiled epoch releases the
-GIL, so the members really run in parallel, and BLAS is held at ONE thread for the duration,
-so fastnn's threads and BLAS's never oversubscribe the cores.  A member's arithmetic then does
-not depend on which thread runs it or on how many threads there are: member k is bitwise equal
-to ``MLP(..., seed=s_k).fit(X_k, y_k, ..., seed=s_k, n_threads=1)`` with its seed
-``s_k = member_seeds[k]`` and its data ``X_k`` (all of X, or the bootstrap resample
-``X[ensemble.bootstrap_indices(k, n)]``).
+Each member is an ordinary ``fastnn.MLP`` with its own ``fastnn.fit`` run (a TrainingRun,
+fastnn/training.py), and the runs advance in lockstep epochs.  Each round, every active
+member's run prepares its epoch (the schedule's rate, the sample order, the snapshot a
+divergence falls back to), then ONE compiled job runs all those epochs without the GIL as the
+tasks of fastnn's thread pool (``fastnn._sgd.train_epochs``, ``n_threads`` threads), then each
+member's run records its epoch, in member order, on the calling thread (loss, validation,
+schedule, early stopping, callbacks).  A member whose run stops (its epochs done, early
+stopping, a callback) or fails (divergence) leaves; the others go on.  BLAS is held at ONE
+thread meanwhile, so fastnn's threads and BLAS's never oversubscribe the cores.  A task is a
+member's whole epoch on one thread, so a member's arithmetic does not depend on which thread
+runs it or on how many threads there are: member k is bitwise equal to ``MLP(...,
+seed=s_k).fit(X_k, y_k, ..., seed=s_k, n_threads=1)`` with its seed ``s_k =
+member_seeds[k]`` and its data ``X_k`` (all of X, or the bootstrap resample
+``X[ensemble.bootstrap_indices(k, n)]``).  The members' resamples all exist during the fit
+(K copies of X with bootstrap).
 
-With ``comm`` (MPI data-parallel, see fastnn.distributed) the members train one after another,
-in member order, on every rank: each member's fit issues its collectives in the same order on
-every rank, so no two fits interleave their messages and nothing can deadlock.
+With ``comm`` (MPI data-parallel, see fastnn.distributed) each round runs its members' epochs
+one after another, in member order, on the calling thread of every rank: each epoch issues its
+collectives in the same order on every rank, so no two interleave and nothing can deadlock.
 
 Combining the members
 ---------------------
@@ -299,7 +306,7 @@ class MLPEnsemble:
 
     def fit(self, X, y, loss, optimizer=None, *, n_threads=None, comm=None,
             sample_weight=None, callbacks=(), **fit_kwargs):
-        """Train every member: ``fastnn.fit`` per member, members spread over threads.
+        """Train every member (``fastnn.fit`` each), in lockstep epochs over threads.
 
         Parameters
         ----------
@@ -310,17 +317,17 @@ class MLPEnsemble:
             instance, schedule included), kept in ``optimizers_[k]``; a later fit continues
             each member from its own optimizer state.
         n_threads : int or None
-            Worker threads, each training one member at a time with single-threaded BLAS.
+            Threads running the members' epochs (fastnn's pool, the calling thread
+            included), each member's epoch whole on one thread with single-threaded BLAS.
             Default: the cores available to this process (``os.sched_getaffinity``), at most
             n_members.  Members' results do not depend on it.  Ignored with comm.
         comm : mpi4py.MPI.Intracomm, optional
-            Data-parallel over MPI: the members train one after another, in order, on every
-            rank (see the module docstring); BLAS threads are left as they are.
+            Data-parallel over MPI: each epoch's members run one after another, in order, on
+            every rank (see the module docstring); BLAS threads are left as they are.
         callbacks : sequence of callables ``cb(epoch, logs)``
-            Called after every epoch of every member with ``logs["member"] = k`` added;
-            returning True stops that member.  Callbacks run in the worker threads (one
-            member's callbacks are never concurrent with each other; those of different
-            members may interleave).
+            Called after every epoch of every member with ``logs["member"] = k`` added, on
+            the calling thread: epoch by epoch, members in order within an epoch; returning
+            True stops that member.
         **fit_kwargs
             Every other argument of ``fastnn.fit`` (epochs, batch_size, shuffle,
             validation_data, validation_split, early_stopping (per member: an EarlyStopping
@@ -335,11 +342,14 @@ class MLPEnsemble:
 
         Raises
         ------
-        Whatever a member's fit raises (TrainingDiverged, bad input ...), once every member
-        has finished; with a note naming the member.  The other members keep their result.
-        KeyboardInterrupt (in the calling thread, or raised by a callback) stops every member
-        after its running epoch, leaves members not yet started untouched (their history
-        None), then is re-raised.
+        Whatever a member's fit raises, with a note naming the member: bad input before any
+        member has trained; an error during training (TrainingDiverged, a callback's) once
+        the other members have finished, which keep their result.
+        KeyboardInterrupt: Ctrl-C while the members' epochs run stops every member after its
+        running minibatch (members whose epoch had not started do not start it), as a single
+        fit stops; raised by a callback, every member records the epoch that ran, then all
+        stop.  Either way each member's weights, optimizer (step and epoch counts, state) and
+        history agree, and a later fit continues each member.
         """
         self._check_state()
         if "seed" in fit_kwargs:
@@ -362,7 +372,7 @@ class MLPEnsemble:
                                          integer=True))
         loss = get_loss(loss)
         # the calling thread's setting (a fastnn.fpmode.flush_denormals block is per thread):
-        # the members' fits run in worker threads that would not see it
+        # the members' epochs run on pool threads, each in the mode its run passes it
         fit_kwargs["flush_denormals"] = fpmode.resolve(fit_kwargs.get("flush_denormals"))
         if comm is None:
             # convert X once, so that members without bootstrap read it in place
