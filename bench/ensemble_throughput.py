@@ -71,6 +71,35 @@ def torch_bmm(w, X, y, epochs, threads):
             opt.step()
 
 
+def serial_share(w, X, y, epochs, repeats):
+    """The share of a 1-thread ensemble fit's CPU time spent outside the compiled jobs
+    (_sgd.train_epochs): the per-epoch Python of every member (sample order, schedule,
+    records, callbacks), which runs on one thread while the other cores wait.  Amdahl's bound
+    on T threads is then 1 / (s + (1 - s) / T).  CPU seconds, so the share holds under load."""
+    from fastnn import _sgd
+    real, in_jobs = _sgd.train_epochs, [0.0]
+
+    def timed_job(calls, n_threads):
+        c0 = time.process_time()
+        try:
+            return real(calls, n_threads)
+        finally:
+            in_jobs[0] += time.process_time() - c0
+
+    shares = []
+    _sgd.train_epochs = timed_job
+    try:
+        for _ in range(repeats):
+            in_jobs[0] = 0.0
+            c0 = time.process_time()
+            with C.blas_threads(1):
+                ensemble(w, X, y, epochs, 1)
+            shares.append(1.0 - in_jobs[0] / (time.process_time() - c0))
+    finally:
+        _sgd.train_epochs = real
+    return C.summary(shares)["median"]
+
+
 def member_threads(w, X, y, epochs, threads):
     """The ensemble's driver before lockstep epochs (kept here to measure the change): each
     member's whole fit in its own Python thread, BLAS at one thread."""
@@ -184,6 +213,7 @@ def main():
         rate = K * n * epochs / s["median"]
         rows.append((name, rate, base_wall / s["median"], C.spread(s), c / s["median"],
                      K * n * epochs / c / base_cpu_rate))
+    share = serial_share(w, X, y, epochs, args.repeats)
     load_after = os.getloadavg()
     lines = ["# Deep-ensemble training throughput (bench/ensemble_throughput.py)", "",
              f"K = {K} members of workload C ({w['title']}; n = {n}, {epochs} epochs, batch "
@@ -205,6 +235,10 @@ def main():
     for name, rate, ratio, sp, busy, per_cpu in rows:
         lines.append(f"| {name} | {C.fmt_rate(rate)} | {ratio:.2f}x | +-{sp:.0f}% | "
                      f"{busy:.2f} | {per_cpu:.2f} |")
+    lines += ["", f"Serial share of the lockstep ensemble at 1 thread (CPU time outside the "
+              f"compiled jobs: each member's per-epoch Python, run while the other threads "
+              f"wait): {100 * share:.1f}%, so Amdahl's bound at 2 threads is "
+              f"{1 / (share + (1 - share) / 2):.2f}x.", ""]
     lines += ["", "## Machine", "", C.environment_markdown(C.environment()), ""]
     text = "\n".join(lines)
     print(text)

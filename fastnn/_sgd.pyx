@@ -613,7 +613,6 @@ def train_epochs(calls, int n_threads):
     if n_threads < 1:
         raise ValueError(f"n_threads={n_threads}; expected >= 1")
     _check_disjoint(calls)
-    _claim(calls)
     cdef Py_ssize_t i, k = len(calls)
     cdef bint serial = False
     cdef EpochCall c
@@ -624,6 +623,11 @@ def train_epochs(calls, int n_threads):
     job.epochs = <_Epoch **> PyMem_Malloc(k * sizeof(_Epoch *))
     if job.epochs == NULL:
         raise MemoryError()
+    try:
+        _claim(calls)
+    except BaseException:
+        PyMem_Free(job.epochs)
+        raise
     for i in range(k):
         c = calls[i]
         job.epochs[i] = &c.a

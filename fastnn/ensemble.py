@@ -92,7 +92,7 @@ from fastnn.losses import GaussianNLL, get_loss
 from fastnn.model import MLP, as_input
 from fastnn.optim import Optimizer, get_optimizer
 from fastnn.threads import blas_threads, get_num_threads
-from fastnn.trainer import fit as _fit
+from fastnn.trainer import prepare_run
 from fastnn.training import EarlyStopping
 
 __all__ = ["MLPEnsemble", "EnsemblePrediction", "load_ensemble", "available_cores",
@@ -461,9 +461,9 @@ class MLPEnsemble:
                 member_kwargs["early_stopping"].reset()
             try:
                 Xk, yk, swk, lossk = self._member_data(k, X, y, sample_weight, loss, comm)
-                runs.append(_fit(self.members[k], Xk, yk, lossk, optimizers[k],
-                                 seed=self.member_seeds[k], sample_weight=swk, comm=comm,
-                                 callbacks=[forward], _prepare_only=True, **member_kwargs))
+                runs.append(prepare_run(self.members[k], Xk, yk, lossk, optimizers[k],
+                                        seed=self.member_seeds[k], sample_weight=swk,
+                                        comm=comm, callbacks=[forward], **member_kwargs))
             except Exception as exc:
                 raise _with_member_note(exc, k, self.member_seeds[k])
         return runs

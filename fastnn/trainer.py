@@ -52,7 +52,7 @@ def _split_validation(arrays, n, fraction, rng):
 def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=True,
         seed=None, sample_weight=None, validation_data=None, validation_split=0.0,
         early_stopping=None, callbacks=(), verbose=0, drop_last=False, comm=None,
-        n_threads=None, flush_denormals=None, _prepare_only=False):
+        n_threads=None, flush_denormals=None):
     """Train `model` by minibatch SGD (or Adam) on (X, y).
 
     Parameters
@@ -147,6 +147,43 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         Re-raised after the minibatch that was running when Ctrl-C arrived; the model holds
         the weights after that minibatch and ``model.history_`` the completed epochs.
     """
+    run, epochs = prepare_run(
+        model, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+        seed=seed, sample_weight=sample_weight, validation_data=validation_data,
+        validation_split=validation_split, early_stopping=early_stopping, callbacks=callbacks,
+        verbose=verbose, drop_last=drop_last, comm=comm, n_threads=n_threads,
+        flush_denormals=flush_denormals)
+    return run.run(epochs, n_threads)
+
+
+def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=True,
+                seed=None, sample_weight=None, validation_data=None, validation_split=0.0,
+                early_stopping=None, callbacks=(), verbose=0, drop_last=False, comm=None,
+                n_threads=None, flush_denormals=None):
+    """Everything ``fit`` does before the first epoch, without running any.
+
+    For a driver that runs the epochs itself (fastnn.ensemble runs its members' runs in
+    lockstep through ``TrainingRun.epochs``).
+
+    Parameters
+    ----------
+    model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, sample_weight,
+    validation_data, validation_split, early_stopping, callbacks, verbose, drop_last, comm,
+    n_threads, flush_denormals
+        As for ``fit``.
+
+    Returns
+    -------
+    run : fastnn.training.TrainingRun
+        Checked (``TrainingRun.check``): every error knowable before a step has been raised.
+    epochs : int
+        The epochs to run.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As ``fit`` raises them before its first step.
+    """
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
     check_writeable(model.params, "model.params")
@@ -229,9 +266,7 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
                       early_stopping=early_stopping, callbacks=callbacks, verbose=verbose,
                       mpi=mpi, flush_denormals=flush_denormals, dropout_seed=dropout_seed)
     run.check(epochs)
-    if _prepare_only:  # fastnn.ensemble runs its members' epochs in lockstep (run.epochs)
-        return run, epochs
-    return run.run(epochs, n_threads)
+    return run, epochs
 
 
 def _prepare_fit_data(model, X, y, loss, sample_weight, validation_data, fraction, rng):

@@ -775,7 +775,7 @@ def test_prepared_epochs_run_once_and_never_share_written_buffers():
     from fastnn import _sgd
     X, y = _regression(64)
     model = fastnn.MLP([3, 4, 1], seed=0)
-    run, epochs = fastnn.trainer.fit(model, X, y, "mse", epochs=2, _prepare_only=True)
+    run, epochs = fastnn.trainer.prepare_run(model, X, y, "mse", epochs=2)
     steps = run.epochs(epochs)
     call = next(steps)
     with pytest.raises(ValueError, match="write overlapping buffers"):
