@@ -38,6 +38,21 @@ def torch_model(model):
     return torch.nn.Sequential(*layers)
 
 
+def interleaved_cpu(runs, repeats):
+    """Like _common.interleaved, also recording each run's process CPU seconds."""
+    import time
+    for fn in runs.values():
+        fn()
+    wall, cpu = {name: [] for name in runs}, {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.process_time() - c0)
+    return wall, cpu
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -65,10 +80,11 @@ def main():
     rows = []
     for threads in (1, 2):
         with C.blas_threads(threads), fastnn.threads.blas_threads(threads):
-            times = C.interleaved({"fastnn": lambda: model.jacobian(X, of="logits"),
-                                   "torch": run_torch}, repeats=args.repeats)
+            times, cpu = interleaved_cpu({"fastnn": lambda: model.jacobian(X, of="logits"),
+                                          "torch": run_torch}, args.repeats)
         f, t = C.summary(times["fastnn"]), C.summary(times["torch"])
-        rows.append((threads, f, t))
+        rows.append((threads, f, t, C.summary(cpu["fastnn"])["median"],
+                     C.summary(cpu["torch"])["median"]))
     lines = ["# Input Jacobian (bench/jacobian.py)", "",
              f"Network A ({w['title'].split(',')[0]}, float32), {args.samples} samples, "
              f"Jacobian of the 10 logits w.r.t. the 784 inputs.  Medians of {args.repeats} "
@@ -76,16 +92,20 @@ def main():
              f"now.  Max |fastnn - torch| / max |torch| = {rel:.1e}.", "",
              "The work is a few large products: one forward pass and, per layer, one product "
              f"for all {n_out} output columns stacked, {flops / 1e9:.2f} GFLOP in all; "
-             "'fastnn GFLOP/s' is that count over fastnn's time, against the sgemm peak of "
+             "'fastnn GFLOP per CPU-s' is that count over fastnn's CPU time, against the sgemm peak of "
              "this machine (~104 GFLOP/s on 1 thread, /work/shared/PERFORMANCE.md): at the "
              "peak, no rearrangement of the pass can be much faster.", "",
+             "CPU ms is the process's CPU time (all its threads), the figure to trust on a "
+             f"loaded machine (load average {os.getloadavg()[0]:.1f} on 2 cores at the end of "
+             "this run).", "",
              "| BLAS threads | fastnn ms | torch jacrev+vmap ms | fastnn speed-up | "
-             "fastnn GFLOP/s |",
-             "|---|---|---|---|---|"]
-    for threads, f, t in rows:
+             "fastnn CPU ms | torch CPU ms | CPU ratio | fastnn GFLOP per CPU-s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for threads, f, t, fc, tc in rows:
         lines.append(f"| {threads} | {1e3 * f['median']:.1f} (+-{C.spread(f):.0f}%) | "
                      f"{1e3 * t['median']:.1f} (+-{C.spread(t):.0f}%) | "
-                     f"{t['median'] / f['median']:.2f}x | {flops / f['median'] / 1e9:.0f} |")
+                     f"{t['median'] / f['median']:.2f}x | {1e3 * fc:.1f} | {1e3 * tc:.1f} | "
+                     f"{tc / fc:.2f}x | {flops / fc / 1e9:.0f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     out = args.out or os.path.join(HERE, "RESULTS-jacobian.md")
