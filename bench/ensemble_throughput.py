@@ -178,11 +178,13 @@ def main():
     parser.add_argument("--out", default=None)
     parser.add_argument("--no-before", action="store_true",
                         help="leave out the per-member-thread driver (the pre-lockstep one)")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="leave out PyTorch (a short run of the bound and fastnn's rows)")
     args = parser.parse_args()
     w = C.workloads(args.quick, only=["C"])["C"]
     X, y = C.make_data(w)
     n, epochs = X.shape[0], w["epochs"]
-    has_torch = C.import_peer("torch") is not None
+    has_torch = not args.no_torch and C.import_peer("torch") is not None
     load_before = os.getloadavg()
 
     def pinned(n_threads, fn):
@@ -196,6 +198,8 @@ def main():
             "(b) two processes at once, 4 fits each, 1 thread each":
                 lambda: two_processes(w, X, y, epochs)}
     for threads in (1, 2):
+        if threads == 1 and args.no_torch:
+            continue   # the short run: the bound and the 2-thread rows only
         if not args.no_before:
             runs[f"ensemble, member per Python thread (before), {threads} threads"] = \
                 pinned(threads, lambda t=threads: member_threads(w, X, y, epochs, t))

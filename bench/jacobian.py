@@ -92,9 +92,10 @@ def main():
              f"now.  Max |fastnn - torch| / max |torch| = {rel:.1e}.", "",
              "The work is a few large products: one forward pass and, per layer, one product "
              f"for all {n_out} output columns stacked, {flops / 1e9:.2f} GFLOP in all; "
-             "'fastnn GFLOP per CPU-s' is that count over fastnn's CPU time, against the sgemm peak of "
-             "this machine (~104 GFLOP/s on 1 thread, /work/shared/PERFORMANCE.md): at the "
-             "peak, no rearrangement of the pass can be much faster.", "",
+             "'fastnn GFLOP per CPU-s' is that count over fastnn's CPU time, against the "
+             "sgemm peak of this machine (~104 GFLOP/s on 1 thread, "
+             "/work/shared/PERFORMANCE.md): at the peak, no rearrangement of the pass can be "
+             "much faster.", "",
              "CPU ms is the process's CPU time (all its threads), the figure to trust on a "
              f"loaded machine (load average {os.getloadavg()[0]:.1f} on 2 cores at the end of "
              "this run).", "",

@@ -458,7 +458,8 @@ cdef extern from *:
     """
     #include <pthread.h>
     /* the stop flag every task of a job polls (relaxed: it only ever goes from 0 to 1) */
-    static inline int fnn_sgd_flag_get(const int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    static inline int fnn_sgd_flag_get(const int *p)
+        { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     static inline void fnn_sgd_flag_set(int *p) { __atomic_store_n(p, 1, __ATOMIC_RELAXED); }
     """
     ctypedef unsigned long pthread_t
