@@ -380,13 +380,14 @@ def test_a_block_does_not_change_what_other_threads_use():
 def test_an_ensemble_fit_in_a_block_trains_its_members_with_the_block_setting(monkeypatch):
     import fastnn.ensemble as ensemble_module
     used = []
-    real = ensemble_module._fit
+    real = ensemble_module.prepare_run   # each member's run, as fastnn.fit prepares it
 
     def spy(*args, **kwargs):
-        used.append(kwargs.get("flush_denormals"))
-        return real(*args, **kwargs)
+        run, epochs = real(*args, **kwargs)
+        used.append(run.flush_denormals)
+        return run, epochs
 
-    monkeypatch.setattr(ensemble_module, "_fit", spy)
+    monkeypatch.setattr(ensemble_module, "prepare_run", spy)
     X = np.random.default_rng(0).standard_normal((20, 2))
     ens = fastnn.MLPEnsemble([2, 4, 1], n_members=2, seed=0)
     with fpmode.flush_denormals(False):
