@@ -178,8 +178,10 @@ def main():
     parser.add_argument("--out", default=None)
     parser.add_argument("--no-before", action="store_true",
                         help="leave out the per-member-thread driver (the pre-lockstep one)")
-    parser.add_argument("--no-torch", action="store_true",
-                        help="leave out PyTorch (a short run of the bound and fastnn's rows)")
+    parser.add_argument("--no-torch", action="store_true", help="leave out PyTorch")
+    parser.add_argument("--two-threads-only", action="store_true",
+                        help="leave out the 1-thread rows but (a) (a short run for a quiet "
+                             "moment of a shared machine)")
     args = parser.parse_args()
     w = C.workloads(args.quick, only=["C"])["C"]
     X, y = C.make_data(w)
@@ -198,8 +200,8 @@ def main():
             "(b) two processes at once, 4 fits each, 1 thread each":
                 lambda: two_processes(w, X, y, epochs)}
     for threads in (1, 2):
-        if threads == 1 and args.no_torch:
-            continue   # the short run: the bound and the 2-thread rows only
+        if threads == 1 and args.two_threads_only:
+            continue
         if not args.no_before:
             runs[f"ensemble, member per Python thread (before), {threads} threads"] = \
                 pinned(threads, lambda t=threads: member_threads(w, X, y, epochs, t))
