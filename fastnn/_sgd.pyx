@@ -470,8 +470,8 @@ cdef extern from *:
 
 
 cdef struct _Interrupt:
-    pthread_t caller        # the thread that may run Python's signal handlers (it holds the
-                            # interpreter's main-thread role when it is the main thread)
+    pthread_t caller        # the thread that called run / train_epochs: the only one that
+                            # runs Python's signal handlers (pool workers never take the GIL)
     int stop                # set when a handler raised: every epoch of the job stops
     PyObject *pending       # the exception the handler raised (a new reference), or NULL
 
