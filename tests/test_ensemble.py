@@ -793,3 +793,58 @@ def test_prepared_epochs_run_once_and_never_share_written_buffers():
     with pytest.raises(RuntimeError, match="has not run"):
         _sgd.EpochCall().result
     steps.close()
+
+
+def test_training_run_step_by_step_is_fit():
+    # the hook the ensemble drives (TrainingRun.epochs): running its calls one by one is
+    # fit, bitwise; send(True) stops after the epoch that ran; closing the generator before
+    # its call ran ends the run after the last recorded epoch (early stopping's best weights
+    # put back, as at the end of a fit)
+    X, y = _regression(128)
+    kwargs = dict(epochs=4, batch_size=16, seed=3, validation_split=0.25, early_stopping=2)
+    ref = fastnn.MLP([3, 8, 1], seed=1)
+    h_ref = fastnn.fit(ref, X, y, "mse", fastnn.Adam(lr=0.02), **kwargs)
+
+    model = fastnn.MLP([3, 8, 1], seed=1)
+    run, epochs = fastnn.trainer.prepare_run(model, X, y, "mse", fastnn.Adam(lr=0.02), **kwargs)
+    steps = run.epochs(epochs)
+    calls = 0
+    try:
+        call = next(steps)
+        while True:
+            call.run()
+            calls += 1
+            call = next(steps)
+    except StopIteration as end:
+        history = end.value
+    assert calls == len(h_ref.epoch) and history.loss == h_ref.loss
+    assert model.params.tobytes() == ref.params.tobytes()
+
+    model = fastnn.MLP([3, 8, 1], seed=1)
+    run, epochs = fastnn.trainer.prepare_run(model, X, y, "mse", fastnn.Adam(lr=0.02),
+                                             epochs=4, batch_size=16, seed=3)
+    steps = run.epochs(epochs)
+    next(steps).run()
+    call = steps.send(None)
+    call.run()
+    with pytest.raises(StopIteration) as stopped:
+        steps.send(True)
+    assert stopped.value.value.epoch == [1, 2] and run.optimizer.completed_epochs == 2
+    two = fastnn.MLP([3, 8, 1], seed=1)
+    fastnn.fit(two, X, y, "mse", fastnn.Adam(lr=0.02), epochs=2, batch_size=16, seed=3)
+    assert model.params.tobytes() == two.params.tobytes()
+
+    model = fastnn.MLP([3, 8, 1], seed=1)
+    es = fastnn.EarlyStopping(patience=5, monitor="loss")
+    run, epochs = fastnn.trainer.prepare_run(model, X, y, "mse", fastnn.SGD(lr=0.5),
+                                             epochs=6, batch_size=16, seed=3,
+                                             early_stopping=es)
+    steps = run.epochs(epochs)
+    for _ in range(3):
+        call = next(steps)
+        call.run()
+    next(steps)            # the 4th epoch is prepared, not run
+    steps.close()
+    assert run.optimizer.completed_epochs == 3 and len(run.history.epoch) == 3
+    assert run.history.best_epoch == es.best_epoch
+    assert model.params.tobytes() == es._best_params.tobytes()
