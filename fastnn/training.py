@@ -33,6 +33,7 @@ Epoch numbers users see (``History.epoch``, ``best_epoch``, the callbacks' ``epo
 """
 import functools
 import math
+import time
 import warnings
 
 import numpy as np
