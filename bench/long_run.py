@@ -30,6 +30,7 @@ largest GEMM of workload A (dW = X^T D, 784 x 256 x 64, float32) with normal, un
 subnormal inputs, the caller's flush bits on and off, on 1 and 2 threads.
 
     python bench/long_run.py [--quick] [--workloads demo,A] [--repeats 2] [--threads 1,2]
+                             [--batches 16,256]   # a subset of each workload's batch sizes
                              [--no-gemm]          # ~4 minutes on a quiet machine
 """
 import argparse
@@ -46,11 +47,13 @@ from fastnn.datasets import make_spirals, train_test_split
 #: name -> (batch sizes, epochs, rows (None: all), Adam lr, SGD lr)
 LONG = {
     "demo": dict(batches=(32,), epochs=40, n=None, adam_lr=0.01, sgd_lr=0.05),
-    "A": dict(batches=(64,), epochs=75, n=1024, adam_lr=1e-3, sgd_lr=0.01),
+    "A": dict(batches=(16, 64, 256, 1024), epochs=75, n=1024, adam_lr=1e-3, sgd_lr=0.01,
+              # larger batches take fewer steps per epoch: enough epochs to fit the rows
+              epochs_by_batch={256: 300, 1024: 500}),
     "B": dict(batches=(32,), epochs=100, n=None, adam_lr=0.01, sgd_lr=0.05),
     "C": dict(batches=(64,), epochs=30, n=None, adam_lr=3e-3, sgd_lr=0.01),
 }
-QUICK = {"demo": dict(epochs=25), "A": dict(epochs=20, n=512),
+QUICK = {"demo": dict(epochs=25), "A": dict(epochs=20, n=512, batches=(64,)),
          "B": dict(epochs=30), "C": dict(epochs=20, n=5000)}
 EARLY = slice(1, 6)   # epochs 2-6 (the first one warms caches and pages the workspace in)
 LATE = 10             # the last 10 epochs
@@ -82,19 +85,19 @@ def optimizer(kind, w):
     return fastnn.SGD(lr=w["sgd_lr"], momentum=0.9)
 
 
-def one_fit(w, X, y, batch, kind, dtype, threads, flush):
+def one_fit(w, X, y, batch, kind, dtype, threads, flush, epochs):
     """(samples per CPU second per epoch, wall samples/s per epoch, final training loss) of
     one fit from seed 0."""
     model = fastnn.MLP(w["sizes"], activation=w["activation"], dtype=dtype, seed=0)
     marks = [time.process_time()]
-    hist = model.fit(X, y, w["loss"], optimizer(kind, w), epochs=w["epochs"], batch_size=batch,
+    hist = model.fit(X, y, w["loss"], optimizer(kind, w), epochs=epochs, batch_size=batch,
                      seed=0, n_threads=threads, flush_denormals=flush,
                      callbacks=[lambda epoch, logs: marks.append(time.process_time())])
     cpu = [X.shape[0] / max(b - a, 1e-9) for a, b in zip(marks[:-1], marks[1:])]
     return cpu, hist.samples_per_s, hist.loss[-1]
 
 
-def run(quick=False, only=None, repeats=2, log=print, threads=None):
+def run(quick=False, only=None, repeats=2, log=print, threads=None, batches=None):
     rows = []
     threads = threads or C.thread_counts(quick)
     for name in LONG:
@@ -103,17 +106,20 @@ def run(quick=False, only=None, repeats=2, log=print, threads=None):
         w, X, y = workload(name, quick)
         log(f"[long_run] {name}: {w['title']}, {w['epochs']} epochs")
         for batch in w["batches"]:
+            if batches and batch not in batches:
+                continue
+            epochs = w.get("epochs_by_batch", {}).get(batch, w["epochs"])
             for kind in ("Adam", "SGD+momentum"):
                 for dtype in ("float32", "float64"):
                     for th in threads:
                         row = {"workload": name, "batch": batch, "optimizer": kind,
-                               "dtype": dtype, "threads": th, "epochs": w["epochs"]}
+                               "dtype": dtype, "threads": th, "epochs": epochs}
                         per = {True: [], False: []}
                         t0 = time.perf_counter()
                         for _ in range(repeats):
                             for flush in (True, False):
                                 per[flush].append(one_fit(w, X, y, batch, kind, dtype, th,
-                                                          flush))
+                                                          flush, epochs))
                         for flush, fits in per.items():
                             early = [statistics.median(r[EARLY]) for r, _, _ in fits]
                             late = [statistics.median(r[-LATE:]) for r, _, _ in fits]
@@ -219,12 +225,14 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", default="", help="comma-separated BLAS thread counts "
                     "(default 1,2; 1 with --quick)")
+    ap.add_argument("--batches", default="", help="comma-separated subset of batch sizes")
     ap.add_argument("--no-gemm", action="store_true", help="skip the BLAS worker table")
     args = ap.parse_args(argv)
     only = [s for s in args.workloads.split(",") if s]
     threads = tuple(int(t) for t in args.threads.split(",") if t) or None
     t0 = time.perf_counter()
-    rows = run(args.quick, only, args.repeats, threads=threads)
+    batches = tuple(int(b) for b in args.batches.split(",") if b) or None
+    rows = run(args.quick, only, args.repeats, threads=threads, batches=batches)
     import fastnn.fpmode
     gemm = (worker_gemm() if fastnn.fpmode.supported() and not (args.quick or args.no_gemm)
             else None)
