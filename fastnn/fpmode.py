@@ -32,12 +32,14 @@ ThreadPoolExecutor of your own) start from the process-wide setting.  As with
 ``numpy.errstate``, a block left open across a generator's ``yield`` applies to the code that
 resumed the generator until the generator continues past the block.
 
-Limits: the mode is a per-thread register, and the threads of a multi-threaded BLAS do not
-inherit it; the share of a large product they compute keeps IEEE subnormals.  With flushing
-on, every input fastnn writes for them (weights, activations, deltas) is normal or zero, and
-on the measured CPU OpenBLAS's GEMM ran at the same speed on subnormals (bench/RESULTS.md,
-section 7).  On CPUs other than x86-64 and aarch64 there is no switch: ``supported()`` is
-False and the setting has no effect.
+Threads: the mode is a per-thread register.  fastnn's own worker threads (fastnn._pool) take
+the calling thread's mode for every job and put theirs back afterwards, and scipy's OpenBLAS
+is held at one thread while fastnn's compiled code runs (fastnn.threads), so every thread that
+does fastnn's arithmetic flushes.  Inside a ``fastnn.threads.blas_threads(n)`` block of
+another count, OpenBLAS's own worker threads may compute a share of the products, and those
+do not inherit the mode (bench/RESULTS.md, section 7, measured that share at the same speed
+on subnormals on its CPU).  On CPUs other than x86-64 and aarch64 there is no switch:
+``supported()`` is False and the setting has no effect.
 """
 from contextlib import contextmanager
 from contextvars import ContextVar
