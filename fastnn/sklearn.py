@@ -100,7 +100,7 @@ from fastnn.lbfgs import LBFGS, LBFGSObjective
 from fastnn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL, PoissonNLL
 from fastnn.model import MLP
 from fastnn.optim import SGD, Adam, Constant, InverseScaling, ReduceOnPlateau
-from fastnn.sparse import forward as sparse_forward
+from fastnn.sparse import check_structure, forward as sparse_forward
 from fastnn.trainer import TrainingDiverged, fit as _fastnn_fit
 
 __all__ = ["MLPClassifier", "MLPRegressor", "NonFiniteFit"]
@@ -312,7 +312,7 @@ class _BaseMLP(BaseEstimator):
         """Validate and convert the data, build or check the network and the optimizer, and
         split off the validation set: (X, Y, sw, val, loss, batch_size), or None when a
         partial_fit call has nothing to do."""
-        X, y = validate_data(self, X, y, reset=first, dtype=self._resolve_dtype(X, dtype, first),
+        X, y = validate_data(self, _checked(X, "X"), y, reset=first, dtype=self._resolve_dtype(X, dtype, first),
                              order="C", multi_output=True, accept_sparse=("csr", "csc"),
                              y_numeric=not self._is_fastnn_classifier)
         dtype = X.dtype
@@ -478,7 +478,7 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError("validation_data must be (X_val, y_val) or "
                                  "(X_val, y_val, sample_weight_val)")
             X_val, y_val, *sw_val = validation_data
-            X_val = validate_data(self, X_val, reset=False, dtype=dtype, order="C",
+            X_val = validate_data(self, _checked(X_val, "X_val"), reset=False, dtype=dtype, order="C",
                                   accept_sparse=("csr", "csc"))
             y_val = np.asarray(y_val)
             Y_val, sw_val = self._targets(y_val, sw_val[0] if sw_val else None,
@@ -588,7 +588,7 @@ class _BaseMLP(BaseEstimator):
     def _outputs(self, X, link):
         """Validated X through the network: logits (link=False) or the output link applied."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C",
+        X = validate_data(self, _checked(X, "X"), reset=False, dtype=self.model_.dtype, order="C",
                           accept_sparse=("csr", "csc"))
         if sparse.issparse(X):  # the compiled sparse first layer (fastnn.sparse)
             return sparse_forward(self.model_, X, link=link)
@@ -708,6 +708,14 @@ def _solver_is_stochastic(estimator):
         raise AttributeError(f"partial_fit is only available for stochastic optimizers "
                              f"('sgd', 'adam'); solver={estimator.solver!r} is not stochastic")
     return True
+
+
+def _checked(X, name):
+    """X, after fastnn.sparse.check_structure when it is sparse: scikit-learn's validate_data
+    converts a COO/BSR/... X with scipy, whose C++ trusts the stored indices."""
+    if sparse.issparse(X):
+        check_structure(X, name)
+    return X
 
 
 def _take_rows(a, idx):
@@ -1290,7 +1298,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if return_std and self.model_._link_name() != "gaussian":
             raise ValueError("return_std=True needs a regressor fitted with "
                              "loss='gaussian_nll'")
-        X = validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C",
+        X = validate_data(self, _checked(X, "X"), reset=False, dtype=self.model_.dtype, order="C",
                           accept_sparse=("csr", "csc"))
         out = self._output_dtype()
         if sparse.issparse(X) and not return_std:

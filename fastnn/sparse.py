@@ -13,7 +13,7 @@ from scipy import sparse as _sp
 from fastnn import _sparse, fpmode
 from fastnn._validation import all_finite, MAX_DIM
 
-__all__ = ["issparse", "as_csr", "forward"]
+__all__ = ["issparse", "as_csr", "check_structure", "forward"]
 
 
 def issparse(X):
@@ -85,6 +85,9 @@ def as_csr(X, name, dtype, n_features=None):
     if n_features is not None and d != n_features:
         raise ValueError(f"{name} has {d} features (shape {X.shape}); the model expects "
                          f"{n_features}")
+    # scipy's conversions (C++) follow the stored indices without checking them: a crafted
+    # or mutated matrix would be read or written out of bounds before our checks below
+    check_structure(X, name)
     csr = _sp.csr_array(X)  # a copy only when X is not CSR
     if not csr.has_canonical_format:
         csr = csr.copy()
@@ -101,11 +104,72 @@ def as_csr(X, name, dtype, n_features=None):
     indices = np.ascontiguousarray(csr.indices, dtype=np.intp)
     indptr = np.ascontiguousarray(csr.indptr, dtype=np.intp)
     # scipy keeps these invariants for a canonical matrix; the kernels rely on them
-    if indptr.shape != (n + 1,) or indptr[0] != 0 or indptr[-1] != data.shape[0] or \
-            np.any(np.diff(indptr) < 0) or \
-            (indices.size and (indices.min() < 0 or indices.max() >= d)):
-        raise ValueError(f"{name} is not a valid CSR matrix (indptr/indices out of range)")
+    _check_compressed(name, "CSR", indptr, indices, data.shape[0], n, d)
+    if indptr[-1] != data.shape[0]:
+        raise ValueError(f"{name} is not a valid CSR matrix: indptr ends at {indptr[-1]}; "
+                         f"expected the number of stored values, {data.shape[0]}")
     return CSRInput(data, indices, indptr, (n, d))
+
+
+def _check_index_array(name, what, a, length=None):
+    a = np.asarray(a)
+    if a.ndim != 1 or a.dtype.kind not in "iu" or (length is not None and a.shape[0] != length):
+        expected = "a 1-D integer array" + ("" if length is None else f" of length {length}")
+        raise ValueError(f"{name} is not a valid sparse matrix: its {what} has shape "
+                         f"{a.shape} and dtype {a.dtype}; expected {expected}")
+    return a
+
+
+def _check_compressed(name, fmt, indptr, indices, n_values, major, minor):
+    """ValueError unless indptr/indices are a compressed (CSR/CSC/BSR) structure of `major`
+    rows (columns, block rows) whose first indptr[-1] indices are in [0, minor), with at
+    least that many stored values: what scipy's C++ conversions assume."""
+    indptr = _check_index_array(name, f"{fmt} indptr", indptr, major + 1)
+    indices = _check_index_array(name, f"{fmt} indices", indices)
+    end = int(indptr[-1])
+    if indptr[0] != 0 or end > min(indices.shape[0], n_values):
+        raise ValueError(f"{name} is not a valid {fmt} matrix: indptr runs from {indptr[0]} to "
+                         f"{end} over {indices.shape[0]} indices and {n_values} stored values; "
+                         f"expected it to start at 0 and end within both")
+    steps = np.diff(indptr)
+    if steps.size and steps.min() < 0:
+        raise ValueError(f"{name} is not a valid {fmt} matrix: indptr decreases after entry "
+                         f"{int(np.argmax(steps < 0))}; expected a non-decreasing indptr")
+    used = indices[:end]
+    if used.size and (used.min() < 0 or used.max() >= minor):
+        bad = int(np.argmax((used < 0) | (used >= minor)))
+        raise ValueError(f"{name} is not a valid {fmt} matrix: indices[{bad}] = "
+                         f"{int(used[bad])} is outside [0, {minor})")
+
+
+def check_structure(X, name):
+    """Raise ValueError unless X's stored index arrays (CSR, CSC, BSR, COO) are consistent with its
+    shape.  Other formats (LIL, DOK, DIA) convert through COO or CSR with scipy's own checks,
+    and the CSR result is checked in as_csr.  O(nnz), no copy.  Call it before handing X to
+    anything that converts it (scipy's C++ conversions trust the stored indices: a crafted or
+    mutated matrix is read or written out of bounds, a crash or silent garbage)."""
+    n, d = X.shape
+    fmt = X.format
+    if fmt in ("csr", "csc"):
+        major, minor = (n, d) if fmt == "csr" else (d, n)
+        _check_compressed(name, fmt.upper(), X.indptr, X.indices, np.shape(X.data)[0],
+                          major, minor)
+    elif fmt == "bsr":
+        r, c = X.blocksize
+        if r < 1 or c < 1 or n % r or d % c or np.ndim(X.data) != 3 or \
+                np.shape(X.data)[1:] != (r, c):
+            raise ValueError(f"{name} is not a valid BSR matrix: blocksize {X.blocksize}, "
+                             f"shape {X.shape}, data of shape {np.shape(X.data)}")
+        _check_compressed(name, "BSR", X.indptr, X.indices, np.shape(X.data)[0], n // r,
+                          d // c)
+    elif fmt == "coo":
+        n_values = np.shape(X.data)[0]
+        for axis, (coord, size) in enumerate(zip(X.coords, X.shape)):
+            coord = _check_index_array(name, f"COO coords[{axis}]", coord, n_values)
+            if coord.size and (coord.min() < 0 or coord.max() >= size):
+                bad = int(np.argmax((coord < 0) | (coord >= size)))
+                raise ValueError(f"{name} is not a valid COO matrix: coords[{axis}][{bad}] = "
+                                 f"{int(coord[bad])} is outside [0, {size})")
 
 
 def forward(model, X, link=False):

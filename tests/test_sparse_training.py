@@ -381,3 +381,86 @@ def test_learned_variance_regressor_on_sparse_input():
     np.testing.assert_allclose(mean_s, mean_d, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(std_s, std_d, rtol=1e-10, atol=1e-13)
     np.testing.assert_array_equal(sparse.predict(sp.csr_matrix(X)), mean_s)
+
+
+def _crafted(kind):
+    """A scipy.sparse matrix whose stored index arrays contradict its shape (as a user's code
+    that mutates .indices/.indptr/.coords, or builds one field by field, leaves it), shape
+    (3, 40); and the words the error must contain."""
+    X = sp.csr_matrix((np.array([1.0, 2.0, 3.0]), np.array([0, 1, 2]), np.array([0, 1, 2, 3])),
+                      shape=(3, 40))
+    if kind == "csr column too large":
+        X.indices[1] = 10**6
+        return X, "indices[1] = 1000000"
+    if kind == "csr column negative":
+        X.indices[1] = -5
+        return X, "indices[1] = -5"
+    if kind == "csr indptr decreasing":
+        X.indices = np.array([3, 1, 2, 0])
+        X.data = np.ones(4)
+        X.indptr = np.array([0, 4, 1, 4])
+        return X, "indptr decreases"
+    if kind == "csr indptr past the data":
+        X.indptr = np.array([0, 1, 2, 10**6])
+        return X, "indptr runs from 0 to 1000000"
+    if kind == "csr indptr of the wrong length":
+        X.indptr = np.array([0, 1, 3])
+        return X, "length 4"
+    if kind == "csr fewer indices than values":
+        X.indices = np.array([0, 1])
+        return X, "over 2 indices and 3 stored values"
+    if kind == "csc row negative":          # scipy's CSC -> CSR conversion wrote out of bounds
+        X = X.tocsc()
+        X.indices[2] = -100000
+        return X, "CSC matrix: indices[2] = -100000"
+    if kind == "coo row negative":          # scipy's COO -> CSR conversion: silent garbage
+        X = X.tocoo()
+        X.row[2] = -10**6
+        return X, "coords[0][2] = -1000000"
+    if kind == "coo column too large":
+        X = sp.coo_array(X)
+        X.col[0] = 40
+        return X, "coords[1][0] = 40"
+    if kind == "bsr block column too large":
+        X = sp.bsr_matrix(X.toarray()[:, :40], blocksize=(1, 2))
+        X.indices[0] = 20
+        return X, "BSR matrix: indices[0] = 20"
+    raise AssertionError(kind)
+
+
+CRAFTED = ["csr column too large", "csr column negative", "csr indptr decreasing",
+           "csr indptr past the data", "csr indptr of the wrong length",
+           "csr fewer indices than values", "csc row negative", "coo row negative",
+           "coo column too large", "bsr block column too large"]
+
+
+@pytest.mark.parametrize("kind", CRAFTED)
+@pytest.mark.parametrize("entry", ["predict", "forward", "fit", "validation_data", "lbfgs",
+                                   "estimator fit", "estimator predict"])
+def test_a_matrix_whose_indices_contradict_its_shape_is_a_clear_error(kind, entry):
+    """Every entry point checks X's stored structure before scipy converts it (scipy's C++
+    conversions trust it: a crash, an out-of-bounds write or silent garbage before)."""
+    X, words = _crafted(kind)
+    y = np.array([0, 1, 0])
+    model = fastnn.MLP([40, 5, 2], dtype=np.float64, seed=0)
+    good = sp.csr_matrix(np.eye(3, 40))
+    calls = {
+        "predict": lambda: model.predict(X),
+        "forward": lambda: model.forward(X),
+        "fit": lambda: fastnn.fit(model, X, y, "cross_entropy", epochs=1),
+        "validation_data": lambda: fastnn.fit(model, good, y, "cross_entropy", epochs=1,
+                                              validation_data=(X, y)),
+        "lbfgs": lambda: fastnn.LBFGS(max_iter=2).fit(model, X, y, "cross_entropy"),
+    }
+    if entry.startswith("estimator"):
+        sk = pytest.importorskip("fastnn.sklearn")
+        est = sk.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, solver="lbfgs")
+        if entry == "estimator predict":
+            est.fit(good, y)
+            calls[entry] = lambda: est.predict_proba(X)
+        else:
+            calls[entry] = lambda: est.fit(X, y)
+    with pytest.raises(ValueError, match="is not a valid") as info:
+        calls[entry]()
+    name = "X_val" if entry == "validation_data" else "X"
+    assert str(info.value).startswith(name + " ") and words in str(info.value)
