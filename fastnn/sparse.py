@@ -148,8 +148,13 @@ def check_structure(X, name):
     and the CSR result is checked in as_csr.  O(nnz), no copy.  Call it before handing X to
     anything that converts it (scipy's C++ conversions trust the stored indices: a crafted or
     mutated matrix is read or written out of bounds, a crash or silent garbage)."""
+    if X.ndim != 2:
+        return  # not a matrix: the caller's shape check says so
     n, d = X.shape
     fmt = X.format
+    if fmt in ("csr", "csc", "coo") and np.ndim(X.data) != 1:
+        raise ValueError(f"{name} is not a valid {fmt.upper()} matrix: its data has shape "
+                         f"{np.shape(X.data)}; expected a 1-D array of the stored values")
     if fmt in ("csr", "csc"):
         major, minor = (n, d) if fmt == "csr" else (d, n)
         _check_compressed(name, fmt.upper(), X.indptr, X.indices, np.shape(X.data)[0],

@@ -421,6 +421,9 @@ def _crafted(kind):
         X = sp.coo_array(X)
         X.col[0] = 40
         return X, "coords[1][0] = 40"
+    if kind == "csr data of two dimensions":
+        X.data = np.ones((3, 2))
+        return X, "its data has shape (3, 2)"
     if kind == "bsr block column too large":
         X = sp.bsr_matrix(X.toarray()[:, :40], blocksize=(1, 2))
         X.indices[0] = 20
@@ -431,7 +434,7 @@ def _crafted(kind):
 CRAFTED = ["csr column too large", "csr column negative", "csr indptr decreasing",
            "csr indptr past the data", "csr indptr of the wrong length",
            "csr fewer indices than values", "csc row negative", "coo row negative",
-           "coo column too large", "bsr block column too large"]
+           "coo column too large", "bsr block column too large", "csr data of two dimensions"]
 
 
 @pytest.mark.parametrize("kind", CRAFTED)
@@ -464,3 +467,13 @@ def test_a_matrix_whose_indices_contradict_its_shape_is_a_clear_error(kind, entr
         calls[entry]()
     name = "X_val" if entry == "validation_data" else "X"
     assert str(info.value).startswith(name + " ") and words in str(info.value)
+
+
+def test_a_sparse_vector_is_a_shape_error_not_a_structure_error():
+    model = fastnn.MLP([30, 4, 2], dtype=np.float64, seed=0)
+    with pytest.raises(ValueError, match=r"X must be 2-dimensional; got shape \(30,\)"):
+        model.predict(sp.coo_array(np.ones(30)))
+    sk = pytest.importorskip("fastnn.sklearn")
+    est = sk.MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, solver="lbfgs")
+    with pytest.raises(ValueError, match="2D|2-dimensional|dimension"):
+        est.fit(sp.coo_array(np.ones(30)), [0] * 30)
