@@ -6,6 +6,7 @@ the call without reading fastnn's source.  Nothing here uses `assert`.
 import numbers
 
 import numpy as np
+from scipy import sparse as _sp
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # BLAS takes 32-bit int dimensions
@@ -46,9 +47,19 @@ def float_dtype(dtype, name="dtype"):
 
 def as_ndarray(x, name):
     """x itself if it is an ndarray, else numpy.asarray(x); a ragged nested list is reported with
-    the argument's name instead of NumPy's 'inhomogeneous shape' message."""
+    the argument's name instead of NumPy's 'inhomogeneous shape' message, and a scipy.sparse
+    matrix (which numpy.asarray wraps as one object) is a TypeError naming the entry points
+    that take one."""
     if isinstance(x, np.ndarray):
         return x
+    if _sp.issparse(x):
+        # numpy.asarray would make a 0-d object array: "dtype object" would be the message
+        where = (" (fit, LBFGS, evaluate, score, loss_and_grad and the prediction methods "
+                 "predict, predict_proba, predict_std and forward accept a sparse X)"
+                 if name.startswith("X") else "")
+        raise TypeError(f"{name} is a scipy.sparse {x.format.upper()} {type(x).__name__} of "
+                        f"shape {x.shape}; this call needs a dense array ({name}.toarray())"
+                        f"{where}")
     try:
         return np.asarray(x)
     except ValueError as exc:

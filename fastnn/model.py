@@ -1056,6 +1056,17 @@ class MLP:
         loss, Y, labels, sw, sigma = self.prepare_targets(X.shape[0], y, loss, sample_weight)
         return loss, X, Y, labels, sw, sigma
 
+    def _prepare_any(self, X, y, loss, sample_weight, name="X"):
+        """prepare_data, or for a scipy.sparse X its checked CSR form (fastnn.sparse.as_csr,
+        X kept sparse: the compiled sparse kernels of fastnn/_sparse.pyx) with
+        prepare_targets.  name: X's name in errors about a sparse X."""
+        if not _scipy_sparse.issparse(X):
+            return self.prepare_data(X, y, loss, sample_weight)
+        from fastnn.sparse import as_csr
+        loss = self._use_loss(loss)  # a bad loss is reported before a bad X, as for dense X
+        X = as_csr(X, name, self.dtype, self.n_inputs)
+        return (loss, X) + self.prepare_targets(X.shape[0], y, loss, sample_weight)[1:]
+
     def prepare_targets(self, n, y, loss, sample_weight=None):
         """The part of ``prepare_data`` that does not touch X, for n samples.
 
@@ -1081,6 +1092,8 @@ class MLP:
             y missing or not one row per sample, or targets/weights the loss rejects.
         """
         loss = self._use_loss(loss)
+        if _scipy_sparse.issparse(y):
+            as_ndarray(y, "y")  # the TypeError that says so (len() of it would be scipy's)
         if y is None or not hasattr(y, "__len__") or getattr(y, "ndim", 1) == 0:
             raise ValueError(f"y is {y!r}; expected an array of targets with one row per "
                              f"sample ({n} here)")
@@ -1100,7 +1113,9 @@ class MLP:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_inputs)
+        X : array-like or scipy.sparse matrix/array of shape (n_samples, n_inputs)
+            A sparse X is kept sparse (fastnn.sparse: the first layer over its stored
+            entries).
         y : array-like
             Targets in the form the loss accepts (see fastnn.losses).
         loss : str or fastnn.losses.Loss
@@ -1113,13 +1128,20 @@ class MLP:
             The (weighted) mean loss.  ``self.grads`` holds its gradient w.r.t. ``params``.
         """
         check_writeable(self.grads, "model.grads")
-        loss, X, Y, labels, sw, sigma = self.prepare_data(X, y, loss, sample_weight)
+        loss, X, Y, labels, sw, sigma = self._prepare_any(X, y, loss, sample_weight)
         weight_sum = float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
         with self._lock, compiled_threads() as n_threads:  # fit uses grads meanwhile
-            total = _network.loss_grad_into(
-                self._spec, self.params, self.grads, X, loss.kind, int(loss.full),
-                loss.scalar_sigma, Y, labels, sw, sigma, 1.0 / weight_sum,
-                fpmode.get_flush_denormals(), n_threads=n_threads)
+            if isinstance(X, np.ndarray):
+                total = _network.loss_grad_into(
+                    self._spec, self.params, self.grads, X, loss.kind, int(loss.full),
+                    loss.scalar_sigma, Y, labels, sw, sigma, 1.0 / weight_sum,
+                    fpmode.get_flush_denormals(), n_threads=n_threads)
+            else:  # a fastnn.sparse.CSRInput: the compiled sparse first layer
+                from fastnn import _sparse
+                total = _sparse.loss_grad_csr_into(
+                    self._spec, self.params, self.grads, X.data, X.indices, X.indptr,
+                    X.shape[1], loss.kind, int(loss.full), loss.scalar_sigma, Y, labels, sw,
+                    sigma, 1.0 / weight_sum)
         self.loss_ = loss
         return total / weight_sum
 
@@ -1171,7 +1193,8 @@ class MLP:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_inputs)
+        X : array-like or scipy.sparse matrix/array of shape (n_samples, n_inputs)
+            A sparse X is kept sparse (fastnn.sparse).
         y : array-like
             Targets in the form the loss accepts.
         loss : str or fastnn.losses.Loss, optional
@@ -1194,7 +1217,7 @@ class MLP:
             As ``fit`` for malformed X, y or sample_weight, or no loss known.
         """
         from fastnn.trainer import evaluate  # the same code that scores validation data
-        loss, X, Y, labels, sw, sigma = self.prepare_data(X, y, self._default_loss(loss, y),
+        loss, X, Y, labels, sw, sigma = self._prepare_any(X, y, self._default_loss(loss, y),
                                                           sample_weight)
         self.loss_ = loss
         return evaluate(self, loss, X, Y, labels, sw, sigma)
@@ -1204,7 +1227,7 @@ class MLP:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_inputs)
+        X : array-like or scipy.sparse matrix/array of shape (n_samples, n_inputs)
         y : array-like
         sample_weight : array-like of shape (n_samples,), optional
             Weights of the weighted mean (as ``evaluate``).

@@ -25,7 +25,7 @@ from fastnn._validation import (MAX_DIM, check_bool, check_number, check_random_
                                 check_writeable)
 from fastnn.model import MLP
 from fastnn.optim import get_optimizer
-from fastnn.sparse import CSRInput, as_csr, issparse
+from fastnn.sparse import CSRInput
 # the public classes of a run are defined beside it and re-exported here (fastnn.trainer.X)
 from fastnn.training import (SIGNAL_CHECK_INTERVAL, EarlyStopping, History,  # noqa: F401
                              TrainingDiverged, TrainingRun, evaluate)
@@ -293,8 +293,4 @@ def _prepare_fit_data(model, X, y, loss, sample_weight, validation_data, fractio
 def _prepare_data(model, X, y, loss, sample_weight, name):
     """model.prepare_data, or for a scipy.sparse X its CSR conversion (kept sparse: the
     compiled sparse epoch loop, fastnn/_sparse.pyx) and model.prepare_targets."""
-    if not issparse(X):
-        return model.prepare_data(X, y, loss, sample_weight)
-    loss = model._use_loss(loss)  # a bad loss is reported before a bad X, as for dense X
-    X = as_csr(X, name, model.dtype, model.n_inputs)
-    return (loss, X) + model.prepare_targets(X.shape[0], y, loss, sample_weight)[1:]
+    return model._prepare_any(X, y, loss, sample_weight, name)

@@ -477,3 +477,43 @@ def test_a_sparse_vector_is_a_shape_error_not_a_structure_error():
     est = sk.MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, solver="lbfgs")
     with pytest.raises(ValueError, match="2D|2-dimensional|dimension"):
         est.fit(sp.coo_array(np.ones(30)), [0] * 30)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+def test_evaluate_score_and_loss_and_grad_keep_sparse_x_and_equal_the_dense_result(fmt):
+    """They took X through numpy.asarray: a sparse X was "dtype object"."""
+    X, y = _data(n=50, d=20)
+    Xs = sp.csr_array(X).asformat(fmt)
+    sw = np.random.default_rng(1).random(50)
+    model = fastnn.MLP([20, 6, 3], activation="tanh", dtype=np.float64, seed=0)
+    dense = model.loss_and_grad(X, y, "cross_entropy", sw)
+    g_dense = model.grads.copy()
+    sparse = model.loss_and_grad(Xs, y, "cross_entropy", sw)
+    np.testing.assert_allclose(sparse, dense, rtol=1e-12)
+    np.testing.assert_allclose(model.grads, g_dense, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(model.evaluate(Xs, y, "cross_entropy", sw),
+                               model.evaluate(X, y, "cross_entropy", sw), rtol=1e-12)
+    assert model.score(Xs, y) == model.score(X, y)
+    with pytest.raises(ValueError, match="X has 19 features"):
+        model.evaluate(Xs[:, :19], y)
+
+
+def test_dense_only_entry_points_name_a_sparse_argument():
+    """A sparse X where a dense array is needed (and a sparse y anywhere) is a TypeError that
+    names the argument and says what to pass, not numpy's "dtype object" or scipy's "sparse
+    array length is ambiguous"."""
+    X, y = _data(n=20, d=8)
+    Xs = sp.csr_matrix(X)
+    model = fastnn.MLP([8, 4, 3], dtype=np.float64, seed=0)
+    for call in (lambda: model.jacobian(Xs), lambda: model.input_gradient(Xs, y, loss="cross_entropy"),
+                 lambda: model.prepare_data(Xs, y, "cross_entropy")):
+        with pytest.raises(TypeError, match=r"X is a scipy.sparse CSR csr_matrix of shape "
+                                            r"\(20, 8\); this call needs a dense array "
+                                            r"\(X.toarray\(\)\) \(fit, "):
+            call()
+    Ys = sp.csr_matrix(np.eye(3)[y])
+    for Xi in (X, Xs):
+        with pytest.raises(TypeError, match=r"y is a scipy.sparse CSR csr_matrix of shape "
+                                            r"\(20, 3\); this call needs a dense array "
+                                            r"\(y.toarray\(\)\)$"):
+            fastnn.fit(model, Xi, Ys, "cross_entropy", epochs=1)
