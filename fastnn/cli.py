@@ -612,17 +612,29 @@ def main(argv=None):
     -------
     int
         The exit status: 0 on success; 2 for an error in the user's input; 1 for a run that
-        failed (diverged, out of memory); 141 (128 + SIGPIPE, what a shell reports for a
-        process whose reader left, as ``cat big | head`` gives) when stdout or stderr was
-        closed early, the command having finished its work all the same.
+        failed (diverged, out of memory), or for output that could not be written (a full
+        disk: the rest of it is dropped, the command finishes its work and says so on
+        stderr); 141 (128 + SIGPIPE, what a shell reports for a process whose reader left,
+        as ``cat big | head`` gives) when stdout or stderr was closed early, the command
+        having finished its work all the same.
     """
     with _closed_pipes_tolerated() as pipes:
         try:
             status = _run(argv)
         except SystemExit as exc:  # argparse: --help, --version, a bad flag
+            if pipes.failed is not None and exc.code in (0, None):
+                raise SystemExit(1) from None
             if pipes.closed and exc.code in (0, None):
                 raise SystemExit(_PIPE_CLOSED_STATUS) from None
             raise
+    if pipes.failed is not None and status == 0:
+        # output lost to a write error (a full disk), not to a reader that left: an error,
+        # reported once the command's work (the saved model) is done
+        stream, exc = pipes.failed
+        if sys.stderr is not None:
+            print(f"fastnn: error: could not write to {stream} ({exc}); its output from then "
+                  "on was dropped and the command ran to the end", file=sys.stderr)
+        return 1
     return _PIPE_CLOSED_STATUS if pipes.closed and status == 0 else status
 
 
@@ -647,6 +659,8 @@ def _run(argv):
 # stdout and stderr are wrapped: the first BrokenPipeError points that descriptor at devnull
 # (Python's recipe, so that no later flush, the interpreter's last one included, fails
 # again), later writes are dropped, and the command carries on to the end, model saved.
+# Any other write error (ENOSPC: stdout redirected to a full disk) is handled alike, so the
+# run is not lost either, and makes the exit status 1 with a message at the end.
 
 _PIPE_CLOSED_STATUS = 128 + getattr(signal, "SIGPIPE", 13)  # 13 where it is not defined
 
@@ -654,13 +668,18 @@ _PIPE_CLOSED_STATUS = 128 + getattr(signal, "SIGPIPE", 13)  # 13 where it is not
 class _PipeGuard:
     """A text stream that turns a closed reader into silence instead of an exception."""
 
-    def __init__(self, stream, state):
+    def __init__(self, stream, state, label):
         self._stream = stream
         self._state = state
+        self._label = label
         self._closed = False
 
-    def _lost(self):
-        self._closed = self._state.closed = True
+    def _lost(self, exc):
+        self._closed = True
+        if isinstance(exc, BrokenPipeError):
+            self._state.closed = True
+        elif self._state.failed is None:
+            self._state.failed = (self._label, exc)
         try:
             fd = self._stream.fileno()
         except (AttributeError, OSError, ValueError):  # not a real descriptor (a test's)
@@ -676,8 +695,8 @@ class _PipeGuard:
             return len(text)
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
-            self._lost()
+        except OSError as exc:
+            self._lost(exc)
             return len(text)
 
     def flush(self):
@@ -685,8 +704,8 @@ class _PipeGuard:
             return
         try:
             self._stream.flush()
-        except BrokenPipeError:
-            self._lost()
+        except OSError as exc:
+            self._lost(exc)
 
     def __getattr__(self, name):  # isatty, fileno, encoding, ...: the stream's own
         return getattr(self._stream, name)
@@ -694,10 +713,11 @@ class _PipeGuard:
 
 @contextlib.contextmanager
 def _closed_pipes_tolerated():
-    state = types.SimpleNamespace(closed=False)
+    state = types.SimpleNamespace(closed=False, failed=None)
     saved = sys.stdout, sys.stderr
     # None: Python started with that descriptor closed, and print() already does nothing
-    sys.stdout, sys.stderr = (None if s is None else _PipeGuard(s, state) for s in saved)
+    sys.stdout, sys.stderr = (None if s is None else _PipeGuard(s, state, label)
+                              for s, label in zip(saved, ("stdout", "stderr")))
     try:
         yield state
         for stream in (sys.stdout, sys.stderr):

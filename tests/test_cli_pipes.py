@@ -143,3 +143,20 @@ def test_in_process_a_broken_stdout_mid_fit_still_saves(tmp_path, table, monkeyp
     assert code == 141
     assert isinstance(sys.stdout, _ClosedReader)  # the guard is removed afterwards
     assert fastnn.load(tmp_path / "m.npz").n_params > 0
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_train_with_stdout_on_a_full_disk_saves_the_model_and_says_so(tmp_path, table):
+    """A write error other than a closed pipe (ENOSPC) used to abandon the run before the
+    save, with exit status 2 (an input error); now the run ends, the model is saved, the
+    error is named on stderr and the status is 1."""
+    argv = ["train", table, "--target", "y", *TRAIN]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "fastnn", *map(str, argv), "--save",
+                               "m.npz"], cwd=tmp_path, env=_env(), stdout=full,
+                              stderr=subprocess.PIPE, timeout=300)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert "could not write to stdout" in err and "No space left on device" in err, err
+    np.testing.assert_array_equal(fastnn.load(tmp_path / "m.npz").params,
+                                  _reference_params(tmp_path, *argv), strict=True)
