@@ -190,7 +190,8 @@ class LBFGS:
         Returns
         -------
         scipy.optimize.OptimizeResult
-            ``x`` (float64 parameters), ``fun``, ``nit`` (iterations), ``nfev``,
+            ``x`` (float64 parameters), ``fun`` (the objective at ``x``), ``nit``
+            (iterations), ``nfev``,
             ``status`` (0 converged, 1 max_iter or max_fun reached, 2 stopped otherwise,
             e.g. an abnormal line search) and ``message``.
 
@@ -215,6 +216,11 @@ class LBFGS:
                    "maxcor": self.history_size}
         result = minimize(objective, theta0, method="L-BFGS-B", jac=True, options=options,
                           callback=on_iteration)
+        if result.status not in (0, 1):
+            # after an abnormal line search scipy returns the last accepted x but the value
+            # of its last (rejected, perhaps NaN) trial point: fun describes x again (nfev
+            # stays scipy's count)
+            result.fun = objective(result.x)[0]
         with model._lock, np.errstate(over="ignore", invalid="ignore"):
             model.params[...] = result.x
             model.grads[...] = 0

@@ -258,3 +258,25 @@ def test_a_reused_workspace_gives_the_fresh_one_and_is_checked(sparse_x):
         np.testing.assert_array_equal(model.grads, g_fresh)
     with pytest.raises(ValueError, match="workspace has"):
         evaluate(workspace=ws[:-1])
+
+
+@pytest.mark.parametrize("case", ["converged", "max_iter", "abnormal line search"])
+def test_fun_is_the_objective_at_the_returned_parameters(case):
+    """result.fun and model.params describe one point.  After an abnormal line search (inputs
+    so large that scipy's own update arithmetic overflows) scipy returned the last accepted x
+    with the NaN value of its rejected trial point."""
+    model, X, y, _ = _problem("cross_entropy", sizes=(5, 4, 2), acts=("relu", "identity"))
+    if case == "abnormal line search":
+        X = X.copy()
+        X[0, 0] = 1e200     # relu passes it on: logits and gradients near 1e200
+    max_iter = 3 if case == "max_iter" else 500
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = LBFGS(max_iter=max_iter).fit(model, X, y, "cross_entropy")
+    expected_status = {"converged": 0, "max_iter": 1, "abnormal line search": 2}[case]
+    assert result.status == expected_status, result.message
+    theta = model.params.copy()
+    np.testing.assert_array_equal(theta, result.x)
+    value = _reference_objective(model, X, y, "cross_entropy", None, 0.0)(theta)[0]
+    assert np.isfinite(result.fun)
+    np.testing.assert_allclose(result.fun, value, rtol=1e-10)
