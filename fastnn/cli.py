@@ -621,6 +621,8 @@ def main(argv=None):
     with _closed_pipes_tolerated() as pipes:
         try:
             status = _run(argv)
+        except BrokenPipeError:
+            pipes.closed, status = True, 0
         except SystemExit as exc:  # argparse: --help, --version, a bad flag
             if pipes.failed is not None and exc.code in (0, None):
                 raise SystemExit(1) from None
@@ -643,6 +645,10 @@ def _run(argv):
     commands = {"demo": run_demo, "train": run_train, "predict": run_predict}
     try:
         return commands[args.command](args)
+    except BrokenPipeError:
+        # a pipe fastnn opened itself (--output /dev/stdout, a FIFO) whose reader left: as a
+        # closed stdout, not an input error (main makes it status 141)
+        raise
     except (UsageError, ValueError, TypeError, OSError) as exc:  # OSError: unreadable paths
         print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
         return 2

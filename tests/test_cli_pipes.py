@@ -89,6 +89,12 @@ def test_predict_and_demo_into_a_closed_pipe(tmp_path, table, capsys):
                                         "p.csv")
     assert code == 141 and err == "", err
     assert len(pd.read_csv(tmp_path / "p.csv")) == 300  # the file is written all the same
+    if os.path.exists("/dev/stdout"):
+        # --output naming the pipe itself: fastnn's own file handle meets the closed reader
+        # (it was "error: [Errno 32] Broken pipe", status 2)
+        code, err = _spawn_into_closed_pipe(tmp_path, "predict", "m.npz", table, "--output",
+                                            "/dev/stdout")
+        assert code == 141 and err == "", err
     code, err = _spawn_into_closed_pipe(tmp_path, "demo", "--epochs", "1")
     assert code == 141 and err == "", err
     code, err = _spawn_into_closed_pipe(tmp_path, "--help")
