@@ -139,7 +139,10 @@ class LBFGS:
     max_iter : int >= 1, default 200
         Most L-BFGS iterations.
     max_fun : int >= 1, default 15000
-        Most evaluations of the objective (each is one pass over the data).
+        Evaluations of the objective (each one pass over the data) after which no new
+        iteration starts.  scipy checks it between iterations, so the line search of the
+        last iteration may exceed it by a few (``result.nfev`` says how many ran), as in
+        scikit-learn.
     tol : float >= 0, default 1e-4
         Stop when every component of the gradient is at most tol in absolute value
         (scipy's ``gtol``).

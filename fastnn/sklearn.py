@@ -810,7 +810,9 @@ def _common_doc(extra_params, extra_attrs):
         Epochs (not steps) without an improvement of more than ``tol`` that training
         tolerates (see early_stopping).
     max_fun : int >= 1, default 15000
-        lbfgs only: most evaluations of the objective (each one pass over the data).
+        lbfgs only: evaluations of the objective (each one pass over the data) after which
+        no new iteration starts (the last line search may exceed it by a few, as in
+        scikit-learn).
     early_stopping_monitor : {{"loss", "score"}}, default "score"
         What early stopping watches on the validation set: the loss (lower is better) or the
         score (accuracy or R^2, as scikit-learn does).

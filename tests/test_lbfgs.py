@@ -280,3 +280,14 @@ def test_fun_is_the_objective_at_the_returned_parameters(case):
     value = _reference_objective(model, X, y, "cross_entropy", None, 0.0)(theta)[0]
     assert np.isfinite(result.fun)
     np.testing.assert_allclose(result.fun, value, rtol=1e-10)
+
+
+@pytest.mark.parametrize("max_fun", [1, 2, 5])
+def test_max_fun_stops_the_run_as_documented(max_fun):
+    """max_fun is checked between iterations (scipy's maxfun): the run stops with status 1
+    once that many evaluations have run, the last line search perhaps a few over; the
+    docstring said "most evaluations", which nfev contradicted."""
+    model, X, y, _ = _problem("cross_entropy")
+    result = LBFGS(max_iter=1000, max_fun=max_fun, tol=0.0).fit(model, X, y, "cross_entropy")
+    assert result.status == 1 and "EVALUATIONS" in result.message, result.message
+    assert max_fun <= result.nfev <= max_fun + 20
