@@ -54,9 +54,9 @@ def as_ndarray(x, name):
         return x
     if _sp.issparse(x):
         # numpy.asarray would make a 0-d object array: "dtype object" would be the message
-        where = (" (fit, LBFGS, evaluate, score, loss_and_grad and the prediction methods "
-                 "predict, predict_proba, predict_std and forward accept a sparse X)"
-                 if name.startswith("X") else "")
+        where = (" (fastnn.fit, fastnn.LBFGS, the fastnn.sklearn estimators and fastnn.MLP's "
+                 "fit, evaluate, score, loss_and_grad, predict, predict_proba, predict_std "
+                 "and forward accept a sparse X)" if name.startswith("X") else "")
         raise TypeError(f"{name} is a scipy.sparse {x.format.upper()} {type(x).__name__} of "
                         f"shape {x.shape}; this call needs a dense array ({name}.toarray())"
                         f"{where}")

@@ -509,7 +509,7 @@ def test_dense_only_entry_points_name_a_sparse_argument():
                  lambda: model.prepare_data(Xs, y, "cross_entropy")):
         with pytest.raises(TypeError, match=r"X is a scipy.sparse CSR csr_matrix of shape "
                                             r"\(20, 8\); this call needs a dense array "
-                                            r"\(X.toarray\(\)\) \(fit, "):
+                                            r"\(X.toarray\(\)\) \(fastnn.fit, "):
             call()
     Ys = sp.csr_matrix(np.eye(3)[y])
     for Xi in (X, Xs):
