@@ -312,7 +312,8 @@ class _BaseMLP(BaseEstimator):
         """Validate and convert the data, build or check the network and the optimizer, and
         split off the validation set: (X, Y, sw, val, loss, batch_size), or None when a
         partial_fit call has nothing to do."""
-        X, y = validate_data(self, _checked(X, "X"), y, reset=first, dtype=self._resolve_dtype(X, dtype, first),
+        X, y = validate_data(self, _checked(X, "X"), y, reset=first,
+                             dtype=self._resolve_dtype(X, dtype, first),
                              order="C", multi_output=True, accept_sparse=("csr", "csc"),
                              y_numeric=not self._is_fastnn_classifier)
         dtype = X.dtype
@@ -478,8 +479,8 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError("validation_data must be (X_val, y_val) or "
                                  "(X_val, y_val, sample_weight_val)")
             X_val, y_val, *sw_val = validation_data
-            X_val = validate_data(self, _checked(X_val, "X_val"), reset=False, dtype=dtype, order="C",
-                                  accept_sparse=("csr", "csc"))
+            X_val = validate_data(self, _checked(X_val, "X_val"), reset=False, dtype=dtype,
+                                  order="C", accept_sparse=("csr", "csc"))
             y_val = np.asarray(y_val)
             Y_val, sw_val = self._targets(y_val, sw_val[0] if sw_val else None,
                                           X_val.shape[0], dtype, False, True, None)

@@ -505,7 +505,8 @@ def test_dense_only_entry_points_name_a_sparse_argument():
     X, y = _data(n=20, d=8)
     Xs = sp.csr_matrix(X)
     model = fastnn.MLP([8, 4, 3], dtype=np.float64, seed=0)
-    for call in (lambda: model.jacobian(Xs), lambda: model.input_gradient(Xs, y, loss="cross_entropy"),
+    for call in (lambda: model.jacobian(Xs),
+                 lambda: model.input_gradient(Xs, y, loss="cross_entropy"),
                  lambda: model.prepare_data(Xs, y, "cross_entropy")):
         with pytest.raises(TypeError, match=r"X is a scipy.sparse CSR csr_matrix of shape "
                                             r"\(20, 8\); this call needs a dense array "
