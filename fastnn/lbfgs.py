@@ -30,7 +30,6 @@ from scipy.optimize import minimize
 
 from fastnn import _network, _sparse
 from fastnn._validation import check_number
-from fastnn.sparse import as_csr, issparse
 from fastnn.threads import compiled_threads
 
 __all__ = ["LBFGS", "LBFGSObjective"]
@@ -60,18 +59,11 @@ class LBFGSObjective:
     def __init__(self, model, X, y, loss, sample_weight=None, weight_decay=0.0):
         self.model = model
         self.weight_decay = float(check_number(weight_decay, "weight_decay", low=0.0))
-        if issparse(X):
-            self.csr = as_csr(X, "X", model.dtype, model.n_inputs)
-            self.X = None
-            # the targets as MLP.prepare_data converts them, with a one-column stand-in for X
-            n = self.csr.shape[0]
-            self.loss, self.Y, self.labels, self.sw, self.sigma = model.prepare_targets(
-                n, y, loss, sample_weight)
-        else:
-            self.csr = None
-            self.loss, self.X, self.Y, self.labels, self.sw, self.sigma = model.prepare_data(
-                X, y, loss, sample_weight)
-            n = self.X.shape[0]
+        # a sparse X becomes a checked CSRInput (fastnn.sparse), a dense one a checked array
+        self.loss, X, self.Y, self.labels, self.sw, self.sigma = model._prepare_any(
+            X, y, loss, sample_weight)
+        self.X, self.csr = (X, None) if isinstance(X, np.ndarray) else (None, X)
+        n = X.shape[0]
         self.weight_sum = float(n) if self.sw is None else float(self.sw.sum(dtype=np.float64))
         if not self.weight_sum > 0:
             raise ValueError("sample_weight sums to 0; expected a positive total weight")

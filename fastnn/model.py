@@ -1062,8 +1062,9 @@ class MLP:
         prepare_targets.  name: X's name in errors about a sparse X."""
         if not _scipy_sparse.issparse(X):
             return self.prepare_data(X, y, loss, sample_weight)
-        from fastnn.sparse import as_csr
+        from fastnn.sparse import as_csr, check_model
         loss = self._use_loss(loss)  # a bad loss is reported before a bad X, as for dense X
+        check_model(self, name)
         X = as_csr(X, name, self.dtype, self.n_inputs)
         return (loss, X) + self.prepare_targets(X.shape[0], y, loss, sample_weight)[1:]
 

@@ -100,7 +100,7 @@ from fastnn.lbfgs import LBFGS, LBFGSObjective
 from fastnn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL, PoissonNLL
 from fastnn.model import MLP
 from fastnn.optim import SGD, Adam, Constant, InverseScaling, ReduceOnPlateau
-from fastnn.sparse import check_structure, forward as sparse_forward
+from fastnn.sparse import check_model, check_structure, forward as sparse_forward
 from fastnn.trainer import TrainingDiverged, fit as _fastnn_fit
 
 __all__ = ["MLPClassifier", "MLPRegressor", "NonFiniteFit"]
@@ -328,6 +328,8 @@ class _BaseMLP(BaseEstimator):
             self.model_ = MLP(sizes, activation=activation, init=self.init, dtype=dtype,
                               seed=0 if self.init is None else random_state.randint(_SEED_BOUND),
                               dropout=self.dropout, normalization=self.normalization)
+            if sparse.issparse(X):
+                check_model(self.model_)  # before any training: a failed first fit forgets
             if self.init is None:
                 _init_as_scikit_learn(self.model_, self.activation, random_state)
             self.__dict__.pop("_pending_coefs", None)  # a fresh fit replaces assigned weights

@@ -13,7 +13,7 @@ from scipy import sparse as _sp
 from fastnn import _sparse, fpmode
 from fastnn._validation import all_finite, MAX_DIM
 
-__all__ = ["issparse", "as_csr", "check_structure", "forward"]
+__all__ = ["issparse", "as_csr", "check_model", "check_structure", "forward"]
 
 
 def issparse(X):
@@ -177,6 +177,19 @@ def check_structure(X, name):
                                  f"{int(coord[bad])} is outside [0, {size})")
 
 
+def check_model(model, name="X"):
+    """Raise ValueError unless `model`'s first layer can take a sparse `name`: the sparse
+    kernels do not implement layer normalization there (later layers may have it).  Called
+    before any work (a failed first fit leaves nothing half-done); the compiled entry points
+    check it again."""
+    normalization = model.layers[0].normalization
+    if normalization is not None:
+        raise ValueError(f"{name} is sparse, and sparse input does not support layer "
+                         f"normalization of the first layer (its normalization is "
+                         f"{normalization!r}; the later layers may have it): pass a dense "
+                         f"{name} ({name}.toarray()) or normalize only later layers")
+
+
 def forward(model, X, link=False):
     """The network's logits (or, with link, its prediction) for a sparse X.
 
@@ -200,6 +213,7 @@ def forward_kind(model, X, kind, link, chunk_rows, flush_denormals=None):
     link of code `kind` applied: what ``MLP._forward`` computes for a dense X, over
     chunk_rows rows at a time.  flush_denormals: as fastnn.fpmode.resolve.  (The model's
     constants come in as arguments: this module is below fastnn.model.)"""
+    check_model(model)
     csr = X if isinstance(X, CSRInput) else as_csr(X, "X", model.dtype, model.n_inputs)
     out = np.empty((csr.shape[0], model.n_outputs), dtype=model.dtype)
     _sparse.forward_csr_into(model._spec, model.params, csr.data, csr.indices, csr.indptr,

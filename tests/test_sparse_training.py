@@ -214,8 +214,31 @@ def _raise_interrupt(signum, frame):
 def test_first_layer_normalization_is_a_clear_error():
     X, y = _data()
     model = fastnn.MLP([40, 16, 3], dtype=np.float64, seed=0, normalization="layer")
+    before = model.params.copy()
+    Xs = sp.csr_array(X)
+    for call in (lambda: fastnn.fit(model, Xs, y, "cross_entropy", epochs=1),
+                 lambda: fastnn.LBFGS(max_iter=2).fit(model, Xs, y, "cross_entropy"),
+                 lambda: model.predict(Xs), lambda: model.evaluate(Xs, y, "cross_entropy"),
+                 lambda: model.loss_and_grad(Xs, y, "cross_entropy")):
+        with pytest.raises(ValueError, match=r"X is sparse, and sparse input does not support "
+                                             r"layer normalization of the first layer"):
+            call()
+    np.testing.assert_array_equal(model.params, before)
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_a_first_fit_refused_for_first_layer_normalization_leaves_no_fitted_estimator(solver):
+    """The check ran inside the compiled epoch, after the estimator had built model_: a fit
+    that raised left an estimator that predicted with untrained weights."""
+    sk = pytest.importorskip("fastnn.sklearn")
+    from sklearn.exceptions import NotFittedError
+    X, y = _data()
+    est = sk.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, solver=solver,
+                           normalization="layer")
     with pytest.raises(ValueError, match="layer normalization of the first layer"):
-        fastnn.fit(model, sp.csr_array(X), y, "cross_entropy", epochs=1)
+        est.fit(sp.csr_array(X), y)
+    with pytest.raises(NotFittedError):
+        est.predict(X)
 
 
 CROSS_ENTROPY = fastnn.losses.get_loss("cross_entropy").kind
