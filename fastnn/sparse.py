@@ -143,8 +143,8 @@ def _check_compressed(name, fmt, indptr, indices, n_values, major, minor):
 
 
 def check_structure(X, name):
-    """Raise ValueError unless X's stored index arrays (CSR, CSC, BSR, COO) are consistent with its
-    shape.  Other formats (LIL, DOK, DIA) convert through COO or CSR with scipy's own checks,
+    """Raise ValueError unless X's stored index arrays (CSR, CSC, BSR, COO; LIL's row lists)
+    are consistent with its shape.  DOK and DIA convert through COO with scipy's own checks,
     and the CSR result is checked in as_csr.  O(nnz), no copy.  Call it before handing X to
     anything that converts it (scipy's C++ conversions trust the stored indices: a crafted or
     mutated matrix is read or written out of bounds, a crash or silent garbage)."""
@@ -167,6 +167,17 @@ def check_structure(X, name):
                              f"shape {X.shape}, data of shape {np.shape(X.data)}")
         _check_compressed(name, "BSR", X.indptr, X.indices, np.shape(X.data)[0], n // r,
                           d // c)
+    elif fmt == "lil":
+        # per row a list of columns and a list of values; scipy's Cython flattening writes
+        # the values into an array sized by the columns (longer value lists: heap corruption)
+        if np.shape(X.rows) != (n,) or np.shape(X.data) != (n,):
+            raise ValueError(f"{name} is not a valid LIL matrix: rows and data have shapes "
+                             f"{np.shape(X.rows)} and {np.shape(X.data)}; expected ({n},)")
+        for i, (cols, vals) in enumerate(zip(X.rows, X.data)):
+            if len(cols) != len(vals):
+                raise ValueError(f"{name} is not a valid LIL matrix: row {i} has {len(cols)} "
+                                 f"column indices and {len(vals)} values; expected as many")
+        # the column indices themselves are checked on the CSR result (as_csr)
     elif fmt == "coo":
         n_values = np.shape(X.data)[0]
         for axis, (coord, size) in enumerate(zip(X.coords, X.shape)):

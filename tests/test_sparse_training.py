@@ -447,6 +447,14 @@ def _crafted(kind):
     if kind == "csr data of two dimensions":
         X.data = np.ones((3, 2))
         return X, "its data has shape (3, 2)"
+    if kind == "lil row with more values than columns":   # heap corruption in scipy
+        X = X.tolil()
+        X.data[0] = [1.0] * 100000
+        return X, "row 0 has 1 column indices and 100000 values"
+    if kind == "lil column too large":
+        X = X.tolil()
+        X.rows[0] = [10**6]
+        return X, "indices[0] = 1000000"
     if kind == "bsr block column too large":
         X = sp.bsr_matrix(X.toarray()[:, :40], blocksize=(1, 2))
         X.indices[0] = 20
@@ -457,7 +465,8 @@ def _crafted(kind):
 CRAFTED = ["csr column too large", "csr column negative", "csr indptr decreasing",
            "csr indptr past the data", "csr indptr of the wrong length",
            "csr fewer indices than values", "csc row negative", "coo row negative",
-           "coo column too large", "bsr block column too large", "csr data of two dimensions"]
+           "coo column too large", "bsr block column too large", "csr data of two dimensions",
+           "lil row with more values than columns", "lil column too large"]
 
 
 @pytest.mark.parametrize("kind", CRAFTED)
