@@ -180,7 +180,8 @@ def check_structure(X, name):
         # the column indices themselves are checked on the CSR result (as_csr)
     elif fmt == "coo":
         n_values = np.shape(X.data)[0]
-        for axis, (coord, size) in enumerate(zip(X.coords, X.shape)):
+        coords = X.coords if hasattr(X, "coords") else (X.row, X.col)  # scipy < 1.13
+        for axis, (coord, size) in enumerate(zip(coords, X.shape)):
             coord = _check_index_array(name, f"COO coords[{axis}]", coord, n_values)
             if coord.size and (coord.min() < 0 or coord.max() >= size):
                 bad = int(np.argmax((coord < 0) | (coord >= size)))
