@@ -118,7 +118,9 @@ class LBFGSObjective:
         grad = model.grads.astype(np.float64)
         if self.weight_decay:
             decayed = self.decay * theta
-            value += 0.5 * float(decayed @ theta)
+            # (NumPy's sum, not its BLAS dot: that one splits the sum over as many threads
+            # as the machine has cores, and the bits would follow the core count)
+            value += 0.5 * float(np.sum(decayed * theta))
             grad += decayed
         return float(value), grad
 
@@ -209,8 +211,12 @@ class LBFGS:
         theta0 = model.params.astype(np.float64)
         options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
                    "maxcor": self.history_size}
-        result = minimize(objective, theta0, method="L-BFGS-B", jac=True, options=options,
-                          callback=on_iteration)
+        # scipy's L-BFGS-B sums its dot products in scipy's OpenBLAS, which splits long
+        # ones over every core: held at one thread (as in fastnn's compiled calls) so the
+        # solution is the same bits on any core count
+        with compiled_threads():
+            result = minimize(objective, theta0, method="L-BFGS-B", jac=True,
+                              options=options, callback=on_iteration)
         if result.status not in (0, 1):
             # after an abnormal line search scipy returns the last accepted x but the value
             # of its last (rejected, perhaps NaN) trial point: fun describes x again (nfev

@@ -542,7 +542,8 @@ class _BaseMLP(BaseEstimator):
         penalty = 0.0
         if decay:
             with np.errstate(over="ignore", invalid="ignore"):
-                penalty = 0.5 * decay * sum(float(np.dot(W.ravel(), W.ravel()))
+                # (NumPy's sum, not np.dot: its BLAS splits long sums over the cores)
+                penalty = 0.5 * decay * sum(float(np.square(W).sum())
                                             for W in self.model_.coefs)
         return data_loss / self._loss_scale() + penalty
 

@@ -327,7 +327,8 @@ def _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals=None
             hit = Z.argmax(axis=1) == truth
         else:
             hit = ((Z >= 0.5) == (Y >= 0.5)).mean(axis=1)
-        stats["hits"] = float(np.dot(hit, sw.astype(np.float64)) if sw is not None
+        # (NumPy's sum, not np.dot: its BLAS splits long sums over the machine's cores)
+        stats["hits"] = float(np.sum(hit * sw.astype(np.float64)) if sw is not None
                               else hit.sum())
     else:
         Y64 = Y.astype(np.float64)
