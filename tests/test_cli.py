@@ -131,3 +131,27 @@ def test_python_dash_m_fastnn_runs_the_demo(tmp_path):
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout
+
+
+def test_threads_defaults_to_every_core_as_fit_does(tmp_path, spirals_npz, capsys, monkeypatch):
+    # `--threads` not given: fit's own default (None, every core available), not one thread;
+    # and the saved weights are the same bits as with --threads 1
+    from fastnn.cli import build_parser
+    for command in (["train", "d.npz"], ["demo"]):
+        assert build_parser().parse_args(command).threads is None
+    seen = []
+    fit = fastnn.MLP.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("n_threads"))
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(fastnn.MLP, "fit", spy)
+    saved = []
+    for extra in ([], ["--threads", "1"], ["--threads", "3"]):
+        path = tmp_path / f"m{len(saved)}.npz"
+        assert main(["train", str(spirals_npz[0]), "--layers", "160,160", "--epochs", "2",
+                     "--batch-size", "256", "--quiet", "--save", str(path), *extra]) == 0
+        saved.append(fastnn.load(path).params)
+    assert seen == [None, 1, 3]
+    assert all(np.array_equal(saved[0], p) for p in saved[1:])

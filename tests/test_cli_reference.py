@@ -66,7 +66,7 @@ def test_defaults_match_a_scikit_learn_pipeline(tmp_path, loader, reference):
 
     sk_scores = []
     # one BLAS thread: the same result, and 20x faster than oversubscribed threads on a busy
-    # machine (fastnn's own --threads default is 1 too)
+    # machine
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore")
         for seed in SEEDS:
