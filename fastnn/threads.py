@@ -87,6 +87,26 @@ _found = None
 _depth = threading.local()
 
 
+def _after_fork_in_child():
+    """A child of fork() has only the thread that forked: the blocks other threads held (a
+    fit running in another thread) are gone with them, and would otherwise own the count
+    forever (a blas_threads block of another count then waited for ever, set_num_threads
+    raised).  Keep the forking thread's own open blocks; the lock may have been held by a
+    thread that no longer exists, so it is new."""
+    global _condition, _n_blocks, _owner_n, _found
+    _condition = threading.Condition()
+    mine = getattr(_depth, "value", 0)
+    if _n_blocks and not mine:
+        if _functions and _found is not None:
+            _functions[1](_found)        # the count the parent's blocks found
+        _owner_n = _found = None
+    _n_blocks = mine
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def set_num_threads(n):
     """Use `n` BLAS threads in fastnn's products from now on; returns the previous count.
 

@@ -1,10 +1,14 @@
 """fastnn.threads: the BLAS thread count of fastnn's products, and deterministic results."""
+import os
+import threading
+
 import numpy as np
 import pytest
 
 import fastnn
 from fastnn import threads
 from fastnn.datasets import make_spirals
+from fastnn.threads import blas_threads, get_num_threads, set_num_threads
 
 
 def test_set_and_get_num_threads_round_trip():
@@ -36,3 +40,64 @@ def test_fit_with_n_threads_restores_the_setting_and_is_deterministic():
         results[n] = model.params.copy()
     with pytest.raises(ValueError, match="n_threads=0; expected n_threads >= 1"):
         fastnn.fit(fastnn.MLP([2, 3]), X, y, "cross_entropy", n_threads=0)
+
+
+def _child_after_fork(queue, inside):
+    # runs in a forked child: the parent's other threads (and their blocks) do not exist here
+    from fastnn.threads import blas_threads, get_num_threads, set_num_threads
+    try:
+        if inside is not None:
+            inside.__exit__(None, None, None)     # the forking thread's own block ends here
+        restored = get_num_threads()
+        with blas_threads(2):
+            two = get_num_threads()
+        set_num_threads(restored)
+        queue.put(("ok", restored, two))
+    except BaseException as exc:                  # noqa: BLE001 (reported to the parent)
+        queue.put(("error", repr(exc)))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
+@pytest.mark.parametrize("forker_inside", [False, True])
+def test_a_forked_child_is_not_held_by_the_parents_other_threads_blocks(forker_inside):
+    # a fit in another thread holds a blas_threads(1) block while this thread forks (as a
+    # multiprocessing pool started beside a running fit does): the child has none of that
+    # thread, so the block must not own the child's BLAS count (a block of another count
+    # waited for ever, set_num_threads raised)
+    if get_num_threads() is None:
+        pytest.skip("scipy's BLAS is not an OpenBLAS fastnn controls")
+    import multiprocessing
+    before = set_num_threads(3)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold():
+        with blas_threads(1):
+            entered.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    inside = None
+    try:
+        assert entered.wait(30)
+        if forker_inside:
+            inside = blas_threads(1)
+            inside.__enter__()
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_child_after_fork, args=(queue, inside))
+        child.start()
+        try:
+            result = queue.get(timeout=30)
+        finally:
+            child.join(10)
+            if child.exitcode is None:
+                child.kill()
+        # the count the first block found (3), restored in the child once no block is open
+        assert result == ("ok", 3, 2)
+    finally:
+        if inside is not None:
+            inside.__exit__(None, None, None)
+        release.set()
+        holder.join(30)
+    assert set_num_threads(before) == 3
