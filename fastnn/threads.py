@@ -85,6 +85,10 @@ _n_blocks = 0
 _owner_n = None
 _found = None
 _depth = threading.local()
+# compiled calls holding the count at 1 inside blocks of another count (compiled_threads),
+# and the count to put back when the last ends
+_n_held = 0
+_held_restore = None
 
 
 def _after_fork_in_child():
@@ -93,8 +97,9 @@ def _after_fork_in_child():
     forever (a blas_threads block of another count then waited for ever, set_num_threads
     raised).  Keep the forking thread's own open blocks; the lock may have been held by a
     thread that no longer exists, so it is new."""
-    global _condition, _n_blocks, _owner_n, _found
+    global _condition, _n_blocks, _owner_n, _found, _n_held
     _condition = threading.Condition()
+    _n_held = getattr(_depth, "held", 0)
     mine = getattr(_depth, "value", 0)
     if _n_blocks and not mine:
         if _functions and _found is not None:
@@ -242,25 +247,53 @@ class compiled_threads:
     thread meanwhile (a ``blas_threads(1)`` block).
 
     Inside a ``blas_threads(n)`` block of another count in the same thread (the process has
-    one BLAS count, and that block owns it), the BLAS count is left as it is; fastnn's tiles
-    then run on OpenBLAS's threads too, still giving the same bits for any ``n_threads``
-    where OpenBLAS's own result does not depend on its count.  Where scipy's BLAS is not an
-    OpenBLAS this module controls, set that BLAS to one thread yourself (MKL_NUM_THREADS=1,
-    ...) for the same guarantee.
+    one BLAS count, and that block owns it; a nested ``blas_threads(1)`` would raise), the
+    count is still taken to 1 for the compiled call and put back to n after, provided the
+    open blocks are this thread's (or other compiled calls hold it at 1 already): OpenBLAS's
+    products at 2 threads are not the same bits as at 1, so a fit inside
+    ``blas_threads(2)`` gave other weights than outside it.  While it is held, other
+    threads' blocks of the same count n run with 1 BLAS thread (their results are OpenBLAS's
+    at 1).  When other threads' blocks of count n are open, the count is theirs too and is
+    left as it is (fastnn's tiles then run on OpenBLAS's n threads).  Where scipy's BLAS is
+    not an OpenBLAS this module controls, set that BLAS to one thread yourself
+    (MKL_NUM_THREADS=1, ...) for the same guarantee.
     """
-    __slots__ = ("n", "_block")
+    __slots__ = ("n", "_block", "_held")
 
     def __init__(self, n_threads=None):
         self.n = resolve_threads(n_threads)
         self._block = None
+        self._held = False
 
     def __enter__(self):
+        global _n_held, _held_restore
         blas = 1 if _openblas() is not None else None
-        if blas is not None and getattr(_depth, "value", 0) and _owner_n != 1:
+        depth = getattr(_depth, "value", 0)
+        if blas is not None and depth and _owner_n != 1:
             blas = None
+            with _condition:
+                if _n_held or _n_blocks == depth:
+                    if not _n_held:
+                        _held_restore = int(_functions[0]())
+                        _functions[1](1)
+                    # (no call between these two lines: see _BlasBlock.__enter__)
+                    _n_held += 1
+                    self._held = True
+            if self._held:
+                _depth.held = getattr(_depth, "held", 0) + 1
         self._block = _BlasBlock(blas)
         self._block.__enter__()
         return self.n
 
     def __exit__(self, *exc_info):
-        return self._block.__exit__(*exc_info)
+        global _n_held
+        try:
+            return self._block.__exit__(*exc_info)
+        finally:
+            if self._held:
+                self._held = False
+                _depth.held -= 1
+                with _condition:
+                    _n_held -= 1
+                    if _n_held == 0:
+                        _functions[1](_held_restore)

@@ -245,13 +245,49 @@ def test_training_that_meets_subnormals_is_the_same_bits_on_any_thread_count():
 
 
 def test_fit_and_predict_inside_a_blas_threads_block_of_another_count():
-    """A caller's blas_threads(2) block owns the BLAS count: fit and predict inside it run
-    (with the block's count; fastnn.threads.compiled_threads), they do not raise or wait."""
-    X, y = _data(NETWORKS["B"])
-    model = _train(NETWORKS["B"], fastnn.SGD(lr=0.05), 2)
-    expected = model.predict(X)
-    with threads.blas_threads(2):
-        np.testing.assert_allclose(model.predict(X), expected, rtol=1e-6)
-        assert threads.get_num_threads() == 2
-        fastnn.fit(model, X, y, "cross_entropy", epochs=1, n_threads=2)
-        assert threads.get_num_threads() == 2
+    """A caller's blas_threads(n) block owns the BLAS count: fit and predict inside it run
+    (they do not raise or wait), and they hold OpenBLAS at 1 for their compiled calls as
+    outside a block (fastnn.threads.compiled_threads), so they give the same bits as outside
+    it: OpenBLAS's products at 2 or 3 threads are other bits than at 1 (network A's were)."""
+    c = NETWORKS["A"]
+    X, y = _data(c)
+    expected = _train(c, fastnn.Adam(lr=0.01), 2)
+    expected_proba = expected.predict(X)
+    for blas in (2, 3):
+        with threads.blas_threads(blas):
+            for n_threads in (1, 3):
+                model = _train(c, fastnn.Adam(lr=0.01), n_threads)
+                assert threads.get_num_threads() == blas
+                np.testing.assert_array_equal(model.params, expected.params)
+                np.testing.assert_array_equal(model.predict(X), expected_proba)
+                assert threads.get_num_threads() == blas
+    assert threads._n_held == 0 and threads._n_blocks == 0
+
+
+def test_a_fit_inside_a_block_shared_with_another_thread_runs():
+    """Another thread's block of the same count is open: that count is shared, so a fit
+    leaves it as it is (no wait, no error) and still gives the same bits for any n_threads
+    where OpenBLAS's result does not depend on its count (network B's small products)."""
+    import threading
+    c = NETWORKS["B"]
+    X, _ = _data(c)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold():
+        with threads.blas_threads(2):
+            entered.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert entered.wait(30)
+        with threads.blas_threads(2):
+            a = _train(c, fastnn.SGD(lr=0.05), 1)
+            b = _train(c, fastnn.SGD(lr=0.05), 3)
+            assert threads.get_num_threads() == 2
+            np.testing.assert_array_equal(a.params, b.params)
+            np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    finally:
+        release.set()
+        holder.join(30)
