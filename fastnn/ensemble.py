@@ -91,7 +91,7 @@ from fastnn.io import (ModelFileError, load as _load_model, _atomic_write, _chec
 from fastnn.losses import GaussianNLL, get_loss
 from fastnn.model import MLP, as_input
 from fastnn.optim import Optimizer, get_optimizer
-from fastnn.threads import blas_threads, get_num_threads
+from fastnn.threads import compiled_threads
 from fastnn.trainer import prepare_run
 from fastnn.training import EarlyStopping
 
@@ -425,7 +425,9 @@ class MLPEnsemble:
                                                      n_threads or available_cores())
             # one BLAS thread per worker: the members' arithmetic does not depend on the
             # worker count, and workers x BLAS threads never exceed the cores asked for
-            with blas_threads(1 if comm is None and get_num_threads() is not None else None):
+            # (compiled_threads: inside a caller's blas_threads(n) block too, where a
+            # blas_threads(1) block raised)
+            with compiled_threads(1) if comm is None else contextlib.nullcontext():
                 self._lockstep(runs, workers, histories, errors)
         finally:
             # whatever happened, the optimizers match the members' weights: a later fit

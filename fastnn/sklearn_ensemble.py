@@ -49,7 +49,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
                       "it with pip install scikit-learn") from exc
 
 from fastnn.ensemble import available_cores
-from fastnn.threads import blas_threads, get_num_threads
+from fastnn.threads import compiled_threads
 
 __all__ = ["EnsembleClassifier", "EnsembleRegressor"]
 
@@ -108,7 +108,9 @@ class _BaseEnsemble(BaseEstimator):
 
         workers = min(self.n_estimators, self.n_jobs or available_cores())
         # one BLAS thread per member: workers x BLAS threads never exceed the cores
-        with blas_threads(1 if get_num_threads() is not None else None):
+        # (compiled_threads: inside a caller's blas_threads(n) block too, where a
+        # blas_threads(1) block raised; the members' fits in the workers join its hold)
+        with compiled_threads(1):
             if workers == 1:
                 for k in range(self.n_estimators):
                     fit_one(k)

@@ -194,7 +194,9 @@ class _BlasBlock:
                                        "BLAS thread count; nest blocks of the same count only")
                 _condition.wait()
             if _n_blocks == 0:
-                _found = int(get())
+                # (a compiled call still holding the count at 1, in a thread that outlived
+                # the block it joined: the count to restore is the one the hold keeps)
+                _found = _held_restore if _n_held else int(get())
                 _owner_n = n
                 set_(n)
             # (no call between these two lines: Ctrl-C cannot land between them and leave
@@ -205,7 +207,7 @@ class _BlasBlock:
         return None
 
     def __exit__(self, *exc_info):
-        global _n_blocks, _owner_n, _found
+        global _n_blocks, _owner_n, _found, _held_restore
         if self.n is None:
             return False
         _depth.value = self.mine
@@ -214,7 +216,10 @@ class _BlasBlock:
             with _condition:
                 _n_blocks -= 1
                 if _n_blocks == 0:
-                    _functions[1](_found)
+                    if _n_held:          # the last hold puts the count back
+                        _held_restore = _found
+                    else:
+                        _functions[1](_found)
                     _owner_n = _found = None
                     _condition.notify_all()
         return False
@@ -249,7 +254,8 @@ class compiled_threads:
     Inside a ``blas_threads(n)`` block of another count in the same thread (the process has
     one BLAS count, and that block owns it; a nested ``blas_threads(1)`` would raise), the
     count is still taken to 1 for the compiled call and put back to n after, provided the
-    open blocks are this thread's (or other compiled calls hold it at 1 already): OpenBLAS's
+    open blocks are this thread's (or other compiled calls hold it at 1 already, in this
+    thread or another, as an ensemble's workers do within its caller's block): OpenBLAS's
     products at 2 threads are not the same bits as at 1, so a fit inside
     ``blas_threads(2)`` gave other weights than outside it.  While it is held, other
     threads' blocks of the same count n run with 1 BLAS thread (their results are OpenBLAS's
@@ -269,16 +275,20 @@ class compiled_threads:
         global _n_held, _held_restore
         blas = 1 if _openblas() is not None else None
         depth = getattr(_depth, "value", 0)
-        if blas is not None and depth and _owner_n != 1:
-            blas = None
+        if blas is not None and (depth or _n_held) and _owner_n != 1:
             with _condition:
-                if _n_held or _n_blocks == depth:
+                if _owner_n not in (None, 1) and (_n_held or (depth and _n_blocks == depth)):
+                    # (another thread's compiled call in that block may hold it already: a
+                    # member's fit in an ensemble's worker thread joins the hold, where a
+                    # blas_threads(1) block would wait for the caller's block to end)
                     if not _n_held:
                         _held_restore = int(_functions[0]())
                         _functions[1](1)
                     # (no call between these two lines: see _BlasBlock.__enter__)
                     _n_held += 1
                     self._held = True
+            if self._held or depth:
+                blas = None
             if self._held:
                 _depth.held = getattr(_depth, "held", 0) + 1
         self._block = _BlasBlock(blas)

@@ -291,3 +291,32 @@ def test_a_fit_inside_a_block_shared_with_another_thread_runs():
     finally:
         release.set()
         holder.join(30)
+
+
+def test_ensembles_fit_inside_a_blas_threads_block_of_another_count():
+    """MLPEnsemble.fit and the scikit-learn ensembles inside a caller's blas_threads(2) block
+    run (their blas_threads(1) block raised RuntimeError there, where MLP.fit runs) and give
+    the bits they give outside it; the members' fits in the worker threads join the caller's
+    hold of the count at 1 rather than wait for its block to end."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 20))
+    y = X.sum(axis=1)
+
+    def mlp_ensemble():
+        ens = fastnn.MLPEnsemble([20, 300, 1], n_members=3, seed=0)
+        ens.fit(X, y, "mse", epochs=2, n_threads=2)
+        return [m.params for m in ens.members]
+
+    def sklearn_ensemble():
+        pytest.importorskip("sklearn")
+        from fastnn.sklearn_ensemble import EnsembleRegressor
+        return [EnsembleRegressor(n_estimators=2, n_jobs=2, random_state=0).fit(X, y).predict(X)]
+
+    for train in (mlp_ensemble, sklearn_ensemble):
+        outside = train()
+        with threads.blas_threads(2):
+            inside = train()
+            assert threads.get_num_threads() == 2
+        assert threads._n_held == 0 and threads._n_blocks == 0
+        for a, b in zip(outside, inside):
+            np.testing.assert_array_equal(a, b)
