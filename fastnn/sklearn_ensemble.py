@@ -49,7 +49,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
                       "it with pip install scikit-learn") from exc
 
 from fastnn.ensemble import available_cores
-from fastnn.threads import compiled_threads
+from fastnn.threads import _default_threads, compiled_threads
 
 __all__ = ["EnsembleClassifier", "EnsembleRegressor"]
 
@@ -101,12 +101,20 @@ class _BaseEnsemble(BaseEstimator):
                                           minlength=n)
                        for s in seeds]
 
-        def fit_one(k):
-            if weights[k] is None:
-                return members[k].fit(X, y)
-            return members[k].fit(X, y, sample_weight=weights[k])
-
         workers = min(self.n_estimators, self.n_jobs or available_cores())
+        # n_jobs threads in all: each member's fit on its share of fastnn's threads (a
+        # member's fit took every core before, so n_jobs=1 ran fastnn's pool on 2)
+        member_threads = max(1, (self.n_jobs or available_cores()) // workers)
+
+        def fit_one(k):
+            token = _default_threads.set(member_threads)
+            try:
+                if weights[k] is None:
+                    return members[k].fit(X, y)
+                return members[k].fit(X, y, sample_weight=weights[k])
+            finally:
+                _default_threads.reset(token)
+
         # one BLAS thread per member: workers x BLAS threads never exceed the cores
         # (compiled_threads: inside a caller's blas_threads(n) block too, where a
         # blas_threads(1) block raised; the members' fits in the workers join its hold)
@@ -148,8 +156,9 @@ class EnsembleRegressor(RegressorMixin, _BaseEnsemble):
     bootstrap : bool, default False
         Train each member on a bootstrap resample, as integer sample weights.
     n_jobs : int or None
-        Threads training members at once, each with one BLAS thread.  Default: the cores
-        available to this process.
+        Threads in all: ``min(n_estimators, n_jobs)`` members train at once, each with one
+        BLAS thread and ``n_jobs // that many`` of fastnn's threads (at least 1).  Default:
+        the cores available to this process.
     random_state : int, RandomState or None
         Draws the members' random_state (``member_seeds_``).
 

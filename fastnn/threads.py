@@ -35,6 +35,7 @@ RuntimeError, and so does a nested block of the same thread that asks for anothe
 (waiting would never end).  Code outside fastnn that changes the count (threadpoolctl,
 another library) is not covered by this lock.
 """
+import contextvars
 import ctypes
 import os
 import threading
@@ -235,14 +236,22 @@ def available_cores():
         return max(1, os.cpu_count() or 1)
 
 
+# fastnn's thread count where n_threads is None (None: available_cores()); set by a caller
+# that runs several fits at once (fastnn.sklearn_ensemble: n_jobs // workers per member), so
+# fits reached through an API without n_threads (fastnn.sklearn) stay within its count
+_default_threads = contextvars.ContextVar("fastnn_default_threads", default=None)
+
+
 def resolve_threads(n_threads):
-    """fastnn's thread count for `n_threads` (None: ``available_cores()``).
+    """fastnn's thread count for `n_threads` (None: ``available_cores()``, or the count a
+    caller running several fits at once set for this context).
 
     Raises ValueError unless it is an integer >= 1 (counts above the machine's cores are
     allowed: they give the same results, only slower).
     """
     if n_threads is None:
-        return available_cores()
+        n_threads = _default_threads.get()
+        return available_cores() if n_threads is None else n_threads
     return int(check_number(n_threads, "n_threads", low=1, high=MAX_DIM, integer=True))
 
 

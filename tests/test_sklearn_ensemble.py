@@ -108,3 +108,25 @@ def test_members_fitted_in_threads_use_the_callers_flush_denormals_block(monkeyp
         ens.fit(X, X[:, 0])
     assert seen == [False] * 3
     assert fastnn.get_flush_denormals() is True
+
+
+@pytest.mark.parametrize("n_jobs, n_estimators, member_threads", [(1, 2, 1), (4, 2, 2), (3, 1, 3)])
+def test_n_jobs_bounds_fastnns_threads_in_the_members_fits(monkeypatch, n_jobs, n_estimators,
+                                                           member_threads):
+    # n_jobs is the ensemble's threads in all: each member's fit (fastnn.sklearn, which has no
+    # n_threads) gets n_jobs // workers of fastnn's threads; it took every core before, so
+    # n_jobs=1 ran fastnn's pool on 2 threads
+    from fastnn import threads
+    seen = []
+    real = threads.resolve_threads
+
+    def spy(n):
+        seen.append(real(n))
+        return seen[-1]
+
+    monkeypatch.setattr(threads, "resolve_threads", spy)
+    X = np.random.default_rng(0).standard_normal((60, 4))
+    EnsembleRegressor(MLPRegressor(hidden_layer_sizes=(8,), max_iter=2), n_estimators=n_estimators,
+                      n_jobs=n_jobs, random_state=0).fit(X, X.sum(axis=1))
+    assert member_threads in seen and set(seen) <= {1, member_threads}
+    assert threads.resolve_threads(None) == threads.available_cores()   # reset afterwards
