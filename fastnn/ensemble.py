@@ -91,7 +91,7 @@ from fastnn.io import (ModelFileError, load as _load_model, _atomic_write, _chec
 from fastnn.losses import GaussianNLL, get_loss
 from fastnn.model import MLP, as_input
 from fastnn.optim import Optimizer, get_optimizer
-from fastnn.threads import compiled_threads
+from fastnn.threads import available_cores, compiled_threads  # (re-exported)
 from fastnn.trainer import prepare_run
 from fastnn.training import EarlyStopping
 
@@ -104,14 +104,6 @@ _CLASSIFIER_LINKS = ("sigmoid", "softmax")
 _MAX_MEMBERS = 10_000
 # fixed second word of a member's bootstrap stream, so it differs from its init/shuffle stream
 _BOOTSTRAP_STREAM = 0xB007
-
-
-def available_cores():
-    """The number of cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class EnsemblePrediction(NamedTuple):

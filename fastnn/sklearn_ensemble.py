@@ -48,8 +48,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"fastnn.sklearn_ensemble needs scikit-learn >= 1.6 ({exc}); install "
                       "it with pip install scikit-learn") from exc
 
-from fastnn.ensemble import available_cores
-from fastnn.threads import _default_threads, compiled_threads
+from fastnn.threads import _default_threads, available_cores, compiled_threads
 
 __all__ = ["EnsembleClassifier", "EnsembleRegressor"]
 
