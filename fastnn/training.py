@@ -31,6 +31,7 @@ with an int seed the continued run is bitwise the uninterrupted one.  ``optimize
 Epoch numbers users see (``History.epoch``, ``best_epoch``, the callbacks' ``epoch``,
 ``logs["epoch"]``, messages, verbose lines) are 1-based and count over the whole run.
 """
+import contextlib
 import functools
 import math
 import time
@@ -501,8 +502,10 @@ class TrainingRun:
     def run(self, epochs, n_threads=None):
         """Train `epochs` more epochs; returns the History (also ``model.history_``)."""
         # fastnn's threads take the compiled epoch's tiles; OpenBLAS at 1 meanwhile
-        with compiled_threads(n_threads) as self.n_threads:
-            steps = self.epochs(epochs)
+        # (closed on the way out: an interrupted epoch's run ends here, before the exception
+        # reaches the caller, not whenever the garbage collector closes the generator)
+        with compiled_threads(n_threads) as self.n_threads, \
+                contextlib.closing(self.epochs(epochs)) as steps:
             for call in steps:
                 with self.model._lock:  # keeps a save in another thread out of the epoch
                     call.run()
@@ -767,16 +770,21 @@ class _CSREpoch:
 
     def __init__(self, fn, *args, **kwargs):
         self._call = functools.partial(fn, *args, **kwargs)
+        self._started = False
         self.ran, self.result, self.seconds = False, None, 0.0
 
     def run(self):
-        if self.ran:
+        if self._started:
             raise RuntimeError("this epoch has already run; prepare the next one")
-        self.ran = True
+        self._started = True
         start = time.perf_counter()
-        self.result = self._call()
+        result = self._call()
+        # ran only with its result: a Ctrl-C landing before the compiled call (ran set first)
+        # left ran without a result, and closing the run raised TypeError in _take_result
         self.seconds = time.perf_counter() - start
-        return self.result
+        self.result = result
+        self.ran = True
+        return result
 
 
 def _weight_total(arrays):

@@ -550,3 +550,26 @@ def test_dense_only_entry_points_name_a_sparse_argument():
                                             r"\(20, 3\); this call needs a dense array "
                                             r"\(y.toarray\(\)\)$"):
             fastnn.fit(model, Xi, Ys, "cross_entropy", epochs=1)
+
+
+def test_ctrl_c_before_the_sparse_epochs_compiled_call_closes_the_run_cleanly(monkeypatch):
+    # Ctrl-C landing in the Python code before the compiled sparse epoch: the epoch did not
+    # run, so closing the run must not read its (missing) result; it raised TypeError in
+    # _take_result, reported as an unraisable exception, and skipped the run's finish
+    import sys
+    from fastnn import training
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_value))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training._sparse, "train_epoch_csr", interrupted)
+    X = sp.random(50, 6, density=0.3, format="csr", random_state=0)
+    model = fastnn.MLP([6, 4, 2], seed=0)
+    before = model.params.copy()
+    with pytest.raises(KeyboardInterrupt):
+        fastnn.fit(model, X, np.arange(50) % 2, "cross_entropy", epochs=2, seed=0)
+    # (fit closes its run before re-raising: nothing is left for the garbage collector)
+    assert seen == []
+    np.testing.assert_array_equal(model.params, before)
