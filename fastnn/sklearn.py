@@ -75,6 +75,7 @@ to CSR once per fit call.
 import hashlib
 import numbers
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 from scipy import sparse
@@ -101,6 +102,7 @@ from fastnn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL, Poisson
 from fastnn.model import MLP
 from fastnn.optim import SGD, Adam, Constant, InverseScaling, ReduceOnPlateau
 from fastnn.sparse import check_model, check_structure, forward as sparse_forward
+from fastnn.threads import _default_threads, resolve_threads
 from fastnn.trainer import TrainingDiverged, fit as _fastnn_fit
 
 __all__ = ["MLPClassifier", "MLPRegressor", "NonFiniteFit"]
@@ -203,7 +205,25 @@ class _BaseMLP(BaseEstimator):
 
     # ------------------------------------------------------------------ training
 
+    @contextmanager
+    def _threads(self):
+        """fastnn's thread count for the compiled calls in the block: ``n_threads``, or the
+        enclosing context's (None)."""
+        if self.n_threads is None:
+            yield
+            return
+        token = _default_threads.set(resolve_threads(self.n_threads))
+        try:
+            yield
+        finally:
+            _default_threads.reset(token)
+
     def _fit(self, X, y, sample_weight, incremental, classes=None, validation_data=None):
+        with self._threads():
+            return self._fit_in_context(X, y, sample_weight, incremental, classes,
+                                        validation_data)
+
+    def _fit_in_context(self, X, y, sample_weight, incremental, classes, validation_data):
         hidden, activation, dtype = self._checked_params()
         if incremental and self.early_stopping and validation_data is None and \
                 getattr(self, "_validation_set", None) is None:
@@ -594,9 +614,10 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, _checked(X, "X"), reset=False, dtype=self.model_.dtype, order="C",
                           accept_sparse=("csr", "csc"))
-        if sparse.issparse(X):  # the compiled sparse first layer (fastnn.sparse)
-            return sparse_forward(self.model_, X, link=link)
-        return self.model_.predict(X) if link else self.model_.forward(X)
+        with self._threads():
+            if sparse.issparse(X):  # the compiled sparse first layer (fastnn.sparse)
+                return sparse_forward(self.model_, X, link=link)
+            return self.model_.predict(X) if link else self.model_.forward(X)
 
     def _output_dtype(self):
         """Predictions follow the computation's dtype when it follows X (dtype=None, as in
@@ -831,6 +852,11 @@ def _common_doc(extra_params, extra_attrs):
         while training; predictions use every unit (see fastnn.MLP).  Not with lbfgs.
     normalization : {{None, "layer"}} or sequence, default None
         "layer": layer normalization before each hidden activation (see fastnn.MLP).
+    n_threads : int or None, default None
+        fastnn's threads for fitting and predicting (None: every core the process may use,
+        ``fastnn.threads.available_cores()``, or the count an enclosing fastnn ensemble set).
+        The fitted weights and the predictions are the same bits for any count; set it
+        lower when several fits run at once (GridSearchCV's n_jobs) to avoid oversubscribing.
 {extra_params}
     Attributes
     ----------
@@ -883,7 +909,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  max_fun=15000, early_stopping_monitor="score", dtype=None, init=None,
-                 class_weight=None, dropout=0.0, normalization=None):
+                 class_weight=None, dropout=0.0, normalization=None, n_threads=None):
+        self.n_threads = n_threads
         self.dropout = dropout
         self.normalization = normalization
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1176,8 +1203,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  max_fun=15000, early_stopping_monitor="score", dtype=None, init=None,
-                 dropout=0.0, normalization=None):
+                 dropout=0.0, normalization=None, n_threads=None):
         self.loss = loss
+        self.n_threads = n_threads
         self.dropout = dropout
         self.normalization = normalization
         self.hidden_layer_sizes = hidden_layer_sizes

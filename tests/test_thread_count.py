@@ -320,3 +320,34 @@ def test_ensembles_fit_inside_a_blas_threads_block_of_another_count():
         assert threads._n_held == 0 and threads._n_blocks == 0
         for a, b in zip(outside, inside):
             np.testing.assert_array_equal(a, b)
+
+
+def test_the_estimators_n_threads_is_their_compiled_calls_count(monkeypatch):
+    pytest.importorskip("sklearn")
+    from fastnn.sklearn import MLPClassifier, MLPRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 40))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    results = {}
+    for n in (1, 3):
+        clf = MLPClassifier((64,), max_iter=5, random_state=0, n_threads=n).fit(X, y)
+        reg = MLPRegressor(hidden_layer_sizes=(64,), max_iter=5, random_state=0,
+                           n_threads=n).fit(X, X[:, 0])
+        results[n] = (clf.model_.params.copy(), clf.predict_proba(X), reg.predict(X))
+    for a, b in zip(results[1], results[3]):
+        assert np.array_equal(a, b)
+
+    # with n_threads set, no compiled call falls back to "every core"
+    def every_core():
+        raise AssertionError("a compiled call ignored the estimator's n_threads")
+
+    monkeypatch.setattr(threads, "available_cores", every_core)
+    for solver in ("adam", "lbfgs"):
+        clf = MLPClassifier((8,), max_iter=3, solver=solver, n_threads=2).fit(X, y)
+        clf.predict(X)
+        clf.score(X, y)
+    with pytest.raises(AssertionError, match="ignored"):
+        MLPClassifier((8,), max_iter=3).fit(X, y)
+    with pytest.raises(ValueError, match="n_threads"):
+        MLPRegressor(n_threads=0).fit(X, X[:, 0])
