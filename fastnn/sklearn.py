@@ -854,7 +854,7 @@ def _common_doc(extra_params, extra_attrs):
         "layer": layer normalization before each hidden activation (see fastnn.MLP).
     n_threads : int or None, default None
         fastnn's threads for fitting and predicting (None: every core the process may use,
-        ``fastnn.threads.available_cores()``, or the count an enclosing fastnn ensemble set).
+        ``fastnn.threads.default_threads()``, or the count an enclosing fastnn ensemble set).
         The fitted weights and the predictions are the same bits for any count; set it
         lower when several fits run at once (GridSearchCV's n_jobs) to avoid oversubscribing.
 {extra_params}

@@ -6,7 +6,8 @@ Two counts, two owners:
   prediction methods use all of them): fastnn's compiled training and prediction cut every
   product and pass into tiles whose boundaries depend on the shapes only (fastnn._network,
   issue 18) and hand the tiles to its own worker threads (fastnn._pool).  The default is
-  every core this process may run on (``available_cores()``).  **Results are the same bits
+  every core this process may run on (``available_cores()``), shared out among the MPI ranks
+  on the node when the launcher did not bind them to cores (``default_threads()``).  **Results are the same bits
   whatever this count is**: only which thread computes which tile changes.
 * **scipy's OpenBLAS threads** (this module's ``set_num_threads``, ``blas_threads``,
   ``get_num_threads``): while fastnn's compiled code runs, OpenBLAS is held at 1 thread
@@ -242,8 +243,34 @@ def available_cores():
 _default_threads = contextvars.ContextVar("fastnn_default_threads", default=None)
 
 
+# what MPI launchers tell each process about the ranks on its node: MPICH's Hydra, Open MPI,
+# MVAPICH2 and Slurm's srun
+_LOCAL_RANKS_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE",
+                          "MV2_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
+
+
+def _local_ranks():
+    """How many MPI ranks share this node, as the launcher says (1 outside a launcher)."""
+    for name in _LOCAL_RANKS_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) >= 1:
+            return int(value)
+    return 1
+
+
+def default_threads():
+    """fastnn's thread count where none is given: ``available_cores()``, shared out among
+    the MPI ranks of this node when the launcher did not bind each rank to its own cores
+    (otherwise every rank would take every core: 2 ranks on 2 cores ran 4 threads)."""
+    cores = available_cores()
+    ranks = _local_ranks()
+    if ranks > 1 and cores >= (os.cpu_count() or cores):  # not bound: the ranks share them
+        return max(1, cores // ranks)
+    return cores
+
+
 def resolve_threads(n_threads):
-    """fastnn's thread count for `n_threads` (None: ``available_cores()``, or the count a
+    """fastnn's thread count for `n_threads` (None: ``default_threads()``, or the count a
     caller running several fits at once set for this context).
 
     Raises ValueError unless it is an integer >= 1 (counts above the machine's cores are
@@ -251,7 +278,7 @@ def resolve_threads(n_threads):
     """
     if n_threads is None:
         n_threads = _default_threads.get()
-        return available_cores() if n_threads is None else n_threads
+        return default_threads() if n_threads is None else n_threads
     return int(check_number(n_threads, "n_threads", low=1, high=MAX_DIM, integer=True))
 
 

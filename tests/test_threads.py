@@ -101,3 +101,22 @@ def test_a_forked_child_is_not_held_by_the_parents_other_threads_blocks(forker_i
         release.set()
         holder.join(30)
     assert set_num_threads(before) == 3
+
+
+@pytest.mark.parametrize("variable", ["MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"])
+def test_mpi_ranks_on_one_node_share_its_cores_by_default(monkeypatch, variable):
+    for name in threads._LOCAL_RANKS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(threads, "available_cores", lambda: 8)
+    assert threads.default_threads() == 8 == threads.resolve_threads(None)
+    monkeypatch.setenv(variable, "3")             # 3 unbound ranks on 8 cores
+    assert threads.default_threads() == 2 == threads.resolve_threads(None)
+    monkeypatch.setattr(threads, "available_cores", lambda: 4)   # bound by the launcher
+    assert threads.default_threads() == 4
+    monkeypatch.setattr(threads, "available_cores", lambda: 8)
+    monkeypatch.setenv(variable, "16")            # more ranks than cores: one thread each
+    assert threads.default_threads() == 1
+    monkeypatch.setenv(variable, "garbage")
+    assert threads.default_threads() == 8
+    assert threads.resolve_threads(5) == 5        # an explicit count always wins
