@@ -91,7 +91,7 @@ from fastnn.io import (ModelFileError, load as _load_model, _atomic_write, _chec
 from fastnn.losses import GaussianNLL, get_loss
 from fastnn.model import MLP, as_input
 from fastnn.optim import Optimizer, get_optimizer
-from fastnn.threads import available_cores, compiled_threads  # (re-exported)
+from fastnn.threads import available_cores, compiled_threads, resolve_threads  # (re-exported)
 from fastnn.trainer import prepare_run
 from fastnn.training import EarlyStopping
 
@@ -414,7 +414,7 @@ class MLPEnsemble:
             runs = self._prepare_runs(X, y, loss, optimizers, sample_weight, comm, callbacks,
                                       fit_kwargs)
             workers = 1 if comm is not None else min(self.n_members,
-                                                     n_threads or available_cores())
+                                                     resolve_threads(n_threads))
             # one BLAS thread per worker: the members' arithmetic does not depend on the
             # worker count, and workers x BLAS threads never exceed the cores asked for
             # (compiled_threads: inside a caller's blas_threads(n) block too, where a

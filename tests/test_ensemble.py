@@ -15,8 +15,7 @@ import pytest
 from scipy.stats import norm
 
 import fastnn
-from fastnn.ensemble import (EnsemblePrediction, MLPEnsemble, available_cores,
-                             load_ensemble)
+from fastnn.ensemble import EnsemblePrediction, MLPEnsemble, load_ensemble
 from fastnn.io import ModelFileError
 
 
@@ -402,7 +401,17 @@ def test_bad_input():
         MLPEnsemble.from_models([m, fastnn.MLP([3, 5, 1], seed=0)])
     with pytest.raises(ValueError, match="member_seeds has 1 entries"):
         MLPEnsemble.from_models([m, m.copy()], member_seeds=[1])
-    assert available_cores() >= 1
+
+
+def test_one_owner_of_the_core_count():
+    # fastnn.threads owns the count of available cores; the ensemble modules keep no twin
+    import fastnn.ensemble
+    import fastnn.threads
+    for module in ("fastnn.ensemble", "fastnn.sklearn_ensemble"):
+        mod = __import__(module, fromlist=["_"])
+        assert getattr(mod, "available_cores", fastnn.threads.available_cores) is \
+            fastnn.threads.available_cores, module
+    assert fastnn.threads.available_cores() >= 1
 
 
 MPI = None
@@ -778,7 +787,7 @@ def test_prepared_epochs_run_once_and_never_share_written_buffers():
     run, epochs = fastnn.trainer.prepare_run(model, X, y, "mse", epochs=2)
     steps = run.epochs(epochs)
     call = next(steps)
-    with pytest.raises(ValueError, match="write overlapping buffers"):
+    with pytest.raises(ValueError, match="use overlapping buffers"):
         _sgd.train_epochs([call, call], 2)
     with pytest.raises(TypeError, match="EpochCall"):
         _sgd.train_epochs([call, "not a call"], 2)
@@ -848,3 +857,48 @@ def test_training_run_step_by_step_is_fit():
     assert run.optimizer.completed_epochs == 3 and len(run.history.epoch) == 3
     assert run.history.best_epoch == es.best_epoch
     assert model.params.tobytes() == es._best_params.tobytes()
+
+
+def test_prepared_epochs_refuse_memory_one_writes_and_another_reads():
+    # a crafted job: one epoch's X is another model's parameters (read while written: a
+    # race), or an epoch whose own gather buffer is its X; both refused before any run,
+    # while members that only share the data they read are accepted
+    from fastnn import _sgd
+    from fastnn.trainer import prepare_run
+    rng = np.random.default_rng(0)
+    a = fastnn.MLP([3, 16, 1], seed=0)
+    n = a.params.shape[0] // 3
+    X = rng.standard_normal((64, 3)).astype(np.float32)
+    y = rng.standard_normal((64, 1)).astype(np.float32)
+    run_a, _ = prepare_run(a, X, y, "mse", epochs=1, batch_size=8)
+    b = fastnn.MLP([3, 4, 1], seed=1)
+    X_b = a.params[: 3 * n].reshape(n, 3)          # b reads what a writes
+    run_b, _ = prepare_run(b, X_b, np.zeros((n, 1), np.float32), "mse", epochs=1,
+                           batch_size=8)
+    assert np.shares_memory(run_b.data[0], a.params)
+    steps_a, steps_b = run_a.epochs(1), run_b.epochs(1)
+    call_a, call_b = next(steps_a), next(steps_b)
+    for calls in ([call_a, call_b], [call_b, call_a]):
+        with pytest.raises(ValueError, match=r"writes its params in memory that calls\[\d\] "
+                                             r"reads as its X"):
+            _sgd.train_epochs(calls, 2)
+    assert not call_a.ran and not call_b.ran
+    # members sharing X and y (read only) are fine
+    c = fastnn.MLP([3, 16, 1], seed=2)
+    run_c, _ = prepare_run(c, X, y, "mse", epochs=1, batch_size=8)
+    steps_c = run_c.epochs(1)
+    call_c = next(steps_c)
+    assert _sgd.train_epochs([call_a, call_c], 2) is None and call_a.ran and call_c.ran
+    # one epoch whose gather buffer is its own X: refused by prepare_epoch itself
+    ws = run_c.ws
+    args = dict(acts=ws.acts, delta0=ws.delta0, delta1=ws.delta1)
+    Xg = np.ascontiguousarray(X[:8])
+    with pytest.raises(ValueError, match="the epoch writes its X_batch in memory that the "
+                                         "epoch reads as its X"):
+        _sgd.prepare_epoch(c._spec, c.params, c.grads, None, None, Xg, y[:8], None, None,
+                           None, np.arange(8, dtype=np.intp), 8, False, 0, 0, 1.0, 0, 0.01,
+                           0.0, False, 0.0, 0.0, 0.9, 0.999, 1e-8, 0, ws.acts, ws.delta0,
+                           ws.delta1, Xg, np.empty((8, 1), np.float32), None, None, None,
+                           -1.0)
+    for steps in (steps_a, steps_b, steps_c):
+        steps.close()
