@@ -523,7 +523,7 @@ cdef class EpochCall:
     cdef object _keep            # the arrays and objects the pointers point into
     cdef object _spans           # (start, end, name) of every buffer the epoch writes
     cdef object _read_spans      # (start, end, name) of every buffer it only reads
-    cdef bint _prepared, _ran
+    cdef bint _prepared, _ran, _dropped
     cdef object _pending
 
     @property
@@ -541,6 +541,14 @@ cdef class EpochCall:
             raise RuntimeError("this epoch has not run yet")
         return (self.a.loss_sum, self.a.weight_sum, self.a.steps, self.a.opt.t, self.a.status,
                 self.a.failed_step, self._pending)
+
+    def drop(self):
+        """Never run this epoch: its run ended before it ran (``run`` and ``train_epochs``
+        refuse it from now on, so that it cannot change the model behind the run's back).
+        No effect once it ran."""
+        if not self._ran:
+            self._dropped = True
+            self._keep = None   # the arrays it pointed into are released
 
     def run(self):
         """Run the epoch on the calling thread; returns ``result``."""
@@ -560,6 +568,9 @@ cdef _claim(list calls):
     for c in calls:
         if not c._prepared:
             raise ValueError("an EpochCall must come from prepare_epoch")
+        if c._dropped:
+            raise RuntimeError("this epoch was dropped (its run ended before it ran); it "
+                               "can no longer run")
         if c._ran:
             raise RuntimeError("this epoch has already run; prepare the next one")
     for c in calls:

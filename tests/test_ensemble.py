@@ -902,3 +902,64 @@ def test_prepared_epochs_refuse_memory_one_writes_and_another_reads():
                            -1.0)
     for steps in (steps_a, steps_b, steps_c):
         steps.close()
+
+
+def test_training_run_generator_misuse_leaves_the_run_consistent():
+    # TrainingRun.epochs driven wrongly: whatever ends the run (close, throw, a resume before
+    # the call ran), the optimizer's step count matches the weights, a diverged epoch falls
+    # back to the parameters fit would keep, and a dropped call can never run later
+    from fastnn import _sgd
+    from fastnn.trainer import prepare_run
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 3))
+    y = rng.standard_normal((64, 1))
+
+    def start(lr, scale=1.0):
+        model = fastnn.MLP([3, 8, 1], seed=0, dtype=np.float64)
+        opt = fastnn.SGD(lr=lr, momentum=0.9)
+        run, epochs = prepare_run(model, X, y * scale, "mse", opt, epochs=3, batch_size=8,
+                                  seed=0)
+        return model, opt, run.epochs(epochs)
+
+    # an exception thrown in after the call ran: the optimizer takes its 8 steps
+    model, opt, steps = start(1e-3)
+    start_params = model.params.copy()
+    next(steps).run()
+    with pytest.raises(KeyError):
+        steps.throw(KeyError("the driver's own error"))
+    assert opt.t == 8 and opt.completed_epochs == 0
+    assert not np.array_equal(model.params, start_params)
+
+    # closed after a diverged epoch ran: fit's fallback (the parameters it started with,
+    # state reset), as TrainingDiverged leaves them, not the ones that gave a NaN loss
+    model, opt, steps = start(1e3, scale=1e3)
+    start_params = model.params.copy()
+    call = next(steps)
+    call.run()
+    assert call.result[4] == _sgd.STATUS_DIVERGED
+    steps.close()
+    assert model.params.tobytes() == start_params.tobytes() and opt.t == 0
+    ref = fastnn.MLP([3, 8, 1], seed=0, dtype=np.float64)
+    with pytest.raises(fastnn.TrainingDiverged):
+        fastnn.fit(ref, X, y * 1e3, "mse", fastnn.SGD(lr=1e3, momentum=0.9), epochs=3,
+                   batch_size=8, seed=0)
+    assert ref.params.tobytes() == model.params.tobytes()
+
+    # closed, or thrown into, before the call ran: the call is dropped for good
+    for end in ("close", "throw", "resume"):
+        model, opt, steps = start(1e-3)
+        before = model.params.copy()
+        call = next(steps)
+        if end == "close":
+            steps.close()
+        elif end == "throw":
+            with pytest.raises(KeyError):
+                steps.throw(KeyError("x"))
+        else:
+            with pytest.raises(RuntimeError, match="resumed before the epoch it yielded ran"):
+                next(steps)
+        with pytest.raises(RuntimeError, match="dropped"):
+            call.run()
+        with pytest.raises(RuntimeError, match="dropped"):
+            _sgd.train_epochs([call], 2)
+        assert model.params.tobytes() == before.tobytes() and opt.t == 0
