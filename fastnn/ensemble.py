@@ -76,6 +76,7 @@ import json
 import os
 import struct
 import tempfile
+import threading
 import zipfile
 import zlib
 from typing import NamedTuple
@@ -139,6 +140,10 @@ class EnsemblePrediction(NamedTuple):
         return np.sqrt(self.variance)
 
 
+#: guards the check-and-set of MLPEnsemble._fitting across threads
+_FIT_GUARD = threading.Lock()
+
+
 class MLPEnsemble:
     """A deep ensemble: K ``fastnn.MLP`` members of one architecture with different seeds.
 
@@ -170,6 +175,8 @@ class MLPEnsemble:
     histories_ : list of fastnn.History
         Each member's history of the last ``fit``.
     """
+
+    _fitting = False    # a fit is running (set by fit: a second one would share its runs)
 
     def __init__(self, layer_sizes, n_members=5, *, activation="relu", output="auto",
                  init=None, bias_init=0.0, dtype=np.float32, seed=None,
@@ -343,6 +350,22 @@ class MLPEnsemble:
         stop.  Either way each member's weights, optimizer (step and epoch counts, state) and
         history agree, and a later fit continues each member.
         """
+        with _FIT_GUARD:
+            if self._fitting:
+                raise RuntimeError("this MLPEnsemble is already being fitted (a callback, or "
+                                   "another thread, called fit while its fit runs); its "
+                                   "members' runs and optimizers belong to that fit: return "
+                                   "True from the callback to stop members, and fit again "
+                                   "after it returns")
+            self._fitting = True
+        try:
+            return self._fit(X, y, loss, optimizer, n_threads, comm, sample_weight, callbacks,
+                             fit_kwargs)
+        finally:
+            self._fitting = False
+
+    def _fit(self, X, y, loss, optimizer, n_threads, comm, sample_weight, callbacks,
+             fit_kwargs):
         self._check_state()
         if "seed" in fit_kwargs:
             raise TypeError("MLPEnsemble.fit does not take seed=: member k shuffles with "

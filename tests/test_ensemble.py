@@ -963,3 +963,29 @@ def test_training_run_generator_misuse_leaves_the_run_consistent():
         with pytest.raises(RuntimeError, match="dropped"):
             _sgd.train_epochs([call], 2)
         assert model.params.tobytes() == before.tobytes() and opt.t == 0
+
+
+def test_a_fit_of_the_ensemble_inside_its_own_fit_is_refused():
+    # a callback (or another thread) fitting the ensemble while its fit runs: the members
+    # after the calling one have run an epoch not yet recorded, and a nested fit would
+    # train them from stale step counts (Adam's t went backwards).  Refused, clearly; the
+    # outer fit is unaffected and equals a fit without the callback; predict is fine.
+    X, y = _regression(64)
+    seen = []
+
+    def refit(epoch, logs):
+        if logs["member"] == 0 and epoch == 1:
+            seen.append(ens.predict(X).shape)
+            with pytest.raises(RuntimeError, match="already being fitted"):
+                ens.fit(X, y, "mse", epochs=1)
+
+    ens = MLPEnsemble([3, 8, 1], n_members=3, seed=0, dtype=np.float64)
+    ens.fit(X, y, "mse", fastnn.Adam(lr=1e-2), epochs=3, batch_size=8, callbacks=[refit],
+            n_threads=2)
+    ref = MLPEnsemble([3, 8, 1], n_members=3, seed=0, dtype=np.float64)
+    ref.fit(X, y, "mse", fastnn.Adam(lr=1e-2), epochs=3, batch_size=8, n_threads=1)
+    assert seen == [(64, 1)]
+    for a, b, oa, ob in zip(ens.members, ref.members, ens.optimizers_, ref.optimizers_):
+        assert a.params.tobytes() == b.params.tobytes() and oa.t == ob.t == 24
+    ens.fit(X, y, "mse", epochs=1, batch_size=8)   # free again afterwards
+    assert all(opt.t == 32 for opt in ens.optimizers_)
