@@ -91,6 +91,7 @@ from fastnn.io import (ModelFileError, load as _load_model, _atomic_write, _chec
                        _description_header, _entries, _read_npy)
 from fastnn.losses import GaussianNLL, get_loss
 from fastnn.model import MLP, as_input
+from fastnn.sparse import CSRInput, as_csr, issparse
 from fastnn.optim import Optimizer, get_optimizer
 from fastnn.threads import available_cores, compiled_threads, resolve_threads  # (re-exported)
 from fastnn.trainer import prepare_run
@@ -310,7 +311,9 @@ class MLPEnsemble:
         Parameters
         ----------
         X, y, loss, sample_weight
-            As for ``fastnn.fit`` (with comm: this rank's shard).
+            As for ``fastnn.fit`` (with comm: this rank's shard).  A scipy.sparse X (not with
+            comm) is converted once to CSR for all members and kept sparse; its members'
+            epochs (the compiled sparse loop) run one after another on the calling thread.
         optimizer : fastnn.SGD, fastnn.Adam, "sgd", "adam" or None
             The settings every member trains with: member k gets its own deep copy (of the
             instance, schedule included), kept in ``optimizers_[k]``; a later fit continues
@@ -391,7 +394,7 @@ class MLPEnsemble:
         fit_kwargs["flush_denormals"] = fpmode.resolve(fit_kwargs.get("flush_denormals"))
         if comm is None:
             # convert X once, so that members without bootstrap read it in place
-            X = as_input(X, "X", self.dtype, self.n_inputs)
+            X = self._input(X)
         else:
             from fastnn.distributed import MPIContext
             mpi = MPIContext(comm)
@@ -412,7 +415,7 @@ class MLPEnsemble:
             error = None
             try:
                 if self.bootstrap:
-                    self._member_data(0, as_input(X, "X", self.dtype, self.n_inputs), y,
+                    self._member_data(0, self._input(X), y,
                                       sample_weight, loss, comm)
             except (ValueError, TypeError) as exc:
                 error = exc
@@ -520,12 +523,22 @@ class MLPEnsemble:
                 advance(k)
             while calls and not interrupted:
                 members = list(calls)
+                # a sparse X's epochs (fastnn/_sparse.pyx, not pool tasks) run one after
+                # another on this thread; the dense ones as one job on the pool
+                pooled = [k for k in members if isinstance(calls[k], _sgd.EpochCall)]
                 with contextlib.ExitStack() as locks:
                     for k in members:   # keeps a save in another thread out of the epochs
                         locks.enter_context(self.members[k]._lock)
-                    _sgd.train_epochs([calls[k] for k in members], workers)
+                    stopped = pooled and _sgd.train_epochs([calls[k] for k in pooled],
+                                                           workers) is not None
+                    for k in members:
+                        if k not in pooled and not stopped:
+                            stopped = calls[k].run()[4] == _sgd.STATUS_INTERRUPTED
                 for k in members:
-                    advance(k)
+                    if calls[k].ran:
+                        advance(k)
+                    else:       # Ctrl-C came before its epoch: it ends after its last one
+                        interrupted = True
         finally:
             # runs still open: end each after its last recorded epoch (GeneratorExit; a
             # prepared epoch that did not run is dropped, see TrainingRun.epochs)
@@ -540,7 +553,7 @@ class MLPEnsemble:
         """(X, y, sample_weight, loss) of member k: the data itself or its bootstrap rows."""
         if not self.bootstrap:
             return X, y, sample_weight, loss
-        X = as_input(X, "X", self.dtype, self.n_inputs)   # no copy when already converted
+        X = self._input(X)   # no copy when already converted
         n = X.shape[0]
         idx = self.bootstrap_indices(k, n)
         if comm is not None:  # each rank resamples its own shard, from its own stream
@@ -561,7 +574,20 @@ class MLPEnsemble:
                 raise ValueError(f"the loss's sigma has {loss.sample_sigma.shape[0]} entries; "
                                  f"expected {n} (one per sample)")
             loss = GaussianNLL(loss.sample_sigma[idx], full=loss.full)
-        return X[idx], y[idx], sample_weight, loss
+        return (X.take(idx) if isinstance(X, CSRInput) else X[idx]), y[idx], sample_weight, loss
+
+    def _input(self, X, dense_for=None):
+        """X converted once to the members' dtype: a C-contiguous array, or for a
+        scipy.sparse X (kept sparse) a CSRInput the members read in place.  `dense_for`
+        names a method that needs a dense X (TypeError for a sparse one)."""
+        if isinstance(X, CSRInput):
+            return X
+        if issparse(X):
+            if dense_for is not None:
+                raise TypeError(f"X is a scipy.sparse {type(X).__name__}; {dense_for} needs a "
+                                "dense X (X.toarray())")
+            return as_csr(X, "X", self.dtype, self.n_inputs)
+        return as_input(X, "X", self.dtype, self.n_inputs)
 
     # ------------------------------------------------------------------ prediction
 
@@ -582,7 +608,7 @@ class MLPEnsemble:
             What each member's ``predict`` gives: probabilities (not logits) or means.
         """
         self._check_state()
-        X = as_input(X, "X", self.dtype, self.n_inputs)
+        X = self._input(X)
         return np.stack([m.predict(X) for m in self.members])
 
     def predict(self, X):
@@ -654,7 +680,7 @@ class MLPEnsemble:
         if link in _CLASSIFIER_LINKS:
             raise ValueError(f"predict_distribution is for regression; the members' output "
                              f"link is {link!r} (use predict_proba)")
-        X = as_input(X, "X", self.dtype, self.n_inputs)
+        X = self._input(X)
         means = np.stack([m.predict(X) for m in self.members]).astype(np.float64)
         mean = means.mean(axis=0)
         epistemic = ((means - mean) ** 2).mean(axis=0)   # two passes: no cancellation
@@ -743,7 +769,7 @@ class MLPEnsemble:
             Only with return_std: the population standard deviation over members.
         """
         self._check_state()
-        X = as_input(X, "X", self.dtype, self.n_inputs)
+        X = self._input(X, dense_for="input_gradient")
         grads = np.stack([m.input_gradient(X, y, loss, output, of=of, reduction=reduction,
                                            sample_weight=sample_weight)
                           for m in self.members]).astype(np.float64)
@@ -767,7 +793,7 @@ class MLPEnsemble:
             Only with return_std: the population standard deviation over members.
         """
         self._check_state()
-        X = as_input(X, "X", self.dtype, self.n_inputs)
+        X = self._input(X, dense_for="jacobian")
         jacs = np.stack([m.jacobian(X, of=of) for m in self.members]).astype(np.float64)
         return _mean_std(jacs, return_std)
 

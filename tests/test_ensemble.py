@@ -989,3 +989,30 @@ def test_a_fit_of_the_ensemble_inside_its_own_fit_is_refused():
         assert a.params.tobytes() == b.params.tobytes() and oa.t == ob.t == 24
     ens.fit(X, y, "mse", epochs=1, batch_size=8)   # free again afterwards
     assert all(opt.t == 32 for opt in ens.optimizers_)
+
+
+@pytest.mark.parametrize("bootstrap", [False, True])
+def test_a_sparse_x_trains_and_predicts_each_member_as_its_lone_sparse_fit(bootstrap):
+    # a scipy.sparse X (any format) stays sparse, converted once for all members: each
+    # member equals its lone fastnn.fit on the sparse rows, bitwise; predictions equal the
+    # dense X's; the derivatives, which need a dense X, say so
+    import scipy.sparse as sp
+    rng = np.random.default_rng(0)
+    X = sp.random(120, 10, density=0.2, format="csc", random_state=0)
+    y = rng.standard_normal((120, 1))
+    ens = MLPEnsemble([10, 8, 1], n_members=3, seed=0, dtype=np.float64, bootstrap=bootstrap)
+    ens.fit(X, y, "mse", fastnn.Adam(lr=0.01), epochs=3, batch_size=16, n_threads=2)
+    for k, member in enumerate(ens.members):
+        rows = ens.bootstrap_indices(k, 120) if bootstrap else np.arange(120)
+        ref = fastnn.MLP([10, 8, 1], seed=ens.member_seeds[k], dtype=np.float64)
+        fastnn.fit(ref, X.tocsr()[rows], y[rows], "mse", fastnn.Adam(lr=0.01), epochs=3,
+                   batch_size=16, seed=ens.member_seeds[k], n_threads=1)
+        assert ref.params.tobytes() == member.params.tobytes()
+    np.testing.assert_allclose(ens.predict(X), ens.predict(X.toarray()), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ens.predict_std(X), ens.predict_std(X.toarray()), rtol=1e-10,
+                               atol=1e-12)
+    with pytest.raises(TypeError, match="X is a scipy.sparse csc_matrix; jacobian needs a "
+                                        "dense X"):
+        ens.jacobian(X)
+    with pytest.raises(ValueError, match="X has 9 features"):
+        ens.fit(X[:, :9], y, "mse", epochs=1)
