@@ -654,7 +654,10 @@ class TrainingRun:
     def _settle(self, call):
         """A run that ends after `call` ran, without recording it: the optimizer takes the
         step count, and a diverged epoch falls back to the last good parameters (as
-        _check_status does, without raising)."""
+        _check_status does, without raising).  A sparse epoch whose compiled call raised
+        (before any step) has no result to take."""
+        if call.result is None:
+            return
         loss_sum, weight_sum, steps, status, failed_step, pending = self._take_result(call)
         if status == _sgd.STATUS_OK and not all_finite(self.model.params):
             self._restore_last_good(self.optimizer.completed_epochs + 1, None)
