@@ -308,12 +308,14 @@ class MLPEnsemble:
             sample_weight=None, callbacks=(), **fit_kwargs):
         """Train every member (``fastnn.fit`` each), in lockstep epochs over threads.
 
+        A scipy.sparse X (not with comm) is converted once to CSR for all members and kept
+        sparse; the members' sparse epochs (the compiled sparse loop) run one after another
+        on the calling thread.
+
         Parameters
         ----------
         X, y, loss, sample_weight
-            As for ``fastnn.fit`` (with comm: this rank's shard).  A scipy.sparse X (not with
-            comm) is converted once to CSR for all members and kept sparse; its members'
-            epochs (the compiled sparse loop) run one after another on the calling thread.
+            As for ``fastnn.fit`` (with comm: this rank's shard).
         optimizer : fastnn.SGD, fastnn.Adam, "sgd", "adam" or None
             The settings every member trains with: member k gets its own deep copy (of the
             instance, schedule included), kept in ``optimizers_[k]``; a later fit continues
@@ -446,7 +448,7 @@ class MLPEnsemble:
             # (compiled_threads: inside a caller's blas_threads(n) block too, where a
             # blas_threads(1) block raised)
             with compiled_threads(1) if comm is None else contextlib.nullcontext():
-                self._lockstep(runs, workers, histories, errors)
+                train_in_lockstep(runs, workers, histories, errors)
         finally:
             # whatever happened, the optimizers match the members' weights: a later fit
             # continues from where each member stopped
@@ -487,67 +489,6 @@ class MLPEnsemble:
             except Exception as exc:
                 raise _with_member_note(exc, k, self.member_seeds[k])
         return runs
-
-    def _lockstep(self, runs, workers, histories, errors):
-        """Train the members' runs in lockstep epochs.
-
-        Each round: every active member's run prepares its epoch (TrainingRun.epochs: rate,
-        sample order, snapshot), ONE compiled job runs those epochs as tasks on fastnn's
-        pool (_sgd.train_epochs, `workers` threads, the members' locks held), then each
-        member's run records its epoch, in member order (loss, checks, validation, schedule,
-        early stopping, callbacks).  A member that stops (its epochs done, early stopping, a
-        callback) or fails (divergence: kept in errors[k]) leaves; the others go on.  On
-        KeyboardInterrupt every member records the epoch that ran, then all stop.
-        """
-        steps = {k: run.epochs(epochs) for k, (run, epochs) in enumerate(runs)}
-        calls = {}       # member -> its prepared epoch
-        interrupted = False
-
-        def advance(k):
-            """Resume member k: record the epoch that ran (if any), prepare the next."""
-            nonlocal interrupted
-            try:
-                calls[k] = next(steps[k])
-                return
-            except StopIteration as end:
-                histories[k] = end.value
-            except BaseException as exc:  # kept, raised once every member has stopped
-                errors[k] = exc
-                histories[k] = getattr(runs[k][0], "history", None)
-                interrupted = interrupted or isinstance(exc, KeyboardInterrupt)
-            calls.pop(k, None)
-            del steps[k]
-
-        try:   # (an exception from here itself, e.g. Ctrl-C between two jobs, propagates)
-            for k in list(steps):
-                advance(k)
-            while calls and not interrupted:
-                members = list(calls)
-                # a sparse X's epochs (fastnn/_sparse.pyx, not pool tasks) run one after
-                # another on this thread; the dense ones as one job on the pool
-                pooled = [k for k in members if isinstance(calls[k], _sgd.EpochCall)]
-                with contextlib.ExitStack() as locks:
-                    for k in members:   # keeps a save in another thread out of the epochs
-                        locks.enter_context(self.members[k]._lock)
-                    stopped = pooled and _sgd.train_epochs([calls[k] for k in pooled],
-                                                           workers) is not None
-                    for k in members:
-                        if k not in pooled and not stopped:
-                            stopped = calls[k].run()[4] == _sgd.STATUS_INTERRUPTED
-                for k in members:
-                    if calls[k].ran:
-                        advance(k)
-                    else:       # Ctrl-C came before its epoch: it ends after its last one
-                        interrupted = True
-        finally:
-            # runs still open: end each after its last recorded epoch (GeneratorExit; a
-            # prepared epoch that did not run is dropped, see TrainingRun.epochs)
-            for k, gen in steps.items():
-                try:
-                    gen.close()
-                except Exception as exc:
-                    errors[k] = errors[k] or exc
-                histories[k] = getattr(runs[k][0], "history", None)
 
     def _member_data(self, k, X, y, sample_weight, loss, comm):
         """(X, y, sample_weight, loss) of member k: the data itself or its bootstrap rows."""
@@ -828,6 +769,73 @@ class MLPEnsemble:
         # archive, where a reader of a truncated file could mistake them for the outer
         # archive's.
         _atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+
+
+def train_in_lockstep(runs, workers, histories, errors):
+    """Train fastnn training runs (the members of an ensemble) in lockstep epochs.
+
+    runs: [(TrainingRun, epochs)] (``fastnn.trainer.prepare_run``), each of its own model;
+    workers: threads of the pool; histories, errors: lists of len(runs) this fills.
+    Used by MLPEnsemble.fit and fastnn.sklearn_ensemble.
+
+    Each round: every active member's run prepares its epoch (TrainingRun.epochs: rate,
+    sample order, snapshot), ONE compiled job runs those epochs as tasks on fastnn's
+    pool (_sgd.train_epochs, `workers` threads, the members' locks held), then each
+    member's run records its epoch, in member order (loss, checks, validation, schedule,
+    early stopping, callbacks).  A member that stops (its epochs done, early stopping, a
+    callback) or fails (divergence: kept in errors[k]) leaves; the others go on.  On
+    KeyboardInterrupt every member records the epoch that ran, then all stop.
+    """
+    steps = {k: run.epochs(epochs) for k, (run, epochs) in enumerate(runs)}
+    calls = {}       # member -> its prepared epoch
+    interrupted = False
+
+    def advance(k):
+        """Resume member k: record the epoch that ran (if any), prepare the next."""
+        nonlocal interrupted
+        try:
+            calls[k] = next(steps[k])
+            return
+        except StopIteration as end:
+            histories[k] = end.value
+        except BaseException as exc:  # kept, raised once every member has stopped
+            errors[k] = exc
+            histories[k] = getattr(runs[k][0], "history", None)
+            interrupted = interrupted or isinstance(exc, KeyboardInterrupt)
+        calls.pop(k, None)
+        del steps[k]
+
+    try:   # (an exception from here itself, e.g. Ctrl-C between two jobs, propagates)
+        for k in list(steps):
+            advance(k)
+        while calls and not interrupted:
+            members = list(calls)
+            # a sparse X's epochs (fastnn/_sparse.pyx, not pool tasks) run one after
+            # another on this thread; the dense ones as one job on the pool
+            pooled = [k for k in members if isinstance(calls[k], _sgd.EpochCall)]
+            with contextlib.ExitStack() as locks:
+                for k in members:   # keeps a save in another thread out of the epochs
+                    locks.enter_context(runs[k][0].model._lock)
+                stopped = pooled and _sgd.train_epochs([calls[k] for k in pooled],
+                                                       workers) is not None
+                for k in members:
+                    if k not in pooled and not stopped:
+                        stopped = calls[k].run()[4] == _sgd.STATUS_INTERRUPTED
+            for k in members:
+                if calls[k].ran:
+                    advance(k)
+                else:       # Ctrl-C came before its epoch: it ends after its last one
+                    interrupted = True
+    finally:
+        # runs still open: end each after its last recorded epoch (GeneratorExit; a
+        # prepared epoch that did not run is dropped, see TrainingRun.epochs)
+        for k, gen in steps.items():
+            try:
+                gen.close()
+            except Exception as exc:
+                errors[k] = errors[k] or exc
+            histories[k] = getattr(runs[k][0], "history", None)
+
 
 
 def _check_members(models, member_seeds, name):
