@@ -135,9 +135,17 @@ class _BaseEnsemble(BaseEstimator):
                         and not isinstance(exc, TrainingDiverged)), None)
         if failure is not None:
             raise failure   # Ctrl-C, a callback's error: the members keep what they reached
+        # every member's records and stopping, then the first member's error (NonFiniteFit
+        # of a diverged one): the others keep their complete fits, as in separate fits
+        first_error = None
         for k, b in enumerate(begun):
             if b is not None:
-                members[k]._end_fit(b, diverged.get(k))
+                try:
+                    members[k]._end_fit(b, diverged.get(k))
+                except Exception as exc:
+                    first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
         self.estimators_ = members
         self.member_seeds_ = [int(s) for s in seeds]
         self.n_features_in_ = members[0].n_features_in_
