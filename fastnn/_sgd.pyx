@@ -40,6 +40,8 @@ from fastnn._dropout cimport DropoutCtx
 from fastnn._pool cimport parallel_for
 from libc.stdint cimport uint32_t, uint64_t
 
+import numbers
+
 import numpy as np
 
 cdef enum:
@@ -596,7 +598,7 @@ cdef void _epoch_task(void *ctx, long t) noexcept nogil:
     _run_epoch(job.epochs[t], job.intr)
 
 
-def train_epochs(calls, int n_threads):
+def train_epochs(calls, n_threads):
     """Run prepared epochs (``prepare_epoch``) as the tasks of one job on fastnn's pool.
 
     Parameters
@@ -623,8 +625,10 @@ def train_epochs(calls, int n_threads):
         if not isinstance(obj, EpochCall):
             raise TypeError(f"calls must be EpochCall objects (prepare_epoch); got "
                             f"{type(obj).__name__}")
-    if n_threads < 1:
-        raise ValueError(f"n_threads={n_threads}; expected >= 1")
+    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral) or \
+            n_threads < 1:
+        raise ValueError(f"n_threads={n_threads!r}; expected an int >= 1")
+    cdef int threads = min(n_threads, INT_MAX)   # the pool caps it at its own maximum
     _check_disjoint(calls)
     cdef Py_ssize_t i, k = len(calls)
     cdef bint serial = False
@@ -653,7 +657,7 @@ def train_epochs(calls, int n_threads):
                 for i in range(k):
                     _run_epoch(job.epochs[i], &intr)
             else:
-                parallel_for(n_threads, k, _epoch_task, &job)
+                parallel_for(threads, k, _epoch_task, &job)
     finally:
         PyMem_Free(job.epochs)
     pending = _take_pending(&intr)

@@ -1016,3 +1016,17 @@ def test_a_sparse_x_trains_and_predicts_each_member_as_its_lone_sparse_fit(boots
         ens.jacobian(X)
     with pytest.raises(ValueError, match="X has 9 features"):
         ens.fit(X[:, :9], y, "mse", epochs=1)
+
+
+def test_train_epochs_thread_counts_beyond_a_c_int_are_capped_or_named():
+    from fastnn import _sgd
+    X, y = _regression(64)
+    model = fastnn.MLP([3, 4, 1], seed=0)
+    run, epochs = fastnn.trainer.prepare_run(model, X, y, "mse", epochs=1)
+    steps = run.epochs(epochs)
+    call = next(steps)
+    for bad in (True, 2.0, "2", 0):
+        with pytest.raises(ValueError, match=r"n_threads=.*expected an int >= 1"):
+            _sgd.train_epochs([call], bad)
+    assert _sgd.train_epochs([call], 2 ** 40) is None and call.ran
+    steps.close()
