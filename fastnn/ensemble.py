@@ -179,6 +179,12 @@ class MLPEnsemble:
 
     _fitting = False    # a fit is running (set by fit: a second one would share its runs)
 
+    def __getstate__(self):
+        # a copy or pickle taken during a fit (a callback's checkpoint) is not itself fitting
+        state = self.__dict__.copy()
+        state.pop("_fitting", None)
+        return state
+
     def __init__(self, layer_sizes, n_members=5, *, activation="relu", output="auto",
                  init=None, bias_init=0.0, dtype=np.float32, seed=None,
                  negative_slope=None, alpha=None, bootstrap=False, warn_symmetric=True,

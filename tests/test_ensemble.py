@@ -989,6 +989,15 @@ def test_a_fit_of_the_ensemble_inside_its_own_fit_is_refused():
         assert a.params.tobytes() == b.params.tobytes() and oa.t == ob.t == 24
     ens.fit(X, y, "mse", epochs=1, batch_size=8)   # free again afterwards
     assert all(opt.t == 32 for opt in ens.optimizers_)
+    # a copy taken in a callback (a checkpoint) is an ensemble of its own, free to fit
+    import copy
+    import pickle
+    copies = []
+    ens.fit(X, y, "mse", epochs=1, batch_size=8,
+            callbacks=[lambda epoch, logs: copies.extend(
+                [copy.deepcopy(ens), pickle.loads(pickle.dumps(ens))])])
+    for other in copies[-2:]:
+        other.fit(X, y, "mse", epochs=1, batch_size=8)
 
 
 @pytest.mark.parametrize("bootstrap", [False, True])
