@@ -40,6 +40,8 @@ from fastnn._dropout cimport DropoutCtx
 from fastnn._pool cimport parallel_for
 from libc.stdint cimport uint32_t, uint64_t
 
+import numbers
+
 import numpy as np
 
 cdef enum:
@@ -477,9 +479,8 @@ cdef struct _Interrupt:
 
 
 cdef struct _Epoch:
-    # the network (the call's copy, carrying the dropout context) and the spec's own
+    # the network: the call's copy, carrying the dropout context (and the thread count)
     const Net *net
-    const Net *spec_net
     void *params
     void *grads
     void *s1
@@ -522,8 +523,9 @@ cdef class EpochCall:
     cdef Net net
     cdef DropoutCtx dctx
     cdef object _keep            # the arrays and objects the pointers point into
-    cdef object _spans           # (start, end) of every buffer the epoch writes
-    cdef bint _prepared, _ran
+    cdef object _spans           # (start, end, name) of every buffer the epoch writes
+    cdef object _read_spans      # (start, end, name) of every buffer it only reads
+    cdef bint _prepared, _ran, _dropped
     cdef object _pending
 
     @property
@@ -541,6 +543,14 @@ cdef class EpochCall:
             raise RuntimeError("this epoch has not run yet")
         return (self.a.loss_sum, self.a.weight_sum, self.a.steps, self.a.opt.t, self.a.status,
                 self.a.failed_step, self._pending)
+
+    def drop(self):
+        """Never run this epoch: its run ended before it ran (``run`` and ``train_epochs``
+        refuse it from now on, so that it cannot change the model behind the run's back).
+        No effect once it ran."""
+        if not self._ran:
+            self._dropped = True
+            self._keep = None   # the arrays it pointed into are released
 
     def run(self):
         """Run the epoch on the calling thread; returns ``result``."""
@@ -560,6 +570,9 @@ cdef _claim(list calls):
     for c in calls:
         if not c._prepared:
             raise ValueError("an EpochCall must come from prepare_epoch")
+        if c._dropped:
+            raise RuntimeError("this epoch was dropped (its run ended before it ran); it "
+                               "can no longer run")
         if c._ran:
             raise RuntimeError("this epoch has already run; prepare the next one")
     for c in calls:
@@ -585,14 +598,15 @@ cdef void _epoch_task(void *ctx, long t) noexcept nogil:
     _run_epoch(job.epochs[t], job.intr)
 
 
-def train_epochs(calls, int n_threads):
+def train_epochs(calls, n_threads):
     """Run prepared epochs (``prepare_epoch``) as the tasks of one job on fastnn's pool.
 
     Parameters
     ----------
     calls : sequence of EpochCall
         Epochs of different models: no buffer one of them writes (parameters, gradients,
-        optimizer state, workspace) may overlap a buffer of another (ValueError otherwise).
+        optimizer state, workspace) may overlap any other buffer of any of them, written
+        or read (ValueError otherwise); the data they only read may be shared.
     n_threads : int >= 1
         Threads of the pool (the caller included).  Epochs that all-reduce over MPI run one
         after another in the given order on the caller, whatever n_threads: every rank must
@@ -611,8 +625,10 @@ def train_epochs(calls, int n_threads):
         if not isinstance(obj, EpochCall):
             raise TypeError(f"calls must be EpochCall objects (prepare_epoch); got "
                             f"{type(obj).__name__}")
-    if n_threads < 1:
-        raise ValueError(f"n_threads={n_threads}; expected >= 1")
+    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral) or \
+            n_threads < 1:
+        raise ValueError(f"n_threads={n_threads!r}; expected an int >= 1")
+    cdef int threads = min(n_threads, INT_MAX)   # the pool caps it at its own maximum
     _check_disjoint(calls)
     cdef Py_ssize_t i, k = len(calls)
     cdef bint serial = False
@@ -641,7 +657,7 @@ def train_epochs(calls, int n_threads):
                 for i in range(k):
                     _run_epoch(job.epochs[i], &intr)
             else:
-                parallel_for(n_threads, k, _epoch_task, &job)
+                parallel_for(threads, k, _epoch_task, &job)
     finally:
         PyMem_Free(job.epochs)
     pending = _take_pending(&intr)
@@ -651,29 +667,47 @@ def train_epochs(calls, int n_threads):
 
 
 cdef _check_disjoint(list calls):
-    """ValueError when a buffer one call writes overlaps any buffer another call writes (two
-    tasks writing the same memory at once would race).  Sorted spans: O(m log m)."""
+    """ValueError when memory one call writes is also written or read by another buffer of
+    any call, its own included (a task reading memory another task writes races, and an
+    epoch whose gather overwrites its own X trains on garbage); buffers that are only read
+    (the members' shared X and y) may overlap.  Sorted spans, one sweep: O(m log m)."""
     cdef EpochCall c
     spans = []
     for k, c in enumerate(calls):
-        spans.extend((start, end, k) for start, end in c._spans)
+        spans.extend((start, end, k, name, True) for start, end, name in c._spans)
+        spans.extend((start, end, k, name, False) for start, end, name in c._read_spans)
     spans.sort()
-    for i in range(1, len(spans)):
-        if spans[i][0] < spans[i - 1][1] and spans[i][2] != spans[i - 1][2]:
-            raise ValueError(f"the epochs of calls[{spans[i - 1][2]}] and calls[{spans[i][2]}] "
-                             "write overlapping buffers; each needs its own model, optimizer "
-                             "state and workspace")
+    last_any = last_written = None      # the span reaching furthest so far (written ones)
+    for span in spans:
+        start, end, k, name, writes = span
+        other = last_any if writes else last_written
+        if other is not None and other[1] > start:
+            a, b = (other, span) if other[4] else (span, other)
+            who = (lambda k: f"calls[{k}]") if len(calls) > 1 else (lambda k: "the epoch")
+            raise ValueError(
+                f"{who(a[2])} writes its {a[3]} in memory that {who(b[2])} "
+                f"{'writes' if b[4] else 'reads'} as its {b[3]}: the epochs would use "
+                "overlapping buffers; each needs its own model, optimizer state and "
+                "workspace, none of them in the data it reads")
+        if last_any is None or end > last_any[1]:
+            last_any = span
+        if writes and (last_written is None or end > last_written[1]):
+            last_written = span
 
 
-cdef tuple _span(object buf):
-    """(first byte, one past the last) of a contiguous array, or None when empty or absent."""
-    if buf is None:
-        return None
-    view = memoryview(buf)
-    if view.nbytes == 0:
-        return None
-    start = <Py_ssize_t> np.asarray(buf).__array_interface__["data"][0]
-    return (start, start + view.nbytes)
+cdef list _spans_of(names, buffers):
+    """[(first byte, one past the last, name)] of the contiguous arrays given, leaving out
+    the absent and empty ones."""
+    spans = []
+    for name, buf in zip(names, buffers):
+        if buf is None:
+            continue
+        view = memoryview(buf)
+        if view.nbytes == 0:
+            continue
+        start = <Py_ssize_t> np.asarray(buf).__array_interface__["data"][0]
+        spans.append((start, start + view.nbytes, name))
+    return spans
 
 
 def prepare_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
@@ -753,7 +787,7 @@ def prepare_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
         call.dctx.layer0 = 0
         call.net.drop = &call.dctx
         a.samples = &samples_buf[0]
-    a.net, a.spec_net = &call.net, &spec.net
+    a.net = &call.net
     a.params = NULL if params.shape[0] == 0 else <void *> &params[0]
     a.grads = NULL if grads.shape[0] == 0 else <void *> &grads[0]
     a.s1 = NULL if state1 is None or state1.shape[0] == 0 else <void *> &state1[0]
@@ -803,7 +837,12 @@ def prepare_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     written = [params, grads, state1, state2, acts, delta0, delta1, X_batch, Y_batch,
                labels_batch, sw_batch, sigma_batch, samples_buf]
     call._keep = [spec, reducer, X, Y, labels, sample_weight, sigma, order] + written
-    call._spans = [s for s in (_span(b) for b in written) if s is not None]
+    call._spans = _spans_of(("params", "grads", "state1", "state2", "acts", "delta0",
+                             "delta1", "X_batch", "Y_batch", "labels_batch", "sw_batch",
+                             "sigma_batch", "dropout sample indices"), written)
+    call._read_spans = _spans_of(("X", "Y", "labels", "sample_weight", "sigma", "order"),
+                                 (X, Y, labels, sample_weight, sigma, order))
+    _check_disjoint([call])     # its own buffers (train_epochs checks them across calls)
     call._prepared = True
     return call
 

@@ -76,6 +76,7 @@ import json
 import os
 import struct
 import tempfile
+import threading
 import zipfile
 import zlib
 from typing import NamedTuple
@@ -90,8 +91,9 @@ from fastnn.io import (ModelFileError, load as _load_model, _atomic_write, _chec
                        _description_header, _entries, _read_npy)
 from fastnn.losses import GaussianNLL, get_loss
 from fastnn.model import MLP, as_input
+from fastnn.sparse import CSRInput, as_csr, issparse
 from fastnn.optim import Optimizer, get_optimizer
-from fastnn.threads import available_cores, compiled_threads  # (re-exported)
+from fastnn.threads import available_cores, compiled_threads, resolve_threads  # (re-exported)
 from fastnn.trainer import prepare_run
 from fastnn.training import EarlyStopping
 
@@ -139,6 +141,10 @@ class EnsemblePrediction(NamedTuple):
         return np.sqrt(self.variance)
 
 
+#: guards the check-and-set of MLPEnsemble._fitting across threads
+_FIT_GUARD = threading.Lock()
+
+
 class MLPEnsemble:
     """A deep ensemble: K ``fastnn.MLP`` members of one architecture with different seeds.
 
@@ -170,6 +176,14 @@ class MLPEnsemble:
     histories_ : list of fastnn.History
         Each member's history of the last ``fit``.
     """
+
+    _fitting = False    # a fit is running (set by fit: a second one would share its runs)
+
+    def __getstate__(self):
+        # a copy or pickle taken during a fit (a callback's checkpoint) is not itself fitting
+        state = self.__dict__.copy()
+        state.pop("_fitting", None)
+        return state
 
     def __init__(self, layer_sizes, n_members=5, *, activation="relu", output="auto",
                  init=None, bias_init=0.0, dtype=np.float32, seed=None,
@@ -300,6 +314,10 @@ class MLPEnsemble:
             sample_weight=None, callbacks=(), **fit_kwargs):
         """Train every member (``fastnn.fit`` each), in lockstep epochs over threads.
 
+        A scipy.sparse X (not with comm) is converted once to CSR for all members and kept
+        sparse; the members' sparse epochs (the compiled sparse loop) run one after another
+        on the calling thread.
+
         Parameters
         ----------
         X, y, loss, sample_weight
@@ -343,6 +361,22 @@ class MLPEnsemble:
         stop.  Either way each member's weights, optimizer (step and epoch counts, state) and
         history agree, and a later fit continues each member.
         """
+        with _FIT_GUARD:
+            if self._fitting:
+                raise RuntimeError("this MLPEnsemble is already being fitted (a callback, or "
+                                   "another thread, called fit while its fit runs); its "
+                                   "members' runs and optimizers belong to that fit: return "
+                                   "True from the callback to stop members, and fit again "
+                                   "after it returns")
+            self._fitting = True
+        try:
+            return self._fit(X, y, loss, optimizer, n_threads, comm, sample_weight, callbacks,
+                             fit_kwargs)
+        finally:
+            self._fitting = False
+
+    def _fit(self, X, y, loss, optimizer, n_threads, comm, sample_weight, callbacks,
+             fit_kwargs):
         self._check_state()
         if "seed" in fit_kwargs:
             raise TypeError("MLPEnsemble.fit does not take seed=: member k shuffles with "
@@ -368,7 +402,7 @@ class MLPEnsemble:
         fit_kwargs["flush_denormals"] = fpmode.resolve(fit_kwargs.get("flush_denormals"))
         if comm is None:
             # convert X once, so that members without bootstrap read it in place
-            X = as_input(X, "X", self.dtype, self.n_inputs)
+            X = self._input(X)
         else:
             from fastnn.distributed import MPIContext
             mpi = MPIContext(comm)
@@ -389,7 +423,7 @@ class MLPEnsemble:
             error = None
             try:
                 if self.bootstrap:
-                    self._member_data(0, as_input(X, "X", self.dtype, self.n_inputs), y,
+                    self._member_data(0, self._input(X), y,
                                       sample_weight, loss, comm)
             except (ValueError, TypeError) as exc:
                 error = exc
@@ -414,13 +448,13 @@ class MLPEnsemble:
             runs = self._prepare_runs(X, y, loss, optimizers, sample_weight, comm, callbacks,
                                       fit_kwargs)
             workers = 1 if comm is not None else min(self.n_members,
-                                                     n_threads or available_cores())
+                                                     resolve_threads(n_threads))
             # one BLAS thread per worker: the members' arithmetic does not depend on the
             # worker count, and workers x BLAS threads never exceed the cores asked for
             # (compiled_threads: inside a caller's blas_threads(n) block too, where a
             # blas_threads(1) block raised)
             with compiled_threads(1) if comm is None else contextlib.nullcontext():
-                self._lockstep(runs, workers, histories, errors)
+                train_in_lockstep(runs, workers, histories, errors)
         finally:
             # whatever happened, the optimizers match the members' weights: a later fit
             # continues from where each member stopped
@@ -462,62 +496,11 @@ class MLPEnsemble:
                 raise _with_member_note(exc, k, self.member_seeds[k])
         return runs
 
-    def _lockstep(self, runs, workers, histories, errors):
-        """Train the members' runs in lockstep epochs.
-
-        Each round: every active member's run prepares its epoch (TrainingRun.epochs: rate,
-        sample order, snapshot), ONE compiled job runs those epochs as tasks on fastnn's
-        pool (_sgd.train_epochs, `workers` threads, the members' locks held), then each
-        member's run records its epoch, in member order (loss, checks, validation, schedule,
-        early stopping, callbacks).  A member that stops (its epochs done, early stopping, a
-        callback) or fails (divergence: kept in errors[k]) leaves; the others go on.  On
-        KeyboardInterrupt every member records the epoch that ran, then all stop.
-        """
-        steps = {k: run.epochs(epochs) for k, (run, epochs) in enumerate(runs)}
-        calls = {}       # member -> its prepared epoch
-        interrupted = False
-
-        def advance(k):
-            """Resume member k: record the epoch that ran (if any), prepare the next."""
-            nonlocal interrupted
-            try:
-                calls[k] = next(steps[k])
-                return
-            except StopIteration as end:
-                histories[k] = end.value
-            except BaseException as exc:  # kept, raised once every member has stopped
-                errors[k] = exc
-                histories[k] = getattr(runs[k][0], "history", None)
-                interrupted = interrupted or isinstance(exc, KeyboardInterrupt)
-            calls.pop(k, None)
-            del steps[k]
-
-        try:   # (an exception from here itself, e.g. Ctrl-C between two jobs, propagates)
-            for k in list(steps):
-                advance(k)
-            while calls and not interrupted:
-                members = list(calls)
-                with contextlib.ExitStack() as locks:
-                    for k in members:   # keeps a save in another thread out of the epochs
-                        locks.enter_context(self.members[k]._lock)
-                    _sgd.train_epochs([calls[k] for k in members], workers)
-                for k in members:
-                    advance(k)
-        finally:
-            # runs still open: end each after its last recorded epoch (GeneratorExit; a
-            # prepared epoch that did not run is dropped, see TrainingRun.epochs)
-            for k, gen in steps.items():
-                try:
-                    gen.close()
-                except Exception as exc:
-                    errors[k] = errors[k] or exc
-                histories[k] = getattr(runs[k][0], "history", None)
-
     def _member_data(self, k, X, y, sample_weight, loss, comm):
         """(X, y, sample_weight, loss) of member k: the data itself or its bootstrap rows."""
         if not self.bootstrap:
             return X, y, sample_weight, loss
-        X = as_input(X, "X", self.dtype, self.n_inputs)   # no copy when already converted
+        X = self._input(X)   # no copy when already converted
         n = X.shape[0]
         idx = self.bootstrap_indices(k, n)
         if comm is not None:  # each rank resamples its own shard, from its own stream
@@ -538,7 +521,20 @@ class MLPEnsemble:
                 raise ValueError(f"the loss's sigma has {loss.sample_sigma.shape[0]} entries; "
                                  f"expected {n} (one per sample)")
             loss = GaussianNLL(loss.sample_sigma[idx], full=loss.full)
-        return X[idx], y[idx], sample_weight, loss
+        return (X.take(idx) if isinstance(X, CSRInput) else X[idx]), y[idx], sample_weight, loss
+
+    def _input(self, X, dense_for=None):
+        """X converted once to the members' dtype: a C-contiguous array, or for a
+        scipy.sparse X (kept sparse) a CSRInput the members read in place.  `dense_for`
+        names a method that needs a dense X (TypeError for a sparse one)."""
+        if isinstance(X, CSRInput):
+            return X
+        if issparse(X):
+            if dense_for is not None:
+                raise TypeError(f"X is a scipy.sparse {type(X).__name__}; {dense_for} needs a "
+                                "dense X (X.toarray())")
+            return as_csr(X, "X", self.dtype, self.n_inputs)
+        return as_input(X, "X", self.dtype, self.n_inputs)
 
     # ------------------------------------------------------------------ prediction
 
@@ -559,7 +555,7 @@ class MLPEnsemble:
             What each member's ``predict`` gives: probabilities (not logits) or means.
         """
         self._check_state()
-        X = as_input(X, "X", self.dtype, self.n_inputs)
+        X = self._input(X)
         return np.stack([m.predict(X) for m in self.members])
 
     def predict(self, X):
@@ -631,7 +627,7 @@ class MLPEnsemble:
         if link in _CLASSIFIER_LINKS:
             raise ValueError(f"predict_distribution is for regression; the members' output "
                              f"link is {link!r} (use predict_proba)")
-        X = as_input(X, "X", self.dtype, self.n_inputs)
+        X = self._input(X)
         means = np.stack([m.predict(X) for m in self.members]).astype(np.float64)
         mean = means.mean(axis=0)
         epistemic = ((means - mean) ** 2).mean(axis=0)   # two passes: no cancellation
@@ -720,7 +716,7 @@ class MLPEnsemble:
             Only with return_std: the population standard deviation over members.
         """
         self._check_state()
-        X = as_input(X, "X", self.dtype, self.n_inputs)
+        X = self._input(X, dense_for="input_gradient")
         grads = np.stack([m.input_gradient(X, y, loss, output, of=of, reduction=reduction,
                                            sample_weight=sample_weight)
                           for m in self.members]).astype(np.float64)
@@ -744,7 +740,7 @@ class MLPEnsemble:
             Only with return_std: the population standard deviation over members.
         """
         self._check_state()
-        X = as_input(X, "X", self.dtype, self.n_inputs)
+        X = self._input(X, dense_for="jacobian")
         jacs = np.stack([m.jacobian(X, of=of) for m in self.members]).astype(np.float64)
         return _mean_std(jacs, return_std)
 
@@ -779,6 +775,73 @@ class MLPEnsemble:
         # archive, where a reader of a truncated file could mistake them for the outer
         # archive's.
         _atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+
+
+def train_in_lockstep(runs, workers, histories, errors):
+    """Train fastnn training runs (the members of an ensemble) in lockstep epochs.
+
+    runs: [(TrainingRun, epochs)] (``fastnn.trainer.prepare_run``), each of its own model;
+    workers: threads of the pool; histories, errors: lists of len(runs) this fills.
+    Used by MLPEnsemble.fit and fastnn.sklearn_ensemble.
+
+    Each round: every active member's run prepares its epoch (TrainingRun.epochs: rate,
+    sample order, snapshot), ONE compiled job runs those epochs as tasks on fastnn's
+    pool (_sgd.train_epochs, `workers` threads, the members' locks held), then each
+    member's run records its epoch, in member order (loss, checks, validation, schedule,
+    early stopping, callbacks).  A member that stops (its epochs done, early stopping, a
+    callback) or fails (divergence: kept in errors[k]) leaves; the others go on.  On
+    KeyboardInterrupt every member records the epoch that ran, then all stop.
+    """
+    steps = {k: run.epochs(epochs) for k, (run, epochs) in enumerate(runs)}
+    calls = {}       # member -> its prepared epoch
+    interrupted = False
+
+    def advance(k):
+        """Resume member k: record the epoch that ran (if any), prepare the next."""
+        nonlocal interrupted
+        try:
+            calls[k] = next(steps[k])
+            return
+        except StopIteration as end:
+            histories[k] = end.value
+        except BaseException as exc:  # kept, raised once every member has stopped
+            errors[k] = exc
+            histories[k] = getattr(runs[k][0], "history", None)
+            interrupted = interrupted or isinstance(exc, KeyboardInterrupt)
+        calls.pop(k, None)
+        del steps[k]
+
+    try:   # (an exception from here itself, e.g. Ctrl-C between two jobs, propagates)
+        for k in list(steps):
+            advance(k)
+        while calls and not interrupted:
+            members = list(calls)
+            # a sparse X's epochs (fastnn/_sparse.pyx, not pool tasks) run one after
+            # another on this thread; the dense ones as one job on the pool
+            pooled = [k for k in members if isinstance(calls[k], _sgd.EpochCall)]
+            with contextlib.ExitStack() as locks:
+                for k in members:   # keeps a save in another thread out of the epochs
+                    locks.enter_context(runs[k][0].model._lock)
+                stopped = pooled and _sgd.train_epochs([calls[k] for k in pooled],
+                                                       workers) is not None
+                for k in members:
+                    if k not in pooled and not stopped:
+                        stopped = calls[k].run()[4] == _sgd.STATUS_INTERRUPTED
+            for k in members:
+                if calls[k].ran:
+                    advance(k)
+                else:       # Ctrl-C came before its epoch: it ends after its last one
+                    interrupted = True
+    finally:
+        # runs still open: end each after its last recorded epoch (GeneratorExit; a
+        # prepared epoch that did not run is dropped, see TrainingRun.epochs)
+        for k, gen in steps.items():
+            try:
+                gen.close()
+            except Exception as exc:
+                errors[k] = errors[k] or exc
+            histories[k] = getattr(runs[k][0], "history", None)
+
 
 
 def _check_members(models, member_seeds, name):

@@ -811,8 +811,10 @@ class MLP:
         return loss
 
     def _forward(self, X, kind):
-        if _scipy_sparse.issparse(X):  # the compiled sparse first layer, X kept sparse
-            from fastnn.sparse import forward_kind
+        from fastnn.sparse import CSRInput, forward_kind
+        # the compiled sparse first layer, X kept sparse (a CSRInput: converted once already,
+        # e.g. by an ensemble for all its members)
+        if _scipy_sparse.issparse(X) or isinstance(X, CSRInput):
             return forward_kind(self, X, kind, kind != OUTPUT_LINKS["identity"],
                                 PREDICT_CHUNK_ROWS)
         X = as_input(X, "X", self.dtype, self.n_inputs)
@@ -1060,12 +1062,18 @@ class MLP:
         """prepare_data, or for a scipy.sparse X its checked CSR form (fastnn.sparse.as_csr,
         X kept sparse: the compiled sparse kernels of fastnn/_sparse.pyx) with
         prepare_targets.  name: X's name in errors about a sparse X."""
-        if not _scipy_sparse.issparse(X):
+        from fastnn.sparse import CSRInput, as_csr, check_model
+        if not _scipy_sparse.issparse(X) and not isinstance(X, CSRInput):
             return self.prepare_data(X, y, loss, sample_weight)
-        from fastnn.sparse import as_csr, check_model
         loss = self._use_loss(loss)  # a bad loss is reported before a bad X, as for dense X
         check_model(self, name)
-        X = as_csr(X, name, self.dtype, self.n_inputs)
+        if not isinstance(X, CSRInput):
+            X = as_csr(X, name, self.dtype, self.n_inputs)
+        elif X.data.dtype != self.dtype or X.shape[1] != self.n_inputs:
+            # already converted (fastnn.ensemble converts once for all its members)
+            raise ValueError(f"{name} is a CSRInput of dtype {X.data.dtype} and shape "
+                             f"{X.shape}; the model expects {self.dtype} and {self.n_inputs} "
+                             "columns")
         return (loss, X) + self.prepare_targets(X.shape[0], y, loss, sample_weight)[1:]
 
     def prepare_targets(self, n, y, loss, sample_weight=None):

@@ -103,7 +103,7 @@ from fastnn.model import MLP
 from fastnn.optim import SGD, Adam, Constant, InverseScaling, ReduceOnPlateau
 from fastnn.sparse import check_model, check_structure, forward as sparse_forward
 from fastnn.threads import _default_threads, resolve_threads
-from fastnn.trainer import TrainingDiverged, fit as _fastnn_fit
+from fastnn.trainer import TrainingDiverged, prepare_run
 
 __all__ = ["MLPClassifier", "MLPRegressor", "NonFiniteFit"]
 
@@ -220,10 +220,24 @@ class _BaseMLP(BaseEstimator):
 
     def _fit(self, X, y, sample_weight, incremental, classes=None, validation_data=None):
         with self._threads():
-            return self._fit_in_context(X, y, sample_weight, incremental, classes,
-                                        validation_data)
+            begun = self._begin_fit(X, y, sample_weight, incremental, classes,
+                                    validation_data)
+            if begun is not None:
+                diverged = None
+                if begun["run"] is not None:
+                    try:
+                        begun["run"].run(begun["epochs"])   # fastnn's threads, as fastnn.fit
+                    except TrainingDiverged as exc:
+                        diverged = exc
+                self._end_fit(begun, diverged)
+        return self
 
-    def _fit_in_context(self, X, y, sample_weight, incremental, classes, validation_data):
+    def _begin_fit(self, X, y, sample_weight, incremental, classes=None,
+                   validation_data=None):
+        """Everything of a fit before its epochs: None when there is nothing to train;
+        otherwise a dict for ``_end_fit`` whose "run" is the checked fastnn TrainingRun of a
+        stochastic solver (to run its "epochs", alone or in lockstep with other estimators'
+        runs: fastnn.sklearn_ensemble), or None after lbfgs has trained."""
         hidden, activation, dtype = self._checked_params()
         if incremental and self.early_stopping and validation_data is None and \
                 getattr(self, "_validation_set", None) is None:
@@ -240,31 +254,35 @@ class _BaseMLP(BaseEstimator):
                 self._forget_fit()
             raise
         if prepared is None:
-            return self
+            return None
         if self.solver == "lbfgs":
             self._fit_lbfgs(*prepared[:3], prepared[4])
-        else:
-            self._fit_stochastic(*prepared, incremental)
+            return {"run": None}
+        X, Y, sw, val, loss, batch_size = prepared
+        self.n_iter_ = 0
+        run, epochs = prepare_run(self.model_, X, Y, loss, self._optimizer,
+                                  epochs=1 if incremental else self.max_iter,
+                                  batch_size=batch_size, shuffle=self.shuffle,
+                                  seed=self._shuffle_seed, sample_weight=sw,
+                                  validation_data=val,
+                                  callbacks=[self._epoch_callback(X.shape[0], val)])
+        return {"run": run, "epochs": epochs, "val": val, "incremental": incremental}
+
+    def _end_fit(self, begun, diverged):
+        """After the epochs of ``_begin_fit``'s run (diverged: its TrainingDiverged or
+        None): scikit-learn's records, stopping and warnings."""
+        if begun["run"] is not None:
+            self._after_epochs(begun["val"], begun["incremental"], diverged)
         if not all_finite(self.model_.params):
             raise ValueError("Solver produced non-finite parameter weights. The input data may "
                              "contain large values and need to be preprocessed.")
-        return self
 
-    def _fit_stochastic(self, X, Y, sw, val, loss, batch_size, incremental):
-        """Epochs of minibatch sgd/adam through fastnn.fit, with scikit-learn's stopping."""
-        n = X.shape[0]
-        epochs = 1 if incremental else self.max_iter
-        self.n_iter_ = 0
-        diverged = None
-        try:
-            _fastnn_fit(self.model_, X, Y, loss, self._optimizer, epochs=epochs,
-                        batch_size=batch_size, shuffle=self.shuffle, seed=self._shuffle_seed,
-                        sample_weight=sw, validation_data=val,
-                        callbacks=[self._epoch_callback(n, val)])
-        except TrainingDiverged as exc:
+    def _after_epochs(self, val, incremental, diverged):
+        """Epochs of minibatch sgd/adam ran through fastnn (TrainingRun): scikit-learn's
+        stopping, with the run's TrainingDiverged or None."""
+        if diverged is not None:
             # scikit-learn trains on through a non-finite loss: record the failed epoch as
             # NaN and stop here (the model keeps its last finite weights)
-            diverged = exc
             self.n_iter_ += 1
             self.loss_ = float("nan")
             self.loss_curve_.append(float("nan"))
@@ -287,7 +305,7 @@ class _BaseMLP(BaseEstimator):
                 self.n_iter_ == self.max_iter:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
                           "reached and the optimization hasn't converged yet.",
-                          ConvergenceWarning, stacklevel=4)
+                          ConvergenceWarning, stacklevel=5)
         if self.early_stopping:
             self.best_loss_ = None
         else:
@@ -316,7 +334,7 @@ class _BaseMLP(BaseEstimator):
             warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
                           f"(status={result.status}):\n{message}\n\nIncrease the number of "
                           f"iterations to improve the convergence (max_iter={self.max_iter}), "
-                          f"or max_fun={self.max_fun}.", ConvergenceWarning, stacklevel=4)
+                          f"or max_fun={self.max_fun}.", ConvergenceWarning, stacklevel=5)
 
     def _resolve_dtype(self, X, dtype, first):
         """The dtype of the computation: dtype= when given; else the fitted model's when
@@ -390,7 +408,7 @@ class _BaseMLP(BaseEstimator):
             warnings.warn(f"early stopping ended training after {len(self.loss_curve_)} "
                           "epochs; this partial_fit call leaves the model unchanged. Call fit, or "
                           "set_params(early_stopping=False) to train on.", UserWarning,
-                          stacklevel=4)
+                          stacklevel=5)
             return None
         self.stopped_early_ = False
         if self.solver == "lbfgs":
@@ -409,7 +427,7 @@ class _BaseMLP(BaseEstimator):
         if batch_size > n:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
                           f"going to be clipped (batch_size={batch_size}, {n} training "
-                          "samples)", UserWarning, stacklevel=4)
+                          "samples)", UserWarning, stacklevel=5)
             batch_size = n
         mean_weight = 1.0 if sw is None else float(np.mean(sw, dtype=np.float64))
         self._optimizer.weight_decay = self.alpha / (batch_size * mean_weight)

@@ -2,9 +2,13 @@
 
 Each is a meta-estimator over a fastnn estimator (``fastnn.sklearn.MLPRegressor`` /
 ``MLPClassifier``): ``n_estimators`` clones, each with its own ``random_state`` drawn from the
-ensemble's, fitted in a pool of ``n_jobs`` threads with one BLAS thread each (fastnn's
-compiled epoch releases the GIL, so the members train in parallel without oversubscribing
-the cores).  Every hyperparameter of the members (layers, solver, early stopping, dtype,
+ensemble's, trained as ``fastnn.MLPEnsemble`` trains its members: each member's fit is
+prepared on the calling thread, then the members' runs advance in lockstep epochs, each
+epoch ONE compiled job running every member's epoch as a task on fastnn's pool of ``n_jobs``
+threads (BLAS at one thread, so nothing oversubscribes the cores); each member's epoch is
+recorded (its scikit-learn records, early stopping, verbose lines) on the calling thread, in
+member order.  A member is bitwise the estimator fitted alone with its ``random_state``.
+``solver="lbfgs"`` members (full batch, no epochs to share) are fitted one after another.  Every hyperparameter of the members (layers, solver, early stopping, dtype,
 ``loss="gaussian_nll"`` ...) is set on the ``estimator`` you pass, so the ensemble works
 wherever the single estimator does: in a ``Pipeline``, ``GridSearchCV``
 (``param_grid={"estimator__alpha": ...}``), ``cross_val_score``, and it pickles::
@@ -33,9 +37,7 @@ sees every class.  Needs scikit-learn (``pip install scikit-learn``).
 members; float32 members (the default) share fastnn.sklearn's two rounding exceptions
 (``check_methods_subset_invariance``, ``check_sample_weight_equivalence_on_dense_data``).
 """
-import contextvars
 import numbers
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -48,7 +50,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"fastnn.sklearn_ensemble needs scikit-learn >= 1.6 ({exc}); install "
                       "it with pip install scikit-learn") from exc
 
-from fastnn.threads import _default_threads, available_cores, compiled_threads
+from fastnn.ensemble import train_in_lockstep
+from fastnn.threads import _default_threads, compiled_threads, resolve_threads
+from fastnn.training import TrainingDiverged
 
 __all__ = ["EnsembleClassifier", "EnsembleRegressor"]
 
@@ -56,7 +60,7 @@ _SEED_BOUND = np.iinfo(np.int32).max
 
 
 class _BaseEnsemble(BaseEstimator):
-    """Shared: parameter checks, member seeds, bootstrap weights, the thread pool."""
+    """Shared: parameter checks, member seeds, bootstrap weights, the lockstep fit."""
 
     def __init__(self, estimator=None, n_estimators=5, *, bootstrap=False, n_jobs=None,
                  random_state=None):
@@ -100,35 +104,48 @@ class _BaseEnsemble(BaseEstimator):
                                           minlength=n)
                        for s in seeds]
 
-        workers = min(self.n_estimators, self.n_jobs or available_cores())
-        # n_jobs threads in all: each member's fit on its share of fastnn's threads (a
-        # member's fit took every core before, so n_jobs=1 ran fastnn's pool on 2)
-        member_threads = max(1, (self.n_jobs or available_cores()) // workers)
-
-        def fit_one(k):
-            token = _default_threads.set(member_threads)
-            try:
-                if weights[k] is None:
-                    return members[k].fit(X, y)
-                return members[k].fit(X, y, sample_weight=weights[k])
-            finally:
-                _default_threads.reset(token)
-
-        # one BLAS thread per member: workers x BLAS threads never exceed the cores
-        # (compiled_threads: inside a caller's blas_threads(n) block too, where a
-        # blas_threads(1) block raised; the members' fits in the workers join its hold)
-        with compiled_threads(1):
-            if workers == 1:
-                for k in range(self.n_estimators):
-                    fit_one(k)
-            else:
-                with ThreadPoolExecutor(max_workers=workers,
-                                        thread_name_prefix="fastnn-ensemble") as pool:
-                    # each member in a copy of the caller's context: a fastnn.fpmode
-                    # flush_denormals block (a ContextVar) applies to the members' fits too
-                    for future in [pool.submit(contextvars.copy_context().run, fit_one, k)
-                                   for k in range(self.n_estimators)]:
-                        future.result()   # re-raises a member's error here
+        # n_jobs threads in all: the pool runs min(members, n_jobs) members' epochs at once
+        # (each on one thread), and every other compiled call of the members' fits (lbfgs
+        # members, validation scores) takes at most n_jobs (a member's fit took every core
+        # before, so n_jobs=1 ran fastnn's pool on 2)
+        n_jobs = resolve_threads(self.n_jobs)
+        token = _default_threads.set(n_jobs)
+        try:
+            # every member's fit up to its epochs, in member order (bad input raises here,
+            # before any member trains; lbfgs members, full-batch with no epochs to share,
+            # train here one after another), then the stochastic members' runs advance in
+            # lockstep epochs: one compiled job per epoch on fastnn's pool (MLPEnsemble's)
+            begun = [members[k]._begin_fit(X, y, weights[k], incremental=False)
+                     for k in range(self.n_estimators)]
+            lockstep = [k for k, b in enumerate(begun)
+                        if b is not None and b["run"] is not None]
+            histories = [None] * len(lockstep)
+            errors = [None] * len(lockstep)
+            if lockstep:
+                # one BLAS thread (compiled_threads: inside a caller's blas_threads(n) block
+                # too): the members' arithmetic does not depend on the worker count
+                with compiled_threads(1):
+                    train_in_lockstep([(begun[k]["run"], begun[k]["epochs"])
+                                       for k in lockstep],
+                                      min(len(lockstep), n_jobs), histories, errors)
+        finally:
+            _default_threads.reset(token)
+        diverged = dict(zip(lockstep, errors))
+        failure = next((exc for exc in errors if exc is not None
+                        and not isinstance(exc, TrainingDiverged)), None)
+        if failure is not None:
+            raise failure   # Ctrl-C, a callback's error: the members keep what they reached
+        # every member's records and stopping, then the first member's error (NonFiniteFit
+        # of a diverged one): the others keep their complete fits, as in separate fits
+        first_error = None
+        for k, b in enumerate(begun):
+            if b is not None:
+                try:
+                    members[k]._end_fit(b, diverged.get(k))
+                except Exception as exc:
+                    first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
         self.estimators_ = members
         self.member_seeds_ = [int(s) for s in seeds]
         self.n_features_in_ = members[0].n_features_in_
@@ -155,9 +172,11 @@ class EnsembleRegressor(RegressorMixin, _BaseEnsemble):
     bootstrap : bool, default False
         Train each member on a bootstrap resample, as integer sample weights.
     n_jobs : int or None
-        Threads in all: ``min(n_estimators, n_jobs)`` members train at once, each with one
-        BLAS thread and ``n_jobs // that many`` of fastnn's threads (at least 1).  Default:
-        the cores available to this process.
+        Threads in all: fastnn's pool runs ``min(n_estimators, n_jobs)`` members' epochs
+        at once (each on one thread, BLAS at one), and the fits' other compiled calls
+        (lbfgs members, validation scores) use at most n_jobs.  Default: the cores
+        available to this process (``fastnn.threads.available_cores``).  The members'
+        results do not depend on it.
     random_state : int, RandomState or None
         Draws the members' random_state (``member_seeds_``).
 

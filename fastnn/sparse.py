@@ -227,6 +227,9 @@ def forward_kind(model, X, kind, link, chunk_rows, flush_denormals=None):
     constants come in as arguments: this module is below fastnn.model.)"""
     check_model(model)
     csr = X if isinstance(X, CSRInput) else as_csr(X, "X", model.dtype, model.n_inputs)
+    if csr.data.dtype != model.dtype or csr.shape[1] != model.n_inputs:
+        raise ValueError(f"X is a CSRInput of dtype {csr.data.dtype} and shape {csr.shape}; "
+                         f"the model expects {model.dtype} and {model.n_inputs} columns")
     out = np.empty((csr.shape[0], model.n_outputs), dtype=model.dtype)
     _sparse.forward_csr_into(model._spec, model.params, csr.data, csr.indices, csr.indptr,
                              out, kind, bool(link), chunk_rows, fpmode.resolve(flush_denormals))

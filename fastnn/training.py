@@ -522,10 +522,13 @@ class TrainingRun:
         callbacks) and yields the next.  ``send(True)`` instead of ``next`` also stops the
         run after that epoch, as a callback returning True does.  It returns (as
         StopIteration.value) the History, and raises what ``fastnn.fit`` raises.  Closed
-        before its yielded call ran, the run ends after the last epoch that did (early
-        stopping's best weights put back); closed after, the model keeps that epoch's weights
-        and the optimizer its step count, as after Ctrl-C.  ``run`` is this loop with one
-        model.
+        (or an exception thrown in) before its yielded call ran, the run ends after the last
+        epoch that did (closed: early stopping's best weights put back) and the call is
+        dropped (it can no longer run); resumed before it ran: the same, with a
+        RuntimeError.  Closed or thrown into after the call ran, the model keeps that epoch's
+        weights and the optimizer its step count, as after Ctrl-C (a diverged epoch falls
+        back to the last parameters known to be good, as fit does, without raising).
+        ``run`` is this loop with one model.
         """
         model, mpi = self.model, self.mpi
         self.bar = None
@@ -545,12 +548,20 @@ class TrainingRun:
                 call = self._prepare_epoch()
                 try:
                     stop_asked = yield call
-                except GeneratorExit:
+                except BaseException as exc:
+                    # closed, or an exception thrown in: the run ends here, consistent
                     if call.ran:
-                        self._take_result(call)
+                        self._settle(call)
                     else:
-                        self._finish()
+                        call.drop()
+                        if isinstance(exc, GeneratorExit):
+                            self._finish()
                     raise
+                if not call.ran:
+                    call.drop()
+                    raise RuntimeError("TrainingRun.epochs was resumed before the epoch it "
+                                       "yielded ran (call.run() or _sgd.train_epochs); the "
+                                       "run ends after its last recorded epoch")
                 if self._record_epoch(call) or stop_asked:
                     break
             self._finish()
@@ -639,6 +650,19 @@ class TrainingRun:
                 ws.labels, ws.sw, ws.sigma, SIGNAL_CHECK_INTERVAL, self.offset,
                 None if self.mpi is None else self.mpi.reducer, self.flush_denormals,
                 dropout_seed=self.dropout_seed, epoch=done, n_threads=self.n_threads)
+
+    def _settle(self, call):
+        """A run that ends after `call` ran, without recording it: the optimizer takes the
+        step count, and a diverged epoch falls back to the last good parameters (as
+        _check_status does, without raising).  A sparse epoch whose compiled call raised
+        (before any step) has no result to take."""
+        if call.result is None:
+            return
+        loss_sum, weight_sum, steps, status, failed_step, pending = self._take_result(call)
+        if status == _sgd.STATUS_OK and not all_finite(self.model.params):
+            self._restore_last_good(self.optimizer.completed_epochs + 1, None)
+        elif status == _sgd.STATUS_DIVERGED:
+            self._restore_last_good(self.optimizer.completed_epochs + 1, failed_step)
 
     def _take_result(self, call):
         """The epoch's figures; the optimizer takes its step count.  After an interrupted
@@ -773,7 +797,15 @@ class _CSREpoch:
         self._started = False
         self.ran, self.result, self.seconds = False, None, 0.0
 
+    def drop(self):
+        """Never run this epoch (as ``fastnn._sgd.EpochCall.drop``)."""
+        if not self.ran:
+            self._call = None
+
     def run(self):
+        if self._call is None:
+            raise RuntimeError("this epoch was dropped (its run ended before it ran); it "
+                               "can no longer run")
         if self._started:
             raise RuntimeError("this epoch has already run; prepare the next one")
         self._started = True

@@ -15,8 +15,7 @@ import pytest
 from scipy.stats import norm
 
 import fastnn
-from fastnn.ensemble import (EnsemblePrediction, MLPEnsemble, available_cores,
-                             load_ensemble)
+from fastnn.ensemble import EnsemblePrediction, MLPEnsemble, load_ensemble
 from fastnn.io import ModelFileError
 
 
@@ -402,7 +401,17 @@ def test_bad_input():
         MLPEnsemble.from_models([m, fastnn.MLP([3, 5, 1], seed=0)])
     with pytest.raises(ValueError, match="member_seeds has 1 entries"):
         MLPEnsemble.from_models([m, m.copy()], member_seeds=[1])
-    assert available_cores() >= 1
+
+
+def test_one_owner_of_the_core_count():
+    # fastnn.threads owns the count of available cores; the ensemble modules keep no twin
+    import fastnn.ensemble
+    import fastnn.threads
+    for module in ("fastnn.ensemble", "fastnn.sklearn_ensemble"):
+        mod = __import__(module, fromlist=["_"])
+        assert getattr(mod, "available_cores", fastnn.threads.available_cores) is \
+            fastnn.threads.available_cores, module
+    assert fastnn.threads.available_cores() >= 1
 
 
 MPI = None
@@ -778,7 +787,7 @@ def test_prepared_epochs_run_once_and_never_share_written_buffers():
     run, epochs = fastnn.trainer.prepare_run(model, X, y, "mse", epochs=2)
     steps = run.epochs(epochs)
     call = next(steps)
-    with pytest.raises(ValueError, match="write overlapping buffers"):
+    with pytest.raises(ValueError, match="use overlapping buffers"):
         _sgd.train_epochs([call, call], 2)
     with pytest.raises(TypeError, match="EpochCall"):
         _sgd.train_epochs([call, "not a call"], 2)
@@ -848,3 +857,185 @@ def test_training_run_step_by_step_is_fit():
     assert run.optimizer.completed_epochs == 3 and len(run.history.epoch) == 3
     assert run.history.best_epoch == es.best_epoch
     assert model.params.tobytes() == es._best_params.tobytes()
+
+
+def test_prepared_epochs_refuse_memory_one_writes_and_another_reads():
+    # a crafted job: one epoch's X is another model's parameters (read while written: a
+    # race), or an epoch whose own gather buffer is its X; both refused before any run,
+    # while members that only share the data they read are accepted
+    from fastnn import _sgd
+    from fastnn.trainer import prepare_run
+    rng = np.random.default_rng(0)
+    a = fastnn.MLP([3, 16, 1], seed=0)
+    n = a.params.shape[0] // 3
+    X = rng.standard_normal((64, 3)).astype(np.float32)
+    y = rng.standard_normal((64, 1)).astype(np.float32)
+    run_a, _ = prepare_run(a, X, y, "mse", epochs=1, batch_size=8)
+    b = fastnn.MLP([3, 4, 1], seed=1)
+    X_b = a.params[: 3 * n].reshape(n, 3)          # b reads what a writes
+    run_b, _ = prepare_run(b, X_b, np.zeros((n, 1), np.float32), "mse", epochs=1,
+                           batch_size=8)
+    assert np.shares_memory(run_b.data[0], a.params)
+    steps_a, steps_b = run_a.epochs(1), run_b.epochs(1)
+    call_a, call_b = next(steps_a), next(steps_b)
+    for calls in ([call_a, call_b], [call_b, call_a]):
+        with pytest.raises(ValueError, match=r"writes its params in memory that calls\[\d\] "
+                                             r"reads as its X"):
+            _sgd.train_epochs(calls, 2)
+    assert not call_a.ran and not call_b.ran
+    # members sharing X and y (read only) are fine
+    c = fastnn.MLP([3, 16, 1], seed=2)
+    run_c, _ = prepare_run(c, X, y, "mse", epochs=1, batch_size=8)
+    steps_c = run_c.epochs(1)
+    call_c = next(steps_c)
+    assert _sgd.train_epochs([call_a, call_c], 2) is None and call_a.ran and call_c.ran
+    # one epoch whose gather buffer is its own X: refused by prepare_epoch itself
+    ws = run_c.ws
+    args = dict(acts=ws.acts, delta0=ws.delta0, delta1=ws.delta1)
+    Xg = np.ascontiguousarray(X[:8])
+    with pytest.raises(ValueError, match="the epoch writes its X_batch in memory that the "
+                                         "epoch reads as its X"):
+        _sgd.prepare_epoch(c._spec, c.params, c.grads, None, None, Xg, y[:8], None, None,
+                           None, np.arange(8, dtype=np.intp), 8, False, 0, 0, 1.0, 0, 0.01,
+                           0.0, False, 0.0, 0.0, 0.9, 0.999, 1e-8, 0, ws.acts, ws.delta0,
+                           ws.delta1, Xg, np.empty((8, 1), np.float32), None, None, None,
+                           -1.0)
+    for steps in (steps_a, steps_b, steps_c):
+        steps.close()
+
+
+def test_training_run_generator_misuse_leaves_the_run_consistent():
+    # TrainingRun.epochs driven wrongly: whatever ends the run (close, throw, a resume before
+    # the call ran), the optimizer's step count matches the weights, a diverged epoch falls
+    # back to the parameters fit would keep, and a dropped call can never run later
+    from fastnn import _sgd
+    from fastnn.trainer import prepare_run
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 3))
+    y = rng.standard_normal((64, 1))
+
+    def start(lr, scale=1.0):
+        model = fastnn.MLP([3, 8, 1], seed=0, dtype=np.float64)
+        opt = fastnn.SGD(lr=lr, momentum=0.9)
+        run, epochs = prepare_run(model, X, y * scale, "mse", opt, epochs=3, batch_size=8,
+                                  seed=0)
+        return model, opt, run.epochs(epochs)
+
+    # an exception thrown in after the call ran: the optimizer takes its 8 steps
+    model, opt, steps = start(1e-3)
+    start_params = model.params.copy()
+    next(steps).run()
+    with pytest.raises(KeyError):
+        steps.throw(KeyError("the driver's own error"))
+    assert opt.t == 8 and opt.completed_epochs == 0
+    assert not np.array_equal(model.params, start_params)
+
+    # closed after a diverged epoch ran: fit's fallback (the parameters it started with,
+    # state reset), as TrainingDiverged leaves them, not the ones that gave a NaN loss
+    model, opt, steps = start(1e3, scale=1e3)
+    start_params = model.params.copy()
+    call = next(steps)
+    call.run()
+    assert call.result[4] == _sgd.STATUS_DIVERGED
+    steps.close()
+    assert model.params.tobytes() == start_params.tobytes() and opt.t == 0
+    ref = fastnn.MLP([3, 8, 1], seed=0, dtype=np.float64)
+    with pytest.raises(fastnn.TrainingDiverged):
+        fastnn.fit(ref, X, y * 1e3, "mse", fastnn.SGD(lr=1e3, momentum=0.9), epochs=3,
+                   batch_size=8, seed=0)
+    assert ref.params.tobytes() == model.params.tobytes()
+
+    # closed, or thrown into, before the call ran: the call is dropped for good
+    for end in ("close", "throw", "resume"):
+        model, opt, steps = start(1e-3)
+        before = model.params.copy()
+        call = next(steps)
+        if end == "close":
+            steps.close()
+        elif end == "throw":
+            with pytest.raises(KeyError):
+                steps.throw(KeyError("x"))
+        else:
+            with pytest.raises(RuntimeError, match="resumed before the epoch it yielded ran"):
+                next(steps)
+        with pytest.raises(RuntimeError, match="dropped"):
+            call.run()
+        with pytest.raises(RuntimeError, match="dropped"):
+            _sgd.train_epochs([call], 2)
+        assert model.params.tobytes() == before.tobytes() and opt.t == 0
+
+
+def test_a_fit_of_the_ensemble_inside_its_own_fit_is_refused():
+    # a callback (or another thread) fitting the ensemble while its fit runs: the members
+    # after the calling one have run an epoch not yet recorded, and a nested fit would
+    # train them from stale step counts (Adam's t went backwards).  Refused, clearly; the
+    # outer fit is unaffected and equals a fit without the callback; predict is fine.
+    X, y = _regression(64)
+    seen = []
+
+    def refit(epoch, logs):
+        if logs["member"] == 0 and epoch == 1:
+            seen.append(ens.predict(X).shape)
+            with pytest.raises(RuntimeError, match="already being fitted"):
+                ens.fit(X, y, "mse", epochs=1)
+
+    ens = MLPEnsemble([3, 8, 1], n_members=3, seed=0, dtype=np.float64)
+    ens.fit(X, y, "mse", fastnn.Adam(lr=1e-2), epochs=3, batch_size=8, callbacks=[refit],
+            n_threads=2)
+    ref = MLPEnsemble([3, 8, 1], n_members=3, seed=0, dtype=np.float64)
+    ref.fit(X, y, "mse", fastnn.Adam(lr=1e-2), epochs=3, batch_size=8, n_threads=1)
+    assert seen == [(64, 1)]
+    for a, b, oa, ob in zip(ens.members, ref.members, ens.optimizers_, ref.optimizers_):
+        assert a.params.tobytes() == b.params.tobytes() and oa.t == ob.t == 24
+    ens.fit(X, y, "mse", epochs=1, batch_size=8)   # free again afterwards
+    assert all(opt.t == 32 for opt in ens.optimizers_)
+    # a copy taken in a callback (a checkpoint) is an ensemble of its own, free to fit
+    import copy
+    import pickle
+    copies = []
+    ens.fit(X, y, "mse", epochs=1, batch_size=8,
+            callbacks=[lambda epoch, logs: copies.extend(
+                [copy.deepcopy(ens), pickle.loads(pickle.dumps(ens))])])
+    for other in copies[-2:]:
+        other.fit(X, y, "mse", epochs=1, batch_size=8)
+
+
+@pytest.mark.parametrize("bootstrap", [False, True])
+def test_a_sparse_x_trains_and_predicts_each_member_as_its_lone_sparse_fit(bootstrap):
+    # a scipy.sparse X (any format) stays sparse, converted once for all members: each
+    # member equals its lone fastnn.fit on the sparse rows, bitwise; predictions equal the
+    # dense X's; the derivatives, which need a dense X, say so
+    import scipy.sparse as sp
+    rng = np.random.default_rng(0)
+    X = sp.random(120, 10, density=0.2, format="csc", random_state=0)
+    y = rng.standard_normal((120, 1))
+    ens = MLPEnsemble([10, 8, 1], n_members=3, seed=0, dtype=np.float64, bootstrap=bootstrap)
+    ens.fit(X, y, "mse", fastnn.Adam(lr=0.01), epochs=3, batch_size=16, n_threads=2)
+    for k, member in enumerate(ens.members):
+        rows = ens.bootstrap_indices(k, 120) if bootstrap else np.arange(120)
+        ref = fastnn.MLP([10, 8, 1], seed=ens.member_seeds[k], dtype=np.float64)
+        fastnn.fit(ref, X.tocsr()[rows], y[rows], "mse", fastnn.Adam(lr=0.01), epochs=3,
+                   batch_size=16, seed=ens.member_seeds[k], n_threads=1)
+        assert ref.params.tobytes() == member.params.tobytes()
+    np.testing.assert_allclose(ens.predict(X), ens.predict(X.toarray()), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ens.predict_std(X), ens.predict_std(X.toarray()), rtol=1e-10,
+                               atol=1e-12)
+    with pytest.raises(TypeError, match="X is a scipy.sparse csc_matrix; jacobian needs a "
+                                        "dense X"):
+        ens.jacobian(X)
+    with pytest.raises(ValueError, match="X has 9 features"):
+        ens.fit(X[:, :9], y, "mse", epochs=1)
+
+
+def test_train_epochs_thread_counts_beyond_a_c_int_are_capped_or_named():
+    from fastnn import _sgd
+    X, y = _regression(64)
+    model = fastnn.MLP([3, 4, 1], seed=0)
+    run, epochs = fastnn.trainer.prepare_run(model, X, y, "mse", epochs=1)
+    steps = run.epochs(epochs)
+    call = next(steps)
+    for bad in (True, 2.0, "2", 0):
+        with pytest.raises(ValueError, match=r"n_threads=.*expected an int >= 1"):
+            _sgd.train_epochs([call], bad)
+    assert _sgd.train_epochs([call], 2 ** 40) is None and call.ran
+    steps.close()

@@ -8,6 +8,7 @@ import pytest
 
 sklearn = pytest.importorskip("sklearn")  # an optional dependency, in the test extra
 
+from sklearn.base import clone  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -87,20 +88,22 @@ def test_bad_parameters():
         EnsembleClassifier().fit(X, np.eye(2, dtype=int)[labels % 2])
 
 
-def test_members_fitted_in_threads_use_the_callers_flush_denormals_block(monkeypatch):
-    # the block is per thread (a ContextVar); the pool's threads run in the caller's context
+def test_members_use_the_callers_flush_denormals_block(monkeypatch):
+    # the block is per thread (a ContextVar); the members' runs are prepared on the calling
+    # thread, which passes its mode to the compiled epochs wherever the pool runs them
     import fastnn
     from fastnn import fpmode
     import fastnn.sklearn as fsk
     from fastnn.sklearn_ensemble import EnsembleRegressor
     seen = []
-    real = fsk._fastnn_fit
+    real = fsk.prepare_run
 
     def spy(*args, **kwargs):
-        seen.append(fpmode.resolve(kwargs.get("flush_denormals")))
-        return real(*args, **kwargs)
+        run, epochs = real(*args, **kwargs)
+        seen.append(run.flush_denormals)
+        return run, epochs
 
-    monkeypatch.setattr(fsk, "_fastnn_fit", spy)
+    monkeypatch.setattr(fsk, "prepare_run", spy)
     X = np.random.default_rng(0).standard_normal((30, 2))
     ens = EnsembleRegressor(fsk.MLPRegressor(hidden_layer_sizes=(4,), max_iter=1),
                             n_estimators=3, n_jobs=2, random_state=0)
@@ -110,23 +113,84 @@ def test_members_fitted_in_threads_use_the_callers_flush_denormals_block(monkeyp
     assert fastnn.get_flush_denormals() is True
 
 
-@pytest.mark.parametrize("n_jobs, n_estimators, member_threads", [(1, 2, 1), (4, 2, 2), (3, 1, 3)])
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+@pytest.mark.parametrize("n_jobs, n_estimators", [(1, 2), (4, 2), (3, 1)])
 def test_n_jobs_bounds_fastnns_threads_in_the_members_fits(monkeypatch, n_jobs, n_estimators,
-                                                           member_threads):
-    # n_jobs is the ensemble's threads in all: each member's fit (fastnn.sklearn, which has no
-    # n_threads) gets n_jobs // workers of fastnn's threads; it took every core before, so
-    # n_jobs=1 ran fastnn's pool on 2 threads
-    from fastnn import threads
-    seen = []
-    real = threads.resolve_threads
+                                                           solver):
+    # n_jobs is the ensemble's threads in all: the pool's job of the members' epochs runs on
+    # min(n_estimators, n_jobs) threads, each member's epoch on one, and every other compiled
+    # call of the fits (lbfgs members, validation scores) on at most n_jobs; a member's fit
+    # took every core before, so n_jobs=1 ran fastnn's pool on 2 threads
+    from fastnn import _sgd, threads
+    seen, jobs = [], []
+    real, real_job = threads.resolve_threads, _sgd.train_epochs
 
     def spy(n):
         seen.append(real(n))
         return seen[-1]
 
+    def spy_job(calls, n_threads):
+        jobs.append(n_threads)
+        return real_job(calls, n_threads)
+
     monkeypatch.setattr(threads, "resolve_threads", spy)
+    monkeypatch.setattr(_sgd, "train_epochs", spy_job)
     X = np.random.default_rng(0).standard_normal((60, 4))
-    EnsembleRegressor(MLPRegressor(hidden_layer_sizes=(8,), max_iter=2), n_estimators=n_estimators,
-                      n_jobs=n_jobs, random_state=0).fit(X, X.sum(axis=1))
-    assert member_threads in seen and set(seen) <= {1, member_threads}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        EnsembleRegressor(MLPRegressor(hidden_layer_sizes=(8,), max_iter=2, solver=solver,
+                                       early_stopping=solver == "adam"),
+                          n_estimators=n_estimators, n_jobs=n_jobs,
+                          random_state=0).fit(X, X.sum(axis=1))
+    assert seen and set(seen) <= set(range(1, n_jobs + 1))
+    assert set(jobs) == (set() if solver == "lbfgs" else {min(n_jobs, n_estimators)})
     assert threads.resolve_threads(None) == threads.available_cores()   # reset afterwards
+
+
+@pytest.mark.parametrize("cls", ["EnsembleRegressor", "EnsembleClassifier"])
+def test_members_train_in_lockstep_jobs_each_equal_to_its_lone_fit(cls, monkeypatch):
+    # one driver: each epoch one compiled job holds every member still training (no thread
+    # per member), and each member is bitwise the estimator fitted alone with its seed,
+    # early stopping and bootstrap weights included
+    import threading
+    import fastnn.sklearn as fsk
+    import fastnn.sklearn_ensemble as fse
+    from fastnn import _sgd
+    jobs, threads = [], set()
+    real = _sgd.train_epochs
+
+    def spy(calls, n_threads):
+        calls = list(calls)
+        jobs.append(len(calls))
+        threads.add(threading.get_ident())
+        return real(calls, n_threads)
+
+    monkeypatch.setattr(_sgd, "train_epochs", spy)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 3))
+    y = X[:, 0] - X[:, 1] + 0.1 * rng.standard_normal(120)
+    if cls == "EnsembleClassifier":
+        y = (y > 0).astype(int)
+        est = fsk.MLPClassifier(hidden_layer_sizes=(8,), max_iter=6, dtype="float64",
+                                early_stopping=True, n_iter_no_change=2)
+    else:
+        est = fsk.MLPRegressor(hidden_layer_sizes=(8,), max_iter=6, dtype="float64",
+                               early_stopping=True, n_iter_no_change=2)
+    ens = getattr(fse, cls)(est, n_estimators=3, bootstrap=True, n_jobs=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ens.fit(X, y)
+    assert threads == {threading.get_ident()} and jobs[0] == 3
+    assert len(jobs) == max(m.n_iter_ for m in ens.estimators_)
+    for k, member in enumerate(ens.estimators_):
+        assert jobs.count(3) >= 1
+        alone = clone(est).set_params(random_state=ens.member_seeds_[k])
+        n = X.shape[0]
+        w = np.bincount(np.random.default_rng(ens.member_seeds_[k]).integers(0, n, n),
+                        minlength=n).astype(float)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            alone.fit(X, y, sample_weight=w)
+        assert alone.model_.params.tobytes() == member.model_.params.tobytes()
+        assert alone.loss_curve_ == member.loss_curve_
+        assert alone.n_iter_ == member.n_iter_
