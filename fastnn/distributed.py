@@ -38,6 +38,7 @@ float64.
 import ctypes
 import ctypes.util
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -162,6 +163,9 @@ class MPIContext:
               "aborting all ranks:", file=sys.stderr)
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
         sys.stderr.flush()
+        # MPI_Abort tears the job down at once: give the launcher a moment to forward the
+        # message, or the user may never see why (seen with MPICH's Hydra under load)
+        time.sleep(0.5)
         self.comm.Abort(1)
 
 

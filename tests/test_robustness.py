@@ -710,12 +710,17 @@ def test_thousands_of_calls_do_not_grow_memory():
              "diverging": MLP([8, 32, 4], seed=0)}
     for _ in range(200):  # warm-up: allocator pools, caches, lazily built objects
         _one_round(state)
-    gc.collect()
-    rss_before = _rss_bytes()
-    for _ in range(2000):
-        _one_round(state)
-    gc.collect()
-    rss_growth = _rss_bytes() - rss_before
+    # A leak grows RSS in every block of rounds; a one-off growth (another test's threads
+    # finishing under load, an allocator arena) in one block only: judge the smallest.
+    growths = []
+    for _ in range(3):
+        gc.collect()
+        rss_before = _rss_bytes()
+        for _ in range(2000):
+            _one_round(state)
+        gc.collect()
+        growths.append(_rss_bytes() - rss_before)
+    rss_growth = min(growths)
     tracemalloc.start()  # Python objects and NumPy buffers (not the compiled code's malloc)
     try:
         traced_before = tracemalloc.get_traced_memory()[0]
@@ -725,12 +730,12 @@ def test_thousands_of_calls_do_not_grow_memory():
         traced_growth = tracemalloc.get_traced_memory()[0] - traced_before
     finally:
         tracemalloc.stop()
-    # Measured: RSS grows by 0-20 KB over 2000 rounds, traced memory by ~2 KB (tracemalloc's
+    # Measured: RSS grows by 0-20 KB per 2000 rounds, traced memory by ~2 KB (tracemalloc's
     # own) over 500.  Each round allocates workspaces of 1-10 KB in C (predict, loss_and_grad)
     # and NumPy (fit), outputs and exceptions: leaking any one of them per round would grow
     # RSS by > 4 MB over 2000 rounds, and one leaked 64-byte Python object per round exceeds
     # the 32 KB traced bound.
-    assert rss_growth < 4 << 20, f"RSS grew by {rss_growth / 2**20:.1f} MB"
+    assert rss_growth < 4 << 20, f"RSS grew by {[g / 2**20 for g in growths]} MB per block"
     assert traced_growth < 32 << 10, f"traced memory grew by {traced_growth / 2**10:.0f} KB"
 
 
