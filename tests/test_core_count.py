@@ -15,14 +15,16 @@ from pathlib import Path
 
 import pytest
 
+import fastnn
+
 WORKER = Path(__file__).with_name("_core_count_worker.py")
-ROOT = WORKER.parent.parent
 
 
 def _digests(cores):
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    # the fastnn this test imported (the installed one under `pip install . && pytest`)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(fastnn.__file__))
     out = subprocess.run([sys.executable, "-W", "ignore", str(WORKER), cores], env=env,
                          capture_output=True, text=True, timeout=300, check=True).stdout
     return dict(line.split() for line in out.splitlines())
