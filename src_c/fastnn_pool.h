@@ -25,14 +25,26 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sched.h>
+#include <time.h>
 #include "fastnn_fpmode.h"
 
 typedef void (*fnn_task_fn)(void *ctx, long task);
 
 #define FNN_POOL_MAX_THREADS 256
-/* how long an idle worker (or the waiting caller) polls before it sleeps: a job a few
- * microseconds after the last one (the next layer, the next minibatch) then finds it awake */
-#define FNN_POOL_SPIN 20000
+/* How long an idle worker (or the waiting caller) stays awake, polling, before it sleeps on
+ * a condition variable: a job that comes within this time (the next layer, the next
+ * minibatch, the next epoch) then finds it awake.  Waking a sleeping thread costs a futex call
+ * and, on a virtual machine, the host scheduling the vCPU again: tens of microseconds, as much
+ * as a whole product at batch 64.  With a 20000-poll spin (~10 us) the worker slept between
+ * most jobs and network A trained 1.29x faster on 2 threads than on 1 at batch 64 and 1.62x
+ * at batch 256; staying awake 2 ms gave 1.53x and 1.81x (bench/RESULTS.md section 11).
+ * OpenBLAS's own threads stay awake far longer (2^28 cycles, ~0.1 s).  The first
+ * FNN_POOL_PAUSE_NS are a `pause` loop (the fastest reaction); after that the poll yields the
+ * core (sched_yield) so that an oversubscribed machine runs its other threads meanwhile. */
+#ifndef FNN_POOL_AWAKE_NS
+#define FNN_POOL_AWAKE_NS 2000000L
+#endif
+#define FNN_POOL_PAUSE_NS 50000L
 
 typedef struct {
     pthread_mutex_t lock;         /* guards the condition variables' waits */
@@ -77,6 +89,55 @@ static void fnn_pool_after_fork_child(void)
     fnn_pool_worker_index = -1;
 }
 
+static inline void fnn_pool_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static inline long fnn_pool_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long) ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* Poll until ready(arg) (returns 1) or FNN_POOL_AWAKE_NS have passed (returns 0). */
+static int fnn_pool_poll(int (*ready)(const void *), const void *arg)
+{
+    long began = fnn_pool_now_ns(), waited = 0;
+    for (unsigned polls = 1; ; polls++) {
+        if (ready(arg))
+            return 1;
+        if (waited < FNN_POOL_PAUSE_NS)
+            fnn_pool_cpu_relax();
+        else
+            sched_yield();
+        if ((polls & 63) == 0) {
+            waited = fnn_pool_now_ns() - began;
+            if (waited >= FNN_POOL_AWAKE_NS)
+                return ready(arg);
+        }
+    }
+}
+
+typedef struct { atomic_ulong *word; unsigned long seen; } fnn_pool_ticket_wait;
+
+static int fnn_pool_ticket_changed(const void *arg)
+{
+    const fnn_pool_ticket_wait *w = (const fnn_pool_ticket_wait *) arg;
+    return atomic_load(w->word) != w->seen;
+}
+
+static int fnn_pool_none_joined(const void *arg)
+{
+    (void) arg;
+    return atomic_load(&fnn_pool.n_joined) == 0;
+}
+
 static void fnn_pool_take_tasks(void)
 {
     long t;
@@ -91,16 +152,14 @@ static void *fnn_pool_worker(void *arg)
     fnn_pool_worker_index = index;
     for (;;) {
         unsigned long ticket;
-        long spins = 0;
-        while ((ticket = atomic_load(&fnn_pool_ticket[index])) == seen
-                && spins < FNN_POOL_SPIN)
-            spins++;
-        if (ticket == seen) {
+        fnn_pool_ticket_wait wait = {&fnn_pool_ticket[index], seen};
+        if (!fnn_pool_poll(fnn_pool_ticket_changed, &wait)) {
             pthread_mutex_lock(&fnn_pool.lock);
             while ((ticket = atomic_load(&fnn_pool_ticket[index])) == seen)
                 pthread_cond_wait(&fnn_pool.wake, &fnn_pool.lock);
             pthread_mutex_unlock(&fnn_pool.lock);
         }
+        ticket = atomic_load(&fnn_pool_ticket[index]);
         seen = ticket;
         /* Join, then look whether the job is still open: a worker that wakes after the
          * caller has run every task and closed the job stays out of it (and of its fields),
@@ -194,10 +253,7 @@ static int fnn_parallel_for(int n_threads, long n_tasks, fnn_task_fn fn, void *c
     /* every task is taken: close the job, then wait for the workers that joined it (one
      * that joins after this sees it closed and leaves at once) */
     atomic_store(&fnn_pool.open_job, 0UL);
-    long spins = 0;
-    while (atomic_load(&fnn_pool.n_joined) > 0 && spins < FNN_POOL_SPIN)
-        spins++;
-    if (atomic_load(&fnn_pool.n_joined) > 0) {
+    if (!fnn_pool_poll(fnn_pool_none_joined, NULL)) {
         pthread_mutex_lock(&fnn_pool.lock);
         while (atomic_load(&fnn_pool.n_joined) > 0)
             pthread_cond_wait(&fnn_pool.done, &fnn_pool.lock);
