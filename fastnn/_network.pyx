@@ -54,13 +54,13 @@ cdef enum:
 # bench/threads.py can measure other choices (_set_tiling); results depend on them, so
 # nothing else may change them.
 cdef int _tile_side = 64
-cdef double _tile_min_flops = 2e6
+cdef double _tile_min_flops = 1e6
 cdef int _max_tiles = 4
 # How many threads take a product's tiles: one per _thread_min_flops of the product, at most
 # n_threads (the tiles, hence the results, stay the same).  Measured: network A at batch 16,
 # whose 784 x 256 products (6.4 MFLOP, 2 tiles) were shared by 2 threads, trained 3% slower
 # than on one thread (bench/RESULTS.md section 11).
-cdef double _thread_min_flops = 4e6
+cdef double _thread_min_flops = 1e6
 
 
 def _set_tiling(int side, double min_flops, int max_tiles):

@@ -109,6 +109,24 @@ def test_dropout_and_layer_norm_are_the_same_bits_for_any_thread_count(kwargs, d
                                atol=1e-12 if dtype == np.float64 else 1e-4)
 
 
+def _one_tile_each(c):
+    """Whether every product of c's training step is one tile and its parameters one chunk
+    of the update (16384)."""
+    sizes, m = c["sizes"], c["batch"]
+    shapes = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        shapes += [(m, n_out, n_in), (n_in, n_out, m), (m, n_in, n_out)]
+    n_params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return n_params <= 16384 and all(_network.gemm_tiles(*s)[0] == 1 for s in shapes)
+
+
+def test_the_bitwise_comparison_with_the_untiled_path_covers_a_network():
+    # (so that a change of the tiling constants cannot turn the test above into rounding
+    # comparisons only)
+    assert _one_tile_each(NETWORKS["B"])
+    assert not _one_tile_each(NETWORKS["A"]) and not _one_tile_each(NETWORKS["D"])
+
+
 def _untiled(monkeypatch):
     """fit/predict take the untiled sequential path (n_threads=0) of fastnn before issue 18."""
     monkeypatch.setattr(threads, "resolve_threads", lambda n=None: 0)
@@ -119,9 +137,10 @@ def _untiled(monkeypatch):
 def test_one_thread_against_the_untiled_sequential_path(name, optimizer, monkeypatch):
     """The tiled path at one thread against the untiled one it replaced (n_threads=0).
 
-    Bitwise equal where the decomposition allows it: B and C, whose products are one tile
-    each, and whose parameter vectors are one chunk of the update.  Where a product is cut
-    (A, D), OpenBLAS computes a tile's elements with the same k but may block and round them
+    Bitwise equal where the decomposition allows it: networks whose products are one tile
+    each (asked of _network.gemm_tiles, so that the claim follows the tiling constants: B at
+    batch 32), and whose parameter vectors are one chunk of the update.  Where a product is
+    cut (A, D, and C at batch 256), OpenBLAS computes a tile's elements with the same k but may block and round them
     differently from the whole product's (its blocking of k and small-matrix kernels depend
     on the call's shape; seen in sgemm, and in dgemm for 256 x 256 products, not for D's):
     there the paths agree to rounding, propagated through two epochs.  The clip norm summed
@@ -131,7 +150,7 @@ def test_one_thread_against_the_untiled_sequential_path(name, optimizer, monkeyp
     with monkeypatch.context() as m:
         _untiled(m)
         untiled = _train(c, OPTIMIZERS[optimizer](), None).params
-    if name in ("B", "C"):
+    if _one_tile_each(c):
         np.testing.assert_array_equal(tiled, untiled)
     else:
         np.testing.assert_allclose(tiled, untiled, rtol=0,
@@ -351,3 +370,24 @@ def test_the_estimators_n_threads_is_their_compiled_calls_count(monkeypatch):
         MLPClassifier((8,), max_iter=3).fit(X, y)
     with pytest.raises(ValueError, match="n_threads"):
         MLPRegressor(n_threads=0).fit(X, X[:, 0])
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "gaussian_nll"])
+def test_the_minibatch_gather_over_threads_gives_the_same_bits(loss):
+    """A batch of 192 rows of 784 features (600 kB) is gathered by 2 or more of the pool's
+    threads, over row blocks; with sample weights, and per-sample sigma or labels."""
+    c = dict(NETWORKS["A"], batch=192, n=576, dtype=np.float64)
+    X, y = _data(c)
+    rng = np.random.default_rng(3)
+    w = rng.uniform(0.5, 2.0, c["n"])
+    if loss != "cross_entropy":
+        y = rng.standard_normal((c["n"], 10))
+        loss = fastnn.losses.GaussianNLL(sigma=rng.uniform(0.5, 1.5, c["n"]))
+    results = []
+    for n in THREAD_COUNTS:
+        model = fastnn.MLP(c["sizes"], dtype=c["dtype"], seed=0)
+        fastnn.fit(model, X, y, loss, fastnn.Adam(lr=1e-3), epochs=2, batch_size=c["batch"],
+                   seed=1, sample_weight=w, n_threads=n)
+        results.append(model.params)
+    for n, params in zip(THREAD_COUNTS[1:], results[1:]):
+        np.testing.assert_array_equal(params, results[0], err_msg=f"{n} threads")
