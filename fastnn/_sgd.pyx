@@ -502,6 +502,7 @@ cdef struct _Epoch:
     Py_ssize_t *samples     # dropout: the global sample index of each row, or NULL
     Py_ssize_t n, n_in, n_t, n_order, n_params, batch_size, row_offset
     bint drop_last, is_double, flush_denormals, distributed
+    bint order_local             # every index of `order` is a row of this X
     double check_every
     LossParams lp
     Optimizer opt
@@ -757,7 +758,7 @@ def prepare_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     training loss over the steps taken, t the optimizer's update count afterwards (t0 plus
     the batches of non-zero weight).
     """
-    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1]
+    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], i
     cdef EpochCall call = EpochCall.__new__(EpochCall)
     cdef _Epoch *a = &call.a
     cdef Py_ssize_t[::1] samples_buf = None
@@ -805,8 +806,14 @@ def prepare_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
         a.sw = &sample_weight[0]
     if sigma is not None and sigma.shape[0] > 0:
         a.sigma = &sigma[0]
+    a.order_local = True
     if order is not None and order.shape[0] > 0:
         a.order = &order[0]
+        with nogil:
+            for i in range(order.shape[0]):
+                if order[i] - row_offset >= n or order[i] < row_offset:
+                    a.order_local = False
+                    break
     a.acts = NULL if acts is None or acts.shape[0] == 0 else <void *> &acts[0]
     a.delta0 = NULL if delta0 is None or delta0.shape[0] == 0 else <void *> &delta0[0]
     a.delta1 = NULL if delta1 is None or delta1.shape[0] == 0 else <void *> &delta1[0]
@@ -854,6 +861,46 @@ def train_epoch(*args, **kwargs):
     failed_step, pending_exception) (see there).
     """
     return prepare_epoch(*args, **kwargs).run()
+
+
+cdef enum:
+    _GATHER_MIN_BYTES = 131072      # a gather task copies at least this much of X
+
+
+cdef struct _Gather:
+    const char *X
+    const char *Y
+    const Py_ssize_t *labels
+    const char *sw
+    const char *sigma
+    const Py_ssize_t *order
+    char *X_batch
+    char *Y_batch
+    Py_ssize_t *labels_batch
+    char *sw_batch
+    char *sigma_batch
+    Py_ssize_t *samples
+    Py_ssize_t x_row, y_row, item, row_offset, rows, block
+
+
+cdef void _gather_task(void *ctx, long t) noexcept nogil:
+    """Rows [t * block, (t + 1) * block) of the minibatch: copies, so any split gives the
+    same bits."""
+    cdef _Gather *g = <_Gather *> ctx
+    cdef Py_ssize_t i, r, lo = t * g.block, hi = min(g.rows, (t + 1) * g.block)
+    for i in range(lo, hi):
+        r = g.order[i] - g.row_offset
+        memcpy(g.X_batch + i * g.x_row, g.X + r * g.x_row, g.x_row)
+        if g.Y != NULL:
+            memcpy(g.Y_batch + i * g.y_row, g.Y + r * g.y_row, g.y_row)
+        if g.labels != NULL:
+            g.labels_batch[i] = g.labels[r]
+        if g.sw != NULL:
+            memcpy(g.sw_batch + i * g.item, g.sw + r * g.item, g.item)
+        if g.sigma != NULL:
+            memcpy(g.sigma_batch + i * g.item, g.sigma + r * g.item, g.item)
+        if g.samples != NULL:
+            g.samples[i] = g.order[i]
 
 
 cdef void _run_epoch(_Epoch *a, _Interrupt *intr) noexcept nogil:
@@ -905,6 +952,17 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
     cdef const floating *sb
     cdef unsigned long long fp_saved
 
+    cdef _Gather gjob
+    cdef Py_ssize_t n_tasks
+    gjob.X, gjob.Y, gjob.labels = <const char *> X, <const char *> Y, labels
+    gjob.sw, gjob.sigma = <const char *> sample_weight, <const char *> sigma
+    gjob.X_batch, gjob.Y_batch, gjob.labels_batch = <char *> X_batch, <char *> Y_batch, \
+        labels_batch
+    gjob.sw_batch, gjob.sigma_batch, gjob.samples = <char *> sw_batch, <char *> sigma_batch, \
+        samples
+    gjob.x_row, gjob.y_row = n_in * sizeof(floating), n_t * sizeof(floating)
+    gjob.item, gjob.row_offset = sizeof(floating), row_offset
+
     began = _now()
     if fnn_sgd_flag_get(&intr.stop):     # the job was interrupted before this epoch began
         a.status, a.steps, a.failed_step, a.seconds = _STATUS_INTERRUPTED, 0, -1, 0.0
@@ -920,7 +978,25 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
         # -- the minibatch: gathered in the epoch's order (this rank's rows of it when
         #    distributed), or read in place
         rows = batch_rows
-        if gather:
+        if gather and a.order_local:
+            # every row is this process's: copy over row blocks on the pool's threads
+            gjob.order = order + start
+            gjob.rows = batch_rows
+            n_tasks = min(<Py_ssize_t> net.n_threads,
+                          batch_rows * gjob.x_row // _GATHER_MIN_BYTES)
+            if n_tasks > 1:
+                gjob.block = (batch_rows + n_tasks - 1) // n_tasks
+                parallel_for(net.n_threads, (batch_rows + gjob.block - 1) // gjob.block,
+                             _gather_task, &gjob)
+            else:
+                gjob.block = batch_rows
+                _gather_task(&gjob, 0)
+            xb = X_batch
+            yb = NULL if Y == NULL else Y_batch
+            lb = NULL if labels == NULL else labels_batch
+            wb = NULL if sample_weight == NULL else sw_batch
+            sb = NULL if sigma == NULL else sigma_batch
+        elif gather:
             rows = 0
             for i in range(batch_rows):
                 r = order[start + i] - row_offset
