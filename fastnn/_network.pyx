@@ -44,33 +44,40 @@ cdef enum:
     PASS_MIN_ELEMS = 16384     # an element-wise task covers at least this many entries
     MAX_TILES = 64             # element-wise tasks per pass at most
 
-# The GEMM tiles: C is cut into a power-of-two number of near-equal blocks (so that 2 or 4
-# threads share them evenly), at most _max_tiles, each doing at least _tile_min_flops and no
-# side shorter than _tile_side unless C's side is.  Every tile costs: OpenBLAS packs a tile's
-# operands afresh and reuses each packed element only across the tile's other side.  Measured
-# on network A at one thread (bench/RESULTS.md section 11): 16-column tiles made a step's
-# GEMMs 1.2-3.2x slower; these constants cost 2-10% over one untiled call while putting 78-99%
-# of the GEMM time into products of 2-4 tiles (batch 16-1024).  Module globals only so that
-# bench/threads.py can measure other choices (_set_tiling); results depend on them, so
-# nothing else may change them.
+# The GEMM tiles: C is cut into a power-of-two number of near-equal blocks (so that 2, 4, ...
+# threads share them evenly): 2 once each half does at least _tile_min_flops, more only while
+# each tile still does at least _tile_big_flops (at most _max_tiles), and no side shorter than
+# _tile_side unless C's side is.  Every tile costs: OpenBLAS packs a tile's operands afresh
+# and its kernels lose efficiency on small blocks.  Measured on network A at one thread
+# (bench/RESULTS.md section 11): 16-column tiles made a step's GEMMs 1.2-3.2x slower; 4 tiles
+# of A's 17-411 MFLOP products cost 5-9% over one untiled call, 2 tiles 1-5%; and with 2
+# tiles A trained 3-8% faster on 2 threads than with 4.  So a product is cut in two from 2
+# MFLOP, which feeds 2 cores, and in more only where each tile stays large (>= 128 MFLOP:
+# A from batch 2048, or wider layers), which is what lets a product feed many cores.
+# Module globals only so that bench/threads.py can measure other choices (_set_tiling);
+# results depend on them, so nothing else may change them.
 cdef int _tile_side = 64
 cdef double _tile_min_flops = 1e6
-cdef int _max_tiles = 4
+cdef double _tile_big_flops = 128e6
+cdef int _max_tiles = 64
 # How many threads take a product's tiles: one per _thread_min_flops of the product, at most
-# n_threads (the tiles, hence the results, stay the same).  Measured: network A at batch 16,
-# whose 784 x 256 products (6.4 MFLOP, 2 tiles) were shared by 2 threads, trained 3% slower
-# than on one thread (bench/RESULTS.md section 11).
+# n_threads (the tiles, hence the results, stay the same).  Measured: while the pool's
+# workers slept after ~10 us, network A at batch 16 (6.4 MFLOP products, 2 tiles) trained 3%
+# slower on 2 threads than on 1, so this was 4 MFLOP; with workers that stay awake
+# (fastnn_pool.h) 2 threads at 1 MFLOP make it 1.55x faster (bench/RESULTS.md section 11).
 cdef double _thread_min_flops = 1e6
 
 
-def _set_tiling(int side, double min_flops, int max_tiles):
-    """For bench/threads.py only: the tiling constants (changes results' bits)."""
-    global _tile_side, _tile_min_flops, _max_tiles
-    if side < 16 or min_flops < 0 or max_tiles < 1:
-        raise ValueError(f"side={side}, min_flops={min_flops}, max_tiles={max_tiles}; "
-                         "expected >= 16, >= 0, >= 1")
-    old = (_tile_side, _tile_min_flops, _max_tiles)
-    _tile_side, _tile_min_flops, _max_tiles = side, min_flops, max_tiles
+def _set_tiling(int side, double min_flops, int max_tiles, double big_flops=128e6):
+    """For bench/threads.py only: the tiling constants (changes results' bits).  Returns
+    the old (side, min_flops, max_tiles, big_flops)."""
+    global _tile_side, _tile_min_flops, _max_tiles, _tile_big_flops
+    if side < 16 or min_flops < 0 or max_tiles < 1 or big_flops < 0:
+        raise ValueError(f"side={side}, min_flops={min_flops}, max_tiles={max_tiles}, "
+                         f"big_flops={big_flops}; expected >= 16, >= 0, >= 1, >= 0")
+    old = (_tile_side, _tile_min_flops, _max_tiles, _tile_big_flops)
+    _tile_side, _tile_min_flops, _max_tiles, _tile_big_flops = (side, min_flops, max_tiles,
+                                                                big_flops)
     return old
 
 
@@ -100,7 +107,9 @@ cdef long _gemm_tiles(int m, int n, int k, int *tm, int *tn, int *gn) noexcept n
     only (and of the constants above), never of the thread count."""
     cdef double flops = 2.0 * m * n * k
     cdef long target = 1, pm = 1, pn = 1, wm, wn, cm, cn
-    while target * 2 <= _max_tiles and flops / (target * 2) >= _tile_min_flops:
+    if _max_tiles >= 2 and flops / 2 >= _tile_min_flops:
+        target = 2
+    while target * 2 <= _max_tiles and flops / (target * 2) >= _tile_big_flops:
         target *= 2
     while pm * pn < target:
         # halve the longer side of the current tile, if it stays >= _tile_side
