@@ -7,7 +7,11 @@ Three measurements, each interleaved in one process (A B C A B C ...), medians o
    ``torch.set_num_threads(2)`` and the plain-NumPy MLP with NumPy's OpenBLAS at 2 threads.
    samples/s of the whole fit call, plain SGD, shuffling, one epoch per timed fit.
    The wall-clock ratio 2 threads / 1 thread is reported with the process CPU time per
-   sample, which a busy shared machine inflates less than the wall time.
+   sample, which a busy shared machine inflates less than the wall time, and with what the
+   machine allowed at that moment: a large sgemm cut into 4 independent tiles, at 2 threads
+   over 1, interleaved with the runs (the 2-vCPU VMs this was measured on sometimes give the
+   second vCPU only part of a core for minutes at a time; then no 2-thread figure means
+   anything, and the check shows it).
 2. The per-tile cost: each of A's products at 1 thread untiled (one BLAS call) vs cut into
    fastnn's fixed tiles (n_threads=1), and the same tiles on 2 threads; the tiles' count.
 3. The pool's dispatch cost: one parallel_for of 2 (or 8) empty tasks on 2 threads.
@@ -40,6 +44,20 @@ def fastnn_fit(w, X, y, batch, n_threads):
     EPOCH_TIMES.setdefault(n_threads, []).append(sum(hist.time))
 
 
+def machine_check(n_threads):
+    """One 1024 x 1024 x 1024 sgemm cut into fastnn's 4 tiles (packing is 1% of it) on
+    n_threads: run at 1 and 2 threads beside each workload, its ratio is the speed-up the
+    machine allowed at that moment (two independent tasks, no synchronisation inside)."""
+    from fastnn import threads
+    run = _MACHINE_CHECK.setdefault(n_threads, _bench.tiled_gemm_case(1024, 1024, 1024,
+                                                                       n_threads))
+    with threads.blas_threads(1):       # each tile on one thread, as in fastnn's fit
+        run(20)
+
+
+_MACHINE_CHECK = {}
+
+
 def numpy_fit(w, X, y, batch):
     NumpyMLP(w["sizes"], w["activation"], w["loss"], w["dtype"], 0).fit(
         X, y, epochs=1, batch_size=batch, lr=w["lr"], seed=0)
@@ -60,7 +78,8 @@ def throughput(w, X, y, batch, repeats, torch):
     from threadpoolctl import threadpool_limits
     runs = {"fastnn 1": lambda: fastnn_fit(w, X, y, batch, 1),
             "fastnn 2": lambda: fastnn_fit(w, X, y, batch, 2),
-            "numpy 2": lambda: numpy_fit(w, X, y, batch)}
+            "numpy 2": lambda: numpy_fit(w, X, y, batch),
+            "gemm 1": lambda: machine_check(1), "gemm 2": lambda: machine_check(2)}
     if torch is not None:
         Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
         runs["torch 2"] = lambda: torch_fit(torch, w, Xt, yt, batch)
@@ -185,9 +204,9 @@ def throughput_table(args, only, torch):
     print("\n## Training throughput (samples/s, median [min-max]); fastnn 1 and 2 threads, "
           "peers at 2 threads\n")
     print("| workload | batch | dtype | fastnn 1 thr | fastnn 2 thr | 2 thr / 1 thr | "
-          "epoch only: 2 thr / 1 thr | CPU us/sample 1 / 2 thr | torch 2 thr | numpy 2 thr | fastnn2/torch2 | "
-          "fastnn2/numpy2 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "epoch only: 2 thr / 1 thr | machine check: sgemm 2 thr / 1 thr | CPU us/sample 1 / 2 thr | "
+          "torch 2 thr | numpy 2 thr | fastnn2/torch2 | fastnn2/numpy2 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, batch in CONFIGS:
         if only and name not in only:
             continue
@@ -203,6 +222,7 @@ def throughput_table(args, only, torch):
         print(f"| {name} | {batch} | {np.dtype(w['dtype']).name} | {fmt('fastnn 1')} | "
               f"{fmt('fastnn 2')} | {med['fastnn 2'] / med['fastnn 1']:.2f}x | "
               f"{epochs[2]['median'] / epochs[1]['median']:.2f}x | "
+              f"{med['gemm 2'] / med['gemm 1']:.2f}x | "
               f"{cpu['fastnn 1']:.2f} / {cpu['fastnn 2']:.2f} | {fmt('torch 2')} | "
               f"{fmt('numpy 2')} | "
               f"{(med['fastnn 2'] / t2) if t2 else float('nan'):.2f}x | "
