@@ -99,3 +99,13 @@ cdef class NetSpec:
 cdef int check_net(NetSpec spec, Py_ssize_t n_params, Py_ssize_t n_grads,
                    Py_ssize_t n_inputs, Py_ssize_t n_rows) except -1
 # Raise ValueError unless params (and grads, inputs, rows; -1: unchecked) fit the network.
+
+cdef floating *loss_grad_workspace(floating[::1] workspace, Py_ssize_t n_rows,
+                                   const Net *net, bint *owned) except NULL
+# acts | delta0 | delta1 for n_rows rows: the caller's workspace (length checked) or malloc'ed
+# (then *owned is true: the caller frees it).  Raises ValueError or MemoryError.
+
+cdef void write_output(const Net *net, floating *acts, int rows, floating *out, bint link,
+                       int loss_kind) noexcept nogil
+# One prediction chunk: out (rows, n_L) := the last layer's output in acts, through the
+# loss's output link when link.

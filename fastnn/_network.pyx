@@ -612,6 +612,20 @@ cdef class NetSpec:
         return self.net.max_width
 
 
+cdef void write_output(const Net *net, floating *acts, int rows, floating *out, bint link,
+                       int loss_kind) noexcept nogil:
+    """out (rows, n_L), C order := the last layer's output of `rows` rows in the activation
+    workspace acts, then (link) the output link of loss_kind in place: one prediction chunk
+    of forward_into and of _sparse.forward_csr_into."""
+    cdef Py_ssize_t n_out = net.sizes[net.n_layers], i, j
+    cdef const floating *last = layer_output(net, acts, rows, net.n_layers - 1)
+    for i in range(rows):
+        for j in range(n_out):
+            out[i * n_out + j] = last[i * n_out + j]
+    if link:
+        output_activation(loss_kind, out, rows, <int> n_out)
+
+
 def forward_into(NetSpec spec, const floating[::1] params, const floating[:, ::1] X,
                  floating[:, ::1] out, int loss_kind, Py_ssize_t chunk_rows,
                  bint flush_denormals=True, int n_threads=1):
@@ -629,10 +643,9 @@ def forward_into(NetSpec spec, const floating[::1] params, const floating[:, ::1
         raise ValueError(f"n_threads={n_threads}; expected >= 0")
     net.n_threads = n_threads
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = out.shape[1]
-    cdef Py_ssize_t start, rows, i, j
+    cdef Py_ssize_t start, rows
     cdef int status = FNN_OK, L = spec.net.n_layers
     cdef floating *acts
-    cdef floating *last
     check_net(spec, params.shape[0], -1, n_in, -1)
     if out.shape[0] != n or n_out != spec.net.sizes[L]:
         raise ValueError(f"out has shape ({out.shape[0]}, {n_out}); expected "
@@ -654,17 +667,41 @@ def forward_into(NetSpec spec, const floating[::1] params, const floating[:, ::1
                 status = net_forward(&net, &params[0], &X[start, 0], <int> rows, acts)
                 if status != FNN_OK:
                     break
-                last = layer_output(&spec.net, acts, <int> rows, L - 1)
-                for i in range(rows):
-                    for j in range(n_out):
-                        out[start + i, j] = last[i * n_out + j]
-                output_activation(loss_kind, &out[start, 0], <int> rows, <int> n_out)
+                write_output(&net, acts, <int> rows, &out[start, 0], True, loss_kind)
                 start += rows
             fnn_fpmode_leave(flush_denormals, fp_saved)
     finally:
         free(acts)
     if status != FNN_OK:
         raise ValueError(f"compiled forward pass failed with status {status}")
+
+
+cdef floating *loss_grad_workspace(floating[::1] workspace, Py_ssize_t n_rows,
+                                   const Net *net, bint *owned) except NULL:
+    """acts | delta0 | delta1 for a loss and gradient over n_rows rows at once: n_rows *
+    (act_width + 2 * max_width) entries.  The caller's `workspace` when given (ValueError if
+    it is shorter), else malloc'ed (MemoryError if it fails or the size exceeds the address
+    space); *owned: whether the caller must free it.  For loss_grad_into and
+    _sparse.loss_grad_csr_into."""
+    # (in Python integers: the C product could overflow)
+    if ((<object> n_rows) * ((<object> net.act_width) + 2 * net.max_width)
+            * (<object> sizeof(floating)) > PY_SSIZE_T_MAX):
+        raise MemoryError(f"the workspace for {n_rows} rows would exceed the address space")
+    cdef size_t act_bytes = <size_t> n_rows * net.act_width * sizeof(floating)
+    cdef size_t delta_bytes = <size_t> n_rows * net.max_width * sizeof(floating)
+    cdef floating *acts
+    owned[0] = False
+    if workspace is not None:
+        if <size_t> workspace.shape[0] < (act_bytes + 2 * delta_bytes) // sizeof(floating):
+            raise ValueError(f"workspace has {workspace.shape[0]} entries; {n_rows} rows "
+                             f"need {(act_bytes + 2 * delta_bytes) // sizeof(floating)}")
+        return &workspace[0]
+    acts = <floating *> malloc(act_bytes + 2 * delta_bytes)
+    if acts == NULL:
+        raise MemoryError(f"could not allocate the workspace ({act_bytes + 2 * delta_bytes} "
+                          "bytes)")
+    owned[0] = True
+    return acts
 
 
 def loss_grad_into(NetSpec spec, const floating[::1] params, floating[::1] grads,
@@ -717,22 +754,8 @@ def loss_grad_into(NetSpec spec, const floating[::1] params, floating[::1] grads
     lp.kind = loss_kind
     lp.full = full
     lp.sigma = sigma_scalar
-    # (in Python integers: the C product could overflow)
-    if ((<object> X.shape[0]) * ((<object> spec.net.act_width) + 2 * spec.net.max_width)
-            * (<object> sizeof(floating)) > PY_SSIZE_T_MAX):
-        raise MemoryError(f"the workspace for {X.shape[0]} rows would exceed the address space")
-    cdef size_t act_bytes = <size_t> n * spec.net.act_width * sizeof(floating)
-    cdef size_t delta_bytes = <size_t> n * spec.net.max_width * sizeof(floating)
-    if workspace is not None:
-        if <size_t> workspace.shape[0] < (act_bytes + 2 * delta_bytes) // sizeof(floating):
-            raise ValueError(f"workspace has {workspace.shape[0]} entries; {X.shape[0]} rows "
-                             f"need {(act_bytes + 2 * delta_bytes) // sizeof(floating)}")
-        acts = &workspace[0]
-    else:
-        acts = <floating *> malloc(act_bytes + 2 * delta_bytes)
-        if acts == NULL:
-            raise MemoryError(f"could not allocate the workspace ({act_bytes + 2 * delta_bytes} "
-                              "bytes)")
+    cdef bint owned = False
+    acts = loss_grad_workspace(workspace, X.shape[0], &spec.net, &owned)
     d0 = acts + <size_t> n * spec.net.act_width
     d1 = d0 + <size_t> n * spec.net.max_width
     try:
@@ -742,7 +765,7 @@ def loss_grad_into(NetSpec spec, const floating[::1] params, floating[::1] grads
                                   lab_ptr, sw_ptr, sig_ptr, grad_scale, acts, d0, d1, &status)
             fnn_fpmode_leave(flush_denormals, fp_saved)
     finally:
-        if workspace is None:
+        if owned:
             free(acts)
     if status != FNN_OK:
         raise ValueError(f"compiled backward pass failed with status {status}")

@@ -33,6 +33,12 @@ cdef double train_step(const Net *net, Optimizer *opt, floating *params, floatin
 
 
 # for the sparse epoch loop (fastnn/_sparse.pyx), which shares the update and the checks
+cdef bint _record_step(int kstatus, double batch_loss, double batch_weight, Py_ssize_t step,
+                       double *loss_sum, double *weight_sum, int *status,
+                       Py_ssize_t *failed_step) noexcept nogil
+# after a step of positive weight: kernel error, then non-finite loss (status, failed_step,
+# True: stop), else accumulate the loss and weight sums (False)
+
 cdef Optimizer _optimizer(int kind, double lr, double momentum, bint nesterov,
                          double weight_decay, double clip_norm, double beta1, double beta2,
                          double eps, long long t)

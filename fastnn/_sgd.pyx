@@ -1078,17 +1078,9 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
             if batch_weight > 0 and isfinite(batch_loss) and kstatus == FNN_OK:
                 opt.t += 1
                 apply_update(net, opt, params, grads, s1, s2, n_params, 1.0 / batch_weight)
-        if batch_weight > 0:
-            if kstatus != FNN_OK:
-                status = _STATUS_KERNEL_ERROR
-                failed_step = step
-                break
-            if not isfinite(batch_loss):
-                status = _STATUS_DIVERGED      # the step was not applied
-                failed_step = step
-                break
-            loss_sum += batch_loss
-            weight_sum += batch_weight
+        if batch_weight > 0 and _record_step(kstatus, batch_loss, batch_weight, step, &loss_sum,
+                                             &weight_sum, &status, &failed_step):
+            break
         step += 1
         start += batch_rows
         # -- Ctrl-C stops the job after this step: the caller's thread lets Python's signal
@@ -1116,3 +1108,24 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
     a.loss_sum, a.weight_sum, a.steps, a.failed_step, a.status = \
         loss_sum, weight_sum, step, failed_step, status
     a.seconds = _now() - began
+
+
+cdef bint _record_step(int kstatus, double batch_loss, double batch_weight, Py_ssize_t step,
+                       double *loss_sum, double *weight_sum, int *status,
+                       Py_ssize_t *failed_step) noexcept nogil:
+    """After a minibatch step of positive weight, in this order: a kernel error (*status =
+    _STATUS_KERNEL_ERROR), then a non-finite loss (_STATUS_DIVERGED: the step was not applied)
+    set *failed_step = step and return True (the epoch stops); otherwise add the batch's loss
+    and weight to *loss_sum and *weight_sum and return False.  Shared by _run_epoch_t and
+    _sparse.train_epoch_csr."""
+    if kstatus != FNN_OK:
+        status[0] = _STATUS_KERNEL_ERROR
+        failed_step[0] = step
+        return True
+    if not isfinite(batch_loss):
+        status[0] = _STATUS_DIVERGED
+        failed_step[0] = step
+        return True
+    loss_sum[0] += batch_loss
+    weight_sum[0] += batch_weight
+    return False

@@ -34,10 +34,12 @@ from fastnn._dropout cimport DropoutCtx, dropout
 from fastnn._fpmode cimport fnn_fpmode_enter, fnn_fpmode_leave
 from fastnn._kernels cimport (FNN_OK, act_backward, bias_act, bias_act_keep,
                               fnn_act_keeps_preactivation)
-from fastnn._losses cimport LossParams, check_targets, loss_grad, output_activation
+from fastnn._losses cimport LossParams, check_targets, loss_grad
 from fastnn._network cimport (Net, NetSpec, check_net, dropping, layer_kept, layer_output,
-                              net_backward, net_forward, net_forward_loss)
-from fastnn._sgd cimport Optimizer, _check_epoch_buffers, _optimizer, apply_update
+                              loss_grad_workspace, net_backward, net_forward,
+                              net_forward_loss, write_output)
+from fastnn._sgd cimport (Optimizer, _check_epoch_buffers, _optimizer, _record_step,
+                          apply_update)
 
 import numpy as np
 
@@ -277,7 +279,7 @@ def forward_csr_into(NetSpec spec, const floating[::1] params, const floating[::
     during the call (fastnn.fpmode), as _network.forward_into.
     """
     cdef const Net *net = &spec.net
-    cdef Py_ssize_t n = out.shape[0], n_out = out.shape[1], start, rows, i, j
+    cdef Py_ssize_t n = out.shape[0], n_out = out.shape[1], start, rows
     check_net(spec, params.shape[0], -1, -1, n)
     check_first_layer(net)
     check_csr(data, indices, indptr, net.sizes[0])
@@ -286,9 +288,8 @@ def forward_csr_into(NetSpec spec, const floating[::1] params, const floating[::
                          f"{net.sizes[net.n_layers]})")
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows={chunk_rows}; expected >= 1")
-    cdef int status = FNN_OK, L = net.n_layers
+    cdef int status = FNN_OK
     cdef floating *acts
-    cdef floating *last
     cdef const floating *empty_data = NULL if data.shape[0] == 0 else &data[0]
     cdef const Py_ssize_t *empty_idx = NULL if indices.shape[0] == 0 else &indices[0]
     acts = <floating *> malloc(<size_t> chunk_rows * net.act_width * sizeof(floating))
@@ -305,12 +306,7 @@ def forward_csr_into(NetSpec spec, const floating[::1] params, const floating[::
                                             &indptr[0], start, <int> rows, acts)
                 if status != FNN_OK:
                     break
-                last = layer_output(net, acts, <int> rows, L - 1)
-                for i in range(rows):
-                    for j in range(n_out):
-                        out[start + i, j] = last[i * n_out + j]
-                if link:
-                    output_activation(loss_kind, &out[start, 0], <int> rows, <int> n_out)
+                write_output(net, acts, <int> rows, &out[start, 0], link, loss_kind)
                 start += rows
             fnn_fpmode_leave(flush_denormals, fp_saved)
     finally:
@@ -349,18 +345,8 @@ def loss_grad_csr_into(NetSpec spec, const floating[::1] params, floating[::1] g
     lp.kind = loss_kind
     lp.full = full
     lp.sigma = sigma_scalar
-    cdef size_t act_bytes = <size_t> n * net.act_width * sizeof(floating)
-    cdef size_t delta_bytes = <size_t> n * net.max_width * sizeof(floating)
-    if workspace is not None:
-        if <size_t> workspace.shape[0] < (act_bytes + 2 * delta_bytes) // sizeof(floating):
-            raise ValueError(f"workspace has {workspace.shape[0]} entries; {n} rows need "
-                             f"{(act_bytes + 2 * delta_bytes) // sizeof(floating)}")
-        acts = &workspace[0]
-    else:
-        acts = <floating *> malloc(act_bytes + 2 * delta_bytes)
-        if acts == NULL:
-            raise MemoryError(f"could not allocate the workspace ({act_bytes + 2 * delta_bytes} "
-                              "bytes)")
+    cdef bint owned = False
+    acts = loss_grad_workspace(workspace, n, net, &owned)
     d0 = acts + <size_t> n * net.act_width
     d1 = d0 + <size_t> n * net.max_width
     try:
@@ -369,7 +355,7 @@ def loss_grad_csr_into(NetSpec spec, const floating[::1] params, floating[::1] g
                                      n_features, NULL, 0, n, &lp, Y_ptr, lab_ptr, sw_ptr,
                                      sig_ptr, grad_scale, acts, d0, d1, &status)
     finally:
-        if workspace is None:
+        if owned:
             free(acts)
     if status != FNN_OK:
         raise ValueError(f"compiled sparse backward pass failed with status {status}")
@@ -527,18 +513,11 @@ def train_epoch_csr(NetSpec spec, floating[::1] params, floating[::1] grads,
                                               <int> rows, &lp, yb, lb, wb, sb,
                                               1.0 / batch_weight, &acts[0], &delta0[0],
                                               &delta1[0], &kstatus)
-                if kstatus != FNN_OK:
-                    status = _STATUS_KERNEL_ERROR
-                    failed_step = step
-                    break
-                if not isfinite(batch_loss):
-                    status = _STATUS_DIVERGED      # the step was not applied
-                    failed_step = step
+                if _record_step(kstatus, batch_loss, batch_weight, step, &loss_sum,
+                                &weight_sum, &status, &failed_step):
                     break
                 opt.t += 1
                 apply_update(&net, &opt, &params[0], &grads[0], s1, s2, n_params, 1.0)
-                loss_sum += batch_loss
-                weight_sum += batch_weight
             step += 1
             start += rows
             # -- let Python's signal handlers run now and then (Ctrl-C stops after this step)
