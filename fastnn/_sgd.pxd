@@ -33,6 +33,8 @@ cdef double train_step(const Net *net, Optimizer *opt, floating *params, floatin
 
 
 # for the sparse epoch loop (fastnn/_sparse.pyx), which shares the update and the checks
+cdef double batch_weight_sum(const floating *weights, Py_ssize_t rows) noexcept nogil
+
 cdef bint _record_step(int kstatus, double batch_loss, double batch_weight, Py_ssize_t step,
                        double *loss_sum, double *weight_sum, int *status,
                        Py_ssize_t *failed_step) noexcept nogil

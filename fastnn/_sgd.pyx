@@ -1033,12 +1033,7 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
                 wb = sample_weight + start
             if sigma != NULL:
                 sb = sigma + start
-        if wb == NULL:
-            batch_weight = <double> rows
-        else:
-            batch_weight = 0.0
-            for i in range(rows):
-                batch_weight += wb[i]
+        batch_weight = batch_weight_sum(wb, rows)
         # -- forward, fused loss gradient, backward: gradient of the weighted batch mean
         if not distributed:
             if batch_weight > 0:
@@ -1108,6 +1103,18 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
     a.loss_sum, a.weight_sum, a.steps, a.failed_step, a.status = \
         loss_sum, weight_sum, step, failed_step, status
     a.seconds = _now() - began
+
+
+cdef double batch_weight_sum(const floating *weights, Py_ssize_t rows) noexcept nogil:
+    """The minibatch's weight: the sum of its sample weights in row order (in double), or
+    its row count without weights."""
+    cdef double total = 0.0
+    cdef Py_ssize_t i
+    if weights == NULL:
+        return <double> rows
+    for i in range(rows):
+        total += weights[i]
+    return total
 
 
 cdef bint _record_step(int kstatus, double batch_loss, double batch_weight, Py_ssize_t step,

@@ -22,6 +22,7 @@ sample order) before any loop, so no call reads or writes out of bounds.  Nothin
 inside ``nogil``.
 """
 from cython cimport floating
+from libc.limits cimport INT_MAX
 from libc.math cimport isfinite
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
@@ -39,7 +40,7 @@ from fastnn._network cimport (Net, NetSpec, check_net, dropping, layer_kept, lay
                               loss_grad_workspace, net_backward, net_forward,
                               net_forward_loss, write_output)
 from fastnn._sgd cimport (Optimizer, _check_epoch_buffers, _optimizer, _record_step,
-                          apply_update)
+                          apply_update, batch_weight_sum)
 
 import numpy as np
 
@@ -288,6 +289,8 @@ def forward_csr_into(NetSpec spec, const floating[::1] params, const floating[::
                          f"{net.sizes[net.n_layers]})")
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows={chunk_rows}; expected >= 1")
+    # as forward_into: no larger than the rows, the workspace below 2**31 elements
+    chunk_rows = max(1, min(chunk_rows, n, INT_MAX // max(1, net.act_width)))
     cdef int status = FNN_OK
     cdef floating *acts
     cdef const floating *empty_data = NULL if data.shape[0] == 0 else &data[0]
@@ -499,12 +502,7 @@ def train_epoch_csr(NetSpec spec, floating[::1] params, floating[::1] grads,
                 lb = NULL if labels is None else &labels[start]
                 wb = NULL if sample_weight is None else &sample_weight[start]
                 sb = NULL if sigma is None else &sigma[start]
-            if wb == NULL:
-                batch_weight = <double> rows
-            else:
-                batch_weight = 0.0
-                for i in range(rows):
-                    batch_weight += wb[i]
+            batch_weight = batch_weight_sum(wb, rows)
             # -- forward, fused loss gradient, backward (gradient of the weighted batch
             #    mean), then the update; a non-finite loss leaves the parameters alone
             if batch_weight > 0:

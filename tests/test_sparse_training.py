@@ -573,3 +573,16 @@ def test_ctrl_c_before_the_sparse_epochs_compiled_call_closes_the_run_cleanly(mo
     # (fit closes its run before re-raising: nothing is left for the garbage collector)
     assert seen == []
     np.testing.assert_array_equal(model.params, before)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, 2**31, 2**62])
+def test_sparse_prediction_chunks_are_capped_as_dense_ones(chunk_rows):
+    # a chunk of 2**62 rows once sized its workspace with a product that wraps around
+    # size_t (a few bytes allocated, then written past); now capped as forward_into does
+    model = fastnn.MLP([20, 16, 3], seed=0, dtype=np.float64)
+    X = sp.random(7, 20, density=0.3, format="csr", random_state=0, dtype=np.float64)
+    csr = as_csr(X, "X", model.dtype, model.n_inputs)
+    out = np.empty((7, 3), model.dtype)
+    _sparse.forward_csr_into(model._spec, model.params, csr.data, csr.indices, csr.indptr,
+                             out, 0, False, chunk_rows)
+    np.testing.assert_allclose(out, model.forward(X.toarray()), rtol=1e-12, atol=1e-14)
