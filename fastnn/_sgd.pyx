@@ -736,7 +736,8 @@ def prepare_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     and while Python's signal handlers run.
 
     order: the epoch's sample order (a permutation), or None for rows in storage order (then
-    minibatches are read in place, without a gather).  The *_batch buffers may be None when
+    minibatches are read in place, without a gather).  Without a reducer every index must be
+    a row of X (row_offset .. row_offset + X.shape[0] - 1; ValueError otherwise).  The *_batch buffers may be None when
     the matching input is None (and X_batch when order is None).
 
     check_every: seconds between two runs of Python's signal handlers (on the thread that
@@ -811,9 +812,15 @@ def prepare_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
         a.order = &order[0]
         with nogil:
             for i in range(order.shape[0]):
-                if order[i] - row_offset >= n or order[i] < row_offset:
+                if _local_row(order[i], row_offset, n) < 0:
                     a.order_local = False
                     break
+        if not a.order_local and reducer is None:
+            # without ranks an index that is not a row of X is no other rank's sample: the
+            # gather would drop it silently (fastnn._sparse.train_epoch_csr refuses it too)
+            raise ValueError(f"order[{i}] is {order[i]}; expected the indices of X's "
+                             f"{n} rows, {row_offset} .. {row_offset + n - 1} (row_offset="
+                             f"{row_offset}, no reducer: every sample is this process's)")
     a.acts = NULL if acts is None or acts.shape[0] == 0 else <void *> &acts[0]
     a.delta0 = NULL if delta0 is None or delta0.shape[0] == 0 else <void *> &delta0[0]
     a.delta1 = NULL if delta1 is None or delta1.shape[0] == 0 else <void *> &delta1[0]
@@ -880,16 +887,31 @@ cdef struct _Gather:
     char *sw_batch
     char *sigma_batch
     Py_ssize_t *samples
-    Py_ssize_t x_row, y_row, item, row_offset, rows, block
+    Py_ssize_t x_row, y_row, item, row_offset, n, rows, block
+    int bad                 # set by a task that met an index that is not a row of X
+
+
+cdef inline Py_ssize_t _local_row(Py_ssize_t index, Py_ssize_t row_offset,
+                                  Py_ssize_t n) noexcept nogil:
+    """The row of this X holding global sample `index`, or -1 (another rank's sample, or no
+    sample at all); row_offset >= 0, and no subtraction that could overflow."""
+    if index < row_offset or index - row_offset >= n:
+        return -1
+    return index - row_offset
 
 
 cdef void _gather_task(void *ctx, long t) noexcept nogil:
     """Rows [t * block, (t + 1) * block) of the minibatch: copies, so any split gives the
-    same bits."""
+    same bits.  Every index is checked again as it is read (prepare_epoch's check was of the
+    order as it was then; the caller's array may have changed since): one that is not a row
+    of X sets g.bad and is not read, and the caller gathers the batch serially instead."""
     cdef _Gather *g = <_Gather *> ctx
     cdef Py_ssize_t i, r, lo = t * g.block, hi = min(g.rows, (t + 1) * g.block)
     for i in range(lo, hi):
-        r = g.order[i] - g.row_offset
+        r = _local_row(g.order[i], g.row_offset, g.n)
+        if r < 0:
+            fnn_sgd_flag_set(&g.bad)
+            return
         memcpy(g.X_batch + i * g.x_row, g.X + r * g.x_row, g.x_row)
         if g.Y != NULL:
             memcpy(g.Y_batch + i * g.y_row, g.Y + r * g.y_row, g.y_row)
@@ -954,6 +976,7 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
 
     cdef _Gather gjob
     cdef Py_ssize_t n_tasks
+    cdef bint copied
     gjob.X, gjob.Y, gjob.labels = <const char *> X, <const char *> Y, labels
     gjob.sw, gjob.sigma = <const char *> sample_weight, <const char *> sigma
     gjob.X_batch, gjob.Y_batch, gjob.labels_batch = <char *> X_batch, <char *> Y_batch, \
@@ -961,7 +984,7 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
     gjob.sw_batch, gjob.sigma_batch, gjob.samples = <char *> sw_batch, <char *> sigma_batch, \
         samples
     gjob.x_row, gjob.y_row = n_in * sizeof(floating), n_t * sizeof(floating)
-    gjob.item, gjob.row_offset = sizeof(floating), row_offset
+    gjob.item, gjob.row_offset, gjob.n = sizeof(floating), row_offset, n
 
     began = _now()
     if fnn_sgd_flag_get(&intr.stop):     # the job was interrupted before this epoch began
@@ -978,10 +1001,12 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
         # -- the minibatch: gathered in the epoch's order (this rank's rows of it when
         #    distributed), or read in place
         rows = batch_rows
+        copied = False
         if gather and a.order_local:
             # every row is this process's: copy over row blocks on the pool's threads
             gjob.order = order + start
             gjob.rows = batch_rows
+            gjob.bad = 0
             n_tasks = min(<Py_ssize_t> net.n_threads,
                           batch_rows * gjob.x_row // _GATHER_MIN_BYTES)
             if n_tasks > 1:
@@ -991,16 +1016,13 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
             else:
                 gjob.block = batch_rows
                 _gather_task(&gjob, 0)
-            xb = X_batch
-            yb = NULL if Y == NULL else Y_batch
-            lb = NULL if labels == NULL else labels_batch
-            wb = NULL if sample_weight == NULL else sw_batch
-            sb = NULL if sigma == NULL else sigma_batch
-        elif gather:
+            # (an index the caller changed since prepare_epoch: the serial gather below)
+            copied = not fnn_sgd_flag_get(&gjob.bad)
+        if gather and not copied:
             rows = 0
             for i in range(batch_rows):
-                r = order[start + i] - row_offset
-                if r < 0 or r >= n:
+                r = _local_row(order[start + i], row_offset, n)
+                if r < 0:
                     continue              # another rank's sample
                 memcpy(X_batch + rows * n_in, X + r * n_in, n_in * sizeof(floating))
                 if Y != NULL:
@@ -1014,6 +1036,7 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
                 if samples != NULL:
                     samples[rows] = order[start + i]
                 rows += 1
+        if gather:
             xb = X_batch
             yb = NULL if Y == NULL else Y_batch
             lb = NULL if labels == NULL else labels_batch

@@ -391,3 +391,107 @@ def test_the_minibatch_gather_over_threads_gives_the_same_bits(loss):
         results.append(model.params)
     for n, params in zip(THREAD_COUNTS[1:], results[1:]):
         np.testing.assert_array_equal(params, results[0], err_msg=f"{n} threads")
+
+
+def _epoch_args(model, X, labels, batch, **change):
+    """_sgd.prepare_epoch's arguments for a plain SGD epoch of cross-entropy on labels."""
+    spec, dt = model._spec, model.dtype
+    args = dict(spec=spec, params=model.params, grads=model.grads,
+                state1=np.zeros(0, dt), state2=np.zeros(0, dt), X=X, Y=None, labels=labels,
+                sample_weight=None, sigma=None, order=None, batch_size=batch, drop_last=False,
+                loss_kind=CE, loss_full=0, sigma_scalar=1.0, opt_kind=_sgd.OPT_SGD, lr=0.01,
+                momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=0.0, beta1=0.0,
+                beta2=0.0, eps=0.0, t0=0, acts=np.empty(batch * spec.act_width, dt),
+                delta0=np.empty(batch * spec.max_width, dt),
+                delta1=np.empty(batch * spec.max_width, dt),
+                X_batch=np.empty((batch, X.shape[1]), dt), Y_batch=None,
+                labels_batch=np.empty(batch, np.intp), sw_batch=np.empty(batch, dt),
+                sigma_batch=None, check_every=-1.0)
+    args.update(change)
+    return args
+
+
+def _gather_case(n=300, n_in=784, batch=128):
+    """float64 rows of 6 kB: a batch of 128 is 800 kB, gathered by up to 6 tasks."""
+    rng = np.random.default_rng(7)
+    return (rng.standard_normal((n, n_in)), rng.integers(0, 10, n).astype(np.intp),
+            rng.uniform(0.1, 2.0, n), batch)
+
+
+def _gather_epoch(X, labels, w, batch, n_threads, order, mutate=None, **change):
+    model = fastnn.MLP([X.shape[1], 32, 10], dtype=np.float64, seed=0, **change)
+    with threads.blas_threads(1):
+        call = _sgd.prepare_epoch(**_epoch_args(model, X, labels, batch, order=order,
+                                                sample_weight=w, n_threads=n_threads))
+        if mutate is not None:
+            mutate(order)
+        result = call.run()
+    return model.params, result
+
+
+@pytest.mark.parametrize("kind", ["duplicates", "one_row_repeated", "last_row", "short",
+                                  "longer_than_X"])
+def test_a_gathered_order_is_the_same_bits_as_reading_the_gathered_rows_in_place(kind):
+    """Any order of X's rows (not only a permutation), gathered on 1-8 threads, trains as
+    the same rows stored in that order and read in place."""
+    X, labels, w, batch = _gather_case()
+    rng = np.random.default_rng(1)
+    n = X.shape[0]
+    order = {"duplicates": rng.integers(0, n, n), "one_row_repeated": np.full(250, 7),
+             "last_row": np.full(200, n - 1), "short": rng.permutation(n)[:5],
+             "longer_than_X": rng.integers(0, n, 2 * n + 3)}[kind].astype(np.intp)
+    want, want_result = _gather_epoch(np.ascontiguousarray(X[order]),
+                                      np.ascontiguousarray(labels[order]), w[order], batch, 1,
+                                      None)
+    for n_threads in (1, 2, 3, 8):
+        params, result = _gather_epoch(X, labels, w, batch, n_threads, order.copy())
+        assert result[4] == _sgd.STATUS_OK
+        np.testing.assert_array_equal(params, want, err_msg=f"{n_threads} threads")
+        assert result[:4] == want_result[:4]
+
+
+@pytest.mark.parametrize("bad", [300, 10**12, -1, -(2**63)])
+def test_an_order_changed_after_prepare_epoch_is_never_read_outside_X(bad):
+    """prepare_epoch checks the order once; an index the caller changes afterwards (to one
+    that is no row of X) used to be copied from outside X by the parallel gather (a segfault,
+    or ASan's heap-buffer-overflow).  The batch holding it is gathered serially instead,
+    skipping it: the same bits as that order without the entry (it is in the last batch, so
+    the other batches are unchanged)."""
+    X, labels, w, batch = _gather_case()
+    n = X.shape[0]
+    order = np.random.default_rng(2).permutation(n).astype(np.intp)
+    where = n - 10                                  # in the last batch (rows 256 .. 299)
+    without = np.delete(order, where)
+    want, want_result = _gather_epoch(X, labels, w, batch, 1, without)
+
+    def mutate(o):
+        o[where] = bad
+
+    for n_threads in (1, 2, 3):
+        params, result = _gather_epoch(X, labels, w, batch, n_threads, order.copy(), mutate)
+        assert result[4] == _sgd.STATUS_OK
+        np.testing.assert_array_equal(params, want, err_msg=f"{n_threads} threads")
+        assert result[:4] == want_result[:4]
+
+
+def test_an_order_index_that_is_no_row_of_X_is_refused_without_ranks():
+    """Without a reducer there are no other ranks' samples: an index past X's rows (or below
+    row_offset) would have been dropped silently from its batch."""
+    X, labels, w, batch = _gather_case()
+    n = X.shape[0]
+    order = np.arange(n + 1, dtype=np.intp)
+    with pytest.raises(ValueError, match=r"order\[300\] is 300; expected the indices of X's "
+                                         r"300 rows, 0 \.\. 299"):
+        _gather_epoch(X, labels, w, batch, 2, order)
+    with pytest.raises(ValueError, match=r"order\[0\] is 4; expected .* 5 \.\. 304"):
+        model = fastnn.MLP([X.shape[1], 32, 10], dtype=np.float64, seed=0)
+        _sgd.prepare_epoch(**_epoch_args(model, X, labels, batch, row_offset=5,
+                                         order=np.arange(4, n + 4, dtype=np.intp),
+                                         sample_weight=w))
+    # in range with an offset: accepted, and the same bits as without it
+    model = fastnn.MLP([X.shape[1], 32, 10], dtype=np.float64, seed=0)
+    perm = np.random.default_rng(3).permutation(n).astype(np.intp)
+    with threads.blas_threads(1):
+        _sgd.prepare_epoch(**_epoch_args(model, X, labels, batch, row_offset=5,
+                                         order=perm + 5, sample_weight=w, n_threads=2)).run()
+    np.testing.assert_array_equal(model.params, _gather_epoch(X, labels, w, batch, 2, perm)[0])
