@@ -45,7 +45,7 @@ def fastnn_fit(w, X, y, batch, n_threads):
 
 
 def machine_check(n_threads):
-    """One 1024 x 1024 x 1024 sgemm cut into fastnn's 4 tiles (packing is 1% of it) on
+    """One 1024 x 1024 x 1024 sgemm cut into fastnn's 16 tiles of 256 x 256 on
     n_threads: run at 1 and 2 threads beside each workload, its ratio is the speed-up the
     machine allowed at that moment (two independent tasks, no synchronisation inside)."""
     from fastnn import threads

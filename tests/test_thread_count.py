@@ -495,3 +495,30 @@ def test_an_order_index_that_is_no_row_of_X_is_refused_without_ranks():
         _sgd.prepare_epoch(**_epoch_args(model, X, labels, batch, row_offset=5,
                                          order=perm + 5, sample_weight=w, n_threads=2)).run()
     np.testing.assert_array_equal(model.params, _gather_epoch(X, labels, w, batch, 2, perm)[0])
+
+
+def test_readme_states_the_tiling_rule_the_code_follows():
+    """README's figures for the tiles (they drifted once: 'a tile does at least 2 MFLOP'
+    stayed after tiles of 1 MFLOP came in), checked at each boundary with gemm_tiles."""
+    import pathlib
+    import re
+    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md is not beside the tests")
+    text = " ".join(readme.read_text().split())
+    m = re.search(r"cut in two from (\d+) MFLOP and into more tiles \(up to (\d+)\) only "
+                  r"while each stays at least (\d+) MFLOP", text)
+    assert m, "README no longer states the tiling rule in the words this test reads"
+    two, most, big = (int(g) for g in m.groups())
+
+    def tiles(m_, n_, k_):
+        return _network.gemm_tiles(m_, n_, k_)[0]
+
+    # 2 tiles from `two` MFLOP: 256 x 256 products of 2 * 65536 * k flops
+    k = -(-two * 10**6 // (2 * 256 * 256))
+    assert tiles(256, 256, k - 1) == 1 and tiles(256, 256, k) == 2
+    # 4 once each quarter keeps `big` MFLOP: 1024 x 1024 products
+    k = -(-4 * big * 10**6 // (2 * 1024 * 1024))
+    assert tiles(1024, 1024, k - 1) == 2 and tiles(1024, 1024, k) == 4
+    # never more than `most`
+    assert tiles(8192, 8192, 8192) == most
