@@ -98,17 +98,18 @@ static inline void fnn_pool_cpu_relax(void)
 #endif
 }
 
-static inline long fnn_pool_now_ns(void)
+/* (long long: a 32-bit long overflows after 2 s of CLOCK_MONOTONIC's nanoseconds) */
+static inline long long fnn_pool_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long) ts.tv_sec * 1000000000L + ts.tv_nsec;
+    return (long long) ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 /* Poll until ready(arg) (returns 1) or FNN_POOL_AWAKE_NS have passed (returns 0). */
 static int fnn_pool_poll(int (*ready)(const void *), const void *arg)
 {
-    long began = fnn_pool_now_ns(), waited = 0;
+    long long began = fnn_pool_now_ns(), waited = 0;
     for (unsigned polls = 1; ; polls++) {
         if (ready(arg))
             return 1;

@@ -2,11 +2,15 @@
 with the caller's floating-point mode, after fork and from many threads at once."""
 import os
 import platform
+import subprocess
+import sys
+import textwrap
 import threading
 
 import numpy as np
 import pytest
 
+import fastnn
 from fastnn import _network, _pool, fpmode
 
 FLUSH_BITS = 0x8040      # x86-64 MXCSR: FTZ | DAZ
@@ -70,3 +74,78 @@ def test_a_forked_child_starts_its_own_workers():
     os.close(w)
     _, status = os.waitpid(pid, 0)
     assert os.read(r, 1) == b"1" and status == 0
+
+
+def _run_child(code, timeout):
+    """Run `code` in a fresh interpreter importing this fastnn; its stdout, or a failure
+    naming what it printed (a hang is killed after `timeout` s and fails)."""
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    try:
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the child hung for {timeout} s (a lost wake-up?); it printed "
+                    f"{exc.stdout!r} {exc.stderr!r}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_jobs_that_come_as_the_workers_fall_asleep_never_hang():
+    """Idle workers poll for about 2 ms, then sleep on a condition variable: jobs spaced
+    around that boundary, with a helper count that changes every job (workers that sat out
+    jobs, oversubscribed counts up to past the pool's maximum), from 4 callers at once, each
+    run every task once and return (a worker asleep while its ticket changed would hang)."""
+    out = _run_child("""
+        import threading, time
+        import numpy as np
+        from fastnn import _pool
+        def serial(n):
+            return np.array([sum(i % (t + 3) for i in range(1000 * (t % 7 + 1)))
+                             for t in range(n)], dtype=np.int64)
+        sizes = (2, 3, 17, 64, 300)
+        want = {n: serial(n) for n in sizes}
+        bad = []
+        def work(seed):
+            rng = np.random.default_rng(seed)
+            for _ in range(150):
+                n = int(rng.choice(sizes))
+                k = int(rng.choice([2, 3, 8, 64, 256, 1000]))
+                values, _, used = _pool._probe(n, k)
+                if not np.array_equal(values, want[n]):
+                    bad.append((n, k))
+                pause = rng.choice([0.0, 1.9e-3, 2.0e-3, 2.1e-3, 3e-3])
+                if pause:
+                    time.sleep(pause)
+        threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print("bad", bad, "workers", _pool.pool_size())
+        """, timeout=180)
+    assert "bad [] workers" in out, out
+    assert int(out.split()[-1]) == _pool.MAX_THREADS - 1      # the counts were capped
+
+
+def test_idle_workers_stop_using_the_cpu_after_a_job():
+    """The workers poll only briefly after a job (about 2 ms), then sleep: a process that
+    has trained and then waits uses no CPU (measured over 0.5 s of sleep, in a child so that
+    no other test's threads are counted)."""
+    out = _run_child("""
+        import time
+        import numpy as np
+        import fastnn
+        from fastnn import _pool
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((512, 256)).astype(np.float32)
+        y = rng.integers(0, 10, 512)
+        model = fastnn.MLP([256, 512, 512, 10], seed=0)
+        model.fit(X, y, "cross_entropy", epochs=1, batch_size=256, seed=0, n_threads=8)
+        _pool._probe(64, 8)
+        assert _pool.pool_size() >= 3, _pool.pool_size()
+        time.sleep(0.1)
+        cpu = time.process_time()
+        time.sleep(0.5)
+        print(time.process_time() - cpu)
+        """, timeout=120)
+    assert float(out) < 0.05, f"{out} s of CPU while idle for 0.5 s"
