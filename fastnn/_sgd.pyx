@@ -818,8 +818,9 @@ def prepare_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
         if not a.order_local and reducer is None:
             # without ranks an index that is not a row of X is no other rank's sample: the
             # gather would drop it silently (fastnn._sparse.train_epoch_csr refuses it too)
-            raise ValueError(f"order[{i}] is {order[i]}; expected the indices of X's "
-                             f"{n} rows, {row_offset} .. {row_offset + n - 1} (row_offset="
+            rows = (f"the indices of X's {n} rows, {row_offset} .. {row_offset + n - 1}"
+                    if n else "none: X has no rows")
+            raise ValueError(f"order[{i}] is {order[i]}; expected {rows} (row_offset="
                              f"{row_offset}, no reducer: every sample is this process's)")
     a.acts = NULL if acts is None or acts.shape[0] == 0 else <void *> &acts[0]
     a.delta0 = NULL if delta0 is None or delta0.shape[0] == 0 else <void *> &delta0[0]

@@ -488,6 +488,10 @@ def test_an_order_index_that_is_no_row_of_X_is_refused_without_ranks():
         _sgd.prepare_epoch(**_epoch_args(model, X, labels, batch, row_offset=5,
                                          order=np.arange(4, n + 4, dtype=np.intp),
                                          sample_weight=w))
+    model = fastnn.MLP([X.shape[1], 32, 10], dtype=np.float64, seed=0)
+    with pytest.raises(ValueError, match=r"order\[0\] is 0; expected none: X has no rows"):
+        _sgd.prepare_epoch(**_epoch_args(model, X[:0], labels[:0], batch, sample_weight=w[:0],
+                                         order=np.zeros(1, np.intp)))
     # in range with an offset: accepted, and the same bits as without it
     model = fastnn.MLP([X.shape[1], 32, 10], dtype=np.float64, seed=0)
     perm = np.random.default_rng(3).permutation(n).astype(np.intp)
