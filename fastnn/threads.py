@@ -230,11 +230,48 @@ class _BlasBlock:
 # ------------------------------------------------------------------ fastnn's own threads
 
 def available_cores():
-    """The cores this process may run on (its CPU affinity where the OS reports it)."""
+    """The cores this process may run on: its CPU affinity where the OS reports it, and no
+    more than its CPU quota (``cpu_quota``; a container started with ``--cpus``)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    quota = cpu_quota()
+    return cores if quota is None else max(1, min(cores, quota))
+
+
+# Linux control groups' CPU bandwidth limit, as a container sees its own group: v2, then v1
+_CGROUP_V2_MAX = "/sys/fs/cgroup/cpu.max"
+_CGROUP_V1_QUOTA = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"
+_CGROUP_V1_PERIOD = "/sys/fs/cgroup/cpu/cpu.cfs_period_us"
+
+
+def cpu_quota():
+    """The CPUs' worth of time this process's control group may use, rounded up (Linux
+    cgroup v2 ``cpu.max``, or v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, read as
+    joblib's loky reads them), or None where there is no limit or no such file.
+
+    A container limited to 1.5 CPUs on an 8-core host sees 8 cores but gets 1.5 CPU-seconds
+    per second: 8 threads would spend the quota in their polls and the process would be
+    throttled, so ``default_threads`` takes 2.
+    """
+    try:
+        if os.path.exists(_CGROUP_V2_MAX):
+            with open(_CGROUP_V2_MAX) as f:
+                quota, period = f.read().split()[:2]
+        else:
+            with open(_CGROUP_V1_QUOTA) as f:
+                quota = f.read().strip()
+            with open(_CGROUP_V1_PERIOD) as f:
+                period = f.read().strip()
+        if quota == "max":
+            return None
+        quota, period = int(quota), int(period)
+    except (OSError, ValueError):
+        return None
+    if quota <= 0 or period <= 0:       # v1 writes -1 for "no limit"
+        return None
+    return -(-quota // period)
 
 
 # fastnn's thread count where n_threads is None (None: available_cores()); set by a caller

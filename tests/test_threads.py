@@ -120,3 +120,34 @@ def test_mpi_ranks_on_one_node_share_its_cores_by_default(monkeypatch, variable)
     monkeypatch.setenv(variable, "garbage")
     assert threads.default_threads() == 8
     assert threads.resolve_threads(5) == 5        # an explicit count always wins
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+@pytest.mark.parametrize("limit, expected", [
+    (("150000", "100000"), 2),        # 1.5 CPUs: 2 threads
+    (("50000", "100000"), 1),         # half a CPU: 1
+    (("800000", "100000"), 4),        # more than the cores: the cores
+    (("max", "100000"), 4),           # v2's "no limit"
+    (("-1", "100000"), 4),            # v1's "no limit"
+    (("garbage", "100000"), 4),       # unreadable: ignored
+    (None, 4),                        # no such files
+])
+def test_the_default_thread_count_keeps_within_the_cpu_quota(tmp_path, monkeypatch, version,
+                                                             limit, expected):
+    # a container limited to 1.5 CPUs sees all the host's cores; its threads' polls would
+    # spend the quota (README: idle workers poll about 2 ms)
+    v2, quota, period = tmp_path / "cpu.max", tmp_path / "quota", tmp_path / "period"
+    monkeypatch.setattr(threads, "_CGROUP_V2_MAX", str(v2))
+    monkeypatch.setattr(threads, "_CGROUP_V1_QUOTA", str(quota))
+    monkeypatch.setattr(threads, "_CGROUP_V1_PERIOD", str(period))
+    if limit is not None:
+        if version == "v2":
+            v2.write_text(" ".join(limit) + "\n")
+        else:
+            quota.write_text(limit[0] + "\n")
+            period.write_text(limit[1] + "\n")
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3},
+                        raising=False)
+    for name in threads._LOCAL_RANKS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert threads.available_cores() == expected == threads.default_threads()
