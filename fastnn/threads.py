@@ -40,6 +40,7 @@ import contextvars
 import ctypes
 import os
 import threading
+import time
 
 from fastnn._validation import MAX_DIM, check_number
 
@@ -236,7 +237,7 @@ def available_cores():
         cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         cores = max(1, os.cpu_count() or 1)
-    quota = cpu_quota()
+    quota = _recent_quota()
     return cores if quota is None else max(1, min(cores, quota))
 
 
@@ -244,6 +245,28 @@ def available_cores():
 _CGROUP_V2_MAX = "/sys/fs/cgroup/cpu.max"
 _CGROUP_V1_QUOTA = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"
 _CGROUP_V1_PERIOD = "/sys/fs/cgroup/cpu/cpu.cfs_period_us"
+# (the files hold a line of two numbers; a larger read is not a cgroup file)
+_CGROUP_READ_LIMIT = 256
+
+
+def _read_fields(path):
+    """The whitespace-separated ASCII fields of a small text file; OSError or ValueError
+    (a directory, no permission, not text, too long) where it is not one."""
+    with open(path, "rb") as f:
+        data = f.read(_CGROUP_READ_LIMIT + 1)
+    if len(data) > _CGROUP_READ_LIMIT or not data.isascii():
+        raise ValueError(f"{path} is not a cgroup setting")
+    return data.decode("ascii").split()
+
+
+def _limit(quota, period):
+    """CPUs' worth of time per period, rounded up; None for "no limit" ('max', v1's -1)."""
+    if quota == "max":
+        return None
+    quota, period = int(quota), int(period)     # ASCII only: _read_fields
+    if quota <= 0 or period <= 0:       # v1 writes -1 for "no limit"
+        return None
+    return -(-quota // period)
 
 
 def cpu_quota():
@@ -253,25 +276,41 @@ def cpu_quota():
 
     A container limited to 1.5 CPUs on an 8-core host sees 8 cores but gets 1.5 CPU-seconds
     per second: 8 threads would spend the quota in their polls and the process would be
-    throttled, so ``default_threads`` takes 2.
+    throttled, so ``default_threads`` takes 2.  A v2 file that cannot be read as two
+    numbers (or 'max' and a number) does not hide a valid v1 limit; nothing here raises.
     """
     try:
         if os.path.exists(_CGROUP_V2_MAX):
-            with open(_CGROUP_V2_MAX) as f:
-                quota, period = f.read().split()[:2]
-        else:
-            with open(_CGROUP_V1_QUOTA) as f:
-                quota = f.read().strip()
-            with open(_CGROUP_V1_PERIOD) as f:
-                period = f.read().strip()
-        if quota == "max":
-            return None
-        quota, period = int(quota), int(period)
+            fields = _read_fields(_CGROUP_V2_MAX)
+            if len(fields) == 2:
+                return _limit(*fields)
+            raise ValueError(f"{_CGROUP_V2_MAX}: {fields!r}")
+    except (OSError, ValueError):
+        pass                            # malformed or unreadable: try v1
+    try:
+        quota, = _read_fields(_CGROUP_V1_QUOTA)
+        period, = _read_fields(_CGROUP_V1_PERIOD)
+        return _limit(quota, period)
     except (OSError, ValueError):
         return None
-    if quota <= 0 or period <= 0:       # v1 writes -1 for "no limit"
-        return None
-    return -(-quota // period)
+
+
+# cpu_quota() as read at most _QUOTA_MAX_AGE seconds ago (a read costs ~25 us, and every
+# call of fastnn without n_threads asks: a one-row predict took 39 us instead of 11): the
+# paths it was read from, when, and the value
+_QUOTA_MAX_AGE = 1.0
+_quota_cache = (None, 0.0, None)
+
+
+def _recent_quota():
+    global _quota_cache
+    paths = (_CGROUP_V2_MAX, _CGROUP_V1_QUOTA, _CGROUP_V1_PERIOD)
+    now = time.monotonic()
+    cached_paths, when, quota = _quota_cache
+    if cached_paths != paths or not 0 <= now - when < _QUOTA_MAX_AGE:
+        quota = cpu_quota()
+        _quota_cache = (paths, now, quota)
+    return quota
 
 
 # fastnn's thread count where n_threads is None (None: available_cores()); set by a caller
