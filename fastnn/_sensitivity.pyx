@@ -17,7 +17,8 @@ without the GIL.
 
 Every function allocates its workspace once per call (so concurrent calls share nothing) and
 processes X in chunks of rows, so memory is bounded whatever n_samples is.
-Unchecked: fastnn.model validates every argument first.
+Sizes, shapes and codes are checked here (a private call with a wrong out, first/stop or X
+raised nothing and wrote out of bounds); the values are fastnn.model's to validate.
 """
 from cython cimport floating
 from libc.stdlib cimport malloc, free
@@ -29,7 +30,9 @@ from fastnn._kernels cimport FNN_OK, FNN_IDENTITY, act_backward
 from fastnn._layernorm cimport layernorm_act_backward
 from fastnn._losses cimport LossParams, LOSS_GAUSSIAN_LEARNED, output_activation
 from fastnn._network cimport (Net, NetSpec, net_forward, net_forward_loss, layer_output,
-                              layer_kept)
+                              layer_kept, check_net)
+from fastnn._losses cimport N_LOSSES, check_targets
+from libc.limits cimport INT_MAX
 
 # seed kinds of jacobian_into (keep in step with fastnn/model.py)
 cdef enum:
@@ -115,7 +118,16 @@ def loss_input_grad_into(NetSpec spec, const floating[::1] params, const floatin
     lp.kind = loss_kind
     lp.full = full
     lp.sigma = sigma_scalar
-    chunk_rows = max(1, min(chunk_rows, n))
+    check_net(spec, params.shape[0], -1, X.shape[1], n)
+    if out.shape[0] != n or out.shape[1] != net.sizes[0]:
+        raise ValueError(f"out has shape ({out.shape[0]}, {out.shape[1]}); expected "
+                         f"({n}, {net.sizes[0]})")
+    check_targets(loss_kind, n, net.sizes[net.n_layers], Y, labels, sample_weight, sigma)
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows={chunk_rows}; expected >= 1")
+    # the workspace stays below 2**31 elements per chunk (chunks are int-sized for the kernels)
+    chunk_rows = max(1, min(chunk_rows, n,
+                            <Py_ssize_t> (INT_MAX // (net.act_width + 2 * dw))))
     cdef size_t n_values = <size_t> chunk_rows * (net.act_width + 2 * dw) + 3 * dw
     acts = <floating *> malloc(n_values * sizeof(floating))
     if acts == NULL:
@@ -197,7 +209,7 @@ def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::
     """
     cdef const Net *net = &spec.net
     cdef int L = net.n_layers, n_out = net.sizes[net.n_layers], n_in = net.sizes[0]
-    cdef int n_cols = <int> (stop - first)
+    cdef int n_cols
     cdef Py_ssize_t n = X.shape[0], start, rows, i, c, chunk_rows
     cdef int j, k, b, status = FNN_OK
     cdef size_t dw = _delta_width(net), stride
@@ -209,7 +221,25 @@ def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::
     cdef floating *scratch
     cdef const floating *Z
     cdef unsigned long long fp_saved
-    chunk_rows = max(1, min(stacked_rows // max(n_cols, 1), n))
+    check_net(spec, params.shape[0], -1, X.shape[1], n)
+    if not 0 <= first < stop <= n_out:
+        raise ValueError(f"output columns first={first}, stop={stop}; expected "
+                         f"0 <= first < stop <= {n_out}")
+    n_cols = <int> (stop - first)
+    if out.shape[0] != n or out.shape[1] != n_cols or out.shape[2] != n_in:
+        raise ValueError(f"out has shape ({out.shape[0]}, {out.shape[1]}, {out.shape[2]}); "
+                         f"expected ({n}, {n_cols}, {n_in})")
+    if seed_kind not in (SEED_LOGITS, SEED_OUTPUT):
+        raise ValueError(f"seed_kind={seed_kind}; expected {SEED_LOGITS} or {SEED_OUTPUT}")
+    if not 0 <= link_kind < N_LOSSES:
+        raise ValueError(f"unknown link code {link_kind}")
+    if stacked_rows < 1:
+        raise ValueError(f"stacked_rows={stacked_rows}; expected >= 1")
+    # the workspace (and the stacked batch, n_cols * rows rows of up to dw columns, an int
+    # for BLAS) stays below 2**31 elements per chunk
+    chunk_rows = max(1, min(stacked_rows // n_cols, n,
+                            <Py_ssize_t> (INT_MAX // (net.act_width + n_out
+                                                   + 2 * dw * <size_t> n_cols))))
     cdef size_t n_values = (<size_t> chunk_rows * (net.act_width + n_out
                                                    + 2 * dw * <size_t> n_cols) + 3 * dw)
     acts = <floating *> malloc(n_values * sizeof(floating))

@@ -243,3 +243,59 @@ def test_layer_normalized_and_dropout_layers(activation):
     y = np.random.default_rng(1).standard_normal((7, 3))
     _close(model.input_gradient(X, y, "mse"),
            np.einsum("ij,ijc->ic", 2 * (model.forward(X) - y) / 3, model.jacobian(X)))
+
+
+def test_the_private_entry_points_check_sizes_and_codes():
+    # _sensitivity was 'unchecked': first/stop out of range wrote out of bounds (segfault),
+    # an X of another width read garbage, stop = 2**31 + 1 wrapped to a negative count
+    from fastnn import _sensitivity as S
+    from fastnn.losses import get_loss
+    model = fastnn.MLP([5, 8, 3])
+    X = np.ones((4, 5), np.float32)
+    jac = np.empty((4, 3, 5), np.float32)
+    bad_jacobian = [
+        (dict(first=10**6, stop=10**6 + 3), "first=1000000"),
+        (dict(first=-1, stop=2), "first=-1"),
+        (dict(first=0, stop=2**31 + 1), "stop=2147483649"),
+        (dict(first=2, stop=2), "first < stop"),
+        (dict(X=np.ones((4, 2), np.float32)), "X has 2 features"),
+        (dict(out=np.empty((4, 2, 5), np.float32)), "out has shape"),
+        (dict(out=np.empty((3, 3, 5), np.float32)), "out has shape"),
+        (dict(params=model.params[:-1]), "params has"),
+        (dict(seed=7), "seed_kind=7"),
+        (dict(link=-1), "link code -1"),
+        (dict(stacked=0), "stacked_rows=0"),
+        (dict(stacked=-1), "stacked_rows=-1"),
+    ]
+    for change, message in bad_jacobian:
+        a = dict(params=model.params, X=X, seed=1, link=4, first=0, stop=3, out=jac,
+                 stacked=64)
+        a.update(change)
+        with pytest.raises(ValueError, match=message):
+            S.jacobian_into(model._spec, a["params"], a["X"], a["seed"], a["link"],
+                            a["first"], a["stop"], a["out"], a["stacked"])
+    # huge stacked rows: the chunk is capped, the result is the small chunks' bits
+    S.jacobian_into(model._spec, model.params, X, 0, 0, 0, 3, jac, 2**62)
+    np.testing.assert_array_equal(jac, model.jacobian(X, of="logits"))
+
+    loss = get_loss("cross_entropy")
+    labels = np.array([0, 1, 2, 1], dtype=np.intp)
+    grad = np.empty((4, 5), np.float32)
+    bad_loss = [
+        (dict(X=np.ones((4, 2), np.float32)), "X has 2 features"),
+        (dict(out=np.empty((4, 4), np.float32)), "out has shape"),
+        (dict(out=np.empty((5, 5), np.float32)), "out has shape"),
+        (dict(labels=np.array([0, 1], dtype=np.intp)), "labels"),
+        (dict(chunk=0), "chunk_rows=0"),
+        (dict(chunk=-1), "chunk_rows=-1"),
+    ]
+    for change, message in bad_loss:
+        a = dict(X=X, labels=labels, out=grad, chunk=64)
+        a.update(change)
+        with pytest.raises(ValueError, match=message):
+            S.loss_input_grad_into(model._spec, model.params, a["X"], loss.kind, int(loss.full),
+                                   loss.scalar_sigma, None, a["labels"], None, None, 1.0,
+                                   a["out"], a["chunk"])
+    S.loss_input_grad_into(model._spec, model.params, X, loss.kind, int(loss.full),
+                           loss.scalar_sigma, None, labels, None, None, 1.0, grad, 2**62)
+    np.testing.assert_array_equal(grad, model.input_gradient(X, labels, loss="cross_entropy"))
