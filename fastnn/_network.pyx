@@ -113,11 +113,11 @@ cdef long _gemm_tiles(int m, int n, int k, int *tm, int *tn, int *gn) noexcept n
         target *= 2
     while pm * pn < target:
         # halve the longer side of the current tile, if it stays >= _tile_side
-        if m // pm >= n // pn and m // pm >= 2 * _tile_side:
+        if m // pm >= n // pn and m // pm >= 2 * <long> _tile_side:
             pm *= 2
-        elif n // pn >= 2 * _tile_side:
+        elif n // pn >= 2 * <long> _tile_side:
             pn *= 2
-        elif m // pm >= 2 * _tile_side:
+        elif m // pm >= 2 * <long> _tile_side:
             pm *= 2
         else:
             break

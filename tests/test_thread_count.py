@@ -526,3 +526,15 @@ def test_readme_states_the_tiling_rule_the_code_follows():
     assert tiles(1024, 1024, k - 1) == 2 and tiles(1024, 1024, k) == 4
     # never more than `most`
     assert tiles(8192, 8192, 8192) == most
+
+
+def test_a_tile_side_near_int_max_does_not_wrap_the_tiling():
+    # 2 * side was an int product: side = 2**31 - 1 wrapped negative and every product was
+    # cut into tiles smaller than the side asked for
+    old = _network._set_tiling(2**31 - 1, 0.0, 64, 0.0)
+    try:
+        assert _network.gemm_tiles(1000, 1000, 1000) == (1, 1000, 1000)
+        assert _network.gemm_tiles(2**31 - 1, 2**31 - 1, 1) == (1, 2**31 - 1, 2**31 - 1)
+    finally:
+        _network._set_tiling(*old)
+    assert _network.gemm_tiles(2**31 - 1, 2**31 - 1, 2**31 - 1)[0] == 64
