@@ -230,13 +230,18 @@ class _BlasBlock:
 
 # ------------------------------------------------------------------ fastnn's own threads
 
+def _affinity_cores():
+    """The cores this process may run on: its CPU affinity where the OS reports it."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def available_cores():
     """The cores this process may run on: its CPU affinity where the OS reports it, and no
     more than its CPU quota (``cpu_quota``; a container started with ``--cpus``)."""
-    try:
-        cores = max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        cores = max(1, os.cpu_count() or 1)
+    cores = _affinity_cores()
     quota = _recent_quota()
     return cores if quota is None else max(1, min(cores, quota))
 
@@ -337,10 +342,13 @@ def _local_ranks():
 def default_threads():
     """fastnn's thread count where none is given: ``available_cores()``, shared out among
     the MPI ranks of this node when the launcher did not bind each rank to its own cores
-    (otherwise every rank would take every core: 2 ranks on 2 cores ran 4 threads)."""
+    (otherwise every rank would take every core: 2 ranks on 2 cores ran 4 threads).  The
+    ranks of a container share its CPU quota as well: whether the launcher bound a rank is
+    read from its affinity, not from the quota (4 ranks under a 2-CPU quota on 8 cores took
+    2 threads each)."""
     cores = available_cores()
     ranks = _local_ranks()
-    if ranks > 1 and cores >= (os.cpu_count() or cores):  # not bound: the ranks share them
+    if ranks > 1 and _affinity_cores() >= (os.cpu_count() or 1):  # not bound: shared
         return max(1, cores // ranks)
     return cores
 

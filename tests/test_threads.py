@@ -108,13 +108,27 @@ def test_mpi_ranks_on_one_node_share_its_cores_by_default(monkeypatch, variable)
     for name in threads._LOCAL_RANKS_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(threads.os, "cpu_count", lambda: 8)
-    monkeypatch.setattr(threads, "available_cores", lambda: 8)
+    monkeypatch.setattr(threads, "cpu_quota", lambda: None)
+    monkeypatch.setattr(threads, "_quota_cache", (None, 0.0, None))
+    affinity = set(range(8))
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: affinity,
+                        raising=False)
     assert threads.default_threads() == 8 == threads.resolve_threads(None)
     monkeypatch.setenv(variable, "3")             # 3 unbound ranks on 8 cores
     assert threads.default_threads() == 2 == threads.resolve_threads(None)
-    monkeypatch.setattr(threads, "available_cores", lambda: 4)   # bound by the launcher
+    affinity = {0, 1, 2, 3}                       # bound by the launcher
     assert threads.default_threads() == 4
-    monkeypatch.setattr(threads, "available_cores", lambda: 8)
+    # unbound ranks share a container's CPU quota: 3 ranks under 6 CPUs take 2 each (they
+    # took 6 each: the quota made every rank look bound)
+    affinity = set(range(8))
+    monkeypatch.setattr(threads, "cpu_quota", lambda: 6)
+    monkeypatch.setattr(threads, "_quota_cache", (None, 0.0, None))
+    assert threads.default_threads() == 2
+    affinity = {0, 1, 2, 3}                       # bound, within the quota: its cores
+    assert threads.default_threads() == 4
+    monkeypatch.setattr(threads, "cpu_quota", lambda: None)
+    monkeypatch.setattr(threads, "_quota_cache", (None, 0.0, None))
+    affinity = set(range(8))
     monkeypatch.setenv(variable, "16")            # more ranks than cores: one thread each
     assert threads.default_threads() == 1
     monkeypatch.setenv(variable, "garbage")
