@@ -79,9 +79,13 @@ def test_a_forked_child_starts_its_own_workers():
 def _run_child(code, timeout):
     """Run `code` in a fresh interpreter importing this fastnn; its stdout, or a failure
     naming what it printed (a hang is killed after `timeout` s and fails)."""
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    # (run from fastnn's own parent directory: `python -c` puts the working directory first
+    # on sys.path, and from a source checkout that is the uncompiled tree, not the fastnn
+    # that `pip install .` put in site-packages)
+    home = os.path.dirname(os.path.dirname(fastnn.__file__))
+    env = dict(os.environ, PYTHONPATH=home)
     try:
-        done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=home,
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the child hung for {timeout} s (a lost wake-up?); it printed "
