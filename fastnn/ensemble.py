@@ -916,8 +916,10 @@ def load_ensemble(path):
     FileNotFoundError
         No such file.
     fastnn.io.ModelFileError (a ValueError)
-        Not an ensemble file, truncated or corrupted, a newer format version, a member that
-        ``fastnn.load`` rejects, or members of different architectures.  The archive is read
+        Not an ensemble file, truncated or corrupted, a newer format version, a description
+        key or an archive entry that no format version writes (as ``fastnn.load`` refuses
+        an unknown key), a member that ``fastnn.load`` rejects, or members of different
+        architectures.  The archive is read
         as ``fastnn.load`` reads a model file: each entry's declared sizes are checked against
         the file and each ``.npy`` header before its data, so a crafted file fails fast with
         memory bounded by its own size (one member at a time).
@@ -947,6 +949,11 @@ def load_ensemble(path):
                         if f"member_{k}" not in entries:
                             raise ModelFileError(path, f"it has no 'member_{k}' entry for its "
                                                        f"{K} members")
+                    extra = sorted(set(entries) - {"description"}
+                                   - {f"member_{k}" for k in range(K)})
+                    if extra:
+                        raise ModelFileError(path, f"it has the entries {extra[:5]}, which no "
+                                                   f"ensemble of {K} members writes")
                     for k in range(K):
                         name = f"member_{k}"
                         member_path = os.path.join(tmp, f"{name}.npz")
@@ -1017,6 +1024,11 @@ def _copy_member(path, archive, info, name, member_path):
 _COPY_CHUNK = 1 << 20
 
 
+# every key any ensemble format version wrote in its description
+_ENSEMBLE_KEYS = ("format", "format_version", "fastnn_version", "n_members", "member_seeds",
+                  "bootstrap")
+
+
 def _parse_description(path, raw):
     if raw.dtype.kind != "U" or raw.ndim != 0:
         raise ModelFileError(path, f"its description has dtype {raw.dtype} and shape "
@@ -1037,6 +1049,14 @@ def _parse_description(path, raw):
         raise ModelFileError(path, f"it was written in ensemble format version {version}; this "
                                    f"fastnn reads up to {ENSEMBLE_FORMAT_VERSION} (upgrade "
                                    "fastnn)")
+    # as fastnn.load does: a key no version wrote means a layout this reader does not know
+    unknown = sorted(set(d) - set(_ENSEMBLE_KEYS))
+    if unknown:
+        raise ModelFileError(path, f"its description has the keys {unknown[:5]}, which this "
+                                   f"fastnn (ensemble format version "
+                                   f"{ENSEMBLE_FORMAT_VERSION}) does not know: the file was "
+                                   "written by a newer fastnn (upgrade fastnn to load it) or "
+                                   "edited")
     K = d.get("n_members")
     if not isinstance(K, int) or isinstance(K, bool) or not 1 <= K <= _MAX_MEMBERS:
         raise ModelFileError(path, f"n_members is {K!r}; expected an int in [1, "

@@ -292,12 +292,24 @@ def test_crafted_files_raise_model_file_error(tmp_path):
             '{"format": "fastnn-ensemble", "format_version": 1, "n_members": 2, '
             '"member_seeds": [1], "bootstrap": false}')) if n == "description.npy" else d,
             "member_seeds is"),
+        # a key or an entry no version writes: a layout this reader does not know, refused
+        # as fastnn.load refuses an unknown key (not half-read)
+        "unknown-key": (lambda n, d: npy(np.array(
+            '{"format": "fastnn-ensemble", "format_version": 1, "n_members": 2, '
+            '"member_seeds": [0, 1], "bootstrap": false, "weights": [0.9, 0.1]}'))
+            if n == "description.npy" else d, r"keys \['weights'\].*does not know"),
     }
     for name, (change, message) in edits.items():
         p = tmp_path / f"{name}.npz"
         _rewrite(good, p, change)
         with pytest.raises(ModelFileError, match=message):
             load_ensemble(p)
+    extra = tmp_path / "extra-member.npz"
+    _rewrite(good, extra, lambda n, d: d)
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(extra, "a") as zout:
+        zout.writestr("member_2.npy", zin.read("member_1.npy"))
+    with pytest.raises(ModelFileError, match=r"entries \['member_2'\], which no ensemble of 2"):
+        load_ensemble(extra)
     # a single model's file is not an ensemble, and the mixed architecture is caught
     single = tmp_path / "single.npz"
     ens.members[0].save(single)
