@@ -421,13 +421,20 @@ cdef int _check_epoch_buffers(NetSpec spec, Py_ssize_t n_params, Py_ssize_t n_gr
                              f"{rows} rows needs {(<object> rows) * per_row}")
     if order is None:
         return 0
+    # every index >= 0; without ranks, every index a row of X too: there are no other
+    # ranks' samples, and the gather would drop such an index from its batch silently
     with nogil:
         for i in range(n_order):
-            if order[i] < 0:
+            if order[i] < 0 or (not distributed and _local_row(order[i], row_offset, n) < 0):
                 bad = i
                 break
-    if bad >= 0:
+    if bad >= 0 and order[bad] < 0:
         raise ValueError(f"order[{bad}] is {order[bad]}; expected sample indices >= 0")
+    if bad >= 0:
+        expected = (f"the indices of X's {n} rows, {row_offset} .. {row_offset + n - 1}"
+                    if n else "none: X has no rows")
+        raise ValueError(f"order[{bad}] is {order[bad]}; expected {expected} (row_offset="
+                         f"{row_offset}, no reducer: every sample is this process's)")
     for name, buf_rows, buf_cols, source_cols in (
             ("X_batch", xb_rows, xb_cols, n_in), ("Y_batch", yb_rows, yb_cols, y_cols),
             ("labels_batch", n_lb, -2, n_labels), ("sw_batch", n_swb, -2, n_sw),
@@ -737,8 +744,9 @@ def prepare_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
 
     order: the epoch's sample order (a permutation), or None for rows in storage order (then
     minibatches are read in place, without a gather).  Without a reducer every index must be
-    a row of X (row_offset .. row_offset + X.shape[0] - 1; ValueError otherwise).  The *_batch buffers may be None when
-    the matching input is None (and X_batch when order is None).
+    a row of X (row_offset .. row_offset + X.shape[0] - 1; ValueError otherwise).  The
+    *_batch buffers may be None when the matching input is None (and X_batch when order is
+    None).
 
     check_every: seconds between two runs of Python's signal handlers (on the thread that
     called run / train_epochs; < 0: never), so that Ctrl-C stops the epoch after its running
@@ -807,21 +815,15 @@ def prepare_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
         a.sw = &sample_weight[0]
     if sigma is not None and sigma.shape[0] > 0:
         a.sigma = &sigma[0]
-    a.order_local = True
+    a.order_local = True          # without a reducer, _check_epoch_buffers made sure
     if order is not None and order.shape[0] > 0:
         a.order = &order[0]
-        with nogil:
-            for i in range(order.shape[0]):
-                if _local_row(order[i], row_offset, n) < 0:
-                    a.order_local = False
-                    break
-        if not a.order_local and reducer is None:
-            # without ranks an index that is not a row of X is no other rank's sample: the
-            # gather would drop it silently (fastnn._sparse.train_epoch_csr refuses it too)
-            rows = (f"the indices of X's {n} rows, {row_offset} .. {row_offset + n - 1}"
-                    if n else "none: X has no rows")
-            raise ValueError(f"order[{i}] is {order[i]}; expected {rows} (row_offset="
-                             f"{row_offset}, no reducer: every sample is this process's)")
+        if reducer is not None:
+            with nogil:
+                for i in range(order.shape[0]):
+                    if _local_row(order[i], row_offset, n) < 0:
+                        a.order_local = False
+                        break
     a.acts = NULL if acts is None or acts.shape[0] == 0 else <void *> &acts[0]
     a.delta0 = NULL if delta0 is None or delta0.shape[0] == 0 else <void *> &delta0[0]
     a.delta1 = NULL if delta1 is None or delta1.shape[0] == 0 else <void *> &delta1[0]
@@ -913,17 +915,24 @@ cdef void _gather_task(void *ctx, long t) noexcept nogil:
         if r < 0:
             fnn_sgd_flag_set(&g.bad)
             return
-        memcpy(g.X_batch + i * g.x_row, g.X + r * g.x_row, g.x_row)
-        if g.Y != NULL:
-            memcpy(g.Y_batch + i * g.y_row, g.Y + r * g.y_row, g.y_row)
-        if g.labels != NULL:
-            g.labels_batch[i] = g.labels[r]
-        if g.sw != NULL:
-            memcpy(g.sw_batch + i * g.item, g.sw + r * g.item, g.item)
-        if g.sigma != NULL:
-            memcpy(g.sigma_batch + i * g.item, g.sigma + r * g.item, g.item)
-        if g.samples != NULL:
-            g.samples[i] = g.order[i]
+        _copy_row(g, i, r, g.order[i])
+
+
+cdef inline void _copy_row(const _Gather *g, Py_ssize_t dst, Py_ssize_t src,
+                           Py_ssize_t index) noexcept nogil:
+    """Row src of X (and of every per-sample input) into row dst of the batch buffers;
+    the dropout sample index of row dst is global sample `index`."""
+    memcpy(g.X_batch + dst * g.x_row, g.X + src * g.x_row, g.x_row)
+    if g.Y != NULL:
+        memcpy(g.Y_batch + dst * g.y_row, g.Y + src * g.y_row, g.y_row)
+    if g.labels != NULL:
+        g.labels_batch[dst] = g.labels[src]
+    if g.sw != NULL:
+        memcpy(g.sw_batch + dst * g.item, g.sw + src * g.item, g.item)
+    if g.sigma != NULL:
+        memcpy(g.sigma_batch + dst * g.item, g.sigma + src * g.item, g.item)
+    if g.samples != NULL:
+        g.samples[dst] = index
 
 
 cdef void _run_epoch(_Epoch *a, _Interrupt *intr) noexcept nogil:
@@ -1025,17 +1034,7 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
                 r = _local_row(order[start + i], row_offset, n)
                 if r < 0:
                     continue              # another rank's sample
-                memcpy(X_batch + rows * n_in, X + r * n_in, n_in * sizeof(floating))
-                if Y != NULL:
-                    memcpy(Y_batch + rows * n_t, Y + r * n_t, n_t * sizeof(floating))
-                if labels != NULL:
-                    labels_batch[rows] = labels[r]
-                if sample_weight != NULL:
-                    sw_batch[rows] = sample_weight[r]
-                if sigma != NULL:
-                    sigma_batch[rows] = sigma[r]
-                if samples != NULL:
-                    samples[rows] = order[start + i]
+                _copy_row(&gjob, rows, r, order[start + i])
                 rows += 1
         if gather:
             xb = X_batch

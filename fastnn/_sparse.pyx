@@ -404,7 +404,7 @@ def train_epoch_csr(NetSpec spec, floating[::1] params, floating[::1] grads,
     cdef Py_ssize_t n = indptr.shape[0] - 1
     cdef Py_ssize_t n_t = 0 if Y is None else Y.shape[1]
     cdef Py_ssize_t n_order = n if order is None else order.shape[0]
-    cdef Py_ssize_t start, rows, i, r, step = 0, failed_step = -1, bad = -1
+    cdef Py_ssize_t start, rows, i, r, step = 0, failed_step = -1
     cdef Py_ssize_t n_params = params.shape[0]
     cdef int status = _STATUS_OK, kstatus = FNN_OK, signalled = 0
     cdef double loss_sum = 0.0, weight_sum = 0.0, batch_loss = 0.0, batch_weight, last_check
@@ -452,16 +452,6 @@ def train_epoch_csr(NetSpec spec, floating[::1] params, floating[::1] grads,
         -1 if labels_batch is None else labels_batch.shape[0],
         -1 if sw_batch is None else sw_batch.shape[0],
         -1 if sigma_batch is None else sigma_batch.shape[0], 0, False)
-    if gather:
-        # the rows are read through order: every entry must be a row of X (the dense loop
-        # skips out-of-range ones as another rank's samples; there are no ranks here)
-        with nogil:
-            for i in range(n_order):
-                if order[i] >= n:
-                    bad = i
-                    break
-        if bad >= 0:
-            raise ValueError(f"order[{bad}] is {order[bad]}; X has {n} rows")
     lp.kind, lp.full, lp.sigma = loss_kind, loss_full, sigma_scalar
     opt = _optimizer(opt_kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2,
                      eps, t0)
