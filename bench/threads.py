@@ -8,7 +8,7 @@ Three measurements, each interleaved in one process (A B C A B C ...), medians o
    samples/s of the whole fit call, plain SGD, shuffling, one epoch per timed fit.
    The wall-clock ratio 2 threads / 1 thread is reported with the process CPU time per
    sample, which a busy shared machine inflates less than the wall time, and with what the
-   machine allowed at that moment: a large sgemm cut into 4 independent tiles, at 2 threads
+   machine allowed at that moment: a large sgemm cut into 16 independent tiles, at 2 threads
    over 1, interleaved with the runs (the 2-vCPU VMs this was measured on sometimes give the
    second vCPU only part of a core for minutes at a time; then no 2-thread figure means
    anything, and the check shows it).
