@@ -1,10 +1,10 @@
-"""Build fastnn's compiled core: every fastnn/*.pyx becomes one extension module.
+"""Build fastnn's compiled core: every fastnn/_core/*.pyx becomes one extension module.
 
 Environment switches (all off by default):
   FASTNN_DEBUG_CYTHON=1  turn Cython's bounds/wraparound/initialized checks back on
   FASTNN_SANITIZE=1      build with -fsanitize=address,undefined (see tests/sanitize.sh)
   FASTNN_NATIVE=1        add -march=native (never in a wheel meant for other machines)
-  FASTNN_MODULES=a,b     build only fastnn.a and fastnn.b (development: rebuild one module)
+  FASTNN_MODULES=a,b     build only fastnn._core.a and fastnn._core.b (development: rebuild one module)
 """
 import os
 from glob import glob
@@ -34,7 +34,7 @@ if _flag("FASTNN_SANITIZE"):
 headers = glob(os.path.join("src_c", "*.h"))
 extensions = [
     Extension(
-        "fastnn." + os.path.splitext(os.path.basename(path))[0],
+        "fastnn._core." + os.path.splitext(os.path.basename(path))[0],
         [path],
         include_dirs=["src_c", numpy.get_include()],
         depends=headers,
@@ -42,11 +42,11 @@ extensions = [
         extra_link_args=link_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
-    for path in sorted(glob(os.path.join("fastnn", "*.pyx")))
+    for path in sorted(glob(os.path.join("fastnn", "_core", "*.pyx")))
 ]
 only = [m for m in os.environ.get("FASTNN_MODULES", "").split(",") if m]
 if only:
-    extensions = [ext for ext in extensions if ext.name.split(".")[1] in only]
+    extensions = [ext for ext in extensions if ext.name.split(".")[-1] in only]
 
 directives = {
     "language_level": 3,

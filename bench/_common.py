@@ -25,7 +25,7 @@ try:  # an installed fastnn first; a built source tree otherwise
 except ImportError:
     sys.path.insert(0, ROOT)
     import fastnn  # noqa: F401
-from fastnn import _bench  # noqa: E402
+from fastnn._core import _bench  # noqa: E402
 
 # ------------------------------------------------------------------ workloads
 

@@ -76,7 +76,7 @@ def serial_share(w, X, y, epochs, repeats):
     (_sgd.train_epochs): the per-epoch Python of every member (sample order, schedule,
     records, callbacks), which runs on one thread while the other cores wait.  Amdahl's bound
     on T threads is then 1 / (s + (1 - s) / T).  CPU seconds, so the share holds under load."""
-    from fastnn import _sgd
+    from fastnn._core import _sgd
     real, in_jobs = _sgd.train_epochs, [0.0]
 
     def timed_job(calls, n_threads):

@@ -114,7 +114,7 @@ def _ensemble():
 
 def _estimators():
     try:
-        from fastnn.sklearn import MLPClassifier, MLPRegressor
+        from fastnn.interop.sklearn import MLPClassifier, MLPRegressor
     except ImportError:
         return {}
     cases = {}
@@ -137,7 +137,7 @@ def _estimators():
         return _digest(*est.coefs_, *est.intercepts_)
 
     def bagged():
-        from fastnn.sklearn_ensemble import EnsembleRegressor
+        from fastnn.interop.sklearn_ensemble import EnsembleRegressor
         est = EnsembleRegressor(MLPRegressor(hidden_layer_sizes=(8,), max_iter=4),
                                 n_estimators=3, bootstrap=True, random_state=0)
         est.fit(Xr, yr.ravel())

@@ -79,7 +79,7 @@ def main():
     flops = 2 * args.samples * (1 + n_out) * sum(a * b for a, b in pairs)
     rows = []
     for threads in (1, 2):
-        with C.blas_threads(threads), fastnn.threads.blas_threads(threads):
+        with C.blas_threads(threads), fastnn.runtime.threads.blas_threads(threads):
             times, cpu = interleaved_cpu({"fastnn": lambda: model.jacobian(X, of="logits"),
                                           "torch": run_torch}, args.repeats)
         f, t = C.summary(times["fastnn"]), C.summary(times["torch"])

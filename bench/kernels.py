@@ -1,4 +1,4 @@
-"""Question 1: the compiled kernels, timed inside compiled code (fastnn._bench).
+"""Question 1: the compiled kernels, timed inside compiled code (fastnn._core._bench).
 
 For dense layers of the workloads' shapes: the bare forward GEMM, dense_forward per activation
 and its ratio to that GEMM (the fusion overhead of bias + activation); dense_backward and its
@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 import _common as C
-from fastnn import _bench
+from fastnn._core import _bench
 
 NEW_ACTIVATIONS = ("elu", "selu", "gelu", "gelu_tanh", "silu", "softplus")
 # (label, batch, n_in, n_out, activations, first layer?, dtype)

@@ -1,7 +1,7 @@
 """Question: how much faster is fastnn's solver="lbfgs" than scikit-learn's, on the same problems
 for the same number of L-BFGS iterations, and does it reach an equal or lower final loss?
 
-Both estimators start from the same weights (fastnn.sklearn draws scikit-learn's initialisation
+Both estimators start from the same weights (fastnn.interop.sklearn draws scikit-learn's initialisation
 from the same random_state) and run scipy's L-BFGS-B for exactly `iters` iterations (tol=0, so
 neither stops early); both objectives are the mean loss plus 0.5 * alpha * ||W||^2 / n.  Timed
 interleaved (ours, theirs, ours, ...), median of --repeats after a warm-up, 1 BLAS thread, data
@@ -66,7 +66,7 @@ def run(quick=False, repeats=3, log=print, profile_too=True):
     from sklearn import neural_network as sk
     from sklearn.exceptions import ConvergenceWarning
 
-    from fastnn import sklearn as fs
+    from fastnn.interop import sklearn as fs
     warnings.simplefilter("ignore", ConvergenceWarning)
     records = []
     with blas_threads(1):
@@ -132,7 +132,7 @@ def _replay(calls, options):
 def profile(X, y, params, ours_cls, theirs_cls):
     """Seconds per fit: total, objective calls (and for fastnn, the compiled evaluation alone),
     scipy's own L-BFGS-B (replayed); plus the number of evaluations."""
-    import fastnn.lbfgs as fl
+    import fastnn.optim.lbfgs as fl
     from sklearn.neural_network import _multilayer_perceptron as skm
     out = {}
     options = {"maxfun": 15000, "maxiter": params["max_iter"], "gtol": 0.0, "maxcor": 10}
@@ -163,8 +163,8 @@ def profile(X, y, params, ours_cls, theirs_cls):
 def _compiled_time(est, X, y, n_calls):
     """Seconds of n_calls compiled loss+gradient evaluations (_network.loss_grad_into) on the
     fitted model and the estimator's data, as LBFGSObjective makes them."""
-    import fastnn.lbfgs as fl
-    from fastnn import _network
+    import fastnn.optim.lbfgs as fl
+    from fastnn._core import _network
     captured = {}
     original = fl.LBFGSObjective.__init__
 

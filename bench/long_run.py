@@ -3,7 +3,7 @@
 Once a model fits its data, Adam's moments, momentum buffers and the gradients of well-fitted
 samples fall below the smallest normal float (1.2e-38 in float32); on x86 every operation on
 such a subnormal takes a slow path.  fastnn flushes them to zero inside its compiled calls by
-default (fastnn.fpmode).  This script trains each workload until its loss is small and
+default (fastnn.runtime.fpmode).  This script trains each workload until its loss is small and
 compares the epoch rate early and late:
 
     early = median samples/s of epochs 2-6,  late = median of the last 10 epochs
@@ -138,8 +138,8 @@ def run(quick=False, only=None, repeats=2, log=print, threads=None, batches=None
 
 def worker_gemm(repeats=5, log=print):
     """ns per GEMM: {(threads, flush, case): summary} (see the module docstring)."""
-    from fastnn import _bench, _network
-    from fastnn.threads import blas_threads
+    from fastnn._core import _bench, _network
+    from fastnn.runtime.threads import blas_threads
     m, n, k = 784, 256, 64
     rng = np.random.default_rng(0)
     A = rng.standard_normal(k * m).astype(np.float32)
@@ -233,8 +233,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     batches = tuple(int(b) for b in args.batches.split(",") if b) or None
     rows = run(args.quick, only, args.repeats, threads=threads, batches=batches)
-    import fastnn.fpmode
-    gemm = (worker_gemm() if fastnn.fpmode.supported() and not (args.quick or args.no_gemm)
+    import fastnn.runtime.fpmode
+    gemm = (worker_gemm() if fastnn.runtime.fpmode.supported() and not (args.quick or args.no_gemm)
             else None)
     print()
     print(C.environment_markdown(C.environment()))

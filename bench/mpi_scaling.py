@@ -29,7 +29,7 @@ Every worker, on every rank:
 * interleaved with the distributed fits, the same fit without ``comm`` on the whole data
   set, on every rank at once: at R = 1 the plain single-process baseline, at R > 1 a control
   (R independent processes, no MPI calls) that measures what the cores give R processes now;
-* with R = 1 only: the compiled single-process step alone (``fastnn._bench.step_cases``)
+* with R = 1 only: the compiled single-process step alone (``fastnn._core._bench.step_cases``)
   at every local batch size B/R that a cluster of R = 1 .. 64 ranks would give each rank,
   and the separate update pass alone (the MPI path runs it; it is not divided among ranks).
 
@@ -150,7 +150,7 @@ def _fit_epochs(cfg, X, y, comm, MPI, epochs):
 
 def _step_times(cfg, quick):
     """R = 1 only: the compiled step and the update pass at every local batch B/R, in ns."""
-    from fastnn import _bench
+    from fastnn._core import _bench
     w, B = cfg["w"], cfg["batch"]
     locals_ = sorted({max(1, B // r) for r in (1,) + MODEL_RANKS}, reverse=True)
     out = []
@@ -168,7 +168,7 @@ def worker(args):
     from mpi4py import MPI
     from threadpoolctl import threadpool_info
 
-    from fastnn.distributed import MPIContext, shard
+    from fastnn.training.distributed import MPIContext, shard
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     out = {"ranks": size, "load_before": os.getloadavg(), "fits": [], "allreduce": [],
@@ -468,7 +468,7 @@ minibatches as one process):
 
 * t_step(b): the single-process compiled step (gather, forward, loss, backward, plain SGD
   update fused into the dW GEMMs) at local batch b on one core, measured here with
-  `fastnn._bench.step_cases` (the table above). It does not fall as fast as B/R: small GEMMs
+  `fastnn._core._bench.step_cases` (the table above). It does not fall as fast as B/R: small GEMMs
   run below peak, and below a few rows the step costs about one pass over the weights.
 * d: the distributed path's own per-step work besides the allreduce, measured here as
   (1-rank fit with comm) - (plain fit) per step (median over back-to-back pairs). The MPI
@@ -617,7 +617,7 @@ def markdown(res, command, seconds, started, note=""):
         "## Measured", "",
         "### Training throughput: `fastnn.fit(..., comm=MPI.COMM_WORLD)`", "",
         "Global batch fixed (every R trains the same global minibatches), data sharded with "
-        "`fastnn.distributed.shard`; plain SGD, shuffling on. samples/s = global rows / "
+        "`fastnn.training.distributed.shard`; plain SGD, shuffling on. samples/s = global rows / "
         "epoch time of the slowest rank (History.time: the compiled loop with its "
         "allreduces), median over the timed epochs of every fit after each fit's warm-up "
         "epoch. efficiency = throughput(R) / (R x throughput(1 rank)). *step* = median epoch "
@@ -672,7 +672,7 @@ def markdown(res, command, seconds, started, note=""):
                   "sharing the cores with other jobs (they vary between runs: latency 1-3 us, "
                   "bandwidth 3-4.5 GB/s in the runs made while writing this benchmark)."]
     parts += ["", "### The compiled step alone, 1 rank (the model's t_step)", "",
-              "`fastnn._bench.step_cases` \"step\": one single-process plain-SGD step on a "
+              "`fastnn._core._bench.step_cases` \"step\": one single-process plain-SGD step on a "
               "full local batch (gather, forward, loss, backward, with the update fused into "
               "each layer's dW GEMM), and \"part:update\": the separate update pass over all "
               "P parameters that the MPI path, momentum and Adam run instead. Median per step, "

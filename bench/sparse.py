@@ -77,7 +77,7 @@ def child(which, solver, n, d, density, hidden, iters):
     from threadpoolctl import threadpool_limits
     if which == "fastnn":
         sys.path.insert(0, ROOT)
-        from fastnn.sklearn import MLPClassifier
+        from fastnn.interop.sklearn import MLPClassifier
     else:
         from sklearn.neural_network import MLPClassifier
     X, y = make(n, d, density)

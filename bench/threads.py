@@ -28,7 +28,7 @@ import _common as C
 from numpy_mlp import NumpyMLP
 
 import fastnn
-from fastnn import _bench, _network
+from fastnn._core import _bench, _network
 
 CONFIGS = [("A", 16), ("A", 64), ("A", 256), ("A", 1024), ("B", 32), ("C", 64), ("D", 256)]
 ROWS = {"A": 16384, "D": 8192}      # rows per timed epoch (B and C: their whole data sets)
@@ -48,7 +48,7 @@ def machine_check(n_threads):
     """One 1024 x 1024 x 1024 sgemm cut into fastnn's 16 tiles of 256 x 256 on
     n_threads: run at 1 and 2 threads beside each workload, its ratio is the speed-up the
     machine allowed at that moment (two independent tasks, no synchronisation inside)."""
-    from fastnn import threads
+    from fastnn.runtime import threads
     run = _MACHINE_CHECK.setdefault(n_threads, _bench.tiled_gemm_case(1024, 1024, 1024,
                                                                        n_threads))
     with threads.blas_threads(1):       # each tile on one thread, as in fastnn's fit
@@ -127,7 +127,7 @@ def _cpu_sample(cases, repeats, min_time=0.01):
 
 def tile_costs(repeats, batches=(16, 64, 256, 1024), dtype=np.float32):
     """Per product of network A's training step: untiled, tiled at 1 thread, tiled at 2."""
-    from fastnn import threads
+    from fastnn.runtime import threads
     rows = []
     sizes = [784, 256, 128, 10]
     for batch in batches:

@@ -13,7 +13,7 @@ from mpi4py import MPI
 
 import fastnn
 from fastnn.datasets import make_spirals
-from fastnn.distributed import is_root, shard
+from fastnn.training.distributed import is_root, shard
 
 comm = MPI.COMM_WORLD
 X, y = make_spirals(12000, n_classes=3, seed=0)   # every rank makes the same data ...

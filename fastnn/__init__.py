@@ -8,10 +8,10 @@ whole epochs of minibatch SGD without the GIL; this package is its thin, validat
     history = model.fit(X, y, "cross_entropy", fastnn.Adam(lr=1e-3), epochs=20)
     proba = model.predict(X)
 """
-from fastnn._version import __version__  # one place, read by fastnn.io too
+from fastnn._version import __version__  # one place, read by fastnn.io.saving too
 
 try:
-    from fastnn import _blas, _layers, _losses, _network, _sensitivity, _sgd  # noqa: F401
+    from fastnn._core import _blas, _layers, _losses, _network, _sensitivity, _sgd  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "fastnn's compiled extension could not be imported "
@@ -21,19 +21,25 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "from inside the repository root when testing an installed copy."
     ) from exc
 
-from fastnn import datasets, fpmode, init, losses, optim, tabular, threads  # noqa: E402
-from fastnn.fpmode import get_flush_denormals, set_flush_denormals  # noqa: E402
-from fastnn.gradcheck import GradientReport, check_gradients  # noqa: E402
-from fastnn.layers import ACTIVATIONS, dense_backward, dense_forward  # noqa: E402
-from fastnn.losses import (BinaryCrossEntropy, CrossEntropy, GaussianNLL,  # noqa: E402
+from fastnn import _moved  # noqa: E402
+_moved.install()  # the flat layout's module names (fastnn.model, ...) stay importable
+
+from fastnn import datasets, optim  # noqa: E402
+from fastnn.io import tabular  # noqa: E402
+from fastnn.nn import init, losses  # noqa: E402
+from fastnn.runtime import fpmode, threads  # noqa: E402
+from fastnn.runtime.fpmode import get_flush_denormals, set_flush_denormals  # noqa: E402
+from fastnn.nn.gradcheck import GradientReport, check_gradients  # noqa: E402
+from fastnn.nn.layers import ACTIVATIONS, dense_backward, dense_forward  # noqa: E402
+from fastnn.nn.losses import (BinaryCrossEntropy, CrossEntropy, GaussianNLL,  # noqa: E402
                            KLDivergence, MSE, PoissonNLL)
-from fastnn.model import Dense, MLP  # noqa: E402
-from fastnn.optim import (SGD, Adam, Constant, Cosine, InverseScaling,  # noqa: E402
+from fastnn.nn.model import Dense, MLP  # noqa: E402
+from fastnn.optim.optimizers import (SGD, Adam, Constant, Cosine, InverseScaling,  # noqa: E402
                           ReduceOnPlateau, StepDecay)
-from fastnn.trainer import EarlyStopping, History, TrainingDiverged, fit  # noqa: E402
-from fastnn.io import load  # noqa: E402
-from fastnn.lbfgs import LBFGS  # noqa: E402
-from fastnn.onnx_export import to_onnx  # noqa: E402  (imports onnx only when called)
+from fastnn.training.trainer import EarlyStopping, History, TrainingDiverged, fit  # noqa: E402
+from fastnn.io.saving import load  # noqa: E402
+from fastnn.optim.lbfgs import LBFGS  # noqa: E402
+from fastnn.interop.onnx_export import to_onnx  # noqa: E402  (imports onnx only when called)
 from fastnn.ensemble import EnsemblePrediction, MLPEnsemble, load_ensemble  # noqa: E402
 
 __all__ = [
@@ -51,5 +57,5 @@ def __getattr__(name):
     # fastnn.sklearn needs scikit-learn, an optional dependency: import it on first use only
     if name == "sklearn":
         import importlib
-        return importlib.import_module("fastnn.sklearn")
+        return importlib.import_module("fastnn.interop.sklearn")
     raise AttributeError(f"module 'fastnn' has no attribute {name!r}")

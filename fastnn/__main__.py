@@ -1,6 +1,6 @@
-"""``python -m fastnn``: the same as the ``fastnn`` command (see fastnn.cli)."""
+"""``python -m fastnn``: the same as the ``fastnn`` command (see fastnn.cli.command)."""
 import sys
 
-from fastnn.cli import main
+from fastnn.cli.command import main
 
 sys.exit(main())

@@ -54,7 +54,7 @@ def as_ndarray(x, name):
         return x
     if _sp.issparse(x):
         # numpy.asarray would make a 0-d object array: "dtype object" would be the message
-        where = (" (fastnn.fit, fastnn.LBFGS, the fastnn.sklearn estimators and fastnn.MLP's "
+        where = (" (fastnn.fit, fastnn.LBFGS, the fastnn.interop.sklearn estimators and fastnn.MLP's "
                  "fit, evaluate, score, loss_and_grad, predict, predict_proba, predict_std "
                  "and forward accept a sparse X)" if name.startswith("X") else "")
         raise TypeError(f"{name} is a scipy.sparse {x.format.upper()} {type(x).__name__} of "

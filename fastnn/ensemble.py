@@ -10,10 +10,10 @@ agree; away from the data they disagree, and that spread measures the model's ow
 How the members are trained
 ---------------------------
 Each member is an ordinary ``fastnn.MLP`` with its own ``fastnn.fit`` run (a TrainingRun,
-fastnn/training.py), and the runs advance in lockstep epochs.  Each round, every active
+fastnn/training/engine.py), and the runs advance in lockstep epochs.  Each round, every active
 member's run prepares its epoch (the schedule's rate, the sample order, the snapshot a
 divergence falls back to), then ONE compiled job runs all those epochs without the GIL as the
-tasks of fastnn's thread pool (``fastnn._sgd.train_epochs``, ``n_threads`` threads), then each
+tasks of fastnn's thread pool (``fastnn._core._sgd.train_epochs``, ``n_threads`` threads), then each
 member's run records its epoch, in member order, on the calling thread (loss, validation,
 schedule, early stopping, callbacks).  A member whose run stops (its epochs done, early
 stopping, a callback) or fails (divergence) leaves; the others go on.  BLAS is held at ONE
@@ -25,7 +25,7 @@ member_seeds[k]`` and its data ``X_k`` (all of X, or the bootstrap resample
 ``X[ensemble.bootstrap_indices(k, n)]``).  The members' resamples all exist during the fit
 (K copies of X with bootstrap).
 
-With ``comm`` (MPI data-parallel, see fastnn.distributed) each round runs its members' epochs
+With ``comm`` (MPI data-parallel, see fastnn.training.distributed) each round runs its members' epochs
 one after another, in member order, on the calling thread of every rank: each epoch issues its
 collectives in the same order on every rank, so no two interleave and nothing can deadlock.
 
@@ -61,12 +61,12 @@ Saving
      "n_members": K, "member_seeds": [...], "bootstrap": bool}
 
 and ``member_<k>`` for k = 0..K-1, a uint8 array holding member k's complete model file as
-``MLP.save`` writes it (``fastnn.io``), optimizer included when the member has one.
+``MLP.save`` writes it (``fastnn.io.saving``), optimizer included when the member has one.
 ``load_ensemble`` reads the archive as ``fastnn.load`` reads a model file (each entry's
 declared sizes checked against the file, each ``.npy`` header before its data, nothing
 unpickled, members copied out in chunks one at a time) and each member with ``fastnn.load``,
-so every check fastnn.io makes applies to every member; any problem raises
-``fastnn.io.ModelFileError`` naming the file (and the member), fast and with memory bounded
+so every check fastnn.io.saving makes applies to every member; any problem raises
+``fastnn.io.saving.ModelFileError`` naming the file (and the member), fast and with memory bounded
 by the file's size.  ``save`` writes as ``MLP.save`` does (atomically, keeping an existing
 file's permission bits, following a symbolic link, cleaning up after any interrupt).
 """
@@ -84,18 +84,19 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import ndtri
 
-from fastnn import _sgd, fpmode
+from fastnn._core import _sgd
+from fastnn.runtime import fpmode
 from fastnn._version import __version__  # not the package, which imports this module
 from fastnn._validation import MAX_DIM, check_bool, check_number
-from fastnn.io import (ModelFileError, load as _load_model, _atomic_write, _check_path,
+from fastnn.io.saving import (ModelFileError, load as _load_model, _atomic_write, _check_path,
                        _description_header, _entries, _read_npy)
-from fastnn.losses import GaussianNLL, get_loss
-from fastnn.model import MLP, as_input
-from fastnn.sparse import CSRInput, as_csr, issparse
-from fastnn.optim import Optimizer, get_optimizer
-from fastnn.threads import available_cores, compiled_threads, resolve_threads  # (re-exported)
-from fastnn.trainer import prepare_run
-from fastnn.training import EarlyStopping
+from fastnn.nn.losses import GaussianNLL, get_loss
+from fastnn.nn.model import MLP, as_input
+from fastnn.nn.sparse import CSRInput, as_csr, issparse
+from fastnn.optim.optimizers import Optimizer, get_optimizer
+from fastnn.runtime.threads import available_cores, compiled_threads, resolve_threads  # (re-exported)
+from fastnn.training.trainer import prepare_run
+from fastnn.training.engine import EarlyStopping
 
 __all__ = ["MLPEnsemble", "EnsemblePrediction", "load_ensemble", "available_cores",
            "ENSEMBLE_FORMAT", "ENSEMBLE_FORMAT_VERSION"]
@@ -397,14 +398,14 @@ class MLPEnsemble:
             n_threads = int(check_number(n_threads, "n_threads", low=1, high=MAX_DIM,
                                          integer=True))
         loss = get_loss(loss)
-        # the calling thread's setting (a fastnn.fpmode.flush_denormals block is per thread):
+        # the calling thread's setting (a fastnn.runtime.fpmode.flush_denormals block is per thread):
         # the members' epochs run on pool threads, each in the mode its run passes it
         fit_kwargs["flush_denormals"] = fpmode.resolve(fit_kwargs.get("flush_denormals"))
         if comm is None:
             # convert X once, so that members without bootstrap read it in place
             X = self._input(X)
         else:
-            from fastnn.distributed import MPIContext
+            from fastnn.training.distributed import MPIContext
             mpi = MPIContext(comm)
             # what decides how many fits (and so collectives) run, and on what data, must be
             # the same on every rank: a rank with one member more would wait alone in its
@@ -754,7 +755,7 @@ class MLPEnsemble:
         path : str or os.PathLike
             The file written (replaced atomically if it exists).
         """
-        from fastnn.io import save_model
+        from fastnn.io.saving import save_model
         self._check_state()
         path = _check_path(path)
         arrays = {}
@@ -768,7 +769,7 @@ class MLPEnsemble:
                        "fastnn_version": __version__, "n_members": self.n_members,
                        "member_seeds": self.member_seeds, "bootstrap": self.bootstrap}
         arrays["description"] = np.array(json.dumps(description))
-        # fastnn.io's atomic write: a temporary file beside the target, fsynced and renamed
+        # fastnn.io.saving's atomic write: a temporary file beside the target, fsynced and renamed
         # over it; an existing target keeps its permission bits, a symbolic link is followed,
         # and any exception (KeyboardInterrupt too) removes the temporary file and descriptor.
         # Compressed: besides the size, no member's own zip records appear verbatim in the
@@ -780,9 +781,9 @@ class MLPEnsemble:
 def train_in_lockstep(runs, workers, histories, errors):
     """Train fastnn training runs (the members of an ensemble) in lockstep epochs.
 
-    runs: [(TrainingRun, epochs)] (``fastnn.trainer.prepare_run``), each of its own model;
+    runs: [(TrainingRun, epochs)] (``fastnn.training.trainer.prepare_run``), each of its own model;
     workers: threads of the pool; histories, errors: lists of len(runs) this fills.
-    Used by MLPEnsemble.fit and fastnn.sklearn_ensemble.
+    Used by MLPEnsemble.fit and fastnn.interop.sklearn_ensemble.
 
     Each round: every active member's run prepares its epoch (TrainingRun.epochs: rate,
     sample order, snapshot), ONE compiled job runs those epochs as tasks on fastnn's
@@ -816,7 +817,7 @@ def train_in_lockstep(runs, workers, histories, errors):
             advance(k)
         while calls and not interrupted:
             members = list(calls)
-            # a sparse X's epochs (fastnn/_sparse.pyx, not pool tasks) run one after
+            # a sparse X's epochs (fastnn/_core/_sparse.pyx, not pool tasks) run one after
             # another on this thread; the dense ones as one job on the pool
             pooled = [k for k in members if isinstance(calls[k], _sgd.EpochCall)]
             with contextlib.ExitStack() as locks:
@@ -915,7 +916,7 @@ def load_ensemble(path):
     ------
     FileNotFoundError
         No such file.
-    fastnn.io.ModelFileError (a ValueError)
+    fastnn.io.saving.ModelFileError (a ValueError)
         Not an ensemble file, truncated or corrupted, a newer format version, a description
         key or an archive entry that no format version writes (as ``fastnn.load`` refuses
         an unknown key), a member that ``fastnn.load`` rejects, or members of different

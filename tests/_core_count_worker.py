@@ -10,7 +10,7 @@ os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")})
 import numpy as np  # noqa: E402  (after the affinity: BLAS sizes its pool at import)
 
 import fastnn  # noqa: E402
-from fastnn.lbfgs import LBFGS  # noqa: E402
+from fastnn.optim.lbfgs import LBFGS  # noqa: E402
 
 
 def digest(*arrays):
@@ -37,7 +37,7 @@ h = m.fit(Xv[:100], yv[:100], "cross_entropy", epochs=1, seed=0,
 out["val_metric"] = digest(np.array(h.val_metric, dtype=np.float64))
 # scikit-learn's loss_curve_ with its L2 term (640 x 300 weights)
 try:
-    from fastnn.sklearn import MLPClassifier
+    from fastnn.interop.sklearn import MLPClassifier
 except ImportError:
     pass
 else:

@@ -39,7 +39,7 @@ if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
         | while IFS= read -r -d '' f; do if [ -e "$f" ]; then cp --parents "$f" "$work"; fi; done
 else
     cp -r setup.py pyproject.toml src_c fastnn tests "$work"
-    rm -f "$work"/fastnn/*.so "$work"/fastnn/*.c
+    rm -f "$work"/fastnn/_core/*.so "$work"/fastnn/_core/*.c
 fi
 
 # -- the sanitized build
@@ -50,7 +50,7 @@ echo "== building a sanitized fastnn in $work"
 (cd "$work" && FASTNN_SANITIZE=1 FASTNN_BUILD_JOBS=2 "$py" setup.py -q build_ext --inplace -j 2 \
     >build.log 2>&1) || { cat "$work/build.log"; exit 1; }
 # (not `ldd | grep -q`: grep exits at the first match and pipefail reports ldd's SIGPIPE)
-ldd "$work"/fastnn/_layers.*.so >"$work/ldd.txt"
+ldd "$work"/fastnn/_core/_layers.*.so >"$work/ldd.txt"
 grep -q libasan "$work/ldd.txt" || { echo "sanitize.sh: the build is not instrumented" >&2; exit 1; }
 echo "== build took $(( $(date +%s) - start )) s"
 

@@ -1,14 +1,14 @@
 """The smooth activations (elu, selu, gelu, gelu_tanh, silu, softplus) against independent
 references: PyTorch's torch.nn.functional definitions (float64) where they are accurate, the
-closed forms of fastnn._reference (scipy's ndtr/expit/logaddexp) over the whole range, values
+closed forms of fastnn._core._reference (scipy's ndtr/expit/logaddexp) over the whole range, values
 at extreme, subnormal and signed-zero arguments, and gradient checks through a whole network.
 """
 import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _reference as ref
-from fastnn.layers import ACTIVATIONS, KEEPS_PREACTIVATION
+from fastnn._core import _reference as ref
+from fastnn.nn.layers import ACTIVATIONS, KEEPS_PREACTIVATION
 
 NEW = ["elu", "selu", "gelu", "gelu_tanh", "silu", "softplus"]
 DTYPES = [np.float32, np.float64]

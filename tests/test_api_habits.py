@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn.losses import LOSS_NAMES, get_loss
+from fastnn.nn.losses import LOSS_NAMES, get_loss
 
 
 def _data(n=120, seed=0):

@@ -1,4 +1,4 @@
-"""fastnn._bench: the compiled benchmark entry points run and return sane structures.
+"""fastnn._core._bench: the compiled benchmark entry points run and return sane structures.
 
 Tiny shapes only, and never a timing assertion (STYLE.md 17): a time is only checked to be a
 positive finite number.
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from fastnn import _bench
+from fastnn._core import _bench
 
 DTYPES = [np.float32, np.float64]
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn.cli import main
+from fastnn.cli.command import main
 from fastnn.datasets import make_regression, make_spirals
 
 
@@ -136,7 +136,7 @@ def test_python_dash_m_fastnn_runs_the_demo(tmp_path):
 def test_threads_defaults_to_every_core_as_fit_does(tmp_path, spirals_npz, capsys, monkeypatch):
     # `--threads` not given: fit's own default (None, every core available), not one thread;
     # and the saved weights are the same bits as with --threads 1
-    from fastnn.cli import build_parser
+    from fastnn.cli.command import build_parser
     for command in (["train", "d.npz"], ["demo"]):
         assert build_parser().parse_args(command).threads is None
     seen = []

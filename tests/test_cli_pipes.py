@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import fastnn
-from fastnn.cli import main
+from fastnn.cli.command import main
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes and SIGPIPE")
 

@@ -28,7 +28,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from fastnn.cli import main  # noqa: E402
+from fastnn.cli.command import main  # noqa: E402
 
 SEEDS = (0, 1, 2)
 TOLERANCE = 0.02

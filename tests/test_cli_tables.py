@@ -4,7 +4,7 @@ Every table is written by pandas (with and without an index, with a byte-order m
 labels, tabs, missing cells, reordered columns).  The command runs as a subprocess
 (``python -m fastnn``, from a directory outside the repository) where the process matters
 (the whole train/predict round trip, --help, a closed pipe, exit codes) and in-process through
-``fastnn.cli.main`` with the same argv elsewhere, to keep the module fast on a busy machine.
+``fastnn.cli.command.main`` with the same argv elsewhere, to keep the module fast on a busy machine.
 The references are computed independently here (pandas statistics, the model's own arrays).
 """
 import contextlib
@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 
 import fastnn
-from fastnn.cli import main
-from fastnn.io import ModelFileError
-from fastnn.tabular import read_table
+from fastnn.cli.command import main
+from fastnn.io.saving import ModelFileError
+from fastnn.io.tabular import read_table
 
 FAST = ["--epochs", "8", "--layers", "16", "--quiet"]
 
@@ -39,7 +39,7 @@ def spawn(tmp_path, *argv, check=True):
 
 
 def run(tmp_path, *argv, check=True):
-    """The same through fastnn.cli.main in this process (what the console script calls)."""
+    """The same through fastnn.cli.command.main in this process (what the console script calls)."""
     out, err = io.StringIO(), io.StringIO()
     cwd = os.getcwd()
     os.chdir(tmp_path)

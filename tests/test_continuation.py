@@ -16,8 +16,8 @@ import pytest
 
 import fastnn
 from fastnn import MLP, fit
-from fastnn.optim import SGD, Adam, Constant, Cosine, InverseScaling, ReduceOnPlateau, StepDecay
-from fastnn.training import epoch_order
+from fastnn.optim.optimizers import SGD, Adam, Constant, Cosine, InverseScaling, ReduceOnPlateau, StepDecay
+from fastnn.training.engine import epoch_order
 
 SCHEDULES = {
     "constant": Constant,
@@ -217,7 +217,7 @@ def test_weights_changed_after_a_restoring_fit_are_where_the_next_fit_starts():
 sklearn = pytest.importorskip("sklearn")
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
-from fastnn.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from fastnn.interop.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 ESTIMATOR_CASES = {
     "adam": dict(solver="adam", learning_rate_init=0.01),
@@ -315,7 +315,7 @@ def test_a_crafted_early_stopping_record_is_a_model_file_error(tmp_path, change)
     arrays["description"] = np.array(json.dumps(description))
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
-    with pytest.raises(fastnn.io.ModelFileError, match="run.npz"):
+    with pytest.raises(fastnn.io.saving.ModelFileError, match="run.npz"):
         fastnn.load(path, with_optimizer=True)
 
 

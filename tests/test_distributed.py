@@ -158,7 +158,7 @@ def test_float32_loss_and_weight_sums_are_reduced_in_float64():
 
 
 def test_the_compiled_allreduce_sums_in_place():
-    from fastnn.distributed import MPIContext
+    from fastnn.training.distributed import MPIContext
     ctx = MPIContext(MPI.COMM_WORLD)
     for dtype in (np.float32, np.float64):
         buf = np.arange(5, dtype=dtype)

@@ -11,19 +11,24 @@ import re
 import pytest
 
 import fastnn
-from fastnn import ensemble, fpmode, io, losses, optim, threads, trainer, training
+from fastnn import ensemble
+from fastnn.runtime import fpmode, threads
+from fastnn.io import saving as io
+from fastnn.nn import losses
+from fastnn.optim import optimizers as optim
+from fastnn.training import trainer, engine as training
 
 try:  # scikit-learn is optional: without it the rest of the API is still checked
-    from fastnn import sklearn as fsk
+    from fastnn.interop import sklearn as fsk
 except ImportError:
     fsk = None
 
 
 #: the public names of modules without __all__ (the rest is their machinery)
 PUBLIC = {
-    "fastnn.training": ["EarlyStopping", "History", "TrainingDiverged"],
-    "fastnn.fpmode": ["flush_denormals", "set_flush_denormals", "get_flush_denormals"],
-    "fastnn.threads": ["set_num_threads", "get_num_threads", "blas_threads"],
+    "fastnn.training.engine": ["EarlyStopping", "History", "TrainingDiverged"],
+    "fastnn.runtime.fpmode": ["flush_denormals", "set_flush_denormals", "get_flush_denormals"],
+    "fastnn.runtime.threads": ["set_num_threads", "get_num_threads", "blas_threads"],
 }
 
 
@@ -164,7 +169,7 @@ ATTRIBUTE_UNITS = [
 def test_attributes_say_their_units(cls):
     described = _parameters(cls.__doc__, "Attributes")
     for name, text in described.items():
-        if text.startswith("fastnn.losses.Loss"):
+        if text.startswith("fastnn.nn.losses.Loss"):
             continue  # the loss object, not a value
         for name_rule, unit_rule in ATTRIBUTE_UNITS:
             if re.search(name_rule, name) and not re.search(unit_rule, text, re.I):
@@ -197,9 +202,9 @@ def test_returns_say_their_units(qual, fn, doc):
 def test_the_rules_see_the_api():
     # the collection finds the API (a broken parser would make the test above vacuous)
     names = {q for q, _, _ in API}
-    assert {"MLP", "fastnn.trainer.fit", "SGD", "Adam", "MLPEnsemble", "fastnn.io.save_model",
-            "fastnn.threads.set_num_threads"} <= names
-    assert fsk is None or "fastnn.sklearn.MLPClassifier" in names
+    assert {"MLP", "fastnn.training.trainer.fit", "SGD", "Adam", "MLPEnsemble", "fastnn.io.saving.save_model",
+            "fastnn.runtime.threads.set_num_threads"} <= names
+    assert fsk is None or "fastnn.interop.sklearn.MLPClassifier" in names
     described = _parameters(fastnn.fit.__doc__)
     assert "epochs" in described and "epoch" in described["epochs"].lower()
     assert {"time", "samples_per_s", "loss"} <= set(_parameters(fastnn.History.__doc__,

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _network, _reference as ref
-from fastnn.optim import SGD, Adam
-from fastnn.trainer import fit
+from fastnn._core import _network, _reference as ref
+from fastnn.optim.optimizers import SGD, Adam
+from fastnn.training.trainer import fit
 
 
 def _spec(model):
@@ -189,7 +189,7 @@ def test_dropout_arguments_are_checked_and_saved(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_estimators_take_dropout():
-    from fastnn.sklearn import MLPClassifier, MLPRegressor
+    from fastnn.interop.sklearn import MLPClassifier, MLPRegressor
     rng = np.random.default_rng(0)
     X = rng.standard_normal((60, 3))
     clf = MLPClassifier((8, 6), dropout=[0.2, 0.1], max_iter=3, random_state=0).fit(

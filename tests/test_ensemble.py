@@ -16,7 +16,7 @@ from scipy.stats import norm
 
 import fastnn
 from fastnn.ensemble import EnsemblePrediction, MLPEnsemble, load_ensemble
-from fastnn.io import ModelFileError
+from fastnn.io.saving import ModelFileError
 
 
 def _regression(n=300, seed=0):
@@ -416,14 +416,14 @@ def test_bad_input():
 
 
 def test_one_owner_of_the_core_count():
-    # fastnn.threads owns the count of available cores; the ensemble modules keep no twin
+    # fastnn.runtime.threads owns the count of available cores; the ensemble modules keep no twin
     import fastnn.ensemble
-    import fastnn.threads
-    for module in ("fastnn.ensemble", "fastnn.sklearn_ensemble"):
+    import fastnn.runtime.threads
+    for module in ("fastnn.ensemble", "fastnn.interop.sklearn_ensemble"):
         mod = __import__(module, fromlist=["_"])
-        assert getattr(mod, "available_cores", fastnn.threads.available_cores) is \
-            fastnn.threads.available_cores, module
-    assert fastnn.threads.available_cores() >= 1
+        assert getattr(mod, "available_cores", fastnn.runtime.threads.available_cores) is \
+            fastnn.runtime.threads.available_cores, module
+    assert fastnn.runtime.threads.available_cores() >= 1
 
 
 MPI = None
@@ -753,7 +753,7 @@ def test_ctrl_c_during_the_compiled_epochs_leaves_every_member_consistent(monkey
     # steps its weights took, and a later fit continues
     import _thread
     import threading
-    from fastnn import _sgd
+    from fastnn._core import _sgd
     rng = np.random.default_rng(0)
     X = rng.standard_normal((20000, 3)).astype(np.float32)
     y = X[:, :1] * X[:, 1:2]
@@ -793,10 +793,10 @@ def test_ctrl_c_during_the_compiled_epochs_leaves_every_member_consistent(monkey
 def test_prepared_epochs_run_once_and_never_share_written_buffers():
     # the compiled job's own checks, whatever Python passes: two tasks writing one model's
     # buffers would race; an epoch run twice would repeat itself from a stale step count
-    from fastnn import _sgd
+    from fastnn._core import _sgd
     X, y = _regression(64)
     model = fastnn.MLP([3, 4, 1], seed=0)
-    run, epochs = fastnn.trainer.prepare_run(model, X, y, "mse", epochs=2)
+    run, epochs = fastnn.training.trainer.prepare_run(model, X, y, "mse", epochs=2)
     steps = run.epochs(epochs)
     call = next(steps)
     with pytest.raises(ValueError, match="use overlapping buffers"):
@@ -827,7 +827,7 @@ def test_training_run_step_by_step_is_fit():
     h_ref = fastnn.fit(ref, X, y, "mse", fastnn.Adam(lr=0.02), **kwargs)
 
     model = fastnn.MLP([3, 8, 1], seed=1)
-    run, epochs = fastnn.trainer.prepare_run(model, X, y, "mse", fastnn.Adam(lr=0.02), **kwargs)
+    run, epochs = fastnn.training.trainer.prepare_run(model, X, y, "mse", fastnn.Adam(lr=0.02), **kwargs)
     steps = run.epochs(epochs)
     calls = 0
     try:
@@ -842,7 +842,7 @@ def test_training_run_step_by_step_is_fit():
     assert model.params.tobytes() == ref.params.tobytes()
 
     model = fastnn.MLP([3, 8, 1], seed=1)
-    run, epochs = fastnn.trainer.prepare_run(model, X, y, "mse", fastnn.Adam(lr=0.02),
+    run, epochs = fastnn.training.trainer.prepare_run(model, X, y, "mse", fastnn.Adam(lr=0.02),
                                              epochs=4, batch_size=16, seed=3)
     steps = run.epochs(epochs)
     next(steps).run()
@@ -857,7 +857,7 @@ def test_training_run_step_by_step_is_fit():
 
     model = fastnn.MLP([3, 8, 1], seed=1)
     es = fastnn.EarlyStopping(patience=5, monitor="loss")
-    run, epochs = fastnn.trainer.prepare_run(model, X, y, "mse", fastnn.SGD(lr=0.5),
+    run, epochs = fastnn.training.trainer.prepare_run(model, X, y, "mse", fastnn.SGD(lr=0.5),
                                              epochs=6, batch_size=16, seed=3,
                                              early_stopping=es)
     steps = run.epochs(epochs)
@@ -875,8 +875,8 @@ def test_prepared_epochs_refuse_memory_one_writes_and_another_reads():
     # a crafted job: one epoch's X is another model's parameters (read while written: a
     # race), or an epoch whose own gather buffer is its X; both refused before any run,
     # while members that only share the data they read are accepted
-    from fastnn import _sgd
-    from fastnn.trainer import prepare_run
+    from fastnn._core import _sgd
+    from fastnn.training.trainer import prepare_run
     rng = np.random.default_rng(0)
     a = fastnn.MLP([3, 16, 1], seed=0)
     n = a.params.shape[0] // 3
@@ -920,8 +920,8 @@ def test_training_run_generator_misuse_leaves_the_run_consistent():
     # TrainingRun.epochs driven wrongly: whatever ends the run (close, throw, a resume before
     # the call ran), the optimizer's step count matches the weights, a diverged epoch falls
     # back to the parameters fit would keep, and a dropped call can never run later
-    from fastnn import _sgd
-    from fastnn.trainer import prepare_run
+    from fastnn._core import _sgd
+    from fastnn.training.trainer import prepare_run
     rng = np.random.default_rng(0)
     X = rng.standard_normal((64, 3))
     y = rng.standard_normal((64, 1))
@@ -1040,10 +1040,10 @@ def test_a_sparse_x_trains_and_predicts_each_member_as_its_lone_sparse_fit(boots
 
 
 def test_train_epochs_thread_counts_beyond_a_c_int_are_capped_or_named():
-    from fastnn import _sgd
+    from fastnn._core import _sgd
     X, y = _regression(64)
     model = fastnn.MLP([3, 4, 1], seed=0)
-    run, epochs = fastnn.trainer.prepare_run(model, X, y, "mse", epochs=1)
+    run, epochs = fastnn.training.trainer.prepare_run(model, X, y, "mse", epochs=1)
     steps = run.epochs(epochs)
     call = next(steps)
     for bad in (True, 2.0, "2", 0):

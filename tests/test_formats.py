@@ -1,8 +1,8 @@
 """Saved formats and their versions: every version reads as it was meant, a newer one is refused.
 
-fastnn.io's model files (FORMAT_VERSION) and fastnn.ensemble's ensemble files
+fastnn.io.saving's model files (FORMAT_VERSION) and fastnn.ensemble's ensemble files
 (ENSEMBLE_FORMAT_VERSION).  Files of an older version are written here by hand, the way that
-version's writer laid them out (fastnn.io's module docstring lists what each version means):
+version's writer laid them out (fastnn.io.saving's module docstring lists what each version means):
 taking a file this fastnn writes and rewriting its description into the old layout.
 """
 import json
@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import init
-from fastnn import io as fio
+from fastnn.nn import init
+from fastnn.io import saving as fio
 from fastnn.ensemble import ENSEMBLE_FORMAT_VERSION, MLPEnsemble, load_ensemble
-from fastnn.io import ModelFileError
-from fastnn.model import MLP
-from fastnn.optim import SGD, ReduceOnPlateau
-from fastnn.tabular import Preprocessor
+from fastnn.io.saving import ModelFileError
+from fastnn.nn.model import MLP
+from fastnn.optim.optimizers import SGD, ReduceOnPlateau
+from fastnn.io.tabular import Preprocessor
 
 
 def _read(path):
@@ -242,7 +242,7 @@ def _key_paths(obj, prefix=""):
 
 
 #: the description's layout in each format version (the files of the model above).  A change
-#: to what save writes fails this test: bump fastnn.io.FORMAT_VERSION, teach load the old
+#: to what save writes fails this test: bump fastnn.io.saving.FORMAT_VERSION, teach load the old
 #: version's meaning (and _DESCRIPTION_KEYS etc. the new keys), add the new layout here and a
 #: test that the previous version's files still load.
 LAYOUT = {2: {
@@ -281,7 +281,7 @@ def test_the_file_layout_is_that_of_its_format_version(tmp_path):
     assert found | OPTIONAL == expected | OPTIONAL, (
         f"save writes a layout that differs from format version {fio.FORMAT_VERSION}'s "
         f"(added {sorted(found - expected)}, removed {sorted(expected - found)}): bump "
-        "fastnn.io.FORMAT_VERSION and keep reading the old version (see LAYOUT)")
+        "fastnn.io.saving.FORMAT_VERSION and keep reading the old version (see LAYOUT)")
     # the reader knows every key the writer writes (its unknown-key check)
     top = {p for p in found if "." not in p and "[" not in p}
     assert top == set(fio._DESCRIPTION_KEYS)
@@ -358,9 +358,9 @@ def test_model_pickles_keep_their_initializers(tmp_path):
 # ------------------------------------------------- what a stored initializer name means
 
 #: the draws each initializer name stands for in a file of each format version (what
-#: fastnn.io reads a version-1 name as, and fastnn.init's names now).  Changing what a name
+#: fastnn.io.saving reads a version-1 name as, and fastnn.nn.init's names now).  Changing what a name
 #: draws changes what every file holding it means: bump FORMAT_VERSION and translate the old
-#: names on reading (fastnn.io._V1_INITIALIZERS), then add the new version's table here.
+#: names on reading (fastnn.io.saving._V1_INITIALIZERS), then add the new version's table here.
 MEANING = {
     1: {"he_normal": (2.0, "fan_in", "normal"), "glorot_normal": (1.0, "fan_avg", "normal"),
         "lecun_normal": (1.0, "fan_in", "normal"), "xavier_normal": (1.0, "fan_in", "normal"),

@@ -1,4 +1,4 @@
-"""Flushing subnormals to zero (fastnn.fpmode): what is flushed, what is kept, the caller's
+"""Flushing subnormals to zero (fastnn.runtime.fpmode): what is flushed, what is kept, the caller's
 floating-point mode afterwards, and the distance to the NumPy reference."""
 import os
 import platform
@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _network, _reference as ref, fpmode
-from fastnn.model import MLP
-from fastnn.optim import SGD, Adam
-from fastnn.trainer import TrainingDiverged, fit
+from fastnn._core import _network, _reference as ref
+from fastnn.runtime import fpmode
+from fastnn.nn.model import MLP
+from fastnn.optim.optimizers import SGD, Adam
+from fastnn.training.trainer import TrainingDiverged, fit
 
 DTYPES = [np.float32, np.float64]
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")

@@ -17,21 +17,28 @@ PACKAGE_DIR = os.path.dirname(fastnn.__file__)
 #: (importer, imported): convenience methods on a lower module that delegate to a higher one
 #: through a late import, so that importing the lower module never imports the higher one
 DELEGATIONS = {
-    ("fastnn.model", "fastnn.trainer"),  # MLP.fit -> fastnn.fit
-    ("fastnn.model", "fastnn.io"),       # MLP.save -> fastnn.io.save_model
-    ("fastnn.model", "fastnn.onnx_export"),  # MLP.to_onnx -> fastnn.onnx_export.to_onnx
-    ("fastnn.model", "fastnn.torch_interop"),  # MLP.to_torch / MLP.from_torch
+    ("fastnn.nn.model", "fastnn.training.trainer"),  # MLP.fit -> fastnn.fit
+    ("fastnn.nn.model", "fastnn.io.saving"),       # MLP.save -> fastnn.io.saving.save_model
+    ("fastnn.nn.model", "fastnn.interop.onnx_export"),  # MLP.to_onnx -> fastnn.interop.onnx_export.to_onnx
+    ("fastnn.nn.model", "fastnn.interop.torch_interop"),  # MLP.to_torch / MLP.from_torch
 }
 
 
 def _modules():
-    """{module name: source path} of every Python and Cython module of the package."""
+    """{module name: source path} of every Python and Cython module of the package and its
+    subpackages (a package is its ``__init__.py``)."""
     found = {}
-    for name in sorted(os.listdir(PACKAGE_DIR)):
-        stem, ext = os.path.splitext(name)
-        if ext in (".py", ".pyx"):
-            module = "fastnn" if stem == "__init__" else f"fastnn.{stem}"
-            found[module] = os.path.join(PACKAGE_DIR, name)
+    for folder, dirs, files in os.walk(PACKAGE_DIR):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        package = ".".join(["fastnn"] + os.path.relpath(folder, PACKAGE_DIR).split(os.sep))
+        package = package.replace("fastnn..", "fastnn").rstrip(".")
+        if package.endswith("."):
+            package = package[:-1]
+        for name in sorted(files):
+            stem, ext = os.path.splitext(name)
+            if ext in (".py", ".pyx"):
+                module = package if stem == "__init__" else f"{package}.{stem}"
+                found[module] = os.path.join(folder, name)
     return found
 
 
@@ -40,6 +47,12 @@ def _target(modules, base, name=None):
     if name is not None and f"{base}.{name}" in modules:
         return f"{base}.{name}"
     return base
+
+
+def _parents(module):
+    """The packages Python runs before `module` (fastnn.a.b -> fastnn.a), fastnn excluded."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(2, len(parts))]
 
 
 def _imports(modules, path):
@@ -73,13 +86,15 @@ def _graph():
     modules = _modules()
     graph, late = {m: set() for m in modules}, set()
     for module, path in modules.items():
-        for imported, top in _imports(modules, path):
-            if imported == module or imported not in modules:
+        for direct, top in _imports(modules, path):
+            if not top and direct != module and direct in modules:
+                late.add((module, direct))
+            if (module, direct) in DELEGATIONS:
                 continue
-            if not top:
-                late.add((module, imported))
-            if (module, imported) not in DELEGATIONS:
-                graph[module].add(imported)
+            for imported in _parents(direct) + [direct]:  # a.b runs the package a first
+                if imported in modules and imported != module and \
+                        not module.startswith(imported + "."):
+                    graph[module].add(imported)
     return graph, late
 
 
@@ -121,14 +136,14 @@ def test_the_upward_delegations_are_late_imports_only():
         assert edge in late, f"{edge[0]} should import {edge[1]} inside a method only"
     graph, _ = _graph()
     # and nothing below the trainer reaches it at import time
-    for lower in ("fastnn.model", "fastnn.optim", "fastnn.losses", "fastnn._validation"):
+    for lower in ("fastnn.nn.model", "fastnn.optim.optimizers", "fastnn.nn.losses", "fastnn._validation"):
         seen, todo = set(), [lower]
         while todo:
             for nxt in graph[todo.pop()] - seen:
                 seen.add(nxt)
                 todo.append(nxt)
-        assert not seen & {"fastnn.trainer", "fastnn.training", "fastnn.io", "fastnn",
-                           "fastnn.sklearn", "fastnn.cli"}, (lower, sorted(seen))
+        assert not seen & {"fastnn.training.trainer", "fastnn.training.engine", "fastnn.io.saving", "fastnn",
+                           "fastnn.interop.sklearn", "fastnn.cli.command"}, (lower, sorted(seen))
 
 
 def test_the_cycle_finder_finds_cycles():
@@ -137,5 +152,31 @@ def test_the_cycle_finder_finds_cycles():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
     # and a known edge of the real package is seen (the graph is not trivially empty)
     graph, _ = _graph()
-    assert "fastnn.model" in graph["fastnn.trainer"]
-    assert "fastnn.training" in graph["fastnn.trainer"]
+    assert "fastnn.nn.model" in graph["fastnn.training.trainer"]
+    assert "fastnn.training.engine" in graph["fastnn.training.trainer"]
+
+
+def test_the_flat_layouts_public_names_still_import_the_same_modules():
+    import importlib
+    import pickle
+    import subprocess
+    import sys
+
+    from fastnn import _moved
+    for old, new in _moved.MOVED.items():
+        if "sklearn" in old and importlib.util.find_spec("sklearn") is None:
+            continue  # the optional dependency is missing: both names fail alike
+        assert importlib.import_module(old) is importlib.import_module(new), old
+    # a pickle naming the old module path (as files pickled before the move do) loads
+    model = fastnn.MLP([2, 3, 1], seed=0)
+    old_style = pickle.dumps(model, protocol=0).replace(b"fastnn.nn.model\n", b"fastnn.model\n")
+    assert b"fastnn.model" in old_style
+    assert pickle.loads(old_style).params.tobytes() == model.params.tobytes()
+    # and in a fresh interpreter, `import fastnn.sklearn` imports scikit-learn only then
+    code = ("import sys, fastnn; assert 'sklearn' not in sys.modules; "
+            "import fastnn.threads, fastnn.model, fastnn.trainer; "
+            "assert 'sklearn' not in sys.modules; print('ok')")
+    env_path = os.path.dirname(PACKAGE_DIR)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=env_path), cwd=env_path)
+    assert out.stdout.strip() == "ok", out.stderr

@@ -1,4 +1,4 @@
-"""fastnn.init: the formulas (moments of large draws), seeding, dtypes, configs and errors."""
+"""fastnn.nn.init: the formulas (moments of large draws), seeding, dtypes, configs and errors."""
 import json
 import math
 import re
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import init
-from fastnn.layers import ACTIVATION_ALIASES, ACTIVATIONS
+from fastnn.nn import init
+from fastnn.nn.layers import ACTIVATION_ALIASES, ACTIVATIONS
 
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["float32", "float64"]
@@ -463,7 +463,7 @@ def test_bad_selections(call, exc, message):
 # ------------------------------------------------------------ defaults and the symmetry flag
 
 def test_default_initializer():
-    # the same activations as the layers (listed, not imported, in fastnn.init)
+    # the same activations as the layers (listed, not imported, in fastnn.nn.init)
     assert set(init._ACTIVATIONS) == set(ACTIVATIONS) | set(ACTIVATION_ALIASES)
     for activation in ("relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "silu", "swish"):
         assert init.default_initializer(activation) is init.kaiming_normal
@@ -588,7 +588,7 @@ def test_xavier_normal_is_glorot_not_lecun():
 
 def test_retired_uniform_name():
     with pytest.raises(AttributeError, match=re.escape(
-            "fastnn.init.uniform is no longer provided: fastnn's former 'uniform'")):
+            "fastnn.nn.init.uniform is no longer provided: fastnn's former 'uniform'")):
         init.uniform  # noqa: B018
     assert not hasattr(init, "uniform")
     with pytest.raises(AttributeError, match="has no attribute 'bogus'"):

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import io as fio
+from fastnn.io import saving as fio
 from fastnn.datasets import make_regression, make_spirals
-from fastnn.io import ModelFileError
-from fastnn.losses import GaussianNLL, PoissonNLL
-from fastnn.model import MLP
-from fastnn.optim import SGD, Adam, Cosine, ReduceOnPlateau
+from fastnn.io.saving import ModelFileError
+from fastnn.nn.losses import GaussianNLL, PoissonNLL
+from fastnn.nn.model import MLP
+from fastnn.optim.optimizers import SGD, Adam, Cosine, ReduceOnPlateau
 
 DTYPES = [np.float32, np.float64]
 
@@ -87,13 +87,13 @@ def test_every_loss_and_output_link_survives_the_round_trip(tmp_path, loss, n_ou
          "binary": (rng.random((100, 2)) < 0.5).astype(float),
          "counts": rng.poisson(2.0, (100, 2)).astype(float)}[target]
     model = MLP([3, 5, n_out], activation="sigmoid", init="lecun_normal",
-                bias_init=fastnn.init.constant(0.1), seed=1)
+                bias_init=fastnn.nn.init.constant(0.1), seed=1)
     model.fit(X, Y, loss, SGD(lr=0.01), epochs=2, seed=0)
     loaded = fastnn.load(_save_bytes(model, tmp_path)[0])
     assert np.array_equal(loaded.predict(X), model.predict(X))
     assert loaded._link_name() == model._link_name()
-    assert loaded.layers[0].init == fastnn.init.lecun_normal
-    assert loaded.layers[0].bias_init == fastnn.init.constant(0.1)
+    assert loaded.layers[0].init == fastnn.nn.init.lecun_normal
+    assert loaded.layers[0].bias_init == fastnn.nn.init.constant(0.1)
     if model._link_name() == "gaussian":
         assert np.array_equal(loaded.predict_std(X), model.predict_std(X))
 
@@ -111,7 +111,7 @@ def test_path_is_used_as_given_and_str_or_pathlike_both_work(tmp_path):
     model.save(str(tmp_path / "weights"))  # numpy.savez would have written weights.npz
     assert os.listdir(tmp_path) == ["weights"]
     assert fastnn.load(str(tmp_path / "weights")).params.tobytes() == model.params.tobytes()
-    assert fastnn.io.load(tmp_path / "weights").n_params == model.n_params
+    assert fastnn.io.saving.load(tmp_path / "weights").n_params == model.n_params
 
 
 @pytest.mark.parametrize("make_optimizer", [
@@ -150,7 +150,7 @@ def test_optimizer_that_was_never_used_and_files_without_one(tmp_path):
 
 
 def test_saving_rejects_what_the_format_cannot_describe(tmp_path):
-    class MySchedule(fastnn.optim.Constant):
+    class MySchedule(fastnn.optim.optimizers.Constant):
         pass
 
     model = MLP([3, 2], seed=0)
@@ -399,7 +399,7 @@ def test_pickles_cross_process_boundaries_with_identical_predictions(tmp_path):
     model, X, _ = _classifier()
     objects = {"model": (model, X)}
     try:
-        from fastnn.sklearn import MLPClassifier
+        from fastnn.interop.sklearn import MLPClassifier
     except ImportError:  # scikit-learn is optional
         pass
     else:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _network, _reference as ref
-from fastnn.optim import SGD, Adam
-from fastnn.trainer import fit
+from fastnn._core import _network, _reference as ref
+from fastnn.optim.optimizers import SGD, Adam
+from fastnn.training.trainer import fit
 
 
 def _spec(model):
@@ -124,7 +124,7 @@ def test_bad_normalization_is_rejected():
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_estimators_take_normalization():
-    from fastnn.sklearn import MLPClassifier
+    from fastnn.interop.sklearn import MLPClassifier
     rng = np.random.default_rng(0)
     X = rng.standard_normal((60, 3))
     clf = MLPClassifier((8,), normalization="layer", max_iter=3, random_state=0)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _reference as ref
-from fastnn.layers import ACTIVATIONS
+from fastnn._core import _reference as ref
+from fastnn.nn.layers import ACTIVATIONS
 
 DTYPES = [np.float32, np.float64]
 # float32: sums of up to a few hundred products in a different order than NumPy's BLAS, each

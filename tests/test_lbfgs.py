@@ -1,4 +1,4 @@
-"""fastnn.lbfgs: the full-batch objective against a float64 NumPy reference, the whole L-BFGS run
+"""fastnn.optim.lbfgs: the full-batch objective against a float64 NumPy reference, the whole L-BFGS run
 against scipy's minimizer driven by that reference, and the scikit-learn estimators' lbfgs
 solver against scikit-learn's own."""
 import warnings
@@ -8,9 +8,9 @@ import pytest
 from scipy.optimize import minimize
 
 import fastnn
-from fastnn import _reference as ref
-from fastnn.lbfgs import LBFGS, LBFGSObjective
-from fastnn.losses import get_loss
+from fastnn._core import _reference as ref
+from fastnn.optim.lbfgs import LBFGS, LBFGSObjective
+from fastnn.nn.losses import get_loss
 
 
 def _problem(loss_name, n=40, sizes=(5, 7, 3), acts=("tanh", "identity"), seed=0):
@@ -31,7 +31,7 @@ def _problem(loss_name, n=40, sizes=(5, 7, 3), acts=("tanh", "identity"), seed=0
 
 
 def _reference_objective(model, X, y, loss, sw, weight_decay):
-    """F(theta) and its gradient in plain float64 NumPy (fastnn._reference)."""
+    """F(theta) and its gradient in plain float64 NumPy (fastnn._core._reference)."""
     sizes = model.layer_sizes
     acts = [layer.activation for layer in model.layers]
     alphas = [layer.alpha for layer in model.layers]
@@ -122,7 +122,7 @@ def test_estimator_lbfgs_matches_scikit_learn(activation):
     from sklearn.datasets import load_digits
     from sklearn.neural_network import MLPClassifier as SkClassifier
 
-    from fastnn.sklearn import MLPClassifier
+    from fastnn.interop.sklearn import MLPClassifier
     X, y = load_digits(n_class=3, return_X_y=True)
     X = X[:150] / 16.0
     y = y[:150]
@@ -142,7 +142,7 @@ def test_estimator_lbfgs_matches_scikit_learn(activation):
 def test_estimator_lbfgs_semantics():
     from sklearn.exceptions import ConvergenceWarning
 
-    from fastnn.sklearn import MLPRegressor
+    from fastnn.interop.sklearn import MLPRegressor
     rng = np.random.default_rng(0)
     X = rng.standard_normal((80, 3))
     y = X @ [1.0, -2.0, 0.5] + 0.1 * rng.standard_normal(80)
@@ -188,7 +188,7 @@ def test_sparse_objective_equals_the_dense_one(fmt, loss, acts):
         assert value == pytest.approx(want_value, rel=1e-10)
         np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(grad, dense(theta)[1], rtol=1e-10, atol=1e-12)
-    from fastnn.sparse import forward
+    from fastnn.nn.sparse import forward
     np.testing.assert_allclose(forward(model, getattr(sp, fmt)(X)), model.forward(X),
                                rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(forward(model, getattr(sp, fmt)(X), link=True),
@@ -198,7 +198,7 @@ def test_sparse_objective_equals_the_dense_one(fmt, loss, acts):
 def test_sparse_input_is_checked():
     import scipy.sparse as sp
 
-    from fastnn.sparse import as_csr
+    from fastnn.nn.sparse import as_csr
     X = sp.random(10, 5, density=0.5, random_state=0, format="csr")
     with pytest.raises(ValueError, match="X has 5 features"):
         as_csr(X, "X", np.float64, n_features=4)
@@ -235,8 +235,8 @@ def test_lbfgs_trains_on_sparse_input_like_on_dense():
 @pytest.mark.parametrize("sparse_x", [False, True], ids=["dense", "sparse"])
 def test_a_reused_workspace_gives_the_fresh_one_and_is_checked(sparse_x):
     import scipy.sparse as sp
-    from fastnn import _network, _sparse
-    from fastnn.sparse import as_csr
+    from fastnn._core import _network, _sparse
+    from fastnn.nn.sparse import as_csr
     model, X, y, sw = _problem("cross_entropy")
     loss, Xp, Y, labels, swp, sigma = model.prepare_data(X, y, "cross_entropy", sw)
     spec, n = model._spec, X.shape[0]

@@ -1,4 +1,4 @@
-"""fastnn.losses and its compiled core fastnn._losses, against the NumPy oracle in _reference."""
+"""fastnn.nn.losses and its compiled core fastnn._core._losses, against the NumPy oracle in _reference."""
 import json
 
 import numpy as np
@@ -7,9 +7,9 @@ from scipy import stats
 from scipy.special import expit, logsumexp, softmax
 
 import fastnn  # noqa: F401  (fails early with a build hint if the extension is missing)
-from fastnn import _losses
-from fastnn import _reference as ref
-from fastnn.losses import (KINDS, LOSS_NAMES, BinaryCrossEntropy, CrossEntropy, GaussianNLL,
+from fastnn._core import _losses
+from fastnn._core import _reference as ref
+from fastnn.nn.losses import (KINDS, LOSS_NAMES, BinaryCrossEntropy, CrossEntropy, GaussianNLL,
                            KLDivergence, Loss, MSE, PoissonNLL, get_loss)
 
 DTYPES = [np.float32, np.float64]
@@ -525,7 +525,7 @@ def test_get_loss_names():
     with pytest.raises(ValueError, match=r"loss='hinge' is not supported; expected one of "
                                          r"'mse', 'squared_error'.*'poisson'"):
         get_loss("hinge")
-    with pytest.raises(TypeError, match="loss must be a name or a fastnn.losses.Loss"):
+    with pytest.raises(TypeError, match="loss must be a name or a fastnn.nn.losses.Loss"):
         get_loss(3)
 
 

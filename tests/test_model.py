@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _reference as ref
-from fastnn.model import Dense, MLP
+from fastnn._core import _reference as ref
+from fastnn.nn.model import Dense, MLP
 
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
@@ -95,9 +95,9 @@ def test_default_init_follows_the_activation_and_can_be_set_per_layer():
     model = MLP([4, 8, 8, 2], activation=["relu", "tanh"], seed=0)
     names = [layer.init.name for layer in model.layers]
     # PyTorch's kaiming_normal_ (plain N(0, 2/n_in)); fastnn called it he_normal until
-    # he_normal came to mean Keras' truncated normal (fastnn.init)
+    # he_normal came to mean Keras' truncated normal (fastnn.nn.init)
     assert names == ["kaiming_normal", "glorot_uniform", "glorot_uniform"]
-    model = MLP([4, 8, 2], init=["lecun_normal", fastnn.init.normal(std=0.1)],
+    model = MLP([4, 8, 2], init=["lecun_normal", fastnn.nn.init.normal(std=0.1)],
                 bias_init=[0.1, 0.0], seed=0)
     assert model.layers[0].init.name == "lecun_normal"
     np.testing.assert_array_equal(model.layers[0].b, np.float32(0.1))

@@ -1,4 +1,4 @@
-"""fastnn.onnx_export: onnxruntime running the exported graph against fastnn's own predict.
+"""fastnn.interop.onnx_export: onnxruntime running the exported graph against fastnn's own predict.
 
 The reference is fastnn's ``predict`` / ``predict_proba`` / ``predict_std`` (themselves tested
 against NumPy twins elsewhere); onnxruntime is an independent implementation of every node
@@ -17,8 +17,8 @@ import onnxruntime as ort
 import pytest
 
 import fastnn
-from fastnn.layers import ACTIVATIONS
-from fastnn.onnx_export import to_onnx
+from fastnn.nn.layers import ACTIVATIONS
+from fastnn.interop.onnx_export import to_onnx
 
 RTOL = {np.float32: 1e-6, np.float64: 1e-12}
 DTYPES = [np.float32, np.float64]
@@ -175,7 +175,7 @@ def test_save_onnx_writes_a_file_runtimes_load(tmp_path):
 
 # ------------------------------------------------------------------------ estimators
 
-sk = pytest.importorskip("fastnn.sklearn")   # scikit-learn is in the test extra
+sk = pytest.importorskip("fastnn.interop.sklearn")   # scikit-learn is in the test extra
 
 
 def _estimator_data(seed=0):
@@ -391,7 +391,7 @@ def test_sigmoid_link_keeps_small_probabilities(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_binary_classifier_probabilities_in_the_tails(dtype):
-    from fastnn.sklearn import MLPClassifier
+    from fastnn.interop.sklearn import MLPClassifier
     rng = np.random.default_rng(0)
     X = rng.normal(size=(80, 2))
     y = np.where(X[:, 0] > 0, "yes", "no")
@@ -505,7 +505,7 @@ def test_a_table_models_preprocessing_is_part_of_the_graph(task, dtype):
     # `fastnn train` stores imputation and standardization (and a regression's target scale)
     # in model.preprocessor_; the export ignored them, so the graph predicted from raw table
     # units: silently wrong.  Reference: what `fastnn predict` computes, by hand in NumPy.
-    from fastnn.tabular import Preprocessor
+    from fastnn.io.tabular import Preprocessor
     rng = np.random.default_rng(1)
     n_in = 4
     mean, scale = rng.normal(size=n_in) * 50, rng.uniform(0.5, 30, size=n_in)

@@ -1,4 +1,4 @@
-"""fastnn's own worker threads (fastnn._pool): every task runs once, whatever the thread count,
+"""fastnn's own worker threads (fastnn._core._pool): every task runs once, whatever the thread count,
 with the caller's floating-point mode, after fork and from many threads at once."""
 import os
 import platform
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _network, _pool, fpmode
+from fastnn._core import _network, _pool
+from fastnn.runtime import fpmode
 
 FLUSH_BITS = 0x8040      # x86-64 MXCSR: FTZ | DAZ
 
@@ -102,7 +103,7 @@ def test_jobs_that_come_as_the_workers_fall_asleep_never_hang():
     out = _run_child("""
         import threading, time
         import numpy as np
-        from fastnn import _pool
+        from fastnn._core import _pool
         def serial(n):
             return np.array([sum(i % (t + 3) for i in range(1000 * (t % 7 + 1)))
                              for t in range(n)], dtype=np.int64)
@@ -139,7 +140,7 @@ def test_idle_workers_stop_using_the_cpu_after_a_job():
         import time
         import numpy as np
         import fastnn
-        from fastnn import _pool
+        from fastnn._core import _pool
         rng = np.random.default_rng(0)
         X = rng.standard_normal((512, 256)).astype(np.float32)
         y = rng.integers(0, 10, 512)
@@ -165,7 +166,7 @@ def test_a_job_wakes_only_the_workers_it_hands_tasks_to():
     back-to-back job with 255 idle workers)."""
     out = _run_child("""
         import os, time
-        from fastnn import _pool
+        from fastnn._core import _pool
         _pool._probe(300, 64)
         time.sleep(0.1)                     # every worker asleep
         def switches():

@@ -24,15 +24,15 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 import fastnn  # noqa: E402
-from fastnn import _reference as ref  # noqa: E402
-from fastnn.layers import ACTIVATIONS  # noqa: E402
+from fastnn._core import _reference as ref  # noqa: E402
+from fastnn.nn.layers import ACTIVATIONS  # noqa: E402
 
 CLASSIC = ("identity", "sigmoid", "tanh", "relu", "leaky_relu")
 # max |act'(z)|: selu lambda * alpha (z -> 0-), gelu 1.129 (z = sqrt 2), silu 1.0998 (z = 2.40)
 LIPSCHITZ = {"selu": 1.7581, "gelu": 1.1290, "gelu_tanh": 1.1290, "silu": 1.0999}
-from fastnn.losses import (BinaryCrossEntropy, CrossEntropy, GaussianNLL,  # noqa: E402
+from fastnn.nn.losses import (BinaryCrossEntropy, CrossEntropy, GaussianNLL,  # noqa: E402
                            KLDivergence, MSE, PoissonNLL)
-from fastnn.model import MLP  # noqa: E402
+from fastnn.nn.model import MLP  # noqa: E402
 
 # Modest and reproducible by default (~3 s).  To search harder with fresh examples:
 #     FASTNN_HYPOTHESIS_EXAMPLES=5000 FASTNN_HYPOTHESIS_RANDOM=1 pytest tests/test_properties.py
@@ -356,7 +356,7 @@ MODEL, MODEL_BYTES = _saved_model_bytes()
     st.lists(st.tuples(st.integers(0, len(MODEL_BYTES) - 1), st.integers(1, 255)),
              min_size=1, max_size=4).map(lambda flips: ("flip", flips))))
 def test_corrupted_model_files_are_rejected_or_load_unchanged(corruption):
-    from fastnn.io import ModelFileError
+    from fastnn.io.saving import ModelFileError
     kind, how = corruption
     data = bytearray(MODEL_BYTES)
     if kind == "truncate":

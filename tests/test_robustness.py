@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import init
-from fastnn.layers import ACTIVATIONS
-from fastnn.losses import LOSS_NAMES, CrossEntropy, GaussianNLL, MSE
-from fastnn.model import MLP, OUTPUT_LINKS
-from fastnn.optim import OPTIMIZERS, SCHEDULES, SGD, Adam
-from fastnn.trainer import TrainingDiverged, fit
+from fastnn.nn import init
+from fastnn.nn.layers import ACTIVATIONS
+from fastnn.nn.losses import LOSS_NAMES, CrossEntropy, GaussianNLL, MSE
+from fastnn.nn.model import MLP, OUTPUT_LINKS
+from fastnn.optim.optimizers import OPTIMIZERS, SCHEDULES, SGD, Adam
+from fastnn.training.trainer import TrainingDiverged, fit
 
 SANITIZED = os.environ.get("FASTNN_SANITIZED") == "1"  # set by tests/sanitize.sh
 
@@ -382,7 +382,7 @@ def test_bad_sigma_is_rejected(sigma, fragments):
 
 def test_tiny_but_valid_sigma_and_weights_give_finite_results():
     Z, Y = np.full((3, 1), 1e-160), np.zeros((3, 1))
-    value, G = GaussianNLL(fastnn.losses.SIGMA_MIN).loss_and_grad(Z, Y)
+    value, G = GaussianNLL(fastnn.nn.losses.SIGMA_MIN).loss_and_grad(Z, Y)
     assert np.isfinite(value) and np.isfinite(G).all()
     # zero weights are allowed as long as one is positive; their rows get a zero gradient
     value, G = MSE().loss_and_grad(np.ones((3, 1)), Y, sample_weight=[0.0, 2.0, 0.0])
@@ -430,7 +430,7 @@ def test_class_labels_are_counted_or_rejected_never_wrapped():
     ("activation", lambda: MLP([3, 4, 2], activation="mish"), ACTIVATIONS),
     ("activation", lambda: fastnn.Dense(3, 4, "softmax"), ACTIVATIONS),
     ("loss", lambda: fit(MLP([3, 2]), np.zeros((4, 3)), np.zeros(4), "hinge"), LOSS_NAMES),
-    ("loss", lambda: fastnn.losses.get_loss("l1"), LOSS_NAMES),
+    ("loss", lambda: fastnn.nn.losses.get_loss("l1"), LOSS_NAMES),
     ("initializer", lambda: MLP([3, 2], init="kaiming_normall"), init.NAMES),
     ("initializer", lambda: init.get_initializer("xavier"), init.NAMES),
     ("optimizer", lambda: fit(MLP([3, 2]), np.zeros((4, 3)), np.zeros(4), "mse", "rmsprop"),
@@ -622,7 +622,7 @@ attempt("loss_and_grad", lambda: wide.loss_and_grad(X, y, "cross_entropy"))
 widest = fastnn.MLP([2, 150000, 2], seed=0)  # predict: 1024 rows of 150002 activations
 attempt("predict", lambda: widest.predict(np.zeros((2000, 2))))
 attempt("MLP", lambda: fastnn.MLP([30000, 30000, 2]))
-attempt("init", lambda: fastnn.init.he_normal((20000, 20000)))
+attempt("init", lambda: fastnn.nn.init.he_normal((20000, 20000)))
 attempt("dense_forward", lambda: fastnn.dense_forward(np.ones((30000, 2)), np.ones((2, 30000)),
                                                        np.ones(30000)))
 # and fastnn still works in the same process afterwards
@@ -968,7 +968,7 @@ def test_keyboard_interrupt_in_a_callback_leaves_the_model_consistent_and_usable
 # complex, empty, 1-D and object input; these are the cases it does not cover.
 
 def _estimators():
-    sklearn = pytest.importorskip("fastnn.sklearn")
+    sklearn = pytest.importorskip("fastnn.interop.sklearn")
     return sklearn.MLPClassifier, sklearn.MLPRegressor
 
 
@@ -1033,12 +1033,12 @@ def test_a_save_killed_midway_leaves_the_previous_file_intact(tmp_path):
     before = path.read_bytes()
     script = textwrap.dedent(f"""
         import os
-        import fastnn, fastnn.io
+        import fastnn, fastnn.io.saving
         def die_midway(fh, arrays):
             fh.write(b"PK\\x03\\x04 part of an archive")
             fh.flush()
             os._exit(9)
-        fastnn.io._write_npz = die_midway
+        fastnn.io.saving._write_npz = die_midway
         fastnn.MLP([3, 7, 2], seed=2).save({str(path)!r})
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -1059,7 +1059,7 @@ def test_a_save_killed_midway_leaves_the_previous_file_intact(tmp_path):
     ({"X": np.zeros((5, 2)), "y": np.zeros(4)}, ["X has 5 samples but y has 4"]),
 ], ids=["1-d", "complex", "nan", "string-labels", "empty", "negative-label", "short-y"])
 def test_the_command_line_reports_bad_data_in_one_line(tmp_path, capsys, bad, fragments):
-    from fastnn.cli import main
+    from fastnn.cli.command import main
     path = tmp_path / "data.npz"
     np.savez(path, **bad)
     assert main(["train", str(path), "--epochs", "1", "--quiet"]) == 2
@@ -1070,7 +1070,7 @@ def test_the_command_line_reports_bad_data_in_one_line(tmp_path, capsys, bad, fr
 
 
 def test_the_command_line_reports_a_diverged_run_in_one_line(tmp_path, capsys):
-    from fastnn.cli import main
+    from fastnn.cli.command import main
     X, y = classification_data(n=50)
     path = tmp_path / "data.npz"
     np.savez(path, X=X * 100, y=y)
@@ -1083,7 +1083,7 @@ def test_the_command_line_reports_a_diverged_run_in_one_line(tmp_path, capsys):
 
 def test_distributed_helpers_name_bad_arguments():
     pytest.importorskip("mpi4py")
-    from fastnn.distributed import is_root, shard
+    from fastnn.training.distributed import is_root, shard
     check_error(lambda: shard(-1), ValueError, "n_samples=-1", "expected n_samples >= 0")
     check_error(lambda: shard(2.5), TypeError, "n_samples must be an integer", "2.5")
     check_error(lambda: shard(10, comm=3), TypeError, "comm must be an mpi4py.MPI.Intracomm",
@@ -1103,7 +1103,7 @@ def test_a_batch_larger_than_the_data_even_beyond_32_bits_is_one_full_batch():
 
 
 def test_blas_thread_counts_are_validated_not_wrapped():
-    from fastnn import threads
+    from fastnn.runtime import threads
     check_error(lambda: threads.set_num_threads(2**40), ValueError,
                 "n_threads=1099511627776", "<= 2147483647")
     check_error(lambda: threads.set_num_threads(0), ValueError, "n_threads=0", ">= 1")

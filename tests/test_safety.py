@@ -21,11 +21,12 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _layers, _losses, _network, _sgd, threads
-from fastnn import io as fio
-from fastnn.io import ModelFileError
-from fastnn.model import MLP, Dense
-from fastnn.optim import SGD, Adam
+from fastnn._core import _layers, _losses, _network, _sgd
+from fastnn.runtime import threads
+from fastnn.io import saving as fio
+from fastnn.io.saving import ModelFileError
+from fastnn.nn.model import MLP, Dense
+from fastnn.optim.optimizers import SGD, Adam
 
 
 def check_error(call, exc, *fragments):
@@ -309,7 +310,7 @@ def test_epoch_count_and_schedule_settings_broken_mid_fit_are_checked(target, at
     X, y = data(32)
     for when in ("before", "during"):
         model = MLP([4, 8, 3], seed=0)
-        opt = SGD(lr=0.01, schedule=fastnn.optim.StepDecay(step_size=2, gamma=0.5))
+        opt = SGD(lr=0.01, schedule=fastnn.optim.optimizers.StepDecay(step_size=2, gamma=0.5))
         obj = opt if target == "opt" else opt.schedule
         before = model.get_flat_params()
 
@@ -812,7 +813,7 @@ def test_the_thread_count_cannot_change_under_a_running_block():
 
 
 def test_benchmark_loops_check_their_buffers():
-    from fastnn import _bench
+    from fastnn._core import _bench
     f = np.ones
     check_error(lambda: _bench._loop_forward(f(3), f(15), f(2), f(20), 4, 3, 5, 0, 1),
                 ValueError, "X has 3 elements; this case needs 12")

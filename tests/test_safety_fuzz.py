@@ -27,10 +27,10 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 import fastnn  # noqa: E402
-from fastnn import _layers, _losses, _network, _sgd  # noqa: E402
-from fastnn.io import ModelFileError  # noqa: E402
-from fastnn.model import MLP  # noqa: E402
-from fastnn.optim import SGD, Adam  # noqa: E402
+from fastnn._core import _layers, _losses, _network, _sgd  # noqa: E402
+from fastnn.io.saving import ModelFileError  # noqa: E402
+from fastnn.nn.model import MLP  # noqa: E402
+from fastnn.optim.optimizers import SGD, Adam  # noqa: E402
 
 EXAMPLES = int(os.environ.get("FASTNN_HYPOTHESIS_EXAMPLES", "60"))
 
@@ -254,7 +254,7 @@ def test_arbitrary_arrays_at_every_public_setter(a, b):
                                               epochs=1))
     _result_or_clear_error(lambda: fastnn.dense_backward(a, b, b, a, "tanh"))
     _result_or_clear_error(lambda: fastnn.dense_forward(X4, a, b, "relu", out=a))
-    _result_or_clear_error(lambda: fastnn.losses.GaussianNLL(a)(np.ones((4, 1)),
+    _result_or_clear_error(lambda: fastnn.nn.losses.GaussianNLL(a)(np.ones((4, 1)),
                                                               np.ones((4, 1))))
     _result_or_clear_error(lambda: fastnn.check_gradients(model, a, b, "mse"))
     assert np.isfinite(model.params).all()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import model as model_module
-from fastnn.layers import ACTIVATIONS
+from fastnn.nn import model as model_module
+from fastnn.nn.layers import ACTIVATIONS
 
 H = 1e-5          # central-difference step: truncation ~H^2, rounding ~1e-16 / H
 REL = 1e-7        # the bound on the relative error
@@ -147,7 +147,7 @@ def test_chunks_give_the_same_rows(monkeypatch, dtype):
     monkeypatch.setattr(model_module, "SENSITIVITY_CHUNK_ROWS", 4)
     monkeypatch.setattr(model_module, "JACOBIAN_STACKED_ROWS", 7)   # 2 rows x 3 columns
     # the same values to rounding: a one-row chunk's products go through BLAS's GEMV, which
-    # sums in another order than GEMM (fastnn/_blas.pyx)
+    # sums in another order than GEMM (fastnn/_core/_blas.pyx)
     tol = dict(rtol=1e-5, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-16)
     np.testing.assert_allclose(model.jacobian(X), J, **tol)
     np.testing.assert_allclose(model.input_gradient(X, y), g, **tol)
@@ -163,7 +163,7 @@ def test_float32_agrees_with_float64():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 def test_one_row(dtype):
-    # a one-row product takes BLAS's matrix-vector path (fastnn/_blas.pyx)
+    # a one-row product takes BLAS's matrix-vector path (fastnn/_core/_blas.pyx)
     model, loss, X, y = _model("tanh", "softmax", dtype)
     J = model.jacobian(X[:1])
     tol = dict(rtol=1e-5, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-16)
@@ -218,7 +218,8 @@ def test_bad_input():
 
 @pytest.mark.parametrize("flush", [True, False])
 def test_the_callers_floating_point_mode_is_kept(flush):
-    from fastnn import _network, fpmode
+    from fastnn._core import _network
+    from fastnn.runtime import fpmode
     model, loss, X, y = _model("tanh", "softmax", np.float32)
     before = _network._get_fpmode()
     previous = fpmode.get_flush_denormals()
@@ -248,8 +249,8 @@ def test_layer_normalized_and_dropout_layers(activation):
 def test_the_private_entry_points_check_sizes_and_codes():
     # _sensitivity was 'unchecked': first/stop out of range wrote out of bounds (segfault),
     # an X of another width read garbage, stop = 2**31 + 1 wrapped to a negative count
-    from fastnn import _sensitivity as S
-    from fastnn.losses import get_loss
+    from fastnn._core import _sensitivity as S
+    from fastnn.nn.losses import get_loss
     model = fastnn.MLP([5, 8, 3])
     X = np.ones((4, 5), np.float32)
     jac = np.empty((4, 3, 5), np.float32)

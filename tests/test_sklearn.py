@@ -1,4 +1,4 @@
-"""fastnn.sklearn: scikit-learn's estimator checks, model selection, pickling, and the extras
+"""fastnn.interop.sklearn: scikit-learn's estimator checks, model selection, pickling, and the extras
 (class_weight, early stopping on the validation loss, partial_fit with early stopping)."""
 import os
 import pickle
@@ -22,8 +22,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import fastnn  # noqa: E402
 from fastnn.datasets import make_regression, make_spirals  # noqa: E402
-from fastnn.optim import InverseScaling, ReduceOnPlateau  # noqa: E402
-from fastnn.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from fastnn.optim.optimizers import InverseScaling, ReduceOnPlateau  # noqa: E402
+from fastnn.interop.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 _FLOAT32_ROUNDING = (
     "dtype='float32' (explicit; the default computes in X's dtype) rounds at ~1e-7 relative, "
@@ -373,7 +373,7 @@ def test_dtype_init_and_per_layer_activations():
         assert clf.set_params(dtype="float32").fit(X, y).model_.dtype == np.float32
         assert [layer.activation for layer in clf.model_.layers] == \
             ["tanh", "sigmoid", "identity"]
-        assert all(layer.init == fastnn.init.lecun_normal for layer in clf.model_.layers)
+        assert all(layer.init == fastnn.nn.init.lecun_normal for layer in clf.model_.layers)
         assert clf.predict_proba(X).dtype == np.float64
         clf.set_params(dtype=np.float64, init=["he_uniform", "glorot_uniform", "glorot_normal"])
         clf.fit(X, y)
@@ -516,7 +516,7 @@ def test_invalid_parameters_are_reported_at_fit_with_their_name():
 def test_fastnn_imports_without_scikit_learn(tmp_path):
     code = ("import sys; sys.modules['sklearn'] = None\n"  # makes `import sklearn` fail
             "import fastnn\n"
-            "assert 'fastnn.sklearn' not in sys.modules\n"
+            "assert 'fastnn.interop.sklearn' not in sys.modules\n"
             "try:\n"
             "    fastnn.sklearn\n"
             "except ImportError as exc:\n"

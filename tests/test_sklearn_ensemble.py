@@ -1,4 +1,4 @@
-"""fastnn.sklearn_ensemble: scikit-learn's estimator checks, the combination of the members,
+"""fastnn.interop.sklearn_ensemble: scikit-learn's estimator checks, the combination of the members,
 Pipeline/GridSearchCV use, bad parameters."""
 import pickle
 import warnings
@@ -15,8 +15,8 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
-from fastnn.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
-from fastnn.sklearn_ensemble import EnsembleClassifier, EnsembleRegressor  # noqa: E402
+from fastnn.interop.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from fastnn.interop.sklearn_ensemble import EnsembleClassifier, EnsembleRegressor  # noqa: E402
 
 
 def _small(cls, member, **kwargs):
@@ -92,9 +92,9 @@ def test_members_use_the_callers_flush_denormals_block(monkeypatch):
     # the block is per thread (a ContextVar); the members' runs are prepared on the calling
     # thread, which passes its mode to the compiled epochs wherever the pool runs them
     import fastnn
-    from fastnn import fpmode
-    import fastnn.sklearn as fsk
-    from fastnn.sklearn_ensemble import EnsembleRegressor
+    from fastnn.runtime import fpmode
+    import fastnn.interop.sklearn as fsk
+    from fastnn.interop.sklearn_ensemble import EnsembleRegressor
     seen = []
     real = fsk.prepare_run
 
@@ -121,7 +121,8 @@ def test_n_jobs_bounds_fastnns_threads_in_the_members_fits(monkeypatch, n_jobs, 
     # min(n_estimators, n_jobs) threads, each member's epoch on one, and every other compiled
     # call of the fits (lbfgs members, validation scores) on at most n_jobs; a member's fit
     # took every core before, so n_jobs=1 ran fastnn's pool on 2 threads
-    from fastnn import _sgd, threads
+    from fastnn._core import _sgd
+    from fastnn.runtime import threads
     seen, jobs = [], []
     real, real_job = threads.resolve_threads, _sgd.train_epochs
 
@@ -153,9 +154,9 @@ def test_members_train_in_lockstep_jobs_each_equal_to_its_lone_fit(cls, monkeypa
     # per member), and each member is bitwise the estimator fitted alone with its seed,
     # early stopping and bootstrap weights included
     import threading
-    import fastnn.sklearn as fsk
-    import fastnn.sklearn_ensemble as fse
-    from fastnn import _sgd
+    import fastnn.interop.sklearn as fsk
+    import fastnn.interop.sklearn_ensemble as fse
+    from fastnn._core import _sgd
     jobs, threads = [], set()
     real = _sgd.train_epochs
 

@@ -1,8 +1,8 @@
-"""scikit-learn's own MLP test file, run against fastnn.sklearn's estimators.
+"""scikit-learn's own MLP test file, run against fastnn.interop.sklearn's estimators.
 
 The installed scikit-learn ships ``sklearn/neural_network/tests/test_mlp.py``.  This module
 copies it to a temporary directory with one change, its import of MLPClassifier/MLPRegressor
-(now from fastnn.sklearn), and runs it with pytest in a child interpreter (``-p
+(now from fastnn.interop.sklearn), and runs it with pytest in a child interpreter (``-p
 sklearn.conftest`` provides its ``global_random_seed`` fixture).  The child's counts are
 printed; the test fails if any test of the file fails or errors, or if fewer than
 ``MIN_PASSED`` pass.  The only tests allowed to xfail are those that read attributes private
@@ -19,7 +19,7 @@ import pytest
 sklearn = pytest.importorskip("sklearn")
 
 ORIGINAL_IMPORT = "from sklearn.neural_network import MLPClassifier, MLPRegressor"
-REPLACEMENT_IMPORT = "from fastnn.sklearn import MLPClassifier, MLPRegressor"
+REPLACEMENT_IMPORT = "from fastnn.interop.sklearn import MLPClassifier, MLPRegressor"
 MIN_PASSED = 56
 
 #: tests that read scikit-learn-private attributes: test name -> the attribute
@@ -86,7 +86,7 @@ def test_scikit_learn_mlp_test_file(tmp_path):
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|xfailed|"
                                                r"xpassed|errors?)", summary)}
-    print(f"scikit-learn {sklearn.__version__} test_mlp.py on fastnn.sklearn: {summary}")
+    print(f"scikit-learn {sklearn.__version__} test_mlp.py on fastnn.interop.sklearn: {summary}")
     report = proc.stdout[-6000:] + proc.stderr[-2000:]
     assert counts.get("failed", 0) == 0 and counts.get("error", 0) == 0 and \
         counts.get("errors", 0) == 0, report

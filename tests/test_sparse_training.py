@@ -1,5 +1,5 @@
-"""The compiled sparse minibatch loop (fastnn/_sparse.pyx train_epoch_csr) against the dense
-one (fastnn/_sgd.pyx train_epoch) on the same data: the dense loop is the reference."""
+"""The compiled sparse minibatch loop (fastnn/_core/_sparse.pyx train_epoch_csr) against the dense
+one (fastnn/_core/_sgd.pyx train_epoch) on the same data: the dense loop is the reference."""
 import os
 import platform
 import signal
@@ -12,9 +12,9 @@ import pytest
 import scipy.sparse as sp
 
 import fastnn
-from fastnn import _sgd, _sparse
-from fastnn.sparse import as_csr
-from fastnn.training import TrainingDiverged
+from fastnn._core import _sgd, _sparse
+from fastnn.nn.sparse import as_csr
+from fastnn.training.engine import TrainingDiverged
 
 # parameters after several epochs, sparse vs dense loop (float32: products summed in
 # another order, amplified over ~40 steps)
@@ -178,7 +178,7 @@ def test_statuses_are_those_of_the_dense_loop():
 def test_a_signal_stops_the_compiled_loop_with_the_model_consistent():
     # a Python signal handler raising inside the nogil sparse loop (as Ctrl-C does): the fit
     # stops after the running minibatch, re-raises, and the caller's FP mode is back
-    from fastnn import _network
+    from fastnn._core import _network
     rng = np.random.default_rng(12)
     X = sp.random(4000, 500, density=0.02, format="csr", random_state=0)
     labels = rng.integers(0, 10, 4000)
@@ -230,7 +230,7 @@ def test_first_layer_normalization_is_a_clear_error():
 def test_a_first_fit_refused_for_first_layer_normalization_leaves_no_fitted_estimator(solver):
     """The check ran inside the compiled epoch, after the estimator had built model_: a fit
     that raised left an estimator that predicted with untrained weights."""
-    sk = pytest.importorskip("fastnn.sklearn")
+    sk = pytest.importorskip("fastnn.interop.sklearn")
     from sklearn.exceptions import NotFittedError
     X, y = _data()
     est = sk.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, solver=solver,
@@ -241,7 +241,7 @@ def test_a_first_fit_refused_for_first_layer_normalization_leaves_no_fitted_esti
         est.predict(X)
 
 
-CROSS_ENTROPY = fastnn.losses.get_loss("cross_entropy").kind
+CROSS_ENTROPY = fastnn.nn.losses.get_loss("cross_entropy").kind
 
 
 def _epoch_args(model, csr, order, batch=8):
@@ -310,7 +310,7 @@ def test_no_dense_copy_of_a_large_sparse_matrix():
 
 
 def test_estimators_keep_sparse_input_with_every_solver():
-    from fastnn.sklearn import MLPClassifier, MLPRegressor
+    from fastnn.interop.sklearn import MLPClassifier, MLPRegressor
     X, y = _data(n=150, seed=11)
     Xs = sp.csr_matrix(X)
     for solver in ("sgd", "adam"):
@@ -339,7 +339,7 @@ def test_estimators_keep_sparse_input_with_every_solver():
 
 
 class _OneRank:
-    """The parts of fastnn.distributed.MPIContext a TrainingRun's checks call, for one rank
+    """The parts of fastnn.training.distributed.MPIContext a TrainingRun's checks call, for one rank
     (no MPI in the test process)."""
     size, rank, is_root = 1, 0, True
 
@@ -358,8 +358,8 @@ class _OneRank:
 
 
 def test_sparse_input_with_mpi_is_a_clear_error_before_any_step():
-    from fastnn.trainer import _prepare_fit_data
-    from fastnn.training import TrainingRun
+    from fastnn.training.trainer import _prepare_fit_data
+    from fastnn.training.engine import TrainingRun
     X, y = _data()
     model = fastnn.MLP([40, 16, 3], dtype=np.float64, seed=0)
     start = model.params.copy()
@@ -375,7 +375,8 @@ def test_sparse_input_with_mpi_is_a_clear_error_before_any_step():
 
 @pytest.mark.parametrize("flush", [True, False])
 def test_sparse_prediction_honours_the_flush_setting_and_restores_the_mode(flush):
-    from fastnn import _network, fpmode
+    from fastnn._core import _network
+    from fastnn.runtime import fpmode
     X, y = _data()
     model = fastnn.MLP([40, 16, 3], dtype=np.float32, seed=0)
     tiny = np.float32(1e-39)                  # subnormal in float32: flushed or kept
@@ -389,7 +390,7 @@ def test_sparse_prediction_honours_the_flush_setting_and_restores_the_mode(flush
 
 
 def test_learned_variance_regressor_on_sparse_input():
-    from fastnn.sklearn import MLPRegressor
+    from fastnn.interop.sklearn import MLPRegressor
     rng = np.random.default_rng(0)
     X = rng.normal(size=(100, 10))
     X[X < 0.5] = 0.0
@@ -488,7 +489,7 @@ def test_a_matrix_whose_indices_contradict_its_shape_is_a_clear_error(kind, entr
         "lbfgs": lambda: fastnn.LBFGS(max_iter=2).fit(model, X, y, "cross_entropy"),
     }
     if entry.startswith("estimator"):
-        sk = pytest.importorskip("fastnn.sklearn")
+        sk = pytest.importorskip("fastnn.interop.sklearn")
         est = sk.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, solver="lbfgs")
         if entry == "estimator predict":
             est.fit(good, y)
@@ -505,7 +506,7 @@ def test_a_sparse_vector_is_a_shape_error_not_a_structure_error():
     model = fastnn.MLP([30, 4, 2], dtype=np.float64, seed=0)
     with pytest.raises(ValueError, match=r"X must be 2-dimensional; got shape \(30,\)"):
         model.predict(sp.coo_array(np.ones(30)))
-    sk = pytest.importorskip("fastnn.sklearn")
+    sk = pytest.importorskip("fastnn.interop.sklearn")
     est = sk.MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, solver="lbfgs")
     with pytest.raises(ValueError, match="2D|2-dimensional|dimension"):
         est.fit(sp.coo_array(np.ones(30)), [0] * 30)
@@ -557,7 +558,7 @@ def test_ctrl_c_before_the_sparse_epochs_compiled_call_closes_the_run_cleanly(mo
     # run, so closing the run must not read its (missing) result; it raised TypeError in
     # _take_result, reported as an unraisable exception, and skipped the run's finish
     import sys
-    from fastnn import training
+    from fastnn.training import engine as training
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_value))
 

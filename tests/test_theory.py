@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _reference as ref
-from fastnn.gradcheck import check_gradients
-from fastnn.losses import (BinaryCrossEntropy, CrossEntropy, GaussianNLL, KLDivergence, MSE,
+from fastnn._core import _reference as ref
+from fastnn.nn.gradcheck import check_gradients
+from fastnn.nn.losses import (BinaryCrossEntropy, CrossEntropy, GaussianNLL, KLDivergence, MSE,
                            PoissonNLL)
-from fastnn.model import MLP
-from fastnn.optim import SGD, Adam
-from fastnn.trainer import fit
+from fastnn.nn.model import MLP
+from fastnn.optim.optimizers import SGD, Adam
+from fastnn.training.trainer import fit
 
 
 def _bias_only(n_targets):
@@ -111,7 +111,7 @@ def test_classification_losses_are_exact_at_huge_logits(loss_name):
     assert value > 1e3  # a confidently wrong prediction costs ~|z|, not inf or nan
 
 
-@pytest.mark.parametrize("init", ["zeros", fastnn.init.constant(0.3)], ids=["zeros", "const"])
+@pytest.mark.parametrize("init", ["zeros", fastnn.nn.init.constant(0.3)], ids=["zeros", "const"])
 def test_symmetric_initialization_keeps_hidden_units_identical(init):
     rng = np.random.default_rng(5)
     X, labels = rng.standard_normal((60, 3)), rng.integers(0, 3, 60)

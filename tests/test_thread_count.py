@@ -1,7 +1,7 @@
 """The same bits whatever fastnn's thread count (issue 18).
 
 Every product and pass of training and prediction is cut into tiles fixed by the shapes
-(fastnn._network), so training and prediction with 1, 2, 3 or 4 threads (more than this
+(fastnn._core._network), so training and prediction with 1, 2, 3 or 4 threads (more than this
 machine's cores included) must give identical parameters and predictions.  The tiled path at
 one thread is also compared with the untiled sequential path it replaced (n_threads=0, kept
 for this purpose), bitwise where the decomposition allows.
@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _network, _sgd, fpmode, threads
-from fastnn import _reference as ref
+from fastnn._core import _network, _sgd
+from fastnn.runtime import fpmode, threads
+from fastnn._core import _reference as ref
 
 THREAD_COUNTS = (1, 2, 3, 4)
-CE = fastnn.losses.KINDS["cross_entropy"]
+CE = fastnn.nn.losses.KINDS["cross_entropy"]
 
 # the issue's networks, on data small enough for the suite; batch sizes large enough that
 # the products of A and D are cut into several tiles (C: batch 256 for the same reason)
@@ -172,7 +173,7 @@ def test_tiled_prediction_against_the_untiled_path(dtype):
 @pytest.mark.parametrize("n_threads", [1, 3])
 def test_the_float64_gradient_still_matches_the_numpy_reference(n_threads):
     """The tiled loss gradient (model.loss_and_grad on every core, and the compiled call on
-    n_threads) against fastnn._reference (plain NumPy, float64), to 1e-10."""
+    n_threads) against fastnn._core._reference (plain NumPy, float64), to 1e-10."""
     rng = np.random.default_rng(0)
     model = fastnn.MLP([784, 256, 128, 10], dtype=np.float64, seed=0)
     X = rng.standard_normal((300, 784))
@@ -266,7 +267,7 @@ def test_training_that_meets_subnormals_is_the_same_bits_on_any_thread_count():
 def test_fit_and_predict_inside_a_blas_threads_block_of_another_count():
     """A caller's blas_threads(n) block owns the BLAS count: fit and predict inside it run
     (they do not raise or wait), and they hold OpenBLAS at 1 for their compiled calls as
-    outside a block (fastnn.threads.compiled_threads), so they give the same bits as outside
+    outside a block (fastnn.runtime.threads.compiled_threads), so they give the same bits as outside
     it: OpenBLAS's products at 2 or 3 threads are other bits than at 1 (network A's were)."""
     c = NETWORKS["A"]
     X, y = _data(c)
@@ -328,7 +329,7 @@ def test_ensembles_fit_inside_a_blas_threads_block_of_another_count():
 
     def sklearn_ensemble():
         pytest.importorskip("sklearn")
-        from fastnn.sklearn_ensemble import EnsembleRegressor
+        from fastnn.interop.sklearn_ensemble import EnsembleRegressor
         return [EnsembleRegressor(n_estimators=2, n_jobs=2, random_state=0).fit(X, y).predict(X)]
 
     for train in (mlp_ensemble, sklearn_ensemble):
@@ -343,7 +344,7 @@ def test_ensembles_fit_inside_a_blas_threads_block_of_another_count():
 
 def test_the_estimators_n_threads_is_their_compiled_calls_count(monkeypatch):
     pytest.importorskip("sklearn")
-    from fastnn.sklearn import MLPClassifier, MLPRegressor
+    from fastnn.interop.sklearn import MLPClassifier, MLPRegressor
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((300, 40))
@@ -382,7 +383,7 @@ def test_the_minibatch_gather_over_threads_gives_the_same_bits(loss):
     w = rng.uniform(0.5, 2.0, c["n"])
     if loss != "cross_entropy":
         y = rng.standard_normal((c["n"], 10))
-        loss = fastnn.losses.GaussianNLL(sigma=rng.uniform(0.5, 1.5, c["n"]))
+        loss = fastnn.nn.losses.GaussianNLL(sigma=rng.uniform(0.5, 1.5, c["n"]))
     results = []
     for n in THREAD_COUNTS:
         model = fastnn.MLP(c["sizes"], dtype=c["dtype"], seed=0)

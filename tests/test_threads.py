@@ -1,4 +1,4 @@
-"""fastnn.threads: the BLAS thread count of fastnn's products, and deterministic results."""
+"""fastnn.runtime.threads: the BLAS thread count of fastnn's products, and deterministic results."""
 import os
 import threading
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import threads
+from fastnn.runtime import threads
 from fastnn.datasets import make_spirals
-from fastnn.threads import blas_threads, get_num_threads, set_num_threads
+from fastnn.runtime.threads import blas_threads, get_num_threads, set_num_threads
 
 
 def test_set_and_get_num_threads_round_trip():
@@ -44,7 +44,7 @@ def test_fit_with_n_threads_restores_the_setting_and_is_deterministic():
 
 def _child_after_fork(queue, inside):
     # runs in a forked child: the parent's other threads (and their blocks) do not exist here
-    from fastnn.threads import blas_threads, get_num_threads, set_num_threads
+    from fastnn.runtime.threads import blas_threads, get_num_threads, set_num_threads
     try:
         if inside is not None:
             inside.__exit__(None, None, None)     # the forking thread's own block ends here

@@ -1,4 +1,4 @@
-"""fastnn.torch_interop: MLP.to_torch / MLP.from_torch against PyTorch's own computation.
+"""fastnn.interop.torch_interop: MLP.to_torch / MLP.from_torch against PyTorch's own computation.
 
 PyTorch is the independent reference: its nn.Linear, activations and autograd.  Tolerances as
 in test_onnx_export (relative to the output's scale: the two GEMMs sum in different orders).
@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import fastnn
-from fastnn.layers import ACTIVATIONS
-from fastnn.torch_interop import Exp, GaussianMeanStd, from_torch, to_torch
+from fastnn.nn.layers import ACTIVATIONS
+from fastnn.interop.torch_interop import Exp, GaussianMeanStd, from_torch, to_torch
 
 RTOL = {np.float32: 1e-6, np.float64: 1e-12}
 DTYPES = [np.float32, np.float64]
@@ -207,7 +207,7 @@ def test_non_finite_weights_and_wrong_types():
 
 def test_missing_torch_says_which_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
-    monkeypatch.delitem(sys.modules, "fastnn.torch_interop")   # re-imported without torch
+    monkeypatch.delitem(sys.modules, "fastnn.interop.torch_interop")   # re-imported without torch
     model = fastnn.MLP([2, 3])
     with pytest.raises(ImportError, match=r'pip install "fastnn\[torch\]"'):
         model.to_torch()

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _reference as ref
+from fastnn._core import _reference as ref
 from fastnn.datasets import make_regression, make_spirals, train_test_split
-from fastnn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL, MSE
-from fastnn.model import MLP
-from fastnn.optim import (SGD, Adam, Constant, Cosine, InverseScaling, ReduceOnPlateau,
+from fastnn.nn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL, MSE
+from fastnn.nn.model import MLP
+from fastnn.optim.optimizers import (SGD, Adam, Constant, Cosine, InverseScaling, ReduceOnPlateau,
                           StepDecay)
-from fastnn.trainer import EarlyStopping, TrainingDiverged, fit
+from fastnn.training.trainer import EarlyStopping, TrainingDiverged, fit
 
 
 def _spec(model):
@@ -219,7 +219,7 @@ def test_divergence_stops_with_a_clear_error_and_keeps_finite_weights():
                                                r"\(lr=1e\+06\)") as info:
         fit(model, X, y, "mse", SGD(lr=1e6), epochs=50, batch_size=10, seed=0)
     assert np.isfinite(model.params).all()
-    assert isinstance(info.value.history, fastnn.trainer.History)
+    assert isinstance(info.value.history, fastnn.training.trainer.History)
 
 
 def test_exception_in_a_callback_leaves_the_model_usable():
@@ -250,7 +250,7 @@ def test_ctrl_c_stops_after_the_current_minibatch_and_keeps_history():
         timer.cancel()
     assert time.perf_counter() - start < 30
     assert np.isfinite(model.params).all()
-    assert isinstance(model.history_, fastnn.trainer.History)
+    assert isinstance(model.history_, fastnn.training.trainer.History)
     fit(model, X[:100], y[:100], "cross_entropy", epochs=1)  # consistent and usable
 
 

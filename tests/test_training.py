@@ -1,4 +1,4 @@
-"""fastnn/training.py: configuration errors are raised before the first step (issue 11, kind 5),
+"""fastnn/training/engine.py: configuration errors are raised before the first step (issue 11, kind 5),
 and epochs are numbered from 1 wherever a user sees them (issue 14)."""
 import math
 
@@ -7,7 +7,7 @@ import pytest
 
 import fastnn
 from fastnn import MLP, EarlyStopping, fit
-from fastnn.optim import SGD, Adam, Cosine, Schedule
+from fastnn.optim.optimizers import SGD, Adam, Cosine, Schedule
 
 
 def _data(n=40):
@@ -109,7 +109,7 @@ def test_epochs_are_numbered_from_one_everywhere(capsys):
 def test_divergence_names_the_epoch_from_one():
     X = np.full((8, 3), 2e38)  # the first minibatch's loss overflows float32
     with pytest.raises(fastnn.TrainingDiverged, match="at epoch 1, step 1 "):
-        fit(MLP([3, 1], init=fastnn.init.constant(1.0), seed=0), X, np.zeros(8), "mse",
+        fit(MLP([3, 1], init=fastnn.nn.init.constant(1.0), seed=0), X, np.zeros(8), "mse",
             epochs=2)
 
 
@@ -132,4 +132,4 @@ def test_the_planned_rates_check_is_bounded_for_any_number_of_epochs():
             return base_lr
 
     SGD(lr=0.1, schedule=Counting()).check_planned_rates(10 ** 9)
-    assert Counting.calls == fastnn.optim.PLANNED_RATES_CHECKED
+    assert Counting.calls == fastnn.optim.optimizers.PLANNED_RATES_CHECKED

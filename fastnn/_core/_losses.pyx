@@ -1,0 +1,437 @@
+"""Compiled losses: per-sample negative log-likelihoods and their gradients w.r.t. the logits.
+
+Design
+------
+* The output link is fused into the loss.  The network's last layer is left linear and the loss
+  takes its logits Z: sigmoid/softmax/exp never run as a separate layer during training.  Then
+  every NLL can be written in a form that is stable for ANY logit (log1p(exp(-|z|)) for BCE,
+  max-subtracted log-sum-exp for softmax, exp(z) - y z for Poisson), and the gradient with
+  respect to Z collapses to "prediction - target" (sigmoid(z) - y, softmax(z) - y,
+  exp(z) - y, ...).  A separate sigmoid layer followed by -log(p) would lose both: log(0) at
+  saturated outputs, and a product of a tiny derivative with a huge one.
+* Per-sample point functions.  Each loss is one `_row_*` function of one sample's row
+  (z_i, y_i) that returns l_i and writes dl_i/dz_i scaled by c_i = grad_scale * w_i.  The batch
+  loop `loss_grad` does the rest the same way for every loss: sample weights, the scale, the
+  accumulation of sum_i w_i l_i.  A new loss is one more row function; weights cannot be handled
+  differently by two losses.
+* The loop writes into a caller buffer and allocates nothing.  The training loop (_sgd.pyx)
+  calls `loss_grad` once per minibatch without the GIL on a workspace allocated once per fit;
+  G may even be Z itself (the gradient overwrites the logits in place), so every row function
+  reads z[j] before it writes g[j].
+* Arithmetic inside a row is in double for both dtypes.  The loss is O(B k) work against the
+  O(B k n_in) of the GEMMs around it, so the extra precision is free here, and it matters:
+  gradients such as softmax - onehot cancel, and a float32 gradient then is the correctly
+  rounded double one.  The sum over samples is a double as well (the return type).
+* Tiny gradients keep their relative accuracy where training ends up (confident, correct
+  predictions): BCE uses sigmoid(z) - y = (1 - y) sigmoid(z) - y sigmoid(-z), and softmax
+  cross-entropy writes the component at the largest logit as (sum_{j != m} y_j - y_m t) / s with
+  t = sum_{j != m} exp(z_j - z_m), s = 1 + t, instead of subtracting two numbers close to 1.
+* Nothing here raises.  An unknown loss code, missing targets or an out-of-range label give a
+  NaN loss (and NaN gradient rows for a bad label) instead of reading out of bounds; fastnn.nn.losses
+  validates everything before calling in, and the training loop checks the returned value.
+"""
+from cython cimport floating
+from libc.math cimport exp, log, log1p, fabs, lgamma, NAN
+from libc.limits cimport INT_MAX
+
+from fastnn._core._kernels cimport sigmoid
+
+# 0.5 * log(2 pi): the constant of a Gaussian log-density per target
+cdef double HALF_LOG_2PI = 0.91893853320467274178
+
+#: name -> loss code (the enum of _losses.pxd), for fastnn.nn.losses
+KINDS = {
+    "mse": LOSS_MSE,
+    "gaussian": LOSS_GAUSSIAN,
+    "gaussian_learned": LOSS_GAUSSIAN_LEARNED,
+    "bce": LOSS_BCE,
+    "cross_entropy": LOSS_CE,
+    "kl": LOSS_KL,
+    "poisson": LOSS_POISSON,
+}
+
+
+# softmax rows up to this many logits keep their exps on the stack between the two passes
+cdef enum:
+    _EXP_CACHE = 256
+
+
+# ------------------------------------------------------------------ per-sample point functions
+# Each returns l_i for one row and, when g != NULL, writes g[j] = c * dl_i/dz[j].  g may alias
+# z: z[j] is always read before g[j] is written.
+
+cdef inline double _row_gaussian(const floating *z, const floating *y, int k, double inv_var,
+                                 double c, floating *g) noexcept nogil:
+    """l = sum_j (y_j - z_j)^2 / (2 sigma^2);  dl/dz_j = (z_j - y_j) / sigma^2."""
+    cdef double d, s = 0.0, cg = c * inv_var
+    cdef int j
+    for j in range(k):
+        d = <double> z[j] - <double> y[j]
+        s += d * d
+        if g != NULL:
+            g[j] = <floating> (cg * d)
+    return 0.5 * inv_var * s
+
+
+cdef inline double _row_mse(const floating *z, const floating *y, int k, double c,
+                            floating *g) noexcept nogil:
+    """l = (1/k) sum_j (z_j - y_j)^2;  dl/dz_j = 2 (z_j - y_j) / k.
+
+    The Gaussian NLL with 1/sigma^2 = 2/k: MSE is that MLE in disguise (docs/theory.md,
+    section 4).
+    """
+    return _row_gaussian(z, y, k, 2.0 / k, c, g)
+
+
+cdef inline double _row_gaussian_learned(const floating *z, const floating *y, int k, double c,
+                                         floating *g) noexcept nogil:
+    """z = [mu (k) | s (k)], s = log variance:  l = sum_j 0.5 (y_j - mu_j)^2 exp(-s_j) + 0.5 s_j.
+
+    dl/dmu_j = (mu_j - y_j) exp(-s_j);  dl/ds_j = 0.5 - 0.5 (y_j - mu_j)^2 exp(-s_j).
+    With e = exp(-s/2) and d = (y - mu) e: (y - mu)^2 exp(-s) = d^2 and (mu - y) exp(-s) = -d e,
+    which overflows only for s < -1419 (exp(-s) itself would at s < -709).  A target matched
+    exactly (y == mu) has r = 0 whatever s is: the 0 * inf of a huge precision is not formed.
+    No clamping: an honest overflow stays visible as inf.
+    """
+    cdef double diff, s, e, d, r, gmu, l = 0.0
+    cdef int j
+    for j in range(k):
+        diff = <double> y[j] - <double> z[j]
+        s = <double> z[k + j]
+        if diff == 0.0:
+            r = 0.0
+            gmu = 0.0
+        else:
+            e = exp(-0.5 * s)
+            d = diff * e
+            r = d * d
+            gmu = -d * e
+        l += 0.5 * r + 0.5 * s
+        if g != NULL:
+            g[j] = <floating> (c * gmu)
+            g[k + j] = <floating> (c * (0.5 - 0.5 * r))
+    return l
+
+
+cdef inline double _row_bce(const floating *z, const floating *y, int k, double c,
+                            floating *g) noexcept nogil:
+    """l = sum_j max(z_j, 0) - y_j z_j + log1p(exp(-|z_j|));  dl/dz_j = sigmoid(z_j) - y_j.
+
+    max(z, 0) - y z is written (1 - y) z for z > 0 and -y z otherwise: both terms are >= 0 for
+    y in [0, 1], so nothing cancels, and z = +-1e4 with a hard target gives exactly 0 or 1e4.
+    The gradient is (1 - y) sigmoid(z) - y sigmoid(-z): exact in relative terms for hard targets
+    even when it is 1e-13 (sigmoid(30) - 1 would keep only three digits of it).
+    """
+    cdef double zj, yj, l = 0.0
+    cdef int j
+    for j in range(k):
+        zj = <double> z[j]
+        yj = <double> y[j]
+        l += ((1.0 - yj) * zj if zj > 0.0 else -yj * zj) + log1p(exp(-fabs(zj)))
+        if g != NULL:
+            g[j] = <floating> (c * ((1.0 - yj) * sigmoid(zj) - yj * sigmoid(-zj)))
+    return l
+
+
+cdef inline double _row_softmax_xent(const floating *z, const floating *y, Py_ssize_t label,
+                                     int k, bint kl, double c, floating *g) noexcept nogil:
+    """Softmax cross-entropy (kl=False) or KL(y || softmax(z)) (kl=True) of one row.
+
+    With m the largest logit (index a), t = sum_{j != a} exp(z_j - m), s = 1 + t:
+        -log softmax_j = (m - z_j) + log1p(t)           (>= 0 term by term: no cancellation)
+        CE = sum_j y_j (m - z_j) + (sum_j y_j) log1p(t)
+        KL = CE + sum_j y_j log y_j                        (0 log 0 = 0)
+        dCE/dz_j = dKL/dz_j = (sum_i y_i) softmax_j - y_j
+    y == NULL: integer label, i.e. y is the one-hot row e_label.
+    exp(z_j - m) is not kept in g between the two passes: g may alias z, and in float32 a
+    rounded softmax would spoil the cancelling difference softmax - y.  It is kept, in double,
+    in a stack buffer for rows of up to _EXP_CACHE logits (and recomputed, with the same result,
+    for wider rows): the same numbers, with half the libm calls.
+    """
+    cdef double m = <double> z[0], e, t = 0.0, cross = 0.0, ysum = 0.0, yrest = 0.0
+    cdef double ent = 0.0, yj, ya = 0.0, inv_s, lse_rel, gj
+    cdef int j, a = 0
+    cdef double ecache[_EXP_CACHE]
+    cdef bint cached = k <= _EXP_CACHE
+    for j in range(1, k):
+        if z[j] > m:
+            m = <double> z[j]
+            a = j
+    if y == NULL:
+        if label < 0 or label >= k:    # unchecked caller: never index out of bounds
+            if g != NULL:
+                for j in range(k):
+                    g[j] = <floating> NAN
+            return NAN
+        cross = m - <double> z[label]
+        ysum = 1.0
+        ya = 1.0 if label == a else 0.0
+        yrest = 1.0 - ya
+    for j in range(k):
+        if j != a:
+            e = exp(<double> z[j] - m)
+            t += e
+            if cached:
+                ecache[j] = e
+        if y != NULL:
+            yj = <double> y[j]
+            ysum += yj
+            cross += yj * (m - <double> z[j])
+            if j != a:
+                yrest += yj
+            if kl and yj > 0.0:
+                ent += yj * log(yj)
+    if y != NULL:
+        ya = <double> y[a]
+    lse_rel = log1p(t)
+    if g != NULL:
+        inv_s = 1.0 / (1.0 + t)
+        for j in range(k):
+            if j == a:
+                # ysum / s - y_a = (yrest + y_a - y_a (1 + t)) / s
+                gj = (yrest - ya * t) * inv_s
+            else:
+                e = ecache[j] if cached else exp(<double> z[j] - m)
+                gj = ysum * e * inv_s
+                if y != NULL:
+                    gj -= <double> y[j]
+                elif j == label:
+                    gj -= 1.0
+            g[j] = <floating> (c * gj)
+    return cross + ysum * lse_rel + ent
+
+
+cdef inline double _row_poisson(const floating *z, const floating *y, int k, bint full,
+                                double c, floating *g) noexcept nogil:
+    """l = sum_j exp(z_j) - y_j z_j [+ lgamma(y_j + 1)];  dl/dz_j = exp(z_j) - y_j.
+
+    lgamma's sign output (the global signgam) is never needed here: y + 1 >= 1.
+    """
+    cdef double zj, yj, ez, l = 0.0
+    cdef int j
+    for j in range(k):
+        zj = <double> z[j]
+        yj = <double> y[j]
+        ez = exp(zj)
+        l += ez - yj * zj
+        if full:
+            l += lgamma(yj + 1.0)
+        if g != NULL:
+            g[j] = <floating> (c * (ez - yj))
+    return l
+
+
+# --------------------------------------------------------------------------------- batch loop
+
+cdef double loss_grad(const LossParams *p, const floating *Z, int n_samples, int n_out,
+                      const floating *Y, const Py_ssize_t *labels,
+                      const floating *sample_weight, const floating *sigma,
+                      double grad_scale, floating *G) noexcept nogil:
+    """sum_i w_i l_i over the batch; G[i, :] = grad_scale * w_i * dl_i/dZ[i, :] (see _losses.pxd).
+
+    A sample of weight 0 contributes nothing and gets a zero gradient row, even where its l_i
+    would overflow (no 0 * inf).
+    """
+    cdef int kind = p.kind
+    cdef int k = n_out // 2 if kind == LOSS_GAUSSIAN_LEARNED else n_out  # targets per row
+    cdef Py_ssize_t i, j
+    cdef double total = 0.0, w, c, l, sig, inv_var = 0.0, const_term = 0.0
+    cdef const floating *z
+    cdef const floating *y = NULL
+    cdef floating *g = NULL
+    cdef Py_ssize_t label = 0
+    cdef bint use_labels = labels != NULL and (kind == LOSS_CE or kind == LOSS_KL)
+
+    if kind < 0 or kind >= N_LOSSES or n_out < 1 or k < 1:
+        return NAN
+    if Y == NULL and not use_labels:
+        return NAN
+    if kind == LOSS_GAUSSIAN and sigma == NULL:
+        inv_var = 1.0 / (p.sigma * p.sigma)
+        if p.full:
+            const_term = k * (log(p.sigma) + HALF_LOG_2PI)
+    elif kind == LOSS_GAUSSIAN_LEARNED and p.full:
+        const_term = k * HALF_LOG_2PI
+
+    for i in range(n_samples):
+        w = 1.0 if sample_weight == NULL else <double> sample_weight[i]
+        z = Z + i * n_out
+        if G != NULL:
+            g = G + i * n_out
+        if not use_labels:
+            y = Y + i * k
+        if w == 0.0:
+            if g != NULL:
+                for j in range(n_out):
+                    g[j] = 0
+            continue
+        c = grad_scale * w
+        if kind == LOSS_MSE:
+            l = _row_mse(z, y, k, c, g)
+        elif kind == LOSS_GAUSSIAN:
+            if sigma != NULL:
+                sig = <double> sigma[i]
+                inv_var = 1.0 / (sig * sig)
+                if p.full:
+                    const_term = k * (log(sig) + HALF_LOG_2PI)
+            l = _row_gaussian(z, y, k, inv_var, c, g) + const_term
+        elif kind == LOSS_GAUSSIAN_LEARNED:
+            l = _row_gaussian_learned(z, y, k, c, g) + const_term
+        elif kind == LOSS_BCE:
+            l = _row_bce(z, y, k, c, g)
+        elif kind == LOSS_CE or kind == LOSS_KL:
+            if use_labels:
+                label = labels[i]
+            l = _row_softmax_xent(z, y, label, k, kind == LOSS_KL, c, g)
+        else:  # LOSS_POISSON
+            l = _row_poisson(z, y, k, p.full, c, g)
+        total += w * l
+    return total
+
+
+cdef void output_activation(int kind, floating *Z, int n_samples, int n_out) noexcept nogil:
+    """Z <- link(Z) in place (see _losses.pxd).  Unknown codes leave Z unchanged."""
+    cdef Py_ssize_t i, j, n = <Py_ssize_t> n_samples * n_out
+    cdef int k = n_out // 2
+    cdef floating *z
+    cdef double m, s
+    if kind == LOSS_BCE:
+        for i in range(n):
+            Z[i] = sigmoid(Z[i])
+    elif kind == LOSS_POISSON:
+        for i in range(n):
+            Z[i] = <floating> exp(<double> Z[i])
+    elif kind == LOSS_GAUSSIAN_LEARNED:
+        for i in range(n_samples):
+            z = Z + i * n_out
+            for j in range(k, 2 * k):
+                z[j] = <floating> exp(0.5 * <double> z[j])
+    elif kind == LOSS_CE or kind == LOSS_KL:
+        # three passes, exp evaluated twice, so each probability is rounded once
+        for i in range(n_samples):
+            z = Z + i * n_out
+            m = <double> z[0]
+            for j in range(1, n_out):
+                if z[j] > m:
+                    m = <double> z[j]
+            s = 0.0
+            for j in range(n_out):
+                s += exp(<double> z[j] - m)
+            s = 1.0 / s
+            for j in range(n_out):
+                z[j] = <floating> (exp(<double> z[j] - m) * s)
+
+
+# ------------------------------------------------------------- checks at the compiled boundary
+
+cdef int check_target_sizes(int kind, Py_ssize_t n, Py_ssize_t n_out, Py_ssize_t y_rows,
+                            Py_ssize_t y_cols, Py_ssize_t n_labels, Py_ssize_t n_sw,
+                            Py_ssize_t n_sigma) except -1:
+    """Raise ValueError unless the loss code and the targets fit logits of shape (n, n_out).
+
+    Sizes are -1 for an absent array.  Shared by every def entry point that reaches loss_grad
+    (here, _network, _sgd, _bench): these private functions are reachable from Python, so
+    they never trust their caller's sizes.  O(1), C comparisons unless one fails.  Label
+    values are not checked here: the kernel turns a label outside [0, n_out) into a NaN
+    loss (never a read out of bounds), and fastnn.nn.losses rejects it first.
+    """
+    cdef Py_ssize_t k
+    if kind < 0 or kind >= N_LOSSES:
+        raise ValueError(f"unknown loss code {kind}; expected 0 .. {N_LOSSES - 1}")
+    k = n_out // 2 if kind == LOSS_GAUSSIAN_LEARNED else n_out
+    if n < 0 or n_out < 1 or k < 1:
+        raise ValueError(f"logits of shape ({n}, {n_out}) do not fit loss code {kind}")
+    if n_labels != -1:
+        if kind != LOSS_CE and kind != LOSS_KL:
+            raise ValueError("labels are only used by the softmax losses")
+        if n_labels != n:
+            raise ValueError(f"labels has {n_labels} entries; expected {n}")
+    elif y_rows == -1:
+        raise ValueError("either Y or labels is required")
+    elif y_rows != n or y_cols != k:
+        raise ValueError(f"Y has shape ({y_rows}, {y_cols}); expected ({n}, {k})")
+    if n_sw != -1 and n_sw != n:
+        raise ValueError(f"sample_weight has {n_sw} entries; expected {n}")
+    if n_sigma != -1 and n_sigma != n:
+        raise ValueError(f"sigma has {n_sigma} entries; expected {n}")
+    return 0
+
+
+cdef int check_targets(int kind, Py_ssize_t n, Py_ssize_t n_out, object Y,
+                       const Py_ssize_t[::1] labels, object sample_weight,
+                       object sigma) except -1:
+    """check_target_sizes from the arrays (None where absent)."""
+    return check_target_sizes(
+        kind, n, n_out, -1 if Y is None else Y.shape[0], -1 if Y is None else Y.shape[1],
+        -1 if labels is None else labels.shape[0],
+        -1 if sample_weight is None else sample_weight.shape[0],
+        -1 if sigma is None else sigma.shape[0])
+
+
+def check_targets_py(int kind, Py_ssize_t n, Py_ssize_t n_out, Y, labels,
+                     sample_weight=None, sigma=None):
+    """check_targets for Python callers (fastnn._core._bench)."""
+    check_targets(kind, n, n_out, Y, labels, sample_weight, sigma)
+
+
+
+# ------------------------------------------------------------- def wrappers for fastnn.nn.losses
+
+def loss_grad_into(int kind, bint full, double sigma,
+                   const floating[:, ::1] Z,              # IN (n, n_out) logits
+                   const floating[:, ::1] Y,              # IN (n, n_targets) or None
+                   const Py_ssize_t[::1] labels,          # IN (n,) intp, or None
+                   const floating[::1] sample_weight,     # IN (n,) or None
+                   const floating[::1] sigma_arr,         # IN (n,) per-sample sigma, or None
+                   double grad_scale,
+                   floating[:, ::1] G):                   # OUT (n, n_out) or None; may be Z
+    """Unchecked values (fastnn.nn.losses validates them); shapes are checked, O(1).
+
+    Returns sum_i w_i l_i as a float and fills G[i, :] = grad_scale * w_i * dl_i/dZ[i, :].
+    """
+    cdef LossParams p
+    cdef Py_ssize_t n = Z.shape[0], n_out = Z.shape[1]
+    cdef const floating *Y_ptr = NULL
+    cdef const Py_ssize_t *lab_ptr = NULL
+    cdef const floating *w_ptr = NULL
+    cdef const floating *s_ptr = NULL
+    cdef floating *G_ptr = NULL
+    cdef double total
+    if n < 1 or n > INT_MAX or n_out > INT_MAX:
+        raise ValueError(f"Z has shape ({n}, {n_out}); expected 1 .. {INT_MAX} rows")
+    check_target_sizes(kind, n, n_out, -1 if Y is None else Y.shape[0],
+                       -1 if Y is None else Y.shape[1],
+                       -1 if labels is None else labels.shape[0],
+                       -1 if sample_weight is None else sample_weight.shape[0],
+                       -1 if sigma_arr is None else sigma_arr.shape[0])
+    if labels is not None:
+        lab_ptr = &labels[0]
+    else:
+        Y_ptr = &Y[0, 0]
+    if sample_weight is not None:
+        w_ptr = &sample_weight[0]
+    if sigma_arr is not None:
+        s_ptr = &sigma_arr[0]
+    if G is not None:
+        if G.shape[0] != n or G.shape[1] != n_out:
+            raise ValueError(f"G has shape ({G.shape[0]}, {G.shape[1]}); expected ({n}, {n_out})")
+        G_ptr = &G[0, 0]
+    p.kind = kind
+    p.full = full
+    p.sigma = sigma
+    with nogil:
+        total = loss_grad(&p, &Z[0, 0], <int> n, <int> n_out, Y_ptr, lab_ptr, w_ptr, s_ptr,
+                          grad_scale, G_ptr)
+    return total
+
+
+def output_into(int kind, floating[:, ::1] Z):  # IN/OUT (n, n_out): logits -> link(logits)
+    """Apply the loss's output link to Z in place (see output_activation)."""
+    if kind < 0 or kind >= N_LOSSES:
+        raise ValueError(f"unknown loss code {kind}")
+    if Z.shape[0] == 0 or Z.shape[1] == 0:
+        return
+    if Z.shape[0] > INT_MAX or Z.shape[1] > INT_MAX:
+        raise ValueError(f"Z has shape ({Z.shape[0]}, {Z.shape[1]}); too large")
+    with nogil:
+        output_activation(kind, &Z[0, 0], <int> Z.shape[0], <int> Z.shape[1])

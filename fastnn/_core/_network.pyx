@@ -1,0 +1,824 @@
+"""A whole MLP in compiled code, over ONE contiguous parameter vector.
+
+Layer k (0-based) owns W_k = params[w_off[k] : w_off[k] + n_k * n_{k+1}] (row-major
+(n_k, n_{k+1})) and b_k = params[b_off[k] : b_off[k] + n_{k+1}]; the gradient vector has the
+same layout, so an optimizer updates everything in one pass (and an all-reduce is one call).
+
+The workspace is caller-owned: `acts` holds every layer's output for n_rows samples, the two
+delta buffers ping-pong dl/dZ backwards.  Nothing here allocates, so the training loop
+(_sgd.pyx) calls net_loss_grad once per minibatch on buffers sized once per fit.
+"""
+from cython cimport floating
+from libc.limits cimport INT_MAX
+from libc.stdlib cimport malloc, free
+from cpython.pyport cimport PY_SSIZE_T_MAX
+
+from fastnn._core._fpmode cimport (fnn_fpmode_enter, fnn_fpmode_get, fnn_fpmode_leave,
+                             fnn_fpmode_set, fnn_fpmode_supported, fnn_fpmode_writable_bits)
+from fastnn._core._kernels cimport FNN_OK, FNN_N_ACTIVATIONS, FNN_IDENTITY
+from fastnn._core._kernels cimport (fnn_act_keeps_preactivation, bias_act, bias_act_keep,
+                              act_backward_ld)
+from fastnn._core._pool cimport parallel_for
+from fastnn._core._dropout cimport (DropoutCtx, dropout, fnn_dropout_keep_row,
+                              fnn_dropout_threshold, fnn_philox4x32_10)
+from libc.stdint cimport uint32_t, uint64_t
+from fastnn._core._blas cimport gemm_rowmajor
+from fastnn._core._layernorm cimport layernorm_act_forward, layernorm_act_backward
+from fastnn._core._losses cimport (LossParams, N_LOSSES, check_targets, loss_grad,
+                             output_activation)
+
+import numpy as np
+
+
+# ---------------------------------------------------------------- the fixed decomposition
+# Every product and pass below is cut into tasks whose boundaries are a function of the
+# shapes only, never of the thread count: each task runs the same single-threaded BLAS call or
+# kernel on the same block whatever n_threads is, writes its own outputs, and no sum crosses
+# a task.  So the results are the same bits for 1, 2, ... threads; only which thread takes
+# which task varies (fastnn._core._pool).  The constants were chosen from bench/threads.py
+# (bench/RESULTS.md, section 11).
+
+cdef enum:
+    COL_UNIT = 16              # column tiles are multiples of the BLAS kernels' vector width
+    ROW_UNIT = 8               # row tiles: multiples of the kernels' row unroll
+    PASS_MIN_ELEMS = 16384     # an element-wise task covers at least this many entries
+    MAX_TILES = 64             # element-wise tasks per pass at most
+
+# The GEMM tiles: C is cut into a power-of-two number of near-equal blocks (so that 2, 4, ...
+# threads share them evenly): 2 once each half does at least _tile_min_flops, more only while
+# each tile still does at least _tile_big_flops (at most _max_tiles), and no side shorter than
+# _tile_side unless C's side is.  Every tile costs: OpenBLAS packs a tile's operands afresh
+# and its kernels lose efficiency on small blocks.  Measured on network A at one thread
+# (bench/RESULTS.md section 11): 16-column tiles made a step's GEMMs 1.2-3.2x slower; 4 tiles
+# of A's 17-411 MFLOP products cost 5-9% over one untiled call, 2 tiles 1-5%; and with 2
+# tiles A trained 3-8% faster on 2 threads than with 4.  So a product is cut in two from 2
+# MFLOP, which feeds 2 cores, and in more only where each tile stays large (>= 128 MFLOP:
+# A from batch 2048, or wider layers), which is what lets a product feed many cores.
+# Module globals only so that bench/threads.py can measure other choices (_set_tiling);
+# results depend on them, so nothing else may change them.
+cdef int _tile_side = 64
+cdef double _tile_min_flops = 1e6
+cdef double _tile_big_flops = 128e6
+cdef int _max_tiles = 64
+# How many threads take a product's tiles: one per _thread_min_flops of the product, at most
+# n_threads (the tiles, hence the results, stay the same).  Measured: while the pool's
+# workers slept after ~10 us, network A at batch 16 (6.4 MFLOP products, 2 tiles) trained 3%
+# slower on 2 threads than on 1, so this was 4 MFLOP; with workers that stay awake
+# (fastnn_pool.h) 2 threads at 1 MFLOP make it 1.55x faster (bench/RESULTS.md section 11).
+cdef double _thread_min_flops = 1e6
+
+
+def _set_tiling(int side, double min_flops, int max_tiles, double big_flops=128e6):
+    """For bench/threads.py only: the tiling constants (changes results' bits).  Returns
+    the old (side, min_flops, max_tiles, big_flops)."""
+    global _tile_side, _tile_min_flops, _max_tiles, _tile_big_flops
+    if side < 16 or min_flops < 0 or max_tiles < 1 or big_flops < 0:
+        raise ValueError(f"side={side}, min_flops={min_flops}, max_tiles={max_tiles}, "
+                         f"big_flops={big_flops}; expected >= 16, >= 0, >= 1, >= 0")
+    old = (_tile_side, _tile_min_flops, _max_tiles, _tile_big_flops)
+    _tile_side, _tile_min_flops, _max_tiles, _tile_big_flops = (side, min_flops, max_tiles,
+                                                                big_flops)
+    return old
+
+
+cdef struct _Gemm:
+    bint dbl, trans_a, trans_b
+    int m, n, k, lda, ldb, ldc, tm, tn, gn
+    double alpha, beta          # exact copies of the float32 values for a float32 product
+    const void *A
+    const void *B
+    void *C
+
+
+cdef inline long _split(long dim, long parts, long unit, long *width) noexcept nogil:
+    """Cut dim into `parts` near-equal blocks of a multiple of unit; returns the count."""
+    cdef long w = (dim + parts - 1) // parts
+    w = ((w + unit - 1) // unit) * unit
+    if w >= dim:
+        width[0] = dim
+        return 1
+    width[0] = w
+    return (dim + w - 1) // w
+
+
+cdef long _gemm_tiles(int m, int n, int k, int *tm, int *tn, int *gn) noexcept nogil:
+    """The tiles of C (m, n) := op(A) op(B) with reduction length k: their count, their
+    height tm and width tn, gn per row of tiles (row-major order).  A function of (m, n, k)
+    only (and of the constants above), never of the thread count."""
+    cdef double flops = 2.0 * m * n * k
+    cdef long target = 1, pm = 1, pn = 1, wm, wn, cm, cn
+    if _max_tiles >= 2 and flops / 2 >= _tile_min_flops:
+        target = 2
+    while target * 2 <= _max_tiles and flops / (target * 2) >= _tile_big_flops:
+        target *= 2
+    while pm * pn < target:
+        # halve the longer side of the current tile, if it stays >= _tile_side
+        if m // pm >= n // pn and m // pm >= 2 * <long> _tile_side:
+            pm *= 2
+        elif n // pn >= 2 * <long> _tile_side:
+            pn *= 2
+        elif m // pm >= 2 * <long> _tile_side:
+            pm *= 2
+        else:
+            break
+    cm = _split(m, pm, ROW_UNIT, &wm)
+    cn = _split(n, pn, COL_UNIT, &wn)
+    tm[0], tn[0], gn[0] = <int> wm, <int> wn, <int> cn
+    return cm * cn
+
+
+def gemm_tiles(int m, int n, int k):
+    """(n_tiles, tile height, tile width) of the fixed decomposition of a product C (m, n)
+    with reduction length k (for bench/threads.py and the tests)."""
+    cdef int tm, tn, gn
+    if m < 1 or n < 1 or k < 1:
+        raise ValueError(f"m={m}, n={n}, k={k}; expected each >= 1")
+    n_tiles = _gemm_tiles(m, n, k, &tm, &tn, &gn)
+    return n_tiles, tm, tn
+
+
+cdef void _gemm_task(void *ctx, long t) noexcept nogil:
+    cdef _Gemm *g = <_Gemm *> ctx
+    cdef Py_ssize_t r0 = (t // g.gn) * <Py_ssize_t> g.tm, c0 = (t % g.gn) * <Py_ssize_t> g.tn
+    cdef int m = <int> min(<Py_ssize_t> g.tm, g.m - r0), n = <int> min(<Py_ssize_t> g.tn,
+                                                                        g.n - c0)
+    cdef Py_ssize_t a_off = r0 if g.trans_a else r0 * g.lda
+    cdef Py_ssize_t b_off = c0 * g.ldb if g.trans_b else c0
+    cdef Py_ssize_t c_off = r0 * g.ldc + c0
+    if g.dbl:
+        gemm_rowmajor(g.trans_a, g.trans_b, m, n, g.k, <double> g.alpha,
+                      (<const double *> g.A) + a_off, g.lda, (<const double *> g.B) + b_off,
+                      g.ldb, <double> g.beta, (<double *> g.C) + c_off, g.ldc)
+    else:
+        gemm_rowmajor(g.trans_a, g.trans_b, m, n, g.k, <float> g.alpha,
+                      (<const float *> g.A) + a_off, g.lda, (<const float *> g.B) + b_off,
+                      g.ldb, <float> g.beta, (<float *> g.C) + c_off, g.ldc)
+
+
+cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, int k,
+                     floating alpha, const floating *A, int lda, const floating *B, int ldb,
+                     floating beta, floating *C, int ldc) noexcept nogil:
+    cdef _Gemm g
+    cdef long n_tiles
+    if m <= 0 or n <= 0:
+        return
+    if n_threads > 0:
+        n_tiles = _gemm_tiles(m, n, k, &g.tm, &g.tn, &g.gn)
+        if n_tiles > 1:
+            g.dbl = floating is double
+            g.trans_a, g.trans_b = trans_a, trans_b
+            g.m, g.n, g.k, g.lda, g.ldb, g.ldc = m, n, k, lda, ldb, ldc
+            g.alpha, g.beta = alpha, beta
+            g.A, g.B, g.C = A, B, C
+            parallel_for(<int> min(<double> n_threads, max(1.0, 2.0 * m * n * k
+                                                            // _thread_min_flops)),
+                         n_tiles, _gemm_task, &g)
+            return
+    # one tile (or the untiled path, n_threads == 0): the whole product in one call
+    gemm_rowmajor(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+cdef struct _Pass:
+    bint dbl
+    int kind                    # _BIAS_ACT, _BIAS_ACT_KEEP, _ACT_BACKWARD, _DROPOUT, _LN_FORWARD
+    int act, rows, cols, block
+    double alpha
+    void *Z                     # bias_act*, layer norm: Z; act_backward: D; dropout: dst
+    const void *b               # bias_act*, layer norm: b; act_backward: dA
+    void *A                     # bias_act_keep, layer norm: A; act_backward: db
+    const void *K               # act_backward: what the forward pass kept; dropout: src
+    const void *gamma           # layer norm: gain, shift; Y (kept) and 1 / std per row
+    const void *beta
+    void *Y
+    void *rstd
+    const DropoutCtx *drop      # dropout: the context, its layer and rate
+    int layer
+    double rate
+
+cdef enum:
+    _BIAS_ACT = 0
+    _BIAS_ACT_KEEP = 1
+    _ACT_BACKWARD = 2
+    _DROPOUT = 3
+    _LN_FORWARD = 4
+
+
+cdef void _rows_task(_Pass *p, floating *Z, Py_ssize_t lo, Py_ssize_t cnt) noexcept nogil:
+    # (Z only selects the dtype)
+    cdef Py_ssize_t off = lo * p.cols
+    cdef DropoutCtx block
+    if p.kind == _BIAS_ACT_KEEP:
+        bias_act_keep((<floating *> p.Z) + off, <const floating *> p.b,
+                      (<floating *> p.A) + off, cnt, p.cols, p.act, <floating> p.alpha)
+    elif p.kind == _DROPOUT:
+        block = p.drop[0]
+        block.samples = block.samples + lo          # each row's mask is its sample's
+        dropout((<floating *> p.Z) + off, (<const floating *> p.K) + off, cnt, p.cols,
+                &block, p.layer, p.rate)
+    elif p.kind == _LN_FORWARD:
+        layernorm_act_forward((<floating *> p.Z) + off, <const floating *> p.b,
+                              <const floating *> p.gamma, <const floating *> p.beta,
+                              (<floating *> p.Y) + off, (<floating *> p.rstd) + lo,
+                              (<floating *> p.A) + off, cnt, p.cols, p.act,
+                              <floating> p.alpha)
+    else:
+        bias_act((<floating *> p.Z) + off, <const floating *> p.b, cnt, p.cols, p.act,
+                 <floating> p.alpha)
+
+
+cdef void _pass_task(void *ctx, long t) noexcept nogil:
+    # act_backward: a block of columns (each column's bias gradient summed over all rows in
+    # row order, as in one pass); the others: a block of rows
+    cdef _Pass *p = <_Pass *> ctx
+    cdef Py_ssize_t lo = <Py_ssize_t> t * p.block
+    cdef Py_ssize_t cnt
+    if p.kind == _ACT_BACKWARD:
+        cnt = min(<Py_ssize_t> p.block, p.cols - lo)
+        if p.dbl:
+            act_backward_ld((<const double *> p.b) + lo, (<const double *> p.K) + lo,
+                            (<double *> p.Z) + lo, (<double *> p.A) + lo, p.rows, cnt, p.cols,
+                            p.act, <double> p.alpha)
+        else:
+            act_backward_ld((<const float *> p.b) + lo, (<const float *> p.K) + lo,
+                            (<float *> p.Z) + lo, (<float *> p.A) + lo, p.rows, cnt, p.cols,
+                            p.act, <float> p.alpha)
+        return
+    cnt = min(<Py_ssize_t> p.block, p.rows - lo)
+    if p.dbl:
+        _rows_task(p, <double *> NULL, lo, cnt)
+    else:
+        _rows_task(p, <float *> NULL, lo, cnt)
+
+
+cdef void _launch(int n_threads, _Pass *p) noexcept nogil:
+    """Run the pass over its fixed blocks: at least PASS_MIN_ELEMS entries each, at most
+    MAX_TILES blocks (a function of the shape only); n_threads <= 0: one block."""
+    cdef long want = <long> ((<double> p.rows * p.cols) / PASS_MIN_ELEMS), unit = 1, n_tasks
+    cdef long dim = p.cols if p.kind == _ACT_BACKWARD else p.rows
+    if p.kind == _ACT_BACKWARD:
+        unit = COL_UNIT
+    want = min(want, MAX_TILES, (dim + unit - 1) // unit)
+    p.block = <int> dim
+    n_tasks = 1
+    if n_threads > 0 and want > 1:
+        p.block = <int> (((dim + want - 1) // want + unit - 1) // unit * unit)
+        n_tasks = (dim + p.block - 1) // p.block
+    if n_tasks == 1:
+        _pass_task(p, 0)
+    else:
+        parallel_for(n_threads, n_tasks, _pass_task, p)
+
+
+cdef int _run_pass(int n_threads, int kind, int rows, int cols, int act, floating alpha,
+                   floating *Z, const floating *b, floating *A,
+                   const floating *K) noexcept nogil:
+    """bias_act, bias_act_keep (row blocks) or act_backward (column blocks) on fixed blocks.
+    Returns FNN_OK or FNN_EBADACT (checked on an empty block before any task runs)."""
+    cdef _Pass p
+    cdef int status
+    if kind == _ACT_BACKWARD:
+        status = act_backward_ld(b, K, Z, A, 0, 0, cols, act, alpha)
+    elif kind == _BIAS_ACT_KEEP:
+        status = bias_act_keep(Z, b, A, 0, cols, act, alpha)
+    else:
+        status = bias_act(Z, b, 0, cols, act, alpha)
+    if status != FNN_OK or rows <= 0 or cols <= 0:
+        return status
+    p.dbl = floating is double
+    p.kind, p.act, p.rows, p.cols, p.alpha = kind, act, rows, cols, alpha
+    p.Z, p.b, p.A, p.K = Z, b, A, K
+    _launch(n_threads, &p)
+    return FNN_OK
+
+
+cdef void _run_dropout(int n_threads, floating *dst, const floating *src, int rows, int cols,
+                       const DropoutCtx *drop, int layer, double rate) noexcept nogil:
+    """dropout over fixed row blocks (a row's mask depends on its sample, not its block)."""
+    cdef _Pass p
+    if rows <= 0 or cols <= 0:
+        return
+    p.dbl = floating is double
+    p.kind, p.rows, p.cols = _DROPOUT, rows, cols
+    p.Z, p.K, p.drop, p.layer, p.rate = dst, src, drop, layer, rate
+    _launch(n_threads, &p)
+
+
+cdef int _run_layernorm(int n_threads, floating *Z, const floating *b, const floating *gamma,
+                        const floating *beta, floating *Y, floating *rstd, floating *A,
+                        int rows, int cols, int act, floating alpha) noexcept nogil:
+    """layernorm_act_forward over fixed row blocks (each row is normalized on its own)."""
+    cdef _Pass p
+    cdef int status = layernorm_act_forward(Z, b, gamma, beta, Y, rstd, A, 0, cols, act,
+                                            alpha)
+    if status != FNN_OK or rows <= 0 or cols <= 0:
+        return status
+    p.dbl = floating is double
+    p.kind, p.act, p.rows, p.cols, p.alpha = _LN_FORWARD, act, rows, cols, alpha
+    p.Z, p.b, p.gamma, p.beta, p.Y, p.rstd, p.A = Z, b, gamma, beta, Y, rstd, A
+    _launch(n_threads, &p)
+    return FNN_OK
+
+
+cdef int net_forward(const Net *net, const floating *params, const floating *X, int n_rows,
+                     floating *acts) noexcept nogil:
+    cdef int k, status
+    cdef const floating *inp = X
+    cdef floating *out
+    cdef floating *kept
+    cdef floating *xhat
+    cdef int n_out, n_in, nt = net.n_threads
+    for k in range(net.n_layers):
+        out = layer_output(net, acts, n_rows, k)
+        kept = layer_kept(net, acts, n_rows, k)
+        n_out = net.sizes[k + 1]
+        n_in = net.sizes[k]
+        if net.norms[k]:
+            # x W -> xhat (normalized), y = gamma xhat + beta (kept), A = act(y)
+            xhat = acts + n_rows * net.n_off[k]
+            tiled_gemm(nt, False, False, n_rows, n_out, n_in, <floating> 1, inp, n_in,
+                       params + net.w_off[k], n_out, <floating> 0, xhat, n_out)
+            status = _run_layernorm(
+                nt, xhat, params + net.b_off[k], params + net.b_off[k] + n_out,
+                params + net.b_off[k] + 2 * n_out, acts + n_rows * net.z_off[k],
+                acts + n_rows * net.r_off[k], out, n_rows, n_out, net.acts[k],
+                <floating> net.alphas[k])
+            kept = out
+        elif fnn_act_keeps_preactivation(net.acts[k]):
+            # Z = X W + b kept, A = act(Z) (dropout, if any, in place on the output)
+            tiled_gemm(nt, False, False, n_rows, n_out, n_in, <floating> 1, inp, n_in,
+                       params + net.w_off[k], n_out, <floating> 0, kept, n_out)
+            status = _run_pass(nt, _BIAS_ACT_KEEP, n_rows, n_out, net.acts[k],
+                               <floating> net.alphas[k], kept, params + net.b_off[k], out,
+                               <const floating *> NULL)
+            kept = out
+        else:
+            # with dropout, the output before dropout stays in the kept slot
+            tiled_gemm(nt, False, False, n_rows, n_out, n_in, <floating> 1, inp, n_in,
+                       params + net.w_off[k], n_out, <floating> 0, kept, n_out)
+            status = _run_pass(nt, _BIAS_ACT, n_rows, n_out, net.acts[k],
+                               <floating> net.alphas[k], kept, params + net.b_off[k],
+                               <floating *> NULL, <const floating *> NULL)
+        if status != FNN_OK:
+            return status
+        if dropping(net, k):
+            _run_dropout(nt, out, kept, n_rows, net.sizes[k + 1], net.drop, k,
+                         net.drop_rates[k])
+        inp = out
+    return FNN_OK
+
+
+cdef double net_forward_loss(const Net *net, const floating *params, const floating *X,
+                             int n_rows, const LossParams *loss, const floating *Y,
+                             const Py_ssize_t *labels, const floating *sample_weight,
+                             const floating *sigma, double grad_scale, floating *acts,
+                             floating *delta0, int *status) noexcept nogil:
+    cdef int L = net.n_layers
+    status[0] = net_forward(net, params, X, n_rows, acts)
+    if status[0] != FNN_OK:
+        return 0.0
+    # dl/dZ_L straight from the logits: the output link is fused into the loss
+    return loss_grad(loss, layer_output(net, acts, n_rows, L - 1), n_rows, net.sizes[L],
+                     Y, labels, sample_weight, sigma, grad_scale, delta0)
+
+
+cdef int net_backward(const Net *net, floating *params, floating *grads, const floating *X,
+                      int n_rows, floating *acts, floating *delta0, floating *delta1,
+                      double sgd_lr, double sgd_decay) noexcept nogil:
+    cdef int k, act, n_out, n_in, status = FNN_OK, nt = net.n_threads
+    cdef Py_ssize_t j
+    # (in the run's dtype, as _layers.dense_backward_sgd computes them)
+    cdef floating lr = <floating> sgd_lr, decay = <floating> sgd_decay
+    cdef floating *swap
+    cdef floating *gb
+    cdef const floating *inp
+    for k in range(net.n_layers - 1, -1, -1):
+        inp = X if k == 0 else layer_output(net, acts, n_rows, k - 1)
+        if dropping(net, k):
+            # dl/dA_k (after dropout) -> dl/dA_k before dropout: the same mask and scale
+            _run_dropout(nt, delta0, delta0, n_rows, net.sizes[k + 1], net.drop, k,
+                         net.drop_rates[k])
+        act = net.acts[k]
+        if net.norms[k]:
+            # dl/dA_k -> dl/dy -> dl/dz in place (with dgamma, dbeta), then the dense layer
+            # as an identity one
+            n_out = net.sizes[k + 1]
+            gb = grads + net.b_off[k]
+            status = layernorm_act_backward(
+                delta0, acts + n_rows * net.z_off[k], acts + n_rows * net.n_off[k],
+                params + net.b_off[k] + n_out, acts + n_rows * net.r_off[k], gb + n_out,
+                gb + 2 * n_out, n_rows, n_out, act, <floating> net.alphas[k])
+            if status != FNN_OK:
+                return status
+            if sgd_lr > 0:     # the fused plain SGD step also moves gamma and beta (no decay)
+                for j in range(2 * n_out):
+                    params[net.b_off[k] + n_out + j] -= (<floating> sgd_lr) * gb[n_out + j]
+            act = FNN_IDENTITY
+        # delta0 holds dl/dA_k on entry and becomes dl/dZ_k in place, with the bias
+        # gradient (column blocks); dl/dA_{k-1} goes to delta1 (skipped for the first layer:
+        # nobody needs dl/dX).  The products and passes of _layers.dense_backward(_sgd), on
+        # fixed tiles.
+        n_in = net.sizes[k]
+        n_out = net.sizes[k + 1]
+        status = _run_pass(nt, _ACT_BACKWARD, n_rows, n_out, act, <floating> net.alphas[k],
+                           delta0, delta0, grads + net.b_off[k],
+                           layer_kept(net, acts, n_rows, k))
+        if status != FNN_OK:
+            return status
+        if sgd_lr > 0:
+            # dX with the OLD W, then W := (1 - lr decay) W - lr X^T D inside the
+            # weight-gradient GEMM (beta != 0), then b := b - lr db
+            if k > 0:
+                tiled_gemm(nt, False, True, n_rows, n_in, n_out, <floating> 1, delta0, n_out,
+                           params + net.w_off[k], n_out, <floating> 0, delta1, n_in)
+            tiled_gemm(nt, True, False, n_in, n_out, n_rows, -lr, inp, n_in, delta0, n_out,
+                       1 - lr * decay, params + net.w_off[k], n_out)
+            gb = grads + net.b_off[k]
+            for j in range(n_out):
+                params[net.b_off[k] + j] -= lr * gb[j]
+        else:
+            tiled_gemm(nt, True, False, n_in, n_out, n_rows, <floating> 1, inp, n_in, delta0,
+                       n_out, <floating> 0, grads + net.w_off[k], n_out)
+            if k > 0:
+                tiled_gemm(nt, False, True, n_rows, n_in, n_out, <floating> 1, delta0, n_out,
+                           params + net.w_off[k], n_out, <floating> 0, delta1, n_in)
+        if status != FNN_OK:
+            return status
+        swap = delta0
+        delta0 = delta1
+        delta1 = swap
+    return FNN_OK
+
+
+cdef double net_loss_grad(const Net *net, const floating *params, floating *grads,
+                          const floating *X, int n_rows, const LossParams *loss,
+                          const floating *Y, const Py_ssize_t *labels,
+                          const floating *sample_weight, const floating *sigma,
+                          double grad_scale, floating *acts, floating *delta0,
+                          floating *delta1, int *status) noexcept nogil:
+    cdef double total = net_forward_loss(net, params, X, n_rows, loss, Y, labels,
+                                         sample_weight, sigma, grad_scale, acts, delta0,
+                                         status)
+    if status[0] == FNN_OK:
+        # params is only read when sgd_lr == 0
+        status[0] = net_backward(net, <floating *> params, grads, X, n_rows, acts, delta0,
+                                 delta1, 0.0, 0.0)
+    return total
+
+
+# ---------------------------------------------------------------- Python-facing holder
+
+cdef int check_net(NetSpec spec, Py_ssize_t n_params, Py_ssize_t n_grads,
+                   Py_ssize_t n_inputs, Py_ssize_t n_rows) except -1:
+    """See NetSpec.check; C comparisons only, unless one fails."""
+    if n_params != spec.n_params:
+        raise ValueError(f"params has {n_params} entries; the network has "
+                         f"{spec.n_params} parameters")
+    if n_grads != -1 and n_grads != spec.n_params:
+        raise ValueError(f"grads has {n_grads} entries; the network has "
+                         f"{spec.n_params} parameters")
+    if n_inputs != -1 and n_inputs != spec.net.sizes[0]:
+        raise ValueError(f"X has {n_inputs} features; the network expects "
+                         f"{spec.net.sizes[0]}")
+    if n_rows > INT_MAX:
+        raise ValueError(f"X has {n_rows} rows; at most {INT_MAX} are supported")
+    return 0
+
+
+def _index_vector(values, name, low, high):
+    """values as a 1-D intc array, each in [low, high] (checked before the cast can wrap)."""
+    raw = np.asarray(values)
+    if raw.ndim != 1 or (raw.size and raw.dtype.kind not in "iu"):
+        raise ValueError(f"{name} must be a 1-D sequence of integers; got {values!r}")
+    if raw.size and (raw.min() < low or raw.max() > high):
+        raise ValueError(f"{name}={raw.tolist()}; expected integers in [{low}, {high}]")
+    return np.ascontiguousarray(raw, dtype=np.intc)
+
+
+cdef class NetSpec:
+    """Owns the index arrays behind a `Net` struct (built once per model by fastnn.nn.model)."""
+
+    def __cinit__(self, sizes, acts, alphas, drop_rates=None, norms=None):
+        # reachable from Python: every index array the compiled code follows is checked here
+        sizes = _index_vector(sizes, "sizes", 1, INT_MAX)
+        n_layers = sizes.shape[0] - 1
+        if n_layers < 1:
+            raise ValueError(f"sizes has {sizes.shape[0]} entries; expected at least 2")
+        self._sizes = sizes
+        self._acts = _index_vector(acts, "acts", 0, FNN_N_ACTIVATIONS - 1)
+        if self._acts.shape[0] != n_layers:
+            raise ValueError(f"acts has {self._acts.shape[0]} entries; expected {n_layers}")
+        self._alphas = np.ascontiguousarray(alphas, dtype=np.float64)
+        if self._alphas.shape != (n_layers,) or not np.isfinite(self._alphas).all():
+            raise ValueError(f"alphas has shape {self._alphas.shape}; expected {n_layers} "
+                             "finite values")
+        self._drop_rates = (np.zeros(n_layers) if drop_rates is None else
+                            np.ascontiguousarray(drop_rates, dtype=np.float64))
+        if self._drop_rates.shape != (n_layers,) or not (
+                (self._drop_rates >= 0) & (self._drop_rates < 1)).all():
+            raise ValueError(f"drop_rates has shape {self._drop_rates.shape}; expected "
+                             f"{n_layers} rates in [0, 1)")
+        self._norms = (np.zeros(n_layers, dtype=np.intc) if norms is None else
+                       _index_vector(norms, "norms", 0, 1))
+        if self._norms.shape[0] != n_layers:
+            raise ValueError(f"norms has {self._norms.shape[0]} entries; expected {n_layers}")
+        n_off = np.full(n_layers, -1, dtype=np.intp)
+        r_off = np.full(n_layers, -1, dtype=np.intp)
+        w_off = np.empty(n_layers, dtype=np.intp)
+        b_off = np.empty(n_layers, dtype=np.intp)
+        a_off = np.empty(n_layers, dtype=np.intp)
+        z_off = np.full(n_layers, -1, dtype=np.intp)
+        pos = 0
+        width = 0
+        for k in range(n_layers):
+            w_off[k] = pos
+            pos += int(sizes[k]) * int(sizes[k + 1])
+            b_off[k] = pos
+            pos += int(sizes[k + 1]) * (3 if self._norms[k] else 1)   # [b | gamma | beta]
+            a_off[k] = width
+            width += int(sizes[k + 1])
+        for k in range(n_layers):  # the kept pre-activations follow all the outputs
+            if (fnn_act_keeps_preactivation(int(self._acts[k])) or self._drop_rates[k] > 0
+                    or self._norms[k]):
+                z_off[k] = width
+                width += int(sizes[k + 1])
+            if self._norms[k]:     # xhat, and 1 / std per row
+                n_off[k] = width
+                r_off[k] = width + int(sizes[k + 1])
+                width += int(sizes[k + 1]) + 1
+        self._w_off, self._b_off, self._a_off, self._z_off = w_off, b_off, a_off, z_off
+        self._n_off, self._r_off = n_off, r_off
+        self.n_params = pos
+        self.net.n_layers = n_layers
+        self.net.act_width = width
+        self.net.max_width = int(sizes[1:].max())
+        self._refresh()
+
+    def _refresh(self):
+        cdef int[::1] s = self._sizes, a = self._acts
+        cdef double[::1] al = self._alphas, dr = self._drop_rates
+        cdef Py_ssize_t[::1] w = self._w_off, b = self._b_off, ao = self._a_off
+        cdef Py_ssize_t[::1] zo = self._z_off, no = self._n_off, ro = self._r_off
+        cdef int[::1] nm = self._norms
+        self.net.sizes = &s[0]
+        self.net.acts = &a[0]
+        self.net.alphas = &al[0]
+        self.net.w_off = &w[0]
+        self.net.b_off = &b[0]
+        self.net.a_off = &ao[0]
+        self.net.z_off = &zo[0]
+        self.net.drop_rates = &dr[0]
+        self.net.norms = &nm[0]
+        self.net.n_off = &no[0]
+        self.net.r_off = &ro[0]
+        self.net.drop = NULL
+        self.net.n_threads = 1
+
+    def check(self, Py_ssize_t n_params, Py_ssize_t n_grads=-1, Py_ssize_t n_inputs=-1,
+              Py_ssize_t n_rows=-1):
+        """Raise ValueError unless the buffers fit this network (-1: not checked); O(1).
+
+        Every def entry point that hands a parameter or gradient vector, or inputs, to the
+        compiled network checks this first (check_net, from C), so no Python-side state can
+        make it read or write out of bounds.
+        """
+        return check_net(self, n_params, n_grads, n_inputs, n_rows)
+
+    @property
+    def sizes(self):
+        return self._sizes.copy()
+
+    @property
+    def n_inputs(self):
+        return self.net.sizes[0]
+
+    @property
+    def n_outputs(self):
+        return self.net.sizes[self.net.n_layers]
+
+    @property
+    def w_offsets(self):
+        return self._w_off.copy()
+
+    @property
+    def b_offsets(self):
+        return self._b_off.copy()
+
+    @property
+    def act_width(self):
+        return self.net.act_width
+
+    @property
+    def max_width(self):
+        return self.net.max_width
+
+
+cdef void write_output(const Net *net, floating *acts, int rows, floating *out, bint link,
+                       int loss_kind) noexcept nogil:
+    """out (rows, n_L), C order := the last layer's output of `rows` rows in the activation
+    workspace acts, then (link) the output link of loss_kind in place: one prediction chunk
+    of forward_into and of _sparse.forward_csr_into."""
+    cdef Py_ssize_t n_out = net.sizes[net.n_layers], i, j
+    cdef const floating *last = layer_output(net, acts, rows, net.n_layers - 1)
+    for i in range(rows):
+        for j in range(n_out):
+            out[i * n_out + j] = last[i * n_out + j]
+    if link:
+        output_activation(loss_kind, out, rows, <int> n_out)
+
+
+def forward_into(NetSpec spec, const floating[::1] params, const floating[:, ::1] X,
+                 floating[:, ::1] out, int loss_kind, Py_ssize_t chunk_rows,
+                 bint flush_denormals=True, int n_threads=1):
+    """out (n, n_L) := output link of the logits, computed chunk_rows samples at a time.
+
+    The workspace is allocated here, per call, so concurrent calls on one model share no
+    mutable state.  Values are fastnn.nn.model's to validate; sizes are checked here.
+    flush_denormals: flush subnormals to zero on this thread during the call (fastnn.runtime.fpmode).
+    n_threads: threads of fastnn's pool taking the products' fixed tiles (the same bits for
+    any count >= 1; 0: the untiled path of fastnn before issue 18, for tests).
+    """
+    cdef unsigned long long fp_saved
+    cdef Net net = spec.net
+    if n_threads < 0:
+        raise ValueError(f"n_threads={n_threads}; expected >= 0")
+    net.n_threads = n_threads
+    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = out.shape[1]
+    cdef Py_ssize_t start, rows
+    cdef int status = FNN_OK, L = spec.net.n_layers
+    cdef floating *acts
+    check_net(spec, params.shape[0], -1, n_in, -1)
+    if out.shape[0] != n or n_out != spec.net.sizes[L]:
+        raise ValueError(f"out has shape ({out.shape[0]}, {n_out}); expected "
+                         f"({n}, {spec.net.sizes[L]})")
+    if loss_kind < 0 or loss_kind >= N_LOSSES:
+        raise ValueError(f"unknown loss code {loss_kind}")
+    # the workspace stays below 2**31 elements (and chunks are int-sized for the kernels)
+    chunk_rows = max(1, min(chunk_rows, n, INT_MAX // max(1, spec.net.act_width)))
+    acts = <floating *> malloc(chunk_rows * spec.net.act_width * sizeof(floating))
+    if acts == NULL:
+        raise MemoryError(f"could not allocate the prediction workspace "
+                          f"({chunk_rows * spec.net.act_width * sizeof(floating)} bytes)")
+    try:
+        with nogil:
+            fp_saved = fnn_fpmode_enter(flush_denormals)
+            start = 0
+            while start < n:
+                rows = min(chunk_rows, n - start)
+                status = net_forward(&net, &params[0], &X[start, 0], <int> rows, acts)
+                if status != FNN_OK:
+                    break
+                write_output(&net, acts, <int> rows, &out[start, 0], True, loss_kind)
+                start += rows
+            fnn_fpmode_leave(flush_denormals, fp_saved)
+    finally:
+        free(acts)
+    if status != FNN_OK:
+        raise ValueError(f"compiled forward pass failed with status {status}")
+
+
+cdef floating *loss_grad_workspace(floating[::1] workspace, Py_ssize_t n_rows,
+                                   const Net *net, bint *owned) except NULL:
+    """acts | delta0 | delta1 for a loss and gradient over n_rows rows at once: n_rows *
+    (act_width + 2 * max_width) entries.  The caller's `workspace` when given (ValueError if
+    it is shorter), else malloc'ed (MemoryError if it fails or the size exceeds the address
+    space); *owned: whether the caller must free it.  For loss_grad_into and
+    _sparse.loss_grad_csr_into."""
+    # (in Python integers: the C product could overflow)
+    if ((<object> n_rows) * ((<object> net.act_width) + 2 * net.max_width)
+            * (<object> sizeof(floating)) > PY_SSIZE_T_MAX):
+        raise MemoryError(f"the workspace for {n_rows} rows would exceed the address space")
+    cdef size_t act_bytes = <size_t> n_rows * net.act_width * sizeof(floating)
+    cdef size_t delta_bytes = <size_t> n_rows * net.max_width * sizeof(floating)
+    cdef floating *acts
+    owned[0] = False
+    if workspace is not None:
+        if <size_t> workspace.shape[0] < (act_bytes + 2 * delta_bytes) // sizeof(floating):
+            raise ValueError(f"workspace has {workspace.shape[0]} entries; {n_rows} rows "
+                             f"need {(act_bytes + 2 * delta_bytes) // sizeof(floating)}")
+        return &workspace[0]
+    acts = <floating *> malloc(act_bytes + 2 * delta_bytes)
+    if acts == NULL:
+        raise MemoryError(f"could not allocate the workspace ({act_bytes + 2 * delta_bytes} "
+                          "bytes)")
+    owned[0] = True
+    return acts
+
+
+def loss_grad_into(NetSpec spec, const floating[::1] params, floating[::1] grads,
+                   const floating[:, ::1] X, int loss_kind, int full, double sigma_scalar,
+                   const floating[:, ::1] Y, const Py_ssize_t[::1] labels,
+                   const floating[::1] sample_weight, const floating[::1] sigma,
+                   double grad_scale, bint flush_denormals=True,
+                   const Py_ssize_t[::1] dropout_samples=None, uint64_t dropout_seed=0,
+                   uint32_t epoch=0, floating[::1] workspace=None, int n_threads=1):
+    """Return sum_i w_i l_i and fill grads with grad_scale times its gradient.
+
+    The workspace covers all rows of X at once and is freed on return, unless the caller
+    passes `workspace` (at least n_rows * (act_width + 2 * max_width) entries, checked), which
+    a caller evaluating many times reuses (fastnn.optim.lbfgs: a fresh multi-MB allocation per call
+    costs the kernel's page faults and zeroing, 40% of an evaluation at 10000 x 50).  Values are
+    fastnn.nn.model's to validate; sizes are checked here.  flush_denormals: flush subnormals to
+    zero on this thread during the call (fastnn.runtime.fpmode).
+    dropout_samples (n,): apply the layers' dropout as training does, row i being global
+    sample dropout_samples[i] of epoch `epoch` under `dropout_seed` (a fixed mask: tests
+    check the gradient through it).  None: no dropout, as in prediction.
+    n_threads: as in forward_into.
+    """
+    cdef unsigned long long fp_saved
+    cdef Net net = spec.net
+    if n_threads < 0:
+        raise ValueError(f"n_threads={n_threads}; expected >= 0")
+    net.n_threads = n_threads
+    cdef DropoutCtx ctx
+    if dropout_samples is not None:
+        if dropout_samples.shape[0] != X.shape[0]:
+            raise ValueError(f"dropout_samples has {dropout_samples.shape[0]} entries; "
+                             f"expected one per row of X ({X.shape[0]})")
+        ctx.seed, ctx.epoch, ctx.samples, ctx.layer0 = dropout_seed, epoch, &dropout_samples[0], 0
+        net.drop = &ctx
+    cdef LossParams lp
+    check_net(spec, params.shape[0], grads.shape[0], X.shape[1], X.shape[0])
+    if X.shape[0] < 1:
+        raise ValueError("X has 0 rows; expected at least one")
+    check_targets(loss_kind, X.shape[0], spec.net.sizes[spec.net.n_layers], Y, labels,
+                  sample_weight, sigma)
+    cdef int n = <int> X.shape[0], status = FNN_OK
+    cdef double total
+    cdef floating *acts
+    cdef floating *d0
+    cdef floating *d1
+    cdef const floating *Y_ptr = NULL if Y is None else &Y[0, 0]
+    cdef const Py_ssize_t *lab_ptr = NULL if labels is None else &labels[0]
+    cdef const floating *sw_ptr = NULL if sample_weight is None else &sample_weight[0]
+    cdef const floating *sig_ptr = NULL if sigma is None else &sigma[0]
+    lp.kind = loss_kind
+    lp.full = full
+    lp.sigma = sigma_scalar
+    cdef bint owned = False
+    acts = loss_grad_workspace(workspace, X.shape[0], &spec.net, &owned)
+    d0 = acts + <size_t> n * spec.net.act_width
+    d1 = d0 + <size_t> n * spec.net.max_width
+    try:
+        with nogil:
+            fp_saved = fnn_fpmode_enter(flush_denormals)
+            total = net_loss_grad(&net, &params[0], &grads[0], &X[0, 0], n, &lp, Y_ptr,
+                                  lab_ptr, sw_ptr, sig_ptr, grad_scale, acts, d0, d1, &status)
+            fnn_fpmode_leave(flush_denormals, fp_saved)
+    finally:
+        if owned:
+            free(acts)
+    if status != FNN_OK:
+        raise ValueError(f"compiled backward pass failed with status {status}")
+    return total
+
+
+# ---------------------------------------------------------------- floating-point mode (tests)
+
+def _fpmode_supported():
+    """Whether this build can flush subnormals (x86-64 MXCSR, aarch64 FPCR); see fastnn.runtime.fpmode."""
+    return bool(fnn_fpmode_supported())
+
+
+def _get_fpmode():
+    """The calling thread's MXCSR (x86-64) or FPCR (aarch64) as an int; 0 elsewhere."""
+    return fnn_fpmode_get()
+
+
+def _set_fpmode(unsigned long long mode):
+    """Write the calling thread's MXCSR/FPCR (a value _get_fpmode returned).  Tests only.
+
+    Raises ValueError for a reserved bit (writing one would fault) or where there is no
+    register."""
+    if mode & ~fnn_fpmode_writable_bits():
+        raise ValueError(f"mode {mode:#x} sets reserved bits; writable: "
+                         f"{fnn_fpmode_writable_bits():#x}")
+    fnn_fpmode_set(mode)
+
+
+# ---------------------------------------------------------------- dropout masks (private)
+
+def dropout_keep(uint64_t seed, uint32_t epoch, int layer, const Py_ssize_t[::1] samples,
+                 Py_ssize_t n_units, double rate):
+    """The keep mask (len(samples), n_units) of uint8 that training applies to `layer`.
+
+    The same C function as the training loop (Philox-4x32-10 of (unit / 4, sample, layer,
+    epoch) under the seed; src_c/fastnn_dropout.h), for fastnn._core._reference and the tests.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"rate={rate!r}; expected 0 <= rate < 1")
+    keep = np.empty((samples.shape[0], n_units), dtype=np.uint8)
+    cdef unsigned char[:, ::1] k = keep
+    cdef uint32_t threshold = fnn_dropout_threshold(rate)
+    cdef Py_ssize_t i
+    if n_units > 0:
+        for i in range(samples.shape[0]):
+            fnn_dropout_keep_row(seed, epoch, <uint32_t> layer, <uint64_t> samples[i],
+                                 threshold, n_units, &k[i, 0])
+    return keep
+
+
+def philox4x32_10(counter, key):
+    """Philox-4x32-10 of a 4-word counter under a 2-word key (for the known-answer test)."""
+    cdef uint32_t out[4]
+    fnn_philox4x32_10(counter[0], counter[1], counter[2], counter[3], key[0], key[1], out)
+    return [out[0], out[1], out[2], out[3]]

@@ -1,0 +1,771 @@
+"""Tabular files for the ``fastnn`` command: reading them, and the preprocessing a model keeps.
+
+Two concerns live here, both below the command line (``fastnn.cli.command``) and above nothing but
+NumPy:
+
+``read_table``
+    Reads a delimited text file (``.csv``, ``.tsv``, ``.txt``) with pandas when it is installed
+    and with the standard library's ``csv`` module otherwise: the two readers are configured
+    alike (header row, delimiter from the suffix or ``delimiter=``, quoting, a byte-order mark,
+    blanks after a delimiter, pandas' missing-value spellings, an index column), and the
+    result has the same form either way: column names (stripped of surrounding blanks, where
+    pandas keeps a trailing one), one 1-D array per column (float64 with
+    NaN for a missing number, bool, or object holding str/None), and the file line of every
+    row.  No parsing is written by hand.
+
+``Preprocessor``
+    What a model trained on a table needs to predict from another table: the feature names
+    (predict selects and orders columns by name), the task and target name, the class labels
+    (any str, int, float or bool: the model's outputs are their indices), imputation values
+    and the standardisation statistics of the inputs and of a regression target.  It is
+    stored in the model file (``fastnn.io.saving``, as plain JSON via ``get_config``) and rebuilt with
+    ``Preprocessor.from_config``, which validates every field.
+
+Line numbers are 1-based and count the header as line 1, so the first data row is line 2.
+Blank lines are skipped and counted.  With pandas a quoted field that spans several lines
+shifts the numbers of the rows after it (pandas does not report physical lines); the
+csv-module reader reports the exact physical line in every case.
+"""
+import csv
+import math
+import os
+
+import numpy as np
+
+__all__ = ["Table", "read_table", "Preprocessor", "TableError", "NA_VALUES", "infer_task",
+           "check_complete", "feature_matrix", "python_label"]
+
+#: the cell spellings pandas reads as missing by default (pandas.read_csv, ``na_values``)
+NA_VALUES = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
+                       "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a",
+                       "nan", "null"])
+_TRUE, _FALSE = frozenset(["True", "TRUE", "true"]), frozenset(["False", "FALSE", "false"])
+#: an integer-valued target with at most this many distinct values is read as class labels
+MAX_CLASSES_INFERRED = 20
+TASKS = ("classification", "regression")
+_SUFFIX_DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": None}
+
+
+class TableError(ValueError):
+    """A problem with a tabular file or its columns; the message names the file and column."""
+
+
+class Table:
+    """A table read from a file (what ``read_table`` returns).
+
+    Parameters
+    ----------
+    path, columns, data, lines
+        As the attributes below.
+
+    Attributes
+    ----------
+    path : str
+    columns : list of str
+        Column names from the header row, in file order (the index column excluded).
+    data : dict of str -> ndarray of shape (n_rows,)
+        float64 (NaN where a value is missing), bool, or object (str, None where missing).
+    lines : ndarray of shape (n_rows,), int64
+        The 1-based file line of each row (the header is line 1).
+    """
+
+    def __init__(self, path, columns, data, lines):
+        self.path, self.columns, self.data, self.lines = path, columns, data, lines
+
+    @property
+    def n_rows(self):
+        return int(self.lines.shape[0])
+
+    def missing(self, name):
+        """Boolean mask of the missing cells of a column.
+
+        Parameters
+        ----------
+        name : str
+            A column of the table.
+
+        Returns
+        -------
+        ndarray of shape (n_rows,), bool
+        """
+        col = self.data[name]
+        if col.dtype.kind == "f":
+            return np.isnan(col)
+        if col.dtype.kind == "O":
+            return np.array([v is None for v in col], dtype=bool)
+        return np.zeros(col.shape[0], dtype=bool)
+
+    def take(self, rows):
+        """A Table of some rows.
+
+        Parameters
+        ----------
+        rows : ndarray of int or bool
+            Row indices (or a mask), as for NumPy indexing.
+
+        Returns
+        -------
+        Table
+        """
+        return Table(self.path, list(self.columns), {k: v[rows] for k, v in self.data.items()},
+                     self.lines[rows])
+
+
+def delimiter_for(path, delimiter=None):
+    """The delimiter: `delimiter` if given, else from the suffix (None: sniff, for .txt)."""
+    if delimiter is not None:
+        if delimiter in ("\\t", "tab"):
+            return "\t"
+        if len(delimiter) != 1:
+            raise TableError(f"--delimiter {delimiter!r}: expected one character (or \\t)")
+        return delimiter
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix not in _SUFFIX_DELIMITERS:
+        raise TableError(f"{path}: cannot tell the delimiter from the suffix {suffix!r}; "
+                         "expected .csv, .tsv or .txt, or name it with --delimiter")
+    return _SUFFIX_DELIMITERS[suffix]
+
+
+def read_table(path, *, delimiter=None, index_col=None, encoding="utf-8", na_values=(),
+               use_pandas=None):
+    """Read a delimited text file with a header row.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.csv`` (comma), ``.tsv``/``.tab`` (tab) or ``.txt`` (delimiter sniffed) file, or
+        any file with `delimiter` given.
+    delimiter : str of length 1, optional
+        Overrides the suffix ("\\t" and "tab" mean a tab).
+    index_col : str, int or None
+        A column (name, or 0-based position) holding row labels rather than a feature: it is
+        dropped.  None: a first column whose header cell is empty (what ``DataFrame.to_csv``
+        writes for the index) is taken as the index, as pandas names it ``Unnamed: 0``.
+    encoding : str, default "utf-8"
+        A UTF-8 byte-order mark is skipped either way.
+    na_values : sequence of str, default ()
+        Cell texts read as missing besides pandas' default spellings (``NA_VALUES``), such as
+        "?" or "-999" (compared after stripping blanks).
+    use_pandas : bool or None
+        None: pandas when it is installed, else the csv module.  For tests.
+
+    Returns
+    -------
+    Table
+
+    Raises
+    ------
+    TableError (a ValueError)
+        No header, ragged rows, an unknown index column, an undecodable file (naming the
+        encoding), a duplicated column name.
+    FileNotFoundError
+    """
+    path = os.fspath(path)
+    sep = delimiter_for(path, delimiter)
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+        encoding = "utf-8-sig"  # skip a byte-order mark, as pandas does
+    if use_pandas is None:
+        try:
+            import pandas  # noqa: F401
+            use_pandas = True
+        except ImportError:
+            use_pandas = False
+    try:
+        missing = NA_VALUES | frozenset(str(v).strip() for v in na_values)
+        if use_pandas:
+            columns, data, lines = _read_pandas(path, sep, encoding, missing)
+        else:
+            columns, data, lines = _read_csv_module(path, sep, encoding, missing)
+    except UnicodeDecodeError as exc:
+        raise TableError(f"{path}: cannot decode it as {encoding} ({exc.reason} at byte "
+                         f"{exc.start}); name its encoding with --encoding, e.g. latin-1") \
+            from None
+    if not columns:
+        raise TableError(f"{path}: no columns (an empty file?); expected a header row")
+    seen = set()
+    for name in columns:
+        if name in seen:
+            raise TableError(f"{path}: the column name {name!r} appears twice in the header")
+        seen.add(name)
+    index = _index_column(path, columns, index_col)
+    if index is not None:
+        columns = [c for c in columns if c != index]
+        data.pop(index)
+    return Table(path, columns, data, lines)
+
+
+def _index_column(path, columns, index_col):
+    if index_col is None:
+        first = columns[0]
+        return first if first == "" or first.startswith("Unnamed: 0") else None
+    if isinstance(index_col, str) and not index_col.lstrip("-").isdigit():
+        if index_col not in columns:
+            raise TableError(f"--index-col {index_col!r}: no such column in {path} (columns: "
+                             f"{', '.join(columns)})")
+        return index_col
+    pos = int(index_col)
+    if not 0 <= pos < len(columns):
+        raise TableError(f"--index-col {index_col}: {path} has {len(columns)} columns "
+                         f"(positions 0 to {len(columns) - 1})")
+    return columns[pos]
+
+
+def _read_pandas(path, sep, encoding, missing):
+    import pandas as pd
+    # blank lines are kept (as rows of empty cells) and dropped below, so that row i is file
+    # line i + 2 and error messages can name the line
+    kwargs = dict(sep=sep, encoding=encoding, skipinitialspace=True, dtype=str,
+                  keep_default_na=False, na_filter=False, skip_blank_lines=False)
+    if sep is None:
+        kwargs["engine"] = "python"  # the python engine sniffs the delimiter (csv.Sniffer)
+    try:
+        # every cell as text, converted below by the same rules as the csv-module reader, so
+        # both readers give the same columns; pandas does the parsing (quotes, BOM, lines)
+        frame = pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError:
+        return [], {}, np.zeros(0, np.int64)
+    except pd.errors.ParserError as exc:
+        raise TableError(f"{path}: cannot parse it ({exc})") from None
+    # names are stripped of surrounding blanks (pandas keeps a trailing one): "z " in one file
+    # and "z" in the next must name the same column
+    columns = [str(c).strip() for c in frame.columns]
+    raw = {name: frame.iloc[:, k].to_numpy(dtype=object) for k, name in enumerate(columns)}
+    # pandas names an empty header cell "Unnamed: k"; report it as the empty name it is
+    columns = ["" if c.startswith("Unnamed: ") and k == 0 else c for k, c in enumerate(columns)]
+    raw = {("" if k == 0 and name.startswith("Unnamed: ") else name): col
+           for k, (name, col) in enumerate(raw.items())}
+    lines = np.arange(2, frame.shape[0] + 2, dtype=np.int64)
+    if frame.shape[0] and frame.shape[1]:
+        blank = np.all(np.column_stack([np.array([str(v).strip() == "" for v in col])
+                                        for col in raw.values()]), axis=1)
+        if blank.any():
+            raw = {name: col[~blank] for name, col in raw.items()}
+            lines = lines[~blank]
+    return columns, {name: _convert(raw[name], missing) for name in columns}, lines
+
+
+def _read_csv_module(path, sep, encoding, missing):
+    with open(path, newline="", encoding=encoding) as fh:
+        if sep is None:
+            sample = fh.read(65536)
+            fh.seek(0)
+            try:
+                sep = csv.Sniffer().sniff(sample).delimiter
+            except csv.Error:
+                raise TableError(f"{path}: cannot tell its delimiter; name it with "
+                                 "--delimiter") from None
+        reader = csv.reader(fh, delimiter=sep, skipinitialspace=True)
+        header = next(reader, None)
+        if header is None:
+            return [], {}, np.zeros(0, np.int64)
+        columns = [h.strip() for h in header]
+        rows, lines = [], []
+        for row in reader:
+            if not row:  # a blank line, skipped as pandas does
+                continue
+            if len(row) != len(columns):
+                raise TableError(f"{path}, line {reader.line_num}: {len(row)} fields; the "
+                                 f"header has {len(columns)}")
+            rows.append(row)
+            lines.append(reader.line_num)
+    cells = np.array(rows, dtype=object).reshape(len(rows), len(columns))
+    return columns, {name: _convert(cells[:, k], missing) for k, name in enumerate(columns)}, \
+        np.array(lines, dtype=np.int64)
+
+
+def _convert(cells, missing=NA_VALUES):
+    """Text cells -> float64 (NaN for missing), bool, or object (str / None for missing)."""
+    stripped = [c.strip() if isinstance(c, str) else "" for c in cells]
+    present = [c for c in stripped if c not in missing]
+    if present and all(c in _TRUE or c in _FALSE for c in present):
+        if len(present) == len(stripped):
+            return np.array([c in _TRUE for c in stripped], dtype=bool)
+        return np.array([None if c in missing else (c in _TRUE) for c in stripped],
+                        dtype=object)
+    try:
+        return np.array([math.nan if c in missing else float(c) for c in stripped],
+                        dtype=np.float64)
+    except ValueError:
+        return np.array([None if c in missing else c for c in stripped], dtype=object)
+
+
+def _first_missing(table, name, mask):
+    row = int(np.flatnonzero(mask)[0])
+    return int(table.lines[row]), int(mask.sum())
+
+
+def infer_task(y, name="target"):
+    """('classification' | 'regression', warning or None) for a target column.
+
+    Text and bool targets are classes.  Numbers with a fractional part are a regression.
+    Whole numbers are class labels when there are at most ``MAX_CLASSES_INFERRED`` distinct
+    values and a regression otherwise; both readings are plausible for whole numbers with more
+    than 10 distinct values, so that case comes with a warning.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_rows,)
+        A column of a Table: float64 (NaN where missing), bool or object.
+    name : str
+        The column's name, for the warning.
+
+    Returns
+    -------
+    task : {"classification", "regression"}
+    warning : str or None
+    """
+    if y.dtype.kind in "bO":
+        n = len({v for v in y if v is not None})
+        if n > MAX_CLASSES_INFERRED and n > len(y) // 2:
+            return "classification", (f"the target {name!r} holds {n} distinct texts in "
+                                      f"{len(y)} rows: read as {n} classes; is it an "
+                                      "identifier or free text rather than a label?")
+        return "classification", None
+    values = y[~np.isnan(y)]
+    distinct = np.unique(values)
+    if np.any(distinct != np.round(distinct)):
+        return "regression", None
+    n = distinct.shape[0]
+    if n <= MAX_CLASSES_INFERRED:
+        warning = None
+        if n > 10:
+            warning = (f"the target {name!r} holds {n} distinct whole numbers: read as class "
+                       "labels; pass --task regression if they are quantities")
+        return "classification", warning
+    return "regression", (f"the target {name!r} holds {n} distinct whole numbers: read as a "
+                          "quantity (regression); pass --task classification if they are "
+                          "class labels")
+
+
+class Preprocessor:
+    """Column selection, class labels, imputation and standardisation of a tabular model.
+
+    Parameters
+    ----------
+    feature_names : list of str
+        The input columns, in the order of the model's inputs.
+    target : str or None
+        The target column's name (dropped from a table given to ``transform``).
+    task : {"classification", "regression"}
+    classes : list or None
+        Classification: the class labels (str, int, float or bool), sorted; output j of the
+        model is the probability of ``classes[j]``.
+    x_mean, x_scale : ndarray of shape (n_features,), float64
+        Standardisation: the model sees ``(x - x_mean) / x_scale``.  Zeros and ones when not
+        standardising.  ``x_scale`` > 0 (a constant column gets 1).
+    x_fill : ndarray of shape (n_features,), float64, or None
+        Imputation: the value put in place of a missing input (training mean or median);
+        None: a missing input is an error.
+    y_mean, y_scale : float
+        Regression: the model predicts ``(y - y_mean) / y_scale``; 0 and 1 otherwise.
+    """
+
+    def __init__(self, feature_names, target, task, classes=None, x_mean=None, x_scale=None,
+                 x_fill=None, y_mean=0.0, y_scale=1.0):
+        if task not in TASKS:
+            raise ValueError(f"task={task!r}; expected one of {TASKS}")
+        if not isinstance(feature_names, (list, tuple)) or not feature_names or \
+                not all(isinstance(f, str) for f in feature_names):
+            raise ValueError("feature_names must be a non-empty list of str")
+        if len(set(feature_names)) != len(feature_names):
+            raise ValueError("feature_names has duplicates")
+        if target is not None and not isinstance(target, str):
+            raise ValueError(f"target must be a str or None; got {target!r}")
+        n = len(feature_names)
+        self.feature_names, self.target, self.task = list(feature_names), target, task
+        if task == "classification":
+            if not isinstance(classes, (list, tuple)) or len(classes) < 2 or not all(
+                    isinstance(c, (str, int, float, bool)) for c in classes):
+                raise ValueError("a classification needs classes: a list of at least 2 "
+                                 "labels (str, int, float or bool)")
+            if len(set(classes)) != len(classes):
+                raise ValueError("classes has duplicates")
+        elif classes is not None:
+            raise ValueError("classes must be None for a regression")
+        self.classes = None if classes is None else list(classes)
+        self.x_mean = _vector(np.zeros(n) if x_mean is None else x_mean, n, "x_mean")
+        self.x_scale = _vector(np.ones(n) if x_scale is None else x_scale, n, "x_scale")
+        if np.any(self.x_scale <= 0):
+            raise ValueError("x_scale must be > 0")
+        self.x_fill = None if x_fill is None else _vector(x_fill, n, "x_fill")
+        self.y_mean, self.y_scale = float(y_mean), float(y_scale)
+        self.warning = None  # set by fit when the task inferred from the target is ambiguous
+        if not (math.isfinite(self.y_mean) and math.isfinite(self.y_scale) and
+                self.y_scale > 0):
+            raise ValueError(f"y_mean={y_mean!r}, y_scale={y_scale!r}; expected finite "
+                             "numbers, y_scale > 0")
+
+    # ----------------------------------------------------------------- fitting
+
+    @classmethod
+    def fit(cls, table, target, *, task=None, standardize=True, standardize_target=True,
+            impute=None):
+        """Learn the preprocessing from a training table; returns (preprocessor, X, y).
+
+        Parameters
+        ----------
+        table : Table
+        target : str
+            The target column.
+        task : {"classification", "regression"} or None
+            None: inferred by ``infer_task``.
+        standardize : bool, default True
+            Standardise the inputs to mean 0 and standard deviation 1 (population std).
+        standardize_target : bool, default True
+            Regression only: also standardise the target.
+        impute : {None, "mean", "median"}
+            Fill missing inputs with the column's mean or median over the non-missing training
+            values; None: a missing value is an error.  Missing targets are always an error.
+
+        Returns
+        -------
+        preprocessor : Preprocessor
+        X : ndarray of shape (n_rows, n_features), float64, transformed
+        y : ndarray of shape (n_rows,): int64 class indices, or float64 (standardised) values
+
+        Raises
+        ------
+        TableError
+            No such target column; a text feature column; a missing value (naming the file
+            line and the column) when not imputing; a missing target; a constant target.
+        """
+        if target not in table.data:
+            raise TableError(f"--target {target!r}: no such column in {table.path} (columns: "
+                             f"{', '.join(table.columns)})")
+        y_raw = table.data[target]
+        miss = table.missing(target)
+        if miss.any():
+            line, count = _first_missing(table, target, miss)
+            raise TableError(f"{table.path}, line {line}: the target column {target!r} is "
+                             f"missing ({count} rows in all); remove those rows (a target "
+                             "cannot be imputed)")
+        features = [c for c in table.columns if c != target]
+        if not features:
+            raise TableError(f"{table.path}: no feature columns besides the target {target!r}")
+        warning = None
+        if task is None:
+            task, warning = infer_task(y_raw, target)
+        if task == "classification":
+            labels = [python_label(v) for v in y_raw]
+            try:
+                classes = sorted(set(labels))
+            except TypeError:  # mixed kinds: order them by their text
+                classes = sorted(set(labels), key=str)
+            if len(classes) < 2:
+                raise TableError(f"{table.path}: the target {target!r} has one class "
+                                 f"({classes[0]!r}); a classifier needs at least two")
+            index = {c: i for i, c in enumerate(classes)}
+            y = np.array([index[v] for v in labels], dtype=np.int64)
+            y_mean, y_scale = 0.0, 1.0
+        else:
+            if y_raw.dtype.kind != "f":
+                raise TableError(f"--task regression: the target {target!r} in {table.path} "
+                                 "is not numeric")
+            classes = None
+            y_mean = float(y_raw.mean()) if standardize_target else 0.0
+            y_scale = float(y_raw.std()) if standardize_target else 1.0
+            if y_scale == 0:
+                raise TableError(f"{table.path}: the target {target!r} is constant "
+                                 f"({y_raw[0]:g}); there is nothing to learn")
+            y = (y_raw - y_mean) / y_scale
+        X = _numeric_block(table, features)
+        x_fill = None
+        if impute is not None:
+            if impute not in ("mean", "median"):
+                raise ValueError(f"--impute {impute!r}: expected mean or median")
+            with np.errstate(all="ignore"):
+                x_fill = (np.nanmean if impute == "mean" else np.nanmedian)(X, axis=0)
+            empty = np.isnan(x_fill)
+            if empty.any():
+                raise TableError(f"{table.path}: column {features[int(np.argmax(empty))]!r} has "
+                                 "no values at all; nothing to impute from")
+        else:
+            _check_no_missing(table, features, X)
+        if x_fill is not None:
+            X = np.where(np.isnan(X), x_fill, X)
+        if standardize:
+            x_mean, x_scale = X.mean(axis=0), X.std(axis=0)
+            x_scale[x_scale == 0] = 1.0  # a constant column stays constant (0)
+        else:
+            x_mean, x_scale = np.zeros(len(features)), np.ones(len(features))
+        pre = cls(features, target, task, classes, x_mean, x_scale, x_fill, y_mean, y_scale)
+        pre.warning = warning
+        return pre, (X - x_mean) / x_scale, y
+
+    # ----------------------------------------------------------------- applying
+
+    def select(self, table):
+        """The feature columns of `table` by name, in the model's order.
+
+        Parameters
+        ----------
+        table : Table
+            Any column order; the target column and other extra columns are ignored.
+
+        Returns
+        -------
+        X : ndarray of shape (n_rows, n_features), float64
+            Not yet imputed or standardised.
+        ignored : list of str
+            The columns left out, the target excepted.
+
+        Raises
+        ------
+        TableError
+            A feature column is absent (all absent ones are named) or holds text.
+        """
+        missing = [f for f in self.feature_names if f not in table.data]
+        if missing:
+            raise TableError(f"{table.path}: the model needs the columns "
+                             f"{', '.join(map(repr, missing))}, which it does not have "
+                             f"(it has {', '.join(map(repr, table.columns))})")
+        ignored = [c for c in table.columns if c not in self.feature_names and c != self.target]
+        return _numeric_block(table, self.feature_names), ignored
+
+    def transform_table(self, table, hint=None):
+        """Inputs for the model from a table: select, impute or reject missing, standardise.
+
+        Parameters
+        ----------
+        table : Table
+        hint : str, optional
+            Ends the message of a missing value (default: how to impute).
+
+        Returns
+        -------
+        X : ndarray of shape (n_rows, n_features), float64
+        ignored : list of str
+            As ``select``.
+
+        Raises
+        ------
+        TableError
+            As ``select``, or a missing value when the model was trained without imputation.
+        """
+        X, ignored = self.select(table)
+        if self.x_fill is None:
+            _check_no_missing(table, self.feature_names, X, hint)
+        else:
+            X = np.where(np.isnan(X), self.x_fill, X)
+        return self.transform(X), ignored
+
+    def encode_target(self, table):
+        """The target column of `table` as training targets.
+
+        Parameters
+        ----------
+        table : Table
+            Must have the target column.
+
+        Returns
+        -------
+        ndarray of shape (n_rows,)
+            int64 class indices (-1 for a class not seen in training), or float64 values
+            standardised with the training statistics.
+
+        Raises
+        ------
+        TableError
+            A missing target value.
+        """
+        raw = table.data[self.target]
+        miss = table.missing(self.target)
+        if miss.any():
+            line, count = _first_missing(table, self.target, miss)
+            raise TableError(f"{table.path}, line {line}: the target column {self.target!r} is "
+                             f"missing ({count} rows in all); remove those rows (a target "
+                             "cannot be imputed)")
+        if self.task == "classification":
+            index = {c: i for i, c in enumerate(self.classes)}
+            return np.array([index.get(python_label(v), -1) for v in raw], dtype=np.int64)
+        return (raw.astype(np.float64) - self.y_mean) / self.y_scale
+
+    def transform(self, X):
+        """Standardise an array whose columns are already the features, in order.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_rows, n_features), real
+
+        Returns
+        -------
+        ndarray of shape (n_rows, n_features), float64
+            ``(X - x_mean) / x_scale``.
+        """
+        return (np.asarray(X, dtype=np.float64) - self.x_mean) / self.x_scale
+
+    def inverse_target(self, y):
+        """A standardised regression prediction back in the target's units.
+
+        Parameters
+        ----------
+        y : array-like, real
+            Model outputs (any shape).
+
+        Returns
+        -------
+        ndarray, float64
+            ``y * y_scale + y_mean``.  (A predicted standard deviation is scaled by
+            ``y_scale`` alone.)
+        """
+        return np.asarray(y, dtype=np.float64) * self.y_scale + self.y_mean
+
+    # ----------------------------------------------------------------- the model file
+
+    def get_config(self):
+        """The JSON-compatible description stored in the model file."""
+        return {"feature_names": self.feature_names, "target": self.target, "task": self.task,
+                "classes": self.classes, "x_mean": self.x_mean.tolist(),
+                "x_scale": self.x_scale.tolist(),
+                "x_fill": None if self.x_fill is None else self.x_fill.tolist(),
+                "y_mean": self.y_mean, "y_scale": self.y_scale}
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild from ``get_config`` (as read from a model file).
+
+        Parameters
+        ----------
+        config : dict
+            Exactly the keys ``get_config`` writes.
+
+        Returns
+        -------
+        Preprocessor
+
+        Raises
+        ------
+        ValueError
+            Anything malformed: missing or extra keys, wrong types, non-finite or non-positive
+            scales, duplicated names or classes, lengths that disagree.
+        """
+        if not isinstance(config, dict):
+            raise ValueError("the tabular description is not a JSON object")
+        expected = {"feature_names", "target", "task", "classes", "x_mean", "x_scale", "x_fill",
+                    "y_mean", "y_scale"}
+        if set(config) != expected:
+            raise ValueError(f"the tabular description has keys {sorted(config)}; expected "
+                             f"{sorted(expected)}")
+        for key in ("y_mean", "y_scale"):
+            if isinstance(config[key], bool) or not isinstance(config[key], (int, float)):
+                raise ValueError(f"the tabular {key} is {config[key]!r}; expected a number")
+        return cls(**config)
+
+    def __repr__(self):
+        return (f"Preprocessor({len(self.feature_names)} features, target={self.target!r}, "
+                f"task={self.task!r}, classes={self.classes!r})")
+
+
+def _vector(values, n, name):
+    if not isinstance(values, (list, tuple, np.ndarray)):
+        raise ValueError(f"{name} must be a list of {n} numbers")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer))
+           for v in values):
+        raise ValueError(f"{name} must hold numbers")
+    arr = np.array(values, dtype=np.float64)
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} has shape {arr.shape}; expected ({n},) finite numbers")
+    return arr
+
+
+def check_complete(table, target, features=True):
+    """Raise TableError for the first missing target (and feature, if `features`) in the file.
+
+    Also checks that `target` is a column, and (with `features`) that the features are
+    numbers or booleans.
+
+    Parameters
+    ----------
+    table : Table
+    target : str
+        The target column's name.
+    features : bool, default True
+        Also check every other column.
+
+    Raises
+    ------
+    TableError
+        Naming the file, the 1-based line (header = line 1) and the column.
+    """
+    if target not in table.data:
+        raise TableError(f"--target {target!r}: no such column in {table.path} (columns: "
+                         f"{', '.join(table.columns)})")
+    miss = table.missing(target)
+    if miss.any():
+        line, count = _first_missing(table, target, miss)
+        raise TableError(f"{table.path}, line {line}: the target column {target!r} is "
+                         f"missing ({count} rows in all); remove those rows (a target "
+                         "cannot be imputed)")
+    if features:
+        feature_matrix(table, [c for c in table.columns if c != target])
+
+
+def feature_matrix(table, names):
+    """The named columns as an (n_rows, len(names)) float64 array; missing values an error.
+
+    Parameters
+    ----------
+    table : Table
+    names : list of str
+        Columns of `table`, in the order wanted; booleans become 0.0 / 1.0.
+
+    Raises
+    ------
+    TableError
+        A text column or a missing value (naming the line and the column).
+    """
+    X = _numeric_block(table, names)
+    _check_no_missing(table, names, X)
+    return X
+
+
+def python_label(v):
+    """A label as a JSON-storable Python value (whole floats become ints: 1.0 is class 1).
+
+    Parameters
+    ----------
+    v : str, bool, int, float or their NumPy types
+    """
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (float, np.floating)):
+        return int(v) if float(v).is_integer() else float(v)
+    return v
+
+
+def _numeric_block(table, names):
+    cols = []
+    for name in names:
+        col = table.data[name]
+        if col.dtype.kind == "O":
+            present = [(i, v) for i, v in enumerate(col) if v is not None]
+            if present and all(isinstance(v, bool) for _, v in present):
+                col = np.array([math.nan if v is None else float(v) for v in col])
+            else:
+                row, value = next(((i, v) for i, v in present if not _is_number(v)),
+                                  present[0] if present else (0, None))
+                raise TableError(
+                    f"{table.path}, line {int(table.lines[row])}: column {name!r} holds text "
+                    f"({value!r}); features must be numbers or booleans (encode categories "
+                    "first, e.g. with pandas.get_dummies; if it marks a missing value, name "
+                    "it with --na-values)")
+        cols.append(col.astype(np.float64))
+    return np.column_stack(cols) if cols else np.zeros((table.n_rows, 0))
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _check_no_missing(table, names, X, hint=None):
+    bad = np.isnan(X)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        hint = hint or "fill them in, or pass --impute mean or --impute median"
+        raise TableError(f"{table.path}, line {int(table.lines[row])} (the header is line 1): "
+                         f"column {names[col]!r} is missing ({int(bad.sum())} missing values "
+                         f"in all); {hint}")

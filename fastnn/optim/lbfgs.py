@@ -1,0 +1,229 @@
+"""Full-batch training with L-BFGS: scipy's L-BFGS-B over fastnn's compiled loss and gradient.
+
+The quasi-Newton method is scipy's (``scipy.optimize.minimize(method="L-BFGS-B")``); fastnn
+supplies the objective.  Each evaluation is one call of the compiled
+``_network.loss_grad_into``, which runs the forward and backward pass over the whole data
+set without the GIL, so the optimizer's own work (O(n_params) per iteration) is all that
+runs in Python.
+
+The objective, for parameters theta (weights W_k and biases b_k), per-sample losses l_i and
+sample weights w_i (all 1 by default)::
+
+    F(theta) = sum_i w_i l_i(theta) / sum_i w_i  +  0.5 * weight_decay * sum_k ||W_k||_F^2
+
+(biases are not penalised).  scikit-learn's ``alpha`` is ``weight_decay * sum_i w_i``.  Its
+gradient is exact (no minibatch noise), so L-BFGS converges to a stationary point of F;
+scipy stops when the largest component of the projected gradient is at most ``tol``, when
+the relative decrease of F is below machine precision (scipy's ``ftol``), after ``max_iter``
+iterations or after ``max_fun`` evaluations of F.
+
+References
+----------
+Liu, D. C. and Nocedal, J. (1989). On the limited memory BFGS method for large scale
+optimization. Mathematical Programming 45, 503-528.
+Byrd, R. H., Lu, P., Nocedal, J. and Zhu, C. (1995). A limited memory algorithm for bound
+constrained optimization. SIAM J. Sci. Comput. 16(5), 1190-1208 (the L-BFGS-B code scipy
+wraps).
+"""
+import numpy as np
+from scipy.optimize import minimize
+
+from fastnn._core import _network, _sparse
+from fastnn._validation import check_number
+from fastnn.runtime.threads import compiled_threads
+
+__all__ = ["LBFGS", "LBFGSObjective"]
+
+
+class LBFGSObjective:
+    """F(theta) and its gradient over a whole data set, for a fixed model structure.
+
+    Parameters
+    ----------
+    model : fastnn.MLP
+        Its ``params`` are overwritten with theta at each evaluation (and hold the last
+        evaluated point afterwards); its ``grads`` are used as scratch.
+    X, y, loss, sample_weight
+        As for ``MLP.loss_and_grad``; converted and checked once, here.  X may also be a
+        scipy.sparse matrix or array (CSR, CSC, ...): it is kept sparse, and the first layer's
+        products run over its stored entries (fastnn.nn.sparse).
+    weight_decay : float >= 0
+        The L2 coefficient on the weights (see the module docstring).
+
+    Attributes
+    ----------
+    n_evaluations : int
+        Evaluations so far.
+    """
+
+    def __init__(self, model, X, y, loss, sample_weight=None, weight_decay=0.0):
+        self.model = model
+        self.weight_decay = float(check_number(weight_decay, "weight_decay", low=0.0))
+        # a sparse X becomes a checked CSRInput (fastnn.nn.sparse), a dense one a checked array
+        self.loss, X, self.Y, self.labels, self.sw, self.sigma = model._prepare_any(
+            X, y, loss, sample_weight)
+        self.X, self.csr = (X, None) if isinstance(X, np.ndarray) else (None, X)
+        n = X.shape[0]
+        self.weight_sum = float(n) if self.sw is None else float(self.sw.sum(dtype=np.float64))
+        if not self.weight_sum > 0:
+            raise ValueError("sample_weight sums to 0; expected a positive total weight")
+        # which entries of the parameter vector are weights (penalised) rather than biases:
+        # one contiguous range per layer
+        self.weight_ranges = []
+        self.is_weight = np.zeros(model.n_params, dtype=bool)
+        for W in model.coefs:
+            start = (W.__array_interface__["data"][0] -
+                     model.params.__array_interface__["data"][0]) // model.params.itemsize
+            self.weight_ranges.append((start, start + W.size))
+            self.is_weight[start:start + W.size] = True
+        # the L2 term as one vector (weight_decay on weights, 0 on biases): two NumPy calls
+        # per evaluation rather than three per layer (small problems pay per call)
+        self.decay = self.weight_decay * self.is_weight.astype(np.float64)
+        self.n_evaluations = 0
+        # the compiled evaluation's workspace (every layer's activations and two delta
+        # buffers for all rows), allocated once: a fresh multi-MB allocation per call would
+        # cost the kernel's page faults and zeroing each time
+        spec = model._spec
+        self.workspace = np.empty(n * (spec.act_width + 2 * spec.max_width), model.dtype)
+
+    def __call__(self, theta):
+        """(F(theta), dF/dtheta) as (float, float64 array of shape (n_params,))."""
+        model = self.model
+        theta = np.asarray(theta, dtype=np.float64)
+        with model._lock:  # the model's buffers are written by nothing else meanwhile
+            return self._evaluate(model, theta)
+
+    def _evaluate(self, model, theta):
+        if model.params.dtype == np.float64:
+            model.params[...] = theta
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):  # reported by the loss
+                model.params[...] = theta
+        if self.csr is None:
+            with compiled_threads() as n_threads:   # fastnn's threads, OpenBLAS at 1
+                total = _network.loss_grad_into(
+                    model._spec, model.params, model.grads, self.X, self.loss.kind,
+                    int(self.loss.full), self.loss.scalar_sigma, self.Y, self.labels,
+                    self.sw, self.sigma, 1.0 / self.weight_sum, workspace=self.workspace,
+                    n_threads=n_threads)
+        else:
+            csr = self.csr
+            total = _sparse.loss_grad_csr_into(
+                model._spec, model.params, model.grads, csr.data, csr.indices, csr.indptr,
+                csr.shape[1], self.loss.kind, int(self.loss.full), self.loss.scalar_sigma,
+                self.Y, self.labels, self.sw, self.sigma, 1.0 / self.weight_sum,
+                self.workspace)
+        self.n_evaluations += 1
+        value = total / self.weight_sum
+        grad = model.grads.astype(np.float64)
+        if self.weight_decay:
+            decayed = self.decay * theta
+            # (NumPy's sum, not its BLAS dot: that one splits the sum over as many threads
+            # as the machine has cores, and the bits would follow the core count)
+            value += 0.5 * float(np.sum(decayed * theta))
+            grad += decayed
+        return float(value), grad
+
+
+class LBFGS:
+    """Full-batch L-BFGS training of a ``fastnn.MLP`` (scipy's L-BFGS-B).
+
+    Parameters
+    ----------
+    max_iter : int >= 1, default 200
+        Most L-BFGS iterations.
+    max_fun : int >= 1, default 15000
+        Evaluations of the objective (each one pass over the data) after which no new
+        iteration starts.  scipy checks it between iterations, so the line search of the
+        last iteration may exceed it by a few (``result.nfev`` says how many ran), as in
+        scikit-learn.
+    tol : float >= 0, default 1e-4
+        Stop when every component of the gradient is at most tol in absolute value
+        (scipy's ``gtol``).
+    weight_decay : float >= 0, default 0.0
+        L2 coefficient on the weights (not the biases): the objective adds
+        ``0.5 * weight_decay * sum ||W||^2`` to the (weighted) mean loss.
+    history_size : int >= 1, default 10
+        Correction pairs kept (scipy's ``maxcor``).
+
+    Examples
+    --------
+    >>> model = fastnn.MLP([4, 16, 3], dtype=np.float64, seed=0)
+    >>> result = fastnn.LBFGS(max_iter=100).fit(model, X, y, "cross_entropy")
+    >>> result.nit, result.fun            # iterations run, final objective
+    """
+
+    def __init__(self, max_iter=200, max_fun=15000, tol=1e-4, weight_decay=0.0,
+                 history_size=10):
+        self.max_iter = int(check_number(max_iter, "max_iter", low=1, integer=True))
+        self.max_fun = int(check_number(max_fun, "max_fun", low=1, integer=True))
+        self.tol = float(check_number(tol, "tol", low=0.0))
+        self.weight_decay = float(check_number(weight_decay, "weight_decay", low=0.0))
+        self.history_size = int(check_number(history_size, "history_size", low=1,
+                                             integer=True))
+
+    def __repr__(self):
+        return (f"LBFGS(max_iter={self.max_iter}, max_fun={self.max_fun}, tol={self.tol}, "
+                f"weight_decay={self.weight_decay}, history_size={self.history_size})")
+
+    def fit(self, model, X, y, loss, sample_weight=None, callback=None, verbose=False):
+        """Minimise the objective from the model's current parameters.
+
+        Parameters
+        ----------
+        model : fastnn.MLP
+            Trained in place: on return ``model.params`` holds the solution.
+        X : array-like of shape (n_samples, n_inputs)
+        y : targets as the loss accepts them (see fastnn.nn.losses)
+        loss : str or fastnn.nn.losses.Loss
+        sample_weight : array-like of shape (n_samples,), optional
+            One weight per sample: the objective is the weighted mean loss
+            sum_i w_i l_i / sum_i w_i (plus the penalty).
+        callback : callable(iteration, value), optional
+            Called after every L-BFGS iteration with the objective at the new point.
+        verbose : bool, default False
+            Print the objective after every iteration.
+
+        Returns
+        -------
+        scipy.optimize.OptimizeResult
+            ``x`` (float64 parameters), ``fun`` (the objective at ``x``), ``nit``
+            (iterations), ``nfev``,
+            ``status`` (0 converged, 1 max_iter or max_fun reached, 2 stopped otherwise,
+            e.g. an abnormal line search) and ``message``.
+
+        Raises
+        ------
+        ValueError
+            Invalid data (as ``MLP.loss_and_grad``).
+        """
+        objective = LBFGSObjective(model, X, y, loss, sample_weight, self.weight_decay)
+        state = {"nit": 0}
+
+        def on_iteration(intermediate_result):
+            state["nit"] += 1
+            if verbose:
+                print(f"Iteration {state['nit']}, loss = {intermediate_result.fun:.8f}",
+                      flush=True)
+            if callback is not None:
+                callback(state["nit"], float(intermediate_result.fun))
+
+        theta0 = model.params.astype(np.float64)
+        options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
+                   "maxcor": self.history_size}
+        # scipy's L-BFGS-B sums its dot products in scipy's OpenBLAS, which splits long
+        # ones over every core: held at one thread (as in fastnn's compiled calls) so the
+        # solution is the same bits on any core count
+        with compiled_threads():
+            result = minimize(objective, theta0, method="L-BFGS-B", jac=True,
+                              options=options, callback=on_iteration)
+        if result.status not in (0, 1):
+            # after an abnormal line search scipy returns the last accepted x but the value
+            # of its last (rejected, perhaps NaN) trial point: fun describes x again (nfev
+            # stays scipy's count)
+            result.fun = objective(result.x)[0]
+        with model._lock, np.errstate(over="ignore", invalid="ignore"):
+            model.params[...] = result.x
+            model.grads[...] = 0
+        model.loss_ = objective.loss  # predict's output="auto" link follows the loss
+        return result

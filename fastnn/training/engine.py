@@ -1,0 +1,850 @@
+"""One training run: where an epoch starts, where the state of a run lives.
+
+``fastnn.fit`` (fastnn/training/trainer.py) checks its arguments and prepares the data, then hands
+them to a ``TrainingRun``, which holds everything an epoch needs and runs the epochs.
+
+Where the state of a run lives (what survives between fits, saves and pickles):
+
+=============================  ================================================================
+state                          kept by
+=============================  ================================================================
+epoch count                    ``optimizer.completed_epochs`` (0-based count of finished
+                               epochs; user-visible epoch numbers are 1-based: epoch
+                               ``completed_epochs + 1`` is the next one)
+step count                     ``optimizer.t``
+schedule progress              ``optimizer.schedule`` (a function of the epoch count; a
+                               ReduceOnPlateau also keeps its best value and scale)
+velocity / moments             ``optimizer.state``
+sample order                   a function of (seed, epoch count): ``epoch_order``
+early-stopping record          the ``EarlyStopping`` instance (best value, its epoch and
+                               weights, epochs without improvement), which the optimizer
+                               carries for the run (saved with it: pickle, or
+                               ``MLP.save(path, optimizer=...)``)
+workspace, grads buffer        this object, allocated once per fit, never saved
+=============================  ================================================================
+
+So a second ``fit`` with the same optimizer, ``MLP.save(path, optimizer)`` +
+``fastnn.load(path, with_optimizer=True)`` or a pickle of the optimizer continue the run, and
+with an int seed the continued run is bitwise the uninterrupted one.  ``optimizer.reset()``
+(and ``EarlyStopping.reset()``) start afresh.
+
+Epoch numbers users see (``History.epoch``, ``best_epoch``, the callbacks' ``epoch``,
+``logs["epoch"]``, messages, verbose lines) are 1-based and count over the whole run.
+"""
+import contextlib
+import functools
+import math
+import time
+import warnings
+
+import numpy as np
+
+from fastnn._core import _losses, _network, _sgd, _sparse
+from fastnn.runtime import fpmode
+from fastnn._validation import all_finite, check_number
+from fastnn.nn.sparse import CSRInput, forward_kind as sparse_forward_kind
+from fastnn.runtime.threads import compiled_threads
+
+#: seconds between two checks for Ctrl-C inside the compiled loop
+SIGNAL_CHECK_INTERVAL = 0.1
+_CLASSIFIER_LINKS = ("sigmoid", "softmax")
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite.  ``history`` holds the epochs completed before.
+
+    Parameters
+    ----------
+    message : str
+        Names the epoch (numbered from 1), the step and a remedy.
+    history : History or None
+        The records of the epochs completed before the divergence.
+    """
+
+    def __init__(self, message, history=None):
+        super().__init__(message)
+        self.history = history
+
+
+class History:
+    """Per-epoch records of a fit.
+
+    Parameters
+    ----------
+    metric_name : {"accuracy", "r2"}
+        What ``val_metric`` holds.
+
+    Attributes
+    ----------
+    epoch : list of int
+        1-based epoch numbers, counted over the whole run: a fit that continues a 3-epoch run
+        records [4, 5, ...].
+    loss : list of float
+        Weighted mean training loss over the epoch's minibatches (as they were trained).
+    val_loss : list of float or None
+        Weighted mean loss over the validation samples after the epoch.
+    val_metric : list of float or None
+        Validation accuracy (classification, a fraction in [0, 1]) or R^2 (regression); see
+        ``metric_name``.
+    lr : list of float
+        The learning rate of the epoch: the step size of each optimizer step (minibatch).
+    time : list of float
+        Wall time of the epoch's training, seconds.
+    samples_per_s : list of float
+        Training throughput of the epoch: samples per second of wall time.
+    stopped_early : bool
+    best_epoch : int or None
+        1-based number of the epoch whose weights early stopping restored (if it did).
+    """
+
+    def __init__(self, metric_name):
+        self.metric_name = metric_name
+        self.epoch, self.loss, self.val_loss, self.val_metric = [], [], [], []
+        self.lr, self.time, self.samples_per_s = [], [], []
+        self.stopped_early = False
+        self.best_epoch = None
+
+    def _append(self, logs):
+        for key in ("epoch", "loss", "val_loss", "val_metric", "lr", "time", "samples_per_s"):
+            getattr(self, key).append(logs[key])
+
+    def __len__(self):
+        return len(self.epoch)
+
+    def as_dict(self):
+        return {key: list(getattr(self, key)) for key in
+                ("epoch", "loss", "val_loss", "val_metric", "lr", "time", "samples_per_s")}
+
+    def __repr__(self):
+        last = f", last loss={self.loss[-1]:.6g}" if self.loss else ""
+        return f"History({len(self)} epochs{last})"
+
+    def plot(self, ax=None):
+        """Learning curves (training and validation loss per epoch); needs matplotlib.
+
+        Parameters
+        ----------
+        ax : matplotlib.axes.Axes, optional
+            Drawn into; default a new figure's axes.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+
+        Raises
+        ------
+        ImportError
+            matplotlib is not installed (``pip install matplotlib`` or ``fastnn[plot]``).
+        """
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("History.plot needs matplotlib: pip install matplotlib "
+                              "(or fastnn[plot])") from None
+        if ax is None:
+            _, ax = plt.subplots()
+        ax.plot(self.epoch, self.loss, label="training loss")
+        if any(v is not None for v in self.val_loss):
+            ax.plot(self.epoch, self.val_loss, label="validation loss")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.legend()
+        return ax
+
+
+class EarlyStopping:
+    """Stop when the monitored loss has not improved for ``patience`` epochs.
+
+    Parameters
+    ----------
+    patience : int, default 5
+        Epochs without an improvement larger than ``min_delta`` before stopping.
+    min_delta : float, default 0.0
+    monitor : {"val_loss", "loss", "val_metric"}, default "val_loss"
+        "val_loss" falls back to "loss" when there is no validation data; "val_metric" is
+        maximized (accuracy, R^2), the losses minimized.  "val_metric" without validation
+        data is a ValueError raised before training.
+    restore_best_weights : bool, default True
+        On stopping (or at the end of fit), put back the parameters of the best epoch.  A
+        fit that continues the run (with this record) goes on from the parameters the run
+        had reached, as an uninterrupted run does, unless the model's parameters were
+        changed in between.  (Keras' default is False, which keeps the last epoch's
+        weights.)
+
+    Attributes
+    ----------
+    best_value : float or None
+        Best monitored value so far (None before the first epoch).
+    best_epoch : int or None
+        Its 1-based epoch number.
+    wait : int
+        Epochs since then without an improvement.
+
+    The record continues when a fit continues the run (the same optimizer, whose
+    ``completed_epochs`` is where the record stopped) with this instance or an equal
+    configuration (another EarlyStopping with the same parameters, or the same int patience
+    passed to fit); otherwise, after ``reset()`` or ``optimizer.reset()``, it starts afresh.
+    """
+
+    _run_params = None  # also the value for an instance pickled before it existed
+
+    def __init__(self, patience=5, min_delta=0.0, monitor="val_loss",
+                 restore_best_weights=True):
+        self.patience = check_number(patience, "patience", low=1, integer=True)
+        self.min_delta = float(check_number(min_delta, "min_delta", low=0.0))
+        if monitor not in ("val_loss", "loss", "val_metric"):
+            raise ValueError(f"monitor={monitor!r}; expected 'val_loss', 'loss' or "
+                             "'val_metric' (the validation accuracy for classifiers, R^2 "
+                             "otherwise: Keras' 'val_accuracy' is monitor='val_metric')")
+        self.monitor = monitor
+        self.restore_best_weights = bool(restore_best_weights)
+        self.reset()
+
+    def reset(self):
+        """Forget the record (best value, its epoch and weights, epochs without improvement)."""
+        self.best_value = None
+        self.best_epoch = None
+        self.wait = 0
+        self._best_params = None
+        self._at_epoch = 0  # the run's completed_epochs when the record was last updated
+        # the parameters the run had reached at _at_epoch when the end of a fit put the best
+        # ones back (restore_best_weights): a fit that continues the run goes on from them,
+        # as the uninterrupted run does (None: the model holds them)
+        self._run_params = None
+
+    def _take_record(self, other):
+        self.best_value, self.best_epoch, self.wait = other.best_value, other.best_epoch, \
+            other.wait
+        self._best_params = other._best_params.copy()
+        self._at_epoch = other._at_epoch
+        self._run_params = None if other._run_params is None else other._run_params.copy()
+
+    def _continues(self, completed_epochs, params):
+        return (self._at_epoch == completed_epochs and self.best_value is not None and
+                self._best_params is not None and self._best_params.shape == params.shape and
+                self._best_params.dtype == params.dtype)
+
+    def _resume(self, params):
+        """Before a fit that continues the run: when the last fit ended by putting the best
+        epoch's parameters back and the model still holds them (nobody changed them since),
+        put back the parameters the run had reached, so that the run goes on from where it
+        stopped, bitwise as an uninterrupted one.  Parameters changed since are kept."""
+        run, self._run_params = self._run_params, None
+        if (run is not None and self._best_params is not None and run.shape == params.shape
+                and run.dtype == params.dtype
+                and self._best_params.tobytes() == params.tobytes()):
+            params[...] = run
+
+    def _restore_best(self, params):
+        """Put the best epoch's parameters back at the end of a fit, keeping the ones the
+        run reached for a fit that continues it (``_resume``)."""
+        if self._best_params.tobytes() != params.tobytes():
+            self._run_params = params.copy()
+        params[...] = self._best_params
+
+    def _update(self, value, epoch, params):
+        """Record epoch `epoch` (1-based) with monitored `value`; True when it is time to stop."""
+        self._at_epoch = epoch
+        self._run_params = None
+        if self.best_value is None:
+            improved = True
+        elif self.monitor == "val_metric":
+            improved = value > self.best_value + self.min_delta
+        else:
+            improved = value < self.best_value - self.min_delta
+        if improved:
+            self.best_value, self.best_epoch, self.wait = value, epoch, 0
+            if self._best_params is None or self._best_params.shape != params.shape or \
+                    self._best_params.dtype != params.dtype:
+                self._best_params = np.empty_like(params)
+            self._best_params[...] = params
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+    def __repr__(self):
+        return (f"EarlyStopping(patience={self.patience}, min_delta={self.min_delta}, "
+                f"monitor={self.monitor!r}, restore_best_weights={self.restore_best_weights})")
+
+
+class _Workspace:
+    """Every buffer the compiled epoch needs, allocated once per fit."""
+
+    def __init__(self, model, batch_size, n_targets, has_labels, has_sw, has_sigma,
+                 sparse_input=False):
+        spec, dt = model._spec, model.dtype
+        b = batch_size
+        try:
+            self.acts = np.empty(b * spec.act_width, dt)
+            self.delta0 = np.empty(b * spec.max_width, dt)
+            self.delta1 = np.empty(b * spec.max_width, dt)
+            # a sparse X is read in place (no dense batch of n_inputs columns)
+            self.X = None if sparse_input else np.empty((b, model.n_inputs), dt)
+            self.Y = np.empty((b, n_targets), dt) if n_targets else None
+            self.labels = np.empty(b, np.intp) if has_labels else None
+            self.sw = np.empty(b, dt) if has_sw else None
+            self.sigma = np.empty(b, dt) if has_sigma else None
+        except MemoryError:
+            n_bytes = b * (spec.act_width + 2 * spec.max_width + model.n_inputs) * dt.itemsize
+            raise MemoryError(f"could not allocate the training workspace for batch_size={b} "
+                              f"(about {n_bytes} bytes); use a smaller batch_size") from None
+
+
+def epoch_order(order, seed_key, completed_epochs):
+    """Fill `order` with the sample order of the epoch after `completed_epochs` finished ones.
+
+    ``default_rng([seed_key, completed_epochs]).permutation(n)``: a function of the seed and the
+    epoch index alone (not of a stream that a new fit would restart), so a continued run
+    shuffles as an uninterrupted one.  In place: no allocation beyond the generator's.
+    """
+    order[...] = np.arange(order.shape[0], dtype=order.dtype)  # noqa: once per epoch
+    np.random.default_rng([seed_key, completed_epochs]).shuffle(order)
+
+
+# ------------------------------------------------------------------ evaluation
+
+def _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals=None,
+                      n_threads=None):
+    """Sufficient statistics of the loss and metric on prepared arrays (combinable over ranks).
+
+    Keys: loss (sum_i w_i l_i), weight (sum_i w_i), and for classifiers hits (weighted count of
+    correct predictions), for regression n, mean (per output), m2 (sum of squared deviations
+    from the mean) and resid (sum of squared residuals), the inputs of R^2.  All float64
+    (Python floats or float64 arrays), so sums over ranks cannot overflow the model's dtype.
+    """
+    if isinstance(X, CSRInput):
+        Z = sparse_forward_kind(model, X, 0, False, 4096, flush_denormals)  # the logits
+    else:
+        Z = np.empty((X.shape[0], model.n_outputs), model.dtype)
+        with compiled_threads(n_threads) as n:
+            _network.forward_into(model._spec, model.params, X, Z, 0, 4096,
+                                  fpmode.resolve(flush_denormals), n)
+    stats = {"weight": float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64)),
+             "loss": float(_losses.loss_grad_into(loss.kind, int(loss.full), loss.scalar_sigma,
+                                                  Z, Y, labels, sw, sigma, 1.0, None))}
+    _losses.output_into(loss.kind, Z)
+    if loss.output_name in _CLASSIFIER_LINKS:
+        if loss.output_name == "softmax":
+            truth = labels if labels is not None else Y.argmax(axis=1)
+            hit = Z.argmax(axis=1) == truth
+        else:
+            hit = ((Z >= 0.5) == (Y >= 0.5)).mean(axis=1)
+        # (NumPy's sum, not np.dot: its BLAS splits long sums over the machine's cores)
+        stats["hits"] = float(np.sum(hit * sw.astype(np.float64)) if sw is not None
+                              else hit.sum())
+    else:
+        Y64 = Y.astype(np.float64)
+        mean = Y64.mean(axis=0)
+        stats.update(n=Y.shape[0], mean=mean, m2=((Y64 - mean) ** 2).sum(axis=0),
+                     resid=((Y64 - Z[:, : Y.shape[1]]) ** 2).sum(axis=0))
+    return stats
+
+
+def _combine_evaluations(parts):
+    """(mean loss, metric) from the statistics of one or more shards.
+
+    Variances combine by Chan et al.'s pairwise rule, so R^2 over shards equals R^2 over the
+    concatenated data without the cancellation of sum-of-squares formulas.
+    """
+    weight = sum(p["weight"] for p in parts)
+    mean_loss = sum(p["loss"] for p in parts) / weight
+    if "hits" in parts[0]:
+        return mean_loss, sum(p["hits"] for p in parts) / weight
+    n = sum(p["n"] for p in parts)
+    mean = sum(p["n"] * p["mean"] for p in parts) / n
+    m2 = sum(p["m2"] + p["n"] * (p["mean"] - mean) ** 2 for p in parts)
+    resid = sum(p["resid"] for p in parts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(m2 > 0, 1 - resid / m2, 0.0)
+    return mean_loss, float(r2.mean())
+
+
+def evaluate(model, loss, X, Y, labels, sw, sigma, mpi=None, flush_denormals=None,
+             n_threads=None):
+    """(mean loss, metric) of prepared arrays: accuracy for classifiers, R^2 otherwise.
+
+    With `mpi` (a fastnn.training.distributed.MPIContext) the arrays are this rank's shard and the
+    result is that of all shards together, the same on every rank.
+    """
+    stats = _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals,
+                              n_threads)
+    return _combine_evaluations([stats] if mpi is None else mpi.comm.allgather(stats))
+
+
+# ------------------------------------------------------------------ the run
+
+class TrainingRun:
+    """Everything one fit needs, and the epoch loop.
+
+    Built by ``fastnn.fit`` from validated, converted arrays; the persistent state lives in
+    the optimizer and the EarlyStopping instance (see the module docstring), so that a new
+    TrainingRun over the same optimizer continues where the last one stopped.
+
+    Parameters
+    ----------
+    model : fastnn.MLP
+    loss : fastnn.nn.losses.Loss
+    optimizer : fastnn.optim.optimizers.Optimizer
+    data : (X, Y, labels, sw, sigma)
+        This process's (or rank's) training arrays, prepared by ``MLP.prepare_data``.
+    val : tuple of prepared arrays or None
+    batch_size, drop_last, shuffle : as fastnn.fit
+    seed_key : int or None
+        The key of the sample order (``epoch_order``); None when shuffle is off.
+    early_stopping : EarlyStopping or None
+    callbacks : list of callables
+    verbose : int
+    mpi : fastnn.training.distributed.MPIContext or None
+    flush_denormals : bool
+        Flush subnormals to zero in the compiled training and evaluation (fastnn.runtime.fpmode).
+    dropout_seed : int
+        The key of the dropout masks (0 without dropout).
+    """
+
+    def __init__(self, model, loss, optimizer, data, val, *, batch_size, drop_last, shuffle,
+                 seed_key, early_stopping, callbacks, verbose, mpi=None,
+                 flush_denormals=True, dropout_seed=0):
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.data, self.val = data, val
+        self.drop_last, self.shuffle, self.seed_key = drop_last, shuffle, seed_key
+        self.early_stopping, self.callbacks = early_stopping, callbacks
+        self.verbose, self.mpi = verbose, mpi
+        self.flush_denormals = flush_denormals  # the compiled calls' floating-point mode
+        # the dropout masks are a function of (dropout_seed, epoch index, step), so a
+        # continued run draws the masks an uninterrupted one would
+        self.dropout_seed = dropout_seed
+        # fastnn's threads of each compiled call: run() sets it from fit's n_threads; a driver
+        # of TrainingRun.epochs (fastnn.ensemble: one member's epoch per pool task) keeps 1
+        self.n_threads = 1
+        X = data[0]
+        self.offset, self.n_global = (0, X.shape[0]) if mpi is None else \
+            mpi.shard_layout(X.shape[0])
+        if drop_last and batch_size > self.n_global:
+            raise ValueError(f"drop_last=True with batch_size={batch_size} > "
+                             f"n_samples={self.n_global} leaves no batch")
+        self.batch_size = min(batch_size, self.n_global)
+        self.metric_name = "accuracy" if loss.output_name in _CLASSIFIER_LINKS else "r2"
+
+    # -------------------------------------------------------------- before the first step
+
+    def configuration(self):
+        """Everything that decides which collectives run and what they mean (MPI ranks must
+        agree on all of it)."""
+        model, opt, es = self.model, self.optimizer, self.early_stopping
+        s1, s2 = opt.state
+        return {
+            "dtype": model.dtype.name, "layer_sizes": list(model.layer_sizes),
+            "activations": [(layer.activation, layer.negative_slope, layer.alpha)
+                            for layer in model.layers],
+            "dropout and normalization": [(getattr(layer, "dropout", 0.0),
+                                           getattr(layer, "normalization", None))
+                                          for layer in model.layers],
+            "output": model.output, "loss": self.loss.get_config(),
+            "validation data": self.val is not None,
+            "early_stopping": repr(es),
+            "optimizer": repr(opt),
+            "schedule progress": repr(sorted(vars(opt.schedule).items())),
+            "optimizer counters (completed_epochs, t)": (opt.completed_epochs, opt.t),
+            "optimizer state sizes": (None if s1 is None else s1.shape[0],
+                                      None if s2 is None else s2.shape[0]),
+            "early-stopping record": None if es is None else
+            (es.best_value, es.best_epoch, es.wait, es._at_epoch),
+        }
+
+    def check(self, epochs):
+        """Raise, before any step, every error that can be known before one, so that a
+        configuration error never surfaces after epoch 1 has changed the weights.  With MPI
+        the ranks first agree on ``configuration()``, then every rank raises the same error
+        when any rank has one.
+        """
+        mpi = self.mpi
+        self._continue_early_stopping_record()  # before the comparison: the record is in it
+        if mpi is not None:
+            mpi.check_same(self.configuration(), "the training configuration")
+        error = None
+        try:
+            self._check_local(epochs)
+        except (ValueError, TypeError) as exc:
+            error = exc
+        if mpi is not None:
+            mpi.agree(error)
+        elif error is not None:
+            raise error
+
+    def _check_local(self, epochs):
+        # the collectives first, on every rank alike (whether validation data is present was
+        # agreed on), then checks that no longer call into MPI, so that one rank raising
+        # cannot leave another waiting in a collective
+        totals = [_weight_total(self.data)]
+        if self.val is not None:
+            totals.append(_weight_total(self.val))
+        if self.mpi is not None:
+            totals = [float(t) for t in self.mpi.sum(totals)]
+        if self.mpi is not None and isinstance(self.data[0], CSRInput):
+            raise ValueError("data-parallel training (comm) does not support a sparse X: pass "
+                             "each rank's shard dense (X.toarray()), or train without comm")
+        es = self.early_stopping
+        if es is not None and es.monitor == "val_metric" and self.val is None:
+            raise ValueError("EarlyStopping(monitor='val_metric') needs validation data: pass "
+                             "validation_data or validation_split > 0, or monitor 'val_loss' "
+                             "or 'loss'")
+        self.optimizer.check_planned_rates(epochs)
+        if not totals[0] > 0:
+            raise ValueError("the sample weights of the training rows sum to 0 (after the "
+                             "validation split): there is nothing to train on; check "
+                             "sample_weight or change validation_split/seed")
+        if self.val is not None and not totals[1] > 0:
+            raise ValueError("the sample weights of the validation rows sum to 0: the "
+                             "validation loss is undefined; check the validation weights or "
+                             "change validation_split/seed")
+
+    # -------------------------------------------------------------- the epochs
+
+    def run(self, epochs, n_threads=None):
+        """Train `epochs` more epochs; returns the History (also ``model.history_``)."""
+        # fastnn's threads take the compiled epoch's tiles; OpenBLAS at 1 meanwhile
+        # (closed on the way out: an interrupted epoch's run ends here, before the exception
+        # reaches the caller, not whenever the garbage collector closes the generator)
+        with compiled_threads(n_threads) as self.n_threads, \
+                contextlib.closing(self.epochs(epochs)) as steps:
+            for call in steps:
+                with self.model._lock:  # keeps a save in another thread out of the epoch
+                    call.run()
+        return self.history
+
+    def epochs(self, epochs):
+        """The run, step by step, for a driver that runs the compiled epochs itself.
+
+        A generator: it prepares each epoch (schedule, sample order, snapshot) and yields its
+        compiled call (``fastnn._core._sgd.EpochCall``); the driver runs it, holding
+        ``model._lock`` (``call.run()``, or with other models' epochs in one
+        ``_sgd.train_epochs`` job, as fastnn.ensemble does) and resumes the generator, which
+        records the epoch (status checks, loss, validation, schedule, early stopping,
+        callbacks) and yields the next.  ``send(True)`` instead of ``next`` also stops the
+        run after that epoch, as a callback returning True does.  It returns (as
+        StopIteration.value) the History, and raises what ``fastnn.fit`` raises.  Closed
+        (or an exception thrown in) before its yielded call ran, the run ends after the last
+        epoch that did (closed: early stopping's best weights put back) and the call is
+        dropped (it can no longer run); resumed before it ran: the same, with a
+        RuntimeError.  Closed or thrown into after the call ran, the model keeps that epoch's
+        weights and the optimizer its step count, as after Ctrl-C (a diverged epoch falls
+        back to the last parameters known to be good, as fit does, without raising).
+        ``run`` is this loop with one model.
+        """
+        model, mpi = self.model, self.mpi
+        self.bar = None
+        try:
+            if self.early_stopping is not None:
+                # a continued record: go on from the parameters the run reached, not from the
+                # best ones the last fit put back (before the broadcast of rank 0's)
+                with model._lock:
+                    self.early_stopping._resume(model.params)
+            self._allocate()
+            self.history = History(self.metric_name)
+            model.history_ = self.history
+            model.loss_ = self.loss
+            self.last_epoch = self.optimizer.completed_epochs + epochs
+            self.bar = _progress_bar(epochs) if self.verbose >= 2 else None
+            for _ in range(epochs):
+                call = self._prepare_epoch()
+                try:
+                    stop_asked = yield call
+                except BaseException as exc:
+                    # closed, or an exception thrown in: the run ends here, consistent
+                    if call.ran:
+                        self._settle(call)
+                    else:
+                        call.drop()
+                        if isinstance(exc, GeneratorExit):
+                            self._finish()
+                    raise
+                if not call.ran:
+                    call.drop()
+                    raise RuntimeError("TrainingRun.epochs was resumed before the epoch it "
+                                       "yielded ran (call.run() or _sgd.train_epochs); the "
+                                       "run ends after its last recorded epoch")
+                if self._record_epoch(call) or stop_asked:
+                    break
+            self._finish()
+            return self.history
+        except BaseException as exc:
+            # one rank alone cannot leave the collectives (a failed allocation included): abort
+            # all, unless every rank raised the same error (divergence is decided on summed
+            # values, so it happens everywhere) or the driver closed the run
+            if mpi is not None and mpi.size > 1 and not isinstance(
+                    exc, (TrainingDiverged, GeneratorExit)):
+                mpi.abort(exc)
+            raise
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+    def _continue_early_stopping_record(self):
+        """Continue the run's early-stopping record, or start one.
+
+        The optimizer carries the EarlyStopping of the run's last fit; a fit that continues
+        the run with an equal configuration (the same instance, another equal one, or the same
+        int patience) takes its record over, so re-supplying the same setting never resets it.
+        """
+        es, opt, params = self.early_stopping, self.optimizer, self.model.params
+        previous = opt._early_stopping
+        if es is None:
+            return
+        if previous is not None and previous is not es and repr(previous) == repr(es) and \
+                previous._continues(opt.completed_epochs, params):
+            es._take_record(previous)
+        elif not es._continues(opt.completed_epochs, params):
+            es.reset()
+        opt._early_stopping = es
+
+    def _allocate(self):
+        """The workspace, the optimizer's state and the sample order, once per fit; with MPI,
+        rank 0's parameters on every rank."""
+        model, mpi = self.model, self.mpi
+        X, Y, labels, sw, sigma = self.data
+        self.ws = _Workspace(model, self.batch_size, 0 if Y is None else Y.shape[1],
+                             labels is not None, sw is not None, sigma is not None,
+                             isinstance(X, CSRInput))
+        self.state = self.optimizer.init_state(model.n_params, model.dtype)
+        self.grads = model.grads
+        if mpi is not None:
+            mpi.broadcast(model.params)
+            # [gradient | loss | weight]: what one all-reduce per minibatch adds over ranks
+            self.grads = np.zeros(model.n_params + 2, dtype=model.dtype)
+        # the epoch's order of global sample indices (None: storage order, read in place)
+        self.order = (np.arange(self.n_global, dtype=np.intp)
+                      if self.shuffle or mpi is not None else None)
+        self.snapshot = np.empty_like(model.params)
+        self.previous = np.empty_like(model.params)  # parameters at the previous epoch's start
+
+    def _prepare_epoch(self):
+        """The next epoch's compiled call: rate, sample order, snapshot, optimizer arguments."""
+        opt, model = self.optimizer, self.model
+        opt._check_progress()  # a callback may have set the epoch count or the schedule
+        done = opt.completed_epochs
+        lr = opt.lr_at(done)
+        if not (math.isfinite(lr) and lr >= 0):
+            # the planned rates were checked before the first step; only a schedule driven by
+            # the training itself (ReduceOnPlateau, a user's) can get here, and one that has
+            # decayed to exactly 0 merely stops moving the weights
+            raise ValueError(f"the schedule {opt.schedule!r} gives lr={lr!r} for epoch "
+                             f"{done + 1}; expected a finite rate >= 0")
+        if self.shuffle:
+            epoch_order(self.order, self.seed_key, done)
+        self.snapshot, self.previous = self.previous, self.snapshot
+        self.snapshot[...] = model.params
+        self.lr = lr
+        ws, (X, Y, labels, sw, sigma) = self.ws, self.data
+        # hyperparameters and state as they are now (a callback may have changed momentum);
+        # the compiled call runs in the floating-point mode flush_denormals asks for (it sets
+        # it and restores the running thread's)
+        opt_args = opt.compiled_args(lr)
+        if isinstance(X, CSRInput):
+            return self._prepare_epoch_csr(opt_args, done)
+        with model._lock:
+            state1, state2 = opt.init_state(model.n_params, model.dtype)
+            return _sgd.prepare_epoch(
+                model._spec, model.params, self.grads, state1, state2, X, Y, labels, sw,
+                sigma, self.order, self.batch_size, self.drop_last, self.loss.kind,
+                int(self.loss.full), self.loss.scalar_sigma, *opt_args, opt.t, ws.acts,
+                ws.delta0, ws.delta1, ws.X if self.order is not None else None, ws.Y,
+                ws.labels, ws.sw, ws.sigma, SIGNAL_CHECK_INTERVAL, self.offset,
+                None if self.mpi is None else self.mpi.reducer, self.flush_denormals,
+                dropout_seed=self.dropout_seed, epoch=done, n_threads=self.n_threads)
+
+    def _settle(self, call):
+        """A run that ends after `call` ran, without recording it: the optimizer takes the
+        step count, and a diverged epoch falls back to the last good parameters (as
+        _check_status does, without raising).  A sparse epoch whose compiled call raised
+        (before any step) has no result to take."""
+        if call.result is None:
+            return
+        loss_sum, weight_sum, steps, status, failed_step, pending = self._take_result(call)
+        if status == _sgd.STATUS_OK and not all_finite(self.model.params):
+            self._restore_last_good(self.optimizer.completed_epochs + 1, None)
+        elif status == _sgd.STATUS_DIVERGED:
+            self._restore_last_good(self.optimizer.completed_epochs + 1, failed_step)
+
+    def _take_result(self, call):
+        """The epoch's figures; the optimizer takes its step count.  After an interrupted
+        epoch, non-finite weights go back to the epoch's start and a non-finite optimizer
+        state is reset (a diverged epoch is _restore_last_good's)."""
+        loss_sum, weight_sum, steps, t, status, failed_step, pending = call.result
+        opt, model = self.optimizer, self.model
+        opt.t = t
+        if status == _sgd.STATUS_INTERRUPTED:
+            if not all_finite(model.params):
+                model.params[...] = self.snapshot
+            if not all(s is None or all_finite(s) for s in opt.state):
+                opt._reset_state()
+        return loss_sum, weight_sum, steps, status, failed_step, pending
+
+    def _record_epoch(self, call):
+        """After the compiled epoch ran: checks, metrics, schedule, stopping.  Returns True to
+        stop."""
+        opt, model, lr = self.optimizer, self.model, self.lr
+        loss_sum, weight_sum, steps, status, failed_step, pending = self._take_result(call)
+        elapsed = call.seconds  # this epoch's own time, whatever ran beside it
+        epoch = opt.completed_epochs + 1  # the 1-based number users see
+        self._check_status(status, failed_step, pending, steps, epoch, lr)
+        opt.completed_epochs = epoch
+        train_loss = loss_sum / weight_sum if weight_sum > 0 else float("nan")
+        val_loss = val_metric = None
+        if self.val is not None:
+            val_loss, val_metric = evaluate(model, self.loss, *self.val, mpi=self.mpi,
+                                            flush_denormals=self.flush_denormals,
+                                            n_threads=self.n_threads)
+        logs = {"epoch": epoch, "loss": train_loss, "val_loss": val_loss,
+                "val_metric": val_metric, "lr": lr, "time": elapsed,
+                "samples_per_s": (steps * self.batch_size if self.drop_last else self.n_global)
+                / elapsed if elapsed > 0 else float("inf")}
+        self.history._append(logs)
+        opt.schedule.on_epoch_end(epoch - 1, val_loss if val_loss is not None else train_loss)
+        if self.verbose == 1 or (self.verbose >= 2 and self.bar is None):
+            print(_epoch_line(logs, self.last_epoch, self.metric_name), flush=True)
+        elif self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{train_loss:.4g}")
+        stop = False
+        es = self.early_stopping
+        if es is not None:
+            stop = es._update(_monitored(es.monitor, logs), epoch, model.params)
+            self.history.stopped_early = stop
+        for cb in self.callbacks:
+            stop = bool(cb(epoch, logs)) or stop
+        if self.mpi is not None:
+            # a callback may ask one rank to stop: every rank stops when any asks
+            stop = self.mpi.any(stop)
+        return stop
+
+    def _prepare_epoch_csr(self, opt_args, done):
+        """_prepare_epoch for a sparse X (a CSRInput): the compiled sparse epoch loop reads the
+        minibatches' rows of X in place (fastnn/_core/_sparse.pyx), on the thread that runs it."""
+        model, opt, ws, (X, Y, labels, sw, sigma) = self.model, self.optimizer, self.ws, self.data
+        with model._lock:
+            state1, state2 = opt.init_state(model.n_params, model.dtype)
+        return _CSREpoch(
+            _sparse.train_epoch_csr, model._spec, model.params, self.grads, state1, state2,
+            X.data, X.indices, X.indptr, X.shape[1], Y, labels, sw, sigma, self.order,
+            self.batch_size, self.drop_last, self.loss.kind, int(self.loss.full),
+            self.loss.scalar_sigma, *opt_args, opt.t, ws.acts, ws.delta0, ws.delta1, ws.Y,
+            ws.labels, ws.sw, ws.sigma, SIGNAL_CHECK_INTERVAL, self.flush_denormals,
+            dropout_seed=self.dropout_seed, epoch=done)
+
+    def _check_status(self, status, failed_step, pending, steps, epoch, lr):
+        model = self.model
+        loss_failed = status == _sgd.STATUS_DIVERGED
+        if status == _sgd.STATUS_OK and not all_finite(model.params):
+            # the epoch's last update overflowed the weights; its loss, computed before the
+            # update, was finite, so the loop could not see it
+            status, failed_step = _sgd.STATUS_DIVERGED, steps - 1
+        if status == _sgd.STATUS_DIVERGED:
+            kept = self._restore_last_good(epoch, failed_step if loss_failed else None)
+            what = "the training loss" if loss_failed else "the weights"
+            raise TrainingDiverged(
+                f"{what} became NaN or infinite at epoch {epoch}, step {failed_step + 1} "
+                f"(lr={lr:g}). The model keeps {kept}. Try a smaller learning rate, gradient "
+                "clipping (clip_norm), or scaling the inputs.", self.history)
+        if status == _sgd.STATUS_INTERRUPTED:
+            raise pending  # the model and optimizer were made consistent by _take_result
+        if status != _sgd.STATUS_OK:
+            raise RuntimeError(f"compiled training step failed at epoch {epoch}, step "
+                               f"{failed_step + 1} (status {status})")
+
+    def _restore_last_good(self, epoch, loss_step):
+        """After a divergence in (1-based) `epoch`, put back the last parameters known to give
+        a finite loss.
+
+        A minibatch's loss is computed from the parameters entering its step.  When the loss of
+        step `loss_step` is not finite, those parameters are the culprit even if they are
+        finite (they overflowed the logits: a model that predicts NaN), so the last good ones
+        are older: the snapshot from the start of this epoch when loss_step > 0 (its step 0 had
+        a finite loss); the one from the start of the previous epoch when loss_step == 0.
+        loss_step=None: every loss was finite and only the epoch's last update overflowed the
+        weights, so the start of this epoch is good.  The optimizer's state (velocity,
+        moments, step count) belonged to the diverging steps and is reset; its epoch count and
+        schedule are not.  Returns what the model keeps.
+        """
+        model = self.model
+        self.optimizer._reset_state()
+        first_of_fit = len(self.history) == 0
+        if loss_step == 0 and first_of_fit:
+            model.params[...] = self.snapshot
+            return ("the parameters it started this fit with, whose loss on the first "
+                    "minibatch was already not finite (check the scale of the inputs and "
+                    "targets)")
+        if loss_step == 0:
+            model.params[...] = self.previous
+            return (f"the parameters at the start of epoch {epoch - 1}, the last known to give "
+                    "a finite loss")
+        model.params[...] = self.snapshot
+        return (f"the parameters at the start of epoch {epoch}, the last known to give a "
+                "finite loss")
+
+    def _finish(self):
+        es = self.early_stopping
+        if es is not None and es.restore_best_weights and es.best_epoch is not None:
+            with self.model._lock:
+                es._restore_best(self.model.params)
+            self.history.best_epoch = es.best_epoch
+
+
+class _CSREpoch:
+    """A sparse X's epoch as a call like ``fastnn._core._sgd.EpochCall``: run once (on the calling
+    thread), then ``result`` (as _sparse.train_epoch_csr returns it) and ``seconds``."""
+
+    def __init__(self, fn, *args, **kwargs):
+        self._call = functools.partial(fn, *args, **kwargs)
+        self._started = False
+        self.ran, self.result, self.seconds = False, None, 0.0
+
+    def drop(self):
+        """Never run this epoch (as ``fastnn._core._sgd.EpochCall.drop``)."""
+        if not self.ran:
+            self._call = None
+
+    def run(self):
+        if self._call is None:
+            raise RuntimeError("this epoch was dropped (its run ended before it ran); it "
+                               "can no longer run")
+        if self._started:
+            raise RuntimeError("this epoch has already run; prepare the next one")
+        self._started = True
+        start = time.perf_counter()
+        result = self._call()
+        # ran only with its result: a Ctrl-C landing before the compiled call (ran set first)
+        # left ran without a result, and closing the run raised TypeError in _take_result
+        self.seconds = time.perf_counter() - start
+        self.result = result
+        self.ran = True
+        return result
+
+
+def _weight_total(arrays):
+    """Sum of the sample weights of prepared (X, Y, labels, sw, sigma), as a float64."""
+    X, sw = arrays[0], arrays[3]
+    return float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
+
+
+def _monitored(monitor, logs):
+    if monitor == "val_loss" and logs["val_loss"] is None:
+        return logs["loss"]
+    return logs[monitor]
+
+
+def _epoch_line(logs, last_epoch, metric_name):
+    line = (f"epoch {logs['epoch']}/{last_epoch}  loss {logs['loss']:.5g}  "
+            f"lr {logs['lr']:.3g}  {logs['samples_per_s']:,.0f} samples/s")
+    if logs["val_loss"] is not None:
+        line += f"  val_loss {logs['val_loss']:.5g}  val_{metric_name} {logs['val_metric']:.4f}"
+    return line
+
+
+def _progress_bar(total):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        warnings.warn("verbose=2 shows a progress bar when tqdm is installed (pip install "
+                      "tqdm); printing one line per epoch instead", stacklevel=4)
+        return None
+    return tqdm(total=total, unit="epoch")

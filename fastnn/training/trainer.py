@@ -1,0 +1,297 @@
+"""``fit``: check the arguments, prepare the data, and hand them to a training run.
+
+Python does, once per fit: validation and conversion of the data (here), then the workspace
+and the optimizer state (fastnn/training/engine.py, ``TrainingRun``).  Once per epoch: the sample
+order, one call into ``fastnn._core._sgd.train_epoch`` that runs every minibatch without the GIL,
+then validation metrics, the schedule, early stopping and callbacks.  Nothing is allocated
+per minibatch and nothing grows with the number of steps.
+
+Continuing is the default: the epoch and step counts, the schedule's progress and the
+optimizer's state live in the optimizer, so a second fit with it goes on where the first
+stopped; ``optimizer.reset()`` starts afresh (see fastnn/training/engine.py for where each piece of a
+run's state lives).
+
+Determinism: the sample order of each epoch is a function of ``seed`` and the epoch's index
+alone, the compiled loop is sequential, and BLAS is deterministic for a fixed thread count, so
+the same seed, data and thread count give bitwise-identical weights, and with an int seed
+``fit(3 epochs)`` then ``fit(3 epochs)`` with the same optimizer equals ``fit(6 epochs)``.
+"""
+import numbers
+
+import numpy as np
+
+from fastnn.runtime import fpmode
+from fastnn._validation import (MAX_DIM, check_bool, check_number, check_random_state,
+                                check_writeable)
+from fastnn.nn.model import MLP
+from fastnn.optim.optimizers import get_optimizer
+from fastnn.nn.sparse import CSRInput
+# the public classes of a run are defined beside it and re-exported here (fastnn.training.trainer.X)
+from fastnn.training.engine import (SIGNAL_CHECK_INTERVAL, EarlyStopping, History,  # noqa: F401
+                             TrainingDiverged, TrainingRun, evaluate)
+
+#: seeds of the sample order drawn when `seed` is not an int
+_SEED_KEY_BOUND = 2 ** 63
+
+
+def _split_validation(arrays, n, fraction, rng):
+    """Hold out round(fraction * n) random rows of every array (None entries stay None)."""
+    n_val = int(round(fraction * n))
+    if n_val < 1 or n_val >= n:
+        raise ValueError(f"validation_split={fraction} leaves {n - n_val} training and "
+                         f"{n_val} validation samples out of {n}; expected at least one of each")
+    perm = rng.permutation(n)
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    def take(a, idx):
+        if a is None:
+            return None
+        return a.take(idx) if isinstance(a, CSRInput) else np.ascontiguousarray(a[idx])
+    return [take(a, train_idx) for a in arrays], [take(a, val_idx) for a in arrays]
+
+
+def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=True,
+        seed=None, sample_weight=None, validation_data=None, validation_split=0.0,
+        early_stopping=None, callbacks=(), verbose=0, drop_last=False, comm=None,
+        n_threads=None, flush_denormals=None):
+    """Train `model` by minibatch SGD (or Adam) on (X, y).
+
+    Parameters
+    ----------
+    model : fastnn.MLP
+    X : array-like or scipy.sparse matrix/array of shape (n_samples, n_inputs)
+        Converted once to the model's dtype (float32 or float64).  A sparse X (any format)
+        is converted once to CSR (``fastnn.nn.sparse.as_csr``: O(nnz) memory) and kept sparse:
+        the compiled sparse epoch loop (fastnn/_core/_sparse.pyx) reads each minibatch's rows in
+        place.  Not with ``comm``, nor layer normalization of the first layer.
+    y : array-like
+        Targets as the loss accepts them (labels, one-hot/probability rows, values).
+    loss : str or fastnn.nn.losses.Loss
+    optimizer : fastnn.SGD, fastnn.Adam, "sgd", "adam" or None (SGD(lr=0.01))
+        It keeps the run's state between fits: velocity/moments, the step count ``t``, the
+        epoch count ``completed_epochs`` that its schedule is a function of, and a
+        ReduceOnPlateau's progress.  A second fit with it continues the run (epoch 4 of a run
+        continued after 3 epochs gets the rate and, with an int seed, the sample order of an
+        uninterrupted run's epoch 4); call ``optimizer.reset()`` to start afresh.
+    epochs : int, default 10
+        Epochs to train in this call (more epochs of the same run when continuing).
+    batch_size : int, default 32
+        Samples per minibatch (one optimizer step each), clipped to n_samples.  The last,
+        smaller batch of an epoch is used unless drop_last.
+    shuffle : bool, default True
+        Reshuffle the samples every epoch: the order of the epoch after e completed ones is
+        ``default_rng([seed, e]).permutation(n_samples)``.
+    seed : int, numpy.random.Generator or None
+        Shuffling and validation split.  Same seed and data: bitwise identical weights,
+        for any ``n_threads``.  A Generator or None draws the shuffling seed from it at the start
+        of each fit, so only an int seed continues a run's sample order bitwise.
+    sample_weight : array-like of shape (n_samples,), optional
+        Each minibatch minimizes sum_i w_i l_i / sum_i w_i; a batch of zero weight is skipped.
+    validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
+    validation_split : float in [0, 1), default 0.0
+        Hold out this random fraction of (X, y) for validation (ignored when
+        validation_data is given).
+    early_stopping : EarlyStopping, int or None
+        An int is the patience of ``EarlyStopping(patience)``.  The same instance passed to a
+        fit that continues the run continues its record.  An EarlyStopping placed in
+        `callbacks` (the Keras habit) is used as this argument.
+    callbacks : sequence of callables ``cb(epoch, logs)``
+        Called after every epoch with its 1-based number over the run and the logs dict (the
+        History fields of that epoch); returning True stops training (with comm: on every
+        rank, when any rank's callback asks).  An exception raised by a callback propagates; the
+        model keeps the weights of the finished epochs.
+    verbose : int, default 0
+        1 prints one line per epoch to stdout (its mean training loss, learning rate,
+        samples per second and validation figures); 2 shows a progress bar (tqdm, on
+        stderr) if tqdm is installed.
+    drop_last : bool, default False
+    comm : mpi4py.MPI.Intracomm, optional
+        Data-parallel training over MPI (see fastnn.training.distributed): X, y, sample_weight and
+        validation data are this rank's shard, every other argument must be the same on all
+        ranks, and `seed` an int or None.  The result equals one process training on the
+        concatenated shards with the same global minibatches.
+    n_threads : int or None, default None
+        fastnn's threads for this fit; None: every core the process may run on, shared out
+        among the MPI ranks of the node when they are not bound to cores
+        (``fastnn.runtime.threads.default_threads()``).  The trained parameters are the same bits
+        for every count: each product and pass is cut into tiles fixed by the shapes, and
+        the threads only share them out (layers too small to gain run on one thread).
+        scipy's OpenBLAS runs single-threaded inside (see fastnn.runtime.threads).
+    flush_denormals : bool or None, default None
+        Flush subnormal floats (below 1.2e-38 in float32) to zero in the compiled training
+        and evaluation, which keeps late epochs as fast as early ones; False leaves the
+        floating-point mode alone (IEEE subnormals, bitwise the results from before the
+        switch existed).  None: the process-wide setting, True unless changed (see
+        fastnn.runtime.fpmode).  The caller's floating-point mode is unchanged after fit, also when
+        it raises or is interrupted.
+
+    Returns
+    -------
+    History (also stored as ``model.history_``)
+        Per epoch (numbered from 1 over the run): mean training loss, validation loss and
+        metric, learning rate, seconds and samples per second.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad arguments or data, and every configuration error that can be known before the
+        first step (EarlyStopping(monitor="val_metric") without validation data, a schedule
+        giving a rate that is not finite and positive within the planned epochs, sample
+        weights summing to zero after the validation split, MPI ranks disagreeing on the
+        model, loss, validation or stopping setup): raised before any parameter changes.
+    TrainingDiverged
+        The loss or the parameters became NaN/inf; raised with the epoch and step.  The model
+        keeps the last parameters known to give a finite loss: those at the start of that
+        epoch (of the epoch before when its first step failed), so that it never predicts
+        NaN from weights that merely happen to be finite.  The optimizer's state (velocity,
+        moments, step count) is reset; its epoch count and schedule are kept.
+    KeyboardInterrupt
+        Re-raised after the minibatch that was running when Ctrl-C arrived; the model holds
+        the weights after that minibatch and ``model.history_`` the completed epochs.
+    """
+    run, epochs = prepare_run(
+        model, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+        seed=seed, sample_weight=sample_weight, validation_data=validation_data,
+        validation_split=validation_split, early_stopping=early_stopping, callbacks=callbacks,
+        verbose=verbose, drop_last=drop_last, comm=comm, n_threads=n_threads,
+        flush_denormals=flush_denormals)
+    return run.run(epochs, n_threads)
+
+
+def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=True,
+                seed=None, sample_weight=None, validation_data=None, validation_split=0.0,
+                early_stopping=None, callbacks=(), verbose=0, drop_last=False, comm=None,
+                n_threads=None, flush_denormals=None):
+    """Everything ``fit`` does before the first epoch, without running any.
+
+    For a driver that runs the epochs itself (fastnn.ensemble runs its members' runs in
+    lockstep through ``TrainingRun.epochs``).
+
+    Parameters
+    ----------
+    model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, sample_weight,
+    validation_data, validation_split, early_stopping, callbacks, verbose, drop_last, comm,
+    n_threads, flush_denormals
+        As for ``fit``.
+
+    Returns
+    -------
+    run : fastnn.training.engine.TrainingRun
+        Checked (``TrainingRun.check``): every error knowable before a step has been raised.
+    epochs : int
+        The epochs to run.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As ``fit`` raises them before its first step.
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
+    check_writeable(model.params, "model.params")
+    check_writeable(model.grads, "model.grads")
+    epochs = check_number(epochs, "epochs", low=1, integer=True)
+    batch_size = check_number(batch_size, "batch_size", low=1, integer=True)
+    fraction = float(check_number(validation_split, "validation_split", low=0.0, high=1.0,
+                                  high_open=True))
+    verbose = check_number(verbose, "verbose", low=0, integer=True)
+    if n_threads is not None:
+        check_number(n_threads, "n_threads", low=1, high=MAX_DIM, integer=True)
+    shuffle = check_bool(shuffle, "shuffle")
+    flush_denormals = fpmode.resolve(flush_denormals)
+    drop_last = check_bool(drop_last, "drop_last")
+    if isinstance(early_stopping, numbers.Integral) and not isinstance(early_stopping,
+                                                                        (bool, np.bool_)):
+        early_stopping = EarlyStopping(patience=early_stopping)
+    if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+        raise TypeError(f"early_stopping must be None, an int or fastnn.EarlyStopping; got "
+                        f"{early_stopping!r}")
+    if callable(callbacks) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"callbacks must be a sequence of callables cb(epoch, logs); got "
+                        f"{callbacks!r} (put a single callback in a list)")
+    callbacks = list(callbacks)
+    # Keras habit: callbacks=[EarlyStopping(...)] means early_stopping=EarlyStopping(...)
+    stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
+    if stoppers:
+        if early_stopping is not None or len(stoppers) > 1:
+            raise TypeError("got more than one EarlyStopping (in callbacks and/or "
+                            "early_stopping=); pass one, as early_stopping=EarlyStopping(...)")
+        early_stopping = stoppers[0]
+        callbacks = [cb for cb in callbacks if not isinstance(cb, EarlyStopping)]
+    for cb in callbacks:
+        if not callable(cb):
+            raise TypeError(f"callbacks must be callables cb(epoch, logs); got {cb!r}")
+    optimizer = get_optimizer(optimizer)
+    mpi = None
+    if comm is not None:
+        from fastnn.training.distributed import MPIContext
+        mpi = MPIContext(comm)
+        if seed is not None and not isinstance(seed, numbers.Integral):
+            raise TypeError(f"with comm, seed must be an int or None (the same on every rank) "
+                            f"so that all ranks draw the same minibatches; got {seed!r}")
+        # before any collective whose buffers depend on them (the dtype, above all)
+        mpi.check_same({"epochs": epochs, "batch_size": batch_size, "shuffle": shuffle,
+                        "drop_last": drop_last, "validation_split": fraction,
+                        "seed": None if seed is None else int(seed),
+                        "optimizer": repr(optimizer), "layer_sizes": model.layer_sizes,
+                        "dtype": model.dtype.name}, "a fit argument")
+        if seed is None:
+            seed = mpi.comm.bcast(int(np.random.SeedSequence().entropy % 2**63), root=0)
+        if verbose and not mpi.is_root:
+            verbose = 0
+    rng = check_random_state(seed)
+    # the dropout masks' key, drawn first (so equal on every rank) and only with dropout
+    dropout_seed = (int(rng.integers(2**63)) if any(layer.dropout for layer in model.layers)
+                    else 0)
+
+    if mpi is None:
+        loss, data, val = _prepare_fit_data(model, X, y, loss, sample_weight, validation_data,
+                                            fraction, rng)
+    else:
+        # every rank validates its shard; all ranks raise if any rank's input is bad.  The
+        # validation split draws from its own per-rank stream, so the shuffling seed stays
+        # the same on every rank.
+        error = None
+        try:
+            loss, data, val = _prepare_fit_data(model, X, y, loss, sample_weight,
+                                                validation_data, fraction,
+                                                np.random.default_rng([seed, mpi.rank]))
+        except (ValueError, TypeError, MemoryError) as exc:
+            error = exc
+        mpi.agree(error)
+    seed_key = None
+    if shuffle:
+        seed_key = int(seed) if isinstance(seed, numbers.Integral) else \
+            int(rng.integers(_SEED_KEY_BOUND))
+    run = TrainingRun(model, loss, optimizer, data, val, batch_size=batch_size,
+                      drop_last=drop_last, shuffle=shuffle, seed_key=seed_key,
+                      early_stopping=early_stopping, callbacks=callbacks, verbose=verbose,
+                      mpi=mpi, flush_denormals=flush_denormals, dropout_seed=dropout_seed)
+    run.check(epochs)
+    return run, epochs
+
+
+def _prepare_fit_data(model, X, y, loss, sample_weight, validation_data, fraction, rng):
+    """(loss, (X, Y, labels, sw, sigma), validation arrays or None), all validated.  A
+    scipy.sparse X (or X_val) becomes a CSRInput, converted once (fastnn.nn.sparse.as_csr)."""
+    loss, X, Y, labels, sw, sigma = _prepare_data(model, X, y, loss, sample_weight, "X")
+    val = None
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError("validation_data must be (X_val, y_val) or "
+                             "(X_val, y_val, sample_weight_val)")
+        X_val, y_val, *sw_val = validation_data
+        if loss.sample_sigma is not None:
+            raise ValueError("validation_data cannot be used with a per-sample sigma; use "
+                             "validation_split, which splits sigma with the data")
+        val = _prepare_data(model, X_val, y_val, loss, sw_val[0] if sw_val else None,
+                            "X_val")[1:]
+    elif fraction > 0:
+        (X, Y, labels, sw, sigma), val = _split_validation(
+            [X, Y, labels, sw, sigma], X.shape[0], fraction, rng)
+    return loss, (X, Y, labels, sw, sigma), val
+
+
+def _prepare_data(model, X, y, loss, sample_weight, name):
+    """model.prepare_data, or for a scipy.sparse X its CSR conversion (kept sparse: the
+    compiled sparse epoch loop, fastnn/_core/_sparse.pyx) and model.prepare_targets."""
+    return model._prepare_any(X, y, loss, sample_weight, name)
