@@ -284,8 +284,15 @@ def _probe_directory(path, argument, directory):
     except OSError as exc:
         raise PermissionError(f"cannot write {argument} {path!r}: no file can be created in "
                               f"the directory {directory!r} ({exc.strerror or exc})") from None
-    os.close(fd)
-    os.unlink(name)
+    try:  # removed whatever happens, KeyboardInterrupt included
+        closing, fd = fd, None
+        os.close(closing)
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name)
 
 
 def _atomic_write(path, write):
