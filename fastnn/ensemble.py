@@ -88,7 +88,7 @@ from fastnn._core import _sgd
 from fastnn.runtime import fpmode
 from fastnn._version import __version__  # not the package, which imports this module
 from fastnn._validation import MAX_DIM, check_bool, check_number
-from fastnn.io.saving import (ModelFileError, load as _load_model, _atomic_write, _check_path,
+from fastnn.io.saving import (ModelFileError, load as _load_model, _check_path,
                        _description_header, _entries, _read_npy)
 from fastnn.nn.losses import GaussianNLL, get_loss
 from fastnn.nn.model import MLP, as_input
@@ -97,6 +97,7 @@ from fastnn.optim.optimizers import Optimizer, get_optimizer
 from fastnn.runtime.threads import available_cores, compiled_threads, resolve_threads  # (re-exported)
 from fastnn.training.trainer import prepare_run
 from fastnn.training.engine import EarlyStopping
+from fastnn.io.writer import check_output, write_output
 
 __all__ = ["MLPEnsemble", "EnsemblePrediction", "load_ensemble", "available_cores",
            "ENSEMBLE_FORMAT", "ENSEMBLE_FORMAT_VERSION"]
@@ -753,11 +754,14 @@ class MLPEnsemble:
         Parameters
         ----------
         path : str or os.PathLike
-            The file written (replaced atomically if it exists).
+            The file written (replaced atomically if it exists).  An existing directory, a
+            missing folder or an unwritable place is refused before anything is written
+            (IsADirectoryError, FileNotFoundError, NotADirectoryError, PermissionError;
+            ``fastnn.io.writer``).
         """
         from fastnn.io.saving import save_model
         self._check_state()
-        path = _check_path(path)
+        target = check_output(path, "path")  # a directory, a missing folder: refused first
         arrays = {}
         with tempfile.TemporaryDirectory(prefix="fastnn-ensemble-") as tmp:
             for k, member in enumerate(self.members):
@@ -769,13 +773,13 @@ class MLPEnsemble:
                        "fastnn_version": __version__, "n_members": self.n_members,
                        "member_seeds": self.member_seeds, "bootstrap": self.bootstrap}
         arrays["description"] = np.array(json.dumps(description))
-        # fastnn.io.saving's atomic write: a temporary file beside the target, fsynced and renamed
+        # fastnn.io.writer's atomic write: a temporary file beside the target, fsynced and renamed
         # over it; an existing target keeps its permission bits, a symbolic link is followed,
         # and any exception (KeyboardInterrupt too) removes the temporary file and descriptor.
         # Compressed: besides the size, no member's own zip records appear verbatim in the
         # archive, where a reader of a truncated file could mistake them for the outer
         # archive's.
-        _atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+        write_output(target, lambda fh: np.savez_compressed(fh, **arrays))
 
 
 def train_in_lockstep(runs, workers, histories, errors):

@@ -155,3 +155,26 @@ def test_threads_defaults_to_every_core_as_fit_does(tmp_path, spirals_npz, capsy
         saved.append(fastnn.load(path).params)
     assert seen == [None, 1, 3]
     assert all(np.array_equal(saved[0], p) for p in saved[1:])
+
+
+def test_outputs_never_replace_inputs_and_a_directory_is_refused_before_training(
+        tmp_path, spirals_npz, capsys):
+    # issue 23: `predict m.npz d --output m.npz` replaced the model and exited 0, `--save DIR`
+    # trained to the end before failing; every case is in tests/test_outputs.py
+    data, _, _ = spirals_npz
+    model_path = tmp_path / "model.npz"
+    assert _train(data, model_path) == 0
+    capsys.readouterr()
+    before = model_path.read_bytes(), data.read_bytes()
+    for victim, name in ((model_path, "model"), (data, "data")):
+        err = _error(["predict", str(model_path), str(data), "--output", str(victim)],
+                     capsys).err
+        assert f"--output {str(victim)!r} is the same file as the input {name}" in err
+    err = _error(["train", str(data), "--save", str(data)], capsys).err
+    assert "--save" in err and "same file as the input data" in err
+    (tmp_path / "adir").mkdir()
+    captured = _error(["train", str(data), "--layers", "16", "--epochs", "3", "--quiet",
+                       "--save", str(tmp_path / "adir")], capsys)
+    assert "trained" not in captured.out and "is an existing directory" in captured.err
+    assert (model_path.read_bytes(), data.read_bytes()) == before
+    assert sorted(os.listdir(tmp_path)) == ["adir", "model.npz", "spirals.npz"]

@@ -12,6 +12,14 @@ held-out accuracy or R^2 at the end, and stores the feature names, the classes a
 statistics in the model file, so that ``predict`` applies the same preprocessing, selects the
 columns by name and gives back class labels and values in the target's units.
 
+Every file the command writes is named by a flag marked as an output (``--save``,
+``--plot``, ``--output``) and every file it reads by an argument marked as an input; before
+any work starts, ``_run`` hands them all to ``fastnn.io.writer.check_outputs``, which refuses an
+output that is an input or another output (links resolved), an existing directory, or a
+place that cannot be written.  Files are written exactly at the path given, atomically,
+and that path is the one reported.  ``train`` saves the model before the optional outputs
+(the held-out metric, the plot), so nothing after the save can lose the run.
+
 Errors in the user's input are reported as one line on stderr with exit status 2 (no
 traceback); a run that diverges or runs out of memory as one line with exit status 1;
 anything else is a bug and keeps its traceback.  A closed output pipe (``fastnn train ... |
@@ -21,6 +29,7 @@ exits with status 141 (128 + SIGPIPE).
 import argparse
 import contextlib
 import csv
+import io
 import os
 import signal
 import sys
@@ -36,6 +45,7 @@ from fastnn.nn.losses import LOSS_NAMES, get_loss
 from fastnn.optim.optimizers import OPTIMIZERS
 from fastnn.io.tabular import (Preprocessor, check_complete, feature_matrix, python_label,
                             read_table)
+from fastnn.io.writer import check_outputs, write_output
 
 _TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
 #: loss names -> the task they model, to pick the task when only --loss is given
@@ -117,6 +127,24 @@ def _momentum(text):
     return value
 
 
+def input_path(text):
+    """argparse type of an argument naming a file the command reads."""
+    return text
+
+
+def output_path(text):
+    """argparse type of an argument naming a file the command writes.
+
+    ``_run`` checks every argument of this type before the command starts, against every
+    argument of type ``input_path`` (``fastnn.io.writer.check_outputs``): a new output flag only
+    needs ``type=output_path`` to be checked, and tests/test_outputs.py finds it the same way.
+    """
+    return text
+
+
+input_path.__name__, output_path.__name__ = "input path", "output path"
+
+
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults in every --help line, and the description's line breaks kept.
 
@@ -195,7 +223,8 @@ def build_parser():
         description="Train on a table with a header row (.csv, .tsv, .txt) or a .npz with "
                     "arrays X and y.\nThe task (classification or regression) is inferred "
                     "from the target and printed;\n--task or --loss override it.")
-    train.add_argument("data", help="a table with a header row, or a .npz with arrays X and y")
+    train.add_argument("data", type=input_path,
+                       help="a table with a header row, or a .npz with arrays X and y")
     train.add_argument("--target", default=None,
                        help="table: the target column (required); .npz: the target array, "
                             "default: y")
@@ -220,11 +249,13 @@ def build_parser():
     train.add_argument("--early-stopping", type=_int_at_least(0), default=10, metavar="PATIENCE",
                        help="stop after this many epochs without a better validation loss and "
                             "keep the best weights; 0 turns it off")
-    train.add_argument("--plot", default=None, metavar="FILE.png",
-                       help="save the learning curve to this image (needs matplotlib); "
-                            "default: no plot")
-    train.add_argument("--save", default=None,
-                       help="write the trained model to this .npz; default: not saved")
+    train.add_argument("--plot", type=output_path, default=None, metavar="FILE.png",
+                       help="save the learning curve to exactly this image path, in the "
+                            "format its suffix names (.png, .pdf, .svg, ...; PNG without "
+                            "one; needs matplotlib); default: no plot")
+    train.add_argument("--save", type=output_path, default=None,
+                       help="write the trained model to exactly this path (a .npz archive, "
+                            "saved before the plot); default: not saved")
     _add_table_flags(train)
     # tanh for tables: on small standardised tables (breast cancer, wine, diabetes) it matched
     # or beat relu and varied less over seeds (tests/test_cli_reference.py)
@@ -236,9 +267,11 @@ def build_parser():
         description="Predict with a saved model.  A table's columns are selected by the "
                     "names the model was\ntrained on (the target column, if present, is "
                     "ignored).")
-    predict.add_argument("model", help="a model saved by `fastnn train --save` or MLP.save")
-    predict.add_argument("data", help="a table with a header row, or a .npz with an array X")
-    predict.add_argument("--output", default=None,
+    predict.add_argument("model", type=input_path,
+                         help="a model saved by `fastnn train --save` or MLP.save")
+    predict.add_argument("data", type=input_path,
+                         help="a table with a header row, or a .npz with an array X")
+    predict.add_argument("--output", type=output_path, default=None,
                          help="write predictions to exactly this path: CSV with a header, or "
                               "a NumPy array if it ends in .npy (default: CSV on stdout)")
     _add_table_flags(predict)
@@ -352,12 +385,10 @@ def _task_and_loss(args):
 # ---------------------------------------------------------------------- train
 
 def run_train(args):
-    if args.save:  # fail before training, not after it
-        directory = os.path.dirname(os.path.abspath(args.save))
-        if not os.path.isdir(directory):
-            raise UsageError(f"--save {args.save}: the directory {directory} does not exist")
+    # the output paths were checked by _run; what else can fail after training is checked
+    # here, before it
     if args.plot:
-        _check_matplotlib()
+        _plot_format(args.plot)
     if not _is_table(args.data):
         args.activation = args.activation or "relu"
         return _train_npz(args)
@@ -436,16 +467,17 @@ def run_train(args):
               f"{early.patience} epochs; kept the weights of epoch {history.best_epoch}, "
               f"the best {early.monitor}")
     print(f"final training loss {history.loss[-1]:.6g}")
+    # the run is saved first: nothing optional after it (the metric, the plot) can lose it
+    if args.save:
+        saved = _save(model, args)
+        print(f"saved the model to {saved} (predict with `fastnn predict {saved} "
+              "FILE --output OUT.csv`)")
     if validation is not None:
         name, value = _held_out_metric(model, pre, table.take(val_rows))
         print(f"held-out {name}: {value:.4f} on {len(val_rows)} rows (--validation-split "
               f"{args.validation_split}{', also used for early stopping' if early else ''})")
     if args.plot:
-        _plot(history, args.plot)
-    if args.save:
-        model.save(args.save)
-        print(f"saved the model to {args.save} (predict with `fastnn predict {args.save} "
-              "FILE --output OUT.csv`)")
+        _plot(history, args)
     return 0
 
 
@@ -496,33 +528,55 @@ def _train_npz(args):
     history = _fit_and_report(model, X, y, loss, args, validation_split=args.validation_split,
                               early_stopping=early)
     print(f"final training loss {history.loss[-1]:.6g}")
+    if args.save:  # first, as for a table
+        print(f"saved the model to {_save(model, args)} (load it with fastnn.load or "
+              "`fastnn predict`)")
     if history.val_metric and history.val_metric[-1] is not None:
         print(f"held-out {history.metric_name}: {history.val_metric[-1]:.4f}")
     if args.plot:
-        _plot(history, args.plot)
-    if args.save:
-        model.save(args.save)
-        print(f"saved the model to {args.save} (load it with fastnn.load or `fastnn predict`)")
+        _plot(history, args)
     return 0
 
 
-def _check_matplotlib():
+def _save(model, args):
+    """Save the trained model to --save (checked by _run); the path written."""
+    model.save(args.targets["--save"])
+    return args.targets["--save"].path
+
+
+def _plot_format(path):
+    """The image format --plot's suffix names, checked before training (PNG without one).
+
+    The image is written exactly at `path`: matplotlib, given a name, would append ".png" to a
+    name without a suffix, and fail after training on a suffix it does not know.
+    """
     try:
-        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
     except ImportError:
         raise UsageError("--plot needs matplotlib: pip install matplotlib (or "
                          "fastnn[plot])") from None
+    suffix = os.path.splitext(os.path.basename(path))[1][1:].lower()
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if suffix and suffix not in formats:
+        raise UsageError(f"--plot {path!r}: matplotlib cannot write a .{suffix} image; "
+                         f"expected one of {', '.join('.' + f for f in sorted(formats))} "
+                         "(or no suffix for PNG)")
+    return suffix or "png"
 
 
-def _plot(history, path):
+def _plot(history, args):
     import matplotlib
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots()
-    history.plot(ax=ax)
-    fig.savefig(path)
-    plt.close(fig)
-    print(f"saved the learning curve to {path}")
+    try:
+        history.plot(ax=ax)
+        fmt = _plot_format(args.plot)
+        written = write_output(args.targets["--plot"],
+                               lambda fh: fig.savefig(fh, format=fmt)).path
+    finally:
+        plt.close(fig)
+    print(f"saved the learning curve to {written}")
 
 
 # ---------------------------------------------------------------------- predict
@@ -551,15 +605,17 @@ def run_predict(args):
     predictions = model.predict(X)
     header, columns = _prediction_columns(model, pre, X, predictions)
     if args.output and args.output.lower().endswith(".npy"):
-        np.save(args.output, predictions if pre is None or pre.task == "classification"
-                else np.column_stack(columns))
-        print(f"wrote predictions of shape {predictions.shape} to {args.output}")
+        array = (predictions if pre is None or pre.task == "classification"
+                 else np.column_stack(columns))
+        # through a handle: np.save given a name would append ".npy" to "P.NPY"
+        written = write_output(args.targets["--output"], lambda fh: np.save(fh, array)).path
+        print(f"wrote predictions of shape {predictions.shape} to {written}")
         return 0
     if args.output:
-        with open(args.output, "w", newline="", encoding="utf-8") as fh:
-            _write_csv(fh, header, columns)
+        written = write_output(args.targets["--output"],
+                               lambda fh: _write_csv_bytes(fh, header, columns)).path
         print(f"wrote {len(columns[0])} predictions (columns {', '.join(map(repr, header))}) to "
-              f"{args.output}")
+              f"{written}")
     else:
         _write_csv(sys.stdout, header, columns)
         sys.stdout.flush()
@@ -596,6 +652,13 @@ def _prediction_columns(model, pre, X, P):
             names.append("std" if std.shape[1] == 1 else f"std_{j}")
             cols.append(std[:, j] * (pre.y_scale if pre is not None else 1.0))
     return names, cols
+
+
+def _write_csv_bytes(fh, header, columns):
+    text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+    _write_csv(text, header, columns)
+    text.flush()
+    text.detach()  # the binary handle stays the writer's to close
 
 
 def _write_csv(fh, header, columns):
@@ -643,9 +706,14 @@ def main(argv=None):
 
 
 def _run(argv):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     commands = {"demo": run_demo, "train": run_train, "predict": run_predict}
     try:
+        # every output checked before any work: not an input, not another output, not a
+        # directory, writable (fastnn.io.writer); the commands write through these targets
+        inputs, outputs = _file_arguments(parser, args)
+        args.targets = check_outputs(outputs, inputs)
         return commands[args.command](args)
     except BrokenPipeError:
         # a pipe fastnn opened itself (--output /dev/stdout, a FIFO) whose reader left: as a
@@ -657,6 +725,30 @@ def _run(argv):
     except (fastnn.TrainingDiverged, MemoryError) as exc:  # the run failed, not the call
         print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _file_arguments(parser, args):
+    """([(name, path)] of inputs, [(flag, path)] of outputs) of the parsed command.
+
+    Found by the arguments' types (input_path, output_path), so every file argument of every
+    subcommand is covered without a list to keep up to date.
+    """
+    inputs, outputs = [], []
+    for action in _subcommand(parser, args.command)._actions:
+        value = getattr(args, action.dest, None)
+        if value is None or action.type not in (input_path, output_path):
+            continue
+        name = action.option_strings[0] if action.option_strings else action.dest
+        (inputs if action.type is input_path else outputs).append((name, value))
+    return inputs, outputs
+
+
+def _subcommand(parser, command):
+    """The parser of one subcommand."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
+    raise KeyError(command)  # pragma: no cover - build_parser always adds them
 
 
 # ------------------------------------------------------------ a reader that leaves early

@@ -69,8 +69,8 @@ import os
 
 import numpy as np
 
-from fastnn.io.saving import _atomic_write
 from fastnn.nn.model import MLP
+from fastnn.io.writer import check_output, write_output
 
 __all__ = ["to_onnx", "DEFAULT_OPSET"]
 
@@ -544,8 +544,10 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
         An unfitted estimator; an opset out of range; parameters that are NaN or infinite
         (as ``MLP.save``, the export refuses them; an existing file is left as it was).
     OSError
-        `path` cannot be written: FileNotFoundError naming a missing directory,
-        PermissionError; an existing file at `path` is then left as it was.
+        `path` cannot be written (checked before the graph is built, by
+        ``fastnn.io.writer.check_output``): IsADirectoryError for an existing directory,
+        FileNotFoundError naming a missing directory, NotADirectoryError, PermissionError;
+        an existing file at `path` is then left as it was.
 
     Examples
     --------
@@ -561,6 +563,8 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
         raise TypeError(f"name must be a str; got {type(name).__name__}")
     onnx = _import_onnx()
     opset = _check_opset(opset, onnx)
+    # a directory, a missing folder, an unwritable place: refused before the graph is built
+    target = None if path is None else check_output(path, "path")
     helper = onnx.helper
 
     # one snapshot of the weights, copied under the model's lock (which fit holds while an
@@ -605,7 +609,7 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
         # written like MLP.save: a temporary file beside the target, fsynced, then renamed
         # over it, so a failed or interrupted export never leaves a partial file
         data = onnx_model.SerializeToString()
-        _atomic_write(path, lambda fh: fh.write(data))
+        write_output(target, lambda fh: fh.write(data))
     return onnx_model
 
 

@@ -72,21 +72,18 @@ message names the file and the field.  The field checks (``_int_field``, ``_floa
 ``_choice_field``, ...) are one function per kind of field, for every new field of the format.
 
 Saving copies the parameters and optimizer state under the model's lock (so a save from
-another thread during ``fit`` is one epoch boundary), writes a temporary file in the target's
-directory, flushes and fsyncs it, and renames it over the target with ``os.replace`` (atomic
-on POSIX and Windows): an interrupted save leaves either the previous file or the new one
-under the target name, never a partial file, and removes its temporary file and descriptor.
+another thread during ``fit`` is one epoch boundary) and writes through ``fastnn.io.writer``, as
+every file fastnn writes does: the target is checked before anything else (a directory, a
+missing folder, an unwritable place are refused), then a temporary file in its directory is
+written, fsynced and renamed over the target with ``os.replace`` (atomic on POSIX and
+Windows): an interrupted save leaves either the previous file or the new one under the
+target name, never a partial file, and removes its temporary file and descriptor.
 """
-import contextlib
 import hashlib
 import json
 import math
 import os
-import secrets
-import signal
-import stat
 import struct
-import threading
 import warnings
 import zipfile
 import zlib
@@ -102,6 +99,7 @@ from fastnn.nn.losses import Loss
 from fastnn.nn.model import Dense, MLP
 from fastnn.training.engine import EarlyStopping
 from fastnn.io.tabular import Preprocessor
+from fastnn.io.writer import check_output, write_output
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "save_model", "load"]
 
@@ -151,9 +149,12 @@ def save_model(model, path, optimizer=None):
         `model` is not an MLP, `path` not a path, or `optimizer` / its schedule is a type the
         format cannot describe (a user-defined subclass).
     ValueError
-        The parameters contain NaN or infinity (the existing file is left unchanged).
-    FileNotFoundError
-        The directory of `path` does not exist.
+        The parameters contain NaN or infinity (the existing file is left unchanged), or
+        `path` is empty.
+    IsADirectoryError, FileNotFoundError, NotADirectoryError, PermissionError
+        `path` is an existing directory, its directory does not exist or is not one, or the
+        file cannot be written there: refused before anything is copied or written
+        (``fastnn.io.writer.check_output``).
 
     Notes
     -----
@@ -164,7 +165,7 @@ def save_model(model, path, optimizer=None):
     """
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
-    path = _check_path(path)
+    target = check_output(path, "path")  # a directory, a missing folder: refused up front
     # One consistent snapshot: the parameters and the optimizer's state are copied under the
     # model's lock, which fit holds while an epoch runs (and every other writer of params
     # holds too); the file is written from the copies, after the lock is released.
@@ -175,7 +176,7 @@ def save_model(model, path, optimizer=None):
             optimizer_description, states = _describe_optimizer(optimizer, model)
             best, run = _describe_early_stopping(optimizer, model, optimizer_description)
     if not np.isfinite(params).all():
-        raise ValueError(f"not saving to {os.fspath(path)!r}: the model's parameters contain "
+        raise ValueError(f"not saving to {target.path!r}: the model's parameters contain "
                          "NaN or infinity (a file always holds finite parameters; the "
                          "existing file, if any, is unchanged)")
     description = {
@@ -208,7 +209,7 @@ def save_model(model, path, optimizer=None):
     if run is not None:
         arrays["early_stopping_run_params"] = run
     arrays["description"] = np.array(json.dumps(description, allow_nan=False))
-    _atomic_write(path, lambda fh: _write_npz(fh, arrays))
+    write_output(target, lambda fh: _write_npz(fh, arrays))
 
 
 def _check_path(path):
@@ -277,104 +278,6 @@ def _finite_or_text(value):
 
 def _write_npz(fh, arrays):
     np.savez(fh, **arrays)
-
-
-def _atomic_write(path, write):
-    """Call write(fh) on a temporary file beside `path`, fsync it, then rename it over path.
-
-    The temporary file and its descriptor are released on any exception, KeyboardInterrupt
-    included; an existing target keeps its permission bits; a symbolic link is followed (its
-    target is replaced, the link stays).
-    """
-    path = os.fsdecode(os.fspath(path))
-    if os.path.islink(path):
-        path = os.path.realpath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot save to {path!r}: the directory {directory!r} does "
-                                "not exist")
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        mode = None  # a new file: 0o666 and the process umask decide
-    # a short prefix of the name, so that the temporary name stays within NAME_MAX even when
-    # the target's name uses all of it
-    base = os.path.basename(path)[:64]
-    tmp = attempt = fd = None
-    try:
-        for _ in range(100):
-            attempt = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
-            try:
-                with _sigint_deferred():
-                    fd = os.open(attempt, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
-                                 getattr(os, "O_BINARY", 0), 0o666)
-            except FileExistsError:  # not ours: never remove it
-                attempt = None
-                continue
-            tmp = attempt
-            break
-        else:  # pragma: no cover - 100 collisions of 48 random bits
-            raise FileExistsError(f"could not create a temporary file in {directory!r}")
-        if mode is not None and hasattr(os, "fchmod"):
-            os.fchmod(fd, mode)
-        # the descriptor stays ours (closefd=False): closed exactly once, below
-        with open(fd, "wb", closefd=False) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fd)
-        # (an interrupt between these two lines leaks the descriptor; one the other way
-        # round could close a descriptor another thread has just been given)
-        closing, fd = fd, None
-        os.close(closing)
-        os.replace(tmp, path)
-        tmp = attempt = None
-    except BaseException:  # KeyboardInterrupt too: never leave the file or its fd behind
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        # `attempt` covers an interrupt that lands between os.open and `tmp = attempt`
-        if tmp is not None or attempt is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp if tmp is not None else attempt)
-        raise
-    _fsync_directory(directory)
-
-
-@contextlib.contextmanager
-def _sigint_deferred():
-    """Hold back Ctrl-C for a statement that creates a resource and stores it.
-
-    Python raises KeyboardInterrupt at the first check after a signal, which may fall
-    between `fd = os.open(...)` returning and `fd` being stored: the descriptor would leak.
-    In the main thread (the only one KeyboardInterrupt reaches), with Python's default
-    handler installed, a SIGINT inside the block is recorded and raised at its end.
-    """
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    received = []
-    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        if received:
-            raise KeyboardInterrupt
-
-
-def _fsync_directory(directory):
-    """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
-    fd = None
-    try:
-        with _sigint_deferred():
-            fd = os.open(directory, os.O_RDONLY)
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - Windows, or file systems that refuse
-        pass
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 # ------------------------------------------------------------------------------ loading

@@ -1,0 +1,371 @@
+"""The one way fastnn writes a file: checked before any work, written atomically.
+
+Every file fastnn writes (a model, an ensemble, an ONNX graph, the command's predictions and
+plot) goes through two calls of this module:
+
+``check_output(path, argument, inputs)`` / ``check_outputs(outputs, inputs)``
+    run before the work that produces the file (before a training run, before predicting),
+    decide where the bytes will go, and refuse a target that would lose data or a run:
+
+    * an existing directory (IsADirectoryError), a missing parent (FileNotFoundError), a
+      parent that is not a directory (NotADirectoryError);
+    * a target that cannot be written: an existing file without write permission, or a
+      directory in which no file can be created (PermissionError).  The directory is
+      probed by creating and removing a temporary file, the very operation the write
+      performs, because ``os.access`` answers yes to root everywhere: root is refused
+      only what it cannot do (a read-only mount, an immutable file, /proc);
+    * a target that is one of the command's inputs, or another of its outputs, after
+      resolving symbolic links (``os.path.realpath``) and, for files that exist, by
+      ``os.path.samefile`` (the same inode: hard links too) (ValueError).
+
+    Each message names the argument (``--save``, ``path``), the path, and what was expected.
+
+``write_output(target, write)``
+    calls ``write(fh)`` with a binary file handle and publishes the result.  A regular file
+    is written as a temporary file in the target's directory, flushed, fsynced and renamed
+    over the target (``os.replace``, atomic on POSIX and Windows), so an interrupted or
+    failed write leaves the previous file whole and no temporary file behind; an existing
+    target keeps its permission bits; a symbolic link is followed (its target is replaced,
+    the link stays).  A special file (a FIFO, a terminal, ``/dev/stdout``, ``/dev/null``)
+    cannot be replaced and is written in place.  Given a path instead of a checked target,
+    it checks first (library calls: ``MLP.save(path)``); given a target, it checks it again
+    (cheap), so a directory created meanwhile is still refused cleanly.
+
+The path is written exactly as given: no suffix is added (``numpy.save`` would add ".npy",
+matplotlib's ``savefig`` ".png"; their output goes through a file handle here).  So the
+path a message reports, ``OutputTarget.path``, is the path written.
+"""
+import contextlib
+import os
+import re
+import secrets
+import signal
+import stat
+import threading
+
+__all__ = ["OutputTarget", "check_output", "check_outputs", "write_output"]
+
+#: a path into a process's open descriptors: /dev/fd/1, /proc/self/fd/1, /proc/123/fd/1
+_DESCRIPTOR = re.compile(r"^(/dev/fd|/proc/[^/]+/fd)/[^/]+$")
+
+
+class OutputTarget:
+    """Where an output goes, as decided by ``check_output``.
+
+    Attributes
+    ----------
+    path : str
+        The path as the caller gave it (decoded): what messages report, and what holds the
+        bytes once written.
+    argument : str
+        The name of the argument or flag that gave it (``"--save"``, ``"path"``).
+    real : str
+        The file the bytes go to: `path` with every symbolic link resolved.
+    special : bool
+        A FIFO, device or descriptor path (``/dev/stdout``), written in place, not replaced.
+    inputs : tuple of (argument, path)
+        The inputs it was checked against (checked again at write time).
+    """
+
+    __slots__ = ("path", "argument", "real", "special", "inputs")
+
+    def __init__(self, path, argument, real, special, inputs):
+        self.path = path
+        self.argument = argument
+        self.real = real
+        self.special = special
+        self.inputs = inputs
+
+    def __repr__(self):
+        return f"OutputTarget({self.argument}={self.path!r})"
+
+    def __fspath__(self):
+        return self.path
+
+
+def _as_str(path, argument):
+    """path as str (bytes are decoded as the file system encodes names)."""
+    try:
+        text = os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"{argument} must be a str, bytes or os.PathLike; got "
+                        f"{type(path).__name__}") from None
+    if not text:
+        raise ValueError(f"{argument} is an empty string; expected a file path")
+    if "\0" in text:
+        raise ValueError(f"{argument} {text!r} contains a NUL character; expected a file path")
+    return text
+
+
+def _is_special(path):
+    """True for a path that names a descriptor or a device rather than a replaceable file.
+
+    /dev/stdout resolves (through /proc/self/fd/1) to whatever stdout is; when that is a
+    regular file, replacing it by a rename would leave the shell's descriptor on the old
+    file.  So a path whose links pass through a descriptor directory (/dev/fd/N,
+    /proc/PID/fd/N) is written in place, as is an existing file that is neither a regular
+    file nor a directory (a FIFO made with mkfifo, a terminal, /dev/null).
+    """
+    hop = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on symbolic links in a row
+        if _DESCRIPTOR.match(hop):
+            return True
+        if not os.path.islink(hop):
+            break
+        hop = os.path.normpath(os.path.join(os.path.dirname(hop), os.readlink(hop)))
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _same_file(a_real, a_path, b_path):
+    """Whether the output (a_real, resolved from a_path) and the path b_path name one file."""
+    if a_real == os.path.realpath(b_path):
+        return True
+    try:
+        return os.path.samefile(a_path, b_path)  # hard links; links resolved by stat
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def check_output(path, argument="path", inputs=()):
+    """Decide where `path` will be written and refuse it if writing it could lose data.
+
+    Parameters
+    ----------
+    path : str, bytes, os.PathLike or OutputTarget
+        A target checked before is checked again with its own argument and inputs (so a
+        caller such as ``MLP.save`` can be handed the command's checked target).
+    argument : str, default "path"
+        The argument or flag that gave `path`, named by every message.
+    inputs : iterable of (argument, path), optional
+        The files the same command reads: `path` must not be any of them.
+
+    Returns
+    -------
+    OutputTarget
+
+    Raises
+    ------
+    TypeError
+        `path` is not a path.
+    ValueError
+        `path` is empty, or names the same file as one of `inputs`.
+    IsADirectoryError, FileNotFoundError, NotADirectoryError, PermissionError
+        `path` is a directory; its directory does not exist or is not a directory; the
+        existing file or its directory cannot be written.
+    """
+    if isinstance(path, OutputTarget):
+        path, argument, inputs = path.path, path.argument, path.inputs
+    path = _as_str(path, argument)
+    inputs = tuple((name, os.fsdecode(os.fspath(p))) for name, p in inputs)
+    if path.endswith((os.sep, os.altsep or os.sep)):
+        raise IsADirectoryError(f"{argument} {path!r} ends in a path separator, which names a "
+                                "directory; expected a file path")
+    special = _is_special(path)
+    real = path if special else os.path.realpath(path)
+    if special and not os.path.exists(path):
+        raise FileNotFoundError(f"cannot write {argument} {path!r}: it names no open "
+                                "descriptor")
+    if not special:
+        if os.path.isdir(real):
+            raise IsADirectoryError(f"{argument} {path!r} is an existing directory; expected "
+                                    "a file path (a new name inside it, for instance)")
+        directory = os.path.dirname(real)
+        if not os.path.exists(directory):
+            raise FileNotFoundError(f"cannot write {argument} {path!r}: the directory "
+                                    f"{directory!r} does not exist")
+        if not os.path.isdir(directory):
+            raise NotADirectoryError(f"cannot write {argument} {path!r}: {directory!r} is "
+                                     "not a directory")
+    for name, other in inputs:
+        if _same_file(real, path, other):
+            raise ValueError(f"{argument} {path!r} is the same file as the input {name} "
+                             f"{other!r}; writing it would destroy that input: choose "
+                             "another path")
+    if os.path.lexists(real) and not os.access(real, os.W_OK):
+        raise PermissionError(f"cannot write {argument} {path!r}: the existing file is not "
+                              "writable")
+    if not special:
+        _probe_directory(path, argument, os.path.dirname(real))
+    return OutputTarget(path, argument, real, special, inputs)
+
+
+def check_outputs(outputs, inputs=()):
+    """``check_output`` for each of a command's outputs, and no two of them the same file.
+
+    Parameters
+    ----------
+    outputs : iterable of (argument, path)
+        The outputs the command will write (paths that are None are skipped).
+    inputs : iterable of (argument, path)
+        The files the command reads.
+
+    Returns
+    -------
+    dict
+        argument -> OutputTarget, for every output given.
+    """
+    inputs = tuple(inputs)
+    targets = {}
+    for argument, path in outputs:
+        if path is None:
+            continue
+        target = check_output(path, argument, inputs)
+        for other in targets.values():
+            if not (target.special and other.special) and \
+                    _same_file(target.real, target.path, other.path):
+                raise ValueError(f"{argument} {target.path!r} and {other.argument} "
+                                 f"{other.path!r} are the same file; each output needs its "
+                                 "own path")
+        targets[argument] = target
+    return targets
+
+
+def write_output(target, write, argument="path"):
+    """Write one file: ``write(fh)`` on a binary handle, published atomically.
+
+    Parameters
+    ----------
+    target : OutputTarget, or str, bytes or os.PathLike
+        A target from ``check_output`` (checked again here), or a path (checked here, named
+        `argument` in messages).
+    write : callable
+        Called once with a binary file handle open for writing.
+    argument : str, default "path"
+        Only for a path: the argument that gave it.
+
+    Returns
+    -------
+    OutputTarget
+        What was written (``.path`` is the path to report).
+    """
+    target = check_output(target, argument)
+    if target.special:
+        with open(target.path, "wb") as fh:
+            write(fh)
+    else:
+        _atomic_write(target.real, write)
+    return target
+
+
+# ---------------------------------------------------------------------- the atomic write
+
+def _create_temporary(directory, base):
+    """(descriptor, name) of a new file in `directory`, never one that existed before."""
+    for _ in range(100):
+        attempt = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        fd = None
+        try:
+            with _sigint_deferred():
+                fd = os.open(attempt, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                             getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:  # not ours: never remove it
+            continue
+        except BaseException:
+            # an interrupt held back until the end of the block: the file is ours
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(attempt)
+            raise
+        return fd, attempt
+    raise FileExistsError(  # pragma: no cover - 100 collisions of 48 random bits
+        f"could not create a temporary file in {directory!r}")
+
+
+def _probe_directory(path, argument, directory):
+    """Refuse a directory in which the write's temporary file cannot be created."""
+    try:
+        fd, name = _create_temporary(directory, "fastnn-probe")
+    except OSError as exc:
+        raise PermissionError(f"cannot write {argument} {path!r}: no file can be created in "
+                              f"the directory {directory!r} ({exc.strerror or exc})") from None
+    try:  # removed whatever happens, KeyboardInterrupt included
+        closing, fd = fd, None
+        os.close(closing)
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
+def _atomic_write(path, write):
+    """Call write(fh) on a temporary file beside `path`, fsync it, then rename it over path.
+
+    The temporary file and its descriptor are released on any exception, KeyboardInterrupt
+    included; an existing target keeps its permission bits.  `path` has its links resolved.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = None  # a new file: 0o666 and the process umask decide
+    # a short prefix of the name, so that the temporary name stays within NAME_MAX even when
+    # the target's name uses all of it
+    fd, tmp = _create_temporary(directory, os.path.basename(path)[:64])
+    try:
+        if mode is not None and hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        # the descriptor stays ours (closefd=False): closed exactly once, below
+        with open(fd, "wb", closefd=False) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fd)
+        # (an interrupt between these two lines leaks the descriptor; one the other way
+        # round could close a descriptor another thread has just been given)
+        closing, fd = fd, None
+        os.close(closing)
+        os.replace(tmp, path)
+        tmp = None
+    except BaseException:  # KeyboardInterrupt too: never leave the file or its fd behind
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold back Ctrl-C for a statement that creates a resource and stores it.
+
+    Python raises KeyboardInterrupt at the first check after a signal, which may fall
+    between `fd = os.open(...)` returning and `fd` being stored: the descriptor would leak.
+    In the main thread (the only one KeyboardInterrupt reaches), with Python's default
+    handler installed, a SIGINT inside the block is recorded and raised at its end.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if received:
+            raise KeyboardInterrupt
+
+
+def _fsync_directory(directory):
+    """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
+    fd = None
+    try:
+        with _sigint_deferred():
+            fd = os.open(directory, os.O_RDONLY)
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - Windows, or file systems that refuse
+        pass
+    finally:
+        if fd is not None:
+            os.close(fd)
