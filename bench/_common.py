@@ -25,7 +25,6 @@ try:  # an installed fastnn first; a built source tree otherwise
 except ImportError:
     sys.path.insert(0, ROOT)
     import fastnn  # noqa: F401
-from fastnn._core import _bench  # noqa: E402
 
 # ------------------------------------------------------------------ workloads
 

@@ -15,7 +15,8 @@ import sys
 import numpy as np
 
 import _common as C
-from fastnn._core import _bench
+from _compiled import load_bench
+_bench = load_bench()
 
 
 def peak(dtype, threads, min_time, repeats):

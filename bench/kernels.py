@@ -15,7 +15,8 @@ import sys
 import numpy as np
 
 import _common as C
-from fastnn._core import _bench
+from _compiled import load_bench
+_bench = load_bench()
 
 NEW_ACTIVATIONS = ("elu", "selu", "gelu", "gelu_tanh", "silu", "softplus")
 # (label, batch, n_in, n_out, activations, first layer?, dtype)

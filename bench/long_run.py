@@ -138,7 +138,9 @@ def run(quick=False, only=None, repeats=2, log=print, threads=None, batches=None
 
 def worker_gemm(repeats=5, log=print):
     """ns per GEMM: {(threads, flush, case): summary} (see the module docstring)."""
-    from fastnn._core import _bench, _network
+    from fastnn._core import _network
+    from _compiled import load_bench
+    _bench = load_bench()
     from fastnn.runtime.threads import blas_threads
     m, n, k = 784, 256, 64
     rng = np.random.default_rng(0)

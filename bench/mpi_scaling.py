@@ -150,7 +150,8 @@ def _fit_epochs(cfg, X, y, comm, MPI, epochs):
 
 def _step_times(cfg, quick):
     """R = 1 only: the compiled step and the update pass at every local batch B/R, in ns."""
-    from fastnn._core import _bench
+    from _compiled import load_bench
+    _bench = load_bench()
     w, B = cfg["w"], cfg["batch"]
     locals_ = sorted({max(1, B // r) for r in (1,) + MODEL_RANKS}, reverse=True)
     out = []

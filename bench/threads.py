@@ -28,7 +28,9 @@ import _common as C
 from numpy_mlp import NumpyMLP
 
 import fastnn
-from fastnn._core import _bench, _network
+from fastnn._core import _network
+from _compiled import load_bench
+_bench = load_bench()
 
 CONFIGS = [("A", 16), ("A", 64), ("A", 256), ("A", 1024), ("B", 32), ("C", 64), ("D", 256)]
 ROWS = {"A": 16384, "D": 8192}      # rows per timed epoch (B and C: their whole data sets)

@@ -13,8 +13,3 @@ cdef int dense_backward(const floating *X, const floating *W, const floating *A,
                         const floating *dA, floating *D, floating *dW, floating *db,
                         floating *dX, int n_samples, int n_in, int n_out, int act,
                         floating alpha) noexcept nogil
-
-cdef int dense_backward_sgd(const floating *X, floating *W, floating *b, const floating *A,
-                            const floating *dA, floating *D, floating *db, floating *dX,
-                            int n_samples, int n_in, int n_out, int act, floating alpha,
-                            floating lr, floating decay) noexcept nogil

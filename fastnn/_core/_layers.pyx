@@ -54,30 +54,6 @@ cdef int dense_backward(const floating *X, const floating *W, const floating *A,
     return FNN_OK
 
 
-cdef int dense_backward_sgd(const floating *X, floating *W, floating *b, const floating *A,
-                            const floating *dA, floating *D, floating *db, floating *dX,
-                            int n_samples, int n_in, int n_out, int act, floating alpha,
-                            floating lr, floating decay) noexcept nogil:
-    """The backward pass fused with a plain SGD step (no momentum) on this layer.
-
-    D := dA * act'(A); db := colsum(D); dX := D @ W^T with the OLD W (unless dX is NULL);
-    then W := (1 - lr decay) W - lr X^T @ D inside the weight-gradient GEMM (beta != 0), and
-    b := b - lr db.  Equal to dense_backward followed by w -= lr (g + decay w), but dW never
-    exists and the separate pass over the parameters disappears.
-    """
-    cdef int j, status = act_backward(dA, A, D, db, n_samples, n_out, act, alpha)
-    if status != FNN_OK:
-        return status
-    if dX != NULL:
-        gemm_rowmajor(False, True, n_samples, n_in, n_out, <floating> 1, D, n_out, W, n_out,
-                      <floating> 0, dX, n_in)
-    gemm_rowmajor(True, False, n_in, n_out, n_samples, -lr, X, n_in, D, n_out,
-                  1 - lr * decay, W, n_out)
-    for j in range(n_out):
-        b[j] -= lr * db[j]
-    return FNN_OK
-
-
 def _raise_status(int status):
     if status != FNN_OK:
         raise ValueError(f"unknown activation code (status {status})")

@@ -386,7 +386,7 @@ cdef int net_backward(const Net *net, floating *params, floating *grads, const f
                       double sgd_lr, double sgd_decay) noexcept nogil:
     cdef int k, act, n_out, n_in, status = FNN_OK, nt = net.n_threads
     cdef Py_ssize_t j
-    # (in the run's dtype, as _layers.dense_backward_sgd computes them)
+    # (the fused SGD step computes in the run's dtype)
     cdef floating lr = <floating> sgd_lr, decay = <floating> sgd_decay
     cdef floating *swap
     cdef floating *gb

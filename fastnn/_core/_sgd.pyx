@@ -297,7 +297,7 @@ cdef double train_step(const Net *net, Optimizer *opt, floating *params, floatin
 
     Returns sum_i w_i l_i.  When it is not finite (or a kernel fails, see *status) nothing is
     updated.  Plain SGD (no momentum, no clipping) updates each layer inside its weight-
-    gradient GEMM (dense_backward_sgd): no gradient vector is formed and the separate pass
+    gradient GEMM (net_backward with sgd_lr > 0): no gradient vector is formed and the separate pass
     over the parameters, ~15% of a small-batch step on a large network, disappears.
     """
     cdef double loss = net_forward_loss(net, params, X, rows, lp, Y, labels, sample_weight,
