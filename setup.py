@@ -4,6 +4,7 @@ Environment switches (all off by default):
   FASTNN_DEBUG_CYTHON=1  turn Cython's bounds/wraparound/initialized checks back on
   FASTNN_SANITIZE=1      build with -fsanitize=address,undefined (see tests/sanitize.sh)
   FASTNN_NATIVE=1        add -march=native (never in a wheel meant for other machines)
+  FASTNN_BUILD_JOBS=n    Cython and C compiler jobs (default: every core)
   FASTNN_MODULES=a,b     build only fastnn._core.a and fastnn._core.b (development: rebuild one module)
 """
 import os
@@ -12,6 +13,7 @@ from glob import glob
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 
 def _flag(name):
@@ -57,5 +59,18 @@ directives = {
     "embedsignature": True,
 }
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives,
-                            nthreads=int(os.environ.get("FASTNN_BUILD_JOBS", "0"))))
+# pip builds with neither -j nor a job count: use every core for Cython and for the C compiler
+jobs = int(os.environ.get("FASTNN_BUILD_JOBS", "0")) or os.cpu_count() or 1
+
+
+class ParallelBuildExt(build_ext):
+    """build_ext compiling the extensions in parallel unless told otherwise (-j)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = jobs
+
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives, nthreads=jobs),
+      cmdclass={"build_ext": ParallelBuildExt})
