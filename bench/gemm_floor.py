@@ -2,7 +2,7 @@
 
 The floor of an MLP at a batch size: exactly the GEMM calls one training step needs (forward per
 layer, dW per layer, dX for every layer but the first), with fastnn's shapes and transposition
-flags, issued back to back from compiled code (fastnn._core._bench).  It is the limit of this design.
+flags, issued back to back from compiled code (bench/_bench.pyx).  It is the limit of this design.
 Interleaved with it: fastnn's whole step (gather + net_loss_grad + apply_update, the body of
 _sgd.train_epoch), and the parts of that step alone, so that the excess over the floor is
 attributed.  Also the machine's GEMM peak (large square products) for scale.

@@ -1,4 +1,4 @@
-"""Question 1: the compiled kernels, timed inside compiled code (fastnn._core._bench).
+"""Question 1: the compiled kernels, timed inside compiled code (bench/_bench.pyx).
 
 For dense layers of the workloads' shapes: the bare forward GEMM, dense_forward per activation
 and its ratio to that GEMM (the fusion overhead of bias + activation); dense_backward and its

@@ -29,7 +29,7 @@ Every worker, on every rank:
 * interleaved with the distributed fits, the same fit without ``comm`` on the whole data
   set, on every rank at once: at R = 1 the plain single-process baseline, at R > 1 a control
   (R independent processes, no MPI calls) that measures what the cores give R processes now;
-* with R = 1 only: the compiled single-process step alone (``fastnn._core._bench.step_cases``)
+* with R = 1 only: the compiled single-process step alone (``bench/_bench.pyx.step_cases``)
   at every local batch size B/R that a cluster of R = 1 .. 64 ranks would give each rank,
   and the separate update pass alone (the MPI path runs it; it is not divided among ranks).
 
@@ -469,7 +469,7 @@ minibatches as one process):
 
 * t_step(b): the single-process compiled step (gather, forward, loss, backward, plain SGD
   update fused into the dW GEMMs) at local batch b on one core, measured here with
-  `fastnn._core._bench.step_cases` (the table above). It does not fall as fast as B/R: small GEMMs
+  `bench/_bench.pyx.step_cases` (the table above). It does not fall as fast as B/R: small GEMMs
   run below peak, and below a few rows the step costs about one pass over the weights.
 * d: the distributed path's own per-step work besides the allreduce, measured here as
   (1-rank fit with comm) - (plain fit) per step (median over back-to-back pairs). The MPI
@@ -673,7 +673,7 @@ def markdown(res, command, seconds, started, note=""):
                   "sharing the cores with other jobs (they vary between runs: latency 1-3 us, "
                   "bandwidth 3-4.5 GB/s in the runs made while writing this benchmark)."]
     parts += ["", "### The compiled step alone, 1 rank (the model's t_step)", "",
-              "`fastnn._core._bench.step_cases` \"step\": one single-process plain-SGD step on a "
+              "`bench/_bench.pyx.step_cases` \"step\": one single-process plain-SGD step on a "
               "full local batch (gather, forward, loss, backward, with the update fused into "
               "each layer's dW GEMM), and \"part:update\": the separate update pass over all "
               "P parameters that the MPI path, momentum and Adam run instead. Median per step, "

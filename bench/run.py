@@ -179,7 +179,7 @@ def write(path, env, tp, fl, kn, mem, command, seconds, quick, started, mpi=None
               throughput.markdown(tp), "",
               "## 2. The GEMM floor and fastnn's step (compiled code)", "",
               gemm_floor.markdown(fl), "",
-              "## 1. Kernels (compiled code, fastnn._core._bench)", "", kernels.markdown(kn), "",
+              "## 1. Kernels (compiled code, bench/_bench.pyx)", "", kernels.markdown(kn), "",
               "## 4. Memory (workload A, batch 256, float32)", "", memory.markdown(mem), ""]
     if mpi is not None:
         parts += mpi_section(mpi, mpi_path)

@@ -6,7 +6,7 @@ For each workload, batch size and BLAS thread count, on the same arrays, interle
   torch         a hand-written PyTorch CPU loop: randperm + index, zero_grad, forward, loss,
                 backward, step (torch.optim.SGD)
   sklearn       MLPClassifier / MLPRegressor(solver="sgd", momentum=0, alpha=0), float32 in
-  GEMM floor    only the GEMMs of fastnn's steps (fastnn._core._bench), for the same number of samples
+  GEMM floor    only the GEMMs of fastnn's steps (bench/_bench.pyx), for the same number of samples
 Every peer trains the same epochs at the same batch size and learning rate from a fresh model
 (plain SGD, shuffling on).  samples/s = samples trained / wall seconds of the fit.  fastnn's
 epoch-only rate (History.time, the compiled loop without fit's one-off validation) is reported
@@ -25,7 +25,9 @@ import _common as C
 from numpy_mlp import NumpyMLP
 
 import fastnn
-from fastnn._core import _bench
+from _compiled import load_bench
+
+_bench = load_bench()  # bench/_bench.pyx, built on first use
 
 PEERS = ("fastnn", "numpy", "torch", "sklearn")
 

@@ -13,6 +13,9 @@ import os
 import numpy as np
 import pytest
 
+from fastnn import MLP
+from fastnn._core import _sgd
+
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 _spec = importlib.util.spec_from_file_location("_compiled", os.path.join(BENCH, "_compiled.py"))
 _compiled = importlib.util.module_from_spec(_spec)
@@ -109,3 +112,47 @@ def test_sample_cases_structure():
     assert set(out) == {"a", "b"}
     for v in out.values():
         assert v["ns"] == [10.0, 10.0, 10.0] and v["reps"] >= 1
+
+
+def check_error(call, exc, *fragments):
+    with pytest.raises(exc) as info:
+        call()
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))
+
+
+def test_benchmark_loops_check_their_buffers():
+    f = np.ones
+    check_error(lambda: _bench._loop_forward(f(3), f(15), f(2), f(20), 4, 3, 5, 0, 1),
+                ValueError, "X has 3 elements; this case needs 12")
+    check_error(lambda: _bench._loop_forward(f(12), f(15), f(2), f(20), 4, 3, 5, 0, 1),
+                ValueError, "b has 2 elements; this case needs 5")
+    check_error(lambda: _bench._loop_gemm(f(6), f(6), f(3), False, False, 2, 3, 3, 1),
+                ValueError, "B has 6 elements; this case needs 9")
+    check_error(lambda: _bench._loop_backward(f(12), f(15), f(20), f(20), f(20), f(15), f(5),
+                                              f(2), 4, 3, 5, 0, 1), ValueError, "dX has 2")
+    check_error(lambda: _bench._loop_pass(f(2), f(5), f(5), 1), ValueError, "dA has 2")
+    check_error(lambda: _bench._loop_loss(f(8), None, np.zeros(2, np.intp), f(8), 4, 2, 4,
+                                          1), ValueError, "labels has 2")
+    check_error(lambda: _bench._loop_gemm(f(6), f(6), f(3), False, False, 0, 3, 3, 1),
+                ValueError, "m=0; expected >= 1")
+    model = MLP([4, 8, 3], seed=0, dtype=np.float64)
+    spec = model._spec
+    X = f((10, 4))
+    check_error(lambda: _bench._loop_gather(X, np.full(10, 99, np.intp), f((4, 4)), 4, 1),
+                ValueError, "order has entries outside [0, 10)")
+    check_error(lambda: _bench._loop_net(spec, model.params, model.grads, X,
+                                         np.zeros(10, np.intp), None, f(3), f(80), f(80), 4,
+                                         1), ValueError, "acts has 3 elements")
+    check_error(lambda: _bench._loop_update(spec, model.params, model.grads, f(3), f(3), 1,
+                                            0.1, 1), ValueError, "s1 has 3 entries")
+    check_error(lambda: _bench._loop_floor(spec, model.params, model.grads, f(40), f(110),
+                                           f(110), f(3), 10, 1), ValueError, "dX has 3 elements")
+    state = _bench._StepState(spec, model.params, X, None, np.zeros(10, np.intp), 4, 4,
+                              _sgd.OPT_SGD, 0.1, 0)
+    state.run(2)
+    state.params = np.zeros(3)  # a public attribute, rebound
+    check_error(lambda: state.run(1), ValueError, "params has 3 entries")
+    state.params = model.params
+    state.labels_batch = np.zeros(1, np.intp)
+    check_error(lambda: state.run(1), ValueError, "labels_batch has 1 elements")

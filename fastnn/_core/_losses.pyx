@@ -370,7 +370,7 @@ cdef int check_targets(int kind, Py_ssize_t n, Py_ssize_t n_out, object Y,
 
 def check_targets_py(int kind, Py_ssize_t n, Py_ssize_t n_out, Y, labels,
                      sample_weight=None, sigma=None):
-    """check_targets for Python callers (fastnn._core._bench)."""
+    """check_targets for Python callers (bench/_bench.pyx)."""
     check_targets(kind, n, n_out, Y, labels, sample_weight, sigma)
 
 

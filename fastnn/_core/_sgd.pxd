@@ -1,4 +1,4 @@
-# The compiled training step and optimizer update, for other compiled modules (fastnn._core._bench).
+# The compiled training step and optimizer update, for other compiled modules (bench/_bench.pyx).
 # Implementation: _sgd.pyx.
 from cython cimport floating
 
