@@ -97,6 +97,16 @@ def _positive_float(text):
     return value
 
 
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0; got {text}")
+    return value
+
+
 def _fraction(text):
     try:
         value = float(text)
@@ -140,7 +150,12 @@ def _add_training_flags(p, *, epochs, lr, batch_size, layers, activation="relu")
                    help="weight initializer name (fastnn.init; PyTorch's and Keras' names "
                         "and meanings); default: kaiming_normal for the ReLU family, "
                         "glorot_uniform otherwise")
-    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="optimizer")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam",
+                   help="optimizer (adamw: decoupled weight decay, --weight-decay)")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=None,
+                   help="weight decay of the weight matrices: L2 in the gradient for sgd and "
+                        "adam, decoupled for adamw; default: 0, and 0.01 for adamw "
+                        "(torch.optim.AdamW's)")
     p.add_argument("--lr", "--learning-rate", type=_positive_float, default=lr,
                    help="learning rate")
     p.add_argument("--momentum", type=_momentum, default=0.9, help="SGD momentum")
@@ -248,9 +263,10 @@ def build_parser():
 # ---------------------------------------------------------------------- shared
 
 def _optimizer(args):
+    decay = {} if args.weight_decay is None else {"weight_decay": args.weight_decay}
     if args.optimizer == "sgd":
-        return fastnn.SGD(lr=args.lr, momentum=args.momentum)
-    return fastnn.Adam(lr=args.lr)
+        return fastnn.SGD(lr=args.lr, momentum=args.momentum, **decay)
+    return OPTIMIZERS[args.optimizer](lr=args.lr, **decay)
 
 
 def _verbosity(args):

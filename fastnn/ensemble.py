@@ -322,7 +322,7 @@ class MLPEnsemble:
         ----------
         X, y, loss, sample_weight
             As for ``fastnn.fit`` (with comm: this rank's shard).
-        optimizer : fastnn.SGD, fastnn.Adam, "sgd", "adam" or None
+        optimizer : fastnn.SGD, fastnn.Adam, fastnn.AdamW, "sgd", "adam", "adamw" or None
             The settings every member trains with: member k gets its own deep copy (of the
             instance, schedule included), kept in ``optimizers_[k]``; a later fit continues
             each member from its own optimizer state.

@@ -15,7 +15,7 @@ Format (``FORMAT_VERSION`` 2).  A zip archive as ``numpy.savez`` writes it, hold
          "tabular": null | {"feature_names": [...], "target": ..., "task": ..., "classes": ...,
                             "x_mean": [...], "x_scale": [...], "x_fill": null | [...],
                             "y_mean": m, "y_scale": s}   (fastnn.tabular.Preprocessor),
-         "optimizer": null | {"name": "SGD" | "Adam", "config": {...},
+         "optimizer": null | {"name": "SGD" | "Adam" | "AdamW", "config": {...},
                               "schedule": {"name": ..., "config": {...}, "state": {...}},
                               "t": steps, "completed_epochs": epochs, "has_state": bool}}
 
@@ -45,7 +45,10 @@ version 1 (fastnn until the init renaming)
     later version-1 files; absent, they mean none / 0.
 version 2
     ``negative_slope`` beside ``alpha`` on every layer; initializer names of ``fastnn.init``
-    as they are now (each means what PyTorch or Keras means by it).
+    as they are now (each means what PyTorch or Keras means by it).  The optimizer name
+    ``"AdamW"`` (with Adam's config keys) appears in later version-2 files; a reader that
+    predates it loads such a file's model and refuses only its optimizer, naming
+    ``optimizer.name``.
 
 A fastnn that reads only version 1 refuses a version-2 file with "it was written in format
 version 2 ...: upgrade fastnn to load it" (every released reader checks the version).  It
@@ -110,7 +113,7 @@ FORMAT = "fastnn-model"
 FORMAT_VERSION = 2
 _ZIP_MAGIC = b"PK\x03\x04"
 _NPY_MAGIC = b"\x93NUMPY"
-_OPTIMIZERS = {"SGD": _optim.SGD, "Adam": _optim.Adam}
+_OPTIMIZERS = {"SGD": _optim.SGD, "Adam": _optim.Adam, "AdamW": _optim.AdamW}
 _SCHEDULES = {cls.__name__: cls for cls in (_optim.Constant, _optim.StepDecay,
                                             _optim.InverseScaling, _optim.Cosine,
                                             _optim.ReduceOnPlateau)}
@@ -139,7 +142,7 @@ def save_model(model, path, optimizer=None):
     path : str or os.PathLike
         Written exactly as given (``numpy.savez`` would add ".npz"; this does not).  Its
         directory must exist.
-    optimizer : fastnn.SGD, fastnn.Adam or None
+    optimizer : fastnn.SGD, fastnn.Adam, fastnn.AdamW or None
         Also store the hyperparameters, the schedule (with a ReduceOnPlateau's progress), the
         step and epoch counts and the state vectors, so that ``load(path,
         with_optimizer=True)`` resumes training where it stopped: a fit with the loaded
@@ -239,7 +242,7 @@ def _describe_optimizer(optimizer, model):
     name = type(optimizer).__name__
     if _OPTIMIZERS.get(name) is not type(optimizer):
         raise TypeError(f"optimizer is a {name}; the model file format describes only "
-                        f"fastnn.SGD and fastnn.Adam")
+                        f"{', '.join('fastnn.' + known for known in _OPTIMIZERS)}")
     schedule = optimizer.schedule
     schedule_name = type(schedule).__name__
     if _SCHEDULES.get(schedule_name) is not type(schedule):
@@ -409,7 +412,7 @@ def load(path, *, with_optimizer=False):
     model : fastnn.MLP
         Same structure, dtype, parameters (bit for bit) and loss as the saved model, so its
         predictions are identical.
-    optimizer : fastnn.SGD or fastnn.Adam or None
+    optimizer : fastnn.SGD, fastnn.Adam, fastnn.AdamW or None
         Only with ``with_optimizer=True``.
 
     Raises

@@ -1168,7 +1168,7 @@ class MLP:
             an explicit ``output`` link implies; otherwise a TypeError that names the
             candidates, since guessing between classification and regression from y alone
             would be a guess.
-        optimizer : fastnn.SGD, fastnn.Adam, "sgd", "adam" or None
+        optimizer : fastnn.SGD, fastnn.Adam, fastnn.AdamW, "sgd", "adam", "adamw" or None
         **kwargs
             epochs, batch_size, validation_split, early_stopping, callbacks, verbose, ...:
             see ``fastnn.fit``.
@@ -1262,7 +1262,7 @@ class MLP:
         path : str or os.PathLike
             Written exactly as given (no suffix is added); an existing file is replaced only
             once the new one is complete.
-        optimizer : fastnn.SGD, fastnn.Adam or None
+        optimizer : fastnn.SGD, fastnn.Adam, fastnn.AdamW or None
             Also store its hyperparameters, schedule and state (velocity / moments, step
             count), so that training can resume: ``fastnn.load(path, with_optimizer=True)``.
         """

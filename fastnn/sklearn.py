@@ -21,12 +21,19 @@ scikit-learn               fastnn
                            eps=epsilon)`` (bias-corrected as in PyTorch; scikit-learn folds
                            the correction into the step size: the same update up to where
                            epsilon enters)
+``solver="adamw"``         fastnn's extension (scikit-learn has no such solver):
+                           ``fastnn.AdamW`` with the settings of "adam" and
+                           ``weight_decay=alpha``, the decoupled decay coefficient of
+                           ``torch.optim.AdamW`` (each step multiplies the weights by ``1 -
+                           learning_rate_init * alpha``; PyTorch's default is 1e-2)
 ``alpha``                  ``weight_decay = alpha / (batch_size * mean sample weight)`` on
                            weights, not biases.  scikit-learn adds ``0.5 alpha ||W||^2`` per
                            batch and divides the batch's gradient by its weight sum; fastnn
                            adds ``weight_decay * W`` to the gradient of the batch-mean loss.
                            They agree exactly for full or unweighted batches of the nominal
                            size (a last, smaller batch is decayed a little less here).
+                           With solver="adamw", alpha is AdamW's own coefficient (above), not
+                           an L2 term, and ``loss_curve_`` holds the data loss alone.
 ``learning_rate``          "constant" -> ``Constant``; "invscaling" -> ``InverseScaling
                            (power_t)``; "adaptive" -> ``ReduceOnPlateau(factor=0.2,
                            patience=2, min_delta=tol)``.  Used with solver="sgd" only, as in
@@ -100,7 +107,7 @@ from fastnn._validation import (all_finite, check_choice, check_number,
 from fastnn.lbfgs import LBFGS, LBFGSObjective
 from fastnn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL, PoissonNLL
 from fastnn.model import MLP
-from fastnn.optim import SGD, Adam, Constant, InverseScaling, ReduceOnPlateau
+from fastnn.optim import SGD, Adam, AdamW, Constant, InverseScaling, ReduceOnPlateau
 from fastnn.sparse import check_model, check_structure, forward as sparse_forward
 from fastnn.threads import _default_threads, resolve_threads
 from fastnn.trainer import TrainingDiverged, prepare_run
@@ -178,7 +185,7 @@ class _BaseMLP(BaseEstimator):
                                  f"hidden layer ({len(hidden)}) or a single name")
         activation = [{"logistic": "sigmoid"}.get(a, a) for a in
                       (check_choice(a, "activation", ACTIVATIONS) for a in activation)]
-        check_choice(self.solver, "solver", ("lbfgs", "sgd", "adam"))
+        check_choice(self.solver, "solver", ("lbfgs", "sgd", "adam", "adamw"))
         check_number(self.alpha, "alpha", low=0.0)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
             check_number(self.batch_size, "batch_size", low=1, integer=True)
@@ -413,8 +420,9 @@ class _BaseMLP(BaseEstimator):
         self.stopped_early_ = False
         if self.solver == "lbfgs":
             if np.any(np.asarray(self.dropout, dtype=float) != 0):
-                raise ValueError(f"dropout={self.dropout!r} needs a stochastic solver ('sgd' "
-                                 "or 'adam'); lbfgs minimises the full-batch objective")
+                raise ValueError(f"dropout={self.dropout!r} needs a stochastic solver ('sgd', "
+                                 "'adam' or 'adamw'); lbfgs minimises the full-batch "
+                                 "objective")
             return X, Y, sw, None, loss, X.shape[0]
         if incremental:
             self._continue_or_new_optimizer(incremental)
@@ -430,7 +438,10 @@ class _BaseMLP(BaseEstimator):
                           "samples)", UserWarning, stacklevel=5)
             batch_size = n
         mean_weight = 1.0 if sw is None else float(np.mean(sw, dtype=np.float64))
-        self._optimizer.weight_decay = self.alpha / (batch_size * mean_weight)
+        if self.solver == "adamw":  # decoupled: PyTorch's coefficient, not a penalty's
+            self._optimizer.weight_decay = float(self.alpha)
+        else:
+            self._optimizer.weight_decay = self.alpha / (batch_size * mean_weight)
         return X, Y, sw, val, loss, batch_size
 
     def _forget_fit(self):
@@ -500,9 +511,10 @@ class _BaseMLP(BaseEstimator):
         return False
 
     def _new_optimizer(self):
-        if self.solver == "adam":
-            return Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
-                        eps=self.epsilon, schedule=Constant())
+        if self.solver in ("adam", "adamw"):
+            cls = Adam if self.solver == "adam" else AdamW
+            return cls(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
+                       eps=self.epsilon, schedule=Constant())
         schedule = {"constant": Constant,
                     "invscaling": lambda: InverseScaling(self.power_t),
                     "adaptive": lambda: ReduceOnPlateau(factor=0.2, patience=2,
@@ -578,7 +590,7 @@ class _BaseMLP(BaseEstimator):
         minibatches (``0.5 * alpha * ||W||^2 / batch weight``, as the update applies it)."""
         decay = self._optimizer.weight_decay
         penalty = 0.0
-        if decay:
+        if decay and self.solver != "adamw":  # AdamW's decay is no term of the loss
             with np.errstate(over="ignore", invalid="ignore"):
                 # (NumPy's sum, not np.dot: its BLAS splits long sums over the cores)
                 penalty = 0.5 * decay * sum(float(np.square(W).sum())
@@ -747,9 +759,10 @@ class _BaseMLP(BaseEstimator):
 
 
 def _solver_is_stochastic(estimator):
-    if estimator.solver not in ("sgd", "adam"):
+    if estimator.solver not in ("sgd", "adam", "adamw"):
         raise AttributeError(f"partial_fit is only available for stochastic optimizers "
-                             f"('sgd', 'adam'); solver={estimator.solver!r} is not stochastic")
+                             f"('sgd', 'adam', 'adamw'); solver={estimator.solver!r} is not "
+                             "stochastic")
     return True
 
 
@@ -809,15 +822,18 @@ def _common_doc(extra_params, extra_attrs):
         Hidden activation: "identity", "logistic" (= "sigmoid"), "tanh", "relu",
         "leaky_relu", "elu", "selu", "gelu", "gelu_tanh", "silu" (= "swish"), "softplus";
         one name for all hidden layers or one per hidden layer.
-    solver : {{"adam", "sgd", "lbfgs"}}, default "adam"
+    solver : {{"adam", "sgd", "lbfgs", "adamw"}}, default "adam"
         "lbfgs": full-batch L-BFGS (fastnn.LBFGS, scipy's L-BFGS-B); no partial_fit.
+        "adamw": fastnn's extension, not a scikit-learn solver: ``fastnn.AdamW``, Adam with
+        decoupled weight decay (``torch.optim.AdamW``), its coefficient ``alpha``.
     alpha : float >= 0, default 1e-4
         L2 penalty on the weights (not the biases); see the module docstring for how it maps
-        to fastnn's weight_decay.
+        to fastnn's weight_decay.  With solver="adamw": the decoupled decay coefficient
+        (PyTorch's AdamW default is 1e-2).
     batch_size : int or "auto", default "auto"
         "auto" is min(200, n_samples); larger values are clipped with a warning.
     learning_rate : {{"constant", "invscaling", "adaptive"}}, default "constant"
-        Schedule of the sgd solver (ignored by adam); see the module docstring.
+        Schedule of the sgd solver (ignored by adam and adamw); see the module docstring.
     learning_rate_init : float > 0, default 1e-3
         The step size of each optimizer step (one per minibatch), before the schedule.
     power_t : float >= 0, default 0.5

@@ -53,7 +53,7 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         seed=None, sample_weight=None, validation_data=None, validation_split=0.0,
         early_stopping=None, callbacks=(), verbose=0, drop_last=False, comm=None,
         n_threads=None, flush_denormals=None):
-    """Train `model` by minibatch SGD (or Adam) on (X, y).
+    """Train `model` by minibatch SGD (or Adam, AdamW) on (X, y).
 
     Parameters
     ----------
@@ -66,7 +66,8 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
     y : array-like
         Targets as the loss accepts them (labels, one-hot/probability rows, values).
     loss : str or fastnn.losses.Loss
-    optimizer : fastnn.SGD, fastnn.Adam, "sgd", "adam" or None (SGD(lr=0.01))
+    optimizer : fastnn.SGD, fastnn.Adam, fastnn.AdamW, "sgd", "adam", "adamw" or None
+        None: SGD(lr=0.01).
         It keeps the run's state between fits: velocity/moments, the step count ``t``, the
         epoch count ``completed_epochs`` that its schedule is a function of, and a
         ReduceOnPlateau's progress.  A second fit with it continues the run (epoch 4 of a run

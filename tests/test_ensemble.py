@@ -58,6 +58,11 @@ CASES = {
                                        bootstrap=True, weights=True, kwargs={}),
     "cross-entropy": dict(loss="cross_entropy", opt="adam", dtype=np.float32,
                           bootstrap=False, weights=False, kwargs=dict(batch_size=16)),
+    "adamw-cosine-float64": dict(loss="cross_entropy",
+                                 opt=fastnn.AdamW(lr=0.01, weight_decay=0.1,
+                                                  schedule=fastnn.Cosine(6)),
+                                 dtype=np.float64, bootstrap=False, weights=True,
+                                 kwargs=dict(batch_size=16)),
 }
 
 

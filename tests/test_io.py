@@ -15,7 +15,7 @@ from fastnn.datasets import make_regression, make_spirals
 from fastnn.io import ModelFileError
 from fastnn.losses import GaussianNLL, PoissonNLL
 from fastnn.model import MLP
-from fastnn.optim import SGD, Adam, Cosine, ReduceOnPlateau
+from fastnn.optim import SGD, Adam, AdamW, Cosine, ReduceOnPlateau, StepDecay
 
 DTYPES = [np.float32, np.float64]
 
@@ -119,7 +119,8 @@ def test_path_is_used_as_given_and_str_or_pathlike_both_work(tmp_path):
     lambda: SGD(lr=0.05, momentum=0.9, nesterov=True, clip_norm=1.0,
                 schedule=Cosine(total_epochs=10, min_lr=0.001)),
     lambda: SGD(lr=0.05),  # no state vectors at all
-], ids=["adam-plateau", "nesterov-cosine", "plain-sgd"])
+    lambda: AdamW(lr=0.01, weight_decay=0.1, schedule=StepDecay(2, 0.5)),
+], ids=["adam-plateau", "nesterov-cosine", "plain-sgd", "adamw-step"])
 def test_optimizer_state_is_saved_and_training_resumes_identically(tmp_path, make_optimizer):
     optimizer = make_optimizer()
     model, X, y = _classifier(np.float64, epochs=3, optimizer=optimizer)
