@@ -167,11 +167,12 @@ def _add_training_flags(p, *, epochs, lr, batch_size, layers, activation="relu")
                    help="initial weights, shuffling and the validation split")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="precision of the model")
-    # default None: fit's default, every core available (fastnn.threads.available_cores)
+    # default None: fit's default (fastnn.threads.default_threads: FASTNN_NUM_THREADS,
+    # OMP_NUM_THREADS, else every core available)
     p.add_argument("--threads", type=_int_at_least(1), default=None,
                    help="fastnn's threads while training (the weights are the same "
-                        "bits for any count; see fastnn.threads); default: every core "
-                        "available")
+                        "bits for any count; see fastnn.threads); default: "
+                        "FASTNN_NUM_THREADS or OMP_NUM_THREADS, else every core available")
     p.add_argument("--quiet", action="store_true",
                    help="no per-epoch lines or progress bar (a bar shows when tqdm is "
                         "installed and stderr is a terminal)")

@@ -361,8 +361,9 @@ class MLPEnsemble:
         n_threads : int or None
             Threads running the members' epochs (fastnn's pool, the calling thread
             included), each member's epoch whole on one thread with single-threaded BLAS.
-            Default: the cores available to this process (``os.sched_getaffinity``), at most
-            n_members.  Members' results do not depend on it.  Ignored with comm.
+            Default: ``fastnn.threads.default_threads()`` (threadpoolctl limits, the
+            FASTNN_NUM_THREADS / OMP_NUM_THREADS environment, else the cores available to
+            this process), at most n_members.  Members' results do not depend on it.  Ignored with comm.
         comm : mpi4py.MPI.Intracomm, optional
             Data-parallel over MPI: each epoch's members run one after another, in order, on
             every rank (see the module docstring); BLAS threads are left as they are.

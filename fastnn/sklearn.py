@@ -887,10 +887,11 @@ def _common_doc(extra_params, extra_attrs):
     normalization : {{None, "layer"}} or sequence, default None
         "layer": layer normalization before each hidden activation (see fastnn.MLP).
     n_threads : int or None, default None
-        fastnn's threads for fitting and predicting (None: every core the process may use,
-        ``fastnn.threads.default_threads()``, or the count an enclosing fastnn ensemble set).
-        The fitted weights and the predictions are the same bits for any count; set it
-        lower when several fits run at once (GridSearchCV's n_jobs) to avoid oversubscribing.
+        fastnn's threads for fitting and predicting (None: ``fastnn.threads.default_threads()``,
+        which follows threadpoolctl limits, FASTNN_NUM_THREADS and OMP_NUM_THREADS -- so
+        GridSearchCV's loky workers share the cores -- and otherwise takes every core the
+        process may use; or the count an enclosing fastnn ensemble set).  The fitted weights
+        and the predictions are the same bits for any count.
 {extra_params}
     Attributes
     ----------

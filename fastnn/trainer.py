@@ -119,9 +119,10 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         The result equals one process training on the
         concatenated shards with the same global minibatches.
     n_threads : int or None, default None
-        fastnn's threads for this fit; None: every core the process may run on, shared out
-        among the MPI ranks of the node when they are not bound to cores
-        (``fastnn.threads.default_threads()``).  The trained parameters are the same bits
+        fastnn's threads for this fit; None: ``fastnn.threads.default_threads()``, a
+        threadpoolctl limit, else FASTNN_NUM_THREADS or OMP_NUM_THREADS (set by joblib's
+        loky workers), else every core the process may run on, shared out among the MPI
+        ranks of the node when they are not bound to cores.  The trained parameters are the same bits
         for every count: each product and pass is cut into tiles fixed by the shapes, and
         the threads only share them out (layers too small to gain run on one thread).
         scipy's OpenBLAS runs single-threaded inside (see fastnn.threads).
