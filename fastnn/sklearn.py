@@ -86,7 +86,7 @@ from contextlib import contextmanager
 
 import numpy as np
 from scipy import sparse
-from scipy.special import expit, softmax
+from scipy.special import expit, log_softmax, softmax
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -1179,14 +1179,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                        np.nextafter(dtype.type(1), dtype.type(0)), out=proba)
 
     def predict_log_proba(self, X):
-        """Logarithm of predict_proba.
+        """Logarithm of predict_proba, computed from the logits: exact and finite.
 
-        predict_proba computes the probabilities from the logits in float64 (a max-shifted
-        softmax, or the logistic function) and keeps them inside (0, 1): a probability that
-        underflows is reported as the smallest positive float.  So this logarithm is always
-        finite, exact to float64 rounding for probabilities above the smallest normal float
-        (about 2.2e-308, a log-probability above -708), and sorts and ties exactly as
-        predict_proba does (scikit-learn's checks compare the two element by element).
+        A log-softmax (multi-class: ``z - logsumexp(z)``) or log-sigmoid (two classes,
+        multi-label: ``-log(1 + exp(-z))``, as ``-logaddexp(0, -z)``) of the float64 logits,
+        so a class the network rules out by a logit margin of 2.9e6 gets -2.9e6, where the
+        logarithm of a probability cannot go below log(4.9e-324) = -744.4.  Equal to
+        ``log(predict_proba(X))`` to float64 rounding wherever predict_proba's probability
+        is representable (above about 1e-308); below that predict_proba reports the smallest
+        positive float and only this method tells such classes apart.
 
         Parameters
         ----------
@@ -1195,9 +1196,23 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Returns
         -------
         ndarray of shape (n_samples, n_classes), in the dtype of predict_proba
-            Natural logarithms of the probabilities (not logits).
+            Natural logarithms of the probabilities (not logits), all finite and <= 0.
         """
-        return np.log(self.predict_proba(X))
+        return self._log_proba_from_logits(
+            self._outputs(X, link=False).astype(np.float64))
+
+    def _log_proba_from_logits(self, z):
+        """Log-probabilities from float64 logits (the stable forms), in the output dtype."""
+        if self._kind == "binary":
+            if len(self.classes_) == 1:
+                return np.zeros_like(z, dtype=self._output_dtype())
+            # log sigmoid(t) = -log(1 + exp(-t)); log(1 - sigmoid(z)) = log sigmoid(-z)
+            logp = -np.hstack([np.logaddexp(0.0, z), np.logaddexp(0.0, -z)])
+        elif self._kind == "multiclass":
+            logp = log_softmax(z, axis=1)
+        else:
+            logp = -np.logaddexp(0.0, -z)
+        return logp.astype(self._output_dtype(), copy=False)
 
     def predict(self, X):
         """Predicted labels: the most probable class (or every label with p > 0.5).
