@@ -109,6 +109,8 @@ from fastnn.tabular import Preprocessor
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "save_model", "load"]
 
 FORMAT = "fastnn-model"
+#: fastnn.ensemble.ENSEMBLE_FORMAT (which imports this module), to name such a file
+_ENSEMBLE_FORMAT = "fastnn-ensemble"
 #: the version this fastnn writes; it reads this one and every earlier one (module docstring)
 FORMAT_VERSION = 2
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -436,14 +438,13 @@ def load(path, *, with_optimizer=False):
         try:
             with zipfile.ZipFile(fh) as archive:
                 entries = _entries(path, archive, file_size)
-                for required in ("description", "params"):
-                    if required not in entries:
-                        raise ModelFileError(path, f"it has no {required!r} entry (entries: "
-                                                   f"{sorted(entries)}); it is not a model "
-                                                   "saved by fastnn")
+                # the description before the params: it names an ensemble's file (which
+                # has members instead)
+                _require_entry(path, entries, "description")
                 raw = _read_npy(path, archive, entries["description"], "description",
                                 _description_header)
                 description = _parse_description(path, raw)
+                _require_entry(path, entries, "params")
                 spec = _check_model_description(path, description)
                 params = _read_npy(path, archive, entries["params"], "params",
                                    _vector_header(spec["dtype"], (spec["n_params"],)))
@@ -496,6 +497,12 @@ def load(path, *, with_optimizer=False):
         _build_early_stopping(path, optimizer_spec["early_stopping"], best_params, model,
                               optimizer)
     return (model, optimizer) if with_optimizer else model
+
+
+def _require_entry(path, entries, name):
+    if name not in entries:
+        raise ModelFileError(path, f"it has no {name!r} entry (entries: {sorted(entries)}); "
+                                   "it is not a model saved by fastnn")
 
 
 def _not_a_zip(head):
@@ -599,6 +606,9 @@ def _parse_description(path, raw):
                                    f"({type(exc).__name__}: {exc})") from None
     if not isinstance(description, dict):
         raise ModelFileError(path, "its description is not a JSON object")
+    if description.get("format") == _ENSEMBLE_FORMAT:
+        raise ModelFileError(path, "it is an ensemble file (written by MLPEnsemble.save), not "
+                                   "a single model; load it with fastnn.load_ensemble")
     if description.get("format") != FORMAT:
         raise ModelFileError(path, f"its format is {_short(description.get('format'))}; "
                                    f"expected {FORMAT!r}")

@@ -448,3 +448,12 @@ def test_files_written_before_the_slope_rename_load_with_their_meaning(tmp_path)
     want = h @ model.layers[2].W + model.layers[2].b
     np.testing.assert_allclose(loaded.forward(X), want, rtol=1e-12, atol=1e-14)
     assert np.array_equal(loaded.forward(X), model.forward(X))
+
+
+def test_loading_an_ensemble_file_names_it_and_the_function_that_loads_it(tmp_path):
+    fastnn.MLPEnsemble([3, 4, 2], 2, seed=0).save(tmp_path / "ensemble.npz")
+    with pytest.raises(fio.ModelFileError, match="it is an ensemble file .*MLPEnsemble.save.*"
+                                                 "load it with fastnn.load_ensemble"):
+        fastnn.load(tmp_path / "ensemble.npz")
+    assert fio._ENSEMBLE_FORMAT == fastnn.ensemble.ENSEMBLE_FORMAT
+    assert fastnn.load_ensemble(tmp_path / "ensemble.npz").n_members == 2
