@@ -217,7 +217,8 @@ def build_parser():
                             "default: y")
     train.add_argument("--task", choices=["classification", "regression"], default=None,
                        help="default: inferred from the target (text, bool or at most 20 "
-                            "distinct whole numbers: classification)")
+                            "distinct whole numbers: classification; a warning when more "
+                            "than two whole numbers could be either)")
     train.add_argument("--loss", choices=sorted(LOSS_NAMES), default=None, metavar="NAME",
                        help="cross_entropy, bce, mse, gaussian_nll or poisson (Keras and "
                             "PyTorch names with the same meaning are accepted); default: "
