@@ -173,9 +173,14 @@ def _add_training_flags(p, *, epochs, lr, batch_size, layers, activation="relu")
                    help="fastnn's threads while training (the weights are the same "
                         "bits for any count; see fastnn.threads); default: "
                         "FASTNN_NUM_THREADS or OMP_NUM_THREADS, else every core available")
+    _add_quiet_flag(p)
+
+
+def _add_quiet_flag(p):
     p.add_argument("--quiet", action="store_true",
-                   help="no per-epoch lines or progress bar (a bar shows when tqdm is "
-                        "installed and stderr is a terminal)")
+                   help="nothing on stdout: no summary, per-epoch lines or progress bar (a bar "
+                        "shows otherwise when tqdm is installed and stderr is a terminal); "
+                        "errors and warnings still go to stderr")
 
 
 def _add_table_flags(p):
@@ -259,6 +264,7 @@ def build_parser():
                          help="write predictions to exactly this path: CSV with a header, or "
                               "a NumPy array if it ends in .npy (default: CSV on stdout)")
     _add_table_flags(predict)
+    _add_quiet_flag(predict)   # (the predictions themselves still go to stdout)
     return parser
 
 
@@ -578,9 +584,10 @@ def run_predict(args):
             _write_csv(fh, header, columns)
         print(f"wrote {len(columns[0])} predictions (columns {', '.join(map(repr, header))}) to "
               f"{args.output}")
-    else:
-        _write_csv(sys.stdout, header, columns)
-        sys.stdout.flush()
+    else:  # the command's product: on stdout also with --quiet (see _run)
+        stream = getattr(args, "stdout", None) or sys.stdout
+        _write_csv(stream, header, columns)
+        stream.flush()
     return 0
 
 
@@ -664,7 +671,8 @@ def _run(argv):
     args = build_parser().parse_args(argv)
     commands = {"demo": run_demo, "train": run_train, "predict": run_predict}
     try:
-        return commands[args.command](args)
+        with _quiet(args):
+            return commands[args.command](args)
     except BrokenPipeError:
         # a pipe fastnn opened itself (--output /dev/stdout, a FIFO) whose reader left: as a
         # closed stdout, not an input error (main makes it status 141)
@@ -675,6 +683,21 @@ def _run(argv):
     except (fastnn.TrainingDiverged, MemoryError) as exc:  # the run failed, not the call
         print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _quiet(args):
+    """--quiet: whatever the command prints to stdout (summaries, notes, the epoch lines of
+    fit) goes nowhere, in one place for every subcommand and every message added later;
+    stderr (errors, warnings) is left alone.  ``args.stdout`` keeps the real stdout for a
+    command's product (predict's CSV)."""
+    args.stdout = sys.stdout
+    if not getattr(args, "quiet", False):
+        yield
+        return
+    with open(os.devnull, "w", encoding="utf-8") as devnull, \
+            contextlib.redirect_stdout(devnull):
+        yield
 
 
 # ------------------------------------------------------------ a reader that leaves early

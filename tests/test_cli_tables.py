@@ -24,7 +24,7 @@ from fastnn.cli import main
 from fastnn.io import ModelFileError
 from fastnn.tabular import read_table
 
-FAST = ["--epochs", "8", "--layers", "16", "--quiet"]
+FAST = ["--epochs", "8", "--layers", "16"]   # (not --quiet: the tests read the summary)
 
 
 def spawn(tmp_path, *argv, check=True):
@@ -166,7 +166,7 @@ def test_regression_target_standardised_and_given_back_in_its_units(tmp_path):
     df = pd.DataFrame(X, columns=["a", "b", "c"]).assign(price=y)
     df.to_csv(tmp_path / "r.csv", index=False)
     out = run(tmp_path, "train", "r.csv", "--target", "price", "--validation-split", "0",
-              "--save", "m.npz", "--epochs", "3", "--quiet")
+              "--save", "m.npz", "--epochs", "3")
     assert "task: regression (inferred from the target); loss: mse" in out.stdout
     model = fastnn.load(tmp_path / "m.npz")
     pre = model.preprocessor_
