@@ -758,6 +758,19 @@ class _BaseMLP(BaseEstimator):
         return tags
 
 
+def _log_of_proba(proba, exact):
+    """log(proba), with ``exact()`` (float64 log-probabilities of the same shape, computed
+    only when needed) where proba underflowed below the smallest normal float of its dtype
+    (a subnormal, or the smallest one a clip reported): there the logarithm of the reported
+    value is wrong by orders of magnitude, elsewhere it is the logarithm to rounding and keeps
+    predict_proba's order and ties."""
+    logp = np.log(proba)
+    under = proba < np.finfo(proba.dtype).tiny
+    if under.any():
+        logp[under] = exact()[under]
+    return logp
+
+
 def _solver_is_stochastic(estimator):
     if estimator.solver not in ("sgd", "adam", "adamw"):
         raise AttributeError(f"partial_fit is only available for stochastic optimizers "
@@ -1179,15 +1192,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                        np.nextafter(dtype.type(1), dtype.type(0)), out=proba)
 
     def predict_log_proba(self, X):
-        """Logarithm of predict_proba, computed from the logits: exact and finite.
+        """Logarithm of predict_proba, exact and finite also where the probability underflows.
 
-        A log-softmax (multi-class: ``z - logsumexp(z)``) or log-sigmoid (two classes,
-        multi-label: ``-log(1 + exp(-z))``, as ``-logaddexp(0, -z)``) of the float64 logits,
-        so a class the network rules out by a logit margin of 2.9e6 gets -2.9e6, where the
-        logarithm of a probability cannot go below log(4.9e-324) = -744.4.  Equal to
-        ``log(predict_proba(X))`` to float64 rounding wherever predict_proba's probability
-        is representable (above about 1e-308); below that predict_proba reports the smallest
-        positive float and only this method tells such classes apart.
+        ``log(predict_proba(X))`` wherever that probability is a normal float, so that it
+        sorts and ties exactly as predict_proba does (scikit-learn's checks compare the two
+        element by element); where predict_proba underflows (below the smallest normal
+        float, about 2.2e-308, or 1.2e-38 for float32 output: reported as a subnormal or the
+        smallest one), whose logarithm floors near -708 (-744 at the smallest subnormal,
+        log(4.9e-324)), the exact log-softmax (``z - logsumexp(z)``) or log-sigmoid
+        (``-logaddexp(0, -z)``) of the float64 logits: a class ruled out by a logit margin
+        of 2.9e6 gets -2.9e6.
 
         Parameters
         ----------
@@ -1198,21 +1212,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ndarray of shape (n_samples, n_classes), in the dtype of predict_proba
             Natural logarithms of the probabilities (not logits), all finite and <= 0.
         """
-        return self._log_proba_from_logits(
-            self._outputs(X, link=False).astype(np.float64))
+        z = self._outputs(X, link=False).astype(np.float64)
+        return _log_of_proba(self._proba_from_logits(z), lambda: self._log_proba_from_logits(z))
 
     def _log_proba_from_logits(self, z):
-        """Log-probabilities from float64 logits (the stable forms), in the output dtype."""
+        """Log-probabilities from float64 logits (the stable forms), in float64."""
         if self._kind == "binary":
             if len(self.classes_) == 1:
-                return np.zeros_like(z, dtype=self._output_dtype())
+                return np.zeros_like(z)
             # log sigmoid(t) = -log(1 + exp(-t)); log(1 - sigmoid(z)) = log sigmoid(-z)
-            logp = -np.hstack([np.logaddexp(0.0, z), np.logaddexp(0.0, -z)])
-        elif self._kind == "multiclass":
-            logp = log_softmax(z, axis=1)
-        else:
-            logp = -np.logaddexp(0.0, -z)
-        return logp.astype(self._output_dtype(), copy=False)
+            return -np.hstack([np.logaddexp(0.0, z), np.logaddexp(0.0, -z)])
+        if self._kind == "multiclass":
+            return log_softmax(z, axis=1)
+        return -np.logaddexp(0.0, -z)
 
     def predict(self, X):
         """Predicted labels: the most probable class (or every label with p > 0.5).

@@ -1,6 +1,7 @@
-"""predict_log_proba is the log-softmax / log-sigmoid of the logits: exact and finite where
-log(predict_proba) floors at log(4.9e-324) = -744.4.  Closed forms: a linear classifier
-(no hidden layer) whose logits are set by hand."""
+"""predict_log_proba is exact and finite where log(predict_proba) floors at log(4.9e-324) =
+-744.4 (the log-softmax / log-sigmoid of the logits there), and log(predict_proba) where that
+is a normal float (scikit-learn's checks compare their order element by element).  Closed
+forms: a linear classifier (no hidden layer) whose logits are set by hand."""
 import warnings
 
 import numpy as np
@@ -38,7 +39,10 @@ def test_multiclass_is_the_log_softmax_of_the_logits(dtype):
     want = np.array([z0 - 1.5e6,
                      np.array([0.0, 0.0, 5.0]) - (5.0 + np.log1p(2 * np.exp(-5.0)))])
     assert got.dtype == dtype and np.isfinite(got).all()
-    np.testing.assert_allclose(got, want, rtol=1e-12 if dtype == np.float64 else 1e-6)
+    # (a probability that rounds to 1 is reported as the float below it, whose logarithm is
+    # -1.1e-16 in float64, -6e-8 in float32, where the exact value is about -exp(-1.5e6))
+    np.testing.assert_allclose(got, want, rtol=1e-12 if dtype == np.float64 else 1e-6,
+                               atol=2e-16 if dtype == np.float64 else 1e-7)
     assert got[0, 2] == pytest.approx(-4.35e6 + 5.0, rel=1e-12)   # not -744.4
     # where the probabilities are representable, it is log(predict_proba) (to the rounding
     # of a probability near 1: half an ulp of 1 in float32 is 6e-8 in the logarithm)
@@ -58,8 +62,12 @@ def test_binary_is_the_log_sigmoid_of_the_logit(dtype):
     want = np.column_stack([-np.logaddexp(0, z), -np.logaddexp(0, -z)])
     assert got.dtype == dtype and np.isfinite(got).all()
     np.testing.assert_allclose(got, want, rtol=1e-12 if dtype == np.float64 else 1e-6,
-                               atol=0)
+                               atol=2e-16 if dtype == np.float64 else 1e-7)
     assert got[0, 0] == dtype(-2.9e6) and got[1, 1] == dtype(-2.9e6)
+    # where the probabilities are normal floats: their logarithm, the same order and ties
+    proba = clf.predict_proba(X)
+    normal = proba >= np.finfo(dtype).tiny
+    np.testing.assert_array_equal(got[normal], np.log(proba)[normal])
 
 
 def test_multilabel_is_the_log_sigmoid_per_label():
@@ -67,7 +75,7 @@ def test_multilabel_is_the_log_sigmoid_per_label():
     clf = _linear(Y, np.float64)
     _set_logits(clf, [[1e6, -1e6], [0.0, 0.0]], [0.0, 0.0])
     got = clf.predict_log_proba(np.array([[3.0, 0.0]]))
-    np.testing.assert_array_equal(got, [[-0.0, -3e6]])
+    np.testing.assert_array_equal(got, [[np.log1p(-2.0 ** -53), -3e6]])
 
 
 def test_a_one_class_classifier_gives_log_one():
