@@ -23,8 +23,8 @@ runs it or on how many threads there are: member k is bitwise equal to ``MLP(...
 seed=s_k).fit(X_k, y_k, ..., n_threads=1)`` (whose fit seed is the model's, s_k) with its
 seed ``s_k = member_seeds[k]`` and its data ``X_k`` (all of X, or the bootstrap resample
 ``X[ensemble.bootstrap_indices(k, n)]``).  ``fit(..., seed=s)`` gives member k the fit seed
-``member_fit_seeds(s)[k]`` instead (the ensemble's seed rule, applied to s).  The members' resamples all exist during the fit
-(K copies of X with bootstrap).
+``member_fit_seeds(s)[k]`` instead (the ensemble's seed rule, applied to s).  The members'
+resamples all exist during the fit (K copies of X with bootstrap).
 
 With ``comm`` (MPI data-parallel, see fastnn.distributed) each round runs its members' epochs
 one after another, in member order, on the calling thread of every rank: each epoch issues its
@@ -363,7 +363,8 @@ class MLPEnsemble:
             included), each member's epoch whole on one thread with single-threaded BLAS.
             Default: ``fastnn.threads.default_threads()`` (threadpoolctl limits, the
             FASTNN_NUM_THREADS / OMP_NUM_THREADS environment, else the cores available to
-            this process), at most n_members.  Members' results do not depend on it.  Ignored with comm.
+            this process), at most n_members.  Members' results do not depend on it.
+            Ignored with comm.
         comm : mpi4py.MPI.Intracomm, optional
             Data-parallel over MPI: each epoch's members run one after another, in order, on
             every rank (see the module docstring); BLAS threads are left as they are.

@@ -116,15 +116,16 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         Data-parallel training over MPI (see fastnn.distributed): X, y, sample_weight and
         validation data are this rank's shard, every other argument must be the same on all
         ranks, and `seed` an int or None (None: rank 0's model seed, or entropy rank 0 draws).
-        The result equals one process training on the
-        concatenated shards with the same global minibatches.
+        The result equals one process training on the concatenated shards with the same
+        global minibatches.
     n_threads : int or None, default None
         fastnn's threads for this fit; None: ``fastnn.threads.default_threads()``, a
         threadpoolctl limit, else FASTNN_NUM_THREADS or OMP_NUM_THREADS (set by joblib's
         loky workers), else every core the process may run on, shared out among the MPI
-        ranks of the node when they are not bound to cores.  The trained parameters are the same bits
-        for every count: each product and pass is cut into tiles fixed by the shapes, and
-        the threads only share them out (layers too small to gain run on one thread).
+        ranks of the node when they are not bound to cores.  The trained parameters are the
+        same bits for every count: each product and pass is cut into tiles fixed by the
+        shapes, and the threads only share them out (layers too small to gain run on one
+        thread).
         scipy's OpenBLAS runs single-threaded inside (see fastnn.threads).
     flush_denormals : bool or None, default None
         Flush subnormal floats (below 1.2e-38 in float32) to zero in the compiled training
