@@ -34,7 +34,7 @@ from fastnn.nn.layers import ACTIVATIONS, dense_backward, dense_forward  # noqa:
 from fastnn.nn.losses import (BinaryCrossEntropy, CrossEntropy, GaussianNLL,  # noqa: E402
                            KLDivergence, MSE, PoissonNLL)
 from fastnn.nn.model import Dense, MLP  # noqa: E402
-from fastnn.optim.optimizers import (SGD, Adam, Constant, Cosine, InverseScaling,  # noqa: E402
+from fastnn.optim.optimizers import (SGD, Adam, AdamW, Constant, Cosine, InverseScaling,  # noqa: E402
                           ReduceOnPlateau, StepDecay)
 from fastnn.training.trainer import EarlyStopping, History, TrainingDiverged, fit  # noqa: E402
 from fastnn.io.saving import load  # noqa: E402
@@ -43,8 +43,8 @@ from fastnn.interop.onnx_export import to_onnx  # noqa: E402  (imports onnx only
 from fastnn.ensemble import EnsemblePrediction, MLPEnsemble, load_ensemble  # noqa: E402
 
 __all__ = [
-    "ACTIVATIONS", "Adam", "BinaryCrossEntropy", "Constant", "Cosine", "CrossEntropy", "Dense",
-    "EarlyStopping", "GaussianNLL", "GradientReport", "History", "InverseScaling",
+    "ACTIVATIONS", "Adam", "AdamW", "BinaryCrossEntropy", "Constant", "Cosine", "CrossEntropy",
+    "Dense", "EarlyStopping", "GaussianNLL", "GradientReport", "History", "InverseScaling",
     "KLDivergence", "LBFGS", "MLP", "MSE", "PoissonNLL", "ReduceOnPlateau", "SGD", "StepDecay",
     "TrainingDiverged", "check_gradients", "datasets", "dense_backward", "dense_forward", "fit",
     "fpmode", "get_flush_denormals", "init", "load", "losses", "optim", "set_flush_denormals",

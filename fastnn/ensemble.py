@@ -20,10 +20,11 @@ stopping, a callback) or fails (divergence) leaves; the others go on.  BLAS is h
 thread meanwhile, so fastnn's threads and BLAS's never oversubscribe the cores.  A task is a
 member's whole epoch on one thread, so a member's arithmetic does not depend on which thread
 runs it or on how many threads there are: member k is bitwise equal to ``MLP(...,
-seed=s_k).fit(X_k, y_k, ..., seed=s_k, n_threads=1)`` with its seed ``s_k =
-member_seeds[k]`` and its data ``X_k`` (all of X, or the bootstrap resample
-``X[ensemble.bootstrap_indices(k, n)]``).  The members' resamples all exist during the fit
-(K copies of X with bootstrap).
+seed=s_k).fit(X_k, y_k, ..., n_threads=1)`` (whose fit seed is the model's, s_k) with its
+seed ``s_k = member_seeds[k]`` and its data ``X_k`` (all of X, or the bootstrap resample
+``X[ensemble.bootstrap_indices(k, n)]``).  ``fit(..., seed=s)`` gives member k the fit seed
+``member_fit_seeds(s)[k]`` instead (the ensemble's seed rule, applied to s).  The members'
+resamples all exist during the fit (K copies of X with bootstrap).
 
 With ``comm`` (MPI data-parallel, see fastnn.training.distributed) each round runs its members' epochs
 one after another, in member order, on the calling thread of every rank: each epoch issues its
@@ -73,6 +74,7 @@ file's permission bits, following a symbolic link, cleaning up after any interru
 import contextlib
 import copy
 import json
+import numbers
 import os
 import struct
 import tempfile
@@ -160,9 +162,10 @@ class MLPEnsemble:
     normalization
         As for ``fastnn.MLP``, the same for every member.
     seed : int, numpy.random.Generator or None
-        Draws the members' seeds ``member_seeds`` (K ints): member k is ``MLP(..., seed=
-        member_seeds[k])`` and its fit shuffles with that seed too.  The same int seed gives
-        the same ensemble.
+        Draws the members' seeds ``member_seeds`` (K ints, ``member_fit_seeds(seed)``):
+        member k is ``MLP(..., seed=member_seeds[k])`` and a fit without a seed shuffles
+        (and splits, and drops units) with that seed too, as ``MLP.fit`` uses its model's
+        seed.  The same int seed gives the same ensemble, fit after fit.
     bootstrap : bool, default False
         Train each member on a bootstrap resample (n rows drawn with replacement, see
         ``bootstrap_indices``) instead of on all rows.  Random initialization alone usually
@@ -195,8 +198,7 @@ class MLPEnsemble:
                                      integer=True))
         if seed is not None and not isinstance(seed, np.random.Generator):
             check_number(seed, "seed", low=0, integer=True)
-        rng = np.random.default_rng(seed)
-        seeds = [int(s) for s in rng.integers(0, 2**31 - 1, n_members)]
+        seeds = _draw_member_seeds(seed, n_members)
         members = [MLP(layer_sizes, activation=activation, output=output, init=init,
                        bias_init=bias_init, dtype=dtype, seed=s,
                        negative_slope=negative_slope, alpha=alpha,
@@ -288,6 +290,28 @@ class MLPEnsemble:
                 f"output={m._link_name()!r}, dtype={m.dtype.name}, "
                 f"bootstrap={self.bootstrap})")
 
+    def member_fit_seeds(self, seed):
+        """The members' fit seeds for ``fit(..., seed=seed)``: K ints drawn as the
+        constructor draws ``member_seeds`` from its seed.
+
+        So ``fit(seed=s)`` on ``MLPEnsemble(..., seed=s)`` is its fit without a seed, and a
+        member refitted alone as ``MLP.fit(..., seed=member_fit_seeds(s)[k])`` gives its
+        bits.
+
+        Parameters
+        ----------
+        seed : int >= 0, numpy.random.Generator or None
+            None: ``member_seeds`` (the fit without a seed).  A Generator is advanced.
+
+        Returns
+        -------
+        list of int
+            One seed per member, in ``[0, 2**31 - 1)``.
+        """
+        if seed is None:
+            return list(self.member_seeds)
+        return _draw_member_seeds(seed, self.n_members)
+
     def bootstrap_indices(self, k, n_samples):
         """Rows of member k's bootstrap resample: n_samples indices drawn with replacement.
 
@@ -313,7 +337,7 @@ class MLPEnsemble:
     # ------------------------------------------------------------------ training
 
     def fit(self, X, y, loss, optimizer=None, *, n_threads=None, comm=None,
-            sample_weight=None, callbacks=(), **fit_kwargs):
+            sample_weight=None, callbacks=(), seed=None, **fit_kwargs):
         """Train every member (``fastnn.fit`` each), in lockstep epochs over threads.
 
         A scipy.sparse X (not with comm) is converted once to CSR for all members and kept
@@ -324,15 +348,25 @@ class MLPEnsemble:
         ----------
         X, y, loss, sample_weight
             As for ``fastnn.fit`` (with comm: this rank's shard).
-        optimizer : fastnn.SGD, fastnn.Adam, "sgd", "adam" or None
+        seed : int >= 0, numpy.random.Generator or None
+            The members' shuffling, validation splits and dropout: member k fits with seed
+            ``member_fit_seeds(seed)[k]``.  None (default): ``member_seeds[k]``, the seed
+            its weights were drawn from, as ``MLP.fit`` without a seed uses its model's.
+            Each epoch's order is a function of that seed and the member's epoch count, so
+            a fit continued with the same optimizers (and seed) equals one long fit.
+            Bootstrap resamples always come from ``member_seeds``.  With comm: an int or
+            None.
+        optimizer : fastnn.SGD, fastnn.Adam, fastnn.AdamW, "sgd", "adam", "adamw" or None
             The settings every member trains with: member k gets its own deep copy (of the
             instance, schedule included), kept in ``optimizers_[k]``; a later fit continues
             each member from its own optimizer state.
         n_threads : int or None
             Threads running the members' epochs (fastnn's pool, the calling thread
             included), each member's epoch whole on one thread with single-threaded BLAS.
-            Default: the cores available to this process (``os.sched_getaffinity``), at most
-            n_members.  Members' results do not depend on it.  Ignored with comm.
+            Default: ``fastnn.runtime.threads.default_threads()`` (threadpoolctl limits, the
+            FASTNN_NUM_THREADS / OMP_NUM_THREADS environment, else the cores available to
+            this process), at most n_members.  Members' results do not depend on it.
+            Ignored with comm.
         comm : mpi4py.MPI.Intracomm, optional
             Data-parallel over MPI: each epoch's members run one after another, in order, on
             every rank (see the module docstring); BLAS threads are left as they are.
@@ -345,8 +379,7 @@ class MLPEnsemble:
             validation_data, validation_split, early_stopping (per member: an EarlyStopping
             instance is the configuration, each member keeps its own record, in
             ``optimizers_[k]``, which a later fit continues), verbose,
-            drop_last), the same for every member.  ``seed`` is not accepted: member k
-            shuffles with ``member_seeds[k]``.
+            drop_last), the same for every member.
 
         Returns
         -------
@@ -373,16 +406,18 @@ class MLPEnsemble:
             self._fitting = True
         try:
             return self._fit(X, y, loss, optimizer, n_threads, comm, sample_weight, callbacks,
-                             fit_kwargs)
+                             seed, fit_kwargs)
         finally:
             self._fitting = False
 
-    def _fit(self, X, y, loss, optimizer, n_threads, comm, sample_weight, callbacks,
+    def _fit(self, X, y, loss, optimizer, n_threads, comm, sample_weight, callbacks, seed,
              fit_kwargs):
         self._check_state()
-        if "seed" in fit_kwargs:
-            raise TypeError("MLPEnsemble.fit does not take seed=: member k shuffles with "
-                            "member_seeds[k] (set by the ensemble's seed)")
+        if comm is not None and seed is not None and not isinstance(seed, numbers.Integral):
+            raise TypeError(f"with comm, seed must be an int or None (the same on every rank) "
+                            f"so that all ranks draw the same minibatches; got {seed!r}")
+        if seed is not None and not isinstance(seed, np.random.Generator):
+            check_number(seed, "seed", low=0, integer=True)
         if "model" in fit_kwargs:
             raise TypeError("MLPEnsemble.fit trains its own members; do not pass model=")
         if fit_kwargs.get("validation_split", 0.0) and self.bootstrap:
@@ -430,6 +465,7 @@ class MLPEnsemble:
             except (ValueError, TypeError) as exc:
                 error = exc
             mpi.agree(error)
+        fit_seeds = self.member_fit_seeds(seed)  # (after the ranks agreed on member_seeds)
         # the same optimizer object (or None) as last time: every member continues from its
         # own optimizer's state, as a second fit of one model does; otherwise fresh copies
         if self.optimizers_[0] is not None and (optimizer is None
@@ -448,7 +484,7 @@ class MLPEnsemble:
         errors = [None] * self.n_members
         try:
             runs = self._prepare_runs(X, y, loss, optimizers, sample_weight, comm, callbacks,
-                                      fit_kwargs)
+                                      fit_seeds, fit_kwargs)
             workers = 1 if comm is not None else min(self.n_members,
                                                      resolve_threads(n_threads))
             # one BLAS thread per worker: the members' arithmetic does not depend on the
@@ -470,7 +506,7 @@ class MLPEnsemble:
                 raise _with_member_note(exc, k, self.member_seeds[k])
         return histories
 
-    def _prepare_runs(self, X, y, loss, optimizers, sample_weight, comm, callbacks,
+    def _prepare_runs(self, X, y, loss, optimizers, sample_weight, comm, callbacks, fit_seeds,
                       fit_kwargs):
         """Every member's checked TrainingRun and epoch count (fastnn.fit's checks and data
         preparation, in member order: with comm, in the same order on every rank).  Raises
@@ -492,7 +528,7 @@ class MLPEnsemble:
             try:
                 Xk, yk, swk, lossk = self._member_data(k, X, y, sample_weight, loss, comm)
                 runs.append(prepare_run(self.members[k], Xk, yk, lossk, optimizers[k],
-                                        seed=self.member_seeds[k], sample_weight=swk,
+                                        seed=fit_seeds[k], sample_weight=swk,
                                         comm=comm, callbacks=[forward], **member_kwargs))
             except Exception as exc:
                 raise _with_member_note(exc, k, self.member_seeds[k])
@@ -881,6 +917,11 @@ def _check_members(models, member_seeds, name):
     for k, s in enumerate(member_seeds):
         check_number(s, f"member_seeds[{k}]", low=0, integer=True)
     return models, [int(s) for s in member_seeds]
+
+
+def _draw_member_seeds(seed, n_members):
+    """K member seeds from an ensemble's seed (int, Generator or None: fresh entropy)."""
+    return [int(s) for s in np.random.default_rng(seed).integers(0, 2**31 - 1, n_members)]
 
 
 def _with_member_note(exc, k, seed):

@@ -278,4 +278,26 @@ static int fnn_pool_size(void)
     return fnn_pool.n_workers;
 }
 
+/* The thread limit threadpoolctl sets on this pool (0: none).  fastnn.threads registers a
+ * threadpoolctl controller that finds this library among the loaded ones by these two
+ * exported names and calls them through ctypes, as threadpoolctl calls omp_set_num_threads
+ * or openblas_set_num_threads; fastnn.threads.default_threads reads the limit (the pool
+ * itself only ever runs the count a caller passes).  Process-wide, like OpenBLAS's own. */
+#if defined(_WIN32)
+#define FNN_EXPORT __declspec(dllexport)
+#else
+#define FNN_EXPORT __attribute__((visibility("default")))
+#endif
+static atomic_int fnn_pool_thread_limit = 0;
+
+FNN_EXPORT int fastnn_pool_get_thread_limit(void)
+{
+    return atomic_load(&fnn_pool_thread_limit);
+}
+
+FNN_EXPORT void fastnn_pool_set_thread_limit(int n)
+{
+    atomic_store(&fnn_pool_thread_limit, n > 0 ? n : 0);
+}
+
 #endif /* FASTNN_POOL_H */

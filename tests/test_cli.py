@@ -20,12 +20,12 @@ def spirals_npz(tmp_path):
 
 
 def _train(path, model, *extra):
-    return main(["train", str(path), "--layers", "16", "--epochs", "3", "--quiet",
+    return main(["train", str(path), "--layers", "16", "--epochs", "3",
                  "--save", str(model), *extra])
 
 
 def test_demo_trains_and_reports_accuracy(capsys):
-    assert main(["demo", "--epochs", "2", "--quiet", "--layers", "16"]) == 0
+    assert main(["demo", "--epochs", "2", "--layers", "16"]) == 0
     out = capsys.readouterr().out
     assert "fastnn 0." in out and "trained" in out and "test accuracy" in out
 
@@ -126,9 +126,9 @@ def test_bad_arguments_exit_with_status_2(capsys):
 def test_python_dash_m_fastnn_runs_the_demo(tmp_path):
     # from a directory outside the repository, importing the same fastnn as these tests
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
-    result = subprocess.run([sys.executable, "-m", "fastnn", "demo", "--epochs", "2",
-                             "--quiet"], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "fastnn", "demo", "--epochs", "2"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout
 

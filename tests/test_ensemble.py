@@ -58,6 +58,11 @@ CASES = {
                                        bootstrap=True, weights=True, kwargs={}),
     "cross-entropy": dict(loss="cross_entropy", opt="adam", dtype=np.float32,
                           bootstrap=False, weights=False, kwargs=dict(batch_size=16)),
+    "adamw-cosine-float64": dict(loss="cross_entropy",
+                                 opt=fastnn.AdamW(lr=0.01, weight_decay=0.1,
+                                                  schedule=fastnn.Cosine(6)),
+                                 dtype=np.float64, bootstrap=False, weights=True,
+                                 kwargs=dict(batch_size=16)),
 }
 
 
@@ -385,8 +390,10 @@ def test_bad_input():
     with pytest.raises(TypeError, match="bootstrap must be True or False"):
         MLPEnsemble([3, 4, 1], 2, bootstrap="yes")
     ens = MLPEnsemble([3, 4, 1], 2, seed=0)
-    with pytest.raises(TypeError, match="does not take seed="):
-        ens.fit(X, y, "mse", seed=1)
+    with pytest.raises(ValueError, match="seed=-1"):
+        ens.fit(X, y, "mse", seed=-1)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        ens.fit(X, y, "mse", seed="1")
     with pytest.raises(ValueError, match="n_threads=0"):
         ens.fit(X, y, "mse", n_threads=0)
     with pytest.raises(ValueError, match="X has 2 features"):

@@ -15,7 +15,7 @@ from fastnn.datasets import make_regression, make_spirals
 from fastnn.io.saving import ModelFileError
 from fastnn.nn.losses import GaussianNLL, PoissonNLL
 from fastnn.nn.model import MLP
-from fastnn.optim.optimizers import SGD, Adam, Cosine, ReduceOnPlateau
+from fastnn.optim.optimizers import SGD, Adam, AdamW, Cosine, ReduceOnPlateau, StepDecay
 
 DTYPES = [np.float32, np.float64]
 
@@ -119,7 +119,8 @@ def test_path_is_used_as_given_and_str_or_pathlike_both_work(tmp_path):
     lambda: SGD(lr=0.05, momentum=0.9, nesterov=True, clip_norm=1.0,
                 schedule=Cosine(total_epochs=10, min_lr=0.001)),
     lambda: SGD(lr=0.05),  # no state vectors at all
-], ids=["adam-plateau", "nesterov-cosine", "plain-sgd"])
+    lambda: AdamW(lr=0.01, weight_decay=0.1, schedule=StepDecay(2, 0.5)),
+], ids=["adam-plateau", "nesterov-cosine", "plain-sgd", "adamw-step"])
 def test_optimizer_state_is_saved_and_training_resumes_identically(tmp_path, make_optimizer):
     optimizer = make_optimizer()
     model, X, y = _classifier(np.float64, epochs=3, optimizer=optimizer)
@@ -447,3 +448,12 @@ def test_files_written_before_the_slope_rename_load_with_their_meaning(tmp_path)
     want = h @ model.layers[2].W + model.layers[2].b
     np.testing.assert_allclose(loaded.forward(X), want, rtol=1e-12, atol=1e-14)
     assert np.array_equal(loaded.forward(X), model.forward(X))
+
+
+def test_loading_an_ensemble_file_names_it_and_the_function_that_loads_it(tmp_path):
+    fastnn.MLPEnsemble([3, 4, 2], 2, seed=0).save(tmp_path / "ensemble.npz")
+    with pytest.raises(fio.ModelFileError, match="it is an ensemble file .*MLPEnsemble.save.*"
+                                                 "load it with fastnn.load_ensemble"):
+        fastnn.load(tmp_path / "ensemble.npz")
+    assert fio._ENSEMBLE_FORMAT == fastnn.ensemble.ENSEMBLE_FORMAT
+    assert fastnn.load_ensemble(tmp_path / "ensemble.npz").n_members == 2

@@ -30,7 +30,7 @@ from fastnn.io import writer
 from fastnn.cli.command import build_parser, input_path, main, output_path
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
-FAST = ["--epochs", "2", "--layers", "4", "--quiet", "--validation-split", "0.25"]
+FAST = ["--epochs", "2", "--layers", "4", "--validation-split", "0.25"]
 
 #: a valid command line for each subcommand that has file arguments; {name} fields are
 #: filled per test.  A subcommand with an output but no entry here fails
@@ -412,6 +412,7 @@ REVIEWED = {
     ("cli/command.py", ".savefig(fh"): "inside write_output's callback",
     ("cli/command.py", "np.save(fh"): "inside write_output's callback",
     ("cli/command.py", "os.open(os.devnull"): "points a closed pipe's descriptor at devnull",
+    ("cli/command.py", 'open(os.devnull, "w"'): "--quiet sends stdout to devnull",
 }
 _WRITE_CALL = re.compile(r"""(?:\bnp\.(?:save|savez|savez_compressed|savetxt)\(\w*|"""
                          r"""\.savefig\(\w*|\.tofile\(|\bopen\([^)]*["'][wax]b?\+?["']|"""

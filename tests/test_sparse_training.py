@@ -58,6 +58,7 @@ OPTIMIZERS = {
     "momentum": lambda: fastnn.SGD(lr=0.05, momentum=0.9),
     "nesterov-clip": lambda: fastnn.SGD(lr=0.05, momentum=0.9, nesterov=True, clip_norm=0.5),
     "adam": lambda: fastnn.Adam(lr=0.01, weight_decay=1e-3),
+    "adamw": lambda: fastnn.AdamW(lr=0.01, weight_decay=0.1),
 }
 
 

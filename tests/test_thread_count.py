@@ -37,6 +37,7 @@ OPTIMIZERS = {
     "momentum": lambda: fastnn.SGD(lr=0.05, momentum=0.9, weight_decay=1e-3),
     "nesterov": lambda: fastnn.SGD(lr=0.05, momentum=0.9, nesterov=True, clip_norm=0.5),
     "adam": lambda: fastnn.Adam(lr=0.01, weight_decay=1e-3, clip_norm=1.0),
+    "adamw": lambda: fastnn.AdamW(lr=0.01, weight_decay=0.1, clip_norm=1.0),
 }
 
 

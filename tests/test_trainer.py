@@ -12,8 +12,8 @@ from fastnn._core import _reference as ref
 from fastnn.datasets import make_regression, make_spirals, train_test_split
 from fastnn.nn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL, MSE
 from fastnn.nn.model import MLP
-from fastnn.optim.optimizers import (SGD, Adam, Constant, Cosine, InverseScaling, ReduceOnPlateau,
-                          StepDecay)
+from fastnn.optim.optimizers import (SGD, Adam, AdamW, Constant, Cosine, InverseScaling,
+                          ReduceOnPlateau, StepDecay)
 from fastnn.training.trainer import EarlyStopping, TrainingDiverged, fit
 
 
@@ -36,7 +36,13 @@ OPTIMIZERS = {
     "clipping": lambda: SGD(lr=0.5, clip_norm=0.05),
     "adam": lambda: Adam(lr=0.01, weight_decay=0.001),
     "adam-clipped": lambda: Adam(lr=0.01, clip_norm=0.1),
+    "adamw-clipped": lambda: AdamW(lr=0.01, weight_decay=0.1, clip_norm=0.1),
 }
+
+
+def _kind(opt):
+    """The reference's name of an optimizer (fastnn._core._reference.optimizer_step)."""
+    return {SGD: "sgd", Adam: "adam", AdamW: "adamw"}[type(opt)]
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
@@ -51,7 +57,7 @@ def test_compiled_loop_equals_numpy_reference_in_float64(name):
     opt = OPTIMIZERS[name]()
     fit(model, X, labels, "cross_entropy", opt, epochs=4, batch_size=16, seed=3)
     want = ref.train(start, *_spec(model), X, 4,
-                     _opt_dict(opt, "adam" if isinstance(opt, Adam) else "sgd"),
+                     _opt_dict(opt, _kind(opt)),
                      epochs=4, batch_size=16, seed=3, labels=labels)
     np.testing.assert_allclose(model.params, want, rtol=1e-10, atol=1e-12)
 

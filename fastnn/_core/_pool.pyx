@@ -13,6 +13,8 @@ cdef extern from "fastnn_pool.h" nogil:
     int fnn_parallel_for(int n_threads, long n_tasks, fnn_task_fn fn, void *ctx) noexcept
     int fnn_pool_size() noexcept
     int FNN_POOL_MAX_THREADS
+    int fastnn_pool_get_thread_limit() noexcept
+    void fastnn_pool_set_thread_limit(int n) noexcept
 
 
 cdef int parallel_for(int n_threads, long n_tasks, task_fn fn, void *ctx) noexcept nogil:
@@ -25,6 +27,21 @@ MAX_THREADS = FNN_POOL_MAX_THREADS
 def pool_size():
     """Worker threads started so far (the callers' threads are not counted)."""
     return fnn_pool_size()
+
+
+def thread_limit():
+    """The limit threadpoolctl set on this pool (``threadpool_limits``), or 0 for none.
+
+    The C functions behind it are exported (``fastnn_pool_get_thread_limit``,
+    ``fastnn_pool_set_thread_limit``) for the controller fastnn.runtime.threads registers with
+    threadpoolctl; fastnn.runtime.threads.default_threads applies the limit.
+    """
+    return fastnn_pool_get_thread_limit()
+
+
+def set_thread_limit(int n):
+    """Set the limit (n <= 0: none); what threadpoolctl's controller does through ctypes."""
+    fastnn_pool_set_thread_limit(n)
 
 
 cdef struct _Probe:

@@ -353,10 +353,12 @@ def network_loss_grad(params, sizes, acts, alphas, X, kind, Y=None, labels=None,
 
 
 def optimizer_step(params, grads, state, t, sizes, opt, norms=None):
-    """One update (SGD/momentum/Nesterov or Adam), weight decay on weight matrices only.
+    """One update (SGD/momentum/Nesterov, Adam or AdamW), weight decay on weight matrices only.
 
-    opt: dict(kind="sgd"|"adam", lr, momentum, nesterov, weight_decay, clip_norm, beta1,
-    beta2, eps); state: dict of arrays, created on first use; t: the 1-based step number.
+    opt: dict(kind="sgd"|"adam"|"adamw", lr, momentum, nesterov, weight_decay, clip_norm,
+    beta1, beta2, eps); state: dict of arrays, created on first use; t: the 1-based step
+    number.  AdamW (torch.optim.AdamW): w <- (1 - lr decay) w, then Adam's step from the
+    gradient without the decay term.
     """
     g = grads.copy()
     if opt.get("clip_norm"):
@@ -366,8 +368,11 @@ def optimizer_step(params, grads, state, t, sizes, opt, norms=None):
     decay = np.zeros_like(params)
     for layer in unpack(decay, sizes, norms):   # not on b, nor on a layer norm's gain/shift
         layer[0][...] = opt.get("weight_decay", 0.0)
-    g = g + decay * params
     lr = opt["lr"]
+    if opt["kind"] == "adamw":
+        params = params * (1 - lr * decay)     # decoupled: not part of the gradient
+    else:
+        g = g + decay * params
     if opt["kind"] == "sgd":
         mu = opt.get("momentum", 0.0)
         if mu == 0:

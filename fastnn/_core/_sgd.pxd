@@ -7,7 +7,7 @@ from fastnn._core._network cimport Net, NetSpec
 
 
 cdef struct Optimizer:
-    int kind                # OPT_SGD (0) or OPT_ADAM (1)
+    int kind                # OPT_SGD (0), OPT_ADAM (1) or OPT_ADAMW (2)
     double lr
     double momentum
     int nesterov
@@ -16,7 +16,7 @@ cdef struct Optimizer:
     double beta1
     double beta2
     double eps
-    long long t             # Adam: steps taken before this one
+    long long t             # Adam(W): steps taken before this one
 
 
 cdef void apply_update(const Net *net, const Optimizer *opt, floating *params,

@@ -47,6 +47,7 @@ import numpy as np
 cdef enum:
     _OPT_SGD = 0
     _OPT_ADAM = 1
+    _OPT_ADAMW = 2                  # Adam with decoupled weight decay (Loshchilov & Hutter)
     _STATUS_OK = 0
     _STATUS_DIVERGED = 1            # a non-finite loss; the step was not applied
     _STATUS_INTERRUPTED = 2         # a signal handler raised (Ctrl-C); after a full step
@@ -54,7 +55,7 @@ cdef enum:
     _STATUS_REDUCE_ERROR = 4        # MPI_Allreduce returned an error code
 
 # the same codes for fastnn/optim/optimizers.py and fastnn/training/trainer.py
-OPT_SGD, OPT_ADAM = _OPT_SGD, _OPT_ADAM
+OPT_SGD, OPT_ADAM, OPT_ADAMW = _OPT_SGD, _OPT_ADAM, _OPT_ADAMW
 STATUS_OK, STATUS_DIVERGED = _STATUS_OK, _STATUS_DIVERGED
 STATUS_INTERRUPTED, STATUS_KERNEL_ERROR = _STATUS_INTERRUPTED, _STATUS_KERNEL_ERROR
 STATUS_REDUCE_ERROR = _STATUS_REDUCE_ERROR
@@ -131,12 +132,15 @@ cdef void _update_block(const Optimizer *opt, floating *w, const floating *g,
     SGD:  v <- mu v - lr (g + decay w);  w <- w + v        (momentum; Nesterov:
           w <- w + mu v - lr (g + decay w) with the new v);  plain SGD is mu = 0.
     Adam: m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;
-          w <- w - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)   (g includes decay w)
+          w <- s w - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+          Adam (L2):   g includes decay w, s = 1;
+          AdamW:       g does not, s = 1 - lr decay (decoupled decay, applied before the
+                       step as torch.optim.AdamW does: w <- (1 - lr decay) w, then the step)
     """
     cdef Py_ssize_t i
     cdef floating lr = <floating> opt.lr, mu = <floating> opt.momentum
     cdef floating wd = <floating> decay, gs = <floating> g_scale
-    cdef floating b1, b2, ob1, ob2, c1, c2, eps, gi, vi, mi
+    cdef floating b1, b2, ob1, ob2, c1, c2, eps, gi, vi, mi, shrink
     if opt.kind == _OPT_SGD:
         if opt.momentum == 0.0:
             for i in range(n):
@@ -162,13 +166,20 @@ cdef void _update_block(const Optimizer *opt, floating *w, const floating *g,
         eps = <floating> opt.eps
         c1 = <floating> (1.0 - pow(opt.beta1, <double> opt.t))
         c2 = <floating> (1.0 - pow(opt.beta2, <double> opt.t))
+        # one loop for both: Adam's decay is a gradient term (shrink is 1, and 1 * w is w
+        # exactly, so Adam's bits are those of the loop without it); AdamW's multiplies w
+        # (1 - lr decay in double, then rounded, as torch computes the Python float first)
+        shrink = 1
+        if opt.kind == _OPT_ADAMW:
+            shrink = <floating> (1.0 - opt.lr * decay)
+            wd = 0
         for i in range(n):
             gi = gs * g[i] + wd * w[i]
             mi = b1 * s1[i] + ob1 * gi
             vi = b2 * s2[i] + ob2 * gi * gi
             s1[i] = mi
             s2[i] = vi
-            w[i] -= lr * (mi / c1) / (sqrt(vi / c2) + eps)
+            w[i] = shrink * w[i] - lr * (mi / c1) / (sqrt(vi / c2) + eps)
 
 
 cdef enum:
@@ -338,18 +349,19 @@ cdef int _check_optimizer(int kind, double momentum, Py_ssize_t n_params, Py_ssi
     cdef int i
     cdef Py_ssize_t n_state
     cdef bint needed
-    if kind != _OPT_SGD and kind != _OPT_ADAM:
+    if kind != _OPT_SGD and kind != _OPT_ADAM and kind != _OPT_ADAMW:
         raise ValueError(f"unknown optimizer code {kind}")
     if t < 0:
         raise ValueError(f"the optimizer's step count is {t}; expected >= 0")
     for i in range(2):
         n_state = max(0, n_s1 if i == 0 else n_s2)
-        needed = kind == _OPT_ADAM or (i == 0 and momentum != 0.0)
+        needed = kind != _OPT_SGD or (i == 0 and momentum != 0.0)
         if n_state != 0 and n_state != n_params:
             raise ValueError(f"optimizer state {i + 1} has {n_state} entries; expected "
                              f"{n_params} (one per parameter)")
         if needed and n_state == 0:
-            what = "Adam" if kind == _OPT_ADAM else f"SGD with momentum={momentum}"
+            what = ("Adam" if kind == _OPT_ADAM else "AdamW" if kind == _OPT_ADAMW else
+                    f"SGD with momentum={momentum}")
             raise ValueError(f"{what} needs optimizer state {i + 1} of {n_params} entries; "
                              "it is missing (allocate it with Optimizer.init_state)")
     return 0

@@ -107,6 +107,16 @@ def _positive_float(text):
     return value
 
 
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0; got {text}")
+    return value
+
+
 def _fraction(text):
     try:
         value = float(text)
@@ -168,7 +178,12 @@ def _add_training_flags(p, *, epochs, lr, batch_size, layers, activation="relu")
                    help="weight initializer name (fastnn.nn.init; PyTorch's and Keras' names "
                         "and meanings); default: kaiming_normal for the ReLU family, "
                         "glorot_uniform otherwise")
-    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="optimizer")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam",
+                   help="optimizer (adamw: decoupled weight decay, --weight-decay)")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=None,
+                   help="weight decay of the weight matrices: L2 in the gradient for sgd and "
+                        "adam, decoupled for adamw; default: 0, and 0.01 for adamw "
+                        "(torch.optim.AdamW's)")
     p.add_argument("--lr", "--learning-rate", type=_positive_float, default=lr,
                    help="learning rate")
     p.add_argument("--momentum", type=_momentum, default=0.9, help="SGD momentum")
@@ -180,14 +195,20 @@ def _add_training_flags(p, *, epochs, lr, batch_size, layers, activation="relu")
                    help="initial weights, shuffling and the validation split")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="precision of the model")
-    # default None: fit's default, every core available (fastnn.runtime.threads.available_cores)
+    # default None: fit's default (fastnn.runtime.threads.default_threads: FASTNN_NUM_THREADS,
+    # OMP_NUM_THREADS, else every core available)
     p.add_argument("--threads", type=_int_at_least(1), default=None,
                    help="fastnn's threads while training (the weights are the same "
-                        "bits for any count; see fastnn.runtime.threads); default: every core "
-                        "available")
+                        "bits for any count; see fastnn.runtime.threads); default: "
+                        "FASTNN_NUM_THREADS or OMP_NUM_THREADS, else every core available")
+    _add_quiet_flag(p)
+
+
+def _add_quiet_flag(p):
     p.add_argument("--quiet", action="store_true",
-                   help="no per-epoch lines or progress bar (a bar shows when tqdm is "
-                        "installed and stderr is a terminal)")
+                   help="nothing on stdout: no summary, per-epoch lines or progress bar (a bar "
+                        "shows otherwise when tqdm is installed and stderr is a terminal); "
+                        "errors and warnings still go to stderr")
 
 
 def _add_table_flags(p):
@@ -230,7 +251,8 @@ def build_parser():
                             "default: y")
     train.add_argument("--task", choices=["classification", "regression"], default=None,
                        help="default: inferred from the target (text, bool or at most 20 "
-                            "distinct whole numbers: classification)")
+                            "distinct whole numbers: classification; a warning when more "
+                            "than two whole numbers could be either)")
     train.add_argument("--loss", choices=sorted(LOSS_NAMES), default=None, metavar="NAME",
                        help="cross_entropy, bce, mse, gaussian_nll or poisson (Keras and "
                             "PyTorch names with the same meaning are accepted); default: "
@@ -275,15 +297,17 @@ def build_parser():
                          help="write predictions to exactly this path: CSV with a header, or "
                               "a NumPy array if it ends in .npy (default: CSV on stdout)")
     _add_table_flags(predict)
+    _add_quiet_flag(predict)   # (the predictions themselves still go to stdout)
     return parser
 
 
 # ---------------------------------------------------------------------- shared
 
 def _optimizer(args):
+    decay = {} if args.weight_decay is None else {"weight_decay": args.weight_decay}
     if args.optimizer == "sgd":
-        return fastnn.SGD(lr=args.lr, momentum=args.momentum)
-    return fastnn.Adam(lr=args.lr)
+        return fastnn.SGD(lr=args.lr, momentum=args.momentum, **decay)
+    return OPTIMIZERS[args.optimizer](lr=args.lr, **decay)
 
 
 def _verbosity(args):
@@ -616,9 +640,10 @@ def run_predict(args):
                                lambda fh: _write_csv_bytes(fh, header, columns)).path
         print(f"wrote {len(columns[0])} predictions (columns {', '.join(map(repr, header))}) to "
               f"{written}")
-    else:
-        _write_csv(sys.stdout, header, columns)
-        sys.stdout.flush()
+    else:  # the command's product: on stdout also with --quiet (see _run)
+        stream = getattr(args, "stdout", None) or sys.stdout
+        _write_csv(stream, header, columns)
+        stream.flush()
     return 0
 
 
@@ -714,7 +739,8 @@ def _run(argv):
         # directory, writable (fastnn.io.writer); the commands write through these targets
         inputs, outputs = _file_arguments(parser, args)
         args.targets = check_outputs(outputs, inputs)
-        return commands[args.command](args)
+        with _quiet(args):
+            return commands[args.command](args)
     except BrokenPipeError:
         # a pipe fastnn opened itself (--output /dev/stdout, a FIFO) whose reader left: as a
         # closed stdout, not an input error (main makes it status 141)
@@ -749,6 +775,21 @@ def _subcommand(parser, command):
         if isinstance(action, argparse._SubParsersAction):
             return action.choices[command]
     raise KeyError(command)  # pragma: no cover - build_parser always adds them
+
+
+@contextlib.contextmanager
+def _quiet(args):
+    """--quiet: whatever the command prints to stdout (summaries, notes, the epoch lines of
+    fit) goes nowhere, in one place for every subcommand and every message added later;
+    stderr (errors, warnings) is left alone.  ``args.stdout`` keeps the real stdout for a
+    command's product (predict's CSV)."""
+    args.stdout = sys.stdout
+    if not getattr(args, "quiet", False):
+        yield
+        return
+    with open(os.devnull, "w", encoding="utf-8") as devnull, \
+            contextlib.redirect_stdout(devnull):
+        yield
 
 
 # ------------------------------------------------------------ a reader that leaves early

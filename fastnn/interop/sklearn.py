@@ -21,12 +21,19 @@ scikit-learn               fastnn
                            eps=epsilon)`` (bias-corrected as in PyTorch; scikit-learn folds
                            the correction into the step size: the same update up to where
                            epsilon enters)
+``solver="adamw"``         fastnn's extension (scikit-learn has no such solver):
+                           ``fastnn.AdamW`` with the settings of "adam" and
+                           ``weight_decay=alpha``, the decoupled decay coefficient of
+                           ``torch.optim.AdamW`` (each step multiplies the weights by ``1 -
+                           learning_rate_init * alpha``; PyTorch's default is 1e-2)
 ``alpha``                  ``weight_decay = alpha / (batch_size * mean sample weight)`` on
                            weights, not biases.  scikit-learn adds ``0.5 alpha ||W||^2`` per
                            batch and divides the batch's gradient by its weight sum; fastnn
                            adds ``weight_decay * W`` to the gradient of the batch-mean loss.
                            They agree exactly for full or unweighted batches of the nominal
                            size (a last, smaller batch is decayed a little less here).
+                           With solver="adamw", alpha is AdamW's own coefficient (above), not
+                           an L2 term, and ``loss_curve_`` holds the data loss alone.
 ``learning_rate``          "constant" -> ``Constant``; "invscaling" -> ``InverseScaling
                            (power_t)``; "adaptive" -> ``ReduceOnPlateau(factor=0.2,
                            patience=2, min_delta=tol)``.  Used with solver="sgd" only, as in
@@ -79,7 +86,7 @@ from contextlib import contextmanager
 
 import numpy as np
 from scipy import sparse
-from scipy.special import expit, softmax
+from scipy.special import expit, log_softmax, softmax
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -100,7 +107,7 @@ from fastnn._validation import (all_finite, check_choice, check_number,
 from fastnn.optim.lbfgs import LBFGS, LBFGSObjective
 from fastnn.nn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL, PoissonNLL
 from fastnn.nn.model import MLP
-from fastnn.optim.optimizers import SGD, Adam, Constant, InverseScaling, ReduceOnPlateau
+from fastnn.optim.optimizers import SGD, Adam, AdamW, Constant, InverseScaling, ReduceOnPlateau
 from fastnn.nn.sparse import check_model, check_structure, forward as sparse_forward
 from fastnn.runtime.threads import _default_threads, resolve_threads
 from fastnn.training.trainer import TrainingDiverged, prepare_run
@@ -178,7 +185,7 @@ class _BaseMLP(BaseEstimator):
                                  f"hidden layer ({len(hidden)}) or a single name")
         activation = [{"logistic": "sigmoid"}.get(a, a) for a in
                       (check_choice(a, "activation", ACTIVATIONS) for a in activation)]
-        check_choice(self.solver, "solver", ("lbfgs", "sgd", "adam"))
+        check_choice(self.solver, "solver", ("lbfgs", "sgd", "adam", "adamw"))
         check_number(self.alpha, "alpha", low=0.0)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
             check_number(self.batch_size, "batch_size", low=1, integer=True)
@@ -413,8 +420,9 @@ class _BaseMLP(BaseEstimator):
         self.stopped_early_ = False
         if self.solver == "lbfgs":
             if np.any(np.asarray(self.dropout, dtype=float) != 0):
-                raise ValueError(f"dropout={self.dropout!r} needs a stochastic solver ('sgd' "
-                                 "or 'adam'); lbfgs minimises the full-batch objective")
+                raise ValueError(f"dropout={self.dropout!r} needs a stochastic solver ('sgd', "
+                                 "'adam' or 'adamw'); lbfgs minimises the full-batch "
+                                 "objective")
             return X, Y, sw, None, loss, X.shape[0]
         if incremental:
             self._continue_or_new_optimizer(incremental)
@@ -430,7 +438,10 @@ class _BaseMLP(BaseEstimator):
                           "samples)", UserWarning, stacklevel=5)
             batch_size = n
         mean_weight = 1.0 if sw is None else float(np.mean(sw, dtype=np.float64))
-        self._optimizer.weight_decay = self.alpha / (batch_size * mean_weight)
+        if self.solver == "adamw":  # decoupled: PyTorch's coefficient, not a penalty's
+            self._optimizer.weight_decay = float(self.alpha)
+        else:
+            self._optimizer.weight_decay = self.alpha / (batch_size * mean_weight)
         return X, Y, sw, val, loss, batch_size
 
     def _forget_fit(self):
@@ -500,9 +511,10 @@ class _BaseMLP(BaseEstimator):
         return False
 
     def _new_optimizer(self):
-        if self.solver == "adam":
-            return Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
-                        eps=self.epsilon, schedule=Constant())
+        if self.solver in ("adam", "adamw"):
+            cls = Adam if self.solver == "adam" else AdamW
+            return cls(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
+                       eps=self.epsilon, schedule=Constant())
         schedule = {"constant": Constant,
                     "invscaling": lambda: InverseScaling(self.power_t),
                     "adaptive": lambda: ReduceOnPlateau(factor=0.2, patience=2,
@@ -578,7 +590,7 @@ class _BaseMLP(BaseEstimator):
         minibatches (``0.5 * alpha * ||W||^2 / batch weight``, as the update applies it)."""
         decay = self._optimizer.weight_decay
         penalty = 0.0
-        if decay:
+        if decay and self.solver != "adamw":  # AdamW's decay is no term of the loss
             with np.errstate(over="ignore", invalid="ignore"):
                 # (NumPy's sum, not np.dot: its BLAS splits long sums over the cores)
                 penalty = 0.5 * decay * sum(float(np.square(W).sum())
@@ -746,10 +758,24 @@ class _BaseMLP(BaseEstimator):
         return tags
 
 
+def _log_of_proba(proba, exact):
+    """log(proba), with ``exact()`` (float64 log-probabilities of the same shape, computed
+    only when needed) where proba underflowed below the smallest normal float of its dtype
+    (a subnormal, or the smallest one a clip reported): there the logarithm of the reported
+    value is wrong by orders of magnitude, elsewhere it is the logarithm to rounding and keeps
+    predict_proba's order and ties."""
+    logp = np.log(proba)
+    under = proba < np.finfo(proba.dtype).tiny
+    if under.any():
+        logp[under] = exact()[under]
+    return logp
+
+
 def _solver_is_stochastic(estimator):
-    if estimator.solver not in ("sgd", "adam"):
+    if estimator.solver not in ("sgd", "adam", "adamw"):
         raise AttributeError(f"partial_fit is only available for stochastic optimizers "
-                             f"('sgd', 'adam'); solver={estimator.solver!r} is not stochastic")
+                             f"('sgd', 'adam', 'adamw'); solver={estimator.solver!r} is not "
+                             "stochastic")
     return True
 
 
@@ -809,15 +835,18 @@ def _common_doc(extra_params, extra_attrs):
         Hidden activation: "identity", "logistic" (= "sigmoid"), "tanh", "relu",
         "leaky_relu", "elu", "selu", "gelu", "gelu_tanh", "silu" (= "swish"), "softplus";
         one name for all hidden layers or one per hidden layer.
-    solver : {{"adam", "sgd", "lbfgs"}}, default "adam"
+    solver : {{"adam", "sgd", "lbfgs", "adamw"}}, default "adam"
         "lbfgs": full-batch L-BFGS (fastnn.LBFGS, scipy's L-BFGS-B); no partial_fit.
+        "adamw": fastnn's extension, not a scikit-learn solver: ``fastnn.AdamW``, Adam with
+        decoupled weight decay (``torch.optim.AdamW``), its coefficient ``alpha``.
     alpha : float >= 0, default 1e-4
         L2 penalty on the weights (not the biases); see the module docstring for how it maps
-        to fastnn's weight_decay.
+        to fastnn's weight_decay.  With solver="adamw": the decoupled decay coefficient
+        (PyTorch's AdamW default is 1e-2).
     batch_size : int or "auto", default "auto"
         "auto" is min(200, n_samples); larger values are clipped with a warning.
     learning_rate : {{"constant", "invscaling", "adaptive"}}, default "constant"
-        Schedule of the sgd solver (ignored by adam); see the module docstring.
+        Schedule of the sgd solver (ignored by adam and adamw); see the module docstring.
     learning_rate_init : float > 0, default 1e-3
         The step size of each optimizer step (one per minibatch), before the schedule.
     power_t : float >= 0, default 0.5
@@ -871,10 +900,11 @@ def _common_doc(extra_params, extra_attrs):
     normalization : {{None, "layer"}} or sequence, default None
         "layer": layer normalization before each hidden activation (see fastnn.MLP).
     n_threads : int or None, default None
-        fastnn's threads for fitting and predicting (None: every core the process may use,
-        ``fastnn.runtime.threads.default_threads()``, or the count an enclosing fastnn ensemble set).
-        The fitted weights and the predictions are the same bits for any count; set it
-        lower when several fits run at once (GridSearchCV's n_jobs) to avoid oversubscribing.
+        fastnn's threads for fitting and predicting (None: ``fastnn.runtime.threads.default_threads()``,
+        which follows threadpoolctl limits, FASTNN_NUM_THREADS and OMP_NUM_THREADS -- so
+        GridSearchCV's loky workers share the cores -- and otherwise takes every core the
+        process may use; or the count an enclosing fastnn ensemble set).  The fitted weights
+        and the predictions are the same bits for any count.
 {extra_params}
     Attributes
     ----------
@@ -1162,14 +1192,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                        np.nextafter(dtype.type(1), dtype.type(0)), out=proba)
 
     def predict_log_proba(self, X):
-        """Logarithm of predict_proba.
+        """Logarithm of predict_proba, exact and finite also where the probability underflows.
 
-        predict_proba computes the probabilities from the logits in float64 (a max-shifted
-        softmax, or the logistic function) and keeps them inside (0, 1): a probability that
-        underflows is reported as the smallest positive float.  So this logarithm is always
-        finite, exact to float64 rounding for probabilities above the smallest normal float
-        (about 2.2e-308, a log-probability above -708), and sorts and ties exactly as
-        predict_proba does (scikit-learn's checks compare the two element by element).
+        ``log(predict_proba(X))`` wherever that probability is a normal float, so that it
+        sorts and ties exactly as predict_proba does (scikit-learn's checks compare the two
+        element by element); where predict_proba underflows (below the smallest normal
+        float, about 2.2e-308, or 1.2e-38 for float32 output: reported as a subnormal or the
+        smallest one), whose logarithm floors near -708 (-744 at the smallest subnormal,
+        log(4.9e-324)), the exact log-softmax (``z - logsumexp(z)``) or log-sigmoid
+        (``-logaddexp(0, -z)``) of the float64 logits: a class ruled out by a logit margin
+        of 2.9e6 gets -2.9e6.
 
         Parameters
         ----------
@@ -1178,9 +1210,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Returns
         -------
         ndarray of shape (n_samples, n_classes), in the dtype of predict_proba
-            Natural logarithms of the probabilities (not logits).
+            Natural logarithms of the probabilities (not logits), all finite and <= 0.
         """
-        return np.log(self.predict_proba(X))
+        z = self._outputs(X, link=False).astype(np.float64)
+        return _log_of_proba(self._proba_from_logits(z), lambda: self._log_proba_from_logits(z))
+
+    def _log_proba_from_logits(self, z):
+        """Log-probabilities from float64 logits (the stable forms), in float64."""
+        if self._kind == "binary":
+            if len(self.classes_) == 1:
+                return np.zeros_like(z)
+            # log sigmoid(t) = -log(1 + exp(-t)); log(1 - sigmoid(z)) = log sigmoid(-z)
+            return -np.hstack([np.logaddexp(0.0, z), np.logaddexp(0.0, -z)])
+        if self._kind == "multiclass":
+            return log_softmax(z, axis=1)
+        return -np.logaddexp(0.0, -z)
 
     def predict(self, X):
         """Predicted labels: the most probable class (or every label with p > 0.5).

@@ -40,6 +40,7 @@ members; float32 members (the default) share fastnn.interop.sklearn's two roundi
 import numbers
 
 import numpy as np
+from scipy.special import logsumexp
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
@@ -256,6 +257,33 @@ class EnsembleClassifier(ClassifierMixin, _BaseEnsemble):
         check_is_fitted(self, "estimators_")
         return np.mean([np.asarray(m.predict_proba(X), np.float64)
                         for m in self.estimators_], axis=0)
+
+    def predict_log_proba(self, X):
+        """Logarithm of predict_proba, exact and finite also where the probability underflows.
+
+        ``log(predict_proba(X))`` where that mean probability is a normal float (the same
+        order and ties, as scikit-learn's checks require); where it underflows, ``log mean_k
+        p_k = logsumexp_k(log p_k) - log K`` over the members' ``predict_log_proba``, so a
+        class every member rules out keeps its (very negative) log-probability instead of
+        log(4.9e-324) = -744.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes), float64
+            Natural logarithms of the mean probabilities (not logits).
+        """
+        from fastnn.interop.sklearn import _log_of_proba
+        check_is_fitted(self, "estimators_")
+
+        def exact():
+            logp = np.stack([np.asarray(m.predict_log_proba(X), np.float64)
+                             for m in self.estimators_])
+            return logsumexp(logp, axis=0) - np.log(len(self.estimators_))
+        return _log_of_proba(self.predict_proba(X), exact)
 
     def predict(self, X):
         """The class of highest mean probability, of classes_' type."""

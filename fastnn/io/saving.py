@@ -15,7 +15,7 @@ Format (``FORMAT_VERSION`` 2).  A zip archive as ``numpy.savez`` writes it, hold
          "tabular": null | {"feature_names": [...], "target": ..., "task": ..., "classes": ...,
                             "x_mean": [...], "x_scale": [...], "x_fill": null | [...],
                             "y_mean": m, "y_scale": s}   (fastnn.io.tabular.Preprocessor),
-         "optimizer": null | {"name": "SGD" | "Adam", "config": {...},
+         "optimizer": null | {"name": "SGD" | "Adam" | "AdamW", "config": {...},
                               "schedule": {"name": ..., "config": {...}, "state": {...}},
                               "t": steps, "completed_epochs": epochs, "has_state": bool}}
 
@@ -45,7 +45,10 @@ version 1 (fastnn until the init renaming)
     later version-1 files; absent, they mean none / 0.
 version 2
     ``negative_slope`` beside ``alpha`` on every layer; initializer names of ``fastnn.nn.init``
-    as they are now (each means what PyTorch or Keras means by it).
+    as they are now (each means what PyTorch or Keras means by it).  The optimizer name
+    ``"AdamW"`` (with Adam's config keys) appears in later version-2 files; a reader that
+    predates it loads such a file's model and refuses only its optimizer, naming
+    ``optimizer.name``.
 
 A fastnn that reads only version 1 refuses a version-2 file with "it was written in format
 version 2 ...: upgrade fastnn to load it" (every released reader checks the version).  It
@@ -104,11 +107,13 @@ from fastnn.io.writer import check_output, write_output
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "save_model", "load"]
 
 FORMAT = "fastnn-model"
+#: fastnn.ensemble.ENSEMBLE_FORMAT (which imports this module), to name such a file
+_ENSEMBLE_FORMAT = "fastnn-ensemble"
 #: the version this fastnn writes; it reads this one and every earlier one (module docstring)
 FORMAT_VERSION = 2
 _ZIP_MAGIC = b"PK\x03\x04"
 _NPY_MAGIC = b"\x93NUMPY"
-_OPTIMIZERS = {"SGD": _optim.SGD, "Adam": _optim.Adam}
+_OPTIMIZERS = {"SGD": _optim.SGD, "Adam": _optim.Adam, "AdamW": _optim.AdamW}
 _SCHEDULES = {cls.__name__: cls for cls in (_optim.Constant, _optim.StepDecay,
                                             _optim.InverseScaling, _optim.Cosine,
                                             _optim.ReduceOnPlateau)}
@@ -137,7 +142,7 @@ def save_model(model, path, optimizer=None):
     path : str or os.PathLike
         Written exactly as given (``numpy.savez`` would add ".npz"; this does not).  Its
         directory must exist.
-    optimizer : fastnn.SGD, fastnn.Adam or None
+    optimizer : fastnn.SGD, fastnn.Adam, fastnn.AdamW or None
         Also store the hyperparameters, the schedule (with a ReduceOnPlateau's progress), the
         step and epoch counts and the state vectors, so that ``load(path,
         with_optimizer=True)`` resumes training where it stopped: a fit with the loaded
@@ -240,7 +245,7 @@ def _describe_optimizer(optimizer, model):
     name = type(optimizer).__name__
     if _OPTIMIZERS.get(name) is not type(optimizer):
         raise TypeError(f"optimizer is a {name}; the model file format describes only "
-                        f"fastnn.SGD and fastnn.Adam")
+                        f"{', '.join('fastnn.' + known for known in _OPTIMIZERS)}")
     schedule = optimizer.schedule
     schedule_name = type(schedule).__name__
     if _SCHEDULES.get(schedule_name) is not type(schedule):
@@ -312,7 +317,7 @@ def load(path, *, with_optimizer=False):
     model : fastnn.MLP
         Same structure, dtype, parameters (bit for bit) and loss as the saved model, so its
         predictions are identical.
-    optimizer : fastnn.SGD or fastnn.Adam or None
+    optimizer : fastnn.SGD, fastnn.Adam, fastnn.AdamW or None
         Only with ``with_optimizer=True``.
 
     Raises
@@ -336,14 +341,13 @@ def load(path, *, with_optimizer=False):
         try:
             with zipfile.ZipFile(fh) as archive:
                 entries = _entries(path, archive, file_size)
-                for required in ("description", "params"):
-                    if required not in entries:
-                        raise ModelFileError(path, f"it has no {required!r} entry (entries: "
-                                                   f"{sorted(entries)}); it is not a model "
-                                                   "saved by fastnn")
+                # the description before the params: it names an ensemble's file (which
+                # has members instead)
+                _require_entry(path, entries, "description")
                 raw = _read_npy(path, archive, entries["description"], "description",
                                 _description_header)
                 description = _parse_description(path, raw)
+                _require_entry(path, entries, "params")
                 spec = _check_model_description(path, description)
                 params = _read_npy(path, archive, entries["params"], "params",
                                    _vector_header(spec["dtype"], (spec["n_params"],)))
@@ -396,6 +400,12 @@ def load(path, *, with_optimizer=False):
         _build_early_stopping(path, optimizer_spec["early_stopping"], best_params, model,
                               optimizer)
     return (model, optimizer) if with_optimizer else model
+
+
+def _require_entry(path, entries, name):
+    if name not in entries:
+        raise ModelFileError(path, f"it has no {name!r} entry (entries: {sorted(entries)}); "
+                                   "it is not a model saved by fastnn")
 
 
 def _not_a_zip(head):
@@ -499,6 +509,9 @@ def _parse_description(path, raw):
                                    f"({type(exc).__name__}: {exc})") from None
     if not isinstance(description, dict):
         raise ModelFileError(path, "its description is not a JSON object")
+    if description.get("format") == _ENSEMBLE_FORMAT:
+        raise ModelFileError(path, "it is an ensemble file (written by MLPEnsemble.save), not "
+                                   "a single model; load it with fastnn.load_ensemble")
     if description.get("format") != FORMAT:
         raise ModelFileError(path, f"its format is {_short(description.get('format'))}; "
                                    f"expected {FORMAT!r}")

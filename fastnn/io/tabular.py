@@ -299,8 +299,10 @@ def infer_task(y, name="target"):
 
     Text and bool targets are classes.  Numbers with a fractional part are a regression.
     Whole numbers are class labels when there are at most ``MAX_CLASSES_INFERRED`` distinct
-    values and a regression otherwise; both readings are plausible for whole numbers with more
-    than 10 distinct values, so that case comes with a warning.
+    values and a regression otherwise.  Both readings are plausible as soon as there are more
+    than two distinct whole numbers (counts, ratings and grades are whole numbers too: a
+    7-value quality score may be either), so every such target comes with a warning naming
+    the other reading's --task; two values (0/1, 1/2) are read as classes without one.
 
     Parameters
     ----------
@@ -328,9 +330,10 @@ def infer_task(y, name="target"):
     n = distinct.shape[0]
     if n <= MAX_CLASSES_INFERRED:
         warning = None
-        if n > 10:
+        if n > 2:
             warning = (f"the target {name!r} holds {n} distinct whole numbers: read as class "
-                       "labels; pass --task regression if they are quantities")
+                       "labels; pass --task regression if they are quantities (counts, "
+                       "ratings, scores)")
         return "classification", warning
     return "regression", (f"the target {name!r} holds {n} distinct whole numbers: read as a "
                           "quantity (regression); pass --task classification if they are "

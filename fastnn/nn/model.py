@@ -310,7 +310,9 @@ class MLP:
         Precision of parameters and computation.  Inputs of another real dtype are converted
         once per call (see ``as_input``).
     seed : int, numpy.random.Generator or None
-        Source of the initial weights; the same seed gives the same weights.
+        Source of the initial weights; the same seed gives the same weights.  An int seed is
+        kept (``seed`` attribute) and is also the seed of every ``fit`` called without one:
+        ``MLP(..., seed=0).fit(X, y, ...)`` run twice gives the same bits.
     negative_slope : float >= 0, optional
         leaky_relu's slope for negative inputs (default 0.01), as ``torch.nn.LeakyReLU``,
         for every leaky_relu layer.
@@ -359,12 +361,22 @@ class MLP:
         Read-only: fixed when the model is built.
     loss_ : fastnn.nn.losses.Loss or None
         The loss of the last fit or ``loss_and_grad``; assigning checks it like ``fit`` does.
+    seed : int or None
+        The int seed the weights were drawn from (the constructor's, or the last
+        ``init_params``'s), None when they came from a Generator, fresh entropy or a file.
+        ``fit`` without a seed uses it, so its shuffling, validation split and dropout follow
+        from this one number (and each epoch's index within the run): the same script gives
+        the same bits, and a run continued with the same optimizer equals one long run.
+        With None such a fit draws fresh entropy.  Copies and pickles keep it.
 
     Every write of ``params`` (fit's epochs, ``set_flat_params``, ``set_weights``, the setters,
     ``Optimizer.step``) holds the model's lock, which ``save`` also takes while it copies the
     parameters: a save from another thread during ``fit`` writes the weights between two
     epochs, never a mix.
     """
+
+    #: (a model whose weights came from a file or an old pickle, not from init_params)
+    seed = None
 
     def __init__(self, layer_sizes, activation="relu", output="auto", init=None,
                  bias_init=0.0, dtype=np.float32, seed=None, negative_slope=None,
@@ -603,7 +615,8 @@ class MLP:
         Parameters
         ----------
         seed : int, numpy.random.Generator or None
-            None draws fresh entropy.
+            None draws fresh entropy.  Kept as ``self.seed`` when an int (None otherwise): the
+            seed of later fits called without one.
         warn_symmetric : bool, default True
             Warn when a hidden layer starts with identical weights (see ``MLP``).
 
@@ -612,6 +625,8 @@ class MLP:
         self
         """
         rng = check_random_state(seed)
+        self.seed = None if seed is None or isinstance(seed, np.random.Generator) else \
+            int(seed)
         for k, layer in enumerate(self.layers):
             W = layer.init((layer.n_in, layer.n_out), rng=rng, dtype=self.dtype)
             b = layer.bias_init((layer.n_out,), rng=rng, dtype=self.dtype)
@@ -767,6 +782,7 @@ class MLP:
         other.grads[...] = self.grads
         other.loss_ = self.loss_
         other.preprocessor_ = self.preprocessor_
+        other.seed = self.seed
         return other
 
     def astype(self, dtype):
@@ -785,6 +801,7 @@ class MLP:
         with self._lock:
             other.params[...] = self.params
         other.loss_ = self.loss_
+        other.seed = self.seed
         return other
 
     # ------------------------------------------------------------------ computation
@@ -1170,7 +1187,7 @@ class MLP:
             an explicit ``output`` link implies; otherwise a TypeError that names the
             candidates, since guessing between classification and regression from y alone
             would be a guess.
-        optimizer : fastnn.SGD, fastnn.Adam, "sgd", "adam" or None
+        optimizer : fastnn.SGD, fastnn.Adam, fastnn.AdamW, "sgd", "adam", "adamw" or None
         **kwargs
             epochs, batch_size, validation_split, early_stopping, callbacks, verbose, ...:
             see ``fastnn.fit``.
@@ -1264,7 +1281,7 @@ class MLP:
         path : str or os.PathLike
             Written exactly as given (no suffix is added); an existing file is replaced only
             once the new one is complete.
-        optimizer : fastnn.SGD, fastnn.Adam or None
+        optimizer : fastnn.SGD, fastnn.Adam, fastnn.AdamW or None
             Also store its hyperparameters, schedule and state (velocity / moments, step
             count), so that training can resume: ``fastnn.load(path, with_optimizer=True)``.
         """

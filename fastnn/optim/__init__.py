@@ -2,11 +2,11 @@
 
 ``fastnn.optim.SGD`` and the other names below are ``fastnn.optim.optimizers``'s.
 """
-from fastnn.optim.optimizers import (OPTIMIZERS, PLANNED_RATES_CHECKED, SCHEDULES, Adam,
+from fastnn.optim.optimizers import (OPTIMIZERS, PLANNED_RATES_CHECKED, SCHEDULES, Adam, AdamW,
                                      Constant, Cosine, InverseScaling, Optimizer,
                                      ReduceOnPlateau, SGD, Schedule, StepDecay, get_optimizer,
                                      get_schedule)
 
-__all__ = ["OPTIMIZERS", "PLANNED_RATES_CHECKED", "SCHEDULES", "Adam", "Constant", "Cosine",
+__all__ = ["OPTIMIZERS", "PLANNED_RATES_CHECKED", "SCHEDULES", "Adam", "AdamW", "Constant", "Cosine",
            "InverseScaling", "Optimizer", "ReduceOnPlateau", "SGD", "Schedule", "StepDecay",
            "get_optimizer", "get_schedule"]

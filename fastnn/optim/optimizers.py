@@ -1,9 +1,10 @@
-"""Optimizers (SGD with momentum/Nesterov, Adam) and learning-rate schedules.
+"""Optimizers (SGD with momentum/Nesterov, Adam, AdamW) and learning-rate schedules.
 
 An optimizer holds its hyperparameters and its state (velocity, or Adam's two moments), each
 ONE array over the model's whole parameter vector, allocated once and updated in place by a
-single compiled pass (fastnn/_core/_sgd.pyx).  Weight decay (L2) applies to weight matrices only,
-not to biases, as scikit-learn's ``alpha`` does.
+single compiled pass (fastnn/_core/_sgd.pyx).  Weight decay applies to weight matrices only, not to
+biases, as scikit-learn's ``alpha`` does: as an L2 term of the gradient (SGD, Adam) or
+decoupled from it (AdamW).
 
 Schedules give the learning rate of each epoch (the rate is constant within an epoch) and
 compose with any optimizer: ``SGD(lr=0.1, schedule=Cosine(total_epochs=50))``.
@@ -648,7 +649,61 @@ class Adam(Optimizer):
                 f"schedule={self.schedule!r})")
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as ``torch.optim.AdamW``.
+
+    Each step first shrinks the weight matrices, ``w <- (1 - lr weight_decay) w``, then takes
+    Adam's step from the gradient alone (no L2 term in it): ``m <- b1 m + (1-b1) g``,
+    ``v <- b2 v + (1-b2) g^2``, ``w <- w - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)``.
+    ``lr`` is the scheduled rate of the epoch, in the shrink too, as in PyTorch with a
+    scheduler.  Biases (and layer normalization's gain and shift) are not decayed: PyTorch
+    code that puts them in a parameter group with ``weight_decay=0``, the usual recipe, is
+    ported as it is; code decaying every parameter differs on the biases.  (PyTorch's
+    ``amsgrad`` has no counterpart, as in ``Adam``.)
+
+    Parameters
+    ----------
+    lr : float > 0, default 1e-3
+        Base learning rate (per optimizer step, one per minibatch); the schedule scales it
+        per epoch.
+    beta1, beta2 : float in [0, 1), default 0.9, 0.999
+        PyTorch's ``betas``.
+    eps : float > 0, default 1e-8
+    weight_decay : float >= 0, default 1e-2
+        The decoupled decay coefficient (PyTorch's AdamW default): each step multiplies the
+        weight matrices by ``1 - lr * weight_decay``.
+    clip_norm : float > 0 or None
+        Rescale the whole gradient vector to this Euclidean norm when it is longer (the
+        decay does not enter the gradient, so it is not clipped).
+    schedule : Schedule, str or None
+        Learning rate per epoch; None: constant.
+    learning_rate : float > 0, optional
+        Keras' name of `lr` (keyword only); giving both is a TypeError.
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter out of its range (named in the message).
+    TypeError
+        Both lr and learning_rate given.
+
+    References
+    ----------
+    Loshchilov, I. and Hutter, F. (2019). Decoupled Weight Decay Regularization. ICLR.
+    """
+
+    kind = _sgd.OPT_ADAMW
+
+    def __init__(self, lr=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2,
+                 clip_norm=None, schedule=None, *, learning_rate=None):
+        super().__init__(lr, beta1, beta2, eps, weight_decay, clip_norm, schedule,
+                         learning_rate=learning_rate)
+
+    def __repr__(self):
+        return "AdamW" + super().__repr__()[len("Adam"):]
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 def _lr_alias(lr, learning_rate, default):
@@ -662,11 +717,11 @@ def _lr_alias(lr, learning_rate, default):
 
 
 def get_optimizer(optimizer):
-    """An Optimizer from None (SGD()), a name ("sgd", "adam") or an instance.
+    """An Optimizer from None (SGD()), a name ("sgd", "adam", "adamw") or an instance.
 
     Parameters
     ----------
-    optimizer : None, {"sgd", "adam"} or Optimizer
+    optimizer : None, {"sgd", "adam", "adamw"} or Optimizer
     """
     if optimizer is None:
         return SGD()

@@ -5,10 +5,13 @@ Two counts, two owners:
 * **fastnn's threads** (``n_threads`` of ``fit``, the estimators and ``MLPEnsemble``; the
   prediction methods use all of them): fastnn's compiled training and prediction cut every
   product and pass into tiles whose boundaries depend on the shapes only (fastnn._core._network,
-  issue 18) and hand the tiles to its own worker threads (fastnn._core._pool).  The default is
-  every core this process may run on (``available_cores()``), shared out among the MPI ranks
-  on the node when the launcher did not bind them to cores (``default_threads()``).  **Results are the same bits
-  whatever this count is**: only which thread computes which tile changes.
+  issue 18) and hand the tiles to its own worker threads (fastnn._core._pool).  The default
+  (``default_threads()``) follows scikit-learn's compiled code: a threadpoolctl limit
+  (``threadpool_limits(n)``), else ``FASTNN_NUM_THREADS`` or ``OMP_NUM_THREADS`` (which
+  joblib's loky workers set to their share of the cores), else every core this process may
+  run on (``available_cores()``), shared out among the MPI ranks on the node when the
+  launcher did not bind them to cores.  **Results are the same bits whatever this count
+  is**: only which thread computes which tile changes.
 * **scipy's OpenBLAS threads** (this module's ``set_num_threads``, ``blas_threads``,
   ``get_num_threads``): while fastnn's compiled code runs, OpenBLAS is held at 1 thread
   (``compiled_threads`` below), so that each tile is one single-threaded BLAS call and the two
@@ -42,7 +45,9 @@ import os
 import threading
 import time
 
+from fastnn._core import _pool
 from fastnn._validation import MAX_DIM, check_number
+from fastnn._version import __version__
 
 # symbol prefixes of OpenBLAS builds: scipy's wheels rename theirs, a system OpenBLAS does not
 _PREFIXES = ("scipy_openblas_", "scipy_openblas64_", "openblas_", "openblas64_")
@@ -339,18 +344,128 @@ def _local_ranks():
     return 1
 
 
-def default_threads():
-    """fastnn's thread count where none is given: ``available_cores()``, shared out among
-    the MPI ranks of this node when the launcher did not bind each rank to its own cores
-    (otherwise every rank would take every core: 2 ranks on 2 cores ran 4 threads).  The
-    ranks of a container share its CPU quota as well: whether the launcher bound a rank is
-    read from its affinity, not from the quota (4 ranks under a 2-CPU quota on 8 cores took
-    2 threads each)."""
+#: the environment variables that set fastnn's default thread count, first found wins:
+#: fastnn's own, then OpenMP's (joblib's loky sets it, with OPENBLAS_NUM_THREADS and the
+#: like, to each worker's share of the cores: fastnn's pool plays OpenMP's part)
+THREAD_VARIABLES = ("FASTNN_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def _environment_threads():
+    """The count FASTNN_NUM_THREADS or OMP_NUM_THREADS asks for, or None (unset or empty).
+
+    FASTNN_NUM_THREADS must be an integer >= 1 (ValueError naming it otherwise).
+    OMP_NUM_THREADS is OpenMP's: its first entry (it may list one count per nesting level,
+    "4,2"); a value OpenMP would reject is ignored, as OpenMP runtimes ignore it."""
+    text = os.environ.get("FASTNN_NUM_THREADS", "").strip()
+    if text:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not 1 <= value <= MAX_DIM:
+            raise ValueError(f"the environment variable FASTNN_NUM_THREADS is {text!r}; "
+                             f"expected an integer from 1 to {MAX_DIM} (or unset: the "
+                             "default thread count)")
+        return value
+    text = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if text.isdigit() and 1 <= int(text) <= MAX_DIM:
+        return int(text)
+    return None
+
+
+def _cores_for_this_process():
+    """``available_cores()``, shared out among the MPI ranks of this node when the launcher
+    did not bind each rank to its own cores (otherwise every rank would take every core: 2
+    ranks on 2 cores ran 4 threads).  The ranks of a container share its CPU quota as well:
+    whether the launcher bound a rank is read from its affinity, not from the quota (4 ranks
+    under a 2-CPU quota on 8 cores took 2 threads each)."""
     cores = available_cores()
     ranks = _local_ranks()
     if ranks > 1 and _affinity_cores() >= (os.cpu_count() or 1):  # not bound: shared
         return max(1, cores // ranks)
     return cores
+
+
+def _unlimited_threads():
+    """default_threads() without a threadpoolctl limit."""
+    requested = _environment_threads()
+    return requested if requested is not None else _cores_for_this_process()
+
+
+def default_threads():
+    """fastnn's thread count where none is given, decided as scikit-learn's compiled code
+    decides its OpenMP count (``sklearn.utils._openmp_helpers._openmp_effective_n_threads``):
+
+    * ``FASTNN_NUM_THREADS``, else ``OMP_NUM_THREADS``, when set: that count, even above the
+      cores (an explicit request; joblib's loky sets ``OMP_NUM_THREADS`` in its workers to
+      their share of the cores, so ``GridSearchCV(n_jobs=2)`` on 2 cores gives each fit 1);
+    * otherwise every core this process may run on (affinity and CPU quota,
+      ``available_cores()``), shared out among the MPI ranks of this node when the launcher
+      did not bind each rank to its own cores;
+    * a threadpoolctl limit on fastnn's pool (``threadpool_limits(n)``, which limits every
+      pool threadpoolctl knows, or ``threadpool_limits(n, user_api="fastnn")``) replaces
+      the environment's count, and caps the cores, as ``omp_set_num_threads`` does for
+      scikit-learn (see ``_PoolController``).
+
+    Returns
+    -------
+    int >= 1
+        Threads (the caller's included) of fastnn's compiled calls without ``n_threads``.
+
+    Raises
+    ------
+    ValueError
+        FASTNN_NUM_THREADS is set to something other than an integer >= 1.
+    """
+    limit = _pool.thread_limit()
+    requested = _environment_threads()
+    if requested is not None:
+        return limit if limit > 0 else requested
+    cores = _cores_for_this_process()
+    return min(limit, cores) if limit > 0 else cores
+
+
+# ------------------------------------------------------------------ threadpoolctl
+
+try:
+    import threadpoolctl as _threadpoolctl
+except ImportError:  # optional: without it nothing can set a limit
+    _threadpoolctl = None
+
+
+if _threadpoolctl is not None and hasattr(_threadpoolctl, "register"):
+    class _PoolController(_threadpoolctl.LibController):
+        """threadpoolctl's controller of fastnn's pool: ``threadpool_limits(1)`` (every
+        library, as scikit-learn users write it) or ``threadpool_limits(1, user_api=
+        "fastnn")`` limits fastnn's default thread count (``default_threads``) in the block;
+        ``threadpool_info()`` lists the pool with that count.
+
+        threadpoolctl finds the pool's library (fastnn/_pool) among the loaded ones by its
+        name and its two exported functions, and this controller sets the limit through
+        them (ctypes).  Restoring, threadpoolctl sets back the count it found: a count equal
+        to fastnn's default without a limit removes the limit, so that the default follows
+        the environment and the cores again after the block.  The limit is process-wide
+        (as OpenBLAS's), and an explicit ``n_threads`` is not limited.
+        """
+
+        user_api = "fastnn"
+        internal_api = "fastnn"
+        filename_prefixes = ("_pool",)
+        check_symbols = ("fastnn_pool_get_thread_limit", "fastnn_pool_set_thread_limit")
+
+        def get_num_threads(self):
+            return default_threads()
+
+        def set_num_threads(self, num_threads):
+            n = max(1, int(num_threads))
+            setter = getattr(self.dynlib, "fastnn_pool_set_thread_limit")
+            setter.argtypes, setter.restype = [ctypes.c_int], None
+            setter(0 if n == _unlimited_threads() else min(n, MAX_DIM))
+
+        def get_version(self):
+            return __version__
+
+    _threadpoolctl.register(_PoolController)
 
 
 def resolve_threads(n_threads):

@@ -15,6 +15,8 @@ Determinism: the sample order of each epoch is a function of ``seed`` and the ep
 alone, the compiled loop is sequential, and BLAS is deterministic for a fixed thread count, so
 the same seed, data and thread count give bitwise-identical weights, and with an int seed
 ``fit(3 epochs)`` then ``fit(3 epochs)`` with the same optimizer equals ``fit(6 epochs)``.
+Without a seed, fit uses the model's own (``MLP.seed``, the int its weights were drawn from),
+so one seed fixes the whole run, as in scikit-learn and Keras.
 """
 import numbers
 
@@ -53,7 +55,7 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         seed=None, sample_weight=None, validation_data=None, validation_split=0.0,
         early_stopping=None, callbacks=(), verbose=0, drop_last=False, comm=None,
         n_threads=None, flush_denormals=None):
-    """Train `model` by minibatch SGD (or Adam) on (X, y).
+    """Train `model` by minibatch SGD (or Adam, AdamW) on (X, y).
 
     Parameters
     ----------
@@ -66,7 +68,8 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
     y : array-like
         Targets as the loss accepts them (labels, one-hot/probability rows, values).
     loss : str or fastnn.nn.losses.Loss
-    optimizer : fastnn.SGD, fastnn.Adam, "sgd", "adam" or None (SGD(lr=0.01))
+    optimizer : fastnn.SGD, fastnn.Adam, fastnn.AdamW, "sgd", "adam", "adamw" or None
+        None: SGD(lr=0.01).
         It keeps the run's state between fits: velocity/moments, the step count ``t``, the
         epoch count ``completed_epochs`` that its schedule is a function of, and a
         ReduceOnPlateau's progress.  A second fit with it continues the run (epoch 4 of a run
@@ -81,9 +84,14 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
         Reshuffle the samples every epoch: the order of the epoch after e completed ones is
         ``default_rng([seed, e]).permutation(n_samples)``.
     seed : int, numpy.random.Generator or None
-        Shuffling and validation split.  Same seed and data: bitwise identical weights,
-        for any ``n_threads``.  A Generator or None draws the shuffling seed from it at the start
-        of each fit, so only an int seed continues a run's sample order bitwise.
+        Shuffling, validation split and dropout.  Same seed and data: bitwise identical
+        weights, for any ``n_threads``.  None: the model's seed (``model.seed``, the int its
+        weights were drawn from), so ``MLP(..., seed=0)`` fitted twice gives the same bits
+        and ``fit(epochs=3)`` then ``fit(epochs=2)`` with the same optimizer equals
+        ``fit(epochs=5)``; a model without one (built from a Generator or fresh entropy,
+        or loaded from a file) draws fresh entropy.  A Generator (or that entropy) draws the
+        shuffling seed from it at the start of each fit, so only an int seed continues a
+        run's sample order bitwise.
     sample_weight : array-like of shape (n_samples,), optional
         Each minibatch minimizes sum_i w_i l_i / sum_i w_i; a batch of zero weight is skipped.
     validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
@@ -107,14 +115,17 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
     comm : mpi4py.MPI.Intracomm, optional
         Data-parallel training over MPI (see fastnn.training.distributed): X, y, sample_weight and
         validation data are this rank's shard, every other argument must be the same on all
-        ranks, and `seed` an int or None.  The result equals one process training on the
-        concatenated shards with the same global minibatches.
+        ranks, and `seed` an int or None (None: rank 0's model seed, or entropy rank 0 draws).
+        The result equals one process training on the concatenated shards with the same
+        global minibatches.
     n_threads : int or None, default None
-        fastnn's threads for this fit; None: every core the process may run on, shared out
-        among the MPI ranks of the node when they are not bound to cores
-        (``fastnn.runtime.threads.default_threads()``).  The trained parameters are the same bits
-        for every count: each product and pass is cut into tiles fixed by the shapes, and
-        the threads only share them out (layers too small to gain run on one thread).
+        fastnn's threads for this fit; None: ``fastnn.runtime.threads.default_threads()``, a
+        threadpoolctl limit, else FASTNN_NUM_THREADS or OMP_NUM_THREADS (set by joblib's
+        loky workers), else every core the process may run on, shared out among the MPI
+        ranks of the node when they are not bound to cores.  The trained parameters are the
+        same bits for every count: each product and pass is cut into tiles fixed by the
+        shapes, and the threads only share them out (layers too small to gain run on one
+        thread).
         scipy's OpenBLAS runs single-threaded inside (see fastnn.runtime.threads).
     flush_denormals : bool or None, default None
         Flush subnormal floats (below 1.2e-38 in float32) to zero in the compiled training
@@ -221,6 +232,11 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, 
         if not callable(cb):
             raise TypeError(f"callbacks must be callables cb(epoch, logs); got {cb!r}")
     optimizer = get_optimizer(optimizer)
+    if seed is None and comm is None:
+        # the model's seed: shuffling, validation split and dropout follow from it (and each
+        # epoch's from the run's epoch count, fastnn.training.engine.epoch_order), so the same
+        # script gives the same bits and a continued run equals one long run
+        seed = model.seed
     mpi = None
     if comm is not None:
         from fastnn.training.distributed import MPIContext
@@ -234,8 +250,9 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, 
                         "seed": None if seed is None else int(seed),
                         "optimizer": repr(optimizer), "layer_sizes": model.layer_sizes,
                         "dtype": model.dtype.name}, "a fit argument")
-        if seed is None:
-            seed = mpi.comm.bcast(int(np.random.SeedSequence().entropy % 2**63), root=0)
+        if seed is None:  # rank 0's model seed, else its fresh entropy: one seed everywhere
+            seed = mpi.comm.bcast(model.seed if model.seed is not None else
+                                  int(np.random.SeedSequence().entropy % 2**63), root=0)
         if verbose and not mpi.is_root:
             verbose = 0
     rng = check_random_state(seed)
