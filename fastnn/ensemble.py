@@ -72,6 +72,7 @@ file's permission bits, following a symbolic link, cleaning up after any interru
 """
 import contextlib
 import copy
+import io
 import json
 import os
 import struct
@@ -85,10 +86,11 @@ import numpy as np
 from scipy.special import ndtri
 
 from fastnn import _sgd, fpmode
+from fastnn._state import consistent, hold, let_readers_in
 from fastnn._version import __version__  # not the package, which imports this module
 from fastnn._validation import MAX_DIM, check_bool, check_number
-from fastnn.io import (ModelFileError, load as _load_model, _atomic_write, _check_path,
-                       _description_header, _entries, _read_npy)
+from fastnn.io import (ModelFileError, load as _load_model, model_arrays, _atomic_write,
+                       _check_path, _description_header, _entries, _read_npy, _write_npz)
 from fastnn.losses import GaussianNLL, get_loss
 from fastnn.model import MLP, as_input
 from fastnn.sparse import CSRInput, as_csr, issparse
@@ -180,10 +182,18 @@ class MLPEnsemble:
     _fitting = False    # a fit is running (set by fit: a second one would share its runs)
 
     def __getstate__(self):
+        # one epoch boundary of a fit in another thread (fastnn/_state.py): the members, their
+        # optimizers and histories copied together, inside consistent(self)
+        with consistent(self):
+            state = copy.deepcopy(self.__dict__)
         # a copy or pickle taken during a fit (a callback's checkpoint) is not itself fitting
-        state = self.__dict__.copy()
         state.pop("_fitting", None)
         return state
+
+    def _state_parts(self):
+        """The members, whose state is part of the ensemble's (fastnn/_state.py)."""
+        members = self.members
+        return [m for m in members if isinstance(m, MLP)] if isinstance(members, list) else []
 
     def __init__(self, layer_sizes, n_members=5, *, activation="relu", output="auto",
                  init=None, bias_init=0.0, dtype=np.float32, seed=None,
@@ -377,7 +387,8 @@ class MLPEnsemble:
 
     def _fit(self, X, y, loss, optimizer, n_threads, comm, sample_weight, callbacks,
              fit_kwargs):
-        self._check_state()
+        with consistent(self):
+            self._check_state()
         if "seed" in fit_kwargs:
             raise TypeError("MLPEnsemble.fit does not take seed=: member k shuffles with "
                             "member_seeds[k] (set by the ensemble's seed)")
@@ -416,7 +427,9 @@ class MLPEnsemble:
                            "the ensemble's configuration")
             # the members' seeds (drawn from fresh entropy with seed=None) must agree on
             # every rank: fit requires one shuffling seed everywhere
-            self.member_seeds = [int(s) for s in comm.bcast(self.member_seeds, root=0)]
+            seeds = [int(s) for s in comm.bcast(self.member_seeds, root=0)]
+            with consistent(self):
+                self.member_seeds = seeds
             # fit agrees on bad input across ranks; so must this ensemble's own checks (a
             # rank raising alone would leave the others waiting in a collective): the same
             # error on every rank
@@ -436,17 +449,22 @@ class MLPEnsemble:
         else:
             template = get_optimizer(optimizer)
             optimizers = [copy.deepcopy(template) for _ in range(self.n_members)]
-        self._optimizer_given = optimizer
-        # the optimizers the members now train with, from the start: a save during the fit
-        # (another thread, a callback) copies each member's weights and its optimizer's
-        # state under the member's lock, one consistent epoch boundary (before: it paired
-        # this fit's weights with the previous fit's optimizers, or none)
-        self.optimizers_ = optimizers
         histories = [None] * self.n_members
         errors = [None] * self.n_members
         try:
-            runs = self._prepare_runs(X, y, loss, optimizers, sample_weight, comm, callbacks,
-                                      fit_kwargs)
+            # one step for a save or predict in another thread (fastnn/_state.py): the
+            # optimizers the members now train with (a save during the fit pairs each
+            # member's weights with them; before, with the previous fit's, or none) and
+            # every member's new loss, so that the members' output links change together
+            # (one at a time, a reader saw members of two links: a file load_ensemble
+            # rejects, predictions that raised)
+            with consistent(self):
+                self._optimizer_given = optimizer
+                self.optimizers_ = optimizers
+                runs = self._prepare_runs(X, y, loss, optimizers, sample_weight, comm,
+                                          callbacks, fit_kwargs)
+                for run, _ in runs:
+                    run.model.loss_ = run.loss
             workers = 1 if comm is not None else min(self.n_members,
                                                      resolve_threads(n_threads))
             # one BLAS thread per worker: the members' arithmetic does not depend on the
@@ -458,8 +476,9 @@ class MLPEnsemble:
         finally:
             # whatever happened, the optimizers match the members' weights: a later fit
             # continues from where each member stopped
-            self.optimizers_ = optimizers
-            self.histories_ = histories
+            with consistent(self):
+                self.optimizers_ = optimizers
+                self.histories_ = histories
         interrupt = next((exc for exc in errors if isinstance(exc, KeyboardInterrupt)), None)
         if interrupt is not None:
             raise interrupt
@@ -554,9 +573,10 @@ class MLPEnsemble:
         ndarray of shape (n_members, n_samples, n_outputs'), the members' dtype
             What each member's ``predict`` gives: probabilities (not logits) or means.
         """
-        self._check_state()
-        X = self._input(X)
-        return np.stack([m.predict(X) for m in self.members])
+        with consistent(self):  # every member at one epoch boundary of a running fit
+            self._check_state()
+            X = self._input(X)
+            return np.stack([m.predict(X) for m in self.members])
 
     def predict(self, X):
         """The ensemble's prediction: the mean of the members' predictions.
@@ -595,10 +615,11 @@ class MLPEnsemble:
         ValueError
             The members' output link is not sigmoid or softmax.
         """
-        if self._link() not in _CLASSIFIER_LINKS:
-            raise ValueError(f"predict_proba needs a sigmoid or softmax output; the members' "
-                             f"output link is {self._link()!r}")
-        return self.predict(X)
+        with consistent(self):  # the link checked is the link predicted with
+            if self._link() not in _CLASSIFIER_LINKS:
+                raise ValueError(f"predict_proba needs a sigmoid or softmax output; the "
+                                 f"members' output link is {self._link()!r}")
+            return self.predict(X)
 
     def predict_distribution(self, X):
         """The mixture's mean and its variance split into aleatoric and epistemic parts.
@@ -622,26 +643,28 @@ class MLPEnsemble:
         ValueError
             For classifiers (their uncertainty is in the probabilities: ``predict_proba``).
         """
-        self._check_state()
-        link = self._link()
-        if link in _CLASSIFIER_LINKS:
-            raise ValueError(f"predict_distribution is for regression; the members' output "
-                             f"link is {link!r} (use predict_proba)")
-        X = self._input(X)
-        means = np.stack([m.predict(X) for m in self.members]).astype(np.float64)
-        mean = means.mean(axis=0)
-        epistemic = ((means - mean) ** 2).mean(axis=0)   # two passes: no cancellation
-        if link == "gaussian":
-            stds = np.stack([m.predict_std(X) for m in self.members]).astype(np.float64)
-            aleatoric = (stds ** 2).mean(axis=0)
-        elif link == "exp":
-            aleatoric = mean.copy()         # a Poisson's variance is its rate
-        else:
-            # each member's own noise variance: sigma^2 of a fixed scalar GaussianNLL(sigma),
-            # none known for MSE or a per-sample sigma (unknown at new X); members built
-            # apart (from_models) may have been trained with different sigmas
-            aleatoric = np.full_like(mean, np.mean([_fixed_noise_variance(m.loss_)
-                                                    for m in self.members]))
+        with consistent(self):  # every member at one epoch boundary of a running fit
+            self._check_state()
+            link = self._link()
+            if link in _CLASSIFIER_LINKS:
+                raise ValueError(f"predict_distribution is for regression; the members' output "
+                                 f"link is {link!r} (use predict_proba)")
+            X = self._input(X)
+            means = np.stack([m.predict(X) for m in self.members]).astype(np.float64)
+            mean = means.mean(axis=0)
+            epistemic = ((means - mean) ** 2).mean(axis=0)   # two passes: no cancellation
+            if link == "gaussian":
+                stds = np.stack([m.predict_std(X) for m in self.members]).astype(np.float64)
+                aleatoric = (stds ** 2).mean(axis=0)
+            elif link == "exp":
+                aleatoric = mean.copy()         # a Poisson's variance is its rate
+            else:
+                # each member's own noise variance: sigma^2 of a fixed scalar
+                # GaussianNLL(sigma), none known for MSE or a per-sample sigma (unknown at
+                # new X); members built apart (from_models) may have been trained with
+                # different sigmas
+                aleatoric = np.full_like(mean, np.mean([_fixed_noise_variance(m.loss_)
+                                                        for m in self.members]))
         return EnsemblePrediction(mean, aleatoric, epistemic)
 
     def predict_std(self, X):
@@ -685,11 +708,12 @@ class MLPEnsemble:
         """
         level = float(check_number(level, "level", low=0.0, high=1.0, low_open=True,
                                    high_open=True))
-        if self._link() != "gaussian":
-            raise ValueError(f"predict_interval needs members trained with "
-                             f"GaussianNLL('learned') (a predicted noise level); their output "
-                             f"link is {self._link()!r}")
-        dist = self.predict_distribution(X)
+        with consistent(self):  # the link checked is the link predicted with
+            if self._link() != "gaussian":
+                raise ValueError(f"predict_interval needs members trained with "
+                                 f"GaussianNLL('learned') (a predicted noise level); their "
+                                 f"output link is {self._link()!r}")
+            dist = self.predict_distribution(X)
         half = float(ndtri(0.5 + level / 2)) * dist.std
         return dist.mean - half, dist.mean + half
 
@@ -715,11 +739,13 @@ class MLPEnsemble:
         std : ndarray of shape (n_samples, n_inputs), float64
             Only with return_std: the population standard deviation over members.
         """
-        self._check_state()
-        X = self._input(X, dense_for="input_gradient")
-        grads = np.stack([m.input_gradient(X, y, loss, output, of=of, reduction=reduction,
-                                           sample_weight=sample_weight)
-                          for m in self.members]).astype(np.float64)
+        with consistent(self):  # every member at one epoch boundary of a running fit
+            self._check_state()
+            X = self._input(X, dense_for="input_gradient")
+            grads = np.stack([m.input_gradient(X, y, loss, output, of=of,
+                                               reduction=reduction,
+                                               sample_weight=sample_weight)
+                              for m in self.members]).astype(np.float64)
         return _mean_std(grads, return_std)
 
     def jacobian(self, X, of="output", *, return_std=False):
@@ -739,9 +765,10 @@ class MLPEnsemble:
         std : ndarray of the same shape, float64
             Only with return_std: the population standard deviation over members.
         """
-        self._check_state()
-        X = self._input(X, dense_for="jacobian")
-        jacs = np.stack([m.jacobian(X, of=of) for m in self.members]).astype(np.float64)
+        with consistent(self):  # every member at one epoch boundary of a running fit
+            self._check_state()
+            X = self._input(X, dense_for="jacobian")
+            jacs = np.stack([m.jacobian(X, of=of) for m in self.members]).astype(np.float64)
         return _mean_std(jacs, return_std)
 
     # ------------------------------------------------------------------ persistence
@@ -754,19 +781,25 @@ class MLPEnsemble:
         path : str or os.PathLike
             The file written (replaced atomically if it exists).
         """
-        from fastnn.io import save_model
-        self._check_state()
         path = _check_path(path)
+        # one epoch boundary of a fit in another thread, every member at the same one: each
+        # member's file contents copied inside consistent(self) (fastnn/_state.py), the
+        # files written after (before, each member was copied under its own lock, one after
+        # another, while the members' links could differ mid-fit)
+        with consistent(self):
+            self._check_state()
+            members = [model_arrays(member, optimizer) for member, optimizer in
+                       zip(self.members, self.optimizers_)]
+            description = {"format": ENSEMBLE_FORMAT,
+                           "format_version": ENSEMBLE_FORMAT_VERSION,
+                           "fastnn_version": __version__, "n_members": self.n_members,
+                           "member_seeds": list(self.member_seeds),
+                           "bootstrap": self.bootstrap}
         arrays = {}
-        with tempfile.TemporaryDirectory(prefix="fastnn-ensemble-") as tmp:
-            for k, member in enumerate(self.members):
-                member_path = os.path.join(tmp, f"member_{k}.npz")
-                save_model(member, member_path, self.optimizers_[k])
-                with open(member_path, "rb") as fh:
-                    arrays[f"member_{k}"] = np.frombuffer(fh.read(), dtype=np.uint8)
-        description = {"format": ENSEMBLE_FORMAT, "format_version": ENSEMBLE_FORMAT_VERSION,
-                       "fastnn_version": __version__, "n_members": self.n_members,
-                       "member_seeds": self.member_seeds, "bootstrap": self.bootstrap}
+        for k, member in enumerate(members):  # each member's complete model file
+            buffer = io.BytesIO()
+            _write_npz(buffer, member)
+            arrays[f"member_{k}"] = np.frombuffer(buffer.getvalue(), dtype=np.uint8)
         arrays["description"] = np.array(json.dumps(description))
         # fastnn.io's atomic write: a temporary file beside the target, fsynced and renamed
         # over it; an existing target keeps its permission bits, a symbolic link is followed,
@@ -786,10 +819,12 @@ def train_in_lockstep(runs, workers, histories, errors):
 
     Each round: every active member's run prepares its epoch (TrainingRun.epochs: rate,
     sample order, snapshot), ONE compiled job runs those epochs as tasks on fastnn's
-    pool (_sgd.train_epochs, `workers` threads, the members' locks held), then each
-    member's run records its epoch, in member order (loss, checks, validation, schedule,
-    early stopping, callbacks).  A member that stops (its epochs done, early stopping, a
-    callback) or fails (divergence: kept in errors[k]) leaves; the others go on.  On
+    pool (_sgd.train_epochs, `workers` threads) and each run commits its epoch
+    (TrainingRun.commit: loss, checks, validation, schedule, early stopping), all with
+    every member's lock held, so that a reader sees every member at the same epoch boundary
+    (fastnn/_state.py); then, the locks released and a waiting reader let in, each member's
+    run calls its callbacks, in member order.  A member that stops (its epochs done, early
+    stopping, a callback) or fails (divergence: kept in errors[k]) leaves; the others go on.  On
     KeyboardInterrupt every member records the epoch that ran, then all stop.
     """
     steps = {k: run.epochs(epochs) for k, (run, epochs) in enumerate(runs)}
@@ -812,21 +847,27 @@ def train_in_lockstep(runs, workers, histories, errors):
         del steps[k]
 
     try:   # (an exception from here itself, e.g. Ctrl-C between two jobs, propagates)
-        for k in list(steps):
-            advance(k)
+        with hold([run.model for run, _ in runs]):  # every run starts in one step
+            for k in list(steps):
+                advance(k)
         while calls and not interrupted:
             members = list(calls)
             # a sparse X's epochs (fastnn/_sparse.pyx, not pool tasks) run one after
             # another on this thread; the dense ones as one job on the pool
             pooled = [k for k in members if isinstance(calls[k], _sgd.EpochCall)]
-            with contextlib.ExitStack() as locks:
-                for k in members:   # keeps a save in another thread out of the epochs
-                    locks.enter_context(runs[k][0].model._lock)
+            models = [runs[k][0].model for k in members]
+            # the round's epochs and their records, one step for a save or predict in
+            # another thread (fastnn/_state.py): every member at the same epoch boundary
+            with hold(models):
                 stopped = pooled and _sgd.train_epochs([calls[k] for k in pooled],
                                                        workers) is not None
                 for k in members:
                     if k not in pooled and not stopped:
                         stopped = calls[k].run()[4] == _sgd.STATUS_INTERRUPTED
+                for k in members:
+                    if calls[k].ran:
+                        runs[k][0].commit(calls[k])
+            let_readers_in(models)   # a reader waits for one round at most
             for k in members:
                 if calls[k].ran:
                     advance(k)
