@@ -37,6 +37,7 @@ sees every class.  Needs scikit-learn (``pip install scikit-learn``).
 members; float32 members (the default) share fastnn.sklearn's two rounding exceptions
 (``check_methods_subset_invariance``, ``check_sample_weight_equivalence_on_dense_data``).
 """
+import copy
 import numbers
 
 import numpy as np
@@ -50,6 +51,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"fastnn.sklearn_ensemble needs scikit-learn >= 1.6 ({exc}); install "
                       "it with pip install scikit-learn") from exc
 
+from fastnn._state import consistent
 from fastnn.ensemble import train_in_lockstep
 from fastnn.threads import _default_threads, compiled_threads, resolve_threads
 from fastnn.training import TrainingDiverged
@@ -60,7 +62,20 @@ _SEED_BOUND = np.iinfo(np.int32).max
 
 
 class _BaseEnsemble(BaseEstimator):
-    """Shared: parameter checks, member seeds, bootstrap weights, the lockstep fit."""
+    """Shared: parameter checks, member seeds, bootstrap weights, the lockstep fit.
+
+    A fit trains new members and publishes them when they are done, inside
+    ``consistent(self)``; predict and pickle read inside it (fastnn/_state.py), so they see the
+    members of one fit, each at one epoch boundary.
+    """
+
+    def _state_parts(self):
+        """The fitted members, whose state is part of the ensemble's (fastnn/_state.py)."""
+        return list(vars(self).get("estimators_", ()))
+
+    def __getstate__(self):
+        with consistent(self):   # one fit's members, each at one epoch boundary
+            return copy.deepcopy(dict(super().__getstate__()))
 
     def __init__(self, estimator=None, n_estimators=5, *, bootstrap=False, n_jobs=None,
                  random_state=None):
@@ -146,11 +161,16 @@ class _BaseEnsemble(BaseEstimator):
                     first_error = first_error or exc
         if first_error is not None:
             raise first_error
-        self.estimators_ = members
-        self.member_seeds_ = [int(s) for s in seeds]
-        self.n_features_in_ = members[0].n_features_in_
-        if hasattr(members[0], "feature_names_in_"):
-            self.feature_names_in_ = members[0].feature_names_in_
+        with consistent(self):  # the new members and what describes them, in one step
+            self.estimators_ = members
+            self.member_seeds_ = [int(s) for s in seeds]
+            self.n_features_in_ = members[0].n_features_in_
+            if hasattr(members[0], "feature_names_in_"):
+                self.feature_names_in_ = members[0].feature_names_in_
+            else:
+                vars(self).pop("feature_names_in_", None)
+            if hasattr(members[0], "classes_"):
+                self.classes_ = members[0].classes_
         return self
 
     def __sklearn_tags__(self):
@@ -206,6 +226,10 @@ class EnsembleRegressor(RegressorMixin, _BaseEnsemble):
             with ``loss="gaussian_nll"``; the spread of the members' means otherwise.
         """
         check_is_fitted(self, "estimators_")
+        with consistent(self):  # one fit's members
+            return self._predict(X, return_std)
+
+    def _predict(self, X, return_std):
         learned = getattr(self.estimators_[0], "loss", None) == "gaussian_nll"
         if learned and return_std:
             pairs = [m.predict(X, return_std=True) for m in self.estimators_]
@@ -247,17 +271,17 @@ class EnsembleClassifier(ClassifierMixin, _BaseEnsemble):
         if type_of_target(y) == "multilabel-indicator":
             raise ValueError("EnsembleClassifier does not support multi-label targets (a 0/1 "
                              "matrix y); fit one fastnn.sklearn.MLPClassifier instead")
-        self._fit_members(X, y, sample_weight)
-        self.classes_ = self.estimators_[0].classes_
-        return self
+        return self._fit_members(X, y, sample_weight)   # (classes_ with the members)
 
     def predict_proba(self, X):
         """The mean of the members' probabilities, shape (n_samples, n_classes), float64."""
         check_is_fitted(self, "estimators_")
-        return np.mean([np.asarray(m.predict_proba(X), np.float64)
-                        for m in self.estimators_], axis=0)
+        with consistent(self):  # one fit's members
+            return np.mean([np.asarray(m.predict_proba(X), np.float64)
+                            for m in self.estimators_], axis=0)
 
     def predict(self, X):
         """The class of highest mean probability, of classes_' type."""
         check_is_fitted(self, "estimators_")
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        with consistent(self):  # the classes of the members predicting
+            return self.classes_[self.predict_proba(X).argmax(axis=1)]
