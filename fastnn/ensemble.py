@@ -165,9 +165,10 @@ class MLPEnsemble:
         the same ensemble.
     bootstrap : bool, default False
         Train each member on a bootstrap resample (n rows drawn with replacement, see
-        ``bootstrap_indices``) instead of on all rows.  Random initialization alone usually
-        gives the better ensemble (Lakshminarayanan et al., section 2.4); bootstrapping adds
-        diversity when members are large compared to the data.
+        ``bootstrap_indices``) instead of on all rows; with sample_weight, a resample that
+        misses every row of positive weight is drawn again.  Random initialization alone
+        usually gives the better ensemble (Lakshminarayanan et al., section 2.4);
+        bootstrapping adds diversity when members are large compared to the data.
 
     Attributes
     ----------
@@ -296,7 +297,7 @@ class MLPEnsemble:
                 f"output={m._link_name()!r}, dtype={m.dtype.name}, "
                 f"bootstrap={self.bootstrap})")
 
-    def bootstrap_indices(self, k, n_samples):
+    def bootstrap_indices(self, k, n_samples, sample_weight=None):
         """Rows of member k's bootstrap resample: n_samples indices drawn with replacement.
 
         Drawn from ``numpy.random.default_rng([member_seeds[k], 0xB007])``, a stream apart
@@ -308,6 +309,11 @@ class MLPEnsemble:
             The member.
         n_samples : int >= 1
             Rows of the training data.
+        sample_weight : array-like of shape (n_samples,), optional
+            The fit's weights.  A resample that holds no row of positive weight (when the data
+            has one) would leave the member nothing to train on: it is drawn again, from the
+            same stream, until it holds one (see ``bootstrap_draw``).  The first draw is kept
+            whenever it is valid, so without zero weights the rows are those of the first.
 
         Returns
         -------
@@ -316,7 +322,7 @@ class MLPEnsemble:
         k = check_number(k, "k", low=0, high=self.n_members - 1, integer=True)
         n_samples = check_number(n_samples, "n_samples", low=1, high=MAX_DIM, integer=True)
         rng = np.random.default_rng([self.member_seeds[k], _BOOTSTRAP_STREAM])
-        return rng.integers(0, n_samples, n_samples)
+        return bootstrap_draw(rng, n_samples, sample_weight, f"member {k}")
 
     # ------------------------------------------------------------------ training
 
@@ -521,10 +527,6 @@ class MLPEnsemble:
             return X, y, sample_weight, loss
         X = self._input(X)   # no copy when already converted
         n = X.shape[0]
-        idx = self.bootstrap_indices(k, n)
-        if comm is not None:  # each rank resamples its own shard, from its own stream
-            idx = np.random.default_rng([self.member_seeds[k], _BOOTSTRAP_STREAM,
-                                         comm.Get_rank()]).integers(0, n, n)
         y = np.asarray(y)
         if y.shape[:1] != (n,):
             raise ValueError(f"X has {n} samples but y has shape {y.shape}; expected one "
@@ -534,6 +536,13 @@ class MLPEnsemble:
             if sample_weight.shape != (n,):
                 raise ValueError(f"sample_weight has shape {sample_weight.shape}; expected "
                                  f"({n},)")
+        if comm is None:
+            idx = self.bootstrap_indices(k, n, sample_weight)
+        else:  # each rank resamples its own shard, from its own stream
+            idx = bootstrap_draw(np.random.default_rng([self.member_seeds[k],
+                                                        _BOOTSTRAP_STREAM, comm.Get_rank()]),
+                                 n, sample_weight, f"member {k} (rank {comm.Get_rank()})")
+        if sample_weight is not None:
             sample_weight = sample_weight[idx]
         if loss.sample_sigma is not None:
             if loss.sample_sigma.shape != (n,):
@@ -883,6 +892,58 @@ def train_in_lockstep(runs, workers, histories, errors):
                 errors[k] = errors[k] or exc
             histories[k] = getattr(runs[k][0], "history", None)
 
+
+
+#: resamples drawn for one member at most, looking for one with a row of positive weight
+_MAX_DRAWS = 200
+
+
+def bootstrap_draw(rng, n, sample_weight=None, who="the member"):
+    """n row indices drawn with replacement from `rng`, holding a row of positive weight.
+
+    A bootstrap resample of weighted data can miss every row of positive weight (one such
+    row in n is missed with probability (1 - 1/n)^n, about 0.37): the member would have
+    nothing to train on, and its fit failed with "sample_weight is all zeros" although the
+    data is valid.  Such a resample is drawn again from the same stream, as often as it
+    takes (at most _MAX_DRAWS times: for one positive row the chance of needing more is
+    below 1e-86); the first valid draw is the one kept, so data without zero weights gets
+    the first draw.  Without a positive weight in the data itself the first draw is returned
+    (the fit's own check names the problem).  Used by MLPEnsemble and
+    fastnn.sklearn_ensemble.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    n : int >= 1
+    sample_weight : array-like of shape (n,) or None
+    who : str
+        Names the member in the error.
+
+    Returns
+    -------
+    ndarray of shape (n,), int64
+
+    Raises
+    ------
+    ValueError
+        Every one of the _MAX_DRAWS resamples missed the rows of positive weight.
+    """
+    idx = rng.integers(0, n, n)
+    if sample_weight is None:
+        return idx
+    with np.errstate(invalid="ignore"):
+        positive = np.asarray(sample_weight, dtype=np.float64) > 0
+    if positive.shape != (n,) or not positive.any():
+        return idx
+    for _ in range(_MAX_DRAWS - 1):
+        if positive[idx].any():
+            return idx
+        idx = rng.integers(0, n, n)
+    if positive[idx].any():
+        return idx
+    raise ValueError(f"{_MAX_DRAWS} bootstrap resamples of the {n} rows for {who} all missed "
+                     f"the {int(positive.sum())} rows of positive sample_weight; give more "
+                     "rows a positive weight, or fit with bootstrap=False")
 
 
 def _check_members(models, member_seeds, name):

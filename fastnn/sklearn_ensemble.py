@@ -31,7 +31,8 @@ spread of the members' means alone otherwise.
 
 ``bootstrap=True`` resamples the training rows per member as integer sample weights (the
 number of times each row is drawn, multiplied into ``sample_weight``), so every member still
-sees every class.  Needs scikit-learn (``pip install scikit-learn``).
+sees every class; a resample that misses every row of positive ``sample_weight`` is drawn
+again from the member's stream (``fastnn.ensemble.bootstrap_draw``).  Needs scikit-learn (``pip install scikit-learn``).
 
 ``tests/test_sklearn_ensemble.py`` runs scikit-learn's estimator checks on both, with float64
 members; float32 members (the default) share fastnn.sklearn's two rounding exceptions
@@ -52,7 +53,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
                       "it with pip install scikit-learn") from exc
 
 from fastnn._state import consistent
-from fastnn.ensemble import train_in_lockstep
+from fastnn.ensemble import bootstrap_draw, train_in_lockstep
 from fastnn.threads import _default_threads, compiled_threads, resolve_threads
 from fastnn.training import TrainingDiverged
 
@@ -115,9 +116,11 @@ class _BaseEnsemble(BaseEstimator):
         if self.bootstrap:
             n = X.shape[0] if hasattr(X, "shape") else len(X)
             base = np.ones(n) if sample_weight is None else np.asarray(sample_weight, float)
-            weights = [base * np.bincount(np.random.default_rng(int(s)).integers(0, n, n),
-                                          minlength=n)
-                       for s in seeds]
+            # a resample that misses every row of positive weight is drawn again from the
+            # member's stream (bootstrap_draw): its fit would have nothing to train on
+            weights = [base * np.bincount(bootstrap_draw(np.random.default_rng(int(s)), n,
+                                                         base, f"member {k}"), minlength=n)
+                       for k, s in enumerate(seeds)]
 
         # n_jobs threads in all: the pool runs min(members, n_jobs) members' epochs at once
         # (each on one thread), and every other compiled call of the members' fits (lbfgs
