@@ -624,8 +624,14 @@ class _BaseMLP(BaseEstimator):
         if decay:
             with np.errstate(over="ignore", invalid="ignore"):
                 # (NumPy's sum, not np.dot: its BLAS splits long sums over the cores)
-                penalty = 0.5 * decay * sum(float(np.square(W).sum())
-                                            for W in self.model_.coefs)
+                squares = sum(float(np.square(W).sum()) for W in self.model_.coefs)
+                penalty = 0.5 * decay * squares
+                if not np.isfinite(squares) and all(all_finite(W) for W in self.model_.coefs):
+                    # weights above 1e154 overflow their squares while the penalty, scaled
+                    # by a small decay, may be a number: sum (W / s)^2, s the largest |w|
+                    scale = max(float(np.abs(W).max()) for W in self.model_.coefs)
+                    ssq = sum(float(np.square(W / scale).sum()) for W in self.model_.coefs)
+                    penalty = 0.5 * decay * scale * scale * ssq
         return data_loss / self._loss_scale() + penalty
 
     def _loss_scale(self):
