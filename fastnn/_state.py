@@ -5,8 +5,8 @@ The rule
 What ``save``, ``predict`` and the exports read of an object (a model's parameters, loss and
 output link; its optimizer's state, step and epoch counts, the schedule's progress, the
 early-stopping record; an ensemble's members and optimizers; an estimator's network, classes
-and records) changes only while the locks of its models are held, and a fit moves it from one
-epoch boundary to the next inside ONE hold of them: the compiled epoch and the recording of
+and records) changes only while its locks (its own and its models') are held, and a fit
+moves it from one epoch boundary to the next inside ONE hold of its models' locks: the compiled epoch and the recording of
 that epoch happen under the same acquisition (``TrainingRun.commit``, fastnn/training.py).
 So a reader inside ``consistent(obj)`` sees one epoch boundary of the object, of every model
 in it (an ensemble's members all at the same one), never a mix of two.
@@ -35,7 +35,6 @@ taken in one global order (their creation), and a thread that holds a lower leve
 asks for a higher one's (a fit's driver holds models' locks only, and what it records under
 them never takes an estimator's), so two holders never wait for each other in a cycle.
 """
-import contextlib
 import itertools
 import threading
 import weakref
@@ -132,42 +131,87 @@ def _parts(obj):
     return [] if parts is None else list(parts())
 
 
-@contextlib.contextmanager
-def hold(models):
+class hold:
     """Hold the locks of `models` (fastnn.MLP, any object with a state lock, or StateLock;
-    duplicates allowed), taken in the global order; released in the reverse order."""
-    locks = {}
-    for m in models:
-        lock = m if isinstance(m, StateLock) else state_lock(m)
-        locks[id(lock)] = lock
-    with contextlib.ExitStack() as stack:
-        for lock in sorted(locks.values(), key=lambda lock: lock.order):
-            stack.enter_context(lock)
-        yield
+    duplicates allowed), taken in the global order; released in the reverse order.  A
+    context manager."""
+
+    __slots__ = ("_locks",)
+
+    def __init__(self, models):
+        locks = {}
+        for m in models:
+            lock = m if isinstance(m, StateLock) else state_lock(m)
+            locks[id(lock)] = lock
+        self._locks = sorted(locks.values(), key=lambda lock: lock.order)
+
+    def __enter__(self):
+        taken = []
+        try:
+            for lock in self._locks:
+                lock.acquire()
+                taken.append(lock)
+        except BaseException:
+            for lock in reversed(taken):
+                lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for lock in reversed(self._locks):
+            lock.release()
 
 
-@contextlib.contextmanager
-def consistent(obj):
+class consistent:
     """A block in which `obj`'s state is one epoch boundary and does not change.
 
     Takes `obj`'s own lock, then its parts' locks level by level (see the module docstring):
     waits for a running epoch (of every model of `obj`) to end and keeps the next one from
     starting.  Reentrant: a fit's own thread (a callback) may read inside it, and readers may
-    nest.  Yields `obj`.
+    nest.  A context manager; ``with consistent(obj) as obj:``.  For a model it is its lock
+    alone (a one-row predict pays one acquisition).
     """
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(state_lock(obj))
-        level, seen = [obj], {id(obj)}
-        while level:
-            parts = []
-            for o in level:
-                for p in _parts(o):
-                    if id(p) not in seen:
-                        seen.add(id(p))
-                        parts.append(p)
-            stack.enter_context(hold(parts))
-            level = parts
-        yield obj
+
+    __slots__ = ("obj", "_held")
+
+    def __init__(self, obj):
+        self.obj = obj
+        self._held = []
+
+    def __enter__(self):
+        obj = self.obj
+        lock = state_lock(obj)
+        lock.acquire()
+        held = self._held = [lock]
+        if getattr(obj, "_state_parts", None) is None:   # a model: a leaf
+            return obj
+        try:
+            level, seen = [obj], {id(obj)}
+            while level:
+                parts = []
+                for o in level:
+                    for p in _parts(o):
+                        if id(p) not in seen:
+                            seen.add(id(p))
+                            parts.append(p)
+                if not parts:
+                    break
+                locks = hold(parts)
+                locks.__enter__()
+                held.append(locks)
+                level = parts
+        except BaseException:
+            self.__exit__()
+            raise
+        return obj
+
+    def __exit__(self, *exc):
+        held, self._held = self._held, []
+        for item in reversed(held):
+            if isinstance(item, StateLock):
+                item.release()
+            else:
+                item.__exit__()
 
 
 def let_readers_in(models):
