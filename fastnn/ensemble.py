@@ -90,7 +90,8 @@ from fastnn._state import consistent, hold, let_readers_in
 from fastnn._version import __version__  # not the package, which imports this module
 from fastnn._validation import MAX_DIM, check_bool, check_number
 from fastnn.io import (ModelFileError, load as _load_model, model_arrays, _atomic_write,
-                       _check_path, _description_header, _entries, _read_npy, _write_npz)
+                       _check_path, _description_header, _entries, _read_npy, _shown,
+                       _write_npz)
 from fastnn.losses import GaussianNLL, get_loss
 from fastnn.model import MLP, as_input
 from fastnn.sparse import CSRInput, as_csr, issparse
@@ -1139,14 +1140,17 @@ def _parse_description(path, raw):
         d = json.loads(str(raw), parse_constant=_reject_constant)
     except ValueError as exc:
         raise ModelFileError(path, f"its description is not valid JSON ({exc})") from exc
-    if not isinstance(d, dict) or d.get("format") != ENSEMBLE_FORMAT:
-        found = d.get("format") if isinstance(d, dict) else None
-        hint = " (a single model: use fastnn.load)" if found == "fastnn-model" else ""
-        raise ModelFileError(path, f"its format is {found!r}; expected {ENSEMBLE_FORMAT!r}"
-                                   f"{hint}")
+    if not isinstance(d, dict):
+        raise ModelFileError(path, "its description is not a JSON object; it is not an "
+                                   "ensemble saved by fastnn")
+    if d.get("format") != ENSEMBLE_FORMAT:
+        hint = " (a single model: use fastnn.load)" if d.get("format") == "fastnn-model" else ""
+        raise ModelFileError(path, f"its format is {_shown(d, 'format')}; expected "
+                                   f"{ENSEMBLE_FORMAT!r}{hint}")
     version = d.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ModelFileError(path, f"format_version is {version!r}; expected an int >= 1")
+        raise ModelFileError(path, f"format_version is {_shown(d, 'format_version')}; "
+                                   "expected an int >= 1")
     if version > ENSEMBLE_FORMAT_VERSION:
         raise ModelFileError(path, f"it was written in ensemble format version {version}; this "
                                    f"fastnn reads up to {ENSEMBLE_FORMAT_VERSION} (upgrade "
@@ -1161,15 +1165,16 @@ def _parse_description(path, raw):
                                    "edited")
     K = d.get("n_members")
     if not isinstance(K, int) or isinstance(K, bool) or not 1 <= K <= _MAX_MEMBERS:
-        raise ModelFileError(path, f"n_members is {K!r}; expected an int in [1, "
-                                   f"{_MAX_MEMBERS}]")
+        raise ModelFileError(path, f"n_members is {_shown(d, 'n_members')}; expected an int "
+                                   f"in [1, {_MAX_MEMBERS}]")
     seeds = d.get("member_seeds")
     if (not isinstance(seeds, list) or len(seeds) != K
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                        for s in seeds)):
-        raise ModelFileError(path, f"member_seeds is {seeds!r}; expected {K} ints >= 0")
+        raise ModelFileError(path, f"member_seeds is {_shown(d, 'member_seeds')}; expected {K} "
+                                   "ints >= 0")
     if not isinstance(d.get("bootstrap"), bool):
-        raise ModelFileError(path, f"bootstrap is {d.get('bootstrap')!r}; expected true or "
+        raise ModelFileError(path, f"bootstrap is {_shown(d, 'bootstrap')}; expected true or "
                                    "false")
     return d
 

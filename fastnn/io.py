@@ -624,11 +624,12 @@ def _parse_description(path, raw):
     if not isinstance(description, dict):
         raise ModelFileError(path, "its description is not a JSON object")
     if description.get("format") != FORMAT:
-        raise ModelFileError(path, f"its format is {_short(description.get('format'))}; "
+        raise ModelFileError(path, f"its format is {_shown(description, 'format')}; "
                                    f"expected {FORMAT!r}")
     version = description.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ModelFileError(path, f"its format_version is {_short(version)}; expected a "
+        raise ModelFileError(path, f"its format_version is "
+                                   f"{_shown(description, 'format_version')}; expected a "
                                    "positive integer")
     if version > FORMAT_VERSION:
         raise ModelFileError(
@@ -649,6 +650,12 @@ def _short(value, limit=80):
     """repr(value), cut to `limit` characters: messages stay readable for crafted values."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _shown(container, key):
+    """A description field as a message shows it: "missing" when absent (rather than the
+    None that .get gives), else its value (_short)."""
+    return _short(container[key]) if key in container else "missing"
 
 
 def _field(path, container, key, where):

@@ -447,3 +447,20 @@ def test_files_written_before_the_slope_rename_load_with_their_meaning(tmp_path)
     want = h @ model.layers[2].W + model.layers[2].b
     np.testing.assert_allclose(loaded.forward(X), want, rtol=1e-12, atol=1e-14)
     assert np.array_equal(loaded.forward(X), model.forward(X))
+
+
+@pytest.mark.parametrize("description, loader, field", [
+    ({"layer_sizes": [2, 1]}, "load", "format"),
+    ({"format": "fastnn-model"}, "load", "format_version"),
+    ({"format": "fastnn-ensemble"}, "load_ensemble", "format_version"),
+    ({"format": "fastnn-ensemble", "format_version": 1, "fastnn_version": "0",
+      "member_seeds": [], "bootstrap": False}, "load_ensemble", "n_members"),
+], ids=["model-format", "model-version", "ensemble-version", "ensemble-members"])
+def test_a_missing_description_field_is_named_missing_not_none(tmp_path, description, loader,
+                                                               field):
+    # "its format is None" showed Python's placeholder for a field the file does not have
+    path = tmp_path / "crafted.npz"
+    np.savez(path, description=np.array(json.dumps(description)), params=np.zeros(3))
+    with pytest.raises(ModelFileError, match=f"{field} is missing") as info:
+        getattr(fastnn, loader)(path)
+    assert "None" not in str(info.value)
