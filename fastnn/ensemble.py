@@ -311,10 +311,11 @@ class MLPEnsemble:
         n_samples : int >= 1
             Rows of the training data.
         sample_weight : array-like of shape (n_samples,), optional
-            The fit's weights.  A resample that holds no row of positive weight (when the data
-            has one) would leave the member nothing to train on: it is drawn again, from the
-            same stream, until it holds one (see ``bootstrap_draw``).  The first draw is kept
-            whenever it is valid, so without zero weights the rows are those of the first.
+            The fit's weights (of the weighted mean loss sum_i w_i l_i / sum_i w_i).  A
+            resample that holds no row of positive weight (when the data has one) would leave
+            the member nothing to train on: it is drawn again, from the same stream, until it
+            holds one (see ``bootstrap_draw``).  The first draw is kept whenever it is
+            valid, so without zero weights the rows are those of the first.
 
         Returns
         -------

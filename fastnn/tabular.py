@@ -33,7 +33,7 @@ import os
 import numpy as np
 
 __all__ = ["Table", "read_table", "Preprocessor", "TableError", "NA_VALUES", "infer_task",
-           "check_complete", "feature_matrix", "python_label", "delimiter_hint"]
+           "check_complete", "feature_matrix", "python_label"]
 
 #: the cell spellings pandas reads as missing by default (pandas.read_csv, ``na_values``)
 NA_VALUES = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
@@ -194,7 +194,7 @@ def read_table(path, *, delimiter=None, index_col=None, encoding="utf-8", na_val
     return Table(path, columns, data, lines)
 
 
-def delimiter_hint(table):
+def _delimiter_hint(table):
     """A sentence for a table read as one column whose name holds another delimiter (a
     semicolon-separated .csv), else ""."""
     if len(table.columns) == 1:
@@ -443,7 +443,7 @@ class Preprocessor:
         """
         if target not in table.data:
             raise TableError(f"--target {target!r}: no such column in {table.path} (columns: "
-                             f"{', '.join(table.columns)}){delimiter_hint(table)}")
+                             f"{', '.join(table.columns)}){_delimiter_hint(table)}")
         y_raw = table.data[target]
         miss = table.missing(target)
         if miss.any():
@@ -744,7 +744,7 @@ def check_complete(table, target, features=True):
     """
     if target not in table.data:
         raise TableError(f"--target {target!r}: no such column in {table.path} (columns: "
-                         f"{', '.join(table.columns)}){delimiter_hint(table)}")
+                         f"{', '.join(table.columns)}){_delimiter_hint(table)}")
     miss = table.missing(target)
     if miss.any():
         line, count = _first_missing(table, target, miss)
