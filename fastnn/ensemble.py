@@ -73,6 +73,7 @@ file's permission bits, following a symbolic link, cleaning up after any interru
 """
 import contextlib
 import copy
+import io
 import json
 import numbers
 import os
@@ -88,10 +89,12 @@ from scipy.special import ndtri
 
 from fastnn._core import _sgd
 from fastnn.runtime import fpmode
+from fastnn.runtime.state import consistent, hold, let_readers_in
 from fastnn._version import __version__  # not the package, which imports this module
 from fastnn._validation import MAX_DIM, check_bool, check_number
-from fastnn.io.saving import (ModelFileError, load as _load_model, _check_path,
-                       _description_header, _entries, _read_npy)
+from fastnn.io.saving import (ModelFileError, load as _load_model, model_arrays,
+                       _check_path, _description_header, _entries, _read_npy, _shown,
+                       _write_npz)
 from fastnn.nn.losses import GaussianNLL, get_loss
 from fastnn.nn.model import MLP, as_input
 from fastnn.nn.sparse import CSRInput, as_csr, issparse
@@ -168,9 +171,10 @@ class MLPEnsemble:
         seed.  The same int seed gives the same ensemble, fit after fit.
     bootstrap : bool, default False
         Train each member on a bootstrap resample (n rows drawn with replacement, see
-        ``bootstrap_indices``) instead of on all rows.  Random initialization alone usually
-        gives the better ensemble (Lakshminarayanan et al., section 2.4); bootstrapping adds
-        diversity when members are large compared to the data.
+        ``bootstrap_indices``) instead of on all rows; with sample_weight, a resample that
+        misses every row of positive weight is drawn again.  Random initialization alone
+        usually gives the better ensemble (Lakshminarayanan et al., section 2.4);
+        bootstrapping adds diversity when members are large compared to the data.
 
     Attributes
     ----------
@@ -185,10 +189,18 @@ class MLPEnsemble:
     _fitting = False    # a fit is running (set by fit: a second one would share its runs)
 
     def __getstate__(self):
+        # one epoch boundary of a fit in another thread (fastnn/runtime/state.py): the members, their
+        # optimizers and histories copied together, inside consistent(self)
+        with consistent(self):
+            state = copy.deepcopy(self.__dict__)
         # a copy or pickle taken during a fit (a callback's checkpoint) is not itself fitting
-        state = self.__dict__.copy()
         state.pop("_fitting", None)
         return state
+
+    def _state_parts(self):
+        """The members, whose state is part of the ensemble's (fastnn/runtime/state.py)."""
+        members = self.members
+        return [m for m in members if isinstance(m, MLP)] if isinstance(members, list) else []
 
     def __init__(self, layer_sizes, n_members=5, *, activation="relu", output="auto",
                  init=None, bias_init=0.0, dtype=np.float32, seed=None,
@@ -312,7 +324,7 @@ class MLPEnsemble:
             return list(self.member_seeds)
         return _draw_member_seeds(seed, self.n_members)
 
-    def bootstrap_indices(self, k, n_samples):
+    def bootstrap_indices(self, k, n_samples, sample_weight=None):
         """Rows of member k's bootstrap resample: n_samples indices drawn with replacement.
 
         Drawn from ``numpy.random.default_rng([member_seeds[k], 0xB007])``, a stream apart
@@ -324,6 +336,12 @@ class MLPEnsemble:
             The member.
         n_samples : int >= 1
             Rows of the training data.
+        sample_weight : array-like of shape (n_samples,), optional
+            The fit's weights (of the weighted mean loss sum_i w_i l_i / sum_i w_i).  A
+            resample that holds no row of positive weight (when the data has one) would leave
+            the member nothing to train on: it is drawn again, from the same stream, until it
+            holds one (see ``bootstrap_draw``).  The first draw is kept whenever it is
+            valid, so without zero weights the rows are those of the first.
 
         Returns
         -------
@@ -332,7 +350,7 @@ class MLPEnsemble:
         k = check_number(k, "k", low=0, high=self.n_members - 1, integer=True)
         n_samples = check_number(n_samples, "n_samples", low=1, high=MAX_DIM, integer=True)
         rng = np.random.default_rng([self.member_seeds[k], _BOOTSTRAP_STREAM])
-        return rng.integers(0, n_samples, n_samples)
+        return bootstrap_draw(rng, n_samples, sample_weight, f"member {k}")
 
     # ------------------------------------------------------------------ training
 
@@ -412,7 +430,8 @@ class MLPEnsemble:
 
     def _fit(self, X, y, loss, optimizer, n_threads, comm, sample_weight, callbacks, seed,
              fit_kwargs):
-        self._check_state()
+        with consistent(self):
+            self._check_state()
         if comm is not None and seed is not None and not isinstance(seed, numbers.Integral):
             raise TypeError(f"with comm, seed must be an int or None (the same on every rank) "
                             f"so that all ranks draw the same minibatches; got {seed!r}")
@@ -453,7 +472,9 @@ class MLPEnsemble:
                            "the ensemble's configuration")
             # the members' seeds (drawn from fresh entropy with seed=None) must agree on
             # every rank: fit requires one shuffling seed everywhere
-            self.member_seeds = [int(s) for s in comm.bcast(self.member_seeds, root=0)]
+            seeds = [int(s) for s in comm.bcast(self.member_seeds, root=0)]
+            with consistent(self):
+                self.member_seeds = seeds
             # fit agrees on bad input across ranks; so must this ensemble's own checks (a
             # rank raising alone would leave the others waiting in a collective): the same
             # error on every rank
@@ -474,17 +495,22 @@ class MLPEnsemble:
         else:
             template = get_optimizer(optimizer)
             optimizers = [copy.deepcopy(template) for _ in range(self.n_members)]
-        self._optimizer_given = optimizer
-        # the optimizers the members now train with, from the start: a save during the fit
-        # (another thread, a callback) copies each member's weights and its optimizer's
-        # state under the member's lock, one consistent epoch boundary (before: it paired
-        # this fit's weights with the previous fit's optimizers, or none)
-        self.optimizers_ = optimizers
         histories = [None] * self.n_members
         errors = [None] * self.n_members
         try:
-            runs = self._prepare_runs(X, y, loss, optimizers, sample_weight, comm, callbacks,
-                                      fit_seeds, fit_kwargs)
+            # one step for a save or predict in another thread (fastnn/runtime/state.py): the
+            # optimizers the members now train with (a save during the fit pairs each
+            # member's weights with them; before, with the previous fit's, or none) and
+            # every member's new loss, so that the members' output links change together
+            # (one at a time, a reader saw members of two links: a file load_ensemble
+            # rejects, predictions that raised)
+            with consistent(self):
+                self._optimizer_given = optimizer
+                self.optimizers_ = optimizers
+                runs = self._prepare_runs(X, y, loss, optimizers, sample_weight, comm,
+                                          callbacks, fit_seeds, fit_kwargs)
+                for run, _ in runs:
+                    run.model.loss_ = run.loss
             workers = 1 if comm is not None else min(self.n_members,
                                                      resolve_threads(n_threads))
             # one BLAS thread per worker: the members' arithmetic does not depend on the
@@ -496,8 +522,9 @@ class MLPEnsemble:
         finally:
             # whatever happened, the optimizers match the members' weights: a later fit
             # continues from where each member stopped
-            self.optimizers_ = optimizers
-            self.histories_ = histories
+            with consistent(self):
+                self.optimizers_ = optimizers
+                self.histories_ = histories
         interrupt = next((exc for exc in errors if isinstance(exc, KeyboardInterrupt)), None)
         if interrupt is not None:
             raise interrupt
@@ -540,10 +567,6 @@ class MLPEnsemble:
             return X, y, sample_weight, loss
         X = self._input(X)   # no copy when already converted
         n = X.shape[0]
-        idx = self.bootstrap_indices(k, n)
-        if comm is not None:  # each rank resamples its own shard, from its own stream
-            idx = np.random.default_rng([self.member_seeds[k], _BOOTSTRAP_STREAM,
-                                         comm.Get_rank()]).integers(0, n, n)
         y = np.asarray(y)
         if y.shape[:1] != (n,):
             raise ValueError(f"X has {n} samples but y has shape {y.shape}; expected one "
@@ -553,6 +576,13 @@ class MLPEnsemble:
             if sample_weight.shape != (n,):
                 raise ValueError(f"sample_weight has shape {sample_weight.shape}; expected "
                                  f"({n},)")
+        if comm is None:
+            idx = self.bootstrap_indices(k, n, sample_weight)
+        else:  # each rank resamples its own shard, from its own stream
+            idx = bootstrap_draw(np.random.default_rng([self.member_seeds[k],
+                                                        _BOOTSTRAP_STREAM, comm.Get_rank()]),
+                                 n, sample_weight, f"member {k} (rank {comm.Get_rank()})")
+        if sample_weight is not None:
             sample_weight = sample_weight[idx]
         if loss.sample_sigma is not None:
             if loss.sample_sigma.shape != (n,):
@@ -592,9 +622,10 @@ class MLPEnsemble:
         ndarray of shape (n_members, n_samples, n_outputs'), the members' dtype
             What each member's ``predict`` gives: probabilities (not logits) or means.
         """
-        self._check_state()
-        X = self._input(X)
-        return np.stack([m.predict(X) for m in self.members])
+        with consistent(self):  # every member at one epoch boundary of a running fit
+            self._check_state()
+            X = self._input(X)
+            return np.stack([m.predict(X) for m in self.members])
 
     def predict(self, X):
         """The ensemble's prediction: the mean of the members' predictions.
@@ -633,10 +664,11 @@ class MLPEnsemble:
         ValueError
             The members' output link is not sigmoid or softmax.
         """
-        if self._link() not in _CLASSIFIER_LINKS:
-            raise ValueError(f"predict_proba needs a sigmoid or softmax output; the members' "
-                             f"output link is {self._link()!r}")
-        return self.predict(X)
+        with consistent(self):  # the link checked is the link predicted with
+            if self._link() not in _CLASSIFIER_LINKS:
+                raise ValueError(f"predict_proba needs a sigmoid or softmax output; the "
+                                 f"members' output link is {self._link()!r}")
+            return self.predict(X)
 
     def predict_distribution(self, X):
         """The mixture's mean and its variance split into aleatoric and epistemic parts.
@@ -660,26 +692,28 @@ class MLPEnsemble:
         ValueError
             For classifiers (their uncertainty is in the probabilities: ``predict_proba``).
         """
-        self._check_state()
-        link = self._link()
-        if link in _CLASSIFIER_LINKS:
-            raise ValueError(f"predict_distribution is for regression; the members' output "
-                             f"link is {link!r} (use predict_proba)")
-        X = self._input(X)
-        means = np.stack([m.predict(X) for m in self.members]).astype(np.float64)
-        mean = means.mean(axis=0)
-        epistemic = ((means - mean) ** 2).mean(axis=0)   # two passes: no cancellation
-        if link == "gaussian":
-            stds = np.stack([m.predict_std(X) for m in self.members]).astype(np.float64)
-            aleatoric = (stds ** 2).mean(axis=0)
-        elif link == "exp":
-            aleatoric = mean.copy()         # a Poisson's variance is its rate
-        else:
-            # each member's own noise variance: sigma^2 of a fixed scalar GaussianNLL(sigma),
-            # none known for MSE or a per-sample sigma (unknown at new X); members built
-            # apart (from_models) may have been trained with different sigmas
-            aleatoric = np.full_like(mean, np.mean([_fixed_noise_variance(m.loss_)
-                                                    for m in self.members]))
+        with consistent(self):  # every member at one epoch boundary of a running fit
+            self._check_state()
+            link = self._link()
+            if link in _CLASSIFIER_LINKS:
+                raise ValueError(f"predict_distribution is for regression; the members' output "
+                                 f"link is {link!r} (use predict_proba)")
+            X = self._input(X)
+            means = np.stack([m.predict(X) for m in self.members]).astype(np.float64)
+            mean = means.mean(axis=0)
+            epistemic = ((means - mean) ** 2).mean(axis=0)   # two passes: no cancellation
+            if link == "gaussian":
+                stds = np.stack([m.predict_std(X) for m in self.members]).astype(np.float64)
+                aleatoric = (stds ** 2).mean(axis=0)
+            elif link == "exp":
+                aleatoric = mean.copy()         # a Poisson's variance is its rate
+            else:
+                # each member's own noise variance: sigma^2 of a fixed scalar
+                # GaussianNLL(sigma), none known for MSE or a per-sample sigma (unknown at
+                # new X); members built apart (from_models) may have been trained with
+                # different sigmas
+                aleatoric = np.full_like(mean, np.mean([_fixed_noise_variance(m.loss_)
+                                                        for m in self.members]))
         return EnsemblePrediction(mean, aleatoric, epistemic)
 
     def predict_std(self, X):
@@ -723,11 +757,12 @@ class MLPEnsemble:
         """
         level = float(check_number(level, "level", low=0.0, high=1.0, low_open=True,
                                    high_open=True))
-        if self._link() != "gaussian":
-            raise ValueError(f"predict_interval needs members trained with "
-                             f"GaussianNLL('learned') (a predicted noise level); their output "
-                             f"link is {self._link()!r}")
-        dist = self.predict_distribution(X)
+        with consistent(self):  # the link checked is the link predicted with
+            if self._link() != "gaussian":
+                raise ValueError(f"predict_interval needs members trained with "
+                                 f"GaussianNLL('learned') (a predicted noise level); their "
+                                 f"output link is {self._link()!r}")
+            dist = self.predict_distribution(X)
         half = float(ndtri(0.5 + level / 2)) * dist.std
         return dist.mean - half, dist.mean + half
 
@@ -753,11 +788,13 @@ class MLPEnsemble:
         std : ndarray of shape (n_samples, n_inputs), float64
             Only with return_std: the population standard deviation over members.
         """
-        self._check_state()
-        X = self._input(X, dense_for="input_gradient")
-        grads = np.stack([m.input_gradient(X, y, loss, output, of=of, reduction=reduction,
-                                           sample_weight=sample_weight)
-                          for m in self.members]).astype(np.float64)
+        with consistent(self):  # every member at one epoch boundary of a running fit
+            self._check_state()
+            X = self._input(X, dense_for="input_gradient")
+            grads = np.stack([m.input_gradient(X, y, loss, output, of=of,
+                                               reduction=reduction,
+                                               sample_weight=sample_weight)
+                              for m in self.members]).astype(np.float64)
         return _mean_std(grads, return_std)
 
     def jacobian(self, X, of="output", *, return_std=False):
@@ -777,9 +814,10 @@ class MLPEnsemble:
         std : ndarray of the same shape, float64
             Only with return_std: the population standard deviation over members.
         """
-        self._check_state()
-        X = self._input(X, dense_for="jacobian")
-        jacs = np.stack([m.jacobian(X, of=of) for m in self.members]).astype(np.float64)
+        with consistent(self):  # every member at one epoch boundary of a running fit
+            self._check_state()
+            X = self._input(X, dense_for="jacobian")
+            jacs = np.stack([m.jacobian(X, of=of) for m in self.members]).astype(np.float64)
         return _mean_std(jacs, return_std)
 
     # ------------------------------------------------------------------ persistence
@@ -795,19 +833,25 @@ class MLPEnsemble:
             (IsADirectoryError, FileNotFoundError, NotADirectoryError, PermissionError;
             ``fastnn.io.writer``).
         """
-        from fastnn.io.saving import save_model
-        self._check_state()
         target = check_output(path, "path")  # a directory, a missing folder: refused first
+        # one epoch boundary of a fit in another thread, every member at the same one: each
+        # member's file contents copied inside consistent(self) (fastnn/runtime/state.py), the
+        # files written after (before, each member was copied under its own lock, one after
+        # another, while the members' links could differ mid-fit)
+        with consistent(self):
+            self._check_state()
+            members = [model_arrays(member, optimizer) for member, optimizer in
+                       zip(self.members, self.optimizers_)]
+            description = {"format": ENSEMBLE_FORMAT,
+                           "format_version": ENSEMBLE_FORMAT_VERSION,
+                           "fastnn_version": __version__, "n_members": self.n_members,
+                           "member_seeds": list(self.member_seeds),
+                           "bootstrap": self.bootstrap}
         arrays = {}
-        with tempfile.TemporaryDirectory(prefix="fastnn-ensemble-") as tmp:
-            for k, member in enumerate(self.members):
-                member_path = os.path.join(tmp, f"member_{k}.npz")
-                save_model(member, member_path, self.optimizers_[k])
-                with open(member_path, "rb") as fh:
-                    arrays[f"member_{k}"] = np.frombuffer(fh.read(), dtype=np.uint8)
-        description = {"format": ENSEMBLE_FORMAT, "format_version": ENSEMBLE_FORMAT_VERSION,
-                       "fastnn_version": __version__, "n_members": self.n_members,
-                       "member_seeds": self.member_seeds, "bootstrap": self.bootstrap}
+        for k, member in enumerate(members):  # each member's complete model file
+            buffer = io.BytesIO()
+            _write_npz(buffer, member)
+            arrays[f"member_{k}"] = np.frombuffer(buffer.getvalue(), dtype=np.uint8)
         arrays["description"] = np.array(json.dumps(description))
         # fastnn.io.writer's atomic write: a temporary file beside the target, fsynced and renamed
         # over it; an existing target keeps its permission bits, a symbolic link is followed,
@@ -827,10 +871,12 @@ def train_in_lockstep(runs, workers, histories, errors):
 
     Each round: every active member's run prepares its epoch (TrainingRun.epochs: rate,
     sample order, snapshot), ONE compiled job runs those epochs as tasks on fastnn's
-    pool (_sgd.train_epochs, `workers` threads, the members' locks held), then each
-    member's run records its epoch, in member order (loss, checks, validation, schedule,
-    early stopping, callbacks).  A member that stops (its epochs done, early stopping, a
-    callback) or fails (divergence: kept in errors[k]) leaves; the others go on.  On
+    pool (_sgd.train_epochs, `workers` threads) and each run commits its epoch
+    (TrainingRun.commit: loss, checks, validation, schedule, early stopping), all with
+    every member's lock held, so that a reader sees every member at the same epoch boundary
+    (fastnn/runtime/state.py); then, the locks released and a waiting reader let in, each member's
+    run calls its callbacks, in member order.  A member that stops (its epochs done, early
+    stopping, a callback) or fails (divergence: kept in errors[k]) leaves; the others go on.  On
     KeyboardInterrupt every member records the epoch that ran, then all stop.
     """
     steps = {k: run.epochs(epochs) for k, (run, epochs) in enumerate(runs)}
@@ -853,21 +899,27 @@ def train_in_lockstep(runs, workers, histories, errors):
         del steps[k]
 
     try:   # (an exception from here itself, e.g. Ctrl-C between two jobs, propagates)
-        for k in list(steps):
-            advance(k)
+        with hold([run.model for run, _ in runs]):  # every run starts in one step
+            for k in list(steps):
+                advance(k)
         while calls and not interrupted:
             members = list(calls)
             # a sparse X's epochs (fastnn/_core/_sparse.pyx, not pool tasks) run one after
             # another on this thread; the dense ones as one job on the pool
             pooled = [k for k in members if isinstance(calls[k], _sgd.EpochCall)]
-            with contextlib.ExitStack() as locks:
-                for k in members:   # keeps a save in another thread out of the epochs
-                    locks.enter_context(runs[k][0].model._lock)
+            models = [runs[k][0].model for k in members]
+            # the round's epochs and their records, one step for a save or predict in
+            # another thread (fastnn/runtime/state.py): every member at the same epoch boundary
+            with hold(models):
                 stopped = pooled and _sgd.train_epochs([calls[k] for k in pooled],
                                                        workers) is not None
                 for k in members:
                     if k not in pooled and not stopped:
                         stopped = calls[k].run()[4] == _sgd.STATUS_INTERRUPTED
+                for k in members:
+                    if calls[k].ran:
+                        runs[k][0].commit(calls[k])
+            let_readers_in(models)   # a reader waits for one round at most
             for k in members:
                 if calls[k].ran:
                     advance(k)
@@ -883,6 +935,58 @@ def train_in_lockstep(runs, workers, histories, errors):
                 errors[k] = errors[k] or exc
             histories[k] = getattr(runs[k][0], "history", None)
 
+
+
+#: resamples drawn for one member at most, looking for one with a row of positive weight
+_MAX_DRAWS = 200
+
+
+def bootstrap_draw(rng, n, sample_weight=None, who="the member"):
+    """n row indices drawn with replacement from `rng`, holding a row of positive weight.
+
+    A bootstrap resample of weighted data can miss every row of positive weight (one such
+    row in n is missed with probability (1 - 1/n)^n, about 0.37): the member would have
+    nothing to train on, and its fit failed with "sample_weight is all zeros" although the
+    data is valid.  Such a resample is drawn again from the same stream, as often as it
+    takes (at most _MAX_DRAWS times: for one positive row the chance of needing more is
+    below 1e-86); the first valid draw is the one kept, so data without zero weights gets
+    the first draw.  Without a positive weight in the data itself the first draw is returned
+    (the fit's own check names the problem).  Used by MLPEnsemble and
+    fastnn.interop.sklearn_ensemble.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    n : int >= 1
+    sample_weight : array-like of shape (n,) or None
+    who : str
+        Names the member in the error.
+
+    Returns
+    -------
+    ndarray of shape (n,), int64
+
+    Raises
+    ------
+    ValueError
+        Every one of the _MAX_DRAWS resamples missed the rows of positive weight.
+    """
+    idx = rng.integers(0, n, n)
+    if sample_weight is None:
+        return idx
+    with np.errstate(invalid="ignore"):
+        positive = np.asarray(sample_weight, dtype=np.float64) > 0
+    if positive.shape != (n,) or not positive.any():
+        return idx
+    for _ in range(_MAX_DRAWS - 1):
+        if positive[idx].any():
+            return idx
+        idx = rng.integers(0, n, n)
+    if positive[idx].any():
+        return idx
+    raise ValueError(f"{_MAX_DRAWS} bootstrap resamples of the {n} rows for {who} all missed "
+                     f"the {int(positive.sum())} rows of positive sample_weight; give more "
+                     "rows a positive weight, or fit with bootstrap=False")
 
 
 def _check_members(models, member_seeds, name):
@@ -1083,14 +1187,17 @@ def _parse_description(path, raw):
         d = json.loads(str(raw), parse_constant=_reject_constant)
     except ValueError as exc:
         raise ModelFileError(path, f"its description is not valid JSON ({exc})") from exc
-    if not isinstance(d, dict) or d.get("format") != ENSEMBLE_FORMAT:
-        found = d.get("format") if isinstance(d, dict) else None
-        hint = " (a single model: use fastnn.load)" if found == "fastnn-model" else ""
-        raise ModelFileError(path, f"its format is {found!r}; expected {ENSEMBLE_FORMAT!r}"
-                                   f"{hint}")
+    if not isinstance(d, dict):
+        raise ModelFileError(path, "its description is not a JSON object; it is not an "
+                                   "ensemble saved by fastnn")
+    if d.get("format") != ENSEMBLE_FORMAT:
+        hint = " (a single model: use fastnn.load)" if d.get("format") == "fastnn-model" else ""
+        raise ModelFileError(path, f"its format is {_shown(d, 'format')}; expected "
+                                   f"{ENSEMBLE_FORMAT!r}{hint}")
     version = d.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ModelFileError(path, f"format_version is {version!r}; expected an int >= 1")
+        raise ModelFileError(path, f"format_version is {_shown(d, 'format_version')}; "
+                                   "expected an int >= 1")
     if version > ENSEMBLE_FORMAT_VERSION:
         raise ModelFileError(path, f"it was written in ensemble format version {version}; this "
                                    f"fastnn reads up to {ENSEMBLE_FORMAT_VERSION} (upgrade "
@@ -1105,15 +1212,16 @@ def _parse_description(path, raw):
                                    "edited")
     K = d.get("n_members")
     if not isinstance(K, int) or isinstance(K, bool) or not 1 <= K <= _MAX_MEMBERS:
-        raise ModelFileError(path, f"n_members is {K!r}; expected an int in [1, "
-                                   f"{_MAX_MEMBERS}]")
+        raise ModelFileError(path, f"n_members is {_shown(d, 'n_members')}; expected an int "
+                                   f"in [1, {_MAX_MEMBERS}]")
     seeds = d.get("member_seeds")
     if (not isinstance(seeds, list) or len(seeds) != K
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                        for s in seeds)):
-        raise ModelFileError(path, f"member_seeds is {seeds!r}; expected {K} ints >= 0")
+        raise ModelFileError(path, f"member_seeds is {_shown(d, 'member_seeds')}; expected {K} "
+                                   "ints >= 0")
     if not isinstance(d.get("bootstrap"), bool):
-        raise ModelFileError(path, f"bootstrap is {d.get('bootstrap')!r}; expected true or "
+        raise ModelFileError(path, f"bootstrap is {_shown(d, 'bootstrap')}; expected true or "
                                    "false")
     return d
 

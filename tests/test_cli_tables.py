@@ -416,3 +416,74 @@ def test_na_values_names_extra_missing_markers(tmp_path):
     for use_pandas in (True, False):
         table = read_table(tmp_path / "uci.csv", na_values=["?"], use_pandas=use_pandas)
         assert np.isnan(table.data["b"][1]) and table.data["b"].dtype == np.float64
+
+
+def test_an_infinite_cell_names_its_line_and_column(tmp_path, frame):
+    # "x_mean has shape (2,); expected (2,) finite numbers" named neither the column nor the
+    # line, and no internal name means anything to the user
+    frame["b"] = frame["b"].astype(object)
+    frame.loc[5, "b"] = "inf"              # data row 5 is file line 7 (the header is line 1)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    bad = run(tmp_path, "train", "d.csv", "--target", "species", *FAST, check=False)
+    assert bad.returncode == 2
+    assert "d.csv, line 7" in bad.stderr and "column 'b'" in bad.stderr, bad.stderr
+    assert "holds inf" in bad.stderr and "finite number" in bad.stderr
+    assert "x_mean" not in bad.stderr and "shape" not in bad.stderr
+    # the same in a table to predict from, and a regression target that reads as -inf
+    frame.loc[5, "b"] = 1.0
+    frame.to_csv(tmp_path / "ok.csv", index=False)
+    run(tmp_path, "train", "ok.csv", "--target", "species", "--save", "m.npz", *FAST)
+    (tmp_path / "p.csv").write_text(
+        (tmp_path / "ok.csv").read_text().replace(",1.0,", ",-1e999,", 1))
+    bad = run(tmp_path, "predict", "m.npz", "p.csv", check=False)
+    assert bad.returncode == 2 and "column 'b' holds -inf" in bad.stderr, bad.stderr
+    (tmp_path / "r.csv").write_text("a,y\n1,2.5\n2,1e400\n3,0.5\n4,1.5\n")
+    bad = run(tmp_path, "train", "r.csv", "--target", "y", *FAST, check=False)
+    assert "r.csv, line 3" in bad.stderr and "target column 'y' holds inf" in bad.stderr
+
+
+def test_columns_and_targets_near_1e200_train_and_predict(tmp_path):
+    # their mean and standard deviation are ordinary numbers (near 1e200): squaring to get
+    # the std overflowed to inf, and training failed ("x_scale ... expected finite numbers")
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 2))
+    y = X[:, 0] - 2 * X[:, 1]
+    pd.DataFrame({"big": X[:, 0] * 1e200, "b": X[:, 1], "y": y * 1e200}).to_csv(
+        tmp_path / "d.csv", index=False)
+    pd.DataFrame({"big": X[:, 0], "b": X[:, 1], "y": y}).to_csv(tmp_path / "s.csv",
+                                                                 index=False)
+    out = run(tmp_path, "train", "d.csv", "--target", "y", "--save", "d.npz", *FAST)
+    run(tmp_path, "train", "s.csv", "--target", "y", "--save", "s.npz", *FAST)
+    big, small = fastnn.load(tmp_path / "d.npz"), fastnn.load(tmp_path / "s.npz")
+    pre, ref = big.preprocessor_, small.preprocessor_
+    np.testing.assert_allclose(pre.x_mean, ref.x_mean * [1e200, 1], rtol=1e-12)
+    np.testing.assert_allclose(pre.x_scale, ref.x_scale * [1e200, 1], rtol=1e-12)
+    assert pre.y_scale == pytest.approx(ref.y_scale * 1e200, rel=1e-12)
+    # the same standardised problem: the same network, the held-out R^2 a number
+    np.testing.assert_allclose(big.params, small.params, rtol=1e-4, atol=1e-6)
+    assert "R^2: nan" not in out.stdout
+    run(tmp_path, "predict", "d.npz", "d.csv", "--output", "p.csv")
+    pred = pd.read_csv(tmp_path / "p.csv")["y"].to_numpy()
+    assert np.isfinite(pred).all() and np.abs(pred).max() > 1e199
+
+
+def test_a_table_read_as_one_column_suggests_the_delimiter(tmp_path):
+    (tmp_path / "semi.csv").write_text("a;b;y\n1;2;x\n3;4;z\n")
+    bad = run(tmp_path, "train", "semi.csv", "--target", "y", *FAST, check=False)
+    assert bad.returncode == 2 and "--delimiter ';'" in bad.stderr, bad.stderr
+
+
+def test_non_integer_labels_name_no_unknown_class_count(tmp_path):
+    # a float y given to the classifier of `fastnn train data.npz` said "class labels in
+    # [0, None) or probability rows of shape (n_samples, None)"
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X=rng.normal(size=(20, 3)), y=np.linspace(0, 3, 20))
+    bad = run(tmp_path, "train", "d.npz", *FAST, check=False)
+    assert bad.returncode == 2
+    assert "None" not in bad.stderr and "non-integer value" in bad.stderr, bad.stderr
+    assert "regression loss" in bad.stderr
+    y = np.round(np.linspace(0, 3, 20))
+    y[4] = np.nan
+    np.savez(tmp_path / "n.npz", X=rng.normal(size=(20, 3)), y=y)
+    bad = run(tmp_path, "train", "n.npz", *FAST, check=False)
+    assert "first at index 4: nan" in bad.stderr, bad.stderr

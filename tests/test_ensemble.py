@@ -38,7 +38,7 @@ def _lone_member(ens, k, X, y, loss, optimizer, sample_weight=None, **kwargs):
                                                     ens.members[k].layers[:-1]],
                        dtype=ens.dtype, seed=ens.member_seeds[k])
     if ens.bootstrap:
-        idx = ens.bootstrap_indices(k, X.shape[0])
+        idx = ens.bootstrap_indices(k, X.shape[0], sample_weight)
         X, y = X[idx], y[idx]
         sample_weight = None if sample_weight is None else sample_weight[idx]
     fastnn.fit(model, X, y, loss, copy.deepcopy(optimizer), seed=ens.member_seeds[k],
@@ -1058,3 +1058,35 @@ def test_train_epochs_thread_counts_beyond_a_c_int_are_capped_or_named():
             _sgd.train_epochs([call], bad)
     assert _sgd.train_epochs([call], 2 ** 40) is None and call.ran
     steps.close()
+
+
+def test_bootstrap_with_one_positive_weight_trains_every_member():
+    # one row of positive weight in 30: a member's resample misses it with probability
+    # (29/30)^30 = 0.36, and the fit failed with "sample_weight is all zeros" on valid input
+    X, y = _regression(30)
+    w = np.zeros(30)
+    w[7] = 2.0
+    ens = MLPEnsemble([3, 8, 1], n_members=6, seed=0, bootstrap=True)
+    first = [np.random.default_rng([s, 0xB007]).integers(0, 30, 30) for s in ens.member_seeds]
+    assert any(7 not in rows for rows in first)   # the case this test is about
+    ens.fit(X, y, "mse", fastnn.SGD(lr=0.01), sample_weight=w, epochs=2)
+    for k in range(6):
+        rows = ens.bootstrap_indices(k, 30, w)
+        assert 7 in rows
+        if 7 in first[k]:   # a valid first draw is kept
+            np.testing.assert_array_equal(rows, first[k])
+        # each member is its lone fit on the resample it drew
+        lone = _lone_member(ens, k, X, y, "mse", fastnn.SGD(lr=0.01), sample_weight=w,
+                            epochs=2)
+        np.testing.assert_array_equal(ens.members[k].params, lone.params)
+    # without zero weights the resamples are the first draws, as before
+    for k in range(6):
+        np.testing.assert_array_equal(ens.bootstrap_indices(k, 30, np.ones(30)), first[k])
+        np.testing.assert_array_equal(ens.bootstrap_indices(k, 30), first[k])
+
+
+def test_bootstrap_without_any_positive_weight_is_the_fits_own_error():
+    X, y = _regression(30)
+    ens = MLPEnsemble([3, 8, 1], n_members=2, seed=0, bootstrap=True)
+    with pytest.raises(ValueError, match="sample_weight is all zeros"):
+        ens.fit(X, y, "mse", sample_weight=np.zeros(30), epochs=1)

@@ -457,3 +457,20 @@ def test_loading_an_ensemble_file_names_it_and_the_function_that_loads_it(tmp_pa
         fastnn.load(tmp_path / "ensemble.npz")
     assert fio._ENSEMBLE_FORMAT == fastnn.ensemble.ENSEMBLE_FORMAT
     assert fastnn.load_ensemble(tmp_path / "ensemble.npz").n_members == 2
+
+
+@pytest.mark.parametrize("description, loader, field", [
+    ({"layer_sizes": [2, 1]}, "load", "format"),
+    ({"format": "fastnn-model"}, "load", "format_version"),
+    ({"format": "fastnn-ensemble"}, "load_ensemble", "format_version"),
+    ({"format": "fastnn-ensemble", "format_version": 1, "fastnn_version": "0",
+      "member_seeds": [], "bootstrap": False}, "load_ensemble", "n_members"),
+], ids=["model-format", "model-version", "ensemble-version", "ensemble-members"])
+def test_a_missing_description_field_is_named_missing_not_none(tmp_path, description, loader,
+                                                               field):
+    # "its format is None" showed Python's placeholder for a field the file does not have
+    path = tmp_path / "crafted.npz"
+    np.savez(path, description=np.array(json.dumps(description)), params=np.zeros(3))
+    with pytest.raises(ModelFileError, match=f"{field} is missing") as info:
+        getattr(fastnn, loader)(path)
+    assert "None" not in str(info.value)

@@ -5,6 +5,7 @@ import pickle
 import subprocess
 import sys
 import warnings
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -597,3 +598,19 @@ def test_sparse_input_gives_the_dense_results(fmt, solver):
         dense.partial_fit(X, y)
         sparse.partial_fit(Xs, y)
         np.testing.assert_allclose(sparse.coefs_[0], dense.coefs_[0], rtol=1e-10, atol=1e-12)
+
+
+def test_the_reported_l2_term_is_a_number_when_only_its_squares_overflow():
+    # loss_curve_'s 0.5 * weight_decay * ||W||^2 squared the weights first: above 1e154
+    # that is inf although a small weight decay makes the term an ordinary number
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=1, alpha=1e-3, batch_size=40,
+                           dtype=np.float64, random_state=0).fit(X, y)
+    reg.coefs_ = [np.full_like(W, 3e200) for W in reg.coefs_]
+    reg._optimizer.weight_decay = 1e-250
+    n_weights = sum(W.size for W in reg.coefs_)
+    want = float(Decimal("0.5") * Decimal("1e-250") * Decimal("3e200") ** 2 * n_weights)
+    assert reg._reported_loss(0.0) == pytest.approx(want, rel=1e-12)

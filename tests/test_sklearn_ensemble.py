@@ -195,3 +195,21 @@ def test_members_train_in_lockstep_jobs_each_equal_to_its_lone_fit(cls, monkeypa
         assert alone.model_.params.tobytes() == member.model_.params.tobytes()
         assert alone.loss_curve_ == member.loss_curve_
         assert alone.n_iter_ == member.n_iter_
+
+
+@pytest.mark.parametrize("cls", [EnsembleRegressor, EnsembleClassifier])
+def test_bootstrap_with_one_positive_weight_fits_every_member(cls):
+    # a member whose resample missed the one row of positive weight failed the fit with
+    # "sample_weight is all zeros"; it is drawn again from the member's stream
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 3))
+    y = X[:, 0] if cls is EnsembleRegressor else (X[:, 0] > 0).astype(int)
+    w = np.zeros(30)
+    w[4] = w[11] = 1.0
+    base = (MLPRegressor if cls is EnsembleRegressor else MLPClassifier)(
+        hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ens = cls(base, n_estimators=8, bootstrap=True, random_state=0).fit(X, y, w)
+    assert len(ens.estimators_) == 8
+    assert np.isfinite(ens.predict(X)).all() if cls is EnsembleRegressor else True

@@ -362,7 +362,16 @@ def optimizer_step(params, grads, state, t, sizes, opt, norms=None):
     """
     g = grads.copy()
     if opt.get("clip_norm"):
-        norm = np.sqrt(np.sum(g.astype(np.float64) ** 2))
+        g64 = g.astype(np.float64)
+        with np.errstate(over="ignore", under="ignore"):
+            total = np.sum(g64 ** 2)
+        norm = np.sqrt(total)
+        if not np.finfo(np.float64).tiny <= total < np.inf:
+            # a square overflowed or underflowed: the scaled norm (BLAS's nrm2; NumPy's
+            # linalg.norm sums the squares too), as _sgd._clip_factors
+            scale = np.max(np.abs(g64))
+            if scale > 0 and np.isfinite(scale):
+                norm = scale * np.sqrt(np.sum((g64 / scale) ** 2))
         if norm > opt["clip_norm"]:
             g = g * (opt["clip_norm"] / norm)
     decay = np.zeros_like(params)

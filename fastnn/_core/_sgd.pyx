@@ -24,7 +24,8 @@ Every rank then applies the identical update, scaled by the global weight sum: t
 the one a single process would take on the global minibatch.
 """
 from cython cimport floating
-from libc.math cimport sqrt, isfinite, pow
+from libc.float cimport DBL_MAX, DBL_MIN, FLT_MIN
+from libc.math cimport fabs, sqrt, isfinite, pow
 from libc.string cimport memcpy
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from cpython.exc cimport PyErr_CheckSignals
@@ -124,10 +125,98 @@ cdef double _sum_squares(const floating *g, Py_ssize_t n) noexcept nogil:
     return acc
 
 
+cdef double _scaled_norm(const floating *g, Py_ssize_t n) noexcept nogil:
+    """||g||_2 = scale * sqrt(ssq), ssq = sum (g_i / scale)^2 with scale the largest |g_i|
+    so far (LAPACK's dnrm2 before 3.10): no square overflows or underflows.  NaN or inf in g
+    give NaN or inf."""
+    cdef Py_ssize_t i
+    cdef double scale = 0.0, ssq = 1.0, a, r
+    for i in range(n):
+        a = fabs(<double> g[i])
+        if a != 0.0:
+            if scale < a:
+                r = scale / a
+                ssq = 1.0 + ssq * r * r
+                scale = a
+            else:
+                r = a / scale
+                ssq += r * r
+    return scale * sqrt(ssq)
+
+
+cdef void _clip_factors(const floating *g, Py_ssize_t n, double total, double grad_scale,
+                        double clip_norm, double *g_scale, double *g_scale2) noexcept nogil:
+    """The factor the update multiplies the gradient g by, as g_scale * g_scale2.
+
+    grad_scale, or when grad_scale ||g|| > clip_norm, grad_scale clip_norm / (grad_scale ||g||).
+    ||g|| is sqrt(total), total the sum of squares in double, when total is a normal number
+    (then every bit is as before); otherwise, when a square overflowed (|g_i| > 1.3e154 in
+    float64: the norm was inf and the step silently zero) or underflowed (|g_i| < 1e-154:
+    the norm was 0, and a clip_norm below it was ignored), the scaled norm (_scaled_norm), if
+    that is finite.  g_scale2 is 1 unless the clipping factor is below the dtype's smallest
+    normal number, which flushing subnormals turns into 0 (float32 gradients near 1e38): then
+    the factor is applied as two normal ones, g_scale = g_scale2 = sqrt(clip_norm / ||g||).
+    """
+    cdef double raw, norm, factor, smallest = DBL_MIN
+    if floating is float:
+        smallest = FLT_MIN
+    g_scale[0] = grad_scale
+    g_scale2[0] = 1.0
+    if clip_norm <= 0:
+        return
+    if total >= DBL_MIN and total <= DBL_MAX:
+        raw = sqrt(total)
+    else:
+        raw = _scaled_norm(g, n)
+        if not isfinite(raw):
+            raw = sqrt(total)       # NaN or inf in g: as before
+    norm = grad_scale * raw
+    if norm > clip_norm:
+        factor = grad_scale * clip_norm / norm
+        if isfinite(norm) and not factor >= smallest:
+            g_scale[0] = sqrt(clip_norm) / sqrt(raw)   # never forms the subnormal quotient
+            g_scale2[0] = g_scale[0]
+        else:
+            g_scale[0] = factor
+
+
+cdef void _update_block_split(const Optimizer *opt, floating *w, const floating *g,
+                              floating *s1, floating *s2, Py_ssize_t n, double decay,
+                              double g_scale, double g_scale2) noexcept nogil:
+    """_update_block with the gradient factor applied as (g_scale g_i) g_scale2: only for a
+    clipping factor below the dtype's smallest normal number (_clip_factors), so the loops of
+    every ordinary step stay as they are."""
+    cdef Py_ssize_t i
+    cdef floating lr = <floating> opt.lr, mu = <floating> opt.momentum
+    cdef floating wd = <floating> decay, gs = <floating> g_scale, gs2 = <floating> g_scale2
+    cdef floating b1 = <floating> opt.beta1, b2 = <floating> opt.beta2
+    cdef floating ob1 = <floating> (1.0 - opt.beta1), ob2 = <floating> (1.0 - opt.beta2)
+    cdef floating eps = <floating> opt.eps, gi, vi, mi, c1 = 1, c2 = 1
+    if opt.kind != _OPT_SGD:
+        c1 = <floating> (1.0 - pow(opt.beta1, <double> opt.t))
+        c2 = <floating> (1.0 - pow(opt.beta2, <double> opt.t))
+    for i in range(n):
+        gi = (gs * g[i]) * gs2 + wd * w[i]
+        if opt.kind == _OPT_SGD:
+            if opt.momentum == 0.0:
+                w[i] -= lr * gi
+                continue
+            vi = mu * s1[i] - lr * gi
+            s1[i] = vi
+            w[i] += mu * vi - lr * gi if opt.nesterov else vi
+        else:
+            mi = b1 * s1[i] + ob1 * gi
+            vi = b2 * s2[i] + ob2 * gi * gi
+            s1[i] = mi
+            s2[i] = vi
+            w[i] -= lr * (mi / c1) / (sqrt(vi / c2) + eps)
+
+
 cdef void _update_block(const Optimizer *opt, floating *w, const floating *g,
                         floating *s1, floating *s2, Py_ssize_t n, double decay,
-                        double g_scale) noexcept nogil:
-    """Update n parameters in place.  g_scale: gradient clipping factor (1 when off).
+                        double g_scale, double g_scale2) noexcept nogil:
+    """Update n parameters in place.  g_scale: gradient clipping factor (1 when off);
+    g_scale2 != 1: its second factor (see _clip_factors).
 
     SGD:  v <- mu v - lr (g + decay w);  w <- w + v        (momentum; Nesterov:
           w <- w + mu v - lr (g + decay w) with the new v);  plain SGD is mu = 0.
@@ -141,6 +230,9 @@ cdef void _update_block(const Optimizer *opt, floating *w, const floating *g,
     cdef floating lr = <floating> opt.lr, mu = <floating> opt.momentum
     cdef floating wd = <floating> decay, gs = <floating> g_scale
     cdef floating b1, b2, ob1, ob2, c1, c2, eps, gi, vi, mi, shrink
+    if g_scale2 != 1.0:
+        _update_block_split(opt, w, g, s1, s2, n, decay, g_scale, g_scale2)
+        return
     if opt.kind == _OPT_SGD:
         if opt.momentum == 0.0:
             for i in range(n):
@@ -198,7 +290,7 @@ cdef struct _UpdateJob:
     void *s1
     void *s2
     Py_ssize_t n, chunk
-    double g_scale
+    double g_scale, g_scale2
     double *partial             # (n_chunks,) the clip norm's sums of squares, per chunk
 
 
@@ -208,12 +300,12 @@ cdef void _update_segment(_UpdateJob *j, Py_ssize_t a, Py_ssize_t e,
         _update_block(j.opt, (<double *> j.params) + a, (<const double *> j.grads) + a,
                       (<double *> j.s1) + a if j.s1 != NULL else <double *> NULL,
                       (<double *> j.s2) + a if j.s2 != NULL else <double *> NULL,
-                      e - a, decay, j.g_scale)
+                      e - a, decay, j.g_scale, j.g_scale2)
     else:
         _update_block(j.opt, (<float *> j.params) + a, (<const float *> j.grads) + a,
                       (<float *> j.s1) + a if j.s1 != NULL else <float *> NULL,
                       (<float *> j.s2) + a if j.s2 != NULL else <float *> NULL,
-                      e - a, decay, j.g_scale)
+                      e - a, decay, j.g_scale, j.g_scale2)
 
 
 cdef void _update_task(void *ctx, long t) noexcept nogil:
@@ -252,30 +344,30 @@ cdef void apply_update(const Net *net, const Optimizer *opt, floating *params,
     all-reduced one of distributed training, has it divided inside this pass, not in another.
     The clip norm's sum of squares is summed per chunk (in double), then over the chunks in
     their order: one chunk (up to _UPDATE_CHUNK parameters) is the sequential sum itself.
+    When that sum is not a normal number, the norm is the scaled one (_clip_factors).
     """
     cdef int k
     cdef long n_chunks, c
     cdef Py_ssize_t nw, nb
-    cdef double g_scale = grad_scale, norm, total
+    cdef double g_scale = grad_scale, g_scale2 = 1.0, total
     cdef double partial[_MAX_CHUNKS]
     cdef _UpdateJob job
     if net.n_threads <= 0:
         # the sequential pass of fastnn before issue 18 (kept for the tests comparing to it)
         if opt.clip_norm > 0:
-            norm = grad_scale * sqrt(_sum_squares(grads, n_params))
-            if norm > opt.clip_norm:
-                g_scale = grad_scale * opt.clip_norm / norm
+            _clip_factors(grads, n_params, _sum_squares(grads, n_params), grad_scale,
+                          opt.clip_norm, &g_scale, &g_scale2)
         for k in range(net.n_layers):
             nw = <Py_ssize_t> net.sizes[k] * net.sizes[k + 1]
             nb = net.sizes[k + 1] * (3 if net.norms[k] else 1)   # [b | gain | shift]: no decay
             _update_block(opt, params + net.w_off[k], grads + net.w_off[k],
                           s1 + net.w_off[k] if s1 != NULL else NULL,
                           s2 + net.w_off[k] if s2 != NULL else NULL,
-                          nw, opt.weight_decay, g_scale)
+                          nw, opt.weight_decay, g_scale, g_scale2)
             _update_block(opt, params + net.b_off[k], grads + net.b_off[k],
                           s1 + net.b_off[k] if s1 != NULL else NULL,
                           s2 + net.b_off[k] if s2 != NULL else NULL,
-                          nb, 0.0, g_scale)
+                          nb, 0.0, g_scale, g_scale2)
         return
     if n_params <= 0:
         return
@@ -291,10 +383,10 @@ cdef void apply_update(const Net *net, const Optimizer *opt, floating *params,
         total = 0.0
         for c in range(n_chunks):
             total += partial[c]
-        norm = grad_scale * sqrt(total)
-        if norm > opt.clip_norm:
-            g_scale = grad_scale * opt.clip_norm / norm
+        _clip_factors(grads, n_params, total, grad_scale, opt.clip_norm, &g_scale,
+                      &g_scale2)
     job.g_scale = g_scale
+    job.g_scale2 = g_scale2
     parallel_for(net.n_threads, n_chunks, _update_task, &job)
 
 

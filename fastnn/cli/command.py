@@ -524,8 +524,20 @@ def _held_out_metric(model, pre, table):
         truth = [python_label(v) for v in raw]
         return "accuracy", float(np.mean([a == b for a, b in zip(labels, truth)]))
     pred = pre.inverse_target(model.predict(X)[:, 0])
-    y = raw.astype(np.float64)
-    return "R^2", float(1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
+    return "R^2", _r_squared(raw.astype(np.float64), pred)
+
+
+def _r_squared(y, pred):
+    """1 - sum (y - pred)^2 / sum (y - mean y)^2; when a sum of squares overflows (targets
+    near 1e200, whose R^2 is an ordinary number), the same ratio of y and pred scaled by the
+    largest |y| (R^2 does not change when both are scaled)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        r2 = 1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2)
+        scale = np.max(np.abs(y))
+        if not np.isfinite(r2) and np.isfinite(scale) and scale > 0:
+            y, pred = y / scale, pred / scale
+            r2 = 1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2)
+    return float(r2)
 
 
 def _labels_from_output(model, pre, P):

@@ -69,6 +69,7 @@ import os
 
 import numpy as np
 
+from fastnn.runtime.state import consistent
 from fastnn.nn.model import MLP
 from fastnn.io.writer import check_output, write_output
 
@@ -556,7 +557,7 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
     >>> sess = ort.InferenceSession("model.onnx")              # doctest: +SKIP
     >>> proba, = sess.run(None, {"X": X.astype(np.float32)})   # doctest: +SKIP
     """
-    mlp, estimator = _resolve(model)
+    _resolve(model)  # a TypeError or ValueError before anything else
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike; got {type(path).__name__}")
     if name is not None and not isinstance(name, str):
@@ -567,43 +568,49 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
     target = None if path is None else check_output(path, "path")
     helper = onnx.helper
 
-    # one snapshot of the weights, copied under the model's lock (which fit holds while an
-    # epoch writes them): an export from another thread during fit is one epoch boundary,
-    # never one layer from each of two epochs
-    mlp = mlp.copy()
-    if not np.isfinite(mlp.params).all():
-        raise ValueError("the model's parameters contain NaN or infinity; not exporting a "
-                         "graph that predicts NaN (MLP.save refuses them too)")
-    g = _Graph(onnx, mlp.dtype)
-    g.opset = opset
-    if estimator is None:
-        pre = getattr(mlp, "preprocessor_", None)   # a `fastnn train` model's table handling
-        z = _mlp_logits(g, mlp, "X" if pre is None else _preprocessed_input(g, pre))
-        outputs = [(out, width, g.elem_type) for out, width in _mlp_outputs(g, mlp, z)]
-        if pre is not None:
-            _unstandardize_targets(g, pre)
-    elif hasattr(estimator, "members"):     # MLPEnsemble
-        outputs = [(out, width, g.elem_type) for out, width in _ensemble_outputs(g, estimator)]
-    elif hasattr(estimator, "classes_"):
-        outputs = _classifier_outputs(g, estimator, _mlp_logits(g, mlp, "X"))
-    else:
-        z = _mlp_logits(g, mlp, "X")
-        outputs = [(out, width, g.elem_type) for out, width in _regressor_outputs(g, estimator, z)]
+    # one snapshot: the graph is built inside consistent(model) (fastnn/runtime/state.py), so an
+    # export from another thread during a fit is one epoch boundary of every network in it
+    # (an ensemble's members all at the same one), never one layer from each of two epochs
+    with consistent(model):
+        mlp, estimator = _resolve(model)
+        mlp = mlp.copy()
+        if not np.isfinite(mlp.params).all():
+            raise ValueError("the model's parameters contain NaN or infinity; not exporting a "
+                             "graph that predicts NaN (MLP.save refuses them too)")
+        g = _Graph(onnx, mlp.dtype)
+        g.opset = opset
+        if estimator is None:
+            # a `fastnn train` model's table handling
+            pre = getattr(mlp, "preprocessor_", None)
+            z = _mlp_logits(g, mlp, "X" if pre is None else _preprocessed_input(g, pre))
+            outputs = [(out, width, g.elem_type) for out, width in _mlp_outputs(g, mlp, z)]
+            if pre is not None:
+                _unstandardize_targets(g, pre)
+        elif hasattr(estimator, "members"):     # MLPEnsemble
+            outputs = [(out, width, g.elem_type)
+                       for out, width in _ensemble_outputs(g, estimator)]
+        elif hasattr(estimator, "classes_"):
+            outputs = _classifier_outputs(g, estimator, _mlp_logits(g, mlp, "X"))
+        else:
+            z = _mlp_logits(g, mlp, "X")
+            outputs = [(out, width, g.elem_type)
+                       for out, width in _regressor_outputs(g, estimator, z)]
 
-    graph = helper.make_graph(
-        g.nodes, name or type(model).__name__,
-        [helper.make_tensor_value_info("X", g.elem_type, ["N", mlp.n_inputs])],
-        [helper.make_tensor_value_info(out, elem, ["N"] if width is None else ["N", width])
-         for out, width, elem in outputs],
-        initializer=g.initializers)
-    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                                   producer_name="fastnn", producer_version=_version(),
-                                   ir_version=_ir_for(onnx, opset))
-    onnx_model.doc_string = repr(model)
-    helper.set_model_props(onnx_model, {
-        "layer_sizes": ",".join(map(str, mlp.layer_sizes)),
-        "activations": ",".join(layer.activation for layer in mlp.layers[:-1]),
-        "output_link": mlp._link_name(), "dtype": mlp.dtype.name})
+        graph = helper.make_graph(
+            g.nodes, name or type(model).__name__,
+            [helper.make_tensor_value_info("X", g.elem_type, ["N", mlp.n_inputs])],
+            [helper.make_tensor_value_info(out, elem,
+                                           ["N"] if width is None else ["N", width])
+             for out, width, elem in outputs],
+            initializer=g.initializers)
+        onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                                       producer_name="fastnn", producer_version=_version(),
+                                       ir_version=_ir_for(onnx, opset))
+        onnx_model.doc_string = repr(model)
+        helper.set_model_props(onnx_model, {
+            "layer_sizes": ",".join(map(str, mlp.layer_sizes)),
+            "activations": ",".join(layer.activation for layer in mlp.layers[:-1]),
+            "output_link": mlp._link_name(), "dtype": mlp.dtype.name})
     onnx.checker.check_model(onnx_model, full_check=True)
     if path is not None:
         # written like MLP.save: a temporary file beside the target, fsynced, then renamed

@@ -79,6 +79,7 @@ sparse minibatch loop; lbfgs) and every prediction method keep it sparse (fastnn
 first layer's products over the stored entries), so memory stays O(nnz).  A CSC X is converted
 to CSR once per fit call.
 """
+import copy
 import hashlib
 import numbers
 import warnings
@@ -102,6 +103,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"fastnn.interop.sklearn needs scikit-learn >= 1.6 ({exc}); install it with "
                       "pip install scikit-learn") from exc
 
+from fastnn.runtime.state import consistent
 from fastnn._validation import (all_finite, check_choice, check_number,
                                 check_sample_weight, float_dtype)
 from fastnn.optim.lbfgs import LBFGS, LBFGSObjective
@@ -158,7 +160,29 @@ class NonFiniteFit(TrainingDiverged, ValueError):
 
 
 class _BaseMLP(BaseEstimator):
-    """Shared machinery: parameter checks, the network, the solvers and the epoch loop."""
+    """Shared machinery: parameter checks, the network, the solvers and the epoch loop.
+
+    A fit in one thread and predict, pickle or ``model_.save`` in another follow
+    fastnn/runtime/state.py: what a fit changes before its epochs and after them changes inside
+    ``consistent(self)``, each epoch's records with the epoch (a recorder of the run), and
+    the readers read inside ``consistent(self)``.
+    """
+
+    def _state_parts(self):
+        """The network, whose state is part of the estimator's (fastnn/runtime/state.py)."""
+        model = vars(self).get("model_")
+        return [model] if isinstance(model, MLP) else []
+
+    def __getstate__(self):
+        # one epoch boundary of a fit in another thread: the network, the optimizer and the
+        # records copied together (object.__getstate__ hands out the live __dict__, which a
+        # running fit changes); the data sets kept for early stopping are only read, and stay
+        # shared with the estimator
+        with consistent(self):
+            state = dict(super().__getstate__())
+            shared = {id(state[k]): state[k] for k in ("_validation_set", "_held_out")
+                      if state.get(k) is not None}
+            return copy.deepcopy(state, shared)
 
     # ------------------------------------------------------------------ parameters
 
@@ -244,7 +268,20 @@ class _BaseMLP(BaseEstimator):
         """Everything of a fit before its epochs: None when there is nothing to train;
         otherwise a dict for ``_end_fit`` whose "run" is the checked fastnn TrainingRun of a
         stochastic solver (to run its "epochs", alone or in lockstep with other estimators'
-        runs: fastnn.interop.sklearn_ensemble), or None after lbfgs has trained."""
+        runs: fastnn.interop.sklearn_ensemble), or None after lbfgs has trained.
+
+        The estimator's new state (its network, classes, records, optimizer) is set up
+        inside ``consistent(self)``, one step for a reader in another thread; lbfgs then
+        trains outside it, publishing its iterates (fastnn.optim.lbfgs)."""
+        with consistent(self):
+            begun = self._set_up_fit(X, y, sample_weight, incremental, classes,
+                                     validation_data)
+        if begun is not None and "lbfgs" in begun:
+            self._fit_lbfgs(*begun.pop("lbfgs"))
+        return begun
+
+    def _set_up_fit(self, X, y, sample_weight, incremental, classes, validation_data):
+        """_begin_fit's work under the estimator's lock."""
         hidden, activation, dtype = self._checked_params()
         if incremental and self.early_stopping and validation_data is None and \
                 getattr(self, "_validation_set", None) is None:
@@ -263,21 +300,26 @@ class _BaseMLP(BaseEstimator):
         if prepared is None:
             return None
         if self.solver == "lbfgs":
-            self._fit_lbfgs(*prepared[:3], prepared[4])
-            return {"run": None}
+            return {"run": None, "lbfgs": (*prepared[:3], prepared[4])}
         X, Y, sw, val, loss, batch_size = prepared
         self.n_iter_ = 0
+        # the epoch's records are part of its commit (a recorder): a reader never sees an
+        # epoch's weights without them
         run, epochs = prepare_run(self.model_, X, Y, loss, self._optimizer,
                                   epochs=1 if incremental else self.max_iter,
                                   batch_size=batch_size, shuffle=self.shuffle,
                                   seed=self._shuffle_seed, sample_weight=sw,
                                   validation_data=val,
-                                  callbacks=[self._epoch_callback(X.shape[0], val)])
+                                  recorders=[self._epoch_callback(X.shape[0], val)])
         return {"run": run, "epochs": epochs, "val": val, "incremental": incremental}
 
     def _end_fit(self, begun, diverged):
         """After the epochs of ``_begin_fit``'s run (diverged: its TrainingDiverged or
-        None): scikit-learn's records, stopping and warnings."""
+        None): scikit-learn's records, stopping and warnings, inside consistent(self)."""
+        with consistent(self):
+            self._end_fit_state(begun, diverged)
+
+    def _end_fit_state(self, begun, diverged):
         if begun["run"] is not None:
             self._after_epochs(begun["val"], begun["incremental"], diverged)
         if not all_finite(self.model_.params):
@@ -328,12 +370,13 @@ class _BaseMLP(BaseEstimator):
         result = solver.fit(self.model_, X, Y, loss, sample_weight=sw,
                             callback=lambda it, value: curve.append(value),
                             verbose=bool(self.verbose))
-        self.n_iter_ = min(int(result.nit), self.max_iter)
-        self.t_ += X.shape[0] * self.n_iter_
-        self.loss_ = float(result.fun)
-        self.loss_curve_.extend(curve)
-        self.best_loss_ = min(curve) if curve else self.loss_
-        self.stopped_early_ = False
+        with consistent(self):  # the records of the run, with its last iterate
+            self.n_iter_ = min(int(result.nit), self.max_iter)
+            self.t_ += X.shape[0] * self.n_iter_
+            self.loss_ = float(result.fun)
+            self.loss_curve_.extend(curve)
+            self.best_loss_ = min(curve) if curve else self.loss_
+            self.stopped_early_ = False
         if result.status != 0:
             message = result.message
             if isinstance(message, bytes):
@@ -593,8 +636,14 @@ class _BaseMLP(BaseEstimator):
         if decay and self.solver != "adamw":  # AdamW's decay is no term of the loss
             with np.errstate(over="ignore", invalid="ignore"):
                 # (NumPy's sum, not np.dot: its BLAS splits long sums over the cores)
-                penalty = 0.5 * decay * sum(float(np.square(W).sum())
-                                            for W in self.model_.coefs)
+                squares = sum(float(np.square(W).sum()) for W in self.model_.coefs)
+                penalty = 0.5 * decay * squares
+                if not np.isfinite(squares) and all(all_finite(W) for W in self.model_.coefs):
+                    # weights above 1e154 overflow their squares while the penalty, scaled
+                    # by a small decay, may be a number: sum (W / s)^2, s the largest |w|
+                    scale = max(float(np.abs(W).max()) for W in self.model_.coefs)
+                    ssq = sum(float(np.square(W / scale).sum()) for W in self.model_.coefs)
+                    penalty = 0.5 * decay * scale * scale * ssq
         return data_loss / self._loss_scale() + penalty
 
     def _loss_scale(self):
@@ -642,9 +691,9 @@ class _BaseMLP(BaseEstimator):
     def _outputs(self, X, link):
         """Validated X through the network: logits (link=False) or the output link applied."""
         check_is_fitted(self)
-        X = validate_data(self, _checked(X, "X"), reset=False, dtype=self.model_.dtype, order="C",
-                          accept_sparse=("csr", "csc"))
-        with self._threads():
+        with consistent(self), self._threads():  # one epoch boundary of a running fit
+            X = validate_data(self, _checked(X, "X"), reset=False, dtype=self.model_.dtype,
+                              order="C", accept_sparse=("csr", "csc"))
             if sparse.issparse(X):  # the compiled sparse first layer (fastnn.nn.sparse)
                 return sparse_forward(self.model_, X, link=link)
             return self.model_.predict(X) if link else self.model_.forward(X)
@@ -1172,7 +1221,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Rows sum to 1, except for multi-label targets (one independent probability per
             label).
         """
-        return self._proba_from_logits(self._outputs(X, link=False).astype(np.float64))
+        with consistent(self):  # the classes of the network predicting
+            return self._proba_from_logits(self._outputs(X, link=False).astype(np.float64))
 
     def _proba_from_logits(self, z):
         """Probabilities from float64 logits, in the output dtype, kept strictly inside (0, 1)
@@ -1237,10 +1287,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         -------
         ndarray of shape (n_samples,) with classes_' type, or (n_samples, n_labels) of 0/1
         """
-        proba = self.predict_proba(X)
-        if self._kind == "multilabel":
-            return (proba > 0.5).astype(self._label_dtype)
-        return self.classes_[proba.argmax(axis=1)]
+        with consistent(self):  # the classes of the network predicting
+            proba = self.predict_proba(X)
+            if self._kind == "multilabel":
+                return (proba > 0.5).astype(self._label_dtype)
+            return self.classes_[proba.argmax(axis=1)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -1391,6 +1442,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             Standard deviation (not variance), in the units of y.
         """
         check_is_fitted(self)
+        with consistent(self):  # one epoch boundary of a running fit
+            return self._predict(X, return_std)
+
+    def _predict(self, X, return_std):
         if return_std and self.model_._link_name() != "gaussian":
             raise ValueError("return_std=True needs a regressor fitted with "
                              "loss='gaussian_nll'")

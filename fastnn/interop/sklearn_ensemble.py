@@ -31,12 +31,14 @@ spread of the members' means alone otherwise.
 
 ``bootstrap=True`` resamples the training rows per member as integer sample weights (the
 number of times each row is drawn, multiplied into ``sample_weight``), so every member still
-sees every class.  Needs scikit-learn (``pip install scikit-learn``).
+sees every class; a resample that misses every row of positive ``sample_weight`` is drawn
+again from the member's stream (``fastnn.ensemble.bootstrap_draw``).  Needs scikit-learn (``pip install scikit-learn``).
 
 ``tests/test_sklearn_ensemble.py`` runs scikit-learn's estimator checks on both, with float64
 members; float32 members (the default) share fastnn.interop.sklearn's two rounding exceptions
 (``check_methods_subset_invariance``, ``check_sample_weight_equivalence_on_dense_data``).
 """
+import copy
 import numbers
 
 import numpy as np
@@ -51,7 +53,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"fastnn.interop.sklearn_ensemble needs scikit-learn >= 1.6 ({exc}); install "
                       "it with pip install scikit-learn") from exc
 
-from fastnn.ensemble import train_in_lockstep
+from fastnn.runtime.state import consistent
+from fastnn.ensemble import bootstrap_draw, train_in_lockstep
 from fastnn.runtime.threads import _default_threads, compiled_threads, resolve_threads
 from fastnn.training.engine import TrainingDiverged
 
@@ -61,7 +64,20 @@ _SEED_BOUND = np.iinfo(np.int32).max
 
 
 class _BaseEnsemble(BaseEstimator):
-    """Shared: parameter checks, member seeds, bootstrap weights, the lockstep fit."""
+    """Shared: parameter checks, member seeds, bootstrap weights, the lockstep fit.
+
+    A fit trains new members and publishes them when they are done, inside
+    ``consistent(self)``; predict and pickle read inside it (fastnn/runtime/state.py), so they see the
+    members of one fit, each at one epoch boundary.
+    """
+
+    def _state_parts(self):
+        """The fitted members, whose state is part of the ensemble's (fastnn/runtime/state.py)."""
+        return list(vars(self).get("estimators_", ()))
+
+    def __getstate__(self):
+        with consistent(self):   # one fit's members, each at one epoch boundary
+            return copy.deepcopy(dict(super().__getstate__()))
 
     def __init__(self, estimator=None, n_estimators=5, *, bootstrap=False, n_jobs=None,
                  random_state=None):
@@ -101,9 +117,11 @@ class _BaseEnsemble(BaseEstimator):
         if self.bootstrap:
             n = X.shape[0] if hasattr(X, "shape") else len(X)
             base = np.ones(n) if sample_weight is None else np.asarray(sample_weight, float)
-            weights = [base * np.bincount(np.random.default_rng(int(s)).integers(0, n, n),
-                                          minlength=n)
-                       for s in seeds]
+            # a resample that misses every row of positive weight is drawn again from the
+            # member's stream (bootstrap_draw): its fit would have nothing to train on
+            weights = [base * np.bincount(bootstrap_draw(np.random.default_rng(int(s)), n,
+                                                         base, f"member {k}"), minlength=n)
+                       for k, s in enumerate(seeds)]
 
         # n_jobs threads in all: the pool runs min(members, n_jobs) members' epochs at once
         # (each on one thread), and every other compiled call of the members' fits (lbfgs
@@ -147,11 +165,16 @@ class _BaseEnsemble(BaseEstimator):
                     first_error = first_error or exc
         if first_error is not None:
             raise first_error
-        self.estimators_ = members
-        self.member_seeds_ = [int(s) for s in seeds]
-        self.n_features_in_ = members[0].n_features_in_
-        if hasattr(members[0], "feature_names_in_"):
-            self.feature_names_in_ = members[0].feature_names_in_
+        with consistent(self):  # the new members and what describes them, in one step
+            self.estimators_ = members
+            self.member_seeds_ = [int(s) for s in seeds]
+            self.n_features_in_ = members[0].n_features_in_
+            if hasattr(members[0], "feature_names_in_"):
+                self.feature_names_in_ = members[0].feature_names_in_
+            else:
+                vars(self).pop("feature_names_in_", None)
+            if hasattr(members[0], "classes_"):
+                self.classes_ = members[0].classes_
         return self
 
     def __sklearn_tags__(self):
@@ -207,6 +230,10 @@ class EnsembleRegressor(RegressorMixin, _BaseEnsemble):
             with ``loss="gaussian_nll"``; the spread of the members' means otherwise.
         """
         check_is_fitted(self, "estimators_")
+        with consistent(self):  # one fit's members
+            return self._predict(X, return_std)
+
+    def _predict(self, X, return_std):
         learned = getattr(self.estimators_[0], "loss", None) == "gaussian_nll"
         if learned and return_std:
             pairs = [m.predict(X, return_std=True) for m in self.estimators_]
@@ -248,15 +275,14 @@ class EnsembleClassifier(ClassifierMixin, _BaseEnsemble):
         if type_of_target(y) == "multilabel-indicator":
             raise ValueError("EnsembleClassifier does not support multi-label targets (a 0/1 "
                              "matrix y); fit one fastnn.interop.sklearn.MLPClassifier instead")
-        self._fit_members(X, y, sample_weight)
-        self.classes_ = self.estimators_[0].classes_
-        return self
+        return self._fit_members(X, y, sample_weight)   # (classes_ with the members)
 
     def predict_proba(self, X):
         """The mean of the members' probabilities, shape (n_samples, n_classes), float64."""
         check_is_fitted(self, "estimators_")
-        return np.mean([np.asarray(m.predict_proba(X), np.float64)
-                        for m in self.estimators_], axis=0)
+        with consistent(self):  # one fit's members
+            return np.mean([np.asarray(m.predict_proba(X), np.float64)
+                            for m in self.estimators_], axis=0)
 
     def predict_log_proba(self, X):
         """Logarithm of predict_proba, exact and finite also where the probability underflows.
@@ -288,4 +314,5 @@ class EnsembleClassifier(ClassifierMixin, _BaseEnsemble):
     def predict(self, X):
         """The class of highest mean probability, of classes_' type."""
         check_is_fitted(self, "estimators_")
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        with consistent(self):  # the classes of the members predicting
+            return self.classes_[self.predict_proba(X).argmax(axis=1)]

@@ -94,6 +94,7 @@ import zlib
 import numpy as np
 
 from fastnn.nn import init as _init
+from fastnn.runtime.state import consistent
 from fastnn._version import __version__
 from fastnn.optim import optimizers as _optim
 from fastnn._validation import MAX_DIM, check_bool, check_choice, check_number
@@ -163,25 +164,52 @@ def save_model(model, path, optimizer=None):
 
     Notes
     -----
-    Safe while ``fit`` runs in another thread: the parameters and the optimizer's state are
-    copied under the model's lock, which fit holds during each epoch, so the file holds the
-    state of one epoch boundary (the save waits for the running epoch to end).  An existing
-    target keeps its permission bits; a symbolic link is followed.
+    Safe while any fit runs in another thread: everything the file holds is copied inside
+    ``fastnn.runtime.state.consistent(model)`` (``model_arrays``), so the file holds the state of
+    one epoch boundary, the optimizer's included (the save waits for the running epoch to
+    end, and no longer).  An existing target keeps its permission bits; a symbolic link is
+    followed.
     """
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
     target = check_output(path, "path")  # a directory, a missing folder: refused up front
-    # One consistent snapshot: the parameters and the optimizer's state are copied under the
-    # model's lock, which fit holds while an epoch runs (and every other writer of params
-    # holds too); the file is written from the copies, after the lock is released.
-    with model._lock:
+    arrays = model_arrays(model, optimizer, target.path)
+    write_output(target, lambda fh: _write_npz(fh, arrays))
+
+
+def model_arrays(model, optimizer=None, path=None):
+    """The arrays of `model`'s file (``description`` included), copied inside
+    ``consistent(model)``: one epoch boundary of a fit running in another thread (the
+    parameters, loss, link and table handling with the optimizer's state, counters, schedule
+    and early-stopping record of that same boundary).  Waits for a running epoch to end.
+
+    Parameters
+    ----------
+    model : fastnn.MLP
+    optimizer : fastnn.SGD, fastnn.Adam or None
+    path : str, optional
+        Named in the error for non-finite parameters.
+
+    Returns
+    -------
+    dict of name -> ndarray, as ``save_model`` writes them
+
+    Raises
+    ------
+    TypeError, ValueError
+        As ``save_model``.
+    """
+    with consistent(model):
         params = np.array(model.params, dtype=model.dtype.newbyteorder("<"))  # a copy
         optimizer_description, states, best, run = (None, [], None, None)
         if optimizer is not None:
             optimizer_description, states = _describe_optimizer(optimizer, model)
             best, run = _describe_early_stopping(optimizer, model, optimizer_description)
+        output, loss = model.output, model.loss_
+        preprocessor = getattr(model, "preprocessor_", None)
     if not np.isfinite(params).all():
-        raise ValueError(f"not saving to {target.path!r}: the model's parameters contain "
+        target = "" if path is None else f" to {os.fspath(path)!r}"
+        raise ValueError(f"not saving{target}: the model's parameters contain "
                          "NaN or infinity (a file always holds finite parameters; the "
                          "existing file, if any, is unchanged)")
     description = {
@@ -196,15 +224,14 @@ def save_model(model, path, optimizer=None):
                     "init": _initializer_config(layer.init, k, "init"),
                     "bias_init": _initializer_config(layer.bias_init, k, "bias_init")}
                    for k, layer in enumerate(model.layers)],
-        "output": model.output,
-        "loss": model.loss_.get_config() if model.loss_ is not None else None,
+        "output": output,
+        "loss": loss.get_config() if loss is not None else None,
         "n_params": int(model.n_params),
         "params_sha256": hashlib.sha256(params.tobytes()).hexdigest(),
         "optimizer": optimizer_description,
         # the table a `fastnn train` model was fitted on (fastnn.io.tabular): columns, classes,
         # standardisation; null for a model trained from arrays
-        "tabular": (model.preprocessor_.get_config()
-                    if getattr(model, "preprocessor_", None) is not None else None),
+        "tabular": preprocessor.get_config() if preprocessor is not None else None,
     }
     arrays = {"params": params}
     for i, state in enumerate(states):
@@ -214,7 +241,7 @@ def save_model(model, path, optimizer=None):
     if run is not None:
         arrays["early_stopping_run_params"] = run
     arrays["description"] = np.array(json.dumps(description, allow_nan=False))
-    write_output(target, lambda fh: _write_npz(fh, arrays))
+    return arrays
 
 
 def _check_path(path):
@@ -236,7 +263,7 @@ def _initializer_config(initializer, k, what):
         warnings.warn(f"layer {k}'s {what} {initializer!r} cannot be rebuilt from its config "
                       f"{config!r}; it is saved as null and a loaded model gets the default "
                       "initializer (this affects only a later init_params, not the weights)",
-                      UserWarning, stacklevel=4)
+                      UserWarning, stacklevel=5)
         return None
     return config
 
@@ -513,11 +540,12 @@ def _parse_description(path, raw):
         raise ModelFileError(path, "it is an ensemble file (written by MLPEnsemble.save), not "
                                    "a single model; load it with fastnn.load_ensemble")
     if description.get("format") != FORMAT:
-        raise ModelFileError(path, f"its format is {_short(description.get('format'))}; "
+        raise ModelFileError(path, f"its format is {_shown(description, 'format')}; "
                                    f"expected {FORMAT!r}")
     version = description.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ModelFileError(path, f"its format_version is {_short(version)}; expected a "
+        raise ModelFileError(path, f"its format_version is "
+                                   f"{_shown(description, 'format_version')}; expected a "
                                    "positive integer")
     if version > FORMAT_VERSION:
         raise ModelFileError(
@@ -538,6 +566,12 @@ def _short(value, limit=80):
     """repr(value), cut to `limit` characters: messages stay readable for crafted values."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _shown(container, key):
+    """A description field as a message shows it: "missing" when absent (rather than the
+    None that .get gives), else its value (_short)."""
+    return _short(container[key]) if key in container else "missing"
 
 
 def _field(path, container, key, where):

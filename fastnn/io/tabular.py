@@ -194,6 +194,18 @@ def read_table(path, *, delimiter=None, index_col=None, encoding="utf-8", na_val
     return Table(path, columns, data, lines)
 
 
+def _delimiter_hint(table):
+    """A sentence for a table read as one column whose name holds another delimiter (a
+    semicolon-separated .csv), else ""."""
+    if len(table.columns) == 1:
+        found = [d for d in (";", "\t", "|", ",") if d in table.columns[0]]
+        if found:
+            shown = {"\t": "\\t"}.get(found[0], found[0])
+            return (f"; the header was read as one column: if the file is separated by "
+                    f"{shown!r}, pass --delimiter {shown!r}")
+    return ""
+
+
 def _index_column(path, columns, index_col):
     if index_col is None:
         first = columns[0]
@@ -434,7 +446,7 @@ class Preprocessor:
         """
         if target not in table.data:
             raise TableError(f"--target {target!r}: no such column in {table.path} (columns: "
-                             f"{', '.join(table.columns)})")
+                             f"{', '.join(table.columns)}){_delimiter_hint(table)}")
         y_raw = table.data[target]
         miss = table.missing(target)
         if miss.any():
@@ -465,12 +477,14 @@ class Preprocessor:
                 raise TableError(f"--task regression: the target {target!r} in {table.path} "
                                  "is not numeric")
             classes = None
-            y_mean = float(y_raw.mean()) if standardize_target else 0.0
-            y_scale = float(y_raw.std()) if standardize_target else 1.0
+            _check_finite(table, [target], y_raw[:, None], "the target column")
+            y_mean, y_scale = 0.0, 1.0
+            if standardize_target:
+                y_mean, y_scale = (float(v[0]) for v in _mean_std(y_raw[:, None]))
             if y_scale == 0:
                 raise TableError(f"{table.path}: the target {target!r} is constant "
                                  f"({y_raw[0]:g}); there is nothing to learn")
-            y = (y_raw - y_mean) / y_scale
+            y = _standardized(y_raw, y_mean, y_scale)
         X = _numeric_block(table, features)
         x_fill = None
         if impute is not None:
@@ -487,13 +501,13 @@ class Preprocessor:
         if x_fill is not None:
             X = np.where(np.isnan(X), x_fill, X)
         if standardize:
-            x_mean, x_scale = X.mean(axis=0), X.std(axis=0)
+            x_mean, x_scale = _mean_std(X)
             x_scale[x_scale == 0] = 1.0  # a constant column stays constant (0)
         else:
             x_mean, x_scale = np.zeros(len(features)), np.ones(len(features))
         pre = cls(features, target, task, classes, x_mean, x_scale, x_fill, y_mean, y_scale)
         pre.warning = warning
-        return pre, (X - x_mean) / x_scale, y
+        return pre, pre.transform(X), y
 
     # ----------------------------------------------------------------- applying
 
@@ -581,7 +595,14 @@ class Preprocessor:
         if self.task == "classification":
             index = {c: i for i, c in enumerate(self.classes)}
             return np.array([index.get(python_label(v), -1) for v in raw], dtype=np.int64)
-        return (raw.astype(np.float64) - self.y_mean) / self.y_scale
+        if raw.dtype.kind not in "fb":
+            row = next(i for i, v in enumerate(raw) if not _is_number(v))
+            raise TableError(f"{table.path}, line {int(table.lines[row])}: the target column "
+                             f"{self.target!r} holds text ({raw[row]!r}); the model predicts "
+                             "numbers")
+        raw = raw.astype(np.float64)
+        _check_finite(table, [self.target], raw[:, None], "the target column")
+        return _standardized(raw, self.y_mean, self.y_scale)
 
     def transform(self, X):
         """Standardise an array whose columns are already the features, in order.
@@ -595,7 +616,7 @@ class Preprocessor:
         ndarray of shape (n_rows, n_features), float64
             ``(X - x_mean) / x_scale``.
         """
-        return (np.asarray(X, dtype=np.float64) - self.x_mean) / self.x_scale
+        return _standardized(np.asarray(X, dtype=np.float64), self.x_mean, self.x_scale)
 
     def inverse_target(self, y):
         """A standardised regression prediction back in the target's units.
@@ -661,14 +682,48 @@ class Preprocessor:
 
 def _vector(values, n, name):
     if not isinstance(values, (list, tuple, np.ndarray)):
-        raise ValueError(f"{name} must be a list of {n} numbers")
+        raise ValueError(f"{name} must be a list of {n} numbers (one per feature)")
     if any(isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer))
            for v in values):
         raise ValueError(f"{name} must hold numbers")
     arr = np.array(values, dtype=np.float64)
-    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} has shape {arr.shape}; expected ({n},) finite numbers")
+    if arr.shape != (n,):
+        raise ValueError(f"{name} has {arr.size} entries; expected {n} (one per feature)")
+    if not np.all(np.isfinite(arr)):
+        j = int(np.argmax(~np.isfinite(arr)))
+        raise ValueError(f"{name}[{j}] is {arr[j]!r}; expected a finite number")
     return arr
+
+
+def _mean_std(X):
+    """Per column (X: 2-D float64): the mean and the population standard deviation.
+
+    NumPy's, bit for bit, where they are finite; a column whose square (or sum) overflows
+    although its statistics are representable (values near 1e200: its std is about that
+    size) is scaled by its largest magnitude first, as BLAS's nrm2 scales a norm.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = X.mean(axis=0), X.std(axis=0)
+    redo = ~(np.isfinite(mean) & np.isfinite(std))
+    if redo.any():
+        big = X[:, redo]
+        scale = np.abs(big).max(axis=0)   # > 0: only large values overflow
+        scaled = big / scale
+        mean[redo] = scaled.mean(axis=0) * scale
+        std[redo] = scaled.std(axis=0) * scale
+    return mean, std
+
+
+def _standardized(X, mean, scale):
+    """(X - mean) / scale; where that difference overflows although the result does not
+    (values near +-1e308 on both sides of the mean), X / scale - mean / scale."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = (X - mean) / scale
+        if not np.isfinite(out).all():
+            redo = ~np.isfinite(out) & np.isfinite(X)
+            alt = X / scale - mean / scale
+            out = np.where(redo, alt, out)
+    return out
 
 
 def check_complete(table, target, features=True):
@@ -692,7 +747,7 @@ def check_complete(table, target, features=True):
     """
     if target not in table.data:
         raise TableError(f"--target {target!r}: no such column in {table.path} (columns: "
-                         f"{', '.join(table.columns)})")
+                         f"{', '.join(table.columns)}){_delimiter_hint(table)}")
     miss = table.missing(target)
     if miss.any():
         line, count = _first_missing(table, target, miss)
@@ -753,7 +808,22 @@ def _numeric_block(table, names):
                     "first, e.g. with pandas.get_dummies; if it marks a missing value, name "
                     "it with --na-values)")
         cols.append(col.astype(np.float64))
-    return np.column_stack(cols) if cols else np.zeros((table.n_rows, 0))
+    X = np.column_stack(cols) if cols else np.zeros((table.n_rows, 0))
+    _check_finite(table, names, X, "column")
+    return X
+
+
+def _check_finite(table, names, X, what):
+    """A TableError for the first infinite cell of X (columns `names`), naming its line,
+    its column and what was expected; NaN cells are missing values, checked apart."""
+    bad = np.isinf(X)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        count = int(bad.sum())
+        more = f" ({count} infinite cells in all)" if count > 1 else ""
+        raise TableError(f"{table.path}, line {int(table.lines[row])}: {what} "
+                         f"{names[col]!r} holds {X[row, col]:g}{more}; expected a finite "
+                         "number (a value beyond about 1.8e308 reads as infinity too)")
 
 
 def _is_number(text):

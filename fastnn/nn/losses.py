@@ -125,14 +125,21 @@ def _class_labels(y, n_out=None):
     n_out=None (target_width) accepts any number of classes the kernels can index.
     """
     if y.dtype.kind == "f":
-        if not np.isfinite(y).all():
-            raise ValueError("y contains NaN or infinity; expected integer class labels")
+        finite = np.isfinite(y)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            raise ValueError(f"y contains NaN or infinity (first at index {i}: "
+                             f"{float(y[i])!r}); expected integer class labels (0, 1, 2, ...)")
         frac = y != np.floor(y)
         if frac.any():
             i = np.flatnonzero(frac)[0]
+            # the number of classes is known only from a model's outputs
+            labels, rows = (("(0, 1, 2, ...)", "(one column per class)") if n_out is None else
+                            (f"in [0, {n_out})", f"of shape (n_samples, {n_out})"))
             raise ValueError(f"y is 1-D with the non-integer value {float(y[i])!r} at index "
-                             f"{i}; CrossEntropy expects integer class labels in [0, {n_out}) or "
-                             f"probability rows of shape (n_samples, {n_out})")
+                             f"{i}; CrossEntropy expects integer class labels {labels} or "
+                             f"probability rows {rows} (for numeric targets, use a "
+                             "regression loss such as mse)")
     # as Python numbers: a float16 label compared with MAX_DIM would overflow NumPy's cast
     lo, hi = y.min().item(), y.max().item()
     if n_out is None:

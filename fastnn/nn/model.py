@@ -11,8 +11,8 @@ The last layer computes logits (identity activation); the output link (sigmoid, 
 belongs to the loss, which fuses it with its gradient.  ``output="auto"`` takes the link of the
 last loss the model was trained or evaluated with.
 """
+import copy
 import numbers
-import threading
 import warnings
 
 import numpy as np
@@ -21,6 +21,7 @@ from scipy import sparse as _scipy_sparse
 from fastnn._core import _network
 from fastnn.runtime import fpmode
 from fastnn.nn import init as _init
+from fastnn.runtime.state import StateLock, consistent
 from fastnn._validation import (all_finite, as_ndarray, check_choice, check_number,
                                 check_random_state, check_values, check_writeable, float_dtype,
                                 MAX_DIM)
@@ -452,7 +453,9 @@ class MLP:
             _check_alpha_fits(layer._activation_parameter(), dtype,
                               f"layer {k}'s {parameter_name(layer.activation)}")
         self._dtype = np.dtype(dtype)
-        self._lock = threading.RLock()
+        # the state lock (fastnn/runtime/state.py): every write of the parameters, the loss and the
+        # output link holds it, and save, predict and export read under it
+        self._lock = StateLock()
         self._loss = None
         self.preprocessor_ = None  # fastnn.io.tabular.Preprocessor of a `fastnn train` model
         self.output = output
@@ -548,11 +551,13 @@ class MLP:
     @output.setter
     def output(self, value):
         value = check_choice(value, "output", ("auto",) + tuple(OUTPUT_LINKS))
-        if value != "auto" and self._loss is not None and value != self._loss.output_name:
-            raise ValueError(f"output={value!r} does not match the model's loss "
-                             f"{type(self._loss).__name__}, whose link is "
-                             f"{self._loss.output_name!r}")
-        self._output = value
+        with self._lock:  # the link a concurrent predict or save reads
+            if value != "auto" and self._loss is not None and \
+                    value != self._loss.output_name:
+                raise ValueError(f"output={value!r} does not match the model's loss "
+                                 f"{type(self._loss).__name__}, whose link is "
+                                 f"{self._loss.output_name!r}")
+            self._output = value
 
     @property
     def loss_(self):
@@ -560,7 +565,9 @@ class MLP:
 
     @loss_.setter
     def loss_(self, loss):
-        self._loss = None if loss is None else self._use_loss(loss)
+        loss = None if loss is None else self._use_loss(loss)
+        with self._lock:  # the link a concurrent predict or save reads
+            self._loss = loss
 
     def set_weights(self, coefs=None, intercepts=None):
         """Copy weight matrices and bias vectors into the model, all checked before any is written.
@@ -627,15 +634,18 @@ class MLP:
         rng = check_random_state(seed)
         self.seed = None if seed is None or isinstance(seed, np.random.Generator) else \
             int(seed)
-        for k, layer in enumerate(self.layers):
-            W = layer.init((layer.n_in, layer.n_out), rng=rng, dtype=self.dtype)
-            b = layer.bias_init((layer.n_out,), rng=rng, dtype=self.dtype)
-            with self._lock:
+        drawn = [(layer.init((layer.n_in, layer.n_out), rng=rng, dtype=self.dtype),
+                  layer.bias_init((layer.n_out,), rng=rng, dtype=self.dtype))
+                 for layer in self.layers]
+        with self._lock:  # every layer in one step for a reader in another thread
+            for layer, (W, b) in zip(self.layers, drawn):
                 layer.W[...] = W
                 layer.b[...] = b
                 if layer.normalization:   # the identity map at the start
                     layer.gain[...] = 1
                     layer.shift[...] = 0
+            self.grads[...] = 0
+        for k, layer in enumerate(self.layers):
             hidden = k < len(self.layers) - 1
             if warn_symmetric and hidden and layer.n_out > 1 and _init.is_symmetric(layer.init):
                 warnings.warn(
@@ -643,7 +653,6 @@ class MLP:
                     f"{layer.n_out} units: they get identical gradients and stay identical "
                     "(the symmetry problem). Use a random initializer, or pass "
                     "warn_symmetric=False to demonstrate it.", UserWarning, stacklevel=3)
-        self.grads[...] = 0
         return self
 
     # ------------------------------------------------------------------ structure
@@ -721,9 +730,11 @@ class MLP:
         Returns
         -------
         ndarray of shape (n_params,), the model's dtype
-            Every weight and bias in the layout of the module docstring.
+            Every weight and bias in the layout of the module docstring (one epoch boundary
+            of a fit running in another thread).
         """
-        return self.params.copy()
+        with consistent(self):
+            return self.params.copy()
 
     def set_flat_params(self, params):
         """Copy a flat parameter vector into the model (cast to its dtype).
@@ -774,15 +785,17 @@ class MLP:
 
 
     def copy(self):
-        """An independent model with the same structure, parameters and loss."""
+        """An independent model with the same structure, parameters and loss (one epoch
+        boundary of a fit running in another thread)."""
         other = MLP.from_layers([layer._clone() for layer in self.layers],
-                                output=self.output, dtype=self.dtype, warn_symmetric=False)
-        with self._lock:
+                                output="auto", dtype=self.dtype, warn_symmetric=False)
+        with consistent(self):
             other.params[...] = self.params
-        other.grads[...] = self.grads
-        other.loss_ = self.loss_
-        other.preprocessor_ = self.preprocessor_
-        other.seed = self.seed
+            other.grads[...] = self.grads
+            other.loss_ = self.loss_
+            other.output = self.output
+            other.preprocessor_ = self.preprocessor_
+            other.seed = self.seed
         return other
 
     def astype(self, dtype):
@@ -797,11 +810,12 @@ class MLP:
         MLP
         """
         other = MLP.from_layers([layer._clone() for layer in self.layers],
-                                output=self.output, dtype=dtype, warn_symmetric=False)
-        with self._lock:
+                                output="auto", dtype=dtype, warn_symmetric=False)
+        with consistent(self):
             other.params[...] = self.params
-        other.loss_ = self.loss_
-        other.seed = self.seed
+            other.loss_ = self.loss_
+            other.output = self.output
+            other.seed = self.seed
         return other
 
     # ------------------------------------------------------------------ computation
@@ -829,19 +843,34 @@ class MLP:
                              f"model has {self.n_outputs}")
         return loss
 
-    def _forward(self, X, kind):
-        from fastnn.nn.sparse import CSRInput, forward_kind
-        # the compiled sparse first layer, X kept sparse (a CSRInput: converted once already,
-        # e.g. by an ensemble for all its members)
+    def _input(self, X):
+        """X converted once for _forward: a checked C-contiguous array of the model's dtype,
+        or a scipy.sparse X as-is (fastnn.nn.sparse converts it)."""
+        from fastnn.nn.sparse import CSRInput
         if _scipy_sparse.issparse(X) or isinstance(X, CSRInput):
-            return forward_kind(self, X, kind, kind != OUTPUT_LINKS["identity"],
-                                PREDICT_CHUNK_ROWS)
-        X = as_input(X, "X", self.dtype, self.n_inputs)
-        out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
-        with compiled_threads() as n_threads:     # every core; the same bits for any count
-            _network.forward_into(self._spec, self.params, X, out, kind, PREDICT_CHUNK_ROWS,
-                                  fpmode.get_flush_denormals(), n_threads)
-        return out
+            return X
+        return as_input(X, "X", self.dtype, self.n_inputs)
+
+    def _forward(self, X, kind=None):
+        """The logits (kind: identity) or the output of link `kind` (None: the model's
+        link, read with the parameters) for an X converted by _input; computed inside
+        ``consistent(self)``, so a fit in another thread is seen at one epoch boundary (its
+        running epoch ends first).  Returns (out, kind)."""
+        from fastnn.nn.sparse import CSRInput, forward_kind
+        with consistent(self):
+            if kind is None:
+                kind = self._link_kind()
+            # the compiled sparse first layer, X kept sparse (a CSRInput: converted once
+            # already, e.g. by an ensemble for all its members)
+            if _scipy_sparse.issparse(X) or isinstance(X, CSRInput):
+                return forward_kind(self, X, kind, kind != OUTPUT_LINKS["identity"],
+                                    PREDICT_CHUNK_ROWS), kind
+            out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
+            with compiled_threads() as n_threads:  # every core; the same bits for any count
+                _network.forward_into(self._spec, self.params, X, out, kind,
+                                      PREDICT_CHUNK_ROWS, fpmode.get_flush_denormals(),
+                                      n_threads)
+        return out, kind
 
     def forward(self, X):
         """Logits of the last layer (before the output link).
@@ -857,7 +886,7 @@ class MLP:
         Z : ndarray of shape (n_samples, n_outputs), the model's dtype
             Logits (not probabilities): the losses take these.
         """
-        return self._forward(X, OUTPUT_LINKS["identity"])
+        return self._forward(self._input(X), OUTPUT_LINKS["identity"])[0]
 
     def predict(self, X):
         """The model's prediction: the output link applied to the logits.
@@ -883,8 +912,7 @@ class MLP:
             The model's dtype.  Probabilities in [0, 1] (sigmoid, softmax; not logits, see
             ``forward``), or the mean / rate in the units of y.
         """
-        kind = self._link_kind()
-        out = self._forward(X, kind)
+        out, kind = self._forward(self._input(X))
         if kind == _LEARNED_GAUSSIAN:
             return np.ascontiguousarray(out[:, : self.n_outputs // 2])
         return out
@@ -907,10 +935,12 @@ class MLP:
         ValueError
             The model's output link is not sigmoid or softmax.
         """
-        if self._link_name() not in ("sigmoid", "softmax"):
-            raise ValueError(f"predict_proba needs a sigmoid or softmax output; this model's "
-                             f"output link is {self._link_name()!r}")
-        return self.predict(X)
+        X = self._input(X)
+        with consistent(self):  # the link checked is the link predicted with
+            if self._link_name() not in ("sigmoid", "softmax"):
+                raise ValueError(f"predict_proba needs a sigmoid or softmax output; this "
+                                 f"model's output link is {self._link_name()!r}")
+            return self.predict(X)
 
     def predict_std(self, X):
         """Predicted standard deviation exp(s/2) of a learned-variance Gaussian model.
@@ -929,10 +959,12 @@ class MLP:
         ndarray of shape (n_samples, n_outputs // 2), the model's dtype
             Standard deviations (not variances), in the units of y.
         """
-        if self._link_kind() != _LEARNED_GAUSSIAN:
-            raise ValueError("predict_std needs a model trained with "
-                             "GaussianNLL(sigma='learned')")
-        out = self._forward(X, _LEARNED_GAUSSIAN)
+        X = self._input(X)
+        with consistent(self):  # the link checked is the link predicted with
+            if self._link_kind() != _LEARNED_GAUSSIAN:
+                raise ValueError("predict_std needs a model trained with "
+                                 "GaussianNLL(sigma='learned')")
+            out = self._forward(X, _LEARNED_GAUSSIAN)[0]
         return np.ascontiguousarray(out[:, self.n_outputs // 2:])
 
     # ------------------------------------------------------------------ input derivatives
@@ -1009,9 +1041,11 @@ class MLP:
                 raise ValueError("sample_weight sums to 0: the mean loss is undefined")
             scale = 1.0 / weight_sum
         out = np.empty((X.shape[0], self.n_inputs), dtype=self.dtype)
-        _sensitivity.loss_input_grad_into(
-            self._spec, self.params, X, loss.kind, int(loss.full), loss.scalar_sigma, Y,
-            labels, sw, sigma, scale, out, SENSITIVITY_CHUNK_ROWS, fpmode.get_flush_denormals())
+        with consistent(self):  # one epoch boundary of a fit in another thread
+            _sensitivity.loss_input_grad_into(
+                self._spec, self.params, X, loss.kind, int(loss.full), loss.scalar_sigma, Y,
+                labels, sw, sigma, scale, out, SENSITIVITY_CHUNK_ROWS,
+                fpmode.get_flush_denormals())
         return out
 
     def jacobian(self, X, of="output"):
@@ -1043,12 +1077,14 @@ class MLP:
         check_choice(of, "of", ("output", "logits"))
         X = as_input(X, "X", self.dtype, self.n_inputs)
         out = np.empty((X.shape[0], stop - first, self.n_inputs), dtype=self.dtype)
-        # the link by name (KL's softmax, a fixed-sigma Gaussian's identity), as a loss code
-        link = self._link_name()
-        kind = _LEARNED_GAUSSIAN if link == "gaussian" else OUTPUT_LINKS[link]
-        _sensitivity.jacobian_into(self._spec, self.params, X, int(of == "output"), kind,
-                                   first, stop, out, JACOBIAN_STACKED_ROWS,
-                                   fpmode.get_flush_denormals())
+        with consistent(self):  # the link and parameters of one epoch boundary
+            # the link by name (KL's softmax, a fixed-sigma Gaussian's identity), as a loss
+            # code
+            link = self._link_name()
+            kind = _LEARNED_GAUSSIAN if link == "gaussian" else OUTPUT_LINKS[link]
+            _sensitivity.jacobian_into(self._spec, self.params, X, int(of == "output"), kind,
+                                       first, stop, out, JACOBIAN_STACKED_ROWS,
+                                       fpmode.get_flush_denormals())
         return out
 
     def prepare_data(self, X, y, loss, sample_weight=None):
@@ -1334,11 +1370,13 @@ class MLP:
         # description of each layer, and rebuild the rest in __setstate__.
         owned = ("_spec", "_layers", "_lock", "_params", "_grads", "_output", "_loss",
                  "_dtype")
-        state = {k: v for k, v in self.__dict__.items() if k not in owned}
-        with self._lock:
-            params = self._params.copy()
-        state.update(params=params, grads=self._grads, dtype=self.dtype,
-                     layer_sizes=self.layer_sizes, output=self._output, loss_=self._loss)
+        with consistent(self):  # one epoch boundary of a fit in another thread
+            state = {k: v for k, v in self.__dict__.items() if k not in owned}
+            if "history_" in state:  # appended to by a running fit
+                state["history_"] = copy.deepcopy(state["history_"])
+            state.update(params=self._params.copy(), grads=self._grads.copy(),
+                         dtype=self.dtype, layer_sizes=self.layer_sizes, output=self._output,
+                         loss_=self._loss)
         state["layers"] = [
             {"n_in": layer.n_in, "n_out": layer.n_out, "activation": layer.activation,
              "init": layer.init, "bias_init": layer.bias_init,

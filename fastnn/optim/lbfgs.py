@@ -25,10 +25,13 @@ Byrd, R. H., Lu, P., Nocedal, J. and Zhu, C. (1995). A limited memory algorithm 
 constrained optimization. SIAM J. Sci. Comput. 16(5), 1190-1208 (the L-BFGS-B code scipy
 wraps).
 """
+import threading
+
 import numpy as np
 from scipy.optimize import minimize
 
 from fastnn._core import _network, _sparse
+from fastnn.runtime.state import consistent
 from fastnn._validation import check_number
 from fastnn.runtime.threads import compiled_threads
 
@@ -41,8 +44,10 @@ class LBFGSObjective:
     Parameters
     ----------
     model : fastnn.MLP
-        Its ``params`` are overwritten with theta at each evaluation (and hold the last
-        evaluated point afterwards); its ``grads`` are used as scratch.
+        Its structure; it is not changed: each evaluation writes theta and the gradient into
+        vectors of the objective's own, so that the model never holds a trial point of a
+        line search (a save or predict in another thread sees the iterates ``LBFGS.fit``
+        publishes, fastnn/runtime/state.py).
     X, y, loss, sample_weight
         As for ``MLP.loss_and_grad``; converted and checked once, here.  X may also be a
         scipy.sparse matrix or array (CSR, CSC, ...): it is kept sparse, and the first layer's
@@ -85,37 +90,40 @@ class LBFGSObjective:
         # cost the kernel's page faults and zeroing each time
         spec = model._spec
         self.workspace = np.empty(n * (spec.act_width + 2 * spec.max_width), model.dtype)
+        # the evaluated point and its gradient, in the model's dtype: the objective's own
+        self.params = np.empty(model.n_params, model.dtype)
+        self.grads = np.empty(model.n_params, model.dtype)
+        self._lock = threading.Lock()  # one evaluation at a time uses the buffers
 
     def __call__(self, theta):
         """(F(theta), dF/dtheta) as (float, float64 array of shape (n_params,))."""
-        model = self.model
         theta = np.asarray(theta, dtype=np.float64)
-        with model._lock:  # the model's buffers are written by nothing else meanwhile
-            return self._evaluate(model, theta)
+        with self._lock:
+            return self._evaluate(self.model, theta)
 
     def _evaluate(self, model, theta):
-        if model.params.dtype == np.float64:
-            model.params[...] = theta
+        if self.params.dtype == np.float64:
+            self.params[...] = theta
         else:
             with np.errstate(over="ignore", invalid="ignore"):  # reported by the loss
-                model.params[...] = theta
+                self.params[...] = theta
         if self.csr is None:
             with compiled_threads() as n_threads:   # fastnn's threads, OpenBLAS at 1
                 total = _network.loss_grad_into(
-                    model._spec, model.params, model.grads, self.X, self.loss.kind,
+                    model._spec, self.params, self.grads, self.X, self.loss.kind,
                     int(self.loss.full), self.loss.scalar_sigma, self.Y, self.labels,
                     self.sw, self.sigma, 1.0 / self.weight_sum, workspace=self.workspace,
                     n_threads=n_threads)
         else:
             csr = self.csr
             total = _sparse.loss_grad_csr_into(
-                model._spec, model.params, model.grads, csr.data, csr.indices, csr.indptr,
+                model._spec, self.params, self.grads, csr.data, csr.indices, csr.indptr,
                 csr.shape[1], self.loss.kind, int(self.loss.full), self.loss.scalar_sigma,
                 self.Y, self.labels, self.sw, self.sigma, 1.0 / self.weight_sum,
                 self.workspace)
         self.n_evaluations += 1
         value = total / self.weight_sum
-        grad = model.grads.astype(np.float64)
+        grad = self.grads.astype(np.float64)
         if self.weight_decay:
             decayed = self.decay * theta
             # (NumPy's sum, not its BLAS dot: that one splits the sum over as many threads
@@ -199,8 +207,14 @@ class LBFGS:
         """
         objective = LBFGSObjective(model, X, y, loss, sample_weight, self.weight_decay)
         state = {"nit": 0}
+        # the loss (predict's output="auto" link follows it) from the start: the weights a
+        # reader in another thread sees from now on are this run's
+        model.loss_ = objective.loss
 
         def on_iteration(intermediate_result):
+            # publish the accepted iterate: the model holds the start or an iterate, never
+            # a trial point of the line search (fastnn/runtime/state.py)
+            _publish(model, intermediate_result.x)
             state["nit"] += 1
             if verbose:
                 print(f"Iteration {state['nit']}, loss = {intermediate_result.fun:.8f}",
@@ -222,8 +236,12 @@ class LBFGS:
             # of its last (rejected, perhaps NaN) trial point: fun describes x again (nfev
             # stays scipy's count)
             result.fun = objective(result.x)[0]
-        with model._lock, np.errstate(over="ignore", invalid="ignore"):
-            model.params[...] = result.x
-            model.grads[...] = 0
-        model.loss_ = objective.loss  # predict's output="auto" link follows the loss
+        _publish(model, result.x)
         return result
+
+
+def _publish(model, x):
+    """An iterate (float64) into the model's parameters, one step for a reader."""
+    with consistent(model), np.errstate(over="ignore", invalid="ignore"):
+        model.params[...] = x
+        model.grads[...] = 0

@@ -17,6 +17,7 @@ same optimizer, a ``load(..., with_optimizer=True)`` or an unpickled optimizer r
 at the rate an uninterrupted run would.  ``optimizer.reset()`` starts afresh.
 """
 import math
+import sys
 
 import numpy as np
 
@@ -125,7 +126,12 @@ class StepDecay(Schedule):
         self.gamma = float(check_number(gamma, "gamma", low=0.0, high=1.0, low_open=True))
 
     def lr(self, epoch, base_lr):
-        return base_lr * self.gamma ** (epoch // self.step_size)
+        k = epoch // self.step_size
+        decay = self.gamma ** k
+        if decay < _TINY and self.gamma < 1:
+            # gamma ** k alone underflows where lr * gamma ** k need not (lr > 1)
+            return _times_power(base_lr, self.gamma, k)
+        return base_lr * decay
 
     def __repr__(self):
         return f"StepDecay(step_size={self.step_size}, gamma={self.gamma})"
@@ -146,7 +152,12 @@ class InverseScaling(Schedule):
         self.power = float(check_number(power, "power", low=0.0))
 
     def lr(self, epoch, base_lr):
-        return base_lr / (epoch + 1) ** self.power
+        try:
+            return base_lr / (epoch + 1) ** self.power
+        except OverflowError:
+            # t ** power alone overflows (power 400 at epoch 10) where lr / t ** power is a
+            # number (0 when it underflows): raised mid-training before
+            return _times_power(base_lr, epoch + 1, -self.power)
 
     def __repr__(self):
         return f"InverseScaling(power={self.power})"
@@ -237,6 +248,22 @@ class ReduceOnPlateau(Schedule):
     def __repr__(self):
         return (f"ReduceOnPlateau(factor={self.factor}, patience={self.patience}, "
                 f"min_delta={self.min_delta}, min_lr={self.min_lr})")
+
+
+#: the smallest normal float64: a power below it has lost bits (or is 0)
+_TINY = sys.float_info.min
+
+
+def _times_power(base, t, power):
+    """base * t ** power (base > 0, t > 0) in log space, exp(log(base) + power log(t)): for
+    when t ** power alone overflows or underflows although the product need not.  Every
+    built-in schedule computes its plain form first and uses this only then, so its rates
+    are the same bits wherever the plain form is finite and normal."""
+    exponent = math.log(base) + power * math.log(t)   # (an overflow here is +-inf)
+    return math.inf if exponent > _LOG_MAX else math.exp(exponent)
+
+
+_LOG_MAX = math.log(sys.float_info.max)
 
 
 SCHEDULES = {"constant": Constant, "step": StepDecay, "invscaling": InverseScaling,

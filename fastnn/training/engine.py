@@ -41,6 +41,7 @@ import numpy as np
 
 from fastnn._core import _losses, _network, _sgd, _sparse
 from fastnn.runtime import fpmode
+from fastnn.runtime.state import consistent, hold, let_readers_in
 from fastnn._validation import all_finite, check_number
 from fastnn.nn.sparse import CSRInput, forward_kind as sparse_forward_kind
 from fastnn.runtime.threads import compiled_threads
@@ -312,13 +313,14 @@ def _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals=None
     from the mean) and resid (sum of squared residuals), the inputs of R^2.  All float64
     (Python floats or float64 arrays), so sums over ranks cannot overflow the model's dtype.
     """
-    if isinstance(X, CSRInput):
-        Z = sparse_forward_kind(model, X, 0, False, 4096, flush_denormals)  # the logits
-    else:
-        Z = np.empty((X.shape[0], model.n_outputs), model.dtype)
-        with compiled_threads(n_threads) as n:
-            _network.forward_into(model._spec, model.params, X, Z, 0, 4096,
-                                  fpmode.resolve(flush_denormals), n)
+    with consistent(model):  # one epoch boundary of a fit in another thread
+        if isinstance(X, CSRInput):
+            Z = sparse_forward_kind(model, X, 0, False, 4096, flush_denormals)  # the logits
+        else:
+            Z = np.empty((X.shape[0], model.n_outputs), model.dtype)
+            with compiled_threads(n_threads) as n:
+                _network.forward_into(model._spec, model.params, X, Z, 0, 4096,
+                                      fpmode.resolve(flush_denormals), n)
     stats = {"weight": float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64)),
              "loss": float(_losses.loss_grad_into(loss.kind, int(loss.full), loss.scalar_sigma,
                                                   Z, Y, labels, sw, sigma, 1.0, None))}
@@ -393,6 +395,12 @@ class TrainingRun:
         The key of the sample order (``epoch_order``); None when shuffle is off.
     early_stopping : EarlyStopping or None
     callbacks : list of callables
+        Called after each epoch's commit, outside the model's lock (user code).
+    recorders : list of callables
+        Like callbacks (``rec(epoch, logs)``, True to stop), but part of the epoch's commit:
+        called under the model's lock with the rest of the epoch's record, so that a reader
+        never sees the epoch without what they record (a scikit-learn estimator's records).
+        They must not wait for another thread.
     verbose : int
     mpi : fastnn.training.distributed.MPIContext or None
     flush_denormals : bool
@@ -403,11 +411,14 @@ class TrainingRun:
 
     def __init__(self, model, loss, optimizer, data, val, *, batch_size, drop_last, shuffle,
                  seed_key, early_stopping, callbacks, verbose, mpi=None,
-                 flush_denormals=True, dropout_seed=0):
+                 flush_denormals=True, dropout_seed=0, recorders=()):
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.data, self.val = data, val
         self.drop_last, self.shuffle, self.seed_key = drop_last, shuffle, seed_key
         self.early_stopping, self.callbacks = early_stopping, callbacks
+        self.recorders = list(recorders)
+        # (the epoch call last committed, (logs, stop) or None, the error it raised or None)
+        self._commit = (None, None, None)
         self.verbose, self.mpi = verbose, mpi
         self.flush_denormals = flush_denormals  # the compiled calls' floating-point mode
         # the dropout masks are a function of (dropout_seed, epoch index, step), so a
@@ -508,19 +519,25 @@ class TrainingRun:
         with compiled_threads(n_threads) as self.n_threads, \
                 contextlib.closing(self.epochs(epochs)) as steps:
             for call in steps:
-                with self.model._lock:  # keeps a save in another thread out of the epoch
+                # the epoch and its record, one step for a save or predict in another
+                # thread (fastnn/runtime/state.py), which gets in before the next epoch starts
+                with hold([self.model]):
                     call.run()
+                    self.commit(call)
+                let_readers_in([self.model])
         return self.history
 
     def epochs(self, epochs):
         """The run, step by step, for a driver that runs the compiled epochs itself.
 
         A generator: it prepares each epoch (schedule, sample order, snapshot) and yields its
-        compiled call (``fastnn._core._sgd.EpochCall``); the driver runs it, holding
-        ``model._lock`` (``call.run()``, or with other models' epochs in one
-        ``_sgd.train_epochs`` job, as fastnn.ensemble does) and resumes the generator, which
-        records the epoch (status checks, loss, validation, schedule, early stopping,
-        callbacks) and yields the next.  ``send(True)`` instead of ``next`` also stops the
+        compiled call (``fastnn._core._sgd.EpochCall``); the driver runs it holding the model's
+        lock (``call.run()``, or with other models' epochs in one ``_sgd.train_epochs`` job,
+        as fastnn.ensemble does), calls ``commit(call)`` before releasing the lock, lets
+        waiting readers in (``fastnn.runtime.state.let_readers_in``) and resumes the generator,
+        which raises the epoch's error if it had one, calls the callbacks and yields the
+        next epoch.  A driver that does not commit leaves it to the generator (which then
+        takes the lock for it).  ``send(True)`` instead of ``next`` also stops the
         run after that epoch, as a callback returning True does.  It returns (as
         StopIteration.value) the History, and raises what ``fastnn.fit`` raises.  Closed
         (or an exception thrown in) before its yielded call ran, the run ends after the last
@@ -534,15 +551,15 @@ class TrainingRun:
         model, mpi = self.model, self.mpi
         self.bar = None
         try:
-            if self.early_stopping is not None:
-                # a continued record: go on from the parameters the run reached, not from the
-                # best ones the last fit put back (before the broadcast of rank 0's)
-                with model._lock:
+            with model._lock:  # the run's start is one step for a reader too
+                if self.early_stopping is not None:
+                    # a continued record: go on from the parameters the run reached, not from
+                    # the best ones the last fit put back (before the broadcast of rank 0's)
                     self.early_stopping._resume(model.params)
-            self._allocate()
-            self.history = History(self.metric_name)
-            model.history_ = self.history
-            model.loss_ = self.loss
+                self._allocate()
+                self.history = History(self.metric_name)
+                model.history_ = self.history
+                model.loss_ = self.loss
             self.last_epoch = self.optimizer.completed_epochs + epochs
             self.bar = _progress_bar(epochs) if self.verbose >= 2 else None
             for _ in range(epochs):
@@ -551,19 +568,26 @@ class TrainingRun:
                     stop_asked = yield call
                 except BaseException as exc:
                     # closed, or an exception thrown in: the run ends here, consistent
-                    if call.ran:
+                    committed, _, error = self._commit
+                    if call.ran and committed is not call:
                         self._settle(call)
-                    else:
+                    elif not call.ran:
                         call.drop()
                         if isinstance(exc, GeneratorExit):
                             self._finish()
+                    elif isinstance(exc, GeneratorExit) and error is None:
+                        self._finish()  # the driver recorded the epoch: as after it
                     raise
                 if not call.ran:
                     call.drop()
                     raise RuntimeError("TrainingRun.epochs was resumed before the epoch it "
                                        "yielded ran (call.run() or _sgd.train_epochs); the "
                                        "run ends after its last recorded epoch")
-                if self._record_epoch(call) or stop_asked:
+                self.commit(call)   # (a no-op when the driver committed it)
+                _, recorded, error = self._commit
+                if error is not None:
+                    raise error
+                if self._report(*recorded) or stop_asked:
                     break
             self._finish()
             return self.history
@@ -659,11 +683,13 @@ class TrainingRun:
         (before any step) has no result to take."""
         if call.result is None:
             return
-        loss_sum, weight_sum, steps, status, failed_step, pending = self._take_result(call)
-        if status == _sgd.STATUS_OK and not all_finite(self.model.params):
-            self._restore_last_good(self.optimizer.completed_epochs + 1, None)
-        elif status == _sgd.STATUS_DIVERGED:
-            self._restore_last_good(self.optimizer.completed_epochs + 1, failed_step)
+        with self.model._lock:
+            loss_sum, weight_sum, steps, status, failed_step, pending = \
+                self._take_result(call)
+            if status == _sgd.STATUS_OK and not all_finite(self.model.params):
+                self._restore_last_good(self.optimizer.completed_epochs + 1, None)
+            elif status == _sgd.STATUS_DIVERGED:
+                self._restore_last_good(self.optimizer.completed_epochs + 1, failed_step)
 
     def _take_result(self, call):
         """The epoch's figures; the optimizer takes its step count.  After an interrupted
@@ -679,9 +705,29 @@ class TrainingRun:
                 opt._reset_state()
         return loss_sum, weight_sum, steps, status, failed_step, pending
 
+    def commit(self, call):
+        """Record the epoch `call` ran into the run's state, under the model's lock.
+
+        The step and epoch counts, the status checks (a diverged epoch puts the last good
+        parameters back), the validation figures, the history, the schedule's progress, the
+        early-stopping record and the recorders: everything a reader (save, predict) sees of
+        the epoch besides the weights.  The driver that ran the epoch calls this before it
+        releases the model's lock, so that the epoch and its record are one step for readers
+        (fastnn/runtime/state.py); the run calls it itself when the driver did not.  Called again for
+        the same call, it does nothing.  Never raises: the epoch's error (divergence, Ctrl-C
+        during the epoch, a recorder's) is kept and raised where the run resumes.
+        """
+        if self._commit[0] is call:
+            return
+        try:
+            with self.model._lock:
+                self._commit = (call, self._record_epoch(call), None)
+        except BaseException as exc:
+            self._commit = (call, None, exc)
+
     def _record_epoch(self, call):
-        """After the compiled epoch ran: checks, metrics, schedule, stopping.  Returns True to
-        stop."""
+        """After the compiled epoch ran: checks, metrics, schedule, stopping, recorders.
+        Returns (logs, stop)."""
         opt, model, lr = self.optimizer, self.model, self.lr
         loss_sum, weight_sum, steps, status, failed_step, pending = self._take_result(call)
         elapsed = call.seconds  # this epoch's own time, whatever ran beside it
@@ -700,16 +746,24 @@ class TrainingRun:
                 / elapsed if elapsed > 0 else float("inf")}
         self.history._append(logs)
         opt.schedule.on_epoch_end(epoch - 1, val_loss if val_loss is not None else train_loss)
-        if self.verbose == 1 or (self.verbose >= 2 and self.bar is None):
-            print(_epoch_line(logs, self.last_epoch, self.metric_name), flush=True)
-        elif self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{train_loss:.4g}")
         stop = False
         es = self.early_stopping
         if es is not None:
             stop = es._update(_monitored(es.monitor, logs), epoch, model.params)
             self.history.stopped_early = stop
+        for rec in self.recorders:
+            stop = bool(rec(epoch, logs)) or stop
+        return logs, stop
+
+    def _report(self, logs, stop):
+        """After the epoch's commit, outside the model's lock: the verbose line or progress
+        bar, the callbacks, and (MPI) the ranks' agreement to stop.  Returns True to stop."""
+        if self.verbose == 1 or (self.verbose >= 2 and self.bar is None):
+            print(_epoch_line(logs, self.last_epoch, self.metric_name), flush=True)
+        elif self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{logs['loss']:.4g}")
+        epoch = logs["epoch"]
         for cb in self.callbacks:
             stop = bool(cb(epoch, logs)) or stop
         if self.mpi is not None:

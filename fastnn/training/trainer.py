@@ -171,7 +171,7 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
 def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=True,
                 seed=None, sample_weight=None, validation_data=None, validation_split=0.0,
                 early_stopping=None, callbacks=(), verbose=0, drop_last=False, comm=None,
-                n_threads=None, flush_denormals=None):
+                n_threads=None, flush_denormals=None, recorders=()):
     """Everything ``fit`` does before the first epoch, without running any.
 
     For a driver that runs the epochs itself (fastnn.ensemble runs its members' runs in
@@ -183,6 +183,10 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, 
     validation_data, validation_split, early_stopping, callbacks, verbose, drop_last, comm,
     n_threads, flush_denormals
         As for ``fit``.
+    recorders : sequence of callables ``rec(epoch, logs)``
+        Callbacks that record each epoch into an object's state (a scikit-learn
+        estimator's records): called as part of the epoch's commit, under the model's lock,
+        before the callbacks; see ``TrainingRun``.
 
     Returns
     -------
@@ -282,7 +286,8 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, 
     run = TrainingRun(model, loss, optimizer, data, val, batch_size=batch_size,
                       drop_last=drop_last, shuffle=shuffle, seed_key=seed_key,
                       early_stopping=early_stopping, callbacks=callbacks, verbose=verbose,
-                      mpi=mpi, flush_denormals=flush_denormals, dropout_seed=dropout_seed)
+                      mpi=mpi, flush_denormals=flush_denormals, dropout_seed=dropout_seed,
+                      recorders=recorders)
     run.check(epochs)
     return run, epochs
 

@@ -1,0 +1,138 @@
+"""Schedules and gradient clipping where a plain formula overflows but the answer does not.
+
+A schedule whose power is large raised OverflowError (``t ** power`` overflows, ``lr / t **
+power`` is a number or 0); the float64 clipping norm summed squares, so gradients above about
+1e154 gave an infinite norm and a silently zero step (float32 gradients near 1e38 gave a
+clipping factor below float32's smallest normal number, which flushing subnormals made 0: a
+zero step too).  The references are closed forms, in exact decimal arithmetic where it
+matters, and scipy's BLAS dnrm2 (``scipy.linalg.norm``; NumPy's ``linalg.norm`` sums the
+squares, so it overflows too).
+"""
+from decimal import Decimal, getcontext
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+import fastnn
+from fastnn._core import _sgd
+from fastnn.optim.optimizers import SGD, Adam, InverseScaling, StepDecay
+
+getcontext().prec = 50
+
+
+def _exact(base, t, power):
+    """base * t ** power in 50-digit decimal arithmetic, rounded to a float."""
+    return float(Decimal(base) * Decimal(t) ** Decimal(power))
+
+
+@pytest.mark.parametrize("base, power, epoch", [(1.0, 400.0, 9), (1e300, 400.0, 9),
+                                                (1e10, 150.0, 99), (1e-3, 400.0, 5),
+                                                (2.0, 1e308, 1)])
+def test_inverse_scaling_with_a_large_power_is_its_closed_form(base, power, epoch):
+    got = InverseScaling(power).lr(epoch, base)     # raised OverflowError before
+    want = _exact(base, epoch + 1, -power)
+    assert got == pytest.approx(want, rel=1e-12, abs=0.0), (got, want)
+
+
+@pytest.mark.parametrize("base, gamma, k", [(1e30, 1e-5, 64), (1e10, 1e-5, 62),
+                                            (1.0, 0.5, 1100)])
+def test_step_decay_past_underflow_is_its_closed_form(base, gamma, k):
+    # gamma ** k alone is subnormal (digits lost) or 0 while base * gamma ** k is a number
+    got = StepDecay(step_size=1, gamma=gamma).lr(k, base)
+    want = _exact(base, gamma, k)
+    assert got == pytest.approx(want, rel=1e-12, abs=0.0), (got, want)
+
+
+def test_ordinary_rates_are_the_same_bits():
+    for e in range(0, 1000, 7):
+        assert InverseScaling(0.5).lr(e, 0.1) == 0.1 / (e + 1) ** 0.5
+        assert InverseScaling(3.0).lr(e, 0.1) == 0.1 / (e + 1) ** 3.0
+        assert StepDecay(3, 0.5).lr(e, 0.1) == 0.1 * 0.5 ** (e // 3)
+
+
+def test_a_schedule_that_decays_to_zero_is_a_value_error_before_training():
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    model = fastnn.MLP([3, 4, 1], seed=0)
+    before = model.get_flat_params()
+    opt = SGD(lr=0.01, schedule=InverseScaling(power=400))
+    with pytest.raises(ValueError, match="InverseScaling.*gives lr=0.0 for epoch"):
+        fastnn.fit(model, X, X[:, :1], "mse", opt, epochs=10)   # was OverflowError
+    np.testing.assert_array_equal(model.params, before)
+
+
+# ------------------------------------------------------------------ the clipping norm
+
+def _clip_case(dtype, value):
+    """A model with every gradient entry +-value (two signs, two sizes), params 0."""
+    model = fastnn.MLP([3, 5, 2], dtype=dtype, seed=0)
+    g = np.full(model.n_params, value, dtype=dtype)
+    g[::3] *= -0.5
+    model.params = np.zeros(model.n_params)
+    model.grads = g
+    return model, g.astype(np.float64)
+
+
+def _step(model, opt, n_threads):
+    s1, s2 = opt.init_state(model.n_params, model.dtype)
+    _sgd.update_params(model._spec, model.params, model.grads, s1, s2,
+                       *opt.compiled_args(opt.lr), opt.t + 1, True, n_threads)
+
+
+@pytest.mark.parametrize("n_threads", [0, 1, 2], ids=["sequential", "1-thread", "2-threads"])
+@pytest.mark.parametrize("dtype, value, clip", [
+    (np.float64, 1e200, 1.0),      # squares overflow: norm inf, step 0 before
+    (np.float64, 1e-170, 1e-200),  # squares underflow: norm 0, the clip ignored before
+    (np.float32, 3e38, 1.0),       # clip factor below FLT_MIN: flushed to 0, step 0 before
+], ids=["float64-huge", "float64-tiny", "float32-huge"])
+def test_clipping_scales_the_gradient_to_clip_norm(dtype, value, clip, n_threads):
+    model, g = _clip_case(dtype, value)
+    opt = SGD(lr=1.0, clip_norm=clip)
+    _step(model, opt, n_threads)
+    norm = scipy.linalg.norm(g)             # BLAS dnrm2: scaled, never overflows
+    want = -g * (clip / norm)
+    rtol = {np.float32: 1e-6, np.float64: 1e-14}[dtype]
+    np.testing.assert_allclose(model.params, want.astype(dtype), rtol=rtol, atol=0)
+    assert np.linalg.norm(model.params.astype(np.float64) / clip) == pytest.approx(1.0,
+                                                                                 rel=rtol)
+
+
+@pytest.mark.parametrize("kind", ["momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("dtype, value", [(np.float64, 1e200), (np.float32, 3e38)])
+def test_clipping_huge_gradients_moves_every_optimizer(kind, dtype, value):
+    model, g = _clip_case(dtype, value)
+    opt = {"momentum": lambda: SGD(lr=0.5, momentum=0.9, clip_norm=1.0),
+           "nesterov": lambda: SGD(lr=0.5, momentum=0.9, nesterov=True, clip_norm=1.0),
+           "adam": lambda: Adam(lr=0.5, clip_norm=1.0)}[kind]()
+    opt.step(model)
+    clipped = g / scipy.linalg.norm(g)
+    if kind == "adam":        # the first Adam step is lr * sign(g) for |g| >> eps
+        want = -0.5 * np.sign(clipped)
+    else:
+        want = -0.5 * clipped * (1.9 if kind == "nesterov" else 1.0)
+    np.testing.assert_allclose(model.params, want.astype(dtype), rtol=1e-5)
+
+
+def test_a_fit_with_huge_gradients_and_clipping_trains():
+    # an input column near 1e160 with weights near 1e-160: finite activations and loss,
+    # weight gradients near 1e160.  With clipping every step moves the weights (before,
+    # each step was silently zero and the weights never changed)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 3))
+    X[:, 0] *= 1e160
+    y = rng.normal(size=(64, 1))
+    model = fastnn.MLP([3, 4, 1], activation="tanh", dtype=np.float64, seed=0)
+    model.layers[0].W[0] *= 1e-160
+    before = model.get_flat_params()
+    fastnn.fit(model, X, y, "mse", SGD(lr=1e-3, clip_norm=1.0), epochs=1, batch_size=16,
+               seed=0)
+    moved = np.abs(model.params - before)
+    assert moved.max() > 1e-4 and np.isfinite(model.params).all()
+
+
+def test_ordinary_clipping_is_its_closed_form():
+    # equal entries 3: ||g|| = 3 sqrt(n), the clipped step is -c / sqrt(n) in every entry
+    model, g = _clip_case(np.float64, 3.0)
+    model.grads = np.full(model.n_params, 3.0)
+    SGD(lr=1.0, clip_norm=2.0).step(model)
+    np.testing.assert_allclose(model.params, -2.0 / np.sqrt(model.n_params), rtol=1e-15)
