@@ -475,6 +475,13 @@ class TrainingRun:
         # the collectives first, on every rank alike (whether validation data is present was
         # agreed on), then checks that no longer call into MPI, so that one rank raising
         # cannot leave another waiting in a collective
+        if self.mpi is not None and self.mpi.any(self.data[3] is not None) and \
+                self.data[3] is None:
+            # the compiled loop sums each minibatch's weight over the ranks when any rank
+            # has sample weights: a rank without them weighs its rows 1, as before
+            X = self.data[0]
+            self.data = tuple(self.data[:3]) + (np.ones(X.shape[0], self.model.dtype),) + \
+                tuple(self.data[4:])
         totals = [weight_total(self.data[3], self.data[0].shape[0])]
         if self.val is not None:
             totals.append(weight_total(self.val[3], self.val[0].shape[0]))
@@ -609,7 +616,7 @@ class TrainingRun:
         self.grads = model.grads
         if mpi is not None:
             mpi.broadcast(model.params)
-            # [gradient | loss | weight]: what one all-reduce per minibatch adds over ranks
+            # [gradient | loss | spare]: what one all-reduce per minibatch adds over ranks
             self.grads = np.zeros(model.n_params + 2, dtype=model.dtype)
         # the epoch's order of global sample indices (None: storage order, read in place)
         self.order = (np.arange(self.n_global, dtype=np.intp)
