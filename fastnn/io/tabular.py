@@ -21,6 +21,14 @@ NumPy:
     stored in the model file (``fastnn.io.saving``, as plain JSON via ``get_config``) and rebuilt with
     ``Preprocessor.from_config``, which validates every field.
 
+    Its arithmetic is defined once, as data: ``input_steps`` (imputation, then
+    standardisation) and ``output_steps`` (a regression's target units), each a list of
+    element-wise operations in float64 (``PRECISION``).  ``apply_steps`` evaluates them in
+    NumPy for training and ``fastnn predict``; ``fastnn.interop.onnx_export`` builds the
+    graph's nodes from the same lists, in float64 too, with a Cast to the model's dtype
+    after (a float32 graph that standardised in float32 turned a column of 1e8 +- 3 into
+    noise: ulp(1e8) is 8 in float32).
+
 Line numbers are 1-based and count the header as line 1, so the first data row is line 2.
 Blank lines are skipped and counted.  With pandas a quoted field that spans several lines
 shifts the numbers of the rows after it (pandas does not report physical lines); the
@@ -337,6 +345,39 @@ def infer_task(y, name="target"):
                           "class labels")
 
 
+#: the precision of every preprocessing step, in ``fastnn predict`` and in the ONNX graph
+PRECISION = np.float64
+
+#: the element-wise operations a step list may hold, as NumPy evaluates them (the ONNX export
+#: maps each to its node: Where(IsNaN), Sub, Div, Mul, Add)
+STEP_OPS = {
+    "fill_missing": lambda x, c: np.where(np.isnan(x), c, x),
+    "subtract": np.subtract,
+    "divide": np.true_divide,
+    "multiply": np.multiply,
+    "add": np.add,
+}
+
+
+def apply_steps(steps, values):
+    """Evaluate a step list (``Preprocessor.input_steps``/``output_steps``) on `values`.
+
+    Parameters
+    ----------
+    steps : list of (str, ndarray or float)
+        Operations of ``STEP_OPS`` with their float64 constants (broadcast over rows).
+    values : array-like, real
+
+    Returns
+    -------
+    ndarray, float64 (``PRECISION``)
+    """
+    out = np.asarray(values, dtype=PRECISION)
+    for op, constant in steps:
+        out = STEP_OPS[op](out, constant)
+    return out
+
+
 class Preprocessor:
     """Column selection, class labels, imputation and standardisation of a tabular model.
 
@@ -467,7 +508,7 @@ class Preprocessor:
             if y_scale == 0:
                 raise TableError(f"{table.path}: the target {target!r} is constant "
                                  f"({y_raw[0]:g}); there is nothing to learn")
-            y = (y_raw - y_mean) / y_scale
+            y = apply_steps(_target_steps(y_mean, y_scale), y_raw)
         X = _numeric_block(table, features)
         x_fill = None
         if impute is not None:
@@ -482,7 +523,7 @@ class Preprocessor:
         else:
             _check_no_missing(table, features, X)
         if x_fill is not None:
-            X = np.where(np.isnan(X), x_fill, X)
+            X = STEP_OPS["fill_missing"](X, x_fill)   # the statistics below are of filled X
         if standardize:
             x_mean, x_scale = X.mean(axis=0), X.std(axis=0)
             x_scale[x_scale == 0] = 1.0  # a constant column stays constant (0)
@@ -490,7 +531,7 @@ class Preprocessor:
             x_mean, x_scale = np.zeros(len(features)), np.ones(len(features))
         pre = cls(features, target, task, classes, x_mean, x_scale, x_fill, y_mean, y_scale)
         pre.warning = warning
-        return pre, (X - x_mean) / x_scale, y
+        return pre, pre.transform(X), y
 
     # ----------------------------------------------------------------- applying
 
@@ -545,9 +586,7 @@ class Preprocessor:
         X, ignored = self.select(table)
         if self.x_fill is None:
             _check_no_missing(table, self.feature_names, X, hint)
-        else:
-            X = np.where(np.isnan(X), self.x_fill, X)
-        return self.transform(X), ignored
+        return self.transform(X), ignored   # imputes, when trained with imputation
 
     def encode_target(self, table):
         """The target column of `table` as training targets.
@@ -578,10 +617,47 @@ class Preprocessor:
         if self.task == "classification":
             index = {c: i for i, c in enumerate(self.classes)}
             return np.array([index.get(python_label(v), -1) for v in raw], dtype=np.int64)
-        return (raw.astype(np.float64) - self.y_mean) / self.y_scale
+        return apply_steps(_target_steps(self.y_mean, self.y_scale), raw)
+
+    def input_steps(self):
+        """What the model's inputs go through, as data: imputation (when trained with
+        ``--impute``), then standardisation, each in float64 (``PRECISION``).
+
+        ``transform`` evaluates it (``apply_steps``); the ONNX export builds its nodes from it.
+
+        Returns
+        -------
+        list of (str, ndarray of shape (n_features,), float64)
+            ``[("fill_missing", x_fill), ("subtract", x_mean), ("divide", x_scale)]``
+            (without the first when not imputing).
+        """
+        steps = [] if self.x_fill is None else [("fill_missing", self.x_fill)]
+        return steps + [("subtract", self.x_mean), ("divide", self.x_scale)]
+
+    def output_steps(self, kind="mean"):
+        """What a regression's outputs go through back to the target's units, as data.
+
+        Parameters
+        ----------
+        kind : {"mean", "std"}
+            A prediction (or a predicted mean), or a predicted standard deviation.
+
+        Returns
+        -------
+        list of (str, float)
+            ``[("multiply", y_scale), ("add", y_mean)]``, or ``[("multiply", y_scale)]`` for
+            a std; empty for a classification or an unscaled target.
+        """
+        if kind not in ("mean", "std"):
+            raise ValueError(f"kind={kind!r}; expected 'mean' or 'std'")
+        if self.task != "regression" or (self.y_mean == 0.0 and self.y_scale == 1.0):
+            return []
+        return [("multiply", self.y_scale)] + ([("add", self.y_mean)] if kind == "mean"
+                                               else [])
 
     def transform(self, X):
-        """Standardise an array whose columns are already the features, in order.
+        """The model's inputs from an array whose columns are already the features, in
+        order: ``input_steps`` in float64.
 
         Parameters
         ----------
@@ -590,25 +666,28 @@ class Preprocessor:
         Returns
         -------
         ndarray of shape (n_rows, n_features), float64
-            ``(X - x_mean) / x_scale``.
+            ``(X - x_mean) / x_scale``, a missing value (NaN) taking ``x_fill`` first when
+            the model was trained with imputation.
         """
-        return (np.asarray(X, dtype=np.float64) - self.x_mean) / self.x_scale
+        return apply_steps(self.input_steps(), X)
 
-    def inverse_target(self, y):
-        """A standardised regression prediction back in the target's units.
+    def inverse_target(self, y, kind="mean"):
+        """A standardised regression prediction back in the target's units:
+        ``output_steps(kind)`` in float64.
 
         Parameters
         ----------
         y : array-like, real
             Model outputs (any shape).
+        kind : {"mean", "std"}, default "mean"
 
         Returns
         -------
         ndarray, float64
-            ``y * y_scale + y_mean``.  (A predicted standard deviation is scaled by
-            ``y_scale`` alone.)
+            ``y * y_scale + y_mean``; a predicted standard deviation (kind="std") is scaled
+            by ``y_scale`` alone.
         """
-        return np.asarray(y, dtype=np.float64) * self.y_scale + self.y_mean
+        return apply_steps(self.output_steps(kind), y)
 
     # ----------------------------------------------------------------- the model file
 
@@ -654,6 +733,11 @@ class Preprocessor:
     def __repr__(self):
         return (f"Preprocessor({len(self.feature_names)} features, target={self.target!r}, "
                 f"task={self.task!r}, classes={self.classes!r})")
+
+
+def _target_steps(y_mean, y_scale):
+    """A regression target into the model's units: the inverse of ``output_steps``."""
+    return [("subtract", y_mean), ("divide", y_scale)]
 
 
 def _vector(values, n, name):
