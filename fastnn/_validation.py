@@ -176,11 +176,57 @@ def check_random_state(seed, name="seed"):
                     "numpy.random.Generator (e.g. numpy.random.default_rng(seed)) or None")
 
 
-def check_sample_weight(sample_weight, n_samples, dtype, name="sample_weight"):
+def weight_total(sample_weight, n_samples):
+    """What a weighted mean over these rows divides by: sum_i w_i in float64, or n_samples
+    without weights (every weight 1)."""
+    if sample_weight is None:
+        return float(n_samples)
+    with np.errstate(over="ignore"):
+        return float(np.sum(sample_weight, dtype=np.float64))
+
+
+def check_weight_total(total, what, remedy):
+    """The one rule for the rows a weighted mean divides by: their weights' float64 total is
+    positive and finite.
+
+    Every path checks it once its set of rows is final and before any parameter moves:
+    ``check_sample_weight`` for a whole array; ``TrainingRun.check`` after the validation split
+    and, with MPI, on the total summed over the ranks' shards (fit, the ensembles, the
+    estimators' stochastic solvers); the estimators after their early-stopping split, before
+    they derive the L2 step from the mean weight; ``LBFGSObjective``.
+
+    Parameters
+    ----------
+    total : float
+        ``weight_total`` of the rows (summed over ranks with MPI).
+    what : str
+        Names the rows' weights, as the start of the message ("sample_weight", "the sample
+        weights of the training rows (after the validation split)").
+    remedy : str
+        Why it matters and what the user can change (the rest of the message).
+
+    Raises
+    ------
+    ValueError
+    """
+    if not total > 0:
+        raise ValueError(f"{what} sum to 0: {remedy}")
+    if not np.isfinite(total):
+        # the loss is divided by this sum: an infinite one would make every loss NaN
+        raise ValueError(f"{what} sum to infinity in float64; rescale the weights (only "
+                         f"their ratios matter)")
+    return total
+
+
+def check_sample_weight(sample_weight, n_samples, dtype, name="sample_weight", *, whole=True):
     """Per-sample weights as a C-contiguous 1-D array of `dtype`, or None for all ones.
 
     Accepts any real array-like (bool, integers, floats) of shape (n_samples,) whose entries
-    are finite and >= 0 with at least one > 0 (a weighted mean divides by their sum).
+    are finite and >= 0, representable in `dtype`, with a finite float64 sum.  With `whole`
+    (the default) these are all the rows a weighted mean divides by, so their total must be
+    positive (``check_weight_total``).  ``whole=False``: the rows are one part of that set
+    (an MPI rank's shard, which may hold only zero weights), whose total is checked once
+    the parts are summed (``TrainingRun.check``).
     """
     if sample_weight is None:
         return None
@@ -197,19 +243,16 @@ def check_sample_weight(sample_weight, n_samples, dtype, name="sample_weight"):
         raise ValueError(f"{name} contains NaN or infinity; expected finite weights >= 0")
     if (sw < 0).any():
         raise ValueError(f"{name} has negative entries (min {sw.min()}); expected weights >= 0")
-    if not (sw > 0).any():
+    if whole and not (sw > 0).any():
         raise ValueError(f"{name} is all zeros; expected at least one positive weight")
     with np.errstate(over="ignore"):  # overflow is reported below, with the argument's name
         out = np.ascontiguousarray(sw, dtype=dtype)
     if not np.isfinite(out).all():
         raise ValueError(f"{name} has entries too large for {np.dtype(dtype)} (max {sw.max()})")
-    if not (out > 0).any():
+    if (sw > 0).any() and not (out > 0).any():
         raise ValueError(f"{name} underflows to all zeros in {np.dtype(dtype)} (max "
                          f"{sw.max()}); expected at least one weight representable as > 0")
-    with np.errstate(over="ignore"):
-        total = out.sum(dtype=np.float64)
-    if not np.isfinite(total):
-        # the loss is divided by this sum: an infinite one would make every loss NaN
+    if not np.isfinite(weight_total(out, n_samples)):
         raise ValueError(f"{name} sums to infinity in float64 (max {sw.max()}); rescale the "
                          "weights (only their ratios matter)")
     return out

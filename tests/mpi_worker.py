@@ -15,6 +15,10 @@
     diverge         an absurd rate: every rank raises the same TrainingDiverged
     callback-stops  rank 1's callback asks to stop after epoch 2: every rank stops there, with
                     the same parameters (printed as a checksum)
+    weights OUT CASE DTYPE  train on the weights of WEIGHT_CASES[CASE] (a shard of zero
+                    weights, float32 weights near 1e37, weights on one rank only); rank 0
+                    writes the parameters and the history to OUT
+    zero-weights    every shard's weights are 0: every rank raises the same ValueError
 
 A rank that raises prints "rank R raised: <message> |end|" and exits with status 3.
 """
@@ -45,6 +49,38 @@ def optimizer(name):
 def model(dropout=0.0, normalization=None):
     return fastnn.MLP([5, 8, 6, 3], activation=["tanh", "relu"], dtype=np.float64, seed=1,
                       bias_init=0.1, dropout=dropout, normalization=normalization)
+
+
+def weight_case(case, n=101):
+    """(sample weights of the global rows, whether rank 1 passes none): inputs that one
+    process trains on, which 2 ranks must train on alike."""
+    sw = np.random.default_rng(1).uniform(0.5, 2.0, n)
+    if case == "zero-shard-0":
+        sw[:30] = 0.0      # rank 0's whole shard
+    elif case == "zero-shard-1":
+        sw[30:] = 0.0      # rank 1's whole shard
+    elif case == "near-float32-max":
+        sw *= 1e37         # valid float32 weights whose sums overflow float32
+    elif case != "one-rank-only":
+        raise SystemExit(f"unknown weight case {case!r}")
+    return sw, case == "one-rank-only"
+
+
+def weight_fit(case, dtype, comm=None):
+    """The fit of the `weights` scenario; without comm, one process on the global data
+    (the rows rank 1 passes without weights weigh 1)."""
+    X, labels, _ = global_data()
+    sw, rank1_unweighted = weight_case(case)
+    if rank1_unweighted:
+        sw[30:] = 1.0
+    net = fastnn.MLP([5, 8, 6, 3], activation=["tanh", "relu"], dtype=dtype, seed=1,
+                     bias_init=0.1)
+    rows = slice(None) if comm is None else uneven_shard()
+    w = sw[rows] if comm is None or not (rank1_unweighted and rank == 1) else None
+    history = fastnn.fit(net, X[rows], labels[rows], "cross_entropy",
+                         fastnn.SGD(lr=0.05, momentum=0.9), epochs=3, batch_size=16, seed=3,
+                         sample_weight=w, comm=comm)
+    return net.params.copy(), np.array(history.loss)
 
 
 def uneven_shard():
@@ -104,6 +140,12 @@ def main(scenario, *args):
             print(f"rank {rank} diverged: {exc} params {net.params.sum():.17g} |end|",
                   flush=True)
             sys.exit(4)
+    elif scenario == "weights":
+        out, case, dtype = args
+        params, loss = weight_fit(case, np.dtype(dtype), comm)
+        every = comm.gather(params, root=0)
+        if rank == 0:
+            np.savez(out, params=np.array(every), loss=loss)
     elif scenario == "callback-stops":
         net = model()
         history = fastnn.fit(net, X[mine], labels[mine], "cross_entropy", epochs=50, seed=0,
@@ -124,6 +166,8 @@ def main(scenario, *args):
         elif scenario == "es-differs":
             kwargs = {"early_stopping": fastnn.EarlyStopping(patience=2 + rank,
                                                              monitor="loss")}
+        elif scenario == "zero-weights":
+            kwargs = {"sample_weight": np.zeros(y.shape[0])}
         elif scenario == "schedule-differs":  # same hyperparameters, other progress
             schedule = fastnn.ReduceOnPlateau()
             if rank == 1:

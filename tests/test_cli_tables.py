@@ -343,6 +343,93 @@ def test_the_csv_module_reader_agrees_with_the_pandas_reader(tmp_path):
     assert a.lines.tolist() == b.lines.tolist() == [2, 3, 5]
 
 
+# every case on which the pandas and csv-module readers disagreed (and their neighbours):
+# text -> the columns and values read, or a fragment of the error
+READER_CASES = {
+    "duplicate names": ("a,a\n1,2\n", "'a' appears twice"),
+    "duplicate after stripping": ("a, a \n1,2\n", "'a' appears twice"),
+    "two empty names": (",x,\n1,2,3\n", "'' appears twice"),
+    "empty cells": ("a,b\n1,\n,2\n", {"a": [1.0, None], "b": [None, 2.0]}),
+    "quoted numbers": ('a,b\n"1",2\n" 3 ",4\n', {"a": [1.0, 3.0], "b": [2.0, 4.0]}),
+    "blanks around cells and names": ("a , b\n 1 , 2 \n3,4\n", {"a": [1.0, 3.0],
+                                                                   "b": [2.0, 4.0]}),
+    "byte-order mark": ("\ufeffa,b\n1,2\n", {"a": [1.0], "b": [2.0]}),
+    "NA spellings": ("a,b\nNA,x\nnull,y\nNone,z\n", {"a": [None, None, None],
+                                                       "b": ["x", "y", "z"]}),
+    "booleans": ("a,b\nTrue,FALSE\nfalse,\n", {"a": [True, False], "b": [False, None]}),
+    "short row": ("a,b\n1,2\n3\n", "line 3: 1 fields; the header has 2"),
+    "long row": ("a,b\n1,2\n3,4,5\n", "line 3: 3 fields; the header has 2"),
+    "long first row": ("a,b\n1,2,3\n3,4\n", "line 2: 3 fields; the header has 2"),
+    "trailing delimiter": ("a,b\n1,2,\n", "line 2: 3 fields; the header has 2"),
+    "empty file": ("", "no header row"),
+    "blank first line": ("\na,b\n1,2\n", "no header row"),
+    "blanks-only first line": ("   \na,b\n1,2\n", "no header row"),
+    "header only": ("a,b\n", {"a": [], "b": []}),
+    "blank and blanks-only lines": ("a,b\n1,2\n\n   \n\t\n3,4\n",
+                                    {"a": [1.0, 3.0], "b": [2.0, 4.0], "lines": [2, 6]}),
+    "a row of empty cells": ("a,b\n1,2\n,\n3,4\n", {"a": [1.0, None, 3.0],
+                                                     "b": [2.0, None, 4.0],
+                                                     "lines": [2, 3, 4]}),
+    "quoted line break": ('a,b\n"x\ny",2\nz,3\n', {"a": ["x\ny", "z"], "b": [2.0, 3.0],
+                                                    "lines": [2, 4]}),
+    "empty name in the middle": ("a,,b\n1,2,3\n", {"a": [1.0], "": [2.0], "b": [3.0]}),
+    "empty first name: the index": (",a\n0,2\n1,3\n", {"a": [2.0, 3.0]}),
+    "CRLF": ("a,b\r\n1,2\r\n", {"a": [1.0], "b": [2.0]}),
+}
+
+
+def _read_case(path):
+    try:
+        table = read_table(path)
+    except ValueError as exc:
+        return "error", str(exc)
+    return "ok", table.columns, {k: [None if isinstance(v, float) and np.isnan(v) else v
+                                     for v in col.tolist()] for k, col in table.data.items()}, \
+        table.lines.tolist()
+
+
+def test_one_reading_contract_with_or_without_pandas(tmp_path, monkeypatch):
+    # the pandas reader and the csv-module reader disagreed on these files (pandas renamed a
+    # duplicated name "a.1", padded short rows, took a long first row's first field as an
+    # index, dropped rows of empty cells, named empty header cells "Unnamed: k", numbered the
+    # lines after a quoted line break otherwise); now one reader defines the contract, and
+    # every case gives the same columns or the same error with pandas importable and without
+    paths = {}
+    for k, (name, (text, _)) in enumerate(READER_CASES.items()):
+        paths[name] = tmp_path / f"case{k}.csv"
+        paths[name].write_bytes(text.encode("utf-8"))
+    with_pandas = {name: _read_case(path) for name, path in paths.items()}
+    monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` now fails
+    without = {name: _read_case(path) for name, path in paths.items()}
+    for name, (text, expected) in READER_CASES.items():
+        assert with_pandas[name] == without[name], name
+        got = with_pandas[name]
+        if isinstance(expected, str):
+            assert got[0] == "error" and expected in got[1], (name, got)
+            continue
+        assert got[0] == "ok", (name, got)
+        expected = dict(expected)
+        lines = expected.pop("lines", None)
+        assert got[1] == list(expected), name
+        assert got[2] == expected, name
+        if lines is not None:
+            assert got[3] == lines, name
+
+
+def test_compressed_tables_read_as_the_plain_file(tmp_path):
+    import bz2, gzip, lzma, zipfile  # noqa: E401
+    text = "a,b\n1,x\n2,y\n"
+    (tmp_path / "t.csv").write_text(text)
+    for suffix, write in ((".gz", gzip.open), (".bz2", bz2.open), (".xz", lzma.open)):
+        with write(tmp_path / f"t.csv{suffix}", "wt") as fh:
+            fh.write(text)
+    with zipfile.ZipFile(tmp_path / "t.csv.zip", "w") as archive:
+        archive.writestr("t.csv", text)
+    want = _read_case(tmp_path / "t.csv")
+    for suffix in (".gz", ".bz2", ".xz", ".zip"):
+        assert _read_case(tmp_path / f"t.csv{suffix}")[1:] == want[1:], suffix
+
+
 def test_read_table_errors(tmp_path):
     (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3\n")
     with pytest.raises(ValueError, match=r"ragged.csv, line 3: 1 fields; the header has 2"):
@@ -354,8 +441,9 @@ def test_read_table_errors(tmp_path):
         assert read_table(tmp_path / "latin.csv", encoding="latin-1",
                           use_pandas=use_pandas).columns == ["café", "b"]
     (tmp_path / "dup.csv").write_text("a,a\n1,2\n")
-    with pytest.raises(ValueError, match="appears twice"):
-        read_table(tmp_path / "dup.csv", use_pandas=False)
+    for use_pandas in (True, False):
+        with pytest.raises(ValueError, match="appears twice"):
+            read_table(tmp_path / "dup.csv", use_pandas=use_pandas)
 
 
 # --------------------------------------------------------------------- the model file

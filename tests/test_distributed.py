@@ -63,6 +63,30 @@ def test_two_ranks_train_exactly_like_one_process(tmp_path, opt, dropout, normal
     np.testing.assert_array_equal(params[0], params[1])  # every rank: the same bits
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", ["zero-shard-0", "zero-shard-1", "near-float32-max",
+                                  "one-rank-only"])
+def test_two_ranks_train_like_one_process_on_every_valid_weighting(tmp_path, case, dtype):
+    # a shard whose weights are all 0 was refused on every rank (one process trains on the
+    # same rows); float32 weights near 1e37 made each rank's unscaled gradient sum overflow,
+    # ending 0.3 away from one process; a rank passing no weights weighs its rows 1
+    out = tmp_path / "result.npz"
+    result = _run("weights", str(out), case, dtype)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with np.load(out) as data:
+        params, loss = data["params"], data["loss"]
+    sys.path.insert(0, os.path.dirname(__file__))
+    try:
+        import mpi_worker
+    finally:
+        sys.path.pop(0)
+    want, want_loss = mpi_worker.weight_fit(case, np.dtype(dtype))
+    rtol, atol = (1e-10, 1e-12) if dtype == "float64" else (1e-5, 1e-6)
+    np.testing.assert_allclose(params[0], want, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(loss, want_loss, rtol=rtol)
+    np.testing.assert_array_equal(params[0], params[1])  # every rank: the same bits
+
+
 def test_bad_input_on_one_rank_fails_every_rank_with_a_clear_error():
     result = _run("bad-input")
     assert result.returncode != 0
@@ -85,6 +109,8 @@ def test_an_exception_during_training_aborts_instead_of_hanging():
     ("loss-differs", "loss: rank 0"),
     ("es-differs", 'early_stopping: rank 0 "EarlyStopping(patience=2'),
     ("schedule-differs", "schedule progress: rank 0"),
+    # the weights of every shard sum to 0: the total over the ranks is what fit checks
+    ("zero-weights", "the sample weights of the training rows sum to 0"),
 ])
 def test_ranks_that_disagree_all_raise_the_same_error_before_training(scenario, fragment):
     # each of these used to hang (mixed dtype, validation on one rank) or train a silent mix
@@ -133,7 +159,7 @@ def test_one_rank_in_process_matches_plain_fit():
         history = fastnn.fit(model, X, y, "mse", fastnn.SGD(lr=0.05, momentum=0.5), epochs=3,
                              batch_size=8, seed=1, comm=comm, validation_data=(X, y))
         runs.append((model.params.copy(), history.val_metric))
-    # the distributed path scales the summed gradient after the reduction: equal to rounding
+    # the distributed path adds the ranks' scaled gradients in the all-reduce: equal to rounding
     np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-10)  # R^2 from combined stats
 

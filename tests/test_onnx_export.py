@@ -344,6 +344,30 @@ def test_layer_norm_exports(dtype, opset, sizes):
         _close(_session(proto).run(None, {"X": X[:n]})[0], model.predict(X[:n]), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("opset", [13, 17, 18])        # ReduceMax's axes: attribute, input
+def test_layer_norm_exports_the_kernels_overflow_guard(dtype, opset):
+    # a row whose squared deviations overflow the dtype (|z - mu| > 1.8e19 in float32) is
+    # normalized by the kernel on z / max|z| (src_c/fastnn_layernorm.h); the exported graph
+    # lacked that guard and gave NaN (or the shift alone) where predict gives the normalized
+    # row.  Rows of every size in one batch: each takes its own branch.
+    rng = np.random.default_rng(0)
+    model = fastnn.MLP([3, 6, 2], activation="tanh", normalization="layer", dtype=dtype,
+                       seed=0, output="identity")
+    layer = model.layers[0]
+    layer.gain = rng.normal(size=layer.n_out)
+    layer.shift = rng.normal(size=layer.n_out)
+    X = rng.normal(size=(40, 3))
+    X[:10] *= (1e30 if dtype == np.float32 else 1e300) / 10    # squares overflow
+    X[10:20] *= np.sqrt(np.finfo(dtype).max) / 4                # near the edge, either side
+    X[20] = 0                                                   # zero variance
+    X = X.astype(dtype)
+    want = model.predict(X)
+    assert np.isfinite(want).all()
+    got = _session(to_onnx(model, opset=opset)).run(None, {"X": X})[0]
+    _close(got, want, dtype)
+
+
 # ------------------------------------------------------------------------ attack (att15)
 
 # elementwise relative bound of one exported unit against fastnn's kernel, per activation:
@@ -499,39 +523,106 @@ def test_export_and_to_torch_take_one_snapshot_under_the_models_lock():
         assert float(seq[0].weight.sum()) == 12 and float(seq[-2].weight.sum()) == 8
 
 
-@pytest.mark.parametrize("task", ["classification", "regression", "gaussian"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-def test_a_table_models_preprocessing_is_part_of_the_graph(task, dtype):
-    # `fastnn train` stores imputation and standardization (and a regression's target scale)
-    # in model.preprocessor_; the export ignored them, so the graph predicted from raw table
-    # units: silently wrong.  Reference: what `fastnn predict` computes, by hand in NumPy.
+def _table_model(task, dtype, rng, n_in=4):
+    """A model with the preprocessing ``fastnn train`` stores: imputation, standardisation
+    (one column of 1e8 +- 3, whose standardisation float32 cannot hold: ulp(1e8) = 8) and a
+    regression's target scale."""
     from fastnn.io.tabular import Preprocessor
-    rng = np.random.default_rng(1)
-    n_in = 4
     mean, scale = rng.normal(size=n_in) * 50, rng.uniform(0.5, 30, size=n_in)
-    fill = rng.normal(size=n_in)
+    mean[2], scale[2] = 1e8 + 0.25, 1.7
+    fill = rng.normal(size=n_in) * scale + mean
+    names = [f"f{j}" for j in range(n_in)]
     if task == "classification":
-        pre = Preprocessor([f"f{j}" for j in range(n_in)], "y", "classification",
-                           classes=["a", "b", "c"], x_mean=mean, x_scale=scale, x_fill=fill)
+        pre = Preprocessor(names, "y", "classification", classes=["a", "b", "c"], x_mean=mean,
+                           x_scale=scale, x_fill=fill)
         model = fastnn.MLP([n_in, 8, 3], activation="tanh", output="softmax", dtype=dtype,
                            seed=0)
     else:
-        pre = Preprocessor([f"f{j}" for j in range(n_in)], "y", "regression", x_mean=mean,
-                           x_scale=scale, x_fill=fill, y_mean=120.0, y_scale=35.0)
+        pre = Preprocessor(names, "y", "regression", x_mean=mean, x_scale=scale,
+                           x_fill=fill, y_mean=1.2e7, y_scale=35.0)
         model = fastnn.MLP([n_in, 8, 2 if task == "gaussian" else 1], activation="tanh",
                            dtype=dtype, seed=0)
         if task == "gaussian":
             model.loss_ = fastnn.GaussianNLL("learned")
     model.preprocessor_ = pre
-    X = (rng.normal(size=(200, n_in)) * scale + mean).astype(dtype)
-    X[3, 1] = X[7, 0] = np.nan
-    got = _session(to_onnx(model)).run(None, {"X": X})
-    filled = np.where(np.isnan(X), fill, X).astype(np.float64)
-    Z = (filled - mean) / scale
+    X = rng.normal(size=(200, n_in)) * scale + mean   # float64: a table's values
+    X[:, 2] = 1e8 + rng.uniform(-3, 3, size=200)
+    X[3, 1] = X[7, 0] = X[11, 2] = np.nan
+    return model, X
+
+
+@pytest.mark.parametrize("task", ["classification", "regression", "gaussian"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_a_table_models_preprocessing_is_part_of_the_graph(task, dtype):
+    # `fastnn train` stores imputation and standardization (and a regression's target scale)
+    # in model.preprocessor_; the export ignored them, so the graph predicted from raw table
+    # units: silently wrong.  Then it applied them in the model's dtype, where predict works
+    # in float64: a float32 graph standardised the 1e8 +- 3 column to noise (R^2 0.49 where
+    # `fastnn predict` had 0.998).  Now both are built from Preprocessor.input_steps and
+    # output_steps, in float64: every path (the graph; predict's transform of an array and
+    # of a table; the command's prediction columns) gives the same numbers.
+    from fastnn.cli.command import _prediction_columns
+    from fastnn.io.tabular import Table
+    model, X = _table_model(task, dtype, np.random.default_rng(1))
+    pre = model.preprocessor_
+    proto = to_onnx(model)
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+    got = _session(proto).run(None, {"X": X})
+    # the model's inputs by hand, in float64 as predict standardises them (the 1e8 column
+    # comes out within +-2); the graph casts exactly these to the model's dtype
+    Z = (np.where(np.isnan(X), pre.x_fill, X) - pre.x_mean) / pre.x_scale
+    assert np.abs(Z[:, 2]).max() < 2
+    table = Table("t.csv", pre.feature_names,
+                  {f: X[:, j] for j, f in enumerate(pre.feature_names)},
+                  np.arange(2, X.shape[0] + 2))
+    paths = {"transform": pre.transform(X), "transform_table": pre.transform_table(table)[0]}
+    for name, inputs in paths.items():
+        np.testing.assert_array_equal(inputs, Z, err_msg=name)
     if task == "classification":
         _close(got[0], model.predict(Z), dtype)
-    elif task == "regression":
-        _close(got[0], model.predict(Z) * 35.0 + 120.0, dtype)
-    else:
-        _close(got[0], model.predict(Z) * 35.0 + 120.0, dtype)
-        _close(got[1], model.predict_std(Z) * 35.0, dtype)
+        return
+    _, columns = _prediction_columns(model, pre, Z, model.predict(Z))   # `fastnn predict`
+    want = model.predict(Z).astype(np.float64) * 35.0 + 1.2e7
+    np.testing.assert_array_equal(columns[0], want[:, 0])
+    assert got[0].dtype == np.float64
+    _close(got[0], want, dtype)
+    if task == "gaussian":
+        std = model.predict_std(Z).astype(np.float64) * 35.0
+        np.testing.assert_array_equal(columns[1], std[:, 0])
+        assert got[1].dtype == np.float64
+        _close(got[1], std, dtype)
+
+
+def test_a_model_trained_by_the_command_predicts_the_same_in_onnx(tmp_path):
+    # the issue's case end to end: `fastnn train` on a table with a column of 1e8 +- 3 that
+    # the target depends on; `fastnn predict` and onnxruntime on the exported model agree
+    # (before: R^2 0.998 by predict, 0.49 by onnxruntime)
+    pd = pytest.importorskip("pandas")
+    from fastnn.cli.command import main
+    rng = np.random.default_rng(0)
+    n = 400
+    big = 1e8 + rng.uniform(-3, 3, size=n)
+    frame = pd.DataFrame({"big": big, "other": rng.normal(size=n)})
+    frame["y"] = 2.0 * (big - 1e8) + frame["other"] + 0.01 * rng.normal(size=n)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert main(["train", "d.csv", "--target", "y", "--task", "regression", "--epochs",
+                     "60", "--layers", "16", "--quiet", "--validation-split", "0",
+                     "--save", "m.npz"]) == 0
+        assert main(["predict", "m.npz", "d.csv", "--output", "p.npy"]) == 0
+    finally:
+        os.chdir(cwd)
+    predicted = np.load(tmp_path / "p.npy")[:, 0]
+    model = fastnn.load(tmp_path / "m.npz")
+    X = frame[model.preprocessor_.feature_names].to_numpy(np.float64)
+    got = _session(to_onnx(model)).run(None, {"X": X})[0][:, 0]
+    y = frame["y"].to_numpy()
+
+    def r2(p):
+        return 1 - np.sum((y - p) ** 2) / np.sum((y - y.mean()) ** 2)
+
+    assert r2(predicted) > 0.95
+    _close(got, predicted, np.float32)
+    assert abs(r2(got) - r2(predicted)) < 1e-6

@@ -353,6 +353,9 @@ class _OneRank:
     def check_same(self, value, name):
         pass
 
+    def any(self, flag):
+        return bool(flag)
+
     def agree(self, error):
         if error is not None:
             raise error

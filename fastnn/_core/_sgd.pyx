@@ -611,6 +611,7 @@ cdef struct _Epoch:
     void *sw_batch
     void *sigma_batch
     Py_ssize_t *samples     # dropout: the global sample index of each row, or NULL
+    double *batch_weights   # distributed with sample weights: each minibatch's global weight
     Py_ssize_t n, n_in, n_t, n_order, n_params, batch_size, row_offset
     bint drop_last, is_double, flush_denormals, distributed
     bint order_local             # every index of `order` is a row of this X
@@ -858,9 +859,15 @@ def prepare_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
 
     Distributed (reducer given): order is a permutation of the global indices, this rank
     holds global rows row_offset .. row_offset + X.shape[0] - 1, and `grads` has two extra
-    slots (n_params + 2) that carry the loss and weight sums through the all-reduce (float64;
-    a float32 model adds the two sums in double, in a second two-element all-reduce, so that
-    they cannot overflow float32).
+    slots (n_params + 2).  Each rank scales its gradient by 1 / (the minibatch's weight over
+    all ranks) inside the loss gradient, as one process does (``train_step``), so the
+    all-reduce adds terms of the weighted mean and nothing overflows that one process would
+    not overflow (a sum over ranks of unscaled w_i dl_i would: float32 weights near 1e37).
+    The minibatches' global weights are the row counts without sample weights, otherwise
+    one all-reduce of the ranks' per-batch partial sums (float64) when the epoch starts.
+    The loss sum travels in the extra slot of the gradient's all-reduce (float64; a float32
+    model adds it in double, in a second one-element all-reduce, so that it cannot overflow
+    float32).
 
     Dropout (layers with a rate > 0 in spec): the mask of a unit is a function of
     (dropout_seed, epoch, global sample index, layer, unit) only (src_c/fastnn_dropout.h), so
@@ -875,6 +882,7 @@ def prepare_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     cdef EpochCall call = EpochCall.__new__(EpochCall)
     cdef _Epoch *a = &call.a
     cdef Py_ssize_t[::1] samples_buf = None
+    cdef double[::1] batch_weights = None
     _check_epoch_buffers(
         spec, params.shape[0], grads.shape[0], -1 if state1 is None else state1.shape[0],
         -1 if state2 is None else state2.shape[0], n, n_in,
@@ -943,6 +951,12 @@ def prepare_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     a.n, a.n_in = n, n_in
     a.n_t = 0 if Y is None else Y.shape[1]
     a.n_order = n if order is None else order.shape[0]
+    a.batch_weights = NULL
+    if reducer is not None and sample_weight is not None:
+        # one slot per minibatch of the epoch, filled when it runs (_global_batch_weights)
+        batch_weights = np.zeros(max((a.n_order + batch_size - 1) // batch_size, 1),
+                                 dtype=np.float64)
+        a.batch_weights = &batch_weights[0]
     a.n_params, a.batch_size, a.row_offset = params.shape[0], batch_size, row_offset
     a.drop_last, a.is_double, a.flush_denormals = drop_last, floating is double, flush_denormals
     a.distributed = reducer is not None
@@ -956,11 +970,12 @@ def prepare_epoch(NetSpec spec, floating[::1] params, floating[::1] grads,
     a.steps, a.failed_step, a.status = 0, -1, _STATUS_OK
     # the pointers above stay valid while these live (a typed memoryview holds its buffer)
     written = [params, grads, state1, state2, acts, delta0, delta1, X_batch, Y_batch,
-               labels_batch, sw_batch, sigma_batch, samples_buf]
+               labels_batch, sw_batch, sigma_batch, samples_buf, batch_weights]
     call._keep = [spec, reducer, X, Y, labels, sample_weight, sigma, order] + written
     call._spans = _spans_of(("params", "grads", "state1", "state2", "acts", "delta0",
                              "delta1", "X_batch", "Y_batch", "labels_batch", "sw_batch",
-                             "sigma_batch", "dropout sample indices"), written)
+                             "sigma_batch", "dropout sample indices", "batch weights"),
+                            written)
     call._read_spans = _spans_of(("X", "Y", "labels", "sample_weight", "sigma", "order"),
                                  (X, Y, labels, sample_weight, sigma, order))
     _check_disjoint([call])     # its own buffers (train_epochs checks them across calls)
@@ -1105,6 +1120,11 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
         a.status, a.steps, a.failed_step, a.seconds = _STATUS_INTERRUPTED, 0, -1, 0.0
         a.loss_sum = a.weight_sum = 0.0
         return
+    if distributed and a.batch_weights != NULL and \
+            _global_batch_weights(a, sample_weight) != 0:
+        a.status, a.steps, a.failed_step, a.seconds = _STATUS_REDUCE_ERROR, 0, 0, 0.0
+        a.loss_sum = a.weight_sum = 0.0
+        return
     fp_saved = fnn_fpmode_enter(flush_denormals)
     last_check = began
     start = 0
@@ -1160,46 +1180,49 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
                 wb = sample_weight + start
             if sigma != NULL:
                 sb = sigma + start
-        batch_weight = batch_weight_sum(wb, rows)
         # -- forward, fused loss gradient, backward: gradient of the weighted batch mean
         if not distributed:
+            batch_weight = batch_weight_sum(wb, rows)
             if batch_weight > 0:
                 batch_loss = train_step(net, opt, params, grads, s1, s2, n_params, xb,
                                         <int> rows, &a.lp, yb, lb, wb, sb, batch_weight, acts,
                                         delta0, delta1, &kstatus)
         else:
-            # local sums, then one all-reduce of [gradient | loss | weight]
-            batch_loss = 0.0
-            if rows > 0:
-                batch_loss = net_loss_grad(net, params, grads, xb, <int> rows, &a.lp, yb, lb,
-                                           wb, sb, 1.0, acts, delta0, delta1, &kstatus)
-            else:
-                for i in range(n_params):
-                    grads[i] = 0
-            if floating is float:
-                # the loss and weight sums over ranks can overflow float32 where the
-                # model's values do not: add them in double, in a second small reduction
-                sums[0] = batch_loss
-                sums[1] = batch_weight
-                if _allreduce(&a.reducer, grads, <int> n_params) != 0 or \
-                        _allreduce(&a.reducer, &sums[0], 2) != 0:
-                    status = _STATUS_REDUCE_ERROR
-                    failed_step = step
-                    break
-                batch_loss = sums[0]
-                batch_weight = sums[1]
-            else:
-                grads[n_params] = batch_loss
-                grads[n_params + 1] = batch_weight
-                if _allreduce(&a.reducer, grads, <int> (n_params + 2)) != 0:
-                    status = _STATUS_REDUCE_ERROR
-                    failed_step = step
-                    break
-                batch_loss = grads[n_params]
-                batch_weight = grads[n_params + 1]
-            if batch_weight > 0 and isfinite(batch_loss) and kstatus == FNN_OK:
-                opt.t += 1
-                apply_update(net, opt, params, grads, s1, s2, n_params, 1.0 / batch_weight)
+            # the minibatch's weight over every rank, the same on each: all ranks skip a
+            # batch of weight 0 together, and each scales its rows' gradient by 1 / weight
+            # as one process does, so the all-reduce adds terms of the weighted mean
+            batch_weight = (a.batch_weights[step] if a.batch_weights != NULL
+                            else <double> batch_rows)
+            if batch_weight > 0:
+                batch_loss = 0.0
+                if rows > 0:
+                    batch_loss = net_loss_grad(net, params, grads, xb, <int> rows, &a.lp, yb,
+                                               lb, wb, sb, 1.0 / batch_weight, acts, delta0,
+                                               delta1, &kstatus)
+                else:
+                    for i in range(n_params):
+                        grads[i] = 0
+                # one all-reduce of [gradient | loss sum]
+                if floating is float:
+                    # the loss sum over ranks can overflow float32 where the model's values
+                    # do not: add it in double, in a second small reduction
+                    sums[0] = batch_loss
+                    if _allreduce(&a.reducer, grads, <int> n_params) != 0 or \
+                            _allreduce(&a.reducer, &sums[0], 1) != 0:
+                        status = _STATUS_REDUCE_ERROR
+                        failed_step = step
+                        break
+                    batch_loss = sums[0]
+                else:
+                    grads[n_params] = batch_loss
+                    if _allreduce(&a.reducer, grads, <int> (n_params + 1)) != 0:
+                        status = _STATUS_REDUCE_ERROR
+                        failed_step = step
+                        break
+                    batch_loss = grads[n_params]
+                if isfinite(batch_loss) and kstatus == FNN_OK:
+                    opt.t += 1
+                    apply_update(net, opt, params, grads, s1, s2, n_params, 1.0)
         if batch_weight > 0 and _record_step(kstatus, batch_loss, batch_weight, step, &loss_sum,
                                              &weight_sum, &status, &failed_step):
             break
@@ -1230,6 +1253,33 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
     a.loss_sum, a.weight_sum, a.steps, a.failed_step, a.status = \
         loss_sum, weight_sum, step, failed_step, status
     a.seconds = _now() - began
+
+
+cdef int _global_batch_weights(_Epoch *a, const floating *sample_weight) noexcept nogil:
+    """Distributed training with sample weights: a.batch_weights[k] = the weight of the
+    epoch's minibatch k summed over every rank (this rank's rows of it in batch order, in
+    double, then one all-reduce).  Returns the all-reduce's error code (0: success)."""
+    cdef Py_ssize_t start = 0, k = 0, i, r, rows, done, chunk
+    cdef double total
+    while start < a.n_order:
+        rows = min(a.batch_size, a.n_order - start)
+        if rows < a.batch_size and a.drop_last:
+            break
+        total = 0.0
+        for i in range(rows):
+            r = _local_row(a.order[start + i], a.row_offset, a.n)
+            if r >= 0:
+                total += sample_weight[r]
+        a.batch_weights[k] = total
+        k += 1
+        start += rows
+    done = 0
+    while done < k:       # MPI counts are ints
+        chunk = min(k - done, <Py_ssize_t> INT_MAX)
+        if _allreduce(&a.reducer, a.batch_weights + done, <int> chunk) != 0:
+            return 1
+        done += chunk
+    return 0
 
 
 cdef double batch_weight_sum(const floating *weights, Py_ssize_t rows) noexcept nogil:

@@ -687,7 +687,7 @@ def _prediction_columns(model, pre, X, P):
         std = model.predict_std(X).astype(np.float64)
         for j in range(std.shape[1]):
             names.append("std" if std.shape[1] == 1 else f"std_{j}")
-            cols.append(std[:, j] * (pre.y_scale if pre is not None else 1.0))
+            cols.append(std[:, j] if pre is None else pre.inverse_target(std[:, j], "std"))
     return names, cols
 
 

@@ -54,11 +54,15 @@ What the graph holds
 * ``metadata_props``: ``layer_sizes``, ``activations`` (hidden layers), ``output_link`` and
   ``dtype`` of the network, for the code that deploys it.
 * A model trained by ``fastnn train`` on a table carries its preprocessing
-  (``model.preprocessor_``): the graph applies it as ``fastnn predict`` does.  X holds the
+  (``model.preprocessor_``): the graph applies it as ``fastnn predict`` does, its nodes built
+  from the same definition (``Preprocessor.input_steps``/``output_steps``) in the same
+  precision, float64.  X is then ``tensor(double)`` whatever the model's dtype and holds the
   feature columns in ``preprocessor_.feature_names`` order, in the table's units; NaN cells
   take the stored fill values when the model was trained with ``--impute``; then
-  ``(x - x_mean) / x_scale``; a regression's ``predictions``/``mean`` come back as
-  ``y * y_scale + y_mean`` and its ``std`` as ``std * y_scale``.  Other models have no
+  ``(x - x_mean) / x_scale`` and a Cast to the model's dtype; a regression's
+  ``predictions``/``mean`` come back (Cast to float64) as ``y * y_scale + y_mean`` and its
+  ``std`` as ``std * y_scale``, float64 outputs as ``fastnn predict`` writes them (in the
+  model's float32 a column of 1e8 +- 3 standardised to noise).  Other models have no
   stored standardization: scale inputs outside the graph as you did for training (a
   scikit-learn ``StandardScaler`` in front of an estimator is not exported).
 
@@ -71,6 +75,7 @@ import numpy as np
 
 from fastnn.runtime.state import consistent
 from fastnn.nn.model import MLP
+from fastnn.io.tabular import PRECISION
 from fastnn.io.writer import check_output, write_output
 
 __all__ = ["to_onnx", "DEFAULT_OPSET"]
@@ -163,24 +168,59 @@ def _mlp_logits(g, model, x):
 _SMOOTH = ("elu", "selu", "gelu", "gelu_tanh", "silu", "softplus")
 
 
-def _reduce_mean(g, x):
-    """The mean over axis 1, kept as (N, 1): ReduceMean's axes became an input in opset 18."""
-    if g.opset >= 18:
-        return g.node("ReduceMean", [x, g.const("axes", np.array([1], np.int64))],
-                      keepdims=1)
-    return g.node("ReduceMean", [x], axes=[1], keepdims=1)
+def _reduce(g, op, x):
+    """ReduceSum or ReduceMax over axis 1, kept as (N, 1): the axes became an input in opset
+    13 for ReduceSum, in opset 18 for the others."""
+    if op == "ReduceSum" or g.opset >= 18:
+        return g.node(op, [x, g.const("axes", np.array([1], np.int64))], keepdims=1)
+    return g.node(op, [x], axes=[1], keepdims=1)
+
+
+def _cast(g, x, source, target):
+    """x, a tensor of dtype `source`, as `target` (no node when they are the same)."""
+    if np.dtype(source) == np.dtype(target):
+        return x
+    return g.node("Cast", [x], to=g.onnx.helper.np_dtype_to_tensor_dtype(np.dtype(target)))
+
+
+#: src_c/fastnn_layernorm.h: FNN_LAYERNORM_EPS and FNN_LN_BIG
+_LAYERNORM_EPS = 1e-5
 
 
 def _layer_norm(g, z, layer, k):
     """fastnn's layer normalization (src_c/fastnn_layernorm.h) of the pre-activation z:
     gain (z - mu) / sqrt(var + 1e-5) + shift, mu and var (the biased variance, two-pass) per
-    sample over the layer's units.  Composed from ReduceMean and arithmetic rather than
-    LayerNormalization (opset 17), whose float64 support varies between runtimes."""
-    centered = g.node("Sub", [z, _reduce_mean(g, z)])
-    var = _reduce_mean(g, g.node("Mul", [centered, centered]))
-    eps = g.const("eps", np.array(1e-5, g.dtype))
-    rstd = g.node("Reciprocal", [g.node("Sqrt", [g.node("Add", [var, eps])])])
-    xhat = g.node("Mul", [centered, rstd])
+    sample over the layer's units, in the kernel's form: sums over the units divided by
+    their count, the square root in double; and its overflow guard: a row whose sum of
+    squared deviations is not <= the dtype's largest value (|z - mu| > 1.8e19 in float32)
+    is normalized as z / s, s = max_j |z_j|, with the reciprocal standard deviation
+    1 / (s sqrt(var(z/s) + eps / s^2)) in double (``layernorm_row_scaled``).  Without the
+    guard such a row came out of the graph as NaN or as the shift alone, where predict gives
+    the normalized row.  Both forms are computed, a Where picks each row's, as the kernel
+    branches.  Composed from reductions and arithmetic rather than LayerNormalization
+    (opset 17), whose float64 support varies between runtimes."""
+    cols = g.const("units", np.array(layer.n_out, g.dtype))
+    eps = g.const("eps", np.array(_LAYERNORM_EPS, np.float64))
+    mu = g.node("Div", [_reduce(g, "ReduceSum", z), cols])
+    centered = g.node("Sub", [z, mu])
+    sum_sq = _reduce(g, "ReduceSum", g.node("Mul", [centered, centered]))
+    var = _cast(g, g.node("Div", [sum_sq, cols]), g.dtype, np.float64)
+    rstd = g.node("Reciprocal", [_cast(g, g.node("Sqrt", [g.node("Add", [var, eps])]),
+                                       np.float64, g.dtype)])
+    plain = g.node("Mul", [centered, rstd])
+    # the guarded form, for the rows whose sum of squares overflowed (or is NaN)
+    big = g.node("Not", [g.node("LessOrEqual", [sum_sq, g.const(
+        "big", np.array(np.finfo(g.dtype).max, g.dtype))])], stem="overflowed")
+    s = _reduce(g, "ReduceMax", g.node("Abs", [z]))
+    zs = g.node("Div", [z, s])
+    cs = g.node("Sub", [zs, g.node("Div", [_reduce(g, "ReduceSum", zs), cols])])
+    m2 = _cast(g, g.node("Div", [_reduce(g, "ReduceSum", g.node("Mul", [cs, cs])), cols]),
+               g.dtype, np.float64)
+    sd = _cast(g, s, g.dtype, np.float64)
+    r = g.node("Reciprocal", [g.node("Mul", [sd, g.node("Sqrt", [g.node("Add", [
+        m2, g.node("Div", [eps, g.node("Mul", [sd, sd])])])])])])
+    scaled = g.node("Mul", [cs, _cast(g, g.node("Mul", [sd, r]), np.float64, g.dtype)])
+    xhat = g.node("Where", [big, scaled, plain], stem=f"xhat{k}")
     gain = g.const(f"gain{k}", np.array(layer.gain, dtype=g.dtype, copy=True))
     shift = g.const(f"shift{k}", np.array(layer.shift, dtype=g.dtype, copy=True))
     return g.node("Add", [g.node("Mul", [xhat, gain]), shift], stem=f"y{k}")
@@ -349,41 +389,61 @@ def _mlp_outputs(g, model, z):
     raise ValueError(f"output link {link!r} has no ONNX export")  # pragma: no cover
 
 
+#: the nodes of the element-wise steps of a Preprocessor (fastnn.io.tabular.STEP_OPS)
+_STEP_NODES = {"subtract": "Sub", "divide": "Div", "multiply": "Mul", "add": "Add"}
+
+
+def _steps(g, x, steps, stem):
+    """The nodes of a step list of ``fastnn.io.tabular.Preprocessor`` (``input_steps``,
+    ``output_steps``) applied to x, a float64 tensor: the list ``fastnn predict`` evaluates
+    with ``apply_steps``, in its precision (float64) and order."""
+    for op, constant in steps:
+        c = g.const(f"{stem}_{op}", np.asarray(constant, dtype=PRECISION))
+        if op == "fill_missing":
+            x = g.node("Where", [g.node("IsNaN", [x], stem="missing"), c, x], stem="imputed")
+        elif op in _STEP_NODES:
+            x = g.node(_STEP_NODES[op], [x, c], stem=f"{stem}_{op}")
+        else:  # pragma: no cover - a step the Preprocessor defines but the export does not
+            raise ValueError(f"the preprocessing step {op!r} has no ONNX export")
+    return x
+
+
 def _preprocessed_input(g, pre):
-    """What ``fastnn predict`` does to a table's feature columns, as graph nodes: missing
-    values (NaN) replaced by the stored fill values when the model was trained with
-    ``--impute``, then ``(x - x_mean) / x_scale``.  The graph's input X holds the features
-    in ``pre.feature_names`` order, in the table's units (selecting columns by name stays
-    the caller's job)."""
-    x = "X"
-    if pre.x_fill is not None:
-        fill = g.const("x_fill", pre.x_fill.astype(g.dtype))
-        x = g.node("Where", [g.node("IsNaN", [x], stem="missing"), fill, x], stem="imputed")
-    return g.node("Div", [g.node("Sub", [x, g.const("x_mean", pre.x_mean.astype(g.dtype))],
-                                 stem="centred"),
-                          g.const("x_scale", pre.x_scale.astype(g.dtype))],
-                  stem="standardized")
+    """What ``fastnn predict`` does to a table's feature columns, as graph nodes built from
+    the same definition (``Preprocessor.input_steps``): missing values (NaN) replaced by the
+    stored fill values when the model was trained with ``--impute``, then
+    ``(x - x_mean) / x_scale``, in float64, then a Cast to the model's dtype, as predict
+    converts the standardized values.  The graph's input X is float64 and holds the features
+    in ``pre.feature_names`` order, in the table's units (selecting columns by name stays the
+    caller's job)."""
+    return _cast(g, _steps(g, "X", pre.input_steps(), "x"), PRECISION, g.dtype)
 
 
-def _unstandardize_targets(g, pre):
+def _target_units(g, pre, outputs):
     """A regression model predicts standardized targets: give the graph's outputs back in
-    the target's units as ``fastnn predict`` does (mean: ``y * y_scale + y_mean``; std:
-    ``std * y_scale``).  Renames the producing nodes' outputs and appends the rescaling under
-    the original output names."""
-    if pre.task != "regression" or (pre.y_mean == 0.0 and pre.y_scale == 1.0):
-        return
-    scale = g.const("y_scale", np.array(pre.y_scale, g.dtype))
-    shift = g.const("y_mean", np.array(pre.y_mean, g.dtype))
-    for node in list(g.nodes):
-        for i, out in enumerate(node.output):
-            if out not in ("predictions", "mean", "std"):
-                continue
-            node.output[i] = standardized = out + "_standardized"
-            if out == "std":
-                g.node("Mul", [standardized, scale], out)
-            else:
-                g.node("Add", [g.node("Mul", [standardized, scale], stem="rescaled"), shift],
-                       out)
+    the target's units as ``fastnn predict`` does, from the same definition
+    (``Preprocessor.output_steps``): Cast to float64, then ``y * y_scale + y_mean`` for a
+    prediction or mean, ``std * y_scale`` for a std, in float64.  Renames the producing
+    nodes' outputs and appends the steps under the original output names, which become
+    float64 (``fastnn predict`` writes float64).  Returns the (name, width, element type)
+    list of outputs."""
+    if pre.task != "regression":
+        return outputs
+    double = g.onnx.helper.np_dtype_to_tensor_dtype(np.dtype(PRECISION))
+    result = []
+    for out, width, elem in outputs:
+        if out not in ("predictions", "mean", "std"):
+            result.append((out, width, elem))
+            continue
+        for node in g.nodes:
+            for i, name in enumerate(node.output):
+                if name == out:
+                    node.output[i] = out + "_standardized"
+        y = _cast(g, out + "_standardized", g.dtype, PRECISION)
+        y = _steps(g, y, pre.output_steps("std" if out == "std" else "mean"), out)
+        g.node("Identity", [y], out)
+        result.append((out, width, double))
+    return result
 
 
 def _label_tensor(classes):
@@ -579,13 +639,15 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
                              "graph that predicts NaN (MLP.save refuses them too)")
         g = _Graph(onnx, mlp.dtype)
         g.opset = opset
+        x_elem = g.elem_type
         if estimator is None:
             # a `fastnn train` model's table handling
             pre = getattr(mlp, "preprocessor_", None)
             z = _mlp_logits(g, mlp, "X" if pre is None else _preprocessed_input(g, pre))
             outputs = [(out, width, g.elem_type) for out, width in _mlp_outputs(g, mlp, z)]
             if pre is not None:
-                _unstandardize_targets(g, pre)
+                outputs = _target_units(g, pre, outputs)
+                x_elem = g.onnx.helper.np_dtype_to_tensor_dtype(np.dtype(PRECISION))
         elif hasattr(estimator, "members"):     # MLPEnsemble
             outputs = [(out, width, g.elem_type)
                        for out, width in _ensemble_outputs(g, estimator)]
@@ -598,7 +660,7 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
 
         graph = helper.make_graph(
             g.nodes, name or type(model).__name__,
-            [helper.make_tensor_value_info("X", g.elem_type, ["N", mlp.n_inputs])],
+            [helper.make_tensor_value_info("X", x_elem, ["N", mlp.n_inputs])],
             [helper.make_tensor_value_info(out, elem,
                                            ["N"] if width is None else ["N", width])
              for out, width, elem in outputs],

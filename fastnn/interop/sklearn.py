@@ -105,7 +105,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from fastnn.runtime.state import consistent
 from fastnn._validation import (all_finite, check_choice, check_number,
-                                check_sample_weight, float_dtype)
+                                check_sample_weight, check_weight_total, float_dtype,
+                                weight_total)
 from fastnn.optim.lbfgs import LBFGS, LBFGSObjective
 from fastnn.nn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL, PoissonNLL
 from fastnn.nn.model import MLP
@@ -363,7 +364,8 @@ class _BaseMLP(BaseEstimator):
 
     def _fit_lbfgs(self, X, Y, sw, loss):
         """Full-batch L-BFGS (fastnn.optim.lbfgs): scikit-learn's objective and stopping rules."""
-        weight_sum = X.shape[0] if sw is None else float(np.sum(sw, dtype=np.float64))
+        weight_sum = check_weight_total(weight_total(sw, X.shape[0]), "sample_weight",
+                                        "the objective is undefined; check sample_weight")
         solver = LBFGS(max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol,
                        weight_decay=self.alpha / weight_sum)
         curve = []
@@ -474,6 +476,14 @@ class _BaseMLP(BaseEstimator):
             X, Y, sw, val = self._validation_split(X, Y, sw, dtype, incremental,
                                                    validation_data)
         n = X.shape[0]
+        # the rows left to train on (after the early-stopping split, in the model's dtype),
+        # checked before their mean weight sets the L2 step below: fastnn.fit checks the same
+        # total, but only after that division
+        check_weight_total(weight_total(sw, n), "the sample weights of the training rows",
+                           "there is nothing to train on" + (
+                               " (after the early-stopping split); use another random_state "
+                               "or validation_fraction, or check sample_weight"
+                               if val is not None else "; check sample_weight"))
         batch_size = min(AUTO_BATCH_SIZE, n) if self.batch_size == "auto" else self.batch_size
         if batch_size > n:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
@@ -613,9 +623,11 @@ class _BaseMLP(BaseEstimator):
                              f"of {n} with validation_fraction="
                              f"{self.validation_fraction}; at least 2 are needed).")
         val_set = (take(X, val), take(Y, val)) + ((take(sw, val),) if sw is not None else ())
-        if sw is not None and not (val_set[2] > 0).any():
-            raise ValueError("the sample weights of the validation set are all zero; use "
-                             "another random_state or validation_fraction")
+        if sw is not None:
+            check_weight_total(weight_total(val_set[2], len(val)),
+                               "the sample weights of the validation rows",
+                               "the validation loss is undefined (after the early-stopping "
+                               "split); use another random_state or validation_fraction")
         if incremental:
             self._validation_set = val_set
             self._held_out = (_fingerprint(X, Y, sw), np.asarray(train))
@@ -785,7 +797,8 @@ class _BaseMLP(BaseEstimator):
         Y = np.asarray(y)
         if getattr(self, "_kind", None) == "multiclass" and Y.ndim == 2:
             Y = Y.argmax(axis=1)  # scikit-learn passes one-hot rows
-        weight_sum = X.shape[0] if sample_weight is None else float(np.sum(sample_weight))
+        weight_sum = check_weight_total(weight_total(sample_weight, X.shape[0]),
+                                        "sample_weight", "the objective is undefined")
         objective = LBFGSObjective(self.model_, X, Y, self._loss(), sample_weight,
                                    self.alpha / weight_sum)
         value, grad = objective(theta)
@@ -1164,9 +1177,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
             per_sample = weights[index]
             sw = per_sample if sw is None else sw * per_sample
-            if not (sw > 0).any():
-                raise ValueError("class_weight and sample_weight give every sample a zero "
-                                 "weight; expected at least one positive weight")
+            check_weight_total(weight_total(sw, n),
+                               "the weights class_weight and sample_weight give the samples",
+                               "expected at least one positive weight")
         if self._kind == "binary":
             Y = (index == 1).astype(dtype).reshape(-1, 1)
         else:

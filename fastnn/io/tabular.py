@@ -4,15 +4,31 @@ Two concerns live here, both below the command line (``fastnn.cli.command``) and
 NumPy:
 
 ``read_table``
-    Reads a delimited text file (``.csv``, ``.tsv``, ``.txt``) with pandas when it is installed
-    and with the standard library's ``csv`` module otherwise: the two readers are configured
-    alike (header row, delimiter from the suffix or ``delimiter=``, quoting, a byte-order mark,
-    blanks after a delimiter, pandas' missing-value spellings, an index column), and the
-    result has the same form either way: column names (stripped of surrounding blanks, where
-    pandas keeps a trailing one), one 1-D array per column (float64 with
-    NaN for a missing number, bool, or object holding str/None), and the file line of every
-    row.  No parsing is written by hand.
+    Reads a delimited text file (``.csv``, ``.tsv``, ``.txt``, also gzip-, bzip2-, xz- or
+    zip-compressed) with the standard library's ``csv`` module, whether pandas is installed
+    or not, so that a file gives the same columns or the same error everywhere.  (It read
+    with pandas when installed, and the two readers disagreed on one file in eight ways:
+    duplicated names (pandas renamed them ``a.1``), short rows (pandas pads them with empty
+    cells, indistinguishably from empty fields, so it cannot refuse them), lines of blanks
+    or of bare delimiters, a blank first line, a first data row with one field too many
+    (pandas takes the first column as an index), empty header names (``Unnamed: k``), the
+    lines of quoted fields spanning lines, compressed files.  Its tokenizer was no faster
+    than the csv module's on 200,000 rows, and the conversion of the cells, shared by both,
+    dominates.)  The contract, in one place (``_read_rows``, then ``read_table``):
 
+    * the header is line 1 (after a UTF-8 byte-order mark), its names stripped of
+      surrounding blanks; an empty file or a blank first line has no header (an error); a
+      name given twice is an error; an empty first name (what ``DataFrame.to_csv`` writes
+      for the index) or ``Unnamed: 0`` marks an index column, dropped;
+    * the delimiter comes from the suffix or ``delimiter=`` (sniffed for ``.txt``); quoting
+      is the csv dialect's (doubled quotes, quoted delimiters and line breaks); blanks
+      after a delimiter are skipped;
+    * a line that is empty or holds only blanks is skipped (and counted); every other row
+      has as many fields as the header, or is an error naming its line;
+    * cells become float64 (NaN for a missing value: an empty cell, pandas' spellings
+      ``NA_VALUES`` or ``na_values=``), bool (True/False spellings), or object holding str
+      and None (``_convert``);
+    * the line of a row is the physical line where it starts.
 ``Preprocessor``
     What a model trained on a table needs to predict from another table: the feature names
     (predict selects and orders columns by name), the task and target name, the class labels
@@ -21,14 +37,26 @@ NumPy:
     stored in the model file (``fastnn.io.saving``, as plain JSON via ``get_config``) and rebuilt with
     ``Preprocessor.from_config``, which validates every field.
 
+    Its arithmetic is defined once, as data: ``input_steps`` (imputation, then
+    standardisation) and ``output_steps`` (a regression's target units), each a list of
+    element-wise operations in float64 (``PRECISION``).  ``apply_steps`` evaluates them in
+    NumPy for training and ``fastnn predict``; ``fastnn.interop.onnx_export`` builds the
+    graph's nodes from the same lists, in float64 too, with a Cast to the model's dtype
+    after (a float32 graph that standardised in float32 turned a column of 1e8 +- 3 into
+    noise: ulp(1e8) is 8 in float32).
+
 Line numbers are 1-based and count the header as line 1, so the first data row is line 2.
-Blank lines are skipped and counted.  With pandas a quoted field that spans several lines
-shifts the numbers of the rows after it (pandas does not report physical lines); the
-csv-module reader reports the exact physical line in every case.
+Blank lines are skipped and counted.
 """
+import bz2
+import contextlib
 import csv
+import gzip
+import io
+import lzma
 import math
 import os
+import zipfile
 
 import numpy as np
 
@@ -44,6 +72,8 @@ _TRUE, _FALSE = frozenset(["True", "TRUE", "true"]), frozenset(["False", "FALSE"
 MAX_CLASSES_INFERRED = 20
 TASKS = ("classification", "regression")
 _SUFFIX_DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": None}
+#: compressed tables, read through the standard library (the suffix before names the format)
+_COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zip": None}
 
 
 class TableError(ValueError):
@@ -119,7 +149,10 @@ def delimiter_for(path, delimiter=None):
         if len(delimiter) != 1:
             raise TableError(f"--delimiter {delimiter!r}: expected one character (or \\t)")
         return delimiter
-    suffix = os.path.splitext(str(path))[1].lower()
+    stem, suffix = os.path.splitext(str(path))
+    if suffix.lower() in _COMPRESSED:
+        suffix = os.path.splitext(stem)[1]     # data.csv.gz: a .csv
+    suffix = suffix.lower()
     if suffix not in _SUFFIX_DELIMITERS:
         raise TableError(f"{path}: cannot tell the delimiter from the suffix {suffix!r}; "
                          "expected .csv, .tsv or .txt, or name it with --delimiter")
@@ -128,26 +161,28 @@ def delimiter_for(path, delimiter=None):
 
 def read_table(path, *, delimiter=None, index_col=None, encoding="utf-8", na_values=(),
                use_pandas=None):
-    """Read a delimited text file with a header row.
+    """Read a delimited text file with a header row (the contract: the module docstring).
 
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.csv`` (comma), ``.tsv``/``.tab`` (tab) or ``.txt`` (delimiter sniffed) file, or
+        A ``.csv`` (comma), ``.tsv``/``.tab`` (tab) or ``.txt`` (delimiter sniffed) file,
+        possibly compressed (``.csv.gz``, ``.bz2``, ``.xz``, a ``.zip`` holding one file), or
         any file with `delimiter` given.
     delimiter : str of length 1, optional
         Overrides the suffix ("\\t" and "tab" mean a tab).
     index_col : str, int or None
         A column (name, or 0-based position) holding row labels rather than a feature: it is
         dropped.  None: a first column whose header cell is empty (what ``DataFrame.to_csv``
-        writes for the index) is taken as the index, as pandas names it ``Unnamed: 0``.
+        writes for the index) is taken as the index, as is one named ``Unnamed: 0``.
     encoding : str, default "utf-8"
         A UTF-8 byte-order mark is skipped either way.
     na_values : sequence of str, default ()
         Cell texts read as missing besides pandas' default spellings (``NA_VALUES``), such as
         "?" or "-999" (compared after stripping blanks).
     use_pandas : bool or None
-        None: pandas when it is installed, else the csv module.  For tests.
+        Ignored: every file is read by the one reader, with or without pandas (kept so that
+        callers passing it keep working).
 
     Returns
     -------
@@ -164,29 +199,13 @@ def read_table(path, *, delimiter=None, index_col=None, encoding="utf-8", na_val
     sep = delimiter_for(path, delimiter)
     if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
         encoding = "utf-8-sig"  # skip a byte-order mark, as pandas does
-    if use_pandas is None:
-        try:
-            import pandas  # noqa: F401
-            use_pandas = True
-        except ImportError:
-            use_pandas = False
     try:
         missing = NA_VALUES | frozenset(str(v).strip() for v in na_values)
-        if use_pandas:
-            columns, data, lines = _read_pandas(path, sep, encoding, missing)
-        else:
-            columns, data, lines = _read_csv_module(path, sep, encoding, missing)
+        columns, data, lines = _read_rows(path, sep, encoding, missing)
     except UnicodeDecodeError as exc:
         raise TableError(f"{path}: cannot decode it as {encoding} ({exc.reason} at byte "
                          f"{exc.start}); name its encoding with --encoding, e.g. latin-1") \
             from None
-    if not columns:
-        raise TableError(f"{path}: no columns (an empty file?); expected a header row")
-    seen = set()
-    for name in columns:
-        if name in seen:
-            raise TableError(f"{path}: the column name {name!r} appears twice in the header")
-        seen.add(name)
     index = _index_column(path, columns, index_col)
     if index is not None:
         columns = [c for c in columns if c != index]
@@ -222,42 +241,32 @@ def _index_column(path, columns, index_col):
     return columns[pos]
 
 
-def _read_pandas(path, sep, encoding, missing):
-    import pandas as pd
-    # blank lines are kept (as rows of empty cells) and dropped below, so that row i is file
-    # line i + 2 and error messages can name the line
-    kwargs = dict(sep=sep, encoding=encoding, skipinitialspace=True, dtype=str,
-                  keep_default_na=False, na_filter=False, skip_blank_lines=False)
-    if sep is None:
-        kwargs["engine"] = "python"  # the python engine sniffs the delimiter (csv.Sniffer)
-    try:
-        # every cell as text, converted below by the same rules as the csv-module reader, so
-        # both readers give the same columns; pandas does the parsing (quotes, BOM, lines)
-        frame = pd.read_csv(path, **kwargs)
-    except pd.errors.EmptyDataError:
-        return [], {}, np.zeros(0, np.int64)
-    except pd.errors.ParserError as exc:
-        raise TableError(f"{path}: cannot parse it ({exc})") from None
-    # names are stripped of surrounding blanks (pandas keeps a trailing one): "z " in one file
-    # and "z" in the next must name the same column
-    columns = [str(c).strip() for c in frame.columns]
-    raw = {name: frame.iloc[:, k].to_numpy(dtype=object) for k, name in enumerate(columns)}
-    # pandas names an empty header cell "Unnamed: k"; report it as the empty name it is
-    columns = ["" if c.startswith("Unnamed: ") and k == 0 else c for k, c in enumerate(columns)]
-    raw = {("" if k == 0 and name.startswith("Unnamed: ") else name): col
-           for k, (name, col) in enumerate(raw.items())}
-    lines = np.arange(2, frame.shape[0] + 2, dtype=np.int64)
-    if frame.shape[0] and frame.shape[1]:
-        blank = np.all(np.column_stack([np.array([str(v).strip() == "" for v in col])
-                                        for col in raw.values()]), axis=1)
-        if blank.any():
-            raw = {name: col[~blank] for name, col in raw.items()}
-            lines = lines[~blank]
-    return columns, {name: _convert(raw[name], missing) for name in columns}, lines
+@contextlib.contextmanager
+def _open_text(path, encoding):
+    """The file as text, line ends left to the csv module (newline=""); a compressed file
+    through the standard library."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in _COMPRESSED:
+        with open(path, newline="", encoding=encoding) as fh:
+            yield fh
+    elif suffix != ".zip":
+        with _COMPRESSED[suffix](path, "rt", newline="", encoding=encoding) as fh:
+            yield fh
+    else:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if not n.endswith("/")]
+            if len(names) != 1:
+                raise TableError(f"{path}: a .zip of a table holds exactly one file; this "
+                                 f"one holds {len(names)}")
+            with io.TextIOWrapper(archive.open(names[0]), encoding=encoding,
+                                  newline="") as fh:
+                yield fh
 
 
-def _read_csv_module(path, sep, encoding, missing):
-    with open(path, newline="", encoding=encoding) as fh:
+def _read_rows(path, sep, encoding, missing):
+    """(column names, {name: converted column}, start line of each row): the contract of the
+    module docstring, in one pass of the csv module over the file."""
+    with _open_text(path, encoding) as fh:
         if sep is None:
             sample = fh.read(65536)
             fh.seek(0)
@@ -267,22 +276,36 @@ def _read_csv_module(path, sep, encoding, missing):
                 raise TableError(f"{path}: cannot tell its delimiter; name it with "
                                  "--delimiter") from None
         reader = csv.reader(fh, delimiter=sep, skipinitialspace=True)
-        header = next(reader, None)
-        if header is None:
-            return [], {}, np.zeros(0, np.int64)
-        columns = [h.strip() for h in header]
-        rows, lines = [], []
-        for row in reader:
-            if not row:  # a blank line, skipped as pandas does
-                continue
-            if len(row) != len(columns):
-                raise TableError(f"{path}, line {reader.line_num}: {len(row)} fields; the "
-                                 f"header has {len(columns)}")
-            rows.append(row)
-            lines.append(reader.line_num)
-    cells = np.array(rows, dtype=object).reshape(len(rows), len(columns))
-    return columns, {name: _convert(cells[:, k], missing) for k, name in enumerate(columns)}, \
-        np.array(lines, dtype=np.int64)
+        try:
+            header = next(reader, None)
+            if not header or all(not h.strip() for h in header) and len(header) == 1:
+                raise TableError(f"{path}: no header row on line 1 (an empty file, or a blank "
+                                 "first line?); expected the column names there")
+            columns = [h.strip() for h in header]
+            seen = set()
+            for name in columns:
+                if name in seen:
+                    raise TableError(f"{path}: the column name {name!r} appears twice in the "
+                                     "header")
+                seen.add(name)
+            rows, lines = [], []
+            end = reader.line_num   # the last line read: a row starts on the next one
+            for row in reader:
+                start, end = end + 1, reader.line_num
+                if len(row) <= 1 and not "".join(row).strip():
+                    continue  # an empty line, or one of blanks only
+                if len(row) != len(columns):
+                    raise TableError(f"{path}, line {start}: {len(row)} fields; the header "
+                                     f"has {len(columns)}")
+                rows.append(row)
+                lines.append(start)
+        except csv.Error as exc:
+            raise TableError(f"{path}, line {reader.line_num}: cannot parse it ({exc})") \
+                from None
+    cells = list(zip(*rows)) if rows else [() for _ in columns]
+    data = {name: _convert(np.array(cells[k], dtype=object), missing)
+            for k, name in enumerate(columns)}
+    return columns, data, np.array(lines, dtype=np.int64)
 
 
 def _convert(cells, missing=NA_VALUES):
@@ -350,6 +373,39 @@ def infer_task(y, name="target"):
     return "regression", (f"the target {name!r} holds {n} distinct whole numbers: read as a "
                           "quantity (regression); pass --task classification if they are "
                           "class labels")
+
+
+#: the precision of every preprocessing step, in ``fastnn predict`` and in the ONNX graph
+PRECISION = np.float64
+
+#: the element-wise operations a step list may hold, as NumPy evaluates them (the ONNX export
+#: maps each to its node: Where(IsNaN), Sub, Div, Mul, Add)
+STEP_OPS = {
+    "fill_missing": lambda x, c: np.where(np.isnan(x), c, x),
+    "subtract": np.subtract,
+    "divide": np.true_divide,
+    "multiply": np.multiply,
+    "add": np.add,
+}
+
+
+def apply_steps(steps, values):
+    """Evaluate a step list (``Preprocessor.input_steps``/``output_steps``) on `values`.
+
+    Parameters
+    ----------
+    steps : list of (str, ndarray or float)
+        Operations of ``STEP_OPS`` with their float64 constants (broadcast over rows).
+    values : array-like, real
+
+    Returns
+    -------
+    ndarray, float64 (``PRECISION``)
+    """
+    out = np.asarray(values, dtype=PRECISION)
+    for op, constant in steps:
+        out = STEP_OPS[op](out, constant)
+    return out
 
 
 class Preprocessor:
@@ -484,7 +540,7 @@ class Preprocessor:
             if y_scale == 0:
                 raise TableError(f"{table.path}: the target {target!r} is constant "
                                  f"({y_raw[0]:g}); there is nothing to learn")
-            y = _standardized(y_raw, y_mean, y_scale)
+            y = apply_steps(_target_steps(y_mean, y_scale), y_raw)
         X = _numeric_block(table, features)
         x_fill = None
         if impute is not None:
@@ -499,7 +555,7 @@ class Preprocessor:
         else:
             _check_no_missing(table, features, X)
         if x_fill is not None:
-            X = np.where(np.isnan(X), x_fill, X)
+            X = STEP_OPS["fill_missing"](X, x_fill)   # the statistics below are of filled X
         if standardize:
             x_mean, x_scale = _mean_std(X)
             x_scale[x_scale == 0] = 1.0  # a constant column stays constant (0)
@@ -562,9 +618,7 @@ class Preprocessor:
         X, ignored = self.select(table)
         if self.x_fill is None:
             _check_no_missing(table, self.feature_names, X, hint)
-        else:
-            X = np.where(np.isnan(X), self.x_fill, X)
-        return self.transform(X), ignored
+        return self.transform(X), ignored   # imputes, when trained with imputation
 
     def encode_target(self, table):
         """The target column of `table` as training targets.
@@ -602,10 +656,47 @@ class Preprocessor:
                              "numbers")
         raw = raw.astype(np.float64)
         _check_finite(table, [self.target], raw[:, None], "the target column")
-        return _standardized(raw, self.y_mean, self.y_scale)
+        return apply_steps(_target_steps(self.y_mean, self.y_scale), raw)
+
+    def input_steps(self):
+        """What the model's inputs go through, as data: imputation (when trained with
+        ``--impute``), then standardisation, each in float64 (``PRECISION``).
+
+        ``transform`` evaluates it (``apply_steps``); the ONNX export builds its nodes from it.
+
+        Returns
+        -------
+        list of (str, ndarray of shape (n_features,), float64)
+            ``[("fill_missing", x_fill), ("subtract", x_mean), ("divide", x_scale)]``
+            (without the first when not imputing).
+        """
+        steps = [] if self.x_fill is None else [("fill_missing", self.x_fill)]
+        return steps + [("subtract", self.x_mean), ("divide", self.x_scale)]
+
+    def output_steps(self, kind="mean"):
+        """What a regression's outputs go through back to the target's units, as data.
+
+        Parameters
+        ----------
+        kind : {"mean", "std"}
+            A prediction (or a predicted mean), or a predicted standard deviation.
+
+        Returns
+        -------
+        list of (str, float)
+            ``[("multiply", y_scale), ("add", y_mean)]``, or ``[("multiply", y_scale)]`` for
+            a std; empty for a classification or an unscaled target.
+        """
+        if kind not in ("mean", "std"):
+            raise ValueError(f"kind={kind!r}; expected 'mean' or 'std'")
+        if self.task != "regression" or (self.y_mean == 0.0 and self.y_scale == 1.0):
+            return []
+        return [("multiply", self.y_scale)] + ([("add", self.y_mean)] if kind == "mean"
+                                               else [])
 
     def transform(self, X):
-        """Standardise an array whose columns are already the features, in order.
+        """The model's inputs from an array whose columns are already the features, in
+        order: ``input_steps`` in float64.
 
         Parameters
         ----------
@@ -614,25 +705,28 @@ class Preprocessor:
         Returns
         -------
         ndarray of shape (n_rows, n_features), float64
-            ``(X - x_mean) / x_scale``.
+            ``(X - x_mean) / x_scale``, a missing value (NaN) taking ``x_fill`` first when
+            the model was trained with imputation.
         """
-        return _standardized(np.asarray(X, dtype=np.float64), self.x_mean, self.x_scale)
+        return apply_steps(self.input_steps(), X)
 
-    def inverse_target(self, y):
-        """A standardised regression prediction back in the target's units.
+    def inverse_target(self, y, kind="mean"):
+        """A standardised regression prediction back in the target's units:
+        ``output_steps(kind)`` in float64.
 
         Parameters
         ----------
         y : array-like, real
             Model outputs (any shape).
+        kind : {"mean", "std"}, default "mean"
 
         Returns
         -------
         ndarray, float64
-            ``y * y_scale + y_mean``.  (A predicted standard deviation is scaled by
-            ``y_scale`` alone.)
+            ``y * y_scale + y_mean``; a predicted standard deviation (kind="std") is scaled
+            by ``y_scale`` alone.
         """
-        return np.asarray(y, dtype=np.float64) * self.y_scale + self.y_mean
+        return apply_steps(self.output_steps(kind), y)
 
     # ----------------------------------------------------------------- the model file
 
@@ -680,6 +774,11 @@ class Preprocessor:
                 f"task={self.task!r}, classes={self.classes!r})")
 
 
+def _target_steps(y_mean, y_scale):
+    """A regression target into the model's units: the inverse of ``output_steps``."""
+    return [("subtract", y_mean), ("divide", y_scale)]
+
+
 def _vector(values, n, name):
     if not isinstance(values, (list, tuple, np.ndarray)):
         raise ValueError(f"{name} must be a list of {n} numbers (one per feature)")
@@ -712,18 +811,6 @@ def _mean_std(X):
         mean[redo] = scaled.mean(axis=0) * scale
         std[redo] = scaled.std(axis=0) * scale
     return mean, std
-
-
-def _standardized(X, mean, scale):
-    """(X - mean) / scale; where that difference overflows although the result does not
-    (values near +-1e308 on both sides of the mean), X / scale - mean / scale."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = (X - mean) / scale
-        if not np.isfinite(out).all():
-            redo = ~np.isfinite(out) & np.isfinite(X)
-            alt = X / scale - mean / scale
-            out = np.where(redo, alt, out)
-    return out
 
 
 def check_complete(table, target, features=True):

@@ -276,7 +276,7 @@ class Loss:
     def _check_range(self, Y):
         """Subclasses reject targets outside the support of their distribution."""
 
-    def prepare_sample_weight(self, sample_weight, n_samples, dtype):
+    def prepare_sample_weight(self, sample_weight, n_samples, dtype, *, whole=True):
         """Validated weights (n_samples,) in `dtype`: finite, >= 0, not all 0; or None.
 
         Parameters
@@ -285,6 +285,10 @@ class Loss:
             One weight per sample of the weighted mean sum_i w_i l_i / sum_i w_i.
         n_samples : int
         dtype : numpy.float32 or numpy.float64
+        whole : bool, default True
+            False: the rows are an MPI rank's shard, which may hold only zero weights; the
+            total over the ranks is checked by the training run
+            (fastnn._validation.check_sample_weight).
 
         Returns
         -------
@@ -295,7 +299,8 @@ class Loss:
         ValueError
             Wrong shape, negative, NaN/inf, or all zero.
         """
-        return check_sample_weight(sample_weight, n_samples, float_dtype(dtype))
+        return check_sample_weight(sample_weight, n_samples, float_dtype(dtype),
+                                   whole=whole)
 
     def prepare_sigma(self, n_samples, dtype):
         """The per-sample sigma as (n_samples,) of `dtype` (GaussianNLL), or None.

@@ -1087,7 +1087,7 @@ class MLP:
                                        fpmode.get_flush_denormals())
         return out
 
-    def prepare_data(self, X, y, loss, sample_weight=None):
+    def prepare_data(self, X, y, loss, sample_weight=None, *, whole=True):
         """Validate and convert (X, y, sample_weight, per-sample sigma) once for compiled code.
 
         Returns (loss, X, Y, labels, sample_weight, sigma) with every array C-contiguous in the
@@ -1102,6 +1102,8 @@ class MLP:
         sample_weight : array-like of shape (n_samples,), optional
             One weight per sample (default 1): the loss is the weighted mean
             sum_i w_i l_i / sum_i w_i (only the ratios matter).
+        whole : bool, default True
+            As for ``prepare_targets``.
 
         Raises
         ------
@@ -1110,16 +1112,18 @@ class MLP:
         """
         loss = self._use_loss(loss)  # a bad loss is reported before a bad X
         X = as_input(X, "X", self.dtype, self.n_inputs)
-        loss, Y, labels, sw, sigma = self.prepare_targets(X.shape[0], y, loss, sample_weight)
+        loss, Y, labels, sw, sigma = self.prepare_targets(X.shape[0], y, loss, sample_weight,
+                                                          whole=whole)
         return loss, X, Y, labels, sw, sigma
 
-    def _prepare_any(self, X, y, loss, sample_weight, name="X"):
+    def _prepare_any(self, X, y, loss, sample_weight, name="X", *, whole=True):
         """prepare_data, or for a scipy.sparse X its checked CSR form (fastnn.nn.sparse.as_csr,
         X kept sparse: the compiled sparse kernels of fastnn/_core/_sparse.pyx) with
-        prepare_targets.  name: X's name in errors about a sparse X."""
+        prepare_targets.  name: X's name in errors about a sparse X; whole: as for
+        prepare_targets."""
         from fastnn.nn.sparse import CSRInput, as_csr, check_model
         if not _scipy_sparse.issparse(X) and not isinstance(X, CSRInput):
-            return self.prepare_data(X, y, loss, sample_weight)
+            return self.prepare_data(X, y, loss, sample_weight, whole=whole)
         loss = self._use_loss(loss)  # a bad loss is reported before a bad X, as for dense X
         check_model(self, name)
         if not isinstance(X, CSRInput):
@@ -1129,9 +1133,10 @@ class MLP:
             raise ValueError(f"{name} is a CSRInput of dtype {X.data.dtype} and shape "
                              f"{X.shape}; the model expects {self.dtype} and {self.n_inputs} "
                              "columns")
-        return (loss, X) + self.prepare_targets(X.shape[0], y, loss, sample_weight)[1:]
+        return (loss, X) + self.prepare_targets(X.shape[0], y, loss, sample_weight,
+                                                whole=whole)[1:]
 
-    def prepare_targets(self, n, y, loss, sample_weight=None):
+    def prepare_targets(self, n, y, loss, sample_weight=None, *, whole=True):
         """The part of ``prepare_data`` that does not touch X, for n samples.
 
         Parameters
@@ -1144,6 +1149,9 @@ class MLP:
         sample_weight : array-like of shape (n,), optional
             One weight per sample (default 1): the loss is the weighted mean
             sum_i w_i l_i / sum_i w_i (only the ratios matter).
+        whole : bool, default True
+            False: the n samples are an MPI rank's shard, whose weights may all be zero
+            (``Loss.prepare_sample_weight``).
 
         Returns
         -------
@@ -1168,7 +1176,7 @@ class MLP:
         Y, labels = loss.prepare_targets(y, self.n_outputs, self.dtype)
         sw = None
         if sample_weight is not None:
-            sw = loss.prepare_sample_weight(sample_weight, n, self.dtype)
+            sw = loss.prepare_sample_weight(sample_weight, n, self.dtype, whole=whole)
         sigma = loss.prepare_sigma(n, self.dtype)
         return loss, Y, labels, sw, sigma
 

@@ -32,7 +32,7 @@ from scipy.optimize import minimize
 
 from fastnn._core import _network, _sparse
 from fastnn.runtime.state import consistent
-from fastnn._validation import check_number
+from fastnn._validation import check_number, check_weight_total, weight_total
 from fastnn.runtime.threads import compiled_threads
 
 __all__ = ["LBFGS", "LBFGSObjective"]
@@ -69,9 +69,10 @@ class LBFGSObjective:
             X, y, loss, sample_weight)
         self.X, self.csr = (X, None) if isinstance(X, np.ndarray) else (None, X)
         n = X.shape[0]
-        self.weight_sum = float(n) if self.sw is None else float(self.sw.sum(dtype=np.float64))
-        if not self.weight_sum > 0:
-            raise ValueError("sample_weight sums to 0; expected a positive total weight")
+        # sample_weight was checked whole (not all zero) above; its total is what the mean
+        # divides by
+        self.weight_sum = check_weight_total(weight_total(self.sw, n), "sample_weight",
+                                             "the objective is undefined")
         # which entries of the parameter vector are weights (penalised) rather than biases:
         # one contiguous range per layer
         self.weight_ranges = []

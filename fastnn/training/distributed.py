@@ -8,14 +8,21 @@ comm=MPI.COMM_WORLD)`` then trains exactly as one process would on the global da
 * rank 0's parameters are broadcast at the start;
 * every epoch, all ranks draw the same permutation of the GLOBAL indices from ``seed`` and cut
   it into the same global minibatches;
-* for each minibatch, each rank computes the gradient of sum_i w_i l_i over its own rows of
-  it; ONE ``MPI_Allreduce`` (called from the compiled loop through a C function pointer, no
-  Python per minibatch) adds the gradient vector, the loss and the weight sum over ranks;
-  every rank divides by the global weight sum and applies the identical update.
+* every minibatch's weight over all ranks is known before its step: its row count, or with
+  sample weights one all-reduce of the ranks' per-batch partial sums (float64) when the
+  epoch starts;
+* for each minibatch, each rank computes the gradient of sum_i (w_i / W) l_i over its own
+  rows of it, W the minibatch's global weight: the terms of the weighted mean, scaled inside
+  the loss gradient exactly as one process scales them; ONE ``MPI_Allreduce`` (called from
+  the compiled loop through a C function pointer, no Python per minibatch) adds the gradient
+  vector and the loss over ranks, and every rank applies the identical update.
 
 So 2 ranks reproduce 1 process on the same global batches (to rounding: the per-rank partial
-sums are added in another order), sample weights and uneven shards included, and all ranks
-end with bitwise-identical parameters.  History, validation metrics and early stopping use
+sums are added in another order) for every input one process accepts: sample weights, uneven
+shards, a shard whose weights are all zero (the weights are checked element by element on
+each rank, their total over the ranks once: ``TrainingRun.check``), and float32 weights whose
+unscaled sums would overflow float32 (near 1e37); all ranks end with bitwise-identical
+parameters.  History, validation metrics and early stopping use
 values summed over ranks, identical everywhere; only rank 0 prints.
 
 fastnn does not link against MPI: this module finds ``MPI_Allreduce`` in the MPI library that

@@ -42,7 +42,7 @@ import numpy as np
 from fastnn._core import _losses, _network, _sgd, _sparse
 from fastnn.runtime import fpmode
 from fastnn.runtime.state import consistent, hold, let_readers_in
-from fastnn._validation import all_finite, check_number
+from fastnn._validation import all_finite, check_number, check_weight_total, weight_total
 from fastnn.nn.sparse import CSRInput, forward_kind as sparse_forward_kind
 from fastnn.runtime.threads import compiled_threads
 
@@ -321,7 +321,7 @@ def _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals=None
             with compiled_threads(n_threads) as n:
                 _network.forward_into(model._spec, model.params, X, Z, 0, 4096,
                                       fpmode.resolve(flush_denormals), n)
-    stats = {"weight": float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64)),
+    stats = {"weight": weight_total(sw, X.shape[0]),
              "loss": float(_losses.loss_grad_into(loss.kind, int(loss.full), loss.scalar_sigma,
                                                   Z, Y, labels, sw, sigma, 1.0, None))}
     _losses.output_into(loss.kind, Z)
@@ -486,9 +486,16 @@ class TrainingRun:
         # the collectives first, on every rank alike (whether validation data is present was
         # agreed on), then checks that no longer call into MPI, so that one rank raising
         # cannot leave another waiting in a collective
-        totals = [_weight_total(self.data)]
+        if self.mpi is not None and self.mpi.any(self.data[3] is not None) and \
+                self.data[3] is None:
+            # the compiled loop sums each minibatch's weight over the ranks when any rank
+            # has sample weights: a rank without them weighs its rows 1, as before
+            X = self.data[0]
+            self.data = tuple(self.data[:3]) + (np.ones(X.shape[0], self.model.dtype),) + \
+                tuple(self.data[4:])
+        totals = [weight_total(self.data[3], self.data[0].shape[0])]
         if self.val is not None:
-            totals.append(_weight_total(self.val))
+            totals.append(weight_total(self.val[3], self.val[0].shape[0]))
         if self.mpi is not None:
             totals = [float(t) for t in self.mpi.sum(totals)]
         if self.mpi is not None and isinstance(self.data[0], CSRInput):
@@ -500,14 +507,14 @@ class TrainingRun:
                              "validation_data or validation_split > 0, or monitor 'val_loss' "
                              "or 'loss'")
         self.optimizer.check_planned_rates(epochs)
-        if not totals[0] > 0:
-            raise ValueError("the sample weights of the training rows sum to 0 (after the "
-                             "validation split): there is nothing to train on; check "
-                             "sample_weight or change validation_split/seed")
-        if self.val is not None and not totals[1] > 0:
-            raise ValueError("the sample weights of the validation rows sum to 0: the "
-                             "validation loss is undefined; check the validation weights or "
-                             "change validation_split/seed")
+        where = "" if self.mpi is None else ", summed over every rank's shard"
+        check_weight_total(totals[0], "the sample weights of the training rows",
+                           f"there is nothing to train on (after the validation split{where}); "
+                           "check sample_weight or change validation_split/seed")
+        if self.val is not None:
+            check_weight_total(totals[1], "the sample weights of the validation rows",
+                               f"the validation loss is undefined{where}; check the validation "
+                               "weights or change validation_split/seed")
 
     # -------------------------------------------------------------- the epochs
 
@@ -633,7 +640,7 @@ class TrainingRun:
         self.grads = model.grads
         if mpi is not None:
             mpi.broadcast(model.params)
-            # [gradient | loss | weight]: what one all-reduce per minibatch adds over ranks
+            # [gradient | loss | spare]: what one all-reduce per minibatch adds over ranks
             self.grads = np.zeros(model.n_params + 2, dtype=model.dtype)
         # the epoch's order of global sample indices (None: storage order, read in place)
         self.order = (np.arange(self.n_global, dtype=np.intp)
@@ -872,12 +879,6 @@ class _CSREpoch:
         self.result = result
         self.ran = True
         return result
-
-
-def _weight_total(arrays):
-    """Sum of the sample weights of prepared (X, Y, labels, sw, sigma), as a float64."""
-    X, sw = arrays[0], arrays[3]
-    return float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
 
 
 def _monitored(monitor, logs):

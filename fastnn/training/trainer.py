@@ -270,12 +270,14 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, 
     else:
         # every rank validates its shard; all ranks raise if any rank's input is bad.  The
         # validation split draws from its own per-rank stream, so the shuffling seed stays
-        # the same on every rank.
+        # the same on every rank.  A shard's weights may all be zero, as some rows of one
+        # process's data may: their total over the ranks is checked (TrainingRun.check).
         error = None
         try:
             loss, data, val = _prepare_fit_data(model, X, y, loss, sample_weight,
                                                 validation_data, fraction,
-                                                np.random.default_rng([seed, mpi.rank]))
+                                                np.random.default_rng([seed, mpi.rank]),
+                                                whole=False)
         except (ValueError, TypeError, MemoryError) as exc:
             error = exc
         mpi.agree(error)
@@ -292,10 +294,12 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, 
     return run, epochs
 
 
-def _prepare_fit_data(model, X, y, loss, sample_weight, validation_data, fraction, rng):
+def _prepare_fit_data(model, X, y, loss, sample_weight, validation_data, fraction, rng,
+                      whole=True):
     """(loss, (X, Y, labels, sw, sigma), validation arrays or None), all validated.  A
-    scipy.sparse X (or X_val) becomes a CSRInput, converted once (fastnn.nn.sparse.as_csr)."""
-    loss, X, Y, labels, sw, sigma = _prepare_data(model, X, y, loss, sample_weight, "X")
+    scipy.sparse X (or X_val) becomes a CSRInput, converted once (fastnn.nn.sparse.as_csr).
+    whole=False: the arrays are an MPI rank's shard (weights that may all be zero)."""
+    loss, X, Y, labels, sw, sigma = _prepare_data(model, X, y, loss, sample_weight, "X", whole)
     val = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
@@ -306,14 +310,14 @@ def _prepare_fit_data(model, X, y, loss, sample_weight, validation_data, fractio
             raise ValueError("validation_data cannot be used with a per-sample sigma; use "
                              "validation_split, which splits sigma with the data")
         val = _prepare_data(model, X_val, y_val, loss, sw_val[0] if sw_val else None,
-                            "X_val")[1:]
+                            "X_val", whole)[1:]
     elif fraction > 0:
         (X, Y, labels, sw, sigma), val = _split_validation(
             [X, Y, labels, sw, sigma], X.shape[0], fraction, rng)
     return loss, (X, Y, labels, sw, sigma), val
 
 
-def _prepare_data(model, X, y, loss, sample_weight, name):
+def _prepare_data(model, X, y, loss, sample_weight, name, whole):
     """model.prepare_data, or for a scipy.sparse X its CSR conversion (kept sparse: the
     compiled sparse epoch loop, fastnn/_core/_sparse.pyx) and model.prepare_targets."""
-    return model._prepare_any(X, y, loss, sample_weight, name)
+    return model._prepare_any(X, y, loss, sample_weight, name, whole=whole)
