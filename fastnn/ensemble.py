@@ -13,7 +13,7 @@ Each member is an ordinary ``fastnn.MLP`` with its own ``fastnn.fit`` run (a Tra
 fastnn/training/engine.py), and the runs advance in lockstep epochs.  Each round, every active
 member's run prepares its epoch (the schedule's rate, the sample order, the snapshot a
 divergence falls back to), then ONE compiled job runs all those epochs without the GIL as the
-tasks of fastnn's thread pool (``fastnn._core._sgd.train_epochs``, ``n_threads`` threads), then each
+tasks of fastnn's thread pool (``boundary.run_epochs``, ``n_threads`` threads), then each
 member's run records its epoch, in member order, on the calling thread (loss, validation,
 schedule, early stopping, callbacks).  A member whose run stops (its epochs done, early
 stopping, a callback) or fails (divergence) leaves; the others go on.  BLAS is held at ONE
@@ -84,8 +84,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import ndtri
 
-from fastnn._core import _sgd
-from fastnn.runtime import fpmode
+from fastnn.runtime import boundary, fpmode
 from fastnn._version import __version__  # not the package, which imports this module
 from fastnn._validation import MAX_DIM, check_bool, check_number
 from fastnn.io.saving import (ModelFileError, load as _load_model, _check_path,
@@ -791,7 +790,7 @@ def train_in_lockstep(runs, workers, histories, errors):
 
     Each round: every active member's run prepares its epoch (TrainingRun.epochs: rate,
     sample order, snapshot), ONE compiled job runs those epochs as tasks on fastnn's
-    pool (_sgd.train_epochs, `workers` threads, the members' locks held), then each
+    pool (boundary.run_epochs, `workers` threads, the members' locks held), then each
     member's run records its epoch, in member order (loss, checks, validation, schedule,
     early stopping, callbacks).  A member that stops (its epochs done, early stopping, a
     callback) or fails (divergence: kept in errors[k]) leaves; the others go on.  On
@@ -821,17 +820,12 @@ def train_in_lockstep(runs, workers, histories, errors):
             advance(k)
         while calls and not interrupted:
             members = list(calls)
-            # a sparse X's epochs (fastnn/_core/_sparse.pyx, not pool tasks) run one after
-            # another on this thread; the dense ones as one job on the pool
-            pooled = [k for k in members if isinstance(calls[k], _sgd.EpochCall)]
+            # the dense epochs as one job on the pool, then a sparse X's epochs
+            # (fastnn/_core/_sparse.pyx, not pool tasks) one after another on this thread
             with contextlib.ExitStack() as locks:
                 for k in members:   # keeps a save in another thread out of the epochs
                     locks.enter_context(runs[k][0].model._lock)
-                stopped = pooled and _sgd.train_epochs([calls[k] for k in pooled],
-                                                       workers) is not None
-                for k in members:
-                    if k not in pooled and not stopped:
-                        stopped = calls[k].run()[4] == _sgd.STATUS_INTERRUPTED
+                boundary.run_epochs([calls[k] for k in members], workers)
             for k in members:
                 if calls[k].ran:
                     advance(k)
