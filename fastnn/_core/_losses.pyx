@@ -32,6 +32,7 @@ Design
 """
 from cython cimport floating
 from libc.math cimport exp, log, log1p, fabs, lgamma, NAN
+from libc.float cimport DBL_MIN
 from libc.limits cimport INT_MAX
 
 from fastnn._core._fpmode cimport fnn_fpmode_enter, fnn_fpmode_leave
@@ -60,6 +61,21 @@ cdef enum:
 # ------------------------------------------------------------------ per-sample point functions
 # Each returns l_i for one row and, when g != NULL, writes g[j] = c * dl_i/dz[j].  g may alias
 # z: z[j] is always read before g[j] is written.
+
+cdef inline double _inv_square(double sigma) noexcept nogil:
+    """1 / sigma^2, finite for every sigma >= fastnn.nn.losses.SIGMA_MIN (7.5e-155).
+
+    Below 1.5e-154, sigma^2 is a subnormal double, which flushing (fastnn's default inside
+    compiled calls) makes 0, and 1/0 = inf then met a flushed (z - y)^2 = 0 as 0 * inf = NaN:
+    there it is formed as (1/sigma)^2.  Above, 1 / (sigma sigma), the form every result has
+    been rounded in.
+    """
+    cdef double square = sigma * sigma, inverse
+    if square >= DBL_MIN:
+        return 1.0 / square
+    inverse = 1.0 / sigma
+    return inverse * inverse
+
 
 cdef inline double _row_gaussian(const floating *z, const floating *y, int k, double inv_var,
                                  double c, floating *g) noexcept nogil:
@@ -248,7 +264,7 @@ cdef double loss_grad(const LossParams *p, const floating *Z, int n_samples, int
     if Y == NULL and not use_labels:
         return NAN
     if kind == LOSS_GAUSSIAN and sigma == NULL:
-        inv_var = 1.0 / (p.sigma * p.sigma)
+        inv_var = _inv_square(p.sigma)
         if p.full:
             const_term = k * (log(p.sigma) + HALF_LOG_2PI)
     elif kind == LOSS_GAUSSIAN_LEARNED and p.full:
@@ -272,7 +288,7 @@ cdef double loss_grad(const LossParams *p, const floating *Z, int n_samples, int
         elif kind == LOSS_GAUSSIAN:
             if sigma != NULL:
                 sig = <double> sigma[i]
-                inv_var = 1.0 / (sig * sig)
+                inv_var = _inv_square(sig)
                 if p.full:
                     const_term = k * (log(sig) + HALF_LOG_2PI)
             l = _row_gaussian(z, y, k, inv_var, c, g) + const_term
