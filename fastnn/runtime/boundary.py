@@ -58,7 +58,7 @@ STATUS_OK, STATUS_DIVERGED, STATUS_INTERRUPTED = (_sgd.STATUS_OK, _sgd.STATUS_DI
 
 # ------------------------------------------------------------------ the mechanism
 
-def _entry(kernel, pooled):
+def _entry(name, kernel, pooled):
     """The boundary's face of the compiled entry point `kernel`.
 
     Called with the kernel's own arguments, minus ``flush_denormals`` and ``n_threads``,
@@ -76,7 +76,7 @@ def _entry(kernel, pooled):
             flush = fpmode.resolve(flush_denormals)
             with compiled_threads(n_threads):      # (validates n_threads; one thread here)
                 return kernel(*args, flush_denormals=flush, **kwargs)
-    call.__name__ = call.__qualname__ = kernel.__name__
+    call.__name__ = call.__qualname__ = name
     call.__doc__ = (f"``{kernel.__module__}.{kernel.__name__}`` through the compiled boundary "
                     "(fastnn.runtime.boundary): keywords n_threads and flush_denormals "
                     "(None: the context's).\n\n" + (kernel.__doc__ or ""))
@@ -91,7 +91,7 @@ ENTRIES = {}
 
 
 def _register(name, kernel, pooled):
-    ENTRIES[name] = entry = _entry(kernel, pooled)
+    ENTRIES[name] = entry = _entry(name, kernel, pooled)
     return entry
 
 
