@@ -13,7 +13,7 @@ Each member is an ordinary ``fastnn.MLP`` with its own ``fastnn.fit`` run (a Tra
 fastnn/training/engine.py), and the runs advance in lockstep epochs.  Each round, every active
 member's run prepares its epoch (the schedule's rate, the sample order, the snapshot a
 divergence falls back to), then ONE compiled job runs all those epochs without the GIL as the
-tasks of fastnn's thread pool (``fastnn._core._sgd.train_epochs``, ``n_threads`` threads), then each
+tasks of fastnn's thread pool (``boundary.run_epochs``, ``n_threads`` threads), then each
 member's run records its epoch, in member order, on the calling thread (loss, validation,
 schedule, early stopping, callbacks).  A member whose run stops (its epochs done, early
 stopping, a callback) or fails (divergence) leaves; the others go on.  BLAS is held at ONE
@@ -87,8 +87,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import ndtri
 
-from fastnn._core import _sgd
-from fastnn.runtime import fpmode
+from fastnn.runtime import boundary, fpmode
 from fastnn.runtime.state import consistent, hold, let_readers_in
 from fastnn._version import __version__  # not the package, which imports this module
 from fastnn._validation import MAX_DIM, check_bool, check_number
@@ -871,7 +870,7 @@ def train_in_lockstep(runs, workers, histories, errors):
 
     Each round: every active member's run prepares its epoch (TrainingRun.epochs: rate,
     sample order, snapshot), ONE compiled job runs those epochs as tasks on fastnn's
-    pool (_sgd.train_epochs, `workers` threads) and each run commits its epoch
+    pool (boundary.run_epochs, `workers` threads) and each run commits its epoch
     (TrainingRun.commit: loss, checks, validation, schedule, early stopping), all with
     every member's lock held, so that a reader sees every member at the same epoch boundary
     (fastnn/runtime/state.py); then, the locks released and a waiting reader let in, each member's
@@ -904,18 +903,14 @@ def train_in_lockstep(runs, workers, histories, errors):
                 advance(k)
         while calls and not interrupted:
             members = list(calls)
-            # a sparse X's epochs (fastnn/_core/_sparse.pyx, not pool tasks) run one after
-            # another on this thread; the dense ones as one job on the pool
-            pooled = [k for k in members if isinstance(calls[k], _sgd.EpochCall)]
             models = [runs[k][0].model for k in members]
             # the round's epochs and their records, one step for a save or predict in
-            # another thread (fastnn/runtime/state.py): every member at the same epoch boundary
+            # another thread (fastnn/runtime/state.py): every member at the same epoch
+            # boundary.  The dense epochs run as one job on the pool, then a sparse X's
+            # epochs (fastnn/_core/_sparse.pyx, not pool tasks) one after another on this
+            # thread (boundary.run_epochs)
             with hold(models):
-                stopped = pooled and _sgd.train_epochs([calls[k] for k in pooled],
-                                                       workers) is not None
-                for k in members:
-                    if k not in pooled and not stopped:
-                        stopped = calls[k].run()[4] == _sgd.STATUS_INTERRUPTED
+                boundary.run_epochs([calls[k] for k in members], workers)
                 for k in members:
                     if calls[k].ran:
                         runs[k][0].commit(calls[k])

@@ -115,12 +115,18 @@ def test_exact_limits_and_signed_zero(name, dtype):
         assert (a0 == 0).all()
         want_d0 = {"elu": 1.0, "selu": ref.SELU_SCALE * ref.SELU_ALPHA}.get(name, 0.5)
         np.testing.assert_allclose(d0, want_d0, rtol=4 * np.finfo(dtype).eps)
-    # subnormal arguments: act(z) ~ act'(0) z, no underflow trap, no NaN
+    # subnormal arguments, kept (IEEE): act(z) ~ act'(0) z, no underflow trap, no NaN
     tiny = np.array([-1, 1], dtype) * np.finfo(dtype).smallest_subnormal * 3
-    a_t, d_t = _act(tiny, name, dtype)
+    with fastnn.fpmode.flush_denormals(False):
+        a_t, d_t = _act(tiny, name, dtype)
     assert np.isfinite(a_t).all() and np.isfinite(d_t).all()
     np.testing.assert_allclose(a_t, ref.activation(tiny.astype(np.float64), name),
                                atol=2 * np.finfo(dtype).smallest_subnormal)
+    # and flushed, as every compiled call does by default: act(0)
+    a_f, d_f = _act(tiny, name, dtype)
+    if fastnn.fpmode.supported():
+        np.testing.assert_array_equal(a_f, _act(np.zeros(2, dtype), name, dtype)[0])
+    assert np.isfinite(d_f).all()
 
 
 @pytest.mark.parametrize("name", NEW)

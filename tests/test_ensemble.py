@@ -801,19 +801,22 @@ def test_prepared_epochs_run_once_and_never_share_written_buffers():
     # the compiled job's own checks, whatever Python passes: two tasks writing one model's
     # buffers would race; an epoch run twice would repeat itself from a stale step count
     from fastnn._core import _sgd
+    from fastnn.runtime.boundary import run_epochs
     X, y = _regression(64)
     model = fastnn.MLP([3, 4, 1], seed=0)
     run, epochs = fastnn.training.trainer.prepare_run(model, X, y, "mse", epochs=2)
     steps = run.epochs(epochs)
     call = next(steps)
     with pytest.raises(ValueError, match="use overlapping buffers"):
-        _sgd.train_epochs([call, call], 2)
+        run_epochs([call, call], 2)
+    with pytest.raises(TypeError, match="Epoch objects"):
+        run_epochs([call, "not a call"], 2)
     with pytest.raises(TypeError, match="EpochCall"):
-        _sgd.train_epochs([call, "not a call"], 2)
+        _sgd.train_epochs([call._call, "not a call"], 2)
     with pytest.raises(ValueError, match="n_threads"):
-        _sgd.train_epochs([call], 0)
+        run_epochs([call], 0)
     assert not call.ran
-    assert _sgd.train_epochs([call], 2) is None and call.ran
+    assert run_epochs([call], 2) is None and call.ran
     with pytest.raises(RuntimeError, match="already run"):
         call.run()
     with pytest.raises(ValueError, match="prepare_epoch"):
@@ -883,6 +886,7 @@ def test_prepared_epochs_refuse_memory_one_writes_and_another_reads():
     # race), or an epoch whose own gather buffer is its X; both refused before any run,
     # while members that only share the data they read are accepted
     from fastnn._core import _sgd
+    from fastnn.runtime.boundary import run_epochs
     from fastnn.training.trainer import prepare_run
     rng = np.random.default_rng(0)
     a = fastnn.MLP([3, 16, 1], seed=0)
@@ -900,14 +904,14 @@ def test_prepared_epochs_refuse_memory_one_writes_and_another_reads():
     for calls in ([call_a, call_b], [call_b, call_a]):
         with pytest.raises(ValueError, match=r"writes its params in memory that calls\[\d\] "
                                              r"reads as its X"):
-            _sgd.train_epochs(calls, 2)
+            run_epochs(calls, 2)
     assert not call_a.ran and not call_b.ran
     # members sharing X and y (read only) are fine
     c = fastnn.MLP([3, 16, 1], seed=2)
     run_c, _ = prepare_run(c, X, y, "mse", epochs=1, batch_size=8)
     steps_c = run_c.epochs(1)
     call_c = next(steps_c)
-    assert _sgd.train_epochs([call_a, call_c], 2) is None and call_a.ran and call_c.ran
+    assert run_epochs([call_a, call_c], 2) is None and call_a.ran and call_c.ran
     # one epoch whose gather buffer is its own X: refused by prepare_epoch itself
     ws = run_c.ws
     args = dict(acts=ws.acts, delta0=ws.delta0, delta1=ws.delta1)
@@ -928,6 +932,7 @@ def test_training_run_generator_misuse_leaves_the_run_consistent():
     # the call ran), the optimizer's step count matches the weights, a diverged epoch falls
     # back to the parameters fit would keep, and a dropped call can never run later
     from fastnn._core import _sgd
+    from fastnn.runtime.boundary import run_epochs
     from fastnn.training.trainer import prepare_run
     rng = np.random.default_rng(0)
     X = rng.standard_normal((64, 3))
@@ -980,7 +985,7 @@ def test_training_run_generator_misuse_leaves_the_run_consistent():
         with pytest.raises(RuntimeError, match="dropped"):
             call.run()
         with pytest.raises(RuntimeError, match="dropped"):
-            _sgd.train_epochs([call], 2)
+            run_epochs([call], 2)
         assert model.params.tobytes() == before.tobytes() and opt.t == 0
 
 
@@ -1053,10 +1058,10 @@ def test_train_epochs_thread_counts_beyond_a_c_int_are_capped_or_named():
     run, epochs = fastnn.training.trainer.prepare_run(model, X, y, "mse", epochs=1)
     steps = run.epochs(epochs)
     call = next(steps)
-    for bad in (True, 2.0, "2", 0):
+    for bad in (True, 2.0, "2", 0):   # (the compiled job itself, below the boundary)
         with pytest.raises(ValueError, match=r"n_threads=.*expected an int >= 1"):
-            _sgd.train_epochs([call], bad)
-    assert _sgd.train_epochs([call], 2 ** 40) is None and call.ran
+            _sgd.train_epochs([call._call], bad)
+    assert _sgd.train_epochs([call._call], 2 ** 40) is None and call.ran
     steps.close()
 
 

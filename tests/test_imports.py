@@ -180,3 +180,85 @@ def test_the_flat_layouts_public_names_still_import_the_same_modules():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=env_path), cwd=env_path)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+# ------------------------------------------------------------------ the compiled boundary
+
+#: the only modules outside fastnn._core that may import from a compiled module, and what
+#: each may import.  fastnn.runtime.boundary is the door every compiled call goes through
+#: (it resolves the thread count and floating-point mode and holds OpenBLAS at one thread);
+#: the others run no compiled arithmetic.
+COMPILED_IMPORTERS = {
+    "fastnn.runtime.boundary": None,     # anything: it is the boundary
+    # the build check: imports the modules to report a missing build, calls nothing
+    "fastnn": {"fastnn._core._blas", "fastnn._core._layers", "fastnn._core._losses",
+               "fastnn._core._network", "fastnn._core._sensitivity", "fastnn._core._sgd"},
+    # a capability query (the boundary reads fpmode's setting, so fpmode sits below it)
+    "fastnn.runtime.fpmode": {"fastnn._core._network._fpmode_supported"},
+    # the pool's thread limit, which threadpoolctl reads and sets (no arithmetic)
+    "fastnn.runtime.threads": {"fastnn._core._pool"},
+}
+
+
+def _compiled_modules():
+    """The compiled modules' names: the .pyx files of fastnn._core."""
+    return {m for m, path in _modules().items() if path.endswith(".pyx")}
+
+
+def _compiled_imports(path, compiled):
+    """[(line, what)] of every import of a compiled module (or of a name from one) in the
+    Python file at `path`, and every string naming one (importlib.import_module)."""
+    with open(path, encoding="utf-8") as fh:
+        tree = ast.parse(fh.read(), path)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if any(alias.name == c or alias.name.startswith(c + ".") for c in compiled):
+                    found.append((node.lineno, alias.name))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                if node.module in compiled or full in compiled:
+                    found.append((node.lineno, full))
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            found.append((node.lineno, "a relative import (not checked: use absolute ones)"))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                node.value in compiled:
+            found.append((node.lineno, f"the string {node.value!r}"))
+    return found
+
+
+def test_only_the_boundary_imports_the_compiled_modules():
+    """No module outside fastnn._core and fastnn.runtime.boundary imports a compiled module's
+    functions, so no call site can reach compiled arithmetic without the boundary's thread
+    count, BLAS hold and floating-point mode (issue 24, item 1)."""
+    compiled = _compiled_modules()
+    assert "fastnn._core._network" in compiled and "fastnn._core._sparse" in compiled
+    leaks = []
+    for module, path in _modules().items():
+        if module.startswith("fastnn._core") or not path.endswith(".py"):
+            continue
+        allowed = COMPILED_IMPORTERS.get(module, set())
+        for line, what in _compiled_imports(path, compiled):
+            if allowed is not None and what not in allowed:
+                leaks.append(f"{os.path.relpath(path, PACKAGE_DIR)}:{line} imports {what}")
+    assert not leaks, ("compiled code is called through fastnn.runtime.boundary only:\n"
+                       + "\n".join(leaks))
+
+
+def test_the_compiled_import_checker_sees_each_form(tmp_path):
+    compiled = {"fastnn._core._network", "fastnn._core._sgd"}
+    source = tmp_path / "m.py"
+    source.write_text("import fastnn._core._network\n"
+                      "from fastnn._core import _sgd\n"
+                      "from fastnn._core._network import forward_into\n"
+                      "from fastnn._core import _reference\n"           # not compiled
+                      "import importlib\n"
+                      "importlib.import_module('fastnn._core._sgd')\n"
+                      "def f():\n"
+                      "    from fastnn._core import _network as n\n")
+    found = sorted(_compiled_imports(str(source), compiled))
+    assert found == [(1, "fastnn._core._network"), (2, "fastnn._core._sgd"),
+                     (3, "fastnn._core._network.forward_into"),
+                     (6, "the string 'fastnn._core._sgd'"), (8, "fastnn._core._network")]

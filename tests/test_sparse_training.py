@@ -562,14 +562,14 @@ def test_ctrl_c_before_the_sparse_epochs_compiled_call_closes_the_run_cleanly(mo
     # run, so closing the run must not read its (missing) result; it raised TypeError in
     # _take_result, reported as an unraisable exception, and skipped the run's finish
     import sys
-    from fastnn.training import engine as training
+    from fastnn.runtime import boundary
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_value))
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training._sparse, "train_epoch_csr", interrupted)
+    monkeypatch.setattr(boundary._sparse, "train_epoch_csr", interrupted)
     X = sp.random(50, 6, density=0.3, format="csr", random_state=0)
     model = fastnn.MLP([6, 4, 2], seed=0)
     before = model.params.copy()

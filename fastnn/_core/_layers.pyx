@@ -12,6 +12,7 @@ from cython cimport floating
 from libc.limits cimport INT_MAX
 
 from fastnn._core._blas cimport gemm_rowmajor
+from fastnn._core._fpmode cimport fnn_fpmode_enter, fnn_fpmode_leave
 from fastnn._core._kernels cimport FNN_OK, bias_act, bias_act_keep, act_backward
 
 
@@ -76,16 +77,21 @@ def forward_into(const floating[:, ::1] X,  # IN (B, n_in)
                  const floating[:, ::1] W,  # IN (n_in, n_out)
                  const floating[::1] b,     # IN (n_out,)
                  floating[:, ::1] out,      # OUT (B, n_out)
-                 int act, double alpha):
-    """Values and layout are validated by fastnn.nn.layers.dense_forward; shapes checked here."""
+                 int act, double alpha, bint flush_denormals=True):
+    """Values and layout are validated by fastnn.nn.layers.dense_forward; shapes checked here.
+    flush_denormals: flush subnormals to zero on this thread during the call
+    (fastnn.runtime.fpmode)."""
     cdef int status
+    cdef unsigned long long fp_saved
     _check_dims(X.shape[0], X.shape[1], W.shape[1])
     _check_shape("W", W, (X.shape[1], W.shape[1]))
     _check_shape("b", b, (W.shape[1],))
     _check_shape("out", out, (X.shape[0], W.shape[1]))
     with nogil:
+        fp_saved = fnn_fpmode_enter(flush_denormals)
         status = dense_forward(&X[0, 0], &W[0, 0], &b[0], &out[0, 0], <int> X.shape[0],
                                <int> X.shape[1], <int> W.shape[1], act, <floating> alpha)
+        fnn_fpmode_leave(flush_denormals, fp_saved)
     _raise_status(status)
 
 
@@ -97,9 +103,11 @@ def backward_into(const floating[:, ::1] X,   # IN (B, n_in)
                   floating[:, ::1] dW,        # OUT (n_in, n_out)
                   floating[::1] db,           # OUT (n_out,)
                   floating[:, ::1] dX,        # OUT (B, n_in) or None
-                  int act, double alpha):
-    """Values and layout are validated by fastnn.nn.layers.dense_backward; shapes checked here."""
+                  int act, double alpha, bint flush_denormals=True):
+    """Values and layout are validated by fastnn.nn.layers.dense_backward; shapes checked here.
+    flush_denormals: as in forward_into."""
     cdef int status
+    cdef unsigned long long fp_saved
     cdef Py_ssize_t B = X.shape[0], n_in = X.shape[1], n_out = W.shape[1]
     _check_dims(B, n_in, n_out)
     _check_shape("W", W, (n_in, n_out))
@@ -111,7 +119,9 @@ def backward_into(const floating[:, ::1] X,   # IN (B, n_in)
         _check_shape("dX", dX, (B, n_in))
     cdef floating *dX_ptr = NULL if dX is None else &dX[0, 0]
     with nogil:
+        fp_saved = fnn_fpmode_enter(flush_denormals)
         status = dense_backward(&X[0, 0], &W[0, 0], &A[0, 0], &dA[0, 0], &D[0, 0], &dW[0, 0],
                                 &db[0], dX_ptr, <int> X.shape[0], <int> X.shape[1],
                                 <int> W.shape[1], act, <floating> alpha)
+        fnn_fpmode_leave(flush_denormals, fp_saved)
     _raise_status(status)

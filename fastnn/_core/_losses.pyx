@@ -32,8 +32,10 @@ Design
 """
 from cython cimport floating
 from libc.math cimport exp, log, log1p, fabs, lgamma, NAN
+from libc.float cimport DBL_MIN
 from libc.limits cimport INT_MAX
 
+from fastnn._core._fpmode cimport fnn_fpmode_enter, fnn_fpmode_leave
 from fastnn._core._kernels cimport sigmoid
 
 # 0.5 * log(2 pi): the constant of a Gaussian log-density per target
@@ -59,6 +61,21 @@ cdef enum:
 # ------------------------------------------------------------------ per-sample point functions
 # Each returns l_i for one row and, when g != NULL, writes g[j] = c * dl_i/dz[j].  g may alias
 # z: z[j] is always read before g[j] is written.
+
+cdef inline double _inv_square(double sigma) noexcept nogil:
+    """1 / sigma^2, finite for every sigma >= fastnn.nn.losses.SIGMA_MIN (7.5e-155).
+
+    Below 1.5e-154, sigma^2 is a subnormal double, which flushing (fastnn's default inside
+    compiled calls) makes 0, and 1/0 = inf then met a flushed (z - y)^2 = 0 as 0 * inf = NaN:
+    there it is formed as (1/sigma)^2.  Above, 1 / (sigma sigma), the form every result has
+    been rounded in.
+    """
+    cdef double square = sigma * sigma, inverse
+    if square >= DBL_MIN:
+        return 1.0 / square
+    inverse = 1.0 / sigma
+    return inverse * inverse
+
 
 cdef inline double _row_gaussian(const floating *z, const floating *y, int k, double inv_var,
                                  double c, floating *g) noexcept nogil:
@@ -247,7 +264,7 @@ cdef double loss_grad(const LossParams *p, const floating *Z, int n_samples, int
     if Y == NULL and not use_labels:
         return NAN
     if kind == LOSS_GAUSSIAN and sigma == NULL:
-        inv_var = 1.0 / (p.sigma * p.sigma)
+        inv_var = _inv_square(p.sigma)
         if p.full:
             const_term = k * (log(p.sigma) + HALF_LOG_2PI)
     elif kind == LOSS_GAUSSIAN_LEARNED and p.full:
@@ -271,7 +288,7 @@ cdef double loss_grad(const LossParams *p, const floating *Z, int n_samples, int
         elif kind == LOSS_GAUSSIAN:
             if sigma != NULL:
                 sig = <double> sigma[i]
-                inv_var = 1.0 / (sig * sig)
+                inv_var = _inv_square(sig)
                 if p.full:
                     const_term = k * (log(sig) + HALF_LOG_2PI)
             l = _row_gaussian(z, y, k, inv_var, c, g) + const_term
@@ -384,11 +401,15 @@ def loss_grad_into(int kind, bint full, double sigma,
                    const floating[::1] sample_weight,     # IN (n,) or None
                    const floating[::1] sigma_arr,         # IN (n,) per-sample sigma, or None
                    double grad_scale,
-                   floating[:, ::1] G):                   # OUT (n, n_out) or None; may be Z
+                   floating[:, ::1] G,                    # OUT (n, n_out) or None; may be Z
+                   bint flush_denormals=True):
     """Unchecked values (fastnn.nn.losses validates them); shapes are checked, O(1).
 
     Returns sum_i w_i l_i as a float and fills G[i, :] = grad_scale * w_i * dl_i/dZ[i, :].
+    flush_denormals: flush subnormals to zero on this thread during the call
+    (fastnn.runtime.fpmode).
     """
+    cdef unsigned long long fp_saved
     cdef LossParams p
     cdef Py_ssize_t n = Z.shape[0], n_out = Z.shape[1]
     cdef const floating *Y_ptr = NULL
@@ -420,13 +441,18 @@ def loss_grad_into(int kind, bint full, double sigma,
     p.full = full
     p.sigma = sigma
     with nogil:
+        fp_saved = fnn_fpmode_enter(flush_denormals)
         total = loss_grad(&p, &Z[0, 0], <int> n, <int> n_out, Y_ptr, lab_ptr, w_ptr, s_ptr,
                           grad_scale, G_ptr)
+        fnn_fpmode_leave(flush_denormals, fp_saved)
     return total
 
 
-def output_into(int kind, floating[:, ::1] Z):  # IN/OUT (n, n_out): logits -> link(logits)
-    """Apply the loss's output link to Z in place (see output_activation)."""
+def output_into(int kind, floating[:, ::1] Z,   # IN/OUT (n, n_out): logits -> link(logits)
+                bint flush_denormals=True):
+    """Apply the loss's output link to Z in place (see output_activation).  flush_denormals:
+    as in loss_grad_into."""
+    cdef unsigned long long fp_saved
     if kind < 0 or kind >= N_LOSSES:
         raise ValueError(f"unknown loss code {kind}")
     if Z.shape[0] == 0 or Z.shape[1] == 0:
@@ -434,4 +460,6 @@ def output_into(int kind, floating[:, ::1] Z):  # IN/OUT (n, n_out): logits -> l
     if Z.shape[0] > INT_MAX or Z.shape[1] > INT_MAX:
         raise ValueError(f"Z has shape ({Z.shape[0]}, {Z.shape[1]}); too large")
     with nogil:
+        fp_saved = fnn_fpmode_enter(flush_denormals)
         output_activation(kind, &Z[0, 0], <int> Z.shape[0], <int> Z.shape[1])
+        fnn_fpmode_leave(flush_denormals, fp_saved)

@@ -86,6 +86,17 @@ cdef int backward_to_input(const Net *net, const floating *params, int n_rows,
     return FNN_OK
 
 
+cdef Net _with_threads(NetSpec spec, int n_threads) except *:
+    """A copy of the network struct whose products run in their fixed tiles on n_threads
+    threads of fastnn's pool (the same bits for any count >= 1; 0: the untiled path, for
+    tests), as _network.forward_into sets it."""
+    if n_threads < 0:
+        raise ValueError(f"n_threads={n_threads}; expected >= 0")
+    cdef Net net = spec.net
+    net.n_threads = n_threads
+    return net
+
+
 cdef size_t _delta_width(const Net *net) noexcept nogil:
     return <size_t> (net.max_width if net.max_width > net.sizes[0] else net.sizes[0])
 
@@ -95,15 +106,18 @@ def loss_input_grad_into(NetSpec spec, const floating[::1] params, const floatin
                          const floating[:, ::1] Y, const Py_ssize_t[::1] labels,
                          const floating[::1] sample_weight, const floating[::1] sigma,
                          double grad_scale, floating[:, ::1] out, Py_ssize_t chunk_rows,
-                         bint flush_denormals=True):
+                         bint flush_denormals=True, int n_threads=1):
     """out (n, n_0) := grad_scale * w_i * dl_i/dx_i for every sample; returns sum_i w_i l_i.
 
     Row i depends on sample i only (the samples of a network are independent), so out holds
     the per-sample loss gradients; the gradient of the (weighted) mean loss w.r.t. X is
     out / sum(w) with grad_scale = 1.  flush_denormals: flush subnormals to zero on this
     thread during the call, as every compiled entry point does (fastnn.runtime.fpmode).
+    n_threads: threads of fastnn's pool taking the forward pass's fixed tiles, as in
+    _network.forward_into.
     """
-    cdef const Net *net = &spec.net
+    cdef Net local = _with_threads(spec, n_threads)
+    cdef const Net *net = &local
     cdef LossParams lp
     cdef Py_ssize_t n = X.shape[0], start, rows
     cdef int status = FNN_OK
@@ -196,7 +210,7 @@ cdef void _seed(int seed_kind, int link_kind, const floating *P, int rows, int n
 def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::1] X,
                   int seed_kind, int link_kind, Py_ssize_t first, Py_ssize_t stop,
                   floating[:, :, ::1] out, Py_ssize_t stacked_rows,
-                  bint flush_denormals=True):
+                  bint flush_denormals=True, int n_threads=1):
     """out (n, stop - first, n_0) := d y_j / dX for the output columns j in [first, stop).
 
     y = Z_L (seed_kind SEED_LOGITS) or the output link of Z_L (SEED_OUTPUT, link_kind as in
@@ -205,9 +219,10 @@ def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::
     stacked into one (stop - first) R-row batch that is pulled back with ONE product per
     layer (the element-wise activation derivative is applied block by block, each block
     against the chunk's stored outputs).  R = stacked_rows // (stop - first), at least 1.
-    flush_denormals: as in loss_input_grad_into.
+    flush_denormals, n_threads: as in loss_input_grad_into.
     """
-    cdef const Net *net = &spec.net
+    cdef Net local = _with_threads(spec, n_threads)
+    cdef const Net *net = &local
     cdef int L = net.n_layers, n_out = net.sizes[net.n_layers], n_in = net.sizes[0]
     cdef int n_cols
     cdef Py_ssize_t n = X.shape[0], start, rows, i, c, chunk_rows

@@ -56,6 +56,17 @@ STATUS_OK, STATUS_DIVERGED = _STATUS_OK, _STATUS_DIVERGED
 STATUS_INTERRUPTED, STATUS_KERNEL_ERROR = _STATUS_INTERRUPTED, _STATUS_KERNEL_ERROR
 
 
+cdef Net _with_threads(NetSpec spec, int n_threads) except *:
+    """A copy of the network struct whose products run in their fixed tiles on n_threads
+    threads of fastnn's pool (the same bits for any count >= 1; 0: the untiled path, for
+    tests), as _network.forward_into sets it."""
+    if n_threads < 0:
+        raise ValueError(f"n_threads={n_threads}; expected >= 0")
+    cdef Net net = spec.net
+    net.n_threads = n_threads
+    return net
+
+
 cdef int check_first_layer(const Net *net) except -1:
     """Raise ValueError unless these kernels implement the first layer: no layer
     normalization there (any activation, and dropout, are fine; later layers are free)."""
@@ -272,14 +283,16 @@ cdef double sparse_loss_grad(const Net *net, const floating *params, floating *g
 def forward_csr_into(NetSpec spec, const floating[::1] params, const floating[::1] data,
                      const Py_ssize_t[::1] indices, const Py_ssize_t[::1] indptr,
                      floating[:, ::1] out, int loss_kind, bint link, Py_ssize_t chunk_rows,
-                     bint flush_denormals=True):
+                     bint flush_denormals=True, int n_threads=1):
     """out := the network's logits (or, with link, its output link) for the CSR rows.
 
     Rows are processed in chunks of chunk_rows, so the workspace is bounded.  Sizes and the
     CSR structure are checked.  flush_denormals: flush subnormals to zero on this thread
-    during the call (fastnn.runtime.fpmode), as _network.forward_into.
+    during the call (fastnn.runtime.fpmode), as _network.forward_into.  n_threads: threads of
+    fastnn's pool taking the dense layers' fixed tiles, as in _network.forward_into.
     """
-    cdef const Net *net = &spec.net
+    cdef Net local = _with_threads(spec, n_threads)
+    cdef const Net *net = &local
     cdef Py_ssize_t n = out.shape[0], n_out = out.shape[1], start, rows
     check_net(spec, params.shape[0], -1, -1, n)
     check_first_layer(net)
@@ -324,11 +337,15 @@ def loss_grad_csr_into(NetSpec spec, const floating[::1] params, floating[::1] g
                        int full, double sigma_scalar, const floating[:, ::1] Y,
                        const Py_ssize_t[::1] labels, const floating[::1] sample_weight,
                        const floating[::1] sigma, double grad_scale,
-                       floating[::1] workspace=None):
+                       floating[::1] workspace=None, bint flush_denormals=True,
+                       int n_threads=1):
     """Return sum_i w_i l_i over the CSR rows and fill grads with grad_scale times its gradient
-    (as _network.loss_grad_into does for a dense X, `workspace` included).  Sizes checked."""
-    cdef const Net *net = &spec.net
+    (as _network.loss_grad_into does for a dense X, `workspace`, `flush_denormals` and
+    `n_threads` included).  Sizes checked."""
+    cdef Net local = _with_threads(spec, n_threads)
+    cdef const Net *net = &local
     cdef LossParams lp
+    cdef unsigned long long fp_saved
     check_net(spec, params.shape[0], grads.shape[0], n_features, indptr.shape[0] - 1)
     check_first_layer(net)
     check_csr(data, indices, indptr, n_features)
@@ -354,9 +371,11 @@ def loss_grad_csr_into(NetSpec spec, const floating[::1] params, floating[::1] g
     d1 = d0 + <size_t> n * net.max_width
     try:
         with nogil:
+            fp_saved = fnn_fpmode_enter(flush_denormals)
             total = sparse_loss_grad(net, &params[0], &grads[0], data_ptr, idx_ptr, &indptr[0],
                                      n_features, NULL, 0, n, &lp, Y_ptr, lab_ptr, sw_ptr,
                                      sig_ptr, grad_scale, acts, d0, d1, &status)
+            fnn_fpmode_leave(flush_denormals, fp_saved)
     finally:
         if owned:
             free(acts)
@@ -385,7 +404,8 @@ def train_epoch_csr(NetSpec spec, floating[::1] params, floating[::1] grads,
                     floating[::1] acts, floating[::1] delta0, floating[::1] delta1,
                     floating[:, ::1] Y_batch, Py_ssize_t[::1] labels_batch,
                     floating[::1] sw_batch, floating[::1] sigma_batch, double check_every,
-                    bint flush_denormals=True, uint64_t dropout_seed=0, uint32_t epoch=0):
+                    bint flush_denormals=True, uint64_t dropout_seed=0, uint32_t epoch=0,
+                    int n_threads=1):
     """Run one epoch on a CSR X: _sgd.train_epoch with the sparse first layer.
 
     Same arguments, meaning and return value as _sgd.train_epoch, with (data, indices,
@@ -423,7 +443,8 @@ def train_epoch_csr(NetSpec spec, floating[::1] params, floating[::1] grads,
     cdef unsigned long long fp_saved
     pending = None
     # dropout: as in _sgd.train_epoch, a copy of the network struct carries the context
-    cdef Net net = spec.net
+    # (and the thread count)
+    cdef Net net = _with_threads(spec, n_threads)
     cdef DropoutCtx dctx
     cdef Py_ssize_t[::1] samples_buf = None
     cdef Py_ssize_t *samples = NULL

@@ -33,7 +33,7 @@ All are computed without overflow for any finite z, in float32 and float64.
 """
 import numpy as np
 
-from fastnn._core import _layers
+from fastnn.runtime import boundary
 from fastnn._validation import check_array, check_choice, check_number, check_out
 
 #: name -> code of src_c/fastnn_kernels.h
@@ -204,7 +204,7 @@ def dense_forward(X, W, b, activation="relu", *, negative_slope=None, alpha=None
     shape = (X.shape[0], W.shape[1])
     out = np.empty(shape, X.dtype) if out is None else check_out(
         out, "out", shape, X.dtype, (("X", X), ("W", W), ("b", b)))
-    _layers.forward_into(X, W, b, out, code, param)
+    boundary.layer_forward(X, W, b, out, code, param)
     return out
 
 
@@ -281,5 +281,5 @@ def dense_backward(X, W, A, dA, activation="relu", *, negative_slope=None, alpha
     elif out_dX is not None:
         raise ValueError("out_dX was given but compute_dX is False")
     D = np.empty((n_samples, n_out), dt)
-    _layers.backward_into(X, W, kept, dA, D, dW, db, dX, code, param)
+    boundary.layer_backward(X, W, kept, dA, D, dW, db, dX, code, param)
     return dW, db, dX

@@ -29,12 +29,12 @@ import warnings
 
 import numpy as np
 
-from fastnn._core import _losses
+from fastnn.runtime import boundary
 from fastnn._validation import (MAX_DIM, all_finite, as_ndarray, check_array, check_bool,
                                 check_number, check_out, check_sample_weight, float_dtype)
 
 #: name -> loss code of fastnn/_core/_losses.pxd
-KINDS = dict(_losses.KINDS)
+KINDS = dict(boundary.LOSS_KINDS)
 #: smallest GaussianNLL sigma: 1/sigma^2 must stay finite in float64 (sigma^2 > 1/DBL_MAX)
 SIGMA_MIN = float(np.nextafter(1.0 / np.sqrt(np.finfo(np.float64).max), np.inf))
 
@@ -365,8 +365,8 @@ class Loss:
             if out is not Z_in:
                 reads.append(("Z", Z))
             G = check_out(out, "out", Z.shape, Z.dtype, reads)
-        total = _losses.loss_grad_into(self.kind, self.full, self.scalar_sigma, Z, Y, labels,
-                                       sw, sigma, 1.0 / weight_sum, G)
+        total = boundary.loss_grad(self.kind, self.full, self.scalar_sigma, Z, Y, labels, sw,
+                                   sigma, 1.0 / weight_sum, G)
         return total / weight_sum, G
 
     def __call__(self, Z, y, sample_weight=None):
@@ -377,8 +377,8 @@ class Loss:
         loss : float
         """
         Z, Y, labels, sw, sigma, weight_sum = self._prepare_call(Z, y, sample_weight)
-        total = _losses.loss_grad_into(self.kind, self.full, self.scalar_sigma, Z, Y, labels,
-                                       sw, sigma, 1.0, None)
+        total = boundary.loss_grad(self.kind, self.full, self.scalar_sigma, Z, Y, labels, sw,
+                                   sigma, 1.0, None)
         return total / weight_sum
 
     def output(self, Z):
@@ -395,7 +395,7 @@ class Loss:
             A new array (Z is not modified).
         """
         out = np.array(_check_Z(Z, finite=False), order="C", copy=True)
-        _losses.output_into(self.kind, out)
+        boundary.loss_output(self.kind, out)
         return out
 
     # ------------------------------------------------------------------ serialization
@@ -631,7 +631,7 @@ class GaussianNLL(Loss):
         Z = _check_Z(Z, finite=False)
         k = self._check_n_out(Z.shape[1]) // 2
         out = np.array(Z, order="C", copy=True)
-        _losses.output_into(self.kind, out)
+        boundary.loss_output(self.kind, out)
         return np.ascontiguousarray(out[:, k:])
 
     def get_config(self):

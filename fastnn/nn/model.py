@@ -18,8 +18,7 @@ import warnings
 import numpy as np
 from scipy import sparse as _scipy_sparse
 
-from fastnn._core import _network
-from fastnn.runtime import fpmode
+from fastnn.runtime import boundary
 from fastnn.nn import init as _init
 from fastnn.runtime.state import StateLock, consistent
 from fastnn._validation import (all_finite, as_ndarray, check_choice, check_number,
@@ -29,7 +28,6 @@ from fastnn.nn.layers import (activation_code, activation_parameter, canonical_a
                            dense_kwargs, parameter_kwargs, parameter_name,
                            resolve_activation_parameters)
 from fastnn.nn.losses import get_loss
-from fastnn.runtime.threads import compiled_threads
 
 #: output link name -> the loss code whose link it is (see fastnn/_core/_losses.pxd)
 OUTPUT_LINKS = {"identity": 0, "sigmoid": 3, "softmax": 4, "exp": 6}
@@ -461,7 +459,7 @@ class MLP:
         self.output = output
         self._layers = tuple(layers)
         sizes = [layers[0].n_in] + [layer.n_out for layer in layers]
-        self._spec = _network.NetSpec(
+        self._spec = boundary.NetSpec(
             sizes, [activation_code(layer.activation) for layer in layers],
             [layer._activation_parameter() for layer in layers],
             [layer.dropout for layer in layers],
@@ -866,10 +864,8 @@ class MLP:
                 return forward_kind(self, X, kind, kind != OUTPUT_LINKS["identity"],
                                     PREDICT_CHUNK_ROWS), kind
             out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
-            with compiled_threads() as n_threads:  # every core; the same bits for any count
-                _network.forward_into(self._spec, self.params, X, out, kind,
-                                      PREDICT_CHUNK_ROWS, fpmode.get_flush_denormals(),
-                                      n_threads)
+            # every core (the same bits for any count), this thread's floating-point mode
+            boundary.net_forward(self._spec, self.params, X, out, kind, PREDICT_CHUNK_ROWS)
         return out, kind
 
     def forward(self, X):
@@ -1012,7 +1008,6 @@ class MLP:
             Both or neither of `y` and `output`; `output` out of range; `y` without a loss
             when the model has never been trained; bad X, y or sample_weight.
         """
-        from fastnn._core import _sensitivity
         if (y is None) == (output is None):
             raise ValueError("input_gradient needs exactly one of y (the gradient of the loss "
                              "given targets) and output (the gradient of one output column); "
@@ -1042,10 +1037,9 @@ class MLP:
             scale = 1.0 / weight_sum
         out = np.empty((X.shape[0], self.n_inputs), dtype=self.dtype)
         with consistent(self):  # one epoch boundary of a fit in another thread
-            _sensitivity.loss_input_grad_into(
+            boundary.input_loss_grad(
                 self._spec, self.params, X, loss.kind, int(loss.full), loss.scalar_sigma, Y,
-                labels, sw, sigma, scale, out, SENSITIVITY_CHUNK_ROWS,
-                fpmode.get_flush_denormals())
+                labels, sw, sigma, scale, out, SENSITIVITY_CHUNK_ROWS)
         return out
 
     def jacobian(self, X, of="output"):
@@ -1073,18 +1067,15 @@ class MLP:
 
     def _jacobian(self, X, of, first, stop):
         """Columns [first, stop) of the Jacobian, shape (n_samples, stop - first, n_inputs)."""
-        from fastnn._core import _sensitivity
         check_choice(of, "of", ("output", "logits"))
         X = as_input(X, "X", self.dtype, self.n_inputs)
         out = np.empty((X.shape[0], stop - first, self.n_inputs), dtype=self.dtype)
         with consistent(self):  # the link and parameters of one epoch boundary
-            # the link by name (KL's softmax, a fixed-sigma Gaussian's identity), as a loss
-            # code
+            # the link by name (KL's softmax, a fixed-sigma Gaussian's identity), as a loss code
             link = self._link_name()
             kind = _LEARNED_GAUSSIAN if link == "gaussian" else OUTPUT_LINKS[link]
-            _sensitivity.jacobian_into(self._spec, self.params, X, int(of == "output"), kind,
-                                       first, stop, out, JACOBIAN_STACKED_ROWS,
-                                       fpmode.get_flush_denormals())
+            boundary.input_jacobian(self._spec, self.params, X, int(of == "output"), kind,
+                                    first, stop, out, JACOBIAN_STACKED_ROWS)
         return out
 
     def prepare_data(self, X, y, loss, sample_weight=None, *, whole=True):
@@ -1202,15 +1193,13 @@ class MLP:
         check_writeable(self.grads, "model.grads")
         loss, X, Y, labels, sw, sigma = self._prepare_any(X, y, loss, sample_weight)
         weight_sum = float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
-        with self._lock, compiled_threads() as n_threads:  # fit uses grads meanwhile
+        with self._lock:  # fit uses grads meanwhile
             if isinstance(X, np.ndarray):
-                total = _network.loss_grad_into(
+                total = boundary.net_loss_grad(
                     self._spec, self.params, self.grads, X, loss.kind, int(loss.full),
-                    loss.scalar_sigma, Y, labels, sw, sigma, 1.0 / weight_sum,
-                    fpmode.get_flush_denormals(), n_threads=n_threads)
+                    loss.scalar_sigma, Y, labels, sw, sigma, 1.0 / weight_sum)
             else:  # a fastnn.nn.sparse.CSRInput: the compiled sparse first layer
-                from fastnn._core import _sparse
-                total = _sparse.loss_grad_csr_into(
+                total = boundary.csr_loss_grad(
                     self._spec, self.params, self.grads, X.data, X.indices, X.indptr,
                     X.shape[1], loss.kind, int(loss.full), loss.scalar_sigma, Y, labels, sw,
                     sigma, 1.0 / weight_sum)

@@ -1,17 +1,17 @@
 """Sparse input (scipy.sparse CSR/CSC, matrices or arrays) without densifying X.
 
-The compiled kernels (fastnn/_core/_sparse.pyx) compute the first layer's product ``X @ W_1`` and its
-weight gradient ``X^T @ D_1`` over X's stored entries; the later layers are dense as usual.
-This module converts and checks the matrix once (the kernels trust it) and offers the forward
-pass of a ``fastnn.MLP`` on it.  ``fastnn.fit`` / ``MLP.fit`` (SGD, Adam: the compiled sparse
-epoch loop ``_sparse.train_epoch_csr``) and ``fastnn.LBFGS`` (full batch) train on such a
-matrix, and ``MLP.predict`` / ``forward`` accept one.
+The compiled kernels (fastnn/_core/_sparse.pyx, called through fastnn.runtime.boundary) compute
+the first layer's product ``X @ W_1`` and its weight gradient ``X^T @ D_1`` over X's stored
+entries; the later layers are dense as usual.  This module converts and checks the matrix once
+(the kernels trust it) and offers the forward pass of a ``fastnn.MLP`` on it.  ``fastnn.fit`` /
+``MLP.fit`` (SGD, Adam: the compiled sparse epoch loop ``_sparse.train_epoch_csr``) and
+``fastnn.LBFGS`` (full batch) train on such a matrix, and ``MLP.predict`` / ``forward`` accept
+one.
 """
 import numpy as np
 from scipy import sparse as _sp
 
-from fastnn._core import _sparse
-from fastnn.runtime import fpmode
+from fastnn.runtime import boundary
 from fastnn._validation import all_finite, MAX_DIM
 
 __all__ = ["issparse", "as_csr", "check_model", "check_structure", "forward"]
@@ -221,17 +221,19 @@ def forward(model, X, link=False):
     return model.predict(X) if link else model.forward(X)
 
 
-def forward_kind(model, X, kind, link, chunk_rows, flush_denormals=None):
+def forward_kind(model, X, kind, link, chunk_rows, flush_denormals=None, n_threads=None):
     """The logits of a sparse X (or CSRInput) for ``fastnn.MLP``, with (link True) the output
     link of code `kind` applied: what ``MLP._forward`` computes for a dense X, over
-    chunk_rows rows at a time.  flush_denormals: as fastnn.runtime.fpmode.resolve.  (The model's
-    constants come in as arguments: this module is below fastnn.nn.model.)"""
+    chunk_rows rows at a time.  flush_denormals, n_threads: None for this thread's setting
+    and count (fastnn.runtime.boundary).  (The model's constants come in as arguments: this
+    module is below fastnn.nn.model.)"""
     check_model(model)
     csr = X if isinstance(X, CSRInput) else as_csr(X, "X", model.dtype, model.n_inputs)
     if csr.data.dtype != model.dtype or csr.shape[1] != model.n_inputs:
         raise ValueError(f"X is a CSRInput of dtype {csr.data.dtype} and shape {csr.shape}; "
                          f"the model expects {model.dtype} and {model.n_inputs} columns")
     out = np.empty((csr.shape[0], model.n_outputs), dtype=model.dtype)
-    _sparse.forward_csr_into(model._spec, model.params, csr.data, csr.indices, csr.indptr,
-                             out, kind, bool(link), chunk_rows, fpmode.resolve(flush_denormals))
+    boundary.csr_forward(model._spec, model.params, csr.data, csr.indices, csr.indptr, out,
+                         kind, bool(link), chunk_rows, flush_denormals=flush_denormals,
+                         n_threads=n_threads)
     return out

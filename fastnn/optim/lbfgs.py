@@ -1,10 +1,10 @@
 """Full-batch training with L-BFGS: scipy's L-BFGS-B over fastnn's compiled loss and gradient.
 
 The quasi-Newton method is scipy's (``scipy.optimize.minimize(method="L-BFGS-B")``); fastnn
-supplies the objective.  Each evaluation is one call of the compiled
-``_network.loss_grad_into``, which runs the forward and backward pass over the whole data
-set without the GIL, so the optimizer's own work (O(n_params) per iteration) is all that
-runs in Python.
+supplies the objective.  Each evaluation is one compiled call (``_network.loss_grad_into``,
+or ``_sparse.loss_grad_csr_into`` for a sparse X, through fastnn.runtime.boundary) that runs
+the forward and backward pass over the whole data set without the GIL, so the optimizer's
+own work (O(n_params) per iteration) is all that runs in Python.
 
 The objective, for parameters theta (weights W_k and biases b_k), per-sample losses l_i and
 sample weights w_i (all 1 by default)::
@@ -30,7 +30,7 @@ import threading
 import numpy as np
 from scipy.optimize import minimize
 
-from fastnn._core import _network, _sparse
+from fastnn.runtime import boundary
 from fastnn.runtime.state import consistent
 from fastnn._validation import check_number, check_weight_total, weight_total
 from fastnn.runtime.threads import compiled_threads
@@ -109,15 +109,13 @@ class LBFGSObjective:
             with np.errstate(over="ignore", invalid="ignore"):  # reported by the loss
                 self.params[...] = theta
         if self.csr is None:
-            with compiled_threads() as n_threads:   # fastnn's threads, OpenBLAS at 1
-                total = _network.loss_grad_into(
-                    model._spec, self.params, self.grads, self.X, self.loss.kind,
-                    int(self.loss.full), self.loss.scalar_sigma, self.Y, self.labels,
-                    self.sw, self.sigma, 1.0 / self.weight_sum, workspace=self.workspace,
-                    n_threads=n_threads)
+            total = boundary.net_loss_grad(
+                model._spec, self.params, self.grads, self.X, self.loss.kind,
+                int(self.loss.full), self.loss.scalar_sigma, self.Y, self.labels, self.sw,
+                self.sigma, 1.0 / self.weight_sum, workspace=self.workspace)
         else:
             csr = self.csr
-            total = _sparse.loss_grad_csr_into(
+            total = boundary.csr_loss_grad(
                 model._spec, self.params, self.grads, csr.data, csr.indices, csr.indptr,
                 csr.shape[1], self.loss.kind, int(self.loss.full), self.loss.scalar_sigma,
                 self.Y, self.labels, self.sw, self.sigma, 1.0 / self.weight_sum,

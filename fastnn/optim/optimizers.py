@@ -21,8 +21,7 @@ import sys
 
 import numpy as np
 
-from fastnn._core import _sgd
-from fastnn.runtime import fpmode
+from fastnn.runtime import boundary
 from fastnn._validation import check_choice, check_number, check_writeable
 from fastnn.nn.model import MLP
 
@@ -542,8 +541,8 @@ class Optimizer:
         with model._lock:  # a save in another thread copies the parameters before or after
             check_writeable(model.params, "model.params")
             s1, s2 = self.init_state(model.n_params, model.dtype)
-            _sgd.update_params(model._spec, model.params, model.grads, s1, s2, *args,
-                               self.t + 1, fpmode.get_flush_denormals())
+            boundary.update_params(model._spec, model.params, model.grads, s1, s2, *args,
+                                   self.t + 1)
             self.t += 1
 
     def get_config(self):
@@ -585,7 +584,7 @@ class SGD(Optimizer):
         Both lr and learning_rate given.
     """
 
-    kind = _sgd.OPT_SGD
+    kind = boundary.OPT_SGD
 
     def __init__(self, lr=None, momentum=0.0, nesterov=False, weight_decay=0.0,
                  clip_norm=None, schedule=None, *, learning_rate=None):
@@ -651,7 +650,7 @@ class Adam(Optimizer):
     Kingma, D. P. and Ba, J. (2015). Adam: A Method for Stochastic Optimization. ICLR.
     """
 
-    kind = _sgd.OPT_ADAM
+    kind = boundary.OPT_ADAM
 
     def __init__(self, lr=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
                  clip_norm=None, schedule=None, *, learning_rate=None):
@@ -719,7 +718,7 @@ class AdamW(Adam):
     Loshchilov, I. and Hutter, F. (2019). Decoupled Weight Decay Regularization. ICLR.
     """
 
-    kind = _sgd.OPT_ADAMW
+    kind = boundary.OPT_ADAMW
 
     def __init__(self, lr=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2,
                  clip_norm=None, schedule=None, *, learning_rate=None):

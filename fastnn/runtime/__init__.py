@@ -1,4 +1,5 @@
-"""How compiled calls run: fastnn's thread count and pool (``threads``) and the
-floating-point mode inside them (``fpmode``).  Public as ``fastnn.threads`` and
+"""How compiled calls run: fastnn's thread count and pool (``threads``), the
+floating-point mode inside them (``fpmode``), and the one door every compiled call goes
+through, which applies both (``boundary``).  Public as ``fastnn.threads`` and
 ``fastnn.fpmode``.
 """

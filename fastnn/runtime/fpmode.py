@@ -11,10 +11,11 @@ visibly (the flushed fit stays within the tolerances the tests state against the
 reference).
 
 fastnn sets the CPU's flush bits (x86-64: MXCSR FTZ and DAZ; aarch64: FPCR FZ) only inside
-its own compiled calls -- training epochs, ``predict``/``forward``, ``loss_and_grad``,
-``Optimizer.step`` -- and puts the caller's floating-point mode back before each call
-returns (also when it stops on an error or Ctrl-C), so NumPy and everything else in the
-process keep IEEE subnormals.  Unlike ``torch.set_flush_denormal``, which changes the calling
+its own compiled calls -- every one of them goes through fastnn.runtime.boundary, which hands
+this setting to the kernel: training epochs, ``predict``/``forward``, ``loss_and_grad``, the
+input derivatives, the single layers and losses, ``Optimizer.step`` -- and puts the caller's
+floating-point mode back before each call returns (also when it stops on an error or
+Ctrl-C), so NumPy and everything else in the process keep IEEE subnormals.  Unlike ``torch.set_flush_denormal``, which changes the calling
 thread's mode for all code, this setting only decides what fastnn's calls do:
 
     fastnn.set_flush_denormals(False)            # from now on: keep subnormals (IEEE)
@@ -44,7 +45,9 @@ on subnormals on its CPU).  On CPUs other than x86-64 and aarch64 there is no sw
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from fastnn._core import _network
+# the one compiled name imported outside fastnn.runtime.boundary: a capability query that runs
+# no arithmetic (the boundary reads this module's setting, so this module sits below it)
+from fastnn._core._network import _fpmode_supported
 from fastnn._validation import check_bool
 
 _flush = True
@@ -55,7 +58,7 @@ _block = ContextVar("fastnn_flush_denormals", default=None)
 def supported():
     """True when this build can flush subnormals (x86-64 or aarch64), False when the setting
     has no effect."""
-    return _network._fpmode_supported()
+    return _fpmode_supported()
 
 
 def get_flush_denormals():

@@ -50,7 +50,7 @@ import traceback
 
 import numpy as np
 
-from fastnn._core import _sgd
+from fastnn.runtime import boundary
 from fastnn._validation import check_number
 
 
@@ -95,7 +95,7 @@ class MPIContext:
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
-        self.reducer = _sgd.Allreduce(
+        self.reducer = boundary.Allreduce(
             _allreduce_address(MPI), MPI._sizeof(comm) < ctypes.sizeof(ctypes.c_void_p),
             int(MPI.IN_PLACE), MPI._handleof(comm), MPI._handleof(MPI.SUM),
             MPI._handleof(MPI.FLOAT), MPI._handleof(MPI.DOUBLE))

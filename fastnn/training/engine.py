@@ -32,18 +32,15 @@ Epoch numbers users see (``History.epoch``, ``best_epoch``, the callbacks' ``epo
 ``logs["epoch"]``, messages, verbose lines) are 1-based and count over the whole run.
 """
 import contextlib
-import functools
 import math
-import time
 import warnings
 
 import numpy as np
 
-from fastnn._core import _losses, _network, _sgd, _sparse
-from fastnn.runtime import fpmode
 from fastnn.runtime.state import consistent, hold, let_readers_in
 from fastnn._validation import all_finite, check_number, check_weight_total, weight_total
 from fastnn.nn.sparse import CSRInput, forward_kind as sparse_forward_kind
+from fastnn.runtime import boundary
 from fastnn.runtime.threads import compiled_threads
 
 #: seconds between two checks for Ctrl-C inside the compiled loop
@@ -315,16 +312,16 @@ def _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals=None
     """
     with consistent(model):  # one epoch boundary of a fit in another thread
         if isinstance(X, CSRInput):
-            Z = sparse_forward_kind(model, X, 0, False, 4096, flush_denormals)  # the logits
+            Z = sparse_forward_kind(model, X, 0, False, 4096, flush_denormals,
+                                    n_threads)  # the logits
         else:
             Z = np.empty((X.shape[0], model.n_outputs), model.dtype)
-            with compiled_threads(n_threads) as n:
-                _network.forward_into(model._spec, model.params, X, Z, 0, 4096,
-                                      fpmode.resolve(flush_denormals), n)
-    stats = {"weight": weight_total(sw, X.shape[0]),
-             "loss": float(_losses.loss_grad_into(loss.kind, int(loss.full), loss.scalar_sigma,
-                                                  Z, Y, labels, sw, sigma, 1.0, None))}
-    _losses.output_into(loss.kind, Z)
+            boundary.net_forward(model._spec, model.params, X, Z, 0, 4096,
+                                 flush_denormals=flush_denormals, n_threads=n_threads)
+    total = boundary.loss_grad(loss.kind, int(loss.full), loss.scalar_sigma, Z, Y, labels, sw,
+                               sigma, 1.0, None, flush_denormals=flush_denormals)
+    stats = {"weight": weight_total(sw, X.shape[0]), "loss": float(total)}
+    boundary.loss_output(loss.kind, Z, flush_denormals=flush_denormals)
     if loss.output_name in _CLASSIFIER_LINKS:
         if loss.output_name == "softmax":
             truth = labels if labels is not None else Y.argmax(axis=1)
@@ -520,7 +517,9 @@ class TrainingRun:
 
     def run(self, epochs, n_threads=None):
         """Train `epochs` more epochs; returns the History (also ``model.history_``)."""
-        # fastnn's threads take the compiled epoch's tiles; OpenBLAS at 1 meanwhile
+        # fastnn's threads take the compiled epoch's tiles.  Each compiled call holds OpenBLAS
+        # at 1 while it runs (fastnn.runtime.boundary); this hold keeps it there for the
+        # whole fit, callbacks included, as fastnn.runtime.threads documents
         # (closed on the way out: an interrupted epoch's run ends here, before the exception
         # reaches the caller, not whenever the garbage collector closes the generator)
         with compiled_threads(n_threads) as self.n_threads, \
@@ -538,8 +537,8 @@ class TrainingRun:
         """The run, step by step, for a driver that runs the compiled epochs itself.
 
         A generator: it prepares each epoch (schedule, sample order, snapshot) and yields its
-        compiled call (``fastnn._core._sgd.EpochCall``); the driver runs it holding the model's
-        lock (``call.run()``, or with other models' epochs in one ``_sgd.train_epochs`` job,
+        compiled call (a ``fastnn.runtime.boundary.Epoch``); the driver runs it holding the model's
+        lock (``call.run()``, or with other models' epochs in one ``boundary.run_epochs`` job,
         as fastnn.ensemble does), calls ``commit(call)`` before releasing the lock, lets
         waiting readers in (``fastnn.runtime.state.let_readers_in``) and resumes the generator,
         which raises the epoch's error if it had one, calls the callbacks and yields the
@@ -588,7 +587,7 @@ class TrainingRun:
                 if not call.ran:
                     call.drop()
                     raise RuntimeError("TrainingRun.epochs was resumed before the epoch it "
-                                       "yielded ran (call.run() or _sgd.train_epochs); the "
+                                       "yielded ran (call.run() or run_epochs); the "
                                        "run ends after its last recorded epoch")
                 self.commit(call)   # (a no-op when the driver committed it)
                 _, recorded, error = self._commit
@@ -668,20 +667,21 @@ class TrainingRun:
         ws, (X, Y, labels, sw, sigma) = self.ws, self.data
         # hyperparameters and state as they are now (a callback may have changed momentum);
         # the compiled call runs in the floating-point mode flush_denormals asks for (it sets
-        # it and restores the running thread's)
+        # it and restores the running thread's) on self.n_threads threads
         opt_args = opt.compiled_args(lr)
         if isinstance(X, CSRInput):
             return self._prepare_epoch_csr(opt_args, done)
         with model._lock:
             state1, state2 = opt.init_state(model.n_params, model.dtype)
-            return _sgd.prepare_epoch(
+            return boundary.prepare_epoch(
                 model._spec, model.params, self.grads, state1, state2, X, Y, labels, sw,
                 sigma, self.order, self.batch_size, self.drop_last, self.loss.kind,
                 int(self.loss.full), self.loss.scalar_sigma, *opt_args, opt.t, ws.acts,
                 ws.delta0, ws.delta1, ws.X if self.order is not None else None, ws.Y,
                 ws.labels, ws.sw, ws.sigma, SIGNAL_CHECK_INTERVAL, self.offset,
-                None if self.mpi is None else self.mpi.reducer, self.flush_denormals,
-                dropout_seed=self.dropout_seed, epoch=done, n_threads=self.n_threads)
+                None if self.mpi is None else self.mpi.reducer,
+                flush_denormals=self.flush_denormals, dropout_seed=self.dropout_seed,
+                epoch=done, n_threads=self.n_threads)
 
     def _settle(self, call):
         """A run that ends after `call` ran, without recording it: the optimizer takes the
@@ -693,9 +693,9 @@ class TrainingRun:
         with self.model._lock:
             loss_sum, weight_sum, steps, status, failed_step, pending = \
                 self._take_result(call)
-            if status == _sgd.STATUS_OK and not all_finite(self.model.params):
+            if status == boundary.STATUS_OK and not all_finite(self.model.params):
                 self._restore_last_good(self.optimizer.completed_epochs + 1, None)
-            elif status == _sgd.STATUS_DIVERGED:
+            elif status == boundary.STATUS_DIVERGED:
                 self._restore_last_good(self.optimizer.completed_epochs + 1, failed_step)
 
     def _take_result(self, call):
@@ -705,7 +705,7 @@ class TrainingRun:
         loss_sum, weight_sum, steps, t, status, failed_step, pending = call.result
         opt, model = self.optimizer, self.model
         opt.t = t
-        if status == _sgd.STATUS_INTERRUPTED:
+        if status == boundary.STATUS_INTERRUPTED:
             if not all_finite(model.params):
                 model.params[...] = self.snapshot
             if not all(s is None or all_finite(s) for s in opt.state):
@@ -784,31 +784,31 @@ class TrainingRun:
         model, opt, ws, (X, Y, labels, sw, sigma) = self.model, self.optimizer, self.ws, self.data
         with model._lock:
             state1, state2 = opt.init_state(model.n_params, model.dtype)
-        return _CSREpoch(
-            _sparse.train_epoch_csr, model._spec, model.params, self.grads, state1, state2,
-            X.data, X.indices, X.indptr, X.shape[1], Y, labels, sw, sigma, self.order,
-            self.batch_size, self.drop_last, self.loss.kind, int(self.loss.full),
-            self.loss.scalar_sigma, *opt_args, opt.t, ws.acts, ws.delta0, ws.delta1, ws.Y,
-            ws.labels, ws.sw, ws.sigma, SIGNAL_CHECK_INTERVAL, self.flush_denormals,
-            dropout_seed=self.dropout_seed, epoch=done)
+        return boundary.prepare_epoch_csr(
+            model._spec, model.params, self.grads, state1, state2, X.data, X.indices,
+            X.indptr, X.shape[1], Y, labels, sw, sigma, self.order, self.batch_size,
+            self.drop_last, self.loss.kind, int(self.loss.full), self.loss.scalar_sigma,
+            *opt_args, opt.t, ws.acts, ws.delta0, ws.delta1, ws.Y, ws.labels, ws.sw, ws.sigma,
+            SIGNAL_CHECK_INTERVAL, flush_denormals=self.flush_denormals,
+            dropout_seed=self.dropout_seed, epoch=done, n_threads=self.n_threads)
 
     def _check_status(self, status, failed_step, pending, steps, epoch, lr):
         model = self.model
-        loss_failed = status == _sgd.STATUS_DIVERGED
-        if status == _sgd.STATUS_OK and not all_finite(model.params):
+        loss_failed = status == boundary.STATUS_DIVERGED
+        if status == boundary.STATUS_OK and not all_finite(model.params):
             # the epoch's last update overflowed the weights; its loss, computed before the
             # update, was finite, so the loop could not see it
-            status, failed_step = _sgd.STATUS_DIVERGED, steps - 1
-        if status == _sgd.STATUS_DIVERGED:
+            status, failed_step = boundary.STATUS_DIVERGED, steps - 1
+        if status == boundary.STATUS_DIVERGED:
             kept = self._restore_last_good(epoch, failed_step if loss_failed else None)
             what = "the training loss" if loss_failed else "the weights"
             raise TrainingDiverged(
                 f"{what} became NaN or infinite at epoch {epoch}, step {failed_step + 1} "
                 f"(lr={lr:g}). The model keeps {kept}. Try a smaller learning rate, gradient "
                 "clipping (clip_norm), or scaling the inputs.", self.history)
-        if status == _sgd.STATUS_INTERRUPTED:
+        if status == boundary.STATUS_INTERRUPTED:
             raise pending  # the model and optimizer were made consistent by _take_result
-        if status != _sgd.STATUS_OK:
+        if status != boundary.STATUS_OK:
             raise RuntimeError(f"compiled training step failed at epoch {epoch}, step "
                                f"{failed_step + 1} (status {status})")
 
@@ -850,35 +850,10 @@ class TrainingRun:
             self.history.best_epoch = es.best_epoch
 
 
-class _CSREpoch:
-    """A sparse X's epoch as a call like ``fastnn._core._sgd.EpochCall``: run once (on the calling
-    thread), then ``result`` (as _sparse.train_epoch_csr returns it) and ``seconds``."""
-
-    def __init__(self, fn, *args, **kwargs):
-        self._call = functools.partial(fn, *args, **kwargs)
-        self._started = False
-        self.ran, self.result, self.seconds = False, None, 0.0
-
-    def drop(self):
-        """Never run this epoch (as ``fastnn._core._sgd.EpochCall.drop``)."""
-        if not self.ran:
-            self._call = None
-
-    def run(self):
-        if self._call is None:
-            raise RuntimeError("this epoch was dropped (its run ended before it ran); it "
-                               "can no longer run")
-        if self._started:
-            raise RuntimeError("this epoch has already run; prepare the next one")
-        self._started = True
-        start = time.perf_counter()
-        result = self._call()
-        # ran only with its result: a Ctrl-C landing before the compiled call (ran set first)
-        # left ran without a result, and closing the run raised TypeError in _take_result
-        self.seconds = time.perf_counter() - start
-        self.result = result
-        self.ran = True
-        return result
+def _weight_total(arrays):
+    """Sum of the sample weights of prepared (X, Y, labels, sw, sigma), as a float64."""
+    X, sw = arrays[0], arrays[3]
+    return float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
 
 
 def _monitored(monitor, logs):

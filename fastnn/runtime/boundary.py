@@ -1,0 +1,229 @@
+"""The compiled boundary: the one door from Python into fastnn's compiled code.
+
+Every call of fastnn's compiled arithmetic -- prediction, loss and gradient, the L-BFGS
+objective, the sparse kernels, the input derivatives, the single layers and losses, an
+optimizer step, training epochs (one model's or an ensemble's) -- goes through an entry of this
+module, and no other module outside ``fastnn._core`` imports a compiled module
+(tests/test_imports.py reads the source to hold that).  Each entry, built by ``_entry`` below,
+does the same four things, so a call site cannot forget one of them:
+
+1. **fastnn's thread count**: ``n_threads`` (None: this context's default,
+   ``fastnn.runtime.threads.resolve_threads``) is resolved and handed to the kernel, whose
+   products and passes run in tiles fixed by the shapes on that many threads of fastnn's
+   pool (fastnn._core._pool): the same bits for any count.  Kernels with no tiled product
+   (a single layer, a loss) run on the calling thread.
+2. **OpenBLAS at one thread** while the kernel runs (``compiled_threads``), also inside a
+   caller's ``blas_threads(n)`` block: OpenBLAS's products at 2 threads are not the bits
+   of 1.
+3. **The floating-point mode**: ``flush_denormals`` (None: this thread's setting,
+   ``fastnn.runtime.fpmode.resolve``) is handed to the kernel, which flushes subnormals on
+   every thread doing its arithmetic and puts the caller's mode back before returning.
+4. **Buffer sizes** are checked by the compiled entry point itself, before any pointer is
+   taken (check_net, the CSR structure, the targets, the output shapes): the compiled
+   modules are importable, so they check what reaches them whoever calls them.
+
+Training is prepared and run in two steps, so that an ensemble can run its members' epochs
+as one job: ``prepare_epoch`` / ``prepare_epoch_csr`` resolve (1) and (3) when the epoch is
+prepared and return an ``Epoch``; ``Epoch.run`` and ``run_epochs`` hold (2) while it runs.
+
+The names below that run no arithmetic (the network description ``NetSpec``, the MPI
+reducer ``Allreduce``, codes and status values) are re-exported so the layers above have one
+module to import from.
+"""
+import functools
+import time
+
+from fastnn._core import _layers, _losses, _network, _sensitivity, _sgd, _sparse
+from fastnn.runtime import fpmode, threads
+from fastnn.runtime.threads import compiled_threads
+
+__all__ = [
+    "NetSpec", "Allreduce", "LOSS_KINDS", "OPT_SGD", "OPT_ADAM", "OPT_ADAMW", "STATUS_OK",
+    "STATUS_DIVERGED", "STATUS_INTERRUPTED", "ENTRIES", "net_forward", "net_loss_grad",
+    "csr_forward", "csr_loss_grad", "input_loss_grad", "input_jacobian", "layer_forward",
+    "layer_backward", "loss_grad", "loss_output", "update_params", "Epoch", "prepare_epoch",
+    "prepare_epoch_csr", "run_epochs",
+]
+
+# ------------------------------------------------------------------ no arithmetic: re-exported
+
+NetSpec = _network.NetSpec      # the network's description; its check() sizes buffers
+Allreduce = _sgd.Allreduce      # MPI's sum, called from inside the compiled epoch
+#: loss name -> loss code (fastnn/_core/_losses.pxd)
+LOSS_KINDS = dict(_losses.KINDS)
+OPT_SGD, OPT_ADAM, OPT_ADAMW = _sgd.OPT_SGD, _sgd.OPT_ADAM, _sgd.OPT_ADAMW
+STATUS_OK, STATUS_DIVERGED, STATUS_INTERRUPTED = (_sgd.STATUS_OK, _sgd.STATUS_DIVERGED,
+                                                  _sgd.STATUS_INTERRUPTED)
+
+
+# ------------------------------------------------------------------ the mechanism
+
+def _entry(name, kernel, pooled):
+    """The boundary's face of the compiled entry point `kernel`.
+
+    Called with the kernel's own arguments, minus ``flush_denormals`` and ``n_threads``,
+    which it takes as keywords (None: this thread's setting, this context's count), resolves
+    and passes on by keyword; OpenBLAS is held at one thread meanwhile.  `pooled`: the
+    kernel takes ``n_threads`` (its products run on fastnn's pool).
+    """
+    if pooled:
+        def call(*args, n_threads=None, flush_denormals=None, **kwargs):
+            flush = fpmode.resolve(flush_denormals)
+            with compiled_threads(n_threads) as n:
+                return kernel(*args, flush_denormals=flush, n_threads=n, **kwargs)
+    else:
+        def call(*args, n_threads=None, flush_denormals=None, **kwargs):
+            flush = fpmode.resolve(flush_denormals)
+            with compiled_threads(n_threads):      # (validates n_threads; one thread here)
+                return kernel(*args, flush_denormals=flush, **kwargs)
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = (f"``{kernel.__module__}.{kernel.__name__}`` through the compiled boundary "
+                    "(fastnn.runtime.boundary): keywords n_threads and flush_denormals "
+                    "(None: the context's).\n\n" + (kernel.__doc__ or ""))
+    call.kernel, call.pooled = kernel, pooled
+    return call
+
+
+# ------------------------------------------------------------------ the entries
+
+#: boundary name -> its entry; every compiled call of the package is one of these
+ENTRIES = {}
+
+
+def _register(name, kernel, pooled):
+    ENTRIES[name] = entry = _entry(name, kernel, pooled)
+    return entry
+
+
+# the network: prediction (logits or output link), loss and parameter gradient
+net_forward = _register("net_forward", _network.forward_into, pooled=True)
+net_loss_grad = _register("net_loss_grad", _network.loss_grad_into, pooled=True)
+# the same over a CSR X (the sparse first layer; later layers as above)
+csr_forward = _register("csr_forward", _sparse.forward_csr_into, pooled=True)
+csr_loss_grad = _register("csr_loss_grad", _sparse.loss_grad_csr_into, pooled=True)
+# derivatives with respect to the inputs
+input_loss_grad = _register("input_loss_grad", _sensitivity.loss_input_grad_into, pooled=True)
+input_jacobian = _register("input_jacobian", _sensitivity.jacobian_into, pooled=True)
+# one dense layer (fastnn.dense_forward / dense_backward)
+layer_forward = _register("layer_forward", _layers.forward_into, pooled=False)
+layer_backward = _register("layer_backward", _layers.backward_into, pooled=False)
+# a loss on given logits (fastnn.nn.losses), and its output link
+loss_grad = _register("loss_grad", _losses.loss_grad_into, pooled=False)
+loss_output = _register("loss_output", _losses.output_into, pooled=False)
+# one optimizer step (Optimizer.step)
+update_params = _register("update_params", _sgd.update_params, pooled=True)
+
+
+# ------------------------------------------------------------------ training epochs
+
+class Epoch:
+    """One prepared training epoch of one model (``prepare_epoch``, ``prepare_epoch_csr``).
+
+    ``run()`` runs it on the calling thread (its products on fastnn's pool), with OpenBLAS
+    held at one thread; ``run_epochs`` runs several models' epochs as one job.  Attributes
+    after the run: ``ran``, ``result`` ((loss_sum, weight_sum, steps, t, status,
+    failed_step, pending_exception)) and ``seconds`` (its own wall time).  ``drop()``: never
+    run it (its run ended first).
+    """
+    __slots__ = ("_call", "_csr", "_started", "_result", "_seconds", "_ran")
+
+    def __init__(self, call, csr):
+        # call: a compiled _sgd.EpochCall (pooled: train_epochs runs it as a pool task), or
+        # for a CSR X the bound _sparse.train_epoch_csr, run on the calling thread
+        self._call, self._csr = call, csr
+        self._started, self._result, self._seconds, self._ran = False, None, 0.0, False
+
+    @property
+    def pooled(self):
+        """True when ``run_epochs`` runs it as a task of fastnn's pool (a dense X)."""
+        return not self._csr
+
+    @property
+    def ran(self):
+        return self._ran if self._csr else self._call.ran
+
+    @property
+    def result(self):
+        if not self._csr:
+            return self._call.result
+        return self._result
+
+    @property
+    def seconds(self):
+        return self._seconds if self._csr else self._call.seconds
+
+    def drop(self):
+        """Never run this epoch (its run ended before it ran); no effect once it ran."""
+        if not self._csr:
+            self._call.drop()
+        elif not self._ran:
+            self._call = None
+
+    def run(self):
+        """Run the epoch on the calling thread; returns ``result``."""
+        with compiled_threads(1):
+            return self._run()
+
+    def _run(self):
+        """run() inside the caller's hold of OpenBLAS."""
+        if not self._csr:
+            return self._call.run()
+        if self._call is None:
+            raise RuntimeError("this epoch was dropped (its run ended before it ran); it "
+                               "can no longer run")
+        if self._started:
+            raise RuntimeError("this epoch has already run; prepare the next one")
+        self._started = True
+        start = time.perf_counter()
+        result = self._call()
+        # ran only with its result: a Ctrl-C landing before the compiled call (ran set
+        # first) left ran without a result, and closing the run raised TypeError
+        self._seconds = time.perf_counter() - start
+        self._result = result
+        self._ran = True
+        return result
+
+
+def prepare_epoch(*args, n_threads=None, flush_denormals=None, **kwargs):
+    """One epoch over a dense X, prepared (``_sgd.prepare_epoch``'s arguments, minus
+    ``flush_denormals`` and ``n_threads``, resolved here as every entry resolves them).
+    Returns an ``Epoch``; its sizes are checked now, by the compiled code."""
+    call = _sgd.prepare_epoch(*args, flush_denormals=fpmode.resolve(flush_denormals),
+                              n_threads=threads.resolve_threads(n_threads), **kwargs)
+    return Epoch(call, csr=False)
+
+
+def prepare_epoch_csr(*args, n_threads=None, flush_denormals=None, **kwargs):
+    """One epoch over a CSR X (``_sparse.train_epoch_csr``'s arguments, minus
+    ``flush_denormals`` and ``n_threads``), to run later on the thread that runs it: an
+    ``Epoch``.  Its sizes are checked when it runs, before the first step."""
+    call = functools.partial(_sparse.train_epoch_csr, *args,
+                             flush_denormals=fpmode.resolve(flush_denormals),
+                             n_threads=threads.resolve_threads(n_threads), **kwargs)
+    return Epoch(call, csr=True)
+
+
+def run_epochs(epochs, n_threads):
+    """Run prepared epochs of different models (``Epoch``), OpenBLAS held at one thread: the
+    dense ones as the tasks of one job on fastnn's pool (``_sgd.train_epochs``, `n_threads`
+    threads; it refuses epochs whose written buffers overlap), then the sparse ones one after
+    another on this thread.
+
+    Returns the exception a signal handler raised (Ctrl-C: KeyboardInterrupt), or None, as
+    ``_sgd.train_epochs`` does: epochs not yet started then do not start; each epoch's
+    ``result`` holds its own figures.
+    """
+    epochs = list(epochs)
+    for e in epochs:
+        if not isinstance(e, Epoch):
+            raise TypeError(f"epochs must be Epoch objects (prepare_epoch); got "
+                            f"{type(e).__name__}")
+    pooled = [e._call for e in epochs if e.pooled]
+    with compiled_threads(n_threads) as n:
+        pending = _sgd.train_epochs(pooled, n) if pooled else None
+        for e in epochs:
+            if not e.pooled and pending is None:
+                result = e._run()
+                if result[4] == STATUS_INTERRUPTED:
+                    pending = result[6]
+    return pending
