@@ -40,6 +40,9 @@ _SMALL_INPUT = 1 << 14
 # rows per chunk of input_gradient's loss gradient: its delta buffers (rows x the widest
 # layer) stay in L2 for layers up to ~1000 wide in float32
 SENSITIVITY_CHUNK_ROWS = 256
+# FLOPs below which fastnn's compiled products run on one thread whatever the count
+# (_thread_min_flops of fastnn/_core/_network.pyx): a forward pass this small takes n_threads=1
+ONE_THREAD_FLOPS = 1e6
 # rows of the stacked batch of jacobian (columns x rows of a chunk): one product per layer
 # for all columns; 2048 was fastest for the 784-256-128-10 network's 10 columns
 JACOBIAN_STACKED_ROWS = 2048
@@ -841,6 +844,16 @@ class MLP:
                              f"model has {self.n_outputs}")
         return loss
 
+    def _forward_flops_per_row(self):
+        """2 W: the FLOPs of one sample's forward pass (the layers are fixed at construction,
+        so this is computed once)."""
+        flops = self.__dict__.get("_flops_per_row")
+        if flops is None:
+            sizes = [layer.n_in for layer in self.layers] + [self.layers[-1].n_out]
+            flops = self.__dict__["_flops_per_row"] = 2.0 * sum(
+                a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        return flops
+
     def _input(self, X):
         """X converted once for _forward: a checked C-contiguous array of the model's dtype,
         or a scipy.sparse X as-is (fastnn.nn.sparse converts it)."""
@@ -864,8 +877,13 @@ class MLP:
                 return forward_kind(self, X, kind, kind != OUTPUT_LINKS["identity"],
                                     PREDICT_CHUNK_ROWS), kind
             out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
-            # every core (the same bits for any count), this thread's floating-point mode
-            boundary.net_forward(self._spec, self.params, X, out, kind, PREDICT_CHUNK_ROWS)
+            # every core (the same bits for any count), this thread's floating-point mode;
+            # a forward pass below one thread's share of a product has nothing to share out,
+            # so a small predict skips resolving the default count (environment, affinity,
+            # CPU quota: most of a one-row predict's time)
+            flops = X.shape[0] * self._forward_flops_per_row()
+            boundary.net_forward(self._spec, self.params, X, out, kind, PREDICT_CHUNK_ROWS,
+                                 n_threads=1 if flops < ONE_THREAD_FLOPS else None)
         return out, kind
 
     def forward(self, X):
