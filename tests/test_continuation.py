@@ -4,10 +4,10 @@ The reference is the uninterrupted run itself: fit(3 epochs) followed by any way
 for 3 more must give the same bits as fit(6 epochs), for every schedule, every optimizer, with
 and without shuffling.  Ways of continuing: a second fit with the same optimizer, a save and
 ``load(..., with_optimizer=True)``, a pickle; for the estimators, ``warm_start`` with
-``continue_run=True`` (fastnn's extension: scikit-learn's warm start, the default, starts a
-new optimizer) and ``partial_fit``.  What equals what for partial_fit: k calls on the same data equal one fit
-with ``max_iter=k`` (each call is one epoch of the run), and a pickle between calls changes
-nothing.
+``continue_run=True`` (fastnn's extension: scikit-learn's warm start, the default, starts
+a new optimizer) and ``partial_fit``.  What equals what for partial_fit: k calls on the
+same data equal one fit with ``max_iter=k`` (each call is one epoch of the run), and a
+pickle between calls changes nothing.
 """
 import pickle
 import warnings
