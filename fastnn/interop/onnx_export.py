@@ -59,8 +59,9 @@ What the graph holds
   take the stored fill values when the model was trained with ``--impute``; then
   ``(x - x_mean) / x_scale``; a regression's ``predictions``/``mean`` come back as
   ``y * y_scale + y_mean`` and its ``std`` as ``std * y_scale``.  Other models have no
-  stored standardization: scale inputs outside the graph as you did for training (a
-  scikit-learn ``StandardScaler`` in front of an estimator is not exported).
+  stored standardization: scale inputs outside the graph as you did for training, or export
+  the scikit-learn Pipeline around the estimator (``fastnn.to_onnx(pipeline, path, X=...)``,
+  fastnn.interop.onnx_pipeline: skl2onnx with this module's graphs).
 
 Opset 17 (ONNX 1.12, onnxruntime >= 1.13) and IR version 8 by default, so that older runtimes
 load the file; every operator used runs in float32 and float64 in onnxruntime's CPU provider.
