@@ -39,7 +39,7 @@ from fastnn.optim.optimizers import (SGD, Adam, AdamW, Constant, Cosine, Inverse
 from fastnn.training.trainer import EarlyStopping, History, TrainingDiverged, fit  # noqa: E402
 from fastnn.io.saving import load  # noqa: E402
 from fastnn.optim.lbfgs import LBFGS  # noqa: E402
-from fastnn.interop.onnx_export import to_onnx  # noqa: E402  (imports onnx only when called)
+from fastnn.interop.onnx_pipeline import to_onnx  # noqa: E402  (onnx, skl2onnx: only when called)
 from fastnn.ensemble import EnsemblePrediction, MLPEnsemble, load_ensemble  # noqa: E402
 
 __all__ = [

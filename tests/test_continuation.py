@@ -3,10 +3,11 @@
 The reference is the uninterrupted run itself: fit(3 epochs) followed by any way of going on
 for 3 more must give the same bits as fit(6 epochs), for every schedule, every optimizer, with
 and without shuffling.  Ways of continuing: a second fit with the same optimizer, a save and
-``load(..., with_optimizer=True)``, a pickle; for the estimators, ``warm_start`` and
-``partial_fit``.  What equals what for partial_fit: k calls on the same data equal one fit
-with ``max_iter=k`` (each call is one epoch of the run), and a pickle between calls changes
-nothing.
+``load(..., with_optimizer=True)``, a pickle; for the estimators, ``warm_start`` with
+``continue_run=True`` (fastnn's extension: scikit-learn's warm start, the default, starts
+a new optimizer) and ``partial_fit``.  What equals what for partial_fit: k calls on the
+same data equal one fit with ``max_iter=k`` (each call is one epoch of the run), and a
+pickle between calls changes nothing.
 """
 import pickle
 import warnings
@@ -248,7 +249,8 @@ def _quiet(call):
 def test_warm_start_three_plus_three_equals_six(case, shuffle):
     X, y = _data()
     six = _quiet(lambda: _estimator(case, shuffle, max_iter=6).fit(X, y))
-    clf = _quiet(lambda: _estimator(case, shuffle, max_iter=3, warm_start=True).fit(X, y))
+    clf = _quiet(lambda: _estimator(case, shuffle, max_iter=3, warm_start=True,
+                                    continue_run=True).fit(X, y))
     _quiet(lambda: clf.fit(X, y))
     assert clf.n_iter_ == 3  # n_iter_ counts this call's iterations, as in scikit-learn
     assert clf.model_.params.tobytes() == six.model_.params.tobytes()
@@ -321,7 +323,8 @@ def test_a_crafted_early_stopping_record_is_a_model_file_error(tmp_path, change)
 
 def test_warm_start_with_another_rate_starts_a_new_optimizer():
     X, y = _data()
-    clf = _quiet(lambda: _estimator("adam", True, max_iter=3, warm_start=True).fit(X, y))
+    clf = _quiet(lambda: _estimator("adam", True, max_iter=3, warm_start=True,
+                                    continue_run=True).fit(X, y))
     kept = clf._optimizer
     _quiet(lambda: clf.fit(X, y))
     assert clf._optimizer is kept and kept.completed_epochs == 6
@@ -354,7 +357,7 @@ def test_warm_start_with_early_stopping_continues_split_record_and_weights(case)
     y = np.concatenate([y, np.random.default_rng(6).integers(0, 3, 30)])
     six = _quiet(lambda: _estimator(case, True, max_iter=6, early_stopping=True).fit(X, y))
     clf = _quiet(lambda: _estimator(case, True, max_iter=3, early_stopping=True,
-                                    warm_start=True).fit(X, y))
+                                    warm_start=True, continue_run=True).fit(X, y))
     _quiet(lambda: clf.fit(X, y))
     assert clf.loss_curve_ == six.loss_curve_
     assert clf.validation_loss_curve_ == six.validation_loss_curve_
@@ -375,14 +378,15 @@ def test_warm_start_with_other_validation_rows_starts_a_new_stopping_record():
     X, y = _data()
     # the record's best value is the monitored one: the validation loss here
     clf = _quiet(lambda: _estimator("adam", True, max_iter=3, early_stopping=True,
-                                    early_stopping_monitor="loss", warm_start=True).fit(X, y))
+                                    early_stopping_monitor="loss", warm_start=True,
+                                    continue_run=True).fit(X, y))
     clf.set_params(validation_fraction=0.3)   # other validation rows: not comparable
     _quiet(lambda: clf.fit(X, y))
     assert clf._best_value == min(clf.validation_loss_curve_[3:])
     # the same rows again: the record goes on
     clf2 = _quiet(lambda: _estimator("adam", True, max_iter=3, early_stopping=True,
-                                     early_stopping_monitor="loss",
-                                     warm_start=True).fit(X, y))
+                                     early_stopping_monitor="loss", warm_start=True,
+                                     continue_run=True).fit(X, y))
     first_best = clf2._best_value
     _quiet(lambda: clf2.fit(X, y))
     assert clf2._best_value == min(first_best, *clf2.validation_loss_curve_[3:])

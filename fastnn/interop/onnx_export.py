@@ -63,8 +63,9 @@ What the graph holds
   ``predictions``/``mean`` come back (Cast to float64) as ``y * y_scale + y_mean`` and its
   ``std`` as ``std * y_scale``, float64 outputs as ``fastnn predict`` writes them (in the
   model's float32 a column of 1e8 +- 3 standardised to noise).  Other models have no
-  stored standardization: scale inputs outside the graph as you did for training (a
-  scikit-learn ``StandardScaler`` in front of an estimator is not exported).
+  stored standardization: scale inputs outside the graph as you did for training, or export
+  the scikit-learn Pipeline around the estimator (``fastnn.to_onnx(pipeline, path, X=...)``,
+  fastnn.interop.onnx_pipeline: skl2onnx with this module's graphs).
 
 Opset 17 (ONNX 1.12, onnxruntime >= 1.13) and IR version 8 by default, so that older runtimes
 load the file; every operator used runs in float32 and float64 in onnxruntime's CPU provider.

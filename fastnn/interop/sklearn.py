@@ -52,6 +52,14 @@ scikit-learn               fastnn
 ``n_iter_no_change``       training (or, with early_stopping, the monitored validation
                            value) stops after ``n_iter_no_change + 1`` consecutive epochs
                            without an improvement larger than ``tol``, as in scikit-learn
+``early_stopping``         scikit-learn's split (``train_test_split`` drawn from the same
+                           RandomState right after the initial weights, stratified for a
+                           binary target only, as scikit-learn does), score (accuracy or
+                           R^2 of predict) and best-weights restore: the same rows held out
+                           and, where the training is the same, the same ``n_iter_`` and
+                           ``validation_scores_`` (tests/test_sklearn_parity.py)
+``warm_start``             as in scikit-learn: a new optimizer, the stopping record kept;
+                           ``continue_run=True`` (fastnn's extension) continues the run
 =========================  =================================================================
 
 What scikit-learn's MLP lacks and these have
@@ -60,6 +68,9 @@ What scikit-learn's MLP lacks and these have
 * Early stopping can monitor the **validation loss** (``early_stopping_monitor="loss"``;
   the default "score" monitors accuracy / R^2 as scikit-learn does), with
   ``validation_loss_curve_`` beside ``validation_scores_``; the best weights are restored.
+* ``continue_run=True``: a warm_start fit continues the run (the optimizer's moments,
+  schedule and sample order; with early stopping the run's split and stopping record), so
+  fit(max_iter=3) twice trains as fit(max_iter=6); partial_fit always continues it.
 * Early stopping with ``partial_fit`` (scikit-learn raises): the validation set is
   ``validation_data`` passed to a partial_fit call and kept by later calls.  Each call is one
   epoch; after ``n_iter_no_change + 1`` calls without improvement the best weights are
@@ -230,7 +241,8 @@ class _BaseMLP(BaseEstimator):
                 self.n_iter_no_change == np.inf):
             check_number(self.n_iter_no_change, "n_iter_no_change", low=1, integer=True)
         check_choice(self.early_stopping_monitor, "early_stopping_monitor", ("loss", "score"))
-        for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
+        for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping",
+                     "continue_run"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be True or False; got {getattr(self, name)!r}")
         return hidden, activation, None if self.dtype is None else float_dtype(self.dtype)
@@ -432,6 +444,12 @@ class _BaseMLP(BaseEstimator):
             self._check_structure(sizes, activation)
             if self.model_.dtype != dtype:
                 self.model_ = self.model_.astype(dtype)
+        split = None
+        if self.early_stopping and not incremental and self.solver != "lbfgs":
+            # scikit-learn draws the validation split from this call's RandomState right after
+            # the initial weights (a warm fit: from a fresh one), before anything else draws
+            # from it: drawn here, so the same random_state holds out the same rows
+            split = self._draw_split(Y, random_state)
         if first or not incremental or not hasattr(self, "_rng"):
             self._rng = np.random.default_rng(random_state.randint(_SEED_BOUND))
         if first or not hasattr(self, "_shuffle_seed"):
@@ -439,15 +457,22 @@ class _BaseMLP(BaseEstimator):
             # (fastnn.fit), so warm_start and partial_fit continue the order of one long fit
             self._shuffle_seed = int(self._rng.integers(_SEED_BOUND))
         self.n_layers_ = self.model_.n_layers + 1
+        continuing = False
         if not incremental:
-            # a warm_start fit that keeps the optimizer continues the run: its validation
-            # split, stopping record and the weights it had reached (unless it had stopped);
-            # scikit-learn's warm start keeps the stopping record too
+            # scikit-learn's warm start: a fresh optimizer, this call's validation split, the
+            # stopping record carried over (best value, epochs without improvement, best
+            # weights), training on from the weights the last fit ended with (the best ones
+            # after early stopping).  fastnn's extension continue_run=True keeps the
+            # optimizer too and continues the run: its validation split, its stopping record
+            # (on the same validation rows) and the weights it had reached (unless it had
+            # stopped early)
             continuing = self.solver != "lbfgs" and \
                 self._continue_or_new_optimizer(False) and not self.stopped_early_
             if not continuing:
-                self._new_record()
-                self._warm_split_seed = None
+                if getattr(self, "_record_kind", None) != self._monitored():
+                    self._new_record()  # values of another kind are not comparable
+                self._run_params = None
+                self._warm_split_state = None if split is None else split[0]
             else:
                 run, self._run_params = getattr(self, "_run_params", None), None
                 best = self._best_params
@@ -455,6 +480,10 @@ class _BaseMLP(BaseEstimator):
                         run.dtype == self.model_.dtype and \
                         best.tobytes() == self.model_.params.tobytes():
                     self.model_.params[...] = run
+                if split is not None and getattr(self, "_warm_split_state", None) is not None:
+                    split = self._draw_split(Y, _random_state_at(self._warm_split_state))
+                elif split is not None:
+                    self._warm_split_state = split[0]
             self._validation_set = None
         elif self.stopped_early_ and self.early_stopping:
             warnings.warn(f"early stopping ended training after {len(self.loss_curve_)} "
@@ -474,7 +503,7 @@ class _BaseMLP(BaseEstimator):
         val = None
         if self.early_stopping:
             X, Y, sw, val = self._validation_split(X, Y, sw, dtype, incremental,
-                                                   validation_data)
+                                                   validation_data, split, continuing)
         n = X.shape[0]
         # the rows left to train on (after the early-stopping split, in the model's dtype),
         # checked before their mean weight sets the L2 step below: fastnn.fit checks the same
@@ -503,7 +532,8 @@ class _BaseMLP(BaseEstimator):
             if (name.endswith("_") and not name.startswith("__")) or name in (
                     "_rng", "_validation_set", "_optimizer", "_kind", "_label_dtype",
                     "_shuffle_seed", "_best_params", "_best_value", "_no_improvement_count",
-                    "_run_params", "_warm_split_seed", "_held_out", "_warm_validation"):
+                    "_run_params", "_warm_split_state", "_held_out", "_warm_validation",
+                    "_record_kind"):
                 delattr(self, name)
 
     def _reset_records(self):
@@ -521,7 +551,7 @@ class _BaseMLP(BaseEstimator):
         self.stopped_early_ = False
         self._new_record()
         self._validation_set = None
-        self._warm_split_seed = None
+        self._warm_split_state = None
         self._held_out = None
         self._warm_validation = None
         if hasattr(self, "_optimizer"):
@@ -533,10 +563,32 @@ class _BaseMLP(BaseEstimator):
         self._no_improvement_count = 0
         self._best_params = None
         self._run_params = None  # the weights the run reached when the best were restored
+        self._record_kind = self._monitored()
         if self.early_stopping and self.solver != "lbfgs" and \
                 self.validation_scores_ is None:  # warm start after early_stopping=False
             self.validation_scores_ = []
             self.validation_loss_curve_ = []
+
+    def _monitored(self):
+        """What the stopping record holds: "training loss", "validation score" or
+        "validation loss" (a record of one kind says nothing about another)."""
+        if not self.early_stopping or self.solver == "lbfgs":
+            return "training loss"
+        return f"validation {self.early_stopping_monitor}"
+
+    def _draw_split(self, Y, random_state):
+        """scikit-learn's early-stopping split of the rows of Y, drawn from random_state (a
+        RandomState, advanced as scikit-learn's ``train_test_split`` advances it): (the
+        RandomState's state before the draw, training rows, validation rows).
+
+        Stratified for a binary target (``_stratify``; scikit-learn's error when a class has
+        a single member), validation_fraction of the rows rounded up;
+        the rows come in the order train_test_split gives them, as scikit-learn trains on them.
+        """
+        state = random_state.get_state()
+        train, val = train_test_split(np.arange(Y.shape[0]), test_size=self.validation_fraction,
+                                      random_state=random_state, stratify=self._stratify(Y))
+        return state, train, val
 
     def _check_structure(self, sizes, activation):
         old_act = [layer.activation for layer in self.model_.layers[:-1]]
@@ -549,14 +601,15 @@ class _BaseMLP(BaseEstimator):
 
     def _continue_or_new_optimizer(self, incremental):
         """Keep the optimizer (its moments, step and epoch counts, schedule progress) for
-        partial_fit (as scikit-learn does) and for a warm_start fit whose hyperparameters are
-        unchanged, so that they continue one run; a warm_start fit with another solver or
-        rate starts a new optimizer."""
+        partial_fit (as scikit-learn does) and, with continue_run=True (fastnn's extension),
+        for a warm_start fit whose hyperparameters are unchanged, so that they continue one
+        run; any other fit starts a new optimizer (scikit-learn's warm start).  True when
+        the optimizer was kept."""
         old = getattr(self, "_optimizer", None)
         if old is not None and incremental:
             return True
         new = self._new_optimizer()
-        if old is not None and self.warm_start:
+        if old is not None and self.warm_start and self.continue_run:
             new.weight_decay = old.weight_decay  # set per call from alpha below
             if repr(new) == repr(old):
                 return True
@@ -576,8 +629,10 @@ class _BaseMLP(BaseEstimator):
                    nesterov=self.nesterovs_momentum and self.momentum > 0,
                    schedule=schedule[self.learning_rate]())
 
-    def _validation_split(self, X, Y, sw, dtype, incremental, validation_data):
-        """(X_train, Y_train, sw_train, (X_val, Y_val[, sw_val])) for early stopping."""
+    def _validation_split(self, X, Y, sw, dtype, incremental, validation_data, split=None,
+                          continuing=False):
+        """(X_train, Y_train, sw_train, (X_val, Y_val[, sw_val])) for early stopping: rows of
+        ``split`` (``_draw_split``'s, for fit) or validation_data (partial_fit)."""
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or \
                     len(validation_data) not in (2, 3):
@@ -604,19 +659,11 @@ class _BaseMLP(BaseEstimator):
                 return take(X, held[1]), take(Y, held[1]), take(sw, held[1]), \
                     self._validation_set
             return X, Y, sw, self._validation_set
-        if incremental:
-            seed = int(self._rng.integers(_SEED_BOUND))
+        if incremental:  # fastnn's extension: scikit-learn's partial_fit has no split
+            _, train, val = self._draw_split(
+                Y, np.random.RandomState(int(self._rng.integers(_SEED_BOUND))))
         else:
-            # one split for the run: a warm_start fit that continues it holds out the rows
-            # the first fit held out (on the same data), so the record stays comparable
-            if getattr(self, "_warm_split_seed", None) is None:
-                self._warm_split_seed = int(self._rng.integers(_SEED_BOUND))
-            seed = self._warm_split_seed
-        # scikit-learn's split: stratified on the binarized labels of a single-output
-        # classifier (its error when a class has a single member), test_size rounded up
-        index = np.arange(n)
-        train, val = train_test_split(index, test_size=self.validation_fraction,
-                                      random_state=seed, stratify=self._stratify(Y))
+            _, train, val = split  # drawn by _prepare_fit, where scikit-learn draws it
         if len(val) < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' "
                              f"or the size of your dataset ({len(val)} validation sample(s) "
@@ -632,10 +679,12 @@ class _BaseMLP(BaseEstimator):
             self._validation_set = val_set
             self._held_out = (_fingerprint(X, Y, sw), np.asarray(train))
         else:
-            # a warm_start fit continues the stopping record only on the same validation
-            # rows (other data or another validation_fraction: values not comparable)
+            # a warm_start fit that continues the run (continue_run) continues its stopping
+            # record only on the same validation rows (other data or another
+            # validation_fraction: values not comparable); scikit-learn's warm start keeps
+            # the record whatever rows it draws
             fingerprint = _fingerprint(*val_set)
-            if fingerprint != getattr(self, "_warm_validation", None):
+            if continuing and fingerprint != getattr(self, "_warm_validation", None):
                 self._new_record()
             self._warm_validation = fingerprint
         return take(X, train), take(Y, train), take(sw, train), val_set
@@ -849,6 +898,13 @@ def _checked(X, name):
     return X
 
 
+def _random_state_at(state):
+    """A RandomState in the given ``get_state()`` state."""
+    random_state = np.random.RandomState()
+    random_state.set_state(state)
+    return random_state
+
+
 def _take_rows(a, idx):
     """Rows idx of an array or of a sparse matrix (kept sparse), or None."""
     if a is None:
@@ -924,18 +980,21 @@ def _common_doc(extra_params, extra_attrs):
     verbose : bool, default False
         Print the loss (and validation loss and score) after every epoch.
     warm_start : bool, default False
-        fit continues the run: the weights, the optimizer's moments, step and epoch counts
-        and schedule (unless solver or a rate parameter changed), the sample order and the
-        curves, and with early_stopping the validation split, the stopping record and the
-        weights the run reached (unless it stopped early); n_iter_ counts this call's
-        iterations (as in scikit-learn).  fit(max_iter=3) then a warm_start fit(max_iter=3)
-        trains as fit(max_iter=6) (when neither stops early).
+        fit trains on from the weights the last fit ended with (the best ones after early
+        stopping), as scikit-learn's warm start does: with a new optimizer (fresh moments
+        and schedule; the sample order starts over), the curves and the stopping record
+        (best value, epochs without improvement, best weights) carried over, and with
+        early_stopping a validation split drawn as scikit-learn draws it (from
+        random_state, without the initial weights' draws, so usually other rows than the
+        first fit's); n_iter_ counts this call's iterations.  To continue the run instead,
+        see continue_run.
     momentum : float in [0, 1), default 0.9
     nesterovs_momentum : bool, default True
     early_stopping : bool, default False
-        Hold out validation_fraction of the samples (stratified for a single-output
-        classifier), stop after n_iter_no_change + 1 epochs without improvement of the
-        monitored value, and restore the best weights.
+        Hold out validation_fraction of the samples, the rows scikit-learn's MLP holds out
+        for the same random_state (stratified for a binary target only, as there), stop
+        after n_iter_no_change + 1 epochs without improvement of the monitored value by more
+        than tol, and restore the best weights.
     validation_fraction : float in (0, 1), default 0.1
         Fraction (not a percentage) of the training data held out for early stopping.
     beta_1, beta_2 : float in [0, 1), default 0.9, 0.999
@@ -967,6 +1026,16 @@ def _common_doc(extra_params, extra_attrs):
         GridSearchCV's loky workers share the cores -- and otherwise takes every core the
         process may use; or the count an enclosing fastnn ensemble set).  The fitted weights
         and the predictions are the same bits for any count.
+    continue_run : bool, default False
+        fastnn's extension (scikit-learn has no such parameter), used with warm_start=True:
+        a warm_start fit continues the run, as a longer fit would: it keeps the optimizer
+        (moments, step and epoch counts, schedule progress, hence the sample order) unless
+        solver or a rate parameter changed, and with early_stopping the run's validation
+        split, its stopping record (on the same validation rows) and the weights the run
+        reached rather than the best ones restored (unless it stopped early).
+        fit(max_iter=3) then a warm_start fit(max_iter=3) trains as fit(max_iter=6) (when
+        neither stops early).  partial_fit always continues the optimizer (as in
+        scikit-learn), as ``fastnn.MLP.fit`` with the same optimizer object does.
 {extra_params}
     Attributes
     ----------
@@ -1019,7 +1088,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  max_fun=15000, early_stopping_monitor="score", dtype=None, init=None,
-                 class_weight=None, dropout=0.0, normalization=None, n_threads=None):
+                 class_weight=None, dropout=0.0, normalization=None, n_threads=None,
+                 continue_run=False):
+        self.continue_run = continue_run
         self.n_threads = n_threads
         self.dropout = dropout
         self.normalization = normalization
@@ -1201,13 +1272,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return index.astype(np.intp)
 
     def _stratify(self, Y):
-        """scikit-learn's stratification labels: the binarized classes (a column of bools for
-        two classes, one-hot rows otherwise); None (no stratification) for multi-label."""
-        if self._kind == "multilabel":
-            return None
+        """scikit-learn's stratification labels: for two classes (or one) the binarized
+        column of bools; None (no stratification) otherwise.  scikit-learn stratifies only
+        when its binarized target has one column (``n_outputs_ == 1``): its one-hot multiclass
+        target has n_classes columns, so it does not stratify multiclass splits either (as of
+        scikit-learn 1.9), and neither does this, so the same random_state holds out the same
+        rows."""
         if self._kind == "binary":
             return Y > 0.5
-        return np.arange(len(self.classes_))[None, :] == Y[:, None]
+        return None
 
     def _score_encoded(self, X, Y, sw=None):
         """Accuracy on encoded targets (subset accuracy for multi-label), as score does."""
@@ -1329,7 +1402,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  max_fun=15000, early_stopping_monitor="score", dtype=None, init=None,
-                 dropout=0.0, normalization=None, n_threads=None):
+                 dropout=0.0, normalization=None, n_threads=None, continue_run=False):
+        self.continue_run = continue_run
         self.loss = loss
         self.n_threads = n_threads
         self.dropout = dropout
