@@ -4,6 +4,12 @@
     python bench/fingerprints.py --write F.json   # record them
     python bench/fingerprints.py --check F.json   # compare; exit 1 on any difference
 
+bench/fingerprints.json holds the current reference: recorded before the layout move and
+updated only for two explained changes since (the estimators' early-stopping split became
+scikit-learn's; the 2-rank MPI run scales by the global batch weight before its reduction,
+1.1e-16 from one process instead of 2.2e-16).  A change of results updates it in the same
+commit and says why.
+
 Each case trains a small network for a few epochs from one seed and hashes the bytes of its
 final parameters (and, for the estimators and ensembles, every member's).  The cases cover the
 workload shapes of bench/ (A, B, C, D), every optimizer and schedule, dense and sparse input,
