@@ -178,3 +178,97 @@ def test_outputs_never_replace_inputs_and_a_directory_is_refused_before_training
     assert "trained" not in captured.out and "is an existing directory" in captured.err
     assert (model_path.read_bytes(), data.read_bytes()) == before
     assert sorted(os.listdir(tmp_path)) == ["adir", "model.npz", "spirals.npz"]
+
+
+# ------------------------------------------------- a run is never lost after it trained
+#
+# Every way a `fastnn train` run can end after (or while) training -- divergence, Ctrl-C, a
+# --save that fails, a --plot that fails -- on both the table and the .npz paths: the model
+# is kept (at --save, or in the temporary directory when --save cannot be written), the
+# status is 1 (130 after Ctrl-C), and the error names where the model is.
+
+def _regression_csv(tmp_path):
+    X, y = make_regression(200, 3, seed=0)
+    path = tmp_path / "d.csv"
+    rows = ["a,b,c,y"] + [",".join(f"{v:.6g}" for v in (*x, t)) for x, t in zip(X, y)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _train_inputs(tmp_path, spirals_npz):
+    return {"table": [str(_regression_csv(tmp_path)), "--target", "y"],
+            "npz": [str(spirals_npz[0])]}
+
+
+@pytest.fixture(params=["table", "npz"])
+def train_input(request, tmp_path, spirals_npz):
+    return _train_inputs(tmp_path, spirals_npz)[request.param]
+
+
+@pytest.mark.parametrize("stop", ["diverged", "interrupted"])
+def test_a_run_that_stops_keeps_its_model_at_save(tmp_path, train_input, capsys, monkeypatch,
+                                                  stop):
+    real_fit = fastnn.MLP.fit
+
+    def stopping_fit(self, *args, **kwargs):
+        real_fit(self, *args, **{**kwargs, "epochs": 1})
+        if stop == "diverged":
+            raise fastnn.TrainingDiverged("the loss became inf at epoch 2")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(fastnn.MLP, "fit", stopping_fit)
+    save = tmp_path / "m.npz"
+    status = main(["train", *train_input, "--layers", "4", "--epochs", "3", "--save",
+                   str(save)])
+    err = capsys.readouterr().err
+    assert status == (1 if stop == "diverged" else 130), err
+    assert f"saved to {save}" in err and "Traceback" not in err
+    assert fastnn.load(save).n_params > 0
+    # without --save it says that nothing was kept
+    assert main(["train", *train_input, "--layers", "4", "--epochs", "3"]) in (1, 130)
+    assert "nothing was saved (no --save)" in capsys.readouterr().err
+
+
+def test_a_save_that_fails_after_training_keeps_the_model_elsewhere(tmp_path, train_input,
+                                                                     capsys, monkeypatch):
+    save = tmp_path / "m.npz"
+    real_save = fastnn.MLP.save
+
+    def full_disk(self, path, *args, **kwargs):
+        if str(getattr(path, "path", path)) == str(save):
+            raise OSError(28, "No space left on device")
+        return real_save(self, path, *args, **kwargs)
+    monkeypatch.setattr(fastnn.MLP, "save", full_disk)
+    status = main(["train", *train_input, "--layers", "4", "--epochs", "2", "--save",
+                   str(save)])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    rescued = err.split("the trained model was saved to ")[1].split(" instead")[0]
+    try:
+        assert fastnn.load(rescued).n_params > 0
+    finally:
+        os.unlink(rescued)
+
+
+def test_a_plot_that_fails_after_training_says_the_model_was_saved(tmp_path, train_input,
+                                                                   capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("the renderer failed")
+    monkeypatch.setattr(Figure, "savefig", broken)
+    save = tmp_path / "m.npz"
+    status = main(["train", *train_input, "--layers", "4", "--epochs", "2", "--save",
+                   str(save), "--plot", str(tmp_path / "c.png")])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err, err
+    assert "the renderer failed" in err and f"the model was saved to {save}" in err
+    assert fastnn.load(save).n_params > 0
+
+
+def test_plot_formats_that_need_latex_are_refused_before_training(tmp_path, spirals_npz,
+                                                                  capsys):
+    pytest.importorskip("matplotlib")
+    status = main(["train", str(spirals_npz[0]), "--epochs", "1", "--plot",
+                   str(tmp_path / "c.pgf")])
+    assert status == 2 and "cannot write a .pgf image" in capsys.readouterr().err

@@ -33,6 +33,7 @@ import io
 import os
 import signal
 import sys
+import tempfile
 import time
 import types
 
@@ -320,11 +321,36 @@ def _verbosity(args):
     return 2 if sys.stderr.isatty() else 1  # a bar in a terminal, lines in a log
 
 
+class RunFailed(Exception):
+    """The training ran, but an output failed (or the run itself stopped): status 1 (130
+    after Ctrl-C), not the usage status 2; the message says what was kept and where."""
+
+    def __init__(self, message, status=1):
+        super().__init__(message)
+        self.status = status
+
+
 def _fit_and_report(model, X, y, loss, args, **kwargs):
+    """Train `model` as the flags say; the one place every `fastnn train` run passes through.
+
+    A run that stops before its end (divergence, Ctrl-C) keeps what it reached: with --save,
+    the model's parameters (the last good ones after a divergence, the last completed
+    epoch's after Ctrl-C) are saved, and the error says where.
+    """
     start = time.perf_counter()
-    history = model.fit(X, y, loss, _optimizer(args), epochs=args.epochs,
-                        batch_size=args.batch_size, seed=args.seed,
-                        verbose=_verbosity(args), n_threads=args.threads, **kwargs)
+    try:
+        history = model.fit(X, y, loss, _optimizer(args), epochs=args.epochs,
+                            batch_size=args.batch_size, seed=args.seed,
+                            verbose=_verbosity(args), n_threads=args.threads, **kwargs)
+    except (fastnn.TrainingDiverged, KeyboardInterrupt) as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        what = "interrupted (Ctrl-C)" if interrupted else f"training diverged: {exc}"
+        status = 130 if interrupted else 1
+        if not getattr(args, "save", None):
+            raise RunFailed(f"{what}; nothing was saved (no --save)", status) from exc
+        saved = _save(model, args)
+        raise RunFailed(f"{what}; the model's parameters at the stop were saved to "
+                        f"{saved}", status) from exc
     print(f"trained {model.n_params:,} parameters for {len(history)} epochs in "
           f"{time.perf_counter() - start:.2f} s")
     return history
@@ -575,9 +601,27 @@ def _train_npz(args):
 
 
 def _save(model, args):
-    """Save the trained model to --save (checked by _run); the path written."""
-    model.save(args.targets["--save"])
-    return args.targets["--save"].path
+    """Save the trained model to --save (checked by _run); the path written.
+
+    A write that fails after training (a full disk, the folder removed meanwhile) does not
+    lose the run: the model goes to a file in the temporary directory instead, and the error
+    (RunFailed, status 1) names both.
+    """
+    try:
+        model.save(args.targets["--save"])
+        return args.targets["--save"].path
+    except OSError as exc:
+        failure = exc
+    fd, rescue = tempfile.mkstemp(prefix="fastnn-rescued-", suffix=".npz")
+    os.close(fd)
+    try:
+        model.save(rescue)
+    except OSError as exc:
+        os.unlink(rescue)
+        raise RunFailed(f"{failure}; saving the trained model to {rescue} instead failed "
+                        f"too ({exc}): the run is lost") from failure
+    raise RunFailed(f"{failure}; the trained model was saved to {rescue} instead") \
+        from failure
 
 
 def _plot_format(path):
@@ -592,7 +636,9 @@ def _plot_format(path):
         raise UsageError("--plot needs matplotlib: pip install matplotlib (or "
                          "fastnn[plot])") from None
     suffix = os.path.splitext(os.path.basename(path))[1][1:].lower()
-    formats = FigureCanvasAgg.get_supported_filetypes()
+    # pgf needs a LaTeX installation, found only when the figure is drawn: after training
+    formats = {k: v for k, v in FigureCanvasAgg.get_supported_filetypes().items()
+               if k != "pgf"}
     if suffix and suffix not in formats:
         raise UsageError(f"--plot {path!r}: matplotlib cannot write a .{suffix} image; "
                          f"expected one of {', '.join('.' + f for f in sorted(formats))} "
@@ -610,6 +656,10 @@ def _plot(history, args):
         fmt = _plot_format(args.plot)
         written = write_output(args.targets["--plot"],
                                lambda fh: fig.savefig(fh, format=fmt)).path
+    except Exception as exc:  # optional, after the model was saved: say so, no traceback
+        kept = (f"; the model was saved to {args.targets['--save'].path}"
+                if getattr(args, "save", None) else "")
+        raise RunFailed(f"--plot {args.plot!r}: {exc}{kept}") from exc
     finally:
         plt.close(fig)
     print(f"saved the learning curve to {written}")
@@ -760,9 +810,12 @@ def _run(argv):
     except (UsageError, ValueError, TypeError, OSError) as exc:  # OSError: unreadable paths
         print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except (fastnn.TrainingDiverged, MemoryError) as exc:  # the run failed, not the call
+    except (RunFailed, fastnn.TrainingDiverged, MemoryError) as exc:  # not the call's fault
         print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return getattr(exc, "status", 1)
+    except KeyboardInterrupt:  # (a fit's Ctrl-C is RunFailed above, after saving)
+        print(f"fastnn {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _file_arguments(parser, args):
