@@ -910,10 +910,12 @@ def train_in_lockstep(runs, workers, histories, errors):
             # epochs (fastnn/_core/_sparse.pyx, not pool tasks) one after another on this
             # thread (boundary.run_epochs)
             with hold(models):
-                boundary.run_epochs([calls[k] for k in members], workers)
-                for k in members:
-                    if calls[k].ran:
-                        runs[k][0].commit(calls[k])
+                try:
+                    boundary.run_epochs([calls[k] for k in members], workers)
+                finally:  # a Ctrl-C landing as the job returns: the epochs that ran are
+                    for k in members:  # recorded, so the records match the weights
+                        if calls[k].ran:
+                            runs[k][0].commit(calls[k])
             let_readers_in(models)   # a reader waits for one round at most
             for k in members:
                 if calls[k].ran:

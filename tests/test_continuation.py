@@ -390,3 +390,53 @@ def test_warm_start_with_other_validation_rows_starts_a_new_stopping_record():
     first_best = clf2._best_value
     _quiet(lambda: clf2.fit(X, y))
     assert clf2._best_value == min(first_best, *clf2.validation_loss_curve_[3:])
+
+
+@pytest.mark.parametrize("kind", ["model", "ensemble"])
+def test_ctrl_c_as_an_epoch_returns_records_that_epoch(monkeypatch, kind):
+    # A Ctrl-C that lands just after a compiled epoch returned (before its record) left
+    # the weights one epoch ahead of completed_epochs and the history, so a continued run
+    # was not the uninterrupted one; now the epoch that ran is recorded on the way out.
+    from fastnn.runtime import boundary
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 3))
+    y = rng.integers(0, 2, 64)
+
+    def build():
+        if kind == "model":
+            return fastnn.MLP([3, 5, 2], seed=0, dtype=np.float64)
+        return fastnn.MLPEnsemble([3, 5, 2], n_members=2, seed=0, dtype=np.float64)
+
+    def params(m):
+        return [p.params.copy() for p in (m.members if kind == "ensemble" else [m])]
+
+    reference = build()
+    reference.fit(X, y, "cross_entropy", fastnn.SGD(lr=0.1, momentum=0.9), epochs=3)
+    interrupted = build()
+    optimizer = fastnn.SGD(lr=0.1, momentum=0.9)
+    real_run, real_run_epochs = boundary.Epoch.run, boundary.run_epochs
+    calls = []
+
+    def run_then_interrupt(self):
+        result = real_run(self)
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return result
+
+    def run_epochs_then_interrupt(epochs, n_threads):
+        pending = real_run_epochs(epochs, n_threads)
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return pending
+    monkeypatch.setattr(boundary.Epoch, "run", run_then_interrupt)
+    monkeypatch.setattr(boundary, "run_epochs", run_epochs_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(X, y, "cross_entropy", optimizer, epochs=3)
+    optimizers = interrupted.optimizers_ if kind == "ensemble" else [optimizer]
+    assert [o.completed_epochs for o in optimizers] == [1] * len(optimizers)
+    interrupted.fit(X, y, "cross_entropy", None if kind == "ensemble" else optimizer,
+                    epochs=2)
+    for a, b in zip(params(interrupted), params(reference)):
+        np.testing.assert_array_equal(a, b)

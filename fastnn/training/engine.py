@@ -528,8 +528,11 @@ class TrainingRun:
                 # the epoch and its record, one step for a save or predict in another
                 # thread (fastnn/runtime/state.py), which gets in before the next epoch starts
                 with hold([self.model]):
-                    call.run()
-                    self.commit(call)
+                    try:
+                        call.run()
+                    finally:  # a Ctrl-C landing as the call returns: its epoch is recorded
+                        if call.ran:
+                            self.commit(call)
                 let_readers_in([self.model])
         return self.history
 
