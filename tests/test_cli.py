@@ -272,3 +272,27 @@ def test_plot_formats_that_need_latex_are_refused_before_training(tmp_path, spir
     status = main(["train", str(spirals_npz[0]), "--epochs", "1", "--plot",
                    str(tmp_path / "c.pgf")])
     assert status == 2 and "cannot write a .pgf image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_a_cell_beyond_the_models_dtype_names_file_line_and_column(tmp_path, capsys, command):
+    # was "X has values too large for the model's dtype float32 (first at row 1, column 1:
+    # ...)": an internal name, a 0-based row, a column index and the standardized value
+    rng = np.random.default_rng(0)
+    rows = ["a,b,y"] + [f"{rng.normal():.4f},{rng.normal():.4f},{rng.normal():.4f}"
+                        for _ in range(40)]
+    if command == "train":
+        rows[5] = "0.1,5e38,0.3"   # line 6 of the file
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    argv = ["train", str(tmp_path / "d.csv"), "--target", "y", "--epochs", "1",
+            "--no-standardize"]
+    if command == "predict":
+        assert main([*argv, "--save", str(tmp_path / "m.npz")]) == 0
+        (tmp_path / "p.csv").write_text("a,b\n0.1,0.2\n0.3,1e300\n")
+        argv = ["predict", str(tmp_path / "m.npz"), str(tmp_path / "p.csv")]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    line = "line 6" if command == "train" else "line 3"
+    assert f"{line}: column 'b' holds" in err and "float32 model" in err, err
+    assert "--dtype float64" in err and "X has" not in err

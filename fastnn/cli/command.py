@@ -44,8 +44,8 @@ from fastnn.datasets import make_spirals, train_test_split
 from fastnn.nn.layers import ACTIVATIONS
 from fastnn.nn.losses import LOSS_NAMES, get_loss
 from fastnn.optim.optimizers import OPTIMIZERS
-from fastnn.io.tabular import (Preprocessor, check_complete, feature_matrix, python_label,
-                            read_table)
+from fastnn.io.tabular import (Preprocessor, check_complete, check_representable,
+                               feature_matrix, python_label, read_table)
 from fastnn.io.writer import check_outputs, write_output
 
 _TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
@@ -463,6 +463,9 @@ def run_train(args):
     pre, X, y = Preprocessor.fit(train_table, args.target, task=task,
                                  standardize=args.standardize,
                                  standardize_target=standardize_target, impute=args.impute)
+    remedy = ("train with --dtype float64" if np.dtype(args.dtype) != np.float64 else
+              "scale the column")
+    check_representable(train_table, pre.feature_names, X, args.dtype, remedy)
     if pre.warning:
         print(f"fastnn train: warning: {pre.warning}", file=sys.stderr)
     if loss_name is None:
@@ -493,6 +496,7 @@ def run_train(args):
     if n_val:
         val_table = table.take(val_rows)
         X_val, _ = pre.transform_table(val_table, hint=None)
+        check_representable(val_table, pre.feature_names, X_val, args.dtype, remedy)
         y_val = pre.encode_target(val_table)
         unseen = y_val < 0 if pre.task == "classification" else np.zeros(n_val, bool)
         if unseen.any():  # a class that only the held-out rows have: cannot be scored
@@ -675,6 +679,8 @@ def run_predict(args):
         if pre is not None:
             X, ignored = pre.transform_table(table, hint="fill them in (the model was trained "
                                                          "without --impute)")
+            check_representable(table, pre.feature_names, X, model.dtype,
+                                "a model trained with --dtype float64 takes such values")
             if ignored:
                 print(f"fastnn predict: note: ignoring columns the model was not trained on: "
                       f"{', '.join(map(repr, ignored))}", file=sys.stderr)

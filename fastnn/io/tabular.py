@@ -913,6 +913,21 @@ def _check_finite(table, names, X, what):
                          "number (a value beyond about 1.8e308 reads as infinity too)")
 
 
+def check_representable(table, names, X, dtype, remedy):
+    """A TableError for the first cell of the prepared inputs X (columns `names`, rows of
+    `table`) beyond the largest finite number of the model's `dtype`: it would become
+    infinite there.  Names the file, line and column, the value read and the `remedy`."""
+    limit = float(np.finfo(dtype).max)
+    bad = np.abs(X) > limit
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raw = table.data[names[col]][row]
+        raise TableError(f"{table.path}, line {int(table.lines[row])}: column "
+                         f"{names[col]!r} holds {raw}, {X[row, col]:.4g} as the model's input; "
+                         f"expected at most {limit:.4g} in magnitude for a "
+                         f"{np.dtype(dtype).name} model ({remedy})")
+
+
 def _is_number(text):
     try:
         float(text)
