@@ -136,3 +136,21 @@ def test_ordinary_clipping_is_its_closed_form():
     model.grads = np.full(model.n_params, 3.0)
     SGD(lr=1.0, clip_norm=2.0).step(model)
     np.testing.assert_allclose(model.params, -2.0 / np.sqrt(model.n_params), rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.float32, 1e10), (np.float64, 1e100)])
+@pytest.mark.parametrize("sparse_input", [False, True], ids=["dense", "sparse"])
+def test_adams_overflowing_second_moment_is_a_divergence_not_a_frozen_model(dtype, scale,
+                                                                            sparse_input):
+    # gradients beyond ~1.8e19 (float32) / ~1.3e154 (float64) overflow Adam's squared-gradient
+    # average to inf: every step was 0 and the loss stayed flat, silently
+    import scipy.sparse
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((200, 3)) * scale).astype(dtype)
+    y = X @ np.array([[1.0], [2.0], [3.0]], dtype)
+    model = fastnn.MLP([3, 4, 1], activation="identity", dtype=dtype, seed=0)
+    before = model.params.copy()
+    with pytest.raises(fastnn.TrainingDiverged, match="optimizer's state"):
+        model.fit(scipy.sparse.csr_matrix(X) if sparse_input else X, y, "mse",
+                  fastnn.Adam(lr=1e-3), epochs=3, seed=0)
+    np.testing.assert_array_equal(model.params, before)  # the start of the epoch, kept

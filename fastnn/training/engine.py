@@ -802,9 +802,18 @@ class TrainingRun:
             # the epoch's last update overflowed the weights; its loss, computed before the
             # update, was finite, so the loop could not see it
             status, failed_step = boundary.STATUS_DIVERGED, steps - 1
+        # Adam's second moment (the squared gradients) overflows first: beyond about 1.8e19
+        # in float32 (1.3e154 in float64) its steps become 0 and the weights stop moving,
+        # silently; that is a divergence too
+        state_overflowed = status == boundary.STATUS_OK and not all(
+            s is None or all_finite(s) for s in self.optimizer.state)
+        if state_overflowed:
+            status, failed_step = boundary.STATUS_DIVERGED, steps - 1
         if status == boundary.STATUS_DIVERGED:
             kept = self._restore_last_good(epoch, failed_step if loss_failed else None)
-            what = "the training loss" if loss_failed else "the weights"
+            what = ("the training loss" if loss_failed else
+                    "the optimizer's state (squared gradients)" if state_overflowed else
+                    "the weights")
             raise TrainingDiverged(
                 f"{what} became NaN or infinite at epoch {epoch}, step {failed_step + 1} "
                 f"(lr={lr:g}). The model keeps {kept}. Try a smaller learning rate, gradient "
