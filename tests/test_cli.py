@@ -296,3 +296,30 @@ def test_a_cell_beyond_the_models_dtype_names_file_line_and_column(tmp_path, cap
     line = "line 6" if command == "train" else "line 3"
     assert f"{line}: column 'b' holds" in err and "float32 model" in err, err
     assert "--dtype float64" in err and "X has" not in err
+
+
+def test_input_errors_name_the_argument(tmp_path, capsys):
+    # was "[Errno 2] No such file or directory: 'x.npz'", naming no argument
+    err = _error(["predict", str(tmp_path / "x.npz"), str(tmp_path / "d.csv")], capsys).err
+    assert f"model {str(tmp_path / 'x.npz')!r}: no such file" in err
+    err = _error(["train", str(tmp_path), "--target", "y"], capsys).err
+    assert "data" in err and "is a directory; expected a file" in err
+
+
+def test_predict_on_a_header_only_table_says_so(tmp_path, capsys):
+    rows = ["a,y"] + [f"{i},{i % 2}" for i in range(20)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    assert main(["train", str(tmp_path / "d.csv"), "--target", "y", "--epochs", "1",
+                 "--save", str(tmp_path / "m.npz")]) == 0
+    (tmp_path / "p.csv").write_text("a\n")
+    err = _error(["predict", str(tmp_path / "m.npz"), str(tmp_path / "p.csv")], capsys).err
+    assert "no data rows (only a header)" in err and "0 samples" not in err
+
+
+def test_an_undefined_held_out_r2_is_not_printed_as_minus_infinity(tmp_path, capsys):
+    rows = ["a,y"] + [f"{i},{i * 0.5}" for i in range(10)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    assert main(["train", str(tmp_path / "d.csv"), "--target", "y", "--epochs", "1",
+                 "--validation-split", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "held-out R^2: undefined" in out and "-inf" not in out

@@ -528,7 +528,10 @@ def run_train(args):
               "FILE --output OUT.csv`)")
     if validation is not None:
         name, value = _held_out_metric(model, pre, table.take(val_rows))
-        print(f"held-out {name}: {value:.4f} on {len(val_rows)} rows (--validation-split "
+        # R^2 of held-out targets that do not vary (one row, say) is undefined, not -inf
+        shown = f"{value:.4f}" if np.isfinite(value) else "undefined (the held-out targets " \
+            "do not vary)"
+        print(f"held-out {name}: {shown} on {len(val_rows)} rows (--validation-split "
               f"{args.validation_split}{', also used for early stopping' if early else ''})")
     if args.plot:
         _plot(history, args)
@@ -676,6 +679,9 @@ def run_predict(args):
     pre = getattr(model, "preprocessor_", None)
     if _is_table(args.data):
         table = _read(args, args.data)
+        if table.n_rows == 0:
+            raise UsageError(f"{args.data}: no data rows (only a header); expected at least "
+                             "one row to predict")
         if pre is not None:
             X, ignored = pre.transform_table(table, hint="fill them in (the model was trained "
                                                          "without --impute)")
@@ -806,6 +812,11 @@ def _run(argv):
         # every output checked before any work: not an input, not another output, not a
         # directory, writable (fastnn.io.writer); the commands write through these targets
         inputs, outputs = _file_arguments(parser, args)
+        for name, path in inputs:  # the argument named, not only the operating system's text
+            if not os.path.exists(path):
+                raise UsageError(f"{name} {path!r}: no such file")
+            if os.path.isdir(path):
+                raise UsageError(f"{name} {path!r} is a directory; expected a file")
         args.targets = check_outputs(outputs, inputs)
         with _quiet(args):
             return commands[args.command](args)
