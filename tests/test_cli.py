@@ -323,3 +323,14 @@ def test_an_undefined_held_out_r2_is_not_printed_as_minus_infinity(tmp_path, cap
                  "--validation-split", "0.1"]) == 0
     out = capsys.readouterr().out
     assert "held-out R^2: undefined" in out and "-inf" not in out
+
+
+def test_a_text_target_under_a_regression_loss_names_what_asked_for_a_regression(tmp_path,
+                                                                                  capsys):
+    rows = ["a,label"] + [f"{i},{'yes' if i % 2 else 'no'}" for i in range(20)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    err = _error(["train", str(tmp_path / "d.csv"), "--target", "label", "--loss", "mse",
+                  "--epochs", "1"], capsys).err
+    # was "--task regression: ...", a flag the user never passed
+    assert "'label' is not numeric" in err and "a regression --loss" in err
+    assert not err.split("error:")[1].strip().startswith("--task")

@@ -530,8 +530,9 @@ class Preprocessor:
             y_mean, y_scale = 0.0, 1.0
         else:
             if y_raw.dtype.kind != "f":
-                raise TableError(f"--task regression: the target {target!r} in {table.path} "
-                                 "is not numeric")
+                raise TableError(f"{table.path}: the target {target!r} is not numeric; a "
+                                 "regression (asked for by --task regression or a regression "
+                                 "--loss such as mse) needs numbers")
             classes = None
             _check_finite(table, [target], y_raw[:, None], "the target column")
             y_mean, y_scale = 0.0, 1.0
