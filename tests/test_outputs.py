@@ -16,6 +16,7 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -437,3 +438,73 @@ def test_every_write_in_the_package_goes_through_the_writer():
     assert found == set(REVIEWED), (
         "a file write outside fastnn.io.writer: route it through write_output, or review it "
         "and add it to REVIEWED with the reason")
+
+
+# ------------------------------------------------------------ limits of the file system
+
+def _name_max(folder):
+    return os.pathconf(folder, "PC_NAME_MAX")
+
+
+def _path_max(folder):
+    return os.pathconf(folder, "PC_PATH_MAX")
+
+
+@pytest.mark.parametrize("command, flag", OUTPUTS, ids=[f"{c} {f}" for c, f in OUTPUTS])
+def test_a_name_longer_than_the_file_system_allows_is_refused_before_any_work(work, command,
+                                                                              flag):
+    name = "x" * (_name_max(work) + 1)
+    message = _refused(work, [*COMMANDS[command], flag, name], flag, name)
+    assert "PC_NAME_MAX" in message
+
+
+@pytest.mark.parametrize("command, flag", OUTPUTS, ids=[f"{c} {f}" for c, f in OUTPUTS])
+def test_a_path_longer_than_the_file_system_allows_is_refused_before_any_work(work, command,
+                                                                              flag):
+    # real folders, so the path is long but every component is legal
+    step = "d" * min(200, _name_max(work))
+    depth = _path_max(work) // (len(step) + 1) + 1
+    fd = os.open(work, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir(step, dir_fd=fd)
+            inner = os.open(step, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        os.close(fd)
+        fd = None
+        path = os.path.join(*[step] * depth, GOOD_NAME[flag])
+        # (pathlib cannot walk this deep: compare the top level, then the deepest folder)
+        before = sorted(os.listdir(work))
+        result = run(work, *COMMANDS[command], flag, path)
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        assert "trained" not in result.stdout
+        assert flag in result.stderr and repr(path) in result.stderr, result.stderr
+        assert "PC_PATH_MAX" in result.stderr
+        assert sorted(os.listdir(work)) == before
+        fd = os.open(work, os.O_RDONLY)
+        for _ in range(depth):
+            inner = os.open(step, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        assert os.listdir(fd) == []
+    finally:
+        if fd is not None:
+            os.close(fd)
+        shutil.rmtree(work / step)  # before the fixture's pathlib walk
+
+
+def test_the_temporary_name_fits_when_the_target_name_uses_the_limit(tmp_path):
+    # 4-byte characters: a name within NAME_MAX in bytes whose first 64 characters are not
+    limit = _name_max(tmp_path)
+    name = "\U0001F600" * (limit // 4)
+    writer.write_output(tmp_path / name, lambda fh: fh.write(b"data"))
+    assert (tmp_path / name).read_bytes() == b"data"
+    assert os.listdir(tmp_path) == [name]
+    # and a name one byte over the limit is refused by the check, not by the write
+    with pytest.raises(OSError, match="PC_NAME_MAX") as info:
+        writer.check_output(tmp_path / ("x" * (limit + 1)), "--save")
+    assert "--save" in str(info.value)
+    import errno
+    assert info.value.errno == errno.ENAMETOOLONG
+

@@ -16,9 +16,19 @@ plot) goes through two calls of this module:
       only what it cannot do (a read-only mount, an immutable file, /proc);
     * a target that is one of the command's inputs, or another of its outputs, after
       resolving symbolic links (``os.path.realpath``) and, for files that exist, by
-      ``os.path.samefile`` (the same inode: hard links too) (ValueError).
+      ``os.path.samefile`` (the same inode: hard links too) (ValueError);
+    * a name longer than the file system allows (``os.pathconf(directory, "PC_NAME_MAX")``)
+      or a path longer than ``PC_PATH_MAX``, for the target and for the temporary file
+      written beside it (an OSError with errno ENAMETOOLONG), which would otherwise fail
+      only after the work;
+    * with ``check_outputs(..., stdout=True)`` (a command whose product goes to stdout),
+      a stdout redirected to a regular file that is one of the inputs (``>> input.csv``)
+      (ValueError).
 
     Each message names the argument (``--save``, ``path``), the path, and what was expected.
+    An OSError while writing (a full disk, an I/O error, a folder removed meanwhile) is
+    raised again with the same class and errno and a message naming them too:
+    ``cannot write --save 'out/m.npz': No space left on device``.
 
 ``write_output(target, write)``
     calls ``write(fh)`` with a binary file handle and publishes the result.  A regular file
@@ -36,6 +46,7 @@ matplotlib's ``savefig`` ".png"; their output goes through a file handle here). 
 path a message reports, ``OutputTarget.path``, is the path written.
 """
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -47,6 +58,10 @@ __all__ = ["OutputTarget", "check_output", "check_outputs", "write_output"]
 
 #: a path into a process's open descriptors: /dev/fd/1, /proc/self/fd/1, /proc/123/fd/1
 _DESCRIPTOR = re.compile(r"^(/dev/fd|/proc/[^/]+/fd)/[^/]+$")
+#: the temporary file's name beyond the target's stem: "." + stem + "." + 12 hex + ".tmp"
+_TEMP_EXTRA = len(".." + "0" * 12 + ".tmp")
+#: the longest stem (in bytes) of a temporary file's name taken from the target's name
+_TEMP_STEM = 64
 
 
 class OutputTarget:
@@ -120,6 +135,62 @@ def _is_special(path):
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def _limit(directory, name, default):
+    """os.pathconf(directory, name), or `default` where the system cannot tell."""
+    try:
+        value = os.pathconf(directory, name)
+    except (AttributeError, ValueError, OSError):  # Windows; an unknown name; a vanished folder
+        return default
+    return default if value is None or value < 0 else value
+
+
+def _temp_stem(name, name_max):
+    """The stem of the temporary file's name for a target called `name`: a prefix of it short
+    enough (in bytes, as the file system counts) that the temporary name fits in name_max."""
+    room = max(0, min(_TEMP_STEM, name_max - _TEMP_EXTRA))
+    stem = name
+    while len(os.fsencode(stem)) > room:  # whole characters, never half of one
+        stem = stem[:-1]
+    return stem
+
+
+def _name_too_long(message):
+    exc = OSError(message)
+    exc.errno = errno.ENAMETOOLONG
+    return exc
+
+
+def _check_lengths(path, argument, real, directory):
+    """Refuse a final name longer than PC_NAME_MAX or a path longer than PC_PATH_MAX (of the
+    target's directory), for the target and for the temporary file written beside it, so the
+    write does not fail with ENAMETOOLONG after the work."""
+    name = os.path.basename(real)
+    name_max = _limit(directory, "PC_NAME_MAX", 255)
+    if len(os.fsencode(name)) > name_max:
+        raise _name_too_long(
+            f"cannot write {argument} {path!r}: its name is {len(os.fsencode(name))} bytes "
+            f"long, more than the file system allows (PC_NAME_MAX {name_max}); choose a "
+            "shorter name")
+    temp = os.path.join(directory, "." + _temp_stem(name, name_max) + "." + "0" * 12 + ".tmp")
+    path_max = _limit(directory, "PC_PATH_MAX", 4096)
+    longest = max(len(os.fsencode(p)) for p in (path, real, temp))
+    if longest >= path_max:  # PATH_MAX counts the terminating NUL
+        raise _name_too_long(
+            f"cannot write {argument} {path!r}: the path is {longest} bytes long (resolved, "
+            f"or of the temporary file written beside it), more than the file system allows "
+            f"(PC_PATH_MAX {path_max}, the final NUL included); choose a shorter path")
+
+
+def _nearest_existing(directory):
+    """`directory`, or its nearest ancestor that exists (for the file system's limits)."""
+    while directory and not os.path.isdir(directory):
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    return directory or os.curdir
+
+
 def _same_file(a_real, a_path, b_path):
     """Whether the output (a_real, resolved from a_path) and the path b_path name one file."""
     if a_real == os.path.realpath(b_path):
@@ -165,6 +236,12 @@ def check_output(path, argument="path", inputs=()):
         raise IsADirectoryError(f"{argument} {path!r} ends in a path separator, which names a "
                                 "directory; expected a file path")
     special = _is_special(path)
+    if not special:
+        # before realpath and the existence checks, which a path over PATH_MAX would make
+        # answer "does not exist"
+        absolute = os.path.abspath(path)
+        _check_lengths(path, argument, absolute,
+                       _nearest_existing(os.path.dirname(absolute)))
     real = path if special else os.path.realpath(path)
     if special and not os.path.exists(path):
         raise FileNotFoundError(f"cannot write {argument} {path!r}: it names no open "
@@ -180,6 +257,7 @@ def check_output(path, argument="path", inputs=()):
         if not os.path.isdir(directory):
             raise NotADirectoryError(f"cannot write {argument} {path!r}: {directory!r} is "
                                      "not a directory")
+        _check_lengths(path, argument, real, directory)  # links resolved: the name written
     for name, other in inputs:
         if _same_file(real, path, other):
             raise ValueError(f"{argument} {path!r} is the same file as the input {name} "
@@ -306,9 +384,10 @@ def _atomic_write(path, write):
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
         mode = None  # a new file: 0o666 and the process umask decide
-    # a short prefix of the name, so that the temporary name stays within NAME_MAX even when
-    # the target's name uses all of it
-    fd, tmp = _create_temporary(directory, os.path.basename(path)[:64])
+    # a short prefix of the name (counted in bytes), so that the temporary name stays within
+    # NAME_MAX even when the target's name uses all of it
+    fd, tmp = _create_temporary(directory, _temp_stem(
+        os.path.basename(path), _limit(directory, "PC_NAME_MAX", 255)))
     try:
         if mode is not None and hasattr(os, "fchmod"):
             os.fchmod(fd, mode)
