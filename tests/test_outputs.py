@@ -508,3 +508,52 @@ def test_the_temporary_name_fits_when_the_target_name_uses_the_limit(tmp_path):
     import errno
     assert info.value.errno == errno.ENAMETOOLONG
 
+
+# ------------------------------------------------------------ errors while writing
+
+def test_a_folder_removed_before_the_write_is_named_in_the_error(tmp_path):
+    (tmp_path / "out").mkdir()
+    path = os.path.join(str(tmp_path), "out", "m.npz")
+    target = writer.check_output(path, "--save")
+
+    def write(fh):  # the folder goes while the file is written
+        fh.write(b"data")
+        shutil.rmtree(tmp_path / "out")
+    with pytest.raises(FileNotFoundError) as info:
+        writer.write_output(target, write)
+    assert str(info.value).startswith(f"cannot write --save {path!r}: ")
+    assert "No such file or directory" in str(info.value)
+    import errno
+    assert info.value.errno == errno.ENOENT
+
+
+def test_a_full_disk_is_named_in_the_error_and_leaves_the_previous_file(tmp_path):
+    import errno
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    try:
+        path = os.path.join(str(folder), "m.npz")
+        writer.write_output(path, lambda fh: fh.write(b"old"))
+        with pytest.raises(OSError) as info:
+            writer.write_output(writer.check_output(path, "--save"),
+                                lambda fh: fh.write(b"x" * (1 << 20)))
+        assert info.value.errno == errno.ENOSPC
+        assert str(info.value) == f"cannot write --save {path!r}: No space left on device"
+        assert os.listdir(folder) == ["m.npz"]
+        with open(path, "rb") as fh:
+            assert fh.read() == b"old"
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_an_error_of_the_writing_callback_keeps_its_class_and_is_named(tmp_path):
+    def broken(fh):
+        raise PermissionError(13, "Permission denied")
+    with pytest.raises(PermissionError, match=r"^cannot write --plot '.*p\.png': "
+                                              r"Permission denied$"):
+        writer.write_output(writer.check_output(tmp_path / "p.png", "--plot"), broken)
+    assert os.listdir(tmp_path) == []
+

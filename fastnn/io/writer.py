@@ -319,14 +319,41 @@ def write_output(target, write, argument="path"):
     -------
     OutputTarget
         What was written (``.path`` is the path to report).
+
+    Raises
+    ------
+    OSError
+        As ``check_output``; and an OSError while writing (ENOSPC, EIO, a folder removed
+        meanwhile, an OSError of `write`) is raised again as the same class with the same
+        errno, its message naming the argument and the path (the original is its
+        ``__cause__``); the previous file is left whole.
     """
     target = check_output(target, argument)
-    if target.special:
-        with open(target.path, "wb") as fh:
-            write(fh)
-    else:
-        _atomic_write(target.real, write)
+    try:
+        if target.special:
+            with open(target.path, "wb") as fh:
+                write(fh)
+        else:
+            _atomic_write(target.real, write)
+    except OSError as exc:
+        raise _naming(exc, target) from exc
     return target
+
+
+def _naming(exc, target):
+    """`exc` (an OSError while writing `target`) as the same class with the same errno and a
+    message naming the argument and the path: callers catching OSError or a subclass
+    (BrokenPipeError, FileNotFoundError) still catch it."""
+    if getattr(exc, "_fastnn_named", False):  # a nested write_output named it already
+        return exc
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    try:
+        named = type(exc)(f"cannot write {target.argument} {target.path!r}: {reason}")
+    except Exception:  # pragma: no cover - a subclass with another constructor
+        named = OSError(f"cannot write {target.argument} {target.path!r}: {reason}")
+    named.errno = exc.errno  # (strerror stays None: str(named) is the message above)
+    named._fastnn_named = True
+    return named
 
 
 # ---------------------------------------------------------------------- the atomic write
