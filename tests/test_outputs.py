@@ -557,3 +557,17 @@ def test_an_error_of_the_writing_callback_keeps_its_class_and_is_named(tmp_path)
         writer.write_output(writer.check_output(tmp_path / "p.png", "--plot"), broken)
     assert os.listdir(tmp_path) == []
 
+
+# ------------------------------------------------------------ a replaced file's owner
+
+@pytest.mark.skipif(not ROOT, reason="only root can give a file to another user")
+def test_a_replaced_file_keeps_its_owner_and_group(tmp_path):
+    path = tmp_path / "m.npz"
+    path.write_bytes(b"old")
+    os.chown(path, 12345, 23456)
+    os.chmod(path, 0o640)
+    writer.write_output(path, lambda fh: fh.write(b"new"))
+    st = os.stat(path)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (12345, 23456, 0o640)
+    assert path.read_bytes() == b"new"
+

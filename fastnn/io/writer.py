@@ -35,8 +35,10 @@ plot) goes through two calls of this module:
     is written as a temporary file in the target's directory, flushed, fsynced and renamed
     over the target (``os.replace``, atomic on POSIX and Windows), so an interrupted or
     failed write leaves the previous file whole and no temporary file behind; an existing
-    target keeps its permission bits; a symbolic link is followed (its target is replaced,
-    the link stays).  A special file (a FIFO, a terminal, ``/dev/stdout``, ``/dev/null``)
+    target keeps its permission bits and its owner and group (when the process may give a
+    file away: root; otherwise the new file is the writer's); a symbolic link is followed
+    (its target is replaced, the link stays).  A replace makes a new file (a new inode):
+    hard links to the old file keep the old contents, the name given gets the new ones.  A special file (a FIFO, a terminal, ``/dev/stdout``, ``/dev/null``)
     cannot be replaced and is written in place.  Given a path instead of a checked target,
     it checks first (library calls: ``MLP.save(path)``); given a target, it checks it again
     (cheap), so a directory created meanwhile is still refused cleanly.
@@ -305,6 +307,14 @@ def check_outputs(outputs, inputs=()):
 def write_output(target, write, argument="path"):
     """Write one file: ``write(fh)`` on a binary handle, published atomically.
 
+    A regular file is replaced by a new one (a temporary file renamed over it), with the old
+    file's permission bits and, when permitted (root), its owner and group.  Being a new
+    inode, it splits hard links: another name linked to the old file keeps the old
+    contents (an atomic replace cannot do otherwise; writing in place would lose the
+    previous file when the write fails).  A kill -9 during the write leaves the target
+    intact and may leave the hidden temporary file ``.NAME.<hex>.tmp`` beside it, which is
+    safe to delete.
+
     Parameters
     ----------
     target : OutputTarget, or str, bytes or os.PathLike
@@ -404,20 +414,27 @@ def _atomic_write(path, write):
     """Call write(fh) on a temporary file beside `path`, fsync it, then rename it over path.
 
     The temporary file and its descriptor are released on any exception, KeyboardInterrupt
-    included; an existing target keeps its permission bits.  `path` has its links resolved.
+    included; an existing target keeps its permission bits and, where permitted, its owner
+    and group.  `path` has its links resolved.
     """
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+        old = os.stat(path)
     except FileNotFoundError:
-        mode = None  # a new file: 0o666 and the process umask decide
+        old = None  # a new file: 0o666, the process umask and its user decide
     # a short prefix of the name (counted in bytes), so that the temporary name stays within
     # NAME_MAX even when the target's name uses all of it
     fd, tmp = _create_temporary(directory, _temp_stem(
         os.path.basename(path), _limit(directory, "PC_NAME_MAX", 255)))
     try:
-        if mode is not None and hasattr(os, "fchmod"):
-            os.fchmod(fd, mode)
+        if old is not None and hasattr(os, "fchown"):
+            # the replaced file's owner (root replacing a user's file would otherwise give
+            # it to root); before fchmod, as a chown may clear set-user-ID bits
+            if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                with contextlib.suppress(PermissionError):  # only root may give files away
+                    os.fchown(fd, old.st_uid, old.st_gid)
+        if old is not None and hasattr(os, "fchmod"):
+            os.fchmod(fd, stat.S_IMODE(old.st_mode))
         # the descriptor stays ours (closefd=False): closed exactly once, below
         with open(fd, "wb", closefd=False) as fh:
             write(fh)
