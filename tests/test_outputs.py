@@ -571,3 +571,35 @@ def test_a_replaced_file_keeps_its_owner_and_group(tmp_path):
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (12345, 23456, 0o640)
     assert path.read_bytes() == b"new"
 
+
+# ------------------------------------------------------------ stdout as an output
+
+def _cli(work, argv, stdout):
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    return subprocess.run([sys.executable, "-m", "fastnn", *argv], cwd=work, env=env,
+                          stdout=stdout, stderr=subprocess.PIPE, timeout=120)
+
+
+@pytest.mark.parametrize("how", ["append", "hard link"])
+def test_stdout_appending_to_an_input_is_refused_before_any_work(work, how):
+    victim = "d.csv"
+    if how == "hard link":
+        os.link(work / victim, work / "hard")
+    before = _snapshot(work)
+    with open(work / (victim if how == "append" else "hard"), "ab") as out:
+        result = _cli(work, ["predict", "m.npz", "d.csv"], out)
+    assert result.returncode == 2, result.stderr
+    err = result.stderr.decode()
+    assert "stdout" in err and f"same file as the input data {victim!r}" in err, err
+    assert _snapshot(work) == before
+
+
+def test_stdout_to_another_file_still_gets_the_predictions(work):
+    with open(work / "p.csv", "wb") as out:
+        result = _cli(work, ["predict", "m.npz", "d.csv"], out)
+    assert result.returncode == 0, result.stderr
+    assert (work / "p.csv").read_bytes().count(b"\n") == 41
+    # with --output, stdout is not the product: a log appended anywhere is not refused
+    with open(work / "log", "ab") as out:
+        result = _cli(work, ["predict", "m.npz", "d.csv", "--output", "q.csv"], out)
+    assert result.returncode == 0, result.stderr

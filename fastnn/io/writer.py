@@ -273,7 +273,7 @@ def check_output(path, argument="path", inputs=()):
     return OutputTarget(path, argument, real, special, inputs)
 
 
-def check_outputs(outputs, inputs=()):
+def check_outputs(outputs, inputs=(), stdout=False):
     """``check_output`` for each of a command's outputs, and no two of them the same file.
 
     Parameters
@@ -282,6 +282,10 @@ def check_outputs(outputs, inputs=()):
         The outputs the command will write (paths that are None are skipped).
     inputs : iterable of (argument, path)
         The files the command reads.
+    stdout : bool, default False
+        The command also writes its product to stdout (descriptor 1): when that is a
+        regular file (``>> input.csv``) it must not be one of `inputs` (ValueError).  A
+        pipe, a terminal or /dev/null is not checked.
 
     Returns
     -------
@@ -289,6 +293,8 @@ def check_outputs(outputs, inputs=()):
         argument -> OutputTarget, for every output given.
     """
     inputs = tuple(inputs)
+    if stdout:
+        _check_stdout(inputs)
     targets = {}
     for argument, path in outputs:
         if path is None:
@@ -302,6 +308,30 @@ def check_outputs(outputs, inputs=()):
                                  "own path")
         targets[argument] = target
     return targets
+
+
+def _check_stdout(inputs):
+    """Refuse a stdout that is a regular file and one of `inputs` (by inode: any name)."""
+    try:
+        out = os.fstat(1)
+    except OSError:  # no descriptor 1 (closed): nothing to protect
+        return
+    if not stat.S_ISREG(out.st_mode):
+        return
+    try:
+        shown = os.readlink("/proc/self/fd/1")
+    except OSError:  # pragma: no cover - no /proc
+        shown = None
+    for name, other in inputs:
+        try:
+            if not os.path.samestat(out, os.stat(other)):
+                continue
+        except OSError:  # an input that does not exist: the command will say so
+            continue
+        where = f" ({shown!r})" if shown and shown != os.path.abspath(other) else ""
+        raise ValueError(f"stdout{where}, where the output goes without --output, is the "
+                         f"same file as the input {name} {other!r}; writing it would destroy "
+                         "that input: redirect stdout elsewhere or name an --output")
 
 
 def write_output(target, write, argument="path"):
