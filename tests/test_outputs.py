@@ -603,3 +603,39 @@ def test_stdout_to_another_file_still_gets_the_predictions(work):
     with open(work / "log", "ab") as out:
         result = _cli(work, ["predict", "m.npz", "d.csv", "--output", "q.csv"], out)
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------ kill -9 during a save
+
+def test_a_kill_during_a_save_leaves_the_target_and_at_most_the_documented_leftover(tmp_path):
+    import signal
+    import time
+    (tmp_path / "m.npz").write_bytes(b"old")
+    code = ("import sys, time\n"
+            "from fastnn.io import writer\n"
+            "def write(fh):\n"
+            "    fh.write(b'partial'); fh.flush(); print('writing', flush=True)\n"
+            "    time.sleep(60)\n"
+            "writer.write_output('m.npz', write)\n")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"writing\n"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:  # pragma: no cover
+            proc.kill()
+        proc.stdout.close()
+    assert (tmp_path / "m.npz").read_bytes() == b"old"
+    left = sorted(set(os.listdir(tmp_path)) - {"m.npz"})
+    assert len(left) == 1 and re.fullmatch(r"\.m\.npz\.[0-9a-f]{12}\.tmp", left[0]), left
+    # and the README says so, rather than promising the file is removed
+    readme = os.path.join(os.path.dirname(os.path.dirname(fastnn.__file__)), "README.md")
+    if not os.path.exists(readme):  # pragma: no cover - an installed package
+        return
+    with open(readme, encoding="utf-8") as fh:
+        text = " ".join(fh.read().split())
+    assert "kill -9) leave the previous file intact and remove their temporary" not in text
+    assert "`.NAME.<hex>.tmp`" in text and "safe to delete" in text
