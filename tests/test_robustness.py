@@ -1077,8 +1077,11 @@ def test_the_command_line_reports_a_diverged_run_in_one_line(tmp_path, capsys):
     assert main(["train", str(path), "--optimizer", "sgd", "--lr", "1e30", "--epochs", "5",
                  "--quiet", "--save", str(tmp_path / "m.npz")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("fastnn train: error: the training loss became NaN")
-    assert err.count("\n") == 1 and not (tmp_path / "m.npz").exists()
+    assert err.startswith("fastnn train: error: training diverged: the training loss became "
+                          "NaN")
+    # one line, and the run's last good parameters are kept at --save, as it says
+    assert err.count("\n") == 1 and f"were saved to {tmp_path / 'm.npz'}" in err
+    assert np.isfinite(fastnn.load(tmp_path / "m.npz").params).all()
 
 
 def test_distributed_helpers_name_bad_arguments():

@@ -817,8 +817,10 @@ def _run(argv):
                 raise UsageError(f"{name} {path!r}: no such file")
             if os.path.isdir(path):
                 raise UsageError(f"{name} {path!r} is a directory; expected a file")
-        # predict without --output writes its product to stdout: `>> input.csv` is refused
-        to_stdout = args.command == "predict" and args.output is None
+        # predict without --output writes its product to stdout, and every command its
+        # report unless --quiet: `>> input.csv` is refused
+        to_stdout = (args.command == "predict" and args.output is None) or \
+            not getattr(args, "quiet", False)
         args.targets = check_outputs(outputs, inputs, stdout=to_stdout)
         with _quiet(args):
             return commands[args.command](args)
