@@ -329,9 +329,10 @@ def _check_stdout(inputs):
         except OSError:  # an input that does not exist: the command will say so
             continue
         where = f" ({shown!r})" if shown and shown != os.path.abspath(other) else ""
-        raise ValueError(f"stdout{where}, where the output goes without --output, is the "
-                         f"same file as the input {name} {other!r}; writing it would destroy "
-                         "that input: redirect stdout elsewhere or name an --output")
+        raise ValueError(f"stdout{where}, where the command writes, is the same file as "
+                         f"the input {name} {other!r}; writing it would destroy that input: "
+                         "redirect stdout elsewhere (or name an --output, where the command "
+                         "has one)")
 
 
 def write_output(target, write, argument="path"):
