@@ -334,3 +334,17 @@ def test_a_text_target_under_a_regression_loss_names_what_asked_for_a_regression
     # was "--task regression: ...", a flag the user never passed
     assert "'label' is not numeric" in err and "a regression --loss" in err
     assert not err.split("error:")[1].strip().startswith("--task")
+
+
+def test_target_errors_name_the_column_and_the_training_part(tmp_path, capsys):
+    rows = ["a,count"] + [f"{i},{i - 5}" for i in range(20)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    err = _error(["train", str(tmp_path / "d.csv"), "--target", "count", "--loss",
+                  "poisson", "--epochs", "1"], capsys).err
+    # was "y has negative values": fit's argument, not the user's column
+    assert "the target column 'count' has negative values" in err, err
+    rows = ["a,y"] + [f"{i},{1.0 if i else 2.0}" for i in range(10)]
+    (tmp_path / "c.csv").write_text("\n".join(rows) + "\n")
+    err = _error(["train", str(tmp_path / "c.csv"), "--target", "y", "--validation-split",
+                  "0.9", "--epochs", "1", "--seed", "1"], capsys).err
+    assert "in the 1 rows used for training (after --validation-split)" in err, err

@@ -342,6 +342,13 @@ def _fit_and_report(model, X, y, loss, args, **kwargs):
         history = model.fit(X, y, loss, _optimizer(args), epochs=args.epochs,
                             batch_size=args.batch_size, seed=args.seed,
                             verbose=_verbosity(args), n_threads=args.threads, **kwargs)
+    except ValueError as exc:
+        # the loss's check of its targets speaks of fit's argument y: name the column
+        text = str(exc)
+        if text.startswith("y ") and getattr(args, "target", None) is not None:
+            raise UsageError(f"{args.data}: the target column {args.target!r} "
+                             f"{text[2:]}") from exc
+        raise
     except (fastnn.TrainingDiverged, KeyboardInterrupt) as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
         what = "interrupted (Ctrl-C)" if interrupted else f"training diverged: {exc}"

@@ -524,7 +524,9 @@ class Preprocessor:
                 classes = sorted(set(labels), key=str)
             if len(classes) < 2:
                 raise TableError(f"{table.path}: the target {target!r} has one class "
-                                 f"({classes[0]!r}); a classifier needs at least two")
+                                 f"({classes[0]!r}) in the {table.n_rows} rows used for "
+                                 "training (after --validation-split); a classifier needs at "
+                                 "least two")
             index = {c: i for i, c in enumerate(classes)}
             y = np.array([index[v] for v in labels], dtype=np.int64)
             y_mean, y_scale = 0.0, 1.0
@@ -540,7 +542,9 @@ class Preprocessor:
                 y_mean, y_scale = (float(v[0]) for v in _mean_std(y_raw[:, None]))
             if y_scale == 0:
                 raise TableError(f"{table.path}: the target {target!r} is constant "
-                                 f"({y_raw[0]:g}); there is nothing to learn")
+                                 f"({y_raw[0]:g}) in the {table.n_rows} rows used for "
+                                 "training (after --validation-split); there is nothing to "
+                                 "learn")
             y = apply_steps(_target_steps(y_mean, y_scale), y_raw)
         X = _numeric_block(table, features)
         x_fill = None
