@@ -92,8 +92,8 @@ from fastnn.runtime.state import consistent, hold, let_readers_in
 from fastnn._version import __version__  # not the package, which imports this module
 from fastnn._validation import MAX_DIM, check_bool, check_number
 from fastnn.io.saving import (ModelFileError, load as _load_model, model_arrays,
-                       _check_path, _description_header, _entries, _read_npy, _shown,
-                       _write_npz)
+                              _check_path, _description_header, _entries, _read_npy, _shown,
+                              _unique_keys, _write_npz)
 from fastnn.nn.losses import GaussianNLL, get_loss
 from fastnn.nn.model import MLP, as_input
 from fastnn.nn.sparse import CSRInput, as_csr, issparse
@@ -1181,7 +1181,8 @@ def _parse_description(path, raw):
         raise ModelFileError(path, f"its description has dtype {raw.dtype} and shape "
                                    f"{raw.shape}; expected a 0-d unicode array")
     try:
-        d = json.loads(str(raw), parse_constant=_reject_constant)
+        d = json.loads(str(raw), parse_constant=_reject_constant,
+                       object_pairs_hook=_unique_keys)
     except ValueError as exc:
         raise ModelFileError(path, f"its description is not valid JSON ({exc})") from exc
     if not isinstance(d, dict):

@@ -474,3 +474,37 @@ def test_a_missing_description_field_is_named_missing_not_none(tmp_path, descrip
     with pytest.raises(ModelFileError, match=f"{field} is missing") as info:
         getattr(fastnn, loader)(path)
     assert "None" not in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["model", "ensemble"])
+@pytest.mark.parametrize("craft", ["duplicate entry", "duplicate key"])
+def test_a_crafted_file_with_a_second_description_is_refused(tmp_path, kind, craft):
+    # zipfile reads the last of two same-named entries and json the last of two same keys:
+    # a crafted file could carry a description that a reader of the first never sees
+    import zipfile
+    path = tmp_path / "f.npz"
+    if kind == "model":
+        MLP([2, 3, 2], seed=0).save(path)
+        load = fastnn.load
+    else:
+        fastnn.MLPEnsemble([2, 3, 2], 2, seed=0).save(path)
+        load = fastnn.load_ensemble
+    with zipfile.ZipFile(path) as archive:
+        raw = archive.read("description.npy")
+    text = np.lib.format.read_array(__import__("io").BytesIO(raw))[()]
+    if craft == "duplicate entry":
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns of the duplicate name
+            with zipfile.ZipFile(path, "a") as archive:
+                archive.writestr("description.npy", raw)
+        match = "two 'description' entries"
+    else:
+        doubled = text.replace('{"format"', '{"format": "x", "format"', 1)
+        assert doubled != text
+        arrays = dict(np.load(path))
+        arrays["description"] = np.array(doubled)
+        np.savez(path, **arrays)
+        match = "appears twice"
+    with pytest.raises(ModelFileError, match=match):
+        load(path)

@@ -449,6 +449,16 @@ def _not_a_zip(head):
 
 # ----------------------------------------------------------------- the archive's entries
 
+def _unique_keys(pairs):
+    """json's object hook refusing a key given twice (json keeps the last, silently)."""
+    d = {}
+    for key, value in pairs:
+        if key in d:
+            raise ValueError(f"the key {key!r} appears twice in one object")
+        d[key] = value
+    return d
+
+
 def _entries(path, archive, file_size):
     """{name without .npy: ZipInfo}, each entry's declared sizes checked against the file."""
     entries = {}
@@ -456,6 +466,9 @@ def _entries(path, archive, file_size):
         if not info.filename.endswith(".npy"):
             continue
         name = info.filename[:-4]
+        if name in entries:  # zipfile reads the last one; a crafted file could hide one
+            raise ModelFileError(path, f"it has two {name!r} entries; a file fastnn writes "
+                                       "has one of each")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise ModelFileError(path, f"its {name!r} entry uses zip compression method "
                                        f"{info.compress_type}; expected stored or deflated")
@@ -530,7 +543,8 @@ def _parse_description(path, raw):
     def no_constants(name):
         raise ValueError(f"{name} is not JSON (strict JSON has no NaN or Infinity)")
     try:
-        description = json.loads(str(raw[()]), parse_constant=no_constants)
+        description = json.loads(str(raw[()]), parse_constant=no_constants,
+                                 object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:
         raise ModelFileError(path, f"its description is not valid JSON "
                                    f"({type(exc).__name__}: {exc})") from None
