@@ -348,3 +348,27 @@ def test_target_errors_name_the_column_and_the_training_part(tmp_path, capsys):
     err = _error(["train", str(tmp_path / "c.csv"), "--target", "y", "--validation-split",
                   "0.9", "--epochs", "1", "--seed", "1"], capsys).err
     assert "in the 1 rows used for training (after --validation-split)" in err, err
+
+
+@pytest.mark.parametrize("layers", [",", "64,,64", "8,"])
+def test_layer_lists_with_empty_widths_are_refused(tmp_path, spirals_npz, layers, capsys):
+    # "64,,64" was taken as 64,64 and "," as a linear model, silently
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(spirals_npz[0]), "--layers", layers, "--epochs", "1"])
+    assert info.value.code == 2
+    assert "expected comma-separated integers" in capsys.readouterr().err
+
+
+def test_early_stopping_without_a_split_watches_the_training_loss(tmp_path, spirals_npz,
+                                                                  capsys, monkeypatch):
+    # with --validation-split 0 the patience was ignored silently on .npz data
+    made = []
+    real = fastnn.EarlyStopping
+
+    def recording(*args, **kwargs):
+        made.append(kwargs)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(fastnn, "EarlyStopping", recording)
+    assert main(["train", str(spirals_npz[0]), "--layers", "4", "--epochs", "2",
+                 "--early-stopping", "3", "--validation-split", "0"]) == 0
+    assert made == [{"patience": 3, "monitor": "loss"}]

@@ -63,8 +63,11 @@ class UsageError(Exception):
 # range is checked here rather than by the Python function that would name its own argument
 
 def _layer_list(text):
+    """Hidden-layer widths "64,64"; an empty string is no hidden layer (a linear model)."""
+    if not text.strip():
+        return []
     try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
+        sizes = [int(part) for part in text.split(",")]  # "64,,64" and "," are refused
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64; "
                                           f"got {text!r}") from None
@@ -171,7 +174,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 def _add_training_flags(p, *, epochs, lr, batch_size, layers, activation="relu"):
     p.add_argument("--layers", type=_layer_list, default=",".join(map(str, layers)),
-                   help="hidden layer widths, comma-separated")
+                   help="hidden layer widths, comma-separated (an empty string: no hidden "
+                        "layer, a linear model)")
     p.add_argument("--activation", choices=list(ACTIVATIONS), default=activation,
                    help="hidden activation" + ("; default: tanh for a table, relu for a .npz"
                                                if activation is None else ""))
@@ -599,8 +603,9 @@ def _train_npz(args):
                        init=args.init, dtype=args.dtype, seed=args.seed)
     print(model.summary())
     early = None
-    if args.early_stopping and args.validation_split:
-        early = fastnn.EarlyStopping(patience=args.early_stopping)
+    if args.early_stopping:  # on the held-out loss, or the training loss without a split
+        early = fastnn.EarlyStopping(patience=args.early_stopping,
+                                     monitor="val_loss" if args.validation_split else "loss")
     history = _fit_and_report(model, X, y, loss, args, validation_split=args.validation_split,
                               early_stopping=early)
     print(f"final training loss {history.loss[-1]:.6g}")
