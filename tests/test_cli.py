@@ -372,3 +372,18 @@ def test_early_stopping_without_a_split_watches_the_training_loss(tmp_path, spir
     assert main(["train", str(spirals_npz[0]), "--layers", "4", "--epochs", "2",
                  "--early-stopping", "3", "--validation-split", "0"]) == 0
     assert made == [{"patience": 3, "monitor": "loss"}]
+
+
+def test_predict_on_an_ensemble_file_speaks_to_a_command_line_user(tmp_path, spirals_npz,
+                                                                   capsys):
+    fastnn.MLPEnsemble([2, 4, 3], 2, seed=0).save(tmp_path / "e.npz")
+    err = _error(["predict", str(tmp_path / "e.npz"), str(spirals_npz[0])], capsys).err
+    assert "is an ensemble file" in err and "`fastnn predict` takes one model's file" in err
+
+
+def test_a_huge_validation_metric_prints_in_significant_digits():
+    from fastnn.training.engine import _epoch_line
+    logs = {"epoch": 1, "loss": 1.0, "lr": 0.1, "samples_per_s": 10.0, "val_loss": 2.0,
+            "val_metric": -1.2345e39}
+    assert _epoch_line(logs, 3, "r2").endswith("val_r2 -1.234e+39")
+    assert _epoch_line({**logs, "val_metric": 0.57}, 3, "accuracy").endswith("0.5700")

@@ -687,7 +687,14 @@ def _plot(history, args):
 # ---------------------------------------------------------------------- predict
 
 def run_predict(args):
-    model = fastnn.load(args.model)
+    try:
+        model = fastnn.load(args.model)
+    except fastnn.io.ModelFileError as exc:
+        if "ensemble file" not in str(exc):
+            raise
+        raise UsageError(f"model {args.model!r} is an ensemble file (MLPEnsemble.save); "
+                         "`fastnn predict` takes one model's file: predict an ensemble from "
+                         "Python, fastnn.load_ensemble(path).predict(X)") from None
     pre = getattr(model, "preprocessor_", None)
     if _is_table(args.data):
         table = _read(args, args.data)

@@ -878,7 +878,9 @@ def _epoch_line(logs, last_epoch, metric_name):
     line = (f"epoch {logs['epoch']}/{last_epoch}  loss {logs['loss']:.5g}  "
             f"lr {logs['lr']:.3g}  {logs['samples_per_s']:,.0f} samples/s")
     if logs["val_loss"] is not None:
-        line += f"  val_loss {logs['val_loss']:.5g}  val_{metric_name} {logs['val_metric']:.4f}"
+        metric = logs["val_metric"]   # an R^2 far below 0 in 4 significant digits, not 40
+        shown = f"{metric:.4f}" if abs(metric) < 1e4 else f"{metric:.4g}"
+        line += f"  val_loss {logs['val_loss']:.5g}  val_{metric_name} {shown}"
     return line
 
 
