@@ -56,7 +56,7 @@ def test_a_schedule_that_decays_to_zero_is_a_value_error_before_training():
     model = fastnn.MLP([3, 4, 1], seed=0)
     before = model.get_flat_params()
     opt = SGD(lr=0.01, schedule=InverseScaling(power=400))
-    with pytest.raises(ValueError, match="InverseScaling.*gives lr=0.0 for epoch"):
+    with pytest.raises(ValueError, match="InverseScaling.*gives lr=.* for epoch"):
         fastnn.fit(model, X, X[:, :1], "mse", opt, epochs=10)   # was OverflowError
     np.testing.assert_array_equal(model.params, before)
 
@@ -154,3 +154,17 @@ def test_adams_overflowing_second_moment_is_a_divergence_not_a_frozen_model(dtyp
         model.fit(scipy.sparse.csr_matrix(X) if sparse_input else X, y, "mse",
                   fastnn.Adam(lr=1e-3), epochs=3, seed=0)
     np.testing.assert_array_equal(model.params, before)  # the start of the epoch, kept
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_rate_below_the_smallest_normal_is_refused_before_any_step(dtype):
+    # lr = 1e-310 (float64) or 1e-39 (float32) trained nothing, silently: every step flushed
+    tiny = float(np.finfo(dtype).tiny)
+    X = np.random.default_rng(0).standard_normal((20, 2))
+    y = X[:, :1]
+    for optimizer in (SGD(lr=tiny / 10), SGD(lr=1.0, schedule=InverseScaling(1026.4))):
+        model = fastnn.MLP([2, 3, 1], dtype=dtype, seed=0)
+        before = model.params.copy()
+        with pytest.raises(ValueError, match="smallest normal number"):
+            model.fit(X, y, "mse", optimizer, epochs=400 if optimizer.lr >= 1.0 else 1)
+        np.testing.assert_array_equal(model.params, before)

@@ -462,7 +462,7 @@ class Optimizer:
                 self.completed_epochs, "completed_epochs (the optimizer's epoch count)",
                 low=0, high=2**62, integer=True))
 
-    def check_planned_rates(self, epochs):
+    def check_planned_rates(self, epochs, tiny=0.0):
         """Raise ValueError, before any step, if the schedule gives a rate that is not a finite
         positive number for one of the next `epochs` epochs (numbered from 1 in the message).
 
@@ -470,12 +470,15 @@ class Optimizer:
         ----------
         epochs : int >= 0
             Epochs the coming fit plans, after the ``completed_epochs`` already run.
+        tiny : float >= 0, default 0.0
+            The smallest rate allowed besides: the model dtype's smallest normal number
+            (``numpy.finfo(dtype).tiny``), below which every step is flushed to zero.
         """
         self._check_progress()
         start, stop = self.completed_epochs, self.completed_epochs + epochs
         def bad(e):
             lr = self.lr_at(e)
-            return not (math.isfinite(lr) and lr > 0)
+            return not (math.isfinite(lr) and lr > 0 and lr >= tiny)
 
         # the class whose lr is used says whether it is monotone (a subclass overriding lr
         # is a user's schedule)
@@ -499,7 +502,10 @@ class Optimizer:
             raise ValueError(
                 f"the schedule {self.schedule!r} gives lr={self.lr_at(first)!r} for epoch "
                 f"{first + 1} of this run (the fit would train epochs {start + 1} to {stop}); "
-                "expected a finite rate > 0. Cover every epoch with the schedule (e.g. "
+                "expected a finite rate > 0" + (
+                    f" and >= {tiny:.3g}, the smallest normal number of the model's dtype "
+                    "(a smaller rate's steps are flushed to zero)" if tiny else "") +
+                ". Cover every epoch with the schedule (e.g. "
                 "Cosine's total_epochs), set min_lr > 0, or call optimizer.reset() to start "
                 "the schedule afresh")
 

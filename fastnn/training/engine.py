@@ -503,7 +503,7 @@ class TrainingRun:
             raise ValueError("EarlyStopping(monitor='val_metric') needs validation data: pass "
                              "validation_data or validation_split > 0, or monitor 'val_loss' "
                              "or 'loss'")
-        self.optimizer.check_planned_rates(epochs)
+        self.optimizer.check_planned_rates(epochs, tiny=float(np.finfo(self.model.dtype).tiny))
         where = "" if self.mpi is None else ", summed over every rank's shard"
         check_weight_total(totals[0], "the sample weights of the training rows",
                            f"there is nothing to train on (after the validation split{where}); "
