@@ -639,3 +639,11 @@ def test_a_kill_during_a_save_leaves_the_target_and_at_most_the_documented_lefto
         text = " ".join(fh.read().split())
     assert "kill -9) leave the previous file intact and remove their temporary" not in text
     assert "`.NAME.<hex>.tmp`" in text and "safe to delete" in text
+
+
+def test_a_symlink_loop_is_named_a_loop_not_an_unwritable_file(tmp_path):
+    loop = tmp_path / "loop.npz"
+    os.symlink(loop, loop)  # a link to itself
+    with pytest.raises(OSError, match="links form a loop") as info:
+        writer.check_output(str(loop), "--save")
+    assert "not writable" not in str(info.value)

@@ -244,6 +244,14 @@ def check_output(path, argument="path", inputs=()):
         absolute = os.path.abspath(path)
         _check_lengths(path, argument, absolute,
                        _nearest_existing(os.path.dirname(absolute)))
+    if not special:
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # realpath would stop inside the loop, quietly
+                raise OSError(errno.ELOOP, f"cannot write {argument} {path!r}: its symbolic "
+                                           "links form a loop; expected a path that resolves "
+                                           "to a file") from None
     real = path if special else os.path.realpath(path)
     if special and not os.path.exists(path):
         raise FileNotFoundError(f"cannot write {argument} {path!r}: it names no open "
