@@ -508,3 +508,13 @@ def test_a_crafted_file_with_a_second_description_is_refused(tmp_path, kind, cra
         match = "appears twice"
     with pytest.raises(ModelFileError, match=match):
         load(path)
+
+
+def test_a_model_file_with_an_entry_no_version_writes_is_refused(tmp_path):
+    path = tmp_path / "m.npz"
+    MLP([2, 3, 2], seed=0).save(path, optimizer=Adam())
+    arrays = dict(np.load(path))
+    assert fastnn.load(path).n_params > 0
+    np.savez(path, **arrays, payload=np.zeros(3))
+    with pytest.raises(ModelFileError, match="entries no fastnn model file has: 'payload'"):
+        fastnn.load(path)

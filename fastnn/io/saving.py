@@ -375,6 +375,11 @@ def load(path, *, with_optimizer=False):
                                 _description_header)
                 description = _parse_description(path, raw)
                 _require_entry(path, entries, "params")
+                unknown = sorted(set(entries) - _MODEL_ENTRIES)
+                if unknown:  # no version writes them: a crafted or foreign file
+                    raise ModelFileError(path, f"it has entries no fastnn model file has: "
+                                               f"{', '.join(map(repr, unknown[:5]))}; "
+                                               f"expected only {sorted(_MODEL_ENTRIES)}")
                 spec = _check_model_description(path, description)
                 params = _read_npy(path, archive, entries["params"], "params",
                                    _vector_header(spec["dtype"], (spec["n_params"],)))
@@ -448,6 +453,11 @@ def _not_a_zip(head):
 
 
 # ----------------------------------------------------------------- the archive's entries
+
+#: the entries a model file of any format version may hold
+_MODEL_ENTRIES = frozenset({"description", "params", "optimizer_state_0", "optimizer_state_1",
+                            "early_stopping_best_params"})
+
 
 def _unique_keys(pairs):
     """json's object hook refusing a key given twice (json keeps the last, silently)."""
