@@ -168,3 +168,12 @@ def test_a_rate_below_the_smallest_normal_is_refused_before_any_step(dtype):
         with pytest.raises(ValueError, match="smallest normal number"):
             model.fit(X, y, "mse", optimizer, epochs=400 if optimizer.lr >= 1.0 else 1)
         np.testing.assert_array_equal(model.params, before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_clip_norm_below_the_smallest_normal_is_refused_before_any_step(dtype):
+    X = np.random.default_rng(0).standard_normal((20, 2))
+    model = fastnn.MLP([2, 3, 1], dtype=dtype, seed=0)
+    with pytest.raises(ValueError, match="clip_norm=.*smallest normal"):
+        model.fit(X, X[:, :1], "mse", SGD(lr=0.1, clip_norm=float(np.finfo(dtype).tiny) / 4),
+                  epochs=1)

@@ -503,7 +503,13 @@ class TrainingRun:
             raise ValueError("EarlyStopping(monitor='val_metric') needs validation data: pass "
                              "validation_data or validation_split > 0, or monitor 'val_loss' "
                              "or 'loss'")
-        self.optimizer.check_planned_rates(epochs, tiny=float(np.finfo(self.model.dtype).tiny))
+        tiny = float(np.finfo(self.model.dtype).tiny)
+        self.optimizer.check_planned_rates(epochs, tiny=tiny)
+        clip = self.optimizer.clip_norm
+        if clip is not None and clip < tiny:  # every clipped step would flush to zero
+            raise ValueError(f"clip_norm={clip!r} is below {tiny:.3g}, the smallest normal "
+                             f"number of the model's dtype {self.model.dtype}: every clipped "
+                             "step would be flushed to zero; expected a larger clip_norm")
         where = "" if self.mpi is None else ", summed over every rank's shard"
         check_weight_total(totals[0], "the sample weights of the training rows",
                            f"there is nothing to train on (after the validation split{where}); "
