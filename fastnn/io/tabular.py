@@ -403,8 +403,27 @@ def apply_steps(steps, values):
     ndarray, float64 (``PRECISION``)
     """
     out = np.asarray(values, dtype=PRECISION)
-    for op, constant in steps:
+    k = 0
+    while k < len(steps):
+        op, constant = steps[k]
+        if op == "subtract" and k + 1 < len(steps) and steps[k + 1][0] == "divide":
+            out = _standardized(out, constant, steps[k + 1][1])   # the pair, guarded
+            k += 2
+            continue
         out = STEP_OPS[op](out, constant)
+        k += 1
+    return out
+
+
+def _standardized(X, mean, scale):
+    """(X - mean) / scale; where the difference overflows although the result does not
+    (values near +-1e308 on both sides of the mean), X / scale - mean / scale.  Bitwise the
+    plain form wherever that is finite."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = (X - mean) / scale
+        redo = ~np.isfinite(out) & np.isfinite(X)
+        if redo.any():
+            out = np.where(redo, X / scale - mean / scale, out)
     return out
 
 
