@@ -206,8 +206,11 @@ def train_input(request, tmp_path, spirals_npz):
 
 
 @pytest.mark.parametrize("stop", ["diverged", "interrupted"])
-def test_a_run_that_stops_keeps_its_model_at_save(tmp_path, train_input, capsys, monkeypatch,
-                                                  stop):
+@pytest.mark.parametrize("with_save", [True, False], ids=["save", "no-save"])
+def test_a_run_that_stops_keeps_its_model_beside_save_never_over_it(
+        tmp_path, train_input, capsys, monkeypatch, stop, with_save):
+    # the stopped run's parameters go to a new file the error names; an existing --save (an
+    # earlier, good model) is left as it was: a diverging run overwrote it
     real_fit = fastnn.MLP.fit
 
     def stopping_fit(self, *args, **kwargs):
@@ -217,15 +220,38 @@ def test_a_run_that_stops_keeps_its_model_at_save(tmp_path, train_input, capsys,
         raise KeyboardInterrupt
     monkeypatch.setattr(fastnn.MLP, "fit", stopping_fit)
     save = tmp_path / "m.npz"
-    status = main(["train", *train_input, "--layers", "4", "--epochs", "3", "--save",
-                   str(save)])
+    save.write_bytes(b"an earlier model")
+    argv = ["train", *train_input, "--layers", "4", "--epochs", "3"]
+    status = main([*argv, "--save", str(save)] if with_save else argv)
     err = capsys.readouterr().err
     assert status == (1 if stop == "diverged" else 130), err
-    assert f"saved to {save}" in err and "Traceback" not in err
-    assert fastnn.load(save).n_params > 0
-    # without --save it says that nothing was kept
-    assert main(["train", *train_input, "--layers", "4", "--epochs", "3"]) in (1, 130)
-    assert "nothing was saved (no --save)" in capsys.readouterr().err
+    assert "Traceback" not in err
+    kept = err.split("were saved to ")[1].split(";")[0].strip()
+    try:
+        assert fastnn.load(kept).n_params > 0
+    finally:
+        os.unlink(kept)
+    assert save.read_bytes() == b"an earlier model"
+    assert ("was left as it was" in err) == with_save
+
+
+def test_a_plot_that_fails_without_save_keeps_the_model(tmp_path, train_input, capsys,
+                                                        monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("the renderer failed")
+    monkeypatch.setattr(Figure, "savefig", broken)
+    status = main(["train", *train_input, "--layers", "4", "--epochs", "2", "--plot",
+                   str(tmp_path / "c.png")])
+    err = capsys.readouterr().err
+    assert status == 1 and "--plot" in err and "the renderer failed" in err, err
+    kept = err.split("the model was saved to ")[1].strip()
+    try:
+        assert fastnn.load(kept).n_params > 0
+    finally:
+        os.unlink(kept)
 
 
 def test_a_save_that_fails_after_training_keeps_the_model_elsewhere(tmp_path, train_input,

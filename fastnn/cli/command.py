@@ -34,6 +34,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 import types
 
@@ -356,12 +357,12 @@ def _fit_and_report(model, X, y, loss, args, **kwargs):
     except (fastnn.TrainingDiverged, KeyboardInterrupt) as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
         what = "interrupted (Ctrl-C)" if interrupted else f"training diverged: {exc}"
-        status = 130 if interrupted else 1
-        if not getattr(args, "save", None):
-            raise RunFailed(f"{what}; nothing was saved (no --save)", status) from exc
-        saved = _save(model, args)
+        # kept beside, never over --save: a file there may be an earlier, good model
+        kept = _rescue(model)
+        left = (f"; --save {args.targets['--save'].path} was left as it was"
+                if getattr(args, "save", None) else "")
         raise RunFailed(f"{what}; the model's parameters at the stop were saved to "
-                        f"{saved}", status) from exc
+                        f"{kept}{left}", 130 if interrupted else 1) from exc
     print(f"trained {model.n_params:,} parameters for {len(history)} epochs in "
           f"{time.perf_counter() - start:.2f} s")
     return history
@@ -545,7 +546,7 @@ def run_train(args):
         print(f"held-out {name}: {shown} on {len(val_rows)} rows (--validation-split "
               f"{args.validation_split}{', also used for early stopping' if early else ''})")
     if args.plot:
-        _plot(history, args)
+        _plot(history, args, model)
     return 0
 
 
@@ -615,7 +616,7 @@ def _train_npz(args):
     if history.val_metric and history.val_metric[-1] is not None:
         print(f"held-out {history.metric_name}: {history.val_metric[-1]:.4f}")
     if args.plot:
-        _plot(history, args)
+        _plot(history, args, model)
     return 0
 
 
@@ -631,16 +632,28 @@ def _save(model, args):
         return args.targets["--save"].path
     except OSError as exc:
         failure = exc
+    raise RunFailed(f"{failure}; the trained model was saved to {_rescue(model, failure)} "
+                    "instead") from failure
+
+
+def _rescue(model, failure=None):
+    """Save `model` to a new file in the temporary directory, Ctrl-C ignored meanwhile (a
+    second Ctrl-C lost the run); the path written, or RunFailed when even that fails."""
     fd, rescue = tempfile.mkstemp(prefix="fastnn-rescued-", suffix=".npz")
     os.close(fd)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
     try:
         model.save(rescue)
+        return rescue
     except OSError as exc:
         os.unlink(rescue)
-        raise RunFailed(f"{failure}; saving the trained model to {rescue} instead failed "
-                        f"too ({exc}): the run is lost") from failure
-    raise RunFailed(f"{failure}; the trained model was saved to {rescue} instead") \
-        from failure
+        first = f"{failure}; " if failure is not None else ""
+        raise RunFailed(f"{first}saving the trained model to {rescue} failed too ({exc}): "
+                        "the run is lost") from exc
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _plot_format(path):
@@ -665,7 +678,7 @@ def _plot_format(path):
     return suffix or "png"
 
 
-def _plot(history, args):
+def _plot(history, args, model):
     import matplotlib
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
@@ -676,9 +689,10 @@ def _plot(history, args):
         written = write_output(args.targets["--plot"],
                                lambda fh: fig.savefig(fh, format=fmt)).path
     except Exception as exc:  # optional, after the model was saved: say so, no traceback
-        kept = (f"; the model was saved to {args.targets['--save'].path}"
-                if getattr(args, "save", None) else "")
-        raise RunFailed(f"--plot {args.plot!r}: {exc}{kept}") from exc
+        kept = (args.targets["--save"].path if getattr(args, "save", None) else
+                _rescue(model))
+        text = str(exc) if "--plot" in str(exc) else f"--plot {args.plot!r}: {exc}"
+        raise RunFailed(f"{text}; the model was saved to {kept}") from exc
     finally:
         plt.close(fig)
     print(f"saved the learning curve to {written}")
