@@ -456,7 +456,7 @@ def _not_a_zip(head):
 
 #: the entries a model file of any format version may hold
 _MODEL_ENTRIES = frozenset({"description", "params", "optimizer_state_0", "optimizer_state_1",
-                            "early_stopping_best_params"})
+                            "early_stopping_best_params", "early_stopping_run_params"})
 
 
 def _unique_keys(pairs):
