@@ -581,7 +581,7 @@ def test_a_column_near_the_float64_limit_on_both_sides_standardizes(tmp_path):
     # (x - mean) overflows for x = 1.5e308 when mean is -1e308 although the standardized
     # value (about 1.3) is an ordinary number
     from fastnn.io.tabular import apply_steps
-    steps = [("subtract", np.array([-0.5e308])), ("divide", np.array([1.2e308]))]
+    steps = [("standardize", (np.array([-0.5e308]), np.array([1.2e308])))]
     out = apply_steps(steps, np.array([[1.5e308], [-1.7e308], [0.0]]))
     np.testing.assert_allclose(out[:, 0], [1.6666666666666667, -1.0, 0.4166666666666667],
                                rtol=1e-15)

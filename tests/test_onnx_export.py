@@ -593,6 +593,25 @@ def test_a_table_models_preprocessing_is_part_of_the_graph(task, dtype):
         _close(got[1], std, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_the_graph_standardizes_a_column_near_the_float64_limit_as_predict_does(dtype):
+    # a column spanning -1.7e308 .. 1.5e308 around a mean of -0.5e308: x - mean overflows
+    # although (x - mean) / scale is about 1.7.  predict's float64 preprocessing has a
+    # guarded form; the graph is built from the same step and must give the same inputs
+    from fastnn.io.tabular import Preprocessor
+    model = fastnn.MLP([2, 4, 1], activation="tanh", dtype=dtype, seed=0)
+    model.preprocessor_ = Preprocessor(["f0", "f1"], "y", "regression",
+                                       x_mean=np.array([-0.5e308, 0.0]),
+                                       x_scale=np.array([1.2e308, 1.0]))
+    X = np.array([[1.5e308, 0.5], [-1.7e308, -0.5], [0.0, 1.0], [1e300, 2.0]])
+    Z = model.preprocessor_.transform(X)
+    assert np.isfinite(Z).all()
+    np.testing.assert_allclose(Z[:2, 0], [1.6666666666666667, -1.0], rtol=1e-15)
+    got = _session(to_onnx(model)).run(None, {"X": X})[0]
+    assert np.isfinite(got).all()
+    _close(got, model.predict(Z).astype(np.float64), dtype)
+
+
 def test_a_model_trained_by_the_command_predicts_the_same_in_onnx(tmp_path):
     # the case end to end: `fastnn train` on a table with a column of 1e8 +- 3 that
     # the target depends on; `fastnn predict` and onnxruntime on the exported model agree

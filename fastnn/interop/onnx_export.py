@@ -391,7 +391,24 @@ def _mlp_outputs(g, model, z):
 
 
 #: the nodes of the element-wise steps of a Preprocessor (fastnn.io.tabular.STEP_OPS)
-_STEP_NODES = {"subtract": "Sub", "divide": "Div", "multiply": "Mul", "add": "Add"}
+_STEP_NODES = {"multiply": "Mul", "add": "Add"}
+
+
+def _finite(g, v):
+    """Not(IsInf(v) or IsNaN(v)): ONNX has no IsFinite."""
+    return g.node("Not", [g.node("Or", [g.node("IsInf", [v]), g.node("IsNaN", [v])])])
+
+
+def _standardize(g, x, mean, scale, stem):
+    """The "standardize" step as ``fastnn.io.tabular._standardized`` computes it:
+    (x - mean) / scale, and x / scale - mean / scale where that overflows although x is
+    finite (values near +-1e308 on both sides of the mean)."""
+    m = g.const(f"{stem}_mean", np.asarray(mean, dtype=PRECISION))
+    s = g.const(f"{stem}_scale", np.asarray(scale, dtype=PRECISION))
+    plain = g.node("Div", [g.node("Sub", [x, m]), s], stem=f"{stem}_standardized")
+    guarded = g.node("Sub", [g.node("Div", [x, s]), g.node("Div", [m, s])])
+    redo = g.node("And", [g.node("Not", [_finite(g, plain)]), _finite(g, x)])
+    return g.node("Where", [redo, guarded, plain], stem=f"{stem}_standardized")
 
 
 def _steps(g, x, steps, stem):
@@ -399,9 +416,12 @@ def _steps(g, x, steps, stem):
     ``output_steps``) applied to x, a float64 tensor: the list ``fastnn predict`` evaluates
     with ``apply_steps``, in its precision (float64) and order."""
     for op, constant in steps:
-        c = g.const(f"{stem}_{op}", np.asarray(constant, dtype=PRECISION))
+        if op != "standardize":
+            c = g.const(f"{stem}_{op}", np.asarray(constant, dtype=PRECISION))
         if op == "fill_missing":
             x = g.node("Where", [g.node("IsNaN", [x], stem="missing"), c, x], stem="imputed")
+        elif op == "standardize":
+            x = _standardize(g, x, *constant, stem=stem)
         elif op in _STEP_NODES:
             x = g.node(_STEP_NODES[op], [x, c], stem=f"{stem}_{op}")
         else:  # pragma: no cover - a step the Preprocessor defines but the export does not

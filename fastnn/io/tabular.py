@@ -379,11 +379,10 @@ def infer_task(y, name="target"):
 PRECISION = np.float64
 
 #: the element-wise operations a step list may hold, as NumPy evaluates them (the ONNX export
-#: maps each to its node: Where(IsNaN), Sub, Div, Mul, Add)
+#: builds each from the same definition: Where(IsNaN); the guarded standardisation; Mul; Add)
 STEP_OPS = {
     "fill_missing": lambda x, c: np.where(np.isnan(x), c, x),
-    "subtract": np.subtract,
-    "divide": np.true_divide,
+    "standardize": lambda x, c: _standardized(x, *c),
     "multiply": np.multiply,
     "add": np.add,
 }
@@ -403,22 +402,16 @@ def apply_steps(steps, values):
     ndarray, float64 (``PRECISION``)
     """
     out = np.asarray(values, dtype=PRECISION)
-    k = 0
-    while k < len(steps):
-        op, constant = steps[k]
-        if op == "subtract" and k + 1 < len(steps) and steps[k + 1][0] == "divide":
-            out = _standardized(out, constant, steps[k + 1][1])   # the pair, guarded
-            k += 2
-            continue
+    for op, constant in steps:
         out = STEP_OPS[op](out, constant)
-        k += 1
     return out
 
 
 def _standardized(X, mean, scale):
-    """(X - mean) / scale; where the difference overflows although the result does not
-    (values near +-1e308 on both sides of the mean), X / scale - mean / scale.  Bitwise the
-    plain form wherever that is finite."""
+    """The "standardize" step: (X - mean) / scale; where the difference overflows although
+    the result does not (values near +-1e308 on both sides of the mean), X / scale -
+    mean / scale.  Bitwise the plain form wherever that is finite.  The ONNX export builds
+    the same guarded form (``fastnn.interop.onnx_export``)."""
     with np.errstate(over="ignore", invalid="ignore"):
         out = (X - mean) / scale
         redo = ~np.isfinite(out) & np.isfinite(X)
@@ -691,11 +684,11 @@ class Preprocessor:
         Returns
         -------
         list of (str, ndarray of shape (n_features,), float64)
-            ``[("fill_missing", x_fill), ("subtract", x_mean), ("divide", x_scale)]``
-            (without the first when not imputing).
+            ``[("fill_missing", x_fill), ("standardize", (x_mean, x_scale))]`` (without
+            the first when not imputing).
         """
         steps = [] if self.x_fill is None else [("fill_missing", self.x_fill)]
-        return steps + [("subtract", self.x_mean), ("divide", self.x_scale)]
+        return steps + [("standardize", (self.x_mean, self.x_scale))]
 
     def output_steps(self, kind="mean"):
         """What a regression's outputs go through back to the target's units, as data.
@@ -800,7 +793,7 @@ class Preprocessor:
 
 def _target_steps(y_mean, y_scale):
     """A regression target into the model's units: the inverse of ``output_steps``."""
-    return [("subtract", y_mean), ("divide", y_scale)]
+    return [("standardize", (y_mean, y_scale))]
 
 
 def _vector(values, n, name):
