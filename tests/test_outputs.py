@@ -594,6 +594,39 @@ def test_stdout_appending_to_an_input_is_refused_before_any_work(work, how):
     assert _snapshot(work) == before
 
 
+COMMANDS_READING_INPUTS = {
+    "predict": ["predict", "m.npz", "d.csv", "--output", "p.csv"],
+    "train": ["train", "d.csv", "--target", "y", *FAST, "--save", "new.npz"],
+}
+
+
+@pytest.mark.parametrize("command, victim", [("predict", "d.csv"), ("predict", "m.npz"),
+                                             ("train", "d.csv")])
+def test_stderr_appending_to_an_input_is_refused_without_writing_it(work, command, victim):
+    # `2>> d.csv`: errors, warnings and the progress bar would be appended to an input;
+    # refused before any work, and the refusal itself is said on stdout, not on stderr
+    argv = COMMANDS_READING_INPUTS[command]
+    before = _snapshot(work)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    with open(work / victim, "ab") as err:
+        result = subprocess.run([sys.executable, "-m", "fastnn", *argv], cwd=work, env=env,
+                                stdout=subprocess.PIPE, stderr=err, timeout=120)
+    assert result.returncode == 2
+    out = result.stdout.decode()
+    assert "stderr" in out and "same file as the input" in out and victim in out, out
+    assert _snapshot(work) == before
+
+
+def test_stdout_and_stderr_both_onto_an_input_exit_2_and_write_nothing(work):
+    before = _snapshot(work)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    with open(work / "d.csv", "ab") as both:
+        result = subprocess.run([sys.executable, "-m", "fastnn", "predict", "m.npz", "d.csv"],
+                                cwd=work, env=env, stdout=both, stderr=both, timeout=120)
+    assert result.returncode == 2
+    assert _snapshot(work) == before
+
+
 def test_stdout_to_another_file_still_gets_the_predictions(work):
     with open(work / "p.csv", "wb") as out:
         result = _cli(work, ["predict", "m.npz", "d.csv"], out)

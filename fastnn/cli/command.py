@@ -854,7 +854,7 @@ def _run(argv):
         # report unless --quiet: `>> input.csv` is refused
         to_stdout = (args.command == "predict" and args.output is None) or \
             not getattr(args, "quiet", False)
-        args.targets = check_outputs(outputs, inputs, stdout=to_stdout)
+        args.targets = check_outputs(outputs, inputs, stdout=to_stdout, stderr=True)
         with _quiet(args):
             return commands[args.command](args)
     except BrokenPipeError:
@@ -862,7 +862,7 @@ def _run(argv):
         # closed stdout, not an input error (main makes it status 141)
         raise
     except (UsageError, ValueError, TypeError, OSError) as exc:  # OSError: unreadable paths
-        print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
+        print(f"fastnn {args.command}: error: {exc}", file=_error_stream(exc))
         return 2
     except (RunFailed, fastnn.TrainingDiverged, MemoryError) as exc:  # not the call's fault
         print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
@@ -870,6 +870,15 @@ def _run(argv):
     except KeyboardInterrupt:  # (a fit's Ctrl-C is RunFailed above, after saving)
         print(f"fastnn {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _error_stream(exc):
+    """stderr, unless the error is that stderr is one of the inputs (``2>> data.csv``): then
+    stdout, or nowhere (devnull: the exit status says it) when stdout is one too."""
+    streams = getattr(exc, "streams", ())
+    if "stderr" not in streams:
+        return sys.stderr
+    return sys.stdout if "stdout" not in streams else io.StringIO()
 
 
 def _file_arguments(parser, args):

@@ -21,8 +21,9 @@ plot) goes through two calls of this module:
       or a path longer than ``PC_PATH_MAX``, for the target and for the temporary file
       written beside it (an OSError with errno ENAMETOOLONG), which would otherwise fail
       only after the work;
-    * with ``check_outputs(..., stdout=True)`` (a command whose product goes to stdout),
-      a stdout redirected to a regular file that is one of the inputs (``>> input.csv``)
+    * with ``check_outputs(..., stdout=True, stderr=True)``, a stdout or stderr
+      redirected to a regular file that is one of the inputs (``>> input.csv``,
+      ``2>> input.csv``)
       (ValueError).
 
     Each message names the argument (``--save``, ``path``), the path, and what was expected.
@@ -281,7 +282,19 @@ def check_output(path, argument="path", inputs=()):
     return OutputTarget(path, argument, real, special, inputs)
 
 
-def check_outputs(outputs, inputs=(), stdout=False):
+class StreamIsInput(ValueError):
+    """A standard stream (stdout, stderr) redirected onto one of the command's inputs.
+
+    ``streams`` names the streams that are (``("stderr",)``, ``("stdout", "stderr")``...):
+    the error itself must be reported on another one, or on none, since writing it there
+    would append to the input."""
+
+    def __init__(self, message, streams):
+        super().__init__(message)
+        self.streams = tuple(streams)
+
+
+def check_outputs(outputs, inputs=(), stdout=False, stderr=False):
     """``check_output`` for each of a command's outputs, and no two of them the same file.
 
     Parameters
@@ -292,8 +305,11 @@ def check_outputs(outputs, inputs=(), stdout=False):
         The files the command reads.
     stdout : bool, default False
         The command also writes its product to stdout (descriptor 1): when that is a
-        regular file (``>> input.csv``) it must not be one of `inputs` (ValueError).  A
-        pipe, a terminal or /dev/null is not checked.
+        regular file (``>> input.csv``) it must not be one of `inputs` (StreamIsInput, a
+        ValueError).  A pipe, a terminal or /dev/null is not checked.
+    stderr : bool, default False
+        The command may write to stderr (descriptor 2: errors, warnings, the progress
+        bar): the same rule (``2>> input.csv``).
 
     Returns
     -------
@@ -301,8 +317,17 @@ def check_outputs(outputs, inputs=(), stdout=False):
         argument -> OutputTarget, for every output given.
     """
     inputs = tuple(inputs)
-    if stdout:
-        _check_stdout(inputs)
+    streams = [(label, fd) for label, fd, used in (("stdout", 1, stdout), ("stderr", 2, stderr))
+               if used]
+    clashes = [(label, clash) for label, fd in streams
+               for clash in [_stream_input(fd, inputs)] if clash is not None]
+    if clashes:
+        label, (shown, name, other) = clashes[0]
+        where = f" ({shown!r})" if shown and shown != os.path.abspath(other) else ""
+        raise StreamIsInput(f"{label}{where}, where the command writes, is the same file as "
+                            f"the input {name} {other!r}; writing it would destroy that "
+                            f"input: redirect {label} elsewhere (or name an --output, where "
+                            "the command has one)", [label for label, _ in clashes])
     targets = {}
     for argument, path in outputs:
         if path is None:
@@ -318,29 +343,26 @@ def check_outputs(outputs, inputs=(), stdout=False):
     return targets
 
 
-def _check_stdout(inputs):
-    """Refuse a stdout that is a regular file and one of `inputs` (by inode: any name)."""
+def _stream_input(fd, inputs):
+    """(name shown, input argument, input path) when descriptor `fd` is a regular file that
+    is one of `inputs` (by inode: any name), else None."""
     try:
-        out = os.fstat(1)
-    except OSError:  # no descriptor 1 (closed): nothing to protect
-        return
+        out = os.fstat(fd)
+    except OSError:  # no such descriptor (closed): nothing to protect
+        return None
     if not stat.S_ISREG(out.st_mode):
-        return
+        return None
     try:
-        shown = os.readlink("/proc/self/fd/1")
+        shown = os.readlink(f"/proc/self/fd/{fd}")
     except OSError:  # pragma: no cover - no /proc
         shown = None
     for name, other in inputs:
         try:
-            if not os.path.samestat(out, os.stat(other)):
-                continue
+            if os.path.samestat(out, os.stat(other)):
+                return shown, name, other
         except OSError:  # an input that does not exist: the command will say so
             continue
-        where = f" ({shown!r})" if shown and shown != os.path.abspath(other) else ""
-        raise ValueError(f"stdout{where}, where the command writes, is the same file as "
-                         f"the input {name} {other!r}; writing it would destroy that input: "
-                         "redirect stdout elsewhere (or name an --output, where the command "
-                         "has one)")
+    return None
 
 
 def write_output(target, write, argument="path"):
