@@ -585,3 +585,33 @@ def test_a_column_near_the_float64_limit_on_both_sides_standardizes(tmp_path):
     out = apply_steps(steps, np.array([[1.5e308], [-1.7e308], [0.0]]))
     np.testing.assert_allclose(out[:, 0], [1.6666666666666667, -1.0, 0.4166666666666667],
                                rtol=1e-15)
+
+
+def test_whole_number_labels_beyond_2_to_the_53_stay_distinct_classes(tmp_path):
+    # float64 holds whole numbers exactly only up to 2**53: 18-digit codes as labels read
+    # as floats merged neighbours into one class.  The table keeps them exact, as classes,
+    # in the model file and in the predictions
+    big = [2**53 + 1, 2**53, 10**18 + 7]
+    rng = np.random.default_rng(0)
+    y = [big[i % 3] for i in range(60)]
+    X = rng.normal(size=(60, 2)) + np.array([[i % 3, 0] for i in range(60)])
+    lines = ["a,b,code"] + [f"{X[i, 0]:.17g},{X[i, 1]:.17g},{y[i]}" for i in range(60)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    table = read_table(tmp_path / "d.csv")
+    assert table.labels("code") == y and table.data["code"].dtype == np.float64
+    assert table.take(np.arange(3)).labels("code") == y[:3]
+    run(tmp_path, "train", "d.csv", "--target", "code", *FAST, "--save", "m.npz")
+    model = fastnn.load(tmp_path / "m.npz")
+    assert model.preprocessor_.classes == sorted(big)
+    out = run(tmp_path, "predict", "m.npz", "d.csv", "--output", "p.csv")
+    assert out.returncode == 0
+    predicted = pd.read_csv(tmp_path / "p.csv", dtype={"code": object})
+    assert set(predicted.columns) >= {str(b) for b in big}
+    assert set(predicted["code"].astype(int)) <= set(big)
+
+
+def test_whole_numbers_within_float64_need_no_exact_copy(tmp_path):
+    (tmp_path / "d.csv").write_text("a,y\n1,9007199254740992\n2,3\n3,\n")
+    table = read_table(tmp_path / "d.csv")
+    assert table.whole == {}
+    assert table.labels("y")[:2] == [2**53, 3]

@@ -46,7 +46,7 @@ from fastnn.nn.layers import ACTIVATIONS
 from fastnn.nn.losses import LOSS_NAMES, get_loss
 from fastnn.optim.optimizers import OPTIMIZERS
 from fastnn.io.tabular import (Preprocessor, check_complete, check_representable,
-                               feature_matrix, python_label, read_table)
+                               feature_matrix, read_table)
 from fastnn.io.writer import check_outputs, write_output
 
 _TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
@@ -566,7 +566,7 @@ def _held_out_metric(model, pre, table):
     raw = table.data[pre.target]
     if pre.task == "classification":
         labels = _labels_from_output(model, pre, model.predict(X))
-        truth = [python_label(v) for v in raw]
+        truth = table.labels(pre.target)
         return "accuracy", float(np.mean([a == b for a, b in zip(labels, truth)]))
     pred = pre.inverse_target(model.predict(X)[:, 0])
     return "R^2", _r_squared(raw.astype(np.float64), pred)

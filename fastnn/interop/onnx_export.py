@@ -263,8 +263,6 @@ def _smooth_activation(g, layer, h, k):
         cubic = g.node("Mul", [g.node("Mul", [g.node("Mul", [c("c3", 0.044715), h]), h]), h])
         u2 = g.node("Mul", [c("k2", 1.5957691216057307117), g.node("Add", [h, cubic])])
         return g.node("Mul", [h, _sigmoid(g, u2)], stem=f"a{k}")
-    half = g.node("Mul", [c("half", 0.5), h])
-    return g.node("Mul", [half, g.node("Add", [c("one", 1.0), inner])], stem=f"a{k}")
 
 
 def _log1p(g, x, one):

@@ -97,10 +97,34 @@ class Table:
         float64 (NaN where a value is missing), bool, or object (str, None where missing).
     lines : ndarray of shape (n_rows,), int64
         The 1-based file line of each row (the header is line 1).
+    whole : dict of str -> ndarray of shape (n_rows,), object
+        For a column of whole numbers that float64 cannot all hold exactly (beyond 2**53,
+        such as 18-digit codes), the exact Python ints (None where missing); ``data`` holds
+        their float64 approximations.  Class labels are read from it (``labels``).
     """
 
-    def __init__(self, path, columns, data, lines):
+    def __init__(self, path, columns, data, lines, whole=None):
         self.path, self.columns, self.data, self.lines = path, columns, data, lines
+        self.whole = dict(whole or {})
+
+    def labels(self, name):
+        """The cells of a column as class labels: JSON-storable Python values, exact.
+
+        Whole numbers are ints (1.0 is class 1), also beyond 2**53 where float64 would
+        merge neighbours (9007199254740993 is not 9007199254740992).
+
+        Parameters
+        ----------
+        name : str
+            A column of the table.
+
+        Returns
+        -------
+        list of (str, bool, int, float or None)
+        """
+        if name in self.whole:
+            return list(self.whole[name])
+        return [python_label(v) for v in self.data[name]]
 
     @property
     def n_rows(self):
@@ -138,7 +162,7 @@ class Table:
         Table
         """
         return Table(self.path, list(self.columns), {k: v[rows] for k, v in self.data.items()},
-                     self.lines[rows])
+                     self.lines[rows], {k: v[rows] for k, v in self.whole.items()})
 
 
 def delimiter_for(path, delimiter=None):
@@ -201,7 +225,7 @@ def read_table(path, *, delimiter=None, index_col=None, encoding="utf-8", na_val
         encoding = "utf-8-sig"  # skip a byte-order mark, as pandas does
     try:
         missing = NA_VALUES | frozenset(str(v).strip() for v in na_values)
-        columns, data, lines = _read_rows(path, sep, encoding, missing)
+        columns, data, lines, whole = _read_rows(path, sep, encoding, missing)
     except UnicodeDecodeError as exc:
         raise TableError(f"{path}: cannot decode it as {encoding} ({exc.reason} at byte "
                          f"{exc.start}); name its encoding with --encoding, e.g. latin-1") \
@@ -210,7 +234,8 @@ def read_table(path, *, delimiter=None, index_col=None, encoding="utf-8", na_val
     if index is not None:
         columns = [c for c in columns if c != index]
         data.pop(index)
-    return Table(path, columns, data, lines)
+    whole.pop(index, None)
+    return Table(path, columns, data, lines, whole)
 
 
 def _delimiter_hint(table):
@@ -264,8 +289,9 @@ def _open_text(path, encoding):
 
 
 def _read_rows(path, sep, encoding, missing):
-    """(column names, {name: converted column}, start line of each row): the contract of the
-    module docstring, in one pass of the csv module over the file."""
+    """(column names, {name: converted column}, start line of each row, {name: exact whole
+    numbers} for the columns ``Table.whole`` describes): the contract of the module
+    docstring, in one pass of the csv module over the file."""
     with _open_text(path, encoding) as fh:
         if sep is None:
             sample = fh.read(65536)
@@ -305,7 +331,13 @@ def _read_rows(path, sep, encoding, missing):
     cells = list(zip(*rows)) if rows else [() for _ in columns]
     data = {name: _convert(np.array(cells[k], dtype=object), missing)
             for k, name in enumerate(columns)}
-    return columns, data, np.array(lines, dtype=np.int64)
+    whole = {}
+    for k, name in enumerate(columns):
+        if data[name].dtype.kind == "f":
+            exact = _exact_whole_numbers(cells[k], data[name], missing)
+            if exact is not None:
+                whole[name] = exact
+    return columns, data, np.array(lines, dtype=np.int64), whole
 
 
 def _convert(cells, missing=NA_VALUES):
@@ -322,6 +354,27 @@ def _convert(cells, missing=NA_VALUES):
                         dtype=np.float64)
     except ValueError:
         return np.array([None if c in missing else c for c in stripped], dtype=object)
+
+
+def _exact_whole_numbers(cells, values, missing):
+    """The cells as Python ints (None where missing) when they are all whole numbers and
+    float64 `values` lose some of them (beyond 2**53), else None."""
+    present = ~np.isnan(values)
+    if not present.any() or np.abs(values[present]).max() < 2.0 ** 53 or \
+            np.any(values[present] != np.round(values[present])):
+        return None
+    exact = []
+    for cell in cells:
+        text = cell.strip() if isinstance(cell, str) else ""
+        if text in missing:
+            exact.append(None)
+            continue
+        try:
+            exact.append(int(text))
+        except ValueError:   # 1e20, 3.0: a whole number written as a float is one anyway
+            return None
+    lossy = any(v is not None and float(v) != v for v in exact)
+    return np.array(exact, dtype=object) if lossy else None
 
 
 def _first_missing(table, name, mask):
@@ -342,7 +395,8 @@ def infer_task(y, name="target"):
     Parameters
     ----------
     y : ndarray of shape (n_rows,)
-        A column of a Table: float64 (NaN where missing), bool or object.
+        A column of a Table: float64 (NaN where missing), bool or object (texts, or the
+        exact whole numbers of ``Table.whole``).
     name : str
         The column's name, for the warning.
 
@@ -351,18 +405,23 @@ def infer_task(y, name="target"):
     task : {"classification", "regression"}
     warning : str or None
     """
-    if y.dtype.kind in "bO":
+    whole = y.dtype.kind == "O" and all(isinstance(v, int) and not isinstance(v, bool)
+                                        for v in y if v is not None)   # ``Table.whole``
+    if y.dtype.kind in "bO" and not whole:
         n = len({v for v in y if v is not None})
         if n > MAX_CLASSES_INFERRED and n > len(y) // 2:
             return "classification", (f"the target {name!r} holds {n} distinct texts in "
                                       f"{len(y)} rows: read as {n} classes; is it an "
                                       "identifier or free text rather than a label?")
         return "classification", None
-    values = y[~np.isnan(y)]
-    distinct = np.unique(values)
-    if np.any(distinct != np.round(distinct)):
-        return "regression", None
-    n = distinct.shape[0]
+    if whole:
+        n = len({v for v in y if v is not None})
+    else:
+        values = y[~np.isnan(y)]
+        distinct = np.unique(values)
+        if np.any(distinct != np.round(distinct)):
+            return "regression", None
+        n = distinct.shape[0]
     if n <= MAX_CLASSES_INFERRED:
         warning = None
         if n > 2:
@@ -527,9 +586,9 @@ class Preprocessor:
             raise TableError(f"{table.path}: no feature columns besides the target {target!r}")
         warning = None
         if task is None:
-            task, warning = infer_task(y_raw, target)
+            task, warning = infer_task(table.whole.get(target, y_raw), target)
         if task == "classification":
-            labels = [python_label(v) for v in y_raw]
+            labels = table.labels(target)
             try:
                 classes = sorted(set(labels))
             except TypeError:  # mixed kinds: order them by their text
@@ -665,7 +724,8 @@ class Preprocessor:
                              "cannot be imputed)")
         if self.task == "classification":
             index = {c: i for i, c in enumerate(self.classes)}
-            return np.array([index.get(python_label(v), -1) for v in raw], dtype=np.int64)
+            return np.array([index.get(v, -1) for v in table.labels(self.target)],
+                            dtype=np.int64)
         if raw.dtype.kind not in "fb":
             row = next(i for i, v in enumerate(raw) if not _is_number(v))
             raise TableError(f"{table.path}, line {int(table.lines[row])}: the target column "
