@@ -615,3 +615,13 @@ def test_whole_numbers_within_float64_need_no_exact_copy(tmp_path):
     table = read_table(tmp_path / "d.csv")
     assert table.whole == {}
     assert table.labels("y")[:2] == [2**53, 3]
+
+
+def test_a_whole_number_beyond_the_float64_range_is_an_exact_label_or_an_infinite_feature(
+        tmp_path):
+    huge = 10**400
+    (tmp_path / "d.csv").write_text(f"a,y\n1,{huge}\n2,0\n3,{huge}\n4,0\n{huge},1\n")
+    table = read_table(tmp_path / "d.csv")
+    assert table.labels("y") == [huge, 0, huge, 0, 1]
+    bad = run(tmp_path, "train", "d.csv", "--target", "y", *FAST, check=False)
+    assert bad.returncode == 2 and "line 6: column 'a' holds inf" in bad.stderr, bad.stderr

@@ -346,3 +346,57 @@ def test_float32_adam_first_step_matches_float64_to_float32_rounding(beta2):
                    shuffle=False)
         steps[dtype] = model.params.astype(np.float64) - before
     np.testing.assert_allclose(steps[np.float32], steps[np.float64], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, factor", [(np.float32, 1e-10), (np.float64, 1e-100)])
+def test_a_plateau_schedule_that_decays_below_the_normal_range_stops_the_fit(dtype, factor):
+    # ReduceOnPlateau multiplies the rate on every plateau: with a tiny factor it fell to
+    # 1e-41 (float32) and then exactly 0, where every step is flushed and the fit went on
+    # training nothing, silently.  It now stops before such an epoch, with a warning
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 4)), rng.integers(0, 2, size=64)
+    model = MLP([4, 2], dtype=dtype, seed=0)
+    opt = SGD(lr=0.1, schedule=ReduceOnPlateau(factor=factor, patience=1, min_delta=10))
+    with pytest.warns(RuntimeWarning, match="smallest normal number.*training stopped after"):
+        history = model.fit(X, y, "cross_entropy", opt, epochs=40, seed=0)
+    tiny = np.finfo(dtype).tiny
+    assert 0 < len(history) < 40
+    assert min(history.lr) >= tiny
+    assert opt.lr_at(opt.completed_epochs) < tiny   # the epoch it refused
+    assert opt.completed_epochs == len(history)
+
+
+def test_cosine_rates_are_finite_for_a_base_near_the_float64_limit_and_exact_at_the_end():
+    # (base - min) * (1 + cos) overflowed for a base near 1e308; 1 + cos cancelled to 0 on
+    # the last epochs of a long schedule, where the rate is small but not 0
+    import math
+    sched = Cosine(5)
+    for epoch in range(5):
+        want = 0.5 * (1 + math.cos(math.pi * epoch / 5))
+        assert sched.lr(epoch, 1.5e308) == pytest.approx(1.5e308 * want, rel=1e-15)
+    long = Cosine(10**9)
+    last = long.lr(10**9 - 1, 1.0)
+    exact = math.sin(math.pi / 2 / 10**9) ** 2          # (1 + cos(pi - d)) / 2 = sin^2(d/2)
+    assert last == pytest.approx(exact, rel=1e-12) and last > 0
+    # the short schedules keep their rates bit for bit
+    assert [Cosine(3).lr(e, 0.1) for e in range(3)] == \
+        [0.1 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
+
+
+def test_an_epoch_count_past_what_the_compiled_epoch_counts_is_refused_before_training():
+    # the compiled epoch takes its index as 32 bits: a count near 2**32 (a crafted file, a
+    # callback) failed after 2 epochs with a bare OverflowError
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(16, 3)), rng.integers(0, 2, size=16)
+    model, opt = MLP([3, 2], seed=0), SGD(lr=0.1)
+    opt.completed_epochs = 2**32 - 3
+    before = model.params.copy()
+    with pytest.raises(ValueError, match=r"epochs=3 after completed_epochs=4294967293"):
+        model.fit(X, y, "cross_entropy", opt, epochs=3)
+    np.testing.assert_array_equal(model.params, before)
+    opt.completed_epochs = 2**40
+    with pytest.raises(ValueError, match="completed_epochs"):
+        model.fit(X, y, "cross_entropy", opt, epochs=1)
+    opt.completed_epochs = 2**32 - 3
+    model.fit(X, y, "cross_entropy", opt, epochs=2)    # up to the limit: trains
+    assert opt.completed_epochs == 2**32 - 1

@@ -876,7 +876,7 @@ def _check_optimizer_description(path, d, n_params):
     t = _int_field(path, d.get("t", 0), "optimizer.t", 0, _MAX_STEPS)
     has_state = _bool_field(path, d.get("has_state", False), "optimizer.has_state")
     completed_epochs = _int_field(path, d.get("completed_epochs", 0),
-                                  "optimizer.completed_epochs", 0, _MAX_STEPS)
+                                  "optimizer.completed_epochs", 0, _optim.MAX_EPOCHS)
     return {"optimizer": optimizer, "t": t, "has_state": has_state,
             "completed_epochs": completed_epochs,
             "early_stopping": _check_early_stopping_description(path, d)}

@@ -373,7 +373,9 @@ def _exact_whole_numbers(cells, values, missing):
             exact.append(int(text))
         except ValueError:   # 1e20, 3.0: a whole number written as a float is one anyway
             return None
-    lossy = any(v is not None and float(v) != v for v in exact)
+    # (a whole number beyond the float64 range reads as inf: lossy too, and no float(v))
+    lossy = any(v is not None and (not math.isfinite(f) or int(f) != v)
+                for v, f in zip(exact, values))
     return np.array(exact, dtype=object) if lossy else None
 
 

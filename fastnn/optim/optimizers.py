@@ -31,6 +31,9 @@ from fastnn.nn.model import MLP
 #: epochs of a user-defined schedule evaluated before a fit (the built-in ones, monotone in
 #: the epoch, need their first and last planned epochs only)
 PLANNED_RATES_CHECKED = 10_000
+#: the most epochs a run can count: the compiled epoch takes its index as a 32-bit unsigned
+#: integer (the seed of the epoch's dropout masks)
+MAX_EPOCHS = 2**32 - 1
 
 
 class Schedule:
@@ -187,8 +190,14 @@ class Cosine(Schedule):
     def lr(self, epoch, base_lr):
         if epoch >= self.total_epochs:
             return self.min_lr
-        return self.min_lr + (base_lr - self.min_lr) * (
-            1 + math.cos(math.pi * epoch / self.total_epochs)) / 2
+        angle = math.pi * epoch / self.total_epochs
+        # the factor in [0, 1] before the product, which overflowed for a base near 1e308;
+        # near the last epoch 1 + cos cancels (0 for total_epochs >= 1e8): cos^2 of the
+        # half angle instead, the same number without the cancellation
+        half = (1 + math.cos(angle)) / 2
+        if half < 0.01:
+            half = math.cos(angle / 2) ** 2
+        return self.min_lr + (base_lr - self.min_lr) * half
 
     def __repr__(self):
         return f"Cosine(total_epochs={self.total_epochs}, min_lr={self.min_lr})"
@@ -457,10 +466,11 @@ class Optimizer:
             raise TypeError(f"schedule must be a fastnn.optim.optimizers.Schedule; got "
                             f"{type(self.schedule).__name__}")
         self.schedule.check()
-        if type(self.completed_epochs) is not int or not 0 <= self.completed_epochs <= 2**62:
+        if type(self.completed_epochs) is not int or \
+                not 0 <= self.completed_epochs <= MAX_EPOCHS:
             self.completed_epochs = int(check_number(
                 self.completed_epochs, "completed_epochs (the optimizer's epoch count)",
-                low=0, high=2**62, integer=True))
+                low=0, high=MAX_EPOCHS, integer=True))
 
     def check_planned_rates(self, epochs, tiny=0.0):
         """Raise ValueError, before any step, if the schedule gives a rate that is not a finite
@@ -476,6 +486,10 @@ class Optimizer:
         """
         self._check_progress()
         start, stop = self.completed_epochs, self.completed_epochs + epochs
+        if stop > MAX_EPOCHS:
+            raise ValueError(f"epochs={epochs} after completed_epochs={start} (the optimizer's "
+                             f"epoch count) would count past {MAX_EPOCHS}, the most epochs a "
+                             "run can count; call optimizer.reset() to start afresh")
         def bad(e):
             lr = self.lr_at(e)
             return not (math.isfinite(lr) and lr > 0 and lr >= tiny)

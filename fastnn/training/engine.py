@@ -578,6 +578,8 @@ class TrainingRun:
             self.last_epoch = self.optimizer.completed_epochs + epochs
             self.bar = _progress_bar(epochs) if self.verbose >= 2 else None
             for _ in range(epochs):
+                if self._rate_below_normal():
+                    break
                 call = self._prepare_epoch()
                 try:
                     stop_asked = yield call
@@ -617,6 +619,25 @@ class TrainingRun:
         finally:
             if self.bar is not None:
                 self.bar.close()
+
+    def _rate_below_normal(self):
+        """True (with a RuntimeWarning) when a schedule driven by the training itself
+        (ReduceOnPlateau, a user's) has taken the next epoch's rate below the smallest normal
+        number of the model's dtype, where every step is flushed to zero: the run stops
+        there, as scikit-learn's adaptive rate stops once it is too small.  (The planned
+        rates were checked before the first step; every rank computes the same rate.)"""
+        opt = self.optimizer
+        opt._check_progress()  # a callback may have set the epoch count or the schedule
+        lr, tiny = opt.lr_at(opt.completed_epochs), float(np.finfo(self.model.dtype).tiny)
+        if not (math.isfinite(lr) and 0 <= lr < tiny):
+            return False
+        warnings.warn(f"the schedule {opt.schedule!r} has taken the learning rate to {lr!r} "
+                      f"for epoch {opt.completed_epochs + 1}, below {tiny:.3g}, the smallest "
+                      f"normal number of the model's dtype {np.dtype(self.model.dtype).name} "
+                      "(every step would be flushed to zero): training stopped after epoch "
+                      f"{opt.completed_epochs}; set the schedule's min_lr to keep training",
+                      RuntimeWarning, stacklevel=2)
+        return True
 
     def _continue_early_stopping_record(self):
         """Continue the run's early-stopping record, or start one.
