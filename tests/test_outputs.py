@@ -412,9 +412,9 @@ REVIEWED = {
     ("ensemble.py", "np.savez_compressed(fh"): "inside write_output's callback",
     ("ensemble.py", 'open(member_path, "wb"'): "load_ensemble's scratch copy of a member, "
                                                 "in its own TemporaryDirectory",
-    ("cli/command.py", ".savefig(fh"): "inside write_output's callback",
-    ("cli/command.py", "np.save(fh"): "inside write_output's callback",
-    ("cli/command.py", "os.open(os.devnull"): "points a closed pipe's descriptor at devnull",
+    ("cli/common.py", ".savefig(fh"): "inside write_output's callback",
+    ("cli/predict.py", "np.save(fh"): "inside write_output's callback",
+    ("cli/pipes.py", "os.open(os.devnull"): "points a closed pipe's descriptor at devnull",
     ("cli/command.py", 'open(os.devnull, "w"'): "--quiet sends stdout to devnull",
 }
 _WRITE_CALL = re.compile(r"""(?:\bnp\.(?:save|savez|savez_compressed|savetxt)\(\w*|"""
