@@ -249,6 +249,9 @@ def build_parser():
                             "cross_entropy for classification, mse for regression; "
                             "gaussian_nll learns a standard deviation per row (predict writes "
                             "it as a std column)")
+    train.add_argument("--drop", default=None, metavar="COL,COL",
+                       help="comma-separated columns to leave out (identifiers, free text, "
+                            "leaks of the target); `fastnn predict` ignores them")
     train.add_argument("--impute", choices=["mean", "median"], default=None,
                        help="fill missing inputs with the training column's mean or median "
                             "(default: a missing value is an error naming its line and column)")

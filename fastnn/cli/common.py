@@ -210,3 +210,20 @@ def _plot(history, args, model):
     finally:
         plt.close(fig)
     print(f"saved the learning curve to {written}")
+
+
+def unseen_notes(unseen, where):
+    """Lines for the category cells of `where` encoded as all zeros (``Preprocessor.select``'s
+    ``unseen``: {column: (rows with a new level, rows missing, example levels)})."""
+    notes = []
+    for name, (n_new, n_missing, examples) in unseen.items():
+        parts = []
+        if n_new:
+            shown = ", ".join(map(repr, examples)) + (", ..." if n_new > len(examples) else "")
+            parts.append(f"{n_new} row{'s' if n_new > 1 else ''} with a level the training "
+                         f"rows lacked ({shown})")
+        if n_missing:
+            parts.append(f"{n_missing} row{'s' if n_missing > 1 else ''} missing")
+        notes.append(f"{where}: column {name!r}: {' and '.join(parts)}, encoded as all-zero "
+                     "indicators")
+    return notes

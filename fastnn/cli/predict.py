@@ -8,7 +8,7 @@ import numpy as np
 import fastnn
 from fastnn.io.tabular import check_representable, feature_matrix
 from fastnn.io.writer import write_output
-from fastnn.cli.common import UsageError, _is_table, _read, load_npz
+from fastnn.cli.common import UsageError, _is_table, _read, load_npz, unseen_notes
 
 # ---------------------------------------------------------------------- predict
 
@@ -28,18 +28,27 @@ def run_predict(args):
             raise UsageError(f"{args.data}: no data rows (only a header); expected at least "
                              "one row to predict")
         if pre is not None:
-            X, ignored = pre.transform_table(table, hint="fill them in (the model was trained "
-                                                         "without --impute)")
-            check_representable(table, pre.feature_names, X, model.dtype,
+            X, ignored, unseen = pre.transform_table(
+                table, hint="fill them in (the model was trained without --impute)")
+            check_representable(table, pre.input_columns(), X, model.dtype,
                                 "a model trained with --dtype float64 takes such values")
+            # notes on stderr: stdout may carry the predictions
             if ignored:
                 print(f"fastnn predict: note: ignoring columns the model was not trained on: "
                       f"{', '.join(map(repr, ignored))}", file=sys.stderr)
+            for note in unseen_notes(unseen, args.data):
+                print(f"fastnn predict: note: {note}", file=sys.stderr)
         else:
             X = feature_matrix(table, table.columns)
     else:
         X, _ = load_npz(args.data, need_target=False)
         if pre is not None:
+            encoded = [c.name for c in pre.columns if c.kind != "number"]
+            if encoded:
+                raise UsageError(f"{args.data}: the model encodes the columns "
+                                 f"{', '.join(map(repr, encoded))} (categories or dates), "
+                                 "which an array cannot hold; predict from a table with its "
+                                 f"columns named ({', '.join(pre.feature_names)})")
             if X.ndim != 2 or X.shape[1] != len(pre.feature_names):
                 raise UsageError(f"{args.data}: X has shape {X.shape}; the model expects "
                                  f"{len(pre.feature_names)} columns "

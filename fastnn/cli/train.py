@@ -6,10 +6,10 @@ import numpy as np
 import fastnn
 from fastnn.datasets import make_spirals, train_test_split
 from fastnn.nn.losses import get_loss
-from fastnn.io.tabular import (Preprocessor, check_complete, check_representable,
+from fastnn.io.tabular import (Preprocessor, Table, check_complete, check_representable,
                                python_label)
 from fastnn.cli.common import (UsageError, _fit_and_report, _is_table, _plot, _plot_format,
-                               _read, _save, _task_and_loss, load_npz)
+                               _read, _save, _task_and_loss, load_npz, unseen_notes)
 
 def run_demo(args):
     if args.dataset == "spirals":
@@ -53,11 +53,12 @@ def run_train(args):
         raise UsageError(f"{args.data}: name the target column with --target (columns: "
                          f"{', '.join(table.columns)})")
     task, loss_name = _task_and_loss(args)
-    table = _read(args, args.data)
+    table, dropped = _drop_columns(_read(args, args.data), args)
     if table.n_rows < 2:
         raise UsageError(f"{args.data}: {table.n_rows} data rows; expected at least 2")
-    # report the first gap in the file, before the split puts it on either side
-    check_complete(table, args.target, features=args.impute is None)
+    # each column's kind from the whole file (the levels come from the training rows alone),
+    # and the first gap in the file, before the split puts it on either side
+    kinds, identifiers = check_complete(table, args.target, features=args.impute is None)
     # split before learning any statistic, so the held-out rows stay unseen
     rng = np.random.default_rng(args.seed)
     n_val = _n_held_out(args, table.n_rows)
@@ -67,10 +68,11 @@ def run_train(args):
     standardize_target = args.standardize and loss_name in (None, "mse", "gaussian_nll")
     pre, X, y = Preprocessor.fit(train_table, args.target, task=task,
                                  standardize=args.standardize,
-                                 standardize_target=standardize_target, impute=args.impute)
+                                 standardize_target=standardize_target, impute=args.impute,
+                                 kinds=kinds)
     remedy = ("train with --dtype float64" if np.dtype(args.dtype) != np.float64 else
               "scale the column")
-    check_representable(train_table, pre.feature_names, X, args.dtype, remedy)
+    check_representable(train_table, pre.input_columns(), X, args.dtype, remedy)
     if pre.warning:
         print(f"fastnn train: warning: {pre.warning}", file=sys.stderr)
     if loss_name is None:
@@ -95,13 +97,22 @@ def run_train(args):
             if pre.task == "classification" else "regression")
     print(f"task: {what} ({origin}); loss: {loss.name}")
     print(f"{table.n_rows} rows: {len(train_rows)} for training, {len(val_rows)} held out; "
-          f"{len(pre.feature_names)} features"
-          f"{', standardised' if args.standardize else ''}")
+          f"{len(pre.feature_names)} feature columns, {pre.n_inputs} inputs")
+    # one line per column of the file (but the target), in the file's order
+    lines = dict(line.split(": ", 1) for line in pre.report)
+    lines.update({name: f"left out: {why}" for name, why in identifiers.items()})
+    lines.update({name: "left out (--drop)" for name in dropped})
+    print("columns:")
+    for name in dropped + table.columns:
+        if name in lines:
+            print(f"  {name}: {lines[name]}")
     validation = None
     if n_val:
         val_table = table.take(val_rows)
-        X_val, _ = pre.transform_table(val_table, hint=None)
-        check_representable(val_table, pre.feature_names, X_val, args.dtype, remedy)
+        X_val, _, unseen_levels = pre.transform_table(val_table, hint=None)
+        for note in unseen_notes(unseen_levels, "held-out rows"):
+            print(f"note: {note}")
+        check_representable(val_table, pre.input_columns(), X_val, args.dtype, remedy)
         y_val = pre.encode_target(val_table)
         unseen = y_val < 0 if pre.task == "classification" else np.zeros(n_val, bool)
         if unseen.any():  # a class that only the held-out rows have: cannot be scored
@@ -143,6 +154,22 @@ def run_train(args):
     return 0
 
 
+def _drop_columns(table, args):
+    """(the table without the --drop columns, their names): unknown names and the target
+    are refused, naming them and the table's columns."""
+    names = [n.strip() for n in (args.drop or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in table.data]
+    if unknown:
+        raise UsageError(f"--drop {args.drop!r}: no column{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(map(repr, unknown))} in {table.path} (columns: "
+                         f"{', '.join(table.columns)})")
+    if args.target in names:
+        raise UsageError(f"--drop {args.drop!r} names the target column {args.target!r}")
+    names = list(dict.fromkeys(names))
+    kept = [c for c in table.columns if c not in names]
+    return Table(table.path, kept, {c: table.data[c] for c in kept}, table.lines), names
+
+
 def _n_held_out(args, n_rows):
     """Rows --validation-split holds out of n_rows, checked here so the error names the flag."""
     n_val = int(round(args.validation_split * n_rows))
@@ -155,7 +182,7 @@ def _n_held_out(args, n_rows):
 
 def _held_out_metric(model, pre, table):
     """Accuracy or R^2 on held-out rows, in the target's own labels and units."""
-    X, _ = pre.transform_table(table)
+    X = pre.transform_table(table)[0]
     raw = table.data[pre.target]
     if pre.task == "classification":
         labels = _labels_from_output(model, pre, model.predict(X))

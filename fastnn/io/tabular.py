@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from fastnn.io.columns import ColumnEncoding, describe, fit_encoding, plan_columns
 from fastnn.io.reader import (NA_VALUES, Table, TableError, _delimiter_hint,  # noqa: F401
                               _first_missing, delimiter_for, read_table)
 
@@ -146,25 +147,38 @@ class Preprocessor:
     Parameters
     ----------
     feature_names : list of str
-        The input columns, in the order of the model's inputs.
+        The input columns of a table, in the order their inputs take.
     target : str or None
         The target column's name (dropped from a table given to ``transform``).
     task : {"classification", "regression"}
     classes : list or None
         Classification: the class labels (str, int, float or bool), sorted; output j of the
         model is the probability of ``classes[j]``.
-    x_mean, x_scale : ndarray of shape (n_features,), float64
-        Standardisation: the model sees ``(x - x_mean) / x_scale``.  Zeros and ones when not
-        standardising.  ``x_scale`` > 0 (a constant column gets 1).
-    x_fill : ndarray of shape (n_features,), float64, or None
+    x_mean, x_scale : ndarray of shape (n_inputs,), float64
+        Standardisation of the encoded inputs: the model sees ``(x - x_mean) / x_scale``.
+        Zeros and ones when not standardising, and for one-hot indicators.  ``x_scale`` > 0
+        (a constant column gets 1).
+    x_fill : ndarray of shape (n_inputs,), float64, or None
         Imputation: the value put in place of a missing input (training mean or median);
-        None: a missing input is an error.
+        None: a missing number or date is an error.
     y_mean, y_scale : float
         Regression: the model predicts ``(y - y_mean) / y_scale``; 0 and 1 otherwise.
+    encodings : dict of str -> ColumnEncoding or its config, optional
+        The columns that are not plain numbers (``fastnn.io.columns``): one-hot categories
+        and ISO dates.  A column absent here is a number (every column of a model saved
+        before encodings existed).
+
+    Attributes
+    ----------
+    columns : list of ColumnEncoding
+        One per feature name, in order; ``n_inputs`` is the sum of their widths (the
+        network's input width).
+    report : list of str
+        After ``fit``: one line per column saying what was done to it.
     """
 
     def __init__(self, feature_names, target, task, classes=None, x_mean=None, x_scale=None,
-                 x_fill=None, y_mean=0.0, y_scale=1.0):
+                 x_fill=None, y_mean=0.0, y_scale=1.0, encodings=None):
         if task not in TASKS:
             raise ValueError(f"task={task!r}; expected one of {TASKS}")
         if not isinstance(feature_names, (list, tuple)) or not feature_names or \
@@ -174,8 +188,13 @@ class Preprocessor:
             raise ValueError("feature_names has duplicates")
         if target is not None and not isinstance(target, str):
             raise ValueError(f"target must be a str or None; got {target!r}")
-        n = len(feature_names)
         self.feature_names, self.target, self.task = list(feature_names), target, task
+        encodings = dict(encodings or {})
+        unknown = [name for name in encodings if name not in self.feature_names]
+        if unknown:
+            raise ValueError(f"encodings name columns that are not features: {unknown}")
+        self.columns = [_as_encoding(name, encodings.get(name)) for name in self.feature_names]
+        n = self.n_inputs
         if task == "classification":
             if not isinstance(classes, (list, tuple)) or len(classes) < 2 or not all(
                     isinstance(c, (str, int, float, bool)) for c in classes):
@@ -193,16 +212,30 @@ class Preprocessor:
         self.x_fill = None if x_fill is None else _vector(x_fill, n, "x_fill")
         self.y_mean, self.y_scale = float(y_mean), float(y_scale)
         self.warning = None  # set by fit when the task inferred from the target is ambiguous
+        self.report = []     # set by fit: a line per column
         if not (math.isfinite(self.y_mean) and math.isfinite(self.y_scale) and
                 self.y_scale > 0):
             raise ValueError(f"y_mean={y_mean!r}, y_scale={y_scale!r}; expected finite "
                              "numbers, y_scale > 0")
 
+    @property
+    def n_inputs(self):
+        """The network's input width: one per number or date, one per category level."""
+        return sum(c.width for c in self.columns)
+
+    def input_names(self):
+        """A name per network input: the column's, or ``column=level`` for an indicator."""
+        return [name for c in self.columns for name in c.input_names()]
+
+    def input_columns(self):
+        """The table column of each network input (a category's name once per level)."""
+        return [c.name for c in self.columns for _ in range(c.width)]
+
     # ----------------------------------------------------------------- fitting
 
     @classmethod
     def fit(cls, table, target, *, task=None, standardize=True, standardize_target=True,
-            impute=None):
+            impute=None, kinds=None):
         """Learn the preprocessing from a training table; returns (preprocessor, X, y).
 
         Parameters
@@ -219,18 +252,25 @@ class Preprocessor:
         impute : {None, "mean", "median"}
             Fill missing inputs with the column's mean or median over the non-missing training
             values; None: a missing value is an error.  Missing targets are always an error.
+            (A missing category cell is all-zero indicators either way.)
+        kinds : dict of str -> {"number", "category", "date"}, optional
+            The input columns and their kinds (``fastnn.io.columns.plan_columns``, which the
+            command runs on the whole file); default: planned from `table`, every column but
+            the target, identifiers left out.
 
         Returns
         -------
         preprocessor : Preprocessor
-        X : ndarray of shape (n_rows, n_features), float64, transformed
+            Its ``report`` says what was done to each column.
+        X : ndarray of shape (n_rows, n_inputs), float64, transformed
         y : ndarray of shape (n_rows,): int64 class indices, or float64 (standardised) values
 
         Raises
         ------
         TableError
-            No such target column; a text feature column; a missing value (naming the file
-            line and the column) when not imputing; a missing target; a constant target.
+            No such target column; a few texts in a column of numbers or dates; a missing
+            value (naming the file line and the column) when not imputing; a missing target;
+            a constant target.
         """
         if target not in table.data:
             raise TableError(f"--target {target!r}: no such column in {table.path} (columns: "
@@ -242,9 +282,14 @@ class Preprocessor:
             raise TableError(f"{table.path}, line {line}: the target column {target!r} is "
                              f"missing ({count} rows in all); remove those rows (a target "
                              "cannot be imputed)")
-        features = [c for c in table.columns if c != target]
+        dropped = {}
+        if kinds is None:
+            kinds, dropped = plan_columns(table, [c for c in table.columns if c != target])
+        features = list(kinds)
         if not features:
-            raise TableError(f"{table.path}: no feature columns besides the target {target!r}")
+            left = f" ({', '.join(dropped)} left out as identifiers)" if dropped else ""
+            raise TableError(f"{table.path}: no feature columns besides the target "
+                             f"{target!r}{left}")
         warning = None
         if task is None:
             task, warning = infer_task(y_raw, target)
@@ -278,34 +323,49 @@ class Preprocessor:
                                  "training (after --validation-split); there is nothing to "
                                  "learn")
             y = apply_steps(_target_steps(y_mean, y_scale), y_raw)
-        X = _numeric_block(table, features)
+        columns = [fit_encoding(table, name, kinds[name]) for name in features]
+        blocks = [c.encode(table) for c in columns]
+        X = np.concatenate([b[0] for b in blocks], axis=1)
+        inputs = [c.name for c in columns for _ in range(c.width)]
+        _check_finite(table, inputs, X, "column")
+        indicator = np.array([c.kind == "category" for c in columns for _ in range(c.width)],
+                             dtype=bool)
         x_fill = None
         if impute is not None:
             if impute not in ("mean", "median"):
                 raise ValueError(f"--impute {impute!r}: expected mean or median")
             with np.errstate(all="ignore"):
                 x_fill = (np.nanmean if impute == "mean" else np.nanmedian)(X, axis=0)
+            x_fill[indicator] = 0.0   # never used: a category cell is never NaN
             empty = np.isnan(x_fill)
             if empty.any():
-                raise TableError(f"{table.path}: column {features[int(np.argmax(empty))]!r} has "
+                raise TableError(f"{table.path}: column {inputs[int(np.argmax(empty))]!r} has "
                                  "no values at all; nothing to impute from")
         else:
-            _check_no_missing(table, features, X)
+            _check_no_missing(table, inputs, X)
         if x_fill is not None:
             X = STEP_OPS["fill_missing"](X, x_fill)   # the statistics below are of filled X
+        x_mean, x_scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
         if standardize:
-            x_mean, x_scale = _mean_std(X)
+            x_mean[~indicator], x_scale[~indicator] = _mean_std(X[:, ~indicator])
             x_scale[x_scale == 0] = 1.0  # a constant column stays constant (0)
-        else:
-            x_mean, x_scale = np.zeros(len(features)), np.ones(len(features))
-        pre = cls(features, target, task, classes, x_mean, x_scale, x_fill, y_mean, y_scale)
+        encodings = {c.name: c for c in columns if c.kind != "number"}
+        pre = cls(features, target, task, classes, x_mean, x_scale, x_fill, y_mean, y_scale,
+                  encodings)
         pre.warning = warning
+        start = 0
+        for c, block in zip(columns, blocks):
+            fill = None if x_fill is None else x_fill[start]
+            pre.report.append(describe(c, block[2], standardize, fill, impute))
+            start += c.width
+        pre.report += [f"{name}: left out: {why}" for name, why in dropped.items()]
         return pre, pre.transform(X), y
 
     # ----------------------------------------------------------------- applying
 
     def select(self, table):
-        """The feature columns of `table` by name, in the model's order.
+        """The model's inputs from `table`, columns found by name, encoded but not yet
+        imputed or standardised.
 
         Parameters
         ----------
@@ -314,15 +374,19 @@ class Preprocessor:
 
         Returns
         -------
-        X : ndarray of shape (n_rows, n_features), float64
-            Not yet imputed or standardised.
+        X : ndarray of shape (n_rows, n_inputs), float64
+            NaN where a number or date is missing.
         ignored : list of str
             The columns left out, the target excepted.
+        unseen : dict of str -> (int, int, list)
+            Per category column with rows encoded as all zeros: (rows with a level the
+            training rows lacked, rows with a missing cell, up to three such levels).
 
         Raises
         ------
         TableError
-            A feature column is absent (all absent ones are named) or holds text.
+            A feature column is absent (all absent ones are named), or holds text where
+            the model takes numbers, or a non-date where it takes dates.
         """
         missing = [f for f in self.feature_names if f not in table.data]
         if missing:
@@ -330,10 +394,19 @@ class Preprocessor:
                              f"{', '.join(map(repr, missing))}, which it does not have "
                              f"(it has {', '.join(map(repr, table.columns))})")
         ignored = [c for c in table.columns if c not in self.feature_names and c != self.target]
-        return _numeric_block(table, self.feature_names), ignored
+        blocks, unseen = [], {}
+        for c in self.columns:
+            block, n_unseen, n_missing, examples = c.encode(table)
+            blocks.append(block)
+            if c.kind == "category" and (n_unseen or n_missing):
+                unseen[c.name] = (n_unseen, n_missing, examples)
+        X = np.concatenate(blocks, axis=1)
+        _check_finite(table, self.input_columns(), X, "column")
+        return X, ignored, unseen
 
     def transform_table(self, table, hint=None):
-        """Inputs for the model from a table: select, impute or reject missing, standardise.
+        """Inputs for the model from a table: select and encode, impute or reject missing
+        numbers, standardise.
 
         Parameters
         ----------
@@ -343,8 +416,9 @@ class Preprocessor:
 
         Returns
         -------
-        X : ndarray of shape (n_rows, n_features), float64
+        X : ndarray of shape (n_rows, n_inputs), float64
         ignored : list of str
+        unseen : dict
             As ``select``.
 
         Raises
@@ -352,10 +426,10 @@ class Preprocessor:
         TableError
             As ``select``, or a missing value when the model was trained without imputation.
         """
-        X, ignored = self.select(table)
+        X, ignored, unseen = self.select(table)
         if self.x_fill is None:
-            _check_no_missing(table, self.feature_names, X, hint)
-        return self.transform(X), ignored   # imputes, when trained with imputation
+            _check_no_missing(table, self.input_columns(), X, hint)
+        return self.transform(X), ignored, unseen   # imputes, when trained with imputation
 
     def encode_target(self, table):
         """The target column of `table` as training targets.
@@ -403,7 +477,7 @@ class Preprocessor:
 
         Returns
         -------
-        list of (str, ndarray of shape (n_features,), float64)
+        list of (str, ndarray of shape (n_inputs,), float64)
             ``[("fill_missing", x_fill), ("subtract", x_mean), ("divide", x_scale)]``
             (without the first when not imputing).
         """
@@ -437,11 +511,12 @@ class Preprocessor:
 
         Parameters
         ----------
-        X : array-like of shape (n_rows, n_features), real
+        X : array-like of shape (n_rows, n_inputs), real
+            Encoded inputs (``select``).
 
         Returns
         -------
-        ndarray of shape (n_rows, n_features), float64
+        ndarray of shape (n_rows, n_inputs), float64
             ``(X - x_mean) / x_scale``, a missing value (NaN) taking ``x_fill`` first when
             the model was trained with imputation.
         """
@@ -469,11 +544,15 @@ class Preprocessor:
 
     def get_config(self):
         """The JSON-compatible description stored in the model file."""
-        return {"feature_names": self.feature_names, "target": self.target, "task": self.task,
-                "classes": self.classes, "x_mean": self.x_mean.tolist(),
-                "x_scale": self.x_scale.tolist(),
-                "x_fill": None if self.x_fill is None else self.x_fill.tolist(),
-                "y_mean": self.y_mean, "y_scale": self.y_scale}
+        config = {"feature_names": self.feature_names, "target": self.target,
+                  "task": self.task, "classes": self.classes, "x_mean": self.x_mean.tolist(),
+                  "x_scale": self.x_scale.tolist(),
+                  "x_fill": None if self.x_fill is None else self.x_fill.tolist(),
+                  "y_mean": self.y_mean, "y_scale": self.y_scale}
+        encodings = {c.name: c.get_config() for c in self.columns if c.kind != "number"}
+        if encodings:   # only then: a model of numbers alone is written as before encodings
+            config["encodings"] = encodings
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -482,7 +561,8 @@ class Preprocessor:
         Parameters
         ----------
         config : dict
-            Exactly the keys ``get_config`` writes.
+            Exactly the keys ``get_config`` writes (``encodings`` may be absent: a file
+            written before encodings existed, every feature a number).
 
         Returns
         -------
@@ -498,17 +578,33 @@ class Preprocessor:
             raise ValueError("the tabular description is not a JSON object")
         expected = {"feature_names", "target", "task", "classes", "x_mean", "x_scale", "x_fill",
                     "y_mean", "y_scale"}
-        if set(config) != expected:
+        if set(config) - {"encodings"} != expected:
             raise ValueError(f"the tabular description has keys {sorted(config)}; expected "
                              f"{sorted(expected)}")
         for key in ("y_mean", "y_scale"):
             if isinstance(config[key], bool) or not isinstance(config[key], (int, float)):
                 raise ValueError(f"the tabular {key} is {config[key]!r}; expected a number")
-        return cls(**config)
+        encodings = config.get("encodings") or {}
+        if not isinstance(encodings, dict):
+            raise ValueError("the tabular encodings are not a JSON object")
+        encodings = {name: ColumnEncoding.from_config(name, value)
+                     for name, value in encodings.items()}
+        return cls(**{**config, "encodings": encodings})
 
     def __repr__(self):
-        return (f"Preprocessor({len(self.feature_names)} features, target={self.target!r}, "
+        return (f"Preprocessor({len(self.feature_names)} features, {self.n_inputs} inputs, "
+                f"target={self.target!r}, "
                 f"task={self.task!r}, classes={self.classes!r})")
+
+
+def _as_encoding(name, encoding):
+    if encoding is None:
+        return ColumnEncoding(name, "number")
+    if isinstance(encoding, ColumnEncoding):
+        if encoding.name != name:
+            raise ValueError(f"the encoding of {name!r} is {encoding!r}")
+        return encoding
+    return ColumnEncoding.from_config(name, encoding)
 
 
 def _target_steps(y_mean, y_scale):
@@ -518,13 +614,13 @@ def _target_steps(y_mean, y_scale):
 
 def _vector(values, n, name):
     if not isinstance(values, (list, tuple, np.ndarray)):
-        raise ValueError(f"{name} must be a list of {n} numbers (one per feature)")
+        raise ValueError(f"{name} must be a list of {n} numbers (one per input)")
     if any(isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer))
            for v in values):
         raise ValueError(f"{name} must hold numbers")
     arr = np.array(values, dtype=np.float64)
     if arr.shape != (n,):
-        raise ValueError(f"{name} has {arr.size} entries; expected {n} (one per feature)")
+        raise ValueError(f"{name} has {arr.size} entries; expected {n} (one per input)")
     if not np.all(np.isfinite(arr)):
         j = int(np.argmax(~np.isfinite(arr)))
         raise ValueError(f"{name}[{j}] is {arr[j]!r}; expected a finite number")
@@ -551,10 +647,11 @@ def _mean_std(X):
 
 
 def check_complete(table, target, features=True):
-    """Raise TableError for the first missing target (and feature, if `features`) in the file.
+    """Plan the input columns of a whole file; raise TableError for the first missing target
+    (and missing number or date, if `features`) in it.
 
-    Also checks that `target` is a column, and (with `features`) that the features are
-    numbers or booleans.
+    Also checks that `target` is a column and that each column reads as one kind
+    (``fastnn.io.columns.plan_columns``).
 
     Parameters
     ----------
@@ -562,7 +659,14 @@ def check_complete(table, target, features=True):
     target : str
         The target column's name.
     features : bool, default True
-        Also check every other column.
+        Also refuse a missing number or date (a missing category cell is all zeros).
+
+    Returns
+    -------
+    kinds : dict of str -> {"number", "category", "date"}
+    dropped : dict of str -> str
+        As ``plan_columns``: the input columns every column but the target, identifiers
+        left out with a reason.
 
     Raises
     ------
@@ -578,8 +682,15 @@ def check_complete(table, target, features=True):
         raise TableError(f"{table.path}, line {line}: the target column {target!r} is "
                          f"missing ({count} rows in all); remove those rows (a target "
                          "cannot be imputed)")
+    kinds, dropped = plan_columns(table, [c for c in table.columns if c != target])
     if features:
-        feature_matrix(table, [c for c in table.columns if c != target])
+        numbers = [ColumnEncoding(name, kind) for name, kind in kinds.items()
+                   if kind != "category"]
+        if numbers:
+            X = np.concatenate([c.encode(table)[0] for c in numbers], axis=1)
+            _check_finite(table, [c.name for c in numbers], X, "column")
+            _check_no_missing(table, [c.name for c in numbers], X)
+    return kinds, dropped
 
 
 def feature_matrix(table, names):
