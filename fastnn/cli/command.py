@@ -1,13 +1,16 @@
-"""The ``fastnn`` command: ``demo``, ``train`` and ``predict``.
+"""The ``fastnn`` command: ``demo``, ``train``, ``predict`` and ``export``.
 
     fastnn demo [--dataset spirals|digits] [--epochs N]
-    fastnn train data.csv --target y [--layers 64] [--save model.npz]
+    fastnn train data.csv --target y [--drop id] [--layers 64] [--save model.npz]
     fastnn predict model.npz data.csv --output predictions.csv
+    fastnn export model.npz model.onnx
 
 ``train`` reads a table (.csv, .tsv, .txt; see fastnn.io.tabular) or a .npz with arrays X and y.
 From a table it infers the task from the target column (text, bool or few whole numbers:
 classification with cross-entropy; other numbers: regression with MSE) and prints it,
-standardises the inputs and a regression target, holds out a validation part, reports the
+encodes text and boolean columns one-hot and ISO dates as days (fastnn.io.columns; a line per
+column says what was done), standardises the numbers and a regression target, holds out a
+validation part, reports the
 held-out accuracy or R^2 at the end, and stores the feature names, the classes and the
 statistics in the model file, so that ``predict`` applies the same preprocessing, selects the
 columns by name and gives back class labels and values in the target's units.
@@ -36,11 +39,13 @@ from fastnn.nn.layers import ACTIVATIONS
 from fastnn.nn.losses import LOSS_NAMES
 from fastnn.optim.optimizers import OPTIMIZERS
 from fastnn.io.writer import check_outputs
+from fastnn.interop.onnx_export import DEFAULT_OPSET
 # the subcommands live in their modules (train, predict); _optimizer, load_npz and
 # _prediction_columns are named here too, where callers found them before the split
 from fastnn.cli.common import RunFailed, UsageError, _optimizer, load_npz  # noqa: F401
 from fastnn.cli.pipes import _PIPE_CLOSED_STATUS, _closed_pipes_tolerated
 from fastnn.cli.predict import _prediction_columns, run_predict  # noqa: F401
+from fastnn.cli.export import run_export
 from fastnn.cli.train import run_demo, run_train
 
 # ---------------------------------------------------------------------- argument types
@@ -291,6 +296,19 @@ def build_parser():
                               "a NumPy array if it ends in .npy (default: CSV on stdout)")
     _add_table_flags(predict)
     _add_quiet_flag(predict)   # (the predictions themselves still go to stdout)
+
+    export = sub.add_parser(
+        "export", formatter_class=_Formatter, help="write a saved model as an ONNX graph",
+        description="Write a saved model as an ONNX graph (needs the onnx package).  A model "
+                    "trained on a table\napplies its preprocessing in the graph; one trained "
+                    "on categories or dates takes one\ninput per column (listed when "
+                    "written).")
+    export.add_argument("model", type=input_path,
+                        help="a model saved by `fastnn train --save` or MLP.save")
+    export.add_argument("onnx", type=output_path, help="the .onnx file to write")
+    export.add_argument("--opset", type=_int_at_least(1), default=DEFAULT_OPSET,
+                        help="the ONNX opset of the graph")
+    _add_quiet_flag(export)
     return parser
 
 
@@ -334,7 +352,8 @@ def main(argv=None):
 def _run(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"demo": run_demo, "train": run_train, "predict": run_predict}
+    commands = {"demo": run_demo, "train": run_train, "predict": run_predict,
+                "export": run_export}
     try:
         # every output checked before any work: not an input, not another output, not a
         # directory, writable (fastnn.io.writer); the commands write through these targets
