@@ -170,7 +170,7 @@ def test_predict_reads_new_rows_by_name_and_counts_what_it_zeroes(trained):
 def test_onnxruntime_on_the_raw_columns_predicts_as_predict(trained):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    out = run(trained.tmp, "export", "m.npz", "m.onnx")
+    out = run(trained.tmp, "export", "m.npz", "--output", "m.onnx")
     assert ("inputs visit (double: days since 1970-01-01), age (double), sex (string), "
             "ward (string), smoker (string)") in out.stdout
     run(trained.tmp, "predict", "m.npz", "new.csv", "--output", "p.npy")
@@ -210,7 +210,7 @@ def test_a_float32_regression_on_categories_exports_in_the_targets_units(tmp_pat
     run(tmp_path, "train", "costs.csv", "--target", "cost", "--impute", "median", "--save",
         "r.npz", *FAST)
     run(tmp_path, "predict", "r.npz", "new.csv", "--output", "p.npy")
-    run(tmp_path, "export", "r.npz", "r.onnx")
+    run(tmp_path, "export", "r.npz", "--output", "r.onnx")
     from fastnn.interop.onnx_tables import onnx_feeds
     model = fastnn.load(tmp_path / "r.npz")
     got, = ort.InferenceSession(str(tmp_path / "r.onnx")).run(

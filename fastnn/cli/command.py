@@ -3,7 +3,7 @@
     fastnn demo [--dataset spirals|digits] [--epochs N]
     fastnn train data.csv --target y [--drop id] [--layers 64] [--save model.npz]
     fastnn predict model.npz data.csv --output predictions.csv
-    fastnn export model.npz model.onnx
+    fastnn export model.npz --output model.onnx
 
 ``train`` reads a table (.csv, .tsv, .txt; see fastnn.io.tabular) or a .npz with arrays X and y.
 From a table it infers the task from the target column (text, bool or few whole numbers:
@@ -305,7 +305,8 @@ def build_parser():
                     "written).")
     export.add_argument("model", type=input_path,
                         help="a model saved by `fastnn train --save` or MLP.save")
-    export.add_argument("onnx", type=output_path, help="the .onnx file to write")
+    export.add_argument("--output", type=output_path, default=None, metavar="MODEL.onnx",
+                        help="write the graph to exactly this path (required)")
     export.add_argument("--opset", type=_int_at_least(1), default=DEFAULT_OPSET,
                         help="the ONNX opset of the graph")
     _add_quiet_flag(export)

@@ -4,10 +4,12 @@ from fastnn.cli.common import UsageError
 
 
 def run_export(args):
+    if args.output is None:
+        raise UsageError("name the graph's file with --output, e.g. --output model.onnx")
     try:
         from fastnn.interop.onnx_export import to_onnx
         model = fastnn.load(args.model)
-        proto = to_onnx(model, args.onnx, opset=args.opset)
+        proto = to_onnx(model, args.output, opset=args.opset)
     except ImportError as exc:
         raise UsageError(str(exc)) from None
     names = {1: "float", 11: "double", 8: "string"}
@@ -18,6 +20,6 @@ def run_export(args):
         elem = names.get(value.type.tensor_type.elem_type, "?")
         note = ": days since 1970-01-01" if kinds.get(value.name) == "date" else ""
         inputs.append(f"{value.name} ({elem}{note})")
-    print(f"wrote {args.onnx}: inputs {', '.join(inputs)}; outputs "
-          f"{', '.join(o.name for o in proto.graph.output)}")
+    print(f"wrote the ONNX graph to {args.output} (inputs {', '.join(inputs)}; outputs "
+          f"{', '.join(o.name for o in proto.graph.output)})")
     return 0
