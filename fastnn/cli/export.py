@@ -1,5 +1,6 @@
 """``fastnn export``: a saved model as an ONNX graph (``fastnn.to_onnx``), its inputs listed."""
 import fastnn
+from fastnn.interop.onnx_export import to_onnx
 from fastnn.cli.common import UsageError
 
 
@@ -7,7 +8,6 @@ def run_export(args):
     if args.output is None:
         raise UsageError("name the graph's file with --output, e.g. --output model.onnx")
     try:
-        from fastnn.interop.onnx_export import to_onnx
         model = fastnn.load(args.model)
         proto = to_onnx(model, args.output, opset=args.opset)
     except ImportError as exc:

@@ -62,8 +62,13 @@ What the graph holds
   ``(x - x_mean) / x_scale`` and a Cast to the model's dtype; a regression's
   ``predictions``/``mean`` come back (Cast to float64) as ``y * y_scale + y_mean`` and its
   ``std`` as ``std * y_scale``, float64 outputs as ``fastnn predict`` writes them (in the
-  model's float32 a column of 1e8 +- 3 standardised to noise).  Other models have no
-  stored standardization: scale inputs outside the graph as you did for training, or export
+  model's float32 a column of 1e8 +- 3 standardised to noise).  A model whose table had
+  text, boolean or date columns takes one input per column instead of X, named as the
+  column, (N, 1): ``tensor(string)`` for a category (one-hot through
+  ``ai.onnx.ml.LabelEncoder``; an unseen level or missing cell gives zeros) and
+  ``tensor(double)`` for a number or a date (days since 1970-01-01)
+  (fastnn.interop.onnx_tables, whose ``onnx_feeds`` builds them from a table).  Other
+  models have no stored standardization: scale inputs outside the graph as you did for training, or export
   the scikit-learn Pipeline around the estimator (``fastnn.to_onnx(pipeline, path, X=...)``,
   fastnn.interop.onnx_pipeline: skl2onnx with this module's graphs).
 

@@ -31,7 +31,8 @@ import math
 
 import numpy as np
 
-from fastnn.io.columns import ColumnEncoding, describe, fit_encoding, plan_columns
+from fastnn.io.columns import (ColumnEncoding, _is_number, _number_column, describe,
+                               fit_encoding, plan_columns)
 from fastnn.io.reader import (NA_VALUES, Table, TableError, _delimiter_hint,  # noqa: F401
                               _first_missing, delimiter_for, read_table)
 
@@ -727,22 +728,8 @@ def python_label(v):
 
 
 def _numeric_block(table, names):
-    cols = []
-    for name in names:
-        col = table.data[name]
-        if col.dtype.kind == "O":
-            present = [(i, v) for i, v in enumerate(col) if v is not None]
-            if present and all(isinstance(v, bool) for _, v in present):
-                col = np.array([math.nan if v is None else float(v) for v in col])
-            else:
-                row, value = next(((i, v) for i, v in present if not _is_number(v)),
-                                  present[0] if present else (0, None))
-                raise TableError(
-                    f"{table.path}, line {int(table.lines[row])}: column {name!r} holds text "
-                    f"({value!r}); features must be numbers or booleans (encode categories "
-                    "first, e.g. with pandas.get_dummies; if it marks a missing value, name "
-                    "it with --na-values)")
-        cols.append(col.astype(np.float64))
+    """The named columns as numbers (``fastnn.io.columns``: booleans 0/1, text an error)."""
+    cols = [_number_column(table, name) for name in names]
     X = np.column_stack(cols) if cols else np.zeros((table.n_rows, 0))
     _check_finite(table, names, X, "column")
     return X
@@ -774,14 +761,6 @@ def check_representable(table, names, X, dtype, remedy):
                          f"{names[col]!r} holds {raw}, {X[row, col]:.4g} as the model's input; "
                          f"expected at most {limit:.4g} in magnitude for a "
                          f"{np.dtype(dtype).name} model ({remedy})")
-
-
-def _is_number(text):
-    try:
-        float(text)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def _check_no_missing(table, names, X, hint=None):
