@@ -353,3 +353,17 @@ def test_plan_leaves_out_identifiers_but_not_short_tables():
     kinds, dropped = plan_columns(Table("t", ["i"], {"i": few}, np.arange(5) + 2), ["i"])
     assert kinds == {"i": "category"} and dropped == {}
     assert ColumnEncoding("i", "category", few.tolist()).width == 5
+
+
+def test_a_model_file_from_before_encodings_reads_booleans_as_0_and_1():
+    # its tabular description has no "encodings": every feature a number, a boolean column
+    # 0/1 as it was trained (one-hot is for models trained since)
+    from fastnn.io.reader import Table
+    config = Preprocessor(["a", "flag"], "y", "classification", classes=[0, 1]).get_config()
+    assert "encodings" not in config
+    pre = Preprocessor.from_config(config)
+    table = Table("t.csv", ["flag", "a"], {"flag": np.array([True, False]),
+                                           "a": np.array([2.5, -1.0])}, np.array([2, 3]))
+    X, ignored, unseen = pre.transform_table(table)
+    np.testing.assert_array_equal(X, [[2.5, 1.0], [-1.0, 0.0]])
+    assert ignored == [] and unseen == {} and pre.n_inputs == 2
