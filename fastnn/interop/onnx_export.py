@@ -68,9 +68,10 @@ What the graph holds
   ``ai.onnx.ml.LabelEncoder``; an unseen level or missing cell gives zeros) and
   ``tensor(double)`` for a number or a date (days since 1970-01-01)
   (fastnn.interop.onnx_tables, whose ``onnx_feeds`` builds them from a table).  Other
-  models have no stored standardization: scale inputs outside the graph as you did for training, or export
-  the scikit-learn Pipeline around the estimator (``fastnn.to_onnx(pipeline, path, X=...)``,
-  fastnn.interop.onnx_pipeline: skl2onnx with this module's graphs).
+  models have no stored standardization: scale inputs outside the graph as you did for
+  training, or export the scikit-learn Pipeline around the estimator
+  (``fastnn.to_onnx(pipeline, path, X=...)``, fastnn.interop.onnx_pipeline: skl2onnx with
+  this module's graphs).
 
 Opset 17 (ONNX 1.12, onnxruntime >= 1.13) and IR version 8 by default, so that older runtimes
 load the file; every operator used runs in float32 and float64 in onnxruntime's CPU provider.
