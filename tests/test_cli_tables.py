@@ -89,8 +89,11 @@ def test_csv_with_index_bom_and_quoted_string_labels(tmp_path, frame):
     assert not (tmp_path / "out.csv.npy").exists()
     pred = pd.read_csv(tmp_path / "out.csv")
     assert list(pred.columns) == ["species", 'setosa, "big"', "virginica"]
-    # independent reference: the model's probabilities on the standardised inputs
-    X = frame[pre.feature_names].to_numpy(dtype=float)
+    # independent reference: the model's probabilities on the standardised inputs (the
+    # boolean column one-hot, False then True, its indicators not standardised)
+    assert pre.input_names() == ["x one", "b", "flag=False", "flag=True"]
+    X = np.column_stack([frame["x one"], frame["b"], ~frame["flag"], frame["flag"]]).astype(float)
+    assert np.array_equal(pre.x_mean[2:], [0, 0]) and np.array_equal(pre.x_scale[2:], [1, 1])
     P = model.predict((X - pre.x_mean) / pre.x_scale)
     np.testing.assert_allclose(pred.iloc[:, 1:].to_numpy(), P, rtol=1e-6, atol=1e-7)
     assert pred["species"].tolist() == [pre.classes[i] for i in P.argmax(axis=1)]

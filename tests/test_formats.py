@@ -269,8 +269,9 @@ LAYOUT = {2: {
                                                        "at_epoch", "run_params")),
 }}
 #: keys written only in some runs (run_params: the last fit restored the best weights, and
-#: they differ from those the run reached)
-OPTIONAL = {"optimizer.early_stopping.record.run_params"}
+#: they differ from those the run reached; tabular.encodings: a `fastnn train` model with
+#: category or date columns, tests/test_cli_categories.py)
+OPTIONAL = {"optimizer.early_stopping.record.run_params", "tabular.encodings"}
 
 
 def test_the_file_layout_is_that_of_its_format_version(tmp_path):

@@ -62,10 +62,16 @@ What the graph holds
   ``(x - x_mean) / x_scale`` and a Cast to the model's dtype; a regression's
   ``predictions``/``mean`` come back (Cast to float64) as ``y * y_scale + y_mean`` and its
   ``std`` as ``std * y_scale``, float64 outputs as ``fastnn predict`` writes them (in the
-  model's float32 a column of 1e8 +- 3 standardised to noise).  Other models have no
-  stored standardization: scale inputs outside the graph as you did for training, or export
-  the scikit-learn Pipeline around the estimator (``fastnn.to_onnx(pipeline, path, X=...)``,
-  fastnn.interop.onnx_pipeline: skl2onnx with this module's graphs).
+  model's float32 a column of 1e8 +- 3 standardised to noise).  A model whose table had
+  text, boolean or date columns takes one input per column instead of X, named as the
+  column, (N, 1): ``tensor(string)`` for a category (one-hot through
+  ``ai.onnx.ml.LabelEncoder``; an unseen level or missing cell gives zeros) and
+  ``tensor(double)`` for a number or a date (days since 1970-01-01)
+  (fastnn.interop.onnx_tables, whose ``onnx_feeds`` builds them from a table).  Other
+  models have no stored standardization: scale inputs outside the graph as you did for
+  training, or export the scikit-learn Pipeline around the estimator
+  (``fastnn.to_onnx(pipeline, path, X=...)``, fastnn.interop.onnx_pipeline: skl2onnx with
+  this module's graphs).
 
 Opset 17 (ONNX 1.12, onnxruntime >= 1.13) and IR version 8 by default, so that older runtimes
 load the file; every operator used runs in float32 and float64 in onnxruntime's CPU provider.
@@ -77,6 +83,7 @@ import numpy as np
 from fastnn.runtime.state import consistent
 from fastnn.nn.model import MLP
 from fastnn.io.tabular import PRECISION
+from fastnn.interop.onnx_tables import ML_DOMAIN, ML_OPSET, encoded_columns, encodes_columns
 from fastnn.io.writer import check_output, write_output
 
 __all__ = ["to_onnx", "DEFAULT_OPSET"]
@@ -434,8 +441,13 @@ def _preprocessed_input(g, pre):
     ``(x - x_mean) / x_scale``, in float64, then a Cast to the model's dtype, as predict
     converts the standardized values.  The graph's input X is float64 and holds the features
     in ``pre.feature_names`` order, in the table's units (selecting columns by name stays the
-    caller's job)."""
-    return _cast(g, _steps(g, "X", pre.input_steps(), "x"), PRECISION, g.dtype)
+    caller's job).  A model that encodes columns (categories, dates) takes one input per
+    column instead (fastnn.interop.onnx_tables), encoded first by nodes built from its
+    ``Preprocessor.columns``."""
+    x = "X"
+    if encodes_columns(pre):
+        x, g.inputs = encoded_columns(g, pre)
+    return _cast(g, _steps(g, x, pre.input_steps(), "x"), PRECISION, g.dtype)
 
 
 def _target_units(g, pre, outputs):
@@ -658,6 +670,7 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
                              "graph that predicts NaN (MLP.save refuses them too)")
         g = _Graph(onnx, mlp.dtype)
         g.opset = opset
+        g.inputs = None   # one input X (n_inputs wide), unless _preprocessed_input says
         x_elem = g.elem_type
         if estimator is None:
             # a `fastnn train` model's table handling
@@ -677,14 +690,19 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
             outputs = [(out, width, g.elem_type)
                        for out, width in _regressor_outputs(g, estimator, z)]
 
+        inputs = g.inputs or [("X", x_elem, ["N", mlp.n_inputs])]
+        _check_input_names(g, [i[0] for i in inputs], [o[0] for o in outputs])
+        opsets = [helper.make_opsetid("", opset)]
+        if any(node.domain == ML_DOMAIN for node in g.nodes):
+            opsets.append(helper.make_opsetid(ML_DOMAIN, ML_OPSET))
         graph = helper.make_graph(
             g.nodes, name or type(model).__name__,
-            [helper.make_tensor_value_info("X", x_elem, ["N", mlp.n_inputs])],
+            [helper.make_tensor_value_info(*i) for i in inputs],
             [helper.make_tensor_value_info(out, elem,
                                            ["N"] if width is None else ["N", width])
              for out, width, elem in outputs],
             initializer=g.initializers)
-        onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+        onnx_model = helper.make_model(graph, opset_imports=opsets,
                                        producer_name="fastnn", producer_version=_version(),
                                        ir_version=_ir_for(onnx, opset))
         onnx_model.doc_string = repr(model)
@@ -699,6 +717,17 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
         data = onnx_model.SerializeToString()
         write_output(target, lambda fh: fh.write(data))
     return onnx_model
+
+
+def _check_input_names(g, inputs, outputs):
+    """A column named like an output or an inner tensor of the graph cannot be an input."""
+    inner = {name for node in g.nodes for name in node.output} | set(outputs) | {
+        t.name for t in g.initializers}
+    clash = [name for name in inputs if name in inner]
+    if clash:
+        raise ValueError(f"the columns {', '.join(map(repr, clash))} would be graph inputs "
+                         "named like the graph's outputs or inner tensors; rename them in "
+                         "the table and train again")
 
 
 def _ir_for(onnx, opset):

@@ -823,9 +823,9 @@ def _attach_preprocessor(model, pre):
     """The tabular preprocessing (fastnn.io.tabular), checked against the model's widths."""
     n_out = model.n_outputs // (2 if model._link_name() == "gaussian" else 1)
     expected = len(pre.classes) if pre.classes is not None else 1
-    if model.n_inputs != len(pre.feature_names) or (n_out != expected and not (
+    if model.n_inputs != pre.n_inputs or (n_out != expected and not (
             pre.classes is not None and len(pre.classes) == 2 and n_out == 1)):
-        raise ValueError(f"the tabular description has {len(pre.feature_names)} features and "
+        raise ValueError(f"the tabular description has {pre.n_inputs} inputs and "
                          f"{expected} outputs; the network has {model.n_inputs} inputs and "
                          f"{n_out} outputs")
     model.preprocessor_ = pre

@@ -1,34 +1,13 @@
-"""Tabular files for the ``fastnn`` command: reading them, and the preprocessing a model keeps.
+"""Tables for the ``fastnn`` command: reading them, and the preprocessing a model keeps.
 
-Two concerns live here, both below the command line (``fastnn.cli.command``) and above nothing but
-NumPy:
+Below the command line (``fastnn.cli``) and above nothing but NumPy:
 
 ``read_table``
-    Reads a delimited text file (``.csv``, ``.tsv``, ``.txt``, also gzip-, bzip2-, xz- or
-    zip-compressed) with the standard library's ``csv`` module, whether pandas is installed
-    or not, so that a file gives the same columns or the same error everywhere.  (It read
-    with pandas when installed, and the two readers disagreed on one file in eight ways:
-    duplicated names (pandas renamed them ``a.1``), short rows (pandas pads them with empty
-    cells, indistinguishably from empty fields, so it cannot refuse them), lines of blanks
-    or of bare delimiters, a blank first line, a first data row with one field too many
-    (pandas takes the first column as an index), empty header names (``Unnamed: k``), the
-    lines of quoted fields spanning lines, compressed files.  Its tokenizer was no faster
-    than the csv module's on 200,000 rows, and the conversion of the cells, shared by both,
-    dominates.)  The contract, in one place (``_read_rows``, then ``read_table``):
-
-    * the header is line 1 (after a UTF-8 byte-order mark), its names stripped of
-      surrounding blanks; an empty file or a blank first line has no header (an error); a
-      name given twice is an error; an empty first name (what ``DataFrame.to_csv`` writes
-      for the index) or ``Unnamed: 0`` marks an index column, dropped;
-    * the delimiter comes from the suffix or ``delimiter=`` (sniffed for ``.txt``); quoting
-      is the csv dialect's (doubled quotes, quoted delimiters and line breaks); blanks
-      after a delimiter are skipped;
-    * a line that is empty or holds only blanks is skipped (and counted); every other row
-      has as many fields as the header, or is an error naming its line;
-    * cells become float64 (NaN for a missing value: an empty cell, pandas' spellings
-      ``NA_VALUES`` or ``na_values=``), bool (True/False spellings), or object holding str
-      and None (``_convert``);
-    * the line of a row is the physical line where it starts.
+    Reads a delimited text file into a ``Table`` (``fastnn.io.reader``, re-exported here: the
+    reading contract is written out there).
+``fastnn.io.columns``
+    What each input column becomes: a number, one-hot indicators of its levels, a date as
+    days; the column report.
 ``Preprocessor``
     What a model trained on a table needs to predict from another table: the feature names
     (predict selects and orders columns by name), the task and target name, the class labels
@@ -48,340 +27,21 @@ NumPy:
 Line numbers are 1-based and count the header as line 1, so the first data row is line 2.
 Blank lines are skipped and counted.
 """
-import bz2
-import contextlib
-import csv
-import gzip
-import io
-import lzma
 import math
-import os
-import zipfile
 
 import numpy as np
+
+from fastnn.io.columns import (ColumnEncoding, _is_number, _number_column, describe,
+                               fit_encoding, plan_columns)
+from fastnn.io.reader import (NA_VALUES, Table, TableError, _delimiter_hint,  # noqa: F401
+                              _first_missing, delimiter_for, python_label, read_table)
 
 __all__ = ["Table", "read_table", "Preprocessor", "TableError", "NA_VALUES", "infer_task",
            "check_complete", "feature_matrix", "python_label"]
 
-#: the cell spellings pandas reads as missing by default (pandas.read_csv, ``na_values``)
-NA_VALUES = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
-                       "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a",
-                       "nan", "null"])
-_TRUE, _FALSE = frozenset(["True", "TRUE", "true"]), frozenset(["False", "FALSE", "false"])
 #: an integer-valued target with at most this many distinct values is read as class labels
 MAX_CLASSES_INFERRED = 20
 TASKS = ("classification", "regression")
-_SUFFIX_DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": None}
-#: compressed tables, read through the standard library (the suffix before names the format)
-_COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zip": None}
-
-
-class TableError(ValueError):
-    """A problem with a tabular file or its columns; the message names the file and column."""
-
-
-class Table:
-    """A table read from a file (what ``read_table`` returns).
-
-    Parameters
-    ----------
-    path, columns, data, lines
-        As the attributes below.
-
-    Attributes
-    ----------
-    path : str
-    columns : list of str
-        Column names from the header row, in file order (the index column excluded).
-    data : dict of str -> ndarray of shape (n_rows,)
-        float64 (NaN where a value is missing), bool, or object (str, None where missing).
-    lines : ndarray of shape (n_rows,), int64
-        The 1-based file line of each row (the header is line 1).
-    whole : dict of str -> ndarray of shape (n_rows,), object
-        For a column of whole numbers that float64 cannot all hold exactly (beyond 2**53,
-        such as 18-digit codes), the exact Python ints (None where missing); ``data`` holds
-        their float64 approximations.  Class labels are read from it (``labels``).
-    """
-
-    def __init__(self, path, columns, data, lines, whole=None):
-        self.path, self.columns, self.data, self.lines = path, columns, data, lines
-        self.whole = dict(whole or {})
-
-    def labels(self, name):
-        """The cells of a column as class labels: JSON-storable Python values, exact.
-
-        Whole numbers are ints (1.0 is class 1), also beyond 2**53 where float64 would
-        merge neighbours (9007199254740993 is not 9007199254740992).
-
-        Parameters
-        ----------
-        name : str
-            A column of the table.
-
-        Returns
-        -------
-        list of (str, bool, int, float or None)
-        """
-        if name in self.whole:
-            return list(self.whole[name])
-        return [python_label(v) for v in self.data[name]]
-
-    @property
-    def n_rows(self):
-        return int(self.lines.shape[0])
-
-    def missing(self, name):
-        """Boolean mask of the missing cells of a column.
-
-        Parameters
-        ----------
-        name : str
-            A column of the table.
-
-        Returns
-        -------
-        ndarray of shape (n_rows,), bool
-        """
-        col = self.data[name]
-        if col.dtype.kind == "f":
-            return np.isnan(col)
-        if col.dtype.kind == "O":
-            return np.array([v is None for v in col], dtype=bool)
-        return np.zeros(col.shape[0], dtype=bool)
-
-    def take(self, rows):
-        """A Table of some rows.
-
-        Parameters
-        ----------
-        rows : ndarray of int or bool
-            Row indices (or a mask), as for NumPy indexing.
-
-        Returns
-        -------
-        Table
-        """
-        return Table(self.path, list(self.columns), {k: v[rows] for k, v in self.data.items()},
-                     self.lines[rows], {k: v[rows] for k, v in self.whole.items()})
-
-
-def delimiter_for(path, delimiter=None):
-    """The delimiter: `delimiter` if given, else from the suffix (None: sniff, for .txt)."""
-    if delimiter is not None:
-        if delimiter in ("\\t", "tab"):
-            return "\t"
-        if len(delimiter) != 1:
-            raise TableError(f"--delimiter {delimiter!r}: expected one character (or \\t)")
-        return delimiter
-    stem, suffix = os.path.splitext(str(path))
-    if suffix.lower() in _COMPRESSED:
-        suffix = os.path.splitext(stem)[1]     # data.csv.gz: a .csv
-    suffix = suffix.lower()
-    if suffix not in _SUFFIX_DELIMITERS:
-        raise TableError(f"{path}: cannot tell the delimiter from the suffix {suffix!r}; "
-                         "expected .csv, .tsv or .txt, or name it with --delimiter")
-    return _SUFFIX_DELIMITERS[suffix]
-
-
-def read_table(path, *, delimiter=None, index_col=None, encoding="utf-8", na_values=(),
-               use_pandas=None):
-    """Read a delimited text file with a header row (the contract: the module docstring).
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A ``.csv`` (comma), ``.tsv``/``.tab`` (tab) or ``.txt`` (delimiter sniffed) file,
-        possibly compressed (``.csv.gz``, ``.bz2``, ``.xz``, a ``.zip`` holding one file), or
-        any file with `delimiter` given.
-    delimiter : str of length 1, optional
-        Overrides the suffix ("\\t" and "tab" mean a tab).
-    index_col : str, int or None
-        A column (name, or 0-based position) holding row labels rather than a feature: it is
-        dropped.  None: a first column whose header cell is empty (what ``DataFrame.to_csv``
-        writes for the index) is taken as the index, as is one named ``Unnamed: 0``.
-    encoding : str, default "utf-8"
-        A UTF-8 byte-order mark is skipped either way.
-    na_values : sequence of str, default ()
-        Cell texts read as missing besides pandas' default spellings (``NA_VALUES``), such as
-        "?" or "-999" (compared after stripping blanks).
-    use_pandas : bool or None
-        Ignored: every file is read by the one reader, with or without pandas (kept so that
-        callers passing it keep working).
-
-    Returns
-    -------
-    Table
-
-    Raises
-    ------
-    TableError (a ValueError)
-        No header, ragged rows, an unknown index column, an undecodable file (naming the
-        encoding), a duplicated column name.
-    FileNotFoundError
-    """
-    path = os.fspath(path)
-    sep = delimiter_for(path, delimiter)
-    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
-        encoding = "utf-8-sig"  # skip a byte-order mark, as pandas does
-    try:
-        missing = NA_VALUES | frozenset(str(v).strip() for v in na_values)
-        columns, data, lines, whole = _read_rows(path, sep, encoding, missing)
-    except UnicodeDecodeError as exc:
-        raise TableError(f"{path}: cannot decode it as {encoding} ({exc.reason} at byte "
-                         f"{exc.start}); name its encoding with --encoding, e.g. latin-1") \
-            from None
-    index = _index_column(path, columns, index_col)
-    if index is not None:
-        columns = [c for c in columns if c != index]
-        data.pop(index)
-    whole.pop(index, None)
-    return Table(path, columns, data, lines, whole)
-
-
-def _delimiter_hint(table):
-    """A sentence for a table read as one column whose name holds another delimiter (a
-    semicolon-separated .csv), else ""."""
-    if len(table.columns) == 1:
-        found = [d for d in (";", "\t", "|", ",") if d in table.columns[0]]
-        if found:
-            shown = {"\t": "\\t"}.get(found[0], found[0])
-            return (f"; the header was read as one column: if the file is separated by "
-                    f"{shown!r}, pass --delimiter {shown!r}")
-    return ""
-
-
-def _index_column(path, columns, index_col):
-    if index_col is None:
-        first = columns[0]
-        return first if first == "" or first.startswith("Unnamed: 0") else None
-    if isinstance(index_col, str) and not index_col.lstrip("-").isdigit():
-        if index_col not in columns:
-            raise TableError(f"--index-col {index_col!r}: no such column in {path} (columns: "
-                             f"{', '.join(columns)})")
-        return index_col
-    pos = int(index_col)
-    if not 0 <= pos < len(columns):
-        raise TableError(f"--index-col {index_col}: {path} has {len(columns)} columns "
-                         f"(positions 0 to {len(columns) - 1})")
-    return columns[pos]
-
-
-@contextlib.contextmanager
-def _open_text(path, encoding):
-    """The file as text, line ends left to the csv module (newline=""); a compressed file
-    through the standard library."""
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix not in _COMPRESSED:
-        with open(path, newline="", encoding=encoding) as fh:
-            yield fh
-    elif suffix != ".zip":
-        with _COMPRESSED[suffix](path, "rt", newline="", encoding=encoding) as fh:
-            yield fh
-    else:
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if not n.endswith("/")]
-            if len(names) != 1:
-                raise TableError(f"{path}: a .zip of a table holds exactly one file; this "
-                                 f"one holds {len(names)}")
-            with io.TextIOWrapper(archive.open(names[0]), encoding=encoding,
-                                  newline="") as fh:
-                yield fh
-
-
-def _read_rows(path, sep, encoding, missing):
-    """(column names, {name: converted column}, start line of each row, {name: exact whole
-    numbers} for the columns ``Table.whole`` describes): the contract of the module
-    docstring, in one pass of the csv module over the file."""
-    with _open_text(path, encoding) as fh:
-        if sep is None:
-            sample = fh.read(65536)
-            fh.seek(0)
-            try:
-                sep = csv.Sniffer().sniff(sample).delimiter
-            except csv.Error:
-                raise TableError(f"{path}: cannot tell its delimiter; name it with "
-                                 "--delimiter") from None
-        reader = csv.reader(fh, delimiter=sep, skipinitialspace=True)
-        try:
-            header = next(reader, None)
-            if not header or all(not h.strip() for h in header) and len(header) == 1:
-                raise TableError(f"{path}: no header row on line 1 (an empty file, or a blank "
-                                 "first line?); expected the column names there")
-            columns = [h.strip() for h in header]
-            seen = set()
-            for name in columns:
-                if name in seen:
-                    raise TableError(f"{path}: the column name {name!r} appears twice in the "
-                                     "header")
-                seen.add(name)
-            rows, lines = [], []
-            end = reader.line_num   # the last line read: a row starts on the next one
-            for row in reader:
-                start, end = end + 1, reader.line_num
-                if len(row) <= 1 and not "".join(row).strip():
-                    continue  # an empty line, or one of blanks only
-                if len(row) != len(columns):
-                    raise TableError(f"{path}, line {start}: {len(row)} fields; the header "
-                                     f"has {len(columns)}")
-                rows.append(row)
-                lines.append(start)
-        except csv.Error as exc:
-            raise TableError(f"{path}, line {reader.line_num}: cannot parse it ({exc})") \
-                from None
-    cells = list(zip(*rows)) if rows else [() for _ in columns]
-    data = {name: _convert(np.array(cells[k], dtype=object), missing)
-            for k, name in enumerate(columns)}
-    whole = {}
-    for k, name in enumerate(columns):
-        if data[name].dtype.kind == "f":
-            exact = _exact_whole_numbers(cells[k], data[name], missing)
-            if exact is not None:
-                whole[name] = exact
-    return columns, data, np.array(lines, dtype=np.int64), whole
-
-
-def _convert(cells, missing=NA_VALUES):
-    """Text cells -> float64 (NaN for missing), bool, or object (str / None for missing)."""
-    stripped = [c.strip() if isinstance(c, str) else "" for c in cells]
-    present = [c for c in stripped if c not in missing]
-    if present and all(c in _TRUE or c in _FALSE for c in present):
-        if len(present) == len(stripped):
-            return np.array([c in _TRUE for c in stripped], dtype=bool)
-        return np.array([None if c in missing else (c in _TRUE) for c in stripped],
-                        dtype=object)
-    try:
-        return np.array([math.nan if c in missing else float(c) for c in stripped],
-                        dtype=np.float64)
-    except ValueError:
-        return np.array([None if c in missing else c for c in stripped], dtype=object)
-
-
-def _exact_whole_numbers(cells, values, missing):
-    """The cells as Python ints (None where missing) when they are all whole numbers and
-    float64 `values` lose some of them (beyond 2**53), else None."""
-    present = ~np.isnan(values)
-    if not present.any() or np.abs(values[present]).max() < 2.0 ** 53 or \
-            np.any(values[present] != np.round(values[present])):
-        return None
-    exact = []
-    for cell in cells:
-        text = cell.strip() if isinstance(cell, str) else ""
-        if text in missing:
-            exact.append(None)
-            continue
-        try:
-            exact.append(int(text))
-        except ValueError:   # 1e20, 3.0: a whole number written as a float is one anyway
-            return None
-    # (a whole number beyond the float64 range reads as inf: lossy too, and no float(v))
-    lossy = any(v is not None and (not math.isfinite(f) or int(f) != v)
-                for v, f in zip(exact, values))
-    return np.array(exact, dtype=object) if lossy else None
-
-
-def _first_missing(table, name, mask):
-    row = int(np.flatnonzero(mask)[0])
-    return int(table.lines[row]), int(mask.sum())
 
 
 def infer_task(y, name="target"):
@@ -487,25 +147,38 @@ class Preprocessor:
     Parameters
     ----------
     feature_names : list of str
-        The input columns, in the order of the model's inputs.
+        The input columns of a table, in the order their inputs take.
     target : str or None
         The target column's name (dropped from a table given to ``transform``).
     task : {"classification", "regression"}
     classes : list or None
         Classification: the class labels (str, int, float or bool), sorted; output j of the
         model is the probability of ``classes[j]``.
-    x_mean, x_scale : ndarray of shape (n_features,), float64
-        Standardisation: the model sees ``(x - x_mean) / x_scale``.  Zeros and ones when not
-        standardising.  ``x_scale`` > 0 (a constant column gets 1).
-    x_fill : ndarray of shape (n_features,), float64, or None
+    x_mean, x_scale : ndarray of shape (n_inputs,), float64
+        Standardisation of the encoded inputs: the model sees ``(x - x_mean) / x_scale``.
+        Zeros and ones when not standardising, and for one-hot indicators.  ``x_scale`` > 0
+        (a constant column gets 1).
+    x_fill : ndarray of shape (n_inputs,), float64, or None
         Imputation: the value put in place of a missing input (training mean or median);
-        None: a missing input is an error.
+        None: a missing number or date is an error.
     y_mean, y_scale : float
         Regression: the model predicts ``(y - y_mean) / y_scale``; 0 and 1 otherwise.
+    encodings : dict of str -> ColumnEncoding or its config, optional
+        The columns that are not plain numbers (``fastnn.io.columns``): one-hot categories
+        and ISO dates.  A column absent here is a number (every column of a model saved
+        before encodings existed).
+
+    Attributes
+    ----------
+    columns : list of ColumnEncoding
+        One per feature name, in order; ``n_inputs`` is the sum of their widths (the
+        network's input width).
+    report : list of str
+        After ``fit``: one line per column saying what was done to it.
     """
 
     def __init__(self, feature_names, target, task, classes=None, x_mean=None, x_scale=None,
-                 x_fill=None, y_mean=0.0, y_scale=1.0):
+                 x_fill=None, y_mean=0.0, y_scale=1.0, encodings=None):
         if task not in TASKS:
             raise ValueError(f"task={task!r}; expected one of {TASKS}")
         if not isinstance(feature_names, (list, tuple)) or not feature_names or \
@@ -515,8 +188,13 @@ class Preprocessor:
             raise ValueError("feature_names has duplicates")
         if target is not None and not isinstance(target, str):
             raise ValueError(f"target must be a str or None; got {target!r}")
-        n = len(feature_names)
         self.feature_names, self.target, self.task = list(feature_names), target, task
+        encodings = dict(encodings or {})
+        unknown = [name for name in encodings if name not in self.feature_names]
+        if unknown:
+            raise ValueError(f"encodings name columns that are not features: {unknown}")
+        self.columns = [_as_encoding(name, encodings.get(name)) for name in self.feature_names]
+        n = self.n_inputs
         if task == "classification":
             if not isinstance(classes, (list, tuple)) or len(classes) < 2 or not all(
                     isinstance(c, (str, int, float, bool)) for c in classes):
@@ -534,16 +212,30 @@ class Preprocessor:
         self.x_fill = None if x_fill is None else _vector(x_fill, n, "x_fill")
         self.y_mean, self.y_scale = float(y_mean), float(y_scale)
         self.warning = None  # set by fit when the task inferred from the target is ambiguous
+        self.report = []     # set by fit: a line per column
         if not (math.isfinite(self.y_mean) and math.isfinite(self.y_scale) and
                 self.y_scale > 0):
             raise ValueError(f"y_mean={y_mean!r}, y_scale={y_scale!r}; expected finite "
                              "numbers, y_scale > 0")
 
+    @property
+    def n_inputs(self):
+        """The network's input width: one per number or date, one per category level."""
+        return sum(c.width for c in self.columns)
+
+    def input_names(self):
+        """A name per network input: the column's, or ``column=level`` for an indicator."""
+        return [name for c in self.columns for name in c.input_names()]
+
+    def input_columns(self):
+        """The table column of each network input (a category's name once per level)."""
+        return [c.name for c in self.columns for _ in range(c.width)]
+
     # ----------------------------------------------------------------- fitting
 
     @classmethod
     def fit(cls, table, target, *, task=None, standardize=True, standardize_target=True,
-            impute=None):
+            impute=None, kinds=None):
         """Learn the preprocessing from a training table; returns (preprocessor, X, y).
 
         Parameters
@@ -560,18 +252,25 @@ class Preprocessor:
         impute : {None, "mean", "median"}
             Fill missing inputs with the column's mean or median over the non-missing training
             values; None: a missing value is an error.  Missing targets are always an error.
+            (A missing category cell is all-zero indicators either way.)
+        kinds : dict of str -> {"number", "category", "date"}, optional
+            The input columns and their kinds (``fastnn.io.columns.plan_columns``, which the
+            command runs on the whole file); default: planned from `table`, every column but
+            the target, identifiers left out.
 
         Returns
         -------
         preprocessor : Preprocessor
-        X : ndarray of shape (n_rows, n_features), float64, transformed
+            Its ``report`` says what was done to each column.
+        X : ndarray of shape (n_rows, n_inputs), float64, transformed
         y : ndarray of shape (n_rows,): int64 class indices, or float64 (standardised) values
 
         Raises
         ------
         TableError
-            No such target column; a text feature column; a missing value (naming the file
-            line and the column) when not imputing; a missing target; a constant target.
+            No such target column; a few texts in a column of numbers or dates; a missing
+            value (naming the file line and the column) when not imputing; a missing target;
+            a constant target.
         """
         if target not in table.data:
             raise TableError(f"--target {target!r}: no such column in {table.path} (columns: "
@@ -583,9 +282,14 @@ class Preprocessor:
             raise TableError(f"{table.path}, line {line}: the target column {target!r} is "
                              f"missing ({count} rows in all); remove those rows (a target "
                              "cannot be imputed)")
-        features = [c for c in table.columns if c != target]
+        dropped = {}
+        if kinds is None:
+            kinds, dropped = plan_columns(table, [c for c in table.columns if c != target])
+        features = list(kinds)
         if not features:
-            raise TableError(f"{table.path}: no feature columns besides the target {target!r}")
+            left = f" ({', '.join(dropped)} left out as identifiers)" if dropped else ""
+            raise TableError(f"{table.path}: no feature columns besides the target "
+                             f"{target!r}{left}")
         warning = None
         if task is None:
             task, warning = infer_task(table.whole.get(target, y_raw), target)
@@ -619,34 +323,49 @@ class Preprocessor:
                                  "training (after --validation-split); there is nothing to "
                                  "learn")
             y = apply_steps(_target_steps(y_mean, y_scale), y_raw)
-        X = _numeric_block(table, features)
+        columns = [fit_encoding(table, name, kinds[name]) for name in features]
+        blocks = [c.encode(table) for c in columns]
+        X = np.concatenate([b[0] for b in blocks], axis=1)
+        inputs = [c.name for c in columns for _ in range(c.width)]
+        _check_finite(table, inputs, X, "column")
+        indicator = np.array([c.kind == "category" for c in columns for _ in range(c.width)],
+                             dtype=bool)
         x_fill = None
         if impute is not None:
             if impute not in ("mean", "median"):
                 raise ValueError(f"--impute {impute!r}: expected mean or median")
             with np.errstate(all="ignore"):
                 x_fill = (np.nanmean if impute == "mean" else np.nanmedian)(X, axis=0)
+            x_fill[indicator] = 0.0   # never used: a category cell is never NaN
             empty = np.isnan(x_fill)
             if empty.any():
-                raise TableError(f"{table.path}: column {features[int(np.argmax(empty))]!r} has "
+                raise TableError(f"{table.path}: column {inputs[int(np.argmax(empty))]!r} has "
                                  "no values at all; nothing to impute from")
         else:
-            _check_no_missing(table, features, X)
+            _check_no_missing(table, inputs, X)
         if x_fill is not None:
             X = STEP_OPS["fill_missing"](X, x_fill)   # the statistics below are of filled X
+        x_mean, x_scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
         if standardize:
-            x_mean, x_scale = _mean_std(X)
+            x_mean[~indicator], x_scale[~indicator] = _mean_std(X[:, ~indicator])
             x_scale[x_scale == 0] = 1.0  # a constant column stays constant (0)
-        else:
-            x_mean, x_scale = np.zeros(len(features)), np.ones(len(features))
-        pre = cls(features, target, task, classes, x_mean, x_scale, x_fill, y_mean, y_scale)
+        encodings = {c.name: c for c in columns if c.kind != "number"}
+        pre = cls(features, target, task, classes, x_mean, x_scale, x_fill, y_mean, y_scale,
+                  encodings)
         pre.warning = warning
+        start = 0
+        for c, block in zip(columns, blocks):
+            fill = None if x_fill is None else x_fill[start]
+            pre.report.append(describe(c, block[2], standardize, fill, impute))
+            start += c.width
+        pre.report += [f"{name}: left out: {why}" for name, why in dropped.items()]
         return pre, pre.transform(X), y
 
     # ----------------------------------------------------------------- applying
 
     def select(self, table):
-        """The feature columns of `table` by name, in the model's order.
+        """The model's inputs from `table`, columns found by name, encoded but not yet
+        imputed or standardised.
 
         Parameters
         ----------
@@ -655,15 +374,19 @@ class Preprocessor:
 
         Returns
         -------
-        X : ndarray of shape (n_rows, n_features), float64
-            Not yet imputed or standardised.
+        X : ndarray of shape (n_rows, n_inputs), float64
+            NaN where a number or date is missing.
         ignored : list of str
             The columns left out, the target excepted.
+        unseen : dict of str -> (int, int, list)
+            Per category column with rows encoded as all zeros: (rows with a level the
+            training rows lacked, rows with a missing cell, up to three such levels).
 
         Raises
         ------
         TableError
-            A feature column is absent (all absent ones are named) or holds text.
+            A feature column is absent (all absent ones are named), or holds text where
+            the model takes numbers, or a non-date where it takes dates.
         """
         missing = [f for f in self.feature_names if f not in table.data]
         if missing:
@@ -671,10 +394,19 @@ class Preprocessor:
                              f"{', '.join(map(repr, missing))}, which it does not have "
                              f"(it has {', '.join(map(repr, table.columns))})")
         ignored = [c for c in table.columns if c not in self.feature_names and c != self.target]
-        return _numeric_block(table, self.feature_names), ignored
+        blocks, unseen = [], {}
+        for c in self.columns:
+            block, n_unseen, n_missing, examples = c.encode(table)
+            blocks.append(block)
+            if c.kind == "category" and (n_unseen or n_missing):
+                unseen[c.name] = (n_unseen, n_missing, examples)
+        X = np.concatenate(blocks, axis=1)
+        _check_finite(table, self.input_columns(), X, "column")
+        return X, ignored, unseen
 
     def transform_table(self, table, hint=None):
-        """Inputs for the model from a table: select, impute or reject missing, standardise.
+        """Inputs for the model from a table: select and encode, impute or reject missing
+        numbers, standardise.
 
         Parameters
         ----------
@@ -684,8 +416,9 @@ class Preprocessor:
 
         Returns
         -------
-        X : ndarray of shape (n_rows, n_features), float64
+        X : ndarray of shape (n_rows, n_inputs), float64
         ignored : list of str
+        unseen : dict
             As ``select``.
 
         Raises
@@ -693,10 +426,10 @@ class Preprocessor:
         TableError
             As ``select``, or a missing value when the model was trained without imputation.
         """
-        X, ignored = self.select(table)
+        X, ignored, unseen = self.select(table)
         if self.x_fill is None:
-            _check_no_missing(table, self.feature_names, X, hint)
-        return self.transform(X), ignored   # imputes, when trained with imputation
+            _check_no_missing(table, self.input_columns(), X, hint)
+        return self.transform(X), ignored, unseen   # imputes, when trained with imputation
 
     def encode_target(self, table):
         """The target column of `table` as training targets.
@@ -745,9 +478,9 @@ class Preprocessor:
 
         Returns
         -------
-        list of (str, ndarray of shape (n_features,), float64)
-            ``[("fill_missing", x_fill), ("standardize", (x_mean, x_scale))]`` (without
-            the first when not imputing).
+        list of (str, ndarray of shape (n_inputs,), float64)
+            ``[("fill_missing", x_fill), ("standardize", (x_mean, x_scale))]``
+            (without the first when not imputing).
         """
         steps = [] if self.x_fill is None else [("fill_missing", self.x_fill)]
         return steps + [("standardize", (self.x_mean, self.x_scale))]
@@ -779,11 +512,12 @@ class Preprocessor:
 
         Parameters
         ----------
-        X : array-like of shape (n_rows, n_features), real
+        X : array-like of shape (n_rows, n_inputs), real
+            Encoded inputs (``select``).
 
         Returns
         -------
-        ndarray of shape (n_rows, n_features), float64
+        ndarray of shape (n_rows, n_inputs), float64
             ``(X - x_mean) / x_scale``, a missing value (NaN) taking ``x_fill`` first when
             the model was trained with imputation.
         """
@@ -811,11 +545,15 @@ class Preprocessor:
 
     def get_config(self):
         """The JSON-compatible description stored in the model file."""
-        return {"feature_names": self.feature_names, "target": self.target, "task": self.task,
-                "classes": self.classes, "x_mean": self.x_mean.tolist(),
-                "x_scale": self.x_scale.tolist(),
-                "x_fill": None if self.x_fill is None else self.x_fill.tolist(),
-                "y_mean": self.y_mean, "y_scale": self.y_scale}
+        config = {"feature_names": self.feature_names, "target": self.target,
+                  "task": self.task, "classes": self.classes, "x_mean": self.x_mean.tolist(),
+                  "x_scale": self.x_scale.tolist(),
+                  "x_fill": None if self.x_fill is None else self.x_fill.tolist(),
+                  "y_mean": self.y_mean, "y_scale": self.y_scale}
+        encodings = {c.name: c.get_config() for c in self.columns if c.kind != "number"}
+        if encodings:   # only then: a model of numbers alone is written as before encodings
+            config["encodings"] = encodings
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -824,7 +562,8 @@ class Preprocessor:
         Parameters
         ----------
         config : dict
-            Exactly the keys ``get_config`` writes.
+            Exactly the keys ``get_config`` writes (``encodings`` may be absent: a file
+            written before encodings existed, every feature a number).
 
         Returns
         -------
@@ -840,17 +579,33 @@ class Preprocessor:
             raise ValueError("the tabular description is not a JSON object")
         expected = {"feature_names", "target", "task", "classes", "x_mean", "x_scale", "x_fill",
                     "y_mean", "y_scale"}
-        if set(config) != expected:
+        if set(config) - {"encodings"} != expected:
             raise ValueError(f"the tabular description has keys {sorted(config)}; expected "
                              f"{sorted(expected)}")
         for key in ("y_mean", "y_scale"):
             if isinstance(config[key], bool) or not isinstance(config[key], (int, float)):
                 raise ValueError(f"the tabular {key} is {config[key]!r}; expected a number")
-        return cls(**config)
+        encodings = config.get("encodings") or {}
+        if not isinstance(encodings, dict):
+            raise ValueError("the tabular encodings are not a JSON object")
+        encodings = {name: ColumnEncoding.from_config(name, value)
+                     for name, value in encodings.items()}
+        return cls(**{**config, "encodings": encodings})
 
     def __repr__(self):
-        return (f"Preprocessor({len(self.feature_names)} features, target={self.target!r}, "
+        return (f"Preprocessor({len(self.feature_names)} features, {self.n_inputs} inputs, "
+                f"target={self.target!r}, "
                 f"task={self.task!r}, classes={self.classes!r})")
+
+
+def _as_encoding(name, encoding):
+    if encoding is None:
+        return ColumnEncoding(name, "number")
+    if isinstance(encoding, ColumnEncoding):
+        if encoding.name != name:
+            raise ValueError(f"the encoding of {name!r} is {encoding!r}")
+        return encoding
+    return ColumnEncoding.from_config(name, encoding)
 
 
 def _target_steps(y_mean, y_scale):
@@ -860,13 +615,13 @@ def _target_steps(y_mean, y_scale):
 
 def _vector(values, n, name):
     if not isinstance(values, (list, tuple, np.ndarray)):
-        raise ValueError(f"{name} must be a list of {n} numbers (one per feature)")
+        raise ValueError(f"{name} must be a list of {n} numbers (one per input)")
     if any(isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer))
            for v in values):
         raise ValueError(f"{name} must hold numbers")
     arr = np.array(values, dtype=np.float64)
     if arr.shape != (n,):
-        raise ValueError(f"{name} has {arr.size} entries; expected {n} (one per feature)")
+        raise ValueError(f"{name} has {arr.size} entries; expected {n} (one per input)")
     if not np.all(np.isfinite(arr)):
         j = int(np.argmax(~np.isfinite(arr)))
         raise ValueError(f"{name}[{j}] is {arr[j]!r}; expected a finite number")
@@ -893,10 +648,11 @@ def _mean_std(X):
 
 
 def check_complete(table, target, features=True):
-    """Raise TableError for the first missing target (and feature, if `features`) in the file.
+    """Plan the input columns of a whole file; raise TableError for the first missing target
+    (and missing number or date, if `features`) in it.
 
-    Also checks that `target` is a column, and (with `features`) that the features are
-    numbers or booleans.
+    Also checks that `target` is a column and that each column reads as one kind
+    (``fastnn.io.columns.plan_columns``).
 
     Parameters
     ----------
@@ -904,7 +660,14 @@ def check_complete(table, target, features=True):
     target : str
         The target column's name.
     features : bool, default True
-        Also check every other column.
+        Also refuse a missing number or date (a missing category cell is all zeros).
+
+    Returns
+    -------
+    kinds : dict of str -> {"number", "category", "date"}
+    dropped : dict of str -> str
+        As ``plan_columns``: the input columns every column but the target, identifiers
+        left out with a reason.
 
     Raises
     ------
@@ -920,8 +683,15 @@ def check_complete(table, target, features=True):
         raise TableError(f"{table.path}, line {line}: the target column {target!r} is "
                          f"missing ({count} rows in all); remove those rows (a target "
                          "cannot be imputed)")
+    kinds, dropped = plan_columns(table, [c for c in table.columns if c != target])
     if features:
-        feature_matrix(table, [c for c in table.columns if c != target])
+        numbers = [ColumnEncoding(name, kind) for name, kind in kinds.items()
+                   if kind != "category"]
+        if numbers:
+            X = np.concatenate([c.encode(table)[0] for c in numbers], axis=1)
+            _check_finite(table, [c.name for c in numbers], X, "column")
+            _check_no_missing(table, [c.name for c in numbers], X)
+    return kinds, dropped
 
 
 def feature_matrix(table, names):
@@ -943,37 +713,9 @@ def feature_matrix(table, names):
     return X
 
 
-def python_label(v):
-    """A label as a JSON-storable Python value (whole floats become ints: 1.0 is class 1).
-
-    Parameters
-    ----------
-    v : str, bool, int, float or their NumPy types
-    """
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (float, np.floating)):
-        return int(v) if float(v).is_integer() else float(v)
-    return v
-
-
 def _numeric_block(table, names):
-    cols = []
-    for name in names:
-        col = table.data[name]
-        if col.dtype.kind == "O":
-            present = [(i, v) for i, v in enumerate(col) if v is not None]
-            if present and all(isinstance(v, bool) for _, v in present):
-                col = np.array([math.nan if v is None else float(v) for v in col])
-            else:
-                row, value = next(((i, v) for i, v in present if not _is_number(v)),
-                                  present[0] if present else (0, None))
-                raise TableError(
-                    f"{table.path}, line {int(table.lines[row])}: column {name!r} holds text "
-                    f"({value!r}); features must be numbers or booleans (encode categories "
-                    "first, e.g. with pandas.get_dummies; if it marks a missing value, name "
-                    "it with --na-values)")
-        cols.append(col.astype(np.float64))
+    """The named columns as numbers (``fastnn.io.columns``: booleans 0/1, text an error)."""
+    cols = [_number_column(table, name) for name in names]
     X = np.column_stack(cols) if cols else np.zeros((table.n_rows, 0))
     _check_finite(table, names, X, "column")
     return X
@@ -1005,14 +747,6 @@ def check_representable(table, names, X, dtype, remedy):
                          f"{names[col]!r} holds {raw}, {X[row, col]:.4g} as the model's input; "
                          f"expected at most {limit:.4g} in magnitude for a "
                          f"{np.dtype(dtype).name} model ({remedy})")
-
-
-def _is_number(text):
-    try:
-        float(text)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def _check_no_missing(table, names, X, hint=None):
