@@ -1,5 +1,6 @@
 """The fastnn command: demo, train --save and predict, their output and exit codes."""
 import os
+import signal
 import subprocess
 import sys
 
@@ -233,6 +234,90 @@ def test_a_run_that_stops_keeps_its_model_beside_save_never_over_it(
         os.unlink(kept)
     assert save.read_bytes() == b"an earlier model"
     assert ("was left as it was" in err) == with_save
+
+
+def _stop(how):
+    from fastnn.cli.common import Stopped
+    if how == "Ctrl-C":
+        return KeyboardInterrupt()
+    return Stopped(getattr(signal, how))
+
+
+@pytest.mark.parametrize("how, status", [("Ctrl-C", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+@pytest.mark.parametrize("when", ["saving", "scoring", "plotting"])
+def test_a_stop_after_training_keeps_the_trained_model(tmp_path, spirals_npz, capsys,
+                                                       monkeypatch, how, status, when):
+    # a Ctrl-C (or SIGTERM, SIGHUP) after fit returned, while --save was written or the
+    # held-out rows scored or the curve drawn, lost the finished run: the model is now at
+    # --save when it got there, else in a rescue file the message names
+    import fastnn.cli.train as train_module
+    save = tmp_path / "m.npz"
+    argv = ["train", str(_regression_csv(tmp_path)), "--target", "y", "--layers", "4",
+            "--epochs", "2", "--validation-split", "0.2"]
+    if when == "saving":
+        real_save = fastnn.MLP.save
+
+        def save_or_stop(self, path, *args, **kwargs):
+            if str(getattr(path, "path", path)) == str(save):
+                raise _stop(how)
+            return real_save(self, path, *args, **kwargs)
+        monkeypatch.setattr(fastnn.MLP, "save", save_or_stop)
+        argv += ["--save", str(save)]
+    elif when == "scoring":
+        def stop(*args, **kwargs):
+            raise _stop(how)
+        monkeypatch.setattr(train_module, "_held_out_metric", stop)
+    else:
+        pytest.importorskip("matplotlib")
+
+        def stop(*args, **kwargs):
+            raise _stop(how)
+        monkeypatch.setattr(train_module, "_plot", stop)
+        argv += ["--plot", str(tmp_path / "c.png"), "--save", str(save)]
+    result = main(argv)
+    err = capsys.readouterr().err
+    assert result == status and "Traceback" not in err, err
+    assert "after training; the trained model was saved to " in err, err
+    kept = err.split("the trained model was saved to ")[1].strip()
+    if when == "plotting":
+        assert kept == str(save)
+    else:
+        assert "fastnn-rescued-" in kept
+    try:
+        assert fastnn.load(kept).n_params > 0
+    finally:
+        if kept != str(save):
+            os.unlink(kept)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_a_termination_signal_during_training_keeps_the_model_as_ctrl_c_does(tmp_path, sig):
+    # `timeout`, a batch system's SIGTERM or a closed terminal's SIGHUP killed a run and
+    # kept nothing; now the parameters of the last completed epoch go to a rescue file
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X=rng.normal(size=(20000, 20)),
+             y=rng.integers(0, 2, size=20000))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)),
+               PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "fastnn", "train", "d.npz", "--layers",
+                             "256,256", "--epochs", "100000", "--threads", "1"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:   # the first epoch ran: there is something to keep
+            if line.startswith("epoch 1/"):
+                break
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + getattr(signal, sig), err
+    assert f"stopped by {sig}" in err and "Traceback" not in err, err
+    kept = err.split("were saved to ")[1].split(";")[0].strip()
+    try:
+        assert fastnn.load(kept).n_params > 0
+    finally:
+        os.unlink(kept)
 
 
 def test_a_plot_that_fails_without_save_keeps_the_model(tmp_path, train_input, capsys,

@@ -43,7 +43,8 @@ from fastnn.io.writer import check_outputs
 from fastnn.interop.onnx_export import DEFAULT_OPSET
 # the subcommands live in their modules (train, predict); _optimizer, load_npz and
 # _prediction_columns are named here too, where callers found them before the split
-from fastnn.cli.common import RunFailed, UsageError, _optimizer, load_npz  # noqa: F401
+from fastnn.cli.common import (RunFailed, UsageError, _optimizer, load_npz,  # noqa: F401
+                               stop_status, stop_text)
 from fastnn.cli.pipes import _PIPE_CLOSED_STATUS, _closed_pipes_tolerated
 from fastnn.cli.predict import _prediction_columns, run_predict  # noqa: F401
 from fastnn.cli.export import run_export
@@ -382,9 +383,9 @@ def _run(argv):
     except (RunFailed, fastnn.TrainingDiverged, MemoryError) as exc:  # not the call's fault
         print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
         return getattr(exc, "status", 1)
-    except KeyboardInterrupt:  # (a fit's Ctrl-C is RunFailed above, after saving)
-        print(f"fastnn {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # (a fit's Ctrl-C is RunFailed above, after saving)
+        print(f"fastnn {args.command}: {stop_text(exc)}", file=sys.stderr)
+        return stop_status(exc)
 
 
 def _error_stream(exc):
@@ -425,9 +426,14 @@ def _quiet(args):
     """--quiet: whatever the command prints to stdout (summaries, notes, the epoch lines of
     fit) goes nowhere, in one place for every subcommand and every message added later;
     stderr (errors, warnings) is left alone.  ``args.stdout`` keeps the real stdout for a
-    command's product (predict's CSV)."""
+    command's product (predict's CSV).  When an output is stdout itself (``--save
+    /dev/stdout``), the report goes to stderr instead, so that it does not corrupt it."""
     args.stdout = sys.stdout
     if not getattr(args, "quiet", False):
+        if any(t.is_stdout() for t in args.targets.values()):
+            with contextlib.redirect_stdout(sys.stderr):
+                yield
+            return
         yield
         return
     with open(os.devnull, "w", encoding="utf-8") as devnull, \

@@ -1,6 +1,7 @@
 """What the subcommands of ``fastnn`` share: the two error kinds, reading the data file,
 the optimizer from the flags, the one fit every run goes through, saving the model (or
 rescuing it) and the learning-curve plot."""
+import contextlib
 import os
 import signal
 import sys
@@ -51,12 +52,68 @@ class RunFailed(Exception):
         self.status = status
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (``timeout``, a batch system, a closed terminal) during a command:
+    it stops a run as Ctrl-C does, with the status a shell gives that signal."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+#: the signals that stop a run as Ctrl-C does (and that a rescue's write ignores)
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                      if hasattr(signal, name))
+
+
+def stop_status(exc):
+    """The exit status of a command stopped by `exc` (KeyboardInterrupt or Stopped):
+    128 + the signal's number, as a shell reports it (130 for Ctrl-C)."""
+    return 128 + int(getattr(exc, "signum", signal.SIGINT))
+
+
+def stop_text(exc):
+    """What stopped a command, for its message: Ctrl-C, or the signal's name."""
+    return ("interrupted (Ctrl-C)" if not isinstance(exc, Stopped) else
+            f"stopped by {signal.Signals(exc.signum).name}")
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def keeping_the_run(args):
+    """The one place a ``fastnn train`` run is kept, from its first step to the command's
+    end.  SIGTERM and SIGHUP stop it as Ctrl-C does (``Stopped``).  A stop during training
+    is ``_fit_and_report``'s to handle; one after it (while saving, scoring the held-out
+    rows or plotting) keeps the trained model: at --save when it was written there, else
+    in a rescue file, and the error (RunFailed, status 128 + the signal) says where."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in _STOP_SIGNALS} \
+        if main_thread else {}
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        model = getattr(args, "trained_model", None)
+        if model is None:  # before training: nothing to keep
+            raise
+        kept = getattr(args, "saved_to", None) or _rescue(model)
+        raise RunFailed(f"{stop_text(exc)} after training; the trained model was saved to "
+                        f"{kept}", stop_status(exc)) from exc
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _fit_and_report(model, X, y, loss, args, **kwargs):
     """Train `model` as the flags say; the one place every `fastnn train` run passes through.
 
-    A run that stops before its end (divergence, Ctrl-C) keeps what it reached: with --save,
-    the model's parameters (the last good ones after a divergence, the last completed
-    epoch's after Ctrl-C) are saved, and the error says where.
+    A run that stops before its end (divergence, Ctrl-C, SIGTERM or SIGHUP under
+    ``keeping_the_run``) keeps what it reached: the model's parameters (the last good ones
+    after a divergence, the last completed epoch's after a stop) are saved to a new file
+    beside --save, never over it, and the error says where.  Once trained, the model is
+    ``args.trained_model`` (for ``keeping_the_run``).
     """
     start = time.perf_counter()
     try:
@@ -72,13 +129,17 @@ def _fit_and_report(model, X, y, loss, args, **kwargs):
         raise
     except (fastnn.TrainingDiverged, KeyboardInterrupt) as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
-        what = "interrupted (Ctrl-C)" if interrupted else f"training diverged: {exc}"
+        what = stop_text(exc) if interrupted else f"training diverged: {exc}"
         # kept beside, never over --save: a file there may be an earlier, good model
         kept = _rescue(model)
-        left = (f"; --save {args.targets['--save'].path} was left as it was"
-                if getattr(args, "save", None) else "")
+        left = ""
+        if getattr(args, "save", None):
+            target = args.targets["--save"].path
+            left = (f"; --save {target} was left as it was" if os.path.exists(target) else
+                    f"; nothing was written to --save {target}")
         raise RunFailed(f"{what}; the model's parameters at the stop were saved to "
-                        f"{kept}{left}", 130 if interrupted else 1) from exc
+                        f"{kept}{left}", stop_status(exc) if interrupted else 1) from exc
+    args.trained_model = model
     print(f"trained {model.n_params:,} parameters for {len(history)} epochs in "
           f"{time.perf_counter() - start:.2f} s")
     return history
@@ -143,7 +204,8 @@ def _save(model, args):
     """
     try:
         model.save(args.targets["--save"])
-        return args.targets["--save"].path
+        args.saved_to = args.targets["--save"].path
+        return args.saved_to
     except OSError as exc:
         failure = exc
     raise RunFailed(f"{failure}; the trained model was saved to {_rescue(model, failure)} "
@@ -151,12 +213,14 @@ def _save(model, args):
 
 
 def _rescue(model, failure=None):
-    """Save `model` to a new file in the temporary directory, Ctrl-C ignored meanwhile (a
-    second Ctrl-C lost the run); the path written, or RunFailed when even that fails."""
+    """Save `model` to a new file in the temporary directory, Ctrl-C, SIGTERM and SIGHUP
+    ignored meanwhile (a second Ctrl-C lost the run); the path written, or RunFailed when
+    even that fails."""
     fd, rescue = tempfile.mkstemp(prefix="fastnn-rescued-", suffix=".npz")
     os.close(fd)
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    previous = {sig: signal.signal(sig, signal.SIG_IGN)
+                for sig in (signal.SIGINT, *_STOP_SIGNALS)} if main_thread else {}
     try:
         model.save(rescue)
         return rescue
@@ -166,8 +230,8 @@ def _rescue(model, failure=None):
         raise RunFailed(f"{first}saving the trained model to {rescue} failed too ({exc}): "
                         "the run is lost") from exc
     finally:
-        if main_thread:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _plot_format(path):

@@ -8,7 +8,8 @@ from fastnn.datasets import make_spirals, train_test_split
 from fastnn.nn.losses import get_loss
 from fastnn.io.tabular import Preprocessor, check_complete, check_representable
 from fastnn.cli.common import (UsageError, _fit_and_report, _is_table, _plot, _plot_format,
-                               _read, _save, _task_and_loss, load_npz, unseen_notes)
+                               _read, _save, _task_and_loss, keeping_the_run, load_npz,
+                               unseen_notes)
 
 def run_demo(args):
     if args.dataset == "spirals":
@@ -43,6 +44,11 @@ def run_train(args):
     # here, before it
     if args.plot:
         _plot_format(args.plot)
+    with keeping_the_run(args):
+        return _train(args)
+
+
+def _train(args):
     if not _is_table(args.data):
         args.activation = args.activation or "relu"
         return _train_npz(args)

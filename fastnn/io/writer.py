@@ -87,6 +87,17 @@ class OutputTarget:
 
     __slots__ = ("path", "argument", "real", "special", "inputs")
 
+    def is_stdout(self):
+        """True when this output is the command's own stdout written in place
+        (``--output /dev/stdout``, a FIFO or terminal that stdout also is): what else the
+        command prints on stdout would go into it."""
+        if not self.special:
+            return False
+        try:
+            return os.path.samestat(os.stat(self.path), os.fstat(1))
+        except OSError:
+            return False
+
     def __init__(self, path, argument, real, special, inputs):
         self.path = path
         self.argument = argument
@@ -317,12 +328,14 @@ def check_outputs(outputs, inputs=(), stdout=False, stderr=False):
         argument -> OutputTarget, for every output given.
     """
     inputs = tuple(inputs)
-    streams = [(label, fd) for label, fd, used in (("stdout", 1, stdout), ("stderr", 2, stderr))
-               if used]
-    clashes = [(label, clash) for label, fd in streams
+    # both streams are looked at, used or not: the refusal itself is printed on a stream
+    # that is not an input (StreamIsInput.streams lists every one that is)
+    clashes = [(label, clash) for label, fd in (("stdout", 1), ("stderr", 2))
                for clash in [_stream_input(fd, inputs)] if clash is not None]
-    if clashes:
-        label, (shown, name, other) = clashes[0]
+    used = [(label, clash) for label, clash in clashes
+            if (label == "stdout" and stdout) or (label == "stderr" and stderr)]
+    if used:
+        label, (shown, name, other) = used[0]
         where = f" ({shown!r})" if shown and shown != os.path.abspath(other) else ""
         raise StreamIsInput(f"{label}{where}, where the command writes, is the same file as "
                             f"the input {name} {other!r}; writing it would destroy that "
