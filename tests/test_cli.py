@@ -498,3 +498,30 @@ def test_a_huge_validation_metric_prints_in_significant_digits():
             "val_metric": -1.2345e39}
     assert _epoch_line(logs, 3, "r2").endswith("val_r2 -1.234e+39")
     assert _epoch_line({**logs, "val_metric": 0.57}, 3, "accuracy").endswith("0.5700")
+
+
+def test_a_rate_below_the_normal_range_names_the_flag(tmp_path, spirals_npz, capsys):
+    status = main(["train", str(spirals_npz[0]), "--layers", "4", "--epochs", "1", "--lr",
+                   "1e-40"])
+    err = capsys.readouterr().err
+    assert status == 2 and "--lr 1e-40 is below 1.18e-38" in err, err
+    assert "schedule" not in err
+
+
+def test_a_prediction_file_that_cannot_be_written_is_status_1(tmp_path, spirals_npz,
+                                                               capsys):
+    # the input was fine: a full disk is a failed run (1), not a usage error (2)
+    model = tmp_path / "m.npz"
+    assert main(["train", str(spirals_npz[0]), "--layers", "4", "--epochs", "1", "--save",
+                 str(model), "--quiet"]) == 0
+    status = main(["predict", str(model), str(spirals_npz[0]), "--output", "/dev/full"])
+    err = capsys.readouterr().err
+    assert status == 1 and "cannot write --output '/dev/full'" in err, err
+
+
+def test_the_predict_hint_quotes_a_path_with_blanks(tmp_path, spirals_npz, capsys):
+    path = tmp_path / "my model.npz"
+    assert main(["train", str(_regression_csv(tmp_path)), "--target", "y", "--layers", "4",
+                 "--epochs", "1", "--save", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"fastnn predict '{path}' FILE" in out, out

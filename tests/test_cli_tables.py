@@ -628,3 +628,33 @@ def test_a_whole_number_beyond_the_float64_range_is_an_exact_label_or_an_infinit
     assert table.labels("y") == [huge, 0, huge, 0, 1]
     bad = run(tmp_path, "train", "d.csv", "--target", "y", *FAST, check=False)
     assert bad.returncode == 2 and "line 6: column 'a' holds inf" in bad.stderr, bad.stderr
+
+
+def test_an_infinite_target_is_reported_at_its_first_line_in_the_file(tmp_path):
+    # it was checked after the validation split, on the training rows only: the error named
+    # a later line and no count
+    rows = [f"{i},{i * 0.5}" for i in range(20)]
+    rows[3] = "3,inf"
+    rows[12] = "12,-inf"
+    (tmp_path / "d.csv").write_text("a,y\n" + "\n".join(rows) + "\n")
+    bad = run(tmp_path, "train", "d.csv", "--target", "y", *FAST, check=False)
+    assert bad.returncode == 2
+    assert "line 5: the target column 'y' holds inf (2 infinite cells in all)" in bad.stderr, \
+        bad.stderr
+
+
+@pytest.mark.parametrize("cell", ["1_000", "\uff11\uff12", "\u0661\u0662"])
+def test_numbers_are_ascii_as_tables_write_them(tmp_path, cell):
+    # Python's float reads "1_000" and full-width or Arabic-Indic digits: a column of such
+    # codes became numbers silently
+    (tmp_path / "d.csv").write_text(f"a,y\n{cell},1\n2,0\n", encoding="utf-8")
+    assert read_table(tmp_path / "d.csv").data["a"].dtype == object
+
+
+def test_a_utf16_file_without_a_byte_order_mark_names_the_file_and_the_flag(tmp_path):
+    (tmp_path / "d.csv").write_bytes("a,y\n1,2\n".encode("utf-16-le"))
+    bad = run(tmp_path, "train", "d.csv", "--target", "y", "--encoding", "utf-16", *FAST,
+              check=False)
+    assert bad.returncode == 2 and "d.csv: cannot decode it as utf-16" in bad.stderr, \
+        bad.stderr
+    assert "--encoding" in bad.stderr

@@ -379,7 +379,8 @@ def _run(argv):
         raise
     except (UsageError, ValueError, TypeError, OSError) as exc:  # OSError: unreadable paths
         print(f"fastnn {args.command}: error: {exc}", file=_error_stream(exc))
-        return 2
+        # a write that failed (a full disk) is not the input's fault: status 1, as for stdout
+        return 1 if getattr(exc, "_fastnn_named", False) else 2
     except (RunFailed, fastnn.TrainingDiverged, MemoryError) as exc:  # not the call's fault
         print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
         return getattr(exc, "status", 1)

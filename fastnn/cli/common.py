@@ -27,6 +27,12 @@ class UsageError(Exception):
 
 
 def _optimizer(args):
+    # (the optimizer refuses it too, naming lr and the schedule, which the command has not)
+    tiny = float(np.finfo(getattr(args, "dtype", None) or "float32").tiny)
+    if not args.lr >= tiny:
+        raise UsageError(f"--lr {args.lr:g} is below {tiny:.3g}, the smallest normal "
+                         f"{args.dtype} number: every step would be flushed to zero; expected "
+                         "a larger rate")
     decay = {} if args.weight_decay is None else {"weight_decay": args.weight_decay}
     if args.optimizer == "sgd":
         return fastnn.SGD(lr=args.lr, momentum=args.momentum, **decay)

@@ -1,4 +1,5 @@
 """``fastnn demo`` and ``fastnn train`` (a table, or a .npz of arrays)."""
+import shlex
 import sys
 
 import numpy as np
@@ -145,7 +146,7 @@ def _train(args):
     # the run is saved first: nothing optional after it (the metric, the plot) can lose it
     if args.save:
         saved = _save(model, args)
-        print(f"saved the model to {saved} (predict with `fastnn predict {saved} "
+        print(f"saved the model to {saved} (predict with `fastnn predict {shlex.quote(saved)} "
               "FILE --output OUT.csv`)")
     if validation is not None:
         name, value = _held_out_metric(model, pre, table.take(val_rows))

@@ -36,7 +36,7 @@ import re
 
 import numpy as np
 
-from fastnn.io.reader import _FALSE, _TRUE, TableError
+from fastnn.io.reader import _FALSE, _TRUE, TableError, parse_number
 
 __all__ = ["ColumnEncoding", "plan_columns", "iso_days", "KINDS", "ID_MIN_ROWS"]
 
@@ -290,8 +290,8 @@ def _bool_key(v):
 
 def _is_number(text):
     try:
-        float(text)
-    except (TypeError, ValueError):
+        parse_number(text)
+    except (AttributeError, TypeError, ValueError):
         return False
     return True
 

@@ -239,6 +239,10 @@ def read_table(path, *, delimiter=None, index_col=None, encoding="utf-8", na_val
         raise TableError(f"{path}: cannot decode it as {encoding} ({exc.reason} at byte "
                          f"{exc.start}); name its encoding with --encoding, e.g. latin-1") \
             from None
+    except UnicodeError as exc:   # utf-16 without a byte-order mark, say
+        raise TableError(f"{path}: cannot decode it as {encoding} ({exc}); name its "
+                         "encoding with --encoding (utf-16-le or utf-16-be for UTF-16 "
+                         "without a byte-order mark)") from None
     index = _index_column(path, columns, index_col)
     if index is not None:
         columns = [c for c in columns if c != index]
@@ -372,6 +376,15 @@ def _exact_whole_numbers(cells, values, missing):
     return np.array(exact, dtype=object) if lossy else None
 
 
+def parse_number(text):
+    """float(text) for a number as a table writes it: ASCII digits, sign, point, exponent,
+    inf and nan.  Python's float also takes "1_000", full-width digits and other Unicode
+    digits, which a table holds only as text (an identifier, a code): ValueError for them."""
+    if not text.isascii() or "_" in text:
+        raise ValueError(f"not a number: {text!r}")
+    return float(text)
+
+
 def _convert(cells, missing=NA_VALUES):
     """Text cells -> float64 (NaN for missing), bool, or object (str / None for missing)."""
     stripped = [c.strip() if isinstance(c, str) else "" for c in cells]
@@ -382,7 +395,7 @@ def _convert(cells, missing=NA_VALUES):
         return np.array([None if c in missing else (c in _TRUE) for c in stripped],
                         dtype=object)
     try:
-        return np.array([math.nan if c in missing else float(c) for c in stripped],
+        return np.array([math.nan if c in missing else parse_number(c) for c in stripped],
                         dtype=np.float64)
     except ValueError:
         return np.array([None if c in missing else c for c in stripped], dtype=object)

@@ -683,6 +683,11 @@ def check_complete(table, target, features=True):
         raise TableError(f"{table.path}, line {line}: the target column {target!r} is "
                          f"missing ({count} rows in all); remove those rows (a target "
                          "cannot be imputed)")
+    y = table.data[target]
+    if y.dtype.kind == "f" and target not in table.whole:
+        # the first infinite target in the file, before any split (exact whole numbers
+        # beyond the float64 range are labels: Table.whole)
+        _check_finite(table, [target], y[:, None], "the target column")
     kinds, dropped = plan_columns(table, [c for c in table.columns if c != target])
     if features:
         numbers = [ColumnEncoding(name, kind) for name, kind in kinds.items()
