@@ -23,7 +23,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from _common import fastnn  # noqa: F401  (an installed fastnn, else the built source tree)
-from fastnn.ensemble import MLPEnsemble, mixture_quantiles
+from fastnn.ensemble import MLPEnsemble
 
 LEVEL = 0.9
 
