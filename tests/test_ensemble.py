@@ -15,7 +15,8 @@ import pytest
 from scipy.stats import norm
 
 import fastnn
-from fastnn.ensemble import EnsemblePrediction, MLPEnsemble, load_ensemble
+from fastnn.ensemble import (AUTO_PATIENCE, AUTO_VALIDATION_SPLIT, EnsemblePrediction,
+                             MLPEnsemble, load_ensemble)
 from fastnn.io.saving import ModelFileError
 
 
@@ -37,8 +38,17 @@ def _lone_member(ens, k, X, y, loss, optimizer, sample_weight=None, **kwargs):
     model = fastnn.MLP(ens.layer_sizes, activation=[la.activation for la in
                                                     ens.members[k].layers[:-1]],
                        dtype=ens.dtype, seed=ens.member_seeds[k])
+    learned = getattr(fastnn.nn.losses.get_loss(loss), "learned", False)
+    if learned and "early_stopping" not in kwargs:   # the fit's early_stopping="auto"
+        kwargs["early_stopping"] = fastnn.EarlyStopping(AUTO_PATIENCE)
+        if not ens.bootstrap:
+            kwargs["validation_split"] = AUTO_VALIDATION_SPLIT
     if ens.bootstrap:
         idx = ens.bootstrap_indices(k, X.shape[0], sample_weight)
+        if learned and "validation_split" not in kwargs:   # its out-of-bag rows
+            oob = np.setdiff1d(np.arange(X.shape[0]), idx)
+            kwargs.setdefault("validation_data", (X[oob], y[oob], None if sample_weight is
+                                                  None else sample_weight[oob]))
         X, y = X[idx], y[idx]
         sample_weight = None if sample_weight is None else sample_weight[idx]
     fastnn.fit(model, X, y, loss, copy.deepcopy(optimizer), seed=ens.member_seeds[k],

@@ -412,9 +412,9 @@ def test_a_special_file_is_written_in_place_and_checked(tmp_path):
 #: write calls outside fastnn/io/writer.py, each reviewed: (module, the call's text, why)
 REVIEWED = {
     ("io/saving.py", "np.savez(fh"): "the archive writer handed to write_output",
-    ("ensemble.py", "np.savez_compressed(fh"): "inside write_output's callback",
-    ("ensemble.py", 'open(member_path, "wb"'): "load_ensemble's scratch copy of a member, "
-                                                "in its own TemporaryDirectory",
+    ("io/ensemble_file.py", "np.savez_compressed(fh"): "inside write_output's callback",
+    ("io/ensemble_file.py", 'open(member_path, "wb"'): "read_ensemble's scratch copy of a "
+                                                         "member, in its own TemporaryDirectory",
     ("cli/common.py", ".savefig(fh"): "inside write_output's callback",
     ("cli/predict.py", "np.save(fh"): "inside write_output's callback",
     ("cli/pipes.py", "os.open(os.devnull"): "points a closed pipe's descriptor at devnull",

@@ -23,8 +23,17 @@ wherever the single estimator does: in a ``Pipeline``, ``GridSearchCV``
     reg.fit(X, y)
     mean, std = reg.predict(X, return_std=True)      # mixture mean and total std
 
-Combination (Lakshminarayanan, Pritzel & Blundell 2017; see fastnn.ensemble for the
-formulas): the classifier averages the members' probabilities; the regressor averages their
+Honest intervals: ``EnsembleRegressor(early_stopping="auto")``, the default, stops members
+with ``loss="gaussian_nll"`` on the Gaussian NLL of their own held-out rows (monitoring the
+validation loss: monitoring R^2, scikit-learn's score, trains on while the predicted noise
+shrinks).  bench/coverage.py measures ``mean -+ 1.645 std`` on scikit-learn's diabetes and
+friedman1 data (5 splits x 2 seeds, 25% of the rows held out, default MLPRegressor settings
+with two layers of 64): it covered 90% (diabetes) and 92% (friedman1) of the held-out rows
+with the default, 67% and 68% with ``early_stopping=False``, and 91% and 76% with members
+stopping on R^2.
+
+Combination (Lakshminarayanan, Pritzel & Blundell 2017; see fastnn.ensemble_prediction for
+the formulas): the classifier averages the members' probabilities; the regressor averages their
 means, and its standard deviation is that of the members' Gaussian mixture,
 sqrt(mean_k sigma_k^2 + mean_k (mu_k - mu*)^2) with a ``loss="gaussian_nll"`` estimator, the
 spread of the members' means alone otherwise.
@@ -32,7 +41,7 @@ spread of the members' means alone otherwise.
 ``bootstrap=True`` resamples the training rows per member as integer sample weights (the
 number of times each row is drawn, multiplied into ``sample_weight``), so every member still
 sees every class; a resample that misses every row of positive ``sample_weight`` is drawn
-again from the member's stream (``fastnn.ensemble.bootstrap_draw``).  Needs scikit-learn (``pip install scikit-learn``).
+again from the member's stream (``fastnn.training.resample.bootstrap_draw``).  Needs scikit-learn (``pip install scikit-learn``).
 
 ``tests/test_sklearn_ensemble.py`` runs scikit-learn's estimator checks on both, with float64
 members; float32 members (the default) share fastnn.interop.sklearn's two rounding exceptions
@@ -40,6 +49,7 @@ members; float32 members (the default) share fastnn.interop.sklearn's two roundi
 """
 import copy
 import numbers
+import warnings
 
 import numpy as np
 from scipy.special import logsumexp
@@ -54,11 +64,21 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
                       "it with pip install scikit-learn") from exc
 
 from fastnn.runtime.state import consistent
-from fastnn.ensemble import bootstrap_draw, train_in_lockstep
 from fastnn.runtime.threads import _default_threads, compiled_threads, resolve_threads
 from fastnn.training.engine import TrainingDiverged
+from fastnn.training.lockstep import train_in_lockstep
+from fastnn.training.resample import bootstrap_draw
 
 __all__ = ["EnsembleClassifier", "EnsembleRegressor"]
+
+#: what fit warns when members with a learned variance train without early stopping
+NARROW_INTERVALS_WARNING = (
+    "members with loss='gaussian_nll' trained without early stopping fit their noise to the "
+    "training rows, and intervals tend to be too narrow: 90% intervals covered 67% and 68% "
+    "of held-out rows on scikit-learn's diabetes and friedman1 data, against 90% and 92% "
+    "with early_stopping='auto' (bench/coverage.py). "
+    "early_stopping='auto' (the default) stops each member on the validation loss of its "
+    "own held-out rows")
 
 _SEED_BOUND = np.iinfo(np.int32).max
 
@@ -108,11 +128,16 @@ class _BaseEnsemble(BaseEstimator):
                             f"{estimator!r}")
         return estimator
 
+    def _member_params(self, estimator):
+        """Parameters the ensemble sets on its members besides random_state."""
+        return {}
+
     def _fit_members(self, X, y, sample_weight):
         estimator = self._check_params()
         rng = check_random_state(self.random_state)
         seeds = rng.randint(_SEED_BOUND, size=self.n_estimators)
-        members = [clone(estimator).set_params(random_state=int(s)) for s in seeds]
+        members = [clone(estimator).set_params(random_state=int(s), **self._member_params(
+            estimator)) for s in seeds]
         weights = [sample_weight] * self.n_estimators
         if self.bootstrap:
             n = X.shape[0] if hasattr(X, "shape") else len(X)
@@ -203,6 +228,15 @@ class EnsembleRegressor(RegressorMixin, _BaseEnsemble):
         results do not depend on it.
     random_state : int, RandomState or None
         Draws the members' random_state (``member_seeds_``).
+    early_stopping : {"auto", False}, default "auto"
+        "auto": members with ``loss="gaussian_nll"`` and a stochastic solver are fitted
+        with ``early_stopping=True, early_stopping_monitor="loss"``: each holds out its own
+        ``validation_fraction`` of the rows (drawn from its random_state) and stops on their
+        Gaussian NLL, because members trained to the end fit their predicted noise to the
+        training rows (see "Honest intervals" in the module docstring); an estimator that
+        already stops early is left as it is, and other losses are untouched.  False: the
+        members are the estimator's clones as given, with a warning when they learn a
+        variance without early stopping.
 
     Attributes
     ----------
@@ -211,9 +245,35 @@ class EnsembleRegressor(RegressorMixin, _BaseEnsemble):
     n_features_in_, feature_names_in_
     """
 
+    def __init__(self, estimator=None, n_estimators=5, *, bootstrap=False, n_jobs=None,
+                 random_state=None, early_stopping="auto"):
+        super().__init__(estimator, n_estimators, bootstrap=bootstrap, n_jobs=n_jobs,
+                         random_state=random_state)
+        self.early_stopping = early_stopping
+
     def _default_estimator(self):
         from fastnn.interop.sklearn import MLPRegressor
         return MLPRegressor()
+
+    def _member_params(self, estimator):
+        """early_stopping="auto": members with a learned variance (loss="gaussian_nll") and
+        a stochastic solver stop early on the validation loss of their own held-out rows
+        (``validation_fraction``), unless the estimator already stops early."""
+        auto = isinstance(self.early_stopping, str) and self.early_stopping == "auto"
+        if not auto and (self.early_stopping is not False
+                         and not isinstance(self.early_stopping, np.bool_)
+                         or self.early_stopping):
+            raise ValueError(f"early_stopping={self.early_stopping!r}; expected 'auto' or "
+                             "False (to stop early on another criterion, set it on the "
+                             "estimator: MLPRegressor(early_stopping=True, ...))")
+        params = estimator.get_params()
+        if params.get("loss") != "gaussian_nll" or params.get("early_stopping"):
+            return {}
+        stochastic = params.get("solver") != "lbfgs"
+        if auto and stochastic:
+            return {"early_stopping": True, "early_stopping_monitor": "loss"}
+        warnings.warn(NARROW_INTERVALS_WARNING, UserWarning, stacklevel=4)
+        return {}
 
     def fit(self, X, y, sample_weight=None):
         """Fit every member on (X, y) (with bootstrap weights when bootstrap=True)."""

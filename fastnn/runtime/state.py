@@ -14,7 +14,7 @@ in it (an ensemble's members all at the same one), never a mix of two.
 Who takes what:
 
 * Fits.  ``hold(models)`` around each epoch and its commit (``TrainingRun.run``;
-  ``fastnn.ensemble.train_in_lockstep`` holds every member's lock for a round).  What a fit
+  ``fastnn.training.lockstep.train_in_lockstep`` holds every member's lock for a round).  What a fit
   changes before its first epoch or after its last (the loss a model takes, an ensemble's
   optimizers, an estimator's network, classes and records) changes inside ``consistent(obj)``.
   Between two epochs the fit calls ``let_readers_in``: Python's locks are not fair, and a loop
