@@ -54,6 +54,7 @@ losses do not stop early unless asked.
 """
 import contextlib
 import copy
+import inspect
 import numbers
 import threading
 import warnings
@@ -102,6 +103,17 @@ NARROW_INTERVALS_WARNING = (
 
 #: guards the check-and-set of MLPEnsemble._fitting across threads
 _FIT_GUARD = threading.Lock()
+
+#: what ``fit`` hands each member's ``prepare_run`` from its **fit_kwargs
+_MEMBER_FIT_KEYWORDS = frozenset(inspect.signature(prepare_run).parameters) - {
+    "model", "X", "y", "loss", "optimizer", "seed", "sample_weight", "callbacks", "comm",
+    "n_threads"}
+#: fit's own keywords, for the message
+_OWN_KEYWORDS = frozenset({"n_threads", "comm", "sample_weight", "callbacks", "seed",
+                           "early_stopping"})
+#: the constructor's, which a caller may pass to fit by mistake
+_CONSTRUCTOR_KEYWORDS = frozenset({"bootstrap", "n_members", "activation", "output", "init",
+                                   "bias_init", "dtype", "dropout", "normalization"})
 class MLPEnsemble(EnsemblePredictor):
     """A deep ensemble: K ``fastnn.MLP`` members of one architecture with different seeds.
 
@@ -396,6 +408,14 @@ class MLPEnsemble(EnsemblePredictor):
             check_number(seed, "seed", low=0, integer=True)
         if "model" in fit_kwargs:
             raise TypeError("MLPEnsemble.fit trains its own members; do not pass model=")
+        unknown = sorted(set(fit_kwargs) - _MEMBER_FIT_KEYWORDS)
+        if unknown:   # before any member trains, naming this method, not prepare_run
+            constructor = [k for k in unknown if k in _CONSTRUCTOR_KEYWORDS]
+            hint = (f" ({', '.join(constructor)}: an argument of MLPEnsemble(...), not of "
+                    "fit)" if constructor else "")
+            raise TypeError(f"MLPEnsemble.fit() got unexpected keyword argument(s) "
+                            f"{', '.join(map(repr, unknown))}{hint}; expected some of "
+                            f"{', '.join(sorted(_MEMBER_FIT_KEYWORDS | _OWN_KEYWORDS))}")
         if fit_kwargs.get("validation_split", 0.0) and self.bootstrap:
             raise ValueError("validation_split with bootstrap=True would put copies of "
                              "training rows in the validation set; pass validation_data")

@@ -256,3 +256,18 @@ def test_regressor_early_stopping_false_warns_with_the_measured_coverage():
     for bad in ("yes", True, None):
         with pytest.raises(ValueError, match="early_stopping=.*expected 'auto' or False"):
             EnsembleRegressor(MLPRegressor(), early_stopping=bad).fit(X, y)
+
+
+@pytest.mark.parametrize("kwarg, hint", [("bootstrap", "an argument of MLPEnsemble(...)"),
+                                         ("epoch", "expected some of")])
+def test_an_unknown_fit_keyword_names_fit_before_any_member_trains(kwarg, hint):
+    # it surfaced as "prepare_run() got an unexpected keyword argument ... (raised while
+    # training member 0)": an internal function, blamed on a member
+    ens = fastnn.MLPEnsemble([3, 4, 1], n_members=2, seed=0)
+    before = [m.params.copy() for m in ens.members]
+    X, y = np.random.default_rng(0).normal(size=(20, 3)), np.zeros(20)
+    with pytest.raises(TypeError, match=rf"MLPEnsemble.fit\(\) got unexpected keyword "
+                                        rf"argument\(s\) '{kwarg}'.*{hint}"):
+        ens.fit(X, y, "mse", **{kwarg: 1})
+    for m, p in zip(ens.members, before):
+        np.testing.assert_array_equal(m.params, p)
