@@ -20,6 +20,7 @@ from scipy import sparse as _scipy_sparse
 
 from fastnn.runtime import boundary
 from fastnn.nn import init as _init
+from fastnn.nn.inference import predict_small
 from fastnn.runtime.state import StateLock, consistent
 from fastnn._validation import (all_finite, as_ndarray, check_choice, check_number,
                                 check_random_state, check_values, check_writeable, float_dtype,
@@ -926,6 +927,9 @@ class MLP:
             The model's dtype.  Probabilities in [0, 1] (sigmoid, softmax; not logits, see
             ``forward``), or the mean / rate in the units of y.
         """
+        out = predict_small(self, X)   # a few rows in one compiled call (fastnn.nn.inference)
+        if out is not None:
+            return out
         out, kind = self._forward(self._input(X))
         if kind == _LEARNED_GAUSSIAN:
             return np.ascontiguousarray(out[:, : self.n_outputs // 2])

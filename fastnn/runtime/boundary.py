@@ -39,7 +39,8 @@ from fastnn.runtime.threads import compiled_threads
 
 __all__ = [
     "NetSpec", "Allreduce", "LOSS_KINDS", "OPT_SGD", "OPT_ADAM", "OPT_ADAMW", "STATUS_OK",
-    "STATUS_DIVERGED", "STATUS_INTERRUPTED", "ENTRIES", "net_forward", "net_loss_grad",
+    "STATUS_DIVERGED", "STATUS_INTERRUPTED", "ENTRIES", "net_forward", "net_predict_rows",
+    "net_loss_grad",
     "csr_forward", "csr_loss_grad", "input_loss_grad", "input_jacobian", "layer_forward",
     "layer_backward", "loss_grad", "loss_output", "update_params", "Epoch", "prepare_epoch",
     "prepare_epoch_csr", "run_epochs",
@@ -112,6 +113,29 @@ loss_grad = _register("loss_grad", _losses.loss_grad_into, pooled=False)
 loss_output = _register("loss_output", _losses.output_into, pooled=False)
 # one optimizer step (Optimizer.step)
 update_params = _register("update_params", _sgd.update_params, pooled=True)
+
+
+
+
+def net_predict_rows(spec, params, X, loss_kind, max_flops, flush_denormals=None):
+    """``fastnn._core._network.predict_rows`` through the compiled boundary: a prediction of
+    a few rows in one compiled call on this thread, or None when that path does not take
+    them (the caller then validates and calls ``net_forward``).
+
+    The boundary's promises, at the cost of a one-row prediction (a few microseconds): (3)
+    the floating-point mode is resolved here (None: this thread's setting); (1) and (2) hold
+    without a thread count or a BLAS hold, because the call runs on the calling thread only
+    and calls no BLAS: its products are fastnn's fixed-order ones (src_c/fastnn_gemm.h),
+    whose bits no thread count changes; (4) the compiled function checks every size (it
+    declines what does not fit, and never reads past a buffer).
+    """
+    flush = _get_flush() if flush_denormals is None else fpmode.resolve(flush_denormals)
+    return _network.predict_rows(spec, params, X, loss_kind, flush, max_flops)
+
+
+_get_flush = fpmode.get_flush_denormals
+net_predict_rows.kernel, net_predict_rows.pooled = _network.predict_rows, False
+ENTRIES["net_predict_rows"] = net_predict_rows
 
 
 # ------------------------------------------------------------------ training epochs
