@@ -634,7 +634,7 @@ def test_the_one_call_prediction_declines_what_does_not_fit():
     m = fastnn.MLP([4, 8, 3], seed=0)
     spec, params = m._spec, m.params
     X = np.ones((5, 4), np.float32)
-    ok = boundary.net_predict_rows(spec, params, X, 0, 1e6)
+    ok = boundary.net_predict_rows(spec, params, X, 0, 1024)
     assert ok.shape == (5, 3) and ok.dtype == np.float32
     declined = {
         "short params": (np.zeros(7, np.float32), X),
@@ -652,10 +652,13 @@ def test_the_one_call_prediction_declines_what_does_not_fit():
         "inf in X": (params, np.where(np.eye(5, 4) > 0, np.inf, 1).astype(np.float32)),
     }
     for name, (p, x) in declined.items():
-        assert boundary.net_predict_rows(spec, p, x, 0, 1e6) is None, name
-    assert boundary.net_predict_rows(spec, params, X, 0, 5 * 2 * (4 * 8 + 8 * 3) - 1) is None
+        assert boundary.net_predict_rows(spec, p, x, 0, 1024) is None, name
+    # a NaN in the second chunk: None, although the first chunk was computed
+    later = np.ones((5, 4), np.float32)
+    later[4, 0] = np.nan
+    assert boundary.net_predict_rows(spec, params, later, 0, 2) is None
     with pytest.raises(ValueError, match="loss code 11"):
-        boundary.net_predict_rows(spec, params, X, 11, 1e6)
+        boundary.net_predict_rows(spec, params, X, 11, 1024)
 
 
 def test_the_boundary_resolves_the_mode_and_count_of_its_caller():

@@ -86,7 +86,9 @@ def test_large_batches_threads_and_chunks_give_the_rows_bits(dtype, monkeypatch)
     np.testing.assert_array_equal(out[1][:1], one)
     np.testing.assert_array_equal(out[1][:7], some)
     monkeypatch.setattr(model_module, "PREDICT_CHUNK_ROWS", 5)
+    monkeypatch.setattr(inference, "PREDICT_CHUNK_ROWS", 7)
     np.testing.assert_array_equal(m.predict(X), out[1])
+    np.testing.assert_array_equal(m.predict(X.astype(int)), m.predict(X.astype(int).astype(dtype)))
     np.testing.assert_allclose(out[1], _numpy_predict(m, X, "tanh", "softmax"),
                                rtol=1e-10 if dtype == np.float64 else 1e-4,
                                atol=1e-12 if dtype == np.float64 else 1e-6)
@@ -108,23 +110,24 @@ def test_layer_norm_and_learned_variance(dtype):
                                atol=1e-10 if dtype == np.float64 else 1e-5)
 
 
-def test_the_one_call_path_is_taken_for_small_inputs_only(monkeypatch):
+def test_the_one_call_path_resolves_threads_for_large_inputs_only(monkeypatch):
     m = _model("relu", "softmax", np.float32)
     calls = []
     real = boundary.net_predict_rows
 
     def spy(*args, **kwargs):
         out = real(*args, **kwargs)
-        calls.append(out is not None)
+        calls.append((kwargs.get("n_threads"), out is not None))
         return out
     monkeypatch.setattr(boundary, "net_predict_rows", spy)
     m.predict(np.ones((1, 7), np.float32))
-    assert calls == [True]
     flops_per_row = 2 * (7 * 19 + 19 * 13 + 13 * 5)
+    assert boundary.flops_per_row(m._spec) == flops_per_row
     rows = int(inference.SMALL_FLOPS // flops_per_row)
     m.predict(np.ones((rows, 7), np.float32))
     m.predict(np.ones((rows + 1, 7), np.float32))
-    assert calls == [True, True, False]
+    m.predict(np.ones((1, 7), np.float64))        # converted first, by the general path
+    assert calls == [(1, True), (1, True), (None, True), (1, False)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)

@@ -772,31 +772,39 @@ cdef enum:
 
 
 cdef bint _all_finite(const floating *X, Py_ssize_t n) noexcept nogil:
+    """No NaN or infinity among X[0:n] (x - x is 0 for a finite x, NaN otherwise; the
+    comparisons are OR-ed, which vectorizes)."""
     cdef Py_ssize_t i
-    cdef floating acc = 0
+    cdef int bad = 0
     for i in range(n):
-        acc += X[i] * 0     # NaN for NaN and +-inf, 0 otherwise
-    return acc == 0
+        bad |= (X[i] - X[i]) != 0
+    return bad == 0
 
 
 cdef object _predict_rows(NetSpec spec, cnp.ndarray params, cnp.ndarray X, int loss_kind,
-                          bint flush_denormals, floating *dtype):
+                          bint flush_denormals, int n_threads, Py_ssize_t chunk_rows,
+                          floating *dtype):
     # (dtype only selects the type)
     cdef Net net = spec.net
-    cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0), n_in = net.sizes[0]
+    cdef Py_ssize_t n_out = net.sizes[net.n_layers], start = 0, rows
     cdef cnp.npy_intp dims[2]
     cdef double stack[_STACK_DOUBLES]
-    cdef size_t nbytes = <size_t> n * net.act_width * sizeof(floating)
+    cdef size_t nbytes
     cdef floating *acts = <floating *> stack
     cdef const floating *x = <const floating *> cnp.PyArray_DATA(X)
+    cdef const floating *p = <const floating *> cnp.PyArray_DATA(params)
     cdef floating *o
     cdef unsigned long long fp_saved
-    cdef bint finite
+    cdef bint finite = True
     cdef int status = FNN_OK
-    dims[0], dims[1] = n, net.sizes[net.n_layers]
+    dims[0], dims[1] = n, n_out
     out = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT64 if floating is double else
                             cnp.NPY_FLOAT32, 0)
     o = <floating *> cnp.PyArray_DATA(out)
+    # the workspace stays below 2**31 elements (and chunks are int-sized for the kernels)
+    chunk_rows = max(1, min(chunk_rows, n, INT_MAX // max(1, net.act_width)))
+    nbytes = <size_t> chunk_rows * net.act_width * sizeof(floating)
     if nbytes > sizeof(stack):
         acts = <floating *> malloc(nbytes)
         if acts == NULL:
@@ -804,12 +812,19 @@ cdef object _predict_rows(NetSpec spec, cnp.ndarray params, cnp.ndarray X, int l
     net.n_threads = 0
     net.fixed_products = True
     with nogil:
-        finite = _all_finite(x, n * net.sizes[0])
-        if finite:
-            fp_saved = fnn_fpmode_enter(flush_denormals)
-            status = _predict_chunk(&net, <const floating *> cnp.PyArray_DATA(params), x,
-                                    <int> n, o, loss_kind, acts, 1)
-            fnn_fpmode_leave(flush_denormals, fp_saved)
+        fp_saved = fnn_fpmode_enter(flush_denormals)
+        while start < n:
+            rows = min(chunk_rows, n - start)
+            # each chunk checked just before it is computed, while it comes into the cache
+            finite = _all_finite(x + start * n_in, rows * n_in)
+            if not finite:
+                break
+            status = _predict_chunk(&net, p, x + start * n_in, <int> rows, o + start * n_out,
+                                    loss_kind, acts, n_threads)
+            if status != FNN_OK:
+                break
+            start += rows
+        fnn_fpmode_leave(flush_denormals, fp_saved)
     if nbytes > sizeof(stack):
         free(acts)
     if status != FNN_OK:
@@ -818,20 +833,25 @@ cdef object _predict_rows(NetSpec spec, cnp.ndarray params, cnp.ndarray X, int l
 
 
 def predict_rows(NetSpec spec, params, X, int loss_kind, bint flush_denormals=True,
-                 double max_flops=1e6):
-    """The prediction of a few rows in one call on this thread, or None when this path does
-    not take them (then forward_into does, after the caller's validation).
+                 int n_threads=1, Py_ssize_t chunk_rows=1024):
+    """The prediction of X in one call, or None when this path does not take X (then
+    forward_into does, after the caller's validation).
 
     Taken: X and params are NumPy arrays of one dtype (float32 or float64), C-contiguous and
-    aligned, X of shape (n, n_inputs) with 1 <= n and n * 2 W <= max_flops, params of the
-    network's size, and every value of X finite.  Returns a new (n, n_L) array: the output
-    link of loss_kind applied to the logits, the same bits as forward_into gives for these
-    rows (the same fixed-order products, see forward_into).  No pool, no BLAS, no Python
-    object but the result.  Raises ValueError for an unknown loss code only.
+    aligned, X of shape (n, n_inputs) with n >= 1, params of the network's size, and every
+    value of X finite (checked a chunk at a time: a NaN found in a later chunk returns None
+    after the earlier ones were computed, for nothing).  Returns a new (n, n_L) array: the
+    output link of loss_kind applied to the logits, the same bits as forward_into (the same
+    fixed-order products, see forward_into), computed chunk_rows rows at a time on up to
+    n_threads threads of fastnn's pool (1: this thread only; the bits do not depend on it).
+    No BLAS, no Python object but the result.  Raises ValueError for an unknown loss code or
+    n_threads < 1, MemoryError when the workspace cannot be allocated.
     flush_denormals: as in forward_into.
     """
     if loss_kind < 0 or loss_kind >= N_LOSSES:
         raise ValueError(f"unknown loss code {loss_kind}")
+    if n_threads < 1:
+        raise ValueError(f"n_threads={n_threads}; expected >= 1")
     if type(X) is not np.ndarray or type(params) is not np.ndarray:
         return None
     cdef cnp.ndarray x = <cnp.ndarray> X, p = <cnp.ndarray> params
@@ -840,12 +860,18 @@ def predict_rows(NetSpec spec, params, X, int loss_kind, bint flush_denormals=Tr
             or (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64)
             or not cnp.PyArray_ISCARRAY_RO(x) or not cnp.PyArray_ISCARRAY_RO(p)
             or cnp.PyArray_DIM(x, 1) != spec.net.sizes[0]
-            or cnp.PyArray_DIM(p, 0) != spec.n_params or cnp.PyArray_DIM(x, 0) < 1
-            or cnp.PyArray_DIM(x, 0) * _flops_per_row(&spec.net) > max_flops):
+            or cnp.PyArray_DIM(p, 0) != spec.n_params or cnp.PyArray_DIM(x, 0) < 1):
         return None
     if t == cnp.NPY_FLOAT32:
-        return _predict_rows(spec, p, x, loss_kind, flush_denormals, <float *> NULL)
-    return _predict_rows(spec, p, x, loss_kind, flush_denormals, <double *> NULL)
+        return _predict_rows(spec, p, x, loss_kind, flush_denormals, n_threads, chunk_rows,
+                             <float *> NULL)
+    return _predict_rows(spec, p, x, loss_kind, flush_denormals, n_threads, chunk_rows,
+                         <double *> NULL)
+
+
+def flops_per_row(NetSpec spec):
+    """2 W: the FLOPs of one row's forward pass."""
+    return _flops_per_row(&spec.net)
 
 
 def _gemm_kernel(plain=None):

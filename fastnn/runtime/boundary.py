@@ -117,25 +117,29 @@ update_params = _register("update_params", _sgd.update_params, pooled=True)
 
 
 
-def net_predict_rows(spec, params, X, loss_kind, max_flops, flush_denormals=None):
-    """``fastnn._core._network.predict_rows`` through the compiled boundary: a prediction of
-    a few rows in one compiled call on this thread, or None when that path does not take
-    them (the caller then validates and calls ``net_forward``).
+def net_predict_rows(spec, params, X, loss_kind, chunk_rows, n_threads=None,
+                     flush_denormals=None):
+    """``fastnn._core._network.predict_rows`` through the compiled boundary: a prediction in
+    one compiled call, or None when that path does not take X (the caller then validates
+    and calls ``net_forward``).
 
-    The boundary's promises, at the cost of a one-row prediction (a few microseconds): (3)
-    the floating-point mode is resolved here (None: this thread's setting); (1) and (2) hold
-    without a thread count or a BLAS hold, because the call runs on the calling thread only
-    and calls no BLAS: its products are fastnn's fixed-order ones (src_c/fastnn_gemm.h),
-    whose bits no thread count changes; (4) the compiled function checks every size (it
-    declines what does not fit, and never reads past a buffer).
+    The boundary's promises, at the cost of a one-row prediction (a few microseconds): (1)
+    fastnn's thread count is resolved here (None: this context's; 1 costs nothing to
+    resolve, and a one-row call should pass it); (3) the floating-point mode too (None:
+    this thread's setting); (2) needs no hold: the call makes no BLAS call (its products are
+    fastnn's fixed-order ones, src_c/fastnn_gemm.h, whose bits no thread count changes);
+    (4) the compiled function checks every size (it declines what does not fit).
     """
     flush = _get_flush() if flush_denormals is None else fpmode.resolve(flush_denormals)
-    return _network.predict_rows(spec, params, X, loss_kind, flush, max_flops)
+    n = 1 if n_threads == 1 else threads.resolve_threads(n_threads)
+    return _network.predict_rows(spec, params, X, loss_kind, flush, n, chunk_rows)
 
 
 _get_flush = fpmode.get_flush_denormals
-net_predict_rows.kernel, net_predict_rows.pooled = _network.predict_rows, False
+net_predict_rows.kernel, net_predict_rows.pooled = _network.predict_rows, True
 ENTRIES["net_predict_rows"] = net_predict_rows
+#: 2 W, the FLOPs of one row's forward pass of a network (no arithmetic: a count)
+flops_per_row = _network.flops_per_row
 
 
 # ------------------------------------------------------------------ training epochs
