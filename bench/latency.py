@@ -9,9 +9,11 @@ NumPy array, for a single row and for 1,000 rows, interleaved in one process:
   torch         with torch.inference_mode(): model.to_torch()(torch.from_numpy(X)).numpy()
 Each figure is the median over repeats of (wall time of `calls` consecutive calls) / calls,
 after a warm-up; min-max across repeats in brackets.  Every peer computes the same outputs
-(checked before timing).
+(checked before timing).  --cpu-time times the calling thread's CPU time instead of the wall
+clock: steadier on a machine shared with other jobs (every peer here computes on the calling
+thread at 1 thread), but not the figure a quiet machine's table quotes.
 
-    python bench/latency.py [--quick] [--repeats 7]
+    python bench/latency.py [--quick] [--repeats 7] [--cpu-time]
 """
 import argparse
 import os
@@ -52,7 +54,7 @@ def _calls(rows, quick):
     return (200 if quick else 2000) if rows == 1 else (20 if quick else 100)
 
 
-def run(quick=False, repeats=7):
+def run(quick=False, repeats=7, clock="wall"):
     ort = C.import_peer("onnxruntime")
     torch = C.import_peer("torch")
     results = []
@@ -81,7 +83,7 @@ def run(quick=False, repeats=7):
                     return lambda: [fn() for _ in range(n_calls)]
 
                 times = C.interleaved({p: loop(fn) for p, fn in fns.items()},
-                                      repeats=max(3, repeats))
+                                      repeats=max(3, repeats), clock=clock)
                 runs_for[rows] = {p: C.summary([t / n_calls for t in ts])
                                   for p, ts in times.items()}
                 results.append({"workload": name, "title": w["title"], "sizes": w["sizes"],
@@ -89,7 +91,7 @@ def run(quick=False, repeats=7):
                 print(f"{name} rows={rows}: " + ", ".join(
                     f"{p} {_us(s['median'])}" for p, s in runs_for[rows].items()),
                     file=sys.stderr)
-    return {"results": results,
+    return {"results": results, "clock": clock,
             "missing": [p for p, m in (("onnxruntime", ort), ("torch", torch)) if m is None],
             "versions": {"onnxruntime": getattr(ort, "__version__", "MISSING"),
                          "torch": getattr(torch, "__version__", "MISSING")}}
@@ -116,7 +118,8 @@ def markdown(out):
         lines.append(f"| {r['workload']}: {net} | {r['rows']} | " + " | ".join(cells) + " | "
                      + " | ".join(ratios) + " |")
     lines.append("")
-    lines.append(f"float32, 1 thread for every library; per call, median over repeats of "
+    clock = "thread CPU time" if out.get("clock") == "thread" else "wall time"
+    lines.append(f"float32, 1 thread for every library; per call ({clock}), median over repeats of "
                  f"(time of {_calls(1, False)} single-row or {_calls(1000, False)} 1,000-row "
                  f"calls) / calls, min-max in brackets.  Ratios above 1 mean fastnn is faster. "
                  f"onnxruntime {out['versions']['onnxruntime']}, torch "
@@ -127,16 +130,20 @@ def markdown(out):
 
 
 def targets(out):
-    """Rows (target, measured, verdict, note) for run.py's table: the issue's latency target."""
+    """Rows (target, measured, verdict, note) for run.py's table: the issue's latency targets
+    (one row in at most half onnxruntime's time on B and C, at most its time on A; 1,000
+    rows no slower than onnxruntime)."""
     rows = []
     for r in out["results"]:
         t = r["times"]
-        if r["rows"] != 1 or "onnxruntime" not in t:
+        if "onnxruntime" not in t:
             continue
         ratio = t["onnxruntime"]["median"] / t["fastnn"]["median"]
-        rows.append((f"{r['workload']} one row: fastnn predict at least as fast as "
+        need = 2.0 if r["rows"] == 1 and r["workload"] in ("B", "C") else 1.0
+        what = "one row" if r["rows"] == 1 else f"{r['rows']} rows"
+        rows.append((f"{r['workload']} {what}: fastnn predict at least {need:g}x as fast as "
                      "onnxruntime's run", f"{ratio:.2f}x",
-                     "met" if ratio >= 1 else "**missed**",
+                     "met" if ratio >= need else "**missed**",
                      f"{_us(t['fastnn']['median'])} vs {_us(t['onnxruntime']['median'])}"))
     return rows
 
@@ -145,8 +152,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time the calling thread's CPU time (a shared machine)")
     args = ap.parse_args(argv)
-    out = run(args.quick, args.repeats)
+    out = run(args.quick, args.repeats, "thread" if args.cpu_time else "wall")
     print(markdown(out))
 
 

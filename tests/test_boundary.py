@@ -494,29 +494,40 @@ def test_every_entry_of_the_boundary_is_reached_and_every_call_reaches_one(monke
 def test_the_world_is_one_where_openblas_threads_change_bits():
     """The control of the BLAS check: the compiled kernels called without the boundary, so
     without its hold of OpenBLAS, give other bits at 2 BLAS threads than at 1 on the
-    regular world's shapes (so a path that skipped the hold would fail the check above)."""
+    regular world's shapes (so a path that skipped the hold would fail the check above).
+    Prediction is the exception: its products are fastnn's fixed-order ones
+    (src_c/fastnn_gemm.h), which call no BLAS, so even unheld its bits do not move."""
     if not OPENBLAS:
         pytest.skip("scipy's BLAS is not an OpenBLAS fastnn controls")
     from fastnn._core import _network, _sensitivity
     w = World(crafted=False)
     m = w.reg
 
-    def forward():
-        out = np.empty((w.n, 2), np.float32)
-        _network.forward_into(m._spec, m.params, w.X, out, 0, 1024, True, 1)
-        return out
+    def loss_grad():
+        grads = np.empty(m.n_params, np.float32)
+        _network.loss_grad_into(m._spec, m.params, grads, w.X, 0, 0, 1.0, w.y_reg, None, None,
+                                None, 1.0, True, n_threads=1)
+        return grads
 
     def jacobian():
         out = np.empty((w.n, 2, w.X.shape[1]), np.float32)
         _sensitivity.jacobian_into(m._spec, m.params, w.X, 1, 0, 0, 2, out, 2048)
         return out
 
-    for kernel in (forward, jacobian):
+    def forward():
+        out = np.empty((w.n, 2), np.float32)
+        _network.forward_into(m._spec, m.params, w.X, out, 0, 1024, True, 1)
+        return out
+
+    for kernel in (loss_grad, jacobian, forward):
         with threads.blas_threads(1):
             one = kernel()
         with threads.blas_threads(2):
             two = kernel()
-        assert not np.array_equal(one, two), kernel.__name__
+        if kernel is forward:
+            assert np.array_equal(one, two)
+        else:
+            assert not np.array_equal(one, two), kernel.__name__
 
 
 # ------------------------------------------------------------------ sizes are checked
@@ -607,11 +618,47 @@ def _size_cases():
 
 def test_every_entry_checks_its_buffer_sizes():
     cases = _size_cases()
-    assert set(cases) == set(boundary.ENTRIES) | {"prepare_epoch", "prepare_epoch_csr"}
+    # (net_predict_rows declines what does not fit rather than raising: the next test)
+    assert set(cases) | {"net_predict_rows"} == \
+        set(boundary.ENTRIES) | {"prepare_epoch", "prepare_epoch_csr"}
     for name, (bad_call, fragment) in cases.items():
         with pytest.raises(ValueError) as raised:
             bad_call()
         assert fragment in str(raised.value), (name, str(raised.value))
+
+
+def test_the_one_call_prediction_declines_what_does_not_fit():
+    """net_predict_rows returns None (MLP.predict then validates and raises its error) for
+    any buffer of another size, dtype, layout or type, a non-finite X, or more FLOPs than
+    asked; it computes only for exactly fitting buffers."""
+    m = fastnn.MLP([4, 8, 3], seed=0)
+    spec, params = m._spec, m.params
+    X = np.ones((5, 4), np.float32)
+    ok = boundary.net_predict_rows(spec, params, X, 0, 1024)
+    assert ok.shape == (5, 3) and ok.dtype == np.float32
+    declined = {
+        "short params": (np.zeros(7, np.float32), X),
+        "float64 params": (params.astype(np.float64), X),
+        "2-D params": (params[None, :], X),
+        "wide X": (params, np.ones((5, 5), np.float32)),
+        "float64 X": (params, X.astype(np.float64)),
+        "1-D X": (params, X[0]),
+        "0 rows": (params, X[:0]),
+        "strided X": (params, np.ones((5, 8), np.float32)[:, ::2]),
+        "Fortran X": (params, np.asfortranarray(np.ones((5, 4), np.float32) + np.eye(5, 4,
+                                                                               dtype=np.float32))),
+        "list X": (params, X.tolist()),
+        "NaN in X": (params, np.where(np.eye(5, 4) > 0, np.nan, 1).astype(np.float32)),
+        "inf in X": (params, np.where(np.eye(5, 4) > 0, np.inf, 1).astype(np.float32)),
+    }
+    for name, (p, x) in declined.items():
+        assert boundary.net_predict_rows(spec, p, x, 0, 1024) is None, name
+    # a NaN in the second chunk: None, although the first chunk was computed
+    later = np.ones((5, 4), np.float32)
+    later[4, 0] = np.nan
+    assert boundary.net_predict_rows(spec, params, later, 0, 2) is None
+    with pytest.raises(ValueError, match="loss code 11"):
+        boundary.net_predict_rows(spec, params, X, 11, 1024)
 
 
 def test_the_boundary_resolves_the_mode_and_count_of_its_caller():

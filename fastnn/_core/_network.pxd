@@ -32,6 +32,10 @@ cdef struct Net:
                               # of fastnn before issue 18, kept for the tests that compare
                               # against it.  1 on the spec's own struct; callers set it on a
                               # COPY (_sgd.train_epoch, forward_into), as drop
+    bint fixed_products       # 1: the layers' products are fastnn's own, in one fixed order
+                              # per element (src_c/fastnn_gemm.h: prediction, row-independent,
+                              # no BLAS); 0: BLAS over the tiles above (training).  0 on the
+                              # spec's own struct; forward_into sets it on a COPY
 
 
 cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, int k,

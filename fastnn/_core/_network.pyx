@@ -23,11 +23,15 @@ from fastnn._core._dropout cimport (DropoutCtx, dropout, fnn_dropout_keep_row,
                               fnn_dropout_threshold, fnn_philox4x32_10)
 from libc.stdint cimport uint32_t, uint64_t
 from fastnn._core._blas cimport gemm_rowmajor
+from fastnn._core._gemm cimport gemm_fixed, fnn_gemm_force_plain, fnn_gemm_kernel
+cimport numpy as cnp
 from fastnn._core._layernorm cimport layernorm_act_forward, layernorm_act_backward
 from fastnn._core._losses cimport (LossParams, N_LOSSES, check_targets, loss_grad,
                              output_activation)
 
 import numpy as np
+
+cnp.import_array()
 
 
 # ---------------------------------------------------------------- the fixed decomposition
@@ -319,6 +323,18 @@ cdef int _run_layernorm(int n_threads, floating *Z, const floating *b, const flo
     return FNN_OK
 
 
+cdef inline void _forward_product(const Net *net, int n_rows, int n_out, int n_in,
+                                  const floating *X, const floating *W,
+                                  floating *Z) noexcept nogil:
+    """Z (n_rows, n_out) := X (n_rows, n_in) @ W (n_in, n_out): fastnn's fixed-order product
+    (net.fixed_products: prediction) or BLAS over the fixed tiles (training)."""
+    if net.fixed_products:
+        gemm_fixed(n_rows, n_out, n_in, X, n_in, W, n_out, Z, n_out)
+    else:
+        tiled_gemm(net.n_threads, False, False, n_rows, n_out, n_in, <floating> 1, X, n_in,
+                   W, n_out, <floating> 0, Z, n_out)
+
+
 cdef int net_forward(const Net *net, const floating *params, const floating *X, int n_rows,
                      floating *acts) noexcept nogil:
     cdef int k, status
@@ -335,8 +351,7 @@ cdef int net_forward(const Net *net, const floating *params, const floating *X, 
         if net.norms[k]:
             # x W -> xhat (normalized), y = gamma xhat + beta (kept), A = act(y)
             xhat = acts + n_rows * net.n_off[k]
-            tiled_gemm(nt, False, False, n_rows, n_out, n_in, <floating> 1, inp, n_in,
-                       params + net.w_off[k], n_out, <floating> 0, xhat, n_out)
+            _forward_product(net, n_rows, n_out, n_in, inp, params + net.w_off[k], xhat)
             status = _run_layernorm(
                 nt, xhat, params + net.b_off[k], params + net.b_off[k] + n_out,
                 params + net.b_off[k] + 2 * n_out, acts + n_rows * net.z_off[k],
@@ -345,16 +360,14 @@ cdef int net_forward(const Net *net, const floating *params, const floating *X, 
             kept = out
         elif fnn_act_keeps_preactivation(net.acts[k]):
             # Z = X W + b kept, A = act(Z) (dropout, if any, in place on the output)
-            tiled_gemm(nt, False, False, n_rows, n_out, n_in, <floating> 1, inp, n_in,
-                       params + net.w_off[k], n_out, <floating> 0, kept, n_out)
+            _forward_product(net, n_rows, n_out, n_in, inp, params + net.w_off[k], kept)
             status = _run_pass(nt, _BIAS_ACT_KEEP, n_rows, n_out, net.acts[k],
                                <floating> net.alphas[k], kept, params + net.b_off[k], out,
                                <const floating *> NULL)
             kept = out
         else:
             # with dropout, the output before dropout stays in the kept slot
-            tiled_gemm(nt, False, False, n_rows, n_out, n_in, <floating> 1, inp, n_in,
-                       params + net.w_off[k], n_out, <floating> 0, kept, n_out)
+            _forward_product(net, n_rows, n_out, n_in, inp, params + net.w_off[k], kept)
             status = _run_pass(nt, _BIAS_ACT, n_rows, n_out, net.acts[k],
                                <floating> net.alphas[k], kept, params + net.b_off[k],
                                <floating *> NULL, <const floating *> NULL)
@@ -572,6 +585,7 @@ cdef class NetSpec:
         self.net.r_off = &ro[0]
         self.net.drop = NULL
         self.net.n_threads = 1
+        self.net.fixed_products = False
 
     def check(self, Py_ssize_t n_params, Py_ssize_t n_grads=-1, Py_ssize_t n_inputs=-1,
               Py_ssize_t n_rows=-1):
@@ -626,22 +640,99 @@ cdef void write_output(const Net *net, floating *acts, int rows, floating *out, 
         output_activation(loss_kind, out, rows, <int> n_out)
 
 
+cdef struct _RowsForward:
+    # one prediction chunk cut into blocks of rows, a pool task each (forward_into)
+    const Net *net              # fixed_products set, n_threads 0 (a task runs on one thread)
+    bint dbl
+    const void *params
+    const void *X
+    void *out
+    void *acts
+    int rows, block, loss_kind
+    int status                  # FNN_OK, or a task's failure
+
+
+cdef void _rows_forward(_RowsForward *f, floating *dtype, long t) noexcept nogil:
+    # (dtype only selects the type)
+    cdef Py_ssize_t lo = <Py_ssize_t> t * f.block
+    cdef int cnt = <int> min(<Py_ssize_t> f.block, f.rows - lo)
+    cdef const Net *net = f.net
+    cdef floating *acts = (<floating *> f.acts) + lo * net.act_width
+    cdef int status
+    if cnt <= 0:
+        return
+    status = net_forward(net, <const floating *> f.params,
+                         (<const floating *> f.X) + lo * net.sizes[0], cnt, acts)
+    if status != FNN_OK:
+        f.status = status
+        return
+    write_output(net, acts, cnt, (<floating *> f.out) + lo * net.sizes[net.n_layers], True,
+                 f.loss_kind)
+
+
+cdef void _rows_forward_task(void *ctx, long t) noexcept nogil:
+    cdef _RowsForward *f = <_RowsForward *> ctx
+    if f.dbl:
+        _rows_forward(f, <double *> NULL, t)
+    else:
+        _rows_forward(f, <float *> NULL, t)
+
+
+cdef double _flops_per_row(const Net *net) noexcept nogil:
+    """2 W: the multiply-adds of one row's forward pass, counted twice."""
+    cdef double flops = 0
+    cdef int k
+    for k in range(net.n_layers):
+        flops += 2.0 * net.sizes[k] * net.sizes[k + 1]
+    return flops
+
+
+cdef int _predict_chunk(const Net *net, const floating *params, const floating *X, int rows,
+                        floating *out, int loss_kind, floating *acts,
+                        int n_threads) noexcept nogil:
+    """out (rows, n_L) := the output link of the logits of rows X, by fixed-order products
+    (net: fixed_products set, n_threads 0).  Each row's result does not depend on the other
+    rows (src_c/fastnn_gemm.h), so the rows are cut into one block per thread when the chunk
+    is large enough to share (at least _thread_min_flops per thread), any cut giving the
+    same bits.  acts: rows * act_width entries.  Returns a status."""
+    cdef _RowsForward f
+    cdef long n_tasks = 1
+    cdef double flops = rows * _flops_per_row(net)
+    f.net, f.dbl, f.params, f.X, f.out, f.acts = net, floating is double, params, X, out, acts
+    f.rows, f.loss_kind, f.status = rows, loss_kind, FNN_OK
+    if n_threads > 1:
+        n_tasks = <long> min(<double> n_threads, max(1.0, flops // _thread_min_flops))
+    f.block = rows
+    if n_tasks > 1:
+        f.block = <int> (((rows + n_tasks - 1) // n_tasks + 5) // 6 * 6)
+        n_tasks = (rows + f.block - 1) // f.block
+    if n_tasks > 1:
+        parallel_for(<int> n_tasks, n_tasks, _rows_forward_task, &f)
+    else:
+        _rows_forward(&f, <floating *> NULL, 0)
+    return f.status
+
+
 def forward_into(NetSpec spec, const floating[::1] params, const floating[:, ::1] X,
                  floating[:, ::1] out, int loss_kind, Py_ssize_t chunk_rows,
                  bint flush_denormals=True, int n_threads=1):
     """out (n, n_L) := output link of the logits, computed chunk_rows samples at a time.
 
-    The workspace is allocated here, per call, so concurrent calls on one model share no
-    mutable state.  Values are fastnn.nn.model's to validate; sizes are checked here.
-    flush_denormals: flush subnormals to zero on this thread during the call (fastnn.runtime.fpmode).
-    n_threads: threads of fastnn's pool taking the products' fixed tiles (the same bits for
-    any count >= 1; 0: the untiled path of fastnn before issue 18, for tests).
+    The products are fastnn's own, each element summed in one fixed order
+    (src_c/fastnn_gemm.h): a row's prediction is the same bits alone (predict_rows), in any
+    chunk and on any thread, and no BLAS is called.  The workspace is allocated here, per
+    call, so concurrent calls on one model share no mutable state.  Values are
+    fastnn.nn.model's to validate; sizes are checked here.
+    flush_denormals: flush subnormals to zero on this thread (and the pool's threads taking
+    part) during the call (fastnn.runtime.fpmode).
+    n_threads: threads of fastnn's pool taking blocks of rows (the same bits for any count).
     """
     cdef unsigned long long fp_saved
     cdef Net net = spec.net
     if n_threads < 0:
         raise ValueError(f"n_threads={n_threads}; expected >= 0")
-    net.n_threads = n_threads
+    net.n_threads = 0
+    net.fixed_products = True
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = out.shape[1]
     cdef Py_ssize_t start, rows
     cdef int status = FNN_OK, L = spec.net.n_layers
@@ -664,16 +755,131 @@ def forward_into(NetSpec spec, const floating[::1] params, const floating[:, ::1
             start = 0
             while start < n:
                 rows = min(chunk_rows, n - start)
-                status = net_forward(&net, &params[0], &X[start, 0], <int> rows, acts)
+                status = _predict_chunk(&net, &params[0], &X[start, 0], <int> rows,
+                                        &out[start, 0], loss_kind, acts, n_threads)
                 if status != FNN_OK:
                     break
-                write_output(&net, acts, <int> rows, &out[start, 0], True, loss_kind)
                 start += rows
             fnn_fpmode_leave(flush_denormals, fp_saved)
     finally:
         free(acts)
     if status != FNN_OK:
         raise ValueError(f"compiled forward pass failed with status {status}")
+
+
+cdef enum:
+    _STACK_DOUBLES = 2048       # predict_rows' workspace on the stack up to 16 KiB
+
+
+cdef bint _all_finite(const floating *X, Py_ssize_t n) noexcept nogil:
+    """No NaN or infinity among X[0:n] (x - x is 0 for a finite x, NaN otherwise; the
+    comparisons are OR-ed, which vectorizes)."""
+    cdef Py_ssize_t i
+    cdef int bad = 0
+    for i in range(n):
+        bad |= (X[i] - X[i]) != 0
+    return bad == 0
+
+
+cdef object _predict_rows(NetSpec spec, cnp.ndarray params, cnp.ndarray X, int loss_kind,
+                          bint flush_denormals, int n_threads, Py_ssize_t chunk_rows,
+                          floating *dtype):
+    # (dtype only selects the type)
+    cdef Net net = spec.net
+    cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0), n_in = net.sizes[0]
+    cdef Py_ssize_t n_out = net.sizes[net.n_layers], start = 0, rows
+    cdef cnp.npy_intp dims[2]
+    cdef double stack[_STACK_DOUBLES]
+    cdef size_t nbytes
+    cdef floating *acts = <floating *> stack
+    cdef const floating *x = <const floating *> cnp.PyArray_DATA(X)
+    cdef const floating *p = <const floating *> cnp.PyArray_DATA(params)
+    cdef floating *o
+    cdef unsigned long long fp_saved
+    cdef bint finite = True
+    cdef int status = FNN_OK
+    dims[0], dims[1] = n, n_out
+    out = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT64 if floating is double else
+                            cnp.NPY_FLOAT32, 0)
+    o = <floating *> cnp.PyArray_DATA(out)
+    # the workspace stays below 2**31 elements (and chunks are int-sized for the kernels)
+    chunk_rows = max(1, min(chunk_rows, n, INT_MAX // max(1, net.act_width)))
+    nbytes = <size_t> chunk_rows * net.act_width * sizeof(floating)
+    if nbytes > sizeof(stack):
+        acts = <floating *> malloc(nbytes)
+        if acts == NULL:
+            raise MemoryError(f"could not allocate the prediction workspace ({nbytes} bytes)")
+    net.n_threads = 0
+    net.fixed_products = True
+    with nogil:
+        fp_saved = fnn_fpmode_enter(flush_denormals)
+        while start < n:
+            rows = min(chunk_rows, n - start)
+            # each chunk checked just before it is computed, while it comes into the cache
+            finite = _all_finite(x + start * n_in, rows * n_in)
+            if not finite:
+                break
+            status = _predict_chunk(&net, p, x + start * n_in, <int> rows, o + start * n_out,
+                                    loss_kind, acts, n_threads)
+            if status != FNN_OK:
+                break
+            start += rows
+        fnn_fpmode_leave(flush_denormals, fp_saved)
+    if nbytes > sizeof(stack):
+        free(acts)
+    if status != FNN_OK:
+        raise ValueError(f"compiled forward pass failed with status {status}")
+    return out if finite else None
+
+
+def predict_rows(NetSpec spec, params, X, int loss_kind, bint flush_denormals=True,
+                 int n_threads=1, Py_ssize_t chunk_rows=1024):
+    """The prediction of X in one call, or None when this path does not take X (then
+    forward_into does, after the caller's validation).
+
+    Taken: X and params are NumPy arrays of one dtype (float32 or float64), C-contiguous and
+    aligned, X of shape (n, n_inputs) with n >= 1, params of the network's size, and every
+    value of X finite (checked a chunk at a time: a NaN found in a later chunk returns None
+    after the earlier ones were computed, for nothing).  Returns a new (n, n_L) array: the
+    output link of loss_kind applied to the logits, the same bits as forward_into (the same
+    fixed-order products, see forward_into), computed chunk_rows rows at a time on up to
+    n_threads threads of fastnn's pool (1: this thread only; the bits do not depend on it).
+    No BLAS, no Python object but the result.  Raises ValueError for an unknown loss code or
+    n_threads < 1, MemoryError when the workspace cannot be allocated.
+    flush_denormals: as in forward_into.
+    """
+    if loss_kind < 0 or loss_kind >= N_LOSSES:
+        raise ValueError(f"unknown loss code {loss_kind}")
+    if n_threads < 1:
+        raise ValueError(f"n_threads={n_threads}; expected >= 1")
+    if type(X) is not np.ndarray or type(params) is not np.ndarray:
+        return None
+    cdef cnp.ndarray x = <cnp.ndarray> X, p = <cnp.ndarray> params
+    cdef int t = cnp.PyArray_TYPE(x)
+    if (cnp.PyArray_NDIM(x) != 2 or cnp.PyArray_NDIM(p) != 1 or cnp.PyArray_TYPE(p) != t
+            or (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64)
+            or not cnp.PyArray_ISCARRAY_RO(x) or not cnp.PyArray_ISCARRAY_RO(p)
+            or cnp.PyArray_DIM(x, 1) != spec.net.sizes[0]
+            or cnp.PyArray_DIM(p, 0) != spec.n_params or cnp.PyArray_DIM(x, 0) < 1):
+        return None
+    if t == cnp.NPY_FLOAT32:
+        return _predict_rows(spec, p, x, loss_kind, flush_denormals, n_threads, chunk_rows,
+                             <float *> NULL)
+    return _predict_rows(spec, p, x, loss_kind, flush_denormals, n_threads, chunk_rows,
+                         <double *> NULL)
+
+
+def flops_per_row(NetSpec spec):
+    """2 W: the FLOPs of one row's forward pass."""
+    return _flops_per_row(&spec.net)
+
+
+def _gemm_kernel(plain=None):
+    """1 when this process's fixed-order products run the AVX2 + FMA kernel, 0 the plain C
+    one; plain=True/False forces the plain kernel on or off first (tests)."""
+    if plain is not None:
+        fnn_gemm_force_plain(1 if plain else 0)
+    return fnn_gemm_kernel()
 
 
 cdef floating *loss_grad_workspace(floating[::1] workspace, Py_ssize_t n_rows,

@@ -20,6 +20,7 @@ from scipy import sparse as _scipy_sparse
 
 from fastnn.runtime import boundary
 from fastnn.nn import init as _init
+from fastnn.nn.inference import PREDICT_CHUNK_ROWS, predict_fast
 from fastnn.runtime.state import StateLock, consistent
 from fastnn._validation import (all_finite, as_ndarray, check_choice, check_number,
                                 check_random_state, check_values, check_writeable, float_dtype,
@@ -32,8 +33,6 @@ from fastnn.nn.losses import get_loss
 #: output link name -> the loss code whose link it is (see fastnn/_core/_losses.pxd)
 OUTPUT_LINKS = {"identity": 0, "sigmoid": 3, "softmax": 4, "exp": 6}
 _LEARNED_GAUSSIAN = 2
-# rows per chunk when predicting: the workspace stays in cache and its size is bounded
-PREDICT_CHUNK_ROWS = 1024
 # inputs up to this many elements are checked for NaN/inf with one isfinite pass (a small
 # temporary) rather than all_finite's sum, whose floating-point-error context costs ~1.3 us
 _SMALL_INPUT = 1 << 14
@@ -926,6 +925,9 @@ class MLP:
             The model's dtype.  Probabilities in [0, 1] (sigmoid, softmax; not logits, see
             ``forward``), or the mean / rate in the units of y.
         """
+        out = predict_fast(self, X)   # X needing no conversion: one compiled call
+        if out is not None:
+            return out
         out, kind = self._forward(self._input(X))
         if kind == _LEARNED_GAUSSIAN:
             return np.ascontiguousarray(out[:, : self.n_outputs // 2])

@@ -39,7 +39,8 @@ from fastnn.runtime.threads import compiled_threads
 
 __all__ = [
     "NetSpec", "Allreduce", "LOSS_KINDS", "OPT_SGD", "OPT_ADAM", "OPT_ADAMW", "STATUS_OK",
-    "STATUS_DIVERGED", "STATUS_INTERRUPTED", "ENTRIES", "net_forward", "net_loss_grad",
+    "STATUS_DIVERGED", "STATUS_INTERRUPTED", "ENTRIES", "net_forward", "net_predict_rows",
+    "net_loss_grad",
     "csr_forward", "csr_loss_grad", "input_loss_grad", "input_jacobian", "layer_forward",
     "layer_backward", "loss_grad", "loss_output", "update_params", "Epoch", "prepare_epoch",
     "prepare_epoch_csr", "run_epochs",
@@ -112,6 +113,33 @@ loss_grad = _register("loss_grad", _losses.loss_grad_into, pooled=False)
 loss_output = _register("loss_output", _losses.output_into, pooled=False)
 # one optimizer step (Optimizer.step)
 update_params = _register("update_params", _sgd.update_params, pooled=True)
+
+
+
+
+def net_predict_rows(spec, params, X, loss_kind, chunk_rows, n_threads=None,
+                     flush_denormals=None):
+    """``fastnn._core._network.predict_rows`` through the compiled boundary: a prediction in
+    one compiled call, or None when that path does not take X (the caller then validates
+    and calls ``net_forward``).
+
+    The boundary's promises, at the cost of a one-row prediction (a few microseconds): (1)
+    fastnn's thread count is resolved here (None: this context's; 1 costs nothing to
+    resolve, and a one-row call should pass it); (3) the floating-point mode too (None:
+    this thread's setting); (2) needs no hold: the call makes no BLAS call (its products are
+    fastnn's fixed-order ones, src_c/fastnn_gemm.h, whose bits no thread count changes);
+    (4) the compiled function checks every size (it declines what does not fit).
+    """
+    flush = _get_flush() if flush_denormals is None else fpmode.resolve(flush_denormals)
+    n = 1 if n_threads == 1 else threads.resolve_threads(n_threads)
+    return _network.predict_rows(spec, params, X, loss_kind, flush, n, chunk_rows)
+
+
+_get_flush = fpmode.get_flush_denormals
+net_predict_rows.kernel, net_predict_rows.pooled = _network.predict_rows, True
+ENTRIES["net_predict_rows"] = net_predict_rows
+#: 2 W, the FLOPs of one row's forward pass of a network (no arithmetic: a count)
+flops_per_row = _network.flops_per_row
 
 
 # ------------------------------------------------------------------ training epochs

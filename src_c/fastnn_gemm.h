@@ -1,0 +1,121 @@
+/*
+ * fastnn_gemm.h -- fastnn's own products for prediction: C := A @ B (row-major), every element
+ * of C summed in ONE fixed order, whatever the number of rows, the blocking or the thread.
+ *
+ * Why our own products.  A one-row prediction is a chain of matrix-vector products of a few
+ * hundred to a few thousand multiply-adds each (under 0.2 us of arithmetic for a 64-32-10 or
+ * 8-64-64-1 network); BLAS adds its own per-call cost, and OpenBLAS's matrix-vector kernels
+ * (GEMV) add up in another order than its GEMM, so the same row predicted alone and inside a
+ * batch came out in different bits.  Here every element is
+ *
+ *     c_ij = fma(a_i,k-1, b_k-1,j, ... fma(a_i1, b_1j, fma(a_i0, b_0j, 0)) ...)
+ *
+ * i.e. the products added to one accumulator in the order k = 0, 1, ..., K-1, each with one
+ * rounding (a fused multiply-add where the CPU has one).  Vectorizing across the columns j
+ * and keeping rows in separate registers never changes that order, so a row gives the same
+ * bits alone, in a block of 6 rows or in any tile of any thread: prediction is row-independent
+ * by construction, and its tiles can be shared among threads in any way.
+ *
+ * Kernels (no packing, no allocation, nothing but arithmetic):
+ *   AVX2 + FMA (x86-64, chosen at run time, __builtin_cpu_supports):
+ *     6 rows x 2 vectors of columns (12 accumulators), B streamed row by row (a row-major
+ *     W is read along its rows: contiguous), A broadcast one element at a time;
+ *     1 row x 8 vectors of columns for the rows left over and for one-row calls (8
+ *     independent accumulator chains keep both FMA pipes busy on a 4-cycle latency);
+ *     the last, partial vector of columns goes through masked loads and stores, so every
+ *     column is computed by the same instruction sequence.
+ *   plain C otherwise: the same order with `a * b + c` (two roundings without FMA
+ *     hardware; with -march set to an FMA machine the compiler contracts it).  The two
+ *     kernels can differ in the last bit; one process always uses one of them.
+ * fnn_gemm_force_plain(1) selects the plain kernel (tests compare both against NumPy).
+ */
+#ifndef FASTNN_GEMM_H
+#define FASTNN_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* (not under AddressSanitizer: it checks a masked load's whole 32 bytes, past the end of a row
+ * whose masked-out lanes the CPU never reads; the plain kernel runs there) */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define FNN_GEMM_X86 1
+#include <immintrin.h>
+#define FNN_GEMM_AVX2 __attribute__((target("avx2,fma")))
+#define FNN_GEMM_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma")))
+#endif
+
+/* -1: not decided yet; 0: plain C; 1: AVX2 + FMA.  Each extension module that includes this
+ * header decides once (the same answer: the same CPU). */
+static int fnn_gemm_level = -1;
+static int fnn_gemm_plain_forced = 0;
+
+static inline void fnn_gemm_force_plain(int on)
+{
+    fnn_gemm_plain_forced = on;
+}
+
+static inline int fnn_gemm_use_avx2(void)
+{
+#if defined(FNN_GEMM_X86)
+    int level = fnn_gemm_level;
+    if (level < 0) {
+        __builtin_cpu_init();
+        level = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        fnn_gemm_level = level;      /* (a benign race: every thread stores the same value) */
+    }
+    return level && !fnn_gemm_plain_forced;
+#else
+    return 0;
+#endif
+}
+
+/* 1: the AVX2 + FMA kernels run in this process; 0: the plain C ones. */
+static inline int fnn_gemm_kernel(void)
+{
+    return fnn_gemm_use_avx2();
+}
+
+#if defined(FNN_GEMM_X86)
+/* masks of the first r lanes: load from (table + 8 - r) (float) or (table + 4 - r) (double) */
+static const int32_t fnn_gemm_mask32[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                            0, 0, 0, 0, 0, 0, 0, 0};
+static const int64_t fnn_gemm_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+#endif
+
+/* ---------------------------------------------------------------- float */
+#define FNN_T float
+#define FNN_P(name) fnn_s_##name
+#if defined(FNN_GEMM_X86)
+#define FNN_V __m256
+#define FNN_W 8
+#define FNN_VZERO() _mm256_setzero_ps()
+#define FNN_VLOAD(p) _mm256_loadu_ps(p)
+#define FNN_VMLOAD(p, m) _mm256_maskload_ps((p), (m))
+#define FNN_VSTORE(p, v) _mm256_storeu_ps((p), (v))
+#define FNN_VMSTORE(p, m, v) _mm256_maskstore_ps((p), (m), (v))
+#define FNN_VBCAST(p) _mm256_broadcast_ss(p)
+#define FNN_VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - (r)))
+#endif
+#include "fastnn_gemm_impl.h"
+
+/* ---------------------------------------------------------------- double */
+#define FNN_T double
+#define FNN_P(name) fnn_d_##name
+#if defined(FNN_GEMM_X86)
+#define FNN_V __m256d
+#define FNN_W 4
+#define FNN_VZERO() _mm256_setzero_pd()
+#define FNN_VLOAD(p) _mm256_loadu_pd(p)
+#define FNN_VMLOAD(p, m) _mm256_maskload_pd((p), (m))
+#define FNN_VSTORE(p, v) _mm256_storeu_pd((p), (v))
+#define FNN_VMSTORE(p, m, v) _mm256_maskstore_pd((p), (m), (v))
+#define FNN_VBCAST(p) _mm256_broadcast_sd(p)
+#define FNN_VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
+#define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask64 + 4 - (r)))
+#endif
+#include "fastnn_gemm_impl.h"
+
+#endif /* FASTNN_GEMM_H */
