@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn.nn import model as model_module
+from fastnn.nn import derivatives as derivatives_module
 from fastnn.nn.layers import ACTIVATIONS
 
 H = 1e-5          # central-difference step: truncation ~H^2, rounding ~1e-16 / H
@@ -144,8 +144,8 @@ def test_chunks_give_the_same_rows(monkeypatch, dtype):
     y = np.tile(y, 5)
     J, g = model.jacobian(X), model.input_gradient(X, y)
     assert J.dtype == dtype and g.dtype == dtype
-    monkeypatch.setattr(model_module, "SENSITIVITY_CHUNK_ROWS", 4)
-    monkeypatch.setattr(model_module, "JACOBIAN_STACKED_ROWS", 7)   # 2 rows x 3 columns
+    monkeypatch.setattr(derivatives_module, "SENSITIVITY_CHUNK_ROWS", 4)
+    monkeypatch.setattr(derivatives_module, "JACOBIAN_STACKED_ROWS", 7)   # 2 rows x 3 columns
     # the same values to rounding: a one-row chunk's products go through BLAS's GEMV, which
     # sums in another order than GEMM (fastnn/_core/_blas.pyx)
     tol = dict(rtol=1e-5, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-16)
