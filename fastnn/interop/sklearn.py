@@ -90,7 +90,6 @@ sparse minibatch loop; lbfgs) and every prediction method keep it sparse (fastnn
 first layer's products over the stored entries), so memory stays O(nnz).  A CSC X is converted
 to CSR once per fit call.
 """
-
 import numpy as np
 from scipy import sparse
 from scipy.special import expit, log_softmax, softmax

@@ -149,6 +149,7 @@ def _versioned_initializer(config, version):
 
 # --------------------------------------------------------------------------- the model
 
+
 def _check_model_description(path, d):
     """The model's fields, checked and cross-checked before any array is read."""
     version = d["format_version"]  # checked by _parse_description
@@ -333,6 +334,7 @@ def _build_optimizer(path, spec, states, model):
 
 
 # ------------------------------------------------------------ the run's early-stopping record
+
 
 def _check_early_stopping_description(path, d):
     """The run's early-stopping record of an optimizer description, checked (None: none)."""
