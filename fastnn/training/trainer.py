@@ -33,7 +33,7 @@ from fastnn.optim.optimizers import get_optimizer
 from fastnn.training.data import DataPreparation, _prepare_fit_data
 # the public classes of a run are defined beside it and re-exported here (fastnn.training.trainer.X)
 from fastnn.training.engine import (SIGNAL_CHECK_INTERVAL, EarlyStopping, History,  # noqa: F401
-                             TrainingDiverged, TrainingRun, evaluate)
+                                    TrainingDiverged, TrainingRun, evaluate)
 
 #: seeds of the sample order drawn when `seed` is not an int
 _SEED_KEY_BOUND = 2 ** 63
