@@ -283,3 +283,47 @@ def test_the_compiled_import_checker_sees_each_form(tmp_path):
     assert found == [(1, "fastnn._core._network"), (2, "fastnn._core._sgd"),
                      (3, "fastnn._core._network.forward_into"),
                      (6, "the string 'fastnn._core._sgd'"), (8, "fastnn._core._network")]
+
+
+#: classes that moved to a module of their own when their module was split: (the module that
+#: pickles written before the split name, the class)
+SPLIT_HOMES = [
+    ("fastnn.nn.model", "Dense"),
+    ("fastnn.training.engine", "History"),
+    ("fastnn.training.engine", "EarlyStopping"),
+    ("fastnn.nn.init", "KaimingNormal"),
+    ("fastnn.nn.init", "GlorotUniform"),
+    ("fastnn.io.saving", "ModelFileError"),
+]
+
+
+def test_pickles_written_before_the_splits_still_load():
+    import importlib
+    import pickle
+
+    import numpy as np
+    for old, name in SPLIT_HOMES:  # the old path names the very class
+        cls = getattr(importlib.import_module(old), name)
+        assert cls.__module__ != old and getattr(importlib.import_module(cls.__module__),
+                                                 name) is cls, (old, name)
+    # a fitted model (history_, its layers' initializers) and an optimizer carrying an
+    # early-stopping record, pickled as before the split: every class under its old path
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 3)), rng.integers(0, 2, 40)
+    model = fastnn.MLP([3, 5, 2], seed=0)
+    optimizer = fastnn.Adam(lr=0.01)
+    model.history_ = model.fit(X, y, "cross_entropy", optimizer, epochs=3, validation_split=0.25,
+                               early_stopping=fastnn.EarlyStopping(patience=1))
+    objects = (model, optimizer, fastnn.Dense(2, 3), fastnn.io.ModelFileError("m.npz", "bad"))
+    data = pickle.dumps(objects, protocol=0)
+    for old, name in SPLIT_HOMES:
+        new = getattr(importlib.import_module(old), name).__module__
+        data = data.replace(f"{new}\n{name}\n".encode(), f"{old}\n{name}\n".encode())
+    for old, name in SPLIT_HOMES[:4]:  # (those the objects above hold)
+        assert f"{old}\n{name}\n".encode() in data, (old, name)
+    model2, optimizer2, dense, error = pickle.loads(data)
+    assert model2.params.tobytes() == model.params.tobytes()
+    assert model2.history_.as_dict() == model.history_.as_dict()
+    assert [la.init for la in model2.layers] == [la.init for la in model.layers]
+    assert repr(optimizer2) == repr(optimizer) and dense.n_out == 3
+    assert str(error) == str(fastnn.io.ModelFileError("m.npz", "bad"))
