@@ -32,15 +32,37 @@ from fastnn.runtime.fpmode import get_flush_denormals, set_flush_denormals  # no
 from fastnn.nn.gradcheck import GradientReport, check_gradients  # noqa: E402
 from fastnn.nn.layers import ACTIVATIONS, dense_backward, dense_forward  # noqa: E402
 from fastnn.nn.losses import (BinaryCrossEntropy, CrossEntropy, GaussianNLL,  # noqa: E402
-                           KLDivergence, MSE, PoissonNLL)
+                              KLDivergence, MSE, PoissonNLL)
 from fastnn.nn.model import Dense, MLP  # noqa: E402
 from fastnn.optim.optimizers import (SGD, Adam, AdamW, Constant, Cosine, InverseScaling,  # noqa: E402
-                          ReduceOnPlateau, StepDecay)
+                                     ReduceOnPlateau, StepDecay)
 from fastnn.training.trainer import EarlyStopping, History, TrainingDiverged, fit  # noqa: E402
 from fastnn.io.saving import load  # noqa: E402
 from fastnn.optim.lbfgs import LBFGS  # noqa: E402
 from fastnn.interop.onnx_pipeline import to_onnx  # noqa: E402  (onnx, skl2onnx: only when called)
 from fastnn.ensemble import EnsemblePrediction, MLPEnsemble, load_ensemble  # noqa: E402
+from fastnn.interop import onnx_export as _onnx_export  # noqa: E402
+from fastnn.io import saving as _saving  # noqa: E402
+from fastnn.nn import model as _model  # noqa: E402
+
+
+# MLP's persistence and interchange methods call these functions of the layers above the model
+# (fastnn.nn.model.provide), so that the model imports neither the file format nor an
+# interchange format; this package, the top of the import graph, connects them.
+def _to_torch(model):
+    from fastnn.interop.torch_interop import to_torch  # it imports torch: only when called
+    return to_torch(model)
+
+
+def _from_torch(module):
+    from fastnn.interop.torch_interop import from_torch
+    return from_torch(module)
+
+
+_model.provide("save", _saving.save_model)
+_model.provide("save_onnx", _onnx_export.to_onnx)
+_model.provide("to_torch", _to_torch)
+_model.provide("from_torch", _from_torch)
 
 __all__ = [
     "ACTIVATIONS", "Adam", "AdamW", "BinaryCrossEntropy", "Constant", "Cosine", "CrossEntropy",

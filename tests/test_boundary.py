@@ -532,25 +532,6 @@ def test_the_world_is_one_where_openblas_threads_change_bits():
 
 # ------------------------------------------------------------------ sizes are checked
 
-def _epoch_kwargs(model, X, labels, batch, **change):
-    """_sgd.prepare_epoch's arguments for a correct epoch, with `change` applied."""
-    spec, dt = model._spec, model.dtype
-    args = dict(spec=spec, params=model.params, grads=model.grads,
-                state1=np.zeros(0, dt), state2=np.zeros(0, dt), X=X, Y=None, labels=labels,
-                sample_weight=None, sigma=None, order=np.arange(X.shape[0], dtype=np.intp),
-                batch_size=batch, drop_last=False, loss_kind=4, loss_full=0,
-                sigma_scalar=1.0, opt_kind=boundary.OPT_SGD, lr=0.01, momentum=0.0,
-                nesterov=False, weight_decay=0.0, clip_norm=0.0, beta1=0.0, beta2=0.0,
-                eps=0.0, t0=0, acts=np.empty(batch * spec.act_width, dt),
-                delta0=np.empty(batch * spec.max_width, dt),
-                delta1=np.empty(batch * spec.max_width, dt),
-                X_batch=np.empty((batch, X.shape[1]), dt), Y_batch=None,
-                labels_batch=np.empty(batch, np.intp), sw_batch=None, sigma_batch=None,
-                check_every=-1.0)
-    args.update(change)
-    return args
-
-
 def _csr_epoch_args(model, csr, labels, batch, grads):
     spec, dt = model._spec, model.dtype
     return (spec, model.params, grads, None, None, csr.data, csr.indices, csr.indptr,
@@ -561,7 +542,7 @@ def _csr_epoch_args(model, csr, labels, batch, grads):
             np.empty(batch, np.intp), None, None, -1.0)
 
 
-def _size_cases():
+def _size_cases(epoch_kwargs):
     """{entry name: (a call with one buffer of the wrong size, what the error names)}."""
     from fastnn.nn.sparse import as_csr
     m = fastnn.MLP([4, 8, 3], seed=0)
@@ -608,7 +589,7 @@ def _size_cases():
         "update_params": (lambda: boundary.update_params(spec, short, grads, None, None,
                                                          boundary.OPT_SGD, 0.1, 0, 0, 0, 0,
                                                          0, 0, 0, 1), "params has 7 entries"),
-        "prepare_epoch": (lambda: boundary.prepare_epoch(**_epoch_kwargs(
+        "prepare_epoch": (lambda: boundary.prepare_epoch(**epoch_kwargs(
             m, X, labels, 4, acts=np.empty(3, f32))), "the workspace acts has 3 entries"),
         # a CSR epoch is checked when it runs, before its first step
         "prepare_epoch_csr": (lambda: boundary.prepare_epoch_csr(
@@ -616,8 +597,8 @@ def _size_cases():
     }
 
 
-def test_every_entry_checks_its_buffer_sizes():
-    cases = _size_cases()
+def test_every_entry_checks_its_buffer_sizes(epoch_kwargs):
+    cases = _size_cases(epoch_kwargs)
     # (net_predict_rows declines what does not fit rather than raising: the next test)
     assert set(cases) | {"net_predict_rows"} == \
         set(boundary.ENTRIES) | {"prepare_epoch", "prepare_epoch_csr"}

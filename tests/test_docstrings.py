@@ -55,11 +55,17 @@ def _public_api():
         if inspect.isclass(obj):
             if issubclass(obj, BaseException):
                 continue
-            init = obj.__dict__.get("__init__")
+            # what the class defines and what it inherits from fastnn's own bases (MLP is
+            # assembled from one base per concern), the class's own definition winning
+            members = {}
+            for base in reversed(obj.__mro__):
+                if base.__module__.startswith("fastnn"):
+                    members.update(vars(base))
+            init = members.get("__init__")
             if init is not None:
                 # numpydoc: the constructor's parameters in the class docstring (or __init__'s)
                 yield qual, init, (obj.__doc__ or "") + (init.__doc__ or "")
-            for name, member in vars(obj).items():
+            for name, member in members.items():
                 if name.startswith("_") or not inspect.isfunction(member):
                     continue
                 # an override without a docstring inherits its base's (inspect.getdoc)

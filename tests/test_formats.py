@@ -14,7 +14,7 @@ import pytest
 
 import fastnn
 from fastnn.nn import init
-from fastnn.io import saving as fio
+from fastnn.io import format as fio_format, saving as fio
 from fastnn.ensemble import ENSEMBLE_FORMAT_VERSION, MLPEnsemble, load_ensemble
 from fastnn.io.saving import ModelFileError
 from fastnn.nn.model import MLP
@@ -177,7 +177,7 @@ def test_an_older_reader_refuses_a_newer_file(tmp_path, monkeypatch):
     # (simulated: the same check with FORMAT_VERSION = 1) refuses this fastnn's files
     path = tmp_path / "m.npz"
     _model().save(path)
-    monkeypatch.setattr(fio, "FORMAT_VERSION", 1)
+    monkeypatch.setattr(fio_format, "FORMAT_VERSION", 1)  # where the reader checks it
     with pytest.raises(ModelFileError, match=r"written in format version 2 \(by fastnn "
                                              r".*\); this fastnn .* reads format versions up "
                                              r"to 1: upgrade fastnn to load it"):
@@ -343,7 +343,7 @@ def test_an_older_reader_refuses_an_ensemble_of_newer_members(tmp_path, monkeypa
     ens, _ = _ensemble()
     path = tmp_path / "e.npz"
     ens.save(path)
-    monkeypatch.setattr(fio, "FORMAT_VERSION", 1)
+    monkeypatch.setattr(fio_format, "FORMAT_VERSION", 1)  # where the reader checks it
     with pytest.raises(ModelFileError, match=r"member 0: it was written in format version 2"):
         load_ensemble(path)
 

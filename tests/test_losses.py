@@ -10,7 +10,7 @@ import fastnn  # noqa: F401  (fails early with a build hint if the extension is 
 from fastnn._core import _losses
 from fastnn._core import _reference as ref
 from fastnn.nn.losses import (KINDS, LOSS_NAMES, BinaryCrossEntropy, CrossEntropy, GaussianNLL,
-                           KLDivergence, Loss, MSE, PoissonNLL, get_loss)
+                              KLDivergence, Loss, MSE, PoissonNLL, get_loss)
 
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["float32", "float64"]

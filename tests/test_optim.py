@@ -1,4 +1,5 @@
-"""Schedules and gradient clipping where a plain formula overflows but the answer does not.
+"""The optimizers: each update rule step by step against the NumPy reference and torch.optim;
+schedules and gradient clipping where a plain formula overflows but the answer does not.
 
 A schedule whose power is large raised OverflowError (``t ** power`` overflows, ``lr / t **
 power`` is a number or 0); the float64 clipping norm summed squares, so gradients above about
@@ -177,3 +178,69 @@ def test_a_clip_norm_below_the_smallest_normal_is_refused_before_any_step(dtype)
     with pytest.raises(ValueError, match="clip_norm=.*smallest normal"):
         model.fit(X, X[:, :1], "mse", SGD(lr=0.1, clip_norm=float(np.finfo(dtype).tiny) / 4),
                   epochs=1)
+
+
+# ------------------------------------------------------------------ one step of each optimizer
+
+#: (optimizer, the reference's settings): every update rule, with weight decay and clipping
+STEP_CASES = {
+    "sgd": (lambda: SGD(lr=0.1), dict(kind="sgd", lr=0.1)),
+    "momentum": (lambda: SGD(lr=0.1, momentum=0.9, weight_decay=0.01),
+                 dict(kind="sgd", lr=0.1, momentum=0.9, weight_decay=0.01)),
+    "nesterov": (lambda: SGD(lr=0.1, momentum=0.9, nesterov=True, clip_norm=0.5),
+                 dict(kind="sgd", lr=0.1, momentum=0.9, nesterov=True, clip_norm=0.5)),
+    "adam": (lambda: Adam(lr=0.01, weight_decay=0.01),
+             dict(kind="adam", lr=0.01, weight_decay=0.01, beta1=0.9, beta2=0.999, eps=1e-8)),
+    "adamw": (lambda: fastnn.AdamW(lr=0.01, weight_decay=0.1, beta1=0.8, clip_norm=1.0),
+              dict(kind="adamw", lr=0.01, weight_decay=0.1, beta1=0.8, beta2=0.999, eps=1e-8,
+                   clip_norm=1.0)),
+}
+
+
+def _steps(optimizer, n_steps=4):
+    """(the parameters after each Optimizer.step of a float64 model, the gradients fed)."""
+    model = fastnn.MLP([3, 5, 2], dtype=np.float64, seed=0, bias_init=0.1)
+    rng = np.random.default_rng(1)
+    start, grads, after = model.get_flat_params(), [], []
+    for _ in range(n_steps):
+        grads.append(rng.standard_normal(model.n_params))
+        model.grads = grads[-1]
+        optimizer.step(model)
+        after.append(model.get_flat_params())
+    return model, start, grads, after
+
+
+@pytest.mark.parametrize("name", list(STEP_CASES))
+def test_each_step_equals_the_numpy_reference(name):
+    # Optimizer.step (the update of a hand-written loop) against
+    # fastnn._core._reference.optimizer_step, step by step, in float64
+    from fastnn._core import _reference as ref
+    make, settings = STEP_CASES[name]
+    model, params, grads, after = _steps(make())
+    state = {}
+    for t, (g, got) in enumerate(zip(grads, after), start=1):
+        params = ref.optimizer_step(params, g, state, t, model.layer_sizes, settings)
+        np.testing.assert_allclose(got, params, rtol=1e-13, atol=1e-15)
+    assert not np.array_equal(after[0], after[-1])
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam"])
+def test_each_step_equals_torch_optim(name):
+    # torch.optim as an independent reference (its weight decay reaches every parameter, so
+    # these cases compare without it: fastnn decays weight matrices only)
+    torch = pytest.importorskip("torch")
+    make = {"sgd": (lambda: SGD(lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
+            "momentum": (lambda: SGD(lr=0.1, momentum=0.9),
+                         lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)),
+            "nesterov": (lambda: SGD(lr=0.1, momentum=0.9, nesterov=True),
+                         lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True)),
+            "adam": (lambda: Adam(lr=0.01),
+                     lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.9, 0.999), eps=1e-8))}
+    ours, theirs = make[name]
+    _, start, grads, after = _steps(ours())
+    p = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+    opt = theirs([p])
+    for g, got in zip(grads, after):
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+        np.testing.assert_allclose(got, p.detach().numpy(), rtol=1e-12, atol=1e-14)

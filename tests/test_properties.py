@@ -31,7 +31,7 @@ CLASSIC = ("identity", "sigmoid", "tanh", "relu", "leaky_relu")
 # max |act'(z)|: selu lambda * alpha (z -> 0-), gelu 1.129 (z = sqrt 2), silu 1.0998 (z = 2.40)
 LIPSCHITZ = {"selu": 1.7581, "gelu": 1.1290, "gelu_tanh": 1.1290, "silu": 1.0999}
 from fastnn.nn.losses import (BinaryCrossEntropy, CrossEntropy, GaussianNLL,  # noqa: E402
-                           KLDivergence, MSE, PoissonNLL)
+                              KLDivergence, MSE, PoissonNLL)
 from fastnn.nn.model import MLP  # noqa: E402
 
 # Modest and reproducible by default (~3 s).  To search harder with fresh examples:

@@ -185,32 +185,11 @@ def test_compiled_entry_points_check_every_buffer(dtype):
                                            0, 0, 0, 0, 1), ValueError, "params has 7 entries")
 
 
-def _epoch_args(model, X_, labels_, batch, **change):
-    """train_epoch's arguments for a correct call, with `change` applied."""
-    X, labels = X_, labels_
-    spec = model._spec
-    dt = model.dtype
-    args = dict(spec=spec, params=model.params, grads=model.grads,
-                state1=np.zeros(0, dt), state2=np.zeros(0, dt), X=X, Y=None, labels=labels,
-                sample_weight=None, sigma=None, order=np.arange(X.shape[0], dtype=np.intp),
-                batch_size=batch, drop_last=False, loss_kind=4, loss_full=0,
-                sigma_scalar=1.0, opt_kind=_sgd.OPT_SGD, lr=0.01, momentum=0.0,
-                nesterov=False, weight_decay=0.0, clip_norm=0.0, beta1=0.0, beta2=0.0,
-                eps=0.0, t0=0, acts=np.empty(batch * spec.act_width, dt),
-                delta0=np.empty(batch * spec.max_width, dt),
-                delta1=np.empty(batch * spec.max_width, dt),
-                X_batch=np.empty((batch, X.shape[1]), dt), Y_batch=None,
-                labels_batch=np.empty(batch, np.intp), sw_batch=None, sigma_batch=None,
-                check_every=-1.0)
-    args.update(change)
-    return args
-
-
-def test_train_epoch_checks_workspace_batch_and_state_sizes():
+def test_train_epoch_checks_workspace_batch_and_state_sizes(epoch_kwargs):
     model = MLP([4, 8, 3], seed=0)
     X, y = data(20)
     labels = y.astype(np.intp)
-    ok = _sgd.train_epoch(**_epoch_args(model, X, labels, 8))
+    ok = _sgd.train_epoch(**epoch_kwargs(model, X, labels, 8))
     assert ok[4] == _sgd.STATUS_OK
     dt = model.dtype
     bad = [
@@ -230,7 +209,7 @@ def test_train_epoch_checks_workspace_batch_and_state_sizes():
         (dict(loss_kind=-1), "unknown loss code -1"),
     ]
     for change, fragment in bad:
-        args = _epoch_args(model, X, labels, 8, **change)
+        args = epoch_kwargs(model, X, labels, 8, **change)
         check_error(lambda: _sgd.train_epoch(**args), ValueError, fragment)
 
 

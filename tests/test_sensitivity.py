@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn.nn import model as model_module
+from fastnn.nn import derivatives as derivatives_module
 from fastnn.nn.layers import ACTIVATIONS
 
 H = 1e-5          # central-difference step: truncation ~H^2, rounding ~1e-16 / H
@@ -144,8 +144,8 @@ def test_chunks_give_the_same_rows(monkeypatch, dtype):
     y = np.tile(y, 5)
     J, g = model.jacobian(X), model.input_gradient(X, y)
     assert J.dtype == dtype and g.dtype == dtype
-    monkeypatch.setattr(model_module, "SENSITIVITY_CHUNK_ROWS", 4)
-    monkeypatch.setattr(model_module, "JACOBIAN_STACKED_ROWS", 7)   # 2 rows x 3 columns
+    monkeypatch.setattr(derivatives_module, "SENSITIVITY_CHUNK_ROWS", 4)
+    monkeypatch.setattr(derivatives_module, "JACOBIAN_STACKED_ROWS", 7)   # 2 rows x 3 columns
     # the same values to rounding: a one-row chunk's products go through BLAS's GEMV, which
     # sums in another order than GEMM (fastnn/_core/_blas.pyx)
     tol = dict(rtol=1e-5, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-16)
@@ -300,3 +300,43 @@ def test_the_private_entry_points_check_sizes_and_codes():
     S.loss_input_grad_into(model._spec, model.params, X, loss.kind, int(loss.full),
                            loss.scalar_sigma, None, labels, None, None, 1.0, grad, 2**62)
     np.testing.assert_array_equal(grad, model.input_gradient(X, labels, loss="cross_entropy"))
+
+
+# ------------------------------------------------------------------ the NumPy twins
+
+def _twin_args(model):
+    """The network as _reference's functions take it."""
+    return dict(sizes=model.layer_sizes, acts=[la.activation for la in model.layers],
+                alphas=[la._activation_parameter() for la in model.layers],
+                norms=[bool(la.normalization) for la in model.layers])
+
+
+@pytest.mark.parametrize("normalization", [None, "layer"], ids=["plain", "layernorm"])
+@pytest.mark.parametrize("link", list(LINKS))
+@pytest.mark.parametrize("activation", [a for a in ACTIVATIONS if a != "swish"])
+def test_input_derivatives_equal_their_numpy_twins(activation, link, normalization):
+    # float64: the compiled backward pass run down to X against _reference.jacobian and
+    # _reference.input_gradient (the same arithmetic written layer by layer in NumPy)
+    from fastnn._core import _reference as ref
+    loss, n_out, make_y = LINKS[link]
+    model = fastnn.MLP([4, 6, 5, n_out], activation=activation, dtype=np.float64, seed=3,
+                       bias_init=0.1, normalization=normalization)
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((9, 4)), make_y(rng, 9)
+    w = rng.random(9) + 0.5
+    model.loss_and_grad(X, y, loss)      # the model's loss, hence its output link
+    args = _twin_args(model)
+
+    def close(actual, expected):
+        scale = max(1.0, float(np.abs(expected).max()))
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-10 * scale)
+
+    for of in ("output", "logits"):
+        close(model.jacobian(X, of=of),
+              ref.jacobian(model.params, X=X, link=model._link_name(), of=of, **args))
+    loss_obj, _, Y, labels, sw, _ = model.prepare_data(X, y, loss, w)
+    for reduction in ("none", "mean"):
+        expected = ref.input_gradient(model.params, X=X, kind=loss_obj.kind, Y=Y,
+                                      labels=labels, sample_weight=sw,
+                                      full=bool(loss_obj.full), reduction=reduction, **args)
+        close(model.input_gradient(X, y, sample_weight=w, reduction=reduction), expected)

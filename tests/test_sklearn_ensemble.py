@@ -94,16 +94,17 @@ def test_members_use_the_callers_flush_denormals_block(monkeypatch):
     import fastnn
     from fastnn.runtime import fpmode
     import fastnn.interop.sklearn as fsk
+    import fastnn.interop.sklearn_base as fsk_base
     from fastnn.interop.sklearn_ensemble import EnsembleRegressor
     seen = []
-    real = fsk.prepare_run
+    real = fsk_base.prepare_run
 
     def spy(*args, **kwargs):
         run, epochs = real(*args, **kwargs)
         seen.append(run.flush_denormals)
         return run, epochs
 
-    monkeypatch.setattr(fsk, "prepare_run", spy)
+    monkeypatch.setattr(fsk_base, "prepare_run", spy)
     X = np.random.default_rng(0).standard_normal((30, 2))
     ens = EnsembleRegressor(fsk.MLPRegressor(hidden_layer_sizes=(4,), max_iter=1),
                             n_estimators=3, n_jobs=2, random_state=0)

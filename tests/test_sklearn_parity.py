@@ -31,7 +31,7 @@ from sklearn.neural_network import MLPClassifier as SkClassifier  # noqa: E402
 from sklearn.neural_network import MLPRegressor as SkRegressor  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-import fastnn.interop.sklearn as fn_sklearn  # noqa: E402
+import fastnn.interop.sklearn_stopping as fn_sklearn_split  # noqa: E402
 from fastnn.interop.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 _CACHE = {}
@@ -98,7 +98,7 @@ def test_early_stopping_gives_scikit_learns_iterations_and_scores(name, params):
 def splits(monkeypatch):
     """Every train_test_split call of scikit-learn's MLP and of fastnn's estimators."""
     calls = {"sklearn": [], "fastnn": []}
-    for who, module in (("sklearn", sk_mlp), ("fastnn", fn_sklearn)):
+    for who, module in (("sklearn", sk_mlp), ("fastnn", fn_sklearn_split)):
         original = module.train_test_split
 
         def recorded(*arrays, _original=original, _calls=calls[who], **kwargs):

@@ -591,3 +591,37 @@ def test_sparse_prediction_chunks_are_capped_as_dense_ones(chunk_rows):
     _sparse.forward_csr_into(model._spec, model.params, csr.data, csr.indices, csr.indptr,
                              out, 0, False, chunk_rows)
     np.testing.assert_allclose(out, model.forward(X.toarray()), rtol=1e-12, atol=1e-14)
+
+
+# ------------------------------------------------------------------ the NumPy twins
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "gelu"])
+def test_the_compiled_sparse_first_layer_equals_its_numpy_twin(activation):
+    # forward: the logits of a network whose first layer reads X's stored entries, against
+    # _reference.csr_layer_forward (entry by entry) and the dense layers above it
+    from fastnn._core import _reference as ref
+    X, _ = _data(n=30, d=12, density=0.25, seed=4)
+    X = sp.csr_matrix(X)
+    model = fastnn.MLP([12, 6, 4], activation=activation, dtype=np.float64, seed=1,
+                       bias_init=0.1)
+    (W1, b1), (W2, b2) = ref.unpack(model.params, model.layer_sizes)
+    expected = ref.activation(ref.csr_layer_forward(X.data, X.indices, X.indptr, W1, b1),
+                              activation) @ W2 + b2
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(model.forward(X), expected, rtol=0, atol=1e-10 * scale)
+    # backward: the first layer's weight gradient X^T D of a one-layer network (its logits
+    # are the first layer), against _reference.csr_layer_weight_grad
+    one = fastnn.MLP([12, 4], dtype=np.float64, seed=2, bias_init=0.1)
+    y = np.random.default_rng(0).standard_normal((30, 4))
+    one.loss_and_grad(X, y, "mse")
+    W, b = ref.unpack(one.params, one.layer_sizes)[0]
+    Z = ref.csr_layer_forward(X.data, X.indices, X.indptr, W, b)
+    _, D = ref.weighted_mean_loss(*ref.per_sample_loss(0, Z, y))
+    dW = ref.csr_layer_weight_grad(X.data, X.indices, X.indptr, D, 12)
+    np.testing.assert_allclose(one.layers[0].dW, dW, rtol=0,
+                               atol=1e-10 * float(np.abs(dW).max()))
+    np.testing.assert_allclose(one.layers[0].db, D.sum(axis=0), rtol=0,
+                               atol=1e-10 * float(np.abs(D.sum(axis=0)).max()))
+    # and the twins themselves are X @ W and X^T D (scipy's, as an independent check)
+    np.testing.assert_allclose(Z, X @ W + b, rtol=1e-12)
+    np.testing.assert_allclose(dW, X.T @ D, rtol=1e-12, atol=1e-15)

@@ -6,7 +6,7 @@ import fastnn
 from fastnn._core import _reference as ref
 from fastnn.nn.gradcheck import check_gradients
 from fastnn.nn.losses import (BinaryCrossEntropy, CrossEntropy, GaussianNLL, KLDivergence, MSE,
-                           PoissonNLL)
+                              PoissonNLL)
 from fastnn.nn.model import MLP
 from fastnn.optim.optimizers import SGD, Adam
 from fastnn.training.trainer import fit

@@ -13,7 +13,7 @@ from fastnn.datasets import make_regression, make_spirals, train_test_split
 from fastnn.nn.losses import BinaryCrossEntropy, CrossEntropy, GaussianNLL, MSE
 from fastnn.nn.model import MLP
 from fastnn.optim.optimizers import (SGD, Adam, AdamW, Constant, Cosine, InverseScaling,
-                          ReduceOnPlateau, StepDecay)
+                                     ReduceOnPlateau, StepDecay)
 from fastnn.training.trainer import EarlyStopping, TrainingDiverged, fit
 
 

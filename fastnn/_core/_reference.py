@@ -352,6 +352,107 @@ def network_loss_grad(params, sizes, acts, alphas, X, kind, Y=None, labels=None,
     return loss, np.concatenate(grads)
 
 
+
+
+# ------------------------------------------------------------------- sparse (CSR) first layer
+# The twins of fastnn/_core/_sparse.pyx's first layer: X held as CSR (data, indices, indptr),
+# read entry by entry, never densified.
+
+def csr_layer_forward(data, indices, indptr, W, b):
+    """Z = X @ W + b for a CSR X: row i sums data[p] * W[indices[p]] over its stored entries."""
+    W = np.asarray(W, np.float64)
+    Z = np.tile(np.asarray(b, np.float64), (len(indptr) - 1, 1))
+    for i in range(len(indptr) - 1):
+        for p in range(indptr[i], indptr[i + 1]):
+            Z[i] += data[p] * W[indices[p]]
+    return Z
+
+
+def csr_layer_weight_grad(data, indices, indptr, D, n_cols):
+    """dW = X^T @ D for a CSR X with n_cols columns: each stored entry x_ic adds x_ic D[i] to
+    row c of dW (the bias gradient is D's column sums, as for a dense X)."""
+    D = np.asarray(D, np.float64)
+    dW = np.zeros((n_cols, D.shape[1]))
+    for i in range(len(indptr) - 1):
+        for p in range(indptr[i], indptr[i + 1]):
+            dW[indices[p]] += data[p] * D[i]
+    return dW
+
+
+# ------------------------------------------------------------------- input derivatives
+# The twins of fastnn/_core/_sensitivity.pyx (MLP.input_gradient, MLP.jacobian): the backward
+# pass run down to X instead of stopping at the first layer's weights.
+
+def _predict_forward(params, sizes, acts, alphas, X, norms=None):
+    """(layers, the layers' outputs A, their activations' inputs Z, layer-norm records LN) of
+    the prediction pass (no dropout), in float64."""
+    layers = unpack(np.asarray(params, np.float64), sizes, norms)
+    A, Z, LN = [np.asarray(X, np.float64)], [], []
+    for layer, act, alpha in zip(layers, acts, alphas):
+        z, ln = A[-1] @ layer[0] + layer[1], None
+        if len(layer) == 4:
+            z, xhat, rstd = layernorm_forward(z, layer[2], layer[3])
+            ln = (xhat, rstd, layer[2])
+        Z.append(z)
+        LN.append(ln)
+        A.append(activation(z, act, alpha))
+    return layers, A, Z, LN
+
+
+def _backward_to_input(layers, acts, alphas, Z, LN, dA):
+    """d/dX of sum(dA * the last layer's output), each row through its own sample's path."""
+    for k in range(len(layers) - 1, -1, -1):
+        g = dA * activation_grad(Z[k], acts[k], alphas[k])
+        if LN[k] is not None:
+            g = layernorm_backward(g, *LN[k])[0]
+        dA = g @ layers[k][0].T
+    return dA
+
+
+def input_gradient(params, sizes, acts, alphas, X, kind, Y=None, labels=None,
+                   sample_weight=None, sigma=1.0, full=False, reduction="none", norms=None):
+    """The loss's gradient with respect to X, shape (n, n_0): row i = w_i dl_i/dx_i
+    (reduction "none"), or those rows divided by sum_i w_i ("mean": the gradient of the
+    weighted mean loss)."""
+    layers, A, Z, LN = _predict_forward(params, sizes, acts, alphas, X, norms)
+    _, D = per_sample_loss(kind, A[-1], Y, labels, sigma, full)
+    w = np.ones(D.shape[0]) if sample_weight is None else np.asarray(sample_weight,
+                                                                      np.float64)
+    D = D * w[:, None]
+    if reduction == "mean":
+        D = D / w.sum()
+    return _backward_to_input(layers, acts, alphas, Z, LN, D)
+
+
+def jacobian(params, sizes, acts, alphas, X, link, of="output", norms=None):
+    """J[i, j, c] = d y_ij / d x_ic, shape (n, n_outputs, n_0): y the logits (of="logits") or
+    what the output link gives (identity, sigmoid, softmax, exp; "gaussian": the k means,
+    then the k standard deviations exp(s/2) of a learned-variance Gaussian)."""
+    layers, A, Z, LN = _predict_forward(params, sizes, acts, alphas, X, norms)
+    logits = A[-1]
+    n, m = logits.shape
+    J = np.empty((n, m, np.shape(X)[1]))
+    p = np.exp(log_softmax(logits)) if link == "softmax" else None
+    for j in range(m):
+        seed = np.zeros((n, m))     # d y_j / d logits, per sample
+        if of == "logits" or link == "identity" or (link == "gaussian" and j < m // 2):
+            seed[:, j] = 1.0
+        elif link == "sigmoid":
+            q = expit(logits[:, j])
+            seed[:, j] = q * (1 - q)
+        elif link == "exp":
+            seed[:, j] = np.exp(logits[:, j])
+        elif link == "gaussian":
+            seed[:, j] = 0.5 * np.exp(logits[:, j] / 2)
+        elif link == "softmax":     # d p_j / d z_c = p_j (delta_jc - p_c)
+            seed = -p[:, [j]] * p
+            seed[:, j] += p[:, j]
+        else:
+            raise ValueError(link)
+        J[:, j, :] = _backward_to_input(layers, acts, alphas, Z, LN, seed)
+    return J
+
+
 def optimizer_step(params, grads, state, t, sizes, opt, norms=None):
     """One update (SGD/momentum/Nesterov, Adam or AdamW), weight decay on weight matrices only.
 

@@ -1,5 +1,7 @@
-"""Files: the model file format, save and load (``saving``), and tables read for the
-command line with their preprocessing (``tabular``, public as ``fastnn.tabular``).
+"""Files: save and load a model (``saving``; the archive and its limits in ``format``, the
+description's field checks in ``description``), the one atomic file writer (``writer``), and
+tables read for the command line with their preprocessing (``tabular``, public as
+``fastnn.tabular``).
 
 ``fastnn.io.load`` and the other names below are ``fastnn.io.saving``'s.
 """

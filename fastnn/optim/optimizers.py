@@ -23,7 +23,7 @@ import numpy as np
 
 from fastnn.runtime import boundary
 from fastnn._validation import check_choice, check_number, check_writeable
-from fastnn.nn.model import MLP
+from fastnn.nn.network import Network
 
 # ---------------------------------------------------------------- schedules
 
@@ -553,7 +553,7 @@ class Optimizer:
             Overrides the base learning rate for this step (> 0): the step size of this one
             update.
         """
-        if not isinstance(model, MLP):
+        if not isinstance(model, Network):
             raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
         if lr is not None:
             lr = float(check_number(lr, "lr", low=0.0, low_open=True))

@@ -1,7 +1,9 @@
 """One training run: where an epoch starts, where the state of a run lives.
 
-``fastnn.fit`` (fastnn/training/trainer.py) checks its arguments and prepares the data, then hands
-them to a ``TrainingRun``, which holds everything an epoch needs and runs the epochs.
+``fastnn.fit`` (fastnn/training/trainer.py) checks its arguments and prepares the data
+(fastnn/training/data.py), then hands them to a ``TrainingRun``, which holds everything an epoch
+needs and runs the epochs.  What a run records (``History``, ``EarlyStopping``) is in
+fastnn/training/callbacks.py, how it scores data (``evaluate``) in fastnn/training/evaluation.py.
 
 Where the state of a run lives (what survives between fits, saves and pickles):
 
@@ -37,232 +39,17 @@ import warnings
 
 import numpy as np
 
-from fastnn.runtime.state import consistent, hold, let_readers_in
-from fastnn._validation import all_finite, check_number, check_weight_total, weight_total
-from fastnn.nn.sparse import CSRInput, forward_kind as sparse_forward_kind
+from fastnn.runtime.state import hold, let_readers_in
+from fastnn._validation import all_finite, check_weight_total, weight_total
+from fastnn.nn.sparse import CSRInput
 from fastnn.runtime import boundary
 from fastnn.runtime.threads import compiled_threads
+# the records and the scoring of a run, defined beside it; re-exported (fastnn.training.engine.X)
+from fastnn.training.callbacks import EarlyStopping, History, TrainingDiverged  # noqa: F401
+from fastnn.training.evaluation import _CLASSIFIER_LINKS, evaluate  # noqa: F401
 
 #: seconds between two checks for Ctrl-C inside the compiled loop
 SIGNAL_CHECK_INTERVAL = 0.1
-_CLASSIFIER_LINKS = ("sigmoid", "softmax")
-
-
-class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite.  ``history`` holds the epochs completed before.
-
-    Parameters
-    ----------
-    message : str
-        Names the epoch (numbered from 1), the step and a remedy.
-    history : History or None
-        The records of the epochs completed before the divergence.
-    """
-
-    def __init__(self, message, history=None):
-        super().__init__(message)
-        self.history = history
-
-
-class History:
-    """Per-epoch records of a fit.
-
-    Parameters
-    ----------
-    metric_name : {"accuracy", "r2"}
-        What ``val_metric`` holds.
-
-    Attributes
-    ----------
-    epoch : list of int
-        1-based epoch numbers, counted over the whole run: a fit that continues a 3-epoch run
-        records [4, 5, ...].
-    loss : list of float
-        Weighted mean training loss over the epoch's minibatches (as they were trained).
-    val_loss : list of float or None
-        Weighted mean loss over the validation samples after the epoch.
-    val_metric : list of float or None
-        Validation accuracy (classification, a fraction in [0, 1]) or R^2 (regression); see
-        ``metric_name``.
-    lr : list of float
-        The learning rate of the epoch: the step size of each optimizer step (minibatch).
-    time : list of float
-        Wall time of the epoch's training, seconds.
-    samples_per_s : list of float
-        Training throughput of the epoch: samples per second of wall time.
-    stopped_early : bool
-    best_epoch : int or None
-        1-based number of the epoch whose weights early stopping restored (if it did).
-    """
-
-    def __init__(self, metric_name):
-        self.metric_name = metric_name
-        self.epoch, self.loss, self.val_loss, self.val_metric = [], [], [], []
-        self.lr, self.time, self.samples_per_s = [], [], []
-        self.stopped_early = False
-        self.best_epoch = None
-
-    def _append(self, logs):
-        for key in ("epoch", "loss", "val_loss", "val_metric", "lr", "time", "samples_per_s"):
-            getattr(self, key).append(logs[key])
-
-    def __len__(self):
-        return len(self.epoch)
-
-    def as_dict(self):
-        return {key: list(getattr(self, key)) for key in
-                ("epoch", "loss", "val_loss", "val_metric", "lr", "time", "samples_per_s")}
-
-    def __repr__(self):
-        last = f", last loss={self.loss[-1]:.6g}" if self.loss else ""
-        return f"History({len(self)} epochs{last})"
-
-    def plot(self, ax=None):
-        """Learning curves (training and validation loss per epoch); needs matplotlib.
-
-        Parameters
-        ----------
-        ax : matplotlib.axes.Axes, optional
-            Drawn into; default a new figure's axes.
-
-        Returns
-        -------
-        matplotlib.axes.Axes
-
-        Raises
-        ------
-        ImportError
-            matplotlib is not installed (``pip install matplotlib`` or ``fastnn[plot]``).
-        """
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise ImportError("History.plot needs matplotlib: pip install matplotlib "
-                              "(or fastnn[plot])") from None
-        if ax is None:
-            _, ax = plt.subplots()
-        ax.plot(self.epoch, self.loss, label="training loss")
-        if any(v is not None for v in self.val_loss):
-            ax.plot(self.epoch, self.val_loss, label="validation loss")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        ax.legend()
-        return ax
-
-
-class EarlyStopping:
-    """Stop when the monitored loss has not improved for ``patience`` epochs.
-
-    Parameters
-    ----------
-    patience : int, default 5
-        Epochs without an improvement larger than ``min_delta`` before stopping.
-    min_delta : float, default 0.0
-    monitor : {"val_loss", "loss", "val_metric"}, default "val_loss"
-        "val_loss" falls back to "loss" when there is no validation data; "val_metric" is
-        maximized (accuracy, R^2), the losses minimized.  "val_metric" without validation
-        data is a ValueError raised before training.
-    restore_best_weights : bool, default True
-        On stopping (or at the end of fit), put back the parameters of the best epoch.  A
-        fit that continues the run (with this record) goes on from the parameters the run
-        had reached, as an uninterrupted run does, unless the model's parameters were
-        changed in between.  (Keras' default is False, which keeps the last epoch's
-        weights.)
-
-    Attributes
-    ----------
-    best_value : float or None
-        Best monitored value so far (None before the first epoch).
-    best_epoch : int or None
-        Its 1-based epoch number.
-    wait : int
-        Epochs since then without an improvement.
-
-    The record continues when a fit continues the run (the same optimizer, whose
-    ``completed_epochs`` is where the record stopped) with this instance or an equal
-    configuration (another EarlyStopping with the same parameters, or the same int patience
-    passed to fit); otherwise, after ``reset()`` or ``optimizer.reset()``, it starts afresh.
-    """
-
-    _run_params = None  # also the value for an instance pickled before it existed
-
-    def __init__(self, patience=5, min_delta=0.0, monitor="val_loss",
-                 restore_best_weights=True):
-        self.patience = check_number(patience, "patience", low=1, integer=True)
-        self.min_delta = float(check_number(min_delta, "min_delta", low=0.0))
-        if monitor not in ("val_loss", "loss", "val_metric"):
-            raise ValueError(f"monitor={monitor!r}; expected 'val_loss', 'loss' or "
-                             "'val_metric' (the validation accuracy for classifiers, R^2 "
-                             "otherwise: Keras' 'val_accuracy' is monitor='val_metric')")
-        self.monitor = monitor
-        self.restore_best_weights = bool(restore_best_weights)
-        self.reset()
-
-    def reset(self):
-        """Forget the record (best value, its epoch and weights, epochs without improvement)."""
-        self.best_value = None
-        self.best_epoch = None
-        self.wait = 0
-        self._best_params = None
-        self._at_epoch = 0  # the run's completed_epochs when the record was last updated
-        # the parameters the run had reached at _at_epoch when the end of a fit put the best
-        # ones back (restore_best_weights): a fit that continues the run goes on from them,
-        # as the uninterrupted run does (None: the model holds them)
-        self._run_params = None
-
-    def _take_record(self, other):
-        self.best_value, self.best_epoch, self.wait = other.best_value, other.best_epoch, \
-            other.wait
-        self._best_params = other._best_params.copy()
-        self._at_epoch = other._at_epoch
-        self._run_params = None if other._run_params is None else other._run_params.copy()
-
-    def _continues(self, completed_epochs, params):
-        return (self._at_epoch == completed_epochs and self.best_value is not None and
-                self._best_params is not None and self._best_params.shape == params.shape and
-                self._best_params.dtype == params.dtype)
-
-    def _resume(self, params):
-        """Before a fit that continues the run: when the last fit ended by putting the best
-        epoch's parameters back and the model still holds them (nobody changed them since),
-        put back the parameters the run had reached, so that the run goes on from where it
-        stopped, bitwise as an uninterrupted one.  Parameters changed since are kept."""
-        run, self._run_params = self._run_params, None
-        if (run is not None and self._best_params is not None and run.shape == params.shape
-                and run.dtype == params.dtype
-                and self._best_params.tobytes() == params.tobytes()):
-            params[...] = run
-
-    def _restore_best(self, params):
-        """Put the best epoch's parameters back at the end of a fit, keeping the ones the
-        run reached for a fit that continues it (``_resume``)."""
-        if self._best_params.tobytes() != params.tobytes():
-            self._run_params = params.copy()
-        params[...] = self._best_params
-
-    def _update(self, value, epoch, params):
-        """Record epoch `epoch` (1-based) with monitored `value`; True when it is time to stop."""
-        self._at_epoch = epoch
-        self._run_params = None
-        if self.best_value is None:
-            improved = True
-        elif self.monitor == "val_metric":
-            improved = value > self.best_value + self.min_delta
-        else:
-            improved = value < self.best_value - self.min_delta
-        if improved:
-            self.best_value, self.best_epoch, self.wait = value, epoch, 0
-            if self._best_params is None or self._best_params.shape != params.shape or \
-                    self._best_params.dtype != params.dtype:
-                self._best_params = np.empty_like(params)
-            self._best_params[...] = params
-            return False
-        self.wait += 1
-        return self.wait >= self.patience
-
-    def __repr__(self):
-        return (f"EarlyStopping(patience={self.patience}, min_delta={self.min_delta}, "
-                f"monitor={self.monitor!r}, restore_best_weights={self.restore_best_weights})")
 
 
 class _Workspace:
@@ -298,79 +85,8 @@ def epoch_order(order, seed_key, completed_epochs):
     order[...] = np.arange(order.shape[0], dtype=order.dtype)  # noqa: once per epoch
     np.random.default_rng([seed_key, completed_epochs]).shuffle(order)
 
-
-# ------------------------------------------------------------------ evaluation
-
-def _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals=None,
-                      n_threads=None):
-    """Sufficient statistics of the loss and metric on prepared arrays (combinable over ranks).
-
-    Keys: loss (sum_i w_i l_i), weight (sum_i w_i), and for classifiers hits (weighted count of
-    correct predictions), for regression n, mean (per output), m2 (sum of squared deviations
-    from the mean) and resid (sum of squared residuals), the inputs of R^2.  All float64
-    (Python floats or float64 arrays), so sums over ranks cannot overflow the model's dtype.
-    """
-    with consistent(model):  # one epoch boundary of a fit in another thread
-        if isinstance(X, CSRInput):
-            Z = sparse_forward_kind(model, X, 0, False, 4096, flush_denormals,
-                                    n_threads)  # the logits
-        else:
-            Z = np.empty((X.shape[0], model.n_outputs), model.dtype)
-            boundary.net_forward(model._spec, model.params, X, Z, 0, 4096,
-                                 flush_denormals=flush_denormals, n_threads=n_threads)
-    total = boundary.loss_grad(loss.kind, int(loss.full), loss.scalar_sigma, Z, Y, labels, sw,
-                               sigma, 1.0, None, flush_denormals=flush_denormals)
-    stats = {"weight": weight_total(sw, X.shape[0]), "loss": float(total)}
-    boundary.loss_output(loss.kind, Z, flush_denormals=flush_denormals)
-    if loss.output_name in _CLASSIFIER_LINKS:
-        if loss.output_name == "softmax":
-            truth = labels if labels is not None else Y.argmax(axis=1)
-            hit = Z.argmax(axis=1) == truth
-        else:
-            hit = ((Z >= 0.5) == (Y >= 0.5)).mean(axis=1)
-        # (NumPy's sum, not np.dot: its BLAS splits long sums over the machine's cores)
-        stats["hits"] = float(np.sum(hit * sw.astype(np.float64)) if sw is not None
-                              else hit.sum())
-    else:
-        Y64 = Y.astype(np.float64)
-        mean = Y64.mean(axis=0)
-        stats.update(n=Y.shape[0], mean=mean, m2=((Y64 - mean) ** 2).sum(axis=0),
-                     resid=((Y64 - Z[:, : Y.shape[1]]) ** 2).sum(axis=0))
-    return stats
-
-
-def _combine_evaluations(parts):
-    """(mean loss, metric) from the statistics of one or more shards.
-
-    Variances combine by Chan et al.'s pairwise rule, so R^2 over shards equals R^2 over the
-    concatenated data without the cancellation of sum-of-squares formulas.
-    """
-    weight = sum(p["weight"] for p in parts)
-    mean_loss = sum(p["loss"] for p in parts) / weight
-    if "hits" in parts[0]:
-        return mean_loss, sum(p["hits"] for p in parts) / weight
-    n = sum(p["n"] for p in parts)
-    mean = sum(p["n"] * p["mean"] for p in parts) / n
-    m2 = sum(p["m2"] + p["n"] * (p["mean"] - mean) ** 2 for p in parts)
-    resid = sum(p["resid"] for p in parts)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = np.where(m2 > 0, 1 - resid / m2, 0.0)
-    return mean_loss, float(r2.mean())
-
-
-def evaluate(model, loss, X, Y, labels, sw, sigma, mpi=None, flush_denormals=None,
-             n_threads=None):
-    """(mean loss, metric) of prepared arrays: accuracy for classifiers, R^2 otherwise.
-
-    With `mpi` (a fastnn.training.distributed.MPIContext) the arrays are this rank's shard and the
-    result is that of all shards together, the same on every rank.
-    """
-    stats = _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals,
-                              n_threads)
-    return _combine_evaluations([stats] if mpi is None else mpi.comm.allgather(stats))
-
-
 # ------------------------------------------------------------------ the run
+
 
 class TrainingRun:
     """Everything one fit needs, and the epoch loop.

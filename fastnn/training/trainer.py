@@ -1,10 +1,12 @@
-"""``fit``: check the arguments, prepare the data, and hand them to a training run.
+"""``fit``: check the arguments, prepare the data, and hand them to a training run; and
+``Trainer``, the methods ``fastnn.MLP`` inherits to train (``fit``, ``evaluate``, ``score``,
+``loss_and_grad``).
 
-Python does, once per fit: validation and conversion of the data (here), then the workspace
-and the optimizer state (fastnn/training/engine.py, ``TrainingRun``).  Once per epoch: the sample
-order, one call into ``fastnn._core._sgd.train_epoch`` that runs every minibatch without the GIL,
-then validation metrics, the schedule, early stopping and callbacks.  Nothing is allocated
-per minibatch and nothing grows with the number of steps.
+Python does, once per fit: validation and conversion of the data (fastnn/training/data.py),
+then the workspace and the optimizer state (fastnn/training/engine.py, ``TrainingRun``).  Once
+per epoch: the sample order, one call into ``fastnn._core._sgd.train_epoch`` that runs every
+minibatch without the GIL, then validation metrics, the schedule, early stopping and
+callbacks.  Nothing is allocated per minibatch and nothing grows with the number of steps.
 
 Continuing is the default: the epoch and step counts, the schedule's progress and the
 optimizer's state live in the optimizer, so a second fit with it goes on where the first
@@ -25,30 +27,16 @@ import numpy as np
 from fastnn.runtime import fpmode
 from fastnn._validation import (MAX_DIM, check_bool, check_number, check_random_state,
                                 check_writeable)
-from fastnn.nn.model import MLP
+from fastnn.runtime import boundary
+from fastnn.nn.network import Network
 from fastnn.optim.optimizers import get_optimizer
-from fastnn.nn.sparse import CSRInput
+from fastnn.training.data import DataPreparation, _prepare_fit_data
 # the public classes of a run are defined beside it and re-exported here (fastnn.training.trainer.X)
 from fastnn.training.engine import (SIGNAL_CHECK_INTERVAL, EarlyStopping, History,  # noqa: F401
-                             TrainingDiverged, TrainingRun, evaluate)
+                                    TrainingDiverged, TrainingRun, evaluate)
 
 #: seeds of the sample order drawn when `seed` is not an int
 _SEED_KEY_BOUND = 2 ** 63
-
-
-def _split_validation(arrays, n, fraction, rng):
-    """Hold out round(fraction * n) random rows of every array (None entries stay None)."""
-    n_val = int(round(fraction * n))
-    if n_val < 1 or n_val >= n:
-        raise ValueError(f"validation_split={fraction} leaves {n - n_val} training and "
-                         f"{n_val} validation samples out of {n}; expected at least one of each")
-    perm = rng.permutation(n)
-    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    def take(a, idx):
-        if a is None:
-            return None
-        return a.take(idx) if isinstance(a, CSRInput) else np.ascontiguousarray(a[idx])
-    return [take(a, train_idx) for a in arrays], [take(a, val_idx) for a in arrays]
 
 
 def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=True,
@@ -200,7 +188,7 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, 
     ValueError, TypeError
         As ``fit`` raises them before its first step.
     """
-    if not isinstance(model, MLP):
+    if not isinstance(model, Network):
         raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
     check_writeable(model.params, "model.params")
     check_writeable(model.grads, "model.grads")
@@ -294,30 +282,153 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, 
     return run, epochs
 
 
-def _prepare_fit_data(model, X, y, loss, sample_weight, validation_data, fraction, rng,
-                      whole=True):
-    """(loss, (X, Y, labels, sw, sigma), validation arrays or None), all validated.  A
-    scipy.sparse X (or X_val) becomes a CSRInput, converted once (fastnn.nn.sparse.as_csr).
-    whole=False: the arrays are an MPI rank's shard (weights that may all be zero)."""
-    loss, X, Y, labels, sw, sigma = _prepare_data(model, X, y, loss, sample_weight, "X", whole)
-    val = None
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-            raise ValueError("validation_data must be (X_val, y_val) or "
-                             "(X_val, y_val, sample_weight_val)")
-        X_val, y_val, *sw_val = validation_data
-        if loss.sample_sigma is not None:
-            raise ValueError("validation_data cannot be used with a per-sample sigma; use "
-                             "validation_split, which splits sigma with the data")
-        val = _prepare_data(model, X_val, y_val, loss, sw_val[0] if sw_val else None,
-                            "X_val", whole)[1:]
-    elif fraction > 0:
-        (X, Y, labels, sw, sigma), val = _split_validation(
-            [X, Y, labels, sw, sigma], X.shape[0], fraction, rng)
-    return loss, (X, Y, labels, sw, sigma), val
+class Trainer(DataPreparation):
+    """The training methods of ``fastnn.MLP``: ``fit``, ``evaluate``, ``score`` and
+    ``loss_and_grad`` (a mixin over ``fastnn.nn.network.Network``).
+
+    As Keras' ``Model`` inherits its ``Trainer``, the MLP inherits this class, which sits
+    below it and imports nothing above it: ``model.fit`` reaches the training run without
+    the model importing a higher layer.
+    """
+
+    def fit(self, X, y, loss=None, optimizer=None, **kwargs):
+        """Train with minibatch SGD; see ``fastnn.fit`` for every argument.
+
+        Parameters
+        ----------
+        X : array-like or scipy.sparse matrix/array of shape (n_samples, n_inputs)
+        y : array-like
+            Targets in the form the loss accepts.
+        loss : str or fastnn.nn.losses.Loss, optional
+            Any name of ``fastnn.nn.losses.LOSS_NAMES`` (Keras and PyTorch spellings included).
+            Omitted: the loss of the previous fit (or of a loaded model), else the loss that
+            an explicit ``output`` link implies; otherwise a TypeError that names the
+            candidates, since guessing between classification and regression from y alone
+            would be a guess.
+        optimizer : fastnn.SGD, fastnn.Adam, fastnn.AdamW, "sgd", "adam", "adamw" or None
+        **kwargs
+            epochs, batch_size, validation_split, early_stopping, callbacks, verbose, ...:
+            see ``fastnn.fit``.
+
+        Returns
+        -------
+        fastnn.History
+        """
+        return fit(self, X, y, self._default_loss(loss, y), optimizer, **kwargs)
+
+    def _default_loss(self, loss, y):
+        if loss is not None:
+            return loss
+        if self.loss_ is not None:
+            return self.loss_
+        by_link = {"softmax": "cross_entropy", "sigmoid": "bce", "exp": "poisson",
+                   "identity": "mse"}
+        if self.output != "auto":
+            return by_link[self.output]
+        raise TypeError("fit() needs a loss; fastnn does not guess classification versus "
+                        f"regression from y.{_loss_hint(y, self.n_outputs)} Pass e.g. "
+                        "loss=\"cross_entropy\" (class labels 0..k-1 or one-hot rows, softmax "
+                        "output), loss=\"bce\" (0/1 targets, sigmoid), loss=\"mse\" "
+                        "(regression); fastnn.nn.losses.LOSS_NAMES lists every name, including "
+                        "the Keras and PyTorch spellings (\"sparse_categorical_crossentropy\", "
+                        "\"mean_squared_error\", \"CrossEntropyLoss\", ...)")
+
+    def evaluate(self, X, y, loss=None, sample_weight=None):
+        """The mean loss and the metric on (X, y), as ``fit`` reports them for validation.
+
+        Parameters
+        ----------
+        X : array-like or scipy.sparse matrix/array of shape (n_samples, n_inputs)
+            A sparse X is kept sparse (fastnn.nn.sparse).
+        y : array-like
+            Targets in the form the loss accepts.
+        loss : str or fastnn.nn.losses.Loss, optional
+            Default: the loss the model was trained with (see ``fit``).
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights of the weighted mean loss (sum_i w_i l_i / sum_i w_i) and of the metric.
+
+        Returns
+        -------
+        loss : float
+            The (weighted) mean loss, in the units of the loss (nats per sample for the
+            likelihood losses).
+        metric : float
+            Accuracy (sigmoid or softmax output: the fraction of correct predictions) or the
+            coefficient of determination R^2 (averaged over outputs) otherwise.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As ``fit`` for malformed X, y or sample_weight, or no loss known.
+        """
+        loss, X, Y, labels, sw, sigma = self._prepare_any(X, y, self._default_loss(loss, y),
+                                                          sample_weight)
+        self.loss_ = loss
+        # the same code that scores validation data
+        return evaluate(self, loss, X, Y, labels, sw, sigma)
+
+    def score(self, X, y, sample_weight=None):
+        """The metric of ``evaluate``: accuracy for classifiers, R^2 otherwise (as scikit-learn).
+
+        Parameters
+        ----------
+        X : array-like or scipy.sparse matrix/array of shape (n_samples, n_inputs)
+        y : array-like
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights of the weighted mean (as ``evaluate``).
+
+        Returns
+        -------
+        float
+            Accuracy as a fraction in [0, 1] (not a percentage), or R^2 (at most 1).
+        """
+        return self.evaluate(X, y, sample_weight=sample_weight)[1]
+
+    def loss_and_grad(self, X, y, loss, sample_weight=None):
+        """Mean loss over the samples, and its gradient into ``self.grads``.
+
+        Parameters
+        ----------
+        X : array-like or scipy.sparse matrix/array of shape (n_samples, n_inputs)
+            A sparse X is kept sparse (fastnn.nn.sparse: the first layer over its stored
+            entries).
+        y : array-like
+            Targets in the form the loss accepts (see fastnn.nn.losses).
+        loss : str or fastnn.nn.losses.Loss
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights; the loss is then sum_i w_i l_i / sum_i w_i.
+
+        Returns
+        -------
+        loss : float
+            The (weighted) mean loss.  ``self.grads`` holds its gradient w.r.t. ``params``.
+        """
+        check_writeable(self.grads, "model.grads")
+        loss, X, Y, labels, sw, sigma = self._prepare_any(X, y, loss, sample_weight)
+        weight_sum = float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
+        with self._lock:  # fit uses grads meanwhile
+            if isinstance(X, np.ndarray):
+                total = boundary.net_loss_grad(
+                    self._spec, self.params, self.grads, X, loss.kind, int(loss.full),
+                    loss.scalar_sigma, Y, labels, sw, sigma, 1.0 / weight_sum)
+            else:  # a fastnn.nn.sparse.CSRInput: the compiled sparse first layer
+                total = boundary.csr_loss_grad(
+                    self._spec, self.params, self.grads, X.data, X.indices, X.indptr,
+                    X.shape[1], loss.kind, int(loss.full), loss.scalar_sigma, Y, labels, sw,
+                    sigma, 1.0 / weight_sum)
+        self.loss_ = loss
+        return total / weight_sum
 
 
-def _prepare_data(model, X, y, loss, sample_weight, name, whole):
-    """model.prepare_data, or for a scipy.sparse X its CSR conversion (kept sparse: the
-    compiled sparse epoch loop, fastnn/_core/_sparse.pyx) and model.prepare_targets."""
-    return model._prepare_any(X, y, loss, sample_weight, name, whole=whole)
+def _loss_hint(y, n_outputs):
+    """A sentence on what y looks like, to help choose a loss (never used to choose it)."""
+    try:
+        y = np.asarray(y)
+    except Exception:  # noqa: BLE001 - a hint only; the loss reports bad y itself
+        return ""
+    if y.ndim == 1 and y.dtype.kind in "biu" and y.size:
+        return (f" y holds integers {y.min()}..{y.max()} and the model has {n_outputs} "
+                "outputs: for class labels that is loss=\"cross_entropy\".")
+    if y.dtype.kind == "f":
+        return " y holds floating-point values: for a regression that is loss=\"mse\"."
+    return ""
