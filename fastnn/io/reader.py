@@ -65,7 +65,7 @@ class Table:
 
     Parameters
     ----------
-    path, columns, data, lines
+    path, columns, data, lines, whole
         As the attributes below.
 
     Attributes
@@ -77,7 +77,7 @@ class Table:
         float64 (NaN where a value is missing), bool, or object (str, None where missing).
     lines : ndarray of shape (n_rows,), int64
         The 1-based file line of each row (the header is line 1).
-    whole : dict of str -> ndarray of shape (n_rows,), object
+    whole : dict of str -> ndarray of shape (n_rows,), object (default: none)
         For a column of whole numbers that float64 cannot all hold exactly (beyond 2**53,
         such as 18-digit codes), the exact Python ints (None where missing); ``data`` holds
         their float64 approximations.  Class labels are read from it (``labels``).
