@@ -18,7 +18,7 @@
 #   LD_PRELOAD=libasan  the interpreter itself is not instrumented, so the ASan runtime must be
 #                       loaded before anything else for the extension modules to load at all.
 #   detect_leaks=0      CPython keeps many allocations alive until exit by design; leak checks
-#                       of fastnn's own code are done by tests/test_robustness.py instead.
+#                       of fastnn's own code are done by tests/test_memory.py instead.
 #   allocator_may_return_null=1
 #                       a huge request makes malloc return NULL (so fastnn's MemoryError path
 #                       runs) instead of ASan aborting the process.
@@ -76,9 +76,27 @@ fi
 grep -q "AddressSanitizer: heap-buffer-overflow" "$work/canary.log" \
     || { cat "$work/canary.log"; echo "sanitize.sh: the canary failed otherwise" >&2; exit 1; }
 echo "== ASan is live (caught the deliberate out-of-bounds read)"
+# the bad-input, thread and fault tests that live beside the other tests of their module
+robustness_tests=(
+    tests/test_threads.py::test_two_models_trained_at_once_equal_the_same_trained_one_after_another
+    tests/test_threads.py::test_concurrent_predict_calls_on_one_model_are_safe
+    tests/test_threads.py::test_kernels_and_predict_release_the_gil
+    tests/test_threads.py::test_results_are_deterministic_for_a_given_blas_thread_count
+    tests/test_threads.py::test_blas_thread_counts_are_validated_not_wrapped
+    tests/test_training.py::test_a_batch_larger_than_the_data_even_beyond_32_bits_is_one_full_batch
+    tests/test_sklearn.py::test_estimators_name_bad_sample_weights
+    tests/test_sklearn.py::test_estimators_list_valid_names
+    tests/test_sklearn.py::test_estimators_give_the_same_model_for_any_layout
+    tests/test_sklearn.py::test_a_diverging_estimator_fit_leaves_a_usable_estimator
+    tests/test_io.py::test_a_save_killed_midway_leaves_the_previous_file_intact
+    tests/test_cli.py::test_the_command_line_reports_bad_data_in_one_line
+    tests/test_cli.py::test_the_command_line_reports_a_diverged_run_in_one_line
+    tests/test_distributed.py::test_distributed_helpers_name_bad_arguments
+)
 "$py" -m pytest -q -p no:cacheprovider \
     tests/test_layers.py tests/test_losses.py tests/test_model.py tests/test_trainer.py \
-    tests/test_theory.py tests/test_robustness.py tests/test_properties.py \
+    tests/test_theory.py tests/test_validation.py tests/test_layouts.py tests/test_memory.py \
+    tests/test_divergence.py tests/test_properties.py \
     tests/test_safety.py tests/test_safety_fuzz.py tests/test_sensitivity.py \
-    tests/test_pool.py tests/test_thread_count.py "$@"
+    tests/test_pool.py tests/test_thread_count.py "${robustness_tests[@]}" "$@"
 echo "== sanitizer run passed in $(( $(date +%s) - start )) s"

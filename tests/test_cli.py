@@ -10,6 +10,7 @@ import pytest
 import fastnn
 from fastnn.cli.command import main
 from fastnn.datasets import make_regression, make_spirals
+from tests._helpers import classification_data
 
 
 @pytest.fixture
@@ -525,3 +526,44 @@ def test_the_predict_hint_quotes_a_path_with_blanks(tmp_path, spirals_npz, capsy
                  "--epochs", "1", "--save", str(path)]) == 0
     out = capsys.readouterr().out
     assert f"fastnn predict '{path}' FILE" in out, out
+
+
+@pytest.mark.parametrize("bad, fragments", [
+    ({"X": np.zeros(5), "y": np.zeros(5)}, ["X has shape (5,)", "expected (n_samples"]),
+    ({"X": np.zeros((5, 2), complex), "y": np.zeros(5)}, ["X has dtype complex128"]),
+    ({"X": np.array([[0.0, np.nan]] * 5), "y": np.zeros(5)}, ["X contains NaN or infinity"]),
+    ({"X": np.zeros((5, 2)), "y": np.array(list("abcde"))}, ["y has dtype <U1"]),
+    ({"X": np.zeros((0, 2)), "y": np.zeros(0)}, ["y is empty"]),
+    ({"X": np.zeros((5, 2)), "y": np.array([0, 1, -1, 0, 1])},
+     ["negative class labels (min -1)"]),
+    ({"X": np.zeros((5, 2)), "y": np.zeros(4)}, ["X has 5 samples but y has 4"]),
+], ids=["1-d", "complex", "nan", "string-labels", "empty", "negative-label", "short-y"])
+def test_the_command_line_reports_bad_data_in_one_line(tmp_path, capsys, bad, fragments):
+    from fastnn.cli.command import main
+    path = tmp_path / "data.npz"
+    np.savez(path, **bad)
+    assert main(["train", str(path), "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastnn train: error:") and err.count("\n") == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_the_command_line_reports_a_diverged_run_in_one_line(tmp_path, capsys):
+    from fastnn.cli.command import main
+    X, y = classification_data(n=50)
+    path = tmp_path / "data.npz"
+    np.savez(path, X=X * 100, y=y)
+    assert main(["train", str(path), "--optimizer", "sgd", "--lr", "1e30", "--epochs", "5",
+                 "--quiet", "--save", str(tmp_path / "m.npz")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fastnn train: error: training diverged: the training loss became "
+                          "NaN")
+    # one line; the run's last good parameters are kept in a new file it names, and the
+    # --save target (which may hold an earlier, good model) is not written
+    assert err.count("\n") == 1 and not (tmp_path / "m.npz").exists()
+    kept = err.split("were saved to ")[1].split(";")[0].strip()
+    try:
+        assert np.isfinite(fastnn.load(kept).params).all()
+    finally:
+        os.unlink(kept)

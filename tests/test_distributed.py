@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 import fastnn
+from fastnn.nn.model import MLP
+from fastnn.training.trainer import fit
+from tests._helpers import check_error, classification_data
 
 MPI = pytest.importorskip("mpi4py.MPI", reason="distributed training needs the mpi extra")
 WORKER = os.path.join(os.path.dirname(__file__), "mpi_worker.py")
@@ -199,3 +202,16 @@ def test_comm_must_be_an_mpi_communicator():
     with pytest.raises(TypeError, match="with comm, seed must be an int or None"):
         fastnn.fit(model, np.zeros((4, 3)), np.zeros(4), "mse", comm=MPI.COMM_WORLD,
                    seed=np.random.default_rng(0))
+
+
+def test_distributed_helpers_name_bad_arguments():
+    pytest.importorskip("mpi4py")
+    from fastnn.training.distributed import is_root, shard
+    check_error(lambda: shard(-1), ValueError, "n_samples=-1", "expected n_samples >= 0")
+    check_error(lambda: shard(2.5), TypeError, "n_samples must be an integer", "2.5")
+    check_error(lambda: shard(10, comm=3), TypeError, "comm must be an mpi4py.MPI.Intracomm",
+                "int")
+    check_error(lambda: is_root("world"), TypeError, "comm must be an mpi4py.MPI.Intracomm")
+    X, y = classification_data()
+    check_error(lambda: fit(MLP([3, 3]), X, y, "cross_entropy", comm="world"), TypeError,
+                "comm must be an mpi4py.MPI.Intracomm", "str")

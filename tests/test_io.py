@@ -4,6 +4,7 @@ import os
 import pickle
 import subprocess
 import sys
+import textwrap
 import zipfile
 
 import numpy as np
@@ -16,6 +17,7 @@ from fastnn.io.saving import ModelFileError
 from fastnn.nn.losses import GaussianNLL, PoissonNLL
 from fastnn.nn.model import MLP
 from fastnn.optim.optimizers import SGD, Adam, AdamW, Cosine, ReduceOnPlateau, StepDecay
+from tests._helpers import child_process_kwargs
 
 DTYPES = [np.float32, np.float64]
 
@@ -518,3 +520,27 @@ def test_a_model_file_with_an_entry_no_version_writes_is_refused(tmp_path):
     np.savez(path, **arrays, payload=np.zeros(3))
     with pytest.raises(ModelFileError, match="entries no fastnn model file has: 'payload'"):
         fastnn.load(path)
+
+
+def test_a_save_killed_midway_leaves_the_previous_file_intact(tmp_path):
+    # the process dies while writing (no Python cleanup runs, as with SIGKILL or a power
+    # cut): the target is still the previous, loadable model
+    old = MLP([3, 5, 2], seed=1)
+    path = tmp_path / "model.npz"
+    old.save(path)
+    before = path.read_bytes()
+    script = textwrap.dedent(f"""
+        import os
+        import fastnn, fastnn.io.saving
+        def die_midway(fh, arrays):
+            fh.write(b"PK\\x03\\x04 part of an archive")
+            fh.flush()
+            os._exit(9)
+        fastnn.io.saving._write_npz = die_midway
+        fastnn.MLP([3, 7, 2], seed=2).save({str(path)!r})
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, **child_process_kwargs(path.parent))
+    assert done.returncode == 9, done.stderr
+    assert path.read_bytes() == before
+    np.testing.assert_array_equal(fastnn.load(path).params, old.params)

@@ -26,6 +26,9 @@ import fastnn  # noqa: E402
 from fastnn.datasets import make_regression, make_spirals  # noqa: E402
 from fastnn.optim.optimizers import InverseScaling, ReduceOnPlateau  # noqa: E402
 from fastnn.interop.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from fastnn.nn import init  # noqa: E402
+from fastnn.training.trainer import TrainingDiverged  # noqa: E402
+from tests._helpers import check_error, classification_data, other_layouts  # noqa: E402
 
 _FLOAT32_ROUNDING = (
     "dtype='float32' (explicit; the default computes in X's dtype) rounds at ~1e-7 relative, "
@@ -615,3 +618,59 @@ def test_the_reported_l2_term_is_a_number_when_only_its_squares_overflow():
     n_weights = sum(W.size for W in reg.coefs_)
     want = float(Decimal("0.5") * Decimal("1e-250") * Decimal("3e200") ** 2 * n_weights)
     assert reg._reported_loss(0.0) == pytest.approx(want, rel=1e-12)
+
+
+# ------------------------------------------------------------------- bad input and faults
+# scikit-learn's check_estimator (above) already feeds the estimators NaN,
+# complex, empty, 1-D and object input; these are the cases it does not cover.
+
+@pytest.mark.parametrize("sample_weight, fragments", [
+    (-np.ones(40), ["sample_weight has negative entries", "expected weights >= 0"]),
+    (np.full(40, np.nan), ["sample_weight contains NaN or infinity"]),
+    (np.zeros(40), ["sample_weight is all zeros"]),
+    (np.ones(39), ["sample_weight has 39 entries", "expected 40"]),
+    (np.full(40, 1e308), ["sample_weight sums to infinity"]),
+], ids=["negative", "nan", "zeros", "short", "overflowing-sum"])
+def test_estimators_name_bad_sample_weights(sample_weight, fragments):
+    Classifier, Regressor = MLPClassifier, MLPRegressor
+    X, y = classification_data()
+    for est in (Classifier((4,), max_iter=2, dtype=np.float64),
+                Regressor(hidden_layer_sizes=(4,), max_iter=2, dtype=np.float64)):
+        check_error(lambda: est.fit(X, y, sample_weight=sample_weight), ValueError, *fragments)
+
+
+def test_estimators_list_valid_names():
+    Classifier, Regressor = MLPClassifier, MLPRegressor
+    X, y = classification_data()
+    for est, what, valid in [
+        (Classifier(activation="mish"), "activation", ("logistic", "tanh", "relu")),
+        (Classifier(solver="newton"), "solver", ("lbfgs", "sgd", "adam")),
+        (Regressor(loss="huber"), "loss", ("squared_error", "poisson", "gaussian_nll")),
+        (Regressor(init="kaiming"), "initializer", init.NAMES),
+    ]:
+        message = check_error(lambda: est.fit(X, y), ValueError, what, "not supported")
+        assert all(repr(name) in message for name in valid), message
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_estimators_give_the_same_model_for_any_layout():
+    Classifier = MLPClassifier
+    X, y = classification_data(n=60)
+    want = Classifier((8,), max_iter=3, random_state=0).fit(X, y).predict_proba(X)
+    for layout, Xl in other_layouts(X).items():
+        got = Classifier((8,), max_iter=3, random_state=0).fit(Xl, other_layouts(y)[layout])
+        np.testing.assert_array_equal(got.predict_proba(Xl), want)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_diverging_estimator_fit_leaves_a_usable_estimator():
+    Classifier = MLPClassifier
+    X, y = classification_data(n=60)
+    clf = Classifier((8,), solver="sgd", learning_rate_init=1e30, max_iter=5, random_state=0,
+                     dtype=np.float32)
+    with pytest.raises(TrainingDiverged):
+        clf.fit(X * 1e3, y)
+    assert np.isfinite(clf.model_.params).all()
+    assert np.isfinite(clf.predict_proba(X)).all()
+    clf.set_params(learning_rate_init=1e-3).fit(X, y)  # and a sane refit works
+    assert clf.score(X, y) > 0

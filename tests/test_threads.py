@@ -1,6 +1,7 @@
 """fastnn.runtime.threads: the BLAS thread count of fastnn's products, and deterministic results."""
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -8,7 +9,12 @@ import pytest
 import fastnn
 from fastnn.runtime import threads
 from fastnn.datasets import make_spirals
+from fastnn.nn.losses import CrossEntropy
+from fastnn.nn.model import MLP
+from fastnn.optim.optimizers import Adam
 from fastnn.runtime.threads import blas_threads, get_num_threads, set_num_threads
+from fastnn.training.trainer import fit
+from tests._helpers import check_error, classification_data
 
 
 def test_set_and_get_num_threads_round_trip():
@@ -274,3 +280,117 @@ def test_a_fit_and_predict_run_under_broken_cgroup_files(tmp_path, monkeypatch):
     model = fastnn.MLP([5, 8, 3])
     model.fit(X, y, "cross_entropy", epochs=2, batch_size=16)
     assert np.isfinite(model.predict_proba(X)).all()
+
+
+# ======================================================================================
+# Threads and the GIL
+# ======================================================================================
+
+def _train(seed, results, key, times=None):
+    X, y = fastnn.datasets.make_spirals(3000, seed=seed)
+    model = MLP([2, 64, 64, 3], seed=seed)
+    start = time.perf_counter()
+    fit(model, X, y, "cross_entropy", Adam(lr=0.01), epochs=4, batch_size=16, seed=seed)
+    if times is not None:
+        times[key] = (start, time.perf_counter())
+    results[key] = model.params.copy()
+
+
+def test_two_models_trained_at_once_equal_the_same_trained_one_after_another():
+    sequential, concurrent, times = {}, {}, {}
+    for seed in (1, 2):
+        _train(seed, sequential, seed)
+    threads = [threading.Thread(target=_train, args=(seed, concurrent, seed, times))
+               for seed in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # they did run at the same time: each started before the other finished
+    assert times[1][0] < times[2][1] and times[2][0] < times[1][1]
+    for seed in (1, 2):
+        np.testing.assert_array_equal(concurrent[seed], sequential[seed])
+
+
+def test_concurrent_predict_calls_on_one_model_are_safe():
+    # predict allocates its workspace per call: threads share only the read-only parameters
+    model = MLP([16, 128, 128, 10], seed=0)
+    # 1500 rows: two chunks of PREDICT_CHUNK_ROWS, so each call reuses its workspace
+    inputs = [np.random.default_rng(i).standard_normal((1500, 16)) for i in range(8)]
+    expected = [model.predict(X) for X in inputs]
+    failures = []
+
+    def worker(k):
+        for _ in range(3):
+            for i in range(k, k + 8):
+                if not np.array_equal(model.predict(inputs[i % 8]), expected[i % 8]):
+                    failures.append(i)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
+def test_kernels_and_predict_release_the_gil():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4000, 512)).astype(np.float32)
+    W = rng.standard_normal((512, 512)).astype(np.float32)
+    b = np.zeros(512, np.float32)
+    Z = rng.standard_normal((200000, 40))
+    labels = rng.integers(0, 40, 200000)
+    model = MLP([512, 512, 512, 10], seed=0)
+    calls = [lambda: fastnn.dense_forward(X, W, b, "tanh"),
+             lambda: fastnn.dense_backward(X, W, X, X, "tanh"),
+             lambda: CrossEntropy().loss_and_grad(Z, labels),
+             lambda: model.predict(X)]
+    for call in calls:
+        done = threading.Event()
+        ticks = 0
+
+        def work():
+            for _ in range(3):
+                call()
+            done.set()
+
+        worker = threading.Thread(target=work)
+        start = time.perf_counter()
+        worker.start()
+        while not done.is_set():  # needs the GIL: ticks only while the worker releases it
+            ticks += 1
+            time.sleep(0.001)
+        worker.join()
+        # three calls of tens of ms each; a held GIL would leave a tick or two per call
+        # three calls of 20-100 ms each (measured); a held GIL would leave a tick or two per
+        # call, a released one about one per millisecond
+        assert ticks > 10, (call, ticks, time.perf_counter() - start)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_results_are_deterministic_for_a_given_blas_thread_count(n_threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    # batches of 256 rows through 256-wide layers: large enough for OpenBLAS to use threads
+    X, y = fastnn.datasets.make_spirals(512, seed=0)
+    X = np.hstack([X, np.random.default_rng(0).standard_normal((512, 62))])
+    runs = []
+    with threadpoolctl.threadpool_limits(limits=n_threads, user_api="blas"):
+        for _ in range(2):
+            model = MLP([64, 256, 256, 3], seed=0)
+            fit(model, X, y, "cross_entropy", Adam(lr=1e-3), epochs=1, batch_size=256, seed=0)
+            runs.append((model.params.copy(), model.predict(X)))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_blas_thread_counts_are_validated_not_wrapped():
+    from fastnn.runtime import threads
+    check_error(lambda: threads.set_num_threads(2**40), ValueError,
+                "n_threads=1099511627776", "<= 2147483647")
+    check_error(lambda: threads.set_num_threads(0), ValueError, "n_threads=0", ">= 1")
+    X, y = classification_data()
+    check_error(lambda: fit(MLP([3, 3]), X, y, "cross_entropy", n_threads=2**40), ValueError,
+                "n_threads=1099511627776")
+    check_error(lambda: fit(MLP([3, 3]), X, y, "cross_entropy", n_threads=1.5), TypeError,
+                "n_threads must be an integer")

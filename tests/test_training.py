@@ -8,6 +8,7 @@ import pytest
 import fastnn
 from fastnn import MLP, EarlyStopping, fit
 from fastnn.optim.optimizers import SGD, Adam, Cosine, Schedule
+from tests._helpers import classification_data
 
 
 def _data(n=40):
@@ -133,3 +134,11 @@ def test_the_planned_rates_check_is_bounded_for_any_number_of_epochs():
 
     SGD(lr=0.1, schedule=Counting()).check_planned_rates(10 ** 9)
     assert Counting.calls == fastnn.optim.optimizers.PLANNED_RATES_CHECKED
+
+
+def test_a_batch_larger_than_the_data_even_beyond_32_bits_is_one_full_batch():
+    X, y = classification_data(n=30)
+    a, b = MLP([3, 4, 3], seed=0), MLP([3, 4, 3], seed=0)
+    fit(a, X, y, "cross_entropy", SGD(lr=0.1), epochs=2, batch_size=30, seed=0)
+    fit(b, X, y, "cross_entropy", SGD(lr=0.1), epochs=2, batch_size=2**40, seed=0)
+    np.testing.assert_array_equal(a.params, b.params)

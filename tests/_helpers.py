@@ -1,0 +1,60 @@
+"""Helpers shared by the tests of bad input, layouts, memory, threads and faults.
+
+An error is "clear" when its message names the argument, what was seen and what was expected:
+``check_error`` asserts the fragments that say so.
+"""
+import os
+
+import numpy as np
+import pytest
+
+import fastnn
+
+SANITIZED = os.environ.get("FASTNN_SANITIZED") == "1"  # set by tests/sanitize.sh
+
+
+def check_error(call, exc, *fragments):
+    """call() raises exc, and its message contains every fragment."""
+    with pytest.raises(exc) as info:
+        call()
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in the message {message!r}"
+    return message
+
+
+def layer_arrays(dtype=np.float64, n=6, n_in=4, n_out=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n_in)).astype(dtype)
+    W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    A = fastnn.dense_forward(X, W, b, "tanh")
+    dA = rng.standard_normal((n, n_out)).astype(dtype)
+    return dict(X=X, W=W, b=b, A=A, dA=dA)
+
+
+def classification_data(n=40, n_in=3, n_classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, n_in)), rng.integers(0, n_classes, n)
+
+
+def other_layouts(x):
+    """Views of x with other memory layouts but the same values (and read-only copies)."""
+    fortran = np.asfortranarray(x)
+    padded = np.zeros((x.shape[0] * 2,) + x.shape[1:], x.dtype)
+    padded[::2] = x
+    flipped = np.ascontiguousarray(x[::-1])[::-1]  # negative strides, same values
+    read_only = x.copy()
+    read_only.flags.writeable = False
+    return {"fortran": fortran, "strided": padded[::2], "negative-strides": flipped,
+            "read-only": read_only}
+
+
+def child_process_kwargs(cwd):
+    """subprocess.run arguments so that `python -c` imports the fastnn these tests import.
+
+    `python -c` puts its working directory first on sys.path: run it outside the repository,
+    or it would import the uncompiled source tree instead of the installed package.
+    """
+    return {"cwd": cwd, "env": dict(os.environ, PYTHONPATH=os.path.dirname(
+        os.path.dirname(fastnn.__file__)))}
