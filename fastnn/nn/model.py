@@ -345,7 +345,13 @@ class MLP:
 
     See Also
     --------
-    docs/theory.md : backpropagation over layers and samples, initialization, losses.
+    fastnn.fit : the training loop ``MLP.fit`` calls.
+    fastnn.MLPEnsemble : K models of one architecture, for predictive uncertainty.
+
+    Notes
+    -----
+    docs/theory.md derives what the network computes: backpropagation over layers and
+    samples, initialization, the losses as likelihoods.
 
     Attributes
     ----------

@@ -16,7 +16,7 @@ this setting to the kernel: training epochs, ``predict``/``forward``, ``loss_and
 input derivatives, the single layers and losses, ``Optimizer.step`` -- and puts the caller's
 floating-point mode back before each call returns (also when it stops on an error or
 Ctrl-C), so NumPy and everything else in the process keep IEEE subnormals.  Unlike ``torch.set_flush_denormal``, which changes the calling
-thread's mode for all code, this setting only decides what fastnn's calls do:
+thread's mode for all code, this setting only decides what fastnn's calls do::
 
     fastnn.set_flush_denormals(False)            # from now on: keep subnormals (IEEE)
     with fastnn.runtime.fpmode.flush_denormals(False):   # for a block (of this thread)
