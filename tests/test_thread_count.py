@@ -503,18 +503,19 @@ def test_an_order_index_that_is_no_row_of_X_is_refused_without_ranks():
     np.testing.assert_array_equal(model.params, _gather_epoch(X, labels, w, batch, 2, perm)[0])
 
 
-def test_readme_states_the_tiling_rule_the_code_follows():
-    """README's figures for the tiles (they drifted once: 'a tile does at least 2 MFLOP'
-    stayed after tiles of 1 MFLOP came in), checked at each boundary with gemm_tiles."""
+def test_the_threads_guide_states_the_tiling_rule_the_code_follows():
+    """The threads guide's figures for the tiles (they drifted once: 'a tile does at least
+    2 MFLOP' stayed after tiles of 1 MFLOP came in), checked at each boundary with
+    gemm_tiles."""
     import pathlib
     import re
-    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-    if not readme.exists():
-        pytest.skip("README.md is not beside the tests")
-    text = " ".join(readme.read_text().split())
+    page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "guide" / "threads.md"
+    if not page.exists():
+        pytest.skip("the documentation is not beside the tests")
+    text = " ".join(page.read_text().split())
     m = re.search(r"cut in two from (\d+) MFLOP and into more tiles \(up to (\d+)\) only "
                   r"while each stays at least (\d+) MFLOP", text)
-    assert m, "README no longer states the tiling rule in the words this test reads"
+    assert m, "docs/guide/threads.md no longer states the tiling rule in the words this test reads"
     two, most, big = (int(g) for g in m.groups())
 
     def tiles(m_, n_, k_):
