@@ -127,7 +127,7 @@ def markdown(out):
 
 
 def targets(out):
-    """Rows (target, measured, verdict, note) for run.py's table: the issue's latency target."""
+    """Rows (target, measured, verdict, note) for run.py's table: the latency target."""
     rows = []
     for r in out["results"]:
         t = r["times"]

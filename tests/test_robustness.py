@@ -1,5 +1,5 @@
 """Whatever the data, fastnn raises a clear error or computes the right answer: never a crash,
-a silent wrong answer, a leak or a lost model (issue 7).
+a silent wrong answer, a leak or a lost model.
 
 Sections: bad input at every public entry point (one table per entry point, then the same
 mutations applied to every array argument); layouts and read-only inputs that must give the

@@ -1,4 +1,4 @@
-"""The same bits whatever fastnn's thread count (issue 18).
+"""The same bits whatever fastnn's thread count.
 
 Every product and pass of training and prediction is cut into tiles fixed by the shapes
 (fastnn._core._network), so training and prediction with 1, 2, 3 or 4 threads (more than this
@@ -19,7 +19,7 @@ from fastnn._core import _reference as ref
 THREAD_COUNTS = (1, 2, 3, 4)
 CE = fastnn.nn.losses.KINDS["cross_entropy"]
 
-# the issue's networks, on data small enough for the suite; batch sizes large enough that
+# the benchmark's networks, on data small enough for the suite; batch sizes large enough that
 # the products of A and D are cut into several tiles (C: batch 256 for the same reason)
 NETWORKS = {
     "A": dict(sizes=[784, 256, 128, 10], activation="relu", loss="cross_entropy",
@@ -130,7 +130,7 @@ def test_the_bitwise_comparison_with_the_untiled_path_covers_a_network():
 
 
 def _untiled(monkeypatch):
-    """fit/predict take the untiled sequential path (n_threads=0) of fastnn before issue 18."""
+    """fit/predict take the untiled sequential path (n_threads=0), from before fastnn had its own threads."""
     monkeypatch.setattr(threads, "resolve_threads", lambda n=None: 0)
 
 

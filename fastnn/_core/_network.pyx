@@ -635,7 +635,7 @@ def forward_into(NetSpec spec, const floating[::1] params, const floating[:, ::1
     mutable state.  Values are fastnn.nn.model's to validate; sizes are checked here.
     flush_denormals: flush subnormals to zero on this thread during the call (fastnn.runtime.fpmode).
     n_threads: threads of fastnn's pool taking the products' fixed tiles (the same bits for
-    any count >= 1; 0: the untiled path of fastnn before issue 18, for tests).
+    any count >= 1; 0: the untiled path, from before fastnn had its own threads, for tests).
     """
     cdef unsigned long long fp_saved
     cdef Net net = spec.net
