@@ -58,7 +58,7 @@ def _exported():
 autosummary_context = {"exported": _exported()}
 autosummary_generate = True
 autosummary_imported_members = False
-autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_default_options = {"members": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"          # the numpydoc Parameters sections carry the types
 add_module_names = False
@@ -93,7 +93,8 @@ sphinx_gallery_conf = {
 # -- HTML -------------------------------------------------------------------------------------
 html_theme = "pydata_sphinx_theme"
 html_title = f"fastnn {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["fastnn.css"]
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
