@@ -24,7 +24,7 @@ The cases:
 Buffers are filled with small random values that no case drives to inf, NaN or subnormals
 (backward writes D to its own buffer instead of over dA, so repeated calls see the same
 inputs).  The bench never calls NumPy's BLAS: every product goes through scipy's OpenBLAS,
-like fastnn itself (PERFORMANCE.md, trap 1).
+like fastnn itself (two OpenBLAS copies in one loop fight over threads and caches).
 """
 from cython cimport floating
 from libc.string cimport memcpy
@@ -727,7 +727,7 @@ def step_cases(sizes, activation="relu", loss="cross_entropy", batch=64, dtype=n
     return cases, info
 
 
-# ------------------------------------------------------------------ fastnn's threads (issue 18)
+# ------------------------------------------------------------------ fastnn's threads
 
 from fastnn._core._network cimport tiled_gemm
 from fastnn._core._pool cimport parallel_for

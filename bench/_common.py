@@ -1,7 +1,7 @@
 """What every benchmark script shares: the workloads and their data, a median-of-repeats timer,
 BLAS thread pinning, and the report of the machine.
 
-Rules kept by every script (PERFORMANCE.md, STYLE.md "Tests and benchmarks"):
+Rules kept by every script:
 * competitors run in the same process, on the same arrays, interleaved (A B C A B C ...), and
   only ratios measured inside one run are compared;
 * every figure is the median of at least 3 repeats after a warm-up, with its min and max;
@@ -53,6 +53,14 @@ QUICK = {
     "D": dict(n=8192),
 }
 
+
+
+def _where(module):
+    """Where a module was imported from, without naming this machine's folders: a path inside
+    the source tree, or "installed"."""
+    path = os.path.dirname(os.path.abspath(module.__file__))
+    return os.path.relpath(path, ROOT) + "/ of this source tree" \
+        if path.startswith(ROOT + os.sep) else "installed"
 
 def workloads(quick=False, only=None):
     """The workload definitions (copies), shrunk by --quick, filtered by `only` names."""
@@ -256,7 +264,7 @@ def environment():
         "l2": _lscpu("L2 cache"), "l3": _lscpu("L3 cache"),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "fastnn": f"{fastnn.__version__} ({os.path.dirname(fastnn.__file__)})",
+        "fastnn": f"{fastnn.__version__} ({_where(fastnn)})",
         "fastnn_native": os.environ.get("FASTNN_NATIVE", "0"),
         "versions": peer_versions(),
         "blas": blas_libraries(),

@@ -11,7 +11,7 @@ each trained for the same epochs on the same arrays, timed interleaved:
                per step (gathered), loss = sum of the members' means (so each member's
                gradient is its own), torch.optim.SGD; torch.set_num_threads(T)
 
-member-samples/s = K * n * epochs / wall seconds.  Targets (issue 16): ensemble at 2 threads
+member-samples/s = K * n * epochs / wall seconds.  Targets: ensemble at 2 threads
 >= 1.8x sequential, and ahead of torch bmm at 2 threads.
 
     python bench/ensemble_throughput.py [--quick] [--repeats 3] [--out FILE]

@@ -94,7 +94,7 @@ def main():
              f"for all {n_out} output columns stacked, {flops / 1e9:.2f} GFLOP in all; "
              "'fastnn GFLOP per CPU-s' is that count over fastnn's CPU time, against the "
              "sgemm peak of this machine (~104 GFLOP/s on 1 thread, "
-             "/work/shared/PERFORMANCE.md): at the peak, no rearrangement of the pass can be "
+             "measured once with a plain sgemm loop): at the peak, no rearrangement of the pass can be "
              "much faster.", "",
              "CPU ms is the process's CPU time (all its threads), the figure to trust on a "
              f"loaded machine (load average {os.getloadavg()[0]:.1f} on 2 cores at the end of "

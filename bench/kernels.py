@@ -27,7 +27,7 @@ LAYERS = [
     ("A layer 2", 16, 256, 128, ("relu",), False, np.float32),
     ("A layer 2", 256, 256, 128, ("identity", "relu", "tanh", "sigmoid"), False, np.float32),
     ("A layer 2", 1024, 256, 128, ("relu",), False, np.float32),
-    # the smooth activations (issue 15), on A's layers at batch 256
+    # the smooth activations, on A's layers at batch 256
     ("A layer 1", 256, 784, 256, NEW_ACTIVATIONS, True, np.float32),
     ("A layer 2", 256, 256, 128, NEW_ACTIVATIONS, False, np.float32),
     ("B layer 1", 32, 64, 32, ("relu",), True, np.float32),
@@ -36,7 +36,7 @@ LAYERS = [
     ("D layer 2", 256, 256, 128, ("relu",), False, np.float64),
 ]
 QUICK_LAYERS = [LAYERS[1], LAYERS[4], LAYERS[9]]
-NEW_LAYERS = [LAYERS[1], LAYERS[6], LAYERS[4], LAYERS[7]]   # issue 15, beside the classics
+NEW_LAYERS = [LAYERS[1], LAYERS[6], LAYERS[4], LAYERS[7]]   # the smooth ones, beside the classics
 LOSSES = [("cross_entropy", 32, 10), ("cross_entropy", 256, 10), ("mse", 64, 1)]
 
 

@@ -130,9 +130,9 @@ def markdown(out):
 
 
 def targets(out):
-    """Rows (target, measured, verdict, note) for run.py's table: the issue's latency targets
-    (one row in at most half onnxruntime's time on B and C, at most its time on A; 1,000
-    rows no slower than onnxruntime)."""
+    """Rows (target, measured, verdict, note) for run.py's table: the latency targets (one
+    row in at most half onnxruntime's time on B and C, at most its time on A; 1,000 rows no
+    slower than onnxruntime)."""
     rows = []
     for r in out["results"]:
         t = r["times"]

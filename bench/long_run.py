@@ -1,4 +1,4 @@
-"""Question 7: does training keep its speed to the end?  (subnormal floats, issue 12 part 1)
+"""Question 7: does training keep its speed to the end?  (subnormal floats)
 
 Once a model fits its data, Adam's moments, momentum buffers and the gradients of well-fitted
 samples fall below the smallest normal float (1.2e-38 in float32); on x86 every operation on

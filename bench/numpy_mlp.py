@@ -6,7 +6,7 @@ db = sum D, dX = D W^T, times the activation's derivative), plain SGD update.  S
 layout as fastnn (samples as rows, W of shape (n_in, n_out)), same loss scaling (the gradient
 of the batch mean; MSE is the mean over outputs of (z - y)^2), no dX for the first layer.
 Nothing is tuned beyond what a careful NumPy user writes: no preallocated buffers, no
-in-place tricks.  It runs on NumPy's own BLAS (never scipy's: PERFORMANCE.md, trap 1).
+in-place tricks.  It runs on NumPy's own BLAS (never scipy's: two OpenBLAS copies in one loop fight over threads and caches).
 """
 import numpy as np
 

@@ -18,8 +18,8 @@ short version, 1 and 2 ranks only, ~5 s), prediction latency (6: bench/latency.p
 speed over long runs (7: bench/long_run.py, early against late epochs with subnormals flushed
 and not), dropout's step cost against PyTorch's (8: bench/dropout.py), solver="lbfgs" against
 scikit-learn's with the profile of one iteration (9: bench/lbfgs.py), sparse input against
-scikit-learn (10: bench/sparse.py); then every target of
-the issue is marked met or missed with its measured ratio.  Targets are judged on 1 BLAS
+scikit-learn (10: bench/sparse.py); then every target
+is marked met or missed with its measured ratio.  Targets are judged on 1 BLAS
 thread (the reliable figures here); 2-thread ratios are shown beside them.
 """
 import argparse
@@ -138,7 +138,7 @@ def long_run_rows(lr, target=0.9):
 
 
 def lbfgs_sparse_rows(lb, sp):
-    """Target rows of questions 9 and 10 (issue 13): lbfgs >= 3x scikit-learn's at equal or
+    """Target rows of questions 9 and 10: lbfgs >= 3x scikit-learn's at equal or
     lower loss; sparse fits faster than scikit-learn's on the same data (CPU time)."""
     rows = []
     for r in lb or []:

@@ -1,4 +1,4 @@
-"""Question: what do fastnn's own threads (issue 18) buy, and what does a tile cost?
+"""Question: what do fastnn's own threads buy, and what does a tile cost?
 
 Three measurements, each interleaved in one process (A B C A B C ...), medians of repeats:
 

@@ -123,8 +123,9 @@ class MLPEnsemble(EnsemblePredictor):
         The members' widths ``[n_0, ..., n_L]`` (see ``fastnn.MLP``).
     n_members : int, default 5
         K >= 1.  Lakshminarayanan et al. find 5 members enough for most of the benefit.
-    activation, output, init, bias_init, dtype, negative_slope, alpha, warn_symmetric, dropout,
-    normalization
+    activation, output, init, bias_init, dtype, negative_slope, alpha
+        As for ``fastnn.MLP``, the same for every member.
+    warn_symmetric, dropout, normalization
         As for ``fastnn.MLP``, the same for every member.
     seed : int, numpy.random.Generator or None
         Draws the members' seeds ``member_seeds`` (K ints, ``member_fit_seeds(seed)``):

@@ -4,7 +4,7 @@
  * Why: once a model converges, Adam's moments, momentum buffers and softmax gradients fall below
  * the smallest normal float (1.2e-38 in float32); many operations that read or write such a
  * subnormal then take a slow path in the CPU, and a float32 Adam fit ran 2x (this project's
- * machine, bench/long_run.py) to 8x (issue 12) slower at its end than at its start.
+ * machine, bench/long_run.py) to 8x (another machine) slower at its end than at its start.
  * TensorFlow and XLA run CPU kernels with the flush bits set; fastnn does the same, but only
  * for the duration of its own compiled calls: every entry point saves the caller's mode, sets
  * the flush bits, does its work and puts the saved mode back before returning.

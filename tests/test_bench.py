@@ -3,7 +3,7 @@
 The module is not in the package: bench/_compiled.py builds it against the fastnn imported
 here (about a minute, once), as the benchmark scripts do.
 
-Tiny shapes only, and never a timing assertion (STYLE.md 17): a time is only checked to be a
+Tiny shapes only, and never a timing assertion (timings belong in bench/RESULTS.md): a time is only checked to be a
 positive finite number.
 """
 import importlib.util

@@ -1,4 +1,4 @@
-"""One compiled boundary (issue 24, item 1): every public compute call keeps the promises of
+"""One compiled boundary: every public compute call keeps the promises of
 fastnn.runtime.boundary, checked over every path from one table, ``CALLS``.
 
 For each call of the table:

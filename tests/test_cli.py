@@ -161,7 +161,7 @@ def test_threads_defaults_to_every_core_as_fit_does(tmp_path, spirals_npz, capsy
 
 def test_outputs_never_replace_inputs_and_a_directory_is_refused_before_training(
         tmp_path, spirals_npz, capsys):
-    # issue 23: `predict m.npz d --output m.npz` replaced the model and exited 0, `--save DIR`
+    # `predict m.npz d --output m.npz` once replaced the model and exited 0, `--save DIR`
     # trained to the end before failing; every case is in tests/test_outputs.py
     data, _, _ = spirals_npz
     model_path = tmp_path / "model.npz"

@@ -1,4 +1,4 @@
-"""Done-when check of issue 14: `fastnn train FILE --target COL` and `fastnn predict MODEL FILE
+"""The command's defaults against scikit-learn's: `fastnn train FILE --target COL` and `fastnn predict MODEL FILE
 --output OUT.csv` with their defaults, against scikit-learn's
 ``make_pipeline(StandardScaler(), MLPClassifier/MLPRegressor)`` on the same split.
 

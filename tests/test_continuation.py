@@ -1,4 +1,4 @@
-"""A training run survives every way of continuing it (issue 12 part 2).
+"""A training run survives every way of continuing it.
 
 The reference is the uninterrupted run itself: fit(3 epochs) followed by any way of going on
 for 3 more must give the same bits as fit(6 epochs), for every schedule, every optimizer, with
@@ -90,7 +90,7 @@ def test_three_plus_three_epochs_equal_six_bitwise(tmp_path, way, schedule, opt_
     assert (len(set(six.lr[2:])) > 1) == (schedule != "constant"), six.lr
 
 
-def test_the_issue_example_resumes_at_the_uninterrupted_rates(tmp_path):
+def test_a_saved_and_loaded_schedule_resumes_at_the_uninterrupted_rates(tmp_path):
     # SGD(lr=0.5, StepDecay(2, 0.1)), 3 epochs, save, load, 3 more: the resumed epochs run at
     # 0.05, 0.005, 0.005 (epochs 4-6 of the schedule), not at 0.5, 0.5, 0.05
     X, y = _data()

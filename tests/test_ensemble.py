@@ -526,7 +526,7 @@ def test_one_early_stopping_instance_gives_every_member_its_own_record():
 
 
 def test_members_take_dropout_and_layer_normalization():
-    # MLPEnsemble had no dropout/normalization arguments: the issue-15 layers could not be
+    # MLPEnsemble had no dropout/normalization arguments: those layers could not be
     # used in an ensemble, and from_models accepted members of different normalization
     ens = fastnn.MLPEnsemble([3, 8, 2], n_members=2, dropout=0.2, normalization="layer", seed=0)
     assert all(m.layers[0].dropout == 0.2 and m.layers[0].normalization == "layer"

@@ -1,5 +1,5 @@
 """The package's import graph runs one way: no module imports, directly or through others, a
-module that imports it (STYLE.md rule 20).
+module that imports it (lower layers never import higher ones, not even inside a function).
 
 The graph is read from the source with ``ast`` (Python modules) and from the Python-level
 ``import`` lines of the Cython modules, counting imports inside functions too: a late import
@@ -253,7 +253,7 @@ def _compiled_imports(path, compiled):
 def test_only_the_boundary_imports_the_compiled_modules():
     """No module outside fastnn._core and fastnn.runtime.boundary imports a compiled module's
     functions, so no call site can reach compiled arithmetic without the boundary's thread
-    count, BLAS hold and floating-point mode (issue 24, item 1)."""
+    count, BLAS hold and floating-point mode."""
     compiled = _compiled_modules()
     assert "fastnn._core._network" in compiled and "fastnn._core._sparse" in compiled
     leaks = []

@@ -313,7 +313,7 @@ def test_mse_is_gaussian_nll_rescaled(sigma, dtype):
 
 
 def test_gaussian_nll_fit_of_a_constant_is_the_sample_mean():
-    # THEORY.md: mu_ML = (1/N) sum_i x_i.  Gradient descent on a bias-only model.
+    # docs/theory.md: mu_ML = (1/N) sum_i x_i.  Gradient descent on a bias-only model.
     rng = np.random.default_rng(6)
     y = rng.normal(3.0, 2.0, (50, 2))
     sigma = 2.0

@@ -434,7 +434,7 @@ def test_binary_classifier_probabilities_in_the_tails(dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy", "bce", "poisson", "gaussian"])
 def test_ensemble_exports_its_mean_and_mixture_std(dtype, loss):
-    # issue 17 asks for ensembles where they exist; to_onnx(MLPEnsemble) was a TypeError
+    # ensembles export as their members and the mixture (to_onnx(MLPEnsemble) was a TypeError)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(120, 3))
     y = {"mse": rng.normal(size=(120, 2)), "cross_entropy": rng.integers(0, 3, 120),
@@ -613,7 +613,7 @@ def test_the_graph_standardizes_a_column_near_the_float64_limit_as_predict_does(
 
 
 def test_a_model_trained_by_the_command_predicts_the_same_in_onnx(tmp_path):
-    # the issue's case end to end: `fastnn train` on a table with a column of 1e8 +- 3 that
+    # the reported case end to end: `fastnn train` on a table with a column of 1e8 +- 3 that
     # the target depends on; `fastnn predict` and onnxruntime on the exported model agree
     # (before: R^2 0.998 by predict, 0.49 by onnxruntime)
     pd = pytest.importorskip("pandas")

@@ -1,5 +1,5 @@
 """scikit-learn Pipelines with fastnn's estimators, exported through skl2onnx and run by
-onnxruntime (fastnn.interop.onnx_pipeline; issue 26 item 3).
+onnxruntime (fastnn.interop.onnx_pipeline).
 
 The reference is the pipeline's own predict / predict_proba on the same input values (the
 float32 sample's columns are rounded to float32 before the pipeline sees them too): labels

@@ -698,11 +698,12 @@ def test_a_kill_during_a_save_leaves_the_target_and_at_most_the_documented_lefto
     assert (tmp_path / "m.npz").read_bytes() == b"old"
     left = sorted(set(os.listdir(tmp_path)) - {"m.npz"})
     assert len(left) == 1 and re.fullmatch(r"\.m\.npz\.[0-9a-f]{12}\.tmp", left[0]), left
-    # and the README says so, rather than promising the file is removed
-    readme = os.path.join(os.path.dirname(os.path.dirname(fastnn.__file__)), "README.md")
-    if not os.path.exists(readme):  # pragma: no cover - an installed package
+    # and the documentation says so, rather than promising the file is removed
+    page = os.path.join(os.path.dirname(os.path.dirname(fastnn.__file__)), "docs", "guide",
+                        "errors.md")
+    if not os.path.exists(page):  # pragma: no cover - an installed package
         return
-    with open(readme, encoding="utf-8") as fh:
+    with open(page, encoding="utf-8") as fh:
         text = " ".join(fh.read().split())
     assert "kill -9) leave the previous file intact and remove their temporary" not in text
     assert "`.NAME.<hex>.tmp`" in text and "safe to delete" in text

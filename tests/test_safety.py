@@ -1,7 +1,7 @@
-"""Memory safety and integrity (issue 11): compiled code never trusts mutable Python state or
+"""Memory safety and integrity: compiled code never trusts mutable Python state or
 file contents, saves are one consistent snapshot, and the BLAS thread count has one owner.
 
-One section per kind of the issue (1: buffers handed to compiled code, 2: load, 3: saving
+One section per kind of fault (1: buffers handed to compiled code, 2: load, 3: saving
 under concurrency and interrupts, 6: every setter validates alike, 7: the process-wide thread
 count).  The fuzz tests are in tests/test_safety_fuzz.py.
 """
@@ -50,7 +50,7 @@ def data(n=64, n_in=4, n_classes=3, seed=0, dtype=np.float32):
 # =========================================================================================
 
 def test_params_and_grads_cannot_be_rebound_to_short_vectors():
-    # the issue's example: predict read past the end, fit with Adam wrote past it
+    # the reported example: predict read past the end, fit with Adam wrote past it
     model = MLP([64, 512, 512, 10], seed=0)
     X = np.ones((3, 64), np.float32)
     before = model.predict(X)
@@ -385,7 +385,7 @@ def _load_error(path, **kwargs):
 
 
 def test_declared_sizes_are_cross_checked_before_anything_is_allocated(tmp_path):
-    # the issue's example: a 2 KB file declaring a 400-million-parameter network
+    # the reported example: a 2 KB file declaring a 400-million-parameter network
     path, entries, d = _model_file(tmp_path, MLP([2, 2], seed=0))
     for sizes, n_params, header_n in (([20000, 20000], 8, 8),
                                       ([20000, 20000], 400_020_000, 8),
@@ -759,7 +759,7 @@ def test_set_weights_and_layer_assignment_write_into_the_model():
 
 @pytest.mark.skipif(threads.get_num_threads() is None, reason="scipy's BLAS is not OpenBLAS")
 def test_concurrent_fits_with_different_thread_counts_hold_blas_at_one():
-    """n_threads is fastnn's own thread count (issue 18): every fit holds scipy's OpenBLAS at
+    """n_threads is fastnn's own thread count: every fit holds scipy's OpenBLAS at
     one thread while it runs, so fits asking for different counts run together, and the
     count found before is restored after the last."""
     before = threads.get_num_threads()

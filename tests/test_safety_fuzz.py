@@ -1,4 +1,4 @@
-"""Fuzz tests of issue 11: crafted model files and arbitrary arrays never crash or hang.
+"""Fuzz tests of the safety promises: crafted model files and arbitrary arrays never crash or hang.
 
 * Mutations of a saved model file (a JSON field replaced or removed, a .npy header with
   another dtype/shape/order, zip entries dropped, renamed, added or compressed) end in a

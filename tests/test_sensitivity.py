@@ -8,7 +8,7 @@ from fastnn.nn import derivatives as derivatives_module
 from fastnn.nn.layers import ACTIVATIONS
 
 H = 1e-5          # central-difference step: truncation ~H^2, rounding ~1e-16 / H
-REL = 1e-7        # the bound on the relative error
+REL = 1e-7        # the promised bound on the relative error
 
 
 def _close(actual, expected, rel=REL):

@@ -48,7 +48,7 @@ _EXACT_LOG_PROBA = (
     "lbfgs drives some logits of this check's data to where two classes' probabilities both "
     "underflow: predict_proba reports both as the smallest positive float (a tie), while "
     "predict_log_proba gives their exact, different log-probabilities (log-softmax of the "
-    "logits, issue 26), so np.argsort of the two orders such a pair differently.  Everything "
+    "logits), so np.argsort of the two orders such a pair differently.  Everything "
     "else in the check passes (the same check passes for the default solver).")
 
 

@@ -1,5 +1,5 @@
-"""fastnn.interop.sklearn against scikit-learn's own MLP where both are meant to agree (issue 26
-item 6): early stopping's validation split, score, stopping rule and best-weights restore, and
+"""fastnn.interop.sklearn against scikit-learn's own MLP where both are meant to agree:
+early stopping's validation split, score, stopping rule and best-weights restore, and
 warm_start's new optimizer.
 
 fastnn initialises as scikit-learn does for a given random_state (the same draws from the same
@@ -61,7 +61,7 @@ def _pair(name, **params):
 
 # (data set, hyperparameters): the ones where both train the same way (module docstring)
 SAME_RUN = [
-    ("wine", dict(scaled=False, random_state=2)),        # the issue's case: raw wine
+    ("wine", dict(scaled=False, random_state=2)),        # the reported case: raw wine
     ("wine", dict(random_state=0)),
     ("iris", dict(random_state=1)),
     ("iris", dict(solver="sgd", learning_rate_init=0.05, random_state=0)),

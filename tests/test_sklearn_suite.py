@@ -33,7 +33,7 @@ PRIVATE_ATTRIBUTE_TESTS = {
 #: fastnn's 60 predictions is 6.45e-4, where the bound is 3.2e-7 absolute; it differs by
 #: 4.2e-7, while fastnn's largest difference (2.8e-6) is below scikit-learn's own on the same
 #: test (4.6e-6: scikit-learn passes only because none of its predictions is that close to 0).
-#: Over random_state 0..79 (issue 13's measurement) fastnn misses the bound 3 times (seeds 1,
+#: Over random_state 0..79 (measured once, by hand) fastnn misses the bound 3 times (seeds 1,
 #: 38, 52) and scikit-learn's own MLPRegressor 4 times (5, 14, 30, 52); the median over seeds
 #: of the largest relative difference is 1.0e-5 for fastnn and 1.3e-5 for scikit-learn.
 #: fastnn draws the float32 initial weights in float64 and rounds them, as scikit-learn does

@@ -1,4 +1,4 @@
-"""THEORY.md's identities, each checked on whole models against a closed form or plain NumPy."""
+"""docs/theory.md's identities, each checked on whole models against a closed form or plain NumPy."""
 import numpy as np
 import pytest
 

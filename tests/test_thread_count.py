@@ -1,4 +1,4 @@
-"""The same bits whatever fastnn's thread count (issue 18).
+"""The same bits whatever fastnn's thread count.
 
 Every product and pass of training and prediction is cut into tiles fixed by the shapes
 (fastnn._core._network), so training and prediction with 1, 2, 3 or 4 threads (more than this
@@ -19,7 +19,7 @@ from fastnn._core import _reference as ref
 THREAD_COUNTS = (1, 2, 3, 4)
 CE = fastnn.nn.losses.KINDS["cross_entropy"]
 
-# the issue's networks, on data small enough for the suite; batch sizes large enough that
+# the benchmark's networks, on data small enough for the suite; batch sizes large enough that
 # the products of A and D are cut into several tiles (C: batch 256 for the same reason)
 NETWORKS = {
     "A": dict(sizes=[784, 256, 128, 10], activation="relu", loss="cross_entropy",
@@ -130,7 +130,7 @@ def test_the_bitwise_comparison_with_the_untiled_path_covers_a_network():
 
 
 def _untiled(monkeypatch):
-    """fit/predict take the untiled sequential path (n_threads=0) of fastnn before issue 18."""
+    """fit/predict take the untiled sequential path (n_threads=0), from before fastnn had its own threads."""
     monkeypatch.setattr(threads, "resolve_threads", lambda n=None: 0)
 
 
@@ -503,18 +503,19 @@ def test_an_order_index_that_is_no_row_of_X_is_refused_without_ranks():
     np.testing.assert_array_equal(model.params, _gather_epoch(X, labels, w, batch, 2, perm)[0])
 
 
-def test_readme_states_the_tiling_rule_the_code_follows():
-    """README's figures for the tiles (they drifted once: 'a tile does at least 2 MFLOP'
-    stayed after tiles of 1 MFLOP came in), checked at each boundary with gemm_tiles."""
+def test_the_threads_guide_states_the_tiling_rule_the_code_follows():
+    """The threads guide's figures for the tiles (they drifted once: 'a tile does at least
+    2 MFLOP' stayed after tiles of 1 MFLOP came in), checked at each boundary with
+    gemm_tiles."""
     import pathlib
     import re
-    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-    if not readme.exists():
-        pytest.skip("README.md is not beside the tests")
-    text = " ".join(readme.read_text().split())
+    page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "guide" / "threads.md"
+    if not page.exists():
+        pytest.skip("the documentation is not beside the tests")
+    text = " ".join(page.read_text().split())
     m = re.search(r"cut in two from (\d+) MFLOP and into more tiles \(up to (\d+)\) only "
                   r"while each stays at least (\d+) MFLOP", text)
-    assert m, "README no longer states the tiling rule in the words this test reads"
+    assert m, "docs/guide/threads.md no longer states the tiling rule in the words this test reads"
     two, most, big = (int(g) for g in m.groups())
 
     def tiles(m_, n_, k_):

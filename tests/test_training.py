@@ -1,5 +1,5 @@
-"""fastnn/training/engine.py: configuration errors are raised before the first step (issue 11, kind 5),
-and epochs are numbered from 1 wherever a user sees them (issue 14)."""
+"""fastnn/training/engine.py: configuration errors are raised before the first step,
+and epochs are numbered from 1 wherever a user sees them."""
 import math
 
 import numpy as np

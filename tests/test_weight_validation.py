@@ -1,4 +1,4 @@
-"""Validation before any weight moves, the same on every path (issue 24, item 4).
+"""Validation before any weight moves, the same on every path.
 
 Sample weights are checked by one rule (fastnn._validation: ``check_sample_weight`` for an
 array, ``check_weight_total`` for the rows a weighted mean divides by, once that set is final).

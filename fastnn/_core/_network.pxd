@@ -29,7 +29,7 @@ cdef struct Net:
     int max_width             # max_k n_k over k >= 1: each delta buffer holds rows * max_width
     int n_threads             # threads that take the fixed tiles of every product and pass
                               # (results never depend on it); 0: the untiled sequential path
-                              # of fastnn before issue 18, kept for the tests that compare
+                              # from before fastnn had its own threads, kept for the tests that compare
                               # against it.  1 on the spec's own struct; callers set it on a
                               # COPY (_sgd.train_epoch, forward_into), as drop
     bint fixed_products       # 1: the layers' products are fastnn's own, in one fixed order

@@ -2,7 +2,7 @@
 
 Nothing here is fast or clever on purpose.  Each function states the arithmetic the compiled
 code must reproduce; the tests compare the two.  (Never used on a training path: NumPy's BLAS
-and scipy's are different OpenBLAS copies, see ../shared/PERFORMANCE.md.)
+and scipy's are different OpenBLAS copies, each with its own thread pool and kernels.)
 """
 import numpy as np
 from scipy.special import expit, ndtr

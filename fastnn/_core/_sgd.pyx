@@ -353,7 +353,7 @@ cdef void apply_update(const Net *net, const Optimizer *opt, floating *params,
     cdef double partial[_MAX_CHUNKS]
     cdef _UpdateJob job
     if net.n_threads <= 0:
-        # the sequential pass of fastnn before issue 18 (kept for the tests comparing to it)
+        # the untiled sequential pass, from before fastnn had its own threads (kept for the tests comparing to it)
         if opt.clip_norm > 0:
             _clip_factors(grads, n_params, _sum_squares(grads, n_params), grad_scale,
                           opt.clip_norm, &g_scale, &g_scale2)

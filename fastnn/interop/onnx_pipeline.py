@@ -6,16 +6,16 @@ skl2onnx converts scikit-learn's transformers (``StandardScaler``, ``SimpleImput
 when a *shape calculator* (the types and shapes of its outputs) and a *converter* (its nodes)
 are registered for its class.  ``register()`` registers fastnn's estimators:
 
-====================================================  ===========================================
-estimator                                             outputs (skl2onnx's names and conventions)
-====================================================  ===========================================
-``fastnn.interop.sklearn.MLPClassifier``              ``label`` (N,) and ``probabilities`` (N,
+======================================================  ===========================================
+estimator                                               outputs (skl2onnx's names and conventions)
+======================================================  ===========================================
+``fastnn.interop.sklearn.MLPClassifier``                ``label`` (N,) and ``probabilities`` (N,
 ``fastnn.interop.sklearn_ensemble.EnsembleClassifier``  n_classes), then skl2onnx's ZipMap unless
-                                                      ``options={id(clf): {"zipmap": False}}``
-                                                      (``"columns"``: one output per class)
-``fastnn.interop.sklearn.MLPRegressor``               ``variable`` (N, n_targets); with option
-``fastnn.interop.sklearn_ensemble.EnsembleRegressor`` ``return_std`` also ``std`` (N, n_targets)
-====================================================  ===========================================
+                                                        ``options={id(clf): {"zipmap": False}}``
+                                                        (``"columns"``: one output per class)
+``fastnn.interop.sklearn.MLPRegressor``                 ``variable`` (N, n_targets); with option
+``fastnn.interop.sklearn_ensemble.EnsembleRegressor``   ``return_std`` also ``std`` (N, n_targets)
+======================================================  ===========================================
 
 The nodes of each network are those of ``fastnn.interop.onnx_export.to_onnx``, copied into
 skl2onnx's graph under fresh names (the same Gemm layers, activations and links, so what

@@ -161,7 +161,7 @@ def _common_doc(extra_params, extra_attrs):
         (best value, epochs without improvement, best weights) carried over, and with
         early_stopping a validation split drawn as scikit-learn draws it (from
         random_state, without the initial weights' draws, so usually other rows than the
-        first fit's); n_iter_ counts this call's iterations.  To continue the run instead,
+        first fit's); ``n_iter_`` counts this call's iterations.  To continue the run instead,
         see continue_run.
     momentum : float in [0, 1), default 0.9
     nesterovs_momentum : bool, default True
@@ -229,7 +229,7 @@ def _common_doc(extra_params, extra_attrs):
         L-BFGS iteration (see the table above).
     best_loss_ : float or None
         Smallest training loss (mean, as ``loss_curve_``); None with early_stopping (see
-        best_validation_loss_).
+        ``best_validation_loss_``).
     validation_loss_curve_, validation_scores_ : list of float or None
         Per epoch, with early_stopping only (None otherwise): the mean validation loss, and
         the validation accuracy (a fraction in [0, 1]) or R^2.
@@ -546,7 +546,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
         Returns
         -------
-        ndarray of shape (n_samples,) with classes_' type, or (n_samples, n_labels) of 0/1
+        ndarray of shape (n_samples,) of the type of ``classes_``, or (n_samples, n_labels) of 0/1
         """
         with consistent(self):  # the classes of the network predicting
             proba = self.predict_proba(X)

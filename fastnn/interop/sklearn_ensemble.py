@@ -372,7 +372,7 @@ class EnsembleClassifier(ClassifierMixin, _BaseEnsemble):
         return _log_of_proba(self.predict_proba(X), exact)
 
     def predict(self, X):
-        """The class of highest mean probability, of classes_' type."""
+        """The class of highest mean probability, of the type of ``classes_``."""
         check_is_fitted(self, "estimators_")
         with consistent(self):  # the classes of the members predicting
             return self.classes_[self.predict_proba(X).argmax(axis=1)]

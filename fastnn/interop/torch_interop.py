@@ -21,17 +21,17 @@ after them); the last
 module is the output link that ``MLP.predict`` applies, kept explicit so that the Sequential
 computes ``predict``:
 
-==============  ===============================================================
-fastnn link     final module
-==============  ===============================================================
-identity        ``nn.Identity()``
-sigmoid         ``nn.Sigmoid()``
-softmax         ``nn.Softmax(dim=1)``
-exp (Poisson)   ``fastnn.interop.torch_interop.Exp()``
-gaussian        ``fastnn.interop.torch_interop.GaussianMeanStd()``: columns ``[mean | std]``
-(learned sigma) with ``std = exp(s / 2)`` of the log-variance columns s, so the first
-                half is ``predict`` and the second ``predict_std``
-==============  ===============================================================
+===============  ===============================================================
+fastnn link      final module
+===============  ===============================================================
+identity         ``nn.Identity()``
+sigmoid          ``nn.Sigmoid()``
+softmax          ``nn.Softmax(dim=1)``
+exp (Poisson)    ``fastnn.interop.torch_interop.Exp()``
+gaussian         ``fastnn.interop.torch_interop.GaussianMeanStd()``: columns ``[mean | std]``
+(learned sigma)  with ``std = exp(s / 2)`` of the log-variance columns s, so the first
+                 half is ``predict`` and the second ``predict_std``
+===============  ===============================================================
 
 Weight layout: fastnn computes ``X @ W + b`` with ``W`` of shape ``(n_in, n_out)`` (samples as
 rows); ``nn.Linear`` computes ``x @ weight.T + bias`` with ``weight`` of shape

@@ -55,6 +55,7 @@ version 2 ...: upgrade fastnn to load it" (every released reader checks the vers
 cannot tell a version-1-labelled file written between the renaming and the bump from an
 older one: it reads such a file's leaky_relu layers with slope ``alpha`` = 1.0 (the fix is
 to load and save the file again with this fastnn, which writes version 2).
+
 ``params``
     the parameter vector, shape (N,), little-endian float32 or float64 (layout: fastnn.nn.model).
 ``optimizer_state_0``, ``optimizer_state_1``

@@ -60,20 +60,20 @@ formula no peer names has no name here but its ``variance_scaling`` setting.  Py
 *plain* normals, Keras and JAX *truncated* ones (cut at 2 standard deviations and rescaled to
 the same variance), hence two names for each normal scheme:
 
-================  ==================================  ===============================  =======
-fastnn name       formula, shape = (n_in, n_out)      variance_scaling(...)            peer
-================  ==================================  ===============================  =======
-glorot_uniform    U(+-sqrt(6/(n_in + n_out)))         1, "fan_avg", "uniform"          both
-xavier_uniform    (the same object)                                                    PyTorch
-xavier_normal     N(0, 2/(n_in + n_out))              1, "fan_avg", "normal"           PyTorch
-glorot_normal     truncated, var 2/(n_in + n_out)     1, "fan_avg", "truncated_normal" Keras
-he_uniform        U(+-sqrt(6/n_in))                   2, "fan_in", "uniform"           Keras
-kaiming_uniform   (the same object)                                                    PyTorch
-kaiming_normal    N(0, 2/n_in)                        2, "fan_in", "normal"            PyTorch
-he_normal         truncated, var 2/n_in               2, "fan_in", "truncated_normal"  Keras
-lecun_uniform     U(+-sqrt(3/n_in))                   1, "fan_in", "uniform"           Keras
-lecun_normal      truncated, var 1/n_in               1, "fan_in", "truncated_normal"  Keras
-================  ==================================  ===============================  =======
+================  ==================================  =================================  =======
+fastnn name       formula, shape = (n_in, n_out)      variance_scaling(...)              peer
+================  ==================================  =================================  =======
+glorot_uniform    U(+-sqrt(6/(n_in + n_out)))         1, "fan_avg", "uniform"            both
+xavier_uniform    (the same object)                                                      PyTorch
+xavier_normal     N(0, 2/(n_in + n_out))              1, "fan_avg", "normal"             PyTorch
+glorot_normal     truncated, var 2/(n_in + n_out)     1, "fan_avg", "truncated_normal"   Keras
+he_uniform        U(+-sqrt(6/n_in))                   2, "fan_in", "uniform"             Keras
+kaiming_uniform   (the same object)                                                      PyTorch
+kaiming_normal    N(0, 2/n_in)                        2, "fan_in", "normal"              PyTorch
+he_normal         truncated, var 2/n_in               2, "fan_in", "truncated_normal"    Keras
+lecun_uniform     U(+-sqrt(3/n_in))                   1, "fan_in", "uniform"             Keras
+lecun_normal      truncated, var 1/n_in               1, "fan_in", "truncated_normal"    Keras
+================  ==================================  =================================  =======
 
 PyTorch's ``kaiming_*_`` defaults (``a=0, mode="fan_in", nonlinearity="leaky_relu"``) give the
 gain sqrt(2) of these rows; ``xavier_*_`` use gain 1.  ``normal(std)`` is ``N(0, std^2)`` as

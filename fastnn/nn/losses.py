@@ -5,9 +5,9 @@ parameter is the network's output, and takes the **logits** ``Z`` of the last (l
 the output link (identity, sigmoid, softmax, exp) is fused into the loss, which makes the
 NLL stable for any logit and its gradient ``prediction - target`` (see ``_losses.pyx``).
 
-=========================  ============  ===============================================
+==========================  ============  ================================================
 loss                        output link   probability model of a target row y_i
-=========================  ============  ===============================================
+==========================  ============  ================================================
 ``MSE``                     identity      Gaussian, fixed sigma (rescaled: same minimizer)
 ``GaussianNLL(sigma)``      identity      N(z_i, sigma^2), sigma scalar or per sample
 ``GaussianNLL("learned")``  gaussian      N(mu_i, exp(s_i)), mean and log-variance learned
@@ -15,7 +15,7 @@ loss                        output link   probability model of a target row y_i
 ``CrossEntropy``            softmax       Multinoulli(softmax(z_i))
 ``KLDivergence``            softmax       KL(y_i || softmax(z_i)) = CE - entropy(y_i)
 ``PoissonNLL``              exp           Poisson(exp(z_ij))
-=========================  ============  ===============================================
+==========================  ============  ================================================
 
 Each reports the weighted mean ``sum_i w_i l_i / sum_i w_i`` over samples (``w_i = 1`` by
 default) and its gradient with respect to ``Z``.  ``get_loss`` resolves names.

@@ -14,7 +14,8 @@ fastnn/training/trainer.py            ``Trainer``: ``fit``, ``evaluate``, ``scor
                                       ``loss_and_grad``
 ====================================  ==================================================
 
-Imports run one way (STYLE.md rule 20).  As Keras' ``Model`` inherits its ``Trainer``, the MLP
+Imports run one way (no module imports one above it).
+As Keras' ``Model`` inherits its ``Trainer``, the MLP
 inherits the training methods from fastnn.training, which sits below this module and imports
 nothing above it.  The file format and the interchange formats sit above the model: ``save``,
 ``save_onnx``, ``to_torch`` and ``from_torch`` call the functions that fastnn/__init__.py
@@ -113,7 +114,13 @@ class MLP(Network, Forward, InputDerivatives, Trainer):
 
     See Also
     --------
-    docs/theory.md : backpropagation over layers and samples, initialization, losses.
+    fastnn.fit : the training loop ``MLP.fit`` calls.
+    fastnn.MLPEnsemble : K models of one architecture, for predictive uncertainty.
+
+    Notes
+    -----
+    docs/theory.md derives what the network computes: backpropagation over layers and
+    samples, initialization, the losses as likelihoods.
 
     Attributes
     ----------

@@ -162,7 +162,8 @@ class Network:
 
     # ------------------------------------------------------------------ owned state
     # What compiled code reads or writes through is owned here: read-only, or checked and
-    # copied into the owned buffers on assignment (STYLE.md rule 21).
+    # copied into the owned buffers on assignment (a public attribute must never point
+    # compiled code at the wrong memory)
 
     @property
     def params(self):

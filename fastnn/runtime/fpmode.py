@@ -4,7 +4,7 @@ A subnormal ("denormal") float is one below the smallest normal number: 1.2e-38 
 2.2e-308 in float64.  Late in training, Adam's moments, momentum buffers and the gradients of
 well-fitted samples fall into that range, and on x86 every operation that reads or produces
 one takes a slow path.  A float32 Adam fit then ran at about half its early speed in its last
-epochs (bench/RESULTS.md, section 7; 8x slower on the machine issue 12 was measured on).
+epochs (bench/RESULTS.md, section 7; 8x slower on another machine).
 Flushing them to zero is what
 TensorFlow and XLA do on the CPU; the values lost are below 1.2e-38 and change no result
 visibly (the flushed fit stays within the tolerances the tests state against the NumPy
@@ -16,7 +16,7 @@ this setting to the kernel: training epochs, ``predict``/``forward``, ``loss_and
 input derivatives, the single layers and losses, ``Optimizer.step`` -- and puts the caller's
 floating-point mode back before each call returns (also when it stops on an error or
 Ctrl-C), so NumPy and everything else in the process keep IEEE subnormals.  Unlike ``torch.set_flush_denormal``, which changes the calling
-thread's mode for all code, this setting only decides what fastnn's calls do:
+thread's mode for all code, this setting only decides what fastnn's calls do::
 
     fastnn.set_flush_denormals(False)            # from now on: keep subnormals (IEEE)
     with fastnn.runtime.fpmode.flush_denormals(False):   # for a block (of this thread)

@@ -4,8 +4,8 @@ Two counts, two owners:
 
 * **fastnn's threads** (``n_threads`` of ``fit``, the estimators and ``MLPEnsemble``; the
   prediction methods use all of them): fastnn's compiled training and prediction cut every
-  product and pass into tiles whose boundaries depend on the shapes only (fastnn._core._network,
-  issue 18) and hand the tiles to its own worker threads (fastnn._core._pool).  The default
+  product and pass into tiles whose boundaries depend on the shapes only (fastnn._core._network)
+  and hand the tiles to its own worker threads (fastnn._core._pool).  The default
   (``default_threads()``) follows scikit-learn's compiled code: a threadpoolctl limit
   (``threadpool_limits(n)``), else ``FASTNN_NUM_THREADS`` or ``OMP_NUM_THREADS`` (which
   joblib's loky workers set to their share of the cores), else every core this process may

@@ -191,7 +191,7 @@ def is_root(comm=None):
 
 
 def shard(n_samples, comm=None):
-    """The slice of rows ``0 .. n_samples - 1`` this rank holds when they are split evenly.
+    """The slice of ``range(n_samples)`` this rank holds when they are split evenly.
 
     The first ``n_samples % size`` ranks get one row more.  Use it as ``X[shard(len(X))]``
     when every rank can read the whole data set and should keep only its part.
