@@ -76,7 +76,7 @@ cdef double _thread_min_flops = 1e6
 # larger ones OpenBLAS's over the tiles above.  A function of the shape only, never of the
 # thread count (such products are one tile anyway: 2 m n k < 2 _tile_min_flops).  Measured
 # (bench/RESULTS.md section 14) on networks B and C.
-cdef double _fixed_max_mnk = 1 << 19
+cdef double _fixed_max_mnk = 1 << 18
 
 
 def _set_tiling(int side, double min_flops, int max_tiles, double big_flops=128e6):
