@@ -84,6 +84,9 @@ static const int32_t fnn_gemm_mask32[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
 static const int64_t fnn_gemm_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 #endif
 
+/* gemm_fixed_ex copies a transposed B of up to this many elements on the stack */
+#define FNN_GEMM_STACK_ELEMS 4096
+
 /* ---------------------------------------------------------------- float */
 #define FNN_T float
 #define FNN_P(name) fnn_s_##name
@@ -97,6 +100,7 @@ static const int64_t fnn_gemm_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 #define FNN_VMSTORE(p, m, v) _mm256_maskstore_ps((p), (m), (v))
 #define FNN_VBCAST(p) _mm256_broadcast_ss(p)
 #define FNN_VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define FNN_VMUL(a, b) _mm256_mul_ps((a), (b))
 #define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - (r)))
 #endif
 #include "fastnn_gemm_impl.h"
@@ -114,6 +118,7 @@ static const int64_t fnn_gemm_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 #define FNN_VMSTORE(p, m, v) _mm256_maskstore_pd((p), (m), (v))
 #define FNN_VBCAST(p) _mm256_broadcast_sd(p)
 #define FNN_VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
+#define FNN_VMUL(a, b) _mm256_mul_pd((a), (b))
 #define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask64 + 4 - (r)))
 #endif
 #include "fastnn_gemm_impl.h"

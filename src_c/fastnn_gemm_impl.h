@@ -29,12 +29,34 @@ static void FNN_P(gemm_plain)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
 
 #if defined(FNN_GEMM_X86)
 
-/* One row, NV vectors of columns (NV <= 8): c[0 : ncols] := a[0:k] @ B[0:k, 0:ncols].
- * MASKED: the last vector is partial (ncols - (NV - 1) W columns). */
-FNN_GEMM_AVX2_INLINE void FNN_P(gemm_row_k)(const int NV, const int MASKED, ptrdiff_t k,
-                                            const FNN_T *restrict a,
+/* The store of an accumulator v to C (masked: the first lanes of mk).  EPI 0: C := v;
+ * EPI 1 (training's general form): C := alpha v + beta C, C not read when beta == 0 (it may
+ * be uninitialized workspace, as with BLAS), one rounding for alpha v + (beta C). */
+#define FNN_EPI_STORE(EPI, M, ptr, mk, v)                                                     \
+    do {                                                                                      \
+        FNN_V out_ = (v);                                                                     \
+        if (EPI) {                                                                            \
+            const FNN_V al_ = FNN_VBCAST(&alpha);                                             \
+            if (beta == 0) out_ = FNN_VMUL(al_, out_);                                        \
+            else {                                                                            \
+                const FNN_V be_ = FNN_VBCAST(&beta);                                          \
+                const FNN_V old_ = (M) ? FNN_VMLOAD((ptr), (mk)) : FNN_VLOAD(ptr);            \
+                out_ = FNN_VFMA(al_, out_, FNN_VMUL(be_, old_));                              \
+            }                                                                                 \
+        }                                                                                     \
+        if (M) FNN_VMSTORE((ptr), (mk), out_);                                                \
+        else FNN_VSTORE((ptr), out_);                                                         \
+    } while (0)
+
+/* One row, NV vectors of columns (NV <= 8): c[0 : ncols] := a[0:k] @ B[0:k, 0:ncols], the
+ * row's p-th element at a[p * aks] (aks 1: a row of A; lda: a column, A transposed).
+ * MASKED: the last vector is partial (ncols - (NV - 1) W columns).  EPI: see FNN_EPI_STORE. */
+FNN_GEMM_AVX2_INLINE void FNN_P(gemm_row_k)(const int NV, const int MASKED, const int EPI,
+                                            ptrdiff_t k, const FNN_T *restrict a,
+                                            ptrdiff_t aks,
                                             const FNN_T *restrict B, ptrdiff_t ldb,
-                                            FNN_T *restrict c, ptrdiff_t ncols)
+                                            FNN_T *restrict c, ptrdiff_t ncols,
+                                            FNN_T alpha, FNN_T beta)
 {
     FNN_V c0 = FNN_VZERO(), c1 = FNN_VZERO(), c2 = FNN_VZERO(), c3 = FNN_VZERO();
     FNN_V c4 = FNN_VZERO(), c5 = FNN_VZERO(), c6 = FNN_VZERO(), c7 = FNN_VZERO();
@@ -45,27 +67,28 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_row_k)(const int NV, const int MASKED, ptrd
 #define FNN_ROW_FMA(v, cv) if (NV > (v)) cv = FNN_VFMA(x, FNN_ROW_LOAD(v), cv)
     for (p = 0; p < k; p++) {
         const FNN_T *restrict b = B + p * ldb;
-        const FNN_V x = FNN_VBCAST(a + p);
+        const FNN_V x = FNN_VBCAST(a + p * aks);
         FNN_ROW_FMA(0, c0); FNN_ROW_FMA(1, c1); FNN_ROW_FMA(2, c2); FNN_ROW_FMA(3, c3);
         FNN_ROW_FMA(4, c4); FNN_ROW_FMA(5, c5); FNN_ROW_FMA(6, c6); FNN_ROW_FMA(7, c7);
     }
 #undef FNN_ROW_FMA
 #undef FNN_ROW_LOAD
 #define FNN_ROW_STORE(v, cv)                                                                  \
-    if (NV > (v)) {                                                                           \
-        if (MASKED && NV == (v) + 1) FNN_VMSTORE(c + (v) * FNN_W, mk, cv);                    \
-        else FNN_VSTORE(c + (v) * FNN_W, cv);                                                 \
-    }
+    if (NV > (v)) FNN_EPI_STORE(EPI, MASKED && NV == (v) + 1, c + (v) * FNN_W, mk, cv);
     FNN_ROW_STORE(0, c0) FNN_ROW_STORE(1, c1) FNN_ROW_STORE(2, c2) FNN_ROW_STORE(3, c3)
     FNN_ROW_STORE(4, c4) FNN_ROW_STORE(5, c5) FNN_ROW_STORE(6, c6) FNN_ROW_STORE(7, c7)
 #undef FNN_ROW_STORE
 }
 
-/* Six rows, NV (1 or 2) vectors of columns, the last one partial when MASKED. */
-FNN_GEMM_AVX2_INLINE void FNN_P(gemm_six_k)(const int NV, const int MASKED, ptrdiff_t k,
+/* Six rows, NV (1 or 2) vectors of columns, the last one partial when MASKED; row r's p-th
+ * element of A at A[r * lda + p * aks]. */
+FNN_GEMM_AVX2_INLINE void FNN_P(gemm_six_k)(const int NV, const int MASKED, const int EPI,
+                                            ptrdiff_t k,
                                             const FNN_T *restrict A, ptrdiff_t lda,
+                                            ptrdiff_t aks,
                                             const FNN_T *restrict B, ptrdiff_t ldb,
-                                            FNN_T *restrict C, ptrdiff_t ldc, ptrdiff_t ncols)
+                                            FNN_T *restrict C, ptrdiff_t ldc, ptrdiff_t ncols,
+                                            FNN_T alpha, FNN_T beta)
 {
     FNN_V c00 = FNN_VZERO(), c01 = FNN_VZERO(), c10 = FNN_VZERO(), c11 = FNN_VZERO();
     FNN_V c20 = FNN_VZERO(), c21 = FNN_VZERO(), c30 = FNN_VZERO(), c31 = FNN_VZERO();
@@ -85,7 +108,7 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_six_k)(const int NV, const int MASKED, ptrd
             b1 = MASKED ? FNN_VMLOAD(b + FNN_W, mk) : FNN_VLOAD(b + FNN_W);
         }
 #define FNN_SIX_ROW(ar, cr0, cr1)                                                             \
-        x = FNN_VBCAST(ar + p);                                                               \
+        x = FNN_VBCAST(ar + p * aks);                                                         \
         cr0 = FNN_VFMA(x, b0, cr0);                                                           \
         if (NV == 2) cr1 = FNN_VFMA(x, b1, cr1);
         FNN_SIX_ROW(a0, c00, c01) FNN_SIX_ROW(a1, c10, c11) FNN_SIX_ROW(a2, c20, c21)
@@ -94,12 +117,10 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_six_k)(const int NV, const int MASKED, ptrd
     }
 #define FNN_SIX_STORE(r, cr0, cr1)                                                            \
     if (NV == 1) {                                                                            \
-        if (MASKED) FNN_VMSTORE(C + (r) * ldc, mk, cr0);                                      \
-        else FNN_VSTORE(C + (r) * ldc, cr0);                                                  \
+        FNN_EPI_STORE(EPI, MASKED, C + (r) * ldc, mk, cr0);                                   \
     } else {                                                                                  \
-        FNN_VSTORE(C + (r) * ldc, cr0);                                                       \
-        if (MASKED) FNN_VMSTORE(C + (r) * ldc + FNN_W, mk, cr1);                              \
-        else FNN_VSTORE(C + (r) * ldc + FNN_W, cr1);                                          \
+        FNN_EPI_STORE(EPI, 0, C + (r) * ldc, mk, cr0);                                        \
+        FNN_EPI_STORE(EPI, MASKED, C + (r) * ldc + FNN_W, mk, cr1);                           \
     }
     FNN_SIX_STORE(0, c00, c01) FNN_SIX_STORE(1, c10, c11) FNN_SIX_STORE(2, c20, c21)
     FNN_SIX_STORE(3, c30, c31) FNN_SIX_STORE(4, c40, c41) FNN_SIX_STORE(5, c50, c51)
@@ -107,21 +128,23 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_six_k)(const int NV, const int MASKED, ptrd
 }
 
 /* One row of C, any width: blocks of 8 vectors, then the rest (its last vector masked). */
-FNN_GEMM_AVX2 static void FNN_P(gemm_row_avx2)(ptrdiff_t n, ptrdiff_t k,
-                                               const FNN_T *restrict a,
-                                               const FNN_T *restrict B, ptrdiff_t ldb,
-                                               FNN_T *restrict c)
+FNN_GEMM_AVX2_INLINE void FNN_P(gemm_row_x)(const int EPI, ptrdiff_t n, ptrdiff_t k,
+                                            const FNN_T *restrict a, ptrdiff_t aks,
+                                            const FNN_T *restrict B, ptrdiff_t ldb,
+                                            FNN_T *restrict c, FNN_T alpha, FNN_T beta)
 {
     ptrdiff_t j = 0, rem;
     for (; j + 8 * FNN_W <= n; j += 8 * FNN_W)
-        FNN_P(gemm_row_k)(8, 0, k, a, B + j, ldb, c + j, 8 * FNN_W);
+        FNN_P(gemm_row_k)(8, 0, EPI, k, a, aks, B + j, ldb, c + j, 8 * FNN_W, alpha, beta);
     rem = n - j;
     if (rem <= 0)
         return;
 #define FNN_ROW_CASE(nv)                                                                      \
     case nv:                                                                                  \
-        if (rem % FNN_W) FNN_P(gemm_row_k)(nv, 1, k, a, B + j, ldb, c + j, rem);              \
-        else FNN_P(gemm_row_k)(nv, 0, k, a, B + j, ldb, c + j, rem);                          \
+        if (rem % FNN_W)                                                                      \
+            FNN_P(gemm_row_k)(nv, 1, EPI, k, a, aks, B + j, ldb, c + j, rem, alpha, beta);    \
+        else                                                                                  \
+            FNN_P(gemm_row_k)(nv, 0, EPI, k, a, aks, B + j, ldb, c + j, rem, alpha, beta);    \
         break;
     switch ((rem + FNN_W - 1) / FNN_W) {
     FNN_ROW_CASE(1) FNN_ROW_CASE(2) FNN_ROW_CASE(3) FNN_ROW_CASE(4)
@@ -130,10 +153,21 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_row_avx2)(ptrdiff_t n, ptrdiff_t k,
 #undef FNN_ROW_CASE
 }
 
-FNN_GEMM_AVX2 static void FNN_P(gemm_avx2)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
-                                           const FNN_T *restrict A, ptrdiff_t lda,
-                                           const FNN_T *restrict B, ptrdiff_t ldb,
-                                           FNN_T *restrict C, ptrdiff_t ldc)
+FNN_GEMM_AVX2 static void FNN_P(gemm_row_avx2)(ptrdiff_t n, ptrdiff_t k,
+                                               const FNN_T *restrict a,
+                                               const FNN_T *restrict B, ptrdiff_t ldb,
+                                               FNN_T *restrict c)
+{
+    FNN_P(gemm_row_x)(0, n, k, a, 1, B, ldb, c, 1, 0);
+}
+
+/* C := A B (EPI 0) or alpha A B + beta C (EPI 1); row i's p-th element of A at
+ * A[i * ars + p * aks]. */
+FNN_GEMM_AVX2_INLINE void FNN_P(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                        const FNN_T *restrict A, ptrdiff_t ars, ptrdiff_t aks,
+                                        const FNN_T *restrict B, ptrdiff_t ldb,
+                                        FNN_T *restrict C, ptrdiff_t ldc,
+                                        FNN_T alpha, FNN_T beta)
 {
     /* Panels of 2 vectors of columns; in each, groups of 6 rows, then the rows left over one
      * by one.  With many rows, each panel of B is first copied into a contiguous k x 2W
@@ -157,21 +191,46 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_avx2)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k
             ldp = 2 * FNN_W;
         }
         for (i = 0; i < m6; i += 6) {
-            const FNN_T *restrict Ai = A + i * lda;
+            const FNN_T *restrict Ai = A + i * ars;
             FNN_T *restrict Ci = C + i * ldc + j;
+#define FNN_SIX(nv, msk) \
+    FNN_P(gemm_six_k)(nv, msk, EPI, k, Ai, ars, aks, panel, ldp, Ci, ldc, ncols, alpha, beta)
             if (ncols == 2 * FNN_W)
-                FNN_P(gemm_six_k)(2, 0, k, Ai, lda, panel, ldp, Ci, ldc, ncols);
+                FNN_SIX(2, 0);
             else if (ncols > FNN_W)
-                FNN_P(gemm_six_k)(2, 1, k, Ai, lda, panel, ldp, Ci, ldc, ncols);
+                FNN_SIX(2, 1);
             else if (ncols == FNN_W)
-                FNN_P(gemm_six_k)(1, 0, k, Ai, lda, panel, ldp, Ci, ldc, ncols);
+                FNN_SIX(1, 0);
             else
-                FNN_P(gemm_six_k)(1, 1, k, Ai, lda, panel, ldp, Ci, ldc, ncols);
+                FNN_SIX(1, 1);
+#undef FNN_SIX
         }
     }
     free(packed);
     for (i = m6; i < m; i++)
-        FNN_P(gemm_row_avx2)(n, k, A + i * lda, B, ldb, C + i * ldc);
+        FNN_P(gemm_row_x)(EPI, n, k, A + i * ars, aks, B, ldb, C + i * ldc, alpha, beta);
+}
+
+FNN_GEMM_AVX2 static void FNN_P(gemm_avx2)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                           const FNN_T *restrict A, ptrdiff_t lda,
+                                           const FNN_T *restrict B, ptrdiff_t ldb,
+                                           FNN_T *restrict C, ptrdiff_t ldc)
+{
+    FNN_P(gemm_x)(0, m, n, k, A, lda, 1, B, ldb, C, ldc, 1, 0);
+}
+
+/* Training's general form, A possibly transposed (aks = lda, ars = 1). */
+FNN_GEMM_AVX2 static void FNN_P(gemm_avx2_ex)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                              const FNN_T *restrict A, ptrdiff_t ars,
+                                              ptrdiff_t aks,
+                                              const FNN_T *restrict B, ptrdiff_t ldb,
+                                              FNN_T *restrict C, ptrdiff_t ldc,
+                                              FNN_T alpha, FNN_T beta)
+{
+    if (alpha == 1 && beta == 0)
+        FNN_P(gemm_x)(0, m, n, k, A, ars, aks, B, ldb, C, ldc, 1, 0);
+    else
+        FNN_P(gemm_x)(1, m, n, k, A, ars, aks, B, ldb, C, ldc, alpha, beta);
 }
 
 #endif /* FNN_GEMM_X86 */
@@ -193,6 +252,73 @@ static inline void FNN_P(gemm_fixed)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
     FNN_P(gemm_plain)(m, n, k, A, lda, B, ldb, C, ldc);
 }
 
+/* C (m, n) := alpha op(A) op(B) + beta C, row-major (training's three products: X W, X^T D,
+ * D W^T), every element of op(A) op(B) summed in the fixed order of fastnn_gemm.h (over
+ * k = 0 .. K-1 into one accumulator), then scaled once: alpha acc + beta C (C not read when
+ * beta == 0).  A transposed is read in place (a strided broadcast); B transposed is first
+ * copied into a contiguous k x n block (the copy changes no sum).  C must not overlap A or B.
+ * Returns 0, or -1 when the copy of a transposed B could not be allocated. */
+static int FNN_P(gemm_fixed_ex)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
+                                ptrdiff_t k, FNN_T alpha, const FNN_T *A, ptrdiff_t lda,
+                                const FNN_T *B, ptrdiff_t ldb, FNN_T beta, FNN_T *C,
+                                ptrdiff_t ldc)
+{
+    FNN_T stack_b[FNN_GEMM_STACK_ELEMS];
+    FNN_T *bt = NULL;
+    ptrdiff_t ars = trans_a ? 1 : lda, aks = trans_a ? lda : 1, i, j, p;
+    if (m <= 0 || n <= 0)
+        return 0;
+    if (trans_b) {
+        FNN_T *dst = k * n <= FNN_GEMM_STACK_ELEMS ? stack_b
+                     : (bt = (FNN_T *) malloc((size_t) (k * n) * sizeof(FNN_T)));
+        if (dst == NULL)
+            return -1;
+        for (j = 0; j < n; j++)
+            for (p = 0; p < k; p++)
+                dst[p * n + j] = B[j * ldb + p];
+        B = dst;
+        ldb = n;
+    }
+#if defined(FNN_GEMM_X86)
+    if (fnn_gemm_use_avx2()) {
+        FNN_P(gemm_avx2_ex)(m, n, k, A, ars, aks, B, ldb, C, ldc, alpha, beta);
+        free(bt);
+        return 0;
+    }
+#endif
+    {
+        /* plain C: each row accumulated in acc (n entries) in the order p = 0 .. k-1 */
+        FNN_T *acc = (FNN_T *) malloc((size_t) n * sizeof(FNN_T));
+        if (acc == NULL) {
+            free(bt);
+            return -1;
+        }
+        for (i = 0; i < m; i++) {
+            FNN_T *c = C + i * ldc;
+            for (j = 0; j < n; j++)
+                acc[j] = 0;
+            for (p = 0; p < k; p++) {
+                const FNN_T ap = A[i * ars + p * aks];
+                const FNN_T *b = B + p * ldb;
+                for (j = 0; j < n; j++)
+                    acc[j] = ap * b[j] + acc[j];
+            }
+            if (alpha == 1 && beta == 0)
+                for (j = 0; j < n; j++)
+                    c[j] = acc[j];
+            else if (beta == 0)
+                for (j = 0; j < n; j++)
+                    c[j] = alpha * acc[j];
+            else
+                for (j = 0; j < n; j++)
+                    c[j] = alpha * acc[j] + beta * c[j];
+        }
+        free(acc);
+    }
+    free(bt);
+    return 0;
+}
+
 #undef FNN_T
 #undef FNN_P
 #if defined(FNN_GEMM_X86)
@@ -205,5 +331,7 @@ static inline void FNN_P(gemm_fixed)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
 #undef FNN_VMSTORE
 #undef FNN_VBCAST
 #undef FNN_VFMA
+#undef FNN_VMUL
 #undef FNN_MASK
+#undef FNN_EPI_STORE
 #endif

@@ -1,6 +1,7 @@
 # Declarations of src_c/fastnn_gemm.h: fastnn's own products in one fixed summation order
 # (every element of C summed over k = 0 .. K-1 into one accumulator; row-independent), and a
-# fused-type dispatcher.  Prediction's products (fastnn._core._network.forward_into) use it.
+# fused-type dispatcher.  Prediction's products (fastnn._core._network.forward_into) use it,
+# and training's small products (_network.tiled_gemm, below _fixed_max_mnk).
 from cython cimport floating
 
 cdef extern from "fastnn_gemm.h" nogil:
@@ -10,6 +11,14 @@ cdef extern from "fastnn_gemm.h" nogil:
     void fnn_d_gemm_fixed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *A,
                           Py_ssize_t lda, const double *B, Py_ssize_t ldb, double *C,
                           Py_ssize_t ldc) noexcept
+    int fnn_s_gemm_fixed_ex(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n,
+                            Py_ssize_t k, float alpha, const float *A, Py_ssize_t lda,
+                            const float *B, Py_ssize_t ldb, float beta, float *C,
+                            Py_ssize_t ldc) noexcept
+    int fnn_d_gemm_fixed_ex(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n,
+                            Py_ssize_t k, double alpha, const double *A, Py_ssize_t lda,
+                            const double *B, Py_ssize_t ldb, double beta, double *C,
+                            Py_ssize_t ldc) noexcept
     void fnn_gemm_force_plain(int on) noexcept
     int fnn_gemm_kernel() noexcept
 
@@ -22,3 +31,18 @@ cdef inline void gemm_fixed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floa
         fnn_s_gemm_fixed(m, n, k, A, lda, B, ldb, C, ldc)
     else:
         fnn_d_gemm_fixed(m, n, k, A, lda, B, ldb, C, ldc)
+
+
+cdef inline int gemm_fixed_ex(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                              Py_ssize_t k, floating alpha, const floating *A, Py_ssize_t lda,
+                              const floating *B, Py_ssize_t ldb, floating beta, floating *C,
+                              Py_ssize_t ldc) noexcept nogil:
+    """C (m, n) := alpha op(A) @ op(B) + beta C, row-major (the layout of _blas.gemm_rowmajor),
+    each element of op(A) @ op(B) summed over k in order; C is not read when beta == 0.
+    Returns 0, or -1 when a transposed B's copy could not be allocated."""
+    if floating is float:
+        return fnn_s_gemm_fixed_ex(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C,
+                                   ldc)
+    else:
+        return fnn_d_gemm_fixed_ex(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C,
+                                   ldc)

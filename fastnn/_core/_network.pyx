@@ -23,7 +23,8 @@ from fastnn._core._dropout cimport (DropoutCtx, dropout, fnn_dropout_keep_row,
                               fnn_dropout_threshold, fnn_philox4x32_10)
 from libc.stdint cimport uint32_t, uint64_t
 from fastnn._core._blas cimport gemm_rowmajor
-from fastnn._core._gemm cimport gemm_fixed, fnn_gemm_force_plain, fnn_gemm_kernel
+from fastnn._core._gemm cimport (gemm_fixed, gemm_fixed_ex, fnn_gemm_force_plain,
+                                 fnn_gemm_kernel)
 cimport numpy as cnp
 from fastnn._core._layernorm cimport layernorm_act_forward, layernorm_act_backward
 from fastnn._core._losses cimport (LossParams, N_LOSSES, check_targets, loss_grad,
@@ -70,6 +71,12 @@ cdef int _max_tiles = 64
 # slower on 2 threads than on 1, so this was 4 MFLOP; with workers that stay awake
 # (fastnn_pool.h) 2 threads at 1 MFLOP make it 1.55x faster (bench/RESULTS.md section 11).
 cdef double _thread_min_flops = 1e6
+# Training's products with m * n * k up to _fixed_max_mnk are fastnn's own fixed-order ones
+# (src_c/fastnn_gemm.h gemm_fixed_ex: no packing, no zeroing pass, no per-call BLAS cost),
+# larger ones OpenBLAS's over the tiles above.  A function of the shape only, never of the
+# thread count (such products are one tile anyway: 2 m n k < 2 _tile_min_flops).  Measured
+# (bench/RESULTS.md section 14) on networks B and C.
+cdef double _fixed_max_mnk = 1 << 18
 
 
 def _set_tiling(int side, double min_flops, int max_tiles, double big_flops=128e6):
@@ -82,6 +89,17 @@ def _set_tiling(int side, double min_flops, int max_tiles, double big_flops=128e
     old = (_tile_side, _tile_min_flops, _max_tiles, _tile_big_flops)
     _tile_side, _tile_min_flops, _max_tiles, _tile_big_flops = (side, min_flops, max_tiles,
                                                                 big_flops)
+    return old
+
+
+def _set_fixed_max(double mnk):
+    """For bench/ only: the largest m * n * k of a training product that takes fastnn's own
+    kernel (0: none; changes results' bits).  Returns the old value."""
+    global _fixed_max_mnk
+    if not mnk >= 0:
+        raise ValueError(f"mnk={mnk}; expected >= 0")
+    old = _fixed_max_mnk
+    _fixed_max_mnk = mnk
     return old
 
 
@@ -166,6 +184,11 @@ cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, in
     cdef long n_tiles
     if m <= 0 or n <= 0:
         return
+    if (<double> m) * n * k <= _fixed_max_mnk and 2.0 * m * n * k < 2 * _tile_min_flops:
+        # (a transposed B's copy failing to allocate falls back to BLAS)
+        if gemm_fixed_ex(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C,
+                         ldc) == 0:
+            return
     if n_threads > 0:
         n_tiles = _gemm_tiles(m, n, k, &g.tm, &g.tn, &g.gn)
         if n_tiles > 1:

@@ -1,0 +1,68 @@
+"""Training's small products: fastnn's fixed-order kernels against OpenBLAS, interleaved.
+
+    python bench/fixed_products.py C float32 [repeats] [n_rows batch]
+
+One process alternates the OpenBLAS path (`_network._set_fixed_max(0)`) and the default
+(products with m n k up to the threshold on fastnn's own kernels), timing one fit of the
+workload of bench/_common.py at 1 thread in thread CPU time, and prints the samples per second
+of each and the median of the per-repeat time ratios.  Pin it (`taskset -c 0`); under load,
+only ratios from one run are worth quoting.  Also prints how far one epoch's weights moved
+from the OpenBLAS path's.
+"""
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as C  # noqa: E402
+import fastnn  # noqa: E402
+from fastnn._core import _network  # noqa: E402
+
+
+def main(argv):
+    name, dtype = argv[0], np.dtype(argv[1] if len(argv) > 1 else "float32")
+    reps = int(argv[2]) if len(argv) > 2 else 7
+    w = dict(C.WORKLOADS[name], dtype=dtype)
+    if len(argv) > 4:
+        w.update(n=int(argv[3]), batches=(int(argv[4]),))
+    X, y = C.make_data(w)
+    batch = w["batches"][0]
+    default = _network._set_fixed_max(0)
+    _network._set_fixed_max(default)
+    modes = (("blas", 0.0), ("fixed", default))
+
+    def fit(epochs):
+        m = fastnn.MLP(w["sizes"], activation=w["activation"], dtype=dtype, seed=0)
+        m.fit(X, y, w["loss"], fastnn.SGD(lr=w["lr"]), epochs=epochs, batch_size=batch,
+              shuffle=True, seed=0, n_threads=1)
+        return m
+
+    try:
+        weights = {}
+        for mode, v in modes:
+            _network._set_fixed_max(v)
+            weights[mode] = [layer.W.copy() for layer in fit(1).layers]
+        diff = max(float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+                   for a, b in zip(weights["blas"], weights["fixed"]))
+        print(f"largest relative difference of the weights after one epoch: {diff:.3g}")
+        times = {"blas": [], "fixed": []}
+        for _ in range(reps):
+            for mode, v in modes:
+                _network._set_fixed_max(v)
+                t0 = time.thread_time()
+                fit(w["epochs"])
+                times[mode].append(time.thread_time() - t0)
+    finally:
+        _network._set_fixed_max(default)
+    n = w["n"] * w["epochs"]
+    ratios = np.array(times["blas"]) / np.array(times["fixed"])
+    print(f"{name} {dtype} batch {batch}: OpenBLAS {n / np.median(times['blas']) / 1e6:.3f} "
+          f"M samples/s, fixed-order {n / np.median(times['fixed']) / 1e6:.3f} M samples/s, "
+          f"time ratio OpenBLAS / fixed: median {np.median(ratios):.3f} "
+          f"(each repeat {np.round(ratios, 3).tolist()})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
