@@ -658,3 +658,11 @@ def test_a_utf16_file_without_a_byte_order_mark_names_the_file_and_the_flag(tmp_
     assert bad.returncode == 2 and "d.csv: cannot decode it as utf-16" in bad.stderr, \
         bad.stderr
     assert "--encoding" in bad.stderr
+
+
+def test_a_regression_target_of_whole_numbers_float64_merges_says_so(tmp_path):
+    big = [9223372036854775806, 9223372036854775807]
+    (tmp_path / "d.csv").write_text("a,y\n" + "".join(f"{i},{big[i % 2]}\n" for i in range(10)))
+    bad = run(tmp_path, "train", "d.csv", "--target", "y", "--task", "regression", *FAST,
+              check=False)
+    assert bad.returncode == 2 and "differ only beyond" in bad.stderr, bad.stderr

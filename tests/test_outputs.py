@@ -715,3 +715,18 @@ def test_a_symlink_loop_is_named_a_loop_not_an_unwritable_file(tmp_path):
     with pytest.raises(OSError, match="links form a loop") as info:
         writer.check_output(str(loop), "--save")
     assert "not writable" not in str(info.value)
+
+
+@pytest.mark.parametrize("path", ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"])
+def test_a_descriptor_path_output_appends_where_stdout_was_opened_for_appending(work, path):
+    # `--output /dev/stdout >> log.txt` re-opened the path with truncation: the log's earlier
+    # lines were lost.  The descriptor itself is written, at its offset
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    (work / "log.txt").write_bytes(b"EARLIER\n")
+    with open(work / "log.txt", "ab") as out:
+        result = subprocess.run([sys.executable, "-m", "fastnn", "predict", "m.npz", "d.csv",
+                                 "--output", path], cwd=work, env=env, stdout=out,
+                                stderr=subprocess.PIPE, timeout=120)
+    assert result.returncode == 0, result.stderr
+    text = (work / "log.txt").read_text()
+    assert text.startswith("EARLIER\ny,no,yes\n") and len(text.splitlines()) == 42, text[:200]

@@ -317,6 +317,12 @@ class Preprocessor:
             y_mean, y_scale = 0.0, 1.0
             if standardize_target:
                 y_mean, y_scale = (float(v[0]) for v in _mean_std(y_raw[:, None]))
+            if y_scale == 0 and len({v for v in table.whole.get(target, ())}) > 1:
+                raise TableError(f"{table.path}: the target {target!r} holds whole numbers "
+                                 "that differ only beyond the 15-17 significant digits of "
+                                 "float64 (such as 9223372036854775806 and ...807), all one "
+                                 "number to a regression; they read as class labels with "
+                                 "--task classification")
             if y_scale == 0:
                 raise TableError(f"{table.path}: the target {target!r} is constant "
                                  f"({y_raw[0]:g}) in the {table.n_rows} rows used for "

@@ -55,6 +55,7 @@ import re
 import secrets
 import signal
 import stat
+import sys
 import threading
 
 __all__ = ["OutputTarget", "check_output", "check_outputs", "write_output"]
@@ -147,6 +148,22 @@ def _is_special(path):
     except OSError:
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _own_descriptor(path):
+    """N when `path`'s links lead to one of this process's descriptors (/dev/stdout,
+    /dev/fd/N, /proc/self/fd/N), else None."""
+    hop = os.path.abspath(path)
+    own = ("/proc/self/fd/", f"/proc/{os.getpid()}/fd/", "/dev/fd/")
+    for _ in range(40):
+        for prefix in own:
+            rest = hop[len(prefix):] if hop.startswith(prefix) else ""
+            if rest.isdigit():
+                return int(rest)
+        if not os.path.islink(hop):
+            return None
+        hop = os.path.normpath(os.path.join(os.path.dirname(hop), os.readlink(hop)))
+    return None
 
 
 def _limit(directory, name, default):
@@ -414,7 +431,16 @@ def write_output(target, write, argument="path"):
     """
     target = check_output(target, argument)
     try:
-        if target.special:
+        fd = _own_descriptor(target.path) if target.special else None
+        if fd is not None:
+            # /dev/stdout, /dev/fd/N: the descriptor itself, at its offset (``>>`` appends);
+            # opening the path again would truncate the file behind it
+            for stream in (sys.stdout, sys.stderr):
+                if stream is not None:
+                    stream.flush()
+            with os.fdopen(os.dup(fd), "wb") as fh:
+                write(fh)
+        elif target.special:
             with open(target.path, "wb") as fh:
                 write(fh)
         else:

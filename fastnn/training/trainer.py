@@ -314,9 +314,9 @@ class Trainer(DataPreparation):
         -------
         fastnn.History
         """
-        return fit(self, X, y, self._default_loss(loss, y), optimizer, **kwargs)
+        return fit(self, X, y, self._default_loss(loss, y, "fit"), optimizer, **kwargs)
 
-    def _default_loss(self, loss, y):
+    def _default_loss(self, loss, y, method):
         if loss is not None:
             return loss
         if self.loss_ is not None:
@@ -325,7 +325,7 @@ class Trainer(DataPreparation):
                    "identity": "mse"}
         if self.output != "auto":
             return by_link[self.output]
-        raise TypeError("fit() needs a loss; fastnn does not guess classification versus "
+        raise TypeError(f"{method}() needs a loss; fastnn does not guess classification versus "
                         f"regression from y.{_loss_hint(y, self.n_outputs)} Pass e.g. "
                         "loss=\"cross_entropy\" (class labels 0..k-1 or one-hot rows, softmax "
                         "output), loss=\"bce\" (0/1 targets, sigmoid), loss=\"mse\" "
@@ -361,8 +361,8 @@ class Trainer(DataPreparation):
         TypeError, ValueError
             As ``fit`` for malformed X, y or sample_weight, or no loss known.
         """
-        loss, X, Y, labels, sw, sigma = self._prepare_any(X, y, self._default_loss(loss, y),
-                                                          sample_weight)
+        loss = self._default_loss(loss, y, "evaluate")
+        loss, X, Y, labels, sw, sigma = self._prepare_any(X, y, loss, sample_weight)
         self.loss_ = loss
         # the same code that scores validation data
         return evaluate(self, loss, X, Y, labels, sw, sigma)
