@@ -3,7 +3,10 @@
 An error is "clear" when its message names the argument, what was seen and what was expected:
 ``check_error`` asserts the fragments that say so.
 """
+import contextlib
+import io
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -58,3 +61,26 @@ def child_process_kwargs(cwd):
     """
     return {"cwd": cwd, "env": dict(os.environ, PYTHONPATH=os.path.dirname(
         os.path.dirname(fastnn.__file__)))}
+
+
+def run_cli(tmp_path, *argv, check=True):
+    """``fastnn.cli.command.main(argv)`` in this process (what the console script calls),
+    with tmp_path as the working directory: (returncode, stdout, stderr).  A traceback on
+    stderr fails the test; so does a non-zero status when `check`."""
+    from fastnn.cli.command import main
+    out, err = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in argv])
+            except SystemExit as exc:  # argparse: --help, bad flags
+                code = exc.code
+    finally:
+        os.chdir(cwd)
+    result = SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+    assert "Traceback" not in result.stderr, result.stderr
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result

@@ -6,10 +6,7 @@ The references are independent of fastnn's encoder: pandas reads the files, scik
 ``OneHotEncoder(handle_unknown="ignore")`` encodes the categories, pandas' ``to_datetime``
 turns the dates into days, NumPy standardises; the ONNX feeds are built from the csv module.
 """
-import contextlib
 import csv
-import io
-import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,30 +14,15 @@ import pandas as pd
 import pytest
 
 import fastnn
-from fastnn.cli.command import main
 from fastnn.io.columns import ColumnEncoding, iso_days, plan_columns
 from fastnn.io.tabular import Preprocessor, read_table
+from tests._helpers import run_cli as run  # noqa: E402
 
 OneHotEncoder = pytest.importorskip("sklearn.preprocessing").OneHotEncoder
 
 FAST = ["--epochs", "6", "--layers", "8"]
 
 
-def run(tmp_path, *argv, check=True):
-    """fastnn.cli.command.main(argv) in tmp_path: (returncode, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main([str(a) for a in argv])
-    finally:
-        os.chdir(cwd)
-    result = SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
-    assert "Traceback" not in result.stderr, result.stderr
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def _patients(n=160, seed=0):

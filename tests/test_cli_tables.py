@@ -7,22 +7,19 @@ labels, tabs, missing cells, reordered columns).  The command runs as a subproce
 ``fastnn.cli.command.main`` with the same argv elsewhere, to keep the module fast on a busy machine.
 The references are computed independently here (pandas statistics, the model's own arrays).
 """
-import contextlib
-import io
 import json
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import fastnn
-from fastnn.cli.command import main
 from fastnn.io.saving import ModelFileError
 from fastnn.io.tabular import read_table
+from tests._helpers import run_cli as run  # noqa: E402
 
 FAST = ["--epochs", "8", "--layers", "16"]   # (not --quiet: the tests read the summary)
 
@@ -38,24 +35,6 @@ def spawn(tmp_path, *argv, check=True):
     return result
 
 
-def run(tmp_path, *argv, check=True):
-    """The same through fastnn.cli.command.main in this process (what the console script calls)."""
-    out, err = io.StringIO(), io.StringIO()
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main([str(a) for a in argv])
-            except SystemExit as exc:  # argparse: --help, bad flags
-                code = exc.code
-    finally:
-        os.chdir(cwd)
-    result = SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
-    assert "Traceback" not in result.stderr, result.stderr
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def _frame(n=240, seed=0):
