@@ -108,12 +108,8 @@ _FIT_GUARD = threading.Lock()
 _MEMBER_FIT_KEYWORDS = frozenset(inspect.signature(prepare_run).parameters) - {
     "model", "X", "y", "loss", "optimizer", "seed", "sample_weight", "callbacks", "comm",
     "n_threads"}
-#: fit's own keywords, for the message
-_OWN_KEYWORDS = frozenset({"n_threads", "comm", "sample_weight", "callbacks", "seed",
-                           "early_stopping"})
-#: the constructor's, which a caller may pass to fit by mistake
-_CONSTRUCTOR_KEYWORDS = frozenset({"bootstrap", "n_members", "activation", "output", "init",
-                                   "bias_init", "dtype", "dropout", "normalization"})
+
+
 class MLPEnsemble(EnsemblePredictor):
     """A deep ensemble: K ``fastnn.MLP`` members of one architecture with different seeds.
 
@@ -411,12 +407,15 @@ class MLPEnsemble(EnsemblePredictor):
             raise TypeError("MLPEnsemble.fit trains its own members; do not pass model=")
         unknown = sorted(set(fit_kwargs) - _MEMBER_FIT_KEYWORDS)
         if unknown:   # before any member trains, naming this method, not prepare_run
-            constructor = [k for k in unknown if k in _CONSTRUCTOR_KEYWORDS]
+            own = set(inspect.signature(type(self).fit).parameters) - {
+                "self", "X", "y", "loss", "optimizer", "fit_kwargs"}
+            constructor = [k for k in unknown
+                           if k in inspect.signature(type(self).__init__).parameters]
             hint = (f" ({', '.join(constructor)}: an argument of MLPEnsemble(...), not of "
                     "fit)" if constructor else "")
             raise TypeError(f"MLPEnsemble.fit() got unexpected keyword argument(s) "
                             f"{', '.join(map(repr, unknown))}{hint}; expected some of "
-                            f"{', '.join(sorted(_MEMBER_FIT_KEYWORDS | _OWN_KEYWORDS))}")
+                            f"{', '.join(sorted(_MEMBER_FIT_KEYWORDS | own))}")
         if fit_kwargs.get("validation_split", 0.0) and self.bootstrap:
             raise ValueError("validation_split with bootstrap=True would put copies of "
                              "training rows in the validation set; pass validation_data")

@@ -136,13 +136,8 @@ def _is_special(path):
     /proc/PID/fd/N) is written in place, as is an existing file that is neither a regular
     file nor a directory (a FIFO made with mkfifo, a terminal, /dev/null).
     """
-    hop = os.path.abspath(path)
-    for _ in range(40):  # the kernel's own limit on symbolic links in a row
-        if _DESCRIPTOR.match(hop):
-            return True
-        if not os.path.islink(hop):
-            break
-        hop = os.path.normpath(os.path.join(os.path.dirname(hop), os.readlink(hop)))
+    if _descriptor_hop(path) is not None:
+        return True
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -150,19 +145,26 @@ def _is_special(path):
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
-def _own_descriptor(path):
-    """N when `path`'s links lead to one of this process's descriptors (/dev/stdout,
-    /dev/fd/N, /proc/self/fd/N), else None."""
+def _descriptor_hop(path):
+    """The first path on `path`'s chain of symbolic links that names a descriptor
+    (/dev/fd/N, /proc/PID/fd/N), or None."""
     hop = os.path.abspath(path)
-    own = ("/proc/self/fd/", f"/proc/{os.getpid()}/fd/", "/dev/fd/")
-    for _ in range(40):
-        for prefix in own:
-            rest = hop[len(prefix):] if hop.startswith(prefix) else ""
-            if rest.isdigit():
-                return int(rest)
+    for _ in range(40):  # the kernel's own limit on symbolic links in a row
+        if _DESCRIPTOR.match(hop):
+            return hop
         if not os.path.islink(hop):
             return None
         hop = os.path.normpath(os.path.join(os.path.dirname(hop), os.readlink(hop)))
+    return None
+
+
+def _own_descriptor(path):
+    """N when `path`'s links lead to one of this process's descriptors (/dev/stdout,
+    /dev/fd/N, /proc/self/fd/N), else None."""
+    hop = _descriptor_hop(path)
+    for prefix in ("/dev/fd/", "/proc/self/fd/", f"/proc/{os.getpid()}/fd/"):
+        if hop is not None and hop.startswith(prefix) and hop[len(prefix):].isdigit():
+            return int(hop[len(prefix):])
     return None
 
 
