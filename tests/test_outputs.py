@@ -12,15 +12,12 @@ place is then a read-only mount (/sys) or /proc, and a read-only directory or fi
 place root may write (that case checks the write succeeds and is reported).
 """
 import argparse
-import contextlib
-import io
 import os
 import re
 import shutil
 import stat
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -28,7 +25,8 @@ import pytest
 
 import fastnn
 from fastnn.io import writer
-from fastnn.cli.command import build_parser, input_path, main, output_path
+from fastnn.cli.command import build_parser, input_path, output_path
+from tests._helpers import run_cli
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 FAST = ["--epochs", "2", "--layers", "4", "--validation-split", "0.25"]
@@ -69,21 +67,8 @@ INPUTS = _arguments(input_path)
 
 
 def run(tmp_path, *argv):
-    """fastnn.cli.command.main(argv) in tmp_path: (status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main([str(a) for a in argv])
-            except SystemExit as exc:
-                code = exc.code
-    finally:
-        os.chdir(cwd)
-    result = SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+    """fastnn.cli.command.main(argv) in tmp_path: (status, stdout, stderr), any status."""
+    return run_cli(tmp_path, *argv, check=False)
 
 
 @pytest.fixture(scope="module")
