@@ -304,7 +304,7 @@ class MLPEnsemble(EnsemblePredictor):
 
         Returns
         -------
-        ndarray of shape (n_samples,), int64
+        ndarray of shape (n_samples,), int64, ascending (``bootstrap_draw``)
         """
         k = check_number(k, "k", low=0, high=self.n_members - 1, integer=True)
         n_samples = check_number(n_samples, "n_samples", low=1, high=MAX_DIM, integer=True)
@@ -465,8 +465,7 @@ class MLPEnsemble(EnsemblePredictor):
             error = None
             try:
                 if self.bootstrap:
-                    self._member_data(0, self._input(X), y,
-                                      sample_weight, loss, comm)
+                    self._bootstrap_inputs(X, y, sample_weight, loss)
             except (ValueError, TypeError) as exc:
                 error = exc
             mpi.agree(error)
@@ -583,9 +582,49 @@ class MLPEnsemble(EnsemblePredictor):
     def _member_data(self, k, X, y, sample_weight, loss, comm):
         """(X, y, sample_weight, loss, out_of_bag) of member k: the data itself or its
         bootstrap rows; out_of_bag is (X, y, sample_weight) of the rows its resample missed
-        (None without bootstrap)."""
+        (None without bootstrap).
+
+        Under MPI (comm) every rank draws the resample one process would draw over the global
+        rows (the shards concatenated in rank order) and keeps its own rows of it: the
+        resample is ascending, so they form one contiguous part of it, and the ranks together
+        train each member on one process's resample.  The positive-weight check of the draw
+        (``bootstrap_draw``) sees every rank's weights: one all-gather of them."""
         if not self.bootstrap:
             return X, y, sample_weight, loss, None
+        X, y, sample_weight = self._bootstrap_inputs(X, y, sample_weight, loss)
+        n = X.shape[0]
+        if comm is None:
+            idx = self.bootstrap_indices(k, n, sample_weight)
+            oob = out_of_bag(n, idx)
+        else:
+            sizes = comm.allgather(n)
+            offset, n_global = sum(sizes[:comm.Get_rank()]), sum(sizes)
+            weights = comm.allgather(sample_weight)
+            if all(w is None for w in weights):
+                everyone = None
+            else:  # (a rank passing no weights weighs its rows 1, as fit does)
+                everyone = np.concatenate([np.ones(m) if w is None else
+                                           np.asarray(w, dtype=np.float64)
+                                           for m, w in zip(sizes, weights)])
+            rows = self.bootstrap_indices(k, n_global, everyone)
+            lo, hi = np.searchsorted(rows, [offset, offset + n])
+            idx = rows[lo:hi] - offset
+            missed = out_of_bag(n_global, rows)
+            lo, hi = np.searchsorted(missed, [offset, offset + n])
+            oob = missed[lo:hi] - offset
+        take = (lambda A, rows: A.take(rows)) if isinstance(X, CSRInput) else \
+            (lambda A, rows: A[rows])
+        missed = (take(X, oob), y[oob], None if sample_weight is None else sample_weight[oob])
+        if sample_weight is not None:
+            sample_weight = sample_weight[idx]
+        if loss.sample_sigma is not None:
+            loss = GaussianNLL(loss.sample_sigma[idx], full=loss.full)
+        return take(X, idx), y[idx], sample_weight, loss, missed
+
+    def _bootstrap_inputs(self, X, y, sample_weight, loss):
+        """X (converted), y and sample_weight as arrays, their shapes checked against X's
+        rows (and a per-sample sigma's): the checks of this rank's own data, before any
+        collective call (under MPI the ranks agree on them first)."""
         X = self._input(X)   # no copy when already converted
         n = X.shape[0]
         y = np.asarray(y)
@@ -597,24 +636,10 @@ class MLPEnsemble(EnsemblePredictor):
             if sample_weight.shape != (n,):
                 raise ValueError(f"sample_weight has shape {sample_weight.shape}; expected "
                                  f"({n},)")
-        if comm is None:
-            idx = self.bootstrap_indices(k, n, sample_weight)
-        else:  # each rank resamples its own shard, from its own stream
-            idx = bootstrap_draw(np.random.default_rng([self.member_seeds[k],
-                                                        _BOOTSTRAP_STREAM, comm.Get_rank()]),
-                                 n, sample_weight, f"member {k} (rank {comm.Get_rank()})")
-        oob = out_of_bag(n, idx)
-        take = (lambda A, rows: A.take(rows)) if isinstance(X, CSRInput) else \
-            (lambda A, rows: A[rows])
-        missed = (take(X, oob), y[oob], None if sample_weight is None else sample_weight[oob])
-        if sample_weight is not None:
-            sample_weight = sample_weight[idx]
-        if loss.sample_sigma is not None:
-            if loss.sample_sigma.shape != (n,):
-                raise ValueError(f"the loss's sigma has {loss.sample_sigma.shape[0]} entries; "
-                                 f"expected {n} (one per sample)")
-            loss = GaussianNLL(loss.sample_sigma[idx], full=loss.full)
-        return take(X, idx), y[idx], sample_weight, loss, missed
+        if loss.sample_sigma is not None and loss.sample_sigma.shape != (n,):
+            raise ValueError(f"the loss's sigma has {loss.sample_sigma.shape[0]} entries; "
+                             f"expected {n} (one per sample)")
+        return X, y, sample_weight
 
     # ------------------------------------------------------------------ persistence
 

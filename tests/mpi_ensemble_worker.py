@@ -3,6 +3,10 @@
 Usage: mpi_ensemble_worker.py OUT   rank 0 writes every rank's members' parameters to OUT
        mpi_ensemble_worker.py bad   rank 1's shard holds NaN (bootstrap on): every rank must
                                     raise, none may wait forever in a collective
+       mpi_ensemble_worker.py OUT VARIANT
+                                    as OUT, for a fit of VARIANTS (bootstrap resamples with
+                                    weights, held-out rows drawn by the fit): the ranks must
+                                    draw together the rows one process draws
        mpi_ensemble_worker.py members | bootstrap
                                     the ranks' ensembles differ in n_members (rank 0 one
                                     more: it would wait alone in member 2's collectives) or
@@ -33,7 +37,39 @@ def optimizer():
     return fastnn.Adam(lr=0.01)
 
 
-def main(out):
+def weights():
+    w = np.random.default_rng(5).uniform(0.5, 2.0, 90)
+    w[35:48] = 0.0      # rows of zero weight on both shards
+    return w
+
+
+#: variant -> (ensemble, loss, fit keywords of the global data, given rows `rows`)
+VARIANTS = {
+    "plain": lambda rows: (ensemble(), "mse", {}),
+    # weighted bootstrap resamples, early stopping on each member's out-of-bag rows
+    "bootstrap": lambda rows: (
+        MLPEnsemble([4, 8, 2], 3, activation="tanh", dtype=np.float64, seed=2, bootstrap=True),
+        fastnn.GaussianNLL("learned"), {"sample_weight": weights()[rows]}),
+    # early_stopping="auto": each member holds out its own random 10% of the rows
+    "auto-split": lambda rows: (
+        MLPEnsemble([4, 8, 2], 3, activation="tanh", dtype=np.float64, seed=2),
+        fastnn.GaussianNLL("learned"), {}),
+    # the caller's validation_split and early stopping
+    "split": lambda rows: (ensemble(), "mse", {"validation_split": 0.3, "early_stopping": 1,
+                                               "sample_weight": weights()[rows]}),
+}
+
+
+def fit(variant, rows=slice(None), comm=None):
+    """The fitted ensemble of `variant` on the global rows `rows` (all of them: one
+    process)."""
+    X, y = global_data()
+    ens, loss, kwargs = VARIANTS[variant](rows)
+    ens.fit(X[rows], y[rows], loss, optimizer(), comm=comm, **FIT, **kwargs)
+    return ens
+
+
+def main(out, variant="plain"):
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
@@ -58,8 +94,7 @@ def main(out):
             print(f"rank {rank} raised: {exc}", flush=True)
             sys.exit(1)
         return
-    ens = ensemble()
-    ens.fit(X[mine], y[mine], "mse", optimizer(), comm=comm, **FIT)
+    ens = fit(variant, mine, comm)
     every = comm.gather([m.params.copy() for m in ens.members], root=0)
     if rank == 0:
         np.savez(out, **{f"rank{r}_{k}": p for r, ps in enumerate(every)
@@ -67,4 +102,4 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

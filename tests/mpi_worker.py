@@ -83,6 +83,20 @@ def weight_fit(case, dtype, comm=None):
     return net.params.copy(), np.array(history.loss)
 
 
+def split_fit(fraction, n0, comm=None):
+    """A fit holding out `fraction` of the rows for early stopping (validation_split);
+    under comm rank 0 holds rows 0..n0-1 and rank 1 the rest, else one process all of them."""
+    X, labels, sw = global_data()
+    rows = slice(None) if comm is None else (slice(0, n0) if rank == 0 else slice(n0, 101))
+    net = model()
+    history = fastnn.fit(net, X[rows], labels[rows], "cross_entropy", optimizer("adam"),
+                         epochs=6, batch_size=16, seed=3, sample_weight=sw[rows],
+                         validation_split=fraction,
+                         early_stopping=fastnn.EarlyStopping(patience=2, min_delta=1e-3),
+                         comm=comm)
+    return net.params.copy(), np.array(history.loss), np.array(history.val_loss)
+
+
 def uneven_shard():
     # rank 0: rows 0..29, rank 1: rows 30..100 (30 and 71 rows)
     return slice(0, 30) if rank == 0 else slice(30, 101)
@@ -146,6 +160,12 @@ def main(scenario, *args):
         every = comm.gather(params, root=0)
         if rank == 0:
             np.savez(out, params=np.array(every), loss=loss)
+    elif scenario == "split":
+        out, fraction, n0 = args
+        params, loss, val_loss = split_fit(float(fraction), int(n0), comm)
+        every = comm.gather(params, root=0)
+        if rank == 0:
+            np.savez(out, params=np.array(every), loss=loss, val_loss=val_loss)
     elif scenario == "callback-stops":
         net = model()
         history = fastnn.fit(net, X[mine], labels[mine], "cross_entropy", epochs=50, seed=0,

@@ -90,6 +90,27 @@ def test_two_ranks_train_like_one_process_on_every_valid_weighting(tmp_path, cas
     np.testing.assert_array_equal(params[0], params[1])  # every rank: the same bits
 
 
+@pytest.mark.parametrize("fraction, n0", [(0.2, 30), (0.5, 2), (0.1, 1)])
+def test_two_ranks_hold_out_the_rows_one_process_holds_out(tmp_path, fraction, n0):
+    # validation_split is drawn over the global rows from the fit's seed, every rank keeping
+    # its own of them (each rank used to split its shard from its own stream, rounding per
+    # shard); a shard of 1 or 2 rows may end with no training or no held-out row
+    out = tmp_path / "result.npz"
+    result = _run("split", str(out), str(fraction), str(n0))
+    assert result.returncode == 0, result.stdout + result.stderr
+    sys.path.insert(0, os.path.dirname(__file__))
+    try:
+        import mpi_worker
+    finally:
+        sys.path.pop(0)
+    want, want_loss, want_val = mpi_worker.split_fit(fraction, n0)
+    with np.load(out) as data:
+        np.testing.assert_allclose(data["params"][0], want, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(data["loss"], want_loss, rtol=1e-10)
+        np.testing.assert_allclose(data["val_loss"], want_val, rtol=1e-10)
+        np.testing.assert_array_equal(data["params"][0], data["params"][1])
+
+
 def test_bad_input_on_one_rank_fails_every_rank_with_a_clear_error():
     result = _run("bad-input")
     assert result.returncode != 0

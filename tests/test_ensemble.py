@@ -451,7 +451,11 @@ except ImportError:  # pragma: no cover - the mpi extra is part of the test extr
 
 
 @pytest.mark.skipif(MPI is None, reason="needs the mpi extra (mpi4py)")
-def test_mpi_two_ranks_train_each_member_like_one_process(tmp_path):
+@pytest.mark.parametrize("variant", ["plain", "bootstrap", "auto-split", "split"])
+def test_mpi_two_ranks_train_each_member_like_one_process(tmp_path, variant):
+    # every row the fit draws (bootstrap resamples with weights, each member's held-out
+    # rows) is drawn over the global rows, as one process draws it: each rank used to draw
+    # from its own shard and stream
     here = os.path.dirname(sys.executable)
     mpiexec = shutil.which("mpiexec", path=here + os.pathsep + os.environ.get("PATH", ""))
     if mpiexec is None:
@@ -459,7 +463,7 @@ def test_mpi_two_ranks_train_each_member_like_one_process(tmp_path):
     out = tmp_path / "ens.npz"
     worker = os.path.join(os.path.dirname(__file__), "mpi_ensemble_worker.py")
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
-    result = subprocess.run([mpiexec, "-n", "2", sys.executable, worker, str(out)],
+    result = subprocess.run([mpiexec, "-n", "2", sys.executable, worker, str(out), variant],
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     sys.path.insert(0, os.path.dirname(__file__))
@@ -467,16 +471,15 @@ def test_mpi_two_ranks_train_each_member_like_one_process(tmp_path):
         import mpi_ensemble_worker as w
     finally:
         sys.path.pop(0)
-    X, y = w.global_data()
-    ens = w.ensemble()
-    ens.fit(X, y, "mse", w.optimizer(), **w.FIT)
-    bad = subprocess.run([mpiexec, "-n", "2", sys.executable, worker, "bad"],
-                         capture_output=True, text=True, timeout=120, env=env)
-    assert bad.returncode != 0
-    # the same error on every rank, naming the rank that failed and why
-    for rank in (0, 1):
-        assert f"rank {rank} raised: invalid input on 1 of 2 ranks (rank 1: ValueError: X " \
-            "contains NaN" in bad.stdout, bad.stdout + bad.stderr
+    ens = w.fit(variant)
+    if variant == "plain":
+        bad = subprocess.run([mpiexec, "-n", "2", sys.executable, worker, "bad"],
+                             capture_output=True, text=True, timeout=120, env=env)
+        assert bad.returncode != 0
+        # the same error on every rank, naming the rank that failed and why
+        for rank in (0, 1):
+            assert f"rank {rank} raised: invalid input on 1 of 2 ranks (rank 1: ValueError: " \
+                "X contains NaN" in bad.stdout, bad.stdout + bad.stderr
     with np.load(out) as data:
         for k, member in enumerate(ens.members):
             np.testing.assert_allclose(data[f"rank0_{k}"], member.params, rtol=1e-10,
@@ -1082,7 +1085,9 @@ def test_bootstrap_with_one_positive_weight_trains_every_member():
     w = np.zeros(30)
     w[7] = 2.0
     ens = MLPEnsemble([3, 8, 1], n_members=6, seed=0, bootstrap=True)
-    first = [np.random.default_rng([s, 0xB007]).integers(0, 30, 30) for s in ens.member_seeds]
+    # (a resample is the draw, sorted: bootstrap_draw)
+    first = [np.sort(np.random.default_rng([s, 0xB007]).integers(0, 30, 30))
+             for s in ens.member_seeds]
     assert any(7 not in rows for rows in first)   # the case this test is about
     ens.fit(X, y, "mse", fastnn.SGD(lr=0.01), sample_weight=w, epochs=2)
     for k in range(6):

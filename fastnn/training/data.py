@@ -111,14 +111,24 @@ class DataPreparation:
         return loss, Y, labels, sw, sigma
 
 
-def _split_validation(arrays, n, fraction, rng):
-    """Hold out round(fraction * n) random rows of every array (None entries stay None)."""
-    n_val = int(round(fraction * n))
-    if n_val < 1 or n_val >= n:
-        raise ValueError(f"validation_split={fraction} leaves {n - n_val} training and "
-                         f"{n_val} validation samples out of {n}; expected at least one of each")
-    perm = rng.permutation(n)
-    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+def _split_validation(arrays, n, fraction, rng, offset=0, n_global=None):
+    """Hold out round(fraction * n_global) random rows of the data set (None entries stay None).
+
+    The rows held out are drawn over the whole data set, ``rng.permutation(n_global)``:
+    under MPI every rank draws the same permutation (the same seed) and keeps its own rows
+    ``offset .. offset + n - 1`` of it, so the ranks hold out together exactly the rows one
+    process would (fastnn.training.distributed: the shards concatenated in rank order).
+    One process: offset 0, n_global = n.  The rows keep their order in both parts."""
+    n_global = n if n_global is None else n_global
+    n_val = int(round(fraction * n_global))
+    if n_val < 1 or n_val >= n_global:
+        raise ValueError(f"validation_split={fraction} leaves {n_global - n_val} training and "
+                         f"{n_val} validation samples out of {n_global}; expected at least one "
+                         "of each")
+    held = np.zeros(n_global, dtype=bool)
+    held[rng.permutation(n_global)[:n_val]] = True
+    mine = held[offset:offset + n]
+    val_idx, train_idx = np.flatnonzero(mine), np.flatnonzero(~mine)
     def take(a, idx):
         if a is None:
             return None

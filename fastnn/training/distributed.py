@@ -22,8 +22,11 @@ sums are added in another order) for every input one process accepts: sample wei
 shards, a shard whose weights are all zero (the weights are checked element by element on
 each rank, their total over the ranks once: ``TrainingRun.check``), and float32 weights whose
 unscaled sums would overflow float32 (near 1e37); all ranks end with bitwise-identical
-parameters.  History, validation metrics and early stopping use
-values summed over ranks, identical everywhere; only rank 0 prints.
+parameters.  Rows drawn at random are drawn over the GLOBAL rows, from the same stream on
+every rank, each rank keeping its own: the rows ``validation_split`` holds out (so a rank may
+hold no training or no held-out row) and ``MLPEnsemble``'s bootstrap resamples.  History,
+validation metrics and early stopping use values summed over ranks, identical everywhere;
+only rank 0 prints.
 
 fastnn does not link against MPI: this module finds ``MPI_Allreduce`` in the MPI library that
 mpi4py loaded, and reads the handles (communicator, MPI_SUM, MPI_FLOAT/MPI_DOUBLE,

@@ -19,6 +19,14 @@ def _evaluation_stats(model, loss, X, Y, labels, sw, sigma, flush_denormals=None
     from the mean) and resid (sum of squared residuals), the inputs of R^2.  All float64
     (Python floats or float64 arrays), so sums over ranks cannot overflow the model's dtype.
     """
+    if X.shape[0] == 0:
+        # an MPI rank holding none of the rows (its shard all trained on, say): it adds
+        # nothing to any sum
+        if loss.output_name in _CLASSIFIER_LINKS:
+            return {"weight": 0.0, "loss": 0.0, "hits": 0.0}
+        zeros = np.zeros(Y.shape[1])
+        return {"weight": 0.0, "loss": 0.0, "n": 0, "mean": zeros, "m2": zeros,
+                "resid": zeros}
     with consistent(model):  # one epoch boundary of a fit in another thread
         if isinstance(X, CSRInput):
             Z = sparse_forward_kind(model, X, 0, False, 4096, flush_denormals,

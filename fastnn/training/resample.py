@@ -30,7 +30,10 @@ def bootstrap_draw(rng, n, sample_weight=None, who="the member"):
 
     Returns
     -------
-    ndarray of shape (n,), int64
+    ndarray of shape (n,), int64, ascending
+        Sorted, so that the resample keeps the data's row order: its rows from one MPI
+        rank's shard are one contiguous part of it (fastnn.MLPEnsemble under MPI), and
+        ``shuffle=False`` reads it in storage order.
 
     Raises
     ------
@@ -39,17 +42,17 @@ def bootstrap_draw(rng, n, sample_weight=None, who="the member"):
     """
     idx = rng.integers(0, n, n)
     if sample_weight is None:
-        return idx
+        return np.sort(idx)
     with np.errstate(invalid="ignore"):
         positive = np.asarray(sample_weight, dtype=np.float64) > 0
     if positive.shape != (n,) or not positive.any():
-        return idx
+        return np.sort(idx)
     for _ in range(_MAX_DRAWS - 1):
         if positive[idx].any():
-            return idx
+            return np.sort(idx)
         idx = rng.integers(0, n, n)
     if positive[idx].any():
-        return idx
+        return np.sort(idx)
     raise ValueError(f"{_MAX_DRAWS} bootstrap resamples of the {n} rows for {who} all missed "
                      f"the {int(positive.sum())} rows of positive sample_weight; give more "
                      "rows a positive weight, or fit with bootstrap=False")

@@ -30,7 +30,7 @@ from fastnn._validation import (MAX_DIM, check_bool, check_number, check_random_
 from fastnn.runtime import boundary
 from fastnn.nn.network import Network
 from fastnn.optim.optimizers import get_optimizer
-from fastnn.training.data import DataPreparation, _prepare_fit_data
+from fastnn.training.data import DataPreparation, _prepare_fit_data, _split_validation
 # the public classes of a run are defined beside it and re-exported here (fastnn.training.trainer.X)
 from fastnn.training.engine import (SIGNAL_CHECK_INTERVAL, EarlyStopping, History,  # noqa: F401
                                     TrainingDiverged, TrainingRun, evaluate)
@@ -256,19 +256,22 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, 
         loss, data, val = _prepare_fit_data(model, X, y, loss, sample_weight, validation_data,
                                             fraction, rng)
     else:
-        # every rank validates its shard; all ranks raise if any rank's input is bad.  The
-        # validation split draws from its own per-rank stream, so the shuffling seed stays
-        # the same on every rank.  A shard's weights may all be zero, as some rows of one
-        # process's data may: their total over the ranks is checked (TrainingRun.check).
+        # every rank validates its shard; all ranks raise if any rank's input is bad.  A
+        # shard's weights may all be zero, as some rows of one process's data may: their
+        # total over the ranks is checked (TrainingRun.check).
         error = None
         try:
             loss, data, val = _prepare_fit_data(model, X, y, loss, sample_weight,
-                                                validation_data, fraction,
-                                                np.random.default_rng([seed, mpi.rank]),
-                                                whole=False)
+                                                validation_data, 0.0, rng, whole=False)
         except (ValueError, TypeError, MemoryError) as exc:
             error = exc
         mpi.agree(error)
+        if validation_data is None and fraction > 0:
+            # the rows one process would hold out, drawn over the global rows from the same
+            # stream on every rank (each keeps its own): the ranks together equal one process
+            offset, n_global = mpi.shard_layout(data[0].shape[0])
+            data, val = _split_validation(list(data), data[0].shape[0], fraction, rng,
+                                          offset, n_global)
     seed_key = None
     if shuffle:
         seed_key = int(seed) if isinstance(seed, numbers.Integral) else \
