@@ -201,6 +201,40 @@ def test_a_float32_regression_on_categories_exports_in_the_targets_units(tmp_pat
     np.testing.assert_allclose(got, np.load(tmp_path / "p.npy"), rtol=1e-6)
 
 
+@pytest.mark.parametrize("code", ["100000000000000000000", "3", "2.5", "2.50", "-7"])
+def test_numbers_in_a_text_column_are_the_same_level_for_predict_and_the_graph(tmp_path,
+                                                                              code):
+    # the graph's feeds and predict read a cell as a level through one function
+    # (fastnn.io.columns.level_text): onnx_feeds wrote a whole number past 2**63 in all its
+    # digits where predict wrote 1e+20, so the two saw different levels
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    rng = np.random.default_rng(0)
+    codes = np.array(["a", "b", code] * 20, dtype=object)
+    frame = pd.DataFrame({"code": codes, "x": rng.normal(size=60)})
+    frame["y"] = frame["x"] + 3.0 * (frame["code"] == code)
+    _write(tmp_path, frame, "train.csv")
+    # new rows whose codes all read as numbers: their cells are numbers, not text
+    new = frame.iloc[:6].drop(columns=["y"])
+    new["code"] = code
+    _write(tmp_path, new, "new.csv")
+    run(tmp_path, "train", "train.csv", "--target", "y", "--save", "m.npz", *FAST)
+    run(tmp_path, "predict", "m.npz", "new.csv", "--output", "p.npy")
+    run(tmp_path, "export", "m.npz", "--output", "m.onnx")
+    from fastnn.interop.onnx_tables import onnx_feeds
+    model = fastnn.load(tmp_path / "m.npz")
+    assert len(model.preprocessor_.columns[0].levels) == 3   # the code is one level
+    feeds = onnx_feeds(model, read_table(tmp_path / "new.csv"))
+    levels = model.preprocessor_.columns[0].levels
+    # a number the file spells as the level's text matches it (a float past 2**63 prints
+    # as 1e+20, and "2.50" as 2.5: those match no level, in predict and the graph alike)
+    assert (feeds["code"][2, 0] in levels) == (code in ("3", "2.5", "-7"))
+    got, = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, feeds)
+    # (a float32 model: the two sum in other orders; an unmatched level would move row 2
+    # by about 3)
+    np.testing.assert_allclose(got, np.load(tmp_path / "p.npy"), rtol=1e-6, atol=1e-6)
+
+
 def test_a_table_of_numbers_keeps_its_one_input_and_its_file_layout(tmp_path):
     # a model of numbers alone is written as before encodings existed (no "encodings" key:
     # older fastnn reads it) and its graph keeps the one input X

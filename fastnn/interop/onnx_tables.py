@@ -22,6 +22,7 @@ numbers.  A model whose columns are all numbers keeps the single input ``X``.
 """
 import numpy as np
 
+from fastnn.io.columns import level_text
 from fastnn.io.tabular import PRECISION
 
 __all__ = ["onnx_feeds", "encodes_columns", "encoded_columns", "ML_DOMAIN", "ML_OPSET"]
@@ -106,20 +107,11 @@ def onnx_feeds(model, table):
     for c in pre.columns:
         col = table.data[c.name]
         if c.kind == "category":
-            text = [("" if v is None else _cell_text(v)) for v in col]
+            # each cell's level text as predict matches it (fastnn.io.columns)
+            text = [("" if t is None else t) for t in map(level_text, col)]
             feeds[c.name] = np.array(text, dtype=object)[:, None]
         else:
             feeds[c.name] = c.encode(table)[0]
     if not encodes_columns(pre):
         return {"X": np.concatenate([feeds[c.name] for c in pre.columns], axis=1)}
     return feeds
-
-
-def _cell_text(v):
-    """A cell back as the text a file holds: numbers as the reader's float64 values print
-    (3.0 as "3"), booleans as True/False."""
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (float, np.floating)):
-        return "" if np.isnan(v) else (str(int(v)) if float(v).is_integer() else repr(float(v)))
-    return str(v)

@@ -97,7 +97,11 @@ def iso_days(values):
 
 
 def _number_text(v):
-    """A number as a level's text: 3.0 -> "3", 2.5 -> "2.5"."""
+    """A number as a level's text: 3.0 -> "3", 2.5 -> "2.5", and a whole number the reader
+    kept exact (an int, fastnn.io.reader's Table.whole) in all its digits, as a file spells
+    it: 100000000000000000000 matches that text level, where its float would print 1e+20."""
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
     return str(int(v)) if float(v).is_integer() and abs(v) < 2**63 else repr(float(v))
 
 
@@ -160,7 +164,7 @@ class ColumnEncoding:
 
     def _key(self, v):
         """A cell as its level would be stored (None: missing)."""
-        return _bool_key(v) if self.boolean else _text_key(v)
+        return _bool_key(v) if self.boolean else level_text(v)
 
     def encode(self, table):
         """The column's inputs from `table`: ``(block, unseen, missing, examples)``.
@@ -264,7 +268,7 @@ def _missing(v):
     return v is None or isinstance(v, (float, np.floating)) and math.isnan(v)
 
 
-def _text_key(v):
+def level_text(v):
     """A cell as a text level: the text; True/False; a number as _number_text (None:
     missing)."""
     if _missing(v):
@@ -285,7 +289,7 @@ def _bool_key(v):
         return bool(v)
     if isinstance(v, str) and (v in _TRUE or v in _FALSE):
         return v in _TRUE
-    return _text_key(v)
+    return level_text(v)
 
 
 def _is_number(text):
@@ -375,7 +379,7 @@ def fit_encoding(table, name, kind):
     if present and all(isinstance(v, (bool, np.bool_)) for v in present):
         levels = sorted({bool(v) for v in present})
     else:
-        levels = sorted({_text_key(v) for v in present})
+        levels = sorted({level_text(v) for v in present})
     if not levels:
         raise TableError(f"{table.path}: column {name!r} has no values at all in the rows "
                          "used for training; --drop it")
