@@ -480,20 +480,22 @@ class MLPEnsemble(EnsemblePredictor):
             optimizers = [copy.deepcopy(template) for _ in range(self.n_members)]
         histories = [None] * self.n_members
         errors = [None] * self.n_members
+        # one step for a save or predict in another thread (fastnn/runtime/state.py): the
+        # optimizers the members now train with (a save during the fit pairs each member's
+        # weights with them; before, with the previous fit's, or none) and every member's
+        # new loss, so that the members' output links change together (one at a time, a
+        # reader saw members of two links: a file load_ensemble rejects, predictions that
+        # raised).  Every member's run is checked first: a fit refused (a bad input, a
+        # member's bad argument) leaves the ensemble as it was, its optimizers and histories
+        # included, so a later fit still continues the previous one
+        with consistent(self):
+            runs = self._prepare_runs(X, y, loss, optimizers, sample_weight, comm,
+                                      callbacks, fit_seeds, held_out, fit_kwargs)
+            self._optimizer_given = optimizer
+            self.optimizers_ = optimizers
+            for run, _ in runs:
+                run.model.loss_ = run.loss
         try:
-            # one step for a save or predict in another thread (fastnn/runtime/state.py): the
-            # optimizers the members now train with (a save during the fit pairs each
-            # member's weights with them; before, with the previous fit's, or none) and
-            # every member's new loss, so that the members' output links change together
-            # (one at a time, a reader saw members of two links: a file load_ensemble
-            # rejects, predictions that raised)
-            with consistent(self):
-                self._optimizer_given = optimizer
-                self.optimizers_ = optimizers
-                runs = self._prepare_runs(X, y, loss, optimizers, sample_weight, comm,
-                                          callbacks, fit_seeds, held_out, fit_kwargs)
-                for run, _ in runs:
-                    run.model.loss_ = run.loss
             workers = 1 if comm is not None else min(self.n_members,
                                                      resolve_threads(n_threads))
             # one BLAS thread per worker: the members' arithmetic does not depend on the

@@ -1110,3 +1110,26 @@ def test_bootstrap_without_any_positive_weight_is_the_fits_own_error():
     ens = MLPEnsemble([3, 8, 1], n_members=2, seed=0, bootstrap=True)
     with pytest.raises(ValueError, match="sample_weight is all zeros"):
         ens.fit(X, y, "mse", sample_weight=np.zeros(30), epochs=1)
+
+
+@pytest.mark.parametrize("optimizer", [None, "sgd"])
+def test_a_refused_fit_leaves_the_optimizers_and_histories_of_the_last_fit(optimizer):
+    # the fit installed fresh optimizers and emptied histories_ before checking the
+    # members' runs: a refused fit lost the state a later fit continues from
+    X, y = _regression(40)
+    ens = MLPEnsemble([3, 8, 1], n_members=3, seed=0)
+    ens.fit(X, y, "mse", fastnn.Adam(lr=0.01), epochs=2)
+    optimizers, histories = list(ens.optimizers_), list(ens.histories_)
+    steps = [opt.t for opt in optimizers]
+    params = [m.params.copy() for m in ens.members]
+    with pytest.raises(ValueError, match="sample_weight"):   # refused by each member's run
+        ens.fit(X, y, "mse", optimizer, epochs=2, sample_weight=np.zeros(40))
+    assert all(a is b for a, b in zip(ens.optimizers_, optimizers))
+    assert all(a is b for a, b in zip(ens.histories_, histories))
+    assert [opt.t for opt in ens.optimizers_] == steps
+    for member, before in zip(ens.members, params):
+        np.testing.assert_array_equal(member.params, before)
+    # and the next fit continues the first one, as a second fit of one model does
+    ens.fit(X, y, "mse", epochs=1)
+    assert all(a is b for a, b in zip(ens.optimizers_, optimizers))
+    assert [opt.t for opt in ens.optimizers_] == [t + 2 for t in steps]  # 40 rows, batch 32
