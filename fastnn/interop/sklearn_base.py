@@ -247,15 +247,31 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
             self.best_loss_ = min(finite) if finite else float("nan")
 
     def _fit_lbfgs(self, X, Y, sw, loss):
-        """Full-batch L-BFGS (fastnn.optim.lbfgs): scikit-learn's objective and stopping rules."""
-        weight_sum = check_weight_total(weight_total(sw, X.shape[0]), "sample_weight",
-                                        "the objective is undefined; check sample_weight")
+        """Full-batch L-BFGS, a run of fastnn's engine (fastnn.training.full_batch):
+        scikit-learn's objective and stopping rules."""
+        # scikit-learn's alpha is per unit of weight; a total of 0 is the run's error, raised
+        # before any step by its one check (TrainingRun.check)
+        weight_sum = weight_total(sw, X.shape[0])
         solver = LBFGS(max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol,
-                       weight_decay=self.alpha / weight_sum)
-        curve = []
-        result = solver.fit(self.model_, X, Y, loss, sample_weight=sw,
-                            callback=lambda it, value: curve.append(value),
-                            verbose=bool(self.verbose))
+                       weight_decay=self.alpha / weight_sum if weight_sum > 0 else 0.0)
+
+        def report(iteration, logs):   # scikit-learn's verbose line
+            print(f"Iteration {iteration}, loss = {logs['loss']:.8f}", flush=True)
+
+        run, _ = prepare_run(self.model_, X, Y, loss, solver, sample_weight=sw,
+                             callbacks=[report] if self.verbose else ())
+        try:
+            history = run.run()
+            result = solver.result_
+        except TrainingDiverged as exc:
+            # scikit-learn goes on to its records and warnings with the objective's NaN; the
+            # network keeps its last finite parameters (non-finite ones are its ValueError)
+            history, result = exc.history, exc.result
+            if not all_finite(result.x):
+                raise NonFiniteFit("Solver produced non-finite parameter weights. The input "
+                                   "data may contain large values and need to be "
+                                   f"preprocessed. ({exc})", exc.history) from exc
+        curve = list(history.loss)
         with consistent(self):  # the records of the run, with its last iterate
             self.n_iter_ = min(int(result.nit), self.max_iter)
             self.t_ += X.shape[0] * self.n_iter_
@@ -544,10 +560,11 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
         Y = np.asarray(y)
         if getattr(self, "_kind", None) == "multiclass" and Y.ndim == 2:
             Y = Y.argmax(axis=1)  # scikit-learn passes one-hot rows
-        weight_sum = check_weight_total(weight_total(sample_weight, X.shape[0]),
-                                        "sample_weight", "the objective is undefined")
+        # (weights whose total is not positive are refused by the objective's data
+        # preparation, fastnn.nn.losses.Loss.prepare_sample_weight)
+        weight_sum = weight_total(sample_weight, X.shape[0])
         objective = LBFGSObjective(self.model_, X, Y, self._loss(), sample_weight,
-                                   self.alpha / weight_sum)
+                                   self.alpha / weight_sum if weight_sum > 0 else 0.0)
         value, grad = objective(theta)
         return value, grad[order]
 
