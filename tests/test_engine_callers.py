@@ -314,3 +314,56 @@ def test_lbfgs_refuses_what_does_not_apply():
         from fastnn.training.trainer import prepare_run
         run, _ = prepare_run(_model(), X, y, "cross_entropy", fastnn.LBFGS())
         next(run.epochs(1))
+
+
+@pytest.mark.parametrize("tol", [0.0, 1e-4, 0.05])
+def test_the_estimators_record_follows_scikit_learns_rule(tol):
+    """The estimators' record is the engine's EarlyStopping kept by scikit-learn's rule
+    (``_update_tolerance``): replayed against scikit-learn's own
+    ``_update_no_improvement_count`` over values with ties, improvements within tol and
+    rises, its count and best value agree after every epoch."""
+    from sklearn.neural_network import MLPClassifier as SkClassifier
+    rng = np.random.default_rng(int(tol * 1e4))
+    values = np.round(np.cumsum(rng.normal(-0.02, 0.05, 40)), 2) + 1.0   # ties included
+    sk = SkClassifier(tol=tol)
+    sk.loss_curve_, sk.best_loss_, sk._no_improvement_count = [], np.inf, 0
+    record = fastnn.EarlyStopping(monitor="loss")
+    params = np.zeros(1)
+    for epoch, value in enumerate(values, start=1):
+        sk.loss_curve_.append(float(value))
+        sk._update_no_improvement_count(False, None, None, None)
+        params[0] = epoch
+        wait = record._update_tolerance(float(value), epoch, params, tol)
+        assert wait == sk._no_improvement_count
+        assert record.best_value == sk.best_loss_
+        # the best weights are those of the epoch that set the best value
+        assert record._best_params[0] == 1 + int(np.argmin(values[:epoch]))
+
+
+def test_an_estimator_pickled_with_the_old_record_fields_continues_its_record():
+    """Estimators pickled when the record was four attributes of their own (_best_value,
+    _no_improvement_count, _best_params, _run_params) load into the engine's record."""
+    import pickle
+    X, y = _data(200)
+    est = MLPClassifier(hidden_layer_sizes=(5,), early_stopping=True, max_iter=8,
+                        random_state=0, n_iter_no_change=50)
+    _quiet(lambda: est.fit(X, y))
+    record = est._record
+    state = est.__getstate__()
+    del state["_record"]
+    state.update(_best_value=record.best_value, _no_improvement_count=record.wait,
+                 _best_params=record._best_params.copy(), _run_params=None)
+    old = MLPClassifier.__new__(MLPClassifier)
+    old.__setstate__(state)
+    loaded = pickle.loads(pickle.dumps(old))
+    # (the default monitor is the validation score: the record minimises minus it)
+    assert loaded._best_value == est._best_value == -max(est.validation_scores_)
+    assert loaded._no_improvement_count == est._no_improvement_count
+    assert loaded._record._best_params.tobytes() == record._best_params.tobytes()
+    assert "_best_value" not in vars(loaded)
+    # and a warm start goes on with that record, as the original does
+    for e in (est, loaded):
+        e.set_params(warm_start=True)
+        _quiet(lambda e=e: e.fit(X, y))
+    assert loaded.loss_curve_ == est.loss_curve_
+    assert loaded._best_value == est._best_value

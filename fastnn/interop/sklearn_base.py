@@ -223,13 +223,15 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
             if val is not None:
                 self.validation_scores_.append(float("nan"))
                 self.validation_loss_curve_.append(float("nan"))
-        stopped = self._no_improvement_count > self.n_iter_no_change
-        if val is not None and self._best_params is not None and (stopped or not incremental):
-            if not stopped and self._best_params.tobytes() != self.model_.params.tobytes():
-                # where the run got to: a warm_start fit that continues the run goes on from
-                # there (as one longer fit does), not from the best weights restored now
-                self._run_params = self.model_.params.copy()
-            self.model_.params[...] = self._best_params
+        record = self._record
+        stopped = record.wait > self.n_iter_no_change
+        if val is not None and record._best_params is not None and (stopped or not incremental):
+            if stopped:
+                self.model_.params[...] = record._best_params
+            else:
+                # keeping where the run got to: a warm_start fit that continues the run goes
+                # on from there (as one longer fit does), not from the best weights
+                record._restore_best(self.model_.params)
         elif diverged is not None:
             raise NonFiniteFit("Solver produced non-finite parameter weights. The input data "
                                "may contain large values and need to be preprocessed. "
@@ -359,15 +361,11 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
             if not continuing:
                 if getattr(self, "_record_kind", None) != self._monitored():
                     self._new_record()  # values of another kind are not comparable
-                self._run_params = None
+                self._record._run_params = None
                 self._warm_split_state = None if split is None else split[0]
             else:
-                run, self._run_params = getattr(self, "_run_params", None), None
-                best = self._best_params
-                if run is not None and best is not None and run.shape == best.shape and \
-                        run.dtype == self.model_.dtype and \
-                        best.tobytes() == self.model_.params.tobytes():
-                    self.model_.params[...] = run
+                # from the weights the run had reached, unless they were changed since
+                self._record._resume(self.model_.params)
                 if split is not None and getattr(self, "_warm_split_state", None) is not None:
                     split = self._draw_split(Y, _random_state_at(self._warm_split_state))
                 elif split is not None:
@@ -419,9 +417,8 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
         for name in list(vars(self)):
             if (name.endswith("_") and not name.startswith("__")) or name in (
                     "_rng", "_validation_set", "_optimizer", "_kind", "_label_dtype",
-                    "_shuffle_seed", "_best_params", "_best_value", "_no_improvement_count",
-                    "_run_params", "_warm_split_state", "_held_out", "_warm_validation",
-                    "_record_kind"):
+                    "_shuffle_seed", "_record", "_warm_split_state", "_held_out",
+                    "_warm_validation", "_record_kind"):
                 delattr(self, name)
 
     def _check_structure(self, sizes, activation):

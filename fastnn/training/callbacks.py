@@ -220,6 +220,32 @@ class EarlyStopping:
         self.wait += 1
         return self.wait >= self.patience
 
+    def _update_tolerance(self, value, epoch, params, tol):
+        """Record epoch `epoch` by scikit-learn's rule (its MLP's
+        ``_update_no_improvement_count``), which the estimators keep
+        (fastnn.interop.sklearn_stopping); returns the epochs without improvement, which
+        scikit-learn lets reach ``n_iter_no_change`` before it stops.
+
+        An epoch is no improvement unless `value` is below the best by more than `tol` (a NaN
+        never improves); the best value, and its parameters when `params` is not None, follow
+        every decrease, by `tol` or not.  Values are minimised (the estimators pass minus a
+        score); ``patience`` and ``min_delta`` are not used (the estimator's current
+        ``n_iter_no_change`` and ``tol`` are).
+        """
+        best = np.inf if self.best_value is None else self.best_value
+        if not np.isfinite(value) or value > best - tol:
+            self.wait += 1
+        else:
+            self.wait = 0
+        if value < best:
+            self.best_value, self.best_epoch = value, epoch
+            if params is not None:
+                if self._best_params is None or self._best_params.shape != params.shape or \
+                        self._best_params.dtype != params.dtype:
+                    self._best_params = np.empty_like(params)
+                self._best_params[...] = params
+        return self.wait
+
     def __repr__(self):
         return (f"EarlyStopping(patience={self.patience}, min_delta={self.min_delta}, "
                 f"monitor={self.monitor!r}, restore_best_weights={self.restore_best_weights})")

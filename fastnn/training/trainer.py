@@ -63,9 +63,9 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=None, batch_size=32, shuffl
         fastnn/training/full_batch.py): one History entry per iteration, up to its
         ``max_iter``; ``epochs`` and ``comm`` are refused, batch_size, shuffle and drop_last
         ignored, and the objective has no dropout; every other argument works as below.
-        A minibatch optimizer keeps the run's state between fits: velocity/moments, the step count ``t``, the
-        epoch count ``completed_epochs`` that its schedule is a function of, and a
-        ReduceOnPlateau's progress.  A second fit with it continues the run (epoch 4 of a run
+        A minibatch optimizer keeps the run's state between fits: velocity/moments, the
+        step count ``t``, the epoch count ``completed_epochs`` that its schedule is a function
+        of, and a ReduceOnPlateau's progress.  A second fit with it continues the run (epoch 4 of a run
         continued after 3 epochs gets the rate and, with an int seed, the sample order of an
         uninterrupted run's epoch 4); call ``optimizer.reset()`` to start afresh.
     epochs : int or None, default None
