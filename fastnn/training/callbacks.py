@@ -25,7 +25,8 @@ class TrainingDiverged(FloatingPointError):
 
 
 class History:
-    """Per-epoch records of a fit.
+    """Per-epoch records of a fit (per iteration for L-BFGS, fastnn/training/full_batch.py:
+    ``epoch`` numbers the iterations, ``loss`` is the objective at the iterate, ``lr`` None).
 
     Parameters
     ----------
@@ -44,7 +45,7 @@ class History:
     val_metric : list of float or None
         Validation accuracy (classification, a fraction in [0, 1]) or R^2 (regression); see
         ``metric_name``.
-    lr : list of float
+    lr : list of float (None for L-BFGS)
         The learning rate of the epoch: the step size of each optimizer step (minibatch).
     time : list of float
         Wall time of the epoch's training, seconds.
