@@ -191,9 +191,9 @@ def check_weight_total(total, what, remedy):
 
     Every path checks it once its set of rows is final and before any parameter moves:
     ``check_sample_weight`` for a whole array; ``TrainingRun.check`` after the validation split
-    and, with MPI, on the total summed over the ranks' shards (fit, the ensembles, the
-    estimators' stochastic solvers); the estimators after their early-stopping split, before
-    they derive the L2 step from the mean weight; ``LBFGSObjective``.
+    and, with MPI, on the total summed over the ranks' shards (fit with any optimizer, L-BFGS
+    included, the ensembles, the estimators' solvers); the estimators after their
+    early-stopping split, before they derive the L2 step from the mean weight.
 
     Parameters
     ----------

@@ -223,13 +223,15 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
             if val is not None:
                 self.validation_scores_.append(float("nan"))
                 self.validation_loss_curve_.append(float("nan"))
-        stopped = self._no_improvement_count > self.n_iter_no_change
-        if val is not None and self._best_params is not None and (stopped or not incremental):
-            if not stopped and self._best_params.tobytes() != self.model_.params.tobytes():
-                # where the run got to: a warm_start fit that continues the run goes on from
-                # there (as one longer fit does), not from the best weights restored now
-                self._run_params = self.model_.params.copy()
-            self.model_.params[...] = self._best_params
+        record = self._record
+        stopped = record.wait > self.n_iter_no_change
+        if val is not None and record._best_params is not None and (stopped or not incremental):
+            if stopped:
+                self.model_.params[...] = record._best_params
+            else:
+                # keeping where the run got to: a warm_start fit that continues the run goes
+                # on from there (as one longer fit does), not from the best weights
+                record._restore_best(self.model_.params)
         elif diverged is not None:
             raise NonFiniteFit("Solver produced non-finite parameter weights. The input data "
                                "may contain large values and need to be preprocessed. "
@@ -247,15 +249,31 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
             self.best_loss_ = min(finite) if finite else float("nan")
 
     def _fit_lbfgs(self, X, Y, sw, loss):
-        """Full-batch L-BFGS (fastnn.optim.lbfgs): scikit-learn's objective and stopping rules."""
-        weight_sum = check_weight_total(weight_total(sw, X.shape[0]), "sample_weight",
-                                        "the objective is undefined; check sample_weight")
+        """Full-batch L-BFGS, a run of fastnn's engine (fastnn.training.full_batch):
+        scikit-learn's objective and stopping rules."""
+        # scikit-learn's alpha is per unit of weight; a total of 0 is the run's error, raised
+        # before any step by its one check (TrainingRun.check)
+        weight_sum = weight_total(sw, X.shape[0])
         solver = LBFGS(max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol,
-                       weight_decay=self.alpha / weight_sum)
-        curve = []
-        result = solver.fit(self.model_, X, Y, loss, sample_weight=sw,
-                            callback=lambda it, value: curve.append(value),
-                            verbose=bool(self.verbose))
+                       weight_decay=self.alpha / weight_sum if weight_sum > 0 else 0.0)
+
+        def report(iteration, logs):   # scikit-learn's verbose line
+            print(f"Iteration {iteration}, loss = {logs['loss']:.8f}", flush=True)
+
+        run, _ = prepare_run(self.model_, X, Y, loss, solver, sample_weight=sw,
+                             callbacks=[report] if self.verbose else ())
+        try:
+            history = run.run()
+            result = solver.result_
+        except TrainingDiverged as exc:
+            # scikit-learn goes on to its records and warnings with the objective's NaN; the
+            # network keeps its last finite parameters (non-finite ones are its ValueError)
+            history, result = exc.history, exc.result
+            if not all_finite(result.x):
+                raise NonFiniteFit("Solver produced non-finite parameter weights. The input "
+                                   "data may contain large values and need to be "
+                                   f"preprocessed. ({exc})", exc.history) from exc
+        curve = list(history.loss)
         with consistent(self):  # the records of the run, with its last iterate
             self.n_iter_ = min(int(result.nit), self.max_iter)
             self.t_ += X.shape[0] * self.n_iter_
@@ -343,15 +361,11 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
             if not continuing:
                 if getattr(self, "_record_kind", None) != self._monitored():
                     self._new_record()  # values of another kind are not comparable
-                self._run_params = None
+                self._record._run_params = None
                 self._warm_split_state = None if split is None else split[0]
             else:
-                run, self._run_params = getattr(self, "_run_params", None), None
-                best = self._best_params
-                if run is not None and best is not None and run.shape == best.shape and \
-                        run.dtype == self.model_.dtype and \
-                        best.tobytes() == self.model_.params.tobytes():
-                    self.model_.params[...] = run
+                # from the weights the run had reached, unless they were changed since
+                self._record._resume(self.model_.params)
                 if split is not None and getattr(self, "_warm_split_state", None) is not None:
                     split = self._draw_split(Y, _random_state_at(self._warm_split_state))
                 elif split is not None:
@@ -403,9 +417,8 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
         for name in list(vars(self)):
             if (name.endswith("_") and not name.startswith("__")) or name in (
                     "_rng", "_validation_set", "_optimizer", "_kind", "_label_dtype",
-                    "_shuffle_seed", "_best_params", "_best_value", "_no_improvement_count",
-                    "_run_params", "_warm_split_state", "_held_out", "_warm_validation",
-                    "_record_kind"):
+                    "_shuffle_seed", "_record", "_warm_split_state", "_held_out",
+                    "_warm_validation", "_record_kind"):
                 delattr(self, name)
 
     def _check_structure(self, sizes, activation):
@@ -544,10 +557,11 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
         Y = np.asarray(y)
         if getattr(self, "_kind", None) == "multiclass" and Y.ndim == 2:
             Y = Y.argmax(axis=1)  # scikit-learn passes one-hot rows
-        weight_sum = check_weight_total(weight_total(sample_weight, X.shape[0]),
-                                        "sample_weight", "the objective is undefined")
+        # (weights whose total is not positive are refused by the objective's data
+        # preparation, fastnn.nn.losses.Loss.prepare_sample_weight)
+        weight_sum = weight_total(sample_weight, X.shape[0])
         objective = LBFGSObjective(self.model_, X, Y, self._loss(), sample_weight,
-                                   self.alpha / weight_sum)
+                                   self.alpha / weight_sum if weight_sum > 0 else 0.0)
         value, grad = objective(theta)
         return value, grad[order]
 

@@ -5,6 +5,15 @@ record and its patience (``n_iter_no_change``, ``tol``), and the weights restore
 ``_ValidationRecords`` is a base of ``fastnn.interop.sklearn_base._BaseMLP``; it reads the
 estimator's parameters (``early_stopping``, ``validation_fraction``, ...) and writes its
 fitted attributes (``loss_curve_``, ``validation_scores_``, ``best_validation_loss_``, ...).
+
+The record itself (best value, epochs without improvement, the best weights and the weights
+the run had reached when they were put back) is the training engine's ``EarlyStopping``,
+updated by scikit-learn's rule (``EarlyStopping._update_tolerance``); the validation loss is
+the engine's (the run's ``val_loss``).  What stays here is scikit-learn's own: its split
+(``train_test_split``, stratified), its score (``accuracy_score``, ``r2_score``: not the
+engine's metric, whose last bits differ), when a record starts afresh (warm start keeps it
+over a fresh optimizer; the engine continues a record only with the run's optimizer) and
+when the best weights come back (after a full fit or a stop, not after each partial_fit).
 """
 import hashlib
 
@@ -19,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
                       "pip install scikit-learn") from exc
 
 from fastnn._validation import all_finite, check_weight_total, weight_total
+from fastnn.training.callbacks import EarlyStopping
 from fastnn.nn.sparse import check_structure
 
 _SEED_BOUND = np.iinfo(np.int32).max
@@ -72,6 +82,19 @@ def _checked(X, name):
 class _ValidationRecords:
     """Early stopping and the per-epoch records of an estimator (see the module docstring)."""
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        found = vars(self)
+        if "_record" not in found and "_no_improvement_count" in found:
+            # pickled when the record was four attributes of the estimator's own
+            record = EarlyStopping(monitor="loss")
+            best = found.pop("_best_value", np.inf)
+            record.best_value = None if best == np.inf else best
+            record.wait = found.pop("_no_improvement_count")
+            record._best_params = found.pop("_best_params", None)
+            record._run_params = found.pop("_run_params", None)
+            self._record = record
+
     def _reset_records(self):
         self.n_iter_ = 0
         self.t_ = 0
@@ -94,11 +117,13 @@ class _ValidationRecords:
             del self._optimizer
 
     def _new_record(self):
-        """The stopping record: best monitored value, epochs without improvement, weights."""
-        self._best_value = np.inf
-        self._no_improvement_count = 0
-        self._best_params = None
-        self._run_params = None  # the weights the run reached when the best were restored
+        """The stopping record: best monitored value, epochs without improvement, weights,
+        and the weights the run reached when the best were restored: the training engine's
+        record (``fastnn.EarlyStopping``), kept by scikit-learn's rule
+        (``EarlyStopping._update_tolerance``).  It is the estimator's own, never a run's:
+        scikit-learn's warm start keeps it over a fresh optimizer, and the estimator
+        decides when the best weights come back (``_after_epochs``)."""
+        self._record = EarlyStopping(monitor="loss")
         self._record_kind = self._monitored()
         if self.early_stopping and self.solver != "lbfgs" and \
                 self.validation_scores_ is None:  # warm start after early_stopping=False
@@ -231,17 +256,34 @@ class _ValidationRecords:
 
     def _no_improvement(self, value, keep_best):
         """scikit-learn's rule: count epochs not better than the best by tol; True to stop."""
-        if not np.isfinite(value) or value > self._best_value - self.tol:
-            self._no_improvement_count += 1
-        else:
-            self._no_improvement_count = 0
-        if value < self._best_value:
-            self._best_value = value
-            if keep_best:
-                if self._best_params is None or \
-                        self._best_params.dtype != self.model_.dtype:
-                    self._best_params = np.empty_like(self.model_.params)
-                self._best_params[...] = self.model_.params
-        return self._no_improvement_count > self.n_iter_no_change
+        wait = self._record._update_tolerance(value, self.n_iter_, self.model_.params
+                                              if keep_best else None, self.tol)
+        return wait > self.n_iter_no_change
+
+    # scikit-learn's names for two fields of the record (its test_mlp.py reads and sets
+    # _no_improvement_count)
+    @property
+    def _no_improvement_count(self):
+        """Epochs without improvement so far."""
+        return self._record.wait
+
+    @_no_improvement_count.setter
+    def _no_improvement_count(self, value):
+        self._own_record().wait = value
+
+    @property
+    def _best_value(self):
+        """The best monitored value so far (inf before the first epoch)."""
+        best = self._record.best_value
+        return np.inf if best is None else best
+
+    @_best_value.setter
+    def _best_value(self, value):
+        self._own_record().best_value = None if value == np.inf else value
+
+    def _own_record(self):
+        if "_record" not in vars(self):
+            self._record = EarlyStopping(monitor="loss")
+        return self._record
 
     # ------------------------------------------------------------------ prediction

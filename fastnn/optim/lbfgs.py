@@ -1,10 +1,13 @@
 """Full-batch training with L-BFGS: scipy's L-BFGS-B over fastnn's compiled loss and gradient.
 
 The quasi-Newton method is scipy's (``scipy.optimize.minimize(method="L-BFGS-B")``); fastnn
-supplies the objective.  Each evaluation is one compiled call (``_network.loss_grad_into``,
-or ``_sparse.loss_grad_csr_into`` for a sparse X, through fastnn.runtime.boundary) that runs
-the forward and backward pass over the whole data set without the GIL, so the optimizer's
-own work (O(n_params) per iteration) is all that runs in Python.
+supplies the objective (``LBFGSObjective``) and the run around it is the training engine's
+(fastnn/training/full_batch.py: the data preparation, checks, history, callbacks, early
+stopping, divergence and Ctrl-C handling of every fit); ``LBFGS`` holds the settings.
+Each evaluation is one compiled call (``_network.loss_grad_into``, or
+``_sparse.loss_grad_csr_into`` for a sparse X, through fastnn.runtime.boundary) that runs the
+forward and backward pass over the whole data set without the GIL, so the optimizer's own
+work (O(n_params) per iteration) is all that runs in Python.
 
 The objective, for parameters theta (weights W_k and biases b_k), per-sample losses l_i and
 sample weights w_i (all 1 by default)::
@@ -28,12 +31,9 @@ wraps).
 import threading
 
 import numpy as np
-from scipy.optimize import minimize
 
 from fastnn.runtime import boundary
-from fastnn.runtime.state import consistent
-from fastnn._validation import check_number, check_weight_total, weight_total
-from fastnn.runtime.threads import compiled_threads
+from fastnn._validation import check_number, weight_total
 
 __all__ = ["LBFGS", "LBFGSObjective"]
 
@@ -62,17 +62,32 @@ class LBFGSObjective:
     """
 
     def __init__(self, model, X, y, loss, sample_weight=None, weight_decay=0.0):
+        # a sparse X becomes a checked CSRInput (fastnn.nn.sparse), a dense one a checked
+        # array, by the data preparation every run uses (which refuses weights that are
+        # negative, not finite or all zero)
+        loss, *data = model._prepare_any(X, y, loss, sample_weight)
+        self._set_up(model, loss, data, weight_decay)
+
+    @classmethod
+    def _over(cls, model, loss, data, weight_decay, *, flush_denormals=None, n_threads=None):
+        """The objective over data already prepared, ``(X, Y, labels, sw, sigma)`` as
+        ``MLP.prepare_data`` returns them, whose weights are checked (a full-batch run,
+        fastnn.training.full_batch); flush_denormals, n_threads: the compiled calls' (None:
+        the context's)."""
+        objective = cls.__new__(cls)
+        objective._set_up(model, loss, data, weight_decay, flush_denormals, n_threads)
+        return objective
+
+    def _set_up(self, model, loss, data, weight_decay, flush_denormals=None, n_threads=None):
         self.model = model
         self.weight_decay = float(check_number(weight_decay, "weight_decay", low=0.0))
-        # a sparse X becomes a checked CSRInput (fastnn.nn.sparse), a dense one a checked array
-        self.loss, X, self.Y, self.labels, self.sw, self.sigma = model._prepare_any(
-            X, y, loss, sample_weight)
+        self.flush_denormals, self.n_threads = flush_denormals, n_threads
+        self.loss = loss
+        X, self.Y, self.labels, self.sw, self.sigma = data
         self.X, self.csr = (X, None) if isinstance(X, np.ndarray) else (None, X)
         n = X.shape[0]
-        # sample_weight was checked whole (not all zero) above; its total is what the mean
-        # divides by
-        self.weight_sum = check_weight_total(weight_total(self.sw, n), "sample_weight",
-                                             "the objective is undefined")
+        # the total the weighted mean divides by (positive and finite: checked with the data)
+        self.weight_sum = weight_total(self.sw, n)
         # which entries of the parameter vector are weights (penalised) rather than biases:
         # one contiguous range per layer
         self.weight_ranges = []
@@ -112,14 +127,15 @@ class LBFGSObjective:
             total = boundary.net_loss_grad(
                 model._spec, self.params, self.grads, self.X, self.loss.kind,
                 int(self.loss.full), self.loss.scalar_sigma, self.Y, self.labels, self.sw,
-                self.sigma, 1.0 / self.weight_sum, workspace=self.workspace)
+                self.sigma, 1.0 / self.weight_sum, workspace=self.workspace,
+                flush_denormals=self.flush_denormals, n_threads=self.n_threads)
         else:
             csr = self.csr
             total = boundary.csr_loss_grad(
                 model._spec, self.params, self.grads, csr.data, csr.indices, csr.indptr,
                 csr.shape[1], self.loss.kind, int(self.loss.full), self.loss.scalar_sigma,
                 self.Y, self.labels, self.sw, self.sigma, 1.0 / self.weight_sum,
-                self.workspace)
+                self.workspace, flush_denormals=self.flush_denormals, n_threads=self.n_threads)
         self.n_evaluations += 1
         value = total / self.weight_sum
         grad = self.grads.astype(np.float64)
@@ -153,12 +169,27 @@ class LBFGS:
     history_size : int >= 1, default 10
         Correction pairs kept (scipy's ``maxcor``).
 
+    Attributes
+    ----------
+    result_ : scipy.optimize.OptimizeResult or None
+        The last run's result (None before one ends).
+
+    A run of the training engine (fastnn/training/full_batch.py): pass it as the optimizer of
+    ``fastnn.fit`` or ``MLP.fit`` (its iterations are max_iter: fit's ``epochs`` does not
+    apply, nor do ``batch_size``, ``shuffle``, ``drop_last``; the objective has no dropout),
+    or call ``LBFGS.fit``.  Each fit starts a new quasi-Newton memory from the model's
+    parameters.
+
     Examples
     --------
     >>> model = fastnn.MLP([4, 16, 3], dtype=np.float64, seed=0)
+    >>> history = model.fit(X, y, "cross_entropy", optimizer=fastnn.LBFGS(max_iter=100))
+    >>> len(history), history.loss[-1]    # iterations run, final objective
     >>> result = fastnn.LBFGS(max_iter=100).fit(model, X, y, "cross_entropy")
-    >>> result.nit, result.fun            # iterations run, final objective
+    >>> result.nit, result.fun            # scipy's OptimizeResult
     """
+
+    result_ = None
 
     def __init__(self, max_iter=200, max_fun=15000, tol=1e-4, weight_decay=0.0,
                  history_size=10):
@@ -176,11 +207,17 @@ class LBFGS:
     def fit(self, model, X, y, loss, sample_weight=None, callback=None, verbose=False):
         """Minimise the objective from the model's current parameters.
 
+        A thin call into the training engine: the same as ``model.fit(X, y, loss,
+        optimizer=self, sample_weight=sample_weight)`` (``fastnn.fit``; the run is
+        fastnn/training/full_batch.py), which also takes validation data, early stopping,
+        callbacks ``cb(iteration, logs)`` and a progress bar, and returns the History.
+
         Parameters
         ----------
         model : fastnn.MLP
-            Trained in place: on return ``model.params`` holds the solution.
-        X : array-like of shape (n_samples, n_inputs)
+            Trained in place: on return ``model.params`` holds the solution and
+            ``model.history_`` one entry per iteration.
+        X : array-like or scipy.sparse matrix/array of shape (n_samples, n_inputs)
         y : targets as the loss accepts them (see fastnn.nn.losses)
         loss : str or fastnn.nn.losses.Loss
         sample_weight : array-like of shape (n_samples,), optional
@@ -197,50 +234,26 @@ class LBFGS:
             ``x`` (float64 parameters), ``fun`` (the objective at ``x``), ``nit``
             (iterations), ``nfev``,
             ``status`` (0 converged, 1 max_iter or max_fun reached, 2 stopped otherwise,
-            e.g. an abnormal line search) and ``message``.
+            e.g. an abnormal line search) and ``message``.  Also ``self.result_``.
 
         Raises
         ------
-        ValueError
-            Invalid data (as ``MLP.loss_and_grad``).
+        ValueError, TypeError
+            Invalid data (as ``fastnn.fit``), before any parameter changes.
+        fastnn.TrainingDiverged
+            The objective is NaN or infinite where the run ended (at the start: no iterate
+            is accepted from there); the model keeps its finite starting parameters or the
+            last accepted iterate, and the exception's ``result`` is scipy's.
+        KeyboardInterrupt
+            The model holds the last accepted iterate.
         """
-        objective = LBFGSObjective(model, X, y, loss, sample_weight, self.weight_decay)
-        state = {"nit": 0}
-        # the loss (predict's output="auto" link follows it) from the start: the weights a
-        # reader in another thread sees from now on are this run's
-        model.loss_ = objective.loss
-
-        def on_iteration(intermediate_result):
-            # publish the accepted iterate: the model holds the start or an iterate, never
-            # a trial point of the line search (fastnn/runtime/state.py)
-            _publish(model, intermediate_result.x)
-            state["nit"] += 1
+        def report(iteration, logs):
             if verbose:
-                print(f"Iteration {state['nit']}, loss = {intermediate_result.fun:.8f}",
-                      flush=True)
+                print(f"Iteration {iteration}, loss = {logs['loss']:.8f}", flush=True)
             if callback is not None:
-                callback(state["nit"], float(intermediate_result.fun))
+                callback(iteration, logs["loss"])
 
-        theta0 = model.params.astype(np.float64)
-        options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
-                   "maxcor": self.history_size}
-        # scipy's L-BFGS-B sums its dot products in scipy's OpenBLAS, which splits long
-        # ones over every core: held at one thread (as in fastnn's compiled calls) so the
-        # solution is the same bits on any core count
-        with compiled_threads():
-            result = minimize(objective, theta0, method="L-BFGS-B", jac=True,
-                              options=options, callback=on_iteration)
-        if result.status not in (0, 1):
-            # after an abnormal line search scipy returns the last accepted x but the value
-            # of its last (rejected, perhaps NaN) trial point: fun describes x again (nfev
-            # stays scipy's count)
-            result.fun = objective(result.x)[0]
-        _publish(model, result.x)
-        return result
-
-
-def _publish(model, x):
-    """An iterate (float64) into the model's parameters, one step for a reader."""
-    with consistent(model), np.errstate(over="ignore", invalid="ignore"):
-        model.params[...] = x
-        model.grads[...] = 0
+        # (through the model's fit, which the model inherits from fastnn.training: the
+        # optimizers sit below the training package and do not import it)
+        model.fit(X, y, loss, optimizer=self, sample_weight=sample_weight, callbacks=[report])
+        return self.result_

@@ -25,7 +25,8 @@ class TrainingDiverged(FloatingPointError):
 
 
 class History:
-    """Per-epoch records of a fit.
+    """Per-epoch records of a fit (per iteration for L-BFGS, fastnn/training/full_batch.py:
+    ``epoch`` numbers the iterations, ``loss`` is the objective at the iterate, ``lr`` None).
 
     Parameters
     ----------
@@ -44,7 +45,7 @@ class History:
     val_metric : list of float or None
         Validation accuracy (classification, a fraction in [0, 1]) or R^2 (regression); see
         ``metric_name``.
-    lr : list of float
+    lr : list of float (None for L-BFGS)
         The learning rate of the epoch: the step size of each optimizer step (minibatch).
     time : list of float
         Wall time of the epoch's training, seconds.
@@ -219,6 +220,32 @@ class EarlyStopping:
             return False
         self.wait += 1
         return self.wait >= self.patience
+
+    def _update_tolerance(self, value, epoch, params, tol):
+        """Record epoch `epoch` by scikit-learn's rule (its MLP's
+        ``_update_no_improvement_count``), which the estimators keep
+        (fastnn.interop.sklearn_stopping); returns the epochs without improvement, which
+        scikit-learn lets reach ``n_iter_no_change`` before it stops.
+
+        An epoch is no improvement unless `value` is below the best by more than `tol` (a NaN
+        never improves); the best value, and its parameters when `params` is not None, follow
+        every decrease, by `tol` or not.  Values are minimised (the estimators pass minus a
+        score); ``patience`` and ``min_delta`` are not used (the estimator's current
+        ``n_iter_no_change`` and ``tol`` are).
+        """
+        best = np.inf if self.best_value is None else self.best_value
+        if not np.isfinite(value) or value > best - tol:
+            self.wait += 1
+        else:
+            self.wait = 0
+        if value < best:
+            self.best_value, self.best_epoch = value, epoch
+            if params is not None:
+                if self._best_params is None or self._best_params.shape != params.shape or \
+                        self._best_params.dtype != params.dtype:
+                    self._best_params = np.empty_like(params)
+                self._best_params[...] = params
+        return self.wait
 
     def __repr__(self):
         return (f"EarlyStopping(patience={self.patience}, min_delta={self.min_delta}, "

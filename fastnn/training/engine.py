@@ -122,6 +122,10 @@ class TrainingRun:
         The key of the dropout masks (0 without dropout).
     """
 
+    #: what one entry of the History is (the verbose line's word): full-batch runs say
+    #: "iteration" (fastnn.training.full_batch)
+    unit = "epoch"
+
     def __init__(self, model, loss, optimizer, data, val, *, batch_size, drop_last, shuffle,
                  seed_key, early_stopping, callbacks, verbose, mpi=None,
                  flush_denormals=True, dropout_seed=0, recorders=()):
@@ -219,13 +223,7 @@ class TrainingRun:
             raise ValueError("EarlyStopping(monitor='val_metric') needs validation data: pass "
                              "validation_data or validation_split > 0, or monitor 'val_loss' "
                              "or 'loss'")
-        tiny = float(np.finfo(self.model.dtype).tiny)
-        self.optimizer.check_planned_rates(epochs, tiny=tiny)
-        clip = self.optimizer.clip_norm
-        if clip is not None and clip < tiny:  # every clipped step would flush to zero
-            raise ValueError(f"clip_norm={clip!r} is below {tiny:.3g}, the smallest normal "
-                             f"number of the model's dtype {self.model.dtype}: every clipped "
-                             "step would be flushed to zero; expected a larger clip_norm")
+        self._check_optimizer(epochs)
         where = "" if self.mpi is None else ", summed over every rank's shard"
         check_weight_total(totals[0], "the sample weights of the training rows",
                            f"there is nothing to train on (after the validation split{where}); "
@@ -234,6 +232,16 @@ class TrainingRun:
             check_weight_total(totals[1], "the sample weights of the validation rows",
                                f"the validation loss is undefined{where}; check the validation "
                                "weights or change validation_split/seed")
+
+    def _check_optimizer(self, epochs):
+        """The minibatch optimizer's part of ``check``: its planned rates and clip_norm."""
+        tiny = float(np.finfo(self.model.dtype).tiny)
+        self.optimizer.check_planned_rates(epochs, tiny=tiny)
+        clip = self.optimizer.clip_norm
+        if clip is not None and clip < tiny:  # every clipped step would flush to zero
+            raise ValueError(f"clip_norm={clip!r} is below {tiny:.3g}, the smallest normal "
+                             f"number of the model's dtype {self.model.dtype}: every clipped "
+                             "step would be flushed to zero; expected a larger clip_norm")
 
     # -------------------------------------------------------------- the epochs
 
@@ -512,7 +520,7 @@ class TrainingRun:
         """After the epoch's commit, outside the model's lock: the verbose line or progress
         bar, the callbacks, and (MPI) the ranks' agreement to stop.  Returns True to stop."""
         if self.verbose == 1 or (self.verbose >= 2 and self.bar is None):
-            print(_epoch_line(logs, self.last_epoch, self.metric_name), flush=True)
+            print(_epoch_line(logs, self.last_epoch, self.metric_name, self.unit), flush=True)
         elif self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{logs['loss']:.4g}")
@@ -617,9 +625,11 @@ def _monitored(monitor, logs):
     return logs[monitor]
 
 
-def _epoch_line(logs, last_epoch, metric_name):
-    line = (f"epoch {logs['epoch']}/{last_epoch}  loss {logs['loss']:.5g}  "
-            f"lr {logs['lr']:.3g}  {logs['samples_per_s']:,.0f} samples/s")
+def _epoch_line(logs, last_epoch, metric_name, unit="epoch"):
+    # (lr is None for a run without a learning rate: L-BFGS chooses its steps itself)
+    rate = "" if logs["lr"] is None else f"lr {logs['lr']:.3g}  "
+    line = (f"{unit} {logs['epoch']}/{last_epoch}  loss {logs['loss']:.5g}  "
+            f"{rate}{logs['samples_per_s']:,.0f} samples/s")
     if logs["val_loss"] is not None:
         metric = logs["val_metric"]   # an R^2 far below 0 in 4 significant digits, not 40
         shown = f"{metric:.4f}" if abs(metric) < 1e4 else f"{metric:.4g}"

@@ -29,21 +29,23 @@ from fastnn._validation import (MAX_DIM, check_bool, check_number, check_random_
                                 check_writeable)
 from fastnn.runtime import boundary
 from fastnn.nn.network import Network
+from fastnn.optim.lbfgs import LBFGS
 from fastnn.optim.optimizers import get_optimizer
 from fastnn.training.data import DataPreparation, _prepare_fit_data, _split_validation
 # the public classes of a run are defined beside it and re-exported here (fastnn.training.trainer.X)
 from fastnn.training.engine import (SIGNAL_CHECK_INTERVAL, EarlyStopping, History,  # noqa: F401
                                     TrainingDiverged, TrainingRun, evaluate)
+from fastnn.training.full_batch import FullBatchRun
 
 #: seeds of the sample order drawn when `seed` is not an int
 _SEED_KEY_BOUND = 2 ** 63
 
 
-def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=True,
+def fit(model, X, y, loss, optimizer=None, *, epochs=None, batch_size=32, shuffle=True,
         seed=None, sample_weight=None, validation_data=None, validation_split=0.0,
         early_stopping=None, callbacks=(), verbose=0, drop_last=False, comm=None,
         n_threads=None, flush_denormals=None):
-    """Train `model` by minibatch SGD (or Adam, AdamW) on (X, y).
+    """Train `model` by minibatch SGD (or Adam, AdamW), or full-batch L-BFGS, on (X, y).
 
     Parameters
     ----------
@@ -56,15 +58,19 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
     y : array-like
         Targets as the loss accepts them (labels, one-hot/probability rows, values).
     loss : str or fastnn.nn.losses.Loss
-    optimizer : fastnn.SGD, fastnn.Adam, fastnn.AdamW, "sgd", "adam", "adamw" or None
-        None: SGD(lr=0.01).
-        It keeps the run's state between fits: velocity/moments, the step count ``t``, the
-        epoch count ``completed_epochs`` that its schedule is a function of, and a
-        ReduceOnPlateau's progress.  A second fit with it continues the run (epoch 4 of a run
+    optimizer : fastnn.SGD, Adam, AdamW, LBFGS, "sgd", "adam", "adamw" or None
+        None: SGD(lr=0.01).  ``fastnn.LBFGS`` runs full-batch L-BFGS (scipy's L-BFGS-B,
+        fastnn/training/full_batch.py): one History entry per iteration, up to its
+        ``max_iter``; ``epochs`` and ``comm`` are refused, batch_size, shuffle and drop_last
+        ignored, and the objective has no dropout; every other argument works as below.
+        A minibatch optimizer keeps the run's state between fits: velocity/moments, the
+        step count ``t``, the epoch count ``completed_epochs`` that its schedule is a function
+        of, and a ReduceOnPlateau's progress.  A second fit with it continues the run (epoch 4 of a run
         continued after 3 epochs gets the rate and, with an int seed, the sample order of an
         uninterrupted run's epoch 4); call ``optimizer.reset()`` to start afresh.
-    epochs : int, default 10
-        Epochs to train in this call (more epochs of the same run when continuing).
+    epochs : int or None, default None
+        Epochs to train in this call (more epochs of the same run when continuing); None: 10.
+        Not with LBFGS (a TypeError: its iterations are ``LBFGS(max_iter=...)``).
     batch_size : int, default 32
         Samples per minibatch (one optimizer step each), clipped to n_samples.  The last,
         smaller batch of an epoch is used unless drop_last.
@@ -156,7 +162,7 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=
     return run.run(epochs, n_threads)
 
 
-def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, shuffle=True,
+def prepare_run(model, X, y, loss, optimizer=None, *, epochs=None, batch_size=32, shuffle=True,
                 seed=None, sample_weight=None, validation_data=None, validation_split=0.0,
                 early_stopping=None, callbacks=(), verbose=0, drop_last=False, comm=None,
                 n_threads=None, flush_denormals=None, recorders=()):
@@ -178,7 +184,7 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, 
 
     Returns
     -------
-    run : fastnn.training.engine.TrainingRun
+    run : fastnn.training.engine.TrainingRun (a fastnn.training.full_batch.FullBatchRun for LBFGS)
         Checked (``TrainingRun.check``): every error knowable before a step has been raised.
     epochs : int
         The epochs to run.
@@ -192,7 +198,16 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, 
         raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
     check_writeable(model.params, "model.params")
     check_writeable(model.grads, "model.grads")
-    epochs = check_number(epochs, "epochs", low=1, integer=True)
+    full_batch = isinstance(optimizer, LBFGS)
+    if full_batch and epochs is not None:
+        raise TypeError(f"epochs={epochs!r} does not apply to L-BFGS, which runs up to its "
+                        f"max_iter={optimizer.max_iter} iterations: set "
+                        "fastnn.LBFGS(max_iter=...) and leave epochs out")
+    if full_batch and comm is not None:
+        raise ValueError("data-parallel training (comm) does not support L-BFGS; train with a "
+                         "minibatch optimizer (SGD, Adam, AdamW), or without comm")
+    epochs = optimizer.max_iter if full_batch else \
+        check_number(10 if epochs is None else epochs, "epochs", low=1, integer=True)
     batch_size = check_number(batch_size, "batch_size", low=1, integer=True)
     fraction = float(check_number(validation_split, "validation_split", low=0.0, high=1.0,
                                   high_open=True))
@@ -223,7 +238,8 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, 
     for cb in callbacks:
         if not callable(cb):
             raise TypeError(f"callbacks must be callables cb(epoch, logs); got {cb!r}")
-    optimizer = get_optimizer(optimizer)
+    if not full_batch:
+        optimizer = get_optimizer(optimizer)
     if seed is None and comm is None:
         # the model's seed: shuffling, validation split and dropout follow from it (and each
         # epoch's from the run's epoch count, fastnn.training.engine.epoch_order), so the same
@@ -249,8 +265,8 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, 
             verbose = 0
     rng = check_random_state(seed)
     # the dropout masks' key, drawn first (so equal on every rank) and only with dropout
-    dropout_seed = (int(rng.integers(2**63)) if any(layer.dropout for layer in model.layers)
-                    else 0)
+    dropout_seed = (int(rng.integers(2**63)) if not full_batch and
+                    any(layer.dropout for layer in model.layers) else 0)
 
     if mpi is None:
         loss, data, val = _prepare_fit_data(model, X, y, loss, sample_weight, validation_data,
@@ -272,6 +288,12 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=10, batch_size=32, 
             offset, n_global = mpi.shard_layout(data[0].shape[0])
             data, val = _split_validation(list(data), data[0].shape[0], fraction, rng,
                                           offset, n_global)
+    if full_batch:
+        run = FullBatchRun(model, loss, optimizer, data, val, early_stopping=early_stopping,
+                           callbacks=callbacks, verbose=verbose, flush_denormals=flush_denormals,
+                           recorders=recorders)
+        run.check(epochs)
+        return run, epochs
     seed_key = None
     if shuffle:
         seed_key = int(seed) if isinstance(seed, numbers.Integral) else \
@@ -295,7 +317,8 @@ class Trainer(DataPreparation):
     """
 
     def fit(self, X, y, loss=None, optimizer=None, **kwargs):
-        """Train with minibatch SGD; see ``fastnn.fit`` for every argument.
+        """Train with minibatch SGD (Adam, AdamW) or L-BFGS; see ``fastnn.fit`` for every
+        argument.
 
         Parameters
         ----------
@@ -308,7 +331,8 @@ class Trainer(DataPreparation):
             an explicit ``output`` link implies; otherwise a TypeError that names the
             candidates, since guessing between classification and regression from y alone
             would be a guess.
-        optimizer : fastnn.SGD, fastnn.Adam, fastnn.AdamW, "sgd", "adam", "adamw" or None
+        optimizer : SGD, Adam, AdamW, LBFGS (fastnn's), "sgd", "adam", "adamw" or None
+            ``fastnn.LBFGS``: full-batch L-BFGS, one History entry per iteration.
         **kwargs
             epochs, batch_size, validation_split, early_stopping, callbacks, verbose, ...:
             see ``fastnn.fit``.
