@@ -1,6 +1,6 @@
-"""The compiled epoch loop over a CSR row source (fastnn/_core/_loop.pyx with the sparse first layer
-of fastnn/_core/_sparse.pyx) against the same loop over the dense X on the same data: the dense
-epoch is the reference."""
+"""The compiled epoch loop over a CSR row source (fastnn/_core/_loop.pyx with the sparse first
+layer of fastnn/_core/_sparse.pyx) against the same loop over the dense X on the same data: the
+dense epoch is the reference."""
 import os
 import platform
 import signal
