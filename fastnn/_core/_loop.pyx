@@ -246,7 +246,9 @@ cdef void _run_epoch_t(_Epoch *a, _Interrupt *intr, floating *params) noexcept n
             wb = NULL if sample_weight == NULL else sw_batch
             sb = NULL if sigma == NULL else sigma_batch
         else:
-            xb = NULL if sparse else X + start * n_in
+            xb = NULL       # (if-statements: a conditional expression drops the const)
+            if not sparse:
+                xb = X + start * n_in
             if samples != NULL:
                 for i in range(rows):
                     samples[i] = row_offset + start + i
