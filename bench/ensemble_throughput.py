@@ -73,11 +73,11 @@ def torch_bmm(w, X, y, epochs, threads):
 
 def serial_share(w, X, y, epochs, repeats):
     """The share of a 1-thread ensemble fit's CPU time spent outside the compiled jobs
-    (_sgd.train_epochs): the per-epoch Python of every member (sample order, schedule,
+    (_epoch.train_epochs): the per-epoch Python of every member (sample order, schedule,
     records, callbacks), which runs on one thread while the other cores wait.  Amdahl's bound
     on T threads is then 1 / (s + (1 - s) / T).  CPU seconds, so the share holds under load."""
-    from fastnn._core import _sgd
-    real, in_jobs = _sgd.train_epochs, [0.0]
+    from fastnn._core import _epoch
+    real, in_jobs = _epoch.train_epochs, [0.0]
 
     def timed_job(calls, n_threads):
         c0 = time.process_time()
@@ -87,7 +87,7 @@ def serial_share(w, X, y, epochs, repeats):
             in_jobs[0] += time.process_time() - c0
 
     shares = []
-    _sgd.train_epochs = timed_job
+    _epoch.train_epochs = timed_job
     try:
         for _ in range(repeats):
             in_jobs[0] = 0.0
@@ -96,7 +96,7 @@ def serial_share(w, X, y, epochs, repeats):
                 ensemble(w, X, y, epochs, 1)
             shares.append(1.0 - in_jobs[0] / (time.process_time() - c0))
     finally:
-        _sgd.train_epochs = real
+        _epoch.train_epochs = real
     return C.summary(shares)["median"]
 
 

@@ -84,3 +84,31 @@ def run_cli(tmp_path, *argv, check=True):
     if check:
         assert result.returncode == 0, result.stderr
     return result
+
+
+#: the optimizer hyperparameters of a compiled epoch, in the order of its `optimizer` tuple
+_OPT_KEYS = ("opt_kind", "lr", "momentum", "nesterov", "weight_decay", "clip_norm", "beta1",
+             "beta2", "eps")
+
+
+def epoch_call_kwargs(flat):
+    """``_epoch.prepare_epoch``'s keyword arguments from one flat dict of every value (the
+    form the tests change one entry of at a time): the EpochConfig, the row source (dense
+    ``X``, or ``csr`` = (data, indices, indptr, n_features)), then the per-epoch values.
+    The config and source are built here, so a value they refuse raises here."""
+    from fastnn._core import _epoch
+    a = dict(flat)
+    config = _epoch.EpochConfig(
+        a["spec"], a["batch_size"], a["drop_last"], a["loss_kind"], a["loss_full"],
+        a["sigma_scalar"], a["acts"], a["delta0"], a["delta1"], a.get("X_batch"),
+        a.get("Y_batch"), a.get("labels_batch"), a.get("sw_batch"), a.get("sigma_batch"),
+        check_every=a.get("check_every", -1.0), row_offset=a.get("row_offset", 0),
+        reducer=a.get("reducer"), flush_denormals=a.get("flush_denormals", True),
+        dropout_seed=a.get("dropout_seed", 0), n_threads=a.get("n_threads", 1))
+    targets = (a.get("Y"), a.get("labels"), a.get("sample_weight"), a.get("sigma"))
+    source = (_epoch.CSRRows(*a["csr"], *targets) if a.get("csr") is not None
+              else _epoch.DenseRows(a["X"], *targets))
+    return dict(config=config, source=source, params=a["params"], grads=a["grads"],
+                state1=a.get("state1"), state2=a.get("state2"), order=a.get("order"),
+                optimizer=tuple(a[k] for k in _OPT_KEYS), t0=a.get("t0", 0),
+                epoch=a.get("epoch", 0))

@@ -478,7 +478,7 @@ def test_every_entry_of_the_boundary_is_reached_and_every_call_reaches_one(monke
             return fn(*args, **kwargs)
         return wrapper
 
-    names = set(boundary.ENTRIES) | {"prepare_epoch", "prepare_epoch_csr", "run_epochs"}
+    names = set(boundary.ENTRIES) | {"epoch_config", "prepare_epoch", "run_epochs"}
     for name in names:
         monkeypatch.setattr(boundary, name, spy(name, getattr(boundary, name)))
     monkeypatch.setattr(boundary.Epoch, "run", spy("Epoch.run", boundary.Epoch.run))
@@ -487,6 +487,9 @@ def test_every_entry_of_the_boundary_is_reached_and_every_call_reaches_one(monke
         call.run(World(crafted=False))
     unreached = (names | {"Epoch.run"}) - set(reached)
     assert not unreached, f"boundary entries no call of the table reaches: {sorted(unreached)}"
+    # one door for both row sources: the sparse fits prepare their epochs there too
+    assert {c for c in reached["prepare_epoch"] if "[sparse" in c} >= \
+        {c for c in IDS if c.startswith(("MLP.fit[sparse", "fastnn.fit[sparse"))}
     through = set().union(*reached.values())
     assert through == set(IDS), f"calls that reach no entry: {sorted(set(IDS) - through)}"
 
@@ -531,16 +534,6 @@ def test_the_world_is_one_where_openblas_threads_change_bits():
 
 
 # ------------------------------------------------------------------ sizes are checked
-
-def _csr_epoch_args(model, csr, labels, batch, grads):
-    spec, dt = model._spec, model.dtype
-    return (spec, model.params, grads, None, None, csr.data, csr.indices, csr.indptr,
-            csr.shape[1], None, labels, None, None, np.arange(csr.shape[0], dtype=np.intp),
-            batch, False, 4, 0, 1.0, boundary.OPT_SGD, 0.01, 0.0, False, 0.0, 0.0, 0.0,
-            0.0, 0.0, 0, np.empty(batch * spec.act_width, dt),
-            np.empty(batch * spec.max_width, dt), np.empty(batch * spec.max_width, dt), None,
-            np.empty(batch, np.intp), None, None, -1.0)
-
 
 def _size_cases(epoch_kwargs):
     """{entry name: (a call with one buffer of the wrong size, what the error names)}."""
@@ -589,19 +582,22 @@ def _size_cases(epoch_kwargs):
         "update_params": (lambda: boundary.update_params(spec, short, grads, None, None,
                                                          boundary.OPT_SGD, 0.1, 0, 0, 0, 0,
                                                          0, 0, 0, 1), "params has 7 entries"),
+        "epoch_config": (lambda: boundary.epoch_config(spec, 0, False, 4, 0, 1.0, short,
+                                                       short, short), "batch_size=0"),
         "prepare_epoch": (lambda: boundary.prepare_epoch(**epoch_kwargs(
             m, X, labels, 4, acts=np.empty(3, f32))), "the workspace acts has 3 entries"),
-        # a CSR epoch is checked when it runs, before its first step
-        "prepare_epoch_csr": (lambda: boundary.prepare_epoch_csr(
-            *_csr_epoch_args(m, csr, labels, 4, short)).run(), "grads has 7 entries"),
+        # a CSR row source is checked as the dense one, before any step
+        "prepare_epoch (CSR)": (lambda: boundary.prepare_epoch(**epoch_kwargs(
+            m, None, labels, 4, X_batch=None, grads=short,
+            csr=(csr.data, csr.indices, csr.indptr, 4))), "grads has 7 entries"),
     }
 
 
 def test_every_entry_checks_its_buffer_sizes(epoch_kwargs):
     cases = _size_cases(epoch_kwargs)
     # (net_predict_rows declines what does not fit rather than raising: the next test)
-    assert set(cases) | {"net_predict_rows"} == \
-        set(boundary.ENTRIES) | {"prepare_epoch", "prepare_epoch_csr"}
+    assert {name.split(" ")[0] for name in cases} | {"net_predict_rows"} == \
+        set(boundary.ENTRIES) | {"epoch_config", "prepare_epoch"}
     for name, (bad_call, fragment) in cases.items():
         with pytest.raises(ValueError) as raised:
             bad_call()

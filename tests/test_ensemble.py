@@ -773,13 +773,13 @@ def test_ctrl_c_during_the_compiled_epochs_leaves_every_member_consistent(monkey
     # steps its weights took, and a later fit continues
     import _thread
     import threading
-    from fastnn._core import _sgd
+    from fastnn._core import _epoch
     rng = np.random.default_rng(0)
     X = rng.standard_normal((20000, 3)).astype(np.float32)
     y = X[:, :1] * X[:, 1:2]
     ens = MLPEnsemble([3, 256, 256, 1], 4, seed=0, activation="tanh")
     jobs, timers = [], []
-    real = _sgd.train_epochs
+    real = _epoch.train_epochs
 
     def train_epochs(calls, n_threads):
         jobs.append(len(calls))
@@ -788,7 +788,7 @@ def test_ctrl_c_during_the_compiled_epochs_leaves_every_member_consistent(monkey
             timers[-1].start()
         return real(calls, n_threads)
 
-    monkeypatch.setattr(_sgd, "train_epochs", train_epochs)
+    monkeypatch.setattr(_epoch, "train_epochs", train_epochs)
     try:
         with pytest.raises(KeyboardInterrupt):
             ens.fit(X, y, "mse", fastnn.SGD(lr=0.01, momentum=0.9), epochs=50, batch_size=8,
@@ -813,7 +813,7 @@ def test_ctrl_c_during_the_compiled_epochs_leaves_every_member_consistent(monkey
 def test_prepared_epochs_run_once_and_never_share_written_buffers():
     # the compiled job's own checks, whatever Python passes: two tasks writing one model's
     # buffers would race; an epoch run twice would repeat itself from a stale step count
-    from fastnn._core import _sgd
+    from fastnn._core import _epoch
     from fastnn.runtime.boundary import run_epochs
     X, y = _regression(64)
     model = fastnn.MLP([3, 4, 1], seed=0)
@@ -825,7 +825,7 @@ def test_prepared_epochs_run_once_and_never_share_written_buffers():
     with pytest.raises(TypeError, match="Epoch objects"):
         run_epochs([call, "not a call"], 2)
     with pytest.raises(TypeError, match="EpochCall"):
-        _sgd.train_epochs([call._call, "not a call"], 2)
+        _epoch.train_epochs([call._call, "not a call"], 2)
     with pytest.raises(ValueError, match="n_threads"):
         run_epochs([call], 0)
     assert not call.ran
@@ -833,9 +833,9 @@ def test_prepared_epochs_run_once_and_never_share_written_buffers():
     with pytest.raises(RuntimeError, match="already run"):
         call.run()
     with pytest.raises(ValueError, match="prepare_epoch"):
-        _sgd.EpochCall().run()
+        _epoch.EpochCall().run()
     with pytest.raises(RuntimeError, match="has not run"):
-        _sgd.EpochCall().result
+        _epoch.EpochCall().result
     steps.close()
 
 
@@ -898,7 +898,7 @@ def test_prepared_epochs_refuse_memory_one_writes_and_another_reads():
     # a crafted job: one epoch's X is another model's parameters (read while written: a
     # race), or an epoch whose own gather buffer is its X; both refused before any run,
     # while members that only share the data they read are accepted
-    from fastnn._core import _sgd
+    from fastnn._core import _epoch
     from fastnn.runtime.boundary import run_epochs
     from fastnn.training.trainer import prepare_run
     rng = np.random.default_rng(0)
@@ -931,11 +931,11 @@ def test_prepared_epochs_refuse_memory_one_writes_and_another_reads():
     Xg = np.ascontiguousarray(X[:8])
     with pytest.raises(ValueError, match="the epoch writes its X_batch in memory that the "
                                          "epoch reads as its X"):
-        _sgd.prepare_epoch(c._spec, c.params, c.grads, None, None, Xg, y[:8], None, None,
-                           None, np.arange(8, dtype=np.intp), 8, False, 0, 0, 1.0, 0, 0.01,
-                           0.0, False, 0.0, 0.0, 0.9, 0.999, 1e-8, 0, ws.acts, ws.delta0,
-                           ws.delta1, Xg, np.empty((8, 1), np.float32), None, None, None,
-                           -1.0)
+        config = _epoch.EpochConfig(c._spec, 8, False, 0, 0, 1.0, ws.acts, ws.delta0,
+                                    ws.delta1, Xg, np.empty((8, 1), np.float32))
+        _epoch.prepare_epoch(config, _epoch.DenseRows(Xg, y[:8]), c.params, c.grads, None,
+                             None, np.arange(8, dtype=np.intp),
+                             (0, 0.01, 0.0, False, 0.0, 0.0, 0.9, 0.999, 1e-8), 0, 0)
     for steps in (steps_a, steps_b, steps_c):
         steps.close()
 
@@ -944,7 +944,7 @@ def test_training_run_generator_misuse_leaves_the_run_consistent():
     # TrainingRun.epochs driven wrongly: whatever ends the run (close, throw, a resume before
     # the call ran), the optimizer's step count matches the weights, a diverged epoch falls
     # back to the parameters fit would keep, and a dropped call can never run later
-    from fastnn._core import _sgd
+    from fastnn._core import _epoch
     from fastnn.runtime.boundary import run_epochs
     from fastnn.training.trainer import prepare_run
     rng = np.random.default_rng(0)
@@ -973,7 +973,7 @@ def test_training_run_generator_misuse_leaves_the_run_consistent():
     start_params = model.params.copy()
     call = next(steps)
     call.run()
-    assert call.result[4] == _sgd.STATUS_DIVERGED
+    assert call.result[4] == _epoch.STATUS_DIVERGED
     steps.close()
     assert model.params.tobytes() == start_params.tobytes() and opt.t == 0
     ref = fastnn.MLP([3, 8, 1], seed=0, dtype=np.float64)
@@ -1065,7 +1065,7 @@ def test_a_sparse_x_trains_and_predicts_each_member_as_its_lone_sparse_fit(boots
 
 
 def test_train_epochs_thread_counts_beyond_a_c_int_are_capped_or_named():
-    from fastnn._core import _sgd
+    from fastnn._core import _epoch
     X, y = _regression(64)
     model = fastnn.MLP([3, 4, 1], seed=0)
     run, epochs = fastnn.training.trainer.prepare_run(model, X, y, "mse", epochs=1)
@@ -1073,8 +1073,8 @@ def test_train_epochs_thread_counts_beyond_a_c_int_are_capped_or_named():
     call = next(steps)
     for bad in (True, 2.0, "2", 0):   # (the compiled job itself, below the boundary)
         with pytest.raises(ValueError, match=r"n_threads=.*expected an int >= 1"):
-            _sgd.train_epochs([call._call], bad)
-    assert _sgd.train_epochs([call._call], 2 ** 40) is None and call.ran
+            _epoch.train_epochs([call._call], bad)
+    assert _epoch.train_epochs([call._call], 2 ** 40) is None and call.ran
     steps.close()
 
 

@@ -212,8 +212,9 @@ def test_the_flat_layouts_public_names_still_import_the_same_modules():
 COMPILED_IMPORTERS = {
     "fastnn.runtime.boundary": None,     # anything: it is the boundary
     # the build check: imports the modules to report a missing build, calls nothing
-    "fastnn": {"fastnn._core._blas", "fastnn._core._layers", "fastnn._core._losses",
-               "fastnn._core._network", "fastnn._core._sensitivity", "fastnn._core._sgd"},
+    "fastnn": {"fastnn._core._blas", "fastnn._core._epoch", "fastnn._core._layers",
+               "fastnn._core._loop", "fastnn._core._losses", "fastnn._core._network",
+               "fastnn._core._sensitivity", "fastnn._core._sgd", "fastnn._core._sparse"},
     # a capability query (the boundary reads fpmode's setting, so fpmode sits below it)
     "fastnn.runtime.fpmode": {"fastnn._core._network._fpmode_supported"},
     # the pool's thread limit, which threadpoolctl reads and sets (no arithmetic)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn._core import _layers, _losses, _network, _sgd
+from fastnn._core import _epoch, _layers, _losses, _network, _sgd
 from fastnn.runtime import threads
 from fastnn.io import saving as fio
 from fastnn.io.saving import ModelFileError
@@ -189,8 +189,8 @@ def test_train_epoch_checks_workspace_batch_and_state_sizes(epoch_kwargs):
     model = MLP([4, 8, 3], seed=0)
     X, y = data(20)
     labels = y.astype(np.intp)
-    ok = _sgd.train_epoch(**epoch_kwargs(model, X, labels, 8))
-    assert ok[4] == _sgd.STATUS_OK
+    ok = _epoch.train_epoch(**epoch_kwargs(model, X, labels, 8))
+    assert ok[4] == _epoch.STATUS_OK
     dt = model.dtype
     bad = [
         (dict(acts=np.empty(3, dt)), "the workspace acts has 3 entries"),
@@ -209,8 +209,9 @@ def test_train_epoch_checks_workspace_batch_and_state_sizes(epoch_kwargs):
         (dict(loss_kind=-1), "unknown loss code -1"),
     ]
     for change, fragment in bad:
-        args = epoch_kwargs(model, X, labels, 8, **change)
-        check_error(lambda: _sgd.train_epoch(**args), ValueError, fragment)
+        # (built inside the call: the fit's EpochConfig refuses batch_size=0 itself)
+        check_error(lambda: _epoch.train_epoch(**epoch_kwargs(model, X, labels, 8, **change)),
+                    ValueError, fragment)
 
 
 def test_netspec_and_layer_wrappers_check_their_arguments():

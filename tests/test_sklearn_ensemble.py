@@ -122,10 +122,10 @@ def test_n_jobs_bounds_fastnns_threads_in_the_members_fits(monkeypatch, n_jobs, 
     # min(n_estimators, n_jobs) threads, each member's epoch on one, and every other compiled
     # call of the fits (lbfgs members, validation scores) on at most n_jobs; a member's fit
     # took every core before, so n_jobs=1 ran fastnn's pool on 2 threads
-    from fastnn._core import _sgd
+    from fastnn._core import _epoch
     from fastnn.runtime import threads
     seen, jobs = [], []
-    real, real_job = threads.resolve_threads, _sgd.train_epochs
+    real, real_job = threads.resolve_threads, _epoch.train_epochs
 
     def spy(n):
         seen.append(real(n))
@@ -136,7 +136,7 @@ def test_n_jobs_bounds_fastnns_threads_in_the_members_fits(monkeypatch, n_jobs, 
         return real_job(calls, n_threads)
 
     monkeypatch.setattr(threads, "resolve_threads", spy)
-    monkeypatch.setattr(_sgd, "train_epochs", spy_job)
+    monkeypatch.setattr(_epoch, "train_epochs", spy_job)
     X = np.random.default_rng(0).standard_normal((60, 4))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -157,9 +157,9 @@ def test_members_train_in_lockstep_jobs_each_equal_to_its_lone_fit(cls, monkeypa
     import threading
     import fastnn.interop.sklearn as fsk
     import fastnn.interop.sklearn_ensemble as fse
-    from fastnn._core import _sgd
+    from fastnn._core import _epoch
     jobs, threads = [], set()
-    real = _sgd.train_epochs
+    real = _epoch.train_epochs
 
     def spy(calls, n_threads):
         calls = list(calls)
@@ -167,7 +167,7 @@ def test_members_train_in_lockstep_jobs_each_equal_to_its_lone_fit(cls, monkeypa
         threads.add(threading.get_ident())
         return real(calls, n_threads)
 
-    monkeypatch.setattr(_sgd, "train_epochs", spy)
+    monkeypatch.setattr(_epoch, "train_epochs", spy)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((120, 3))
     y = X[:, 0] - X[:, 1] + 0.1 * rng.standard_normal(120)

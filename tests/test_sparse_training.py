@@ -1,5 +1,6 @@
-"""The compiled sparse minibatch loop (fastnn/_core/_sparse.pyx train_epoch_csr) against the dense
-one (fastnn/_core/_sgd.pyx train_epoch) on the same data: the dense loop is the reference."""
+"""The compiled epoch loop over a CSR row source (fastnn/_core/_loop.pyx with the sparse first
+layer of fastnn/_core/_sparse.pyx) against the same loop over the dense X on the same data: the
+dense epoch is the reference."""
 import os
 import platform
 import signal
@@ -12,9 +13,10 @@ import pytest
 import scipy.sparse as sp
 
 import fastnn
-from fastnn._core import _sgd, _sparse
+from fastnn._core import _epoch, _sgd, _sparse
 from fastnn.nn.sparse import as_csr
 from fastnn.training.engine import TrainingDiverged
+from tests._helpers import epoch_call_kwargs
 
 # parameters after several epochs, sparse vs dense loop (float32: products summed in
 # another order, amplified over ~40 steps)
@@ -170,12 +172,6 @@ def test_divergence_is_reported_as_for_dense_input():
     assert errors[0] == errors[1]
 
 
-def test_statuses_are_those_of_the_dense_loop():
-    assert (_sparse.STATUS_OK, _sparse.STATUS_DIVERGED, _sparse.STATUS_INTERRUPTED,
-            _sparse.STATUS_KERNEL_ERROR) == (_sgd.STATUS_OK, _sgd.STATUS_DIVERGED,
-                                             _sgd.STATUS_INTERRUPTED, _sgd.STATUS_KERNEL_ERROR)
-
-
 def test_a_signal_stops_the_compiled_loop_with_the_model_consistent():
     # a Python signal handler raising inside the nogil sparse loop (as Ctrl-C does): the fit
     # stops after the running minibatch, re-raises, and the caller's FP mode is back
@@ -263,26 +259,32 @@ def _epoch_args(model, csr, order, batch=8):
                 check_every=0.1)
 
 
+def _train_csr(flat):
+    """One epoch of _epoch.train_epoch over the CSR row source of the flat values."""
+    flat = dict(flat, csr=(flat["data"], flat["indices"], flat["indptr"], flat["n_features"]))
+    return _epoch.train_epoch(**epoch_call_kwargs(flat))
+
+
 def test_the_compiled_entry_point_checks_what_it_follows():
     X, _ = _data()
     model = fastnn.MLP([40, 16, 3], dtype=np.float64, seed=0)
     csr = as_csr(sp.csr_array(X), "X", np.float64)
     order = np.arange(X.shape[0], dtype=np.intp)
     args = _epoch_args(model, csr, order)
-    _sparse.train_epoch_csr(**args)                        # well-formed: runs
+    _train_csr(args)                                      # well-formed: runs
     bad = dict(args, order=np.array([0, X.shape[0]], np.intp))
     with pytest.raises(ValueError, match="order\\[1\\]"):
-        _sparse.train_epoch_csr(**bad)
+        _train_csr(bad)
     bad_idx = csr.indices.copy()
     bad_idx[3] = 40
     with pytest.raises(ValueError, match="outside"):
-        _sparse.train_epoch_csr(**dict(args, indices=bad_idx))
+        _train_csr(dict(args, indices=bad_idx))
     with pytest.raises(ValueError, match="features"):
-        _sparse.train_epoch_csr(**dict(args, n_features=41))
+        _train_csr(dict(args, n_features=41))
     with pytest.raises(ValueError, match="workspace acts"):
-        _sparse.train_epoch_csr(**dict(args, acts=np.empty(3)))
+        _train_csr(dict(args, acts=np.empty(3)))
     with pytest.raises(ValueError, match="labels_batch"):
-        _sparse.train_epoch_csr(**dict(args, labels_batch=np.empty(2, np.intp)))
+        _train_csr(dict(args, labels_batch=np.empty(2, np.intp)))
 
 
 def test_no_dense_copy_of_a_large_sparse_matrix():
@@ -566,10 +568,10 @@ def test_ctrl_c_before_the_sparse_epochs_compiled_call_closes_the_run_cleanly(mo
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_value))
 
-    def interrupted(*args, **kwargs):
+    def interrupted(self):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(boundary._sparse, "train_epoch_csr", interrupted)
+    monkeypatch.setattr(boundary.Epoch, "run", interrupted)
     X = sp.random(50, 6, density=0.3, format="csr", random_state=0)
     model = fastnn.MLP([6, 4, 2], seed=0)
     before = model.params.copy()

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn._core import _network, _sgd
+from fastnn._core import _epoch, _network, _sgd
 from fastnn.runtime import fpmode, threads
 from fastnn._core import _reference as ref
+from tests._helpers import epoch_call_kwargs
 
 THREAD_COUNTS = (1, 2, 3, 4)
 CE = fastnn.nn.losses.KINDS["cross_entropy"]
@@ -396,7 +397,7 @@ def test_the_minibatch_gather_over_threads_gives_the_same_bits(loss):
 
 
 def _epoch_args(model, X, labels, batch, **change):
-    """_sgd.prepare_epoch's arguments for a plain SGD epoch of cross-entropy on labels."""
+    """_epoch.prepare_epoch's arguments for a plain SGD epoch of cross-entropy on labels."""
     spec, dt = model._spec, model.dtype
     args = dict(spec=spec, params=model.params, grads=model.grads,
                 state1=np.zeros(0, dt), state2=np.zeros(0, dt), X=X, Y=None, labels=labels,
@@ -410,7 +411,7 @@ def _epoch_args(model, X, labels, batch, **change):
                 labels_batch=np.empty(batch, np.intp), sw_batch=np.empty(batch, dt),
                 sigma_batch=None, check_every=-1.0)
     args.update(change)
-    return args
+    return epoch_call_kwargs(args)
 
 
 def _gather_case(n=300, n_in=784, batch=128):
@@ -423,7 +424,7 @@ def _gather_case(n=300, n_in=784, batch=128):
 def _gather_epoch(X, labels, w, batch, n_threads, order, mutate=None, **change):
     model = fastnn.MLP([X.shape[1], 32, 10], dtype=np.float64, seed=0, **change)
     with threads.blas_threads(1):
-        call = _sgd.prepare_epoch(**_epoch_args(model, X, labels, batch, order=order,
+        call = _epoch.prepare_epoch(**_epoch_args(model, X, labels, batch, order=order,
                                                 sample_weight=w, n_threads=n_threads))
         if mutate is not None:
             mutate(order)
@@ -447,7 +448,7 @@ def test_a_gathered_order_is_the_same_bits_as_reading_the_gathered_rows_in_place
                                       None)
     for n_threads in (1, 2, 3, 8):
         params, result = _gather_epoch(X, labels, w, batch, n_threads, order.copy())
-        assert result[4] == _sgd.STATUS_OK
+        assert result[4] == _epoch.STATUS_OK
         np.testing.assert_array_equal(params, want, err_msg=f"{n_threads} threads")
         assert result[:4] == want_result[:4]
 
@@ -471,7 +472,7 @@ def test_an_order_changed_after_prepare_epoch_is_never_read_outside_X(bad):
 
     for n_threads in (1, 2, 3):
         params, result = _gather_epoch(X, labels, w, batch, n_threads, order.copy(), mutate)
-        assert result[4] == _sgd.STATUS_OK
+        assert result[4] == _epoch.STATUS_OK
         np.testing.assert_array_equal(params, want, err_msg=f"{n_threads} threads")
         assert result[:4] == want_result[:4]
 
@@ -487,18 +488,18 @@ def test_an_order_index_that_is_no_row_of_X_is_refused_without_ranks():
         _gather_epoch(X, labels, w, batch, 2, order)
     with pytest.raises(ValueError, match=r"order\[0\] is 4; expected .* 5 \.\. 304"):
         model = fastnn.MLP([X.shape[1], 32, 10], dtype=np.float64, seed=0)
-        _sgd.prepare_epoch(**_epoch_args(model, X, labels, batch, row_offset=5,
+        _epoch.prepare_epoch(**_epoch_args(model, X, labels, batch, row_offset=5,
                                          order=np.arange(4, n + 4, dtype=np.intp),
                                          sample_weight=w))
     model = fastnn.MLP([X.shape[1], 32, 10], dtype=np.float64, seed=0)
     with pytest.raises(ValueError, match=r"order\[0\] is 0; expected none: X has no rows"):
-        _sgd.prepare_epoch(**_epoch_args(model, X[:0], labels[:0], batch, sample_weight=w[:0],
+        _epoch.prepare_epoch(**_epoch_args(model, X[:0], labels[:0], batch, sample_weight=w[:0],
                                          order=np.zeros(1, np.intp)))
     # in range with an offset: accepted, and the same bits as without it
     model = fastnn.MLP([X.shape[1], 32, 10], dtype=np.float64, seed=0)
     perm = np.random.default_rng(3).permutation(n).astype(np.intp)
     with threads.blas_threads(1):
-        _sgd.prepare_epoch(**_epoch_args(model, X, labels, batch, row_offset=5,
+        _epoch.prepare_epoch(**_epoch_args(model, X, labels, batch, row_offset=5,
                                          order=perm + 5, sample_weight=w, n_threads=2)).run()
     np.testing.assert_array_equal(model.params, _gather_epoch(X, labels, w, batch, 2, perm)[0])
 

@@ -23,7 +23,7 @@ cdef struct Net:
     const Py_ssize_t *r_off   # (n_layers,) offset of 1 / std per row (idem), or -1
     const double *drop_rates  # (n_layers,) dropout rate of each layer's output (0: none)
     DropoutCtx *drop          # NULL: no dropout (inference).  Set only on a COPY of the
-                              # struct, by a training loop (_sgd.train_epoch)
+                              # struct, by a training loop (_epoch.prepare_epoch)
     Py_ssize_t act_width      # sum_k n_k (+ n_k of each layer keeping Z): the activation
                               # workspace holds rows * act_width
     int max_width             # max_k n_k over k >= 1: each delta buffer holds rows * max_width
@@ -31,7 +31,7 @@ cdef struct Net:
                               # (results never depend on it); 0: the untiled sequential path
                               # from before fastnn had its own threads, kept for the tests that compare
                               # against it.  1 on the spec's own struct; callers set it on a
-                              # COPY (_sgd.train_epoch, forward_into), as drop
+                              # COPY (_epoch.prepare_epoch, forward_into), as drop
     bint fixed_products       # 1: the layers' products are fastnn's own, in one fixed order
                               # per element (src_c/fastnn_gemm.h: prediction, row-independent,
                               # no BLAS); 0: BLAS over the tiles above (training).  0 on the

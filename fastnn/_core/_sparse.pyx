@@ -11,9 +11,9 @@ dropout; layer normalization of the first layer is not implemented here (a Value
 
 A minibatch is a list of row numbers (the epoch's order, or a contiguous range): the kernels
 read those rows of X where they are, so nothing is gathered or allocated per minibatch.  The
-epoch loop ``train_epoch_csr`` is _sgd.train_epoch's with these kernels in place of the dense
-first layer, and the optimizer update of _sgd (apply_update), so a sparse and a dense epoch on
-the same data agree to rounding.
+epoch loop (fastnn/_core/_loop.pyx) runs ``sparse_loss_grad`` for a CSR row source in place of
+the dense step, then the optimizer update of _sgd (apply_update), so a sparse and a dense
+epoch on the same data agree to rounding.
 
 fastnn/nn/sparse.py converts the matrix (canonical CSR of the model's dtype, ``indices`` and
 ``indptr`` as intp) and validates its values and the targets; the def entry points here check
@@ -25,10 +25,7 @@ from cython cimport floating
 from libc.limits cimport INT_MAX
 from libc.math cimport isfinite
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memset
-from libc.stdint cimport uint32_t, uint64_t
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
-from cpython.exc cimport PyErr_CheckSignals
+from libc.string cimport memset
 
 from fastnn._core._blas cimport gemm_rowmajor
 from fastnn._core._dropout cimport DropoutCtx, dropout
@@ -39,21 +36,6 @@ from fastnn._core._losses cimport LossParams, check_targets, loss_grad
 from fastnn._core._network cimport (Net, NetSpec, check_net, dropping, layer_kept, layer_output,
                               loss_grad_workspace, net_backward, net_forward,
                               net_forward_loss, write_output)
-from fastnn._core._sgd cimport (Optimizer, _check_epoch_buffers, _optimizer, _record_step,
-                          apply_update, batch_weight_sum)
-
-import numpy as np
-
-# the epoch statuses of _sgd.train_epoch (its enum; tests/test_sparse_training.py checks that
-# the values agree)
-cdef enum:
-    _STATUS_OK = 0
-    _STATUS_DIVERGED = 1
-    _STATUS_INTERRUPTED = 2
-    _STATUS_KERNEL_ERROR = 3
-
-STATUS_OK, STATUS_DIVERGED = _STATUS_OK, _STATUS_DIVERGED
-STATUS_INTERRUPTED, STATUS_KERNEL_ERROR = _STATUS_INTERRUPTED, _STATUS_KERNEL_ERROR
 
 
 cdef Net _with_threads(NetSpec spec, int n_threads) except *:
@@ -382,166 +364,3 @@ def loss_grad_csr_into(NetSpec spec, const floating[::1] params, floating[::1] g
     if status != FNN_OK:
         raise ValueError(f"compiled sparse backward pass failed with status {status}")
     return total
-
-
-cdef inline double _now() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec + 1e-9 * ts.tv_nsec
-
-
-def train_epoch_csr(NetSpec spec, floating[::1] params, floating[::1] grads,
-                    floating[::1] state1, floating[::1] state2,
-                    const floating[::1] data, const Py_ssize_t[::1] indices,
-                    const Py_ssize_t[::1] indptr, Py_ssize_t n_features,
-                    const floating[:, ::1] Y, const Py_ssize_t[::1] labels,
-                    const floating[::1] sample_weight, const floating[::1] sigma,
-                    const Py_ssize_t[::1] order, Py_ssize_t batch_size, bint drop_last,
-                    int loss_kind, int loss_full, double sigma_scalar,
-                    int opt_kind, double lr, double momentum, bint nesterov,
-                    double weight_decay, double clip_norm, double beta1, double beta2,
-                    double eps, long long t0,
-                    floating[::1] acts, floating[::1] delta0, floating[::1] delta1,
-                    floating[:, ::1] Y_batch, Py_ssize_t[::1] labels_batch,
-                    floating[::1] sw_batch, floating[::1] sigma_batch, double check_every,
-                    bint flush_denormals=True, uint64_t dropout_seed=0, uint32_t epoch=0,
-                    int n_threads=1):
-    """Run one epoch on a CSR X: _sgd.train_epoch with the sparse first layer.
-
-    Same arguments, meaning and return value as _sgd.train_epoch, with (data, indices,
-    indptr, n_features) for X and without the X_batch buffer: a minibatch's rows of X are
-    read in place (order[start:start + batch_size], or a contiguous range when order is
-    None); Y, labels, sample weights and sigma are gathered into their *_batch buffers as in
-    the dense loop.  No MPI (fastnn.training.engine raises for sparse X with comm).
-
-    Every update goes through _sgd.apply_update (the dense loop fuses plain SGD without
-    momentum or clipping into the weight-gradient GEMM instead: the same step, rounded in
-    another order).  Every size, the CSR structure and every entry of order (< n_rows) are
-    checked before the loop.
-
-    Returns (loss_sum, weight_sum, steps, t, status, failed_step, pending_exception).
-    """
-    cdef Py_ssize_t n = indptr.shape[0] - 1
-    cdef Py_ssize_t n_t = 0 if Y is None else Y.shape[1]
-    cdef Py_ssize_t n_order = n if order is None else order.shape[0]
-    cdef Py_ssize_t start, rows, i, r, step = 0, failed_step = -1
-    cdef Py_ssize_t n_params = params.shape[0]
-    cdef int status = _STATUS_OK, kstatus = FNN_OK, signalled = 0
-    cdef double loss_sum = 0.0, weight_sum = 0.0, batch_loss = 0.0, batch_weight, last_check
-    cdef bint gather = order is not None
-    cdef LossParams lp
-    cdef Optimizer opt
-    cdef const Py_ssize_t *row_list
-    cdef const floating *yb
-    cdef const Py_ssize_t *lb
-    cdef const floating *wb
-    cdef const floating *sb
-    cdef floating *s1 = NULL if state1 is None or state1.shape[0] == 0 else &state1[0]
-    cdef floating *s2 = NULL if state2 is None or state2.shape[0] == 0 else &state2[0]
-    cdef const floating *data_ptr = NULL if data.shape[0] == 0 else &data[0]
-    cdef const Py_ssize_t *idx_ptr = NULL if indices.shape[0] == 0 else &indices[0]
-    cdef unsigned long long fp_saved
-    pending = None
-    # dropout: as in _sgd.train_epoch, a copy of the network struct carries the context
-    # (and the thread count)
-    cdef Net net = _with_threads(spec, n_threads)
-    cdef DropoutCtx dctx
-    cdef Py_ssize_t[::1] samples_buf = None
-    cdef Py_ssize_t *samples = NULL
-    if np.any(spec._drop_rates > 0):
-        samples_buf = np.empty(max(batch_size, 1), dtype=np.intp)
-        samples = &samples_buf[0]
-        dctx.seed, dctx.epoch, dctx.samples, dctx.layer0 = dropout_seed, epoch, samples, 0
-        net.drop = &dctx
-
-    if n_features != spec.net.sizes[0]:
-        raise ValueError(f"X has {n_features} features; the network expects "
-                         f"{spec.net.sizes[0]}")
-    check_first_layer(&net)
-    check_csr(data, indices, indptr, n_features)
-    _check_epoch_buffers(
-        spec, n_params, grads.shape[0], -1 if state1 is None else state1.shape[0],
-        -1 if state2 is None else state2.shape[0], n, -1,
-        -1 if Y is None else Y.shape[0], -1 if Y is None else n_t,
-        -1 if labels is None else labels.shape[0],
-        -1 if sample_weight is None else sample_weight.shape[0],
-        -1 if sigma is None else sigma.shape[0], order, batch_size, loss_kind, opt_kind,
-        momentum, t0, -1 if acts is None else acts.shape[0],
-        -1 if delta0 is None else delta0.shape[0], -1 if delta1 is None else delta1.shape[0],
-        -1, -1, -1 if Y_batch is None else Y_batch.shape[0],
-        -1 if Y_batch is None else Y_batch.shape[1],
-        -1 if labels_batch is None else labels_batch.shape[0],
-        -1 if sw_batch is None else sw_batch.shape[0],
-        -1 if sigma_batch is None else sigma_batch.shape[0], 0, False)
-    lp.kind, lp.full, lp.sigma = loss_kind, loss_full, sigma_scalar
-    opt = _optimizer(opt_kind, lr, momentum, nesterov, weight_decay, clip_norm, beta1, beta2,
-                     eps, t0)
-
-    with nogil:
-        fp_saved = fnn_fpmode_enter(flush_denormals)
-        last_check = _now()
-        start = 0
-        while start < n_order:
-            rows = min(batch_size, n_order - start)
-            if rows < batch_size and drop_last:
-                break
-            # -- the minibatch: its rows of X in place, the targets gathered
-            if gather:
-                row_list = &order[start]
-                for i in range(rows):
-                    r = order[start + i]
-                    if Y is not None:
-                        memcpy(&Y_batch[i, 0], &Y[r, 0], n_t * sizeof(floating))
-                    if labels is not None:
-                        labels_batch[i] = labels[r]
-                    if sample_weight is not None:
-                        sw_batch[i] = sample_weight[r]
-                    if sigma is not None:
-                        sigma_batch[i] = sigma[r]
-                    if samples != NULL:
-                        samples[i] = r
-                yb = NULL if Y is None else &Y_batch[0, 0]
-                lb = NULL if labels is None else &labels_batch[0]
-                wb = NULL if sample_weight is None else &sw_batch[0]
-                sb = NULL if sigma is None else &sigma_batch[0]
-            else:
-                row_list = NULL
-                if samples != NULL:
-                    for i in range(rows):
-                        samples[i] = start + i
-                yb = NULL if Y is None else &Y[start, 0]
-                lb = NULL if labels is None else &labels[start]
-                wb = NULL if sample_weight is None else &sample_weight[start]
-                sb = NULL if sigma is None else &sigma[start]
-            batch_weight = batch_weight_sum(wb, rows)
-            # -- forward, fused loss gradient, backward (gradient of the weighted batch
-            #    mean), then the update; a non-finite loss leaves the parameters alone
-            if batch_weight > 0:
-                batch_loss = sparse_loss_grad(&net, &params[0], &grads[0], data_ptr, idx_ptr,
-                                              &indptr[0], n_features, row_list, start,
-                                              <int> rows, &lp, yb, lb, wb, sb,
-                                              1.0 / batch_weight, &acts[0], &delta0[0],
-                                              &delta1[0], &kstatus)
-                if _record_step(kstatus, batch_loss, batch_weight, step, &loss_sum,
-                                &weight_sum, &status, &failed_step):
-                    break
-                opt.t += 1
-                apply_update(&net, &opt, &params[0], &grads[0], s1, s2, n_params, 1.0)
-            step += 1
-            start += rows
-            # -- let Python's signal handlers run now and then (Ctrl-C stops after this step)
-            if check_every >= 0 and _now() - last_check >= check_every:
-                last_check = _now()
-                fnn_fpmode_leave(flush_denormals, fp_saved)    # handlers run in the caller's mode
-                with gil:
-                    try:
-                        PyErr_CheckSignals()
-                    except BaseException as exc:
-                        pending = exc
-                        signalled = 1
-                if signalled:
-                    status = _STATUS_INTERRUPTED
-                    break
-                fp_saved = fnn_fpmode_enter(flush_denormals)
-        fnn_fpmode_leave(flush_denormals, fp_saved)
-    return loss_sum, weight_sum, step, opt.t, status, failed_step, pending

@@ -4,7 +4,7 @@ The compiled kernels (fastnn/_core/_sparse.pyx, called through fastnn.runtime.bo
 the first layer's product ``X @ W_1`` and its weight gradient ``X^T @ D_1`` over X's stored
 entries; the later layers are dense as usual.  This module converts and checks the matrix once
 (the kernels trust it) and offers the forward pass of a ``fastnn.MLP`` on it.  ``fastnn.fit`` /
-``MLP.fit`` (SGD, Adam: the compiled sparse epoch loop ``_sparse.train_epoch_csr``) and
+``MLP.fit`` (SGD, Adam: the compiled epoch loop over a CSR row source, fastnn/_core/_loop.pyx) and
 ``fastnn.LBFGS`` (full batch) train on such a matrix, and ``MLP.predict`` / ``forward`` accept
 one.
 """

@@ -22,18 +22,16 @@ does the same four things, so a call site cannot forget one of them:
    taken (check_net, the CSR structure, the targets, the output shapes): the compiled
    modules are importable, so they check what reaches them whoever calls them.
 
-Training is prepared and run in two steps, so that an ensemble can run its members' epochs
-as one job: ``prepare_epoch`` / ``prepare_epoch_csr`` resolve (1) and (3) when the epoch is
-prepared and return an ``Epoch``; ``Epoch.run`` and ``run_epochs`` hold (2) while it runs.
+Training is configured once per fit and prepared and run epoch by epoch, so that an ensemble
+can run its members' epochs as one job: ``epoch_config`` resolves (1) and (3) once per fit,
+``prepare_epoch`` checks (4) and returns an ``Epoch`` over a dense or a CSR row source
+(``DenseRows``, ``CSRRows``); ``Epoch.run`` and ``run_epochs`` hold (2) while it runs.
 
 The names below that run no arithmetic (the network description ``NetSpec``, the MPI
 reducer ``Allreduce``, codes and status values) are re-exported so the layers above have one
 module to import from.
 """
-import functools
-import time
-
-from fastnn._core import _layers, _losses, _network, _sensitivity, _sgd, _sparse
+from fastnn._core import _epoch, _layers, _losses, _network, _sensitivity, _sgd, _sparse
 from fastnn.runtime import fpmode, threads
 from fastnn.runtime.threads import compiled_threads
 
@@ -42,19 +40,21 @@ __all__ = [
     "STATUS_DIVERGED", "STATUS_INTERRUPTED", "ENTRIES", "net_forward", "net_predict_rows",
     "net_loss_grad",
     "csr_forward", "csr_loss_grad", "input_loss_grad", "input_jacobian", "layer_forward",
-    "layer_backward", "loss_grad", "loss_output", "update_params", "Epoch", "prepare_epoch",
-    "prepare_epoch_csr", "run_epochs",
+    "layer_backward", "loss_grad", "loss_output", "update_params", "DenseRows", "CSRRows",
+    "epoch_config", "Epoch", "prepare_epoch", "run_epochs",
 ]
 
 # ------------------------------------------------------------------ no arithmetic: re-exported
 
 NetSpec = _network.NetSpec      # the network's description; its check() sizes buffers
-Allreduce = _sgd.Allreduce      # MPI's sum, called from inside the compiled epoch
+Allreduce = _epoch.Allreduce    # MPI's sum, called from inside the compiled epoch
 #: loss name -> loss code (fastnn/_core/_losses.pxd)
 LOSS_KINDS = dict(_losses.KINDS)
 OPT_SGD, OPT_ADAM, OPT_ADAMW = _sgd.OPT_SGD, _sgd.OPT_ADAM, _sgd.OPT_ADAMW
-STATUS_OK, STATUS_DIVERGED, STATUS_INTERRUPTED = (_sgd.STATUS_OK, _sgd.STATUS_DIVERGED,
-                                                  _sgd.STATUS_INTERRUPTED)
+STATUS_OK, STATUS_DIVERGED, STATUS_INTERRUPTED = (_epoch.STATUS_OK, _epoch.STATUS_DIVERGED,
+                                                  _epoch.STATUS_INTERRUPTED)
+# an epoch's row source: a dense X or a CSR one, with the per-sample inputs (arrays only)
+DenseRows, CSRRows = _epoch.DenseRows, _epoch.CSRRows
 
 
 # ------------------------------------------------------------------ the mechanism
@@ -145,7 +145,7 @@ flops_per_row = _network.flops_per_row
 # ------------------------------------------------------------------ training epochs
 
 class Epoch:
-    """One prepared training epoch of one model (``prepare_epoch``, ``prepare_epoch_csr``).
+    """One prepared training epoch of one model (``prepare_epoch``), over a dense or a CSR X.
 
     ``run()`` runs it on the calling thread (its products on fastnn's pool), with OpenBLAS
     held at one thread; ``run_epochs`` runs several models' epochs as one job.  Attributes
@@ -153,92 +153,57 @@ class Epoch:
     failed_step, pending_exception)) and ``seconds`` (its own wall time).  ``drop()``: never
     run it (its run ended first).
     """
-    __slots__ = ("_call", "_csr", "_started", "_result", "_seconds", "_ran")
+    __slots__ = ("_call",)
 
-    def __init__(self, call, csr):
-        # call: a compiled _sgd.EpochCall (pooled: train_epochs runs it as a pool task), or
-        # for a CSR X the bound _sparse.train_epoch_csr, run on the calling thread
-        self._call, self._csr = call, csr
-        self._started, self._result, self._seconds, self._ran = False, None, 0.0, False
-
-    @property
-    def pooled(self):
-        """True when ``run_epochs`` runs it as a task of fastnn's pool (a dense X)."""
-        return not self._csr
+    def __init__(self, call):
+        self._call = call       # a compiled _epoch.EpochCall
 
     @property
     def ran(self):
-        return self._ran if self._csr else self._call.ran
+        return self._call.ran
 
     @property
     def result(self):
-        if not self._csr:
-            return self._call.result
-        return self._result
+        return self._call.result
 
     @property
     def seconds(self):
-        return self._seconds if self._csr else self._call.seconds
+        return self._call.seconds
 
     def drop(self):
         """Never run this epoch (its run ended before it ran); no effect once it ran."""
-        if not self._csr:
-            self._call.drop()
-        elif not self._ran:
-            self._call = None
+        self._call.drop()
 
     def run(self):
         """Run the epoch on the calling thread; returns ``result``."""
         with compiled_threads(1):
-            return self._run()
-
-    def _run(self):
-        """run() inside the caller's hold of OpenBLAS."""
-        if not self._csr:
             return self._call.run()
-        if self._call is None:
-            raise RuntimeError("this epoch was dropped (its run ended before it ran); it "
-                               "can no longer run")
-        if self._started:
-            raise RuntimeError("this epoch has already run; prepare the next one")
-        self._started = True
-        start = time.perf_counter()
-        result = self._call()
-        # ran only with its result: a Ctrl-C landing before the compiled call (ran set
-        # first) left ran without a result, and closing the run raised TypeError
-        self._seconds = time.perf_counter() - start
-        self._result = result
-        self._ran = True
-        return result
 
 
-def prepare_epoch(*args, n_threads=None, flush_denormals=None, **kwargs):
-    """One epoch over a dense X, prepared (``_sgd.prepare_epoch``'s arguments, minus
-    ``flush_denormals`` and ``n_threads``, resolved here as every entry resolves them).
-    Returns an ``Epoch``; its sizes are checked now, by the compiled code."""
-    call = _sgd.prepare_epoch(*args, flush_denormals=fpmode.resolve(flush_denormals),
+def epoch_config(*args, n_threads=None, flush_denormals=None, **kwargs):
+    """What every epoch of one fit shares, built once per fit (``_epoch.EpochConfig``'s
+    arguments, minus ``flush_denormals`` and ``n_threads``, resolved here as every entry
+    resolves them: None is this thread's setting, this context's count)."""
+    return _epoch.EpochConfig(*args, flush_denormals=fpmode.resolve(flush_denormals),
                               n_threads=threads.resolve_threads(n_threads), **kwargs)
-    return Epoch(call, csr=False)
 
 
-def prepare_epoch_csr(*args, n_threads=None, flush_denormals=None, **kwargs):
-    """One epoch over a CSR X (``_sparse.train_epoch_csr``'s arguments, minus
-    ``flush_denormals`` and ``n_threads``), to run later on the thread that runs it: an
-    ``Epoch``.  Its sizes are checked when it runs, before the first step."""
-    call = functools.partial(_sparse.train_epoch_csr, *args,
-                             flush_denormals=fpmode.resolve(flush_denormals),
-                             n_threads=threads.resolve_threads(n_threads), **kwargs)
-    return Epoch(call, csr=True)
+def prepare_epoch(config, source, params, grads, state1, state2, order, optimizer, t0, epoch):
+    """One epoch, prepared (``_epoch.prepare_epoch``'s arguments: the fit's ``epoch_config``,
+    its row source ``DenseRows`` or ``CSRRows``, then this epoch's model buffers, order,
+    optimizer hyperparameters, step count and index).  Returns an ``Epoch``; every size is
+    checked now, by the compiled code."""
+    return Epoch(_epoch.prepare_epoch(config, source, params, grads, state1, state2, order,
+                                      optimizer, t0, epoch))
 
 
 def run_epochs(epochs, n_threads):
-    """Run prepared epochs of different models (``Epoch``), OpenBLAS held at one thread: the
-    dense ones as the tasks of one job on fastnn's pool (``_sgd.train_epochs``, `n_threads`
-    threads; it refuses epochs whose written buffers overlap), then the sparse ones one after
-    another on this thread.
+    """Run prepared epochs of different models (``Epoch``, dense or sparse X) as the tasks of
+    one job on fastnn's pool (``_epoch.train_epochs``, `n_threads` threads; it refuses epochs
+    whose written buffers overlap), OpenBLAS held at one thread.
 
     Returns the exception a signal handler raised (Ctrl-C: KeyboardInterrupt), or None, as
-    ``_sgd.train_epochs`` does: epochs not yet started then do not start; each epoch's
+    ``_epoch.train_epochs`` does: epochs not yet started then do not start; each epoch's
     ``result`` holds its own figures.
     """
     epochs = list(epochs)
@@ -246,12 +211,5 @@ def run_epochs(epochs, n_threads):
         if not isinstance(e, Epoch):
             raise TypeError(f"epochs must be Epoch objects (prepare_epoch); got "
                             f"{type(e).__name__}")
-    pooled = [e._call for e in epochs if e.pooled]
     with compiled_threads(n_threads) as n:
-        pending = _sgd.train_epochs(pooled, n) if pooled else None
-        for e in epochs:
-            if not e.pooled and pending is None:
-                result = e._run()
-                if result[4] == STATUS_INTERRUPTED:
-                    pending = result[6]
-    return pending
+        return _epoch.train_epochs([e._call for e in epochs], n)

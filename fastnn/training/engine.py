@@ -395,11 +395,29 @@ class TrainingRun:
             mpi.broadcast(model.params)
             # [gradient | loss | spare]: what one all-reduce per minibatch adds over ranks
             self.grads = np.zeros(model.n_params + 2, dtype=model.dtype)
+        self._epoch_setup()
         # the epoch's order of global sample indices (None: storage order, read in place)
         self.order = (np.arange(self.n_global, dtype=np.intp)
                       if self.shuffle or mpi is not None else None)
         self.snapshot = np.empty_like(model.params)
         self.previous = np.empty_like(model.params)  # parameters at the previous epoch's start
+
+    def _epoch_setup(self):
+        """The compiled epoch's configuration and row source, once per fit: what every epoch
+        shares (loss, batch, workspace, floating-point mode, threads, dropout seed, the MPI
+        rank's rows) and the training data, dense or CSR (read in place)."""
+        model, ws, (X, Y, labels, sw, sigma) = self.model, self.ws, self.data
+        self.epoch_config = boundary.epoch_config(
+            model._spec, self.batch_size, self.drop_last, self.loss.kind, int(self.loss.full),
+            self.loss.scalar_sigma, ws.acts, ws.delta0, ws.delta1, ws.X, ws.Y, ws.labels,
+            ws.sw, ws.sigma, check_every=SIGNAL_CHECK_INTERVAL, row_offset=self.offset,
+            reducer=None if self.mpi is None else self.mpi.reducer,
+            flush_denormals=self.flush_denormals, dropout_seed=self.dropout_seed,
+            n_threads=self.n_threads)
+        self.rows = (boundary.CSRRows(X.data, X.indices, X.indptr, X.shape[1], Y, labels, sw,
+                                      sigma)
+                     if isinstance(X, CSRInput) else
+                     boundary.DenseRows(X, Y, labels, sw, sigma))
 
     def _prepare_epoch(self):
         """The next epoch's compiled call: rate, sample order, snapshot, optimizer arguments."""
@@ -418,32 +436,18 @@ class TrainingRun:
         self.snapshot, self.previous = self.previous, self.snapshot
         self.snapshot[...] = model.params
         self.lr = lr
-        ws, (X, Y, labels, sw, sigma) = self.ws, self.data
-        # hyperparameters and state as they are now (a callback may have changed momentum);
-        # the compiled call runs in the floating-point mode flush_denormals asks for (it sets
-        # it and restores the running thread's) on self.n_threads threads
+        # hyperparameters and state as they are now (a callback may have changed momentum)
         opt_args = opt.compiled_args(lr)
-        if isinstance(X, CSRInput):
-            return self._prepare_epoch_csr(opt_args, done)
         with model._lock:
             state1, state2 = opt.init_state(model.n_params, model.dtype)
-            return boundary.prepare_epoch(
-                model._spec, model.params, self.grads, state1, state2, X, Y, labels, sw,
-                sigma, self.order, self.batch_size, self.drop_last, self.loss.kind,
-                int(self.loss.full), self.loss.scalar_sigma, *opt_args, opt.t, ws.acts,
-                ws.delta0, ws.delta1, ws.X if self.order is not None else None, ws.Y,
-                ws.labels, ws.sw, ws.sigma, SIGNAL_CHECK_INTERVAL, self.offset,
-                None if self.mpi is None else self.mpi.reducer,
-                flush_denormals=self.flush_denormals, dropout_seed=self.dropout_seed,
-                epoch=done, n_threads=self.n_threads)
+            return boundary.prepare_epoch(self.epoch_config, self.rows, model.params,
+                                          self.grads, state1, state2, self.order, opt_args,
+                                          opt.t, done)
 
     def _settle(self, call):
         """A run that ends after `call` ran, without recording it: the optimizer takes the
         step count, and a diverged epoch falls back to the last good parameters (as
-        _check_status does, without raising).  A sparse epoch whose compiled call raised
-        (before any step) has no result to take."""
-        if call.result is None:
-            return
+        _check_status does, without raising)."""
         with self.model._lock:
             loss_sum, weight_sum, steps, status, failed_step, pending = \
                 self._take_result(call)
@@ -531,20 +535,6 @@ class TrainingRun:
             # a callback may ask one rank to stop: every rank stops when any asks
             stop = self.mpi.any(stop)
         return stop
-
-    def _prepare_epoch_csr(self, opt_args, done):
-        """_prepare_epoch for a sparse X (a CSRInput): the compiled sparse epoch loop reads the
-        minibatches' rows of X in place (fastnn/_core/_sparse.pyx), on the thread that runs it."""
-        model, opt, ws, (X, Y, labels, sw, sigma) = self.model, self.optimizer, self.ws, self.data
-        with model._lock:
-            state1, state2 = opt.init_state(model.n_params, model.dtype)
-        return boundary.prepare_epoch_csr(
-            model._spec, model.params, self.grads, state1, state2, X.data, X.indices,
-            X.indptr, X.shape[1], Y, labels, sw, sigma, self.order, self.batch_size,
-            self.drop_last, self.loss.kind, int(self.loss.full), self.loss.scalar_sigma,
-            *opt_args, opt.t, ws.acts, ws.delta0, ws.delta1, ws.Y, ws.labels, ws.sw, ws.sigma,
-            SIGNAL_CHECK_INTERVAL, flush_denormals=self.flush_denormals,
-            dropout_seed=self.dropout_seed, epoch=done, n_threads=self.n_threads)
 
     def _check_status(self, status, failed_step, pending, steps, epoch, lr):
         model = self.model

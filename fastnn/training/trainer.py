@@ -4,7 +4,7 @@
 
 Python does, once per fit: validation and conversion of the data (fastnn/training/data.py),
 then the workspace and the optimizer state (fastnn/training/engine.py, ``TrainingRun``).  Once
-per epoch: the sample order, one call into ``fastnn._core._sgd.train_epoch`` that runs every
+per epoch: the sample order, one call into the compiled epoch (``fastnn._core._epoch``) that runs every
 minibatch without the GIL, then validation metrics, the schedule, early stopping and
 callbacks.  Nothing is allocated per minibatch and nothing grows with the number of steps.
 
