@@ -120,7 +120,7 @@ BAD_WEIGHTS = {
 def test_bad_sample_weights_are_refused_with_one_message_by_every_caller(case, monkeypatch):
     X, y = _data()
     # no caller may reach a compiled training call
-    for name in ("prepare_epoch", "prepare_epoch_csr", "net_loss_grad", "csr_loss_grad"):
+    for name in ("prepare_epoch", "net_loss_grad", "csr_loss_grad"):
         monkeypatch.setattr(boundary, name, _forbidden(name))
     messages = {}
     for caller, train in CALLERS.items():
