@@ -367,3 +367,27 @@ def test_an_estimator_pickled_with_the_old_record_fields_continues_its_record():
         _quiet(lambda e=e: e.fit(X, y))
     assert loaded.loss_curve_ == est.loss_curve_
     assert loaded._best_value == est._best_value
+
+
+@pytest.mark.parametrize("again", ["equal instance", "other patience"])
+def test_a_refused_fit_leaves_the_early_stopping_record_as_it_was(again):
+    # the run took the previous record over (or reset the given one) and attached it to the
+    # optimizer before its checks: a refused fit changed which record a later fit continues
+    X, y = _data()
+    model = fastnn.MLP([X.shape[1], 6, 1], seed=0, dtype=np.float64)
+    opt = fastnn.SGD(lr=0.01)
+    first = fastnn.EarlyStopping(patience=3, monitor="loss")
+    model.fit(X, y, "mse", opt, epochs=3, early_stopping=first)
+    record = dict(vars(first))
+    given = fastnn.EarlyStopping(patience=3 if again == "equal instance" else 5,
+                                 monitor="loss")
+    untouched = dict(vars(given))
+    opt.clip_norm = 1e-320      # refused by the run's own checks (TrainingRun.check)
+    with pytest.raises(ValueError, match="clip_norm"):
+        model.fit(X, y, "mse", opt, epochs=3, early_stopping=given)
+    assert opt._early_stopping is first
+    assert vars(given).keys() == untouched.keys()
+    for key, value in untouched.items():
+        assert vars(given)[key] is value or np.array_equal(vars(given)[key], value), key
+    for key, value in record.items():
+        assert vars(first)[key] is value or np.array_equal(vars(first)[key], value), key

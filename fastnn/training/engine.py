@@ -185,19 +185,31 @@ class TrainingRun:
         the ranks first agree on ``configuration()``, then every rank raises the same error
         when any rank has one.
         """
-        mpi = self.mpi
-        self._continue_early_stopping_record()  # before the comparison: the record is in it
-        if mpi is not None:
-            mpi.check_same(self.configuration(), "the training configuration")
-        error = None
+        mpi, es, opt = self.mpi, self.early_stopping, self.optimizer
+        # a refused fit leaves the early-stopping record as it found it: the optimizer's
+        # record and the given EarlyStopping's state are put back when a check raises
+        # (an L-BFGS optimizer carries no record: fastnn.training.full_batch)
+        kept = (getattr(opt, "_early_stopping", None), None if es is None else dict(vars(es)))
         try:
-            self._check_local(epochs)
-        except (ValueError, TypeError) as exc:
-            error = exc
-        if mpi is not None:
-            mpi.agree(error)
-        elif error is not None:
-            raise error
+            self._continue_early_stopping_record()  # before the comparison: it is compared
+            if mpi is not None:
+                mpi.check_same(self.configuration(), "the training configuration")
+            error = None
+            try:
+                self._check_local(epochs)
+            except (ValueError, TypeError) as exc:
+                error = exc
+            if mpi is not None:
+                mpi.agree(error)
+            elif error is not None:
+                raise error
+        except BaseException:
+            if hasattr(opt, "_early_stopping"):
+                opt._early_stopping = kept[0]
+            if es is not None:
+                vars(es).clear()
+                vars(es).update(kept[1])
+            raise
 
     def _check_local(self, epochs):
         # the collectives first, on every rank alike (whether validation data is present was
