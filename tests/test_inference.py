@@ -179,6 +179,22 @@ def test_inputs_the_general_path_refuses_are_refused(dtype):
     np.testing.assert_array_equal(m.predict(ro), expected)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_a_nan_or_inf_anywhere_in_a_large_input_is_refused(dtype):
+    """The one-call path's finiteness check is a vectorized loop: a bad value in its first,
+    middle or last element, or in the remainder after the full vectors, is still found."""
+    m = _model("tanh", "identity", dtype)
+    X = np.random.default_rng(9).standard_normal((301, 7)).astype(dtype)
+    for flat in (0, 1, 1000, 2106, 2107 - 1):
+        for value in (np.nan, np.inf, -np.inf):
+            bad = X.copy()
+            bad.flat[flat] = value
+            row, col = divmod(flat, 7)
+            with pytest.raises(ValueError, match=rf"NaN or infinity \(first at row {row}, "
+                                                 rf"column {col}\)"):
+                m.predict(bad)
+
+
 def test_a_params_vector_changed_in_place_is_reported():
     m = _model("tanh", "identity", np.float32)
     m.params.shape = (1, m.n_params)

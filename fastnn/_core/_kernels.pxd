@@ -33,6 +33,8 @@ cdef extern from "fastnn_kernels.h" nogil:
     int fnn_act_keeps_preactivation(int act) noexcept
     void fnn_s_softmax_rows(float *Z, Py_ssize_t rows, Py_ssize_t cols) noexcept
     void fnn_d_softmax_rows(double *Z, Py_ssize_t rows, Py_ssize_t cols) noexcept
+    int fnn_s_all_finite(const float *X, Py_ssize_t n) noexcept
+    int fnn_d_all_finite(const double *X, Py_ssize_t n) noexcept
     float fnn_s_act(float z, int act, float alpha) noexcept
     double fnn_d_act(double z, int act, double alpha) noexcept
     float fnn_s_dact(float k, int act, float alpha) noexcept
