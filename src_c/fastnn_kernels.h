@@ -153,15 +153,17 @@ FNN_INLINE float fnn_s_expm1_neg(float x, float *exp_out)
     return (q * s1 + (s1 - 1.0f / s2)) * s2;
 }
 
-/* tanh for float: the double form of FNN_DEFINE_KERNELS's P##tanh (below) specialized.
+/* tanh for float: the general form of FNN_DEFINE_KERNELS's P##tanh (below), specialized.
  *   tanh|z| = -m / (2 + m),  m = expm1(-2|z|),  expm1(x) = 2^n expm1(r) + (2^n - 1)
  * with |z| clamped at 9.1 first (tanh(9.1) = 1 - 2.5e-8 rounds to 1, as does every larger |z|),
  * so n >= -26 and 2^n is a normal float: one power of two instead of the two factors (and the
  * division by one of them) that fnn_s_expm1_neg needs for arguments down to -104.  25 instead
  * of 33 operations and one division instead of two: 1.25x the throughput on AVX2 (a 1,000-row
- * prediction of 8-64-64-1 spends half its time in tanh).  Accuracy, measured against double
- * libm tanh over every positive float (tests/test_activations.py checks a dense grid): at most
- * 2.5 ulp (FNN_S_TANH_MAX_ULP); tanh(+-inf) and tanh(+-x) for x > 9.1 are +-1 exactly; NaN
+ * prediction of 8-64-64-1 spends half its time in tanh).  The bits are those of the general
+ * form for every nonzero z: its two factors only scaled the same roundings by an exact power of
+ * two.  Accuracy, measured against double libm tanh over every positive float, with and
+ * without FMA contraction: 2.498 ulp at most, documented as FNN_S_TANH_MAX_ULP = 2.5 (which
+ * tests/test_activations.py asserts on a dense grid); tanh(+-inf) and tanh(+-x) for x > 9.1 are +-1 exactly; NaN
  * stays NaN; the sign of zero is kept (copysign).  Training and prediction both call it
  * (P##act, FNN_TANH). */
 #define FNN_S_TANH_MAX_ULP 2.5
