@@ -87,6 +87,104 @@ static const int64_t fnn_gemm_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 /* gemm_fixed_ex copies a transposed B of up to this many elements on the stack */
 #define FNN_GEMM_STACK_ELEMS 4096
 
+/* ---------------------------------------------------------------- narrow products (float)
+ * C := A B for B of 1 to 4 columns (a regression or binary output layer), 8 rows per vector.
+ * Vectorized across columns, such a product fills 1 to 4 of a vector's 8 lanes; here lane r of
+ * an accumulator is row r of a group of 8, and the column of A it needs, A[r, p] for the 8
+ * rows, comes from loading 8 rows x 8 consecutive p and transposing the 8 x 8 block in
+ * registers.  Each lane still adds its row's products into one accumulator in the order
+ * p = 0 .. K-1, one fused multiply-add each: the bits of the general kernel, so a row gives the
+ * same result alone (the one-row kernel) or inside a batch.  The last, partial block of p is
+ * read with masked loads and its missing steps are skipped (not added as 0 * b, which could
+ * turn a -0 into +0). */
+#if defined(FNN_GEMM_X86)
+#define FNN_NARROW_MAX 4
+
+/* v[0..7] (8 rows of 8) <- their transpose: v[q] lane r = old v[r] lane q */
+FNN_GEMM_AVX2_INLINE void fnn_s_transpose8(__m256 *v)
+{
+    __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+    __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+    __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
+    __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    v[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    v[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    v[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    v[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    v[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    v[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    v[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    v[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* NG (1 or 2) groups of 8 rows of C (rows i = 0 .. 8 NG - 1), NC (1 .. 4) columns. */
+FNN_GEMM_AVX2_INLINE void fnn_s_gemm_narrow_k(const int NG, const int NC, ptrdiff_t k,
+                                              const float *restrict A, ptrdiff_t lda,
+                                              const float *restrict B, ptrdiff_t ldb,
+                                              float *restrict C, ptrdiff_t ldc)
+{
+    __m256 acc[2][FNN_NARROW_MAX], v[8];
+    float out[8];
+    ptrdiff_t p0, kk;
+    int g, c, r;
+    for (g = 0; g < NG; g++)
+        for (c = 0; c < NC; c++)
+            acc[g][c] = _mm256_setzero_ps();
+    for (p0 = 0; p0 < k; p0 += 8) {
+        kk = k - p0 < 8 ? k - p0 : 8;
+        const __m256i mk = _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - kk));
+        for (g = 0; g < NG; g++) {
+            const float *restrict a = A + (ptrdiff_t) g * 8 * lda + p0;
+            for (r = 0; r < 8; r++)
+                v[r] = kk == 8 ? _mm256_loadu_ps(a + r * lda)
+                               : _mm256_maskload_ps(a + r * lda, mk);
+            fnn_s_transpose8(v);
+#define FNN_NARROW_STEP(q)                                                                    \
+            if ((q) < kk)                                                                     \
+                for (c = 0; c < NC; c++)                                                      \
+                    acc[g][c] = _mm256_fmadd_ps(v[q], _mm256_broadcast_ss(                   \
+                                                    B + (p0 + (q)) * ldb + c), acc[g][c]);
+            FNN_NARROW_STEP(0) FNN_NARROW_STEP(1) FNN_NARROW_STEP(2) FNN_NARROW_STEP(3)
+            FNN_NARROW_STEP(4) FNN_NARROW_STEP(5) FNN_NARROW_STEP(6) FNN_NARROW_STEP(7)
+#undef FNN_NARROW_STEP
+        }
+    }
+    for (g = 0; g < NG; g++)
+        for (c = 0; c < NC; c++) {
+            _mm256_storeu_ps(out, acc[g][c]);
+            for (r = 0; r < 8; r++)
+                C[((ptrdiff_t) g * 8 + r) * ldc + c] = out[r];
+        }
+}
+
+/* Rows 0 .. 8 floor(m / 8) - 1 of C := A B for n <= FNN_NARROW_MAX; returns how many rows it
+ * computed (the caller computes the rest). */
+FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                                 const float *restrict A, ptrdiff_t lda,
+                                                 const float *restrict B, ptrdiff_t ldb,
+                                                 float *restrict C, ptrdiff_t ldc)
+{
+    ptrdiff_t i = 0;
+#define FNN_NARROW_CASE(nc, ng)                                                               \
+    case nc:                                                                                  \
+        for (; i + 8 * (ng) <= m; i += 8 * (ng))                                              \
+            fnn_s_gemm_narrow_k(ng, nc, k, A + i * lda, lda, B, ldb, C + i * ldc, ldc);      \
+        for (; i + 8 <= m; i += 8)                                                            \
+            fnn_s_gemm_narrow_k(1, nc, k, A + i * lda, lda, B, ldb, C + i * ldc, ldc);       \
+        break;
+    switch (n) {
+    FNN_NARROW_CASE(1, 2) FNN_NARROW_CASE(2, 2) FNN_NARROW_CASE(3, 1) FNN_NARROW_CASE(4, 1)
+    }
+#undef FNN_NARROW_CASE
+    return i;
+}
+#define FNN_NARROW_ROWS fnn_s_gemm_narrow
+#endif
+
 /* ---------------------------------------------------------------- float */
 #define FNN_T float
 #define FNN_P(name) fnn_s_##name
@@ -106,6 +204,7 @@ static const int64_t fnn_gemm_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 #include "fastnn_gemm_impl.h"
 
 /* ---------------------------------------------------------------- double */
+#undef FNN_NARROW_ROWS
 #define FNN_T double
 #define FNN_P(name) fnn_d_##name
 #if defined(FNN_GEMM_X86)

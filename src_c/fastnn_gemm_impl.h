@@ -216,6 +216,14 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_avx2)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k
                                            const FNN_T *restrict B, ptrdiff_t ldb,
                                            FNN_T *restrict C, ptrdiff_t ldc)
 {
+#if defined(FNN_NARROW_ROWS)
+    if (n <= FNN_NARROW_MAX && m >= 8) {
+        ptrdiff_t done = FNN_NARROW_ROWS(m, n, k, A, lda, B, ldb, C, ldc);
+        A += done * lda;
+        C += done * ldc;
+        m -= done;
+    }
+#endif
     FNN_P(gemm_x)(0, m, n, k, A, lda, 1, B, ldb, C, ldc, 1, 0);
 }
 

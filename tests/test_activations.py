@@ -232,3 +232,32 @@ def test_alpha_that_overflows_the_dtype_is_refused(activation, name):
     with pytest.raises(ValueError, match=rf"{name}=1e\+39 overflows the dtype float32 of X"):
         fastnn.dense_backward(X, W, np.ones((2, 4), np.float32), np.ones((2, 4), np.float32),
                               activation, **kw)
+
+
+def _ulps32(got, want):
+    """|got - want| in ulps of float32 at want (the binade of want; 2^-149 below 2^-126)."""
+    want = np.asarray(want, np.float64)
+    mag = np.maximum(np.abs(want), 2.0 ** -126)
+    ulp = np.exp2(np.floor(np.log2(mag)) - 23)
+    return np.abs(np.asarray(got, np.float64) - want) / ulp
+
+
+def test_float32_tanh_stays_within_its_documented_ulp_bound():
+    """float32 tanh (src_c/fastnn_kernels.h fnn_s_tanh_clamped, FNN_S_TANH_MAX_ULP = 2.5, the
+    maximum over every positive float) on a dense grid: every 256th float in [0, 10], where
+    all the rounding happens, and every 2^16th bit pattern over the whole range, both signs,
+    against float64 tanh; exactly +-1 beyond 9.1, odd, and the sign of zero kept."""
+    bits = np.concatenate([np.arange(0, 0x41200000, 256, dtype=np.uint32),
+                           np.arange(0, 0x7F800000, 1 << 16, dtype=np.uint32)])
+    z = bits.view(np.float32)
+    # (subnormal inputs are flushed to zero inside compiled calls: fastnn.runtime.fpmode)
+    z = z[(z == 0) | (z >= np.finfo(np.float32).tiny)]
+    z = np.concatenate([z, -z])
+    got, _ = _act(z, "tanh", np.float32)
+    err = _ulps32(got, np.tanh(z.astype(np.float64)))
+    assert err.max() <= 2.5, (z[err.argmax()], got[err.argmax()], err.max())
+    big = np.array([9.1000004, 9.5, 20, 1e4, 3e38], np.float32)
+    a, _ = _act(np.concatenate([big, -big]), "tanh", np.float32)
+    np.testing.assert_array_equal(a, [1.0] * 5 + [-1.0] * 5)
+    half = len(z) // 2
+    np.testing.assert_array_equal(got[half:], -got[:half])

@@ -95,6 +95,25 @@ def test_large_batches_threads_and_chunks_give_the_rows_bits(dtype, monkeypatch)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("n_out", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("width", [3, 8, 13, 64])
+def test_narrow_output_layers_give_the_rows_bits(width, n_out, dtype):
+    """Outputs of 1-4 columns (float32) go through the product kernel that puts 8 rows in a
+    vector (groups of 16 and 8 rows, then the rows left over one by one); each row must be the
+    bits of the one-row kernel, for inner sizes below, at and off a multiple of 8."""
+    m = _model("relu", "identity", dtype, sizes=(5, width, n_out))
+    X = np.random.default_rng(width + n_out).standard_normal((16 + 16 + 8 + 3, 5)).astype(dtype)
+    X[4, :] = 0.0           # a row of zeros: a -0 or +0 from the kernel shows in the bits
+    batch = m.predict(X)
+    np.testing.assert_array_equal(batch, _rows_alone(m, X))
+    for rows in (8, 9, 16, 17, 24):
+        np.testing.assert_array_equal(m.predict(X[:rows]), batch[:rows])
+    np.testing.assert_allclose(batch, _numpy_predict(m, X, "relu", "identity"),
+                               rtol=1e-10 if dtype == np.float64 else 1e-5,
+                               atol=1e-12 if dtype == np.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 def test_layer_norm_and_learned_variance(dtype):
     m = _model("gelu", "auto", dtype, sizes=(6, 16, 16, 4), normalization="layer")
     m.loss_ = fastnn.GaussianNLL(sigma="learned")
@@ -158,6 +177,22 @@ def test_inputs_the_general_path_refuses_are_refused(dtype):
     ro = x.copy()
     ro.flags.writeable = False
     np.testing.assert_array_equal(m.predict(ro), expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_a_nan_or_inf_anywhere_in_a_large_input_is_refused(dtype):
+    """The one-call path's finiteness check is a vectorized loop: a bad value in its first,
+    middle or last element, or in the remainder after the full vectors, is still found."""
+    m = _model("tanh", "identity", dtype)
+    X = np.random.default_rng(9).standard_normal((301, 7)).astype(dtype)
+    for flat in (0, 1, 1000, 2106, 2107 - 1):
+        for value in (np.nan, np.inf, -np.inf):
+            bad = X.copy()
+            bad.flat[flat] = value
+            row, col = divmod(flat, 7)
+            with pytest.raises(ValueError, match=rf"NaN or infinity \(first at row {row}, "
+                                                 rf"column {col}\)"):
+                m.predict(bad)
 
 
 def test_a_params_vector_changed_in_place_is_reported():

@@ -633,3 +633,28 @@ def test_compiled_wrapper_checks_shapes_and_never_reads_out_of_bounds():
     total = _losses.loss_grad_into(KINDS["cross_entropy"], False, 1.0, Z, None,
                                    np.array([0, 7], np.intp), None, None, 1.0, G)
     assert np.isnan(total) and np.isnan(G[1]).all() and np.isfinite(G[0]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("width", [1, 2, 3, 10, 85, 256, 257, 300])
+def test_the_softmax_link_over_widths_and_row_blocks(dtype, width):
+    """The softmax link works on blocks of rows (256 // width at a time, the libm path for
+    rows wider than 256): every block boundary, a huge logit, and a row of NaN that must stay
+    confined to its row."""
+    rng = np.random.default_rng(width)
+    n = 2 * (256 // width) + 3
+    Z = (4 * rng.standard_normal((n, width))).astype(dtype)
+    Z[1] += np.asarray(1e30 if dtype == np.float32 else 1e300, dtype)   # a shifted row
+    Z[2, -1] = np.nan
+    out = CrossEntropy().output(Z)
+    finite = np.where(np.isnan(Z), 0, Z).astype(np.float64)
+    # (shifted by the row maximum first: exact, and ref's log-sum-exp of 1e30 loses the rest)
+    expected = ref.output_link(finite - finite.max(axis=1, keepdims=True), "softmax")
+    assert np.isnan(out[2]).all()
+    keep = np.arange(n) != 2
+    eps = np.finfo(dtype).eps
+    # float64: the exponentials are a few ulp of double; float32: each probability is the
+    # double one rounded once
+    np.testing.assert_allclose(out[keep], expected[keep], rtol=8 * eps, atol=8 * eps)
+    for i in range(n):
+        np.testing.assert_array_equal(CrossEntropy().output(Z[i:i + 1]), out[i:i + 1])

@@ -31,6 +31,10 @@ cdef extern from "fastnn_kernels.h" nogil:
     int fnn_d_bias_act(double *Z, const double *b, Py_ssize_t rows, Py_ssize_t cols,
                        int act, double alpha) noexcept
     int fnn_act_keeps_preactivation(int act) noexcept
+    void fnn_s_softmax_rows(float *Z, Py_ssize_t rows, Py_ssize_t cols) noexcept
+    void fnn_d_softmax_rows(double *Z, Py_ssize_t rows, Py_ssize_t cols) noexcept
+    int fnn_s_all_finite(const float *X, Py_ssize_t n) noexcept
+    int fnn_d_all_finite(const double *X, Py_ssize_t n) noexcept
     float fnn_s_act(float z, int act, float alpha) noexcept
     double fnn_d_act(double z, int act, double alpha) noexcept
     float fnn_s_dact(float k, int act, float alpha) noexcept
@@ -65,6 +69,14 @@ cdef inline floating tanh_(floating z) noexcept nogil:
         return fnn_s_tanh(z)
     else:
         return fnn_d_tanh(z)
+
+
+cdef inline void softmax_rows(floating *Z, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """Each row of Z (rows, cols) <- its softmax, in place (stable, in double, one exp each)."""
+    if floating is float:
+        fnn_s_softmax_rows(Z, rows, cols)
+    else:
+        fnn_d_softmax_rows(Z, rows, cols)
 
 
 cdef inline int bias_act(floating *Z, const floating *b, Py_ssize_t rows, Py_ssize_t cols,

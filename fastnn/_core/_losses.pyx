@@ -36,7 +36,7 @@ from libc.float cimport DBL_MIN
 from libc.limits cimport INT_MAX
 
 from fastnn._core._fpmode cimport fnn_fpmode_enter, fnn_fpmode_leave
-from fastnn._core._kernels cimport sigmoid, fnn_d_expm1_neg
+from fastnn._core._kernels cimport sigmoid, softmax_rows
 
 # 0.5 * log(2 pi): the constant of a Gaussian log-density per target
 cdef double HALF_LOG_2PI = 0.91893853320467274178
@@ -306,17 +306,11 @@ cdef double loss_grad(const LossParams *p, const floating *Z, int n_samples, int
     return total
 
 
-cdef enum:
-    _SOFTMAX_KEPT = 256         # softmax rows up to this wide keep their exponentials
-
-
 cdef void output_activation(int kind, floating *Z, int n_samples, int n_out) noexcept nogil:
     """Z <- link(Z) in place (see _losses.pxd).  Unknown codes leave Z unchanged."""
     cdef Py_ssize_t i, j, n = <Py_ssize_t> n_samples * n_out
-    cdef double e[_SOFTMAX_KEPT]
     cdef int k = n_out // 2
     cdef floating *z
-    cdef double m, s
     if kind == LOSS_BCE:
         for i in range(n):
             Z[i] = sigmoid(Z[i])
@@ -329,33 +323,9 @@ cdef void output_activation(int kind, floating *Z, int n_samples, int n_out) noe
             for j in range(k, 2 * k):
                 z[j] = <floating> exp(0.5 * <double> z[j])
     elif kind == LOSS_CE or kind == LOSS_KL:
-        # three passes, so each probability is rounded once; the exponentials are kept in
-        # double between the last two (evaluated twice for wider rows: the same values)
-        for i in range(n_samples):
-            z = Z + i * n_out
-            m = <double> z[0]
-            for j in range(1, n_out):
-                if z[j] > m:
-                    m = <double> z[j]
-            s = 0.0
-            if n_out <= _SOFTMAX_KEPT:
-                # fastnn's exp for arguments <= 0 (src_c/fastnn_kernels.h: a few ulp of
-                # double, branch-free) rather than libm's: 2-3x less time per element,
-                # the link's cost in a prediction of a narrow network; a probability differs
-                # from libm's by a few ulp of double at most, below float32's rounding
-                for j in range(n_out):
-                    fnn_d_expm1_neg(<double> z[j] - m, &e[j])
-                for j in range(n_out):
-                    s += e[j]
-                s = 1.0 / s
-                for j in range(n_out):
-                    z[j] = <floating> (e[j] * s)
-            else:
-                for j in range(n_out):
-                    s += exp(<double> z[j] - m)
-                s = 1.0 / s
-                for j in range(n_out):
-                    z[j] = <floating> (exp(<double> z[j] - m) * s)
+        # stable, in double, one exponential per element, each probability rounded once;
+        # vectorized across rows (src_c/fastnn_kernels.h fnn_*_softmax_rows)
+        softmax_rows(Z, n_samples, n_out)
 
 
 # ------------------------------------------------------------- checks at the compiled boundary

@@ -15,7 +15,8 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 
 from fastnn._core._fpmode cimport (fnn_fpmode_enter, fnn_fpmode_get, fnn_fpmode_leave,
                              fnn_fpmode_set, fnn_fpmode_supported, fnn_fpmode_writable_bits)
-from fastnn._core._kernels cimport FNN_OK, FNN_N_ACTIVATIONS, FNN_IDENTITY
+from fastnn._core._kernels cimport (FNN_OK, FNN_N_ACTIVATIONS, FNN_IDENTITY,
+                                    fnn_s_all_finite, fnn_d_all_finite)
 from fastnn._core._kernels cimport (fnn_act_keeps_preactivation, bias_act, bias_act_keep,
                               act_backward_ld)
 from fastnn._core._pool cimport parallel_for
@@ -794,14 +795,12 @@ cdef enum:
     _STACK_DOUBLES = 2048       # predict_rows' workspace on the stack up to 16 KiB
 
 
-cdef bint _all_finite(const floating *X, Py_ssize_t n) noexcept nogil:
-    """No NaN or infinity among X[0:n] (x - x is 0 for a finite x, NaN otherwise; the
-    comparisons are OR-ed, which vectorizes)."""
-    cdef Py_ssize_t i
-    cdef int bad = 0
-    for i in range(n):
-        bad |= (X[i] - X[i]) != 0
-    return bad == 0
+cdef inline bint _all_finite(const floating *X, Py_ssize_t n) noexcept nogil:
+    """No NaN or infinity among X[0:n] (src_c/fastnn_kernels.h fnn_*_all_finite)."""
+    if floating is float:
+        return fnn_s_all_finite(X, n)
+    else:
+        return fnn_d_all_finite(X, n)
 
 
 cdef object _predict_rows(NetSpec spec, cnp.ndarray params, cnp.ndarray X, int loss_kind,
