@@ -13,6 +13,7 @@ solver.  Each guarantee below is checked on each of them:
 * an objective that is not finite is a ``TrainingDiverged``, the model keeping finite
   weights, as a minibatch run's divergence is.
 """
+import copy
 import warnings
 
 import numpy as np
@@ -391,3 +392,48 @@ def test_a_refused_fit_leaves_the_early_stopping_record_as_it_was(again):
         assert vars(given)[key] is value or np.array_equal(vars(given)[key], value), key
     for key, value in record.items():
         assert vars(first)[key] is value or np.array_equal(vars(first)[key], value), key
+
+
+@pytest.mark.parametrize("how", ["fit", "warm_start", "partial_fit", "lbfgs"])
+@pytest.mark.parametrize("bad", ["zero weights", "negative weight", "NaN in X", "wrong width"])
+def test_a_refused_estimator_fit_leaves_the_estimator_as_it_was(how, bad):
+    # a warm start or partial_fit refused by a check wrote weights back, replaced the
+    # network and reset records before the check ran; a refused refit forgot the last fit.
+    # Reference: a twin estimator that never saw the refused call trains on identically
+    from sklearn.base import clone
+    X, y = _data()
+    y = y.astype(float)
+    est = MLPRegressor(hidden_layer_sizes=(6,), max_iter=4, random_state=0,
+                       solver="lbfgs" if how == "lbfgs" else "adam",
+                       early_stopping=how in ("fit", "warm_start"),
+                       warm_start=how == "warm_start")
+    twin = clone(est)
+
+    def train(e):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return e.partial_fit(X, y) if how == "partial_fit" else e.fit(X, y)
+
+    train(est), train(twin)
+    before = {k: copy.deepcopy(v) for k, v in vars(est).items() if k.endswith("_")}
+    params = est.model_.params.copy()
+    if bad == "wrong width" and how in ("fit", "lbfgs"):
+        pytest.skip("a fresh fit may change the width: nothing to refuse")
+    nan = X.copy()
+    nan[3, 1] = np.nan
+    args = {"zero weights": (X, y, np.zeros(N)), "NaN in X": (nan, y, None),
+            "negative weight": (X, y, np.r_[-1.0, np.ones(N - 1)]),
+            "wrong width": (X[:, :2], y, None)}[bad]
+    with pytest.raises(ValueError):
+        if how == "partial_fit":
+            est.partial_fit(*args[:2], sample_weight=args[2])
+        else:
+            est.fit(*args[:2], sample_weight=args[2])
+    np.testing.assert_array_equal(est.model_.params, params)
+    assert sorted(k for k in vars(est) if k.endswith("_")) == sorted(before)
+    for k, v in before.items():
+        if k != "model_":
+            assert repr(vars(est)[k]) == repr(v), k
+    train(est), train(twin)
+    np.testing.assert_array_equal(est.model_.params, twin.model_.params)
+    assert est.loss_curve_ == twin.loss_curve_

@@ -175,28 +175,52 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
                              "early_stopping=False")
         has_weights = hasattr(self, "model_") or self._pending_weights() is not None
         first = not has_weights or (not incremental and not self.warm_start)
+        # a fit refused before its first step (bad data, a bad argument, fastnn.fit's checks)
+        # leaves the estimator as it was: a first fit leaves nothing half-fitted, a refit,
+        # warm start or partial_fit the previous fit whole (weights, records, optimizer)
+        saved = self._fit_state()
         try:
             prepared = self._prepare_fit(X, y, sample_weight, incremental, classes,
                                          validation_data, first, hidden, activation, dtype)
+            if prepared is None:
+                return None
+            if self.solver == "lbfgs":
+                return {"run": None, "lbfgs": (*prepared[:3], prepared[4])}
+            X, Y, sw, val, loss, batch_size = prepared
+            self.n_iter_ = 0
+            # the epoch's records are part of its commit (a recorder): a reader never sees an
+            # epoch's weights without them
+            run, epochs = prepare_run(self.model_, X, Y, loss, self._optimizer,
+                                      epochs=1 if incremental else self.max_iter,
+                                      batch_size=batch_size, shuffle=self.shuffle,
+                                      seed=self._shuffle_seed, sample_weight=sw,
+                                      validation_data=val,
+                                      recorders=[self._epoch_callback(X.shape[0], val)])
         except Exception:
-            if first:  # a first fit that fails before training leaves nothing half-fitted
-                self._forget_fit()
+            self._restore_fit_state(saved)
             raise
-        if prepared is None:
-            return None
-        if self.solver == "lbfgs":
-            return {"run": None, "lbfgs": (*prepared[:3], prepared[4])}
-        X, Y, sw, val, loss, batch_size = prepared
-        self.n_iter_ = 0
-        # the epoch's records are part of its commit (a recorder): a reader never sees an
-        # epoch's weights without them
-        run, epochs = prepare_run(self.model_, X, Y, loss, self._optimizer,
-                                  epochs=1 if incremental else self.max_iter,
-                                  batch_size=batch_size, shuffle=self.shuffle,
-                                  seed=self._shuffle_seed, sample_weight=sw,
-                                  validation_data=val,
-                                  recorders=[self._epoch_callback(X.shape[0], val)])
         return {"run": run, "epochs": epochs, "val": val, "incremental": incremental}
+
+    def _fit_state(self):
+        """What ``_restore_fit_state`` puts back: every fitted and private attribute (names
+        ending or starting with an underscore; the hyperparameters are the user's and a fit
+        never changes them), deep-copied, but for the network, kept with a copy of its
+        parameters, and the validation rows, which a fit replaces but never changes."""
+        names = [k for k in vars(self) if k.startswith("_") or k.endswith("_")]
+        shared = {k: getattr(self, k) for k in ("model_", "_validation_set") if k in names}
+        state = copy.deepcopy({k: getattr(self, k) for k in names if k not in shared})
+        state.update(shared)
+        model = shared.get("model_")
+        return state, model, None if model is None else model.params.copy()
+
+    def _restore_fit_state(self, saved):
+        state, model, params = saved
+        for name in [k for k in vars(self) if k.startswith("_") or k.endswith("_")]:
+            if name not in state:
+                delattr(self, name)
+        vars(self).update(state)
+        if model is not None:
+            model.params[...] = params
 
     def _end_fit(self, begun, diverged):
         """After the epochs of ``_begin_fit``'s run (diverged: its TrainingDiverged or
@@ -411,15 +435,6 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
         else:
             self._optimizer.weight_decay = self.alpha / (batch_size * mean_weight)
         return X, Y, sw, val, loss, batch_size
-
-    def _forget_fit(self):
-        """Remove every fitted attribute (a first fit that failed before training)."""
-        for name in list(vars(self)):
-            if (name.endswith("_") and not name.startswith("__")) or name in (
-                    "_rng", "_validation_set", "_optimizer", "_kind", "_label_dtype",
-                    "_shuffle_seed", "_record", "_warm_split_state", "_held_out",
-                    "_warm_validation", "_record_kind"):
-                delattr(self, name)
 
     def _check_structure(self, sizes, activation):
         old_act = [layer.activation for layer in self.model_.layers[:-1]]
