@@ -23,8 +23,8 @@ from fastnn._core._dropout cimport (DropoutCtx, dropout, fnn_dropout_keep_row,
                               fnn_dropout_threshold, fnn_philox4x32_10)
 from libc.stdint cimport uint32_t, uint64_t
 from fastnn._core._blas cimport gemm_rowmajor
-from fastnn._core._gemm cimport (gemm_fixed, gemm_fixed_ex, fnn_gemm_force_plain,
-                                 fnn_gemm_kernel)
+from fastnn._core._gemm cimport (gemm_fixed, gemm_fixed_ex, gemm_packed,
+                                 fnn_gemm_force_plain, fnn_gemm_kernel)
 cimport numpy as cnp
 from fastnn._core._layernorm cimport layernorm_act_forward, layernorm_act_backward
 from fastnn._core._losses cimport (LossParams, N_LOSSES, check_targets, loss_grad,
@@ -79,6 +79,46 @@ cdef double _thread_min_flops = 1e6
 cdef double _fixed_max_mnk = 1 << 18
 
 
+# Which kernel computes a training product: the ONE place it is chosen (_product_kernel),
+# a function of (m, n, k) and the dtype only, never of the thread count or the tile.
+#   _KERNEL_FIXED:  fastnn's fixed-order kernel (src_c/fastnn_gemm.h), one tile;
+#   _KERNEL_PACKED: fastnn's packed, cache-blocked kernel (src_c/fastnn_gemm_packed.h), on
+#                   the fixed tiles below (its sums do not depend on where a tile starts);
+#   _KERNEL_BLAS:   scipy's OpenBLAS (_blas.gemm_rowmajor) on the same tiles.
+# Measured (bench/RESULTS.md section 16): see _product_kernel.
+cdef enum:
+    _KERNEL_AUTO = -1
+    _KERNEL_FIXED = 0
+    _KERNEL_PACKED = 1
+    _KERNEL_BLAS = 2
+
+# _KERNEL_AUTO, or the kernel every product above the fixed range takes (bench/ and tests:
+# _set_product_kernel; changes results' bits)
+cdef int _forced_kernel = _KERNEL_AUTO
+
+
+cdef inline int _product_kernel(int m, int n, int k, bint dbl) noexcept nogil:
+    """The kernel of a training product C (m, n) with reduction length k."""
+    if (<double> m) * n * k <= _fixed_max_mnk and 2.0 * m * n * k < 2 * _tile_min_flops:
+        return _KERNEL_FIXED
+    if _forced_kernel != _KERNEL_AUTO:
+        return _forced_kernel
+    return _KERNEL_PACKED
+
+
+def _set_product_kernel(str name):
+    """For bench/ and tests only: the kernel of every training product above the fixed-order
+    range: "auto" (the measured choice), "packed" or "blas" (changes results' bits).  Returns
+    the old name."""
+    global _forced_kernel
+    names = {"auto": _KERNEL_AUTO, "packed": _KERNEL_PACKED, "blas": _KERNEL_BLAS}
+    if name not in names:
+        raise ValueError(f"name={name!r}; expected one of {sorted(names)}")
+    old = {v: key for key, v in names.items()}[_forced_kernel]
+    _forced_kernel = names[name]
+    return old
+
+
 def _set_tiling(int side, double min_flops, int max_tiles, double big_flops=128e6):
     """For bench/threads.py only: the tiling constants (changes results' bits).  Returns
     the old (side, min_flops, max_tiles, big_flops)."""
@@ -104,7 +144,7 @@ def _set_fixed_max(double mnk):
 
 
 cdef struct _Gemm:
-    bint dbl, trans_a, trans_b
+    bint dbl, trans_a, trans_b, packed
     int m, n, k, lda, ldb, ldc, tm, tn, gn
     double alpha, beta          # exact copies of the float32 values for a float32 product
     const void *A
@@ -167,6 +207,18 @@ cdef void _gemm_task(void *ctx, long t) noexcept nogil:
     cdef Py_ssize_t a_off = r0 if g.trans_a else r0 * g.lda
     cdef Py_ssize_t b_off = c0 * g.ldb if g.trans_b else c0
     cdef Py_ssize_t c_off = r0 * g.ldc + c0
+    if g.packed:
+        # (a packing buffer failing to allocate falls back to BLAS for this tile)
+        if g.dbl:
+            if gemm_packed(g.trans_a, g.trans_b, m, n, g.k, <double> g.alpha,
+                           (<const double *> g.A) + a_off, g.lda,
+                           (<const double *> g.B) + b_off, g.ldb, <double> g.beta,
+                           (<double *> g.C) + c_off, g.ldc) == 0:
+                return
+        elif gemm_packed(g.trans_a, g.trans_b, m, n, g.k, <float> g.alpha,
+                         (<const float *> g.A) + a_off, g.lda, (<const float *> g.B) + b_off,
+                         g.ldb, <float> g.beta, (<float *> g.C) + c_off, g.ldc) == 0:
+            return
     if g.dbl:
         gemm_rowmajor(g.trans_a, g.trans_b, m, n, g.k, <double> g.alpha,
                       (<const double *> g.A) + a_off, g.lda, (<const double *> g.B) + b_off,
@@ -182,13 +234,16 @@ cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, in
                      floating beta, floating *C, int ldc) noexcept nogil:
     cdef _Gemm g
     cdef long n_tiles
+    cdef int kernel
     if m <= 0 or n <= 0:
         return
-    if (<double> m) * n * k <= _fixed_max_mnk and 2.0 * m * n * k < 2 * _tile_min_flops:
+    kernel = _product_kernel(m, n, k, floating is double)
+    if kernel == _KERNEL_FIXED:
         # (a transposed B's copy failing to allocate falls back to BLAS)
         if gemm_fixed_ex(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C,
                          ldc) == 0:
             return
+    g.packed = kernel == _KERNEL_PACKED
     if n_threads > 0:
         n_tiles = _gemm_tiles(m, n, k, &g.tm, &g.tn, &g.gn)
         if n_tiles > 1:
@@ -202,6 +257,9 @@ cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, in
                          n_tiles, _gemm_task, &g)
             return
     # one tile (or the untiled path, n_threads == 0): the whole product in one call
+    if g.packed and gemm_packed(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C,
+                                ldc) == 0:
+        return
     gemm_rowmajor(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
 
 
