@@ -24,6 +24,10 @@ import sys
 import time
 
 import numpy as np
+try:
+    import torch  # noqa: F401  (a candidate when installed)
+except ImportError:
+    pass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402

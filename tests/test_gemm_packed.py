@@ -117,7 +117,7 @@ def test_plain_and_vector_kernels_agree(dtype):
     np.testing.assert_allclose(outs[0], outs[1], **tol)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("kernel", KERNELS + ("fixed", "fixed_plain"))
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("trans_a,trans_b", list(itertools.product((False, True), repeat=2)))
 def test_a_block_of_c_alone_has_the_bits_it_has_in_the_whole_product(kernel, dtype, trans_a,
@@ -150,12 +150,13 @@ def _fit(dtype, n_threads, kernel):
     return model.params.copy()
 
 
+@pytest.mark.parametrize("kernel", ("packed", "fixed", "auto"))
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
-def test_training_on_the_packed_kernel_has_the_same_bits_on_1_and_2_threads(dtype):
+def test_training_has_the_same_bits_on_1_and_2_threads_on_each_kernel(kernel, dtype):
     # 200 x 300 x 200 products: above the fixed-order range, cut into 2 tiles
     assert _network.gemm_tiles(200, 200, 300)[0] > 1
-    one = _fit(dtype, 1, "packed")
-    np.testing.assert_array_equal(_fit(dtype, 2, "packed"), one)
+    one = _fit(dtype, 1, kernel)
+    np.testing.assert_array_equal(_fit(dtype, 2, kernel), one)
     blas = _fit(dtype, 1, "blas")
     tol = dict(rtol=1e-3, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(one, blas, **tol)
