@@ -108,7 +108,8 @@ cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
       16- or 8-column micro-tiles; packing is not repaid over a short k);
     - D W^T (B transposed): packed (the fixed kernel first copies B^T; OpenBLAS 0.3.30 is
       slower on these thin shapes);
-    - X^T D (A transposed): packed once k (the batch) >= 64, fixed below;
+    - X^T D (A transposed): fixed for k (the batch) < 64, else packed, but OpenBLAS for
+      float64 from k = 256 (its dgemm was ahead there in both runs);
     - X W: fixed up to k = 256; above, packed for float32 with m (the batch) <= 64, else
       OpenBLAS (its kernels are ahead on A's and D's large forward products)."""
     if (<double> m) * n * k <= _fixed_max_mnk and 2.0 * m * n * k < 2 * _tile_min_flops:
@@ -120,7 +121,9 @@ cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
     if trans_b:
         return _KERNEL_PACKED
     if trans_a:
-        return _KERNEL_PACKED if k >= 64 else _KERNEL_FIXED
+        if k < 64:
+            return _KERNEL_FIXED
+        return _KERNEL_BLAS if dbl and k >= 256 else _KERNEL_PACKED
     if k <= 256:
         return _KERNEL_FIXED
     return _KERNEL_PACKED if not dbl and m <= 64 else _KERNEL_BLAS
