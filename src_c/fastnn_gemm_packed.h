@@ -19,11 +19,12 @@
  *                                      when beta == 0)
  *     C   = alpha s_b + C             for b = 1, 2, ... in order (fma(alpha, s_b, C))
  *
- * with the blocks [0, KC), [KC, 2 KC), ...: a function of k and KC only.  MC, NC, MR, NR and
- * where a tile of C starts only decide which elements are computed together, never the order
- * of any element's sum (an edge tile runs the same instructions on a padded copy).  So the
- * fixed tiles of _network.tiled_gemm, each computed by this product on any thread, give the
- * same bits as one call over the whole of C.
+ * with the blocks [0, kb), [kb, 2 kb), ..., kb = ceil(k / ceil(k / KC)) (k cut into the fewest
+ * near-equal blocks of at most KC: 784 is 262 + 262 + 260, not 384 + 384 + 16), a function
+ * of k and KC only.  MC, NC, MR, NR and where a tile of C starts only decide which elements
+ * are computed together, never the order of any element's sum (an edge tile runs the same
+ * instructions on a padded copy).  So the fixed tiles of _network.tiled_gemm, each computed
+ * by this product on any thread, give the same bits as one call over the whole of C.
  *
  * Kernels: AVX2 + FMA (x86-64, chosen at run time like fastnn_gemm.h, not under
  * AddressSanitizer): 6 x 16 (float) and 6 x 8 (double), 12 accumulator vectors, op(B)'s
@@ -31,9 +32,16 @@
  * same blocking and order with `a * b + c` (two roundings without FMA hardware).  The two can
  * differ in the last bit; one process always uses one of them.
  *
- * Memory: one buffer per call, at most (KC NC + MC KC) elements plus alignment (1.6 MB for
- * float, 1.5 MB for double), smaller for small products; nothing grows with the number of
- * calls.  Returns 0, or -1 when that buffer could not be allocated (C untouched).
+ * Memory: one buffer per call (freed before it returns), at most KC (NC + MC) elements plus
+ * 64 bytes of alignment (1.7 MB for float, 1.9 MB for double), less for smaller products;
+ * nothing grows with the number of calls.  gemm_packed returns 0, or -1 when that buffer
+ * could not be allocated (C untouched).
+ *
+ * Where it stands (bench/RESULTS.md section 16): on thin products (a batch of 16-64 rows
+ * against a 784 x 256 layer, D W^T, X^T D) it is ahead of scipy's OpenBLAS 0.3.30; on large
+ * row-major X W it is behind (no prefetching; op(A) of a row-major X is packed by a scalar
+ * gather), and a C narrower than NR wastes the padded lanes.  _network._product_kernel
+ * chooses it only where it measured ahead.
  */
 #ifndef FASTNN_GEMM_PACKED_H
 #define FASTNN_GEMM_PACKED_H
@@ -44,7 +52,8 @@
 
 /* The blocking constants (results depend on KC: change it only with the fingerprints).
  * float: KC 384 (a 16-column micro-panel of B is 24 KB: L1), MC 96 (A's block 144 KB: L2),
- * NC 1024 (B's panel 1.5 MB: L3).  double: the same bytes. */
+ * NC 1024 (B's panel 1.5 MB: L3).  double: KC 384 (an 8-column micro-panel 24 KB), MC 96
+ * (288 KB), NC 512 (1.5 MB).  Zen 3: L1d 32 KB, L2 512 KB per core. */
 #ifndef FNN_PK_S_KC
 #define FNN_PK_S_KC 384
 #define FNN_PK_S_MC 96

@@ -73,9 +73,9 @@ cdef int _max_tiles = 64
 cdef double _thread_min_flops = 1e6
 # Training's products with m * n * k up to _fixed_max_mnk are fastnn's own fixed-order ones
 # (src_c/fastnn_gemm.h gemm_fixed_ex: no packing, no zeroing pass, no per-call BLAS cost),
-# larger ones take the kernel _product_kernel chooses, over the tiles above.  A function of the shape only, never of the
-# thread count (such products are one tile anyway: 2 m n k < 2 _tile_min_flops).  Measured
-# (bench/RESULTS.md section 14) on networks B and C.
+# larger ones take the kernel _product_kernel chooses, over the tiles above.  A function of
+# the shape only, never of the thread count (such products are one tile anyway:
+# 2 m n k < 2 _tile_min_flops).  Measured (bench/RESULTS.md section 14) on networks B and C.
 cdef double _fixed_max_mnk = 1 << 18
 
 
@@ -102,31 +102,31 @@ cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
     """The kernel of a training product C (m, n) := op(A) (m, k) op(B) (k, n).
 
     Measured per product of workloads A (float32) and D (float64) at batch 16-1024, 1 thread,
-    thread CPU time (bench/packed_products.py; bench/RESULTS.md section 16):
+    thread CPU time (bench/packed_products.py), then end to end (bench/fixed_products.py
+    --large; bench/RESULTS.md section 16):
     - small products (m n k <= _fixed_max_mnk, one tile): fixed (no per-call cost);
     - a narrow C (n < 16) or a short reduction (k < 16): fixed (the packed kernel pads its
       16- or 8-column micro-tiles; packing is not repaid over a short k);
-    - D W^T (B transposed): packed (the fixed kernel first copies B^T; OpenBLAS 0.3.30 is
-      slower on these thin shapes);
-    - X^T D (A transposed): fixed for k (the batch) < 64, else packed, but OpenBLAS for
-      float64 from k = 256 (its dgemm was ahead there in both runs);
-    - X W: fixed up to k = 256; above, packed for float32 with m (the batch) <= 64, else
-      OpenBLAS (its kernels are ahead on A's and D's large forward products)."""
+    - X^T D (A transposed) with k (the batch) < 64: fixed;
+    - float64 otherwise: OpenBLAS (D at batch 256 trained 1.7% slower with its X W
+      (k = 256) fixed and D W^T packed, though each measured level or ahead alone);
+    - float32 D W^T (B transposed): packed (the fixed kernel first copies B^T; OpenBLAS 0.3.30
+      is slower on these thin shapes); X^T D: packed;
+    - float32 X W: fixed up to k = 256; above, packed for m (the batch) <= 64, else OpenBLAS
+      (its kernels are ahead on A's large forward products)."""
     if (<double> m) * n * k <= _fixed_max_mnk and 2.0 * m * n * k < 2 * _tile_min_flops:
         return _KERNEL_FIXED
     if _forced_kernel != _KERNEL_AUTO:
         return _forced_kernel
-    if n < 16 or k < 16:
+    if n < 16 or k < 16 or (trans_a and k < 64):
         return _KERNEL_FIXED
-    if trans_b:
+    if dbl:
+        return _KERNEL_BLAS
+    if trans_a or trans_b:
         return _KERNEL_PACKED
-    if trans_a:
-        if k < 64:
-            return _KERNEL_FIXED
-        return _KERNEL_BLAS if dbl and k >= 256 else _KERNEL_PACKED
     if k <= 256:
         return _KERNEL_FIXED
-    return _KERNEL_PACKED if not dbl and m <= 64 else _KERNEL_BLAS
+    return _KERNEL_PACKED if m <= 64 else _KERNEL_BLAS
 
 
 def _set_product_kernel(str name):
