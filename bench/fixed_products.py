@@ -1,6 +1,10 @@
 """Training's small products: fastnn's fixed-order kernels against OpenBLAS, interleaved.
 
-    python bench/fixed_products.py C float32 [repeats] [n_rows batch]
+    python bench/fixed_products.py C float32 [repeats] [n_rows batch] [--large]
+
+With --large, the question is the large products instead: both sides keep the small products
+on the fixed-order kernels, and the products above that range run on OpenBLAS ("blas", as
+before fastnn's packed kernel) or on the kernel `_network._product_kernel` chooses ("auto").
 
 One process alternates the OpenBLAS path (`_network._set_fixed_max(0)`) and the default
 (products with m n k up to the threshold on fastnn's own kernels), timing one fit of the
@@ -22,6 +26,8 @@ from fastnn._core import _network  # noqa: E402
 
 
 def main(argv):
+    large = "--large" in argv
+    argv = [a for a in argv if a != "--large"]
     name, dtype = argv[0], np.dtype(argv[1] if len(argv) > 1 else "float32")
     reps = int(argv[2]) if len(argv) > 2 else 7
     w = dict(C.WORKLOADS[name], dtype=dtype)
@@ -33,6 +39,12 @@ def main(argv):
     _network._set_fixed_max(default)
     modes = (("blas", 0.0), ("fixed", default))
 
+    def select(mode, v):
+        if large:
+            _network._set_product_kernel("blas" if mode == "blas" else "auto")
+        else:
+            _network._set_fixed_max(v)
+
     def fit(epochs):
         m = fastnn.MLP(w["sizes"], activation=w["activation"], dtype=dtype, seed=0)
         m.fit(X, y, w["loss"], fastnn.SGD(lr=w["lr"]), epochs=epochs, batch_size=batch,
@@ -42,7 +54,7 @@ def main(argv):
     try:
         weights = {}
         for mode, v in modes:
-            _network._set_fixed_max(v)
+            select(mode, v)
             weights[mode] = [layer.W.copy() for layer in fit(1).layers]
         diff = max(float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
                    for a, b in zip(weights["blas"], weights["fixed"]))
@@ -50,17 +62,19 @@ def main(argv):
         times = {"blas": [], "fixed": []}
         for _ in range(reps):
             for mode, v in modes:
-                _network._set_fixed_max(v)
+                select(mode, v)
                 t0 = time.thread_time()
                 fit(w["epochs"])
                 times[mode].append(time.thread_time() - t0)
     finally:
         _network._set_fixed_max(default)
+        _network._set_product_kernel("auto")
     n = w["n"] * w["epochs"]
     ratios = np.array(times["blas"]) / np.array(times["fixed"])
+    ours = "chosen kernels" if large else "fixed-order"
     print(f"{name} {dtype} batch {batch}: OpenBLAS {n / np.median(times['blas']) / 1e6:.3f} "
-          f"M samples/s, fixed-order {n / np.median(times['fixed']) / 1e6:.3f} M samples/s, "
-          f"time ratio OpenBLAS / fixed: median {np.median(ratios):.3f} "
+          f"M samples/s, {ours} {n / np.median(times['fixed']) / 1e6:.3f} M samples/s, "
+          f"time ratio OpenBLAS / {ours}: median {np.median(ratios):.3f} "
           f"(each repeat {np.round(ratios, 3).tolist()})")
 
 

@@ -499,7 +499,9 @@ def test_the_world_is_one_where_openblas_threads_change_bits():
     without its hold of OpenBLAS, give other bits at 2 BLAS threads than at 1 on the
     regular world's shapes (so a path that skipped the hold would fail the check above).
     Prediction is the exception: its products are fastnn's fixed-order ones
-    (src_c/fastnn_gemm.h), which call no BLAS, so even unheld its bits do not move."""
+    (src_c/fastnn_gemm.h), which call no BLAS, so even unheld its bits do not move.  So may
+    training's products be (_network._product_kernel chooses fastnn's own kernels for many
+    shapes): the control of loss_grad forces its large products onto OpenBLAS."""
     if not OPENBLAS:
         pytest.skip("scipy's BLAS is not an OpenBLAS fastnn controls")
     from fastnn._core import _network, _sensitivity
@@ -508,8 +510,12 @@ def test_the_world_is_one_where_openblas_threads_change_bits():
 
     def loss_grad():
         grads = np.empty(m.n_params, np.float32)
-        _network.loss_grad_into(m._spec, m.params, grads, w.X, 0, 0, 1.0, w.y_reg, None, None,
-                                None, 1.0, True, n_threads=1)
+        old = _network._set_product_kernel("blas")
+        try:
+            _network.loss_grad_into(m._spec, m.params, grads, w.X, 0, 0, 1.0, w.y_reg, None,
+                                    None, None, 1.0, True, n_threads=1)
+        finally:
+            _network._set_product_kernel(old)
         return grads
 
     def jacobian():

@@ -46,3 +46,29 @@ cdef inline int gemm_fixed_ex(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize
     else:
         return fnn_d_gemm_fixed_ex(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C,
                                    ldc)
+
+
+# src_c/fastnn_gemm_packed.h: the cache-blocked, packed product for training's large and thin
+# products (every element summed in blocks of KC over k, in order; see the header).
+cdef extern from "fastnn_gemm_packed.h" nogil:
+    int fnn_s_gemm_packed(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                          float alpha, const float *A, Py_ssize_t lda, const float *B,
+                          Py_ssize_t ldb, float beta, float *C, Py_ssize_t ldc) noexcept
+    int fnn_d_gemm_packed(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                          double alpha, const double *A, Py_ssize_t lda, const double *B,
+                          Py_ssize_t ldb, double beta, double *C, Py_ssize_t ldc) noexcept
+
+
+cdef inline int gemm_packed(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                            Py_ssize_t k, floating alpha, const floating *A, Py_ssize_t lda,
+                            const floating *B, Py_ssize_t ldb, floating beta, floating *C,
+                            Py_ssize_t ldc) noexcept nogil:
+    """C (m, n) := alpha op(A) @ op(B) + beta C, row-major (the layout of _blas.gemm_rowmajor),
+    packed and cache-blocked; C is not read when beta == 0.  Returns 0, or -1 when the packing
+    buffer could not be allocated (C untouched)."""
+    if floating is float:
+        return fnn_s_gemm_packed(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C,
+                                 ldc)
+    else:
+        return fnn_d_gemm_packed(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C,
+                                 ldc)

@@ -41,9 +41,11 @@ cdef struct Net:
 cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, int k,
                      floating alpha, const floating *A, int lda, const floating *B, int ldb,
                      floating beta, floating *C, int ldc) noexcept nogil
-# gemm_rowmajor over fixed tiles of C (a function of (m, n, k) only), on up to n_threads
-# threads of fastnn's pool; the reduction dimension k is never split, so every element of C
-# is one single-threaded BLAS dot product whatever n_threads is.
+# C := alpha op(A) op(B) + beta C over fixed tiles of C (a function of (m, n, k) only), on up
+# to n_threads threads of fastnn's pool, each tile by the kernel _network._product_kernel
+# chose for the whole product (fastnn's fixed-order or packed kernel, or OpenBLAS); k is never
+# split across tiles, and no kernel's sums depend on where a tile starts, so every element of
+# C gets the same bits whatever n_threads is.
 
 cdef int net_forward(const Net *net, const floating *params, const floating *X, int n_rows,
                      floating *acts) noexcept nogil

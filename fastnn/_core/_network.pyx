@@ -24,8 +24,8 @@ from fastnn._core._dropout cimport (DropoutCtx, dropout, fnn_dropout_keep_row,
                               fnn_dropout_threshold, fnn_philox4x32_10)
 from libc.stdint cimport uint32_t, uint64_t
 from fastnn._core._blas cimport gemm_rowmajor
-from fastnn._core._gemm cimport (gemm_fixed, gemm_fixed_ex, fnn_gemm_force_plain,
-                                 fnn_gemm_kernel)
+from fastnn._core._gemm cimport (gemm_fixed, gemm_fixed_ex, gemm_packed,
+                                 fnn_gemm_force_plain, fnn_gemm_kernel)
 cimport numpy as cnp
 from fastnn._core._layernorm cimport layernorm_act_forward, layernorm_act_backward
 from fastnn._core._losses cimport (LossParams, N_LOSSES, check_targets, loss_grad,
@@ -74,10 +74,74 @@ cdef int _max_tiles = 64
 cdef double _thread_min_flops = 1e6
 # Training's products with m * n * k up to _fixed_max_mnk are fastnn's own fixed-order ones
 # (src_c/fastnn_gemm.h gemm_fixed_ex: no packing, no zeroing pass, no per-call BLAS cost),
-# larger ones OpenBLAS's over the tiles above.  A function of the shape only, never of the
-# thread count (such products are one tile anyway: 2 m n k < 2 _tile_min_flops).  Measured
-# (bench/RESULTS.md section 14) on networks B and C.
+# larger ones take the kernel _product_kernel chooses, over the tiles above.  A function of
+# the shape only, never of the thread count (such products are one tile anyway:
+# 2 m n k < 2 _tile_min_flops).  Measured (bench/RESULTS.md section 14) on networks B and C.
 cdef double _fixed_max_mnk = 1 << 18
+
+
+# Which kernel computes a training product: the ONE place it is chosen (_product_kernel),
+# a function of the shape (m, n, k, which operands are transposed) and the dtype only, never
+# of the thread count or the tile.  Each kernel below sums every element of C in an order
+# that does not depend on where a tile starts, so any of them may run on the fixed tiles.
+#   _KERNEL_FIXED:  fastnn's fixed-order kernel (src_c/fastnn_gemm.h gemm_fixed_ex);
+#   _KERNEL_PACKED: fastnn's packed, cache-blocked kernel (src_c/fastnn_gemm_packed.h);
+#   _KERNEL_BLAS:   scipy's OpenBLAS (_blas.gemm_rowmajor).
+cdef enum:
+    _KERNEL_AUTO = -1
+    _KERNEL_FIXED = 0
+    _KERNEL_PACKED = 1
+    _KERNEL_BLAS = 2
+
+# _KERNEL_AUTO, or the kernel every product above the fixed-order range takes (bench/ and
+# tests: _set_product_kernel; changes results' bits)
+cdef int _forced_kernel = _KERNEL_AUTO
+
+
+cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
+                                bint dbl) noexcept nogil:
+    """The kernel of a training product C (m, n) := op(A) (m, k) op(B) (k, n).
+
+    Measured per product of workloads A (float32) and D (float64) at batch 16-1024, 1 thread,
+    thread CPU time (bench/packed_products.py), then end to end (bench/fixed_products.py
+    --large; bench/RESULTS.md section 16):
+    - small products (m n k <= _fixed_max_mnk, one tile): fixed (no per-call cost);
+    - a narrow C (n < 16) or a short reduction (k < 16): fixed (the packed kernel pads its
+      16- or 8-column micro-tiles; packing is not repaid over a short k);
+    - X^T D (A transposed) with k (the batch) < 64: fixed;
+    - float64 otherwise: OpenBLAS (D at batch 256 trained 1.7% slower with its X W
+      (k = 256) fixed and D W^T packed, though each measured level or ahead alone);
+    - float32 D W^T (B transposed): packed (the fixed kernel first copies B^T; OpenBLAS 0.3.30
+      is slower on these thin shapes); X^T D: packed;
+    - float32 X W: fixed up to k = 256; above, packed for m (the batch) <= 64, else OpenBLAS
+      (its kernels are ahead on A's large forward products)."""
+    if (<double> m) * n * k <= _fixed_max_mnk and 2.0 * m * n * k < 2 * _tile_min_flops:
+        return _KERNEL_FIXED
+    if _forced_kernel != _KERNEL_AUTO:
+        return _forced_kernel
+    if n < 16 or k < 16 or (trans_a and k < 64):
+        return _KERNEL_FIXED
+    if dbl:
+        return _KERNEL_BLAS
+    if trans_a or trans_b:
+        return _KERNEL_PACKED
+    if k <= 256:
+        return _KERNEL_FIXED
+    return _KERNEL_PACKED if m <= 64 else _KERNEL_BLAS
+
+
+def _set_product_kernel(str name):
+    """For bench/ and tests only: the kernel of every training product above the fixed-order
+    range: "auto" (the measured choice), "fixed", "packed" or "blas" (changes results' bits).
+    Returns the old name."""
+    global _forced_kernel
+    names = {"auto": _KERNEL_AUTO, "fixed": _KERNEL_FIXED, "packed": _KERNEL_PACKED,
+             "blas": _KERNEL_BLAS}
+    if name not in names:
+        raise ValueError(f"name={name!r}; expected one of {sorted(names)}")
+    old = {v: key for key, v in names.items()}[_forced_kernel]
+    _forced_kernel = names[name]
+    return old
 
 
 def _set_tiling(int side, double min_flops, int max_tiles, double big_flops=128e6):
@@ -106,6 +170,7 @@ def _set_fixed_max(double mnk):
 
 cdef struct _Gemm:
     bint dbl, trans_a, trans_b
+    int kernel                  # _KERNEL_FIXED, _KERNEL_PACKED or _KERNEL_BLAS
     int m, n, k, lda, ldb, ldc, tm, tn, gn
     double alpha, beta          # exact copies of the float32 values for a float32 product
     const void *A
@@ -160,6 +225,15 @@ def gemm_tiles(int m, int n, int k):
     return n_tiles, tm, tn
 
 
+cdef inline int _own_gemm(int kernel, bint trans_a, bint trans_b, int m, int n, int k,
+                          floating alpha, const floating *A, int lda, const floating *B,
+                          int ldb, floating beta, floating *C, int ldc) noexcept nogil:
+    """fastnn's fixed-order or packed product; 0, or -1 when its workspace failed."""
+    if kernel == _KERNEL_PACKED:
+        return gemm_packed(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    return gemm_fixed_ex(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
 cdef void _gemm_task(void *ctx, long t) noexcept nogil:
     cdef _Gemm *g = <_Gemm *> ctx
     cdef Py_ssize_t r0 = (t // g.gn) * <Py_ssize_t> g.tm, c0 = (t % g.gn) * <Py_ssize_t> g.tn
@@ -168,6 +242,17 @@ cdef void _gemm_task(void *ctx, long t) noexcept nogil:
     cdef Py_ssize_t a_off = r0 if g.trans_a else r0 * g.lda
     cdef Py_ssize_t b_off = c0 * g.ldb if g.trans_b else c0
     cdef Py_ssize_t c_off = r0 * g.ldc + c0
+    # (fastnn's kernels failing to allocate their workspace fall back to BLAS for this tile)
+    if g.kernel != _KERNEL_BLAS:
+        if g.dbl:
+            if _own_gemm(g.kernel, g.trans_a, g.trans_b, m, n, g.k, <double> g.alpha,
+                         (<const double *> g.A) + a_off, g.lda, (<const double *> g.B) + b_off,
+                         g.ldb, <double> g.beta, (<double *> g.C) + c_off, g.ldc) == 0:
+                return
+        elif _own_gemm(g.kernel, g.trans_a, g.trans_b, m, n, g.k, <float> g.alpha,
+                       (<const float *> g.A) + a_off, g.lda, (<const float *> g.B) + b_off,
+                       g.ldb, <float> g.beta, (<float *> g.C) + c_off, g.ldc) == 0:
+            return
     if g.dbl:
         gemm_rowmajor(g.trans_a, g.trans_b, m, n, g.k, <double> g.alpha,
                       (<const double *> g.A) + a_off, g.lda, (<const double *> g.B) + b_off,
@@ -185,11 +270,7 @@ cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, in
     cdef long n_tiles
     if m <= 0 or n <= 0:
         return
-    if (<double> m) * n * k <= _fixed_max_mnk and 2.0 * m * n * k < 2 * _tile_min_flops:
-        # (a transposed B's copy failing to allocate falls back to BLAS)
-        if gemm_fixed_ex(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C,
-                         ldc) == 0:
-            return
+    g.kernel = _product_kernel(trans_a, trans_b, m, n, k, floating is double)
     if n_threads > 0:
         n_tiles = _gemm_tiles(m, n, k, &g.tm, &g.tn, &g.gn)
         if n_tiles > 1:
@@ -203,6 +284,9 @@ cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, in
                          n_tiles, _gemm_task, &g)
             return
     # one tile (or the untiled path, n_threads == 0): the whole product in one call
+    if g.kernel != _KERNEL_BLAS and _own_gemm(g.kernel, trans_a, trans_b, m, n, k, alpha, A,
+                                              lda, B, ldb, beta, C, ldc) == 0:
+        return
     gemm_rowmajor(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
 
 

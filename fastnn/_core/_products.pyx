@@ -1,0 +1,86 @@
+"""Training's product kernels one by one, for tests and bench/ (not used by training itself,
+which chooses among them in _network.tiled_gemm).
+
+gemm(kernel, trans_a, trans_b, alpha, A, B, beta, C) computes C := alpha op(A) @ op(B) +
+beta C in place with the named kernel: "packed" (src_c/fastnn_gemm_packed.h), "packed_plain"
+(its plain C kernel), "fixed" (src_c/fastnn_gemm.h gemm_fixed_ex), "fixed_plain", or "blas"
+(scipy's OpenBLAS through _blas.gemm_rowmajor).
+"""
+from cython cimport floating
+
+from fastnn._core._blas cimport gemm_rowmajor
+from fastnn._core._gemm cimport gemm_fixed_ex, gemm_packed, fnn_gemm_force_plain
+
+import numpy as np
+
+KERNELS = ("packed", "packed_plain", "fixed", "fixed_plain", "blas")
+
+
+cdef int _run(int kernel, bint ta, bint tb, int m, int n, int k, floating alpha,
+              const floating *A, int lda, const floating *B, int ldb, floating beta,
+              floating *C, int ldc) noexcept nogil:
+    cdef int status = 0
+    if kernel == 4:
+        gemm_rowmajor(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        return 0
+    # (this module's own copy of the kernel switch: other modules keep theirs)
+    fnn_gemm_force_plain(kernel % 2)
+    if kernel < 2:
+        status = gemm_packed(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    else:
+        status = gemm_fixed_ex(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    fnn_gemm_force_plain(0)
+    return status
+
+
+def _check(name, M, expected_rows, expected_cols, dtype):
+    if not isinstance(M, np.ndarray) or M.ndim != 2 or M.dtype != dtype:
+        raise ValueError(f"{name} must be a 2-d ndarray of dtype {dtype}; got "
+                         f"{type(M).__name__} {getattr(M, 'shape', None)} "
+                         f"{getattr(M, 'dtype', None)}")
+    if M.size and ((M.shape[1] > 1 and M.strides[1] != M.itemsize)
+                   or M.strides[0] % M.itemsize or M.strides[0] < 0):
+        raise ValueError(f"{name} must have contiguous rows (strides {M.strides})")
+    if (M.shape[0], M.shape[1]) != (expected_rows, expected_cols):
+        raise ValueError(f"{name} has shape {M.shape}; expected "
+                         f"({expected_rows}, {expected_cols})")
+
+
+def _ld(M):
+    return max(M.strides[0] // M.itemsize if M.shape[0] > 1 else 0, M.shape[1], 1)
+
+
+def gemm(str kernel, bint trans_a, bint trans_b, alpha, A, B, beta, C, int repeat=1):
+    """C := alpha op(A) @ op(B) + beta C in place (C's rows contiguous, any leading dimension;
+    A and B likewise), `repeat` times; kernel is one of KERNELS.  A: (m, k), or (k, m) when
+    trans_a; B: (k, n), or (n, k) when trans_b; C: (m, n), one dtype, float32 or float64."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel={kernel!r}; expected one of {KERNELS}")
+    if not isinstance(C, np.ndarray) or C.ndim != 2 or C.dtype not in (np.float32,
+                                                                       np.float64):
+        raise ValueError("C must be a 2-d float32 or float64 ndarray")
+    cdef int m = C.shape[0], n = C.shape[1]
+    cdef int k = A.shape[0] if trans_a else A.shape[1]
+    _check("A", A, k if trans_a else m, m if trans_a else k, C.dtype)
+    _check("B", B, n if trans_b else k, k if trans_b else n, C.dtype)
+    _check("C", C, m, n, C.dtype)
+    if not C.flags.writeable:
+        raise ValueError("C must be writeable")
+    cdef int kind = KERNELS.index(kernel), lda = _ld(A), ldb = _ld(B), ldc = _ld(C), r
+    cdef int status = 0
+    cdef float falpha = alpha, fbeta = beta
+    cdef double dalpha = alpha, dbeta = beta
+    cdef size_t pa = A.ctypes.data, pb = B.ctypes.data, pc = C.ctypes.data
+    if C.dtype == np.float32:
+        with nogil:
+            for r in range(repeat):
+                status = _run(kind, trans_a, trans_b, m, n, k, falpha, <const float *> pa,
+                              lda, <const float *> pb, ldb, fbeta, <float *> pc, ldc)
+    else:
+        with nogil:
+            for r in range(repeat):
+                status = _run(kind, trans_a, trans_b, m, n, k, dalpha, <const double *> pa,
+                              lda, <const double *> pb, ldb, dbeta, <double *> pc, ldc)
+    if status != 0:
+        raise MemoryError(f"the {kernel} product's workspace could not be allocated")
+    return C

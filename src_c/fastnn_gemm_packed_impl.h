@@ -1,0 +1,254 @@
+/*
+ * fastnn_gemm_packed_impl.h -- the body of fastnn_gemm_packed.h for one element type.
+ * Included twice (float, then double) with FNN_T, FNN_P, FNN_NR, FNN_KC, FNN_MC, FNN_NC and, on
+ * x86-64, the vector macros defined; undefines them at the end.  Not meant to be included on
+ * its own.
+ */
+
+/* op(A)[i0 : i0 + mc, p0 : p0 + kc] into micro-panels of MR rows: element (r, p) of panel q at
+ * dst[q MR kc + p MR + r]; rows past mc are zeros.  op(A)(i, p) is A[i lda + p], or
+ * A[p lda + i] when trans_a. */
+static void FNN_P(pk_pack_a)(int trans_a, const FNN_T *restrict A, ptrdiff_t lda,
+                             ptrdiff_t i0, ptrdiff_t mc, ptrdiff_t p0, ptrdiff_t kc,
+                             FNN_T *restrict dst)
+{
+    ptrdiff_t ir, r, p;
+    for (ir = 0; ir < mc; ir += FNN_PK_MR) {
+        const ptrdiff_t rows = fnn_pk_min(FNN_PK_MR, mc - ir);
+        FNN_T *restrict d = dst + ir * kc;
+        if (!trans_a) {
+            for (r = 0; r < rows; r++) {
+                const FNN_T *restrict a = A + (i0 + ir + r) * lda + p0;
+                for (p = 0; p < kc; p++)
+                    d[p * FNN_PK_MR + r] = a[p];
+            }
+            for (; r < FNN_PK_MR; r++)
+                for (p = 0; p < kc; p++)
+                    d[p * FNN_PK_MR + r] = 0;
+        } else if (rows == FNN_PK_MR) {
+            for (p = 0; p < kc; p++) {
+                const FNN_T *restrict a = A + (p0 + p) * lda + i0 + ir;
+                for (r = 0; r < FNN_PK_MR; r++)
+                    d[p * FNN_PK_MR + r] = a[r];
+            }
+        } else {
+            for (p = 0; p < kc; p++) {
+                const FNN_T *restrict a = A + (p0 + p) * lda + i0 + ir;
+                for (r = 0; r < rows; r++)
+                    d[p * FNN_PK_MR + r] = a[r];
+                for (; r < FNN_PK_MR; r++)
+                    d[p * FNN_PK_MR + r] = 0;
+            }
+        }
+    }
+}
+
+/* op(B)[p0 : p0 + kc, j0 : j0 + nc] into micro-panels of NR columns: element (p, c) of panel q
+ * at dst[q NR kc + p NR + c]; columns past nc are zeros.  op(B)(p, j) is B[p ldb + j], or
+ * B[j ldb + p] when trans_b. */
+static void FNN_P(pk_pack_b)(int trans_b, const FNN_T *restrict B, ptrdiff_t ldb,
+                             ptrdiff_t p0, ptrdiff_t kc, ptrdiff_t j0, ptrdiff_t nc,
+                             FNN_T *restrict dst)
+{
+    ptrdiff_t jr, c, p;
+    for (jr = 0; jr < nc; jr += FNN_NR) {
+        const ptrdiff_t cols = fnn_pk_min(FNN_NR, nc - jr);
+        FNN_T *restrict d = dst + jr * kc;
+        if (!trans_b) {
+            if (cols == FNN_NR) {
+                for (p = 0; p < kc; p++) {
+                    const FNN_T *restrict b = B + (p0 + p) * ldb + j0 + jr;
+                    for (c = 0; c < FNN_NR; c++)
+                        d[p * FNN_NR + c] = b[c];
+                }
+            } else {
+                for (p = 0; p < kc; p++) {
+                    const FNN_T *restrict b = B + (p0 + p) * ldb + j0 + jr;
+                    for (c = 0; c < cols; c++)
+                        d[p * FNN_NR + c] = b[c];
+                    for (; c < FNN_NR; c++)
+                        d[p * FNN_NR + c] = 0;
+                }
+            }
+        } else {
+            for (c = 0; c < cols; c++) {
+                const FNN_T *restrict b = B + (j0 + jr + c) * ldb + p0;
+                for (p = 0; p < kc; p++)
+                    d[p * FNN_NR + c] = b[p];
+            }
+            for (; c < FNN_NR; c++)
+                for (p = 0; p < kc; p++)
+                    d[p * FNN_NR + c] = 0;
+        }
+    }
+}
+
+/* The plain C micro-kernel: C[0:MR, 0:NR] (leading dimension ldc) := alpha s + beta C (C not
+ * read when beta == 0), s the packed micro-panels' product summed over p = 0 .. kc-1. */
+static void FNN_P(pk_kernel_plain)(ptrdiff_t kc, const FNN_T *restrict a,
+                                   const FNN_T *restrict b, FNN_T *restrict C, ptrdiff_t ldc,
+                                   FNN_T alpha, FNN_T beta)
+{
+    FNN_T acc[FNN_PK_MR][FNN_NR];
+    ptrdiff_t r, c, p;
+    for (r = 0; r < FNN_PK_MR; r++)
+        for (c = 0; c < FNN_NR; c++)
+            acc[r][c] = 0;
+    for (p = 0; p < kc; p++)
+        for (r = 0; r < FNN_PK_MR; r++) {
+            const FNN_T ar = a[p * FNN_PK_MR + r];
+            for (c = 0; c < FNN_NR; c++)
+                acc[r][c] = ar * b[p * FNN_NR + c] + acc[r][c];
+        }
+    for (r = 0; r < FNN_PK_MR; r++) {
+        FNN_T *restrict cr = C + r * ldc;
+        if (beta == 0)
+            for (c = 0; c < FNN_NR; c++)
+                cr[c] = alpha * acc[r][c];
+        else
+            for (c = 0; c < FNN_NR; c++)
+                cr[c] = alpha * acc[r][c] + beta * cr[c];
+    }
+}
+
+#if defined(FNN_GEMM_X86)
+/* The AVX2 + FMA micro-kernel: the same contract, 12 accumulator vectors. */
+FNN_GEMM_AVX2 static void FNN_P(pk_kernel_avx2)(ptrdiff_t kc, const FNN_T *restrict a,
+                                                const FNN_T *restrict b, FNN_T *restrict C,
+                                                ptrdiff_t ldc, FNN_T alpha, FNN_T beta)
+{
+    FNN_V c00 = FNN_VZERO(), c01 = FNN_VZERO(), c10 = FNN_VZERO(), c11 = FNN_VZERO();
+    FNN_V c20 = FNN_VZERO(), c21 = FNN_VZERO(), c30 = FNN_VZERO(), c31 = FNN_VZERO();
+    FNN_V c40 = FNN_VZERO(), c41 = FNN_VZERO(), c50 = FNN_VZERO(), c51 = FNN_VZERO();
+    ptrdiff_t p;
+    for (p = 0; p < kc; p++) {
+        const FNN_V b0 = FNN_VLOAD(b), b1 = FNN_VLOAD(b + FNN_W);
+        FNN_V x;
+        x = FNN_VBCAST(a + 0); c00 = FNN_VFMA(x, b0, c00); c01 = FNN_VFMA(x, b1, c01);
+        x = FNN_VBCAST(a + 1); c10 = FNN_VFMA(x, b0, c10); c11 = FNN_VFMA(x, b1, c11);
+        x = FNN_VBCAST(a + 2); c20 = FNN_VFMA(x, b0, c20); c21 = FNN_VFMA(x, b1, c21);
+        x = FNN_VBCAST(a + 3); c30 = FNN_VFMA(x, b0, c30); c31 = FNN_VFMA(x, b1, c31);
+        x = FNN_VBCAST(a + 4); c40 = FNN_VFMA(x, b0, c40); c41 = FNN_VFMA(x, b1, c41);
+        x = FNN_VBCAST(a + 5); c50 = FNN_VFMA(x, b0, c50); c51 = FNN_VFMA(x, b1, c51);
+        a += FNN_PK_MR;
+        b += FNN_NR;
+    }
+    {
+        const FNN_V al = FNN_VBCAST(&alpha);
+#define FNN_PK_STORE(r, v0, v1)                                                               \
+        if (beta == 0) {                                                                      \
+            FNN_VSTORE(C + (r) * ldc, FNN_VMUL(al, v0));                                      \
+            FNN_VSTORE(C + (r) * ldc + FNN_W, FNN_VMUL(al, v1));                              \
+        } else {                                                                              \
+            const FNN_V be = FNN_VBCAST(&beta);                                               \
+            FNN_VSTORE(C + (r) * ldc,                                                         \
+                       FNN_VFMA(al, v0, FNN_VMUL(be, FNN_VLOAD(C + (r) * ldc))));             \
+            FNN_VSTORE(C + (r) * ldc + FNN_W,                                                 \
+                       FNN_VFMA(al, v1, FNN_VMUL(be, FNN_VLOAD(C + (r) * ldc + FNN_W))));     \
+        }
+        FNN_PK_STORE(0, c00, c01) FNN_PK_STORE(1, c10, c11) FNN_PK_STORE(2, c20, c21)
+        FNN_PK_STORE(3, c30, c31) FNN_PK_STORE(4, c40, c41) FNN_PK_STORE(5, c50, c51)
+#undef FNN_PK_STORE
+    }
+}
+#endif
+
+/* One micro-tile of rows x cols (<= MR x NR) at C: full tiles straight into C, edge tiles
+ * through a padded MR x NR copy (the same instructions, so the same bits). */
+static inline void FNN_P(pk_tile)(int avx2, ptrdiff_t kc, const FNN_T *a, const FNN_T *b,
+                                  FNN_T *C, ptrdiff_t ldc, ptrdiff_t rows, ptrdiff_t cols,
+                                  FNN_T alpha, FNN_T beta)
+{
+    FNN_T tile[FNN_PK_MR * FNN_NR];
+    FNN_T *dst = C;
+    ptrdiff_t ldd = ldc, r, c;
+    if (rows < FNN_PK_MR || cols < FNN_NR) {
+        dst = tile;
+        ldd = FNN_NR;
+        if (beta != 0)
+            for (r = 0; r < FNN_PK_MR; r++)
+                for (c = 0; c < FNN_NR; c++)
+                    tile[r * FNN_NR + c] = r < rows && c < cols ? C[r * ldc + c] : 0;
+    }
+#if defined(FNN_GEMM_X86)
+    if (avx2)
+        FNN_P(pk_kernel_avx2)(kc, a, b, dst, ldd, alpha, beta);
+    else
+#endif
+        FNN_P(pk_kernel_plain)(kc, a, b, dst, ldd, alpha, beta);
+    (void) avx2;
+    if (dst == tile)
+        for (r = 0; r < rows; r++)
+            for (c = 0; c < cols; c++)
+                C[r * ldc + c] = tile[r * FNN_NR + c];
+}
+
+/* C (m, n) := alpha op(A) op(B) + beta C, row-major (the layout of _blas.gemm_rowmajor:
+ * op(A) (m, k), op(B) (k, n)), summed in the order of fastnn_gemm_packed.h.  C must not
+ * overlap A or B.  Returns 0, or -1 when the packing buffer could not be allocated. */
+static int FNN_P(gemm_packed)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                              FNN_T alpha, const FNN_T *A, ptrdiff_t lda, const FNN_T *B,
+                              ptrdiff_t ldb, FNN_T beta, FNN_T *C, ptrdiff_t ldc)
+{
+    ptrdiff_t n_kb, kb, kcmax, ncmax, mcmax, jc, pc, ic, jr, ir, i, j;
+    void *raw;
+    FNN_T *bp, *ap;
+    const int avx2 = fnn_gemm_use_avx2();
+    if (m <= 0 || n <= 0)
+        return 0;
+    if (k <= 0) {
+        /* an empty sum: C := beta C (C not read when beta == 0) */
+        for (i = 0; i < m; i++)
+            for (j = 0; j < n; j++)
+                C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
+        return 0;
+    }
+    /* k in ceil(k / KC) blocks of near-equal length (a function of k and KC only) */
+    n_kb = (k + FNN_KC - 1) / FNN_KC;
+    kb = (k + n_kb - 1) / n_kb;
+    kcmax = kb;
+    ncmax = (fnn_pk_min(FNN_NC, n) + FNN_NR - 1) / FNN_NR * FNN_NR;
+    mcmax = (fnn_pk_min(FNN_MC, m) + FNN_PK_MR - 1) / FNN_PK_MR * FNN_PK_MR;
+    raw = malloc((size_t) (kcmax * (ncmax + mcmax)) * sizeof(FNN_T) + 64);
+    if (raw == NULL)
+        return -1;
+    bp = (FNN_T *) (((uintptr_t) raw + 63) & ~(uintptr_t) 63);
+    ap = bp + kcmax * ncmax;
+    for (jc = 0; jc < n; jc += FNN_NC) {
+        const ptrdiff_t nc = fnn_pk_min(FNN_NC, n - jc);
+        for (pc = 0; pc < k; pc += kb) {
+            const ptrdiff_t kc = fnn_pk_min(kb, k - pc);
+            const FNN_T be = pc == 0 ? beta : 1;
+            FNN_P(pk_pack_b)(trans_b, B, ldb, pc, kc, jc, nc, bp);
+            for (ic = 0; ic < m; ic += FNN_MC) {
+                const ptrdiff_t mc = fnn_pk_min(FNN_MC, m - ic);
+                FNN_P(pk_pack_a)(trans_a, A, lda, ic, mc, pc, kc, ap);
+                for (jr = 0; jr < nc; jr += FNN_NR)
+                    for (ir = 0; ir < mc; ir += FNN_PK_MR)
+                        FNN_P(pk_tile)(avx2, kc, ap + ir * kc, bp + jr * kc,
+                                       C + (ic + ir) * ldc + jc + jr, ldc,
+                                       fnn_pk_min(FNN_PK_MR, mc - ir),
+                                       fnn_pk_min(FNN_NR, nc - jr), alpha, be);
+            }
+        }
+    }
+    free(raw);
+    return 0;
+}
+
+#undef FNN_T
+#undef FNN_P
+#undef FNN_NR
+#undef FNN_KC
+#undef FNN_MC
+#undef FNN_NC
+#if defined(FNN_GEMM_X86)
+#undef FNN_V
+#undef FNN_W
+#undef FNN_VZERO
+#undef FNN_VLOAD
+#undef FNN_VSTORE
+#undef FNN_VBCAST
+#undef FNN_VFMA
+#undef FNN_VMUL
+#endif
