@@ -729,7 +729,7 @@ def step_cases(sizes, activation="relu", loss="cross_entropy", batch=64, dtype=n
 
 # ------------------------------------------------------------------ fastnn's threads
 
-from fastnn._core._network cimport tiled_gemm
+from fastnn._core._tiling cimport tiled_gemm
 from fastnn._core._pool cimport parallel_for
 
 

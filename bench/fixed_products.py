@@ -6,7 +6,7 @@ With --large, the question is the large products instead: both sides keep the sm
 on the fixed-order kernels, and the products above that range run on OpenBLAS ("blas", as
 before fastnn's packed kernel) or on the kernel `_network._product_kernel` chooses ("auto").
 
-One process alternates the OpenBLAS path (`_network._set_fixed_max(0)`) and the default
+One process alternates the OpenBLAS path (`_tiling._set_fixed_max(0)`) and the default
 (products with m n k up to the threshold on fastnn's own kernels), timing one fit of the
 workload of bench/_common.py at 1 thread in thread CPU time, and prints the samples per second
 of each and the median of the per-repeat time ratios.  Pin it (`taskset -c 0`); under load,
@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 import fastnn  # noqa: E402
-from fastnn._core import _network  # noqa: E402
+from fastnn._core import _network, _tiling  # noqa: E402
 
 
 def main(argv):
@@ -35,15 +35,15 @@ def main(argv):
         w.update(n=int(argv[3]), batches=(int(argv[4]),))
     X, y = C.make_data(w)
     batch = w["batches"][0]
-    default = _network._set_fixed_max(0)
-    _network._set_fixed_max(default)
+    default = _tiling._set_fixed_max(0)
+    _tiling._set_fixed_max(default)
     modes = (("blas", 0.0), ("fixed", default))
 
     def select(mode, v):
         if large:
-            _network._set_product_kernel("blas" if mode == "blas" else "auto")
+            _tiling._set_product_kernel("blas" if mode == "blas" else "auto")
         else:
-            _network._set_fixed_max(v)
+            _tiling._set_fixed_max(v)
 
     def fit(epochs):
         m = fastnn.MLP(w["sizes"], activation=w["activation"], dtype=dtype, seed=0)
@@ -67,8 +67,8 @@ def main(argv):
                 fit(w["epochs"])
                 times[mode].append(time.thread_time() - t0)
     finally:
-        _network._set_fixed_max(default)
-        _network._set_product_kernel("auto")
+        _tiling._set_fixed_max(default)
+        _tiling._set_product_kernel("auto")
     n = w["n"] * w["epochs"]
     ratios = np.array(times["blas"]) / np.array(times["fixed"])
     ours = "chosen kernels" if large else "fixed-order"

@@ -202,6 +202,10 @@ def torch_runners(w, X, y, batch, threads, params0):
         g = torch.func.grad(loss_fn)(params, Xt[idx], yt[idx])
         return [p - lr * d for p, d in zip(params, g)]
 
+    # each configuration compiles its own step (a full and a last, partial batch shape): the
+    # shapes of earlier configurations would otherwise count against dynamo's recompile limit
+    # (8), which fullgraph=True turns into an error
+    torch._dynamo.reset()
     compiled = torch.compile(step, fullgraph=True, dynamic=False)
     p0 = [torch.from_numpy(np.array(a)) for W, b in params0 for a in (W, b)]
     n = X.shape[0]

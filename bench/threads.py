@@ -28,7 +28,7 @@ import _common as C
 from numpy_mlp import NumpyMLP
 
 import fastnn
-from fastnn._core import _network
+from fastnn._core import _tiling
 from _compiled import load_bench
 _bench = load_bench()
 
@@ -144,7 +144,7 @@ def tile_costs(repeats, batches=(16, 64, 256, 1024), dtype=np.float32):
             cases = {nt: _bench.tiled_gemm_case(m, n, k, nt, ta, tb, dtype) for nt in (0, 1, 2)}
             with threads.blas_threads(1):
                 med = _cpu_sample(cases, repeats)
-            n_tiles, tm, tn = _network.gemm_tiles(m, n, k)
+            n_tiles, tm, tn = _tiling.gemm_tiles(m, n, k)
             rows.append(dict(batch=batch, product=name, m=m, n=n, k=k, tiles=n_tiles, tm=tm,
                              tn=tn, untiled_us=med[0][0], tiled_us=med[1][0],
                              two_wall=med[2][2], two_cpu=med[2][1], flops=2.0 * m * n * k))

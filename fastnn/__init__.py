@@ -12,7 +12,7 @@ from fastnn._version import __version__  # one place, read by fastnn.io.saving t
 
 try:
     from fastnn._core import (_blas, _epoch, _layers, _loop, _losses, _network,  # noqa: F401
-                              _sensitivity, _sgd, _sparse)
+                              _sensitivity, _sgd, _sparse, _tiling)
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "fastnn's compiled extension could not be imported "

@@ -504,18 +504,18 @@ def test_the_world_is_one_where_openblas_threads_change_bits():
     shapes): the control of loss_grad forces its large products onto OpenBLAS."""
     if not OPENBLAS:
         pytest.skip("scipy's BLAS is not an OpenBLAS fastnn controls")
-    from fastnn._core import _network, _sensitivity
+    from fastnn._core import _network, _sensitivity, _tiling
     w = World(crafted=False)
     m = w.reg
 
     def loss_grad():
         grads = np.empty(m.n_params, np.float32)
-        old = _network._set_product_kernel("blas")
+        old = _tiling._set_product_kernel("blas")
         try:
             _network.loss_grad_into(m._spec, m.params, grads, w.X, 0, 0, 1.0, w.y_reg, None,
                                     None, None, 1.0, True, n_threads=1)
         finally:
-            _network._set_product_kernel(old)
+            _tiling._set_product_kernel(old)
         return grads
 
     def jacobian():

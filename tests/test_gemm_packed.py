@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn._core import _network, _products
+from fastnn._core import _network, _products, _tiling
 
 DTYPES = (np.float32, np.float64)
 DT_IDS = ("f32", "f64")
@@ -140,13 +140,13 @@ def _fit(dtype, n_threads, kernel):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((600, 300)).astype(dtype)
     y = rng.integers(0, 10, 600)
-    old = _network._set_product_kernel(kernel)
+    old = _tiling._set_product_kernel(kernel)
     try:
         model = fastnn.MLP([300, 200, 64, 10], dtype=dtype, seed=0)
         fastnn.fit(model, X, y, "cross_entropy", fastnn.SGD(lr=0.01), epochs=1, batch_size=200,
                    seed=0, n_threads=n_threads)
     finally:
-        _network._set_product_kernel(old)
+        _tiling._set_product_kernel(old)
     return model.params.copy()
 
 
@@ -154,7 +154,7 @@ def _fit(dtype, n_threads, kernel):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 def test_training_has_the_same_bits_on_1_and_2_threads_on_each_kernel(kernel, dtype):
     # 200 x 300 x 200 products: above the fixed-order range, cut into 2 tiles
-    assert _network.gemm_tiles(200, 200, 300)[0] > 1
+    assert _tiling.gemm_tiles(200, 200, 300)[0] > 1
     one = _fit(dtype, 1, kernel)
     np.testing.assert_array_equal(_fit(dtype, 2, kernel), one)
     blas = _fit(dtype, 1, "blas")
@@ -163,13 +163,13 @@ def test_training_has_the_same_bits_on_1_and_2_threads_on_each_kernel(kernel, dt
 
 
 def test_the_kernel_switch_is_validated_and_restored():
-    old = _network._set_product_kernel("blas")
+    old = _tiling._set_product_kernel("blas")
     try:
-        assert _network._set_product_kernel("packed") == "blas"
+        assert _tiling._set_product_kernel("packed") == "blas"
     finally:
-        _network._set_product_kernel(old)
+        _tiling._set_product_kernel(old)
     with pytest.raises(ValueError, match="name='fast'; expected one of"):
-        _network._set_product_kernel("fast")
+        _tiling._set_product_kernel("fast")
     with pytest.raises(ValueError, match="kernel='fast'; expected one of"):
         _products.gemm("fast", False, False, 1.0, np.ones((2, 2)), np.ones((2, 2)), 0.0,
                        np.ones((2, 2)))

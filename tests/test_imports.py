@@ -214,7 +214,8 @@ COMPILED_IMPORTERS = {
     # the build check: imports the modules to report a missing build, calls nothing
     "fastnn": {"fastnn._core._blas", "fastnn._core._epoch", "fastnn._core._layers",
                "fastnn._core._loop", "fastnn._core._losses", "fastnn._core._network",
-               "fastnn._core._sensitivity", "fastnn._core._sgd", "fastnn._core._sparse"},
+               "fastnn._core._sensitivity", "fastnn._core._sgd", "fastnn._core._sparse",
+               "fastnn._core._tiling"},
     # a capability query (the boundary reads fpmode's setting, so fpmode sits below it)
     "fastnn.runtime.fpmode": {"fastnn._core._network._fpmode_supported"},
     # the pool's thread limit, which threadpoolctl reads and sets (no arithmetic)

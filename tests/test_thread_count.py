@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn._core import _epoch, _network, _sgd
+from fastnn._core import _epoch, _network, _sgd, _tiling
 from fastnn.runtime import fpmode, threads
 from fastnn._core import _reference as ref
 from tests._helpers import epoch_call_kwargs
@@ -120,7 +120,7 @@ def _one_tile_each(c):
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         shapes += [(m, n_out, n_in), (n_in, n_out, m), (m, n_in, n_out)]
     n_params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
-    return n_params <= 16384 and all(_network.gemm_tiles(*s)[0] == 1 for s in shapes)
+    return n_params <= 16384 and all(_tiling.gemm_tiles(*s)[0] == 1 for s in shapes)
 
 
 def test_the_bitwise_comparison_with_the_untiled_path_covers_a_network():
@@ -141,7 +141,7 @@ def test_one_thread_against_the_untiled_sequential_path(name, optimizer, monkeyp
     """The tiled path at one thread against the untiled one it replaced (n_threads=0).
 
     Bitwise equal where the decomposition allows it: networks whose products are one tile
-    each (asked of _network.gemm_tiles, so that the claim follows the tiling constants: B at
+    each (asked of _tiling.gemm_tiles, so that the claim follows the tiling constants: B at
     batch 32), and whose parameter vectors are one chunk of the update.  Where a product is
     cut (A, D, and C at batch 256), OpenBLAS computes a tile's elements with the same k but may block and round them
     differently from the whole product's (its blocking of k and small-matrix kernels depend
@@ -520,7 +520,7 @@ def test_the_threads_guide_states_the_tiling_rule_the_code_follows():
     two, most, big = (int(g) for g in m.groups())
 
     def tiles(m_, n_, k_):
-        return _network.gemm_tiles(m_, n_, k_)[0]
+        return _tiling.gemm_tiles(m_, n_, k_)[0]
 
     # 2 tiles from `two` MFLOP: 256 x 256 products of 2 * 65536 * k flops
     k = -(-two * 10**6 // (2 * 256 * 256))
@@ -535,10 +535,10 @@ def test_the_threads_guide_states_the_tiling_rule_the_code_follows():
 def test_a_tile_side_near_int_max_does_not_wrap_the_tiling():
     # 2 * side was an int product: side = 2**31 - 1 wrapped negative and every product was
     # cut into tiles smaller than the side asked for
-    old = _network._set_tiling(2**31 - 1, 0.0, 64, 0.0)
+    old = _tiling._set_tiling(2**31 - 1, 0.0, 64, 0.0)
     try:
-        assert _network.gemm_tiles(1000, 1000, 1000) == (1, 1000, 1000)
-        assert _network.gemm_tiles(2**31 - 1, 2**31 - 1, 1) == (1, 2**31 - 1, 2**31 - 1)
+        assert _tiling.gemm_tiles(1000, 1000, 1000) == (1, 1000, 1000)
+        assert _tiling.gemm_tiles(2**31 - 1, 2**31 - 1, 1) == (1, 2**31 - 1, 2**31 - 1)
     finally:
-        _network._set_tiling(*old)
-    assert _network.gemm_tiles(2**31 - 1, 2**31 - 1, 2**31 - 1)[0] == 64
+        _tiling._set_tiling(*old)
+    assert _tiling.gemm_tiles(2**31 - 1, 2**31 - 1, 2**31 - 1)[0] == 64

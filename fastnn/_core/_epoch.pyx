@@ -29,7 +29,7 @@ from cpython.ref cimport PyObject, Py_XDECREF
 
 from fastnn._core._dropout cimport DropoutCtx
 from fastnn._core._losses cimport check_target_sizes
-from fastnn._core._network cimport Net, NetSpec, check_net
+from fastnn._core._network cimport Net, NetSpec, check_net, with_threads
 from fastnn._core._pool cimport parallel_for
 from fastnn._core._sgd cimport _check_optimizer, _optimizer
 from fastnn._core._sparse cimport check_csr, check_first_layer
@@ -566,8 +566,7 @@ cdef EpochCall _pack(EpochConfig config, object source, floating[::1] params,
     cdef double[::1] batch_weights = None
     cdef int opt_kind = optimizer[0]
     cdef double momentum = optimizer[2]
-    call.net = spec.net
-    call.net.n_threads = config.n_threads   # fastnn's threads (0: the untiled path, for tests)
+    call.net = with_threads(spec, config.n_threads)  # (0: the untiled path, for tests)
     if sparse:
         data, indices, indptr = source.data, source.indices, source.indptr
         n, n_in = indptr.shape[0] - 1, source.n_features

@@ -38,15 +38,6 @@ cdef struct Net:
                               # spec's own struct; forward_into sets it on a COPY
 
 
-cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, int k,
-                     floating alpha, const floating *A, int lda, const floating *B, int ldb,
-                     floating beta, floating *C, int ldc) noexcept nogil
-# C := alpha op(A) op(B) + beta C over fixed tiles of C (a function of (m, n, k) only), on up
-# to n_threads threads of fastnn's pool, each tile by the kernel _network._product_kernel
-# chose for the whole product (fastnn's fixed-order or packed kernel, or OpenBLAS); k is never
-# split across tiles, and no kernel's sums depend on where a tile starts, so every element of
-# C gets the same bits whatever n_threads is.
-
 cdef int net_forward(const Net *net, const floating *params, const floating *X, int n_rows,
                      floating *acts) noexcept nogil
 # A_k for every layer into acts (row-major blocks at n_rows * a_off[k]); returns a status.
@@ -101,6 +92,9 @@ cdef class NetSpec:
     cdef object _sizes, _acts, _alphas, _w_off, _b_off, _a_off, _z_off, _drop_rates
     cdef object _norms, _n_off, _r_off
 
+
+cdef Net with_threads(NetSpec spec, int n_threads) except *
+# A copy of spec's struct with n_threads set (ValueError below 0): every entry point's copy.
 
 cdef int check_net(NetSpec spec, Py_ssize_t n_params, Py_ssize_t n_grads,
                    Py_ssize_t n_inputs, Py_ssize_t n_rows) except -1

@@ -1,5 +1,5 @@
 """Training's product kernels one by one, for tests and bench/ (not used by training itself,
-which chooses among them in _network.tiled_gemm).
+which chooses among them in _tiling.tiled_gemm).
 
 gemm(kernel, trans_a, trans_b, alpha, A, B, beta, C) computes C := alpha op(A) @ op(B) +
 beta C in place with the named kernel: "packed" (src_c/fastnn_gemm_packed.h), "packed_plain"

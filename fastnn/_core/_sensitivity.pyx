@@ -30,7 +30,7 @@ from fastnn._core._kernels cimport FNN_OK, FNN_IDENTITY, act_backward
 from fastnn._core._layernorm cimport layernorm_act_backward
 from fastnn._core._losses cimport LossParams, LOSS_GAUSSIAN_LEARNED, output_activation
 from fastnn._core._network cimport (Net, NetSpec, net_forward, net_forward_loss, layer_output,
-                              layer_kept, check_net)
+                              layer_kept, check_net, with_threads)
 from fastnn._core._losses cimport N_LOSSES, check_targets
 from libc.limits cimport INT_MAX
 
@@ -86,17 +86,6 @@ cdef int backward_to_input(const Net *net, const floating *params, int n_rows,
     return FNN_OK
 
 
-cdef Net _with_threads(NetSpec spec, int n_threads) except *:
-    """A copy of the network struct whose products run in their fixed tiles on n_threads
-    threads of fastnn's pool (the same bits for any count >= 1; 0: the untiled path, for
-    tests), as _network.forward_into sets it."""
-    if n_threads < 0:
-        raise ValueError(f"n_threads={n_threads}; expected >= 0")
-    cdef Net net = spec.net
-    net.n_threads = n_threads
-    return net
-
-
 cdef size_t _delta_width(const Net *net) noexcept nogil:
     return <size_t> (net.max_width if net.max_width > net.sizes[0] else net.sizes[0])
 
@@ -116,7 +105,7 @@ def loss_input_grad_into(NetSpec spec, const floating[::1] params, const floatin
     n_threads: threads of fastnn's pool taking the forward pass's fixed tiles, as in
     _network.forward_into.
     """
-    cdef Net local = _with_threads(spec, n_threads)
+    cdef Net local = with_threads(spec, n_threads)
     cdef const Net *net = &local
     cdef LossParams lp
     cdef Py_ssize_t n = X.shape[0], start, rows
@@ -221,7 +210,7 @@ def jacobian_into(NetSpec spec, const floating[::1] params, const floating[:, ::
     against the chunk's stored outputs).  R = stacked_rows // (stop - first), at least 1.
     flush_denormals, n_threads: as in loss_input_grad_into.
     """
-    cdef Net local = _with_threads(spec, n_threads)
+    cdef Net local = with_threads(spec, n_threads)
     cdef const Net *net = &local
     cdef int L = net.n_layers, n_out = net.sizes[net.n_layers], n_in = net.sizes[0]
     cdef int n_cols

@@ -17,7 +17,8 @@ from fastnn._core._fpmode cimport fnn_fpmode_enter, fnn_fpmode_leave
 from fastnn._core._kernels cimport FNN_OK
 
 from fastnn._core._losses cimport LossParams
-from fastnn._core._network cimport Net, NetSpec, check_net, net_backward, net_forward_loss
+from fastnn._core._network cimport (Net, NetSpec, check_net, net_backward, net_forward_loss,
+                                    with_threads)
 from fastnn._core._pool cimport parallel_for
 
 cdef enum:
@@ -390,10 +391,7 @@ def update_params(NetSpec spec, floating[::1] params, const floating[::1] grads,
                      t)
     cdef floating *s1 = NULL if state1 is None or state1.shape[0] == 0 else &state1[0]
     cdef floating *s2 = NULL if state2 is None or state2.shape[0] == 0 else &state2[0]
-    cdef Net net = spec.net
-    if n_threads < 0:
-        raise ValueError(f"n_threads={n_threads}; expected >= 0")
-    net.n_threads = n_threads
+    cdef Net net = with_threads(spec, n_threads)
     with nogil:
         fp_saved = fnn_fpmode_enter(flush_denormals)
         apply_update(&net, &opt, &params[0], &grads[0], s1, s2, params.shape[0], 1.0)

@@ -35,18 +35,7 @@ from fastnn._core._kernels cimport (FNN_OK, act_backward, bias_act, bias_act_kee
 from fastnn._core._losses cimport LossParams, check_targets, loss_grad
 from fastnn._core._network cimport (Net, NetSpec, check_net, dropping, layer_kept, layer_output,
                               loss_grad_workspace, net_backward, net_forward,
-                              net_forward_loss, write_output)
-
-
-cdef Net _with_threads(NetSpec spec, int n_threads) except *:
-    """A copy of the network struct whose products run in their fixed tiles on n_threads
-    threads of fastnn's pool (the same bits for any count >= 1; 0: the untiled path, for
-    tests), as _network.forward_into sets it."""
-    if n_threads < 0:
-        raise ValueError(f"n_threads={n_threads}; expected >= 0")
-    cdef Net net = spec.net
-    net.n_threads = n_threads
-    return net
+                              net_forward_loss, with_threads, write_output)
 
 
 cdef int check_first_layer(const Net *net) except -1:
@@ -273,7 +262,7 @@ def forward_csr_into(NetSpec spec, const floating[::1] params, const floating[::
     during the call (fastnn.runtime.fpmode), as _network.forward_into.  n_threads: threads of
     fastnn's pool taking the dense layers' fixed tiles, as in _network.forward_into.
     """
-    cdef Net local = _with_threads(spec, n_threads)
+    cdef Net local = with_threads(spec, n_threads)
     cdef const Net *net = &local
     cdef Py_ssize_t n = out.shape[0], n_out = out.shape[1], start, rows
     check_net(spec, params.shape[0], -1, -1, n)
@@ -324,7 +313,7 @@ def loss_grad_csr_into(NetSpec spec, const floating[::1] params, floating[::1] g
     """Return sum_i w_i l_i over the CSR rows and fill grads with grad_scale times its gradient
     (as _network.loss_grad_into does for a dense X, `workspace`, `flush_denormals` and
     `n_threads` included).  Sizes checked."""
-    cdef Net local = _with_threads(spec, n_threads)
+    cdef Net local = with_threads(spec, n_threads)
     cdef const Net *net = &local
     cdef LossParams lp
     cdef unsigned long long fp_saved
