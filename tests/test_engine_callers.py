@@ -437,3 +437,32 @@ def test_a_refused_estimator_fit_leaves_the_estimator_as_it_was(how, bad):
     train(est), train(twin)
     np.testing.assert_array_equal(est.model_.params, twin.model_.params)
     assert est.loss_curve_ == twin.loss_curve_
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "adam"])
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_a_fit_refused_by_the_runs_own_checks_leaves_the_estimator_as_it_was(solver,
+                                                                            warm_start):
+    # a negative Poisson target passes the estimator's checks and is refused by the run's
+    # (the loss's range check in prepare_run); with lbfgs that check ran outside the
+    # estimator's restore, so the refused fit left a new network and reset records
+    from sklearn.base import clone
+    X, _ = _data()
+    y = np.exp(X[:, 0])
+    est = MLPRegressor(loss="poisson", hidden_layer_sizes=(6,), max_iter=3, random_state=0,
+                       solver=solver, warm_start=warm_start)
+    twin = clone(est)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y), twin.fit(X, y)
+    model, params = est.model_, est.model_.params.copy()
+    curve = list(est.loss_curve_)
+    with pytest.raises(ValueError, match="negative|>= 0|nonnegative|non-negative"):
+        est.fit(X, y - 5.0)
+    assert est.model_ is model
+    np.testing.assert_array_equal(est.model_.params, params)
+    assert est.loss_curve_ == curve
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y), twin.fit(X, y)
+    np.testing.assert_array_equal(est.model_.params, twin.model_.params)

@@ -184,8 +184,8 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
                                          validation_data, first, hidden, activation, dtype)
             if prepared is None:
                 return None
-            if self.solver == "lbfgs":
-                return {"run": None, "lbfgs": (*prepared[:3], prepared[4])}
+            if self.solver == "lbfgs":   # its run checked here too, inside the restore
+                return {"run": None, "lbfgs": self._prepare_lbfgs(*prepared[:3], prepared[4])}
             X, Y, sw, val, loss, batch_size = prepared
             self.n_iter_ = 0
             # the epoch's records are part of its commit (a recorder): a reader never sees an
@@ -272,9 +272,10 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
             finite = [v for v in self.loss_curve_ if np.isfinite(v)]
             self.best_loss_ = min(finite) if finite else float("nan")
 
-    def _fit_lbfgs(self, X, Y, sw, loss):
-        """Full-batch L-BFGS, a run of fastnn's engine (fastnn.training.full_batch):
-        scikit-learn's objective and stopping rules."""
+    def _prepare_lbfgs(self, X, Y, sw, loss):
+        """The checked full-batch L-BFGS run (a run of fastnn's engine,
+        fastnn.training.full_batch) with scikit-learn's objective and stopping rules: (run,
+        solver, rows)."""
         # scikit-learn's alpha is per unit of weight; a total of 0 is the run's error, raised
         # before any step by its one check (TrainingRun.check)
         weight_sum = weight_total(sw, X.shape[0])
@@ -286,6 +287,10 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
 
         run, _ = prepare_run(self.model_, X, Y, loss, solver, sample_weight=sw,
                              callbacks=[report] if self.verbose else ())
+        return run, solver, X.shape[0]
+
+    def _fit_lbfgs(self, run, solver, n_rows):
+        """Run _prepare_lbfgs's run; scikit-learn's records and warnings."""
         try:
             history = run.run()
             result = solver.result_
@@ -300,7 +305,7 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
         curve = list(history.loss)
         with consistent(self):  # the records of the run, with its last iterate
             self.n_iter_ = min(int(result.nit), self.max_iter)
-            self.t_ += X.shape[0] * self.n_iter_
+            self.t_ += n_rows * self.n_iter_
             self.loss_ = float(result.fun)
             self.loss_curve_.extend(curve)
             self.best_loss_ = min(curve) if curve else self.loss_
