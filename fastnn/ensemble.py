@@ -546,6 +546,8 @@ class MLPEnsemble(EnsemblePredictor):
                                         seed=fit_seeds[k], sample_weight=swk,
                                         comm=comm, callbacks=[forward], **member_kwargs))
             except Exception as exc:
+                for run, _ in runs:   # the members checked before: as they were
+                    run.abandon()
                 raise _with_member_note(exc, k, self.member_seeds[k])
         return runs
 

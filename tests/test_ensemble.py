@@ -1133,3 +1133,32 @@ def test_a_refused_fit_leaves_the_optimizers_and_histories_of_the_last_fit(optim
     ens.fit(X, y, "mse", epochs=1)
     assert all(a is b for a, b in zip(ens.optimizers_, optimizers))
     assert [opt.t for opt in ens.optimizers_] == [t + 2 for t in steps]  # 40 rows, batch 32
+
+
+def test_a_member_refused_after_others_were_checked_leaves_their_records(monkeypatch):
+    # each member's check attaches its early-stopping record to its (continuing) optimizer;
+    # when a later member was refused, the members checked before kept the new records
+    import fastnn.ensemble as ensemble_module
+    X, y = _regression(60)
+    ens = MLPEnsemble([3, 8, 1], n_members=3, seed=0)
+    ens.fit(X, y, "mse", fastnn.Adam(lr=0.01), epochs=2, validation_split=0.2,
+            early_stopping=fastnn.EarlyStopping(patience=3))
+    records = [opt._early_stopping for opt in ens.optimizers_]
+    states = [dict(vars(r)) for r in records]
+    real, calls = ensemble_module.prepare_run, []
+
+    def refuse_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise ValueError("member refused")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ensemble_module, "prepare_run", refuse_the_third)
+    with pytest.raises(ValueError, match="member refused"):
+        ens.fit(X, y, "mse", epochs=2, validation_split=0.2,
+                early_stopping=fastnn.EarlyStopping(patience=5))
+    assert [opt._early_stopping for opt in ens.optimizers_] == records
+    for record, state in zip(records, states):
+        assert vars(record).keys() == state.keys()
+        for key, value in state.items():
+            assert vars(record)[key] is value or np.array_equal(vars(record)[key], value)

@@ -204,12 +204,24 @@ class TrainingRun:
             elif error is not None:
                 raise error
         except BaseException:
-            if hasattr(opt, "_early_stopping"):
-                opt._early_stopping = kept[0]
-            if es is not None:
-                vars(es).clear()
-                vars(es).update(kept[1])
+            self._kept_record = kept
+            self.abandon()
             raise
+        self._kept_record = kept
+
+    def abandon(self):
+        """Undo what ``check`` did to the early-stopping record (the optimizer's record, the
+        given EarlyStopping's state): for a run checked but never run, as when a later
+        member of an ensemble is refused (fastnn.MLPEnsemble.fit)."""
+        kept, self._kept_record = getattr(self, "_kept_record", None), None
+        if kept is None:
+            return
+        if hasattr(self.optimizer, "_early_stopping"):
+            self.optimizer._early_stopping = kept[0]
+        es = self.early_stopping
+        if es is not None:
+            vars(es).clear()
+            vars(es).update(kept[1])
 
     def _check_local(self, epochs):
         # the collectives first, on every rank alike (whether validation data is present was
