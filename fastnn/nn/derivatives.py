@@ -6,7 +6,7 @@ import numpy as np
 
 from fastnn.runtime import boundary
 from fastnn.runtime.state import consistent
-from fastnn._validation import check_choice, check_number
+from fastnn._validation import check_choice, check_number, weight_total
 from fastnn.nn.forward import as_input
 from fastnn.nn.network import OUTPUT_LINKS, _LEARNED_GAUSSIAN
 
@@ -89,7 +89,7 @@ class InputDerivatives:
         loss, X, Y, labels, sw, sigma = self.prepare_data(X, y, loss, sample_weight)
         scale = 1.0
         if reduction == "mean":
-            weight_sum = float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
+            weight_sum = weight_total(sw, X.shape[0])
             if not weight_sum > 0:
                 raise ValueError("sample_weight sums to 0: the mean loss is undefined")
             scale = 1.0 / weight_sum

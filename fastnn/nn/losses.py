@@ -31,7 +31,7 @@ import numpy as np
 
 from fastnn.runtime import boundary
 from fastnn._validation import (as_ndarray, check_bool, check_number, check_out,
-                                check_sample_weight, float_dtype)
+                                check_sample_weight, float_dtype, weight_total)
 # target conversion and checks, shared by the losses
 from fastnn.nn.targets import _as_real, _check_Z, _class_labels, _probability_rows, _target_matrix
 
@@ -214,7 +214,7 @@ class Loss:
         Y, labels = self.prepare_targets(y, n_out, Z.dtype)
         sw = self.prepare_sample_weight(sample_weight, n, Z.dtype)
         sigma = self.prepare_sigma(n, Z.dtype)
-        weight_sum = float(n) if sw is None else float(sw.sum(dtype=np.float64))
+        weight_sum = weight_total(sw, n)
         return Z, Y, labels, sw, sigma, weight_sum
 
     def loss_and_grad(self, Z, y, sample_weight=None, *, out=None):

@@ -627,12 +627,6 @@ class TrainingRun:
             self.history.best_epoch = es.best_epoch
 
 
-def _weight_total(arrays):
-    """Sum of the sample weights of prepared (X, Y, labels, sw, sigma), as a float64."""
-    X, sw = arrays[0], arrays[3]
-    return float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
-
-
 def _monitored(monitor, logs):
     if monitor == "val_loss" and logs["val_loss"] is None:
         return logs["loss"]

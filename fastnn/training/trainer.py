@@ -26,7 +26,7 @@ import numpy as np
 
 from fastnn.runtime import fpmode
 from fastnn._validation import (MAX_DIM, check_bool, check_number, check_random_state,
-                                check_writeable)
+                                check_writeable, weight_total)
 from fastnn.runtime import boundary
 from fastnn.nn.network import Network
 from fastnn.optim.lbfgs import LBFGS
@@ -432,7 +432,7 @@ class Trainer(DataPreparation):
         """
         check_writeable(self.grads, "model.grads")
         loss, X, Y, labels, sw, sigma = self._prepare_any(X, y, loss, sample_weight)
-        weight_sum = float(X.shape[0]) if sw is None else float(sw.sum(dtype=np.float64))
+        weight_sum = weight_total(sw, X.shape[0])
         with self._lock:  # fit uses grads meanwhile
             if isinstance(X, np.ndarray):
                 total = boundary.net_loss_grad(
