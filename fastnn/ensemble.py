@@ -55,7 +55,6 @@ losses do not stop early unless asked.
 import contextlib
 import copy
 import inspect
-import numbers
 import threading
 import warnings
 
@@ -78,7 +77,7 @@ from fastnn.runtime.threads import available_cores, compiled_threads, resolve_th
 from fastnn.training.engine import EarlyStopping
 from fastnn.training.lockstep import train_in_lockstep  # (re-exported)
 from fastnn.training.resample import bootstrap_draw, out_of_bag  # (re-exported)
-from fastnn.training.trainer import prepare_run
+from fastnn.training.trainer import check_callbacks, check_comm_seed, prepare_run
 
 __all__ = ["MLPEnsemble", "EnsemblePrediction", "load_ensemble", "available_cores",
            "ENSEMBLE_FORMAT", "ENSEMBLE_FORMAT_VERSION", "mixture_quantiles"]
@@ -398,9 +397,8 @@ class MLPEnsemble(EnsemblePredictor):
              fit_kwargs):
         with consistent(self):
             self._check_state()
-        if comm is not None and seed is not None and not isinstance(seed, numbers.Integral):
-            raise TypeError(f"with comm, seed must be an int or None (the same on every rank) "
-                            f"so that all ranks draw the same minibatches; got {seed!r}")
+        if comm is not None:
+            check_comm_seed(seed)
         if seed is not None and not isinstance(seed, np.random.Generator):
             check_number(seed, "seed", low=0, integer=True)
         if "model" in fit_kwargs:
@@ -419,13 +417,7 @@ class MLPEnsemble(EnsemblePredictor):
         if fit_kwargs.get("validation_split", 0.0) and self.bootstrap:
             raise ValueError("validation_split with bootstrap=True would put copies of "
                              "training rows in the validation set; pass validation_data")
-        if callable(callbacks) or not hasattr(callbacks, "__iter__"):
-            raise TypeError(f"callbacks must be a sequence of callables cb(epoch, logs); got "
-                            f"{callbacks!r} (put a single callback in a list)")
-        callbacks = list(callbacks)
-        for cb in callbacks:
-            if not callable(cb):
-                raise TypeError(f"callbacks must be callables cb(epoch, logs); got {cb!r}")
+        callbacks = check_callbacks(callbacks)
         if n_threads is not None:
             n_threads = int(check_number(n_threads, "n_threads", low=1, high=MAX_DIM,
                                          integer=True))

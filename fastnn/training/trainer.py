@@ -162,6 +162,27 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=None, batch_size=32, shuffl
     return run.run(epochs, n_threads)
 
 
+def check_callbacks(callbacks, allow=()):
+    """The callbacks as a list, each a callable ``cb(epoch, logs)`` (or an instance of one of
+    the classes `allow`, which the caller takes out); TypeError otherwise.  The one check of
+    fit's and MLPEnsemble.fit's callbacks."""
+    if callable(callbacks) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"callbacks must be a sequence of callables cb(epoch, logs); got "
+                        f"{callbacks!r} (put a single callback in a list)")
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not callable(cb) and not isinstance(cb, allow):
+            raise TypeError(f"callbacks must be callables cb(epoch, logs); got {cb!r}")
+    return callbacks
+
+
+def check_comm_seed(seed):
+    """With MPI every rank must draw the same minibatches: seed is an int or None."""
+    if seed is not None and not isinstance(seed, numbers.Integral):
+        raise TypeError(f"with comm, seed must be an int or None (the same on every rank) "
+                        f"so that all ranks draw the same minibatches; got {seed!r}")
+
+
 def prepare_run(model, X, y, loss, optimizer=None, *, epochs=None, batch_size=32, shuffle=True,
                 seed=None, sample_weight=None, validation_data=None, validation_split=0.0,
                 early_stopping=None, callbacks=(), verbose=0, drop_last=False, comm=None,
@@ -223,10 +244,7 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=None, batch_size=32
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
         raise TypeError(f"early_stopping must be None, an int or fastnn.EarlyStopping; got "
                         f"{early_stopping!r}")
-    if callable(callbacks) or not hasattr(callbacks, "__iter__"):
-        raise TypeError(f"callbacks must be a sequence of callables cb(epoch, logs); got "
-                        f"{callbacks!r} (put a single callback in a list)")
-    callbacks = list(callbacks)
+    callbacks = check_callbacks(callbacks, allow=(EarlyStopping,))
     # Keras habit: callbacks=[EarlyStopping(...)] means early_stopping=EarlyStopping(...)
     stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
     if stoppers:
@@ -235,9 +253,6 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=None, batch_size=32
                             "early_stopping=); pass one, as early_stopping=EarlyStopping(...)")
         early_stopping = stoppers[0]
         callbacks = [cb for cb in callbacks if not isinstance(cb, EarlyStopping)]
-    for cb in callbacks:
-        if not callable(cb):
-            raise TypeError(f"callbacks must be callables cb(epoch, logs); got {cb!r}")
     if not full_batch:
         optimizer = get_optimizer(optimizer)
     if seed is None and comm is None:
@@ -249,9 +264,7 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=None, batch_size=32
     if comm is not None:
         from fastnn.training.distributed import MPIContext
         mpi = MPIContext(comm)
-        if seed is not None and not isinstance(seed, numbers.Integral):
-            raise TypeError(f"with comm, seed must be an int or None (the same on every rank) "
-                            f"so that all ranks draw the same minibatches; got {seed!r}")
+        check_comm_seed(seed)
         # before any collective whose buffers depend on them (the dtype, above all)
         mpi.check_same({"epochs": epochs, "batch_size": batch_size, "shuffle": shuffle,
                         "drop_last": drop_last, "validation_split": fraction,
