@@ -535,14 +535,19 @@ class TrainingRun:
                 / elapsed if elapsed > 0 else float("inf")}
         self.history._append(logs)
         opt.schedule.on_epoch_end(epoch - 1, val_loss if val_loss is not None else train_loss)
+        return logs, self._verdict(epoch, logs)
+
+    def _verdict(self, epoch, logs):
+        """Early stopping's and the recorders' word on the epoch just recorded: True to stop
+        (every recorder is called, whatever the others say)."""
         stop = False
         es = self.early_stopping
         if es is not None:
-            stop = es._update(_monitored(es.monitor, logs), epoch, model.params)
+            stop = es._update(_monitored(es.monitor, logs), epoch, self.model.params)
             self.history.stopped_early = stop
         for rec in self.recorders:
             stop = bool(rec(epoch, logs)) or stop
-        return logs, stop
+        return stop
 
     def _report(self, logs, stop):
         """After the epoch's commit, outside the model's lock: the verbose line or progress

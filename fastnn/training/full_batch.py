@@ -36,7 +36,7 @@ from fastnn.optim.lbfgs import LBFGSObjective
 from fastnn.runtime.state import hold, let_readers_in
 from fastnn.runtime.threads import compiled_threads
 from fastnn.training.callbacks import History, TrainingDiverged
-from fastnn.training.engine import TrainingRun, _monitored, _progress_bar
+from fastnn.training.engine import TrainingRun, _progress_bar
 from fastnn.training.evaluation import evaluate
 
 __all__ = ["FullBatchRun"]
@@ -165,14 +165,7 @@ class FullBatchRun(TrainingRun):
                 "samples_per_s": evaluations * self.n_global / elapsed if elapsed > 0
                 else float("inf")}
         self.history._append(logs)
-        stop = False
-        es = self.early_stopping
-        if es is not None:
-            stop = es._update(_monitored(es.monitor, logs), iteration, model.params)
-            self.history.stopped_early = stop
-        for rec in self.recorders:
-            stop = bool(rec(iteration, logs)) or stop
-        return logs, stop
+        return logs, self._verdict(iteration, logs)
 
 
 def _publish(model, x):
