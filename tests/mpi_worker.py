@@ -188,6 +188,10 @@ def main(scenario, *args):
                                                              monitor="loss")}
         elif scenario == "zero-weights":
             kwargs = {"sample_weight": np.zeros(y.shape[0])}
+        elif scenario == "lbfgs-one-rank":
+            kwargs = {"optimizer": fastnn.LBFGS(max_iter=3)} if rank == 1 else {}
+        elif scenario == "batch-size-one-rank":
+            kwargs = {"batch_size": 0} if rank == 1 else {}
         elif scenario == "schedule-differs":  # same hyperparameters, other progress
             schedule = fastnn.ReduceOnPlateau()
             if rank == 1:

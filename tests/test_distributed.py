@@ -135,6 +135,9 @@ def test_an_exception_during_training_aborts_instead_of_hanging():
     ("schedule-differs", "schedule progress: rank 0"),
     # the weights of every shard sum to 0: the total over the ranks is what fit checks
     ("zero-weights", "the sample weights of the training rows sum to 0"),
+    # an argument refused by one rank's own checks: the other ranks waited in a collective
+    ("lbfgs-one-rank", "rank 1: TypeError: epochs=3 does not apply to L-BFGS"),
+    ("batch-size-one-rank", "rank 1: ValueError: batch_size=0"),
 ])
 def test_ranks_that_disagree_all_raise_the_same_error_before_training(scenario, fragment):
     # each of these used to hang (mixed dtype, validation on one rank) or train a silent mix

@@ -215,56 +215,67 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=None, batch_size=32
     ValueError, TypeError
         As ``fit`` raises them before its first step.
     """
-    if not isinstance(model, Network):
-        raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
-    check_writeable(model.params, "model.params")
-    check_writeable(model.grads, "model.grads")
-    full_batch = isinstance(optimizer, LBFGS)
-    if full_batch and epochs is not None:
-        raise TypeError(f"epochs={epochs!r} does not apply to L-BFGS, which runs up to its "
-                        f"max_iter={optimizer.max_iter} iterations: set "
-                        "fastnn.LBFGS(max_iter=...) and leave epochs out")
-    if full_batch and comm is not None:
-        raise ValueError("data-parallel training (comm) does not support L-BFGS; train with a "
-                         "minibatch optimizer (SGD, Adam, AdamW), or without comm")
-    epochs = optimizer.max_iter if full_batch else \
-        check_number(10 if epochs is None else epochs, "epochs", low=1, integer=True)
-    batch_size = check_number(batch_size, "batch_size", low=1, integer=True)
-    fraction = float(check_number(validation_split, "validation_split", low=0.0, high=1.0,
-                                  high_open=True))
-    verbose = check_number(verbose, "verbose", low=0, integer=True)
-    if n_threads is not None:
-        check_number(n_threads, "n_threads", low=1, high=MAX_DIM, integer=True)
-    shuffle = check_bool(shuffle, "shuffle")
-    flush_denormals = fpmode.resolve(flush_denormals)
-    drop_last = check_bool(drop_last, "drop_last")
-    if isinstance(early_stopping, numbers.Integral) and not isinstance(early_stopping,
-                                                                        (bool, np.bool_)):
-        early_stopping = EarlyStopping(patience=early_stopping)
-    if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
-        raise TypeError(f"early_stopping must be None, an int or fastnn.EarlyStopping; got "
-                        f"{early_stopping!r}")
-    callbacks = check_callbacks(callbacks, allow=(EarlyStopping,))
-    # Keras habit: callbacks=[EarlyStopping(...)] means early_stopping=EarlyStopping(...)
-    stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
-    if stoppers:
-        if early_stopping is not None or len(stoppers) > 1:
-            raise TypeError("got more than one EarlyStopping (in callbacks and/or "
-                            "early_stopping=); pass one, as early_stopping=EarlyStopping(...)")
-        early_stopping = stoppers[0]
-        callbacks = [cb for cb in callbacks if not isinstance(cb, EarlyStopping)]
-    if not full_batch:
-        optimizer = get_optimizer(optimizer)
+    # with MPI, an argument refused on one rank is refused on every rank (the others would
+    # wait in a collective): the checks run on every rank, then the ranks agree
+    mpi = None
+    if comm is not None:
+        from fastnn.training.distributed import MPIContext
+        mpi = MPIContext(comm)
+    try:
+        if not isinstance(model, Network):
+            raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
+        check_writeable(model.params, "model.params")
+        check_writeable(model.grads, "model.grads")
+        full_batch = isinstance(optimizer, LBFGS)
+        if full_batch and epochs is not None:
+            raise TypeError(f"epochs={epochs!r} does not apply to L-BFGS, which runs up to its "
+                            f"max_iter={optimizer.max_iter} iterations: set "
+                            "fastnn.LBFGS(max_iter=...) and leave epochs out")
+        if full_batch and comm is not None:
+            raise ValueError("data-parallel training (comm) does not support L-BFGS; train with a "
+                             "minibatch optimizer (SGD, Adam, AdamW), or without comm")
+        epochs = optimizer.max_iter if full_batch else \
+            check_number(10 if epochs is None else epochs, "epochs", low=1, integer=True)
+        batch_size = check_number(batch_size, "batch_size", low=1, integer=True)
+        fraction = float(check_number(validation_split, "validation_split", low=0.0, high=1.0,
+                                      high_open=True))
+        verbose = check_number(verbose, "verbose", low=0, integer=True)
+        if n_threads is not None:
+            check_number(n_threads, "n_threads", low=1, high=MAX_DIM, integer=True)
+        shuffle = check_bool(shuffle, "shuffle")
+        flush_denormals = fpmode.resolve(flush_denormals)
+        drop_last = check_bool(drop_last, "drop_last")
+        if isinstance(early_stopping, numbers.Integral) and not isinstance(early_stopping,
+                                                                            (bool, np.bool_)):
+            early_stopping = EarlyStopping(patience=early_stopping)
+        if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+            raise TypeError(f"early_stopping must be None, an int or fastnn.EarlyStopping; got "
+                            f"{early_stopping!r}")
+        callbacks = check_callbacks(callbacks, allow=(EarlyStopping,))
+        # Keras habit: callbacks=[EarlyStopping(...)] means early_stopping=EarlyStopping(...)
+        stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
+        if stoppers:
+            if early_stopping is not None or len(stoppers) > 1:
+                raise TypeError("got more than one EarlyStopping (in callbacks and/or "
+                                "early_stopping=); pass one, as early_stopping=EarlyStopping(...)")
+            early_stopping = stoppers[0]
+            callbacks = [cb for cb in callbacks if not isinstance(cb, EarlyStopping)]
+        if not full_batch:
+            optimizer = get_optimizer(optimizer)
+        if mpi is not None:
+            check_comm_seed(seed)
+    except (ValueError, TypeError) as exc:
+        if mpi is None:
+            raise
+        mpi.agree(exc)
+    if mpi is not None:
+        mpi.agree(None)
     if seed is None and comm is None:
         # the model's seed: shuffling, validation split and dropout follow from it (and each
         # epoch's from the run's epoch count, fastnn.training.engine.epoch_order), so the same
         # script gives the same bits and a continued run equals one long run
         seed = model.seed
-    mpi = None
-    if comm is not None:
-        from fastnn.training.distributed import MPIContext
-        mpi = MPIContext(comm)
-        check_comm_seed(seed)
+    if mpi is not None:
         # before any collective whose buffers depend on them (the dtype, above all)
         mpi.check_same({"epochs": epochs, "batch_size": batch_size, "shuffle": shuffle,
                         "drop_last": drop_last, "validation_split": fraction,
