@@ -166,6 +166,23 @@ def main(scenario, *args):
         every = comm.gather(params, root=0)
         if rank == 0:
             np.savez(out, params=np.array(every), loss=loss, val_loss=val_loss)
+    elif scenario in ("sigint-one-rank", "sigint-ensemble"):
+        # Ctrl-C on rank 1 alone, mid-fit: rank 0 waited forever in the next all-reduce
+        import os
+        import signal
+        import threading
+        if rank == 1:
+            threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+        rng = np.random.default_rng(0)
+        Xb, yb = rng.normal(size=(4000, 50)), rng.integers(0, 3, 4000)
+        rows = slice(0, 2000) if rank == 0 else slice(2000, 4000)
+        if scenario == "sigint-ensemble":
+            fastnn.MLPEnsemble([50, 64, 3], 2, seed=0).fit(
+                Xb[rows], yb[rows], "cross_entropy", epochs=500, batch_size=8, comm=comm)
+        else:
+            fastnn.fit(fastnn.MLP([50, 64, 3], seed=0), Xb[rows], yb[rows], "cross_entropy",
+                       epochs=500, batch_size=8, comm=comm)
+        print(f"rank {rank} finished |end|", flush=True)
     elif scenario == "callback-stops":
         net = model()
         history = fastnn.fit(net, X[mine], labels[mine], "cross_entropy", epochs=50, seed=0,

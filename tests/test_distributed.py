@@ -111,6 +111,17 @@ def test_two_ranks_hold_out_the_rows_one_process_holds_out(tmp_path, fraction, n
         np.testing.assert_array_equal(data["params"][0], data["params"][1])
 
 
+@pytest.mark.parametrize("scenario", ["sigint-one-rank", "sigint-ensemble"])
+def test_ctrl_c_on_one_rank_aborts_every_rank(scenario):
+    # the interrupted rank's run was closed without the abort that every other error gets
+    result = _run(scenario)
+    assert result.returncode != 0
+    assert "rank 1 of 2 failed during distributed training; aborting all ranks" in \
+        result.stderr, result.stdout + result.stderr
+    assert "KeyboardInterrupt" in result.stderr
+    assert "finished" not in result.stdout
+
+
 def test_bad_input_on_one_rank_fails_every_rank_with_a_clear_error():
     result = _run("bad-input")
     assert result.returncode != 0

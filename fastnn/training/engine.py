@@ -276,18 +276,23 @@ class TrainingRun:
         # whole fit, callbacks included, as fastnn.runtime.threads documents
         # (closed on the way out: an interrupted epoch's run ends here, before the exception
         # reaches the caller, not whenever the garbage collector closes the generator)
-        with compiled_threads(n_threads) as self.n_threads, \
-                contextlib.closing(self.epochs(epochs)) as steps:
-            for call in steps:
-                # the epoch and its record, one step for a save or predict in another
-                # thread (fastnn/runtime/state.py), which gets in before the next epoch starts
-                with hold([self.model]):
-                    try:
-                        call.run()
-                    finally:  # a Ctrl-C landing as the call returns: its epoch is recorded
-                        if call.ran:
-                            self.commit(call)
-                let_readers_in([self.model])
+        try:
+            with compiled_threads(n_threads) as self.n_threads, \
+                    contextlib.closing(self.epochs(epochs)) as steps:
+                for call in steps:
+                    # the epoch and its record, one step for a save or predict in another
+                    # thread (fastnn/runtime/state.py), which gets in before the next epoch
+                    # starts
+                    with hold([self.model]):
+                        try:
+                            call.run()
+                        finally:  # a Ctrl-C landing as the call returns: its epoch is
+                            if call.ran:  # recorded
+                                self.commit(call)
+                    let_readers_in([self.model])
+        except BaseException as exc:
+            abort_ranks([self], exc)
+            raise
         return self.history
 
     def epochs(self, epochs):
@@ -311,7 +316,7 @@ class TrainingRun:
         back to the last parameters known to be good, as fit does, without raising).
         ``run`` is this loop with one model.
         """
-        model, mpi = self.model, self.mpi
+        model = self.model
         self.bar = None
         try:
             with model._lock:  # the run's start is one step for a reader too
@@ -357,12 +362,9 @@ class TrainingRun:
             self._finish()
             return self.history
         except BaseException as exc:
-            # one rank alone cannot leave the collectives (a failed allocation included): abort
-            # all, unless every rank raised the same error (divergence is decided on summed
-            # values, so it happens everywhere) or the driver closed the run
-            if mpi is not None and mpi.size > 1 and not isinstance(
-                    exc, (TrainingDiverged, GeneratorExit)):
-                mpi.abort(exc)
+            # (the driver closing the run: the driver decides, abort_ranks)
+            if not isinstance(exc, GeneratorExit):
+                abort_ranks([self], exc)
             raise
         finally:
             if self.bar is not None:
@@ -630,6 +632,18 @@ class TrainingRun:
             with self.model._lock:
                 es._restore_best(self.model.params)
             self.history.best_epoch = es.best_epoch
+
+
+def abort_ranks(runs, exc):
+    """The one rule for a distributed run that ends on an exception: one rank alone cannot
+    leave the collectives (a Ctrl-C on one rank, a callback's error, a failed allocation), so
+    the run aborts every rank (MPIContext.abort), unless every rank raises the same error:
+    divergence is decided on values summed over the ranks, so it happens everywhere.  Called
+    by the run's own loop and by every driver (TrainingRun.run, the ensemble's lockstep)."""
+    for run in runs:
+        mpi = getattr(run, "mpi", None)
+        if mpi is not None and mpi.size > 1 and not isinstance(exc, TrainingDiverged):
+            mpi.abort(exc)
 
 
 def _monitored(monitor, logs):

@@ -15,6 +15,7 @@ arithmetic does not depend on which thread runs it or on how many threads there 
 """
 from fastnn.runtime import boundary
 from fastnn.runtime.state import hold, let_readers_in
+from fastnn.training.engine import abort_ranks
 
 __all__ = ["train_in_lockstep"]
 
@@ -90,6 +91,9 @@ def train_in_lockstep(runs, workers, histories, errors):
                     advance(k)
                 else:       # Ctrl-C came before its epoch: it ends after its last one
                     interrupted = True
+    except BaseException as exc:
+        abort_ranks([run for run, _ in runs], exc)
+        raise
     finally:
         # runs still open: end each after its last recorded epoch (GeneratorExit; a
         # prepared epoch that did not run is dropped, see TrainingRun.epochs)
