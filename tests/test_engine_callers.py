@@ -466,3 +466,31 @@ def test_a_fit_refused_by_the_runs_own_checks_leaves_the_estimator_as_it_was(sol
         warnings.simplefilter("ignore")
         est.fit(X, y), twin.fit(X, y)
     np.testing.assert_array_equal(est.model_.params, twin.model_.params)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "lbfgs"])
+@pytest.mark.parametrize("what", ["X", "y", "sample_weight", "validation X"])
+def test_data_that_shares_memory_with_the_weights_is_refused_by_every_optimizer(optimizer,
+                                                                             what):
+    # L-BFGS trained on data that changed as the weights moved (SGD and Adam refused it in
+    # the compiled epoch, with a message about the epochs' buffers).  (A sparse X is copied
+    # by its conversion, fastnn.nn.sparse.as_csr)
+    model = fastnn.MLP([6, 6, 6], activation="tanh", dtype=np.float64, seed=0)
+    W0, W1, b0 = model.layers[0].W, model.layers[1].W, model.layers[0].b
+    b0[...] = 1.0
+    X, y, kwargs = np.eye(6), np.ones((6, 6)), {}
+    if what == "X":
+        X = W0
+    elif what == "y":
+        y = W1
+    elif what == "sample_weight":
+        kwargs["sample_weight"] = b0
+    else:
+        kwargs["validation_data"] = (W0, np.ones((6, 6)))
+    opt = {"sgd": fastnn.SGD(lr=0.1), "adam": fastnn.Adam(),
+           "lbfgs": fastnn.LBFGS(max_iter=3)}[optimizer]
+    before = model.params.copy()
+    with pytest.raises(ValueError, match="shares memory with the model's parameters"):
+        fastnn.fit(model, X, y, "mse", opt,
+                   **({} if optimizer == "lbfgs" else {"epochs": 2}), **kwargs)
+    np.testing.assert_array_equal(model.params, before)

@@ -156,4 +156,26 @@ def _prepare_fit_data(model, X, y, loss, sample_weight, validation_data, fractio
     elif fraction > 0:
         (X, Y, labels, sw, sigma), val = _split_validation(
             [X, Y, labels, sw, sigma], X.shape[0], fraction, rng)
+    _check_apart(model, (X, Y, labels, sw, sigma), ("X", "y", "y", "sample_weight", "sigma"))
+    if val is not None:
+        _check_apart(model, val, ("validation X", "validation y", "validation y",
+                                  "validation sample_weight", "sigma"))
     return loss, (X, Y, labels, sw, sigma), val
+
+
+def _check_apart(model, arrays, names):
+    """ValueError when a prepared array (not copied by the preparation: already C-contiguous
+    in the model's dtype) shares memory with the model's parameters or gradients: training
+    would change its own data as it goes.  The one check for every optimizer (the compiled
+    epoch refuses overlapping buffers too, but with the epoch's names, and L-BFGS has none)."""
+    for a, name in zip(arrays, names):
+        if a is None:
+            continue
+        parts = (a.data, a.indices, a.indptr) if isinstance(a, CSRInput) else (a,)
+        for part in parts:
+            for owned, what in ((model.params, "parameters (model.params)"),
+                                (model.grads, "gradient buffer (model.grads)")):
+                if np.may_share_memory(part, owned):
+                    raise ValueError(f"{name} shares memory with the model's {what}: training "
+                                     f"would change its own data; pass a copy (e.g. "
+                                     f"np.array({name.split()[-1]}))")
