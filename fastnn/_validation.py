@@ -252,6 +252,18 @@ def check_sample_weight(sample_weight, n_samples, dtype, name="sample_weight", *
     if (sw > 0).any() and not (out > 0).any():
         raise ValueError(f"{name} underflows to all zeros in {np.dtype(dtype)} (max "
                          f"{sw.max()}); expected at least one weight representable as > 0")
+    tiny = np.finfo(out.dtype).tiny
+    small = (sw > 0) & (out < tiny)
+    if small.any():
+        # a positive weight that is 0 or subnormal in the model's dtype: fastnn's compiled
+        # code flushes subnormal numbers to zero (fastnn.runtime.fpmode), and without the
+        # flush their sums and quotients lose their digits: the weighted mean is not the one
+        # asked for
+        i = int(np.flatnonzero(small)[0])
+        raise ValueError(f"{name}[{i}] = {float(sw[i])!r} is below {tiny:.4g}, the smallest normal "
+                         f"{np.dtype(dtype)} number ({int(small.sum())} such entries); "
+                         f"rescale the weights (only their ratios matter), e.g. {name} / "
+                         f"{name}.max()")
     if not np.isfinite(weight_total(out, n_samples)):
         raise ValueError(f"{name} sums to infinity in float64 (max {sw.max()}); rescale the "
                          "weights (only their ratios matter)")

@@ -192,3 +192,25 @@ def test_a_split_that_leaves_no_weight_is_the_same_error_on_every_path(path):
                 raise AssertionError(f"seed {seed}, row {k}: trained on weights that sum "
                                      "to 0 on one side of the split")
     assert seen == {"training", "validation"}, seen   # both sides happened
+
+
+@pytest.mark.parametrize("dtype, tiny_weight", [(np.float64, 1e-320), (np.float64, 1e-310),
+                                                (np.float32, 1e-40)])
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_weights_below_the_smallest_normal_number_are_refused_not_flushed(dtype, tiny_weight,
+                                                                          optimizer):
+    # subnormal weights passed every check, then the compiled code flushed them to zero: a
+    # NaN loss without TrainingDiverged (Adam), 0 iterations reported as convergence (L-BFGS)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((50, 3)), rng.standard_normal(50)
+    model = fastnn.MLP([3, 4, 1], dtype=dtype, seed=0)
+    before = model.params.copy()
+    opt = fastnn.LBFGS(max_iter=3) if optimizer == "lbfgs" else fastnn.Adam()
+    with pytest.raises(ValueError, match=r"sample_weight\[0\] = .* is below .* smallest "
+                                         r"normal .*rescale the weights"):
+        fastnn.fit(model, X, y, "mse", opt, sample_weight=np.full(50, tiny_weight),
+                   **({} if optimizer == "lbfgs" else {"epochs": 2}))
+    np.testing.assert_array_equal(model.params, before)
+    # the same ratios, rescaled, train
+    fastnn.fit(model, X, y, "mse", opt, sample_weight=np.full(50, 1.0),
+               **({} if optimizer == "lbfgs" else {"epochs": 2}))
