@@ -2,8 +2,8 @@
 
 Every rank holds the same model and a shard of the data: rank r holds rows
 ``offset_r .. offset_r + n_r - 1`` of the global data set, the shards concatenated in rank
-order (any sizes, uneven ones included).  ``fastnn.fit(model, X_shard, y_shard, ...,
-comm=MPI.COMM_WORLD)`` then trains exactly as one process would on the global data:
+order (any sizes of at least one row, uneven ones included).  ``fastnn.fit(model, X_shard,
+y_shard, ..., comm=MPI.COMM_WORLD)`` then trains exactly as one process would on the global data:
 
 * rank 0's parameters are broadcast at the start;
 * every epoch, all ranks draw the same permutation of the GLOBAL indices from ``seed`` and cut
@@ -24,7 +24,9 @@ each rank, their total over the ranks once: ``TrainingRun.check``), and float32 
 unscaled sums would overflow float32 (near 1e37); all ranks end with bitwise-identical
 parameters.  Rows drawn at random are drawn over the GLOBAL rows, from the same stream on
 every rank, each rank keeping its own: the rows ``validation_split`` holds out (so a rank may
-hold no training or no held-out row) and ``MLPEnsemble``'s bootstrap resamples.  History,
+hold no training or no held-out row) and ``MLPEnsemble``'s bootstrap resamples (a resample
+that draws none of a rank's rows is refused on every rank, with the rank named: give it more
+rows).  History,
 validation metrics and early stopping use values summed over ranks, identical everywhere;
 only rank 0 prints.
 
