@@ -97,11 +97,15 @@ def as_csr(X, name, dtype, n_features=None):
         data = np.ascontiguousarray(csr.data, dtype=dtype)
     if not all_finite(data):
         bad = int(np.argwhere(~np.isfinite(data))[0][0])
+        # the stored value's row and column, as a dense X's error names them
+        row = int(np.searchsorted(csr.indptr, bad, side="right")) - 1
+        where = f"row {row}, column {int(csr.indices[bad])}"
         if np.isfinite(csr.data[bad]):
             raise ValueError(f"{name} has values too large for the model's dtype "
-                             f"{np.dtype(dtype)} ({float(csr.data[bad]):g}); scale the inputs or "
-                             "use float64")
-        raise ValueError(f"{name} contains NaN or infinity")
+                             f"{np.dtype(dtype)} ({float(csr.data[bad]):g} at {where}); scale "
+                             "the inputs or use float64")
+        raise ValueError(f"{name} contains NaN or infinity (at {where}: "
+                         f"{float(csr.data[bad])!r}); expected finite values")
     indices = np.ascontiguousarray(csr.indices, dtype=np.intp)
     indptr = np.ascontiguousarray(csr.indptr, dtype=np.intp)
     # scipy keeps these invariants for a canonical matrix; the kernels rely on them
