@@ -232,7 +232,7 @@ def _shape_cases():
         ("validation-features", lambda: fit(MLP([3, 2]), np.zeros((5, 3)), np.zeros(5, int),
                                             "cross_entropy",
                                             validation_data=(np.zeros((2, 4)), [0, 1])),
-         ValueError, ["X has 4 features", "expects 3"]),
+         ValueError, ["X_val has 4 features", "expects 3"]),
         ("layers", lambda: MLP.from_layers([fastnn.Dense(3, 4), fastnn.Dense(5, 2)]),
          ValueError, ["layers[1] has n_in=5", "expected 4"]),
     ]
@@ -309,7 +309,7 @@ def test_non_finite_values_are_rejected_wherever_they_are_not_meaningful(bad):
     check_error(lambda: fit(model, X, y, "mse", sample_weight=[1.0, bad, 1.0, 1.0]),
                 ValueError, "sample_weight contains NaN or infinity")
     check_error(lambda: fit(model, X, y, "mse", validation_data=(Xb, y)), ValueError,
-                "X contains NaN or infinity")
+                "X_val contains NaN or infinity (first at row 2, column 1)")
     check_error(lambda: MSE()(Xb[:, :2], y), ValueError, "Z contains NaN or infinity")
     check_error(lambda: GaussianNLL([1.0, bad]), ValueError, "sigma contains NaN or infinity",
                 "expected finite values > 0")

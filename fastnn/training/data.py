@@ -18,7 +18,7 @@ class DataPreparation:
     """The data-preparation methods of ``fastnn.MLP`` (a mixin over
     ``fastnn.nn.network.Network``)."""
 
-    def prepare_data(self, X, y, loss, sample_weight=None, *, whole=True):
+    def prepare_data(self, X, y, loss, sample_weight=None, *, whole=True, name="X"):
         """Validate and convert (X, y, sample_weight, per-sample sigma) once for compiled code.
 
         Returns (loss, X, Y, labels, sample_weight, sigma) with every array C-contiguous in the
@@ -35,6 +35,8 @@ class DataPreparation:
             sum_i w_i l_i / sum_i w_i (only the ratios matter).
         whole : bool, default True
             As for ``prepare_targets``.
+        name : str, default "X"
+            X's name in errors ("X_val" for validation data).
 
         Raises
         ------
@@ -42,7 +44,7 @@ class DataPreparation:
             Malformed X, y or sample_weight, or a loss that does not fit the model.
         """
         loss = self._use_loss(loss)  # a bad loss is reported before a bad X
-        X = as_input(X, "X", self.dtype, self.n_inputs)
+        X = as_input(X, name, self.dtype, self.n_inputs)
         loss, Y, labels, sw, sigma = self.prepare_targets(X.shape[0], y, loss, sample_weight,
                                                           whole=whole)
         return loss, X, Y, labels, sw, sigma
@@ -53,7 +55,7 @@ class DataPreparation:
         prepare_targets.  name: X's name in errors about a sparse X; whole: as for
         prepare_targets."""
         if not _scipy_sparse.issparse(X) and not isinstance(X, CSRInput):
-            return self.prepare_data(X, y, loss, sample_weight, whole=whole)
+            return self.prepare_data(X, y, loss, sample_weight, whole=whole, name=name)
         loss = self._use_loss(loss)  # a bad loss is reported before a bad X, as for dense X
         check_model(self, name)
         if not isinstance(X, CSRInput):
