@@ -175,18 +175,30 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n,
      * them onto a few sets of the L1 cache, and every group of rows read it again from L2 or
      * beyond (the same copy as BLAS's packing; only where the numbers come from changes, not
      * the order in which they are added). */
+    /* (a small panel on the stack: no allocation per call; full panels copied with vector
+     * loads and stores rather than a memcpy call per row) */
+    FNN_T stack_p[FNN_GEMM_PACK_STACK_ELEMS];
     ptrdiff_t i, j, p, m6 = m - m % 6, ncols, ldp;
-    FNN_T *packed = NULL;
+    FNN_T *packed = NULL, *heap = NULL;
     const FNN_T *panel;
     if (m6 >= 12 && ldb != 2 * FNN_W && n > 2 * FNN_W)
-        packed = (FNN_T *) malloc((size_t) k * 2 * FNN_W * sizeof(FNN_T));
+        packed = k * 2 * FNN_W <= FNN_GEMM_PACK_STACK_ELEMS ? stack_p
+                 : (heap = (FNN_T *) malloc((size_t) k * 2 * FNN_W * sizeof(FNN_T)));
     for (j = 0; j < n && m6 > 0; j += 2 * FNN_W) {
         ncols = n - j < 2 * FNN_W ? n - j : 2 * FNN_W;
         panel = B + j;
         ldp = ldb;
         if (packed != NULL) {
-            for (p = 0; p < k; p++)
-                memcpy(packed + p * 2 * FNN_W, B + p * ldb + j, (size_t) ncols * sizeof(FNN_T));
+            if (ncols == 2 * FNN_W)
+                for (p = 0; p < k; p++) {
+                    const FNN_T *restrict src = B + p * ldb + j;
+                    FNN_VSTORE(packed + p * 2 * FNN_W, FNN_VLOAD(src));
+                    FNN_VSTORE(packed + p * 2 * FNN_W + FNN_W, FNN_VLOAD(src + FNN_W));
+                }
+            else
+                for (p = 0; p < k; p++)
+                    memcpy(packed + p * 2 * FNN_W, B + p * ldb + j,
+                           (size_t) ncols * sizeof(FNN_T));
             panel = packed;
             ldp = 2 * FNN_W;
         }
@@ -206,7 +218,7 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n,
 #undef FNN_SIX
         }
     }
-    free(packed);
+    free(heap);
     for (i = m6; i < m; i++)
         FNN_P(gemm_row_x)(EPI, n, k, A + i * ars, aks, B, ldb, C + i * ldc, alpha, beta);
 }
@@ -227,7 +239,71 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_avx2)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k
     FNN_P(gemm_x)(0, m, n, k, A, lda, 1, B, ldb, C, ldc, 1, 0);
 }
 
-/* Training's general form, A possibly transposed (aks = lda, ars = 1). */
+/* A narrow C (NC = 1 .. FNN_NARROW_MAX columns) of a product whose A is read transposed
+ * (row i's p-th element at A[i + p * aks], as in the weight gradient X^T D of a layer with
+ * few outputs): one vector of FNN_W rows of C, lane r = row r.  The p-th elements of the
+ * group's rows are contiguous (one load), so every lane works, where the column-vectorized
+ * kernel would fill NC of FNN_W lanes.  Each lane adds its row's products in the order
+ * p = 0 .. K-1 into one accumulator, one fused multiply-add each, then the same store
+ * (FNN_EPI_STORE): the bits of the general kernel. */
+FNN_GEMM_AVX2_INLINE void FNN_P(gemm_tnarrow_k)(const int NC, const int EPI, ptrdiff_t k,
+                                                const FNN_T *restrict A, ptrdiff_t aks,
+                                                const FNN_T *restrict B, ptrdiff_t ldb,
+                                                FNN_T *restrict C, ptrdiff_t ldc,
+                                                FNN_T alpha, FNN_T beta)
+{
+    FNN_V c0 = FNN_VZERO(), c1 = FNN_VZERO(), c2 = FNN_VZERO(), c3 = FNN_VZERO();
+    const __m256i mk = _mm256_setzero_si256();
+    FNN_T tmp[FNN_W];
+    ptrdiff_t p;
+    int r;
+    for (p = 0; p < k; p++) {
+        const FNN_V x = FNN_VLOAD(A + p * aks);
+        const FNN_T *restrict b = B + p * ldb;
+        c0 = FNN_VFMA(x, FNN_VBCAST(b), c0);
+        if (NC > 1) c1 = FNN_VFMA(x, FNN_VBCAST(b + 1), c1);
+        if (NC > 2) c2 = FNN_VFMA(x, FNN_VBCAST(b + 2), c2);
+        if (NC > 3) c3 = FNN_VFMA(x, FNN_VBCAST(b + 3), c3);
+    }
+#define FNN_TNARROW_STORE(cc, cv)                                                             \
+    if (NC > (cc)) {                                                                          \
+        if (EPI && beta != 0)                                                                 \
+            for (r = 0; r < FNN_W; r++) tmp[r] = C[r * ldc + (cc)];                           \
+        FNN_EPI_STORE(EPI, 0, tmp, mk, cv);                                                   \
+        for (r = 0; r < FNN_W; r++) C[r * ldc + (cc)] = tmp[r];                               \
+    }
+    FNN_TNARROW_STORE(0, c0) FNN_TNARROW_STORE(1, c1) FNN_TNARROW_STORE(2, c2)
+    FNN_TNARROW_STORE(3, c3)
+#undef FNN_TNARROW_STORE
+}
+
+/* Rows 0 .. FNN_W floor(m / FNN_W) - 1 of a narrow product with A transposed (n <=
+ * FNN_NARROW_MAX); returns how many rows it computed (the caller computes the rest). */
+FNN_GEMM_AVX2_INLINE ptrdiff_t FNN_P(gemm_tnarrow)(const int EPI, ptrdiff_t m, ptrdiff_t n,
+                                                   ptrdiff_t k, const FNN_T *restrict A,
+                                                   ptrdiff_t aks,
+                                                   const FNN_T *restrict B, ptrdiff_t ldb,
+                                                   FNN_T *restrict C, ptrdiff_t ldc,
+                                                   FNN_T alpha, FNN_T beta)
+{
+    ptrdiff_t i;
+    for (i = 0; i + FNN_W <= m; i += FNN_W) {
+#define FNN_TNARROW_CASE(nc)                                                                  \
+        case nc:                                                                              \
+            FNN_P(gemm_tnarrow_k)(nc, EPI, k, A + i, aks, B, ldb, C + i * ldc, ldc, alpha,    \
+                                  beta);                                                      \
+            break;
+        switch (n) {
+        FNN_TNARROW_CASE(1) FNN_TNARROW_CASE(2) FNN_TNARROW_CASE(3) FNN_TNARROW_CASE(4)
+        }
+#undef FNN_TNARROW_CASE
+    }
+    return i;
+}
+
+/* Training's general form, A possibly transposed (aks = lda, ars = 1).  A narrow C (n <=
+ * FNN_NARROW_MAX) takes a row-vectorized kernel: X W (float) the prediction's narrow kernel,
+ * X^T D gemm_tnarrow; both give the general kernel's bits. */
 FNN_GEMM_AVX2 static void FNN_P(gemm_avx2_ex)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                               const FNN_T *restrict A, ptrdiff_t ars,
                                               ptrdiff_t aks,
@@ -235,7 +311,22 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_avx2_ex)(ptrdiff_t m, ptrdiff_t n, ptrdiff_
                                               FNN_T *restrict C, ptrdiff_t ldc,
                                               FNN_T alpha, FNN_T beta)
 {
-    if (alpha == 1 && beta == 0)
+    const int plain = alpha == 1 && beta == 0;
+    if (n <= FNN_NARROW_MAX && m >= FNN_W) {
+        ptrdiff_t done = 0;
+        if (ars == 1)       /* (A transposed; or k == 1, where both readings are one) */
+            done = plain ? FNN_P(gemm_tnarrow)(0, m, n, k, A, aks, B, ldb, C, ldc, 1, 0)
+                         : FNN_P(gemm_tnarrow)(1, m, n, k, A, aks, B, ldb, C, ldc, alpha,
+                                               beta);
+#if defined(FNN_NARROW_ROWS)
+        else if (aks == 1 && plain && m >= 8)
+            done = FNN_NARROW_ROWS(m, n, k, A, ars, B, ldb, C, ldc);
+#endif
+        A += done * ars;
+        C += done * ldc;
+        m -= done;
+    }
+    if (plain)
         FNN_P(gemm_x)(0, m, n, k, A, ars, aks, B, ldb, C, ldc, 1, 0);
     else
         FNN_P(gemm_x)(1, m, n, k, A, ars, aks, B, ldb, C, ldc, alpha, beta);
@@ -264,7 +355,8 @@ static inline void FNN_P(gemm_fixed)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
  * D W^T), every element of op(A) op(B) summed in the fixed order of fastnn_gemm.h (over
  * k = 0 .. K-1 into one accumulator), then scaled once: alpha acc + beta C (C not read when
  * beta == 0).  A transposed is read in place (a strided broadcast); B transposed is first
- * copied into a contiguous k x n block (the copy changes no sum).  C must not overlap A or B.
+ * copied into a contiguous k x n block (the copy changes no sum; on the stack up to
+ * FNN_GEMM_STACK_ELEMS, with 8 x 8 / 4 x 4 blocks transposed in registers on AVX2).  C must not overlap A or B.
  * Returns 0, or -1 when the copy of a transposed B could not be allocated. */
 static int FNN_P(gemm_fixed_ex)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
                                 ptrdiff_t k, FNN_T alpha, const FNN_T *A, ptrdiff_t lda,
@@ -281,6 +373,11 @@ static int FNN_P(gemm_fixed_ex)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t
                      : (bt = (FNN_T *) malloc((size_t) (k * n) * sizeof(FNN_T)));
         if (dst == NULL)
             return -1;
+#if defined(FNN_GEMM_X86)
+        if (fnn_gemm_use_avx2())
+            FNN_P(transpose_copy)(n, k, B, ldb, dst);
+        else
+#endif
         for (j = 0; j < n; j++)
             for (p = 0; p < k; p++)
                 dst[p * n + j] = B[j * ldb + p];
