@@ -260,6 +260,9 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdi
 #define FNN_VBCAST(p) _mm256_broadcast_ss(p)
 #define FNN_VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define FNN_VMUL(a, b) _mm256_mul_ps((a), (b))
+#define FNN_VADD(a, b) _mm256_add_ps((a), (b))
+#define FNN_VLT0(a) _mm256_cmp_ps((a), _mm256_setzero_ps(), _CMP_LT_OQ)
+#define FNN_VBLEND(a, b, m) _mm256_blendv_ps((a), (b), (m))
 #define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - (r)))
 #endif
 #include "fastnn_gemm_impl.h"
@@ -279,6 +282,9 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdi
 #define FNN_VBCAST(p) _mm256_broadcast_sd(p)
 #define FNN_VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
 #define FNN_VMUL(a, b) _mm256_mul_pd((a), (b))
+#define FNN_VADD(a, b) _mm256_add_pd((a), (b))
+#define FNN_VLT0(a) _mm256_cmp_pd((a), _mm256_setzero_pd(), _CMP_LT_OQ)
+#define FNN_VBLEND(a, b, m) _mm256_blendv_pd((a), (b), (m))
 #define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask64 + 4 - (r)))
 #endif
 #include "fastnn_gemm_impl.h"

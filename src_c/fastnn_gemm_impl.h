@@ -31,11 +31,25 @@ static void FNN_P(gemm_plain)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
 
 /* The store of an accumulator v to C (masked: the first lanes of mk).  EPI 0: C := v;
  * EPI 1 (training's general form): C := alpha v + beta C, C not read when beta == 0 (it may
- * be uninitialized workspace, as with BLAS), one rounding for alpha v + (beta C). */
-#define FNN_EPI_STORE(EPI, M, ptr, mk, v)                                                     \
+ * be uninitialized workspace, as with BLAS), one rounding for alpha v + (beta C);
+ * EPI 2, 3, 4 (a forward layer): z := v + b (b the bias of these columns, at bias + col),
+ * then C := z (identity), z < 0 ? 0 : z (ReLU) or z < 0 ? alpha z : z (leaky ReLU, slope
+ * alpha): the operations of fastnn_kernels.h's bias_act on the same values, hence its bits
+ * (a NaN stays NaN, -0 stays -0). */
+#define FNN_EPI_BIAS 2
+#define FNN_EPI_BIAS_RELU 3
+#define FNN_EPI_BIAS_LEAKY 4
+#define FNN_EPI_STORE(EPI, M, ptr, col, mk, v)                                                \
     do {                                                                                      \
         FNN_V out_ = (v);                                                                     \
-        if (EPI) {                                                                            \
+        if (EPI >= FNN_EPI_BIAS) {                                                            \
+            const FNN_V z_ = FNN_VADD(out_, (M) ? FNN_VMLOAD(bias + (col), (mk))              \
+                                                : FNN_VLOAD(bias + (col)));                   \
+            const FNN_V neg_ = FNN_VLT0(z_);                                                  \
+            if (EPI == FNN_EPI_BIAS) out_ = z_;                                               \
+            else if (EPI == FNN_EPI_BIAS_RELU) out_ = FNN_VBLEND(z_, FNN_VZERO(), neg_);      \
+            else out_ = FNN_VBLEND(z_, FNN_VMUL(FNN_VBCAST(&alpha), z_), neg_);               \
+        } else if (EPI) {                                                                     \
             const FNN_V al_ = FNN_VBCAST(&alpha);                                             \
             if (beta == 0) out_ = FNN_VMUL(al_, out_);                                        \
             else {                                                                            \
@@ -56,7 +70,8 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_row_k)(const int NV, const int MASKED, cons
                                             ptrdiff_t aks,
                                             const FNN_T *restrict B, ptrdiff_t ldb,
                                             FNN_T *restrict c, ptrdiff_t ncols,
-                                            FNN_T alpha, FNN_T beta)
+                                            FNN_T alpha, FNN_T beta,
+                                            const FNN_T *restrict bias)
 {
     FNN_V c0 = FNN_VZERO(), c1 = FNN_VZERO(), c2 = FNN_VZERO(), c3 = FNN_VZERO();
     FNN_V c4 = FNN_VZERO(), c5 = FNN_VZERO(), c6 = FNN_VZERO(), c7 = FNN_VZERO();
@@ -74,7 +89,8 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_row_k)(const int NV, const int MASKED, cons
 #undef FNN_ROW_FMA
 #undef FNN_ROW_LOAD
 #define FNN_ROW_STORE(v, cv)                                                                  \
-    if (NV > (v)) FNN_EPI_STORE(EPI, MASKED && NV == (v) + 1, c + (v) * FNN_W, mk, cv);
+    if (NV > (v))                                                                             \
+        FNN_EPI_STORE(EPI, MASKED && NV == (v) + 1, c + (v) * FNN_W, (v) * FNN_W, mk, cv);
     FNN_ROW_STORE(0, c0) FNN_ROW_STORE(1, c1) FNN_ROW_STORE(2, c2) FNN_ROW_STORE(3, c3)
     FNN_ROW_STORE(4, c4) FNN_ROW_STORE(5, c5) FNN_ROW_STORE(6, c6) FNN_ROW_STORE(7, c7)
 #undef FNN_ROW_STORE
@@ -88,7 +104,8 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_six_k)(const int NV, const int MASKED, cons
                                             ptrdiff_t aks,
                                             const FNN_T *restrict B, ptrdiff_t ldb,
                                             FNN_T *restrict C, ptrdiff_t ldc, ptrdiff_t ncols,
-                                            FNN_T alpha, FNN_T beta)
+                                            FNN_T alpha, FNN_T beta,
+                                            const FNN_T *restrict bias)
 {
     FNN_V c00 = FNN_VZERO(), c01 = FNN_VZERO(), c10 = FNN_VZERO(), c11 = FNN_VZERO();
     FNN_V c20 = FNN_VZERO(), c21 = FNN_VZERO(), c30 = FNN_VZERO(), c31 = FNN_VZERO();
@@ -117,10 +134,10 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_six_k)(const int NV, const int MASKED, cons
     }
 #define FNN_SIX_STORE(r, cr0, cr1)                                                            \
     if (NV == 1) {                                                                            \
-        FNN_EPI_STORE(EPI, MASKED, C + (r) * ldc, mk, cr0);                                   \
+        FNN_EPI_STORE(EPI, MASKED, C + (r) * ldc, 0, mk, cr0);                                \
     } else {                                                                                  \
-        FNN_EPI_STORE(EPI, 0, C + (r) * ldc, mk, cr0);                                        \
-        FNN_EPI_STORE(EPI, MASKED, C + (r) * ldc + FNN_W, mk, cr1);                           \
+        FNN_EPI_STORE(EPI, 0, C + (r) * ldc, 0, mk, cr0);                                     \
+        FNN_EPI_STORE(EPI, MASKED, C + (r) * ldc + FNN_W, FNN_W, mk, cr1);                    \
     }
     FNN_SIX_STORE(0, c00, c01) FNN_SIX_STORE(1, c10, c11) FNN_SIX_STORE(2, c20, c21)
     FNN_SIX_STORE(3, c30, c31) FNN_SIX_STORE(4, c40, c41) FNN_SIX_STORE(5, c50, c51)
@@ -131,20 +148,24 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_six_k)(const int NV, const int MASKED, cons
 FNN_GEMM_AVX2_INLINE void FNN_P(gemm_row_x)(const int EPI, ptrdiff_t n, ptrdiff_t k,
                                             const FNN_T *restrict a, ptrdiff_t aks,
                                             const FNN_T *restrict B, ptrdiff_t ldb,
-                                            FNN_T *restrict c, FNN_T alpha, FNN_T beta)
+                                            FNN_T *restrict c, FNN_T alpha, FNN_T beta,
+                                            const FNN_T *restrict bias)
 {
     ptrdiff_t j = 0, rem;
     for (; j + 8 * FNN_W <= n; j += 8 * FNN_W)
-        FNN_P(gemm_row_k)(8, 0, EPI, k, a, aks, B + j, ldb, c + j, 8 * FNN_W, alpha, beta);
+        FNN_P(gemm_row_k)(8, 0, EPI, k, a, aks, B + j, ldb, c + j, 8 * FNN_W, alpha, beta,
+                          bias + j);
     rem = n - j;
     if (rem <= 0)
         return;
 #define FNN_ROW_CASE(nv)                                                                      \
     case nv:                                                                                  \
         if (rem % FNN_W)                                                                      \
-            FNN_P(gemm_row_k)(nv, 1, EPI, k, a, aks, B + j, ldb, c + j, rem, alpha, beta);    \
+            FNN_P(gemm_row_k)(nv, 1, EPI, k, a, aks, B + j, ldb, c + j, rem, alpha, beta,     \
+                              bias + j);                                                      \
         else                                                                                  \
-            FNN_P(gemm_row_k)(nv, 0, EPI, k, a, aks, B + j, ldb, c + j, rem, alpha, beta);    \
+            FNN_P(gemm_row_k)(nv, 0, EPI, k, a, aks, B + j, ldb, c + j, rem, alpha, beta,     \
+                              bias + j);                                                      \
         break;
     switch ((rem + FNN_W - 1) / FNN_W) {
     FNN_ROW_CASE(1) FNN_ROW_CASE(2) FNN_ROW_CASE(3) FNN_ROW_CASE(4)
@@ -158,16 +179,16 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_row_avx2)(ptrdiff_t n, ptrdiff_t k,
                                                const FNN_T *restrict B, ptrdiff_t ldb,
                                                FNN_T *restrict c)
 {
-    FNN_P(gemm_row_x)(0, n, k, a, 1, B, ldb, c, 1, 0);
+    FNN_P(gemm_row_x)(0, n, k, a, 1, B, ldb, c, 1, 0, NULL);
 }
 
-/* C := A B (EPI 0) or alpha A B + beta C (EPI 1); row i's p-th element of A at
- * A[i * ars + p * aks]. */
+/* C := A B (EPI 0), alpha A B + beta C (EPI 1) or act(A B + b) (EPI 2-4, b at bias); row
+ * i's p-th element of A at A[i * ars + p * aks]. */
 FNN_GEMM_AVX2_INLINE void FNN_P(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                         const FNN_T *restrict A, ptrdiff_t ars, ptrdiff_t aks,
                                         const FNN_T *restrict B, ptrdiff_t ldb,
                                         FNN_T *restrict C, ptrdiff_t ldc,
-                                        FNN_T alpha, FNN_T beta)
+                                        FNN_T alpha, FNN_T beta, const FNN_T *restrict bias)
 {
     /* Panels of 2 vectors of columns; in each, groups of 6 rows, then the rows left over one
      * by one.  With many rows, each panel of B is first copied into a contiguous k x 2W
@@ -206,7 +227,8 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n,
             const FNN_T *restrict Ai = A + i * ars;
             FNN_T *restrict Ci = C + i * ldc + j;
 #define FNN_SIX(nv, msk) \
-    FNN_P(gemm_six_k)(nv, msk, EPI, k, Ai, ars, aks, panel, ldp, Ci, ldc, ncols, alpha, beta)
+    FNN_P(gemm_six_k)(nv, msk, EPI, k, Ai, ars, aks, panel, ldp, Ci, ldc, ncols, alpha, beta, \
+                      bias + j)
             if (ncols == 2 * FNN_W)
                 FNN_SIX(2, 0);
             else if (ncols > FNN_W)
@@ -220,7 +242,8 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n,
     }
     free(heap);
     for (i = m6; i < m; i++)
-        FNN_P(gemm_row_x)(EPI, n, k, A + i * ars, aks, B, ldb, C + i * ldc, alpha, beta);
+        FNN_P(gemm_row_x)(EPI, n, k, A + i * ars, aks, B, ldb, C + i * ldc, alpha, beta,
+                          bias);
 }
 
 FNN_GEMM_AVX2 static void FNN_P(gemm_avx2)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
@@ -236,7 +259,7 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_avx2)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k
         m -= done;
     }
 #endif
-    FNN_P(gemm_x)(0, m, n, k, A, lda, 1, B, ldb, C, ldc, 1, 0);
+    FNN_P(gemm_x)(0, m, n, k, A, lda, 1, B, ldb, C, ldc, 1, 0, NULL);
 }
 
 /* A narrow C (NC = 1 .. FNN_NARROW_MAX columns) of a product whose A is read transposed
@@ -254,6 +277,7 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_tnarrow_k)(const int NC, const int EPI, ptr
 {
     FNN_V c0 = FNN_VZERO(), c1 = FNN_VZERO(), c2 = FNN_VZERO(), c3 = FNN_VZERO();
     const __m256i mk = _mm256_setzero_si256();
+    const FNN_T *bias = NULL;       /* (EPI 0 or 1 only) */
     FNN_T tmp[FNN_W];
     ptrdiff_t p;
     int r;
@@ -269,7 +293,7 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_tnarrow_k)(const int NC, const int EPI, ptr
     if (NC > (cc)) {                                                                          \
         if (EPI && beta != 0)                                                                 \
             for (r = 0; r < FNN_W; r++) tmp[r] = C[r * ldc + (cc)];                           \
-        FNN_EPI_STORE(EPI, 0, tmp, mk, cv);                                                   \
+        FNN_EPI_STORE(EPI, 0, tmp, 0, mk, cv);                                                   \
         for (r = 0; r < FNN_W; r++) C[r * ldc + (cc)] = tmp[r];                               \
     }
     FNN_TNARROW_STORE(0, c0) FNN_TNARROW_STORE(1, c1) FNN_TNARROW_STORE(2, c2)
@@ -327,9 +351,25 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_avx2_ex)(ptrdiff_t m, ptrdiff_t n, ptrdiff_
         m -= done;
     }
     if (plain)
-        FNN_P(gemm_x)(0, m, n, k, A, ars, aks, B, ldb, C, ldc, 1, 0);
+        FNN_P(gemm_x)(0, m, n, k, A, ars, aks, B, ldb, C, ldc, 1, 0, NULL);
     else
-        FNN_P(gemm_x)(1, m, n, k, A, ars, aks, B, ldb, C, ldc, alpha, beta);
+        FNN_P(gemm_x)(1, m, n, k, A, ars, aks, B, ldb, C, ldc, alpha, beta, NULL);
+}
+
+/* gemm_fixed_bias_act's vector form: act 0, 1, 2 -> the stores FNN_EPI_BIAS, _RELU, _LEAKY */
+FNN_GEMM_AVX2 static void FNN_P(gemm_bias_act_avx2)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                                    const FNN_T *restrict A, ptrdiff_t lda,
+                                                    const FNN_T *restrict B, ptrdiff_t ldb,
+                                                    FNN_T *restrict C, ptrdiff_t ldc,
+                                                    const FNN_T *restrict bias, int act,
+                                                    FNN_T slope)
+{
+    if (act == 1)
+        FNN_P(gemm_x)(FNN_EPI_BIAS_RELU, m, n, k, A, lda, 1, B, ldb, C, ldc, slope, 0, bias);
+    else if (act == 2)
+        FNN_P(gemm_x)(FNN_EPI_BIAS_LEAKY, m, n, k, A, lda, 1, B, ldb, C, ldc, slope, 0, bias);
+    else
+        FNN_P(gemm_x)(FNN_EPI_BIAS, m, n, k, A, lda, 1, B, ldb, C, ldc, slope, 0, bias);
 }
 
 #endif /* FNN_GEMM_X86 */
@@ -424,6 +464,40 @@ static int FNN_P(gemm_fixed_ex)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t
     return 0;
 }
 
+/* C (m, n) := act(A (m, k) @ B (k, n) + b), row-major: a forward layer's product, bias and
+ * activation in one pass over C.  act: 0 identity, 1 ReLU (z < 0 ? 0 : z), 2 leaky ReLU
+ * (z < 0 ? slope z : z), with z = (the product, summed as by gemm_fixed_ex) + b[j]: the bits
+ * of gemm_fixed_ex followed by fastnn_kernels.h's bias_act, added and selected while the sums
+ * are still in registers (AVX2) or in a second loop over C (plain C).  Returns 0; 1 when it
+ * declines (a narrow C, n <= FNN_NARROW_MAX, whose product takes the row-vectorized kernel:
+ * the caller runs the product and the pass); -1 when the plain kernel's workspace failed. */
+static int FNN_P(gemm_fixed_bias_act)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const FNN_T *A,
+                                      ptrdiff_t lda, const FNN_T *B, ptrdiff_t ldb, FNN_T *C,
+                                      ptrdiff_t ldc, const FNN_T *bias, int act, FNN_T slope)
+{
+    ptrdiff_t i, j;
+    if (m <= 0 || n <= 0)
+        return 0;
+#if defined(FNN_GEMM_X86)
+    if (fnn_gemm_use_avx2()) {
+        if (n <= FNN_NARROW_MAX && m >= 8)
+            return 1;
+        FNN_P(gemm_bias_act_avx2)(m, n, k, A, lda, B, ldb, C, ldc, bias, act, slope);
+        return 0;
+    }
+#endif
+    if (FNN_P(gemm_fixed_ex)(0, 0, m, n, k, 1, A, lda, B, ldb, 0, C, ldc) != 0)
+        return -1;
+    for (i = 0; i < m; i++) {
+        FNN_T *c = C + i * ldc;
+        for (j = 0; j < n; j++) {
+            const FNN_T z = c[j] + bias[j];
+            c[j] = act == 1 ? (z < 0 ? (FNN_T) 0 : z) : act == 2 ? (z < 0 ? slope * z : z) : z;
+        }
+    }
+    return 0;
+}
+
 #undef FNN_T
 #undef FNN_P
 #if defined(FNN_GEMM_X86)
@@ -437,6 +511,12 @@ static int FNN_P(gemm_fixed_ex)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t
 #undef FNN_VBCAST
 #undef FNN_VFMA
 #undef FNN_VMUL
+#undef FNN_VADD
+#undef FNN_VLT0
+#undef FNN_VBLEND
 #undef FNN_MASK
 #undef FNN_EPI_STORE
+#undef FNN_EPI_BIAS
+#undef FNN_EPI_BIAS_RELU
+#undef FNN_EPI_BIAS_LEAKY
 #endif

@@ -119,3 +119,67 @@ def test_plain_and_vector_kernels_agree(dtype):
             _products.gemm(kernel, ta, tb, -0.5, A, B, 1.0, out)
             outs.append(out)
         np.testing.assert_allclose(outs[0], outs[1], **tol)
+
+
+def _bias_act_reference(Z, bias, act, slope):
+    """bias_act's operations in the array's own dtype (NumPy's IEEE add and select)."""
+    z = Z + bias
+    if act == 1:
+        return np.where(z < 0, z.dtype.type(0), z)
+    if act == 2:
+        return np.where(z < 0, z.dtype.type(slope) * z, z)
+    return z
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("act", (0, 1, 2))
+def test_fused_bias_act_has_the_bits_of_the_product_then_the_pass(kernel, dtype, act):
+    # the forward layer's store: C := act(A B + b) against gemm_fixed_ex then bias_act's
+    # operations (bit for bit), and against a float64 NumPy reference
+    rng = np.random.default_rng(8)
+    slope = 0.01
+    for m, n, k in ((32, 32, 64), (32, 10, 32), (1, 7, 1), (7, 17, 9), (17, 5, 8),
+                    (64, 64, 64), (6, 16, 3), (13, 33, 17)):
+        A, B, _ = _operands(rng, dtype, m, n, k, False, False, pad=m % 2)
+        bias = rng.standard_normal(n).astype(dtype)
+        bias[0] = -0.0
+        product = np.empty((m, n), dtype)
+        _products.gemm(kernel, False, False, 1.0, A, B, 0.0, product)
+        out = np.full((m, n), np.nan, dtype)
+        assert _products.gemm_bias_act(kernel, A, B, bias, act, slope, out) == 0
+        np.testing.assert_array_equal(out, _bias_act_reference(product, bias, act, slope),
+                                      err_msg=f"m={m} n={n} k={k}")
+        z = A.astype(np.float64) @ B.astype(np.float64) + bias
+        ref = _bias_act_reference(z, bias * 0, act, slope)
+        tol = (k + 3) * np.finfo(dtype).eps * (np.abs(A) @ np.abs(B) + np.abs(bias))
+        assert np.all(np.abs(out - ref) <= tol)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_fused_relu_keeps_nan(kernel, dtype):
+    # z < 0 ? 0 : z: a NaN stays NaN (a max would turn it into 0), as in the pass
+    A = np.zeros((8, 1), dtype)
+    A[1, 0] = np.nan
+    B = np.ones((1, 9), dtype)
+    bias = np.full(9, -0.0, dtype)
+    out = np.zeros((8, 9), dtype)
+    assert _products.gemm_bias_act(kernel, A, B, bias, 1, 0.0, out) == 0
+    assert np.isnan(out[1]).all()
+    rows = np.delete(out, 1, axis=0)
+    assert (rows == 0).all() and not np.signbit(rows).any()   # 0 + -0 = +0
+    out = np.zeros((8, 9), dtype)
+    _products.gemm_bias_act(kernel, A, B, bias - 1, 2, 0.5, out)   # leaky: -1 -> -0.5
+    assert np.isnan(out[1]).all() and (np.delete(out, 1, axis=0) == -0.5).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_fused_bias_act_declines_a_narrow_c(dtype):
+    # n <= 4 with 8 rows or more: the narrow product kernel runs, then the pass
+    A, B = np.ones((8, 3), dtype), np.ones((3, 4), dtype)
+    out = np.full((8, 4), 7.0, dtype)
+    assert _products.gemm_bias_act("fixed", A, B, np.zeros(4, dtype), 1, 0.0, out) == 1
+    assert (out == 7.0).all()
+    with pytest.raises(ValueError, match="act=3; expected 0, 1 or 2"):
+        _products.gemm_bias_act("fixed", A, B, np.zeros(4, dtype), 3, 0.0, out)
