@@ -396,7 +396,9 @@ static inline void FNN_P(gemm_fixed)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
  * k = 0 .. K-1 into one accumulator), then scaled once: alpha acc + beta C (C not read when
  * beta == 0).  A transposed is read in place (a strided broadcast); B transposed is first
  * copied into a contiguous k x n block (the copy changes no sum; on the stack up to
- * FNN_GEMM_STACK_ELEMS, with 8 x 8 / 4 x 4 blocks transposed in registers on AVX2).  C must not overlap A or B.
+ * FNN_GEMM_STACK_ELEMS, with 8 x 8 / 4 x 4 blocks transposed in registers on AVX2).  A narrow
+ * C (n <= FNN_NARROW_MAX) is vectorized across rows (gemm_avx2_ex), with the same bits.
+ * C must not overlap A or B.
  * Returns 0, or -1 when the copy of a transposed B could not be allocated. */
 static int FNN_P(gemm_fixed_ex)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
                                 ptrdiff_t k, FNN_T alpha, const FNN_T *A, ptrdiff_t lda,
