@@ -86,6 +86,8 @@ static const int64_t fnn_gemm_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 
 /* gemm_fixed_ex copies a transposed B of up to this many elements on the stack */
 #define FNN_GEMM_STACK_ELEMS 4096
+/* the packed panel of B (k x 2 vectors) lives on the stack up to this many elements */
+#define FNN_GEMM_PACK_STACK_ELEMS 2048
 
 /* ---------------------------------------------------------------- narrow products (float)
  * C := A B for B of 1 to 4 columns (a regression or binary output layer), 8 rows per vector.
@@ -119,6 +121,65 @@ FNN_GEMM_AVX2_INLINE void fnn_s_transpose8(__m256 *v)
     v[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
     v[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
     v[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* dst (k x n, row-major, leading dimension n) := the transpose of B (n x k, leading dimension
+ * ldb): 8 x 8 blocks transposed in registers, the edges one element at a time (a copy: no
+ * value changes).  The stack copy of a transposed B in gemm_fixed_ex. */
+FNN_GEMM_AVX2 static void fnn_s_transpose_copy(ptrdiff_t n, ptrdiff_t k,
+                                               const float *restrict B, ptrdiff_t ldb,
+                                               float *restrict dst)
+{
+    __m256 v[8];
+    ptrdiff_t j0, p0 = 0, j, p;
+    int r;
+    for (j0 = 0; j0 + 8 <= n; j0 += 8) {
+        for (p0 = 0; p0 + 8 <= k; p0 += 8) {
+            for (r = 0; r < 8; r++)
+                v[r] = _mm256_loadu_ps(B + (j0 + r) * ldb + p0);
+            fnn_s_transpose8(v);
+            for (r = 0; r < 8; r++)
+                _mm256_storeu_ps(dst + (p0 + r) * n + j0, v[r]);
+        }
+        for (p = p0; p < k; p++)
+            for (j = j0; j < j0 + 8; j++)
+                dst[p * n + j] = B[j * ldb + p];
+    }
+    for (j = j0; j < n; j++)
+        for (p = 0; p < k; p++)
+            dst[p * n + j] = B[j * ldb + p];
+}
+
+/* The same for double, 4 x 4 blocks. */
+FNN_GEMM_AVX2 static void fnn_d_transpose_copy(ptrdiff_t n, ptrdiff_t k,
+                                               const double *restrict B, ptrdiff_t ldb,
+                                               double *restrict dst)
+{
+    __m256d v0, v1, v2, v3, t0, t1, t2, t3;
+    ptrdiff_t j0, p0 = 0, j, p;
+    for (j0 = 0; j0 + 4 <= n; j0 += 4) {
+        for (p0 = 0; p0 + 4 <= k; p0 += 4) {
+            const double *b = B + j0 * ldb + p0;
+            v0 = _mm256_loadu_pd(b);
+            v1 = _mm256_loadu_pd(b + ldb);
+            v2 = _mm256_loadu_pd(b + 2 * ldb);
+            v3 = _mm256_loadu_pd(b + 3 * ldb);
+            t0 = _mm256_unpacklo_pd(v0, v1);          /* b00 b10 b02 b12 */
+            t1 = _mm256_unpackhi_pd(v0, v1);          /* b01 b11 b03 b13 */
+            t2 = _mm256_unpacklo_pd(v2, v3);          /* b20 b30 b22 b32 */
+            t3 = _mm256_unpackhi_pd(v2, v3);          /* b21 b31 b23 b33 */
+            _mm256_storeu_pd(dst + p0 * n + j0, _mm256_permute2f128_pd(t0, t2, 0x20));
+            _mm256_storeu_pd(dst + (p0 + 1) * n + j0, _mm256_permute2f128_pd(t1, t3, 0x20));
+            _mm256_storeu_pd(dst + (p0 + 2) * n + j0, _mm256_permute2f128_pd(t0, t2, 0x31));
+            _mm256_storeu_pd(dst + (p0 + 3) * n + j0, _mm256_permute2f128_pd(t1, t3, 0x31));
+        }
+        for (p = p0; p < k; p++)
+            for (j = j0; j < j0 + 4; j++)
+                dst[p * n + j] = B[j * ldb + p];
+    }
+    for (j = j0; j < n; j++)
+        for (p = 0; p < k; p++)
+            dst[p * n + j] = B[j * ldb + p];
 }
 
 /* NG (1 or 2) groups of 8 rows of C (rows i = 0 .. 8 NG - 1), NC (1 .. 4) columns. */
@@ -199,6 +260,9 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdi
 #define FNN_VBCAST(p) _mm256_broadcast_ss(p)
 #define FNN_VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define FNN_VMUL(a, b) _mm256_mul_ps((a), (b))
+#define FNN_VADD(a, b) _mm256_add_ps((a), (b))
+#define FNN_VLT0(a) _mm256_cmp_ps((a), _mm256_setzero_ps(), _CMP_LT_OQ)
+#define FNN_VBLEND(a, b, m) _mm256_blendv_ps((a), (b), (m))
 #define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - (r)))
 #endif
 #include "fastnn_gemm_impl.h"
@@ -218,6 +282,9 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdi
 #define FNN_VBCAST(p) _mm256_broadcast_sd(p)
 #define FNN_VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
 #define FNN_VMUL(a, b) _mm256_mul_pd((a), (b))
+#define FNN_VADD(a, b) _mm256_add_pd((a), (b))
+#define FNN_VLT0(a) _mm256_cmp_pd((a), _mm256_setzero_pd(), _CMP_LT_OQ)
+#define FNN_VBLEND(a, b, m) _mm256_blendv_pd((a), (b), (m))
 #define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask64 + 4 - (r)))
 #endif
 #include "fastnn_gemm_impl.h"

@@ -31,11 +31,25 @@ static void FNN_P(gemm_plain)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
 
 /* The store of an accumulator v to C (masked: the first lanes of mk).  EPI 0: C := v;
  * EPI 1 (training's general form): C := alpha v + beta C, C not read when beta == 0 (it may
- * be uninitialized workspace, as with BLAS), one rounding for alpha v + (beta C). */
-#define FNN_EPI_STORE(EPI, M, ptr, mk, v)                                                     \
+ * be uninitialized workspace, as with BLAS), one rounding for alpha v + (beta C);
+ * EPI 2, 3, 4 (a forward layer): z := v + b (b the bias of these columns, at bias + col),
+ * then C := z (identity), z < 0 ? 0 : z (ReLU) or z < 0 ? alpha z : z (leaky ReLU, slope
+ * alpha): the operations of fastnn_kernels.h's bias_act on the same values, hence its bits
+ * (a NaN stays NaN, -0 stays -0). */
+#define FNN_EPI_BIAS 2
+#define FNN_EPI_BIAS_RELU 3
+#define FNN_EPI_BIAS_LEAKY 4
+#define FNN_EPI_STORE(EPI, M, ptr, col, mk, v)                                                \
     do {                                                                                      \
         FNN_V out_ = (v);                                                                     \
-        if (EPI) {                                                                            \
+        if (EPI >= FNN_EPI_BIAS) {                                                            \
+            const FNN_V z_ = FNN_VADD(out_, (M) ? FNN_VMLOAD(bias + (col), (mk))              \
+                                                : FNN_VLOAD(bias + (col)));                   \
+            const FNN_V neg_ = FNN_VLT0(z_);                                                  \
+            if (EPI == FNN_EPI_BIAS) out_ = z_;                                               \
+            else if (EPI == FNN_EPI_BIAS_RELU) out_ = FNN_VBLEND(z_, FNN_VZERO(), neg_);      \
+            else out_ = FNN_VBLEND(z_, FNN_VMUL(FNN_VBCAST(&alpha), z_), neg_);               \
+        } else if (EPI) {                                                                     \
             const FNN_V al_ = FNN_VBCAST(&alpha);                                             \
             if (beta == 0) out_ = FNN_VMUL(al_, out_);                                        \
             else {                                                                            \
@@ -56,7 +70,8 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_row_k)(const int NV, const int MASKED, cons
                                             ptrdiff_t aks,
                                             const FNN_T *restrict B, ptrdiff_t ldb,
                                             FNN_T *restrict c, ptrdiff_t ncols,
-                                            FNN_T alpha, FNN_T beta)
+                                            FNN_T alpha, FNN_T beta,
+                                            const FNN_T *restrict bias)
 {
     FNN_V c0 = FNN_VZERO(), c1 = FNN_VZERO(), c2 = FNN_VZERO(), c3 = FNN_VZERO();
     FNN_V c4 = FNN_VZERO(), c5 = FNN_VZERO(), c6 = FNN_VZERO(), c7 = FNN_VZERO();
@@ -74,7 +89,8 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_row_k)(const int NV, const int MASKED, cons
 #undef FNN_ROW_FMA
 #undef FNN_ROW_LOAD
 #define FNN_ROW_STORE(v, cv)                                                                  \
-    if (NV > (v)) FNN_EPI_STORE(EPI, MASKED && NV == (v) + 1, c + (v) * FNN_W, mk, cv);
+    if (NV > (v))                                                                             \
+        FNN_EPI_STORE(EPI, MASKED && NV == (v) + 1, c + (v) * FNN_W, (v) * FNN_W, mk, cv);
     FNN_ROW_STORE(0, c0) FNN_ROW_STORE(1, c1) FNN_ROW_STORE(2, c2) FNN_ROW_STORE(3, c3)
     FNN_ROW_STORE(4, c4) FNN_ROW_STORE(5, c5) FNN_ROW_STORE(6, c6) FNN_ROW_STORE(7, c7)
 #undef FNN_ROW_STORE
@@ -88,7 +104,8 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_six_k)(const int NV, const int MASKED, cons
                                             ptrdiff_t aks,
                                             const FNN_T *restrict B, ptrdiff_t ldb,
                                             FNN_T *restrict C, ptrdiff_t ldc, ptrdiff_t ncols,
-                                            FNN_T alpha, FNN_T beta)
+                                            FNN_T alpha, FNN_T beta,
+                                            const FNN_T *restrict bias)
 {
     FNN_V c00 = FNN_VZERO(), c01 = FNN_VZERO(), c10 = FNN_VZERO(), c11 = FNN_VZERO();
     FNN_V c20 = FNN_VZERO(), c21 = FNN_VZERO(), c30 = FNN_VZERO(), c31 = FNN_VZERO();
@@ -117,10 +134,10 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_six_k)(const int NV, const int MASKED, cons
     }
 #define FNN_SIX_STORE(r, cr0, cr1)                                                            \
     if (NV == 1) {                                                                            \
-        FNN_EPI_STORE(EPI, MASKED, C + (r) * ldc, mk, cr0);                                   \
+        FNN_EPI_STORE(EPI, MASKED, C + (r) * ldc, 0, mk, cr0);                                \
     } else {                                                                                  \
-        FNN_EPI_STORE(EPI, 0, C + (r) * ldc, mk, cr0);                                        \
-        FNN_EPI_STORE(EPI, MASKED, C + (r) * ldc + FNN_W, mk, cr1);                           \
+        FNN_EPI_STORE(EPI, 0, C + (r) * ldc, 0, mk, cr0);                                     \
+        FNN_EPI_STORE(EPI, MASKED, C + (r) * ldc + FNN_W, FNN_W, mk, cr1);                    \
     }
     FNN_SIX_STORE(0, c00, c01) FNN_SIX_STORE(1, c10, c11) FNN_SIX_STORE(2, c20, c21)
     FNN_SIX_STORE(3, c30, c31) FNN_SIX_STORE(4, c40, c41) FNN_SIX_STORE(5, c50, c51)
@@ -131,20 +148,24 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_six_k)(const int NV, const int MASKED, cons
 FNN_GEMM_AVX2_INLINE void FNN_P(gemm_row_x)(const int EPI, ptrdiff_t n, ptrdiff_t k,
                                             const FNN_T *restrict a, ptrdiff_t aks,
                                             const FNN_T *restrict B, ptrdiff_t ldb,
-                                            FNN_T *restrict c, FNN_T alpha, FNN_T beta)
+                                            FNN_T *restrict c, FNN_T alpha, FNN_T beta,
+                                            const FNN_T *restrict bias)
 {
     ptrdiff_t j = 0, rem;
     for (; j + 8 * FNN_W <= n; j += 8 * FNN_W)
-        FNN_P(gemm_row_k)(8, 0, EPI, k, a, aks, B + j, ldb, c + j, 8 * FNN_W, alpha, beta);
+        FNN_P(gemm_row_k)(8, 0, EPI, k, a, aks, B + j, ldb, c + j, 8 * FNN_W, alpha, beta,
+                          bias + j);
     rem = n - j;
     if (rem <= 0)
         return;
 #define FNN_ROW_CASE(nv)                                                                      \
     case nv:                                                                                  \
         if (rem % FNN_W)                                                                      \
-            FNN_P(gemm_row_k)(nv, 1, EPI, k, a, aks, B + j, ldb, c + j, rem, alpha, beta);    \
+            FNN_P(gemm_row_k)(nv, 1, EPI, k, a, aks, B + j, ldb, c + j, rem, alpha, beta,     \
+                              bias + j);                                                      \
         else                                                                                  \
-            FNN_P(gemm_row_k)(nv, 0, EPI, k, a, aks, B + j, ldb, c + j, rem, alpha, beta);    \
+            FNN_P(gemm_row_k)(nv, 0, EPI, k, a, aks, B + j, ldb, c + j, rem, alpha, beta,     \
+                              bias + j);                                                      \
         break;
     switch ((rem + FNN_W - 1) / FNN_W) {
     FNN_ROW_CASE(1) FNN_ROW_CASE(2) FNN_ROW_CASE(3) FNN_ROW_CASE(4)
@@ -158,16 +179,16 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_row_avx2)(ptrdiff_t n, ptrdiff_t k,
                                                const FNN_T *restrict B, ptrdiff_t ldb,
                                                FNN_T *restrict c)
 {
-    FNN_P(gemm_row_x)(0, n, k, a, 1, B, ldb, c, 1, 0);
+    FNN_P(gemm_row_x)(0, n, k, a, 1, B, ldb, c, 1, 0, NULL);
 }
 
-/* C := A B (EPI 0) or alpha A B + beta C (EPI 1); row i's p-th element of A at
- * A[i * ars + p * aks]. */
+/* C := A B (EPI 0), alpha A B + beta C (EPI 1) or act(A B + b) (EPI 2-4, b at bias); row
+ * i's p-th element of A at A[i * ars + p * aks]. */
 FNN_GEMM_AVX2_INLINE void FNN_P(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                         const FNN_T *restrict A, ptrdiff_t ars, ptrdiff_t aks,
                                         const FNN_T *restrict B, ptrdiff_t ldb,
                                         FNN_T *restrict C, ptrdiff_t ldc,
-                                        FNN_T alpha, FNN_T beta)
+                                        FNN_T alpha, FNN_T beta, const FNN_T *restrict bias)
 {
     /* Panels of 2 vectors of columns; in each, groups of 6 rows, then the rows left over one
      * by one.  With many rows, each panel of B is first copied into a contiguous k x 2W
@@ -175,18 +196,30 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n,
      * them onto a few sets of the L1 cache, and every group of rows read it again from L2 or
      * beyond (the same copy as BLAS's packing; only where the numbers come from changes, not
      * the order in which they are added). */
+    /* (a small panel on the stack: no allocation per call; full panels copied with vector
+     * loads and stores rather than a memcpy call per row) */
+    FNN_T stack_p[FNN_GEMM_PACK_STACK_ELEMS];
     ptrdiff_t i, j, p, m6 = m - m % 6, ncols, ldp;
-    FNN_T *packed = NULL;
+    FNN_T *packed = NULL, *heap = NULL;
     const FNN_T *panel;
     if (m6 >= 12 && ldb != 2 * FNN_W && n > 2 * FNN_W)
-        packed = (FNN_T *) malloc((size_t) k * 2 * FNN_W * sizeof(FNN_T));
+        packed = k * 2 * FNN_W <= FNN_GEMM_PACK_STACK_ELEMS ? stack_p
+                 : (heap = (FNN_T *) malloc((size_t) k * 2 * FNN_W * sizeof(FNN_T)));
     for (j = 0; j < n && m6 > 0; j += 2 * FNN_W) {
         ncols = n - j < 2 * FNN_W ? n - j : 2 * FNN_W;
         panel = B + j;
         ldp = ldb;
         if (packed != NULL) {
-            for (p = 0; p < k; p++)
-                memcpy(packed + p * 2 * FNN_W, B + p * ldb + j, (size_t) ncols * sizeof(FNN_T));
+            if (ncols == 2 * FNN_W)
+                for (p = 0; p < k; p++) {
+                    const FNN_T *restrict src = B + p * ldb + j;
+                    FNN_VSTORE(packed + p * 2 * FNN_W, FNN_VLOAD(src));
+                    FNN_VSTORE(packed + p * 2 * FNN_W + FNN_W, FNN_VLOAD(src + FNN_W));
+                }
+            else
+                for (p = 0; p < k; p++)
+                    memcpy(packed + p * 2 * FNN_W, B + p * ldb + j,
+                           (size_t) ncols * sizeof(FNN_T));
             panel = packed;
             ldp = 2 * FNN_W;
         }
@@ -194,7 +227,8 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n,
             const FNN_T *restrict Ai = A + i * ars;
             FNN_T *restrict Ci = C + i * ldc + j;
 #define FNN_SIX(nv, msk) \
-    FNN_P(gemm_six_k)(nv, msk, EPI, k, Ai, ars, aks, panel, ldp, Ci, ldc, ncols, alpha, beta)
+    FNN_P(gemm_six_k)(nv, msk, EPI, k, Ai, ars, aks, panel, ldp, Ci, ldc, ncols, alpha, beta, \
+                      bias + j)
             if (ncols == 2 * FNN_W)
                 FNN_SIX(2, 0);
             else if (ncols > FNN_W)
@@ -206,9 +240,10 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n,
 #undef FNN_SIX
         }
     }
-    free(packed);
+    free(heap);
     for (i = m6; i < m; i++)
-        FNN_P(gemm_row_x)(EPI, n, k, A + i * ars, aks, B, ldb, C + i * ldc, alpha, beta);
+        FNN_P(gemm_row_x)(EPI, n, k, A + i * ars, aks, B, ldb, C + i * ldc, alpha, beta,
+                          bias);
 }
 
 FNN_GEMM_AVX2 static void FNN_P(gemm_avx2)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
@@ -224,10 +259,75 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_avx2)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k
         m -= done;
     }
 #endif
-    FNN_P(gemm_x)(0, m, n, k, A, lda, 1, B, ldb, C, ldc, 1, 0);
+    FNN_P(gemm_x)(0, m, n, k, A, lda, 1, B, ldb, C, ldc, 1, 0, NULL);
 }
 
-/* Training's general form, A possibly transposed (aks = lda, ars = 1). */
+/* A narrow C (NC = 1 .. FNN_NARROW_MAX columns) of a product whose A is read transposed
+ * (row i's p-th element at A[i + p * aks], as in the weight gradient X^T D of a layer with
+ * few outputs): one vector of FNN_W rows of C, lane r = row r.  The p-th elements of the
+ * group's rows are contiguous (one load), so every lane works, where the column-vectorized
+ * kernel would fill NC of FNN_W lanes.  Each lane adds its row's products in the order
+ * p = 0 .. K-1 into one accumulator, one fused multiply-add each, then the same store
+ * (FNN_EPI_STORE): the bits of the general kernel. */
+FNN_GEMM_AVX2_INLINE void FNN_P(gemm_tnarrow_k)(const int NC, const int EPI, ptrdiff_t k,
+                                                const FNN_T *restrict A, ptrdiff_t aks,
+                                                const FNN_T *restrict B, ptrdiff_t ldb,
+                                                FNN_T *restrict C, ptrdiff_t ldc,
+                                                FNN_T alpha, FNN_T beta)
+{
+    FNN_V c0 = FNN_VZERO(), c1 = FNN_VZERO(), c2 = FNN_VZERO(), c3 = FNN_VZERO();
+    const __m256i mk = _mm256_setzero_si256();
+    const FNN_T *bias = NULL;       /* (EPI 0 or 1 only) */
+    FNN_T tmp[FNN_W];
+    ptrdiff_t p;
+    int r;
+    for (p = 0; p < k; p++) {
+        const FNN_V x = FNN_VLOAD(A + p * aks);
+        const FNN_T *restrict b = B + p * ldb;
+        c0 = FNN_VFMA(x, FNN_VBCAST(b), c0);
+        if (NC > 1) c1 = FNN_VFMA(x, FNN_VBCAST(b + 1), c1);
+        if (NC > 2) c2 = FNN_VFMA(x, FNN_VBCAST(b + 2), c2);
+        if (NC > 3) c3 = FNN_VFMA(x, FNN_VBCAST(b + 3), c3);
+    }
+#define FNN_TNARROW_STORE(cc, cv)                                                             \
+    if (NC > (cc)) {                                                                          \
+        if (EPI && beta != 0)                                                                 \
+            for (r = 0; r < FNN_W; r++) tmp[r] = C[r * ldc + (cc)];                           \
+        FNN_EPI_STORE(EPI, 0, tmp, 0, mk, cv);                                                   \
+        for (r = 0; r < FNN_W; r++) C[r * ldc + (cc)] = tmp[r];                               \
+    }
+    FNN_TNARROW_STORE(0, c0) FNN_TNARROW_STORE(1, c1) FNN_TNARROW_STORE(2, c2)
+    FNN_TNARROW_STORE(3, c3)
+#undef FNN_TNARROW_STORE
+}
+
+/* Rows 0 .. FNN_W floor(m / FNN_W) - 1 of a narrow product with A transposed (n <=
+ * FNN_NARROW_MAX); returns how many rows it computed (the caller computes the rest). */
+FNN_GEMM_AVX2_INLINE ptrdiff_t FNN_P(gemm_tnarrow)(const int EPI, ptrdiff_t m, ptrdiff_t n,
+                                                   ptrdiff_t k, const FNN_T *restrict A,
+                                                   ptrdiff_t aks,
+                                                   const FNN_T *restrict B, ptrdiff_t ldb,
+                                                   FNN_T *restrict C, ptrdiff_t ldc,
+                                                   FNN_T alpha, FNN_T beta)
+{
+    ptrdiff_t i;
+    for (i = 0; i + FNN_W <= m; i += FNN_W) {
+#define FNN_TNARROW_CASE(nc)                                                                  \
+        case nc:                                                                              \
+            FNN_P(gemm_tnarrow_k)(nc, EPI, k, A + i, aks, B, ldb, C + i * ldc, ldc, alpha,    \
+                                  beta);                                                      \
+            break;
+        switch (n) {
+        FNN_TNARROW_CASE(1) FNN_TNARROW_CASE(2) FNN_TNARROW_CASE(3) FNN_TNARROW_CASE(4)
+        }
+#undef FNN_TNARROW_CASE
+    }
+    return i;
+}
+
+/* Training's general form, A possibly transposed (aks = lda, ars = 1).  A narrow C (n <=
+ * FNN_NARROW_MAX) takes a row-vectorized kernel: X W (float) the prediction's narrow kernel,
+ * X^T D gemm_tnarrow; both give the general kernel's bits. */
 FNN_GEMM_AVX2 static void FNN_P(gemm_avx2_ex)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                               const FNN_T *restrict A, ptrdiff_t ars,
                                               ptrdiff_t aks,
@@ -235,10 +335,41 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_avx2_ex)(ptrdiff_t m, ptrdiff_t n, ptrdiff_
                                               FNN_T *restrict C, ptrdiff_t ldc,
                                               FNN_T alpha, FNN_T beta)
 {
-    if (alpha == 1 && beta == 0)
-        FNN_P(gemm_x)(0, m, n, k, A, ars, aks, B, ldb, C, ldc, 1, 0);
+    const int plain = alpha == 1 && beta == 0;
+    if (n <= FNN_NARROW_MAX && m >= FNN_W) {
+        ptrdiff_t done = 0;
+        if (ars == 1)       /* (A transposed; or k == 1, where both readings are one) */
+            done = plain ? FNN_P(gemm_tnarrow)(0, m, n, k, A, aks, B, ldb, C, ldc, 1, 0)
+                         : FNN_P(gemm_tnarrow)(1, m, n, k, A, aks, B, ldb, C, ldc, alpha,
+                                               beta);
+#if defined(FNN_NARROW_ROWS)
+        else if (aks == 1 && plain && m >= 8)
+            done = FNN_NARROW_ROWS(m, n, k, A, ars, B, ldb, C, ldc);
+#endif
+        A += done * ars;
+        C += done * ldc;
+        m -= done;
+    }
+    if (plain)
+        FNN_P(gemm_x)(0, m, n, k, A, ars, aks, B, ldb, C, ldc, 1, 0, NULL);
     else
-        FNN_P(gemm_x)(1, m, n, k, A, ars, aks, B, ldb, C, ldc, alpha, beta);
+        FNN_P(gemm_x)(1, m, n, k, A, ars, aks, B, ldb, C, ldc, alpha, beta, NULL);
+}
+
+/* gemm_fixed_bias_act's vector form: act 0, 1, 2 -> the stores FNN_EPI_BIAS, _RELU, _LEAKY */
+FNN_GEMM_AVX2 static void FNN_P(gemm_bias_act_avx2)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                                    const FNN_T *restrict A, ptrdiff_t lda,
+                                                    const FNN_T *restrict B, ptrdiff_t ldb,
+                                                    FNN_T *restrict C, ptrdiff_t ldc,
+                                                    const FNN_T *restrict bias, int act,
+                                                    FNN_T slope)
+{
+    if (act == 1)
+        FNN_P(gemm_x)(FNN_EPI_BIAS_RELU, m, n, k, A, lda, 1, B, ldb, C, ldc, slope, 0, bias);
+    else if (act == 2)
+        FNN_P(gemm_x)(FNN_EPI_BIAS_LEAKY, m, n, k, A, lda, 1, B, ldb, C, ldc, slope, 0, bias);
+    else
+        FNN_P(gemm_x)(FNN_EPI_BIAS, m, n, k, A, lda, 1, B, ldb, C, ldc, slope, 0, bias);
 }
 
 #endif /* FNN_GEMM_X86 */
@@ -264,7 +395,10 @@ static inline void FNN_P(gemm_fixed)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
  * D W^T), every element of op(A) op(B) summed in the fixed order of fastnn_gemm.h (over
  * k = 0 .. K-1 into one accumulator), then scaled once: alpha acc + beta C (C not read when
  * beta == 0).  A transposed is read in place (a strided broadcast); B transposed is first
- * copied into a contiguous k x n block (the copy changes no sum).  C must not overlap A or B.
+ * copied into a contiguous k x n block (the copy changes no sum; on the stack up to
+ * FNN_GEMM_STACK_ELEMS, with 8 x 8 / 4 x 4 blocks transposed in registers on AVX2).  A narrow
+ * C (n <= FNN_NARROW_MAX) is vectorized across rows (gemm_avx2_ex), with the same bits.
+ * C must not overlap A or B.
  * Returns 0, or -1 when the copy of a transposed B could not be allocated. */
 static int FNN_P(gemm_fixed_ex)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
                                 ptrdiff_t k, FNN_T alpha, const FNN_T *A, ptrdiff_t lda,
@@ -281,6 +415,11 @@ static int FNN_P(gemm_fixed_ex)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t
                      : (bt = (FNN_T *) malloc((size_t) (k * n) * sizeof(FNN_T)));
         if (dst == NULL)
             return -1;
+#if defined(FNN_GEMM_X86)
+        if (fnn_gemm_use_avx2())
+            FNN_P(transpose_copy)(n, k, B, ldb, dst);
+        else
+#endif
         for (j = 0; j < n; j++)
             for (p = 0; p < k; p++)
                 dst[p * n + j] = B[j * ldb + p];
@@ -327,6 +466,40 @@ static int FNN_P(gemm_fixed_ex)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t
     return 0;
 }
 
+/* C (m, n) := act(A (m, k) @ B (k, n) + b), row-major: a forward layer's product, bias and
+ * activation in one pass over C.  act: 0 identity, 1 ReLU (z < 0 ? 0 : z), 2 leaky ReLU
+ * (z < 0 ? slope z : z), with z = (the product, summed as by gemm_fixed_ex) + b[j]: the bits
+ * of gemm_fixed_ex followed by fastnn_kernels.h's bias_act, added and selected while the sums
+ * are still in registers (AVX2) or in a second loop over C (plain C).  Returns 0; 1 when it
+ * declines (a narrow C, n <= FNN_NARROW_MAX, whose product takes the row-vectorized kernel:
+ * the caller runs the product and the pass); -1 when the plain kernel's workspace failed. */
+static int FNN_P(gemm_fixed_bias_act)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const FNN_T *A,
+                                      ptrdiff_t lda, const FNN_T *B, ptrdiff_t ldb, FNN_T *C,
+                                      ptrdiff_t ldc, const FNN_T *bias, int act, FNN_T slope)
+{
+    ptrdiff_t i, j;
+    if (m <= 0 || n <= 0)
+        return 0;
+#if defined(FNN_GEMM_X86)
+    if (fnn_gemm_use_avx2()) {
+        if (n <= FNN_NARROW_MAX && m >= 8)
+            return 1;
+        FNN_P(gemm_bias_act_avx2)(m, n, k, A, lda, B, ldb, C, ldc, bias, act, slope);
+        return 0;
+    }
+#endif
+    if (FNN_P(gemm_fixed_ex)(0, 0, m, n, k, 1, A, lda, B, ldb, 0, C, ldc) != 0)
+        return -1;
+    for (i = 0; i < m; i++) {
+        FNN_T *c = C + i * ldc;
+        for (j = 0; j < n; j++) {
+            const FNN_T z = c[j] + bias[j];
+            c[j] = act == 1 ? (z < 0 ? (FNN_T) 0 : z) : act == 2 ? (z < 0 ? slope * z : z) : z;
+        }
+    }
+    return 0;
+}
+
 #undef FNN_T
 #undef FNN_P
 #if defined(FNN_GEMM_X86)
@@ -340,6 +513,12 @@ static int FNN_P(gemm_fixed_ex)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t
 #undef FNN_VBCAST
 #undef FNN_VFMA
 #undef FNN_VMUL
+#undef FNN_VADD
+#undef FNN_VLT0
+#undef FNN_VBLEND
 #undef FNN_MASK
 #undef FNN_EPI_STORE
+#undef FNN_EPI_BIAS
+#undef FNN_EPI_BIAS_RELU
+#undef FNN_EPI_BIAS_LEAKY
 #endif

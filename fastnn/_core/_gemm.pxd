@@ -19,6 +19,14 @@ cdef extern from "fastnn_gemm.h" nogil:
                             Py_ssize_t k, double alpha, const double *A, Py_ssize_t lda,
                             const double *B, Py_ssize_t ldb, double beta, double *C,
                             Py_ssize_t ldc) noexcept
+    int fnn_s_gemm_fixed_bias_act(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *A,
+                                  Py_ssize_t lda, const float *B, Py_ssize_t ldb, float *C,
+                                  Py_ssize_t ldc, const float *bias, int act,
+                                  float slope) noexcept
+    int fnn_d_gemm_fixed_bias_act(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *A,
+                                  Py_ssize_t lda, const double *B, Py_ssize_t ldb, double *C,
+                                  Py_ssize_t ldc, const double *bias, int act,
+                                  double slope) noexcept
     void fnn_gemm_force_plain(int on) noexcept
     int fnn_gemm_kernel() noexcept
 
@@ -72,3 +80,17 @@ cdef inline int gemm_packed(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t
     else:
         return fnn_d_gemm_packed(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C,
                                  ldc)
+
+
+cdef inline int gemm_fixed_bias_act(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *A,
+                                    Py_ssize_t lda, const floating *B, Py_ssize_t ldb,
+                                    floating *C, Py_ssize_t ldc, const floating *bias, int act,
+                                    floating slope) noexcept nogil:
+    """C (m, n) := act(A (m, k) @ B (k, n) + bias), act 0 identity, 1 ReLU, 2 leaky ReLU: the
+    bits of gemm_fixed_ex then the bias_act pass, in one pass over C.  Returns 0; 1 when it
+    declines (a narrow C: the caller runs the product and the pass); -1 on a failed
+    workspace."""
+    if floating is float:
+        return fnn_s_gemm_fixed_bias_act(m, n, k, A, lda, B, ldb, C, ldc, bias, act, slope)
+    else:
+        return fnn_d_gemm_fixed_bias_act(m, n, k, A, lda, B, ldb, C, ldc, bias, act, slope)

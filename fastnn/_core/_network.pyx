@@ -26,8 +26,8 @@ from fastnn._core._gemm cimport gemm_fixed, fnn_gemm_force_plain, fnn_gemm_kerne
 cimport numpy as cnp
 from fastnn._core._layernorm cimport layernorm_act_backward
 from fastnn._core._tiling cimport (PASS_ACT_BACKWARD, PASS_BIAS_ACT, PASS_BIAS_ACT_KEEP,
-                                   run_dropout, run_layernorm, run_pass, thread_min_flops,
-                                   tiled_gemm)
+                                   fused_forward, run_dropout, run_layernorm, run_pass,
+                                   thread_min_flops, tiled_gemm)
 from fastnn._core._losses cimport (LossParams, N_LOSSES, check_targets, loss_grad,
                              output_activation)
 
@@ -78,6 +78,11 @@ cdef int net_forward(const Net *net, const floating *params, const floating *X, 
                                <floating> net.alphas[k], kept, params + net.b_off[k], out,
                                <const floating *> NULL)
             kept = out
+        elif not net.fixed_products and fused_forward(
+                nt, n_rows, n_out, n_in, inp, params + net.w_off[k], kept,
+                params + net.b_off[k], net.acts[k], <floating> net.alphas[k]):
+            # (training, a small product: the bias and activation in the product's store)
+            status = FNN_OK
         else:
             # with dropout, the output before dropout stays in the kept slot
             _forward_product(net, n_rows, n_out, n_in, inp, params + net.w_off[k], kept)

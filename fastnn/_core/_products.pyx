@@ -5,11 +5,15 @@ gemm(kernel, trans_a, trans_b, alpha, A, B, beta, C) computes C := alpha op(A) @
 beta C in place with the named kernel: "packed" (src_c/fastnn_gemm_packed.h), "packed_plain"
 (its plain C kernel), "fixed" (src_c/fastnn_gemm.h gemm_fixed_ex), "fixed_plain", or "blas"
 (scipy's OpenBLAS through _blas.gemm_rowmajor).
+
+gemm_bias_act(kernel, A, B, bias, act, slope, C): C := act(A @ B + bias) with the fixed-order
+kernel's fused store ("fixed" or "fixed_plain"; act 0 identity, 1 ReLU, 2 leaky ReLU).
 """
 from cython cimport floating
 
 from fastnn._core._blas cimport gemm_rowmajor
-from fastnn._core._gemm cimport gemm_fixed_ex, gemm_packed, fnn_gemm_force_plain
+from fastnn._core._gemm cimport (gemm_fixed_bias_act, gemm_fixed_ex, gemm_packed,
+                                 fnn_gemm_force_plain)
 
 import numpy as np
 
@@ -84,3 +88,53 @@ def gemm(str kernel, bint trans_a, bint trans_b, alpha, A, B, beta, C, int repea
     if status != 0:
         raise MemoryError(f"the {kernel} product's workspace could not be allocated")
     return C
+
+
+cdef int _run_bias_act(bint plain, int m, int n, int k, const floating *A, int lda,
+                       const floating *B, int ldb, floating *C, int ldc, const floating *bias,
+                       int act, floating slope) noexcept nogil:
+    cdef int status
+    fnn_gemm_force_plain(plain)
+    status = gemm_fixed_bias_act(m, n, k, A, lda, B, ldb, C, ldc, bias, act, slope)
+    fnn_gemm_force_plain(0)
+    return status
+
+
+def gemm_bias_act(str kernel, A, B, bias, int act, slope, C):
+    """C := act(A @ B + bias) in place (src_c/fastnn_gemm.h gemm_fixed_bias_act); kernel
+    "fixed" or "fixed_plain", act 0 identity, 1 ReLU, 2 leaky ReLU (slope).  A (m, k), B
+    (k, n), bias (n,) contiguous, C (m, n) with contiguous rows, one dtype.  Returns the
+    kernel's status: 0 done, 1 declined (a narrow C, left as it was)."""
+    if kernel not in ("fixed", "fixed_plain"):
+        raise ValueError(f"kernel={kernel!r}; expected 'fixed' or 'fixed_plain'")
+    if act not in (0, 1, 2):
+        raise ValueError(f"act={act}; expected 0, 1 or 2")
+    if not isinstance(C, np.ndarray) or C.ndim != 2 or C.dtype not in (np.float32,
+                                                                       np.float64):
+        raise ValueError("C must be a 2-d float32 or float64 ndarray")
+    cdef int m = C.shape[0], n = C.shape[1]
+    cdef int k = A.shape[1]
+    _check("A", A, m, k, C.dtype)
+    _check("B", B, k, n, C.dtype)
+    _check("C", C, m, n, C.dtype)
+    if (not isinstance(bias, np.ndarray) or bias.dtype != C.dtype or bias.shape != (n,)
+            or not bias.flags.c_contiguous):
+        raise ValueError(f"bias must be a contiguous ({n},) array of dtype {C.dtype}")
+    cdef int lda = _ld(A), ldb = _ld(B), ldc = _ld(C), status
+    cdef bint plain = kernel == "fixed_plain"
+    cdef float fslope = slope
+    cdef double dslope = slope
+    cdef size_t pa = A.ctypes.data, pb = B.ctypes.data, pc = C.ctypes.data
+    cdef size_t pbias = bias.ctypes.data
+    if C.dtype == np.float32:
+        with nogil:
+            status = _run_bias_act(plain, m, n, k, <const float *> pa, lda, <const float *> pb,
+                                   ldb, <float *> pc, ldc, <const float *> pbias, act, fslope)
+    else:
+        with nogil:
+            status = _run_bias_act(plain, m, n, k, <const double *> pa, lda,
+                                   <const double *> pb, ldb, <double *> pc, ldc,
+                                   <const double *> pbias, act, dslope)
+    if status < 0:
+        raise MemoryError(f"the {kernel} product's workspace could not be allocated")
+    return status

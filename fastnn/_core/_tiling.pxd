@@ -27,6 +27,13 @@ cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, in
 # across tiles, and no kernel's sums depend on where a tile starts, so every element of C
 # gets the same bits whatever n_threads is.
 
+cdef bint fused_forward(int n_threads, int m, int n, int k, const floating *X,
+                        const floating *W, floating *Z, const floating *b, int act,
+                        floating alpha) noexcept nogil
+# Z := act(X W + b) in one pass (fastnn's fixed-order product with the bias and an identity,
+# ReLU or leaky ReLU applied in its store), when the product is small enough to be one
+# fixed-order tile; the bits of tiled_gemm then run_pass(PASS_BIAS_ACT).  False: not done.
+
 cdef double thread_min_flops() noexcept nogil
 # FLOPs a thread must get before a product or a prediction chunk takes one more thread.
 

@@ -11,8 +11,9 @@ from cython cimport floating
 
 from fastnn._core._blas cimport gemm_rowmajor
 from fastnn._core._dropout cimport DropoutCtx, dropout
-from fastnn._core._gemm cimport gemm_fixed_ex, gemm_packed
-from fastnn._core._kernels cimport FNN_OK, act_backward_ld, bias_act, bias_act_keep
+from fastnn._core._gemm cimport gemm_fixed_bias_act, gemm_fixed_ex, gemm_packed
+from fastnn._core._kernels cimport (FNN_IDENTITY, FNN_LEAKY_RELU, FNN_OK, FNN_RELU,
+                                    act_backward_ld, bias_act, bias_act_keep)
 from fastnn._core._layernorm cimport layernorm_act_forward
 from fastnn._core._pool cimport parallel_for
 
@@ -264,6 +265,33 @@ cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, in
                                               lda, B, ldb, beta, C, ldc) == 0:
         return
     gemm_rowmajor(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+cdef bint fused_forward(int n_threads, int m, int n, int k, const floating *X,
+                        const floating *W, floating *Z, const floating *b, int act,
+                        floating alpha) noexcept nogil:
+    """Z (m, n) := act(X (m, k) @ W (k, n) + b) in one pass over Z, the bias and activation
+    applied while the sums are in registers, when the product is one fixed-order tile, the
+    pass one block, and act the identity, ReLU or leaky ReLU: the bits of tiled_gemm then
+    run_pass(PASS_BIAS_ACT) (the same operations on the same values; a function of the shape,
+    so the same for every thread count).  False: nothing was done, the caller runs both."""
+    cdef int code, tm, tn, gn
+    if act == FNN_IDENTITY:
+        code = 0
+    elif act == FNN_RELU:
+        code = 1
+    elif act == FNN_LEAKY_RELU:
+        code = 2
+    else:
+        return False
+    if m <= 0 or n <= 0 or (<double> m) * n >= 2.0 * PASS_MIN_ELEMS:
+        return False
+    if _product_kernel(False, False, m, n, k,
+                       sizeof(floating) == sizeof(double)) != _KERNEL_FIXED:
+        return False
+    if n_threads > 0 and _gemm_tiles(m, n, k, &tm, &tn, &gn) > 1:
+        return False
+    return gemm_fixed_bias_act(m, n, k, X, k, W, n, Z, n, b, code, alpha) == 0
 
 
 cdef double thread_min_flops() noexcept nogil:
