@@ -112,3 +112,39 @@ def epoch_call_kwargs(flat):
                 state1=a.get("state1"), state2=a.get("state2"), order=a.get("order"),
                 optimizer=tuple(a[k] for k in _OPT_KEYS), t0=a.get("t0", 0),
                 epoch=a.get("epoch", 0))
+
+
+def gemm_operands(rng, dtype, m, n, k, trans_a, trans_b, pad=0):
+    """op(A) (m, k), op(B) (k, n), C (m, n) of a product test; each stored with `pad` extra
+    columns (a leading dimension larger than the row) and then sliced, so lda > cols is
+    exercised."""
+    def make(rows, cols):
+        full = rng.standard_normal((rows, cols + pad)).astype(dtype)
+        return full[:, :cols]
+    A = make(k, m) if trans_a else make(m, k)
+    B = make(n, k) if trans_b else make(k, n)
+    C = make(m, n)
+    return A, B, C
+
+
+def check_gemm(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed, pad=0):
+    """One product by a named kernel (fastnn._core._products.gemm) against the float64 NumPy
+    product: each element is a sum of k products (+ the beta term), k + 2 roundings at most,
+    each relative to the sum of the magnitudes; beta == 0 must not read C (it starts as NaN)."""
+    from fastnn._core import _products
+    rng = np.random.default_rng(seed)
+    A, B, C = gemm_operands(rng, dtype, m, n, k, trans_a, trans_b, pad)
+    a = (A.T if trans_a else A).astype(np.float64)
+    b = (B.T if trans_b else B).astype(np.float64)
+    expected = alpha * (a @ b) + (beta * C.astype(np.float64) if beta != 0 else 0)
+    magnitude = abs(alpha) * (np.abs(a) @ np.abs(b)) + abs(beta) * np.abs(C)
+    out = C.copy() if pad == 0 else C
+    if beta == 0:
+        out[...] = np.nan
+    _products.gemm(kernel, trans_a, trans_b, alpha, A, B, beta, out)
+    eps = np.finfo(dtype).eps
+    tol = (k + 3) * eps * magnitude + np.finfo(dtype).tiny
+    err = np.abs(out.astype(np.float64) - expected)
+    assert np.all(err <= tol), (f"{kernel} {np.dtype(dtype).name} m={m} n={n} k={k} "
+                                f"trans=({trans_a}, {trans_b}) alpha={alpha} beta={beta}: "
+                                f"largest error {err.max()} over tolerance")

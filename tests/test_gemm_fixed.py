@@ -9,40 +9,12 @@ import numpy as np
 import pytest
 
 from fastnn._core import _products
+from tests._helpers import check_gemm, gemm_operands
 
 DTYPES = (np.float32, np.float64)
 DT_IDS = ("f32", "f64")
 KERNELS = ("fixed", "fixed_plain")
 TRANS = list(itertools.product((False, True), repeat=2))
-
-
-def _operands(rng, dtype, m, n, k, trans_a, trans_b, pad=0):
-    def make(rows, cols):
-        full = rng.standard_normal((rows, cols + pad)).astype(dtype)
-        return full[:, :cols]
-    A = make(k, m) if trans_a else make(m, k)
-    B = make(n, k) if trans_b else make(k, n)
-    C = make(m, n)
-    return A, B, C
-
-
-def _check(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed, pad=0):
-    rng = np.random.default_rng(seed)
-    A, B, C = _operands(rng, dtype, m, n, k, trans_a, trans_b, pad)
-    a = (A.T if trans_a else A).astype(np.float64)
-    b = (B.T if trans_b else B).astype(np.float64)
-    expected = alpha * (a @ b) + (beta * C.astype(np.float64) if beta != 0 else 0)
-    magnitude = abs(alpha) * (np.abs(a) @ np.abs(b)) + abs(beta) * np.abs(C)
-    out = C.copy() if pad == 0 else C
-    if beta == 0:
-        out[...] = np.nan                     # beta == 0 must not read C
-    _products.gemm(kernel, trans_a, trans_b, alpha, A, B, beta, out)
-    eps = np.finfo(dtype).eps
-    tol = (k + 3) * eps * magnitude + np.finfo(dtype).tiny
-    err = np.abs(out.astype(np.float64) - expected)
-    assert np.all(err <= tol), (f"{kernel} {np.dtype(dtype).name} m={m} n={n} k={k} "
-                                f"trans=({trans_a}, {trans_b}) alpha={alpha} beta={beta}: "
-                                f"largest error {err.max()} over tolerance")
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -58,7 +30,7 @@ def test_edge_shapes_match_numpy(kernel, dtype, trans_a, trans_b):
         m, n = (int(v) for v in rng.choice(sizes, 2))
         k = int(rng.choice(ks))
         alpha, beta = [(1.0, 0.0), (-0.25, 1.0), (1.5, 0.5), (2.0, 0.0)][case % 4]
-        _check(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed=case, pad=case % 2)
+        check_gemm(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed=case, pad=case % 2)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -70,7 +42,7 @@ def test_training_shapes_match_numpy(kernel, dtype, trans_a, trans_b, m, n, k):
     # the products of networks B (64-32-10, batch 32) and C (8-64-64-1, batch 64), and one
     # whose panel of B (150 x 16) is packed in allocated memory rather than on the stack
     for i, (alpha, beta) in enumerate(((1.0, 0.0), (-0.01, 1.0))):
-        _check(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed=i)
+        check_gemm(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed=i)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
@@ -81,7 +53,7 @@ def test_a_narrow_c_has_the_bits_of_the_general_kernel(dtype, trans_a, alpha, be
     # (n <= 4) they take the row-vectorized one: each element must come out the same
     rng = np.random.default_rng(2)
     for m, k in ((64, 64), (8, 1), (17, 7), (33, 65), (4, 9)):
-        A, B, C = _operands(rng, dtype, m, 9, k, trans_a, False)
+        A, B, C = gemm_operands(rng, dtype, m, 9, k, trans_a, False)
         wide = C.copy()
         _products.gemm("fixed", trans_a, False, alpha, A, B, beta, wide)
         for n in (1, 2, 3, 4):
@@ -97,7 +69,7 @@ def test_a_transposed_b_has_the_bits_of_its_copy(dtype, trans_a):
     # D W^T: the kernel's own transposed copy of W against W^T handed over contiguous
     rng = np.random.default_rng(4)
     for m, n, k in ((64, 64, 64), (32, 32, 10), (64, 64, 1), (17, 9, 13), (5, 33, 8)):
-        A, B, C = _operands(rng, dtype, m, n, k, trans_a, True, pad=1)
+        A, B, C = gemm_operands(rng, dtype, m, n, k, trans_a, True, pad=1)
         for alpha, beta in ((1.0, 0.0), (-0.5, 1.0)):
             got, want = C.copy(), C.copy()
             _products.gemm("fixed", trans_a, True, alpha, A, B, beta, got)
@@ -112,7 +84,7 @@ def test_plain_and_vector_kernels_agree(dtype):
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-13)
     for (m, n, k), (ta, tb) in itertools.product(((64, 1, 64), (64, 64, 64), (17, 3, 9)),
                                                  TRANS):
-        A, B, C = _operands(rng, dtype, m, n, k, ta, tb)
+        A, B, C = gemm_operands(rng, dtype, m, n, k, ta, tb)
         outs = []
         for kernel in KERNELS:
             out = C.copy()
@@ -141,7 +113,7 @@ def test_fused_bias_act_has_the_bits_of_the_product_then_the_pass(kernel, dtype,
     slope = 0.01
     for m, n, k in ((32, 32, 64), (32, 10, 32), (1, 7, 1), (7, 17, 9), (17, 5, 8),
                     (64, 64, 64), (6, 16, 3), (13, 33, 17)):
-        A, B, _ = _operands(rng, dtype, m, n, k, False, False, pad=m % 2)
+        A, B, _ = gemm_operands(rng, dtype, m, n, k, False, False, pad=m % 2)
         bias = rng.standard_normal(n).astype(dtype)
         bias[0] = -0.0
         product = np.empty((m, n), dtype)

@@ -7,52 +7,14 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn._core import _network, _products, _tiling
+from fastnn._core import _products, _tiling
+from tests._helpers import check_gemm, gemm_operands
 
 DTYPES = (np.float32, np.float64)
 DT_IDS = ("f32", "f64")
 KERNELS = ("packed", "packed_plain")
 # the header's KC (float and double), so that shapes cross a block of k
 KC_F32 = 384
-
-
-def _operands(rng, dtype, m, n, k, trans_a, trans_b, pad=0):
-    """op(A) (m, k), op(B) (k, n), C (m, n); each stored with `pad` extra columns (a leading
-    dimension larger than the row) and then sliced, so lda > cols is exercised."""
-    def make(rows, cols):
-        full = rng.standard_normal((rows, cols + pad)).astype(dtype)
-        return full[:, :cols]
-    A = make(k, m) if trans_a else make(m, k)
-    B = make(n, k) if trans_b else make(k, n)
-    C = make(m, n)
-    return A, B, C
-
-
-def _reference(A, B, C, trans_a, trans_b, alpha, beta):
-    a = (A.T if trans_a else A).astype(np.float64)
-    b = (B.T if trans_b else B).astype(np.float64)
-    out = alpha * (a @ b)
-    if beta != 0:
-        out = out + beta * C.astype(np.float64)
-    return out, np.abs(alpha) * (np.abs(a) @ np.abs(b)) + np.abs(beta) * np.abs(C)
-
-
-def _check(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed, pad=0):
-    rng = np.random.default_rng(seed)
-    A, B, C = _operands(rng, dtype, m, n, k, trans_a, trans_b, pad)
-    expected, magnitude = _reference(A, B, C, trans_a, trans_b, alpha, beta)
-    out = C.copy() if pad == 0 else C
-    if beta == 0:
-        out[...] = np.nan                     # beta == 0 must not read C
-    _products.gemm(kernel, trans_a, trans_b, alpha, A, B, beta, out)
-    # each element: a sum of k products (+ the beta term), k + 2 roundings at most, each
-    # relative to the sum of the magnitudes
-    eps = np.finfo(dtype).eps
-    tol = (k + 3) * eps * magnitude + np.finfo(dtype).tiny
-    err = np.abs(out.astype(np.float64) - expected)
-    assert np.all(err <= tol), (f"{kernel} {np.dtype(dtype).name} m={m} n={n} k={k} "
-                                f"trans=({trans_a}, {trans_b}) alpha={alpha} beta={beta}: "
-                                f"largest error {err.max()} over tolerance")
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -65,7 +27,7 @@ def test_random_shapes_match_numpy(kernel, dtype, trans_a, trans_b):
         if case % 5 == 0:
             k = int(rng.integers(KC_F32 - 3, 3 * KC_F32 + 5))     # several blocks of k
         alpha, beta = [(1.0, 0.0), (-0.01, 1.0), (0.5, -2.0), (2.0, 0.0)][case % 4]
-        _check(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed=case,
+        check_gemm(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed=case,
                pad=case % 3)
 
 
@@ -80,7 +42,7 @@ def test_edge_sizes_match_numpy(kernel, dtype):
         k = int(rng.choice((1, 2, 7, 383, 384, 385, 769)))
         trans_a, trans_b = bool(case & 1), bool(case & 2)
         alpha, beta = [(1.0, 0.0), (-0.25, 1.0), (1.5, 0.5)][case % 3]
-        _check(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed=case,
+        check_gemm(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed=case,
                pad=case % 2)
 
 
@@ -107,7 +69,7 @@ def test_empty_products(kernel, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 def test_plain_and_vector_kernels_agree(dtype):
     rng = np.random.default_rng(11)
-    A, B, C = _operands(rng, dtype, 50, 70, 800, False, True)
+    A, B, C = gemm_operands(rng, dtype, 50, 70, 800, False, True)
     outs = []
     for kernel in KERNELS:
         out = C.copy()
@@ -125,7 +87,7 @@ def test_a_block_of_c_alone_has_the_bits_it_has_in_the_whole_product(kernel, dty
     # what makes the fixed tiles of _network.tiled_gemm thread-count independent
     rng = np.random.default_rng(5)
     m, n, k = 61, 75, 2 * KC_F32 + 9
-    A, B, C = _operands(rng, dtype, m, n, k, trans_a, trans_b)
+    A, B, C = gemm_operands(rng, dtype, m, n, k, trans_a, trans_b)
     whole = C.copy()
     _products.gemm(kernel, trans_a, trans_b, -0.1, A, B, 1.0, whole)
     for r0, r1, c0, c1 in ((0, 8, 0, 16), (8, 61, 16, 75), (13, 40, 3, 50), (60, 61, 74, 75)):
