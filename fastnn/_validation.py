@@ -252,13 +252,16 @@ def check_sample_weight(sample_weight, n_samples, dtype, name="sample_weight", *
     if (sw > 0).any() and not (out > 0).any():
         raise ValueError(f"{name} underflows to all zeros in {np.dtype(dtype)} (max "
                          f"{sw.max()}); expected at least one weight representable as > 0")
-    tiny = np.finfo(out.dtype).tiny
-    small = (sw > 0) & (out < tiny)
+    info = np.finfo(out.dtype)
+    tiny = info.tiny
+    with np.errstate(invalid="ignore"):
+        small = (sw > 0) & (out < tiny) & (sw >= info.eps * np.max(sw))
     if small.any():
-        # a positive weight that is 0 or subnormal in the model's dtype: fastnn's compiled
-        # code flushes subnormal numbers to zero (fastnn.runtime.fpmode), and without the
-        # flush their sums and quotients lose their digits: the weighted mean is not the one
-        # asked for
+        # a positive weight that is 0 or subnormal in the model's dtype, and not negligible
+        # beside the largest (below eps times it, a weight's row changes the mean by less
+        # than a rounding): fastnn's compiled code flushes subnormal numbers to zero
+        # (fastnn.runtime.fpmode), and without the flush their sums and quotients lose their
+        # digits: the weighted mean is not the one asked for
         i = int(np.flatnonzero(small)[0])
         raise ValueError(f"{name}[{i}] = {float(sw[i])!r} is below {tiny:.4g}, the smallest normal "
                          f"{np.dtype(dtype)} number ({int(small.sum())} such entries); "

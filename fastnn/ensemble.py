@@ -397,32 +397,49 @@ class MLPEnsemble(EnsemblePredictor):
              fit_kwargs):
         with consistent(self):
             self._check_state()
+        # with MPI, an argument refused on one rank is refused on every rank (the others would
+        # wait in a collective): the checks run on every rank, then the ranks agree (as
+        # fastnn.fit's prepare_run does)
+        mpi = None
         if comm is not None:
-            check_comm_seed(seed)
-        if seed is not None and not isinstance(seed, np.random.Generator):
-            check_number(seed, "seed", low=0, integer=True)
-        if "model" in fit_kwargs:
-            raise TypeError("MLPEnsemble.fit trains its own members; do not pass model=")
-        unknown = sorted(set(fit_kwargs) - _MEMBER_FIT_KEYWORDS)
-        if unknown:   # before any member trains, naming this method, not prepare_run
-            own = set(inspect.signature(type(self).fit).parameters) - {
-                "self", "X", "y", "loss", "optimizer", "fit_kwargs"}
-            constructor = [k for k in unknown
-                           if k in inspect.signature(type(self).__init__).parameters]
-            hint = (f" ({', '.join(constructor)}: an argument of MLPEnsemble(...), not of "
-                    "fit)" if constructor else "")
-            raise TypeError(f"MLPEnsemble.fit() got unexpected keyword argument(s) "
-                            f"{', '.join(map(repr, unknown))}{hint}; expected some of "
-                            f"{', '.join(sorted(_MEMBER_FIT_KEYWORDS | own))}")
-        if fit_kwargs.get("validation_split", 0.0) and self.bootstrap:
-            raise ValueError("validation_split with bootstrap=True would put copies of "
-                             "training rows in the validation set; pass validation_data")
-        callbacks = check_callbacks(callbacks)
-        if n_threads is not None:
-            n_threads = int(check_number(n_threads, "n_threads", low=1, high=MAX_DIM,
-                                         integer=True))
-        loss = get_loss(loss)
-        held_out = self._resolve_early_stopping(loss, fit_kwargs)
+            from fastnn.training.distributed import MPIContext
+            mpi = MPIContext(comm)
+        try:
+            if comm is not None:
+                check_comm_seed(seed)
+            if not (optimizer is None or (self.optimizers_[0] is not None
+                                          and optimizer is self._optimizer_given)):
+                get_optimizer(optimizer)       # (a bad optimizer: refused here, on every rank)
+            if seed is not None and not isinstance(seed, np.random.Generator):
+                check_number(seed, "seed", low=0, integer=True)
+            if "model" in fit_kwargs:
+                raise TypeError("MLPEnsemble.fit trains its own members; do not pass model=")
+            unknown = sorted(set(fit_kwargs) - _MEMBER_FIT_KEYWORDS)
+            if unknown:   # before any member trains, naming this method, not prepare_run
+                own = set(inspect.signature(type(self).fit).parameters) - {
+                    "self", "X", "y", "loss", "optimizer", "fit_kwargs"}
+                constructor = [k for k in unknown
+                               if k in inspect.signature(type(self).__init__).parameters]
+                hint = (f" ({', '.join(constructor)}: an argument of MLPEnsemble(...), not of "
+                        "fit)" if constructor else "")
+                raise TypeError(f"MLPEnsemble.fit() got unexpected keyword argument(s) "
+                                f"{', '.join(map(repr, unknown))}{hint}; expected some of "
+                                f"{', '.join(sorted(_MEMBER_FIT_KEYWORDS | own))}")
+            if fit_kwargs.get("validation_split", 0.0) and self.bootstrap:
+                raise ValueError("validation_split with bootstrap=True would put copies of "
+                                 "training rows in the validation set; pass validation_data")
+            callbacks = check_callbacks(callbacks)
+            if n_threads is not None:
+                n_threads = int(check_number(n_threads, "n_threads", low=1, high=MAX_DIM,
+                                             integer=True))
+            loss = get_loss(loss)
+            held_out = self._resolve_early_stopping(loss, fit_kwargs)
+        except (ValueError, TypeError) as exc:
+            if mpi is None:
+                raise
+            mpi.agree(exc)
+        if mpi is not None:
+            mpi.agree(None)
         # the calling thread's setting (a fastnn.runtime.fpmode.flush_denormals block is per thread):
         # the members' epochs run on pool threads, each in the mode its run passes it
         fit_kwargs["flush_denormals"] = fpmode.resolve(fit_kwargs.get("flush_denormals"))
@@ -436,8 +453,6 @@ class MLPEnsemble(EnsemblePredictor):
                                  "(early_stopping='auto'); pass validation_data, or "
                                  "early_stopping=False")
         else:
-            from fastnn.training.distributed import MPIContext
-            mpi = MPIContext(comm)
             # what decides how many fits (and so collectives) run, and on what data, must be
             # the same on every rank: a rank with one member more would wait alone in its
             # collectives; bootstrap on one rank only would mix resampled and plain shards

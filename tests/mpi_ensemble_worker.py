@@ -85,6 +85,17 @@ def main(out, variant="plain"):
             print(f"rank {rank} raised: {exc}", flush=True)
             sys.exit(1)
         return
+    if out == "bad-arg":    # rank 1 alone passes a bad argument: every rank must raise
+        bad = {"n_threads": {"n_threads": 0}, "callbacks": {"callbacks": [3]},
+               "loss": {"loss": "mae"}, "optimizer": {"optimizer": fastnn.LBFGS()},
+               "keyword": {"bootstrap": True}}[variant] if rank == 1 else {}
+        kwargs = dict(dict(loss="mse"), **bad)
+        try:
+            MLPEnsemble([4, 8, 1], 2, seed=2).fit(X[mine], y[mine], comm=comm, **FIT, **kwargs)
+        except (ValueError, TypeError) as exc:
+            print(f"rank {rank} raised: {exc}", flush=True)
+            sys.exit(1)
+        return
     if out in ("members", "bootstrap"):
         n = 3 - rank if out == "members" else 2
         ens = MLPEnsemble([4, 8, 1], n, seed=2, bootstrap=out == "bootstrap" and rank == 1)

@@ -497,6 +497,8 @@ def test_members_take_dropout_and_layer_normalization():
     with pytest.raises(ValueError, match=r"models\[1\] is"):
         fastnn.MLPEnsemble.from_models([fastnn.MLP([3, 8, 2], normalization="layer"),
                                         fastnn.MLP([3, 8, 2])])
+
+
 @pytest.mark.skipif(MPI is None, reason="needs the mpi extra (mpi4py)")
 @pytest.mark.parametrize("mode, differs", [("members", "n_members: rank 0 3, rank 1 2"),
                                            ("bootstrap", "bootstrap: rank 0 False, rank 1 True")])
@@ -515,6 +517,26 @@ def test_mpi_ranks_whose_ensembles_differ_raise_the_same_error_never_hang(mode, 
     for rank in (0, 1):
         assert f"rank {rank} raised: the ensemble's configuration differs between ranks " \
             f"({differs})" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(MPI is None, reason="needs the mpi extra (mpi4py)")
+@pytest.mark.parametrize("argument, message", [
+    ("n_threads", "n_threads=0"), ("callbacks", "callbacks must be callables"),
+    ("loss", "loss"), ("optimizer", "optimizer=LBFGS"), ("keyword", "bootstrap")])
+def test_mpi_an_argument_refused_on_one_rank_is_refused_on_every_rank(argument, message):
+    # MLPEnsemble.fit's own checks ran before the ranks agreed: a rank refusing an argument
+    # alone left the other waiting forever in a collective
+    here = os.path.dirname(sys.executable)
+    mpiexec = shutil.which("mpiexec", path=here + os.pathsep + os.environ.get("PATH", ""))
+    worker = os.path.join(os.path.dirname(__file__), "mpi_ensemble_worker.py")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    result = subprocess.run([mpiexec, "-n", "2", sys.executable, worker, "bad-arg", argument],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank} raised: invalid input on 1 of 2 ranks (rank 1: " in \
+            result.stdout, result.stdout + result.stderr
+    assert message in result.stdout
 
 
 def _npy_header(descr, shape):

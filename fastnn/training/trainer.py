@@ -163,9 +163,25 @@ def fit(model, X, y, loss, optimizer=None, *, epochs=None, batch_size=32, shuffl
 
 
 def check_callbacks(callbacks, allow=()):
-    """The callbacks as a list, each a callable ``cb(epoch, logs)`` (or an instance of one of
-    the classes `allow`, which the caller takes out); TypeError otherwise.  The one check of
-    fit's and MLPEnsemble.fit's callbacks."""
+    """The callbacks as a list: the one check of fit's and MLPEnsemble.fit's callbacks.
+
+    Parameters
+    ----------
+    callbacks : sequence
+        Each a callable ``cb(epoch, logs)``, or an instance of one of the classes `allow`.
+    allow : tuple of type, default ()
+        Classes whose instances may stand among the callbacks (the caller takes them out:
+        fit's EarlyStopping).
+
+    Returns
+    -------
+    list
+
+    Raises
+    ------
+    TypeError
+        `callbacks` is a single callable or not a sequence, or holds something else.
+    """
     if callable(callbacks) or not hasattr(callbacks, "__iter__"):
         raise TypeError(f"callbacks must be a sequence of callables cb(epoch, logs); got "
                         f"{callbacks!r} (put a single callback in a list)")
@@ -177,7 +193,18 @@ def check_callbacks(callbacks, allow=()):
 
 
 def check_comm_seed(seed):
-    """With MPI every rank must draw the same minibatches: seed is an int or None."""
+    """With MPI every rank must draw the same minibatches: the seed is an int or None.
+
+    Parameters
+    ----------
+    seed : int, None or other
+        The fit's seed.
+
+    Raises
+    ------
+    TypeError
+        Another seed (a Generator, a RandomState): it cannot be the same on every rank.
+    """
     if seed is not None and not isinstance(seed, numbers.Integral):
         raise TypeError(f"with comm, seed must be an int or None (the same on every rank) "
                         f"so that all ranks draw the same minibatches; got {seed!r}")
