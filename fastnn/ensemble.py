@@ -75,6 +75,7 @@ from fastnn.nn.sparse import CSRInput
 from fastnn.optim.optimizers import Optimizer, get_optimizer
 from fastnn.runtime.threads import available_cores, compiled_threads, resolve_threads  # (re-exported)
 from fastnn.training.engine import EarlyStopping
+from fastnn.training.distributed import MPIContext, agreed
 from fastnn.training.lockstep import train_in_lockstep  # (re-exported)
 from fastnn.training.resample import bootstrap_draw, out_of_bag  # (re-exported)
 from fastnn.training.trainer import check_callbacks, check_comm_seed, prepare_run
@@ -402,9 +403,8 @@ class MLPEnsemble(EnsemblePredictor):
         # fastnn.fit's prepare_run does)
         mpi = None
         if comm is not None:
-            from fastnn.training.distributed import MPIContext
-            mpi = MPIContext(comm)
-        try:
+                mpi = MPIContext(comm)
+        with agreed(mpi):
             if comm is not None:
                 check_comm_seed(seed)
             if not (optimizer is None or (self.optimizers_[0] is not None
@@ -434,12 +434,6 @@ class MLPEnsemble(EnsemblePredictor):
                                              integer=True))
             loss = get_loss(loss)
             held_out = self._resolve_early_stopping(loss, fit_kwargs)
-        except (ValueError, TypeError) as exc:
-            if mpi is None:
-                raise
-            mpi.agree(exc)
-        if mpi is not None:
-            mpi.agree(None)
         # the calling thread's setting (a fastnn.runtime.fpmode.flush_denormals block is per thread):
         # the members' epochs run on pool threads, each in the mode its run passes it
         fit_kwargs["flush_denormals"] = fpmode.resolve(fit_kwargs.get("flush_denormals"))
@@ -469,13 +463,9 @@ class MLPEnsemble(EnsemblePredictor):
             # fit agrees on bad input across ranks; so must this ensemble's own checks (a
             # rank raising alone would leave the others waiting in a collective): the same
             # error on every rank
-            error = None
-            try:
+            with agreed(mpi):
                 if self.bootstrap:
                     self._bootstrap_inputs(X, y, sample_weight, loss)
-            except (ValueError, TypeError) as exc:
-                error = exc
-            mpi.agree(error)
         fit_seeds = self.member_fit_seeds(seed)  # (after the ranks agreed on member_seeds)
         # the same optimizer object (or None) as last time: every member continues from its
         # own optimizer's state, as a second fit of one model does; otherwise fresh copies

@@ -47,6 +47,7 @@ rank raises TrainingDiverged), and any other exception on one rank calls ``MPI_A
 communicator, so the other ranks do not wait forever.  Evaluation statistics are gathered as
 float64.
 """
+import contextlib
 import ctypes
 import ctypes.util
 import sys
@@ -179,6 +180,22 @@ class MPIContext:
         # message, or the user may never see why (seen with MPICH's Hydra under load)
         time.sleep(0.5)
         self.comm.Abort(1)
+
+
+@contextlib.contextmanager
+def agreed(mpi, errors=(ValueError, TypeError)):
+    """``with agreed(mpi):`` around checks that may fail on one rank alone: with MPI (`mpi`, an
+    MPIContext) the ranks then agree (``MPIContext.agree``: every rank raises the same
+    ValueError when any rank raised one of `errors`, none waits alone in a collective);
+    without (None) an error is raised as it is."""
+    try:
+        yield
+    except errors as exc:
+        if mpi is None:
+            raise
+        mpi.agree(exc)
+    if mpi is not None:
+        mpi.agree(None)
 
 
 def _check_comm(comm, MPI):

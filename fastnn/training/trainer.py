@@ -32,6 +32,7 @@ from fastnn.nn.network import Network
 from fastnn.optim.lbfgs import LBFGS
 from fastnn.optim.optimizers import get_optimizer
 from fastnn.training.data import DataPreparation, _prepare_fit_data, _split_validation
+from fastnn.training.distributed import MPIContext, agreed
 # the public classes of a run are defined beside it and re-exported here (fastnn.training.trainer.X)
 from fastnn.training.engine import (SIGNAL_CHECK_INTERVAL, EarlyStopping, History,  # noqa: F401
                                     TrainingDiverged, TrainingRun, evaluate)
@@ -246,9 +247,8 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=None, batch_size=32
     # wait in a collective): the checks run on every rank, then the ranks agree
     mpi = None
     if comm is not None:
-        from fastnn.training.distributed import MPIContext
         mpi = MPIContext(comm)
-    try:
+    with agreed(mpi):
         if not isinstance(model, Network):
             raise TypeError(f"model must be a fastnn.MLP; got {type(model).__name__}")
         check_writeable(model.params, "model.params")
@@ -291,12 +291,6 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=None, batch_size=32
             optimizer = get_optimizer(optimizer)
         if mpi is not None:
             check_comm_seed(seed)
-    except (ValueError, TypeError) as exc:
-        if mpi is None:
-            raise
-        mpi.agree(exc)
-    if mpi is not None:
-        mpi.agree(None)
     if seed is None and comm is None:
         # the model's seed: shuffling, validation split and dropout follow from it (and each
         # epoch's from the run's epoch count, fastnn.training.engine.epoch_order), so the same
@@ -326,13 +320,9 @@ def prepare_run(model, X, y, loss, optimizer=None, *, epochs=None, batch_size=32
         # every rank validates its shard; all ranks raise if any rank's input is bad.  A
         # shard's weights may all be zero, as some rows of one process's data may: their
         # total over the ranks is checked (TrainingRun.check).
-        error = None
-        try:
+        with agreed(mpi, (ValueError, TypeError, MemoryError)):
             loss, data, val = _prepare_fit_data(model, X, y, loss, sample_weight,
                                                 validation_data, 0.0, rng, whole=False)
-        except (ValueError, TypeError, MemoryError) as exc:
-            error = exc
-        mpi.agree(error)
         if validation_data is None and fraction > 0:
             # the rows one process would hold out, drawn over the global rows from the same
             # stream on every rank (each keeps its own): the ranks together equal one process
