@@ -469,7 +469,7 @@ def test_a_fit_refused_by_the_runs_own_checks_leaves_the_estimator_as_it_was(sol
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "lbfgs"])
-@pytest.mark.parametrize("what", ["X", "y", "sample_weight", "validation X"])
+@pytest.mark.parametrize("what", ["X", "y", "sample_weight", "X_val"])
 def test_data_that_shares_memory_with_the_weights_is_refused_by_every_optimizer(optimizer,
                                                                              what):
     # L-BFGS trained on data that changed as the weights moved (SGD and Adam refused it in
@@ -493,4 +493,45 @@ def test_data_that_shares_memory_with_the_weights_is_refused_by_every_optimizer(
     with pytest.raises(ValueError, match="shares memory with the model's parameters"):
         fastnn.fit(model, X, y, "mse", opt,
                    **({} if optimizer == "lbfgs" else {"epochs": 2}), **kwargs)
+    np.testing.assert_array_equal(model.params, before)
+
+
+# bad validation data, and the message naming the argument at fault: every error about
+# validation targets or weights names them y_val / sample_weight_val, as X_val is named
+BAD_VALIDATION = {
+    "NaN label": (lambda X, y: (X[:5], np.array([0, 1, np.nan, 1, 0])),
+                  "y_val contains NaN or infinity"),
+    "label out of range": (lambda X, y: (X[:5], np.array([0, 1, 7, 1, 0])),
+                           r"y_val has class labels in \[0, 7\]"),
+    "rows": (lambda X, y: (X[:5], y[:3]), "X_val has 5 samples but y_val has 3"),
+    "probability rows": (lambda X, y: (X[:5], np.full((5, 2), 0.6)),
+                         "row 0 of y_val sums to"),
+    "negative weight": (lambda X, y: (X[:5], y[:5], -np.ones(5)),
+                        "sample_weight_val has negative entries"),
+    "NaN in X_val": (lambda X, y: (np.full((5, 3), np.nan), y[:5]), "X_val contains NaN"),
+}
+VALIDATING_CALLERS = {
+    "fastnn.fit sgd": lambda m, X, y, val: fastnn.fit(m, X, y, "cross_entropy",
+                                                     fastnn.SGD(lr=0.1), epochs=1,
+                                                     validation_data=val),
+    "MLP.fit adam": lambda m, X, y, val: m.fit(X, y, "cross_entropy", "adam", epochs=1,
+                                              validation_data=val),
+    "fastnn.fit lbfgs": lambda m, X, y, val: fastnn.fit(m, X, y, "cross_entropy",
+                                                       fastnn.LBFGS(max_iter=3),
+                                                       validation_data=val),
+    "MLPEnsemble.fit": lambda m, X, y, val: fastnn.MLPEnsemble(
+        [3, 5, 2], n_members=2, activation="tanh", dtype=np.float64, seed=0).fit(
+        X, y, "cross_entropy", epochs=1, validation_data=val),
+}
+
+
+@pytest.mark.parametrize("caller", list(VALIDATING_CALLERS))
+@pytest.mark.parametrize("case", list(BAD_VALIDATION))
+def test_bad_validation_data_is_named_after_its_argument_by_every_caller(caller, case):
+    X, y = _data()
+    make, message = BAD_VALIDATION[case]
+    model = _model()
+    before = model.params.copy()
+    with pytest.raises(ValueError, match=message):
+        VALIDATING_CALLERS[caller](model, X, y, make(X, y))
     np.testing.assert_array_equal(model.params, before)

@@ -228,7 +228,7 @@ def _shape_cases():
         ("validation-rows", lambda: fit(MLP([3, 2]), np.zeros((5, 3)), np.zeros(5, int),
                                         "cross_entropy",
                                         validation_data=(np.zeros((2, 3)), np.zeros(3, int))),
-         ValueError, ["X has 2 samples but y has 3"]),
+         ValueError, ["X_val has 2 samples but y_val has 3"]),
         ("validation-features", lambda: fit(MLP([3, 2]), np.zeros((5, 3)), np.zeros(5, int),
                                             "cross_entropy",
                                             validation_data=(np.zeros((2, 4)), [0, 1])),

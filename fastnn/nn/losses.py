@@ -127,7 +127,7 @@ class Loss:
         check_number(n_out, "n_out", low=1, integer=True)
         return int(n_out)
 
-    def prepare_targets(self, y, n_out, dtype):
+    def prepare_targets(self, y, n_out, dtype, *, name="y"):
         """Validate targets against a model with `n_out` outputs and convert them once.
 
         The number of rows is not checked here (the caller compares it with X or Z).
@@ -140,6 +140,8 @@ class Loss:
             Number of model outputs (the width of Z).
         dtype : numpy.float32 or numpy.float64
             The model's dtype.
+        name : str, default "y"
+            y's name in errors ("y_val" for validation targets).
 
         Returns
         -------
@@ -151,18 +153,19 @@ class Loss:
         """
         dtype = float_dtype(dtype)
         n_out = self._check_n_out(n_out)
-        y = _as_real(y)
-        return self._prepare(y, n_out, dtype)
+        y = _as_real(y, name)
+        return self._prepare(y, n_out, dtype, name)
 
-    def _prepare(self, y, n_out, dtype):
-        Y = _target_matrix(y, n_out, dtype, type(self).__name__)
-        self._check_range(Y)
+    def _prepare(self, y, n_out, dtype, name):
+        Y = _target_matrix(y, n_out, dtype, type(self).__name__, name)
+        self._check_range(Y, name)
         return Y, None
 
-    def _check_range(self, Y):
+    def _check_range(self, Y, name):
         """Subclasses reject targets outside the support of their distribution."""
 
-    def prepare_sample_weight(self, sample_weight, n_samples, dtype, *, whole=True):
+    def prepare_sample_weight(self, sample_weight, n_samples, dtype, *, whole=True,
+                              name="sample_weight"):
         """Validated weights (n_samples,) in `dtype`: finite, >= 0, not all 0; or None.
 
         Parameters
@@ -175,6 +178,8 @@ class Loss:
             False: the rows are an MPI rank's shard, which may hold only zero weights; the
             total over the ranks is checked by the training run
             (fastnn._validation.check_sample_weight).
+        name : str, default "sample_weight"
+            The weights' name in errors ("sample_weight_val" for validation weights).
 
         Returns
         -------
@@ -185,7 +190,7 @@ class Loss:
         ValueError
             Wrong shape, negative, NaN/inf, or all zero.
         """
-        return check_sample_weight(sample_weight, n_samples, float_dtype(dtype),
+        return check_sample_weight(sample_weight, n_samples, float_dtype(dtype), name,
                                    whole=whole)
 
     def prepare_sigma(self, n_samples, dtype):
@@ -464,8 +469,8 @@ class GaussianNLL(Loss):
                              f"(a mean and a log-variance per target); got {n_out}")
         return n_out
 
-    def _prepare(self, y, n_out, dtype):
-        return super()._prepare(y, n_out // 2 if self.learned else n_out, dtype)
+    def _prepare(self, y, n_out, dtype, name):
+        return super()._prepare(y, n_out // 2 if self.learned else n_out, dtype, name)
 
     def prepare_sigma(self, n_samples, dtype):
         if self.sample_sigma is None:
@@ -563,10 +568,10 @@ class BinaryCrossEntropy(_ProbabilityOutput, Loss):
     kind = KINDS["bce"]
     output_name = "sigmoid"
 
-    def _check_range(self, Y):
+    def _check_range(self, Y, name):
         lo, hi = Y.min(), Y.max()
         if lo < 0 or hi > 1:
-            raise ValueError(f"y has values in [{lo}, {hi}]; BinaryCrossEntropy expects "
+            raise ValueError(f"{name} has values in [{lo}, {hi}]; BinaryCrossEntropy expects "
                              "targets in [0, 1] (Bernoulli probabilities or 0/1 labels)")
 
 
@@ -604,11 +609,11 @@ class CrossEntropy(_ProbabilityOutput, Loss):
             return int(_class_labels(y).max()) + 1
         return super().target_width(y)
 
-    def _prepare(self, y, n_out, dtype):
+    def _prepare(self, y, n_out, dtype, name):
         if y.ndim == 1:
-            return None, _class_labels(y, n_out)
+            return None, _class_labels(y, n_out, name)
         return _probability_rows(y, n_out, dtype, "CrossEntropy",
-                                 "; pass integer class labels as a 1-D array"), None
+                                 "; pass integer class labels as a 1-D array", name), None
 
 
 class KLDivergence(_ProbabilityOutput, Loss):
@@ -632,9 +637,9 @@ class KLDivergence(_ProbabilityOutput, Loss):
     kind = KINDS["kl"]
     output_name = "softmax"
 
-    def _prepare(self, y, n_out, dtype):
+    def _prepare(self, y, n_out, dtype, name):
         return _probability_rows(y, n_out, dtype, "KLDivergence",
-                                 "; for integer class labels use CrossEntropy"), None
+                                 "; for integer class labels use CrossEntropy", name), None
 
 
 class PoissonNLL(Loss):
@@ -667,9 +672,9 @@ class PoissonNLL(Loss):
     def __init__(self, full=False):
         self.full = check_bool(full, "full")
 
-    def _check_range(self, Y):
+    def _check_range(self, Y, name):
         if (Y < 0).any():
-            raise ValueError(f"y has negative values (min {Y.min()}); PoissonNLL expects "
+            raise ValueError(f"{name} has negative values (min {Y.min()}); PoissonNLL expects "
                              "counts >= 0")
 
     def get_config(self):

@@ -33,20 +33,21 @@ def _convert_finite(y, dtype, name="y"):
     return Y
 
 
-def _target_matrix(y, n_cols, dtype, who):
+def _target_matrix(y, n_cols, dtype, who, name="y"):
     """A 1-D y (one target column) or 2-D y with n_cols columns, as (n, n_cols) of dtype."""
     if y.ndim == 1:
         if n_cols != 1:
-            raise ValueError(f"y has shape {y.shape}; {who} expects y of shape (n_samples, "
-                             f"{n_cols}) here (a 1-D y is accepted for one target column only)")
+            raise ValueError(f"{name} has shape {y.shape}; {who} expects {name} of shape "
+                             f"(n_samples, {n_cols}) here (a 1-D {name} is accepted for one "
+                             "target column only)")
         y = y.reshape(-1, 1)
     elif y.ndim == 2:
         if y.shape[1] != n_cols:
-            raise ValueError(f"y has shape {y.shape}; {who} expects (n_samples, {n_cols}) "
+            raise ValueError(f"{name} has shape {y.shape}; {who} expects (n_samples, {n_cols}) "
                              "here, one column per target")
     else:
-        raise ValueError(f"y must be 1- or 2-dimensional; got shape {y.shape}")
-    return _convert_finite(y, dtype)
+        raise ValueError(f"{name} must be 1- or 2-dimensional; got shape {y.shape}")
+    return _convert_finite(y, dtype, name)
 
 
 def _row_sum_tolerance(y_dtype):
@@ -64,25 +65,25 @@ def _row_sum_tolerance(y_dtype):
     return float(np.sqrt(eps))
 
 
-def _probability_rows(y, n_out, dtype, who, hint=""):
+def _probability_rows(y, n_out, dtype, who, hint="", name="y"):
     if y.ndim != 2 or y.shape[1] != n_out:
-        raise ValueError(f"y has shape {y.shape}; {who} expects probability rows of shape "
+        raise ValueError(f"{name} has shape {y.shape}; {who} expects probability rows of shape "
                          f"(n_samples, {n_out}){hint}")
-    Y = _convert_finite(y, dtype)
+    Y = _convert_finite(y, dtype, name)
     if (Y < 0).any():
-        raise ValueError(f"y has negative entries (min {Y.min()}); {who} expects probability "
+        raise ValueError(f"{name} has negative entries (min {Y.min()}); {who} expects probability "
                          "rows (entries >= 0, each row summing to 1)")
     sums = Y.sum(axis=1, dtype=np.float64)
     tol = _row_sum_tolerance(y.dtype)
     bad = np.flatnonzero(np.abs(sums - 1.0) > tol)
     if bad.size:
         i = bad[0]
-        raise ValueError(f"row {i} of y sums to {float(sums[i])!r}; {who} expects probability "
+        raise ValueError(f"row {i} of {name} sums to {float(sums[i])!r}; {who} expects probability "
                          f"rows summing to 1 (within {tol:.2g}){hint}")
     return Y
 
 
-def _class_labels(y, n_out=None):
+def _class_labels(y, n_out=None, name="y"):
     """1-D integer (or bool, or whole-number float) labels in [0, n_out) as an intp array.
 
     n_out=None (target_width) accepts any number of classes the kernels can index.
@@ -91,7 +92,7 @@ def _class_labels(y, n_out=None):
         finite = np.isfinite(y)
         if not finite.all():
             i = int(np.argmin(finite))
-            raise ValueError(f"y contains NaN or infinity (first at index {i}: "
+            raise ValueError(f"{name} contains NaN or infinity (first at index {i}: "
                              f"{float(y[i])!r}); expected integer class labels (0, 1, 2, ...)")
         frac = y != np.floor(y)
         if frac.any():
@@ -99,7 +100,7 @@ def _class_labels(y, n_out=None):
             # the number of classes is known only from a model's outputs
             labels, rows = (("(0, 1, 2, ...)", "(one column per class)") if n_out is None else
                             (f"in [0, {n_out})", f"of shape (n_samples, {n_out})"))
-            raise ValueError(f"y is 1-D with the non-integer value {float(y[i])!r} at index "
+            raise ValueError(f"{name} is 1-D with the non-integer value {float(y[i])!r} at index "
                              f"{i}; CrossEntropy expects integer class labels {labels} or "
                              f"probability rows {rows} (for numeric targets, use a "
                              "regression loss such as mse)")
@@ -107,13 +108,13 @@ def _class_labels(y, n_out=None):
     lo, hi = y.min().item(), y.max().item()
     if n_out is None:
         if lo < 0:
-            raise ValueError(f"y has negative class labels (min {lo}); expected integer class "
+            raise ValueError(f"{name} has negative class labels (min {lo}); expected integer class "
                              "labels >= 0")
         if hi >= MAX_DIM:
-            raise ValueError(f"y has the class label {hi}; expected labels below {MAX_DIM} "
+            raise ValueError(f"{name} has the class label {hi}; expected labels below {MAX_DIM} "
                              "(the most classes a model can have)")
     elif lo < 0 or hi >= n_out:
-        raise ValueError(f"y has class labels in [{lo}, {hi}]; expected labels in [0, "
+        raise ValueError(f"{name} has class labels in [{lo}, {hi}]; expected labels in [0, "
                          f"{n_out}) for a model with {n_out} outputs (one per class)")
     return np.ascontiguousarray(y, dtype=np.intp)
 

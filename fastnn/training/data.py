@@ -46,7 +46,7 @@ class DataPreparation:
         loss = self._use_loss(loss)  # a bad loss is reported before a bad X
         X = as_input(X, name, self.dtype, self.n_inputs)
         loss, Y, labels, sw, sigma = self.prepare_targets(X.shape[0], y, loss, sample_weight,
-                                                          whole=whole)
+                                                          whole=whole, name=name)
         return loss, X, Y, labels, sw, sigma
 
     def _prepare_any(self, X, y, loss, sample_weight, name="X", *, whole=True):
@@ -66,9 +66,9 @@ class DataPreparation:
                              f"{X.shape}; the model expects {self.dtype} and {self.n_inputs} "
                              "columns")
         return (loss, X) + self.prepare_targets(X.shape[0], y, loss, sample_weight,
-                                                whole=whole)[1:]
+                                                whole=whole, name=name)[1:]
 
-    def prepare_targets(self, n, y, loss, sample_weight=None, *, whole=True):
+    def prepare_targets(self, n, y, loss, sample_weight=None, *, whole=True, name="X"):
         """The part of ``prepare_data`` that does not touch X, for n samples.
 
         Parameters
@@ -84,6 +84,9 @@ class DataPreparation:
         whole : bool, default True
             False: the n samples are an MPI rank's shard, whose weights may all be zero
             (``Loss.prepare_sample_weight``).
+        name : str, default "X"
+            X's name, which names y and sample_weight in errors after it: "X_val" gives
+            "y_val" and "sample_weight_val".
 
         Returns
         -------
@@ -96,19 +99,21 @@ class DataPreparation:
             y missing or not one row per sample, or targets/weights the loss rejects.
         """
         loss = self._use_loss(loss)
+        y_name, sw_name = partner_names(name)
         if _scipy_sparse.issparse(y):
-            as_ndarray(y, "y")  # the TypeError that says so (len() of it would be scipy's)
+            as_ndarray(y, y_name)  # the TypeError that says so (len() of it would be scipy's)
         if y is None or not hasattr(y, "__len__") or getattr(y, "ndim", 1) == 0:
-            raise ValueError(f"y is {y!r}; expected an array of targets with one row per "
-                             f"sample ({n} here)")
+            raise ValueError(f"{y_name} is {y!r}; expected an array of targets with one row "
+                             f"per sample ({n} here)")
         y_len = len(y)
         if y_len != n:
-            raise ValueError(f"X has {n} samples but y has {y_len}; expected one target row "
-                             "per sample")
-        Y, labels = loss.prepare_targets(y, self.n_outputs, self.dtype)
+            raise ValueError(f"{name} has {n} samples but {y_name} has {y_len}; expected one "
+                             "target row per sample")
+        Y, labels = loss.prepare_targets(y, self.n_outputs, self.dtype, name=y_name)
         sw = None
         if sample_weight is not None:
-            sw = loss.prepare_sample_weight(sample_weight, n, self.dtype, whole=whole)
+            sw = loss.prepare_sample_weight(sample_weight, n, self.dtype, whole=whole,
+                                            name=sw_name)
         sigma = loss.prepare_sigma(n, self.dtype)
         return loss, Y, labels, sw, sigma
 
@@ -138,6 +143,13 @@ def _split_validation(arrays, n, fraction, rng, offset=0, n_global=None):
     return [take(a, train_idx) for a in arrays], [take(a, val_idx) for a in arrays]
 
 
+def partner_names(name):
+    """The names of y and sample_weight that go with an X called `name`: ("y", "sample_weight")
+    for "X", ("y_val", "sample_weight_val") for "X_val" (the suffix after the X carries over)."""
+    suffix = name[1:] if name.startswith("X") else ""
+    return "y" + suffix, "sample_weight" + suffix
+
+
 def _prepare_fit_data(model, X, y, loss, sample_weight, validation_data, fraction, rng,
                       whole=True):
     """(loss, (X, Y, labels, sw, sigma), validation arrays or None), all validated.  A
@@ -160,8 +172,7 @@ def _prepare_fit_data(model, X, y, loss, sample_weight, validation_data, fractio
             [X, Y, labels, sw, sigma], X.shape[0], fraction, rng)
     _check_apart(model, (X, Y, labels, sw, sigma), ("X", "y", "y", "sample_weight", "sigma"))
     if val is not None:
-        _check_apart(model, val, ("validation X", "validation y", "validation y",
-                                  "validation sample_weight", "sigma"))
+        _check_apart(model, val, ("X_val", "y_val", "y_val", "sample_weight_val", "sigma"))
     return loss, (X, Y, labels, sw, sigma), val
 
 
@@ -180,4 +191,4 @@ def _check_apart(model, arrays, names):
                 if np.may_share_memory(part, owned):
                     raise ValueError(f"{name} shares memory with the model's {what}: training "
                                      f"would change its own data; pass a copy (e.g. "
-                                     f"np.array({name.split()[-1]}))")
+                                     f"np.array({name}))")
