@@ -166,12 +166,13 @@ cdef inline double _row_bce(const floating *z, const floating *y, int k, double 
 
 
 cdef inline int _row_argmax(const floating *z, int k) noexcept nogil:
-    """Index of the first largest logit of a row (0 when z[0] is NaN)."""
-    cdef double m = <double> z[0]
+    """Index of the first largest logit of a row (0 when z[0] is NaN).  Compared in the
+    logits' own type: the same order as in double, without a conversion per logit."""
+    cdef floating m = z[0]
     cdef int j, a = 0
     for j in range(1, k):
         if z[j] > m:
-            m = <double> z[j]
+            m = z[j]
             a = j
     return a
 
