@@ -5,12 +5,15 @@
     python bench/fingerprints.py --check F.json   # compare; exit 1 on any difference
 
 bench/fingerprints.json holds the current reference: recorded before the layout move and
-updated only for two explained changes since (the estimators' early-stopping split became
+updated only for explained changes since (the estimators' early-stopping split became
 scikit-learn's; the 2-rank MPI run scales by the global batch weight before its reduction,
 1.1e-16 from one process instead of 2.2e-16; training's large products moved from OpenBLAS to
 the kernel _network._product_kernel chooses per shape, changing A sgd batch16, A adam batch256
-and D float64 adam at 1 and 2 threads alike).  A change of results updates it in the same
-commit and says why.
+and D float64 adam at 1 and 2 threads alike; the softmax losses' exp(z - max) became the
+vectorized exp of the prediction softmax, a few ulp of double instead of glibc's, changing
+the float64 cross-entropy cases D float64 adam t1 and t2, B sgd float64 sparse, B lbfgs,
+MLPClassifier adam, lbfgs and early stopping, and the 2-rank MPI run, while every float32
+case kept its bits).  A change of results updates it in a commit that says why.
 
 Each case trains a small network for a few epochs from one seed and hashes the bytes of its
 final parameters (and, for the estimators and ensembles, every member's).  The cases cover the

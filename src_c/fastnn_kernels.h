@@ -523,7 +523,8 @@ FNN_DEFINE_KERNELS(double, fnn_d_)
  *     e_j = exp(z_j - m),  s = sum_j e_j (in the order j = 0 .. cols-1),  p_j = e_j * (1 / s).
  * One exponential per element: rows up to FNN_SOFTMAX_KEPT wide keep e on the stack between
  * the sum and the scaling (wider rows evaluate it twice, with libm's exp: the same values each
- * time).  The exponential is fnn_d_expm1_neg's (a few ulp of double, below float's rounding),
+ * time).  The exponential is fnn_d_expm1_neg's (a few ulp of double, below float's rounding;
+ * the training losses' softmax_exps below uses the same one),
  * branch-free, so the loop over j vectorizes: compiled as the batch kernels are (FNN_CLONES),
  * the AVX2 + FMA variant evaluates four of them per instruction where the baseline's scalar
  * SSE2 code took 40% of a 1,000-row prediction of a 64-32-10 network (bench/RESULTS.md).  The
@@ -574,6 +575,37 @@ FNN_CLONES void P##softmax_rows(T *restrict Z, ptrdiff_t rows, ptrdiff_t cols)  
         }                                                                                     \
     }                                                                                         \
 }
+
+/*
+ * P##softmax_exps(Z, rows, cols, ld, M, E): E[r * cols + j] <- exp(Z[r * ld + j] - M[r]) in
+ * double, for r < rows, j < cols: the exponentials of the training losses' softmax
+ * (fastnn/_core/_losses.pyx, cross-entropy and KL), for a block of rows at once.  M[r] is
+ * row r's largest logit (as a double), so every argument is <= 0 and none overflows; E is
+ * the caller's (its stack), rows * cols doubles.  The exponential is fnn_d_expm1_neg's, the
+ * same one softmax_rows uses, so the training link and the prediction link share one exp.
+ * The subtractions are written first and the exponentials then run as one branch-free loop
+ * over the whole block, which vectorizes (the AVX2 + FMA variant: four per instruction)
+ * where a libm exp per logit (~47 instructions, scalar) was a third of a 64-32-10 network's
+ * training step (bench/RESULTS.md section 20).  A logit's exponential does not depend on
+ * where in the block it sits (the vector body and the scalar remainder are compiled from the
+ * same expression, with the same contractions), so a row gives the same values alone, in a
+ * block, or as a wide row evaluated in pieces (rows = 1, cols <= the caller's buffer).
+ * NaN in, NaN out; an argument of -inf (or below -746) gives 0.
+ */
+#define FNN_DEFINE_SOFTMAX_EXPS(T, P)                                                         \
+FNN_CLONES void P##softmax_exps(const T *restrict Z, ptrdiff_t rows, ptrdiff_t cols,          \
+                                ptrdiff_t ld, const double *restrict M, double *restrict E)   \
+{                                                                                             \
+    ptrdiff_t r, j;                                                                           \
+    for (r = 0; r < rows; r++)                                                                \
+        for (j = 0; j < cols; j++)                                                            \
+            E[r * cols + j] = (double) Z[r * ld + j] - M[r];                                  \
+    for (j = 0; j < rows * cols; j++)                                                         \
+        fnn_d_expm1_neg(E[j], &E[j]);                                                         \
+}
+FNN_DEFINE_SOFTMAX_EXPS(float, fnn_s_)
+FNN_DEFINE_SOFTMAX_EXPS(double, fnn_d_)
+#undef FNN_DEFINE_SOFTMAX_EXPS
 
 /* P##all_finite(X, n): 1 when X[0 : n] holds no NaN or infinity, else 0 (x - x is 0 for a
  * finite x and NaN otherwise; the comparisons are OR-ed, which vectorizes).  The check of every

@@ -26,6 +26,7 @@ cdef extern from "fastnn_kernels.h" nogil:
     double fnn_d_tanh(double z) noexcept
     float fnn_s_expm1_neg(float x, float *exp_out) noexcept
     double fnn_d_expm1_neg(double x, double *exp_out) noexcept
+    double fnn_d_log1p_unit(double x) noexcept
     int fnn_s_bias_act(float *Z, const float *b, Py_ssize_t rows, Py_ssize_t cols,
                        int act, float alpha) noexcept
     int fnn_d_bias_act(double *Z, const double *b, Py_ssize_t rows, Py_ssize_t cols,
@@ -33,6 +34,10 @@ cdef extern from "fastnn_kernels.h" nogil:
     int fnn_act_keeps_preactivation(int act) noexcept
     void fnn_s_softmax_rows(float *Z, Py_ssize_t rows, Py_ssize_t cols) noexcept
     void fnn_d_softmax_rows(double *Z, Py_ssize_t rows, Py_ssize_t cols) noexcept
+    void fnn_s_softmax_exps(const float *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+                            const double *M, double *E) noexcept
+    void fnn_d_softmax_exps(const double *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+                            const double *M, double *E) noexcept
     int fnn_s_all_finite(const float *X, Py_ssize_t n) noexcept
     int fnn_d_all_finite(const double *X, Py_ssize_t n) noexcept
     float fnn_s_act(float z, int act, float alpha) noexcept
@@ -77,6 +82,16 @@ cdef inline void softmax_rows(floating *Z, Py_ssize_t rows, Py_ssize_t cols) noe
         fnn_s_softmax_rows(Z, rows, cols)
     else:
         fnn_d_softmax_rows(Z, rows, cols)
+
+
+cdef inline void softmax_exps(const floating *Z, Py_ssize_t rows, Py_ssize_t cols,
+                              Py_ssize_t ld, const double *M, double *E) noexcept nogil:
+    """E[r * cols + j] <- exp(Z[r * ld + j] - M[r]) in double (M[r]: row r's largest logit),
+    vectorized over the whole block with softmax_rows's exp (src_c/fastnn_kernels.h)."""
+    if floating is float:
+        fnn_s_softmax_exps(Z, rows, cols, ld, M, E)
+    else:
+        fnn_d_softmax_exps(Z, rows, cols, ld, M, E)
 
 
 cdef inline int bias_act(floating *Z, const floating *b, Py_ssize_t rows, Py_ssize_t cols,

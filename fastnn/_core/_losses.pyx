@@ -22,6 +22,11 @@ Design
   O(B k n_in) of the GEMMs around it, so the extra precision is free here, and it matters:
   gradients such as softmax - onehot cancel, and a float32 gradient then is the correctly
   rounded double one.  The sum over samples is a double as well (the return type).
+* No libm exp per logit.  Cross-entropy and KL take exp(z_ij - m_i) for a block of rows from
+  one vectorized call (src_c/fastnn_kernels.h fnn_*_softmax_exps), with the exp the prediction
+  softmax (softmax_rows) uses, a few ulp of double; BCE takes exp(-|z|) from the same function.
+  The training link and the prediction link thus share one exp.  A libm exp per logit was a
+  third of a small network's training step (bench/RESULTS.md section 20).
 * Tiny gradients keep their relative accuracy where training ends up (confident, correct
   predictions): BCE uses sigmoid(z) - y = (1 - y) sigmoid(z) - y sigmoid(-z), and softmax
   cross-entropy writes the component at the largest logit as (sum_{j != m} y_j - y_m t) / s with
@@ -36,7 +41,8 @@ from libc.float cimport DBL_MIN
 from libc.limits cimport INT_MAX
 
 from fastnn._core._fpmode cimport fnn_fpmode_enter, fnn_fpmode_leave
-from fastnn._core._kernels cimport sigmoid, softmax_rows
+from fastnn._core._kernels cimport (sigmoid, softmax_rows, softmax_exps,
+                                     fnn_d_expm1_neg, fnn_d_log1p_unit)
 
 # 0.5 * log(2 pi): the constant of a Gaussian log-density per target
 cdef double HALF_LOG_2PI = 0.91893853320467274178
@@ -53,7 +59,8 @@ KINDS = {
 }
 
 
-# softmax rows up to this many logits keep their exps on the stack between the two passes
+# the softmax losses' exps, in double, on the stack: a block of _EXP_CACHE // k rows at once,
+# or a row wider than _EXP_CACHE in pieces of _EXP_CACHE
 cdef enum:
     _EXP_CACHE = 256
 
@@ -138,42 +145,61 @@ cdef inline double _row_bce(const floating *z, const floating *y, int k, double 
     y in [0, 1], so nothing cancels, and z = +-1e4 with a hard target gives exactly 0 or 1e4.
     The gradient is (1 - y) sigmoid(z) - y sigmoid(-z): exact in relative terms for hard targets
     even when it is 1e-13 (sigmoid(30) - 1 would keep only three digits of it).
+    One exponential per logit, e = exp(-|z|) from fnn_d_expm1_neg (the exp of the sigmoid
+    link), for both the loss and the gradient: sigmoid(|z|) = 1 / (1 + e) and
+    sigmoid(-|z|) = e / (1 + e), exactly fnn_d_sigmoid's two forms (the same bits as calling
+    it twice); log1p(e) for e in (0, 1] is softplus's fnn_d_log1p_unit.  No libm call.
     """
-    cdef double zj, yj, l = 0.0
+    cdef double zj, yj, e, p, pos, neg, l = 0.0
     cdef int j
     for j in range(k):
         zj = <double> z[j]
         yj = <double> y[j]
-        l += ((1.0 - yj) * zj if zj > 0.0 else -yj * zj) + log1p(exp(-fabs(zj)))
+        fnn_d_expm1_neg(-fabs(zj), &e)
+        l += ((1.0 - yj) * zj if zj > 0.0 else -yj * zj) + fnn_d_log1p_unit(e)
         if g != NULL:
-            g[j] = <floating> (c * ((1.0 - yj) * sigmoid(zj) - yj * sigmoid(-zj)))
+            p = 1.0 / (1.0 + e)
+            pos = e * p if zj < 0.0 else p      # sigmoid(zj)
+            neg = p if zj < 0.0 else e * p      # sigmoid(-zj)
+            g[j] = <floating> (c * ((1.0 - yj) * pos - yj * neg))
     return l
 
 
+cdef inline int _row_argmax(const floating *z, int k) noexcept nogil:
+    """Index of the first largest logit of a row (0 when z[0] is NaN).  Compared in the
+    logits' own type: the same order as in double, without a conversion per logit."""
+    cdef floating m = z[0]
+    cdef int j, a = 0
+    for j in range(1, k):
+        if z[j] > m:
+            m = z[j]
+            a = j
+    return a
+
+
 cdef inline double _row_softmax_xent(const floating *z, const floating *y, Py_ssize_t label,
-                                     int k, bint kl, double c, floating *g) noexcept nogil:
+                                     int k, int a, const double *e, double *buf, bint kl,
+                                     double c, floating *g) noexcept nogil:
     """Softmax cross-entropy (kl=False) or KL(y || softmax(z)) (kl=True) of one row.
 
-    With m the largest logit (index a), t = sum_{j != a} exp(z_j - m), s = 1 + t:
+    With m = z_a the largest logit, t = sum_{j != a} exp(z_j - m), s = 1 + t:
         -log softmax_j = (m - z_j) + log1p(t)           (>= 0 term by term: no cancellation)
         CE = sum_j y_j (m - z_j) + (sum_j y_j) log1p(t)
         KL = CE + sum_j y_j log y_j                        (0 log 0 = 0)
         dCE/dz_j = dKL/dz_j = (sum_i y_i) softmax_j - y_j
     y == NULL: integer label, i.e. y is the one-hot row e_label.
-    exp(z_j - m) is not kept in g between the two passes: g may alias z, and in float32 a
-    rounded softmax would spoil the cancelling difference softmax - y.  It is kept, in double,
-    in a stack buffer for rows of up to _EXP_CACHE logits (and recomputed, with the same result,
-    for wider rows): the same numbers, with half the libm calls.
+    a: _row_argmax(z, k).  e: the row's exp(z_j - m), j < k, in double, from softmax_exps
+    (loss_grad evaluates them for a block of rows at once, with the exp of the prediction's
+    softmax_rows, so the training and prediction links share one exp and no libm exp runs per
+    logit); e == NULL for rows wider than _EXP_CACHE, whose exps are then evaluated in pieces
+    of _EXP_CACHE in buf, twice (same kernel, same values).  exp(z_j - m) is not kept in g:
+    g may alias z, and in float32 a rounded softmax would spoil the cancelling difference
+    softmax - y.
     """
-    cdef double m = <double> z[0], e, t = 0.0, cross = 0.0, ysum = 0.0, yrest = 0.0
-    cdef double ent = 0.0, yj, ya = 0.0, inv_s, lse_rel, gj
-    cdef int j, a = 0
-    cdef double ecache[_EXP_CACHE]
-    cdef bint cached = k <= _EXP_CACHE
-    for j in range(1, k):
-        if z[j] > m:
-            m = <double> z[j]
-            a = j
+    cdef double m = <double> z[a], t = 0.0, cross = 0.0, ysum = 0.0, yrest = 0.0
+    cdef double ent = 0.0, yj, ya = 0.0, inv_s, lse_rel
+    cdef const double *ep = e
+    cdef int j, j0, j1, step = k if e != NULL else _EXP_CACHE
     if y == NULL:
         if label < 0 or label >= k:    # unchecked caller: never index out of bounds
             if g != NULL:
@@ -184,37 +210,52 @@ cdef inline double _row_softmax_xent(const floating *z, const floating *y, Py_ss
         ysum = 1.0
         ya = 1.0 if label == a else 0.0
         yrest = 1.0 - ya
-    for j in range(k):
-        if j != a:
-            e = exp(<double> z[j] - m)
-            t += e
-            if cached:
-                ecache[j] = e
-        if y != NULL:
-            yj = <double> y[j]
-            ysum += yj
-            cross += yj * (m - <double> z[j])
+    j0 = 0
+    while j0 < k:
+        j1 = k if k - j0 < step else j0 + step
+        if e == NULL:
+            softmax_exps(z + j0, 1, j1 - j0, k, &m, buf)
+            ep = buf
+        else:
+            ep = e + j0
+        for j in range(j0, j1):
             if j != a:
-                yrest += yj
-            if kl and yj > 0.0:
-                ent += yj * log(yj)
+                t += ep[j - j0]
+            if y != NULL:
+                yj = <double> y[j]
+                ysum += yj
+                cross += yj * (m - <double> z[j])
+                if j != a:
+                    yrest += yj
+                if kl and yj > 0.0:
+                    ent += yj * log(yj)
+        j0 = j1
     if y != NULL:
         ya = <double> y[a]
     lse_rel = log1p(t)
     if g != NULL:
         inv_s = 1.0 / (1.0 + t)
-        for j in range(k):
-            if j == a:
-                # ysum / s - y_a = (yrest + y_a - y_a (1 + t)) / s
-                gj = (yrest - ya * t) * inv_s
+        j0 = 0
+        while j0 < k:
+            j1 = k if k - j0 < step else j0 + step
+            if e == NULL:
+                softmax_exps(z + j0, 1, j1 - j0, k, &m, buf)
+                ep = buf
             else:
-                e = ecache[j] if cached else exp(<double> z[j] - m)
-                gj = ysum * e * inv_s
-                if y != NULL:
-                    gj -= <double> y[j]
-                elif j == label:
-                    gj -= 1.0
-            g[j] = <floating> (c * gj)
+                ep = e + j0
+            # every component as if j != a (branch-free loops), then the label's and a's
+            if y != NULL:
+                for j in range(j0, j1):
+                    g[j] = <floating> (c * (ysum * ep[j - j0] * inv_s - <double> y[j]))
+            else:
+                for j in range(j0, j1):
+                    g[j] = <floating> (c * (ysum * ep[j - j0] * inv_s))
+                if j0 <= label < j1:
+                    g[label] = <floating> (c * (ysum * ep[label - j0] * inv_s - 1.0))
+            if j0 <= a < j1:
+                # ysum / s - y_a = (yrest + y_a - y_a (1 + t)) / s
+                g[a] = <floating> (c * ((yrest - ya * t) * inv_s))
+            j0 = j1
     return cross + ysum * lse_rel + ent
 
 
@@ -240,6 +281,63 @@ cdef inline double _row_poisson(const floating *z, const floating *y, int k, bin
 
 # --------------------------------------------------------------------------------- batch loop
 
+cdef double _softmax_xent_rows(const floating *Z, int n_samples, int k, const floating *Y,
+                               const Py_ssize_t *labels, const floating *sample_weight,
+                               bint kl, double grad_scale, floating *G) noexcept nogil:
+    """loss_grad's loop for cross-entropy and KL: Y (n_samples, k), or labels when not NULL.
+
+    Rows up to _EXP_CACHE logits wide go in blocks of _EXP_CACHE // k rows: the row maxima
+    first, then every exp(z_ij - m_i) of the block in one vectorized call (softmax_exps),
+    then _row_softmax_xent per row.  All of a block's logits are read before any gradient row
+    is written, and each row writes only its own g, so G may alias Z.
+    """
+    cdef double ecache[_EXP_CACHE]
+    cdef double mblock[_EXP_CACHE]
+    cdef int amax[_EXP_CACHE]
+    cdef bint cached = k <= _EXP_CACHE
+    cdef int block = _EXP_CACHE // k if cached else 1
+    cdef Py_ssize_t i0, i, j, r, nb, label = 0
+    cdef double total = 0.0, w, l
+    cdef const floating *z
+    cdef const floating *y = NULL
+    cdef floating *g = NULL
+    cdef const double *e = NULL
+    cdef int a
+    i0 = 0
+    while i0 < n_samples:
+        nb = n_samples - i0 if n_samples - i0 < block else block
+        if cached:
+            for r in range(nb):
+                z = Z + (i0 + r) * k
+                amax[r] = _row_argmax(z, k)
+                mblock[r] = <double> z[amax[r]]
+            softmax_exps(Z + i0 * k, nb, k, k, mblock, ecache)
+        for r in range(nb):
+            i = i0 + r
+            w = 1.0 if sample_weight == NULL else <double> sample_weight[i]
+            z = Z + i * k
+            if G != NULL:
+                g = G + i * k
+            if w == 0.0:
+                if g != NULL:
+                    for j in range(k):
+                        g[j] = 0
+                continue
+            if labels != NULL:
+                label = labels[i]
+            else:
+                y = Y + i * k
+            if cached:
+                a = amax[r]
+                e = ecache + r * k
+            else:
+                a = _row_argmax(z, k)
+            l = _row_softmax_xent(z, y, label, k, a, e, ecache, kl, grad_scale * w, g)
+            total += w * l
+        i0 += nb
+    return total
+
+
 cdef double loss_grad(const LossParams *p, const floating *Z, int n_samples, int n_out,
                       const floating *Y, const Py_ssize_t *labels,
                       const floating *sample_weight, const floating *sigma,
@@ -256,7 +354,6 @@ cdef double loss_grad(const LossParams *p, const floating *Z, int n_samples, int
     cdef const floating *z
     cdef const floating *y = NULL
     cdef floating *g = NULL
-    cdef Py_ssize_t label = 0
     cdef bint use_labels = labels != NULL and (kind == LOSS_CE or kind == LOSS_KL)
 
     if kind < 0 or kind >= N_LOSSES or n_out < 1 or k < 1:
@@ -270,6 +367,9 @@ cdef double loss_grad(const LossParams *p, const floating *Z, int n_samples, int
     elif kind == LOSS_GAUSSIAN_LEARNED and p.full:
         const_term = k * HALF_LOG_2PI
 
+    if kind == LOSS_CE or kind == LOSS_KL:
+        return _softmax_xent_rows(Z, n_samples, k, Y, labels if use_labels else NULL,
+                                  sample_weight, kind == LOSS_KL, grad_scale, G)
     for i in range(n_samples):
         w = 1.0 if sample_weight == NULL else <double> sample_weight[i]
         z = Z + i * n_out
@@ -296,10 +396,6 @@ cdef double loss_grad(const LossParams *p, const floating *Z, int n_samples, int
             l = _row_gaussian_learned(z, y, k, c, g) + const_term
         elif kind == LOSS_BCE:
             l = _row_bce(z, y, k, c, g)
-        elif kind == LOSS_CE or kind == LOSS_KL:
-            if use_labels:
-                label = labels[i]
-            l = _row_softmax_xent(z, y, label, k, kind == LOSS_KL, c, g)
         else:  # LOSS_POISSON
             l = _row_poisson(z, y, k, p.full, c, g)
         total += w * l
