@@ -577,35 +577,218 @@ FNN_CLONES void P##softmax_rows(T *restrict Z, ptrdiff_t rows, ptrdiff_t cols)  
 }
 
 /*
- * P##softmax_exps(Z, rows, cols, ld, M, E): E[r * cols + j] <- exp(Z[r * ld + j] - M[r]) in
- * double, for r < rows, j < cols: the exponentials of the training losses' softmax
- * (fastnn/_core/_losses.pyx, cross-entropy and KL), for a block of rows at once.  M[r] is
- * row r's largest logit (as a double), so every argument is <= 0 and none overflows; E is
- * the caller's (its stack), rows * cols doubles.  The exponential is fnn_d_expm1_neg's, the
- * same one softmax_rows uses, so the training link and the prediction link share one exp.
- * The subtractions are written first and the exponentials then run as one branch-free loop
- * over the whole block, which vectorizes (the AVX2 + FMA variant: four per instruction)
- * where a libm exp per logit (~47 instructions, scalar) was a third of a 64-32-10 network's
- * training step (bench/RESULTS.md section 20).  A logit's exponential does not depend on
- * where in the block it sits (the vector body and the scalar remainder are compiled from the
- * same expression, with the same contractions), so a row gives the same values alone, in a
- * block, or as a wide row evaluated in pieces (rows = 1, cols <= the caller's buffer).
- * NaN in, NaN out; an argument of -inf (or below -746) gives 0.
+ * fnn_exps_neg(E, n): E[j] <- exp(E[j]) for j < n, arguments <= 0 (none overflows; below -746
+ * the result is 0; NaN stays NaN), with fnn_d_expm1_neg, the exp of the prediction softmax
+ * (softmax_rows above): the training link and the prediction link share one exp.  One
+ * branch-free loop, vectorized (the AVX2 + FMA variant: four per instruction) where a libm exp
+ * per logit (~47 instructions, scalar) was a third of a 64-32-10 network's training step
+ * (bench/RESULTS.md section 20).  An element's result does not depend on where in E it sits
+ * (the vector body and the scalar remainder are compiled from the same expression, with the
+ * same contractions), so a logit gets the same exp in any block.  Its own function (not
+ * inlined into P##softmax_xent below) so that it keeps its contractions while the caller's
+ * arithmetic is compiled without them.
  */
-#define FNN_DEFINE_SOFTMAX_EXPS(T, P)                                                         \
-FNN_CLONES void P##softmax_exps(const T *restrict Z, ptrdiff_t rows, ptrdiff_t cols,          \
-                                ptrdiff_t ld, const double *restrict M, double *restrict E)   \
-{                                                                                             \
-    ptrdiff_t r, j;                                                                           \
-    for (r = 0; r < rows; r++)                                                                \
-        for (j = 0; j < cols; j++)                                                            \
-            E[r * cols + j] = (double) Z[r * ld + j] - M[r];                                  \
-    for (j = 0; j < rows * cols; j++)                                                         \
-        fnn_d_expm1_neg(E[j], &E[j]);                                                         \
+FNN_CLONES void fnn_exps_neg(double *restrict E, ptrdiff_t n)
+{
+    ptrdiff_t j;
+    for (j = 0; j < n; j++)
+        fnn_d_expm1_neg(E[j], &E[j]);
 }
-FNN_DEFINE_SOFTMAX_EXPS(float, fnn_s_)
-FNN_DEFINE_SOFTMAX_EXPS(double, fnn_d_)
-#undef FNN_DEFINE_SOFTMAX_EXPS
+
+/* Arithmetic that must give the same bits in every clone: a*b + c is not fused into a
+ * multiply-add (the AVX2 and AVX-512 clones would otherwise fuse it; the baseline cannot). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FNN_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define FNN_NO_CONTRACT
+#endif
+
+/*
+ * P##softmax_xent(Z, rows, k, labels, Y, W, kl, grad_scale, G): the softmax cross-entropy
+ * (kl = 0) or KL(y || softmax(z)) (kl != 0) of a batch of logits Z (rows x k, contiguous) and
+ * its gradient: returns sum_i w_i l_i and, when G != NULL, writes
+ * G[i, :] = grad_scale * w_i * dl_i/dz_i.  Targets: integer labels (labels != NULL: the
+ * one-hot row e_label) or probability rows Y (rows x k).  W: sample weights, or NULL for 1.
+ * The whole loss of fastnn/_core/_losses.pyx's cross-entropy and KL (its design block has the
+ * why).  With m = z_a the first largest logit, t = sum_{j != a} exp(z_j - m), s = 1 + t:
+ *     CE = sum_j y_j (m - z_j) + (sum_j y_j) log1p(t)      (>= 0 term by term)
+ *     KL = CE + sum_j y_j log y_j                           (0 log 0 = 0; with labels 0)
+ *     dl/dz_j = (sum_i y_i) exp(z_j - m) / s - y_j;  at a: (sum_{j != a} y_j - y_a t) / s
+ * (the component at the largest logit is not a difference of two numbers close to 1).
+ * In double for both element types; each gradient component is rounded once to T.
+ * Layout: rows up to FNN_XENT_CACHE logits wide go in blocks of
+ * min(FNN_XENT_CACHE / k, FNN_XENT_ROWS) rows whose logits are first copied, in double and
+ * transposed, to the stack, so that every reduction runs with one row per vector lane (each
+ * lane sums its own row in the order j = 0 .. k-1) and the exps of the whole block are one
+ * call of fnn_exps_neg.  A wider row goes alone, in pieces of FNN_XENT_CACHE logits, its exps
+ * evaluated twice (once for t, once for the gradient: the same kernel, the same values).
+ * Bits: every quantity is the same sequence of roundings whatever the block, the piece, the
+ * thread count or the clone (no reassociation, no contraction: FNN_NO_CONTRACT), so a row
+ * gives the same loss and gradient alone or anywhere in a batch.
+ * Guarantees: a row of weight 0 gets an exact zero gradient and adds nothing to the sum (not
+ * even a NaN); a label outside [0, k) gives a NaN loss and a NaN gradient row (never a read
+ * out of bounds); NaN logits give NaN (a row whose z_0 is NaN takes a = 0); G may alias Z
+ * (every logit of a row is read before its gradient is written).  Stack: 2 FNN_XENT_CACHE +
+ * 12 FNN_XENT_ROWS doubles (~13 KB).  log1p (once per row) and log (KL with Y, once per
+ * positive target) are libm's.
+ */
+#define FNN_XENT_CACHE 512
+#define FNN_XENT_ROWS 64
+#define FNN_DEFINE_SOFTMAX_XENT(T, P)                                                         \
+FNN_CLONES FNN_NO_CONTRACT double P##softmax_xent(const T *Z, ptrdiff_t rows, ptrdiff_t k,    \
+                                                  const ptrdiff_t *restrict labels,           \
+                                                  const T *restrict Y, const T *restrict W,   \
+                                                  int kl, double grad_scale, T *G)            \
+{                                                                                             \
+    double zt[FNN_XENT_CACHE], e[FNN_XENT_CACHE];                                             \
+    double m[FNN_XENT_ROWS], am[FNN_XENT_ROWS], t[FNN_XENT_ROWS], c[FNN_XENT_ROWS];           \
+    double ys[FNN_XENT_ROWS], yr[FNN_XENT_ROWS], ya[FNN_XENT_ROWS], cross[FNN_XENT_ROWS];     \
+    double ent[FNN_XENT_ROWS], inv[FNN_XENT_ROWS];                                            \
+    ptrdiff_t lab[FNN_XENT_ROWS];                                                             \
+    int bad[FNN_XENT_ROWS];                                                                   \
+    const int whole = k <= FNN_XENT_CACHE;                                                    \
+    const ptrdiff_t piece = whole ? k : FNN_XENT_CACHE;                                       \
+    const ptrdiff_t block = !whole ? 1 : FNN_XENT_CACHE / k < FNN_XENT_ROWS                   \
+                                         ? FNN_XENT_CACHE / k : FNN_XENT_ROWS;                \
+    ptrdiff_t i0, nb, r, j, jj, j0, j1, w0;                                                   \
+    double total = 0.0;                                                                       \
+    for (i0 = 0; i0 < rows; i0 += nb) {                                                       \
+        const T *zb = Z + i0 * k;                                                             \
+        nb = rows - i0 < block ? rows - i0 : block;                                           \
+        /* the first largest logit of each row (the first when tied; 0 when z_0 is NaN) */    \
+        if (whole) {                                                                          \
+            /* every logit of the block, read before any gradient is written (G may be Z),    \
+             * in double and transposed: lane r of every loop below is row r */               \
+            for (r = 0; r < nb; r++)                                                          \
+                for (j = 0; j < k; j++)                                                       \
+                    zt[j * nb + r] = (double) zb[r * k + j];                                  \
+            for (r = 0; r < nb; r++) {                                                        \
+                m[r] = zt[r];                                                                 \
+                am[r] = 0.0;                                                                  \
+            }                                                                                 \
+            for (j = 1; j < k; j++)                                                           \
+                for (r = 0; r < nb; r++) {                                                    \
+                    double v = zt[j * nb + r];                                                \
+                    int gt = v > m[r];                                                        \
+                    m[r] = gt ? v : m[r];                                                     \
+                    am[r] = gt ? (double) j : am[r];                                          \
+                }                                                                             \
+        } else {                                                                              \
+            T mx = zb[0];                                                                     \
+            ptrdiff_t a = 0;                                                                  \
+            for (j = 1; j < k; j++)                                                           \
+                if (zb[j] > mx) {                                                             \
+                    mx = zb[j];                                                               \
+                    a = j;                                                                    \
+                }                                                                             \
+            m[0] = (double) mx;                                                               \
+            am[0] = (double) a;                                                               \
+        }                                                                                     \
+        for (r = 0; r < nb; r++) {                                                            \
+            t[r] = 0.0;                                                                       \
+            ent[r] = 0.0;                                                                     \
+            bad[r] = 0;                                                                       \
+            if (labels != NULL) {                                                             \
+                ptrdiff_t label = labels[i0 + r];                                             \
+                bad[r] = label < 0 || label >= k;  /* unchecked caller: never out of bounds */\
+                lab[r] = bad[r] ? 0 : label;                                                  \
+                cross[r] = m[r] - (double) zb[r * k + lab[r]];                                \
+                ys[r] = 1.0;                                                                  \
+                ya[r] = (double) lab[r] == am[r] ? 1.0 : 0.0;                                 \
+                yr[r] = 1.0 - ya[r];                                                          \
+            } else {                                                                          \
+                cross[r] = 0.0;                                                               \
+                ys[r] = 0.0;                                                                  \
+                yr[r] = 0.0;                                                                  \
+            }                                                                                 \
+        }                                                                                     \
+        /* t = sum_{j != a} exp(z_j - m) and the target's sums, each in the order j < k */    \
+        for (j0 = 0; j0 < k; j0 = j1) {                                                       \
+            j1 = k - j0 < piece ? k : j0 + piece;                                             \
+            if (!whole)                                                                       \
+                for (j = j0; j < j1; j++)                                                     \
+                    zt[j - j0] = (double) zb[j];                                              \
+            for (jj = 0; jj < j1 - j0; jj++)                                                  \
+                for (r = 0; r < nb; r++)                                                      \
+                    e[jj * nb + r] = zt[jj * nb + r] - m[r];                                  \
+            fnn_exps_neg(e, (j1 - j0) * nb);                                                  \
+            for (jj = 0; jj < j1 - j0; jj++)                                                  \
+                for (r = 0; r < nb; r++)                                                      \
+                    t[r] += (double) (j0 + jj) != am[r] ? e[jj * nb + r] : 0.0;               \
+            if (labels == NULL) {                                                             \
+                for (jj = 0; jj < j1 - j0; jj++)                                              \
+                    for (r = 0; r < nb; r++) {                                                \
+                        double yj = (double) Y[(i0 + r) * k + j0 + jj];                       \
+                        ys[r] += yj;                                                          \
+                        cross[r] += yj * (m[r] - zt[jj * nb + r]);                            \
+                        yr[r] += (double) (j0 + jj) != am[r] ? yj : 0.0;                      \
+                    }                                                                         \
+                if (kl)                                                                       \
+                    for (r = 0; r < nb; r++)                                                  \
+                        for (j = j0; j < j1; j++) {                                           \
+                            double yj = (double) Y[(i0 + r) * k + j];                         \
+                            if (yj > 0.0)                                                     \
+                                ent[r] += yj * log(yj);                                       \
+                        }                                                                     \
+            }                                                                                 \
+        }                                                                                     \
+        /* the loss, row by row in order; rows of weight 0 take no part (no 0 * inf) */       \
+        for (r = 0; r < nb; r++) {                                                            \
+            double w = W == NULL ? 1.0 : (double) W[i0 + r], l;                               \
+            if (labels == NULL)                                                               \
+                ya[r] = (double) Y[(i0 + r) * k + (ptrdiff_t) am[r]];                         \
+            inv[r] = 1.0 / (1.0 + t[r]);                                                      \
+            c[r] = grad_scale * w;                                                            \
+            if (w == 0.0)                                                                     \
+                continue;                                                                     \
+            l = bad[r] ? NAN : cross[r] + ys[r] * log1p(t[r]) + ent[r];                       \
+            total += w * l;                                                                   \
+        }                                                                                     \
+        if (G == NULL)                                                                        \
+            continue;                                                                         \
+        /* every component as if j != a (softmax_j (sum y) - y_j), then the label's and a's */\
+        for (j0 = 0; j0 < k; j0 = j1) {                                                       \
+            j1 = k - j0 < piece ? k : j0 + piece;                                             \
+            if (!whole) {   /* the piece's exps again: the same kernel, the same values */    \
+                for (j = j0; j < j1; j++)                                                     \
+                    e[j - j0] = (double) zb[j] - m[0];                                        \
+                fnn_exps_neg(e, j1 - j0);                                                     \
+            }                                                                                 \
+            for (r = 0; r < nb; r++) {                                                        \
+                T *g = G + (i0 + r) * k;                                                      \
+                const double cr = c[r], ir = inv[r];                                          \
+                if (labels == NULL) {                                                         \
+                    const T *y = Y + (i0 + r) * k;                                            \
+                    const double ysr = ys[r];                                                 \
+                    for (j = j0; j < j1; j++)                                                 \
+                        g[j] = (T) (cr * (ysr * e[(j - j0) * nb + r] * ir - (double) y[j]));  \
+                } else {                                                                      \
+                    for (j = j0; j < j1; j++)                                                 \
+                        g[j] = (T) (cr * (e[(j - j0) * nb + r] * ir));                        \
+                    if (!bad[r] && j0 <= lab[r] && lab[r] < j1)                               \
+                        g[lab[r]] = (T) (cr * (e[(lab[r] - j0) * nb + r] * ir - 1.0));        \
+                }                                                                             \
+                w0 = (ptrdiff_t) am[r];                                                       \
+                if (j0 <= w0 && w0 < j1)                                                      \
+                    /* ysum / s - y_a = (yrest + y_a - y_a (1 + t)) / s */                    \
+                    g[w0] = (T) (cr * ((yr[r] - ya[r] * t[r]) * ir));                         \
+            }                                                                                 \
+        }                                                                                     \
+        for (r = 0; r < nb; r++) {                                                            \
+            T *g = G + (i0 + r) * k;                                                          \
+            if (W != NULL && (double) W[i0 + r] == 0.0)                                       \
+                for (j = 0; j < k; j++)                                                       \
+                    g[j] = (T) 0;                                                             \
+            else if (bad[r])                                                                  \
+                for (j = 0; j < k; j++)                                                       \
+                    g[j] = (T) NAN;                                                           \
+        }                                                                                     \
+    }                                                                                         \
+    return total;                                                                             \
+}
+FNN_DEFINE_SOFTMAX_XENT(float, fnn_s_)
+FNN_DEFINE_SOFTMAX_XENT(double, fnn_d_)
+#undef FNN_DEFINE_SOFTMAX_XENT
 
 /* P##all_finite(X, n): 1 when X[0 : n] holds no NaN or infinity, else 0 (x - x is 0 for a
  * finite x and NaN otherwise; the comparisons are OR-ed, which vectorizes).  The check of every

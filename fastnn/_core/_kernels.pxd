@@ -34,10 +34,12 @@ cdef extern from "fastnn_kernels.h" nogil:
     int fnn_act_keeps_preactivation(int act) noexcept
     void fnn_s_softmax_rows(float *Z, Py_ssize_t rows, Py_ssize_t cols) noexcept
     void fnn_d_softmax_rows(double *Z, Py_ssize_t rows, Py_ssize_t cols) noexcept
-    void fnn_s_softmax_exps(const float *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
-                            const double *M, double *E) noexcept
-    void fnn_d_softmax_exps(const double *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
-                            const double *M, double *E) noexcept
+    double fnn_s_softmax_xent(const float *Z, Py_ssize_t rows, Py_ssize_t k,
+                              const Py_ssize_t *labels, const float *Y, const float *W, int kl,
+                              double grad_scale, float *G) noexcept
+    double fnn_d_softmax_xent(const double *Z, Py_ssize_t rows, Py_ssize_t k,
+                              const Py_ssize_t *labels, const double *Y, const double *W,
+                              int kl, double grad_scale, double *G) noexcept
     int fnn_s_all_finite(const float *X, Py_ssize_t n) noexcept
     int fnn_d_all_finite(const double *X, Py_ssize_t n) noexcept
     float fnn_s_act(float z, int act, float alpha) noexcept
@@ -84,14 +86,16 @@ cdef inline void softmax_rows(floating *Z, Py_ssize_t rows, Py_ssize_t cols) noe
         fnn_d_softmax_rows(Z, rows, cols)
 
 
-cdef inline void softmax_exps(const floating *Z, Py_ssize_t rows, Py_ssize_t cols,
-                              Py_ssize_t ld, const double *M, double *E) noexcept nogil:
-    """E[r * cols + j] <- exp(Z[r * ld + j] - M[r]) in double (M[r]: row r's largest logit),
-    vectorized over the whole block with softmax_rows's exp (src_c/fastnn_kernels.h)."""
+cdef inline double softmax_xent(const floating *Z, Py_ssize_t rows, Py_ssize_t k,
+                               const Py_ssize_t *labels, const floating *Y,
+                               const floating *W, bint kl, double grad_scale,
+                               floating *G) noexcept nogil:
+    """Softmax cross-entropy (kl=False) or KL of logits Z (rows, k) against labels or rows Y:
+    returns sum_i w_i l_i, writes G[i, :] = grad_scale w_i dl_i/dz_i (src_c/fastnn_kernels.h)."""
     if floating is float:
-        fnn_s_softmax_exps(Z, rows, cols, ld, M, E)
+        return fnn_s_softmax_xent(Z, rows, k, labels, Y, W, kl, grad_scale, G)
     else:
-        fnn_d_softmax_exps(Z, rows, cols, ld, M, E)
+        return fnn_d_softmax_xent(Z, rows, k, labels, Y, W, kl, grad_scale, G)
 
 
 cdef inline int bias_act(floating *Z, const floating *b, Py_ssize_t rows, Py_ssize_t cols,

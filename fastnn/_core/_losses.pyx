@@ -13,7 +13,9 @@ Design
   (z_i, y_i) that returns l_i and writes dl_i/dz_i scaled by c_i = grad_scale * w_i.  The batch
   loop `loss_grad` does the rest the same way for every loss: sample weights, the scale, the
   accumulation of sum_i w_i l_i.  A new loss is one more row function; weights cannot be handled
-  differently by two losses.
+  differently by two losses.  The exception is the softmax pair (cross-entropy, KL), the loss
+  of every classifier: its whole batch is one C kernel (next points), which keeps the same
+  contract (weights, scale, sum, NaN for bad labels) and is tested against the same references.
 * The loop writes into a caller buffer and allocates nothing.  The training loop (_sgd.pyx)
   calls `loss_grad` once per minibatch without the GIL on a workspace allocated once per fit;
   G may even be Z itself (the gradient overwrites the logits in place), so every row function
@@ -23,10 +25,16 @@ Design
   gradients such as softmax - onehot cancel, and a float32 gradient then is the correctly
   rounded double one.  The sum over samples is a double as well (the return type).
 * No libm exp per logit.  Cross-entropy and KL take exp(z_ij - m_i) for a block of rows from
-  one vectorized call (src_c/fastnn_kernels.h fnn_*_softmax_exps), with the exp the prediction
-  softmax (softmax_rows) uses, a few ulp of double; BCE takes exp(-|z|) from the same function.
-  The training link and the prediction link thus share one exp.  A libm exp per logit was a
-  third of a small network's training step (bench/RESULTS.md section 20).
+  one vectorized call, with the exp the prediction softmax (softmax_rows) uses, a few ulp of
+  double; BCE takes exp(-|z|) from the same function.  The training link and the prediction
+  link thus share one exp.  A libm exp per logit was a third of a small network's training
+  step (bench/RESULTS.md section 20).
+* Cross-entropy and KL are one vectorized C kernel for a block of rows
+  (src_c/fastnn_kernels.h fnn_*_softmax_xent): the row maxima, the exps, t, log1p and the
+  gradient rows, one row per vector lane, each row's sums in the order of its logits, so a row
+  has the same bits alone or in any block, on any thread count and CPU variant.  Per row in
+  Cython (a branch per logit for the argmax, a scalar gradient loop) it was ~480 instructions
+  for 10 logits (bench/RESULTS.md section 20).
 * Tiny gradients keep their relative accuracy where training ends up (confident, correct
   predictions): BCE uses sigmoid(z) - y = (1 - y) sigmoid(z) - y sigmoid(-z), and softmax
   cross-entropy writes the component at the largest logit as (sum_{j != m} y_j - y_m t) / s with
@@ -41,7 +49,7 @@ from libc.float cimport DBL_MIN
 from libc.limits cimport INT_MAX
 
 from fastnn._core._fpmode cimport fnn_fpmode_enter, fnn_fpmode_leave
-from fastnn._core._kernels cimport (sigmoid, softmax_rows, softmax_exps,
+from fastnn._core._kernels cimport (sigmoid, softmax_rows, softmax_xent,
                                      fnn_d_expm1_neg, fnn_d_log1p_unit)
 
 # 0.5 * log(2 pi): the constant of a Gaussian log-density per target
@@ -57,12 +65,6 @@ KINDS = {
     "kl": LOSS_KL,
     "poisson": LOSS_POISSON,
 }
-
-
-# the softmax losses' exps, in double, on the stack: a block of _EXP_CACHE // k rows at once,
-# or a row wider than _EXP_CACHE in pieces of _EXP_CACHE
-cdef enum:
-    _EXP_CACHE = 256
 
 
 # ------------------------------------------------------------------ per-sample point functions
@@ -165,100 +167,6 @@ cdef inline double _row_bce(const floating *z, const floating *y, int k, double 
     return l
 
 
-cdef inline int _row_argmax(const floating *z, int k) noexcept nogil:
-    """Index of the first largest logit of a row (0 when z[0] is NaN).  Compared in the
-    logits' own type: the same order as in double, without a conversion per logit."""
-    cdef floating m = z[0]
-    cdef int j, a = 0
-    for j in range(1, k):
-        if z[j] > m:
-            m = z[j]
-            a = j
-    return a
-
-
-cdef inline double _row_softmax_xent(const floating *z, const floating *y, Py_ssize_t label,
-                                     int k, int a, const double *e, double *buf, bint kl,
-                                     double c, floating *g) noexcept nogil:
-    """Softmax cross-entropy (kl=False) or KL(y || softmax(z)) (kl=True) of one row.
-
-    With m = z_a the largest logit, t = sum_{j != a} exp(z_j - m), s = 1 + t:
-        -log softmax_j = (m - z_j) + log1p(t)           (>= 0 term by term: no cancellation)
-        CE = sum_j y_j (m - z_j) + (sum_j y_j) log1p(t)
-        KL = CE + sum_j y_j log y_j                        (0 log 0 = 0)
-        dCE/dz_j = dKL/dz_j = (sum_i y_i) softmax_j - y_j
-    y == NULL: integer label, i.e. y is the one-hot row e_label.
-    a: _row_argmax(z, k).  e: the row's exp(z_j - m), j < k, in double, from softmax_exps
-    (loss_grad evaluates them for a block of rows at once, with the exp of the prediction's
-    softmax_rows, so the training and prediction links share one exp and no libm exp runs per
-    logit); e == NULL for rows wider than _EXP_CACHE, whose exps are then evaluated in pieces
-    of _EXP_CACHE in buf, twice (same kernel, same values).  exp(z_j - m) is not kept in g:
-    g may alias z, and in float32 a rounded softmax would spoil the cancelling difference
-    softmax - y.
-    """
-    cdef double m = <double> z[a], t = 0.0, cross = 0.0, ysum = 0.0, yrest = 0.0
-    cdef double ent = 0.0, yj, ya = 0.0, inv_s, lse_rel
-    cdef const double *ep = e
-    cdef int j, j0, j1, step = k if e != NULL else _EXP_CACHE
-    if y == NULL:
-        if label < 0 or label >= k:    # unchecked caller: never index out of bounds
-            if g != NULL:
-                for j in range(k):
-                    g[j] = <floating> NAN
-            return NAN
-        cross = m - <double> z[label]
-        ysum = 1.0
-        ya = 1.0 if label == a else 0.0
-        yrest = 1.0 - ya
-    j0 = 0
-    while j0 < k:
-        j1 = k if k - j0 < step else j0 + step
-        if e == NULL:
-            softmax_exps(z + j0, 1, j1 - j0, k, &m, buf)
-            ep = buf
-        else:
-            ep = e + j0
-        for j in range(j0, j1):
-            if j != a:
-                t += ep[j - j0]
-            if y != NULL:
-                yj = <double> y[j]
-                ysum += yj
-                cross += yj * (m - <double> z[j])
-                if j != a:
-                    yrest += yj
-                if kl and yj > 0.0:
-                    ent += yj * log(yj)
-        j0 = j1
-    if y != NULL:
-        ya = <double> y[a]
-    lse_rel = log1p(t)
-    if g != NULL:
-        inv_s = 1.0 / (1.0 + t)
-        j0 = 0
-        while j0 < k:
-            j1 = k if k - j0 < step else j0 + step
-            if e == NULL:
-                softmax_exps(z + j0, 1, j1 - j0, k, &m, buf)
-                ep = buf
-            else:
-                ep = e + j0
-            # every component as if j != a (branch-free loops), then the label's and a's
-            if y != NULL:
-                for j in range(j0, j1):
-                    g[j] = <floating> (c * (ysum * ep[j - j0] * inv_s - <double> y[j]))
-            else:
-                for j in range(j0, j1):
-                    g[j] = <floating> (c * (ysum * ep[j - j0] * inv_s))
-                if j0 <= label < j1:
-                    g[label] = <floating> (c * (ysum * ep[label - j0] * inv_s - 1.0))
-            if j0 <= a < j1:
-                # ysum / s - y_a = (yrest + y_a - y_a (1 + t)) / s
-                g[a] = <floating> (c * ((yrest - ya * t) * inv_s))
-            j0 = j1
-    return cross + ysum * lse_rel + ent
-
-
 cdef inline double _row_poisson(const floating *z, const floating *y, int k, bint full,
                                 double c, floating *g) noexcept nogil:
     """l = sum_j exp(z_j) - y_j z_j [+ lgamma(y_j + 1)];  dl/dz_j = exp(z_j) - y_j.
@@ -280,63 +188,6 @@ cdef inline double _row_poisson(const floating *z, const floating *y, int k, bin
 
 
 # --------------------------------------------------------------------------------- batch loop
-
-cdef double _softmax_xent_rows(const floating *Z, int n_samples, int k, const floating *Y,
-                               const Py_ssize_t *labels, const floating *sample_weight,
-                               bint kl, double grad_scale, floating *G) noexcept nogil:
-    """loss_grad's loop for cross-entropy and KL: Y (n_samples, k), or labels when not NULL.
-
-    Rows up to _EXP_CACHE logits wide go in blocks of _EXP_CACHE // k rows: the row maxima
-    first, then every exp(z_ij - m_i) of the block in one vectorized call (softmax_exps),
-    then _row_softmax_xent per row.  All of a block's logits are read before any gradient row
-    is written, and each row writes only its own g, so G may alias Z.
-    """
-    cdef double ecache[_EXP_CACHE]
-    cdef double mblock[_EXP_CACHE]
-    cdef int amax[_EXP_CACHE]
-    cdef bint cached = k <= _EXP_CACHE
-    cdef int block = _EXP_CACHE // k if cached else 1
-    cdef Py_ssize_t i0, i, j, r, nb, label = 0
-    cdef double total = 0.0, w, l
-    cdef const floating *z
-    cdef const floating *y = NULL
-    cdef floating *g = NULL
-    cdef const double *e = NULL
-    cdef int a
-    i0 = 0
-    while i0 < n_samples:
-        nb = n_samples - i0 if n_samples - i0 < block else block
-        if cached:
-            for r in range(nb):
-                z = Z + (i0 + r) * k
-                amax[r] = _row_argmax(z, k)
-                mblock[r] = <double> z[amax[r]]
-            softmax_exps(Z + i0 * k, nb, k, k, mblock, ecache)
-        for r in range(nb):
-            i = i0 + r
-            w = 1.0 if sample_weight == NULL else <double> sample_weight[i]
-            z = Z + i * k
-            if G != NULL:
-                g = G + i * k
-            if w == 0.0:
-                if g != NULL:
-                    for j in range(k):
-                        g[j] = 0
-                continue
-            if labels != NULL:
-                label = labels[i]
-            else:
-                y = Y + i * k
-            if cached:
-                a = amax[r]
-                e = ecache + r * k
-            else:
-                a = _row_argmax(z, k)
-            l = _row_softmax_xent(z, y, label, k, a, e, ecache, kl, grad_scale * w, g)
-            total += w * l
-        i0 += nb
-    return total
-
 
 cdef double loss_grad(const LossParams *p, const floating *Z, int n_samples, int n_out,
                       const floating *Y, const Py_ssize_t *labels,
@@ -368,8 +219,9 @@ cdef double loss_grad(const LossParams *p, const floating *Z, int n_samples, int
         const_term = k * HALF_LOG_2PI
 
     if kind == LOSS_CE or kind == LOSS_KL:
-        return _softmax_xent_rows(Z, n_samples, k, Y, labels if use_labels else NULL,
-                                  sample_weight, kind == LOSS_KL, grad_scale, G)
+        # one C kernel for the whole batch: src_c/fastnn_kernels.h fnn_*_softmax_xent
+        return softmax_xent(Z, n_samples, k, labels if use_labels else NULL, Y,
+                            sample_weight, kind == LOSS_KL, grad_scale, G)
     for i in range(n_samples):
         w = 1.0 if sample_weight == NULL else <double> sample_weight[i]
         z = Z + i * n_out
