@@ -618,18 +618,21 @@ FNN_CLONES void fnn_exps_neg(double *restrict E, ptrdiff_t n)
  * In double for both element types; each gradient component is rounded once to T.
  * Layout: rows up to FNN_XENT_CACHE logits wide go in blocks of
  * min(FNN_XENT_CACHE / k, FNN_XENT_ROWS) rows whose logits are first copied, in double and
- * transposed, to the stack, so that every reduction runs with one row per vector lane (each
- * lane sums its own row in the order j = 0 .. k-1) and the exps of the whole block are one
- * call of fnn_exps_neg.  A wider row goes alone, in pieces of FNN_XENT_CACHE logits, its exps
- * evaluated twice (once for t, once for the gradient: the same kernel, the same values).
+ * transposed, to the stack (the row maxima taken on the way), so that every loop runs with
+ * one row per vector lane (each lane sums its own row in the order j = 0 .. k-1, and
+ * writes its own gradient row) and the exps of the whole block are one call of
+ * fnn_exps_neg.  Lanes across rows rather than across a row's logits: a row's sums have a
+ * fixed order (the bits), and 10 logits fill few lanes.  A wider row goes alone, in pieces
+ * of FNN_XENT_CACHE logits, its exps evaluated twice (once for t, once for the gradient: the
+ * same kernel, the same values).
  * Bits: every quantity is the same sequence of roundings whatever the block, the piece, the
  * thread count or the clone (no reassociation, no contraction: FNN_NO_CONTRACT), so a row
  * gives the same loss and gradient alone or anywhere in a batch.
  * Guarantees: a row of weight 0 gets an exact zero gradient and adds nothing to the sum (not
  * even a NaN); a label outside [0, k) gives a NaN loss and a NaN gradient row (never a read
  * out of bounds); NaN logits give NaN (a row whose z_0 is NaN takes a = 0); G may alias Z
- * (every logit of a row is read before its gradient is written).  Stack: 2 FNN_XENT_CACHE +
- * 12 FNN_XENT_ROWS doubles (~13 KB).  log1p (once per row) and log (KL with Y, once per
+ * (every logit of a block is read before any of its gradient is written).  Stack:
+ * 2 FNN_XENT_CACHE + 12 FNN_XENT_ROWS doubles (~14 KB).  log1p (once per row) and log (KL with Y, once per
  * positive target) are libm's.
  */
 #define FNN_XENT_CACHE 512
@@ -644,13 +647,13 @@ FNN_CLONES FNN_NO_CONTRACT double P##softmax_xent(const T *Z, ptrdiff_t rows, pt
     double m[FNN_XENT_ROWS], am[FNN_XENT_ROWS], t[FNN_XENT_ROWS], c[FNN_XENT_ROWS];           \
     double ys[FNN_XENT_ROWS], yr[FNN_XENT_ROWS], ya[FNN_XENT_ROWS], cross[FNN_XENT_ROWS];     \
     double ent[FNN_XENT_ROWS], inv[FNN_XENT_ROWS];                                            \
-    ptrdiff_t lab[FNN_XENT_ROWS];                                                             \
+    double lb[FNN_XENT_ROWS], ga[FNN_XENT_ROWS];                                              \
     int bad[FNN_XENT_ROWS];                                                                   \
     const int whole = k <= FNN_XENT_CACHE;                                                    \
     const ptrdiff_t piece = whole ? k : FNN_XENT_CACHE;                                       \
     const ptrdiff_t block = !whole ? 1 : FNN_XENT_CACHE / k < FNN_XENT_ROWS                   \
                                          ? FNN_XENT_CACHE / k : FNN_XENT_ROWS;                \
-    ptrdiff_t i0, nb, r, j, jj, j0, j1, w0;                                                   \
+    ptrdiff_t i0, nb, r, j, jj, j0, j1;                                                       \
     double total = 0.0;                                                                       \
     for (i0 = 0; i0 < rows; i0 += nb) {                                                       \
         const T *zb = Z + i0 * k;                                                             \
@@ -659,17 +662,16 @@ FNN_CLONES FNN_NO_CONTRACT double P##softmax_xent(const T *Z, ptrdiff_t rows, pt
         if (whole) {                                                                          \
             /* every logit of the block, read before any gradient is written (G may be Z),    \
              * in double and transposed: lane r of every loop below is row r */               \
-            for (r = 0; r < nb; r++)                                                          \
-                for (j = 0; j < k; j++)                                                       \
-                    zt[j * nb + r] = (double) zb[r * k + j];                                  \
             for (r = 0; r < nb; r++) {                                                        \
-                m[r] = zt[r];                                                                 \
+                m[r] = (double) zb[r * k];                                                    \
                 am[r] = 0.0;                                                                  \
+                zt[r] = m[r];                                                                 \
             }                                                                                 \
             for (j = 1; j < k; j++)                                                           \
                 for (r = 0; r < nb; r++) {                                                    \
-                    double v = zt[j * nb + r];                                                \
+                    double v = (double) zb[r * k + j];                                        \
                     int gt = v > m[r];                                                        \
+                    zt[j * nb + r] = v;                                                       \
                     m[r] = gt ? v : m[r];                                                     \
                     am[r] = gt ? (double) j : am[r];                                          \
                 }                                                                             \
@@ -690,11 +692,12 @@ FNN_CLONES FNN_NO_CONTRACT double P##softmax_xent(const T *Z, ptrdiff_t rows, pt
             bad[r] = 0;                                                                       \
             if (labels != NULL) {                                                             \
                 ptrdiff_t label = labels[i0 + r];                                             \
-                bad[r] = label < 0 || label >= k;  /* unchecked caller: never out of bounds */\
-                lab[r] = bad[r] ? 0 : label;                                                  \
-                cross[r] = m[r] - (double) zb[r * k + lab[r]];                                \
+                bad[r] = label < 0 || label >= k;  /* unchecked caller: no bad read */        \
+                label = bad[r] ? 0 : label;                                                   \
+                lb[r] = (double) label;                                                       \
+                cross[r] = m[r] - (double) zb[r * k + label];                                 \
                 ys[r] = 1.0;                                                                  \
-                ya[r] = (double) lab[r] == am[r] ? 1.0 : 0.0;                                 \
+                ya[r] = lb[r] == am[r] ? 1.0 : 0.0;                                           \
                 yr[r] = 1.0 - ya[r];                                                          \
             } else {                                                                          \
                 cross[r] = 0.0;                                                               \
@@ -746,7 +749,10 @@ FNN_CLONES FNN_NO_CONTRACT double P##softmax_xent(const T *Z, ptrdiff_t rows, pt
         }                                                                                     \
         if (G == NULL)                                                                        \
             continue;                                                                         \
-        /* every component as if j != a (softmax_j (sum y) - y_j), then the label's and a's */\
+        /* softmax_j (sum y) - y_j, the label's component and a's chosen by selects (a's      \
+         * last, so it wins when the label is a), one row per lane, stored straight into G */ \
+        for (r = 0; r < nb; r++)    /* ysum / s - y_a = (yrest + y_a - y_a (1 + t)) / s */    \
+            ga[r] = c[r] * ((yr[r] - ya[r] * t[r]) * inv[r]);                                 \
         for (j0 = 0; j0 < k; j0 = j1) {                                                       \
             j1 = k - j0 < piece ? k : j0 + piece;                                             \
             if (!whole) {   /* the piece's exps again: the same kernel, the same values */    \
@@ -754,27 +760,24 @@ FNN_CLONES FNN_NO_CONTRACT double P##softmax_xent(const T *Z, ptrdiff_t rows, pt
                     e[j - j0] = (double) zb[j] - m[0];                                        \
                 fnn_exps_neg(e, j1 - j0);                                                     \
             }                                                                                 \
-            for (r = 0; r < nb; r++) {                                                        \
-                T *g = G + (i0 + r) * k;                                                      \
-                const double cr = c[r], ir = inv[r];                                          \
-                if (labels == NULL) {                                                         \
-                    const T *y = Y + (i0 + r) * k;                                            \
-                    const double ysr = ys[r];                                                 \
-                    for (j = j0; j < j1; j++)                                                 \
-                        g[j] = (T) (cr * (ysr * e[(j - j0) * nb + r] * ir - (double) y[j]));  \
-                } else {                                                                      \
-                    for (j = j0; j < j1; j++)                                                 \
-                        g[j] = (T) (cr * (e[(j - j0) * nb + r] * ir));                        \
-                    if (!bad[r] && j0 <= lab[r] && lab[r] < j1)                               \
-                        g[lab[r]] = (T) (cr * (e[(lab[r] - j0) * nb + r] * ir - 1.0));        \
-                }                                                                             \
-                w0 = (ptrdiff_t) am[r];                                                       \
-                if (j0 <= w0 && w0 < j1)                                                      \
-                    /* ysum / s - y_a = (yrest + y_a - y_a (1 + t)) / s */                    \
-                    g[w0] = (T) (cr * ((yr[r] - ya[r] * t[r]) * ir));                         \
+            if (labels == NULL) {                                                             \
+                for (j = j0; j < j1; j++)                                                     \
+                    for (r = 0; r < nb; r++) {                                                \
+                        double v = c[r] * (ys[r] * e[(j - j0) * nb + r] * inv[r]              \
+                                           - (double) Y[(i0 + r) * k + j]);                   \
+                        G[(i0 + r) * k + j] = (T) ((double) j == am[r] ? ga[r] : v);          \
+                    }                                                                         \
+            } else {                                                                          \
+                for (j = j0; j < j1; j++)                                                     \
+                    for (r = 0; r < nb; r++) {                                                \
+                        double q = e[(j - j0) * nb + r] * inv[r];                             \
+                        double v = c[r] * q, vl = c[r] * (q - 1.0);                           \
+                        v = (double) j == lb[r] ? vl : v;                                     \
+                        G[(i0 + r) * k + j] = (T) ((double) j == am[r] ? ga[r] : v);          \
+                    }                                                                         \
             }                                                                                 \
         }                                                                                     \
-        for (r = 0; r < nb; r++) {                                                            \
+        for (r = 0; r < nb; r++) {   /* weight 0: exact zeros (no NaN); a bad label: NaN */   \
             T *g = G + (i0 + r) * k;                                                          \
             if (W != NULL && (double) W[i0 + r] == 0.0)                                       \
                 for (j = 0; j < k; j++)                                                       \
