@@ -1,9 +1,10 @@
-"""The exponentials of the training losses: softmax cross-entropy and KL evaluate exp(z - max)
-for a block of rows at once with the vectorized exp of src_c/fastnn_kernels.h (the prediction
-softmax's), BCE takes exp(-|z|) from it once per logit.  Checked here against an
-extended-precision NumPy reference (np.longdouble) over logits up to +-1e4, row widths on both
-sides of the 256-double stack buffer, integer labels and probability targets, weights 0, a
-gradient written over its logits, and bad labels."""
+"""The exponentials of the training losses: softmax cross-entropy and KL are one C kernel per
+block of rows (fnn_*_softmax_xent in src_c/fastnn_kernels.h: row maxima, the vectorized exp of
+the prediction softmax, t, log1p, the gradient rows), BCE takes exp(-|z|) from the same exp
+once per logit.  Checked here against an extended-precision NumPy reference (np.longdouble)
+over logits up to +-1e4, row widths on both sides of the kernel's 512-double stack buffer and
+across its blocks of rows, integer labels and probability targets, ties, NaN logits, weights
+0, a gradient written over its logits, and bad labels."""
 import numpy as np
 import pytest
 
@@ -13,10 +14,16 @@ from fastnn.nn.losses import KINDS
 
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["float32", "float64"]
-WIDTHS = [1, 2, 7, 10, 255, 256, 257, 1000]
+WIDTHS = [1, 2, 3, 7, 10, 64, 255, 256, 257, 511, 512, 513, 1000, 1025]
+CACHE, MAX_ROWS = 512, 64     # src_c/fastnn_kernels.h FNN_XENT_CACHE, FNN_XENT_ROWS
 TARGETS = ["labels", "probs", "kl"]
 RTOL = 1e-12                  # float64 results, and every loss value (a double in both dtypes)
 TINY = 1e-300                 # below this a double exp is subnormal: few significant bits
+
+
+def _block(width):
+    """Rows per block of the kernel: min(CACHE // width, MAX_ROWS); a wider row goes alone."""
+    return min(CACHE // width, MAX_ROWS) if width <= CACHE else 1
 
 
 def _logits(rng, n, k, dtype):
@@ -84,7 +91,7 @@ def _assert_gradient(G, expected, terms, dtype, what):
 @pytest.mark.parametrize("width", WIDTHS)
 def test_softmax_losses_against_extended_precision(width, target, dtype):
     rng = np.random.default_rng([width, TARGETS.index(target)])
-    n = max(5, 2 * (256 // width) + 3)             # crosses block boundaries of 256 // width rows
+    n = max(5, 2 * _block(width) + 3)               # crosses two block boundaries
     Z = _logits(rng, n, width, dtype)
     Y, labels = _targets(rng, n, width, "labels" if target == "labels" else "probs", dtype)
     w = rng.uniform(0.5, 2.0, n).astype(dtype)
@@ -110,7 +117,7 @@ def test_a_row_gives_the_same_bits_alone_in_a_block_and_over_its_logits(width, t
     """Where a row sits in a block of exps (vector lanes or the scalar remainder), and whether
     the gradient goes to its own buffer or over the logits, changes no bit."""
     rng = np.random.default_rng([7, width, TARGETS.index(target)])
-    n = max(4, 256 // width + 5)
+    n = max(4, _block(width) + 5)
     Z = _logits(rng, n, width, dtype)
     Y, labels = _targets(rng, n, width, "labels" if target == "labels" else "probs", dtype)
     kind = "kl" if target == "kl" else "cross_entropy"
@@ -130,10 +137,10 @@ def test_a_row_gives_the_same_bits_alone_in_a_block_and_over_its_logits(width, t
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("width", [3, 10, 257, 1000])
+@pytest.mark.parametrize("width", [3, 10, 257, 513, 1000])
 def test_a_bad_label_spoils_only_its_row(width, dtype):
     rng = np.random.default_rng(width)
-    n = 256 // width + 4
+    n = _block(width) + 4
     Z = _logits(rng, n, width, dtype)
     labels = rng.integers(0, width, n).astype(np.intp)
     labels[2] = width
@@ -166,3 +173,103 @@ def test_bce_against_extended_precision(dtype):
     # 1e-19 of 1 in long double; its two terms bound the rounding of the difference
     pos, neg = (1 - y) * sig, y * sig_neg
     _assert_gradient(G, 0.5 * (pos - neg), 0.5 * (pos + neg), dtype, "bce")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("width", [2, 10, 600])
+def test_ties_and_labels_at_the_largest_logit(width, target, dtype):
+    """Rows whose largest logit is tied (the kernel takes the first; the component there is
+    written (sum_{j != a} y_j - y_a t) / s), all-equal rows, and labels on, before and after
+    the largest logit."""
+    rng = np.random.default_rng([11, width, TARGETS.index(target)])
+    n = 9
+    Z = _logits(rng, n, width, dtype)
+    Z[0] = 3.0                                          # all equal
+    Z[1, [0, width - 1]] = Z[1].max() + 1.0             # tied at both ends
+    Z[2, 1:] = Z[2, 0] - 50.0                           # one-hot at 0
+    Y, labels = _targets(rng, n, width, "labels" if target == "labels" else "probs", dtype)
+    if labels is not None:
+        labels[:] = [0, 0, 0, width - 1, 1, 0, width - 1, 1, 0]
+        labels[3:] = np.argmax(Z[3:], axis=1)           # labels at the largest logit
+        labels[6] = (labels[6] + 1) % width             # and beside it
+    kind = "kl" if target == "kl" else "cross_entropy"
+    G = np.empty_like(Z)
+    total = _call(kind, Z, Y, labels, None, G)
+    loss, grad, terms = _reference(Z, Y, labels, target == "kl")
+    assert total == pytest.approx(float(loss.sum()), rel=RTOL, abs=RTOL * float(np.abs(loss).max()))
+    _assert_gradient(G, 0.5 * grad, 0.5 * terms, dtype, f"{kind}, ties, {width} logits")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("width", [1, 2, 10, 513])
+def test_nan_logits_spoil_only_their_row(width, target, dtype):
+    """A NaN logit (first, or later: the maximum skips it, its exp does not) makes its row's
+    loss and gradient NaN, and every other row keeps its bits; the sum is NaN.  One logit:
+    softmax is 1 whatever z is, and the gradient 1 - y is exactly 0 (the component at the
+    largest logit, (sum_{j != a} y_j - y_a t) / s, with t = 0), NaN or not."""
+    rng = np.random.default_rng([13, width, TARGETS.index(target)])
+    n = 2 * _block(width) + 3 if width <= CACHE else 6
+    Z = _logits(rng, n, width, dtype)
+    Z[0, 0] = np.nan
+    Z[n - 2, width // 2] = np.nan
+    Y, labels = _targets(rng, n, width, "labels" if target == "labels" else "probs", dtype)
+    kind = "kl" if target == "kl" else "cross_entropy"
+    G = np.empty_like(Z)
+    assert np.isnan(_call(kind, Z, Y, labels, None, G))
+    if width == 1:
+        np.testing.assert_array_equal(G[[0, n - 2]], 0.0)
+    else:
+        assert np.isnan(G[[0, n - 2]]).all()
+    ok = np.ones(n, bool)
+    ok[[0, n - 2]] = False
+    G_ok = np.empty_like(Z[ok])
+    total_ok = _call(kind, Z[ok], None if Y is None else Y[ok],
+                     None if labels is None else labels[ok], None, G_ok)
+    assert np.isfinite(total_ok)
+    np.testing.assert_array_equal(G[ok], G_ok)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("width", [10, 513])
+def test_weight_zero_rows_leave_no_trace_even_with_a_bad_label_or_nan(width, target, dtype):
+    """Weight 0 beats everything: exact zero gradient rows, in place over the logits too, and
+    a finite sum equal to that of the other rows, whatever the row holds (NaN, +-inf logits,
+    a label out of range)."""
+    rng = np.random.default_rng([17, width, TARGETS.index(target)])
+    n = _block(width) + 5 if width <= CACHE else 5
+    Z = _logits(rng, n, width, dtype)
+    Y, labels = _targets(rng, n, width, "labels" if target == "labels" else "probs", dtype)
+    w = rng.uniform(0.5, 2.0, n).astype(dtype)
+    w[[0, 2, n - 1]] = 0.0
+    Z[0, :] = np.nan
+    Z[2, 0], Z[2, -1] = np.inf, -np.inf
+    if labels is not None:
+        labels[n - 1] = -1
+    kind = "kl" if target == "kl" else "cross_entropy"
+    in_place = Z.copy()
+    total = _call(kind, in_place, Y, labels, w, in_place)
+    np.testing.assert_array_equal(in_place[w == 0], 0.0)
+    keep = w > 0
+    G_keep = np.empty_like(Z[keep])
+    expected = _call(kind, Z[keep], None if Y is None else Y[keep],
+                     None if labels is None else labels[keep], w[keep], G_keep)
+    assert total == expected and np.isfinite(total)
+    np.testing.assert_array_equal(in_place[keep], G_keep)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("width", [10, 1025])
+def test_the_loss_alone_equals_the_loss_with_its_gradient(width, target, dtype):
+    """G = None (evaluation only) takes the same path to the same sum."""
+    rng = np.random.default_rng([19, width, TARGETS.index(target)])
+    n = 2 * _block(width) + 1
+    Z = _logits(rng, n, width, dtype)
+    Y, labels = _targets(rng, n, width, "labels" if target == "labels" else "probs", dtype)
+    w = rng.uniform(0.0, 2.0, n).astype(dtype)
+    kind = "kl" if target == "kl" else "cross_entropy"
+    G = np.empty_like(Z)
+    assert _call(kind, Z, Y, labels, w, None) == _call(kind, Z, Y, labels, w, G)
