@@ -37,11 +37,19 @@
  * nothing grows with the number of calls.  gemm_packed returns 0, or -1 when that buffer
  * could not be allocated (C untouched).
  *
- * Where it stands (bench/RESULTS.md section 16): on thin products (a batch of 16-64 rows
- * against a 784 x 256 layer, D W^T, X^T D) it is ahead of scipy's OpenBLAS 0.3.30; on large
- * row-major X W it is behind (no prefetching; op(A) of a row-major X is packed by a scalar
- * gather), and a C narrower than NR wastes the padded lanes.  _network._product_kernel
- * chooses it only where it measured ahead.
+ * Packing op(A) of a row-major X and op(B) = W^T is a transpose: 8 x 8 (float) or 4 x 4
+ * (double) blocks are loaded whole and transposed in registers, not gathered one strided
+ * element at a time.  The micro-kernel fetches its C tile into the cache before its loop, so
+ * the loads and stores of C after it do not stall on a miss.  Together: A's large X W 8-19%
+ * faster, D W^T 5-7%, X^T D 0-5% (in isolation; bench/RESULTS.md section 21).  Fetching
+ * op(A) ahead inside the loop, unrolling it by 4, and other KC / MC (256-1024 / 48-192)
+ * measured level or slower on Zen 3 (the hardware prefetchers already stream the packed
+ * micro-panels), so the loop and the blocking are as they were.
+ *
+ * Where it stands (bench/RESULTS.md sections 17 and 21): on thin products (a batch of 16-64
+ * rows against a 784 x 256 layer, D W^T, X^T D) it is ahead of scipy's OpenBLAS 0.3.30; on
+ * large row-major X W (a batch of 256-1024 rows) level with it or ahead; a C narrower than NR
+ * wastes the padded lanes.  _tiling._product_kernel chooses it only where it measured ahead.
  */
 #ifndef FASTNN_GEMM_PACKED_H
 #define FASTNN_GEMM_PACKED_H
