@@ -9,8 +9,9 @@ updated only for two explained changes since (the estimators' early-stopping spl
 scikit-learn's; the 2-rank MPI run scales by the global batch weight before its reduction,
 1.1e-16 from one process instead of 2.2e-16; training's large products moved from OpenBLAS to
 the kernel _network._product_kernel chooses per shape, changing A sgd batch16, A adam batch256
-and D float64 adam at 1 and 2 threads alike).  A change of results updates it in the same
-commit and says why.
+and D float64 adam at 1 and 2 threads alike; float32 X W with k > 256 moved from OpenBLAS to
+the packed kernel at any batch, changing A adam batch256 at 1 and 2 threads alike).  A change
+of results updates it in a commit that says which entries changed and why.
 
 Each case trains a small network for a few epochs from one seed and hashes the bytes of its
 final parameters (and, for the estimators and ensembles, every member's).  The cases cover the
