@@ -40,8 +40,9 @@
  * Packing op(A) of a row-major X and op(B) = W^T is a transpose: 8 x 8 (float) or 4 x 4
  * (double) blocks are loaded whole and transposed in registers, not gathered one strided
  * element at a time.  The micro-kernel fetches its C tile into the cache before its loop, so
- * the loads and stores of C after it do not stall on a miss.  Together: A's large X W 8-19%
- * faster, D W^T 5-7%, X^T D 0-5% (in isolation; bench/RESULTS.md section 21).  Fetching
+ * the loads and stores of C after it do not stall on a miss.  Together, in isolation
+ * (bench/RESULTS.md section 21): float32 X W and D W^T 3-7% faster on a quiet core, 7-19% with
+ * the core shared; X^T D (its packing was already contiguous) level; float64 0-3%.  Fetching
  * op(A) ahead inside the loop, unrolling it by 4, and other KC / MC (256-1024 / 48-192)
  * measured level or slower on Zen 3 (the hardware prefetchers already stream the packed
  * micro-panels), so the loop and the blocking are as they were.
