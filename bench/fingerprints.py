@@ -13,7 +13,9 @@ and D float64 adam at 1 and 2 threads alike; the softmax losses' exp(z - max) be
 vectorized exp of the prediction softmax, a few ulp of double instead of glibc's, changing
 the float64 cross-entropy cases D float64 adam t1 and t2, B sgd float64 sparse, B lbfgs,
 MLPClassifier adam, lbfgs and early stopping, and the 2-rank MPI run, while every float32
-case kept its bits).  A change of results updates it in a commit that says why.
+case kept its bits; float32 X W with k > 256 moved from OpenBLAS to the packed kernel at any
+batch, changing A adam batch256 at 1 and 2 threads alike).  A change of results updates it
+in a commit that says which entries changed and why.
 
 Each case trains a small network for a few epochs from one seed and hashes the bytes of its
 final parameters (and, for the estimators and ensembles, every member's).  The cases cover the

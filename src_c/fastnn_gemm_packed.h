@@ -37,11 +37,20 @@
  * nothing grows with the number of calls.  gemm_packed returns 0, or -1 when that buffer
  * could not be allocated (C untouched).
  *
- * Where it stands (bench/RESULTS.md section 16): on thin products (a batch of 16-64 rows
- * against a 784 x 256 layer, D W^T, X^T D) it is ahead of scipy's OpenBLAS 0.3.30; on large
- * row-major X W it is behind (no prefetching; op(A) of a row-major X is packed by a scalar
- * gather), and a C narrower than NR wastes the padded lanes.  _network._product_kernel
- * chooses it only where it measured ahead.
+ * Packing op(A) of a row-major X and op(B) = W^T is a transpose: 8 x 8 (float) or 4 x 4
+ * (double) blocks are loaded whole and transposed in registers, not gathered one strided
+ * element at a time.  The micro-kernel fetches its C tile into the cache before its loop, so
+ * the loads and stores of C after it do not stall on a miss.  Together, in isolation
+ * (bench/RESULTS.md section 21): float32 X W and D W^T 3-7% faster on a quiet core, 7-19% with
+ * the core shared; X^T D (its packing was already contiguous) level; float64 0-3%.  Fetching
+ * op(A) ahead inside the loop, unrolling it by 4, and other KC / MC (256-1024 / 48-192)
+ * measured level or slower on Zen 3 (the hardware prefetchers already stream the packed
+ * micro-panels), so the loop and the blocking are as they were.
+ *
+ * Where it stands (bench/RESULTS.md sections 17 and 21): on thin products (a batch of 16-64
+ * rows against a 784 x 256 layer, D W^T, X^T D) it is ahead of scipy's OpenBLAS 0.3.30; on
+ * large row-major X W (a batch of 256-1024 rows) level with it or ahead; a C narrower than NR
+ * wastes the padded lanes.  _tiling._product_kernel chooses it only where it measured ahead.
  */
 #ifndef FASTNN_GEMM_PACKED_H
 #define FASTNN_GEMM_PACKED_H
@@ -68,6 +77,120 @@ static inline ptrdiff_t fnn_pk_min(ptrdiff_t a, ptrdiff_t b)
     return a < b ? a : b;
 }
 
+#if defined(FNN_GEMM_X86)
+/* The packing of the two row-major cases where the scalar copy is a strided gather: op(A) not
+ * transposed (a row of X is contiguous along p, its micro-panel interleaves 6 rows) and op(B)
+ * transposed (a row of W is contiguous along p, its micro-panel interleaves NR rows).  Blocks
+ * of 8 (float) or 4 (double) consecutive p of each row are loaded whole and transposed in
+ * registers; the p left over are copied one by one.  A copy: no value changes, so the packed
+ * product's bits do not depend on which packing ran.  Full micro-panels only (the edges of C
+ * keep the scalar copy). */
+
+/* d[p 6 + r] := a[r lda + p], r < 6, p < kc */
+FNN_GEMM_AVX2 static void fnn_s_pk_pack_rows6(const float *restrict a, ptrdiff_t lda,
+                                             ptrdiff_t kc, float *restrict d)
+{
+    ptrdiff_t p = 0, r, q;
+    for (; p + 8 <= kc; p += 8) {
+        __m256 v[8];
+        float *restrict dd = d + p * FNN_PK_MR;
+        for (r = 0; r < FNN_PK_MR; r++)
+            v[r] = _mm256_loadu_ps(a + r * lda + p);
+        v[6] = v[7] = _mm256_setzero_ps();
+        fnn_s_transpose8(v);          /* v[q] lane r: row r, column p + q; lanes 6, 7 zero */
+        /* 8-lane stores of 6 useful lanes, in order: each overwrites the 2 spare lanes of the
+         * one before; the last one is cut to 6 lanes, so nothing past dd[47] is written */
+        for (q = 0; q < 7; q++)
+            _mm256_storeu_ps(dd + q * FNN_PK_MR, v[q]);
+        _mm_storeu_ps(dd + 42, _mm256_castps256_ps128(v[7]));
+        _mm_storel_pi((__m64 *) (dd + 46), _mm256_extractf128_ps(v[7], 1));
+    }
+    for (; p < kc; p++)
+        for (r = 0; r < FNN_PK_MR; r++)
+            d[p * FNN_PK_MR + r] = a[r * lda + p];
+}
+
+/* d[p 16 + c] := b[c ldb + p], c < 16, p < kc */
+FNN_GEMM_AVX2 static void fnn_s_pk_pack_rows16(const float *restrict b, ptrdiff_t ldb,
+                                              ptrdiff_t kc, float *restrict d)
+{
+    ptrdiff_t p = 0, c, h, q;
+    for (; p + 8 <= kc; p += 8)
+        for (h = 0; h < 16; h += 8) {
+            __m256 v[8];
+            for (c = 0; c < 8; c++)
+                v[c] = _mm256_loadu_ps(b + (h + c) * ldb + p);
+            fnn_s_transpose8(v);
+            for (q = 0; q < 8; q++)
+                _mm256_storeu_ps(d + (p + q) * 16 + h, v[q]);
+        }
+    for (; p < kc; p++)
+        for (c = 0; c < 16; c++)
+            d[p * 16 + c] = b[c * ldb + p];
+}
+
+/* v[0..3] (4 rows of 4 doubles) <- their transpose */
+FNN_GEMM_AVX2_INLINE void fnn_d_pk_transpose4(__m256d *v)
+{
+    const __m256d t0 = _mm256_unpacklo_pd(v[0], v[1]), t1 = _mm256_unpackhi_pd(v[0], v[1]);
+    const __m256d t2 = _mm256_unpacklo_pd(v[2], v[3]), t3 = _mm256_unpackhi_pd(v[2], v[3]);
+    v[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+    v[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+    v[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    v[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+
+/* d[p 6 + r] := a[r lda + p], r < 6, p < kc */
+FNN_GEMM_AVX2 static void fnn_d_pk_pack_rows6(const double *restrict a, ptrdiff_t lda,
+                                             ptrdiff_t kc, double *restrict d)
+{
+    ptrdiff_t p = 0, r;
+    for (; p + 4 <= kc; p += 4) {
+        __m256d v[4];
+        double *restrict dd = d + p * FNN_PK_MR;
+        __m256d lo, hi;
+        for (r = 0; r < 4; r++)
+            v[r] = _mm256_loadu_pd(a + r * lda + p);
+        fnn_d_pk_transpose4(v);       /* v[q]: rows 0-3 of column p + q */
+        /* rows 4, 5: (r4[q], r5[q]) pairs; lo holds q = 0, 2, hi q = 1, 3 */
+        lo = _mm256_unpacklo_pd(_mm256_loadu_pd(a + 4 * lda + p),
+                                _mm256_loadu_pd(a + 5 * lda + p));
+        hi = _mm256_unpackhi_pd(_mm256_loadu_pd(a + 4 * lda + p),
+                                _mm256_loadu_pd(a + 5 * lda + p));
+        _mm256_storeu_pd(dd + 0, v[0]);
+        _mm_storeu_pd(dd + 4, _mm256_castpd256_pd128(lo));
+        _mm256_storeu_pd(dd + 6, v[1]);
+        _mm_storeu_pd(dd + 10, _mm256_castpd256_pd128(hi));
+        _mm256_storeu_pd(dd + 12, v[2]);
+        _mm_storeu_pd(dd + 16, _mm256_extractf128_pd(lo, 1));
+        _mm256_storeu_pd(dd + 18, v[3]);
+        _mm_storeu_pd(dd + 22, _mm256_extractf128_pd(hi, 1));
+    }
+    for (; p < kc; p++)
+        for (r = 0; r < FNN_PK_MR; r++)
+            d[p * FNN_PK_MR + r] = a[r * lda + p];
+}
+
+/* d[p 8 + c] := b[c ldb + p], c < 8, p < kc */
+FNN_GEMM_AVX2 static void fnn_d_pk_pack_rows8(const double *restrict b, ptrdiff_t ldb,
+                                             ptrdiff_t kc, double *restrict d)
+{
+    ptrdiff_t p = 0, c, h, q;
+    for (; p + 4 <= kc; p += 4)
+        for (h = 0; h < 8; h += 4) {
+            __m256d v[4];
+            for (c = 0; c < 4; c++)
+                v[c] = _mm256_loadu_pd(b + (h + c) * ldb + p);
+            fnn_d_pk_transpose4(v);
+            for (q = 0; q < 4; q++)
+                _mm256_storeu_pd(d + (p + q) * 8 + h, v[q]);
+        }
+    for (; p < kc; p++)
+        for (c = 0; c < 8; c++)
+            d[p * 8 + c] = b[c * ldb + p];
+}
+#endif
+
 /* ---------------------------------------------------------------- float */
 #define FNN_T float
 #define FNN_P(name) fnn_s_##name
@@ -84,6 +207,8 @@ static inline ptrdiff_t fnn_pk_min(ptrdiff_t a, ptrdiff_t b)
 #define FNN_VBCAST(p) _mm256_broadcast_ss(p)
 #define FNN_VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define FNN_VMUL(a, b) _mm256_mul_ps((a), (b))
+#define FNN_PACK_ROWS_A fnn_s_pk_pack_rows6
+#define FNN_PACK_ROWS_B fnn_s_pk_pack_rows16
 #endif
 #include "fastnn_gemm_packed_impl.h"
 
@@ -103,6 +228,8 @@ static inline ptrdiff_t fnn_pk_min(ptrdiff_t a, ptrdiff_t b)
 #define FNN_VBCAST(p) _mm256_broadcast_sd(p)
 #define FNN_VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
 #define FNN_VMUL(a, b) _mm256_mul_pd((a), (b))
+#define FNN_PACK_ROWS_A fnn_d_pk_pack_rows6
+#define FNN_PACK_ROWS_B fnn_d_pk_pack_rows8
 #endif
 #include "fastnn_gemm_packed_impl.h"
 

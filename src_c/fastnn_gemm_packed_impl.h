@@ -8,14 +8,21 @@
 /* op(A)[i0 : i0 + mc, p0 : p0 + kc] into micro-panels of MR rows: element (r, p) of panel q at
  * dst[q MR kc + p MR + r]; rows past mc are zeros.  op(A)(i, p) is A[i lda + p], or
  * A[p lda + i] when trans_a. */
-static void FNN_P(pk_pack_a)(int trans_a, const FNN_T *restrict A, ptrdiff_t lda,
+static void FNN_P(pk_pack_a)(int avx2, int trans_a, const FNN_T *restrict A, ptrdiff_t lda,
                              ptrdiff_t i0, ptrdiff_t mc, ptrdiff_t p0, ptrdiff_t kc,
                              FNN_T *restrict dst)
 {
     ptrdiff_t ir, r, p;
+    (void) avx2;
     for (ir = 0; ir < mc; ir += FNN_PK_MR) {
         const ptrdiff_t rows = fnn_pk_min(FNN_PK_MR, mc - ir);
         FNN_T *restrict d = dst + ir * kc;
+#if defined(FNN_GEMM_X86)
+        if (avx2 && !trans_a && rows == FNN_PK_MR) {
+            FNN_PACK_ROWS_A(A + (i0 + ir) * lda + p0, lda, kc, d);
+            continue;
+        }
+#endif
         if (!trans_a) {
             for (r = 0; r < rows; r++) {
                 const FNN_T *restrict a = A + (i0 + ir + r) * lda + p0;
@@ -46,14 +53,21 @@ static void FNN_P(pk_pack_a)(int trans_a, const FNN_T *restrict A, ptrdiff_t lda
 /* op(B)[p0 : p0 + kc, j0 : j0 + nc] into micro-panels of NR columns: element (p, c) of panel q
  * at dst[q NR kc + p NR + c]; columns past nc are zeros.  op(B)(p, j) is B[p ldb + j], or
  * B[j ldb + p] when trans_b. */
-static void FNN_P(pk_pack_b)(int trans_b, const FNN_T *restrict B, ptrdiff_t ldb,
+static void FNN_P(pk_pack_b)(int avx2, int trans_b, const FNN_T *restrict B, ptrdiff_t ldb,
                              ptrdiff_t p0, ptrdiff_t kc, ptrdiff_t j0, ptrdiff_t nc,
                              FNN_T *restrict dst)
 {
     ptrdiff_t jr, c, p;
+    (void) avx2;
     for (jr = 0; jr < nc; jr += FNN_NR) {
         const ptrdiff_t cols = fnn_pk_min(FNN_NR, nc - jr);
         FNN_T *restrict d = dst + jr * kc;
+#if defined(FNN_GEMM_X86)
+        if (avx2 && trans_b && cols == FNN_NR) {
+            FNN_PACK_ROWS_B(B + (j0 + jr) * ldb + p0, ldb, kc, d);
+            continue;
+        }
+#endif
         if (!trans_b) {
             if (cols == FNN_NR) {
                 for (p = 0; p < kc; p++) {
@@ -121,6 +135,12 @@ FNN_GEMM_AVX2 static void FNN_P(pk_kernel_avx2)(ptrdiff_t kc, const FNN_T *restr
     FNN_V c20 = FNN_VZERO(), c21 = FNN_VZERO(), c30 = FNN_VZERO(), c31 = FNN_VZERO();
     FNN_V c40 = FNN_VZERO(), c41 = FNN_VZERO(), c50 = FNN_VZERO(), c51 = FNN_VZERO();
     ptrdiff_t p;
+    /* C's 6 rows (one 64-byte line each, or two when unaligned) are needed only after the
+     * loop: fetch them now, so their misses overlap the loop instead of stalling the stores */
+    for (p = 0; p < FNN_PK_MR; p++) {
+        _mm_prefetch((const char *) (C + p * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *) (C + p * ldc + FNN_NR - 1), _MM_HINT_T0);
+    }
     for (p = 0; p < kc; p++) {
         const FNN_V b0 = FNN_VLOAD(b), b1 = FNN_VLOAD(b + FNN_W);
         FNN_V x;
@@ -219,10 +239,10 @@ static int FNN_P(gemm_packed)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n
         for (pc = 0; pc < k; pc += kb) {
             const ptrdiff_t kc = fnn_pk_min(kb, k - pc);
             const FNN_T be = pc == 0 ? beta : 1;
-            FNN_P(pk_pack_b)(trans_b, B, ldb, pc, kc, jc, nc, bp);
+            FNN_P(pk_pack_b)(avx2, trans_b, B, ldb, pc, kc, jc, nc, bp);
             for (ic = 0; ic < m; ic += FNN_MC) {
                 const ptrdiff_t mc = fnn_pk_min(FNN_MC, m - ic);
-                FNN_P(pk_pack_a)(trans_a, A, lda, ic, mc, pc, kc, ap);
+                FNN_P(pk_pack_a)(avx2, trans_a, A, lda, ic, mc, pc, kc, ap);
                 for (jr = 0; jr < nc; jr += FNN_NR)
                     for (ir = 0; ir < mc; ir += FNN_PK_MR)
                         FNN_P(pk_tile)(avx2, kc, ap + ir * kc, bp + jr * kc,
@@ -251,4 +271,6 @@ static int FNN_P(gemm_packed)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n
 #undef FNN_VBCAST
 #undef FNN_VFMA
 #undef FNN_VMUL
+#undef FNN_PACK_ROWS_A
+#undef FNN_PACK_ROWS_B
 #endif

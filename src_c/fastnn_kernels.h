@@ -522,9 +522,9 @@ FNN_DEFINE_KERNELS(double, fnn_d_)
  * evaluated in double for both element types, each probability rounded once to T:
  *     e_j = exp(z_j - m),  s = sum_j e_j (in the order j = 0 .. cols-1),  p_j = e_j * (1 / s).
  * One exponential per element: rows up to FNN_SOFTMAX_KEPT wide keep e on the stack between
- * the sum and the scaling (wider rows evaluate it twice, with libm's exp: the same values each
- * time).  The exponential is fnn_d_expm1_neg's (a few ulp of double, below float's rounding;
- * the training losses' softmax_exps below uses the same one),
+ * the sum and the scaling (wider rows evaluate it twice, in pieces: the same values each
+ * time).  The exponential is fnn_d_expm1_neg's at every width (a few ulp of double, below
+ * float's rounding; the training losses' softmax_xent below uses the same one),
  * branch-free, so the loop over j vectorizes: compiled as the batch kernels are (FNN_CLONES),
  * the AVX2 + FMA variant evaluates four of them per instruction where the baseline's scalar
  * SSE2 code took 40% of a 1,000-row prediction of a 64-32-10 network (bench/RESULTS.md).  The
@@ -542,14 +542,26 @@ FNN_CLONES void P##softmax_rows(T *restrict Z, ptrdiff_t rows, ptrdiff_t cols)  
         T *restrict zb = Z + i * cols;                                                        \
         nb = rows - i < block ? rows - i : block;                                             \
         if (cols > FNN_SOFTMAX_KEPT) {                                                        \
+            /* pieces of FNN_SOFTMAX_KEPT, each exponential evaluated twice (same values) */  \
             double m = (double) zb[0], s = 0.0;                                               \
+            ptrdiff_t c0, w;                                                                  \
             for (j = 1; j < cols; j++)                                                        \
                 if (zb[j] > m) m = (double) zb[j];                                            \
-            for (j = 0; j < cols; j++)                                                        \
-                s += exp((double) zb[j] - m);                                                 \
+            for (c0 = 0; c0 < cols; c0 += FNN_SOFTMAX_KEPT) {                                 \
+                w = cols - c0 < FNN_SOFTMAX_KEPT ? cols - c0 : FNN_SOFTMAX_KEPT;              \
+                for (j = 0; j < w; j++)                                                       \
+                    fnn_d_expm1_neg((double) zb[c0 + j] - m, &e[j]);                          \
+                for (j = 0; j < w; j++)                                                       \
+                    s += e[j];                                                                \
+            }                                                                                 \
             s = 1.0 / s;                                                                      \
-            for (j = 0; j < cols; j++)                                                        \
-                zb[j] = (T) (exp((double) zb[j] - m) * s);                                    \
+            for (c0 = 0; c0 < cols; c0 += FNN_SOFTMAX_KEPT) {                                 \
+                w = cols - c0 < FNN_SOFTMAX_KEPT ? cols - c0 : FNN_SOFTMAX_KEPT;              \
+                for (j = 0; j < w; j++)                                                       \
+                    fnn_d_expm1_neg((double) zb[c0 + j] - m, &e[j]);                          \
+                for (j = 0; j < w; j++)                                                       \
+                    zb[c0 + j] = (T) (e[j] * s);                                              \
+            }                                                                                 \
             continue;                                                                         \
         }                                                                                     \
         /* nb rows at once: e := z - (the row's max), then exp over all nb * cols at once */  \

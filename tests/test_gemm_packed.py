@@ -46,6 +46,47 @@ def test_edge_sizes_match_numpy(kernel, dtype):
                pad=case % 2)
 
 
+# sizes around the micro-tile (6 x 16 or 6 x 8), the vectorized packing's blocks of 8 (4)
+# columns, MC 96 and KC 384
+GRID = (1, 5, 6, 7, 15, 16, 17, 95, 96, 97, 383, 384, 385)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("trans_a,trans_b", list(itertools.product((False, True), repeat=2)))
+def test_grid_of_edge_shapes_matches_numpy(kernel, dtype, trans_a, trans_b):
+    rng = np.random.default_rng(17)
+    for case in range(24):
+        m, n, k = (int(v) for v in rng.choice(GRID, 3))
+        alpha, beta = [(1.0, 0.0), (-0.5, 1.0), (2.0, -0.75)][case % 3]
+        check_gemm(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed=case,
+                   pad=case % 3)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("trans_a,trans_b", list(itertools.product((False, True), repeat=2)))
+def test_small_integers_give_numpys_result_exactly(kernel, dtype, trans_a, trans_b):
+    # every product and partial sum is an integer below 2^24: exact in any order, so one
+    # misplaced element in a packed micro-panel (the vectorized packing of a row-major op(A)
+    # or a transposed op(B), or its scalar edges) changes the result
+    rng = np.random.default_rng(23)
+    for case, (m, n, k) in enumerate([(96, 64, 385), (97, 17, 383), (12, 32, 8), (6, 16, 9),
+                                      (7, 33, 15), (200, 50, 800)]):
+        pad = case % 3
+
+        def make(rows, cols):
+            return rng.integers(-4, 5, (rows, cols + pad)).astype(dtype)[:, :cols]
+        A = make(k, m) if trans_a else make(m, k)
+        B = make(n, k) if trans_b else make(k, n)
+        C = make(m, n)
+        a = (A.T if trans_a else A).astype(np.int64)
+        b = (B.T if trans_b else B).astype(np.int64)
+        out = C.copy()
+        _products.gemm(kernel, trans_a, trans_b, 1.0, A, B, -1.0, out)
+        np.testing.assert_array_equal(out, (a @ b - C.astype(np.int64)).astype(dtype))
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 def test_empty_products(kernel, dtype):

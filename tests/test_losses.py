@@ -636,10 +636,10 @@ def test_compiled_wrapper_checks_shapes_and_never_reads_out_of_bounds():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("width", [1, 2, 3, 10, 85, 256, 257, 300])
+@pytest.mark.parametrize("width", [1, 2, 3, 10, 85, 256, 257, 300, 600])
 def test_the_softmax_link_over_widths_and_row_blocks(dtype, width):
-    """The softmax link works on blocks of rows (256 // width at a time, the libm path for
-    rows wider than 256): every block boundary, a huge logit, and a row of NaN that must stay
+    """The softmax link works on blocks of rows (256 // width at a time; rows wider than 256
+    in pieces of 256): every block boundary, a huge logit, and a row of NaN that must stay
     confined to its row."""
     rng = np.random.default_rng(width)
     n = 2 * (256 // width) + 3

@@ -49,7 +49,7 @@ from libc.float cimport DBL_MIN
 from libc.limits cimport INT_MAX
 
 from fastnn._core._fpmode cimport fnn_fpmode_enter, fnn_fpmode_leave
-from fastnn._core._kernels cimport (sigmoid, softmax_rows, softmax_xent,
+from fastnn._core._kernels cimport (softmax_rows, softmax_xent, fnn_d_sigmoid,
                                      fnn_d_expm1_neg, fnn_d_log1p_unit)
 
 # 0.5 * log(2 pi): the constant of a Gaussian log-density per target
@@ -260,8 +260,11 @@ cdef void output_activation(int kind, floating *Z, int n_samples, int n_out) noe
     cdef int k = n_out // 2
     cdef floating *z
     if kind == LOSS_BCE:
+        # in double, each probability rounded once: the value training's link (_row_bce)
+        # computes, as softmax_rows does for the softmax (the float kernel the hidden layers
+        # use, fnn_s_sigmoid, is up to ~3 ulp of float off)
         for i in range(n):
-            Z[i] = sigmoid(Z[i])
+            Z[i] = <floating> fnn_d_sigmoid(<double> Z[i])
     elif kind == LOSS_POISSON:
         for i in range(n):
             Z[i] = <floating> exp(<double> Z[i])

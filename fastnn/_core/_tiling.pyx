@@ -81,17 +81,21 @@ cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
 
     Measured per product of workloads A (float32) and D (float64) at batch 16-1024, 1 thread,
     thread CPU time (bench/packed_products.py), then end to end (bench/fixed_products.py
-    --large; bench/RESULTS.md section 16):
+    --large; bench/RESULTS.md sections 17 and 21):
     - small products (m n k <= _fixed_max_mnk, one tile): fixed (no per-call cost);
     - a narrow C (n < 16) or a short reduction (k < 16): fixed (the packed kernel pads its
       16- or 8-column micro-tiles; packing is not repaid over a short k);
     - X^T D (A transposed) with k (the batch) < 64: fixed;
-    - float64 otherwise: OpenBLAS (D at batch 256 trained 1.7% slower with its X W
-      (k = 256) fixed and D W^T packed, though each measured level or ahead alone);
+    - float64 with a batch of at least 1024 rows (k of X^T D, m of X W and D W^T): packed
+      (D at batch 1024 trained 1-7% faster than on OpenBLAS, 4 runs); smaller: OpenBLAS
+      (D at batch 256 level with all of them packed, 1.7% slower with its X W (k = 256)
+      fixed and D W^T packed, though each measured level or ahead alone);
     - float32 D W^T (B transposed): packed (the fixed kernel first copies B^T; OpenBLAS 0.3.30
       is slower on these thin shapes); X^T D: packed;
-    - float32 X W: fixed up to k = 256; above, packed for m (the batch) <= 64, else OpenBLAS
-      (its kernels are ahead on A's large forward products)."""
+    - float32 X W: fixed up to k = 256, packed above (since its op(A) packing is vectorized,
+      level with OpenBLAS 0.3.30 alone, 0.97-1.03, and A 2-3% faster end to end at batch
+      256-1024; the fixed kernel, which packs nothing, trained A 1-2% faster still (n = 256)
+      but was 6-8% slower at n >= 1024, and 6-15% slower at any n with the core shared)."""
     if (<double> m) * n * k <= _fixed_max_mnk and 2.0 * m * n * k < 2 * _tile_min_flops:
         return _KERNEL_FIXED
     if _forced_kernel != _KERNEL_AUTO:
@@ -99,12 +103,12 @@ cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
     if n < 16 or k < 16 or (trans_a and k < 64):
         return _KERNEL_FIXED
     if dbl:
-        return _KERNEL_BLAS
+        return _KERNEL_PACKED if (k if trans_a else m) >= 1024 else _KERNEL_BLAS
     if trans_a or trans_b:
         return _KERNEL_PACKED
     if k <= 256:
         return _KERNEL_FIXED
-    return _KERNEL_PACKED if m <= 64 else _KERNEL_BLAS
+    return _KERNEL_PACKED
 
 
 def _set_product_kernel(str name):
