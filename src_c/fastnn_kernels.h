@@ -229,6 +229,7 @@ FNN_INLINE float fnn_s_tanh_clamped(float z)
     && defined(__linux__) && !defined(__AVX2__) && !defined(__SANITIZE_ADDRESS__)
 #define FNN_CLONES static __attribute__((unused,                                            \
                        target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#define FNN_HAVE_CLONES 1
 #else
 #define FNN_CLONES static inline
 #endif
@@ -596,11 +597,18 @@ FNN_CLONES void P##softmax_rows(T *restrict Z, ptrdiff_t rows, ptrdiff_t cols)  
  * per logit (~47 instructions, scalar) was a third of a 64-32-10 network's training step
  * (bench/RESULTS.md section 20).  An element's result does not depend on where in E it sits
  * (the vector body and the scalar remainder are compiled from the same expression, with the
- * same contractions), so a logit gets the same exp in any block.  Its own function (not
- * inlined into P##softmax_xent below) so that it keeps its contractions while the caller's
- * arithmetic is compiled without them.
+ * same contractions), so a logit gets the same exp in any block.  Its own function, never
+ * inlined (also where FNN_CLONES is plain `static inline`, as with FASTNN_NATIVE=1), so that
+ * it keeps its contractions while P##softmax_xent's arithmetic below is compiled without.
  */
-FNN_CLONES void fnn_exps_neg(double *restrict E, ptrdiff_t n)
+#if defined(FNN_HAVE_CLONES)
+#define FNN_EXPS_FN FNN_CLONES __attribute__((noinline))
+#elif defined(__GNUC__)
+#define FNN_EXPS_FN static __attribute__((unused, noinline))
+#else
+#define FNN_EXPS_FN static
+#endif
+FNN_EXPS_FN void fnn_exps_neg(double *restrict E, ptrdiff_t n)
 {
     ptrdiff_t j;
     for (j = 0; j < n; j++)
