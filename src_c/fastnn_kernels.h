@@ -517,6 +517,32 @@ FNN_DEFINE_KERNELS(float, fnn_s_)
 FNN_DEFINE_KERNELS(double, fnn_d_)
 
 /*
+ * fnn_exps_neg(E, n): E[j] <- exp(E[j]) for j < n, arguments <= 0 (none overflows; below -746
+ * the result is 0; NaN stays NaN), with fnn_d_expm1_neg: the one exp of the prediction softmax
+ * (softmax_rows below) and of the training losses' (softmax_xent): both links share it.  One
+ * branch-free loop, vectorized (the AVX2 + FMA variant: four per instruction) where a libm exp
+ * per logit (~47 instructions, scalar) was a third of a 64-32-10 network's training step
+ * (bench/RESULTS.md section 20).  An element's result does not depend on where in E it sits
+ * (the vector body and the scalar remainder are compiled from the same expression, with the
+ * same contractions), so a logit gets the same exp in any block.  Its own function, never
+ * inlined (also where FNN_CLONES is plain `static inline`, as with FASTNN_NATIVE=1), so that
+ * it keeps its contractions while P##softmax_xent's arithmetic below is compiled without.
+ */
+#if defined(FNN_HAVE_CLONES)
+#define FNN_EXPS_FN FNN_CLONES __attribute__((noinline))
+#elif defined(__GNUC__)
+#define FNN_EXPS_FN static __attribute__((unused, noinline))
+#else
+#define FNN_EXPS_FN static
+#endif
+FNN_EXPS_FN void fnn_exps_neg(double *restrict E, ptrdiff_t n)
+{
+    ptrdiff_t j;
+    for (j = 0; j < n; j++)
+        fnn_d_expm1_neg(E[j], &E[j]);
+}
+
+/*
  * P##softmax_rows(Z, rows, cols): each row of Z (rows x cols, contiguous) <- its softmax, in
  * place: the prediction link of the cross-entropy and KL losses.  Stable (the row maximum m is
  * subtracted first, so every exponential is of an argument <= 0 and none overflows) and
@@ -524,9 +550,9 @@ FNN_DEFINE_KERNELS(double, fnn_d_)
  *     e_j = exp(z_j - m),  s = sum_j e_j (in the order j = 0 .. cols-1),  p_j = e_j * (1 / s).
  * One exponential per element: rows up to FNN_SOFTMAX_KEPT wide keep e on the stack between
  * the sum and the scaling (wider rows evaluate it twice, in pieces: the same values each
- * time).  The exponential is fnn_d_expm1_neg's at every width (a few ulp of double, below
- * float's rounding; the training losses' softmax_xent below uses the same one),
- * branch-free, so the loop over j vectorizes: compiled as the batch kernels are (FNN_CLONES),
+ * time).  The exponentials are fnn_exps_neg's at every width (a few ulp of double, below
+ * float's rounding; the training losses' softmax_xent below calls the same function),
+ * branch-free and vectorized: compiled as the batch kernels are (FNN_CLONES),
  * the AVX2 + FMA variant evaluates four of them per instruction where the baseline's scalar
  * SSE2 code took 40% of a 1,000-row prediction of a 64-32-10 network (bench/RESULTS.md).  The
  * sum is not reassociated (no -ffast-math), so it is the same sum in every variant; the
@@ -551,7 +577,8 @@ FNN_CLONES void P##softmax_rows(T *restrict Z, ptrdiff_t rows, ptrdiff_t cols)  
             for (c0 = 0; c0 < cols; c0 += FNN_SOFTMAX_KEPT) {                                 \
                 w = cols - c0 < FNN_SOFTMAX_KEPT ? cols - c0 : FNN_SOFTMAX_KEPT;              \
                 for (j = 0; j < w; j++)                                                       \
-                    fnn_d_expm1_neg((double) zb[c0 + j] - m, &e[j]);                          \
+                    e[j] = (double) zb[c0 + j] - m;                                           \
+                fnn_exps_neg(e, w);                                                           \
                 for (j = 0; j < w; j++)                                                       \
                     s += e[j];                                                                \
             }                                                                                 \
@@ -559,7 +586,8 @@ FNN_CLONES void P##softmax_rows(T *restrict Z, ptrdiff_t rows, ptrdiff_t cols)  
             for (c0 = 0; c0 < cols; c0 += FNN_SOFTMAX_KEPT) {                                 \
                 w = cols - c0 < FNN_SOFTMAX_KEPT ? cols - c0 : FNN_SOFTMAX_KEPT;              \
                 for (j = 0; j < w; j++)                                                       \
-                    fnn_d_expm1_neg((double) zb[c0 + j] - m, &e[j]);                          \
+                    e[j] = (double) zb[c0 + j] - m;                                           \
+                fnn_exps_neg(e, w);                                                           \
                 for (j = 0; j < w; j++)                                                       \
                     zb[c0 + j] = (T) (e[j] * s);                                              \
             }                                                                                 \
@@ -574,8 +602,7 @@ FNN_CLONES void P##softmax_rows(T *restrict Z, ptrdiff_t rows, ptrdiff_t cols)  
             for (j = 0; j < cols; j++)                                                        \
                 e[r * cols + j] = (double) z[j] - m;                                          \
         }                                                                                     \
-        for (j = 0; j < nb * cols; j++)                                                       \
-            fnn_d_expm1_neg(e[j], &e[j]);                                                     \
+        fnn_exps_neg(e, nb * cols);                                                           \
         for (r = 0; r < nb; r++) {                                                            \
             T *restrict z = zb + r * cols;                                                    \
             const double *er = e + r * cols;                                                  \
@@ -587,32 +614,6 @@ FNN_CLONES void P##softmax_rows(T *restrict Z, ptrdiff_t rows, ptrdiff_t cols)  
                 z[j] = (T) (er[j] * s);                                                       \
         }                                                                                     \
     }                                                                                         \
-}
-
-/*
- * fnn_exps_neg(E, n): E[j] <- exp(E[j]) for j < n, arguments <= 0 (none overflows; below -746
- * the result is 0; NaN stays NaN), with fnn_d_expm1_neg, the exp of the prediction softmax
- * (softmax_rows above): the training link and the prediction link share one exp.  One
- * branch-free loop, vectorized (the AVX2 + FMA variant: four per instruction) where a libm exp
- * per logit (~47 instructions, scalar) was a third of a 64-32-10 network's training step
- * (bench/RESULTS.md section 20).  An element's result does not depend on where in E it sits
- * (the vector body and the scalar remainder are compiled from the same expression, with the
- * same contractions), so a logit gets the same exp in any block.  Its own function, never
- * inlined (also where FNN_CLONES is plain `static inline`, as with FASTNN_NATIVE=1), so that
- * it keeps its contractions while P##softmax_xent's arithmetic below is compiled without.
- */
-#if defined(FNN_HAVE_CLONES)
-#define FNN_EXPS_FN FNN_CLONES __attribute__((noinline))
-#elif defined(__GNUC__)
-#define FNN_EXPS_FN static __attribute__((unused, noinline))
-#else
-#define FNN_EXPS_FN static
-#endif
-FNN_EXPS_FN void fnn_exps_neg(double *restrict E, ptrdiff_t n)
-{
-    ptrdiff_t j;
-    for (j = 0; j < n; j++)
-        fnn_d_expm1_neg(E[j], &E[j]);
 }
 
 /* Arithmetic that must give the same bits in every clone: a*b + c is not fused into a
