@@ -131,22 +131,32 @@ FNN_INLINE double fnn_d_expm1_neg(double x, double *exp_out)
     return (q * s1 + (s1 - 1.0 / s2)) * s2;             /* 2^n q + 2^n - 1, exact for n = 0 */
 }
 
-FNN_INLINE float fnn_s_expm1_neg(float x, float *exp_out)
+/* The float reduction x = n ln2 + r, |r| <= ln2/2, and expm1(r) to r^7/7!: returns
+ * expm1(r), n in *n_out.  Shared by fnn_s_expm1_neg and fnn_s_tanh_clamped. */
+#define FNN_S_ROUND_MAGIC 12582912.0f                  /* 1.5 * 2^23 */
+FNN_INLINE float fnn_s_expm1_reduced(float x, float *n_out)
 {
     const float log2e = 1.44269504f;
     const float ln2_hi = 0.693359375f;
     const float ln2_lo = -2.12194440e-4f;
-    const float round_magic = 12582912.0f;             /* 1.5 * 2^23 */
-    x = x < -104.0f ? -104.0f : x;
-    float n = (x * log2e + round_magic) - round_magic;
+    float n = (x * log2e + FNN_S_ROUND_MAGIC) - FNN_S_ROUND_MAGIC;
     float r = (x - n * ln2_hi) - n * ln2_lo;
-    float q = 1.0f / 5040.0f;                          /* expm1(r) to r^7/7! */
+    float q = 1.0f / 5040.0f;
     q = q * r + 1.0f / 720.0f;
     q = q * r + 1.0f / 120.0f;
     q = q * r + 1.0f / 24.0f;
     q = q * r + 1.0f / 6.0f;
     q = q * r + 0.5f;
-    q = q * r * r + r;
+    *n_out = n;
+    return q * r * r + r;
+}
+
+FNN_INLINE float fnn_s_expm1_neg(float x, float *exp_out)
+{
+    const float round_magic = FNN_S_ROUND_MAGIC;
+    float n, q;
+    x = x < -104.0f ? -104.0f : x;
+    q = fnn_s_expm1_reduced(x, &n);
     float n1 = (n * 0.5f + round_magic) - round_magic;
     float s1 = fnn_s_pow2i(n1), s2 = fnn_s_pow2i(n - n1);
     *exp_out = (q * s1 + s1) * s2;
@@ -169,21 +179,9 @@ FNN_INLINE float fnn_s_expm1_neg(float x, float *exp_out)
 #define FNN_S_TANH_MAX_ULP 2.5
 FNN_INLINE float fnn_s_tanh_clamped(float z)
 {
-    const float log2e = 1.44269504f;
-    const float ln2_hi = 0.693359375f;
-    const float ln2_lo = -2.12194440e-4f;
-    const float round_magic = 12582912.0f;             /* 1.5 * 2^23 */
-    float a = fabsf(z);
+    float a = fabsf(z), n;
     float x = a > 9.1f ? -18.2f : -2.0f * a;           /* (a NaN stays in x) */
-    float n = (x * log2e + round_magic) - round_magic;
-    float r = (x - n * ln2_hi) - n * ln2_lo;
-    float q = 1.0f / 5040.0f;                          /* expm1(r) to r^7/7!, as fnn_s_expm1_neg */
-    q = q * r + 1.0f / 720.0f;
-    q = q * r + 1.0f / 120.0f;
-    q = q * r + 1.0f / 24.0f;
-    q = q * r + 1.0f / 6.0f;
-    q = q * r + 0.5f;
-    q = q * r * r + r;
+    float q = fnn_s_expm1_reduced(x, &n);
     float s = fnn_s_pow2i(n);
     float m = q * s + (s - 1.0f);
     return copysignf(fabsf(-m / (2.0f + m)), z);
