@@ -211,6 +211,10 @@ cdef double loss_grad(const LossParams *p, const floating *Z, int n_samples, int
         return NAN
     if Y == NULL and not use_labels:
         return NAN
+    if kind == LOSS_CE or kind == LOSS_KL:
+        # one C kernel for the whole batch: src_c/fastnn_kernels.h fnn_*_softmax_xent
+        return softmax_xent(Z, n_samples, k, labels, Y, sample_weight, kind == LOSS_KL,
+                            grad_scale, G)
     if kind == LOSS_GAUSSIAN and sigma == NULL:
         inv_var = _inv_square(p.sigma)
         if p.full:
@@ -218,10 +222,6 @@ cdef double loss_grad(const LossParams *p, const floating *Z, int n_samples, int
     elif kind == LOSS_GAUSSIAN_LEARNED and p.full:
         const_term = k * HALF_LOG_2PI
 
-    if kind == LOSS_CE or kind == LOSS_KL:
-        # one C kernel for the whole batch: src_c/fastnn_kernels.h fnn_*_softmax_xent
-        return softmax_xent(Z, n_samples, k, labels if use_labels else NULL, Y,
-                            sample_weight, kind == LOSS_KL, grad_scale, G)
     for i in range(n_samples):
         w = 1.0 if sample_weight == NULL else <double> sample_weight[i]
         z = Z + i * n_out
