@@ -128,16 +128,21 @@ def test_ctrl_c_during_the_compiled_epochs_leaves_every_member_consistent(monkey
     assert [opt.t - t for opt, t in zip(ens.optimizers_, t_before)] == [8] * 4
 
 
+def _first_epoch_of_a_run(epochs):
+    """(the run's steps, its first prepared epoch call) for a 3-4-1 model on 64 rows."""
+    X, y = _regression(64)
+    model = fastnn.MLP([3, 4, 1], seed=0)
+    run, n_epochs = fastnn.training.trainer.prepare_run(model, X, y, "mse", epochs=epochs)
+    steps = run.epochs(n_epochs)
+    return steps, next(steps)
+
+
 def test_prepared_epochs_run_once_and_never_share_written_buffers():
     # the compiled job's own checks, whatever Python passes: two tasks writing one model's
     # buffers would race; an epoch run twice would repeat itself from a stale step count
     from fastnn._core import _epoch
     from fastnn.runtime.boundary import run_epochs
-    X, y = _regression(64)
-    model = fastnn.MLP([3, 4, 1], seed=0)
-    run, epochs = fastnn.training.trainer.prepare_run(model, X, y, "mse", epochs=2)
-    steps = run.epochs(epochs)
-    call = next(steps)
+    steps, call = _first_epoch_of_a_run(epochs=2)
     with pytest.raises(ValueError, match="use overlapping buffers"):
         run_epochs([call, call], 2)
     with pytest.raises(TypeError, match="Epoch objects"):
@@ -383,11 +388,7 @@ def test_a_sparse_x_trains_and_predicts_each_member_as_its_lone_sparse_fit(boots
 
 def test_train_epochs_thread_counts_beyond_a_c_int_are_capped_or_named():
     from fastnn._core import _epoch
-    X, y = _regression(64)
-    model = fastnn.MLP([3, 4, 1], seed=0)
-    run, epochs = fastnn.training.trainer.prepare_run(model, X, y, "mse", epochs=1)
-    steps = run.epochs(epochs)
-    call = next(steps)
+    steps, call = _first_epoch_of_a_run(epochs=1)
     for bad in (True, 2.0, "2", 0):   # (the compiled job itself, below the boundary)
         with pytest.raises(ValueError, match=r"n_threads=.*expected an int >= 1"):
             _epoch.train_epochs([call._call], bad)
