@@ -8,6 +8,8 @@ for every layer but the first; the row-major shapes and transposition flags of
 fastnn._core._network) and each batch size, the candidates run interleaved (one call of each
 in turn, repeated until it lasted ~3 ms of thread CPU time), `repeats` times:
   packed  fastnn's packed, cache-blocked kernel (src_c/fastnn_gemm_packed.h)
+  thin    fastnn's thin-batch kernel, C computed as its transpose (src_c/fastnn_gemm_thin.h;
+          the packed kernel's bits)
   fixed   fastnn's fixed-order kernel (src_c/fastnn_gemm.h gemm_fixed_ex)
   scipy   scipy's OpenBLAS through cython_blas (what fastnn called before)
   numpy   NumPy's OpenBLAS (np.matmul into a preallocated out, on transposed views)
@@ -33,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 from fastnn._core import _products  # noqa: E402
 
-CANDIDATES = ("packed", "fixed", "scipy", "numpy", "torch")
+CANDIDATES = ("packed", "thin", "fixed", "scipy", "numpy", "torch")
 
 
 def products(sizes, batch):
@@ -60,8 +62,8 @@ def make_calls(torch, dtype, ta, tb, m, n, k, rng):
         for _ in range(r):
             np.matmul(opa, opb, out=C_)
 
-    calls = {"packed": ours("packed"), "fixed": ours("fixed"), "scipy": ours("blas"),
-             "numpy": numpy_call}
+    calls = {"packed": ours("packed"), "thin": ours("thin"), "fixed": ours("fixed"),
+             "scipy": ours("blas"), "numpy": numpy_call}
     if torch is not None:
         ta_, tb_, tc_ = (torch.from_numpy(A), torch.from_numpy(B), torch.from_numpy(C_))
         ta_, tb_ = (ta_.t() if ta else ta_), (tb_.t() if tb else tb_)
@@ -117,7 +119,7 @@ def main(argv):
           + " | packed / scipy | best of fastnn's |")
     print("|---|---|---|---|" + "---|" * (len(CANDIDATES) + 2))
     for wname, dt, batch, name, ta, tb, m, n, k, med in rows:
-        best = max(("packed", "fixed", "scipy"), key=lambda c: med[c])
+        best = max(("packed", "thin", "fixed", "scipy"), key=lambda c: med[c])
         print(f"| {wname} ({dt}) | {batch} | {name} | {m} x {n} x {k} | "
               + " | ".join(f"{med.get(c, float('nan')):.1f}" for c in CANDIDATES)
               + f" | {med['packed'] / med['scipy']:.2f} | {best} |")

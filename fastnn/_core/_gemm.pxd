@@ -94,3 +94,28 @@ cdef inline int gemm_fixed_bias_act(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, co
         return fnn_s_gemm_fixed_bias_act(m, n, k, A, lda, B, ldb, C, ldc, bias, act, slope)
     else:
         return fnn_d_gemm_fixed_bias_act(m, n, k, A, lda, B, ldb, C, ldc, bias, act, slope)
+
+
+# src_c/fastnn_gemm_thin.h: training's thin products (a batch of 16-64 rows against a layer's
+# weights) computed as their transpose, op(A) packed and W streamed once; the same summation
+# order, hence the same bits, as gemm_packed.
+cdef extern from "fastnn_gemm_thin.h" nogil:
+    int fnn_s_gemm_thin(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                        float alpha, const float *A, Py_ssize_t lda, const float *B,
+                        Py_ssize_t ldb, float beta, float *C, Py_ssize_t ldc) noexcept
+    int fnn_d_gemm_thin(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                        double alpha, const double *A, Py_ssize_t lda, const double *B,
+                        Py_ssize_t ldb, double beta, double *C, Py_ssize_t ldc) noexcept
+
+
+cdef inline int gemm_thin(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                          Py_ssize_t k, floating alpha, const floating *A, Py_ssize_t lda,
+                          const floating *B, Py_ssize_t ldb, floating beta, floating *C,
+                          Py_ssize_t ldc) noexcept nogil:
+    """C := alpha op(A) @ op(B) + beta C, row-major, with C's rows as vector lanes (the bits of
+    gemm_packed); C is not read when beta == 0.  Returns 0, or -1 when its buffer could not be
+    allocated (C untouched)."""
+    if floating is float:
+        return fnn_s_gemm_thin(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    else:
+        return fnn_d_gemm_thin(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)

@@ -3,8 +3,9 @@ which chooses among them in _tiling.tiled_gemm).
 
 gemm(kernel, trans_a, trans_b, alpha, A, B, beta, C) computes C := alpha op(A) @ op(B) +
 beta C in place with the named kernel: "packed" (src_c/fastnn_gemm_packed.h), "packed_plain"
-(its plain C kernel), "fixed" (src_c/fastnn_gemm.h gemm_fixed_ex), "fixed_plain", or "blas"
-(scipy's OpenBLAS through _blas.gemm_rowmajor).
+(its plain C kernel), "fixed" (src_c/fastnn_gemm.h gemm_fixed_ex), "fixed_plain", "blas"
+(scipy's OpenBLAS through _blas.gemm_rowmajor), "thin" (src_c/fastnn_gemm_thin.h) or
+"thin_plain" (which runs the packed product's plain C kernel).
 
 gemm_bias_act(kernel, A, B, bias, act, slope, C): C := act(A @ B + bias) with the fixed-order
 kernel's fused store ("fixed" or "fixed_plain"; act 0 identity, 1 ReLU, 2 leaky ReLU).
@@ -13,11 +14,11 @@ from cython cimport floating
 
 from fastnn._core._blas cimport gemm_rowmajor
 from fastnn._core._gemm cimport (gemm_fixed_bias_act, gemm_fixed_ex, gemm_packed,
-                                 fnn_gemm_force_plain)
+                                 gemm_thin, fnn_gemm_force_plain)
 
 import numpy as np
 
-KERNELS = ("packed", "packed_plain", "fixed", "fixed_plain", "blas")
+KERNELS = ("packed", "packed_plain", "fixed", "fixed_plain", "blas", "thin", "thin_plain")
 
 
 cdef int _run(int kernel, bint ta, bint tb, int m, int n, int k, floating alpha,
@@ -28,8 +29,10 @@ cdef int _run(int kernel, bint ta, bint tb, int m, int n, int k, floating alpha,
         gemm_rowmajor(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         return 0
     # (this module's own copy of the kernel switch: other modules keep theirs)
-    fnn_gemm_force_plain(kernel % 2)
-    if kernel < 2:
+    fnn_gemm_force_plain(kernel in (1, 3, 6))
+    if kernel >= 5:
+        status = gemm_thin(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    elif kernel < 2:
         status = gemm_packed(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
     else:
         status = gemm_fixed_ex(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)

@@ -1,0 +1,84 @@
+/*
+ * fastnn_gemm_thin.h -- training's thin products (a batch of a few rows against a layer's
+ * weights): C := alpha op(A) op(B) + beta C, row-major, float and double, computed as its
+ * transpose so that the large operand is streamed once and never packed.
+ *
+ * Why.  In X W (16 x 784 times 784 x 256) or D W^T the batch has 16-64 rows.  The packed
+ * kernel (fastnn_gemm_packed.h) copies the whole of W (800 KB) into micro-panels on every call
+ * for 16 rows of use; the fixed kernel (fastnn_gemm.h) re-streams each column panel of W for
+ * 3 row tiles of 6 (6 + 6 + 4).  Here the 16 rows of op(A) are the vector lanes: one
+ * register tile holds 6 columns j of C times 2 vectors of rows i (16 float rows, 8 double),
+ *
+ *     C^T[j .. j+5, i .. i+15] += op(B)[p, j .. j+5]^T  x  op(A)[i .. i+15, p]^T
+ *
+ * op(A)'s 16 rows are packed once per call, p-major (16 consecutive values per p: 64 bytes,
+ * a few KB for a whole reduction block), and op(B)'s 6 values per p are broadcast straight
+ * from the caller's W: W[p, j .. j+5] of a row-major W (X W), or W[j + c, p] of 6 rows (D W^T:
+ * each one contiguous along p).  The 6 x 16 tile is transposed in registers and stored as 16
+ * rows of 6 columns of C.
+ *
+ * Summation order: exactly that of fastnn_gemm_packed.h, which this kernel replaces where it
+ * is faster: k cut into the same ceil(k / KC) near-equal blocks, each element summed over a
+ * block into one accumulator from 0 in the order p = p0, p0 + 1, ... (one fused multiply-add
+ * each), then C := alpha s_0 + beta C (one rounding, C not read when beta == 0) and
+ * C := alpha s_b + C for the later blocks.  For k <= KC (one block) that is also the order
+ * of the fixed kernel (fastnn_gemm.h: one chain over k, scaled once).  So the thin, packed
+ * and (k <= KC) fixed kernels give the same bits; tests/test_gemm_thin.py compares them bit
+ * for bit.  Which rows or columns share a tile never changes an element's sum.
+ *
+ * Kernels: AVX2 + FMA (x86-64, chosen at run time as in fastnn_gemm.h, not under
+ * AddressSanitizer).  Elsewhere, or when fnn_gemm_force_plain is set, the packed product
+ * runs instead (its plain C kernel: the same order, hence the same bits as the packed kernel
+ * on that machine).  Rows of C past a multiple of 16 (8 for double) run in a zero-padded
+ * panel whose unused lanes are not stored; columns past a multiple of 6 through a zero-padded
+ * 6-column copy of op(B).
+ *
+ * Memory: one buffer per call (freed before it returns) of at most KC (THIN_MC + 6) elements
+ * plus 64 bytes (about 110 KB for float); gemm_thin returns 0, or -1 when it could not be
+ * allocated (C untouched).
+ */
+#ifndef FASTNN_GEMM_THIN_H
+#define FASTNN_GEMM_THIN_H
+
+#include "fastnn_gemm_packed.h"   /* FNN_PK_*_KC, gemm_packed, fnn_gemm_use_avx2 */
+
+#define FNN_THIN_NC 6             /* columns of C per register tile */
+#define FNN_THIN_MC 64            /* rows of op(A) packed at a time (4 float panels) */
+
+/* ---------------------------------------------------------------- float */
+#define FNN_T float
+#define FNN_P(name) fnn_s_##name
+#define FNN_KC FNN_PK_S_KC
+#if defined(FNN_GEMM_X86)
+#define FNN_V __m256
+#define FNN_W 8
+#define FNN_VZERO() _mm256_setzero_ps()
+#define FNN_VLOAD(p) _mm256_loadu_ps(p)
+#define FNN_VSTORE(p, v) _mm256_storeu_ps((p), (v))
+#define FNN_VBCAST(p) _mm256_broadcast_ss(p)
+#define FNN_VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define FNN_SFMA(a, b, c) _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b),          \
+                                                     _mm_set_ss(c)))
+#define FNN_PACK_ROWS fnn_s_pk_pack_rows16
+#endif
+#include "fastnn_gemm_thin_impl.h"
+
+/* ---------------------------------------------------------------- double */
+#define FNN_T double
+#define FNN_P(name) fnn_d_##name
+#define FNN_KC FNN_PK_D_KC
+#if defined(FNN_GEMM_X86)
+#define FNN_V __m256d
+#define FNN_W 4
+#define FNN_VZERO() _mm256_setzero_pd()
+#define FNN_VLOAD(p) _mm256_loadu_pd(p)
+#define FNN_VSTORE(p, v) _mm256_storeu_pd((p), (v))
+#define FNN_VBCAST(p) _mm256_broadcast_sd(p)
+#define FNN_VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
+#define FNN_SFMA(a, b, c) _mm_cvtsd_f64(_mm_fmadd_sd(_mm_set_sd(a), _mm_set_sd(b),          \
+                                                     _mm_set_sd(c)))
+#define FNN_PACK_ROWS fnn_d_pk_pack_rows8
+#endif
+#include "fastnn_gemm_thin_impl.h"
+
+#endif /* FASTNN_GEMM_THIN_H */

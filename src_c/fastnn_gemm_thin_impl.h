@@ -1,0 +1,239 @@
+/*
+ * fastnn_gemm_thin_impl.h -- the body of fastnn_gemm_thin.h for one element type.  Included
+ * twice (float, then double) with FNN_T, FNN_P, FNN_KC and, on x86-64, the vector macros
+ * defined; undefines them at the end.  Not meant to be included on its own.
+ */
+
+#if defined(FNN_GEMM_X86)
+#define FNN_TR (2 * FNN_W)        /* rows of C per register tile: 16 float, 8 double */
+
+/* op(A)[i0 : i0 + mc, p0 : p0 + kc] into panels of TR rows, p-major: element (r, p) of panel
+ * q at dst[q TR kc + p TR + r]; rows past mc are zeros.  op(A)(i, p) is A[i lda + p], or
+ * A[p lda + i] when trans_a.  A copy: no value changes. */
+FNN_GEMM_AVX2 static void FNN_P(thin_pack_a)(int trans_a, const FNN_T *restrict A,
+                                             ptrdiff_t lda, ptrdiff_t i0, ptrdiff_t mc,
+                                             ptrdiff_t p0, ptrdiff_t kc, FNN_T *restrict dst)
+{
+    ptrdiff_t ir, r, p;
+    for (ir = 0; ir < mc; ir += FNN_TR) {
+        const ptrdiff_t rows = fnn_pk_min(FNN_TR, mc - ir);
+        FNN_T *restrict d = dst + ir * kc;
+        if (!trans_a && rows == FNN_TR) {
+            FNN_PACK_ROWS(A + (i0 + ir) * lda + p0, lda, kc, d);
+        } else if (!trans_a) {
+            for (r = 0; r < rows; r++) {
+                const FNN_T *restrict a = A + (i0 + ir + r) * lda + p0;
+                for (p = 0; p < kc; p++)
+                    d[p * FNN_TR + r] = a[p];
+            }
+            for (; r < FNN_TR; r++)
+                for (p = 0; p < kc; p++)
+                    d[p * FNN_TR + r] = 0;
+        } else {
+            for (p = 0; p < kc; p++) {
+                const FNN_T *restrict a = A + (p0 + p) * lda + i0 + ir;
+                for (r = 0; r < rows; r++)
+                    d[p * FNN_TR + r] = a[r];
+                for (; r < FNN_TR; r++)
+                    d[p * FNN_TR + r] = 0;
+            }
+        }
+    }
+}
+
+/* The register tile: acc[2 c + h] (column c < 6 of C; rows h W .. h W + W - 1 of the panel)
+ * := the sum over p = 0 .. kc-1, in order from 0, one fused multiply-add each, of
+ * a[p TR + r] b(p, c), with b(p, c) = b[p ldb + c] (TB 0: a row-major W read along its rows)
+ * or b[c ldb + p] (TB 1: W^T, 6 rows of W each read along p). */
+FNN_GEMM_AVX2_INLINE void FNN_P(thin_k)(const int TB, ptrdiff_t kc, const FNN_T *restrict a,
+                                        const FNN_T *restrict b, ptrdiff_t ldb,
+                                        FNN_V *restrict acc)
+{
+    FNN_V c00 = FNN_VZERO(), c01 = FNN_VZERO(), c10 = FNN_VZERO(), c11 = FNN_VZERO();
+    FNN_V c20 = FNN_VZERO(), c21 = FNN_VZERO(), c30 = FNN_VZERO(), c31 = FNN_VZERO();
+    FNN_V c40 = FNN_VZERO(), c41 = FNN_VZERO(), c50 = FNN_VZERO(), c51 = FNN_VZERO();
+    ptrdiff_t p;
+#define FNN_THIN_STEP(x0, x1, x2, x3, x4, x5)                                                 \
+    {                                                                                         \
+        const FNN_V a0 = FNN_VLOAD(a), a1 = FNN_VLOAD(a + FNN_W);                             \
+        FNN_V x;                                                                              \
+        x = FNN_VBCAST(x0); c00 = FNN_VFMA(x, a0, c00); c01 = FNN_VFMA(x, a1, c01);          \
+        x = FNN_VBCAST(x1); c10 = FNN_VFMA(x, a0, c10); c11 = FNN_VFMA(x, a1, c11);          \
+        x = FNN_VBCAST(x2); c20 = FNN_VFMA(x, a0, c20); c21 = FNN_VFMA(x, a1, c21);          \
+        x = FNN_VBCAST(x3); c30 = FNN_VFMA(x, a0, c30); c31 = FNN_VFMA(x, a1, c31);          \
+        x = FNN_VBCAST(x4); c40 = FNN_VFMA(x, a0, c40); c41 = FNN_VFMA(x, a1, c41);          \
+        x = FNN_VBCAST(x5); c50 = FNN_VFMA(x, a0, c50); c51 = FNN_VFMA(x, a1, c51);          \
+        a += FNN_TR;                                                                          \
+    }
+    if (TB) {
+        const FNN_T *restrict b0 = b, *restrict b1 = b + ldb, *restrict b2 = b + 2 * ldb;
+        const FNN_T *restrict b3 = b + 3 * ldb, *restrict b4 = b + 4 * ldb;
+        const FNN_T *restrict b5 = b + 5 * ldb;
+        for (p = 0; p < kc; p++)
+            FNN_THIN_STEP(b0 + p, b1 + p, b2 + p, b3 + p, b4 + p, b5 + p)
+    } else {
+        for (p = 0; p < kc; p++) {
+            FNN_THIN_STEP(b + 0, b + 1, b + 2, b + 3, b + 4, b + 5)
+            b += ldb;
+        }
+    }
+#undef FNN_THIN_STEP
+    acc[0] = c00; acc[1] = c01; acc[2] = c10; acc[3] = c11; acc[4] = c20; acc[5] = c21;
+    acc[6] = c30; acc[7] = c31; acc[8] = c40; acc[9] = c41; acc[10] = c50; acc[11] = c51;
+}
+
+/* C[0 : rows, 0 : cols] (leading dimension ldc) := alpha s + beta C (C not read when
+ * beta == 0), s the tile of thin_k (column c, row r: lane r % W of acc[2 c + r / W]); the
+ * operations of the packed kernel's store on the same values, one element at a time. */
+FNN_GEMM_AVX2_INLINE void FNN_P(thin_store_any)(const FNN_V *restrict acc, ptrdiff_t rows,
+                                                ptrdiff_t cols, FNN_T *restrict C,
+                                                ptrdiff_t ldc, FNN_T alpha, FNN_T beta)
+{
+    FNN_T t[FNN_THIN_NC][FNN_TR];
+    ptrdiff_t r, c;
+    for (c = 0; c < FNN_THIN_NC; c++) {
+        FNN_VSTORE(t[c], acc[2 * c]);
+        FNN_VSTORE(t[c] + FNN_W, acc[2 * c + 1]);
+    }
+    for (r = 0; r < rows; r++) {
+        FNN_T *restrict cr = C + r * ldc;
+        if (beta == 0)
+            for (c = 0; c < cols; c++)
+                cr[c] = alpha * t[c][r];
+        else
+            for (c = 0; c < cols; c++)
+                cr[c] = FNN_SFMA(alpha, t[c][r], beta * cr[c]);
+    }
+}
+
+#if FNN_W == 8
+/* The same for 6 columns of float: the tile transposed in registers (two 8 x 8 transposes of
+ * 6 columns and 2 zero vectors), each row of C written as 4 + 2 lanes. */
+FNN_GEMM_AVX2_INLINE void fnn_s_thin_store6(const __m256 *restrict acc, ptrdiff_t rows,
+                                            float *restrict C, ptrdiff_t ldc, float alpha,
+                                            float beta)
+{
+    const __m256 al = _mm256_set1_ps(alpha), be = _mm256_set1_ps(beta);
+    __m256 v[8];
+    ptrdiff_t h, r, c;
+    for (h = 0; h < 2 && h * 8 < rows; h++) {
+        for (c = 0; c < 6; c++)
+            v[c] = acc[2 * c + h];
+        v[6] = v[7] = _mm256_setzero_ps();
+        fnn_s_transpose8(v);          /* v[r] lanes 0-5: row h 8 + r, columns 0-5 */
+        for (r = 0; r < 8 && h * 8 + r < rows; r++) {
+            float *restrict cr = C + (h * 8 + r) * ldc;
+            __m256 out;
+            if (beta == 0) {
+                out = _mm256_mul_ps(al, v[r]);
+            } else {
+                const __m128 lo = _mm_loadu_ps(cr);
+                const __m128 hi = _mm_loadl_pi(_mm_setzero_ps(), (const __m64 *) (cr + 4));
+                const __m256 old = _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
+                out = _mm256_fmadd_ps(al, v[r], _mm256_mul_ps(be, old));
+            }
+            _mm_storeu_ps(cr, _mm256_castps256_ps128(out));
+            _mm_storel_pi((__m64 *) (cr + 4), _mm256_extractf128_ps(out, 1));
+        }
+    }
+}
+#define FNN_THIN_STORE6(acc, rows, C, ldc, alpha, beta)                                       \
+    fnn_s_thin_store6((acc), (rows), (C), (ldc), (alpha), (beta))
+#else
+#define FNN_THIN_STORE6(acc, rows, C, ldc, alpha, beta)                                       \
+    FNN_P(thin_store_any)((acc), (rows), FNN_THIN_NC, (C), (ldc), (alpha), (beta))
+#endif
+
+/* gemm_thin on AVX2 + FMA (m, n > 0, k > 0).  Returns 0, or -1 when the buffer of op(A)'s
+ * panels could not be allocated. */
+FNN_GEMM_AVX2 static int FNN_P(gemm_thin_avx2)(int trans_a, int trans_b, ptrdiff_t m,
+                                               ptrdiff_t n, ptrdiff_t k, FNN_T alpha,
+                                               const FNN_T *A, ptrdiff_t lda, const FNN_T *B,
+                                               ptrdiff_t ldb, FNN_T beta, FNN_T *C,
+                                               ptrdiff_t ldc)
+{
+    /* k in the blocks of gemm_packed (a function of k and KC only) */
+    const ptrdiff_t n_kb = (k + FNN_KC - 1) / FNN_KC, kb = (k + n_kb - 1) / n_kb;
+    const ptrdiff_t mcmax = (fnn_pk_min(FNN_THIN_MC, m) + FNN_TR - 1) / FNN_TR * FNN_TR;
+    ptrdiff_t pc, ic, jr, ir, p, c;
+    FNN_T *ap, *bq;
+    void *raw = malloc((size_t) (kb * (mcmax + FNN_THIN_NC)) * sizeof(FNN_T) + 64);
+    if (raw == NULL)
+        return -1;
+    ap = (FNN_T *) (((uintptr_t) raw + 63) & ~(uintptr_t) 63);
+    bq = ap + kb * mcmax;
+    for (pc = 0; pc < k; pc += kb) {
+        const ptrdiff_t kc = fnn_pk_min(kb, k - pc);
+        const FNN_T be = pc == 0 ? beta : 1;
+        for (ic = 0; ic < m; ic += FNN_THIN_MC) {
+            const ptrdiff_t mc = fnn_pk_min(FNN_THIN_MC, m - ic);
+            FNN_P(thin_pack_a)(trans_a, A, lda, ic, mc, pc, kc, ap);
+            for (jr = 0; jr < n; jr += FNN_THIN_NC) {
+                const ptrdiff_t cols = fnn_pk_min(FNN_THIN_NC, n - jr);
+                const FNN_T *bj = trans_b ? B + jr * ldb + pc : B + pc * ldb + jr;
+                ptrdiff_t ldbj = ldb;
+                int tb = trans_b;
+                if (cols < FNN_THIN_NC) {
+                    /* the last columns: a zero-padded 6-column copy, read as a row-major W */
+                    for (p = 0; p < kc; p++)
+                        for (c = 0; c < FNN_THIN_NC; c++)
+                            bq[p * FNN_THIN_NC + c] =
+                                c >= cols ? 0 : trans_b ? bj[c * ldb + p] : bj[p * ldb + c];
+                    bj = bq;
+                    ldbj = FNN_THIN_NC;
+                    tb = 0;
+                }
+                for (ir = 0; ir < mc; ir += FNN_TR) {
+                    const ptrdiff_t rows = fnn_pk_min(FNN_TR, mc - ir);
+                    FNN_T *Ct = C + (ic + ir) * ldc + jr;
+                    FNN_V acc[2 * FNN_THIN_NC];
+                    if (tb)
+                        FNN_P(thin_k)(1, kc, ap + ir * kc, bj, ldbj, acc);
+                    else
+                        FNN_P(thin_k)(0, kc, ap + ir * kc, bj, ldbj, acc);
+                    if (cols == FNN_THIN_NC)
+                        FNN_THIN_STORE6(acc, rows, Ct, ldc, alpha, be);
+                    else
+                        FNN_P(thin_store_any)(acc, rows, cols, Ct, ldc, alpha, be);
+                }
+            }
+        }
+    }
+    free(raw);
+    return 0;
+}
+#undef FNN_THIN_STORE6
+#undef FNN_TR
+#endif
+
+/* C (m, n) := alpha op(A) op(B) + beta C, row-major (the layout of _blas.gemm_rowmajor:
+ * op(A) (m, k), op(B) (k, n)), summed in the order of fastnn_gemm_packed.h (the same bits as
+ * gemm_packed).  C must not overlap A or B.  Returns 0, or -1 when its buffer could not be
+ * allocated (C untouched). */
+static int FNN_P(gemm_thin)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                            FNN_T alpha, const FNN_T *A, ptrdiff_t lda, const FNN_T *B,
+                            ptrdiff_t ldb, FNN_T beta, FNN_T *C, ptrdiff_t ldc)
+{
+#if defined(FNN_GEMM_X86)
+    if (m > 0 && n > 0 && k > 0 && fnn_gemm_use_avx2())
+        return FNN_P(gemm_thin_avx2)(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta,
+                                     C, ldc);
+#endif
+    /* no AVX2, or nothing to sum: the packed product (the same order and bits) */
+    return FNN_P(gemm_packed)(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+#undef FNN_T
+#undef FNN_P
+#undef FNN_KC
+#if defined(FNN_GEMM_X86)
+#undef FNN_V
+#undef FNN_W
+#undef FNN_VZERO
+#undef FNN_VLOAD
+#undef FNN_VSTORE
+#undef FNN_VBCAST
+#undef FNN_VFMA
+#undef FNN_SFMA
+#undef FNN_PACK_ROWS
+#endif

@@ -1,0 +1,131 @@
+"""fastnn's thin-batch product (src_c/fastnn_gemm_thin.h) against NumPy float64 products, and
+the promise that lets training choose it without changing a bit: it gives the packed kernel's
+bits at every shape, and the fixed kernel's whenever k fits one block (k <= KC)."""
+import itertools
+
+import numpy as np
+import pytest
+
+from fastnn._core import _products
+from tests._helpers import check_gemm, gemm_operands
+
+DTYPES = (np.float32, np.float64)
+DT_IDS = ("f32", "f64")
+# the packed header's KC: up to it, the packed and fixed kernels sum in the same order
+KC = 384
+# rows around the register tile's 16 (float) or 8 (double) lanes and the 64-row panel group;
+# columns around its 6; reductions around the vectorized packing's 8 and the blocks of KC
+MS = (1, 5, 15, 16, 17, 31, 32, 33, 48, 64, 70)
+NS = (1, 5, 6, 7, 16, 17, 255, 256)
+KS = (1, 15, 16, 17, 128, 784)
+# (alpha, beta): training's products (1, 0), and the general form
+SCALES = ((1.0, 0.0), (-0.5, 1.0), (0.75, -2.0))
+# X W and D W^T are the products training gives the thin kernel; X^T D is supported too
+TRANS = ((False, False), (False, True), (True, False), (True, True))
+
+
+def _run(kernel, trans_a, trans_b, alpha, A, B, beta, C):
+    out = C.copy()
+    _products.gemm(kernel, trans_a, trans_b, alpha, A, B, beta, out)
+    return out
+
+
+@pytest.mark.parametrize("kernel", ("thin", "thin_plain"))
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("trans_a,trans_b", TRANS[:2])
+def test_every_edge_shape_of_training_matches_numpy(kernel, dtype, trans_a, trans_b):
+    for case, (m, n, k) in enumerate(itertools.product(MS, NS, KS)):
+        alpha, beta = SCALES[case % 3]
+        check_gemm(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed=case,
+                   pad=case % 3)
+
+
+@pytest.mark.parametrize("kernel", ("thin", "thin_plain"))
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("trans_a,trans_b", TRANS[2:])
+def test_transposed_a_matches_numpy(kernel, dtype, trans_a, trans_b):
+    rng = np.random.default_rng(9)
+    for case in range(40):
+        m, n, k = int(rng.choice(MS)), int(rng.choice(NS)), int(rng.choice(KS))
+        alpha, beta = SCALES[case % 3]
+        check_gemm(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed=case,
+                   pad=case % 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("trans_a,trans_b", TRANS)
+def test_the_bits_of_the_packed_kernel_everywhere_and_of_the_fixed_one_up_to_kc(
+        dtype, trans_a, trans_b):
+    rng = np.random.default_rng(13)
+    shapes = list(itertools.product(MS, NS, KS + (KC, KC + 1)))
+    if trans_a:                    # (not a product training gives it: a sample)
+        shapes = [shapes[i] for i in rng.choice(len(shapes), 60, replace=False)]
+    for case, (m, n, k) in enumerate(shapes):
+        alpha, beta = SCALES[case % 3]
+        A, B, C = gemm_operands(rng, dtype, m, n, k, trans_a, trans_b, pad=case % 2)
+        thin = _run("thin", trans_a, trans_b, alpha, A, B, beta, C)
+        where = f"m={m} n={n} k={k} alpha={alpha} beta={beta}"
+        np.testing.assert_array_equal(thin, _run("packed", trans_a, trans_b, alpha, A, B,
+                                                 beta, C), err_msg=where)
+        if k <= KC:
+            np.testing.assert_array_equal(thin, _run("fixed", trans_a, trans_b, alpha, A, B,
+                                                     beta, C), err_msg=where)
+    # the plain build: the packed product's plain kernel itself
+    A, B, C = gemm_operands(rng, dtype, 33, 17, 785, trans_a, trans_b)
+    np.testing.assert_array_equal(_run("thin_plain", trans_a, trans_b, -0.5, A, B, 1.0, C),
+                                  _run("packed_plain", trans_a, trans_b, -0.5, A, B, 1.0, C))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("trans_a,trans_b", TRANS)
+def test_small_integers_give_numpys_result_exactly(dtype, trans_a, trans_b):
+    # integer products and sums below 2^24 are exact in any order: one misplaced element of
+    # the packed rows, a broadcast from the wrong column of W or a transposed store into the
+    # wrong place changes the result
+    rng = np.random.default_rng(29)
+    for case, (m, n, k) in enumerate([(16, 256, 784), (17, 7, 9), (64, 128, 256), (5, 6, 1),
+                                      (70, 13, 385), (1, 255, 17)]):
+        pad = case % 3
+
+        def make(rows, cols):
+            return rng.integers(-4, 5, (rows, cols + pad)).astype(dtype)[:, :cols]
+        A = make(k, m) if trans_a else make(m, k)
+        B = make(n, k) if trans_b else make(k, n)
+        C = make(m, n)
+        a = (A.T if trans_a else A).astype(np.int64)
+        b = (B.T if trans_b else B).astype(np.int64)
+        out = _run("thin", trans_a, trans_b, 1.0, A, B, -1.0, C)
+        np.testing.assert_array_equal(out, (a @ b - C.astype(np.int64)).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_nothing_outside_c_is_written(dtype):
+    # C a view into a wider array: the 4 + 2 lane row stores and the scalar edges must stay
+    # inside its m rows and n columns
+    rng = np.random.default_rng(31)
+    for m, n, k in ((16, 256, 784), (17, 7, 20), (3, 12, 5), (33, 5, 130)):
+        A, B, _ = gemm_operands(rng, dtype, m, n, k, False, True)
+        big = np.full((m + 2, n + 5), 7.0, dtype)
+        _products.gemm("thin", False, True, 1.0, A, B, 0.0, big[1:m + 1, 2:n + 2])
+        np.testing.assert_allclose(big[1:m + 1, 2:n + 2],
+                                   A.astype(np.float64) @ B.T.astype(np.float64),
+                                   rtol=1e-4, atol=1e-3)
+        big[1:m + 1, 2:n + 2] = 7.0
+        assert np.all(big == 7.0)
+
+
+@pytest.mark.parametrize("kernel", ("thin", "thin_plain"))
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_empty_products(kernel, dtype):
+    rng = np.random.default_rng(0)
+    C = rng.standard_normal((5, 7)).astype(dtype)
+    out = _run(kernel, False, False, 1.0, np.zeros((5, 0), dtype), np.zeros((0, 7), dtype),
+               0.5, C)
+    np.testing.assert_array_equal(out, (0.5 * C).astype(dtype))
+    out[...] = np.nan
+    _products.gemm(kernel, False, True, 1.0, np.zeros((5, 0), dtype), np.zeros((7, 0), dtype),
+                   0.0, out)
+    np.testing.assert_array_equal(out, np.zeros((5, 7), dtype))
+    for m, n in ((0, 4), (4, 0)):
+        _products.gemm(kernel, False, False, 1.0, np.ones((m, 3), dtype),
+                       np.ones((3, n), dtype), 0.0, np.zeros((m, n), dtype))
