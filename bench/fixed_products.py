@@ -1,10 +1,13 @@
 """Training's small products: fastnn's fixed-order kernels against OpenBLAS, interleaved.
 
-    python bench/fixed_products.py C float32 [repeats] [n_rows batch] [--large]
+    python bench/fixed_products.py C float32 [repeats] [n_rows batch] [--large | --thin]
 
 With --large, the question is the large products instead: both sides keep the small products
 on the fixed-order kernels, and the products above that range run on OpenBLAS ("blas", as
 before fastnn's packed kernel) or on the kernel `_network._product_kernel` chooses ("auto").
+With --thin, both sides run the chosen kernels, one with the thin-batch kernel switched off
+(`_tiling._set_thin_max_m(0)`: its products go back to the packed or fixed kernel, the same
+bits) and one as chosen.
 
 One process alternates the OpenBLAS path (`_tiling._set_fixed_max(0)`) and the default
 (products with m n k up to the threshold on fastnn's own kernels), timing one fit of the
@@ -27,7 +30,8 @@ from fastnn._core import _network, _tiling  # noqa: E402
 
 def main(argv):
     large = "--large" in argv
-    argv = [a for a in argv if a != "--large"]
+    thin = "--thin" in argv
+    argv = [a for a in argv if a not in ("--large", "--thin")]
     name, dtype = argv[0], np.dtype(argv[1] if len(argv) > 1 else "float32")
     reps = int(argv[2]) if len(argv) > 2 else 7
     w = dict(C.WORKLOADS[name], dtype=dtype)
@@ -37,10 +41,14 @@ def main(argv):
     batch = w["batches"][0]
     default = _tiling._set_fixed_max(0)
     _tiling._set_fixed_max(default)
+    thin_max = _tiling._set_thin_max_m(0)
+    _tiling._set_thin_max_m(thin_max)
     modes = (("blas", 0.0), ("fixed", default))
 
     def select(mode, v):
-        if large:
+        if thin:
+            _tiling._set_thin_max_m(0 if mode == "blas" else thin_max)
+        elif large:
             _tiling._set_product_kernel("blas" if mode == "blas" else "auto")
         else:
             _tiling._set_fixed_max(v)
@@ -68,13 +76,15 @@ def main(argv):
                 times[mode].append(time.thread_time() - t0)
     finally:
         _tiling._set_fixed_max(default)
+        _tiling._set_thin_max_m(thin_max)
         _tiling._set_product_kernel("auto")
     n = w["n"] * w["epochs"]
     ratios = np.array(times["blas"]) / np.array(times["fixed"])
-    ours = "chosen kernels" if large else "fixed-order"
-    print(f"{name} {dtype} batch {batch}: OpenBLAS {n / np.median(times['blas']) / 1e6:.3f} "
+    ours = "with thin" if thin else "chosen kernels" if large else "fixed-order"
+    theirs = "without thin" if thin else "OpenBLAS"
+    print(f"{name} {dtype} batch {batch}: {theirs} {n / np.median(times['blas']) / 1e6:.3f} "
           f"M samples/s, {ours} {n / np.median(times['fixed']) / 1e6:.3f} M samples/s, "
-          f"time ratio OpenBLAS / {ours}: median {np.median(ratios):.3f} "
+          f"time ratio {theirs} / {ours}: median {np.median(ratios):.3f} "
           f"(each repeat {np.round(ratios, 3).tolist()})")
 
 

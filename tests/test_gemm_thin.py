@@ -6,7 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from fastnn._core import _products
+import fastnn
+from fastnn._core import _products, _tiling
 from tests._helpers import check_gemm, gemm_operands
 
 DTYPES = (np.float32, np.float64)
@@ -129,3 +130,43 @@ def test_empty_products(kernel, dtype):
     for m, n in ((0, 4), (4, 0)):
         _products.gemm(kernel, False, False, 1.0, np.ones((m, 3), dtype),
                        np.ones((3, n), dtype), 0.0, np.zeros((m, n), dtype))
+
+
+def _fit(n_threads, batch, thin_max_m, kernel="auto"):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((320, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 320)
+    old_kernel = _tiling._set_product_kernel(kernel)
+    old_m = _tiling._set_thin_max_m(thin_max_m)
+    try:
+        model = fastnn.MLP([784, 256, 128, 10], dtype=np.float32, seed=0)
+        fastnn.fit(model, X, y, "cross_entropy", fastnn.SGD(lr=0.01), epochs=1,
+                   batch_size=batch, seed=0, n_threads=n_threads)
+    finally:
+        _tiling._set_product_kernel(old_kernel)
+        _tiling._set_thin_max_m(old_m)
+    return model.params.copy()
+
+
+@pytest.mark.parametrize("batch", (16, 64))
+def test_training_on_the_thin_kernel_keeps_every_bit(batch):
+    # workload A's shapes: the thin kernel takes X W (k 784 and 256) and D W^T; with it
+    # switched off they go back to the packed and fixed kernels, with the same bits, on 1
+    # and 2 threads (the 784 x 256 product is cut into 2 tiles)
+    assert _tiling.gemm_tiles(batch, 256, 784)[0] == 2
+    chosen = _fit(1, batch, 64)
+    np.testing.assert_array_equal(_fit(1, batch, 0), chosen)
+    np.testing.assert_array_equal(_fit(2, batch, 64), chosen)
+    np.testing.assert_array_equal(_fit(1, batch, 0, kernel="thin"), chosen)
+
+
+def test_the_thin_switch_is_validated_and_restored():
+    old = _tiling._set_thin_max_m(5)
+    try:
+        assert _tiling._set_thin_max_m(old) == 5
+    finally:
+        _tiling._set_thin_max_m(old)
+    with pytest.raises(ValueError, match="m=-1; expected >= 0"):
+        _tiling._set_thin_max_m(-1)
+    assert _tiling._set_product_kernel("thin") == "auto"
+    assert _tiling._set_product_kernel("auto") == "thin"

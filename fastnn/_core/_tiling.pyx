@@ -11,7 +11,7 @@ from cython cimport floating
 
 from fastnn._core._blas cimport gemm_rowmajor
 from fastnn._core._dropout cimport DropoutCtx, dropout
-from fastnn._core._gemm cimport gemm_fixed_bias_act, gemm_fixed_ex, gemm_packed
+from fastnn._core._gemm cimport gemm_fixed_bias_act, gemm_fixed_ex, gemm_packed, gemm_thin
 from fastnn._core._kernels cimport (FNN_IDENTITY, FNN_LEAKY_RELU, FNN_OK, FNN_RELU,
                                     act_backward_ld, bias_act, bias_act_keep)
 from fastnn._core._layernorm cimport layernorm_act_forward
@@ -63,12 +63,19 @@ cdef double _fixed_max_mnk = 1 << 18
 # that does not depend on where a tile starts, so any of them may run on the fixed tiles.
 #   _KERNEL_FIXED:  fastnn's fixed-order kernel (src_c/fastnn_gemm.h gemm_fixed_ex);
 #   _KERNEL_PACKED: fastnn's packed, cache-blocked kernel (src_c/fastnn_gemm_packed.h);
-#   _KERNEL_BLAS:   scipy's OpenBLAS (_blas.gemm_rowmajor).
+#   _KERNEL_BLAS:   scipy's OpenBLAS (_blas.gemm_rowmajor);
+#   _KERNEL_THIN:   fastnn's thin-batch kernel, C computed as its transpose
+#                   (src_c/fastnn_gemm_thin.h: the packed kernel's bits, and the fixed
+#                   kernel's for k <= 384).
 cdef enum:
     _KERNEL_AUTO = -1
     _KERNEL_FIXED = 0
     _KERNEL_PACKED = 1
     _KERNEL_BLAS = 2
+    _KERNEL_THIN = 3
+
+# float32 X W and D W^T with at most this many rows (the batch) take the thin kernel
+cdef int _thin_max_m = 64
 
 # _KERNEL_AUTO, or the kernel every product above the fixed-order range takes (bench/ and
 # tests: _set_product_kernel; changes results' bits)
@@ -81,7 +88,7 @@ cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
 
     Measured per product of workloads A (float32) and D (float64) at batch 16-1024, 1 thread,
     thread CPU time (bench/packed_products.py), then end to end (bench/fixed_products.py
-    --large; bench/RESULTS.md sections 17 and 21):
+    --large and --thin; bench/RESULTS.md sections 17, 21 and 23):
     - small products (m n k <= _fixed_max_mnk, one tile): fixed (no per-call cost);
     - a narrow C (n < 16) or a short reduction (k < 16): fixed (the packed kernel pads its
       16- or 8-column micro-tiles; packing is not repaid over a short k);
@@ -89,13 +96,21 @@ cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
     - float64 with a batch of at least 1024 rows (k of X^T D, m of X W and D W^T): packed
       (D at batch 1024 trained 1-7% faster than on OpenBLAS, 4 runs); smaller: OpenBLAS
       (D at batch 256 level with all of them packed, 1.7% slower with its X W (k = 256)
-      fixed and D W^T packed, though each measured level or ahead alone);
-    - float32 D W^T (B transposed): packed (the fixed kernel first copies B^T; OpenBLAS 0.3.30
-      is slower on these thin shapes); X^T D: packed;
-    - float32 X W: fixed up to k = 256, packed above (since its op(A) packing is vectorized,
-      level with OpenBLAS 0.3.30 alone, 0.97-1.03, and A 2-3% faster end to end at batch
-      256-1024; the fixed kernel, which packs nothing, trained A 1-2% faster still (n = 256)
-      but was 6-8% slower at n >= 1024, and 6-15% slower at any n with the core shared)."""
+      fixed and D W^T packed, though each measured level or ahead alone); never thin (its
+      bits are OpenBLAS's below 1024 rows; at 1024 rows the thin D W^T measured only 1.04x
+      the packed one);
+    - float32 X W and D W^T with at most _thin_max_m = 64 rows (the batch): thin (C computed
+      as its transpose, W streamed once and never packed; the packed kernel's bits, and the
+      fixed kernel's for k <= 384, so the move changed no result).  Per product (section 23)
+      1.2-1.8x the packed and fixed kernels at 16-32 rows, 1.03-1.08x at 64; level or behind
+      from 128 rows.  A trained 1.17x faster at batch 16, 1.01x at 64;
+    - float32 D W^T (B transposed) above that: packed (the fixed kernel first copies B^T;
+      OpenBLAS 0.3.30 is slower on these thin shapes); X^T D: packed;
+    - float32 X W above 64 rows: fixed up to k = 256, packed above (since its op(A) packing
+      is vectorized, level with OpenBLAS 0.3.30 alone, 0.97-1.03, and A 2-3% faster end to
+      end at batch 256-1024; the fixed kernel, which packs nothing, trained A 1-2% faster
+      still (n = 256) but was 6-8% slower at n >= 1024, and 6-15% slower at any n with the
+      core shared)."""
     if (<double> m) * n * k <= _fixed_max_mnk and 2.0 * m * n * k < 2 * _tile_min_flops:
         return _KERNEL_FIXED
     if _forced_kernel != _KERNEL_AUTO:
@@ -104,6 +119,8 @@ cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
         return _KERNEL_FIXED
     if dbl:
         return _KERNEL_PACKED if (k if trans_a else m) >= 1024 else _KERNEL_BLAS
+    if not trans_a and m <= _thin_max_m:
+        return _KERNEL_THIN
     if trans_a or trans_b:
         return _KERNEL_PACKED
     if k <= 256:
@@ -113,15 +130,27 @@ cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
 
 def _set_product_kernel(str name):
     """For bench/ and tests only: the kernel of every training product above the fixed-order
-    range: "auto" (the measured choice), "fixed", "packed" or "blas" (changes results' bits).
+    range: "auto" (the measured choice), "fixed", "packed", "thin" or "blas" (changes results'
+    bits).
     Returns the old name."""
     global _forced_kernel
     names = {"auto": _KERNEL_AUTO, "fixed": _KERNEL_FIXED, "packed": _KERNEL_PACKED,
-             "blas": _KERNEL_BLAS}
+             "blas": _KERNEL_BLAS, "thin": _KERNEL_THIN}
     if name not in names:
         raise ValueError(f"name={name!r}; expected one of {sorted(names)}")
     old = {v: key for key, v in names.items()}[_forced_kernel]
     _forced_kernel = names[name]
+    return old
+
+
+def _set_thin_max_m(int m):
+    """For bench/ only: the most rows (the batch) of a float32 X W or D W^T that takes the thin
+    kernel (0: none; the bits stay the same, only the speed changes).  Returns the old value."""
+    global _thin_max_m
+    if m < 0:
+        raise ValueError(f"m={m}; expected >= 0")
+    old = _thin_max_m
+    _thin_max_m = m
     return old
 
 
@@ -210,6 +239,8 @@ cdef inline int _own_gemm(int kernel, bint trans_a, bint trans_b, int m, int n, 
                           floating alpha, const floating *A, int lda, const floating *B,
                           int ldb, floating beta, floating *C, int ldc) noexcept nogil:
     """fastnn's fixed-order or packed product; 0, or -1 when its workspace failed."""
+    if kernel == _KERNEL_THIN:
+        return gemm_thin(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
     if kernel == _KERNEL_PACKED:
         return gemm_packed(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
     return gemm_fixed_ex(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
