@@ -102,8 +102,8 @@ cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
     - float32 X W and D W^T with at most _thin_max_m = 64 rows (the batch): thin (C computed
       as its transpose, W streamed once and never packed; the packed kernel's bits, and the
       fixed kernel's for k <= 384, so the move changed no result).  Per product (section 23)
-      1.2-1.8x the packed and fixed kernels at 16-32 rows, 1.03-1.08x at 64; level or behind
-      from 128 rows.  A trained 1.17x faster at batch 16, 1.01x at 64;
+      1.5x the packed and fixed kernels at 16 rows, 1.06-1.25x at 32, 1.03-1.12x at 64;
+      level or behind from 128 rows.  A trained 1.17x faster at batch 16, 1.01x at 64;
     - float32 D W^T (B transposed) above that: packed (the fixed kernel first copies B^T;
       OpenBLAS 0.3.30 is slower on these thin shapes); X^T D: packed;
     - float32 X W above 64 rows: fixed up to k = 256, packed above (since its op(A) packing
