@@ -119,3 +119,30 @@ cdef inline int gemm_thin(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n
         return fnn_s_gemm_thin(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
     else:
         return fnn_d_gemm_thin(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+# src_c/fastnn_gemm_update.h: the weight-gradient product with a short reduction (the fused SGD
+# update W := beta W + alpha X^T D), C walked along its rows with the next tile prefetched; the
+# bits of gemm_fixed_ex.
+cdef extern from "fastnn_gemm_update.h" nogil:
+    int fnn_s_gemm_update(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                          float alpha, const float *A, Py_ssize_t lda, const float *B,
+                          Py_ssize_t ldb, float beta, float *C, Py_ssize_t ldc) noexcept
+    int fnn_d_gemm_update(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                          double alpha, const double *A, Py_ssize_t lda, const double *B,
+                          Py_ssize_t ldb, double beta, double *C, Py_ssize_t ldc) noexcept
+
+
+cdef inline int gemm_update(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                            Py_ssize_t k, floating alpha, const floating *A, Py_ssize_t lda,
+                            const floating *B, Py_ssize_t ldb, floating beta, floating *C,
+                            Py_ssize_t ldc) noexcept nogil:
+    """C := alpha op(A) @ op(B) + beta C, row-major, C walked along its rows (the bits of
+    gemm_fixed_ex); C is not read when beta == 0.  Returns 0, or -1 when gemm_fixed_ex's copy
+    of a transposed B could not be allocated (C untouched)."""
+    if floating is float:
+        return fnn_s_gemm_update(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C,
+                                 ldc)
+    else:
+        return fnn_d_gemm_update(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C,
+                                 ldc)

@@ -4,8 +4,9 @@ which chooses among them in _tiling.tiled_gemm).
 gemm(kernel, trans_a, trans_b, alpha, A, B, beta, C) computes C := alpha op(A) @ op(B) +
 beta C in place with the named kernel: "packed" (src_c/fastnn_gemm_packed.h), "packed_plain"
 (its plain C kernel), "fixed" (src_c/fastnn_gemm.h gemm_fixed_ex), "fixed_plain", "blas"
-(scipy's OpenBLAS through _blas.gemm_rowmajor), "thin" (src_c/fastnn_gemm_thin.h) or
-"thin_plain" (which runs the packed product's plain C kernel).
+(scipy's OpenBLAS through _blas.gemm_rowmajor), "thin" (src_c/fastnn_gemm_thin.h),
+"thin_plain" (which runs the packed product's plain C kernel), "update"
+(src_c/fastnn_gemm_update.h) or "update_plain" (which runs the fixed kernel's plain C code).
 
 gemm_bias_act(kernel, A, B, bias, act, slope, C): C := act(A @ B + bias) with the fixed-order
 kernel's fused store ("fixed" or "fixed_plain"; act 0 identity, 1 ReLU, 2 leaky ReLU).
@@ -14,11 +15,12 @@ from cython cimport floating
 
 from fastnn._core._blas cimport gemm_rowmajor
 from fastnn._core._gemm cimport (gemm_fixed_bias_act, gemm_fixed_ex, gemm_packed,
-                                 gemm_thin, fnn_gemm_force_plain)
+                                 gemm_thin, gemm_update, fnn_gemm_force_plain)
 
 import numpy as np
 
-KERNELS = ("packed", "packed_plain", "fixed", "fixed_plain", "blas", "thin", "thin_plain")
+KERNELS = ("packed", "packed_plain", "fixed", "fixed_plain", "blas", "thin", "thin_plain",
+           "update", "update_plain")
 
 
 cdef int _run(int kernel, bint ta, bint tb, int m, int n, int k, floating alpha,
@@ -29,8 +31,10 @@ cdef int _run(int kernel, bint ta, bint tb, int m, int n, int k, floating alpha,
         gemm_rowmajor(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         return 0
     # (this module's own copy of the kernel switch: other modules keep theirs)
-    fnn_gemm_force_plain(kernel in (1, 3, 6))
-    if kernel >= 5:
+    fnn_gemm_force_plain(kernel in (1, 3, 6, 8))
+    if kernel >= 7:
+        status = gemm_update(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    elif kernel >= 5:
         status = gemm_thin(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
     elif kernel < 2:
         status = gemm_packed(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)

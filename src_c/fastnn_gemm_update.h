@@ -1,0 +1,81 @@
+/*
+ * fastnn_gemm_update.h -- the weight-gradient product with a short reduction, as training's
+ * fused SGD update runs it: W := beta W + alpha X^T D (alpha = -lr, beta = 1 - lr decay),
+ * C = W (n_in x n_out) read and written once, k = the batch (16-64 rows).
+ *
+ * Why.  Each element of C is a sum of k products, so for k = 16 the product does 16 fused
+ * multiply-adds per element of C it reads and writes: at the FMA peak a 784 x 256 W takes
+ * about 67 us, in which its 800 KB (larger than Zen 3's 512 KB L2) must come from L3 and go
+ * back.  The fixed kernel (fastnn_gemm.h) walks C by panels of 2 vectors of columns, down all
+ * of its rows: a stride of a whole row of W from one tile to the next, with no prefetch.
+ * Here C is walked along its rows: a group of 6 rows of W, left to right, tile after tile
+ * (6 contiguous streams the hardware prefetcher follows), and while the k loop of one tile
+ * runs, the lines of the tile below it (the next group's rows, same columns) are prefetched
+ * into L1.  X's 6 columns of the group (k x 6 values) and the whole of D (k x n; 16 KB for
+ * k = 16, n = 256) are read again for each tile from L1 / L2; nothing is packed.  Nothing is
+ * stored non-temporally: W is read by the next step.
+ *
+ * Summation order: exactly the fixed kernel's (gemm_fixed_ex): each element of C summed over
+ * p = 0 .. k-1 in order, from a +0 accumulator, one fused multiply-add each, then stored as
+ * alpha s + beta C with one rounding of fma(alpha, s, beta C) (C not read when beta == 0;
+ * C := s when alpha == 1 and beta == 0), the operations of its FNN_EPI_STORE on the same
+ * values, so the same bits for every shape; tests/test_gemm_update.py compares them bit for
+ * bit.  Which rows or columns share a tile never changes an element's sum.
+ *
+ * Kernels: AVX2 + FMA (x86-64, chosen at run time as in fastnn_gemm.h, not under
+ * AddressSanitizer) for op(B) = B (training's X^T D, and X W); op(B) = B^T, no AVX2, nothing
+ * to sum (k == 0) or fnn_gemm_force_plain: gemm_fixed_ex itself (the same bits by
+ * construction).  Rows of C past a multiple of 6 run in a tile of fewer rows; columns past a
+ * multiple of 2 vectors with masked loads and stores (no byte outside C is read or written).
+ * Allocates nothing; returns what gemm_fixed_ex returns (0, or -1 when its copy of a
+ * transposed B failed).
+ */
+#ifndef FASTNN_GEMM_UPDATE_H
+#define FASTNN_GEMM_UPDATE_H
+
+#include "fastnn_gemm.h"          /* gemm_fixed_ex, fnn_gemm_use_avx2, the lane masks */
+
+#define FNN_UPD_MR 6              /* rows of C per register tile (2 vectors of columns) */
+
+static inline ptrdiff_t fnn_upd_min(ptrdiff_t a, ptrdiff_t b)
+{
+    return a < b ? a : b;
+}
+
+/* ---------------------------------------------------------------- float */
+#define FNN_T float
+#define FNN_P(name) fnn_s_##name
+#if defined(FNN_GEMM_X86)
+#define FNN_V __m256
+#define FNN_W 8
+#define FNN_VZERO() _mm256_setzero_ps()
+#define FNN_VLOAD(p) _mm256_loadu_ps(p)
+#define FNN_VMLOAD(p, m) _mm256_maskload_ps((p), (m))
+#define FNN_VSTORE(p, v) _mm256_storeu_ps((p), (v))
+#define FNN_VMSTORE(p, m, v) _mm256_maskstore_ps((p), (m), (v))
+#define FNN_VBCAST(p) _mm256_broadcast_ss(p)
+#define FNN_VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define FNN_VMUL(a, b) _mm256_mul_ps((a), (b))
+#define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - (r)))
+#endif
+#include "fastnn_gemm_update_impl.h"
+
+/* ---------------------------------------------------------------- double */
+#define FNN_T double
+#define FNN_P(name) fnn_d_##name
+#if defined(FNN_GEMM_X86)
+#define FNN_V __m256d
+#define FNN_W 4
+#define FNN_VZERO() _mm256_setzero_pd()
+#define FNN_VLOAD(p) _mm256_loadu_pd(p)
+#define FNN_VMLOAD(p, m) _mm256_maskload_pd((p), (m))
+#define FNN_VSTORE(p, v) _mm256_storeu_pd((p), (v))
+#define FNN_VMSTORE(p, m, v) _mm256_maskstore_pd((p), (m), (v))
+#define FNN_VBCAST(p) _mm256_broadcast_sd(p)
+#define FNN_VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
+#define FNN_VMUL(a, b) _mm256_mul_pd((a), (b))
+#define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask64 + 4 - (r)))
+#endif
+#include "fastnn_gemm_update_impl.h"
+
+#endif /* FASTNN_GEMM_UPDATE_H */
