@@ -1,13 +1,15 @@
 """Training's small products: fastnn's fixed-order kernels against OpenBLAS, interleaved.
 
-    python bench/fixed_products.py C float32 [repeats] [n_rows batch] [--large | --thin]
+    python bench/fixed_products.py C float32 [repeats] [n_rows batch] [--large | --thin | --update]
 
 With --large, the question is the large products instead: both sides keep the small products
 on the fixed-order kernels, and the products above that range run on OpenBLAS ("blas", as
 before fastnn's packed kernel) or on the kernel `_network._product_kernel` chooses ("auto").
 With --thin, both sides run the chosen kernels, one with the thin-batch kernel switched off
 (`_tiling._set_thin_max_m(0)`: its products go back to the packed or fixed kernel, the same
-bits) and one as chosen.
+bits) and one as chosen.  With --update, likewise for the update kernel of X^T D
+(`_tiling._set_update_max_k(0)`: its products go back to the fixed or packed kernel, the same
+bits).
 
 One process alternates the OpenBLAS path (`_tiling._set_fixed_max(0)`) and the default
 (products with m n k up to the threshold on fastnn's own kernels), timing one fit of the
@@ -31,7 +33,8 @@ from fastnn._core import _network, _tiling  # noqa: E402
 def main(argv):
     large = "--large" in argv
     thin = "--thin" in argv
-    argv = [a for a in argv if a not in ("--large", "--thin")]
+    update = "--update" in argv
+    argv = [a for a in argv if a not in ("--large", "--thin", "--update")]
     name, dtype = argv[0], np.dtype(argv[1] if len(argv) > 1 else "float32")
     reps = int(argv[2]) if len(argv) > 2 else 7
     w = dict(C.WORKLOADS[name], dtype=dtype)
@@ -43,10 +46,14 @@ def main(argv):
     _tiling._set_fixed_max(default)
     thin_max = _tiling._set_thin_max_m(0)
     _tiling._set_thin_max_m(thin_max)
+    update_max = _tiling._set_update_max_k(0)
+    _tiling._set_update_max_k(update_max)
     modes = (("blas", 0.0), ("fixed", default))
 
     def select(mode, v):
-        if thin:
+        if update:
+            _tiling._set_update_max_k(0 if mode == "blas" else update_max)
+        elif thin:
             _tiling._set_thin_max_m(0 if mode == "blas" else thin_max)
         elif large:
             _tiling._set_product_kernel("blas" if mode == "blas" else "auto")
@@ -77,11 +84,13 @@ def main(argv):
     finally:
         _tiling._set_fixed_max(default)
         _tiling._set_thin_max_m(thin_max)
+        _tiling._set_update_max_k(update_max)
         _tiling._set_product_kernel("auto")
     n = w["n"] * w["epochs"]
     ratios = np.array(times["blas"]) / np.array(times["fixed"])
-    ours = "with thin" if thin else "chosen kernels" if large else "fixed-order"
-    theirs = "without thin" if thin else "OpenBLAS"
+    ours = ("with update" if update else "with thin" if thin else "chosen kernels" if large
+            else "fixed-order")
+    theirs = "without update" if update else "without thin" if thin else "OpenBLAS"
     print(f"{name} {dtype} batch {batch}: {theirs} {n / np.median(times['blas']) / 1e6:.3f} "
           f"M samples/s, {ours} {n / np.median(times['fixed']) / 1e6:.3f} M samples/s, "
           f"time ratio {theirs} / {ours}: median {np.median(ratios):.3f} "
