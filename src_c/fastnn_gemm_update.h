@@ -7,13 +7,17 @@
  * multiply-adds per element of C it reads and writes: at the FMA peak a 784 x 256 W takes
  * about 67 us, in which its 800 KB (larger than Zen 3's 512 KB L2) must come from L3 and go
  * back.  The fixed kernel (fastnn_gemm.h) walks C by panels of 2 vectors of columns, down all
- * of its rows: a stride of a whole row of W from one tile to the next, with no prefetch.
- * Here C is walked along its rows: a group of 6 rows of W, left to right, tile after tile
- * (6 contiguous streams the hardware prefetcher follows), and while the k loop of one tile
- * runs, the lines of the tile below it (the next group's rows, same columns) are prefetched
- * into L1.  X's 6 columns of the group (k x 6 values) and the whole of D (k x n; 16 KB for
- * k = 16, n = 256) are read again for each tile from L1 / L2; nothing is packed.  Nothing is
- * stored non-temporally: W is read by the next step.
+ * of its rows: from one tile to the next a stride of a whole row of W, 64 bytes used per row
+ * and panel.  Here C is walked along its rows: a group of 6 rows of W, left to right, tile
+ * after tile, 6 contiguous streams that the hardware prefetcher follows, so the loads of W
+ * overlap the FMAs of the tiles before them.  D is first copied into contiguous panels of 2
+ * vectors of columns (k x n values, 16 KB for k = 16, n = 256, read again for each group of
+ * rows: its rows, a row of W apart, would otherwise map onto a few sets of the L1 cache, as
+ * in the fixed kernel's panel copy); X's 6 columns of a group (k x 6 values) stay in L1.
+ * Software prefetch of the tile below (its lines into L1 while a tile's k loop ran, 1, 2
+ * or 4 groups ahead) measured from 8% slower to 4% faster than none, no consistent gain
+ * (bench/RESULTS.md section 25): the row-wise walk is what pays, so there is none.  Nothing is stored non-temporally: W is
+ * read by the next step.
  *
  * Summation order: exactly the fixed kernel's (gemm_fixed_ex): each element of C summed over
  * p = 0 .. k-1 in order, from a +0 accumulator, one fused multiply-add each, then stored as
@@ -27,8 +31,9 @@
  * to sum (k == 0) or fnn_gemm_force_plain: gemm_fixed_ex itself (the same bits by
  * construction).  Rows of C past a multiple of 6 run in a tile of fewer rows; columns past a
  * multiple of 2 vectors with masked loads and stores (no byte outside C is read or written).
- * Allocates nothing; returns what gemm_fixed_ex returns (0, or -1 when its copy of a
- * transposed B failed).
+ * Memory: one buffer per call (freed before it returns) of k x n rounded up to 2 vectors of
+ * columns, plus 64 bytes; when it cannot be allocated, gemm_fixed_ex runs instead.  Returns
+ * what gemm_fixed_ex returns (0, or -1 when its copy of a transposed B failed).
  */
 #ifndef FASTNN_GEMM_UPDATE_H
 #define FASTNN_GEMM_UPDATE_H

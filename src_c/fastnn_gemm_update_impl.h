@@ -11,26 +11,18 @@
  * a[r ars + p aks]; B's row p at b + p 2W (a packed panel, zero-padded past n).  Each element
  * := the sum over p = 0 .. k-1, in order from a +0 accumulator, one fused multiply-add each;
  * then stored as the fixed kernel's FNN_EPI_STORE does: EPI 0: C := s; 1 (beta == 0):
- * alpha s; 2: fma(alpha, s, beta C).  pf: the tile below (R rows at ldc, the same columns),
- * prefetched into L1 while the k loop runs (NULL: none). */
+ * alpha s; 2: fma(alpha, s, beta C). */
 FNN_GEMM_AVX2_INLINE void FNN_P(upd_tile)(const int R, const int NV, const int MASKED,
                                           const int EPI, ptrdiff_t k,
                                           const FNN_T *restrict a, ptrdiff_t ars,
                                           ptrdiff_t aks, const FNN_T *restrict b,
                                           FNN_T *restrict c, ptrdiff_t ldc, __m256i mk,
-                                          FNN_V al, FNN_V be, const FNN_T *pf)
+                                          FNN_V al, FNN_V be)
 {
     FNN_V c00 = FNN_VZERO(), c01 = FNN_VZERO(), c10 = FNN_VZERO(), c11 = FNN_VZERO();
     FNN_V c20 = FNN_VZERO(), c21 = FNN_VZERO(), c30 = FNN_VZERO(), c31 = FNN_VZERO();
     FNN_V c40 = FNN_VZERO(), c41 = FNN_VZERO(), c50 = FNN_VZERO(), c51 = FNN_VZERO();
     ptrdiff_t p;
-    if (pf != NULL) {
-        int r;
-        for (r = 0; r < R; r++) {
-            _mm_prefetch((const char *) (pf + r * ldc), _MM_HINT_T0);
-            _mm_prefetch((const char *) (pf + r * ldc + NV * FNN_W - 1), _MM_HINT_T0);
-        }
-    }
     for (p = 0; p < k; p++) {
         const FNN_T *restrict ap = a + p * aks;
         const FNN_V b0 = FNN_VLOAD(b + p * 2 * FNN_W);
@@ -73,34 +65,32 @@ FNN_GEMM_AVX2_INLINE void FNN_P(upd_tile)(const int R, const int NV, const int M
 }
 
 /* R rows of C (R <= 6), all n columns, left to right, B packed in panels of 2 vectors of
- * columns (panel q at bp + q k 2W); prefetch: prefetch the group of 6 rows below. */
+ * columns (panel q at bp + q k 2W). */
 FNN_GEMM_AVX2_INLINE void FNN_P(upd_rows)(const int R, const int EPI, ptrdiff_t n,
                                           ptrdiff_t k, const FNN_T *restrict a, ptrdiff_t ars,
                                           ptrdiff_t aks, const FNN_T *restrict bp,
                                           FNN_T *restrict C, ptrdiff_t ldc, FNN_V al,
-                                          FNN_V be, int prefetch)
+                                          FNN_V be)
 {
     const __m256i none = _mm256_setzero_si256();
     const ptrdiff_t step = k * 2 * FNN_W;
     ptrdiff_t j, rem;
     for (j = 0; j + 2 * FNN_W <= n; j += 2 * FNN_W, bp += step)
-        FNN_P(upd_tile)(R, 2, 0, EPI, k, a, ars, aks, bp, C + j, ldc, none, al, be,
-                        prefetch ? C + FNN_UPD_MR * ldc + j : NULL);
+        FNN_P(upd_tile)(R, 2, 0, EPI, k, a, ars, aks, bp, C + j, ldc, none, al, be);
     rem = n - j;
     if (rem <= 0)
         return;
     {
         const __m256i mk = rem % FNN_W ? FNN_MASK(rem % FNN_W) : none;
-        const FNN_T *pf = prefetch ? C + FNN_UPD_MR * ldc + j : NULL;
         if (rem > FNN_W) {
             if (rem % FNN_W)
-                FNN_P(upd_tile)(R, 2, 1, EPI, k, a, ars, aks, bp, C + j, ldc, mk, al, be, pf);
+                FNN_P(upd_tile)(R, 2, 1, EPI, k, a, ars, aks, bp, C + j, ldc, mk, al, be);
             else
-                FNN_P(upd_tile)(R, 2, 0, EPI, k, a, ars, aks, bp, C + j, ldc, mk, al, be, pf);
+                FNN_P(upd_tile)(R, 2, 0, EPI, k, a, ars, aks, bp, C + j, ldc, mk, al, be);
         } else if (rem % FNN_W) {
-            FNN_P(upd_tile)(R, 1, 1, EPI, k, a, ars, aks, bp, C + j, ldc, mk, al, be, pf);
+            FNN_P(upd_tile)(R, 1, 1, EPI, k, a, ars, aks, bp, C + j, ldc, mk, al, be);
         } else {
-            FNN_P(upd_tile)(R, 1, 0, EPI, k, a, ars, aks, bp, C + j, ldc, mk, al, be, pf);
+            FNN_P(upd_tile)(R, 1, 0, EPI, k, a, ars, aks, bp, C + j, ldc, mk, al, be);
         }
     }
 }
@@ -115,15 +105,11 @@ FNN_GEMM_AVX2_INLINE void FNN_P(upd_x)(const int EPI, ptrdiff_t m, ptrdiff_t n, 
     const FNN_V al = FNN_VBCAST(&alpha), be = FNN_VBCAST(&beta);
     ptrdiff_t i;
     for (i = 0; i < m6; i += FNN_UPD_MR)
-        /* (the group below is prefetched only when it is a full group of 6 rows: the last,
-         * shorter one is a few rows whose lines the hardware prefetcher brings anyway) */
-        FNN_P(upd_rows)(6, EPI, n, k, A + i * ars, ars, aks, bp, C + i * ldc, ldc, al, be,
-                        i + 2 * FNN_UPD_MR <= m);
+        FNN_P(upd_rows)(6, EPI, n, k, A + i * ars, ars, aks, bp, C + i * ldc, ldc, al, be);
     switch (m - m6) {
 #define FNN_UPD_REST(r)                                                                       \
     case r:                                                                                   \
-        FNN_P(upd_rows)(r, EPI, n, k, A + m6 * ars, ars, aks, bp, C + m6 * ldc, ldc, al, be,  \
-                        0);                                                                   \
+        FNN_P(upd_rows)(r, EPI, n, k, A + m6 * ars, ars, aks, bp, C + m6 * ldc, ldc, al, be); \
         break;
     FNN_UPD_REST(1) FNN_UPD_REST(2) FNN_UPD_REST(3) FNN_UPD_REST(4) FNN_UPD_REST(5)
 #undef FNN_UPD_REST

@@ -12,7 +12,7 @@ from tests._helpers import check_gemm, gemm_operands
 
 DTYPES = (np.float32, np.float64)
 DT_IDS = ("f32", "f64")
-# rows around the register tile's 6 and the prefetched group below it (12), and A's 784;
+# rows around the register tile's 6 and its multiples, and A's 784;
 # columns around the 2-vector panels (8 and 16 float lanes, 4 and 8 double); reductions (the
 # batch) 1 to 64
 MS = (1, 2, 5, 6, 7, 11, 12, 13, 18, 100, 784, 800)

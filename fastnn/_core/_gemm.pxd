@@ -122,8 +122,8 @@ cdef inline int gemm_thin(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n
 
 
 # src_c/fastnn_gemm_update.h: the weight-gradient product with a short reduction (the fused SGD
-# update W := beta W + alpha X^T D), C walked along its rows with the next tile prefetched; the
-# bits of gemm_fixed_ex.
+# update W := beta W + alpha X^T D), C walked along its rows, D copied into panels; the bits of
+# gemm_fixed_ex.
 cdef extern from "fastnn_gemm_update.h" nogil:
     int fnn_s_gemm_update(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                           float alpha, const float *A, Py_ssize_t lda, const float *B,

@@ -69,7 +69,7 @@ cdef double _fixed_max_mnk = 1 << 18
 #                   (src_c/fastnn_gemm_thin.h: the packed kernel's bits, and the fixed
 #                   kernel's for k <= 384);
 #   _KERNEL_UPDATE: fastnn's kernel for the fused SGD update's X^T D with a short reduction,
-#                   C walked along its rows, the next tile prefetched
+#                   C walked along its rows, D copied into panels
 #                   (src_c/fastnn_gemm_update.h: the fixed kernel's bits, hence the packed
 #                   kernel's for k <= 384).
 cdef enum:
@@ -104,7 +104,7 @@ cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
     - a narrow C (n < 16) or a short reduction (k < 16): fixed (the packed kernel pads its
       16- or 8-column micro-tiles; packing is not repaid over a short k);
     - X^T D (A transposed, B not) with n >= 16 and k (the batch) <= _update_max_k = 64
-      (float64: < 64): update (C walked along its rows, the next tile prefetched; the fixed
+      (float64: < 64): update (C walked along its rows, D copied into panels; the fixed
       kernel's bits, and the packed kernel's, so the move changed no result).  Per product
       with training's beta = 1 (section 25) 1.2-2x the fixed kernel at batch 8-64 and
       1.1x the packed one at 64 (float32); A trained NN faster at batch 16, NN at 64;
