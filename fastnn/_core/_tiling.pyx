@@ -106,8 +106,9 @@ cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
     - X^T D (A transposed, B not) with n >= 16 and k (the batch) <= _update_max_k = 64
       (float64: < 64): update (C walked along its rows, D copied into panels; the fixed
       kernel's bits, and the packed kernel's, so the move changed no result).  Per product
-      with training's beta = 1 (section 25) 1.2-2x the fixed kernel at batch 8-64 and
-      1.1x the packed one at 64 (float32); A trained NN faster at batch 16, NN at 64;
+      with training's beta = 1 (section 25) 1.2-1.5x the fixed kernel at batch 16-32 on
+      the 784 x 256 W (1.1-1.2x on 256 x 128), 1.1x the packed one at 64 (float32); A
+      trained 1.03-1.15x faster at batch 16 (3 runs), 1.03x at 64;
     - other X^T D with k (the batch) < 64: fixed;
     - float64 with a batch of at least 1024 rows (k of X^T D, m of X W and D W^T): packed
       (D at batch 1024 trained 1-7% faster than on OpenBLAS, 4 runs); smaller: OpenBLAS
