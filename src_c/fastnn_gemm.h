@@ -88,6 +88,9 @@ static const int64_t fnn_gemm_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 #define FNN_GEMM_STACK_ELEMS 4096
 /* the packed panel of B (k x 2 vectors) lives on the stack up to this many elements */
 #define FNN_GEMM_PACK_STACK_ELEMS 2048
+/* a B of up to this many bytes (rows, leading dimension and all) is not packed: a quarter of a
+ * 32 KiB L1 data cache */
+#define FNN_GEMM_PACK_MIN_BYTES 8192
 
 /* ---------------------------------------------------------------- narrow products (float)
  * C := A B for B of 1 to 4 columns (a regression or binary output layer), 8 rows per vector.

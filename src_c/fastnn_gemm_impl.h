@@ -80,12 +80,21 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_row_k)(const int NV, const int MASKED, cons
 #define FNN_ROW_LOAD(v) ((MASKED && NV == (v) + 1) ? FNN_VMLOAD(b + (v) * FNN_W, mk)        \
                                                    : FNN_VLOAD(b + (v) * FNN_W))
 #define FNN_ROW_FMA(v, cv) if (NV > (v)) cv = FNN_VFMA(x, FNN_ROW_LOAD(v), cv)
-    for (p = 0; p < k; p++) {
-        const FNN_T *restrict b = B + p * ldb;
-        const FNN_V x = FNN_VBCAST(a + p * aks);
-        FNN_ROW_FMA(0, c0); FNN_ROW_FMA(1, c1); FNN_ROW_FMA(2, c2); FNN_ROW_FMA(3, c3);
-        FNN_ROW_FMA(4, c4); FNN_ROW_FMA(5, c5); FNN_ROW_FMA(6, c6); FNN_ROW_FMA(7, c7);
+#define FNN_ROW_STEP(pp)                                                                      \
+    {                                                                                         \
+        const FNN_T *restrict b = B + (pp) * ldb;                                             \
+        const FNN_V x = FNN_VBCAST(a + (pp) * aks);                                           \
+        FNN_ROW_FMA(0, c0); FNN_ROW_FMA(1, c1); FNN_ROW_FMA(2, c2); FNN_ROW_FMA(3, c3);       \
+        FNN_ROW_FMA(4, c4); FNN_ROW_FMA(5, c5); FNN_ROW_FMA(6, c6); FNN_ROW_FMA(7, c7);       \
     }
+    /* (4 steps of p per trip: the loop's counter, compare and pointer arithmetic once per 4
+     * steps; each accumulator still takes its products in the order p = 0, 1, ...) */
+    for (p = 0; p + 4 <= k; p += 4) {
+        FNN_ROW_STEP(p) FNN_ROW_STEP(p + 1) FNN_ROW_STEP(p + 2) FNN_ROW_STEP(p + 3)
+    }
+    for (; p < k; p++)
+        FNN_ROW_STEP(p)
+#undef FNN_ROW_STEP
 #undef FNN_ROW_FMA
 #undef FNN_ROW_LOAD
 #define FNN_ROW_STORE(v, cv)                                                                  \
@@ -115,23 +124,32 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_six_k)(const int NV, const int MASKED, cons
     const FNN_T *restrict a3 = A + 3 * lda, *restrict a4 = A + 4 * lda;
     const FNN_T *restrict a5 = A + 5 * lda;
     ptrdiff_t p;
-    for (p = 0; p < k; p++) {
-        const FNN_T *restrict b = B + p * ldb;
-        FNN_V b0, b1 = FNN_VZERO(), x;
-        if (NV == 1)
-            b0 = MASKED ? FNN_VMLOAD(b, mk) : FNN_VLOAD(b);
-        else {
-            b0 = FNN_VLOAD(b);
-            b1 = MASKED ? FNN_VMLOAD(b + FNN_W, mk) : FNN_VLOAD(b + FNN_W);
-        }
-#define FNN_SIX_ROW(ar, cr0, cr1)                                                             \
-        x = FNN_VBCAST(ar + p * aks);                                                         \
+#define FNN_SIX_ROW(ar, pp, cr0, cr1)                                                         \
+        x = FNN_VBCAST(ar + (pp) * aks);                                                      \
         cr0 = FNN_VFMA(x, b0, cr0);                                                           \
         if (NV == 2) cr1 = FNN_VFMA(x, b1, cr1);
-        FNN_SIX_ROW(a0, c00, c01) FNN_SIX_ROW(a1, c10, c11) FNN_SIX_ROW(a2, c20, c21)
-        FNN_SIX_ROW(a3, c30, c31) FNN_SIX_ROW(a4, c40, c41) FNN_SIX_ROW(a5, c50, c51)
-#undef FNN_SIX_ROW
+#define FNN_SIX_STEP(pp)                                                                      \
+    {                                                                                         \
+        const FNN_T *restrict b = B + (pp) * ldb;                                             \
+        FNN_V b0, b1 = FNN_VZERO(), x;                                                        \
+        if (NV == 1)                                                                          \
+            b0 = MASKED ? FNN_VMLOAD(b, mk) : FNN_VLOAD(b);                                   \
+        else {                                                                                \
+            b0 = FNN_VLOAD(b);                                                                \
+            b1 = MASKED ? FNN_VMLOAD(b + FNN_W, mk) : FNN_VLOAD(b + FNN_W);                   \
+        }                                                                                     \
+        FNN_SIX_ROW(a0, pp, c00, c01) FNN_SIX_ROW(a1, pp, c10, c11)                           \
+        FNN_SIX_ROW(a2, pp, c20, c21) FNN_SIX_ROW(a3, pp, c30, c31)                           \
+        FNN_SIX_ROW(a4, pp, c40, c41) FNN_SIX_ROW(a5, pp, c50, c51)                           \
     }
+    /* (4 steps of p per trip, as in gemm_row_k) */
+    for (p = 0; p + 4 <= k; p += 4) {
+        FNN_SIX_STEP(p) FNN_SIX_STEP(p + 1) FNN_SIX_STEP(p + 2) FNN_SIX_STEP(p + 3)
+    }
+    for (; p < k; p++)
+        FNN_SIX_STEP(p)
+#undef FNN_SIX_STEP
+#undef FNN_SIX_ROW
 #define FNN_SIX_STORE(r, cr0, cr1)                                                            \
     if (NV == 1) {                                                                            \
         FNN_EPI_STORE(EPI, MASKED, C + (r) * ldc, 0, mk, cr0);                                \
@@ -195,14 +213,17 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n,
      * block: read straight from a wide B, the panel's rows lie ldb apart, a stride that maps
      * them onto a few sets of the L1 cache, and every group of rows read it again from L2 or
      * beyond (the same copy as BLAS's packing; only where the numbers come from changes, not
-     * the order in which they are added). */
+     * the order in which they are added).  A B of at most FNN_GEMM_PACK_MIN_BYTES is read in
+     * place: its rows lie in one contiguous stretch that fits the L1 cache without conflicts,
+     * and the copy would cost more than it saves. */
     /* (a small panel on the stack: no allocation per call; full panels copied with vector
      * loads and stores rather than a memcpy call per row) */
     FNN_T stack_p[FNN_GEMM_PACK_STACK_ELEMS];
     ptrdiff_t i, j, p, m6 = m - m % 6, ncols, ldp;
     FNN_T *packed = NULL, *heap = NULL;
     const FNN_T *panel;
-    if (m6 >= 12 && ldb != 2 * FNN_W && n > 2 * FNN_W)
+    if (m6 >= 12 && ldb != 2 * FNN_W && n > 2 * FNN_W
+        && (size_t) k * (size_t) ldb * sizeof(FNN_T) > FNN_GEMM_PACK_MIN_BYTES)
         packed = k * 2 * FNN_W <= FNN_GEMM_PACK_STACK_ELEMS ? stack_p
                  : (heap = (FNN_T *) malloc((size_t) k * 2 * FNN_W * sizeof(FNN_T)));
     for (j = 0; j < n && m6 > 0; j += 2 * FNN_W) {
@@ -281,14 +302,22 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_tnarrow_k)(const int NC, const int EPI, ptr
     FNN_T tmp[FNN_W];
     ptrdiff_t p;
     int r;
-    for (p = 0; p < k; p++) {
-        const FNN_V x = FNN_VLOAD(A + p * aks);
-        const FNN_T *restrict b = B + p * ldb;
-        c0 = FNN_VFMA(x, FNN_VBCAST(b), c0);
-        if (NC > 1) c1 = FNN_VFMA(x, FNN_VBCAST(b + 1), c1);
-        if (NC > 2) c2 = FNN_VFMA(x, FNN_VBCAST(b + 2), c2);
-        if (NC > 3) c3 = FNN_VFMA(x, FNN_VBCAST(b + 3), c3);
+#define FNN_TNARROW_STEP(pp)                                                                  \
+    {                                                                                         \
+        const FNN_V x = FNN_VLOAD(A + (pp) * aks);                                            \
+        const FNN_T *restrict b = B + (pp) * ldb;                                             \
+        c0 = FNN_VFMA(x, FNN_VBCAST(b), c0);                                                  \
+        if (NC > 1) c1 = FNN_VFMA(x, FNN_VBCAST(b + 1), c1);                                  \
+        if (NC > 2) c2 = FNN_VFMA(x, FNN_VBCAST(b + 2), c2);                                  \
+        if (NC > 3) c3 = FNN_VFMA(x, FNN_VBCAST(b + 3), c3);                                  \
     }
+    for (p = 0; p + 4 <= k; p += 4) {       /* (4 steps of p per trip, as in gemm_row_k) */
+        FNN_TNARROW_STEP(p) FNN_TNARROW_STEP(p + 1) FNN_TNARROW_STEP(p + 2)
+        FNN_TNARROW_STEP(p + 3)
+    }
+    for (; p < k; p++)
+        FNN_TNARROW_STEP(p)
+#undef FNN_TNARROW_STEP
 #define FNN_TNARROW_STORE(cc, cv)                                                             \
     if (NC > (cc)) {                                                                          \
         if (EPI && beta != 0)                                                                 \
@@ -350,10 +379,21 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_avx2_ex)(ptrdiff_t m, ptrdiff_t n, ptrdiff_
         C += done * ldc;
         m -= done;
     }
-    if (plain)
-        FNN_P(gemm_x)(0, m, n, k, A, ars, aks, B, ldb, C, ldc, 1, 0, NULL);
-    else
-        FNN_P(gemm_x)(1, m, n, k, A, ars, aks, B, ldb, C, ldc, alpha, beta, NULL);
+    /* (the stride of a row of A or of its elements a constant 1 where it is: the kernels'
+     * addresses of the next steps of p, or of the next rows, then fold into the loads) */
+#define FNN_EX_CALL(ARS, AKS)                                                                 \
+    if (plain)                                                                                \
+        FNN_P(gemm_x)(0, m, n, k, A, ARS, AKS, B, ldb, C, ldc, 1, 0, NULL);                   \
+    else                                                                                      \
+        FNN_P(gemm_x)(1, m, n, k, A, ARS, AKS, B, ldb, C, ldc, alpha, beta, NULL);
+    if (aks == 1) {
+        FNN_EX_CALL(ars, 1)
+    } else if (ars == 1) {
+        FNN_EX_CALL(1, aks)
+    } else {
+        FNN_EX_CALL(ars, aks)
+    }
+#undef FNN_EX_CALL
 }
 
 /* gemm_fixed_bias_act's vector form: act 0, 1, 2 -> the stores FNN_EPI_BIAS, _RELU, _LEAKY */
