@@ -354,9 +354,132 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t FNN_P(gemm_tnarrow)(const int EPI, ptrdiff_t m, p
     return i;
 }
 
+#if defined(FNN_NARROW_ROWS)
+/* float, a C of 8 to FNN_TWIDE_MAX columns (a layer of about 10 outputs, as a 10-class output
+ * layer: its forward product X W and its weight gradient X^T D).  Vectorized across columns,
+ * 10 columns fill 10 of a panel's 16 lanes and need masked loads and stores; here, as in the
+ * narrow kernels, lane r of an accumulator is row r of a group of 8 and there is one
+ * accumulator per column (NC of them).  A's p-th elements of the 8 rows come from one load
+ * when A is read transposed (ATR: row i's p-th element at A[i + p * aks]), otherwise from a
+ * stack copy of the 8 rows transposed by 8 x 8 blocks in registers (FNN_TWIDE_CHUNK steps of p
+ * at a time; the last, partial block by masked loads).  Each lane adds its row's products into one accumulator in the order
+ * p = 0 .. K-1, one fused multiply-add each: the chain of the general kernel.  Columns 0..7
+ * are turned back into 8 rows by one register transpose and stored as rows through
+ * FNN_EPI_STORE (full vectors, bias at columns 0..7); columns 8.. lane by lane through the
+ * same store with their bias broadcast: the same operations on the same values, hence the
+ * general kernel's bits. */
+#define FNN_TWIDE_MAX 12
+#define FNN_TWIDE_CHUNK 256
+FNN_GEMM_AVX2_INLINE void fnn_s_gemm_twide_k(const int NC, const int ATR, const int EPI,
+                                             ptrdiff_t k, const float *restrict A,
+                                             ptrdiff_t lda, const float *restrict B,
+                                             ptrdiff_t ldb, float *restrict C, ptrdiff_t ldc,
+                                             float alpha, float beta,
+                                             const float *restrict bias)
+{
+    __m256 acc[FNN_TWIDE_MAX], v[8];
+    const __m256i mk = _mm256_setzero_si256();
+    float tmp[8], bcol[8];
+    ptrdiff_t p0, kk;
+    int c, r;
+    for (c = 0; c < NC; c++)
+        acc[c] = _mm256_setzero_ps();
+#define FNN_TWIDE_FMA(x, b, c)                                                                \
+    if (NC > (c)) acc[c] = _mm256_fmadd_ps((x), _mm256_broadcast_ss((b) + (c)), acc[c]);
+#define FNN_TWIDE_STEP(x, b)                                                                  \
+    {                                                                                         \
+        const float *restrict b_ = (b);                                                       \
+        FNN_TWIDE_FMA(x, b_, 0) FNN_TWIDE_FMA(x, b_, 1) FNN_TWIDE_FMA(x, b_, 2)              \
+        FNN_TWIDE_FMA(x, b_, 3) FNN_TWIDE_FMA(x, b_, 4) FNN_TWIDE_FMA(x, b_, 5)              \
+        FNN_TWIDE_FMA(x, b_, 6) FNN_TWIDE_FMA(x, b_, 7) FNN_TWIDE_FMA(x, b_, 8)              \
+        FNN_TWIDE_FMA(x, b_, 9) FNN_TWIDE_FMA(x, b_, 10) FNN_TWIDE_FMA(x, b_, 11)            \
+    }
+#define FNN_TWIDE_RUN(X, XS, BB, K)                                                           \
+    {                                                                                         \
+        ptrdiff_t p_;                                                                         \
+        for (p_ = 0; p_ + 2 <= (K); p_ += 2) {                                                \
+            FNN_TWIDE_STEP(_mm256_loadu_ps((X) + p_ * (XS)), (BB) + p_ * ldb)                 \
+            FNN_TWIDE_STEP(_mm256_loadu_ps((X) + (p_ + 1) * (XS)), (BB) + (p_ + 1) * ldb)     \
+        }                                                                                     \
+        if (p_ < (K))                                                                         \
+            FNN_TWIDE_STEP(_mm256_loadu_ps((X) + p_ * (XS)), (BB) + p_ * ldb)                 \
+    }
+    if (ATR)
+        FNN_TWIDE_RUN(A, lda, B, k)
+    else {
+        /* (A's 8 rows transposed into `at` a chunk of p at a time, then read as if A were
+         * transposed: the transposed columns in registers beside the accumulators would
+         * not fit in the 16 vector registers) */
+        float at[(FNN_TWIDE_CHUNK + 8) * 8];
+        ptrdiff_t q0, kc;
+        for (q0 = 0; q0 < k; q0 += FNN_TWIDE_CHUNK) {
+            kc = k - q0 < FNN_TWIDE_CHUNK ? k - q0 : FNN_TWIDE_CHUNK;
+            for (p0 = 0; p0 < kc; p0 += 8) {
+                kk = kc - p0 < 8 ? kc - p0 : 8;
+                const __m256i mkk =
+                    _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - kk));
+                for (r = 0; r < 8; r++)
+                    v[r] = kk == 8 ? _mm256_loadu_ps(A + r * lda + q0 + p0)
+                                   : _mm256_maskload_ps(A + r * lda + q0 + p0, mkk);
+                fnn_s_transpose8(v);
+                for (r = 0; r < 8; r++)
+                    _mm256_storeu_ps(at + (p0 + r) * 8, v[r]);
+            }
+            FNN_TWIDE_RUN(at, 8, B + q0 * ldb, kc)
+        }
+    }
+#undef FNN_TWIDE_RUN
+#undef FNN_TWIDE_STEP
+#undef FNN_TWIDE_FMA
+    for (c = 8; c < NC; c++) {
+        const float *restrict bias_c = bcol;
+        if (EPI >= FNN_EPI_BIAS)
+            for (r = 0; r < 8; r++) bcol[r] = bias[c];
+        if (EPI == 1 && beta != 0)
+            for (r = 0; r < 8; r++) tmp[r] = C[r * ldc + c];
+        {
+            const float *restrict bias = bias_c;     /* (the store reads bias + 0) */
+            FNN_EPI_STORE(EPI, 0, tmp, 0, mk, acc[c]);
+        }
+        for (r = 0; r < 8; r++) C[r * ldc + c] = tmp[r];
+    }
+    fnn_s_transpose8(acc);
+    for (r = 0; r < 8; r++)
+        FNN_EPI_STORE(EPI, 0, C + r * ldc, 0, mk, acc[r]);
+}
+
+/* Rows 0 .. 8 floor(m / 8) - 1 of a C of 8 .. FNN_TWIDE_MAX columns; returns how many rows it
+ * computed (the caller computes the rest).  ATR, EPI: as fnn_s_gemm_twide_k.  (Not inlined:
+ * inside gemm_avx2_ex its code made the compiler spill the 6-row kernel's accumulators.) */
+__attribute__((noinline, target("avx2,fma"))) static ptrdiff_t fnn_s_gemm_twide(const int ATR, const int EPI, ptrdiff_t m,
+                                                ptrdiff_t n, ptrdiff_t k,
+                                                const float *restrict A, ptrdiff_t lda,
+                                                const float *restrict B, ptrdiff_t ldb,
+                                                float *restrict C, ptrdiff_t ldc, float alpha,
+                                                float beta, const float *restrict bias)
+{
+    ptrdiff_t i;
+    for (i = 0; i + 8 <= m; i += 8) {
+        const float *restrict Ai = ATR ? A + i : A + i * lda;
+#define FNN_TWIDE_CASE(nc)                                                                    \
+        case nc:                                                                              \
+            fnn_s_gemm_twide_k(nc, ATR, EPI, k, Ai, lda, B, ldb, C + i * ldc, ldc, alpha,     \
+                               beta, bias);                                                   \
+            break;
+        switch (n) {
+        FNN_TWIDE_CASE(8) FNN_TWIDE_CASE(9) FNN_TWIDE_CASE(10) FNN_TWIDE_CASE(11)
+        FNN_TWIDE_CASE(12)
+        }
+#undef FNN_TWIDE_CASE
+    }
+    return i;
+}
+#endif
+
 /* Training's general form, A possibly transposed (aks = lda, ars = 1).  A narrow C (n <=
  * FNN_NARROW_MAX) takes a row-vectorized kernel: X W (float) the prediction's narrow kernel,
- * X^T D gemm_tnarrow; both give the general kernel's bits. */
+ * X^T D gemm_tnarrow; both give the general kernel's bits.  So does a float C of 8 to
+ * FNN_TWIDE_MAX columns (gemm_twide). */
 FNN_GEMM_AVX2 static void FNN_P(gemm_avx2_ex)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                               const FNN_T *restrict A, ptrdiff_t ars,
                                               ptrdiff_t aks,
@@ -379,6 +502,22 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_avx2_ex)(ptrdiff_t m, ptrdiff_t n, ptrdiff_
         C += done * ldc;
         m -= done;
     }
+#if defined(FNN_TWIDE_MAX)
+    else if (n >= 8 && n <= FNN_TWIDE_MAX && m >= 8 && (ars == 1 || aks == 1)) {
+        ptrdiff_t done;
+        if (ars == 1)
+            done = plain ? fnn_s_gemm_twide(1, 0, m, n, k, A, aks, B, ldb, C, ldc, 1, 0, NULL)
+                         : fnn_s_gemm_twide(1, 1, m, n, k, A, aks, B, ldb, C, ldc, alpha, beta,
+                                            NULL);
+        else
+            done = plain ? fnn_s_gemm_twide(0, 0, m, n, k, A, ars, B, ldb, C, ldc, 1, 0, NULL)
+                         : fnn_s_gemm_twide(0, 1, m, n, k, A, ars, B, ldb, C, ldc, alpha, beta,
+                                            NULL);
+        A += done * ars;
+        C += done * ldc;
+        m -= done;
+    }
+#endif
     /* (the stride of a row of A or of its elements a constant 1 where it is: the kernels'
      * addresses of the next steps of p, or of the next rows, then fold into the loads) */
 #define FNN_EX_CALL(ARS, AKS)                                                                 \
@@ -404,6 +543,20 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_bias_act_avx2)(ptrdiff_t m, ptrdiff_t n, pt
                                                     const FNN_T *restrict bias, int act,
                                                     FNN_T slope)
 {
+#if defined(FNN_TWIDE_MAX)
+    if (n >= 8 && n <= FNN_TWIDE_MAX && m >= 8) {
+        ptrdiff_t done =
+            act == 1 ? fnn_s_gemm_twide(0, FNN_EPI_BIAS_RELU, m, n, k, A, lda, B, ldb, C, ldc,
+                                        slope, 0, bias)
+            : act == 2 ? fnn_s_gemm_twide(0, FNN_EPI_BIAS_LEAKY, m, n, k, A, lda, B, ldb, C,
+                                          ldc, slope, 0, bias)
+            : fnn_s_gemm_twide(0, FNN_EPI_BIAS, m, n, k, A, lda, B, ldb, C, ldc, slope, 0,
+                               bias);
+        A += done * lda;
+        C += done * ldc;
+        m -= done;
+    }
+#endif
     if (act == 1)
         FNN_P(gemm_x)(FNN_EPI_BIAS_RELU, m, n, k, A, lda, 1, B, ldb, C, ldc, slope, 0, bias);
     else if (act == 2)
@@ -561,4 +714,6 @@ static int FNN_P(gemm_fixed_bias_act)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, con
 #undef FNN_EPI_BIAS
 #undef FNN_EPI_BIAS_RELU
 #undef FNN_EPI_BIAS_LEAKY
+#undef FNN_TWIDE_MAX
+#undef FNN_TWIDE_CHUNK
 #endif

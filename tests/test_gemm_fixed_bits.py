@@ -86,7 +86,13 @@ def _shapes(n_random, seed):
     random m, n, k in 1 .. 70 with 1, 10, 32 and 64 drawn often."""
     fixed = [(32, 32, 64), (32, 10, 32), (32, 32, 10), (64, 32, 32), (64, 64, 64),
              (64, 1, 64), (8, 64, 64), (64, 64, 8), (64, 8, 64), (1, 1, 1), (1, 70, 70),
-             (70, 70, 1), (6, 16, 4), (12, 32, 3), (13, 9, 5), (8, 12, 17), (16, 11, 33)]
+             (70, 70, 1), (6, 16, 4), (12, 32, 3), (13, 9, 5), (8, 12, 17), (16, 11, 33),
+             (7, 10, 9), (17, 13, 8)]
+    # 8 to 12 columns (rows across lanes, 8 at a time), k around its blocks of 8 and its
+    # chunks of 256 steps of p
+    fixed += [(m, n, k) for m, n, k in zip((8, 9, 16, 17, 32, 33, 8, 24, 40, 15),
+                                           (8, 9, 10, 11, 12, 10, 10, 9, 12, 8),
+                                           (1, 7, 8, 9, 255, 256, 257, 300, 2, 16))]
     rng = np.random.default_rng(seed)
     pool = np.concatenate([np.arange(1, 71), [1, 10, 32, 64] * 8])
     return fixed + [tuple(int(v) for v in rng.choice(pool, 3)) for _ in range(n_random)]
