@@ -23,7 +23,9 @@
  *     1 row x 8 vectors of columns for the rows left over and for one-row calls (8
  *     independent accumulator chains keep both FMA pipes busy on a 4-cycle latency);
  *     the last, partial vector of columns goes through masked loads and stores, so every
- *     column is computed by the same instruction sequence.
+ *     column is computed by the same instruction sequence;
+ *     a C of 1 to 4 columns (both dtypes, see below) or, in float, of 8 to 12 columns
+ *     (fastnn_gemm_impl.h gemm_twide) with rows across the lanes instead, the same chains.
  *   plain C otherwise: the same order with `a * b + c` (two roundings without FMA
  *     hardware; with -march set to an FMA machine the compiler contracts it).  The two
  *     kernels can differ in the last bit; one process always uses one of them.
@@ -88,6 +90,9 @@ static const int64_t fnn_gemm_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 #define FNN_GEMM_STACK_ELEMS 4096
 /* the packed panel of B (k x 2 vectors) lives on the stack up to this many elements */
 #define FNN_GEMM_PACK_STACK_ELEMS 2048
+/* a B of up to this many bytes (rows, leading dimension and all) is not packed: a quarter of a
+ * 32 KiB L1 data cache */
+#define FNN_GEMM_PACK_MIN_BYTES 8192
 
 /* ---------------------------------------------------------------- narrow products (float)
  * C := A B for B of 1 to 4 columns (a regression or binary output layer), 8 rows per vector.

@@ -80,12 +80,21 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_row_k)(const int NV, const int MASKED, cons
 #define FNN_ROW_LOAD(v) ((MASKED && NV == (v) + 1) ? FNN_VMLOAD(b + (v) * FNN_W, mk)        \
                                                    : FNN_VLOAD(b + (v) * FNN_W))
 #define FNN_ROW_FMA(v, cv) if (NV > (v)) cv = FNN_VFMA(x, FNN_ROW_LOAD(v), cv)
-    for (p = 0; p < k; p++) {
-        const FNN_T *restrict b = B + p * ldb;
-        const FNN_V x = FNN_VBCAST(a + p * aks);
-        FNN_ROW_FMA(0, c0); FNN_ROW_FMA(1, c1); FNN_ROW_FMA(2, c2); FNN_ROW_FMA(3, c3);
-        FNN_ROW_FMA(4, c4); FNN_ROW_FMA(5, c5); FNN_ROW_FMA(6, c6); FNN_ROW_FMA(7, c7);
+#define FNN_ROW_STEP(pp)                                                                      \
+    {                                                                                         \
+        const FNN_T *restrict b = B + (pp) * ldb;                                             \
+        const FNN_V x = FNN_VBCAST(a + (pp) * aks);                                           \
+        FNN_ROW_FMA(0, c0); FNN_ROW_FMA(1, c1); FNN_ROW_FMA(2, c2); FNN_ROW_FMA(3, c3);       \
+        FNN_ROW_FMA(4, c4); FNN_ROW_FMA(5, c5); FNN_ROW_FMA(6, c6); FNN_ROW_FMA(7, c7);       \
     }
+    /* (4 steps of p per trip: the loop's counter, compare and pointer arithmetic once per 4
+     * steps; each accumulator still takes its products in the order p = 0, 1, ...) */
+    for (p = 0; p + 4 <= k; p += 4) {
+        FNN_ROW_STEP(p) FNN_ROW_STEP(p + 1) FNN_ROW_STEP(p + 2) FNN_ROW_STEP(p + 3)
+    }
+    for (; p < k; p++)
+        FNN_ROW_STEP(p)
+#undef FNN_ROW_STEP
 #undef FNN_ROW_FMA
 #undef FNN_ROW_LOAD
 #define FNN_ROW_STORE(v, cv)                                                                  \
@@ -115,23 +124,32 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_six_k)(const int NV, const int MASKED, cons
     const FNN_T *restrict a3 = A + 3 * lda, *restrict a4 = A + 4 * lda;
     const FNN_T *restrict a5 = A + 5 * lda;
     ptrdiff_t p;
-    for (p = 0; p < k; p++) {
-        const FNN_T *restrict b = B + p * ldb;
-        FNN_V b0, b1 = FNN_VZERO(), x;
-        if (NV == 1)
-            b0 = MASKED ? FNN_VMLOAD(b, mk) : FNN_VLOAD(b);
-        else {
-            b0 = FNN_VLOAD(b);
-            b1 = MASKED ? FNN_VMLOAD(b + FNN_W, mk) : FNN_VLOAD(b + FNN_W);
-        }
-#define FNN_SIX_ROW(ar, cr0, cr1)                                                             \
-        x = FNN_VBCAST(ar + p * aks);                                                         \
+#define FNN_SIX_ROW(ar, pp, cr0, cr1)                                                         \
+        x = FNN_VBCAST(ar + (pp) * aks);                                                      \
         cr0 = FNN_VFMA(x, b0, cr0);                                                           \
         if (NV == 2) cr1 = FNN_VFMA(x, b1, cr1);
-        FNN_SIX_ROW(a0, c00, c01) FNN_SIX_ROW(a1, c10, c11) FNN_SIX_ROW(a2, c20, c21)
-        FNN_SIX_ROW(a3, c30, c31) FNN_SIX_ROW(a4, c40, c41) FNN_SIX_ROW(a5, c50, c51)
-#undef FNN_SIX_ROW
+#define FNN_SIX_STEP(pp)                                                                      \
+    {                                                                                         \
+        const FNN_T *restrict b = B + (pp) * ldb;                                             \
+        FNN_V b0, b1 = FNN_VZERO(), x;                                                        \
+        if (NV == 1)                                                                          \
+            b0 = MASKED ? FNN_VMLOAD(b, mk) : FNN_VLOAD(b);                                   \
+        else {                                                                                \
+            b0 = FNN_VLOAD(b);                                                                \
+            b1 = MASKED ? FNN_VMLOAD(b + FNN_W, mk) : FNN_VLOAD(b + FNN_W);                   \
+        }                                                                                     \
+        FNN_SIX_ROW(a0, pp, c00, c01) FNN_SIX_ROW(a1, pp, c10, c11)                           \
+        FNN_SIX_ROW(a2, pp, c20, c21) FNN_SIX_ROW(a3, pp, c30, c31)                           \
+        FNN_SIX_ROW(a4, pp, c40, c41) FNN_SIX_ROW(a5, pp, c50, c51)                           \
     }
+    /* (4 steps of p per trip, as in gemm_row_k) */
+    for (p = 0; p + 4 <= k; p += 4) {
+        FNN_SIX_STEP(p) FNN_SIX_STEP(p + 1) FNN_SIX_STEP(p + 2) FNN_SIX_STEP(p + 3)
+    }
+    for (; p < k; p++)
+        FNN_SIX_STEP(p)
+#undef FNN_SIX_STEP
+#undef FNN_SIX_ROW
 #define FNN_SIX_STORE(r, cr0, cr1)                                                            \
     if (NV == 1) {                                                                            \
         FNN_EPI_STORE(EPI, MASKED, C + (r) * ldc, 0, mk, cr0);                                \
@@ -195,14 +213,17 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n,
      * block: read straight from a wide B, the panel's rows lie ldb apart, a stride that maps
      * them onto a few sets of the L1 cache, and every group of rows read it again from L2 or
      * beyond (the same copy as BLAS's packing; only where the numbers come from changes, not
-     * the order in which they are added). */
+     * the order in which they are added).  A B of at most FNN_GEMM_PACK_MIN_BYTES is read in
+     * place: its rows lie in one contiguous stretch that fits the L1 cache without conflicts,
+     * and the copy would cost more than it saves. */
     /* (a small panel on the stack: no allocation per call; full panels copied with vector
      * loads and stores rather than a memcpy call per row) */
     FNN_T stack_p[FNN_GEMM_PACK_STACK_ELEMS];
     ptrdiff_t i, j, p, m6 = m - m % 6, ncols, ldp;
     FNN_T *packed = NULL, *heap = NULL;
     const FNN_T *panel;
-    if (m6 >= 12 && ldb != 2 * FNN_W && n > 2 * FNN_W)
+    if (m6 >= 12 && ldb != 2 * FNN_W && n > 2 * FNN_W
+        && (size_t) k * (size_t) ldb * sizeof(FNN_T) > FNN_GEMM_PACK_MIN_BYTES)
         packed = k * 2 * FNN_W <= FNN_GEMM_PACK_STACK_ELEMS ? stack_p
                  : (heap = (FNN_T *) malloc((size_t) k * 2 * FNN_W * sizeof(FNN_T)));
     for (j = 0; j < n && m6 > 0; j += 2 * FNN_W) {
@@ -281,14 +302,22 @@ FNN_GEMM_AVX2_INLINE void FNN_P(gemm_tnarrow_k)(const int NC, const int EPI, ptr
     FNN_T tmp[FNN_W];
     ptrdiff_t p;
     int r;
-    for (p = 0; p < k; p++) {
-        const FNN_V x = FNN_VLOAD(A + p * aks);
-        const FNN_T *restrict b = B + p * ldb;
-        c0 = FNN_VFMA(x, FNN_VBCAST(b), c0);
-        if (NC > 1) c1 = FNN_VFMA(x, FNN_VBCAST(b + 1), c1);
-        if (NC > 2) c2 = FNN_VFMA(x, FNN_VBCAST(b + 2), c2);
-        if (NC > 3) c3 = FNN_VFMA(x, FNN_VBCAST(b + 3), c3);
+#define FNN_TNARROW_STEP(pp)                                                                  \
+    {                                                                                         \
+        const FNN_V x = FNN_VLOAD(A + (pp) * aks);                                            \
+        const FNN_T *restrict b = B + (pp) * ldb;                                             \
+        c0 = FNN_VFMA(x, FNN_VBCAST(b), c0);                                                  \
+        if (NC > 1) c1 = FNN_VFMA(x, FNN_VBCAST(b + 1), c1);                                  \
+        if (NC > 2) c2 = FNN_VFMA(x, FNN_VBCAST(b + 2), c2);                                  \
+        if (NC > 3) c3 = FNN_VFMA(x, FNN_VBCAST(b + 3), c3);                                  \
     }
+    for (p = 0; p + 4 <= k; p += 4) {       /* (4 steps of p per trip, as in gemm_row_k) */
+        FNN_TNARROW_STEP(p) FNN_TNARROW_STEP(p + 1) FNN_TNARROW_STEP(p + 2)
+        FNN_TNARROW_STEP(p + 3)
+    }
+    for (; p < k; p++)
+        FNN_TNARROW_STEP(p)
+#undef FNN_TNARROW_STEP
 #define FNN_TNARROW_STORE(cc, cv)                                                             \
     if (NC > (cc)) {                                                                          \
         if (EPI && beta != 0)                                                                 \
@@ -325,9 +354,132 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t FNN_P(gemm_tnarrow)(const int EPI, ptrdiff_t m, p
     return i;
 }
 
+#if defined(FNN_NARROW_ROWS)
+/* float, a C of 8 to FNN_TWIDE_MAX columns (a layer of about 10 outputs, as a 10-class output
+ * layer: its forward product X W and its weight gradient X^T D).  Vectorized across columns,
+ * 10 columns fill 10 of a panel's 16 lanes and need masked loads and stores; here, as in the
+ * narrow kernels, lane r of an accumulator is row r of a group of 8 and there is one
+ * accumulator per column (NC of them).  A's p-th elements of the 8 rows come from one load
+ * when A is read transposed (ATR: row i's p-th element at A[i + p * aks]), otherwise from a
+ * stack copy of the 8 rows transposed by 8 x 8 blocks in registers (FNN_TWIDE_CHUNK steps of p
+ * at a time; the last, partial block by masked loads).  Each lane adds its row's products into one accumulator in the order
+ * p = 0 .. K-1, one fused multiply-add each: the chain of the general kernel.  Columns 0..7
+ * are turned back into 8 rows by one register transpose and stored as rows through
+ * FNN_EPI_STORE (full vectors, bias at columns 0..7); columns 8.. lane by lane through the
+ * same store with their bias broadcast: the same operations on the same values, hence the
+ * general kernel's bits. */
+#define FNN_TWIDE_MAX 12
+#define FNN_TWIDE_CHUNK 256
+FNN_GEMM_AVX2_INLINE void fnn_s_gemm_twide_k(const int NC, const int ATR, const int EPI,
+                                             ptrdiff_t k, const float *restrict A,
+                                             ptrdiff_t lda, const float *restrict B,
+                                             ptrdiff_t ldb, float *restrict C, ptrdiff_t ldc,
+                                             float alpha, float beta,
+                                             const float *restrict bias)
+{
+    __m256 acc[FNN_TWIDE_MAX], v[8];
+    const __m256i mk = _mm256_setzero_si256();
+    float tmp[8], bcol[8];
+    ptrdiff_t p0, kk;
+    int c, r;
+    for (c = 0; c < NC; c++)
+        acc[c] = _mm256_setzero_ps();
+#define FNN_TWIDE_FMA(x, b, c)                                                                \
+    if (NC > (c)) acc[c] = _mm256_fmadd_ps((x), _mm256_broadcast_ss((b) + (c)), acc[c]);
+#define FNN_TWIDE_STEP(x, b)                                                                  \
+    {                                                                                         \
+        const float *restrict b_ = (b);                                                       \
+        FNN_TWIDE_FMA(x, b_, 0) FNN_TWIDE_FMA(x, b_, 1) FNN_TWIDE_FMA(x, b_, 2)              \
+        FNN_TWIDE_FMA(x, b_, 3) FNN_TWIDE_FMA(x, b_, 4) FNN_TWIDE_FMA(x, b_, 5)              \
+        FNN_TWIDE_FMA(x, b_, 6) FNN_TWIDE_FMA(x, b_, 7) FNN_TWIDE_FMA(x, b_, 8)              \
+        FNN_TWIDE_FMA(x, b_, 9) FNN_TWIDE_FMA(x, b_, 10) FNN_TWIDE_FMA(x, b_, 11)            \
+    }
+#define FNN_TWIDE_RUN(X, XS, BB, K)                                                           \
+    {                                                                                         \
+        ptrdiff_t p_;                                                                         \
+        for (p_ = 0; p_ + 2 <= (K); p_ += 2) {                                                \
+            FNN_TWIDE_STEP(_mm256_loadu_ps((X) + p_ * (XS)), (BB) + p_ * ldb)                 \
+            FNN_TWIDE_STEP(_mm256_loadu_ps((X) + (p_ + 1) * (XS)), (BB) + (p_ + 1) * ldb)     \
+        }                                                                                     \
+        if (p_ < (K))                                                                         \
+            FNN_TWIDE_STEP(_mm256_loadu_ps((X) + p_ * (XS)), (BB) + p_ * ldb)                 \
+    }
+    if (ATR)
+        FNN_TWIDE_RUN(A, lda, B, k)
+    else {
+        /* (A's 8 rows transposed into `at` a chunk of p at a time, then read as if A were
+         * transposed: the transposed columns in registers beside the accumulators would
+         * not fit in the 16 vector registers) */
+        float at[(FNN_TWIDE_CHUNK + 8) * 8];
+        ptrdiff_t q0, kc;
+        for (q0 = 0; q0 < k; q0 += FNN_TWIDE_CHUNK) {
+            kc = k - q0 < FNN_TWIDE_CHUNK ? k - q0 : FNN_TWIDE_CHUNK;
+            for (p0 = 0; p0 < kc; p0 += 8) {
+                kk = kc - p0 < 8 ? kc - p0 : 8;
+                const __m256i mkk =
+                    _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - kk));
+                for (r = 0; r < 8; r++)
+                    v[r] = kk == 8 ? _mm256_loadu_ps(A + r * lda + q0 + p0)
+                                   : _mm256_maskload_ps(A + r * lda + q0 + p0, mkk);
+                fnn_s_transpose8(v);
+                for (r = 0; r < 8; r++)
+                    _mm256_storeu_ps(at + (p0 + r) * 8, v[r]);
+            }
+            FNN_TWIDE_RUN(at, 8, B + q0 * ldb, kc)
+        }
+    }
+#undef FNN_TWIDE_RUN
+#undef FNN_TWIDE_STEP
+#undef FNN_TWIDE_FMA
+    for (c = 8; c < NC; c++) {
+        const float *restrict bias_c = bcol;
+        if (EPI >= FNN_EPI_BIAS)
+            for (r = 0; r < 8; r++) bcol[r] = bias[c];
+        if (EPI == 1 && beta != 0)
+            for (r = 0; r < 8; r++) tmp[r] = C[r * ldc + c];
+        {
+            const float *restrict bias = bias_c;     /* (the store reads bias + 0) */
+            FNN_EPI_STORE(EPI, 0, tmp, 0, mk, acc[c]);
+        }
+        for (r = 0; r < 8; r++) C[r * ldc + c] = tmp[r];
+    }
+    fnn_s_transpose8(acc);
+    for (r = 0; r < 8; r++)
+        FNN_EPI_STORE(EPI, 0, C + r * ldc, 0, mk, acc[r]);
+}
+
+/* Rows 0 .. 8 floor(m / 8) - 1 of a C of 8 .. FNN_TWIDE_MAX columns; returns how many rows it
+ * computed (the caller computes the rest).  ATR, EPI: as fnn_s_gemm_twide_k.  (Not inlined:
+ * inside gemm_avx2_ex its code made the compiler spill the 6-row kernel's accumulators.) */
+__attribute__((noinline, target("avx2,fma"))) static ptrdiff_t fnn_s_gemm_twide(const int ATR, const int EPI, ptrdiff_t m,
+                                                ptrdiff_t n, ptrdiff_t k,
+                                                const float *restrict A, ptrdiff_t lda,
+                                                const float *restrict B, ptrdiff_t ldb,
+                                                float *restrict C, ptrdiff_t ldc, float alpha,
+                                                float beta, const float *restrict bias)
+{
+    ptrdiff_t i;
+    for (i = 0; i + 8 <= m; i += 8) {
+        const float *restrict Ai = ATR ? A + i : A + i * lda;
+#define FNN_TWIDE_CASE(nc)                                                                    \
+        case nc:                                                                              \
+            fnn_s_gemm_twide_k(nc, ATR, EPI, k, Ai, lda, B, ldb, C + i * ldc, ldc, alpha,     \
+                               beta, bias);                                                   \
+            break;
+        switch (n) {
+        FNN_TWIDE_CASE(8) FNN_TWIDE_CASE(9) FNN_TWIDE_CASE(10) FNN_TWIDE_CASE(11)
+        FNN_TWIDE_CASE(12)
+        }
+#undef FNN_TWIDE_CASE
+    }
+    return i;
+}
+#endif
+
 /* Training's general form, A possibly transposed (aks = lda, ars = 1).  A narrow C (n <=
  * FNN_NARROW_MAX) takes a row-vectorized kernel: X W (float) the prediction's narrow kernel,
- * X^T D gemm_tnarrow; both give the general kernel's bits. */
+ * X^T D gemm_tnarrow; both give the general kernel's bits.  So does a float C of 8 to
+ * FNN_TWIDE_MAX columns (gemm_twide). */
 FNN_GEMM_AVX2 static void FNN_P(gemm_avx2_ex)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                               const FNN_T *restrict A, ptrdiff_t ars,
                                               ptrdiff_t aks,
@@ -350,10 +502,37 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_avx2_ex)(ptrdiff_t m, ptrdiff_t n, ptrdiff_
         C += done * ldc;
         m -= done;
     }
-    if (plain)
-        FNN_P(gemm_x)(0, m, n, k, A, ars, aks, B, ldb, C, ldc, 1, 0, NULL);
-    else
-        FNN_P(gemm_x)(1, m, n, k, A, ars, aks, B, ldb, C, ldc, alpha, beta, NULL);
+#if defined(FNN_TWIDE_MAX)
+    else if (n >= 8 && n <= FNN_TWIDE_MAX && m >= 8 && (ars == 1 || aks == 1)) {
+        ptrdiff_t done;
+        if (ars == 1)
+            done = plain ? fnn_s_gemm_twide(1, 0, m, n, k, A, aks, B, ldb, C, ldc, 1, 0, NULL)
+                         : fnn_s_gemm_twide(1, 1, m, n, k, A, aks, B, ldb, C, ldc, alpha, beta,
+                                            NULL);
+        else
+            done = plain ? fnn_s_gemm_twide(0, 0, m, n, k, A, ars, B, ldb, C, ldc, 1, 0, NULL)
+                         : fnn_s_gemm_twide(0, 1, m, n, k, A, ars, B, ldb, C, ldc, alpha, beta,
+                                            NULL);
+        A += done * ars;
+        C += done * ldc;
+        m -= done;
+    }
+#endif
+    /* (the stride of a row of A or of its elements a constant 1 where it is: the kernels'
+     * addresses of the next steps of p, or of the next rows, then fold into the loads) */
+#define FNN_EX_CALL(ARS, AKS)                                                                 \
+    if (plain)                                                                                \
+        FNN_P(gemm_x)(0, m, n, k, A, ARS, AKS, B, ldb, C, ldc, 1, 0, NULL);                   \
+    else                                                                                      \
+        FNN_P(gemm_x)(1, m, n, k, A, ARS, AKS, B, ldb, C, ldc, alpha, beta, NULL);
+    if (aks == 1) {
+        FNN_EX_CALL(ars, 1)
+    } else if (ars == 1) {
+        FNN_EX_CALL(1, aks)
+    } else {
+        FNN_EX_CALL(ars, aks)
+    }
+#undef FNN_EX_CALL
 }
 
 /* gemm_fixed_bias_act's vector form: act 0, 1, 2 -> the stores FNN_EPI_BIAS, _RELU, _LEAKY */
@@ -364,6 +543,20 @@ FNN_GEMM_AVX2 static void FNN_P(gemm_bias_act_avx2)(ptrdiff_t m, ptrdiff_t n, pt
                                                     const FNN_T *restrict bias, int act,
                                                     FNN_T slope)
 {
+#if defined(FNN_TWIDE_MAX)
+    if (n >= 8 && n <= FNN_TWIDE_MAX && m >= 8) {
+        ptrdiff_t done =
+            act == 1 ? fnn_s_gemm_twide(0, FNN_EPI_BIAS_RELU, m, n, k, A, lda, B, ldb, C, ldc,
+                                        slope, 0, bias)
+            : act == 2 ? fnn_s_gemm_twide(0, FNN_EPI_BIAS_LEAKY, m, n, k, A, lda, B, ldb, C,
+                                          ldc, slope, 0, bias)
+            : fnn_s_gemm_twide(0, FNN_EPI_BIAS, m, n, k, A, lda, B, ldb, C, ldc, slope, 0,
+                               bias);
+        A += done * lda;
+        C += done * ldc;
+        m -= done;
+    }
+#endif
     if (act == 1)
         FNN_P(gemm_x)(FNN_EPI_BIAS_RELU, m, n, k, A, lda, 1, B, ldb, C, ldc, slope, 0, bias);
     else if (act == 2)
@@ -521,4 +714,6 @@ static int FNN_P(gemm_fixed_bias_act)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, con
 #undef FNN_EPI_BIAS
 #undef FNN_EPI_BIAS_RELU
 #undef FNN_EPI_BIAS_LEAKY
+#undef FNN_TWIDE_MAX
+#undef FNN_TWIDE_CHUNK
 #endif
