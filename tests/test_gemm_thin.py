@@ -170,3 +170,38 @@ def test_the_thin_switch_is_validated_and_restored():
         _tiling._set_thin_max_m(-1)
     assert _tiling._set_product_kernel("thin") == "auto"
     assert _tiling._set_product_kernel("auto") == "thin"
+
+
+def _overlapping_operands(dtype):
+    """(A, B, C) of a 64 x 40 x 300 product, each valid, and views of each whose rows
+    overlap: a broadcast (row stride 0) and an as_strided view (row stride one element)."""
+    from numpy.lib.stride_tricks import as_strided
+    A = np.ones((64, 300), dtype)
+    B = np.ones((300, 40), dtype)
+    C = np.zeros((64, 40), dtype)
+    item = np.dtype(dtype).itemsize
+    bad = {
+        "A": (np.broadcast_to(np.ones(300, dtype), (64, 300)),
+              as_strided(np.ones(400, dtype), (64, 300), (item, item))),
+        "B": (np.broadcast_to(np.ones(40, dtype), (300, 40)),),
+        "C": (as_strided(np.zeros(200, dtype), (64, 40), (item, item)),),
+    }
+    return (A, B, C), bad
+
+
+@pytest.mark.parametrize("kernel", _products.KERNELS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_operands_with_overlapping_rows_are_refused(kernel, dtype):
+    # the kernels walk rows strides[0] apart: a row stride shorter than a row would be read
+    # (or, for C, written) past the array's buffer
+    (A, B, C), bad = _overlapping_operands(dtype)
+    for name, views in bad.items():
+        for view in views:
+            ops = dict(A=A, B=B, C=C)
+            ops[name] = view
+            with pytest.raises(ValueError, match=f"{name} has overlapping rows"):
+                _products.gemm(kernel, False, False, 1.0, ops["A"], ops["B"], 0.0, ops["C"])
+    if dtype is np.float32:
+        bias = np.zeros(40, dtype)
+        with pytest.raises(ValueError, match="A has overlapping rows"):
+            _products.gemm_bias_act("fixed", bad["A"][0], B, bias, 1, 0.0, C)

@@ -52,6 +52,12 @@ def _check(name, M, expected_rows, expected_cols, dtype):
     if M.size and ((M.shape[1] > 1 and M.strides[1] != M.itemsize)
                    or M.strides[0] % M.itemsize or M.strides[0] < 0):
         raise ValueError(f"{name} must have contiguous rows (strides {M.strides})")
+    # the kernels walk rows ld = strides[0] / itemsize apart: rows that overlap (a broadcast
+    # or as_strided view) would be read or written past the buffer
+    if M.size and M.shape[0] > 1 and M.strides[0] < M.shape[1] * M.itemsize:
+        raise ValueError(f"{name} has overlapping rows (strides {M.strides} for shape "
+                         f"{M.shape}); expected a row stride of at least "
+                         f"{M.shape[1] * M.itemsize} bytes")
     if (M.shape[0], M.shape[1]) != (expected_rows, expected_cols):
         raise ValueError(f"{name} has shape {M.shape}; expected "
                          f"({expected_rows}, {expected_cols})")
