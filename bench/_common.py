@@ -289,8 +289,8 @@ def environment_markdown(env):
         lines.append(f"| {lib['owner']} | {lib['api']} | {lib['version']} | {lib['arch']} | "
                      f"{lib['threading']} | `{lib['file']}` |")
     lines.append("")
-    lines.append("fastnn's products run on its own fixed-order or packed kernels or on scipy's "
-                 "OpenBLAS (through scipy.linalg.cython_blas), chosen per shape "
+    lines.append("fastnn's products run on its own fixed-order, packed, thin-batch or "
+                 "update kernels or on scipy's OpenBLAS (through scipy.linalg.cython_blas), chosen per shape "
                  "(fastnn/_core/_tiling.pyx), prediction's on its fixed-order kernels; the "
                  "NumPy trainer and scikit-learn call NumPy's OpenBLAS; PyTorch its own MKL.")
     return "\n".join(lines)
