@@ -59,7 +59,6 @@
 #define FNN_VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define FNN_SFMA(a, b, c) _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b),          \
                                                      _mm_set_ss(c)))
-#define FNN_PACK_ROWS fnn_s_pk_pack_rows16
 #endif
 #include "fastnn_gemm_thin_impl.h"
 
@@ -77,7 +76,6 @@
 #define FNN_VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
 #define FNN_SFMA(a, b, c) _mm_cvtsd_f64(_mm_fmadd_sd(_mm_set_sd(a), _mm_set_sd(b),          \
                                                      _mm_set_sd(c)))
-#define FNN_PACK_ROWS fnn_d_pk_pack_rows8
 #endif
 #include "fastnn_gemm_thin_impl.h"
 

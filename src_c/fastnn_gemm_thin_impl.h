@@ -7,40 +7,6 @@
 #if defined(FNN_GEMM_X86)
 #define FNN_TR (2 * FNN_W)        /* rows of C per register tile: 16 float, 8 double */
 
-/* op(A)[i0 : i0 + mc, p0 : p0 + kc] into panels of TR rows, p-major: element (r, p) of panel
- * q at dst[q TR kc + p TR + r]; rows past mc are zeros.  op(A)(i, p) is A[i lda + p], or
- * A[p lda + i] when trans_a.  A copy: no value changes. */
-FNN_GEMM_AVX2 static void FNN_P(thin_pack_a)(int trans_a, const FNN_T *restrict A,
-                                             ptrdiff_t lda, ptrdiff_t i0, ptrdiff_t mc,
-                                             ptrdiff_t p0, ptrdiff_t kc, FNN_T *restrict dst)
-{
-    ptrdiff_t ir, r, p;
-    for (ir = 0; ir < mc; ir += FNN_TR) {
-        const ptrdiff_t rows = fnn_pk_min(FNN_TR, mc - ir);
-        FNN_T *restrict d = dst + ir * kc;
-        if (!trans_a && rows == FNN_TR) {
-            FNN_PACK_ROWS(A + (i0 + ir) * lda + p0, lda, kc, d);
-        } else if (!trans_a) {
-            for (r = 0; r < rows; r++) {
-                const FNN_T *restrict a = A + (i0 + ir + r) * lda + p0;
-                for (p = 0; p < kc; p++)
-                    d[p * FNN_TR + r] = a[p];
-            }
-            for (; r < FNN_TR; r++)
-                for (p = 0; p < kc; p++)
-                    d[p * FNN_TR + r] = 0;
-        } else {
-            for (p = 0; p < kc; p++) {
-                const FNN_T *restrict a = A + (p0 + p) * lda + i0 + ir;
-                for (r = 0; r < rows; r++)
-                    d[p * FNN_TR + r] = a[r];
-                for (; r < FNN_TR; r++)
-                    d[p * FNN_TR + r] = 0;
-            }
-        }
-    }
-}
-
 /* The register tile: acc[2 c + h] (column c < 6 of C; rows h W .. h W + W - 1 of the panel)
  * := the sum over p = 0 .. kc-1, in order from 0, one fused multiply-add each, of
  * a[p TR + r] b(p, c), with b(p, c) = b[p ldb + c] (TB 0: a row-major W read along its rows)
@@ -167,7 +133,10 @@ FNN_GEMM_AVX2 static int FNN_P(gemm_thin_avx2)(int trans_a, int trans_b, ptrdiff
         const FNN_T be = pc == 0 ? beta : 1;
         for (ic = 0; ic < m; ic += FNN_THIN_MC) {
             const ptrdiff_t mc = fnn_pk_min(FNN_THIN_MC, m - ic);
-            FNN_P(thin_pack_a)(trans_a, A, lda, ic, mc, pc, kc, ap);
+            /* op(A)[ic : ic + mc, pc : pc + kc] into panels of TR rows, p-major (element
+             * (r, p) of panel q at ap[q TR kc + p TR + r], rows past mc zero): the packed
+             * kernel's packing of op(B) into its NR-column panels, NR == TR, on op(A)^T */
+            FNN_P(pk_pack_b)(1, !trans_a, A, lda, pc, kc, ic, mc, ap);
             for (jr = 0; jr < n; jr += FNN_THIN_NC) {
                 const ptrdiff_t cols = fnn_pk_min(FNN_THIN_NC, n - jr);
                 const FNN_T *bj = trans_b ? B + jr * ldb + pc : B + pc * ldb + jr;
@@ -235,5 +204,4 @@ static int FNN_P(gemm_thin)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, 
 #undef FNN_VBCAST
 #undef FNN_VFMA
 #undef FNN_SFMA
-#undef FNN_PACK_ROWS
 #endif
