@@ -205,3 +205,41 @@ def test_operands_with_overlapping_rows_are_refused(kernel, dtype):
         bias = np.zeros(40, dtype)
         with pytest.raises(ValueError, match="A has overlapping rows"):
             _products.gemm_bias_act("fixed", bad["A"][0], B, bias, 1, 0.0, C)
+
+
+@pytest.mark.parametrize("kernel", ("fixed", "thin", "update"))
+def test_operands_of_the_wrong_rank_aliased_or_read_only_are_refused(kernel):
+    # each operand's rank is checked before its shape is read; C must not alias A or B (the
+    # kernels read them while writing it) and must be writeable, in both entries
+    B = np.ones((4, 5))
+    with pytest.raises(ValueError, match="A must be a 2-d ndarray"):
+        _products.gemm(kernel, False, False, 1.0, np.ones(4), B, 0.0, np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="A must be a 2-d ndarray"):
+        _products.gemm(kernel, True, False, 1.0, np.float64(1.0), B, 0.0, np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="B must be a 2-d ndarray"):
+        _products.gemm(kernel, False, False, 1.0, np.ones((3, 4)), np.ones(4), 0.0,
+                       np.zeros((3, 5)))
+    X = np.ones((20, 20))
+    with pytest.raises(ValueError, match="C and A share memory"):
+        _products.gemm(kernel, False, False, 1.0, X, np.ones((20, 20)), 0.0, X)
+    with pytest.raises(ValueError, match="C and B share memory"):
+        _products.gemm(kernel, False, False, 1.0, np.ones((20, 20)), X[:, :20], 0.0, X)
+    frozen = np.zeros((3, 5))
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="C must be writeable"):
+        _products.gemm(kernel, False, False, 1.0, np.ones((3, 4)), B, 0.0, frozen)
+
+
+def test_gemm_bias_act_checks_its_operands_as_gemm_does():
+    B, bias = np.ones((4, 5)), np.ones(5)
+    with pytest.raises(ValueError, match="A must be a 2-d ndarray"):
+        _products.gemm_bias_act("fixed", np.ones(4), B, bias, 1, 0.0, np.zeros((3, 5)))
+    frozen = np.frombuffer(bytes(40), np.float64).reshape(1, 5)
+    with pytest.raises(ValueError, match="C must be writeable"):
+        _products.gemm_bias_act("fixed", np.ones((1, 4)), B, bias, 0, 0.0, frozen)
+    C = np.zeros((3, 5))
+    with pytest.raises(ValueError, match="C and bias share memory"):
+        _products.gemm_bias_act("fixed", np.ones((3, 4)), B, C[0], 0, 0.0, C)
+    out = np.zeros((3, 5))
+    _products.gemm_bias_act("fixed", np.ones((3, 4)), B, bias, 0, 0.0, out)
+    np.testing.assert_array_equal(out, np.full((3, 5), 5.0))

@@ -63,6 +63,33 @@ def _check(name, M, expected_rows, expected_cols, dtype):
                          f"({expected_rows}, {expected_cols})")
 
 
+def _operands(A, B, C, bint trans_a, bint trans_b):
+    """(m, n, k) of C (m, n) := op(A) (m, k) op(B) (k, n), after every check the kernels rely
+    on (each array 2-d of C's dtype before any shape is read, shapes, rows that do not
+    overlap, C writeable and sharing no memory with A or B); ValueError naming the operand
+    otherwise.  The one place both entries below check their operands."""
+    if not isinstance(C, np.ndarray) or C.ndim != 2 or C.dtype not in (np.float32,
+                                                                       np.float64):
+        raise ValueError("C must be a 2-d float32 or float64 ndarray")
+    for name, M in (("A", A), ("B", B)):
+        if not isinstance(M, np.ndarray) or M.ndim != 2 or M.dtype != C.dtype:
+            raise ValueError(f"{name} must be a 2-d ndarray of dtype {C.dtype}; got "
+                             f"{type(M).__name__} {getattr(M, 'shape', None)} "
+                             f"{getattr(M, 'dtype', None)}")
+    m, n = C.shape
+    k = A.shape[0] if trans_a else A.shape[1]
+    _check("A", A, k if trans_a else m, m if trans_a else k, C.dtype)
+    _check("B", B, n if trans_b else k, k if trans_b else n, C.dtype)
+    _check("C", C, m, n, C.dtype)
+    if not C.flags.writeable:
+        raise ValueError("C must be writeable")
+    for name, M in (("A", A), ("B", B)):
+        # the kernels read A and B while they write C: an alias gives silent garbage
+        if np.may_share_memory(C, M):
+            raise ValueError(f"C and {name} share memory; C is written while {name} is read")
+    return m, n, k
+
+
 def _ld(M):
     return max(M.strides[0] // M.itemsize if M.shape[0] > 1 else 0, M.shape[1], 1)
 
@@ -73,16 +100,8 @@ def gemm(str kernel, bint trans_a, bint trans_b, alpha, A, B, beta, C, int repea
     trans_a; B: (k, n), or (n, k) when trans_b; C: (m, n), one dtype, float32 or float64."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel={kernel!r}; expected one of {KERNELS}")
-    if not isinstance(C, np.ndarray) or C.ndim != 2 or C.dtype not in (np.float32,
-                                                                       np.float64):
-        raise ValueError("C must be a 2-d float32 or float64 ndarray")
-    cdef int m = C.shape[0], n = C.shape[1]
-    cdef int k = A.shape[0] if trans_a else A.shape[1]
-    _check("A", A, k if trans_a else m, m if trans_a else k, C.dtype)
-    _check("B", B, n if trans_b else k, k if trans_b else n, C.dtype)
-    _check("C", C, m, n, C.dtype)
-    if not C.flags.writeable:
-        raise ValueError("C must be writeable")
+    cdef int m, n, k
+    m, n, k = _operands(A, B, C, trans_a, trans_b)
     cdef int kind = KERNELS.index(kernel), lda = _ld(A), ldb = _ld(B), ldc = _ld(C), r
     cdef int status = 0
     cdef float falpha = alpha, fbeta = beta
@@ -122,17 +141,13 @@ def gemm_bias_act(str kernel, A, B, bias, int act, slope, C):
         raise ValueError(f"kernel={kernel!r}; expected 'fixed' or 'fixed_plain'")
     if act not in (0, 1, 2):
         raise ValueError(f"act={act}; expected 0, 1 or 2")
-    if not isinstance(C, np.ndarray) or C.ndim != 2 or C.dtype not in (np.float32,
-                                                                       np.float64):
-        raise ValueError("C must be a 2-d float32 or float64 ndarray")
-    cdef int m = C.shape[0], n = C.shape[1]
-    cdef int k = A.shape[1]
-    _check("A", A, m, k, C.dtype)
-    _check("B", B, k, n, C.dtype)
-    _check("C", C, m, n, C.dtype)
+    cdef int m, n, k
+    m, n, k = _operands(A, B, C, False, False)
     if (not isinstance(bias, np.ndarray) or bias.dtype != C.dtype or bias.shape != (n,)
             or not bias.flags.c_contiguous):
         raise ValueError(f"bias must be a contiguous ({n},) array of dtype {C.dtype}")
+    if np.may_share_memory(C, bias):
+        raise ValueError("C and bias share memory; C is written while bias is read")
     cdef int lda = _ld(A), ldb = _ld(B), ldc = _ld(C), status
     cdef bint plain = kernel == "fixed_plain"
     cdef float fslope = slope
