@@ -79,6 +79,11 @@ static inline int fnn_gemm_kernel(void)
     return fnn_gemm_use_avx2();
 }
 
+static inline ptrdiff_t fnn_gemm_min(ptrdiff_t a, ptrdiff_t b)
+{
+    return a < b ? a : b;
+}
+
 #if defined(FNN_GEMM_X86)
 /* masks of the first r lanes: load from (table + 8 - r) (float) or (table + 4 - r) (double) */
 static const int32_t fnn_gemm_mask32[16] = {-1, -1, -1, -1, -1, -1, -1, -1,

@@ -72,9 +72,13 @@
 #define FNN_PK_D_NC 512
 #endif
 
-static inline ptrdiff_t fnn_pk_min(ptrdiff_t a, ptrdiff_t b)
+/* The length of the blocks k is cut into (k > 0): ceil(k / ceil(k / kc_max)), the fewest
+ * blocks of at most kc_max, of near-equal length.  A function of k and kc_max only; every
+ * kernel that promises gemm_packed's bits (fastnn_gemm_thin.h) sums in these blocks. */
+static inline ptrdiff_t fnn_pk_kblock(ptrdiff_t k, ptrdiff_t kc_max)
 {
-    return a < b ? a : b;
+    const ptrdiff_t n_blocks = (k + kc_max - 1) / kc_max;
+    return (k + n_blocks - 1) / n_blocks;
 }
 
 #if defined(FNN_GEMM_X86)

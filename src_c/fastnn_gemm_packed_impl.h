@@ -15,7 +15,7 @@ static void FNN_P(pk_pack_a)(int avx2, int trans_a, const FNN_T *restrict A, ptr
     ptrdiff_t ir, r, p;
     (void) avx2;
     for (ir = 0; ir < mc; ir += FNN_PK_MR) {
-        const ptrdiff_t rows = fnn_pk_min(FNN_PK_MR, mc - ir);
+        const ptrdiff_t rows = fnn_gemm_min(FNN_PK_MR, mc - ir);
         FNN_T *restrict d = dst + ir * kc;
 #if defined(FNN_GEMM_X86)
         if (avx2 && !trans_a && rows == FNN_PK_MR) {
@@ -60,7 +60,7 @@ static void FNN_P(pk_pack_b)(int avx2, int trans_b, const FNN_T *restrict B, ptr
     ptrdiff_t jr, c, p;
     (void) avx2;
     for (jr = 0; jr < nc; jr += FNN_NR) {
-        const ptrdiff_t cols = fnn_pk_min(FNN_NR, nc - jr);
+        const ptrdiff_t cols = fnn_gemm_min(FNN_NR, nc - jr);
         FNN_T *restrict d = dst + jr * kc;
 #if defined(FNN_GEMM_X86)
         if (avx2 && trans_b && cols == FNN_NR) {
@@ -210,7 +210,7 @@ static int FNN_P(gemm_packed)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n
                               FNN_T alpha, const FNN_T *A, ptrdiff_t lda, const FNN_T *B,
                               ptrdiff_t ldb, FNN_T beta, FNN_T *C, ptrdiff_t ldc)
 {
-    ptrdiff_t n_kb, kb, kcmax, ncmax, mcmax, jc, pc, ic, jr, ir, i, j;
+    ptrdiff_t kb, kcmax, ncmax, mcmax, jc, pc, ic, jr, ir, i, j;
     void *raw;
     FNN_T *bp, *ap;
     const int avx2 = fnn_gemm_use_avx2();
@@ -223,32 +223,30 @@ static int FNN_P(gemm_packed)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n
                 C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
         return 0;
     }
-    /* k in ceil(k / KC) blocks of near-equal length (a function of k and KC only) */
-    n_kb = (k + FNN_KC - 1) / FNN_KC;
-    kb = (k + n_kb - 1) / n_kb;
+    kb = fnn_pk_kblock(k, FNN_KC);
     kcmax = kb;
-    ncmax = (fnn_pk_min(FNN_NC, n) + FNN_NR - 1) / FNN_NR * FNN_NR;
-    mcmax = (fnn_pk_min(FNN_MC, m) + FNN_PK_MR - 1) / FNN_PK_MR * FNN_PK_MR;
+    ncmax = (fnn_gemm_min(FNN_NC, n) + FNN_NR - 1) / FNN_NR * FNN_NR;
+    mcmax = (fnn_gemm_min(FNN_MC, m) + FNN_PK_MR - 1) / FNN_PK_MR * FNN_PK_MR;
     raw = malloc((size_t) (kcmax * (ncmax + mcmax)) * sizeof(FNN_T) + 64);
     if (raw == NULL)
         return -1;
     bp = (FNN_T *) (((uintptr_t) raw + 63) & ~(uintptr_t) 63);
     ap = bp + kcmax * ncmax;
     for (jc = 0; jc < n; jc += FNN_NC) {
-        const ptrdiff_t nc = fnn_pk_min(FNN_NC, n - jc);
+        const ptrdiff_t nc = fnn_gemm_min(FNN_NC, n - jc);
         for (pc = 0; pc < k; pc += kb) {
-            const ptrdiff_t kc = fnn_pk_min(kb, k - pc);
+            const ptrdiff_t kc = fnn_gemm_min(kb, k - pc);
             const FNN_T be = pc == 0 ? beta : 1;
             FNN_P(pk_pack_b)(avx2, trans_b, B, ldb, pc, kc, jc, nc, bp);
             for (ic = 0; ic < m; ic += FNN_MC) {
-                const ptrdiff_t mc = fnn_pk_min(FNN_MC, m - ic);
+                const ptrdiff_t mc = fnn_gemm_min(FNN_MC, m - ic);
                 FNN_P(pk_pack_a)(avx2, trans_a, A, lda, ic, mc, pc, kc, ap);
                 for (jr = 0; jr < nc; jr += FNN_NR)
                     for (ir = 0; ir < mc; ir += FNN_PK_MR)
                         FNN_P(pk_tile)(avx2, kc, ap + ir * kc, bp + jr * kc,
                                        C + (ic + ir) * ldc + jc + jr, ldc,
-                                       fnn_pk_min(FNN_PK_MR, mc - ir),
-                                       fnn_pk_min(FNN_NR, nc - jr), alpha, be);
+                                       fnn_gemm_min(FNN_PK_MR, mc - ir),
+                                       fnn_gemm_min(FNN_NR, nc - jr), alpha, be);
             }
         }
     }

@@ -118,9 +118,9 @@ FNN_GEMM_AVX2 static int FNN_P(gemm_thin_avx2)(int trans_a, int trans_b, ptrdiff
                                                ptrdiff_t ldb, FNN_T beta, FNN_T *C,
                                                ptrdiff_t ldc)
 {
-    /* k in the blocks of gemm_packed (a function of k and KC only) */
-    const ptrdiff_t n_kb = (k + FNN_KC - 1) / FNN_KC, kb = (k + n_kb - 1) / n_kb;
-    const ptrdiff_t mcmax = (fnn_pk_min(FNN_THIN_MC, m) + FNN_TR - 1) / FNN_TR * FNN_TR;
+    /* k in the blocks of gemm_packed */
+    const ptrdiff_t kb = fnn_pk_kblock(k, FNN_KC);
+    const ptrdiff_t mcmax = (fnn_gemm_min(FNN_THIN_MC, m) + FNN_TR - 1) / FNN_TR * FNN_TR;
     ptrdiff_t pc, ic, jr, ir, p, c;
     FNN_T *ap, *bq;
     void *raw = malloc((size_t) (kb * (mcmax + FNN_THIN_NC)) * sizeof(FNN_T) + 64);
@@ -129,16 +129,16 @@ FNN_GEMM_AVX2 static int FNN_P(gemm_thin_avx2)(int trans_a, int trans_b, ptrdiff
     ap = (FNN_T *) (((uintptr_t) raw + 63) & ~(uintptr_t) 63);
     bq = ap + kb * mcmax;
     for (pc = 0; pc < k; pc += kb) {
-        const ptrdiff_t kc = fnn_pk_min(kb, k - pc);
+        const ptrdiff_t kc = fnn_gemm_min(kb, k - pc);
         const FNN_T be = pc == 0 ? beta : 1;
         for (ic = 0; ic < m; ic += FNN_THIN_MC) {
-            const ptrdiff_t mc = fnn_pk_min(FNN_THIN_MC, m - ic);
+            const ptrdiff_t mc = fnn_gemm_min(FNN_THIN_MC, m - ic);
             /* op(A)[ic : ic + mc, pc : pc + kc] into panels of TR rows, p-major (element
              * (r, p) of panel q at ap[q TR kc + p TR + r], rows past mc zero): the packed
              * kernel's packing of op(B) into its NR-column panels, NR == TR, on op(A)^T */
             FNN_P(pk_pack_b)(1, !trans_a, A, lda, pc, kc, ic, mc, ap);
             for (jr = 0; jr < n; jr += FNN_THIN_NC) {
-                const ptrdiff_t cols = fnn_pk_min(FNN_THIN_NC, n - jr);
+                const ptrdiff_t cols = fnn_gemm_min(FNN_THIN_NC, n - jr);
                 const FNN_T *bj = trans_b ? B + jr * ldb + pc : B + pc * ldb + jr;
                 ptrdiff_t ldbj = ldb;
                 int tb = trans_b;
@@ -153,7 +153,7 @@ FNN_GEMM_AVX2 static int FNN_P(gemm_thin_avx2)(int trans_a, int trans_b, ptrdiff
                     tb = 0;
                 }
                 for (ir = 0; ir < mc; ir += FNN_TR) {
-                    const ptrdiff_t rows = fnn_pk_min(FNN_TR, mc - ir);
+                    const ptrdiff_t rows = fnn_gemm_min(FNN_TR, mc - ir);
                     FNN_T *Ct = C + (ic + ir) * ldc + jr;
                     FNN_V acc[2 * FNN_THIN_NC];
                     if (tb)

@@ -42,11 +42,6 @@
 
 #define FNN_UPD_MR 6              /* rows of C per register tile (2 vectors of columns) */
 
-static inline ptrdiff_t fnn_upd_min(ptrdiff_t a, ptrdiff_t b)
-{
-    return a < b ? a : b;
-}
-
 /* ---------------------------------------------------------------- float */
 #define FNN_T float
 #define FNN_P(name) fnn_s_##name

@@ -134,7 +134,7 @@ FNN_GEMM_AVX2 static int FNN_P(gemm_update_avx2)(ptrdiff_t m, ptrdiff_t n, ptrdi
         return -1;
     bp = (FNN_T *) (((uintptr_t) raw + 63) & ~(uintptr_t) 63);
     for (q = 0; q < n_panels; q++) {
-        const ptrdiff_t j = q * 2 * FNN_W, cols = fnn_upd_min(2 * FNN_W, n - j);
+        const ptrdiff_t j = q * 2 * FNN_W, cols = fnn_gemm_min(2 * FNN_W, n - j);
         FNN_T *restrict d = bp + q * k * 2 * FNN_W;
         if (cols == 2 * FNN_W)
             for (p = 0; p < k; p++) {
