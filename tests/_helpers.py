@@ -114,17 +114,36 @@ def epoch_call_kwargs(flat):
                 epoch=a.get("epoch", 0))
 
 
-def gemm_operands(rng, dtype, m, n, k, trans_a, trans_b, pad=0):
+def gemm_operands(rng, dtype, m, n, k, trans_a, trans_b, pad=0, integers=False):
     """op(A) (m, k), op(B) (k, n), C (m, n) of a product test; each stored with `pad` extra
     columns (a leading dimension larger than the row) and then sliced, so lda > cols is
-    exercised."""
+    exercised.  integers: values in -4..4 instead of standard normal ones."""
     def make(rows, cols):
-        full = rng.standard_normal((rows, cols + pad)).astype(dtype)
-        return full[:, :cols]
+        shape = (rows, cols + pad)
+        full = (rng.integers(-4, 5, shape) if integers else rng.standard_normal(shape))
+        return full.astype(dtype)[:, :cols]
     A = make(k, m) if trans_a else make(m, k)
     B = make(n, k) if trans_b else make(k, n)
     C = make(m, n)
     return A, B, C
+
+
+def check_gemm_integers(kernel, dtype, shapes, trans_a, trans_b, seed):
+    """C := op(A) op(B) - C by a named kernel, for each (m, n, k) of shapes (the i-th with
+    i % 3 padding columns), against NumPy's int64 product exactly: every product and partial
+    sum of integers in -4..4 is an integer below 2^24, exact in any order, so one misplaced
+    element (a packed panel, a broadcast from the wrong column, a store into the wrong place)
+    changes the result."""
+    from fastnn._core import _products
+    rng = np.random.default_rng(seed)
+    for case, (m, n, k) in enumerate(shapes):
+        A, B, C = gemm_operands(rng, dtype, m, n, k, trans_a, trans_b, pad=case % 3,
+                                integers=True)
+        a = (A.T if trans_a else A).astype(np.int64)
+        b = (B.T if trans_b else B).astype(np.int64)
+        out = C.copy()
+        _products.gemm(kernel, trans_a, trans_b, 1.0, A, B, -1.0, out)
+        np.testing.assert_array_equal(out, (a @ b - C.astype(np.int64)).astype(dtype))
 
 
 def check_gemm(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed, pad=0):

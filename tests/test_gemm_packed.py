@@ -8,7 +8,7 @@ import pytest
 
 import fastnn
 from fastnn._core import _products, _tiling
-from tests._helpers import check_gemm, gemm_operands
+from tests._helpers import check_gemm, check_gemm_integers, gemm_operands
 
 DTYPES = (np.float32, np.float64)
 DT_IDS = ("f32", "f64")
@@ -67,24 +67,11 @@ def test_grid_of_edge_shapes_matches_numpy(kernel, dtype, trans_a, trans_b):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("trans_a,trans_b", list(itertools.product((False, True), repeat=2)))
 def test_small_integers_give_numpys_result_exactly(kernel, dtype, trans_a, trans_b):
-    # every product and partial sum is an integer below 2^24: exact in any order, so one
-    # misplaced element in a packed micro-panel (the vectorized packing of a row-major op(A)
-    # or a transposed op(B), or its scalar edges) changes the result
-    rng = np.random.default_rng(23)
-    for case, (m, n, k) in enumerate([(96, 64, 385), (97, 17, 383), (12, 32, 8), (6, 16, 9),
-                                      (7, 33, 15), (200, 50, 800)]):
-        pad = case % 3
-
-        def make(rows, cols):
-            return rng.integers(-4, 5, (rows, cols + pad)).astype(dtype)[:, :cols]
-        A = make(k, m) if trans_a else make(m, k)
-        B = make(n, k) if trans_b else make(k, n)
-        C = make(m, n)
-        a = (A.T if trans_a else A).astype(np.int64)
-        b = (B.T if trans_b else B).astype(np.int64)
-        out = C.copy()
-        _products.gemm(kernel, trans_a, trans_b, 1.0, A, B, -1.0, out)
-        np.testing.assert_array_equal(out, (a @ b - C.astype(np.int64)).astype(dtype))
+    # the vectorized packing of a row-major op(A) or a transposed op(B), and its scalar
+    # edges, exactly
+    check_gemm_integers(kernel, dtype, [(96, 64, 385), (97, 17, 383), (12, 32, 8), (6, 16, 9),
+                                        (7, 33, 15), (200, 50, 800)], trans_a, trans_b,
+                        seed=23)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

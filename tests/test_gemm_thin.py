@@ -8,7 +8,7 @@ import pytest
 
 import fastnn
 from fastnn._core import _products, _tiling
-from tests._helpers import check_gemm, gemm_operands
+from tests._helpers import check_gemm, check_gemm_integers, gemm_operands
 
 DTYPES = (np.float32, np.float64)
 DT_IDS = ("f32", "f64")
@@ -80,23 +80,9 @@ def test_the_bits_of_the_packed_kernel_everywhere_and_of_the_fixed_one_up_to_kc(
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("trans_a,trans_b", TRANS)
 def test_small_integers_give_numpys_result_exactly(dtype, trans_a, trans_b):
-    # integer products and sums below 2^24 are exact in any order: one misplaced element of
-    # the packed rows, a broadcast from the wrong column of W or a transposed store into the
-    # wrong place changes the result
-    rng = np.random.default_rng(29)
-    for case, (m, n, k) in enumerate([(16, 256, 784), (17, 7, 9), (64, 128, 256), (5, 6, 1),
-                                      (70, 13, 385), (1, 255, 17)]):
-        pad = case % 3
-
-        def make(rows, cols):
-            return rng.integers(-4, 5, (rows, cols + pad)).astype(dtype)[:, :cols]
-        A = make(k, m) if trans_a else make(m, k)
-        B = make(n, k) if trans_b else make(k, n)
-        C = make(m, n)
-        a = (A.T if trans_a else A).astype(np.int64)
-        b = (B.T if trans_b else B).astype(np.int64)
-        out = _run("thin", trans_a, trans_b, 1.0, A, B, -1.0, C)
-        np.testing.assert_array_equal(out, (a @ b - C.astype(np.int64)).astype(dtype))
+    # the packed rows, the broadcasts from W's columns and the transposed store, exactly
+    check_gemm_integers("thin", dtype, [(16, 256, 784), (17, 7, 9), (64, 128, 256), (5, 6, 1),
+                                        (70, 13, 385), (1, 255, 17)], trans_a, trans_b, seed=29)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)

@@ -8,7 +8,7 @@ import pytest
 
 import fastnn
 from fastnn._core import _products, _tiling
-from tests._helpers import check_gemm, gemm_operands
+from tests._helpers import check_gemm, check_gemm_integers, gemm_operands
 
 DTYPES = (np.float32, np.float64)
 DT_IDS = ("f32", "f64")
@@ -98,19 +98,10 @@ def test_signed_zeros_infinities_and_nans_keep_the_fixed_kernels_bits(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 def test_small_integers_give_numpys_result_exactly(dtype):
-    # integer sums below 2^24 are exact in any order: a broadcast of the wrong row of X^T, a
-    # panel of D copied to the wrong place or a store into the wrong tile changes the result
-    rng = np.random.default_rng(29)
-    for case, (m, n, k) in enumerate([(784, 256, 16), (17, 7, 9), (256, 128, 64), (5, 6, 1),
-                                      (13, 250, 33), (1, 255, 17)]):
-        pad = case % 3
-
-        def make(rows, cols):
-            return rng.integers(-4, 5, (rows, cols + pad)).astype(dtype)[:, :cols]
-        A, B, C = make(k, m), make(k, n), make(m, n)
-        out = _run("update", True, False, 1.0, A, B, -1.0, C)
-        expected = A.T.astype(np.int64) @ B.astype(np.int64) - C.astype(np.int64)
-        np.testing.assert_array_equal(out, expected.astype(dtype))
+    # the broadcasts of X^T's rows, D's panels and the stores into C's tiles, exactly
+    check_gemm_integers("update", dtype, [(784, 256, 16), (17, 7, 9), (256, 128, 64),
+                                          (5, 6, 1), (13, 250, 33), (1, 255, 17)],
+                        True, False, seed=29)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
