@@ -38,7 +38,7 @@
 #ifndef FASTNN_GEMM_UPDATE_H
 #define FASTNN_GEMM_UPDATE_H
 
-#include "fastnn_gemm.h"          /* gemm_fixed_ex, fnn_gemm_use_avx2, the lane masks */
+#include "fastnn_gemm_packed.h"   /* pk_pack_b, gemm_fixed_ex, fnn_gemm_use_avx2, lane masks */
 
 #define FNN_UPD_MR 6              /* rows of C per register tile (2 vectors of columns) */
 

@@ -127,25 +127,13 @@ FNN_GEMM_AVX2 static int FNN_P(gemm_update_avx2)(ptrdiff_t m, ptrdiff_t n, ptrdi
                                                  ptrdiff_t ldc, FNN_T alpha, FNN_T beta)
 {
     const ptrdiff_t n_panels = (n + 2 * FNN_W - 1) / (2 * FNN_W);
-    ptrdiff_t q, p, c;
     FNN_T *bp;
     void *raw = malloc((size_t) (n_panels * k * 2 * FNN_W) * sizeof(FNN_T) + 64);
     if (raw == NULL)
         return -1;
     bp = (FNN_T *) (((uintptr_t) raw + 63) & ~(uintptr_t) 63);
-    for (q = 0; q < n_panels; q++) {
-        const ptrdiff_t j = q * 2 * FNN_W, cols = fnn_gemm_min(2 * FNN_W, n - j);
-        FNN_T *restrict d = bp + q * k * 2 * FNN_W;
-        if (cols == 2 * FNN_W)
-            for (p = 0; p < k; p++) {
-                FNN_VSTORE(d + p * 2 * FNN_W, FNN_VLOAD(B + p * ldb + j));
-                FNN_VSTORE(d + p * 2 * FNN_W + FNN_W, FNN_VLOAD(B + p * ldb + j + FNN_W));
-            }
-        else
-            for (p = 0; p < k; p++)
-                for (c = 0; c < 2 * FNN_W; c++)
-                    d[p * 2 * FNN_W + c] = c < cols ? B[p * ldb + j + c] : 0;
-    }
+    /* the packed kernel's packing of op(B) into NR-column panels, NR == 2W */
+    FNN_P(pk_pack_b)(1, 0, B, ldb, 0, k, 0, n, bp);
     if (alpha == 1 && beta == 0)
         FNN_P(upd_x)(0, m, n, k, A, ars, aks, bp, C, ldc, 1, 0);
     else if (beta == 0)
