@@ -46,37 +46,72 @@
 #include <immintrin.h>
 #define FNN_GEMM_AVX2 __attribute__((target("avx2,fma")))
 #define FNN_GEMM_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma")))
+/* AVX-512 kernels (F for the 512-bit vectors and mask registers; VL, BW and DQ so that the
+ * 256-bit helpers they inline and the masked byte/word moves compile in the same function) */
+#define FNN_GEMM_AVX512_TARGET "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"
+#define FNN_GEMM_AVX512 __attribute__((target(FNN_GEMM_AVX512_TARGET)))
+#define FNN_GEMM_AVX512_INLINE static inline __attribute__((always_inline, \
+                                                            target(FNN_GEMM_AVX512_TARGET)))
 #endif
 
-/* -1: not decided yet; 0: plain C; 1: AVX2 + FMA.  Each extension module that includes this
- * header decides once (the same answer: the same CPU). */
+/* The instruction-set level of the products: 0 plain C, 1 AVX2 + FMA, 2 AVX-512 (with the
+ * AVX2 + FMA of level 1).  Every level computes each element of C with the same operations
+ * in the same order (fused multiply-adds at levels 1 and 2), so levels 1 and 2 give the same
+ * bits: a wider vector only computes more elements at once (tests/test_gemm_levels.py
+ * compares them bit for bit).  fnn_gemm_level is this CPU's level (-1: not decided yet); each
+ * extension module that includes this header decides once (the same answer: the same CPU).
+ * fnn_gemm_level_cap is the highest level this module may use (2 unless a test or bench/
+ * lowers it with fnn_gemm_force_level or fnn_gemm_force_plain). */
+#define FNN_GEMM_PLAIN 0
+#define FNN_GEMM_LEVEL_AVX2 1
+#define FNN_GEMM_LEVEL_AVX512 2
 static int fnn_gemm_level = -1;
-static int fnn_gemm_plain_forced = 0;
+static int fnn_gemm_level_cap = FNN_GEMM_LEVEL_AVX512;
 
-static inline void fnn_gemm_force_plain(int on)
+/* Use at most level `cap` (0, 1 or 2; values outside are clamped) from now on in this module. */
+static inline void fnn_gemm_force_level(int cap)
 {
-    fnn_gemm_plain_forced = on;
+    fnn_gemm_level_cap = cap < 0 ? 0 : cap > FNN_GEMM_LEVEL_AVX512 ? FNN_GEMM_LEVEL_AVX512 : cap;
 }
 
-static inline int fnn_gemm_use_avx2(void)
+/* on: the plain C kernels from now on in this module; off: the best this CPU has. */
+static inline void fnn_gemm_force_plain(int on)
+{
+    fnn_gemm_force_level(on ? FNN_GEMM_PLAIN : FNN_GEMM_LEVEL_AVX512);
+}
+
+/* The level the kernels run at in this module: this CPU's, at most the cap. */
+static inline int fnn_gemm_kernel(void)
 {
 #if defined(FNN_GEMM_X86)
     int level = fnn_gemm_level;
     if (level < 0) {
         __builtin_cpu_init();
-        level = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        /* (__builtin_cpu_supports reports AVX and AVX-512 only when the OS saves their
+         * registers: libgcc checks XCR0) */
+        level = !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+                    ? FNN_GEMM_PLAIN
+                : __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+                    && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")
+                    ? FNN_GEMM_LEVEL_AVX512 : FNN_GEMM_LEVEL_AVX2;
         fnn_gemm_level = level;      /* (a benign race: every thread stores the same value) */
     }
-    return level && !fnn_gemm_plain_forced;
+    return level < fnn_gemm_level_cap ? level : fnn_gemm_level_cap;
 #else
-    return 0;
+    return FNN_GEMM_PLAIN;
 #endif
 }
 
-/* 1: the AVX2 + FMA kernels run in this process; 0: the plain C ones. */
-static inline int fnn_gemm_kernel(void)
+/* 1: the AVX2 + FMA kernels (or wider) run in this process; 0: the plain C ones. */
+static inline int fnn_gemm_use_avx2(void)
 {
-    return fnn_gemm_use_avx2();
+    return fnn_gemm_kernel() >= FNN_GEMM_LEVEL_AVX2;
+}
+
+/* 1: the AVX-512 kernels run where a kernel has them. */
+static inline int fnn_gemm_use_avx512(void)
+{
+    return fnn_gemm_kernel() >= FNN_GEMM_LEVEL_AVX512;
 }
 
 static inline ptrdiff_t fnn_gemm_min(ptrdiff_t a, ptrdiff_t b)

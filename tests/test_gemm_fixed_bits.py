@@ -21,7 +21,7 @@ from fastnn._core._network import _gemm_kernel
 from tests._helpers import gemm_operands
 
 pytestmark = pytest.mark.skipif(
-    _gemm_kernel() != 1,
+    _gemm_kernel() < 1,
     reason="the plain C kernel runs in this process (no AVX2 + FMA): its a * b + c may "
            "round twice, the model below is of the fused kernel")
 

@@ -28,6 +28,7 @@ cdef extern from "fastnn_gemm.h" nogil:
                                   Py_ssize_t ldc, const double *bias, int act,
                                   double slope) noexcept
     void fnn_gemm_force_plain(int on) noexcept
+    void fnn_gemm_force_level(int cap) noexcept
     int fnn_gemm_kernel() noexcept
 
 

@@ -22,7 +22,7 @@ from fastnn._core._pool cimport parallel_for
 from fastnn._core._dropout cimport (DropoutCtx, fnn_dropout_keep_row, fnn_dropout_threshold,
                                     fnn_philox4x32_10)
 from libc.stdint cimport uint32_t, uint64_t
-from fastnn._core._gemm cimport gemm_fixed, fnn_gemm_force_plain, fnn_gemm_kernel
+from fastnn._core._gemm cimport gemm_fixed, fnn_gemm_force_level, fnn_gemm_kernel
 cimport numpy as cnp
 from fastnn._core._layernorm cimport layernorm_act_backward
 from fastnn._core._tiling cimport (PASS_ACT_BACKWARD, PASS_BIAS_ACT, PASS_BIAS_ACT_KEEP,
@@ -601,11 +601,14 @@ def flops_per_row(NetSpec spec):
     return _flops_per_row(&spec.net)
 
 
-def _gemm_kernel(plain=None):
-    """1 when this process's fixed-order products run the AVX2 + FMA kernel, 0 the plain C
-    one; plain=True/False forces the plain kernel on or off first (tests)."""
+def _gemm_kernel(plain=None, level=None):
+    """The instruction-set level this module's fixed-order products run at (src_c/
+    fastnn_gemm.h: 0 plain C, 1 AVX2 + FMA, 2 AVX-512); plain=True forces level 0 first and
+    plain=False lifts the cap again; level=0, 1 or 2 caps it there (tests)."""
     if plain is not None:
-        fnn_gemm_force_plain(1 if plain else 0)
+        fnn_gemm_force_level(0 if plain else 2)
+    if level is not None:
+        fnn_gemm_force_level(level)
     return fnn_gemm_kernel()
 
 

@@ -1,0 +1,85 @@
+"""Every product kernel gives the same bits at every vector width (src_c/fastnn_gemm.h levels):
+level 2 (AVX-512) against level 1 (AVX2 + FMA), bit for bit, over shapes that cross each
+kernel's tile, vector and blocking edges, both operand layouts, alpha and beta, padded rows,
+both dtypes.  The kernels promise it because a wider vector only computes more elements at
+once, each with the same fused multiply-adds in the same order; one misplaced lane, a masked
+edge that reads a neighbour or a different k-block shows here.  (The plain C kernel rounds
+twice without FMA: tests/test_gemm*.py compare it against NumPy instead.)  Needs a CPU with
+AVX-512 (F, VL, BW, DQ): elsewhere both levels run the AVX2 kernels and there is nothing to
+compare."""
+import zlib
+
+import numpy as np
+import pytest
+
+from fastnn._core import _products
+from fastnn._core._network import _gemm_kernel
+from tests._helpers import gemm_operands
+
+pytestmark = pytest.mark.skipif(
+    _gemm_kernel() < 2, reason="no AVX-512 (F, VL, BW, DQ) on this CPU: level 2 is level 1")
+
+# edges of the kernels' tiles: rows 6 / 12 / 16, columns of 8 / 16 / 32 lanes, narrow C of
+# 1-4 and 8-12 columns, k blocks of 384, the thin kernel's 64 rows, the update kernel's k 64
+_M = (1, 2, 5, 6, 7, 11, 12, 13, 16, 17, 23, 31, 32, 33, 48, 63, 64, 65, 97, 130)
+_N = (1, 2, 3, 4, 5, 7, 8, 9, 10, 12, 13, 15, 16, 17, 24, 31, 32, 33, 47, 48, 63, 64, 65,
+      100, 129, 257)
+_K = (0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 383, 384, 385, 784)
+_CASES = 120
+
+
+def _shapes(seed):
+    rng = np.random.default_rng(seed)
+    return [(int(rng.choice(_M)), int(rng.choice(_N)), int(rng.choice(_K)))
+            for _ in range(_CASES)]
+
+
+def _bits(M):
+    return M.view(np.uint32 if M.dtype == np.float32 else np.uint64)
+
+
+def _compare(kernel, dtype, trans_a, trans_b, seed, run):
+    rng = np.random.default_rng(seed)
+    for case, (m, n, k) in enumerate(_shapes(seed)):
+        A, B, C = gemm_operands(rng, dtype, m, n, k, trans_a, trans_b, pad=case % 3)
+        alpha, beta = [(1.0, 0.0), (-0.37, 0.0), (1.0, 1.0), (0.01, 0.9), (2.5, -1.0)][case % 5]
+        outs = []
+        for level in (1, 2):
+            out = C.copy()
+            run(kernel, A, B, alpha, beta, out, level)
+            outs.append(out)
+        assert np.array_equal(_bits(outs[0]), _bits(outs[1])), (
+            f"{kernel} {np.dtype(dtype).name} trans_a={trans_a} trans_b={trans_b} "
+            f"m={m} n={n} k={k} alpha={alpha} beta={beta}: level 2 differs from level 1 at "
+            f"{np.argwhere(_bits(outs[0]) != _bits(outs[1]))[:5].tolist()}")
+
+
+def _gemm(trans_a, trans_b):
+    def run(kernel, A, B, alpha, beta, out, level):
+        _products.gemm(kernel, trans_a, trans_b, alpha, A, B, beta, out, level=level)
+    return run
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel", ["packed", "fixed", "thin", "update"])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
+def test_every_kernel_gives_the_same_bits_at_levels_1_and_2(kernel, dtype, trans_a, trans_b):
+    seed = zlib.crc32(f"{kernel} {np.dtype(dtype).name} {trans_a} {trans_b}".encode())
+    _compare(kernel, dtype, trans_a, trans_b, seed, _gemm(trans_a, trans_b))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", [0, 1, 2])
+def test_the_fused_bias_and_activation_gives_the_same_bits_at_levels_1_and_2(dtype, act):
+    def run(kernel, A, B, alpha, beta, out, level):
+        bias = np.linspace(-1, 1, out.shape[1]).astype(dtype)
+        out[...] = np.nan                 # the fused store writes every element of C
+        _products.gemm_bias_act("fixed", A, B, bias, act, 0.1, out, level=level)
+    _compare("fixed", dtype, False, False, 11 + act, run)
+
+
+def test_the_level_cap_names_what_it_expects():
+    A = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match="level=3"):
+        _products.gemm("fixed", False, False, 1.0, A, A.T.copy(), 0.0,
+                       np.zeros((2, 2), np.float32), level=3)
