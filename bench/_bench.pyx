@@ -784,3 +784,30 @@ def tiled_gemm_case(m, n, k, n_threads, trans_a=False, trans_b=False, dtype=np.f
     C = np.zeros(m * n, dt)
     ta, tb, nt = bool(trans_a), bool(trans_b), int(n_threads)
     return lambda reps: _loop_tiled_gemm(A, B, C, ta, tb, m, n, k, nt, reps)
+
+
+# ------------------------------------------------------------------ the machine's FMA peak
+
+cdef extern from "fma_peak.h" nogil:
+    int fnn_fma_width()
+    double fnn_fma_run(long long n, int dbl, double *flops)
+
+
+def fma_width():
+    """The vector width (bits) of fma_peak's loop on this CPU: 512, 256, or 0 (no FMA)."""
+    return fnn_fma_width()
+
+
+def fma_seconds(long long rounds, bint dbl):
+    """(seconds, FLOPs) of `rounds` rounds of 12 independent vector FMAs (bench/fma_peak.h) on
+    this thread, without the GIL (so that threads can run it at once)."""
+    _positive(rounds, "rounds")
+    cdef double flops, sink
+    cdef long long t0, t1
+    with nogil:
+        t0 = _now_ns()
+        sink = fnn_fma_run(rounds, dbl, &flops)
+        t1 = _now_ns()
+    if sink != sink:                  # (never: keeps the result alive)
+        raise RuntimeError("the FMA loop gave NaN")
+    return (t1 - t0) * 1e-9, flops

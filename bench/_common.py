@@ -252,6 +252,12 @@ def blas_libraries():
     return libs
 
 
+def _kernel_level():
+    """The instruction set fastnn's own product kernels run on here (src_c/fastnn_gemm.h)."""
+    from fastnn._core import _network
+    return {0: "plain C", 1: "AVX2 + FMA", 2: "AVX-512"}[_network._gemm_kernel()]
+
+
 def environment():
     """The machine and software, for the head of RESULTS.md."""
     import fastnn
@@ -266,6 +272,7 @@ def environment():
         "python": platform.python_version(),
         "fastnn": f"{fastnn.__version__} ({_where(fastnn)})",
         "fastnn_native": os.environ.get("FASTNN_NATIVE", "0"),
+        "fastnn_kernels": _kernel_level(),
         "versions": peer_versions(),
         "blas": blas_libraries(),
         "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -278,7 +285,8 @@ def environment_markdown(env):
              f"L2 {env['l2']}, L3 {env['l3']}; SIMD: {', '.join(env['flags'])})",
              f"- OS: {env['os']}, Python {env['python']}",
              f"- fastnn {env['fastnn']}, built with FASTNN_NATIVE={env['fastnn_native']} "
-             "(SSE2 baseline unless 1)",
+             "(SSE2 baseline unless 1); its product kernels run on "
+             f"{env.get('fastnn_kernels', '?')} here (chosen at run time)",
              "- " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
              f"- thread environment variables: {env['thread_env']}; every figure pins all "
              "pools with threadpoolctl (and torch.set_num_threads) to the stated count",

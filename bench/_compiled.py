@@ -37,7 +37,8 @@ def _stamp():
     core = os.path.join(os.path.dirname(fastnn.__file__), "_core")
     times = sorted(int(os.path.getmtime(os.path.join(core, f))) for f in os.listdir(core)
                    if f.endswith((".pxd", ".so", ".pyd")))
-    source = int(os.path.getmtime(os.path.join(HERE, "_bench.pyx")))
+    source = max(int(os.path.getmtime(os.path.join(HERE, f))) for f in ("_bench.pyx",
+                                                                         "fma_peak.h"))
     return f"{os.path.dirname(fastnn.__file__)} {times} {source}"
 
 

@@ -19,13 +19,16 @@ weights on the same batch is compared with a float64 NumPy reference (bench/nump
 step): a peer that computes another algorithm is reported and not timed.
 
 FLOP/s: a training step costs 6 W - 2 n_in n_1 FLOPs per sample (forward 2W, backward 4W, no
-input gradient for the first layer), W the number of weights.  The peak is the fastest of one
-large square GEMM (n=2048) through NumPy's BLAS and through scipy's at the same thread count:
-the machine's, not one BLAS build's.
+input gradient for the first layer), W the number of weights.  The peak is the highest of one
+large square GEMM (n=2048) through NumPy's BLAS and through scipy's, and of a loop of
+independent fused multiply-adds on the widest vectors the CPU has (bench/fma_peak.h), at the
+same thread count: the machine's, not one BLAS build's (on an AVX-512 CPU that the bundled
+OpenBLAS builds do not know, their GEMMs run AVX2 kernels at half the FMA peak).
 
     python bench/peers.py [--threads 1] [--workloads A,B] [--quick] [--repeats 5]
 """
 import argparse
+import concurrent.futures
 import os
 import sys
 
@@ -246,8 +249,30 @@ def torch_runners(w, X, y, batch, threads, params0):
 
 # ------------------------------------------------------------------ the peak
 
+def fma_peak(dtype, threads, seconds=0.3, repeats=3):
+    """FLOP/s of independent fused multiply-adds on the widest vectors the CPU has
+    (bench/fma_peak.h), `threads` threads at once (best of repeats): the machine's peak,
+    which no kernel of any library can pass.  None when the CPU has no FMA vectors."""
+    from _compiled import load_bench
+    _bench = load_bench()
+    if _bench.fma_width() == 0:
+        return None
+    dbl = np.dtype(dtype) == np.float64
+    probe, _ = _bench.fma_seconds(1_000_000, dbl)
+    rounds = max(1, int(1_000_000 * seconds / max(probe, 1e-6)))
+    best = 0.0
+    for _ in range(repeats):
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            start = time.perf_counter()
+            done = list(pool.map(lambda _: _bench.fma_seconds(rounds, dbl), range(threads)))
+            wall = time.perf_counter() - start
+        best = max(best, sum(flops for _, flops in done) / wall)
+    return best
+
+
 def gemm_peak(dtype, threads, n=2048, repeats=5):
-    """FLOP/s of the fastest n^3 GEMM through NumPy's and scipy's BLAS (best of repeats)."""
+    """FLOP/s of the fastest n^3 GEMM through NumPy's and scipy's BLAS (best of repeats), and
+    of the machine's FMA loop ("fma", fma_peak): the peak quoted is the highest of them."""
     from scipy.linalg import blas as sblas
     rng = np.random.default_rng(0)
     A = rng.standard_normal((n, n)).astype(dtype)
@@ -258,6 +283,9 @@ def gemm_peak(dtype, threads, n=2048, repeats=5):
         for name, fn in (("numpy", lambda: A @ B), ("scipy", lambda: gemm(1.0, A, B))):
             fn()
             best[name] = 2.0 * n ** 3 / min(C.timed(fn) for _ in range(repeats))
+    fma = fma_peak(dtype, threads)
+    if fma is not None:
+        best["fma"] = fma
     return best
 
 

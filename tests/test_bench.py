@@ -156,3 +156,15 @@ def test_benchmark_loops_check_their_buffers():
     state.params = model.params
     state.labels_batch = np.zeros(1, np.intp)
     check_error(lambda: state.run(1), ValueError, "labels_batch has 1 elements")
+
+
+def test_the_fma_peak_loop_counts_its_flops():
+    # 12 chains of one FMA per round on 512- or 256-bit vectors: 2 FLOPs per lane
+    width = _bench.fma_width()
+    assert width in (0, 256, 512)
+    for dbl in (False, True):
+        seconds, flops = _bench.fma_seconds(1000, dbl)
+        assert seconds >= 0
+        assert flops == (2 * 12 * width // (64 if dbl else 32) * 1000)
+    with pytest.raises(ValueError, match="rounds=0"):
+        _bench.fma_seconds(0, False)
