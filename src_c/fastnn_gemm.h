@@ -293,6 +293,7 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdi
 
 /* ---------------------------------------------------------------- float */
 #define FNN_T float
+#define FNN_DOUBLE 0
 #define FNN_P(name) fnn_s_##name
 #if defined(FNN_GEMM_X86)
 #define FNN_V __m256
@@ -309,12 +310,20 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdi
 #define FNN_VLT0(a) _mm256_cmp_ps((a), _mm256_setzero_ps(), _CMP_LT_OQ)
 #define FNN_VBLEND(a, b, m) _mm256_blendv_ps((a), (b), (m))
 #define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - (r)))
+#define FNN_VMASK __m256i
+#define FNN_NOMASK _mm256_setzero_si256()
+#define FNN_VCMP FNN_V
+#define FNN_VINLINE FNN_GEMM_AVX2_INLINE
+#define FNN_VFUNC FNN_GEMM_AVX2
+#define FNN_VN(name) FNN_P(name##_avx2)
 #endif
 #include "fastnn_gemm_impl.h"
 
 /* ---------------------------------------------------------------- double */
 #undef FNN_NARROW_ROWS
+#undef FNN_DOUBLE
 #define FNN_T double
+#define FNN_DOUBLE 1
 #define FNN_P(name) fnn_d_##name
 #if defined(FNN_GEMM_X86)
 #define FNN_V __m256d
@@ -331,7 +340,14 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdi
 #define FNN_VLT0(a) _mm256_cmp_pd((a), _mm256_setzero_pd(), _CMP_LT_OQ)
 #define FNN_VBLEND(a, b, m) _mm256_blendv_pd((a), (b), (m))
 #define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask64 + 4 - (r)))
+#define FNN_VMASK __m256i
+#define FNN_NOMASK _mm256_setzero_si256()
+#define FNN_VCMP FNN_V
+#define FNN_VINLINE FNN_GEMM_AVX2_INLINE
+#define FNN_VFUNC FNN_GEMM_AVX2
+#define FNN_VN(name) FNN_P(name##_avx2)
 #endif
 #include "fastnn_gemm_impl.h"
+#undef FNN_DOUBLE
 
 #endif /* FASTNN_GEMM_H */

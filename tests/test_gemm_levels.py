@@ -83,3 +83,26 @@ def test_the_level_cap_names_what_it_expects():
     with pytest.raises(ValueError, match="level=3"):
         _products.gemm("fixed", False, False, 1.0, A, A.T.copy(), 0.0,
                        np.zeros((2, 2), np.float32), level=3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sizes", [(784, 256, 128, 10), (64, 32, 10), (8, 64, 64, 1),
+                                   (33, 17, 4, 9, 2), (5, 130, 47, 12, 3), (16, 31, 65, 8)])
+def test_prediction_gives_the_same_bits_at_levels_1_and_2(dtype, sizes):
+    """MLP.forward (prediction's gemm_fixed, not gemm_fixed_ex) over row counts that cross the
+    6-row groups, the 8- and 16-row narrow groups and the one-row kernel."""
+    import fastnn
+    from fastnn._core import _network
+    m = fastnn.MLP(list(sizes), activation="relu", dtype=dtype, seed=3)
+    rng = np.random.default_rng(sizes[1])
+    m.set_weights(intercepts=[rng.standard_normal(layer.n_out) * 0.3 for layer in m.layers])
+    for rows in (1, 2, 5, 6, 7, 8, 13, 16, 17, 31, 64, 97):
+        X = rng.standard_normal((rows, sizes[0])).astype(dtype)
+        outs = []
+        try:
+            for level in (1, 2):
+                _network._gemm_kernel(level=level)
+                outs.append(m.forward(X))
+        finally:
+            _network._gemm_kernel(level=2)
+        assert np.array_equal(_bits(outs[0]), _bits(outs[1])), (sizes, rows)
