@@ -316,6 +316,7 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdi
 #define FNN_VINLINE FNN_GEMM_AVX2_INLINE
 #define FNN_VFUNC FNN_GEMM_AVX2
 #define FNN_VN(name) FNN_P(name##_avx2)
+#define FNN_VHALF(v, h) (v)
 #endif
 #include "fastnn_gemm_impl.h"
 

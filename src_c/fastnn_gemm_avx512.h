@@ -33,6 +33,7 @@
 #undef FNN_VINLINE
 #undef FNN_VFUNC
 #undef FNN_VN
+#undef FNN_VHALF
 
 #if FNN_DOUBLE
 #define FNN_V __m512d
@@ -64,6 +65,8 @@
 #define FNN_VADD(a, b) _mm512_add_ps((a), (b))
 #define FNN_VLT0(a) _mm512_cmp_ps_mask((a), _mm512_setzero_ps(), _CMP_LT_OQ)
 #define FNN_VBLEND(a, b, m) _mm512_mask_blend_ps((m), (a), (b))
+/* rows 8 h .. 8 h + 7 of a float vector (the twide kernel's AVX2 store) */
+#define FNN_VHALF(v, h) ((h) ? _mm512_extractf32x8_ps((v), 1) : _mm512_castps512_ps256(v))
 #endif
 /* the first r lanes (0 < r <= FNN_W) */
 #define FNN_MASK(r) ((FNN_VMASK) ((1u << (r)) - 1u))

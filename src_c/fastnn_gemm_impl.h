@@ -66,79 +66,50 @@ static void FNN_P(gemm_plain)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
 /* float, a C of 8 to FNN_TWIDE_MAX columns (a layer of about 10 outputs, as a 10-class output
  * layer: its forward product X W and its weight gradient X^T D).  Vectorized across columns,
  * 10 columns fill 10 of a panel's 16 lanes and need masked loads and stores; here, as in the
- * narrow kernels, lane r of an accumulator is row r of a group of 8 and there is one
- * accumulator per column (NC of them).  A's p-th elements of the 8 rows come from one load
- * when A is read transposed (ATR: row i's p-th element at A[i + p * aks]), otherwise from a
- * stack copy of the 8 rows transposed by 8 x 8 blocks in registers (FNN_TWIDE_CHUNK steps of p
- * at a time; the last, partial block by masked loads).  Each lane adds its row's products into one accumulator in the order
- * p = 0 .. K-1, one fused multiply-add each: the chain of the general kernel.  Columns 0..7
- * are turned back into 8 rows by one register transpose and stored as rows through
- * FNN_EPI_STORE (full vectors, bias at columns 0..7); columns 8.. lane by lane through the
- * same store with their bias broadcast: the same operations on the same values, hence the
- * general kernel's bits. */
+ * narrow kernels, lane r of an accumulator is row r of a group of FNN_W (8 with ymm, 16 with
+ * zmm) and there is one accumulator per column (NC of them).  A's p-th elements of the group's
+ * rows come from one load when A is read transposed (ATR: row i's p-th element at
+ * A[i + p * aks]), otherwise from a stack copy of the rows transposed by 8 x 8 blocks in
+ * registers (FNN_TWIDE_CHUNK steps of p at a time; the last, partial block by masked loads).
+ * Each lane adds its row's products into one accumulator in the order p = 0 .. K-1, one fused
+ * multiply-add each: the chain of the general kernel.  Each 8 rows' columns 0..7 are turned
+ * back into 8 rows by one register transpose and stored as rows through FNN_EPI_STORE (full
+ * vectors, bias at columns 0..7); columns 8.. lane by lane through the same store with their
+ * bias broadcast: the same operations on the same values, hence the general kernel's bits.
+ * The loop is fastnn_gemm_vec_impl.h's gemm_twide_k (both widths); the copy and the store
+ * of 8 rows, below, are AVX2 at both. */
 #define FNN_TWIDE_MAX 12
 #define FNN_TWIDE_CHUNK 256
-FNN_GEMM_AVX2_INLINE void fnn_s_gemm_twide_k(const int NC, const int ATR, const int EPI,
-                                             ptrdiff_t k, const float *restrict A,
-                                             ptrdiff_t lda, const float *restrict B,
-                                             ptrdiff_t ldb, float *restrict C, ptrdiff_t ldc,
-                                             float alpha, float beta,
-                                             const float *restrict bias)
+
+/* at[p * ats + r] := A[r * lda + p] for rows r = 0..7, p = 0 .. kc - 1 (8 x 8 blocks
+ * transposed in registers, the last one read with masked loads: nothing past a row's kc) */
+FNN_GEMM_AVX2_INLINE void fnn_s_twide_copy(ptrdiff_t kc, const float *restrict A,
+                                           ptrdiff_t lda, float *restrict at, ptrdiff_t ats)
 {
-    __m256 acc[FNN_TWIDE_MAX], v[8];
+    __m256 v[8];
+    ptrdiff_t p0, kk;
+    int r;
+    for (p0 = 0; p0 < kc; p0 += 8) {
+        kk = kc - p0 < 8 ? kc - p0 : 8;
+        const __m256i mkk = _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - kk));
+        for (r = 0; r < 8; r++)
+            v[r] = kk == 8 ? _mm256_loadu_ps(A + r * lda + p0)
+                           : _mm256_maskload_ps(A + r * lda + p0, mkk);
+        fnn_s_transpose8(v);
+        for (r = 0; r < 8; r++)
+            _mm256_storeu_ps(at + (p0 + r) * ats, v[r]);
+    }
+}
+
+/* rows 0..7 of C (columns 0 .. NC - 1) := the store (FNN_EPI_STORE) of acc[c] (lane r: row r,
+ * column c); acc is overwritten */
+FNN_GEMM_AVX2_INLINE void fnn_s_twide_store(const int NC, const int EPI, __m256 *acc,
+                                            float *restrict C, ptrdiff_t ldc, float alpha,
+                                            float beta, const float *restrict bias)
+{
     const __m256i mk = _mm256_setzero_si256();
     float tmp[8], bcol[8];
-    ptrdiff_t p0, kk;
     int c, r;
-    for (c = 0; c < NC; c++)
-        acc[c] = _mm256_setzero_ps();
-#define FNN_TWIDE_FMA(x, b, c)                                                                \
-    if (NC > (c)) acc[c] = _mm256_fmadd_ps((x), _mm256_broadcast_ss((b) + (c)), acc[c]);
-#define FNN_TWIDE_STEP(x, b)                                                                  \
-    {                                                                                         \
-        const float *restrict b_ = (b);                                                       \
-        FNN_TWIDE_FMA(x, b_, 0) FNN_TWIDE_FMA(x, b_, 1) FNN_TWIDE_FMA(x, b_, 2)              \
-        FNN_TWIDE_FMA(x, b_, 3) FNN_TWIDE_FMA(x, b_, 4) FNN_TWIDE_FMA(x, b_, 5)              \
-        FNN_TWIDE_FMA(x, b_, 6) FNN_TWIDE_FMA(x, b_, 7) FNN_TWIDE_FMA(x, b_, 8)              \
-        FNN_TWIDE_FMA(x, b_, 9) FNN_TWIDE_FMA(x, b_, 10) FNN_TWIDE_FMA(x, b_, 11)            \
-    }
-#define FNN_TWIDE_RUN(X, XS, BB, K)                                                           \
-    {                                                                                         \
-        ptrdiff_t p_;                                                                         \
-        for (p_ = 0; p_ + 2 <= (K); p_ += 2) {                                                \
-            FNN_TWIDE_STEP(_mm256_loadu_ps((X) + p_ * (XS)), (BB) + p_ * ldb)                 \
-            FNN_TWIDE_STEP(_mm256_loadu_ps((X) + (p_ + 1) * (XS)), (BB) + (p_ + 1) * ldb)     \
-        }                                                                                     \
-        if (p_ < (K))                                                                         \
-            FNN_TWIDE_STEP(_mm256_loadu_ps((X) + p_ * (XS)), (BB) + p_ * ldb)                 \
-    }
-    if (ATR)
-        FNN_TWIDE_RUN(A, lda, B, k)
-    else {
-        /* (A's 8 rows transposed into `at` a chunk of p at a time, then read as if A were
-         * transposed: the transposed columns in registers beside the accumulators would
-         * not fit in the 16 vector registers) */
-        float at[(FNN_TWIDE_CHUNK + 8) * 8];
-        ptrdiff_t q0, kc;
-        for (q0 = 0; q0 < k; q0 += FNN_TWIDE_CHUNK) {
-            kc = k - q0 < FNN_TWIDE_CHUNK ? k - q0 : FNN_TWIDE_CHUNK;
-            for (p0 = 0; p0 < kc; p0 += 8) {
-                kk = kc - p0 < 8 ? kc - p0 : 8;
-                const __m256i mkk =
-                    _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - kk));
-                for (r = 0; r < 8; r++)
-                    v[r] = kk == 8 ? _mm256_loadu_ps(A + r * lda + q0 + p0)
-                                   : _mm256_maskload_ps(A + r * lda + q0 + p0, mkk);
-                fnn_s_transpose8(v);
-                for (r = 0; r < 8; r++)
-                    _mm256_storeu_ps(at + (p0 + r) * 8, v[r]);
-            }
-            FNN_TWIDE_RUN(at, 8, B + q0 * ldb, kc)
-        }
-    }
-#undef FNN_TWIDE_RUN
-#undef FNN_TWIDE_STEP
-#undef FNN_TWIDE_FMA
     for (c = 8; c < NC; c++) {
         const float *restrict bias_c = bcol;
         if (EPI >= FNN_EPI_BIAS)
@@ -154,33 +125,6 @@ FNN_GEMM_AVX2_INLINE void fnn_s_gemm_twide_k(const int NC, const int ATR, const 
     fnn_s_transpose8(acc);
     for (r = 0; r < 8; r++)
         FNN_EPI_STORE(EPI, 0, C + r * ldc, 0, mk, acc[r]);
-}
-
-/* Rows 0 .. 8 floor(m / 8) - 1 of a C of 8 .. FNN_TWIDE_MAX columns; returns how many rows it
- * computed (the caller computes the rest).  ATR, EPI: as fnn_s_gemm_twide_k.  (Not inlined:
- * inside gemm_avx2_ex its code made the compiler spill the 6-row kernel's accumulators.) */
-__attribute__((noinline, target("avx2,fma"))) static ptrdiff_t fnn_s_gemm_twide(const int ATR, const int EPI, ptrdiff_t m,
-                                                ptrdiff_t n, ptrdiff_t k,
-                                                const float *restrict A, ptrdiff_t lda,
-                                                const float *restrict B, ptrdiff_t ldb,
-                                                float *restrict C, ptrdiff_t ldc, float alpha,
-                                                float beta, const float *restrict bias)
-{
-    ptrdiff_t i;
-    for (i = 0; i + 8 <= m; i += 8) {
-        const float *restrict Ai = ATR ? A + i : A + i * lda;
-#define FNN_TWIDE_CASE(nc)                                                                    \
-        case nc:                                                                              \
-            fnn_s_gemm_twide_k(nc, ATR, EPI, k, Ai, lda, B, ldb, C + i * ldc, ldc, alpha,     \
-                               beta, bias);                                                   \
-            break;
-        switch (n) {
-        FNN_TWIDE_CASE(8) FNN_TWIDE_CASE(9) FNN_TWIDE_CASE(10) FNN_TWIDE_CASE(11)
-        FNN_TWIDE_CASE(12)
-        }
-#undef FNN_TWIDE_CASE
-    }
-    return i;
 }
 #endif
 
@@ -348,6 +292,7 @@ static int FNN_P(gemm_fixed_bias_act)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, con
 #undef FNN_VN
 #undef FNN_VINLINE
 #undef FNN_VFUNC
+#undef FNN_VHALF
 #undef FNN_EPI_STORE
 #undef FNN_EPI_BIAS
 #undef FNN_EPI_BIAS_RELU

@@ -281,6 +281,93 @@ FNN_VINLINE ptrdiff_t FNN_VN(gemm_tnarrow)(const int EPI, ptrdiff_t m, ptrdiff_t
     return i;
 }
 
+#if defined(FNN_TWIDE_MAX)
+/* float: FNN_W rows (one group: lane r of acc[c] is row r, column c) of a C of NC = 8 ..
+ * FNN_TWIDE_MAX columns, the kernel described above fnn_s_twide_copy (fastnn_gemm_impl.h);
+ * ATR: A read transposed (row r's p-th element at A[r + p * lda]), else A's rows at lda. */
+FNN_VINLINE void FNN_VN(gemm_twide_k)(const int NC, const int ATR, const int EPI, ptrdiff_t k,
+                                      const float *restrict A, ptrdiff_t lda,
+                                      const float *restrict B, ptrdiff_t ldb,
+                                      float *restrict C, ptrdiff_t ldc, float alpha,
+                                      float beta, const float *restrict bias)
+{
+    FNN_V acc[FNN_TWIDE_MAX];
+    __m256 acc8[FNN_TWIDE_MAX];
+    int c, h;
+    for (c = 0; c < NC; c++)
+        acc[c] = FNN_VZERO();
+#define FNN_TWIDE_FMA(x, b, c)                                                                \
+    if (NC > (c)) acc[c] = FNN_VFMA((x), FNN_VBCAST((b) + (c)), acc[c]);
+#define FNN_TWIDE_STEP(x, b)                                                                  \
+    {                                                                                         \
+        const float *restrict b_ = (b);                                                       \
+        FNN_TWIDE_FMA(x, b_, 0) FNN_TWIDE_FMA(x, b_, 1) FNN_TWIDE_FMA(x, b_, 2)              \
+        FNN_TWIDE_FMA(x, b_, 3) FNN_TWIDE_FMA(x, b_, 4) FNN_TWIDE_FMA(x, b_, 5)              \
+        FNN_TWIDE_FMA(x, b_, 6) FNN_TWIDE_FMA(x, b_, 7) FNN_TWIDE_FMA(x, b_, 8)              \
+        FNN_TWIDE_FMA(x, b_, 9) FNN_TWIDE_FMA(x, b_, 10) FNN_TWIDE_FMA(x, b_, 11)            \
+    }
+#define FNN_TWIDE_RUN(X, XS, BB, K)                                                           \
+    {                                                                                         \
+        ptrdiff_t p_;                                                                         \
+        for (p_ = 0; p_ + 2 <= (K); p_ += 2) {                                                \
+            FNN_TWIDE_STEP(FNN_VLOAD((X) + p_ * (XS)), (BB) + p_ * ldb)                       \
+            FNN_TWIDE_STEP(FNN_VLOAD((X) + (p_ + 1) * (XS)), (BB) + (p_ + 1) * ldb)           \
+        }                                                                                     \
+        if (p_ < (K))                                                                         \
+            FNN_TWIDE_STEP(FNN_VLOAD((X) + p_ * (XS)), (BB) + p_ * ldb)                       \
+    }
+    if (ATR)
+        FNN_TWIDE_RUN(A, lda, B, k)
+    else {
+        /* (A's rows transposed into `at` a chunk of p at a time, 8 rows at a time, then read
+         * as if A were transposed: the transposed columns in registers beside the
+         * accumulators would not fit in the 16 ymm registers) */
+        float at[FNN_TWIDE_CHUNK * FNN_W];
+        ptrdiff_t q0, kc;
+        for (q0 = 0; q0 < k; q0 += FNN_TWIDE_CHUNK) {
+            kc = k - q0 < FNN_TWIDE_CHUNK ? k - q0 : FNN_TWIDE_CHUNK;
+            for (h = 0; h < FNN_W; h += 8)
+                fnn_s_twide_copy(kc, A + h * lda + q0, lda, at + h, FNN_W);
+            FNN_TWIDE_RUN(at, FNN_W, B + q0 * ldb, kc)
+        }
+    }
+#undef FNN_TWIDE_RUN
+#undef FNN_TWIDE_STEP
+#undef FNN_TWIDE_FMA
+    for (h = 0; h < FNN_W; h += 8) {
+        for (c = 0; c < NC; c++)
+            acc8[c] = FNN_VHALF(acc[c], h / 8);
+        fnn_s_twide_store(NC, EPI, acc8, C + h * ldc, ldc, alpha, beta, bias);
+    }
+}
+
+/* Rows 0 .. FNN_W floor(m / FNN_W) - 1 of a C of 8 .. FNN_TWIDE_MAX columns; returns how many
+ * rows it computed (the caller computes the rest).  ATR, EPI: as gemm_twide_k.  (Not inlined:
+ * inside gemm_ex its code made the compiler spill the 6-row kernel's accumulators.) */
+__attribute__((noinline)) FNN_VFUNC static ptrdiff_t
+FNN_VN(gemm_twide)(const int ATR, const int EPI, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                   const float *restrict A, ptrdiff_t lda, const float *restrict B,
+                   ptrdiff_t ldb, float *restrict C, ptrdiff_t ldc, float alpha, float beta,
+                   const float *restrict bias)
+{
+    ptrdiff_t i;
+    for (i = 0; i + FNN_W <= m; i += FNN_W) {
+        const float *restrict Ai = ATR ? A + i : A + i * lda;
+#define FNN_TWIDE_CASE(nc)                                                                    \
+        case nc:                                                                              \
+            FNN_VN(gemm_twide_k)(nc, ATR, EPI, k, Ai, lda, B, ldb, C + i * ldc, ldc, alpha,   \
+                                 beta, bias);                                                 \
+            break;
+        switch (n) {
+        FNN_TWIDE_CASE(8) FNN_TWIDE_CASE(9) FNN_TWIDE_CASE(10) FNN_TWIDE_CASE(11)
+        FNN_TWIDE_CASE(12)
+        }
+#undef FNN_TWIDE_CASE
+    }
+    return i;
+}
+#endif
+
 FNN_VFUNC static void FNN_VN(gemm)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                    const FNN_T *restrict A, ptrdiff_t lda,
                                    const FNN_T *restrict B, ptrdiff_t ldb,
@@ -327,12 +414,12 @@ FNN_VFUNC static void FNN_VN(gemm_ex)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
     else if (n >= 8 && n <= FNN_TWIDE_MAX && m >= 8 && (ars == 1 || aks == 1)) {
         ptrdiff_t done;
         if (ars == 1)
-            done = plain ? fnn_s_gemm_twide(1, 0, m, n, k, A, aks, B, ldb, C, ldc, 1, 0, NULL)
-                         : fnn_s_gemm_twide(1, 1, m, n, k, A, aks, B, ldb, C, ldc, alpha, beta,
+            done = plain ? FNN_VN(gemm_twide)(1, 0, m, n, k, A, aks, B, ldb, C, ldc, 1, 0, NULL)
+                         : FNN_VN(gemm_twide)(1, 1, m, n, k, A, aks, B, ldb, C, ldc, alpha, beta,
                                             NULL);
         else
-            done = plain ? fnn_s_gemm_twide(0, 0, m, n, k, A, ars, B, ldb, C, ldc, 1, 0, NULL)
-                         : fnn_s_gemm_twide(0, 1, m, n, k, A, ars, B, ldb, C, ldc, alpha, beta,
+            done = plain ? FNN_VN(gemm_twide)(0, 0, m, n, k, A, ars, B, ldb, C, ldc, 1, 0, NULL)
+                         : FNN_VN(gemm_twide)(0, 1, m, n, k, A, ars, B, ldb, C, ldc, alpha, beta,
                                             NULL);
         A += done * ars;
         C += done * ldc;
@@ -367,11 +454,11 @@ FNN_VFUNC static void FNN_VN(gemm_bias_act)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t 
 #if defined(FNN_TWIDE_MAX)
     if (n >= 8 && n <= FNN_TWIDE_MAX && m >= 8) {
         ptrdiff_t done =
-            act == 1 ? fnn_s_gemm_twide(0, FNN_EPI_BIAS_RELU, m, n, k, A, lda, B, ldb, C, ldc,
+            act == 1 ? FNN_VN(gemm_twide)(0, FNN_EPI_BIAS_RELU, m, n, k, A, lda, B, ldb, C, ldc,
                                         slope, 0, bias)
-            : act == 2 ? fnn_s_gemm_twide(0, FNN_EPI_BIAS_LEAKY, m, n, k, A, lda, B, ldb, C,
+            : act == 2 ? FNN_VN(gemm_twide)(0, FNN_EPI_BIAS_LEAKY, m, n, k, A, lda, B, ldb, C,
                                           ldc, slope, 0, bias)
-            : fnn_s_gemm_twide(0, FNN_EPI_BIAS, m, n, k, A, lda, B, ldb, C, ldc, slope, 0,
+            : FNN_VN(gemm_twide)(0, FNN_EPI_BIAS, m, n, k, A, lda, B, ldb, C, ldc, slope, 0,
                                bias);
         A += done * lda;
         C += done * ldc;
