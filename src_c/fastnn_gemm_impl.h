@@ -2,7 +2,11 @@
  * fastnn_gemm_impl.h -- the body of fastnn_gemm.h for one element type.  Included twice by
  * fastnn_gemm.h (float, then double) with FNN_T, FNN_P and, on x86-64, the vector macros
  * FNN_V, FNN_W, FNN_VZERO, FNN_VLOAD, FNN_VMLOAD, FNN_VSTORE, FNN_VMSTORE, FNN_VBCAST, FNN_VFMA,
- * FNN_MASK defined; undefines them at the end.  Not meant to be included on its own.
+ * FNN_MASK (and the width's FNN_VMASK, FNN_NOMASK, FNN_VCMP, FNN_VINLINE, FNN_VFUNC, FNN_VN)
+ * defined for AVX2; undefines them at the end.  The vector kernels themselves are in
+ * fastnn_gemm_vec_impl.h, included here once for AVX2 and once, through fastnn_gemm_avx512.h,
+ * for AVX-512; the public functions at the end choose the level (fnn_gemm_kernel).  Not meant
+ * to be included on its own.
  */
 
 /* The plain C kernel: for each row, the columns side by side (vectorizable), the products
@@ -160,7 +164,7 @@ static inline void FNN_P(gemm_fixed)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
  * beta == 0).  A transposed is read in place (a strided broadcast); B transposed is first
  * copied into a contiguous k x n block (the copy changes no sum; on the stack up to
  * FNN_GEMM_STACK_ELEMS, with 8 x 8 / 4 x 4 blocks transposed in registers on AVX2).  A narrow
- * C (n <= FNN_NARROW_MAX) is vectorized across rows (gemm_avx2_ex), with the same bits.
+ * C (n <= FNN_NARROW_MAX) is vectorized across rows (gemm_ex_avx2 / _avx512), with the same bits.
  * C must not overlap A or B.
  * Returns 0, or -1 when the copy of a transposed B could not be allocated. */
 static int FNN_P(gemm_fixed_ex)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,

@@ -106,3 +106,22 @@ def test_prediction_gives_the_same_bits_at_levels_1_and_2(dtype, sizes):
         finally:
             _network._gemm_kernel(level=2)
         assert np.array_equal(_bits(outs[0]), _bits(outs[1])), (sizes, rows)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_the_row_vectorized_kernels_give_the_same_bits_at_levels_1_and_2(dtype, trans_a):
+    """Every narrow (1-4 columns) and twide (8-12 columns) C over row counts that cross their
+    groups of 8, 16 and 64 rows and the steps of 8 of p: the random shapes above reach these
+    kernels (alpha 1, beta 0, A not transposed for the narrow one) only a few times."""
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 3, 4, 8, 9, 10, 11, 12):
+        for m in (8, 9, 15, 16, 24, 31, 32, 48, 63, 64, 65, 80, 97, 130):
+            for k in (1, 7, 8, 9, 17, 64, 300):
+                A, B, C = gemm_operands(rng, dtype, m, n, k, trans_a, False, pad=k % 3)
+                outs = []
+                for level in (1, 2):
+                    out = C.copy()
+                    _products.gemm("fixed", trans_a, False, 1.0, A, B, 0.0, out, level=level)
+                    outs.append(out)
+                assert np.array_equal(_bits(outs[0]), _bits(outs[1])), (m, n, k)
