@@ -29,12 +29,14 @@
  *     instead, the same chains.
  *   AVX-512 (level 2, fnn_gemm_kernel below; fastnn_gemm_avx512.h): the same kernels from the
  *     same source (fastnn_gemm_vec_impl.h) with zmm registers, and mask registers for the
- *     last partial vector: 6 rows x 32 floats (16 doubles), one row x 128 floats, the
- *     transposed-narrow and twide kernels 16 float (8 double) rows per vector, each element
- *     the same fma chain and the same store as at level 1, hence the same bits.  The float
- *     narrow kernel (1-4 columns, A not transposed) and the copy of a transposed B stay AVX2.
- *     Measured on Zen 5, one thread (float, level 1 -> 2): 1000x256x784 105 -> 210 GFLOP/s,
- *     1000x10x128 67 -> 107, one row 256x784 42 -> 50, X^T D 64x32x32 90 -> 150.
+ *     last partial vector: 8 rows x 2 vectors (32 floats, 16 doubles; 16 of the 32 registers
+ *     accumulate), one row x 8 vectors (128 floats), the transposed-narrow and twide kernels
+ *     16 float (8 double) rows per vector, the float narrow kernel 16 rows per vector from two
+ *     8 x 8 transposes; each element the same fma chain and the same store as at level 1,
+ *     hence the same bits (tests/test_gemm_levels.py).  The copy of a transposed B stays AVX2.
+ *     Measured on Zen 5, one thread, float, level 1 -> 2 (GFLOP/s): prediction 1000x256x784
+ *     105 -> 216, 1000x10x128 67 -> 114, 1000x1x64 16 -> 20, one row 256x784 42 -> 50;
+ *     training 64x64x64 108 -> 213, X^T D 64x32x32 102 -> 224.
  *   plain C otherwise: the same order with `a * b + c` (two roundings without FMA
  *     hardware; with -march set to an FMA machine the compiler contracts it).  The two
  *     kernels can differ in the last bit; one process always uses one of them.
@@ -325,6 +327,7 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdi
 #define FNN_VINLINE FNN_GEMM_AVX2_INLINE
 #define FNN_VFUNC FNN_GEMM_AVX2
 #define FNN_VN(name) FNN_P(name##_avx2)
+#define FNN_MR 6
 #define FNN_VHALF(v, h) (v)
 #endif
 #include "fastnn_gemm_impl.h"
@@ -356,6 +359,7 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdi
 #define FNN_VINLINE FNN_GEMM_AVX2_INLINE
 #define FNN_VFUNC FNN_GEMM_AVX2
 #define FNN_VN(name) FNN_P(name##_avx2)
+#define FNN_MR 6
 #endif
 #include "fastnn_gemm_impl.h"
 #undef FNN_DOUBLE

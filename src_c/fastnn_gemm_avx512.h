@@ -9,9 +9,10 @@
  * The same source at both widths is what gives the same bits: every element of C is still one
  * fused multiply-add chain over k = 0 .. K-1 from zero, then the same FNN_EPI_STORE (alpha,
  * beta, bias, activation) on the same values; a zmm only holds 16 floats (8 doubles) of a row
- * where a ymm held 8 (4), so the 6-row kernel covers 6 x 32 floats, the one-row kernel 128.
- * The narrow (1-4 columns) and twide (8-12 columns) row-vectorized float kernels stay AVX2
- * (called from here); gemm_tnarrow, being width-generic, runs 16 (8) rows per zmm.
+ * where a ymm held 8 (4), and with 32 registers the tile grows from 6 to FNN_MR = 8 rows (16
+ * accumulators): 8 x 32 floats, the one-row kernel 128.  gemm_tnarrow and gemm_twide run 16
+ * float (8 double) rows per zmm; the float narrow kernel (1-4 columns, A's rows) below joins
+ * two AVX2 8 x 8 transposes into each zmm.  Which rows share a tile never changes a sum.
  */
 #undef FNN_V
 #undef FNN_W
@@ -33,6 +34,7 @@
 #undef FNN_VINLINE
 #undef FNN_VFUNC
 #undef FNN_VN
+#undef FNN_MR
 #undef FNN_VHALF
 
 #if FNN_DOUBLE
@@ -75,6 +77,7 @@
 #define FNN_VINLINE FNN_GEMM_AVX512_INLINE
 #define FNN_VFUNC FNN_GEMM_AVX512
 #define FNN_VN(name) FNN_P(name##_avx512)
+#define FNN_MR 8
 
 #if !FNN_DOUBLE && defined(FNN_NARROW_ROWS)
 /* The float narrow kernel (C of 1 to 4 columns, A's rows at lda: fastnn_gemm.h

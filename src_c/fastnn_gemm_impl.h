@@ -296,6 +296,7 @@ static int FNN_P(gemm_fixed_bias_act)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, con
 #undef FNN_VN
 #undef FNN_VINLINE
 #undef FNN_VFUNC
+#undef FNN_MR
 #undef FNN_VHALF
 #undef FNN_EPI_STORE
 #undef FNN_EPI_BIAS

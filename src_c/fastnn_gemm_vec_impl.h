@@ -56,8 +56,9 @@ FNN_VINLINE void FNN_VN(gemm_row_k)(const int NV, const int MASKED, const int EP
 #undef FNN_ROW_STORE
 }
 
-/* Six rows, NV (1 or 2) vectors of columns, the last one partial when MASKED; row r's p-th
- * element of A at A[r * lda + p * aks]. */
+/* FNN_MR rows (6 with ymm: 12 accumulators of 16 registers; 8 with zmm: 16 of 32), NV (1 or
+ * 2) vectors of columns, the last one partial when MASKED; row r's p-th element of A at
+ * A[r * lda + p * aks]. */
 FNN_VINLINE void FNN_VN(gemm_six_k)(const int NV, const int MASKED, const int EPI,
                                     ptrdiff_t k,
                                     const FNN_T *restrict A, ptrdiff_t lda,
@@ -70,10 +71,13 @@ FNN_VINLINE void FNN_VN(gemm_six_k)(const int NV, const int MASKED, const int EP
     FNN_V c00 = FNN_VZERO(), c01 = FNN_VZERO(), c10 = FNN_VZERO(), c11 = FNN_VZERO();
     FNN_V c20 = FNN_VZERO(), c21 = FNN_VZERO(), c30 = FNN_VZERO(), c31 = FNN_VZERO();
     FNN_V c40 = FNN_VZERO(), c41 = FNN_VZERO(), c50 = FNN_VZERO(), c51 = FNN_VZERO();
+    FNN_V c60 = FNN_VZERO(), c61 = FNN_VZERO(), c70 = FNN_VZERO(), c71 = FNN_VZERO();
     const FNN_VMASK mk = MASKED ? FNN_MASK(ncols - (NV - 1) * FNN_W) : FNN_NOMASK;
     const FNN_T *restrict a0 = A, *restrict a1 = A + lda, *restrict a2 = A + 2 * lda;
     const FNN_T *restrict a3 = A + 3 * lda, *restrict a4 = A + 4 * lda;
     const FNN_T *restrict a5 = A + 5 * lda;
+    const FNN_T *restrict a6 = FNN_MR > 6 ? A + 6 * lda : A;
+    const FNN_T *restrict a7 = FNN_MR > 6 ? A + 7 * lda : A;
     ptrdiff_t p;
 #define FNN_SIX_ROW(ar, pp, cr0, cr1)                                                         \
         x = FNN_VBCAST(ar + (pp) * aks);                                                      \
@@ -92,6 +96,9 @@ FNN_VINLINE void FNN_VN(gemm_six_k)(const int NV, const int MASKED, const int EP
         FNN_SIX_ROW(a0, pp, c00, c01) FNN_SIX_ROW(a1, pp, c10, c11)                           \
         FNN_SIX_ROW(a2, pp, c20, c21) FNN_SIX_ROW(a3, pp, c30, c31)                           \
         FNN_SIX_ROW(a4, pp, c40, c41) FNN_SIX_ROW(a5, pp, c50, c51)                           \
+        if (FNN_MR > 6) {                                                                     \
+            FNN_SIX_ROW(a6, pp, c60, c61) FNN_SIX_ROW(a7, pp, c70, c71)                       \
+        }                                                                                     \
     }
     /* (4 steps of p per trip, as in gemm_row_k) */
     for (p = 0; p + 4 <= k; p += 4) {
@@ -110,6 +117,9 @@ FNN_VINLINE void FNN_VN(gemm_six_k)(const int NV, const int MASKED, const int EP
     }
     FNN_SIX_STORE(0, c00, c01) FNN_SIX_STORE(1, c10, c11) FNN_SIX_STORE(2, c20, c21)
     FNN_SIX_STORE(3, c30, c31) FNN_SIX_STORE(4, c40, c41) FNN_SIX_STORE(5, c50, c51)
+    if (FNN_MR > 6) {
+        FNN_SIX_STORE(6, c60, c61) FNN_SIX_STORE(7, c70, c71)
+    }
 #undef FNN_SIX_STORE
 }
 
@@ -151,7 +161,7 @@ FNN_VINLINE void FNN_VN(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n, ptrdiff
                                 FNN_T *restrict C, ptrdiff_t ldc,
                                 FNN_T alpha, FNN_T beta, const FNN_T *restrict bias)
 {
-    /* Panels of 2 vectors of columns; in each, groups of 6 rows, then the rows left over one
+    /* Panels of 2 vectors of columns; in each, groups of FNN_MR rows, then the rest one
      * by one.  With many rows, each panel of B is first copied into a contiguous k x 2W
      * block: read straight from a wide B, the panel's rows lie ldb apart, a stride that maps
      * them onto a few sets of the L1 cache, and every group of rows read it again from L2 or
@@ -162,7 +172,7 @@ FNN_VINLINE void FNN_VN(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n, ptrdiff
     /* (a small panel on the stack: no allocation per call; full panels copied with vector
      * loads and stores rather than a memcpy call per row) */
     FNN_T stack_p[FNN_GEMM_PACK_STACK_ELEMS];
-    ptrdiff_t i, j, p, m6 = m - m % 6, ncols, ldp;
+    ptrdiff_t i, j, p, m6 = m - m % FNN_MR, ncols, ldp;
     FNN_T *packed = NULL, *heap = NULL;
     const FNN_T *panel;
     if (m6 >= 12 && ldb != 2 * FNN_W && n > 2 * FNN_W
@@ -187,7 +197,7 @@ FNN_VINLINE void FNN_VN(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n, ptrdiff
             panel = packed;
             ldp = 2 * FNN_W;
         }
-        for (i = 0; i < m6; i += 6) {
+        for (i = 0; i < m6; i += FNN_MR) {
             const FNN_T *restrict Ai = A + i * ars;
             FNN_T *restrict Ci = C + i * ldc + j;
 #define FNN_SIX(nv, msk) \
