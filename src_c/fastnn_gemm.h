@@ -25,7 +25,18 @@
  *     the last, partial vector of columns goes through masked loads and stores, so every
  *     column is computed by the same instruction sequence;
  *     a C of 1 to 4 columns (both dtypes, see below) or, in float, of 8 to 12 columns
- *     (fastnn_gemm_impl.h gemm_twide) with rows across the lanes instead, the same chains.
+ *     (fastnn_gemm_impl.h, fastnn_gemm_vec_impl.h gemm_twide) with rows across the lanes
+ *     instead, the same chains.
+ *   AVX-512 (level 2, fnn_gemm_kernel below; fastnn_gemm_avx512.h): the same kernels from the
+ *     same source (fastnn_gemm_vec_impl.h) with zmm registers, and mask registers for the
+ *     last partial vector: 8 rows x 2 vectors (32 floats, 16 doubles; 16 of the 32 registers
+ *     accumulate), one row x 8 vectors (128 floats), the transposed-narrow and twide kernels
+ *     16 float (8 double) rows per vector, the float narrow kernel 16 rows per vector from two
+ *     8 x 8 transposes; each element the same fma chain and the same store as at level 1,
+ *     hence the same bits (tests/test_gemm_levels.py).  The copy of a transposed B stays AVX2.
+ *     Measured on Zen 5, one thread, float, level 1 -> 2 (GFLOP/s): prediction 1000x256x784
+ *     105 -> 216, 1000x10x128 67 -> 114, 1000x1x64 16 -> 20, one row 256x784 42 -> 50;
+ *     training 64x64x64 108 -> 213, X^T D 64x32x32 102 -> 224.
  *   plain C otherwise: the same order with `a * b + c` (two roundings without FMA
  *     hardware; with -march set to an FMA machine the compiler contracts it).  The two
  *     kernels can differ in the last bit; one process always uses one of them.
@@ -293,6 +304,7 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdi
 
 /* ---------------------------------------------------------------- float */
 #define FNN_T float
+#define FNN_DOUBLE 0
 #define FNN_P(name) fnn_s_##name
 #if defined(FNN_GEMM_X86)
 #define FNN_V __m256
@@ -309,12 +321,22 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdi
 #define FNN_VLT0(a) _mm256_cmp_ps((a), _mm256_setzero_ps(), _CMP_LT_OQ)
 #define FNN_VBLEND(a, b, m) _mm256_blendv_ps((a), (b), (m))
 #define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - (r)))
+#define FNN_VMASK __m256i
+#define FNN_NOMASK _mm256_setzero_si256()
+#define FNN_VCMP FNN_V
+#define FNN_VINLINE FNN_GEMM_AVX2_INLINE
+#define FNN_VFUNC FNN_GEMM_AVX2
+#define FNN_VN(name) FNN_P(name##_avx2)
+#define FNN_MR 6
+#define FNN_VHALF(v, h) (v)
 #endif
 #include "fastnn_gemm_impl.h"
 
 /* ---------------------------------------------------------------- double */
 #undef FNN_NARROW_ROWS
+#undef FNN_DOUBLE
 #define FNN_T double
+#define FNN_DOUBLE 1
 #define FNN_P(name) fnn_d_##name
 #if defined(FNN_GEMM_X86)
 #define FNN_V __m256d
@@ -331,7 +353,15 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdi
 #define FNN_VLT0(a) _mm256_cmp_pd((a), _mm256_setzero_pd(), _CMP_LT_OQ)
 #define FNN_VBLEND(a, b, m) _mm256_blendv_pd((a), (b), (m))
 #define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask64 + 4 - (r)))
+#define FNN_VMASK __m256i
+#define FNN_NOMASK _mm256_setzero_si256()
+#define FNN_VCMP FNN_V
+#define FNN_VINLINE FNN_GEMM_AVX2_INLINE
+#define FNN_VFUNC FNN_GEMM_AVX2
+#define FNN_VN(name) FNN_P(name##_avx2)
+#define FNN_MR 6
 #endif
 #include "fastnn_gemm_impl.h"
+#undef FNN_DOUBLE
 
 #endif /* FASTNN_GEMM_H */

@@ -19,9 +19,9 @@ from tests._helpers import gemm_operands
 pytestmark = pytest.mark.skipif(
     _gemm_kernel() < 2, reason="no AVX-512 (F, VL, BW, DQ) on this CPU: level 2 is level 1")
 
-# edges of the kernels' tiles: rows 6 / 12 / 16, columns of 8 / 16 / 32 lanes, narrow C of
+# edges of the kernels' tiles: rows 6 / 8 / 12 / 16, columns of 8 / 16 / 32 lanes, narrow C of
 # 1-4 and 8-12 columns, k blocks of 384, the thin kernel's 64 rows, the update kernel's k 64
-_M = (1, 2, 5, 6, 7, 11, 12, 13, 16, 17, 23, 31, 32, 33, 48, 63, 64, 65, 97, 130)
+_M = (1, 2, 5, 6, 7, 8, 9, 11, 12, 13, 15, 16, 17, 23, 24, 31, 32, 33, 48, 63, 64, 65, 97, 130)
 _N = (1, 2, 3, 4, 5, 7, 8, 9, 10, 12, 13, 15, 16, 17, 24, 31, 32, 33, 47, 48, 63, 64, 65,
       100, 129, 257)
 _K = (0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 383, 384, 385, 784)
@@ -83,3 +83,45 @@ def test_the_level_cap_names_what_it_expects():
     with pytest.raises(ValueError, match="level=3"):
         _products.gemm("fixed", False, False, 1.0, A, A.T.copy(), 0.0,
                        np.zeros((2, 2), np.float32), level=3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sizes", [(784, 256, 128, 10), (64, 32, 10), (8, 64, 64, 1),
+                                   (33, 17, 4, 9, 2), (5, 130, 47, 12, 3), (16, 31, 65, 8)])
+def test_prediction_gives_the_same_bits_at_levels_1_and_2(dtype, sizes):
+    """MLP.forward (prediction's gemm_fixed, not gemm_fixed_ex) over row counts that cross the
+    6-row groups, the 8- and 16-row narrow groups and the one-row kernel."""
+    import fastnn
+    from fastnn._core import _network
+    m = fastnn.MLP(list(sizes), activation="relu", dtype=dtype, seed=3)
+    rng = np.random.default_rng(sizes[1])
+    m.set_weights(intercepts=[rng.standard_normal(layer.n_out) * 0.3 for layer in m.layers])
+    for rows in (1, 2, 5, 6, 7, 8, 13, 16, 17, 31, 64, 97):
+        X = rng.standard_normal((rows, sizes[0])).astype(dtype)
+        outs = []
+        try:
+            for level in (1, 2):
+                _network._gemm_kernel(level=level)
+                outs.append(m.forward(X))
+        finally:
+            _network._gemm_kernel(level=2)
+        assert np.array_equal(_bits(outs[0]), _bits(outs[1])), (sizes, rows)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_the_row_vectorized_kernels_give_the_same_bits_at_levels_1_and_2(dtype, trans_a):
+    """Every narrow (1-4 columns) and twide (8-12 columns) C over row counts that cross their
+    groups of 8, 16 and 64 rows and the steps of 8 of p: the random shapes above reach these
+    kernels (alpha 1, beta 0, A not transposed for the narrow one) only a few times."""
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 3, 4, 8, 9, 10, 11, 12):
+        for m in (8, 9, 15, 16, 24, 31, 32, 48, 63, 64, 65, 80, 97, 130):
+            for k in (1, 7, 8, 9, 17, 64, 300):
+                A, B, C = gemm_operands(rng, dtype, m, n, k, trans_a, False, pad=k % 3)
+                outs = []
+                for level in (1, 2):
+                    out = C.copy()
+                    _products.gemm("fixed", trans_a, False, 1.0, A, B, 0.0, out, level=level)
+                    outs.append(out)
+                assert np.array_equal(_bits(outs[0]), _bits(outs[1])), (m, n, k)
