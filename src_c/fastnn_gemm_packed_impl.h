@@ -184,9 +184,9 @@ FNN_GEMM_AVX2 static void FNN_P(pk_kernel_avx2)(ptrdiff_t kc, const FNN_T *restr
  * AVX2 kernel's.  RA and NB are constants in each instance below (the loops unroll, the
  * accumulators live in registers: 24 of the 32 zmm at 12 x 2 NR). */
 FNN_PK_ZATTR_INLINE void FNN_P(pk_zkernel)(const int RA, const int NB, ptrdiff_t kc,
-                                              const FNN_T *restrict a,
-                                              const FNN_T *restrict b, FNN_T *restrict C,
-                                              ptrdiff_t ldc, FNN_T alpha, FNN_T beta)
+                                           const FNN_T *restrict a, const FNN_T *restrict b,
+                                           FNN_T *restrict C, ptrdiff_t ldc, FNN_T alpha,
+                                           FNN_T beta)
 {
     FNN_Z acc[2 * FNN_PK_MR][2];
     const FNN_T *restrict a1 = a + FNN_PK_MR * kc, *restrict b1 = b + FNN_NR * kc;
@@ -229,13 +229,12 @@ FNN_PK_ZATTR_INLINE void FNN_P(pk_zkernel)(const int RA, const int NB, ptrdiff_t
     }
 }
 
-#define FNN_PK_ZKERNEL(RA, NB)                                                                \
-FNN_PK_ZATTR static void FNN_P(pk_zkernel_##RA##x##NB)(ptrdiff_t kc, const FNN_T *a,      \
-                                                          const FNN_T *b, FNN_T *C,          \
-                                                          ptrdiff_t ldc, FNN_T alpha,        \
-                                                          FNN_T beta)                        \
-{                                                                                             \
-    FNN_P(pk_zkernel)(RA, NB, kc, a, b, C, ldc, alpha, beta);                                 \
+#define FNN_PK_ZKERNEL(RA, NB)                                                                 \
+FNN_PK_ZATTR static void FNN_P(pk_zkernel_##RA##x##NB)(ptrdiff_t kc, const FNN_T *a,           \
+                                                       const FNN_T *b, FNN_T *C, ptrdiff_t ldc,\
+                                                       FNN_T alpha, FNN_T beta)                \
+{                                                                                              \
+    FNN_P(pk_zkernel)(RA, NB, kc, a, b, C, ldc, alpha, beta);                                  \
 }
 FNN_PK_ZKERNEL(1, 1) FNN_PK_ZKERNEL(1, 2) FNN_PK_ZKERNEL(2, 1) FNN_PK_ZKERNEL(2, 2)
 #undef FNN_PK_ZKERNEL
