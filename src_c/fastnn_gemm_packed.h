@@ -26,11 +26,23 @@
  * instructions on a padded copy).  So the fixed tiles of _network.tiled_gemm, each computed
  * by this product on any thread, give the same bits as one call over the whole of C.
  *
- * Kernels: AVX2 + FMA (x86-64, chosen at run time like fastnn_gemm.h, not under
- * AddressSanitizer): 6 x 16 (float) and 6 x 8 (double), 12 accumulator vectors, op(B)'s
- * micro-panel row loaded as 2 vectors, op(A)'s 6 values broadcast.  Plain C otherwise: the
- * same blocking and order with `a * b + c` (two roundings without FMA hardware).  The two can
- * differ in the last bit; one process always uses one of them.
+ * Kernels, by the level of fastnn_gemm.h (x86-64, chosen at run time, not under
+ * AddressSanitizer):
+ *   level 2, AVX-512: 12 x 32 (float) and 12 x 16 (double), 24 zmm accumulators: two
+ *     adjacent NR-column micro-panels of op(B) read side by side (a micro-panel row is one
+ *     zmm), two adjacent 6-row micro-panels of op(A) broadcast; the packing is level 1's, and
+ *     the edges take 6-row and/or one-panel instances of the same kernel.  Every element is
+ *     the same fma chain and final scaling as at level 1 (tests/test_gemm_levels.py: the same
+ *     bits), 16 (8) columns per instruction instead of 8 (4): on Zen 5 at one thread,
+ *     1.7-1.9x level 1 on training's float32 and float64 products of batch 256 and 1024
+ *     (170-195 GFLOP/s float32, 75-95 float64).  6 x 32 measured level with 12 x 32 (within
+ *     5%), 12 x 16 (one micro-panel of op(B)) 10-20% slower, and running the tiles with
+ *     op(A)'s micro-panel outermost (op(B) streamed from L2) level.
+ *   level 1, AVX2 + FMA: 6 x 16 (float) and 6 x 8 (double), 12 accumulator vectors, op(B)'s
+ *     micro-panel row loaded as 2 vectors, op(A)'s 6 values broadcast.
+ *   level 0, plain C: the same blocking and order with `a * b + c` (two roundings without
+ *     FMA hardware).  It can differ from levels 1 and 2 in the last bit; one process always
+ *     uses one of them.
  *
  * Memory: one buffer per call (freed before it returns), at most KC (NC + MC) elements plus
  * 64 bytes of alignment (1.7 MB for float, 1.9 MB for double), less for smaller products;
@@ -58,6 +70,19 @@
 #include "fastnn_gemm.h"   /* fnn_gemm_use_avx2, FNN_GEMM_X86, FNN_GEMM_AVX2 */
 
 #define FNN_PK_MR 6
+/* the AVX-512 tiles span up to this many (1 or 2) 6-row micro-panels of op(A) */
+#ifndef FNN_PK_ZRA
+#define FNN_PK_ZRA 2
+#endif
+#if defined(FNN_GEMM_X86)
+/* The AVX-512 micro-kernels' attributes: without SLP vectorization, which at -O3 (GCC 12) made
+ * the 12 x 2 kernel keep one of op(B)'s two vectors on the stack (27 of the 32 zmm are live in
+ * its loop) and reload it for every FMA */
+#define FNN_PK_ZATTR __attribute__((target(FNN_GEMM_AVX512_TARGET), \
+                                    optimize("no-tree-slp-vectorize")))
+#define FNN_PK_ZATTR_INLINE static inline __attribute__((always_inline, \
+    target(FNN_GEMM_AVX512_TARGET), optimize("no-tree-slp-vectorize")))
+#endif
 
 /* The blocking constants (results depend on KC: change it only with the fingerprints).
  * float: KC 384 (a 16-column micro-panel of B is 24 KB: L1), MC 96 (A's block 144 KB: L2),
@@ -213,6 +238,13 @@ FNN_GEMM_AVX2 static void fnn_d_pk_pack_rows8(const double *restrict b, ptrdiff_
 #define FNN_VMUL(a, b) _mm256_mul_ps((a), (b))
 #define FNN_PACK_ROWS_A fnn_s_pk_pack_rows6
 #define FNN_PACK_ROWS_B fnn_s_pk_pack_rows16
+#define FNN_Z __m512
+#define FNN_ZZERO() _mm512_setzero_ps()
+#define FNN_ZLOAD(p) _mm512_loadu_ps(p)
+#define FNN_ZSTORE(p, v) _mm512_storeu_ps((p), (v))
+#define FNN_ZBCAST(p) _mm512_set1_ps(*(p))
+#define FNN_ZFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define FNN_ZMUL(a, b) _mm512_mul_ps((a), (b))
 #endif
 #include "fastnn_gemm_packed_impl.h"
 
@@ -234,6 +266,13 @@ FNN_GEMM_AVX2 static void fnn_d_pk_pack_rows8(const double *restrict b, ptrdiff_
 #define FNN_VMUL(a, b) _mm256_mul_pd((a), (b))
 #define FNN_PACK_ROWS_A fnn_d_pk_pack_rows6
 #define FNN_PACK_ROWS_B fnn_d_pk_pack_rows8
+#define FNN_Z __m512d
+#define FNN_ZZERO() _mm512_setzero_pd()
+#define FNN_ZLOAD(p) _mm512_loadu_pd(p)
+#define FNN_ZSTORE(p, v) _mm512_storeu_pd((p), (v))
+#define FNN_ZBCAST(p) _mm512_set1_pd(*(p))
+#define FNN_ZFMA(a, b, c) _mm512_fmadd_pd((a), (b), (c))
+#define FNN_ZMUL(a, b) _mm512_mul_pd((a), (b))
 #endif
 #include "fastnn_gemm_packed_impl.h"
 

@@ -173,6 +173,103 @@ FNN_GEMM_AVX2 static void FNN_P(pk_kernel_avx2)(ptrdiff_t kc, const FNN_T *restr
 }
 #endif
 
+#if defined(FNN_GEMM_X86)
+/* The AVX-512 micro-kernels (level 2): one zmm is one row of a packed NR-column micro-panel of
+ * op(B) (NR == 16 floats or 8 doubles == 2 ymm, the panels pk_pack_b makes for every kernel),
+ * so a tile of RA 6-row micro-panels of op(A) (at a, a + 6 kc) by NB adjacent micro-panels of
+ * op(B) (at b, b + NR kc) is RA 6 x NB accumulator zmm, C (ldc) := alpha s + beta C as in
+ * pk_kernel_avx2.  Each element is the AVX2 kernel's: the same fma(a, b, acc) chain over
+ * p = 0 .. kc-1 from 0, then alpha acc or fma(alpha, acc, beta C) (C not read when beta == 0);
+ * a zmm only computes 16 (8) columns at once where a ymm computed 8 (4), so the bits are the
+ * AVX2 kernel's.  RA and NB are constants in each instance below (the loops unroll, the
+ * accumulators live in registers: 24 of the 32 zmm at 12 x 2 NR). */
+FNN_PK_ZATTR_INLINE void FNN_P(pk_zkernel)(const int RA, const int NB, ptrdiff_t kc,
+                                           const FNN_T *restrict a, const FNN_T *restrict b,
+                                           FNN_T *restrict C, ptrdiff_t ldc, FNN_T alpha,
+                                           FNN_T beta)
+{
+    FNN_Z acc[2 * FNN_PK_MR][2];
+    const FNN_T *restrict a1 = a + FNN_PK_MR * kc, *restrict b1 = b + FNN_NR * kc;
+    ptrdiff_t p;
+    int r, j;
+#pragma GCC unroll 12
+    for (r = 0; r < RA * FNN_PK_MR; r++)
+#pragma GCC unroll 2
+        for (j = 0; j < NB; j++)
+            acc[r][j] = FNN_ZZERO();
+    /* fetch C's tile now: its misses overlap the loop instead of stalling the stores */
+    for (r = 0; r < RA * FNN_PK_MR; r++) {
+        _mm_prefetch((const char *) (C + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *) (C + r * ldc + NB * FNN_NR - 1), _MM_HINT_T0);
+    }
+    for (p = 0; p < kc; p++) {
+        const FNN_Z b0 = FNN_ZLOAD(b + p * FNN_NR);
+        const FNN_Z b1v = NB == 2 ? FNN_ZLOAD(b1 + p * FNN_NR) : b0;
+#pragma GCC unroll 12
+        for (r = 0; r < RA * FNN_PK_MR; r++) {
+            const FNN_Z x = FNN_ZBCAST(r < FNN_PK_MR ? a + p * FNN_PK_MR + r
+                                                     : a1 + p * FNN_PK_MR + r - FNN_PK_MR);
+            acc[r][0] = FNN_ZFMA(x, b0, acc[r][0]);
+            if (NB == 2)
+                acc[r][1] = FNN_ZFMA(x, b1v, acc[r][1]);
+        }
+    }
+    {
+        const FNN_Z al = FNN_ZBCAST(&alpha), be = FNN_ZBCAST(&beta);
+#pragma GCC unroll 12
+        for (r = 0; r < RA * FNN_PK_MR; r++)
+#pragma GCC unroll 2
+            for (j = 0; j < NB; j++) {
+                FNN_T *restrict c = C + r * ldc + j * FNN_NR;
+                if (beta == 0)
+                    FNN_ZSTORE(c, FNN_ZMUL(al, acc[r][j]));
+                else
+                    FNN_ZSTORE(c, FNN_ZFMA(al, acc[r][j], FNN_ZMUL(be, FNN_ZLOAD(c))));
+            }
+    }
+}
+
+#define FNN_PK_ZKERNEL(RA, NB)                                                                 \
+FNN_PK_ZATTR static void FNN_P(pk_zkernel_##RA##x##NB)(ptrdiff_t kc, const FNN_T *a,           \
+                                                       const FNN_T *b, FNN_T *C, ptrdiff_t ldc,\
+                                                       FNN_T alpha, FNN_T beta)                \
+{                                                                                              \
+    FNN_P(pk_zkernel)(RA, NB, kc, a, b, C, ldc, alpha, beta);                                  \
+}
+FNN_PK_ZKERNEL(1, 1) FNN_PK_ZKERNEL(1, 2) FNN_PK_ZKERNEL(2, 1) FNN_PK_ZKERNEL(2, 2)
+#undef FNN_PK_ZKERNEL
+
+/* One AVX-512 tile of rows x cols (rows <= 6 RA, cols <= NR NB) at C: full tiles straight
+ * into C, edge tiles through a padded copy (the same instructions, so the same bits). */
+static inline void FNN_P(pk_ztile)(int ra, int nb, ptrdiff_t kc, const FNN_T *a,
+                                   const FNN_T *b, FNN_T *C, ptrdiff_t ldc, ptrdiff_t rows,
+                                   ptrdiff_t cols, FNN_T alpha, FNN_T beta)
+{
+    FNN_T tile[2 * FNN_PK_MR * 2 * FNN_NR];
+    const ptrdiff_t tr = ra * FNN_PK_MR, tc = nb * FNN_NR;
+    FNN_T *dst = C;
+    ptrdiff_t ldd = ldc, r, c;
+    if (rows < tr || cols < tc) {
+        dst = tile;
+        ldd = tc;
+        if (beta != 0)
+            for (r = 0; r < tr; r++)
+                for (c = 0; c < tc; c++)
+                    tile[r * tc + c] = r < rows && c < cols ? C[r * ldc + c] : 0;
+    }
+    if (ra == 2)
+        (nb == 2 ? FNN_P(pk_zkernel_2x2) : FNN_P(pk_zkernel_2x1))(kc, a, b, dst, ldd, alpha,
+                                                                   beta);
+    else
+        (nb == 2 ? FNN_P(pk_zkernel_1x2) : FNN_P(pk_zkernel_1x1))(kc, a, b, dst, ldd, alpha,
+                                                                   beta);
+    if (dst == tile)
+        for (r = 0; r < rows; r++)
+            for (c = 0; c < cols; c++)
+                C[r * ldc + c] = tile[r * tc + c];
+}
+#endif
+
 /* One micro-tile of rows x cols (<= MR x NR) at C: full tiles straight into C, edge tiles
  * through a padded MR x NR copy (the same instructions, so the same bits). */
 static inline void FNN_P(pk_tile)(int avx2, ptrdiff_t kc, const FNN_T *a, const FNN_T *b,
@@ -213,7 +310,8 @@ static int FNN_P(gemm_packed)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n
     ptrdiff_t kb, kcmax, ncmax, mcmax, jc, pc, ic, jr, ir, i, j;
     void *raw;
     FNN_T *bp, *ap;
-    const int avx2 = fnn_gemm_use_avx2();
+    const int avx2 = fnn_gemm_use_avx2(), avx512 = fnn_gemm_use_avx512();
+    (void) avx512;
     if (m <= 0 || n <= 0)
         return 0;
     if (k <= 0) {
@@ -241,6 +339,23 @@ static int FNN_P(gemm_packed)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n
             for (ic = 0; ic < m; ic += FNN_MC) {
                 const ptrdiff_t mc = fnn_gemm_min(FNN_MC, m - ic);
                 FNN_P(pk_pack_a)(avx2, trans_a, A, lda, ic, mc, pc, kc, ap);
+#if defined(FNN_GEMM_X86)
+                if (avx512) {
+                    /* tiles of up to FNN_PK_ZRA 6-row panels x 2 NR-column panels (the
+                     * order of the tiles is the AVX2 loop's; it decides no element's sum) */
+                    for (jr = 0; jr < nc; jr += 2 * FNN_NR)
+                        for (ir = 0; ir < mc; ir += FNN_PK_ZRA * FNN_PK_MR) {
+                            const ptrdiff_t rows = fnn_gemm_min(FNN_PK_ZRA * FNN_PK_MR,
+                                                                mc - ir);
+                            const ptrdiff_t cols = fnn_gemm_min(2 * FNN_NR, nc - jr);
+                            FNN_P(pk_ztile)(rows > FNN_PK_MR ? 2 : 1, cols > FNN_NR ? 2 : 1,
+                                            kc, ap + ir * kc, bp + jr * kc,
+                                            C + (ic + ir) * ldc + jc + jr, ldc, rows, cols,
+                                            alpha, be);
+                        }
+                    continue;
+                }
+#endif
                 for (jr = 0; jr < nc; jr += FNN_NR)
                     for (ir = 0; ir < mc; ir += FNN_PK_MR)
                         FNN_P(pk_tile)(avx2, kc, ap + ir * kc, bp + jr * kc,
@@ -271,4 +386,11 @@ static int FNN_P(gemm_packed)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n
 #undef FNN_VMUL
 #undef FNN_PACK_ROWS_A
 #undef FNN_PACK_ROWS_B
+#undef FNN_Z
+#undef FNN_ZZERO
+#undef FNN_ZLOAD
+#undef FNN_ZSTORE
+#undef FNN_ZBCAST
+#undef FNN_ZFMA
+#undef FNN_ZMUL
 #endif

@@ -125,3 +125,22 @@ def test_the_row_vectorized_kernels_give_the_same_bits_at_levels_1_and_2(dtype, 
                     _products.gemm("fixed", trans_a, False, 1.0, A, B, 0.0, out, level=level)
                     outs.append(out)
                 assert np.array_equal(_bits(outs[0]), _bits(outs[1])), (m, n, k)
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
+def test_the_packed_kernel_gives_the_same_bits_on_large_products(dtype, trans_a, trans_b):
+    # the AVX-512 packed kernel's 12 x 2-panel tiles against the AVX2 6 x 1-panel ones where
+    # the random shapes above are rare: row blocks of MC 96 cut into 12s and a 6-row rest
+    # (100, 197, 256), several k blocks (785 -> 3, 1024 -> 3), an odd number of column
+    # panels (40, 264) and more than one column block of NC (1030 float, 520 double)
+    rng = np.random.default_rng(7)
+    for case, (m, n, k) in enumerate([(100, 40, 785), (197, 264, 1024), (256, 1030, 129),
+                                      (37, 520, 400)]):
+        A, B, C = gemm_operands(rng, dtype, m, n, k, trans_a, trans_b, pad=case % 2)
+        alpha, beta = [(1.0, 0.0), (0.01, 0.9)][case % 2]
+        outs = []
+        for level in (1, 2):
+            out = C.copy()
+            _products.gemm("packed", trans_a, trans_b, alpha, A, B, beta, out, level=level)
+            outs.append(out)
+        assert np.array_equal(_bits(outs[0]), _bits(outs[1])), (m, n, k)
