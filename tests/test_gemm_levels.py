@@ -127,6 +127,7 @@ def test_the_row_vectorized_kernels_give_the_same_bits_at_levels_1_and_2(dtype, 
                 assert np.array_equal(_bits(outs[0]), _bits(outs[1])), (m, n, k)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
 def test_the_packed_kernel_gives_the_same_bits_on_large_products(dtype, trans_a, trans_b):
     # the AVX-512 packed kernel's 12 x 2-panel tiles against the AVX2 6 x 1-panel ones where
