@@ -32,9 +32,12 @@
  * 16 x 16 transpose in registers (float; double one element at a time) with masked rows of C;
  * level 1, AVX2 + FMA: the 6 x 2-ymm tile above.  The same chains and stores per element, so
  * the same bits (tests/test_gemm_levels.py).  Measured at one thread on Zen 5 (float32, X W
- * and D W^T of workload A at batch 16 and 64): 87-97 GFLOP/s at level 1; level 2 130-140 at
- * batch 16 (one panel: a broadcast of W per fused multiply-add) and 169-192 at batch 64;
- * the packed kernel 60-88, OpenBLAS 42-80.  Elsewhere, or when fnn_gemm_force_plain is set,
+ * and D W^T of workload A at batch 16 and 64, two runs): 87-106 GFLOP/s at level 1; level 2
+ * 130-186 at batch 16 (one panel: a broadcast of W per fused multiply-add) and 169-198 at
+ * batch 64; the packed kernel 60-98, OpenBLAS 42-86, NumPy 30-45.  Whole fits of workload A
+ * (bench/fixed_products.py --thin, level 2): 1.64x the samples/s without the thin kernel at
+ * batch 16, 1.45x at batch 64.  (Broadcasting W from 4-lane loads by in-lane shuffles
+ * instead, for one panel: 10% slower.)  Elsewhere, or when fnn_gemm_force_plain is set,
  * the packed product runs instead (its plain C kernel: the same order, hence the same bits
  * as the packed kernel on that machine).  Rows of C past a multiple of 16 (8 for double) run
  * in a zero-padded panel whose unused lanes are not stored; columns past a multiple of the

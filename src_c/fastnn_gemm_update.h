@@ -31,9 +31,11 @@
  * level 2, AVX-512: tiles of 6 rows x 2 zmm (32 float or 16 double columns), each zmm one of
  * pk_pack_b's panels; level 1, AVX2 + FMA: 6 rows x 2 ymm (16 or 8 columns, one panel).  The
  * same sums and stores per element, so the same bits (tests/test_gemm_levels.py).  Measured
- * at one thread on Zen 5 (float32, alpha -0.01, beta 1): 784 x 256 and 256 x 128 at k = 16
- * and 64, 87-97 GFLOP/s at level 1, 158-169 at level 2 (OpenBLAS 73-89); float64 at k = 16
- * and 32, 39-46 and 65-90 (OpenBLAS 38-44).  op(B) = B^T, no AVX2, nothing to sum (k == 0)
+ * at one thread on Zen 5 (float32, alpha -0.01, beta 1, two runs): 784 x 256 and 256 x 128
+ * at k = 16 and 64, 87-97 GFLOP/s at level 1, 156-174 at level 2 (OpenBLAS 73-90, NumPy
+ * 23-40); float64 at k = 16 and 32, 39-46 and 65-90 (OpenBLAS 38-44).  Whole fits of
+ * workload A (bench/fixed_products.py --update, level 2): 1.51x the samples/s without the
+ * update kernel at batch 16, 1.36x at batch 64.  op(B) = B^T, no AVX2, nothing to sum (k == 0)
  * or fnn_gemm_force_plain: gemm_fixed_ex itself (the same bits by construction).  Rows of C
  * past a multiple of 6 run in a tile of fewer rows; columns past a multiple of 2 vectors with
  * masked loads and stores (no byte outside C is read or written).
