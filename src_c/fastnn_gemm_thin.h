@@ -29,7 +29,7 @@
  * Kernels (x86-64, chosen at run time as in fastnn_gemm.h, not under AddressSanitizer):
  * level 2, AVX-512 (fastnn_gemm_thin_avx512.h): one zmm is a whole panel of 16 float (8
  * double) rows, so a tile is 12 columns x 1 or 2 panels (24 accumulators), stored through a
- * 16 x 16 transpose in registers (float; double one element at a time) with masked rows of C;
+ * transpose in registers (16 x 16 float, 2 of 8 x 8 double) with masked rows of C;
  * level 1, AVX2 + FMA: the 6 x 2-ymm tile above.  The same chains and stores per element, so
  * the same bits (tests/test_gemm_levels.py).  Measured at one thread on Zen 5 (float32, X W
  * and D W^T of workload A at batch 16 and 64, two runs): 87-106 GFLOP/s at level 1; level 2
@@ -37,9 +37,10 @@
  * batch 64; the packed kernel 60-98, OpenBLAS 42-86, NumPy 30-45.  Whole fits of workload A
  * (bench/fixed_products.py --thin, level 2): 1.64x the samples/s without the thin kernel at
  * batch 16, 1.45x at batch 64.  (Broadcasting W from 4-lane loads by in-lane shuffles
- * instead, for one panel: 10% slower.)  Elsewhere, or when fnn_gemm_force_plain is set,
- * the packed product runs instead (its plain C kernel: the same order, hence the same bits
- * as the packed kernel on that machine).  Rows of C past a multiple of 16 (8 for double) run
+ * instead, for one panel: 10% slower.)  float64 on the same shapes: 48-50 at level 1, 89-97
+ * at level 2 (60 while its store went one element at a time).  Elsewhere, or when
+ * fnn_gemm_force_plain is set, the packed product runs instead (its plain C kernel: the same
+ * order, hence the same bits as the packed kernel on that machine).  Rows of C past a multiple of 16 (8 for double) run
  * in a zero-padded panel whose unused lanes are not stored; columns past a multiple of the
  * tile's 6 (12) through a zero-padded 6-column (12-column) copy of op(B).
  *
@@ -73,7 +74,6 @@
 #define FNN_ZW 16
 #define FNN_ZZERO() _mm512_setzero_ps()
 #define FNN_ZLOAD(p) _mm512_loadu_ps(p)
-#define FNN_ZSTORE(p, v) _mm512_storeu_ps((p), (v))
 #define FNN_ZBCAST(p) _mm512_set1_ps(*(p))
 #define FNN_ZFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #endif
@@ -97,7 +97,6 @@
 #define FNN_ZW 8
 #define FNN_ZZERO() _mm512_setzero_pd()
 #define FNN_ZLOAD(p) _mm512_loadu_pd(p)
-#define FNN_ZSTORE(p, v) _mm512_storeu_pd((p), (v))
 #define FNN_ZBCAST(p) _mm512_set1_pd(*(p))
 #define FNN_ZFMA(a, b, c) _mm512_fmadd_pd((a), (b), (c))
 #endif

@@ -1,8 +1,8 @@
 /*
  * fastnn_gemm_thin_avx512.h -- the AVX-512 kernel of fastnn_gemm_thin.h for one element type.
- * Included by fastnn_gemm_thin_impl.h (x86-64 only) with FNN_T, FNN_P, FNN_KC, FNN_TR, FNN_SFMA
- * and the 512-bit macros FNN_Z, FNN_ZW (lanes: 16 float, 8 double), FNN_ZZERO, FNN_ZLOAD,
- * FNN_ZSTORE, FNN_ZBCAST, FNN_ZFMA defined.  Not meant to be included on its own.
+ * Included by fastnn_gemm_thin_impl.h (x86-64 only) with FNN_T, FNN_P, FNN_KC, FNN_TR and the
+ * 512-bit macros FNN_Z, FNN_ZW (lanes: 16 float, 8 double), FNN_ZZERO, FNN_ZLOAD, FNN_ZBCAST,
+ * FNN_ZFMA defined.  Not meant to be included on its own.
  *
  * One zmm holds a whole panel row of op(A) (pk_pack_b's NR = 16 float or 8 double rows of the
  * batch, the AVX2 kernel's 2 ymm), so the register tile is 12 columns of C (not 6) times 1 or
@@ -130,25 +130,64 @@ FNN_GEMM_AVX512_INLINE void fnn_s_thin512_store(const __m512 *restrict acc, ptrd
 }
 #define FNN_THIN512_STORE fnn_s_thin512_store
 #else
-/* The same for double, one element at a time (the AVX2 kernel's thin_store_any). */
+/* v[0..7] (8 rows of 8 doubles) <- their transpose: v[q] lane r = old v[r] lane q */
+FNN_GEMM_AVX512_INLINE void fnn_d_transpose8(__m512d *v)
+{
+    __m512d t[8];
+    int i, e;
+    for (i = 0; i < 4; i++) {
+        t[2 * i] = _mm512_unpacklo_pd(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_pd(v[2 * i], v[2 * i + 1]);
+    }
+    /* t[2 i + e], 128-bit lane L: rows 2 i, 2 i + 1 of column 2 L + e; column 2 L + e
+     * gathers lane L of t[e], t[2 + e], t[4 + e], t[6 + e] */
+    for (e = 0; e < 2; e++) {
+        const __m512d u = _mm512_shuffle_f64x2(t[e], t[2 + e], 0x88);
+        const __m512d u2 = _mm512_shuffle_f64x2(t[e], t[2 + e], 0xDD);
+        const __m512d w = _mm512_shuffle_f64x2(t[4 + e], t[6 + e], 0x88);
+        const __m512d w2 = _mm512_shuffle_f64x2(t[4 + e], t[6 + e], 0xDD);
+        v[e] = _mm512_shuffle_f64x2(u, w, 0x88);
+        v[4 + e] = _mm512_shuffle_f64x2(u, w, 0xDD);
+        v[2 + e] = _mm512_shuffle_f64x2(u2, w2, 0x88);
+        v[6 + e] = _mm512_shuffle_f64x2(u2, w2, 0xDD);
+    }
+}
+
+/* The same for double: per panel two 8 x 8 transposes (columns 0-7; columns 8-11 and 4 zero
+ * vectors), each row of C written as 8 + 4 lanes under masks of its cols. */
 FNN_GEMM_AVX512_INLINE void fnn_d_thin512_store(const __m512d *restrict acc, ptrdiff_t rows,
                                                 ptrdiff_t cols, double *restrict C,
                                                 ptrdiff_t ldc, double alpha, double beta)
 {
-    double t[FNN_THIN_NCZ][2 * 8];
-    ptrdiff_t r, c;
-    for (c = 0; c < FNN_THIN_NCZ; c++) {
-        _mm512_storeu_pd(t[c], acc[2 * c]);
-        _mm512_storeu_pd(t[c] + 8, acc[2 * c + 1]);
-    }
-    for (r = 0; r < rows; r++) {
-        double *restrict cr = C + r * ldc;
-        if (beta == 0)
-            for (c = 0; c < cols; c++)
-                cr[c] = alpha * t[c][r];
-        else
-            for (c = 0; c < cols; c++)
-                cr[c] = FNN_SFMA(alpha, t[c][r], beta * cr[c]);
+    const __m512d al = _mm512_set1_pd(alpha), be = _mm512_set1_pd(beta);
+    const __mmask8 m0 = (__mmask8) (cols >= 8 ? 0xFF : (1u << cols) - 1);
+    const __mmask8 m1 = (__mmask8) (cols > 8 ? (1u << (cols - 8)) - 1 : 0);
+    __m512d x[8], y[8];
+    ptrdiff_t h, r, c;
+    for (h = 0; h < 2 && h * 8 < rows; h++) {
+        for (c = 0; c < 8; c++)
+            x[c] = acc[2 * c + h];
+        for (c = 0; c < 4; c++)
+            y[c] = acc[2 * (8 + c) + h];
+        for (; c < 8; c++)
+            y[c] = _mm512_setzero_pd();
+        fnn_d_transpose8(x);          /* x[r]: row h 8 + r, columns 0-7 */
+        fnn_d_transpose8(y);          /* y[r] lanes 0-3: the same row, columns 8-11 */
+        for (r = 0; r < 8 && h * 8 + r < rows; r++) {
+            double *restrict cr = C + (h * 8 + r) * ldc;
+            __m512d o0, o1;
+            if (beta == 0) {
+                o0 = _mm512_mul_pd(al, x[r]);
+                o1 = _mm512_mul_pd(al, y[r]);
+            } else {
+                o0 = _mm512_fmadd_pd(al, x[r], _mm512_mul_pd(be, _mm512_maskz_loadu_pd(m0, cr)));
+                o1 = _mm512_fmadd_pd(al, y[r],
+                                     _mm512_mul_pd(be, _mm512_maskz_loadu_pd(m1, cr + 8)));
+            }
+            _mm512_mask_storeu_pd(cr, m0, o0);
+            if (m1)
+                _mm512_mask_storeu_pd(cr + 8, m1, o1);
+        }
     }
 }
 #define FNN_THIN512_STORE fnn_d_thin512_store

@@ -221,7 +221,6 @@ static int FNN_P(gemm_thin)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, 
 #undef FNN_ZW
 #undef FNN_ZZERO
 #undef FNN_ZLOAD
-#undef FNN_ZSTORE
 #undef FNN_ZBCAST
 #undef FNN_ZFMA
 #endif
