@@ -40,9 +40,10 @@
  * instead, for one panel: 10% slower.)  float64 on the same shapes: 48-50 at level 1, 89-97
  * at level 2 (60 while its store went one element at a time).  Elsewhere, or when
  * fnn_gemm_force_plain is set, the packed product runs instead (its plain C kernel: the same
- * order, hence the same bits as the packed kernel on that machine).  Rows of C past a multiple of 16 (8 for double) run
- * in a zero-padded panel whose unused lanes are not stored; columns past a multiple of the
- * tile's 6 (12) through a zero-padded 6-column (12-column) copy of op(B).
+ * order, hence the same bits as the packed kernel on that machine).  Rows of C past a
+ * multiple of 16 (8 for double) run in a zero-padded panel whose unused lanes are not
+ * stored; columns past a multiple of the tile's 6 (12) through a zero-padded 6-column
+ * (12-column) copy of op(B).
  *
  * Memory: one buffer per call (freed before it returns) of at most KC (THIN_MC + 12) elements
  * plus 64 bytes (about 117 KB for float); gemm_thin returns 0, or -1 when it could not be
