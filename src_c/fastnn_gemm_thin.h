@@ -26,15 +26,27 @@
  * and (k <= KC) fixed kernels give the same bits; tests/test_gemm_thin.py compares them bit
  * for bit.  Which rows or columns share a tile never changes an element's sum.
  *
- * Kernels: AVX2 + FMA (x86-64, chosen at run time as in fastnn_gemm.h, not under
- * AddressSanitizer).  Elsewhere, or when fnn_gemm_force_plain is set, the packed product
- * runs instead (its plain C kernel: the same order, hence the same bits as the packed kernel
- * on that machine).  Rows of C past a multiple of 16 (8 for double) run in a zero-padded
- * panel whose unused lanes are not stored; columns past a multiple of 6 through a zero-padded
- * 6-column copy of op(B).
+ * Kernels (x86-64, chosen at run time as in fastnn_gemm.h, not under AddressSanitizer):
+ * level 2, AVX-512 (fastnn_gemm_thin_avx512.h): one zmm is a whole panel of 16 float (8
+ * double) rows, so a tile is 12 columns x 1 or 2 panels (24 accumulators), stored through a
+ * transpose in registers (16 x 16 float, 2 of 8 x 8 double) with masked rows of C;
+ * level 1, AVX2 + FMA: the 6 x 2-ymm tile above.  The same chains and stores per element, so
+ * the same bits (tests/test_gemm_levels.py).  Measured at one thread on Zen 5 (float32, X W
+ * and D W^T of workload A at batch 16 and 64, two runs): 87-106 GFLOP/s at level 1; level 2
+ * 130-186 at batch 16 (one panel: a broadcast of W per fused multiply-add) and 169-198 at
+ * batch 64; the packed kernel 60-98, OpenBLAS 42-86, NumPy 30-45.  Whole fits of workload A
+ * (bench/fixed_products.py --thin, level 2): 1.64x the samples/s without the thin kernel at
+ * batch 16, 1.45x at batch 64.  (Broadcasting W from 4-lane loads by in-lane shuffles
+ * instead, for one panel: 10% slower.)  float64 on the same shapes: 48-50 at level 1, 89-97
+ * at level 2 (60 while its store went one element at a time).  Elsewhere, or when
+ * fnn_gemm_force_plain is set, the packed product runs instead (its plain C kernel: the same
+ * order, hence the same bits as the packed kernel on that machine).  Rows of C past a
+ * multiple of 16 (8 for double) run in a zero-padded panel whose unused lanes are not
+ * stored; columns past a multiple of the tile's 6 (12) through a zero-padded 6-column
+ * (12-column) copy of op(B).
  *
- * Memory: one buffer per call (freed before it returns) of at most KC (THIN_MC + 6) elements
- * plus 64 bytes (about 110 KB for float); gemm_thin returns 0, or -1 when it could not be
+ * Memory: one buffer per call (freed before it returns) of at most KC (THIN_MC + 12) elements
+ * plus 64 bytes (about 117 KB for float); gemm_thin returns 0, or -1 when it could not be
  * allocated (C untouched).
  */
 #ifndef FASTNN_GEMM_THIN_H
@@ -59,6 +71,12 @@
 #define FNN_VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define FNN_SFMA(a, b, c) _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b),          \
                                                      _mm_set_ss(c)))
+#define FNN_Z __m512
+#define FNN_ZW 16
+#define FNN_ZZERO() _mm512_setzero_ps()
+#define FNN_ZLOAD(p) _mm512_loadu_ps(p)
+#define FNN_ZBCAST(p) _mm512_set1_ps(*(p))
+#define FNN_ZFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #endif
 #include "fastnn_gemm_thin_impl.h"
 
@@ -76,6 +94,12 @@
 #define FNN_VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
 #define FNN_SFMA(a, b, c) _mm_cvtsd_f64(_mm_fmadd_sd(_mm_set_sd(a), _mm_set_sd(b),          \
                                                      _mm_set_sd(c)))
+#define FNN_Z __m512d
+#define FNN_ZW 8
+#define FNN_ZZERO() _mm512_setzero_pd()
+#define FNN_ZLOAD(p) _mm512_loadu_pd(p)
+#define FNN_ZBCAST(p) _mm512_set1_pd(*(p))
+#define FNN_ZFMA(a, b, c) _mm512_fmadd_pd((a), (b), (c))
 #endif
 #include "fastnn_gemm_thin_impl.h"
 

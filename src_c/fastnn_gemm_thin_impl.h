@@ -7,6 +7,19 @@
 #if defined(FNN_GEMM_X86)
 #define FNN_TR (2 * FNN_W)        /* rows of C per register tile: 16 float, 8 double */
 
+/* The last cols (< ncol) columns of op(B)[0 : kc, :] (bj: op(B)(p, c) at bj[p ldb + c], or
+ * bj[c ldb + p] when trans_b) into a zero-padded copy of ncol columns, read by the tile as a
+ * row-major W: bq[p ncol + c], zero for c >= cols.  A copy, no value changes. */
+static inline void FNN_P(thin_pad_b)(int trans_b, ptrdiff_t kc, const FNN_T *restrict bj,
+                                     ptrdiff_t ldb, ptrdiff_t cols, ptrdiff_t ncol,
+                                     FNN_T *restrict bq)
+{
+    ptrdiff_t p, c;
+    for (p = 0; p < kc; p++)
+        for (c = 0; c < ncol; c++)
+            bq[p * ncol + c] = c >= cols ? 0 : trans_b ? bj[c * ldb + p] : bj[p * ldb + c];
+}
+
 /* The register tile: acc[2 c + h] (column c < 6 of C; rows h W .. h W + W - 1 of the panel)
  * := the sum over p = 0 .. kc-1, in order from 0, one fused multiply-add each, of
  * a[p TR + r] b(p, c), with b(p, c) = b[p ldb + c] (TB 0: a row-major W read along its rows)
@@ -121,7 +134,7 @@ FNN_GEMM_AVX2 static int FNN_P(gemm_thin_avx2)(int trans_a, int trans_b, ptrdiff
     /* k in the blocks of gemm_packed */
     const ptrdiff_t kb = fnn_pk_kblock(k, FNN_KC);
     const ptrdiff_t mcmax = (fnn_gemm_min(FNN_THIN_MC, m) + FNN_TR - 1) / FNN_TR * FNN_TR;
-    ptrdiff_t pc, ic, jr, ir, p, c;
+    ptrdiff_t pc, ic, jr, ir;
     FNN_T *ap, *bq;
     void *raw = malloc((size_t) (kb * (mcmax + FNN_THIN_NC)) * sizeof(FNN_T) + 64);
     if (raw == NULL)
@@ -143,11 +156,7 @@ FNN_GEMM_AVX2 static int FNN_P(gemm_thin_avx2)(int trans_a, int trans_b, ptrdiff
                 ptrdiff_t ldbj = ldb;
                 int tb = trans_b;
                 if (cols < FNN_THIN_NC) {
-                    /* the last columns: a zero-padded 6-column copy, read as a row-major W */
-                    for (p = 0; p < kc; p++)
-                        for (c = 0; c < FNN_THIN_NC; c++)
-                            bq[p * FNN_THIN_NC + c] =
-                                c >= cols ? 0 : trans_b ? bj[c * ldb + p] : bj[p * ldb + c];
+                    FNN_P(thin_pad_b)(trans_b, kc, bj, ldb, cols, FNN_THIN_NC, bq);
                     bj = bq;
                     ldbj = FNN_THIN_NC;
                     tb = 0;
@@ -172,6 +181,7 @@ FNN_GEMM_AVX2 static int FNN_P(gemm_thin_avx2)(int trans_a, int trans_b, ptrdiff
     return 0;
 }
 #undef FNN_THIN_STORE6
+#include "fastnn_gemm_thin_avx512.h"
 #undef FNN_TR
 #endif
 
@@ -184,6 +194,9 @@ static int FNN_P(gemm_thin)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, 
                             ptrdiff_t ldb, FNN_T beta, FNN_T *C, ptrdiff_t ldc)
 {
 #if defined(FNN_GEMM_X86)
+    if (m > 0 && n > 0 && k > 0 && fnn_gemm_use_avx512())
+        return FNN_P(gemm_thin_avx512)(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta,
+                                       C, ldc);
     if (m > 0 && n > 0 && k > 0 && fnn_gemm_use_avx2())
         return FNN_P(gemm_thin_avx2)(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta,
                                      C, ldc);
@@ -204,4 +217,10 @@ static int FNN_P(gemm_thin)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, 
 #undef FNN_VBCAST
 #undef FNN_VFMA
 #undef FNN_SFMA
+#undef FNN_Z
+#undef FNN_ZW
+#undef FNN_ZZERO
+#undef FNN_ZLOAD
+#undef FNN_ZBCAST
+#undef FNN_ZFMA
 #endif

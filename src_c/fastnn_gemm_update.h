@@ -16,8 +16,8 @@
  * in the fixed kernel's panel copy); X's 6 columns of a group (k x 6 values) stay in L1.
  * Software prefetch of the tile below (its lines into L1 while a tile's k loop ran, 1, 2
  * or 4 groups ahead) measured from 8% slower to 4% faster than none, no consistent gain
- * (bench/RESULTS.md section 25): the row-wise walk is what pays, so there is none.  Nothing is stored non-temporally: W is
- * read by the next step.
+ * (bench/RESULTS.md section 25): the row-wise walk is what pays, so there is none.  Nothing
+ * is stored non-temporally: W is read by the next step.
  *
  * Summation order: exactly the fixed kernel's (gemm_fixed_ex): each element of C summed over
  * p = 0 .. k-1 in order, from a +0 accumulator, one fused multiply-add each, then stored as
@@ -26,13 +26,22 @@
  * values, so the same bits for every shape; tests/test_gemm_update.py compares them bit for
  * bit.  Which rows or columns share a tile never changes an element's sum.
  *
- * Kernels: AVX2 + FMA (x86-64, chosen at run time as in fastnn_gemm.h, not under
- * AddressSanitizer) for op(B) = B (training's X^T D, and X W); op(B) = B^T, no AVX2, nothing
- * to sum (k == 0) or fnn_gemm_force_plain: gemm_fixed_ex itself (the same bits by
- * construction).  Rows of C past a multiple of 6 run in a tile of fewer rows; columns past a
- * multiple of 2 vectors with masked loads and stores (no byte outside C is read or written).
- * Memory: one buffer per call (freed before it returns) of k x n rounded up to 2 vectors of
- * columns, plus 64 bytes; when it cannot be allocated, gemm_fixed_ex runs instead.  Returns
+ * Kernels (fastnn_gemm_update_kern.h, one body for both widths), for op(B) = B (training's
+ * X^T D, and X W), x86-64, chosen at run time as in fastnn_gemm.h, not under AddressSanitizer:
+ * level 2, AVX-512: tiles of 6 rows x 2 zmm (32 float or 16 double columns), each zmm one of
+ * pk_pack_b's panels; level 1, AVX2 + FMA: 6 rows x 2 ymm (16 or 8 columns, one panel).  The
+ * same sums and stores per element, so the same bits (tests/test_gemm_levels.py).  Measured
+ * at one thread on Zen 5 (float32, alpha -0.01, beta 1, two runs): 784 x 256 and 256 x 128
+ * at k = 16 and 64, 87-97 GFLOP/s at level 1, 156-174 at level 2 (OpenBLAS 73-90, NumPy
+ * 23-40); float64 at k = 16 and 32, 39-46 and 65-90 (OpenBLAS 38-44).  Whole fits of
+ * workload A (bench/fixed_products.py --update, level 2): 1.51x the samples/s without the
+ * update kernel at batch 16, 1.36x at batch 64.  op(B) = B^T, no AVX2, nothing to sum (k == 0)
+ * or fnn_gemm_force_plain: gemm_fixed_ex itself (the same bits by construction).  Rows of C
+ * past a multiple of 6 run in a tile of fewer rows; columns past a multiple of 2 vectors with
+ * masked loads and stores (no byte outside C is read or written).
+ * Memory: one buffer per call (freed before it returns) of k x n rounded up to the panels'
+ * NR columns (16 float, 8 double), plus 64 bytes; when it cannot be allocated,
+ * gemm_fixed_ex runs instead.  Returns
  * what gemm_fixed_ex returns (0, or -1 when its copy of a transposed B failed).
  */
 #ifndef FASTNN_GEMM_UPDATE_H
@@ -45,9 +54,16 @@
 /* ---------------------------------------------------------------- float */
 #define FNN_T float
 #define FNN_P(name) fnn_s_##name
+#define FNN_NR 16
 #if defined(FNN_GEMM_X86)
+#define FNN_K(name) fnn_s_##name##_avx2
+#define FNN_KATTR FNN_GEMM_AVX2
+#define FNN_KINLINE FNN_GEMM_AVX2_INLINE
 #define FNN_V __m256
 #define FNN_W 8
+#define FNN_MK __m256i
+#define FNN_MKNONE _mm256_setzero_si256()
+#define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - (r)))
 #define FNN_VZERO() _mm256_setzero_ps()
 #define FNN_VLOAD(p) _mm256_loadu_ps(p)
 #define FNN_VMLOAD(p, m) _mm256_maskload_ps((p), (m))
@@ -56,16 +72,40 @@
 #define FNN_VBCAST(p) _mm256_broadcast_ss(p)
 #define FNN_VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define FNN_VMUL(a, b) _mm256_mul_ps((a), (b))
-#define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - (r)))
+#include "fastnn_gemm_update_kern.h"
+#define FNN_K(name) fnn_s_##name##_avx512
+#define FNN_KATTR FNN_GEMM_AVX512
+#define FNN_KINLINE FNN_GEMM_AVX512_INLINE
+#define FNN_V __m512
+#define FNN_W 16
+#define FNN_MK __mmask16
+#define FNN_MKNONE ((__mmask16) 0)
+#define FNN_MASK(r) ((__mmask16) ((1u << (r)) - 1))
+#define FNN_VZERO() _mm512_setzero_ps()
+#define FNN_VLOAD(p) _mm512_loadu_ps(p)
+#define FNN_VMLOAD(p, m) _mm512_maskz_loadu_ps((m), (p))
+#define FNN_VSTORE(p, v) _mm512_storeu_ps((p), (v))
+#define FNN_VMSTORE(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
+#define FNN_VBCAST(p) _mm512_set1_ps(*(p))
+#define FNN_VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define FNN_VMUL(a, b) _mm512_mul_ps((a), (b))
+#include "fastnn_gemm_update_kern.h"
 #endif
 #include "fastnn_gemm_update_impl.h"
 
 /* ---------------------------------------------------------------- double */
 #define FNN_T double
 #define FNN_P(name) fnn_d_##name
+#define FNN_NR 8
 #if defined(FNN_GEMM_X86)
+#define FNN_K(name) fnn_d_##name##_avx2
+#define FNN_KATTR FNN_GEMM_AVX2
+#define FNN_KINLINE FNN_GEMM_AVX2_INLINE
 #define FNN_V __m256d
 #define FNN_W 4
+#define FNN_MK __m256i
+#define FNN_MKNONE _mm256_setzero_si256()
+#define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask64 + 4 - (r)))
 #define FNN_VZERO() _mm256_setzero_pd()
 #define FNN_VLOAD(p) _mm256_loadu_pd(p)
 #define FNN_VMLOAD(p, m) _mm256_maskload_pd((p), (m))
@@ -74,7 +114,24 @@
 #define FNN_VBCAST(p) _mm256_broadcast_sd(p)
 #define FNN_VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
 #define FNN_VMUL(a, b) _mm256_mul_pd((a), (b))
-#define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask64 + 4 - (r)))
+#include "fastnn_gemm_update_kern.h"
+#define FNN_K(name) fnn_d_##name##_avx512
+#define FNN_KATTR FNN_GEMM_AVX512
+#define FNN_KINLINE FNN_GEMM_AVX512_INLINE
+#define FNN_V __m512d
+#define FNN_W 8
+#define FNN_MK __mmask8
+#define FNN_MKNONE ((__mmask8) 0)
+#define FNN_MASK(r) ((__mmask8) ((1u << (r)) - 1))
+#define FNN_VZERO() _mm512_setzero_pd()
+#define FNN_VLOAD(p) _mm512_loadu_pd(p)
+#define FNN_VMLOAD(p, m) _mm512_maskz_loadu_pd((m), (p))
+#define FNN_VSTORE(p, v) _mm512_storeu_pd((p), (v))
+#define FNN_VMSTORE(p, m, v) _mm512_mask_storeu_pd((p), (m), (v))
+#define FNN_VBCAST(p) _mm512_set1_pd(*(p))
+#define FNN_VFMA(a, b, c) _mm512_fmadd_pd((a), (b), (c))
+#define FNN_VMUL(a, b) _mm512_mul_pd((a), (b))
+#include "fastnn_gemm_update_kern.h"
 #endif
 #include "fastnn_gemm_update_impl.h"
 

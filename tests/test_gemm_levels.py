@@ -20,10 +20,11 @@ pytestmark = pytest.mark.skipif(
     _gemm_kernel() < 2, reason="no AVX-512 (F, VL, BW, DQ) on this CPU: level 2 is level 1")
 
 # edges of the kernels' tiles: rows 6 / 8 / 12 / 16, columns of 8 / 16 / 32 lanes, narrow C of
-# 1-4 and 8-12 columns, k blocks of 384, the thin kernel's 64 rows, the update kernel's k 64
+# 1-4 and 8-12 columns, k blocks of 384, the thin kernel's 64 rows and 6 / 12 columns, the
+# update kernel's k 64
 _M = (1, 2, 5, 6, 7, 8, 9, 11, 12, 13, 15, 16, 17, 23, 24, 31, 32, 33, 48, 63, 64, 65, 97, 130)
-_N = (1, 2, 3, 4, 5, 7, 8, 9, 10, 12, 13, 15, 16, 17, 24, 31, 32, 33, 47, 48, 63, 64, 65,
-      100, 129, 257)
+_N = (1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 15, 16, 17, 24, 25, 31, 32, 33, 47, 48, 63, 64,
+      65, 100, 129, 257)
 _K = (0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 383, 384, 385, 784)
 _CASES = 120
 
