@@ -64,7 +64,8 @@ cdef double _fixed_max_mnk = 1 << 18
 # that does not depend on where a tile starts, so any of them may run on the fixed tiles.
 #   _KERNEL_FIXED:  fastnn's fixed-order kernel (src_c/fastnn_gemm.h gemm_fixed_ex);
 #   _KERNEL_PACKED: fastnn's packed, cache-blocked kernel (src_c/fastnn_gemm_packed.h);
-#   _KERNEL_BLAS:   scipy's OpenBLAS (_blas.gemm_rowmajor);
+#   _KERNEL_BLAS:   scipy's OpenBLAS (_blas.gemm_rowmajor): chosen for no shape since section 27,
+#                   run only when bench/ or a test forces it (_set_product_kernel);
 #   _KERNEL_THIN:   fastnn's thin-batch kernel, C computed as its transpose
 #                   (src_c/fastnn_gemm_thin.h: the packed kernel's bits, and the fixed
 #                   kernel's for k <= 384);
@@ -80,12 +81,11 @@ cdef enum:
     _KERNEL_THIN = 3
     _KERNEL_UPDATE = 4
 
-# float32 X W and D W^T with at most this many rows (the batch) take the thin kernel
+# X W and D W^T with at most this many rows (the batch) take the thin kernel
 cdef int _thin_max_m = 64
 
 # X^T D (the weight gradient, or plain SGD's fused update W := beta W + alpha X^T D) with a
-# reduction (the batch) of at most this many rows takes the update kernel (float64: below 64,
-# where OpenBLAS's bits start)
+# reduction (the batch) of at most this many rows takes the update kernel
 cdef int _update_max_k = 64
 
 # _KERNEL_AUTO, or the kernel every product above the fixed-order range takes (bench/ and
@@ -103,27 +103,26 @@ cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
     - small products (m n k <= _fixed_max_mnk, one tile): fixed (no per-call cost);
     - a narrow C (n < 16) or a short reduction (k < 16): fixed (the packed kernel pads its
       16- or 8-column micro-tiles; packing is not repaid over a short k);
-    - X^T D (A transposed, B not) with n >= 16 and k (the batch) <= _update_max_k = 64
-      (float64: < 64): update (C walked along its rows, D copied into panels; the fixed
+    - X^T D (A transposed, B not) with n >= 16 and k (the batch) <= _update_max_k = 64:
+      update (C walked along its rows, D copied into panels; the fixed
       kernel's bits, and the packed kernel's, so the move changed no result).  Per product
       with training's beta = 1 (section 25) 1.2-1.5x the fixed kernel at batch 16-32 on
       the 784 x 256 W (1.1-1.2x on 256 x 128), 1.1x the packed one at 64 (float32); A
       trained 1.03-1.15x faster at batch 16 (3 runs), 1.03x at 64;
     - other X^T D with k (the batch) < 64: fixed;
-    - float64 with a batch of at least 1024 rows (k of X^T D, m of X W and D W^T): packed
-      (D at batch 1024 trained 1-7% faster than on OpenBLAS, 4 runs); smaller: OpenBLAS
-      (D at batch 256 level with all of them packed, 1.7% slower with its X W (k = 256)
-      fixed and D W^T packed, though each measured level or ahead alone); never thin (its
-      bits are OpenBLAS's below 1024 rows; at 1024 rows the thin D W^T measured only 1.04x
-      the packed one);
-    - float32 X W and D W^T with at most _thin_max_m = 64 rows (the batch): thin (C computed
+    - float64 takes the same kernels as float32 (below; until section 27 it took scipy's
+      OpenBLAS below 1024 rows): on the AVX-512 Zen 5 of section 27 the packed kernel ran D's
+      products at 1.6-1.9x OpenBLAS (both bundled builds run AVX2 kernels there), on Zen 3 D
+      at batch 256 measured level with all of them packed (section 17); and float64 results
+      no longer depend on which OpenBLAS build and kernel a machine loads;
+    - X W and D W^T with at most _thin_max_m = 64 rows (the batch): thin (C computed
       as its transpose, W streamed once and never packed; the packed kernel's bits, and the
       fixed kernel's for k <= 384, so the move changed no result).  Per product (section 23)
       1.5x the packed and fixed kernels at 16 rows, 1.06-1.25x at 32, 1.03-1.12x at 64;
       level or behind from 128 rows.  A trained 1.17x faster at batch 16, 1.01x at 64;
-    - float32 D W^T (B transposed) above that: packed (the fixed kernel first copies B^T;
+    - D W^T (B transposed) above that: packed (the fixed kernel first copies B^T;
       OpenBLAS 0.3.30 is slower on these thin shapes); X^T D: packed;
-    - float32 X W above 64 rows: fixed up to k = 256, packed above (since its op(A) packing
+    - X W above 64 rows: fixed up to k = 256, packed above (since its op(A) packing
       is vectorized, level with OpenBLAS 0.3.30 alone, 0.97-1.03, and A 2-3% faster end to
       end at batch 256-1024; the fixed kernel, which packs nothing, trained A 1-2% faster
       still (n = 256) but was 6-8% slower at n >= 1024, and 6-15% slower at any n with the
@@ -132,13 +131,10 @@ cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
         return _KERNEL_FIXED
     if _forced_kernel != _KERNEL_AUTO:
         return _forced_kernel
-    if (trans_a and not trans_b and n >= 16 and k <= _update_max_k
-            and not (dbl and k >= 64)):
+    if trans_a and not trans_b and n >= 16 and k <= _update_max_k:
         return _KERNEL_UPDATE
     if n < 16 or k < 16 or (trans_a and k < 64):
         return _KERNEL_FIXED
-    if dbl:
-        return _KERNEL_PACKED if (k if trans_a else m) >= 1024 else _KERNEL_BLAS
     if not trans_a and m <= _thin_max_m:
         return _KERNEL_THIN
     if trans_a or trans_b:
