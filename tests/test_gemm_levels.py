@@ -6,7 +6,9 @@ once, each with the same fused multiply-adds in the same order; one misplaced la
 edge that reads a neighbour or a different k-block shows here.  (The plain C kernel rounds
 twice without FMA: tests/test_gemm*.py compare it against NumPy instead.)  Needs a CPU with
 AVX-512 (F, VL, BW, DQ): elsewhere both levels run the AVX2 kernels and there is nothing to
-compare."""
+compare.  The inputs are finite: where two NaNs meet in one operation, x86 returns the first
+operand's, and which operand comes first is the compiler's choice of instruction form, so a NaN's
+sign and payload (never whether an element is NaN) may differ between levels (fastnn_gemm.h)."""
 import zlib
 
 import numpy as np
