@@ -1,8 +1,8 @@
 /*
  * fastnn_gemm_thin_avx512.h -- the AVX-512 kernel of fastnn_gemm_thin.h for one element type.
- * Included by fastnn_gemm_thin_impl.h (x86-64 only) with FNN_T, FNN_P, FNN_KC, FNN_TR and the
- * 512-bit macros FNN_Z, FNN_ZW (lanes: 16 float, 8 double), FNN_ZZERO, FNN_ZLOAD, FNN_ZBCAST,
- * FNN_ZFMA defined.  Not meant to be included on its own.
+ * Included by fastnn_gemm_thin_impl.h (x86-64 only) with FNN_T, FNN_P, FNN_DOUBLE, FNN_KC,
+ * FNN_TR and the 512-bit vector macros (fastnn_gemm_vec512.h: FNN_V a zmm, FNN_W its 16 float
+ * or 8 double lanes) defined.  Not meant to be included on its own.
  *
  * One zmm holds a whole panel row of op(A) (pk_pack_b's NR = 16 float or 8 double rows of the
  * batch, the AVX2 kernel's 2 ymm), so the register tile is 12 columns of C (not 6) times 1 or
@@ -23,25 +23,25 @@ FNN_GEMM_AVX512_INLINE void FNN_P(thin512_k)(const int TB, const int NV, ptrdiff
                                              const FNN_T *restrict a0,
                                              const FNN_T *restrict a1,
                                              const FNN_T *restrict b, ptrdiff_t ldb,
-                                             FNN_Z *restrict acc)
+                                             FNN_V *restrict acc)
 {
-    FNN_Z c0_0 = FNN_ZZERO(), c1_0 = FNN_ZZERO(), c2_0 = FNN_ZZERO(), c3_0 = FNN_ZZERO();
-    FNN_Z c4_0 = FNN_ZZERO(), c5_0 = FNN_ZZERO(), c6_0 = FNN_ZZERO(), c7_0 = FNN_ZZERO();
-    FNN_Z c8_0 = FNN_ZZERO(), c9_0 = FNN_ZZERO(), c10_0 = FNN_ZZERO(), c11_0 = FNN_ZZERO();
-    FNN_Z c0_1 = FNN_ZZERO(), c1_1 = FNN_ZZERO(), c2_1 = FNN_ZZERO(), c3_1 = FNN_ZZERO();
-    FNN_Z c4_1 = FNN_ZZERO(), c5_1 = FNN_ZZERO(), c6_1 = FNN_ZZERO(), c7_1 = FNN_ZZERO();
-    FNN_Z c8_1 = FNN_ZZERO(), c9_1 = FNN_ZZERO(), c10_1 = FNN_ZZERO(), c11_1 = FNN_ZZERO();
+    FNN_V c0_0 = FNN_VZERO(), c1_0 = FNN_VZERO(), c2_0 = FNN_VZERO(), c3_0 = FNN_VZERO();
+    FNN_V c4_0 = FNN_VZERO(), c5_0 = FNN_VZERO(), c6_0 = FNN_VZERO(), c7_0 = FNN_VZERO();
+    FNN_V c8_0 = FNN_VZERO(), c9_0 = FNN_VZERO(), c10_0 = FNN_VZERO(), c11_0 = FNN_VZERO();
+    FNN_V c0_1 = FNN_VZERO(), c1_1 = FNN_VZERO(), c2_1 = FNN_VZERO(), c3_1 = FNN_VZERO();
+    FNN_V c4_1 = FNN_VZERO(), c5_1 = FNN_VZERO(), c6_1 = FNN_VZERO(), c7_1 = FNN_VZERO();
+    FNN_V c8_1 = FNN_VZERO(), c9_1 = FNN_VZERO(), c10_1 = FNN_VZERO(), c11_1 = FNN_VZERO();
     ptrdiff_t p;
 #define FNN_THIN_COL(j, ptr)                                                                  \
     {                                                                                         \
-        const FNN_Z x = FNN_ZBCAST(ptr);                                                      \
-        c##j##_0 = FNN_ZFMA(x, v0, c##j##_0);                                                 \
-        if (NV == 2) c##j##_1 = FNN_ZFMA(x, v1, c##j##_1);                                    \
+        const FNN_V x = FNN_VBCAST(ptr);                                                      \
+        c##j##_0 = FNN_VFMA(x, v0, c##j##_0);                                                 \
+        if (NV == 2) c##j##_1 = FNN_VFMA(x, v1, c##j##_1);                                    \
     }
 #define FNN_THIN_STEP(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11)                       \
     {                                                                                         \
-        const FNN_Z v0 = FNN_ZLOAD(a0 + p * FNN_ZW);                                          \
-        const FNN_Z v1 = NV == 2 ? FNN_ZLOAD(a1 + p * FNN_ZW) : FNN_ZZERO();                  \
+        const FNN_V v0 = FNN_VLOAD(a0 + p * FNN_W);                                          \
+        const FNN_V v1 = NV == 2 ? FNN_VLOAD(a1 + p * FNN_W) : FNN_VZERO();                  \
         FNN_THIN_COL(0, s0) FNN_THIN_COL(1, s1) FNN_THIN_COL(2, s2) FNN_THIN_COL(3, s3)       \
         FNN_THIN_COL(4, s4) FNN_THIN_COL(5, s5) FNN_THIN_COL(6, s6) FNN_THIN_COL(7, s7)       \
         FNN_THIN_COL(8, s8) FNN_THIN_COL(9, s9) FNN_THIN_COL(10, s10)                         \
@@ -71,7 +71,7 @@ FNN_GEMM_AVX512_INLINE void FNN_P(thin512_k)(const int TB, const int NV, ptrdiff
     acc[21] = c10_1; acc[23] = c11_1;
 }
 
-#if FNN_ZW == 16
+#if !FNN_DOUBLE
 /* v[0..15] (16 rows of 16 floats) <- their transpose: v[q] lane r = old v[r] lane q */
 FNN_GEMM_AVX512_INLINE void fnn_s_transpose16(__m512 *v)
 {
@@ -232,7 +232,7 @@ FNN_GEMM_AVX512 static int FNN_P(gemm_thin_avx512)(int trans_a, int trans_b, ptr
                 for (ir = 0; ir < mc; ir += 2 * FNN_TR) {
                     const ptrdiff_t rows = fnn_gemm_min(2 * FNN_TR, mc - ir);
                     const FNN_T *a0 = ap + ir * kc, *a1 = a0 + FNN_TR * kc;
-                    FNN_Z acc[2 * FNN_THIN_NCZ];
+                    FNN_V acc[2 * FNN_THIN_NCZ];
                     if (rows > FNN_TR) {
                         if (tb)
                             FNN_P(thin512_k)(1, 2, kc, a0, a1, bj, ldbj, acc);

@@ -1,11 +1,13 @@
 /*
  * fastnn_gemm_thin_impl.h -- the body of fastnn_gemm_thin.h for one element type.  Included
- * twice (float, then double) with FNN_T, FNN_P, FNN_KC and, on x86-64, the vector macros
- * defined; undefines them at the end.  Not meant to be included on its own.
+ * twice (float, then double) with FNN_T, FNN_P, FNN_DOUBLE, FNN_KC and, on x86-64, the AVX2
+ * vector macros (fastnn_gemm_vec256.h) and FNN_SFMA defined; undefines them at the end (the
+ * AVX-512 kernel, included last, switches to fastnn_gemm_vec512.h's).  Not meant to be
+ * included on its own.
  */
 
 #if defined(FNN_GEMM_X86)
-#define FNN_TR (2 * FNN_W)        /* rows of C per register tile: 16 float, 8 double */
+#define FNN_TR (FNN_DOUBLE ? 8 : 16)  /* rows of C per AVX2 tile (2 ymm), one zmm panel */
 
 /* The last cols (< ncol) columns of op(B)[0 : kc, :] (bj: op(B)(p, c) at bj[p ldb + c], or
  * bj[c ldb + p] when trans_b) into a zero-padded copy of ncol columns, read by the tile as a
@@ -181,6 +183,8 @@ FNN_GEMM_AVX2 static int FNN_P(gemm_thin_avx2)(int trans_a, int trans_b, ptrdiff
     return 0;
 }
 #undef FNN_THIN_STORE6
+#include "fastnn_gemm_vec_undef.h"
+#include "fastnn_gemm_vec512.h"
 #include "fastnn_gemm_thin_avx512.h"
 #undef FNN_TR
 #endif
@@ -209,18 +213,6 @@ static int FNN_P(gemm_thin)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, 
 #undef FNN_P
 #undef FNN_KC
 #if defined(FNN_GEMM_X86)
-#undef FNN_V
-#undef FNN_W
-#undef FNN_VZERO
-#undef FNN_VLOAD
-#undef FNN_VSTORE
-#undef FNN_VBCAST
-#undef FNN_VFMA
+#include "fastnn_gemm_vec_undef.h"
 #undef FNN_SFMA
-#undef FNN_Z
-#undef FNN_ZW
-#undef FNN_ZZERO
-#undef FNN_ZLOAD
-#undef FNN_ZBCAST
-#undef FNN_ZFMA
 #endif
