@@ -193,65 +193,34 @@ FNN_GEMM_AVX512_INLINE void fnn_d_thin512_store(const __m512d *restrict acc, ptr
 #define FNN_THIN512_STORE fnn_d_thin512_store
 #endif
 
-/* gemm_thin on AVX-512 (m, n > 0, k > 0): the driver of gemm_thin_avx2 with 12-column tiles
- * of 1 or 2 panels.  Returns 0, or -1 when the buffer of op(A)'s panels could not be
- * allocated. */
-FNN_GEMM_AVX512 static int FNN_P(gemm_thin_avx512)(int trans_a, int trans_b, ptrdiff_t m,
-                                                   ptrdiff_t n, ptrdiff_t k, FNN_T alpha,
-                                                   const FNN_T *A, ptrdiff_t lda,
-                                                   const FNN_T *B, ptrdiff_t ldb, FNN_T beta,
-                                                   FNN_T *C, ptrdiff_t ldc)
+/* One tile of gemm_thin_avx512: rows (<= 2 TR) x cols (<= 12) of C (Ct, ldc) from the one
+ * or two panels of op(A) at a (the second at a + TR kc) and op(B) at b: thin512_k's sums, then
+ * their store. */
+FNN_GEMM_AVX512_INLINE void FNN_P(thin_tile_avx512)(int tb, ptrdiff_t kc, const FNN_T *a,
+                                                    const FNN_T *b, ptrdiff_t ldb,
+                                                    ptrdiff_t rows, ptrdiff_t cols, FNN_T *Ct,
+                                                    ptrdiff_t ldc, FNN_T alpha, FNN_T beta)
 {
-    const ptrdiff_t kb = fnn_pk_kblock(k, FNN_KC);
-    const ptrdiff_t mcmax = (fnn_gemm_min(FNN_THIN_MC, m) + FNN_TR - 1) / FNN_TR * FNN_TR;
-    ptrdiff_t pc, ic, jr, ir;
-    FNN_T *ap, *bq;
-    void *raw = malloc((size_t) (kb * (mcmax + FNN_THIN_NCZ)) * sizeof(FNN_T) + 64);
-    if (raw == NULL)
-        return -1;
-    ap = (FNN_T *) (((uintptr_t) raw + 63) & ~(uintptr_t) 63);
-    bq = ap + kb * mcmax;
-    for (pc = 0; pc < k; pc += kb) {
-        const ptrdiff_t kc = fnn_gemm_min(kb, k - pc);
-        const FNN_T be = pc == 0 ? beta : 1;
-        for (ic = 0; ic < m; ic += FNN_THIN_MC) {
-            const ptrdiff_t mc = fnn_gemm_min(FNN_THIN_MC, m - ic);
-            /* panels of TR == ZW rows, as at AVX2 */
-            FNN_P(pk_pack_b)(1, !trans_a, A, lda, pc, kc, ic, mc, ap);
-            for (jr = 0; jr < n; jr += FNN_THIN_NCZ) {
-                const ptrdiff_t cols = fnn_gemm_min(FNN_THIN_NCZ, n - jr);
-                const FNN_T *bj = trans_b ? B + jr * ldb + pc : B + pc * ldb + jr;
-                ptrdiff_t ldbj = ldb;
-                int tb = trans_b;
-                if (cols < FNN_THIN_NCZ) {
-                    FNN_P(thin_pad_b)(trans_b, kc, bj, ldb, cols, FNN_THIN_NCZ, bq);
-                    bj = bq;
-                    ldbj = FNN_THIN_NCZ;
-                    tb = 0;
-                }
-                for (ir = 0; ir < mc; ir += 2 * FNN_TR) {
-                    const ptrdiff_t rows = fnn_gemm_min(2 * FNN_TR, mc - ir);
-                    const FNN_T *a0 = ap + ir * kc, *a1 = a0 + FNN_TR * kc;
-                    FNN_V acc[2 * FNN_THIN_NCZ];
-                    if (rows > FNN_TR) {
-                        if (tb)
-                            FNN_P(thin512_k)(1, 2, kc, a0, a1, bj, ldbj, acc);
-                        else
-                            FNN_P(thin512_k)(0, 2, kc, a0, a1, bj, ldbj, acc);
-                    } else {
-                        if (tb)
-                            FNN_P(thin512_k)(1, 1, kc, a0, a0, bj, ldbj, acc);
-                        else
-                            FNN_P(thin512_k)(0, 1, kc, a0, a0, bj, ldbj, acc);
-                    }
-                    FNN_THIN512_STORE(acc, rows, cols, C + (ic + ir) * ldc + jr, ldc, alpha,
-                                      be);
-                }
-            }
-        }
+    const FNN_T *a1 = a + FNN_TR * kc;
+    FNN_V acc[2 * FNN_THIN_NCZ];
+    if (rows > FNN_TR) {
+        if (tb)
+            FNN_P(thin512_k)(1, 2, kc, a, a1, b, ldb, acc);
+        else
+            FNN_P(thin512_k)(0, 2, kc, a, a1, b, ldb, acc);
+    } else {
+        if (tb)
+            FNN_P(thin512_k)(1, 1, kc, a, a, b, ldb, acc);
+        else
+            FNN_P(thin512_k)(0, 1, kc, a, a, b, ldb, acc);
     }
-    free(raw);
-    return 0;
+    FNN_THIN512_STORE(acc, rows, cols, Ct, ldc, alpha, beta);
 }
+
+/* gemm_thin_avx512: the driver of gemm_thin_avx2 with 12-column tiles of 1 or 2 panels (TR
+ * == W: a panel is one zmm) */
+#define FNN_THIN_TC FNN_THIN_NCZ
+#define FNN_THIN_TM (2 * FNN_TR)
+#include "fastnn_gemm_thin_drive.h"
 #undef FNN_THIN512_STORE
 #undef FNN_THIN_NCZ
