@@ -307,28 +307,8 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdi
 #define FNN_DOUBLE 0
 #define FNN_P(name) fnn_s_##name
 #if defined(FNN_GEMM_X86)
-#define FNN_V __m256
-#define FNN_W 8
-#define FNN_VZERO() _mm256_setzero_ps()
-#define FNN_VLOAD(p) _mm256_loadu_ps(p)
-#define FNN_VMLOAD(p, m) _mm256_maskload_ps((p), (m))
-#define FNN_VSTORE(p, v) _mm256_storeu_ps((p), (v))
-#define FNN_VMSTORE(p, m, v) _mm256_maskstore_ps((p), (m), (v))
-#define FNN_VBCAST(p) _mm256_broadcast_ss(p)
-#define FNN_VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
-#define FNN_VMUL(a, b) _mm256_mul_ps((a), (b))
-#define FNN_VADD(a, b) _mm256_add_ps((a), (b))
-#define FNN_VLT0(a) _mm256_cmp_ps((a), _mm256_setzero_ps(), _CMP_LT_OQ)
-#define FNN_VBLEND(a, b, m) _mm256_blendv_ps((a), (b), (m))
-#define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - (r)))
-#define FNN_VMASK __m256i
-#define FNN_NOMASK _mm256_setzero_si256()
-#define FNN_VCMP FNN_V
-#define FNN_VINLINE FNN_GEMM_AVX2_INLINE
-#define FNN_VFUNC FNN_GEMM_AVX2
-#define FNN_VN(name) FNN_P(name##_avx2)
+#include "fastnn_gemm_vec256.h"
 #define FNN_MR 6
-#define FNN_VHALF(v, h) (v)
 #endif
 #include "fastnn_gemm_impl.h"
 
@@ -339,26 +319,7 @@ FNN_GEMM_AVX2_INLINE ptrdiff_t fnn_s_gemm_narrow(ptrdiff_t m, ptrdiff_t n, ptrdi
 #define FNN_DOUBLE 1
 #define FNN_P(name) fnn_d_##name
 #if defined(FNN_GEMM_X86)
-#define FNN_V __m256d
-#define FNN_W 4
-#define FNN_VZERO() _mm256_setzero_pd()
-#define FNN_VLOAD(p) _mm256_loadu_pd(p)
-#define FNN_VMLOAD(p, m) _mm256_maskload_pd((p), (m))
-#define FNN_VSTORE(p, v) _mm256_storeu_pd((p), (v))
-#define FNN_VMSTORE(p, m, v) _mm256_maskstore_pd((p), (m), (v))
-#define FNN_VBCAST(p) _mm256_broadcast_sd(p)
-#define FNN_VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
-#define FNN_VMUL(a, b) _mm256_mul_pd((a), (b))
-#define FNN_VADD(a, b) _mm256_add_pd((a), (b))
-#define FNN_VLT0(a) _mm256_cmp_pd((a), _mm256_setzero_pd(), _CMP_LT_OQ)
-#define FNN_VBLEND(a, b, m) _mm256_blendv_pd((a), (b), (m))
-#define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask64 + 4 - (r)))
-#define FNN_VMASK __m256i
-#define FNN_NOMASK _mm256_setzero_si256()
-#define FNN_VCMP FNN_V
-#define FNN_VINLINE FNN_GEMM_AVX2_INLINE
-#define FNN_VFUNC FNN_GEMM_AVX2
-#define FNN_VN(name) FNN_P(name##_avx2)
+#include "fastnn_gemm_vec256.h"
 #define FNN_MR 6
 #endif
 #include "fastnn_gemm_impl.h"

@@ -2,8 +2,9 @@
  * fastnn_gemm_avx512.h -- level 2 (AVX-512) of fastnn_gemm.h's fixed-order kernels for one
  * element type.  Included by fastnn_gemm_impl.h right after the AVX2 instantiation of
  * fastnn_gemm_vec_impl.h, with FNN_T, FNN_P, FNN_DOUBLE and the AVX2 vector macros defined:
- * replaces those macros by their 512-bit forms (zmm registers, mask registers for the partial
- * last vector of a row: a masked-off lane is neither read nor written) and instantiates the same
+ * replaces those macros by their 512-bit forms (fastnn_gemm_vec512.h: zmm registers, mask
+ * registers for the partial last vector of a row: a masked-off lane is neither read nor
+ * written) and FNN_MR 6 by 8, and instantiates the same
  * kernels again, named FNN_P(name_avx512).  Not meant to be included on its own.
  *
  * The same source at both widths is what gives the same bits: every element of C is still one
@@ -14,69 +15,9 @@
  * float (8 double) rows per zmm; the float narrow kernel (1-4 columns, A's rows) below joins
  * two AVX2 8 x 8 transposes into each zmm.  Which rows share a tile never changes a sum.
  */
-#undef FNN_V
-#undef FNN_W
-#undef FNN_VZERO
-#undef FNN_VLOAD
-#undef FNN_VMLOAD
-#undef FNN_VSTORE
-#undef FNN_VMSTORE
-#undef FNN_VBCAST
-#undef FNN_VFMA
-#undef FNN_VMUL
-#undef FNN_VADD
-#undef FNN_VLT0
-#undef FNN_VBLEND
-#undef FNN_MASK
-#undef FNN_VMASK
-#undef FNN_NOMASK
-#undef FNN_VCMP
-#undef FNN_VINLINE
-#undef FNN_VFUNC
-#undef FNN_VN
+#include "fastnn_gemm_vec_undef.h"
 #undef FNN_MR
-#undef FNN_VHALF
-
-#if FNN_DOUBLE
-#define FNN_V __m512d
-#define FNN_W 8
-#define FNN_VMASK __mmask8
-#define FNN_VZERO() _mm512_setzero_pd()
-#define FNN_VLOAD(p) _mm512_loadu_pd(p)
-#define FNN_VMLOAD(p, m) _mm512_maskz_loadu_pd((m), (p))
-#define FNN_VSTORE(p, v) _mm512_storeu_pd((p), (v))
-#define FNN_VMSTORE(p, m, v) _mm512_mask_storeu_pd((p), (m), (v))
-#define FNN_VBCAST(p) _mm512_set1_pd(*(p))
-#define FNN_VFMA(a, b, c) _mm512_fmadd_pd((a), (b), (c))
-#define FNN_VMUL(a, b) _mm512_mul_pd((a), (b))
-#define FNN_VADD(a, b) _mm512_add_pd((a), (b))
-#define FNN_VLT0(a) _mm512_cmp_pd_mask((a), _mm512_setzero_pd(), _CMP_LT_OQ)
-#define FNN_VBLEND(a, b, m) _mm512_mask_blend_pd((m), (a), (b))
-#else
-#define FNN_V __m512
-#define FNN_W 16
-#define FNN_VMASK __mmask16
-#define FNN_VZERO() _mm512_setzero_ps()
-#define FNN_VLOAD(p) _mm512_loadu_ps(p)
-#define FNN_VMLOAD(p, m) _mm512_maskz_loadu_ps((m), (p))
-#define FNN_VSTORE(p, v) _mm512_storeu_ps((p), (v))
-#define FNN_VMSTORE(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
-#define FNN_VBCAST(p) _mm512_set1_ps(*(p))
-#define FNN_VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
-#define FNN_VMUL(a, b) _mm512_mul_ps((a), (b))
-#define FNN_VADD(a, b) _mm512_add_ps((a), (b))
-#define FNN_VLT0(a) _mm512_cmp_ps_mask((a), _mm512_setzero_ps(), _CMP_LT_OQ)
-#define FNN_VBLEND(a, b, m) _mm512_mask_blend_ps((m), (a), (b))
-/* rows 8 h .. 8 h + 7 of a float vector (the twide kernel's AVX2 store) */
-#define FNN_VHALF(v, h) ((h) ? _mm512_extractf32x8_ps((v), 1) : _mm512_castps512_ps256(v))
-#endif
-/* the first r lanes (0 < r <= FNN_W) */
-#define FNN_MASK(r) ((FNN_VMASK) ((1u << (r)) - 1u))
-#define FNN_NOMASK ((FNN_VMASK) 0)
-#define FNN_VCMP FNN_VMASK
-#define FNN_VINLINE FNN_GEMM_AVX512_INLINE
-#define FNN_VFUNC FNN_GEMM_AVX512
-#define FNN_VN(name) FNN_P(name##_avx512)
+#include "fastnn_gemm_vec512.h"
 #define FNN_MR 8
 
 #if !FNN_DOUBLE && defined(FNN_NARROW_ROWS)

@@ -1,9 +1,8 @@
 /*
  * fastnn_gemm_impl.h -- the body of fastnn_gemm.h for one element type.  Included twice by
- * fastnn_gemm.h (float, then double) with FNN_T, FNN_P and, on x86-64, the vector macros
- * FNN_V, FNN_W, FNN_VZERO, FNN_VLOAD, FNN_VMLOAD, FNN_VSTORE, FNN_VMSTORE, FNN_VBCAST, FNN_VFMA,
- * FNN_MASK (and the width's FNN_VMASK, FNN_NOMASK, FNN_VCMP, FNN_VINLINE, FNN_VFUNC, FNN_VN)
- * defined for AVX2; undefines them at the end.  The vector kernels themselves are in
+ * fastnn_gemm.h (float, then double) with FNN_T, FNN_P, FNN_DOUBLE and, on x86-64, the
+ * AVX2 vector macros (fastnn_gemm_vec256.h) and FNN_MR (rows of the register tile) defined;
+ * undefines them at the end.  The vector kernels themselves are in
  * fastnn_gemm_vec_impl.h, included here once for AVX2 and once, through fastnn_gemm_avx512.h,
  * for AVX-512; the public functions at the end choose the level (fnn_gemm_kernel).  Not meant
  * to be included on its own.
@@ -276,28 +275,8 @@ static int FNN_P(gemm_fixed_bias_act)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, con
 #undef FNN_T
 #undef FNN_P
 #if defined(FNN_GEMM_X86)
-#undef FNN_V
-#undef FNN_W
-#undef FNN_VZERO
-#undef FNN_VLOAD
-#undef FNN_VMLOAD
-#undef FNN_VSTORE
-#undef FNN_VMSTORE
-#undef FNN_VBCAST
-#undef FNN_VFMA
-#undef FNN_VMUL
-#undef FNN_VADD
-#undef FNN_VLT0
-#undef FNN_VBLEND
-#undef FNN_MASK
-#undef FNN_VMASK
-#undef FNN_NOMASK
-#undef FNN_VCMP
-#undef FNN_VN
-#undef FNN_VINLINE
-#undef FNN_VFUNC
+#include "fastnn_gemm_vec_undef.h"
 #undef FNN_MR
-#undef FNN_VHALF
 #undef FNN_EPI_STORE
 #undef FNN_EPI_BIAS
 #undef FNN_EPI_BIAS_RELU

@@ -222,58 +222,34 @@ FNN_GEMM_AVX2 static void fnn_d_pk_pack_rows8(const double *restrict b, ptrdiff_
 
 /* ---------------------------------------------------------------- float */
 #define FNN_T float
+#define FNN_DOUBLE 0
 #define FNN_P(name) fnn_s_##name
 #define FNN_NR 16
 #define FNN_KC FNN_PK_S_KC
 #define FNN_MC FNN_PK_S_MC
 #define FNN_NC FNN_PK_S_NC
 #if defined(FNN_GEMM_X86)
-#define FNN_V __m256
-#define FNN_W 8
-#define FNN_VZERO() _mm256_setzero_ps()
-#define FNN_VLOAD(p) _mm256_loadu_ps(p)
-#define FNN_VSTORE(p, v) _mm256_storeu_ps((p), (v))
-#define FNN_VBCAST(p) _mm256_broadcast_ss(p)
-#define FNN_VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
-#define FNN_VMUL(a, b) _mm256_mul_ps((a), (b))
+#include "fastnn_gemm_vec256.h"
 #define FNN_PACK_ROWS_A fnn_s_pk_pack_rows6
 #define FNN_PACK_ROWS_B fnn_s_pk_pack_rows16
-#define FNN_Z __m512
-#define FNN_ZZERO() _mm512_setzero_ps()
-#define FNN_ZLOAD(p) _mm512_loadu_ps(p)
-#define FNN_ZSTORE(p, v) _mm512_storeu_ps((p), (v))
-#define FNN_ZBCAST(p) _mm512_set1_ps(*(p))
-#define FNN_ZFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
-#define FNN_ZMUL(a, b) _mm512_mul_ps((a), (b))
 #endif
 #include "fastnn_gemm_packed_impl.h"
+#undef FNN_DOUBLE
 
 /* ---------------------------------------------------------------- double */
 #define FNN_T double
+#define FNN_DOUBLE 1
 #define FNN_P(name) fnn_d_##name
 #define FNN_NR 8
 #define FNN_KC FNN_PK_D_KC
 #define FNN_MC FNN_PK_D_MC
 #define FNN_NC FNN_PK_D_NC
 #if defined(FNN_GEMM_X86)
-#define FNN_V __m256d
-#define FNN_W 4
-#define FNN_VZERO() _mm256_setzero_pd()
-#define FNN_VLOAD(p) _mm256_loadu_pd(p)
-#define FNN_VSTORE(p, v) _mm256_storeu_pd((p), (v))
-#define FNN_VBCAST(p) _mm256_broadcast_sd(p)
-#define FNN_VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
-#define FNN_VMUL(a, b) _mm256_mul_pd((a), (b))
+#include "fastnn_gemm_vec256.h"
 #define FNN_PACK_ROWS_A fnn_d_pk_pack_rows6
 #define FNN_PACK_ROWS_B fnn_d_pk_pack_rows8
-#define FNN_Z __m512d
-#define FNN_ZZERO() _mm512_setzero_pd()
-#define FNN_ZLOAD(p) _mm512_loadu_pd(p)
-#define FNN_ZSTORE(p, v) _mm512_storeu_pd((p), (v))
-#define FNN_ZBCAST(p) _mm512_set1_pd(*(p))
-#define FNN_ZFMA(a, b, c) _mm512_fmadd_pd((a), (b), (c))
-#define FNN_ZMUL(a, b) _mm512_mul_pd((a), (b))
 #endif
 #include "fastnn_gemm_packed_impl.h"
+#undef FNN_DOUBLE
 
 #endif /* FASTNN_GEMM_PACKED_H */

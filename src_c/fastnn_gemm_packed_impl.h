@@ -1,8 +1,9 @@
 /*
  * fastnn_gemm_packed_impl.h -- the body of fastnn_gemm_packed.h for one element type.
- * Included twice (float, then double) with FNN_T, FNN_P, FNN_NR, FNN_KC, FNN_MC, FNN_NC and, on
- * x86-64, the vector macros defined; undefines them at the end.  Not meant to be included on
- * its own.
+ * Included twice (float, then double) with FNN_T, FNN_P, FNN_DOUBLE, FNN_NR, FNN_KC, FNN_MC,
+ * FNN_NC and, on x86-64, the AVX2 vector macros (fastnn_gemm_vec256.h; the AVX-512
+ * micro-kernels switch to fastnn_gemm_vec512.h's) defined; undefines them at the end.  Not
+ * meant to be included on its own.
  */
 
 /* op(A)[i0 : i0 + mc, p0 : p0 + kc] into micro-panels of MR rows: element (r, p) of panel q at
@@ -174,6 +175,8 @@ FNN_GEMM_AVX2 static void FNN_P(pk_kernel_avx2)(ptrdiff_t kc, const FNN_T *restr
 #endif
 
 #if defined(FNN_GEMM_X86)
+#include "fastnn_gemm_vec_undef.h"
+#include "fastnn_gemm_vec512.h"
 /* The AVX-512 micro-kernels (level 2): one zmm is one row of a packed NR-column micro-panel of
  * op(B) (NR == 16 floats or 8 doubles == 2 ymm, the panels pk_pack_b makes for every kernel),
  * so a tile of RA 6-row micro-panels of op(A) (at a, a + 6 kc) by NB adjacent micro-panels of
@@ -188,7 +191,7 @@ FNN_PK_ZATTR_INLINE void FNN_P(pk_zkernel)(const int RA, const int NB, ptrdiff_t
                                            FNN_T *restrict C, ptrdiff_t ldc, FNN_T alpha,
                                            FNN_T beta)
 {
-    FNN_Z acc[2 * FNN_PK_MR][2];
+    FNN_V acc[2 * FNN_PK_MR][2];
     const FNN_T *restrict a1 = a + FNN_PK_MR * kc, *restrict b1 = b + FNN_NR * kc;
     ptrdiff_t p;
     int r, j;
@@ -196,35 +199,35 @@ FNN_PK_ZATTR_INLINE void FNN_P(pk_zkernel)(const int RA, const int NB, ptrdiff_t
     for (r = 0; r < RA * FNN_PK_MR; r++)
 #pragma GCC unroll 2
         for (j = 0; j < NB; j++)
-            acc[r][j] = FNN_ZZERO();
+            acc[r][j] = FNN_VZERO();
     /* fetch C's tile now: its misses overlap the loop instead of stalling the stores */
     for (r = 0; r < RA * FNN_PK_MR; r++) {
         _mm_prefetch((const char *) (C + r * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *) (C + r * ldc + NB * FNN_NR - 1), _MM_HINT_T0);
     }
     for (p = 0; p < kc; p++) {
-        const FNN_Z b0 = FNN_ZLOAD(b + p * FNN_NR);
-        const FNN_Z b1v = NB == 2 ? FNN_ZLOAD(b1 + p * FNN_NR) : b0;
+        const FNN_V b0 = FNN_VLOAD(b + p * FNN_NR);
+        const FNN_V b1v = NB == 2 ? FNN_VLOAD(b1 + p * FNN_NR) : b0;
 #pragma GCC unroll 12
         for (r = 0; r < RA * FNN_PK_MR; r++) {
-            const FNN_Z x = FNN_ZBCAST(r < FNN_PK_MR ? a + p * FNN_PK_MR + r
+            const FNN_V x = FNN_VBCAST(r < FNN_PK_MR ? a + p * FNN_PK_MR + r
                                                      : a1 + p * FNN_PK_MR + r - FNN_PK_MR);
-            acc[r][0] = FNN_ZFMA(x, b0, acc[r][0]);
+            acc[r][0] = FNN_VFMA(x, b0, acc[r][0]);
             if (NB == 2)
-                acc[r][1] = FNN_ZFMA(x, b1v, acc[r][1]);
+                acc[r][1] = FNN_VFMA(x, b1v, acc[r][1]);
         }
     }
     {
-        const FNN_Z al = FNN_ZBCAST(&alpha), be = FNN_ZBCAST(&beta);
+        const FNN_V al = FNN_VBCAST(&alpha), be = FNN_VBCAST(&beta);
 #pragma GCC unroll 12
         for (r = 0; r < RA * FNN_PK_MR; r++)
 #pragma GCC unroll 2
             for (j = 0; j < NB; j++) {
                 FNN_T *restrict c = C + r * ldc + j * FNN_NR;
                 if (beta == 0)
-                    FNN_ZSTORE(c, FNN_ZMUL(al, acc[r][j]));
+                    FNN_VSTORE(c, FNN_VMUL(al, acc[r][j]));
                 else
-                    FNN_ZSTORE(c, FNN_ZFMA(al, acc[r][j], FNN_ZMUL(be, FNN_ZLOAD(c))));
+                    FNN_VSTORE(c, FNN_VFMA(al, acc[r][j], FNN_VMUL(be, FNN_VLOAD(c))));
             }
     }
 }
@@ -376,21 +379,7 @@ static int FNN_P(gemm_packed)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n
 #undef FNN_MC
 #undef FNN_NC
 #if defined(FNN_GEMM_X86)
-#undef FNN_V
-#undef FNN_W
-#undef FNN_VZERO
-#undef FNN_VLOAD
-#undef FNN_VSTORE
-#undef FNN_VBCAST
-#undef FNN_VFMA
-#undef FNN_VMUL
+#include "fastnn_gemm_vec_undef.h"
 #undef FNN_PACK_ROWS_A
 #undef FNN_PACK_ROWS_B
-#undef FNN_Z
-#undef FNN_ZZERO
-#undef FNN_ZLOAD
-#undef FNN_ZSTORE
-#undef FNN_ZBCAST
-#undef FNN_ZFMA
-#undef FNN_ZMUL
 #endif

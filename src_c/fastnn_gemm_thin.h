@@ -59,48 +59,28 @@
 
 /* ---------------------------------------------------------------- float */
 #define FNN_T float
+#define FNN_DOUBLE 0
 #define FNN_P(name) fnn_s_##name
 #define FNN_KC FNN_PK_S_KC
 #if defined(FNN_GEMM_X86)
-#define FNN_V __m256
-#define FNN_W 8
-#define FNN_VZERO() _mm256_setzero_ps()
-#define FNN_VLOAD(p) _mm256_loadu_ps(p)
-#define FNN_VSTORE(p, v) _mm256_storeu_ps((p), (v))
-#define FNN_VBCAST(p) _mm256_broadcast_ss(p)
-#define FNN_VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#include "fastnn_gemm_vec256.h"
 #define FNN_SFMA(a, b, c) _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b),          \
                                                      _mm_set_ss(c)))
-#define FNN_Z __m512
-#define FNN_ZW 16
-#define FNN_ZZERO() _mm512_setzero_ps()
-#define FNN_ZLOAD(p) _mm512_loadu_ps(p)
-#define FNN_ZBCAST(p) _mm512_set1_ps(*(p))
-#define FNN_ZFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #endif
 #include "fastnn_gemm_thin_impl.h"
+#undef FNN_DOUBLE
 
 /* ---------------------------------------------------------------- double */
 #define FNN_T double
+#define FNN_DOUBLE 1
 #define FNN_P(name) fnn_d_##name
 #define FNN_KC FNN_PK_D_KC
 #if defined(FNN_GEMM_X86)
-#define FNN_V __m256d
-#define FNN_W 4
-#define FNN_VZERO() _mm256_setzero_pd()
-#define FNN_VLOAD(p) _mm256_loadu_pd(p)
-#define FNN_VSTORE(p, v) _mm256_storeu_pd((p), (v))
-#define FNN_VBCAST(p) _mm256_broadcast_sd(p)
-#define FNN_VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
+#include "fastnn_gemm_vec256.h"
 #define FNN_SFMA(a, b, c) _mm_cvtsd_f64(_mm_fmadd_sd(_mm_set_sd(a), _mm_set_sd(b),          \
                                                      _mm_set_sd(c)))
-#define FNN_Z __m512d
-#define FNN_ZW 8
-#define FNN_ZZERO() _mm512_setzero_pd()
-#define FNN_ZLOAD(p) _mm512_loadu_pd(p)
-#define FNN_ZBCAST(p) _mm512_set1_pd(*(p))
-#define FNN_ZFMA(a, b, c) _mm512_fmadd_pd((a), (b), (c))
 #endif
 #include "fastnn_gemm_thin_impl.h"
+#undef FNN_DOUBLE
 
 #endif /* FASTNN_GEMM_THIN_H */

@@ -1,8 +1,8 @@
 /*
  * fastnn_gemm_thin_avx512.h -- the AVX-512 kernel of fastnn_gemm_thin.h for one element type.
- * Included by fastnn_gemm_thin_impl.h (x86-64 only) with FNN_T, FNN_P, FNN_KC, FNN_TR and the
- * 512-bit macros FNN_Z, FNN_ZW (lanes: 16 float, 8 double), FNN_ZZERO, FNN_ZLOAD, FNN_ZBCAST,
- * FNN_ZFMA defined.  Not meant to be included on its own.
+ * Included by fastnn_gemm_thin_impl.h (x86-64 only) with FNN_T, FNN_P, FNN_DOUBLE, FNN_KC,
+ * FNN_TR and the 512-bit vector macros (fastnn_gemm_vec512.h: FNN_V a zmm, FNN_W its 16 float
+ * or 8 double lanes) defined.  Not meant to be included on its own.
  *
  * One zmm holds a whole panel row of op(A) (pk_pack_b's NR = 16 float or 8 double rows of the
  * batch, the AVX2 kernel's 2 ymm), so the register tile is 12 columns of C (not 6) times 1 or
@@ -23,25 +23,25 @@ FNN_GEMM_AVX512_INLINE void FNN_P(thin512_k)(const int TB, const int NV, ptrdiff
                                              const FNN_T *restrict a0,
                                              const FNN_T *restrict a1,
                                              const FNN_T *restrict b, ptrdiff_t ldb,
-                                             FNN_Z *restrict acc)
+                                             FNN_V *restrict acc)
 {
-    FNN_Z c0_0 = FNN_ZZERO(), c1_0 = FNN_ZZERO(), c2_0 = FNN_ZZERO(), c3_0 = FNN_ZZERO();
-    FNN_Z c4_0 = FNN_ZZERO(), c5_0 = FNN_ZZERO(), c6_0 = FNN_ZZERO(), c7_0 = FNN_ZZERO();
-    FNN_Z c8_0 = FNN_ZZERO(), c9_0 = FNN_ZZERO(), c10_0 = FNN_ZZERO(), c11_0 = FNN_ZZERO();
-    FNN_Z c0_1 = FNN_ZZERO(), c1_1 = FNN_ZZERO(), c2_1 = FNN_ZZERO(), c3_1 = FNN_ZZERO();
-    FNN_Z c4_1 = FNN_ZZERO(), c5_1 = FNN_ZZERO(), c6_1 = FNN_ZZERO(), c7_1 = FNN_ZZERO();
-    FNN_Z c8_1 = FNN_ZZERO(), c9_1 = FNN_ZZERO(), c10_1 = FNN_ZZERO(), c11_1 = FNN_ZZERO();
+    FNN_V c0_0 = FNN_VZERO(), c1_0 = FNN_VZERO(), c2_0 = FNN_VZERO(), c3_0 = FNN_VZERO();
+    FNN_V c4_0 = FNN_VZERO(), c5_0 = FNN_VZERO(), c6_0 = FNN_VZERO(), c7_0 = FNN_VZERO();
+    FNN_V c8_0 = FNN_VZERO(), c9_0 = FNN_VZERO(), c10_0 = FNN_VZERO(), c11_0 = FNN_VZERO();
+    FNN_V c0_1 = FNN_VZERO(), c1_1 = FNN_VZERO(), c2_1 = FNN_VZERO(), c3_1 = FNN_VZERO();
+    FNN_V c4_1 = FNN_VZERO(), c5_1 = FNN_VZERO(), c6_1 = FNN_VZERO(), c7_1 = FNN_VZERO();
+    FNN_V c8_1 = FNN_VZERO(), c9_1 = FNN_VZERO(), c10_1 = FNN_VZERO(), c11_1 = FNN_VZERO();
     ptrdiff_t p;
 #define FNN_THIN_COL(j, ptr)                                                                  \
     {                                                                                         \
-        const FNN_Z x = FNN_ZBCAST(ptr);                                                      \
-        c##j##_0 = FNN_ZFMA(x, v0, c##j##_0);                                                 \
-        if (NV == 2) c##j##_1 = FNN_ZFMA(x, v1, c##j##_1);                                    \
+        const FNN_V x = FNN_VBCAST(ptr);                                                      \
+        c##j##_0 = FNN_VFMA(x, v0, c##j##_0);                                                 \
+        if (NV == 2) c##j##_1 = FNN_VFMA(x, v1, c##j##_1);                                    \
     }
 #define FNN_THIN_STEP(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11)                       \
     {                                                                                         \
-        const FNN_Z v0 = FNN_ZLOAD(a0 + p * FNN_ZW);                                          \
-        const FNN_Z v1 = NV == 2 ? FNN_ZLOAD(a1 + p * FNN_ZW) : FNN_ZZERO();                  \
+        const FNN_V v0 = FNN_VLOAD(a0 + p * FNN_W);                                          \
+        const FNN_V v1 = NV == 2 ? FNN_VLOAD(a1 + p * FNN_W) : FNN_VZERO();                  \
         FNN_THIN_COL(0, s0) FNN_THIN_COL(1, s1) FNN_THIN_COL(2, s2) FNN_THIN_COL(3, s3)       \
         FNN_THIN_COL(4, s4) FNN_THIN_COL(5, s5) FNN_THIN_COL(6, s6) FNN_THIN_COL(7, s7)       \
         FNN_THIN_COL(8, s8) FNN_THIN_COL(9, s9) FNN_THIN_COL(10, s10)                         \
@@ -71,7 +71,7 @@ FNN_GEMM_AVX512_INLINE void FNN_P(thin512_k)(const int TB, const int NV, ptrdiff
     acc[21] = c10_1; acc[23] = c11_1;
 }
 
-#if FNN_ZW == 16
+#if !FNN_DOUBLE
 /* v[0..15] (16 rows of 16 floats) <- their transpose: v[q] lane r = old v[r] lane q */
 FNN_GEMM_AVX512_INLINE void fnn_s_transpose16(__m512 *v)
 {
@@ -193,65 +193,34 @@ FNN_GEMM_AVX512_INLINE void fnn_d_thin512_store(const __m512d *restrict acc, ptr
 #define FNN_THIN512_STORE fnn_d_thin512_store
 #endif
 
-/* gemm_thin on AVX-512 (m, n > 0, k > 0): the driver of gemm_thin_avx2 with 12-column tiles
- * of 1 or 2 panels.  Returns 0, or -1 when the buffer of op(A)'s panels could not be
- * allocated. */
-FNN_GEMM_AVX512 static int FNN_P(gemm_thin_avx512)(int trans_a, int trans_b, ptrdiff_t m,
-                                                   ptrdiff_t n, ptrdiff_t k, FNN_T alpha,
-                                                   const FNN_T *A, ptrdiff_t lda,
-                                                   const FNN_T *B, ptrdiff_t ldb, FNN_T beta,
-                                                   FNN_T *C, ptrdiff_t ldc)
+/* One tile of gemm_thin_avx512: rows (<= 2 TR) x cols (<= 12) of C (Ct, ldc) from the one
+ * or two panels of op(A) at a (the second at a + TR kc) and op(B) at b: thin512_k's sums, then
+ * their store. */
+FNN_GEMM_AVX512_INLINE void FNN_P(thin_tile_avx512)(int tb, ptrdiff_t kc, const FNN_T *a,
+                                                    const FNN_T *b, ptrdiff_t ldb,
+                                                    ptrdiff_t rows, ptrdiff_t cols, FNN_T *Ct,
+                                                    ptrdiff_t ldc, FNN_T alpha, FNN_T beta)
 {
-    const ptrdiff_t kb = fnn_pk_kblock(k, FNN_KC);
-    const ptrdiff_t mcmax = (fnn_gemm_min(FNN_THIN_MC, m) + FNN_TR - 1) / FNN_TR * FNN_TR;
-    ptrdiff_t pc, ic, jr, ir;
-    FNN_T *ap, *bq;
-    void *raw = malloc((size_t) (kb * (mcmax + FNN_THIN_NCZ)) * sizeof(FNN_T) + 64);
-    if (raw == NULL)
-        return -1;
-    ap = (FNN_T *) (((uintptr_t) raw + 63) & ~(uintptr_t) 63);
-    bq = ap + kb * mcmax;
-    for (pc = 0; pc < k; pc += kb) {
-        const ptrdiff_t kc = fnn_gemm_min(kb, k - pc);
-        const FNN_T be = pc == 0 ? beta : 1;
-        for (ic = 0; ic < m; ic += FNN_THIN_MC) {
-            const ptrdiff_t mc = fnn_gemm_min(FNN_THIN_MC, m - ic);
-            /* panels of TR == ZW rows, as at AVX2 */
-            FNN_P(pk_pack_b)(1, !trans_a, A, lda, pc, kc, ic, mc, ap);
-            for (jr = 0; jr < n; jr += FNN_THIN_NCZ) {
-                const ptrdiff_t cols = fnn_gemm_min(FNN_THIN_NCZ, n - jr);
-                const FNN_T *bj = trans_b ? B + jr * ldb + pc : B + pc * ldb + jr;
-                ptrdiff_t ldbj = ldb;
-                int tb = trans_b;
-                if (cols < FNN_THIN_NCZ) {
-                    FNN_P(thin_pad_b)(trans_b, kc, bj, ldb, cols, FNN_THIN_NCZ, bq);
-                    bj = bq;
-                    ldbj = FNN_THIN_NCZ;
-                    tb = 0;
-                }
-                for (ir = 0; ir < mc; ir += 2 * FNN_TR) {
-                    const ptrdiff_t rows = fnn_gemm_min(2 * FNN_TR, mc - ir);
-                    const FNN_T *a0 = ap + ir * kc, *a1 = a0 + FNN_TR * kc;
-                    FNN_Z acc[2 * FNN_THIN_NCZ];
-                    if (rows > FNN_TR) {
-                        if (tb)
-                            FNN_P(thin512_k)(1, 2, kc, a0, a1, bj, ldbj, acc);
-                        else
-                            FNN_P(thin512_k)(0, 2, kc, a0, a1, bj, ldbj, acc);
-                    } else {
-                        if (tb)
-                            FNN_P(thin512_k)(1, 1, kc, a0, a0, bj, ldbj, acc);
-                        else
-                            FNN_P(thin512_k)(0, 1, kc, a0, a0, bj, ldbj, acc);
-                    }
-                    FNN_THIN512_STORE(acc, rows, cols, C + (ic + ir) * ldc + jr, ldc, alpha,
-                                      be);
-                }
-            }
-        }
+    const FNN_T *a1 = a + FNN_TR * kc;
+    FNN_V acc[2 * FNN_THIN_NCZ];
+    if (rows > FNN_TR) {
+        if (tb)
+            FNN_P(thin512_k)(1, 2, kc, a, a1, b, ldb, acc);
+        else
+            FNN_P(thin512_k)(0, 2, kc, a, a1, b, ldb, acc);
+    } else {
+        if (tb)
+            FNN_P(thin512_k)(1, 1, kc, a, a, b, ldb, acc);
+        else
+            FNN_P(thin512_k)(0, 1, kc, a, a, b, ldb, acc);
     }
-    free(raw);
-    return 0;
+    FNN_THIN512_STORE(acc, rows, cols, Ct, ldc, alpha, beta);
 }
+
+/* gemm_thin_avx512: the driver of gemm_thin_avx2 with 12-column tiles of 1 or 2 panels (TR
+ * == W: a panel is one zmm) */
+#define FNN_THIN_TC FNN_THIN_NCZ
+#define FNN_THIN_TM (2 * FNN_TR)
+#include "fastnn_gemm_thin_drive.h"
 #undef FNN_THIN512_STORE
 #undef FNN_THIN_NCZ

@@ -1,11 +1,13 @@
 /*
  * fastnn_gemm_thin_impl.h -- the body of fastnn_gemm_thin.h for one element type.  Included
- * twice (float, then double) with FNN_T, FNN_P, FNN_KC and, on x86-64, the vector macros
- * defined; undefines them at the end.  Not meant to be included on its own.
+ * twice (float, then double) with FNN_T, FNN_P, FNN_DOUBLE, FNN_KC and, on x86-64, the AVX2
+ * vector macros (fastnn_gemm_vec256.h) and FNN_SFMA defined; undefines them at the end (the
+ * AVX-512 kernel, included last, switches to fastnn_gemm_vec512.h's).  Not meant to be
+ * included on its own.
  */
 
 #if defined(FNN_GEMM_X86)
-#define FNN_TR (2 * FNN_W)        /* rows of C per register tile: 16 float, 8 double */
+#define FNN_TR (FNN_DOUBLE ? 8 : 16)  /* rows of C per AVX2 tile (2 ymm), one zmm panel */
 
 /* The last cols (< ncol) columns of op(B)[0 : kc, :] (bj: op(B)(p, c) at bj[p ldb + c], or
  * bj[c ldb + p] when trans_b) into a zero-padded copy of ncol columns, read by the tile as a
@@ -123,64 +125,31 @@ FNN_GEMM_AVX2_INLINE void fnn_s_thin_store6(const __m256 *restrict acc, ptrdiff_
     FNN_P(thin_store_any)((acc), (rows), FNN_THIN_NC, (C), (ldc), (alpha), (beta))
 #endif
 
-/* gemm_thin on AVX2 + FMA (m, n > 0, k > 0).  Returns 0, or -1 when the buffer of op(A)'s
- * panels could not be allocated. */
-FNN_GEMM_AVX2 static int FNN_P(gemm_thin_avx2)(int trans_a, int trans_b, ptrdiff_t m,
-                                               ptrdiff_t n, ptrdiff_t k, FNN_T alpha,
-                                               const FNN_T *A, ptrdiff_t lda, const FNN_T *B,
-                                               ptrdiff_t ldb, FNN_T beta, FNN_T *C,
-                                               ptrdiff_t ldc)
+/* One tile of gemm_thin_avx2: rows (<= TR) x cols (<= 6) of C (Ct, ldc) from the panel of
+ * op(A) at a and op(B) at b (row-major W, or W^T when tb): thin_k's sums, then their store. */
+FNN_GEMM_AVX2_INLINE void FNN_P(thin_tile_avx2)(int tb, ptrdiff_t kc, const FNN_T *a,
+                                                const FNN_T *b, ptrdiff_t ldb, ptrdiff_t rows,
+                                                ptrdiff_t cols, FNN_T *Ct, ptrdiff_t ldc,
+                                                FNN_T alpha, FNN_T beta)
 {
-    /* k in the blocks of gemm_packed */
-    const ptrdiff_t kb = fnn_pk_kblock(k, FNN_KC);
-    const ptrdiff_t mcmax = (fnn_gemm_min(FNN_THIN_MC, m) + FNN_TR - 1) / FNN_TR * FNN_TR;
-    ptrdiff_t pc, ic, jr, ir;
-    FNN_T *ap, *bq;
-    void *raw = malloc((size_t) (kb * (mcmax + FNN_THIN_NC)) * sizeof(FNN_T) + 64);
-    if (raw == NULL)
-        return -1;
-    ap = (FNN_T *) (((uintptr_t) raw + 63) & ~(uintptr_t) 63);
-    bq = ap + kb * mcmax;
-    for (pc = 0; pc < k; pc += kb) {
-        const ptrdiff_t kc = fnn_gemm_min(kb, k - pc);
-        const FNN_T be = pc == 0 ? beta : 1;
-        for (ic = 0; ic < m; ic += FNN_THIN_MC) {
-            const ptrdiff_t mc = fnn_gemm_min(FNN_THIN_MC, m - ic);
-            /* op(A)[ic : ic + mc, pc : pc + kc] into panels of TR rows, p-major (element
-             * (r, p) of panel q at ap[q TR kc + p TR + r], rows past mc zero): the packed
-             * kernel's packing of op(B) into its NR-column panels, NR == TR, on op(A)^T */
-            FNN_P(pk_pack_b)(1, !trans_a, A, lda, pc, kc, ic, mc, ap);
-            for (jr = 0; jr < n; jr += FNN_THIN_NC) {
-                const ptrdiff_t cols = fnn_gemm_min(FNN_THIN_NC, n - jr);
-                const FNN_T *bj = trans_b ? B + jr * ldb + pc : B + pc * ldb + jr;
-                ptrdiff_t ldbj = ldb;
-                int tb = trans_b;
-                if (cols < FNN_THIN_NC) {
-                    FNN_P(thin_pad_b)(trans_b, kc, bj, ldb, cols, FNN_THIN_NC, bq);
-                    bj = bq;
-                    ldbj = FNN_THIN_NC;
-                    tb = 0;
-                }
-                for (ir = 0; ir < mc; ir += FNN_TR) {
-                    const ptrdiff_t rows = fnn_gemm_min(FNN_TR, mc - ir);
-                    FNN_T *Ct = C + (ic + ir) * ldc + jr;
-                    FNN_V acc[2 * FNN_THIN_NC];
-                    if (tb)
-                        FNN_P(thin_k)(1, kc, ap + ir * kc, bj, ldbj, acc);
-                    else
-                        FNN_P(thin_k)(0, kc, ap + ir * kc, bj, ldbj, acc);
-                    if (cols == FNN_THIN_NC)
-                        FNN_THIN_STORE6(acc, rows, Ct, ldc, alpha, be);
-                    else
-                        FNN_P(thin_store_any)(acc, rows, cols, Ct, ldc, alpha, be);
-                }
-            }
-        }
-    }
-    free(raw);
-    return 0;
+    FNN_V acc[2 * FNN_THIN_NC];
+    if (tb)
+        FNN_P(thin_k)(1, kc, a, b, ldb, acc);
+    else
+        FNN_P(thin_k)(0, kc, a, b, ldb, acc);
+    if (cols == FNN_THIN_NC)
+        FNN_THIN_STORE6(acc, rows, Ct, ldc, alpha, beta);
+    else
+        FNN_P(thin_store_any)(acc, rows, cols, Ct, ldc, alpha, beta);
 }
+
+/* gemm_thin_avx2: the driver with 6-column tiles of one panel */
+#define FNN_THIN_TC FNN_THIN_NC
+#define FNN_THIN_TM FNN_TR
+#include "fastnn_gemm_thin_drive.h"
 #undef FNN_THIN_STORE6
+#include "fastnn_gemm_vec_undef.h"
+#include "fastnn_gemm_vec512.h"
 #include "fastnn_gemm_thin_avx512.h"
 #undef FNN_TR
 #endif
@@ -209,18 +178,6 @@ static int FNN_P(gemm_thin)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, 
 #undef FNN_P
 #undef FNN_KC
 #if defined(FNN_GEMM_X86)
-#undef FNN_V
-#undef FNN_W
-#undef FNN_VZERO
-#undef FNN_VLOAD
-#undef FNN_VSTORE
-#undef FNN_VBCAST
-#undef FNN_VFMA
+#include "fastnn_gemm_vec_undef.h"
 #undef FNN_SFMA
-#undef FNN_Z
-#undef FNN_ZW
-#undef FNN_ZZERO
-#undef FNN_ZLOAD
-#undef FNN_ZBCAST
-#undef FNN_ZFMA
 #endif

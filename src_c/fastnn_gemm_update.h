@@ -53,86 +53,30 @@
 
 /* ---------------------------------------------------------------- float */
 #define FNN_T float
+#define FNN_DOUBLE 0
 #define FNN_P(name) fnn_s_##name
 #define FNN_NR 16
 #if defined(FNN_GEMM_X86)
-#define FNN_K(name) fnn_s_##name##_avx2
-#define FNN_KATTR FNN_GEMM_AVX2
-#define FNN_KINLINE FNN_GEMM_AVX2_INLINE
-#define FNN_V __m256
-#define FNN_W 8
-#define FNN_MK __m256i
-#define FNN_MKNONE _mm256_setzero_si256()
-#define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask32 + 8 - (r)))
-#define FNN_VZERO() _mm256_setzero_ps()
-#define FNN_VLOAD(p) _mm256_loadu_ps(p)
-#define FNN_VMLOAD(p, m) _mm256_maskload_ps((p), (m))
-#define FNN_VSTORE(p, v) _mm256_storeu_ps((p), (v))
-#define FNN_VMSTORE(p, m, v) _mm256_maskstore_ps((p), (m), (v))
-#define FNN_VBCAST(p) _mm256_broadcast_ss(p)
-#define FNN_VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
-#define FNN_VMUL(a, b) _mm256_mul_ps((a), (b))
+#include "fastnn_gemm_vec256.h"
 #include "fastnn_gemm_update_kern.h"
-#define FNN_K(name) fnn_s_##name##_avx512
-#define FNN_KATTR FNN_GEMM_AVX512
-#define FNN_KINLINE FNN_GEMM_AVX512_INLINE
-#define FNN_V __m512
-#define FNN_W 16
-#define FNN_MK __mmask16
-#define FNN_MKNONE ((__mmask16) 0)
-#define FNN_MASK(r) ((__mmask16) ((1u << (r)) - 1))
-#define FNN_VZERO() _mm512_setzero_ps()
-#define FNN_VLOAD(p) _mm512_loadu_ps(p)
-#define FNN_VMLOAD(p, m) _mm512_maskz_loadu_ps((m), (p))
-#define FNN_VSTORE(p, v) _mm512_storeu_ps((p), (v))
-#define FNN_VMSTORE(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
-#define FNN_VBCAST(p) _mm512_set1_ps(*(p))
-#define FNN_VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
-#define FNN_VMUL(a, b) _mm512_mul_ps((a), (b))
+#include "fastnn_gemm_vec512.h"
 #include "fastnn_gemm_update_kern.h"
 #endif
 #include "fastnn_gemm_update_impl.h"
+#undef FNN_DOUBLE
 
 /* ---------------------------------------------------------------- double */
 #define FNN_T double
+#define FNN_DOUBLE 1
 #define FNN_P(name) fnn_d_##name
 #define FNN_NR 8
 #if defined(FNN_GEMM_X86)
-#define FNN_K(name) fnn_d_##name##_avx2
-#define FNN_KATTR FNN_GEMM_AVX2
-#define FNN_KINLINE FNN_GEMM_AVX2_INLINE
-#define FNN_V __m256d
-#define FNN_W 4
-#define FNN_MK __m256i
-#define FNN_MKNONE _mm256_setzero_si256()
-#define FNN_MASK(r) _mm256_loadu_si256((const __m256i *) (fnn_gemm_mask64 + 4 - (r)))
-#define FNN_VZERO() _mm256_setzero_pd()
-#define FNN_VLOAD(p) _mm256_loadu_pd(p)
-#define FNN_VMLOAD(p, m) _mm256_maskload_pd((p), (m))
-#define FNN_VSTORE(p, v) _mm256_storeu_pd((p), (v))
-#define FNN_VMSTORE(p, m, v) _mm256_maskstore_pd((p), (m), (v))
-#define FNN_VBCAST(p) _mm256_broadcast_sd(p)
-#define FNN_VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
-#define FNN_VMUL(a, b) _mm256_mul_pd((a), (b))
+#include "fastnn_gemm_vec256.h"
 #include "fastnn_gemm_update_kern.h"
-#define FNN_K(name) fnn_d_##name##_avx512
-#define FNN_KATTR FNN_GEMM_AVX512
-#define FNN_KINLINE FNN_GEMM_AVX512_INLINE
-#define FNN_V __m512d
-#define FNN_W 8
-#define FNN_MK __mmask8
-#define FNN_MKNONE ((__mmask8) 0)
-#define FNN_MASK(r) ((__mmask8) ((1u << (r)) - 1))
-#define FNN_VZERO() _mm512_setzero_pd()
-#define FNN_VLOAD(p) _mm512_loadu_pd(p)
-#define FNN_VMLOAD(p, m) _mm512_maskz_loadu_pd((m), (p))
-#define FNN_VSTORE(p, v) _mm512_storeu_pd((p), (v))
-#define FNN_VMSTORE(p, m, v) _mm512_mask_storeu_pd((p), (m), (v))
-#define FNN_VBCAST(p) _mm512_set1_pd(*(p))
-#define FNN_VFMA(a, b, c) _mm512_fmadd_pd((a), (b), (c))
-#define FNN_VMUL(a, b) _mm512_mul_pd((a), (b))
+#include "fastnn_gemm_vec512.h"
 #include "fastnn_gemm_update_kern.h"
 #endif
 #include "fastnn_gemm_update_impl.h"
+#undef FNN_DOUBLE
 
 #endif /* FASTNN_GEMM_UPDATE_H */
