@@ -69,7 +69,10 @@
  * AVX2 + FMA of level 1).  Every level computes each element of C with the same operations
  * in the same order (fused multiply-adds at levels 1 and 2), so levels 1 and 2 give the same
  * bits: a wider vector only computes more elements at once (tests/test_gemm_levels.py
- * compares them bit for bit).  fnn_gemm_level is this CPU's level (-1: not decided yet); each
+ * compares them bit for bit).  One exception, outside what training accepts: where two NaNs
+ * meet in one operation x86 returns the first operand's, and the operand order is the
+ * compiler's choice of instruction form, so a NaN's sign and payload (never whether an
+ * element is NaN) may differ between levels.  fnn_gemm_level is this CPU's level (-1: not decided yet); each
  * extension module that includes this header decides once (the same answer: the same CPU).
  * fnn_gemm_level_cap is the highest level this module may use (2 unless a test or bench/
  * lowers it with fnn_gemm_force_level or fnn_gemm_force_plain). */
