@@ -297,10 +297,11 @@ def environment_markdown(env):
         lines.append(f"| {lib['owner']} | {lib['api']} | {lib['version']} | {lib['arch']} | "
                      f"{lib['threading']} | `{lib['file']}` |")
     lines.append("")
-    lines.append("fastnn's products run on its own fixed-order, packed, thin-batch or "
-                 "update kernels or on scipy's OpenBLAS (through scipy.linalg.cython_blas), chosen per shape "
-                 "(fastnn/_core/_tiling.pyx), prediction's on its fixed-order kernels; the "
-                 "NumPy trainer and scikit-learn call NumPy's OpenBLAS; PyTorch its own MKL.")
+    lines.append("fastnn's dense training products run on its own fixed-order, packed, "
+                 "thin-batch or update kernels, chosen per shape (fastnn/_core/_tiling.pyx), "
+                 "prediction's on its fixed-order kernels (scipy's OpenBLAS, through "
+                 "scipy.linalg.cython_blas, only in sparse-input and L-BFGS fits); the NumPy "
+                 "trainer and scikit-learn call NumPy's OpenBLAS; PyTorch its own MKL.")
     return "\n".join(lines)
 
 
