@@ -81,6 +81,11 @@ cdef enum:
     _KERNEL_THIN = 3
     _KERNEL_UPDATE = 4
 
+# X W above the thin kernel's rows with a reduction (the layer's inputs) of at most this many
+# takes the fixed kernel, the packed one above (results depend on it where k > 384: the two
+# sum in different orders there)
+cdef int _fixed_max_k = 256
+
 # X W and D W^T with at most this many rows (the batch) take the thin kernel
 cdef int _thin_max_m = 64
 
@@ -139,7 +144,7 @@ cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
         return _KERNEL_THIN
     if trans_a or trans_b:
         return _KERNEL_PACKED
-    if k <= 256:
+    if k <= _fixed_max_k:
         return _KERNEL_FIXED
     return _KERNEL_PACKED
 
@@ -156,6 +161,18 @@ def _set_product_kernel(str name):
         raise ValueError(f"name={name!r}; expected one of {sorted(names)}")
     old = {v: key for key, v in names.items()}[_forced_kernel]
     _forced_kernel = names[name]
+    return old
+
+
+def _set_fixed_max_k(int k):
+    """For bench/ only: the longest reduction of an X W above the thin kernel's rows that
+    takes the fixed kernel (the packed one above; changes results where k > 384).  Returns
+    the old value."""
+    global _fixed_max_k
+    if k < 0:
+        raise ValueError(f"k={k}; expected >= 0")
+    old = _fixed_max_k
+    _fixed_max_k = k
     return old
 
 
