@@ -174,6 +174,38 @@ FNN_GEMM_AVX2 static void FNN_P(pk_kernel_avx2)(ptrdiff_t kc, const FNN_T *restr
 }
 #endif
 
+/* An edge tile of rows x cols (smaller than the kernel's tr x tc) is computed into `tile`, a
+ * padded tr x tc copy of C (zeros outside, C not read when beta == 0), by the same
+ * instructions as a full one, so with the same bits; pk_edge_in returns where the kernel
+ * writes (C itself for a full tile) and its leading dimension, pk_edge_out copies an edge
+ * tile's rows x cols back into C. */
+static inline FNN_T *FNN_P(pk_edge_in)(FNN_T *C, ptrdiff_t ldc, ptrdiff_t rows, ptrdiff_t cols,
+                                       ptrdiff_t tr, ptrdiff_t tc, FNN_T beta,
+                                       FNN_T *tile, ptrdiff_t *ldd)
+{
+    ptrdiff_t r, c;
+    if (rows >= tr && cols >= tc) {
+        *ldd = ldc;
+        return C;
+    }
+    *ldd = tc;
+    if (beta != 0)
+        for (r = 0; r < tr; r++)
+            for (c = 0; c < tc; c++)
+                tile[r * tc + c] = r < rows && c < cols ? C[r * ldc + c] : 0;
+    return tile;
+}
+
+static inline void FNN_P(pk_edge_out)(const FNN_T *dst, FNN_T *C, ptrdiff_t ldc,
+                                      ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t tc)
+{
+    ptrdiff_t r, c;
+    if (dst != C)
+        for (r = 0; r < rows; r++)
+            for (c = 0; c < cols; c++)
+                C[r * ldc + c] = dst[r * tc + c];
+}
+
 #if defined(FNN_GEMM_X86)
 #include "fastnn_gemm_vec_undef.h"
 #include "fastnn_gemm_vec512.h"
@@ -250,26 +282,15 @@ static inline void FNN_P(pk_ztile)(int ra, int nb, ptrdiff_t kc, const FNN_T *a,
 {
     FNN_T tile[2 * FNN_PK_MR * 2 * FNN_NR];
     const ptrdiff_t tr = ra * FNN_PK_MR, tc = nb * FNN_NR;
-    FNN_T *dst = C;
-    ptrdiff_t ldd = ldc, r, c;
-    if (rows < tr || cols < tc) {
-        dst = tile;
-        ldd = tc;
-        if (beta != 0)
-            for (r = 0; r < tr; r++)
-                for (c = 0; c < tc; c++)
-                    tile[r * tc + c] = r < rows && c < cols ? C[r * ldc + c] : 0;
-    }
+    ptrdiff_t ldd;
+    FNN_T *dst = FNN_P(pk_edge_in)(C, ldc, rows, cols, tr, tc, beta, tile, &ldd);
     if (ra == 2)
         (nb == 2 ? FNN_P(pk_zkernel_2x2) : FNN_P(pk_zkernel_2x1))(kc, a, b, dst, ldd, alpha,
                                                                    beta);
     else
         (nb == 2 ? FNN_P(pk_zkernel_1x2) : FNN_P(pk_zkernel_1x1))(kc, a, b, dst, ldd, alpha,
                                                                    beta);
-    if (dst == tile)
-        for (r = 0; r < rows; r++)
-            for (c = 0; c < cols; c++)
-                C[r * ldc + c] = tile[r * tc + c];
+    FNN_P(pk_edge_out)(dst, C, ldc, rows, cols, tc);
 }
 #endif
 
@@ -280,16 +301,8 @@ static inline void FNN_P(pk_tile)(int avx2, ptrdiff_t kc, const FNN_T *a, const 
                                   FNN_T alpha, FNN_T beta)
 {
     FNN_T tile[FNN_PK_MR * FNN_NR];
-    FNN_T *dst = C;
-    ptrdiff_t ldd = ldc, r, c;
-    if (rows < FNN_PK_MR || cols < FNN_NR) {
-        dst = tile;
-        ldd = FNN_NR;
-        if (beta != 0)
-            for (r = 0; r < FNN_PK_MR; r++)
-                for (c = 0; c < FNN_NR; c++)
-                    tile[r * FNN_NR + c] = r < rows && c < cols ? C[r * ldc + c] : 0;
-    }
+    ptrdiff_t ldd;
+    FNN_T *dst = FNN_P(pk_edge_in)(C, ldc, rows, cols, FNN_PK_MR, FNN_NR, beta, tile, &ldd);
 #if defined(FNN_GEMM_X86)
     if (avx2)
         FNN_P(pk_kernel_avx2)(kc, a, b, dst, ldd, alpha, beta);
@@ -297,10 +310,7 @@ static inline void FNN_P(pk_tile)(int avx2, ptrdiff_t kc, const FNN_T *a, const 
 #endif
         FNN_P(pk_kernel_plain)(kc, a, b, dst, ldd, alpha, beta);
     (void) avx2;
-    if (dst == tile)
-        for (r = 0; r < rows; r++)
-            for (c = 0; c < cols; c++)
-                C[r * ldc + c] = tile[r * FNN_NR + c];
+    FNN_P(pk_edge_out)(dst, C, ldc, rows, cols, FNN_NR);
 }
 
 /* C (m, n) := alpha op(A) op(B) + beta C, row-major (the layout of _blas.gemm_rowmajor:
