@@ -15,39 +15,44 @@ static void FNN_P(pk_pack_a)(int avx2, int trans_a, const FNN_T *restrict A, ptr
 {
     ptrdiff_t ir, r, p;
     (void) avx2;
+    if (trans_a) {
+        /* op(A)'s column p is A's row p, contiguous along i: each row is read once, front to
+         * back, into every micro-panel (the hardware prefetcher follows one stream; a panel
+         * at a time read MR elements per row at a stride of lda) */
+        for (p = 0; p < kc; p++) {
+            const FNN_T *restrict a = A + (p0 + p) * lda + i0;
+            for (ir = 0; ir + FNN_PK_MR <= mc; ir += FNN_PK_MR) {
+                FNN_T *restrict d = dst + ir * kc + p * FNN_PK_MR;
+                for (r = 0; r < FNN_PK_MR; r++)
+                    d[r] = a[ir + r];
+            }
+            if (ir < mc) {
+                FNN_T *restrict d = dst + ir * kc + p * FNN_PK_MR;
+                for (r = 0; r < mc - ir; r++)
+                    d[r] = a[ir + r];
+                for (; r < FNN_PK_MR; r++)
+                    d[r] = 0;
+            }
+        }
+        return;
+    }
     for (ir = 0; ir < mc; ir += FNN_PK_MR) {
         const ptrdiff_t rows = fnn_gemm_min(FNN_PK_MR, mc - ir);
         FNN_T *restrict d = dst + ir * kc;
 #if defined(FNN_GEMM_X86)
-        if (avx2 && !trans_a && rows == FNN_PK_MR) {
+        if (avx2 && rows == FNN_PK_MR) {
             FNN_PACK_ROWS_A(A + (i0 + ir) * lda + p0, lda, kc, d);
             continue;
         }
 #endif
-        if (!trans_a) {
-            for (r = 0; r < rows; r++) {
-                const FNN_T *restrict a = A + (i0 + ir + r) * lda + p0;
-                for (p = 0; p < kc; p++)
-                    d[p * FNN_PK_MR + r] = a[p];
-            }
-            for (; r < FNN_PK_MR; r++)
-                for (p = 0; p < kc; p++)
-                    d[p * FNN_PK_MR + r] = 0;
-        } else if (rows == FNN_PK_MR) {
-            for (p = 0; p < kc; p++) {
-                const FNN_T *restrict a = A + (p0 + p) * lda + i0 + ir;
-                for (r = 0; r < FNN_PK_MR; r++)
-                    d[p * FNN_PK_MR + r] = a[r];
-            }
-        } else {
-            for (p = 0; p < kc; p++) {
-                const FNN_T *restrict a = A + (p0 + p) * lda + i0 + ir;
-                for (r = 0; r < rows; r++)
-                    d[p * FNN_PK_MR + r] = a[r];
-                for (; r < FNN_PK_MR; r++)
-                    d[p * FNN_PK_MR + r] = 0;
-            }
+        for (r = 0; r < rows; r++) {
+            const FNN_T *restrict a = A + (i0 + ir + r) * lda + p0;
+            for (p = 0; p < kc; p++)
+                d[p * FNN_PK_MR + r] = a[p];
         }
+        for (; r < FNN_PK_MR; r++)
+            for (p = 0; p < kc; p++)
+                d[p * FNN_PK_MR + r] = 0;
     }
 }
 
@@ -60,41 +65,43 @@ static void FNN_P(pk_pack_b)(int avx2, int trans_b, const FNN_T *restrict B, ptr
 {
     ptrdiff_t jr, c, p;
     (void) avx2;
+    if (!trans_b) {
+        /* B's row p is contiguous along j: read once, front to back, into every micro-panel
+         * (as op(A)'s transposed case in pk_pack_a) */
+        for (p = 0; p < kc; p++) {
+            const FNN_T *restrict b = B + (p0 + p) * ldb + j0;
+            for (jr = 0; jr + FNN_NR <= nc; jr += FNN_NR) {
+                FNN_T *restrict d = dst + jr * kc + p * FNN_NR;
+                for (c = 0; c < FNN_NR; c++)
+                    d[c] = b[jr + c];
+            }
+            if (jr < nc) {
+                FNN_T *restrict d = dst + jr * kc + p * FNN_NR;
+                for (c = 0; c < nc - jr; c++)
+                    d[c] = b[jr + c];
+                for (; c < FNN_NR; c++)
+                    d[c] = 0;
+            }
+        }
+        return;
+    }
     for (jr = 0; jr < nc; jr += FNN_NR) {
         const ptrdiff_t cols = fnn_gemm_min(FNN_NR, nc - jr);
         FNN_T *restrict d = dst + jr * kc;
 #if defined(FNN_GEMM_X86)
-        if (avx2 && trans_b && cols == FNN_NR) {
+        if (avx2 && cols == FNN_NR) {
             FNN_PACK_ROWS_B(B + (j0 + jr) * ldb + p0, ldb, kc, d);
             continue;
         }
 #endif
-        if (!trans_b) {
-            if (cols == FNN_NR) {
-                for (p = 0; p < kc; p++) {
-                    const FNN_T *restrict b = B + (p0 + p) * ldb + j0 + jr;
-                    for (c = 0; c < FNN_NR; c++)
-                        d[p * FNN_NR + c] = b[c];
-                }
-            } else {
-                for (p = 0; p < kc; p++) {
-                    const FNN_T *restrict b = B + (p0 + p) * ldb + j0 + jr;
-                    for (c = 0; c < cols; c++)
-                        d[p * FNN_NR + c] = b[c];
-                    for (; c < FNN_NR; c++)
-                        d[p * FNN_NR + c] = 0;
-                }
-            }
-        } else {
-            for (c = 0; c < cols; c++) {
-                const FNN_T *restrict b = B + (j0 + jr + c) * ldb + p0;
-                for (p = 0; p < kc; p++)
-                    d[p * FNN_NR + c] = b[p];
-            }
-            for (; c < FNN_NR; c++)
-                for (p = 0; p < kc; p++)
-                    d[p * FNN_NR + c] = 0;
+        for (c = 0; c < cols; c++) {
+            const FNN_T *restrict b = B + (j0 + jr + c) * ldb + p0;
+            for (p = 0; p < kc; p++)
+                d[p * FNN_NR + c] = b[p];
         }
+        for (; c < FNN_NR; c++)
+            for (p = 0; p < kc; p++)
+                d[p * FNN_NR + c] = 0;
     }
 }
 
