@@ -40,7 +40,7 @@
  *   plain C otherwise: the same order with `a * b + c` (two roundings without FMA
  *     hardware; with -march set to an FMA machine the compiler contracts it).  The two
  *     kernels can differ in the last bit; one process always uses one of them.
- * fnn_gemm_force_plain(1) selects the plain kernel (tests compare both against NumPy).
+ * fnn_gemm_force_level(0) selects the plain kernel (tests compare both against NumPy).
  */
 #ifndef FASTNN_GEMM_H
 #define FASTNN_GEMM_H
@@ -75,7 +75,7 @@
  * element is NaN) may differ between levels.  fnn_gemm_level is this CPU's level (-1: not decided yet); each
  * extension module that includes this header decides once (the same answer: the same CPU).
  * fnn_gemm_level_cap is the highest level this module may use (2 unless a test or bench/
- * lowers it with fnn_gemm_force_level or fnn_gemm_force_plain). */
+ * lowers it with fnn_gemm_force_level). */
 #define FNN_GEMM_PLAIN 0
 #define FNN_GEMM_LEVEL_AVX2 1
 #define FNN_GEMM_LEVEL_AVX512 2
@@ -86,12 +86,6 @@ static int fnn_gemm_level_cap = FNN_GEMM_LEVEL_AVX512;
 static inline void fnn_gemm_force_level(int cap)
 {
     fnn_gemm_level_cap = cap < 0 ? 0 : cap > FNN_GEMM_LEVEL_AVX512 ? FNN_GEMM_LEVEL_AVX512 : cap;
-}
-
-/* on: the plain C kernels from now on in this module; off: the best this CPU has. */
-static inline void fnn_gemm_force_plain(int on)
-{
-    fnn_gemm_force_level(on ? FNN_GEMM_PLAIN : FNN_GEMM_LEVEL_AVX512);
 }
 
 /* The level the kernels run at in this module: this CPU's, at most the cap. */

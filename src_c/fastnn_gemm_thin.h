@@ -38,8 +38,8 @@
  * (bench/fixed_products.py --thin, level 2): 1.64x the samples/s without the thin kernel at
  * batch 16, 1.45x at batch 64.  (Broadcasting W from 4-lane loads by in-lane shuffles
  * instead, for one panel: 10% slower.)  float64 on the same shapes: 48-50 at level 1, 89-97
- * at level 2 (60 while its store went one element at a time).  Elsewhere, or when
- * fnn_gemm_force_plain is set, the packed product runs instead (its plain C kernel: the same
+ * at level 2 (60 while its store went one element at a time).  Elsewhere, or at level 0
+ * (fnn_gemm_force_level), the packed product runs instead (its plain C kernel: the same
  * order, hence the same bits as the packed kernel on that machine).  Rows of C past a
  * multiple of 16 (8 for double) run in a zero-padded panel whose unused lanes are not
  * stored; columns past a multiple of the tile's 6 (12) through a zero-padded 6-column

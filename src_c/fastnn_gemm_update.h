@@ -35,10 +35,10 @@
  * at k = 16 and 64, 87-97 GFLOP/s at level 1, 156-174 at level 2 (OpenBLAS 73-90, NumPy
  * 23-40); float64 at k = 16 and 32, 39-46 and 65-90 (OpenBLAS 38-44).  Whole fits of
  * workload A (bench/fixed_products.py --update, level 2): 1.51x the samples/s without the
- * update kernel at batch 16, 1.36x at batch 64.  op(B) = B^T, no AVX2, nothing to sum (k == 0)
- * or fnn_gemm_force_plain: gemm_fixed_ex itself (the same bits by construction).  Rows of C
- * past a multiple of 6 run in a tile of fewer rows; columns past a multiple of 2 vectors with
- * masked loads and stores (no byte outside C is read or written).
+ * update kernel at batch 16, 1.36x at batch 64.  op(B) = B^T, no AVX2, nothing to sum
+ * (k == 0) or level 0 (fnn_gemm_force_level): gemm_fixed_ex itself (the same bits by
+ * construction).  Rows of C past a multiple of 6 run in a tile of fewer rows; columns past a
+ * multiple of 2 vectors with masked loads and stores (no byte outside C is read or written).
  * Memory: one buffer per call (freed before it returns) of k x n rounded up to the panels'
  * NR columns (16 float, 8 double), plus 64 bytes; when it cannot be allocated,
  * gemm_fixed_ex runs instead.  Returns

@@ -136,19 +136,19 @@ def test_empty_products(kernel, dtype):
 
 
 def test_training_chooses_it_for_the_weight_gradients_of_a_short_batch():
-    # workload A's dW0 and dW1 at batch 8-64, both dtypes; the small products (dW1 at batch
-    # 8: m n k = 2^18), narrow outputs (n < 16) and the other products do not take it
-    assert _tiling._kernel_name(True, False, 256, 128, 8, False) == "fixed"
+    # workload A's dW0 and dW1 at batch 8-64 (the rules are the same for both dtypes); the
+    # small products (dW1 at batch 8: m n k = 2^18), narrow outputs (n < 16) and the other
+    # products do not take it
+    assert _tiling._kernel_name(True, False, 256, 128, 8) == "fixed"
     for k in (8, 16, 32, 64):
-        assert _tiling._kernel_name(True, False, 784, 256, k, False) == "update"
-        assert _tiling._kernel_name(True, False, 256, 128, max(k, 16), False) == "update"
-        assert _tiling._kernel_name(True, False, 784, 256, k, True) == "update"
-    assert _tiling._kernel_name(True, False, 784, 256, 128, False) == "packed"
-    assert _tiling._kernel_name(True, False, 1280, 10, 64, False) == "fixed"
-    assert _tiling._kernel_name(False, False, 16, 256, 784, False) == "thin"
+        assert _tiling._kernel_name(True, False, 784, 256, k) == "update"
+        assert _tiling._kernel_name(True, False, 256, 128, max(k, 16)) == "update"
+    assert _tiling._kernel_name(True, False, 784, 256, 128) == "packed"
+    assert _tiling._kernel_name(True, False, 1280, 10, 64) == "fixed"
+    assert _tiling._kernel_name(False, False, 16, 256, 784) == "thin"
     old = _tiling._set_update_max_k(0)
     try:
-        assert _tiling._kernel_name(True, False, 784, 256, 16, False) == "fixed"
+        assert _tiling._kernel_name(True, False, 784, 256, 16) == "fixed"
     finally:
         _tiling._set_update_max_k(old)
 

@@ -27,7 +27,6 @@ cdef extern from "fastnn_gemm.h" nogil:
                                   Py_ssize_t lda, const double *B, Py_ssize_t ldb, double *C,
                                   Py_ssize_t ldc, const double *bias, int act,
                                   double slope) noexcept
-    void fnn_gemm_force_plain(int on) noexcept
     void fnn_gemm_force_level(int cap) noexcept
     int fnn_gemm_kernel() noexcept
 

@@ -98,8 +98,7 @@ cdef int _update_max_k = 64
 cdef int _forced_kernel = _KERNEL_AUTO
 
 
-cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k,
-                                bint dbl) noexcept nogil:
+cdef inline int _product_kernel(bint trans_a, bint trans_b, int m, int n, int k) noexcept nogil:
     """The kernel of a training product C (m, n) := op(A) (m, k) op(B) (k, n).
 
     Measured per product of workloads A (float32) and D (float64) at batch 16-1024, 1 thread,
@@ -187,12 +186,12 @@ def _set_thin_max_m(int m):
     return old
 
 
-def _kernel_name(bint trans_a, bint trans_b, int m, int n, int k, bint dbl):
+def _kernel_name(bint trans_a, bint trans_b, int m, int n, int k):
     """For bench/ and tests: the name of the kernel _product_kernel chooses for C (m, n) :=
     op(A) op(B) with reduction length k ("fixed", "packed", "blas", "thin" or "update")."""
     return {_KERNEL_FIXED: "fixed", _KERNEL_PACKED: "packed", _KERNEL_BLAS: "blas",
             _KERNEL_THIN: "thin", _KERNEL_UPDATE: "update"}[
-        _product_kernel(trans_a, trans_b, m, n, k, dbl)]
+        _product_kernel(trans_a, trans_b, m, n, k)]
 
 
 def _set_update_max_k(int k):
@@ -338,7 +337,7 @@ cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, in
     cdef long n_tiles
     if m <= 0 or n <= 0:
         return
-    g.kernel = _product_kernel(trans_a, trans_b, m, n, k, floating is double)
+    g.kernel = _product_kernel(trans_a, trans_b, m, n, k)
     if n_threads > 0:
         n_tiles = _gemm_tiles(m, n, k, &g.tm, &g.tn, &g.gn)
         if n_tiles > 1:
@@ -377,8 +376,7 @@ cdef bint fused_forward(int n_threads, int m, int n, int k, const floating *X,
         return False
     if m <= 0 or n <= 0 or (<double> m) * n >= 2.0 * PASS_MIN_ELEMS:
         return False
-    if _product_kernel(False, False, m, n, k,
-                       sizeof(floating) == sizeof(double)) != _KERNEL_FIXED:
+    if _product_kernel(False, False, m, n, k) != _KERNEL_FIXED:
         return False
     if n_threads > 0 and _gemm_tiles(m, n, k, &tm, &tn, &gn) > 1:
         return False
