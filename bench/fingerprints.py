@@ -24,6 +24,11 @@ dropout and layer normalization, ensembles, the scikit-learn estimators with eac
 and 2 threads, and a 2-rank MPI run (skipped with a note when mpi4py or mpiexec is missing).
 A case whose fit raises records the exception's type and message instead, so a change of
 error is a change of fingerprint too.
+
+The L-BFGS and sparse-input cases run scipy's OpenBLAS, whose bits follow the kernel it picks
+for the CPU: the reference was recorded with its Haswell (AVX2) kernels, and on a CPU where it
+picks others (SkylakeX on a Zen 4, for one) those five cases differ while the other 28 hold.
+Check them there with `OPENBLAS_CORETYPE=Haswell python bench/fingerprints.py --check ...`.
 """
 import argparse
 import hashlib
