@@ -45,6 +45,7 @@
 #ifndef FASTNN_GEMM_H
 #define FASTNN_GEMM_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -134,10 +135,65 @@ static const int32_t fnn_gemm_mask32[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
 static const int64_t fnn_gemm_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 #endif
 
-/* gemm_fixed_ex copies a transposed B of up to this many elements on the stack */
+/* gemm_fixed_ex copies a transposed B of up to this many elements into scratch memory */
 #define FNN_GEMM_STACK_ELEMS 4096
-/* the packed panel of B (k x 2 vectors) lives on the stack up to this many elements */
+/* the packed panel of B (k x 2 vectors) lives in scratch memory up to this many elements */
 #define FNN_GEMM_PACK_STACK_ELEMS 2048
+
+/* Scratch memory for the fixed-order kernel's copies, per thread: slot FNN_SCRATCH_BT for
+ * gemm_fixed_ex's copy of a transposed B, FNN_SCRATCH_PANEL for gemm_ex's packed panel of B,
+ * FNN_SCRATCH_TWIDE for the twide kernel's transposed chunk of A.  They were arrays on the
+ * stack, 40 KB (float) to 48 KB (double) at once when the three calls nest, and fit crashed
+ * in a thread made with a small stack (threading.stack_size(56 KiB)).  Each slot is one block of
+ * FNN_GEMM_SCRATCH_BYTES (enough for every size above, in double), allocated the first time
+ * its thread needs it and freed when the thread exits (a pthread key's destructor; the main
+ * thread's stay until the process ends): 96 KB per thread at most, whatever the number of
+ * calls or steps.  Larger copies are allocated per call, as before.  NULL when the memory or
+ * the key could not be had: callers then allocate per call (or use a smaller copy). */
+#define FNN_SCRATCH_BT 0
+#define FNN_SCRATCH_PANEL 1
+#define FNN_SCRATCH_TWIDE 2
+#define FNN_SCRATCH_SLOTS 3
+#define FNN_GEMM_SCRATCH_BYTES (FNN_GEMM_STACK_ELEMS * sizeof(double))
+static pthread_key_t fnn_gemm_scratch_key;
+static pthread_once_t fnn_gemm_scratch_once = PTHREAD_ONCE_INIT;
+static int fnn_gemm_scratch_keyed = 0;
+
+static void fnn_gemm_scratch_free(void *slots)
+{
+    int i;
+    for (i = 0; i < FNN_SCRATCH_SLOTS; i++)
+        free(((void **) slots)[i]);
+    free(slots);
+}
+
+static void fnn_gemm_scratch_init(void)
+{
+    fnn_gemm_scratch_keyed = pthread_key_create(&fnn_gemm_scratch_key,
+                                                fnn_gemm_scratch_free) == 0;
+}
+
+/* This thread's block of FNN_GEMM_SCRATCH_BYTES for `slot` (64-byte aligned), or NULL. */
+static void *fnn_gemm_scratch(int slot)
+{
+    void **slots;
+    if (pthread_once(&fnn_gemm_scratch_once, fnn_gemm_scratch_init) != 0
+        || !fnn_gemm_scratch_keyed)
+        return NULL;
+    slots = (void **) pthread_getspecific(fnn_gemm_scratch_key);
+    if (slots == NULL) {
+        slots = (void **) calloc(FNN_SCRATCH_SLOTS, sizeof(void *));
+        if (slots == NULL)
+            return NULL;
+        if (pthread_setspecific(fnn_gemm_scratch_key, slots) != 0) {
+            free(slots);
+            return NULL;
+        }
+    }
+    if (slots[slot] == NULL && posix_memalign(&slots[slot], 64, FNN_GEMM_SCRATCH_BYTES) != 0)
+        slots[slot] = NULL;
+    return slots[slot];
+}
 /* a B of up to this many bytes (rows, leading dimension and all) is not packed: a quarter of a
  * 32 KiB L1 data cache */
 #define FNN_GEMM_PACK_MIN_BYTES 8192

@@ -82,7 +82,8 @@ static void FNN_P(gemm_plain)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
  * The loop is fastnn_gemm_vec_impl.h's gemm_twide_k (both widths); the copy and the store
  * of 8 rows, below, are AVX2 at both. */
 #define FNN_TWIDE_MAX 12
-#define FNN_TWIDE_CHUNK 256
+#define FNN_TWIDE_CHUNK 256   /* steps of p per copy of A (scratch memory: 16 KB at 16 rows) */
+#define FNN_TWIDE_SMALL 16    /* the same, on the stack, when there is no scratch memory */
 
 /* at[p * ats + r] := A[r * lda + p] for rows r = 0..7, p = 0 .. kc - 1 (8 x 8 blocks
  * transposed in registers, the last one read with masked loads: nothing past a row's kc) */
@@ -161,24 +162,25 @@ static inline void FNN_P(gemm_fixed)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
  * D W^T), every element of op(A) op(B) summed in the fixed order of fastnn_gemm.h (over
  * k = 0 .. K-1 into one accumulator), then scaled once: alpha acc + beta C (C not read when
  * beta == 0).  A transposed is read in place (a strided broadcast); B transposed is first
- * copied into a contiguous k x n block (the copy changes no sum; on the stack up to
- * FNN_GEMM_STACK_ELEMS, with 8 x 8 / 4 x 4 blocks transposed in registers on AVX2).  A narrow
- * C (n <= FNN_NARROW_MAX) is vectorized across rows (gemm_ex_avx2 / _avx512), with the same bits.
- * C must not overlap A or B.
+ * copied into a contiguous k x n block (the copy changes no sum; in the thread's scratch
+ * memory up to FNN_GEMM_STACK_ELEMS, with 8 x 8 / 4 x 4 blocks transposed in registers on
+ * AVX2).  A narrow C (n <= FNN_NARROW_MAX) is vectorized across rows (gemm_ex_avx2 /
+ * _avx512), with the same bits.  C must not overlap A or B.
  * Returns 0, or -1 when the copy of a transposed B could not be allocated. */
 static int FNN_P(gemm_fixed_ex)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
                                 ptrdiff_t k, FNN_T alpha, const FNN_T *A, ptrdiff_t lda,
                                 const FNN_T *B, ptrdiff_t ldb, FNN_T beta, FNN_T *C,
                                 ptrdiff_t ldc)
 {
-    FNN_T stack_b[FNN_GEMM_STACK_ELEMS];
     FNN_T *bt = NULL;
     ptrdiff_t ars = trans_a ? 1 : lda, aks = trans_a ? lda : 1, i, j, p;
     if (m <= 0 || n <= 0)
         return 0;
     if (trans_b) {
-        FNN_T *dst = k * n <= FNN_GEMM_STACK_ELEMS ? stack_b
-                     : (bt = (FNN_T *) malloc((size_t) (k * n) * sizeof(FNN_T)));
+        FNN_T *dst = k * n <= FNN_GEMM_STACK_ELEMS
+                     ? (FNN_T *) fnn_gemm_scratch(FNN_SCRATCH_BT) : NULL;
+        if (dst == NULL)
+            dst = bt = (FNN_T *) malloc((size_t) (k * n) * sizeof(FNN_T));
         if (dst == NULL)
             return -1;
 #if defined(FNN_GEMM_X86)
@@ -283,4 +285,5 @@ static int FNN_P(gemm_fixed_bias_act)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, con
 #undef FNN_EPI_BIAS_LEAKY
 #undef FNN_TWIDE_MAX
 #undef FNN_TWIDE_CHUNK
+#undef FNN_TWIDE_SMALL
 #endif

@@ -169,16 +169,18 @@ FNN_VINLINE void FNN_VN(gemm_x)(const int EPI, ptrdiff_t m, ptrdiff_t n, ptrdiff
      * the order in which they are added).  A B of at most FNN_GEMM_PACK_MIN_BYTES is read in
      * place: its rows lie in one contiguous stretch that fits the L1 cache without conflicts,
      * and the copy would cost more than it saves. */
-    /* (a small panel on the stack: no allocation per call; full panels copied with vector
-     * loads and stores rather than a memcpy call per row) */
-    FNN_T stack_p[FNN_GEMM_PACK_STACK_ELEMS];
+    /* (a small panel in the thread's scratch memory: no allocation per call; full panels
+     * copied with vector loads and stores rather than a memcpy call per row) */
     ptrdiff_t i, j, p, m6 = m - m % FNN_MR, ncols, ldp;
     FNN_T *packed = NULL, *heap = NULL;
     const FNN_T *panel;
     if (m6 >= 12 && ldb != 2 * FNN_W && n > 2 * FNN_W
-        && (size_t) k * (size_t) ldb * sizeof(FNN_T) > FNN_GEMM_PACK_MIN_BYTES)
-        packed = k * 2 * FNN_W <= FNN_GEMM_PACK_STACK_ELEMS ? stack_p
-                 : (heap = (FNN_T *) malloc((size_t) k * 2 * FNN_W * sizeof(FNN_T)));
+        && (size_t) k * (size_t) ldb * sizeof(FNN_T) > FNN_GEMM_PACK_MIN_BYTES) {
+        packed = k * 2 * FNN_W <= FNN_GEMM_PACK_STACK_ELEMS
+                 ? (FNN_T *) fnn_gemm_scratch(FNN_SCRATCH_PANEL) : NULL;
+        if (packed == NULL)
+            packed = heap = (FNN_T *) malloc((size_t) k * 2 * FNN_W * sizeof(FNN_T));
+    }
     for (j = 0; j < n && m6 > 0; j += 2 * FNN_W) {
         ncols = n - j < 2 * FNN_W ? n - j : 2 * FNN_W;
         panel = B + j;
@@ -331,11 +333,17 @@ FNN_VINLINE void FNN_VN(gemm_twide_k)(const int NC, const int ATR, const int EPI
     else {
         /* (A's rows transposed into `at` a chunk of p at a time, 8 rows at a time, then read
          * as if A were transposed: the transposed columns in registers beside the
-         * accumulators would not fit in the 16 ymm registers) */
-        float at[FNN_TWIDE_CHUNK * FNN_W];
+         * accumulators would not fit in the 16 ymm registers; `at` is the thread's scratch
+         * memory, or a small chunk on the stack without it: the accumulators run on across
+         * chunks, so their length changes no sum) */
+        float at_small[FNN_TWIDE_SMALL * FNN_W];
+        float *at = (float *) fnn_gemm_scratch(FNN_SCRATCH_TWIDE);
+        const ptrdiff_t chunk = at != NULL ? FNN_TWIDE_CHUNK : FNN_TWIDE_SMALL;
         ptrdiff_t q0, kc;
-        for (q0 = 0; q0 < k; q0 += FNN_TWIDE_CHUNK) {
-            kc = k - q0 < FNN_TWIDE_CHUNK ? k - q0 : FNN_TWIDE_CHUNK;
+        if (at == NULL)
+            at = at_small;
+        for (q0 = 0; q0 < k; q0 += chunk) {
+            kc = k - q0 < chunk ? k - q0 : chunk;
             for (h = 0; h < FNN_W; h += 8)
                 fnn_s_twide_copy(kc, A + h * lda + q0, lda, at + h, FNN_W);
             FNN_TWIDE_RUN(at, FNN_W, B + q0 * ldb, kc)
