@@ -6,6 +6,52 @@
  * meant to be included on its own.
  */
 
+/* Rows p = 0 .. kc-1 of a row-major source S (S + p lds, each len contiguous elements) into
+ * micro-panels of W elements: element c of row p at dst[(c / W) W kc + p W + c % W], zeros
+ * past len.  Each source row is read once, front to back, into every micro-panel (the
+ * hardware prefetcher follows one stream; a panel at a time read W elements per row at a
+ * stride of lds).  The packing of op(A) = A^T (W = MR) and of op(B) = B (W = NR); W is a
+ * constant at each call, so the copy of a panel row unrolls. */
+static inline __attribute__((always_inline)) void FNN_P(pk_pack_runs)(
+    const int W, const FNN_T *restrict S, ptrdiff_t lds, ptrdiff_t kc, ptrdiff_t len,
+    FNN_T *restrict dst)
+{
+    ptrdiff_t p, q, c;
+    for (p = 0; p < kc; p++) {
+        const FNN_T *restrict s = S + p * lds;
+        for (q = 0; q + W <= len; q += W) {
+            FNN_T *restrict d = dst + q * kc + p * W;
+            for (c = 0; c < W; c++)
+                d[c] = s[q + c];
+        }
+        if (q < len) {
+            FNN_T *restrict d = dst + q * kc + p * W;
+            for (c = 0; c < len - q; c++)
+                d[c] = s[q + c];
+            for (; c < W; c++)
+                d[c] = 0;
+        }
+    }
+}
+
+/* One micro-panel of W from `rows` (<= W) source rows S + r lds, each contiguous along p:
+ * element (r, p) at d[p W + r], rows past `rows` zeros (a strided gather: the vector packings
+ * FNN_PACK_ROWS_A / _B do full panels on AVX2; this is the plain copy and the edges). */
+static inline __attribute__((always_inline)) void FNN_P(pk_pack_panel)(
+    const int W, const FNN_T *restrict S, ptrdiff_t lds, ptrdiff_t kc, ptrdiff_t rows,
+    FNN_T *restrict d)
+{
+    ptrdiff_t r, p;
+    for (r = 0; r < rows; r++) {
+        const FNN_T *restrict s = S + r * lds;
+        for (p = 0; p < kc; p++)
+            d[p * W + r] = s[p];
+    }
+    for (; r < W; r++)
+        for (p = 0; p < kc; p++)
+            d[p * W + r] = 0;
+}
+
 /* op(A)[i0 : i0 + mc, p0 : p0 + kc] into micro-panels of MR rows: element (r, p) of panel q at
  * dst[q MR kc + p MR + r]; rows past mc are zeros.  op(A)(i, p) is A[i lda + p], or
  * A[p lda + i] when trans_a. */
@@ -13,27 +59,10 @@ static void FNN_P(pk_pack_a)(int avx2, int trans_a, const FNN_T *restrict A, ptr
                              ptrdiff_t i0, ptrdiff_t mc, ptrdiff_t p0, ptrdiff_t kc,
                              FNN_T *restrict dst)
 {
-    ptrdiff_t ir, r, p;
+    ptrdiff_t ir;
     (void) avx2;
     if (trans_a) {
-        /* op(A)'s column p is A's row p, contiguous along i: each row is read once, front to
-         * back, into every micro-panel (the hardware prefetcher follows one stream; a panel
-         * at a time read MR elements per row at a stride of lda) */
-        for (p = 0; p < kc; p++) {
-            const FNN_T *restrict a = A + (p0 + p) * lda + i0;
-            for (ir = 0; ir + FNN_PK_MR <= mc; ir += FNN_PK_MR) {
-                FNN_T *restrict d = dst + ir * kc + p * FNN_PK_MR;
-                for (r = 0; r < FNN_PK_MR; r++)
-                    d[r] = a[ir + r];
-            }
-            if (ir < mc) {
-                FNN_T *restrict d = dst + ir * kc + p * FNN_PK_MR;
-                for (r = 0; r < mc - ir; r++)
-                    d[r] = a[ir + r];
-                for (; r < FNN_PK_MR; r++)
-                    d[r] = 0;
-            }
-        }
+        FNN_P(pk_pack_runs)(FNN_PK_MR, A + p0 * lda + i0, lda, kc, mc, dst);
         return;
     }
     for (ir = 0; ir < mc; ir += FNN_PK_MR) {
@@ -45,14 +74,7 @@ static void FNN_P(pk_pack_a)(int avx2, int trans_a, const FNN_T *restrict A, ptr
             continue;
         }
 #endif
-        for (r = 0; r < rows; r++) {
-            const FNN_T *restrict a = A + (i0 + ir + r) * lda + p0;
-            for (p = 0; p < kc; p++)
-                d[p * FNN_PK_MR + r] = a[p];
-        }
-        for (; r < FNN_PK_MR; r++)
-            for (p = 0; p < kc; p++)
-                d[p * FNN_PK_MR + r] = 0;
+        FNN_P(pk_pack_panel)(FNN_PK_MR, A + (i0 + ir) * lda + p0, lda, kc, rows, d);
     }
 }
 
@@ -63,26 +85,10 @@ static void FNN_P(pk_pack_b)(int avx2, int trans_b, const FNN_T *restrict B, ptr
                              ptrdiff_t p0, ptrdiff_t kc, ptrdiff_t j0, ptrdiff_t nc,
                              FNN_T *restrict dst)
 {
-    ptrdiff_t jr, c, p;
+    ptrdiff_t jr;
     (void) avx2;
     if (!trans_b) {
-        /* B's row p is contiguous along j: read once, front to back, into every micro-panel
-         * (as op(A)'s transposed case in pk_pack_a) */
-        for (p = 0; p < kc; p++) {
-            const FNN_T *restrict b = B + (p0 + p) * ldb + j0;
-            for (jr = 0; jr + FNN_NR <= nc; jr += FNN_NR) {
-                FNN_T *restrict d = dst + jr * kc + p * FNN_NR;
-                for (c = 0; c < FNN_NR; c++)
-                    d[c] = b[jr + c];
-            }
-            if (jr < nc) {
-                FNN_T *restrict d = dst + jr * kc + p * FNN_NR;
-                for (c = 0; c < nc - jr; c++)
-                    d[c] = b[jr + c];
-                for (; c < FNN_NR; c++)
-                    d[c] = 0;
-            }
-        }
+        FNN_P(pk_pack_runs)(FNN_NR, B + p0 * ldb + j0, ldb, kc, nc, dst);
         return;
     }
     for (jr = 0; jr < nc; jr += FNN_NR) {
@@ -94,14 +100,7 @@ static void FNN_P(pk_pack_b)(int avx2, int trans_b, const FNN_T *restrict B, ptr
             continue;
         }
 #endif
-        for (c = 0; c < cols; c++) {
-            const FNN_T *restrict b = B + (j0 + jr + c) * ldb + p0;
-            for (p = 0; p < kc; p++)
-                d[p * FNN_NR + c] = b[p];
-        }
-        for (; c < FNN_NR; c++)
-            for (p = 0; p < kc; p++)
-                d[p * FNN_NR + c] = 0;
+        FNN_P(pk_pack_panel)(FNN_NR, B + (j0 + jr) * ldb + p0, ldb, kc, cols, d);
     }
 }
 
