@@ -140,6 +140,15 @@ static const int64_t fnn_gemm_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 /* the packed panel of B (k x 2 vectors) lives in scratch memory up to this many elements */
 #define FNN_GEMM_PACK_STACK_ELEMS 2048
 
+/* A block of `bytes` aligned to 64 bytes (a cache line: the packed panels' vector loads
+ * never straddle one), to be released with free(); NULL when it cannot be had.  Every
+ * kernel's workspace comes from here. */
+static inline void *fnn_gemm_alloc64(size_t bytes)
+{
+    void *p = NULL;
+    return posix_memalign(&p, 64, bytes == 0 ? 64 : bytes) == 0 ? p : NULL;
+}
+
 /* Scratch memory for the fixed-order kernel's copies, per thread: slot FNN_SCRATCH_BT for
  * gemm_fixed_ex's copy of a transposed B, FNN_SCRATCH_PANEL for gemm_ex's packed panel of B,
  * FNN_SCRATCH_TWIDE for the twide kernel's transposed chunk of A.  They were arrays on the
@@ -190,8 +199,8 @@ static void *fnn_gemm_scratch(int slot)
             return NULL;
         }
     }
-    if (slots[slot] == NULL && posix_memalign(&slots[slot], 64, FNN_GEMM_SCRATCH_BYTES) != 0)
-        slots[slot] = NULL;
+    if (slots[slot] == NULL)
+        slots[slot] = fnn_gemm_alloc64(FNN_GEMM_SCRATCH_BYTES);
     return slots[slot];
 }
 /* a B of up to this many bytes (rows, leading dimension and all) is not packed: a quarter of a

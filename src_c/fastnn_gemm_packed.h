@@ -44,8 +44,8 @@
  *     FMA hardware).  It can differ from levels 1 and 2 in the last bit; one process always
  *     uses one of them.
  *
- * Memory: one buffer per call (freed before it returns), at most KC (NC + MC) elements plus
- * 64 bytes of alignment (1.7 MB for float, 1.9 MB for double), less for smaller products;
+ * Memory: one buffer per call (freed before it returns), at most KC (NC + MC) elements
+ * aligned to 64 bytes (1.7 MB for float, 1.9 MB for double), less for smaller products;
  * nothing grows with the number of calls.  gemm_packed returns 0, or -1 when that buffer
  * could not be allocated (C untouched).
  *

@@ -327,7 +327,6 @@ static int FNN_P(gemm_packed)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n
                               ptrdiff_t ldb, FNN_T beta, FNN_T *C, ptrdiff_t ldc)
 {
     ptrdiff_t kb, kcmax, ncmax, mcmax, jc, pc, ic, jr, ir, i, j;
-    void *raw;
     FNN_T *bp, *ap;
     const int avx2 = fnn_gemm_use_avx2(), avx512 = fnn_gemm_use_avx512();
     (void) avx512;
@@ -344,10 +343,9 @@ static int FNN_P(gemm_packed)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n
     kcmax = kb;
     ncmax = (fnn_gemm_min(FNN_NC, n) + FNN_NR - 1) / FNN_NR * FNN_NR;
     mcmax = (fnn_gemm_min(FNN_MC, m) + FNN_PK_MR - 1) / FNN_PK_MR * FNN_PK_MR;
-    raw = malloc((size_t) (kcmax * (ncmax + mcmax)) * sizeof(FNN_T) + 64);
-    if (raw == NULL)
+    bp = (FNN_T *) fnn_gemm_alloc64((size_t) (kcmax * (ncmax + mcmax)) * sizeof(FNN_T));
+    if (bp == NULL)
         return -1;
-    bp = (FNN_T *) (((uintptr_t) raw + 63) & ~(uintptr_t) 63);
     ap = bp + kcmax * ncmax;
     for (jc = 0; jc < n; jc += FNN_NC) {
         const ptrdiff_t nc = fnn_gemm_min(FNN_NC, n - jc);
@@ -384,7 +382,7 @@ static int FNN_P(gemm_packed)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n
             }
         }
     }
-    free(raw);
+    free(bp);
     return 0;
 }
 

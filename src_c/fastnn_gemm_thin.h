@@ -46,7 +46,7 @@
  * (12-column) copy of op(B).
  *
  * Memory: one buffer per call (freed before it returns) of at most KC (THIN_MC + 12) elements
- * plus 64 bytes (about 117 KB for float); gemm_thin returns 0, or -1 when it could not be
+ * aligned to 64 bytes (about 117 KB for float); gemm_thin returns 0, or -1 when it could not be
  * allocated (C untouched).
  */
 #ifndef FASTNN_GEMM_THIN_H

@@ -22,11 +22,10 @@ FNN_VFUNC static int FNN_VN(gemm_thin)(int trans_a, int trans_b, ptrdiff_t m, pt
     const ptrdiff_t kb = fnn_pk_kblock(k, FNN_KC);
     const ptrdiff_t mcmax = (fnn_gemm_min(FNN_THIN_MC, m) + FNN_TR - 1) / FNN_TR * FNN_TR;
     ptrdiff_t pc, ic, jr, ir;
-    FNN_T *ap, *bq;
-    void *raw = malloc((size_t) (kb * (mcmax + FNN_THIN_TC)) * sizeof(FNN_T) + 64);
-    if (raw == NULL)
+    FNN_T *bq, *ap = (FNN_T *) fnn_gemm_alloc64((size_t) (kb * (mcmax + FNN_THIN_TC))
+                                                 * sizeof(FNN_T));
+    if (ap == NULL)
         return -1;
-    ap = (FNN_T *) (((uintptr_t) raw + 63) & ~(uintptr_t) 63);
     bq = ap + kb * mcmax;
     for (pc = 0; pc < k; pc += kb) {
         const ptrdiff_t kc = fnn_gemm_min(kb, k - pc);
@@ -55,7 +54,7 @@ FNN_VFUNC static int FNN_VN(gemm_thin)(int trans_a, int trans_b, ptrdiff_t m, pt
             }
         }
     }
-    free(raw);
+    free(ap);
     return 0;
 }
 

@@ -40,7 +40,7 @@
  * construction).  Rows of C past a multiple of 6 run in a tile of fewer rows; columns past a
  * multiple of 2 vectors with masked loads and stores (no byte outside C is read or written).
  * Memory: one buffer per call (freed before it returns) of k x n rounded up to the panels'
- * NR columns (16 float, 8 double), plus 64 bytes; when it cannot be allocated,
+ * NR columns (16 float, 8 double), aligned to 64 bytes; when it cannot be allocated,
  * gemm_fixed_ex runs instead.  Returns
  * what gemm_fixed_ex returns (0, or -1 when its copy of a transposed B failed).
  */

@@ -16,17 +16,15 @@ static int FNN_P(gemm_update_x86)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const F
                                   FNN_T *C, ptrdiff_t ldc, FNN_T alpha, FNN_T beta)
 {
     const ptrdiff_t n_panels = (n + FNN_NR - 1) / FNN_NR;
-    FNN_T *bp;
-    void *raw = malloc((size_t) (n_panels * k * FNN_NR) * sizeof(FNN_T) + 64);
-    if (raw == NULL)
+    FNN_T *bp = (FNN_T *) fnn_gemm_alloc64((size_t) (n_panels * k * FNN_NR) * sizeof(FNN_T));
+    if (bp == NULL)
         return -1;
-    bp = (FNN_T *) (((uintptr_t) raw + 63) & ~(uintptr_t) 63);
     FNN_P(pk_pack_b)(1, 0, B, ldb, 0, k, 0, n, bp);
     if (fnn_gemm_use_avx512())
         FNN_P(upd_run_avx512)(m, n, k, A, ars, aks, bp, C, ldc, alpha, beta);
     else
         FNN_P(upd_run_avx2)(m, n, k, A, ars, aks, bp, C, ldc, alpha, beta);
-    free(raw);
+    free(bp);
     return 0;
 }
 #endif
