@@ -27,7 +27,6 @@ from fastnn.io import saving as fio
 from fastnn.io.saving import ModelFileError
 from fastnn.nn.model import MLP, Dense
 from fastnn.optim.optimizers import SGD, Adam
-from tests._helpers import SANITIZED, child_process_kwargs
 
 
 def check_error(call, exc, *fragments):
@@ -184,47 +183,6 @@ def test_compiled_entry_points_check_every_buffer(dtype):
                                            0, 0, 0, 0, 1), ValueError, "optimizer code 7")
     check_error(lambda: _sgd.update_params(spec, short, grads, None, None, 0, 0.1, 0, 0, 0,
                                            0, 0, 0, 0, 1), ValueError, "params has 7 entries")
-
-
-@pytest.mark.skipif(SANITIZED, reason="ASan's instrumented frames need a larger stack of "
-                    "their own (tests/sanitize.sh)")
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_fit_and_predict_run_in_a_thread_with_a_small_stack(dtype, tmp_path):
-    # The fixed-order kernel's copies (a transposed B, a panel of B, the twide kernel's
-    # transposed chunk of A) live in per-thread scratch memory (src_c/fastnn_gemm.h): on the
-    # stack, 40-48 KB when the three calls nest, they crashed fit in a thread made with
-    # threading.stack_size(56 KiB).  Each network below takes some of those copies (D W^T on
-    # the fixed kernel, outputs 8-12 wide, narrow outputs) on 1 and 2 threads, in a 48 KiB
-    # thread (the same fits pass at 32 KiB, the least Python allows; both dtypes crashed at
-    # 48 KiB before); in a child process, since a stack overflow would end pytest.
-    code = textwrap.dedent(f"""
-        import threading
-        import numpy as np
-        import fastnn
-
-        def run():
-            rng = np.random.default_rng(0)
-            for sizes, batch in (([64, 32, 10], 32), ([64, 64, 10], 64), ([8, 64, 64, 2], 64),
-                                 ([784, 256, 10], 16), ([300, 70, 12, 3], 100)):
-                X = rng.standard_normal((300, sizes[0])).astype("{dtype}")
-                y = rng.integers(0, sizes[-1], 300)
-                for n_threads in (1, 2):
-                    model = fastnn.MLP(sizes, seed=0, dtype="{dtype}")
-                    model.fit(X, y, "cross_entropy", fastnn.SGD(lr=0.01), epochs=1,
-                              batch_size=batch, n_threads=n_threads)
-                    model.predict(X)
-                    model.predict(X[:1])
-            print("done")
-
-        threading.stack_size(48 * 1024)
-        worker = threading.Thread(target=run)
-        worker.start()
-        worker.join()
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, **child_process_kwargs(tmp_path))
-    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
-    assert proc.stdout.strip() == "done"
 
 
 def test_train_epoch_checks_workspace_batch_and_state_sizes(epoch_kwargs):
