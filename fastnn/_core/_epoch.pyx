@@ -135,6 +135,8 @@ cdef int _check_epoch_buffers(NetSpec spec, Py_ssize_t n_params, Py_ssize_t n_gr
         if source_cols == -1:   # no such input: its batch buffer is not used
             continue
         two_d = buf_cols != -2
+        if buf_rows != -1 and buf_rows >= rows and not (two_d and buf_cols != source_cols):
+            continue
         needed = f"({rows}, {source_cols})" if two_d else f"({rows},)"
         if buf_rows == -1:
             raise ValueError(f"{name} is missing; a batch of {rows} rows needs one of shape "
@@ -437,19 +439,11 @@ cdef _check_disjoint(list calls):
             last_written = span
 
 
-cdef list _spans_of(names, buffers):
-    """[(first byte, one past the last, name)] of the contiguous arrays given, leaving out
-    the absent and empty ones."""
-    spans = []
-    for name, buf in zip(names, buffers):
-        if buf is None:
-            continue
-        view = memoryview(buf)
-        if view.nbytes == 0:
-            continue
-        start = <Py_ssize_t> np.asarray(buf).__array_interface__["data"][0]
-        spans.append((start, start + view.nbytes, name))
-    return spans
+cdef inline void _span(list spans, const void *start, Py_ssize_t nbytes, str name):
+    """Append (first byte, one past the last, name) of a buffer the epoch points into, unless
+    it is absent or empty (a NULL pointer or no bytes)."""
+    if start != NULL and nbytes > 0:
+        spans.append((<Py_ssize_t> start, <Py_ssize_t> start + nbytes, name))
 
 
 def prepare_epoch(EpochConfig config not None, source, params, grads, state1, state2,
@@ -528,11 +522,6 @@ def train_epoch(*args, **kwargs):
     return prepare_epoch(*args, **kwargs).run()
 
 
-cdef inline Py_ssize_t _len(object buf, int axis=0):
-    """The size of a buffer along axis, -1 for an absent one (the checks' convention)."""
-    return -1 if buf is None else buf.shape[axis]
-
-
 cdef EpochCall _pack(EpochConfig config, object source, floating[::1] params,
                      floating[::1] grads, floating[::1] state1, floating[::1] state2,
                      const Py_ssize_t[::1] order, tuple optimizer, long long t0,
@@ -566,6 +555,9 @@ cdef EpochCall _pack(EpochConfig config, object source, floating[::1] params,
     cdef double[::1] batch_weights = None
     cdef int opt_kind = optimizer[0]
     cdef double momentum = optimizer[2]
+    cdef bint dropout = False
+    cdef Py_ssize_t item = sizeof(floating), index = sizeof(Py_ssize_t)
+    cdef list written, read
     call.net = with_threads(spec, config.n_threads)  # (0: the untiled path, for tests)
     if sparse:
         data, indices, indptr = source.data, source.indices, source.indptr
@@ -585,22 +577,35 @@ cdef EpochCall _pack(EpochConfig config, object source, floating[::1] params,
         n, n_in = X.shape[0], X.shape[1]
         if order is not None:
             X_batch = config.X_batch    # (read in place without an order: not used)
+    # (sizes as C expressions, -1 for an absent buffer: the typed views never become
+    # Python objects, which cost most of a small network's epoch preparation)
     _check_epoch_buffers(
-        spec, params.shape[0], grads.shape[0], _len(state1), _len(state2), n,
-        -1 if sparse else n_in, _len(Y), _len(Y, 1), _len(labels), _len(sample_weight),
-        _len(sigma), order, batch_size, config.loss_kind, opt_kind, momentum, t0, _len(acts),
-        _len(delta0), _len(delta1), _len(X_batch), _len(X_batch, 1), _len(Y_batch),
-        _len(Y_batch, 1), _len(labels_batch), _len(sw_batch), _len(sigma_batch), row_offset,
-        reducer is not None)
+        spec, params.shape[0], grads.shape[0], -1 if state1 is None else state1.shape[0],
+        -1 if state2 is None else state2.shape[0], n, -1 if sparse else n_in,
+        -1 if Y is None else Y.shape[0], -1 if Y is None else Y.shape[1],
+        -1 if labels is None else labels.shape[0],
+        -1 if sample_weight is None else sample_weight.shape[0],
+        -1 if sigma is None else sigma.shape[0], order, batch_size, config.loss_kind,
+        opt_kind, momentum, t0, -1 if acts is None else acts.shape[0],
+        -1 if delta0 is None else delta0.shape[0], -1 if delta1 is None else delta1.shape[0],
+        -1 if X_batch is None else X_batch.shape[0],
+        -1 if X_batch is None else X_batch.shape[1],
+        -1 if Y_batch is None else Y_batch.shape[0],
+        -1 if Y_batch is None else Y_batch.shape[1],
+        -1 if labels_batch is None else labels_batch.shape[0],
+        -1 if sw_batch is None else sw_batch.shape[0],
+        -1 if sigma_batch is None else sigma_batch.shape[0], row_offset, reducer is not None)
     # dropout: a copy of the network struct carries the context (spec.net stays inference-
     # only, so a concurrent predict never drops units); one index buffer per epoch, which a
     # CSR source's minibatch also reads as its row list
-    if sparse or np.any(spec._drop_rates > 0):
+    for i in range(spec.net.n_layers):
+        dropout = dropout or spec.net.drop_rates[i] > 0
+    if sparse or dropout:
         samples_buf = np.empty(max(batch_size, 1), dtype=np.intp)
         a.samples = &samples_buf[0]
     else:
         a.samples = NULL
-    if np.any(spec._drop_rates > 0):
+    if dropout:
         call.dctx.seed, call.dctx.epoch, call.dctx.samples = config.dropout_seed, epoch, \
             &samples_buf[0]
         call.dctx.layer0 = 0
@@ -672,16 +677,45 @@ cdef EpochCall _pack(EpochConfig config, object source, floating[::1] params,
     a.loss_sum = a.weight_sum = a.seconds = 0.0
     a.steps, a.failed_step, a.status = 0, -1, _STATUS_OK
     # the pointers above stay valid while these live (a typed memoryview holds its buffer)
-    written = [params, grads, state1, state2, acts, delta0, delta1, X_batch, Y_batch,
-               labels_batch, sw_batch, sigma_batch, samples_buf, batch_weights]
-    read = [X, data, indices, indptr, Y, labels, sample_weight, sigma, order]
-    call._keep = [spec, reducer, *read, *written]
-    call._spans = _spans_of(("params", "grads", "state1", "state2", "acts", "delta0",
-                             "delta1", "X_batch", "Y_batch", "labels_batch", "sw_batch",
-                             "sigma_batch", "dropout sample indices", "batch weights"),
-                            written)
-    call._read_spans = _spans_of(("X", "data", "indices", "indptr", "Y", "labels",
-                                  "sample_weight", "sigma", "order"), read)
+    call._keep = [spec, reducer, X, data, indices, indptr, Y, labels, sample_weight, sigma,
+                  order, params, grads, state1, state2, acts, delta0, delta1, X_batch,
+                  Y_batch, labels_batch, sw_batch, sigma_batch, samples_buf, batch_weights]
+    # every byte the epoch writes, and every byte it only reads, from the pointers it will use
+    written = []
+    _span(written, a.params, params.shape[0] * item, "params")
+    _span(written, a.grads, grads.shape[0] * item, "grads")
+    _span(written, a.s1, (0 if state1 is None else state1.shape[0]) * item, "state1")
+    _span(written, a.s2, (0 if state2 is None else state2.shape[0]) * item, "state2")
+    _span(written, a.acts, (0 if acts is None else acts.shape[0]) * item, "acts")
+    _span(written, a.delta0, (0 if delta0 is None else delta0.shape[0]) * item, "delta0")
+    _span(written, a.delta1, (0 if delta1 is None else delta1.shape[0]) * item, "delta1")
+    _span(written, a.X_batch,
+          0 if X_batch is None else X_batch.shape[0] * X_batch.shape[1] * item, "X_batch")
+    _span(written, a.Y_batch,
+          0 if Y_batch is None else Y_batch.shape[0] * Y_batch.shape[1] * item, "Y_batch")
+    _span(written, a.labels_batch,
+          (0 if labels_batch is None else labels_batch.shape[0]) * index, "labels_batch")
+    _span(written, a.sw_batch, (0 if sw_batch is None else sw_batch.shape[0]) * item,
+          "sw_batch")
+    _span(written, a.sigma_batch, (0 if sigma_batch is None else sigma_batch.shape[0]) * item,
+          "sigma_batch")
+    _span(written, a.samples, (0 if samples_buf is None else samples_buf.shape[0]) * index,
+          "dropout sample indices")
+    _span(written, a.batch_weights,
+          (0 if batch_weights is None else batch_weights.shape[0]) * sizeof(double),
+          "batch weights")
+    read = []
+    _span(read, a.X, 0 if X is None else X.shape[0] * X.shape[1] * item, "X")
+    _span(read, a.data, (0 if data is None else data.shape[0]) * item, "data")
+    _span(read, a.indices, (0 if indices is None else indices.shape[0]) * index, "indices")
+    _span(read, a.indptr, (0 if indptr is None else indptr.shape[0]) * index, "indptr")
+    _span(read, a.Y, 0 if Y is None else Y.shape[0] * Y.shape[1] * item, "Y")
+    _span(read, a.labels, (0 if labels is None else labels.shape[0]) * index, "labels")
+    _span(read, a.sw, (0 if sample_weight is None else sample_weight.shape[0]) * item,
+          "sample_weight")
+    _span(read, a.sigma, (0 if sigma is None else sigma.shape[0]) * item, "sigma")
+    _span(read, a.order, (0 if order is None else order.shape[0]) * index, "order")
+    call._spans, call._read_spans = written, read
     _check_disjoint([call])     # its own buffers (train_epochs checks them across calls)
     call._prepared = True
     return call

@@ -345,9 +345,11 @@ class Optimizer:
 
     def __setattr__(self, name, value):
         # any hyperparameter set after construction is checked again before the next
-        # compiled update (the step count, set by fit every epoch, is checked on its own)
+        # compiled update; the counts fit sets every epoch (the step count, the epoch count)
+        # are checked on their own (_recheck, _check_progress), and private state is not a
+        # hyperparameter (the split get_config makes)
         object.__setattr__(self, name, value)
-        if name != "t":
+        if name not in ("t", "completed_epochs") and not name.startswith("_"):
             object.__setattr__(self, "_changed", True)
 
     def _recheck(self):
