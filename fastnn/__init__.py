@@ -11,8 +11,8 @@ whole epochs of minibatch SGD without the GIL; this package is its thin, validat
 from fastnn._version import __version__  # one place, read by fastnn.io.saving too
 
 try:
-    from fastnn._core import (_blas, _epoch, _layers, _loop, _losses, _network,  # noqa: F401
-                              _sensitivity, _sgd, _sparse, _tiling)
+    from fastnn._core import (_arrays, _blas, _epoch, _layers, _loop, _losses,  # noqa: F401
+                              _network, _sensitivity, _sgd, _sparse, _tiling)
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "fastnn's compiled extension could not be imported "

@@ -126,6 +126,50 @@ def test_the_sample_order_is_a_function_of_seed_and_epoch_index():
     assert sorted(other) == list(range(10)) and not np.array_equal(order, other)
 
 
+# keys around every 32-bit word boundary (SeedSequence splits an integer into 32-bit words,
+# lowest first, and mixes words beyond its 4-word pool differently)
+_KEYS = [0, 1, 7, 2**31, 2**32 - 1, 2**32, 2**63 - 1, 2**64 - 1, 2**64, 2**96 + 5, 2**127 + 3,
+         2**128, 2**200 + 12345, 10**40]
+
+
+@pytest.mark.parametrize("key", _KEYS)
+def test_the_compiled_sample_order_is_numpys_permutation_bit_for_bit(key):
+    # fastnn draws the order in C (fastnn._core._arrays.fill_permutation): NumPy's seeding,
+    # PCG64 and shuffle; the independent reference is NumPy itself, over lengths that cross
+    # the shuffle's mask sizes and epoch counts of one, two and three words
+    rng = np.random.default_rng(key % 1000)
+    for n in [0, 1, 2, 3, 4, 5, 17, 255, 256, 257, 1797, int(rng.integers(1, 70000))]:
+        for epoch in [0, 1, 4, 2**32 - 1, 2**32, 2**70]:
+            order = np.full(n, -1, np.intp)
+            epoch_order(order, key, epoch)
+            np.testing.assert_array_equal(
+                order, np.random.default_rng([key, epoch]).permutation(n),
+                err_msg=f"n={n}, key={key}, epoch={epoch}")
+
+
+def test_the_compiled_permutation_takes_any_entropy_and_rejects_anything_but_integers():
+    from fastnn.runtime.boundary import fill_permutation
+    for entropy in [(5,), (0, 0), (1, 2, 3, 4, 5, 6, 7), (2**300, 3)]:
+        order = np.empty(100, np.intp)
+        fill_permutation(order, entropy)
+        np.testing.assert_array_equal(
+            order, np.random.default_rng(list(entropy)).permutation(100))
+    order = np.empty(4, np.intp)
+    with pytest.raises(ValueError, match="-1"):
+        fill_permutation(order, (3, -1))
+    for bad in [(1.5,), ("7",), (True,), (None,)]:
+        with pytest.raises(TypeError, match="non-negative integers"):
+            fill_permutation(order, bad)
+    with pytest.raises(ValueError):        # a typed buffer: intp, contiguous, writeable
+        fill_permutation(np.empty(4, np.int32), (1,))
+    with pytest.raises(ValueError):
+        fill_permutation(np.empty(8, np.intp)[::2], (1,))
+    read_only = np.empty(4, np.intp)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError):
+        fill_permutation(read_only, (1,))
+
+
 def test_early_stopping_record_continues_with_the_run(tmp_path):
     # validation targets opposite to the training ones: the first epoch is the best; with
     # patience 3 a continued fit stops at epoch 4 and restores epoch 1's weights

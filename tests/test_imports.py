@@ -212,7 +212,7 @@ def test_the_flat_layouts_public_names_still_import_the_same_modules():
 COMPILED_IMPORTERS = {
     "fastnn.runtime.boundary": None,     # anything: it is the boundary
     # the build check: imports the modules to report a missing build, calls nothing
-    "fastnn": {"fastnn._core._blas", "fastnn._core._epoch", "fastnn._core._layers",
+    "fastnn": {"fastnn._core._arrays", "fastnn._core._blas", "fastnn._core._epoch", "fastnn._core._layers",
                "fastnn._core._loop", "fastnn._core._losses", "fastnn._core._network",
                "fastnn._core._sensitivity", "fastnn._core._sgd", "fastnn._core._sparse",
                "fastnn._core._tiling"},
@@ -220,6 +220,9 @@ COMPILED_IMPORTERS = {
     "fastnn.runtime.fpmode": {"fastnn._core._network._fpmode_supported"},
     # the pool's thread limit, which threadpoolctl reads and sets (no arithmetic)
     "fastnn.runtime.threads": {"fastnn._core._pool"},
+    # the one finiteness check (a vectorized read: no product, no rounding that OpenBLAS's
+    # threads or the floating-point mode could change); the boundary sits above _validation
+    "fastnn._validation": {"fastnn._core._arrays.finite_array"},
 }
 
 

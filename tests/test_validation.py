@@ -440,3 +440,53 @@ def test_other_arguments_are_named():
                 "negative_slope=-0.1", ">= 0")
     # bias_init accepts any real scalar, NumPy's included
     assert MLP([3, 2], bias_init=np.float32(0.5)).layers[0].b.tolist() == [0.5, 0.5]
+
+
+# ------------------------------------------------------------------ the finiteness check
+
+def _finite_cases():
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64, np.float16, np.complex64, np.int64, np.bool_):
+        for n in (0, 1, 7, 64, 1000, (1 << 16) - 1, 1 << 16, 200_003):
+            x = rng.standard_normal(n).astype(dtype)
+            yield x
+            if n and np.dtype(dtype).kind in "fc":
+                for bad in (np.nan, np.inf, -np.inf):
+                    for where in (0, n // 2, n - 1):   # the vector body and the remainder
+                        y = x.copy()
+                        y[where] = bad
+                        yield y
+    big = np.full((300, 300), np.finfo(np.float32).max, np.float32)  # a sum that overflows
+    yield big
+    yield big[:, ::2]                                 # not contiguous: NumPy's path
+    nan_hidden = np.zeros((50, 50))
+    nan_hidden[3, 1] = np.nan
+    yield nan_hidden[:, ::2]                          # the NaN is in the view
+    yield nan_hidden[:, 2::2]                         # the NaN is outside it
+    yield np.asfortranarray(nan_hidden)
+    yield np.float64(np.nan)                          # 0-d
+    yield np.array(np.inf, np.float32)
+    yield [1.0, np.nan]                               # not an array
+    yield np.zeros(10, np.dtype(">f8"))               # big-endian: NumPy's path
+    yield np.array([1.0, np.inf]).astype(">f8")
+    yield np.array([np.nan, 1.0], np.float32).astype(">f4")
+    raw = np.zeros(8 * 5 + 1, np.uint8)
+    unaligned = np.frombuffer(raw.data, np.float64, count=5, offset=1)  # contiguous, unaligned
+    assert not unaligned.flags.aligned and unaligned.flags.c_contiguous
+    yield unaligned.copy()
+    unaligned[2] = np.nan
+    yield unaligned
+
+
+def test_all_finite_agrees_with_numpy_on_every_dtype_layout_and_length():
+    # one finiteness check for the whole Python layer (inputs, parameters, optimizer state):
+    # the compiled pass for C-contiguous float32/float64, NumPy for the rest; the reference
+    # is numpy.isfinite element by element
+    from fastnn._validation import all_finite
+    count = 0
+    for x in _finite_cases():
+        expected = bool(np.isfinite(np.asarray(x)).all()) \
+            if np.asarray(x).dtype.kind in "fc" else True
+        assert all_finite(x) is expected, (np.asarray(x).dtype, np.shape(x))
+        count += 1
+    assert count > 300

@@ -16,9 +16,6 @@ from fastnn.nn.inference import PREDICT_CHUNK_ROWS, predict_fast
 from fastnn.nn.network import OUTPUT_LINKS, _LEARNED_GAUSSIAN
 from fastnn.nn.sparse import CSRInput, forward_kind
 
-# inputs up to this many elements are checked for NaN/inf with one isfinite pass (a small
-# temporary) rather than all_finite's sum, whose floating-point-error context costs ~1.3 us
-_SMALL_INPUT = 1 << 14
 # FLOPs below which fastnn's compiled products run on one thread whatever the count
 # (_thread_min_flops of fastnn/_core/_network.pyx): a forward pass this small takes n_threads=1
 ONE_THREAD_FLOPS = 1e6
@@ -33,7 +30,7 @@ def as_input(X, name, dtype, n_features=None):
     """
     if (type(X) is np.ndarray and X.dtype == dtype and X.ndim == 2 and X.flags.c_contiguous
             and 0 < X.shape[0] <= MAX_DIM and (n_features is None or X.shape[1] == n_features)
-            and _finite_fast(X)):
+            and all_finite(X)):
         # fast path, the same checks: already the model's dtype and layout, nothing to
         # convert (a one-row predict spent most of its time below otherwise)
         return X
@@ -62,13 +59,6 @@ def as_input(X, name, dtype, n_features=None):
                              "scale the inputs or use a float64 model")
         raise ValueError(f"{name} contains NaN or infinity (first at {where})")
     return converted
-
-
-def _finite_fast(X):
-    """all_finite(X) for a float array, without its errstate context for small arrays."""
-    if X.size <= _SMALL_INPUT:
-        return bool(np.isfinite(X).all())   # a temporary of at most _SMALL_INPUT bools
-    return all_finite(X)
 
 
 class Forward:

@@ -31,7 +31,8 @@ The names below that run no arithmetic (the network description ``NetSpec``, the
 reducer ``Allreduce``, codes and status values) are re-exported so the layers above have one
 module to import from.
 """
-from fastnn._core import _epoch, _layers, _losses, _network, _sensitivity, _sgd, _sparse
+from fastnn._core import (_arrays, _epoch, _layers, _losses, _network, _sensitivity, _sgd,
+                          _sparse)
 from fastnn.runtime import fpmode, threads
 from fastnn.runtime.threads import compiled_threads
 
@@ -41,6 +42,7 @@ __all__ = [
     "net_loss_grad",
     "csr_forward", "csr_loss_grad", "input_loss_grad", "input_jacobian", "layer_forward",
     "layer_backward", "loss_grad", "loss_output", "update_params", "DenseRows", "CSRRows",
+    "fill_permutation",
     "epoch_config", "Epoch", "prepare_epoch", "run_epochs",
 ]
 
@@ -55,6 +57,9 @@ STATUS_OK, STATUS_DIVERGED, STATUS_INTERRUPTED = (_epoch.STATUS_OK, _epoch.STATU
                                                   _epoch.STATUS_INTERRUPTED)
 # an epoch's row source: a dense X or a CSR one, with the per-sample inputs (arrays only)
 DenseRows, CSRRows = _epoch.DenseRows, _epoch.CSRRows
+#: fill_permutation(order, entropy): an epoch's sample order, NumPy's default_rng(entropy)
+#: .permutation compiled (integer arithmetic only)
+fill_permutation = _arrays.fill_permutation
 
 
 # ------------------------------------------------------------------ the mechanism

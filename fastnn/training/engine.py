@@ -80,10 +80,11 @@ def epoch_order(order, seed_key, completed_epochs):
 
     ``default_rng([seed_key, completed_epochs]).permutation(n)``: a function of the seed and the
     epoch index alone (not of a stream that a new fit would restart), so a continued run
-    shuffles as an uninterrupted one.  In place: no allocation beyond the generator's.
+    shuffles as an uninterrupted one.  In place: no allocation beyond the generator's.  The
+    permutation is compiled (fastnn.runtime.boundary.fill_permutation: NumPy's seeding, draws
+    and shuffle, bit for bit, without NumPy's ~20 us of objects per epoch).
     """
-    order[...] = np.arange(order.shape[0], dtype=order.dtype)  # noqa: once per epoch
-    np.random.default_rng([seed_key, completed_epochs]).shuffle(order)
+    boundary.fill_permutation(order, (seed_key, completed_epochs))
 
 # ------------------------------------------------------------------ the run
 
