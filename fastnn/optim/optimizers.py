@@ -459,6 +459,11 @@ class Optimizer:
             The step size per optimizer step during that epoch.
         """
         self._check_progress()
+        return self._rate(epoch)
+
+    def _rate(self, epoch):
+        """lr_at(epoch) for a caller that ran _check_progress since anything could set the
+        schedule or the epoch count (the training engine, once per epoch)."""
         return float(self.schedule.lr(epoch, self.lr))
 
     def _check_progress(self):

@@ -331,10 +331,12 @@ class TrainingRun:
                 model.loss_ = self.loss
             self.last_epoch = self.optimizer.completed_epochs + epochs
             self.bar = _progress_bar(epochs) if self.verbose >= 2 else None
+            tiny = float(np.finfo(model.dtype).tiny)
             for _ in range(epochs):
-                if self._rate_below_normal():
+                lr = self._next_rate(tiny)
+                if lr is None:
                     break
-                call = self._prepare_epoch()
+                call = self._prepare_epoch(lr)
                 try:
                     stop_asked = yield call
                 except BaseException as exc:
@@ -371,24 +373,26 @@ class TrainingRun:
             if self.bar is not None:
                 self.bar.close()
 
-    def _rate_below_normal(self):
-        """True (with a RuntimeWarning) when a schedule driven by the training itself
-        (ReduceOnPlateau, a user's) has taken the next epoch's rate below the smallest normal
-        number of the model's dtype, where every step is flushed to zero: the run stops
-        there, as scikit-learn's adaptive rate stops once it is too small.  (The planned
-        rates were checked before the first step; every rank computes the same rate.)"""
+    def _next_rate(self, tiny):
+        """The next epoch's learning rate (the schedule and epoch count checked once, as a
+        callback may have set them), or None (with a RuntimeWarning) when a schedule driven by
+        the training itself (ReduceOnPlateau, a user's) has taken it below `tiny`, the
+        smallest normal number of the model's dtype, where every step is flushed to zero: the
+        run stops there, as scikit-learn's adaptive rate stops once it is too small.  (The
+        planned rates were checked before the first step; every rank computes the same
+        rate.)"""
         opt = self.optimizer
-        opt._check_progress()  # a callback may have set the epoch count or the schedule
-        lr, tiny = opt.lr_at(opt.completed_epochs), float(np.finfo(self.model.dtype).tiny)
+        opt._check_progress()
+        lr = opt._rate(opt.completed_epochs)
         if not (math.isfinite(lr) and 0 <= lr < tiny):
-            return False
+            return lr
         warnings.warn(f"the schedule {opt.schedule!r} has taken the learning rate to {lr!r} "
                       f"for epoch {opt.completed_epochs + 1}, below {tiny:.3g}, the smallest "
                       f"normal number of the model's dtype {np.dtype(self.model.dtype).name} "
                       "(every step would be flushed to zero): training stopped after epoch "
                       f"{opt.completed_epochs}; set the schedule's min_lr to keep training",
                       RuntimeWarning, stacklevel=2)
-        return True
+        return None
 
     def _continue_early_stopping_record(self):
         """Continue the run's early-stopping record, or start one.
@@ -446,12 +450,11 @@ class TrainingRun:
                      if isinstance(X, CSRInput) else
                      boundary.DenseRows(X, Y, labels, sw, sigma))
 
-    def _prepare_epoch(self):
-        """The next epoch's compiled call: rate, sample order, snapshot, optimizer arguments."""
+    def _prepare_epoch(self, lr):
+        """The next epoch's compiled call at rate `lr` (``_next_rate``): sample order,
+        snapshot, optimizer arguments."""
         opt, model = self.optimizer, self.model
-        opt._check_progress()  # a callback may have set the epoch count or the schedule
         done = opt.completed_epochs
-        lr = opt.lr_at(done)
         if not (math.isfinite(lr) and lr >= 0):
             # the planned rates were checked before the first step; only a schedule driven by
             # the training itself (ReduceOnPlateau, a user's) can get here, and one that has
