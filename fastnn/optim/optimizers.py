@@ -541,8 +541,13 @@ class Optimizer:
             The rate of this step or epoch (per optimizer step), finite (a schedule may end
             at 0).
         """
-        self._recheck()
         self._check_progress()
+        return self._compiled_args(lr)
+
+    def _compiled_args(self, lr):
+        """compiled_args(lr) for a caller that ran _check_progress since anything could set
+        the schedule or the epoch count (the training engine, once per epoch)."""
+        self._recheck()
         if type(lr) is not float or not 0.0 <= lr < math.inf:  # (the common case is cheap)
             lr = float(check_number(lr, "lr (the scheduled learning rate)", low=0.0))
         return (self.kind, lr, self.momentum, self.nesterov, self.weight_decay,

@@ -183,7 +183,9 @@ class _BlasBlock:
     def __init__(self, n):
         self.n = None
         if n is not None:
-            self.n = int(check_number(n, "n_threads", low=1, high=MAX_DIM, integer=True))
+            # (an int in range, as every compiled call passes, skips the general check)
+            self.n = n if type(n) is int and 1 <= n <= MAX_DIM else \
+                int(check_number(n, "n_threads", low=1, high=MAX_DIM, integer=True))
             _require(_openblas())
         self.entered = False
 
@@ -478,6 +480,8 @@ def resolve_threads(n_threads):
     if n_threads is None:
         n_threads = _default_threads.get()
         return default_threads() if n_threads is None else n_threads
+    if type(n_threads) is int and 1 <= n_threads <= MAX_DIM:
+        return n_threads
     return int(check_number(n_threads, "n_threads", low=1, high=MAX_DIM, integer=True))
 
 

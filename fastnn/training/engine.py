@@ -467,7 +467,7 @@ class TrainingRun:
         self.snapshot[...] = model.params
         self.lr = lr
         # hyperparameters and state as they are now (a callback may have changed momentum)
-        opt_args = opt.compiled_args(lr)
+        opt_args = opt._compiled_args(lr)     # (_next_rate checked the schedule)
         with model._lock:
             state1, state2 = opt.init_state(model.n_params, model.dtype)
             return boundary.prepare_epoch(self.epoch_config, self.rows, model.params,
