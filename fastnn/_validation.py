@@ -257,7 +257,7 @@ def check_sample_weight(sample_weight, n_samples, dtype, name="sample_weight", *
         raise ValueError(f"{name} is all zeros; expected at least one positive weight")
     with np.errstate(over="ignore"):  # overflow is reported below, with the argument's name
         out = np.ascontiguousarray(sw, dtype=dtype)
-    if not np.isfinite(out).all():
+    if not all_finite(out):
         raise ValueError(f"{name} has entries too large for {np.dtype(dtype)} (max {sw.max()})")
     if (sw > 0).any() and not (out > 0).any():
         raise ValueError(f"{name} underflows to all zeros in {np.dtype(dtype)} (max "

@@ -490,3 +490,18 @@ def test_all_finite_agrees_with_numpy_on_every_dtype_layout_and_length():
         assert all_finite(x) is expected, (np.asarray(x).dtype, np.shape(x))
         count += 1
     assert count > 300
+
+
+def test_every_array_finiteness_check_goes_through_all_finite():
+    # one place for the check (its fast path, its byte-order and layout cases): no other
+    # module tests a whole array with numpy.isfinite(...).all() itself (element-wise uses,
+    # such as finding the first bad entry for a message, are not whole-array checks)
+    import pathlib
+    import re
+    pattern = re.compile(r"isfinite\([^()]*(\([^()]*\))?[^()]*\)\.all\(\)|np\.all\(np\.isfinite")
+    root = pathlib.Path(fastnn.__file__).parent
+    offenders = [f"{path.relative_to(root)}:{number}"
+                 for path in sorted(root.rglob("*.py")) if path.name != "_validation.py"
+                 for number, line in enumerate(path.read_text().splitlines(), 1)
+                 if pattern.search(line)]
+    assert offenders == []

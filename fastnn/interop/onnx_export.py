@@ -81,6 +81,7 @@ import os
 import numpy as np
 
 from fastnn.runtime.state import consistent
+from fastnn._validation import all_finite
 from fastnn.nn.model import MLP
 from fastnn.io.tabular import PRECISION
 from fastnn.interop.onnx_tables import ML_DOMAIN, ML_OPSET, encoded_columns, encodes_columns
@@ -665,7 +666,7 @@ def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, name=None):
     with consistent(model):
         mlp, estimator = _resolve(model)
         mlp = mlp.copy()
-        if not np.isfinite(mlp.params).all():
+        if not all_finite(mlp.params):
             raise ValueError("the model's parameters contain NaN or infinity; not exporting a "
                              "graph that predicts NaN (MLP.save refuses them too)")
         g = _Graph(onnx, mlp.dtype)

@@ -673,7 +673,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                              f"{self.n_outputs_}")
         with np.errstate(over="ignore"):
             Y = np.ascontiguousarray(y.reshape(n, -1), dtype=dtype)
-        if not np.isfinite(Y).all():
+        if not all_finite(Y):
             raise ValueError(f"y has values that are not finite in {np.dtype(dtype).name} "
                              f"(max |y| = {np.abs(y).max()}); scale the targets")
         sw = check_sample_weight(sample_weight, n, np.float64)

@@ -48,6 +48,7 @@ its path (``module [1][0]`` is ``seq[1][0]``).
 """
 import numpy as np
 
+from fastnn._validation import all_finite
 from fastnn.nn.layers import parameter_kwargs
 from fastnn.nn.losses import GaussianNLL
 from fastnn.nn.model import MLP, Dense
@@ -400,12 +401,12 @@ def from_torch(module):
     model = MLP.from_layers(layers, output=explicit, dtype=np_dtype, seed=0,
                             warn_symmetric=False)
     for k, (layer, (W, b, _, _, _, norm)) in enumerate(zip(model.layers, specs)):
-        if not (np.isfinite(W).all() and np.isfinite(b).all()):
+        if not (all_finite(W) and all_finite(b)):
             raise ValueError(f"the Linear of layer {k} has NaN or infinite weights")
         layer.W[...] = W
         layer.b[...] = b
         if norm is not None:
-            if not (np.isfinite(norm[0]).all() and np.isfinite(norm[1]).all()):
+            if not (all_finite(norm[0]) and all_finite(norm[1])):
                 raise ValueError(f"the LayerNorm of layer {k} has NaN or infinite weights")
             layer.gain[...], layer.shift[...] = norm
     if link == "gaussian":

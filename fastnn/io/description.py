@@ -11,7 +11,7 @@ import numpy as np
 from fastnn.nn import init as _init
 from fastnn._version import __version__
 from fastnn.optim import optimizers as _optim
-from fastnn._validation import MAX_DIM, check_bool, check_choice, check_number
+from fastnn._validation import MAX_DIM, all_finite, check_bool, check_choice, check_number
 from fastnn.nn.layers import ACTIVATIONS, dense_kwargs, parameter_kwargs
 from fastnn.nn.losses import Loss
 from fastnn.nn.model import OUTPUT_LINKS, Dense, MLP
@@ -226,7 +226,7 @@ def _build_model(path, spec, params):
     if hashlib.sha256(memoryview(little).cast("B")).hexdigest() != spec["params_sha256"]:
         raise ModelFileError(path, "the parameters do not match their checksum: the file is "
                                    "corrupted")
-    if not np.isfinite(little).all():
+    if not all_finite(little):
         raise ModelFileError(path, "its params contain NaN or infinity")
     sizes = spec["sizes"]
     layers = [Dense(sizes[k], sizes[k + 1], d["activation"], init=d["init"],
@@ -322,7 +322,7 @@ def _build_optimizer(path, spec, states, model):
     if spec["has_state"]:
         restored = []
         for i, s in enumerate(states):
-            if not np.isfinite(s).all():
+            if not all_finite(s):
                 raise ModelFileError(path, f"its optimizer_state_{i} contains NaN or infinity")
             restored.append(np.array(s, dtype=model.dtype))  # a writeable copy
         optimizer.state = tuple(restored)
@@ -371,12 +371,12 @@ def _build_early_stopping(path, early_stopping, best_params, model, optimizer):
     """Give the loaded optimizer its run's early-stopping record back (see fastnn.training.engine)."""
     if early_stopping is None:
         return
-    if not np.isfinite(best_params).all():
+    if not all_finite(best_params):
         raise ModelFileError(path, "its early_stopping_best_params contains NaN or infinity")
     early_stopping._best_params = np.array(best_params, dtype=model.dtype)  # a writeable copy
     if early_stopping._run_params is not None:
         if early_stopping._run_params.shape != (model.n_params,) or \
-                not np.isfinite(early_stopping._run_params).all():
+                not all_finite(early_stopping._run_params):
             raise ModelFileError(path, "its early_stopping_run_params is not a finite vector "
                                        f"of {model.n_params} parameters")
         early_stopping._run_params = np.array(early_stopping._run_params, dtype=model.dtype)

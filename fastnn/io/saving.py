@@ -96,6 +96,7 @@ import numpy as np
 
 from fastnn.nn import init as _init
 from fastnn.runtime.state import consistent
+from fastnn._validation import all_finite
 from fastnn._version import __version__
 from fastnn.nn.model import MLP
 from fastnn.io.writer import check_output, write_output
@@ -189,7 +190,7 @@ def model_arrays(model, optimizer=None, path=None):
             best, run = _describe_early_stopping(optimizer, model, optimizer_description)
         output, loss = model.output, model.loss_
         preprocessor = getattr(model, "preprocessor_", None)
-    if not np.isfinite(params).all():
+    if not all_finite(params):
         target = "" if path is None else f" to {os.fspath(path)!r}"
         raise ValueError(f"not saving{target}: the model's parameters contain "
                          "NaN or infinity (a file always holds finite parameters; the "

@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from fastnn._validation import all_finite
 from fastnn.io.columns import (ColumnEncoding, _is_number, _number_column, describe,
                                fit_encoding, plan_columns)
 from fastnn.io.reader import (NA_VALUES, Table, TableError, _delimiter_hint,  # noqa: F401
@@ -628,7 +629,7 @@ def _vector(values, n, name):
     arr = np.array(values, dtype=np.float64)
     if arr.shape != (n,):
         raise ValueError(f"{name} has {arr.size} entries; expected {n} (one per input)")
-    if not np.all(np.isfinite(arr)):
+    if not all_finite(arr):
         j = int(np.argmax(~np.isfinite(arr)))
         raise ValueError(f"{name}[{j}] is {arr[j]!r}; expected a finite number")
     return arr

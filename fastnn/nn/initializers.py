@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from fastnn._validation import (FLOAT_DTYPES, MAX_DIM, check_choice, check_number,
+from fastnn._validation import (FLOAT_DTYPES, MAX_DIM, all_finite, check_choice, check_number,
                                 check_random_state)
 
 MODES = ("fan_in", "fan_out", "fan_avg")
@@ -151,7 +151,7 @@ class Initializer:
                               f"({n_bytes} bytes as float64)") from None
         except OverflowError:  # NumPy's uniform(-inf, inf)
             values = None
-        if values is None or not np.isfinite(values).all():
+        if values is None or not all_finite(values):
             raise ValueError(f"{self!r} gives values too large for {dtype} at shape {shape}; "
                              "expected a smaller scale")
         return values

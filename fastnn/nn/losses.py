@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 
 from fastnn.runtime import boundary
-from fastnn._validation import (as_ndarray, check_bool, check_number, check_out,
+from fastnn._validation import (all_finite, as_ndarray, check_bool, check_number, check_out,
                                 check_sample_weight, float_dtype, weight_total)
 # target conversion and checks, shared by the losses
 from fastnn.nn.targets import _as_real, _check_Z, _class_labels, _probability_rows, _target_matrix
@@ -443,7 +443,7 @@ class GaussianNLL(Loss):
         if arr.ndim != 1 or arr.size == 0:
             raise ValueError(f"sigma has shape {arr.shape}; expected a scalar or a non-empty "
                              "1-D array of shape (n_samples,)")
-        if not np.isfinite(arr).all():
+        if not all_finite(arr):
             raise ValueError("sigma contains NaN or infinity; expected finite values > 0")
         if not (arr > 0).all():
             raise ValueError(f"sigma has entries <= 0 (min {arr.min()}); expected every "
@@ -481,7 +481,7 @@ class GaussianNLL(Loss):
                              f"{n_samples}, one per sample")
         with np.errstate(over="ignore", under="ignore"):  # reported below
             sig = np.ascontiguousarray(self.sample_sigma, dtype=dtype)
-        if not (np.isfinite(sig).all() and (sig > 0).all()):
+        if not (all_finite(sig) and (sig > 0).all()):
             raise ValueError(f"sigma has entries outside the range of {dtype} (min "
                              f"{self.sample_sigma.min()}, max {self.sample_sigma.max()})")
         return sig
