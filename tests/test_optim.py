@@ -244,3 +244,96 @@ def test_each_step_equals_torch_optim(name):
         p.grad = torch.tensor(g, dtype=torch.float64)
         opt.step()
         np.testing.assert_allclose(got, p.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+# ------------------------------------------------------------------ settings changed mid-run
+
+def _small_regression():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 3)).astype(np.float32)
+    return X, (X @ np.array([[1.0], [-2.0], [0.5]], np.float32))
+
+
+@pytest.mark.parametrize("name, value, error, match", [
+    ("lr", None, TypeError, "lr must be a real number"),
+    ("lr", [0.1], TypeError, "lr must be a real number"),
+    ("lr", -1.0, ValueError, "lr=-1"),
+    ("lr", float("nan"), ValueError, "lr=nan"),
+    ("lr", 0.0, ValueError, "lr=0"),
+    ("lr", 1e-320, ValueError, "smallest normal number"),     # as a fresh fit's planned rates
+    ("clip_norm", 1e-40, ValueError, "clip_norm=1e-40 is below"),
+    ("t", 2**63 - 1, ValueError, r"t \(the optimizer's step count\)"),
+    ("t", 2**70, ValueError, r"t \(the optimizer's step count\)"),
+    ("momentum", 1.5, ValueError, "momentum"),
+    ("completed_epochs", -5, ValueError, "completed_epochs"),
+    ("completed_epochs", 1.5, TypeError, "completed_epochs"),
+])
+def test_a_setting_a_callback_changes_is_checked_before_the_next_epoch(name, value, error,
+                                                                        match):
+    # the engine re-checks, before every epoch, whatever a callback set since the last one,
+    # as a fresh fit checks it: the error names the setting and no step uses the bad value
+    X, y = _small_regression()
+    model, opt = fastnn.MLP([3, 8, 1], seed=0), SGD(lr=0.01)
+
+    def change(epoch, logs):
+        if epoch == 1:
+            setattr(opt, name, value)
+    with pytest.raises(error, match=match):
+        model.fit(X, y, "mse", opt, epochs=3, batch_size=16, seed=0, callbacks=[change])
+    assert model.history_.epoch == [1]                # the epoch before the change, only
+
+
+def test_a_schedule_that_sets_the_epoch_count_is_checked_too():
+    from fastnn.optim.optimizers import Schedule
+    X, y = _small_regression()
+
+    class SetsTheCount(Schedule):
+        calls = 0
+
+        def lr(self, epoch, base_lr):
+            SetsTheCount.calls += 1
+            if SetsTheCount.calls > 3:
+                opt.completed_epochs = -5
+            return base_lr
+    opt = SGD(lr=0.01, schedule=SetsTheCount())
+    with pytest.raises(ValueError, match=r"completed_epochs \(the optimizer's epoch count\)"):
+        fastnn.MLP([3, 8, 1], seed=0).fit(X, y, "mse", opt, epochs=4, batch_size=16, seed=0)
+
+
+def test_one_optimizer_trains_one_run_at_a_time():
+    import threading
+    X, y = _small_regression()
+    X, y = np.repeat(X, 200, axis=0), np.repeat(y, 200, axis=0)
+    a, b = fastnn.MLP([3, 8, 1], seed=0), fastnn.MLP([3, 8, 1], seed=1)
+    # from a callback of a fit with the same optimizer: refused before any step
+    opt = SGD(lr=0.01, momentum=0.9)
+
+    def nested(epoch, logs):
+        b.fit(X, y, "mse", opt, epochs=1, seed=0)
+    before = b.params.copy()
+    with pytest.raises(RuntimeError, match="is training another model"):
+        a.fit(X, y, "mse", opt, epochs=2, seed=0, callbacks=[nested])
+    assert np.array_equal(b.params, before)
+    # the refused fit left the optimizer usable; one after another is a continued run
+    t0 = opt.t
+    a.fit(X, y, "mse", opt, epochs=1, seed=0)
+    t1 = opt.t
+    b.fit(X, y, "mse", opt, epochs=1, seed=0)
+    assert opt.t - t1 == t1 - t0 > 0
+    # two threads at once: one of them is refused, the other trains as it would alone
+    opt, errors = SGD(lr=0.01, momentum=0.9), []
+    started = threading.Barrier(2)
+
+    def train(model):
+        started.wait()
+        try:
+            model.fit(X, y, "mse", opt, epochs=3, batch_size=8, seed=0)
+        except RuntimeError as exc:
+            errors.append(exc)
+    threads = [threading.Thread(target=train, args=(m,)) for m in (a.copy(), b.copy())]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    steps_alone = 3 * (X.shape[0] // 8)
+    assert (len(errors), opt.t) in ((1, steps_alone), (0, 2 * steps_alone))

@@ -12,6 +12,7 @@ import zipfile
 import numpy as np
 
 from fastnn._version import __version__
+from fastnn.optim.optimizers import MAX_STEPS
 
 
 FORMAT = "fastnn-model"
@@ -55,7 +56,7 @@ class ModelFileError(ValueError):
 MAX_DESCRIPTION_BYTES = 16 * 2**20
 #: deflate expands at most ~1032x; a zip entry declaring more than this is corrupted
 _MAX_DEFLATE_RATIO = 1100
-_MAX_STEPS = 2**62
+_MAX_STEPS = MAX_STEPS        # the optimizer's step count's bound
 
 
 def _require_entry(path, entries, name):

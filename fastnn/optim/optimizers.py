@@ -18,6 +18,8 @@ at the rate an uninterrupted run would.  ``optimizer.reset()`` starts afresh.
 """
 import math
 import sys
+import threading
+import weakref
 
 import numpy as np
 
@@ -34,6 +36,14 @@ PLANNED_RATES_CHECKED = 10_000
 #: the most epochs a run can count: the compiled epoch takes its index as a 32-bit unsigned
 #: integer (the seed of the epoch's dropout masks)
 MAX_EPOCHS = 2**32 - 1
+#: the most optimizer steps a run can count (also the model file's bound): far below the
+#: compiled loop's 64-bit counter, which adds an epoch's steps to it
+MAX_STEPS = 2**62
+
+# the optimizers a run is training with now: id -> (optimizer, run), both weak (a claim,
+# fastnn.training.engine's, never keeps either alive nor travels in a pickle)
+_IN_USE = {}
+_IN_USE_GUARD = threading.Lock()
 
 
 class Schedule:
@@ -341,7 +351,7 @@ class Optimizer:
             raise TypeError(f"schedule must be a fastnn.optim.optimizers.Schedule; got "
                             f"{type(self.schedule).__name__}")
         self.t = int(check_number(self.t, "t (the optimizer's step count)", low=0,
-                                  integer=True))
+                                  high=MAX_STEPS, integer=True))
 
     def __setattr__(self, name, value):
         # any hyperparameter set after construction is checked again before the next
@@ -353,10 +363,38 @@ class Optimizer:
             object.__setattr__(self, "_changed", True)
 
     def _recheck(self):
-        """_check, unless nothing was set since the last one (a callback may set any)."""
-        if self.__dict__.get("_changed", True) or type(self.t) is not int or self.t < 0:
+        """_check, unless nothing was set since the last one (a callback may set any).
+        Returns True when it checked."""
+        if self.__dict__.get("_changed", True) or type(self.t) is not int or \
+                not 0 <= self.t <= MAX_STEPS:
             self._check()
             object.__setattr__(self, "_changed", False)
+            return True
+        return False
+
+    def _claim(self, run):
+        """Mark this optimizer as `run`'s (a TrainingRun) until ``_release(run)``.
+
+        One optimizer keeps one run's step count, state and schedule: two fits updating
+        them at once (two threads, or a fit started from a callback of another with the same
+        optimizer) would race, silently.  Raises RuntimeError while another run holds it.
+        """
+        with _IN_USE_GUARD:
+            held = _IN_USE.get(id(self))
+            if held is not None and held[0]() is self and held[1]() is not None:
+                raise RuntimeError(
+                    f"this optimizer ({self!r}) is training another model, or the same one, "
+                    "in a fit that has not ended (another thread's, or the fit whose callback "
+                    "started this one); one optimizer keeps one run's step count and state: "
+                    "give each concurrent fit its own (e.g. copy.deepcopy(optimizer))")
+            _IN_USE[id(self)] = (weakref.ref(self), weakref.ref(run))
+
+    def _release(self, run):
+        """End ``_claim(run)`` (nothing if another run holds it)."""
+        with _IN_USE_GUARD:
+            held = _IN_USE.get(id(self))
+            if held is not None and held[1]() is run:
+                del _IN_USE[id(self)]
 
     def reset(self):
         """Start afresh: forget the state (velocity / moments), the step count ``t``, the epoch

@@ -262,6 +262,11 @@ class TrainingRun:
         """The minibatch optimizer's part of ``check``: its planned rates and clip_norm."""
         tiny = float(np.finfo(self.model.dtype).tiny)
         self.optimizer.check_planned_rates(epochs, tiny=tiny)
+        self._check_clip_norm(tiny)
+
+    def _check_clip_norm(self, tiny):
+        """ValueError when clip_norm is below `tiny`, the model dtype's smallest normal number
+        (before the run, and before every epoch: a callback may set it)."""
         clip = self.optimizer.clip_norm
         if clip is not None and clip < tiny:  # every clipped step would flush to zero
             raise ValueError(f"clip_norm={clip!r} is below {tiny:.3g}, the smallest normal "
@@ -319,6 +324,8 @@ class TrainingRun:
         """
         model = self.model
         self.bar = None
+        # (before the try: a refused claim leaves the other run's claim alone)
+        self.optimizer._claim(self)
         try:
             with model._lock:  # the run's start is one step for a reader too
                 if self.early_stopping is not None:
@@ -370,6 +377,7 @@ class TrainingRun:
                 abort_ranks([self], exc)
             raise
         finally:
+            self.optimizer._release(self)
             if self.bar is not None:
                 self.bar.close()
 
@@ -382,8 +390,19 @@ class TrainingRun:
         planned rates were checked before the first step; every rank computes the same
         rate.)"""
         opt = self.optimizer
+        # what a callback may have set since the last epoch, checked as a fresh fit checks
+        # it: the hyperparameters, the schedule and the epoch count, clip_norm for the dtype,
+        # and (after a hyperparameter or the schedule was set) the rates planned for the
+        # rest of the run
+        changed = opt._recheck()
         opt._check_progress()
-        lr = opt._rate(opt.completed_epochs)
+        self._check_clip_norm(tiny)
+        if changed:
+            opt.check_planned_rates(max(0, self.last_epoch - opt.completed_epochs), tiny=tiny)
+        done = opt.completed_epochs
+        lr = opt._rate(done)
+        if opt.completed_epochs is not done:   # (a user's schedule set it in lr())
+            opt._check_progress()
         if not (math.isfinite(lr) and 0 <= lr < tiny):
             return lr
         warnings.warn(f"the schedule {opt.schedule!r} has taken the learning rate to {lr!r} "
