@@ -78,10 +78,11 @@ cdef int net_forward(const Net *net, const floating *params, const floating *X, 
                                <floating> net.alphas[k], kept, params + net.b_off[k], out,
                                <const floating *> NULL)
             kept = out
-        elif not net.fixed_products and fused_forward(
-                nt, n_rows, n_out, n_in, inp, params + net.w_off[k], kept,
-                params + net.b_off[k], net.acts[k], <floating> net.alphas[k]):
-            # (training, a small product: the bias and activation in the product's store)
+        elif fused_forward(nt, n_rows, n_out, n_in, inp, params + net.w_off[k], kept,
+                           params + net.b_off[k], net.acts[k], <floating> net.alphas[k],
+                           net.fixed_products):
+            # (a small training product, or any prediction's: the bias and activation in the
+            # product's store)
             status = FNN_OK
         else:
             # with dropout, the output before dropout stays in the kept slot

@@ -29,10 +29,11 @@ cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, in
 
 cdef bint fused_forward(int n_threads, int m, int n, int k, const floating *X,
                         const floating *W, floating *Z, const floating *b, int act,
-                        floating alpha) noexcept nogil
+                        floating alpha, bint fixed) noexcept nogil
 # Z := act(X W + b) in one pass (fastnn's fixed-order product with the bias and an identity,
 # ReLU or leaky ReLU applied in its store), when the product is small enough to be one
-# fixed-order tile; the bits of tiled_gemm then run_pass(PASS_BIAS_ACT).  False: not done.
+# fixed-order tile, or at any size when `fixed` (prediction, whose products are all
+# fixed-order); the bits of the product then run_pass(PASS_BIAS_ACT).  False: not done.
 
 cdef double thread_min_flops() noexcept nogil
 # FLOPs a thread must get before a product or a prediction chunk takes one more thread.

@@ -359,12 +359,15 @@ cdef void tiled_gemm(int n_threads, bint trans_a, bint trans_b, int m, int n, in
 
 cdef bint fused_forward(int n_threads, int m, int n, int k, const floating *X,
                         const floating *W, floating *Z, const floating *b, int act,
-                        floating alpha) noexcept nogil:
+                        floating alpha, bint fixed) noexcept nogil:
     """Z (m, n) := act(X (m, k) @ W (k, n) + b) in one pass over Z, the bias and activation
-    applied while the sums are in registers, when the product is one fixed-order tile, the
-    pass one block, and act the identity, ReLU or leaky ReLU: the bits of tiled_gemm then
-    run_pass(PASS_BIAS_ACT) (the same operations on the same values; a function of the shape,
-    so the same for every thread count).  False: nothing was done, the caller runs both."""
+    applied while the sums are in registers, when act is the identity, ReLU or leaky ReLU
+    and either the product is one fixed-order tile and the pass one block (training: the bits
+    of tiled_gemm then run_pass(PASS_BIAS_ACT), a function of the shape, so the same for every
+    thread count) or `fixed` (prediction, whose products are all fastnn's fixed-order ones on
+    one thread: the bits of gemm_fixed then the pass, each row's alone, at any size).  The
+    same operations on the same values either way.  False: nothing was done, the caller runs
+    both."""
     cdef int code, tm, tn, gn
     if act == FNN_IDENTITY:
         code = 0
@@ -374,12 +377,15 @@ cdef bint fused_forward(int n_threads, int m, int n, int k, const floating *X,
         code = 2
     else:
         return False
-    if m <= 0 or n <= 0 or (<double> m) * n >= 2.0 * PASS_MIN_ELEMS:
+    if m <= 0 or n <= 0:
         return False
-    if _product_kernel(False, False, m, n, k) != _KERNEL_FIXED:
-        return False
-    if n_threads > 0 and _gemm_tiles(m, n, k, &tm, &tn, &gn) > 1:
-        return False
+    if not fixed:
+        if (<double> m) * n >= 2.0 * PASS_MIN_ELEMS:
+            return False
+        if _product_kernel(False, False, m, n, k) != _KERNEL_FIXED:
+            return False
+        if n_threads > 0 and _gemm_tiles(m, n, k, &tm, &tn, &gn) > 1:
+            return False
     return gemm_fixed_bias_act(m, n, k, X, k, W, n, Z, n, b, code, alpha) == 0
 
 
