@@ -337,3 +337,64 @@ def test_one_optimizer_trains_one_run_at_a_time():
         th.join()
     steps_alone = 3 * (X.shape[0] // 8)
     assert (len(errors), opt.t) in ((1, steps_alone), (0, 2 * steps_alone))
+
+
+def test_a_refused_fit_leaves_the_running_fits_early_stopping_record_alone():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    y = X @ rng.normal(size=5)
+    opt, es = SGD(lr=1e-2), fastnn.EarlyStopping(patience=2)
+    model, other = fastnn.MLP([5, 8, 1], seed=0), fastnn.MLP([5, 3, 1], seed=0)
+    seen = []
+
+    def start_another(epoch, logs):
+        if epoch == 3:
+            before = (es.best_value, es.best_epoch, opt._early_stopping)
+            with pytest.raises(RuntimeError, match="is training another model"):
+                other.fit(X, y, "mse", opt, epochs=1, early_stopping=es,
+                          validation_split=0.2)
+            seen.append(before == (es.best_value, es.best_epoch, opt._early_stopping))
+    model.fit(X, y, "mse", opt, epochs=5, early_stopping=es, validation_split=0.2,
+              callbacks=[start_another])
+    assert seen == [True]
+
+
+def test_the_step_count_cannot_pass_its_bound_and_a_forked_child_has_no_claims():
+    import os
+    from fastnn.optim.optimizers import MAX_STEPS
+    X, y = _small_regression()
+    model, opt = fastnn.MLP([3, 8, 1], seed=0), fastnn.Adam()
+    model.fit(X, y, "mse", opt, epochs=1, batch_size=16, seed=0)
+    opt.t = MAX_STEPS - 3                      # fewer steps left than an epoch has (4)
+    with pytest.raises(ValueError, match="would count past"):
+        model.fit(X, y, "mse", opt, epochs=1, batch_size=16, seed=0)
+    assert opt.t == MAX_STEPS - 3              # refused before any step
+    opt.t = MAX_STEPS - 4
+    model.fit(X, y, "mse", opt, epochs=1, batch_size=16, seed=0)
+    assert opt.t == MAX_STEPS
+    # a child forked while a run holds the optimizer has none of its parent's runs
+    opt = SGD(lr=0.01)
+
+    def fork(epoch, logs):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                fastnn.MLP([3, 8, 1], seed=0).fit(X, y, "mse", opt, epochs=1, seed=0)
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        assert os.waitpid(pid, 0)[1] == 0
+    model.fit(X, y, "mse", opt, epochs=1, seed=0, callbacks=[fork])
+
+
+def test_a_callback_that_sets_nothing_new_keeps_reduce_on_plateaus_stop():
+    # ReduceOnPlateau taking the rate below the smallest normal number stops the run with a
+    # warning; a callback re-setting a hyperparameter to its value changes nothing of that
+    from fastnn.optim.optimizers import ReduceOnPlateau
+    X, y = _small_regression()
+    for callbacks in ([], [lambda epoch, logs: setattr(opt, "weight_decay", opt.weight_decay)]):
+        opt = SGD(lr=1e-30, schedule=ReduceOnPlateau(factor=1e-5, patience=1, min_delta=1e9))
+        with pytest.warns(RuntimeWarning, match="training stopped after epoch"):
+            history = fastnn.MLP([3, 8, 1], seed=0).fit(X, y, "mse", opt, epochs=10,
+                                                         callbacks=callbacks)
+        assert len(history.epoch) < 10

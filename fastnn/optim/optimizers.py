@@ -17,6 +17,7 @@ same optimizer, a ``load(..., with_optimizer=True)`` or an unpickled optimizer r
 at the rate an uninterrupted run would.  ``optimizer.reset()`` starts afresh.
 """
 import math
+import os
 import sys
 import threading
 import weakref
@@ -40,10 +41,13 @@ MAX_EPOCHS = 2**32 - 1
 #: compiled loop's 64-bit counter, which adds an epoch's steps to it
 MAX_STEPS = 2**62
 
-# the optimizers a run is training with now: id -> (optimizer, run), both weak (a claim,
-# fastnn.training.engine's, never keeps either alive nor travels in a pickle)
+# the optimizers runs are training with: id -> (weak optimizer, the run's cell [running]),
+# fastnn.training.engine's claims.  A run ends its claim by setting its cell to False, one
+# store with no call in it (an interrupt cannot land half way); nothing is kept alive and
+# nothing travels in a pickle.  A forked child has none of its parent's runs.
 _IN_USE = {}
 _IN_USE_GUARD = threading.Lock()
+os.register_at_fork(after_in_child=_IN_USE.clear)
 
 
 class Schedule:
@@ -372,29 +376,30 @@ class Optimizer:
             return True
         return False
 
-    def _claim(self, run):
-        """Mark this optimizer as `run`'s (a TrainingRun) until ``_release(run)``.
+    def _check_free(self):
+        """RuntimeError while a run is training with this optimizer (see ``_claim``)."""
+        held = _IN_USE.get(id(self))
+        if held is not None and held[0]() is self and held[1][0]:
+            raise RuntimeError(
+                f"this optimizer ({self!r}) is training another model, or the same one, in a "
+                "fit that has not ended (another thread's, or the fit whose callback started "
+                "this one); one optimizer keeps one run's step count and state: give each "
+                "concurrent fit its own (e.g. copy.deepcopy(optimizer))")
+
+    def _claim(self, cell):
+        """Mark this optimizer as a run's while ``cell[0]`` is true (the run sets it to False
+        when it ends: fastnn.training.engine.TrainingRun.epochs).
 
         One optimizer keeps one run's step count, state and schedule: two fits updating
         them at once (two threads, or a fit started from a callback of another with the same
         optimizer) would race, silently.  Raises RuntimeError while another run holds it.
         """
         with _IN_USE_GUARD:
-            held = _IN_USE.get(id(self))
-            if held is not None and held[0]() is self and held[1]() is not None:
-                raise RuntimeError(
-                    f"this optimizer ({self!r}) is training another model, or the same one, "
-                    "in a fit that has not ended (another thread's, or the fit whose callback "
-                    "started this one); one optimizer keeps one run's step count and state: "
-                    "give each concurrent fit its own (e.g. copy.deepcopy(optimizer))")
-            _IN_USE[id(self)] = (weakref.ref(self), weakref.ref(run))
-
-    def _release(self, run):
-        """End ``_claim(run)`` (nothing if another run holds it)."""
-        with _IN_USE_GUARD:
-            held = _IN_USE.get(id(self))
-            if held is not None and held[1]() is run:
-                del _IN_USE[id(self)]
+            self._check_free()
+            if len(_IN_USE) > 64:     # forget the claims of optimizers that are gone
+                for key in [k for k, (ref, _) in _IN_USE.items() if ref() is None]:
+                    del _IN_USE[key]
+            _IN_USE[id(self)] = (weakref.ref(self), cell)
 
     def reset(self):
         """Start afresh: forget the state (velocity / moments), the step count ``t``, the epoch

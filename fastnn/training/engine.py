@@ -42,6 +42,7 @@ import numpy as np
 from fastnn.runtime.state import hold, let_readers_in
 from fastnn._validation import all_finite, check_weight_total, weight_total
 from fastnn.nn.sparse import CSRInput
+from fastnn.optim.optimizers import MAX_STEPS
 from fastnn.runtime import boundary
 from fastnn.runtime.threads import compiled_threads
 # the records and the scoring of a run, defined beside it; re-exported (fastnn.training.engine.X)
@@ -187,6 +188,9 @@ class TrainingRun:
         when any rank has one.
         """
         mpi, es, opt = self.mpi, self.early_stopping, self.optimizer
+        check_free = getattr(opt, "_check_free", None)   # (minibatch optimizers only)
+        if check_free is not None:
+            check_free()        # (before anything changes: another run is training with it)
         # a refused fit leaves the early-stopping record as it found it: the optimizer's
         # record and the given EarlyStopping's state are put back when a check raises
         # (an L-BFGS optimizer carries no record: fastnn.training.full_batch)
@@ -263,6 +267,18 @@ class TrainingRun:
         tiny = float(np.finfo(self.model.dtype).tiny)
         self.optimizer.check_planned_rates(epochs, tiny=tiny)
         self._check_clip_norm(tiny)
+        self._check_steps(epochs)
+
+    def _check_steps(self, epochs):
+        """ValueError when `epochs` more epochs would take the optimizer's step count past
+        MAX_STEPS (before the run, and before every epoch: a callback may set t)."""
+        per_epoch = (self.n_global // self.batch_size if self.drop_last else
+                     -(-self.n_global // self.batch_size))
+        t = self.optimizer.t
+        if type(t) is int and t + epochs * per_epoch > MAX_STEPS:   # (a bad t: _recheck's)
+            raise ValueError(f"t={t} (the optimizer's step count) with {epochs} more epoch(s) "
+                             f"of {per_epoch} step(s) would count past {MAX_STEPS}, the most "
+                             "steps a run can count; call optimizer.reset() to start afresh")
 
     def _check_clip_norm(self, tiny):
         """ValueError when clip_norm is below `tiny`, the model dtype's smallest normal number
@@ -324,9 +340,13 @@ class TrainingRun:
         """
         model = self.model
         self.bar = None
-        # (before the try: a refused claim leaves the other run's claim alone)
-        self.optimizer._claim(self)
+        running = [True]      # this run's claim on the optimizer while running[0]
         try:
+            try:
+                self.optimizer._claim(running)
+            except RuntimeError:
+                self.abandon()    # (check() prepared this run's early-stopping record)
+                raise
             with model._lock:  # the run's start is one step for a reader too
                 if self.early_stopping is not None:
                     # a continued record: go on from the parameters the run reached, not from
@@ -339,6 +359,7 @@ class TrainingRun:
             self.last_epoch = self.optimizer.completed_epochs + epochs
             self.bar = _progress_bar(epochs) if self.verbose >= 2 else None
             tiny = float(np.finfo(model.dtype).tiny)
+            self._rate_inputs = None
             for _ in range(epochs):
                 lr = self._next_rate(tiny)
                 if lr is None:
@@ -377,7 +398,7 @@ class TrainingRun:
                 abort_ranks([self], exc)
             raise
         finally:
-            self.optimizer._release(self)
+            running[0] = False    # (first, and one store: an interrupt cannot skip it)
             if self.bar is not None:
                 self.bar.close()
 
@@ -394,17 +415,28 @@ class TrainingRun:
         # it: the hyperparameters, the schedule and the epoch count, clip_norm for the dtype,
         # and (after a hyperparameter or the schedule was set) the rates planned for the
         # rest of the run
-        changed = opt._recheck()
+        opt._recheck()
         opt._check_progress()
         self._check_clip_norm(tiny)
-        if changed:
-            opt.check_planned_rates(max(0, self.last_epoch - opt.completed_epochs), tiny=tiny)
+        self._check_steps(1)
+        # a rate below `tiny` ends the run with a warning when the training took it there
+        # (ReduceOnPlateau); when a callback set lr or the schedule, a fresh fit would refuse
+        # it, and so does the run
+        inputs = (opt.lr, id(opt.schedule))
+        set_by_callback = self._rate_inputs is not None and inputs != self._rate_inputs
+        self._rate_inputs = inputs
         done = opt.completed_epochs
         lr = opt._rate(done)
         if opt.completed_epochs is not done:   # (a user's schedule set it in lr())
             opt._check_progress()
         if not (math.isfinite(lr) and 0 <= lr < tiny):
             return lr
+        if set_by_callback:
+            raise ValueError(f"the schedule {opt.schedule!r} gives lr={lr!r} for epoch "
+                             f"{opt.completed_epochs + 1}, after a callback set the optimizer's "
+                             f"lr or schedule; expected a rate >= {tiny:.3g}, the smallest "
+                             "normal number of the model's dtype (a smaller rate's steps are "
+                             "flushed to zero)")
         warnings.warn(f"the schedule {opt.schedule!r} has taken the learning rate to {lr!r} "
                       f"for epoch {opt.completed_epochs + 1}, below {tiny:.3g}, the smallest "
                       f"normal number of the model's dtype {np.dtype(self.model.dtype).name} "
