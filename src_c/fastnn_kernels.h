@@ -591,25 +591,40 @@ FNN_CLONES void P##softmax_rows(T *restrict Z, ptrdiff_t rows, ptrdiff_t cols)  
             }                                                                                 \
             continue;                                                                         \
         }                                                                                     \
-        /* nb rows at once: e := z - (the row's max), then exp over all nb * cols at once */  \
-        for (r = 0; r < nb; r++) {                                                            \
+        /* nb rows at once: e := z - (the row's max), then exp over all nb * cols at once;    \
+         * the rows' maxima and sums are chains in j, two rows' side by side (twice the       \
+         * independent work in flight; each row's operations and order as alone) */           \
+        for (r = 0; r < nb; r += 2) {                                                         \
             const T *restrict z = zb + r * cols;                                              \
-            double m = (double) z[0];                                                         \
-            for (j = 1; j < cols; j++)                                                        \
+            const T *restrict z2 = r + 1 < nb ? z + cols : z;   /* (odd nb: z twice) */       \
+            double m = (double) z[0], m2 = (double) z2[0];                                    \
+            for (j = 1; j < cols; j++) {                                                      \
                 if (z[j] > m) m = (double) z[j];                                              \
+                if (z2[j] > m2) m2 = (double) z2[j];                                          \
+            }                                                                                 \
             for (j = 0; j < cols; j++)                                                        \
                 e[r * cols + j] = (double) z[j] - m;                                          \
+            if (r + 1 < nb)                                                                   \
+                for (j = 0; j < cols; j++)                                                    \
+                    e[(r + 1) * cols + j] = (double) z2[j] - m2;                              \
         }                                                                                     \
         fnn_exps_neg(e, nb * cols);                                                           \
-        for (r = 0; r < nb; r++) {                                                            \
+        for (r = 0; r < nb; r += 2) {                                                         \
             T *restrict z = zb + r * cols;                                                    \
             const double *er = e + r * cols;                                                  \
-            double s = 0.0;                                                                   \
-            for (j = 0; j < cols; j++)                                                        \
+            const double *er2 = r + 1 < nb ? er + cols : er;                                  \
+            double s = 0.0, s2 = 0.0;                                                         \
+            for (j = 0; j < cols; j++) {                                                      \
                 s += er[j];                                                                   \
+                s2 += er2[j];                                                                 \
+            }                                                                                 \
             s = 1.0 / s;                                                                      \
+            s2 = 1.0 / s2;                                                                    \
             for (j = 0; j < cols; j++)                                                        \
                 z[j] = (T) (er[j] * s);                                                       \
+            if (r + 1 < nb)                                                                   \
+                for (j = 0; j < cols; j++)                                                    \
+                    z[cols + j] = (T) (er2[j] * s2);                                          \
         }                                                                                     \
     }                                                                                         \
 }
