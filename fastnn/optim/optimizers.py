@@ -396,10 +396,13 @@ class Optimizer:
         """
         with _IN_USE_GUARD:
             self._check_free()
-            if len(_IN_USE) > 64:     # forget the claims of optimizers that are gone
-                for key in [k for k, (ref, _) in _IN_USE.items() if ref() is None]:
-                    del _IN_USE[key]
-            _IN_USE[id(self)] = (weakref.ref(self), cell)
+            key = id(self)
+            held = _IN_USE.get(key)
+            # one entry per optimizer, dropped when the optimizer goes (its id can then be
+            # another object's): nothing grows with the number of fits
+            ref = held[0] if held is not None and held[0]() is self else \
+                weakref.ref(self, lambda _, key=key: _IN_USE.pop(key, None))
+            _IN_USE[key] = (ref, cell)
 
     def reset(self):
         """Start afresh: forget the state (velocity / moments), the step count ``t``, the epoch
