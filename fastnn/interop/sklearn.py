@@ -703,8 +703,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         y_std : same shape, float64 (only with return_std)
             Standard deviation (not variance), in the units of y.
         """
-        check_is_fitted(self)
         with consistent(self):  # one epoch boundary of a running fit
+            check_is_fitted(self)   # (it reads the attributes a fit sets up under this lock)
             return self._predict(X, return_std)
 
     def _predict(self, X, return_std):

@@ -482,8 +482,8 @@ class _BaseMLP(_ValidationRecords, BaseEstimator):
 
     def _outputs(self, X, link):
         """Validated X through the network: logits (link=False) or the output link applied."""
-        check_is_fitted(self)
         with consistent(self), self._threads():  # one epoch boundary of a running fit
+            check_is_fitted(self)   # (it reads the attributes a fit sets up under this lock)
             X = validate_data(self, _checked(X, "X"), reset=False, dtype=self.model_.dtype,
                               order="C", accept_sparse=("csr", "csc"))
             if sparse.issparse(X):  # the compiled sparse first layer (fastnn.nn.sparse)
