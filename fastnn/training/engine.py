@@ -413,8 +413,7 @@ class TrainingRun:
         opt = self.optimizer
         # what a callback may have set since the last epoch, checked as a fresh fit checks
         # it: the hyperparameters, the schedule and the epoch count, clip_norm for the dtype,
-        # and (after a hyperparameter or the schedule was set) the rates planned for the
-        # rest of the run
+        # the step count with this epoch's steps
         opt._recheck()
         opt._check_progress()
         self._check_clip_norm(tiny)
