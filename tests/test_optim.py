@@ -398,3 +398,35 @@ def test_a_callback_that_sets_nothing_new_keeps_reduce_on_plateaus_stop():
             history = fastnn.MLP([3, 8, 1], seed=0).fit(X, y, "mse", opt, epochs=10,
                                                          callbacks=callbacks)
         assert len(history.epoch) < 10
+
+
+def test_a_child_forked_while_another_thread_claims_an_optimizer_can_train():
+    # the registry's lock may be held by a thread that does not exist in the child: the
+    # child gets a new one (it hung in its first fit)
+    import os
+    import threading
+    from fastnn.optim import optimizers
+    X, y = _small_regression()
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold_the_guard():
+        with optimizers._IN_USE_GUARD:
+            inside.set()
+            leave.wait()
+    holder = threading.Thread(target=hold_the_guard)
+    holder.start()
+    inside.wait()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            import faulthandler
+            faulthandler.dump_traceback_later(20, exit=True)   # a hang fails, it never blocks
+            try:
+                fastnn.MLP([3, 4, 1], seed=0).fit(X, y, "mse", SGD(lr=0.01), epochs=1)
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+    finally:
+        leave.set()
+        holder.join()
+    assert os.waitpid(pid, 0)[1] == 0

@@ -47,7 +47,17 @@ MAX_STEPS = 2**62
 # nothing travels in a pickle.  A forked child has none of its parent's runs.
 _IN_USE = {}
 _IN_USE_GUARD = threading.Lock()
-os.register_at_fork(after_in_child=_IN_USE.clear)
+
+
+def _after_fork_in_child():
+    # the parent's runs are not the child's, and the guard may have been held by a thread
+    # that does not exist here: a new one (as fastnn.runtime.threads does for its lock)
+    global _IN_USE_GUARD
+    _IN_USE.clear()
+    _IN_USE_GUARD = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Schedule:
@@ -381,10 +391,10 @@ class Optimizer:
         held = _IN_USE.get(id(self))
         if held is not None and held[0]() is self and held[1][0]:
             raise RuntimeError(
-                f"this optimizer ({self!r}) is training another model, or the same one, in a "
-                "fit that has not ended (another thread's, or the fit whose callback started "
-                "this one); one optimizer keeps one run's step count and state: give each "
-                "concurrent fit its own (e.g. copy.deepcopy(optimizer))")
+                f"this optimizer (a {type(self).__name__}) is training another model, or the "
+                "same one, in a fit that has not ended (another thread's, or the fit whose "
+                "callback started this one); one optimizer keeps one run's step count and "
+                "state: give each concurrent fit its own (e.g. copy.deepcopy(optimizer))")
 
     def _claim(self, cell):
         """Mark this optimizer as a run's while ``cell[0]`` is true (the run sets it to False
