@@ -8,10 +8,11 @@ of these took 4-35 us in NumPy):
 """
 from array import array
 
+from cython cimport floating
 from libc.stdint cimport uint32_t, uint64_t
 cimport numpy as cnp
 
-from fastnn._core._kernels cimport fnn_s_all_finite, fnn_d_all_finite
+from fastnn._core._kernels cimport all_finite
 
 cnp.import_array()
 
@@ -29,7 +30,6 @@ def finite_array(object x):
     cdef cnp.ndarray a
     cdef Py_ssize_t n
     cdef int kind
-    cdef bint finite
     if not isinstance(x, cnp.ndarray):
         return None
     a = <cnp.ndarray> x
@@ -42,15 +42,17 @@ def finite_array(object x):
         return None
     n = cnp.PyArray_SIZE(a)
     if kind == cnp.NPY_FLOAT32:
-        if n < _FINITE_NOGIL_ELEMENTS:
-            return bool(fnn_s_all_finite(<const float *> cnp.PyArray_DATA(a), n))
-        with nogil:
-            finite = fnn_s_all_finite(<const float *> cnp.PyArray_DATA(a), n)
-        return finite
+        return _finite(<const float *> cnp.PyArray_DATA(a), n)
+    return _finite(<const double *> cnp.PyArray_DATA(a), n)
+
+
+cdef bint _finite(const floating *X, Py_ssize_t n) noexcept:
+    """all_finite(X, n), without the GIL for a long X."""
+    cdef bint finite
     if n < _FINITE_NOGIL_ELEMENTS:
-        return bool(fnn_d_all_finite(<const double *> cnp.PyArray_DATA(a), n))
+        return all_finite(X, n)
     with nogil:
-        finite = fnn_d_all_finite(<const double *> cnp.PyArray_DATA(a), n)
+        finite = all_finite(X, n)
     return finite
 
 

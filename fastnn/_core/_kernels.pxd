@@ -86,6 +86,14 @@ cdef inline void softmax_rows(floating *Z, Py_ssize_t rows, Py_ssize_t cols) noe
         fnn_d_softmax_rows(Z, rows, cols)
 
 
+cdef inline bint all_finite(const floating *X, Py_ssize_t n) noexcept nogil:
+    """No NaN or infinity among X[0:n] (one vectorized pass, src_c/fastnn_kernels.h)."""
+    if floating is float:
+        return fnn_s_all_finite(X, n)
+    else:
+        return fnn_d_all_finite(X, n)
+
+
 cdef inline double softmax_xent(const floating *Z, Py_ssize_t rows, Py_ssize_t k,
                                const Py_ssize_t *labels, const floating *Y,
                                const floating *W, bint kl, double grad_scale,

@@ -15,8 +15,7 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 
 from fastnn._core._fpmode cimport (fnn_fpmode_enter, fnn_fpmode_get, fnn_fpmode_leave,
                              fnn_fpmode_set, fnn_fpmode_supported, fnn_fpmode_writable_bits)
-from fastnn._core._kernels cimport (FNN_OK, FNN_N_ACTIVATIONS, FNN_IDENTITY,
-                                    fnn_s_all_finite, fnn_d_all_finite)
+from fastnn._core._kernels cimport FNN_OK, FNN_N_ACTIVATIONS, FNN_IDENTITY, all_finite
 from fastnn._core._kernels cimport fnn_act_keeps_preactivation
 from fastnn._core._pool cimport parallel_for
 from fastnn._core._dropout cimport (DropoutCtx, fnn_dropout_keep_row, fnn_dropout_threshold,
@@ -501,14 +500,6 @@ cdef enum:
     _STACK_DOUBLES = 2048       # predict_rows' workspace on the stack up to 16 KiB
 
 
-cdef inline bint _all_finite(const floating *X, Py_ssize_t n) noexcept nogil:
-    """No NaN or infinity among X[0:n] (src_c/fastnn_kernels.h fnn_*_all_finite)."""
-    if floating is float:
-        return fnn_s_all_finite(X, n)
-    else:
-        return fnn_d_all_finite(X, n)
-
-
 cdef object _predict_rows(NetSpec spec, cnp.ndarray params, cnp.ndarray X, int loss_kind,
                           bint flush_denormals, int n_threads, Py_ssize_t chunk_rows,
                           floating *dtype):
@@ -544,7 +535,7 @@ cdef object _predict_rows(NetSpec spec, cnp.ndarray params, cnp.ndarray X, int l
         while start < n:
             rows = min(chunk_rows, n - start)
             # each chunk checked just before it is computed, while it comes into the cache
-            finite = _all_finite(x + start * n_in, rows * n_in)
+            finite = all_finite(x + start * n_in, rows * n_in)
             if not finite:
                 break
             status = _predict_chunk(&net, p, x + start * n_in, <int> rows, o + start * n_out,
