@@ -377,14 +377,11 @@ class Optimizer:
             object.__setattr__(self, "_changed", True)
 
     def _recheck(self):
-        """_check, unless nothing was set since the last one (a callback may set any).
-        Returns True when it checked."""
+        """_check, unless nothing was set since the last one (a callback may set any)."""
         if self.__dict__.get("_changed", True) or type(self.t) is not int or \
                 not 0 <= self.t <= MAX_STEPS:
             self._check()
             object.__setattr__(self, "_changed", False)
-            return True
-        return False
 
     def _check_free(self):
         """RuntimeError while a run is training with this optimizer (see ``_claim``)."""
