@@ -405,12 +405,12 @@ def test_a_child_forked_while_another_thread_claims_an_optimizer_can_train():
     # child gets a new one (it hung in its first fit)
     import os
     import threading
-    from fastnn.optim import optimizers
+    from fastnn.training import claims
     X, y = _small_regression()
     inside, leave = threading.Event(), threading.Event()
 
     def hold_the_guard():
-        with optimizers._IN_USE_GUARD:
+        with claims._GUARD:
             inside.set()
             leave.wait()
     holder = threading.Thread(target=hold_the_guard)

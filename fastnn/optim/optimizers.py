@@ -17,10 +17,7 @@ same optimizer, a ``load(..., with_optimizer=True)`` or an unpickled optimizer r
 at the rate an uninterrupted run would.  ``optimizer.reset()`` starts afresh.
 """
 import math
-import os
 import sys
-import threading
-import weakref
 
 import numpy as np
 
@@ -40,24 +37,6 @@ MAX_EPOCHS = 2**32 - 1
 #: the most optimizer steps a run can count (also the model file's bound): far below the
 #: compiled loop's 64-bit counter, which adds an epoch's steps to it
 MAX_STEPS = 2**62
-
-# the optimizers runs are training with: id -> (weak optimizer, the run's cell [running]),
-# fastnn.training.engine's claims.  A run ends its claim by setting its cell to False, one
-# store with no call in it (an interrupt cannot land half way); nothing is kept alive and
-# nothing travels in a pickle.  A forked child has none of its parent's runs.
-_IN_USE = {}
-_IN_USE_GUARD = threading.Lock()
-
-
-def _after_fork_in_child():
-    # the parent's runs are not the child's, and the guard may have been held by a thread
-    # that does not exist here: a new one (as fastnn.runtime.threads does for its lock)
-    global _IN_USE_GUARD
-    _IN_USE.clear()
-    _IN_USE_GUARD = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Schedule:
@@ -382,34 +361,6 @@ class Optimizer:
                 not 0 <= self.t <= MAX_STEPS:
             self._check()
             object.__setattr__(self, "_changed", False)
-
-    def _check_free(self):
-        """RuntimeError while a run is training with this optimizer (see ``_claim``)."""
-        held = _IN_USE.get(id(self))
-        if held is not None and held[0]() is self and held[1][0]:
-            raise RuntimeError(
-                f"this optimizer (a {type(self).__name__}) is training another model, or the "
-                "same one, in a fit that has not ended (another thread's, or the fit whose "
-                "callback started this one); one optimizer keeps one run's step count and "
-                "state: give each concurrent fit its own (e.g. copy.deepcopy(optimizer))")
-
-    def _claim(self, cell):
-        """Mark this optimizer as a run's while ``cell[0]`` is true (the run sets it to False
-        when it ends: fastnn.training.engine.TrainingRun.epochs).
-
-        One optimizer keeps one run's step count, state and schedule: two fits updating
-        them at once (two threads, or a fit started from a callback of another with the same
-        optimizer) would race, silently.  Raises RuntimeError while another run holds it.
-        """
-        with _IN_USE_GUARD:
-            self._check_free()
-            key = id(self)
-            held = _IN_USE.get(key)
-            # one entry per optimizer, dropped when the optimizer goes (its id can then be
-            # another object's): nothing grows with the number of fits
-            ref = held[0] if held is not None and held[0]() is self else \
-                weakref.ref(self, lambda _, key=key: _IN_USE.pop(key, None))
-            _IN_USE[key] = (ref, cell)
 
     def reset(self):
         """Start afresh: forget the state (velocity / moments), the step count ``t``, the epoch

@@ -45,6 +45,7 @@ from fastnn.nn.sparse import CSRInput
 from fastnn.optim.optimizers import MAX_STEPS
 from fastnn.runtime import boundary
 from fastnn.runtime.threads import compiled_threads
+from fastnn.training import claims
 # the records and the scoring of a run, defined beside it; re-exported (fastnn.training.engine.X)
 from fastnn.training.callbacks import EarlyStopping, History, TrainingDiverged  # noqa: F401
 from fastnn.training.evaluation import _CLASSIFIER_LINKS, evaluate  # noqa: F401
@@ -188,9 +189,7 @@ class TrainingRun:
         when any rank has one.
         """
         mpi, es, opt = self.mpi, self.early_stopping, self.optimizer
-        check_free = getattr(opt, "_check_free", None)   # (minibatch optimizers only)
-        if check_free is not None:
-            check_free()        # (before anything changes: another run is training with it)
+        claims.check_free(opt)  # (before anything changes: another run is training with it)
         # a refused fit leaves the early-stopping record as it found it: the optimizer's
         # record and the given EarlyStopping's state are put back when a check raises
         # (an L-BFGS optimizer carries no record: fastnn.training.full_batch)
@@ -343,7 +342,7 @@ class TrainingRun:
         running = [True]      # this run's claim on the optimizer while running[0]
         try:
             try:
-                self.optimizer._claim(running)
+                claims.claim(self.optimizer, running)
             except RuntimeError:
                 self.abandon()    # (check() prepared this run's early-stopping record)
                 raise
