@@ -3,9 +3,9 @@
 An optimizer keeps one run's step count, state and schedule; two fits updating them at once
 (two threads, or a fit started from a callback of another with the same optimizer) would
 race, silently.  The training engine (``TrainingRun``) asks ``check_free`` before its
-``check`` touches anything, and ``claim``s the optimizer when its epochs start; a claim ends
-when the run sets its cell to False, one store with no call in it, so that an interrupt
-cannot land half way and leave the optimizer taken.  Nothing here keeps an optimizer or a
+``check`` touches anything, and takes the optimizer (``claim``) when its epochs start; a
+claim ends when the run sets its cell to False, one store with no call in it, so that an
+interrupt cannot land half way and leave the optimizer taken.  Nothing here keeps an optimizer or a
 run alive, or travels in a pickle; a forked child has none of its parent's runs.
 """
 import os
