@@ -204,10 +204,18 @@ def fill_permutation(Py_ssize_t[::1] order not None, tuple entropy):
     TypeError
         An entry that is not an integer.
     """
+    cdef list words = entropy_words(entropy)
+    cdef uint32_t[::1] packed = array("I", words if words else [0])
+    cdef Py_ssize_t n_words = len(words)
+    with nogil:
+        permute(&order[0] if order.shape[0] else NULL, order.shape[0], &packed[0], n_words)
+
+
+cdef list entropy_words(tuple entropy):
+    """SeedSequence's entropy words of a tuple of non-negative ints: each split into 32-bit
+    words, lowest first (0 is one word), the words of all of them in turn (TypeError,
+    ValueError otherwise)."""
     cdef list words = []
-    cdef uint32_t[::1] packed
-    cdef _Pcg64 rng
-    cdef Py_ssize_t i, j, kept, n = order.shape[0], n_words
     for value in entropy:
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"entropy holds {value!r}; expected non-negative integers")
@@ -218,14 +226,20 @@ def fill_permutation(Py_ssize_t[::1] order not None, tuple entropy):
         while value > 0:
             words.append(value & 0xffffffff)
             value >>= 32
-    n_words = len(words)
-    packed = array("I", words if words else [0])
-    with nogil:
-        _seed(&rng, &packed[0], n_words)
-        for i in range(n):
-            order[i] = i
-        for i in range(n - 1, 0, -1):
-            j = <Py_ssize_t> _interval(&rng, <uint64_t> i)
-            kept = order[i]
-            order[i] = order[j]
-            order[j] = kept
+    return words
+
+
+cdef void permute(Py_ssize_t *order, Py_ssize_t n, const uint32_t *words,
+                  Py_ssize_t n_words) noexcept nogil:
+    """order[0:n] := default_rng(entropy).permutation(n), the entropy given as its
+    `n_words` 32-bit words (entropy_words; n_words == 0: an empty entropy)."""
+    cdef _Pcg64 rng
+    cdef Py_ssize_t i, j, kept
+    _seed(&rng, words, n_words)
+    for i in range(n):
+        order[i] = i
+    for i in range(n - 1, 0, -1):
+        j = <Py_ssize_t> _interval(&rng, <uint64_t> i)
+        kept = order[i]
+        order[i] = order[j]
+        order[j] = kept
