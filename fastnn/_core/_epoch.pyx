@@ -23,11 +23,15 @@ this module is importable from Python and the loop trusts them.
 """
 from cython cimport floating
 from libc.limits cimport INT_MAX
-from libc.stdint cimport uint32_t, uint64_t
+from libc.math cimport isfinite
+from libc.stdint cimport UINT32_MAX, uint32_t, uint64_t
+from libc.string cimport memcpy
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.ref cimport PyObject, Py_XDECREF
 
+from fastnn._core._arrays cimport entropy_words, permute
 from fastnn._core._dropout cimport DropoutCtx
+from fastnn._core._kernels cimport all_finite
 from fastnn._core._losses cimport check_target_sizes
 from fastnn._core._network cimport Net, NetSpec, check_net, with_threads
 from fastnn._core._pool cimport parallel_for
@@ -39,6 +43,7 @@ from fastnn._core._loop cimport (_Epoch, _Interrupt, _Reducer, _SOURCE_CSR, _SOU
                                  pthread_self, run_epoch)
 
 import numbers
+from array import array
 
 import numpy as np
 
@@ -256,6 +261,14 @@ cdef class CSRRows:
 
 # ------------------------------------------------------------------ epochs: prepared, then run
 
+cdef struct _Outcome:
+    # one epoch of a group: EpochCall.result's figures
+    double loss_sum, weight_sum, seconds
+    Py_ssize_t steps, failed_step
+    long long t
+    int status
+
+
 cdef class EpochCall:
     """One prepared epoch of one model (``prepare_epoch``), run once by ``run`` or, with
     others, by ``train_epochs``.  Holds the arrays it points into until it is released.
@@ -271,6 +284,9 @@ cdef class EpochCall:
     cdef object _read_spans      # (start, end, name) of every buffer it only reads
     cdef bint _prepared, _ran, _dropped
     cdef object _pending
+    cdef uint32_t _index         # the epoch's index (its order's and dropout masks' key)
+    cdef Py_ssize_t _n_s1, _n_s2  # the optimizer state's lengths
+    cdef list _results           # (result, seconds) of each epoch the call ran
 
     @property
     def ran(self):
@@ -288,6 +304,14 @@ cdef class EpochCall:
         return (self.a.loss_sum, self.a.weight_sum, self.a.steps, self.a.opt.t, self.a.status,
                 self.a.failed_step, self._pending)
 
+    @property
+    def results(self):
+        """(result, seconds) of each epoch the call ran, in turn: one after ``run``, one to
+        len(rates) after ``run_group``; ``result`` is the last one's."""
+        if not self._ran:
+            raise RuntimeError("this epoch has not run yet")
+        return self._results
+
     def drop(self):
         """Never run this epoch: its run ended before it ran (``run`` and ``train_epochs``
         refuse it from now on, so that it cannot change the model behind the run's back).
@@ -304,7 +328,150 @@ cdef class EpochCall:
         with nogil:
             run_epoch(&self.a, &intr)
         self._pending = _take_pending(&intr)
+        self._results = [(self.result, self.a.seconds)]
         return self.result
+
+    def run_group(self, rates, tuple order_key, order, previous, snapshot):
+        """Run ``len(rates)`` epochs in turn on the calling thread, this prepared one first,
+        each later one as if prepared after the last with nothing changed but its rate: one
+        compiled call for epochs that need no Python between them (fastnn.training.engine
+        groups a small network's epochs; the arithmetic of each epoch is the same).
+
+        Before epoch e > 0 (index ``i = index + e``, `index` the prepared epoch's): previous
+        := snapshot and snapshot := params (the engine's fallback after a divergence), the
+        order := ``default_rng([*order_key, i]).permutation(n)`` (fastnn._core._arrays; the
+        engine's epoch_order), the dropout masks' epoch key := i, the rate := rates[e].  The
+        prepared epoch runs at rates[0] with its order and snapshots as they are.  The group
+        stops after an epoch whose status is not STATUS_OK or that left a NaN or infinity in
+        the parameters or the optimizer's state (the engine's divergence checks), or that a
+        signal handler interrupted.
+
+        Parameters
+        ----------
+        rates : sequence of float >= 0, finite, at least one
+        order_key : tuple of int >= 0, or None
+            The order's seed key without the epoch index (None: an epoch in storage order).
+        order : ndarray of shape (n,), intp, writeable, or None
+            The order the epoch was prepared with (the same buffer), which each later epoch
+            overwrites; None with order_key None.
+        previous, snapshot : ndarray of shape (n_params,), the model's dtype, C-contiguous
+            The copies of the parameters, apart from every buffer of the epoch.
+
+        Returns ``result`` (the last epoch's); ``results`` holds every epoch's.  ValueError
+        for a distributed epoch (its ranks agree epoch by epoch), an index past 2**32 - 1,
+        arguments that do not fit.
+        """
+        cdef const double[::1] lrs = np.ascontiguousarray(rates, dtype=np.float64)
+        cdef Py_ssize_t k = lrs.shape[0], e, ran = 0, n_words = 0, item
+        cdef Py_ssize_t[::1] order_w = None
+        cdef uint32_t[::1] words = None
+        cdef _Interrupt intr
+        cdef _Outcome *out
+        cdef void *prev_p
+        cdef void *snap_p
+        cdef _Epoch *a = &self.a
+        cdef uint64_t index
+        if not self._prepared:
+            raise ValueError("an EpochCall must come from prepare_epoch")
+        if k < 1:
+            raise ValueError("rates is empty; expected one rate per epoch")
+        for e in range(k):
+            if not (isfinite(lrs[e]) and lrs[e] >= 0):
+                raise ValueError(f"rates[{e}] is {lrs[e]!r}; expected a finite rate >= 0")
+        if a.distributed:
+            raise ValueError("a distributed epoch runs alone: its ranks agree epoch by epoch")
+        if <uint64_t> self._index + <uint64_t> (k - 1) > UINT32_MAX:
+            raise ValueError(f"epochs {self._index} .. {self._index + k - 1}: the epoch "
+                             f"index is at most {UINT32_MAX}")
+        if (order is None) != (a.order == NULL) or (order_key is None) != (order is None):
+            raise ValueError("order and order_key must be given exactly when the epoch was "
+                             "prepared with an order")
+        if order is not None:
+            order_w = order
+            if order_w.shape[0] != a.n_order or &order_w[0] != a.order or a.n_order != a.n:
+                raise ValueError("order must be the buffer the epoch was prepared with, one "
+                                 "index per row of X")
+            words = array("I", entropy_words(order_key) + [0])   # + the epoch index
+            n_words = words.shape[0]
+        item = sizeof(double) if a.is_double else sizeof(float)
+        prev_p = _copy_target(self, previous, "previous", a.is_double)
+        snap_p = _copy_target(self, snapshot, "snapshot", a.is_double)
+        if prev_p != NULL and <char *> prev_p < <char *> snap_p + a.n_params * item and \
+                <char *> snap_p < <char *> prev_p + a.n_params * item:
+            raise ValueError("previous and snapshot overlap; expected two separate vectors")
+        out = <_Outcome *> PyMem_Malloc(k * sizeof(_Outcome))
+        if out == NULL:
+            raise MemoryError()
+        try:
+            _claim([self])
+        except BaseException:
+            PyMem_Free(out)
+            raise
+        intr.caller, intr.stop, intr.pending = pthread_self(), 0, NULL
+        with nogil:
+            for e in range(k):
+                if e > 0:
+                    if a.n_params > 0:
+                        memcpy(prev_p, snap_p, a.n_params * item)
+                        memcpy(snap_p, a.params, a.n_params * item)
+                    index = <uint64_t> self._index + <uint64_t> e
+                    if a.order != NULL:
+                        words[n_words - 1] = <uint32_t> index
+                        permute(<Py_ssize_t *> a.order, a.n_order, &words[0], n_words)
+                    self.dctx.epoch = <uint32_t> index
+                a.opt.lr = lrs[e]
+                run_epoch(a, &intr)
+                out[e].loss_sum, out[e].weight_sum, out[e].seconds = \
+                    a.loss_sum, a.weight_sum, a.seconds
+                out[e].steps, out[e].failed_step, out[e].t, out[e].status = \
+                    a.steps, a.failed_step, a.opt.t, a.status
+                ran = e + 1
+                if a.status != _STATUS_OK or not self._finite_after():
+                    break
+        self._pending = _take_pending(&intr)
+        self._results = [((out[e].loss_sum, out[e].weight_sum, out[e].steps, out[e].t,
+                           out[e].status, out[e].failed_step,
+                           self._pending if e == ran - 1 else None), out[e].seconds)
+                         for e in range(ran)]
+        PyMem_Free(out)
+        return self.result
+
+    cdef bint _finite_after(self) noexcept nogil:
+        """No NaN or infinity in the parameters and the optimizer's state."""
+        cdef _Epoch *a = &self.a
+        if a.is_double:
+            return (all_finite(<double *> a.params, a.n_params) and
+                    (a.s1 == NULL or all_finite(<double *> a.s1, self._n_s1)) and
+                    (a.s2 == NULL or all_finite(<double *> a.s2, self._n_s2)))
+        return (all_finite(<float *> a.params, a.n_params) and
+                (a.s1 == NULL or all_finite(<float *> a.s1, self._n_s1)) and
+                (a.s2 == NULL or all_finite(<float *> a.s2, self._n_s2)))
+
+
+cdef void *_copy_target(EpochCall call, object vector, str name, bint is_double) except? NULL:
+    """The address of a writeable C-contiguous vector of the model's dtype and n_params
+    entries that no buffer of the call touches (ValueError otherwise); NULL for no params."""
+    cdef double[::1] vd
+    cdef float[::1] vf
+    cdef char *p
+    cdef Py_ssize_t n, item
+    if vector is None:
+        raise ValueError(f"{name} is None; expected a vector of n_params={call.a.n_params}")
+    if is_double:
+        vd = vector
+        n, item, p = vd.shape[0], sizeof(double), <char *> (&vd[0] if vd.shape[0] else NULL)
+    else:
+        vf = vector
+        n, item, p = vf.shape[0], sizeof(float), <char *> (&vf[0] if vf.shape[0] else NULL)
+    if n != call.a.n_params:
+        raise ValueError(f"{name} has {n} entries; expected n_params={call.a.n_params}")
+    if p == NULL:
+        return NULL
+    for start, end, other in call._spans + call._read_spans:
+        if start < <Py_ssize_t> p + n * item and <Py_ssize_t> p < end:
+            raise ValueError(f"{name} overlaps the epoch's {other}; expected a vector of "
+                             "its own")
+    return p
 
 
 cdef _claim(list calls):
@@ -407,6 +574,7 @@ def train_epochs(calls, n_threads):
     pending = _take_pending(&intr)
     for c in calls:
         c._pending = pending if c.a.status == _STATUS_INTERRUPTED else None
+        c._results = [(c.result, c.a.seconds)]
     return pending
 
 
@@ -676,6 +844,9 @@ cdef EpochCall _pack(EpochConfig config, object source, floating[::1] params,
                        optimizer[5], optimizer[6], optimizer[7], optimizer[8], t0)
     a.loss_sum = a.weight_sum = a.seconds = 0.0
     a.steps, a.failed_step, a.status = 0, -1, _STATUS_OK
+    call._index = epoch
+    call._n_s1 = 0 if state1 is None else state1.shape[0]
+    call._n_s2 = 0 if state2 is None else state2.shape[0]
     # the pointers above stay valid while these live (a typed memoryview holds its buffer)
     call._keep = [spec, reducer, X, data, indices, indptr, Y, labels, sample_weight, sigma,
                   order, params, grads, state1, state2, acts, delta0, delta1, X_batch,

@@ -153,15 +153,18 @@ class Epoch:
     """One prepared training epoch of one model (``prepare_epoch``), over a dense or a CSR X.
 
     ``run()`` runs it on the calling thread (its products on fastnn's pool), with OpenBLAS
-    held at one thread; ``run_epochs`` runs several models' epochs as one job.  Attributes
-    after the run: ``ran``, ``result`` ((loss_sum, weight_sum, steps, t, status,
-    failed_step, pending_exception)) and ``seconds`` (its own wall time).  ``drop()``: never
-    run it (its run ended first).
+    held at one thread; ``run_epochs`` runs several models' epochs as one job.  ``group()``
+    before the run makes ``run()`` go on with more epochs in the same compiled call
+    (``_epoch.EpochCall.run_group``).  Attributes after the run: ``ran``, ``result``
+    ((loss_sum, weight_sum, steps, t, status, failed_step, pending_exception), the last
+    epoch's), ``seconds`` (its own wall time) and ``results`` ((result, seconds) of every
+    epoch run).  ``drop()``: never run it (its run ended first).
     """
-    __slots__ = ("_call",)
+    __slots__ = ("_call", "_group")
 
     def __init__(self, call):
         self._call = call       # a compiled _epoch.EpochCall
+        self._group = None
 
     @property
     def ran(self):
@@ -172,6 +175,10 @@ class Epoch:
         return self._call.result
 
     @property
+    def results(self):
+        return self._call.results
+
+    @property
     def seconds(self):
         return self._call.seconds
 
@@ -179,10 +186,17 @@ class Epoch:
         """Never run this epoch (its run ended before it ran); no effect once it ran."""
         self._call.drop()
 
+    def group(self, rates, order_key, order, previous, snapshot):
+        """Run ``len(rates)`` epochs in this call (``_epoch.EpochCall.run_group``'s arguments):
+        for a driver that has nothing to do between them; ``run_epochs`` refuses it."""
+        self._group = (rates, order_key, order, previous, snapshot)
+
     def run(self):
-        """Run the epoch on the calling thread; returns ``result``."""
+        """Run the epoch (or its group) on the calling thread; returns ``result``."""
         with compiled_threads(1):
-            return self._call.run()
+            if self._group is None:
+                return self._call.run()
+            return self._call.run_group(*self._group)
 
 
 def epoch_config(*args, n_threads=None, flush_denormals=None, **kwargs):
@@ -216,5 +230,8 @@ def run_epochs(epochs, n_threads):
         if not isinstance(e, Epoch):
             raise TypeError(f"epochs must be Epoch objects (prepare_epoch); got "
                             f"{type(e).__name__}")
+        if e._group is not None:
+            raise ValueError("a grouped Epoch runs alone (Epoch.run): its epochs follow one "
+                             "another in one call")
     with compiled_threads(n_threads) as n:
         return _epoch.train_epochs([e._call for e in epochs], n)

@@ -8,6 +8,9 @@ early-stopping record; an ensemble's members and optimizers; an estimator's netw
 and records) changes only while its locks (its own and its models') are held, and a fit
 moves it from one epoch boundary to the next inside ONE hold of its models' locks: the compiled epoch and the recording of
 that epoch happen under the same acquisition (``TrainingRun.commit``, fastnn/training/engine.py).
+A fit with nothing to do between short epochs runs a few in one compiled call (about
+``GROUP_SECONDS``, 5 ms, there): one hold covers them and their records, and a reader sees the
+boundary before or after them.
 So a reader inside ``consistent(obj)`` sees one epoch boundary of the object, of every model
 in it (an ensemble's members all at the same one), never a mix of two.
 
@@ -19,7 +22,7 @@ Who takes what:
   optimizers, an estimator's network, classes and records) changes inside ``consistent(obj)``.
   Between two epochs the fit calls ``let_readers_in``: Python's locks are not fair, and a loop
   that releases a lock and takes it again at once would keep a waiting reader out for the
-  whole fit; so a reader waits for the running epoch at most.  L-BFGS
+  whole fit; so a reader waits for the running epoch (or group of short epochs) at most.  L-BFGS
   evaluates its trial points in buffers of its own and publishes each accepted iterate.
 * Readers.  ``save``, ``predict`` (and ``predict_std``, ``forward``, the estimators'
   prediction methods), the ONNX and torch exports and pickling read inside

@@ -42,7 +42,7 @@ import numpy as np
 from fastnn.runtime.state import hold, let_readers_in
 from fastnn._validation import all_finite, check_weight_total, weight_total
 from fastnn.nn.sparse import CSRInput
-from fastnn.optim.optimizers import MAX_STEPS
+from fastnn.optim.optimizers import MAX_STEPS, Constant, Cosine, InverseScaling, StepDecay
 from fastnn.runtime import boundary
 from fastnn.runtime.threads import compiled_threads
 from fastnn.training import claims
@@ -52,6 +52,15 @@ from fastnn.training.evaluation import _CLASSIFIER_LINKS, evaluate  # noqa: F401
 
 #: seconds between two checks for Ctrl-C inside the compiled loop
 SIGNAL_CHECK_INTERVAL = 0.1
+#: a fit with nothing to do between its epochs (no validation, early stopping, callbacks,
+#: recorders, verbose output or MPI; a schedule that is a function of the epoch) runs short
+#: epochs several to a compiled call, up to this long by the last epoch's time and this many
+#: epochs: a small network's epoch (~0.5 ms) otherwise spends a fifth of its time in Python
+#: between epochs.  A reader (predict, save in another thread) gets in between calls.
+GROUP_SECONDS = 0.005
+GROUP_EPOCHS = 64
+#: the schedules whose rate is a function of the epoch index alone (their exact classes)
+_PLANNED_SCHEDULES = (Constant, StepDecay, InverseScaling, Cosine)
 
 
 class _Workspace:
@@ -147,6 +156,9 @@ class TrainingRun:
         # fastnn's threads of each compiled call: run() sets it from fit's n_threads; a driver
         # of TrainingRun.epochs (fastnn.ensemble: one member's epoch per pool task) keeps 1
         self.n_threads = 1
+        # run() sets it: epochs may run several to a compiled call (_group_rates) when the
+        # driver is run() itself, which does nothing between them
+        self._may_group = False
         X = data[0]
         self.offset, self.n_global = (0, X.shape[0]) if mpi is None else \
             mpi.shard_layout(X.shape[0])
@@ -271,13 +283,16 @@ class TrainingRun:
     def _check_steps(self, epochs):
         """ValueError when `epochs` more epochs would take the optimizer's step count past
         MAX_STEPS (before the run, and before every epoch: a callback may set t)."""
-        per_epoch = (self.n_global // self.batch_size if self.drop_last else
-                     -(-self.n_global // self.batch_size))
+        per_epoch = self._steps_per_epoch()
         t = self.optimizer.t
         if type(t) is int and t + epochs * per_epoch > MAX_STEPS:   # (a bad t: _recheck's)
             raise ValueError(f"t={t} (the optimizer's step count) with {epochs} more epoch(s) "
                              f"of {per_epoch} step(s) would count past {MAX_STEPS}, the most "
                              "steps a run can count; call optimizer.reset() to start afresh")
+
+    def _steps_per_epoch(self):
+        return (self.n_global // self.batch_size if self.drop_last else
+                -(-self.n_global // self.batch_size))
 
     def _check_clip_norm(self, tiny):
         """ValueError when clip_norm is below `tiny`, the model dtype's smallest normal number
@@ -298,6 +313,7 @@ class TrainingRun:
         # (closed on the way out: an interrupted epoch's run ends here, before the exception
         # reaches the caller, not whenever the garbage collector closes the generator)
         try:
+            self._may_group = True
             with compiled_threads(n_threads) as self.n_threads, \
                     contextlib.closing(self.epochs(epochs)) as steps:
                 for call in steps:
@@ -359,11 +375,18 @@ class TrainingRun:
             self.bar = _progress_bar(epochs) if self.verbose >= 2 else None
             tiny = float(np.finfo(model.dtype).tiny)
             self._rate_inputs = None
-            for _ in range(epochs):
+            self._grouped = self._nothing_between_epochs()
+            left = epochs
+            while left > 0:
                 lr = self._next_rate(tiny)
                 if lr is None:
                     break
                 call = self._prepare_epoch(lr)
+                self.rates = self._group_rates(lr, left)
+                if len(self.rates) > 1:
+                    call.group(self.rates, (self.seed_key,) if self.shuffle else None,
+                               self.order if self.shuffle else None, self.previous,
+                               self.snapshot)
                 try:
                     stop_asked = yield call
                 except BaseException as exc:
@@ -387,6 +410,7 @@ class TrainingRun:
                 _, recorded, error = self._commit
                 if error is not None:
                     raise error
+                left -= len(call.results)
                 if self._report(*recorded) or stop_asked:
                     break
             self._finish()
@@ -442,6 +466,32 @@ class TrainingRun:
                       f"{opt.completed_epochs}; set the schedule's min_lr to keep training",
                       RuntimeWarning, stacklevel=2)
         return None
+
+    def _nothing_between_epochs(self):
+        """Whether this run's epochs may follow one another in one compiled call: its driver
+        is run(), and nothing looks at an epoch before the next (validation, early stopping,
+        callbacks, recorders, verbose output, MPI ranks) or sets the next one's rate from it
+        (a schedule that is not a function of the epoch index alone)."""
+        return (self._may_group and self.mpi is None and self.val is None and
+                self.early_stopping is None and not self.callbacks and not self.recorders and
+                self.verbose == 0 and type(self.optimizer.schedule) in _PLANNED_SCHEDULES)
+
+    def _group_rates(self, lr, left):
+        """The rates of the epochs the next compiled call runs: [lr] for one epoch, or,
+        when nothing happens between epochs (_nothing_between_epochs), as many as take about
+        GROUP_SECONDS by the last epoch's time (at most GROUP_EPOCHS and the `left` epochs
+        of the run), each the schedule's rate for its epoch (a planned schedule's rates for
+        every epoch of the fit were checked before its first step: check_planned_rates)."""
+        history = self.history
+        if not self._grouped or left < 2 or not len(history) or not history.time[-1] > 0:
+            return [lr]
+        opt = self.optimizer
+        done, per_epoch = opt.completed_epochs, self._steps_per_epoch()
+        k = min(left, GROUP_EPOCHS, int(GROUP_SECONDS / history.time[-1]),
+                2 ** 32 - done)   # (the epoch index is 32 bits in the compiled call)
+        if type(opt.t) is not int or opt.t + k * per_epoch > MAX_STEPS:
+            return [lr]
+        return [lr] + [opt._rate(epoch) for epoch in range(done + 1, done + k)]
 
     def _continue_early_stopping_record(self):
         """Continue the run's early-stopping record, or start one.
@@ -514,7 +564,6 @@ class TrainingRun:
             epoch_order(self.order, self.seed_key, done)
         self.snapshot, self.previous = self.previous, self.snapshot
         self.snapshot[...] = model.params
-        self.lr = lr
         # hyperparameters and state as they are now (a callback may have changed momentum)
         opt_args = opt._compiled_args(lr)     # (_next_rate checked the schedule)
         with model._lock:
@@ -529,17 +578,17 @@ class TrainingRun:
         _check_status does, without raising)."""
         with self.model._lock:
             loss_sum, weight_sum, steps, status, failed_step, pending = \
-                self._take_result(call)
+                self._take_result(call.result)
             if status == boundary.STATUS_OK and not all_finite(self.model.params):
                 self._restore_last_good(self.optimizer.completed_epochs + 1, None)
             elif status == boundary.STATUS_DIVERGED:
                 self._restore_last_good(self.optimizer.completed_epochs + 1, failed_step)
 
-    def _take_result(self, call):
-        """The epoch's figures; the optimizer takes its step count.  After an interrupted
-        epoch, non-finite weights go back to the epoch's start and a non-finite optimizer
-        state is reset (a diverged epoch is _restore_last_good's)."""
-        loss_sum, weight_sum, steps, t, status, failed_step, pending = call.result
+    def _take_result(self, result):
+        """An epoch's figures (its ``result``); the optimizer takes its step count.  After an
+        interrupted epoch, non-finite weights go back to the epoch's start and a non-finite
+        optimizer state is reset (a diverged epoch is _restore_last_good's)."""
+        loss_sum, weight_sum, steps, t, status, failed_step, pending = result
         opt, model = self.optimizer, self.model
         opt.t = t
         if status == boundary.STATUS_INTERRUPTED:
@@ -570,13 +619,23 @@ class TrainingRun:
             self._commit = (call, None, exc)
 
     def _record_epoch(self, call):
-        """After the compiled epoch ran: checks, metrics, schedule, stopping, recorders.
-        Returns (logs, stop)."""
-        opt, model, lr = self.optimizer, self.model, self.lr
-        loss_sum, weight_sum, steps, status, failed_step, pending = self._take_result(call)
-        elapsed = call.seconds  # this epoch's own time, whatever ran beside it
+        """After the compiled call ran: each epoch it ran recorded in turn (a group's: the
+        rates it ran at, self.rates).  Returns the last one's (logs, stop)."""
+        results = call.results
+        recorded = None
+        for k, ((result, seconds), lr) in enumerate(zip(results, self.rates)):
+            recorded = self._record_one(result, seconds, lr, k == len(results) - 1)
+        return recorded
+
+    def _record_one(self, result, elapsed, lr, last=True):
+        """One epoch's record (its `result`, own wall time `elapsed`, rate `lr`): checks,
+        metrics, schedule, stopping, recorders.  Returns (logs, stop).  An epoch of a group
+        before its `last` was followed by another: the compiled call found its parameters
+        and optimizer state finite then (the model holds the group's last epoch's now)."""
+        opt, model = self.optimizer, self.model
+        loss_sum, weight_sum, steps, status, failed_step, pending = self._take_result(result)
         epoch = opt.completed_epochs + 1  # the 1-based number users see
-        self._check_status(status, failed_step, pending, steps, epoch, lr)
+        self._check_status(status, failed_step, pending, steps, epoch, lr, last)
         opt.completed_epochs = epoch
         train_loss = loss_sum / weight_sum if weight_sum > 0 else float("nan")
         val_loss = val_metric = None
@@ -620,17 +679,20 @@ class TrainingRun:
             stop = self.mpi.any(stop)
         return stop
 
-    def _check_status(self, status, failed_step, pending, steps, epoch, lr):
+    def _check_status(self, status, failed_step, pending, steps, epoch, lr, current=True):
+        """Raise for an epoch that did not end well (`current`: the model holds its
+        parameters and state now; False for a group's epoch that another followed, whose
+        compiled call checked them)."""
         model = self.model
         loss_failed = status == boundary.STATUS_DIVERGED
-        if status == boundary.STATUS_OK and not all_finite(model.params):
+        if status == boundary.STATUS_OK and current and not all_finite(model.params):
             # the epoch's last update overflowed the weights; its loss, computed before the
             # update, was finite, so the loop could not see it
             status, failed_step = boundary.STATUS_DIVERGED, steps - 1
         # Adam's second moment (the squared gradients) overflows first: beyond about 1.8e19
         # in float32 (1.3e154 in float64) its steps become 0 and the weights stop moving,
         # silently; that is a divergence too
-        state_overflowed = status == boundary.STATUS_OK and not all(
+        state_overflowed = status == boundary.STATUS_OK and current and not all(
             s is None or all_finite(s) for s in self.optimizer.state)
         if state_overflowed:
             status, failed_step = boundary.STATUS_DIVERGED, steps - 1
