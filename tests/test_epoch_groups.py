@@ -96,11 +96,12 @@ def test_groups_keep_the_bits(groups, monkeypatch, dtype, shuffle, opt_name, sch
     _assert_same(grouped, run())
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("source", ["dense", "csr", "weights", "drop_last", "dropout",
                                     "mse", "big_seed"])
-def test_groups_keep_the_bits_for_every_source(groups, monkeypatch, source):
+def test_groups_keep_the_bits_for_every_source(groups, monkeypatch, source, n_threads):
     X, y = _data(n=70)
-    kwargs = dict(epochs=8, batch_size=16, seed=11)
+    kwargs = dict(epochs=8, batch_size=16, seed=11, n_threads=n_threads)
     loss, sizes, model_kw = "cross_entropy", [5, 8, 3], {}
     if source == "csr":
         X = sp.csr_matrix(np.where(np.abs(X) > 0.7, X, 0.0))
