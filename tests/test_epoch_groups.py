@@ -188,13 +188,22 @@ def test_ctrl_c_inside_a_group_keeps_a_consistent_run(groups):
     X, y = _data(n=20000)
     model = MLP([5, 64, 3], seed=0)
     opt = SGD(lr=0.01, momentum=0.9)
-    timer = threading.Timer(0.3, lambda: signal.raise_signal(signal.SIGINT))
-    timer.start()
+    stop = threading.Event()
+
+    def interrupt():      # Ctrl-C 0.3 s in, and again every 2 s while the fit runs on
+        wait = 0.3
+        while not stop.wait(wait):
+            signal.raise_signal(signal.SIGINT)
+            wait = 2.0
+
+    thread = threading.Thread(target=interrupt)
+    thread.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             fit(model, X, y, "cross_entropy", opt, epochs=100000, batch_size=2000)
     finally:
-        timer.cancel()
+        stop.set()
+        thread.join()
     assert groups
     assert opt.completed_epochs == len(model.history_) >= 1
     assert np.isfinite(model.params).all()
@@ -269,6 +278,7 @@ def test_run_group_runs_the_epochs_the_engine_would_prepare():
     (dict(snapshot="params"), "snapshot overlaps the epoch's params"),
     (dict(previous="snapshot"), "previous and snapshot overlap"),
     (dict(order_key=(-1,)), "non-negative"),
+    (dict(rates=None), "rates is None"),
 ])
 def test_run_group_refuses_what_does_not_fit(bad, match):
     call, model, order, copies = _group_setup()
@@ -278,7 +288,7 @@ def test_run_group_refuses_what_does_not_fit(bad, match):
                "snapshot": copies["snapshot"]}
     args.update({k: replace[v] if isinstance(v, str) else v for k, v in bad.items()})
     before = model.params.copy()
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         call.run_group(**args)
     np.testing.assert_array_equal(model.params, before)
     call.run()      # a refused group leaves the epoch to run
@@ -292,3 +302,98 @@ def test_run_group_refuses_an_epoch_index_past_32_bits():
         call.run_group([0.1, 0.1, 0.1], (1,), order, **copies)
     call.run_group([0.1, 0.1], (1,), order, **copies)     # indices 2**32 - 2, 2**32 - 1
     assert len(call.results) == 2
+
+
+def test_run_group_refuses_an_order_that_shares_memory_with_what_it_reads():
+    """The group writes each epoch's order: an order inside the labels (which prepare_epoch
+    accepts: both are only read by one epoch) would rewrite them."""
+    from fastnn._core import _epoch, _sgd
+    from tests._helpers import epoch_call_kwargs
+    model = MLP([5, 8, 3], dtype=np.float32, seed=0)
+    X, y = _data(n=40, dtype=np.float32)
+    store = np.zeros(80, np.intp)
+    store[40:] = y
+    labels, order = store[40:], store[40:]     # the order is the labels' memory
+    spec, batch = model._spec, 16
+    flat = dict(spec=spec, params=model.params, grads=model.grads, X=X, labels=labels,
+                order=order, batch_size=batch, drop_last=False, loss_kind=_losses_kind(),
+                loss_full=0, sigma_scalar=1.0, opt_kind=_sgd.OPT_SGD, lr=0.05, momentum=0.0,
+                nesterov=False, weight_decay=0.0, clip_norm=0.0, beta1=0.9, beta2=0.999,
+                eps=1e-8, acts=np.empty(batch * spec.act_width, np.float32),
+                delta0=np.empty(batch * spec.max_width, np.float32),
+                delta1=np.empty(batch * spec.max_width, np.float32),
+                X_batch=np.empty((batch, 5), np.float32),
+                labels_batch=np.empty(batch, np.intp))
+    call = _epoch.prepare_epoch(**epoch_call_kwargs(flat))
+    before = store.copy()
+    with pytest.raises(ValueError, match="order overlaps the epoch's labels"):
+        call.run_group([0.1, 0.1], (1,), order, np.empty_like(model.params),
+                       np.empty_like(model.params))
+    np.testing.assert_array_equal(store, before)
+
+
+def test_run_group_keeps_its_copies_exported_and_its_rates_private():
+    """Another thread cannot resize a copy's buffer while the group writes it, and a rate
+    list that is a view of a copy is read as it was checked."""
+    import array
+    import time
+    call, model, order, copies = _group_setup(n=4000)
+    previous = array.array("f", bytes(4 * model.n_params))
+    attempts = []
+
+    def resize():
+        time.sleep(0.05)
+        moment = time.perf_counter()
+        try:
+            previous.extend([0.0] * 10 ** 6)
+            attempts.append((moment, "resized"))
+        except BufferError:
+            attempts.append((moment, "refused"))
+
+    thread = threading.Thread(target=resize)
+    thread.start()
+    began = time.perf_counter()
+    call.run_group(np.full(400, 0.05), (1,), order, previous, copies["snapshot"])
+    ended = time.perf_counter()
+    thread.join()
+    assert len(call.results) == 400
+    (moment, what), = attempts
+    assert began < moment < ended, "the group ended before the resize: make it longer"
+    assert what == "refused"
+
+    call, model, order, copies = _group_setup()
+    rates = copies["snapshot"][:6].view(np.float64)     # the snapshot's memory
+    rates[:] = 0.05
+    call.run_group(rates, (1,), order, copies["previous"], copies["snapshot"])
+    call_ref, model_ref, order_ref, copies_ref = _group_setup()
+    call_ref.run_group([0.05, 0.05, 0.05], (1,), order_ref, copies_ref["previous"],
+                       copies_ref["snapshot"])
+    np.testing.assert_array_equal(model.params, model_ref.params)
+
+
+def test_ctrl_c_while_a_group_is_recorded_waits_for_the_record(groups, monkeypatch):
+    """A SIGINT arriving while the engine records a group's epochs (Python, after the
+    compiled call) is raised once the record is complete: the model, the optimizer's counts
+    and the History name the same epoch boundary, that of the group's last epoch."""
+    from fastnn.training.callbacks import History
+    X, y = _data(n=64)
+    original = History._append
+    appended = []
+
+    def append(self, logs):
+        appended.append(logs["epoch"])
+        if len(appended) == 3:               # the third epoch's record, inside a group
+            signal.raise_signal(signal.SIGINT)
+        return original(self, logs)
+
+    monkeypatch.setattr(History, "_append", append)
+    model, opt = MLP([5, 8, 3], seed=0), SGD(lr=0.1, momentum=0.9)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, X, y, "cross_entropy", opt, epochs=10, batch_size=16, seed=1)
+    monkeypatch.setattr(History, "_append", original)
+    assert max(groups) > 1
+    done = opt.completed_epochs
+    assert done > 3 and len(model.history_) == done and opt.t == 4 * done
+    reference, ref_opt = MLP([5, 8, 3], seed=0), SGD(lr=0.1, momentum=0.9)
+    fit(reference, X, y, "cross_entropy", ref_opt, epochs=done, batch_size=16, seed=1)
+    np.testing.assert_array_equal(model.params, reference.params)

@@ -361,8 +361,8 @@ cdef class EpochCall:
         for a distributed epoch (its ranks agree epoch by epoch), an index past 2**32 - 1,
         arguments that do not fit.
         """
-        cdef const double[::1] lrs = np.ascontiguousarray(rates, dtype=np.float64)
-        cdef Py_ssize_t k = lrs.shape[0], e, ran = 0, n_words = 0, item
+        cdef const double[::1] lrs
+        cdef Py_ssize_t k, e, ran = 0, n_words = 0, item
         cdef Py_ssize_t[::1] order_w = None
         cdef uint32_t[::1] words = None
         cdef _Interrupt intr
@@ -371,8 +371,14 @@ cdef class EpochCall:
         cdef void *snap_p
         cdef _Epoch *a = &self.a
         cdef uint64_t index
+        cdef list held = []     # the copies' views: their buffers stay exported until the end
         if not self._prepared:
             raise ValueError("an EpochCall must come from prepare_epoch")
+        if rates is None:
+            raise TypeError("rates is None; expected a sequence of rates, one per epoch")
+        # (a private copy: the caller's buffer could be one the epochs write)
+        lrs = np.array(rates, dtype=np.float64, copy=True).reshape(-1)
+        k = lrs.shape[0]
         if k < 1:
             raise ValueError("rates is empty; expected one rate per epoch")
         for e in range(k):
@@ -391,11 +397,13 @@ cdef class EpochCall:
             if order_w.shape[0] != a.n_order or &order_w[0] != a.order or a.n_order != a.n:
                 raise ValueError("order must be the buffer the epoch was prepared with, one "
                                  "index per row of X")
+            # the group writes the order: it may share no byte with what the epochs read
+            _check_apart(self, <char *> a.order, a.n_order * sizeof(Py_ssize_t), "order")
             words = array("I", entropy_words(order_key) + [0])   # + the epoch index
             n_words = words.shape[0]
         item = sizeof(double) if a.is_double else sizeof(float)
-        prev_p = _copy_target(self, previous, "previous", a.is_double)
-        snap_p = _copy_target(self, snapshot, "snapshot", a.is_double)
+        prev_p = _copy_target(self, previous, "previous", a.is_double, held)
+        snap_p = _copy_target(self, snapshot, "snapshot", a.is_double, held)
         if prev_p != NULL and <char *> prev_p < <char *> snap_p + a.n_params * item and \
                 <char *> snap_p < <char *> prev_p + a.n_params * item:
             raise ValueError("previous and snapshot overlap; expected two separate vectors")
@@ -448,9 +456,12 @@ cdef class EpochCall:
                 (a.s2 == NULL or all_finite(<float *> a.s2, self._n_s2)))
 
 
-cdef void *_copy_target(EpochCall call, object vector, str name, bint is_double) except? NULL:
+cdef void *_copy_target(EpochCall call, object vector, str name, bint is_double,
+                        list held) except? NULL:
     """The address of a writeable C-contiguous vector of the model's dtype and n_params
-    entries that no buffer of the call touches (ValueError otherwise); NULL for no params."""
+    entries that no buffer of the call touches (ValueError otherwise); NULL for no params.
+    Its typed view goes into `held`, which keeps the buffer exported (not resized or freed)
+    while the caller uses the address."""
     cdef double[::1] vd
     cdef float[::1] vf
     cdef char *p
@@ -465,13 +476,28 @@ cdef void *_copy_target(EpochCall call, object vector, str name, bint is_double)
         n, item, p = vf.shape[0], sizeof(float), <char *> (&vf[0] if vf.shape[0] else NULL)
     if n != call.a.n_params:
         raise ValueError(f"{name} has {n} entries; expected n_params={call.a.n_params}")
+    if is_double:
+        held.append(vd)
+    else:
+        held.append(vf)
     if p == NULL:
         return NULL
-    for start, end, other in call._spans + call._read_spans:
-        if start < <Py_ssize_t> p + n * item and <Py_ssize_t> p < end:
-            raise ValueError(f"{name} overlaps the epoch's {other}; expected a vector of "
-                             "its own")
+    _check_apart(call, p, n * item, name)
     return p
+
+
+cdef int _check_apart(EpochCall call, const char *p, Py_ssize_t nbytes, str name,
+                      ) except -1:
+    """ValueError when the `nbytes` at `p`, which a group of epochs writes, overlap any other
+    buffer of the call (its own span, the same pointer and length, excepted)."""
+    cdef Py_ssize_t start, end, lo = <Py_ssize_t> p, hi = <Py_ssize_t> p + nbytes
+    for start, end, other in call._spans + call._read_spans:
+        if start == lo and end == hi and other == name:
+            continue
+        if start < hi and lo < end:
+            raise ValueError(f"{name} overlaps the epoch's {other}; expected a buffer of "
+                             "its own")
+    return 0
 
 
 cdef _claim(list calls):

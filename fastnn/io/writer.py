@@ -53,10 +53,10 @@ import errno
 import os
 import re
 import secrets
-import signal
 import stat
 import sys
-import threading
+
+from fastnn.runtime.state import sigint_deferred
 
 __all__ = ["OutputTarget", "check_output", "check_outputs", "write_output"]
 
@@ -476,7 +476,7 @@ def _create_temporary(directory, base):
         attempt = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
         fd = None
         try:
-            with _sigint_deferred():
+            with sigint_deferred():
                 fd = os.open(attempt, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
                              getattr(os, "O_BINARY", 0), 0o666)
         except FileExistsError:  # not ours: never remove it
@@ -559,34 +559,11 @@ def _atomic_write(path, write):
     _fsync_directory(directory)
 
 
-@contextlib.contextmanager
-def _sigint_deferred():
-    """Hold back Ctrl-C for a statement that creates a resource and stores it.
-
-    Python raises KeyboardInterrupt at the first check after a signal, which may fall
-    between `fd = os.open(...)` returning and `fd` being stored: the descriptor would leak.
-    In the main thread (the only one KeyboardInterrupt reaches), with Python's default
-    handler installed, a SIGINT inside the block is recorded and raised at its end.
-    """
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    received = []
-    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        if received:
-            raise KeyboardInterrupt
-
-
 def _fsync_directory(directory):
     """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
     fd = None
     try:
-        with _sigint_deferred():
+        with sigint_deferred():
             fd = os.open(directory, os.O_RDONLY)
         os.fsync(fd)
     except OSError:  # pragma: no cover - Windows, or file systems that refuse

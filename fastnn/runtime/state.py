@@ -38,7 +38,9 @@ taken in one global order (their creation), and a thread that holds a lower leve
 asks for a higher one's (a fit's driver holds models' locks only, and what it records under
 them never takes an estimator's), so two holders never wait for each other in a cycle.
 """
+import contextlib
 import itertools
+import signal
 import threading
 import weakref
 
@@ -222,3 +224,29 @@ def let_readers_in(models):
     one of the models' locks have it, so that a reader waits for one epoch at most."""
     for m in models:
         (m if isinstance(m, StateLock) else m._lock).let_readers_in()
+
+
+@contextlib.contextmanager
+def sigint_deferred(raise_at_end=True):
+    """Hold back Ctrl-C for a block that must finish once begun: the record of an epoch (or
+    a group of epochs: ``TrainingRun.commit``), a resource created and stored (a file
+    descriptor: fastnn.io.writer).
+
+    Python raises KeyboardInterrupt at the first check after a signal, which may fall inside
+    the block and leave it half done.  In the main thread (the only one KeyboardInterrupt
+    reaches), with Python's default handler installed, a SIGINT inside the block is recorded
+    (the yielded list gets its number) and, with `raise_at_end`, raised at its end;
+    elsewhere the block runs as it is and the list stays empty.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield []
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if received and raise_at_end:
+            raise KeyboardInterrupt

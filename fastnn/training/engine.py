@@ -39,7 +39,7 @@ import warnings
 
 import numpy as np
 
-from fastnn.runtime.state import hold, let_readers_in
+from fastnn.runtime.state import hold, let_readers_in, sigint_deferred
 from fastnn._validation import all_finite, check_weight_total, weight_total
 from fastnn.nn.sparse import CSRInput
 from fastnn.optim.optimizers import MAX_STEPS, Constant, Cosine, InverseScaling, StepDecay
@@ -608,15 +608,22 @@ class TrainingRun:
         releases the model's lock, so that the epoch and its record are one step for readers
         (fastnn/runtime/state.py); the run calls it itself when the driver did not.  Called again for
         the same call, it does nothing.  Never raises: the epoch's error (divergence, Ctrl-C
-        during the epoch, a recorder's) is kept and raised where the run resumes.
+        during the epoch or its record, a recorder's) is kept and raised where the run
+        resumes.
         """
         if self._commit[0] is call:
             return
-        try:
-            with self.model._lock:
-                self._commit = (call, self._record_epoch(call), None)
-        except BaseException as exc:
-            self._commit = (call, None, exc)
+        # (a Ctrl-C landing in the record would leave the weights of the call's last epoch
+        # with the counts and History of an earlier one: it waits for the record's end and
+        # is then the call's error)
+        with sigint_deferred(raise_at_end=False) as interrupted:
+            try:
+                with self.model._lock:
+                    self._commit = (call, self._record_epoch(call), None)
+            except BaseException as exc:
+                self._commit = (call, None, exc)
+        if interrupted and self._commit[2] is None:
+            self._commit = (call, self._commit[1], KeyboardInterrupt())
 
     def _record_epoch(self, call):
         """After the compiled call ran: each epoch it ran recorded in turn (a group's: the
