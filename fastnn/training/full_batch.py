@@ -33,7 +33,7 @@ from scipy.optimize import minimize
 
 from fastnn._validation import all_finite
 from fastnn.optim.lbfgs import LBFGSObjective
-from fastnn.runtime.state import hold, let_readers_in
+from fastnn.runtime.state import hold, let_readers_in, sigint_deferred
 from fastnn.runtime.threads import compiled_threads
 from fastnn.training.callbacks import History, TrainingDiverged
 from fastnn.training.engine import TrainingRun, _progress_bar
@@ -142,7 +142,8 @@ class FullBatchRun(TrainingRun):
         now, nfev = time.perf_counter(), objective.n_evaluations
         began, nfev_before = self._clock
         self._clock = (now, nfev)
-        with hold([model]):
+        # (Ctrl-C waits for the iterate and its record, as for an epoch: TrainingRun.commit)
+        with sigint_deferred(), hold([model]):
             _publish(model, intermediate_result.x)
             logs, stop = self._record(float(intermediate_result.fun), now - began,
                                       nfev - nfev_before)
