@@ -31,11 +31,11 @@ from cpython.ref cimport PyObject, Py_XDECREF
 
 from fastnn._core._arrays cimport entropy_words, permute
 from fastnn._core._dropout cimport DropoutCtx
+from fastnn._core._epoch_checks cimport check_apart, check_disjoint, check_epoch_buffers, span
 from fastnn._core._kernels cimport all_finite
-from fastnn._core._losses cimport check_target_sizes
-from fastnn._core._network cimport Net, NetSpec, check_net, with_threads
+from fastnn._core._network cimport Net, NetSpec, with_threads
 from fastnn._core._pool cimport parallel_for
-from fastnn._core._sgd cimport _check_optimizer, _optimizer
+from fastnn._core._sgd cimport _optimizer
 from fastnn._core._sparse cimport check_csr, check_first_layer
 from fastnn._core._loop cimport (_Epoch, _Interrupt, _Reducer, _SOURCE_CSR, _SOURCE_DENSE,
                                  _STATUS_DIVERGED, _STATUS_INTERRUPTED, _STATUS_KERNEL_ERROR,
@@ -79,78 +79,6 @@ cdef class Allreduce:
             err = allreduce(&self.r, &buf[0], <int> buf.shape[0])
         if err != 0:
             raise RuntimeError(f"MPI_Allreduce failed with error code {err}")
-
-
-
-cdef int _check_epoch_buffers(NetSpec spec, Py_ssize_t n_params, Py_ssize_t n_grads,
-                              Py_ssize_t n_s1, Py_ssize_t n_s2, Py_ssize_t n, Py_ssize_t n_in,
-                              Py_ssize_t y_rows, Py_ssize_t y_cols, Py_ssize_t n_labels,
-                              Py_ssize_t n_sw, Py_ssize_t n_sigma,
-                              const Py_ssize_t[::1] order, Py_ssize_t batch_size,
-                              int loss_kind, int opt_kind, double momentum, long long t0,
-                              Py_ssize_t n_acts, Py_ssize_t n_d0, Py_ssize_t n_d1,
-                              Py_ssize_t xb_rows, Py_ssize_t xb_cols, Py_ssize_t yb_rows,
-                              Py_ssize_t yb_cols, Py_ssize_t n_lb, Py_ssize_t n_swb,
-                              Py_ssize_t n_sigmab, Py_ssize_t row_offset,
-                              bint distributed) except -1:
-    """Raise ValueError unless every buffer of train_epoch fits the network and the batch.
-
-    Sizes only (-1 for an absent array), compared in C: O(1), plus one pass over `order`.
-    """
-    cdef Py_ssize_t i, n_order, rows, bad = -1
-    check_net(spec, n_params, n_grads - (2 if distributed else 0), n_in, n)
-    check_target_sizes(loss_kind, n, spec.net.sizes[spec.net.n_layers], y_rows, y_cols,
-                       n_labels, n_sw, n_sigma)
-    _check_optimizer(opt_kind, momentum, n_params, n_s1, n_s2, t0)
-    if batch_size < 1 or batch_size > INT_MAX:
-        raise ValueError(f"batch_size={batch_size}; expected 1 .. {INT_MAX}")
-    if row_offset < 0:
-        raise ValueError(f"row_offset={row_offset}; expected >= 0")
-    n_order = n if order is None else order.shape[0]
-    rows = min(batch_size, n_order)  # the most rows one minibatch holds
-    if rows == 0:
-        return 0
-    # (Python integers: the C products could overflow for absurd widths)
-    for name, have, per_row in (("acts", n_acts, spec.net.act_width),
-                                ("delta0", n_d0, spec.net.max_width),
-                                ("delta1", n_d1, spec.net.max_width)):
-        if have < (<object> rows) * per_row:
-            raise ValueError(f"the workspace {name} has {max(have, 0)} entries; a batch of "
-                             f"{rows} rows needs {(<object> rows) * per_row}")
-    if order is None:
-        return 0
-    # every index >= 0; without ranks, every index a row of X too: there are no other
-    # ranks' samples, and the gather would drop such an index from its batch silently
-    with nogil:
-        for i in range(n_order):
-            if order[i] < 0 or (not distributed and local_row(order[i], row_offset, n) < 0):
-                bad = i
-                break
-    if bad >= 0 and order[bad] < 0:
-        raise ValueError(f"order[{bad}] is {order[bad]}; expected sample indices >= 0")
-    if bad >= 0:
-        expected = (f"the indices of X's {n} rows, {row_offset} .. {row_offset + n - 1}"
-                    if n else "none: X has no rows")
-        raise ValueError(f"order[{bad}] is {order[bad]}; expected {expected} (row_offset="
-                         f"{row_offset}, no reducer: every sample is this process's)")
-    for name, buf_rows, buf_cols, source_cols in (
-            ("X_batch", xb_rows, xb_cols, n_in), ("Y_batch", yb_rows, yb_cols, y_cols),
-            ("labels_batch", n_lb, -2, n_labels), ("sw_batch", n_swb, -2, n_sw),
-            ("sigma_batch", n_sigmab, -2, n_sigma)):
-        if source_cols == -1:   # no such input: its batch buffer is not used
-            continue
-        two_d = buf_cols != -2
-        if buf_rows != -1 and buf_rows >= rows and not (two_d and buf_cols != source_cols):
-            continue
-        needed = f"({rows}, {source_cols})" if two_d else f"({rows},)"
-        if buf_rows == -1:
-            raise ValueError(f"{name} is missing; a batch of {rows} rows needs one of shape "
-                             f"at least {needed}")
-        if buf_rows < rows or (two_d and buf_cols != source_cols):
-            shape = f"({buf_rows}, {buf_cols})" if two_d else f"({buf_rows},)"
-            raise ValueError(f"{name} has shape {shape}; a batch of {rows} rows needs at "
-                             f"least {needed}")
-    return 0
 
 
 
@@ -398,7 +326,7 @@ cdef class EpochCall:
                 raise ValueError("order must be the buffer the epoch was prepared with, one "
                                  "index per row of X")
             # the group writes the order: it may share no byte with what the epochs read
-            _check_apart(self, <char *> a.order, a.n_order * sizeof(Py_ssize_t), "order")
+            check_apart(self._spans + self._read_spans, <char *> a.order, a.n_order * sizeof(Py_ssize_t), "order")
             words = array("I", entropy_words(order_key) + [0])   # + the epoch index
             n_words = words.shape[0]
         item = sizeof(double) if a.is_double else sizeof(float)
@@ -482,22 +410,8 @@ cdef void *_copy_target(EpochCall call, object vector, str name, bint is_double,
         held.append(vf)
     if p == NULL:
         return NULL
-    _check_apart(call, p, n * item, name)
+    check_apart(call._spans + call._read_spans, p, n * item, name)
     return p
-
-
-cdef int _check_apart(EpochCall call, const char *p, Py_ssize_t nbytes, str name,
-                      ) except -1:
-    """ValueError when the `nbytes` at `p`, which a group of epochs writes, overlap any other
-    buffer of the call (its own span, the same pointer and length, excepted)."""
-    cdef Py_ssize_t start, end, lo = <Py_ssize_t> p, hi = <Py_ssize_t> p + nbytes
-    for start, end, other in call._spans + call._read_spans:
-        if start == lo and end == hi and other == name:
-            continue
-        if start < hi and lo < end:
-            raise ValueError(f"{name} overlaps the epoch's {other}; expected a buffer of "
-                             "its own")
-    return 0
 
 
 cdef _claim(list calls):
@@ -566,7 +480,7 @@ def train_epochs(calls, n_threads):
             n_threads < 1:
         raise ValueError(f"n_threads={n_threads!r}; expected an int >= 1")
     cdef int threads = min(n_threads, INT_MAX)   # the pool caps it at its own maximum
-    _check_disjoint(calls)
+    check_disjoint([(c._spans, c._read_spans) for c in calls])
     cdef Py_ssize_t i, k = len(calls)
     cdef bint serial = False
     cdef EpochCall c
@@ -602,42 +516,6 @@ def train_epochs(calls, n_threads):
         c._pending = pending if c.a.status == _STATUS_INTERRUPTED else None
         c._results = [(c.result, c.a.seconds)]
     return pending
-
-
-cdef _check_disjoint(list calls):
-    """ValueError when memory one call writes is also written or read by another buffer of
-    any call, its own included (a task reading memory another task writes races, and an
-    epoch whose gather overwrites its own X trains on garbage); buffers that are only read
-    (the members' shared X and y) may overlap.  Sorted spans, one sweep: O(m log m)."""
-    cdef EpochCall c
-    spans = []
-    for k, c in enumerate(calls):
-        spans.extend((start, end, k, name, True) for start, end, name in c._spans)
-        spans.extend((start, end, k, name, False) for start, end, name in c._read_spans)
-    spans.sort()
-    last_any = last_written = None      # the span reaching furthest so far (written ones)
-    for span in spans:
-        start, end, k, name, writes = span
-        other = last_any if writes else last_written
-        if other is not None and other[1] > start:
-            a, b = (other, span) if other[4] else (span, other)
-            who = (lambda k: f"calls[{k}]") if len(calls) > 1 else (lambda k: "the epoch")
-            raise ValueError(
-                f"{who(a[2])} writes its {a[3]} in memory that {who(b[2])} "
-                f"{'writes' if b[4] else 'reads'} as its {b[3]}: the epochs would use "
-                "overlapping buffers; each needs its own model, optimizer state and "
-                "workspace, none of them in the data it reads")
-        if last_any is None or end > last_any[1]:
-            last_any = span
-        if writes and (last_written is None or end > last_written[1]):
-            last_written = span
-
-
-cdef inline void _span(list spans, const void *start, Py_ssize_t nbytes, str name):
-    """Append (first byte, one past the last, name) of a buffer the epoch points into, unless
-    it is absent or empty (a NULL pointer or no bytes)."""
-    if start != NULL and nbytes > 0:
-        spans.append((<Py_ssize_t> start, <Py_ssize_t> start + nbytes, name))
 
 
 def prepare_epoch(EpochConfig config not None, source, params, grads, state1, state2,
@@ -773,7 +651,7 @@ cdef EpochCall _pack(EpochConfig config, object source, floating[::1] params,
             X_batch = config.X_batch    # (read in place without an order: not used)
     # (sizes as C expressions, -1 for an absent buffer: the typed views never become
     # Python objects, which cost most of a small network's epoch preparation)
-    _check_epoch_buffers(
+    check_epoch_buffers(
         spec, params.shape[0], grads.shape[0], -1 if state1 is None else state1.shape[0],
         -1 if state2 is None else state2.shape[0], n, -1 if sparse else n_in,
         -1 if Y is None else Y.shape[0], -1 if Y is None else Y.shape[1],
@@ -828,7 +706,7 @@ cdef EpochCall _pack(EpochConfig config, object source, floating[::1] params,
         a.sw = &sample_weight[0]
     if sigma is not None and sigma.shape[0] > 0:
         a.sigma = &sigma[0]
-    a.order_local = True          # without a reducer, _check_epoch_buffers made sure
+    a.order_local = True          # without a reducer, check_epoch_buffers made sure
     if order is not None and order.shape[0] > 0:
         a.order = &order[0]
         if reducer is not None:
@@ -879,40 +757,40 @@ cdef EpochCall _pack(EpochConfig config, object source, floating[::1] params,
                   Y_batch, labels_batch, sw_batch, sigma_batch, samples_buf, batch_weights]
     # every byte the epoch writes, and every byte it only reads, from the pointers it will use
     written = []
-    _span(written, a.params, params.shape[0] * item, "params")
-    _span(written, a.grads, grads.shape[0] * item, "grads")
-    _span(written, a.s1, (0 if state1 is None else state1.shape[0]) * item, "state1")
-    _span(written, a.s2, (0 if state2 is None else state2.shape[0]) * item, "state2")
-    _span(written, a.acts, (0 if acts is None else acts.shape[0]) * item, "acts")
-    _span(written, a.delta0, (0 if delta0 is None else delta0.shape[0]) * item, "delta0")
-    _span(written, a.delta1, (0 if delta1 is None else delta1.shape[0]) * item, "delta1")
-    _span(written, a.X_batch,
+    span(written, a.params, params.shape[0] * item, "params")
+    span(written, a.grads, grads.shape[0] * item, "grads")
+    span(written, a.s1, (0 if state1 is None else state1.shape[0]) * item, "state1")
+    span(written, a.s2, (0 if state2 is None else state2.shape[0]) * item, "state2")
+    span(written, a.acts, (0 if acts is None else acts.shape[0]) * item, "acts")
+    span(written, a.delta0, (0 if delta0 is None else delta0.shape[0]) * item, "delta0")
+    span(written, a.delta1, (0 if delta1 is None else delta1.shape[0]) * item, "delta1")
+    span(written, a.X_batch,
           0 if X_batch is None else X_batch.shape[0] * X_batch.shape[1] * item, "X_batch")
-    _span(written, a.Y_batch,
+    span(written, a.Y_batch,
           0 if Y_batch is None else Y_batch.shape[0] * Y_batch.shape[1] * item, "Y_batch")
-    _span(written, a.labels_batch,
+    span(written, a.labels_batch,
           (0 if labels_batch is None else labels_batch.shape[0]) * index, "labels_batch")
-    _span(written, a.sw_batch, (0 if sw_batch is None else sw_batch.shape[0]) * item,
+    span(written, a.sw_batch, (0 if sw_batch is None else sw_batch.shape[0]) * item,
           "sw_batch")
-    _span(written, a.sigma_batch, (0 if sigma_batch is None else sigma_batch.shape[0]) * item,
+    span(written, a.sigma_batch, (0 if sigma_batch is None else sigma_batch.shape[0]) * item,
           "sigma_batch")
-    _span(written, a.samples, (0 if samples_buf is None else samples_buf.shape[0]) * index,
+    span(written, a.samples, (0 if samples_buf is None else samples_buf.shape[0]) * index,
           "dropout sample indices")
-    _span(written, a.batch_weights,
+    span(written, a.batch_weights,
           (0 if batch_weights is None else batch_weights.shape[0]) * sizeof(double),
           "batch weights")
     read = []
-    _span(read, a.X, 0 if X is None else X.shape[0] * X.shape[1] * item, "X")
-    _span(read, a.data, (0 if data is None else data.shape[0]) * item, "data")
-    _span(read, a.indices, (0 if indices is None else indices.shape[0]) * index, "indices")
-    _span(read, a.indptr, (0 if indptr is None else indptr.shape[0]) * index, "indptr")
-    _span(read, a.Y, 0 if Y is None else Y.shape[0] * Y.shape[1] * item, "Y")
-    _span(read, a.labels, (0 if labels is None else labels.shape[0]) * index, "labels")
-    _span(read, a.sw, (0 if sample_weight is None else sample_weight.shape[0]) * item,
+    span(read, a.X, 0 if X is None else X.shape[0] * X.shape[1] * item, "X")
+    span(read, a.data, (0 if data is None else data.shape[0]) * item, "data")
+    span(read, a.indices, (0 if indices is None else indices.shape[0]) * index, "indices")
+    span(read, a.indptr, (0 if indptr is None else indptr.shape[0]) * index, "indptr")
+    span(read, a.Y, 0 if Y is None else Y.shape[0] * Y.shape[1] * item, "Y")
+    span(read, a.labels, (0 if labels is None else labels.shape[0]) * index, "labels")
+    span(read, a.sw, (0 if sample_weight is None else sample_weight.shape[0]) * item,
           "sample_weight")
-    _span(read, a.sigma, (0 if sigma is None else sigma.shape[0]) * item, "sigma")
-    _span(read, a.order, (0 if order is None else order.shape[0]) * index, "order")
+    span(read, a.sigma, (0 if sigma is None else sigma.shape[0]) * item, "sigma")
+    span(read, a.order, (0 if order is None else order.shape[0]) * index, "order")
     call._spans, call._read_spans = written, read
-    _check_disjoint([call])     # its own buffers (train_epochs checks them across calls)
+    check_disjoint([(call._spans, call._read_spans)])     # its own buffers (train_epochs checks them across calls)
     call._prepared = True
     return call

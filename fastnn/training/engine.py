@@ -351,7 +351,9 @@ class TrainingRun:
         RuntimeError.  Closed or thrown into after the call ran, the model keeps that epoch's
         weights and the optimizer its step count, as after Ctrl-C (a diverged epoch falls
         back to the last parameters known to be good, as fit does, without raising).
-        ``run`` is this loop with one model.
+        ``run`` is this loop with one model; under it alone a call may hold several short
+        epochs (``_group_rates``: nothing happens between them), which ``commit`` records
+        one by one.
         """
         model = self.model
         self.bar = None
