@@ -38,11 +38,13 @@ taken in one global order (their creation), and a thread that holds a lower leve
 asks for a higher one's (a fit's driver holds models' locks only, and what it records under
 them never takes an estimator's), so two holders never wait for each other in a cycle.
 """
-import contextlib
+import _signal
 import itertools
 import signal
 import threading
 import weakref
+
+_SIGINT = int(signal.SIGINT)
 
 __all__ = ["StateLock", "state_lock", "hold", "consistent", "let_readers_in"]
 
@@ -226,27 +228,39 @@ def let_readers_in(models):
         (m if isinstance(m, StateLock) else m._lock).let_readers_in()
 
 
-@contextlib.contextmanager
-def sigint_deferred(raise_at_end=True):
+class sigint_deferred:
     """Hold back Ctrl-C for a block that must finish once begun: the record of an epoch (or
-    a group of epochs: ``TrainingRun.commit``), a resource created and stored (a file
-    descriptor: fastnn.io.writer).
+    a group of epochs: ``TrainingRun.commit``, and L-BFGS's iteration), a resource created and
+    stored (a file descriptor: fastnn.io.writer).  ``with sigint_deferred() as received:``.
 
     Python raises KeyboardInterrupt at the first check after a signal, which may fall inside
     the block and leave it half done.  In the main thread (the only one KeyboardInterrupt
     reaches), with Python's default handler installed, a SIGINT inside the block is recorded
-    (the yielded list gets its number) and, with `raise_at_end`, raised at its end;
-    elsewhere the block runs as it is and the list stays empty.
+    (`received` gets its number) and, with `raise_at_end`, raised at its end; elsewhere the
+    block runs as it is and `received` stays empty.  (It calls _signal, the signal module's
+    C core: the module's wrappers turn every handler into an enum member, ~20-40 us a call,
+    which an epoch's record would pay twice.)
     """
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield []
-        return
-    received = []
-    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        if received and raise_at_end:
-            raise KeyboardInterrupt
+
+    __slots__ = ("raise_at_end", "received", "_swapped")
+
+    def __init__(self, raise_at_end=True):
+        self.raise_at_end = raise_at_end
+        self.received = []
+        self._swapped = False
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() and \
+                _signal.getsignal(_SIGINT) is _signal.default_int_handler:
+            received = self.received
+            _signal.signal(_SIGINT, lambda signum, frame: received.append(signum))
+            self._swapped = True
+        return self.received
+
+    def __exit__(self, *exc):
+        if self._swapped:
+            self._swapped = False
+            _signal.signal(_SIGINT, _signal.default_int_handler)
+            if self.received and self.raise_at_end:
+                raise KeyboardInterrupt
+        return False
