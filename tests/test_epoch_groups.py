@@ -397,3 +397,40 @@ def test_ctrl_c_while_a_group_is_recorded_waits_for_the_record(groups, monkeypat
     reference, ref_opt = MLP([5, 8, 3], seed=0), SGD(lr=0.1, momentum=0.9)
     fit(reference, X, y, "cross_entropy", ref_opt, epochs=done, batch_size=16, seed=1)
     np.testing.assert_array_equal(model.params, reference.params)
+
+
+def test_a_programs_own_sigint_handler_gets_the_held_back_signal(groups, monkeypatch):
+    """With a program's own SIGINT handler installed, Ctrl-C during a group's record is
+    held back as with Python's default one, then handed to that handler; the handler is
+    in place afterwards."""
+    from fastnn.training.callbacks import History
+    X, y = _data(n=64)
+    calls = []
+
+    def handler(signum, frame):
+        calls.append(signum)
+        raise KeyboardInterrupt("the program's own")
+
+    original, appended = History._append, []
+
+    def append(self, logs):
+        appended.append(logs["epoch"])
+        if len(appended) == 3:
+            signal.raise_signal(signal.SIGINT)
+        return original(self, logs)
+
+    monkeypatch.setattr(History, "_append", append)
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        model, opt = MLP([5, 8, 3], seed=0), SGD(lr=0.1, momentum=0.9)
+        with pytest.raises(KeyboardInterrupt, match="the program's own"):
+            fit(model, X, y, "cross_entropy", opt, epochs=10, batch_size=16, seed=1)
+        assert signal.getsignal(signal.SIGINT) is handler and calls == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    monkeypatch.setattr(History, "_append", original)
+    done = opt.completed_epochs
+    assert done > 3 and len(model.history_) == done and opt.t == 4 * done
+    reference, ref_opt = MLP([5, 8, 3], seed=0), SGD(lr=0.1, momentum=0.9)
+    fit(reference, X, y, "cross_entropy", ref_opt, epochs=done, batch_size=16, seed=1)
+    np.testing.assert_array_equal(model.params, reference.params)

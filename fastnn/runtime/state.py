@@ -233,34 +233,48 @@ class sigint_deferred:
     a group of epochs: ``TrainingRun.commit``, and L-BFGS's iteration), a resource created and
     stored (a file descriptor: fastnn.io.writer).  ``with sigint_deferred() as received:``.
 
-    Python raises KeyboardInterrupt at the first check after a signal, which may fall inside
-    the block and leave it half done.  In the main thread (the only one KeyboardInterrupt
-    reaches), with Python's default handler installed, a SIGINT inside the block is recorded
-    (`received` gets its number) and, with `raise_at_end`, raised at its end; elsewhere the
-    block runs as it is and `received` stays empty.  (It calls _signal, the signal module's
-    C core: the module's wrappers turn every handler into an enum member, ~20-40 us a call,
-    which an epoch's record would pay twice.)
+    Python runs a signal's handler at the first check after the signal, which may fall
+    inside the block and leave it half done.  In the main thread (the only one that runs
+    Python's signal handlers), when the SIGINT handler is a Python callable (the default,
+    which raises KeyboardInterrupt, or a program's own), a SIGINT inside the block is
+    recorded (`received` gets its number) and handed to that handler at the block's end
+    (with `raise_at_end`; otherwise the caller calls ``deliver()`` when it is ready); a
+    handler installed inside the block is left in place.  Elsewhere (another thread, SIGINT
+    ignored or left to the system) the block runs as it is and `received` stays empty.  (It
+    calls _signal, the signal module's C core: the module's wrappers turn every handler into
+    an enum member, ~20-40 us a call, which an epoch's record would pay twice.)
     """
 
-    __slots__ = ("raise_at_end", "received", "_swapped")
+    __slots__ = ("raise_at_end", "received", "_previous", "_ours")
 
     def __init__(self, raise_at_end=True):
         self.raise_at_end = raise_at_end
         self.received = []
-        self._swapped = False
+        self._previous = self._ours = None
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread() and \
-                _signal.getsignal(_SIGINT) is _signal.default_int_handler:
-            received = self.received
-            _signal.signal(_SIGINT, lambda signum, frame: received.append(signum))
-            self._swapped = True
+        if threading.current_thread() is threading.main_thread():
+            previous = _signal.getsignal(_SIGINT)
+            if callable(previous):
+                received = self.received
+                ours = lambda signum, frame: received.append(signum)  # noqa: E731
+                _signal.signal(_SIGINT, ours)
+                self._previous, self._ours = previous, ours
         return self.received
 
     def __exit__(self, *exc):
-        if self._swapped:
-            self._swapped = False
-            _signal.signal(_SIGINT, _signal.default_int_handler)
-            if self.received and self.raise_at_end:
-                raise KeyboardInterrupt
+        previous, ours = self._previous, self._ours
+        if ours is not None:
+            self._ours = None
+            if _signal.getsignal(_SIGINT) is ours:   # (not one the block installed)
+                _signal.signal(_SIGINT, previous)
+            if self.raise_at_end:
+                self.deliver()
         return False
+
+    def deliver(self):
+        """Hand the SIGINT the block held back (if any) to the handler it held it from."""
+        if self.received and self._previous is not None:
+            signum, previous = self.received[0], self._previous
+            self.received.clear()
+            previous(signum, None)

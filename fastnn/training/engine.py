@@ -323,9 +323,17 @@ class TrainingRun:
                     with hold([self.model]):
                         try:
                             call.run()
-                        finally:  # a Ctrl-C landing as the call returns: its epoch is
-                            if call.ran:  # recorded
-                                self.commit(call)
+                        finally:  # a Ctrl-C landing as the call returns: its epochs are
+                            interrupts = []   # recorded first (commit itself holds one
+                            while True:       # back once it has begun)
+                                try:
+                                    if call.ran:
+                                        self.commit(call)
+                                    break
+                                except KeyboardInterrupt as exc:
+                                    interrupts.append(exc)
+                            if interrupts:
+                                raise interrupts[0]
                     let_readers_in([self.model])
         except BaseException as exc:
             abort_ranks([self], exc)
@@ -578,6 +586,14 @@ class TrainingRun:
         """A run that ends after `call` ran, without recording it: the optimizer takes the
         step count, and a diverged epoch falls back to the last good parameters (as
         _check_status does, without raising)."""
+        results = call.results
+        if len(results) > 1:
+            # a group: its epochs before the last ran and were checked (run_group): they are
+            # recorded, and the last settles as a lone epoch would (the driver of a group is
+            # run(), which records every call; this is for a Ctrl-C before its record)
+            with self.model._lock:
+                for (result, seconds), lr in zip(results[:-1], self.rates):
+                    self._record_one(result, seconds, lr, last=False)
         with self.model._lock:
             loss_sum, weight_sum, steps, status, failed_step, pending = \
                 self._take_result(call.result)
@@ -613,19 +629,33 @@ class TrainingRun:
         during the epoch or its record, a recorder's) is kept and raised where the run
         resumes.
         """
-        if self._commit[0] is call:
-            return
         # (a Ctrl-C landing in the record would leave the weights of the call's last epoch
         # with the counts and History of an earlier one: it waits for the record's end and
-        # is then the call's error)
-        with sigint_deferred(raise_at_end=False) as interrupted:
+        # is then the call's error; one landing before the record began, a signal that
+        # arrived as the compiled call returned, is caught and the record made)
+        held = []
+        while self._commit[0] is not call:
+            deferral = None
             try:
-                with self.model._lock:
-                    self._commit = (call, self._record_epoch(call), None)
+                deferral = sigint_deferred(raise_at_end=False)
+                with deferral:
+                    try:
+                        with self.model._lock:
+                            self._commit = (call, self._record_epoch(call), None)
+                    except BaseException as exc:
+                        self._commit = (call, None, exc)
+            except KeyboardInterrupt as exc:
+                held.append(exc)
+            if deferral is not None and deferral.received:
+                held.append(deferral)
+        for what in held:
+            try:
+                if isinstance(what, BaseException):
+                    raise what
+                what.deliver()   # the program's SIGINT handler (the default's KeyboardInterrupt)
             except BaseException as exc:
-                self._commit = (call, None, exc)
-        if interrupted and self._commit[2] is None:
-            self._commit = (call, self._commit[1], KeyboardInterrupt())
+                if self._commit[2] is None:
+                    self._commit = (call, self._commit[1], exc)
 
     def _record_epoch(self, call):
         """After the compiled call ran: each epoch it ran recorded in turn (a group's: the

@@ -143,7 +143,7 @@ class FullBatchRun(TrainingRun):
         began, nfev_before = self._clock
         self._clock = (now, nfev)
         # (Ctrl-C waits for the iterate and its record, as for an epoch: TrainingRun.commit)
-        with sigint_deferred(), hold([model]):
+        with hold([model]), sigint_deferred():   # (waiting for a reader stays interruptible)
             _publish(model, intermediate_result.x)
             logs, stop = self._record(float(intermediate_result.fun), now - began,
                                       nfev - nfev_before)
