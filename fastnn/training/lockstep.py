@@ -82,9 +82,20 @@ def train_in_lockstep(runs, workers, histories, errors):
                 try:
                     boundary.run_epochs([calls[k] for k in members], workers)
                 finally:  # a Ctrl-C landing as the job returns: the epochs that ran are
-                    for k in members:  # recorded, so the records match the weights
-                        if calls[k].ran:
-                            runs[k][0].commit(calls[k])
+                    # recorded first, so the records match the weights (commit is a no-op
+                    # for a call it recorded; as TrainingRun.run's driver loop)
+                    interrupts, i = [], 0
+                    while True:
+                        try:
+                            while i < len(members):
+                                if calls[members[i]].ran:
+                                    runs[members[i]][0].commit(calls[members[i]])
+                                i += 1
+                            break
+                        except KeyboardInterrupt as exc:
+                            interrupts.append(exc)
+                    if interrupts:
+                        raise interrupts[0]
             let_readers_in(models)   # a reader waits for one round at most
             for k in members:
                 if calls[k].ran:
