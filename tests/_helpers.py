@@ -6,6 +6,7 @@ An error is "clear" when its message names the argument, what was seen and what 
 import contextlib
 import io
 import os
+import signal
 from types import SimpleNamespace
 
 import numpy as np
@@ -167,3 +168,20 @@ def check_gemm(kernel, dtype, m, n, k, trans_a, trans_b, alpha, beta, seed, pad=
     assert np.all(err <= tol), (f"{kernel} {np.dtype(dtype).name} m={m} n={n} k={k} "
                                 f"trans=({trans_a}, {trans_b}) alpha={alpha} beta={beta}: "
                                 f"largest error {err.max()} over tolerance")
+
+
+def sigint_during_record(monkeypatch, nth):
+    """Send a real SIGINT while the run records its `nth` History entry (inside
+    History._append: the moment a Ctrl-C lands in an epoch's or iteration's record).
+    Returns a function that puts History._append back."""
+    from fastnn.training.callbacks import History
+    original, appended = History._append, []
+
+    def append(self, logs):
+        appended.append(logs["epoch"])
+        if len(appended) == nth:
+            signal.raise_signal(signal.SIGINT)
+        return original(self, logs)
+
+    monkeypatch.setattr(History, "_append", append)
+    return lambda: monkeypatch.setattr(History, "_append", original)

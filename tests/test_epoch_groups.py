@@ -375,22 +375,13 @@ def test_ctrl_c_while_a_group_is_recorded_waits_for_the_record(groups, monkeypat
     """A SIGINT arriving while the engine records a group's epochs (Python, after the
     compiled call) is raised once the record is complete: the model, the optimizer's counts
     and the History name the same epoch boundary, that of the group's last epoch."""
-    from fastnn.training.callbacks import History
+    from tests._helpers import sigint_during_record
     X, y = _data(n=64)
-    original = History._append
-    appended = []
-
-    def append(self, logs):
-        appended.append(logs["epoch"])
-        if len(appended) == 3:               # the third epoch's record, inside a group
-            signal.raise_signal(signal.SIGINT)
-        return original(self, logs)
-
-    monkeypatch.setattr(History, "_append", append)
+    restore = sigint_during_record(monkeypatch, 3)   # the third epoch's record, in a group
     model, opt = MLP([5, 8, 3], seed=0), SGD(lr=0.1, momentum=0.9)
     with pytest.raises(KeyboardInterrupt):
         fit(model, X, y, "cross_entropy", opt, epochs=10, batch_size=16, seed=1)
-    monkeypatch.setattr(History, "_append", original)
+    restore()
     assert max(groups) > 1
     done = opt.completed_epochs
     assert done > 3 and len(model.history_) == done and opt.t == 4 * done
@@ -403,7 +394,7 @@ def test_a_programs_own_sigint_handler_gets_the_held_back_signal(groups, monkeyp
     """With a program's own SIGINT handler installed, Ctrl-C during a group's record is
     held back as with Python's default one, then handed to that handler; the handler is
     in place afterwards."""
-    from fastnn.training.callbacks import History
+    from tests._helpers import sigint_during_record
     X, y = _data(n=64)
     calls = []
 
@@ -411,15 +402,7 @@ def test_a_programs_own_sigint_handler_gets_the_held_back_signal(groups, monkeyp
         calls.append(signum)
         raise KeyboardInterrupt("the program's own")
 
-    original, appended = History._append, []
-
-    def append(self, logs):
-        appended.append(logs["epoch"])
-        if len(appended) == 3:
-            signal.raise_signal(signal.SIGINT)
-        return original(self, logs)
-
-    monkeypatch.setattr(History, "_append", append)
+    restore = sigint_during_record(monkeypatch, 3)
     previous = signal.signal(signal.SIGINT, handler)
     try:
         model, opt = MLP([5, 8, 3], seed=0), SGD(lr=0.1, momentum=0.9)
@@ -428,7 +411,7 @@ def test_a_programs_own_sigint_handler_gets_the_held_back_signal(groups, monkeyp
         assert signal.getsignal(signal.SIGINT) is handler and calls == [signal.SIGINT]
     finally:
         signal.signal(signal.SIGINT, previous)
-    monkeypatch.setattr(History, "_append", original)
+    restore()
     done = opt.completed_epochs
     assert done > 3 and len(model.history_) == done and opt.t == 4 * done
     reference, ref_opt = MLP([5, 8, 3], seed=0), SGD(lr=0.1, momentum=0.9)

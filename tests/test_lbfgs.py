@@ -297,22 +297,13 @@ def test_ctrl_c_while_an_iteration_is_recorded_waits_for_the_record(monkeypatch)
     """A SIGINT arriving between an iterate's publication and its History entry is raised
     once both are done: the model holds iterate k and the History has k entries, as a run
     of k iterations leaves them (fastnn.runtime.state.sigint_deferred)."""
-    import signal
-    from fastnn.training.callbacks import History
-    original, appended = History._append, []
-
-    def append(self, logs):
-        appended.append(logs["epoch"])
-        if len(appended) == 3:
-            signal.raise_signal(signal.SIGINT)
-        return original(self, logs)
-
+    from tests._helpers import sigint_during_record
     model, X, y, _ = _problem("cross_entropy")
     reference = _problem("cross_entropy")[0]
-    monkeypatch.setattr(History, "_append", append)
+    restore = sigint_during_record(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         LBFGS(max_iter=20).fit(model, X, y, "cross_entropy")
-    monkeypatch.setattr(History, "_append", original)
+    restore()
     assert len(model.history_) == 3
     LBFGS(max_iter=3).fit(reference, X, y, "cross_entropy")
     np.testing.assert_array_equal(model.params, reference.params)
